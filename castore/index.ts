@@ -1,0 +1,18 @@
+/**
+ * castore: a BLAKE3 content-addressed store for Nix store path contents —
+ * blobs with outboards for verified streaming, canonical directory objects,
+ * NAR <-> castore conversion, a store path registry, fsck and GC. Used by
+ * both the coordinator and the agent. Format specification: docs/castore.md.
+ */
+export * from './blake3/index.js';
+export { CastoreError, type CastoreErrorCode } from './errors.js';
+export * from './node.js';
+export { decodeDirectory, encodeDirectory, directoryId, directorySize, invalidEntryNameReason } from './directory.js';
+export { Castore, INLINE_MAX, type BlobStat } from './store/castore.js';
+export { IngestSession, type BlobWriter } from './store/ingest-session.js';
+export { StorePathInfoSchema, type StorePathInfo } from './store/store-path-info.js';
+export { ingestNar, type NarIngestOptions, type NarIngestResult } from './nar-ingest.js';
+export { ingestStorePath, type StorePathMetadata } from './ingest-store-path.js';
+export { exportNar } from './nar-export.js';
+export { collectGarbage, cleanStaleIngests, type GcOptions, type GcReport } from './store/gc.js';
+export { fsck, type FsckOptions, type FsckProblem, type FsckReport } from './store/fsck.js';

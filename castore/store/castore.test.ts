@@ -1,0 +1,224 @@
+import { hash as nativeBlake3 } from 'blake3';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { encodeNar, type NarEvent } from '../../nix/index.js';
+import { CastoreError } from '../errors.js';
+import { exportNar } from '../nar-export.js';
+import { ingestStorePath } from '../ingest-store-path.js';
+import { digestFromBytes, type Node } from '../node.js';
+import { blobDataPath } from './blob-files.js';
+import { Castore, INLINE_MAX } from './castore.js';
+import { collectGarbage } from './gc.js';
+import { fsck } from './fsck.js';
+
+let dir: string;
+let store: Castore;
+
+beforeEach(() => {
+  dir = mkdtempSync(path.join(tmpdir(), 'ferry-castore-'));
+  store = Castore.open(dir);
+});
+afterEach(() => {
+  store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function pseudoRandom(length: number, seed: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {
+  const parts: Uint8Array[] = [];
+  for await (const chunk of chunks) parts.push(chunk);
+  return Buffer.concat(parts);
+}
+
+function* narOf(files: Record<string, Uint8Array>): Generator<NarEvent> {
+  yield { type: 'directory', path: '' };
+  for (const name of Object.keys(files).sort()) {
+    yield { type: 'file', path: name, size: files[name]!.length, executable: false, offset: 0 };
+    yield { type: 'data', path: name, chunk: files[name]! };
+    yield { type: 'file-end', path: name };
+  }
+  yield { type: 'directory-end', path: '' };
+}
+
+async function* chunked(bytes: Uint8Array, size = 64 * 1024): AsyncGenerator<Uint8Array> {
+  for (let i = 0; i < bytes.length; i += size) yield bytes.subarray(i, i + size);
+}
+
+describe('castore blob store', () => {
+  it('stores small blobs inline and large ones as files, ids as b3sum', async () => {
+    const small = pseudoRandom(100, 1);
+    const large = pseudoRandom(INLINE_MAX * 5 + 123, 2);
+    const smallId = await store.putBlob(small);
+    const largeId = await store.putBlob(large);
+    expect(smallId).toBe(digestFromBytes(nativeBlake3(small) as Uint8Array));
+    expect(largeId).toBe(digestFromBytes(nativeBlake3(large) as Uint8Array));
+    expect(store.statBlob(smallId)).toEqual({ size: 100, inline: true });
+    expect(store.statBlob(largeId)).toEqual({ size: large.length, inline: false });
+    expect(existsSync(blobDataPath(dir, largeId))).toBe(true);
+    expect(Buffer.from(await store.readBlobBytes(largeId)).equals(large)).toBe(true);
+    expect(store.readOutboard(largeId).length).toBe(64 * (Math.ceil(large.length / 16384) - 1));
+    expect(store.readOutboard(smallId).length).toBe(0);
+  });
+
+  it('serves byte ranges', async () => {
+    const large = pseudoRandom(100_000, 3);
+    const id = await store.putBlob(large);
+    const range = await collect(store.readBlob(id, { offset: 12_345, length: 40_000 }));
+    expect(range.equals(large.subarray(12_345, 52_345))).toBe(true);
+    await expect(collect(store.readBlob(id, { offset: 99_999, length: 2 }))).rejects.toMatchObject({ code: 'BLAKE3_BAD_SIZE' });
+    await expect(collect(store.readBlob('0'.repeat(64) as never))).rejects.toMatchObject({ code: 'BLOB_NOT_FOUND' });
+  });
+
+  it('is safe with concurrent writers of the same blob', async () => {
+    const large = pseudoRandom(INLINE_MAX * 3, 4);
+    const other = Castore.open(dir);
+    try {
+      const ids = await Promise.all([store.putBlob(large), other.putBlob(large), store.putBlob(large)]);
+      expect(new Set(ids).size).toBe(1);
+      expect(Buffer.from(await other.readBlobBytes(ids[0]!)).equals(large)).toBe(true);
+    } finally {
+      other.close();
+    }
+    expect(readdirSync(path.join(dir, 'tmp'))).toEqual([]);
+  });
+
+  it('a session shows nothing until commit, and nothing after abort', async () => {
+    const session = store.beginIngest();
+    const small = await session.putBlobBytes(pseudoRandom(10, 5));
+    const large = await session.putBlobBytes(pseudoRandom(INLINE_MAX + 1, 6));
+    const dirNode = session.putDirectory([{ name: 'f', type: 'file', digest: small, size: 10, executable: false }]);
+    expect(store.hasBlob(small)).toBe(false);
+    expect(store.hasBlob(large)).toBe(false);
+    expect(store.hasDirectory(dirNode.digest)).toBe(false);
+    session.abort();
+    expect(store.hasBlob(small)).toBe(false);
+    expect(store.hasBlob(large)).toBe(false);
+    expect(readdirSync(path.join(dir, 'tmp'))).toEqual([]);
+    expect(store.db.prepare('SELECT COUNT(*) AS n FROM staged_blobs').get()).toEqual({ n: 0 });
+  });
+});
+
+describe('NAR <-> castore', () => {
+  const files = {
+    'a-small': pseudoRandom(300, 7),
+    'b-large': pseudoRandom(200_000, 8),
+    'c-empty': new Uint8Array(0),
+    'd-dup': pseudoRandom(300, 7),
+  };
+
+  it('ingests and exports byte-identically', async () => {
+    const nar = await collect(encodeNar(narOf(files)));
+    const info = await ingestStorePath(store, chunked(nar, 1000), { storePath: '/nix/store/00000000000000000000000000000000-x', references: [] });
+    expect(info.narSize).toBe(nar.length);
+    const exported = await collect(exportNar(store, info.root));
+    expect(exported.equals(nar)).toBe(true);
+    // dedup: a-small and d-dup share one blob
+    expect(store.db.prepare('SELECT COUNT(*) AS n FROM blobs').get()).toEqual({ n: 3 });
+    expect((await fsck(store, { checkNars: true })).problems).toEqual([]);
+  });
+
+  it('an ingest aborted mid-stream leaves no visible blob or directory', async () => {
+    const nar = await collect(encodeNar(narOf(files)));
+    async function* dies(): AsyncGenerator<Uint8Array> {
+      yield nar.subarray(0, nar.length - 500);
+      throw new Error('connection lost');
+    }
+    await expect(
+      ingestStorePath(store, dies(), { storePath: '/nix/store/00000000000000000000000000000000-x', references: [] }),
+    ).rejects.toThrow('connection lost');
+    for (const table of ['blobs', 'directories', 'store_paths', 'staged_blobs', 'ingests']) {
+      expect(store.db.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get(), table).toEqual({ n: 0 });
+    }
+    expect(readdirSync(path.join(dir, 'tmp'))).toEqual([]);
+  });
+
+  it('refuses a NAR that does not hash as claimed, leaving nothing', async () => {
+    const nar = await collect(encodeNar(narOf(files)));
+    await expect(
+      ingestStorePath(store, chunked(nar), {
+        storePath: '/nix/store/00000000000000000000000000000000-x',
+        references: [],
+        narHash: 'sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73',
+      }),
+    ).rejects.toMatchObject({ code: 'BLOB_CORRUPT' });
+    expect(store.db.prepare('SELECT COUNT(*) AS n FROM blobs').get()).toEqual({ n: 0 });
+  });
+});
+
+describe('fsck and GC', () => {
+  it('fsck names a corrupted blob file', async () => {
+    const large = pseudoRandom(INLINE_MAX * 2 + 5, 9);
+    const id = await store.putBlob(large);
+    const corrupt = Buffer.from(large);
+    corrupt[20_000] = corrupt[20_000]! ^ 0x10;
+    rmSync(blobDataPath(dir, id));
+    writeFileSync(blobDataPath(dir, id), corrupt);
+    const report = await fsck(store);
+    expect(report.problems).toHaveLength(1);
+    expect(report.problems[0]).toMatchObject({ kind: 'blob', id });
+  });
+
+  it('keeps everything reachable from roots and frees the rest', async () => {
+    const keepFiles = { keep: pseudoRandom(50_000, 10), shared: pseudoRandom(100, 11) };
+    const dropFiles = { drop: pseudoRandom(60_000, 12), shared: pseudoRandom(100, 11) };
+    const keepPath = '/nix/store/11111111111111111111111111111111-keep';
+    const dropPath = '/nix/store/22222222222222222222222222222222-drop';
+    const kept = await ingestStorePath(store, encodeNar(narOf(keepFiles)), { storePath: keepPath, references: [] });
+    await ingestStorePath(store, encodeNar(narOf(dropFiles)), { storePath: dropPath, references: [] });
+    const orphan = await store.putBlob(pseudoRandom(70_000, 13));
+    // Objects used after GC starts are never swept: let the clock move past them.
+    await new Promise((resolve) => setTimeout(resolve, 5));
+
+    const dry = collectGarbage(store, { keepStorePaths: [keepPath], dryRun: true });
+    expect(dry.removedBlobs).toBe(2); // drop + orphan; shared stays
+    expect(store.hasBlob(orphan)).toBe(true);
+
+    const report = collectGarbage(store, { keepStorePaths: [keepPath] });
+    expect(report.removedStorePaths).toEqual([dropPath]);
+    expect(report.removedBlobs).toBe(2);
+    expect(store.hasBlob(orphan)).toBe(false);
+    expect(existsSync(blobDataPath(dir, orphan))).toBe(false);
+    expect(store.getStorePath(dropPath)).toBeUndefined();
+    const exported = await collect(exportNar(store, kept.root as Node));
+    expect(exported.equals(await collect(encodeNar(narOf(keepFiles))))).toBe(true);
+    expect((await fsck(store, { checkNars: true })).problems).toEqual([]);
+  });
+
+  it('never sweeps what an ingest still running may reference', async () => {
+    const session = store.beginIngest();
+    const existing = await store.putBlob(pseudoRandom(40_000, 14)); // unreachable, but...
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const again = await session.putBlobBytes(pseudoRandom(40_000, 14)); // ...deduplicated by a running ingest
+    expect(again).toBe(existing);
+    collectGarbage(store);
+    session.putDirectory([{ name: 'x', type: 'file', digest: again, size: 40_000, executable: false }]);
+    session.commit();
+    expect(store.hasBlob(existing)).toBe(true);
+  });
+
+  it('collects staging leftovers of a killed ingest', () => {
+    store.db.prepare('INSERT INTO ingests (id, pid, started_at) VALUES (?, ?, ?)').run('dead', 2 ** 22 + 7, Date.now());
+    store.db.prepare('INSERT INTO staged_blobs (ingest, id, size, data) VALUES (?, ?, ?, ?)').run('dead', 'f'.repeat(64), 1, Buffer.from([1]));
+    const report = collectGarbage(store);
+    expect(report.staleIngestsCleaned).toBe(1);
+    expect(store.db.prepare('SELECT COUNT(*) AS n FROM staged_blobs').get()).toEqual({ n: 0 });
+  });
+
+  it('refuses unknown objects with typed errors', () => {
+    expect(() => store.readDirectory('1'.repeat(64) as never)).toThrow(CastoreError);
+    expect(() => store.closure(['/nix/store/33333333333333333333333333333333-none'])).toThrow(/not registered/);
+  });
+});

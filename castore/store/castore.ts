@@ -1,0 +1,184 @@
+/**
+ * A castore on local disk: blobs, directories and the store path registry
+ * in one data directory. Readers only ever see committed objects; writers go
+ * through an IngestSession, whose objects become visible together in one
+ * commit, or not at all.
+ */
+import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { CastoreError } from '../errors.js';
+import { decodeDirectory } from '../directory.js';
+import { NodeSchema, type Digest, type Entry } from '../node.js';
+import { blobDataPath, blobOutboardPath } from './blob-files.js';
+import { openCastoreDatabase, type CastoreDatabase } from './database.js';
+import { IngestSession } from './ingest-session.js';
+import { StorePathInfoSchema, type StorePathInfo } from './store-path-info.js';
+
+/** Blobs up to one 16 KiB chunk group are stored inline in the index; they have an empty outboard. */
+export const INLINE_MAX = 16 * 1024;
+
+export interface BlobStat {
+  size: number;
+  inline: boolean;
+}
+
+interface StorePathRow {
+  path: string;
+  nar_hash: string;
+  nar_size: number;
+  refs: string;
+  deriver: string | null;
+  ca: string | null;
+  signatures: string;
+  root: string;
+}
+
+export class Castore {
+  /** @internal used by IngestSession, GC and fsck */
+  readonly db: CastoreDatabase;
+  private readonly statements;
+
+  private constructor(readonly dataDir: string) {
+    this.db = openCastoreDatabase(dataDir);
+    this.statements = {
+      blobStat: this.db.prepare<[string], { size: number; inline: number }>('SELECT size, data IS NOT NULL AS inline FROM blobs WHERE id = ?'),
+      blobData: this.db.prepare<[string], { size: number; data: Buffer | null }>('SELECT size, data FROM blobs WHERE id = ?'),
+      directory: this.db.prepare<[string], { data: Buffer }>('SELECT data FROM directories WHERE id = ?'),
+      storePath: this.db.prepare<[string], StorePathRow>('SELECT * FROM store_paths WHERE path = ?'),
+      storePaths: this.db.prepare<[], StorePathRow>('SELECT * FROM store_paths ORDER BY path'),
+    };
+  }
+
+  /** Opens the castore in `dataDir`, creating it if needed. */
+  static open(dataDir: string): Castore {
+    return new Castore(dataDir);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  statBlob(id: Digest): BlobStat | undefined {
+    const row = this.statements.blobStat.get(id);
+    return row ? { size: row.size, inline: row.inline === 1 } : undefined;
+  }
+
+  hasBlob(id: Digest): boolean {
+    return this.statBlob(id) !== undefined;
+  }
+
+  /**
+   * Streams a blob's bytes, optionally a range of them. Refuses unknown ids
+   * (BLOB_NOT_FOUND) and ranges beyond the end (BLAKE3_BAD_SIZE). Bytes are
+   * what the store holds: `fsck` verifies them, receivers verify them again.
+   */
+  async *readBlob(id: Digest, range: { offset?: number; length?: number } = {}): AsyncGenerator<Uint8Array> {
+    const row = this.statements.blobData.get(id);
+    if (!row) throw new CastoreError('BLOB_NOT_FOUND', `blob ${id} is not in the store`, { objectId: id });
+    const offset = range.offset ?? 0;
+    const length = range.length ?? row.size - offset;
+    if (offset < 0 || length < 0 || offset + length > row.size) {
+      throw new CastoreError('BLAKE3_BAD_SIZE', `range ${offset}+${length} is outside blob ${id} of ${row.size} bytes`, { objectId: id });
+    }
+    if (length === 0) return;
+    if (row.data) {
+      yield new Uint8Array(row.data.buffer, row.data.byteOffset + offset, length);
+      return;
+    }
+    yield* createReadStream(blobDataPath(this.dataDir, id), { start: offset, end: offset + length - 1, highWaterMark: 256 * 1024 });
+  }
+
+  /** A whole blob in memory: for small blobs and tests, not for bulk data. */
+  async readBlobBytes(id: Digest): Promise<Uint8Array> {
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of this.readBlob(id)) chunks.push(chunk);
+    return new Uint8Array(Buffer.concat(chunks));
+  }
+
+  /** The BLAKE3 outboard of a blob (empty for blobs of one chunk group or less). */
+  readOutboard(id: Digest): Uint8Array {
+    const stat = this.statBlob(id);
+    if (!stat) throw new CastoreError('BLOB_NOT_FOUND', `blob ${id} is not in the store`, { objectId: id });
+    if (stat.inline) return new Uint8Array(0);
+    return new Uint8Array(readFileSync(blobOutboardPath(this.dataDir, id)));
+  }
+
+  hasDirectory(id: Digest): boolean {
+    return this.statements.directory.get(id) !== undefined;
+  }
+
+  /** The canonical encoding of a directory, as stored; refuses unknown ids with DIRECTORY_NOT_FOUND. */
+  readDirectoryBytes(id: Digest): Uint8Array {
+    const row = this.statements.directory.get(id);
+    if (!row) throw new CastoreError('DIRECTORY_NOT_FOUND', `directory ${id} is not in the store`, { objectId: id });
+    return new Uint8Array(row.data.buffer, row.data.byteOffset, row.data.byteLength);
+  }
+
+  readDirectory(id: Digest): Entry[] {
+    return decodeDirectory(this.readDirectoryBytes(id), id);
+  }
+
+  getStorePath(storePath: string): StorePathInfo | undefined {
+    const row = this.statements.storePath.get(storePath);
+    return row ? storePathFromRow(row) : undefined;
+  }
+
+  listStorePaths(): StorePathInfo[] {
+    return this.statements.storePaths.all().map(storePathFromRow);
+  }
+
+  /**
+   * The closure of `paths` over the registry's references, sorted. Refuses
+   * (STORE_PATH_NOT_FOUND) a path, or a reference, the registry lacks: a
+   * closure with holes is never returned.
+   */
+  closure(paths: readonly string[]): string[] {
+    const seen = new Set<string>();
+    const pending = [...paths];
+    while (pending.length > 0) {
+      const next = pending.pop()!;
+      if (seen.has(next)) continue;
+      const info = this.getStorePath(next);
+      if (!info) throw new CastoreError('STORE_PATH_NOT_FOUND', `store path ${next} is not registered`);
+      seen.add(next);
+      for (const reference of info.references) if (!seen.has(reference)) pending.push(reference);
+    }
+    return [...seen].sort();
+  }
+
+  /** Starts a batch of writes that become visible together at `commit()`. */
+  beginIngest(): IngestSession {
+    return new IngestSession(this, randomBytes(8).toString('hex'));
+  }
+
+  /** Stores one blob given in memory and returns its id (committed on return). */
+  async putBlob(bytes: Uint8Array): Promise<Digest> {
+    const session = this.beginIngest();
+    try {
+      const id = await session.putBlobBytes(bytes);
+      session.commit();
+      return id;
+    } catch (error) {
+      session.abort();
+      throw error;
+    }
+  }
+
+  /** Whether a blob's data file is present (fsck uses it to report a missing file under a present row). */
+  blobFileExists(id: Digest): boolean {
+    return existsSync(blobDataPath(this.dataDir, id));
+  }
+}
+
+function storePathFromRow(row: StorePathRow): StorePathInfo {
+  return StorePathInfoSchema.parse({
+    storePath: row.path,
+    narHash: row.nar_hash,
+    narSize: row.nar_size,
+    references: JSON.parse(row.refs),
+    deriver: row.deriver ?? undefined,
+    ca: row.ca ?? undefined,
+    signatures: JSON.parse(row.signatures),
+    root: NodeSchema.parse(JSON.parse(row.root)),
+  });
+}

@@ -1,0 +1,136 @@
+/**
+ * fsck: re-verifies every object in a castore and reports what is wrong and
+ * where, without changing anything. Blobs are re-hashed (and their outboards
+ * recomputed), directories decoded strictly and re-hashed, references
+ * checked, and, with `checkNars`, every registered store path re-exported
+ * and its NarHash compared with the registry's.
+ */
+import { hash as nativeBlake3 } from 'blake3';
+import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { encodeNixBase32 } from '../../nix/index.js';
+import { OutboardBuilder } from '../blake3/index.js';
+import { decodeDirectory, directoryId, directorySize } from '../directory.js';
+import { digestFromBytes, type Digest, type Node } from '../node.js';
+import { exportNar } from '../nar-export.js';
+import { blobDataPath, blobOutboardPath } from './blob-files.js';
+import type { Castore } from './castore.js';
+
+export interface FsckProblem {
+  kind: 'blob' | 'directory' | 'store-path';
+  /** Blob or directory id, or store path. */
+  id: string;
+  problem: string;
+}
+
+export interface FsckReport {
+  blobs: number;
+  directories: number;
+  storePaths: number;
+  problems: FsckProblem[];
+}
+
+export interface FsckOptions {
+  /** Also re-export every store path and compare its NarHash (slow: reads everything again). */
+  checkNars?: boolean;
+  onProgress?: (done: number, total: number) => void;
+}
+
+async function verifyFileBlob(store: Castore, id: Digest, size: number): Promise<string | undefined> {
+  const dataPath = blobDataPath(store.dataDir, id);
+  if (!existsSync(dataPath)) return `data file ${dataPath} is missing`;
+  const builder = new OutboardBuilder();
+  let length = 0;
+  for await (const chunk of createReadStream(dataPath, { highWaterMark: 1 << 20 })) {
+    builder.update(chunk as Uint8Array);
+    length += (chunk as Uint8Array).length;
+  }
+  if (length !== size) return `data file has ${length} bytes, the index says ${size}`;
+  const { root, outboard } = builder.finish();
+  if (digestFromBytes(root) !== id) return `content hashes to ${digestFromBytes(root)}, not its id`;
+  const outboardPath = blobOutboardPath(store.dataDir, id);
+  if (!existsSync(outboardPath)) return `outboard file ${outboardPath} is missing`;
+  if (!Buffer.from(outboard).equals(readFileSync(outboardPath))) return 'outboard does not match the content';
+  return undefined;
+}
+
+export async function fsck(store: Castore, options: FsckOptions = {}): Promise<FsckReport> {
+  const db = store.db;
+  const problems: FsckProblem[] = [];
+  const blobRows = db.prepare<[], { id: Digest; size: number; data: Buffer | null }>('SELECT id, size, data FROM blobs').iterate();
+  const totals = db.prepare<[], { b: number; d: number; p: number }>(
+    'SELECT (SELECT COUNT(*) FROM blobs) AS b, (SELECT COUNT(*) FROM directories) AS d, (SELECT COUNT(*) FROM store_paths) AS p',
+  ).get()!;
+  const total = totals.b + totals.d + totals.p;
+  let done = 0;
+  const blobSizes = new Map<Digest, number>();
+  for (const row of blobRows) {
+    blobSizes.set(row.id, row.size);
+    let problem: string | undefined;
+    if (row.data) {
+      if (row.data.length !== row.size) problem = `inline data has ${row.data.length} bytes, the index says ${row.size}`;
+      else if (digestFromBytes(nativeBlake3(row.data) as Uint8Array) !== row.id) problem = 'inline content does not hash to its id';
+    } else if (row.size === 0) {
+      if (row.id !== digestFromBytes(nativeBlake3(new Uint8Array(0)) as Uint8Array)) problem = 'empty blob under a non-empty id';
+    } else {
+      problem = await verifyFileBlob(store, row.id, row.size);
+    }
+    if (problem) problems.push({ kind: 'blob', id: row.id, problem });
+    options.onProgress?.(++done, total);
+  }
+
+  const directorySizes = new Map<Digest, number>();
+  const directoryRows = db.prepare<[], { id: Digest; data: Buffer }>('SELECT id, data FROM directories').all();
+  for (const row of directoryRows) {
+    try {
+      const entries = decodeDirectory(row.data, row.id);
+      directorySizes.set(row.id, directorySize(entries));
+      if (directoryId(row.data) !== row.id) problems.push({ kind: 'directory', id: row.id, problem: 'encoding does not hash to its id' });
+    } catch (error) {
+      problems.push({ kind: 'directory', id: row.id, problem: (error as Error).message });
+    }
+  }
+  const checkNode = (node: Node, where: string, kind: FsckProblem['kind'], id: string): void => {
+    if (node.type === 'file') {
+      const size = blobSizes.get(node.digest);
+      if (size === undefined) problems.push({ kind, id, problem: `${where} references missing blob ${node.digest}` });
+      else if (size !== node.size) problems.push({ kind, id, problem: `${where} says ${node.size} bytes, blob ${node.digest} has ${size}` });
+    } else if (node.type === 'directory') {
+      const size = directorySizes.get(node.digest);
+      if (size === undefined) problems.push({ kind, id, problem: `${where} references missing or invalid directory ${node.digest}` });
+      else if (size !== node.size) problems.push({ kind, id, problem: `${where} says ${node.size} nodes, directory ${node.digest} has ${size}` });
+    }
+  };
+  for (const row of directoryRows) {
+    if (directorySizes.has(row.id)) for (const entry of decodeDirectory(row.data, row.id)) checkNode(entry, `entry '${entry.name}'`, 'directory', row.id);
+    options.onProgress?.(++done, total);
+  }
+
+  const storePaths = store.listStorePaths();
+  for (const info of storePaths) {
+    checkNode(info.root, 'root', 'store-path', info.storePath);
+    for (const reference of info.references) {
+      if (reference !== info.storePath && !store.getStorePath(reference)) {
+        problems.push({ kind: 'store-path', id: info.storePath, problem: `reference ${reference} is not registered` });
+      }
+    }
+    if (options.checkNars && !problems.some((p) => p.id === info.storePath)) {
+      try {
+        const sha256 = createHash('sha256');
+        let size = 0;
+        for await (const chunk of exportNar(store, info.root)) {
+          sha256.update(chunk);
+          size += chunk.length;
+        }
+        const narHash = `sha256:${encodeNixBase32(sha256.digest())}`;
+        if (narHash !== info.narHash || size !== info.narSize) {
+          problems.push({ kind: 'store-path', id: info.storePath, problem: `exported NAR is ${narHash} (${size} bytes), registry says ${info.narHash} (${info.narSize})` });
+        }
+      } catch (error) {
+        problems.push({ kind: 'store-path', id: info.storePath, problem: `export failed: ${(error as Error).message}` });
+      }
+    }
+    options.onProgress?.(++done, total);
+  }
+  return { blobs: totals.b, directories: totals.d, storePaths: totals.p, problems };
+}

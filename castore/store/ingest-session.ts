@@ -1,0 +1,221 @@
+/**
+ * A batch of castore writes that becomes visible all at once. Small blobs
+ * wait in the `staged_blobs` table (on disk, not in memory), large blobs in
+ * fsynced temp files, directories and store path records in memory (they
+ * are small). `commit()` publishes everything in one SQLite transaction;
+ * `abort()` — or a crash, cleaned up at the next GC — leaves nothing visible.
+ *
+ * The session is registered in `ingests` while it runs, so a concurrent GC
+ * keeps every object it could be about to reference (see gc.ts).
+ */
+import { hash as nativeBlake3 } from 'blake3';
+import { mkdirSync, renameSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { CastoreError } from '../errors.js';
+import { directoryId, directorySize, encodeDirectory } from '../directory.js';
+import { digestFromBytes, type Digest, type DirectoryNode, type Entry } from '../node.js';
+import { blobDataPath, blobOutboardPath, TempBlobWriter, type TempBlob } from './blob-files.js';
+import type { Castore } from './castore.js';
+import { INLINE_MAX } from './castore.js';
+import { StorePathInfoSchema, type StorePathInfo } from './store-path-info.js';
+
+/** Staged small blobs are flushed to SQLite in batches: one transaction per batch, not per blob. */
+const STAGE_BATCH_ROWS = 512;
+const STAGE_BATCH_BYTES = 4 * 1024 * 1024;
+
+/** Receives one blob's bytes as they arrive; `finish()` returns its id. */
+export interface BlobWriter {
+  write(chunk: Uint8Array): void;
+  finish(): Digest;
+  discard(): void;
+}
+
+export class IngestSession {
+  private readonly pendingSmall: { id: string; size: number; data: Uint8Array }[] = [];
+  private pendingSmallBytes = 0;
+  private readonly stagedIds = new Set<string>();
+  private readonly tempBlobs = new Map<Digest, TempBlob>();
+  private readonly directories = new Map<Digest, Uint8Array>();
+  private readonly storePaths: StorePathInfo[] = [];
+  private tempCounter = 0;
+  private state: 'open' | 'committed' | 'aborted' = 'open';
+
+  constructor(
+    private readonly store: Castore,
+    readonly id: string,
+  ) {
+    store.db.prepare('INSERT INTO ingests (id, pid, started_at) VALUES (?, ?, ?)').run(id, process.pid, Date.now());
+  }
+
+  private assertOpen(): void {
+    if (this.state !== 'open') throw new CastoreError('INGEST_ABORTED', `ingest ${this.id} is already ${this.state}`);
+  }
+
+  /**
+   * A writer for a blob of `expectedSize` bytes. Small blobs are buffered
+   * (at most INLINE_MAX bytes), large ones streamed to a temp file while
+   * their outboard is computed. `finish()` refuses (BLOB_CORRUPT) a blob
+   * whose length differs from `expectedSize`.
+   */
+  blobWriter(expectedSize: number): BlobWriter {
+    this.assertOpen();
+    if (expectedSize <= INLINE_MAX) {
+      const chunks: Uint8Array[] = [];
+      let size = 0;
+      return {
+        write: (chunk) => {
+          size += chunk.length;
+          if (size > INLINE_MAX) throw new CastoreError('BLOB_CORRUPT', `blob is longer than its declared ${expectedSize} bytes`);
+          chunks.push(chunk);
+        },
+        finish: () => {
+          if (size !== expectedSize) throw new CastoreError('BLOB_CORRUPT', `blob has ${size} bytes, ${expectedSize} were declared`);
+          return this.stageSmallBlob(chunks.length === 1 ? chunks[0]! : new Uint8Array(Buffer.concat(chunks, size)));
+        },
+        discard: () => undefined,
+      };
+    }
+    const writer = new TempBlobWriter(this.store.dataDir, `${this.id}-${this.tempCounter++}`);
+    return {
+      write: (chunk) => writer.write(chunk),
+      finish: () => {
+        if (writer.size !== expectedSize) {
+          writer.discard();
+          throw new CastoreError('BLOB_CORRUPT', `blob has ${writer.size} bytes, ${expectedSize} were declared`);
+        }
+        const temp = writer.finish();
+        if (this.tempBlobs.has(temp.id) || this.store.hasBlob(temp.id)) {
+          rmSync(temp.dataPath, { force: true });
+          rmSync(temp.outboardPath, { force: true });
+          // Keep the existing blob alive through a concurrent GC: touched at commit.
+          if (!this.tempBlobs.has(temp.id)) this.touchedExisting.add(temp.id);
+        } else {
+          this.tempBlobs.set(temp.id, temp);
+        }
+        return temp.id;
+      },
+      discard: () => writer.discard(),
+    };
+  }
+
+  private readonly touchedExisting = new Set<Digest>();
+
+  /** Stages a blob held in memory; returns its id. */
+  async putBlobBytes(bytes: Uint8Array): Promise<Digest> {
+    const writer = this.blobWriter(bytes.length);
+    writer.write(bytes);
+    return writer.finish();
+  }
+
+  private stageSmallBlob(data: Uint8Array): Digest {
+    const id = digestFromBytes(nativeBlake3(data) as Uint8Array);
+    if (!this.stagedIds.has(id)) {
+      this.stagedIds.add(id);
+      // Copy: the caller's chunk may be a view into a larger buffer it reuses.
+      this.pendingSmall.push({ id, size: data.length, data: new Uint8Array(data) });
+      this.pendingSmallBytes += data.length;
+      if (this.pendingSmall.length >= STAGE_BATCH_ROWS || this.pendingSmallBytes >= STAGE_BATCH_BYTES) this.flushSmall();
+    }
+    return id;
+  }
+
+  private flushSmall(): void {
+    if (this.pendingSmall.length === 0) return;
+    const insert = this.store.db.prepare('INSERT OR IGNORE INTO staged_blobs (ingest, id, size, data) VALUES (?, ?, ?, ?)');
+    const rows = this.pendingSmall.splice(0);
+    this.pendingSmallBytes = 0;
+    this.store.db.transaction(() => {
+      for (const row of rows) insert.run(this.id, row.id, row.size, row.data);
+    })();
+  }
+
+  /** Stages a directory and returns the node that points to it. Refuses invalid entries (DIRECTORY_NOT_CANONICAL). */
+  putDirectory(entries: readonly Entry[]): DirectoryNode {
+    this.assertOpen();
+    const encoding = encodeDirectory(entries);
+    const digest = directoryId(encoding);
+    this.directories.set(digest, encoding);
+    return { type: 'directory', digest, size: directorySize(entries) };
+  }
+
+  /** Records a store path, published at commit together with its objects. */
+  registerStorePath(info: StorePathInfo): void {
+    this.assertOpen();
+    this.storePaths.push(StorePathInfoSchema.parse(info));
+  }
+
+  /**
+   * Publishes every object of the session in one transaction. Large blobs
+   * are renamed into place inside it, so GC (which sweeps in a transaction
+   * too) can never delete a file this commit just published.
+   */
+  commit(): void {
+    this.assertOpen();
+    this.flushSmall();
+    const db = this.store.db;
+    const now = Date.now();
+    const dataDir = this.store.dataDir;
+    db.transaction(() => {
+      db.prepare(
+        `INSERT INTO blobs (id, size, data, last_used)
+         SELECT id, size, data, ? FROM staged_blobs WHERE ingest = ? AND true
+         ON CONFLICT (id) DO UPDATE SET last_used = excluded.last_used`,
+      ).run(now, this.id);
+      db.prepare('DELETE FROM staged_blobs WHERE ingest = ?').run(this.id);
+      const insertFileBlob = db.prepare(
+        'INSERT INTO blobs (id, size, data, last_used) VALUES (?, ?, NULL, ?) ON CONFLICT (id) DO UPDATE SET last_used = excluded.last_used',
+      );
+      for (const temp of this.tempBlobs.values()) {
+        const target = blobDataPath(dataDir, temp.id);
+        mkdirSync(path.dirname(target), { recursive: true });
+        renameSync(temp.outboardPath, blobOutboardPath(dataDir, temp.id));
+        renameSync(temp.dataPath, target);
+        insertFileBlob.run(temp.id, temp.size, now);
+      }
+      const touch = db.prepare('UPDATE blobs SET last_used = ? WHERE id = ?');
+      for (const id of this.touchedExisting) {
+        if (touch.run(now, id).changes === 0) {
+          throw new CastoreError('GC_CONFLICT', `blob ${id} was collected while ingest ${this.id} used it; retry the ingest`, { objectId: id });
+        }
+      }
+      const insertDirectory = db.prepare(
+        'INSERT INTO directories (id, data, last_used) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET last_used = excluded.last_used',
+      );
+      for (const [id, data] of this.directories) insertDirectory.run(id, data, now);
+      const insertPath = db.prepare(
+        `INSERT INTO store_paths (path, nar_hash, nar_size, refs, deriver, ca, signatures, root, registered_at)
+         VALUES (@path, @narHash, @narSize, @refs, @deriver, @ca, @signatures, @root, @now)
+         ON CONFLICT (path) DO UPDATE SET signatures = excluded.signatures, registered_at = excluded.registered_at`,
+      );
+      for (const info of this.storePaths) {
+        insertPath.run({
+          path: info.storePath,
+          narHash: info.narHash,
+          narSize: info.narSize,
+          refs: JSON.stringify(info.references),
+          deriver: info.deriver ?? null,
+          ca: info.ca ?? null,
+          signatures: JSON.stringify(info.signatures),
+          root: JSON.stringify(info.root),
+          now,
+        });
+      }
+      db.prepare('DELETE FROM ingests WHERE id = ?').run(this.id);
+    }).immediate();
+    this.state = 'committed';
+  }
+
+  /** Drops everything staged; nothing of the session was ever visible. Safe to call more than once. */
+  abort(): void {
+    if (this.state !== 'open') return;
+    this.state = 'aborted';
+    for (const temp of this.tempBlobs.values()) {
+      rmSync(temp.dataPath, { force: true });
+      rmSync(temp.outboardPath, { force: true });
+    }
+    this.store.db.transaction(() => {
+      this.store.db.prepare('DELETE FROM staged_blobs WHERE ingest = ?').run(this.id);
+      this.store.db.prepare('DELETE FROM ingests WHERE id = ?').run(this.id);
+    })();
+  }
+}

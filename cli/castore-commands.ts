@@ -1,0 +1,190 @@
+/** `ferry castore …`: operate a castore directly (ingest, export, stat, fsck, gc). */
+import { statSync } from 'node:fs';
+import { Castore, collectGarbage, exportNar, fsck, ingestNar, ingestStorePath, isDigest, type Node } from '../castore/index.js';
+import { parseStorePath } from '../nix/index.js';
+import { booleanOption, jsonOption, stringListOption, stringOption, UsageError, writeJson, type Command } from './command.js';
+import { castoreDirFrom, dataDirOption } from './data-dir.js';
+import { openInput, writeAll } from './io.js';
+import { createProgress, formatBytes } from './progress.js';
+
+async function withCastore<T>(options: Parameters<typeof castoreDirFrom>[0], body: (store: Castore) => Promise<T>): Promise<T> {
+  const store = Castore.open(castoreDirFrom(options));
+  try {
+    return await body(store);
+  } finally {
+    store.close();
+  }
+}
+
+const ingest: Command = {
+  path: ['castore', 'ingest'],
+  summary: 'ingest a NAR into the castore (optionally registering it as a store path)',
+  args: '<file.nar|->',
+  description:
+    'The NAR is decoded strictly while its files become blobs and directories. With --store-path, ' +
+    'it is registered under that path (with --reference for each path it references, and ' +
+    '--nar-hash to refuse a NAR that does not hash as claimed). Nothing is visible unless the whole NAR is accepted.',
+  minArgs: 1,
+  maxArgs: 1,
+  options: {
+    ...dataDirOption,
+    'store-path': { type: 'string', valueName: 'PATH', description: 'register the NAR as this store path' },
+    reference: { type: 'string', multiple: true, valueName: 'PATH', description: 'a store path it references' },
+    'nar-hash': { type: 'string', valueName: 'HASH', description: 'expected NarHash (sha256:<nix32>)' },
+    ...jsonOption,
+  },
+  async run({ args, options, stdout, stderr, stdin }) {
+    const json = booleanOption(options, 'json');
+    const storePath = stringOption(options, 'store-path');
+    if (storePath) parseStorePath(storePath);
+    const references = stringListOption(options, 'reference');
+    for (const reference of references) parseStorePath(reference);
+    const source = openInput(args[0]!, stdin);
+    const total = args[0] === '-' ? undefined : statSync(args[0]!).size;
+    const progress = createProgress(stderr, 'ingest', undefined, json);
+    const onProgress = (bytes: number): void => progress.update(bytes, total);
+    const result = await withCastore(options, async (store) => {
+      if (storePath) {
+        const narHash = stringOption(options, 'nar-hash');
+        const info = await ingestStorePath(store, source, { storePath, references, ...(narHash ? { narHash } : {}) }, { onProgress });
+        return { storePath, root: info.root, narHash: info.narHash, narSize: info.narSize };
+      }
+      const session = store.beginIngest();
+      try {
+        const ingested = await ingestNar(session, source, { onProgress });
+        session.commit();
+        return ingested;
+      } catch (error) {
+        session.abort();
+        throw error;
+      }
+    });
+    progress.done();
+    if (json) writeJson(stdout, result);
+    else {
+      stdout.write(`${'storePath' in result ? `StorePath: ${result.storePath}\n` : ''}NarHash: ${result.narHash}\nNarSize: ${result.narSize}\n`);
+      stdout.write(`Root: ${result.root.type}${'digest' in result.root ? ` ${result.root.digest}` : ` -> ${result.root.target}`}\n`);
+    }
+  },
+};
+
+const exportCommand: Command = {
+  path: ['castore', 'export'],
+  summary: 'write the NAR of a registered store path, or of a directory id, to stdout',
+  args: '<store-path|directory-id>',
+  minArgs: 1,
+  maxArgs: 1,
+  options: { ...dataDirOption },
+  async run({ args, options, stdout }) {
+    await withCastore(options, async (store) => {
+      const target = args[0]!;
+      let root: Node;
+      if (isDigest(target)) {
+        store.readDirectory(target);
+        root = { type: 'directory', digest: target, size: 0 };
+      } else {
+        const info = store.getStorePath(target);
+        if (!info) throw new UsageError(`'${target}' is neither a registered store path nor a directory id`);
+        root = info.root;
+      }
+      await writeAll(exportNar(store, root), stdout);
+    });
+  },
+};
+
+const stat: Command = {
+  path: ['castore', 'stat'],
+  summary: 'show what the castore holds',
+  maxArgs: 0,
+  options: { ...dataDirOption, ...jsonOption },
+  async run({ options, stdout }) {
+    const stats = await withCastore(options, async (store) => {
+      const row = store.db
+        .prepare<[], { blobs: number; inlineBlobs: number; blobBytes: number | null; inlineBytes: number | null; directories: number; storePaths: number; narBytes: number | null }>(
+          `SELECT (SELECT COUNT(*) FROM blobs) AS blobs,
+                  (SELECT COUNT(*) FROM blobs WHERE data IS NOT NULL) AS inlineBlobs,
+                  (SELECT SUM(size) FROM blobs) AS blobBytes,
+                  (SELECT SUM(size) FROM blobs WHERE data IS NOT NULL) AS inlineBytes,
+                  (SELECT COUNT(*) FROM directories) AS directories,
+                  (SELECT COUNT(*) FROM store_paths) AS storePaths,
+                  (SELECT SUM(nar_size) FROM store_paths) AS narBytes`,
+        )
+        .get()!;
+      return {
+        dataDir: store.dataDir,
+        blobs: row.blobs,
+        inlineBlobs: row.inlineBlobs,
+        blobBytes: row.blobBytes ?? 0,
+        inlineBlobBytes: row.inlineBytes ?? 0,
+        directories: row.directories,
+        storePaths: row.storePaths,
+        registeredNarBytes: row.narBytes ?? 0,
+      };
+    });
+    if (booleanOption(options, 'json')) return writeJson(stdout, stats);
+    stdout.write(
+      [
+        `castore:     ${stats.dataDir}`,
+        `store paths: ${stats.storePaths} (NARs total ${formatBytes(stats.registeredNarBytes)})`,
+        `blobs:       ${stats.blobs} (${formatBytes(stats.blobBytes)}; ${stats.inlineBlobs} small ones inline, ${formatBytes(stats.inlineBlobBytes)})`,
+        `directories: ${stats.directories}`,
+        stats.registeredNarBytes > 0 ? `dedup:       blobs are ${((100 * stats.blobBytes) / stats.registeredNarBytes).toFixed(1)}% of NAR bytes` : '',
+      ]
+        .filter(Boolean)
+        .join('\n') + '\n',
+    );
+  },
+};
+
+const fsckCommand: Command = {
+  path: ['castore', 'fsck'],
+  summary: 're-verify every blob, directory and store path; report what is wrong and where',
+  maxArgs: 0,
+  options: {
+    ...dataDirOption,
+    nars: { type: 'boolean', description: 'also re-export every store path and check its NarHash (slow)' },
+    ...jsonOption,
+  },
+  async run({ options, stdout, stderr }) {
+    const json = booleanOption(options, 'json');
+    const progress = createProgress(stderr, 'fsck', (done, total) => `${done}/${total} objects`, json);
+    const report = await withCastore(options, (store) =>
+      fsck(store, { checkNars: booleanOption(options, 'nars'), onProgress: (done, total) => progress.update(done, total) }),
+    );
+    progress.done();
+    if (json) writeJson(stdout, report);
+    else {
+      stdout.write(`checked ${report.blobs} blobs, ${report.directories} directories, ${report.storePaths} store paths\n`);
+      for (const problem of report.problems) stdout.write(`${problem.kind} ${problem.id}: ${problem.problem}\n`);
+      stdout.write(report.problems.length === 0 ? 'no problems found\n' : `${report.problems.length} problem(s) found\n`);
+    }
+    return report.problems.length === 0 ? 0 : 1;
+  },
+};
+
+const gc: Command = {
+  path: ['castore', 'gc'],
+  summary: 'delete blobs and directories no kept store path reaches',
+  description: 'By default every registered store path is kept; with --keep, only those paths and their closure.',
+  maxArgs: 0,
+  options: {
+    ...dataDirOption,
+    'dry-run': { type: 'boolean', short: 'n', description: 'only report what would be deleted' },
+    keep: { type: 'string', multiple: true, valueName: 'PATH', description: 'keep only this store path (and its closure)' },
+    ...jsonOption,
+  },
+  async run({ options, stdout }) {
+    const keep = stringListOption(options, 'keep');
+    const report = await withCastore(options, async (store) =>
+      collectGarbage(store, { dryRun: booleanOption(options, 'dry-run'), ...(keep.length > 0 ? { keepStorePaths: keep } : {}) }),
+    );
+    if (booleanOption(options, 'json')) return writeJson(stdout, report);
+    const verb = report.dryRun ? 'would remove' : 'removed';
+    stdout.write(
+      `${verb} ${report.removedBlobs} blobs (${formatBytes(report.removedBlobBytes)}), ${report.removedDirectories} directories, ` +
+        `${report.removedStorePaths.length} store paths; kept ${report.keptStorePaths} store paths\n`,
+    );
+  },
+};
+
+export const castoreCommands: Command[] = [ingest, exportCommand, stat, fsckCommand, gc];

@@ -1,0 +1,31 @@
+/** Byte-stream plumbing shared by commands: files or stdin in, stdout out. */
+import { createReadStream } from 'node:fs';
+import { once } from 'node:events';
+
+/** Reads a file, or standard input when `pathOrDash` is `-`, as a stream of chunks. */
+export function openInput(pathOrDash: string, stdin: NodeJS.ReadableStream = process.stdin): AsyncIterable<Uint8Array> {
+  if (pathOrDash === '-') return stdin as AsyncIterable<Uint8Array>;
+  return createReadStream(pathOrDash, { highWaterMark: 256 * 1024 });
+}
+
+/**
+ * Writes chunks to a stream respecting backpressure. A reader that goes away
+ * early (`ferry nar dump x | head`) ends the copy quietly instead of failing.
+ */
+export async function writeAll(chunks: AsyncIterable<Uint8Array>, out: NodeJS.WritableStream): Promise<void> {
+  let closed = false;
+  const onError = (error: NodeJS.ErrnoException): void => {
+    if (error.code === 'EPIPE') closed = true;
+  };
+  out.on('error', onError);
+  try {
+    for await (const chunk of chunks) {
+      if (closed) break;
+      if (!out.write(chunk)) {
+        await Promise.race([once(out, 'drain'), once(out, 'close')]);
+      }
+    }
+  } finally {
+    out.off('error', onError);
+  }
+}

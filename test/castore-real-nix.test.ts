@@ -1,0 +1,51 @@
+// castore against real Nix: every path of the fixture closure, dumped by
+// `nix-store --dump`, goes into castore and comes back byte-identical, with
+// the NarHash and NarSize Nix records.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Castore, exportNar, fsck, ingestStorePath } from '../castore/index.js';
+import { dumpStorePath, queryPathInfos } from '../nix/index.js';
+import { buildFixtureClosure, nix, nixEnv, nixUnavailableReason, type FixtureClosure } from './nix-fixtures/index.js';
+
+const skipReason = nixUnavailableReason();
+if (skipReason) console.warn(`skipping castore real-Nix tests: ${skipReason}`);
+
+describe.skipIf(skipReason !== undefined)('castore with real Nix', () => {
+  let fixture: FixtureClosure;
+  let dir: string;
+  let store: Castore;
+
+  beforeAll(() => {
+    Object.assign(process.env, { NIX_CONFIG: nixEnv.NIX_CONFIG });
+    fixture = buildFixtureClosure();
+    dir = mkdtempSync(path.join(tmpdir(), 'ferry-castore-nix-'));
+    store = Castore.open(dir);
+  });
+  afterAll(() => {
+    store?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('ingests every path and exports byte-identical NARs with matching NarHash', async () => {
+    const infos = await queryPathInfos(fixture.paths);
+    expect(infos).toHaveLength(fixture.paths.length);
+    for (const info of infos) {
+      const registered = await ingestStorePath(store, dumpStorePath(info.path), {
+        storePath: info.path,
+        references: info.references,
+        narSize: info.narSize,
+      });
+      const nixHash = nix(['--query', '--hash', info.path], { command: 'nix-store' }).toString().trim();
+      expect(registered.narHash).toBe(nixHash);
+      expect(registered.narSize).toBe(info.narSize);
+      const exported: Uint8Array[] = [];
+      for await (const chunk of exportNar(store, registered.root)) exported.push(chunk);
+      const expected = nix(['--dump', info.path], { command: 'nix-store' });
+      expect(Buffer.concat(exported).equals(expected), info.path).toBe(true);
+    }
+    expect(store.closure([fixture.app])).toEqual([...fixture.paths].sort());
+    expect((await fsck(store, { checkNars: true })).problems).toEqual([]);
+  });
+});

@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['{protocol,nix,castore,coordinator,agent,cli,test}/**/*.test.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 180_000,
+    // Real Nix builds and real processes: keep parallelism modest on 2 cores.
+    pool: 'forks',
+    maxWorkers: 2,
+  },
+});
