@@ -1,0 +1,44 @@
+/** Tiny shared benchmark harness: best-of-N wall time and a results table. */
+import { spawn } from 'node:child_process';
+import { mkdirSync, openSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { benchWorkDir } from './fixtures/big-closure.js';
+
+export async function bestOf(runs: number, body: () => Promise<unknown> | unknown): Promise<number> {
+  let best = Infinity;
+  for (let i = 0; i < runs; i++) {
+    const start = process.hrtime.bigint();
+    await body();
+    best = Math.min(best, Number(process.hrtime.bigint() - start) / 1e9);
+  }
+  return best;
+}
+
+/** Runs a command with stdout discarded (to /dev/null, no pipe cost), failing on a non-zero exit. */
+export function runToDevNull(command: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { env, stdio: ['ignore', openSync('/dev/null', 'w'), 'inherit'] });
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${command} exited with ${code}`))));
+  });
+}
+
+export async function drain(chunks: AsyncIterable<Uint8Array>): Promise<number> {
+  let bytes = 0;
+  for await (const chunk of chunks) bytes += chunk.length;
+  return bytes;
+}
+
+export const MiB = 1024 * 1024;
+
+export function mbPerSecond(bytes: number, seconds: number): string {
+  return `${(bytes / 1e6 / seconds).toFixed(0)} MB/s`;
+}
+
+/** Prints a result table and saves it as JSON under bench/.work/results. */
+export function report(name: string, rows: Record<string, string | number>[]): void {
+  console.table(rows);
+  const dir = path.join(benchWorkDir, 'results');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, `${name}.json`), `${JSON.stringify({ date: new Date().toISOString(), rows }, null, 2)}\n`);
+}
