@@ -1,0 +1,4 @@
+/** BLAKE3 with 16 KiB group trees and outboards, for verified streaming of blobs. */
+export { GROUP_SIZE, groupCount, outboardSize } from './tree.js';
+export { OutboardBuilder, verifyOutboard, blake3, type OutboardResult, type VerifiedOutboard } from './outboard.js';
+export { BlobVerifier, verifyRange, type BlobVerifierOptions } from './verifier.js';
