@@ -25,7 +25,7 @@ export const LocalPathInfoSchema = z.object({
 });
 export type LocalPathInfo = z.infer<typeof LocalPathInfoSchema>;
 
-function commandFailure(command: string, args: string[], error: NodeJS.ErrnoException | null, stderr: string): NixError {
+function commandFailure(command: string, args: string[], error: (Error & { code?: string | number | null }) | null, stderr: string): NixError {
   if (error?.code === 'ENOENT') {
     return new NixError('NIX_NOT_FOUND', `'${command}' not found on PATH: reading a local Nix store needs Nix installed (this machine has none)`);
   }

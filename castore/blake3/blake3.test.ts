@@ -91,7 +91,7 @@ describe('outboards and verified streaming', () => {
     expect(verifyOutboard(root, size, outboard).groups).toBe(10);
     for (const node of [0, 3, 8]) {
       const bad = new Uint8Array(outboard);
-      bad[node * 64 + 17] ^= 0x10;
+      bad[node * 64 + 17]! ^= 0x10;
       expectCastoreError(() => verifyOutboard(root, size, bad), 'BLAKE3_OUTBOARD_MISMATCH', node * 64);
     }
     expectCastoreError(() => verifyOutboard(root, size, outboard.subarray(64)), 'BLAKE3_BAD_SIZE');
@@ -111,7 +111,7 @@ describe('outboards and verified streaming', () => {
   it('detects a flipped bit at its group, before accepting any later byte', () => {
     for (const flipAt of [0, 5 * GROUP_SIZE + 77, size - 1]) {
       const corrupt = new Uint8Array(data);
-      corrupt[flipAt] ^= 1;
+      corrupt[flipAt]! ^= 1;
       const badGroup = Math.floor(flipAt / GROUP_SIZE);
       const verifier = new BlobVerifier(root, size, outboard);
       const accepted: Uint8Array[] = [];
@@ -152,7 +152,7 @@ describe('outboards and verified streaming', () => {
     verifyRange(root, size, outboard, 3 * GROUP_SIZE, data.subarray(3 * GROUP_SIZE, 6 * GROUP_SIZE));
     verifyRange(root, size, outboard, 9 * GROUP_SIZE, data.subarray(9 * GROUP_SIZE));
     const tampered = new Uint8Array(data.subarray(3 * GROUP_SIZE, 6 * GROUP_SIZE));
-    tampered[GROUP_SIZE + 1] ^= 0x80;
+    tampered[GROUP_SIZE + 1]! ^= 0x80;
     expectCastoreError(() => verifyRange(root, size, outboard, 3 * GROUP_SIZE, tampered), 'BLAKE3_GROUP_MISMATCH', 4 * GROUP_SIZE);
     expectCastoreError(() => verifyRange(root, size, outboard, 100, data.subarray(100, 200)), 'BLAKE3_BAD_SIZE');
   });
@@ -167,7 +167,7 @@ describe('outboards and verified streaming', () => {
       verifier.finish();
       if (small > 0) {
         const bad = new Uint8Array(bytes);
-        bad[small - 1] ^= 4;
+        bad[small - 1]! ^= 4;
         expectCastoreError(() => new BlobVerifier(built.root, small, built.outboard).push(bad), 'BLAKE3_GROUP_MISMATCH', 0);
       }
     }
