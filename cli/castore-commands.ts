@@ -41,7 +41,7 @@ const ingest: Command = {
     for (const reference of references) parseStorePath(reference);
     const source = openInput(args[0]!, stdin);
     const total = args[0] === '-' ? undefined : statSync(args[0]!).size;
-    const progress = createProgress(stderr, 'ingest', undefined, json);
+    const progress = createProgress(stderr, 'ingest', 'bytes', json);
     const onProgress = (bytes: number): void => progress.update(bytes, total);
     const result = await withCastore(options, async (store) => {
       if (storePath) {
@@ -147,7 +147,7 @@ const fsckCommand: Command = {
   },
   async run({ options, stdout, stderr }) {
     const json = booleanOption(options, 'json');
-    const progress = createProgress(stderr, 'fsck', (done, total) => `${done}/${total} objects`, json);
+    const progress = createProgress(stderr, 'fsck', 'objects', json);
     const report = await withCastore(options, (store) =>
       fsck(store, { checkNars: booleanOption(options, 'nars'), onProgress: (done, total) => progress.update(done, total) }),
     );

@@ -47,7 +47,16 @@ function errorCode(error: unknown): string | undefined {
   return undefined;
 }
 
+/** A reader that goes away (`ferry nar ls x | head`) ends the command quietly, as Unix tools do. */
+function exitQuietlyOnClosedStdout(): void {
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE') process.exit(0);
+    throw error;
+  });
+}
+
 export async function main(argv: string[]): Promise<number> {
+  exitQuietlyOnClosedStdout();
   const context: Omit<CommandContext, 'args' | 'options'> = {
     stdout: process.stdout,
     stderr: process.stderr,

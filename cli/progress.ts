@@ -18,14 +18,20 @@ export function formatBytes(bytes: number): string {
   return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
 }
 
+/**
+ * `unit` is 'bytes' (sizes and rates shown in KiB/MiB…) or the noun of what
+ * is counted ('objects'). The first line appears only after one interval, so
+ * quick work prints nothing.
+ */
 export function createProgress(
   stream: NodeJS.WritableStream & { isTTY?: boolean },
   label: string,
-  format: (done: number, total?: number) => string = (done, total) => `${formatBytes(done)}${total ? ` / ${formatBytes(total)}` : ''}`,
+  unit = 'bytes',
   quiet = false,
 ): Progress {
+  const format = (value: number): string => (unit === 'bytes' ? formatBytes(value) : `${Math.round(value)}`);
   const started = Date.now();
-  let last = 0;
+  let last = started;
   const tty = stream.isTTY === true;
   const interval = tty ? 100 : 5000;
   return {
@@ -37,7 +43,8 @@ export function createProgress(
       const seconds = (now - started) / 1000;
       const rate = seconds > 0 ? done / seconds : 0;
       const eta = total && rate > 0 ? ` ETA ${Math.max(0, Math.ceil((total - done) / rate))}s` : '';
-      const line = `${label}: ${format(done, total)}${rate ? ` (${formatBytes(rate)}/s)` : ''}${eta}${detail ? ` ${detail}` : ''}`;
+      const amount = `${format(done)}${total ? ` / ${format(total)}` : ''}${unit === 'bytes' ? '' : ` ${unit}`}`;
+      const line = `${label}: ${amount}${rate ? ` (${format(rate)}${unit === 'bytes' ? '' : ` ${unit}`}/s)` : ''}${eta}${detail ? ` ${detail}` : ''}`;
       stream.write(tty ? `\r\x1b[K${line}` : `${line}\n`);
     },
     done(message) {

@@ -26,6 +26,7 @@ export type NixErrorCode =
   | 'NAR_LIMIT'
   | 'NAR_BAD_SYMLINK'
   | 'NAR_UNSUPPORTED_FILE'
+  | 'PATH_EXISTS'
   // local Nix store access
   | 'NIX_NOT_FOUND'
   | 'NIX_COMMAND_FAILED';

@@ -8,6 +8,7 @@ import { spawn, execFile } from 'node:child_process';
 import { realpath } from 'node:fs/promises';
 import { z } from 'zod';
 import { NixError } from './errors.js';
+import { normalizeNarHash } from './hash.js';
 import { splitStorePathPrefix } from './store-path.js';
 
 const nixCommandFlags = ['--extra-experimental-features', 'nix-command'];
@@ -15,7 +16,15 @@ const nixCommandFlags = ['--extra-experimental-features', 'nix-command'];
 /** Metadata of a valid store path as the local Nix store records it. */
 export const LocalPathInfoSchema = z.object({
   path: z.string(),
-  narHash: z.string(),
+  /** Normalised to `sha256:<nix32>` whatever notation this Nix version prints (2.8 prints SRI). */
+  narHash: z.string().transform((value, context) => {
+    try {
+      return normalizeNarHash(value);
+    } catch (error) {
+      context.addIssue({ code: 'custom', message: (error as Error).message });
+      return z.NEVER;
+    }
+  }),
   narSize: z.number().int().nonnegative(),
   references: z.array(z.string()),
   deriver: z.string().optional().nullable(),

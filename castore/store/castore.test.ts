@@ -169,6 +169,7 @@ describe('fsck and GC', () => {
     const report = await fsck(store);
     expect(report.problems).toHaveLength(1);
     expect(report.problems[0]).toMatchObject({ kind: 'blob', id });
+    expect(report.problems[0]!.problem).toMatch(/from byte offset 16384 \(16 KiB group 1\)/);
   });
 
   it('keeps everything reachable from roots and frees the rest', async () => {

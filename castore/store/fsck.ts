@@ -9,9 +9,10 @@ import { hash as nativeBlake3 } from 'blake3';
 import { createReadStream, existsSync, readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { encodeNixBase32 } from '../../nix/index.js';
-import { OutboardBuilder } from '../blake3/index.js';
+import { BlobVerifier, GROUP_SIZE } from '../blake3/index.js';
+import { CastoreError } from '../errors.js';
 import { decodeDirectory, directoryId, directorySize } from '../directory.js';
-import { digestFromBytes, type Digest, type Node } from '../node.js';
+import { digestFromBytes, digestToBytes, type Digest, type Node } from '../node.js';
 import { exportNar } from '../nar-export.js';
 import { blobDataPath, blobOutboardPath } from './blob-files.js';
 import type { Castore } from './castore.js';
@@ -39,18 +40,26 @@ export interface FsckOptions {
 async function verifyFileBlob(store: Castore, id: Digest, size: number): Promise<string | undefined> {
   const dataPath = blobDataPath(store.dataDir, id);
   if (!existsSync(dataPath)) return `data file ${dataPath} is missing`;
-  const builder = new OutboardBuilder();
-  let length = 0;
-  for await (const chunk of createReadStream(dataPath, { highWaterMark: 1 << 20 })) {
-    builder.update(chunk as Uint8Array);
-    length += (chunk as Uint8Array).length;
-  }
-  if (length !== size) return `data file has ${length} bytes, the index says ${size}`;
-  const { root, outboard } = builder.finish();
-  if (digestFromBytes(root) !== id) return `content hashes to ${digestFromBytes(root)}, not its id`;
   const outboardPath = blobOutboardPath(store.dataDir, id);
   if (!existsSync(outboardPath)) return `outboard file ${outboardPath} is missing`;
-  if (!Buffer.from(outboard).equals(readFileSync(outboardPath))) return 'outboard does not match the content';
+  // Stream the data through the verifier, so the report names the first bad 16 KiB group.
+  let verifier: BlobVerifier;
+  try {
+    verifier = new BlobVerifier(digestToBytes(id), size, new Uint8Array(readFileSync(outboardPath)), { objectId: id });
+  } catch (error) {
+    return `outboard does not match the blob id: ${(error as Error).message}`;
+  }
+  try {
+    for await (const chunk of createReadStream(dataPath, { highWaterMark: 1 << 20 })) verifier.push(chunk as Uint8Array);
+    verifier.finish();
+  } catch (error) {
+    if (error instanceof CastoreError) {
+      return error.code === 'BLAKE3_GROUP_MISMATCH'
+        ? `content does not match its id from byte offset ${error.offset} (16 KiB group ${(error.offset ?? 0) / GROUP_SIZE})`
+        : `data file has the wrong length: ${error.message}`;
+    }
+    throw error;
+  }
   return undefined;
 }
 

@@ -18,7 +18,7 @@ import type { NarLimits } from './events.js';
 export async function restoreNar(source: AsyncIterable<Uint8Array>, target: string, limits: Partial<NarLimits> = {}): Promise<void> {
   const destination = path.resolve(target);
   if (existsSync(destination) || (await lstat(destination).catch(() => undefined))) {
-    throw new NixError('NAR_UNSUPPORTED_FILE', `'${target}' already exists; restore only creates new paths`);
+    throw new NixError('PATH_EXISTS', `'${target}' already exists; restore only creates new paths`);
   }
   const staging = path.join(path.dirname(destination), `.${path.basename(destination)}.ferry-restore-${randomBytes(6).toString('hex')}`);
   const where = (entryPath: string): string => (entryPath === '' ? staging : path.join(staging, entryPath));
