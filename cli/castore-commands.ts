@@ -102,9 +102,9 @@ const stat: Command = {
       const row = store.db
         .prepare<[], { blobs: number; inlineBlobs: number; blobBytes: number | null; inlineBytes: number | null; directories: number; storePaths: number; narBytes: number | null }>(
           `SELECT (SELECT COUNT(*) FROM blobs) AS blobs,
-                  (SELECT COUNT(*) FROM blobs WHERE data IS NOT NULL) AS inlineBlobs,
+                  (SELECT COUNT(*) FROM blobs WHERE data_row IS NOT NULL) AS inlineBlobs,
                   (SELECT SUM(size) FROM blobs) AS blobBytes,
-                  (SELECT SUM(size) FROM blobs WHERE data IS NOT NULL) AS inlineBytes,
+                  (SELECT SUM(size) FROM blobs WHERE data_row IS NOT NULL) AS inlineBytes,
                   (SELECT COUNT(*) FROM directories) AS directories,
                   (SELECT COUNT(*) FROM store_paths) AS storePaths,
                   (SELECT SUM(nar_size) FROM store_paths) AS narBytes`,

@@ -1,6 +1,6 @@
 /**
  * Where large blobs live on disk: `blobs/<first two hex>/<id>` holds the
- * bytes and `<id>.obao` the BLAKE3 outboard. Files are always written under
+ * bytes (their outboard is in the index). Files are always written under
  * `tmp/` first, fsynced, then renamed into place by a commit, so a crash
  * never leaves a half-written blob visible under its id.
  */
@@ -13,10 +13,6 @@ export function blobDataPath(dataDir: string, id: Digest): string {
   return path.join(dataDir, 'blobs', id.slice(0, 2), id);
 }
 
-export function blobOutboardPath(dataDir: string, id: Digest): string {
-  return `${blobDataPath(dataDir, id)}.obao`;
-}
-
 export function tempDir(dataDir: string): string {
   return path.join(dataDir, 'tmp');
 }
@@ -26,7 +22,7 @@ export interface TempBlob {
   id: Digest;
   size: number;
   dataPath: string;
-  outboardPath: string;
+  outboard: Uint8Array;
 }
 
 /**
@@ -58,22 +54,13 @@ export class TempBlobWriter {
     this.written += chunk.length;
   }
 
-  /** Fsyncs the bytes and writes the outboard; returns the finished temp blob. */
+  /** Fsyncs the bytes; returns the finished temp blob with its id and outboard. */
   finish(): TempBlob {
     const { root, outboard } = this.builder.finish();
     fsyncSync(this.fd);
     closeSync(this.fd);
     this.closed = true;
-    const outboardPath = `${this.dataPath}.obao`;
-    const fd = openSync(outboardPath, 'wx', 0o444);
-    try {
-      let offset = 0;
-      while (offset < outboard.length) offset += writeSync(fd, outboard, offset);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    return { id: digestFromBytes(root), size: this.written, dataPath: this.dataPath, outboardPath };
+    return { id: digestFromBytes(root), size: this.written, dataPath: this.dataPath, outboard };
   }
 
   /** Removes the temp files; safe to call after a failure at any point. */
@@ -83,6 +70,5 @@ export class TempBlobWriter {
       this.closed = true;
     }
     rmSync(this.dataPath, { force: true });
-    rmSync(`${this.dataPath}.obao`, { force: true });
   }
 }

@@ -4,18 +4,25 @@
  * through an IngestSession, whose objects become visible together in one
  * commit, or not at all.
  */
-import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { closeSync, createReadStream, existsSync, openSync, readSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { CastoreError } from '../errors.js';
 import { decodeDirectory } from '../directory.js';
 import { NodeSchema, type Digest, type Entry } from '../node.js';
-import { blobDataPath, blobOutboardPath } from './blob-files.js';
+import { blobDataPath } from './blob-files.js';
+
+/** File blobs up to this size are read in one synchronous call. */
+const SYNC_READ_MAX = 4 * 1024 * 1024;
 import { openCastoreDatabase, type CastoreDatabase } from './database.js';
 import { IngestSession } from './ingest-session.js';
 import { StorePathInfoSchema, type StorePathInfo } from './store-path-info.js';
 
-/** Blobs up to one 16 KiB chunk group are stored inline in the index; they have an empty outboard. */
-export const INLINE_MAX = 16 * 1024;
+/**
+ * Blobs up to this size live in the index database (most files of a closure):
+ * one transaction stores thousands of them, where files would cost an fsync
+ * each (bench/castore.bench.ts). Larger blobs are files.
+ */
+export const INLINE_MAX = 256 * 1024;
 
 export interface BlobStat {
   size: number;
@@ -41,8 +48,11 @@ export class Castore {
   private constructor(readonly dataDir: string) {
     this.db = openCastoreDatabase(dataDir);
     this.statements = {
-      blobStat: this.db.prepare<[string], { size: number; inline: number }>('SELECT size, data IS NOT NULL AS inline FROM blobs WHERE id = ?'),
-      blobData: this.db.prepare<[string], { size: number; data: Buffer | null }>('SELECT size, data FROM blobs WHERE id = ?'),
+      blobStat: this.db.prepare<[string], { size: number; inline: number }>('SELECT size, data_row IS NOT NULL AS inline FROM blobs WHERE id = ?'),
+      blobData: this.db.prepare<[string], { size: number; dataRow: number | null; data: Buffer | null }>(
+        'SELECT b.size, b.data_row AS dataRow, d.data FROM blobs b LEFT JOIN blob_data d ON d.row = b.data_row WHERE b.id = ?',
+      ),
+      outboard: this.db.prepare<[string], { outboard: Buffer | null }>('SELECT outboard FROM blobs WHERE id = ?'),
       directory: this.db.prepare<[string], { data: Buffer }>('SELECT data FROM directories WHERE id = ?'),
       storePath: this.db.prepare<[string], StorePathRow>('SELECT * FROM store_paths WHERE path = ?'),
       storePaths: this.db.prepare<[], StorePathRow>('SELECT * FROM store_paths ORDER BY path'),
@@ -81,11 +91,30 @@ export class Castore {
       throw new CastoreError('BLAKE3_BAD_SIZE', `range ${offset}+${length} is outside blob ${id} of ${row.size} bytes`, { objectId: id });
     }
     if (length === 0) return;
-    if (row.data) {
+    if (row.dataRow !== null) {
+      if (!row.data) throw new CastoreError('BLOB_CORRUPT', `the bytes of inline blob ${id} are missing`, { objectId: id });
       yield new Uint8Array(row.data.buffer, row.data.byteOffset + offset, length);
       return;
     }
-    yield* createReadStream(blobDataPath(this.dataDir, id), { start: offset, end: offset + length - 1, highWaterMark: 256 * 1024 });
+    const file = blobDataPath(this.dataDir, id);
+    if (length <= SYNC_READ_MAX) {
+      // One synchronous read beats a stream's open/read/close round trips for the many mid-sized files of a closure.
+      const bytes = Buffer.allocUnsafe(length);
+      const fd = openSync(file, 'r');
+      try {
+        let done = 0;
+        while (done < length) {
+          const read = readSync(fd, bytes, done, length - done, offset + done);
+          if (read === 0) throw new CastoreError('BLOB_CORRUPT', `blob file ${file} is shorter than its ${row.size} bytes`, { objectId: id });
+          done += read;
+        }
+      } finally {
+        closeSync(fd);
+      }
+      yield bytes;
+      return;
+    }
+    yield* createReadStream(file, { start: offset, end: offset + length - 1, highWaterMark: 1024 * 1024 });
   }
 
   /** A whole blob in memory: for small blobs and tests, not for bulk data. */
@@ -95,12 +124,11 @@ export class Castore {
     return new Uint8Array(Buffer.concat(chunks));
   }
 
-  /** The BLAKE3 outboard of a blob (empty for blobs of one chunk group or less). */
+  /** The BLAKE3 outboard of a blob (empty for blobs of one 16 KiB group or less). */
   readOutboard(id: Digest): Uint8Array {
-    const stat = this.statBlob(id);
-    if (!stat) throw new CastoreError('BLOB_NOT_FOUND', `blob ${id} is not in the store`, { objectId: id });
-    if (stat.inline) return new Uint8Array(0);
-    return new Uint8Array(readFileSync(blobOutboardPath(this.dataDir, id)));
+    const row = this.statements.outboard.get(id);
+    if (!row) throw new CastoreError('BLOB_NOT_FOUND', `blob ${id} is not in the store`, { objectId: id });
+    return row.outboard ? new Uint8Array(row.outboard) : new Uint8Array(0);
   }
 
   hasDirectory(id: Digest): boolean {

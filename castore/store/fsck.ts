@@ -14,7 +14,7 @@ import { CastoreError } from '../errors.js';
 import { decodeDirectory, directoryId, directorySize } from '../directory.js';
 import { digestFromBytes, digestToBytes, type Digest, type Node } from '../node.js';
 import { exportNar } from '../nar-export.js';
-import { blobDataPath, blobOutboardPath } from './blob-files.js';
+import { blobDataPath } from './blob-files.js';
 import type { Castore } from './castore.js';
 
 export interface FsckProblem {
@@ -37,26 +37,25 @@ export interface FsckOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
-async function verifyFileBlob(store: Castore, id: Digest, size: number): Promise<string | undefined> {
-  const dataPath = blobDataPath(store.dataDir, id);
-  if (!existsSync(dataPath)) return `data file ${dataPath} is missing`;
-  const outboardPath = blobOutboardPath(store.dataDir, id);
-  if (!existsSync(outboardPath)) return `outboard file ${outboardPath} is missing`;
-  // Stream the data through the verifier, so the report names the first bad 16 KiB group.
+/**
+ * Streams a blob's bytes through the verifier with its stored outboard, so
+ * a report names the first bad 16 KiB group (or a bad outboard).
+ */
+async function verifyBlob(id: Digest, size: number, outboard: Uint8Array, bytes: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<string | undefined> {
   let verifier: BlobVerifier;
   try {
-    verifier = new BlobVerifier(digestToBytes(id), size, new Uint8Array(readFileSync(outboardPath)), { objectId: id });
+    verifier = new BlobVerifier(digestToBytes(id), size, outboard, { objectId: id });
   } catch (error) {
     return `outboard does not match the blob id: ${(error as Error).message}`;
   }
   try {
-    for await (const chunk of createReadStream(dataPath, { highWaterMark: 1 << 20 })) verifier.push(chunk as Uint8Array);
+    for await (const chunk of bytes) verifier.push(chunk);
     verifier.finish();
   } catch (error) {
     if (error instanceof CastoreError) {
       return error.code === 'BLAKE3_GROUP_MISMATCH'
         ? `content does not match its id from byte offset ${error.offset} (16 KiB group ${(error.offset ?? 0) / GROUP_SIZE})`
-        : `data file has the wrong length: ${error.message}`;
+        : `the blob has the wrong length: ${error.message}`;
     }
     throw error;
   }
@@ -66,7 +65,11 @@ async function verifyFileBlob(store: Castore, id: Digest, size: number): Promise
 export async function fsck(store: Castore, options: FsckOptions = {}): Promise<FsckReport> {
   const db = store.db;
   const problems: FsckProblem[] = [];
-  const blobRows = db.prepare<[], { id: Digest; size: number; data: Buffer | null }>('SELECT id, size, data FROM blobs').iterate();
+  const blobRows = db
+    .prepare<[], { id: Digest; size: number; dataRow: number | null; data: Buffer | null; outboard: Buffer | null }>(
+      'SELECT b.id, b.size, b.data_row AS dataRow, d.data, b.outboard FROM blobs b LEFT JOIN blob_data d ON d.row = b.data_row',
+    )
+    .iterate();
   const totals = db.prepare<[], { b: number; d: number; p: number }>(
     'SELECT (SELECT COUNT(*) FROM blobs) AS b, (SELECT COUNT(*) FROM directories) AS d, (SELECT COUNT(*) FROM store_paths) AS p',
   ).get()!;
@@ -76,13 +79,17 @@ export async function fsck(store: Castore, options: FsckOptions = {}): Promise<F
   for (const row of blobRows) {
     blobSizes.set(row.id, row.size);
     let problem: string | undefined;
-    if (row.data) {
-      if (row.data.length !== row.size) problem = `inline data has ${row.data.length} bytes, the index says ${row.size}`;
-      else if (digestFromBytes(nativeBlake3(row.data) as Uint8Array) !== row.id) problem = 'inline content does not hash to its id';
-    } else if (row.size === 0) {
-      if (row.id !== digestFromBytes(nativeBlake3(new Uint8Array(0)) as Uint8Array)) problem = 'empty blob under a non-empty id';
+    const outboard = row.outboard ? new Uint8Array(row.outboard) : new Uint8Array(0);
+    if (row.dataRow !== null) {
+      if (!row.data) problem = 'the bytes of this inline blob are missing';
+      else if (row.data.length !== row.size) problem = `inline data has ${row.data.length} bytes, the index says ${row.size}`;
+      else if (row.size <= GROUP_SIZE && digestFromBytes(nativeBlake3(row.data) as Uint8Array) !== row.id) problem = 'inline content does not hash to its id';
+      else if (row.size > GROUP_SIZE) problem = await verifyBlob(row.id, row.size, outboard, [row.data]);
     } else {
-      problem = await verifyFileBlob(store, row.id, row.size);
+      const dataPath = blobDataPath(store.dataDir, row.id);
+      problem = existsSync(dataPath)
+        ? await verifyBlob(row.id, row.size, outboard, createReadStream(dataPath, { highWaterMark: 1 << 20 }) as AsyncIterable<Uint8Array>)
+        : `data file ${dataPath} is missing`;
     }
     if (problem) problems.push({ kind: 'blob', id: row.id, problem });
     options.onProgress?.(++done, total);

@@ -13,7 +13,7 @@
 import { readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import type { Digest, Node } from '../node.js';
-import { blobDataPath, blobOutboardPath, tempDir } from './blob-files.js';
+import { blobDataPath, tempDir } from './blob-files.js';
 import type { Castore } from './castore.js';
 
 export interface GcOptions {
@@ -55,6 +55,7 @@ export function cleanStaleIngests(store: Castore): number {
   for (const ingest of ingests) {
     if (ingest.pid !== process.pid && !processAlive(ingest.pid)) {
       db.transaction(() => {
+        db.prepare('DELETE FROM blob_data WHERE row IN (SELECT data_row FROM staged_blobs WHERE ingest = ?)').run(ingest.id);
         db.prepare('DELETE FROM staged_blobs WHERE ingest = ?').run(ingest.id);
         db.prepare('DELETE FROM ingests WHERE id = ?').run(ingest.id);
       })();
@@ -103,20 +104,19 @@ export function collectGarbage(store: Castore, options: GcOptions = {}): GcRepor
   let removedBlobBytes = 0;
   let removedDirectories = 0;
   const sweep = (): void => {
-    const blobs = db.prepare<[number], { id: Digest; size: number; inline: number }>(
-      'SELECT id, size, data IS NOT NULL AS inline FROM blobs WHERE last_used < ?',
+    const blobs = db.prepare<[number], { id: Digest; size: number; dataRow: number | null }>(
+      'SELECT id, size, data_row AS dataRow FROM blobs WHERE last_used < ?',
     );
     const deleteBlob = db.prepare('DELETE FROM blobs WHERE id = ?');
+    const deleteData = db.prepare('DELETE FROM blob_data WHERE row = ?');
     for (const blob of blobs.all(cutoff)) {
       if (liveBlobs.has(blob.id)) continue;
       removedBlobs++;
       removedBlobBytes += blob.size;
       if (dryRun) continue;
       deleteBlob.run(blob.id);
-      if (!blob.inline) {
-        rmSync(blobDataPath(store.dataDir, blob.id), { force: true });
-        rmSync(blobOutboardPath(store.dataDir, blob.id), { force: true });
-      }
+      if (blob.dataRow !== null) deleteData.run(blob.dataRow);
+      else rmSync(blobDataPath(store.dataDir, blob.id), { force: true });
     }
     const directories = db.prepare<[number], { id: Digest }>('SELECT id FROM directories WHERE last_used < ?');
     const deleteDirectory = db.prepare('DELETE FROM directories WHERE id = ?');

@@ -1,6 +1,6 @@
 /**
- * A batch of castore writes that becomes visible all at once. Small blobs
- * wait in the `staged_blobs` table (on disk, not in memory), large blobs in
+ * A batch of castore writes that becomes visible all at once. Inline blobs
+ * wait in `blob_data` + `staged_blobs` (on disk, not in memory), large blobs in
  * fsynced temp files, directories and store path records in memory (they
  * are small). `commit()` publishes everything in one SQLite transaction;
  * `abort()` — or a crash, cleaned up at the next GC — leaves nothing visible.
@@ -14,7 +14,8 @@ import path from 'node:path';
 import { CastoreError } from '../errors.js';
 import { directoryId, directorySize, encodeDirectory } from '../directory.js';
 import { digestFromBytes, type Digest, type DirectoryNode, type Entry } from '../node.js';
-import { blobDataPath, blobOutboardPath, TempBlobWriter, type TempBlob } from './blob-files.js';
+import { GROUP_SIZE, OutboardBuilder } from '../blake3/index.js';
+import { blobDataPath, TempBlobWriter, type TempBlob } from './blob-files.js';
 import type { Castore } from './castore.js';
 import { INLINE_MAX } from './castore.js';
 import { StorePathInfoSchema, type StorePathInfo } from './store-path-info.js';
@@ -31,7 +32,7 @@ export interface BlobWriter {
 }
 
 export class IngestSession {
-  private readonly pendingSmall: { id: string; size: number; data: Uint8Array }[] = [];
+  private readonly pendingSmall: { id: string; size: number; data: Uint8Array; outboard: Uint8Array | null }[] = [];
   private pendingSmallBytes = 0;
   private readonly stagedIds = new Set<string>();
   private readonly tempBlobs = new Map<Digest, TempBlob>();
@@ -86,7 +87,6 @@ export class IngestSession {
         const temp = writer.finish();
         if (this.tempBlobs.has(temp.id) || this.store.hasBlob(temp.id)) {
           rmSync(temp.dataPath, { force: true });
-          rmSync(temp.outboardPath, { force: true });
           // Keep the existing blob alive through a concurrent GC: touched at commit.
           if (!this.tempBlobs.has(temp.id)) this.touchedExisting.add(temp.id);
         } else {
@@ -108,24 +108,43 @@ export class IngestSession {
   }
 
   private stageSmallBlob(data: Uint8Array): Digest {
-    const id = digestFromBytes(nativeBlake3(data) as Uint8Array);
-    if (!this.stagedIds.has(id)) {
-      this.stagedIds.add(id);
-      // Copy: the caller's chunk may be a view into a larger buffer it reuses.
-      this.pendingSmall.push({ id, size: data.length, data: new Uint8Array(data) });
-      this.pendingSmallBytes += data.length;
-      if (this.pendingSmall.length >= STAGE_BATCH_ROWS || this.pendingSmallBytes >= STAGE_BATCH_BYTES) this.flushSmall();
+    let id: Digest;
+    let outboard: Uint8Array | null = null;
+    if (data.length <= GROUP_SIZE) {
+      id = digestFromBytes(nativeBlake3(data) as Uint8Array);
+    } else {
+      const builder = new OutboardBuilder();
+      builder.update(data);
+      const built = builder.finish();
+      id = digestFromBytes(built.root);
+      outboard = built.outboard;
     }
+    if (this.stagedIds.has(id)) return id;
+    this.stagedIds.add(id);
+    if (this.store.hasBlob(id)) {
+      // Already stored: write nothing, but keep it alive through a concurrent GC (touched at commit).
+      this.touchedExisting.add(id);
+      return id;
+    }
+    // Copy: the caller's chunk may be a view into a larger buffer it reuses.
+    this.pendingSmall.push({ id, size: data.length, data: new Uint8Array(data), outboard });
+    this.pendingSmallBytes += data.length;
+    if (this.pendingSmall.length >= STAGE_BATCH_ROWS || this.pendingSmallBytes >= STAGE_BATCH_BYTES) this.flushSmall();
     return id;
   }
 
   private flushSmall(): void {
     if (this.pendingSmall.length === 0) return;
-    const insert = this.store.db.prepare('INSERT OR IGNORE INTO staged_blobs (ingest, id, size, data) VALUES (?, ?, ?, ?)');
+    const db = this.store.db;
+    const insertData = db.prepare('INSERT INTO blob_data (data) VALUES (?)');
+    const insertStaged = db.prepare('INSERT INTO staged_blobs (ingest, id, size, data_row, outboard) VALUES (?, ?, ?, ?, ?)');
     const rows = this.pendingSmall.splice(0);
     this.pendingSmallBytes = 0;
-    this.store.db.transaction(() => {
-      for (const row of rows) insert.run(this.id, row.id, row.size, row.data);
+    db.transaction(() => {
+      for (const row of rows) {
+        const dataRow = insertData.run(row.data).lastInsertRowid;
+        insertStaged.run(this.id, row.id, row.size, dataRow, row.outboard);
+      }
     })();
   }
 
@@ -156,21 +175,24 @@ export class IngestSession {
     const now = Date.now();
     const dataDir = this.store.dataDir;
     db.transaction(() => {
+      // A concurrent ingest may have committed the same blob since it was staged: drop our copy of its bytes.
       db.prepare(
-        `INSERT INTO blobs (id, size, data, last_used)
-         SELECT id, size, data, ? FROM staged_blobs WHERE ingest = ? AND true
+        'DELETE FROM blob_data WHERE row IN (SELECT s.data_row FROM staged_blobs s JOIN blobs b ON b.id = s.id WHERE s.ingest = ?)',
+      ).run(this.id);
+      db.prepare(
+        `INSERT INTO blobs (id, size, data_row, outboard, last_used)
+         SELECT id, size, data_row, outboard, ? FROM staged_blobs WHERE ingest = ? AND true
          ON CONFLICT (id) DO UPDATE SET last_used = excluded.last_used`,
       ).run(now, this.id);
       db.prepare('DELETE FROM staged_blobs WHERE ingest = ?').run(this.id);
       const insertFileBlob = db.prepare(
-        'INSERT INTO blobs (id, size, data, last_used) VALUES (?, ?, NULL, ?) ON CONFLICT (id) DO UPDATE SET last_used = excluded.last_used',
+        'INSERT INTO blobs (id, size, data_row, outboard, last_used) VALUES (?, ?, NULL, ?, ?) ON CONFLICT (id) DO UPDATE SET last_used = excluded.last_used',
       );
       for (const temp of this.tempBlobs.values()) {
         const target = blobDataPath(dataDir, temp.id);
         mkdirSync(path.dirname(target), { recursive: true });
-        renameSync(temp.outboardPath, blobOutboardPath(dataDir, temp.id));
         renameSync(temp.dataPath, target);
-        insertFileBlob.run(temp.id, temp.size, now);
+        insertFileBlob.run(temp.id, temp.size, temp.outboard.length > 0 ? temp.outboard : null, now);
       }
       const touch = db.prepare('UPDATE blobs SET last_used = ? WHERE id = ?');
       for (const id of this.touchedExisting) {
@@ -209,11 +231,9 @@ export class IngestSession {
   abort(): void {
     if (this.state !== 'open') return;
     this.state = 'aborted';
-    for (const temp of this.tempBlobs.values()) {
-      rmSync(temp.dataPath, { force: true });
-      rmSync(temp.outboardPath, { force: true });
-    }
+    for (const temp of this.tempBlobs.values()) rmSync(temp.dataPath, { force: true });
     this.store.db.transaction(() => {
+      this.store.db.prepare('DELETE FROM blob_data WHERE row IN (SELECT data_row FROM staged_blobs WHERE ingest = ?)').run(this.id);
       this.store.db.prepare('DELETE FROM staged_blobs WHERE ingest = ?').run(this.id);
       this.store.db.prepare('DELETE FROM ingests WHERE id = ?').run(this.id);
     })();
