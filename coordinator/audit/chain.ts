@@ -1,0 +1,82 @@
+/**
+ * The audit chain: each event's hash is BLAKE3 over the canonical JSON of
+ * all its fields and the previous event's hash, so editing, deleting,
+ * reordering or inserting any row breaks the chain at that row. Checkpoints
+ * sign (seq, hash) with the coordinator key, so an exported log can be
+ * verified offline with only the coordinator's public key.
+ */
+import { hash as blake3 } from 'blake3';
+import { canonicalJsonBytes } from '../../protocol/canonical-json.js';
+import { ed25519Verify } from '../../protocol/ed25519.js';
+import type { AuditEvent } from '../domain/events.js';
+
+export const GENESIS_HASH = '0'.repeat(64);
+
+export type UnhashedEvent = Omit<AuditEvent, 'hash'>;
+
+/** The hash of an event: BLAKE3 (hex) of the canonical JSON of every field but `hash`. */
+export function eventHash(event: UnhashedEvent): string {
+  const { seq, hlc, wallTime, actorKey, actorRole, action, subject, payload, requestSignature, prevHash } = event;
+  return (blake3(canonicalJsonBytes({ seq, hlc, wallTime, actorKey, actorRole, action, subject, payload, requestSignature, prevHash })) as Buffer).toString('hex');
+}
+
+export function checkpointMessage(seq: number, hash: string): Uint8Array {
+  return new TextEncoder().encode(`ferry-checkpoint-v1\n${seq}\n${hash}`);
+}
+
+export interface Checkpoint {
+  seq: number;
+  hash: string;
+  /** base64 ed25519 signature of checkpointMessage(seq, hash). */
+  signature: string;
+}
+
+export interface ChainReport {
+  ok: boolean;
+  events: number;
+  /** The last seq whose chain (and every one before it) verified. */
+  verifiedThrough: number;
+  lastCheckpoint: { seq: number; hash: string } | null;
+  firstBad: { seq: number; reason: string } | null;
+}
+
+/**
+ * Verifies events in seq order (and the checkpoints, with the coordinator's
+ * public key). Reports the first bad seq with the reason: a gap, a seq out
+ * of order, a broken link, a hash that does not match the row, a checkpoint
+ * whose signature or hash is wrong, or a checkpoint beyond the end of the
+ * log (rows cut off the end).
+ */
+export function verifyChain(events: Iterable<AuditEvent>, checkpoints: readonly Checkpoint[], coordinatorPublicKey: Uint8Array): ChainReport {
+  const wanted = new Map(checkpoints.map((c) => [c.seq, c]));
+  let expectedSeq = 1;
+  let prevHash = GENESIS_HASH;
+  let lastCheckpoint: ChainReport['lastCheckpoint'] = null;
+  const fail = (seq: number, reason: string): ChainReport => ({
+    ok: false,
+    events: expectedSeq - 1,
+    verifiedThrough: expectedSeq - 1,
+    lastCheckpoint,
+    firstBad: { seq, reason },
+  });
+  for (const event of events) {
+    if (event.seq !== expectedSeq) {
+      return fail(expectedSeq, event.seq > expectedSeq ? `event ${expectedSeq} is missing (next row is ${event.seq})` : `event ${event.seq} appears out of order`);
+    }
+    if (event.prevHash !== prevHash) return fail(event.seq, 'its prevHash does not link to the previous event (a row was removed, inserted or reordered)');
+    if (eventHash(event) !== event.hash) return fail(event.seq, 'its contents do not match its hash (the row was edited)');
+    const checkpoint = wanted.get(event.seq);
+    if (checkpoint) {
+      if (checkpoint.hash !== event.hash) return fail(event.seq, 'the signed checkpoint at this seq names another hash');
+      if (!ed25519Verify(coordinatorPublicKey, checkpointMessage(checkpoint.seq, checkpoint.hash), Buffer.from(checkpoint.signature, 'base64'))) {
+        return fail(event.seq, "the checkpoint's signature is not the coordinator's");
+      }
+      lastCheckpoint = { seq: checkpoint.seq, hash: checkpoint.hash };
+    }
+    prevHash = event.hash;
+    expectedSeq++;
+  }
+  const beyond = checkpoints.find((c) => c.seq >= expectedSeq);
+  if (beyond) return fail(expectedSeq, `the log ends at ${expectedSeq - 1} but a signed checkpoint covers ${beyond.seq} (rows were cut off the end)`);
+  return { ok: true, events: expectedSeq - 1, verifiedThrough: expectedSeq - 1, lastCheckpoint, firstBad: null };
+}

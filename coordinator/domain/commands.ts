@@ -1,0 +1,307 @@
+/**
+ * Commands: what actors ask for. Each checks the actor's role and the
+ * current state, then returns the one event that records the change (the
+ * coordinator appends and applies it in the same transaction). A refusal is
+ * a CommandError with a code and an HTTP status; it never changes state.
+ */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { hash as blake3 } from 'blake3';
+import { z } from 'zod';
+import { canonicalJson, canonicalJsonBytes } from '../../protocol/canonical-json.js';
+import { ed25519Verify } from '../../protocol/ed25519.js';
+import { publicKeyOf, type KeyId } from '../../protocol/identity.js';
+import {
+  ConfigBodySchema,
+  ConfigIdSchema,
+  FactsSchema,
+  GraphNameSchema,
+  LabelsSchema,
+  PhaseSchema,
+  RoleSchema,
+  type ActorRole,
+  type ConfigBody,
+  type EventDraft,
+  type Role,
+} from './events.js';
+import type { StateStore } from './state.js';
+
+export type CommandErrorCode =
+  | 'FORBIDDEN'
+  | 'NOT_FOUND'
+  | 'CONFLICT'
+  | 'HEAD_MOVED'
+  | 'BAD_TOKEN'
+  | 'BAD_SIGNATURE'
+  | 'MISSING_STORE_PATH'
+  | 'INVALID';
+
+const STATUS: Record<CommandErrorCode, number> = {
+  FORBIDDEN: 403,
+  NOT_FOUND: 404,
+  CONFLICT: 409,
+  HEAD_MOVED: 409,
+  BAD_TOKEN: 401,
+  BAD_SIGNATURE: 400,
+  MISSING_STORE_PATH: 422,
+  INVALID: 400,
+};
+
+export class CommandError extends Error {
+  override readonly name = 'CommandError';
+  readonly status: number;
+  constructor(
+    readonly code: CommandErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.status = STATUS[code];
+  }
+}
+
+export interface Actor {
+  keyId: string;
+  role: ActorRole;
+  /** The request signature that carried the command, recorded in the event. */
+  requestSignature?: string | null;
+}
+
+export interface CommandContext {
+  state: StateStore;
+  actor: Actor;
+  now: number;
+  /** Whether the castore holds a store path with its whole closure. */
+  hasStorePathClosure(storePath: string): boolean;
+}
+
+function allow(context: CommandContext, ...roles: (Role | 'coordinator')[]): void {
+  if (!roles.includes(context.actor.role)) {
+    throw new CommandError('FORBIDDEN', `role '${context.actor.role}' may not do this (needs ${roles.join(' or ')})`);
+  }
+}
+
+function parse<T extends z.ZodType>(schema: T, input: unknown): z.infer<T> {
+  const result = schema.safeParse(input);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    throw new CommandError('INVALID', `${issue.path.join('.') || 'input'}: ${issue.message}`);
+  }
+  return result.data;
+}
+
+function agentOf(context: CommandContext, agentId: string) {
+  const agent = context.state.get('agents', agentId);
+  if (!agent) throw new CommandError('NOT_FOUND', `no agent ${agentId}`);
+  return agent;
+}
+
+// --- keys -----------------------------------------------------------------
+
+export const AddKeyInput = z.strictObject({ keyId: z.string().regex(/^[0-9a-f]{64}$/), role: RoleSchema.exclude(['agent']), label: z.string().max(256).default('') });
+export function addKey(context: CommandContext, input: unknown): EventDraft<'key.add'> {
+  allow(context, 'admin', 'coordinator');
+  const { keyId, role, label } = parse(AddKeyInput, input);
+  const existing = context.state.get('keys', keyId);
+  if (existing && !existing.revoked) throw new CommandError('CONFLICT', `key ${keyId} is already registered as ${existing.role}`);
+  if (context.state.get('agents', keyId)) throw new CommandError('CONFLICT', `key ${keyId} belongs to an agent`);
+  return { action: 'key.add', subject: keyId, payload: { keyId: keyId as KeyId, role, label } };
+}
+
+export function revokeKey(context: CommandContext, input: unknown): EventDraft<'key.revoke'> {
+  allow(context, 'admin');
+  const { keyId } = parse(z.strictObject({ keyId: z.string() }), input);
+  const key = context.state.get('keys', keyId);
+  if (!key || key.revoked) throw new CommandError('NOT_FOUND', `no active key ${keyId}`);
+  if (keyId === context.actor.keyId) throw new CommandError('CONFLICT', 'refusing to revoke the key making this request');
+  return { action: 'key.revoke', subject: keyId, payload: { keyId: keyId as KeyId } };
+}
+
+// --- bootstrap tokens -------------------------------------------------------
+
+export const CreateTokenInput = z.strictObject({
+  ttlSeconds: z.number().int().min(60).max(365 * 24 * 3600).default(24 * 3600),
+  uses: z.number().int().min(1).max(1_000_000).default(1),
+  autoApprove: z.boolean().default(false),
+  label: z.string().max(256).default(''),
+  labels: LabelsSchema.default({}),
+});
+
+export function hashTokenSecret(secret: string): string {
+  return createHash('sha256').update(secret).digest('hex');
+}
+
+/** Returns the event and the token string, which is shown once and stored only hashed. */
+export function createToken(context: CommandContext, input: unknown): { draft: EventDraft<'token.create'>; token: string } {
+  allow(context, 'admin', 'operator');
+  const options = parse(CreateTokenInput, input);
+  const tokenId = randomBytes(8).toString('hex');
+  const secret = randomBytes(24).toString('base64url');
+  return {
+    token: `${tokenId}.${secret}`,
+    draft: {
+      action: 'token.create',
+      subject: tokenId,
+      payload: {
+        tokenId,
+        secretHash: hashTokenSecret(secret),
+        label: options.label,
+        expiresAt: context.now + options.ttlSeconds * 1000,
+        uses: options.uses,
+        autoApprove: options.autoApprove,
+        labels: options.labels,
+      },
+    },
+  };
+}
+
+export function revokeToken(context: CommandContext, input: unknown): EventDraft<'token.revoke'> {
+  allow(context, 'admin', 'operator');
+  const { tokenId } = parse(z.strictObject({ tokenId: z.string().regex(/^[0-9a-f]{16}$/) }), input);
+  const token = context.state.get('tokens', tokenId);
+  if (!token || token.revoked) throw new CommandError('NOT_FOUND', `no active token ${tokenId}`);
+  return { action: 'token.revoke', subject: tokenId, payload: { tokenId } };
+}
+
+// --- agents -----------------------------------------------------------------
+
+export const EnrollInput = z.strictObject({
+  token: z.string().regex(/^[0-9a-f]{16}\.[A-Za-z0-9_-]{16,64}$/, 'a bootstrap token'),
+  name: z.string().min(1).max(253),
+  type: z.string().min(1).max(64).default('generic'),
+  facts: FactsSchema,
+});
+
+/**
+ * Enrolls the agent whose key signed the request (the actor): proves key
+ * possession by that signature, spends one use of the token. Refuses an
+ * unknown, expired, used-up or revoked token (BAD_TOKEN) and a key that is
+ * already enrolled or registered (CONFLICT).
+ */
+export function enrollAgent(context: CommandContext, input: unknown): EventDraft<'agent.enroll'> {
+  const { token, name, type, facts } = parse(EnrollInput, input);
+  const agentId = context.actor.keyId;
+  const [tokenId, secret] = token.split('.') as [string, string];
+  const row = context.state.get('tokens', tokenId);
+  const presented = Buffer.from(hashTokenSecret(secret), 'hex');
+  if (!row || !timingSafeEqual(presented, Buffer.from(row.secretHash, 'hex'))) throw new CommandError('BAD_TOKEN', 'unknown bootstrap token');
+  if (row.revoked) throw new CommandError('BAD_TOKEN', `bootstrap token ${tokenId} was revoked`);
+  if (row.expiresAt <= context.now) throw new CommandError('BAD_TOKEN', `bootstrap token ${tokenId} expired`);
+  if (row.usesLeft < 1) throw new CommandError('BAD_TOKEN', `bootstrap token ${tokenId} has no uses left`);
+  const existing = context.state.get('agents', agentId);
+  if (existing) throw new CommandError('CONFLICT', `agent ${agentId} is already ${existing.status}`);
+  if (context.state.get('keys', agentId)) throw new CommandError('CONFLICT', `key ${agentId} is an admin key, not an agent`);
+  return {
+    action: 'agent.enroll',
+    subject: agentId,
+    payload: {
+      agentId: agentId as KeyId,
+      name,
+      type,
+      tokenId,
+      facts,
+      labels: { ...row.labels, ...(facts.labels ?? {}) },
+      status: row.autoApprove ? 'enrolled' : 'enrolling',
+    },
+  };
+}
+
+export function decideAgent(context: CommandContext, input: unknown, decision: 'approve' | 'reject' | 'revoke'): EventDraft<'agent.approve' | 'agent.reject' | 'agent.revoke'> {
+  allow(context, 'admin', 'operator');
+  const { agentId } = parse(z.strictObject({ agentId: z.string() }), input);
+  const agent = agentOf(context, agentId);
+  if (decision !== 'revoke' && agent.status !== 'enrolling') throw new CommandError('CONFLICT', `agent ${agentId} is ${agent.status}, not waiting for approval`);
+  if (decision === 'revoke' && agent.status === 'revoked') throw new CommandError('CONFLICT', `agent ${agentId} is already revoked`);
+  return { action: `agent.${decision}`, subject: agentId, payload: { agentId: agentId as KeyId } };
+}
+
+/** An agent reports its facts; returns undefined (no event) when they did not change. */
+export function reportFacts(context: CommandContext, input: unknown, hlc: string): EventDraft<'agent.facts'> | undefined {
+  allow(context, 'agent');
+  const { facts } = parse(z.strictObject({ facts: FactsSchema }), input);
+  const agent = agentOf(context, context.actor.keyId);
+  const current = context.state.get('agentFacts', `${agent.id}#${agent.factsRevision}`);
+  if (current && canonicalJson(current.facts) === canonicalJson(facts)) return undefined;
+  return { action: 'agent.facts', subject: agent.id, payload: { agentId: agent.id as KeyId, facts, hlc } };
+}
+
+export function assignAgent(context: CommandContext, input: unknown): EventDraft<'agent.assign'> {
+  allow(context, 'admin', 'operator');
+  const { agentId, graph } = parse(z.strictObject({ agentId: z.string(), graph: GraphNameSchema.nullable() }), input);
+  agentOf(context, agentId);
+  if (graph !== null && !context.state.get('graphs', graph)) throw new CommandError('NOT_FOUND', `no graph '${graph}'`);
+  return { action: 'agent.assign', subject: agentId, payload: { agentId: agentId as KeyId, graph } };
+}
+
+export function pinAgent(context: CommandContext, input: unknown): EventDraft<'agent.pin'> {
+  allow(context, 'admin', 'operator');
+  const { agentId, configId } = parse(z.strictObject({ agentId: z.string(), configId: ConfigIdSchema.nullable() }), input);
+  agentOf(context, agentId);
+  if (configId !== null && !context.state.get('configs', configId)) throw new CommandError('NOT_FOUND', `no config ${configId}`);
+  return { action: 'agent.pin', subject: agentId, payload: { agentId: agentId as KeyId, configId } };
+}
+
+export function reportStatus(context: CommandContext, input: unknown): EventDraft<'agent.report'> {
+  allow(context, 'agent');
+  const { configId, phase, error } = parse(
+    z.strictObject({ configId: ConfigIdSchema.nullable(), phase: PhaseSchema, error: z.string().max(8192).nullable().default(null) }),
+    input,
+  );
+  const agent = agentOf(context, context.actor.keyId);
+  if (configId !== null && !context.state.get('configs', configId)) throw new CommandError('NOT_FOUND', `no config ${configId}`);
+  return { action: 'agent.report', subject: agent.id, payload: { agentId: agent.id as KeyId, configId, phase, error } };
+}
+
+// --- configs and graphs -----------------------------------------------------
+
+/** A config's id: BLAKE3 (hex) of the canonical JSON of its body. */
+export function configId(body: ConfigBody): string {
+  return (blake3(canonicalJsonBytes(body)) as Buffer).toString('hex');
+}
+
+export function configSigningMessage(id: string): Uint8Array {
+  return new TextEncoder().encode(`ferry-config-v1\n${id}`);
+}
+
+export const SubmitConfigInput = z.strictObject({ body: ConfigBodySchema, signature: z.string().max(128), force: z.boolean().default(false) });
+
+/**
+ * Submits a config signed by its author (the actor). The body's parents
+ * name the head the author saw: if the graph's head moved since, refuses
+ * with HEAD_MOVED naming both, unless `force` (recorded as forced). Refuses
+ * targets whose closure the coordinator does not hold.
+ */
+export function submitConfig(context: CommandContext, input: unknown): EventDraft<'config.submit'> {
+  allow(context, 'admin', 'operator');
+  const { body, signature, force } = parse(SubmitConfigInput, input);
+  if (body.author !== context.actor.keyId) throw new CommandError('BAD_SIGNATURE', 'the config author must be the key submitting it');
+  const id = configId(body);
+  if (!ed25519Verify(publicKeyOf(body.author), configSigningMessage(id), Buffer.from(signature, 'base64'))) {
+    throw new CommandError('BAD_SIGNATURE', `the signature of config ${id} is not its author's`);
+  }
+  if (context.state.get('configs', id)) throw new CommandError('CONFLICT', `config ${id} already exists`);
+  const head = context.state.get('graphs', body.graph)?.head ?? null;
+  const seen = body.parents[0] ?? null;
+  if (seen !== head && !force) {
+    throw new CommandError('HEAD_MOVED', `graph '${body.graph}' head is ${head ?? '(none)'}, but this config's parent is ${seen ?? '(none)'}; resubmit on the new head or use --force`);
+  }
+  for (const parent of body.parents) if (!context.state.get('configs', parent)) throw new CommandError('NOT_FOUND', `parent config ${parent} does not exist`);
+  for (const [system, storePath] of Object.entries(body.targets)) {
+    if (!context.hasStorePathClosure(storePath)) {
+      throw new CommandError('MISSING_STORE_PATH', `target ${system}=${storePath}: the coordinator does not hold it (or its whole closure); push it first`);
+    }
+  }
+  return { action: 'config.submit', subject: body.graph, payload: { id, body, signature, previousHead: head, forced: seen !== head } };
+}
+
+export function rollbackGraph(context: CommandContext, input: unknown): EventDraft<'graph.rollback'> {
+  allow(context, 'admin', 'operator');
+  const { graph, to } = parse(z.strictObject({ graph: GraphNameSchema, to: ConfigIdSchema.optional() }), input);
+  const row = context.state.get('graphs', graph);
+  if (!row) throw new CommandError('NOT_FOUND', `no graph '${graph}'`);
+  const head = context.state.get('configs', row.head)!;
+  const target = to ?? head.parents[0];
+  if (!target) throw new CommandError('CONFLICT', `the head of '${graph}' has no parent to roll back to`);
+  const config = context.state.get('configs', target);
+  if (!config || config.graph !== graph) throw new CommandError('NOT_FOUND', `config ${target} is not in graph '${graph}'`);
+  if (target === row.head) throw new CommandError('CONFLICT', `config ${target} is already the head`);
+  return { action: 'graph.rollback', subject: graph, payload: { graph, from: row.head, to: target } };
+}

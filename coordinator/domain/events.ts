@@ -1,0 +1,143 @@
+/**
+ * Audit events: the only way state changes. Each action has a zod schema
+ * for its payload; the same schemas validate commands on the way in and
+ * events on replay (an exported log is untrusted input too).
+ */
+import { z } from 'zod';
+import { HlcStringSchema } from '../../protocol/hlc.js';
+import { KeyIdSchema } from '../../protocol/identity.js';
+
+export const RoleSchema = z.enum(['admin', 'operator', 'pusher', 'viewer', 'agent']);
+export type Role = z.infer<typeof RoleSchema>;
+/** Who an event is attributed to: a key's role, or the coordinator itself. */
+export const ActorRoleSchema = z.union([RoleSchema, z.literal('coordinator')]);
+export type ActorRole = z.infer<typeof ActorRoleSchema>;
+
+const LABEL_KEY = /^[A-Za-z0-9][A-Za-z0-9._\/-]{0,62}$/;
+export const LabelsSchema = z
+  .record(z.string().regex(LABEL_KEY, 'label keys are 1-63 of [A-Za-z0-9._/-]'), z.string().max(256))
+  .refine((labels) => Object.keys(labels).length <= 64, 'at most 64 labels');
+
+export const SystemSchema = z.string().regex(/^[a-z0-9_]+-[a-z0-9]+$/, "a Nix system such as 'x86_64-linux'");
+export const StorePathStringSchema = z.string().regex(/^\/nix\/store\/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]{1,211}$/, 'a Nix store path');
+
+/** Facts an agent reports: a few well-known fields, validated, plus custom ones. */
+export const FactsSchema = z
+  .object({
+    system: SystemSchema,
+    hostname: z.string().min(1).max(253),
+    os: z.string().max(256).optional(),
+    kernel: z.string().max(256).optional(),
+    cpus: z.number().int().min(1).max(4096).optional(),
+    memoryBytes: z.number().int().nonnegative().optional(),
+    diskBytes: z.number().int().nonnegative().optional(),
+    machineId: z.string().max(64).optional(),
+    addresses: z.array(z.string().max(64)).max(64).optional(),
+    agentVersion: z.string().max(64).optional(),
+    labels: LabelsSchema.optional(),
+  })
+  .catchall(z.unknown())
+  .refine((facts) => JSON.stringify(facts).length <= 64 * 1024, 'facts are limited to 64 KiB of JSON');
+export type Facts = z.infer<typeof FactsSchema>;
+
+export const ConfigIdSchema = z.string().regex(/^[0-9a-f]{64}$/, 'a config id (64 hex characters)');
+export const GraphNameSchema = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'graph names are 1-63 of [a-z0-9._-]');
+
+export const ActivationSchema = z.strictObject({
+  command: z.string().min(1).max(1024),
+  environment: z.record(z.string().regex(/^[A-Z_][A-Z0-9_]*$/), z.string().max(4096)).default({}),
+  timeoutSeconds: z.number().int().min(1).max(3600).default(300),
+});
+export const HealthCheckSchema = z.strictObject({
+  command: z.string().min(1).max(1024),
+  timeoutSeconds: z.number().int().min(1).max(3600).default(60),
+  retries: z.number().int().min(0).max(100).default(3),
+});
+
+/** What an author signs; the config id is the BLAKE3 of its canonical JSON. */
+export const ConfigBodySchema = z.strictObject({
+  graph: GraphNameSchema,
+  parents: z.array(ConfigIdSchema).max(16),
+  targets: z.record(SystemSchema, StorePathStringSchema).refine((t) => Object.keys(t).length > 0, 'at least one target'),
+  activation: ActivationSchema,
+  health: HealthCheckSchema.nullable(),
+  message: z.string().max(4096),
+  author: KeyIdSchema,
+  hlc: HlcStringSchema,
+});
+export type ConfigBody = z.infer<typeof ConfigBodySchema>;
+
+export const PhaseSchema = z.enum(['pending', 'fetching', 'activating', 'active', 'failed', 'rolled-back']);
+
+const agentRef = { agentId: KeyIdSchema };
+
+export const EVENT_PAYLOADS = {
+  'coordinator.init': z.strictObject({ name: z.string().min(1).max(128), coordinatorKey: KeyIdSchema }),
+  'key.add': z.strictObject({ keyId: KeyIdSchema, role: RoleSchema, label: z.string().max(256) }),
+  'key.revoke': z.strictObject({ keyId: KeyIdSchema }),
+  'token.create': z.strictObject({
+    tokenId: z.string().regex(/^[0-9a-f]{16}$/),
+    secretHash: z.string().regex(/^[0-9a-f]{64}$/),
+    label: z.string().max(256),
+    expiresAt: z.number().int(),
+    uses: z.number().int().min(1).max(1_000_000),
+    autoApprove: z.boolean(),
+    labels: LabelsSchema,
+  }),
+  'token.revoke': z.strictObject({ tokenId: z.string().regex(/^[0-9a-f]{16}$/) }),
+  'agent.enroll': z.strictObject({
+    ...agentRef,
+    name: z.string().min(1).max(253),
+    type: z.string().min(1).max(64),
+    tokenId: z.string().regex(/^[0-9a-f]{16}$/),
+    facts: FactsSchema,
+    labels: LabelsSchema,
+    status: z.enum(['enrolling', 'enrolled']),
+  }),
+  'agent.approve': z.strictObject(agentRef),
+  'agent.reject': z.strictObject(agentRef),
+  'agent.revoke': z.strictObject(agentRef),
+  'agent.facts': z.strictObject({ ...agentRef, facts: FactsSchema, hlc: HlcStringSchema }),
+  'agent.assign': z.strictObject({ ...agentRef, graph: GraphNameSchema.nullable() }),
+  'agent.pin': z.strictObject({ ...agentRef, configId: ConfigIdSchema.nullable() }),
+  'agent.report': z.strictObject({ ...agentRef, configId: ConfigIdSchema.nullable(), phase: PhaseSchema, error: z.string().max(8192).nullable() }),
+  'config.submit': z.strictObject({
+    id: ConfigIdSchema,
+    body: ConfigBodySchema,
+    signature: z.string().max(128),
+    previousHead: ConfigIdSchema.nullable(),
+    forced: z.boolean(),
+  }),
+  'graph.rollback': z.strictObject({ graph: GraphNameSchema, from: ConfigIdSchema, to: ConfigIdSchema }),
+} as const;
+
+export type Action = keyof typeof EVENT_PAYLOADS;
+export type PayloadOf<A extends Action> = z.infer<(typeof EVENT_PAYLOADS)[A]>;
+export const ActionSchema = z.enum(Object.keys(EVENT_PAYLOADS) as [Action, ...Action[]]);
+
+/** An event before the log numbers and chains it. */
+export interface EventDraft<A extends Action = Action> {
+  action: A;
+  subject: string;
+  payload: PayloadOf<A>;
+}
+
+export const AuditEventSchema = z.strictObject({
+  seq: z.number().int().min(1),
+  hlc: HlcStringSchema,
+  wallTime: z.number().int(),
+  actorKey: z.string().max(128),
+  actorRole: ActorRoleSchema,
+  action: ActionSchema,
+  subject: z.string().max(256),
+  payload: z.unknown(),
+  requestSignature: z.string().max(128).nullable(),
+  prevHash: z.string().regex(/^[0-9a-f]{64}$/),
+  hash: z.string().regex(/^[0-9a-f]{64}$/),
+});
+export type AuditEvent = z.infer<typeof AuditEventSchema>;
+
+/** The payload of an event, validated against its action's schema. */
+export function parsePayload<A extends Action>(action: A, payload: unknown): PayloadOf<A> {
+  return EVENT_PAYLOADS[action].parse(payload) as PayloadOf<A>;
+}

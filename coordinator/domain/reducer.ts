@@ -1,0 +1,117 @@
+/**
+ * The reducer: applies one audit event to the state tables. The same code
+ * serves the live coordinator (inside the transaction that appends the
+ * event), replay into an empty database, and the viewer's replay in memory.
+ * It trusts nothing: payloads are validated, and an event that does not fit
+ * the state (a forged or reordered log) is refused with a ReducerError.
+ */
+import { parsePayload, type Action, type AuditEvent, type PayloadOf } from './events.js';
+import { factsRowId, type AgentRow, type StateStore } from './state.js';
+
+export class ReducerError extends Error {
+  override readonly name = 'ReducerError';
+  readonly code = 'EVENT_DOES_NOT_APPLY';
+  constructor(
+    readonly seq: number,
+    message: string,
+  ) {
+    super(`event ${seq} does not apply: ${message}`);
+  }
+}
+
+type Handler<A extends Action> = (store: StateStore, payload: PayloadOf<A>, event: AuditEvent) => void;
+
+function need<T>(value: T | undefined, event: AuditEvent, what: string): T {
+  if (value === undefined) throw new ReducerError(event.seq, `${what} does not exist`);
+  return value;
+}
+
+const HANDLERS: { [A in Action]: Handler<A> } = {
+  'coordinator.init': () => undefined,
+  'key.add': (store, p, e) => store.put('keys', { id: p.keyId, role: p.role, label: p.label, revoked: false, addedSeq: e.seq }),
+  'key.revoke': (store, p, e) => store.put('keys', { ...need(store.get('keys', p.keyId), e, `key ${p.keyId}`), revoked: true }),
+  'token.create': (store, p, e) =>
+    store.put('tokens', {
+      id: p.tokenId,
+      secretHash: p.secretHash,
+      label: p.label,
+      expiresAt: p.expiresAt,
+      usesLeft: p.uses,
+      autoApprove: p.autoApprove,
+      labels: p.labels,
+      revoked: false,
+      createdSeq: e.seq,
+    }),
+  'token.revoke': (store, p, e) => store.put('tokens', { ...need(store.get('tokens', p.tokenId), e, `token ${p.tokenId}`), revoked: true }),
+  'agent.enroll': (store, p, e) => {
+    const token = need(store.get('tokens', p.tokenId), e, `token ${p.tokenId}`);
+    if (token.usesLeft < 1) throw new ReducerError(e.seq, `token ${p.tokenId} has no uses left`);
+    store.put('tokens', { ...token, usesLeft: token.usesLeft - 1 });
+    store.put('agents', {
+      id: p.agentId,
+      name: p.name,
+      type: p.type,
+      status: p.status,
+      labels: p.labels,
+      tokenId: p.tokenId,
+      factsRevision: 1,
+      system: p.facts.system,
+      desiredGraph: null,
+      pinnedConfig: null,
+      currentConfig: null,
+      phase: null,
+      lastError: null,
+      enrolledSeq: e.seq,
+      updatedSeq: e.seq,
+    });
+    store.put('agentFacts', { id: factsRowId(p.agentId, 1), agentId: p.agentId, revision: 1, facts: p.facts, hlc: e.hlc, seq: e.seq });
+  },
+  'agent.approve': (store, p, e) => setAgent(store, e, p.agentId, { status: 'enrolled' }),
+  'agent.reject': (store, p, e) => setAgent(store, e, p.agentId, { status: 'rejected' }),
+  'agent.revoke': (store, p, e) => setAgent(store, e, p.agentId, { status: 'revoked' }),
+  'agent.facts': (store, p, e) => {
+    const agent = need(store.get('agents', p.agentId), e, `agent ${p.agentId}`);
+    const revision = agent.factsRevision + 1;
+    store.put('agentFacts', { id: factsRowId(p.agentId, revision), agentId: p.agentId, revision, facts: p.facts, hlc: p.hlc, seq: e.seq });
+    store.put('agents', { ...agent, factsRevision: revision, system: p.facts.system, updatedSeq: e.seq });
+  },
+  'agent.assign': (store, p, e) => setAgent(store, e, p.agentId, { desiredGraph: p.graph }),
+  'agent.pin': (store, p, e) => setAgent(store, e, p.agentId, { pinnedConfig: p.configId }),
+  'agent.report': (store, p, e) => {
+    const agent = need(store.get('agents', p.agentId), e, `agent ${p.agentId}`);
+    store.put('agents', {
+      ...agent,
+      phase: p.phase,
+      lastError: p.error,
+      currentConfig: p.phase === 'active' ? p.configId : agent.currentConfig,
+      updatedSeq: e.seq,
+    });
+  },
+  'config.submit': (store, p, e) => {
+    for (const parent of p.body.parents) need(store.get('configs', parent), e, `parent config ${parent}`);
+    store.put('configs', { id: p.id, graph: p.body.graph, parents: p.body.parents, body: { ...p.body, signature: p.signature }, forced: p.forced, seq: e.seq });
+    store.put('graphs', { id: p.body.graph, head: p.id, updatedSeq: e.seq });
+  },
+  'graph.rollback': (store, p, e) => {
+    const graph = need(store.get('graphs', p.graph), e, `graph ${p.graph}`);
+    const target = need(store.get('configs', p.to), e, `config ${p.to}`);
+    if (target.graph !== p.graph) throw new ReducerError(e.seq, `config ${p.to} is not in graph ${p.graph}`);
+    store.put('graphs', { ...graph, head: p.to, updatedSeq: e.seq });
+  },
+};
+
+function setAgent(store: StateStore, event: AuditEvent, agentId: string, changes: Partial<AgentRow>): void {
+  const agent = need(store.get('agents', agentId), event, `agent ${agentId}`);
+  store.put('agents', { ...agent, ...changes, updatedSeq: event.seq });
+}
+
+/** Applies `event` to `store`. Refuses (ReducerError) an invalid payload or an event the state cannot take. */
+export function applyEvent(store: StateStore, event: AuditEvent): void {
+  let payload: unknown;
+  try {
+    payload = parsePayload(event.action, event.payload);
+  } catch (error) {
+    throw new ReducerError(event.seq, `invalid ${event.action} payload: ${(error as Error).message}`);
+  }
+  (HANDLERS[event.action] as Handler<Action>)(store, payload as PayloadOf<Action>, event);
+}

@@ -1,0 +1,8 @@
+// drizzle-kit: `npx drizzle-kit generate` writes coordinator/db/migrations from the schema.
+import { defineConfig } from 'drizzle-kit';
+
+export default defineConfig({
+  dialect: 'sqlite',
+  schema: './coordinator/db/schema.ts',
+  out: './coordinator/db/migrations',
+});

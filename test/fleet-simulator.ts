@@ -1,0 +1,161 @@
+/**
+ * Drives a coordinator through a long, seeded, random sequence of real
+ * commands (keys, tokens, enrollments, facts, configs, assignments, reports,
+ * rollbacks), including refused ones, as a fleet would. Used by the replay
+ * test, the kill test and the audit benchmark.
+ */
+import { createCipheriv } from 'node:crypto';
+import { Identity } from '../protocol/identity.js';
+import { formatHlc } from '../protocol/hlc.js';
+import { encodeNar, type NarEvent } from '../nix/nar/index.js';
+import { ingestStorePath } from '../castore/index.js';
+import type { Coordinator } from '../coordinator/coordinator.js';
+import * as commands from '../coordinator/domain/commands.js';
+import type { Actor } from '../coordinator/domain/commands.js';
+
+export function seededRandom(seed: number): (n: number) => number {
+  let x = seed >>> 0 || 1;
+  return (n) => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) % n;
+  };
+}
+
+/** Puts a tiny store path into the coordinator's castore (what a push would do). */
+export async function addStorePath(coordinator: Coordinator, name: string): Promise<string> {
+  const hash = createCipheriv('aes-128-ctr', Buffer.alloc(16, 3), Buffer.alloc(16)).update(Buffer.from(name.padEnd(20, '.'))).subarray(0, 20);
+  const alphabet = '0123456789abcdfghijklmnpqrsvwxyz';
+  const hashPart = [...hash].map((b) => alphabet[b % 32]).join('').padEnd(32, '0').slice(0, 32);
+  const storePath = `/nix/store/${hashPart}-${name}`;
+  const events: NarEvent[] = [
+    { type: 'directory', path: '' },
+    { type: 'file', path: 'activate', size: 10, executable: true, offset: 0 },
+    { type: 'data', path: 'activate', chunk: Buffer.from('#!/bin/sh\n') },
+    { type: 'file-end', path: 'activate' },
+    { type: 'directory-end', path: '' },
+  ];
+  await ingestStorePath(coordinator.castore, encodeNar(events), { storePath, references: [] });
+  return storePath;
+}
+
+export const coordinatorActor = (coordinator: Coordinator): Actor => ({ keyId: coordinator.identity.keyId, role: 'coordinator' });
+
+/** Records `coordinator.init` and the first admin; returns the admin's identity and actor. */
+export function bootstrap(coordinator: Coordinator): { admin: Identity; adminActor: Actor } {
+  const admin = Identity.generate();
+  const self = coordinatorActor(coordinator);
+  coordinator.record(self, () => ({ action: 'coordinator.init', subject: coordinator.identity.keyId, payload: { name: 'test', coordinatorKey: coordinator.identity.keyId } }));
+  coordinator.record(self, (context) => commands.addKey(context, { keyId: admin.keyId, role: 'admin', label: 'first admin' }));
+  return { admin, adminActor: { keyId: admin.keyId, role: 'admin', requestSignature: 'c2lnbmF0dXJl' } };
+}
+
+export interface SimulationResult {
+  attempted: number;
+  recorded: number;
+  refused: number;
+}
+
+/** Runs `steps` random commands; refused ones must be CommandErrors (anything else is a bug and throws). */
+export function simulateFleet(coordinator: Coordinator, adminActor: Actor, admin: Identity, storePaths: string[], steps: number, seed = 1): SimulationResult {
+  const random = seededRandom(seed);
+  const pick = <T>(items: readonly T[]): T | undefined => (items.length === 0 ? undefined : items[random(items.length)]);
+  const agents: Identity[] = [];
+  const tokens: string[] = [];
+  const graphs = ['edge', 'core', 'lab'];
+  const systems = ['x86_64-linux', 'aarch64-linux'];
+  let hlcCounter = 0;
+  const result: SimulationResult = { attempted: 0, recorded: 0, refused: 0 };
+  const attempt = (actor: Actor, decide: Parameters<Coordinator['record']>[1]): void => {
+    result.attempted++;
+    try {
+      if (coordinator.record(actor, decide)) result.recorded++;
+    } catch (error) {
+      if (!(error instanceof commands.CommandError)) throw error;
+      result.refused++;
+    }
+  };
+  const facts = (agent: Identity, variant: number) => ({ system: systems[variant % 2]!, hostname: `host-${agent.keyId.slice(0, 6)}`, cpus: 1 + (variant % 8), labels: { site: `barn-${variant % 3}` } });
+  for (let step = 0; step < steps; step++) {
+    const agent = pick(agents);
+    const agentActor: Actor | undefined = agent && { keyId: agent.keyId, role: 'agent', requestSignature: null };
+    switch (random(12)) {
+      case 0: {
+        const out = coordinator.execute(adminActor, (context) => {
+          const created = commands.createToken(context, { uses: 1 + random(3), autoApprove: random(2) === 0, labels: { batch: String(step) } });
+          return { draft: created.draft, result: created.token };
+        });
+        result.attempted++;
+        result.recorded++;
+        tokens.push(out!.result);
+        break;
+      }
+      case 1:
+      case 2: {
+        const newcomer = Identity.generate();
+        const actor: Actor = { keyId: newcomer.keyId, role: 'agent', requestSignature: null };
+        const token = random(5) === 0 ? `${'0'.repeat(16)}.${'x'.repeat(32)}` : pick(tokens) ?? `${'1'.repeat(16)}.${'y'.repeat(32)}`;
+        const before = result.recorded;
+        attempt(actor, (context) => commands.enrollAgent(context, { token, name: `agent-${step}`, facts: facts(newcomer, step) }));
+        if (result.recorded > before) agents.push(newcomer);
+        break;
+      }
+      case 3:
+        if (agent) attempt(adminActor, (context) => commands.decideAgent(context, { agentId: agent.keyId }, pick(['approve', 'reject', 'revoke'] as const)!));
+        break;
+      case 4:
+        if (agent && agentActor) attempt(agentActor, (context) => commands.reportFacts(context, { facts: facts(agent, random(3)) }, formatHlc({ wall: 1_700_000_000_000 + step, counter: hlcCounter++, node: 'agent' })));
+        break;
+      case 5:
+      case 6: {
+        const graph = pick(graphs)!;
+        attempt(adminActor, (context) => {
+          const head = context.state.get('graphs', graph)?.head;
+          const stale = random(6) === 0;
+          const body = {
+            graph,
+            parents: head && !stale ? [head] : [],
+            targets: { [pick(systems)!]: pick(storePaths)! },
+            activation: { command: 'activate', environment: {}, timeoutSeconds: 30 },
+            health: random(2) ? { command: 'activate --check', timeoutSeconds: 10, retries: 2 } : null,
+            message: `step ${step}`,
+            author: admin.keyId,
+            hlc: formatHlc({ wall: 1_700_000_000_000 + step, counter: 0, node: 'admin' }),
+          };
+          const id = commands.configId(body as never);
+          const signature = Buffer.from(admin.sign(commands.configSigningMessage(id))).toString('base64');
+          return commands.submitConfig(context, { body, signature, force: stale && random(2) === 0 });
+        });
+        break;
+      }
+      case 7:
+        if (agent) attempt(adminActor, (context) => commands.assignAgent(context, { agentId: agent.keyId, graph: pick(graphs)! }));
+        break;
+      case 8:
+        if (agent)
+          attempt(adminActor, (context) => {
+            const graph = context.state.get('graphs', pick(graphs)!);
+            return commands.pinAgent(context, { agentId: agent.keyId, configId: random(3) === 0 || !graph ? null : graph.head });
+          });
+        break;
+      case 9:
+        if (agent && agentActor)
+          attempt(agentActor, (context) => {
+            const graph = context.state.get('graphs', pick(graphs)!);
+            const phase = pick(['fetching', 'activating', 'active', 'failed', 'rolled-back'] as const)!;
+            return commands.reportStatus(context, { configId: graph?.head ?? null, phase, error: phase === 'failed' ? 'health check failed' : null });
+          });
+        break;
+      case 10:
+        attempt(adminActor, (context) => commands.rollbackGraph(context, { graph: pick(graphs)! }));
+        break;
+      case 11: {
+        const key = Identity.generate();
+        attempt(adminActor, (context) => commands.addKey(context, { keyId: key.keyId, role: pick(['operator', 'pusher', 'viewer'] as const)!, label: `key ${step}` }));
+        break;
+      }
+    }
+  }
+  return result;
+}
