@@ -77,6 +77,28 @@ export class Coordinator {
     return this.head.seq;
   }
 
+  /** The name given at `coordinator init` (from the first event). */
+  get name(): string {
+    const first = this.database.sqlite.prepare<[], { payload: string }>("SELECT payload FROM audit_events WHERE action = 'coordinator.init' ORDER BY seq LIMIT 1").get();
+    return first ? (JSON.parse(first.payload) as { name: string }).name : path.basename(this.dataDir);
+  }
+
+  /** A fresh HLC timestamp of this coordinator's clock. */
+  tickHlc(): string {
+    return formatHlc(this.clock.tick());
+  }
+
+  /** Records that an agent was heard from (heartbeats are not audit events). */
+  touchPresence(agentId: string): void {
+    this.database.sqlite
+      .prepare('INSERT INTO agent_presence (id, last_seen) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen')
+      .run(agentId, this.now());
+  }
+
+  presence(agentId: string): number | null {
+    return this.database.sqlite.prepare<[string], { last_seen: number }>('SELECT last_seen FROM agent_presence WHERE id = ?').get(agentId)?.last_seen ?? null;
+  }
+
   /** The context a command is checked in: current state, the actor, the clock, the castore. */
   commandContext(actor: Actor): CommandContext {
     return {

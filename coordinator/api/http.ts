@@ -1,0 +1,184 @@
+/**
+ * The coordinator's HTTP API (hono): JSON in and out, every request signed
+ * (see protocol/request-signing.ts) except `GET /v1/info`. The routes map
+ * onto the transport-agnostic operations; errors have one shape,
+ * `{ "error": { "code", "message" } }`. Refused authentication is logged and
+ * never changes state.
+ */
+import { Hono, type Context } from 'hono';
+import { verifyRequestSignature, MAX_REQUEST_SKEW_MS, requestNonce } from '../../protocol/request-signing.js';
+import type { Coordinator } from '../coordinator.js';
+import { CommandError, type Actor } from '../domain/commands.js';
+import { exportLines } from '../audit/export.js';
+import { OPERATIONS, type OperationName } from './operations.js';
+
+export interface HttpApiOptions {
+  /** Largest request body accepted (default 1 MiB). */
+  maxBodyBytes?: number;
+  /** Where refusals and internal errors are logged (default: stderr). */
+  log?: (line: string) => void;
+}
+
+type ErrorStatus = 400 | 401 | 403 | 404 | 409 | 413 | 422 | 500;
+
+function errorResponse(c: Context, status: ErrorStatus, code: string, message: string): Response {
+  return c.json({ error: { code, message } }, status);
+}
+
+const ROUTES: [method: 'GET' | 'POST', path: string, operation: OperationName][] = [
+  ['GET', '/v1/info', 'info'],
+  ['POST', '/v1/enroll', 'enroll'],
+  ['POST', '/v1/keys', 'keys.add'],
+  ['GET', '/v1/keys', 'keys.list'],
+  ['POST', '/v1/keys/:keyId/revoke', 'keys.revoke'],
+  ['POST', '/v1/tokens', 'tokens.create'],
+  ['GET', '/v1/tokens', 'tokens.list'],
+  ['POST', '/v1/tokens/:tokenId/revoke', 'tokens.revoke'],
+  ['GET', '/v1/agents', 'agents.list'],
+  ['GET', '/v1/agents/:agentId', 'agents.show'],
+  ['GET', '/v1/agents/:agentId/facts', 'agents.facts'],
+  ['POST', '/v1/agents/:agentId/approve', 'agents.approve'],
+  ['POST', '/v1/agents/:agentId/reject', 'agents.reject'],
+  ['POST', '/v1/agents/:agentId/revoke', 'agents.revoke'],
+  ['POST', '/v1/agents/:agentId/assign', 'agents.assign'],
+  ['POST', '/v1/agents/:agentId/pin', 'agents.pin'],
+  ['POST', '/v1/agent/facts', 'agent.facts'],
+  ['POST', '/v1/agent/status', 'agent.status'],
+  ['GET', '/v1/agent/desired', 'agent.desired'],
+  ['GET', '/v1/graphs', 'graphs.list'],
+  ['GET', '/v1/graphs/:graph', 'graphs.show'],
+  ['POST', '/v1/graphs/:graph/configs', 'graphs.submit'],
+  ['POST', '/v1/graphs/:graph/rollback', 'graphs.rollback'],
+  ['GET', '/v1/configs/:configId', 'configs.show'],
+  ['GET', '/v1/audit/events', 'audit.events'],
+  ['GET', '/v1/audit/verify', 'audit.verify'],
+];
+
+class HttpError extends Error {
+  constructor(
+    readonly status: ErrorStatus,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions = {}): Hono {
+  const maxBody = options.maxBodyBytes ?? 1024 * 1024;
+  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const insertNonce = coordinator.database.sqlite.prepare('INSERT INTO nonces (id, expires_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING');
+  const pruneNonces = coordinator.database.sqlite.prepare('DELETE FROM nonces WHERE expires_at < ?');
+  let noncesSincePrune = 0;
+
+  async function readBody(c: Context): Promise<Uint8Array> {
+    const declared = Number(c.req.header('content-length') ?? '0');
+    if (declared > maxBody) throw new HttpError(413, 'BODY_TOO_LARGE', `request body of ${declared} bytes exceeds the limit of ${maxBody}`);
+    const body = new Uint8Array(await c.req.arrayBuffer());
+    if (body.length > maxBody) throw new HttpError(413, 'BODY_TOO_LARGE', `request body exceeds the limit of ${maxBody} bytes`);
+    return body;
+  }
+
+  /** Verifies the signature, the nonce and the key; returns the actor. */
+  function authenticate(c: Context, body: Uint8Array, operation: OperationName): Actor {
+    const url = new URL(c.req.url);
+    const refuse = (status: 401 | 403, code: string, message: string, keyId?: string): never => {
+      log(`ferry coordinator: refused ${c.req.method} ${url.pathname}: ${code} ${message}${keyId ? ` (key ${keyId})` : ''}`);
+      throw new HttpError(status, code, message);
+    };
+    const verdict = verifyRequestSignature((name) => c.req.header(name), c.req.method, url.pathname + url.search, body, coordinator.now());
+    if (!verdict.ok) return refuse(401, verdict.reason === 'stale' ? 'STALE_REQUEST' : 'UNAUTHENTICATED', verdict.message, c.req.header('x-ferry-key'));
+    const nonce = requestNonce((name) => c.req.header(name))!;
+    if (insertNonce.run(`${verdict.keyId}:${nonce}`, coordinator.now() + 2 * MAX_REQUEST_SKEW_MS).changes === 0) {
+      return refuse(401, 'REPLAYED_NONCE', 'this request nonce was already used', verdict.keyId);
+    }
+    if (++noncesSincePrune >= 1000) {
+      noncesSincePrune = 0;
+      pruneNonces.run(coordinator.now());
+    }
+    const access = OPERATIONS[operation].access;
+    if (access === 'self-signed') return { keyId: verdict.keyId, role: 'agent', requestSignature: verdict.signature };
+    const key = coordinator.state.get('keys', verdict.keyId);
+    const agent = key ? undefined : coordinator.state.get('agents', verdict.keyId);
+    if (key?.revoked) return refuse(403, 'REVOKED', 'this key was revoked', verdict.keyId);
+    if (!key && !agent) return refuse(401, 'UNKNOWN_KEY', 'this key is not registered with the coordinator', verdict.keyId);
+    if (agent && (agent.status === 'revoked' || agent.status === 'rejected')) return refuse(403, 'REVOKED', `agent is ${agent.status}`, verdict.keyId);
+    if (agent?.status === 'enrolling' && operation !== 'agents.show') return refuse(403, 'NOT_APPROVED', 'agent is waiting for approval', verdict.keyId);
+    const role = key ? (key.role as Actor['role']) : 'agent';
+    if (access !== 'public' && !(access as readonly string[]).includes(role)) {
+      return refuse(403, 'FORBIDDEN', `role '${role}' may not call ${operation}`, verdict.keyId);
+    }
+    return { keyId: verdict.keyId, role, requestSignature: verdict.signature };
+  }
+
+  function inputOf(c: Context, body: Uint8Array): Record<string, unknown> {
+    let parsedBody: unknown = {};
+    if (body.length > 0) {
+      try {
+        parsedBody = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(body));
+      } catch {
+        throw new HttpError(400, 'BAD_JSON', 'request body is not valid JSON');
+      }
+      if (parsedBody === null || typeof parsedBody !== 'object' || Array.isArray(parsedBody)) throw new HttpError(400, 'BAD_JSON', 'request body must be a JSON object');
+    }
+    const query: Record<string, string | string[]> = {};
+    for (const [key, values] of Object.entries(c.req.queries())) query[key] = values.length === 1 ? values[0]! : values;
+    return { ...query, ...(parsedBody as Record<string, unknown>), ...c.req.param() };
+  }
+
+  const app = new Hono();
+  for (const [method, routePath, operation] of ROUTES) {
+    app.on(method, routePath, async (c) => {
+      try {
+        const body = await readBody(c);
+        const definition = OPERATIONS[operation];
+        const actor = definition.access === 'public' ? { keyId: '', role: 'viewer' as const } : authenticate(c, body, operation);
+        const parsed = definition.input.safeParse(inputOf(c, body));
+        if (!parsed.success) {
+          const issue = parsed.error.issues[0]!;
+          throw new HttpError(400, 'INVALID', `${issue.path.join('.') || 'request'}: ${issue.message}`);
+        }
+        const result = (definition.run as (coordinator: Coordinator, actor: Actor, input: unknown) => unknown)(coordinator, actor, parsed.data);
+        return c.json(result as object, method === 'POST' ? 201 : 200);
+      } catch (error) {
+        if (error instanceof HttpError) return errorResponse(c, error.status, error.code, error.message);
+        if (error instanceof CommandError) return errorResponse(c, error.status as ErrorStatus, error.code, error.message);
+        log(`ferry coordinator: internal error in ${operation}: ${error instanceof Error ? error.stack : String(error)}`);
+        return errorResponse(c, 500, 'INTERNAL', 'internal error (see the coordinator log)');
+      }
+    });
+  }
+
+  // The export streams JSON lines rather than one JSON document.
+  app.get('/v1/audit/export', async (c) => {
+    try {
+      const body = await readBody(c);
+      authenticate(c, body, 'audit.verify');
+      coordinator.checkpoint();
+      const lines = exportLines({ coordinatorKey: coordinator.identity.keyId, name: coordinator.name, exportedAt: coordinator.now() }, coordinator.events(), coordinator.checkpoints());
+      const encoder = new TextEncoder();
+      const stream = new ReadableStream<Uint8Array>({
+        pull(controller) {
+          let batch = '';
+          for (let next = lines.next(); ; next = lines.next()) {
+            if (next.done) {
+              if (batch) controller.enqueue(encoder.encode(batch));
+              controller.close();
+              return;
+            }
+            batch += next.value;
+            if (batch.length > 64 * 1024) break;
+          }
+          controller.enqueue(encoder.encode(batch));
+        },
+      });
+      return new Response(stream, { headers: { 'content-type': 'application/x-ndjson' } });
+    } catch (error) {
+      if (error instanceof HttpError) return errorResponse(c, error.status, error.code, error.message);
+      throw error;
+    }
+  });
+
+  app.notFound((c) => errorResponse(c, 404, 'NOT_FOUND', `no route ${c.req.method} ${new URL(c.req.url).pathname}`));
+  return app;
+}

@@ -1,0 +1,85 @@
+/**
+ * A typed client for the coordinator's HTTP API: signs every request with
+ * the caller's key, and turns error responses into ApiError with the
+ * server's code and message.
+ */
+import { z } from 'zod';
+import type { Identity } from './identity.js';
+import { signRequest } from './request-signing.js';
+
+export class ApiError extends Error {
+  override readonly name = 'ApiError';
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const ErrorBodySchema = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
+
+export type QueryValue = string | number | boolean | undefined | readonly string[];
+
+export interface RequestOptions {
+  query?: Record<string, QueryValue>;
+  body?: unknown;
+  /** Override the request time (tests of clock skew). */
+  now?: number;
+}
+
+export class CoordinatorHttpClient {
+  constructor(
+    readonly baseUrl: string,
+    readonly identity?: Identity,
+  ) {}
+
+  pathWithQuery(path: string, query: Record<string, QueryValue> = {}): string {
+    const search = new URLSearchParams();
+    for (const [key, value] of Object.entries(query)) {
+      if (value === undefined) continue;
+      if (Array.isArray(value)) for (const item of value) search.append(key, item);
+      else search.append(key, String(value));
+    }
+    const text = search.toString();
+    return text ? `${path}?${text}` : path;
+  }
+
+  /** Sends a signed request; resolves to the raw Response (for streams). */
+  async send(method: 'GET' | 'POST', path: string, options: RequestOptions = {}): Promise<Response> {
+    const target = this.pathWithQuery(path, options.query);
+    const body = options.body === undefined ? undefined : JSON.stringify(options.body);
+    const headers: Record<string, string> = body === undefined ? {} : { 'content-type': 'application/json' };
+    if (this.identity) Object.assign(headers, signRequest(this.identity, method, target, body, options.now));
+    let response: Response;
+    try {
+      response = await fetch(new URL(target, this.baseUrl), { method, headers, body });
+    } catch (error) {
+      throw new ApiError(0, 'UNREACHABLE', `cannot reach the coordinator at ${this.baseUrl}: ${(error as Error).message}`);
+    }
+    if (!response.ok) {
+      const text = await response.text();
+      let parsed: z.infer<typeof ErrorBodySchema> | undefined;
+      try {
+        parsed = ErrorBodySchema.parse(JSON.parse(text));
+      } catch {
+        parsed = undefined;
+      }
+      throw new ApiError(response.status, parsed?.error.code ?? `HTTP_${response.status}`, parsed?.error.message ?? (text.slice(0, 200) || response.statusText));
+    }
+    return response;
+  }
+
+  async request<T = unknown>(method: 'GET' | 'POST', path: string, options: RequestOptions = {}): Promise<T> {
+    return (await (await this.send(method, path, options)).json()) as T;
+  }
+
+  get<T = unknown>(path: string, query?: Record<string, QueryValue>): Promise<T> {
+    return this.request<T>('GET', path, { query });
+  }
+
+  post<T = unknown>(path: string, body: unknown = {}): Promise<T> {
+    return this.request<T>('POST', path, { body });
+  }
+}
