@@ -1,0 +1,159 @@
+/** `ferry coordinator init|serve` and `ferry context …`. */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { Coordinator } from '../coordinator/coordinator.js';
+import { addKey } from '../coordinator/domain/commands.js';
+import { FERRY_VERSION } from '../coordinator/api/operations.js';
+import { startHttpServer } from '../coordinator/server.js';
+import { createIdentityFile, loadIdentity } from '../protocol/identity.js';
+import { booleanOption, jsonOption, stringOption, UsageError, writeJson, type Command } from './command.js';
+import { configDir, readContexts, saveContext, writeContexts } from './contexts.js';
+import { dataDirFrom, dataDirOption } from './data-dir.js';
+import { table } from './format.js';
+
+const DEFAULT_LISTEN = '127.0.0.1:7070';
+
+function parseListen(text: string): { host: string; port: number } {
+  const match = /^(.*):(\d+)$/.exec(text);
+  if (!match || Number(match[2]) > 65535) throw new UsageError(`--listen '${text}' is not HOST:PORT`);
+  return { host: match[1]!.replace(/^\[|\]$/g, ''), port: Number(match[2]) };
+}
+
+const init: Command = {
+  path: ['coordinator', 'init'],
+  summary: 'create a coordinator: its key, database and first admin key',
+  description:
+    'Creates the data directory with the coordinator key (ed25519, 0600) and its database, records the ' +
+    'first admin key in the audit log, and saves a CLI context pointing at it. The admin key is ' +
+    '--admin-key (a Ferry key file or an unencrypted OpenSSH ed25519 private key, e.g. ~/.ssh/id_ed25519) ' +
+    'or a new key generated under the Ferry config directory.',
+  maxArgs: 0,
+  options: {
+    ...dataDirOption,
+    name: { type: 'string', valueName: 'NAME', description: 'name of this coordinator and of its CLI context (default: ferry)' },
+    'admin-key': { type: 'string', valueName: 'FILE', description: 'existing private key to make the first admin' },
+    url: { type: 'string', valueName: 'URL', description: `where the CLI will reach it (default: http://${DEFAULT_LISTEN})` },
+    ...jsonOption,
+  },
+  async run({ options, stdout }) {
+    const dataDir = dataDirFrom(options);
+    const name = stringOption(options, 'name') ?? 'ferry';
+    if (!/^[A-Za-z0-9._-]{1,64}$/.test(name)) throw new UsageError(`--name '${name}' may only use letters, digits, '.', '_' and '-'`);
+    if (Coordinator.exists(dataDir)) throw new UsageError(`${dataDir} already holds a coordinator (start it with: ferry coordinator serve --data-dir ${dataDir})`);
+    const adminKeyFile = path.resolve(stringOption(options, 'admin-key') ?? path.join(configDir(), 'keys', `${name}-admin.key`));
+    const admin = existsSync(adminKeyFile) ? loadIdentity(adminKeyFile) : createIdentityFile(adminKeyFile);
+    const coordinator = Coordinator.open(dataDir);
+    try {
+      const self = { keyId: coordinator.identity.keyId, role: 'coordinator' as const };
+      coordinator.record(self, () => ({ action: 'coordinator.init', subject: coordinator.identity.keyId, payload: { name, coordinatorKey: coordinator.identity.keyId } }));
+      coordinator.record(self, (context) => addKey(context, { keyId: admin.keyId, role: 'admin', label: 'first admin (coordinator init)' }));
+      const url = stringOption(options, 'url') ?? `http://${DEFAULT_LISTEN}`;
+      saveContext(name, { url, keyFile: adminKeyFile, coordinatorKey: coordinator.identity.keyId }, true);
+      const result = { dataDir, name, coordinatorKey: coordinator.identity.keyId, adminKey: admin.keyId, adminKeyFile, context: name, url };
+      if (booleanOption(options, 'json')) return writeJson(stdout, result);
+      stdout.write(
+        `Created coordinator '${name}' in ${dataDir}\n` +
+          `  coordinator key: ${coordinator.identity.keyId}\n` +
+          `  first admin key: ${admin.keyId} (${adminKeyFile})\n` +
+          `  CLI context '${name}' -> ${url} (now current)\n\n` +
+          `Start it with:   ferry coordinator serve --data-dir ${dataDir}\n`,
+      );
+    } finally {
+      coordinator.close();
+    }
+  },
+};
+
+const serve: Command = {
+  path: ['coordinator', 'serve'],
+  summary: 'run the coordinator (HTTP API) until interrupted',
+  maxArgs: 0,
+  options: {
+    ...dataDirOption,
+    listen: { type: 'string', valueName: 'HOST:PORT', description: `HTTP address (default: ${DEFAULT_LISTEN}; port 0 picks one)` },
+    init: { type: 'boolean', description: 'initialise the data directory first if it holds no coordinator' },
+  },
+  async run({ options, stdout }) {
+    const dataDir = dataDirFrom(options);
+    if (!Coordinator.exists(dataDir)) {
+      if (!booleanOption(options, 'init')) throw new UsageError(`no coordinator in ${dataDir}: create one with ferry coordinator init --data-dir ${dataDir}`);
+      await init.run({ args: [], options: { 'data-dir': dataDir }, stdout, stderr: process.stderr, stdin: process.stdin });
+    }
+    const { host, port } = parseListen(stringOption(options, 'listen') ?? DEFAULT_LISTEN);
+    const coordinator = Coordinator.open(dataDir);
+    const server = await startHttpServer(coordinator, host, port);
+    stdout.write(
+      `ferry coordinator '${coordinator.name}' ${FERRY_VERSION}\n` +
+        `  data:            ${dataDir}\n` +
+        `  HTTP API:        ${server.url}\n` +
+        `  QUIC data plane: not yet available (HTTP only)\n` +
+        `  coordinator key: ${coordinator.identity.keyId}\n` +
+        `  audit log:       ${coordinator.lastSeq} events\n\n` +
+        `Enroll a machine: ferry tokens create --uses 1   (prints a join string for ferry agent enroll)\n`,
+    );
+    await new Promise<void>((resolve) => {
+      const stop = (): void => {
+        process.off('SIGINT', stop);
+        process.off('SIGTERM', stop);
+        resolve();
+      };
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
+    });
+    await server.close();
+    coordinator.checkpoint();
+    coordinator.close();
+    stdout.write('coordinator stopped\n');
+  },
+};
+
+const contextAdd: Command = {
+  path: ['context', 'add'],
+  summary: 'remember a coordinator: its URL and the key to sign with',
+  args: '<name>',
+  minArgs: 1,
+  maxArgs: 1,
+  options: {
+    url: { type: 'string', valueName: 'URL', description: 'coordinator URL, e.g. http://10.0.0.5:7070' },
+    key: { type: 'string', valueName: 'FILE', description: 'private key file (Ferry or OpenSSH ed25519)' },
+    use: { type: 'boolean', description: 'make it the current context' },
+  },
+  async run({ args, options, stdout }) {
+    const url = stringOption(options, 'url');
+    const keyFile = stringOption(options, 'key');
+    if (!url || !keyFile) throw new UsageError('--url and --key are required');
+    loadIdentity(keyFile);
+    saveContext(args[0]!, { url, keyFile: path.resolve(keyFile) }, booleanOption(options, 'use'));
+    stdout.write(`saved context '${args[0]}'\n`);
+  },
+};
+
+const contextUse: Command = {
+  path: ['context', 'use'],
+  summary: 'make a context the current one',
+  args: '<name>',
+  minArgs: 1,
+  maxArgs: 1,
+  async run({ args, stdout }) {
+    const contexts = readContexts();
+    if (!contexts.contexts[args[0]!]) throw new UsageError(`no context named '${args[0]}' (see ferry context ls)`);
+    contexts.current = args[0]!;
+    writeContexts(contexts);
+    stdout.write(`now using '${args[0]}'\n`);
+  },
+};
+
+const contextLs: Command = {
+  path: ['context', 'ls'],
+  summary: 'list the coordinators this CLI knows',
+  maxArgs: 0,
+  options: jsonOption,
+  async run({ options, stdout }) {
+    const contexts = readContexts();
+    if (booleanOption(options, 'json')) return writeJson(stdout, contexts);
+    const rows = Object.entries(contexts.contexts).map(([name, context]) => [name === contexts.current ? `* ${name}` : `  ${name}`, context.url, context.keyFile]);
+    stdout.write(rows.length === 0 ? 'no contexts (ferry coordinator init, or ferry context add)\n' : table(['  NAME', 'URL', 'KEY'], rows));
+  },
+};
+
+export const coordinatorCommands: Command[] = [init, serve, contextAdd, contextUse, contextLs];

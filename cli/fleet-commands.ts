@@ -1,0 +1,318 @@
+/** `ferry keys …`, `ferry tokens …`, `ferry agents …`: clients of the coordinator API. */
+import { readFileSync } from 'node:fs';
+import type { CoordinatorHttpClient } from '../protocol/http-client.js';
+import { booleanOption, jsonOption, stringListOption, stringOption, UsageError, writeJson, type Command, type OptionValues } from './command.js';
+import { clientFrom, connectionOptions } from './contexts.js';
+import { ago, parseDuration, parseKeyValues, short, table } from './format.js';
+
+const common = { ...connectionOptions, ...jsonOption };
+
+interface AgentView {
+  id: string;
+  name: string;
+  type: string;
+  status: string;
+  system: string | null;
+  labels: Record<string, string>;
+  desiredGraph: string | null;
+  pinnedConfig: string | null;
+  desiredConfig: string | null;
+  currentConfig: string | null;
+  phase: string | null;
+  lastError: string | null;
+  lastSeen: number | null;
+}
+
+async function allPages<T>(client: CoordinatorHttpClient, path: string, field: string, query: Record<string, string | string[] | undefined> = {}): Promise<T[]> {
+  const items: T[] = [];
+  let after: string | undefined;
+  do {
+    const page = await client.get<Record<string, unknown> & { next: string | null }>(path, { ...query, limit: '1000', after });
+    items.push(...(page[field] as T[]));
+    after = page.next ?? undefined;
+  } while (after);
+  return items;
+}
+
+/** An agent by full id, unique id prefix, or name. */
+async function resolveAgent(client: CoordinatorHttpClient, reference: string): Promise<string> {
+  if (/^[0-9a-f]{64}$/.test(reference)) return reference;
+  const agents = await allPages<AgentView>(client, '/v1/agents', 'agents');
+  const matches = agents.filter((agent) => agent.name === reference || agent.id.startsWith(reference));
+  if (matches.length === 1) return matches[0]!.id;
+  throw new UsageError(matches.length === 0 ? `no agent named or starting with '${reference}'` : `'${reference}' matches ${matches.length} agents; give more of the id`);
+}
+
+/** A key given as a hex key id, an OpenSSH public key (file or line), or a Ferry/OpenSSH private key file. */
+function keyIdFromArgument(argument: string): string {
+  if (/^[0-9a-f]{64}$/.test(argument)) return argument;
+  let text = argument;
+  try {
+    text = readFileSync(argument, 'utf8');
+  } catch {
+    // not a file: maybe the key line itself
+  }
+  const ssh = /ssh-ed25519 ([A-Za-z0-9+/=]+)/.exec(text);
+  if (ssh) {
+    const blob = Buffer.from(ssh[1]!, 'base64');
+    const typeLength = blob.readUInt32BE(0);
+    const key = blob.subarray(4 + typeLength + 4);
+    if (blob.subarray(4, 4 + typeLength).toString() === 'ssh-ed25519' && key.length === 32) return key.toString('hex');
+  }
+  throw new UsageError(`'${argument}' is not a key id, an ssh-ed25519 public key, or a file holding one`);
+}
+
+function json(options: OptionValues): boolean {
+  return booleanOption(options, 'json');
+}
+
+const keysAdd: Command = {
+  path: ['keys', 'add'],
+  summary: 'allow a key: admin, operator, pusher or viewer',
+  args: '<key-id|public-key-file>',
+  minArgs: 1,
+  maxArgs: 1,
+  options: {
+    role: { type: 'string', valueName: 'ROLE', description: 'admin | operator | pusher | viewer' },
+    label: { type: 'string', valueName: 'TEXT', description: 'who holds it' },
+    ...common,
+  },
+  async run({ args, options, stdout }) {
+    const role = stringOption(options, 'role');
+    if (!role) throw new UsageError('--role is required (admin, operator, pusher or viewer)');
+    const keyId = keyIdFromArgument(args[0]!);
+    const result = await clientFrom(options).post('/v1/keys', { keyId, role, label: stringOption(options, 'label') ?? '' });
+    if (json(options)) return writeJson(stdout, { keyId, role, ...(result as object) });
+    stdout.write(`added ${role} key ${keyId}\n`);
+  },
+};
+
+const keysLs: Command = {
+  path: ['keys', 'ls'],
+  summary: 'list the keys allowed to use this coordinator',
+  maxArgs: 0,
+  options: common,
+  async run({ options, stdout }) {
+    const keys = await allPages<{ id: string; role: string; label: string; revoked: boolean }>(clientFrom(options), '/v1/keys', 'keys');
+    if (json(options)) return writeJson(stdout, keys);
+    stdout.write(table(['KEY', 'ROLE', 'STATUS', 'LABEL'], keys.map((k) => [k.id, k.role, k.revoked ? 'revoked' : 'active', k.label])));
+  },
+};
+
+const keysRevoke: Command = {
+  path: ['keys', 'revoke'],
+  summary: 'revoke a key: every later request signed with it is refused',
+  args: '<key-id>',
+  minArgs: 1,
+  maxArgs: 1,
+  options: common,
+  async run({ args, options, stdout }) {
+    const result = await clientFrom(options).post(`/v1/keys/${encodeURIComponent(args[0]!)}/revoke`);
+    if (json(options)) return writeJson(stdout, result);
+    stdout.write(`revoked ${args[0]}\n`);
+  },
+};
+
+const tokensCreate: Command = {
+  path: ['tokens', 'create'],
+  summary: 'create a bootstrap token and print the join string an agent enrolls with',
+  maxArgs: 0,
+  options: {
+    ttl: { type: 'string', valueName: 'DURATION', description: 'validity, e.g. 30m, 24h, 7d (default 24h)' },
+    uses: { type: 'string', valueName: 'N', description: 'how many agents may enroll with it (default 1)' },
+    'auto-approve': { type: 'boolean', description: 'agents enrolling with it are approved at once' },
+    label: { type: 'string', multiple: true, valueName: 'K=V', description: 'label given to agents enrolling with it' },
+    note: { type: 'string', valueName: 'TEXT', description: 'what the token is for' },
+    ...common,
+  },
+  async run({ options, stdout }) {
+    const ttl = parseDuration(stringOption(options, 'ttl') ?? '24h');
+    if (ttl === undefined) throw new UsageError(`--ttl '${stringOption(options, 'ttl')}' is not a duration like 30m, 24h or 7d`);
+    const uses = Number(stringOption(options, 'uses') ?? '1');
+    if (!Number.isInteger(uses) || uses < 1) throw new UsageError('--uses must be a positive integer');
+    const client = clientFrom(options);
+    const result = await client.post<{ tokenId: string; token: string; expiresAt: number }>('/v1/tokens', {
+      ttlSeconds: ttl,
+      uses,
+      autoApprove: booleanOption(options, 'auto-approve'),
+      label: stringOption(options, 'note') ?? '',
+      labels: parseKeyValues(stringListOption(options, 'label'), '--label'),
+    });
+    const info = await client.get<{ coordinatorKey: string }>('/v1/info');
+    const url = new URL(client.baseUrl);
+    const join = `ferry://${url.host}?coordinator=${info.coordinatorKey}&token=${encodeURIComponent(result.token)}`;
+    if (json(options)) return writeJson(stdout, { ...result, join });
+    stdout.write(`token ${result.tokenId}: ${uses} use(s), expires ${new Date(result.expiresAt).toISOString()}\n\njoin string (shown once; give it to the machine):\n  ${join}\n\non the machine:  ferry agent enroll '${join}'\n`);
+  },
+};
+
+const tokensLs: Command = {
+  path: ['tokens', 'ls'],
+  summary: 'list bootstrap tokens (never their secrets)',
+  maxArgs: 0,
+  options: common,
+  async run({ options, stdout }) {
+    const tokens = await allPages<{ id: string; label: string; usesLeft: number; expiresAt: number; autoApprove: boolean; revoked: boolean; expired: boolean }>(clientFrom(options), '/v1/tokens', 'tokens');
+    if (json(options)) return writeJson(stdout, tokens);
+    stdout.write(
+      table(
+        ['TOKEN', 'USES LEFT', 'EXPIRES', 'AUTO-APPROVE', 'STATUS', 'NOTE'],
+        tokens.map((t) => [t.id, t.usesLeft, new Date(t.expiresAt).toISOString(), t.autoApprove ? 'yes' : 'no', t.revoked ? 'revoked' : t.expired ? 'expired' : 'active', t.label]),
+      ),
+    );
+  },
+};
+
+const tokensRevoke: Command = {
+  path: ['tokens', 'revoke'],
+  summary: 'revoke a bootstrap token',
+  args: '<token-id>',
+  minArgs: 1,
+  maxArgs: 1,
+  options: common,
+  async run({ args, options, stdout }) {
+    const result = await clientFrom(options).post(`/v1/tokens/${encodeURIComponent(args[0]!)}/revoke`);
+    if (json(options)) return writeJson(stdout, result);
+    stdout.write(`revoked token ${args[0]}\n`);
+  },
+};
+
+const whereOption = { where: { type: 'string' as const, multiple: true, valueName: 'K=V', description: 'filter: status=…, system=…, labels.site=…, facts.cpus=…' } };
+
+const agentsLs: Command = {
+  path: ['agents', 'ls'],
+  summary: 'list agents, optionally filtered by status, labels or facts',
+  maxArgs: 0,
+  options: { ...whereOption, ...common },
+  async run({ options, stdout }) {
+    const agents = await allPages<AgentView>(clientFrom(options), '/v1/agents', 'agents', { where: stringListOption(options, 'where') });
+    if (json(options)) return writeJson(stdout, agents);
+    stdout.write(table(['AGENT', 'NAME', 'TYPE', 'STATUS', 'SYSTEM', 'LAST SEEN'], agents.map((a) => [short(a.id), a.name, a.type, a.status, a.system, ago(a.lastSeen)])));
+  },
+};
+
+const agentsStatus: Command = {
+  path: ['agents', 'status'],
+  summary: 'desired vs current config of each agent, phase and last error',
+  maxArgs: 0,
+  options: { ...whereOption, ...common },
+  async run({ options, stdout }) {
+    const agents = await allPages<AgentView>(clientFrom(options), '/v1/agents', 'agents', { where: stringListOption(options, 'where') });
+    if (json(options)) return writeJson(stdout, agents);
+    stdout.write(
+      table(
+        ['AGENT', 'NAME', 'FOLLOWS', 'DESIRED', 'CURRENT', 'PHASE', 'LAST ERROR'],
+        agents.map((a) => [short(a.id), a.name, a.pinnedConfig ? `pin ${short(a.pinnedConfig)}` : a.desiredGraph, short(a.desiredConfig), short(a.currentConfig), a.phase, a.lastError?.split('\n')[0]]),
+      ),
+    );
+  },
+};
+
+const agentsShow: Command = {
+  path: ['agents', 'show'],
+  summary: 'one agent: status, position, facts',
+  args: '<agent>',
+  minArgs: 1,
+  maxArgs: 1,
+  options: common,
+  async run({ args, options, stdout }) {
+    const client = clientFrom(options);
+    const agent = await client.get<AgentView & { facts: unknown }>(`/v1/agents/${await resolveAgent(client, args[0]!)}`);
+    if (json(options)) return writeJson(stdout, agent);
+    stdout.write(
+      `agent   ${agent.id}\nname    ${agent.name} (${agent.type})\nstatus  ${agent.status}, last seen ${ago(agent.lastSeen)}\nlabels  ${JSON.stringify(agent.labels)}\n` +
+        `follows ${agent.pinnedConfig ? `pinned to ${agent.pinnedConfig}` : (agent.desiredGraph ?? '-')}\ndesired ${agent.desiredConfig ?? '-'}\ncurrent ${agent.currentConfig ?? '-'}\nphase   ${agent.phase ?? '-'}${agent.lastError ? `\nerror   ${agent.lastError}` : ''}\nfacts   ${JSON.stringify(agent.facts, null, 2).replace(/\n/g, '\n        ')}\n`,
+    );
+  },
+};
+
+const agentsFacts: Command = {
+  path: ['agents', 'facts'],
+  summary: "an agent's reported facts (with --history, every revision)",
+  args: '<agent>',
+  minArgs: 1,
+  maxArgs: 1,
+  options: { history: { type: 'boolean', description: 'every revision, oldest first' }, ...common },
+  async run({ args, options, stdout }) {
+    const client = clientFrom(options);
+    const result = await client.get<{ revisions: { revision: number; hlc: string; seq: number; facts: unknown }[] }>(`/v1/agents/${await resolveAgent(client, args[0]!)}/facts`, {
+      history: booleanOption(options, 'history') ? '1' : undefined,
+    });
+    if (json(options)) return writeJson(stdout, result);
+    for (const revision of result.revisions) stdout.write(`revision ${revision.revision} (audit seq ${revision.seq}, ${revision.hlc})\n${JSON.stringify(revision.facts, null, 2)}\n`);
+  },
+};
+
+function decision(verb: 'approve' | 'reject' | 'revoke', summary: string): Command {
+  return {
+    path: ['agents', verb],
+    summary,
+    args: '<agent>...',
+    minArgs: 1,
+    options: common,
+    async run({ args, options, stdout }) {
+      const client = clientFrom(options);
+      const results = [];
+      for (const reference of args) {
+        const id = await resolveAgent(client, reference);
+        results.push({ agentId: id, ...(await client.post<object>(`/v1/agents/${id}/${verb}`)) });
+        if (!json(options)) stdout.write(`${verb === 'approve' ? 'approved' : verb === 'reject' ? 'rejected' : 'revoked'} ${id}\n`);
+      }
+      if (json(options)) writeJson(stdout, results);
+    },
+  };
+}
+
+const agentsAssign: Command = {
+  path: ['agents', 'assign'],
+  summary: 'make agents follow a graph (its head is their desired config)',
+  args: '<agent>... <graph>',
+  description: 'Select agents by name or id, or with --where (e.g. --where labels.site=barn-3).',
+  minArgs: 1,
+  options: { ...whereOption, ...common },
+  async run({ args, options, stdout }) {
+    const client = clientFrom(options);
+    const graph = args[args.length - 1]!;
+    const ids = await Promise.all(args.slice(0, -1).map((reference) => resolveAgent(client, reference)));
+    const where = stringListOption(options, 'where');
+    if (where.length > 0) ids.push(...(await allPages<AgentView>(client, '/v1/agents', 'agents', { where })).map((agent) => agent.id));
+    if (ids.length === 0) throw new UsageError('no agents selected: name them or use --where');
+    for (const id of new Set(ids)) await client.post(`/v1/agents/${id}/assign`, { graph: graph === 'none' ? null : graph });
+    if (json(options)) return writeJson(stdout, { graph, agents: [...new Set(ids)] });
+    stdout.write(`${new Set(ids).size} agent(s) now follow '${graph}'\n`);
+  },
+};
+
+const agentsPin: Command = {
+  path: ['agents', 'pin'],
+  summary: "pin an agent to a config (or 'none' to follow its graph again)",
+  args: '<agent> <config|none>',
+  minArgs: 2,
+  maxArgs: 2,
+  options: common,
+  async run({ args, options, stdout }) {
+    const client = clientFrom(options);
+    const id = await resolveAgent(client, args[0]!);
+    const result = await client.post(`/v1/agents/${id}/pin`, { configId: args[1] === 'none' ? null : args[1] });
+    if (json(options)) return writeJson(stdout, result);
+    stdout.write(args[1] === 'none' ? `${id} follows its graph again\n` : `${id} pinned to ${args[1]}\n`);
+  },
+};
+
+export const fleetCommands: Command[] = [
+  keysAdd,
+  keysLs,
+  keysRevoke,
+  tokensCreate,
+  tokensLs,
+  tokensRevoke,
+  agentsLs,
+  agentsStatus,
+  agentsShow,
+  agentsFacts,
+  decision('approve', 'approve agents waiting to enroll'),
+  decision('reject', 'reject agents waiting to enroll'),
+  decision('revoke', 'revoke agents: refused everywhere from now on'),
+  agentsAssign,
+  agentsPin,
+];

@@ -1,0 +1,39 @@
+/** Plain-text tables and short forms for CLI output. */
+import { UsageError } from './command.js';
+export function table(headers: string[], rows: (string | number | null | undefined)[][]): string {
+  const cells = [headers, ...rows.map((row) => row.map((cell) => (cell === null || cell === undefined ? '-' : String(cell))))];
+  const widths = headers.map((_, column) => Math.max(...cells.map((row) => row[column]!.length)));
+  return `${cells.map((row) => row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column]!))).join('  ')).join('\n')}\n`;
+}
+
+/** The first 12 characters of a key or config id: enough to tell them apart in a listing. */
+export function short(id: string | null | undefined): string {
+  return id ? id.slice(0, 12) : '-';
+}
+
+export function ago(ms: number | null | undefined, now = Date.now()): string {
+  if (!ms) return 'never';
+  const seconds = Math.round((now - ms) / 1000);
+  if (seconds < 60) return `${seconds}s ago`;
+  if (seconds < 3600) return `${Math.round(seconds / 60)}m ago`;
+  if (seconds < 86400) return `${Math.round(seconds / 3600)}h ago`;
+  return `${Math.round(seconds / 86400)}d ago`;
+}
+
+/** Parses `30s`, `15m`, `24h`, `7d` (or plain seconds) into seconds. */
+export function parseDuration(text: string): number | undefined {
+  const match = /^(\d+)([smhd]?)$/.exec(text);
+  if (!match) return undefined;
+  return Number(match[1]) * { '': 1, s: 1, m: 60, h: 3600, d: 86400 }[match[2] as '' | 's' | 'm' | 'h' | 'd'];
+}
+
+/** Parses repeated `key=value` options into an object; undefined names the bad one. */
+export function parseKeyValues(items: readonly string[], what: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const item of items) {
+    const at = item.indexOf('=');
+    if (at <= 0) throw new UsageError(`${what} '${item}' is not key=value`);
+    out[item.slice(0, at)] = item.slice(at + 1);
+  }
+  return out;
+}

@@ -1,0 +1,156 @@
+/** `ferry config submit|show` and `ferry graph ls|log|rollback`. */
+import { existsSync, realpathSync } from 'node:fs';
+import { configId, configSigningMessage } from '../coordinator/domain/commands.js';
+import type { ConfigBody } from '../coordinator/domain/events.js';
+import { ApiError } from '../protocol/http-client.js';
+import { formatHlc } from '../protocol/hlc.js';
+import { booleanOption, jsonOption, stringListOption, stringOption, UsageError, writeJson, type Command } from './command.js';
+import { clientFrom, connectionOptions } from './contexts.js';
+import { parseKeyValues, short, table } from './format.js';
+
+const common = { ...connectionOptions, ...jsonOption };
+
+interface Summary {
+  succeeded: number;
+  failed: number;
+  pending: number;
+  unreported: number;
+}
+
+function positiveInt(text: string | undefined, name: string, fallback: number): number {
+  if (text === undefined) return fallback;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < 0) throw new UsageError(`${name} must be a non-negative integer`);
+  return value;
+}
+
+const submit: Command = {
+  path: ['config', 'submit'],
+  summary: 'submit a new config to a graph (signed by your key, on the head you see)',
+  args: '<graph>',
+  description:
+    'Each --target names the store path a system runs (a /nix/store path or a ./result link); the coordinator must ' +
+    'already hold it (ferry push). If someone moved the head since you looked, the submission is refused unless --force.',
+  minArgs: 1,
+  maxArgs: 1,
+  options: {
+    target: { type: 'string', multiple: true, valueName: 'SYSTEM=PATH', description: 'e.g. x86_64-linux=/nix/store/…-system' },
+    activate: { type: 'string', valueName: 'CMD', description: 'activation command, relative to the store path (e.g. bin/activate)' },
+    env: { type: 'string', multiple: true, valueName: 'K=V', description: 'environment for the activation' },
+    timeout: { type: 'string', valueName: 'SECONDS', description: 'activation timeout (default 300)' },
+    health: { type: 'string', valueName: 'CMD', description: 'health check command, relative to the store path' },
+    'health-timeout': { type: 'string', valueName: 'SECONDS', description: 'health check timeout (default 60)' },
+    'health-retries': { type: 'string', valueName: 'N', description: 'health check retries (default 3)' },
+    message: { type: 'string', short: 'm', valueName: 'TEXT', description: 'what this config changes' },
+    force: { type: 'boolean', description: 'submit even if the head moved (recorded as forced)' },
+    ...common,
+  },
+  async run({ args, options, stdout }) {
+    const graph = args[0]!;
+    const activate = stringOption(options, 'activate');
+    if (!activate) throw new UsageError('--activate is required');
+    const targets = parseKeyValues(stringListOption(options, 'target'), '--target');
+    if (Object.keys(targets).length === 0) throw new UsageError('at least one --target SYSTEM=PATH is required');
+    for (const [system, target] of Object.entries(targets)) if (!target.startsWith('/nix/store/') && existsSync(target)) targets[system] = realpathSync(target);
+    const client = clientFrom(options);
+    if (!client.identity) throw new UsageError('a key is needed to sign the config');
+    let head: string | null = null;
+    try {
+      head = (await client.get<{ head: string }>(`/v1/graphs/${encodeURIComponent(graph)}`, { limit: '1' })).head;
+    } catch (error) {
+      if (!(error instanceof ApiError && error.code === 'NOT_FOUND')) throw error;
+    }
+    const healthCommand = stringOption(options, 'health');
+    const body: ConfigBody = {
+      graph,
+      parents: head ? [head] : [],
+      targets,
+      activation: { command: activate, environment: parseKeyValues(stringListOption(options, 'env'), '--env'), timeoutSeconds: positiveInt(stringOption(options, 'timeout'), '--timeout', 300) },
+      health: healthCommand
+        ? { command: healthCommand, timeoutSeconds: positiveInt(stringOption(options, 'health-timeout'), '--health-timeout', 60), retries: positiveInt(stringOption(options, 'health-retries'), '--health-retries', 3) }
+        : null,
+      message: stringOption(options, 'message') ?? '',
+      author: client.identity.keyId,
+      hlc: formatHlc({ wall: Date.now(), counter: 0, node: client.identity.keyId.slice(0, 8) }),
+    };
+    const signature = Buffer.from(client.identity.sign(configSigningMessage(configId(body)))).toString('base64');
+    const result = await client.post<{ configId: string; forced: boolean; previousHead: string | null }>(`/v1/graphs/${encodeURIComponent(graph)}/configs`, {
+      body,
+      signature,
+      force: booleanOption(options, 'force'),
+    });
+    if (booleanOption(options, 'json')) return writeJson(stdout, result);
+    stdout.write(`config ${result.configId} is the new head of '${graph}'${result.forced ? ` (forced over ${result.previousHead})` : ''}\n`);
+  },
+};
+
+const show: Command = {
+  path: ['config', 'show'],
+  summary: 'a config: targets, activation, health check, and how its agents are doing',
+  args: '<config-id>',
+  minArgs: 1,
+  maxArgs: 1,
+  options: common,
+  async run({ args, options, stdout }) {
+    const config = await clientFrom(options).get<{ id: string; graph: string; body: ConfigBody; forced: boolean; seq: number; summary: Summary }>(`/v1/configs/${encodeURIComponent(args[0]!)}`);
+    if (booleanOption(options, 'json')) return writeJson(stdout, config);
+    const s = config.summary;
+    stdout.write(
+      `config   ${config.id}\ngraph    ${config.graph}${config.forced ? ' (forced)' : ''}\nparents  ${config.body.parents.join(', ') || '-'}\nmessage  ${config.body.message}\n` +
+        Object.entries(config.body.targets).map(([system, target]) => `target   ${system} = ${target}\n`).join('') +
+        `activate ${config.body.activation.command} (timeout ${config.body.activation.timeoutSeconds}s)\nhealth   ${config.body.health ? `${config.body.health.command} (${config.body.health.retries} retries)` : '-'}\n` +
+        `agents   ${s.succeeded} succeeded, ${s.failed} failed, ${s.pending} pending, ${s.unreported} unreported\n`,
+    );
+  },
+};
+
+const graphLs: Command = {
+  path: ['graph', 'ls'],
+  summary: 'list artifact graphs and their heads',
+  maxArgs: 0,
+  options: common,
+  async run({ options, stdout }) {
+    const { graphs } = await clientFrom(options).get<{ graphs: { id: string; head: string; updatedSeq: number }[] }>('/v1/graphs');
+    if (booleanOption(options, 'json')) return writeJson(stdout, graphs);
+    stdout.write(table(['GRAPH', 'HEAD', 'AUDIT SEQ'], graphs.map((g) => [g.id, g.head, g.updatedSeq])));
+  },
+};
+
+const graphLog: Command = {
+  path: ['graph', 'log'],
+  summary: "a graph's configs, newest first, with the head marked",
+  args: '<graph>',
+  minArgs: 1,
+  maxArgs: 1,
+  options: { limit: { type: 'string', valueName: 'N', description: 'how many (default 20)' }, ...common },
+  async run({ args, options, stdout }) {
+    const result = await clientFrom(options).get<{ head: string; configs: { id: string; head: boolean; forced: boolean; body: ConfigBody; summary: Summary }[] }>(
+      `/v1/graphs/${encodeURIComponent(args[0]!)}`,
+      { limit: stringOption(options, 'limit') ?? '20' },
+    );
+    if (booleanOption(options, 'json')) return writeJson(stdout, result);
+    stdout.write(
+      table(
+        ['', 'CONFIG', 'PARENT', 'OK/FAIL/PEND/UNREP', 'MESSAGE'],
+        result.configs.map((c) => [c.head ? '*' : '', short(c.id), short(c.body.parents[0]), `${c.summary.succeeded}/${c.summary.failed}/${c.summary.pending}/${c.summary.unreported}`, `${c.forced ? '[forced] ' : ''}${c.body.message}`]),
+      ),
+    );
+  },
+};
+
+const graphRollback: Command = {
+  path: ['graph', 'rollback'],
+  summary: "move a graph's head back (to its parent, or --to an earlier config); history is kept",
+  args: '<graph>',
+  minArgs: 1,
+  maxArgs: 1,
+  options: { to: { type: 'string', valueName: 'CONFIG', description: 'config to make the head' }, ...common },
+  async run({ args, options, stdout }) {
+    const to = stringOption(options, 'to');
+    const result = await clientFrom(options).post<{ from: string; to: string }>(`/v1/graphs/${encodeURIComponent(args[0]!)}/rollback`, to ? { to } : {});
+    if (booleanOption(options, 'json')) return writeJson(stdout, result);
+    stdout.write(`'${args[0]}' head moved back from ${result.from} to ${result.to}\n`);
+  },
+};
+
+export const graphCommands: Command[] = [submit, show, graphLs, graphLog, graphRollback];
