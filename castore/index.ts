@@ -16,3 +16,5 @@ export { ingestStorePath, type StorePathMetadata } from './ingest-store-path.js'
 export { exportNar } from './nar-export.js';
 export { collectGarbage, cleanStaleIngests, type GcOptions, type GcReport } from './store/gc.js';
 export { fsck, type FsckOptions, type FsckProblem, type FsckReport } from './store/fsck.js';
+export { fetchClosure, type FetchOptions, type FetchReport, type TransferProgress } from './transfer/fetch-closure.js';
+export { uploadStorePaths, type UploadOptions, type UploadReport } from './transfer/upload-store-paths.js';

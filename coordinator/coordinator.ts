@@ -3,7 +3,7 @@
  * state change goes through `record`: one transaction appends one chained
  * event and applies it with the reducer, or nothing happens.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Castore } from '../castore/index.js';
 import { canonicalJson } from '../protocol/canonical-json.js';
@@ -15,6 +15,8 @@ import { checkpointMessage, eventHash, GENESIS_HASH, verifyChain, type ChainRepo
 import type { Actor, CommandContext } from './domain/commands.js';
 import { AuditEventSchema, type AuditEvent, type EventDraft } from './domain/events.js';
 import { applyEvent } from './domain/reducer.js';
+import { createSelfSignedCertificate, type TlsCertificate } from './tls/self-signed-certificate.js';
+import { certificateFingerprint } from '../protocol/tls-pinning.js';
 import { SqliteStateStore } from './domain/sqlite-state.js';
 
 export interface CoordinatorOptions {
@@ -54,6 +56,8 @@ export class Coordinator {
       key: path.join(dataDir, 'coordinator.key'),
       database: path.join(dataDir, 'coordinator.db'),
       castore: path.join(dataDir, 'castore'),
+      tlsCertificate: path.join(dataDir, 'tls', 'certificate.pem'),
+      tlsKey: path.join(dataDir, 'tls', 'key.pem'),
     };
   }
 
@@ -67,6 +71,27 @@ export class Coordinator {
     const identity = existsSync(paths.key) ? loadIdentity(paths.key) : createIdentityFile(paths.key);
     return new Coordinator(dataDir, identity, openCoordinatorDatabase(paths.database), Castore.open(paths.castore), options);
   }
+
+  /** The TLS certificate of the QUIC listener, created on first use (self-signed, pinned by clients). */
+  get tls(): TlsCertificate {
+    if (this.tlsCertificate) return this.tlsCertificate;
+    const paths = Coordinator.paths(this.dataDir);
+    if (!existsSync(paths.tlsCertificate)) {
+      const created = createSelfSignedCertificate();
+      mkdirSync(path.dirname(paths.tlsKey), { recursive: true, mode: 0o700 });
+      writeFileSync(`${paths.tlsKey}.tmp`, created.privateKeyPem, { mode: 0o600 });
+      renameSync(`${paths.tlsKey}.tmp`, paths.tlsKey);
+      writeFileSync(`${paths.tlsCertificate}.tmp`, created.certificatePem);
+      renameSync(`${paths.tlsCertificate}.tmp`, paths.tlsCertificate);
+    }
+    const certificatePem = readFileSync(paths.tlsCertificate, 'utf8');
+    this.tlsCertificate = { certificatePem, privateKeyPem: readFileSync(paths.tlsKey, 'utf8'), fingerprint: certificateFingerprint(certificatePem) };
+    return this.tlsCertificate;
+  }
+  private tlsCertificate: TlsCertificate | undefined;
+
+  /** The UDP port of the QUIC data plane while it listens (advertised by `info`). */
+  quicPort: number | null = null;
 
   close(): void {
     this.database.sqlite.close();

@@ -10,6 +10,11 @@ import { verifyRequestSignature, MAX_REQUEST_SKEW_MS, requestNonce } from '../..
 import type { Coordinator } from '../coordinator.js';
 import { CommandError, type Actor } from '../domain/commands.js';
 import { exportLines } from '../audit/export.js';
+import { DataRequestSchema } from '../../protocol/data-protocol.js';
+import { FrameReader, parseHeaderJson } from '../../protocol/framing.js';
+import { AuthError, resolveActor, type Access } from './actors.js';
+import { ClosureAccess, DATA_ACCESS, runDataOperation } from './data-operations.js';
+import { replyFrames } from './data-replies.js';
 import { OPERATIONS, type OperationName } from './operations.js';
 
 export interface HttpApiOptions {
@@ -80,7 +85,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
   }
 
   /** Verifies the signature, the nonce and the key; returns the actor. */
-  function authenticate(c: Context, body: Uint8Array, operation: OperationName): Actor {
+  function authenticate(c: Context, body: Uint8Array, operation: string, access: Access): Actor {
     const url = new URL(c.req.url);
     const refuse = (status: 401 | 403, code: string, message: string, keyId?: string): never => {
       log(`ferry coordinator: refused ${c.req.method} ${url.pathname}: ${code} ${message}${keyId ? ` (key ${keyId})` : ''}`);
@@ -96,19 +101,12 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
       noncesSincePrune = 0;
       pruneNonces.run(coordinator.now());
     }
-    const access = OPERATIONS[operation].access;
-    if (access === 'self-signed') return { keyId: verdict.keyId, role: 'agent', requestSignature: verdict.signature };
-    const key = coordinator.state.get('keys', verdict.keyId);
-    const agent = key ? undefined : coordinator.state.get('agents', verdict.keyId);
-    if (key?.revoked) return refuse(403, 'REVOKED', 'this key was revoked', verdict.keyId);
-    if (!key && !agent) return refuse(401, 'UNKNOWN_KEY', 'this key is not registered with the coordinator', verdict.keyId);
-    if (agent && (agent.status === 'revoked' || agent.status === 'rejected')) return refuse(403, 'REVOKED', `agent is ${agent.status}`, verdict.keyId);
-    if (agent?.status === 'enrolling' && operation !== 'agents.show') return refuse(403, 'NOT_APPROVED', 'agent is waiting for approval', verdict.keyId);
-    const role = key ? (key.role as Actor['role']) : 'agent';
-    if (access !== 'public' && !(access as readonly string[]).includes(role)) {
-      return refuse(403, 'FORBIDDEN', `role '${role}' may not call ${operation}`, verdict.keyId);
+    try {
+      return resolveActor(coordinator, verdict.keyId, verdict.signature, access, operation, operation === 'agents.show');
+    } catch (error) {
+      if (error instanceof AuthError) return refuse(error.status, error.code, error.message, verdict.keyId);
+      throw error;
     }
-    return { keyId: verdict.keyId, role, requestSignature: verdict.signature };
   }
 
   function inputOf(c: Context, body: Uint8Array): Record<string, unknown> {
@@ -132,7 +130,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
       try {
         const body = await readBody(c);
         const definition = OPERATIONS[operation];
-        const actor = definition.access === 'public' ? { keyId: '', role: 'viewer' as const } : authenticate(c, body, operation);
+        const actor = definition.access === 'public' ? { keyId: '', role: 'viewer' as const } : authenticate(c, body, operation, definition.access);
         const parsed = definition.input.safeParse(inputOf(c, body));
         if (!parsed.success) {
           const issue = parsed.error.issues[0]!;
@@ -153,7 +151,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
   app.get('/v1/audit/export', async (c) => {
     try {
       const body = await readBody(c);
-      authenticate(c, body, 'audit.verify');
+      authenticate(c, body, 'audit.export', OPERATIONS['audit.verify'].access);
       coordinator.checkpoint();
       const lines = exportLines({ coordinatorKey: coordinator.identity.keyId, name: coordinator.name, exportedAt: coordinator.now() }, coordinator.events(), coordinator.checkpoints());
       const encoder = new TextEncoder();
@@ -177,6 +175,46 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
       if (error instanceof HttpError) return errorResponse(c, error.status, error.code, error.message);
       throw error;
     }
+  });
+
+  // Public: clients check it against the fingerprint they pinned before trusting it for QUIC.
+  app.get('/v1/tls-certificate', (c) => c.text(coordinator.tls.certificatePem, 200, { 'content-type': 'application/x-pem-file' }));
+
+  // The data plane's HTTP fallback: the body is a request frame (see protocol/framing.ts) whose
+  // header JSON the signature covers; object bytes are verified by their ids instead.
+  const closureAccess = new ClosureAccess(coordinator);
+  app.post('/v1/data', (c) => {
+    const source = c.req.raw.body as AsyncIterable<Uint8Array> | null;
+    const reader = new FrameReader(source ?? (async function* () {})());
+    const frames = replyFrames(async () => {
+      const headerBytes = await reader.readHeaderBytes();
+      const request = DataRequestSchema.parse(parseHeaderJson(headerBytes));
+      if (request.op === 'hello' || request.op === 'auth') throw new CommandError('INVALID', `${request.op} is for QUIC sessions; HTTP requests are signed one by one`);
+      let actor: Actor;
+      try {
+        actor = authenticate(c, headerBytes, request.op, DATA_ACCESS[request.op]);
+      } catch (error) {
+        if (error instanceof HttpError && (error.status === 401 || error.status === 403)) throw new AuthError(error.status, error.code as AuthError['code'], error.message);
+        throw error;
+      }
+      if (actor.role === 'agent') coordinator.touchPresence(actor.keyId);
+      return runDataOperation(coordinator, closureAccess, actor, request, reader);
+    }, log);
+    const stream = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        try {
+          const next = await frames.next();
+          if (next.done) controller.close();
+          else controller.enqueue(next.value);
+        } catch (error) {
+          controller.error(error);
+        }
+      },
+      cancel() {
+        void frames.return(undefined);
+      },
+    });
+    return new Response(stream, { headers: { 'content-type': 'application/x-ferry-frames' } });
   });
 
   app.notFound((c) => errorResponse(c, 404, 'NOT_FOUND', `no route ${c.req.method} ${new URL(c.req.url).pathname}`));

@@ -5,6 +5,7 @@
  * routes onto these; the QUIC server will map frames onto the same ones.
  */
 import { z } from 'zod';
+import type { Access } from './actors.js';
 import { KeyIdSchema } from '../../protocol/identity.js';
 import type { ChainReport } from '../audit/chain.js';
 import type { Coordinator } from '../coordinator.js';
@@ -16,8 +17,6 @@ import { desiredConfigOf, listAgents, parseWhere, summarizeConfig } from './quer
 
 export const FERRY_VERSION = '0.1.0';
 
-/** Who may call an operation: roles, anyone whose request is signed by any key (enrollment), or anyone. */
-export type Access = readonly Role[] | 'self-signed' | 'public';
 
 export interface Operation<S extends z.ZodType = z.ZodType, O = unknown> {
   access: Access;
@@ -55,6 +54,8 @@ export const OPERATIONS = {
     coordinatorKey: coordinator.identity.keyId,
     version: FERRY_VERSION,
     lastSeq: coordinator.lastSeq,
+    tlsFingerprint: coordinator.tls.fingerprint,
+    quicPort: coordinator.quicPort,
   })),
 
   enroll: op('self-signed', commands.EnrollInput, (coordinator, actor, input) => {

@@ -109,6 +109,16 @@ export const EVENT_PAYLOADS = {
     forced: z.boolean(),
   }),
   'graph.rollback': z.strictObject({ graph: GraphNameSchema, from: ConfigIdSchema, to: ConfigIdSchema }),
+  /** A push: store paths (and their objects) a pipeline uploaded. The castore holds them; the log records who and what. */
+  'store.push': z.strictObject({
+    roots: z.array(StorePathStringSchema).min(1).max(1000),
+    registered: z.array(StorePathStringSchema).max(1000),
+    registeredCount: z.number().int().nonnegative(),
+    alreadyPresent: z.number().int().nonnegative(),
+    bytesSent: z.number().int().nonnegative(),
+    blobsSent: z.number().int().nonnegative(),
+    directoriesSent: z.number().int().nonnegative(),
+  }),
 } as const;
 
 export type Action = keyof typeof EVENT_PAYLOADS;

@@ -28,6 +28,8 @@ function need<T>(value: T | undefined, event: AuditEvent, what: string): T {
 
 const HANDLERS: { [A in Action]: Handler<A> } = {
   'coordinator.init': () => undefined,
+  // Store paths live in the castore; a push changes no fleet state.
+  'store.push': () => undefined,
   'key.add': (store, p, e) => store.put('keys', { id: p.keyId, role: p.role, label: p.label, revoked: false, addedSeq: e.seq }),
   'key.revoke': (store, p, e) => store.put('keys', { ...need(store.get('keys', p.keyId), e, `key ${p.keyId}`), revoked: true }),
   'token.create': (store, p, e) =>

@@ -1,0 +1,159 @@
+/**
+ * Uploading store paths from a local castore to the coordinator: asks what
+ * it lacks (store paths, then their blobs and directories), sends only
+ * that — blobs first, then directories children-first, then the store path
+ * records, which the coordinator verifies (NAR hash re-computed) and
+ * records as one audit event. Idempotent: a second push sends no objects.
+ */
+import type { DataClient } from '../../protocol/data-client.js';
+import { MAX_BATCH_OBJECTS, MAX_QUERY_ITEMS } from '../../protocol/data-protocol.js';
+import type { Digest, FileNode, Node } from '../node.js';
+import type { Castore } from '../store/castore.js';
+import { runPool } from './pool.js';
+import type { TransferProgress } from './fetch-closure.js';
+
+export interface UploadOptions {
+  parallel?: number;
+  onProgress?: (progress: TransferProgress) => void;
+}
+
+export interface UploadReport {
+  roots: string[];
+  /** Store paths in the closure of the roots. */
+  closureSize: number;
+  /** Store paths the coordinator did not have (now registered). */
+  registered: string[];
+  blobsSent: number;
+  blobsPresent: number;
+  directoriesSent: number;
+  bytesSent: number;
+  /** Sum of the NAR sizes of the closure: what a NAR-based push would send. */
+  closureNarBytes: number;
+  /** The audit event of the push. */
+  seq: number;
+}
+
+const BATCH_BLOB_MAX = 256 * 1024;
+const BATCH_BYTES = 8 * 1024 * 1024;
+
+function chunked<T>(items: readonly T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let index = 0; index < items.length; index += size) out.push(items.slice(index, index + size));
+  return out;
+}
+
+/**
+ * Uploads the closure of `roots` (all registered in `store`). Refuses
+ * (CastoreError STORE_PATH_NOT_FOUND) roots or references the local store
+ * lacks; the coordinator refuses anything that does not verify (DataError).
+ */
+export async function uploadStorePaths(client: DataClient, store: Castore, roots: readonly string[], options: UploadOptions = {}): Promise<UploadReport> {
+  const parallel = options.parallel ?? 8;
+  const closure = store.closure(roots).map((storePath) => store.getStorePath(storePath)!);
+  const progress: TransferProgress = { phase: 'manifest', bytesDone: 0, bytesTotal: 0, objectsDone: 0, objectsTotal: 0 };
+  const report = () => options.onProgress?.({ ...progress });
+  report();
+
+  const missingPaths = new Set<string>();
+  for (const part of chunked(closure, MAX_QUERY_ITEMS)) {
+    const reply = await client.call({ op: 'missing', storePaths: part.map((info) => info.storePath) });
+    for (const storePath of reply.header.storePaths) missingPaths.add(storePath);
+  }
+  const toRegister = closure.filter((info) => missingPaths.has(info.storePath));
+
+  // Every object below the missing paths; directories children-first, as the coordinator requires.
+  const directoryOrder: Digest[] = [];
+  const seenDirectories = new Set<Digest>();
+  const blobs = new Map<Digest, FileNode>();
+  const visit = (node: Node): void => {
+    if (node.type === 'file') blobs.set(node.digest, node);
+    if (node.type !== 'directory' || seenDirectories.has(node.digest)) return;
+    seenDirectories.add(node.digest);
+    for (const entry of store.readDirectory(node.digest)) visit(entry);
+    directoryOrder.push(node.digest);
+  };
+  for (const info of toRegister) visit(info.root);
+
+  progress.phase = 'directories';
+  report();
+  const missingBlobs = new Set<Digest>();
+  const missingDirectories = new Set<Digest>();
+  const blobIds = [...blobs.keys()];
+  for (let index = 0; index < Math.max(blobIds.length, directoryOrder.length); index += MAX_QUERY_ITEMS) {
+    const reply = await client.call({ op: 'missing', blobs: blobIds.slice(index, index + MAX_QUERY_ITEMS), directories: directoryOrder.slice(index, index + MAX_QUERY_ITEMS) });
+    for (const id of reply.header.blobs) missingBlobs.add(id);
+    for (const id of reply.header.directories) missingDirectories.add(id);
+  }
+
+  const toSend = [...missingBlobs].map((id) => blobs.get(id)!);
+  progress.phase = 'blobs';
+  progress.bytesTotal = toSend.reduce((sum, blob) => sum + blob.size, 0);
+  progress.objectsTotal = toSend.length + [...missingDirectories].length;
+  report();
+  const jobs: FileNode[][] = [];
+  let batch: FileNode[] = [];
+  let batchBytes = 0;
+  for (const blob of toSend) {
+    if (blob.size > BATCH_BLOB_MAX) {
+      jobs.push([blob]);
+      continue;
+    }
+    if (batch.length >= MAX_BATCH_OBJECTS / 4 || batchBytes + blob.size > BATCH_BYTES) {
+      jobs.push(batch);
+      batch = [];
+      batchBytes = 0;
+    }
+    batch.push(blob);
+    batchBytes += blob.size;
+  }
+  if (batch.length > 0) jobs.push(batch);
+  let lastReport = 0;
+  await runPool(jobs, parallel, async (job) => {
+    await client.call(
+      { op: 'upload.blobs', blobs: job.map((blob) => ({ id: blob.digest, size: blob.size })) },
+      {
+        body: async function* () {
+          for (const blob of job) yield* store.readBlob(blob.digest);
+        },
+      },
+    );
+    progress.bytesDone += job.reduce((sum, blob) => sum + blob.size, 0);
+    progress.objectsDone += job.length;
+    if (Date.now() - lastReport > 100) {
+      lastReport = Date.now();
+      report();
+    }
+  });
+
+  const directoriesToSend = directoryOrder.filter((id) => missingDirectories.has(id));
+  for (const part of chunked(directoriesToSend, 1024)) {
+    const encodings = part.map((id) => store.readDirectoryBytes(id));
+    await client.call({ op: 'upload.directories', directories: part.map((id, index) => ({ id, size: encodings[index]!.length })) }, { body: encodings });
+    progress.objectsDone += part.length;
+    progress.bytesDone += encodings.reduce((sum, bytes) => sum + bytes.length, 0);
+    report();
+  }
+
+  progress.phase = 'registering';
+  report();
+  const bytesSent = progress.bytesDone;
+  const reply = await client.call({
+    op: 'upload.storePaths',
+    roots: [...roots],
+    storePaths: toRegister,
+    stats: { bytesSent, blobsSent: toSend.length, directoriesSent: directoriesToSend.length },
+  });
+  progress.phase = 'done';
+  report();
+  return {
+    roots: [...roots],
+    closureSize: closure.length,
+    registered: reply.header.registered,
+    blobsSent: toSend.length,
+    blobsPresent: blobs.size - toSend.length,
+    directoriesSent: directoriesToSend.length,
+    bytesSent,
+    closureNarBytes: closure.reduce((sum, info) => sum + info.narSize, 0),
+    seq: reply.header.seq,
+  };
+}

@@ -1,0 +1,308 @@
+/**
+ * The data plane's operations, independent of transport: the QUIC server
+ * and the HTTP fallback both parse a request header, resolve the actor and
+ * call `runDataOperation`, then frame its reply the same way.
+ *
+ * Authorization: admins, operators and pushers read everything and upload;
+ * an agent reads only the manifests and objects of its desired and current
+ * configs (see ClosureAccess). Uploads are verified on arrival — blobs by
+ * their BLAKE3 id, directories by id, canonical form and the presence and
+ * sizes of their children, store paths by re-hashing their NAR from the
+ * castore — and become visible only when the whole batch verified.
+ */
+import { createHash } from 'node:crypto';
+import {
+  CastoreError,
+  decodeDirectory,
+  directoryId,
+  directorySize,
+  exportNar,
+  type Castore,
+  type Digest,
+  type Entry,
+  type StorePathInfo,
+} from '../../castore/index.js';
+import { sha256NarHash } from '../../nix/index.js';
+import { MAX_BATCH_BYTES, type DataOperationName, type DataResponse, type ParsedDataRequest } from '../../protocol/data-protocol.js';
+import type { FrameReader } from '../../protocol/framing.js';
+import type { Access } from './actors.js';
+import type { Coordinator } from '../coordinator.js';
+import { CommandError, type Actor } from '../domain/commands.js';
+import type { ConfigBody } from '../domain/events.js';
+import { desiredConfigOf } from './queries.js';
+
+export interface DataReply<N extends DataOperationName = DataOperationName> {
+  header: DataResponse<N>;
+  /** Bytes after the header, as the protocol lays them out for this operation. */
+  body?: AsyncIterable<Uint8Array>;
+}
+
+const READ: Access = ['admin', 'operator', 'pusher', 'agent'];
+const WRITE: Access = ['admin', 'operator', 'pusher'];
+
+export const DATA_ACCESS: Record<Exclude<DataOperationName, 'hello' | 'auth'>, Access> = {
+  'closure.manifest': READ,
+  'directories.get': READ,
+  'blob.get': READ,
+  'blobs.get': READ,
+  missing: WRITE,
+  'upload.blobs': WRITE,
+  'upload.directories': WRITE,
+  'upload.storePaths': WRITE,
+};
+
+/**
+ * Which configs, and which castore objects, each config's closure covers:
+ * what an agent may read. Computed once per config (walking its
+ * directories) and cached; configs are immutable.
+ */
+export class ClosureAccess {
+  private readonly objects = new Map<string, Set<string>>();
+
+  constructor(private readonly coordinator: Coordinator) {}
+
+  /** Configs the agent may read: the one it should run and the one it runs (for rollback). */
+  configsOf(agentId: string): string[] {
+    const agent = this.coordinator.state.get('agents', agentId);
+    if (!agent) return [];
+    return [desiredConfigOf(this.coordinator.state, agent), agent.currentConfig].filter((id): id is string => typeof id === 'string');
+  }
+
+  private objectsOf(configId: string): Set<string> {
+    let set = this.objects.get(configId);
+    if (set) return set;
+    set = new Set();
+    const config = this.coordinator.state.get('configs', configId);
+    if (config) {
+      const store = this.coordinator.castore;
+      const visit = (node: StorePathInfo['root']): void => {
+        if (node.type === 'file') set!.add(node.digest);
+        if (node.type !== 'directory' || set!.has(node.digest)) return;
+        set!.add(node.digest);
+        for (const entry of store.readDirectory(node.digest)) visit(entry);
+      };
+      for (const storePath of store.closure(Object.values((config.body as ConfigBody).targets))) visit(store.getStorePath(storePath)!.root);
+    }
+    if (this.objects.size > 64) this.objects.delete(this.objects.keys().next().value!);
+    this.objects.set(configId, set);
+    return set;
+  }
+
+  /** Refuses (FORBIDDEN) an agent reading a config that is not its own. */
+  checkConfig(actor: Actor, configId: string): void {
+    if (actor.role !== 'agent') return;
+    if (!this.configsOf(actor.keyId).includes(configId)) throw new CommandError('FORBIDDEN', `config ${configId} is not assigned to this agent`);
+  }
+
+  /** Refuses (FORBIDDEN) an agent reading objects outside its configs' closures. */
+  checkObjects(actor: Actor, ids: readonly string[]): void {
+    if (actor.role !== 'agent') return;
+    const sets = this.configsOf(actor.keyId).map((id) => this.objectsOf(id));
+    for (const id of ids) {
+      if (!sets.some((set) => set.has(id))) throw new CommandError('FORBIDDEN', `object ${id} is not part of a config assigned to this agent`);
+    }
+  }
+}
+
+function notFound(what: string): CommandError {
+  return new CommandError('NOT_FOUND', what);
+}
+
+function corrupt(message: string): CastoreError {
+  return new CastoreError('BLOB_CORRUPT', message);
+}
+
+/** Checks that every child of a directory is present with the size its entry claims. */
+function checkChildren(store: Castore, entries: readonly Entry[], batch: Map<Digest, Entry[]>, id: Digest): void {
+  for (const entry of entries) {
+    if (entry.type === 'file') {
+      const stat = store.statBlob(entry.digest);
+      if (!stat) throw notFound(`directory ${id}: blob ${entry.digest} of '${entry.name}' was not uploaded`);
+      if (stat.size !== entry.size) throw corrupt(`directory ${id}: '${entry.name}' claims ${entry.size} bytes, its blob has ${stat.size}`);
+    } else if (entry.type === 'directory') {
+      const child = batch.get(entry.digest) ?? (store.hasDirectory(entry.digest) ? store.readDirectory(entry.digest) : undefined);
+      if (!child) throw notFound(`directory ${id}: subdirectory ${entry.digest} of '${entry.name}' was not uploaded`);
+      if (directorySize(child) !== entry.size) throw corrupt(`directory ${id}: '${entry.name}' claims ${entry.size} nodes below it, it has ${directorySize(child)}`);
+    }
+  }
+}
+
+async function narHashOf(store: Castore, root: StorePathInfo['root']): Promise<{ narHash: string; narSize: number }> {
+  const sha256 = createHash('sha256');
+  let narSize = 0;
+  for await (const chunk of exportNar(store, root)) {
+    sha256.update(chunk);
+    narSize += chunk.length;
+  }
+  return { narHash: sha256NarHash(sha256.digest()), narSize };
+}
+
+function* concat<T>(items: readonly T[], bytesOf: (item: T) => Iterable<Uint8Array> | AsyncIterable<Uint8Array>) {
+  for (const item of items) yield bytesOf(item);
+}
+
+async function* flatten(parts: Iterable<Iterable<Uint8Array> | AsyncIterable<Uint8Array>>): AsyncGenerator<Uint8Array> {
+  for (const part of parts) yield* part;
+}
+
+/**
+ * Runs one data operation for an authenticated actor (whose role the
+ * caller checked against DATA_ACCESS). `body` is positioned after the
+ * request header. Throws CommandError/CastoreError/FrameError; an upload
+ * that throws leaves nothing of itself visible.
+ */
+export async function runDataOperation(coordinator: Coordinator, access: ClosureAccess, actor: Actor, request: ParsedDataRequest, body: FrameReader): Promise<DataReply> {
+  const store = coordinator.castore;
+  switch (request.op) {
+    case 'hello':
+    case 'auth':
+      throw new CommandError('INVALID', `${request.op} is only meaningful at the start of a QUIC session`);
+
+    case 'closure.manifest': {
+      access.checkConfig(actor, request.configId);
+      const config = coordinator.state.get('configs', request.configId);
+      if (!config) throw notFound(`no config ${request.configId}`);
+      const targets = (config.body as ConfigBody).targets;
+      const target = targets[request.system];
+      if (!target) throw notFound(`config ${request.configId} has no target for ${request.system} (it has: ${Object.keys(targets).join(', ')})`);
+      const storePaths = store.closure([target]).map((storePath) => store.getStorePath(storePath)!);
+      return { header: { configId: request.configId, system: request.system, target, storePaths } };
+    }
+
+    case 'directories.get': {
+      access.checkObjects(actor, request.ids);
+      const encodings = request.ids.map((id) => {
+        if (!store.hasDirectory(id)) throw notFound(`directory ${id} is not in the store`);
+        return store.readDirectoryBytes(id);
+      });
+      return { header: { directories: request.ids.map((id, index) => ({ id, size: encodings[index]!.length })) }, body: flatten([encodings]) };
+    }
+
+    case 'blob.get': {
+      access.checkObjects(actor, [request.id]);
+      const stat = store.statBlob(request.id);
+      if (!stat) throw notFound(`blob ${request.id} is not in the store`);
+      if (request.offset > stat.size) throw new CommandError('INVALID', `offset ${request.offset} is beyond the end of blob ${request.id} (${stat.size} bytes)`);
+      const length = Math.min(request.length ?? stat.size - request.offset, stat.size - request.offset);
+      const outboard = store.readOutboard(request.id);
+      return {
+        header: { id: request.id, size: stat.size, offset: request.offset, length, outboardSize: outboard.length },
+        body: flatten([[outboard], store.readBlob(request.id, { offset: request.offset, length })]),
+      };
+    }
+
+    case 'blobs.get': {
+      access.checkObjects(actor, request.ids);
+      let total = 0;
+      const blobs = request.ids.map((id) => {
+        const stat = store.statBlob(id);
+        if (!stat) throw notFound(`blob ${id} is not in the store`);
+        total += stat.size;
+        return { id, size: stat.size, outboard: store.readOutboard(id) };
+      });
+      if (total > MAX_BATCH_BYTES) throw new CommandError('INVALID', `batch of ${total} bytes exceeds ${MAX_BATCH_BYTES}; fetch large blobs one by one`);
+      return {
+        header: { blobs: blobs.map(({ id, size, outboard }) => ({ id, size, outboardSize: outboard.length })) },
+        body: flatten(concat(blobs, (blob) => flatten([[blob.outboard], store.readBlob(blob.id)]))),
+      };
+    }
+
+    case 'missing':
+      return {
+        header: {
+          storePaths: request.storePaths.filter((storePath) => !store.getStorePath(storePath)),
+          blobs: request.blobs.filter((id) => !store.hasBlob(id)),
+          directories: request.directories.filter((id) => !store.hasDirectory(id)),
+        },
+      };
+
+    case 'upload.blobs': {
+      const total = request.blobs.reduce((sum, blob) => sum + blob.size, 0);
+      if (total > MAX_BATCH_BYTES && request.blobs.length > 1) throw new CommandError('INVALID', `batch of ${total} bytes exceeds ${MAX_BATCH_BYTES}; upload large blobs one by one`);
+      const session = store.beginIngest();
+      try {
+        let alreadyPresent = 0;
+        for (const claimed of request.blobs) {
+          if (store.hasBlob(claimed.id)) alreadyPresent++;
+          const writer = session.blobWriter(claimed.size);
+          try {
+            for await (const chunk of body.readChunks(claimed.size, `blob ${claimed.id}`)) writer.write(chunk);
+          } catch (error) {
+            writer.discard();
+            throw error;
+          }
+          const actual = writer.finish();
+          if (actual !== claimed.id) throw corrupt(`uploaded bytes of blob ${claimed.id} hash to ${actual}; nothing of this batch was stored`);
+        }
+        await body.expectEnd();
+        session.commit();
+        return { header: { stored: request.blobs.length - alreadyPresent, alreadyPresent } };
+      } catch (error) {
+        session.abort();
+        throw error;
+      }
+    }
+
+    case 'upload.directories': {
+      const batch = new Map<Digest, Entry[]>();
+      for (const claimed of request.directories) {
+        const bytes = await body.readExact(claimed.size, `directory ${claimed.id}`);
+        if (directoryId(bytes) !== claimed.id) throw corrupt(`uploaded directory ${claimed.id} hashes to ${directoryId(bytes)}`);
+        const entries = decodeDirectory(bytes, claimed.id);
+        checkChildren(store, entries, batch, claimed.id);
+        batch.set(claimed.id, entries);
+      }
+      await body.expectEnd();
+      const session = store.beginIngest();
+      try {
+        for (const entries of batch.values()) session.putDirectory(entries);
+        session.commit();
+      } catch (error) {
+        session.abort();
+        throw error;
+      }
+      return { header: { stored: batch.size } };
+    }
+
+    case 'upload.storePaths': {
+      const incoming = new Map(request.storePaths.map((info) => [info.storePath, info]));
+      const fresh = request.storePaths.filter((info) => !store.getStorePath(info.storePath));
+      for (const info of fresh) {
+        for (const reference of info.references) {
+          if (!incoming.has(reference) && !store.getStorePath(reference)) throw new CommandError('MISSING_STORE_PATH', `${info.storePath} references ${reference}, which is neither registered nor in this push`);
+        }
+        const root = info.root;
+        if (root.type === 'file' && store.statBlob(root.digest)?.size !== root.size) throw notFound(`${info.storePath}: its file blob ${root.digest} was not uploaded`);
+        if (root.type === 'directory' && !store.hasDirectory(root.digest)) throw notFound(`${info.storePath}: its root directory ${root.digest} was not uploaded`);
+        const actual = await narHashOf(store, root);
+        if (actual.narHash !== info.narHash || actual.narSize !== info.narSize) {
+          throw corrupt(`${info.storePath}: its objects make a NAR of ${actual.narSize} bytes with hash ${actual.narHash}, not the claimed ${info.narSize} bytes, ${info.narHash}`);
+        }
+      }
+      for (const root of request.roots) {
+        if (!incoming.has(root) && !store.getStorePath(root)) throw notFound(`root ${root} is neither registered nor in this push`);
+      }
+      const session = store.beginIngest();
+      try {
+        for (const info of fresh) session.registerStorePath(info);
+        session.commit();
+      } catch (error) {
+        session.abort();
+        throw error;
+      }
+      const registered = fresh.map((info) => info.storePath).sort();
+      const recorded = coordinator.record(actor, () => ({
+        action: 'store.push',
+        subject: request.roots[0]!,
+        payload: {
+          roots: request.roots,
+          registered: registered.slice(0, 1000),
+          registeredCount: registered.length,
+          alreadyPresent: request.storePaths.length - fresh.length,
+          ...request.stats,
+        },
+      }))!;
+      return { header: { registered, alreadyPresent: request.storePaths.length - fresh.length, seq: recorded.seq } };
+    }
+  }
+}

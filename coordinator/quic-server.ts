@@ -1,0 +1,126 @@
+/**
+ * The coordinator's data plane over raw QUIC (`@currentspace/http3`,
+ * portable runtime, ALPN `ferry/1`). One request per bidirectional stream
+ * (protocol/data-protocol.ts). A session starts unauthenticated: `hello`
+ * gives it a random challenge, `auth` proves the caller's ed25519 key by
+ * signing it; every later request is checked against the key's current
+ * role, so revoking a key takes effect on open sessions too. A bad frame,
+ * an unknown operation or a refused request ends only its own stream.
+ */
+import { createQuicServer, type QuicServerSession, type QuicStream } from '@currentspace/http3';
+import { randomBytes } from 'node:crypto';
+import { ed25519Verify } from '../protocol/ed25519.js';
+import { publicKeyOf } from '../protocol/identity.js';
+import { DATA_REQUESTS, DataRequestSchema, FERRY_ALPN, sessionAuthMessage } from '../protocol/data-protocol.js';
+import { FrameReader } from '../protocol/framing.js';
+import { AuthError, resolveActor } from './api/actors.js';
+import { ClosureAccess, DATA_ACCESS, runDataOperation, type DataReply } from './api/data-operations.js';
+import { replyFrames } from './api/data-replies.js';
+import { FERRY_VERSION } from './api/operations.js';
+import type { Coordinator } from './coordinator.js';
+import type { Actor } from './domain/commands.js';
+
+export interface QuicServerOptions {
+  certificatePem: string;
+  privateKeyPem: string;
+  /** A session with no packets for this long is closed (default 30 s; clients ping every 10 s). */
+  idleTimeoutMs?: number;
+  log?: (line: string) => void;
+}
+
+export interface RunningQuicServer {
+  /** `host:port` */
+  address: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+interface SessionState {
+  challenge: string;
+  keyId?: string;
+  signature?: string;
+}
+
+/** Writes frames to a stream with backpressure, then ends it; aborts the stream if producing them fails. */
+async function writeFrames(stream: QuicStream, frames: AsyncIterable<Uint8Array>): Promise<void> {
+  try {
+    for await (const frame of frames) {
+      if (stream.destroyed) return;
+      if (!stream.write(frame)) await new Promise<void>((resolve) => { stream.once('drain', resolve); stream.once('close', resolve); });
+    }
+    stream.end();
+  } catch (error) {
+    stream.destroy(error as Error);
+  }
+}
+
+/**
+ * A stream's incoming chunks. Not `for await (… of stream)`: that destroys
+ * the stream when its readable side ends, before the reply is written.
+ */
+function readableChunks(stream: QuicStream): AsyncIterable<Uint8Array> {
+  return stream.iterator({ destroyOnReturn: false }) as AsyncIterable<Uint8Array>;
+}
+
+/** Listens for QUIC on `host:port` (port 0 picks one); resolves once listening. */
+export async function startQuicServer(coordinator: Coordinator, host: string, port: number, options: QuicServerOptions): Promise<RunningQuicServer> {
+  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const access = new ClosureAccess(coordinator);
+  const server = createQuicServer({
+    key: options.privateKeyPem,
+    cert: options.certificatePem,
+    alpn: [FERRY_ALPN],
+    runtimeMode: 'portable',
+    maxIdleTimeoutMs: options.idleTimeoutMs ?? 30_000,
+  });
+
+  function actorOf(state: SessionState, operation: keyof typeof DATA_ACCESS): Actor {
+    if (!state.keyId || !state.signature) throw new AuthError(401, 'UNAUTHENTICATED', 'this QUIC session has not authenticated (send hello, then auth)');
+    return resolveActor(coordinator, state.keyId, state.signature, DATA_ACCESS[operation], operation);
+  }
+
+  async function decide(session: QuicServerSession, state: SessionState, reader: FrameReader): Promise<DataReply> {
+    const request = DataRequestSchema.parse(await reader.readHeader());
+    if (request.op === 'hello') return { header: { challenge: state.challenge, coordinatorKey: coordinator.identity.keyId, version: FERRY_VERSION } };
+    if (request.op === 'auth') {
+      const { keyId, signature } = DATA_REQUESTS.auth.parse(request);
+      const where = `QUIC session from ${session.remoteAddress}:${session.remotePort}`;
+      try {
+        if (!ed25519Verify(publicKeyOf(keyId), sessionAuthMessage(state.challenge, keyId), Buffer.from(signature, 'base64'))) {
+          throw new AuthError(401, 'UNAUTHENTICATED', 'the session challenge signature does not verify');
+        }
+        const actor = resolveActor(coordinator, keyId, signature, 'public', 'auth');
+        Object.assign(state, { keyId, signature });
+        return { header: { keyId, role: actor.role } };
+      } catch (error) {
+        if (error instanceof AuthError) log(`ferry coordinator: refused ${where}: ${error.code} ${error.message} (key ${keyId})`);
+        throw error;
+      }
+    }
+    let actor: Actor;
+    try {
+      actor = actorOf(state, request.op);
+    } catch (error) {
+      if (error instanceof AuthError) log(`ferry coordinator: refused QUIC ${request.op} from ${session.remoteAddress}: ${error.code} ${error.message}${state.keyId ? ` (key ${state.keyId})` : ''}`);
+      throw error;
+    }
+    if (actor.role === 'agent') coordinator.touchPresence(actor.keyId);
+    return runDataOperation(coordinator, access, actor, request, reader);
+  }
+
+  server.on('session', (session: QuicServerSession) => {
+    const state: SessionState = { challenge: randomBytes(32).toString('hex') };
+    session.on('error', (error: Error) => log(`ferry coordinator: QUIC session ${session.remoteAddress}:${session.remotePort}: ${error.message}`));
+    session.on('stream', (stream: QuicStream) => {
+      stream.on('error', () => undefined);
+      void writeFrames(stream, replyFrames(() => decide(session, state, new FrameReader(readableChunks(stream))), log));
+    });
+  });
+  const address = await server.listen(port, host);
+  const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return {
+    address: `${shownHost}:${address.port}`,
+    port: address.port,
+    close: () => server.close(),
+  };
+}

@@ -1,0 +1,43 @@
+/**
+ * Opening a data-plane client for a coordinator known by its HTTP URL:
+ * learns the QUIC port from `/v1/info`, fetches the TLS certificate and
+ * checks it against the pinned fingerprint, then connects (QUIC first,
+ * HTTP fallback).
+ */
+import { DataClient, type DataClientOptions } from './data-client.js';
+import { CoordinatorHttpClient } from './http-client.js';
+import type { Identity } from './identity.js';
+import { checkPinnedCertificate } from './tls-pinning.js';
+
+export interface CoordinatorInfo {
+  name: string;
+  coordinatorKey: string;
+  version: string;
+  lastSeq: number;
+  tlsFingerprint: string;
+  quicPort: number | null;
+}
+
+export interface OpenDataClientOptions extends Pick<DataClientOptions, 'httpOnly' | 'retries' | 'onNotice' | 'connectTimeoutMs'> {
+  /** The certificate fingerprint to trust; without one, the coordinator's own claim is used (trust on first use). */
+  tlsFingerprint?: string;
+}
+
+/**
+ * A DataClient for the coordinator at `httpUrl`. Refuses (PinningError) a
+ * certificate that does not match the pinned fingerprint; when the
+ * coordinator has no QUIC listener, the client uses HTTP only.
+ */
+export async function openDataClient(httpUrl: string, identity: Identity, options: OpenDataClientOptions = {}): Promise<{ client: DataClient; info: CoordinatorInfo }> {
+  const http = new CoordinatorHttpClient(httpUrl);
+  const info = await http.get<CoordinatorInfo>('/v1/info');
+  let certificatePem: string | undefined;
+  let quicAddress: string | undefined;
+  if (info.quicPort && !options.httpOnly) {
+    const pem = await (await http.send('GET', '/v1/tls-certificate')).text();
+    certificatePem = checkPinnedCertificate(pem, options.tlsFingerprint ?? info.tlsFingerprint);
+    quicAddress = `${new URL(httpUrl).hostname.replace(/^\[|\]$/g, '')}:${info.quicPort}`;
+  }
+  const client = new DataClient({ ...options, identity, httpUrl, ...(quicAddress ? { quicAddress } : {}), ...(certificatePem ? { certificatePem } : {}) });
+  return { client, info };
+}

@@ -1,0 +1,267 @@
+/**
+ * The data plane's typed client: raw QUIC to the coordinator (its
+ * certificate pinned), falling back to HTTP when QUIC cannot connect (UDP
+ * blocked), with retries and backoff on transport failures. It moves
+ * frames and bytes; verifying objects against their ids is the caller's
+ * job (castore/transfer), and nothing here stores anything.
+ */
+import { connectQuicAsync, type QuicClientSession } from '@currentspace/http3';
+import {
+  COORDINATOR_TLS_NAME,
+  DATA_RESPONSES,
+  DataErrorSchema,
+  FERRY_ALPN,
+  sessionAuthMessage,
+  type DataOperationName,
+  type DataRequest,
+  type DataResponse,
+} from './data-protocol.js';
+import { encodeHeaderFrame, FrameError, FrameReader } from './framing.js';
+import type { Identity } from './identity.js';
+import { signRequest } from './request-signing.js';
+
+/** An error the coordinator answered with: not retried. */
+export class DataError extends Error {
+  override readonly name = 'DataError';
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The connection failed (not the request): retried, and reported only when retries are exhausted. */
+export class TransportError extends Error {
+  override readonly name = 'TransportError';
+  readonly code = 'TRANSPORT';
+}
+
+export interface DataReplyStream<N extends DataOperationName> {
+  header: DataResponse<N>;
+  /** The reply's body bytes; read them all (or abandon the reply). */
+  body: FrameReader;
+}
+
+type RequestBody = Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
+
+interface Transport {
+  readonly kind: 'quic' | 'http';
+  send(header: DataRequest, body?: RequestBody): Promise<FrameReader>;
+  close(): Promise<void>;
+}
+
+async function readReply<N extends DataOperationName>(op: N, reader: FrameReader): Promise<DataReplyStream<N>> {
+  const header = await reader.readHeader();
+  const failure = DataErrorSchema.safeParse(header);
+  if (failure.success) throw new DataError(failure.data.error.code, failure.data.error.message);
+  const parsed = DATA_RESPONSES[op].safeParse(header);
+  if (!parsed.success) throw new DataError('BAD_RESPONSE', `the coordinator's ${op} reply does not match the protocol: ${parsed.error.issues[0]?.message}`);
+  return { header: parsed.data as DataResponse<N>, body: reader };
+}
+
+class QuicTransport implements Transport {
+  readonly kind = 'quic';
+  private readonly keepalive: NodeJS.Timeout;
+
+  private constructor(private readonly session: QuicClientSession) {
+    // Keep NAT bindings and the coordinator's idle timer fresh; a dead peer ends the session at its idle timeout.
+    this.keepalive = setInterval(() => session.ping(), 10_000);
+    this.keepalive.unref();
+  }
+
+  static async connect(address: string, certificatePem: string, identity: Identity, timeoutMs: number): Promise<QuicTransport> {
+    let session: QuicClientSession;
+    try {
+      session = await connectQuicAsync(address, {
+        ca: certificatePem,
+        servername: COORDINATOR_TLS_NAME,
+        alpn: [FERRY_ALPN],
+        runtimeMode: 'portable',
+        connectTimeoutMs: timeoutMs,
+        maxIdleTimeoutMs: 30_000,
+      });
+    } catch (error) {
+      throw new TransportError(`QUIC connection to ${address} failed: ${(error as Error).message}`);
+    }
+    session.on('error', () => undefined);
+    const transport = new QuicTransport(session);
+    try {
+      const hello = await readReply('hello', await transport.send({ op: 'hello' }));
+      const signature = Buffer.from(identity.sign(sessionAuthMessage(hello.header.challenge, identity.keyId))).toString('base64');
+      await readReply('auth', await transport.send({ op: 'auth', keyId: identity.keyId, signature }));
+    } catch (error) {
+      await transport.close();
+      throw error;
+    }
+    return transport;
+  }
+
+  get closed(): boolean {
+    return this.session.closed;
+  }
+
+  async send(header: DataRequest, body?: RequestBody): Promise<FrameReader> {
+    if (this.session.closed) throw new TransportError('the QUIC session is closed');
+    const stream = this.session.openStream();
+    stream.on('error', () => undefined);
+    const write = (chunk: Uint8Array) =>
+      stream.write(chunk) ? Promise.resolve() : new Promise<void>((resolve) => { stream.once('drain', resolve); stream.once('close', resolve); });
+    // Write concurrently with reading: a large upload must not wait for the reply, nor the reply for the upload.
+    const writing = (async () => {
+      await write(encodeHeaderFrame(header));
+      if (body) for await (const chunk of body) { if (stream.destroyed) return; await write(chunk); }
+      stream.end();
+    })().catch((error: Error) => stream.destroy(error));
+    void writing;
+    return new FrameReader(streamChunks(stream.iterator({ destroyOnReturn: false })));
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.keepalive);
+    await this.session.close().catch(() => undefined);
+  }
+}
+
+/** A Node readable's chunks, with a stream error (reset, closed session) turned into a TransportError. */
+async function* streamChunks(stream: AsyncIterable<unknown>): AsyncGenerator<Uint8Array> {
+  try {
+    for await (const chunk of stream) yield chunk as Uint8Array;
+  } catch (error) {
+    throw new TransportError(`stream failed: ${(error as Error).message}`);
+  }
+}
+
+class HttpTransport implements Transport {
+  readonly kind = 'http';
+  constructor(
+    private readonly baseUrl: string,
+    private readonly identity: Identity,
+  ) {}
+
+  async send(header: DataRequest, body?: RequestBody): Promise<FrameReader> {
+    const frame = encodeHeaderFrame(header);
+    const headers = { 'content-type': 'application/x-ferry-frames', ...signRequest(this.identity, 'POST', '/v1/data', frame.subarray(4)) };
+    const iterator = (async function* () {
+      yield frame;
+      if (body) yield* body;
+    })();
+    const requestBody = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        const next = await iterator.next();
+        if (next.done) controller.close();
+        else controller.enqueue(next.value);
+      },
+    });
+    let response: Response;
+    try {
+      response = await fetch(new URL('/v1/data', this.baseUrl), { method: 'POST', headers, body: requestBody, duplex: 'half' } as RequestInit);
+    } catch (error) {
+      throw new TransportError(`cannot reach the coordinator at ${this.baseUrl}: ${(error as Error).message}`);
+    }
+    if (!response.ok || !response.body) throw new TransportError(`the coordinator answered HTTP ${response.status} to a data request`);
+    return new FrameReader(streamChunks(response.body as unknown as AsyncIterable<Uint8Array>));
+  }
+
+  async close(): Promise<void> {}
+}
+
+export interface DataClientOptions {
+  identity: Identity;
+  /** The coordinator's HTTP base URL: the fallback, and where its certificate is fetched. */
+  httpUrl: string;
+  /** `host:port` of its QUIC listener; without it (or the certificate) only HTTP is used. */
+  quicAddress?: string;
+  /** The coordinator's certificate, already checked against its pinned fingerprint. */
+  certificatePem?: string;
+  /** Skip QUIC (e.g. `--http`). */
+  httpOnly?: boolean;
+  /** Retries of a failed transport before giving up (default 5). */
+  retries?: number;
+  connectTimeoutMs?: number;
+  /** Told about fallbacks and retries. */
+  onNotice?: (message: string) => void;
+}
+
+/**
+ * Requests with retries: a transport failure (connection refused, reset,
+ * cut mid-reply) reconnects — falling back from QUIC to HTTP when QUIC
+ * cannot reconnect — and retries with exponential backoff and jitter;
+ * an error the coordinator answered (DataError) is thrown at once.
+ */
+export class DataClient {
+  private transport: Transport | undefined;
+  private connecting: Promise<Transport> | undefined;
+  private quicFailed = false;
+
+  constructor(private readonly options: DataClientOptions) {
+    if (options.httpOnly || !options.quicAddress || !options.certificatePem) this.quicFailed = true;
+  }
+
+  /** Which transport carries requests now (after the first request). */
+  get transportKind(): 'quic' | 'http' | undefined {
+    return this.transport?.kind;
+  }
+
+  private async connect(): Promise<Transport> {
+    if (!this.quicFailed) {
+      try {
+        return await QuicTransport.connect(this.options.quicAddress!, this.options.certificatePem!, this.options.identity, this.options.connectTimeoutMs ?? 3000);
+      } catch (error) {
+        if (error instanceof DataError) throw error;
+        this.quicFailed = true;
+        this.options.onNotice?.(`${(error as Error).message}; falling back to HTTP`);
+      }
+    }
+    return new HttpTransport(this.options.httpUrl, this.options.identity);
+  }
+
+  private async currentTransport(): Promise<Transport> {
+    if (this.transport && !(this.transport instanceof QuicTransport && this.transport.closed)) return this.transport;
+    this.connecting ??= this.connect().finally(() => (this.connecting = undefined));
+    this.transport = await this.connecting;
+    return this.transport;
+  }
+
+  /**
+   * Sends one request and returns its reply header and body reader.
+   * `request` may be a function, called again for each retry. When
+   * `body` is given it must be re-iterable (an array) for retries to
+   * resend it. `consume` reads the body inside the retry loop: a failure
+   * while reading retries the whole request.
+   */
+  async call<N extends DataOperationName, R = DataReplyStream<N>>(
+    request: (DataRequest<N> & { op: N }) | (() => DataRequest<N> & { op: N }),
+    options: { body?: readonly Uint8Array[] | (() => RequestBody); consume?: (reply: DataReplyStream<N>) => Promise<R> } = {},
+  ): Promise<R> {
+    const retries = this.options.retries ?? 5;
+    let header = typeof request === 'function' ? request() : request;
+    for (let attempt = 0; ; attempt++) {
+      const transport = await this.currentTransport().catch((error: Error) => {
+        throw error instanceof DataError ? error : new TransportError(error.message);
+      });
+      try {
+        // Evaluated per attempt, so a retry can resume where verified bytes stopped.
+        header = typeof request === 'function' ? request() : request;
+        const body = typeof options.body === 'function' ? options.body() : options.body;
+        const reply = await readReply(header.op, await transport.send(header as DataRequest, body));
+        return options.consume ? await options.consume(reply) : (reply as R);
+      } catch (error) {
+        const transient = error instanceof TransportError || (error instanceof FrameError && error.code === 'FRAME_TRUNCATED');
+        if (!transient || attempt >= retries) throw error;
+        if (transport instanceof QuicTransport) {
+          await transport.close();
+          this.transport = undefined;
+        }
+        const delay = Math.min(5000, 100 * 2 ** attempt) * (0.5 + Math.random() / 2);
+        this.options.onNotice?.(`${header.op} failed over ${transport.kind} (${(error as Error).message}); retrying in ${Math.round(delay)} ms`);
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.transport?.close();
+    this.transport = undefined;
+  }
+}

@@ -1,0 +1,116 @@
+/**
+ * The data plane's messages: one request per stream (QUIC) or per POST
+ * (HTTP), each a header frame (see framing.ts) and an optional binary body.
+ * These schemas are the single source of the wire types: the coordinator
+ * validates requests with them, clients validate responses with them.
+ *
+ * Bodies carry castore objects back to back, in header order:
+ * - `directories.get` response, `upload.directories` request: each
+ *   directory's canonical encoding (`size` bytes);
+ * - `blob.get` response: the outboard (`outboardSize` bytes), then the
+ *   blob's bytes from `offset` (`length` bytes);
+ * - `blobs.get` response: per blob, its outboard then its bytes;
+ * - `upload.blobs` request: each blob's bytes.
+ * Receivers verify every object against its BLAKE3 id before using it.
+ */
+import { z } from 'zod';
+import { DigestSchema } from './castore-node.js';
+import { KeyIdSchema } from './identity.js';
+import { StorePathInfoSchema } from './store-path-info.js';
+
+/** The name in every coordinator's self-signed certificate; clients send it as SNI and pin the certificate itself. */
+export const COORDINATOR_TLS_NAME = 'ferry-coordinator';
+/** ALPN of Ferry's raw QUIC protocol. */
+export const FERRY_ALPN = 'ferry/1';
+/** Blob ranges start at multiples of BLAKE3 chunk groups (16 KiB): the unit of verification. */
+export const TRANSFER_GROUP_SIZE = 16 * 1024;
+/** Bounds of one batch request. */
+export const MAX_BATCH_OBJECTS = 4096;
+export const MAX_BATCH_BYTES = 64 * 1024 * 1024;
+export const MAX_QUERY_ITEMS = 100_000;
+
+const StorePathSchema = z.string().regex(/^\/nix\/store\/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]{1,211}$/, 'a Nix store path');
+const ConfigIdSchema = z.string().regex(/^[0-9a-f]{64}$/, 'a config id');
+const SystemSchema = z.string().regex(/^[a-z0-9_]+-[a-z0-9]+$/, "a Nix system such as 'x86_64-linux'");
+
+export const DATA_REQUESTS = {
+  /** Starts a QUIC session: the server answers with a challenge to sign. */
+  hello: z.strictObject({ op: z.literal('hello') }),
+  /** Authenticates the QUIC session as `keyId` (see sessionAuthMessage). */
+  auth: z.strictObject({ op: z.literal('auth'), keyId: KeyIdSchema, signature: z.string().regex(/^[A-Za-z0-9+/]{86}==$/) }),
+  'closure.manifest': z.strictObject({ op: z.literal('closure.manifest'), configId: ConfigIdSchema, system: SystemSchema }),
+  'directories.get': z.strictObject({ op: z.literal('directories.get'), ids: z.array(DigestSchema).min(1).max(MAX_BATCH_OBJECTS) }),
+  'blob.get': z.strictObject({
+    op: z.literal('blob.get'),
+    id: DigestSchema,
+    offset: z.number().int().nonnegative().multipleOf(TRANSFER_GROUP_SIZE).default(0),
+    length: z.number().int().nonnegative().optional(),
+  }),
+  'blobs.get': z.strictObject({ op: z.literal('blobs.get'), ids: z.array(DigestSchema).min(1).max(MAX_BATCH_OBJECTS) }),
+  missing: z.strictObject({
+    op: z.literal('missing'),
+    storePaths: z.array(StorePathSchema).max(MAX_QUERY_ITEMS).default([]),
+    blobs: z.array(DigestSchema).max(MAX_QUERY_ITEMS).default([]),
+    directories: z.array(DigestSchema).max(MAX_QUERY_ITEMS).default([]),
+  }),
+  'upload.blobs': z.strictObject({
+    op: z.literal('upload.blobs'),
+    blobs: z
+      .array(z.strictObject({ id: DigestSchema, size: z.number().int().nonnegative() }))
+      .min(1)
+      .max(MAX_BATCH_OBJECTS),
+  }),
+  'upload.directories': z.strictObject({
+    op: z.literal('upload.directories'),
+    directories: z
+      .array(z.strictObject({ id: DigestSchema, size: z.number().int().min(0).max(16 * 1024 * 1024) }))
+      .min(1)
+      .max(MAX_BATCH_OBJECTS),
+  }),
+  /** Registers store paths whose objects were uploaded; the push's one audit event. */
+  'upload.storePaths': z.strictObject({
+    op: z.literal('upload.storePaths'),
+    roots: z.array(StorePathSchema).min(1).max(1000),
+    storePaths: z.array(StorePathInfoSchema).max(MAX_QUERY_ITEMS),
+    stats: z.strictObject({ bytesSent: z.number().int().nonnegative(), blobsSent: z.number().int().nonnegative(), directoriesSent: z.number().int().nonnegative() }),
+  }),
+} as const;
+
+export type DataOperationName = keyof typeof DATA_REQUESTS;
+export type DataRequest<N extends DataOperationName = DataOperationName> = z.input<(typeof DATA_REQUESTS)[N]>;
+export type ParsedDataRequest<N extends DataOperationName = DataOperationName> = z.infer<(typeof DATA_REQUESTS)[N]>;
+
+export const DataRequestSchema = z.discriminatedUnion('op', Object.values(DATA_REQUESTS) as unknown as [
+  (typeof DATA_REQUESTS)['hello'],
+  ...(typeof DATA_REQUESTS)[Exclude<DataOperationName, 'hello'>][],
+]);
+
+export const DATA_RESPONSES = {
+  hello: z.object({ challenge: z.string().regex(/^[0-9a-f]{64}$/), coordinatorKey: KeyIdSchema, version: z.string() }),
+  auth: z.object({ keyId: KeyIdSchema, role: z.string() }),
+  'closure.manifest': z.object({ configId: ConfigIdSchema, system: SystemSchema, target: StorePathSchema, storePaths: z.array(StorePathInfoSchema) }),
+  'directories.get': z.object({ directories: z.array(z.object({ id: DigestSchema, size: z.number().int().nonnegative() })) }),
+  'blob.get': z.object({
+    id: DigestSchema,
+    size: z.number().int().nonnegative(),
+    offset: z.number().int().nonnegative(),
+    length: z.number().int().nonnegative(),
+    outboardSize: z.number().int().nonnegative(),
+  }),
+  'blobs.get': z.object({
+    blobs: z.array(z.object({ id: DigestSchema, size: z.number().int().nonnegative(), outboardSize: z.number().int().nonnegative() })),
+  }),
+  missing: z.object({ storePaths: z.array(StorePathSchema), blobs: z.array(DigestSchema), directories: z.array(DigestSchema) }),
+  'upload.blobs': z.object({ stored: z.number().int(), alreadyPresent: z.number().int() }),
+  'upload.directories': z.object({ stored: z.number().int() }),
+  'upload.storePaths': z.object({ registered: z.array(StorePathSchema), alreadyPresent: z.number().int(), seq: z.number().int() }),
+} as const satisfies Record<DataOperationName, z.ZodType>;
+
+export type DataResponse<N extends DataOperationName> = z.infer<(typeof DATA_RESPONSES)[N]>;
+
+export const DataErrorSchema = z.object({ error: z.object({ code: z.string().max(64), message: z.string().max(4096) }) });
+
+/** The message a client signs to authenticate a QUIC session. */
+export function sessionAuthMessage(challenge: string, keyId: string): Uint8Array {
+  return new TextEncoder().encode(`ferry-session-v1\n${challenge}\n${keyId}`);
+}

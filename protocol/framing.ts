@@ -1,0 +1,115 @@
+/**
+ * Framing of data-plane requests and responses, the same on a QUIC stream
+ * and in an HTTP body: a 4-byte big-endian length, that many bytes of UTF-8
+ * JSON (the header, validated by zod on receipt), then an optional binary
+ * body whose length the header implies. A frame that is too long, not
+ * JSON, or cut short fails with a FrameError; on QUIC it closes only its
+ * own stream.
+ */
+export type FrameErrorCode = 'FRAME_TOO_LARGE' | 'FRAME_NOT_JSON' | 'FRAME_TRUNCATED' | 'FRAME_TRAILING_BYTES';
+
+export class FrameError extends Error {
+  override readonly name = 'FrameError';
+  constructor(
+    readonly code: FrameErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Default bound on a frame header (the JSON part). */
+export const MAX_HEADER_BYTES = 1024 * 1024;
+
+/** Encodes a header frame: length prefix + JSON. */
+export function encodeHeaderFrame(header: unknown): Buffer {
+  const json = Buffer.from(JSON.stringify(header), 'utf8');
+  const prefix = Buffer.alloc(4);
+  prefix.writeUInt32BE(json.length);
+  return Buffer.concat([prefix, json]);
+}
+
+/** Parses a header frame's JSON bytes; FRAME_NOT_JSON if they are not UTF-8 JSON. */
+export function parseHeaderJson(bytes: Uint8Array): unknown {
+  try {
+    return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch {
+    throw new FrameError('FRAME_NOT_JSON', 'frame header is not UTF-8 JSON');
+  }
+}
+
+/**
+ * Reads frames and exact byte counts from a stream of chunks, holding at
+ * most one chunk beyond what was asked for.
+ */
+export class FrameReader {
+  private readonly iterator: AsyncIterator<Uint8Array>;
+  private pending: Uint8Array = new Uint8Array(0);
+  private ended = false;
+  /** Bytes consumed so far (for error messages). */
+  offset = 0;
+
+  constructor(source: AsyncIterable<Uint8Array>) {
+    this.iterator = source[Symbol.asyncIterator]();
+  }
+
+  private async fill(): Promise<boolean> {
+    if (this.ended) return false;
+    const next = await this.iterator.next();
+    if (next.done) {
+      this.ended = true;
+      return false;
+    }
+    this.pending = this.pending.length === 0 ? next.value : Buffer.concat([this.pending, next.value]);
+    return true;
+  }
+
+  /** Exactly `length` bytes; FRAME_TRUNCATED if the stream ends first. */
+  async readExact(length: number, what = 'frame'): Promise<Uint8Array> {
+    while (this.pending.length < length) {
+      if (!(await this.fill())) {
+        throw new FrameError('FRAME_TRUNCATED', `stream ended inside the ${what} at byte ${this.offset + this.pending.length} (${length - this.pending.length} bytes missing)`);
+      }
+    }
+    const out = this.pending.subarray(0, length);
+    this.pending = this.pending.subarray(length);
+    this.offset += length;
+    return out;
+  }
+
+  /** The next header frame's JSON bytes (what an HTTP request signature covers). */
+  async readHeaderBytes(maxBytes = MAX_HEADER_BYTES): Promise<Uint8Array> {
+    const prefix = await this.readExact(4, 'frame length');
+    const length = Buffer.from(prefix.buffer, prefix.byteOffset, 4).readUInt32BE(0);
+    if (length > maxBytes) throw new FrameError('FRAME_TOO_LARGE', `frame header of ${length} bytes exceeds the limit of ${maxBytes}`);
+    return this.readExact(length, 'frame header');
+  }
+
+  /** The next header frame as parsed JSON (not yet schema-validated). */
+  async readHeader(maxBytes = MAX_HEADER_BYTES): Promise<unknown> {
+    return parseHeaderJson(await this.readHeaderBytes(maxBytes));
+  }
+
+  /** Streams the next `length` bytes in the chunks they arrive in. */
+  async *readChunks(length: number, what = 'body'): AsyncGenerator<Uint8Array> {
+    let left = length;
+    while (left > 0) {
+      if (this.pending.length === 0 && !(await this.fill())) {
+        throw new FrameError('FRAME_TRUNCATED', `stream ended inside the ${what} (${left} of ${length} bytes missing)`);
+      }
+      const take = Math.min(left, this.pending.length);
+      const out = this.pending.subarray(0, take);
+      this.pending = this.pending.subarray(take);
+      this.offset += take;
+      left -= take;
+      yield out;
+    }
+  }
+
+  /** Refuses bytes after the last expected one. */
+  async expectEnd(): Promise<void> {
+    if (this.pending.length > 0 || (await this.fill())) {
+      throw new FrameError('FRAME_TRAILING_BYTES', `unexpected bytes after the end of the message at byte ${this.offset}`);
+    }
+  }
+}

@@ -1,0 +1,127 @@
+/**
+ * A real coordinator for data-plane tests: SQLite and castore in a temp
+ * directory, the HTTP API and the QUIC listener on 127.0.0.1, an admin, a
+ * pusher, and helpers to build store paths, submit configs and enroll agents
+ * through the real API.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Castore, exportNar, ingestStorePath } from '../castore/index.js';
+import { Coordinator } from '../coordinator/coordinator.js';
+import { addKey, configId, configSigningMessage } from '../coordinator/domain/commands.js';
+import { startQuicServer, type RunningQuicServer } from '../coordinator/quic-server.js';
+import { startHttpServer, type RunningServer } from '../coordinator/server.js';
+import { dumpPath } from '../nix/nar/index.js';
+import { formatHlc } from '../protocol/hlc.js';
+import { CoordinatorHttpClient } from '../protocol/http-client.js';
+import { Identity } from '../protocol/identity.js';
+import { bootstrap, coordinatorActor } from './fleet-simulator.js';
+
+export interface TestCoordinator {
+  dir: string;
+  coordinator: Coordinator;
+  http: RunningServer;
+  quic: RunningQuicServer;
+  admin: Identity;
+  pusher: Identity;
+  adminClient: CoordinatorHttpClient;
+  log: string[];
+  close(): Promise<void>;
+}
+
+export async function startTestCoordinator(options: { quic?: boolean } = {}): Promise<TestCoordinator> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'ferry-data-'));
+  const coordinator = Coordinator.open(path.join(dir, 'coordinator'));
+  const { admin } = bootstrap(coordinator);
+  const pusher = Identity.generate();
+  coordinator.record(coordinatorActor(coordinator), (context) => addKey(context, { keyId: pusher.keyId, role: 'pusher', label: 'ci' }));
+  const log: string[] = [];
+  const http = await startHttpServer(coordinator, '127.0.0.1', 0, { log: (line) => log.push(line) });
+  const tls = coordinator.tls;
+  const quic = await startQuicServer(coordinator, '127.0.0.1', 0, { certificatePem: tls.certificatePem, privateKeyPem: tls.privateKeyPem, log: (line) => log.push(line) });
+  if (options.quic !== false) coordinator.quicPort = quic.port;
+  return {
+    dir,
+    coordinator,
+    http,
+    quic,
+    admin,
+    pusher,
+    adminClient: new CoordinatorHttpClient(http.url, admin),
+    log,
+    async close() {
+      await quic.close();
+      await http.close();
+      coordinator.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+function sha256Hex(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+/** A deterministic pseudo-random file tree: many small files, a few large ones, symlinks, nested dirs. */
+export function writeTree(root: string, seed: string, shape: { small: number; large: number; largeSize?: number }): void {
+  mkdirSync(root, { recursive: true });
+  const bytes = (n: number, salt: string) => {
+    const out = Buffer.alloc(n);
+    let filled = 0;
+    for (let counter = 0; filled < n; counter++) {
+      const block = Buffer.from(sha256Hex(`${seed}/${salt}/${counter}`), 'hex');
+      filled += block.copy(out, filled);
+    }
+    return out;
+  };
+  for (let index = 0; index < shape.small; index++) {
+    const dir = path.join(root, `d${index % 7}`, `s${index % 3}`);
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(path.join(dir, `f${index}`), bytes(50 + ((index * 977) % 9000), `small${index}`), { mode: index % 5 === 0 ? 0o755 : 0o644 });
+  }
+  for (let index = 0; index < shape.large; index++) writeFileSync(path.join(root, `big${index}`), bytes(shape.largeSize ?? 3 * 1024 * 1024 + 12345, `large${index}`));
+}
+
+
+/** A fake but well-formed store path name for `name`. */
+export function fakeStorePath(name: string): string {
+  const alphabet = '0123456789abcdfghijklmnpqrsvwxyz';
+  const digest = createHash('sha256').update(name).digest();
+  return `/nix/store/${[...digest.subarray(0, 32)].map((b) => alphabet[b % 32]).join('')}-${name}`;
+}
+
+/** Ingests a directory tree into `store` as store path `storePath`. */
+export async function addTreeAsStorePath(store: Castore, dir: string, storePath: string, references: string[] = []): Promise<void> {
+  await ingestStorePath(store, dumpPath(dir), { storePath, references });
+}
+
+export async function narBytes(store: Castore, storePath: string): Promise<Buffer> {
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of exportNar(store, store.getStorePath(storePath)!.root)) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+
+export function signedConfig(author: Identity, graph: string, parents: string[], targets: Record<string, string>, message = 'test') {
+  const body = {
+    graph,
+    parents,
+    targets,
+    activation: { command: 'bin/activate', environment: {}, timeoutSeconds: 60 },
+    health: null,
+    message,
+    author: author.keyId,
+    hlc: formatHlc({ wall: Date.now(), counter: 0, node: 'test' }),
+  };
+  return { body, signature: Buffer.from(author.sign(configSigningMessage(configId(body)))).toString('base64') };
+}
+
+/** Enrolls a new agent with an auto-approve token and assigns it to `graph`. */
+export async function enrollAgent(test: TestCoordinator, graph: string, system = 'x86_64-linux'): Promise<Identity> {
+  const agent = Identity.generate();
+  const { token } = await test.adminClient.post<{ token: string }>('/v1/tokens', { uses: 1, autoApprove: true });
+  await new CoordinatorHttpClient(test.http.url, agent).post('/v1/enroll', { token, name: `agent-${randomBytes(3).toString('hex')}`, facts: { system, hostname: 'test' } });
+  await test.adminClient.post(`/v1/agents/${agent.keyId}/assign`, { graph });
+  return agent;
+}

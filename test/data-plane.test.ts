@@ -1,0 +1,161 @@
+// The data plane end to end on 127.0.0.1: push from a local castore over
+// real QUIC, fetch into an empty castore over QUIC and over the HTTP
+// fallback, byte-identical NARs, idempotent pushes, per-operation
+// authorization, and uploads that do not verify.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { blake3, Castore, digestFromBytes, fetchClosure, uploadStorePaths } from '../castore/index.js';
+import { DataClient, DataError } from '../protocol/data-client.js';
+import { openDataClient } from '../protocol/connect.js';
+import { Identity } from '../protocol/identity.js';
+import { PinningError } from '../protocol/tls-pinning.js';
+import { addTreeAsStorePath, enrollAgent, fakeStorePath, narBytes, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
+
+let test: TestCoordinator;
+let work: string;
+let source: Castore;
+const lib = fakeStorePath('lib-1.0');
+const app = fakeStorePath('app-1.0');
+const other = fakeStorePath('other-1.0');
+let configId: string;
+
+async function dataClient(identity: Identity, options: { httpOnly?: boolean } = {}): Promise<DataClient> {
+  return (await openDataClient(test.http.url, identity, { ...options, tlsFingerprint: test.coordinator.tls.fingerprint })).client;
+}
+
+async function refusedCode(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+  } catch (error) {
+    if (error instanceof DataError) return error.code;
+    throw error;
+  }
+  throw new Error('expected a refusal');
+}
+
+beforeAll(async () => {
+  test = await startTestCoordinator();
+  work = mkdtempSync(path.join(tmpdir(), 'ferry-data-work-'));
+  source = Castore.open(path.join(work, 'source'));
+  writeTree(path.join(work, 'lib'), 'lib', { small: 300, large: 2 });
+  writeTree(path.join(work, 'app'), 'app', { small: 40, large: 1, largeSize: 700_000 });
+  writeTree(path.join(work, 'other'), 'other', { small: 5, large: 0 });
+  await addTreeAsStorePath(source, path.join(work, 'lib'), lib);
+  await addTreeAsStorePath(source, path.join(work, 'app'), app, [lib]);
+  await addTreeAsStorePath(source, path.join(work, 'other'), other);
+}, 60_000);
+
+afterAll(async () => {
+  source?.close();
+  await test?.close();
+  rmSync(work, { recursive: true, force: true });
+});
+
+describe('push and fetch', () => {
+  it('pushes a closure over QUIC, only what is missing, as one audit event', async () => {
+    const client = await dataClient(test.pusher);
+    try {
+      const first = await uploadStorePaths(client, source, [app]);
+      expect(client.transportKind).toBe('quic');
+      expect(first.registered).toEqual([app, lib].sort());
+      expect(first.blobsSent).toBeGreaterThan(300);
+      const event = [...test.coordinator.events(first.seq - 1)][0]!;
+      expect(event).toMatchObject({ action: 'store.push', actorKey: test.pusher.keyId, actorRole: 'pusher' });
+      expect(event.payload).toMatchObject({ roots: [app], registeredCount: 2 });
+      expect((await narBytes(test.coordinator.castore, app)).equals(await narBytes(source, app))).toBe(true);
+
+      const again = await uploadStorePaths(client, source, [app]);
+      expect(again).toMatchObject({ registered: [], blobsSent: 0, directoriesSent: 0, bytesSent: 0 });
+      expect(again.seq).toBeGreaterThan(first.seq);
+    } finally {
+      await client.close();
+    }
+    const submitted = await test.adminClient.post<{ configId: string }>('/v1/graphs/web/configs', signedConfig(test.admin, 'web', [], { 'x86_64-linux': app }));
+    configId = submitted.configId;
+  }, 60_000);
+
+  for (const httpOnly of [false, true]) {
+    it(`fetches the closure into an empty castore over ${httpOnly ? 'the HTTP fallback' : 'QUIC'}, byte-identical`, async () => {
+      const agent = await enrollAgent(test, 'web');
+      const client = await dataClient(agent, { httpOnly });
+      const target = Castore.open(path.join(work, `agent-${httpOnly ? 'http' : 'quic'}`));
+      try {
+        const phases = new Set<string>();
+        const report = await fetchClosure(client, target, configId, 'x86_64-linux', { onProgress: (progress) => phases.add(progress.phase) });
+        expect(client.transportKind).toBe(httpOnly ? 'http' : 'quic');
+        expect(report).toMatchObject({ target: app, fetchedStorePaths: 2 });
+        expect([...phases]).toEqual(['manifest', 'directories', 'blobs', 'registering', 'done']);
+        for (const storePath of [app, lib]) expect((await narBytes(target, storePath)).equals(await narBytes(source, storePath))).toBe(true);
+        const again = await fetchClosure(client, target, configId, 'x86_64-linux');
+        expect(again).toMatchObject({ fetchedStorePaths: 0, fetchedBlobs: 0 });
+      } finally {
+        target.close();
+        await client.close();
+      }
+    }, 60_000);
+  }
+});
+
+describe('authorization and verification', () => {
+  it('lets an agent read only its own configs and their objects', async () => {
+    const pusherClient = await dataClient(test.pusher);
+    await uploadStorePaths(pusherClient, source, [other]);
+    await pusherClient.close();
+    const otherRoot = test.coordinator.castore.getStorePath(other)!.root;
+    const appRoot = test.coordinator.castore.getStorePath(app)!.root;
+    const otherConfig = (await test.adminClient.post<{ configId: string }>('/v1/graphs/other/configs', signedConfig(test.admin, 'other', [], { 'x86_64-linux': other }))).configId;
+
+    const agent = await enrollAgent(test, 'web');
+    const client = await dataClient(agent);
+    try {
+      expect((await client.call({ op: 'closure.manifest', configId, system: 'x86_64-linux' })).header.target).toBe(app);
+      expect(await refusedCode(client.call({ op: 'closure.manifest', configId: otherConfig, system: 'x86_64-linux' }))).toBe('FORBIDDEN');
+      expect(await refusedCode(client.call({ op: 'directories.get', ids: [otherRoot.type === 'directory' ? otherRoot.digest : ''] }))).toBe('FORBIDDEN');
+      expect(appRoot.type).toBe('directory');
+      const reply = await client.call({ op: 'directories.get', ids: [appRoot.type === 'directory' ? appRoot.digest : ''] });
+      expect(reply.header.directories).toHaveLength(1);
+      expect(await refusedCode(client.call({ op: 'upload.blobs', blobs: [{ id: digestFromBytes(blake3(Buffer.from('x'))), size: 1 }] }, { body: [Buffer.from('x')] }))).toBe('FORBIDDEN');
+      expect(await refusedCode(client.call({ op: 'missing', blobs: [] }))).toBe('FORBIDDEN');
+      expect(await refusedCode(client.call({ op: 'closure.manifest', configId, system: 'aarch64-linux' }))).toBe('NOT_FOUND');
+    } finally {
+      await client.close();
+    }
+    // A key the coordinator does not know is refused on every operation, over both transports.
+    for (const httpOnly of [false, true]) {
+      const stranger = await dataClient(Identity.generate(), { httpOnly });
+      expect(await refusedCode(stranger.call({ op: 'closure.manifest', configId, system: 'x86_64-linux' }))).toBe('UNKNOWN_KEY');
+      await stranger.close();
+    }
+    expect(test.log.some((line) => line.includes('UNKNOWN_KEY'))).toBe(true);
+  }, 60_000);
+
+  it('refuses an upload whose bytes do not match their id, keeping nothing of it', async () => {
+    const client = await dataClient(test.pusher);
+    try {
+      const good = Buffer.from('good blob bytes');
+      const claimed = Buffer.alloc(40_000, 7);
+      const sent = Buffer.from(claimed);
+      sent[20_000] = sent[20_000]! ^ 1;
+      const goodId = digestFromBytes(blake3(good));
+      const claimedId = digestFromBytes(blake3(claimed));
+      const code = await refusedCode(
+        client.call({ op: 'upload.blobs', blobs: [{ id: goodId, size: good.length }, { id: claimedId, size: claimed.length }] }, { body: [good, sent] }),
+      );
+      expect(code).toBe('BLOB_CORRUPT');
+      expect(test.coordinator.castore.hasBlob(goodId)).toBe(false);
+      expect(test.coordinator.castore.hasBlob(claimedId)).toBe(false);
+      // A store path whose objects do not hash to its claimed NarHash is refused too.
+      const info = { ...source.getStorePath(other)!, storePath: fakeStorePath('liar'), narSize: 12 };
+      expect(await refusedCode(client.call({ op: 'upload.storePaths', roots: [info.storePath], storePaths: [info], stats: { bytesSent: 0, blobsSent: 0, directoriesSent: 0 } }))).toBe('BLOB_CORRUPT');
+      expect(test.coordinator.castore.getStorePath(info.storePath)).toBeUndefined();
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('refuses a certificate that does not match the pinned fingerprint', async () => {
+    await expect(openDataClient(test.http.url, test.pusher, { tlsFingerprint: 'ab'.repeat(32) })).rejects.toBeInstanceOf(PinningError);
+  });
+});
