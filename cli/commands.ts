@@ -6,6 +6,7 @@ import { coordinatorCommands } from './coordinator-commands.js';
 import { fleetCommands } from './fleet-commands.js';
 import { graphCommands } from './graph-commands.js';
 import { narCommands } from './nar-commands.js';
+import { pushCommand } from './push-command.js';
 
 export const commandGroups: CommandGroup[] = [
   { name: 'coordinator', summary: 'create and run a coordinator' },
@@ -16,8 +17,9 @@ export const commandGroups: CommandGroup[] = [
   { name: 'config', summary: 'submit and inspect configs' },
   { name: 'graph', summary: 'artifact graphs: log and rollback' },
   { name: 'audit', summary: 'the audit log: log, show, verify, export' },
+  { name: 'push', summary: 'upload store paths from the local Nix store (only what the coordinator lacks)' },
   { name: 'nar', summary: 'NAR archives: dump, hash, ls, restore (Nix-compatible, no Nix needed)' },
   { name: 'castore', summary: 'the content-addressed store: ingest, export, stat, fsck, gc' },
 ];
 
-export const allCommands: Command[] = [...coordinatorCommands, ...fleetCommands, ...graphCommands, ...auditCommands, ...narCommands, ...castoreCommands];
+export const allCommands: Command[] = [...coordinatorCommands, ...fleetCommands, ...graphCommands, pushCommand, ...auditCommands, ...narCommands, ...castoreCommands];

@@ -7,6 +7,8 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import { homedir } from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import type { DataClient } from '../protocol/data-client.js';
+import { openDataClient } from '../protocol/connect.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { loadIdentity } from '../protocol/identity.js';
 import { stringOption, UsageError, type OptionSpec, type OptionValues } from './command.js';
@@ -15,6 +17,8 @@ export const ContextSchema = z.strictObject({
   url: z.url(),
   keyFile: z.string(),
   coordinatorKey: z.string().optional(),
+  /** SHA-256 of the coordinator's TLS certificate, pinned for QUIC. */
+  tlsFingerprint: z.string().optional(),
 });
 export type Context = z.infer<typeof ContextSchema>;
 
@@ -62,8 +66,7 @@ export const connectionOptions: Record<string, OptionSpec> = {
   key: { type: 'string', valueName: 'FILE', description: 'key to sign requests with (overrides the context; or $FERRY_KEY)' },
 };
 
-/** The API client for the chosen context, with flags and environment overriding it. */
-export function clientFrom(options: OptionValues): CoordinatorHttpClient {
+function chosenContext(options: OptionValues): { url: string; keyFile: string; tlsFingerprint?: string } {
   const contexts = readContexts();
   const name = stringOption(options, 'context') ?? process.env.FERRY_CONTEXT ?? contexts.current ?? undefined;
   const context = name ? contexts.contexts[name] : undefined;
@@ -73,5 +76,22 @@ export function clientFrom(options: OptionValues): CoordinatorHttpClient {
   if (!url || !keyFile) {
     throw new UsageError('no coordinator configured: run `ferry coordinator init` on the coordinator, or `ferry context add NAME --url URL --key FILE`');
   }
+  return { url, keyFile, ...(context?.tlsFingerprint && url === context.url ? { tlsFingerprint: context.tlsFingerprint } : {}) };
+}
+
+/** The API client for the chosen context, with flags and environment overriding it. */
+export function clientFrom(options: OptionValues): CoordinatorHttpClient {
+  const { url, keyFile } = chosenContext(options);
   return new CoordinatorHttpClient(url, loadIdentity(keyFile));
+}
+
+/** A data-plane client (QUIC, HTTP fallback) for the chosen context, its certificate pinned. */
+export async function dataClientFrom(options: OptionValues, onNotice?: (message: string) => void): Promise<DataClient> {
+  const { url, keyFile, tlsFingerprint } = chosenContext(options);
+  const opened = await openDataClient(url, loadIdentity(keyFile), {
+    httpOnly: options.http === true,
+    ...(tlsFingerprint ? { tlsFingerprint } : {}),
+    ...(onNotice ? { onNotice } : {}),
+  });
+  return opened.client;
 }

@@ -5,6 +5,7 @@ import { Coordinator } from '../coordinator/coordinator.js';
 import { addKey } from '../coordinator/domain/commands.js';
 import { FERRY_VERSION } from '../coordinator/api/operations.js';
 import { startHttpServer } from '../coordinator/server.js';
+import { startQuicServer, type RunningQuicServer } from '../coordinator/quic-server.js';
 import { createIdentityFile, loadIdentity } from '../protocol/identity.js';
 import { booleanOption, jsonOption, stringOption, UsageError, writeJson, type Command } from './command.js';
 import { configDir, readContexts, saveContext, writeContexts } from './contexts.js';
@@ -48,13 +49,15 @@ const init: Command = {
       coordinator.record(self, () => ({ action: 'coordinator.init', subject: coordinator.identity.keyId, payload: { name, coordinatorKey: coordinator.identity.keyId } }));
       coordinator.record(self, (context) => addKey(context, { keyId: admin.keyId, role: 'admin', label: 'first admin (coordinator init)' }));
       const url = stringOption(options, 'url') ?? `http://${DEFAULT_LISTEN}`;
-      saveContext(name, { url, keyFile: adminKeyFile, coordinatorKey: coordinator.identity.keyId }, true);
-      const result = { dataDir, name, coordinatorKey: coordinator.identity.keyId, adminKey: admin.keyId, adminKeyFile, context: name, url };
+      const tlsFingerprint = coordinator.tls.fingerprint;
+      saveContext(name, { url, keyFile: adminKeyFile, coordinatorKey: coordinator.identity.keyId, tlsFingerprint }, true);
+      const result = { dataDir, name, coordinatorKey: coordinator.identity.keyId, tlsFingerprint, adminKey: admin.keyId, adminKeyFile, context: name, url };
       if (booleanOption(options, 'json')) return writeJson(stdout, result);
       stdout.write(
         `Created coordinator '${name}' in ${dataDir}\n` +
           `  coordinator key: ${coordinator.identity.keyId}\n` +
           `  first admin key: ${admin.keyId} (${adminKeyFile})\n` +
+          `  TLS fingerprint: ${tlsFingerprint}\n` +
           `  CLI context '${name}' -> ${url} (now current)\n\n` +
           `Start it with:   ferry coordinator serve --data-dir ${dataDir}\n`,
       );
@@ -71,6 +74,8 @@ const serve: Command = {
   options: {
     ...dataDirOption,
     listen: { type: 'string', valueName: 'HOST:PORT', description: `HTTP address (default: ${DEFAULT_LISTEN}; port 0 picks one)` },
+    'quic-listen': { type: 'string', valueName: 'HOST:PORT', description: 'QUIC (UDP) address of the data plane (default: the HTTP host and port; port 0 picks one)' },
+    'no-quic': { type: 'boolean', description: 'serve the data plane over HTTP only' },
     init: { type: 'boolean', description: 'initialise the data directory first if it holds no coordinator' },
   },
   async run({ options, stdout }) {
@@ -82,11 +87,20 @@ const serve: Command = {
     const { host, port } = parseListen(stringOption(options, 'listen') ?? DEFAULT_LISTEN);
     const coordinator = Coordinator.open(dataDir);
     const server = await startHttpServer(coordinator, host, port);
+    let quic: RunningQuicServer | undefined;
+    if (!booleanOption(options, 'no-quic')) {
+      const quicListen = stringOption(options, 'quic-listen');
+      const quicAt = quicListen ? parseListen(quicListen) : { host, port: Number(new URL(server.url).port) };
+      const tls = coordinator.tls;
+      quic = await startQuicServer(coordinator, quicAt.host, quicAt.port, { certificatePem: tls.certificatePem, privateKeyPem: tls.privateKeyPem });
+      coordinator.quicPort = quic.port;
+    }
     stdout.write(
       `ferry coordinator '${coordinator.name}' ${FERRY_VERSION}\n` +
         `  data:            ${dataDir}\n` +
         `  HTTP API:        ${server.url}\n` +
-        `  QUIC data plane: not yet available (HTTP only)\n` +
+        `  QUIC data plane: ${quic ? `${quic.address} (ALPN ferry/1)` : 'off (HTTP only)'}\n` +
+        `  TLS fingerprint: ${coordinator.tls.fingerprint}\n` +
         `  coordinator key: ${coordinator.identity.keyId}\n` +
         `  audit log:       ${coordinator.lastSeq} events\n\n` +
         `Enroll a machine: ferry tokens create --uses 1   (prints a join string for ferry agent enroll)\n`,
@@ -100,6 +114,7 @@ const serve: Command = {
       process.on('SIGINT', stop);
       process.on('SIGTERM', stop);
     });
+    await quic?.close();
     await server.close();
     coordinator.checkpoint();
     coordinator.close();

@@ -1,4 +1,5 @@
 /** `ferry keys …`, `ferry tokens …`, `ferry agents …`: clients of the coordinator API. */
+import { formatJoinString } from '../protocol/join-string.js';
 import { readFileSync } from 'node:fs';
 import type { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { booleanOption, jsonOption, stringListOption, stringOption, UsageError, writeJson, type Command, type OptionValues } from './command.js';
@@ -138,9 +139,8 @@ const tokensCreate: Command = {
       label: stringOption(options, 'note') ?? '',
       labels: parseKeyValues(stringListOption(options, 'label'), '--label'),
     });
-    const info = await client.get<{ coordinatorKey: string }>('/v1/info');
-    const url = new URL(client.baseUrl);
-    const join = `ferry://${url.host}?coordinator=${info.coordinatorKey}&token=${encodeURIComponent(result.token)}`;
+    const info = await client.get<{ coordinatorKey: string; tlsFingerprint: string }>('/v1/info');
+    const join = formatJoinString({ httpUrl: client.baseUrl, coordinatorKey: info.coordinatorKey, tlsFingerprint: info.tlsFingerprint, token: result.token });
     if (json(options)) return writeJson(stdout, { ...result, join });
     stdout.write(`token ${result.tokenId}: ${uses} use(s), expires ${new Date(result.expiresAt).toISOString()}\n\njoin string (shown once; give it to the machine):\n  ${join}\n\non the machine:  ferry agent enroll '${join}'\n`);
   },
