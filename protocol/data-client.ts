@@ -64,13 +64,16 @@ class QuicTransport implements Transport {
   readonly kind = 'quic';
   private readonly keepalive: NodeJS.Timeout;
 
-  private constructor(private readonly session: QuicClientSession) {
+  private constructor(
+    private readonly session: QuicClientSession,
+    idleTimeoutMs: number,
+  ) {
     // Keep NAT bindings and the coordinator's idle timer fresh; a dead peer ends the session at its idle timeout.
-    this.keepalive = setInterval(() => session.ping(), 10_000);
+    this.keepalive = setInterval(() => session.ping(), Math.min(10_000, idleTimeoutMs / 3));
     this.keepalive.unref();
   }
 
-  static async connect(address: string, certificatePem: string, identity: Identity, timeoutMs: number): Promise<QuicTransport> {
+  static async connect(address: string, certificatePem: string, identity: Identity, timeoutMs: number, idleTimeoutMs: number): Promise<QuicTransport> {
     let session: QuicClientSession;
     try {
       session = await connectQuicAsync(address, {
@@ -79,13 +82,13 @@ class QuicTransport implements Transport {
         alpn: [FERRY_ALPN],
         runtimeMode: 'portable',
         connectTimeoutMs: timeoutMs,
-        maxIdleTimeoutMs: 30_000,
+        maxIdleTimeoutMs: idleTimeoutMs,
       });
     } catch (error) {
       throw new TransportError(`QUIC connection to ${address} failed: ${(error as Error).message}`);
     }
     session.on('error', () => undefined);
-    const transport = new QuicTransport(session);
+    const transport = new QuicTransport(session, idleTimeoutMs);
     try {
       const hello = await readReply('hello', await transport.send({ op: 'hello' }));
       const signature = Buffer.from(identity.sign(sessionAuthMessage(hello.header.challenge, identity.keyId))).toString('base64');
@@ -114,7 +117,7 @@ class QuicTransport implements Transport {
       stream.end();
     })().catch((error: Error) => stream.destroy(error));
     void writing;
-    return new FrameReader(streamChunks(stream.iterator({ destroyOnReturn: false })));
+    return new FrameReader(streamChunks(stream.iterator({ destroyOnReturn: false }), () => stream.destroy()));
   }
 
   async close(): Promise<void> {
@@ -123,12 +126,20 @@ class QuicTransport implements Transport {
   }
 }
 
-/** A Node readable's chunks, with a stream error (reset, closed session) turned into a TransportError. */
-async function* streamChunks(stream: AsyncIterable<unknown>): AsyncGenerator<Uint8Array> {
+/**
+ * A reply's chunks, with a stream error (reset, closed session) turned into
+ * a TransportError; abandoning it part-way (FrameReader.cancel) aborts the
+ * reply, so the coordinator stops sending what nobody reads.
+ */
+async function* streamChunks(stream: AsyncIterable<unknown>, abort?: () => void): AsyncGenerator<Uint8Array> {
+  let complete = false;
   try {
     for await (const chunk of stream) yield chunk as Uint8Array;
+    complete = true;
   } catch (error) {
     throw new TransportError(`stream failed: ${(error as Error).message}`);
+  } finally {
+    if (!complete) abort?.();
   }
 }
 
@@ -179,6 +190,8 @@ export interface DataClientOptions {
   /** Retries of a failed transport before giving up (default 5). */
   retries?: number;
   connectTimeoutMs?: number;
+  /** A QUIC session silent for this long is dead (default 30 s): requests on it fail and are retried on a new one. */
+  idleTimeoutMs?: number;
   /** Told about fallbacks and retries. */
   onNotice?: (message: string) => void;
 }
@@ -206,7 +219,7 @@ export class DataClient {
   private async connect(): Promise<Transport> {
     if (!this.quicFailed) {
       try {
-        return await QuicTransport.connect(this.options.quicAddress!, this.options.certificatePem!, this.options.identity, this.options.connectTimeoutMs ?? 3000);
+        return await QuicTransport.connect(this.options.quicAddress!, this.options.certificatePem!, this.options.identity, this.options.connectTimeoutMs ?? 3000, this.options.idleTimeoutMs ?? 30_000);
       } catch (error) {
         if (error instanceof DataError) throw error;
         this.quicFailed = true;
@@ -240,13 +253,16 @@ export class DataClient {
       const transport = await this.currentTransport().catch((error: Error) => {
         throw error instanceof DataError ? error : new TransportError(error.message);
       });
+      let reader: FrameReader | undefined;
       try {
         // Evaluated per attempt, so a retry can resume where verified bytes stopped.
         header = typeof request === 'function' ? request() : request;
         const body = typeof options.body === 'function' ? options.body() : options.body;
-        const reply = await readReply(header.op, await transport.send(header as DataRequest, body));
+        reader = await transport.send(header as DataRequest, body);
+        const reply = await readReply(header.op, reader);
         return options.consume ? await options.consume(reply) : (reply as R);
       } catch (error) {
+        await reader?.cancel().catch(() => undefined);
         const transient = error instanceof TransportError || (error instanceof FrameError && error.code === 'FRAME_TRUNCATED');
         if (!transient || attempt >= retries) throw error;
         if (transport instanceof QuicTransport) {

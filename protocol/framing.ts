@@ -106,6 +106,13 @@ export class FrameReader {
     }
   }
 
+  /** Abandons the rest of the stream (its source is cancelled: a reply being sent is aborted). */
+  async cancel(): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    await this.iterator.return?.();
+  }
+
   /** Refuses bytes after the last expected one. */
   async expectEnd(): Promise<void> {
     if (this.pending.length > 0 || (await this.fill())) {
