@@ -1,0 +1,367 @@
+/**
+ * The agent: follows its position in the artifact graph. Each round it
+ * delivers pending reports, reports facts when they changed, asks for its
+ * desired config, and when that differs from what runs here: fetches the
+ * closure (verified), materializes it, creates and switches to a new
+ * generation, activates, health-checks, and on failure switches back to the
+ * previous generation, re-activates it and reports `rolled-back`.
+ *
+ * Crash safety: store paths appear atomically (materialize.ts), the profile
+ * switches atomically (generations.ts), the fetch resumes from committed
+ * blobs, and a deployment interrupted at any point is resumed from
+ * `agent.json` at the next start.
+ */
+import { existsSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { Castore, collectGarbage, fetchClosure, type StorePathInfo } from '../castore/index.js';
+import { openDataClient } from '../protocol/connect.js';
+import type { DataClient } from '../protocol/data-client.js';
+import { CoordinatorHttpClient } from '../protocol/http-client.js';
+import { createIdentityFile, loadIdentity, type Identity } from '../protocol/identity.js';
+import { parseJoinString } from '../protocol/join-string.js';
+import { EventRing } from './events.js';
+import { collectFacts, nixSystem } from './facts.js';
+import { Generations, type Generation } from './generations.js';
+import { materializeStorePath, removeStaleTemps, removeTree, storePathLocation } from './materialize.js';
+import { runCommand, type CommandResult } from './run-command.js';
+import { agentPaths, readAgentState, writeAgentState, type AgentState } from './state.js';
+
+export interface AgentOptions {
+  /** Seconds between rounds when nothing changes (default 5). */
+  pollIntervalMs?: number;
+  /** Pause between health-check attempts (default 1 s). */
+  healthRetryDelayMs?: number;
+  httpOnly?: boolean;
+  log?: (line: string) => void;
+}
+
+/** A config as the coordinator hands it to its agents. */
+export interface DesiredConfig {
+  id: string;
+  graph: string;
+  targets: Record<string, string>;
+  activation: { command: string; environment: Record<string, string>; timeoutSeconds: number };
+  health: { command: string; timeoutSeconds: number; retries: number } | null;
+}
+
+export type RoundResult = 'idle' | 'active' | 'rolled-back' | 'failed' | 'offline';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Store paths ordered so every path comes after the paths it references. */
+function dependencyOrder(infos: readonly StorePathInfo[]): StorePathInfo[] {
+  const byPath = new Map(infos.map((info) => [info.storePath, info]));
+  const ordered: StorePathInfo[] = [];
+  const seen = new Set<string>();
+  const visit = (info: StorePathInfo) => {
+    if (seen.has(info.storePath)) return;
+    seen.add(info.storePath);
+    for (const reference of info.references) {
+      const next = byPath.get(reference);
+      if (next) visit(next);
+    }
+    ordered.push(info);
+  };
+  for (const info of infos) visit(info);
+  return ordered;
+}
+
+export class Agent {
+  readonly paths: ReturnType<typeof agentPaths>;
+  readonly identity: Identity;
+  readonly generations: Generations;
+  readonly events: EventRing;
+  state: AgentState;
+  private store: Castore | undefined;
+  private dataClient: DataClient | undefined;
+  private readonly http: CoordinatorHttpClient;
+  private readonly log: (line: string) => void;
+
+  constructor(
+    readonly stateDir: string,
+    private readonly options: AgentOptions = {},
+  ) {
+    this.paths = agentPaths(stateDir);
+    this.state = readAgentState(stateDir);
+    this.identity = loadIdentity(this.paths.identity);
+    this.generations = new Generations(this.paths.generations, this.paths.profile);
+    this.events = new EventRing(this.paths.events);
+    this.http = new CoordinatorHttpClient(this.state.coordinator.httpUrl, this.identity);
+    this.log = options.log ?? ((line) => process.stderr.write(`${line}\n`));
+  }
+
+  /**
+   * Enrolls a new agent from a join string: creates its identity (0600) in
+   * `stateDir`, reports its facts, and records the coordinator. Refuses a
+   * state dir that already holds an agent. Returns the enrollment status
+   * (`enrolling` until an admin approves, unless the token auto-approves).
+   */
+  static async enroll(joinString: string, options: { stateDir: string; storeDir: string; name?: string; type?: string }): Promise<{ agentId: string; status: string }> {
+    const join = parseJoinString(joinString);
+    const paths = agentPaths(options.stateDir);
+    if (existsSync(paths.state)) throw new Error(`${options.stateDir} already holds an enrolled agent`);
+    const identity = existsSync(paths.identity) ? loadIdentity(paths.identity) : createIdentityFile(paths.identity);
+    const http = new CoordinatorHttpClient(join.httpUrl, identity);
+    const info = await http.get<{ coordinatorKey: string; tlsFingerprint: string }>('/v1/info');
+    if (info.coordinatorKey !== join.coordinatorKey) {
+      throw new Error(`the coordinator at ${join.httpUrl} has key ${info.coordinatorKey}, but the join string names ${join.coordinatorKey}: refusing to enroll`);
+    }
+    const name = options.name ?? hostname();
+    const facts = collectFacts(options.stateDir, paths.factsDir);
+    const result = await http.post<{ agentId: string; status: string }>('/v1/enroll', { token: join.token, name, type: options.type ?? 'machine', facts });
+    writeAgentState(options.stateDir, {
+      coordinator: { httpUrl: join.httpUrl, coordinatorKey: join.coordinatorKey, tlsFingerprint: join.tlsFingerprint },
+      agentId: result.agentId,
+      name,
+      storeDir: options.storeDir,
+      reportedFacts: JSON.stringify(facts),
+      deploying: null,
+      refused: [],
+      pendingReports: [],
+    });
+    new EventRing(paths.events).add('enrolled', `enrolled with ${join.httpUrl} as ${name} (${result.status})`);
+    return result;
+  }
+
+  /** Whether the coordinator has approved this agent yet. */
+  async enrollmentStatus(): Promise<string> {
+    return (await this.http.get<{ status: string }>(`/v1/agents/${this.identity.keyId}`)).status;
+  }
+
+  private save(): void {
+    writeAgentState(this.stateDir, this.state);
+  }
+
+  private castore(): Castore {
+    this.store ??= Castore.open(this.paths.castore);
+    return this.store;
+  }
+
+  private async data(): Promise<DataClient> {
+    if (!this.dataClient) {
+      const opened = await openDataClient(this.state.coordinator.httpUrl, this.identity, {
+        tlsFingerprint: this.state.coordinator.tlsFingerprint,
+        httpOnly: this.options.httpOnly ?? false,
+        onNotice: (message) => this.log(`ferry agent: ${message}`),
+      });
+      this.dataClient = opened.client;
+    }
+    return this.dataClient;
+  }
+
+  async close(): Promise<void> {
+    await this.dataClient?.close();
+    this.dataClient = undefined;
+    this.store?.close();
+    this.store = undefined;
+  }
+
+  /** Queues a report and tries to deliver every queued one, in order; offline, they wait. */
+  private async report(configId: string | null, phase: string, error: string | null = null): Promise<void> {
+    this.state.pendingReports.push({ configId, phase, error: error === null ? null : error.slice(0, 8000), at: Date.now() });
+    this.save();
+    await this.flushReports().catch(() => undefined);
+  }
+
+  private async flushReports(): Promise<void> {
+    while (this.state.pendingReports.length > 0) {
+      const next = this.state.pendingReports[0]!;
+      await this.http.post('/v1/agent/status', { configId: next.configId, phase: next.phase, error: next.error });
+      this.state.pendingReports.shift();
+      this.save();
+    }
+  }
+
+  private async reportFacts(): Promise<void> {
+    const facts = collectFacts(this.stateDir, this.paths.factsDir);
+    const text = JSON.stringify(facts);
+    if (text === this.state.reportedFacts) return;
+    await this.http.post('/v1/agent/facts', { facts });
+    this.state.reportedFacts = text;
+    this.save();
+    this.events.add('facts', 'reported changed facts');
+  }
+
+  /**
+   * One round: deliver reports, facts, then converge on the desired config.
+   * Throws ApiError/TransportError when the coordinator cannot be reached
+   * (the caller backs off); the running generation is never touched then.
+   */
+  async runOnce(): Promise<RoundResult> {
+    await this.flushReports();
+    await this.reportFacts();
+    const desired = await this.http.get<{ configId: string | null; config: DesiredConfig | null }>('/v1/agent/desired');
+    const current = this.generations.current();
+    if (!desired.config || !desired.configId) return 'idle';
+    if (this.state.deploying !== desired.configId && current?.configId === desired.configId) return 'idle';
+    if (this.state.refused.includes(desired.configId) && this.state.deploying !== desired.configId) return 'idle';
+    return this.deploy(desired.config);
+  }
+
+  /** Runs rounds until `signal` aborts, backing off (exponential, with jitter) while the coordinator is unreachable. */
+  async run(signal: AbortSignal): Promise<void> {
+    removeStaleTemps(this.state.storeDir);
+    let failures = 0;
+    while (!signal.aborted) {
+      try {
+        await this.runOnce();
+        if (failures > 0) this.events.add('online', `coordinator reachable again after ${failures} failed attempt(s)`);
+        failures = 0;
+        await sleep(this.options.pollIntervalMs ?? 5000);
+      } catch (error) {
+        failures++;
+        const delay = Math.min(60_000, 500 * 2 ** Math.min(failures, 7)) * (0.5 + Math.random() / 2);
+        if (failures === 1) this.events.add('offline', `coordinator unreachable: ${(error as Error).message}`);
+        this.log(`ferry agent: ${(error as Error).message}; retrying in ${Math.round(delay / 1000)} s (running generation unchanged)`);
+        await this.dataClient?.close().catch(() => undefined);
+        this.dataClient = undefined;
+        await sleep(delay);
+      }
+    }
+  }
+
+  private commandEnvironment(generation: Generation): Record<string, string> {
+    return {
+      ...generation.activation.environment,
+      FERRY_CONFIG_ID: generation.configId,
+      FERRY_GENERATION: String(generation.number),
+      FERRY_TARGET: generation.location,
+      FERRY_STATE_DIR: this.stateDir,
+      FERRY_STORE_DIR: this.state.storeDir,
+    };
+  }
+
+  private activate(generation: Generation): Promise<CommandResult> {
+    return runCommand(generation.activation.command, { cwd: generation.location, env: this.commandEnvironment(generation), timeoutSeconds: generation.activation.timeoutSeconds });
+  }
+
+  /** Activation, then the health check with its retries; the first failure ends it. */
+  private async activateAndCheck(generation: Generation): Promise<{ ok: true } | { ok: false; error: string }> {
+    const activation = await this.activate(generation);
+    if (!activation.ok) {
+      return { ok: false, error: `activation '${generation.activation.command}' ${activation.timedOut ? 'timed out' : `exited with ${activation.exitCode}`}; output:\n${activation.outputTail}` };
+    }
+    const health = generation.health;
+    if (!health) return { ok: true };
+    let last: CommandResult | undefined;
+    for (let attempt = 0; attempt <= health.retries; attempt++) {
+      if (attempt > 0) await sleep(this.options.healthRetryDelayMs ?? 1000);
+      last = await runCommand(health.command, { cwd: generation.location, env: this.commandEnvironment(generation), timeoutSeconds: health.timeoutSeconds });
+      if (last.ok) return { ok: true };
+    }
+    return { ok: false, error: `health check '${health.command}' failed ${health.retries + 1} time(s), last ${last!.timedOut ? 'timed out' : `exit ${last!.exitCode}`}; output:\n${last!.outputTail}` };
+  }
+
+  private async deploy(config: DesiredConfig): Promise<RoundResult> {
+    const system = nixSystem();
+    const target = config.targets[system];
+    if (!target) {
+      this.state.refused.push(config.id);
+      this.save();
+      await this.report(config.id, 'failed', `config ${config.id} has no target for ${system} (it has ${Object.keys(config.targets).join(', ')})`);
+      return 'failed';
+    }
+    const resuming = this.state.deploying === config.id;
+    this.state.deploying = config.id;
+    this.save();
+    const previous = this.generations.current();
+    let generation: Generation;
+    if (resuming && previous?.configId === config.id) {
+      // Killed after the switch: the generation is complete, activation (idempotent) runs again.
+      generation = previous;
+      this.events.add('resume', `resuming deployment of ${config.id} at activation`, config.id);
+    } else {
+      this.events.add('deploy', `${resuming ? 'resuming' : 'starting'} deployment of ${config.id} (${target})`, config.id);
+      await this.report(config.id, 'fetching');
+      const fetched = await fetchClosure(await this.data(), this.castore(), config.id, system);
+      this.events.add('fetched', `fetched ${fetched.fetchedStorePaths} store paths, ${fetched.fetchedBlobs} blobs, ${fetched.fetchedBytes} bytes`, config.id);
+      let written = 0;
+      for (const info of dependencyOrder(fetched.storePaths)) if (await materializeStorePath(this.castore(), info, this.state.storeDir)) written++;
+      this.events.add('materialized', `materialized ${written} new store paths in ${this.state.storeDir}`, config.id);
+      generation = this.generations.create({
+        configId: config.id,
+        graph: config.graph,
+        target,
+        location: storePathLocation(this.state.storeDir, target),
+        closure: fetched.storePaths.map((info) => info.storePath),
+        activation: config.activation,
+        health: config.health,
+      });
+      this.generations.switchTo(generation.number);
+      this.events.add('switched', `profile -> generation ${generation.number}`, config.id);
+    }
+    await this.report(config.id, 'activating');
+    const outcome = await this.activateAndCheck(generation);
+    if (outcome.ok) {
+      this.state.deploying = null;
+      this.save();
+      this.events.add('active', `generation ${generation.number} (${config.id}) is active`, config.id);
+      await this.report(config.id, 'active');
+      return 'active';
+    }
+    this.state.refused.push(config.id);
+    const back = previous && previous.number !== generation.number ? previous : this.generations.list().filter((entry) => entry.number < generation.number).at(-1);
+    if (!back) {
+      this.state.deploying = null;
+      this.save();
+      this.events.add('failed', outcome.error, config.id);
+      await this.report(config.id, 'failed', outcome.error);
+      return 'failed';
+    }
+    this.generations.switchTo(back.number);
+    const restored = await this.activate(back);
+    this.state.deploying = null;
+    this.save();
+    const note = restored.ok ? '' : `\n(re-activating generation ${back.number} also failed: exit ${restored.exitCode})`;
+    this.events.add('rolled-back', `generation ${generation.number} failed, back on ${back.number}: ${outcome.error}${note}`, config.id);
+    await this.report(config.id, 'rolled-back', `${outcome.error}${note}`);
+    return 'rolled-back';
+  }
+
+  /**
+   * Switches back to generation `to` (default: the one before the current)
+   * and re-activates it; the coordinator is told (an audited report) and
+   * the abandoned config is not redeployed until the desired config changes.
+   */
+  async rollback(to?: number): Promise<Generation> {
+    const current = this.generations.current();
+    const target = to !== undefined ? this.generations.get(to) : this.generations.list().filter((entry) => entry.number < (current?.number ?? 0)).at(-1);
+    if (!target) throw new Error(to !== undefined ? `there is no generation ${to} (see ferry agent generations)` : 'there is no earlier generation to roll back to');
+    this.generations.switchTo(target.number);
+    const result = await this.activate(target);
+    if (current && current.configId !== target.configId) this.state.refused.push(current.configId);
+    this.save();
+    this.events.add('rollback', `local rollback to generation ${target.number} (${target.configId})${result.ok ? '' : `: activation failed (exit ${result.exitCode})`}`, target.configId);
+    await this.report(target.configId, result.ok ? 'active' : 'failed', result.ok ? null : `local rollback: activation failed:\n${result.outputTail}`);
+    return target;
+  }
+
+  /**
+   * Keeps the current generation and the `keep` newest others; deletes the
+   * rest, then every store path (in the store dir) and castore object no
+   * kept generation needs. Only paths the agent's castore knows are ever
+   * deleted from the store dir.
+   */
+  async gc(keep = 5): Promise<{ removedGenerations: number[]; removedStorePaths: string[] }> {
+    const current = this.generations.current();
+    const all = this.generations.list();
+    const kept = new Set([...all.slice(-keep).map((entry) => entry.number), ...(current ? [current.number] : [])]);
+    const removedGenerations = all.filter((entry) => !kept.has(entry.number)).map((entry) => entry.number);
+    for (const number of removedGenerations) this.generations.remove(number);
+    const live = new Set(all.filter((entry) => kept.has(entry.number)).flatMap((entry) => entry.closure));
+    const store = this.castore();
+    const removedStorePaths: string[] = [];
+    const known = new Set(store.listStorePaths().map((info) => info.storePath));
+    if (existsSync(this.state.storeDir)) {
+      for (const storePath of known) {
+        if (live.has(storePath)) continue;
+        const location = storePathLocation(this.state.storeDir, storePath);
+        if (existsSync(location)) removeTree(location);
+        removedStorePaths.push(storePath);
+      }
+    }
+    collectGarbage(store, { keepStorePaths: [...live].filter((storePath) => known.has(storePath)) });
+    this.events.add('gc', `removed generations [${removedGenerations.join(', ')}] and ${removedStorePaths.length} store paths`);
+    return { removedGenerations, removedStorePaths };
+  }
+}

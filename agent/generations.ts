@@ -1,0 +1,79 @@
+/**
+ * Generations: each activation of a config is a numbered directory holding
+ * what it ran (config.json) and a `system` symlink to its target; the
+ * `profile` symlink names the current one and is switched atomically
+ * (new symlink + rename), so it always points to a complete generation.
+ */
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+
+export const GenerationSchema = z.strictObject({
+  number: z.number().int().min(1),
+  configId: z.string(),
+  graph: z.string().nullable(),
+  /** The target store path and where it lives in this machine's store dir. */
+  target: z.string(),
+  location: z.string(),
+  /** Every store path of the target's closure (kept alive by this generation). */
+  closure: z.array(z.string()),
+  activation: z.strictObject({ command: z.string(), environment: z.record(z.string(), z.string()), timeoutSeconds: z.number() }),
+  health: z.strictObject({ command: z.string(), timeoutSeconds: z.number(), retries: z.number() }).nullable(),
+  createdAt: z.number(),
+});
+export type Generation = z.infer<typeof GenerationSchema>;
+
+export class Generations {
+  constructor(
+    private readonly dir: string,
+    private readonly profile: string,
+  ) {}
+
+  list(): Generation[] {
+    if (!existsSync(this.dir)) return [];
+    return readdirSync(this.dir)
+      .filter((entry) => /^\d+$/.test(entry))
+      .map((entry) => GenerationSchema.parse(JSON.parse(readFileSync(path.join(this.dir, entry, 'config.json'), 'utf8'))))
+      .sort((a, b) => a.number - b.number);
+  }
+
+  get(number: number): Generation | undefined {
+    const file = path.join(this.dir, String(number), 'config.json');
+    return existsSync(file) ? GenerationSchema.parse(JSON.parse(readFileSync(file, 'utf8'))) : undefined;
+  }
+
+  /** The generation the profile points to, if any. */
+  current(): Generation | undefined {
+    try {
+      return this.get(Number(path.basename(readlinkSync(this.profile))));
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Creates the next generation (complete before it gets its number). */
+  create(generation: Omit<Generation, 'number' | 'createdAt'>): Generation {
+    mkdirSync(this.dir, { recursive: true });
+    const number = Math.max(0, ...readdirSync(this.dir).filter((entry) => /^\d+$/.test(entry)).map(Number)) + 1;
+    const full: Generation = { ...generation, number, createdAt: Date.now() };
+    const temp = path.join(this.dir, `.${number}.tmp`);
+    rmSync(temp, { recursive: true, force: true });
+    mkdirSync(temp);
+    writeFileSync(path.join(temp, 'config.json'), `${JSON.stringify(full, null, 2)}\n`);
+    symlinkSync(generation.location, path.join(temp, 'system'));
+    renameSync(temp, path.join(this.dir, String(number)));
+    return full;
+  }
+
+  /** Points the profile at `number`, atomically. */
+  switchTo(number: number): void {
+    const temp = `${this.profile}.tmp`;
+    rmSync(temp, { force: true });
+    symlinkSync(path.join('generations', String(number)), temp);
+    renameSync(temp, this.profile);
+  }
+
+  remove(number: number): void {
+    rmSync(path.join(this.dir, String(number)), { recursive: true, force: true });
+  }
+}

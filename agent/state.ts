@@ -1,0 +1,66 @@
+/**
+ * The agent's state directory (default /var/lib/ferry):
+ *
+ *   identity.key      ed25519 key (0600): the agent's identity
+ *   agent.json        coordinator, enrollment, deployment progress (atomic writes)
+ *   castore/          verified objects fetched from the coordinator
+ *   generations/N/    one per activation: config.json + `system` -> the target store path
+ *   profile           symlink to the current generation (switched atomically)
+ *   events.jsonl      bounded ring of recent events (see events.ts)
+ *   facts.d/*.json    extra facts an operator adds
+ */
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+
+export function agentPaths(stateDir: string) {
+  return {
+    stateDir,
+    identity: path.join(stateDir, 'identity.key'),
+    state: path.join(stateDir, 'agent.json'),
+    castore: path.join(stateDir, 'castore'),
+    generations: path.join(stateDir, 'generations'),
+    profile: path.join(stateDir, 'profile'),
+    events: path.join(stateDir, 'events.jsonl'),
+    factsDir: path.join(stateDir, 'facts.d'),
+  };
+}
+
+export const AgentStateSchema = z.strictObject({
+  coordinator: z.strictObject({ httpUrl: z.string(), coordinatorKey: z.string(), tlsFingerprint: z.string() }),
+  agentId: z.string(),
+  name: z.string(),
+  storeDir: z.string(),
+  /** Facts last reported (a new revision is sent only when they change). */
+  reportedFacts: z.string().nullable().default(null),
+  /** A deployment that started and has not finished: resumed after a crash. */
+  deploying: z.string().nullable().default(null),
+  /** Configs that failed here (or were rolled back from): not retried until the desired config changes. */
+  refused: z.array(z.string()).default([]),
+  /** Reports not yet delivered (offline), oldest first. */
+  pendingReports: z
+    .array(z.strictObject({ configId: z.string().nullable(), phase: z.string(), error: z.string().nullable(), at: z.number() }))
+    .default([]),
+});
+export type AgentState = z.infer<typeof AgentStateSchema>;
+
+export class AgentStateError extends Error {
+  override readonly name = 'AgentStateError';
+  readonly code = 'AGENT_STATE';
+}
+
+export function readAgentState(stateDir: string): AgentState {
+  const file = agentPaths(stateDir).state;
+  if (!existsSync(file)) throw new AgentStateError(`${stateDir} holds no enrolled agent (run: ferry agent enroll <join-string> --state-dir ${stateDir})`);
+  const parsed = AgentStateSchema.safeParse(JSON.parse(readFileSync(file, 'utf8')));
+  if (!parsed.success) throw new AgentStateError(`${file} is not a valid agent state: ${parsed.error.issues[0]!.message}`);
+  return parsed.data;
+}
+
+/** Writes atomically: a crash leaves the old or the new state, never half of one. */
+export function writeAgentState(stateDir: string, state: AgentState): void {
+  const file = agentPaths(stateDir).state;
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  writeFileSync(`${file}.tmp`, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
+  renameSync(`${file}.tmp`, file);
+}

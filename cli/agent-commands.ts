@@ -1,0 +1,175 @@
+/** `ferry agent …`: the machine side. */
+import path from 'node:path';
+import { Agent, readAgentState } from '../agent/index.js';
+import { booleanOption, jsonOption, stringOption, UsageError, writeJson, type Command, type OptionSpec, type OptionValues } from './command.js';
+import { table } from './format.js';
+
+const stateDirOption: Record<string, OptionSpec> = {
+  'state-dir': { type: 'string', valueName: 'DIR', description: 'agent state directory (default: $FERRY_AGENT_STATE_DIR or /var/lib/ferry)' },
+};
+
+function stateDirFrom(options: OptionValues): string {
+  return path.resolve(stringOption(options, 'state-dir') ?? process.env.FERRY_AGENT_STATE_DIR ?? '/var/lib/ferry');
+}
+
+function positiveInteger(options: OptionValues, name: string, fallback: number): number {
+  const text = stringOption(options, name);
+  if (text === undefined) return fallback;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < 0) throw new UsageError(`--${name} '${text}' is not a non-negative integer`);
+  return value;
+}
+
+const enroll: Command = {
+  path: ['agent', 'enroll'],
+  summary: 'enroll this machine with a coordinator, using a join string from `ferry tokens create`',
+  args: '<join-string>',
+  minArgs: 1,
+  maxArgs: 1,
+  options: {
+    ...stateDirOption,
+    'store-dir': { type: 'string', valueName: 'DIR', description: 'where store paths are materialized (default /nix/store: closures run at their real paths)' },
+    name: { type: 'string', valueName: 'NAME', description: 'agent name (default: the hostname)' },
+    type: { type: 'string', valueName: 'TYPE', description: 'agent type, e.g. gateway (default: machine)' },
+    'no-wait': { type: 'boolean', description: 'do not wait for an admin to approve the enrollment' },
+    ...jsonOption,
+  },
+  async run({ args, options, stdout, stderr }) {
+    const stateDir = stateDirFrom(options);
+    const name = stringOption(options, 'name');
+    const type = stringOption(options, 'type');
+    const result = await Agent.enroll(args[0]!, {
+      stateDir,
+      storeDir: path.resolve(stringOption(options, 'store-dir') ?? '/nix/store'),
+      ...(name ? { name } : {}),
+      ...(type ? { type } : {}),
+    });
+    let status = result.status;
+    if (status === 'enrolling' && !booleanOption(options, 'no-wait')) {
+      stderr.write(`enrolled as ${result.agentId}; waiting for an admin to approve (ferry agents approve ${result.agentId})…\n`);
+      const agent = new Agent(stateDir);
+      while (status === 'enrolling') {
+        await new Promise((resolve) => setTimeout(resolve, 2000));
+        status = await agent.enrollmentStatus();
+      }
+    }
+    if (booleanOption(options, 'json')) return writeJson(stdout, { ...result, status, stateDir });
+    stdout.write(`agent ${result.agentId}: ${status}\nstate: ${stateDir}\nstart it with: ferry agent run --state-dir ${stateDir}\n`);
+    return status === 'enrolled' || status === 'enrolling' ? 0 : 1;
+  },
+};
+
+const run: Command = {
+  path: ['agent', 'run'],
+  summary: 'run the agent: follow the desired config, deploy, health-check, roll back, report',
+  maxArgs: 0,
+  options: {
+    ...stateDirOption,
+    poll: { type: 'string', valueName: 'SECONDS', description: 'seconds between checks when idle (default 5)' },
+    'health-retry-delay': { type: 'string', valueName: 'MS', description: 'pause between health-check attempts (default 1000)' },
+    http: { type: 'boolean', description: 'fetch over HTTP, not QUIC' },
+    once: { type: 'boolean', description: 'one round, then exit (0 unless the round failed)' },
+  },
+  async run({ options, stderr }) {
+    const agent = new Agent(stateDirFrom(options), {
+      pollIntervalMs: positiveInteger(options, 'poll', 5) * 1000,
+      healthRetryDelayMs: positiveInteger(options, 'health-retry-delay', 1000),
+      httpOnly: booleanOption(options, 'http'),
+      log: (line) => stderr.write(`${line}\n`),
+    });
+    try {
+      if (booleanOption(options, 'once')) {
+        const result = await agent.runOnce();
+        stderr.write(`round: ${result}\n`);
+        return result === 'failed' || result === 'rolled-back' ? 1 : 0;
+      }
+      stderr.write(`ferry agent ${agent.state.name} (${agent.identity.keyId}) following ${agent.state.coordinator.httpUrl}\n`);
+      const controller = new AbortController();
+      const stop = () => controller.abort();
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      await agent.run(controller.signal);
+    } finally {
+      await agent.close();
+    }
+  },
+};
+
+const status: Command = {
+  path: ['agent', 'status'],
+  summary: "this machine's agent: coordinator, current generation, deployment in progress, recent events",
+  maxArgs: 0,
+  options: { ...stateDirOption, ...jsonOption },
+  async run({ options, stdout }) {
+    const agent = new Agent(stateDirFrom(options));
+    const current = agent.generations.current();
+    const events = agent.events.read().slice(-10);
+    const state = agent.state;
+    if (booleanOption(options, 'json')) return writeJson(stdout, { agentId: agent.identity.keyId, name: state.name, coordinator: state.coordinator.httpUrl, storeDir: state.storeDir, current: current ?? null, deploying: state.deploying, pendingReports: state.pendingReports.length, refused: state.refused, events });
+    stdout.write(
+      `agent       ${state.name} (${agent.identity.keyId})\ncoordinator ${state.coordinator.httpUrl}\nstore dir   ${state.storeDir}\n` +
+        `current     ${current ? `generation ${current.number}: ${current.configId.slice(0, 12)} -> ${current.target}` : '(none)'}\n` +
+        `deploying   ${state.deploying ?? '-'}\nunsent reports ${state.pendingReports.length}\n\nrecent events:\n` +
+        events.map((event) => `  ${new Date(event.at).toISOString()}  ${event.kind.padEnd(12)} ${event.message.split('\n')[0]}\n`).join(''),
+    );
+  },
+};
+
+const generations: Command = {
+  path: ['agent', 'generations'],
+  summary: 'list the generations on this machine (* marks the current one)',
+  maxArgs: 0,
+  options: { ...stateDirOption, ...jsonOption },
+  async run({ options, stdout }) {
+    readAgentState(stateDirFrom(options));
+    const agent = new Agent(stateDirFrom(options));
+    const list = agent.generations.list();
+    const current = agent.generations.current()?.number;
+    if (booleanOption(options, 'json')) return writeJson(stdout, list.map((entry) => ({ ...entry, current: entry.number === current })));
+    stdout.write(
+      list.length === 0
+        ? 'no generations yet\n'
+        : table(
+            ['  GEN', 'CONFIG', 'GRAPH', 'TARGET', 'CREATED'],
+            list.map((entry) => [`${entry.number === current ? '*' : ' '} ${entry.number}`, entry.configId.slice(0, 12), entry.graph ?? '-', entry.target, new Date(entry.createdAt).toISOString()]),
+          ),
+    );
+  },
+};
+
+const rollback: Command = {
+  path: ['agent', 'rollback'],
+  summary: 'switch back to an earlier generation (default: the previous one) and re-activate it; the coordinator is told',
+  maxArgs: 0,
+  options: { ...stateDirOption, to: { type: 'string', valueName: 'N', description: 'generation number to switch to' }, ...jsonOption },
+  async run({ options, stdout }) {
+    const agent = new Agent(stateDirFrom(options));
+    try {
+      const to = stringOption(options, 'to');
+      const target = await agent.rollback(to === undefined ? undefined : positiveInteger(options, 'to', 0));
+      if (booleanOption(options, 'json')) return writeJson(stdout, target);
+      stdout.write(`now on generation ${target.number} (${target.configId.slice(0, 12)} -> ${target.target})\n`);
+    } finally {
+      await agent.close();
+    }
+  },
+};
+
+const gc: Command = {
+  path: ['agent', 'gc'],
+  summary: 'delete old generations and the store paths nothing kept references',
+  maxArgs: 0,
+  options: { ...stateDirOption, keep: { type: 'string', valueName: 'N', description: 'generations to keep besides the current one (default 5)' }, ...jsonOption },
+  async run({ options, stdout }) {
+    const agent = new Agent(stateDirFrom(options));
+    try {
+      const result = await agent.gc(positiveInteger(options, 'keep', 5));
+      if (booleanOption(options, 'json')) return writeJson(stdout, result);
+      stdout.write(`removed ${result.removedGenerations.length} generations and ${result.removedStorePaths.length} store paths\n`);
+    } finally {
+      await agent.close();
+    }
+  },
+};
+
+export const agentCommands: Command[] = [enroll, run, status, generations, rollback, gc];

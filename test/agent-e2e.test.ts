@@ -1,0 +1,244 @@
+// End to end with real processes on 127.0.0.1: a coordinator (`ferry
+// coordinator serve`), agents (`ferry agent run`) with temp state and store
+// dirs, the real-Nix fixture closure pushed with `ferry push`. Covers
+// activation + health check, upgrade, a failing health check rolled back,
+// pin, graph rollback, a coordinator restart while agents run, an agent
+// killed with SIGKILL mid-deployment and restarted, and revocation. The
+// materialized store paths' NARs equal `nix-store --dump` of the originals.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dumpPath } from '../nix/nar/index.js';
+import { ApiError, CoordinatorHttpClient } from '../protocol/http-client.js';
+import { loadIdentity } from '../protocol/identity.js';
+import { buildFixtureClosure, nix, nixEnv, nixUnavailableReason, type FixtureClosure } from './nix-fixtures/index.js';
+
+const skipReason = nixUnavailableReason();
+if (skipReason) console.warn(`skipping agent end-to-end tests: ${skipReason}`);
+const ferryBin = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'ferry');
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const value = await probe();
+      if (value !== undefined && value !== false) return value;
+    } catch (error) {
+      lastError = error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 150));
+  }
+  throw new Error(`timed out waiting for ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`);
+}
+
+async function narOf(dir: string): Promise<Buffer> {
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of dumpPath(dir)) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+
+interface AgentRecord {
+  id: string;
+  name: string;
+  status: string;
+  phase: string | null;
+  currentConfig: string | null;
+  desiredConfig: string | null;
+  lastError: string | null;
+}
+
+describe.skipIf(skipReason !== undefined)('coordinator and agents, end to end', () => {
+  let dir: string;
+  let env: NodeJS.ProcessEnv;
+  let url: string;
+  let listen: string;
+  let coordinator: ChildProcess | undefined;
+  const agents = new Map<string, { stateDir: string; storeDir: string; process?: ChildProcess; id: string }>();
+  let admin: CoordinatorHttpClient;
+  let v1: FixtureClosure;
+  let v2: FixtureClosure;
+
+  const ferry = (...args: string[]) => {
+    const result = spawnSync(process.execPath, [ferryBin, ...args], { env });
+    return { status: result.status ?? -1, stdout: result.stdout.toString(), stderr: result.stderr.toString() };
+  };
+  const ok = (...args: string[]) => {
+    const result = ferry(...args, ...(args[0] === 'agent' ? [] : ['--url', url]));
+    expect(result.status, `ferry ${args.join(' ')}: ${result.stderr}`).toBe(0);
+    return result.stdout;
+  };
+
+  async function startCoordinator(): Promise<void> {
+    coordinator = spawn(process.execPath, [ferryBin, 'coordinator', 'serve', '--listen', listen], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    coordinator.stderr!.on('data', () => undefined);
+    await new Promise<void>((resolve, reject) => {
+      coordinator!.stdout!.on('data', (chunk: Buffer) => {
+        out += chunk.toString();
+        if (/QUIC data plane:\s+127\.0\.0\.1:\d+/.test(out)) resolve();
+      });
+      coordinator!.on('exit', (code) => reject(new Error(`coordinator exited with ${code}: ${out}`)));
+    });
+  }
+
+  function startAgent(name: string): void {
+    const agent = agents.get(name)!;
+    agent.process = spawn(process.execPath, [ferryBin, 'agent', 'run', '--state-dir', agent.stateDir, '--poll', '1', '--health-retry-delay', '100'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    agent.process.stderr!.on('data', () => undefined);
+  }
+
+  const agentRecord = (name: string) => admin.get<AgentRecord>(`/v1/agents/${agents.get(name)!.id}`);
+  const converged = (name: string, configId: string, phase = 'active') =>
+    waitFor(`${name} to be ${phase} on ${configId.slice(0, 12)}`, async () => {
+      const record = await agentRecord(name);
+      return record.phase === phase && (phase !== 'active' || record.currentConfig === configId) ? record : undefined;
+    });
+  const marker = (name: string) => readFileSync(path.join(agents.get(name)!.stateDir, 'marker'), 'utf8').trim();
+  const submit = (target: string, extra: string[] = []) =>
+    (
+      JSON.parse(
+        ok(
+          'config', 'submit', 'web',
+          '--target', `x86_64-linux=${target}`,
+          '--activate', 'echo "$FERRY_CONFIG_ID" > "$FERRY_STATE_DIR/marker"',
+          '--health', 'test -x bin/app && grep -q "$FERRY_CONFIG_ID" "$FERRY_STATE_DIR/marker"',
+          '--health-retries', '1',
+          ...extra,
+          '--json',
+        ),
+      ) as { configId: string }
+    ).configId;
+
+  beforeAll(async () => {
+    v1 = buildFixtureClosure();
+    v2 = buildFixtureClosure('v2');
+    dir = mkdtempSync(path.join(tmpdir(), 'ferry-e2e-'));
+    env = { ...nixEnv, FERRY_CONFIG_DIR: path.join(dir, 'config'), FERRY_DATA_DIR: path.join(dir, 'coordinator'), XDG_CACHE_HOME: path.join(dir, 'cache') };
+    expect(ferry('coordinator', 'init', '--name', 'e2e').status).toBe(0);
+    listen = `127.0.0.1:${await freePort()}`;
+    url = `http://${listen}`;
+    await startCoordinator();
+    admin = new CoordinatorHttpClient(url, loadIdentity(path.join(dir, 'config', 'keys', 'e2e-admin.key')));
+    ok('push', v1.app);
+    ok('push', v2.app);
+    const join = (JSON.parse(ok('tokens', 'create', '--uses', '3', '--auto-approve', '--label', 'site=lab', '--json')) as { join: string }).join;
+    for (const name of ['alpha', 'beta', 'gamma']) {
+      const stateDir = path.join(dir, name);
+      const enrolled = JSON.parse(ok('agent', 'enroll', join, '--state-dir', stateDir, '--store-dir', path.join(stateDir, 'store'), '--name', name, '--json')) as { agentId: string; status: string };
+      expect(enrolled.status).toBe('enrolled');
+      agents.set(name, { stateDir, storeDir: path.join(stateDir, 'store'), id: enrolled.agentId });
+    }
+    startAgent('alpha');
+    startAgent('beta');
+  }, 120_000);
+
+  afterAll(() => {
+    for (const agent of agents.values()) agent.process?.kill('SIGKILL');
+    coordinator?.kill('SIGKILL');
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  let first: string;
+  let second: string;
+
+  it('deploys a config to every assigned agent: store paths byte-identical, read-only, mtime 1', async () => {
+    first = submit(v1.app, ['-m', 'first']);
+    ok('agents', 'assign', 'alpha', 'beta', 'web');
+    for (const name of ['alpha', 'beta']) {
+      await converged(name, first);
+      expect(marker(name)).toBe(first);
+      const { storeDir } = agents.get(name)!;
+      for (const storePath of v1.paths) {
+        const location = path.join(storeDir, path.basename(storePath));
+        expect((await narOf(location)).equals(nix(['--dump', storePath], { command: 'nix-store' })), location).toBe(true);
+        const stat = lstatSync(location);
+        if (!stat.isSymbolicLink()) expect(stat.mode & 0o222).toBe(0);
+        expect(stat.mtimeMs).toBe(1000);
+      }
+      expect(readdirSync(storeDir).filter((entry) => entry.startsWith('.'))).toEqual([]);
+    }
+    const generations = JSON.parse(ok('agent', 'generations', '--state-dir', agents.get('alpha')!.stateDir, '--json')) as { number: number; current: boolean }[];
+    expect(generations).toEqual([expect.objectContaining({ number: 1, current: true })]);
+  }, 60_000);
+
+  it('upgrades, then rolls back automatically when the health check fails', async () => {
+    second = submit(v2.app, ['-m', 'second']);
+    for (const name of ['alpha', 'beta']) await converged(name, second);
+    const broken = JSON.parse(
+      ok('config', 'submit', 'web', '--target', `x86_64-linux=${v1.app}`, '--activate', 'echo "$FERRY_CONFIG_ID" > "$FERRY_STATE_DIR/marker"', '--health', 'echo "service did not start" >&2; exit 3', '--health-retries', '1', '-m', 'broken', '--json'),
+    ) as { configId: string };
+    for (const name of ['alpha', 'beta']) {
+      const record = await converged(name, broken.configId, 'rolled-back');
+      expect(record.currentConfig).toBe(second);
+      expect(record.lastError).toContain('service did not start');
+      // The previous generation was re-activated.
+      expect(marker(name)).toBe(second);
+    }
+    const summary = JSON.parse(ok('config', 'show', broken.configId, '--json')) as { summary: Record<string, number> };
+    expect(summary.summary).toMatchObject({ failed: 2 });
+    // Rolling the graph back to `second` makes it desired again; nothing to do for agents already running it.
+    ok('graph', 'rollback', 'web', '--to', second);
+    expect((await agentRecord('alpha')).desiredConfig).toBe(second);
+  }, 90_000);
+
+  it('follows a pin, and a local rollback is reported', async () => {
+    ok('agents', 'pin', 'beta', first);
+    await converged('beta', first);
+    expect(marker('beta')).toBe(first);
+    ok('agents', 'pin', 'beta', 'none');
+    await converged('beta', second);
+    const beta = agents.get('beta')!;
+    beta.process!.kill('SIGKILL');
+    const rolled = JSON.parse(ok('agent', 'rollback', '--state-dir', beta.stateDir, '--json')) as { configId: string };
+    expect(rolled.configId).toBe(first);
+    await converged('beta', first);
+    startAgent('beta');
+  }, 90_000);
+
+  it('keeps agents running through a coordinator restart, then deploys what was submitted meanwhile', async () => {
+    coordinator!.kill('SIGKILL');
+    await new Promise((resolve) => coordinator!.once('exit', resolve));
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    expect(marker('alpha')).toBe(second); // still running the last good config
+    await startCoordinator();
+    const third = submit(v1.app, ['-m', 'third, after the restart']);
+    await converged('alpha', third);
+  }, 90_000);
+
+  it('converges after SIGKILL mid-deployment: no half store path, profile on a complete generation', async () => {
+    const gamma = agents.get('gamma')!;
+    ok('agents', 'assign', 'gamma', 'web');
+    startAgent('gamma');
+    await waitFor('gamma to start deploying', () => existsSync(path.join(gamma.stateDir, 'events.jsonl')) && readFileSync(path.join(gamma.stateDir, 'events.jsonl'), 'utf8').includes('"deploy"'));
+    gamma.process!.kill('SIGKILL');
+    startAgent('gamma');
+    const desired = (await agentRecord('gamma')).desiredConfig!;
+    await converged('gamma', desired);
+    expect(readdirSync(gamma.storeDir).filter((entry) => entry.startsWith('.'))).toEqual([]);
+    const current = JSON.parse(ok('agent', 'status', '--state-dir', gamma.stateDir, '--json')) as { current: { configId: string; location: string } };
+    expect(current.current.configId).toBe(desired);
+    expect((await narOf(current.current.location)).equals(nix(['--dump', v1.app], { command: 'nix-store' }))).toBe(true);
+  }, 90_000);
+
+  it('refuses a revoked agent everywhere', async () => {
+    const gamma = agents.get('gamma')!;
+    ok('agents', 'revoke', 'gamma');
+    const client = new CoordinatorHttpClient(url, loadIdentity(path.join(gamma.stateDir, 'identity.key')));
+    const refusal = await client.get('/v1/agent/desired').catch((error: unknown) => error);
+    expect(refusal).toBeInstanceOf(ApiError);
+    expect((refusal as ApiError).code).toBe('REVOKED');
+  });
+});
