@@ -8,7 +8,9 @@ import { homedir } from 'node:os';
 import path from 'node:path';
 import { Castore, ingestStorePath, uploadStorePaths, type TransferProgress, type UploadReport } from '../castore/index.js';
 import { queryClosure, queryPathInfos, resolveToStorePath, dumpStorePath } from '../nix/local-store.js';
-import { booleanOption, jsonOption, stringOption, writeJson, type Command } from './command.js';
+import { parseStorePath } from '../nix/index.js';
+import { booleanOption, jsonOption, stringListOption, stringOption, UsageError, writeJson, type Command } from './command.js';
+import { openInput } from './io.js';
 import { connectionOptions, dataClientFrom } from './contexts.js';
 import { createProgress, formatBytes } from './progress.js';
 
@@ -56,6 +58,8 @@ export const pushCommand: Command = {
   args: '<store-path|./result>...',
   minArgs: 1,
   options: {
+    nar: { type: 'string', valueName: 'FILE', description: 'push this NAR as the one store path given (no Nix needed; - for stdin)' },
+    reference: { type: 'string', multiple: true, valueName: 'STORE-PATH', description: 'with --nar: a store path it references (already pushed)' },
     'cache-dir': { type: 'string', valueName: 'DIR', description: 'local castore cache (default: $XDG_CACHE_HOME/ferry/push-castore)' },
     http: { type: 'boolean', description: 'use the HTTP data plane, not QUIC' },
     quiet: { type: 'boolean', short: 'q', description: 'no progress output' },
@@ -64,12 +68,18 @@ export const pushCommand: Command = {
   },
   async run({ args, options, stdout, stderr }) {
     const quiet = booleanOption(options, 'quiet') || booleanOption(options, 'json');
-    const roots = await Promise.all(args.map((arg) => resolveToStorePath(arg)));
+    const nar = stringOption(options, 'nar');
+    if (nar !== undefined && args.length !== 1) throw new UsageError('--nar pushes exactly one store path: ferry push --nar FILE /nix/store/…-name');
+    const roots = nar !== undefined ? [parseStorePath(args[0]!).path] : await Promise.all(args.map((arg) => resolveToStorePath(arg)));
     const cache = Castore.open(path.resolve(stringOption(options, 'cache-dir') ?? pushCacheDir()));
     let report: UploadReport;
     try {
-      const { closure, ingested } = await ingestClosure(cache, roots, createProgress(stderr, 'reading store', 'bytes', quiet));
-      if (!quiet && ingested > 0) stderr.write(`read ${ingested} of ${closure.length} store paths from the local store\n`);
+      if (nar !== undefined) {
+        if (!cache.getStorePath(roots[0]!)) await ingestStorePath(cache, openInput(nar), { storePath: roots[0]!, references: stringListOption(options, 'reference') });
+      } else {
+        const { closure, ingested } = await ingestClosure(cache, roots, createProgress(stderr, 'reading store', 'bytes', quiet));
+        if (!quiet && ingested > 0) stderr.write(`read ${ingested} of ${closure.length} store paths from the local store\n`);
+      }
       const client = await dataClientFrom(options, quiet ? undefined : (message) => stderr.write(`note: ${message}\n`));
       try {
         const bar = createProgress(stderr, 'uploading', 'bytes', quiet);
@@ -78,7 +88,7 @@ export const pushCommand: Command = {
         bar.done();
         if (booleanOption(options, 'json')) return writeJson(stdout, { ...report, transport: client.transportKind });
         stdout.write(
-          `pushed ${roots.join(' ')} (${report.closureSize} store paths, ${formatBytes(report.closureNarBytes)} as NARs) over ${client.transportKind?.toUpperCase()}\n` +
+          `pushed ${roots.join(' ')} (${report.closureSize} store path${report.closureSize === 1 ? "" : "s"}, ${formatBytes(report.closureNarBytes)} as NARs) over ${client.transportKind?.toUpperCase()}\n` +
             `  new store paths: ${report.registered.length}, already present: ${report.closureSize - report.registered.length}\n` +
             `  sent ${report.blobsSent} blobs and ${report.directoriesSent} directories, ${formatBytes(report.bytesSent)}; ${report.blobsPresent} blobs were already there\n` +
             `  audit event ${report.seq}\n`,

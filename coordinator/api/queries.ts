@@ -66,7 +66,8 @@ export function summarizeConfig(state: SqliteStateStore, configId: string): Conf
   const summary: ConfigSummary = { succeeded: 0, failed: 0, pending: 0, unreported: 0 };
   for (const agent of state.all('agents')) {
     if (agent.status !== 'enrolled' || desiredConfigOf(state, agent) !== configId) continue;
-    if (agent.currentConfig === configId && agent.phase === 'active') summary.succeeded++;
+    // Running it counts, also after rolling back to it from a later config that failed.
+    if (agent.currentConfig === configId && (agent.phase === 'active' || agent.phase === 'rolled-back')) summary.succeeded++;
     else if (agent.phase === 'failed' || agent.phase === 'rolled-back') summary.failed++;
     else if (agent.phase === null) summary.unreported++;
     else summary.pending++;
