@@ -13,7 +13,7 @@
  */
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { Castore, collectGarbage, fetchClosure, type StorePathInfo } from '../castore/index.js';
+import { Castore, collectGarbage, fetchClosure, readBundle, type StorePathInfo } from '../castore/index.js';
 import { openDataClient } from '../protocol/connect.js';
 import type { DataClient } from '../protocol/data-client.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
@@ -252,7 +252,21 @@ export class Agent {
     return { ok: false, error: `health check '${health.command}' failed ${health.retries + 1} time(s), last ${last!.timedOut ? 'timed out' : `exit ${last!.exitCode}`}; output:\n${last!.outputTail}` };
   }
 
-  private async deploy(config: DesiredConfig): Promise<RoundResult> {
+  /**
+   * Applies a bundle (`ferry bundle create`) with no network: verifies it
+   * against the enrolled coordinator's key, ingests it, and deploys its
+   * config like any other (activation, health check, rollback). Reports
+   * are queued and delivered when the coordinator is next reachable.
+   */
+  async applyBundle(source: AsyncIterable<Uint8Array>): Promise<{ configId: string; result: RoundResult }> {
+    const manifest = await readBundle(source, this.castore(), this.state.coordinator.coordinatorKey);
+    const config = manifest.config as unknown as DesiredConfig;
+    this.events.add('bundle', `bundle of config ${config.id} verified (${manifest.storePaths.length} store paths)`, config.id);
+    this.state.refused = this.state.refused.filter((id) => id !== config.id);
+    return { configId: config.id, result: await this.deploy(config, manifest.storePaths) };
+  }
+
+  private async deploy(config: DesiredConfig, bundled?: readonly StorePathInfo[]): Promise<RoundResult> {
     const system = nixSystem();
     const target = config.targets[system];
     if (!target) {
@@ -272,18 +286,24 @@ export class Agent {
       this.events.add('resume', `resuming deployment of ${config.id} at activation`, config.id);
     } else {
       this.events.add('deploy', `${resuming ? 'resuming' : 'starting'} deployment of ${config.id} (${target})`, config.id);
-      await this.report(config.id, 'fetching');
-      const fetched = await fetchClosure(await this.data(), this.castore(), config.id, system);
-      this.events.add('fetched', `fetched ${fetched.fetchedStorePaths} store paths, ${fetched.fetchedBlobs} blobs, ${fetched.fetchedBytes} bytes`, config.id);
+      let storePaths: readonly StorePathInfo[];
+      if (bundled) {
+        storePaths = this.castore().closure([target]).map((storePath) => this.castore().getStorePath(storePath)!);
+      } else {
+        await this.report(config.id, 'fetching');
+        const fetched = await fetchClosure(await this.data(), this.castore(), config.id, system);
+        this.events.add('fetched', `fetched ${fetched.fetchedStorePaths} store paths, ${fetched.fetchedBlobs} blobs, ${fetched.fetchedBytes} bytes`, config.id);
+        storePaths = fetched.storePaths;
+      }
       let written = 0;
-      for (const info of dependencyOrder(fetched.storePaths)) if (await materializeStorePath(this.castore(), info, this.state.storeDir)) written++;
+      for (const info of dependencyOrder(storePaths)) if (await materializeStorePath(this.castore(), info, this.state.storeDir)) written++;
       this.events.add('materialized', `materialized ${written} new store paths in ${this.state.storeDir}`, config.id);
       generation = this.generations.create({
         configId: config.id,
         graph: config.graph,
         target,
         location: storePathLocation(this.state.storeDir, target),
-        closure: fetched.storePaths.map((info) => info.storePath),
+        closure: storePaths.map((info) => info.storePath),
         activation: config.activation,
         health: config.health,
       });

@@ -18,3 +18,4 @@ export { collectGarbage, cleanStaleIngests, type GcOptions, type GcReport } from
 export { fsck, type FsckOptions, type FsckProblem, type FsckReport } from './store/fsck.js';
 export { fetchClosure, type FetchOptions, type FetchReport, type TransferProgress } from './transfer/fetch-closure.js';
 export { uploadStorePaths, type UploadOptions, type UploadReport } from './transfer/upload-store-paths.js';
+export { writeBundle, readBundle, BundleError, BundleManifestSchema, type BundleManifest } from './bundle.js';

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { Agent, readAgentState } from '../agent/index.js';
 import { booleanOption, jsonOption, stringOption, UsageError, writeJson, type Command, type OptionSpec, type OptionValues } from './command.js';
 import { table } from './format.js';
+import { openInput } from './io.js';
 
 const stateDirOption: Record<string, OptionSpec> = {
   'state-dir': { type: 'string', valueName: 'DIR', description: 'agent state directory (default: $FERRY_AGENT_STATE_DIR or /var/lib/ferry)' },
@@ -172,4 +173,24 @@ const gc: Command = {
   },
 };
 
-export const agentCommands: Command[] = [enroll, run, status, generations, rollback, gc];
+const applyBundle: Command = {
+  path: ['agent', 'apply-bundle'],
+  summary: 'verify and deploy a bundle from `ferry bundle create`, with no network (reported when next online)',
+  args: '<file.tar|->',
+  minArgs: 1,
+  maxArgs: 1,
+  options: { ...stateDirOption, ...jsonOption },
+  async run({ args, options, stdout, stdin }) {
+    const agent = new Agent(stateDirFrom(options), { log: () => undefined });
+    try {
+      const outcome = await agent.applyBundle(openInput(args[0]!, stdin));
+      if (booleanOption(options, 'json')) return writeJson(stdout, outcome);
+      stdout.write(`config ${outcome.configId}: ${outcome.result}\n`);
+      return outcome.result === 'active' ? 0 : 1;
+    } finally {
+      await agent.close();
+    }
+  },
+};
+
+export const agentCommands: Command[] = [enroll, run, status, generations, rollback, gc, applyBundle];

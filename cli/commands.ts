@@ -1,6 +1,7 @@
 /** Every `ferry` command, by group. */
 import { agentCommands } from './agent-commands.js';
 import { auditCommands } from './audit-commands.js';
+import { bundleCommands } from './bundle-commands.js';
 import { castoreCommands } from './castore-commands.js';
 import type { Command, CommandGroup } from './command.js';
 import { coordinatorCommands } from './coordinator-commands.js';
@@ -20,8 +21,9 @@ export const commandGroups: CommandGroup[] = [
   { name: 'audit', summary: 'the audit log: log, show, verify, export' },
   { name: 'push', summary: 'upload store paths from the local Nix store (only what the coordinator lacks)' },
   { name: 'agent', summary: 'the machine side: enroll, run, status, generations, rollback, gc' },
+  { name: 'bundle', summary: 'signed offline bundles of a config and its closure, for air-gapped machines' },
   { name: 'nar', summary: 'NAR archives: dump, hash, ls, restore (Nix-compatible, no Nix needed)' },
   { name: 'castore', summary: 'the content-addressed store: ingest, export, stat, fsck, gc' },
 ];
 
-export const allCommands: Command[] = [...coordinatorCommands, ...fleetCommands, ...graphCommands, pushCommand, ...agentCommands, ...auditCommands, ...narCommands, ...castoreCommands];
+export const allCommands: Command[] = [...coordinatorCommands, ...fleetCommands, ...graphCommands, pushCommand, ...agentCommands, ...bundleCommands, ...auditCommands, ...narCommands, ...castoreCommands];

@@ -103,13 +103,20 @@ export async function narBytes(store: Castore, storePath: string): Promise<Buffe
   return Buffer.concat(chunks);
 }
 
-export function signedConfig(author: Identity, graph: string, parents: string[], targets: Record<string, string>, message = 'test') {
+export function signedConfig(
+  author: Identity,
+  graph: string,
+  parents: string[],
+  targets: Record<string, string>,
+  message = 'test',
+  commands: { activate?: string; health?: string } = {},
+) {
   const body = {
     graph,
     parents,
     targets,
-    activation: { command: 'bin/activate', environment: {}, timeoutSeconds: 60 },
-    health: null,
+    activation: { command: commands.activate ?? 'bin/activate', environment: {}, timeoutSeconds: 60 },
+    health: commands.health ? { command: commands.health, timeoutSeconds: 10, retries: 0 } : null,
     message,
     author: author.keyId,
     hlc: formatHlc({ wall: Date.now(), counter: 0, node: 'test' }),
