@@ -76,7 +76,7 @@ describe.skipIf(skipReason !== undefined)('coordinator and agents, end to end', 
     return { status: result.status ?? -1, stdout: result.stdout.toString(), stderr: result.stderr.toString() };
   };
   const ok = (...args: string[]) => {
-    const result = ferry(...args, ...(args[0] === 'agent' ? [] : ['--url', url]));
+    const result = ferry(...args, ...(args[0] === 'agent' || args[0] === 'bundle' ? [] : ['--url', url]));
     expect(result.status, `ferry ${args.join(' ')}: ${result.stderr}`).toBe(0);
     return result.stdout;
   };
@@ -232,6 +232,18 @@ describe.skipIf(skipReason !== undefined)('coordinator and agents, end to end', 
     expect(current.current.configId).toBe(desired);
     expect((await narOf(current.current.location)).equals(nix(['--dump', v1.app], { command: 'nix-store' }))).toBe(true);
   }, 90_000);
+
+  it('deploys a bundle from `ferry bundle create` with `ferry agent apply-bundle`', async () => {
+    const file = path.join(dir, 'second.tar');
+    ok('bundle', 'create', second, '--data-dir', path.join(dir, 'coordinator'), '-o', file);
+    const join = (JSON.parse(ok('tokens', 'create', '--auto-approve', '--json')) as { join: string }).join;
+    const stateDir = path.join(dir, 'delta');
+    ok('agent', 'enroll', join, '--state-dir', stateDir, '--store-dir', path.join(stateDir, 'store'), '--name', 'delta');
+    const applied = JSON.parse(ok('agent', 'apply-bundle', file, '--state-dir', stateDir, '--json')) as { configId: string; result: string };
+    expect(applied).toEqual({ configId: second, result: 'active' });
+    expect(readFileSync(path.join(stateDir, 'marker'), 'utf8').trim()).toBe(second);
+    expect((await narOf(path.join(stateDir, 'store', path.basename(v2.app)))).equals(nix(['--dump', v2.app], { command: 'nix-store' }))).toBe(true);
+  }, 60_000);
 
   it('refuses a revoked agent everywhere', async () => {
     const gamma = agents.get('gamma')!;
