@@ -13,7 +13,7 @@
  */
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { Castore, collectGarbage, fetchClosure, readBundle, type StorePathInfo } from '../castore/index.js';
+import { Castore, collectGarbage, fetchClosure, readBundle, type StorePathInfo, type TransferProgress } from '../castore/index.js';
 import { openDataClient } from '../protocol/connect.js';
 import type { DataClient } from '../protocol/data-client.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
@@ -172,6 +172,31 @@ export class Agent {
     }
   }
 
+  private lastActivity = 0;
+
+  /**
+   * Tells the coordinator what is happening now (progress, recent events):
+   * not audited, at most every 500 ms unless `force`, never blocking the
+   * deployment, and lost without harm when offline.
+   */
+  private publishActivity(phase: string, configId: string | null, progress?: TransferProgress, force = false): void {
+    const now = Date.now();
+    if (!force && now - this.lastActivity < 500) return;
+    this.lastActivity = now;
+    const events = this.events.read().slice(-20).map((event) => ({ ...event, message: event.message.slice(0, 2000) }));
+    this.http
+      .post('/v1/agent/activity', {
+        phase,
+        configId,
+        bytesDone: progress?.bytesDone ?? 0,
+        bytesTotal: progress?.bytesTotal ?? 0,
+        objectsDone: progress?.objectsDone ?? 0,
+        objectsTotal: progress?.objectsTotal ?? 0,
+        events,
+      })
+      .catch(() => undefined);
+  }
+
   private async reportFacts(): Promise<void> {
     const facts = collectFacts(this.stateDir, this.paths.factsDir);
     const text = JSON.stringify(facts);
@@ -291,7 +316,9 @@ export class Agent {
         storePaths = this.castore().closure([target]).map((storePath) => this.castore().getStorePath(storePath)!);
       } else {
         await this.report(config.id, 'fetching');
-        const fetched = await fetchClosure(await this.data(), this.castore(), config.id, system);
+        const fetched = await fetchClosure(await this.data(), this.castore(), config.id, system, {
+          onProgress: (progress) => this.publishActivity('fetching', config.id, progress, progress.phase === 'done'),
+        });
         this.events.add('fetched', `fetched ${fetched.fetchedStorePaths} store paths, ${fetched.fetchedBlobs} blobs, ${fetched.fetchedBytes} bytes`, config.id);
         storePaths = fetched.storePaths;
       }
@@ -316,6 +343,7 @@ export class Agent {
       this.state.deploying = null;
       this.save();
       this.events.add('active', `generation ${generation.number} (${config.id}) is active`, config.id);
+      this.publishActivity('active', config.id, undefined, true);
       await this.report(config.id, 'active');
       return 'active';
     }
@@ -334,6 +362,7 @@ export class Agent {
     this.save();
     const note = restored.ok ? '' : `\n(re-activating generation ${back.number} also failed: exit ${restored.exitCode})`;
     this.events.add('rolled-back', `generation ${generation.number} failed, back on ${back.number}: ${outcome.error}${note}`, config.id);
+    this.publishActivity('rolled-back', config.id, undefined, true);
     await this.report(config.id, 'rolled-back', `${outcome.error}${note}`);
     return 'rolled-back';
   }

@@ -1,5 +1,7 @@
 /** `ferry keys …`, `ferry tokens …`, `ferry agents …`: clients of the coordinator API. */
+import type { AgentActivity } from '../coordinator/api/agent-activity.js';
 import { formatJoinString } from '../protocol/join-string.js';
+import { formatBytes } from './progress.js';
 import { readFileSync } from 'node:fs';
 import type { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { booleanOption, jsonOption, stringListOption, stringOption, UsageError, writeJson, type Command, type OptionValues } from './command.js';
@@ -22,6 +24,8 @@ interface AgentView {
   phase: string | null;
   lastError: string | null;
   lastSeen: number | null;
+  /** What the agent last said it is doing (volatile, not audited). */
+  activity: (Omit<AgentActivity, 'at'> & { at: number }) | null;
 }
 
 async function allPages<T>(client: CoordinatorHttpClient, path: string, field: string, query: Record<string, string | string[] | undefined> = {}): Promise<T[]> {
@@ -202,11 +206,20 @@ const agentsStatus: Command = {
     stdout.write(
       table(
         ['AGENT', 'NAME', 'FOLLOWS', 'DESIRED', 'CURRENT', 'PHASE', 'LAST ERROR'],
-        agents.map((a) => [short(a.id), a.name, a.pinnedConfig ? `pin ${short(a.pinnedConfig)}` : a.desiredGraph, short(a.desiredConfig), short(a.currentConfig), a.phase, a.lastError?.split('\n')[0]]),
+        agents.map((a) => [short(a.id), a.name, a.pinnedConfig ? `pin ${short(a.pinnedConfig)}` : a.desiredGraph, short(a.desiredConfig), short(a.currentConfig), phaseWithProgress(a), a.lastError?.split('\n')[0]]),
       ),
     );
   },
 };
+
+/** `fetching 42% (11.0 MiB of 26.3 MiB)` while an agent downloads, else its reported phase. */
+function phaseWithProgress(agent: AgentView): string | null {
+  const activity = agent.activity;
+  if (activity?.phase === 'fetching' && activity.bytesTotal > 0 && activity.bytesDone < activity.bytesTotal) {
+    return `fetching ${Math.floor((100 * activity.bytesDone) / activity.bytesTotal)}% (${formatBytes(activity.bytesDone)} of ${formatBytes(activity.bytesTotal)})`;
+  }
+  return agent.phase;
+}
 
 const agentsShow: Command = {
   path: ['agents', 'show'],
@@ -221,7 +234,10 @@ const agentsShow: Command = {
     if (json(options)) return writeJson(stdout, agent);
     stdout.write(
       `agent   ${agent.id}\nname    ${agent.name} (${agent.type})\nstatus  ${agent.status}, last seen ${ago(agent.lastSeen)}\nlabels  ${JSON.stringify(agent.labels)}\n` +
-        `follows ${agent.pinnedConfig ? `pinned to ${agent.pinnedConfig}` : (agent.desiredGraph ?? '-')}\ndesired ${agent.desiredConfig ?? '-'}\ncurrent ${agent.currentConfig ?? '-'}\nphase   ${agent.phase ?? '-'}${agent.lastError ? `\nerror   ${agent.lastError}` : ''}\nfacts   ${JSON.stringify(agent.facts, null, 2).replace(/\n/g, '\n        ')}\n`,
+        `follows ${agent.pinnedConfig ? `pinned to ${agent.pinnedConfig}` : (agent.desiredGraph ?? '-')}\ndesired ${agent.desiredConfig ?? '-'}\ncurrent ${agent.currentConfig ?? '-'}\nphase   ${phaseWithProgress(agent) ?? '-'}${agent.lastError ? `\nerror   ${agent.lastError}` : ''}\nfacts   ${JSON.stringify(agent.facts, null, 2).replace(/\n/g, '\n        ')}\n` +
+        (agent.activity?.events.length
+          ? `recent events (from the agent):\n${agent.activity.events.map((event) => `  ${new Date(event.at).toISOString()}  ${event.kind.padEnd(12)} ${event.message.split('\n')[0]}\n`).join('')}`
+          : ''),
     );
   },
 };

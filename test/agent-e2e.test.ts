@@ -170,6 +170,9 @@ describe.skipIf(skipReason !== undefined)('coordinator and agents, end to end', 
       }
       expect(readdirSync(storeDir).filter((entry) => entry.startsWith('.'))).toEqual([]);
     }
+    // The coordinator shows what the agent did (its recent events ring, not audited).
+    const shown = JSON.parse(ok('agents', 'show', 'alpha', '--json')) as { activity: { events: { kind: string }[] } };
+    expect(shown.activity.events.map((event) => event.kind)).toEqual(expect.arrayContaining(['deploy', 'fetched', 'materialized', 'switched', 'active']));
     const generations = JSON.parse(ok('agent', 'generations', '--state-dir', agents.get('alpha')!.stateDir, '--json')) as { number: number; current: boolean }[];
     expect(generations).toEqual([expect.objectContaining({ number: 1, current: true })]);
   }, 60_000);

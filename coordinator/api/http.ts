@@ -50,6 +50,7 @@ const ROUTES: [method: 'GET' | 'POST', path: string, operation: OperationName][]
   ['POST', '/v1/agent/facts', 'agent.facts'],
   ['POST', '/v1/agent/status', 'agent.status'],
   ['GET', '/v1/agent/desired', 'agent.desired'],
+  ['POST', '/v1/agent/activity', 'agent.activity'],
   ['GET', '/v1/graphs', 'graphs.list'],
   ['GET', '/v1/graphs/:graph', 'graphs.show'],
   ['POST', '/v1/graphs/:graph/configs', 'graphs.submit'],

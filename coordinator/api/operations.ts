@@ -13,6 +13,7 @@ import * as commands from '../domain/commands.js';
 import { CommandError, type Actor } from '../domain/commands.js';
 import { ActionSchema, ConfigIdSchema, GraphNameSchema, type AuditEvent, type Role } from '../domain/events.js';
 import type { AgentRow, ConfigRow } from '../domain/state.js';
+import { AgentActivitySchema, agentActivities } from './agent-activity.js';
 import { desiredConfigOf, listAgents, parseWhere, summarizeConfig } from './queries.js';
 
 export const FERRY_VERSION = '0.1.0';
@@ -39,7 +40,8 @@ function event(recorded: AuditEvent | undefined): { seq: number | null } {
 
 function agentView(coordinator: Coordinator, agent: AgentRow) {
   const presence = coordinator.presence(agent.id);
-  return { ...agent, desiredConfig: desiredConfigOf(coordinator.state, agent), lastSeen: presence };
+  const activity = agentActivities(coordinator).get(agent.id) ?? null;
+  return { ...agent, desiredConfig: desiredConfigOf(coordinator.state, agent), lastSeen: presence, activity };
 }
 
 function requireSelfOrReader(actor: Actor, target: string): void {
@@ -129,6 +131,11 @@ export const OPERATIONS = {
   'agent.status': op(['agent'], z.strictObject({ configId: ConfigIdSchema.nullable(), phase: z.string(), error: z.string().nullable().optional() }), (coordinator, actor, input) => {
     coordinator.touchPresence(actor.keyId);
     return event(coordinator.record(actor, (context) => commands.reportStatus(context, input)));
+  }),
+  'agent.activity': op(['agent'], AgentActivitySchema, (coordinator, actor, input) => {
+    coordinator.touchPresence(actor.keyId);
+    agentActivities(coordinator).set(actor.keyId, { ...input, at: coordinator.now() });
+    return { ok: true };
   }),
   'agent.desired': op(['agent'], z.strictObject({}), (coordinator, actor) => {
     coordinator.touchPresence(actor.keyId);
