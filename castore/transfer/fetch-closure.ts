@@ -16,6 +16,7 @@ import { digestToBytes, type Digest, type Entry, type FileNode, type Node } from
 import type { Castore } from '../store/castore.js';
 import type { IngestSession } from '../store/ingest-session.js';
 import type { StorePathInfo } from '../store/store-path-info.js';
+import { batchBlobs } from './batches.js';
 import { runPool } from './pool.js';
 
 export interface TransferProgress {
@@ -177,23 +178,7 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
   progress.bytesTotal = wanted.reduce((sum, blob) => sum + blob.size, 0);
   progress.objectsTotal = wanted.length;
   report('blobs');
-  const jobs: { large?: FileNode; batch?: FileNode[] }[] = [];
-  let batch: FileNode[] = [];
-  let batchBytes = 0;
-  for (const blob of wanted) {
-    if (blob.size > BATCH_BLOB_MAX) {
-      jobs.push({ large: blob });
-      continue;
-    }
-    if (batch.length >= MAX_BATCH_OBJECTS / 4 || batchBytes + blob.size > BATCH_BYTES) {
-      jobs.push({ batch });
-      batch = [];
-      batchBytes = 0;
-    }
-    batch.push(blob);
-    batchBytes += blob.size;
-  }
-  if (batch.length > 0) jobs.push({ batch });
+  const jobs = batchBlobs(wanted, { largeOver: BATCH_BLOB_MAX, maxObjects: MAX_BATCH_OBJECTS / 4, maxBytes: BATCH_BYTES });
   let lastReport = 0;
   const onBytes = (bytes: number) => {
     progress.bytesDone += bytes;
@@ -203,9 +188,9 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
     }
   };
   await runPool(jobs, options.parallel ?? 8, async (job) => {
-    if (job.large) await fetchLargeBlob(client, store, job.large, onBytes);
-    else await fetchBlobBatch(client, store, job.batch!, onBytes);
-    progress.objectsDone += job.large ? 1 : job.batch!.length;
+    if (job.length === 1 && job[0]!.size > BATCH_BLOB_MAX) await fetchLargeBlob(client, store, job[0]!, onBytes);
+    else await fetchBlobBatch(client, store, job, onBytes);
+    progress.objectsDone += job.length;
   });
 
   report('registering');

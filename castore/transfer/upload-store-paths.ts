@@ -9,6 +9,7 @@ import type { DataClient } from '../../protocol/data-client.js';
 import { MAX_BATCH_OBJECTS, MAX_QUERY_ITEMS } from '../../protocol/data-protocol.js';
 import type { Digest, FileNode, Node } from '../node.js';
 import type { Castore } from '../store/castore.js';
+import { batchBlobs } from './batches.js';
 import { runPool } from './pool.js';
 import type { TransferProgress } from './fetch-closure.js';
 
@@ -90,23 +91,7 @@ export async function uploadStorePaths(client: DataClient, store: Castore, roots
   progress.bytesTotal = toSend.reduce((sum, blob) => sum + blob.size, 0);
   progress.objectsTotal = toSend.length + [...missingDirectories].length;
   report();
-  const jobs: FileNode[][] = [];
-  let batch: FileNode[] = [];
-  let batchBytes = 0;
-  for (const blob of toSend) {
-    if (blob.size > BATCH_BLOB_MAX) {
-      jobs.push([blob]);
-      continue;
-    }
-    if (batch.length >= MAX_BATCH_OBJECTS / 4 || batchBytes + blob.size > BATCH_BYTES) {
-      jobs.push(batch);
-      batch = [];
-      batchBytes = 0;
-    }
-    batch.push(blob);
-    batchBytes += blob.size;
-  }
-  if (batch.length > 0) jobs.push(batch);
+  const jobs = batchBlobs(toSend, { largeOver: BATCH_BLOB_MAX, maxObjects: MAX_BATCH_OBJECTS / 4, maxBytes: BATCH_BYTES });
   let lastReport = 0;
   await runPool(jobs, parallel, async (job) => {
     await client.call(

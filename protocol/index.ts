@@ -1,0 +1,17 @@
+/**
+ * protocol: what crosses the wire, shared by the coordinator, the agent and
+ * the CLI — identities and request signing, wire schemas and framing of the
+ * data plane, the typed clients (HTTP API; data plane over QUIC with HTTP
+ * fallback), TLS pinning and join strings.
+ */
+export { Identity, IdentityError, KeyIdSchema, keyIdOf, publicKeyOf, loadIdentity, createIdentityFile, type KeyId } from './identity.js';
+export { signRequest, verifyRequestSignature, MAX_REQUEST_SKEW_MS } from './request-signing.js';
+export { ApiError, CoordinatorHttpClient } from './http-client.js';
+export { DataClient, DataError, TransportError, type DataClientOptions } from './data-client.js';
+export { openDataClient, type CoordinatorInfo } from './connect.js';
+export * from './data-protocol.js';
+export { FrameError, FrameReader, encodeHeaderFrame } from './framing.js';
+export { certificateFingerprint, checkPinnedCertificate, PinningError } from './tls-pinning.js';
+export { formatJoinString, parseJoinString, JoinStringError, type JoinString } from './join-string.js';
+export { canonicalJson, canonicalJsonBytes } from './canonical-json.js';
+export { formatHlc, parseHlc, compareHlc, HlcClock, type Hlc } from './hlc.js';
