@@ -46,17 +46,29 @@ export class CoordinatorHttpClient {
     return text ? `${path}?${text}` : path;
   }
 
-  /** Sends a signed request; resolves to the raw Response (for streams). */
+  /**
+   * Sends a signed request; resolves to the raw Response (for streams).
+   * A GET that fails to connect (e.g. a pooled connection the server
+   * closed) is retried twice, freshly signed; other methods are not, since
+   * the coordinator may have acted on them.
+   */
   async send(method: 'GET' | 'POST', path: string, options: RequestOptions = {}): Promise<Response> {
     const target = this.pathWithQuery(path, options.query);
     const body = options.body === undefined ? undefined : JSON.stringify(options.body);
-    const headers: Record<string, string> = body === undefined ? {} : { 'content-type': 'application/json' };
-    if (this.identity) Object.assign(headers, signRequest(this.identity, method, target, body, options.now));
-    let response: Response;
-    try {
-      response = await fetch(new URL(target, this.baseUrl), { method, headers, body });
-    } catch (error) {
-      throw new ApiError(0, 'UNREACHABLE', `cannot reach the coordinator at ${this.baseUrl}: ${(error as Error).message}`);
+    let response: Response | undefined;
+    for (let attempt = 0; response === undefined; attempt++) {
+      const headers: Record<string, string> = body === undefined ? {} : { 'content-type': 'application/json' };
+      if (this.identity) Object.assign(headers, signRequest(this.identity, method, target, body, options.now));
+      try {
+        response = await fetch(new URL(target, this.baseUrl), { method, headers, body });
+      } catch (error) {
+        if (method === 'GET' && attempt < 2) {
+          await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** attempt));
+          continue;
+        }
+        const cause = (error as Error & { cause?: { code?: string; message?: string } }).cause;
+        throw new ApiError(0, 'UNREACHABLE', `cannot reach the coordinator at ${this.baseUrl}: ${(error as Error).message}${cause ? ` (${cause.code ?? cause.message})` : ''}`);
+      }
     }
     if (!response.ok) {
       const text = await response.text();
