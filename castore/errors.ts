@@ -13,7 +13,8 @@ export type CastoreErrorCode =
   | 'DIRECTORY_NOT_FOUND'
   | 'STORE_PATH_NOT_FOUND'
   | 'INGEST_ABORTED'
-  | 'GC_CONFLICT';
+  | 'GC_CONFLICT'
+  | 'UNSUPPORTED_FORMAT';
 
 export interface CastoreErrorDetails {
   /** Byte offset inside the object (or stream) where the problem was found. */

@@ -8,7 +8,7 @@ export * from './blake3/index.js';
 export { CastoreError, type CastoreErrorCode } from './errors.js';
 export * from './node.js';
 export { decodeDirectory, encodeDirectory, directoryId, directorySize, invalidEntryNameReason } from './directory.js';
-export { Castore, INLINE_MAX, type BlobStat } from './store/castore.js';
+export { Castore, PACK_MAX, type BlobStat } from './store/castore.js';
 export { IngestSession, type BlobWriter } from './store/ingest-session.js';
 export { StorePathInfoSchema, type StorePathInfo } from './store/store-path-info.js';
 export { ingestNar, type NarIngestOptions, type NarIngestResult } from './nar-ingest.js';

@@ -100,11 +100,11 @@ const stat: Command = {
   async run({ options, stdout }) {
     const stats = await withCastore(options, async (store) => {
       const row = store.db
-        .prepare<[], { blobs: number; inlineBlobs: number; blobBytes: number | null; inlineBytes: number | null; directories: number; storePaths: number; narBytes: number | null }>(
+        .prepare<[], { blobs: number; packedBlobs: number; blobBytes: number | null; packedBytes: number | null; directories: number; storePaths: number; narBytes: number | null }>(
           `SELECT (SELECT COUNT(*) FROM blobs) AS blobs,
-                  (SELECT COUNT(*) FROM blobs WHERE data_row IS NOT NULL) AS inlineBlobs,
+                  (SELECT COUNT(*) FROM blobs WHERE pack IS NOT NULL) AS packedBlobs,
                   (SELECT SUM(size) FROM blobs) AS blobBytes,
-                  (SELECT SUM(size) FROM blobs WHERE data_row IS NOT NULL) AS inlineBytes,
+                  (SELECT SUM(size) FROM blobs WHERE pack IS NOT NULL) AS packedBytes,
                   (SELECT COUNT(*) FROM directories) AS directories,
                   (SELECT COUNT(*) FROM store_paths) AS storePaths,
                   (SELECT SUM(nar_size) FROM store_paths) AS narBytes`,
@@ -113,9 +113,9 @@ const stat: Command = {
       return {
         dataDir: store.dataDir,
         blobs: row.blobs,
-        inlineBlobs: row.inlineBlobs,
+        packedBlobs: row.packedBlobs,
         blobBytes: row.blobBytes ?? 0,
-        inlineBlobBytes: row.inlineBytes ?? 0,
+        packedBlobBytes: row.packedBytes ?? 0,
         directories: row.directories,
         storePaths: row.storePaths,
         registeredNarBytes: row.narBytes ?? 0,
@@ -126,7 +126,7 @@ const stat: Command = {
       [
         `castore:     ${stats.dataDir}`,
         `store paths: ${stats.storePaths} (NARs total ${formatBytes(stats.registeredNarBytes)})`,
-        `blobs:       ${stats.blobs} (${formatBytes(stats.blobBytes)}; ${stats.inlineBlobs} small ones inline, ${formatBytes(stats.inlineBlobBytes)})`,
+        `blobs:       ${stats.blobs} (${formatBytes(stats.blobBytes)}; ${stats.packedBlobs} small ones in pack files, ${formatBytes(stats.packedBlobBytes)})`,
         `directories: ${stats.directories}`,
         stats.registeredNarBytes > 0 ? `dedup:       blobs are ${((100 * stats.blobBytes) / stats.registeredNarBytes).toFixed(1)}% of NAR bytes` : '',
       ]

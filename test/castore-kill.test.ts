@@ -28,11 +28,13 @@ it('an ingest killed with SIGKILL leaves nothing visible, and GC removes its sta
   try {
     const count = (table: string): number => (store.db.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get() as { n: number }).n;
     expect(count('blobs')).toBe(0);
-    expect(count('staged_blobs')).toBeGreaterThanOrEqual(512); // flushed batches; the rest died in memory
-    expect(readdirSync(path.join(dir, 'tmp')).length).toBe(1);
+    expect(count('packs')).toBe(0);
+    expect(readdirSync(path.join(dir, 'packs'))).toHaveLength(1); // the small blobs, unpublished
+    expect(readdirSync(path.join(dir, 'tmp')).length).toBe(1); // the large blob, unpublished
     expect(collectGarbage(store).staleIngestsCleaned).toBe(1);
-    for (const table of ['blobs', 'blob_data', 'staged_blobs', 'ingests']) expect(count(table), table).toBe(0);
+    for (const table of ['blobs', 'packs', 'ingests']) expect(count(table), table).toBe(0);
     expect(readdirSync(path.join(dir, 'tmp'))).toEqual([]);
+    expect(readdirSync(path.join(dir, 'packs'))).toEqual([]);
   } finally {
     store.close();
   }

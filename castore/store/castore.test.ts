@@ -1,5 +1,5 @@
 import { hash as nativeBlake3 } from 'blake3';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -9,7 +9,7 @@ import { exportNar } from '../nar-export.js';
 import { ingestStorePath } from '../ingest-store-path.js';
 import { digestFromBytes, type Node } from '../node.js';
 import { blobDataPath } from './blob-files.js';
-import { Castore, INLINE_MAX } from './castore.js';
+import { Castore, PACK_MAX } from './castore.js';
 import { collectGarbage } from './gc.js';
 import { fsck } from './fsck.js';
 
@@ -58,15 +58,15 @@ async function* chunked(bytes: Uint8Array, size = 64 * 1024): AsyncGenerator<Uin
 }
 
 describe('castore blob store', () => {
-  it('stores small blobs inline and large ones as files, ids as b3sum', async () => {
+  it('stores small blobs in pack files and large ones as files, ids as b3sum', async () => {
     const small = pseudoRandom(100, 1);
-    const large = pseudoRandom(INLINE_MAX * 5 + 123, 2);
+    const large = pseudoRandom(PACK_MAX * 5 + 123, 2);
     const smallId = await store.putBlob(small);
     const largeId = await store.putBlob(large);
     expect(smallId).toBe(digestFromBytes(nativeBlake3(small) as Uint8Array));
     expect(largeId).toBe(digestFromBytes(nativeBlake3(large) as Uint8Array));
-    expect(store.statBlob(smallId)).toEqual({ size: 100, inline: true });
-    expect(store.statBlob(largeId)).toEqual({ size: large.length, inline: false });
+    expect(store.statBlob(smallId)).toEqual({ size: 100, packed: true });
+    expect(store.statBlob(largeId)).toEqual({ size: large.length, packed: false });
     expect(existsSync(blobDataPath(dir, largeId))).toBe(true);
     expect(Buffer.from(await store.readBlobBytes(largeId)).equals(large)).toBe(true);
     expect(store.readOutboard(largeId).length).toBe(64 * (Math.ceil(large.length / 16384) - 1));
@@ -83,7 +83,7 @@ describe('castore blob store', () => {
   });
 
   it('is safe with concurrent writers of the same blob', async () => {
-    const large = pseudoRandom(INLINE_MAX * 3, 4);
+    const large = pseudoRandom(PACK_MAX * 3, 4);
     const other = Castore.open(dir);
     try {
       const ids = await Promise.all([store.putBlob(large), other.putBlob(large), store.putBlob(large)]);
@@ -98,7 +98,7 @@ describe('castore blob store', () => {
   it('a session shows nothing until commit, and nothing after abort', async () => {
     const session = store.beginIngest();
     const small = await session.putBlobBytes(pseudoRandom(10, 5));
-    const large = await session.putBlobBytes(pseudoRandom(INLINE_MAX + 1, 6));
+    const large = await session.putBlobBytes(pseudoRandom(PACK_MAX + 1, 6));
     const dirNode = session.putDirectory([{ name: 'f', type: 'file', digest: small, size: 10, executable: false }]);
     expect(store.hasBlob(small)).toBe(false);
     expect(store.hasBlob(large)).toBe(false);
@@ -107,7 +107,7 @@ describe('castore blob store', () => {
     expect(store.hasBlob(small)).toBe(false);
     expect(store.hasBlob(large)).toBe(false);
     expect(readdirSync(path.join(dir, 'tmp'))).toEqual([]);
-    expect(store.db.prepare('SELECT COUNT(*) AS n FROM staged_blobs').get()).toEqual({ n: 0 });
+    expect(existsSync(path.join(dir, 'packs')) ? readdirSync(path.join(dir, 'packs')) : []).toEqual([]);
   });
 });
 
@@ -139,10 +139,11 @@ describe('NAR <-> castore', () => {
     await expect(
       ingestStorePath(store, dies(), { storePath: '/nix/store/00000000000000000000000000000000-x', references: [] }),
     ).rejects.toThrow('connection lost');
-    for (const table of ['blobs', 'blob_data', 'directories', 'store_paths', 'staged_blobs', 'ingests']) {
+    for (const table of ['blobs', 'packs', 'directories', 'store_paths', 'ingests']) {
       expect(store.db.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get(), table).toEqual({ n: 0 });
     }
     expect(existsSync(path.join(dir, 'tmp')) ? readdirSync(path.join(dir, 'tmp')) : []).toEqual([]);
+    expect(existsSync(path.join(dir, 'packs')) ? readdirSync(path.join(dir, 'packs')) : []).toEqual([]);
   });
 
   it('refuses a NAR that does not hash as claimed, leaving nothing', async () => {
@@ -160,7 +161,7 @@ describe('NAR <-> castore', () => {
 
 describe('fsck and GC', () => {
   it('fsck names a corrupted blob file', async () => {
-    const large = pseudoRandom(INLINE_MAX * 2 + 5, 9);
+    const large = pseudoRandom(PACK_MAX * 2 + 5, 9);
     const id = await store.putBlob(large);
     const corrupt = Buffer.from(large);
     corrupt[20_000] = corrupt[20_000]! ^ 0x10;
@@ -210,14 +211,30 @@ describe('fsck and GC', () => {
     expect(store.hasBlob(existing)).toBe(true);
   });
 
-  it('collects staging leftovers of a killed ingest', () => {
+  it('collects the pack file of a killed ingest', () => {
     store.db.prepare('INSERT INTO ingests (id, pid, started_at) VALUES (?, ?, ?)').run('dead', 2 ** 22 + 7, Date.now());
-    const dataRow = store.db.prepare('INSERT INTO blob_data (data) VALUES (?)').run(Buffer.from([1])).lastInsertRowid;
-    store.db.prepare('INSERT INTO staged_blobs (ingest, id, size, data_row) VALUES (?, ?, ?, ?)').run('dead', 'f'.repeat(64), 1, dataRow);
+    mkdirSync(path.join(dir, 'packs'), { recursive: true });
+    writeFileSync(path.join(dir, 'packs', 'dead.pack'), Buffer.alloc(100, 1));
     const report = collectGarbage(store);
     expect(report.staleIngestsCleaned).toBe(1);
-    expect(store.db.prepare('SELECT COUNT(*) AS n FROM staged_blobs').get()).toEqual({ n: 0 });
-    expect(store.db.prepare('SELECT COUNT(*) AS n FROM blob_data').get()).toEqual({ n: 0 });
+    expect(existsSync(path.join(dir, 'packs', 'dead.pack'))).toBe(false);
+  });
+
+  it('deletes packs nothing lives in and rewrites sparse ones, keeping every live blob readable', async () => {
+    const files = Array.from({ length: 10 }, (_, index) => pseudoRandom(20_000 + index, 100 + index));
+    const session = store.beginIngest();
+    const ids = await Promise.all(files.map((bytes) => session.putBlobBytes(bytes)));
+    // Only three of the ten blobs are reachable (from a root directory): the pack is 70% garbage.
+    const root = session.putDirectory(ids.slice(0, 3).map((digest, index) => ({ name: `f${index}`, type: 'file' as const, digest, size: files[index]!.length, executable: false })));
+    session.commit();
+    const packBefore = store.db.prepare<[string], { pack: string }>('SELECT pack FROM blobs WHERE id = ?').get(ids[0]!)!.pack;
+    await new Promise((resolve) => setTimeout(resolve, 5)); // GC spares what was used in its own millisecond
+    const report = collectGarbage(store, { keepStorePaths: [], extraRoots: [root] });
+    expect(report).toMatchObject({ removedBlobs: 7, compactedPacks: 1 });
+    expect(existsSync(path.join(dir, 'packs', `${packBefore}.pack`))).toBe(false);
+    for (const [index, id] of ids.slice(0, 3).entries()) expect(Buffer.from(await store.readBlobBytes(id)).equals(files[index]!)).toBe(true);
+    for (const id of ids.slice(3)) expect(store.hasBlob(id)).toBe(false);
+    expect((await fsck(store)).problems).toEqual([]);
   });
 
   it('refuses unknown objects with typed errors', () => {

@@ -15,18 +15,20 @@ import { blobDataPath } from './blob-files.js';
 const SYNC_READ_MAX = 4 * 1024 * 1024;
 import { openCastoreDatabase, type CastoreDatabase } from './database.js';
 import { IngestSession } from './ingest-session.js';
+import { PackReader } from './pack-files.js';
 import { StorePathInfoSchema, type StorePathInfo } from './store-path-info.js';
 
 /**
- * Blobs up to this size live in the index database (most files of a closure):
- * one transaction stores thousands of them, where files would cost an fsync
- * each (bench/castore.bench.ts). Larger blobs are files.
+ * Blobs up to this size go into the ingest's pack file (most files of a
+ * closure): written once, one fsync per ingest, where a file each would
+ * cost an fsync each (bench/castore.bench.ts). Larger blobs are files.
  */
-export const INLINE_MAX = 256 * 1024;
+export const PACK_MAX = 256 * 1024;
 
 export interface BlobStat {
   size: number;
-  inline: boolean;
+  /** In a pack file (small blobs) rather than a file of its own. */
+  packed: boolean;
 }
 
 interface StorePathRow {
@@ -45,17 +47,23 @@ export class Castore {
   readonly db: CastoreDatabase;
   private readonly statements;
 
+  /** @internal used by GC and fsck */
+  readonly packs: PackReader;
+
   private constructor(readonly dataDir: string) {
     this.db = openCastoreDatabase(dataDir);
+    this.packs = new PackReader(dataDir);
     this.statements = {
-      blobStat: this.db.prepare<[string], { size: number; inline: number }>('SELECT size, data_row IS NOT NULL AS inline FROM blobs WHERE id = ?'),
-      blobData: this.db.prepare<[string], { size: number; dataRow: number | null; data: Buffer | null }>(
-        'SELECT b.size, b.data_row AS dataRow, d.data FROM blobs b LEFT JOIN blob_data d ON d.row = b.data_row WHERE b.id = ?',
+      blobStat: this.db.prepare<[string], { size: number; packed: number }>('SELECT size, pack IS NOT NULL AS packed FROM blobs WHERE id = ?'),
+      blobLocation: this.db.prepare<[string], { size: number; pack: string | null; packOffset: number | null }>(
+        'SELECT size, pack, pack_offset AS packOffset FROM blobs WHERE id = ?',
       ),
       outboard: this.db.prepare<[string], { outboard: Buffer | null }>('SELECT outboard FROM blobs WHERE id = ?'),
       directory: this.db.prepare<[string], { data: Buffer }>('SELECT data FROM directories WHERE id = ?'),
       storePath: this.db.prepare<[string], StorePathRow>('SELECT * FROM store_paths WHERE path = ?'),
       storePaths: this.db.prepare<[], StorePathRow>('SELECT * FROM store_paths ORDER BY path'),
+      // Paths `<prefix>-<name>` sort strictly between `<prefix>-` and `<prefix>.` ('.' follows '-'): an index range scan.
+      storePathByPrefix: this.db.prepare<[string, string], StorePathRow>('SELECT * FROM store_paths WHERE path > ? AND path < ? ORDER BY path LIMIT 1'),
     };
   }
 
@@ -65,12 +73,13 @@ export class Castore {
   }
 
   close(): void {
+    this.packs.close();
     this.db.close();
   }
 
   statBlob(id: Digest): BlobStat | undefined {
     const row = this.statements.blobStat.get(id);
-    return row ? { size: row.size, inline: row.inline === 1 } : undefined;
+    return row ? { size: row.size, packed: row.packed === 1 } : undefined;
   }
 
   hasBlob(id: Digest): boolean {
@@ -83,7 +92,7 @@ export class Castore {
    * what the store holds: `fsck` verifies them, receivers verify them again.
    */
   async *readBlob(id: Digest, range: { offset?: number; length?: number } = {}): AsyncGenerator<Uint8Array> {
-    const row = this.statements.blobData.get(id);
+    const row = this.statements.blobLocation.get(id);
     if (!row) throw new CastoreError('BLOB_NOT_FOUND', `blob ${id} is not in the store`, { objectId: id });
     const offset = range.offset ?? 0;
     const length = range.length ?? row.size - offset;
@@ -91,9 +100,8 @@ export class Castore {
       throw new CastoreError('BLAKE3_BAD_SIZE', `range ${offset}+${length} is outside blob ${id} of ${row.size} bytes`, { objectId: id });
     }
     if (length === 0) return;
-    if (row.dataRow !== null) {
-      if (!row.data) throw new CastoreError('BLOB_CORRUPT', `the bytes of inline blob ${id} are missing`, { objectId: id });
-      yield new Uint8Array(row.data.buffer, row.data.byteOffset + offset, length);
+    if (row.pack !== null) {
+      yield this.packs.read(row.pack, row.packOffset! + offset, length, id);
       return;
     }
     const file = blobDataPath(this.dataDir, id);
@@ -148,6 +156,17 @@ export class Castore {
 
   getStorePath(storePath: string): StorePathInfo | undefined {
     const row = this.statements.storePath.get(storePath);
+    return row ? storePathFromRow(row) : undefined;
+  }
+
+  /**
+   * The registered store path whose hash part (the 32 nix32 characters of
+   * `<storeDir>/<hash>-<name>`) is `hashPart`, as a binary cache looks paths
+   * up; undefined when none is. One index range scan, whatever the store's size.
+   */
+  getStorePathByHashPart(hashPart: string, storeDir = '/nix/store'): StorePathInfo | undefined {
+    if (!/^[0-9a-df-np-sv-z]{32}$/.test(hashPart)) return undefined;
+    const row = this.statements.storePathByPrefix.get(`${storeDir}/${hashPart}-`, `${storeDir}/${hashPart}.`);
     return row ? storePathFromRow(row) : undefined;
   }
 

@@ -1,33 +1,40 @@
 /**
- * The castore index: one SQLite database per data directory. It holds small
- * blobs inline (a Nix closure is mostly small files, and one SQLite
- * transaction for many of them is far cheaper than a file + fsync each),
- * every directory object, the store path registry, and the staging area of
- * ingests in progress. Large blobs live in files beside it (see
- * blob-files.ts); their rows here say they exist.
+ * The castore index: one SQLite database per data directory. It holds the
+ * row of every blob (where its bytes are, its outboard), every directory
+ * object and the store path registry. Blob bytes are outside it: small
+ * blobs (a Nix closure is mostly small files) appended to the pack file of
+ * the ingest that wrote them — written once, one fsync per ingest — and
+ * large blobs in files of their own (see blob-files.ts).
  *
  * Why SQLite and not one file per object: see docs/castore.md.
  */
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
+import { CastoreError } from '../errors.js';
 
 export type CastoreDatabase = Database.Database;
 
+/** Bumped when the layout changes incompatibly; older stores are refused with a clear error. */
+const FORMAT_VERSION = 2;
+
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS blobs (
-  id        TEXT PRIMARY KEY,   -- BLAKE3 hex of the bytes
-  size      INTEGER NOT NULL,
-  data_row  INTEGER,            -- blob_data row holding the bytes (size <= INLINE_MAX); NULL when in a file
-  outboard  BLOB,               -- BLAKE3 outboard; NULL for blobs of one 16 KiB group
-  last_used INTEGER NOT NULL    -- ms; GC never sweeps what was used after it started
+  id          TEXT PRIMARY KEY,   -- BLAKE3 hex of the bytes
+  size        INTEGER NOT NULL,
+  pack        TEXT,               -- pack holding the bytes (size <= PACK_MAX); NULL when in a file of its own
+  pack_offset INTEGER,
+  outboard    BLOB,               -- BLAKE3 outboard; NULL for blobs of one 16 KiB group
+  last_used   INTEGER NOT NULL    -- ms; GC never sweeps what was used after it started
 );
--- Inline blob bytes, apart from the index so that staging writes them once
--- and a commit only inserts index rows pointing at them.
-CREATE TABLE IF NOT EXISTS blob_data (
-  row  INTEGER PRIMARY KEY,
-  data BLOB NOT NULL
-);
+CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs (pack) WHERE pack IS NOT NULL;
+-- Pack files (packs/<id>.pack) that a commit published; a pack file without a row is an
+-- ingest in progress or a crashed one's leftover.
+CREATE TABLE IF NOT EXISTS packs (
+  id         TEXT PRIMARY KEY,
+  size       INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS directories (
   id        TEXT PRIMARY KEY,   -- BLAKE3 hex of the canonical encoding
   data      BLOB NOT NULL,
@@ -44,15 +51,7 @@ CREATE TABLE IF NOT EXISTS store_paths (
   root          TEXT NOT NULL,  -- JSON castore node
   registered_at INTEGER NOT NULL
 ) WITHOUT ROWID;
--- Ingests in progress: their inline blobs wait here, invisible, until commit.
-CREATE TABLE IF NOT EXISTS staged_blobs (
-  ingest   TEXT NOT NULL,
-  id       TEXT NOT NULL,
-  size     INTEGER NOT NULL,
-  data_row INTEGER NOT NULL,
-  outboard BLOB,
-  PRIMARY KEY (ingest, id)
-) WITHOUT ROWID;
+-- Ingests in progress (GC keeps what they may reference, and their pack files).
 CREATE TABLE IF NOT EXISTS ingests (
   id         TEXT PRIMARY KEY,
   pid        INTEGER NOT NULL,
@@ -64,15 +63,18 @@ CREATE TABLE IF NOT EXISTS ingests (
 export function openCastoreDatabase(dataDir: string): CastoreDatabase {
   mkdirSync(dataDir, { recursive: true });
   const db = new Database(path.join(dataDir, 'castore.db'));
-  // Large pages: most rows carry blob bytes (up to INLINE_MAX); 64 KiB pages
-  // made NAR ingest ~30% faster than the default 4 KiB (bench/castore.bench.ts).
-  // Only takes effect when the database file is created.
-  db.pragma('page_size = 65536');
   db.pragma('journal_mode = WAL');
   // NORMAL in WAL mode: a crash may lose the last commits but never
   // corrupts the database or makes a half-written object visible.
   db.pragma('synchronous = NORMAL');
   db.pragma('busy_timeout = 10000');
+  const version = db.pragma('user_version', { simple: true }) as number;
+  const hasTables = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'blobs'").get() !== undefined;
+  if (hasTables && version !== FORMAT_VERSION) {
+    db.close();
+    throw new CastoreError('UNSUPPORTED_FORMAT', `the castore in ${dataDir} has format ${version}, this Ferry reads format ${FORMAT_VERSION}: re-create it (ferry push / fetch again)`);
+  }
   db.exec(SCHEMA);
+  if (!hasTables) db.pragma(`user_version = ${FORMAT_VERSION}`);
   return db;
 }

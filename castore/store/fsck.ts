@@ -66,10 +66,10 @@ export async function fsck(store: Castore, options: FsckOptions = {}): Promise<F
   const db = store.db;
   const problems: FsckProblem[] = [];
   const blobRows = db
-    .prepare<[], { id: Digest; size: number; dataRow: number | null; data: Buffer | null; outboard: Buffer | null }>(
-      'SELECT b.id, b.size, b.data_row AS dataRow, d.data, b.outboard FROM blobs b LEFT JOIN blob_data d ON d.row = b.data_row',
+    .prepare<[], { id: Digest; size: number; pack: string | null; packOffset: number | null; outboard: Buffer | null }>(
+      'SELECT id, size, pack, pack_offset AS packOffset, outboard FROM blobs',
     )
-    .iterate();
+    .all();
   const totals = db.prepare<[], { b: number; d: number; p: number }>(
     'SELECT (SELECT COUNT(*) FROM blobs) AS b, (SELECT COUNT(*) FROM directories) AS d, (SELECT COUNT(*) FROM store_paths) AS p',
   ).get()!;
@@ -80,11 +80,15 @@ export async function fsck(store: Castore, options: FsckOptions = {}): Promise<F
     blobSizes.set(row.id, row.size);
     let problem: string | undefined;
     const outboard = row.outboard ? new Uint8Array(row.outboard) : new Uint8Array(0);
-    if (row.dataRow !== null) {
-      if (!row.data) problem = 'the bytes of this inline blob are missing';
-      else if (row.data.length !== row.size) problem = `inline data has ${row.data.length} bytes, the index says ${row.size}`;
-      else if (row.size <= GROUP_SIZE && digestFromBytes(nativeBlake3(row.data) as Uint8Array) !== row.id) problem = 'inline content does not hash to its id';
-      else if (row.size > GROUP_SIZE) problem = await verifyBlob(row.id, row.size, outboard, [row.data]);
+    if (row.pack !== null) {
+      let data: Buffer | undefined;
+      try {
+        data = store.packs.read(row.pack, row.packOffset!, row.size, row.id);
+      } catch (error) {
+        problem = (error as Error).message;
+      }
+      if (data && row.size <= GROUP_SIZE && digestFromBytes(nativeBlake3(data) as Uint8Array) !== row.id) problem = `its bytes in pack ${row.pack} do not hash to its id`;
+      else if (data && row.size > GROUP_SIZE) problem = await verifyBlob(row.id, row.size, outboard, [data]);
     } else {
       const dataPath = blobDataPath(store.dataDir, row.id);
       problem = existsSync(dataPath)

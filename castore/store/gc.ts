@@ -10,10 +10,12 @@
  * fails its commit with GC_CONFLICT instead of publishing a dangling
  * reference.
  */
+import { randomBytes } from 'node:crypto';
 import { readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import type { Digest, Node } from '../node.js';
 import { blobDataPath, tempDir } from './blob-files.js';
+import { packPath, packsDir, PackWriter } from './pack-files.js';
 import type { Castore } from './castore.js';
 
 export interface GcOptions {
@@ -35,6 +37,10 @@ export interface GcReport {
   keptDirectories: number;
   removedDirectories: number;
   staleIngestsCleaned: number;
+  /** Pack files deleted because no blob lives in them any more. */
+  removedPacks: number;
+  /** Sparse pack files rewritten with only their live blobs. */
+  compactedPacks: number;
 }
 
 function processAlive(pid: number): boolean {
@@ -54,11 +60,7 @@ export function cleanStaleIngests(store: Castore): number {
   let cleaned = 0;
   for (const ingest of ingests) {
     if (ingest.pid !== process.pid && !processAlive(ingest.pid)) {
-      db.transaction(() => {
-        db.prepare('DELETE FROM blob_data WHERE row IN (SELECT data_row FROM staged_blobs WHERE ingest = ?)').run(ingest.id);
-        db.prepare('DELETE FROM staged_blobs WHERE ingest = ?').run(ingest.id);
-        db.prepare('DELETE FROM ingests WHERE id = ?').run(ingest.id);
-      })();
+      db.prepare('DELETE FROM ingests WHERE id = ?').run(ingest.id);
       cleaned++;
     } else {
       live.add(ingest.id);
@@ -73,6 +75,18 @@ export function cleanStaleIngests(store: Castore): number {
   for (const name of names) {
     const owner = name.split('-')[0]!;
     if (!live.has(owner)) rmSync(path.join(tempDir(store.dataDir), name), { force: true });
+  }
+  // Pack files without a row: written by an ingest that never committed.
+  const published = new Set(db.prepare<[], { id: string }>('SELECT id FROM packs').all().map((row) => row.id));
+  let packFiles: string[] = [];
+  try {
+    packFiles = readdirSync(packsDir(store.dataDir));
+  } catch {
+    // no packs yet
+  }
+  for (const name of packFiles) {
+    const id = name.replace(/\.pack$/, '');
+    if (!published.has(id) && !live.has(id)) rmSync(path.join(packsDir(store.dataDir), name), { force: true });
   }
   return cleaned;
 }
@@ -104,19 +118,15 @@ export function collectGarbage(store: Castore, options: GcOptions = {}): GcRepor
   let removedBlobBytes = 0;
   let removedDirectories = 0;
   const sweep = (): void => {
-    const blobs = db.prepare<[number], { id: Digest; size: number; dataRow: number | null }>(
-      'SELECT id, size, data_row AS dataRow FROM blobs WHERE last_used < ?',
-    );
+    const blobs = db.prepare<[number], { id: Digest; size: number; pack: string | null }>('SELECT id, size, pack FROM blobs WHERE last_used < ?');
     const deleteBlob = db.prepare('DELETE FROM blobs WHERE id = ?');
-    const deleteData = db.prepare('DELETE FROM blob_data WHERE row = ?');
     for (const blob of blobs.all(cutoff)) {
       if (liveBlobs.has(blob.id)) continue;
       removedBlobs++;
       removedBlobBytes += blob.size;
       if (dryRun) continue;
       deleteBlob.run(blob.id);
-      if (blob.dataRow !== null) deleteData.run(blob.dataRow);
-      else rmSync(blobDataPath(store.dataDir, blob.id), { force: true });
+      if (blob.pack === null) rmSync(blobDataPath(store.dataDir, blob.id), { force: true });
     }
     const directories = db.prepare<[number], { id: Digest }>('SELECT id FROM directories WHERE last_used < ?');
     const deleteDirectory = db.prepare('DELETE FROM directories WHERE id = ?');
@@ -132,6 +142,7 @@ export function collectGarbage(store: Castore, options: GcOptions = {}): GcRepor
   };
   if (dryRun) sweep();
   else db.transaction(sweep).immediate();
+  const packs = dryRun ? { removed: 0, compacted: 0 } : maintainPacks(store);
 
   const count = (table: string): number => db.prepare<[], { n: number }>(`SELECT COUNT(*) AS n FROM ${table}`).get()!.n;
   return {
@@ -144,5 +155,48 @@ export function collectGarbage(store: Castore, options: GcOptions = {}): GcRepor
     keptDirectories: dryRun ? count('directories') - removedDirectories : count('directories'),
     removedDirectories,
     staleIngestsCleaned,
+    removedPacks: packs.removed,
+    compactedPacks: packs.compacted,
   };
+}
+
+/** A pack whose live bytes fall below this share of its size is rewritten. */
+const COMPACT_BELOW = 0.5;
+
+/**
+ * Deletes packs no blob lives in any more and rewrites sparse ones: live
+ * blobs are copied to a new pack (fsynced), their rows moved to it in one
+ * transaction, then the old file is deleted.
+ */
+function maintainPacks(store: Castore): { removed: number; compacted: number } {
+  const db = store.db;
+  const usage = db
+    .prepare<[], { id: string; size: number; live: number }>(
+      'SELECT p.id, p.size, COALESCE(SUM(b.size), 0) AS live FROM packs p LEFT JOIN blobs b ON b.pack = p.id GROUP BY p.id',
+    )
+    .all();
+  let removed = 0;
+  let compacted = 0;
+  for (const pack of usage) {
+    if (pack.live > 0 && pack.live >= pack.size * COMPACT_BELOW) continue;
+    if (pack.live > 0) {
+      const rows = db.prepare<[string], { id: Digest; size: number; offset: number }>('SELECT id, size, pack_offset AS offset FROM blobs WHERE pack = ? ORDER BY pack_offset').all(pack.id);
+      const writer = new PackWriter(store.dataDir, `gc-${randomBytes(8).toString('hex')}`);
+      const moved = rows.map((row) => ({ id: row.id, offset: writer.append(store.packs.read(pack.id, row.offset, row.size, row.id)) }));
+      writer.finish();
+      db.transaction(() => {
+        db.prepare('INSERT INTO packs (id, size, created_at) VALUES (?, ?, ?)').run(writer.packId, writer.size, Date.now());
+        const move = db.prepare('UPDATE blobs SET pack = ?, pack_offset = ? WHERE id = ? AND pack = ?');
+        for (const row of moved) move.run(writer.packId, row.offset, row.id, pack.id);
+        db.prepare('DELETE FROM packs WHERE id = ?').run(pack.id);
+      }).immediate();
+      compacted++;
+    } else {
+      db.prepare('DELETE FROM packs WHERE id = ?').run(pack.id);
+      removed++;
+    }
+    store.packs.forget(pack.id);
+    rmSync(packPath(store.dataDir, pack.id), { force: true });
+  }
+  return { removed, compacted };
 }

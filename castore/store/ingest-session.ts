@@ -1,9 +1,10 @@
 /**
- * A batch of castore writes that becomes visible all at once. Inline blobs
- * wait in `blob_data` + `staged_blobs` (on disk, not in memory), large blobs in
- * fsynced temp files, directories and store path records in memory (they
- * are small). `commit()` publishes everything in one SQLite transaction;
- * `abort()` — or a crash, cleaned up at the next GC — leaves nothing visible.
+ * A batch of castore writes that becomes visible all at once. Small blobs
+ * are appended to the session's pack file (their rows wait in memory: id,
+ * offset, outboard), large blobs go to fsynced temp files, directories and
+ * store path records wait in memory (they are small). `commit()` fsyncs the
+ * pack and publishes everything in one SQLite transaction; `abort()` — or a
+ * crash, cleaned up at the next GC — leaves nothing visible.
  *
  * The session is registered in `ingests` while it runs, so a concurrent GC
  * keeps every object it could be about to reference (see gc.ts).
@@ -17,12 +18,10 @@ import { digestFromBytes, type Digest, type DirectoryNode, type Entry } from '..
 import { GROUP_SIZE, OutboardBuilder } from '../blake3/index.js';
 import { blobDataPath, TempBlobWriter, type TempBlob } from './blob-files.js';
 import type { Castore } from './castore.js';
-import { INLINE_MAX } from './castore.js';
+import { PACK_MAX } from './castore.js';
+import { PackWriter } from './pack-files.js';
 import { StorePathInfoSchema, type StorePathInfo } from './store-path-info.js';
 
-/** Staged small blobs are flushed to SQLite in batches: one transaction per batch, not per blob. */
-const STAGE_BATCH_ROWS = 512;
-const STAGE_BATCH_BYTES = 4 * 1024 * 1024;
 
 /** Receives one blob's bytes as they arrive; `finish()` returns its id. */
 export interface BlobWriter {
@@ -32,8 +31,8 @@ export interface BlobWriter {
 }
 
 export class IngestSession {
-  private readonly pendingSmall: { id: string; size: number; data: Uint8Array; outboard: Uint8Array | null }[] = [];
-  private pendingSmallBytes = 0;
+  private readonly packed: { id: string; size: number; offset: number; outboard: Uint8Array | null }[] = [];
+  private readonly pack: PackWriter;
   private readonly stagedIds = new Set<string>();
   private readonly tempBlobs = new Map<Digest, TempBlob>();
   private readonly directories = new Map<Digest, Uint8Array>();
@@ -46,6 +45,7 @@ export class IngestSession {
     readonly id: string,
   ) {
     store.db.prepare('INSERT INTO ingests (id, pid, started_at) VALUES (?, ?, ?)').run(id, process.pid, Date.now());
+    this.pack = new PackWriter(store.dataDir, id);
   }
 
   private assertOpen(): void {
@@ -54,19 +54,19 @@ export class IngestSession {
 
   /**
    * A writer for a blob of `expectedSize` bytes. Small blobs are buffered
-   * (at most INLINE_MAX bytes), large ones streamed to a temp file while
+   * (at most PACK_MAX bytes), large ones streamed to a temp file while
    * their outboard is computed. `finish()` refuses (BLOB_CORRUPT) a blob
    * whose length differs from `expectedSize`.
    */
   blobWriter(expectedSize: number): BlobWriter {
     this.assertOpen();
-    if (expectedSize <= INLINE_MAX) {
+    if (expectedSize <= PACK_MAX) {
       const chunks: Uint8Array[] = [];
       let size = 0;
       return {
         write: (chunk) => {
           size += chunk.length;
-          if (size > INLINE_MAX) throw new CastoreError('BLOB_CORRUPT', `blob is longer than its declared ${expectedSize} bytes`);
+          if (size > PACK_MAX) throw new CastoreError('BLOB_CORRUPT', `blob is longer than its declared ${expectedSize} bytes`);
           chunks.push(chunk);
         },
         finish: () => {
@@ -126,26 +126,8 @@ export class IngestSession {
       this.touchedExisting.add(id);
       return id;
     }
-    // Copy: the caller's chunk may be a view into a larger buffer it reuses.
-    this.pendingSmall.push({ id, size: data.length, data: new Uint8Array(data), outboard });
-    this.pendingSmallBytes += data.length;
-    if (this.pendingSmall.length >= STAGE_BATCH_ROWS || this.pendingSmallBytes >= STAGE_BATCH_BYTES) this.flushSmall();
+    this.packed.push({ id, size: data.length, offset: this.pack.append(data), outboard });
     return id;
-  }
-
-  private flushSmall(): void {
-    if (this.pendingSmall.length === 0) return;
-    const db = this.store.db;
-    const insertData = db.prepare('INSERT INTO blob_data (data) VALUES (?)');
-    const insertStaged = db.prepare('INSERT INTO staged_blobs (ingest, id, size, data_row, outboard) VALUES (?, ?, ?, ?, ?)');
-    const rows = this.pendingSmall.splice(0);
-    this.pendingSmallBytes = 0;
-    db.transaction(() => {
-      for (const row of rows) {
-        const dataRow = insertData.run(row.data).lastInsertRowid;
-        insertStaged.run(this.id, row.id, row.size, dataRow, row.outboard);
-      }
-    })();
   }
 
   /** Stages a directory and returns the node that points to it. Refuses invalid entries (DIRECTORY_NOT_CANONICAL). */
@@ -170,23 +152,21 @@ export class IngestSession {
    */
   commit(): void {
     this.assertOpen();
-    this.flushSmall();
+    this.pack.finish();
     const db = this.store.db;
     const now = Date.now();
     const dataDir = this.store.dataDir;
     db.transaction(() => {
-      // A concurrent ingest may have committed the same blob since it was staged: drop our copy of its bytes.
-      db.prepare(
-        'DELETE FROM blob_data WHERE row IN (SELECT s.data_row FROM staged_blobs s JOIN blobs b ON b.id = s.id WHERE s.ingest = ?)',
-      ).run(this.id);
-      db.prepare(
-        `INSERT INTO blobs (id, size, data_row, outboard, last_used)
-         SELECT id, size, data_row, outboard, ? FROM staged_blobs WHERE ingest = ? AND true
-         ON CONFLICT (id) DO UPDATE SET last_used = excluded.last_used`,
-      ).run(now, this.id);
-      db.prepare('DELETE FROM staged_blobs WHERE ingest = ?').run(this.id);
+      if (this.pack.size > 0) {
+        db.prepare('INSERT INTO packs (id, size, created_at) VALUES (?, ?, ?)').run(this.id, this.pack.size, now);
+        // A concurrent ingest may have committed the same blob meanwhile: its row stays, our copy is dead space for GC.
+        const insertPacked = db.prepare(
+          'INSERT INTO blobs (id, size, pack, pack_offset, outboard, last_used) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET last_used = excluded.last_used',
+        );
+        for (const blob of this.packed) insertPacked.run(blob.id, blob.size, this.id, blob.offset, blob.outboard, now);
+      }
       const insertFileBlob = db.prepare(
-        'INSERT INTO blobs (id, size, data_row, outboard, last_used) VALUES (?, ?, NULL, ?, ?) ON CONFLICT (id) DO UPDATE SET last_used = excluded.last_used',
+        'INSERT INTO blobs (id, size, pack, pack_offset, outboard, last_used) VALUES (?, ?, NULL, NULL, ?, ?) ON CONFLICT (id) DO UPDATE SET last_used = excluded.last_used',
       );
       for (const temp of this.tempBlobs.values()) {
         const target = blobDataPath(dataDir, temp.id);
@@ -224,6 +204,7 @@ export class IngestSession {
       }
       db.prepare('DELETE FROM ingests WHERE id = ?').run(this.id);
     }).immediate();
+    if (this.pack.size === 0) this.pack.discard();
     this.state = 'committed';
   }
 
@@ -232,10 +213,7 @@ export class IngestSession {
     if (this.state !== 'open') return;
     this.state = 'aborted';
     for (const temp of this.tempBlobs.values()) rmSync(temp.dataPath, { force: true });
-    this.store.db.transaction(() => {
-      this.store.db.prepare('DELETE FROM blob_data WHERE row IN (SELECT data_row FROM staged_blobs WHERE ingest = ?)').run(this.id);
-      this.store.db.prepare('DELETE FROM staged_blobs WHERE ingest = ?').run(this.id);
-      this.store.db.prepare('DELETE FROM ingests WHERE id = ?').run(this.id);
-    })();
+    this.pack.discard();
+    this.store.db.prepare('DELETE FROM ingests WHERE id = ?').run(this.id);
   }
 }
