@@ -27,7 +27,7 @@ import { runCommand, type CommandResult } from './run-command.js';
 import { agentPaths, readAgentState, writeAgentState, type AgentState } from './state.js';
 
 export interface AgentOptions {
-  /** Seconds between rounds when nothing changes (default 5). */
+  /** Longest wait between rounds when nothing changes (default 30 s); the coordinator's watch ends it early. */
   pollIntervalMs?: number;
   /** Pause between health-check attempts (default 1 s). */
   healthRetryDelayMs?: number;
@@ -173,6 +173,8 @@ export class Agent {
   }
 
   private lastActivity = 0;
+  /** The desired config the last round saw: the watch waits for something else. */
+  private lastDesired: string | null = null;
 
   /**
    * Tells the coordinator what is happening now (progress, recent events):
@@ -216,11 +218,25 @@ export class Agent {
     await this.flushReports();
     await this.reportFacts();
     const desired = await this.http.get<{ configId: string | null; config: DesiredConfig | null }>('/v1/agent/desired');
+    this.lastDesired = desired.configId;
     const current = this.generations.current();
     if (!desired.config || !desired.configId) return 'idle';
     if (this.state.deploying !== desired.configId && current?.configId === desired.configId) return 'idle';
     if (this.state.refused.includes(desired.configId) && this.state.deploying !== desired.configId) return 'idle';
     return this.deploy(desired.config);
+  }
+
+  /**
+   * Waits until the desired config differs from what this machine runs, at
+   * most one poll interval: the coordinator holds the request (a watch),
+   * so a new config starts deploying within a fraction of a second.
+   */
+  private async waitForChange(signal: AbortSignal): Promise<void> {
+    const seconds = Math.max(1, Math.round((this.options.pollIntervalMs ?? 30_000) / 1000));
+    const known = this.lastDesired ?? 'none';
+    const aborted = new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+    const watched = this.http.get('/v1/agent/watch', { known, wait: String(seconds) }).then(() => undefined);
+    await Promise.race([watched, aborted]);
   }
 
   /** Runs rounds until `signal` aborts, backing off (exponential, with jitter) while the coordinator is unreachable. */
@@ -232,7 +248,7 @@ export class Agent {
         await this.runOnce();
         if (failures > 0) this.events.add('online', `coordinator reachable again after ${failures} failed attempt(s)`);
         failures = 0;
-        await sleep(this.options.pollIntervalMs ?? 5000);
+        await this.waitForChange(signal);
       } catch (error) {
         failures++;
         const delay = Math.min(60_000, 500 * 2 ** Math.min(failures, 7)) * (0.5 + Math.random() / 2);

@@ -66,14 +66,14 @@ const run: Command = {
   maxArgs: 0,
   options: {
     ...stateDirOption,
-    poll: { type: 'string', valueName: 'SECONDS', description: 'seconds between checks when idle (default 5)' },
+    poll: { type: 'string', valueName: 'SECONDS', description: 'longest wait between rounds (default 30; a new config is seen at once: the coordinator holds the watch)' },
     'health-retry-delay': { type: 'string', valueName: 'MS', description: 'pause between health-check attempts (default 1000)' },
     http: { type: 'boolean', description: 'fetch over HTTP, not QUIC' },
     once: { type: 'boolean', description: 'one round, then exit (0 unless the round failed)' },
   },
   async run({ options, stderr }) {
     const agent = new Agent(stateDirFrom(options), {
-      pollIntervalMs: positiveInteger(options, 'poll', 5) * 1000,
+      pollIntervalMs: positiveInteger(options, 'poll', 30) * 1000,
       healthRetryDelayMs: positiveInteger(options, 'health-retry-delay', 1000),
       httpOnly: booleanOption(options, 'http'),
       log: (line) => stderr.write(`${line}\n`),

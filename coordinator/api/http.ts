@@ -149,6 +149,26 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
   }
 
   // The export streams JSON lines rather than one JSON document.
+  // An agent's watch: the desired-config answer, held until it differs from `known` or `wait`
+  // seconds pass, so agents react within a fraction of a second without polling the network.
+  app.get('/v1/agent/watch', async (c) => {
+    try {
+      const actor = authenticate(c, await readBody(c), 'agent.desired', OPERATIONS['agent.desired'].access);
+      const known = c.req.query('known') ?? '';
+      const wait = Math.max(0, Math.min(30, Number(c.req.query('wait') ?? '25') || 0));
+      const deadline = Date.now() + wait * 1000;
+      for (;;) {
+        const desired = OPERATIONS['agent.desired'].run(coordinator, actor, {});
+        if ((desired.configId ?? 'none') !== known || Date.now() >= deadline) return c.json(desired);
+        await new Promise((resolve) => setTimeout(resolve, 250));
+        if (coordinator.state.get('agents', actor.keyId)?.status !== 'enrolled') return errorResponse(c, 403, 'REVOKED', 'agent is no longer enrolled');
+      }
+    } catch (error) {
+      if (error instanceof HttpError) return errorResponse(c, error.status, error.code, error.message);
+      throw error;
+    }
+  });
+
   app.get('/v1/audit/export', async (c) => {
     try {
       const body = await readBody(c);
