@@ -13,7 +13,7 @@
  */
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { Castore, collectGarbage, fetchClosure, readBundle, type StorePathInfo, type TransferProgress } from '../castore/index.js';
+import { Castore, collectGarbage, fetchClosure, readBundle, referencesFirst, type StorePathInfo, type TransferProgress } from '../castore/index.js';
 import { openDataClient } from '../protocol/connect.js';
 import type { DataClient } from '../protocol/data-client.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
@@ -47,24 +47,6 @@ export interface DesiredConfig {
 export type RoundResult = 'idle' | 'active' | 'rolled-back' | 'failed' | 'offline';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Store paths ordered so every path comes after the paths it references. */
-function dependencyOrder(infos: readonly StorePathInfo[]): StorePathInfo[] {
-  const byPath = new Map(infos.map((info) => [info.storePath, info]));
-  const ordered: StorePathInfo[] = [];
-  const seen = new Set<string>();
-  const visit = (info: StorePathInfo) => {
-    if (seen.has(info.storePath)) return;
-    seen.add(info.storePath);
-    for (const reference of info.references) {
-      const next = byPath.get(reference);
-      if (next) visit(next);
-    }
-    ordered.push(info);
-  };
-  for (const info of infos) visit(info);
-  return ordered;
-}
 
 export class Agent {
   readonly paths: ReturnType<typeof agentPaths>;
@@ -339,7 +321,7 @@ export class Agent {
         storePaths = fetched.storePaths;
       }
       let written = 0;
-      for (const info of dependencyOrder(storePaths)) if (await materializeStorePath(this.castore(), info, this.state.storeDir)) written++;
+      for (const info of referencesFirst(storePaths)) if (await materializeStorePath(this.castore(), info, this.state.storeDir)) written++;
       this.events.add('materialized', `materialized ${written} new store paths in ${this.state.storeDir}`, config.id);
       generation = this.generations.create({
         configId: config.id,

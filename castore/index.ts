@@ -19,3 +19,4 @@ export { fsck, type FsckOptions, type FsckProblem, type FsckReport } from './sto
 export { fetchClosure, type FetchOptions, type FetchReport, type TransferProgress } from './transfer/fetch-closure.js';
 export { uploadStorePaths, type UploadOptions, type UploadReport } from './transfer/upload-store-paths.js';
 export { writeBundle, readBundle, BundleError, BundleManifestSchema, type BundleManifest } from './bundle.js';
+export { referencesFirst } from './references-first.js';

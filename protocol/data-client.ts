@@ -11,6 +11,7 @@ import {
   DATA_RESPONSES,
   DataErrorSchema,
   FERRY_ALPN,
+  MAX_REPLY_HEADER_BYTES,
   sessionAuthMessage,
   type DataOperationName,
   type DataRequest,
@@ -52,7 +53,7 @@ interface Transport {
 }
 
 async function readReply<N extends DataOperationName>(op: N, reader: FrameReader): Promise<DataReplyStream<N>> {
-  const header = await reader.readHeader();
+  const header = await reader.readHeader(MAX_REPLY_HEADER_BYTES);
   const failure = DataErrorSchema.safeParse(header);
   if (failure.success) throw new DataError(failure.data.error.code, failure.data.error.message);
   const parsed = DATA_RESPONSES[op].safeParse(header);

@@ -27,7 +27,13 @@ export const TRANSFER_GROUP_SIZE = 16 * 1024;
 /** Bounds of one batch request. */
 export const MAX_BATCH_OBJECTS = 4096;
 export const MAX_BATCH_BYTES = 64 * 1024 * 1024;
-export const MAX_QUERY_ITEMS = 100_000;
+export const MAX_QUERY_ITEMS = 20_000;
+/** Store paths registered per `upload.storePaths` request (keeps its header well under MAX_REQUEST_HEADER_BYTES). */
+export const MAX_REGISTER_PATHS = 5_000;
+/** Request headers the coordinator accepts (a missing-query of 2 x 20,000 ids is ~2.7 MB). */
+export const MAX_REQUEST_HEADER_BYTES = 8 * 1024 * 1024;
+/** Reply headers a client accepts (the manifest of a large closure). */
+export const MAX_REPLY_HEADER_BYTES = 64 * 1024 * 1024;
 
 const StorePathSchema = z.string().regex(/^\/nix\/store\/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]{1,211}$/, 'a Nix store path');
 const ConfigIdSchema = z.string().regex(/^[0-9a-f]{64}$/, 'a config id');
@@ -71,7 +77,7 @@ export const DATA_REQUESTS = {
   'upload.storePaths': z.strictObject({
     op: z.literal('upload.storePaths'),
     roots: z.array(StorePathSchema).min(1).max(1000),
-    storePaths: z.array(StorePathInfoSchema).max(MAX_QUERY_ITEMS),
+    storePaths: z.array(StorePathInfoSchema).max(MAX_REGISTER_PATHS),
     stats: z.strictObject({ bytesSent: z.number().int().nonnegative(), blobsSent: z.number().int().nonnegative(), directoriesSent: z.number().int().nonnegative() }),
   }),
 } as const;

@@ -2,7 +2,7 @@
 // real QUIC, fetch into an empty castore over QUIC and over the HTTP
 // fallback, byte-identical NARs, idempotent pushes, per-operation
 // authorization, and uploads that do not verify.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -96,6 +96,34 @@ describe('push and fetch', () => {
       }
     }, 60_000);
   }
+});
+
+describe('large closures', () => {
+  it('pushes and fetches a store path of 25,000 files (queries and registrations split to bounded frames)', async () => {
+    const dir = path.join(work, 'many');
+    for (let index = 0; index < 25_000; index++) {
+      const sub = path.join(dir, `d${index % 50}`);
+      if (index < 50) mkdirSync(sub, { recursive: true });
+      writeFileSync(path.join(sub, `f${index}`), `file ${index}\n`);
+    }
+    const many = fakeStorePath('many-files');
+    await addTreeAsStorePath(source, dir, many);
+    const pusher = await dataClient(test.pusher);
+    const pushed = await uploadStorePaths(pusher, source, [many]);
+    await pusher.close();
+    expect(pushed).toMatchObject({ registered: [many], blobsSent: 25_000 });
+    const { configId: manyConfig } = await test.adminClient.post<{ configId: string }>('/v1/graphs/many/configs', signedConfig(test.admin, 'many', [], { 'x86_64-linux': many }));
+    const agent = await enrollAgent(test, 'many');
+    const client = await dataClient(agent);
+    const target = Castore.open(path.join(work, 'many-target'));
+    try {
+      expect(await fetchClosure(client, target, manyConfig, 'x86_64-linux')).toMatchObject({ fetchedBlobs: 25_000 });
+      expect((await narBytes(target, many)).equals(await narBytes(source, many))).toBe(true);
+    } finally {
+      target.close();
+      await client.close();
+    }
+  }, 120_000);
 });
 
 describe('authorization and verification', () => {

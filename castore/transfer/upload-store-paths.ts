@@ -6,11 +6,12 @@
  * records as one audit event. Idempotent: a second push sends no objects.
  */
 import type { DataClient } from '../../protocol/data-client.js';
-import { MAX_BATCH_OBJECTS, MAX_QUERY_ITEMS } from '../../protocol/data-protocol.js';
+import { MAX_BATCH_OBJECTS, MAX_QUERY_ITEMS, MAX_REGISTER_PATHS } from '../../protocol/data-protocol.js';
 import type { Digest, FileNode, Node } from '../node.js';
 import type { Castore } from '../store/castore.js';
 import { batchBlobs } from './batches.js';
 import { runPool } from './pool.js';
+import { referencesFirst } from '../references-first.js';
 import type { TransferProgress } from './fetch-closure.js';
 
 export interface UploadOptions {
@@ -122,23 +123,32 @@ export async function uploadStorePaths(client: DataClient, store: Castore, roots
   progress.phase = 'registering';
   report();
   const bytesSent = progress.bytesDone;
-  const reply = await client.call({
-    op: 'upload.storePaths',
-    roots: [...roots],
-    storePaths: toRegister,
-    stats: { bytesSent, blobsSent: toSend.length, directoriesSent: directoriesToSend.length },
-  });
+  // One request (one audit event) per push, unless the closure is huge: then dependencies first, in parts.
+  const registered: string[] = [];
+  let seq = 0;
+  const parts = chunked(referencesFirst(toRegister), MAX_REGISTER_PATHS);
+  for (const [index, part] of (parts.length > 0 ? parts : [[]]).entries()) {
+    const last = index === Math.max(0, parts.length - 1);
+    const reply = await client.call({
+      op: 'upload.storePaths',
+      roots: last ? [...roots] : part.slice(0, 1000).map((info) => info.storePath),
+      storePaths: part,
+      stats: last ? { bytesSent, blobsSent: toSend.length, directoriesSent: directoriesToSend.length } : { bytesSent: 0, blobsSent: 0, directoriesSent: 0 },
+    });
+    registered.push(...reply.header.registered);
+    seq = reply.header.seq;
+  }
   progress.phase = 'done';
   report();
   return {
     roots: [...roots],
     closureSize: closure.length,
-    registered: reply.header.registered,
+    registered,
     blobsSent: toSend.length,
     blobsPresent: blobs.size - toSend.length,
     directoriesSent: directoriesToSend.length,
     bytesSent,
     closureNarBytes: closure.reduce((sum, info) => sum + info.narSize, 0),
-    seq: reply.header.seq,
+    seq,
   };
 }

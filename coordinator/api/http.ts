@@ -208,7 +208,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
     const source = c.req.raw.body as AsyncIterable<Uint8Array> | null;
     const reader = new FrameReader(source ?? (async function* () {})());
     const frames = replyFrames(async () => {
-      const headerBytes = await reader.readHeaderBytes();
+      const headerBytes = await reader.readHeaderBytes(MAX_REQUEST_HEADER_BYTES);
       const request = DataRequestSchema.parse(parseHeaderJson(headerBytes));
       if (request.op === 'hello' || request.op === 'auth') throw new CommandError('INVALID', `${request.op} is for QUIC sessions; HTTP requests are signed one by one`);
       let actor: Actor;

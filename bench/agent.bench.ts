@@ -1,0 +1,180 @@
+/**
+ * Agent deployment benchmark (issue 6), one run on this machine:
+ *
+ * 1. cold deploy of the ~200 MiB / 20,000-file closure — config submitted -> agent `active`
+ *    (fetch over QUIC with BLAKE3 verification, materialize, switch, activate) — against real
+ *    `nix copy --from http://…` of the same closure from a compression=none binary cache
+ *    served by a node:http static server, into a fresh chroot store;
+ * 2. upgrade to the variant with ~10% of files changed: bytes fetched vs its closure NAR size;
+ * 3. N agents (default 20) deploying the same closure at once: total time, coordinator CPU;
+ * 4. peak RSS of the agent processes.
+ *
+ * Real processes: `ferry coordinator serve` and `ferry agent run` from build/ (run
+ * `npm run build` first; `npm run bench:agent` does). BENCH_AGENTS=N changes the fleet size.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createReadStream, existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createServer } from 'node:http';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CoordinatorHttpClient } from '../protocol/http-client.js';
+import { loadIdentity } from '../protocol/identity.js';
+import { nixEnv } from '../test/nix-fixtures/index.js';
+import { benchWorkDir, bigClosureStorePath } from './fixtures/big-closure.js';
+import { mbPerSecond, report } from './harness.js';
+
+const ferryBin = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'ferry');
+const fleetSize = Number(process.env.BENCH_AGENTS ?? 20);
+const work = path.join(benchWorkDir, `agent-${process.pid}`);
+rmSync(work, { recursive: true, force: true });
+mkdirSync(work, { recursive: true });
+const env = { ...nixEnv, FERRY_CONFIG_DIR: path.join(work, 'config'), FERRY_DATA_DIR: path.join(work, 'coordinator'), XDG_CACHE_HOME: path.join(work, 'cache') };
+const children: ChildProcess[] = [];
+process.on('exit', () => {
+  for (const child of children) child.kill('SIGKILL');
+});
+
+function ferry(...args: string[]): string {
+  return execFileSync(process.execPath, [ferryBin, ...args], { env, maxBuffer: 1 << 26 }).toString();
+}
+
+/** Peak RSS (VmHWM) of a running process, in MiB. */
+function peakRssMiB(pid: number): number {
+  const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return match ? Number(match[1]) / 1024 : NaN;
+}
+
+/** CPU seconds (user + system) a process has used so far. */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+async function waitUntil(what: string, probe: () => Promise<boolean>, timeoutMs = 600_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+const v0 = bigClosureStorePath(0, nixEnv);
+const v1 = bigClosureStorePath(1, nixEnv);
+const narSizeOf = (storePath: string) => Number(execFileSync('nix', ['path-info', '-S', '--json', storePath], { env: nixEnv }).toString().match(/"closureSize":(\d+)/)![1]);
+const closureBytes = narSizeOf(v0);
+const system = `${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux`;
+
+// The coordinator, as an operator runs it.
+ferry('coordinator', 'init', '--name', 'bench');
+const coordinator = spawn(process.execPath, [ferryBin, 'coordinator', 'serve', '--listen', '127.0.0.1:0'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+children.push(coordinator);
+const url = await new Promise<string>((resolve) => {
+  let out = '';
+  coordinator.stdout!.on('data', (chunk: Buffer) => {
+    out += chunk.toString();
+    const match = /HTTP API:\s+(http:\/\/\S+)/.exec(out);
+    if (match && /QUIC data plane:\s+\S+:\d+/.test(out)) resolve(match[1]!);
+  });
+});
+const admin = new CoordinatorHttpClient(url, loadIdentity(path.join(work, 'config', 'keys', 'bench-admin.key')));
+for (const storePath of [v0, v1]) ferry('push', storePath, '--url', url, '--quiet');
+
+const join = (JSON.parse(ferry('tokens', 'create', '--uses', String(fleetSize + 1), '--auto-approve', '--url', url, '--json')) as { join: string }).join;
+interface BenchAgent {
+  name: string;
+  id: string;
+  stateDir: string;
+  process: ChildProcess;
+}
+function startAgent(name: string): BenchAgent {
+  const stateDir = path.join(work, 'agents', name);
+  const { agentId } = JSON.parse(ferry('agent', 'enroll', join, '--state-dir', stateDir, '--store-dir', path.join(stateDir, 'store'), '--name', name, '--json')) as { agentId: string };
+  const child = spawn(process.execPath, [ferryBin, 'agent', 'run', '--state-dir', stateDir, '--poll', '30'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+  children.push(child);
+  return { name, id: agentId, stateDir, process: child };
+}
+async function submit(graph: string, target: string, message: string): Promise<string> {
+  return (JSON.parse(ferry('config', 'submit', graph, '--target', `${system}=${target}`, '--activate', 'true', '-m', message, '--url', url, '--json')) as { configId: string }).configId;
+}
+const activeOn = (agent: BenchAgent, configId: string) => async () => {
+  const record = await admin.get<{ phase: string | null; currentConfig: string | null }>(`/v1/agents/${agent.id}`);
+  return record.phase === 'active' && record.currentConfig === configId;
+};
+function fetchedBytes(agent: BenchAgent, configId: string): number {
+  const lines = readFileSync(path.join(agent.stateDir, 'events.jsonl'), 'utf8').trim().split('\n');
+  const fetched = lines.map((line) => JSON.parse(line) as { kind: string; configId?: string; message: string }).filter((event) => event.kind === 'fetched' && event.configId === configId);
+  return Number(/(\d+) bytes/.exec(fetched.at(-1)!.message)![1]);
+}
+
+// 1. Cold deploy, one agent.
+const solo = startAgent('solo');
+await new Promise((resolve) => setTimeout(resolve, 1000));
+const coldConfig = await submit('solo', v0, 'cold');
+const coldStart = performance.now();
+await admin.post(`/v1/agents/${solo.id}/assign`, { graph: 'solo' });
+await waitUntil('the cold deploy', activeOn(solo, coldConfig));
+const coldSeconds = (performance.now() - coldStart) / 1000;
+
+// The reference: nix copy from a compression=none binary cache on a static server into a fresh store.
+const cacheDir = path.join(work, 'binary-cache');
+execFileSync('nix', ['copy', '--to', `file://${cacheDir}?compression=none`, v0], { env: nixEnv });
+const server = createServer((request, response) => {
+  const file = path.join(cacheDir, decodeURIComponent(new URL(request.url!, 'http://x').pathname));
+  if (!file.startsWith(cacheDir) || !existsSync(file) || !statSync(file).isFile()) {
+    response.writeHead(404).end();
+    return;
+  }
+  response.writeHead(200, { 'content-length': statSync(file).size });
+  createReadStream(file).pipe(response);
+});
+await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+const cachePort = (server.address() as { port: number }).port;
+const nixRoot = path.join(work, 'nix-root');
+const nixStart = performance.now();
+await new Promise<void>((resolve, reject) => {
+  const child = spawn('nix', ['copy', '--from', `http://127.0.0.1:${cachePort}`, '--to', `local?root=${nixRoot}`, '--option', 'require-sigs', 'false', v0], { env: nixEnv, stdio: 'inherit' });
+  child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`nix copy exited with ${code}`))));
+});
+const nixSeconds = (performance.now() - nixStart) / 1000;
+server.close();
+execFileSync('chmod', ['-R', 'u+w', nixRoot]);
+rmSync(nixRoot, { recursive: true, force: true });
+
+// 2. Upgrade to the variant with ~10% of files changed.
+const upgradeConfig = await submit('solo', v1, 'upgrade');
+const upgradeStart = performance.now();
+await waitUntil('the upgrade', activeOn(solo, upgradeConfig));
+const upgradeSeconds = (performance.now() - upgradeStart) / 1000;
+const upgradeBytes = fetchedBytes(solo, upgradeConfig);
+const soloRss = peakRssMiB(solo.process.pid!);
+solo.process.kill('SIGKILL');
+
+// 3. A fleet deploying the same closure at once.
+const fleet = Array.from({ length: fleetSize }, (_, index) => startAgent(`fleet-${index}`));
+await new Promise((resolve) => setTimeout(resolve, 2000));
+const fleetConfig = await submit('fleet', v0, 'fleet');
+const cpuBefore = cpuSeconds(coordinator.pid!);
+const fleetStart = performance.now();
+for (const agent of fleet) await admin.post(`/v1/agents/${agent.id}/assign`, { graph: 'fleet' });
+await Promise.all(fleet.map((agent) => waitUntil(`${agent.name}`, activeOn(agent, fleetConfig))));
+const fleetSeconds = (performance.now() - fleetStart) / 1000;
+const coordinatorCpu = cpuSeconds(coordinator.pid!) - cpuBefore;
+const fleetRss = Math.max(...fleet.map((agent) => peakRssMiB(agent.process.pid!)));
+const coordinatorRss = peakRssMiB(coordinator.pid!);
+
+console.log(`agent deployment: closure ${(closureBytes / 2 ** 20).toFixed(0)} MiB as NARs, ${fleetSize} agents`);
+report('agent', [
+  { what: 'nix copy --from http:// static cache, compression=none (reference)', value: `${nixSeconds.toFixed(2)} s`, rate: mbPerSecond(closureBytes, nixSeconds), target: '' },
+  { what: 'cold deploy: submit -> agent active (QUIC, verified)', value: `${coldSeconds.toFixed(2)} s`, rate: mbPerSecond(closureBytes, coldSeconds), target: `>= 2x faster: ${(nixSeconds / coldSeconds).toFixed(2)}x` },
+  { what: 'upgrade (~10% files changed): bytes fetched / closure NAR', value: `${upgradeBytes} / ${closureBytes}`, rate: `${((100 * upgradeBytes) / closureBytes).toFixed(1)} %`, target: '<= 15 %' },
+  { what: 'upgrade: submit -> active', value: `${upgradeSeconds.toFixed(2)} s`, rate: '', target: '' },
+  { what: `${fleetSize} agents at once: submit -> all active`, value: `${fleetSeconds.toFixed(2)} s`, rate: mbPerSecond(closureBytes * fleetSize, fleetSeconds), target: 'all succeed' },
+  { what: `coordinator CPU during the ${fleetSize}-agent deploy`, value: `${coordinatorCpu.toFixed(1)} s`, rate: `${((100 * coordinatorCpu) / fleetSeconds).toFixed(0)} % of one core`, target: '' },
+  { what: 'agent peak RSS (solo / worst of the fleet)', value: `${soloRss.toFixed(0)} / ${fleetRss.toFixed(0)} MiB`, rate: '', target: '< 150 MB' },
+  { what: 'coordinator peak RSS', value: `${coordinatorRss.toFixed(0)} MiB`, rate: '', target: '' },
+]);
+
+for (const child of children) child.kill('SIGKILL');
+execFileSync('chmod', ['-R', 'u+w', work]);
+rmSync(work, { recursive: true, force: true });
+process.exit(0);
