@@ -10,7 +10,7 @@ import { verifyRequestSignature, MAX_REQUEST_SKEW_MS, requestNonce } from '../..
 import type { Coordinator } from '../coordinator.js';
 import { CommandError, type Actor } from '../domain/commands.js';
 import { exportLines } from '../audit/export.js';
-import { DataRequestSchema } from '../../protocol/data-protocol.js';
+import { DataRequestSchema, MAX_REQUEST_HEADER_BYTES } from '../../protocol/data-protocol.js';
 import { FrameReader, parseHeaderJson } from '../../protocol/framing.js';
 import { AuthError, resolveActor, type Access } from './actors.js';
 import { ClosureAccess, DATA_ACCESS, runDataOperation } from './data-operations.js';
