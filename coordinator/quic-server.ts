@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { ed25519Verify } from '../protocol/ed25519.js';
 import { publicKeyOf } from '../protocol/identity.js';
 import { DATA_REQUESTS, DataRequestSchema, FERRY_ALPN, MAX_REQUEST_HEADER_BYTES, sessionAuthMessage } from '../protocol/data-protocol.js';
+import { drained } from '../protocol/drained.js';
 import { FrameReader } from '../protocol/framing.js';
 import { AuthError, resolveActor } from './api/actors.js';
 import { ClosureAccess, DATA_ACCESS, runDataOperation, type DataReply } from './api/data-operations.js';
@@ -46,7 +47,7 @@ async function writeFrames(stream: QuicStream, frames: AsyncIterable<Uint8Array>
   try {
     for await (const frame of frames) {
       if (stream.destroyed) return;
-      if (!stream.write(frame)) await new Promise<void>((resolve) => { stream.once('drain', resolve); stream.once('close', resolve); });
+      if (!stream.write(frame)) await drained(stream);
     }
     stream.end();
   } catch (error) {

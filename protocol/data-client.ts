@@ -17,6 +17,7 @@ import {
   type DataRequest,
   type DataResponse,
 } from './data-protocol.js';
+import { drained } from './drained.js';
 import { encodeHeaderFrame, FrameError, FrameReader } from './framing.js';
 import type { Identity } from './identity.js';
 import { signRequest } from './request-signing.js';
@@ -109,8 +110,7 @@ class QuicTransport implements Transport {
     if (this.session.closed) throw new TransportError('the QUIC session is closed');
     const stream = this.session.openStream();
     stream.on('error', () => undefined);
-    const write = (chunk: Uint8Array) =>
-      stream.write(chunk) ? Promise.resolve() : new Promise<void>((resolve) => { stream.once('drain', resolve); stream.once('close', resolve); });
+    const write = (chunk: Uint8Array) => (stream.write(chunk) ? Promise.resolve() : drained(stream));
     // Write concurrently with reading: a large upload must not wait for the reply, nor the reply for the upload.
     const writing = (async () => {
       await write(encodeHeaderFrame(header));
