@@ -1,16 +1,41 @@
-/** `ferry audit log|show|verify|export`. */
+/** `ferry audit log|show|replay|view|verify|export`. */
+import { spawn } from 'node:child_process';
 import { createWriteStream, readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseAuditExport, verifyAuditExport } from '../coordinator/audit/export.js';
 import type { ChainReport } from '../coordinator/audit/chain.js';
 import type { AuditEvent } from '../coordinator/domain/events.js';
-import { publicKeyOf, KeyIdSchema } from '../protocol/identity.js';
-import { booleanOption, jsonOption, stringOption, UsageError, writeJson, type Command } from './command.js';
+import { readExportLogSource, serveOfflineViewer, Viewer, VIEWER_PATH, type EventDetail, type StateResult } from '../coordinator/viewer/index.js';
+import { publicKeyOf, KeyIdSchema, type KeyId } from '../protocol/identity.js';
+import { booleanOption, jsonOption, stringOption, UsageError, writeJson, type Command, type OptionSpec, type OptionValues } from './command.js';
 import { clientFrom, connectionOptions } from './contexts.js';
-import { short } from './format.js';
+import { short, table } from './format.js';
 
 const common = { ...connectionOptions, ...jsonOption };
+
+const offlineOptions: Record<string, OptionSpec> = {
+  file: { type: 'string', valueName: 'FILE', description: 'an export from `ferry audit export`, read offline (no coordinator)' },
+  pubkey: { type: 'string', valueName: 'KEY', description: "the coordinator's public key id, obtained out of band (with --file)" },
+};
+
+/** The export file and the key to verify it with, when --file is given. */
+function offlineExport(options: OptionValues): { file: string; key: KeyId } | undefined {
+  const file = stringOption(options, 'file');
+  if (!file) return undefined;
+  const pubkey = stringOption(options, 'pubkey');
+  if (!pubkey) throw new UsageError("--pubkey is required with --file: the coordinator's key id, from a trusted source (not the file)");
+  const parsed = KeyIdSchema.safeParse(pubkey);
+  if (!parsed.success) throw new UsageError(`--pubkey '${pubkey}' is not a key id (64 hex characters)`);
+  return { file, key: parsed.data };
+}
+
+/** A viewer over an export file, indexed and verified. */
+async function offlineViewer(source: { file: string; key: KeyId }): Promise<Viewer> {
+  const viewer = new Viewer(readExportLogSource(source.file, source.key));
+  await viewer.ready();
+  return viewer;
+}
 
 function eventLine(event: AuditEvent): string {
   return `${String(event.seq).padStart(6)}  ${new Date(event.wallTime).toISOString()}  ${event.actorRole.padEnd(11)} ${short(event.actorKey)}  ${event.action.padEnd(16)} ${event.subject}\n`;
@@ -26,13 +51,14 @@ const log: Command = {
     subject: { type: 'string', valueName: 'ID', description: 'agent, key, token or graph the event is about' },
     after: { type: 'string', valueName: 'SEQ', description: 'only events after this seq' },
     limit: { type: 'string', valueName: 'N', description: 'at most N events (default: all)' },
-    follow: { type: 'boolean', short: 'f', description: 'keep printing new events as they happen' },
+    follow: { type: 'boolean', short: 'f', description: 'keep printing new events as they happen (polls every second; Ctrl-C to stop)' },
     ...common,
   },
   async run({ options, stdout }) {
     const client = clientFrom(options);
     const json = booleanOption(options, 'json');
     const limit = stringOption(options, 'limit') ? Number(stringOption(options, 'limit')) : Infinity;
+    if (!(limit > 0)) throw new UsageError('--limit must be a positive number');
     let after = Number(stringOption(options, 'after') ?? '0');
     if (!Number.isInteger(after) || after < 0) throw new UsageError('--after must be a seq number');
     let printed = 0;
@@ -58,20 +84,175 @@ const log: Command = {
   },
 };
 
+function verificationText(detail: EventDetail): string {
+  const v = detail.verification;
+  switch (v.state) {
+    case 'verified':
+      return `verified in the hash chain${v.coveredByCheckpoint ? `, covered by the signed checkpoint at seq ${v.coveredByCheckpoint}` : ', not yet covered by a signed checkpoint'}`;
+    case 'broken':
+      return `BROKEN: ${v.reason}`;
+    case 'after-break':
+      return `UNVERIFIED: after the break at seq ${v.brokenAt}`;
+    case 'unchecked':
+      return 'not verified yet (appended since the last check)';
+  }
+}
+
+const value = (v: unknown): string => (v === null || v === undefined ? '—' : typeof v === 'string' ? v : JSON.stringify(v));
+
+function printEvent(detail: EventDetail, stdout: NodeJS.WritableStream): void {
+  const { event } = detail;
+  const lines = [
+    `event ${event.seq}: ${event.action}  ${detail.entry.summary}`,
+    `  who:      ${event.actorRole}${detail.actorName ? ` ${detail.actorName}` : ''} ${event.actorKey}`,
+    `  subject:  ${event.subject}`,
+    `  when:     ${new Date(event.wallTime).toISOString()}  (HLC ${event.hlc})`,
+    `  chain:    ${verificationText(detail)}`,
+    `  request:  ${detail.requestSignature ? 'signed (signature recorded and hashed into the chain)' : 'no request signature (not recorded from a signed request: the coordinator itself, or in-process)'}`,
+  ];
+  if (detail.configSignature) lines.push(`  config:   ${detail.configSignature.valid ? 'signature valid' : 'SIGNATURE INVALID'}: ${detail.configSignature.reason} (author ${short(detail.configSignature.author)})`);
+  lines.push(`  hash:     ${event.hash} (prev ${event.prevHash})`, '', 'what it changed:');
+  if (!detail.diff) lines.push(`  cannot replay this event: ${detail.replayProblem}`);
+  else if (detail.diff.length === 0) lines.push('  no state rows');
+  for (const change of detail.diff ?? []) {
+    lines.push(`  ${change.table} ${change.id} (${change.kind})`);
+    for (const field of change.fields) lines.push(`    ${field.field}: ${change.kind === 'added' ? '' : `${value(field.before)} → `}${value(field.after)}`);
+  }
+  lines.push('', 'payload:', JSON.stringify(event.payload, null, 2));
+  stdout.write(`${lines.join('\n')}\n`);
+}
+
 const show: Command = {
   path: ['audit', 'show'],
-  summary: 'one audit event in full',
+  summary: 'one audit event: who, what, when, its verification status and the state rows it changed',
   args: '<seq>',
   minArgs: 1,
   maxArgs: 1,
-  options: common,
+  options: { ...offlineOptions, ...common },
   async run({ args, options, stdout }) {
     const seq = Number(args[0]);
     if (!Number.isInteger(seq) || seq < 1) throw new UsageError(`'${args[0]}' is not a seq number`);
-    const { events } = await clientFrom(options).get<{ events: AuditEvent[] }>('/v1/audit/events', { after: String(seq - 1), limit: '1' });
-    const event = events[0];
-    if (!event || event.seq !== seq) throw new UsageError(`no audit event ${seq}`);
-    writeJson(stdout, event);
+    const offline = offlineExport(options);
+    const detail = offline ? (await offlineViewer(offline)).event(seq) : await clientFrom(options).get<EventDetail>(`${VIEWER_PATH}/api/events/${seq}`);
+    if (booleanOption(options, 'json')) return writeJson(stdout, detail);
+    printEvent(detail, stdout);
+  },
+};
+
+function printState(result: StateResult, stdout: NodeJS.WritableStream): void {
+  const { state } = result;
+  const at = result.position ? `after event ${result.seq} (${result.position.action}, ${new Date(result.position.wallTime).toISOString()}, HLC ${result.position.hlc})` : 'before the first event';
+  const v = result.verification;
+  const lines = [
+    `fleet ${at}; the log has ${result.lastSeq} events`,
+    v.ok ? `chain verified through seq ${v.verifiedThrough}${v.lastCheckpoint ? `, last signed checkpoint at seq ${v.lastCheckpoint.seq}` : ''}` : `CHAIN BROKEN at seq ${v.firstBad!.seq}: ${v.firstBad!.reason}`,
+    `${state.counts.agents} agents (${Object.entries(state.counts.agentsByStatus).map(([status, n]) => `${n} ${status}`).join(', ') || 'none'}), ${state.counts.graphs} graphs, ${state.counts.configs} configs, ${state.counts.keys} keys, ${state.counts.tokens} tokens`,
+    '',
+  ];
+  stdout.write(`${lines.join('\n')}`);
+  if (state.agents.rows.length > 0) {
+    stdout.write(table(['AGENT', 'ID', 'STATUS', 'GRAPH', 'DESIRED', 'CURRENT', 'PHASE'], state.agents.rows.map((a) => [a.name, short(a.id), a.status, a.desiredGraph, short(a.desiredConfig), short(a.currentConfig), a.phase])));
+    stdout.write('\n');
+  }
+  if (state.graphs.length > 0) {
+    stdout.write(table(['GRAPH', 'HEAD', 'SINCE SEQ', 'CONFIGS'], state.graphs.map((g) => [g.id, short(g.head), g.updatedSeq, g.configCount])));
+    stdout.write('\n');
+  }
+  if (state.configs.rows.length > 0) {
+    stdout.write(
+      table(
+        ['CONFIG', 'GRAPH', 'SEQ', 'HEAD', 'SUCCEEDED', 'FAILED', 'PENDING', 'UNREPORTED'],
+        state.configs.rows.map((c) => [short(c.id), c.graph, c.seq, c.head ? 'yes' : '', c.summary.succeeded, c.summary.failed, c.summary.pending, c.summary.unreported]),
+      ),
+    );
+  }
+}
+
+const replay: Command = {
+  path: ['audit', 'replay'],
+  summary: 'the fleet as it was at an event or a time, replayed from the audit log',
+  description:
+    'Replays the audit log with the coordinator\'s own reducer up to --at (a seq, or an ISO time such as 2026-11-26T10:00:00Z: ' +
+    'the last event at or before it) and prints the fleet then: agents, graphs, per-config rollout. Against the coordinator, or ' +
+    'offline against an export with --file and --pubkey. The same replay as the web viewer (ferry audit view).',
+  maxArgs: 0,
+  options: { at: { type: 'string', valueName: 'SEQ|TIME', description: 'position: a seq number, an ISO time, or `end` (default)' }, ...offlineOptions, ...common },
+  async run({ options, stdout }) {
+    const at = stringOption(options, 'at') ?? 'end';
+    const offline = offlineExport(options);
+    let result: StateResult;
+    if (offline) {
+      const viewer = await offlineViewer(offline);
+      result = viewer.state(viewer.resolvePosition(at), { full: true });
+    } else {
+      result = await clientFrom(options).get<StateResult>(`${VIEWER_PATH}/api/state`, { at, full: '1' });
+    }
+    if (booleanOption(options, 'json')) return writeJson(stdout, result);
+    printState(result, stdout);
+  },
+};
+
+function parseListen(text: string): { host: string; port: number } {
+  const match = /^(.*):(\d+)$/.exec(text);
+  if (!match || Number(match[2]) > 65535) throw new UsageError(`--listen '${text}' is not HOST:PORT`);
+  return { host: match[1]!.replace(/^\[|\]$/g, ''), port: Number(match[2]) };
+}
+
+function openInBrowser(url: string, stderr: NodeJS.WritableStream): void {
+  try {
+    const child = spawn('xdg-open', [url], { detached: true, stdio: 'ignore' });
+    child.on('error', (error) => stderr.write(`ferry: could not run xdg-open (${error.message}); open the link yourself\n`));
+    child.unref();
+  } catch (error) {
+    stderr.write(`ferry: could not run xdg-open (${(error as Error).message}); open the link yourself\n`);
+  }
+}
+
+const view: Command = {
+  path: ['audit', 'view'],
+  summary: 'open the web viewer: timeline, replay to any event, verification (prints a one-time login link)',
+  description:
+    'Against the coordinator: asks it (a signed request; viewer role or higher) for a short-lived one-time login link to its ' +
+    'web viewer and prints it (--open also runs xdg-open). The link is exchanged for a session cookie on first use.\n' +
+    'Offline: with --file and --pubkey, verifies the export with the key and serves the same viewer read-only on --listen ' +
+    '(default 127.0.0.1:0, a free port) until interrupted, printing its login link.',
+  maxArgs: 0,
+  options: {
+    open: { type: 'boolean', description: 'also open the link with xdg-open' },
+    ...offlineOptions,
+    listen: { type: 'string', valueName: 'HOST:PORT', description: 'where to serve an export (with --file; default 127.0.0.1:0)' },
+    ...common,
+  },
+  async run({ options, stdout, stderr }) {
+    const json = booleanOption(options, 'json');
+    const offline = offlineExport(options);
+    if (!offline) {
+      const client = clientFrom(options);
+      const session = await client.request<{ loginPath: string; expiresAt: number; lastSeq: number }>('POST', `${VIEWER_PATH}/api/session`);
+      const url = new URL(session.loginPath, client.baseUrl).toString();
+      if (json) writeJson(stdout, { url, expiresAt: session.expiresAt, lastSeq: session.lastSeq });
+      else stdout.write(`${url}\n(one-time login link to the audit-log viewer, valid until ${new Date(session.expiresAt).toISOString()})\n`);
+      if (booleanOption(options, 'open')) openInBrowser(url, stderr);
+      return;
+    }
+    const { host, port } = parseListen(stringOption(options, 'listen') ?? '127.0.0.1:0');
+    const server = await serveOfflineViewer(readExportLogSource(offline.file, offline.key), host, port);
+    const info = server.viewer.info();
+    const url = server.loginUrl();
+    const status = info.verification.ok ? `chain verified through seq ${info.verification.verifiedThrough}` : `CHAIN BROKEN at seq ${info.verification.firstBad!.seq}: ${info.verification.firstBad!.reason}`;
+    if (json) writeJson(stdout, { url, server: server.url, lastSeq: info.lastSeq, verification: info.verification });
+    else stdout.write(`serving ${offline.file} (${info.lastSeq} events; ${status}) read-only at ${server.url}${VIEWER_PATH}/\n${url}\n(one-time login link; Ctrl-C to stop)\n`);
+    if (booleanOption(options, 'open')) openInBrowser(url, stderr);
+    await new Promise<void>((resolve) => {
+      const stop = (): void => {
+        process.off('SIGINT', stop);
+        process.off('SIGTERM', stop);
+        resolve();
+      };
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
+    });
+    await server.close();
   },
 };
 
@@ -90,21 +271,11 @@ const verify: Command = {
   summary: "verify the audit chain and checkpoint signatures (the coordinator's, or an export offline)",
   description: 'With --file and --pubkey, verifies an export from `ferry audit export` with no coordinator at all. Exit code 1 when the log is broken.',
   maxArgs: 0,
-  options: {
-    file: { type: 'string', valueName: 'FILE', description: 'an export (JSON lines) to verify offline' },
-    pubkey: { type: 'string', valueName: 'KEY', description: "the coordinator's public key id, obtained out of band (with --file)" },
-    ...common,
-  },
+  options: { ...offlineOptions, ...common },
   async run({ options, stdout }) {
     const json = booleanOption(options, 'json');
-    const file = stringOption(options, 'file');
-    if (file) {
-      const pubkey = stringOption(options, 'pubkey');
-      if (!pubkey) throw new UsageError("--pubkey is required with --file: the coordinator's key id, from a trusted source (not the file)");
-      const parsed = KeyIdSchema.safeParse(pubkey);
-      if (!parsed.success) throw new UsageError(`--pubkey '${pubkey}' is not a key id (64 hex characters)`);
-      return printReport(verifyAuditExport(parseAuditExport(readFileSync(file, 'utf8')), publicKeyOf(parsed.data)), stdout, json);
-    }
+    const offline = offlineExport(options);
+    if (offline) return printReport(verifyAuditExport(parseAuditExport(readFileSync(offline.file, 'utf8')), publicKeyOf(offline.key)), stdout, json);
     return printReport(await clientFrom(options).get<ChainReport>('/v1/audit/verify'), stdout, json);
   },
 };
@@ -121,4 +292,4 @@ const exportLog: Command = {
   },
 };
 
-export const auditCommands: Command[] = [log, show, verify, exportLog];
+export const auditCommands: Command[] = [log, show, replay, view, verify, exportLog];

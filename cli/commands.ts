@@ -2,6 +2,7 @@
 import { agentCommands } from './agent-commands.js';
 import { auditCommands } from './audit-commands.js';
 import { bundleCommands } from './bundle-commands.js';
+import { cacheCommands } from './cache-commands.js';
 import { castoreCommands } from './castore-commands.js';
 import type { Command, CommandGroup } from './command.js';
 import { coordinatorCommands } from './coordinator-commands.js';
@@ -19,6 +20,7 @@ export const commandGroups: CommandGroup[] = [
   { name: 'config', summary: 'submit and inspect configs' },
   { name: 'graph', summary: 'artifact graphs: log and rollback' },
   { name: 'audit', summary: 'the audit log: log, show, verify, export' },
+  { name: 'cache', summary: 'the Nix binary cache at <url>/nix-cache: key to trust, netrc credentials' },
   { name: 'push', summary: 'upload store paths from the local Nix store (only what the coordinator lacks)' },
   { name: 'agent', summary: 'the machine side: enroll, run, status, generations, rollback, gc' },
   { name: 'bundle', summary: 'signed offline bundles of a config and its closure, for air-gapped machines' },
@@ -26,4 +28,4 @@ export const commandGroups: CommandGroup[] = [
   { name: 'castore', summary: 'the content-addressed store: ingest, export, stat, fsck, gc' },
 ];
 
-export const allCommands: Command[] = [...coordinatorCommands, ...fleetCommands, ...graphCommands, pushCommand, ...agentCommands, ...bundleCommands, ...auditCommands, ...narCommands, ...castoreCommands];
+export const allCommands: Command[] = [...coordinatorCommands, ...fleetCommands, ...graphCommands, pushCommand, ...agentCommands, ...bundleCommands, ...auditCommands, ...narCommands, ...castoreCommands, ...cacheCommands];

@@ -77,6 +77,8 @@ const serve: Command = {
     'quic-listen': { type: 'string', valueName: 'HOST:PORT', description: 'QUIC (UDP) address of the data plane (default: the HTTP host and port; port 0 picks one)' },
     'no-quic': { type: 'boolean', description: 'serve the data plane over HTTP only' },
     init: { type: 'boolean', description: 'initialise the data directory first if it holds no coordinator' },
+    'nix-cache-public': { type: 'boolean', description: 'let anyone read the Nix binary cache at /nix-cache (default: a reading key is required; see ferry cache netrc)' },
+    'nix-cache-compression': { type: 'string', valueName: 'none|zstd', description: 'compression of the NARs the Nix cache serves (default: none)' },
   },
   async run({ options, stdout }) {
     const dataDir = dataDirFrom(options);
@@ -85,8 +87,11 @@ const serve: Command = {
       await init.run({ args: [], options: { 'data-dir': dataDir }, stdout, stderr: process.stderr, stdin: process.stdin });
     }
     const { host, port } = parseListen(stringOption(options, 'listen') ?? DEFAULT_LISTEN);
+    const compression = stringOption(options, 'nix-cache-compression') ?? 'none';
+    if (compression !== 'none' && compression !== 'zstd') throw new UsageError(`--nix-cache-compression '${compression}' is not none or zstd`);
+    const nixCachePublic = booleanOption(options, 'nix-cache-public');
     const coordinator = Coordinator.open(dataDir);
-    const server = await startHttpServer(coordinator, host, port);
+    const server = await startHttpServer(coordinator, host, port, { nixCache: { publicRead: nixCachePublic, compression } });
     let quic: RunningQuicServer | undefined;
     if (!booleanOption(options, 'no-quic')) {
       const quicListen = stringOption(options, 'quic-listen');
@@ -100,6 +105,7 @@ const serve: Command = {
         `  data:            ${dataDir}\n` +
         `  HTTP API:        ${server.url}\n` +
         `  QUIC data plane: ${quic ? `${quic.address} (ALPN ferry/1)` : 'off (HTTP only)'}\n` +
+        `  Nix cache:       ${server.url}/nix-cache (reads: ${nixCachePublic ? 'public' : 'credentials'}, NARs: ${compression}; see ferry cache key)\n` +
         `  TLS fingerprint: ${coordinator.tls.fingerprint}\n` +
         `  coordinator key: ${coordinator.identity.keyId}\n` +
         `  audit log:       ${coordinator.lastSeq} events\n\n` +

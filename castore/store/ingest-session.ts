@@ -58,7 +58,7 @@ export class IngestSession {
    * their outboard is computed. `finish()` refuses (BLOB_CORRUPT) a blob
    * whose length differs from `expectedSize`.
    */
-  blobWriter(expectedSize: number): BlobWriter {
+  blobWriter(expectedSize: number, expectedId?: Digest): BlobWriter {
     this.assertOpen();
     if (expectedSize <= PACK_MAX) {
       const chunks: Uint8Array[] = [];
@@ -71,7 +71,7 @@ export class IngestSession {
         },
         finish: () => {
           if (size !== expectedSize) throw new CastoreError('BLOB_CORRUPT', `blob has ${size} bytes, ${expectedSize} were declared`);
-          return this.stageSmallBlob(chunks.length === 1 ? chunks[0]! : new Uint8Array(Buffer.concat(chunks, size)));
+          return this.stageSmallBlob(chunks.length === 1 ? chunks[0]! : new Uint8Array(Buffer.concat(chunks, size)), expectedId);
         },
         discard: () => undefined,
       };
@@ -85,6 +85,10 @@ export class IngestSession {
           throw new CastoreError('BLOB_CORRUPT', `blob has ${writer.size} bytes, ${expectedSize} were declared`);
         }
         const temp = writer.finish();
+        if (expectedId !== undefined && temp.id !== expectedId) {
+          rmSync(temp.dataPath, { force: true });
+          throw new CastoreError('BLOB_CORRUPT', `blob bytes hash to ${temp.id}, not ${expectedId}`, { objectId: expectedId });
+        }
         if (this.tempBlobs.has(temp.id) || this.store.hasBlob(temp.id)) {
           rmSync(temp.dataPath, { force: true });
           // Keep the existing blob alive through a concurrent GC: touched at commit.
@@ -107,7 +111,7 @@ export class IngestSession {
     return writer.finish();
   }
 
-  private stageSmallBlob(data: Uint8Array): Digest {
+  private stageSmallBlob(data: Uint8Array, expectedId?: Digest): Digest {
     let id: Digest;
     let outboard: Uint8Array | null = null;
     if (data.length <= GROUP_SIZE) {
@@ -119,6 +123,8 @@ export class IngestSession {
       id = digestFromBytes(built.root);
       outboard = built.outboard;
     }
+    // Checked before anything is written: bytes that do not match never reach the pack.
+    if (expectedId !== undefined && id !== expectedId) throw new CastoreError('BLOB_CORRUPT', `blob bytes hash to ${id}, not ${expectedId}`, { objectId: expectedId });
     if (this.stagedIds.has(id)) return id;
     this.stagedIds.add(id);
     if (this.store.hasBlob(id)) {

@@ -45,11 +45,11 @@ export interface FetchReport {
 
 /** Small blobs travel many to a request; larger ones alone, with resume. */
 const BATCH_BLOB_MAX = 256 * 1024;
-const BATCH_BYTES = 4 * 1024 * 1024;
+const BATCH_BYTES = 16 * 1024 * 1024;
 
-/** A corrupt group is retried from where it starts, as a transport fault, not a final error. */
+/** Corrupt bytes are retried (from the last verified group), as a transport fault, not a final error. */
 function retryable(error: unknown): never {
-  if (error instanceof CastoreError && (error.code === 'BLAKE3_GROUP_MISMATCH' || error.code === 'BLAKE3_OUTBOARD_MISMATCH')) {
+  if (error instanceof CastoreError && (error.code === 'BLAKE3_GROUP_MISMATCH' || error.code === 'BLAKE3_OUTBOARD_MISMATCH' || error.code === 'BLOB_CORRUPT')) {
     throw new TransportError(`${error.message}; retrying from the last verified group`);
   }
   throw error;
@@ -78,9 +78,15 @@ async function fetchBlobBatch(client: DataClient, store: Castore, blobs: readonl
           for (const [index, meta] of reply.header.blobs.entries()) {
             const wanted = blobs[index]!;
             if (meta.id !== wanted.digest || meta.size !== wanted.size) throw new TransportError(`the coordinator sent ${meta.id} (${meta.size} bytes) where ${wanted.digest} was asked for`);
-            const writer = session.blobWriter(meta.size);
-            await receiveBlob(reply, meta.id, meta.size, meta.outboardSize, 0, (bytes) => writer.write(bytes));
-            writer.finish();
+            // Small blobs are verified whole by the writer, which hashes them anyway (natively up to 16 KiB).
+            const writer = session.blobWriter(meta.size, meta.id);
+            try {
+              await reply.body.readExact(meta.outboardSize, `outboard of ${meta.id}`);
+              for await (const chunk of reply.body.readChunks(meta.size, `blob ${meta.id}`)) writer.write(chunk);
+              writer.finish();
+            } catch (error) {
+              retryable(error);
+            }
             received += meta.size;
           }
           await reply.body.expectEnd();

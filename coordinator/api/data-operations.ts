@@ -224,7 +224,7 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
         let alreadyPresent = 0;
         for (const claimed of request.blobs) {
           if (store.hasBlob(claimed.id)) alreadyPresent++;
-          const writer = session.blobWriter(claimed.size);
+          const writer = session.blobWriter(claimed.size, claimed.id);
           try {
             for await (const chunk of body.readChunks(claimed.size, `blob ${claimed.id}`)) writer.write(chunk);
           } catch (error) {

@@ -16,6 +16,8 @@ import { AuthError, resolveActor, type Access } from './actors.js';
 import { ClosureAccess, DATA_ACCESS, runDataOperation } from './data-operations.js';
 import { replyFrames } from './data-replies.js';
 import { OPERATIONS, type OperationName } from './operations.js';
+import { liveViewerRoutes } from '../viewer/index.js';
+import { createNixCacheApp } from '../nix-cache/index.js';
 
 export interface HttpApiOptions {
   /** Largest request body accepted (default 1 MiB). */
@@ -238,6 +240,9 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
     return new Response(stream, { headers: { 'content-type': 'application/x-ferry-frames' } });
   });
 
+  app.route('/nix-cache', createNixCacheApp(coordinator, { log, ...options.nixCache }));
+
+  app.route('/', liveViewerRoutes(coordinator, { authenticate, log })); // the audit-log viewer, under /viewer (coordinator/viewer/)
   app.notFound((c) => errorResponse(c, 404, 'NOT_FOUND', `no route ${c.req.method} ${new URL(c.req.url).pathname}`));
   return app;
 }

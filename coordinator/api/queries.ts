@@ -61,16 +61,24 @@ export interface ConfigSummary {
   unreported: number;
 }
 
+/**
+ * Where an enrolled agent that should run `configId` stands in that
+ * config's summary. Running it counts as succeeded, also after rolling back
+ * to it from a later config that failed.
+ */
+export function configOutcome(agent: AgentRow, configId: string): keyof ConfigSummary {
+  if (agent.currentConfig === configId && (agent.phase === 'active' || agent.phase === 'rolled-back')) return 'succeeded';
+  if (agent.phase === 'failed' || agent.phase === 'rolled-back') return 'failed';
+  if (agent.phase === null) return 'unreported';
+  return 'pending';
+}
+
 /** How the agents that should run `configId` are doing. */
 export function summarizeConfig(state: SqliteStateStore, configId: string): ConfigSummary {
   const summary: ConfigSummary = { succeeded: 0, failed: 0, pending: 0, unreported: 0 };
   for (const agent of state.all('agents')) {
     if (agent.status !== 'enrolled' || desiredConfigOf(state, agent) !== configId) continue;
-    // Running it counts, also after rolling back to it from a later config that failed.
-    if (agent.currentConfig === configId && (agent.phase === 'active' || agent.phase === 'rolled-back')) summary.succeeded++;
-    else if (agent.phase === 'failed' || agent.phase === 'rolled-back') summary.failed++;
-    else if (agent.phase === null) summary.unreported++;
-    else summary.pending++;
+    summary[configOutcome(agent, configId)]++;
   }
   return summary;
 }

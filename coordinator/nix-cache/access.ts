@@ -1,0 +1,105 @@
+/**
+ * Who may read and write the Nix binary cache. Callers authenticate with
+ * netrc credentials (see credentials.ts); their key is then looked up like
+ * any request's (resolveActor: unknown, revoked, rejected or not yet
+ * approved keys are refused), so revoking a key revokes its cache access.
+ *
+ * - write (PUT of NARs and narinfos): admin, operator, pusher;
+ * - read (narinfos, NARs): admin, operator, pusher, viewer, and agents —
+ *   an agent reads only the store paths in the closures of its desired and
+ *   current configs, as on the data plane; any other path is "not found";
+ * - reads need no credentials when the cache is configured public.
+ */
+import type { Coordinator } from '../coordinator.js';
+import { AuthError, resolveActor, type Access } from '../api/actors.js';
+import { ClosureAccess } from '../api/data-operations.js';
+import type { Actor } from '../domain/commands.js';
+import type { ConfigBody } from '../domain/events.js';
+import { verifyNixCacheAuthorization } from './credentials.js';
+
+export type NixCacheAccess = 'read' | 'write';
+
+const ROLES: Record<NixCacheAccess, Access> = {
+  read: ['admin', 'operator', 'pusher', 'viewer', 'agent'],
+  write: ['admin', 'operator', 'pusher'],
+};
+
+/** A refusal: 401 (no or bad credentials) or 403 (the key may not do this). */
+export class NixCacheAuthError extends Error {
+  override readonly name = 'NixCacheAuthError';
+  constructor(
+    readonly status: 401 | 403,
+    readonly code: string,
+    message: string,
+    readonly keyId?: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Verified credentials are remembered (bounded), so a `nix copy` of thousands of paths verifies each key once. */
+const VERIFIED_MAX = 1024;
+/** An agent's readable store paths, per config (configs are immutable), bounded. */
+const CLOSURES_MAX = 64;
+
+export class NixCacheGate {
+  private readonly verified = new Map<string, string>();
+  private readonly closureAccess: ClosureAccess;
+  private readonly closures = new Map<string, Set<string>>();
+
+  constructor(
+    private readonly coordinator: Coordinator,
+    private readonly publicRead: boolean,
+  ) {
+    this.closureAccess = new ClosureAccess(coordinator);
+  }
+
+  /**
+   * The actor behind an `Authorization` header for `access`, or undefined
+   * for an anonymous read of a public cache. Throws NixCacheAuthError.
+   * The actor carries no request signature: the password is a bearer
+   * credential and must not be copied into the audit log.
+   */
+  authorize(header: string | undefined, access: NixCacheAccess): Actor | undefined {
+    if (access === 'read' && this.publicRead) return undefined;
+    let keyId = header === undefined ? undefined : this.verified.get(header);
+    if (keyId === undefined) {
+      const verdict = verifyNixCacheAuthorization(header);
+      if (!verdict.ok) throw new NixCacheAuthError(401, verdict.reason === 'missing' ? 'UNAUTHENTICATED' : 'BAD_CREDENTIALS', verdict.message);
+      keyId = verdict.keyId;
+      if (this.verified.size >= VERIFIED_MAX) this.verified.clear();
+      this.verified.set(header!, keyId);
+    }
+    try {
+      const actor = resolveActor(this.coordinator, keyId, '', ROLES[access], access === 'write' ? 'uploads to the Nix cache' : 'the Nix cache');
+      return { keyId: actor.keyId, role: actor.role, requestSignature: null };
+    } catch (error) {
+      if (error instanceof AuthError) throw new NixCacheAuthError(error.status, error.code, error.message, keyId);
+      throw error;
+    }
+  }
+
+  /** Whether `actor` (undefined: anonymous, public cache) may read `storePath`. */
+  mayRead(actor: Actor | undefined, storePath: string): boolean {
+    if (actor?.role !== 'agent') return true;
+    return this.closureAccess.configsOf(actor.keyId).some((configId) => this.closureOf(configId).has(storePath));
+  }
+
+  private closureOf(configId: string): Set<string> {
+    let paths = this.closures.get(configId);
+    if (paths) return paths;
+    const config = this.coordinator.state.get('configs', configId);
+    paths = new Set();
+    if (config) {
+      try {
+        for (const storePath of this.coordinator.castore.closure(Object.values((config.body as ConfigBody).targets))) paths.add(storePath);
+      } catch {
+        // Not (yet) fully pushed: nothing of it is readable; not cached, so a later push is seen.
+        return paths;
+      }
+    }
+    if (this.closures.size >= CLOSURES_MAX) this.closures.delete(this.closures.keys().next().value!);
+    this.closures.set(configId, paths);
+    return paths;
+  }
+}

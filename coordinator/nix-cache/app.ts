@@ -1,0 +1,250 @@
+/**
+ * The coordinator as a Nix binary cache (HTTP), mounted under `/nix-cache`
+ * of the coordinator's HTTP API:
+ *
+ *   GET  /nix-cache/nix-cache-info          public: StoreDir, WantMassQuery, Priority
+ *   GET  /nix-cache/public-key              public: the `trusted-public-keys` line
+ *   GET  /nix-cache/<hash>.narinfo          signed with the coordinator's key
+ *   GET  /nix-cache/nar/<hash>-<narhash>.nar[.zst]
+ *                                           the NAR, rebuilt from castore as it streams;
+ *                                           uncompressed ones with Content-Length and Range
+ *   PUT  /nix-cache/nar/<sha256>.nar[.zst]  `nix copy --to`: spooled, checked against its name
+ *   PUT  /nix-cache/<hash>.narinfo          `nix copy --to`: verified, ingested, registered, audited
+ *
+ * (HEAD works wherever GET does.) Reads need netrc credentials of a key
+ * with a reading role unless the cache is public; writes need a pusher,
+ * operator or admin key (see access.ts, credentials.ts). Refusals are
+ * `text/plain` `CODE: message` with a 4xx status, logged, and never change
+ * state. docs/nix-cache.md is the user's guide.
+ */
+import path from 'node:path';
+import { Hono, type Context } from 'hono';
+import type { Coordinator } from '../coordinator.js';
+import { NixCacheAuthError, NixCacheGate } from './access.js';
+import { NixCacheKey } from './cache-key.js';
+import { decideRange } from './http-range.js';
+import { narRange } from './nar-range.js';
+import { NarSpool, SpoolError, SPOOL_NAME_PATTERN } from './nar-spool.js';
+import { NarInfoUploads, UploadError } from './narinfo-upload.js';
+import { SERVED_NAR_PATTERN, servedNarInfo, type ServedCompression } from './served-narinfo.js';
+import { zstdCompress } from './zstd.js';
+
+export interface NixCacheOptions {
+  /** Serve narinfos and NARs without credentials (default false: a reading key is required). */
+  publicRead?: boolean;
+  /** Compression of the NARs narinfos point to (default 'none'); both kinds of URL are always served. */
+  compression?: ServedCompression;
+  /** `Priority:` in nix-cache-info (default 30; lower is preferred; cache.nixos.org is 40). */
+  priority?: number;
+  /** Largest NAR accepted by upload, as uploaded and as its NarSize (default 32 GiB). */
+  maxNarBytes?: number;
+  /** Largest total of NAR bytes waiting in the upload spool (default 64 GiB). */
+  maxSpoolBytes?: number;
+  /** Spooled NARs unused this long are deleted (default 1 hour). */
+  spoolStaleAfterMs?: number;
+  /** A spooled NAR stays this long after a narinfo was ingested from it (default 2 minutes). */
+  spoolGraceMs?: number;
+  /** Where refusals and internal errors are logged (default: stderr). */
+  log?: (line: string) => void;
+}
+
+declare module '../api/http.js' {
+  interface HttpApiOptions {
+    /** Options of the Nix binary cache under /nix-cache (see coordinator/nix-cache/app.ts). */
+    nixCache?: NixCacheOptions;
+  }
+}
+
+const GiB = 1024 * 1024 * 1024;
+const MAX_NARINFO_BYTES = 64 * 1024;
+const NARINFO_PATTERN = /^([0-9a-df-np-sv-z]{32})\.narinfo$/;
+
+class HttpRefusal extends Error {
+  constructor(
+    readonly status: 400 | 401 | 403 | 404 | 411 | 413 | 415 | 416 | 422,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Chunks (of up to 64 KiB) produced ahead of the socket: keeps castore reads and socket writes overlapping. */
+const READ_AHEAD_CHUNKS = 8;
+
+/**
+ * Turns a byte generator into a response body that pulls ahead a little
+ * (bounded: READ_AHEAD_CHUNKS) and stops the generator when the client goes away.
+ */
+function responseBody(chunks: AsyncGenerator<Uint8Array>, onError: (error: unknown) => void): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const next = await chunks.next();
+        if (next.done) controller.close();
+        else controller.enqueue(next.value);
+      } catch (error) {
+        onError(error);
+        controller.error(error);
+      }
+    },
+    async cancel() {
+      await chunks.return(undefined);
+    },
+  }, new CountQueuingStrategy({ highWaterMark: READ_AHEAD_CHUNKS }));
+}
+
+async function readSmallBody(c: Context, limit: number): Promise<Uint8Array> {
+  const declared = Number(c.req.header('content-length') ?? '0');
+  if (declared > limit) throw new HttpRefusal(413, 'BODY_TOO_LARGE', `body of ${declared} bytes exceeds ${limit}`);
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const body = c.req.raw.body as AsyncIterable<Uint8Array> | null;
+  if (body) {
+    for await (const chunk of body) {
+      total += chunk.length;
+      if (total > limit) throw new HttpRefusal(413, 'BODY_TOO_LARGE', `body exceeds ${limit} bytes`);
+      chunks.push(chunk);
+    }
+  }
+  return new Uint8Array(Buffer.concat(chunks, total));
+}
+
+/**
+ * The Nix binary cache as a hono app, to mount at `/nix-cache` of the
+ * coordinator's HTTP API. Spools uploads under `<data dir>/nix-cache/spool`
+ * (stale files there are swept at creation and periodically). Serves
+ * whatever the castore registry holds, whoever pushed it.
+ */
+export function createNixCacheApp(coordinator: Coordinator, options: NixCacheOptions = {}): Hono {
+  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const compression = options.compression ?? 'none';
+  const priority = options.priority ?? 30;
+  const maxNarBytes = options.maxNarBytes ?? 32 * GiB;
+  const gate = new NixCacheGate(coordinator, options.publicRead === true);
+  const key = new NixCacheKey(coordinator.identity, () => coordinator.name);
+  const spool = new NarSpool(path.join(coordinator.dataDir, 'nix-cache', 'spool'), {
+    maxFileBytes: maxNarBytes,
+    maxSpoolBytes: options.maxSpoolBytes ?? 64 * GiB,
+    staleAfterMs: options.spoolStaleAfterMs ?? 60 * 60 * 1000,
+    consumedGraceMs: options.spoolGraceMs ?? 2 * 60 * 1000,
+  });
+  const uploads = new NarInfoUploads(coordinator, spool, maxNarBytes);
+  const cacheInfo = `StoreDir: /nix/store\nWantMassQuery: 1\nPriority: ${priority}\n`;
+
+  const refuse = (c: Context, error: unknown): Response => {
+    const where = `${c.req.method} ${new URL(c.req.url).pathname}`;
+    if (error instanceof NixCacheAuthError || error instanceof HttpRefusal || error instanceof UploadError || error instanceof SpoolError) {
+      const keyId = error instanceof NixCacheAuthError && error.keyId ? ` (key ${error.keyId})` : '';
+      if (error.status !== 404) log(`ferry coordinator: nix-cache refused ${where}: ${error.code} ${error.message}${keyId}`);
+      const headers: Record<string, string> = { 'content-type': 'text/plain; charset=utf-8' };
+      if (error.status === 401) headers['www-authenticate'] = 'Basic realm="ferry nix-cache", charset="UTF-8"';
+      return new Response(c.req.method === 'HEAD' ? null : `${error.code}: ${error.message}\n`, { status: error.status, headers });
+    }
+    log(`ferry coordinator: nix-cache internal error in ${where}: ${error instanceof Error ? error.stack : String(error)}`);
+    return c.text('INTERNAL: internal error (see the coordinator log)\n', 500);
+  };
+  const notFound = (what: string): HttpRefusal => new HttpRefusal(404, 'NOT_FOUND', `${what} is not in this cache`);
+  const streamError = (what: string) => (error: unknown) => log(`ferry coordinator: nix-cache failed streaming ${what}: ${error instanceof Error ? error.message : String(error)}`);
+
+  const app = new Hono();
+
+  app.get('/nix-cache-info', (c) => c.body(cacheInfo, 200, { 'content-type': 'text/x-nix-cache-info' }));
+  app.get('/public-key', (c) => c.body(`${key.publicKeyLine}\n`, 200, { 'content-type': 'text/plain; charset=utf-8' }));
+
+  app.get('/:file', (c) => {
+    try {
+      const match = NARINFO_PATTERN.exec(c.req.param('file'));
+      if (!match) throw notFound(c.req.param('file'));
+      const actor = gate.authorize(c.req.header('authorization'), 'read');
+      const info = coordinator.castore.getStorePathByHashPart(match[1]!);
+      if (!info || !gate.mayRead(actor, info.storePath)) throw notFound(`${match[1]}.narinfo`);
+      const text = servedNarInfo(info, compression, key);
+      return new Response(c.req.method === 'HEAD' ? null : text, { status: 200, headers: { 'content-type': 'text/x-nix-narinfo', 'content-length': String(Buffer.byteLength(text)) } });
+    } catch (error) {
+      return refuse(c, error);
+    }
+  });
+
+  app.get('/nar/:file', (c) => {
+    try {
+      const file = c.req.param('file');
+      const spooled = SPOOL_NAME_PATTERN.exec(file);
+      if (spooled) {
+        // `nix copy --to` asks whether a NAR it is about to upload is already here: only uploaders see the spool.
+        gate.authorize(c.req.header('authorization'), 'write');
+        const stat = spool.stat(file);
+        if (!stat) throw notFound(`nar/${file}`);
+        const headers = { 'content-type': spooled[2] ? 'application/zstd' : 'application/x-nix-nar', 'content-length': String(stat.bytes) };
+        if (c.req.method === 'HEAD') return c.body(null, 200, headers);
+        return new Response(responseBody((async function* () { yield* spool.read(file); })(), streamError(file)), { status: 200, headers });
+      }
+      const match = SERVED_NAR_PATTERN.exec(`nar/${file}`);
+      if (!match) throw notFound(`nar/${file}`);
+      const actor = gate.authorize(c.req.header('authorization'), 'read');
+      const [, hashPart, narHash32, zst] = match;
+      const info = coordinator.castore.getStorePathByHashPart(hashPart!);
+      if (!info || info.narHash !== `sha256:${narHash32}` || !gate.mayRead(actor, info.storePath)) throw notFound(`nar/${file}`);
+      if (zst) {
+        const headers = { 'content-type': 'application/zstd' };
+        if (c.req.method === 'HEAD') return c.body(null, 200, headers);
+        return new Response(responseBody(zstdCompress(narRange(coordinator.castore, info.root)), streamError(file)), { status: 200, headers });
+      }
+      const etag = `"${narHash32}"`;
+      const size = info.narSize;
+      const decision = decideRange(c.req.header('range'), size, c.req.header('if-range'), etag);
+      const common = { 'content-type': 'application/x-nix-nar', 'accept-ranges': 'bytes', etag };
+      if (decision.kind === 'unsatisfiable') return c.body(null, 416, { ...common, 'content-range': `bytes */${size}` });
+      const { start, end } = decision.kind === 'partial' ? decision : { start: 0, end: size };
+      const headers: Record<string, string> = { ...common, 'content-length': String(end - start) };
+      if (decision.kind === 'partial') headers['content-range'] = `bytes ${start}-${end - 1}/${size}`;
+      const status = decision.kind === 'partial' ? 206 : 200;
+      if (c.req.method === 'HEAD') return c.body(null, status, headers);
+      return new Response(responseBody(narRange(coordinator.castore, info.root, { start, end }), streamError(file)), { status, headers });
+    } catch (error) {
+      return refuse(c, error);
+    }
+  });
+
+  app.put('/nar/:file', async (c) => {
+    try {
+      gate.authorize(c.req.header('authorization'), 'write');
+      const file = c.req.param('file');
+      if (!SPOOL_NAME_PATTERN.test(file)) {
+        if (/\.nar\.(xz|bz2|br|gz|lz4|lzip)$/.test(file)) {
+          throw new HttpRefusal(415, 'UNSUPPORTED_COMPRESSION', `${file}: only uncompressed and zstd NARs are accepted (nix copy --to '…/nix-cache?compression=none' or '?compression=zstd')`);
+        }
+        throw new HttpRefusal(400, 'BAD_NAR_NAME', `'nar/${file}' is not nar/<sha256 nix32>.nar or .nar.zst`);
+      }
+      const lengthHeader = c.req.header('content-length');
+      const declared = lengthHeader === undefined ? undefined : Number(lengthHeader);
+      const body = (c.req.raw.body as AsyncIterable<Uint8Array> | null) ?? (async function* () {})();
+      const { bytes } = await spool.receive(file, body, declared !== undefined && Number.isFinite(declared) ? declared : undefined);
+      return c.text(`spooled nar/${file} (${bytes} bytes)\n`, 200);
+    } catch (error) {
+      return refuse(c, error);
+    }
+  });
+
+  app.put('/:file', async (c) => {
+    try {
+      const actor = gate.authorize(c.req.header('authorization'), 'write')!;
+      const match = NARINFO_PATTERN.exec(c.req.param('file'));
+      if (!match) throw new HttpRefusal(400, 'UNSUPPORTED_UPLOAD', `'${c.req.param('file')}': only NARs and narinfos are accepted`);
+      let text: string;
+      try {
+        text = new TextDecoder('utf-8', { fatal: true }).decode(await readSmallBody(c, MAX_NARINFO_BYTES));
+      } catch (error) {
+        if (error instanceof HttpRefusal) throw error;
+        throw new HttpRefusal(400, 'BAD_NARINFO', 'narinfo is not UTF-8 text');
+      }
+      const result = await uploads.accept(actor, match[1]!, text);
+      return c.text(result.registered ? `registered ${result.storePath} (audit event ${result.seq})\n` : `${result.storePath} was already registered\n`, 200);
+    } catch (error) {
+      return refuse(c, error);
+    }
+  });
+
+  app.all('*', (c) => refuse(c, new HttpRefusal(404, 'NOT_FOUND', `no route ${c.req.method} ${new URL(c.req.url).pathname} in the Nix cache`)));
+  return app;
+}

@@ -1,0 +1,190 @@
+/**
+ * Accepting a narinfo PUT: the step of `nix copy --to` that turns a
+ * spooled NAR into a registered store path.
+ *
+ * The narinfo is untrusted input. It is parsed strictly (nix/narinfo.ts),
+ * must be for the path its URL names, must point at a NAR this cache holds
+ * in its spool (`nar/<sha256>.nar` or `.nar.zst`, the compression matching),
+ * and every reference must already be registered (Nix uploads in
+ * dependency order, and checks the same before uploading). The NAR is then
+ * ingested with ingestStorePath against the narinfo's NarHash and NarSize:
+ * a mismatch, or a malformed NAR, is refused and nothing of it is visible.
+ * A zstd NAR is decompressed on the fly and cut off past the claimed
+ * NarSize, so a small upload cannot expand without bound.
+ *
+ * Each registered path records one `store.push` audit event (an upload
+ * batch is one narinfo: Nix sends no end-of-batch signal). Its byte count
+ * is the NAR file's size; blobsSent and directoriesSent are 0, since a NAR
+ * upload transfers no castore objects as such.
+ */
+import { CastoreError, ingestStorePath, type StorePathInfo } from '../../castore/index.js';
+import { formatNixHash, NixError, parseNarInfo, parseNixHash, storePathBaseName, DEFAULT_STORE_DIR, type NarInfo } from '../../nix/index.js';
+import type { Coordinator } from '../coordinator.js';
+import type { Actor } from '../domain/commands.js';
+import { SPOOL_NAME_PATTERN, type NarSpool } from './nar-spool.js';
+import { zstdDecompress } from './zstd.js';
+
+/** A refused narinfo upload. */
+export class UploadError extends Error {
+  override readonly name = 'UploadError';
+  constructor(
+    readonly status: 400 | 404 | 409 | 413 | 415 | 422,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface NarInfoUploadResult {
+  storePath: string;
+  /** False when the path was already registered with the same NarHash (nothing changed, no event). */
+  registered: boolean;
+  /** The audit event's sequence number, when one was recorded. */
+  seq?: number;
+}
+
+const MAX_SIGNATURES = 32;
+const SIGNATURE = /^[A-Za-z0-9._+-]{1,128}:[A-Za-z0-9+/]{1,200}={0,2}$/;
+
+/** Yields `source` and refuses it once it exceeds `limit` bytes. */
+async function* atMost(source: AsyncIterable<Uint8Array>, limit: number, what: string): AsyncGenerator<Uint8Array> {
+  let bytes = 0;
+  for await (const chunk of source) {
+    bytes += chunk.length;
+    if (bytes > limit) throw new CastoreError('BLOB_CORRUPT', `${what} is longer than its claimed NarSize of ${limit} bytes`);
+    yield chunk;
+  }
+}
+
+export class NarInfoUploads {
+  /** Ingests in progress, by store path: a second PUT of the same path waits for the first. */
+  private readonly inFlight = new Map<string, Promise<unknown>>();
+
+  constructor(
+    private readonly coordinator: Coordinator,
+    private readonly spool: NarSpool,
+    private readonly maxNarBytes: number,
+  ) {}
+
+  /**
+   * Registers the store path `<hashPart>.narinfo` describes, from its
+   * spooled NAR, and records it. Throws UploadError (4xx) for anything
+   * that does not verify; nothing is registered then.
+   */
+  async accept(actor: Actor, hashPart: string, text: string): Promise<NarInfoUploadResult> {
+    const info = this.parse(hashPart, text);
+    for (;;) {
+      const running = this.inFlight.get(info.storePath);
+      if (!running) break;
+      await running.catch(() => undefined);
+    }
+    const work = this.register(actor, info);
+    this.inFlight.set(info.storePath, work);
+    try {
+      return await work;
+    } finally {
+      this.inFlight.delete(info.storePath);
+    }
+  }
+
+  private parse(hashPart: string, text: string): NarInfo {
+    let info: NarInfo;
+    try {
+      info = parseNarInfo(text, DEFAULT_STORE_DIR);
+    } catch (error) {
+      if (error instanceof NixError) throw new UploadError(400, 'BAD_NARINFO', error.message);
+      throw error;
+    }
+    if (storePathBaseName(info.storePath).slice(0, 32) !== hashPart) {
+      throw new UploadError(400, 'BAD_NARINFO', `${hashPart}.narinfo describes ${info.storePath}, whose hash part differs`);
+    }
+    if (info.compression !== 'none' && info.compression !== 'zstd') {
+      throw new UploadError(415, 'UNSUPPORTED_COMPRESSION', `compression '${info.compression}' is not accepted: upload with ?compression=none or ?compression=zstd`);
+    }
+    if (info.narSize > this.maxNarBytes) throw new UploadError(413, 'NAR_TOO_LARGE', `NarSize ${info.narSize} exceeds the limit of ${this.maxNarBytes} bytes`);
+    if (info.sigs.length > MAX_SIGNATURES) throw new UploadError(400, 'BAD_NARINFO', `more than ${MAX_SIGNATURES} signatures`);
+    if (info.sigs.some((sig) => !SIGNATURE.test(sig))) throw new UploadError(400, 'BAD_NARINFO', 'a Sig is not name:base64');
+    return info;
+  }
+
+  private spoolNameOf(info: NarInfo): string {
+    const name = info.url.startsWith('nar/') ? info.url.slice('nar/'.length) : '';
+    const match = SPOOL_NAME_PATTERN.exec(name);
+    if (!match) throw new UploadError(400, 'BAD_NARINFO', `URL '${info.url}' is not nar/<sha256 nix32>.nar or .nar.zst`);
+    if ((match[2] === '.zst') !== (info.compression === 'zstd')) {
+      throw new UploadError(400, 'BAD_NARINFO', `URL '${info.url}' does not match Compression: ${info.compression}`);
+    }
+    const fileHash = `sha256:${match[1]}`;
+    if (info.fileHash !== undefined) {
+      let claimed: string;
+      try {
+        claimed = formatNixHash(parseNixHash(info.fileHash), 'nix32');
+      } catch {
+        throw new UploadError(400, 'BAD_NARINFO', `FileHash '${info.fileHash}' is not a hash`);
+      }
+      if (claimed !== fileHash) throw new UploadError(400, 'BAD_NARINFO', `FileHash ${info.fileHash} differs from the NAR's name ${info.url}`);
+    }
+    if (info.compression === 'none' && fileHash !== info.narHash) {
+      throw new UploadError(400, 'NAR_MISMATCH', `the uncompressed NAR ${info.url} hashes to ${fileHash}, but NarHash is ${info.narHash}`);
+    }
+    return name;
+  }
+
+  private async register(actor: Actor, info: NarInfo): Promise<NarInfoUploadResult> {
+    const store = this.coordinator.castore;
+    const existing = store.getStorePath(info.storePath);
+    const spoolName = this.spoolNameOf(info);
+    if (existing) {
+      if (existing.narHash !== info.narHash || existing.narSize !== info.narSize) {
+        throw new UploadError(409, 'CONFLICT', `${info.storePath} is registered with NarHash ${existing.narHash}, not ${info.narHash}`);
+      }
+      this.spool.consume(spoolName);
+      return { storePath: info.storePath, registered: false };
+    }
+    const references = info.references.map((ref) => `${DEFAULT_STORE_DIR}/${ref}`);
+    const missing = references.filter((ref) => ref !== info.storePath && !store.getStorePath(ref));
+    if (missing.length > 0) {
+      throw new UploadError(422, 'MISSING_REFERENCES', `${info.storePath} references ${missing.length} path(s) this cache lacks, e.g. ${missing.slice(0, 3).join(', ')}: upload them first`);
+    }
+    const spooled = this.spool.stat(spoolName);
+    if (!spooled) throw new UploadError(404, 'NAR_NOT_UPLOADED', `${info.url} was not uploaded (or expired): upload the NAR before its narinfo`);
+    if (info.fileSize !== undefined && info.fileSize !== spooled.bytes) {
+      throw new UploadError(400, 'BAD_NARINFO', `FileSize ${info.fileSize} differs from the ${spooled.bytes} bytes uploaded as ${info.url}`);
+    }
+    const raw = this.spool.read(spoolName);
+    const nar = atMost(info.compression === 'zstd' ? zstdDecompress(raw) : raw, info.narSize, `NAR ${info.url}`);
+    let registered: StorePathInfo;
+    try {
+      registered = await ingestStorePath(store, nar, {
+        storePath: info.storePath,
+        narHash: info.narHash,
+        narSize: info.narSize,
+        references,
+        ...(info.deriver ? { deriver: `${DEFAULT_STORE_DIR}/${info.deriver}` } : {}),
+        ...(info.ca ? { ca: info.ca } : {}),
+        signatures: info.sigs,
+      });
+    } catch (error) {
+      if (error instanceof CastoreError && error.code === 'BLOB_CORRUPT') throw new UploadError(400, 'NAR_MISMATCH', error.message);
+      if (error instanceof NixError) throw new UploadError(400, 'BAD_NAR', `${info.url} is not a valid NAR: ${error.message}`);
+      if (error instanceof Error && /zstd|Zstd|ZSTD/.test(error.message)) throw new UploadError(400, 'BAD_NAR', `${info.url} is not valid zstd: ${error.message}`);
+      throw error;
+    }
+    this.spool.consume(spoolName);
+    const event = this.coordinator.record(actor, () => ({
+      action: 'store.push',
+      subject: registered.storePath,
+      payload: {
+        roots: [registered.storePath],
+        registered: [registered.storePath],
+        registeredCount: 1,
+        alreadyPresent: 0,
+        bytesSent: spooled.bytes,
+        blobsSent: 0,
+        directoriesSent: 0,
+      },
+    }));
+    return { storePath: registered.storePath, registered: true, ...(event ? { seq: event.seq } : {}) };
+  }
+}

@@ -1,0 +1,52 @@
+/**
+ * The viewer on a running coordinator: its log as the source, in-memory
+ * sessions, and the coordinator API's own request authentication for the
+ * CLI's signed calls (`ferry audit view|show|replay`). Mounted by
+ * coordinator/api/http.ts.
+ */
+import type { Context } from 'hono';
+import type { Hono } from 'hono';
+import type { Coordinator } from '../coordinator.js';
+import type { Actor } from '../domain/commands.js';
+import { AuthError, resolveActor, type Access } from '../api/actors.js';
+import { liveLogSource } from './live-source.js';
+import { viewerRoutes } from './routes.js';
+import { ViewerSessions, type ViewerSessionOptions } from './sessions.js';
+import { Viewer, type ViewerOptions } from './viewer.js';
+
+/** Who may use the viewer: the roles that may read the audit log. */
+export const VIEWER_ACCESS: Access = ['admin', 'operator', 'viewer'];
+
+export interface LiveViewerOptions extends ViewerOptions {
+  /** The HTTP API's check of a signed request (signature, nonce, key, role); throws its HTTP error. */
+  authenticate: (c: Context, body: Uint8Array, operation: string, access: Access) => Actor;
+  log?: (line: string) => void;
+  sessions?: ViewerSessionOptions;
+}
+
+/**
+ * The viewer's routes for `coordinator` (paths under /viewer; mount at the
+ * app's root). The replay index is built on first use (the login-link call
+ * builds it, so the page it opens is fast) and follows the log as it grows.
+ */
+export function liveViewerRoutes(coordinator: Coordinator, options: LiveViewerOptions): Hono {
+  const viewer = new Viewer(liveLogSource(coordinator), options);
+  return viewerRoutes({
+    viewer,
+    sessions: new ViewerSessions(options.sessions),
+    authenticateSigned: (c, body) => {
+      const actor = options.authenticate(c, body, 'viewer', VIEWER_ACCESS);
+      return { keyId: actor.keyId, role: actor.role };
+    },
+    stillAllowed: (principal) => {
+      try {
+        resolveActor(coordinator, principal.keyId, '', VIEWER_ACCESS, 'the viewer');
+        return true;
+      } catch (error) {
+        if (error instanceof AuthError) return false;
+        throw error;
+      }
+    },
+    ...(options.log ? { log: options.log } : {}),
+  });
+}

@@ -1,0 +1,251 @@
+/**
+ * The web viewer's HTTP routes (hono), under VIEWER_PATH: the page, its two
+ * static assets, the login exchange, and JSON endpoints under `api/`. Every
+ * endpoint but the login exchange needs a session cookie or, for the CLI, a
+ * signed request (when the host provides `authenticateSigned`). Everything is
+ * read-only; query parameters are validated with zod.
+ */
+import { Hono, type Context } from 'hono';
+import { getCookie, setCookie, deleteCookie } from 'hono/cookie';
+import { z } from 'zod';
+import { CLIENT_SCRIPT } from './assets/client-script.js';
+import { STYLES } from './assets/styles.js';
+import { loggedOutPage, viewerPage } from './page.js';
+import { ReplayError } from './replay-index.js';
+import { SESSION_COOKIE, type ViewerPrincipal, type ViewerSessions } from './sessions.js';
+import type { TimelineFilter } from './timeline.js';
+import type { Viewer } from './viewer.js';
+
+/** Where the viewer lives on the coordinator (and on the offline server). */
+export const VIEWER_PATH = '/viewer';
+
+export interface ViewerRoutesOptions {
+  viewer: Viewer;
+  sessions: ViewerSessions;
+  /**
+   * Authenticates a signed request (the coordinator API's own check: signature,
+   * nonce, key, role) or throws an error with `status`, `code` and `message`.
+   * Absent offline: there, only the login link printed at start-up gets in.
+   */
+  authenticateSigned?: (c: Context, body: Uint8Array) => ViewerPrincipal;
+  /** Whether a session's key may still read (not revoked since); default: always. */
+  stillAllowed?: (principal: ViewerPrincipal) => boolean;
+  /** Where internal errors are logged (default: stderr). */
+  log?: (line: string) => void;
+}
+
+type Status = 400 | 401 | 403 | 404 | 409 | 500;
+
+class ViewerHttpError extends Error {
+  constructor(
+    readonly status: Status,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const SECURITY_HEADERS: Record<string, string> = {
+  'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'cache-control': 'no-store',
+};
+
+const text = z.string().max(256).optional();
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const time = z
+  .string()
+  .max(64)
+  .transform((value, context) => {
+    const ms = /^\d+$/.test(value) ? Number(value) : Date.parse(value);
+    if (!Number.isFinite(ms)) {
+      context.addIssue({ code: 'custom', message: 'expected ms since the epoch or an ISO time' });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+const EventsQuery = z.strictObject({
+  actor: text,
+  action: text,
+  agent: text,
+  graph: text,
+  from: time.optional(),
+  to: time.optional(),
+  q: text,
+  before: int(0, Number.MAX_SAFE_INTEGER).optional(),
+  after: int(0, Number.MAX_SAFE_INTEGER).optional(),
+  around: int(0, Number.MAX_SAFE_INTEGER).optional(),
+  limit: int(1, 1000).optional(),
+});
+const StateQuery = z.strictObject({
+  at: z.string().max(64).default('end'),
+  agentOffset: int(0, 10_000_000).optional(),
+  agentLimit: int(1, 1000).optional(),
+  agentQuery: text,
+  full: z.enum(['0', '1', 'true', 'false']).optional(),
+});
+const VerifyQuery = z.strictObject({ refresh: z.enum(['0', '1', 'true', 'false']).optional() });
+const SeqParam = z.coerce.number().int().min(1);
+
+function queryOf<S extends z.ZodType>(c: Context, schema: S): z.infer<S> {
+  const parsed = schema.safeParse(c.req.query());
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new ViewerHttpError(400, 'INVALID', `${issue.path.join('.') || 'query'}: ${issue.message}`);
+  }
+  return parsed.data;
+}
+
+const truthy = (value: string | undefined): boolean => value === '1' || value === 'true';
+
+/** The error an authenticate callback threw, if it has the API's shape. */
+function asHttpError(error: unknown): ViewerHttpError | undefined {
+  if (error instanceof ViewerHttpError) return error;
+  if (!(error instanceof Error)) return undefined;
+  const { status, code } = error as Error & { status?: unknown; code?: unknown };
+  if (typeof status === 'number' && typeof code === 'string' && status >= 400 && status < 500) return new ViewerHttpError(status as Status, code, error.message);
+  return undefined;
+}
+
+/** The viewer's routes, to mount at the root of an app (they carry VIEWER_PATH themselves). */
+export function viewerRoutes(options: ViewerRoutesOptions): Hono {
+  const { viewer, sessions } = options;
+  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const app = new Hono();
+  const base = VIEWER_PATH;
+
+  const secure = async (c: Context, next: () => Promise<void>): Promise<void> => {
+    await next();
+    for (const [name, value] of Object.entries(SECURITY_HEADERS)) if (!c.res.headers.has(name)) c.res.headers.set(name, value);
+  };
+  app.use(base, secure);
+  app.use(`${base}/*`, secure);
+
+  function sessionPrincipal(c: Context): ViewerPrincipal | undefined {
+    const sessionId = getCookie(c, SESSION_COOKIE);
+    const principal = sessions.session(sessionId);
+    if (principal && options.stillAllowed && !options.stillAllowed(principal)) {
+      sessions.end(sessionId!);
+      return undefined;
+    }
+    return principal;
+  }
+
+  /** The caller: a signed request (CLI) or a session cookie (browser). */
+  async function principalOf(c: Context): Promise<ViewerPrincipal> {
+    if (c.req.header('x-ferry-key') !== undefined) {
+      if (!options.authenticateSigned) throw new ViewerHttpError(401, 'UNAUTHENTICATED', 'this viewer takes no signed requests (offline mode: use the printed login link)');
+      return options.authenticateSigned(c, new Uint8Array(await c.req.arrayBuffer()));
+    }
+    const principal = sessionPrincipal(c);
+    if (!principal) throw new ViewerHttpError(401, 'UNAUTHENTICATED', 'not logged in to the viewer: run `ferry audit view` for a login link');
+    return principal;
+  }
+
+  function fail(c: Context, error: unknown, where: string): Response {
+    const known = asHttpError(error);
+    if (known) return c.json({ error: { code: known.code, message: known.message } }, known.status);
+    if (error instanceof ReplayError) return c.json({ error: { code: error.code, message: error.message } }, error.code === 'OUT_OF_RANGE' ? 404 : 409);
+    log(`ferry viewer: internal error in ${where}: ${error instanceof Error ? error.stack : String(error)}`);
+    return c.json({ error: { code: 'INTERNAL', message: 'internal error (see the coordinator log)' } }, 500);
+  }
+
+  /** A JSON endpoint: authenticated, the index brought up to date, errors in the API's shape. */
+  function api(path: string, handler: (c: Context, principal: ViewerPrincipal) => unknown): void {
+    app.get(`${base}/api/${path}`, async (c) => {
+      try {
+        const principal = await principalOf(c);
+        await viewer.ready();
+        return c.json(handler(c, principal) as object);
+      } catch (error) {
+        return fail(c, error, path);
+      }
+    });
+  }
+
+  const page = async (c: Context): Promise<Response> => {
+    if (!sessionPrincipal(c)) return c.html(loggedOutPage(base, viewer.source.mode), 401);
+    return c.html(viewerPage(base, viewer.source.name, viewer.source.mode));
+  };
+  app.get(base, page);
+  app.get(`${base}/`, page);
+
+  app.get(`${base}/assets/viewer.js`, (c) => c.body(CLIENT_SCRIPT, 200, { 'content-type': 'text/javascript; charset=utf-8' }));
+  app.get(`${base}/assets/viewer.css`, (c) => c.body(STYLES, 200, { 'content-type': 'text/css; charset=utf-8' }));
+
+  app.get(`${base}/login`, (c) => {
+    const token = c.req.query('token');
+    const redeemed = token && token.length <= 128 ? sessions.redeem(token) : undefined;
+    if (!redeemed) return c.html(loggedOutPage(base, viewer.source.mode, 'This login link is unknown, expired or already used.'), 401);
+    setCookie(c, SESSION_COOKIE, redeemed.sessionId, { path: base, httpOnly: true, sameSite: 'Strict', maxAge: Math.floor(sessions.sessionTtlMs / 1000) });
+    return c.redirect(`${base}/`, 303);
+  });
+
+  app.get(`${base}/logout`, (c) => {
+    const sessionId = getCookie(c, SESSION_COOKIE);
+    if (sessionId) sessions.end(sessionId);
+    deleteCookie(c, SESSION_COOKIE, { path: base });
+    return c.html(loggedOutPage(base, viewer.source.mode, 'Logged out.'), 200);
+  });
+
+  // A signed call (viewer role and up) that mints a one-time login link: `ferry audit view`.
+  app.post(`${base}/api/session`, async (c) => {
+    try {
+      if (!options.authenticateSigned || c.req.header('x-ferry-key') === undefined) throw new ViewerHttpError(401, 'UNAUTHENTICATED', 'a login link needs a signed request (ferry audit view)');
+      const principal = options.authenticateSigned(c, new Uint8Array(await c.req.arrayBuffer()));
+      const { token, expiresAt } = sessions.issueLoginToken(principal);
+      // Index the log now, so the page the link opens is fast.
+      await viewer.ready();
+      return c.json({ loginPath: `${base}/login?token=${token}`, expiresAt, lastSeq: viewer.replayIndex.lastSeq }, 201);
+    } catch (error) {
+      return fail(c, error, 'session');
+    }
+  });
+
+  api('info', () => viewer.info());
+
+  api('events', (c) => {
+    const query = queryOf(c, EventsQuery);
+    const filter: TimelineFilter = {};
+    if (query.actor) filter.actor = query.actor;
+    if (query.action) filter.action = query.action;
+    if (query.agent) filter.agent = query.agent;
+    if (query.graph) filter.graph = query.graph;
+    if (query.from !== undefined) filter.from = query.from;
+    if (query.to !== undefined) filter.to = query.to;
+    if (query.q) filter.text = query.q;
+    return viewer.timeline(filter, { limit: query.limit, before: query.before, after: query.after, around: query.around });
+  });
+
+  api('events/:seq', (c) => {
+    const seq = SeqParam.safeParse(c.req.param('seq'));
+    if (!seq.success) throw new ViewerHttpError(400, 'INVALID', 'seq: expected a positive integer');
+    return viewer.event(seq.data);
+  });
+
+  api('state', (c) => {
+    const query = queryOf(c, StateQuery);
+    const seq = viewer.resolvePosition(query.at);
+    return viewer.state(seq, {
+      full: truthy(query.full),
+      ...(query.agentOffset !== undefined ? { agentOffset: query.agentOffset } : {}),
+      ...(query.agentLimit !== undefined ? { agentLimit: query.agentLimit } : {}),
+      ...(query.agentQuery ? { agentQuery: query.agentQuery } : {}),
+    });
+  });
+
+  app.get(`${base}/api/verify`, async (c) => {
+    try {
+      await principalOf(c);
+      const query = queryOf(c, VerifyQuery);
+      return c.json(await viewer.ready(truthy(query.refresh)));
+    } catch (error) {
+      return fail(c, error, 'verify');
+    }
+  });
+
+  return app;
+}

@@ -1,0 +1,169 @@
+/**
+ * The timeline: one small entry per audit event (who, what, when, which
+ * agent and graph it is about, a one-line summary) and the filters the
+ * viewer and the CLI apply to it. Entries are built from events as stored,
+ * so a tampered or malformed row still gets an entry (the viewer must show
+ * it); nothing here trusts the payload's shape.
+ */
+import type { AuditEvent } from '../domain/events.js';
+
+export interface TimelineEntry {
+  seq: number;
+  hlc: string;
+  wallTime: number;
+  actorKey: string;
+  actorRole: string;
+  action: string;
+  subject: string;
+  /** The agent the event is about (agent.* events), else null. */
+  agent: string | null;
+  /** The graph the event is about (config.submit, graph.rollback, agent.assign), else null. */
+  graph: string | null;
+  /** One line saying what happened. */
+  summary: string;
+  /** For events that move a graph's head (config.submit, graph.rollback): the head before and after. */
+  headMove: { from: string | null; to: string } | null;
+}
+
+/** What the timeline can be narrowed to; every given field must match. */
+export interface TimelineFilter {
+  /** An actor key (or its first characters), or a role (`admin`, `agent`, `coordinator`…). */
+  actor?: string;
+  /** An action (`agent.report`), or a family (`agent` or `agent.` for every agent.* action). */
+  action?: string;
+  /** An agent id (or its first characters) or an agent name. */
+  agent?: string;
+  /** A graph name. */
+  graph?: string;
+  /** Wall time range, ms since the epoch, inclusive. */
+  from?: number;
+  to?: number;
+  /** Case-insensitive text the payload JSON must contain. */
+  text?: string;
+}
+
+function field(value: unknown, ...path: string[]): unknown {
+  let current = value;
+  for (const key of path) {
+    if (current === null || typeof current !== 'object' || Array.isArray(current)) return undefined;
+    current = (current as Record<string, unknown>)[key];
+  }
+  return current;
+}
+
+function text(value: unknown): string | null {
+  return typeof value === 'string' ? value : null;
+}
+
+/** The first 12 characters of an id, as the CLI shows them. */
+export function shortId(id: string | null | undefined): string {
+  return id ? id.slice(0, 12) : '-';
+}
+
+function summarize(event: AuditEvent, agentName: (agentId: string) => string | undefined): string {
+  const p = event.payload;
+  const agentId = text(field(p, 'agentId'));
+  const agent = agentId ? `agent ${agentName(agentId) ?? shortId(agentId)}` : 'agent ?';
+  const str = (...path: string[]): string => {
+    const value = field(p, ...path);
+    return value === undefined || value === null ? '-' : String(value);
+  };
+  switch (event.action) {
+    case 'coordinator.init':
+      return `coordinator '${str('name')}' initialised`;
+    case 'key.add':
+      return `key ${shortId(text(field(p, 'keyId')))} added as ${str('role')}${text(field(p, 'label')) ? ` (${str('label')})` : ''}`;
+    case 'key.revoke':
+      return `key ${shortId(text(field(p, 'keyId')))} revoked`;
+    case 'token.create':
+      return `token ${str('tokenId')} created: ${str('uses')} use(s)${field(p, 'autoApprove') === true ? ', auto-approve' : ''}`;
+    case 'token.revoke':
+      return `token ${str('tokenId')} revoked`;
+    case 'agent.enroll':
+      return `agent ${str('name')} enrolled (${str('status')}) with token ${str('tokenId')}`;
+    case 'agent.approve':
+      return `${agent} approved`;
+    case 'agent.reject':
+      return `${agent} rejected`;
+    case 'agent.revoke':
+      return `${agent} revoked`;
+    case 'agent.facts':
+      return `${agent} reported new facts (${str('facts', 'system')}, ${str('facts', 'hostname')})`;
+    case 'agent.assign':
+      return field(p, 'graph') === null ? `${agent} unassigned` : `${agent} assigned to graph ${str('graph')}`;
+    case 'agent.pin':
+      return field(p, 'configId') === null ? `${agent} unpinned` : `${agent} pinned to config ${shortId(text(field(p, 'configId')))}`;
+    case 'agent.report': {
+      const error = text(field(p, 'error'));
+      return `${agent}: ${str('phase')} on config ${shortId(text(field(p, 'configId')))}${error ? ` — ${error.slice(0, 120)}` : ''}`;
+    }
+    case 'config.submit':
+      return `graph ${str('body', 'graph')}: config ${shortId(text(field(p, 'id')))} submitted${field(p, 'forced') === true ? ' (forced)' : ''}: ${JSON.stringify(str('body', 'message').slice(0, 80))}`;
+    case 'graph.rollback':
+      return `graph ${str('graph')} rolled back ${shortId(text(field(p, 'from')))} → ${shortId(text(field(p, 'to')))}`;
+    case 'store.push': {
+      const roots = field(p, 'roots');
+      return `pushed ${Array.isArray(roots) ? roots.length : '?'} root(s), ${str('registeredCount')} new store path(s)`;
+    }
+    default:
+      return `${event.action} ${event.subject}`;
+  }
+}
+
+/** The timeline entry of an event as stored; `agentName` names agents enrolled earlier. */
+export function timelineEntry(event: AuditEvent, agentName: (agentId: string) => string | undefined): TimelineEntry {
+  const p = event.payload;
+  const agent = event.action.startsWith('agent.') ? text(field(p, 'agentId')) : null;
+  let graph: string | null = null;
+  let headMove: TimelineEntry['headMove'] = null;
+  if (event.action === 'config.submit') {
+    graph = text(field(p, 'body', 'graph'));
+    const to = text(field(p, 'id'));
+    if (to) headMove = { from: text(field(p, 'previousHead')), to };
+  } else if (event.action === 'graph.rollback') {
+    graph = text(field(p, 'graph'));
+    const to = text(field(p, 'to'));
+    if (to) headMove = { from: text(field(p, 'from')), to };
+  } else if (event.action === 'agent.assign') {
+    graph = text(field(p, 'graph'));
+  }
+  let summary: string;
+  try {
+    summary = summarize(event, agentName);
+  } catch {
+    summary = `${String(event.action)} ${String(event.subject)}`;
+  }
+  return {
+    seq: event.seq,
+    hlc: String(event.hlc),
+    wallTime: Number(event.wallTime),
+    actorKey: String(event.actorKey),
+    actorRole: String(event.actorRole),
+    action: String(event.action),
+    subject: String(event.subject),
+    agent,
+    graph,
+    summary,
+    headMove,
+  };
+}
+
+/**
+ * A predicate for `filter` (without `text`, which needs the payloads: see
+ * LogSource.searchPayloads). `agentIds` are the ids the `agent` filter
+ * resolved to (by id prefix or name).
+ */
+export function entryMatcher(filter: TimelineFilter, agentIds: ReadonlySet<string> | null): (entry: TimelineEntry) => boolean {
+  const actor = filter.actor?.toLowerCase();
+  const action = filter.action;
+  const family = action && !action.includes('.') ? `${action}.` : action?.endsWith('.') ? action : undefined;
+  return (entry) => {
+    if (actor && entry.actorRole !== actor && !entry.actorKey.startsWith(actor)) return false;
+    if (action && entry.action !== action && !(family && entry.action.startsWith(family))) return false;
+    if (agentIds && !(entry.agent !== null && agentIds.has(entry.agent)) && !agentIds.has(entry.subject)) return false;
+    if (filter.graph && entry.graph !== filter.graph) return false;
+    if (filter.from !== undefined && entry.wallTime < filter.from) return false;
+    if (filter.to !== undefined && entry.wallTime > filter.to) return false;
+    return true;
+  };
+}

@@ -1,0 +1,178 @@
+/**
+ * The viewer's operations over one log source, as JSON-ready results: the
+ * same code answers the web viewer's API, `ferry audit show|replay` against a
+ * live coordinator (through that API) and against an export file (directly).
+ */
+import { ActionSchema, type AuditEvent } from '../domain/events.js';
+import type { RowChange } from './event-diff.js';
+import { fleetView, type FleetView, type FleetViewOptions } from './fleet-view.js';
+import type { LogSource } from './log-source.js';
+import { ReplayError, ReplayIndex, type ReplayStop, type TimelinePage, type TimelinePageRequest } from './replay-index.js';
+import type { TimelineEntry, TimelineFilter } from './timeline.js';
+import { configSignatureStatus, eventVerification, VerificationCache, type EventVerification, type VerificationOptions, type VerificationStatus } from './verification.js';
+
+export interface ViewerOptions {
+  /** Snapshot interval of the replay index (default 500). */
+  snapshotEvery?: number;
+  verification?: VerificationOptions;
+}
+
+export interface ViewerInfo {
+  name: string;
+  coordinatorKey: string;
+  mode: 'live' | 'file';
+  lastSeq: number;
+  replayableThrough: number;
+  stoppedAt: ReplayStop | null;
+  snapshotEvery: number;
+  verification: VerificationStatus;
+  actions: string[];
+}
+
+export interface EventDetail {
+  entry: TimelineEntry;
+  /** The event exactly as stored. */
+  event: AuditEvent;
+  /** The actor's agent name or key label, as the log recorded it (null if none). */
+  actorName: string | null;
+  verification: EventVerification;
+  /** Whether the request that carried the command was signed (its signature is recorded and hashed into the chain). */
+  requestSignature: string | null;
+  configSignature: ReturnType<typeof configSignatureStatus>;
+  /** The state rows the event changed, or null (with replayProblem) when replay cannot apply it. */
+  diff: RowChange[] | null;
+  replayProblem: string | null;
+}
+
+export interface StateResult {
+  /** The position: the state after this event (0: before the first). */
+  seq: number;
+  /** The event at the position (null at 0). */
+  position: TimelineEntry | null;
+  lastSeq: number;
+  replayableThrough: number;
+  verification: VerificationStatus;
+  state: FleetView;
+}
+
+/** Options for `state`: a page of agents and short histories, or everything (`full`). */
+export interface StateOptions {
+  full?: boolean;
+  agentOffset?: number;
+  agentLimit?: number;
+  agentQuery?: string;
+}
+
+export class Viewer {
+  private index: ReplayIndex;
+  readonly verification: VerificationCache;
+  private readonly snapshotEvery: number;
+  /** The verification the index was last checked against (a different break means re-index). */
+  private indexedAgainst: VerificationStatus | undefined;
+
+  constructor(
+    readonly source: LogSource,
+    options: ViewerOptions = {},
+  ) {
+    this.snapshotEvery = options.snapshotEvery ?? 500;
+    this.index = new ReplayIndex(source, { snapshotEvery: this.snapshotEvery });
+    this.verification = new VerificationCache(source, options.verification);
+  }
+
+  /**
+   * Brings the index up to date with the log, and the verification status
+   * too (re-checked as VerificationCache decides, or now with `forceVerify`).
+   * When a re-check finds the log broken differently than before (rows
+   * edited in place), the index is rebuilt from the log as it now is.
+   */
+  async ready(forceVerify = false): Promise<VerificationStatus> {
+    await this.index.refresh();
+    const status = this.verification.status(forceVerify);
+    const known = this.indexedAgainst;
+    this.indexedAgainst = status;
+    if (known && JSON.stringify(status.firstBad) !== JSON.stringify(known.firstBad)) {
+      this.index = new ReplayIndex(this.source, { snapshotEvery: this.snapshotEvery });
+      await this.index.refresh();
+    }
+    return status;
+  }
+
+  /** The last verification status (checked by `ready`), checking now only if there is none. */
+  private currentVerification(): VerificationStatus {
+    return this.verification.peek() ?? this.verification.status();
+  }
+
+  /** The replay index (for the benchmark and tests). */
+  get replayIndex(): ReplayIndex {
+    return this.index;
+  }
+
+  info(): ViewerInfo {
+    return {
+      name: this.source.name,
+      coordinatorKey: this.source.coordinatorKey,
+      mode: this.source.mode,
+      lastSeq: this.index.lastSeq,
+      replayableThrough: this.index.replayableThrough,
+      stoppedAt: this.index.stoppedAt,
+      snapshotEvery: this.index.snapshotEvery,
+      verification: this.currentVerification(),
+      actions: [...ActionSchema.options],
+    };
+  }
+
+  /**
+   * A position named by the user: a seq (`1234`), `end`, or a time (ISO
+   * 8601, e.g. `2026-11-26T10:00:00Z`: the last event at or before it).
+   * Refuses (ReplayError OUT_OF_RANGE) anything else.
+   */
+  resolvePosition(at: string): number {
+    const text = at.trim();
+    if (text === 'end' || text === 'latest' || text === '') return this.index.replayableThrough;
+    if (/^\d+$/.test(text)) return Number(text);
+    if (/^\d{4}-\d{2}-\d{2}/.test(text)) {
+      const ms = Date.parse(text);
+      if (Number.isFinite(ms)) return this.index.seqAtTime(ms);
+    }
+    throw new ReplayError('OUT_OF_RANGE', `'${at}' is neither a seq number nor an ISO time`);
+  }
+
+  timeline(filter: TimelineFilter, page: TimelinePageRequest): TimelinePage {
+    return this.index.timeline(filter, page);
+  }
+
+  /** One event with its verification status and what it changed. */
+  event(seq: number): EventDetail {
+    const entry = this.index.entry(seq);
+    if (!entry) throw new ReplayError('OUT_OF_RANGE', `no event ${seq} in the log (1..${this.index.lastSeq})`);
+    const { event, diff, replayProblem } = this.index.eventWithDiff(seq);
+    return {
+      entry,
+      event,
+      actorName: this.index.nameOf(String(event.actorKey)),
+      verification: eventVerification(this.currentVerification(), seq),
+      requestSignature: typeof event.requestSignature === 'string' ? event.requestSignature : null,
+      configSignature: configSignatureStatus(event),
+      diff,
+      replayProblem,
+    };
+  }
+
+  /** The fleet after event `seq`, replayed with the coordinator's reducer. */
+  state(seq: number, options: StateOptions = {}): StateResult {
+    const store = this.index.stateAt(seq);
+    const viewOptions: FleetViewOptions = options.full
+      ? { agentLimit: null, historyLimit: null, listLimit: null }
+      : { agentOffset: options.agentOffset ?? 0, agentLimit: options.agentLimit ?? 100, historyLimit: 10, listLimit: 100 };
+    if (options.agentQuery) viewOptions.agentQuery = options.agentQuery;
+    const state = fleetView(store, (graph, limit) => this.index.headMovesOf(graph, seq, limit), viewOptions);
+    return {
+      seq,
+      position: seq === 0 ? null : (this.index.entry(seq) ?? null),
+      lastSeq: this.index.lastSeq,
+      replayableThrough: this.index.replayableThrough,
+      verification: this.currentVerification(),
+      state,
+    };
+  }
+}

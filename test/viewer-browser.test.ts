@@ -1,0 +1,238 @@
+// The web viewer in headless Chromium (Debian's `chromium`, driven by
+// playwright-core): a coordinator with a scripted history (enroll, approve,
+// push, submit, activate, fail, rollback); log in with the link `ferry audit
+// view` prints; step, scrub, play and jump by URL; at several positions the
+// fleet the page shows must equal `ferry audit replay --at N --json`. Then a
+// row of the database is edited behind the coordinator's back, and the page
+// must show the break at that seq; the same export is viewed offline.
+// Screenshots go to test-artifacts/.
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Coordinator } from '../coordinator/coordinator.js';
+import type { StateResult } from '../coordinator/viewer/index.js';
+import { startScriptedCoordinator, type ScriptedCoordinator } from './viewer-fixture.js';
+
+/** Debian's chromium (FERRY_CHROMIUM overrides the path). */
+const CHROMIUM = process.env.FERRY_CHROMIUM ?? '/usr/bin/chromium';
+const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'];
+const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+const ferryBin = path.join(root, 'bin', 'ferry');
+const artifacts = path.join(root, 'test-artifacts');
+
+/** Why the browser test cannot run here, or undefined. With FERRY_REQUIRE_BROWSER=1 (CI) it fails instead of skipping. */
+function browserUnavailableReason(): string | undefined {
+  if (!existsSync(CHROMIUM)) return `${CHROMIUM} is missing (apt-get install -y chromium)`;
+  return undefined;
+}
+const unavailable = browserUnavailableReason();
+const required = process.env.FERRY_REQUIRE_BROWSER === '1';
+if (unavailable && !required) process.stderr.write(`viewer-browser.test.ts: skipped: ${unavailable}\n`);
+
+/** What the page shows of the fleet, read from the DOM. */
+const SCRAPE_FLEET = `(() => {
+  const text = (root, selector) => (root.querySelector(selector)?.textContent ?? '').trim();
+  return {
+    agents: [...document.querySelectorAll('#agents tbody tr')].map((tr) => ({
+      id: tr.dataset.agentId, name: text(tr, '.name'), status: text(tr, '.status'), phase: text(tr, '.phase'),
+      desired: text(tr, 'td.desired'), current: text(tr, 'td.current'),
+    })),
+    graphs: [...document.querySelectorAll('div.graph')].map((g) => ({ id: g.dataset.graph, head: text(g, 'code.head') })),
+    configs: [...document.querySelectorAll('#configs tbody tr')].map((tr) => ({
+      id: tr.dataset.configId, succeeded: text(tr, '.succeeded'), failed: text(tr, '.failed'), pending: text(tr, '.pending'), unreported: text(tr, '.unreported'),
+    })),
+  };
+})()`;
+
+const short = (id: string | null): string => (id ? id.slice(0, 12) : '-');
+
+/** The same, from `ferry audit replay --json`. */
+function expectedFleet(result: StateResult) {
+  return {
+    agents: result.state.agents.rows.map((a) => ({ id: a.id, name: a.name, status: a.status, phase: a.phase ?? '-', desired: short(a.desiredConfig), current: short(a.currentConfig) })),
+    graphs: result.state.graphs.map((g) => ({ id: g.id, head: short(g.head) })),
+    configs: result.state.configs.rows.map((c) => ({
+      id: c.id,
+      succeeded: String(c.summary.succeeded),
+      failed: String(c.summary.failed),
+      pending: String(c.summary.pending),
+      unreported: String(c.summary.unreported),
+    })),
+  };
+}
+
+describe.skipIf(unavailable !== undefined && !required)('the web viewer in headless Chromium', () => {
+  let scripted: ScriptedCoordinator;
+  let browser: Browser;
+  let env: NodeJS.ProcessEnv;
+  const children: ChildProcess[] = [];
+
+  // Asynchronous: the coordinator serves the CLI from this very process.
+  function ferry(args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
+    return new Promise((resolve) => {
+      execFile(process.execPath, [ferryBin, ...args], { env, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
+        resolve({ status: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stdout, stderr });
+      });
+    });
+  }
+  async function replayJson(seq: number, extra: string[] = []): Promise<StateResult> {
+    const replay = await ferry(['audit', 'replay', '--at', String(seq), '--json', ...extra]);
+    expect(replay.status, replay.stderr).toBe(0);
+    return JSON.parse(replay.stdout) as StateResult;
+  }
+  async function loginLink(): Promise<string> {
+    const view = await ferry(['audit', 'view', '--json']);
+    expect(view.status, view.stderr).toBe(0);
+    return (JSON.parse(view.stdout) as { url: string }).url;
+  }
+  const rendered = (page: Page, seq: number) => page.waitForSelector(`body[data-rendered-seq="${seq}"]`, { timeout: 15_000 });
+  async function expectFleetAt(page: Page, seq: number, extra: string[] = []): Promise<void> {
+    await rendered(page, seq);
+    expect(new URL(page.url()).hash).toBe(`#seq=${seq}`);
+    expect(await page.evaluate(SCRAPE_FLEET), `fleet at ${seq}`).toEqual(expectedFleet(await replayJson(seq, extra)));
+  }
+  const shot = (page: Page, name: string) => page.screenshot({ path: path.join(artifacts, `viewer-${name}.png`), fullPage: true });
+
+  beforeAll(async () => {
+    if (unavailable) throw new Error(`FERRY_REQUIRE_BROWSER=1 but ${unavailable}`);
+    mkdirSync(artifacts, { recursive: true });
+    scripted = await startScriptedCoordinator();
+    env = { ...process.env, FERRY_CONFIG_DIR: path.join(scripted.dir, 'config'), FERRY_URL: scripted.http.url, FERRY_KEY: scripted.viewerKeyFile };
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  });
+  afterAll(async () => {
+    for (const child of children) child.kill('SIGTERM');
+    await browser?.close();
+    await scripted?.close();
+  });
+
+  it('logs in with the link from `ferry audit view`, steps, scrubs, plays; each position equals `ferry audit replay`', async () => {
+    const { marks } = scripted;
+    const last = scripted.coordinator.lastSeq;
+    const context = await browser.newContext({ viewport: { width: 1600, height: 1000 } });
+    const page = await context.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (error) => errors.push(error.message));
+    await page.goto(await loginLink());
+    expect(new URL(page.url()).pathname).toBe('/viewer/');
+    await expectFleetAt(page, last);
+    await expect(page.locator('#verification').textContent()).resolves.toMatch(new RegExp(`chain verified through seq ${last}`));
+    await shot(page, '1-latest');
+
+    // Jump by typing a seq.
+    await page.fill('#goto-input', String(marks.enroll));
+    await page.press('#goto-input', 'Enter');
+    await expectFleetAt(page, marks.enroll!);
+    expect(await page.locator('#event-title').textContent()).toBe(`#${marks.enroll} agent.enroll`);
+    await shot(page, '2-enrolled');
+
+    // Step forward and back with the buttons.
+    await page.fill('#goto-input', String(marks.fail! - 2));
+    await page.press('#goto-input', 'Enter');
+    await expectFleetAt(page, marks.fail! - 2);
+    await page.click('#forward');
+    await rendered(page, marks.fail! - 1);
+    await page.click('#forward');
+    await expectFleetAt(page, marks.fail!);
+    const diff = await page.locator('#diff').textContent();
+    expect(diff).toContain('agents');
+    expect(diff).toContain('health check failed: bin/check exited with 1');
+    await expect(page.locator('#event-verification').getAttribute('data-state')).resolves.toBe('verified');
+    await shot(page, '3-failed');
+    await page.click('#back');
+    await expectFleetAt(page, marks.fail! - 1);
+    await page.keyboard.press('ArrowRight');
+    await rendered(page, marks.fail!);
+
+    // The scrubber.
+    await page.locator('#scrubber').fill(String(marks.activate1));
+    await expectFleetAt(page, marks.activate1!);
+
+    // A shared URL opens at its position (the browser's back button goes to the previous one).
+    const shared = await context.newPage();
+    await shared.goto(`${new URL(page.url()).origin}/viewer/#seq=${marks.graphRollback}`);
+    await expectFleetAt(shared, marks.graphRollback!);
+    await shot(shared, '4-graph-rollback');
+    await shared.close();
+    await page.goBack();
+    await rendered(page, marks.fail!);
+
+    // Play from the rollback to the end.
+    await page.fill('#goto-input', String(marks.graphRollback));
+    await page.press('#goto-input', 'Enter');
+    await rendered(page, marks.graphRollback!);
+    await page.selectOption('#speed', '50');
+    await page.click('#play');
+    await rendered(page, last);
+    await page.locator('#play', { hasText: 'Play' }).waitFor();
+    await expectFleetAt(page, last);
+
+    // Timeline filters: a search, and clicking an entry.
+    await page.fill('#filters input[name=q]', 'bin/check exited');
+    await page.click('#filters button[type=submit]');
+    await page.waitForSelector(`#timeline li[data-seq="${marks.fail}"]`);
+    expect(await page.locator('#timeline li').count()).toBe(1);
+    await page.click(`#timeline li[data-seq="${marks.fail}"]`);
+    await expectFleetAt(page, marks.fail!);
+    expect(errors).toEqual([]);
+    await context.close();
+  }, 120_000);
+
+  it('shows where a tampered log breaks, live and from an export', async () => {
+    const { marks } = scripted;
+    // Someone edits a row behind the coordinator's back (bypassing the append-only triggers).
+    const raw = new Database(Coordinator.paths(scripted.dataDir).database);
+    raw.exec('DROP TRIGGER IF EXISTS audit_events_no_update; DROP TRIGGER IF EXISTS audit_events_no_delete;');
+    raw.prepare(`UPDATE audit_events SET payload = replace(payload, 'bin/check exited with 1', 'all fine') WHERE seq = ?`).run(marks.fail);
+    raw.close();
+    await scripted.restart();
+
+    const context = await browser.newContext({ viewport: { width: 1600, height: 1000 } });
+    const page = await context.newPage();
+    await page.goto(await loginLink());
+    await rendered(page, scripted.coordinator.lastSeq);
+    const badge = page.locator('#verification');
+    await expect(badge.getAttribute('data-broken-seq')).resolves.toBe(String(marks.fail));
+    expect(await badge.textContent()).toMatch(new RegExp(`BROKEN at seq ${marks.fail}: .*edited.* chain verified through seq ${marks.fail! - 1}`));
+    await badge.click();
+    await rendered(page, marks.fail!);
+    await expect(page.locator('#event-verification').getAttribute('data-state')).resolves.toBe('broken');
+    expect(await page.locator(`#timeline li[data-seq="${marks.fail}"]`).getAttribute('class')).toContain('broken');
+    expect(await page.locator(`#timeline li[data-seq="${marks.fail! + 1}"]`).getAttribute('class')).toContain('after-break');
+    expect(await page.locator('#payload').textContent()).toContain('all fine');
+    await shot(page, '5-tampered');
+    await context.close();
+
+    // The same log exported and viewed offline with the coordinator key: the same break, the same fleet.
+    const exportFile = path.join(scripted.dir, 'audit.jsonl');
+    const exported = await ferry(['audit', 'export', '-o', exportFile]);
+    expect(exported.status, exported.stderr).toBe(0);
+    const pubkey = scripted.coordinator.identity.keyId;
+    const server = spawn(process.execPath, [ferryBin, 'audit', 'view', '--file', exportFile, '--pubkey', pubkey, '--listen', '127.0.0.1:0', '--json'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    children.push(server);
+    const started = await new Promise<{ url: string }>((resolve, reject) => {
+      let out = '';
+      server.stdout!.on('data', (chunk: Buffer) => {
+        out += chunk.toString();
+        try {
+          resolve(JSON.parse(out) as { url: string });
+        } catch {
+          // not all of it yet
+        }
+      });
+      server.on('exit', (code) => reject(new Error(`ferry audit view --file exited with ${code}: ${out}`)));
+    });
+    const offline = await (await browser.newContext({ viewport: { width: 1600, height: 1000 } })).newPage();
+    await offline.goto(started.url);
+    await rendered(offline, scripted.coordinator.lastSeq);
+    await expect(offline.locator('#verification').getAttribute('data-broken-seq')).resolves.toBe(String(marks.fail));
+    await offline.goto(`${new URL(started.url).origin}/viewer/#seq=${marks.activate1}`);
+    await expectFleetAt(offline, marks.activate1!, ['--file', exportFile, '--pubkey', pubkey]);
+    expect(await offline.locator('.mode').textContent()).toContain('offline');
+    await shot(offline, '6-offline-export');
+  }, 120_000);
+});
