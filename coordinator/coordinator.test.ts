@@ -1,15 +1,21 @@
 import Database from 'better-sqlite3';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { hash as blake3 } from 'blake3';
+import { randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { canonicalJson } from '../protocol/canonical-json.js';
 import { Identity } from '../protocol/identity.js';
 import { addStorePath, bootstrap, simulateFleet } from '../test/fleet-simulator.js';
-import { verifyChain } from './audit/chain.js';
+import { blake3Text } from './audit/blake3-text.js';
+import { eventHash, verifyChain } from './audit/chain.js';
 import { Coordinator } from './coordinator.js';
 import { openCoordinatorDatabase } from './db/database.js';
+import * as schema from './db/schema.js';
 import * as commands from './domain/commands.js';
-import { applyEvent } from './domain/reducer.js';
+import { ReducerError, replayLog } from './domain/reducer.js';
 import { SqliteStateStore } from './domain/sqlite-state.js';
 import { MemoryStateStore, STATE_TABLES } from './domain/state.js';
 
@@ -40,15 +46,8 @@ describe('event sourcing', () => {
     const replayDb = openCoordinatorDatabase(path.join(dir, 'replay.db'));
     const replayed = new SqliteStateStore(replayDb.db);
     const memory = new MemoryStateStore();
-    let count = 0;
-    replayDb.sqlite.transaction(() => {
-      for (const event of coordinator.events()) {
-        applyEvent(replayed, event);
-        applyEvent(memory, event);
-        count++;
-      }
-    })();
-    expect(count).toBe(coordinator.lastSeq);
+    expect(coordinator.replayInto(replayed)).toEqual({ events: coordinator.lastSeq, lastSeq: coordinator.lastSeq });
+    expect(replayLog(coordinator.events(), memory)).toEqual({ events: coordinator.lastSeq, lastSeq: coordinator.lastSeq });
     for (const table of STATE_TABLES) {
       const live = coordinator.state.all(table);
       expect(live.length, table).toBeGreaterThan(0);
@@ -56,6 +55,41 @@ describe('event sourcing', () => {
       expect([...memory.tables[table].values()].sort((a, b) => (a.id < b.id ? -1 : 1)), table).toEqual(live);
     }
     replayDb.sqlite.close();
+  });
+
+  it('replay refuses a log with a gap and, into SQLite, leaves the store untouched', async () => {
+    await populatedFleet(200);
+    const events = [...coordinator.events()];
+    const replayDb = openCoordinatorDatabase(path.join(dir, 'replay.db'));
+    try {
+      const replayed = new SqliteStateStore(replayDb.db);
+      const gap = [...events.slice(0, 20), ...events.slice(21)];
+      expect(() => replayLog(gap, replayed)).toThrow(ReducerError);
+      expect(() => replayLog(gap, replayed)).toThrow(/event 22 does not apply: it follows event 20/);
+      for (const table of STATE_TABLES) expect(replayed.all(table), table).toEqual([]);
+      expect(replayLog(events, replayed).events).toBe(events.length);
+      for (const table of STATE_TABLES) expect(replayed.all(table), table).toEqual(coordinator.state.all(table));
+    } finally {
+      replayDb.sqlite.close();
+    }
+  });
+
+  it('the state store reads back exactly what drizzle reads (JSON columns, booleans, nulls)', async () => {
+    await populatedFleet(300);
+    const drizzleDb = coordinator.database.db;
+    const tables = { keys: schema.keys, tokens: schema.tokens, agents: schema.agents, agentFacts: schema.agentFacts, graphs: schema.graphs, configs: schema.configs } as const;
+    for (const table of STATE_TABLES) {
+      const viaDrizzle = drizzleDb.select().from(tables[table]).orderBy(tables[table].id).all();
+      expect(viaDrizzle.length, table).toBeGreaterThan(0);
+      expect(coordinator.state.all(table), table).toStrictEqual(viaDrizzle);
+      const first = viaDrizzle[0]!;
+      expect(coordinator.state.get(table, first.id), table).toStrictEqual(first);
+    }
+    expect(coordinator.state.get('agents', 'nobody')).toBeUndefined();
+    // And what it writes is what drizzle writes: the same raw column values.
+    const raw = coordinator.database.sqlite.prepare('SELECT revoked, auto_approve, labels FROM tokens ORDER BY id LIMIT 1').get() as { revoked: number; auto_approve: number; labels: string };
+    const token = coordinator.state.all('tokens')[0]!;
+    expect(raw).toEqual({ revoked: token.revoked ? 1 : 0, auto_approve: token.autoApprove ? 1 : 0, labels: JSON.stringify(token.labels) });
   });
 
   it('a refused command records nothing', async () => {
@@ -66,6 +100,49 @@ describe('event sourcing', () => {
     coordinator.record(adminActor, (context) => commands.addKey(context, { keyId: viewer.keyId, role: 'viewer' }));
     expect(() => coordinator.record({ keyId: viewer.keyId, role: 'viewer' }, (context) => commands.createToken(context, {}).draft)).toThrow(/role 'viewer' may not/);
     expect(coordinator.lastSeq).toBe(before + 1);
+  });
+});
+
+describe('hot-path helpers agree with the reference encodings', () => {
+  it('blake3Text is the blake3 of the UTF-8 text, at every chunk boundary', () => {
+    const reference = (text: string) => (blake3(Buffer.from(text, 'utf8')) as Buffer).toString('hex');
+    const alphabet = ['a', '\u00e9', '\u20ac', '\u{1f600}', '"', '\n'];
+    for (let length = 0; length <= 4200; length += length < 1100 ? 1 : 7) {
+      let text = '';
+      for (let i = 0; i < length; i++) text += alphabet[(i * 7 + length) % alphabet.length];
+      expect(blake3Text(text), `length ${length}`).toBe(reference(text));
+    }
+    for (const size of [64 * 1024, 64 * 1024 + 1, 300_000]) {
+      const text = randomBytes(size).toString('latin1');
+      expect(blake3Text(text)).toBe(reference(text));
+    }
+  });
+
+  it('sameJson is canonical-JSON equality', () => {
+    const cases: [unknown, unknown][] = [
+      [{ a: 1, b: [1, 2, { c: 'x' }] }, { b: [1, 2, { c: 'x' }], a: 1 }],
+      [{ a: 1 }, { a: 1, b: undefined }],
+      [{ a: 1 }, { a: 2 }],
+      [{ a: 1 }, { a: 1, b: null }],
+      [{ a: [1, 2] }, { a: [2, 1] }],
+      [{ a: [1] }, { a: { 0: 1 } }],
+      [{ a: 0 }, { a: -0 }],
+      [{ a: '1' }, { a: 1 }],
+      [{ a: {} }, { a: [] }],
+      [{ a: { b: { c: true } } }, { a: { b: { c: false } } }],
+      [{ a: { b: { c: true } } }, { a: { b: { c: true } } }],
+      [null, {}],
+      ['x', 'x'],
+    ];
+    for (const [a, b] of cases) {
+      expect(commands.sameJson(a, b), `${JSON.stringify(a)} vs ${JSON.stringify(b)}`).toBe(canonicalJson(a) === canonicalJson(b));
+      expect(commands.sameJson(b, a)).toBe(canonicalJson(a) === canonicalJson(b));
+    }
+  });
+
+  it('an event hash computed on the hot path is the chain\'s eventHash', async () => {
+    await populatedFleet(200);
+    for (const event of coordinator.events()) expect(event.hash).toBe(eventHash(event));
   });
 });
 
@@ -81,6 +158,98 @@ describe('audit log', () => {
     coordinator = Coordinator.open(dir, { checkpointEvery: 50 });
     coordinator.record({ keyId: coordinator.identity.keyId, role: 'coordinator' }, (context) => commands.addKey(context, { keyId: Identity.generate().keyId, role: 'viewer' }));
     expect(coordinator.lastSeq).toBe(seq + 1);
+    expect(coordinator.verifyAudit().ok).toBe(true);
+  });
+
+  it('checkpoints the WAL itself, outside the commands (the automatic checkpoint is only a backstop)', async () => {
+    const sqlite = coordinator.database.sqlite;
+    expect(sqlite.pragma('wal_autocheckpoint', { simple: true })).toBeGreaterThanOrEqual(10_000);
+    expect(sqlite.pragma('synchronous', { simple: true })).toBe(1); // NORMAL: in WAL mode, durable across a process crash
+    const file = Coordinator.paths(dir).database;
+    const fileSize = () => statSync(file).size;
+    // Until a checkpoint, commits only grow the WAL; the database file keeps its size.
+    coordinator.close();
+    coordinator = Coordinator.open(dir, { checkpointEvery: 50, walCheckpointEvery: 1_000_000, backgroundWalCheckpoints: false });
+    const empty = fileSize();
+    await populatedFleet(100);
+    expect(fileSize()).toBe(empty);
+    coordinator.checkpointWal();
+    expect(fileSize()).toBeGreaterThan(empty);
+    // With a threshold, the coordinator folds the WAL back by itself after that many events.
+    coordinator.close();
+    rmSync(dir, { recursive: true, force: true });
+    coordinator = Coordinator.open(dir, { checkpointEvery: 50, walCheckpointEvery: 40, backgroundWalCheckpoints: false });
+    const fresh = fileSize();
+    await populatedFleet(100);
+    expect(coordinator.lastSeq).toBeGreaterThan(40);
+    expect(fileSize()).toBeGreaterThan(fresh);
+  });
+
+  it('loses no acknowledged event when SIGKILLed while the WAL is being checkpointed (worker and command thread)', async () => {
+    coordinator.close();
+    // The writer appends a line per acknowledged event to a plain file (a write to a full pipe could fail with EAGAIN).
+    const acks = path.join(dir, 'acks.log');
+    const script = path.join(dir, 'writer.mts');
+    writeFileSync(
+      script,
+      `import { openSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { Coordinator } from ${JSON.stringify(new URL('./coordinator.ts', import.meta.url).href)};
+import * as commands from ${JSON.stringify(new URL('./domain/commands.ts', import.meta.url).href)};
+const out = openSync(process.argv[3], 'a');
+const coordinator = Coordinator.open(process.argv[2], { walCheckpointEvery: 500 });
+const self = { keyId: coordinator.identity.keyId, role: 'coordinator' };
+coordinator.record(self, () => ({ action: 'coordinator.init', subject: self.keyId, payload: { name: 'kill', coordinatorKey: self.keyId } }));
+for (;;) {
+  const keyId = randomBytes(32).toString('hex');
+  const event = coordinator.record(self, (context) => commands.addKey(context, { keyId, role: 'viewer', label: 'k' }));
+  writeSync(out, event.seq + ' ' + keyId + ' ' + (coordinator.backgroundWalCheckpointing ? 'bg' : '-') + '\\n');
+}
+`,
+    );
+    const child = spawn(process.execPath, ['--import', 'tsx', script, dir, acks], { stdio: ['ignore', 'ignore', 'inherit'] });
+    const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal)));
+    const lines = (): string[] => {
+      try {
+        return readFileSync(acks, 'utf8').split('\n').slice(0, -1); // the last piece may be a line cut mid-write
+      } catch {
+        return [];
+      }
+    };
+    while (lines().length < 3000 && child.exitCode === null) await new Promise((resolve) => setTimeout(resolve, 20));
+    child.kill('SIGKILL');
+    expect(await exited).toBe('SIGKILL');
+    const acknowledged = lines().map((line) => {
+      const [seq, keyId, background] = line.split(' ') as [string, string, string];
+      return { seq: Number(seq), keyId, background: background === 'bg' };
+    });
+    expect(acknowledged.length).toBeGreaterThanOrEqual(3000);
+    expect(acknowledged.some((ack) => ack.background)).toBe(true);
+    coordinator = Coordinator.open(dir, { checkpointEvery: 50 });
+    expect(coordinator.verifyAudit()).toMatchObject({ ok: true });
+    expect(coordinator.lastSeq).toBeGreaterThanOrEqual(acknowledged.at(-1)!.seq);
+    for (const ack of acknowledged) expect(coordinator.state.get('keys', ack.keyId)?.addedSeq, ack.keyId).toBe(ack.seq);
+  });
+
+  it('checkpoints the WAL in a background thread once busy, while commands go on', async () => {
+    coordinator.close();
+    coordinator = Coordinator.open(dir, { checkpointEvery: 50, walCheckpointEvery: 1_000_000 });
+    const file = Coordinator.paths(dir).database;
+    const empty = statSync(file).size;
+    await populatedFleet(100);
+    expect(coordinator.backgroundWalCheckpointing).toBe(false); // a short burst (a CLI command) starts no thread
+    await populatedFleet(1000);
+    expect(coordinator.lastSeq).toBeGreaterThan(256);
+    expect(coordinator.backgroundWalCheckpointing).toBe(true);
+    const deadline = Date.now() + 10_000;
+    while (statSync(file).size === empty && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(statSync(file).size).toBeGreaterThan(empty);
+    expect(coordinator.verifyAudit().ok).toBe(true);
+    // Closing stops the worker; the data directory reopens with everything in it.
+    const seq = coordinator.lastSeq;
+    coordinator.close();
+    coordinator = Coordinator.open(dir, { checkpointEvery: 50 });
+    expect(coordinator.lastSeq).toBe(seq);
     expect(coordinator.verifyAudit().ok).toBe(true);
   });
 

@@ -2,19 +2,26 @@
  * The coordinator's core: its key, database, castore and audit log. Every
  * state change goes through `record`: one transaction appends one chained
  * event and applies it with the reducer, or nothing happens.
+ *
+ * The command path runs on statements prepared once (here and in
+ * SqliteStateStore), encodes each payload's canonical JSON once, and keeps
+ * WAL checkpoints out of the commands' transactions (see db/database.ts).
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import type Database from 'better-sqlite3';
 import { Castore } from '../castore/index.js';
 import { canonicalJson } from '../protocol/canonical-json.js';
 import { formatHlc, HlcClock, parseHlc } from '../protocol/hlc.js';
 import { createIdentityFile, loadIdentity, type Identity } from '../protocol/identity.js';
 import { openCoordinatorDatabase, type CoordinatorDatabase } from './db/database.js';
+import { WalCheckpointer } from './db/wal-checkpointer.js';
 import * as schema from './db/schema.js';
-import { checkpointMessage, eventHash, GENESIS_HASH, verifyChain, type ChainReport, type Checkpoint } from './audit/chain.js';
+import { blake3Text } from './audit/blake3-text.js';
+import { checkpointMessage, GENESIS_HASH, verifyChain, type ChainReport, type Checkpoint, type UnhashedEvent } from './audit/chain.js';
 import type { Actor, CommandContext } from './domain/commands.js';
 import { AuditEventSchema, type AuditEvent, type EventDraft } from './domain/events.js';
-import { applyEvent } from './domain/reducer.js';
+import { applyEvent, replayLog, type ReplayReport } from './domain/reducer.js';
 import { createSelfSignedCertificate, type TlsCertificate } from './tls/self-signed-certificate.js';
 import { certificateFingerprint } from '../protocol/tls-pinning.js';
 import { SqliteStateStore } from './domain/sqlite-state.js';
@@ -22,10 +29,54 @@ import { SqliteStateStore } from './domain/sqlite-state.js';
 export interface CoordinatorOptions {
   /** Sign a checkpoint every this many events (default 1000). */
   checkpointEvery?: number;
+  /** Run a passive WAL checkpoint on the command thread after this many events (default WAL_CHECKPOINT_EVERY_EVENTS). */
+  walCheckpointEvery?: number;
+  /** Checkpoint the WAL in a background worker thread too (default true; see db/wal-checkpointer.ts). */
+  backgroundWalCheckpoints?: boolean;
   now?: () => number;
 }
 
 type EventRow = typeof schema.auditEvents.$inferSelect;
+
+/**
+ * WAL checkpoints (db/database.ts, db/wal-checkpointer.ts): a worker thread
+ * checkpoints every WAL_BACKGROUND_INTERVAL_MS, started once a coordinator
+ * has appended WAL_BACKGROUND_AFTER_EVENTS events (a one-off CLI command
+ * never starts it); the command thread runs a passive checkpoint itself
+ * after every WAL_CHECKPOINT_EVERY_EVENTS events (outside their
+ * transactions), which bounds the WAL (~7 pages per event: ~110 MiB) under
+ * a continuous stream; without a worker, an unref'd timer folds an idle
+ * coordinator's WAL back every WAL_CHECKPOINT_INTERVAL_MS.
+ */
+export const WAL_CHECKPOINT_EVERY_EVENTS = 4096;
+const WAL_BACKGROUND_AFTER_EVENTS = 256;
+const WAL_BACKGROUND_INTERVAL_MS = 250;
+const WAL_CHECKPOINT_INTERVAL_MS = 2000;
+/** A checkpoint of the command thread that could not finish (the worker held the checkpoint lock, a reader an old snapshot) is retried this many events later. */
+const WAL_CHECKPOINT_RETRY_EVENTS = 64;
+
+type Decide<R> = (context: CommandContext) => { draft: EventDraft; result: R } | undefined;
+
+function safeInteger(value: number, what: string): number {
+  if (!Number.isSafeInteger(value)) throw new TypeError(`canonical JSON allows only safe integers; $.${what} is ${value}`);
+  return value;
+}
+
+/**
+ * The canonical JSON of an event without its hash, given its payload's
+ * canonical JSON: byte for byte `canonicalJson(event)` (keys in sorted
+ * order, as eventHash encodes it), without encoding the payload again.
+ * verifyAudit recomputes every hash with eventHash, so any difference
+ * would show as a broken chain.
+ */
+function canonicalEventJson(event: Omit<UnhashedEvent, 'payload'>, payloadJson: string): string {
+  const text = JSON.stringify;
+  return (
+    `{"action":${text(event.action)},"actorKey":${text(event.actorKey)},"actorRole":${text(event.actorRole)},"hlc":${text(event.hlc)},` +
+    `"payload":${payloadJson},"prevHash":${text(event.prevHash)},"requestSignature":${event.requestSignature === null ? 'null' : text(event.requestSignature)},` +
+    `"seq":${safeInteger(event.seq, 'seq')},"subject":${text(event.subject)},"wallTime":${safeInteger(event.wallTime, 'wallTime')}}`
+  );
+}
 
 export class Coordinator {
   readonly state: SqliteStateStore;
@@ -33,6 +84,21 @@ export class Coordinator {
   private head: { seq: number; hash: string };
   private readonly checkpointEvery: number;
   readonly now: () => number;
+  private readonly statements: {
+    insertEvent: Database.Statement<[number, string, number, string, string, string, string, string, string | null, string, string]>;
+    insertCheckpoint: Database.Statement<[number, string, string, number]>;
+    walCheckpoint: Database.Statement<[], { busy: number; log: number; checkpointed: number }>;
+    touchPresence: Database.Statement<[string, number]>;
+    presence: Database.Statement<[string], { last_seen: number }>;
+  };
+  /** execute's transaction (BEGIN IMMEDIATE … COMMIT), built once. */
+  private readonly transact: <R>(actor: Actor, decide: Decide<R>) => { event: AuditEvent; result: R } | undefined;
+  private readonly walCheckpointEvery: number;
+  private eventsSinceWalCheckpoint = 0;
+  private eventsSinceOpen = 0;
+  private readonly walTimer: NodeJS.Timeout;
+  private walCheckpointer: WalCheckpointer | undefined;
+  private backgroundWalCheckpoints: boolean;
 
   private constructor(
     readonly dataDir: string,
@@ -44,6 +110,28 @@ export class Coordinator {
     this.state = new SqliteStateStore(database.db);
     this.now = options.now ?? Date.now;
     this.checkpointEvery = options.checkpointEvery ?? 1000;
+    this.walCheckpointEvery = options.walCheckpointEvery ?? WAL_CHECKPOINT_EVERY_EVENTS;
+    this.backgroundWalCheckpoints = options.backgroundWalCheckpoints ?? true;
+    const sqlite = database.sqlite;
+    this.statements = {
+      insertEvent: sqlite.prepare(
+        'INSERT INTO audit_events (seq, hlc, wall_time, actor_key, actor_role, action, subject, payload, request_signature, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      ),
+      insertCheckpoint: sqlite.prepare('INSERT INTO audit_checkpoints (seq, hash, signature, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING'),
+      walCheckpoint: sqlite.prepare('PRAGMA wal_checkpoint(PASSIVE)'),
+      touchPresence: sqlite.prepare('INSERT INTO agent_presence (id, last_seen) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen'),
+      presence: sqlite.prepare('SELECT last_seen FROM agent_presence WHERE id = ?'),
+    };
+    const transaction = sqlite.transaction(<R>(actor: Actor, decide: Decide<R>) => {
+      const decided = decide(this.commandContext(actor));
+      if (!decided) return undefined;
+      return { event: this.appendAndApply(actor, decided.draft), result: decided.result };
+    });
+    this.transact = <R>(actor: Actor, decide: Decide<R>) => transaction.immediate(actor, decide) as { event: AuditEvent; result: R } | undefined;
+    this.walTimer = setInterval(() => {
+      if (this.eventsSinceWalCheckpoint > 0 && !this.walCheckpointer?.running) this.checkpointWal();
+    }, WAL_CHECKPOINT_INTERVAL_MS);
+    this.walTimer.unref();
     const tail = database.sqlite.prepare<[], { seq: number; hash: string; hlc: string }>('SELECT seq, hash, hlc FROM audit_events ORDER BY seq DESC LIMIT 1').get();
     this.head = tail ? { seq: tail.seq, hash: tail.hash } : { seq: 0, hash: GENESIS_HASH };
     this.clock = new HlcClock(identity.keyId.slice(0, 8), this.now);
@@ -94,6 +182,9 @@ export class Coordinator {
   quicPort: number | null = null;
 
   close(): void {
+    clearInterval(this.walTimer);
+    this.walCheckpointer?.stop();
+    this.walCheckpointer = undefined;
     this.database.sqlite.close();
     this.castore.close();
   }
@@ -115,13 +206,11 @@ export class Coordinator {
 
   /** Records that an agent was heard from (heartbeats are not audit events). */
   touchPresence(agentId: string): void {
-    this.database.sqlite
-      .prepare('INSERT INTO agent_presence (id, last_seen) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen')
-      .run(agentId, this.now());
+    this.statements.touchPresence.run(agentId, this.now());
   }
 
   presence(agentId: string): number | null {
-    return this.database.sqlite.prepare<[string], { last_seen: number }>('SELECT last_seen FROM agent_presence WHERE id = ?').get(agentId)?.last_seen ?? null;
+    return this.statements.presence.get(agentId)?.last_seen ?? null;
   }
 
   /** The context a command is checked in: current state, the actor, the clock, the castore. */
@@ -147,13 +236,49 @@ export class Coordinator {
    * `decide` may return undefined for "nothing changed" (no event).
    */
   execute<R>(actor: Actor, decide: (context: CommandContext) => { draft: EventDraft; result: R } | undefined): { event: AuditEvent; result: R } | undefined {
-    return this.database.sqlite
-      .transaction(() => {
-        const decided = decide(this.commandContext(actor));
-        if (!decided) return undefined;
-        return { event: this.appendAndApply(actor, decided.draft), result: decided.result };
-      })
-      .immediate();
+    const done = this.transact(actor, decide);
+    if (done) {
+      this.eventsSinceOpen++;
+      if (++this.eventsSinceWalCheckpoint >= this.walCheckpointEvery) this.checkpointWal();
+      else if (this.eventsSinceOpen >= WAL_BACKGROUND_AFTER_EVENTS && this.backgroundWalCheckpoints && !this.walCheckpointer) this.startWalCheckpointer();
+    }
+    return done;
+  }
+
+  private startWalCheckpointer(): void {
+    try {
+      this.walCheckpointer = new WalCheckpointer(this.database.sqlite.name, WAL_BACKGROUND_INTERVAL_MS);
+    } catch {
+      // No worker thread (resource limits): the command thread's own checkpoints keep the WAL bounded.
+      this.backgroundWalCheckpoints = false;
+    }
+  }
+
+  /** Whether a background thread is checkpointing the WAL (started after the first few hundred events). */
+  get backgroundWalCheckpointing(): boolean {
+    return this.walCheckpointer?.running ?? false;
+  }
+
+  /**
+   * Folds the WAL back into the database file (PASSIVE: never waits for
+   * readers, never blocks writers; with the worker running, only what it
+   * has not copied yet). Not inside a transaction: the events are already
+   * durable in the WAL; this only bounds its size. Returns whether the
+   * whole WAL is now in the database file.
+   */
+  checkpointWal(): boolean {
+    const sqlite = this.database.sqlite;
+    if (!sqlite.open || sqlite.inTransaction) return false;
+    let complete = false;
+    try {
+      const result = this.statements.walCheckpoint.get();
+      // Only a complete checkpoint lets the next commit start the WAL over; otherwise try again soon.
+      complete = result !== undefined && result.busy === 0 && result.checkpointed >= result.log;
+    } catch {
+      // Never fail a command that has committed (or a timer) over housekeeping: the WAL just stays longer.
+    }
+    this.eventsSinceWalCheckpoint = complete ? 0 : Math.max(0, this.walCheckpointEvery - WAL_CHECKPOINT_RETRY_EVENTS);
+    return complete;
   }
 
   /** Records one event for a command that needs no result. */
@@ -166,7 +291,10 @@ export class Coordinator {
 
   /** Must run inside a transaction. */
   private appendAndApply(actor: Actor, draft: EventDraft): AuditEvent {
-    const unhashed = {
+    // The payload's canonical JSON, encoded once: it is what is hashed and stored, and
+    // the event carries it parsed back, so the reducer applies exactly what is replayed.
+    const payloadJson = canonicalJson(draft.payload);
+    const fields = {
       seq: this.head.seq + 1,
       hlc: formatHlc(this.clock.tick()),
       wallTime: this.now(),
@@ -174,14 +302,26 @@ export class Coordinator {
       actorRole: actor.role,
       action: draft.action,
       subject: draft.subject,
-      // Round-trip through canonical JSON: what is hashed is exactly what is stored and replayed.
-      payload: JSON.parse(canonicalJson(draft.payload)) as unknown,
       requestSignature: actor.requestSignature ?? null,
       prevHash: this.head.hash,
     };
-    const event: AuditEvent = { ...unhashed, hash: eventHash(unhashed) };
+    const hash = blake3Text(canonicalEventJson(fields, payloadJson));
+    const event: AuditEvent = {
+      seq: fields.seq,
+      hlc: fields.hlc,
+      wallTime: fields.wallTime,
+      actorKey: fields.actorKey,
+      actorRole: fields.actorRole,
+      action: fields.action,
+      subject: fields.subject,
+      payload: JSON.parse(payloadJson) as unknown,
+      requestSignature: fields.requestSignature,
+      prevHash: fields.prevHash,
+      hash,
+    };
     applyEvent(this.state, event);
-    this.database.db.insert(schema.auditEvents).values({ ...event, payload: canonicalJson(event.payload) }).run();
+    const { seq, hlc, wallTime, actorKey, actorRole, action, subject, requestSignature, prevHash } = fields;
+    this.statements.insertEvent.run(seq, hlc, wallTime, actorKey, actorRole, action, subject, payloadJson, requestSignature, prevHash, hash);
     this.head = { seq: event.seq, hash: event.hash };
     if (event.seq % this.checkpointEvery === 0) this.writeCheckpoint();
     return event;
@@ -190,7 +330,7 @@ export class Coordinator {
   private writeCheckpoint(): Checkpoint {
     const { seq, hash } = this.head;
     const signature = Buffer.from(this.identity.sign(checkpointMessage(seq, hash))).toString('base64');
-    this.database.db.insert(schema.auditCheckpoints).values({ seq, hash, signature, createdAt: this.now() }).onConflictDoNothing().run();
+    this.statements.insertCheckpoint.run(seq, hash, signature, this.now());
     return { seq, hash, signature };
   }
 
@@ -203,6 +343,15 @@ export class Coordinator {
   /** Events in seq order after `afterSeq`, streamed from the database and validated. */
   *events(afterSeq = 0): Generator<AuditEvent> {
     for (const event of this.rawEvents(afterSeq)) yield AuditEventSchema.parse(event);
+  }
+
+  /**
+   * Replays this coordinator's log (read back and validated) into `store`
+   * with the live reducer, e.g. a SqliteStateStore over an empty database:
+   * the state it rebuilds equals the live state tables row by row.
+   */
+  replayInto(store: Parameters<typeof replayLog>[1]): ReplayReport {
+    return replayLog(this.events(), store);
   }
 
   checkpoints(): Checkpoint[] {

@@ -3,11 +3,13 @@
  * current state, then returns the one event that records the change (the
  * coordinator appends and applies it in the same transaction). A refusal is
  * a CommandError with a code and an HTTP status; it never changes state.
+ * Input schemas are module constants: zod compiles a schema on its first
+ * parse, and building them inside the commands recompiled them every call.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { hash as blake3 } from 'blake3';
 import { z } from 'zod';
-import { canonicalJson, canonicalJsonBytes } from '../../protocol/canonical-json.js';
+import { canonicalJson } from '../../protocol/canonical-json.js';
+import { blake3Text } from '../audit/blake3-text.js';
 import { ed25519Verify } from '../../protocol/ed25519.js';
 import { publicKeyOf, type KeyId } from '../../protocol/identity.js';
 import {
@@ -88,6 +90,32 @@ function parse<T extends z.ZodType>(schema: T, input: unknown): z.infer<T> {
   return result.data;
 }
 
+/**
+ * Whether two JSON values have the same canonical JSON (objects as key sets,
+ * properties whose value is undefined left out), without encoding either:
+ * an agent's periodic facts report is compared with the stored ones on
+ * every report.
+ */
+export function sameJson(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a) || Array.isArray(b)) {
+    if (!Array.isArray(a) || !Array.isArray(b) || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) if (!sameJson(a[i], b[i])) return false;
+    return true;
+  }
+  const left = a as Record<string, unknown>;
+  const right = b as Record<string, unknown>;
+  let defined = 0;
+  for (const key of Object.keys(left)) {
+    if (left[key] === undefined) continue;
+    defined++;
+    if (!Object.hasOwn(right, key) || !sameJson(left[key], right[key])) return false;
+  }
+  for (const key of Object.keys(right)) if (right[key] !== undefined) defined--;
+  return defined === 0;
+}
+
 function agentOf(context: CommandContext, agentId: string) {
   const agent = context.state.get('agents', agentId);
   if (!agent) throw new CommandError('NOT_FOUND', `no agent ${agentId}`);
@@ -106,9 +134,10 @@ export function addKey(context: CommandContext, input: unknown): EventDraft<'key
   return { action: 'key.add', subject: keyId, payload: { keyId: keyId as KeyId, role, label } };
 }
 
+export const RevokeKeyInput = z.strictObject({ keyId: z.string() });
 export function revokeKey(context: CommandContext, input: unknown): EventDraft<'key.revoke'> {
   allow(context, 'admin');
-  const { keyId } = parse(z.strictObject({ keyId: z.string() }), input);
+  const { keyId } = parse(RevokeKeyInput, input);
   const key = context.state.get('keys', keyId);
   if (!key || key.revoked) throw new CommandError('NOT_FOUND', `no active key ${keyId}`);
   if (keyId === context.actor.keyId) throw new CommandError('CONFLICT', 'refusing to revoke the key making this request');
@@ -153,9 +182,10 @@ export function createToken(context: CommandContext, input: unknown): { draft: E
   };
 }
 
+export const RevokeTokenInput = z.strictObject({ tokenId: z.string().regex(/^[0-9a-f]{16}$/) });
 export function revokeToken(context: CommandContext, input: unknown): EventDraft<'token.revoke'> {
   allow(context, 'admin', 'operator');
-  const { tokenId } = parse(z.strictObject({ tokenId: z.string().regex(/^[0-9a-f]{16}$/) }), input);
+  const { tokenId } = parse(RevokeTokenInput, input);
   const token = context.state.get('tokens', tokenId);
   if (!token || token.revoked) throw new CommandError('NOT_FOUND', `no active token ${tokenId}`);
   return { action: 'token.revoke', subject: tokenId, payload: { tokenId } };
@@ -204,47 +234,50 @@ export function enrollAgent(context: CommandContext, input: unknown): EventDraft
   };
 }
 
+export const AgentRefInput = z.strictObject({ agentId: z.string() });
 export function decideAgent(context: CommandContext, input: unknown, decision: 'approve' | 'reject' | 'revoke'): EventDraft<'agent.approve' | 'agent.reject' | 'agent.revoke'> {
   allow(context, 'admin', 'operator');
-  const { agentId } = parse(z.strictObject({ agentId: z.string() }), input);
+  const { agentId } = parse(AgentRefInput, input);
   const agent = agentOf(context, agentId);
   if (decision !== 'revoke' && agent.status !== 'enrolling') throw new CommandError('CONFLICT', `agent ${agentId} is ${agent.status}, not waiting for approval`);
   if (decision === 'revoke' && agent.status === 'revoked') throw new CommandError('CONFLICT', `agent ${agentId} is already revoked`);
   return { action: `agent.${decision}`, subject: agentId, payload: { agentId: agentId as KeyId } };
 }
 
+export const ReportFactsInput = z.strictObject({ facts: FactsSchema });
+
 /** An agent reports its facts; returns undefined (no event) when they did not change. */
 export function reportFacts(context: CommandContext, input: unknown, hlc: string): EventDraft<'agent.facts'> | undefined {
   allow(context, 'agent');
-  const { facts } = parse(z.strictObject({ facts: FactsSchema }), input);
+  const { facts } = parse(ReportFactsInput, input);
   const agent = agentOf(context, context.actor.keyId);
   const current = context.state.get('agentFacts', `${agent.id}#${agent.factsRevision}`);
-  if (current && canonicalJson(current.facts) === canonicalJson(facts)) return undefined;
+  if (current && sameJson(current.facts, facts)) return undefined;
   return { action: 'agent.facts', subject: agent.id, payload: { agentId: agent.id as KeyId, facts, hlc } };
 }
 
+export const AssignAgentInput = z.strictObject({ agentId: z.string(), graph: GraphNameSchema.nullable() });
 export function assignAgent(context: CommandContext, input: unknown): EventDraft<'agent.assign'> {
   allow(context, 'admin', 'operator');
-  const { agentId, graph } = parse(z.strictObject({ agentId: z.string(), graph: GraphNameSchema.nullable() }), input);
+  const { agentId, graph } = parse(AssignAgentInput, input);
   agentOf(context, agentId);
   if (graph !== null && !context.state.get('graphs', graph)) throw new CommandError('NOT_FOUND', `no graph '${graph}'`);
   return { action: 'agent.assign', subject: agentId, payload: { agentId: agentId as KeyId, graph } };
 }
 
+export const PinAgentInput = z.strictObject({ agentId: z.string(), configId: ConfigIdSchema.nullable() });
 export function pinAgent(context: CommandContext, input: unknown): EventDraft<'agent.pin'> {
   allow(context, 'admin', 'operator');
-  const { agentId, configId } = parse(z.strictObject({ agentId: z.string(), configId: ConfigIdSchema.nullable() }), input);
+  const { agentId, configId } = parse(PinAgentInput, input);
   agentOf(context, agentId);
   if (configId !== null && !context.state.get('configs', configId)) throw new CommandError('NOT_FOUND', `no config ${configId}`);
   return { action: 'agent.pin', subject: agentId, payload: { agentId: agentId as KeyId, configId } };
 }
 
+export const ReportStatusInput = z.strictObject({ configId: ConfigIdSchema.nullable(), phase: PhaseSchema, error: z.string().max(8192).nullable().default(null) });
 export function reportStatus(context: CommandContext, input: unknown): EventDraft<'agent.report'> {
   allow(context, 'agent');
-  const { configId, phase, error } = parse(
-    z.strictObject({ configId: ConfigIdSchema.nullable(), phase: PhaseSchema, error: z.string().max(8192).nullable().default(null) }),
-    input,
-  );
+  const { configId, phase, error } = parse(ReportStatusInput, input);
   const agent = agentOf(context, context.actor.keyId);
   if (configId !== null && !context.state.get('configs', configId)) throw new CommandError('NOT_FOUND', `no config ${configId}`);
   return { action: 'agent.report', subject: agent.id, payload: { agentId: agent.id as KeyId, configId, phase, error } };
@@ -254,7 +287,7 @@ export function reportStatus(context: CommandContext, input: unknown): EventDraf
 
 /** A config's id: BLAKE3 (hex) of the canonical JSON of its body. */
 export function configId(body: ConfigBody): string {
-  return (blake3(canonicalJsonBytes(body)) as Buffer).toString('hex');
+  return blake3Text(canonicalJson(body));
 }
 
 export function configSigningMessage(id: string): Uint8Array {
@@ -292,9 +325,10 @@ export function submitConfig(context: CommandContext, input: unknown): EventDraf
   return { action: 'config.submit', subject: body.graph, payload: { id, body, signature, previousHead: head, forced: seen !== head } };
 }
 
+export const RollbackGraphInput = z.strictObject({ graph: GraphNameSchema, to: ConfigIdSchema.optional() });
 export function rollbackGraph(context: CommandContext, input: unknown): EventDraft<'graph.rollback'> {
   allow(context, 'admin', 'operator');
-  const { graph, to } = parse(z.strictObject({ graph: GraphNameSchema, to: ConfigIdSchema.optional() }), input);
+  const { graph, to } = parse(RollbackGraphInput, input);
   const row = context.state.get('graphs', graph);
   if (!row) throw new CommandError('NOT_FOUND', `no graph '${graph}'`);
   const head = context.state.get('configs', row.head)!;

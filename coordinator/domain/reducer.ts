@@ -117,3 +117,38 @@ export function applyEvent(store: StateStore, event: AuditEvent): void {
   }
   (HANDLERS[event.action] as Handler<Action>)(store, payload as PayloadOf<Action>, event);
 }
+
+/** A store that can apply many puts atomically (SqliteStateStore: one transaction). */
+export interface BatchingStateStore extends StateStore {
+  batch<R>(body: () => R): R;
+}
+
+export interface ReplayReport {
+  /** Events applied. */
+  events: number;
+  /** The seq of the last event applied (0 for an empty log). */
+  lastSeq: number;
+}
+
+/**
+ * Replays a log into a store with the live reducer: each event, in order,
+ * through applyEvent. Refuses (ReducerError) an event out of seq order or
+ * one that does not apply; a store with `batch` (SQLite) takes the whole log
+ * in one transaction, so a refused log leaves it as it was. The events are
+ * trusted for nothing but their order: check the chain with verifyChain
+ * (or Coordinator.verifyAudit) to know the log is the coordinator's.
+ */
+export function replayLog(events: Iterable<AuditEvent>, store: StateStore | BatchingStateStore): ReplayReport {
+  const run = (): ReplayReport => {
+    let count = 0;
+    let lastSeq = 0;
+    for (const event of events) {
+      if (count > 0 && event.seq !== lastSeq + 1) throw new ReducerError(event.seq, `it follows event ${lastSeq} (replay needs the log in seq order, without gaps)`);
+      applyEvent(store, event);
+      lastSeq = event.seq;
+      count++;
+    }
+    return { events: count, lastSeq };
+  };
+  return 'batch' in store ? store.batch(run) : run();
+}
