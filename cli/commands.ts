@@ -19,7 +19,7 @@ export const commandGroups: CommandGroup[] = [
   { name: 'agents', summary: 'the fleet: list, approve, assign, pin, status, facts' },
   { name: 'config', summary: 'submit and inspect configs' },
   { name: 'graph', summary: 'artifact graphs: log and rollback' },
-  { name: 'audit', summary: 'the audit log: log, show, verify, export' },
+  { name: 'audit', summary: 'the audit log: log, show, replay, view (web), verify, export' },
   { name: 'cache', summary: 'the Nix binary cache at <url>/nix-cache: key to trust, netrc credentials' },
   { name: 'push', summary: 'upload store paths from the local Nix store (only what the coordinator lacks)' },
   { name: 'agent', summary: 'the machine side: enroll, run, status, generations, rollback, gc' },

@@ -5,8 +5,8 @@
  * sign (seq, hash) with the coordinator key, so an exported log can be
  * verified offline with only the coordinator's public key.
  */
-import { hash as blake3 } from 'blake3';
-import { canonicalJsonBytes } from '../../protocol/canonical-json.js';
+import { canonicalJson } from '../../protocol/canonical-json.js';
+import { blake3Text } from './blake3-text.js';
 import { ed25519Verify } from '../../protocol/ed25519.js';
 import type { AuditEvent } from '../domain/events.js';
 
@@ -17,7 +17,7 @@ export type UnhashedEvent = Omit<AuditEvent, 'hash'>;
 /** The hash of an event: BLAKE3 (hex) of the canonical JSON of every field but `hash`. */
 export function eventHash(event: UnhashedEvent): string {
   const { seq, hlc, wallTime, actorKey, actorRole, action, subject, payload, requestSignature, prevHash } = event;
-  return (blake3(canonicalJsonBytes({ seq, hlc, wallTime, actorKey, actorRole, action, subject, payload, requestSignature, prevHash })) as Buffer).toString('hex');
+  return blake3Text(canonicalJson({ seq, hlc, wallTime, actorKey, actorRole, action, subject, payload, requestSignature, prevHash }));
 }
 
 export function checkpointMessage(seq: number, hash: string): Uint8Array {
