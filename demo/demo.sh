@@ -43,7 +43,8 @@ export FERRY_BIN="$here/bin/ferry"
 
 step "1. Start a coordinator (SQLite + castore in $FERRY_DATA_DIR, HTTP and QUIC on 127.0.0.1:$port)"
 ferry coordinator init --name demo --url "http://127.0.0.1:$port" | sed 's/^/   /'
-ferry coordinator serve --listen "127.0.0.1:$port" > "$work/coordinator.log" 2>&1 &
+# Started with node directly (not the ferry function), so $! is the process to stop at the end.
+node "$here/bin/ferry" coordinator serve --listen "127.0.0.1:$port" > "$work/coordinator.log" 2>&1 &
 pids="$pids $!"
 until grep -q 'QUIC data plane' "$work/coordinator.log" 2>/dev/null; do sleep 0.2; done
 sed 's/^/   /' "$work/coordinator.log"
@@ -86,7 +87,7 @@ join=$(ferry tokens create --uses 2 --auto-approve --label site=demo --json | no
 say "join string: $join"
 for name in web-1 web-2; do
   ferry agent enroll "$join" --state-dir "$work/$name" --store-dir "$work/$name/store" --name "$name" | head -1 | sed 's/^/   /'
-  ferry agent run --state-dir "$work/$name" --poll 1 --health-retry-delay 200 > "$work/$name.log" 2>&1 &
+  node "$here/bin/ferry" agent run --state-dir "$work/$name" --poll 1 --health-retry-delay 200 > "$work/$name.log" 2>&1 &
   pids="$pids $!"
 done
 ferry agents ls | sed 's/^/   /'
