@@ -9,7 +9,8 @@
  *   directory's canonical encoding (`size` bytes);
  * - `blob.get` response: the outboard (`outboardSize` bytes), then the
  *   blob's bytes from `offset` (`length` bytes);
- * - `blobs.get` response: per blob, its outboard then its bytes;
+ * - `blobs.get` response: per blob, its bytes (blobs of at most 256 KiB, verified whole; the
+ *   `outboardSize` field is 0);
  * - `upload.blobs` request: each blob's bytes.
  * Receivers verify every object against its BLAKE3 id before using it.
  */

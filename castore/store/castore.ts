@@ -16,6 +16,7 @@ const SYNC_READ_MAX = 4 * 1024 * 1024;
 import { openCastoreDatabase, type CastoreDatabase } from './database.js';
 import { IngestSession } from './ingest-session.js';
 import { PackReader } from './pack-files.js';
+import { GROUP_SIZE, OutboardBuilder } from '../blake3/index.js';
 import { StorePathInfoSchema, type StorePathInfo } from './store-path-info.js';
 
 /**
@@ -58,7 +59,7 @@ export class Castore {
       blobLocation: this.db.prepare<[string], { size: number; pack: string | null; packOffset: number | null }>(
         'SELECT size, pack, pack_offset AS packOffset FROM blobs WHERE id = ?',
       ),
-      outboard: this.db.prepare<[string], { outboard: Buffer | null }>('SELECT outboard FROM blobs WHERE id = ?'),
+      outboard: this.db.prepare<[string], { outboard: Buffer | null; size: number }>('SELECT outboard, size FROM blobs WHERE id = ?'),
       directory: this.db.prepare<[string], { data: Buffer }>('SELECT data FROM directories WHERE id = ?'),
       storePath: this.db.prepare<[string], StorePathRow>('SELECT * FROM store_paths WHERE path = ?'),
       storePaths: this.db.prepare<[], StorePathRow>('SELECT * FROM store_paths ORDER BY path'),
@@ -132,9 +133,18 @@ export class Castore {
     return new Uint8Array(Buffer.concat(chunks));
   }
 
-  /** The BLAKE3 outboard of a blob (empty for blobs of one 16 KiB group or less). */
+  /**
+   * The BLAKE3 outboard of a blob (empty for blobs of one 16 KiB group or
+   * less). Packed blobs keep none; theirs is computed from their bytes.
+   */
   readOutboard(id: Digest): Uint8Array {
     const row = this.statements.outboard.get(id);
+    if (row && row.outboard === null && row.size > GROUP_SIZE) {
+      const builder = new OutboardBuilder();
+      const location = this.statements.blobLocation.get(id)!;
+      builder.update(this.packs.read(location.pack!, location.packOffset!, location.size, id));
+      return builder.finish().outboard;
+    }
     if (!row) throw new CastoreError('BLOB_NOT_FOUND', `blob ${id} is not in the store`, { objectId: id });
     return row.outboard ? new Uint8Array(row.outboard) : new Uint8Array(0);
   }

@@ -45,7 +45,7 @@ export interface FetchReport {
 
 /** Small blobs travel many to a request; larger ones alone, with resume. */
 const BATCH_BLOB_MAX = 256 * 1024;
-const BATCH_BYTES = 16 * 1024 * 1024;
+const BATCH_BYTES = 4 * 1024 * 1024;
 
 /** Corrupt bytes are retried (from the last verified group), as a transport fault, not a final error. */
 function retryable(error: unknown): never {

@@ -21,6 +21,7 @@ import {
   type Digest,
   type Entry,
   type StorePathInfo,
+  PACK_MAX,
 } from '../../castore/index.js';
 import { sha256NarHash } from '../../nix/index.js';
 import { MAX_BATCH_BYTES, type DataOperationName, type DataResponse, type ParsedDataRequest } from '../../protocol/data-protocol.js';
@@ -197,13 +198,15 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
       const blobs = request.ids.map((id) => {
         const stat = store.statBlob(id);
         if (!stat) throw notFound(`blob ${id} is not in the store`);
+        if (stat.size > PACK_MAX) throw new CommandError('INVALID', `blob ${id} has ${stat.size} bytes: blobs over ${PACK_MAX} bytes are fetched one by one (blob.get, verified per group)`);
         total += stat.size;
-        return { id, size: stat.size, outboard: store.readOutboard(id) };
+        return { id, size: stat.size };
       });
       if (total > MAX_BATCH_BYTES) throw new CommandError('INVALID', `batch of ${total} bytes exceeds ${MAX_BATCH_BYTES}; fetch large blobs one by one`);
       return {
-        header: { blobs: blobs.map(({ id, size, outboard }) => ({ id, size, outboardSize: outboard.length })) },
-        body: flatten(concat(blobs, (blob) => flatten([[blob.outboard], store.readBlob(blob.id)]))),
+        // Small blobs are verified whole by the receiver: no outboards.
+        header: { blobs: blobs.map(({ id, size }) => ({ id, size, outboardSize: 0 })) },
+        body: flatten(concat(blobs, (blob) => store.readBlob(blob.id))),
       };
     }
 
