@@ -11,6 +11,7 @@ import { publicKeyOf, KeyIdSchema, type KeyId } from '../protocol/identity.js';
 import { booleanOption, jsonOption, stringOption, UsageError, writeJson, type Command, type OptionSpec, type OptionValues } from './command.js';
 import { clientFrom, connectionOptions } from './contexts.js';
 import { short, table } from './format.js';
+import { untilInterrupted } from './io.js';
 
 const common = { ...connectionOptions, ...jsonOption };
 
@@ -243,15 +244,7 @@ const view: Command = {
     if (json) writeJson(stdout, { url, server: server.url, lastSeq: info.lastSeq, verification: info.verification });
     else stdout.write(`serving ${offline.file} (${info.lastSeq} events; ${status}) read-only at ${server.url}${VIEWER_PATH}/\n${url}\n(one-time login link; Ctrl-C to stop)\n`);
     if (booleanOption(options, 'open')) openInBrowser(url, stderr);
-    await new Promise<void>((resolve) => {
-      const stop = (): void => {
-        process.off('SIGINT', stop);
-        process.off('SIGTERM', stop);
-        resolve();
-      };
-      process.on('SIGINT', stop);
-      process.on('SIGTERM', stop);
-    });
+    await untilInterrupted();
     await server.close();
   },
 };

@@ -11,6 +11,7 @@ import { booleanOption, jsonOption, stringOption, UsageError, writeJson, type Co
 import { configDir, readContexts, saveContext, writeContexts } from './contexts.js';
 import { dataDirFrom, dataDirOption } from './data-dir.js';
 import { table } from './format.js';
+import { untilInterrupted } from './io.js';
 
 const DEFAULT_LISTEN = '127.0.0.1:7070';
 
@@ -111,15 +112,7 @@ const serve: Command = {
         `  audit log:       ${coordinator.lastSeq} events\n\n` +
         `Enroll a machine: ferry tokens create --uses 1   (prints a join string for ferry agent enroll)\n`,
     );
-    await new Promise<void>((resolve) => {
-      const stop = (): void => {
-        process.off('SIGINT', stop);
-        process.off('SIGTERM', stop);
-        resolve();
-      };
-      process.on('SIGINT', stop);
-      process.on('SIGTERM', stop);
-    });
+    await untilInterrupted();
     await quic?.close();
     await server.close();
     coordinator.checkpoint();

@@ -29,3 +29,16 @@ export async function writeAll(chunks: AsyncIterable<Uint8Array>, out: NodeJS.Wr
     out.off('error', onError);
   }
 }
+
+/** Resolves at the first SIGINT or SIGTERM (a server command's "run until interrupted"). */
+export function untilInterrupted(): Promise<void> {
+  return new Promise((resolve) => {
+    const stop = (): void => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      resolve();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+}

@@ -11,7 +11,7 @@ import { createQuicServer, type QuicServerSession, type QuicStream } from '@curr
 import { randomBytes } from 'node:crypto';
 import { ed25519Verify } from '../protocol/ed25519.js';
 import { publicKeyOf } from '../protocol/identity.js';
-import { DATA_REQUESTS, DataRequestSchema, FERRY_ALPN, MAX_REQUEST_HEADER_BYTES, sessionAuthMessage } from '../protocol/data-protocol.js';
+import { DataRequestSchema, FERRY_ALPN, MAX_REQUEST_HEADER_BYTES, sessionAuthMessage } from '../protocol/data-protocol.js';
 import { drained } from '../protocol/drained.js';
 import { FrameReader } from '../protocol/framing.js';
 import { AuthError, resolveActor } from './api/actors.js';
@@ -84,7 +84,7 @@ export async function startQuicServer(coordinator: Coordinator, host: string, po
     const request = DataRequestSchema.parse(await reader.readHeader(MAX_REQUEST_HEADER_BYTES));
     if (request.op === 'hello') return { header: { challenge: state.challenge, coordinatorKey: coordinator.identity.keyId, version: FERRY_VERSION } };
     if (request.op === 'auth') {
-      const { keyId, signature } = DATA_REQUESTS.auth.parse(request);
+      const { keyId, signature } = request;
       const where = `QUIC session from ${session.remoteAddress}:${session.remotePort}`;
       try {
         if (!ed25519Verify(publicKeyOf(keyId), sessionAuthMessage(state.challenge, keyId), Buffer.from(signature, 'base64'))) {

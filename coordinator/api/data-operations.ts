@@ -138,10 +138,6 @@ async function narHashOf(store: Castore, root: StorePathInfo['root']): Promise<{
   return { narHash: sha256NarHash(sha256.digest()), narSize };
 }
 
-function* concat<T>(items: readonly T[], bytesOf: (item: T) => Iterable<Uint8Array> | AsyncIterable<Uint8Array>) {
-  for (const item of items) yield bytesOf(item);
-}
-
 async function* flatten(parts: Iterable<Iterable<Uint8Array> | AsyncIterable<Uint8Array>>): AsyncGenerator<Uint8Array> {
   for (const part of parts) yield* part;
 }
@@ -206,7 +202,7 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
       return {
         // Small blobs are verified whole by the receiver: no outboards.
         header: { blobs: blobs.map(({ id, size }) => ({ id, size, outboardSize: 0 })) },
-        body: flatten(concat(blobs, (blob) => store.readBlob(blob.id))),
+        body: flatten(blobs.map((blob) => store.readBlob(blob.id))),
       };
     }
 
