@@ -74,7 +74,14 @@ class QuicTransport implements Transport {
     idleTimeoutMs: number,
   ) {
     // Keep NAT bindings and the coordinator's idle timer fresh; a dead peer ends the session at its idle timeout.
-    this.keepalive = setInterval(() => session.ping(), Math.min(10_000, idleTimeoutMs / 3));
+    this.keepalive = setInterval(() => {
+      // A ping on a session that is already failing throws; the idle timeout and the next request report that.
+      try {
+        session.ping();
+      } catch {
+        /* noticed elsewhere */
+      }
+    }, Math.min(10_000, idleTimeoutMs / 3));
     this.keepalive.unref();
   }
 

@@ -57,7 +57,9 @@ export interface TlsCertificate {
 export function createSelfSignedCertificate(years = 20, now = new Date()): TlsCertificate {
   const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const serial = randomBytes(16);
-  serial[0] = serial[0]! & 0x7f; // positive INTEGER
+  // DER INTEGERs are minimal and signed: a first byte in 0x01..0x7f is positive and needs no padding
+  // (a 0x00 lead would be refused by OpenSSL as "illegal padding").
+  serial[0] = 0x01 + (serial[0]! % 0x7f);
   const name = sequence(der(0x31, sequence(oid('2.5.4.3'), der(0x0c, Buffer.from(COORDINATOR_TLS_NAME, 'utf8')))));
   const notBefore = new Date(now.getTime() - 3600_000);
   const notAfter = new Date(now.getTime());
