@@ -182,7 +182,13 @@ function maintainPacks(store: Castore): { removed: number; compacted: number } {
     if (pack.live > 0) {
       const rows = db.prepare<[string], { id: Digest; size: number; offset: number }>('SELECT id, size, pack_offset AS offset FROM blobs WHERE pack = ? ORDER BY pack_offset').all(pack.id);
       const writer = new PackWriter(store.dataDir, `gc-${randomBytes(8).toString('hex')}`);
-      const moved = rows.map((row) => ({ id: row.id, offset: writer.append(store.packs.read(pack.id, row.offset, row.size, row.id)) }));
+      const moved: { id: Digest; offset: number }[] = [];
+      // A few MiB at a time: a pack can hold a whole closure.
+      for (let start = 0; start < rows.length; start += 256) {
+        const chunk = rows.slice(start, start + 256);
+        const offsets = writer.append(chunk.map((row) => store.packs.read(pack.id, row.offset, row.size, row.id)));
+        chunk.forEach((row, index) => moved.push({ id: row.id, offset: offsets[index]! }));
+      }
       writer.finish();
       db.transaction(() => {
         db.prepare('INSERT INTO packs (id, size, created_at) VALUES (?, ?, ?)').run(writer.packId, writer.size, Date.now());

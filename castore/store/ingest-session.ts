@@ -30,6 +30,11 @@ export interface BlobWriter {
   discard(): void;
 }
 
+/** Small blobs are compared with the store and appended to the pack this many at a time… */
+const UNCHECKED_MAX = 512;
+/** …or when this much of their bytes is waiting (at least PACK_MAX, so every small blob fits). */
+const ARENA_BYTES = 2 * 1024 * 1024;
+
 export class IngestSession {
   private readonly packed: { id: string; size: number; offset: number; outboard: Uint8Array | null }[] = [];
   private readonly pack: PackWriter;
@@ -119,32 +124,39 @@ export class IngestSession {
     if (expectedId !== undefined && id !== expectedId) throw new CastoreError('BLOB_CORRUPT', `blob bytes hash to ${id}, not ${expectedId}`, { objectId: expectedId });
     if (this.stagedIds.has(id)) return id;
     this.stagedIds.add(id);
-    // Copy: the caller's chunk may be a view into a buffer it reuses.
-    this.unchecked.push({ id, data: new Uint8Array(data) });
-    this.uncheckedBytes += data.length;
-    if (this.unchecked.length >= 512 || this.uncheckedBytes >= 8 * 1024 * 1024) this.packUnchecked();
+    // Copied (the caller's chunk may be a view into a buffer it reuses) into the batch's arena: one allocation per batch.
+    if (this.arena.length - this.arenaUsed < data.length) this.packUnchecked();
+    const copy = this.arena.subarray(this.arenaUsed, this.arenaUsed + data.length);
+    copy.set(data);
+    this.arenaUsed += data.length;
+    this.unchecked.push({ id, data: copy });
+    if (this.unchecked.length >= UNCHECKED_MAX) this.packUnchecked();
     return id;
   }
 
   /** Small blobs staged but not yet compared with the store (one query for many: ingests are mostly small files). */
   private unchecked: { id: Digest; data: Uint8Array }[] = [];
-  private uncheckedBytes = 0;
+  private arena: Buffer = Buffer.alloc(0);
+  private arenaUsed = 0;
 
   /** Appends the unchecked blobs the store lacks to the pack; the others are only kept alive (touched at commit). */
   private packUnchecked(): void {
-    if (this.unchecked.length === 0) return;
-    const present = new Set(
-      this.store.db
-        .prepare<[string], string>('SELECT b.id FROM json_each(?) j JOIN blobs b ON b.id = j.value')
-        .pluck()
-        .all(JSON.stringify(this.unchecked.map((blob) => blob.id))),
-    );
-    for (const blob of this.unchecked) {
-      if (present.has(blob.id)) this.touchedExisting.add(blob.id);
-      else this.packed.push({ id: blob.id, size: blob.data.length, offset: this.pack.append(blob.data), outboard: null });
+    if (this.unchecked.length > 0) {
+      const present = new Set(
+        this.store.db
+          .prepare<[string], string>('SELECT b.id FROM json_each(?) j JOIN blobs b ON b.id = j.value')
+          .pluck()
+          .all(JSON.stringify(this.unchecked.map((blob) => blob.id))),
+      );
+      const lacking = this.unchecked.filter((blob) => !present.has(blob.id));
+      for (const blob of this.unchecked) if (present.has(blob.id)) this.touchedExisting.add(blob.id);
+      const offsets = this.pack.append(lacking.map((blob) => blob.data));
+      lacking.forEach((blob, index) => this.packed.push({ id: blob.id, size: blob.data.length, offset: offsets[index]!, outboard: null }));
+      this.unchecked = [];
     }
-    this.unchecked = [];
-    this.uncheckedBytes = 0;
+    // The pack writes synchronously, so nothing refers to the arena's bytes any more: reuse it.
+    if (this.arena.length === 0) this.arena = Buffer.allocUnsafeSlow(ARENA_BYTES);
+    this.arenaUsed = 0;
   }
 
   /** Stages a directory and returns the node that points to it. Refuses invalid entries (DIRECTORY_NOT_CANONICAL). */

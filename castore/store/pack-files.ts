@@ -6,7 +6,7 @@
  * A pack file without a `packs` row belongs to an ingest in progress or to
  * a crashed one (removed by GC once its process is gone).
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import { close, closeSync, fdatasync, fsyncSync, mkdirSync, open, openSync, readSync, rmSync, writevSync } from 'node:fs';
 import path from 'node:path';
 import { CastoreError } from '../errors.js';
 
@@ -18,10 +18,18 @@ export function packPath(dataDir: string, packId: string): string {
   return path.join(packsDir(dataDir), `${packId}.pack`);
 }
 
+/**
+ * While a pack grows, its written bytes are flushed to disk in the
+ * background every this many bytes (on a thread of libuv's pool), so the
+ * fsync before the commit only has the tail left to write.
+ */
+const BACKGROUND_SYNC_EVERY = 32 * 1024 * 1024;
+
 /** Appends blobs to one new pack file (created on the first append). */
 export class PackWriter {
   private fd: number | undefined;
   private written = 0;
+  private syncedUpTo = 0;
 
   constructor(
     private readonly dataDir: string,
@@ -32,16 +40,44 @@ export class PackWriter {
     return this.written;
   }
 
-  /** Appends `bytes`; returns the offset they start at. */
-  append(bytes: Uint8Array): number {
+  /** Appends `blobs` in order, in as few system calls as possible; returns the offset each starts at. */
+  append(blobs: readonly Uint8Array[]): number[] {
     if (this.fd === undefined) {
       mkdirSync(packsDir(this.dataDir), { recursive: true });
       this.fd = openSync(packPath(this.dataDir, this.packId), 'wx', 0o444);
     }
-    const offset = this.written;
-    for (let done = 0; done < bytes.length; ) done += writeSync(this.fd, bytes, done, bytes.length - done, offset + done);
-    this.written += bytes.length;
-    return offset;
+    const offsets: number[] = [];
+    let end = this.written;
+    for (const blob of blobs) {
+      offsets.push(end);
+      end += blob.length;
+    }
+    // writev takes at most IOV_MAX (1024) buffers; a short write continues from where it stopped.
+    let pending = blobs.filter((blob) => blob.length > 0);
+    while (pending.length > 0) {
+      const batch = pending.slice(0, 1024);
+      let done = writevSync(this.fd, batch, this.written);
+      this.written += done;
+      let index = 0;
+      while (index < batch.length && done >= batch[index]!.length) done -= batch[index++]!.length;
+      pending = index < batch.length ? [batch[index]!.subarray(done), ...batch.slice(index + 1), ...pending.slice(1024)] : pending.slice(1024);
+    }
+    if (this.written - this.syncedUpTo >= BACKGROUND_SYNC_EVERY) this.syncInBackground();
+    return offsets;
+  }
+
+  /**
+   * Starts writing what is there so far to disk without waiting. It uses a
+   * descriptor of its own, so `finish()` and `discard()` never close one
+   * that a pool thread still uses; a failure here is harmless, because
+   * `finish()` fsyncs everything again before the commit relies on it.
+   */
+  private syncInBackground(): void {
+    this.syncedUpTo = this.written;
+    open(packPath(this.dataDir, this.packId), 'r', (openError, fd) => {
+      if (openError) return;
+      fdatasync(fd, () => close(fd, () => undefined));
+    });
   }
 
   /** Makes the bytes durable (before the commit that publishes them). */
