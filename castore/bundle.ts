@@ -13,7 +13,7 @@
  * committed only when the signature, every object and the completeness of
  * every store path verified: a bad bundle leaves nothing behind.
  */
-import { hash as nativeBlake3 } from 'blake3';
+import { nativeBlake3 } from './blake3/index.js';
 import tar from 'tar-stream';
 import { z } from 'zod';
 import { ed25519Verify } from '../protocol/ed25519.js';
@@ -40,7 +40,7 @@ export class BundleError extends Error {
 }
 
 function signedMessage(manifest: Uint8Array): Uint8Array {
-  return new TextEncoder().encode(`ferry-bundle-v1\n${Buffer.from(nativeBlake3(manifest) as Uint8Array).toString('hex')}`);
+  return new TextEncoder().encode(`ferry-bundle-v1\n${Buffer.from(nativeBlake3(manifest)).toString('hex')}`);
 }
 
 /** Every object below `roots`, each once: directories children-first, then blobs. */

@@ -3,8 +3,7 @@
  * and directories, computing its NarHash and NarSize on the way. The NAR is
  * never held in memory: file contents flow into blob writers as they arrive.
  */
-import { createHash } from 'node:crypto';
-import { decodeNar, encodeNixBase32, type NarEvent, type NarLimits } from '../nix/index.js';
+import { BackgroundSha256, decodeNar, encodeNixBase32, type NarEvent, type NarLimits } from '../nix/index.js';
 import { CastoreError } from './errors.js';
 import type { Entry, Node } from './node.js';
 import type { BlobWriter, IngestSession } from './store/ingest-session.js';
@@ -24,12 +23,12 @@ export interface NarIngestOptions {
 
 async function* hashing(
   source: AsyncIterable<Uint8Array>,
-  sha256: ReturnType<typeof createHash>,
+  sha256: BackgroundSha256,
   counter: { bytes: number },
   onProgress?: (bytes: number) => void,
 ): AsyncGenerator<Uint8Array> {
   for await (const chunk of source) {
-    sha256.update(chunk);
+    await sha256.update(chunk);
     counter.bytes += chunk.length;
     onProgress?.(counter.bytes);
     yield chunk;
@@ -51,7 +50,7 @@ export async function ingestNar(
   source: AsyncIterable<Uint8Array>,
   options: NarIngestOptions = {},
 ): Promise<NarIngestResult> {
-  const sha256 = createHash('sha256');
+  const sha256 = new BackgroundSha256();
   const counter = { bytes: 0 };
   const stack: Entry[][] = [];
   let root: Node | undefined;
@@ -94,8 +93,12 @@ export async function ingestNar(
     }
   } catch (error) {
     blob?.discard();
+    sha256.abandon();
     throw error;
   }
-  if (!root) throw new CastoreError('INGEST_ABORTED', 'the NAR ended without a root node');
-  return { root, narHash: `sha256:${encodeNixBase32(sha256.digest())}`, narSize: counter.bytes };
+  if (!root) {
+    sha256.abandon();
+    throw new CastoreError('INGEST_ABORTED', 'the NAR ended without a root node');
+  }
+  return { root, narHash: `sha256:${encodeNixBase32(await sha256.digest())}`, narSize: counter.bytes };
 }

@@ -2,3 +2,4 @@
 export { GROUP_SIZE, groupCount, outboardSize } from './tree.js';
 export { OutboardBuilder, verifyOutboard, blake3, type OutboardResult, type VerifiedOutboard } from './outboard.js';
 export { BlobVerifier, verifyRange, type BlobVerifierOptions } from './verifier.js';
+export { nativeBlake3 } from './native.js';

@@ -5,7 +5,7 @@
  * checked, and, with `checkNars`, every registered store path re-exported
  * and its NarHash compared with the registry's.
  */
-import { hash as nativeBlake3 } from 'blake3';
+import { nativeBlake3 } from '../blake3/index.js';
 import { createReadStream, existsSync, readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { encodeNixBase32 } from '../../nix/index.js';
@@ -87,7 +87,7 @@ export async function fsck(store: Castore, options: FsckOptions = {}): Promise<F
       } catch (error) {
         problem = (error as Error).message;
       }
-      if (data && digestFromBytes(nativeBlake3(data) as Uint8Array) !== row.id) problem = `its bytes in pack ${row.pack} do not hash to its id`;
+      if (data && digestFromBytes(nativeBlake3(data)) !== row.id) problem = `its bytes in pack ${row.pack} do not hash to its id`;
     } else {
       const dataPath = blobDataPath(store.dataDir, row.id);
       problem = existsSync(dataPath)

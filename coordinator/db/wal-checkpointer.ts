@@ -55,7 +55,7 @@ export class WalCheckpointer {
 
   constructor(file: string, intervalMs: number) {
     const driver = createRequire(import.meta.url).resolve('better-sqlite3');
-    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { file, driver, intervalMs } });
+    const worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], workerData: { file, driver, intervalMs } });
     worker.unref();
     worker.on('error', () => {
       this.failed = true;

@@ -6,3 +6,4 @@ export { dumpPath, dumpPathEvents } from './dump-path.js';
 export { restoreNar } from './restore.js';
 export { listNar, type NarEntry } from './list.js';
 export { narHash, type NarHashResult } from './nar-hash.js';
+export { BackgroundSha256 } from './background-sha256.js';
