@@ -4,16 +4,19 @@
  * with decoding and storing it on the main thread. Small streams (most
  * store paths) are hashed inline and never wait for the worker to start.
  *
- * One worker per process, shared by every hash in progress and started
- * on first use; it keeps the process alive only while a digest is owed.
+ * Bytes reach the worker through a fixed shared ring per hash, so memory
+ * stays bounded (and allocation-free) however far the worker falls behind:
+ * `update` waits when the ring is full. One worker per process, shared by
+ * every hash in progress and started on first use; it keeps the process
+ * alive only while a digest is owed.
  */
 import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 
 /** Below this many bytes a stream is hashed inline. */
 const INLINE_MAX = 4 * 1024 * 1024;
-/** Bytes sent to the worker but not hashed yet, before `update` makes the caller wait. */
-const OUTSTANDING_MAX = 32 * 1024 * 1024;
+/** Bytes in flight to the worker per hash. */
+const RING_BYTES = 8 * 1024 * 1024;
 
 /** The worker's source (CommonJS, evaluated: no file to resolve under tsx, vitest or build/). */
 const WORKER_SOURCE = `
@@ -21,15 +24,16 @@ const { parentPort } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
 const jobs = new Map();
 parentPort.on('message', (message) => {
-  let hash = jobs.get(message.job);
-  if (!hash) jobs.set(message.job, (hash = createHash('sha256')));
-  if (message.bytes) {
-    hash.update(message.bytes);
-    parentPort.postMessage({ job: message.job, hashed: message.bytes.length });
+  if (message.ring) jobs.set(message.job, { hash: createHash('sha256'), ring: new Uint8Array(message.ring) });
+  const job = jobs.get(message.job);
+  if (!job) return;
+  if (message.length) {
+    job.hash.update(job.ring.subarray(message.offset, message.offset + message.length));
+    parentPort.postMessage({ job: message.job, hashed: message.length });
   }
   if (message.end) {
     jobs.delete(message.job);
-    if (!message.abandon) parentPort.postMessage({ job: message.job, digest: hash.digest() });
+    if (!message.abandon) parentPort.postMessage({ job: message.job, digest: job.hash.digest() });
   }
 });
 `;
@@ -41,13 +45,12 @@ interface Job {
 }
 
 type WorkerReply = { job: number; hashed: number } | { job: number; digest: Uint8Array };
+type WorkerMessage = { job: number; ring?: SharedArrayBuffer; offset?: number; length?: number; end?: boolean; abandon?: boolean };
 
 class HashWorker {
   private readonly worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [] });
   private readonly jobs = new Map<number, Job>();
   private nextJob = 0;
-  private owed = 0;
-  failure: Error | undefined;
 
   constructor() {
     this.worker.unref();
@@ -61,35 +64,31 @@ class HashWorker {
       }
     });
     const fail = (error: Error) => {
-      this.failure = error;
+      if (shared === this) shared = undefined;
       for (const [id, job] of this.jobs) {
         this.release(id);
         job.onError(error);
       }
-      if (shared === this) shared = undefined;
     };
     this.worker.on('error', fail);
     this.worker.on('exit', (code) => fail(new Error(`the hashing worker exited (code ${code})`)));
   }
 
-  open(job: Job): number {
+  open(ring: SharedArrayBuffer, job: Job): number {
     const id = this.nextJob++;
     this.jobs.set(id, job);
     // Owing a digest keeps the process alive (an unref'd worker alone would let it exit mid-await).
-    if (this.owed++ === 0) this.worker.ref();
+    if (this.jobs.size === 1) this.worker.ref();
+    this.worker.postMessage({ job: id, ring } satisfies WorkerMessage);
     return id;
   }
 
-  private release(id: number): void {
-    if (!this.jobs.delete(id)) return;
-    if (--this.owed === 0) this.worker.unref();
+  release(id: number): void {
+    if (this.jobs.delete(id) && this.jobs.size === 0) this.worker.unref();
   }
 
-  /** Sends bytes (transferred if `owned`, which must then be the whole of their buffer; else copied) and/or the end. */
-  send(id: number, bytes: Uint8Array | undefined, end: boolean, abandon = false, owned = false): void {
-    if (abandon) this.release(id);
-    const copy = bytes && !owned ? new Uint8Array(bytes) : bytes;
-    this.worker.postMessage({ job: id, bytes: copy, end, abandon }, copy ? [copy.buffer as ArrayBuffer] : []);
+  post(message: WorkerMessage): void {
+    this.worker.postMessage(message);
   }
 }
 
@@ -97,43 +96,39 @@ let shared: HashWorker | undefined;
 
 /** Incremental SHA-256 that moves to the shared worker thread when the input grows past 4 MiB. */
 export class BackgroundSha256 {
-  private inline = true;
-  private held: Uint8Array[] = [];
+  private held: Uint8Array[] | undefined = [];
   private heldBytes = 0;
   private worker: HashWorker | undefined;
   private job = -1;
-  private outstanding = 0;
+  private ring: Uint8Array | undefined;
+  private written = 0;
+  private hashed = 0;
   private waiting: { resolve: () => void; reject: (error: Error) => void } | undefined;
   private result: Promise<Uint8Array> | undefined;
   private settle: { resolve: (digest: Uint8Array) => void; reject: (error: Error) => void } | undefined;
   private error: Error | undefined;
 
   /**
-   * Adds `chunk`. Resolves at once unless the worker is more than 32 MiB
-   * behind (then when it has caught up); rejects if the worker failed.
-   * The chunk is copied or hashed before this returns, never kept.
+   * Adds `chunk`: copied or hashed before the returned promise settles,
+   * never kept. Waits while the worker is a full ring (8 MiB) behind;
+   * rejects if the worker failed or the hash was abandoned.
    */
   async update(chunk: Uint8Array): Promise<void> {
     if (this.error) throw this.error;
-    if (this.inline) {
+    if (this.held) {
       // Until the stream is known to be big, keep copies (the caller may reuse its buffers):
       // hashed inline by `digest()`, or handed to the worker when the stream grows.
       this.held.push(new Uint8Array(chunk));
       this.heldBytes += chunk.length;
-      if (this.heldBytes >= INLINE_MAX) this.moveToWorker();
+      if (this.heldBytes >= INLINE_MAX) await this.moveToWorker();
       return;
     }
-    this.post(chunk);
-    if (this.outstanding > OUTSTANDING_MAX) {
-      await new Promise<void>((resolve, reject) => {
-        this.waiting = { resolve, reject };
-      });
-    }
+    await this.send(chunk);
   }
 
   /** The digest of everything added. Call once, after the last `update`. */
   digest(): Promise<Uint8Array> {
-    if (this.inline) {
+    if (this.held) {
       const hash = createHash('sha256');
       for (const chunk of this.held) hash.update(chunk);
       return Promise.resolve(hash.digest());
@@ -143,45 +138,64 @@ export class BackgroundSha256 {
         this.settle = { resolve, reject };
         if (this.error) reject(this.error);
       });
-      if (!this.error) this.worker!.send(this.job, undefined, true);
+      if (!this.error) this.worker!.post({ job: this.job, end: true });
     }
     return this.result;
   }
 
   /** Drops the hash (the stream failed); the worker forgets it. */
   abandon(): void {
-    if (this.worker && !this.result && !this.error) this.worker.send(this.job, undefined, true, true);
-    this.inline = false;
-    this.held = [];
-    this.error ??= new Error('the hash was abandoned');
+    if (this.worker && !this.result && !this.error) {
+      this.worker.release(this.job);
+      this.worker.post({ job: this.job, end: true, abandon: true });
+    }
+    this.held = undefined;
+    this.fail(new Error('the hash was abandoned'));
   }
 
-  private moveToWorker(): void {
+  private fail(error: Error): void {
+    this.error ??= error;
+    this.waiting?.reject(error);
+    this.waiting = undefined;
+    this.settle?.reject(error);
+  }
+
+  private async moveToWorker(): Promise<void> {
     shared ??= new HashWorker();
     this.worker = shared;
-    this.job = this.worker.open({
+    const ring = new SharedArrayBuffer(RING_BYTES);
+    this.ring = new Uint8Array(ring);
+    this.job = this.worker.open(ring, {
       onHashed: (bytes) => {
-        this.outstanding -= bytes;
-        if (this.waiting && this.outstanding <= OUTSTANDING_MAX / 2) {
-          this.waiting.resolve();
-          this.waiting = undefined;
-        }
+        this.hashed += bytes;
+        this.waiting?.resolve();
+        this.waiting = undefined;
       },
       onDigest: (digest) => this.settle?.resolve(digest),
-      onError: (error) => {
-        this.error = error;
-        this.waiting?.reject(error);
-        this.settle?.reject(error);
-      },
+      onError: (error) => this.fail(error),
     });
-    this.inline = false;
-    const held = this.held;
-    this.held = [];
-    for (const chunk of held) this.post(chunk, true);
+    const held = this.held!;
+    this.held = undefined;
+    for (const chunk of held) await this.send(chunk);
   }
 
-  private post(chunk: Uint8Array, owned = false): void {
-    this.outstanding += chunk.length;
-    this.worker!.send(this.job, chunk, false, false, owned);
+  /** Copies `chunk` into the ring, piece by piece as space frees up, and tells the worker. */
+  private async send(chunk: Uint8Array): Promise<void> {
+    const ring = this.ring!;
+    let done = 0;
+    while (done < chunk.length) {
+      while (this.written - this.hashed >= ring.length) {
+        if (this.error) throw this.error;
+        await new Promise<void>((resolve, reject) => {
+          this.waiting = { resolve, reject };
+        });
+      }
+      const offset = this.written % ring.length;
+      const length = Math.min(chunk.length - done, ring.length - (this.written - this.hashed), ring.length - offset);
+      ring.set(chunk.subarray(done, done + length), offset);
+      this.worker!.post({ job: this.job, offset, length });
+      this.written += length;
+      done += length;
+    }
   }
 }
