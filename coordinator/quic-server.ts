@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { ed25519Verify } from '../protocol/ed25519.js';
 import { publicKeyOf } from '../protocol/identity.js';
 import { DataRequestSchema, FERRY_ALPN, MAX_REQUEST_HEADER_BYTES, sessionAuthMessage } from '../protocol/data-protocol.js';
-import { drained } from '../protocol/drained.js';
+import { writeToQuicStream } from '../protocol/drained.js';
 import { FrameReader } from '../protocol/framing.js';
 import { AuthError, resolveActor } from './api/actors.js';
 import { ClosureAccess, DATA_ACCESS, runDataOperation, type DataReply } from './api/data-operations.js';
@@ -45,10 +45,7 @@ interface SessionState {
 /** Writes frames to a stream with backpressure, then ends it; aborts the stream if producing them fails. */
 async function writeFrames(stream: QuicStream, frames: AsyncIterable<Uint8Array>): Promise<void> {
   try {
-    for await (const frame of frames) {
-      if (stream.destroyed) return;
-      if (!stream.write(frame)) await drained(stream);
-    }
+    for await (const frame of frames) if (!(await writeToQuicStream(stream, frame))) return;
     stream.end();
   } catch (error) {
     stream.destroy(error as Error);

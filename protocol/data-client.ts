@@ -17,7 +17,7 @@ import {
   type DataRequest,
   type DataResponse,
 } from './data-protocol.js';
-import { drained } from './drained.js';
+import { writeToQuicStream } from './drained.js';
 import { encodeHeaderFrame, FrameError, FrameReader } from './framing.js';
 import type { Identity } from './identity.js';
 import { signRequest } from './request-signing.js';
@@ -125,11 +125,10 @@ class QuicTransport implements Transport {
       throw new TransportError(`cannot open a QUIC stream: ${(error as Error).message}`);
     }
     stream.on('error', () => undefined);
-    const write = (chunk: Uint8Array) => (stream.write(chunk) ? Promise.resolve() : drained(stream));
     // Write concurrently with reading: a large upload must not wait for the reply, nor the reply for the upload.
     const writing = (async () => {
-      await write(encodeHeaderFrame(header));
-      if (body) for await (const chunk of body) { if (stream.destroyed) return; await write(chunk); }
+      if (!(await writeToQuicStream(stream, encodeHeaderFrame(header)))) return;
+      if (body) for await (const chunk of body) if (!(await writeToQuicStream(stream, chunk))) return;
       stream.end();
     })().catch((error: Error) => stream.destroy(error));
     void writing;

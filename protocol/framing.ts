@@ -60,17 +60,32 @@ export class FrameReader {
       this.ended = true;
       return false;
     }
-    this.pending = this.pending.length === 0 ? next.value : Buffer.concat([this.pending, next.value]);
+    // Only called once `pending` is used up.
+    this.pending = next.value;
     return true;
   }
 
-  /** Exactly `length` bytes; FRAME_TRUNCATED if the stream ends first. */
+  /**
+   * Exactly `length` bytes; FRAME_TRUNCATED if the stream ends first. A
+   * view of the chunk they arrived in when they are all in one, else a
+   * copy of just these bytes (never of the rest of the next chunk).
+   */
   async readExact(length: number, what = 'frame'): Promise<Uint8Array> {
-    while (this.pending.length < length) {
+    if (this.pending.length >= length) return this.take(length);
+    const out = new Uint8Array(length);
+    let filled = 0;
+    for (;;) {
+      const part = this.take(Math.min(this.pending.length, length - filled));
+      out.set(part, filled);
+      filled += part.length;
+      if (filled === length) return out;
       if (!(await this.fill())) {
-        throw new FrameError('FRAME_TRUNCATED', `stream ended inside the ${what} at byte ${this.offset + this.pending.length} (${length - this.pending.length} bytes missing)`);
+        throw new FrameError('FRAME_TRUNCATED', `stream ended inside the ${what} at byte ${this.offset} (${length - filled} bytes missing)`);
       }
     }
+  }
+
+  private take(length: number): Uint8Array {
     const out = this.pending.subarray(0, length);
     this.pending = this.pending.subarray(length);
     this.offset += length;

@@ -4,7 +4,7 @@
  * `tmp/` first, fsynced, then renamed into place by a commit, so a crash
  * never leaves a half-written blob visible under its id.
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
+import { close, closeSync, fdatasync, fsyncSync, mkdirSync, open, openSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { OutboardBuilder } from '../blake3/index.js';
 import { digestFromBytes, type Digest } from '../node.js';
@@ -17,6 +17,16 @@ export function tempDir(dataDir: string): string {
   return path.join(dataDir, 'tmp');
 }
 
+/** Fsyncs a finished temp blob (cheap when its background write-back is done): before a commit publishes it. */
+export function makeDurable(blob: TempBlob): void {
+  const fd = openSync(blob.dataPath, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** A large blob written to temp files, waiting for a commit to rename it into place. */
 export interface TempBlob {
   id: Digest;
@@ -27,7 +37,7 @@ export interface TempBlob {
 
 /**
  * Streams one blob into temp files while computing its BLAKE3 id and
- * outboard. Nothing is visible under the id until `commitTempBlob`.
+ * outboard. Nothing is visible under the id until a commit renames it.
  */
 export class TempBlobWriter {
   private readonly fd: number;
@@ -36,7 +46,12 @@ export class TempBlobWriter {
   private closed = false;
   readonly dataPath: string;
 
-  constructor(dataDir: string, tempName: string) {
+  /** `verified`: the id and outboard the bytes were already verified against (they are then not hashed again). */
+  constructor(
+    dataDir: string,
+    tempName: string,
+    private readonly verified?: { id: Digest; outboard: Uint8Array },
+  ) {
     const dir = tempDir(dataDir);
     mkdirSync(dir, { recursive: true });
     this.dataPath = path.join(dir, tempName);
@@ -48,19 +63,31 @@ export class TempBlobWriter {
   }
 
   write(chunk: Uint8Array): void {
-    this.builder.update(chunk);
+    if (!this.verified) this.builder.update(chunk);
     let offset = 0;
     while (offset < chunk.length) offset += writeSync(this.fd, chunk, offset);
     this.written += chunk.length;
   }
 
-  /** Fsyncs the bytes; returns the finished temp blob with its id and outboard. */
+  /**
+   * Closes the file and starts writing it to disk in the background; the
+   * commit that publishes it calls `makeDurable` first. Returns the
+   * finished temp blob with its id and outboard.
+   */
   finish(): TempBlob {
-    const { root, outboard } = this.builder.finish();
-    fsyncSync(this.fd);
+    const { id, outboard } = this.verified ?? this.hashed();
     closeSync(this.fd);
     this.closed = true;
-    return { id: digestFromBytes(root), size: this.written, dataPath: this.dataPath, outboard };
+    // Own descriptor: nothing here waits for it, and a failure is harmless (makeDurable fsyncs again).
+    open(this.dataPath, 'r', (openError, fd) => {
+      if (!openError) fdatasync(fd, () => close(fd, () => undefined));
+    });
+    return { id, size: this.written, dataPath: this.dataPath, outboard };
+  }
+
+  private hashed(): { id: Digest; outboard: Uint8Array } {
+    const { root, outboard } = this.builder.finish();
+    return { id: digestFromBytes(root), outboard };
   }
 
   /** Removes the temp files; safe to call after a failure at any point. */

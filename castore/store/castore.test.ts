@@ -242,3 +242,62 @@ describe('fsck and GC', () => {
     expect(() => store.closure(['/nix/store/33333333333333333333333333333333-none'])).toThrow(/not registered/);
   });
 });
+
+describe('batch reads', () => {
+  it('reads packed blobs in the order asked, adjacent ones together, and names what it refuses', async () => {
+    const small = Array.from({ length: 300 }, (_, i) => pseudoRandom(1 + ((i * 977) % 20_000), i + 1));
+    const large = pseudoRandom(PACK_MAX + 1, 999);
+    const session = store.beginIngest();
+    const ids = small.map((bytes) => {
+      const writer = session.blobWriter(bytes.length);
+      writer.write(bytes);
+      return writer.finish();
+    });
+    const largeWriter = session.blobWriter(large.length);
+    largeWriter.write(large);
+    const largeId = largeWriter.finish();
+    session.commit();
+
+    // Out of pack order, with a repeat: runs break where blobs are not adjacent.
+    const order = [...ids.slice(150), ...ids.slice(0, 150), ids[7]!];
+    const { sizes, bytes } = store.readPackedBlobs(order);
+    expect(sizes).toEqual(order.map((id) => small[ids.indexOf(id)]!.length));
+    const all = Buffer.concat([...bytes]);
+    expect(all.equals(Buffer.concat(order.map((id) => small[ids.indexOf(id)]!)))).toBe(true);
+
+    const unknown = digestFromBytes(new Uint8Array(32));
+    expect(() => store.readPackedBlobs([ids[0]!, unknown])).toThrow(expect.objectContaining({ code: 'BLOB_NOT_FOUND', objectId: unknown }));
+    expect(() => store.readPackedBlobs([largeId])).toThrow(expect.objectContaining({ code: 'BLOB_NOT_PACKED', objectId: largeId }));
+    expect(() => store.readPackedBlobs(ids, 1000)).toThrow(expect.objectContaining({ code: 'BATCH_TOO_LARGE' }));
+
+    expect(store.missingBlobs([unknown, ids[3]!, largeId, unknown])).toEqual([unknown, unknown]);
+  });
+
+  it('keeps a verified outboard instead of hashing a large blob again, and refuses a wrong length', async () => {
+    const bytes = pseudoRandom(3 * PACK_MAX + 5, 42);
+    const reference = store.beginIngest();
+    const writer = reference.blobWriter(bytes.length);
+    writer.write(bytes);
+    const id = writer.finish();
+    reference.commit();
+    const outboard = store.readOutboard(id);
+
+    const other = Castore.open(path.join(dir, 'other'));
+    try {
+      const session = other.beginIngest();
+      const verified = session.blobWriter(bytes.length, id, outboard);
+      verified.write(bytes.subarray(0, 1000));
+      verified.write(bytes.subarray(1000));
+      expect(verified.finish()).toBe(id);
+      const short = session.blobWriter(bytes.length, id, outboard);
+      short.write(bytes.subarray(1));
+      expect(() => short.finish()).toThrow(CastoreError);
+      session.commit();
+      expect(Buffer.from(other.readOutboard(id)).equals(Buffer.from(outboard))).toBe(true);
+      expect((await collect(other.readBlob(id))).equals(Buffer.from(bytes))).toBe(true);
+      expect((await fsck(other)).problems).toEqual([]);
+    } finally {
+      other.close();
+    }
+  });
+});

@@ -16,7 +16,7 @@ import { CastoreError } from '../errors.js';
 import { directoryId, directorySize, encodeDirectory } from '../directory.js';
 import { digestFromBytes, type Digest, type DirectoryNode, type Entry } from '../node.js';
 import { GROUP_SIZE, OutboardBuilder } from '../blake3/index.js';
-import { blobDataPath, TempBlobWriter, type TempBlob } from './blob-files.js';
+import { blobDataPath, makeDurable, TempBlobWriter, type TempBlob } from './blob-files.js';
 import type { Castore } from './castore.js';
 import { PACK_MAX } from './castore.js';
 import { PackWriter } from './pack-files.js';
@@ -61,9 +61,14 @@ export class IngestSession {
    * A writer for a blob of `expectedSize` bytes. Small blobs are buffered
    * (at most PACK_MAX bytes), large ones streamed to a temp file while
    * their outboard is computed. `finish()` refuses (BLOB_CORRUPT) a blob
-   * whose length differs from `expectedSize`.
+   * whose length differs from `expectedSize`, or whose bytes do not hash
+   * to `expectedId` when given.
+   *
+   * `verifiedOutboard`: the caller has already checked every byte it will
+   * write against `expectedId` and this outboard (a BlobVerifier did), so a
+   * large blob is not hashed a second time. Only for bytes so verified.
    */
-  blobWriter(expectedSize: number, expectedId?: Digest): BlobWriter {
+  blobWriter(expectedSize: number, expectedId?: Digest, verifiedOutboard?: Uint8Array): BlobWriter {
     this.assertOpen();
     if (expectedSize <= PACK_MAX) {
       const chunks: Uint8Array[] = [];
@@ -81,7 +86,11 @@ export class IngestSession {
         discard: () => undefined,
       };
     }
-    const writer = new TempBlobWriter(this.store.dataDir, `${this.id}-${this.tempCounter++}`);
+    const writer = new TempBlobWriter(
+      this.store.dataDir,
+      `${this.id}-${this.tempCounter++}`,
+      expectedId !== undefined && verifiedOutboard ? { id: expectedId, outboard: verifiedOutboard } : undefined,
+    );
     return {
       write: (chunk) => writer.write(chunk),
       finish: () => {
@@ -142,14 +151,9 @@ export class IngestSession {
   /** Appends the unchecked blobs the store lacks to the pack; the others are only kept alive (touched at commit). */
   private packUnchecked(): void {
     if (this.unchecked.length > 0) {
-      const present = new Set(
-        this.store.db
-          .prepare<[string], string>('SELECT b.id FROM json_each(?) j JOIN blobs b ON b.id = j.value')
-          .pluck()
-          .all(JSON.stringify(this.unchecked.map((blob) => blob.id))),
-      );
-      const lacking = this.unchecked.filter((blob) => !present.has(blob.id));
-      for (const blob of this.unchecked) if (present.has(blob.id)) this.touchedExisting.add(blob.id);
+      const missing = new Set(this.store.missingBlobs(this.unchecked.map((blob) => blob.id)));
+      const lacking = this.unchecked.filter((blob) => missing.has(blob.id));
+      for (const blob of this.unchecked) if (!missing.has(blob.id)) this.touchedExisting.add(blob.id);
       const offsets = this.pack.append(lacking.map((blob) => blob.data));
       lacking.forEach((blob, index) => this.packed.push({ id: blob.id, size: blob.data.length, offset: offsets[index]!, outboard: null }));
       this.unchecked = [];
@@ -183,6 +187,7 @@ export class IngestSession {
     this.assertOpen();
     this.packUnchecked();
     this.pack.finish();
+    for (const temp of this.tempBlobs.values()) makeDurable(temp);
     const db = this.store.db;
     const now = Date.now();
     const dataDir = this.store.dataDir;

@@ -14,7 +14,7 @@ import { decodeDirectory, directoryId } from '../directory.js';
 import { CastoreError } from '../errors.js';
 import { digestToBytes, type Digest, type Entry, type FileNode, type Node } from '../node.js';
 import type { Castore } from '../store/castore.js';
-import type { IngestSession } from '../store/ingest-session.js';
+import type { BlobWriter, IngestSession } from '../store/ingest-session.js';
 import type { StorePathInfo } from '../store/store-path-info.js';
 import { batchBlobs } from './batches.js';
 import { runPool } from './pool.js';
@@ -55,75 +55,123 @@ function retryable(error: unknown): never {
   throw error;
 }
 
-async function receiveBlob(reply: DataReplyStream<'blob.get' | 'blobs.get'>, id: Digest, size: number, outboardSize: number, startGroup: number, write: (bytes: Uint8Array) => void): Promise<void> {
-  try {
-    const outboard = await reply.body.readExact(outboardSize, `outboard of ${id}`);
-    const verifier = new BlobVerifier(digestToBytes(id), size, outboard, { startGroup, objectId: id });
-    for await (const chunk of reply.body.readChunks(size - startGroup * GROUP_SIZE, `blob ${id}`)) for (const verified of verifier.push(chunk)) write(verified);
-    verifier.finish();
-  } catch (error) {
-    retryable(error);
+/**
+ * Ingest sessions shared by concurrent requests, each committed once it
+ * holds ~64 MiB and no request is still writing into it: a handful of
+ * commits (fsync + transaction) per closure rather than one per request,
+ * while a killed fetch loses at most the uncommitted tail.
+ */
+class SharedIngest {
+  private current: { session: IngestSession; users: number; bytes: number } | undefined;
+  private readonly open = new Set<IngestSession>();
+
+  constructor(
+    private readonly store: Castore,
+    private readonly commitEvery = 64 * 1024 * 1024,
+  ) {}
+
+  /** Runs `work` with a session that will receive about `bytes` bytes. */
+  async use<T>(bytes: number, work: (session: IngestSession) => Promise<T>): Promise<T> {
+    if (!this.current) {
+      this.current = { session: this.store.beginIngest(), users: 0, bytes: 0 };
+      this.open.add(this.current.session);
+    }
+    const slot = this.current;
+    slot.users++;
+    slot.bytes += bytes;
+    if (slot.bytes >= this.commitEvery) this.current = undefined;
+    try {
+      return await work(slot.session);
+    } finally {
+      // Only verified blobs are ever staged (a failed request stages nothing partial), so a session
+      // is committed even when one of its requests failed: what arrived is kept for the retry.
+      if (--slot.users === 0 && slot !== this.current) this.commit(slot.session);
+    }
+  }
+
+  /** Commits the session still open (after the last request). */
+  finish(): void {
+    if (this.current) this.commit(this.current.session);
+    this.current = undefined;
+  }
+
+  /** Drops sessions left open by a failure. */
+  abort(): void {
+    for (const session of this.open) session.abort();
+    this.open.clear();
+    this.current = undefined;
+  }
+
+  private commit(session: IngestSession): void {
+    this.open.delete(session);
+    session.commit();
   }
 }
 
-/** Fetches small blobs in one request and commits them together. */
-async function fetchBlobBatch(client: DataClient, store: Castore, blobs: readonly FileNode[], onBytes: (bytes: number) => void): Promise<void> {
-  await client.call(
-    { op: 'blobs.get', ids: blobs.map((blob) => blob.digest) },
-    {
-      consume: async (reply) => {
-        const session = store.beginIngest();
-        try {
-          let received = 0;
+/** Fetches small blobs in one request; each is verified whole before it is staged. */
+async function fetchBlobBatch(client: DataClient, ingest: SharedIngest, blobs: readonly FileNode[], onBytes: (bytes: number) => void): Promise<void> {
+  const bytes = blobs.reduce((sum, blob) => sum + blob.size, 0);
+  await ingest.use(bytes, (session) =>
+    client.call(
+      { op: 'blobs.get', ids: blobs.map((blob) => blob.digest) },
+      {
+        consume: async (reply) => {
           for (const [index, meta] of reply.header.blobs.entries()) {
             const wanted = blobs[index]!;
             if (meta.id !== wanted.digest || meta.size !== wanted.size) throw new TransportError(`the coordinator sent ${meta.id} (${meta.size} bytes) where ${wanted.digest} was asked for`);
-            // Small blobs are verified whole by the writer, which hashes them anyway (natively up to 16 KiB).
+            await reply.body.readExact(meta.outboardSize, `outboard of ${meta.id}`);
+            const data = await reply.body.readExact(meta.size, `blob ${meta.id}`);
+            // The writer hashes small blobs anyway, and refuses bytes that do not hash to the id before staging them.
             const writer = session.blobWriter(meta.size, meta.id);
             try {
-              await reply.body.readExact(meta.outboardSize, `outboard of ${meta.id}`);
-              for await (const chunk of reply.body.readChunks(meta.size, `blob ${meta.id}`)) writer.write(chunk);
+              writer.write(data);
               writer.finish();
             } catch (error) {
               retryable(error);
             }
-            received += meta.size;
           }
           await reply.body.expectEnd();
-          session.commit();
-          onBytes(received);
-        } catch (error) {
-          session.abort();
-          throw error;
-        }
+          onBytes(bytes);
+        },
       },
-    },
+    ),
   );
 }
 
 /** Fetches one large blob, resuming after a dropped connection or a corrupt group from the last verified group. */
-async function fetchLargeBlob(client: DataClient, store: Castore, blob: FileNode, onBytes: (bytes: number) => void): Promise<void> {
-  const session = store.beginIngest();
-  let verifiedBytes = 0;
-  try {
-    const writer = session.blobWriter(blob.size);
-    await client.call(() => ({ op: 'blob.get', id: blob.digest, offset: verifiedBytes }), {
-      consume: async (reply) => {
-        if (reply.header.size !== blob.size || reply.header.offset !== verifiedBytes) throw new TransportError(`the coordinator sent blob ${blob.digest} from ${reply.header.offset}, size ${reply.header.size}`);
-        await receiveBlob(reply, blob.digest, blob.size, reply.header.outboardSize, verifiedBytes / GROUP_SIZE, (bytes) => {
-          writer.write(bytes);
-          verifiedBytes += bytes.length;
-          onBytes(bytes.length);
-        });
-        await reply.body.expectEnd();
-      },
-    });
-    writer.finish();
-    session.commit();
-  } catch (error) {
-    session.abort();
-    throw error;
-  }
+async function fetchLargeBlob(client: DataClient, ingest: SharedIngest, blob: FileNode, onBytes: (bytes: number) => void): Promise<void> {
+  await ingest.use(blob.size, async (session) => {
+    let writer: BlobWriter | undefined;
+    let verifiedBytes = 0;
+    try {
+      await client.call(() => ({ op: 'blob.get', id: blob.digest, offset: verifiedBytes }), {
+        consume: async (reply) => {
+          if (reply.header.size !== blob.size || reply.header.offset !== verifiedBytes) throw new TransportError(`the coordinator sent blob ${blob.digest} from ${reply.header.offset}, size ${reply.header.size}`);
+          try {
+            const outboard = await reply.body.readExact(reply.header.outboardSize, `outboard of ${blob.digest}`);
+            const verifier = new BlobVerifier(digestToBytes(blob.digest), blob.size, outboard, { startGroup: verifiedBytes / GROUP_SIZE, objectId: blob.digest });
+            // Every byte written is verified against this outboard, so the store keeps it rather than hashing again.
+            writer ??= session.blobWriter(blob.size, blob.digest, new Uint8Array(outboard));
+            for await (const chunk of reply.body.readChunks(blob.size - verifiedBytes, `blob ${blob.digest}`)) {
+              for (const verified of verifier.push(chunk)) {
+                writer.write(verified);
+                verifiedBytes += verified.length;
+                onBytes(verified.length);
+              }
+            }
+            verifier.finish();
+          } catch (error) {
+            retryable(error);
+          }
+          await reply.body.expectEnd();
+        },
+      });
+      writer!.finish();
+    } catch (error) {
+      writer?.discard();
+      throw error;
+    }
+  });
 }
 
 /**
@@ -185,6 +233,7 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
   progress.objectsTotal = wanted.length;
   report('blobs');
   const jobs = batchBlobs(wanted, { largeOver: BATCH_BLOB_MAX, maxObjects: MAX_BATCH_OBJECTS / 4, maxBytes: BATCH_BYTES });
+  const ingest = new SharedIngest(store);
   let lastReport = 0;
   const onBytes = (bytes: number) => {
     progress.bytesDone += bytes;
@@ -193,11 +242,22 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
       report('blobs');
     }
   };
-  await runPool(jobs, options.parallel ?? 8, async (job) => {
-    if (job.length === 1 && job[0]!.size > BATCH_BLOB_MAX) await fetchLargeBlob(client, store, job[0]!, onBytes);
-    else await fetchBlobBatch(client, store, job, onBytes);
-    progress.objectsDone += job.length;
-  });
+  try {
+    await runPool(jobs, options.parallel ?? 8, async (job) => {
+      if (job.length === 1 && job[0]!.size > BATCH_BLOB_MAX) await fetchLargeBlob(client, ingest, job[0]!, onBytes);
+      else await fetchBlobBatch(client, ingest, job, onBytes);
+      progress.objectsDone += job.length;
+    });
+    ingest.finish();
+  } catch (error) {
+    // What arrived is verified: keep it for the next attempt.
+    try {
+      ingest.finish();
+    } catch {
+      ingest.abort();
+    }
+    throw error;
+  }
 
   report('registering');
   registerFetched(store.beginIngest(), directories, lacking);

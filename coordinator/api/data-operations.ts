@@ -190,19 +190,21 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
 
     case 'blobs.get': {
       access.checkObjects(actor, request.ids);
-      let total = 0;
-      const blobs = request.ids.map((id) => {
-        const stat = store.statBlob(id);
-        if (!stat) throw notFound(`blob ${id} is not in the store`);
-        if (stat.size > PACK_MAX) throw new CommandError('INVALID', `blob ${id} has ${stat.size} bytes: blobs over ${PACK_MAX} bytes are fetched one by one (blob.get, verified per group)`);
-        total += stat.size;
-        return { id, size: stat.size };
-      });
-      if (total > MAX_BATCH_BYTES) throw new CommandError('INVALID', `batch of ${total} bytes exceeds ${MAX_BATCH_BYTES}; fetch large blobs one by one`);
+      let blobs: ReturnType<typeof store.readPackedBlobs>;
+      try {
+        blobs = store.readPackedBlobs(request.ids, MAX_BATCH_BYTES);
+      } catch (error) {
+        if (error instanceof CastoreError && error.code === 'BLOB_NOT_FOUND') throw notFound(error.message);
+        if (error instanceof CastoreError && error.code === 'BLOB_NOT_PACKED') {
+          throw new CommandError('INVALID', `${error.message}: blobs over ${PACK_MAX} bytes are fetched one by one (blob.get, verified per group)`);
+        }
+        if (error instanceof CastoreError && error.code === 'BATCH_TOO_LARGE') throw new CommandError('INVALID', `${error.message}; fetch large blobs one by one`);
+        throw error;
+      }
       return {
         // Small blobs are verified whole by the receiver: no outboards.
-        header: { blobs: blobs.map(({ id, size }) => ({ id, size, outboardSize: 0 })) },
-        body: flatten(blobs.map((blob) => store.readBlob(blob.id))),
+        header: { blobs: request.ids.map((id, index) => ({ id, size: blobs.sizes[index]!, outboardSize: 0 })) },
+        body: flatten([blobs.bytes]),
       };
     }
 
@@ -210,7 +212,7 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
       return {
         header: {
           storePaths: request.storePaths.filter((storePath) => !store.getStorePath(storePath)),
-          blobs: request.blobs.filter((id) => !store.hasBlob(id)),
+          blobs: store.missingBlobs(request.blobs),
           directories: request.directories.filter((id) => !store.hasDirectory(id)),
         },
       };
