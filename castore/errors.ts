@@ -8,7 +8,6 @@ export type CastoreErrorCode =
   | 'BLAKE3_GROUP_MISMATCH'
   | 'BLAKE3_BAD_SIZE'
   | 'BLOB_NOT_FOUND'
-  | 'BLOB_NOT_PACKED'
   | 'BATCH_TOO_LARGE'
   | 'BLOB_CORRUPT'
   | 'DIRECTORY_NOT_CANONICAL'

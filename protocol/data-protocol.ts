@@ -25,6 +25,12 @@ export const COORDINATOR_TLS_NAME = 'ferry-coordinator';
 export const FERRY_ALPN = 'ferry/1';
 /** Blob ranges start at multiples of BLAKE3 chunk groups (16 KiB): the unit of verification. */
 export const TRANSFER_GROUP_SIZE = 16 * 1024;
+/**
+ * Blobs up to this size travel many to a request (blobs.get, upload.blobs)
+ * and are verified whole on arrival; larger ones travel alone (blob.get)
+ * and are verified per 16 KiB group against their outboard, with resume.
+ */
+export const MAX_BATCHED_BLOB_BYTES = 1024 * 1024;
 /** Bounds of one batch request. */
 export const MAX_BATCH_OBJECTS = 4096;
 export const MAX_BATCH_BYTES = 64 * 1024 * 1024;

@@ -8,7 +8,7 @@
  * store path is only ever registered with all of its objects present.
  */
 import { DataClient, TransportError, type DataReplyStream } from '../../protocol/data-client.js';
-import { MAX_BATCH_OBJECTS } from '../../protocol/data-protocol.js';
+import { MAX_BATCH_OBJECTS, MAX_BATCHED_BLOB_BYTES } from '../../protocol/data-protocol.js';
 import { BlobVerifier, GROUP_SIZE } from '../blake3/index.js';
 import { decodeDirectory, directoryId } from '../directory.js';
 import { CastoreError } from '../errors.js';
@@ -28,7 +28,7 @@ export interface TransferProgress {
 }
 
 export interface FetchOptions {
-  /** Concurrent requests (default 8). */
+  /** Concurrent requests (default FETCH_PARALLEL). */
   parallel?: number;
   onProgress?: (progress: TransferProgress) => void;
 }
@@ -43,9 +43,10 @@ export interface FetchReport {
   fetchedDirectories: number;
 }
 
-/** Small blobs travel many to a request; larger ones alone, with resume. */
-const BATCH_BLOB_MAX = 256 * 1024;
-const BATCH_BYTES = 4 * 1024 * 1024;
+/** Bytes per batch request: enough that requests are few, small enough that a retry costs little. */
+export const FETCH_BATCH_BYTES = 8 * 1024 * 1024;
+/** Requests in flight by default. */
+export const FETCH_PARALLEL = 8;
 
 /** Corrupt bytes are retried (from the last verified group), as a transport fault, not a final error. */
 function retryable(error: unknown): never {
@@ -203,7 +204,7 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
     const next: Digest[] = [];
     const batches: Digest[][] = [];
     for (let index = 0; index < level.length; index += 1024) batches.push(level.slice(index, index + 1024));
-    await runPool(batches, options.parallel ?? 8, async (ids) => {
+    await runPool(batches, options.parallel ?? FETCH_PARALLEL, async (ids) => {
       await client.call(
         { op: 'directories.get', ids },
         {
@@ -232,7 +233,7 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
   progress.bytesTotal = wanted.reduce((sum, blob) => sum + blob.size, 0);
   progress.objectsTotal = wanted.length;
   report('blobs');
-  const jobs = batchBlobs(wanted, { largeOver: BATCH_BLOB_MAX, maxObjects: MAX_BATCH_OBJECTS / 4, maxBytes: BATCH_BYTES });
+  const jobs = batchBlobs(wanted, { largeOver: MAX_BATCHED_BLOB_BYTES, maxObjects: MAX_BATCH_OBJECTS / 4, maxBytes: FETCH_BATCH_BYTES });
   const ingest = new SharedIngest(store);
   let lastReport = 0;
   const onBytes = (bytes: number) => {
@@ -243,8 +244,8 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
     }
   };
   try {
-    await runPool(jobs, options.parallel ?? 8, async (job) => {
-      if (job.length === 1 && job[0]!.size > BATCH_BLOB_MAX) await fetchLargeBlob(client, ingest, job[0]!, onBytes);
+    await runPool(jobs, options.parallel ?? FETCH_PARALLEL, async (job) => {
+      if (job.length === 1 && job[0]!.size > MAX_BATCHED_BLOB_BYTES) await fetchLargeBlob(client, ingest, job[0]!, onBytes);
       else await fetchBlobBatch(client, ingest, job, onBytes);
       progress.objectsDone += job.length;
     });

@@ -6,7 +6,7 @@
  * records as one audit event. Idempotent: a second push sends no objects.
  */
 import type { DataClient } from '../../protocol/data-client.js';
-import { MAX_BATCH_OBJECTS, MAX_QUERY_ITEMS, MAX_REGISTER_PATHS } from '../../protocol/data-protocol.js';
+import { MAX_BATCH_OBJECTS, MAX_BATCHED_BLOB_BYTES, MAX_QUERY_ITEMS, MAX_REGISTER_PATHS } from '../../protocol/data-protocol.js';
 import type { Digest, FileNode, Node } from '../node.js';
 import type { Castore } from '../store/castore.js';
 import { batchBlobs } from './batches.js';
@@ -35,7 +35,6 @@ export interface UploadReport {
   seq: number;
 }
 
-const BATCH_BLOB_MAX = 256 * 1024;
 const BATCH_BYTES = 8 * 1024 * 1024;
 
 function chunked<T>(items: readonly T[], size: number): T[][] {
@@ -92,7 +91,7 @@ export async function uploadStorePaths(client: DataClient, store: Castore, roots
   progress.bytesTotal = toSend.reduce((sum, blob) => sum + blob.size, 0);
   progress.objectsTotal = toSend.length + [...missingDirectories].length;
   report();
-  const jobs = batchBlobs(toSend, { largeOver: BATCH_BLOB_MAX, maxObjects: MAX_BATCH_OBJECTS / 4, maxBytes: BATCH_BYTES });
+  const jobs = batchBlobs(toSend, { largeOver: MAX_BATCHED_BLOB_BYTES, maxObjects: MAX_BATCH_OBJECTS / 4, maxBytes: BATCH_BYTES });
   let lastReport = 0;
   await runPool(jobs, parallel, async (job) => {
     await client.call(
