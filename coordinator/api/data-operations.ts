@@ -21,10 +21,9 @@ import {
   type Digest,
   type Entry,
   type StorePathInfo,
-  PACK_MAX,
 } from '../../castore/index.js';
 import { sha256NarHash } from '../../nix/index.js';
-import { MAX_BATCH_BYTES, type DataOperationName, type DataResponse, type ParsedDataRequest } from '../../protocol/data-protocol.js';
+import { MAX_BATCH_BYTES, MAX_BATCHED_BLOB_BYTES, type DataOperationName, type DataResponse, type ParsedDataRequest } from '../../protocol/data-protocol.js';
 import type { FrameReader } from '../../protocol/framing.js';
 import type { Access } from './actors.js';
 import type { Coordinator } from '../coordinator.js';
@@ -190,19 +189,20 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
 
     case 'blobs.get': {
       access.checkObjects(actor, request.ids);
-      let blobs: ReturnType<typeof store.readPackedBlobs>;
+      let blobs: ReturnType<typeof store.readBlobBatch>;
       try {
-        blobs = store.readPackedBlobs(request.ids, MAX_BATCH_BYTES);
+        blobs = store.readBlobBatch(request.ids, MAX_BATCH_BYTES);
       } catch (error) {
         if (error instanceof CastoreError && error.code === 'BLOB_NOT_FOUND') throw notFound(error.message);
-        if (error instanceof CastoreError && error.code === 'BLOB_NOT_PACKED') {
-          throw new CommandError('INVALID', `${error.message}: blobs over ${PACK_MAX} bytes are fetched one by one (blob.get, verified per group)`);
-        }
         if (error instanceof CastoreError && error.code === 'BATCH_TOO_LARGE') throw new CommandError('INVALID', `${error.message}; fetch large blobs one by one`);
         throw error;
       }
+      const large = blobs.sizes.findIndex((size) => size > MAX_BATCHED_BLOB_BYTES);
+      if (large >= 0) {
+        throw new CommandError('INVALID', `blob ${request.ids[large]} has ${blobs.sizes[large]} bytes: blobs over ${MAX_BATCHED_BLOB_BYTES} bytes are fetched one by one (blob.get, verified per group)`);
+      }
       return {
-        // Small blobs are verified whole by the receiver: no outboards.
+        // Batched blobs are verified whole by the receiver: no outboards.
         header: { blobs: request.ids.map((id, index) => ({ id, size: blobs.sizes[index]!, outboardSize: 0 })) },
         body: flatten([blobs.bytes]),
       };
