@@ -165,24 +165,8 @@ process.on('exit', () => {
   else removeTree(work);
 });
 
-/**
- * The closure's store path, found without `nix-store --add` where possible: for a path already
- * in the store, Nix 2.8 still restores a full copy (/nix/store/add-<pid>-0) and deletes it, which
- * makes creating files slow for minutes afterwards (see above). nix-hash only reads the tree.
- */
-function bigClosureStorePathReadOnly(): string {
-  const tree = path.join(benchWorkDir, 'big-tree-v0');
-  if (existsSync(tree)) {
-    const hash = execFileSync('nix-hash', ['--type', 'sha256', '--base32', tree], { env: nixEnv, encoding: 'utf8' }).trim();
-    const fixed = execFileSync('nix-store', ['--print-fixed-path', '--recursive', 'sha256', hash, 'big-tree-v0'], { env: nixEnv, encoding: 'utf8' }).trim();
-    if (spawnSync('nix-store', ['--check-validity', fixed], { env: nixEnv, stdio: 'ignore' }).status === 0) return fixed;
-  }
-  process.stderr.write('adding the benchmark tree to the Nix store: file creation may be slower for a few minutes\n');
-  return bigClosureStorePath(0, nixEnv);
-}
-
 // The closure, from `nix-store --dump` straight into a fresh castore (no NAR file shared with other benchmarks).
-const storePath = bigClosureStorePathReadOnly();
+const storePath = bigClosureStorePath(0, nixEnv);
 const store = Castore.open(path.join(work, 'castore'));
 const dump = spawn('nix-store', ['--dump', storePath], { env: nixEnv, stdio: ['ignore', 'pipe', 'inherit'] });
 const info = await ingestStorePath(store, dump.stdout!, { storePath, references: [] });
