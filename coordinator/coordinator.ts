@@ -238,11 +238,34 @@ export class Coordinator {
   execute<R>(actor: Actor, decide: (context: CommandContext) => { draft: EventDraft; result: R } | undefined): { event: AuditEvent; result: R } | undefined {
     const done = this.transact(actor, decide);
     if (done) {
+      this.notifyEventWaiters();
       this.eventsSinceOpen++;
       if (++this.eventsSinceWalCheckpoint >= this.walCheckpointEvery) this.checkpointWal();
       else if (this.eventsSinceOpen >= WAL_BACKGROUND_AFTER_EVENTS && this.backgroundWalCheckpoints && !this.walCheckpointer) this.startWalCheckpointer();
     }
     return done;
+  }
+
+  private readonly eventWaiters = new Set<() => void>();
+
+  /**
+   * Resolves after the next event is committed, or after `timeoutMs`
+   * (long polls re-check their condition either way).
+   */
+  nextEvent(timeoutMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer);
+        this.eventWaiters.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, timeoutMs);
+      this.eventWaiters.add(wake);
+    });
+  }
+
+  private notifyEventWaiters(): void {
+    for (const wake of [...this.eventWaiters]) wake();
   }
 
   private startWalCheckpointer(): void {

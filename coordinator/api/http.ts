@@ -162,7 +162,8 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
       for (;;) {
         const desired = OPERATIONS['agent.desired'].run(coordinator, actor, {});
         if ((desired.configId ?? 'none') !== known || Date.now() >= deadline) return c.json(desired);
-        await new Promise((resolve) => setTimeout(resolve, 250));
+        // Woken by the next event (a new config, an assignment, a pin…); the timeout re-checks revocation and the deadline.
+        await coordinator.nextEvent(Math.min(1000, Math.max(0, deadline - Date.now())));
         if (coordinator.state.get('agents', actor.keyId)?.status !== 'enrolled') return errorResponse(c, 403, 'REVOKED', 'agent is no longer enrolled');
       }
     } catch (error) {

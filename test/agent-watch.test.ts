@@ -1,0 +1,44 @@
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CoordinatorHttpClient } from '../protocol/http-client.js';
+import type { Identity } from '../protocol/identity.js';
+import { addTreeAsStorePath, enrollAgent, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
+
+let test: TestCoordinator;
+let agent: Identity;
+let firstConfig: string;
+const target = fakeStorePath('watched');
+
+beforeAll(async () => {
+  test = await startTestCoordinator({ quic: false });
+  writeTree(path.join(test.dir, 'tree'), 'watched', { small: 3, large: 0 });
+  await addTreeAsStorePath(test.coordinator.castore, path.join(test.dir, 'tree'), target);
+  firstConfig = (await test.adminClient.post<{ configId: string }>('/v1/graphs/web/configs', signedConfig(test.admin, 'web', [], { 'x86_64-linux': target }, 'first'))).configId;
+  agent = await enrollAgent(test, 'web');
+});
+afterAll(async () => {
+  await test?.close();
+});
+
+describe("an agent's watch", () => {
+  it('answers as soon as a new config is submitted, not at its deadline', async () => {
+    const client = new CoordinatorHttpClient(test.http.url, agent);
+    const started = Date.now();
+    const watched = client.get<{ configId: string | null }>('/v1/agent/watch', { known: firstConfig, wait: '20' });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const { configId } = await test.adminClient.post<{ configId: string }>('/v1/graphs/web/configs', signedConfig(test.admin, 'web', [firstConfig], { 'x86_64-linux': target }, 'second'));
+    const answer = await watched;
+    expect(answer.configId).toBe(configId);
+    // Woken by the event: far from the 20 s deadline.
+    expect(Date.now() - started).toBeLessThan(10_000);
+  });
+
+  it('answers at its deadline when nothing changes', async () => {
+    const client = new CoordinatorHttpClient(test.http.url, agent);
+    const current = await client.get<{ configId: string | null }>('/v1/agent/watch', { known: 'none', wait: '0' });
+    const started = Date.now();
+    const answer = await client.get<{ configId: string | null }>('/v1/agent/watch', { known: current.configId ?? 'none', wait: '1' });
+    expect(answer.configId).toBe(current.configId);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+  });
+});
