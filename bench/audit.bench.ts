@@ -332,7 +332,6 @@ try {
   const tailSeconds = appendSeconds - marks.get(tailFrom)!;
   const rateTail = TAIL_EVENTS / tailSeconds;
   const headTo = Math.ceil((firstSeq + TAIL_EVENTS) / MARK_EVERY) * MARK_EVERY;
-  const rateHead = (headTo - firstSeq) / marks.get(headTo)!;
   let slowestWindow = Infinity;
   for (let at = Math.ceil(firstSeq / MARK_EVERY) * MARK_EVERY + 10_000; at <= events; at += MARK_EVERY) {
     const from = marks.get(at - 10_000) ?? 0;

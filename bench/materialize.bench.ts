@@ -22,7 +22,7 @@
  * Run: npm run bench:materialize   (needs nix-store; see bench/README.md)
  * BENCH_RUNS=N (default 5) runs of each; BENCH_KEEP=1 keeps the outputs.
  */
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   chmodSync,

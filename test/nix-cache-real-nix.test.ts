@@ -18,7 +18,7 @@ import { encodeNixBase32, formatNixPublicKey, generateNixSecretKey, nixPublicKey
 import { openDataClient } from '../protocol/connect.js';
 import type { Identity } from '../protocol/identity.js';
 import { enrollAgent, signedConfig, startTestCoordinator, type TestCoordinator } from './data-plane-fixture.js';
-import { buildFixtureClosure, nixEnv, nixStore, nixUnavailableReason, type FixtureClosure } from './nix-fixtures/index.js';
+import { buildFixtureClosure, nixEnv, nixUnavailableReason, type FixtureClosure } from './nix-fixtures/index.js';
 
 const skipReason = nixUnavailableReason();
 if (skipReason) console.warn(`skipping Nix cache real-Nix tests: ${skipReason}`);

@@ -6,7 +6,7 @@
  * and its NarHash compared with the registry's.
  */
 import { nativeBlake3 } from '../blake3/index.js';
-import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { createReadStream, existsSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { encodeNixBase32 } from '../../nix/index.js';
 import { BlobVerifier, GROUP_SIZE } from '../blake3/index.js';

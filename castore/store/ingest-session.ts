@@ -15,7 +15,6 @@ import path from 'node:path';
 import { CastoreError } from '../errors.js';
 import { directoryId, directorySize, encodeDirectory } from '../directory.js';
 import { digestFromBytes, type Digest, type DirectoryNode, type Entry } from '../node.js';
-import { GROUP_SIZE, OutboardBuilder } from '../blake3/index.js';
 import { blobDataPath, makeDurable, TempBlobWriter, type TempBlob } from './blob-files.js';
 import type { Castore } from './castore.js';
 import { PACK_MAX } from './castore.js';

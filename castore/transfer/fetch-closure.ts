@@ -7,7 +7,7 @@
  * directories and store path records are committed last, together, so a
  * store path is only ever registered with all of its objects present.
  */
-import { DataClient, TransportError, type DataReplyStream } from '../../protocol/data-client.js';
+import { DataClient, TransportError } from '../../protocol/data-client.js';
 import { MAX_BATCH_OBJECTS, MAX_BATCHED_BLOB_BYTES } from '../../protocol/data-protocol.js';
 import { BlobVerifier, GROUP_SIZE } from '../blake3/index.js';
 import { decodeDirectory, directoryId } from '../directory.js';

@@ -11,7 +11,7 @@ import type { ChainReport } from '../audit/chain.js';
 import type { Coordinator } from '../coordinator.js';
 import * as commands from '../domain/commands.js';
 import { CommandError, type Actor } from '../domain/commands.js';
-import { ActionSchema, ConfigIdSchema, GraphNameSchema, type AuditEvent, type Role } from '../domain/events.js';
+import { ActionSchema, ConfigIdSchema, GraphNameSchema, type AuditEvent } from '../domain/events.js';
 import type { AgentRow, ConfigRow } from '../domain/state.js';
 import { AgentActivitySchema, agentActivities } from './agent-activity.js';
 import { desiredConfigOf, listAgents, parseWhere, summarizeConfig } from './queries.js';
