@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { ed25519Verify } from '../protocol/ed25519.js';
 import { publicKeyOf } from '../protocol/identity.js';
 import { DataRequestSchema, FERRY_ALPN, MAX_REQUEST_HEADER_BYTES, sessionAuthMessage } from '../protocol/data-protocol.js';
-import { writeToQuicStream } from '../protocol/drained.js';
+import { quicStreamChunks, writeToQuicStream } from '../protocol/quic-streams.js';
 import { FrameReader } from '../protocol/framing.js';
 import { AuthError, resolveActor } from './api/actors.js';
 import { ClosureAccess, DATA_ACCESS, runDataOperation, type DataReply } from './api/data-operations.js';
@@ -50,14 +50,6 @@ async function writeFrames(stream: QuicStream, frames: AsyncIterable<Uint8Array>
   } catch (error) {
     stream.destroy(error as Error);
   }
-}
-
-/**
- * A stream's incoming chunks. Not `for await (… of stream)`: that destroys
- * the stream when its readable side ends, before the reply is written.
- */
-function readableChunks(stream: QuicStream): AsyncIterable<Uint8Array> {
-  return stream.iterator({ destroyOnReturn: false }) as AsyncIterable<Uint8Array>;
 }
 
 /** Listens for QUIC on `host:port` (port 0 picks one); resolves once listening. */
@@ -111,7 +103,7 @@ export async function startQuicServer(coordinator: Coordinator, host: string, po
     session.on('error', (error: Error) => log(`ferry coordinator: QUIC session ${session.remoteAddress}:${session.remotePort}: ${error.message}`));
     session.on('stream', (stream: QuicStream) => {
       stream.on('error', () => undefined);
-      void writeFrames(stream, replyFrames(() => decide(session, state, new FrameReader(readableChunks(stream))), log));
+      void writeFrames(stream, replyFrames(() => decide(session, state, new FrameReader(quicStreamChunks(stream))), log));
     });
   });
   const address = await server.listen(port, host);

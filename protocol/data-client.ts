@@ -17,7 +17,7 @@ import {
   type DataRequest,
   type DataResponse,
 } from './data-protocol.js';
-import { writeToQuicStream } from './drained.js';
+import { quicStreamChunks, writeToQuicStream } from './quic-streams.js';
 import { encodeHeaderFrame, FrameError, FrameReader } from './framing.js';
 import type { Identity } from './identity.js';
 import { signRequest } from './request-signing.js';
@@ -139,7 +139,7 @@ class QuicTransport implements Transport {
       stream.end();
     })().catch((error: Error) => stream.destroy(error));
     void writing;
-    return new FrameReader(streamChunks(stream.iterator({ destroyOnReturn: false }), () => stream.destroy()));
+    return new FrameReader(streamChunks(quicStreamChunks(stream), () => stream.destroy()));
   }
 
   async close(): Promise<void> {
