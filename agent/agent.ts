@@ -18,6 +18,7 @@ import { openDataClient } from '../protocol/connect.js';
 import type { DataClient } from '../protocol/data-client.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { createIdentityFile, loadIdentity, type Identity } from '../protocol/identity.js';
+import { desiredProofMessage, verifyProof } from '../protocol/coordinator-proofs.js';
 import { parseJoinString } from '../protocol/join-string.js';
 import { EventRing } from './events.js';
 import { collectFacts, nixSystem } from './facts.js';
@@ -36,6 +37,12 @@ export interface AgentOptions {
 }
 
 /** A config as the coordinator hands it to its agents. */
+/** An answer the agent would act on came without the coordinator's signature (something between them changed it). */
+export class UnverifiedAnswerError extends Error {
+  override readonly name = 'UnverifiedAnswerError';
+  readonly code = 'UNVERIFIED_ANSWER';
+}
+
 export interface DesiredConfig {
   id: string;
   graph: string;
@@ -199,7 +206,11 @@ export class Agent {
   async runOnce(): Promise<RoundResult> {
     await this.flushReports();
     await this.reportFacts();
-    const desired = await this.http.get<{ configId: string | null; config: DesiredConfig | null }>('/v1/agent/desired');
+    const desired = await this.http.get<{ configId: string | null; config: DesiredConfig | null; proof?: unknown }>('/v1/agent/desired');
+    // It says which activation command to run, and may travel over plain HTTP: only the coordinator's word counts.
+    if (!verifyProof(this.state.coordinator.coordinatorKey, desiredProofMessage(this.identity.keyId, desired), desired.proof)) {
+      throw new UnverifiedAnswerError(`the desired-config answer from ${this.state.coordinator.httpUrl} is not signed by the coordinator key ${this.state.coordinator.coordinatorKey}: ignoring it`);
+    }
     this.lastDesired = desired.configId;
     const current = this.generations.current();
     if (!desired.config || !desired.configId) return 'idle';
@@ -315,6 +326,7 @@ export class Agent {
       } else {
         await this.report(config.id, 'fetching');
         const fetched = await fetchClosure(await this.data(), this.castore(), config.id, system, {
+          coordinatorKey: this.state.coordinator.coordinatorKey,
           onProgress: (progress) => this.publishActivity('fetching', config.id, progress, progress.phase === 'done'),
         });
         this.events.add('fetched', `fetched ${fetched.fetchedStorePaths} store paths, ${fetched.fetchedBlobs} blobs, ${fetched.fetchedBytes} bytes`, config.id);

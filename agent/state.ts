@@ -12,6 +12,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
+import { KeyIdSchema } from '../protocol/index.js';
 
 export function agentPaths(stateDir: string) {
   return {
@@ -27,7 +28,7 @@ export function agentPaths(stateDir: string) {
 }
 
 export const AgentStateSchema = z.strictObject({
-  coordinator: z.strictObject({ httpUrl: z.string(), coordinatorKey: z.string(), tlsFingerprint: z.string() }),
+  coordinator: z.strictObject({ httpUrl: z.string(), coordinatorKey: KeyIdSchema, tlsFingerprint: z.string() }),
   agentId: z.string(),
   name: z.string(),
   storeDir: z.string(),

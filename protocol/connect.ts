@@ -6,12 +6,12 @@
  */
 import { DataClient, type DataClientOptions } from './data-client.js';
 import { CoordinatorHttpClient } from './http-client.js';
-import type { Identity } from './identity.js';
+import type { Identity, KeyId } from './identity.js';
 import { checkPinnedCertificate } from './tls-pinning.js';
 
 export interface CoordinatorInfo {
   name: string;
-  coordinatorKey: string;
+  coordinatorKey: KeyId;
   version: string;
   lastSeq: number;
   tlsFingerprint: string;

@@ -101,7 +101,14 @@ export const DataRequestSchema = z.discriminatedUnion('op', Object.values(DATA_R
 export const DATA_RESPONSES = {
   hello: z.object({ challenge: z.string().regex(/^[0-9a-f]{64}$/), coordinatorKey: KeyIdSchema, version: z.string() }),
   auth: z.object({ keyId: KeyIdSchema, role: z.string() }),
-  'closure.manifest': z.object({ configId: ConfigIdSchema, system: SystemSchema, target: StorePathSchema, storePaths: z.array(StorePathInfoSchema) }),
+  'closure.manifest': z.object({
+    configId: ConfigIdSchema,
+    system: SystemSchema,
+    target: StorePathSchema,
+    storePaths: z.array(StorePathInfoSchema),
+    /** The coordinator's signature over the rest (protocol/coordinator-proofs.ts). */
+    proof: z.string().max(128),
+  }),
   'directories.get': z.object({ directories: z.array(z.object({ id: DigestSchema, size: z.number().int().nonnegative() })) }),
   'blob.get': z.object({
     id: DigestSchema,

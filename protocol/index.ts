@@ -14,4 +14,5 @@ export { FrameError, FrameReader, encodeHeaderFrame } from './framing.js';
 export { certificateFingerprint, checkPinnedCertificate, PinningError } from './tls-pinning.js';
 export { formatJoinString, parseJoinString, JoinStringError, type JoinString } from './join-string.js';
 export { canonicalJson, canonicalJsonBytes } from './canonical-json.js';
+export { desiredProofMessage, manifestProofMessage, signProof, verifyProof } from './coordinator-proofs.js';
 export { formatHlc, parseHlc, compareHlc, HlcClock, type Hlc } from './hlc.js';

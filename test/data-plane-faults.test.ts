@@ -49,7 +49,7 @@ afterAll(async () => {
 async function fetchAndCheck(client: DataClient, configId: string, storePath: string): Promise<'quic' | 'http' | undefined> {
   const target = Castore.open(path.join(work, `target-${counter++}`));
   try {
-    await fetchClosure(client, target, configId, 'x86_64-linux', { parallel: 4 });
+    await fetchClosure(client, target, configId, 'x86_64-linux', { parallel: 4, coordinatorKey: test.coordinator.identity.keyId });
     expect((await narBytes(target, storePath)).equals(await narBytes(source, storePath))).toBe(true);
     expect((await fsck(target)).problems).toEqual([]);
     return client.transportKind;

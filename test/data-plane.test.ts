@@ -83,12 +83,12 @@ describe('push and fetch', () => {
       const target = Castore.open(path.join(work, `agent-${httpOnly ? 'http' : 'quic'}`));
       try {
         const phases = new Set<string>();
-        const report = await fetchClosure(client, target, configId, 'x86_64-linux', { onProgress: (progress) => phases.add(progress.phase) });
+        const report = await fetchClosure(client, target, configId, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId, onProgress: (progress) => phases.add(progress.phase) });
         expect(client.transportKind).toBe(httpOnly ? 'http' : 'quic');
         expect(report).toMatchObject({ target: app, fetchedStorePaths: 2 });
         expect([...phases]).toEqual(['manifest', 'directories', 'blobs', 'registering', 'done']);
         for (const storePath of [app, lib]) expect((await narBytes(target, storePath)).equals(await narBytes(source, storePath))).toBe(true);
-        const again = await fetchClosure(client, target, configId, 'x86_64-linux');
+        const again = await fetchClosure(client, target, configId, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId });
         expect(again).toMatchObject({ fetchedStorePaths: 0, fetchedBlobs: 0 });
       } finally {
         target.close();
@@ -117,7 +117,7 @@ describe('large closures', () => {
     const client = await dataClient(agent);
     const target = Castore.open(path.join(work, 'many-target'));
     try {
-      expect(await fetchClosure(client, target, manyConfig, 'x86_64-linux')).toMatchObject({ fetchedBlobs: 25_000 });
+      expect(await fetchClosure(client, target, manyConfig, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId })).toMatchObject({ fetchedBlobs: 25_000 });
       expect((await narBytes(target, many)).equals(await narBytes(source, many))).toBe(true);
     } finally {
       target.close();

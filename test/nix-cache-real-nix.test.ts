@@ -170,7 +170,7 @@ describe.skipIf(skipReason !== undefined)('the coordinator as a Nix binary cache
     const { client } = await openDataClient(test.http.url, agent, { tlsFingerprint: test.coordinator.tls.fingerprint });
     const store = Castore.open(path.join(dir, 'agent-castore'));
     try {
-      const report = await fetchClosure(client, store, configId, 'x86_64-linux');
+      const report = await fetchClosure(client, store, configId, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId });
       expect(client.transportKind).toBe('quic');
       expect(report.storePaths.map((info) => info.storePath).sort()).toEqual([...fresh.paths].sort());
       for (const storePath of fresh.paths) expect((await narOf(store, storePath)).equals(dump(storePath)), storePath).toBe(true);

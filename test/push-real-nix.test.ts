@@ -75,10 +75,10 @@ describe.skipIf(skipReason !== undefined)('ferry push with real Nix', () => {
     await new CoordinatorHttpClient(url, agent).post('/v1/enroll', { token, name: 'fetcher', facts: { system: 'x86_64-linux', hostname: 'fetcher' } });
     await adminClient.post(`/v1/agents/${agent.keyId}/assign`, { graph: 'demo' });
 
-    const { client } = await openDataClient(url, agent);
+    const { client, info } = await openDataClient(url, agent);
     const store = Castore.open(path.join(dir, 'agent-castore'));
     try {
-      const report = await fetchClosure(client, store, configId, 'x86_64-linux');
+      const report = await fetchClosure(client, store, configId, 'x86_64-linux', { coordinatorKey: info.coordinatorKey });
       expect(client.transportKind).toBe('quic');
       expect(report.storePaths.map((info) => info.storePath).sort()).toEqual([...fixture.paths].sort());
       for (const storePath of fixture.paths) {

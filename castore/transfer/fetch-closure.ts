@@ -7,7 +7,9 @@
  * directories and store path records are committed last, together, so a
  * store path is only ever registered with all of its objects present.
  */
-import { DataClient, TransportError } from '../../protocol/data-client.js';
+import { manifestProofMessage, verifyProof } from '../../protocol/coordinator-proofs.js';
+import { DataClient, DataError, TransportError } from '../../protocol/data-client.js';
+import type { KeyId } from '../../protocol/identity.js';
 import { MAX_BATCH_OBJECTS, MAX_BATCHED_BLOB_BYTES } from '../../protocol/data-protocol.js';
 import { BlobVerifier, GROUP_SIZE } from '../blake3/index.js';
 import { decodeDirectory, directoryId } from '../directory.js';
@@ -28,6 +30,11 @@ export interface TransferProgress {
 }
 
 export interface FetchOptions {
+  /**
+   * The coordinator's key (pinned at enrollment): the closure manifest must
+   * carry its signature, or the fetch is refused before anything is fetched.
+   */
+  coordinatorKey: KeyId;
   /** Concurrent requests (default FETCH_PARALLEL). */
   parallel?: number;
   onProgress?: (progress: TransferProgress) => void;
@@ -183,15 +190,20 @@ async function fetchLargeBlob(client: DataClient, ingest: SharedIngest, blob: Fi
 /**
  * Fetches what the local castore lacks of `configId`'s closure for
  * `system`, and registers its store paths. Refuses (DataError from the
- * coordinator) unknown configs and systems; on any failure, store paths
+ * coordinator) unknown configs and systems, and (DataError BAD_PROOF) a
+ * manifest that is not signed by `options.coordinatorKey` or is for
+ * another config; on any failure, store paths
  * stay unregistered and the blobs already committed are kept for the
  * next attempt (GC removes them if none comes).
  */
-export async function fetchClosure(client: DataClient, store: Castore, configId: string, system: string, options: FetchOptions = {}): Promise<FetchReport> {
+export async function fetchClosure(client: DataClient, store: Castore, configId: string, system: string, options: FetchOptions): Promise<FetchReport> {
   const progress: TransferProgress = { phase: 'manifest', bytesDone: 0, bytesTotal: 0, objectsDone: 0, objectsTotal: 0 };
   const report = (phase: TransferProgress['phase']) => options.onProgress?.({ ...progress, phase });
   report('manifest');
   const manifest = (await client.call({ op: 'closure.manifest', configId, system })).header;
+  if (manifest.configId !== configId || manifest.system !== system || !verifyProof(options.coordinatorKey, manifestProofMessage(manifest), manifest.proof)) {
+    throw new DataError('BAD_PROOF', `the closure manifest of config ${configId} is not signed by the coordinator key ${options.coordinatorKey}: refusing it`);
+  }
   const lacking = manifest.storePaths.filter((info) => !store.getStorePath(info.storePath));
 
   // Walk the lacking paths' trees, fetching directories the castore does not have, level by level.

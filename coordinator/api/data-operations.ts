@@ -24,6 +24,7 @@ import {
 } from '../../castore/index.js';
 import { sha256NarHash } from '../../nix/index.js';
 import { MAX_BATCH_BYTES, MAX_BATCHED_BLOB_BYTES, type DataOperationName, type DataResponse, type ParsedDataRequest } from '../../protocol/data-protocol.js';
+import { manifestProofMessage, signProof } from '../../protocol/coordinator-proofs.js';
 import type { FrameReader } from '../../protocol/framing.js';
 import type { Access } from './actors.js';
 import type { Coordinator } from '../coordinator.js';
@@ -162,7 +163,8 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
       const target = targets[request.system];
       if (!target) throw notFound(`config ${request.configId} has no target for ${request.system} (it has: ${Object.keys(targets).join(', ')})`);
       const storePaths = store.closure([target]).map((storePath) => store.getStorePath(storePath)!);
-      return { header: { configId: request.configId, system: request.system, target, storePaths } };
+      const manifest = { configId: request.configId, system: request.system, target, storePaths };
+      return { header: { ...manifest, proof: signProof(coordinator.identity, manifestProofMessage(manifest)) } };
     }
 
     case 'directories.get': {

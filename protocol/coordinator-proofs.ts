@@ -1,0 +1,45 @@
+/**
+ * The coordinator's signatures on the answers an agent acts on: which
+ * config to run, and what that config's closure is. Control messages and
+ * the data plane's fallback travel over plain HTTP, where the request
+ * signatures prove who asks but nothing proves who answers; without these,
+ * anything between an agent and its coordinator could hand the agent a
+ * config with its own activation command, or a manifest naming other
+ * contents. The agent checks them against the coordinator key it pinned at
+ * enrollment (from the join string). Blobs and directories need no proof:
+ * they are verified against the ids these answers name.
+ */
+import { createHash } from 'node:crypto';
+import { canonicalJson } from './canonical-json.js';
+import { ed25519Verify } from './ed25519.js';
+import { publicKeyOf, type Identity, type KeyId } from './identity.js';
+
+function proofMessage(kind: string, subject: string, value: unknown): Uint8Array {
+  const digest = createHash('sha256').update(canonicalJson(value)).digest('hex');
+  return new TextEncoder().encode(`ferry-${kind}-v1\n${subject}\n${digest}`);
+}
+
+/** What the desired-config answer for `agentId` signs (bound to that agent: it cannot be replayed to another). */
+export function desiredProofMessage(agentId: string, answer: { configId: string | null; config: unknown }): Uint8Array {
+  return proofMessage('desired', agentId, { configId: answer.configId, config: answer.config });
+}
+
+/** What a closure manifest signs. */
+export function manifestProofMessage(manifest: { configId: string; system: string; target: string; storePaths: unknown }): Uint8Array {
+  return proofMessage('manifest', manifest.configId, { configId: manifest.configId, system: manifest.system, target: manifest.target, storePaths: manifest.storePaths });
+}
+
+/** The coordinator's proof over `message` (base64 ed25519). */
+export function signProof(coordinator: Identity, message: Uint8Array): string {
+  return Buffer.from(coordinator.sign(message)).toString('base64');
+}
+
+/** Whether `proof` is `coordinatorKey`'s signature of `message`; false for anything malformed. */
+export function verifyProof(coordinatorKey: KeyId, message: Uint8Array, proof: unknown): boolean {
+  if (typeof proof !== 'string' || proof.length > 128) return false;
+  try {
+    return ed25519Verify(publicKeyOf(coordinatorKey), message, Buffer.from(proof, 'base64'));
+  } catch {
+    return false;
+  }
+}

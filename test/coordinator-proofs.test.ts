@@ -1,0 +1,108 @@
+/**
+ * Something between an agent and its coordinator (the control plane and the
+ * data plane's fallback are plain HTTP) must not be able to choose what the
+ * agent runs. The "attacker" here is a real HTTP proxy on 127.0.0.1 that
+ * rewrites the coordinator's answers.
+ */
+import { createServer, request, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Agent, UnverifiedAnswerError } from '../agent/index.js';
+import { Castore, fetchClosure } from '../castore/index.js';
+import { openDataClient } from '../protocol/connect.js';
+import { Identity } from '../protocol/identity.js';
+import { formatJoinString } from '../protocol/join-string.js';
+import { addTreeAsStorePath, enrollAgent, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
+
+let test: TestCoordinator;
+let configId: string;
+const target = fakeStorePath('proofs');
+
+/** A real HTTP proxy to `upstream` that passes every answer's body through `rewrite` (url, body) first. */
+async function rewritingProxy(upstream: string, rewrite: (url: string, body: Buffer) => Buffer): Promise<{ url: string; server: Server }> {
+  const server = createServer((incoming, outgoing) => {
+    const forwarded = request(new URL(incoming.url!, upstream), { method: incoming.method, headers: incoming.headers }, (answer) => {
+      const chunks: Buffer[] = [];
+      answer.on('data', (chunk: Buffer) => chunks.push(chunk));
+      answer.on('end', () => {
+        const body = answer.statusCode === 200 ? rewrite(incoming.url!, Buffer.concat(chunks)) : Buffer.concat(chunks);
+        const headers = { ...answer.headers, 'content-length': String(body.length) };
+        delete headers['transfer-encoding'];
+        outgoing.writeHead(answer.statusCode!, headers).end(body);
+      });
+    });
+    incoming.pipe(forwarded);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
+}
+
+beforeAll(async () => {
+  test = await startTestCoordinator();
+  writeTree(path.join(test.dir, 'tree'), 'proofs', { small: 3, large: 0 });
+  await addTreeAsStorePath(test.coordinator.castore, path.join(test.dir, 'tree'), target);
+  configId = (await test.adminClient.post<{ configId: string }>('/v1/graphs/proofs/configs', signedConfig(test.admin, 'proofs', [], { 'x86_64-linux': target }))).configId;
+});
+afterAll(async () => {
+  await test?.close();
+});
+
+describe("the coordinator's signed answers", () => {
+  it('an agent behind a proxy that changes the activation command refuses the config, and runs nothing', async () => {
+    const proxy = await rewritingProxy(test.http.url, (url, body) => {
+      if (!url.startsWith('/v1/agent/desired')) return body;
+      const answer = JSON.parse(body.toString()) as { config: { activation: { command: string } } | null };
+      if (answer.config) answer.config.activation.command = 'touch "$FERRY_PWNED"';
+      return Buffer.from(JSON.stringify(answer));
+    });
+    try {
+      const { token } = await test.adminClient.post<{ token: string }>('/v1/tokens', { uses: 1, autoApprove: true });
+      const stateDir = path.join(test.dir, 'agent-state');
+      const storeDir = path.join(test.dir, 'agent-store');
+      const join = formatJoinString({ httpUrl: proxy.url, coordinatorKey: test.coordinator.identity.keyId, tlsFingerprint: test.coordinator.tls.fingerprint, token });
+      const { agentId } = await Agent.enroll(join, { stateDir, storeDir, name: 'behind-proxy' });
+      await test.adminClient.post(`/v1/agents/${agentId}/assign`, { graph: 'proofs' });
+      const agent = new Agent(stateDir, { log: () => undefined });
+      await expect(agent.runOnce()).rejects.toBeInstanceOf(UnverifiedAnswerError);
+      expect(agent.generations.current()).toBeUndefined();
+    } finally {
+      proxy.server.close();
+    }
+  });
+
+  it('fetchClosure refuses a manifest changed on the way (HTTP fallback), or signed by another key', async () => {
+    const agent = await enrollAgent(test, 'proofs');
+    const store = Castore.open(path.join(test.dir, 'fetch-castore'));
+    try {
+      const honest = await openDataClient(test.http.url, agent, { httpOnly: true });
+      await expect(fetchClosure(honest.client, store, configId, 'x86_64-linux', { coordinatorKey: Identity.generate().keyId })).rejects.toMatchObject({ code: 'BAD_PROOF' });
+      expect(store.getStorePath(target)).toBeUndefined();
+
+      // The data plane's HTTP fallback answers with a frame: 4-byte length + JSON header. Swap the target for another path.
+      const proxy = await rewritingProxy(test.http.url, (url, body) => {
+        if (url !== '/v1/data') return body;
+        const length = body.readUInt32BE(0);
+        const header = JSON.parse(body.subarray(4, 4 + length).toString()) as { storePaths?: { narSize: number }[] };
+        if (!header.storePaths) return body;
+        for (const info of header.storePaths) info.narSize += 1;
+        const json = Buffer.from(JSON.stringify(header));
+        const prefix = Buffer.alloc(4);
+        prefix.writeUInt32BE(json.length);
+        return Buffer.concat([prefix, json, body.subarray(4 + length)]);
+      });
+      try {
+        const tampered = await openDataClient(proxy.url, agent, { httpOnly: true });
+        await expect(fetchClosure(tampered.client, store, configId, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId })).rejects.toMatchObject({ code: 'BAD_PROOF' });
+        expect(store.getStorePath(target)).toBeUndefined();
+      } finally {
+        proxy.server.close();
+      }
+
+      const report = await fetchClosure(honest.client, store, configId, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId });
+      expect(report.target).toBe(target);
+    } finally {
+      store.close();
+    }
+  });
+});
