@@ -11,6 +11,7 @@
  * blobs, and a deployment interrupted at any point is resumed from
  * `agent.json` at the next start.
  */
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { Castore, collectGarbage, fetchClosure, readBundle, referencesFirst, type StorePathInfo, type TransferProgress } from '../castore/index.js';
@@ -206,9 +207,10 @@ export class Agent {
   async runOnce(): Promise<RoundResult> {
     await this.flushReports();
     await this.reportFacts();
-    const desired = await this.http.get<{ configId: string | null; config: DesiredConfig | null; proof?: unknown }>('/v1/agent/desired');
-    // It says which activation command to run, and may travel over plain HTTP: only the coordinator's word counts.
-    if (!verifyProof(this.state.coordinator.coordinatorKey, desiredProofMessage(this.identity.keyId, desired), desired.proof)) {
+    const challenge = randomBytes(16).toString('hex');
+    const desired = await this.http.get<{ configId: string | null; config: DesiredConfig | null; proof?: unknown }>('/v1/agent/desired', { challenge });
+    // It says which activation command to run, and may travel over plain HTTP: only the coordinator's fresh word counts.
+    if (!verifyProof(this.state.coordinator.coordinatorKey, desiredProofMessage(this.identity.keyId, challenge, desired), desired.proof)) {
       throw new UnverifiedAnswerError(`the desired-config answer from ${this.state.coordinator.httpUrl} is not signed by the coordinator key ${this.state.coordinator.coordinatorKey}: ignoring it`);
     }
     this.lastDesired = desired.configId;

@@ -10,6 +10,7 @@
  * they are verified against the ids these answers name.
  */
 import { createHash } from 'node:crypto';
+import { z } from 'zod';
 import { canonicalJson } from './canonical-json.js';
 import { ed25519Verify } from './ed25519.js';
 import { publicKeyOf, type Identity, type KeyId } from './identity.js';
@@ -19,10 +20,17 @@ function proofMessage(kind: string, subject: string, value: unknown): Uint8Array
   return new TextEncoder().encode(`ferry-${kind}-v1\n${subject}\n${digest}`);
 }
 
-/** What the desired-config answer for `agentId` signs (bound to that agent: it cannot be replayed to another). */
-export function desiredProofMessage(agentId: string, answer: { configId: string | null; config: unknown }): Uint8Array {
-  return proofMessage('desired', agentId, { configId: answer.configId, config: answer.config });
+/**
+ * What the desired-config answer for `agentId` signs: bound to that agent
+ * (it cannot be given to another) and to the random `challenge` the agent
+ * sent with its request (an old answer cannot be replayed to it).
+ */
+export function desiredProofMessage(agentId: string, challenge: string, answer: { configId: string | null; config: unknown }): Uint8Array {
+  return proofMessage('desired', `${agentId}\n${challenge}`, { configId: answer.configId, config: answer.config });
 }
+
+/** A desired-config request's challenge: 16 random bytes, hex. */
+export const DesiredChallengeSchema = z.string().regex(/^[0-9a-f]{32}$/, 'a challenge is 32 hex digits');
 
 /** What a closure manifest signs. */
 export function manifestProofMessage(manifest: { configId: string; system: string; target: string; storePaths: unknown }): Uint8Array {

@@ -4,6 +4,7 @@
  * agent runs. The "attacker" here is a real HTTP proxy on 127.0.0.1 that
  * rewrites the coordinator's answers.
  */
+import { randomBytes } from 'node:crypto';
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -11,6 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent, UnverifiedAnswerError } from '../agent/index.js';
 import { Castore, fetchClosure } from '../castore/index.js';
 import { openDataClient } from '../protocol/connect.js';
+import { desiredProofMessage, verifyProof } from '../protocol/coordinator-proofs.js';
+import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { Identity } from '../protocol/identity.js';
 import { formatJoinString } from '../protocol/join-string.js';
 import { addTreeAsStorePath, enrollAgent, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
@@ -69,6 +72,20 @@ describe("the coordinator's signed answers", () => {
     } finally {
       proxy.server.close();
     }
+  });
+
+  it('binds a desired-config answer to the asking agent and its challenge, so an old one cannot be replayed', async () => {
+    const agent = await enrollAgent(test, 'proofs');
+    const client = new CoordinatorHttpClient(test.http.url, agent);
+    const key = test.coordinator.identity.keyId;
+    const first = randomBytes(16).toString('hex');
+    const answer = await client.get<{ configId: string | null; config: unknown; proof: string }>('/v1/agent/desired', { challenge: first });
+    expect(answer.configId).toBe(configId);
+    expect(verifyProof(key, desiredProofMessage(agent.keyId, first, answer), answer.proof)).toBe(true);
+    // The same answer, replayed to a later request (another challenge) or to another agent, does not verify.
+    expect(verifyProof(key, desiredProofMessage(agent.keyId, randomBytes(16).toString('hex'), answer), answer.proof)).toBe(false);
+    expect(verifyProof(key, desiredProofMessage(Identity.generate().keyId, first, answer), answer.proof)).toBe(false);
+    await expect(client.get('/v1/agent/desired', { challenge: 'not-hex' })).rejects.toMatchObject({ status: 400 });
   });
 
   it('fetchClosure refuses a manifest changed on the way (HTTP fallback), or signed by another key', async () => {

@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import type { Access } from './actors.js';
-import { desiredProofMessage, signProof } from '../../protocol/coordinator-proofs.js';
+import { DesiredChallengeSchema, desiredProofMessage, signProof } from '../../protocol/coordinator-proofs.js';
 import { KeyIdSchema } from '../../protocol/identity.js';
 import type { ChainReport } from '../audit/chain.js';
 import type { Coordinator } from '../coordinator.js';
@@ -138,14 +138,14 @@ export const OPERATIONS = {
     agentActivities(coordinator).set(actor.keyId, { ...input, at: coordinator.now() });
     return { ok: true };
   }),
-  'agent.desired': op(['agent'], z.strictObject({}), (coordinator, actor) => {
+  'agent.desired': op(['agent'], z.strictObject({ challenge: DesiredChallengeSchema.optional() }), (coordinator, actor, input) => {
     coordinator.touchPresence(actor.keyId);
     const agent = coordinator.state.get('agents', actor.keyId)!;
     const configId = desiredConfigOf(coordinator.state, agent);
     const config = configId ? coordinator.state.get('configs', configId) : undefined;
     const answer = { configId: configId ?? null, config: config ? { id: config.id, ...config.body } : null };
     // Signed: the agent acts on it (runs its activation command) and it may travel over plain HTTP.
-    return { ...answer, proof: signProof(coordinator.identity, desiredProofMessage(actor.keyId, answer)) };
+    return { ...answer, proof: signProof(coordinator.identity, desiredProofMessage(actor.keyId, input.challenge ?? '', answer)) };
   }),
 
   'graphs.list': op(READERS, z.strictObject({}), (coordinator) => ({ graphs: coordinator.state.all('graphs') })),
