@@ -17,6 +17,7 @@ import { createReadStream, existsSync, mkdirSync, readFileSync, rmSync, statSync
 import { createServer } from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { removeTree } from '../agent/materialize.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { loadIdentity } from '../protocol/identity.js';
 import { nixEnv } from '../test/nix-fixtures/index.js';
@@ -32,6 +33,8 @@ const env = { ...nixEnv, FERRY_CONFIG_DIR: path.join(work, 'config'), FERRY_DATA
 const children: ChildProcess[] = [];
 process.on('exit', () => {
   for (const child of children) child.kill('SIGKILL');
+  // ~1.3 GB per run (stores, castores, caches); BENCH_KEEP=1 keeps it for a look.
+  if (!process.env.BENCH_KEEP) removeTree(work);
 });
 
 function ferry(...args: string[]): string {
