@@ -16,7 +16,7 @@ export { ingestStorePath, type StorePathMetadata } from './ingest-store-path.js'
 export { exportNar } from './nar-export.js';
 export { collectGarbage, cleanStaleIngests, type GcOptions, type GcReport } from './store/gc.js';
 export { fsck, type FsckOptions, type FsckProblem, type FsckReport } from './store/fsck.js';
-export { fetchClosure, type FetchOptions, type FetchReport, type TransferProgress } from './transfer/fetch-closure.js';
+export { fetchClosure, LARGE_BLOB_SEGMENT_BYTES, type FetchOptions, type FetchReport, type TransferProgress } from './transfer/fetch-closure.js';
 export { uploadStorePaths, type UploadOptions, type UploadReport } from './transfer/upload-store-paths.js';
 export { writeBundle, readBundle, BundleError, BundleManifestSchema, type BundleManifest } from './bundle.js';
 export { referencesFirst } from './references-first.js';

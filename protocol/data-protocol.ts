@@ -58,6 +58,8 @@ export const DATA_REQUESTS = {
     id: DigestSchema,
     offset: z.number().int().nonnegative().multipleOf(TRANSFER_GROUP_SIZE).default(0),
     length: z.number().int().nonnegative().optional(),
+    /** Whether the reply starts with the blob's outboard (a receiver that has it already says false). */
+    outboard: z.boolean().default(true),
   }),
   'blobs.get': z.strictObject({ op: z.literal('blobs.get'), ids: z.array(DigestSchema).min(1).max(MAX_BATCH_OBJECTS) }),
   missing: z.strictObject({

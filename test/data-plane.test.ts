@@ -6,7 +6,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { blake3, Castore, digestFromBytes, fetchClosure, uploadStorePaths } from '../castore/index.js';
+import { blake3, Castore, digestFromBytes, fetchClosure, LARGE_BLOB_SEGMENT_BYTES, uploadStorePaths } from '../castore/index.js';
 import { DataClient, DataError } from '../protocol/data-client.js';
 import { openDataClient } from '../protocol/connect.js';
 import { Identity } from '../protocol/identity.js';
@@ -119,6 +119,33 @@ describe('large closures', () => {
     try {
       expect(await fetchClosure(client, target, manyConfig, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId })).toMatchObject({ fetchedBlobs: 25_000 });
       expect((await narBytes(target, many)).equals(await narBytes(source, many))).toBe(true);
+    } finally {
+      target.close();
+      await client.close();
+    }
+  }, 120_000);
+
+  it('fetches a file larger than a segment in segments, verified across their boundaries', async () => {
+    const dir = path.join(work, 'segmented');
+    mkdirSync(dir, { recursive: true });
+    // 2.5 segments, not a multiple of 16 KiB: the last group is partial.
+    const size = Math.floor(2.5 * LARGE_BLOB_SEGMENT_BYTES) + 12_345;
+    const bytes = Buffer.alloc(size);
+    for (let offset = 0; offset < size; offset += 32) bytes.writeUInt32LE((offset * 2654435761) >>> 0, offset);
+    writeFileSync(path.join(dir, 'big.bin'), bytes);
+    const segmented = fakeStorePath('segmented');
+    await addTreeAsStorePath(source, dir, segmented);
+    const pusher = await dataClient(test.pusher);
+    await uploadStorePaths(pusher, source, [segmented]);
+    await pusher.close();
+    const { configId } = await test.adminClient.post<{ configId: string }>('/v1/graphs/segmented/configs', signedConfig(test.admin, 'segmented', [], { 'x86_64-linux': segmented }));
+    const agent = await enrollAgent(test, 'segmented');
+    const client = await dataClient(agent);
+    const target = Castore.open(path.join(work, 'segmented-target'));
+    try {
+      const report = await fetchClosure(client, target, configId, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId });
+      expect(report.fetchedBytes).toBe(size);
+      expect((await narBytes(target, segmented)).equals(await narBytes(source, segmented))).toBe(true);
     } finally {
       target.close();
       await client.close();

@@ -145,6 +145,20 @@ describe('outboards and verified streaming', () => {
     expect(Buffer.concat(rest).equals(Buffer.from(data.subarray(4 * GROUP_SIZE)))).toBe(true);
   });
 
+  it('rewinds to what the caller received, even after a chunk verified groups and then hit a bad one', () => {
+    const verifier = new BlobVerifier(root, size, outboard);
+    const received = verifier.push(data.subarray(0, 2 * GROUP_SIZE)).reduce((sum, group) => sum + group.length, 0);
+    const corrupt = new Uint8Array(data.subarray(2 * GROUP_SIZE, 6 * GROUP_SIZE));
+    corrupt[3 * GROUP_SIZE + 5]! ^= 1; // groups 2-4 verify inside this call, group 5 does not: the caller gets nothing
+    expectCastoreError(() => verifier.push(corrupt), 'BLAKE3_GROUP_MISMATCH', 5 * GROUP_SIZE);
+    expect(verifier.verifiedBytes).toBe(5 * GROUP_SIZE);
+    verifier.rewindTo(received);
+    const rest = verifier.push(data.subarray(received));
+    verifier.finish();
+    expect(Buffer.concat(rest).equals(Buffer.from(data.subarray(received)))).toBe(true);
+    expectCastoreError(() => verifier.rewindTo(GROUP_SIZE + 1), 'BLAKE3_BAD_SIZE');
+  });
+
   it('refuses too many and too few bytes', () => {
     const tooMany = new BlobVerifier(root, size, outboard);
     expectCastoreError(() => tooMany.push(vectorInput(size + 1)), 'BLAKE3_BAD_SIZE', size);

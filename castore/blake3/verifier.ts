@@ -50,6 +50,21 @@ export class BlobVerifier {
     }
   }
 
+  /**
+   * Makes the verifier expect the blob's bytes from `offset` on again (a
+   * group boundary the caller has consumed verified bytes up to), dropping
+   * a group in progress: after a dropped or corrupt transfer, and also when
+   * `push` threw after verifying earlier groups of the same chunk, which
+   * the caller then never received.
+   */
+  rewindTo(offset: number): void {
+    if (offset % GROUP_SIZE !== 0 || offset > this.verifiedBytes) {
+      throw new CastoreError('BLAKE3_BAD_SIZE', `cannot rewind to byte ${offset} (verified up to ${this.verifiedBytes})`, { objectId: this.objectId });
+    }
+    this.group = offset / GROUP_SIZE;
+    this.filled = 0;
+  }
+
   /** Bytes verified so far, counted from the blob's start: resume with `startGroup = verifiedBytes / GROUP_SIZE`. */
   get verifiedBytes(): number {
     return Math.min(this.group * GROUP_SIZE, this.tree.size);

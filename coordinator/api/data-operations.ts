@@ -182,7 +182,7 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
       if (!stat) throw notFound(`blob ${request.id} is not in the store`);
       if (request.offset > stat.size) throw new CommandError('INVALID', `offset ${request.offset} is beyond the end of blob ${request.id} (${stat.size} bytes)`);
       const length = Math.min(request.length ?? stat.size - request.offset, stat.size - request.offset);
-      const outboard = store.readOutboard(request.id);
+      const outboard = request.outboard ? store.readOutboard(request.id) : new Uint8Array(0);
       return {
         header: { id: request.id, size: stat.size, offset: request.offset, length, outboardSize: outboard.length },
         body: flatten([[outboard], store.readBlob(request.id, { offset: request.offset, length })]),
