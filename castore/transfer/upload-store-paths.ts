@@ -98,7 +98,9 @@ export async function uploadStorePaths(client: DataClient, store: Castore, roots
       { op: 'upload.blobs', blobs: job.map((blob) => ({ id: blob.digest, size: blob.size })) },
       {
         body: async function* () {
-          for (const blob of job) yield* store.readBlob(blob.digest);
+          // Batched blobs read together (adjacent packed ones in one read); a large one streamed.
+          if (job.length === 1 && job[0]!.size > MAX_BATCHED_BLOB_BYTES) yield* store.readBlob(job[0]!.digest);
+          else yield* store.readBlobBatch(job.map((blob) => blob.digest)).bytes;
         },
       },
     );

@@ -229,7 +229,9 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
           if (store.hasBlob(claimed.id)) alreadyPresent++;
           const writer = session.blobWriter(claimed.size, claimed.id);
           try {
-            for await (const chunk of body.readChunks(claimed.size, `blob ${claimed.id}`)) writer.write(chunk);
+            // Batched blobs in one piece (no generator per file: a closure has thousands); large ones as they arrive.
+            if (claimed.size <= MAX_BATCHED_BLOB_BYTES) writer.write(await body.readExact(claimed.size, `blob ${claimed.id}`));
+            else for await (const chunk of body.readChunks(claimed.size, `blob ${claimed.id}`)) writer.write(chunk);
           } catch (error) {
             writer.discard();
             throw error;
