@@ -1,3 +1,9 @@
+/**
+ * Reading and writing QUIC streams of @currentspace/http3, the same on the
+ * coordinator and in the client: writes cut to a size the library handles
+ * reliably and paced by its backpressure, reads taken from `data` events
+ * without a copy. The notes on each say what was measured.
+ */
 import type { EventEmitter } from 'node:events';
 
 /**
