@@ -11,7 +11,7 @@ import type { EventEmitter } from 'node:events';
  * closed, so a writer never waits forever on a dead stream. Removes both
  * listeners either way (a long transfer waits thousands of times).
  */
-export function drained(stream: EventEmitter): Promise<void> {
+function drained(stream: EventEmitter): Promise<void> {
   return new Promise((resolve) => {
     const done = (): void => {
       stream.off('drain', done);
