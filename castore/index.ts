@@ -13,7 +13,7 @@ export { IngestSession, type BlobWriter } from './store/ingest-session.js';
 export { StorePathInfoSchema, type StorePathInfo } from './store/store-path-info.js';
 export { ingestNar, type NarIngestOptions, type NarIngestResult } from './nar-ingest.js';
 export { ingestStorePath, type StorePathMetadata } from './ingest-store-path.js';
-export { exportNar } from './nar-export.js';
+export { exportNar, type NarByteRange } from './nar-export.js';
 export { collectGarbage, cleanStaleIngests, type GcOptions, type GcReport } from './store/gc.js';
 export { fsck, type FsckOptions, type FsckProblem, type FsckReport } from './store/fsck.js';
 export { fetchClosure, LARGE_BLOB_SEGMENT_BYTES, type FetchOptions, type FetchReport, type TransferProgress } from './transfer/fetch-closure.js';

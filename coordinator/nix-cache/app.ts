@@ -19,11 +19,11 @@
  */
 import path from 'node:path';
 import { Hono, type Context } from 'hono';
+import { exportNar } from '../../castore/index.js';
 import type { Coordinator } from '../coordinator.js';
 import { NixCacheAuthError, NixCacheGate } from './access.js';
 import { NixCacheKey } from './cache-key.js';
 import { decideRange } from './http-range.js';
-import { narRange } from './nar-range.js';
 import { NarSpool, SpoolError, SPOOL_NAME_PATTERN } from './nar-spool.js';
 import { NarInfoUploads, UploadError } from './narinfo-upload.js';
 import { SERVED_NAR_PATTERN, servedNarInfo, type ServedCompression } from './served-narinfo.js';
@@ -188,7 +188,7 @@ export function createNixCacheApp(coordinator: Coordinator, options: NixCacheOpt
       if (zst) {
         const headers = { 'content-type': 'application/zstd' };
         if (c.req.method === 'HEAD') return c.body(null, 200, headers);
-        return new Response(responseBody(zstdCompress(narRange(coordinator.castore, info.root)), streamError(file)), { status: 200, headers });
+        return new Response(responseBody(zstdCompress(exportNar(coordinator.castore, info.root)), streamError(file)), { status: 200, headers });
       }
       const etag = `"${narHash32}"`;
       const size = info.narSize;
@@ -200,7 +200,7 @@ export function createNixCacheApp(coordinator: Coordinator, options: NixCacheOpt
       if (decision.kind === 'partial') headers['content-range'] = `bytes ${start}-${end - 1}/${size}`;
       const status = decision.kind === 'partial' ? 206 : 200;
       if (c.req.method === 'HEAD') return c.body(null, status, headers);
-      return new Response(responseBody(narRange(coordinator.castore, info.root, { start, end }), streamError(file)), { status, headers });
+      return new Response(responseBody(exportNar(coordinator.castore, info.root, { start, end }), streamError(file)), { status, headers });
     } catch (error) {
       return refuse(c, error);
     }

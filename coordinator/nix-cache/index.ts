@@ -7,6 +7,5 @@
 export { createNixCacheApp, type NixCacheOptions } from './app.js';
 export { nixCacheCredentialMessage, nixCacheNetrcLine, nixCachePassword, verifyNixCacheAuthorization, NIX_CACHE_CREDENTIAL_CONTEXT } from './credentials.js';
 export { NixCacheKey, nixKeyName } from './cache-key.js';
-export { narRange, type NarByteRange } from './nar-range.js';
 export { decideRange, type RangeDecision } from './http-range.js';
 export type { ServedCompression } from './served-narinfo.js';
