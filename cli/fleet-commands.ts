@@ -1,5 +1,5 @@
 /** `ferry keys …`, `ferry tokens …`, `ferry agents …`: clients of the coordinator API. */
-import type { AgentActivity } from '../coordinator/api/agent-activity.js';
+import type { AgentApiView } from '../coordinator/api/operations.js';
 import { formatJoinString } from '../protocol/join-string.js';
 import { formatBytes } from './progress.js';
 import { readFileSync } from 'node:fs';
@@ -10,23 +10,6 @@ import { ago, parseDuration, parseKeyValues, short, table } from './format.js';
 
 const common = { ...connectionOptions, ...jsonOption };
 
-interface AgentView {
-  id: string;
-  name: string;
-  type: string;
-  status: string;
-  system: string | null;
-  labels: Record<string, string>;
-  desiredGraph: string | null;
-  pinnedConfig: string | null;
-  desiredConfig: string | null;
-  currentConfig: string | null;
-  phase: string | null;
-  lastError: string | null;
-  lastSeen: number | null;
-  /** What the agent last said it is doing (volatile, not audited). */
-  activity: (Omit<AgentActivity, 'at'> & { at: number }) | null;
-}
 
 async function allPages<T>(client: CoordinatorHttpClient, path: string, field: string, query: Record<string, string | string[] | undefined> = {}): Promise<T[]> {
   const items: T[] = [];
@@ -42,7 +25,7 @@ async function allPages<T>(client: CoordinatorHttpClient, path: string, field: s
 /** An agent by full id, unique id prefix, or name. */
 async function resolveAgent(client: CoordinatorHttpClient, reference: string): Promise<string> {
   if (/^[0-9a-f]{64}$/.test(reference)) return reference;
-  const agents = await allPages<AgentView>(client, '/v1/agents', 'agents');
+  const agents = await allPages<AgentApiView>(client, '/v1/agents', 'agents');
   const matches = agents.filter((agent) => agent.name === reference || agent.id.startsWith(reference));
   if (matches.length === 1) return matches[0]!.id;
   throw new UsageError(matches.length === 0 ? `no agent named or starting with '${reference}'` : `'${reference}' matches ${matches.length} agents; give more of the id`);
@@ -189,7 +172,7 @@ const agentsLs: Command = {
   maxArgs: 0,
   options: { ...whereOption, ...common },
   async run({ options, stdout }) {
-    const agents = await allPages<AgentView>(clientFrom(options), '/v1/agents', 'agents', { where: stringListOption(options, 'where') });
+    const agents = await allPages<AgentApiView>(clientFrom(options), '/v1/agents', 'agents', { where: stringListOption(options, 'where') });
     if (json(options)) return writeJson(stdout, agents);
     stdout.write(table(['AGENT', 'NAME', 'TYPE', 'STATUS', 'SYSTEM', 'LAST SEEN'], agents.map((a) => [short(a.id), a.name, a.type, a.status, a.system, ago(a.lastSeen)])));
   },
@@ -201,7 +184,7 @@ const agentsStatus: Command = {
   maxArgs: 0,
   options: { ...whereOption, ...common },
   async run({ options, stdout }) {
-    const agents = await allPages<AgentView>(clientFrom(options), '/v1/agents', 'agents', { where: stringListOption(options, 'where') });
+    const agents = await allPages<AgentApiView>(clientFrom(options), '/v1/agents', 'agents', { where: stringListOption(options, 'where') });
     if (json(options)) return writeJson(stdout, agents);
     stdout.write(
       table(
@@ -213,7 +196,7 @@ const agentsStatus: Command = {
 };
 
 /** `fetching 42% (11.0 MiB of 26.3 MiB)` while an agent downloads, else its reported phase. */
-function phaseWithProgress(agent: AgentView): string | null {
+function phaseWithProgress(agent: AgentApiView): string | null {
   const activity = agent.activity;
   if (activity?.phase === 'fetching' && activity.bytesTotal > 0 && activity.bytesDone < activity.bytesTotal) {
     return `fetching ${Math.floor((100 * activity.bytesDone) / activity.bytesTotal)}% (${formatBytes(activity.bytesDone)} of ${formatBytes(activity.bytesTotal)})`;
@@ -230,7 +213,7 @@ const agentsShow: Command = {
   options: common,
   async run({ args, options, stdout }) {
     const client = clientFrom(options);
-    const agent = await client.get<AgentView & { facts: unknown }>(`/v1/agents/${await resolveAgent(client, args[0]!)}`);
+    const agent = await client.get<AgentApiView & { facts: unknown }>(`/v1/agents/${await resolveAgent(client, args[0]!)}`);
     if (json(options)) return writeJson(stdout, agent);
     stdout.write(
       `agent   ${agent.id}\nname    ${agent.name} (${agent.type})\nstatus  ${agent.status}, last seen ${ago(agent.lastSeen)}\nlabels  ${JSON.stringify(agent.labels)}\n` +
@@ -291,7 +274,7 @@ const agentsAssign: Command = {
     const graph = args[args.length - 1]!;
     const ids = await Promise.all(args.slice(0, -1).map((reference) => resolveAgent(client, reference)));
     const where = stringListOption(options, 'where');
-    if (where.length > 0) ids.push(...(await allPages<AgentView>(client, '/v1/agents', 'agents', { where })).map((agent) => agent.id));
+    if (where.length > 0) ids.push(...(await allPages<AgentApiView>(client, '/v1/agents', 'agents', { where })).map((agent) => agent.id));
     if (ids.length === 0) throw new UsageError('no agents selected: name them or use --where');
     for (const id of new Set(ids)) await client.post(`/v1/agents/${id}/assign`, { graph: graph === 'none' ? null : graph });
     if (json(options)) return writeJson(stdout, { graph, agents: [...new Set(ids)] });

@@ -39,6 +39,9 @@ function event(recorded: AuditEvent | undefined): { seq: number | null } {
   return { seq: recorded?.seq ?? null };
 }
 
+/** An agent as the API shows it (agents.list, agents.show without facts): the row, its desired config, presence and activity. */
+export type AgentApiView = ReturnType<typeof agentView>;
+
 function agentView(coordinator: Coordinator, agent: AgentRow) {
   const presence = coordinator.presence(agent.id);
   const activity = agentActivities(coordinator).get(agent.id) ?? null;
