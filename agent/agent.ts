@@ -24,7 +24,7 @@ import { parseJoinString } from '../protocol/join-string.js';
 import { EventRing } from './events.js';
 import { collectFacts, nixSystem } from './facts.js';
 import { Generations, type Generation } from './generations.js';
-import { materializeStorePath, removeStaleTemps, removeTree, storePathLocation } from './materialize.js';
+import { ClosureMaterializer, removeStaleTemps, removeTree, storePathLocation } from './materialize.js';
 import { runCommand, type CommandResult } from './run-command.js';
 import { agentPaths, readAgentState, writeAgentState, type AgentState } from './state.js';
 
@@ -322,20 +322,30 @@ export class Agent {
       this.events.add('resume', `resuming deployment of ${config.id} at activation`, config.id);
     } else {
       this.events.add('deploy', `${resuming ? 'resuming' : 'starting'} deployment of ${config.id} (${target})`, config.id);
+      // Trees are laid out while their blobs arrive; what the fetch did not bring comes from the castore.
+      const materializer = new ClosureMaterializer(this.castore(), this.state.storeDir);
       let storePaths: readonly StorePathInfo[];
-      if (bundled) {
-        storePaths = this.castore().closure([target]).map((storePath) => this.castore().getStorePath(storePath)!);
-      } else {
-        await this.report(config.id, 'fetching');
-        const fetched = await fetchClosure(await this.data(), this.castore(), config.id, system, {
-          coordinatorKey: this.state.coordinator.coordinatorKey,
-          onProgress: (progress) => this.publishActivity('fetching', config.id, progress, progress.phase === 'done'),
-        });
-        this.events.add('fetched', `fetched ${fetched.fetchedStorePaths} store paths, ${fetched.fetchedBlobs} blobs, ${fetched.fetchedBytes} bytes`, config.id);
-        storePaths = fetched.storePaths;
+      let written: number;
+      try {
+        if (bundled) {
+          storePaths = this.castore().closure([target]).map((storePath) => this.castore().getStorePath(storePath)!);
+          materializer.plan(referencesFirst(storePaths));
+        } else {
+          await this.report(config.id, 'fetching');
+          const fetched = await fetchClosure(await this.data(), this.castore(), config.id, system, {
+            coordinatorKey: this.state.coordinator.coordinatorKey,
+            onProgress: (progress) => this.publishActivity('fetching', config.id, progress, progress.phase === 'done'),
+            onTrees: (infos, readDirectory) => materializer.plan(referencesFirst(infos), readDirectory),
+            onBlob: (id, bytes) => materializer.offer(id, bytes),
+          });
+          this.events.add('fetched', `fetched ${fetched.fetchedStorePaths} store paths, ${fetched.fetchedBlobs} blobs, ${fetched.fetchedBytes} bytes`, config.id);
+          storePaths = fetched.storePaths;
+        }
+        written = await materializer.finish();
+      } catch (error) {
+        await materializer.abort();
+        throw error;
       }
-      let written = 0;
-      for (const info of referencesFirst(storePaths)) if (await materializeStorePath(this.castore(), info, this.state.storeDir)) written++;
       this.events.add('materialized', `materialized ${written} new store paths in ${this.state.storeDir}`, config.id);
       generation = this.generations.create({
         configId: config.id,

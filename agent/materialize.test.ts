@@ -2,9 +2,9 @@ import { lstatSync, mkdtempSync, readdirSync, readlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Castore, digestFromBytes, ingestStorePath, type Entry, type StorePathInfo } from '../castore/index.js';
+import { Castore, digestFromBytes, ingestStorePath, type Digest, type Entry, type FileNode, type Node, type StorePathInfo } from '../castore/index.js';
 import { dumpPath, encodeNar, narHash, type NarEvent } from '../nix/index.js';
-import { materializeStorePath, removeTree, storePathLocation } from './materialize.js';
+import { ClosureMaterializer, materializeStorePath, removeTree, storePathLocation } from './materialize.js';
 
 let dir: string;
 let store: Castore;
@@ -106,6 +106,103 @@ describe('materializeStorePath', () => {
       const info: StorePathInfo = { storePath: `/nix/store/${'b'.repeat(32)}-broken`, narHash: `sha256:${'0'.repeat(52)}`, narSize: 1, references: [], signatures: [], root };
       await expect(materializeStorePath(store, info, storeDir)).rejects.toMatchObject({ code: 'BLOB_NOT_FOUND' });
       expect(readdirSync(storeDir)).toEqual([]);
+    }
+  });
+});
+
+/** Every non-empty file of a tree, by blob. */
+function filesOf(root: Node, into = new Map<Digest, FileNode>()): Map<Digest, FileNode> {
+  if (root.type === 'file' && root.size > 0) into.set(root.digest, root);
+  if (root.type === 'directory') for (const entry of store.readDirectory(root.digest)) filesOf(entry, into);
+  return into;
+}
+
+async function blobBytes(id: Digest): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of store.readBlob(id)) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+
+describe('ClosureMaterializer', () => {
+  for (const packages of [40, 2]) {
+    it(`writes the ${packages}-package tree from offered blobs alone, as a fetch gives them before the castore has them`, async () => {
+      const info = await ingestTree(packages, `offered-${packages}`);
+      // An empty castore: every byte has to come through offer().
+      const empty = Castore.open(path.join(dir, 'empty-castore'));
+      try {
+        const storeDir = path.join(dir, 'store');
+        const materializer = new ClosureMaterializer(empty, storeDir);
+        materializer.plan([info], (id) => store.readDirectory(id));
+        // Laid out under a temp name, not published.
+        expect(readdirSync(storeDir).every((entry) => entry.startsWith('.ferry-tmp-'))).toBe(true);
+        // Offered from concurrent requests, as a fetch does: each must be let through when the writers catch up.
+        const files = [...filesOf(info.root)];
+        await Promise.all(
+          [0, 1, 2, 3].map(async (lane) => {
+            for (const [id, file] of files.filter((_, index) => index % 4 === lane)) {
+              // Bytes of the wrong size are not taken for the blob (the castore would have to supply it).
+              await materializer.offer(id, new Uint8Array(file.size + 1));
+              await materializer.offer(id, await blobBytes(id));
+            }
+          }),
+        );
+        expect(await materializer.finish()).toBe(1);
+        const location = storePathLocation(storeDir, info.storePath);
+        expect((await narHash(dumpPath(location))).narHash).toBe(info.narHash);
+        expectNixLayout(location);
+        expect(readdirSync(storeDir)).toEqual([path.basename(location)]);
+      } finally {
+        empty.close();
+      }
+    });
+  }
+
+  it('lets every concurrent offer through when the writers fall behind', async () => {
+    // 160 files of 512 KiB: the writers' queues fill, and four offers wait at once.
+    const events = function* (): Generator<NarEvent> {
+      yield { type: 'directory', path: '' };
+      for (let f = 0; f < 160; f++) {
+        const name = `f-${String(f).padStart(3, '0')}`;
+        yield { type: 'file', path: name, size: 512 * 1024, executable: false, offset: 0 };
+        yield { type: 'data', path: name, chunk: bytesFor(f + 1, 512 * 1024) };
+        yield { type: 'file-end', path: name };
+      }
+      yield { type: 'directory-end', path: '' };
+    };
+    const info = await ingestStorePath(store, encodeNar(events()), { storePath: `/nix/store/${'c'.repeat(32)}-wide`, references: [] });
+    const files = [...filesOf(info.root)];
+    const bytes = new Map(await Promise.all(files.map(async ([id]) => [id, await blobBytes(id)] as const)));
+    const storeDir = path.join(dir, 'store');
+    const materializer = new ClosureMaterializer(store, storeDir);
+    materializer.plan([info]);
+    await Promise.all([0, 1, 2, 3].map(async (lane) => {
+      for (const [id] of files.filter((_, index) => index % 4 === lane)) await materializer.offer(id, bytes.get(id)!);
+    }));
+    expect(await materializer.finish()).toBe(1);
+    expect((await narHash(dumpPath(storePathLocation(storeDir, info.storePath)))).narHash).toBe(info.narHash);
+  });
+
+  it('takes what was not offered from the castore, and leaves nothing behind when that fails', async () => {
+    const info = await ingestTree(40, 'partly-offered');
+    const files = [...filesOf(info.root)];
+    const empty = Castore.open(path.join(dir, 'empty-castore'));
+    try {
+      for (const [source, expected] of [[store, true], [empty, false]] as const) {
+        const storeDir = path.join(dir, `store-${expected}`);
+        const materializer = new ClosureMaterializer(source, storeDir);
+        materializer.plan([info], (id) => store.readDirectory(id));
+        for (const [id] of files.slice(0, files.length / 2)) await materializer.offer(id, await blobBytes(id));
+        if (expected) {
+          expect(await materializer.finish()).toBe(1);
+          expect((await narHash(dumpPath(storePathLocation(storeDir, info.storePath)))).narHash).toBe(info.narHash);
+        } else {
+          await expect(materializer.finish()).rejects.toMatchObject({ code: 'BLOB_NOT_FOUND' });
+          await materializer.abort();
+          expect(readdirSync(storeDir)).toEqual([]);
+        }
+      }
+    } finally {
+      empty.close();
     }
   });
 });

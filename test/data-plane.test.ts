@@ -83,7 +83,22 @@ describe('push and fetch', () => {
       const target = Castore.open(path.join(work, `agent-${httpOnly ? 'http' : 'quic'}`));
       try {
         const phases = new Set<string>();
-        const report = await fetchClosure(client, target, configId, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId, onProgress: (progress) => phases.add(progress.phase) });
+        // The hooks a materializer overlaps with: the trees before any blob, then each batched blob, verified.
+        const offered = new Map<string, Uint8Array>();
+        let planned: string[] = [];
+        const report = await fetchClosure(client, target, configId, 'x86_64-linux', {
+          coordinatorKey: test.coordinator.identity.keyId,
+          onProgress: (progress) => phases.add(progress.phase),
+          onTrees: (storePaths, readDirectory) => {
+            expect(offered.size).toBe(0);
+            planned = storePaths.map((info) => info.storePath).sort();
+            for (const info of storePaths) if (info.root.type === 'directory') expect(readDirectory(info.root.digest).length).toBeGreaterThan(0);
+          },
+          onBlob: (id, bytes) => void offered.set(id, Buffer.from(bytes)),
+        });
+        expect(planned).toEqual([app, lib].sort());
+        expect(offered.size).toBeGreaterThan(0);
+        for (const [id, bytes] of offered) expect(digestFromBytes(blake3(bytes))).toBe(id);
         expect(client.transportKind).toBe(httpOnly ? 'http' : 'quic');
         expect(report).toMatchObject({ target: app, fetchedStorePaths: 2 });
         expect([...phases]).toEqual(['manifest', 'directories', 'blobs', 'registering', 'done']);

@@ -38,6 +38,18 @@ export interface FetchOptions {
   /** Concurrent requests (default FETCH_PARALLEL). */
   parallel?: number;
   onProgress?: (progress: TransferProgress) => void;
+  /**
+   * Called once, before any blob is fetched, with the closure's store paths
+   * and a reader of their directories (verified, whether local or just
+   * fetched): lets the caller lay out the trees while blobs arrive.
+   */
+  onTrees?: (storePaths: readonly StorePathInfo[], readDirectory: (id: Digest) => readonly Entry[]) => void;
+  /**
+   * Called with each blob fetched in a batch (up to MAX_BATCHED_BLOB_BYTES)
+   * once it is verified and staged; the fetch waits for the promise
+   * (backpressure). `bytes` must not be kept after it settles.
+   */
+  onBlob?: (id: Digest, bytes: Uint8Array) => Promise<void> | void;
 }
 
 export interface FetchReport {
@@ -127,7 +139,7 @@ class SharedIngest {
 }
 
 /** Fetches small blobs in one request; each is verified whole before it is staged. */
-async function fetchBlobBatch(client: DataClient, ingest: SharedIngest, blobs: readonly FileNode[], onBytes: (bytes: number) => void): Promise<void> {
+async function fetchBlobBatch(client: DataClient, ingest: SharedIngest, blobs: readonly FileNode[], onBytes: (bytes: number) => void, onBlob: FetchOptions['onBlob']): Promise<void> {
   const bytes = blobs.reduce((sum, blob) => sum + blob.size, 0);
   await ingest.use(bytes, (session) =>
     client.call(
@@ -147,6 +159,7 @@ async function fetchBlobBatch(client: DataClient, ingest: SharedIngest, blobs: r
             } catch (error) {
               retryable(error);
             }
+            await onBlob?.(meta.id, data);
           }
           await reply.body.expectEnd();
           onBytes(bytes);
@@ -274,6 +287,11 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
     level = [...new Set(next)].filter((id) => !directories.has(id));
   }
 
+  options.onTrees?.(manifest.storePaths, (id) => {
+    const fetched = directories.get(id);
+    return fetched ? decodeDirectory(fetched, id) : store.readDirectory(id);
+  });
+
   // Blobs: small ones batched, large ones alone; all verified on arrival.
   const wanted = store.missingBlobs([...blobs.keys()]).map((id) => blobs.get(id)!);
   progress.bytesTotal = wanted.reduce((sum, blob) => sum + blob.size, 0);
@@ -292,7 +310,7 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
   try {
     await runPool(jobs, options.parallel ?? FETCH_PARALLEL, async (job) => {
       if (job.length === 1 && job[0]!.size > MAX_BATCHED_BLOB_BYTES) await fetchLargeBlob(client, ingest, job[0]!, onBytes);
-      else await fetchBlobBatch(client, ingest, job, onBytes);
+      else await fetchBlobBatch(client, ingest, job, onBytes, options.onBlob);
       progress.objectsDone += job.length;
     });
     ingest.finish();
