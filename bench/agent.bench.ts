@@ -22,12 +22,12 @@ import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { loadIdentity } from '../protocol/identity.js';
 import { nixEnv } from '../test/nix-fixtures/index.js';
 import { benchWorkDir, bigClosureStorePath } from './fixtures/big-closure.js';
-import { mbPerSecond, report } from './harness.js';
+import { agentNodeFlags, mbPerSecond, report } from './harness.js';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ferryBin = path.join(root, 'bin', 'ferry');
-/** Node's flags for the agent, as the shipped unit (deploy/ferry-agent.service) runs it. */
-const agentNodeFlags = /^ExecStart=\/usr\/bin\/env node (.*?) ?\S+\/bin\/ferry agent run/m.exec(readFileSync(path.join(root, 'deploy', 'ferry-agent.service'), 'utf8'))![1]!.split(' ').filter(Boolean);
+/** The agent runs as the shipped unit runs it. */
+const agentFlags = agentNodeFlags(root);
 const fleetSize = Number(process.env.BENCH_AGENTS ?? 20);
 const work = path.join(benchWorkDir, `agent-${process.pid}`);
 rmSync(work, { recursive: true, force: true });
@@ -95,7 +95,7 @@ interface BenchAgent {
 function startAgent(name: string): BenchAgent {
   const stateDir = path.join(work, 'agents', name);
   const { agentId } = JSON.parse(ferry('agent', 'enroll', join, '--state-dir', stateDir, '--store-dir', path.join(stateDir, 'store'), '--name', name, '--json')) as { agentId: string };
-  const child = spawn(process.execPath, [...agentNodeFlags, ferryBin, 'agent', 'run', '--state-dir', stateDir, '--poll', '30'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(process.execPath, [...agentFlags, ferryBin, 'agent', 'run', '--state-dir', stateDir, '--poll', '30'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
   children.push(child);
   return { name, id: agentId, stateDir, process: child };
 }

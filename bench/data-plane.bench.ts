@@ -32,7 +32,7 @@ import { Identity, loadIdentity } from '../protocol/identity.js';
 import { signedConfig } from '../test/data-plane-fixture.js';
 import { nixEnv } from '../test/nix-fixtures/index.js';
 import { benchWorkDir, bigClosureStorePath } from './fixtures/big-closure.js';
-import { mbPerSecond, report, runToDevNull } from './harness.js';
+import { agentNodeFlags, mbPerSecond, report, runToDevNull } from './harness.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.join(here, '..');
@@ -248,7 +248,15 @@ try {
     maxRssBytes: number;
     coordinatorPeakRss: number;
   }
-  const fetchChild = path.join(here, 'fixtures', 'fetch-child.ts');
+  // The clients run compiled (`tsc -p tsconfig.bench.json`, which `npm run bench:data-plane` does),
+  // with the flags the agent runs with: they measure the fetch as an agent does it.
+  const compiledFixture = (name: string) => {
+    const file = path.join(repo, 'build', 'bench', 'fixtures', `${name}.js`);
+    if (!existsSync(file)) throw new Error(`${file} is missing: run \`npx tsc -p tsconfig.bench.json\` (npm run bench:data-plane does)`);
+    return file;
+  };
+  const clientFlags = agentNodeFlags(repo);
+  const fetchChild = compiledFixture('fetch-child');
   // With BENCH_KEEP=1, what it takes to fetch again by hand (against `ferry coordinator serve` on the kept dir).
   writeFileSync(path.join(work, 'fetch-env.json'), `${JSON.stringify({ BENCH_KEY_FILE: agentKeyFile, BENCH_FINGERPRINT: coordinator.fingerprint, BENCH_CONFIG: configId }, null, 2)}\n`);
   /** Fetches still running after fetchTimeoutMs (a QUIC reply that never came): killed, counted, left out of the best-of. */
@@ -267,7 +275,7 @@ try {
     };
     const label = `${name} ${httpOnly ? 'http' : 'quic'}`;
     return new Promise<string | undefined>((resolve, reject) => {
-      const child = spawn(process.execPath, [...profileArgs(`${label.replace(' ', '-')}-${run}`), '--import', 'tsx', script], {
+      const child = spawn(process.execPath, [...profileArgs(`${label.replace(' ', '-')}-${run}`), ...clientFlags, script], {
         env: childEnv,
         cwd: repo,
         stdio: ['ignore', 'pipe', 'pipe'],
@@ -317,7 +325,7 @@ try {
     maxRssBytes: number;
     coordinatorCpuSeconds: number;
   }
-  const drainChild = path.join(here, 'fixtures', 'drain-child.ts');
+  const drainChild = compiledFixture('drain-child');
   /** The transport alone: the same requests as a fetch, bytes dropped (no verification, no storage). */
   async function drain(httpOnly: boolean, run: number): Promise<DrainResult | undefined> {
     const cpuBefore = procCpuSeconds(coordinatorPid);

@@ -1,6 +1,6 @@
 /** Tiny shared benchmark harness: best-of-N wall time and a results table. */
 import { spawn } from 'node:child_process';
-import { mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { benchWorkDir } from './fixtures/big-closure.js';
 
@@ -30,6 +30,17 @@ export async function drain(chunks: AsyncIterable<Uint8Array>): Promise<number> 
 }
 
 export const MiB = 1024 * 1024;
+
+/**
+ * Node's flags for a process that fetches as the agent does: those the
+ * shipped unit (deploy/ferry-agent.service) starts the agent with.
+ */
+export function agentNodeFlags(repoRoot: string): string[] {
+  const unit = readFileSync(path.join(repoRoot, 'deploy', 'ferry-agent.service'), 'utf8');
+  const match = /^ExecStart=\/usr\/bin\/env node (.*?) ?\S+\/bin\/ferry agent run/m.exec(unit);
+  if (!match) throw new Error('deploy/ferry-agent.service: no `ExecStart=/usr/bin/env node … bin/ferry agent run` line');
+  return match[1]!.split(' ').filter(Boolean);
+}
 
 export function mbPerSecond(bytes: number, seconds: number): string {
   return `${(bytes / 1e6 / seconds).toFixed(0)} MB/s`;
