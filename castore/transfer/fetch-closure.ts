@@ -159,7 +159,7 @@ async function fetchBlobBatch(client: DataClient, ingest: SharedIngest, blobs: r
             } catch (error) {
               retryable(error);
             }
-            await onBlob?.(meta.id, data);
+            if (onBlob) await onBlob(meta.id, data);
           }
           await reply.body.expectEnd();
           onBytes(bytes);
