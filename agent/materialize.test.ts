@@ -1,4 +1,4 @@
-import { lstatSync, mkdtempSync, readdirSync, readlinkSync } from 'node:fs';
+import { existsSync, lstatSync, mkdtempSync, readdirSync, readlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -180,6 +180,14 @@ describe('ClosureMaterializer', () => {
     }));
     expect(await materializer.finish()).toBe(1);
     expect((await narHash(dumpPath(storePathLocation(storeDir, info.storePath)))).narHash).toBe(info.narHash);
+  });
+
+  it('publishes nothing, and creates no store directory, when there is nothing to write', async () => {
+    const storeDir = path.join(dir, 'nowhere');
+    const materializer = new ClosureMaterializer(store, storeDir);
+    materializer.plan([]);
+    expect(await materializer.finish()).toBe(0);
+    expect(existsSync(storeDir)).toBe(false);
   });
 
   it('takes what was not offered from the castore, and leaves nothing behind when that fails', async () => {

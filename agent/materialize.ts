@@ -680,6 +680,7 @@ export class ClosureMaterializer {
       await sink.finish(failed);
       this.sink = undefined;
     }
+    if (this.planned.length === 0) return 0;
     // Each rename publishes a complete path; the directory is synced after each, so the references stay first.
     const dirFd = openSync(this.storeDir, 'r');
     try {
