@@ -50,10 +50,10 @@ function umaskKeepsModes(dir: string): boolean {
 }
 
 /**
- * Where the operations that make a tree go: executed at once (`InlineSink`)
+ * Where the files and symlinks of a tree go: written at once (`InlineSink`)
  * or by the writer threads (`ThreadSink`). A file is `open`, `write`* and
- * `close`; a directory is `mkdir`, its entries, then `seal` (0555 and mtime
- * 1, once no entry will be created in it any more: that changes its mtime).
+ * `close`. Directories are not theirs: `ClosureMaterializer` creates them
+ * before, and seals them after `finish`.
  */
 interface Sink {
   /**
@@ -61,14 +61,12 @@ interface Sink {
    * to open() is already exact; otherwise files are fchmod'ed.
    */
   exactModes: boolean;
-  mkdir(at: string): void;
   open(at: string, mode: number): void;
   /** `bytes` may be reused once this returns. */
   write(bytes: Uint8Array): void;
   /** Sets the file's times (and mode) through its descriptor, then closes it. */
   close(): void;
   symlink(at: string, target: string): void;
-  seal(at: string): void;
   /** A promise to wait for before giving more (backpressure), or undefined. Throws a failure already known. */
   ready(): Promise<void> | undefined;
   /**
@@ -83,10 +81,6 @@ class InlineSink implements Sink {
   exactModes = false;
   private fd = -1;
   private mode = 0;
-
-  mkdir(at: string): void {
-    mkdirSync(at, { mode: 0o755 });
-  }
 
   open(at: string, mode: number): void {
     this.fd = openSync(at, 'wx', mode);
@@ -111,11 +105,6 @@ class InlineSink implements Sink {
   symlink(at: string, target: string): void {
     symlinkSync(target, at);
     lutimesSync(at, 1, 1);
-  }
-
-  seal(at: string): void {
-    chmodSync(at, 0o555);
-    utimesSync(at, 1, 1);
   }
 
   ready(): undefined {
@@ -392,17 +381,12 @@ class Channel {
   }
 }
 
-/**
- * Files and symlinks go to the writer threads (each file to the one with
- * the least queued); directories are created here, so that any writer may
- * fill them, and sealed here once every writer is done.
- */
+/** Files and symlinks go to the writer threads, each file to the one with the least queued. */
 class ThreadSink implements Sink {
   exactModes = false;
   private readonly channels: Channel[];
   private current: Channel;
   private next = 0;
-  private readonly directories: string[] = [];
   /** Callers waiting for the writers to catch up (concurrent fetch requests each offer blobs). */
   private waiters: (() => void)[] = [];
 
@@ -417,10 +401,6 @@ class ThreadSink implements Sink {
     for (const channel of this.channels) if (channel.queued < best.queued) best = channel;
     this.next = (this.next + 1) % this.channels.length;
     return best;
-  }
-
-  mkdir(at: string): void {
-    mkdirSync(at, { mode: 0o755 });
   }
 
   open(at: string, mode: number): void {
@@ -438,10 +418,6 @@ class ThreadSink implements Sink {
 
   symlink(at: string, target: string): void {
     this.pick().symlink(at, target);
-  }
-
-  seal(at: string): void {
-    this.directories.push(at);
   }
 
   private failure(): Error | undefined {
@@ -477,11 +453,6 @@ class ThreadSink implements Sink {
     if (failed) return;
     const failure = this.failure();
     if (failure) throw failure;
-    // Children first (the order they were sealed in): creating entries, not sealing them, changes a directory's mtime.
-    for (const at of this.directories) {
-      chmodSync(at, 0o555);
-      utimesSync(at, 1, 1);
-    }
   }
 }
 
@@ -673,12 +644,15 @@ export class ClosureMaterializer {
         const wait = sink.ready();
         if (wait) await wait;
       }
-      // Children first: creating entries, not sealing them, changes a directory's mtime.
-      for (const at of this.directories) sink.seal(at);
       failed = false;
     } finally {
       await sink.finish(failed);
       this.sink = undefined;
+    }
+    // Once nothing is created in them any more (that changes a directory's mtime), children first.
+    for (const at of this.directories) {
+      chmodSync(at, 0o555);
+      utimesSync(at, 1, 1);
     }
     if (this.planned.length === 0) return 0;
     // Each rename publishes a complete path; the directory is synced after each, so the references stay first.

@@ -249,7 +249,8 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
   const lacking = manifest.storePaths.filter((info) => !store.getStorePath(info.storePath));
 
   // Walk the lacking paths' trees, fetching directories the castore does not have, level by level.
-  const directories = new Map<Digest, Uint8Array>();
+  /** Fetched directories, verified and decoded once. */
+  const directories = new Map<Digest, Entry[]>();
   const blobs = new Map<Digest, FileNode>();
   const visitNode = (node: Node, pending: Digest[]) => {
     if (node.type === 'file') blobs.set(node.digest, node);
@@ -268,16 +269,16 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
         { op: 'directories.get', ids },
         {
           consume: async (reply) => {
-            const received: [Digest, Uint8Array, Entry[]][] = [];
+            const received: [Digest, Entry[]][] = [];
             for (const [index, meta] of reply.header.directories.entries()) {
               if (meta.id !== ids[index]) throw new TransportError(`the coordinator sent directory ${meta.id} where ${ids[index]} was asked for`);
               const bytes = new Uint8Array(await reply.body.readExact(meta.size, `directory ${meta.id}`));
               if (directoryId(bytes) !== meta.id) throw new TransportError(`directory ${meta.id} arrived corrupt; retrying`);
-              received.push([meta.id, bytes, decodeDirectory(bytes, meta.id)]);
+              received.push([meta.id, decodeDirectory(bytes, meta.id)]);
             }
             await reply.body.expectEnd();
-            for (const [id, bytes, entries] of received) {
-              directories.set(id, bytes);
+            for (const [id, entries] of received) {
+              directories.set(id, entries);
               for (const entry of entries) visitNode(entry, next);
             }
           },
@@ -287,10 +288,7 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
     level = [...new Set(next)].filter((id) => !directories.has(id));
   }
 
-  options.onTrees?.(manifest.storePaths, (id) => {
-    const fetched = directories.get(id);
-    return fetched ? decodeDirectory(fetched, id) : store.readDirectory(id);
-  });
+  options.onTrees?.(manifest.storePaths, (id) => directories.get(id) ?? store.readDirectory(id));
 
   // Blobs: small ones batched, large ones alone; all verified on arrival.
   const wanted = store.missingBlobs([...blobs.keys()]).map((id) => blobs.get(id)!);
@@ -337,9 +335,9 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
   };
 }
 
-function registerFetched(session: IngestSession, directories: Map<Digest, Uint8Array>, lacking: readonly StorePathInfo[]): void {
+function registerFetched(session: IngestSession, directories: Map<Digest, Entry[]>, lacking: readonly StorePathInfo[]): void {
   try {
-    for (const [id, bytes] of directories) session.putDirectory(decodeDirectory(bytes, id));
+    for (const entries of directories.values()) session.putDirectory(entries);
     for (const info of lacking) session.registerStorePath(info);
     session.commit();
   } catch (error) {
