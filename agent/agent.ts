@@ -17,7 +17,7 @@ import { hostname } from 'node:os';
 import { Castore, collectGarbage, fetchClosure, readBundle, referencesFirst, type StorePathInfo, type TransferProgress } from '../castore/index.js';
 import { openDataClient } from '../protocol/connect.js';
 import type { DataClient } from '../protocol/data-client.js';
-import { CoordinatorHttpClient } from '../protocol/http-client.js';
+import { CoordinatorHttpClient, type CoordinatorHttpClientOptions } from '../protocol/http-client.js';
 import { createIdentityFile, loadIdentity, type Identity } from '../protocol/identity.js';
 import { desiredProofMessage, verifyProof } from '../protocol/coordinator-proofs.js';
 import { parseJoinString } from '../protocol/join-string.js';
@@ -56,6 +56,11 @@ export type RoundResult = 'idle' | 'active' | 'rolled-back' | 'failed' | 'offlin
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** How the agent's HTTP client reaches its coordinator: pinned HTTPS when the join string said so. */
+function pinningOf(coordinator: { tlsFingerprint: string; pinnedTls: boolean }): CoordinatorHttpClientOptions {
+  return coordinator.pinnedTls ? { pinnedFingerprint: coordinator.tlsFingerprint } : {};
+}
+
 export class Agent {
   readonly paths: ReturnType<typeof agentPaths>;
   readonly identity: Identity;
@@ -76,7 +81,7 @@ export class Agent {
     this.identity = loadIdentity(this.paths.identity);
     this.generations = new Generations(this.paths.generations, this.paths.profile);
     this.events = new EventRing(this.paths.events);
-    this.http = new CoordinatorHttpClient(this.state.coordinator.httpUrl, this.identity);
+    this.http = new CoordinatorHttpClient(this.state.coordinator.httpUrl, this.identity, pinningOf(this.state.coordinator));
     this.log = options.log ?? ((line) => process.stderr.write(`${line}\n`));
   }
 
@@ -91,7 +96,7 @@ export class Agent {
     const paths = agentPaths(options.stateDir);
     if (existsSync(paths.state)) throw new Error(`${options.stateDir} already holds an enrolled agent`);
     const identity = existsSync(paths.identity) ? loadIdentity(paths.identity) : createIdentityFile(paths.identity);
-    const http = new CoordinatorHttpClient(join.httpUrl, identity);
+    const http = new CoordinatorHttpClient(join.httpUrl, identity, pinningOf(join));
     const info = await http.get<{ coordinatorKey: string; tlsFingerprint: string }>('/v1/info');
     if (info.coordinatorKey !== join.coordinatorKey) {
       throw new Error(`the coordinator at ${join.httpUrl} has key ${info.coordinatorKey}, but the join string names ${join.coordinatorKey}: refusing to enroll`);
@@ -100,7 +105,7 @@ export class Agent {
     const facts = collectFacts(options.stateDir, paths.factsDir);
     const result = await http.post<{ agentId: string; status: string }>('/v1/enroll', { token: join.token, name, type: options.type ?? 'machine', facts });
     writeAgentState(options.stateDir, {
-      coordinator: { httpUrl: join.httpUrl, coordinatorKey: join.coordinatorKey, tlsFingerprint: join.tlsFingerprint },
+      coordinator: { httpUrl: join.httpUrl, coordinatorKey: join.coordinatorKey, tlsFingerprint: join.tlsFingerprint, pinnedTls: join.pinnedTls },
       agentId: result.agentId,
       name,
       storeDir: options.storeDir,
@@ -131,6 +136,7 @@ export class Agent {
     if (!this.dataClient) {
       const opened = await openDataClient(this.state.coordinator.httpUrl, this.identity, {
         tlsFingerprint: this.state.coordinator.tlsFingerprint,
+        pinnedTls: this.state.coordinator.pinnedTls,
         httpOnly: this.options.httpOnly ?? false,
         onNotice: (message) => this.log(`ferry agent: ${message}`),
       });

@@ -28,7 +28,13 @@ export function agentPaths(stateDir: string) {
 }
 
 export const AgentStateSchema = z.strictObject({
-  coordinator: z.strictObject({ httpUrl: z.string(), coordinatorKey: KeyIdSchema, tlsFingerprint: z.string() }),
+  coordinator: z.strictObject({
+    httpUrl: z.string(),
+    coordinatorKey: KeyIdSchema,
+    tlsFingerprint: z.string(),
+    /** httpUrl is HTTPS to the coordinator itself, its certificate pinned (join strings with tls=pinned). */
+    pinnedTls: z.boolean().default(false),
+  }),
   agentId: z.string(),
   name: z.string(),
   storeDir: z.string(),

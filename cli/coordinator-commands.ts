@@ -104,7 +104,7 @@ const serve: Command = {
     stdout.write(
       `ferry coordinator '${coordinator.name}' ${FERRY_VERSION}\n` +
         `  data:            ${dataDir}\n` +
-        `  HTTP API:        ${server.url}\n` +
+        `  HTTP API:        ${server.url} (and HTTPS with the pinned certificate, for agents)\n` +
         `  QUIC data plane: ${quic ? `${quic.address} (ALPN ferry/1)` : 'off (HTTP only)'}\n` +
         `  Nix cache:       ${server.url}/nix-cache (reads: ${nixCachePublic ? 'public' : 'credentials'}, NARs: ${compression}; see ferry cache key)\n` +
         `  TLS fingerprint: ${coordinator.tls.fingerprint}\n` +

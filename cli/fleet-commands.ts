@@ -127,7 +127,10 @@ const tokensCreate: Command = {
       labels: parseKeyValues(stringListOption(options, 'label'), '--label'),
     });
     const info = await client.get<{ coordinatorKey: string; tlsFingerprint: string }>('/v1/info');
-    const join = formatJoinString({ httpUrl: client.baseUrl, coordinatorKey: info.coordinatorKey, tlsFingerprint: info.tlsFingerprint, token: result.token });
+    // The coordinator answers pinned HTTPS on its HTTP port: the machine gets a join string for that, so the
+    // token and everything after it are encrypted. An https:// context is something with its own certificate.
+    const pinnedTls = new URL(client.baseUrl).protocol === 'http:';
+    const join = formatJoinString({ httpUrl: client.baseUrl, coordinatorKey: info.coordinatorKey, tlsFingerprint: info.tlsFingerprint, token: result.token, pinnedTls });
     if (json(options)) return writeJson(stdout, { ...result, join });
     stdout.write(`token ${result.tokenId}: ${uses} use(s), expires ${new Date(result.expiresAt).toISOString()}\n\njoin string (shown once; give it to the machine):\n  ${join}\n\non the machine:  ferry agent enroll '${join}'\n`);
   },

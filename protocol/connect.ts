@@ -7,7 +7,7 @@
 import { DataClient, type DataClientOptions } from './data-client.js';
 import { CoordinatorHttpClient } from './http-client.js';
 import type { Identity, KeyId } from './identity.js';
-import { checkPinnedCertificate } from './tls-pinning.js';
+import { checkPinnedCertificate, PinningError } from './tls-pinning.js';
 
 export interface CoordinatorInfo {
   name: string;
@@ -21,6 +21,8 @@ export interface CoordinatorInfo {
 export interface OpenDataClientOptions extends Pick<DataClientOptions, 'httpOnly' | 'retries' | 'onNotice' | 'connectTimeoutMs'> {
   /** The certificate fingerprint to trust; without one, the coordinator's own claim is used (trust on first use). */
   tlsFingerprint?: string;
+  /** `httpUrl` is https:// served by the coordinator with that certificate: pin it there too (join strings with `tls=pinned`). */
+  pinnedTls?: boolean;
 }
 
 /**
@@ -29,7 +31,9 @@ export interface OpenDataClientOptions extends Pick<DataClientOptions, 'httpOnly
  * coordinator has no QUIC listener, the client uses HTTP only.
  */
 export async function openDataClient(httpUrl: string, identity: Identity, options: OpenDataClientOptions = {}): Promise<{ client: DataClient; info: CoordinatorInfo }> {
-  const http = new CoordinatorHttpClient(httpUrl);
+  const pinnedFingerprint = options.pinnedTls ? options.tlsFingerprint : undefined;
+  if (options.pinnedTls && !pinnedFingerprint) throw new PinningError('pinned TLS needs the fingerprint to pin');
+  const http = new CoordinatorHttpClient(httpUrl, undefined, pinnedFingerprint === undefined ? {} : { pinnedFingerprint });
   const info = await http.get<CoordinatorInfo>('/v1/info');
   let certificatePem: string | undefined;
   let quicAddress: string | undefined;
@@ -38,6 +42,6 @@ export async function openDataClient(httpUrl: string, identity: Identity, option
     certificatePem = checkPinnedCertificate(pem, options.tlsFingerprint ?? info.tlsFingerprint);
     quicAddress = `${new URL(httpUrl).hostname.replace(/^\[|\]$/g, '')}:${info.quicPort}`;
   }
-  const client = new DataClient({ ...options, identity, httpUrl, ...(quicAddress ? { quicAddress } : {}), ...(certificatePem ? { certificatePem } : {}) });
+  const client = new DataClient({ ...options, identity, httpUrl, ...(pinnedFingerprint ? { pinnedFingerprint } : {}), ...(quicAddress ? { quicAddress } : {}), ...(certificatePem ? { certificatePem } : {}) });
   return { client, info };
 }

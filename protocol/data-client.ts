@@ -20,6 +20,7 @@ import {
 import { quicStreamChunks, writeToQuicStream } from './quic-streams.js';
 import { encodeHeaderFrame, FrameError, FrameReader } from './framing.js';
 import type { Identity } from './identity.js';
+import { fetchFor, pinningFailure, type FetchFunction } from './pinned-fetch.js';
 import { signRequest } from './request-signing.js';
 
 /**
@@ -179,10 +180,15 @@ async function* streamChunks(stream: AsyncIterable<unknown>, abort?: () => void)
 
 class HttpTransport implements Transport {
   readonly kind = 'http';
+  private readonly fetch: FetchFunction;
+
   constructor(
     private readonly baseUrl: string,
     private readonly identity: Identity,
-  ) {}
+    pinnedFingerprint: string | undefined,
+  ) {
+    this.fetch = fetchFor(pinnedFingerprint);
+  }
 
   async send(header: DataRequest, body?: RequestBody): Promise<FrameReader> {
     const frame = encodeHeaderFrame(header);
@@ -200,8 +206,11 @@ class HttpTransport implements Transport {
     });
     let response: Response;
     try {
-      response = await fetch(new URL('/v1/data', this.baseUrl), { method: 'POST', headers, body: requestBody, duplex: 'half' } as RequestInit);
+      response = await this.fetch(new URL('/v1/data', this.baseUrl), { method: 'POST', headers, body: requestBody, duplex: 'half' } as RequestInit);
     } catch (error) {
+      // A certificate that is not the pinned one is not a transport hiccup: never retried.
+      const pinning = pinningFailure(error);
+      if (pinning) throw pinning;
       throw new TransportError(`cannot reach the coordinator at ${this.baseUrl}: ${(error as Error).message}`);
     }
     if (!response.ok || !response.body) throw new TransportError(`the coordinator answered HTTP ${response.status} to a data request`);
@@ -215,6 +224,8 @@ export interface DataClientOptions {
   identity: Identity;
   /** The coordinator's HTTP base URL: the fallback, and where its certificate is fetched. */
   httpUrl: string;
+  /** For a `https://` httpUrl served by the coordinator itself: its pinned certificate fingerprint (see pinned-fetch.ts). */
+  pinnedFingerprint?: string;
   /** `host:port` of its QUIC listener; without it (or the certificate) only HTTP is used. */
   quicAddress?: string;
   /** The coordinator's certificate, already checked against its pinned fingerprint. */
@@ -260,7 +271,7 @@ export class DataClient {
         this.options.onNotice?.(`${(error as Error).message}; falling back to HTTP`);
       }
     }
-    return new HttpTransport(this.options.httpUrl, this.options.identity);
+    return new HttpTransport(this.options.httpUrl, this.options.identity, this.options.pinnedFingerprint);
   }
 
   private async currentTransport(): Promise<Transport> {

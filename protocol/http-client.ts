@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import type { Identity } from './identity.js';
+import { fetchFor, pinningFailure, type FetchFunction } from './pinned-fetch.js';
 import { signRequest } from './request-signing.js';
 
 export class ApiError extends Error {
@@ -29,11 +30,25 @@ export interface RequestOptions {
   now?: number;
 }
 
+export interface CoordinatorHttpClientOptions {
+  /**
+   * The coordinator's TLS certificate fingerprint, for a `https://` base URL
+   * that is the coordinator itself (join strings with `tls=pinned`): only
+   * that certificate is accepted, and plain HTTP is refused.
+   */
+  pinnedFingerprint?: string;
+}
+
 export class CoordinatorHttpClient {
+  private readonly fetch: FetchFunction;
+
   constructor(
     readonly baseUrl: string,
     readonly identity?: Identity,
-  ) {}
+    readonly options: CoordinatorHttpClientOptions = {},
+  ) {
+    this.fetch = fetchFor(options.pinnedFingerprint);
+  }
 
   pathWithQuery(path: string, query: Record<string, QueryValue> = {}): string {
     const search = new URLSearchParams();
@@ -60,8 +75,10 @@ export class CoordinatorHttpClient {
       const headers: Record<string, string> = body === undefined ? {} : { 'content-type': 'application/json' };
       if (this.identity) Object.assign(headers, signRequest(this.identity, method, target, body, options.now));
       try {
-        response = await fetch(new URL(target, this.baseUrl), { method, headers, body });
+        response = await this.fetch(new URL(target, this.baseUrl), { method, headers, body });
       } catch (error) {
+        const pinning = pinningFailure(error);
+        if (pinning) throw pinning;
         if (method === 'GET' && attempt < 2) {
           await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** attempt));
           continue;

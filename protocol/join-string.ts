@@ -3,9 +3,13 @@
  * the coordinator is, how to recognise it (its key and the fingerprint of
  * its TLS certificate) and the bootstrap token:
  *
- *   ferry://HOST:PORT?coordinator=<key id>&fp=<sha256 hex>&token=<token>[&tls=1]
+ *   ferry://HOST:PORT?coordinator=<key id>&fp=<sha256 hex>&token=<token>[&tls=pinned|1]
  *
- * HOST:PORT is the HTTP API (`tls=1`: HTTPS); the QUIC port is learned from it.
+ * HOST:PORT is the HTTP API; the QUIC port is learned from it. `tls=pinned`:
+ * HTTPS to the coordinator itself, which presents the certificate `fp`
+ * names (what `ferry tokens create` hands out: the token never crosses the
+ * network in clear). `tls=1`: HTTPS through something with a CA-signed
+ * certificate (a reverse proxy). Neither: plain HTTP.
  */
 import { z } from 'zod';
 import { KeyIdSchema } from './identity.js';
@@ -16,6 +20,8 @@ export const JoinStringSchema = z.object({
   coordinatorKey: KeyIdSchema,
   tlsFingerprint: z.string().regex(/^[0-9a-f]{64}$/),
   token: z.string().min(16).max(256),
+  /** HTTPS with the certificate `tlsFingerprint` pinned (see protocol/pinned-fetch.ts). */
+  pinnedTls: z.boolean(),
 });
 export type JoinString = z.infer<typeof JoinStringSchema>;
 
@@ -24,9 +30,10 @@ export class JoinStringError extends Error {
   readonly code = 'BAD_JOIN_STRING';
 }
 
-export function formatJoinString(join: { httpUrl: string; coordinatorKey: string; tlsFingerprint: string; token: string }): string {
+/** A join string; with `pinnedTls`, `httpUrl` may be the coordinator's plain-HTTP URL: the agent uses HTTPS on the same port. */
+export function formatJoinString(join: { httpUrl: string; coordinatorKey: string; tlsFingerprint: string; token: string; pinnedTls?: boolean }): string {
   const url = new URL(join.httpUrl);
-  const tls = url.protocol === 'https:' ? '&tls=1' : '';
+  const tls = join.pinnedTls ? '&tls=pinned' : url.protocol === 'https:' ? '&tls=1' : '';
   return `ferry://${url.host}?coordinator=${join.coordinatorKey}&fp=${join.tlsFingerprint}&token=${encodeURIComponent(join.token)}${tls}`;
 }
 
@@ -50,8 +57,11 @@ export function parseJoinString(text: string): JoinString {
   } catch (error) {
     throw new JoinStringError(`the join string's 'fp': ${(error as Error).message}`);
   }
+  const tls = url.searchParams.get('tls');
+  if (tls !== null && tls !== '1' && tls !== 'pinned') throw new JoinStringError(`the join string's 'tls' is '${tls}', not 'pinned' or '1'`);
   const parsed = JoinStringSchema.safeParse({
-    httpUrl: `${url.searchParams.get('tls') === '1' ? 'https' : 'http'}://${url.host}`,
+    httpUrl: `${tls === null ? 'http' : 'https'}://${url.host}`,
+    pinnedTls: tls === 'pinned',
     coordinatorKey: field('coordinator'),
     tlsFingerprint,
     token: field('token'),

@@ -135,10 +135,13 @@ describe.skipIf(skipReason !== undefined)('coordinator and agents, end to end', 
     ok('push', v1.app);
     ok('push', v2.app);
     const join = (JSON.parse(ok('tokens', 'create', '--uses', '3', '--auto-approve', '--label', 'site=lab', '--json')) as { join: string }).join;
+    // Agents reach the coordinator over HTTPS on its HTTP port, its certificate pinned (test/pinned-https.test.ts).
+    expect(join).toContain('&tls=pinned');
     for (const name of ['alpha', 'beta', 'gamma']) {
       const stateDir = path.join(dir, name);
       const enrolled = JSON.parse(ok('agent', 'enroll', join, '--state-dir', stateDir, '--store-dir', path.join(stateDir, 'store'), '--name', name, '--json')) as { agentId: string; status: string };
       expect(enrolled.status).toBe('enrolled');
+      expect(JSON.parse(readFileSync(path.join(stateDir, 'agent.json'), 'utf8')).coordinator).toMatchObject({ httpUrl: `https://${listen}`, pinnedTls: true });
       agents.set(name, { stateDir, storeDir: path.join(stateDir, 'store'), id: enrolled.agentId });
     }
     startAgent('alpha');

@@ -21,8 +21,10 @@ const app = fakeStorePath('app-1.0');
 const other = fakeStorePath('other-1.0');
 let configId: string;
 
-async function dataClient(identity: Identity, options: { httpOnly?: boolean } = {}): Promise<DataClient> {
-  return (await openDataClient(test.http.url, identity, { ...options, tlsFingerprint: test.coordinator.tls.fingerprint })).client;
+async function dataClient(identity: Identity, options: { httpOnly?: boolean; pinnedTls?: boolean } = {}): Promise<DataClient> {
+  // Pinned TLS: HTTPS on the coordinator's HTTP port, its certificate pinned (join strings with tls=pinned).
+  const url = options.pinnedTls ? test.http.url.replace(/^http:/, 'https:') : test.http.url;
+  return (await openDataClient(url, identity, { ...options, tlsFingerprint: test.coordinator.tls.fingerprint })).client;
 }
 
 async function refusedCode(promise: Promise<unknown>): Promise<string> {
@@ -76,11 +78,12 @@ describe('push and fetch', () => {
     configId = submitted.configId;
   }, 60_000);
 
-  for (const httpOnly of [false, true]) {
-    it(`fetches the closure into an empty castore over ${httpOnly ? 'the HTTP fallback' : 'QUIC'}, byte-identical`, async () => {
+  for (const transport of ['quic', 'http', 'pinned https'] as const) {
+    it(`fetches the closure into an empty castore over ${transport === 'quic' ? 'QUIC' : `the ${transport} fallback`}, byte-identical`, async () => {
       const agent = await enrollAgent(test, 'web');
-      const client = await dataClient(agent, { httpOnly });
-      const target = Castore.open(path.join(work, `agent-${httpOnly ? 'http' : 'quic'}`));
+      const httpOnly = transport !== 'quic';
+      const client = await dataClient(agent, { httpOnly, pinnedTls: transport === 'pinned https' });
+      const target = Castore.open(path.join(work, `agent-${transport.replace(' ', '-')}`));
       try {
         const phases = new Set<string>();
         // The hooks a materializer overlaps with: the trees before any blob, then each batched blob, verified.
