@@ -263,7 +263,10 @@ try {
   const stalls: { what: string; run: number; rssBytes: number }[] = [];
   const fetchTimeoutMs = Number(process.env.BENCH_FETCH_TIMEOUT_MS ?? 30_000);
   /** Runs a client child; its stdout, or undefined when it was still running after fetchTimeoutMs (killed). */
-  function runClient(script: string, name: string, httpOnly: boolean, run: number, extraEnv: NodeJS.ProcessEnv): Promise<string | undefined> {
+  /** quic; http: the fallback in clear; https: the fallback as agents with a tls=pinned join string use it. */
+  type Transport = 'quic' | 'http' | 'https';
+  const carriedOver = (transport: Transport) => (transport === 'quic' ? 'quic' : 'http');
+  function runClient(script: string, name: string, transport: Transport, run: number, extraEnv: NodeJS.ProcessEnv): Promise<string | undefined> {
     const childEnv = {
       ...process.env,
       ...extraEnv,
@@ -271,9 +274,10 @@ try {
       BENCH_KEY_FILE: agentKeyFile,
       BENCH_FINGERPRINT: coordinator.fingerprint,
       BENCH_CONFIG: configId,
-      BENCH_HTTP_ONLY: httpOnly ? '1' : '0',
+      BENCH_HTTP_ONLY: transport === 'quic' ? '0' : '1',
+      BENCH_PINNED_TLS: transport === 'https' ? '1' : '0',
     };
-    const label = `${name} ${httpOnly ? 'http' : 'quic'}`;
+    const label = `${name} ${transport}`;
     return new Promise<string | undefined>((resolve, reject) => {
       const child = spawn(process.execPath, [...profileArgs(`${label.replace(' ', '-')}-${run}`), ...clientFlags, script], {
         env: childEnv,
@@ -301,10 +305,10 @@ try {
     });
   }
 
-  async function ferryFetch(httpOnly: boolean, storeDir: string, run: number): Promise<FetchResult | undefined> {
+  async function ferryFetch(transport: Transport, storeDir: string, run: number): Promise<FetchResult | undefined> {
     resetPeak(coordinatorPid);
     const cpuBefore = procCpuSeconds(coordinatorPid);
-    const out = await runClient(fetchChild, 'fetch', httpOnly, run, { BENCH_STORE_DIR: storeDir });
+    const out = await runClient(fetchChild, 'fetch', transport, run, { BENCH_STORE_DIR: storeDir });
     if (out === undefined) return undefined;
     const result: FetchResult = {
       ...(JSON.parse(out) as Omit<FetchResult, 'coordinatorPeakRss' | 'coordinatorCpuSeconds' | 'run'>),
@@ -312,7 +316,7 @@ try {
       coordinatorPeakRss: procStatus(coordinatorPid, 'VmHWM'),
       coordinatorCpuSeconds: procCpuSeconds(coordinatorPid) - cpuBefore,
     };
-    if (result.transport !== (httpOnly ? 'http' : 'quic')) throw new Error(`the fetch went over ${result.transport}`);
+    if (result.transport !== carriedOver(transport)) throw new Error(`the fetch went over ${result.transport}`);
     if (result.fetchedStorePaths !== 1) throw new Error(`the fetch registered ${result.fetchedStorePaths} store paths`);
     return result;
   }
@@ -327,12 +331,12 @@ try {
   }
   const drainChild = compiledFixture('drain-child');
   /** The transport alone: the same requests as a fetch, bytes dropped (no verification, no storage). */
-  async function drain(httpOnly: boolean, run: number): Promise<DrainResult | undefined> {
+  async function drain(transport: 'quic' | 'http', run: number): Promise<DrainResult | undefined> {
     const cpuBefore = procCpuSeconds(coordinatorPid);
-    const out = await runClient(drainChild, 'drain', httpOnly, run, {});
+    const out = await runClient(drainChild, 'drain', transport, run, {});
     if (out === undefined) return undefined;
     const result: DrainResult = { ...(JSON.parse(out) as Omit<DrainResult, 'coordinatorCpuSeconds'>), coordinatorCpuSeconds: procCpuSeconds(coordinatorPid) - cpuBefore };
-    if (result.transport !== (httpOnly ? 'http' : 'quic')) throw new Error(`the drain went over ${result.transport}`);
+    if (result.transport !== transport) throw new Error(`the drain went over ${result.transport}`);
     return result;
   }
 
@@ -379,28 +383,27 @@ try {
     return elapsed;
   }
 
-  const fetches: { quic: FetchResult[]; http: FetchResult[]; nix: number[] } = { quic: [], http: [], nix: [] };
+  const fetches: Record<Transport, FetchResult[]> & { nix: number[] } = { quic: [], http: [], https: [], nix: [] };
   const drains: { quic: DrainResult[]; http: DrainResult[] } = { quic: [], http: [] };
   for (let run = 0; run < runs; run++) {
-    process.stderr.write(`fetch: run ${run + 1} of ${runs} (QUIC, HTTP, transport only, nix copy)…\n`);
-    for (const httpOnly of [false, true]) {
-      const storeDir = path.join(destinations, `agent-${httpOnly ? 'http' : 'quic'}-${run}`);
-      const result = await windowed(`fetch ${httpOnly ? 'http' : 'quic'} ${run}`, () => ferryFetch(httpOnly, storeDir, run));
+    process.stderr.write(`fetch: run ${run + 1} of ${runs} (QUIC, HTTP, pinned HTTPS, transport only, nix copy)…\n`);
+    for (const transport of ['quic', 'http', 'https'] as const) {
+      const storeDir = path.join(destinations, `agent-${transport}-${run}`);
+      const result = await windowed(`fetch ${transport} ${run}`, () => ferryFetch(transport, storeDir, run));
       if (!result) continue;
-      const list = httpOnly ? fetches.http : fetches.quic;
-      list.push(result);
-      if (list.length === 1) await checkFetched(storeDir);
+      fetches[transport].push(result);
+      if (fetches[transport].length === 1) await checkFetched(storeDir);
     }
-    for (const httpOnly of [false, true]) {
-      const result = await windowed(`drain ${httpOnly ? 'http' : 'quic'} ${run}`, () => drain(httpOnly, run));
-      if (result) (httpOnly ? drains.http : drains.quic).push(result);
+    for (const transport of ['quic', 'http'] as const) {
+      const result = await windowed(`drain ${transport} ${run}`, () => drain(transport, run));
+      if (result) drains[transport].push(result);
     }
     fetches.nix.push(await windowed(`nix copy ${run}`, () => nixCopy(run)));
   }
   server.close();
   rmSync(destinations, { recursive: true, force: true });
   results.fetch = { ...fetches, drains, stalls };
-  if (fetches.quic.length === 0 || fetches.http.length === 0) throw new Error(`every fetch stalled: ${JSON.stringify(stalls)}`);
+  if (fetches.quic.length === 0 || fetches.http.length === 0 || fetches.https.length === 0) throw new Error(`every fetch stalled: ${JSON.stringify(stalls)}`);
 
   // ---- the table ---------------------------------------------------------------------------------
 
@@ -408,6 +411,7 @@ try {
   const nixBest = Math.min(...fetches.nix);
   const quic = best(fetches.quic, (result) => result.seconds);
   const http = best(fetches.http, (result) => result.seconds);
+  const https = best(fetches.https, (result) => result.seconds);
   const all = (values: number[]) => values.map((value) => value.toFixed(2)).join(' / ');
   const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
   /** Retried requests over all runs, e.g. "2 runs retried 16 requests (stream failed: flow control error)". */
@@ -437,6 +441,7 @@ try {
     { what: '  phases of that QUIC fetch', value: '', rate: '', ratio: '', target: '', detail: phaseDetail(quic) },
     fetchRow('ferry cold fetch over HTTP (httpOnly)', fetches.http, http, ''),
     { what: '  phases of that HTTP fetch', value: '', rate: '', ratio: '', target: '', detail: phaseDetail(http) },
+    fetchRow('ferry cold fetch over pinned HTTPS (httpOnly, tls=pinned: the fallback agents use)', fetches.https, https, ''),
     ...(['quic', 'http'] as const)
       .filter((kind) => drains[kind].length > 0)
       .map((kind) => {
@@ -490,8 +495,8 @@ try {
     },
     { what: 'push: v1 again (nothing to send)', value: `${pushAgain.bytesSent} B`, rate: '', ratio: '', target: '', detail: `${pushAgain.seconds.toFixed(3)} s` },
     {
-      what: 'peak RSS, fetching client, QUIC / HTTP (max of runs)',
-      value: `${mib(maxOf(fetches.quic, (r) => r.maxRssBytes))} / ${mib(maxOf(fetches.http, (r) => r.maxRssBytes))}`,
+      what: 'peak RSS, fetching client, QUIC / HTTP / pinned HTTPS (max of runs)',
+      value: `${mib(maxOf(fetches.quic, (r) => r.maxRssBytes))} / ${mib(maxOf(fetches.http, (r) => r.maxRssBytes))} / ${mib(maxOf(fetches.https, (r) => r.maxRssBytes))}`,
       rate: '',
       ratio: '',
       target: '< 200 MB',

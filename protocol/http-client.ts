@@ -45,7 +45,7 @@ export class CoordinatorHttpClient {
   constructor(
     readonly baseUrl: string,
     readonly identity?: Identity,
-    readonly options: CoordinatorHttpClientOptions = {},
+    options: CoordinatorHttpClientOptions = {},
   ) {
     this.fetch = fetchFor(options.pinnedFingerprint);
   }

@@ -7,7 +7,6 @@
 export { Identity, IdentityError, KeyIdSchema, keyIdOf, publicKeyOf, loadIdentity, createIdentityFile, type KeyId } from './identity.js';
 export { signRequest, verifyRequestSignature, MAX_REQUEST_SKEW_MS } from './request-signing.js';
 export { ApiError, CoordinatorHttpClient, type CoordinatorHttpClientOptions } from './http-client.js';
-export { pinnedFetch } from './pinned-fetch.js';
 export { DataClient, DataError, TransportError, type DataClientOptions } from './data-client.js';
 export { openDataClient, type CoordinatorInfo } from './connect.js';
 export * from './data-protocol.js';
