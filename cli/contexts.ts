@@ -17,7 +17,11 @@ export const ContextSchema = z.strictObject({
   url: z.url(),
   keyFile: z.string(),
   coordinatorKey: z.string().optional(),
-  /** SHA-256 of the coordinator's TLS certificate, pinned for QUIC. */
+  /**
+   * SHA-256 of the coordinator's TLS certificate, pinned for QUIC and, when
+   * `url` is http:// (the coordinator's own port), for TLS on that port:
+   * the CLI's requests are then encrypted.
+   */
   tlsFingerprint: z.string().optional(),
 });
 export type Context = z.infer<typeof ContextSchema>;
@@ -80,16 +84,24 @@ function chosenContext(options: OptionValues): { url: string; keyFile: string; t
 }
 
 /** The API client for the chosen context, with flags and environment overriding it. */
+/** The fingerprint to pin TLS to on the coordinator's port: a context's, for its own http:// URL (an https:// one is a proxy with a CA certificate). */
+function pinnedFingerprintOf(context: { url: string; tlsFingerprint?: string }): string | undefined {
+  return context.tlsFingerprint && new URL(context.url).protocol === 'http:' ? context.tlsFingerprint : undefined;
+}
+
 export function clientFrom(options: OptionValues): CoordinatorHttpClient {
-  const { url, keyFile } = chosenContext(options);
-  return new CoordinatorHttpClient(url, loadIdentity(keyFile));
+  const context = chosenContext(options);
+  const pinnedFingerprint = pinnedFingerprintOf(context);
+  return new CoordinatorHttpClient(context.url, loadIdentity(context.keyFile), pinnedFingerprint ? { pinnedFingerprint } : {});
 }
 
 /** A data-plane client (QUIC, HTTP fallback) for the chosen context, its certificate pinned. */
 export async function dataClientFrom(options: OptionValues, onNotice?: (message: string) => void): Promise<DataClient> {
-  const { url, keyFile, tlsFingerprint } = chosenContext(options);
+  const context = chosenContext(options);
+  const { url, keyFile, tlsFingerprint } = context;
   const opened = await openDataClient(url, loadIdentity(keyFile), {
     httpOnly: options.http === true,
+    pinnedTls: pinnedFingerprintOf(context) !== undefined,
     ...(tlsFingerprint ? { tlsFingerprint } : {}),
     ...(onNotice ? { onNotice } : {}),
   });

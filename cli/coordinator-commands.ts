@@ -7,6 +7,7 @@ import { FERRY_VERSION } from '../coordinator/api/operations.js';
 import { startHttpServer } from '../coordinator/server.js';
 import { startQuicServer, type RunningQuicServer } from '../coordinator/quic-server.js';
 import { createIdentityFile, loadIdentity } from '../protocol/identity.js';
+import { normalizeFingerprint } from '../protocol/tls-pinning.js';
 import { booleanOption, jsonOption, stringOption, UsageError, writeJson, type Command } from './command.js';
 import { configDir, readContexts, saveContext, writeContexts } from './contexts.js';
 import { dataDirFrom, dataDirOption } from './data-dir.js';
@@ -130,14 +131,26 @@ const contextAdd: Command = {
   options: {
     url: { type: 'string', valueName: 'URL', description: 'coordinator URL, e.g. http://10.0.0.5:7070' },
     key: { type: 'string', valueName: 'FILE', description: 'private key file (Ferry or OpenSSH ed25519)' },
+    fingerprint: {
+      type: 'string',
+      valueName: 'SHA256',
+      description: "the coordinator's TLS fingerprint (ferry coordinator serve prints it): pinned for QUIC, and the CLI then talks TLS to an http:// URL's port",
+    },
     use: { type: 'boolean', description: 'make it the current context' },
   },
   async run({ args, options, stdout }) {
     const url = stringOption(options, 'url');
     const keyFile = stringOption(options, 'key');
     if (!url || !keyFile) throw new UsageError('--url and --key are required');
+    const fingerprint = stringOption(options, 'fingerprint');
+    let tlsFingerprint: string | undefined;
+    try {
+      tlsFingerprint = fingerprint === undefined ? undefined : normalizeFingerprint(fingerprint);
+    } catch (error) {
+      throw new UsageError(`--fingerprint: ${(error as Error).message}`);
+    }
     loadIdentity(keyFile);
-    saveContext(args[0]!, { url, keyFile: path.resolve(keyFile) }, booleanOption(options, 'use'));
+    saveContext(args[0]!, { url, keyFile: path.resolve(keyFile), ...(tlsFingerprint ? { tlsFingerprint } : {}) }, booleanOption(options, 'use'));
     stdout.write(`saved context '${args[0]}'\n`);
   },
 };

@@ -21,7 +21,7 @@ export interface CoordinatorInfo {
 export interface OpenDataClientOptions extends Pick<DataClientOptions, 'httpOnly' | 'retries' | 'onNotice' | 'connectTimeoutMs'> {
   /** The certificate fingerprint to trust; without one, the coordinator's own claim is used (trust on first use). */
   tlsFingerprint?: string;
-  /** `httpUrl` is https:// served by the coordinator with that certificate: pin it there too (join strings with `tls=pinned`). */
+  /** `httpUrl` is the coordinator's own port: talk TLS to it with `tlsFingerprint` pinned (join strings with `tls=pinned`). */
   pinnedTls?: boolean;
 }
 

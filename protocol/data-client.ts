@@ -224,7 +224,7 @@ export interface DataClientOptions {
   identity: Identity;
   /** The coordinator's HTTP base URL: the fallback, and where its certificate is fetched. */
   httpUrl: string;
-  /** For a `https://` httpUrl served by the coordinator itself: its pinned certificate fingerprint (see pinned-fetch.ts). */
+  /** When httpUrl is the coordinator's own port: its certificate fingerprint, so the fallback goes over TLS pinned to it (pinned-fetch.ts). */
   pinnedFingerprint?: string;
   /** `host:port` of its QUIC listener; without it (or the certificate) only HTTP is used. */
   quicAddress?: string;

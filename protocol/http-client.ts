@@ -32,9 +32,10 @@ export interface RequestOptions {
 
 export interface CoordinatorHttpClientOptions {
   /**
-   * The coordinator's TLS certificate fingerprint, for a `https://` base URL
-   * that is the coordinator itself (join strings with `tls=pinned`): only
-   * that certificate is accepted, and plain HTTP is refused.
+   * The coordinator's TLS certificate fingerprint, when the base URL is the
+   * coordinator's own port (join strings with `tls=pinned`, CLI contexts
+   * that know it): requests go over TLS whatever the URL's scheme, and
+   * only that certificate is accepted.
    */
   pinnedFingerprint?: string;
 }

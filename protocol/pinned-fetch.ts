@@ -10,18 +10,18 @@ import { Agent, buildConnector, fetch as undiciFetch } from 'undici';
 import { COORDINATOR_TLS_NAME } from './data-protocol.js';
 import { normalizeFingerprint, PinningError } from './tls-pinning.js';
 
-/** The signature of the global `fetch`, which the HTTP clients call. */
-export type FetchFunction = typeof globalThis.fetch;
+/** How the HTTP clients fetch: the global `fetch`, or a pinned one. */
+export type FetchFunction = (url: URL, init: RequestInit) => Promise<Response>;
 
 const pinnedFetches = new Map<string, FetchFunction>();
 
 /**
- * A `fetch` whose https:// connections succeed only if the server presents
- * the certificate with SHA-256 fingerprint `fingerprint`; any other
- * certificate fails the request with PinningError (code
- * TLS_FINGERPRINT_MISMATCH) before a byte of it is sent. Plain http:// URLs
- * are refused too (a pinned client never downgrades). One connection pool
- * per fingerprint, shared by its callers.
+ * A `fetch` that speaks TLS to the URL's host and port whatever its scheme
+ * (`http://host:7070` is the coordinator's port, which answers both) and
+ * succeeds only if the server presents the certificate with SHA-256
+ * fingerprint `fingerprint`; any other certificate fails the request with
+ * PinningError (code TLS_FINGERPRINT_MISMATCH) before a byte of it is
+ * sent. One connection pool per fingerprint, shared by its callers.
  */
 export function pinnedFetch(fingerprint: string): FetchFunction {
   const pinned = normalizeFingerprint(fingerprint);
@@ -33,10 +33,6 @@ export function pinnedFetch(fingerprint: string): FetchFunction {
     const connectTls = buildConnector({ rejectUnauthorized: false, servername: COORDINATOR_TLS_NAME, maxCachedSessions: 0 });
     const dispatcher = new Agent({
       connect: (options, callback) => {
-        if (options.protocol !== 'https:') {
-          callback(new PinningError(`refusing plain ${options.protocol}// to ${options.hostname}: this coordinator is reached over pinned HTTPS only`), null);
-          return;
-        }
         connectTls(options, (error, socket) => {
           if (error) return callback(error, null);
           const presented = (socket as TLSSocket).getPeerCertificate().fingerprint256?.replace(/:/g, '').toLowerCase();
@@ -51,9 +47,12 @@ export function pinnedFetch(fingerprint: string): FetchFunction {
     // undici's own fetch (the global one cannot take this package's dispatcher
     // on every Node 20); its Request and Response types differ from the DOM
     // ones only in details the clients do not use.
-    const fetchPinned = (input: Parameters<FetchFunction>[0], init?: Parameters<FetchFunction>[1]) =>
-      undiciFetch(input as Parameters<typeof undiciFetch>[0], { ...(init as Parameters<typeof undiciFetch>[1]), dispatcher });
-    pinnedFetchFunction = fetchPinned as unknown as FetchFunction;
+    pinnedFetchFunction = (url, init) => {
+      const tlsUrl = new URL(url);
+      if (tlsUrl.protocol === 'http:' && tlsUrl.port === '') tlsUrl.port = '80';
+      tlsUrl.protocol = 'https:';
+      return undiciFetch(tlsUrl, { ...(init as Parameters<typeof undiciFetch>[1]), dispatcher }) as unknown as Promise<Response>;
+    };
     pinnedFetches.set(pinned, pinnedFetchFunction);
   }
   return pinnedFetchFunction;

@@ -49,7 +49,7 @@ describe('ferry coordinator', () => {
   it('init + serve + the admin CLI: tokens, approval, --where, configs, audit verify and offline export', async () => {
     const init = ferry(['coordinator', 'init', '--name', 'test', '--json']);
     expect(init.status, init.stderr).toBe(0);
-    const created = JSON.parse(init.stdout) as { coordinatorKey: string; adminKeyFile: string };
+    const created = JSON.parse(init.stdout) as { coordinatorKey: string; adminKeyFile: string; tlsFingerprint: string };
     expect(ferry(['coordinator', 'init']).stderr).toMatch(/already holds a coordinator/);
     const url = await serve();
     const cli = (...args: string[]) => ferry([...args, '--url', url]);
@@ -78,6 +78,18 @@ describe('ferry coordinator', () => {
     expect(wrongKey.stdout).toMatch(/BROKEN at seq/);
     expect(cli('audit', 'log', '--action', 'agent.approve').stdout).toContain(agent.keyId);
     expect(loadIdentity(created.adminKeyFile).keyId).toBe(JSON.parse(cli('keys', 'ls', '--json').stdout)[0].id);
+
+    // A context that knows the fingerprint talks TLS to the coordinator's port, and only to that certificate.
+    const addContext = (name: string, fingerprint: string) => ferry(['context', 'add', name, '--url', url, '--key', created.adminKeyFile, '--fingerprint', fingerprint]);
+    expect(addContext('pinned', created.tlsFingerprint.toUpperCase().replace(/(..)(?!$)/g, '$1:')).status).toBe(0);
+    expect(JSON.parse(ferry(['agents', 'ls', '--context', 'pinned', '--json']).stdout)).toEqual([expect.objectContaining({ id: agent.keyId })]);
+    expect(addContext('forged', 'ab'.repeat(32)).status).toBe(0);
+    const forged = ferry(['agents', 'approve', 'gw-1', '--context', 'forged']);
+    expect(forged.status).toBe(1);
+    expect(forged.stderr).toMatch(/\[TLS_FINGERPRINT_MISMATCH\].*refusing/);
+    const notAFingerprint = addContext('typo', '12:34');
+    expect(notAFingerprint.status).toBe(2);
+    expect(notAFingerprint.stderr).toMatch(/--fingerprint: '12:34' is not a SHA-256/);
   });
 
   it.skipIf(nixUnavailableReason() !== undefined)('submits a config whose target was ingested from the real Nix store', async () => {

@@ -73,7 +73,7 @@ describe('pinned HTTPS on the HTTP port', () => {
     await expect(fetch(`${httpsUrl}/v1/info`)).rejects.toThrow();
   });
 
-  it('refuses another certificate and plain HTTP before sending anything, so nothing happens', async () => {
+  it('refuses another certificate before sending anything, whatever the URL scheme, so nothing happens', async () => {
     const tokensBefore = (await test.adminClient.get<{ tokens: unknown[] }>('/v1/tokens')).tokens.length;
     const wrongPin = new CoordinatorHttpClient(httpsUrl, test.admin, { pinnedFingerprint: randomBytes(32).toString('hex') });
     const refused = await wrongPin.post('/v1/tokens', { uses: 1 }).catch((error: unknown) => error);
@@ -81,9 +81,13 @@ describe('pinned HTTPS on the HTTP port', () => {
     expect((refused as PinningError).code).toBe('TLS_FINGERPRINT_MISMATCH');
     expect((refused as Error).message).toContain(test.coordinator.tls.fingerprint);
 
-    const downgraded = new CoordinatorHttpClient(test.http.url, test.admin, { pinnedFingerprint: test.coordinator.tls.fingerprint });
-    await expect(downgraded.post('/v1/tokens', { uses: 1 })).rejects.toBeInstanceOf(PinningError);
+    // An http:// URL is the coordinator's port all the same: a pinned client speaks TLS to it, never in clear.
+    const wrongPinHttpUrl = new CoordinatorHttpClient(test.http.url, test.admin, { pinnedFingerprint: randomBytes(32).toString('hex') });
+    await expect(wrongPinHttpUrl.post('/v1/tokens', { uses: 1 })).rejects.toBeInstanceOf(PinningError);
     expect((await test.adminClient.get<{ tokens: unknown[] }>('/v1/tokens')).tokens.length).toBe(tokensBefore);
+    const pinnedHttpUrl = new CoordinatorHttpClient(test.http.url, test.admin, { pinnedFingerprint: test.coordinator.tls.fingerprint });
+    await pinnedHttpUrl.post('/v1/tokens', { uses: 1 });
+    expect((await test.adminClient.get<{ tokens: unknown[] }>('/v1/tokens')).tokens.length).toBe(tokensBefore + 1);
   });
 
   for (const pinnedTls of [true, false]) {
