@@ -85,6 +85,7 @@ fi
 step "3. Enroll two agents with one join string (each gets its own key, state dir and store dir)"
 join=$(ferry tokens create --uses 2 --auto-approve --label site=demo --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).join')
 say "join string: $join"
+say "(tls=pinned: the agents talk HTTPS to the coordinator's port and trust only the certificate fp names)"
 for name in web-1 web-2; do
   ferry agent enroll "$join" --state-dir "$work/$name" --store-dir "$work/$name/store" --name "$name" | head -1 | sed 's/^/   /'
   node "$here/bin/ferry" agent run --state-dir "$work/$name" --poll 1 --health-retry-delay 200 > "$work/$name.log" 2>&1 &
