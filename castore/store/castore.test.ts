@@ -303,3 +303,85 @@ describe('batch reads', () => {
     }
   });
 });
+
+describe('adopted store files', () => {
+  // What an agent does once it has materialized a store path: the castore drops its own copy
+  // and reads the bytes from the (read-only) store files from then on.
+  const files = {
+    'a-small': pseudoRandom(300, 21),
+    'b-packed': pseudoRandom(200_000, 22),
+    'c-own-file': pseudoRandom(PACK_MAX + 300_000, 23),
+    'd-empty': new Uint8Array(0),
+  };
+  const storePath = '/nix/store/11111111111111111111111111111111-adopted';
+
+  async function ingestAndMaterialize(): Promise<{ nar: Buffer; root: Node; materialized: string; adoptions: { id: string; size: number; file: string }[] }> {
+    const nar = await collect(encodeNar(narOf(files)));
+    const info = await ingestStorePath(store, chunked(nar), { storePath, references: [] });
+    const materialized = path.join(dir, 'materialized');
+    mkdirSync(materialized);
+    const adoptions = Object.entries(files).map(([name, bytes]) => {
+      writeFileSync(path.join(materialized, name), bytes);
+      return { id: digestFromBytes(nativeBlake3(bytes) as Uint8Array), size: bytes.length, file: path.join(materialized, name) };
+    });
+    return { nar, root: info.root, materialized, adoptions };
+  }
+
+  it('drops its own copy (packs, blob files) and still exports the same NAR, verified by fsck', async () => {
+    const { nar, root, adoptions } = await ingestAndMaterialize();
+    const bigId = adoptions[2]!.id;
+    expect(existsSync(blobDataPath(dir, bigId as never))).toBe(true);
+    expect(readdirSync(path.join(dir, 'packs')).length).toBeGreaterThan(0);
+
+    const report = store.adoptStoreFiles(adoptions as never);
+    expect(report).toEqual({ adopted: 4, releasedBytes: Object.values(files).reduce((sum, bytes) => sum + bytes.length, 0) });
+    expect(existsSync(blobDataPath(dir, bigId as never))).toBe(false);
+    expect(readdirSync(path.join(dir, 'packs'))).toEqual([]);
+    expect((await collect(exportNar(store, root))).equals(nar)).toBe(true);
+    expect(Buffer.from(store.readBlobBatch([adoptions[1]!.id as never, adoptions[0]!.id as never]).bytes[Symbol.iterator]().next().value!).equals(Buffer.from(files['b-packed']))).toBe(true);
+    expect(store.readOutboard(adoptions[1]!.id as never).length).toBeGreaterThan(0);
+    expect((await fsck(store, { checkNars: true })).problems).toEqual([]);
+    // Again: nothing changes place.
+    expect(store.adoptStoreFiles(adoptions as never)).toEqual({ adopted: 0, releasedBytes: 0 });
+  });
+
+  it('forgets a blob whose store file changed or went away, so it is fetched again, and fsck names it', async () => {
+    const { adoptions, materialized } = await ingestAndMaterialize();
+    store.adoptStoreFiles(adoptions as never);
+    const [small, packed, big] = adoptions as [{ id: never; file: string }, { id: never; file: string }, { id: never; file: string }];
+    writeFileSync(small.file, Buffer.from(pseudoRandom(300, 99)));
+    rmSync(packed.file);
+    expect((await fsck(store)).problems.map((problem) => problem.problem)).toEqual([
+      expect.stringMatching(new RegExp(`^its store file .*(${path.basename(small.file)} does not hash|${path.basename(packed.file)} is missing)`)),
+      expect.stringMatching(new RegExp(`^its store file .*(${path.basename(small.file)} does not hash|${path.basename(packed.file)} is missing)`)),
+    ]);
+    expect(() => [...store.readBlobBatch([small.id]).bytes]).toThrow(expect.objectContaining({ code: 'BLOB_CORRUPT' }));
+    expect(() => [...store.readBlobBatch([packed.id]).bytes]).toThrow(expect.objectContaining({ code: 'BLOB_NOT_FOUND' }));
+    expect(store.missingBlobs([small.id, packed.id, big.id])).toEqual([small.id, packed.id]);
+    // A large one, streamed: verified at its end.
+    const bigBytes = Buffer.from(files['c-own-file']);
+    bigBytes[bigBytes.length - 1] ^= 1;
+    writeFileSync(big.file, bigBytes);
+    await expect(store.readBlobBytes(big.id)).rejects.toMatchObject({ code: 'BLOB_CORRUPT' });
+    expect(store.hasBlob(big.id)).toBe(false);
+    expect(readdirSync(materialized).sort()).toEqual(['a-small', 'c-own-file', 'd-empty']); // forgetting deletes nothing (the test removed b-packed)
+  });
+
+  it('GC drops the rows of adopted blobs nothing keeps and never touches their store files', async () => {
+    const { adoptions } = await ingestAndMaterialize();
+    store.adoptStoreFiles(adoptions as never);
+    await new Promise((resolve) => setTimeout(resolve, 5)); // GC spares what was used in its own millisecond
+    expect(collectGarbage(store, { keepStorePaths: [] })).toMatchObject({ removedStorePaths: [storePath], removedBlobs: 4 });
+    for (const adoption of adoptions) expect(existsSync(adoption.file)).toBe(true);
+  });
+
+  it('opens a format-2 castore by adding the column, its blobs still where they were', async () => {
+    const { nar, root } = await ingestAndMaterialize();
+    store.db.exec('ALTER TABLE blobs DROP COLUMN store_file');
+    store.db.pragma('user_version = 2');
+    store.close();
+    store = Castore.open(dir);
+    expect(store.db.pragma('user_version', { simple: true })).toBe(3);
+    expect((await collect(exportNar(store, root))).equals(nar)).toBe(true);
+  });
+});

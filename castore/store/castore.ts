@@ -4,11 +4,12 @@
  * through an IngestSession, whose objects become visible together in one
  * commit, or not at all.
  */
-import { closeSync, createReadStream, existsSync, openSync, readSync } from 'node:fs';
+import { createHash as createBlake3Hasher } from 'blake3';
+import { closeSync, createReadStream, existsSync, openSync, readSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { CastoreError } from '../errors.js';
 import { decodeDirectory } from '../directory.js';
-import { NodeSchema, type Digest, type Entry } from '../node.js';
+import { digestFromBytes, NodeSchema, type Digest, type Entry } from '../node.js';
 import { blobDataPath } from './blob-files.js';
 
 /** File blobs up to this size are read in one synchronous call. */
@@ -16,7 +17,8 @@ const SYNC_READ_MAX = 4 * 1024 * 1024;
 import { openCastoreDatabase, type CastoreDatabase } from './database.js';
 import { IngestSession } from './ingest-session.js';
 import { PackReader } from './pack-files.js';
-import { GROUP_SIZE, OutboardBuilder } from '../blake3/index.js';
+import { GROUP_SIZE, nativeBlake3, OutboardBuilder } from '../blake3/index.js';
+import { maintainPacks } from './gc.js';
 import { StorePathInfoSchema, type StorePathInfo } from './store-path-info.js';
 
 /**
@@ -67,13 +69,14 @@ export class Castore {
     this.packs = new PackReader(dataDir);
     this.statements = {
       presentBlobs: this.db.prepare<[string], string>('SELECT b.id FROM json_each(?) j JOIN blobs b ON b.id = j.value').pluck(),
-      batchLocations: this.db.prepare<[string], { id: Digest; size: number; pack: string | null; offset: number | null }>(
-        'SELECT b.id, b.size, b.pack, b.pack_offset AS offset FROM json_each(?) j JOIN blobs b ON b.id = j.value',
+      batchLocations: this.db.prepare<[string], { id: Digest; size: number; pack: string | null; offset: number | null; storeFile: string | null }>(
+        'SELECT b.id, b.size, b.pack, b.pack_offset AS offset, b.store_file AS storeFile FROM json_each(?) j JOIN blobs b ON b.id = j.value',
       ),
       blobStat: this.db.prepare<[string], { size: number; packed: number }>('SELECT size, pack IS NOT NULL AS packed FROM blobs WHERE id = ?'),
-      blobLocation: this.db.prepare<[string], { size: number; pack: string | null; packOffset: number | null }>(
-        'SELECT size, pack, pack_offset AS packOffset FROM blobs WHERE id = ?',
+      blobLocation: this.db.prepare<[string], { size: number; pack: string | null; packOffset: number | null; storeFile: string | null }>(
+        'SELECT size, pack, pack_offset AS packOffset, store_file AS storeFile FROM blobs WHERE id = ?',
       ),
+      forgetStoreFile: this.db.prepare<[string, string]>('DELETE FROM blobs WHERE id = ? AND store_file = ?'),
       outboard: this.db.prepare<[string], { outboard: Buffer | null; size: number }>('SELECT outboard, size FROM blobs WHERE id = ?'),
       directory: this.db.prepare<[string], { data: Buffer }>('SELECT data FROM directories WHERE id = ?'),
       storePath: this.db.prepare<[string], StorePathRow>('SELECT * FROM store_paths WHERE path = ?'),
@@ -134,6 +137,11 @@ export class Castore {
     function* runs(): Generator<Uint8Array> {
       for (let index = 0; index < located.length; ) {
         const first = located[index]!;
+        if (first.storeFile !== null) {
+          yield store.readStoreFile(first.id, first.size, first.storeFile);
+          index++;
+          continue;
+        }
         if (first.pack === null || first.offset === null) {
           yield store.readFileBlob(first.id, 0, first.size);
           index++;
@@ -172,9 +180,67 @@ export class Castore {
   }
 
   /**
+   * The bytes of an adopted blob, from its store file, verified: the file
+   * is outside the castore and anyone with root can change or delete it.
+   * One that is gone or differs is forgotten (so the next fetch brings the
+   * blob again) and refused with BLOB_NOT_FOUND or BLOB_CORRUPT.
+   */
+  private readStoreFile(id: Digest, size: number, file: string): Buffer {
+    let bytes: Buffer | undefined;
+    try {
+      bytes = this.readWholeFile(file, size);
+    } catch {
+      bytes = undefined;
+    }
+    if (bytes && digestFromBytes(nativeBlake3(bytes)) === id) return bytes;
+    this.statements.forgetStoreFile.run(id, file);
+    throw bytes
+      ? new CastoreError('BLOB_CORRUPT', `blob ${id} was adopted from ${file}, which has changed since: forgotten, fetch it again`, { objectId: id })
+      : new CastoreError('BLOB_NOT_FOUND', `blob ${id} was adopted from ${file}, which is gone or shorter: forgotten, fetch it again`, { objectId: id });
+  }
+
+  /** Exactly `size` bytes of `file`; throws if it is shorter or longer. */
+  private readWholeFile(file: string, size: number): Buffer {
+    const bytes = Buffer.allocUnsafe(size);
+    const fd = openSync(file, 'r');
+    try {
+      let done = 0;
+      while (done < size) {
+        const read = readSync(fd, bytes, done, size - done, done);
+        if (read === 0) throw new Error(`${file} is shorter than ${size} bytes`);
+        done += read;
+      }
+      if (readSync(fd, Buffer.allocUnsafe(1), 0, 1, size) !== 0) throw new Error(`${file} is longer than ${size} bytes`);
+    } finally {
+      closeSync(fd);
+    }
+    return bytes;
+  }
+
+  /** Streams an adopted blob from its store file, hashing as it goes; a mismatch at the end forgets it and throws (see readStoreFile). */
+  private async *streamStoreFile(id: Digest, size: number, file: string): AsyncGenerator<Uint8Array> {
+    const hasher = createBlake3Hasher();
+    let seen = 0;
+    try {
+      for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
+        seen += chunk.length;
+        if (seen > size) break;
+        hasher.update(chunk);
+        yield chunk;
+      }
+    } catch {
+      seen = -1;
+    }
+    if (seen === size && digestFromBytes(hasher.digest() as Uint8Array) === id) return;
+    this.statements.forgetStoreFile.run(id, file);
+    throw new CastoreError('BLOB_CORRUPT', `blob ${id} was adopted from ${file}, which is gone or has changed since: forgotten, fetch it again`, { objectId: id });
+  }
+
+  /**
    * Streams a blob's bytes, optionally a range of them. Refuses unknown ids
    * (BLOB_NOT_FOUND) and ranges beyond the end (BLAKE3_BAD_SIZE). Bytes are
-   * what the store holds: `fsck` verifies them, receivers verify them again.
+   * what the store holds: `fsck` verifies them, receivers verify them again
+   * (and an adopted blob's store file is verified here, see readStoreFile).
    */
   async *readBlob(id: Digest, range: { offset?: number; length?: number } = {}): AsyncGenerator<Uint8Array> {
     const row = this.statements.blobLocation.get(id);
@@ -185,6 +251,12 @@ export class Castore {
       throw new CastoreError('BLAKE3_BAD_SIZE', `range ${offset}+${length} is outside blob ${id} of ${row.size} bytes`, { objectId: id });
     }
     if (length === 0) return;
+    if (row.storeFile !== null) {
+      if (row.size <= SYNC_READ_MAX) yield this.readStoreFile(id, row.size, row.storeFile).subarray(offset, offset + length);
+      else if (offset === 0 && length === row.size) yield* this.streamStoreFile(id, row.size, row.storeFile);
+      else yield (await this.readBlobBytes(id)).subarray(offset, offset + length);
+      return;
+    }
     if (row.pack !== null) {
       yield this.packs.read(row.pack, row.packOffset! + offset, length, id);
       return;
@@ -214,7 +286,9 @@ export class Castore {
     if (row && row.outboard === null && row.size > GROUP_SIZE) {
       const builder = new OutboardBuilder();
       const location = this.statements.blobLocation.get(id)!;
-      builder.update(this.packs.read(location.pack!, location.packOffset!, location.size, id));
+      builder.update(
+        location.storeFile !== null ? this.readStoreFile(id, location.size, location.storeFile) : this.packs.read(location.pack!, location.packOffset!, location.size, id),
+      );
       return builder.finish().outboard;
     }
     if (!row) throw new CastoreError('BLOB_NOT_FOUND', `blob ${id} is not in the store`, { objectId: id });
@@ -291,6 +365,41 @@ export class Castore {
       session.abort();
       throw error;
     }
+  }
+
+  /**
+   * Adopts materialized files: each blob's bytes are from now on read from
+   * `file` (a read-only store file its owner keeps, e.g. an agent's store
+   * path) and the castore drops its own copy — the blob's file of its own,
+   * and packs no blob lives in any more (sparse ones are compacted). Blobs
+   * the castore does not hold, or holds with another size, are ignored.
+   * Idempotent; a blob already adopted is moved to the new file (an agent's
+   * GC moves blobs off store paths it is about to delete). Returns how many
+   * blobs changed place and how many of their bytes the castore held.
+   */
+  adoptStoreFiles(files: Iterable<{ id: Digest; size: number; file: string }>): { adopted: number; releasedBytes: number } {
+    const select = this.db.prepare<[string], { size: number; pack: string | null; storeFile: string | null }>('SELECT size, pack, store_file AS storeFile FROM blobs WHERE id = ?');
+    const adopt = this.db.prepare<[string, string]>('UPDATE blobs SET store_file = ?, pack = NULL, pack_offset = NULL WHERE id = ?');
+    const ownFiles: Digest[] = [];
+    let adopted = 0;
+    let releasedBytes = 0;
+    this.db
+      .transaction(() => {
+        for (const { id, size, file } of files) {
+          const row = select.get(id);
+          if (!row || row.size !== size || row.storeFile === file) continue;
+          if (row.storeFile === null) {
+            releasedBytes += size;
+            if (row.pack === null) ownFiles.push(id);
+          }
+          adopt.run(file, id);
+          adopted++;
+        }
+      })
+      .immediate();
+    for (const id of ownFiles) rmSync(blobDataPath(this.dataDir, id), { force: true });
+    if (releasedBytes > 0) maintainPacks(this);
+    return { adopted, releasedBytes };
   }
 
   /** Whether a blob's data file is present (fsck uses it to report a missing file under a present row). */

@@ -4,7 +4,9 @@
  * object and the store path registry. Blob bytes are outside it: small
  * blobs (a Nix closure is mostly small files) appended to the pack file of
  * the ingest that wrote them — written once, one fsync per ingest — and
- * large blobs in files of their own (see blob-files.ts).
+ * large blobs in files of their own (see blob-files.ts). On an agent, a
+ * blob whose file has been materialized is adopted: its bytes then live
+ * only in that read-only store file (`store_file`), not a second time here.
  *
  * Why SQLite and not one file per object: see docs/castore.md.
  */
@@ -16,7 +18,7 @@ import { CastoreError } from '../errors.js';
 export type CastoreDatabase = Database.Database;
 
 /** Bumped when the layout changes incompatibly; older stores are refused with a clear error. */
-const FORMAT_VERSION = 2;
+const FORMAT_VERSION = 3;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS blobs (
@@ -25,7 +27,8 @@ CREATE TABLE IF NOT EXISTS blobs (
   pack        TEXT,               -- pack holding the bytes (size <= PACK_MAX); NULL when in a file of its own
   pack_offset INTEGER,
   outboard    BLOB,               -- BLAKE3 outboard; NULL for blobs of one 16 KiB group
-  last_used   INTEGER NOT NULL    -- ms; GC never sweeps what was used after it started
+  last_used   INTEGER NOT NULL,   -- ms; GC never sweeps what was used after it started
+  store_file  TEXT                -- a materialized store file holding the bytes (pack NULL, no file of its own)
 );
 CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs (pack) WHERE pack IS NOT NULL;
 -- Pack files (packs/<id>.pack) that a commit published; a pack file without a row is an
@@ -68,8 +71,18 @@ export function openCastoreDatabase(dataDir: string): CastoreDatabase {
   // corrupts the database or makes a half-written object visible.
   db.pragma('synchronous = NORMAL');
   db.pragma('busy_timeout = 10000');
-  const version = db.pragma('user_version', { simple: true }) as number;
   const hasTables = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'blobs'").get() !== undefined;
+  const formatVersion = () => db.pragma('user_version', { simple: true }) as number;
+  if (hasTables && formatVersion() === 2) {
+    // Format 3 only adds where adopted blobs live: existing rows keep their places. In a write
+    // transaction, checked again inside, so two processes opening it at once migrate it once.
+    db.transaction(() => {
+      if (formatVersion() !== 2) return;
+      db.exec('ALTER TABLE blobs ADD COLUMN store_file TEXT');
+      db.pragma(`user_version = ${FORMAT_VERSION}`);
+    }).immediate();
+  }
+  const version = formatVersion();
   if (hasTables && version !== FORMAT_VERSION) {
     db.close();
     throw new CastoreError('UNSUPPORTED_FORMAT', `the castore in ${dataDir} has format ${version}, this Ferry reads format ${FORMAT_VERSION}: re-create it (ferry push / fetch again)`);

@@ -6,7 +6,7 @@
  * and its NarHash compared with the registry's.
  */
 import { nativeBlake3 } from '../blake3/index.js';
-import { createReadStream, existsSync } from 'node:fs';
+import { createReadStream, existsSync, readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { encodeNixBase32 } from '../../nix/index.js';
 import { BlobVerifier, GROUP_SIZE } from '../blake3/index.js';
@@ -66,8 +66,8 @@ export async function fsck(store: Castore, options: FsckOptions = {}): Promise<F
   const db = store.db;
   const problems: FsckProblem[] = [];
   const blobRows = db
-    .prepare<[], { id: Digest; size: number; pack: string | null; packOffset: number | null; outboard: Buffer | null }>(
-      'SELECT id, size, pack, pack_offset AS packOffset, outboard FROM blobs',
+    .prepare<[], { id: Digest; size: number; pack: string | null; packOffset: number | null; outboard: Buffer | null; storeFile: string | null }>(
+      'SELECT id, size, pack, pack_offset AS packOffset, outboard, store_file AS storeFile FROM blobs',
     )
     .all();
   const totals = db.prepare<[], { b: number; d: number; p: number }>(
@@ -80,7 +80,16 @@ export async function fsck(store: Castore, options: FsckOptions = {}): Promise<F
     blobSizes.set(row.id, row.size);
     let problem: string | undefined;
     const outboard = row.outboard ? new Uint8Array(row.outboard) : new Uint8Array(0);
-    if (row.pack !== null) {
+    if (row.storeFile !== null) {
+      // Adopted: the bytes are a materialized store file, checked where they are (and left alone).
+      // (A blob that was packed has no outboard: at most PACK_MAX bytes, hashed whole.)
+      if (!existsSync(row.storeFile)) problem = `its store file ${row.storeFile} is missing`;
+      else if (row.outboard) problem = await verifyBlob(row.id, row.size, outboard, createReadStream(row.storeFile, { highWaterMark: 1 << 20 }) as AsyncIterable<Uint8Array>);
+      else {
+        const data = readFileSync(row.storeFile);
+        if (data.length !== row.size || digestFromBytes(nativeBlake3(data)) !== row.id) problem = `its store file ${row.storeFile} does not hash to its id`;
+      }
+    } else if (row.pack !== null) {
       let data: Buffer | undefined;
       try {
         data = store.packs.read(row.pack, row.packOffset!, row.size, row.id);

@@ -118,7 +118,9 @@ export function collectGarbage(store: Castore, options: GcOptions = {}): GcRepor
   let removedBlobBytes = 0;
   let removedDirectories = 0;
   const sweep = (): void => {
-    const blobs = db.prepare<[number], { id: Digest; size: number; pack: string | null }>('SELECT id, size, pack FROM blobs WHERE last_used < ?');
+    const blobs = db.prepare<[number], { id: Digest; size: number; pack: string | null; storeFile: string | null }>(
+      'SELECT id, size, pack, store_file AS storeFile FROM blobs WHERE last_used < ?',
+    );
     const deleteBlob = db.prepare('DELETE FROM blobs WHERE id = ?');
     for (const blob of blobs.all(cutoff)) {
       if (liveBlobs.has(blob.id)) continue;
@@ -126,7 +128,8 @@ export function collectGarbage(store: Castore, options: GcOptions = {}): GcRepor
       removedBlobBytes += blob.size;
       if (dryRun) continue;
       deleteBlob.run(blob.id);
-      if (blob.pack === null) rmSync(blobDataPath(store.dataDir, blob.id), { force: true });
+      // An adopted blob's store file belongs to its owner: only the row goes.
+      if (blob.pack === null && blob.storeFile === null) rmSync(blobDataPath(store.dataDir, blob.id), { force: true });
     }
     const directories = db.prepare<[number], { id: Digest }>('SELECT id FROM directories WHERE last_used < ?');
     const deleteDirectory = db.prepare('DELETE FROM directories WHERE id = ?');
@@ -168,7 +171,7 @@ const COMPACT_BELOW = 0.5;
  * blobs are copied to a new pack (fsynced), their rows moved to it in one
  * transaction, then the old file is deleted.
  */
-function maintainPacks(store: Castore): { removed: number; compacted: number } {
+export function maintainPacks(store: Castore): { removed: number; compacted: number } {
   const db = store.db;
   const usage = db
     .prepare<[], { id: string; size: number; live: number }>(
