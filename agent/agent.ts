@@ -18,6 +18,7 @@ import { Castore, collectGarbage, fetchClosure, readBundle, referencesFirst, typ
 import { openDataClient } from '../protocol/connect.js';
 import type { DataClient } from '../protocol/data-client.js';
 import { CoordinatorHttpClient, type CoordinatorHttpClientOptions } from '../protocol/http-client.js';
+import { adoptMaterializedFiles } from './adopt-store-files.js';
 import { createIdentityFile, loadIdentity, type Identity } from '../protocol/identity.js';
 import { desiredProofMessage, verifyProof } from '../protocol/coordinator-proofs.js';
 import { parseJoinString } from '../protocol/join-string.js';
@@ -373,6 +374,7 @@ export class Agent {
       this.events.add('active', `generation ${generation.number} (${config.id}) is active`, config.id);
       this.publishActivity('active', config.id, undefined, true);
       await this.report(config.id, 'active');
+      this.keepBytesOnce(generation);
       return 'active';
     }
     this.state.refused.push(config.id);
@@ -382,6 +384,7 @@ export class Agent {
       this.save();
       this.events.add('failed', outcome.error, config.id);
       await this.report(config.id, 'failed', outcome.error);
+      this.keepBytesOnce(generation);
       return 'failed';
     }
     this.generations.switchTo(back.number);
@@ -392,7 +395,26 @@ export class Agent {
     this.events.add('rolled-back', `generation ${generation.number} failed, back on ${back.number}: ${outcome.error}${note}`, config.id);
     this.publishActivity('rolled-back', config.id, undefined, true);
     await this.report(config.id, 'rolled-back', `${outcome.error}${note}`);
+    this.keepBytesOnce(generation);
     return 'rolled-back';
+  }
+
+  /**
+   * After a deployment (whatever its outcome: the generation stays until
+   * GC), the castore adopts the generation's materialized files and drops
+   * its copy of them (agent/adopt-store-files.ts). Off the deployment's
+   * critical path; a failure only leaves the bytes stored twice until the
+   * next deployment, so it is logged, not thrown.
+   */
+  private keepBytesOnce(generation: Generation): void {
+    try {
+      const store = this.castore();
+      const infos = generation.closure.map((storePath) => store.getStorePath(storePath)).filter((info) => info !== undefined);
+      const { releasedBytes } = adoptMaterializedFiles(store, this.state.storeDir, infos);
+      if (releasedBytes > 0) this.events.add('adopted', `castore: ${releasedBytes} bytes now kept only in the store's files`, generation.configId);
+    } catch (error) {
+      this.log(`ferry agent: could not release the castore's copy of generation ${generation.number}: ${(error as Error).message}`);
+    }
   }
 
   /**
@@ -422,13 +444,16 @@ export class Agent {
   async gc(keep = 5): Promise<{ removedGenerations: number[]; removedStorePaths: string[] }> {
     const current = this.generations.current();
     const all = this.generations.list();
-    const kept = new Set([...all.slice(-keep).map((entry) => entry.number), ...(current ? [current.number] : [])]);
+    const kept = new Set([...(keep > 0 ? all.slice(-keep) : []).map((entry) => entry.number), ...(current ? [current.number] : [])]);
     const removedGenerations = all.filter((entry) => !kept.has(entry.number)).map((entry) => entry.number);
     for (const number of removedGenerations) this.generations.remove(number);
     const live = new Set(all.filter((entry) => kept.has(entry.number)).flatMap((entry) => entry.closure));
     const store = this.castore();
     const removedStorePaths: string[] = [];
     const known = new Set(store.listStorePaths().map((info) => info.storePath));
+    // Blobs adopted from a store path about to go are first re-pointed to a kept path holding them.
+    const keptInfos = [...live].filter((storePath) => known.has(storePath)).map((storePath) => store.getStorePath(storePath)!);
+    adoptMaterializedFiles(store, this.state.storeDir, keptInfos);
     if (existsSync(this.state.storeDir)) {
       for (const storePath of known) {
         if (live.has(storePath)) continue;

@@ -172,6 +172,18 @@ describe.skipIf(skipReason !== undefined)('coordinator and agents, end to end', 
         expect(stat.mtimeMs).toBe(1000);
       }
       expect(readdirSync(storeDir).filter((entry) => entry.startsWith('.'))).toEqual([]);
+      // Each byte is kept once: the castore adopts the store's files and drops its own copy of them
+      // (no pack, no blob file left), yet still knows and verifies every blob (fsck reads the store files).
+      const { stateDir } = agents.get(name)!;
+      await waitFor(`${name} to release the castore's copy`, () => readFileSync(path.join(stateDir, 'events.jsonl'), 'utf8').includes('"adopted"') || undefined);
+      const castoreDir = path.join(stateDir, 'castore');
+      expect(readdirSync(path.join(castoreDir, 'packs'))).toEqual([]);
+      expect(existsSync(path.join(castoreDir, 'blobs')) ? readdirSync(path.join(castoreDir, 'blobs'), { recursive: true }).filter((entry) => String(entry).length > 2) : []).toEqual([]);
+      const fsck = ferry('castore', 'fsck', '--data-dir', stateDir, '--nars', '--json');
+      expect(fsck.status, fsck.stderr).toBe(0);
+      const checked = JSON.parse(fsck.stdout) as { blobs: number; problems: unknown[] };
+      expect(checked.problems).toEqual([]);
+      expect(checked.blobs).toBeGreaterThan(3);
     }
     // The coordinator shows what the agent did (its recent events ring, not audited).
     const shown = JSON.parse(ok('agents', 'show', 'alpha', '--json')) as { activity: { events: { kind: string }[] } };

@@ -7,7 +7,7 @@ import { encodeNar, type NarEvent } from '../../nix/index.js';
 import { CastoreError } from '../errors.js';
 import { exportNar } from '../nar-export.js';
 import { ingestStorePath } from '../ingest-store-path.js';
-import { digestFromBytes, type Node } from '../node.js';
+import { digestFromBytes, type Digest, type Node } from '../node.js';
 import { blobDataPath } from './blob-files.js';
 import { Castore, PACK_MAX } from './castore.js';
 import { collectGarbage } from './gc.js';
@@ -315,7 +315,7 @@ describe('adopted store files', () => {
   };
   const storePath = '/nix/store/11111111111111111111111111111111-adopted';
 
-  async function ingestAndMaterialize(): Promise<{ nar: Buffer; root: Node; materialized: string; adoptions: { id: string; size: number; file: string }[] }> {
+  async function ingestAndMaterialize(): Promise<{ nar: Buffer; root: Node; materialized: string; adoptions: { id: Digest; size: number; file: string }[] }> {
     const nar = await collect(encodeNar(narOf(files)));
     const info = await ingestStorePath(store, chunked(nar), { storePath, references: [] });
     const materialized = path.join(dir, 'materialized');
@@ -330,25 +330,25 @@ describe('adopted store files', () => {
   it('drops its own copy (packs, blob files) and still exports the same NAR, verified by fsck', async () => {
     const { nar, root, adoptions } = await ingestAndMaterialize();
     const bigId = adoptions[2]!.id;
-    expect(existsSync(blobDataPath(dir, bigId as never))).toBe(true);
+    expect(existsSync(blobDataPath(dir, bigId))).toBe(true);
     expect(readdirSync(path.join(dir, 'packs')).length).toBeGreaterThan(0);
 
-    const report = store.adoptStoreFiles(adoptions as never);
+    const report = store.adoptStoreFiles(adoptions);
     expect(report).toEqual({ adopted: 4, releasedBytes: Object.values(files).reduce((sum, bytes) => sum + bytes.length, 0) });
-    expect(existsSync(blobDataPath(dir, bigId as never))).toBe(false);
+    expect(existsSync(blobDataPath(dir, bigId))).toBe(false);
     expect(readdirSync(path.join(dir, 'packs'))).toEqual([]);
     expect((await collect(exportNar(store, root))).equals(nar)).toBe(true);
-    expect(Buffer.from(store.readBlobBatch([adoptions[1]!.id as never, adoptions[0]!.id as never]).bytes[Symbol.iterator]().next().value!).equals(Buffer.from(files['b-packed']))).toBe(true);
-    expect(store.readOutboard(adoptions[1]!.id as never).length).toBeGreaterThan(0);
+    expect(Buffer.from(store.readBlobBatch([adoptions[1]!.id, adoptions[0]!.id]).bytes[Symbol.iterator]().next().value!).equals(Buffer.from(files['b-packed']))).toBe(true);
+    expect(store.readOutboard(adoptions[1]!.id).length).toBeGreaterThan(0);
     expect((await fsck(store, { checkNars: true })).problems).toEqual([]);
     // Again: nothing changes place.
-    expect(store.adoptStoreFiles(adoptions as never)).toEqual({ adopted: 0, releasedBytes: 0 });
+    expect(store.adoptStoreFiles(adoptions)).toEqual({ adopted: 0, releasedBytes: 0 });
   });
 
   it('forgets a blob whose store file changed or went away, so it is fetched again, and fsck names it', async () => {
     const { adoptions, materialized } = await ingestAndMaterialize();
-    store.adoptStoreFiles(adoptions as never);
-    const [small, packed, big] = adoptions as [{ id: never; file: string }, { id: never; file: string }, { id: never; file: string }];
+    store.adoptStoreFiles(adoptions);
+    const [small, packed, big] = adoptions as [(typeof adoptions)[0], (typeof adoptions)[0], (typeof adoptions)[0]];
     writeFileSync(small.file, Buffer.from(pseudoRandom(300, 99)));
     rmSync(packed.file);
     expect((await fsck(store)).problems.map((problem) => problem.problem)).toEqual([
@@ -360,7 +360,7 @@ describe('adopted store files', () => {
     expect(store.missingBlobs([small.id, packed.id, big.id])).toEqual([small.id, packed.id]);
     // A large one, streamed: verified at its end.
     const bigBytes = Buffer.from(files['c-own-file']);
-    bigBytes[bigBytes.length - 1] ^= 1;
+    bigBytes[bigBytes.length - 1]! ^= 1;
     writeFileSync(big.file, bigBytes);
     await expect(store.readBlobBytes(big.id)).rejects.toMatchObject({ code: 'BLOB_CORRUPT' });
     expect(store.hasBlob(big.id)).toBe(false);
@@ -369,7 +369,7 @@ describe('adopted store files', () => {
 
   it('GC drops the rows of adopted blobs nothing keeps and never touches their store files', async () => {
     const { adoptions } = await ingestAndMaterialize();
-    store.adoptStoreFiles(adoptions as never);
+    store.adoptStoreFiles(adoptions);
     await new Promise((resolve) => setTimeout(resolve, 5)); // GC spares what was used in its own millisecond
     expect(collectGarbage(store, { keepStorePaths: [] })).toMatchObject({ removedStorePaths: [storePath], removedBlobs: 4 });
     for (const adoption of adoptions) expect(existsSync(adoption.file)).toBe(true);

@@ -1,0 +1,102 @@
+// An agent keeps each byte once and GC keeps what its kept generations need:
+// a real coordinator on 127.0.0.1 and an in-process agent deploying three
+// configs whose closures share a library and a file, then `gc`.
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Agent } from '../agent/index.js';
+import { nixSystem } from '../agent/facts.js';
+import { Castore, fsck, uploadStorePaths } from '../castore/index.js';
+import { dumpPath } from '../nix/nar/index.js';
+import { openDataClient } from '../protocol/connect.js';
+import { formatJoinString } from '../protocol/join-string.js';
+import { addTreeAsStorePath, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
+
+let test: TestCoordinator;
+let work: string;
+const lib = fakeStorePath('gc-lib');
+const apps = { x: fakeStorePath('gc-app-x'), y: fakeStorePath('gc-app-y'), z: fakeStorePath('gc-app-z') };
+const shared = 'the same file in every app\n'.repeat(1000);
+
+async function narOf(source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<Buffer> {
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of source) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+
+beforeAll(async () => {
+  test = await startTestCoordinator();
+  work = mkdtempSync(path.join(tmpdir(), 'ferry-agent-gc-'));
+  const source = Castore.open(path.join(work, 'source'));
+  writeTree(path.join(work, 'lib'), 'gc-lib', { small: 40, large: 1, largeSize: 1_500_000 });
+  await addTreeAsStorePath(source, path.join(work, 'lib'), lib);
+  for (const [name, storePath] of Object.entries(apps)) {
+    writeTree(path.join(work, name), `gc-${name}`, { small: 20, large: 0 });
+    writeFileSync(path.join(work, name, 'shared.txt'), shared);
+    await addTreeAsStorePath(source, path.join(work, name), storePath, [lib]);
+  }
+  const { client } = await openDataClient(test.http.url, test.pusher);
+  await uploadStorePaths(client, source, Object.values(apps));
+  await client.close();
+  source.close();
+}, 60_000);
+
+afterAll(async () => {
+  await test?.close();
+  rmSync(work, { recursive: true, force: true });
+});
+
+describe('agent store and castore', () => {
+  it('keeps each byte once, and gc keeps exactly what kept generations need, moving shared blobs off deleted paths', async () => {
+    const { token } = await test.adminClient.post<{ token: string }>('/v1/tokens', { uses: 1, autoApprove: true });
+    const stateDir = path.join(work, 'agent');
+    const storeDir = path.join(stateDir, 'store');
+    const join = formatJoinString({ httpUrl: test.http.url, coordinatorKey: test.coordinator.identity.keyId, tlsFingerprint: test.coordinator.tls.fingerprint, token, pinnedTls: true });
+    const { agentId } = await Agent.enroll(join, { stateDir, storeDir, name: 'gc' });
+    const agent = new Agent(stateDir, { log: () => undefined });
+    try {
+      let parent: string[] = [];
+      for (const storePath of [apps.x, apps.y]) {
+        const { configId } = await test.adminClient.post<{ configId: string }>('/v1/graphs/gc/configs', signedConfig(test.admin, 'gc', parent, { [nixSystem()]: storePath }, 'gc', { activate: 'true' }));
+        if (parent.length === 0) await test.adminClient.post(`/v1/agents/${agentId}/assign`, { graph: 'gc' });
+        parent = [configId];
+        expect(await agent.runOnce()).toBe('active');
+      }
+      const castoreDir = path.join(stateDir, 'castore');
+      // Nothing of the closure is stored twice: no pack and no blob file in the castore.
+      expect(readdirSync(path.join(castoreDir, 'packs'))).toEqual([]);
+      expect(existsSync(path.join(castoreDir, 'blobs')) ? readdirSync(path.join(castoreDir, 'blobs'), { recursive: true }).filter((entry) => String(entry).length > 2) : []).toEqual([]);
+
+      // Back on x, whose shared.txt blob the castore now reads from y's copy; then keep only the current generation.
+      await agent.rollback(1);
+      const removed = await agent.gc(0);
+      expect(removed).toEqual({ removedGenerations: [2], removedStorePaths: [apps.y] });
+      expect(existsSync(path.join(storeDir, path.basename(apps.y)))).toBe(false);
+      for (const kept of [lib, apps.x]) expect(existsSync(path.join(storeDir, path.basename(kept)))).toBe(true);
+      const local = Castore.open(castoreDir);
+      try {
+        // Every blob still known is readable and verified from a kept store file (y's are gone).
+        expect((await fsck(local, { checkNars: true })).problems).toEqual([]);
+        const rows = local.db.prepare<[], { storeFile: string }>('SELECT store_file AS storeFile FROM blobs').all();
+        expect(rows.length).toBeGreaterThan(60);
+        for (const row of rows) expect(row.storeFile.startsWith(path.join(storeDir, path.basename(apps.y)))).toBe(false);
+      } finally {
+        local.close();
+      }
+
+      // z shares lib and shared.txt: the upgrade fetches neither again, and materializes them from the store.
+      const { configId } = await test.adminClient.post<{ configId: string }>('/v1/graphs/gc/configs', signedConfig(test.admin, 'gc', parent, { [nixSystem()]: apps.z }, 'gc', { activate: 'true' }));
+      expect(await agent.runOnce()).toBe('active');
+      const fetched = agent.events.read().find((event) => event.kind === 'fetched' && event.configId === configId)!;
+      const fetchedBytes = Number(/(\d+) bytes/.exec(fetched.message)![1]);
+      expect(fetchedBytes).toBeLessThan(20 * 9100); // z's own small files only: not lib's 1.5 MB, not shared.txt again
+      for (const storePath of [lib, apps.z]) {
+        const materialized = await narOf(dumpPath(path.join(storeDir, path.basename(storePath))));
+        expect(materialized.equals(await narOf(dumpPath(path.join(work, storePath === lib ? 'lib' : 'z'))))).toBe(true);
+      }
+    } finally {
+      await agent.close();
+    }
+  }, 60_000);
+});
