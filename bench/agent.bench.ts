@@ -120,6 +120,19 @@ function fetchedBytes(agent: BenchAgent, configId: string): number {
   return Number(/(\d+) bytes/.exec(fetched.at(-1)!.message)![1]);
 }
 
+/** Bytes a directory takes on disk (`du`, blocks allocated). */
+function diskBytes(dir: string): number {
+  return Number(execFileSync('du', ['-s', '--block-size=1', dir], { encoding: 'utf8' }).split('\t')[0]);
+}
+/** The agent's store dir and castore on disk, once it has released the castore's copy of `configId`'s files. */
+async function agentDisk(agent: BenchAgent, configId: string): Promise<string> {
+  await waitUntil(`${agent.name} to release the castore's copy`, async () =>
+    readFileSync(path.join(agent.stateDir, 'events.jsonl'), 'utf8').split('\n').some((line) => line.includes('"adopted"') && line.includes(configId)),
+  );
+  const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+  return `store ${mib(diskBytes(path.join(agent.stateDir, 'store')))}, castore ${mib(diskBytes(path.join(agent.stateDir, 'castore')))}`;
+}
+
 // 1. Cold deploy, one agent.
 const solo = startAgent('solo');
 await new Promise((resolve) => setTimeout(resolve, 1000));
@@ -129,6 +142,7 @@ await admin.post(`/v1/agents/${solo.id}/assign`, { graph: 'solo' });
 await waitUntil('the cold deploy', activeOn(solo, coldConfig));
 const coldSeconds = (performance.now() - coldStart) / 1000;
 const coldPhases = phasesOf(solo, coldConfig);
+const coldDisk = await agentDisk(solo, coldConfig);
 
 // The reference: nix copy from a compression=none binary cache on a static server into a fresh store.
 const cacheDir = path.join(work, 'binary-cache');
@@ -161,12 +175,13 @@ const upgradeStart = performance.now();
 await waitUntil('the upgrade', activeOn(solo, upgradeConfig));
 const upgradeSeconds = (performance.now() - upgradeStart) / 1000;
 const upgradeBytes = fetchedBytes(solo, upgradeConfig);
+const upgradeDisk = await agentDisk(solo, upgradeConfig);
 const soloRss = peakRssMiB(solo.process.pid!);
 solo.process.kill('SIGKILL');
 
 // 3. A fleet deploying the same closure at once.
 if (fleetSize === 0) {
-  console.log({ nixSeconds, coldSeconds, coldPhases, upgradeSeconds, upgradeBytes, soloRss });
+  console.log({ nixSeconds, coldSeconds, coldPhases, coldDisk, upgradeSeconds, upgradeBytes, upgradeDisk, soloRss });
   process.exit(0);
 }
 const fleet = Array.from({ length: fleetSize }, (_, index) => startAgent(`fleet-${index}`));
@@ -188,6 +203,7 @@ report('agent', [
   { what: 'cold deploy, where the time went (agent events)', value: coldPhases, rate: '', target: '' },
   { what: 'upgrade (~10% files changed): bytes fetched / closure NAR', value: `${upgradeBytes} / ${closureBytes}`, rate: `${((100 * upgradeBytes) / closureBytes).toFixed(1)} %`, target: '<= 15 %' },
   { what: 'upgrade: submit -> active', value: `${upgradeSeconds.toFixed(2)} s`, rate: '', target: '' },
+  { what: 'agent disk after the cold deploy / after the upgrade (each byte once)', value: `${coldDisk} / ${upgradeDisk}`, rate: '', target: '' },
   { what: `${fleetSize} agents at once: submit -> all active`, value: `${fleetSeconds.toFixed(2)} s`, rate: mbPerSecond(closureBytes * fleetSize, fleetSeconds), target: 'all succeed' },
   { what: `coordinator CPU during the ${fleetSize}-agent deploy`, value: `${coordinatorCpu.toFixed(1)} s`, rate: `${((100 * coordinatorCpu) / fleetSeconds).toFixed(0)} % of one core`, target: '' },
   { what: 'agent peak RSS (solo / worst of the fleet)', value: `${soloRss.toFixed(0)} / ${fleetRss.toFixed(0)} MiB`, rate: '', target: '< 150 MB' },
