@@ -23,7 +23,7 @@
  * saves.
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, existsSync, fchmodSync, fsyncSync, futimesSync, lstatSync, lutimesSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, symlinkSync, utimesSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fchmodSync, fsyncSync, futimesSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, symlinkSync, utimesSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
@@ -629,7 +629,8 @@ export class ClosureMaterializer {
     let failed = true;
     try {
       const batched: FileTarget[] = [];
-      for (const targets of this.waiting.values()) {
+      for (const [digest, waiting] of this.waiting) {
+        const targets = this.linkFromStore(digest, waiting);
         for (const target of targets) {
           if (target.node.size > BATCH_FILE_MAX) await writeStreamed(this.store, sink, target.node, target.at);
           else batched.push(target);
@@ -668,6 +669,28 @@ export class ClosureMaterializer {
     const published = this.planned.length;
     this.planned.length = 0;
     return published;
+  }
+
+  /**
+   * Hard-links the targets of an adopted blob to its store file, verified
+   * first (Castore.verifiedStoreFile), when they have its mode: identical,
+   * read-only, mtime 1, so nothing is written again and the disk holds the
+   * bytes once across generations (as Nix's store optimisation does).
+   * Returns the targets left to write: another mode, or a link refused.
+   */
+  private linkFromStore(digest: Digest, targets: FileTarget[]): FileTarget[] {
+    const source = this.store.verifiedStoreFile(digest);
+    if (source === undefined) return targets;
+    const sourceExecutable = (lstatSync(source).mode & 0o100) !== 0;
+    return targets.filter(({ at, node }) => {
+      if (node.executable !== sourceExecutable) return true;
+      try {
+        linkSync(source, at);
+        return false;
+      } catch {
+        return true; // another file system, too many links: written instead
+      }
+    });
   }
 
   /** Stops writing and deletes the temp trees (what was already renamed stays: it is complete). */

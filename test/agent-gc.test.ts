@@ -1,7 +1,7 @@
 // An agent keeps each byte once and GC keeps what its kept generations need:
 // a real coordinator on 127.0.0.1 and an in-process agent deploying three
 // configs whose closures share a library and a file, then `gc`.
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -34,6 +34,8 @@ beforeAll(async () => {
   for (const [name, storePath] of Object.entries(apps)) {
     writeTree(path.join(work, name), `gc-${name}`, { small: 20, large: 0 });
     writeFileSync(path.join(work, name, 'shared.txt'), shared);
+    // The same bytes as an executable: another mode, so never a link to shared.txt.
+    if (name === 'z') writeFileSync(path.join(work, name, 'shared-script'), shared, { mode: 0o755 });
     await addTreeAsStorePath(source, path.join(work, name), storePath, [lib]);
   }
   const { client } = await openDataClient(test.http.url, test.pusher);
@@ -95,6 +97,11 @@ describe('agent store and castore', () => {
         const materialized = await narOf(dumpPath(path.join(storeDir, path.basename(storePath))));
         expect(materialized.equals(await narOf(dumpPath(path.join(work, storePath === lib ? 'lib' : 'z'))))).toBe(true);
       }
+      // The unchanged file is the same inode as x's (a hard link, bytes once on disk); the executable copy is not.
+      const inode = (storePath: string, name: string) => statSync(path.join(storeDir, path.basename(storePath), name)).ino;
+      expect(inode(apps.z, 'shared.txt')).toBe(inode(apps.x, 'shared.txt'));
+      expect(inode(apps.z, 'shared-script')).not.toBe(inode(apps.x, 'shared.txt'));
+      expect(statSync(path.join(storeDir, path.basename(apps.z), 'shared.txt'))).toMatchObject({ mode: 0o100444, mtimeMs: 1000, nlink: 2 });
     } finally {
       await agent.close();
     }

@@ -341,6 +341,7 @@ describe('adopted store files', () => {
     expect(Buffer.from(store.readBlobBatch([adoptions[1]!.id, adoptions[0]!.id]).bytes[Symbol.iterator]().next().value!).equals(Buffer.from(files['b-packed']))).toBe(true);
     expect(store.readOutboard(adoptions[1]!.id).length).toBeGreaterThan(0);
     expect((await fsck(store, { checkNars: true })).problems).toEqual([]);
+    for (const adoption of adoptions) expect(store.verifiedStoreFile(adoption.id)).toBe(adoption.file);
     // Again: nothing changes place.
     expect(store.adoptStoreFiles(adoptions)).toEqual({ adopted: 0, releasedBytes: 0 });
   });
@@ -364,6 +365,12 @@ describe('adopted store files', () => {
     writeFileSync(big.file, bigBytes);
     await expect(store.readBlobBytes(big.id)).rejects.toMatchObject({ code: 'BLOB_CORRUPT' });
     expect(store.hasBlob(big.id)).toBe(false);
+    // A link source is checked first: changed, it is forgotten instead of linked.
+    const empty = adoptions[3]!;
+    expect(store.verifiedStoreFile(empty.id)).toBe(empty.file);
+    writeFileSync(empty.file, 'no longer empty');
+    expect(store.verifiedStoreFile(empty.id)).toBeUndefined();
+    expect(store.hasBlob(empty.id)).toBe(false);
     expect(readdirSync(materialized).sort()).toEqual(['a-small', 'c-own-file', 'd-empty']); // forgetting deletes nothing (the test removed b-packed)
   });
 

@@ -217,6 +217,40 @@ export class Castore {
     return bytes;
   }
 
+  /**
+   * The store file an adopted blob is read from, checked now to still hold
+   * exactly the blob (an agent hard-links it into a new store path instead
+   * of writing the bytes again). Undefined for a blob that is not adopted,
+   * or whose file is gone or changed — that one is forgotten, as on a read.
+   */
+  verifiedStoreFile(id: Digest): string | undefined {
+    const row = this.statements.blobLocation.get(id);
+    if (!row || row.storeFile === null) return undefined;
+    let holds: boolean;
+    try {
+      holds = this.storeFileHolds(id, row.size, row.storeFile);
+    } catch {
+      holds = false;
+    }
+    if (holds) return row.storeFile;
+    this.statements.forgetStoreFile.run(id, row.storeFile);
+    return undefined;
+  }
+
+  /** Whether `file` is exactly `size` bytes hashing to `id`, read 1 MiB at a time. */
+  private storeFileHolds(id: Digest, size: number, file: string): boolean {
+    const hasher = createBlake3Hasher();
+    const buffer = Buffer.allocUnsafe(1024 * 1024);
+    const fd = openSync(file, 'r');
+    let total = 0;
+    try {
+      for (let read; (read = readSync(fd, buffer, 0, buffer.length, total)) > 0; total += read) hasher.update(buffer.subarray(0, read));
+    } finally {
+      closeSync(fd);
+    }
+    return total === size && digestFromBytes(hasher.digest() as Uint8Array) === id;
+  }
+
   /** Streams an adopted blob from its store file, hashing as it goes; a mismatch at the end forgets it and throws (see readStoreFile). */
   private async *streamStoreFile(id: Digest, size: number, file: string): AsyncGenerator<Uint8Array> {
     const hasher = createBlake3Hasher();
