@@ -175,13 +175,14 @@ const upgradeStart = performance.now();
 await waitUntil('the upgrade', activeOn(solo, upgradeConfig));
 const upgradeSeconds = (performance.now() - upgradeStart) / 1000;
 const upgradeBytes = fetchedBytes(solo, upgradeConfig);
+const upgradePhases = phasesOf(solo, upgradeConfig);
 const upgradeDisk = await agentDisk(solo, upgradeConfig);
 const soloRss = peakRssMiB(solo.process.pid!);
 solo.process.kill('SIGKILL');
 
 // 3. A fleet deploying the same closure at once.
 if (fleetSize === 0) {
-  console.log({ nixSeconds, coldSeconds, coldPhases, coldDisk, upgradeSeconds, upgradeBytes, upgradeDisk, soloRss });
+  console.log({ nixSeconds, coldSeconds, coldPhases, coldDisk, upgradeSeconds, upgradePhases, upgradeBytes, upgradeDisk, soloRss });
   process.exit(0);
 }
 const fleet = Array.from({ length: fleetSize }, (_, index) => startAgent(`fleet-${index}`));
@@ -202,7 +203,7 @@ report('agent', [
   { what: 'cold deploy: submit -> agent active (QUIC, verified)', value: `${coldSeconds.toFixed(2)} s`, rate: mbPerSecond(closureBytes, coldSeconds), target: `>= 2x faster: ${(nixSeconds / coldSeconds).toFixed(2)}x` },
   { what: 'cold deploy, where the time went (agent events)', value: coldPhases, rate: '', target: '' },
   { what: 'upgrade (~10% files changed): bytes fetched / closure NAR', value: `${upgradeBytes} / ${closureBytes}`, rate: `${((100 * upgradeBytes) / closureBytes).toFixed(1)} %`, target: '<= 15 %' },
-  { what: 'upgrade: submit -> active', value: `${upgradeSeconds.toFixed(2)} s`, rate: '', target: '' },
+  { what: 'upgrade: submit -> active', value: `${upgradeSeconds.toFixed(2)} s (${upgradePhases})`, rate: '', target: '' },
   { what: 'agent disk after the cold deploy / after the upgrade (each byte once)', value: `${coldDisk} / ${upgradeDisk}`, rate: '', target: '' },
   { what: `${fleetSize} agents at once: submit -> all active`, value: `${fleetSeconds.toFixed(2)} s`, rate: mbPerSecond(closureBytes * fleetSize, fleetSeconds), target: 'all succeed' },
   { what: `coordinator CPU during the ${fleetSize}-agent deploy`, value: `${coordinatorCpu.toFixed(1)} s`, rate: `${((100 * coordinatorCpu) / fleetSeconds).toFixed(0)} % of one core`, target: '' },

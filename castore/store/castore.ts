@@ -228,7 +228,8 @@ export class Castore {
     if (!row || row.storeFile === null) return undefined;
     let holds: boolean;
     try {
-      holds = this.storeFileHolds(id, row.size, row.storeFile);
+      // Small ones whole through the native hash: a streaming hasher per file costs more than the hashing.
+      holds = row.size <= SYNC_READ_MAX ? digestFromBytes(nativeBlake3(this.readWholeFile(row.storeFile, row.size))) === id : this.storeFileHolds(id, row.size, row.storeFile);
     } catch {
       holds = false;
     }
