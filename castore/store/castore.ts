@@ -12,6 +12,8 @@ import { decodeDirectory } from '../directory.js';
 import { digestFromBytes, NodeSchema, type Digest, type Entry } from '../node.js';
 import { blobDataPath } from './blob-files.js';
 
+/** No blob this small or smaller has a file of its own (packs took up to 256 KiB before PACK_MAX was raised). */
+const OWN_FILE_MIN = 256 * 1024;
 /** File blobs up to this size are read in one synchronous call. */
 const SYNC_READ_MAX = 4 * 1024 * 1024;
 import { openCastoreDatabase, type CastoreDatabase } from './database.js';
@@ -422,18 +424,18 @@ export class Castore {
       .transaction(() => {
         for (const { id, size, file } of files) {
           const row = select.get(id);
-          if (!row || row.size !== size || row.storeFile === file) continue;
-          if (row.storeFile === null) {
-            releasedBytes += size;
-            if (row.pack === null) ownFiles.push(id);
-          }
+          if (!row || row.size !== size) continue;
+          // A blob's file of its own goes after the commit; one a crash left behind goes the next time.
+          if (row.pack === null && size > OWN_FILE_MIN) ownFiles.push(id);
+          if (row.storeFile === file) continue;
+          if (row.storeFile === null) releasedBytes += size;
           adopt.run(file, id);
           adopted++;
         }
       })
       .immediate();
     for (const id of ownFiles) rmSync(blobDataPath(this.dataDir, id), { force: true });
-    if (releasedBytes > 0) maintainPacks(this);
+    maintainPacks(this); // also what a crash right after an earlier commit left
     return { adopted, releasedBytes };
   }
 
