@@ -7,11 +7,10 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../agent/index.js';
 import { nixSystem } from '../agent/facts.js';
-import { Castore, fsck, uploadStorePaths } from '../castore/index.js';
+import { Castore, fsck } from '../castore/index.js';
 import { dumpPath } from '../nix/nar/index.js';
-import { openDataClient } from '../protocol/connect.js';
 import { formatJoinString } from '../protocol/join-string.js';
-import { addTreeAsStorePath, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
+import { addTreeAsStorePath, fakeStorePath, signedConfig, pushToCoordinator, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
 
 let test: TestCoordinator;
 let work: string;
@@ -38,9 +37,7 @@ beforeAll(async () => {
     if (name === 'z') writeFileSync(path.join(work, name, 'shared-script'), shared, { mode: 0o755 });
     await addTreeAsStorePath(source, path.join(work, name), storePath, [lib]);
   }
-  const { client } = await openDataClient(test.http.url, test.pusher);
-  await uploadStorePaths(client, source, Object.values(apps));
-  await client.close();
+  await pushToCoordinator(test, source, Object.values(apps));
   source.close();
 }, 60_000);
 

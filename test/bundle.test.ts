@@ -6,13 +6,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../agent/index.js';
-import { BundleError, Castore, CastoreError, uploadStorePaths, writeBundle } from '../castore/index.js';
+import { BundleError, Castore, CastoreError, writeBundle } from '../castore/index.js';
 import { startHttpServer } from '../coordinator/server.js';
-import { openDataClient } from '../protocol/connect.js';
 import { Identity } from '../protocol/identity.js';
 import { formatJoinString } from '../protocol/join-string.js';
 import { nixSystem } from '../agent/facts.js';
-import { addTreeAsStorePath, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
+import { addTreeAsStorePath, fakeStorePath, signedConfig, pushToCoordinator, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
 
 let test: TestCoordinator;
 let work: string;
@@ -34,9 +33,7 @@ beforeAll(async () => {
   const source = Castore.open(path.join(work, 'source'));
   writeTree(path.join(work, 'app'), 'bundle', { small: 30, large: 1, largeSize: 300_000 });
   await addTreeAsStorePath(source, path.join(work, 'app'), app);
-  const { client } = await openDataClient(test.http.url, test.pusher);
-  await uploadStorePaths(client, source, [app]);
-  await client.close();
+  await pushToCoordinator(test, source, [app]);
   source.close();
 }, 60_000);
 

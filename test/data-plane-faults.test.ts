@@ -6,11 +6,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Castore, fetchClosure, fsck, uploadStorePaths } from '../castore/index.js';
+import { Castore, fetchClosure, fsck } from '../castore/index.js';
 import { DataClient } from '../protocol/data-client.js';
-import { openDataClient } from '../protocol/connect.js';
 import type { Identity } from '../protocol/identity.js';
-import { addTreeAsStorePath, enrollAgent, fakeStorePath, narBytes, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
+import { addTreeAsStorePath, enrollAgent, fakeStorePath, narBytes, signedConfig, pushToCoordinator, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
 import { startTcpFlipProxy, startUdpProxy, type UdpFaults } from './fault-proxies.js';
 
 let test: TestCoordinator;
@@ -31,9 +30,7 @@ beforeAll(async () => {
   await addTreeAsStorePath(source, path.join(work, 'tree'), tree);
   writeFileSync(path.join(work, 'big'), Buffer.alloc(4 * 1024 * 1024 + 99, 0x5a).map((byte, index) => (byte + index * 7) & 0xff));
   await addTreeAsStorePath(source, path.join(work, 'big'), bigFile);
-  const { client } = await openDataClient(test.http.url, test.pusher);
-  await uploadStorePaths(client, source, [tree, bigFile]);
-  await client.close();
+  await pushToCoordinator(test, source, [tree, bigFile]);
   treeConfig = (await test.adminClient.post<{ configId: string }>('/v1/graphs/faults/configs', signedConfig(test.admin, 'faults', [], { 'x86_64-linux': tree }))).configId;
   fileConfig = (await test.adminClient.post<{ configId: string }>('/v1/graphs/file/configs', signedConfig(test.admin, 'file', [], { 'x86_64-linux': bigFile }))).configId;
   agent = await enrollAgent(test, 'faults');

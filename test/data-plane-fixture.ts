@@ -8,13 +8,14 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Castore, exportNar, ingestStorePath } from '../castore/index.js';
+import { Castore, exportNar, ingestStorePath, uploadStorePaths } from '../castore/index.js';
 import { Coordinator } from '../coordinator/coordinator.js';
 import { addKey, configId, configSigningMessage } from '../coordinator/domain/commands.js';
 import { startQuicServer, type RunningQuicServer } from '../coordinator/quic-server.js';
 import { startHttpServer, type RunningServer } from '../coordinator/server.js';
 import { dumpPath } from '../nix/nar/index.js';
 import { formatHlc } from '../protocol/hlc.js';
+import { openDataClient } from '../protocol/connect.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { Identity } from '../protocol/identity.js';
 import { bootstrap, coordinatorActor } from './fleet-simulator.js';
@@ -122,6 +123,16 @@ export function signedConfig(
     hlc: formatHlc({ wall: Date.now(), counter: 0, node: 'test' }),
   };
   return { body, signature: Buffer.from(author.sign(configSigningMessage(configId(body)))).toString('base64') };
+}
+
+/** Pushes `roots` and their closure from `source` to the coordinator, as its pusher, over the data plane. */
+export async function pushToCoordinator(test: TestCoordinator, source: Castore, roots: string[]): Promise<void> {
+  const { client } = await openDataClient(test.http.url, test.pusher);
+  try {
+    await uploadStorePaths(client, source, roots);
+  } finally {
+    await client.close();
+  }
 }
 
 /** Enrolls a new agent with an auto-approve token and assigns it to `graph`. */
