@@ -106,9 +106,11 @@ const status: Command = {
     const current = agent.generations.current();
     const events = agent.events.read().slice(-10);
     const state = agent.state;
-    if (booleanOption(options, 'json')) return writeJson(stdout, { agentId: agent.identity.keyId, name: state.name, coordinator: state.coordinator.httpUrl, storeDir: state.storeDir, current: current ?? null, deploying: state.deploying, pendingReports: state.pendingReports.length, refused: state.refused, events });
+    if (booleanOption(options, 'json')) return writeJson(stdout, { agentId: agent.identity.keyId, name: state.name, coordinator: state.coordinator.httpUrl, pinnedTls: state.coordinator.pinnedTls, storeDir: state.storeDir, current: current ?? null, deploying: state.deploying, pendingReports: state.pendingReports.length, refused: state.refused, events });
     stdout.write(
-      `agent       ${state.name} (${agent.identity.keyId})\ncoordinator ${state.coordinator.httpUrl}\nstore dir   ${state.storeDir}\n` +
+      `agent       ${state.name} (${agent.identity.keyId})\n` +
+        `coordinator ${state.coordinator.httpUrl} (${state.coordinator.pinnedTls ? 'TLS, its certificate pinned' : 'not encrypted: enroll with a join string from `ferry tokens create` to encrypt'})\n` +
+        `store dir   ${state.storeDir}\n` +
         `current     ${current ? `generation ${current.number}: ${current.configId.slice(0, 12)} -> ${current.target}` : '(none)'}\n` +
         `deploying   ${state.deploying ?? '-'}\nunsent reports ${state.pendingReports.length}\n\nrecent events:\n` +
         events.map((event) => `  ${new Date(event.at).toISOString()}  ${event.kind.padEnd(12)} ${event.message.split('\n')[0]}\n`).join(''),
