@@ -178,8 +178,14 @@ const contextLs: Command = {
   async run({ options, stdout }) {
     const contexts = readContexts();
     if (booleanOption(options, 'json')) return writeJson(stdout, contexts);
-    const rows = Object.entries(contexts.contexts).map(([name, context]) => [name === contexts.current ? `* ${name}` : `  ${name}`, context.url, context.keyFile]);
-    stdout.write(rows.length === 0 ? 'no contexts (ferry coordinator init, or ferry context add)\n' : table(['  NAME', 'URL', 'KEY'], rows));
+    const rows = Object.entries(contexts.contexts).map(([name, context]) => [
+      name === contexts.current ? `* ${name}` : `  ${name}`,
+      context.url,
+      // How the CLI's HTTP requests are protected (see contexts.ts): its own pinned certificate, a CA's, or not at all.
+      context.url.startsWith('https:') ? 'CA' : context.tlsFingerprint ? 'pinned' : 'none',
+      context.keyFile,
+    ]);
+    stdout.write(rows.length === 0 ? 'no contexts (ferry coordinator init, or ferry context add)\n' : table(['  NAME', 'URL', 'TLS', 'KEY'], rows));
   },
 };
 
