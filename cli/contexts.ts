@@ -11,6 +11,7 @@ import type { DataClient } from '../protocol/data-client.js';
 import { openDataClient } from '../protocol/connect.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { loadIdentity } from '../protocol/identity.js';
+import { normalizeFingerprint } from '../protocol/tls-pinning.js';
 import { stringOption, UsageError, type OptionSpec, type OptionValues } from './command.js';
 
 export const ContextSchema = z.strictObject({
@@ -68,6 +69,11 @@ export const connectionOptions: Record<string, OptionSpec> = {
   context: { type: 'string', valueName: 'NAME', description: 'coordinator context to use (default: the current one; see ferry context ls)' },
   url: { type: 'string', valueName: 'URL', description: 'coordinator URL (overrides the context; or $FERRY_URL)' },
   key: { type: 'string', valueName: 'FILE', description: 'key to sign requests with (overrides the context; or $FERRY_KEY)' },
+  fingerprint: {
+    type: 'string',
+    valueName: 'SHA256',
+    description: "the coordinator's TLS fingerprint, pinned for QUIC and for TLS to an http:// URL's port (overrides the context; or $FERRY_FINGERPRINT)",
+  },
 };
 
 function chosenContext(options: OptionValues): { url: string; keyFile: string; tlsFingerprint?: string } {
@@ -80,7 +86,16 @@ function chosenContext(options: OptionValues): { url: string; keyFile: string; t
   if (!url || !keyFile) {
     throw new UsageError('no coordinator configured: run `ferry coordinator init` on the coordinator, or `ferry context add NAME --url URL --key FILE`');
   }
-  return { url, keyFile, ...(context?.tlsFingerprint && url === context.url ? { tlsFingerprint: context.tlsFingerprint } : {}) };
+  const given = stringOption(options, 'fingerprint') ?? process.env.FERRY_FINGERPRINT;
+  let tlsFingerprint = context?.tlsFingerprint && url === context.url ? context.tlsFingerprint : undefined;
+  if (given !== undefined) {
+    try {
+      tlsFingerprint = normalizeFingerprint(given);
+    } catch (error) {
+      throw new UsageError(`--fingerprint: ${(error as Error).message}`);
+    }
+  }
+  return { url, keyFile, ...(tlsFingerprint ? { tlsFingerprint } : {}) };
 }
 
 /** The API client for the chosen context, with flags and environment overriding it. */

@@ -87,6 +87,9 @@ describe('ferry coordinator', () => {
     const forged = ferry(['agents', 'approve', 'gw-1', '--context', 'forged']);
     expect(forged.status).toBe(1);
     expect(forged.stderr).toMatch(/\[TLS_FINGERPRINT_MISMATCH\].*refusing/);
+    // The same without a context (a pipeline: --url, --key, --fingerprint or $FERRY_FINGERPRINT).
+    expect(JSON.parse(cli('agents', 'ls', '--fingerprint', created.tlsFingerprint, '--json').stdout)).toHaveLength(1);
+    expect(cli('agents', 'ls', '--fingerprint', 'cd'.repeat(32)).stderr).toMatch(/\[TLS_FINGERPRINT_MISMATCH\]/);
     const notAFingerprint = addContext('typo', '12:34');
     expect(notAFingerprint.status).toBe(2);
     expect(notAFingerprint.stderr).toMatch(/--fingerprint: '12:34' is not a SHA-256/);
