@@ -138,4 +138,25 @@ describe('HTTP fallback through a corrupting TCP path', () => {
       await test.adminClient.post(`/v1/agents/${agent.keyId}/assign`, { graph: 'faults' });
     }
   }, 60_000);
+
+  it('over pinned HTTPS the flipped byte fails the TLS record instead: the request is retried and completes', async () => {
+    await test.adminClient.post(`/v1/agents/${agent.keyId}/assign`, { graph: 'file' });
+    const proxy = await startTcpFlipProxy(Number(new URL(test.http.url).port), 1024 * 1024 + 777);
+    try {
+      const notices: string[] = [];
+      const client = new DataClient({
+        identity: agent,
+        httpUrl: `https://127.0.0.1:${proxy.port}`,
+        pinnedFingerprint: test.coordinator.tls.fingerprint,
+        httpOnly: true,
+        onNotice: (message) => notices.push(message),
+      });
+      await fetchAndCheck(client, fileConfig, bigFile);
+      expect(proxy.flipped).toBe(1);
+      expect(notices.some((notice) => /failed over http \(stream failed/.test(notice))).toBe(true);
+    } finally {
+      await proxy.close();
+      await test.adminClient.post(`/v1/agents/${agent.keyId}/assign`, { graph: 'faults' });
+    }
+  }, 60_000);
 });
