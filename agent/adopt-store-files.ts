@@ -14,8 +14,10 @@ import { storePathLocation } from './materialize.js';
 
 /**
  * Adopts every file of `storePaths` that is materialized in `storeDir`
- * (paths not there are skipped). Idempotent; a blob in several of them
- * ends up read from one. Returns what Castore.adoptStoreFiles reports.
+ * (paths not there are skipped), recording the blobs the castore never
+ * stored (the materializer wrote them from verified bytes: the fetch hands
+ * batched blobs to it only). Idempotent; a blob in several of them ends up
+ * read from one. Returns what Castore.adoptStoreFiles reports.
  */
 export function adoptMaterializedFiles(store: Castore, storeDir: string, storePaths: readonly StorePathInfo[]): { adopted: number; releasedBytes: number } {
   function* filesOf(node: Node, location: string): Generator<{ id: Digest; size: number; file: string }> {
@@ -28,5 +30,5 @@ export function adoptMaterializedFiles(store: Castore, storeDir: string, storePa
       if (existsSync(location)) yield* filesOf(info.root, location);
     }
   }
-  return store.adoptStoreFiles(materializedFiles());
+  return store.adoptStoreFiles(materializedFiles(), { recordMissing: true });
 }

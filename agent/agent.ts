@@ -243,7 +243,13 @@ export class Agent {
 
   /** Runs rounds until `signal` aborts, backing off (exponential, with jitter) while the coordinator is unreachable. */
   async run(signal: AbortSignal): Promise<void> {
-    removeStaleTemps(this.state.storeDir);
+    // Temp trees are a deployment's progress: kept while one is in progress (its next attempt takes them up).
+    if (this.state.deploying === null) {
+      removeStaleTemps(this.state.storeDir);
+      // A crash between a deployment's end and its adoption left the castore's copy: release it now.
+      const current = this.generations.current();
+      if (current) this.keepBytesOnce(current);
+    }
     let failures = 0;
     while (!signal.aborted) {
       try {
@@ -344,13 +350,17 @@ export class Agent {
             onProgress: (progress) => this.publishActivity('fetching', config.id, progress, progress.phase === 'done'),
             onTrees: (infos, readDirectory) => materializer.plan(referencesFirst(infos), readDirectory),
             onBlob: (id, bytes) => materializer.offer(id, bytes),
+            // Batched blobs are written once, into the store's temp trees (the resume state of an
+            // interrupted deployment), and adopted by the castore at the end (keepBytesOnce).
+            storeBatchedBlobs: false,
           });
           this.events.add('fetched', `fetched ${fetched.fetchedStorePaths} store paths, ${fetched.fetchedBlobs} blobs, ${fetched.fetchedBytes} bytes`, config.id);
           storePaths = fetched.storePaths;
         }
         written = await materializer.finish();
       } catch (error) {
-        await materializer.abort();
+        // What is written stays for the next attempt (the run loop retries the deployment).
+        await materializer.suspend();
         throw error;
       }
       this.events.add('materialized', `materialized ${written} new store paths in ${this.state.storeDir}`, config.id);
@@ -410,8 +420,8 @@ export class Agent {
     try {
       const store = this.castore();
       const infos = generation.closure.map((storePath) => store.getStorePath(storePath)).filter((info) => info !== undefined);
-      const { releasedBytes } = adoptMaterializedFiles(store, this.state.storeDir, infos);
-      if (releasedBytes > 0) this.events.add('adopted', `castore: ${releasedBytes} bytes now kept only in the store's files`, generation.configId);
+      const { adopted, releasedBytes } = adoptMaterializedFiles(store, this.state.storeDir, infos);
+      if (adopted > 0) this.events.add('adopted', `castore: ${adopted} blobs read from the store's files from now on (${releasedBytes} bytes of its own copies released)`, generation.configId);
     } catch (error) {
       this.log(`ferry agent: could not release the castore's copy of generation ${generation.number}: ${(error as Error).message}`);
     }

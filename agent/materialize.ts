@@ -22,12 +22,11 @@
  * written inline, where a thread's round trip would cost more than it
  * saves.
  */
-import { randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, existsSync, fchmodSync, fsyncSync, futimesSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, symlinkSync, utimesSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fchmodSync, fsyncSync, futimesSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, utimesSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { CastoreError, type Castore, type Digest, type Entry, type FileNode, type Node, type StorePathInfo } from '../castore/index.js';
+import { CastoreError, digestFromBytes, nativeBlake3, type Castore, type Digest, type Entry, type FileNode, type Node, type StorePathInfo } from '../castore/index.js';
 import { storePathBaseName } from '../nix/index.js';
 
 const TEMP_PREFIX = '.ferry-tmp-';
@@ -518,6 +517,17 @@ interface PlannedPath {
   final: string;
 }
 
+/** Whether `at` is a regular file holding exactly `node` as materialized: mode, mtime 1 and bytes (hashed). */
+function holdsFile(at: string, node: FileNode): boolean {
+  try {
+    const stat = lstatSync(at);
+    if (!stat.isFile() || stat.size !== node.size || (stat.mode & 0o777) !== (node.executable ? 0o555 : 0o444) || stat.mtimeMs !== 1000) return false;
+    return node.size === 0 || digestFromBytes(nativeBlake3(readFileSync(at))) === node.digest;
+  } catch {
+    return false;
+  }
+}
+
 /** Where a store path lives under `storeDir` (which may differ from /nix/store in tests). */
 export function storePathLocation(storeDir: string, storePath: string): string {
   return path.join(storeDir, storePathBaseName(storePath));
@@ -550,10 +560,14 @@ export class ClosureMaterializer {
    * Lays out the trees of `infos` that are not in the store directory yet
    * (call once, before any `offer`). `readDirectory` gives a directory's
    * entries; by default the castore's (a fetch passes the directories it
-   * has verified but not committed yet). Throws what creating the
+   * has verified but not committed yet). A temp tree that an earlier
+   * attempt left (`suspend`, or a crash) is taken up again: its files that
+   * hold exactly their blob (hashed) are kept, anything else in it is
+   * replaced, and temp trees of paths not planned are deleted. Returns the
+   * files still waiting for a blob, one per blob. Throws what creating the
    * layout or reading a directory throws; `abort` then cleans up.
    */
-  plan(infos: readonly StorePathInfo[], readDirectory: (id: Digest) => readonly Entry[] = (id) => this.store.readDirectory(id)): void {
+  plan(infos: readonly StorePathInfo[], readDirectory: (id: Digest) => readonly Entry[] = (id) => this.store.readDirectory(id)): FileNode[] {
     if (this.sink) throw new Error('ClosureMaterializer.plan: called twice');
     const todo = infos.filter((info) => !existsSync(storePathLocation(this.storeDir, info.storePath)));
     let nodes = 0;
@@ -561,16 +575,24 @@ export class ClosureMaterializer {
     const threads = nodes >= THREAD_MIN_NODES ? writers() : [];
     this.sink = threads.length > 0 ? new ThreadSink(threads) : new InlineSink();
     if (todo.length > 0) mkdirSync(this.storeDir, { recursive: true });
-    for (const info of todo) {
-      const base = storePathBaseName(info.storePath);
-      const planned = { info, temp: path.join(this.storeDir, `${TEMP_PREFIX}${base}-${randomBytes(4).toString('hex')}`), final: path.join(this.storeDir, base) };
+    // One temp name per store path, so that the next attempt finds what this one wrote.
+    const temps = new Map(todo.map((info) => [`${TEMP_PREFIX}${storePathBaseName(info.storePath)}`, info]));
+    if (existsSync(this.storeDir)) for (const name of readdirSync(this.storeDir)) if (name.startsWith(TEMP_PREFIX) && !temps.has(name)) removeTree(path.join(this.storeDir, name));
+    for (const [name, info] of temps) {
+      const planned = { info, temp: path.join(this.storeDir, name), final: path.join(this.storeDir, storePathBaseName(info.storePath)) };
       this.planned.push(planned);
-      this.layOut(info.root, planned.temp, readDirectory);
+      this.layOut(info.root, planned.temp, readDirectory, lstatExists(planned.temp));
     }
+    return [...this.waiting.values()].map((targets) => targets[0]!.node);
   }
 
-  private layOut(node: Node, at: string, readDirectory: (id: Digest) => readonly Entry[]): void {
+  /** `resuming`: `at` may already exist, from an earlier attempt. */
+  private layOut(node: Node, at: string, readDirectory: (id: Digest) => readonly Entry[], resuming: boolean): void {
     const sink = this.sink!;
+    if (resuming && node.type !== 'directory') {
+      if (node.type === 'file' && holdsFile(at, node)) return;
+      removeTree(at);
+    }
     switch (node.type) {
       case 'symlink':
         sink.symlink(at, node.target);
@@ -588,6 +610,17 @@ export class ClosureMaterializer {
         }
         return;
       case 'directory':
+        if (resuming && lstatExists(at)) {
+          if (lstatSync(at).isDirectory()) {
+            chmodSync(at, 0o755);
+            const names = new Set(readDirectory(node.digest).map((entry) => entry.name));
+            for (const name of readdirSync(at)) if (!names.has(name)) removeTree(path.join(at, name));
+            for (const entry of readDirectory(node.digest)) this.layOut(entry, `${at}/${entry.name}`, readDirectory, true);
+            this.directories.push(at);
+            return;
+          }
+          removeTree(at);
+        }
         mkdirSync(at, { mode: 0o755 });
         if (!this.umaskChecked) {
           // Learnt before any file exists: with a umask that clears none of 0555, open() gives the exact mode.
@@ -595,7 +628,7 @@ export class ClosureMaterializer {
           sink.exactModes = umaskKeepsModes(at);
         }
         // Entry names are valid (no '/', not '.' or '..'): concatenation is the join.
-        for (const entry of readDirectory(node.digest)) this.layOut(entry, `${at}/${entry.name}`, readDirectory);
+        for (const entry of readDirectory(node.digest)) this.layOut(entry, `${at}/${entry.name}`, readDirectory, false);
         this.directories.push(at);
         return;
     }
@@ -698,8 +731,22 @@ export class ClosureMaterializer {
     await this.sink?.finish(true);
     this.sink = undefined;
     this.waiting.clear();
-    for (const planned of this.planned) removeTree(planned.temp);
-    this.planned.length = 0;
+    for (const planned of this.planned.splice(0)) removeTree(planned.temp);
+  }
+
+  /**
+   * Lets the writers finish what was offered, then stops, leaving the temp
+   * trees for the next attempt: the next `plan` of these store paths keeps
+   * every file already complete (and checks it first).
+   */
+  async suspend(): Promise<void> {
+    try {
+      await this.sink?.finish(false);
+    } catch {
+      // A writer failed: whatever it left is checked, and redone, by the next plan.
+    }
+    this.sink = undefined;
+    this.waiting.clear();
   }
 }
 
@@ -744,7 +791,16 @@ export function removeTree(target: string): void {
   rmSync(target, { recursive: true, force: true });
 }
 
-/** Removes temp trees a crash left in the store directory. */
+function lstatExists(at: string): boolean {
+  try {
+    lstatSync(at);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Removes every temp tree in the store directory (an agent with no deployment in progress, at start). */
 export function removeStaleTemps(storeDir: string): number {
   if (!existsSync(storeDir)) return 0;
   const stale = readdirSync(storeDir).filter((entry) => entry.startsWith(TEMP_PREFIX));

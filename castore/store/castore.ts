@@ -409,14 +409,19 @@ export class Castore {
    * `file` (a read-only store file its owner keeps, e.g. an agent's store
    * path) and the castore drops its own copy — the blob's file of its own,
    * and packs no blob lives in any more (sparse ones are compacted). Blobs
-   * the castore does not hold, or holds with another size, are ignored.
-   * Idempotent; a blob already adopted is moved to the new file (an agent's
-   * GC moves blobs off store paths it is about to delete). Returns how many
-   * blobs changed place and how many of their bytes the castore held.
+   * the castore holds with another size are ignored, and so are those it
+   * does not hold, unless `recordMissing` (for files the caller wrote from
+   * verified bytes without storing them here; up to PACK_MAX bytes, which
+   * need no stored outboard). Idempotent; a blob already adopted is moved
+   * to the new file (an agent's GC moves blobs off store paths it is about
+   * to delete). Returns how many blobs changed place and how many of their
+   * bytes the castore held.
    */
-  adoptStoreFiles(files: Iterable<{ id: Digest; size: number; file: string }>): { adopted: number; releasedBytes: number } {
+  adoptStoreFiles(files: Iterable<{ id: Digest; size: number; file: string }>, options: { recordMissing?: boolean } = {}): { adopted: number; releasedBytes: number } {
     const select = this.db.prepare<[string], { size: number; pack: string | null; storeFile: string | null }>('SELECT size, pack, store_file AS storeFile FROM blobs WHERE id = ?');
     const adopt = this.db.prepare<[string, string]>('UPDATE blobs SET store_file = ?, pack = NULL, pack_offset = NULL WHERE id = ?');
+    const record = this.db.prepare<[string, number, number, string]>('INSERT INTO blobs (id, size, pack, pack_offset, outboard, last_used, store_file) VALUES (?, ?, NULL, NULL, NULL, ?, ?)');
+    const now = Date.now();
     const ownFiles: Digest[] = [];
     let adopted = 0;
     let releasedBytes = 0;
@@ -424,6 +429,11 @@ export class Castore {
       .transaction(() => {
         for (const { id, size, file } of files) {
           const row = select.get(id);
+          if (!row && options.recordMissing && size <= PACK_MAX) {
+            record.run(id, size, now, file);
+            adopted++;
+            continue;
+          }
           if (!row || row.size !== size) continue;
           // A blob's file of its own goes after the commit; one a crash left behind goes the next time.
           if (row.pack === null && size > OWN_FILE_MIN) ownFiles.push(id);

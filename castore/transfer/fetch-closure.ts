@@ -11,10 +11,10 @@ import { manifestProofMessage, verifyProof } from '../../protocol/coordinator-pr
 import { DataClient, DataError, TransportError } from '../../protocol/data-client.js';
 import type { KeyId } from '../../protocol/identity.js';
 import { MAX_BATCH_OBJECTS, MAX_BATCHED_BLOB_BYTES } from '../../protocol/data-protocol.js';
-import { BlobVerifier } from '../blake3/index.js';
+import { BlobVerifier, nativeBlake3 } from '../blake3/index.js';
 import { decodeDirectory, directoryId } from '../directory.js';
 import { CastoreError } from '../errors.js';
-import { digestToBytes, type Digest, type Entry, type FileNode, type Node } from '../node.js';
+import { digestFromBytes, digestToBytes, type Digest, type Entry, type FileNode, type Node } from '../node.js';
 import type { Castore } from '../store/castore.js';
 import type { BlobWriter, IngestSession } from '../store/ingest-session.js';
 import type { StorePathInfo } from '../store/store-path-info.js';
@@ -41,15 +41,26 @@ export interface FetchOptions {
   /**
    * Called once, before any blob is fetched, with the closure's store paths
    * and a reader of their directories (verified, whether local or just
-   * fetched): lets the caller lay out the trees while blobs arrive.
+   * fetched): lets the caller lay out the trees while blobs arrive. When it
+   * returns the files it still needs, the fetch brings those the castore
+   * lacks (instead of those of the store paths the castore lacks).
    */
-  onTrees?: (storePaths: readonly StorePathInfo[], readDirectory: (id: Digest) => readonly Entry[]) => void;
+  onTrees?: (storePaths: readonly StorePathInfo[], readDirectory: (id: Digest) => readonly Entry[]) => readonly FileNode[] | void;
   /**
    * Called with each blob fetched in a batch (up to MAX_BATCHED_BLOB_BYTES)
-   * once it is verified and staged; the fetch waits for the promise
-   * (backpressure). `bytes` must not be kept after it settles.
+   * once it is verified (and staged, see storeBatchedBlobs); the fetch
+   * waits for the promise (backpressure). `bytes` must not be kept after it
+   * settles.
    */
   onBlob?: (id: Digest, bytes: Uint8Array) => Promise<void> | void;
+  /**
+   * false: batched blobs, once verified, go to `onBlob` only, not into the
+   * castore — for a caller that keeps them itself (the agent writes them
+   * into its store, which the castore then adopts). Requires `onBlob` and
+   * an `onTrees` that returns what it needs. Large blobs are always
+   * stored. Default true.
+   */
+  storeBatchedBlobs?: boolean;
 }
 
 export interface FetchReport {
@@ -138,8 +149,15 @@ class SharedIngest {
   }
 }
 
-/** Fetches small blobs in one request; each is verified whole before it is staged. */
-async function fetchBlobBatch(client: DataClient, ingest: SharedIngest, blobs: readonly FileNode[], onBytes: (bytes: number) => void, onBlob: FetchOptions['onBlob']): Promise<void> {
+/** Fetches small blobs in one request; each is verified whole before it is staged (or, with `store` false, handed on). */
+async function fetchBlobBatch(
+  client: DataClient,
+  ingest: SharedIngest,
+  blobs: readonly FileNode[],
+  onBytes: (bytes: number) => void,
+  onBlob: FetchOptions['onBlob'],
+  store: boolean,
+): Promise<void> {
   const bytes = blobs.reduce((sum, blob) => sum + blob.size, 0);
   await ingest.use(bytes, (session) =>
     client.call(
@@ -151,13 +169,17 @@ async function fetchBlobBatch(client: DataClient, ingest: SharedIngest, blobs: r
             if (meta.id !== wanted.digest || meta.size !== wanted.size) throw new TransportError(`the coordinator sent ${meta.id} (${meta.size} bytes) where ${wanted.digest} was asked for`);
             await reply.body.readExact(meta.outboardSize, `outboard of ${meta.id}`);
             const data = await reply.body.readExact(meta.size, `blob ${meta.id}`);
-            // The writer hashes small blobs anyway, and refuses bytes that do not hash to the id before staging them.
-            const writer = session.blobWriter(meta.size, meta.id);
-            try {
-              writer.write(data);
-              writer.finish();
-            } catch (error) {
-              retryable(error);
+            if (store) {
+              // The writer hashes small blobs anyway, and refuses bytes that do not hash to the id before staging them.
+              const writer = session.blobWriter(meta.size, meta.id);
+              try {
+                writer.write(data);
+                writer.finish();
+              } catch (error) {
+                retryable(error);
+              }
+            } else if (digestFromBytes(nativeBlake3(data)) !== meta.id) {
+              retryable(new CastoreError('BLOB_CORRUPT', `blob ${meta.id} arrived with bytes that hash to something else`, { objectId: meta.id }));
             }
             if (onBlob) await onBlob(meta.id, data);
           }
@@ -288,7 +310,13 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
     level = [...new Set(next)].filter((id) => !directories.has(id));
   }
 
-  options.onTrees?.(manifest.storePaths, (id) => directories.get(id) ?? store.readDirectory(id));
+  const needed = options.onTrees?.(manifest.storePaths, (id) => directories.get(id) ?? store.readDirectory(id));
+  const storeBatched = options.storeBatchedBlobs ?? true;
+  if (!storeBatched && (!options.onBlob || !needed)) throw new Error('fetchClosure: storeBatchedBlobs false needs onBlob and an onTrees that returns what it needs');
+  if (needed) {
+    blobs.clear();
+    for (const node of needed) blobs.set(node.digest, node);
+  }
 
   // Blobs: small ones batched, large ones alone; all verified on arrival.
   const wanted = store.missingBlobs([...blobs.keys()]).map((id) => blobs.get(id)!);
@@ -308,7 +336,7 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
   try {
     await runPool(jobs, options.parallel ?? FETCH_PARALLEL, async (job) => {
       if (job.length === 1 && job[0]!.size > MAX_BATCHED_BLOB_BYTES) await fetchLargeBlob(client, ingest, job[0]!, onBytes);
-      else await fetchBlobBatch(client, ingest, job, onBytes, options.onBlob);
+      else await fetchBlobBatch(client, ingest, job, onBytes, options.onBlob, storeBatched);
       progress.objectsDone += job.length;
     });
     ingest.finish();
