@@ -5,7 +5,10 @@
  * transfer resumes from the last verified group). Blobs are committed
  * batch by batch, so a fetch that is killed resumes where it stopped;
  * directories and store path records are committed last, together, so a
- * store path is only ever registered with all of its objects present.
+ * store path is only ever registered with all of its objects present —
+ * unless the caller keeps batched blobs itself (`storeBatchedBlobs: false`,
+ * the agent: they are then written into its store, which the castore
+ * adopts once the paths are published).
  */
 import { manifestProofMessage, verifyProof } from '../../protocol/coordinator-proofs.js';
 import { DataClient, DataError, TransportError } from '../../protocol/data-client.js';
