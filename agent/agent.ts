@@ -19,6 +19,7 @@ import { openDataClient } from '../protocol/connect.js';
 import type { DataClient } from '../protocol/data-client.js';
 import { CoordinatorHttpClient, type CoordinatorHttpClientOptions } from '../protocol/http-client.js';
 import { adoptMaterializedFiles } from './adopt-store-files.js';
+import { lockStateDir } from './state-lock.js';
 import { createIdentityFile, loadIdentity, type Identity } from '../protocol/identity.js';
 import { desiredProofMessage, verifyProof } from '../protocol/coordinator-proofs.js';
 import { parseJoinString } from '../protocol/join-string.js';
@@ -241,8 +242,30 @@ export class Agent {
     await Promise.race([watched, aborted]);
   }
 
-  /** Runs rounds until `signal` aborts, backing off (exponential, with jitter) while the coordinator is unreachable. */
-  async run(signal: AbortSignal): Promise<void> {
+  private releaseStateLock: (() => void) | undefined;
+
+  /** Runs `work` holding the state directory's lock (agent/state-lock.ts); reentrant within this Agent. */
+  private async exclusively<T>(work: () => Promise<T>): Promise<T> {
+    if (this.releaseStateLock) return work();
+    this.releaseStateLock = lockStateDir(this.stateDir);
+    try {
+      return await work();
+    } finally {
+      this.releaseStateLock();
+      this.releaseStateLock = undefined;
+    }
+  }
+
+  /**
+   * Runs rounds until `signal` aborts, backing off (exponential, with
+   * jitter) while the coordinator is unreachable. Refuses (AgentBusyError)
+   * a state directory another agent process is using.
+   */
+  run(signal: AbortSignal): Promise<void> {
+    return this.exclusively(() => this.runRounds(signal));
+  }
+
+  private async runRounds(signal: AbortSignal): Promise<void> {
     // Temp trees are a deployment's progress: kept while one is in progress (its next attempt takes them up).
     if (this.state.deploying === null) {
       removeStaleTemps(this.state.storeDir);
@@ -307,7 +330,11 @@ export class Agent {
    * config like any other (activation, health check, rollback). Reports
    * are queued and delivered when the coordinator is next reachable.
    */
-  async applyBundle(source: AsyncIterable<Uint8Array>): Promise<{ configId: string; result: RoundResult }> {
+  applyBundle(source: AsyncIterable<Uint8Array>): Promise<{ configId: string; result: RoundResult }> {
+    return this.exclusively(() => this.applyBundleLocked(source));
+  }
+
+  private async applyBundleLocked(source: AsyncIterable<Uint8Array>): Promise<{ configId: string; result: RoundResult }> {
     const manifest = await readBundle(source, this.castore(), this.state.coordinator.coordinatorKey);
     const config = manifest.config as unknown as DesiredConfig;
     this.events.add('bundle', `bundle of config ${config.id} verified (${manifest.storePaths.length} store paths)`, config.id);
@@ -432,7 +459,11 @@ export class Agent {
    * and re-activates it; the coordinator is told (an audited report) and
    * the abandoned config is not redeployed until the desired config changes.
    */
-  async rollback(to?: number): Promise<Generation> {
+  rollback(to?: number): Promise<Generation> {
+    return this.exclusively(() => this.rollbackLocked(to));
+  }
+
+  private async rollbackLocked(to?: number): Promise<Generation> {
     const current = this.generations.current();
     const target = to !== undefined ? this.generations.get(to) : this.generations.list().filter((entry) => entry.number < (current?.number ?? 0)).at(-1);
     if (!target) throw new Error(to !== undefined ? `there is no generation ${to} (see ferry agent generations)` : 'there is no earlier generation to roll back to');
@@ -451,7 +482,11 @@ export class Agent {
    * kept generation needs. Only paths the agent's castore knows are ever
    * deleted from the store dir.
    */
-  async gc(keep = 5): Promise<{ removedGenerations: number[]; removedStorePaths: string[] }> {
+  gc(keep = 5): Promise<{ removedGenerations: number[]; removedStorePaths: string[] }> {
+    return this.exclusively(() => this.gcLocked(keep));
+  }
+
+  private async gcLocked(keep: number): Promise<{ removedGenerations: number[]; removedStorePaths: string[] }> {
     const current = this.generations.current();
     const all = this.generations.list();
     const kept = new Set([...(keep > 0 ? all.slice(-keep) : []).map((entry) => entry.number), ...(current ? [current.number] : [])]);

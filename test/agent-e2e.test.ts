@@ -188,6 +188,10 @@ describe.skipIf(skipReason !== undefined)('coordinator and agents, end to end', 
     // The coordinator shows what the agent did (its recent events ring, not audited).
     const shown = JSON.parse(ok('agents', 'show', 'alpha', '--json')) as { activity: { events: { kind: string }[] } };
     expect(shown.activity.events.map((event) => event.kind)).toEqual(expect.arrayContaining(['deploy', 'fetched', 'materialized', 'switched', 'active']));
+    // One agent process per state directory: a local gc while `ferry agent run` works there is refused.
+    const busy = ferry('agent', 'gc', '--state-dir', agents.get('alpha')!.stateDir);
+    expect(busy.status).toBe(1);
+    expect(busy.stderr).toMatch(new RegExp(`\\[AGENT_BUSY\\].*pid ${agents.get('alpha')!.process!.pid}`));
     const generations = JSON.parse(ok('agent', 'generations', '--state-dir', agents.get('alpha')!.stateDir, '--json')) as { number: number; current: boolean }[];
     expect(generations).toEqual([expect.objectContaining({ number: 1, current: true })]);
   }, 60_000);
@@ -219,7 +223,10 @@ describe.skipIf(skipReason !== undefined)('coordinator and agents, end to end', 
     ok('agents', 'pin', 'beta', 'none');
     await converged('beta', second);
     const beta = agents.get('beta')!;
+    // A local rollback needs the state dir to itself (agent/state-lock.ts): the daemon stops first.
+    const stopped = new Promise((resolve) => beta.process!.once('exit', resolve));
     beta.process!.kill('SIGKILL');
+    await stopped;
     const rolled = JSON.parse(ok('agent', 'rollback', '--state-dir', beta.stateDir, '--json')) as { configId: string };
     expect(rolled.configId).toBe(first);
     await converged('beta', first);
