@@ -244,11 +244,19 @@ export class Agent {
 
   private releaseStateLock: (() => void) | undefined;
 
-  /** Runs `work` holding the state directory's lock (agent/state-lock.ts); reentrant within this Agent. */
+  /**
+   * Runs `work` holding the state directory's lock (agent/state-lock.ts),
+   * waiting for another process's turn to end, with the state read again
+   * (that process may have changed it). Reentrant within this Agent.
+   */
   private async exclusively<T>(work: () => Promise<T>): Promise<T> {
     if (this.releaseStateLock) return work();
-    this.releaseStateLock = lockStateDir(this.stateDir);
+    this.releaseStateLock = await lockStateDir(this.stateDir, {
+      waitMs: 10 * 60_000,
+      onWait: (pid) => this.log(`ferry agent: waiting for the agent process ${pid} to finish what it is doing in ${this.stateDir}…`),
+    });
     try {
+      this.state = readAgentState(this.stateDir);
       return await work();
     } finally {
       this.releaseStateLock();
@@ -258,25 +266,33 @@ export class Agent {
 
   /**
    * Runs rounds until `signal` aborts, backing off (exponential, with
-   * jitter) while the coordinator is unreachable. Refuses (AgentBusyError)
-   * a state directory another agent process is using.
+   * jitter) while the coordinator is unreachable. Each round holds the
+   * state directory's lock; the wait for the coordinator does not, so local
+   * commands (rollback, gc…) can run meanwhile. Refuses (AgentBusyError) a
+   * state directory another `run` is working on.
    */
-  run(signal: AbortSignal): Promise<void> {
-    return this.exclusively(() => this.runRounds(signal));
+  async run(signal: AbortSignal): Promise<void> {
+    const releaseDaemon = await lockStateDir(this.stateDir, { name: 'run.lock' });
+    try {
+      await this.exclusively(async () => {
+        // Temp trees are a deployment's progress: kept while one is in progress (its next attempt takes them up).
+        if (this.state.deploying !== null) return;
+        removeStaleTemps(this.state.storeDir);
+        // A crash between a deployment's end and its adoption left the castore's copy: release it now.
+        const current = this.generations.current();
+        if (current) this.keepBytesOnce(current);
+      });
+      await this.runRounds(signal);
+    } finally {
+      releaseDaemon();
+    }
   }
 
   private async runRounds(signal: AbortSignal): Promise<void> {
-    // Temp trees are a deployment's progress: kept while one is in progress (its next attempt takes them up).
-    if (this.state.deploying === null) {
-      removeStaleTemps(this.state.storeDir);
-      // A crash between a deployment's end and its adoption left the castore's copy: release it now.
-      const current = this.generations.current();
-      if (current) this.keepBytesOnce(current);
-    }
     let failures = 0;
     while (!signal.aborted) {
       try {
-        await this.runOnce();
+        await this.exclusively(() => this.runOnce());
         if (failures > 0) this.events.add('online', `coordinator reachable again after ${failures} failed attempt(s)`);
         failures = 0;
         await this.waitForChange(signal);

@@ -12,24 +12,29 @@ beforeEach(() => {
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('the state directory lock', () => {
-  it('holds the pid while taken, and goes on release', () => {
-    const release = lockStateDir(dir);
+  it('holds the pid while taken, and goes on release', async () => {
+    const release = await lockStateDir(dir);
     expect(readFileSync(path.join(dir, 'lock'), 'utf8').trim()).toBe(String(process.pid));
     release();
     expect(existsSync(path.join(dir, 'lock'))).toBe(false);
   });
 
-  it('refuses while another live process holds it, and takes over once that process is gone', async () => {
+  it('refuses while another live process holds it, or waits for it, and takes over once that process is gone', async () => {
     // A real other process stands in for a running `ferry agent run`.
     const holder = spawn('sleep', ['30']);
     await new Promise((resolve) => holder.once('spawn', resolve));
     writeFileSync(path.join(dir, 'lock'), `${holder.pid}\n`);
-    expect(() => lockStateDir(dir)).toThrow(AgentBusyError);
-    expect(() => lockStateDir(dir)).toThrow(new RegExp(`pid ${holder.pid}`));
+    await expect(lockStateDir(dir, { name: 'lock' })).rejects.toBeInstanceOf(AgentBusyError);
+    await expect(lockStateDir(dir)).rejects.toThrow(new RegExp(`pid ${holder.pid}`));
+    // A waiter is told once, and gets the lock when the holder goes.
+    const waits: number[] = [];
+    const waiting = lockStateDir(dir, { waitMs: 10_000, onWait: (pid) => waits.push(pid) });
+    await new Promise((resolve) => setTimeout(resolve, 300));
     const exited = new Promise((resolve) => holder.once('exit', resolve));
     holder.kill('SIGKILL');
     await exited;
-    const release = lockStateDir(dir);
+    const release = await waiting;
+    expect(waits).toEqual([holder.pid]);
     expect(readFileSync(path.join(dir, 'lock'), 'utf8').trim()).toBe(String(process.pid));
     release();
   });

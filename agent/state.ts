@@ -8,7 +8,7 @@
  *   profile           symlink to the current generation (switched atomically)
  *   events.jsonl      bounded ring of recent events (see events.ts)
  *   facts.d/*.json    extra facts an operator adds
- *   lock              pid of the agent process using it (state-lock.ts)
+ *   run.lock, lock    the daemon's pid; whoever changes the directory now (state-lock.ts)
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';

@@ -188,10 +188,11 @@ describe.skipIf(skipReason !== undefined)('coordinator and agents, end to end', 
     // The coordinator shows what the agent did (its recent events ring, not audited).
     const shown = JSON.parse(ok('agents', 'show', 'alpha', '--json')) as { activity: { events: { kind: string }[] } };
     expect(shown.activity.events.map((event) => event.kind)).toEqual(expect.arrayContaining(['deploy', 'fetched', 'materialized', 'switched', 'active']));
-    // One agent process per state directory: a local gc while `ferry agent run` works there is refused.
-    const busy = ferry('agent', 'gc', '--state-dir', agents.get('alpha')!.stateDir);
-    expect(busy.status).toBe(1);
-    expect(busy.stderr).toMatch(new RegExp(`\\[AGENT_BUSY\\].*pid ${agents.get('alpha')!.process!.pid}`));
+    // One daemon per state directory (a second is refused); local commands take turns with it.
+    const secondDaemon = ferry('agent', 'run', '--state-dir', agents.get('alpha')!.stateDir);
+    expect(secondDaemon.status).toBe(1);
+    expect(secondDaemon.stderr).toMatch(new RegExp(`\\[AGENT_BUSY\\].*already has a ferry agent running \\(pid ${agents.get('alpha')!.process!.pid}\\)`));
+    expect(JSON.parse(ok('agent', 'gc', '--state-dir', agents.get('alpha')!.stateDir, '--json'))).toMatchObject({ removedGenerations: [] });
     const generations = JSON.parse(ok('agent', 'generations', '--state-dir', agents.get('alpha')!.stateDir, '--json')) as { number: number; current: boolean }[];
     expect(generations).toEqual([expect.objectContaining({ number: 1, current: true })]);
   }, 60_000);
@@ -223,14 +224,15 @@ describe.skipIf(skipReason !== undefined)('coordinator and agents, end to end', 
     ok('agents', 'pin', 'beta', 'none');
     await converged('beta', second);
     const beta = agents.get('beta')!;
-    // A local rollback needs the state dir to itself (agent/state-lock.ts): the daemon stops first.
-    const stopped = new Promise((resolve) => beta.process!.once('exit', resolve));
-    beta.process!.kill('SIGKILL');
-    await stopped;
+    // While its daemon runs: the two take turns on the state dir (agent/state-lock.ts), and the
+    // daemon reads the refusal the rollback wrote instead of deploying `second` again.
     const rolled = JSON.parse(ok('agent', 'rollback', '--state-dir', beta.stateDir, '--json')) as { configId: string };
     expect(rolled.configId).toBe(first);
     await converged('beta', first);
-    startAgent('beta');
+    await new Promise((resolve) => setTimeout(resolve, 2500)); // a few of the daemon's 1 s rounds
+    expect(marker('beta')).toBe(first);
+    expect(await agentRecord('beta')).toMatchObject({ desiredConfig: second, currentConfig: first });
+    expect(beta.process!.exitCode).toBeNull();
   }, 90_000);
 
   it('keeps agents running through a coordinator restart, then deploys what was submitted meanwhile', async () => {
