@@ -8,21 +8,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../agent/index.js';
 import { nixSystem } from '../agent/facts.js';
 import { Castore, fsck } from '../castore/index.js';
-import { dumpPath } from '../nix/nar/index.js';
 import { formatJoinString } from '../protocol/join-string.js';
-import { addTreeAsStorePath, fakeStorePath, signedConfig, pushToCoordinator, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
+import { addTreeAsStorePath, fakeStorePath, narOfTree, pushToCoordinator, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
 
 let test: TestCoordinator;
 let work: string;
 const lib = fakeStorePath('gc-lib');
 const apps = { x: fakeStorePath('gc-app-x'), y: fakeStorePath('gc-app-y'), z: fakeStorePath('gc-app-z') };
 const shared = 'the same file in every app\n'.repeat(1000);
-
-async function narOf(source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const chunks: Uint8Array[] = [];
-  for await (const chunk of source) chunks.push(chunk);
-  return Buffer.concat(chunks);
-}
 
 beforeAll(async () => {
   test = await startTestCoordinator();
@@ -91,8 +84,8 @@ describe('agent store and castore', () => {
       const fetchedBytes = Number(/(\d+) bytes/.exec(fetched.message)![1]);
       expect(fetchedBytes).toBeLessThan(20 * 9100); // z's own small files only: not lib's 1.5 MB, not shared.txt again
       for (const storePath of [lib, apps.z]) {
-        const materialized = await narOf(dumpPath(path.join(storeDir, path.basename(storePath))));
-        expect(materialized.equals(await narOf(dumpPath(path.join(work, storePath === lib ? 'lib' : 'z'))))).toBe(true);
+        const materialized = await narOfTree(path.join(storeDir, path.basename(storePath)));
+        expect(materialized.equals(await narOfTree(path.join(work, storePath === lib ? 'lib' : 'z')))).toBe(true);
       }
       // The unchanged file is the same inode as x's (a hard link, bytes once on disk); the executable copy is not.
       const inode = (storePath: string, name: string) => statSync(path.join(storeDir, path.basename(storePath), name)).ino;

@@ -12,21 +12,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { adoptMaterializedFiles } from '../agent/adopt-store-files.js';
 import { ClosureMaterializer } from '../agent/materialize.js';
 import { Castore, fetchClosure, fsck, referencesFirst, type FetchOptions } from '../castore/index.js';
-import { dumpPath } from '../nix/nar/index.js';
 import { openDataClient } from '../protocol/connect.js';
-import { addTreeAsStorePath, enrollAgent, fakeStorePath, pushToCoordinator, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
+import { addTreeAsStorePath, enrollAgent, fakeStorePath, narOfTree, pushToCoordinator, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
 
 let test: TestCoordinator;
 let work: string;
 let configId: string;
 const lib = fakeStorePath('resume-lib');
 const app = fakeStorePath('resume-app');
-
-async function narOf(source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const chunks: Uint8Array[] = [];
-  for await (const chunk of source) chunks.push(chunk);
-  return Buffer.concat(chunks);
-}
 
 beforeAll(async () => {
   test = await startTestCoordinator();
@@ -97,7 +90,7 @@ describe("an agent's interrupted deployment", () => {
       expect(resumed.fetchedBlobs).toBe(211);
       for (const [storePath, dir] of [[lib, 'lib'], [app, 'app']] as const) {
         const published = path.join(storeDir, path.basename(storePath));
-        expect((await narOf(dumpPath(published))).equals(await narOf(dumpPath(path.join(work, dir))))).toBe(true);
+        expect((await narOfTree(published)).equals(await narOfTree(path.join(work, dir)))).toBe(true);
       }
       expect(readdirSync(storeDir).filter((name) => name.startsWith('.'))).toEqual([]);
 

@@ -98,6 +98,13 @@ export async function addTreeAsStorePath(store: Castore, dir: string, storePath:
   await ingestStorePath(store, dumpPath(dir), { storePath, references });
 }
 
+/** The NAR of a file tree on disk (`nix-store --dump` of it, by our encoder). */
+export async function narOfTree(dir: string): Promise<Buffer> {
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of dumpPath(dir)) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+
 export async function narBytes(store: Castore, storePath: string): Promise<Buffer> {
   const chunks: Uint8Array[] = [];
   for await (const chunk of exportNar(store, store.getStorePath(storePath)!.root)) chunks.push(chunk);
