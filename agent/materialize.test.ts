@@ -1,4 +1,4 @@
-import { existsSync, lstatSync, mkdtempSync, readdirSync, readlinkSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -188,6 +188,36 @@ describe('ClosureMaterializer', () => {
     materializer.plan([]);
     expect(await materializer.finish()).toBe(0);
     expect(existsSync(storeDir)).toBe(false);
+  });
+
+  it('takes up a temp tree an earlier attempt left: keeps exact files, replaces everything else, and the result is exact', async () => {
+    const info = await ingestTree(40, 'resumed');
+    const files = [...filesOf(info.root)];
+    const storeDir = path.join(dir, 'store-resumed');
+    const first = new ClosureMaterializer(store, storeDir);
+    expect(first.plan([info]).length).toBe(files.length);
+    for (const [id] of files.slice(0, 100)) await first.offer(id, await blobBytes(id));
+    await first.suspend();
+    const [temp] = readdirSync(storeDir);
+    expect(temp).toMatch(/^\.ferry-tmp-/);
+    // What a crash or a person might leave: a symlink retargeted, a file where a directory goes, a stray file.
+    const tree = path.join(storeDir, temp!);
+    rmSync(path.join(tree, 'pkg-000/bin/sh'));
+    symlinkSync('elsewhere', path.join(tree, 'pkg-000/bin/sh'));
+    rmSync(path.join(tree, 'pkg-003/empty'), { recursive: true });
+    writeFileSync(path.join(tree, 'pkg-003/empty'), 'not a directory');
+    writeFileSync(path.join(tree, 'pkg-004/stray'), 'not in the store path');
+    // And a stale temp tree of a path no longer planned.
+    mkdirSync(path.join(storeDir, '.ferry-tmp-gone'));
+
+    const second = new ClosureMaterializer(store, storeDir);
+    const waiting = second.plan([info]);
+    expect(waiting.length).toBe(files.length - 100);
+    expect(await second.finish()).toBe(1);
+    const location = storePathLocation(storeDir, info.storePath);
+    expect((await narHash(dumpPath(location))).narHash).toBe(info.narHash);
+    expectNixLayout(location);
+    expect(readdirSync(storeDir)).toEqual([path.basename(location)]);
   });
 
   it('takes what was not offered from the castore, and leaves nothing behind when that fails', async () => {
