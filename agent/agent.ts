@@ -18,17 +18,17 @@ import { Castore, collectGarbage, fetchClosure, readBundle, referencesFirst, typ
 import { openDataClient } from '../protocol/connect.js';
 import type { DataClient } from '../protocol/data-client.js';
 import { CoordinatorHttpClient, type CoordinatorHttpClientOptions } from '../protocol/http-client.js';
-import { adoptMaterializedFiles } from './adopt-store-files.js';
-import { lockStateDir } from './state-lock.js';
 import { createIdentityFile, loadIdentity, type Identity } from '../protocol/identity.js';
 import { desiredProofMessage, verifyProof } from '../protocol/coordinator-proofs.js';
 import { parseJoinString } from '../protocol/join-string.js';
+import { adoptMaterializedFiles } from './adopt-store-files.js';
 import { EventRing } from './events.js';
 import { collectFacts, nixSystem } from './facts.js';
 import { Generations, type Generation } from './generations.js';
 import { ClosureMaterializer, removeStaleTemps, removeTree, storePathLocation } from './materialize.js';
 import { runCommand, type CommandResult } from './run-command.js';
 import { agentPaths, readAgentState, writeAgentState, type AgentState } from './state.js';
+import { lockStateDir } from './state-lock.js';
 
 export interface AgentOptions {
   /** Longest wait between rounds when nothing changes (default 30 s); the coordinator's watch ends it early. */
@@ -419,6 +419,13 @@ export class Agent {
       this.generations.switchTo(generation.number);
       this.events.add('switched', `profile -> generation ${generation.number}`, config.id);
     }
+    const result = await this.activateGeneration(config, generation, previous);
+    this.keepBytesOnce(generation);
+    return result;
+  }
+
+  /** Activation and health check of the switched-to `generation`; on failure, back to `previous` (or the one before). */
+  private async activateGeneration(config: DesiredConfig, generation: Generation, previous: Generation | undefined): Promise<RoundResult> {
     await this.report(config.id, 'activating');
     const outcome = await this.activateAndCheck(generation);
     if (outcome.ok) {
@@ -427,7 +434,6 @@ export class Agent {
       this.events.add('active', `generation ${generation.number} (${config.id}) is active`, config.id);
       this.publishActivity('active', config.id, undefined, true);
       await this.report(config.id, 'active');
-      this.keepBytesOnce(generation);
       return 'active';
     }
     this.state.refused.push(config.id);
@@ -437,7 +443,6 @@ export class Agent {
       this.save();
       this.events.add('failed', outcome.error, config.id);
       await this.report(config.id, 'failed', outcome.error);
-      this.keepBytesOnce(generation);
       return 'failed';
     }
     this.generations.switchTo(back.number);
@@ -448,7 +453,6 @@ export class Agent {
     this.events.add('rolled-back', `generation ${generation.number} failed, back on ${back.number}: ${outcome.error}${note}`, config.id);
     this.publishActivity('rolled-back', config.id, undefined, true);
     await this.report(config.id, 'rolled-back', `${outcome.error}${note}`);
-    this.keepBytesOnce(generation);
     return 'rolled-back';
   }
 
@@ -512,9 +516,9 @@ export class Agent {
     const store = this.castore();
     const removedStorePaths: string[] = [];
     const known = new Set(store.listStorePaths().map((info) => info.storePath));
+    const keptPaths = [...live].filter((storePath) => known.has(storePath));
     // Blobs adopted from a store path about to go are first re-pointed to a kept path holding them.
-    const keptInfos = [...live].filter((storePath) => known.has(storePath)).map((storePath) => store.getStorePath(storePath)!);
-    adoptMaterializedFiles(store, this.state.storeDir, keptInfos);
+    adoptMaterializedFiles(store, this.state.storeDir, keptPaths.map((storePath) => store.getStorePath(storePath)!));
     if (existsSync(this.state.storeDir)) {
       for (const storePath of known) {
         if (live.has(storePath)) continue;
@@ -523,7 +527,7 @@ export class Agent {
         removedStorePaths.push(storePath);
       }
     }
-    collectGarbage(store, { keepStorePaths: [...live].filter((storePath) => known.has(storePath)) });
+    collectGarbage(store, { keepStorePaths: keptPaths });
     this.events.add('gc', `removed generations [${removedGenerations.join(', ')}] and ${removedStorePaths.length} store paths`);
     return { removedGenerations, removedStorePaths };
   }

@@ -577,7 +577,7 @@ export class ClosureMaterializer {
     if (todo.length > 0) mkdirSync(this.storeDir, { recursive: true });
     // One temp name per store path, so that the next attempt finds what this one wrote.
     const temps = new Map(todo.map((info) => [`${TEMP_PREFIX}${storePathBaseName(info.storePath)}`, info]));
-    if (existsSync(this.storeDir)) for (const name of readdirSync(this.storeDir)) if (name.startsWith(TEMP_PREFIX) && !temps.has(name)) removeTree(path.join(this.storeDir, name));
+    removeStaleTemps(this.storeDir, new Set(temps.keys()));
     for (const [name, info] of temps) {
       const planned = { info, temp: path.join(this.storeDir, name), final: path.join(this.storeDir, storePathBaseName(info.storePath)) };
       this.planned.push(planned);
@@ -613,9 +613,10 @@ export class ClosureMaterializer {
         if (resuming && lstatExists(at)) {
           if (lstatSync(at).isDirectory()) {
             chmodSync(at, 0o755);
-            const names = new Set(readDirectory(node.digest).map((entry) => entry.name));
+            const entries = readDirectory(node.digest);
+            const names = new Set(entries.map((entry) => entry.name));
             for (const name of readdirSync(at)) if (!names.has(name)) removeTree(path.join(at, name));
-            for (const entry of readDirectory(node.digest)) this.layOut(entry, `${at}/${entry.name}`, readDirectory, true);
+            for (const entry of entries) this.layOut(entry, `${at}/${entry.name}`, readDirectory, true);
             this.directories.push(at);
             return;
           }
@@ -800,10 +801,13 @@ function lstatExists(at: string): boolean {
   }
 }
 
-/** Removes every temp tree in the store directory (an agent with no deployment in progress, at start). */
-export function removeStaleTemps(storeDir: string): number {
+/**
+ * Removes the temp trees in the store directory but those named in `keep`
+ * (all of them: an agent with no deployment in progress, at start).
+ */
+export function removeStaleTemps(storeDir: string, keep: ReadonlySet<string> = new Set()): number {
   if (!existsSync(storeDir)) return 0;
-  const stale = readdirSync(storeDir).filter((entry) => entry.startsWith(TEMP_PREFIX));
+  const stale = readdirSync(storeDir).filter((entry) => entry.startsWith(TEMP_PREFIX) && !keep.has(entry));
   for (const entry of stale) removeTree(path.join(storeDir, entry));
   return stale.length;
 }

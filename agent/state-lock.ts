@@ -14,25 +14,11 @@
  */
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { processAlive } from '../castore/index.js';
 
 export class AgentBusyError extends Error {
   override readonly name = 'AgentBusyError';
   readonly code = 'AGENT_BUSY';
-}
-
-/** Whether `pid` is a running process: a zombie (killed, not yet reaped by its parent) is not. */
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EPERM') return false;
-  }
-  try {
-    // Linux: the state letter follows the parenthesised command name.
-    return !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return true; // no /proc: trust kill(0)
-  }
 }
 
 /** Takes `file` for this process, or returns the pid of the live process holding it. */

@@ -20,3 +20,4 @@ export { fetchClosure, LARGE_BLOB_SEGMENT_BYTES, type FetchOptions, type FetchRe
 export { uploadStorePaths, type UploadOptions, type UploadReport } from './transfer/upload-store-paths.js';
 export { writeBundle, readBundle, BundleError, BundleManifestSchema, type BundleManifest } from './bundle.js';
 export { referencesFirst } from './references-first.js';
+export { processAlive } from './store/process-alive.js';

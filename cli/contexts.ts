@@ -86,24 +86,26 @@ function chosenContext(options: OptionValues): { url: string; keyFile: string; t
   if (!url || !keyFile) {
     throw new UsageError('no coordinator configured: run `ferry coordinator init` on the coordinator, or `ferry context add NAME --url URL --key FILE`');
   }
-  const given = stringOption(options, 'fingerprint') ?? process.env.FERRY_FINGERPRINT;
-  let tlsFingerprint = context?.tlsFingerprint && url === context.url ? context.tlsFingerprint : undefined;
-  if (given !== undefined) {
-    try {
-      tlsFingerprint = normalizeFingerprint(given);
-    } catch (error) {
-      throw new UsageError(`--fingerprint: ${(error as Error).message}`);
-    }
-  }
+  const tlsFingerprint =
+    fingerprintOption(stringOption(options, 'fingerprint') ?? process.env.FERRY_FINGERPRINT) ?? (context?.tlsFingerprint && url === context.url ? context.tlsFingerprint : undefined);
   return { url, keyFile, ...(tlsFingerprint ? { tlsFingerprint } : {}) };
 }
 
-/** The API client for the chosen context, with flags and environment overriding it. */
+/** A `--fingerprint` value as lowercase hex; refuses (UsageError) anything that is not a SHA-256. */
+export function fingerprintOption(value: string | undefined): string | undefined {
+  try {
+    return value === undefined ? undefined : normalizeFingerprint(value);
+  } catch (error) {
+    throw new UsageError(`--fingerprint: ${(error as Error).message}`);
+  }
+}
+
 /** The fingerprint to pin TLS to on the coordinator's port: a context's, for its own http:// URL (an https:// one is a proxy with a CA certificate). */
-function pinnedFingerprintOf(context: { url: string; tlsFingerprint?: string }): string | undefined {
+export function pinnedFingerprintOf(context: { url: string; tlsFingerprint?: string }): string | undefined {
   return context.tlsFingerprint && new URL(context.url).protocol === 'http:' ? context.tlsFingerprint : undefined;
 }
 
+/** The API client for the chosen context, with flags and environment overriding it. */
 export function clientFrom(options: OptionValues): CoordinatorHttpClient {
   const context = chosenContext(options);
   const pinnedFingerprint = pinnedFingerprintOf(context);

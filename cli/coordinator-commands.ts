@@ -7,9 +7,8 @@ import { FERRY_VERSION } from '../coordinator/api/operations.js';
 import { startHttpServer } from '../coordinator/server.js';
 import { startQuicServer, type RunningQuicServer } from '../coordinator/quic-server.js';
 import { createIdentityFile, loadIdentity } from '../protocol/identity.js';
-import { normalizeFingerprint } from '../protocol/tls-pinning.js';
 import { booleanOption, jsonOption, stringOption, UsageError, writeJson, type Command } from './command.js';
-import { configDir, readContexts, saveContext, writeContexts } from './contexts.js';
+import { configDir, fingerprintOption, pinnedFingerprintOf, readContexts, saveContext, writeContexts } from './contexts.js';
 import { dataDirFrom, dataDirOption } from './data-dir.js';
 import { table } from './format.js';
 import { untilInterrupted } from './io.js';
@@ -142,13 +141,7 @@ const contextAdd: Command = {
     const url = stringOption(options, 'url');
     const keyFile = stringOption(options, 'key');
     if (!url || !keyFile) throw new UsageError('--url and --key are required');
-    const fingerprint = stringOption(options, 'fingerprint');
-    let tlsFingerprint: string | undefined;
-    try {
-      tlsFingerprint = fingerprint === undefined ? undefined : normalizeFingerprint(fingerprint);
-    } catch (error) {
-      throw new UsageError(`--fingerprint: ${(error as Error).message}`);
-    }
+    const tlsFingerprint = fingerprintOption(stringOption(options, 'fingerprint'));
     loadIdentity(keyFile);
     saveContext(args[0]!, { url, keyFile: path.resolve(keyFile), ...(tlsFingerprint ? { tlsFingerprint } : {}) }, booleanOption(options, 'use'));
     stdout.write(`saved context '${args[0]}'\n`);
@@ -181,8 +174,8 @@ const contextLs: Command = {
     const rows = Object.entries(contexts.contexts).map(([name, context]) => [
       name === contexts.current ? `* ${name}` : `  ${name}`,
       context.url,
-      // How the CLI's HTTP requests are protected (see contexts.ts): its own pinned certificate, a CA's, or not at all.
-      context.url.startsWith('https:') ? 'CA' : context.tlsFingerprint ? 'pinned' : 'none',
+      // How the CLI's HTTP requests are protected: its own pinned certificate, a CA's, or not at all.
+      pinnedFingerprintOf(context) ? 'pinned' : context.url.startsWith('https:') ? 'CA' : 'none',
       context.keyFile,
     ]);
     stdout.write(rows.length === 0 ? 'no contexts (ferry coordinator init, or ferry context add)\n' : table(['  NAME', 'URL', 'TLS', 'KEY'], rows));

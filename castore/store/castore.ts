@@ -169,12 +169,8 @@ export class Castore {
     const bytes = Buffer.allocUnsafe(length);
     const fd = openSync(file, 'r');
     try {
-      let done = 0;
-      while (done < length) {
-        const read = readSync(fd, bytes, done, length - done, offset + done);
-        if (read === 0) throw new CastoreError('BLOB_CORRUPT', `blob file ${file} ends before byte ${offset + length}`, { objectId: id, offset: offset + done });
-        done += read;
-      }
+      const done = readFully(fd, bytes, offset);
+      if (done < length) throw new CastoreError('BLOB_CORRUPT', `blob file ${file} ends before byte ${offset + length}`, { objectId: id, offset: offset + done });
     } finally {
       closeSync(fd);
     }
@@ -206,12 +202,7 @@ export class Castore {
     const bytes = Buffer.allocUnsafe(size);
     const fd = openSync(file, 'r');
     try {
-      let done = 0;
-      while (done < size) {
-        const read = readSync(fd, bytes, done, size - done, done);
-        if (read === 0) throw new Error(`${file} is shorter than ${size} bytes`);
-        done += read;
-      }
+      if (readFully(fd, bytes, 0) < size) throw new Error(`${file} is shorter than ${size} bytes`);
       if (readSync(fd, Buffer.allocUnsafe(1), 0, 1, size) !== 0) throw new Error(`${file} is longer than ${size} bytes`);
     } finally {
       closeSync(fd);
@@ -228,16 +219,15 @@ export class Castore {
   verifiedStoreFile(id: Digest): string | undefined {
     const row = this.statements.blobLocation.get(id);
     if (!row || row.storeFile === null) return undefined;
-    let holds: boolean;
     try {
-      // Small ones whole through the native hash: a streaming hasher per file costs more than the hashing.
-      holds = row.size <= SYNC_READ_MAX ? digestFromBytes(nativeBlake3(this.readWholeFile(row.storeFile, row.size))) === id : this.storeFileHolds(id, row.size, row.storeFile);
+      // Small ones whole through the native hash (a streaming hasher per file costs more than the hashing).
+      if (row.size <= SYNC_READ_MAX) this.readStoreFile(id, row.size, row.storeFile);
+      else if (!this.storeFileHolds(id, row.size, row.storeFile)) throw new Error(`${row.storeFile} changed`);
+      return row.storeFile;
     } catch {
-      holds = false;
+      this.statements.forgetStoreFile.run(id, row.storeFile);
+      return undefined;
     }
-    if (holds) return row.storeFile;
-    this.statements.forgetStoreFile.run(id, row.storeFile);
-    return undefined;
   }
 
   /** Whether `file` is exactly `size` bytes hashing to `id`, read 1 MiB at a time. */
@@ -453,6 +443,17 @@ export class Castore {
   blobFileExists(id: Digest): boolean {
     return existsSync(blobDataPath(this.dataDir, id));
   }
+}
+
+/** Reads `bytes.length` bytes of `fd` from `position`; returns how many there were (fewer at the end of the file). */
+function readFully(fd: number, bytes: Buffer, position: number): number {
+  let done = 0;
+  while (done < bytes.length) {
+    const read = readSync(fd, bytes, done, bytes.length - done, position + done);
+    if (read === 0) break;
+    done += read;
+  }
+  return done;
 }
 
 function storePathFromRow(row: StorePathRow): StorePathInfo {

@@ -17,6 +17,7 @@ import type { Digest, Node } from '../node.js';
 import { blobDataPath, tempDir } from './blob-files.js';
 import { packPath, packsDir, PackWriter } from './pack-files.js';
 import type { Castore } from './castore.js';
+import { processAlive } from './process-alive.js';
 
 export interface GcOptions {
   /** Keep only these store paths and their closure; others are unregistered. Default: keep every registered path. */
@@ -41,15 +42,6 @@ export interface GcReport {
   removedPacks: number;
   /** Sparse pack files rewritten with only their live blobs. */
   compactedPacks: number;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Removes the staging leftovers of ingests whose process is gone (crashed or killed). */
