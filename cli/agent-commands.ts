@@ -2,7 +2,7 @@
 import path from 'node:path';
 import { Agent, readAgentState } from '../agent/index.js';
 import { booleanOption, jsonOption, stringOption, UsageError, writeJson, type Command, type OptionSpec, type OptionValues } from './command.js';
-import { table } from './format.js';
+import { oneLine, table } from './format.js';
 import { openInput } from './io.js';
 
 const stateDirOption: Record<string, OptionSpec> = {
@@ -113,7 +113,7 @@ const status: Command = {
         `store dir   ${state.storeDir}\n` +
         `current     ${current ? `generation ${current.number}: ${current.configId.slice(0, 12)} -> ${current.target}` : '(none)'}\n` +
         `deploying   ${state.deploying ?? '-'}\nunsent reports ${state.pendingReports.length}\n\nrecent events:\n` +
-        events.map((event) => `  ${new Date(event.at).toISOString()}  ${event.kind.padEnd(12)} ${event.message.split('\n')[0]}\n`).join(''),
+        events.map((event) => `  ${new Date(event.at).toISOString()}  ${event.kind.padEnd(12)} ${oneLine(event.message)}\n`).join(''),
     );
   },
 };

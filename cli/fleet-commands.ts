@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import type { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { booleanOption, jsonOption, stringListOption, stringOption, UsageError, writeJson, type Command, type OptionValues } from './command.js';
 import { clientFrom, connectionOptions } from './contexts.js';
-import { ago, parseDuration, parseKeyValues, short, table } from './format.js';
+import { ago, parseDuration, parseKeyValues, oneLine, short, table } from './format.js';
 
 const common = { ...connectionOptions, ...jsonOption };
 
@@ -192,7 +192,7 @@ const agentsStatus: Command = {
     stdout.write(
       table(
         ['AGENT', 'NAME', 'FOLLOWS', 'DESIRED', 'CURRENT', 'PHASE', 'LAST ERROR'],
-        agents.map((a) => [short(a.id), a.name, a.pinnedConfig ? `pin ${short(a.pinnedConfig)}` : a.desiredGraph, short(a.desiredConfig), short(a.currentConfig), phaseWithProgress(a), a.lastError?.split('\n')[0]]),
+        agents.map((a) => [short(a.id), a.name, a.pinnedConfig ? `pin ${short(a.pinnedConfig)}` : a.desiredGraph, short(a.desiredConfig), short(a.currentConfig), phaseWithProgress(a), oneLine(a.lastError)]),
       ),
     );
   },
@@ -222,7 +222,7 @@ const agentsShow: Command = {
       `agent   ${agent.id}\nname    ${agent.name} (${agent.type})\nstatus  ${agent.status}, last seen ${ago(agent.lastSeen)}\nlabels  ${JSON.stringify(agent.labels)}\n` +
         `follows ${agent.pinnedConfig ? `pinned to ${agent.pinnedConfig}` : (agent.desiredGraph ?? '-')}\ndesired ${agent.desiredConfig ?? '-'}\ncurrent ${agent.currentConfig ?? '-'}\nphase   ${phaseWithProgress(agent) ?? '-'}${agent.lastError ? `\nerror   ${agent.lastError}` : ''}\nfacts   ${JSON.stringify(agent.facts, null, 2).replace(/\n/g, '\n        ')}\n` +
         (agent.activity?.events.length
-          ? `recent events (from the agent):\n${agent.activity.events.map((event) => `  ${new Date(event.at).toISOString()}  ${event.kind.padEnd(12)} ${event.message.split('\n')[0]}\n`).join('')}`
+          ? `recent events (from the agent):\n${agent.activity.events.map((event) => `  ${new Date(event.at).toISOString()}  ${event.kind.padEnd(12)} ${oneLine(event.message)}\n`).join('')}`
           : ''),
     );
   },

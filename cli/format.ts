@@ -6,6 +6,19 @@ export function table(headers: string[], rows: (string | number | null | undefin
   return `${cells.map((row) => row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column]!))).join('  ')).join('\n')}\n`;
 }
 
+/**
+ * A multi-line message (an agent's last error: what failed, then the tail of
+ * its output) on one table line: the first line and the last line of output,
+ * which is where a failing command says why. `ferry agents show` has it whole.
+ */
+export function oneLine(text: string | null | undefined, max = 160): string | undefined {
+  if (!text) return undefined;
+  const lines = text.split('\n').map((line) => line.trim()).filter(Boolean);
+  const first = lines[0] ?? '';
+  const joined = lines.length > 1 ? `${first.replace(/[;:,]?\s*output:$/, '')}: ${lines.at(-1)}` : first;
+  return joined.length > max ? `${joined.slice(0, max - 1)}…` : joined;
+}
+
 /** The first 12 characters of a key or config id: enough to tell them apart in a listing. */
 export function short(id: string | null | undefined): string {
   return id ? id.slice(0, 12) : '-';

@@ -210,6 +210,10 @@ describe.skipIf(skipReason !== undefined)('coordinator and agents, end to end', 
       // The previous generation was re-activated.
       expect(marker(name)).toBe(second);
     }
+    // The table shows why on the agent's line: the failure, then the last line of the command's output.
+    const rolledBackLines = ok('agents', 'status').split('\n').filter((line) => line.includes('rolled-back'));
+    expect(rolledBackLines).toHaveLength(2);
+    for (const line of rolledBackLines) expect(line).toMatch(/health check .* failed 2 time\(s\), last exit 3: service did not start$/);
     const summary = JSON.parse(ok('config', 'show', broken.configId, '--json')) as { summary: Record<string, number> };
     expect(summary.summary).toMatchObject({ failed: 2 });
     // Rolling the graph back to `second` makes it desired again; nothing to do for agents already running it.
