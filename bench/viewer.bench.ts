@@ -87,7 +87,7 @@ async function main(): Promise<void> {
     rows.push({ what: `index + verify ${events.toLocaleString('en-US')} events (server, cold: first \`ferry audit view\`)`, value: ms(coldIndex), target: '' });
     rows.push({ what: 'heap added by the index (timeline, snapshots, replayed state)', value: `${((heapAfter - heapBefore) / 1024 / 1024).toFixed(0)} MiB${global.gc ? '' : ' (approx.: run with --expose-gc)'}`, target: '' });
     const verifyStart = process.hrtime.bigint();
-    coordinator.verifyAudit();
+    await coordinator.verifyAudit();
     rows.push({ what: '  of which: Coordinator.verifyAudit (chain + signed checkpoints)', value: ms(seconds(verifyStart)), target: '' });
 
     const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });

@@ -149,7 +149,7 @@ describe('hot-path helpers agree with the reference encodings', () => {
 describe('audit log', () => {
   it('verifies, with signed checkpoints, and survives a reopen', async () => {
     await populatedFleet(300);
-    const report = coordinator.verifyAudit();
+    const report = await coordinator.verifyAudit();
     expect(report).toMatchObject({ ok: true, firstBad: null });
     expect(report.verifiedThrough).toBe(coordinator.lastSeq);
     expect(report.lastCheckpoint?.seq).toBe(Math.floor(coordinator.lastSeq / 50) * 50);
@@ -158,7 +158,7 @@ describe('audit log', () => {
     coordinator = Coordinator.open(dir, { checkpointEvery: 50 });
     coordinator.record({ keyId: coordinator.identity.keyId, role: 'coordinator' }, (context) => commands.addKey(context, { keyId: Identity.generate().keyId, role: 'viewer' }));
     expect(coordinator.lastSeq).toBe(seq + 1);
-    expect(coordinator.verifyAudit().ok).toBe(true);
+    expect((await coordinator.verifyAudit()).ok).toBe(true);
   });
 
   it('checkpoints the WAL itself, outside the commands (the automatic checkpoint is only a backstop)', async () => {
@@ -226,7 +226,7 @@ for (;;) {
     expect(acknowledged.length).toBeGreaterThanOrEqual(3000);
     expect(acknowledged.some((ack) => ack.background)).toBe(true);
     coordinator = Coordinator.open(dir, { checkpointEvery: 50 });
-    expect(coordinator.verifyAudit()).toMatchObject({ ok: true });
+    expect((await coordinator.verifyAudit())).toMatchObject({ ok: true });
     expect(coordinator.lastSeq).toBeGreaterThanOrEqual(acknowledged.at(-1)!.seq);
     for (const ack of acknowledged) expect(coordinator.state.get('keys', ack.keyId)?.addedSeq, ack.keyId).toBe(ack.seq);
   });
@@ -244,13 +244,44 @@ for (;;) {
     const deadline = Date.now() + 10_000;
     while (statSync(file).size === empty && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
     expect(statSync(file).size).toBeGreaterThan(empty);
-    expect(coordinator.verifyAudit().ok).toBe(true);
+    expect((await coordinator.verifyAudit()).ok).toBe(true);
     // Closing stops the worker; the data directory reopens with everything in it.
     const seq = coordinator.lastSeq;
     coordinator.close();
     coordinator = Coordinator.open(dir, { checkpointEvery: 50 });
     expect(coordinator.lastSeq).toBe(seq);
-    expect(coordinator.verifyAudit().ok).toBe(true);
+    expect((await coordinator.verifyAudit()).ok).toBe(true);
+  });
+
+  it('keeps serving while it verifies a log of several pages, and shares one run between callers', async () => {
+    const { adminActor } = await populatedFleet(4000);
+    expect(coordinator.lastSeq).toBeGreaterThan(2000); // more than two pages of 1,000
+    const order: string[] = [];
+    const verifying = coordinator.verifyAudit();
+    expect(coordinator.verifyAudit()).toBe(verifying);
+    // Runs between two pages (a synchronous verification would run it after the report): a command commits meanwhile.
+    setImmediate(() => {
+      coordinator.record(adminActor, (context) => commands.addKey(context, { keyId: Identity.generate().keyId, role: 'viewer' }));
+      order.push('command');
+    });
+    const report = await verifying.then((result) => (order.push('verified'), result));
+    expect(order).toEqual(['command', 'verified']);
+    // The event appended mid-run was read and verified too.
+    expect(report).toMatchObject({ ok: true, verifiedThrough: coordinator.lastSeq });
+    const next = coordinator.verifyAudit();
+    expect(next).not.toBe(verifying);
+    await next;
+  });
+
+  it('accepts commands while an export reads the log (no statement left open between pages)', async () => {
+    const { adminActor } = await populatedFleet(2500);
+    const before = coordinator.lastSeq;
+    const reading = coordinator.events();
+    expect(reading.next().value?.seq).toBe(1);
+    // better-sqlite3 refuses every statement on a connection that has an iteration open: this was "busy".
+    coordinator.record(adminActor, (context) => commands.addKey(context, { keyId: Identity.generate().keyId, role: 'viewer' }));
+    expect(coordinator.lastSeq).toBe(before + 1);
+    expect([...reading].map((event) => event.seq)).toEqual(Array.from({ length: before }, (_, index) => index + 2));
   });
 
   it('refuses UPDATE and DELETE on the log (triggers)', async () => {
@@ -272,17 +303,17 @@ for (;;) {
     it('an edited payload', async () => {
       await populatedFleet(120);
       tamper(`UPDATE audit_events SET payload = replace(payload, '"label"', '"lab3l"') WHERE seq = 2`);
-      expect(coordinator.verifyAudit().firstBad).toMatchObject({ seq: 2, reason: expect.stringMatching(/edited/) });
+      expect((await coordinator.verifyAudit()).firstBad).toMatchObject({ seq: 2, reason: expect.stringMatching(/edited/) });
     });
     it('a deleted row', async () => {
       await populatedFleet(120);
       tamper('DELETE FROM audit_events WHERE seq = 17');
-      expect(coordinator.verifyAudit().firstBad).toMatchObject({ seq: 17, reason: expect.stringMatching(/missing/) });
+      expect((await coordinator.verifyAudit()).firstBad).toMatchObject({ seq: 17, reason: expect.stringMatching(/missing/) });
     });
     it('reordered rows', async () => {
       await populatedFleet(120);
       tamper('UPDATE audit_events SET seq = -1 WHERE seq = 30; UPDATE audit_events SET seq = 30 WHERE seq = 31; UPDATE audit_events SET seq = 31 WHERE seq = -1;');
-      expect(coordinator.verifyAudit().firstBad?.seq).toBe(30);
+      expect((await coordinator.verifyAudit()).firstBad?.seq).toBe(30);
     });
     it('an inserted row, even with a recomputed hash', async () => {
       await populatedFleet(120);
@@ -290,13 +321,13 @@ for (;;) {
         'UPDATE audit_events SET seq = seq + 1000 WHERE seq >= 40; UPDATE audit_events SET seq = seq - 999 WHERE seq >= 1040; ' +
           'INSERT INTO audit_events SELECT 40, hlc, wall_time, actor_key, actor_role, action, subject, payload, request_signature, prev_hash, hash FROM audit_events WHERE seq = 39;',
       );
-      expect(coordinator.verifyAudit().firstBad?.seq).toBe(40);
+      expect((await coordinator.verifyAudit()).firstBad?.seq).toBe(40);
     });
     it('rows cut off the end, past a checkpoint', async () => {
       await populatedFleet(200);
       const checkpoint = coordinator.checkpoints().at(-1)!;
       tamper(`DELETE FROM audit_events WHERE seq >= ${checkpoint.seq - 5}`);
-      expect(coordinator.verifyAudit().firstBad?.reason).toMatch(/cut off the end/);
+      expect((await coordinator.verifyAudit()).firstBad?.reason).toMatch(/cut off the end/);
     });
   });
 

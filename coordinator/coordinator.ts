@@ -18,7 +18,7 @@ import { openCoordinatorDatabase, type CoordinatorDatabase } from './db/database
 import { WalCheckpointer } from './db/wal-checkpointer.js';
 import * as schema from './db/schema.js';
 import { blake3Text } from './audit/blake3-text.js';
-import { checkpointMessage, GENESIS_HASH, verifyChain, type ChainReport, type Checkpoint, type UnhashedEvent } from './audit/chain.js';
+import { ChainVerifier, checkpointMessage, GENESIS_HASH, type ChainReport, type Checkpoint, type UnhashedEvent } from './audit/chain.js';
 import type { Actor, CommandContext } from './domain/commands.js';
 import { AuditEventSchema, type AuditEvent, type EventDraft } from './domain/events.js';
 import { applyEvent, replayLog, type ReplayReport } from './domain/reducer.js';
@@ -54,6 +54,8 @@ const WAL_BACKGROUND_INTERVAL_MS = 250;
 const WAL_CHECKPOINT_INTERVAL_MS = 2000;
 /** A checkpoint of the command thread that could not finish (the worker held the checkpoint lock, a reader an old snapshot) is retried this many events later. */
 const WAL_CHECKPOINT_RETRY_EVENTS = 64;
+/** Audit rows read at once by exports and verification (~25 ms of verifying). */
+const STORED_EVENT_PAGE = 1000;
 
 type Decide<R> = (context: CommandContext) => { draft: EventDraft; result: R } | undefined;
 
@@ -83,6 +85,8 @@ export class Coordinator {
   private readonly clock: HlcClock;
   private head: { seq: number; hash: string };
   private readonly checkpointEvery: number;
+  /** The verification in progress, shared by concurrent callers. */
+  private verifying: Promise<ChainReport> | undefined;
   readonly now: () => number;
   private readonly statements: {
     insertEvent: Database.Statement<[number, string, number, string, string, string, string, string, string | null, string, string]>;
@@ -90,6 +94,7 @@ export class Coordinator {
     walCheckpoint: Database.Statement<[], { busy: number; log: number; checkpointed: number }>;
     touchPresence: Database.Statement<[string, number]>;
     presence: Database.Statement<[string], { last_seen: number }>;
+    storedEvents: Database.Statement<[number, number, number], EventRow>;
   };
   /** execute's transaction (BEGIN IMMEDIATE … COMMIT), built once. */
   private readonly transact: <R>(actor: Actor, decide: Decide<R>) => { event: AuditEvent; result: R } | undefined;
@@ -121,6 +126,10 @@ export class Coordinator {
       walCheckpoint: sqlite.prepare('PRAGMA wal_checkpoint(PASSIVE)'),
       touchPresence: sqlite.prepare('INSERT INTO agent_presence (id, last_seen) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen'),
       presence: sqlite.prepare('SELECT last_seen FROM agent_presence WHERE id = ?'),
+      storedEvents: sqlite.prepare(
+        'SELECT seq, hlc, wall_time AS wallTime, actor_key AS actorKey, actor_role AS actorRole, action, subject, payload, request_signature AS requestSignature, prev_hash AS prevHash, hash ' +
+          'FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?',
+      ),
     };
     const transaction = sqlite.transaction(<R>(actor: Actor, decide: Decide<R>) => {
       const decided = decide(this.commandContext(actor));
@@ -381,28 +390,60 @@ export class Coordinator {
     return this.database.db.select({ seq: schema.auditCheckpoints.seq, hash: schema.auditCheckpoints.hash, signature: schema.auditCheckpoints.signature }).from(schema.auditCheckpoints).orderBy(schema.auditCheckpoints.seq).all();
   }
 
-  verifyAudit(): ChainReport {
-    return verifyChain(this.rawEvents(), this.checkpoints(), this.identity.publicKey);
+  /**
+   * Verifies the whole chain and the checkpoint signatures. The log is read
+   * in pages and other requests are served between them: at ~40,000
+   * events a second, a large log would otherwise stop the coordinator for
+   * seconds, at the call of any reader. Concurrent calls share one run;
+   * events appended while it runs are verified too.
+   */
+  verifyAudit(): Promise<ChainReport> {
+    this.verifying ??= this.verifyAuditInPages().finally(() => {
+      this.verifying = undefined;
+    });
+    return this.verifying;
+  }
+
+  private async verifyAuditInPages(): Promise<ChainReport> {
+    const verifier = new ChainVerifier(this.checkpoints(), this.identity.publicKey);
+    for (let after = 0; ; ) {
+      const page = this.storedEvents(after, Number.MAX_SAFE_INTEGER, STORED_EVENT_PAGE);
+      for (const event of page) if (!verifier.push(event)) return verifier.finish();
+      if (page.length < STORED_EVENT_PAGE) return verifier.finish();
+      after = page.at(-1)!.seq;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
   }
 
   /**
-   * Events as stored, without schema validation: verification must see a
-   * tampered row as it is (and report it), not fail to parse it.
+   * Up to `limit` events with `afterSeq < seq <= throughSeq`, in seq order,
+   * as stored, without schema validation: verification must see a tampered
+   * row as it is (and report it), not fail to parse it.
    */
-  private *rawEvents(afterSeq = 0): Generator<AuditEvent> {
-    const rows = this.database.sqlite
-      .prepare<[number], EventRow>(
-        'SELECT seq, hlc, wall_time AS wallTime, actor_key AS actorKey, actor_role AS actorRole, action, subject, payload, request_signature AS requestSignature, prev_hash AS prevHash, hash FROM audit_events WHERE seq > ? ORDER BY seq',
-      )
-      .iterate(afterSeq);
-    for (const row of rows) {
+  storedEvents(afterSeq: number, throughSeq: number, limit: number): AuditEvent[] {
+    return this.statements.storedEvents.all(afterSeq, throughSeq, limit).map((row) => {
       let payload: unknown;
       try {
         payload = JSON.parse(row.payload);
       } catch {
         payload = row.payload;
       }
-      yield { ...row, payload } as AuditEvent;
+      return { ...row, payload } as AuditEvent;
+    });
+  }
+
+  /**
+   * Every event after `afterSeq`, as stored, read a page at a time: no
+   * statement stays open while the caller holds the generator (an export
+   * streams for as long as its reader takes), because better-sqlite3 refuses
+   * every other statement on the connection while one is iterating.
+   */
+  private *rawEvents(afterSeq = 0): Generator<AuditEvent> {
+    for (let after = afterSeq; ; ) {
+      const page = this.storedEvents(after, Number.MAX_SAFE_INTEGER, STORED_EVENT_PAGE);
+      yield* page;
+      if (page.length < STORED_EVENT_PAGE) return;
+      after = page.at(-1)!.seq;
     }
   }
 }

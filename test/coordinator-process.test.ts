@@ -130,7 +130,7 @@ describe('ferry coordinator', () => {
     expect(failures).toBe(8);
     const coordinator = Coordinator.open(path.join(dir, 'data'));
     try {
-      expect(coordinator.verifyAudit()).toMatchObject({ ok: true });
+      expect(await coordinator.verifyAudit()).toMatchObject({ ok: true });
       for (const tokenId of acknowledged) expect(coordinator.state.get('tokens', tokenId), tokenId).toBeDefined();
       expect(coordinator.lastSeq).toBeGreaterThanOrEqual(acknowledged.length + 2);
     } finally {

@@ -139,7 +139,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
           const issue = parsed.error.issues[0]!;
           throw new HttpError(400, 'INVALID', `${issue.path.join('.') || 'request'}: ${issue.message}`);
         }
-        const result = (definition.run as (coordinator: Coordinator, actor: Actor, input: unknown) => unknown)(coordinator, actor, parsed.data);
+        const result = await (definition.run as (coordinator: Coordinator, actor: Actor, input: unknown) => unknown)(coordinator, actor, parsed.data);
         return c.json(result as object, method === 'POST' ? 201 : 200);
       } catch (error) {
         if (error instanceof HttpError) return errorResponse(c, error.status, error.code, error.message);

@@ -196,7 +196,7 @@ export const OPERATIONS = {
       return { events: events.slice(0, input.limit), next: more ? events[input.limit - 1]!.seq : null };
     },
   ),
-  'audit.verify': op(READERS, z.strictObject({}), (coordinator): ChainReport => coordinator.verifyAudit()),
+  'audit.verify': op(READERS, z.strictObject({}), (coordinator): Promise<ChainReport> => coordinator.verifyAudit()),
 } satisfies Record<string, Operation>;
 
 export type OperationName = keyof typeof OPERATIONS;

@@ -41,42 +41,71 @@ export interface ChainReport {
 }
 
 /**
- * Verifies events in seq order (and the checkpoints, with the coordinator's
- * public key). Reports the first bad seq with the reason: a gap, a seq out
- * of order, a broken link, a hash that does not match the row, a checkpoint
- * whose signature or hash is wrong, or a checkpoint beyond the end of the
- * log (rows cut off the end).
+ * Verifies events fed in seq order (and the checkpoints, with the
+ * coordinator's public key), one at a time, so a caller can read a long log
+ * in pages and let other work run between them. Reports the first bad seq
+ * with the reason: a gap, a seq out of order, a broken link, a hash that
+ * does not match the row, a checkpoint whose signature or hash is wrong, or
+ * a checkpoint beyond the end of the log (rows cut off the end).
  */
-export function verifyChain(events: Iterable<AuditEvent>, checkpoints: readonly Checkpoint[], coordinatorPublicKey: Uint8Array): ChainReport {
-  const wanted = new Map(checkpoints.map((c) => [c.seq, c]));
-  let expectedSeq = 1;
-  let prevHash = GENESIS_HASH;
-  let lastCheckpoint: ChainReport['lastCheckpoint'] = null;
-  const fail = (seq: number, reason: string): ChainReport => ({
-    ok: false,
-    events: expectedSeq - 1,
-    verifiedThrough: expectedSeq - 1,
-    lastCheckpoint,
-    firstBad: { seq, reason },
-  });
-  for (const event of events) {
-    if (event.seq !== expectedSeq) {
-      return fail(expectedSeq, event.seq > expectedSeq ? `event ${expectedSeq} is missing (next row is ${event.seq})` : `event ${event.seq} appears out of order`);
-    }
-    if (event.prevHash !== prevHash) return fail(event.seq, 'its prevHash does not link to the previous event (a row was removed, inserted or reordered)');
-    if (eventHash(event) !== event.hash) return fail(event.seq, 'its contents do not match its hash (the row was edited)');
-    const checkpoint = wanted.get(event.seq);
-    if (checkpoint) {
-      if (checkpoint.hash !== event.hash) return fail(event.seq, 'the signed checkpoint at this seq names another hash');
-      if (!ed25519Verify(coordinatorPublicKey, checkpointMessage(checkpoint.seq, checkpoint.hash), Buffer.from(checkpoint.signature, 'base64'))) {
-        return fail(event.seq, "the checkpoint's signature is not the coordinator's");
-      }
-      lastCheckpoint = { seq: checkpoint.seq, hash: checkpoint.hash };
-    }
-    prevHash = event.hash;
-    expectedSeq++;
+export class ChainVerifier {
+  private readonly wanted: Map<number, Checkpoint>;
+  private expectedSeq = 1;
+  private prevHash = GENESIS_HASH;
+  private lastCheckpoint: ChainReport['lastCheckpoint'] = null;
+  private failure: ChainReport | undefined;
+
+  constructor(
+    private readonly checkpoints: readonly Checkpoint[],
+    private readonly coordinatorPublicKey: Uint8Array,
+  ) {
+    this.wanted = new Map(checkpoints.map((c) => [c.seq, c]));
   }
-  const beyond = checkpoints.find((c) => c.seq >= expectedSeq);
-  if (beyond) return fail(expectedSeq, `the log ends at ${expectedSeq - 1} but a signed checkpoint covers ${beyond.seq} (rows were cut off the end)`);
-  return { ok: true, events: expectedSeq - 1, verifiedThrough: expectedSeq - 1, lastCheckpoint, firstBad: null };
+
+  /** Checks the next event; false once the chain is broken (later events cannot be trusted, so stop feeding). */
+  push(event: AuditEvent): boolean {
+    if (this.failure) return false;
+    const expectedSeq = this.expectedSeq;
+    if (event.seq !== expectedSeq) {
+      return this.fail(expectedSeq, event.seq > expectedSeq ? `event ${expectedSeq} is missing (next row is ${event.seq})` : `event ${event.seq} appears out of order`);
+    }
+    if (event.prevHash !== this.prevHash) return this.fail(event.seq, 'its prevHash does not link to the previous event (a row was removed, inserted or reordered)');
+    if (eventHash(event) !== event.hash) return this.fail(event.seq, 'its contents do not match its hash (the row was edited)');
+    const checkpoint = this.wanted.get(event.seq);
+    if (checkpoint) {
+      if (checkpoint.hash !== event.hash) return this.fail(event.seq, 'the signed checkpoint at this seq names another hash');
+      if (!ed25519Verify(this.coordinatorPublicKey, checkpointMessage(checkpoint.seq, checkpoint.hash), Buffer.from(checkpoint.signature, 'base64'))) {
+        return this.fail(event.seq, "the checkpoint's signature is not the coordinator's");
+      }
+      this.lastCheckpoint = { seq: checkpoint.seq, hash: checkpoint.hash };
+    }
+    this.prevHash = event.hash;
+    this.expectedSeq++;
+    return true;
+  }
+
+  /** The report once every event was fed (or the chain broke). */
+  finish(): ChainReport {
+    if (this.failure) return this.failure;
+    const beyond = this.checkpoints.find((c) => c.seq >= this.expectedSeq);
+    if (beyond) {
+      this.fail(this.expectedSeq, `the log ends at ${this.expectedSeq - 1} but a signed checkpoint covers ${beyond.seq} (rows were cut off the end)`);
+      return this.failure!;
+    }
+    const verified = this.expectedSeq - 1;
+    return { ok: true, events: verified, verifiedThrough: verified, lastCheckpoint: this.lastCheckpoint, firstBad: null };
+  }
+
+  private fail(seq: number, reason: string): false {
+    const verified = this.expectedSeq - 1;
+    this.failure = { ok: false, events: verified, verifiedThrough: verified, lastCheckpoint: this.lastCheckpoint, firstBad: { seq, reason } };
+    return false;
+  }
+}
+
+/** Verifies a whole log at once (an export in memory); see ChainVerifier. */
+export function verifyChain(events: Iterable<AuditEvent>, checkpoints: readonly Checkpoint[], coordinatorPublicKey: Uint8Array): ChainReport {
+  const verifier = new ChainVerifier(checkpoints, coordinatorPublicKey);
+  for (const event of events) if (!verifier.push(event)) break;
+  return verifier.finish();
 }

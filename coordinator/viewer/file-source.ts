@@ -18,7 +18,7 @@ export function exportLogSource(parsed: ParsedExport, coordinatorKey: KeyId): Lo
   const checkpoints = parsed.checkpoints.slice().sort((a, b) => a.seq - b.seq);
   const bySeq = new Map(events.map((event, index) => [event.seq, index]));
   const last = events.reduce((max, event) => Math.max(max, event.seq), 0);
-  let report: ChainReport | undefined;
+  let report: Promise<ChainReport> | undefined;
   let texts: string[] | undefined;
   return {
     mode: 'file',
@@ -35,7 +35,7 @@ export function exportLogSource(parsed: ParsedExport, coordinatorKey: KeyId): Lo
     },
     checkpoints: () => checkpoints,
     verify() {
-      report ??= verifyAuditExport(parsed, publicKeyOf(coordinatorKey));
+      report ??= Promise.resolve(verifyAuditExport(parsed, publicKeyOf(coordinatorKey)));
       return report;
     },
     searchPayloads(text) {

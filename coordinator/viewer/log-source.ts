@@ -24,8 +24,8 @@ export interface LogSource {
   read(from: number, to: number): AuditEvent[];
   /** The signed checkpoints, in seq order. */
   checkpoints(): Checkpoint[];
-  /** Verifies the whole chain and the checkpoint signatures (synchronous; O(log)). */
-  verify(): ChainReport;
+  /** Verifies the whole chain and the checkpoint signatures (O(log); a live coordinator keeps serving meanwhile). */
+  verify(): Promise<ChainReport>;
   /** Seqs (ascending) whose payload JSON contains `text`, case-insensitively. */
   searchPayloads(text: string): number[];
 }

@@ -30,8 +30,8 @@ export interface VerificationOptions {
   /**
    * Re-check a grown log at most this often (default 10 s), and never more
    * often than 20 times the last check took: the check reads the whole log
-   * synchronously (~5 s at 100,000 events), so it may take at most ~5% of the
-   * coordinator's time.
+   * (seconds of CPU at 100,000 events, in pages between which the coordinator
+   * serves others), so it may take at most ~5% of the coordinator's time.
    */
   minIntervalMs?: number;
   /** Re-check an unchanged log after this long (default 5 min, or 60 times the last check), to notice rows edited in place. */
@@ -63,9 +63,9 @@ export class VerificationCache {
   /**
    * The status, re-verified first when `force`, when there is none yet, when
    * the log grew and the last check is older than minIntervalMs, or when it
-   * is older than maxAgeMs. Verification reads the whole log synchronously.
+   * is older than maxAgeMs. Verification reads the whole log.
    */
-  status(force = false): VerificationStatus {
+  async status(force = false): Promise<VerificationStatus> {
     const lastSeq = this.source.lastSeq();
     const previous = this.report;
     const age = previous ? this.now() - previous.checkedAt : Infinity;
@@ -75,7 +75,7 @@ export class VerificationCache {
     if (stale && (this.source.mode === 'live' || !previous)) {
       const started = performance.now();
       const checkpoints: Checkpoint[] = this.source.checkpoints();
-      const report = this.source.verify();
+      const report = await this.source.verify();
       this.report = { ...report, checkedAt: this.now(), checkedThrough: lastSeq, lastSeq, durationMs: Math.round(performance.now() - started), checkpointSeqs: checkpoints.map((c) => c.seq) };
     } else if (previous) {
       this.report = { ...previous, lastSeq };

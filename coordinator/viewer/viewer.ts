@@ -87,7 +87,7 @@ export class Viewer {
    */
   async ready(forceVerify = false): Promise<VerificationStatus> {
     await this.index.refresh();
-    const status = this.verification.status(forceVerify);
+    const status = await this.verification.status(forceVerify);
     const known = this.indexedAgainst;
     this.indexedAgainst = status;
     if (known && JSON.stringify(status.firstBad) !== JSON.stringify(known.firstBad)) {
@@ -97,9 +97,11 @@ export class Viewer {
     return status;
   }
 
-  /** The last verification status (checked by `ready`), checking now only if there is none. */
+  /** The verification status `ready` last brought up to date. */
   private currentVerification(): VerificationStatus {
-    return this.verification.peek() ?? this.verification.status();
+    const status = this.verification.peek();
+    if (!status) throw new Error('Viewer: call ready() before reading from it');
+    return status;
   }
 
   /** The replay index (for the benchmark and tests). */
