@@ -20,5 +20,7 @@ describe('join strings', () => {
     expect(() => parseJoinString(good.replace('tls=pinned', 'tls=yes'))).toThrow(/'tls' is 'yes'/);
     expect(() => parseJoinString(good.replace(/fp=[0-9a-f]+/, 'fp=12'))).toThrow(/'fp'/);
     expect(() => parseJoinString(good.replace('ferry://', 'http://'))).toThrow(/starts with ferry:\/\//);
+    // A missing part is named once, with the form expected.
+    expect(() => parseJoinString('ferry://host:7070')).toThrow(/^the join string has no 'fp' \(expected ferry:\/\/HOST:PORT\?/);
   });
 });

@@ -48,12 +48,13 @@ export function parseJoinString(text: string): JoinString {
   if (url.protocol !== 'ferry:') throw new JoinStringError(`a join string starts with ferry://, not ${url.protocol}//`);
   const field = (name: string): string => {
     const value = url.searchParams.get(name);
-    if (!value) throw new JoinStringError(`the join string has no '${name}'`);
+    if (!value) throw new JoinStringError(`the join string has no '${name}' (expected ferry://HOST:PORT?coordinator=…&fp=…&token=…, as \`ferry tokens create\` prints it)`);
     return value;
   };
+  const fingerprint = field('fp');
   let tlsFingerprint: string;
   try {
-    tlsFingerprint = normalizeFingerprint(field('fp'));
+    tlsFingerprint = normalizeFingerprint(fingerprint);
   } catch (error) {
     throw new JoinStringError(`the join string's 'fp': ${(error as Error).message}`);
   }
