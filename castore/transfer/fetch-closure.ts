@@ -21,7 +21,7 @@ import { digestFromBytes, digestToBytes, type Digest, type Entry, type FileNode,
 import type { Castore } from '../store/castore.js';
 import type { BlobWriter, IngestSession } from '../store/ingest-session.js';
 import type { StorePathInfo } from '../store/store-path-info.js';
-import { batchBlobs } from './batches.js';
+import { batchBlobs, TRANSFER_BATCH_BYTES, TRANSFER_PARALLEL } from './batches.js';
 import { runPool } from './pool.js';
 
 export interface TransferProgress {
@@ -38,7 +38,7 @@ export interface FetchOptions {
    * carry its signature, or the fetch is refused before anything is fetched.
    */
   coordinatorKey: KeyId;
-  /** Concurrent requests (default FETCH_PARALLEL). */
+  /** Concurrent requests (default TRANSFER_PARALLEL). */
   parallel?: number;
   onProgress?: (progress: TransferProgress) => void;
   /**
@@ -76,20 +76,6 @@ export interface FetchReport {
   fetchedDirectories: number;
 }
 
-/**
- * Bytes per batch request. The QUIC library takes in whatever is sent and
- * holds it until JavaScript reads it, so what is requested at once is
- * what the client may have to buffer: 4 MiB x 2 in flight fetches the
- * benchmark closure as fast as 8 MiB x 2 (0.91–0.95 s against 0.92–0.98 s,
- * alternating) with a peak RSS of ~250–280 MiB instead of ~300–390.
- */
-export const FETCH_BATCH_BYTES = 4 * 1024 * 1024;
-/**
- * Requests in flight by default: two keep the link busy while a reply is
- * stored (and hide a round trip on a distant link); on loopback one is
- * ~10% slower and uses ~30 MiB less.
- */
-export const FETCH_PARALLEL = 2;
 
 /** Corrupt bytes are retried (from the last verified group), as a transport fault, not a final error. */
 function retryable(error: unknown): never {
@@ -289,7 +275,7 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
     const next: Digest[] = [];
     const batches: Digest[][] = [];
     for (let index = 0; index < level.length; index += 1024) batches.push(level.slice(index, index + 1024));
-    await runPool(batches, options.parallel ?? FETCH_PARALLEL, async (ids) => {
+    await runPool(batches, options.parallel ?? TRANSFER_PARALLEL, async (ids) => {
       await client.call(
         { op: 'directories.get', ids },
         {
@@ -326,7 +312,7 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
   progress.bytesTotal = wanted.reduce((sum, blob) => sum + blob.size, 0);
   progress.objectsTotal = wanted.length;
   report('blobs');
-  const jobs = batchBlobs(wanted, { largeOver: MAX_BATCHED_BLOB_BYTES, maxObjects: MAX_BATCH_OBJECTS / 4, maxBytes: FETCH_BATCH_BYTES });
+  const jobs = batchBlobs(wanted, { largeOver: MAX_BATCHED_BLOB_BYTES, maxObjects: MAX_BATCH_OBJECTS / 4, maxBytes: TRANSFER_BATCH_BYTES });
   const ingest = new SharedIngest(store);
   let lastReport = 0;
   const onBytes = (bytes: number) => {
@@ -337,7 +323,7 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
     }
   };
   try {
-    await runPool(jobs, options.parallel ?? FETCH_PARALLEL, async (job) => {
+    await runPool(jobs, options.parallel ?? TRANSFER_PARALLEL, async (job) => {
       if (job.length === 1 && job[0]!.size > MAX_BATCHED_BLOB_BYTES) await fetchLargeBlob(client, ingest, job[0]!, onBytes);
       else await fetchBlobBatch(client, ingest, job, onBytes, options.onBlob, storeBatched);
       progress.objectsDone += job.length;

@@ -9,7 +9,7 @@ import type { DataClient } from '../../protocol/data-client.js';
 import { MAX_BATCH_OBJECTS, MAX_BATCHED_BLOB_BYTES, MAX_QUERY_ITEMS, MAX_REGISTER_PATHS } from '../../protocol/data-protocol.js';
 import type { Digest, FileNode, Node } from '../node.js';
 import type { Castore } from '../store/castore.js';
-import { batchBlobs } from './batches.js';
+import { batchBlobs, TRANSFER_BATCH_BYTES, TRANSFER_PARALLEL } from './batches.js';
 import { runPool } from './pool.js';
 import { referencesFirst } from '../references-first.js';
 import type { TransferProgress } from './fetch-closure.js';
@@ -35,8 +35,6 @@ export interface UploadReport {
   seq: number;
 }
 
-const BATCH_BYTES = 8 * 1024 * 1024;
-
 function chunked<T>(items: readonly T[], size: number): T[][] {
   const out: T[][] = [];
   for (let index = 0; index < items.length; index += size) out.push(items.slice(index, index + size));
@@ -49,7 +47,7 @@ function chunked<T>(items: readonly T[], size: number): T[][] {
  * lacks; the coordinator refuses anything that does not verify (DataError).
  */
 export async function uploadStorePaths(client: DataClient, store: Castore, roots: readonly string[], options: UploadOptions = {}): Promise<UploadReport> {
-  const parallel = options.parallel ?? 8;
+  const parallel = options.parallel ?? TRANSFER_PARALLEL;
   const closure = store.closure(roots).map((storePath) => store.getStorePath(storePath)!);
   const progress: TransferProgress = { phase: 'manifest', bytesDone: 0, bytesTotal: 0, objectsDone: 0, objectsTotal: 0 };
   const report = () => options.onProgress?.({ ...progress });
@@ -91,7 +89,7 @@ export async function uploadStorePaths(client: DataClient, store: Castore, roots
   progress.bytesTotal = toSend.reduce((sum, blob) => sum + blob.size, 0);
   progress.objectsTotal = toSend.length + [...missingDirectories].length;
   report();
-  const jobs = batchBlobs(toSend, { largeOver: MAX_BATCHED_BLOB_BYTES, maxObjects: MAX_BATCH_OBJECTS / 4, maxBytes: BATCH_BYTES });
+  const jobs = batchBlobs(toSend, { largeOver: MAX_BATCHED_BLOB_BYTES, maxObjects: MAX_BATCH_OBJECTS / 4, maxBytes: TRANSFER_BATCH_BYTES });
   let lastReport = 0;
   await runPool(jobs, parallel, async (job) => {
     await client.call(
