@@ -59,12 +59,27 @@ function objectsOf(store: Castore, roots: readonly Node[]): { directories: Diges
   return { directories, blobs: [...blobs].map(([id, size]) => ({ id, size })) };
 }
 
+/** A bundle being written: its bytes, and what it holds (known before the first byte). */
+export interface BundleStream {
+  bytes: AsyncIterable<Uint8Array>;
+  /** The exact length of `bytes` (for progress). */
+  size: number;
+  storePaths: number;
+  directories: number;
+  blobs: number;
+}
+
+/** Bytes a tar entry of `size` bytes takes: a 512-byte header, the data padded to 512. */
+const tarEntryBytes = (size: number): number => 512 + Math.ceil(size / 512) * 512;
+/** The two zero blocks that end a tar archive. */
+const TAR_END_BYTES = 1024;
+
 /**
  * Streams a signed bundle of `config` and the closure of its targets (all
  * systems, or the given ones). Refuses (STORE_PATH_NOT_FOUND) a closure the
  * store does not hold completely.
  */
-export function writeBundle(store: Castore, signer: Identity, config: BundleManifest['config'], systems?: readonly string[]): AsyncIterable<Uint8Array> {
+export function writeBundle(store: Castore, signer: Identity, config: BundleManifest['config'], systems?: readonly string[]): BundleStream {
   const targets = Object.entries(config.targets).filter(([system]) => !systems || systems.includes(system));
   if (targets.length === 0) throw new BundleError(`config ${config.id} has no target for ${systems?.join(', ')}`);
   const storePaths = store.closure(targets.map(([, target]) => target)).map((storePath) => store.getStorePath(storePath)!);
@@ -100,8 +115,14 @@ export function writeBundle(store: Castore, signer: Identity, config: BundleMani
       pack.destroy(error as Error);
     }
   })();
+  const size =
+    tarEntryBytes(manifestBytes.length) +
+    tarEntryBytes(signature.length) +
+    directories.reduce((sum, id) => sum + tarEntryBytes(store.readDirectoryBytes(id).length), 0) +
+    blobs.reduce((sum, blob) => sum + tarEntryBytes(blob.size), 0) +
+    TAR_END_BYTES;
   // A streamx Readable: async-iterable bytes.
-  return pack as unknown as AsyncIterable<Uint8Array>;
+  return { bytes: pack as unknown as AsyncIterable<Uint8Array>, size, storePaths: storePaths.length, directories: directories.length, blobs: blobs.length };
 }
 
 async function readAll(entry: AsyncIterable<unknown>, limit: number, what: string): Promise<Buffer> {

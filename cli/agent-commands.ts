@@ -1,9 +1,11 @@
 /** `ferry agent …`: the machine side. */
+import { statSync } from 'node:fs';
 import path from 'node:path';
 import { Agent, readAgentState } from '../agent/index.js';
 import { booleanOption, jsonOption, stringOption, UsageError, writeJson, type Command, type OptionSpec, type OptionValues } from './command.js';
 import { oneLine, table } from './format.js';
-import { openInput } from './io.js';
+import { counted, openInput } from './io.js';
+import { createProgress } from './progress.js';
 
 const stateDirOption: Record<string, OptionSpec> = {
   'state-dir': { type: 'string', valueName: 'DIR', description: 'agent state directory (default: $FERRY_AGENT_STATE_DIR or /var/lib/ferry)' },
@@ -182,11 +184,15 @@ const applyBundle: Command = {
   minArgs: 1,
   maxArgs: 1,
   options: { ...stateDirOption, ...jsonOption },
-  async run({ args, options, stdout, stdin }) {
+  async run({ args, options, stdout, stderr, stdin }) {
     const agent = new Agent(stateDirFrom(options), { log: () => undefined });
     try {
-      const outcome = await agent.applyBundle(openInput(args[0]!, stdin));
-      if (booleanOption(options, 'json')) return writeJson(stdout, outcome);
+      const json = booleanOption(options, 'json');
+      const total = args[0] === '-' ? undefined : statSync(args[0]!).size;
+      const progress = createProgress(stderr, 'verifying bundle', 'bytes', json);
+      const outcome = await agent.applyBundle(counted(openInput(args[0]!, stdin), (read) => progress.update(read, total)));
+      progress.done();
+      if (json) return writeJson(stdout, outcome);
       stdout.write(`config ${outcome.configId}: ${outcome.result}\n`);
       return outcome.result === 'active' ? 0 : 1;
     } finally {

@@ -3,9 +3,10 @@ import { createWriteStream } from 'node:fs';
 import { writeBundle } from '../castore/index.js';
 import { Coordinator } from '../coordinator/coordinator.js';
 import type { ConfigBody } from '../coordinator/domain/events.js';
-import { stringListOption, stringOption, UsageError, type Command } from './command.js';
+import { booleanOption, jsonOption, stringListOption, stringOption, UsageError, writeJson, type Command } from './command.js';
 import { dataDirFrom, dataDirOption } from './data-dir.js';
-import { writeAll } from './io.js';
+import { counted, writeAll } from './io.js';
+import { createProgress, formatBytes } from './progress.js';
 
 const create: Command = {
   path: ['bundle', 'create'],
@@ -21,6 +22,7 @@ const create: Command = {
     ...dataDirOption,
     output: { type: 'string', short: 'o', valueName: 'FILE', description: 'where to write the bundle (- for stdout)' },
     system: { type: 'string', multiple: true, valueName: 'SYSTEM', description: 'only the closure for this system (default: every target)' },
+    ...jsonOption,
   },
   async run({ args, options, stdout, stderr }) {
     const output = stringOption(options, 'output');
@@ -33,12 +35,19 @@ const create: Command = {
       if (!row) throw new UsageError(`no config ${args[0]} (see ferry graph log GRAPH)`);
       const systems = stringListOption(options, 'system');
       const bundle = writeBundle(coordinator.castore, coordinator.identity, { ...(row.body as ConfigBody), id: row.id }, systems.length > 0 ? systems : undefined);
+      const json = booleanOption(options, 'json');
+      const progress = createProgress(stderr, 'writing bundle', 'bytes', json);
       const out = output === '-' ? stdout : createWriteStream(output);
-      await writeAll(bundle, out);
-      if (output !== '-') {
-        await new Promise<void>((resolve, reject) => (out as ReturnType<typeof createWriteStream>).end((error?: Error | null) => (error ? reject(error) : resolve())));
-        stderr.write(`wrote bundle of config ${row.id} to ${output}\n`);
-      }
+      await writeAll(
+        counted(bundle.bytes, (written) => progress.update(written, bundle.size)),
+        out,
+      );
+      if (output === '-') return progress.done();
+      await new Promise<void>((resolve, reject) => (out as ReturnType<typeof createWriteStream>).end((error?: Error | null) => (error ? reject(error) : resolve())));
+      const summary = { configId: row.id, file: output, bytes: bundle.size, storePaths: bundle.storePaths, directories: bundle.directories, blobs: bundle.blobs };
+      progress.done();
+      if (json) return writeJson(stdout, summary);
+      stderr.write(`wrote bundle of config ${row.id} to ${output}: ${formatBytes(bundle.size)}, ${bundle.storePaths} store paths (${bundle.blobs} blobs, ${bundle.directories} directories)\n`);
     } finally {
       coordinator.close();
     }

@@ -8,6 +8,16 @@ export function openInput(pathOrDash: string, stdin: NodeJS.ReadableStream = pro
   return createReadStream(pathOrDash, { highWaterMark: 256 * 1024 });
 }
 
+/** `chunks` as they are, calling `onBytes` with the running total after each (for progress). */
+export async function* counted(chunks: AsyncIterable<Uint8Array>, onBytes: (total: number) => void): AsyncGenerator<Uint8Array> {
+  let total = 0;
+  for await (const chunk of chunks) {
+    total += chunk.length;
+    onBytes(total);
+    yield chunk;
+  }
+}
+
 /**
  * Writes chunks to a stream respecting backpressure. A reader that goes away
  * early (`ferry nar dump x | head`) ends the copy quietly instead of failing.

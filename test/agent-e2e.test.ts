@@ -6,7 +6,7 @@
 // killed with SIGKILL mid-deployment and restarted, and revocation. The
 // materialized store paths' NARs equal `nix-store --dump` of the originals.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -266,7 +266,9 @@ describe.skipIf(skipReason !== undefined)('coordinator and agents, end to end', 
 
   it('deploys a bundle from `ferry bundle create` with `ferry agent apply-bundle`', async () => {
     const file = path.join(dir, 'second.tar');
-    ok('bundle', 'create', second, '--data-dir', path.join(dir, 'coordinator'), '-o', file);
+    const created = JSON.parse(ok('bundle', 'create', second, '--data-dir', path.join(dir, 'coordinator'), '-o', file, '--json')) as { configId: string; bytes: number; storePaths: number };
+    expect(created).toMatchObject({ configId: second, bytes: statSync(file).size });
+    expect(created.storePaths).toBeGreaterThan(0);
     const join = (JSON.parse(ok('tokens', 'create', '--auto-approve', '--json')) as { join: string }).join;
     const stateDir = path.join(dir, 'delta');
     ok('agent', 'enroll', join, '--state-dir', stateDir, '--store-dir', path.join(stateDir, 'store'), '--name', 'delta');

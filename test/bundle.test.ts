@@ -49,7 +49,11 @@ describe('bundles', () => {
       signedConfig(test.admin, 'offline', [], { [nixSystem()]: app }, 'air-gapped', { activate: 'echo "$FERRY_CONFIG_ID" > "$FERRY_STATE_DIR/marker"', health: 'test -s "$FERRY_STATE_DIR/marker"' }),
     );
     const config = test.coordinator.state.get('configs', configId)!;
-    const bundle = await bytesOf(writeBundle(test.coordinator.castore, test.coordinator.identity, { ...(config.body as Record<string, unknown>), id: configId, targets: (config.body as { targets: Record<string, string> }).targets }));
+    const written = writeBundle(test.coordinator.castore, test.coordinator.identity, { ...(config.body as Record<string, unknown>), id: configId, targets: (config.body as { targets: Record<string, string> }).targets });
+    const bundle = await bytesOf(written.bytes);
+    // The size announced before the first byte (for progress) is exact.
+    expect(bundle.length).toBe(written.size);
+    expect(written.storePaths).toBe(test.coordinator.castore.closure([app]).length);
 
     const { token } = await test.adminClient.post<{ token: string }>('/v1/tokens', { uses: 1, autoApprove: true });
     const stateDir = path.join(work, 'agent');
@@ -66,7 +70,7 @@ describe('bundles', () => {
       tampered[tampered.length - 2000] = tampered[tampered.length - 2000]! ^ 1;
       await expect(agent.applyBundle(fromBuffer(tampered))).rejects.toBeInstanceOf(CastoreError);
       const stranger = Identity.generate();
-      const foreign = await bytesOf(writeBundle(test.coordinator.castore, stranger, { ...(config.body as Record<string, unknown>), id: configId, targets: (config.body as { targets: Record<string, string> }).targets }));
+      const foreign = await bytesOf(writeBundle(test.coordinator.castore, stranger, { ...(config.body as Record<string, unknown>), id: configId, targets: (config.body as { targets: Record<string, string> }).targets }).bytes);
       await expect(agent.applyBundle(fromBuffer(foreign))).rejects.toBeInstanceOf(BundleError);
       const local = Castore.open(path.join(stateDir, 'castore'));
       expect(local.listStorePaths()).toEqual([]);
