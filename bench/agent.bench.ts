@@ -137,10 +137,13 @@ async function agentDisk(agent: BenchAgent, configId: string): Promise<string> {
 const solo = startAgent('solo');
 await new Promise((resolve) => setTimeout(resolve, 1000));
 const coldConfig = await submit('solo', v0, 'cold');
+const coldCpuBefore = { agent: cpuSeconds(solo.process.pid!), coordinator: cpuSeconds(coordinator.pid!) };
 const coldStart = performance.now();
 await admin.post(`/v1/agents/${solo.id}/assign`, { graph: 'solo' });
 await waitUntil('the cold deploy', activeOn(solo, coldConfig));
 const coldSeconds = (performance.now() - coldStart) / 1000;
+// CPU (user + system, every thread) the deploy cost: on 2 cores, wall time >= total / 2.
+const coldCpu = `agent ${(cpuSeconds(solo.process.pid!) - coldCpuBefore.agent).toFixed(2)} s, coordinator ${(cpuSeconds(coordinator.pid!) - coldCpuBefore.coordinator).toFixed(2)} s`;
 const coldPhases = phasesOf(solo, coldConfig);
 const coldDisk = await agentDisk(solo, coldConfig);
 
@@ -160,11 +163,19 @@ await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
 const cachePort = (server.address() as { port: number }).port;
 const nixRoot = path.join(work, 'nix-root');
 const nixStart = performance.now();
-await new Promise<void>((resolve, reject) => {
-  const child = spawn('nix', ['copy', '--from', `http://127.0.0.1:${cachePort}`, '--to', `local?root=${nixRoot}`, '--option', 'require-sigs', 'false', v0], { env: nixEnv, stdio: 'inherit' });
-  child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`nix copy exited with ${code}`))));
+const serverCpuBefore = process.cpuUsage();
+// Through bash, whose `times` reports the CPU nix used (its children's user and system time) on fd 3.
+const nixTimes = await new Promise<string>((resolve, reject) => {
+  const nixCopy = `nix copy --from http://127.0.0.1:${cachePort} --to 'local?root=${nixRoot}' --option require-sigs false ${v0}`;
+  const child = spawn('bash', ['-c', `${nixCopy} && times >&3`], { env: nixEnv, stdio: ['ignore', 'inherit', 'inherit', 'pipe'] });
+  let times = '';
+  child.stdio[3]!.on('data', (chunk: Buffer) => (times += chunk.toString()));
+  child.on('exit', (code) => (code === 0 ? resolve(times) : reject(new Error(`nix copy exited with ${code}`))));
 });
 const nixSeconds = (performance.now() - nixStart) / 1000;
+const serverCpu = process.cpuUsage(serverCpuBefore);
+const [nixUser, nixSystem] = [...(nixTimes.trim().split('\n')[1] ?? '').matchAll(/(\d+)m([\d.]+)s/g)].map((match) => Number(match[1]) * 60 + Number(match[2]));
+const nixCpu = `nix ${((nixUser ?? NaN) + (nixSystem ?? NaN)).toFixed(2)} s, static server ${((serverCpu.user + serverCpu.system) / 1e6).toFixed(2)} s`;
 server.close();
 execFileSync('chmod', ['-R', 'u+w', nixRoot]);
 rmSync(nixRoot, { recursive: true, force: true });
@@ -182,7 +193,7 @@ solo.process.kill('SIGKILL');
 
 // 3. A fleet deploying the same closure at once.
 if (fleetSize === 0) {
-  console.log({ nixSeconds, coldSeconds, coldPhases, coldDisk, upgradeSeconds, upgradePhases, upgradeBytes, upgradeDisk, soloRss });
+  console.log({ nixSeconds, nixCpu, coldSeconds, coldCpu, coldPhases, coldDisk, upgradeSeconds, upgradePhases, upgradeBytes, upgradeDisk, soloRss });
   process.exit(0);
 }
 const fleet = Array.from({ length: fleetSize }, (_, index) => startAgent(`fleet-${index}`));
@@ -202,6 +213,7 @@ report('agent', [
   { what: 'nix copy --from http:// static cache, compression=none (reference)', value: `${nixSeconds.toFixed(2)} s`, rate: mbPerSecond(closureBytes, nixSeconds), target: '' },
   { what: 'cold deploy: submit -> agent active (QUIC, verified)', value: `${coldSeconds.toFixed(2)} s`, rate: mbPerSecond(closureBytes, coldSeconds), target: `>= 2x faster: ${(nixSeconds / coldSeconds).toFixed(2)}x` },
   { what: 'cold deploy, where the time went (agent events)', value: coldPhases, rate: '', target: '' },
+  { what: 'CPU used: cold deploy / nix copy (2 cores)', value: `${coldCpu} / ${nixCpu}`, rate: '', target: '' },
   { what: 'upgrade (~10% files changed): bytes fetched / closure NAR', value: `${upgradeBytes} / ${closureBytes}`, rate: `${((100 * upgradeBytes) / closureBytes).toFixed(1)} %`, target: '<= 15 %' },
   { what: 'upgrade: submit -> active', value: `${upgradeSeconds.toFixed(2)} s (${upgradePhases})`, rate: '', target: '' },
   { what: 'agent disk after the cold deploy / after the upgrade (each byte once)', value: `${coldDisk} / ${upgradeDisk}`, rate: '', target: '' },
