@@ -2,6 +2,7 @@
 // of refusal (each logged, none changing state), enrollment, facts, configs
 // and the audit log, through the same client the CLI uses.
 import { mkdtempSync, rmSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -51,6 +52,33 @@ describe('authentication and authorization', () => {
   it('serves public info without a signature', async () => {
     const info = await new CoordinatorHttpClient(server.url).get<{ coordinatorKey: string }>('/v1/info');
     expect(info.coordinatorKey).toBe(coordinator.identity.keyId);
+  });
+
+  it('refuses a body over the limit as it arrives, without reading it to its end (chunked, no content-length)', async () => {
+    const chunk = Buffer.alloc(64 * 1024, 0x61);
+    const refused = await new Promise<{ status: number; sent: number }>((resolve, reject) => {
+      const request = httpRequest(new URL('/v1/tokens', server.url), { method: 'POST', headers: { 'content-type': 'application/json' } });
+      let sent = 0;
+      let answered = false;
+      request.on('response', (response) => {
+        answered = true;
+        response.resume();
+        resolve({ status: response.statusCode!, sent });
+        request.destroy();
+      });
+      request.on('error', (error) => answered || reject(error));
+      // Up to 64 MiB, unless answered first: a server that buffers the whole body answers only after all of it.
+      const pump = (): void => {
+        while (!answered && sent < 64 * 1024 * 1024) {
+          sent += chunk.length;
+          if (!request.write(chunk)) return void request.once('drain', pump);
+        }
+        if (!answered) request.end();
+      };
+      pump();
+    });
+    expect(refused.status).toBe(413);
+    expect(refused.sent).toBeLessThan(16 * 1024 * 1024); // the limit is 1 MiB; the rest is socket buffers
   });
 
   it('refuses, logs, and changes nothing for every kind of bad request', async () => {

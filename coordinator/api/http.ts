@@ -13,6 +13,7 @@ import { exportLines } from '../audit/export.js';
 import { DataRequestSchema, MAX_REQUEST_HEADER_BYTES } from '../../protocol/data-protocol.js';
 import { FrameReader, parseHeaderJson } from '../../protocol/framing.js';
 import { AuthError, resolveActor, type Access } from './actors.js';
+import { HttpRefusal, readBoundedBody, type RefusalStatus } from './http-refusal.js';
 import { ClosureAccess, DATA_ACCESS, runDataOperation } from './data-operations.js';
 import { replyFrames } from './data-replies.js';
 import { OPERATIONS, type OperationName } from './operations.js';
@@ -26,9 +27,7 @@ export interface HttpApiOptions {
   log?: (line: string) => void;
 }
 
-type ErrorStatus = 400 | 401 | 403 | 404 | 409 | 413 | 422 | 500;
-
-function errorResponse(c: Context, status: ErrorStatus, code: string, message: string): Response {
+function errorResponse(c: Context, status: RefusalStatus, code: string, message: string): Response {
   return c.json({ error: { code, message } }, status);
 }
 
@@ -62,15 +61,6 @@ const ROUTES: [method: 'GET' | 'POST', path: string, operation: OperationName][]
   ['GET', '/v1/audit/verify', 'audit.verify'],
 ];
 
-class HttpError extends Error {
-  constructor(
-    readonly status: ErrorStatus,
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
 
 export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions = {}): Hono {
   const maxBody = options.maxBodyBytes ?? 1024 * 1024;
@@ -79,20 +69,14 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
   const pruneNonces = coordinator.database.sqlite.prepare('DELETE FROM nonces WHERE expires_at < ?');
   let noncesSincePrune = 0;
 
-  async function readBody(c: Context): Promise<Uint8Array> {
-    const declared = Number(c.req.header('content-length') ?? '0');
-    if (declared > maxBody) throw new HttpError(413, 'BODY_TOO_LARGE', `request body of ${declared} bytes exceeds the limit of ${maxBody}`);
-    const body = new Uint8Array(await c.req.arrayBuffer());
-    if (body.length > maxBody) throw new HttpError(413, 'BODY_TOO_LARGE', `request body exceeds the limit of ${maxBody} bytes`);
-    return body;
-  }
+  const readBody = (c: Context): Promise<Uint8Array> => readBoundedBody(c.req.raw, maxBody);
 
   /** Verifies the signature, the nonce and the key; returns the actor. */
   function authenticate(c: Context, body: Uint8Array, operation: string, access: Access): Actor {
     const url = new URL(c.req.url);
     const refuse = (status: 401 | 403, code: string, message: string, keyId?: string): never => {
       log(`ferry coordinator: refused ${c.req.method} ${url.pathname}: ${code} ${message}${keyId ? ` (key ${keyId})` : ''}`);
-      throw new HttpError(status, code, message);
+      throw new HttpRefusal(status, code, message);
     };
     const verdict = verifyRequestSignature((name) => c.req.header(name), c.req.method, url.pathname + url.search, body, coordinator.now());
     if (!verdict.ok) return refuse(401, verdict.reason === 'stale' ? 'STALE_REQUEST' : 'UNAUTHENTICATED', verdict.message, c.req.header('x-ferry-key'));
@@ -118,9 +102,9 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
       try {
         parsedBody = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(body));
       } catch {
-        throw new HttpError(400, 'BAD_JSON', 'request body is not valid JSON');
+        throw new HttpRefusal(400, 'BAD_JSON', 'request body is not valid JSON');
       }
-      if (parsedBody === null || typeof parsedBody !== 'object' || Array.isArray(parsedBody)) throw new HttpError(400, 'BAD_JSON', 'request body must be a JSON object');
+      if (parsedBody === null || typeof parsedBody !== 'object' || Array.isArray(parsedBody)) throw new HttpRefusal(400, 'BAD_JSON', 'request body must be a JSON object');
     }
     const query: Record<string, string | string[]> = {};
     for (const [key, values] of Object.entries(c.req.queries())) query[key] = values.length === 1 ? values[0]! : values;
@@ -137,13 +121,13 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
         const parsed = definition.input.safeParse(inputOf(c, body));
         if (!parsed.success) {
           const issue = parsed.error.issues[0]!;
-          throw new HttpError(400, 'INVALID', `${issue.path.join('.') || 'request'}: ${issue.message}`);
+          throw new HttpRefusal(400, 'INVALID', `${issue.path.join('.') || 'request'}: ${issue.message}`);
         }
         const result = await (definition.run as (coordinator: Coordinator, actor: Actor, input: unknown) => unknown)(coordinator, actor, parsed.data);
         return c.json(result as object, method === 'POST' ? 201 : 200);
       } catch (error) {
-        if (error instanceof HttpError) return errorResponse(c, error.status, error.code, error.message);
-        if (error instanceof CommandError) return errorResponse(c, error.status as ErrorStatus, error.code, error.message);
+        if (error instanceof HttpRefusal) return errorResponse(c, error.status, error.code, error.message);
+        if (error instanceof CommandError) return errorResponse(c, error.status as RefusalStatus, error.code, error.message);
         log(`ferry coordinator: internal error in ${operation}: ${error instanceof Error ? error.stack : String(error)}`);
         return errorResponse(c, 500, 'INTERNAL', 'internal error (see the coordinator log)');
       }
@@ -167,7 +151,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
         if (coordinator.state.get('agents', actor.keyId)?.status !== 'enrolled') return errorResponse(c, 403, 'REVOKED', 'agent is no longer enrolled');
       }
     } catch (error) {
-      if (error instanceof HttpError) return errorResponse(c, error.status, error.code, error.message);
+      if (error instanceof HttpRefusal) return errorResponse(c, error.status, error.code, error.message);
       throw error;
     }
   });
@@ -196,7 +180,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
       });
       return new Response(stream, { headers: { 'content-type': 'application/x-ndjson' } });
     } catch (error) {
-      if (error instanceof HttpError) return errorResponse(c, error.status, error.code, error.message);
+      if (error instanceof HttpRefusal) return errorResponse(c, error.status, error.code, error.message);
       throw error;
     }
   });
@@ -218,7 +202,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
       try {
         actor = authenticate(c, headerBytes, request.op, DATA_ACCESS[request.op]);
       } catch (error) {
-        if (error instanceof HttpError && (error.status === 401 || error.status === 403)) throw new AuthError(error.status, error.code as AuthError['code'], error.message);
+        if (error instanceof HttpRefusal && (error.status === 401 || error.status === 403)) throw new AuthError(error.status, error.code as AuthError['code'], error.message);
         throw error;
       }
       if (actor.role === 'agent') coordinator.touchPresence(actor.keyId);

@@ -20,6 +20,7 @@
 import path from 'node:path';
 import { Hono, type Context } from 'hono';
 import { exportNar } from '../../castore/index.js';
+import { HttpRefusal, readBoundedBody } from '../api/http-refusal.js';
 import type { Coordinator } from '../coordinator.js';
 import { NixCacheAuthError, NixCacheGate } from './access.js';
 import { NixCacheKey } from './cache-key.js';
@@ -59,15 +60,6 @@ const GiB = 1024 * 1024 * 1024;
 const MAX_NARINFO_BYTES = 64 * 1024;
 const NARINFO_PATTERN = /^([0-9a-df-np-sv-z]{32})\.narinfo$/;
 
-class HttpRefusal extends Error {
-  constructor(
-    readonly status: 400 | 401 | 403 | 404 | 411 | 413 | 415 | 416 | 422,
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
 
 /** Chunks (of up to 64 KiB) produced ahead of the socket: keeps castore reads and socket writes overlapping. */
 const READ_AHEAD_CHUNKS = 8;
@@ -94,21 +86,6 @@ function responseBody(chunks: AsyncGenerator<Uint8Array>, onError: (error: unkno
   }, new CountQueuingStrategy({ highWaterMark: READ_AHEAD_CHUNKS }));
 }
 
-async function readSmallBody(c: Context, limit: number): Promise<Uint8Array> {
-  const declared = Number(c.req.header('content-length') ?? '0');
-  if (declared > limit) throw new HttpRefusal(413, 'BODY_TOO_LARGE', `body of ${declared} bytes exceeds ${limit}`);
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  const body = c.req.raw.body as AsyncIterable<Uint8Array> | null;
-  if (body) {
-    for await (const chunk of body) {
-      total += chunk.length;
-      if (total > limit) throw new HttpRefusal(413, 'BODY_TOO_LARGE', `body exceeds ${limit} bytes`);
-      chunks.push(chunk);
-    }
-  }
-  return new Uint8Array(Buffer.concat(chunks, total));
-}
 
 /**
  * The Nix binary cache as a hono app, to mount at `/nix-cache` of the
@@ -233,7 +210,7 @@ export function createNixCacheApp(coordinator: Coordinator, options: NixCacheOpt
       if (!match) throw new HttpRefusal(400, 'UNSUPPORTED_UPLOAD', `'${c.req.param('file')}': only NARs and narinfos are accepted`);
       let text: string;
       try {
-        text = new TextDecoder('utf-8', { fatal: true }).decode(await readSmallBody(c, MAX_NARINFO_BYTES));
+        text = new TextDecoder('utf-8', { fatal: true }).decode(await readBoundedBody(c.req.raw, MAX_NARINFO_BYTES));
       } catch (error) {
         if (error instanceof HttpRefusal) throw error;
         throw new HttpRefusal(400, 'BAD_NARINFO', 'narinfo is not UTF-8 text');

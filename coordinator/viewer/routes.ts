@@ -8,6 +8,7 @@
 import { Hono, type Context } from 'hono';
 import { getCookie, setCookie, deleteCookie } from 'hono/cookie';
 import { z } from 'zod';
+import { HttpRefusal, readBoundedBody, type RefusalStatus } from '../api/http-refusal.js';
 import { CLIENT_SCRIPT } from './assets/client-script.js';
 import { STYLES } from './assets/styles.js';
 import { loggedOutPage, viewerPage } from './page.js';
@@ -34,17 +35,9 @@ export interface ViewerRoutesOptions {
   log?: (line: string) => void;
 }
 
-type Status = 400 | 401 | 403 | 404 | 409 | 500;
+/** Signed viewer requests carry no more than a small JSON body. */
+const MAX_SIGNED_BODY_BYTES = 64 * 1024;
 
-class ViewerHttpError extends Error {
-  constructor(
-    readonly status: Status,
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
 
 const SECURITY_HEADERS: Record<string, string> = {
   'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
@@ -94,7 +87,7 @@ function queryOf<S extends z.ZodType>(c: Context, schema: S): z.infer<S> {
   const parsed = schema.safeParse(c.req.query());
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw new ViewerHttpError(400, 'INVALID', `${issue.path.join('.') || 'query'}: ${issue.message}`);
+    throw new HttpRefusal(400, 'INVALID', `${issue.path.join('.') || 'query'}: ${issue.message}`);
   }
   return parsed.data;
 }
@@ -102,11 +95,11 @@ function queryOf<S extends z.ZodType>(c: Context, schema: S): z.infer<S> {
 const truthy = (value: string | undefined): boolean => value === '1' || value === 'true';
 
 /** The error an authenticate callback threw, if it has the API's shape. */
-function asHttpError(error: unknown): ViewerHttpError | undefined {
-  if (error instanceof ViewerHttpError) return error;
+function asHttpError(error: unknown): HttpRefusal | undefined {
+  if (error instanceof HttpRefusal) return error;
   if (!(error instanceof Error)) return undefined;
   const { status, code } = error as Error & { status?: unknown; code?: unknown };
-  if (typeof status === 'number' && typeof code === 'string' && status >= 400 && status < 500) return new ViewerHttpError(status as Status, code, error.message);
+  if (typeof status === 'number' && typeof code === 'string' && status >= 400 && status < 500) return new HttpRefusal(status as RefusalStatus, code, error.message);
   return undefined;
 }
 
@@ -137,11 +130,11 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
   /** The caller: a signed request (CLI) or a session cookie (browser). */
   async function principalOf(c: Context): Promise<ViewerPrincipal> {
     if (c.req.header('x-ferry-key') !== undefined) {
-      if (!options.authenticateSigned) throw new ViewerHttpError(401, 'UNAUTHENTICATED', 'this viewer takes no signed requests (offline mode: use the printed login link)');
-      return options.authenticateSigned(c, new Uint8Array(await c.req.arrayBuffer()));
+      if (!options.authenticateSigned) throw new HttpRefusal(401, 'UNAUTHENTICATED', 'this viewer takes no signed requests (offline mode: use the printed login link)');
+      return options.authenticateSigned(c, await readBoundedBody(c.req.raw, MAX_SIGNED_BODY_BYTES));
     }
     const principal = sessionPrincipal(c);
-    if (!principal) throw new ViewerHttpError(401, 'UNAUTHENTICATED', 'not logged in to the viewer: run `ferry audit view` for a login link');
+    if (!principal) throw new HttpRefusal(401, 'UNAUTHENTICATED', 'not logged in to the viewer: run `ferry audit view` for a login link');
     return principal;
   }
 
@@ -194,8 +187,8 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
   // A signed call (viewer role and up) that mints a one-time login link: `ferry audit view`.
   app.post(`${base}/api/session`, async (c) => {
     try {
-      if (!options.authenticateSigned || c.req.header('x-ferry-key') === undefined) throw new ViewerHttpError(401, 'UNAUTHENTICATED', 'a login link needs a signed request (ferry audit view)');
-      const principal = options.authenticateSigned(c, new Uint8Array(await c.req.arrayBuffer()));
+      if (!options.authenticateSigned || c.req.header('x-ferry-key') === undefined) throw new HttpRefusal(401, 'UNAUTHENTICATED', 'a login link needs a signed request (ferry audit view)');
+      const principal = options.authenticateSigned(c, await readBoundedBody(c.req.raw, MAX_SIGNED_BODY_BYTES));
       const { token, expiresAt } = sessions.issueLoginToken(principal);
       // Index the log now, so the page the link opens is fast.
       await viewer.ready();
@@ -222,7 +215,7 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
 
   api('events/:seq', (c) => {
     const seq = SeqParam.safeParse(c.req.param('seq'));
-    if (!seq.success) throw new ViewerHttpError(400, 'INVALID', 'seq: expected a positive integer');
+    if (!seq.success) throw new HttpRefusal(400, 'INVALID', 'seq: expected a positive integer');
     return viewer.event(seq.data);
   });
 
