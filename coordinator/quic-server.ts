@@ -36,6 +36,15 @@ export interface RunningQuicServer {
   close(): Promise<void>;
 }
 
+/**
+ * Requests one connection may have in flight. Ferry's clients use 2 (4 at
+ * most); the library's default of 10,000 let one connection, authenticated
+ * or not, park that many pending requests. A client over the limit gets
+ * QUIC's StreamLimit when it opens the stream; credit returns as streams
+ * close.
+ */
+export const MAX_STREAMS_PER_CONNECTION = 64;
+
 interface SessionState {
   challenge: string;
   keyId?: string;
@@ -62,6 +71,7 @@ export async function startQuicServer(coordinator: Coordinator, host: string, po
     alpn: [FERRY_ALPN],
     runtimeMode: 'portable',
     maxIdleTimeoutMs: options.idleTimeoutMs ?? 30_000,
+    initialMaxStreamsBidi: MAX_STREAMS_PER_CONNECTION,
   });
 
   function actorOf(state: SessionState, operation: keyof typeof DATA_ACCESS): Actor {

@@ -7,6 +7,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { blake3, Castore, digestFromBytes, fetchClosure, LARGE_BLOB_SEGMENT_BYTES, uploadStorePaths } from '../castore/index.js';
+import { connectQuicAsync } from '@currentspace/http3';
+import { MAX_STREAMS_PER_CONNECTION } from '../coordinator/quic-server.js';
+import { COORDINATOR_TLS_NAME, FERRY_ALPN } from '../protocol/data-protocol.js';
 import { DataClient, DataError } from '../protocol/data-client.js';
 import { openDataClient } from '../protocol/connect.js';
 import { Identity } from '../protocol/identity.js';
@@ -203,6 +206,36 @@ describe('authorization and verification', () => {
     }
     expect(test.log.some((line) => line.includes('UNKNOWN_KEY'))).toBe(true);
   }, 60_000);
+
+  it('bounds the requests one QUIC connection may have open, and keeps serving well-behaved clients', async () => {
+    const session = await connectQuicAsync(test.quic.address, { ca: test.coordinator.tls.certificatePem, servername: COORDINATOR_TLS_NAME, alpn: [FERRY_ALPN], runtimeMode: 'portable' });
+    try {
+      // Each stream sends half a frame header and waits: a parked request.
+      const outcomes = await Promise.all(
+        Array.from({ length: MAX_STREAMS_PER_CONNECTION + 36 }, () => {
+          let stream: ReturnType<typeof session.openStream>;
+          try {
+            stream = session.openStream();
+          } catch (error) {
+            return Promise.resolve(String(error));
+          }
+          stream.write(Buffer.from([0, 0]));
+          return new Promise<string>((resolve) => {
+            stream.once('error', (error) => resolve(String(error)));
+            setTimeout(() => resolve('parked'), 1000);
+          });
+        }),
+      );
+      const parked = outcomes.filter((outcome) => outcome === 'parked').length;
+      expect(parked).toBe(MAX_STREAMS_PER_CONNECTION);
+      expect(outcomes.filter((outcome) => /StreamLimit/.test(outcome))).toHaveLength(36);
+    } finally {
+      await session.close();
+    }
+    const client = await dataClient(test.pusher);
+    expect((await client.call({ op: 'missing', blobs: [] })).header.blobs).toEqual([]);
+    await client.close();
+  });
 
   it('refuses an upload whose bytes do not match their id, keeping nothing of it', async () => {
     const client = await dataClient(test.pusher);
