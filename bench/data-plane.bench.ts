@@ -11,8 +11,8 @@
  *    upload), and a second push after ~10% of the files changed;
  *  - peak RSS of the fetching client and of the coordinator.
  * Run: npm run bench:data-plane   (needs nix-store as root; see bench/README.md)
- * Env: BENCH_RUNS (default 5), BENCH_FERRY=build (coordinator from build/ via
- * bin/ferry instead of the sources), BENCH_PROFILE=DIR (--cpu-prof of the
+ * Env: BENCH_RUNS (default 5), BENCH_FERRY=source (coordinator from the sources
+ * through tsx instead of build/, which `npm run bench:data-plane` builds first), BENCH_PROFILE=DIR (--cpu-prof of the
  * coordinator and the fetch children into DIR), BENCH_KEEP=1 (keep the work dir),
  * BENCH_FETCH_TIMEOUT_MS (default 30000: a fetch child still running then is killed and
  * reported as stalled).
@@ -57,7 +57,7 @@ const env: NodeJS.ProcessEnv = {
   FERRY_DATA_DIR: path.join(work, 'coordinator'),
   XDG_CACHE_HOME: path.join(work, 'cache'),
 };
-const fromBuild = process.env.BENCH_FERRY === 'build';
+const fromBuild = process.env.BENCH_FERRY !== 'source';
 const ferryArgs = fromBuild ? [path.join(repo, 'bin', 'ferry')] : ['--import', 'tsx', path.join(here, 'fixtures', 'ferry-cli.ts')];
 const profileArgs = (name: string) => (profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir, '--cpu-prof-name', `${name}.cpuprofile`] : []);
 
@@ -385,19 +385,29 @@ try {
 
   const fetches: Record<Transport, FetchResult[]> & { nix: number[] } = { quic: [], http: [], https: [], nix: [] };
   const drains: { quic: DrainResult[]; http: DrainResult[] } = { quic: [], http: [] };
+  /**
+   * Each measured transfer starts with nothing left to write back: the one before it wrote
+   * ~190 MiB (and nix copy 20,000 files), and a transfer that runs while the kernel flushes
+   * that pays for it (a QUIC fetch right after nix copy spent 1.2–1.5 s in the kernel, against
+   * 0.2 s on a settled disk).
+   */
+  const settleDisk = () => execFileSync('sync');
   for (let run = 0; run < runs; run++) {
     process.stderr.write(`fetch: run ${run + 1} of ${runs} (QUIC, HTTP, pinned HTTPS, transport only, nix copy)…\n`);
     for (const transport of ['quic', 'http', 'https'] as const) {
       const storeDir = path.join(destinations, `agent-${transport}-${run}`);
+      settleDisk();
       const result = await windowed(`fetch ${transport} ${run}`, () => ferryFetch(transport, storeDir, run));
       if (!result) continue;
       fetches[transport].push(result);
       if (fetches[transport].length === 1) await checkFetched(storeDir);
     }
     for (const transport of ['quic', 'http'] as const) {
+      settleDisk();
       const result = await windowed(`drain ${transport} ${run}`, () => drain(transport, run));
       if (result) drains[transport].push(result);
     }
+    settleDisk();
     fetches.nix.push(await windowed(`nix copy ${run}`, () => nixCopy(run)));
   }
   server.close();
