@@ -14,8 +14,9 @@ export function table(headers: string[], rows: (string | number | null | undefin
 export function oneLine(text: string | null | undefined, max = 160): string | undefined {
   if (!text) return undefined;
   const lines = text.split('\n').map((line) => line.trim()).filter(Boolean);
-  const first = lines[0] ?? '';
-  const joined = lines.length > 1 ? `${first.replace(/[;:,]?\s*output:$/, '')}: ${lines.at(-1)}` : first;
+  // "…; output:" introduces the output's lines: the last of them follows, or nothing when there is none.
+  const first = (lines[0] ?? '').replace(/[;:,]?\s*output:$/, '');
+  const joined = lines.length > 1 ? `${first}: ${lines.at(-1)}` : first;
   return joined.length > max ? `${joined.slice(0, max - 1)}…` : joined;
 }
 

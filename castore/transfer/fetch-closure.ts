@@ -76,7 +76,6 @@ export interface FetchReport {
   fetchedDirectories: number;
 }
 
-
 /** Corrupt bytes are retried (from the last verified group), as a transport fault, not a final error. */
 function retryable(error: unknown): never {
   if (error instanceof CastoreError && (error.code === 'BLAKE3_GROUP_MISMATCH' || error.code === 'BLAKE3_OUTBOARD_MISMATCH' || error.code === 'BLOB_CORRUPT')) {
