@@ -30,6 +30,9 @@ import { runCommand, type CommandResult } from './run-command.js';
 import { agentPaths, readAgentState, writeAgentState, type AgentState } from './state.js';
 import { lockStateDir } from './state-lock.js';
 
+/** How often the daemon logs a fetch's progress. */
+const PROGRESS_LOG_INTERVAL_MS = 5000;
+
 export interface AgentOptions {
   /** Longest wait between rounds when nothing changes (default 30 s); the coordinator's watch ends it early. */
   pollIntervalMs?: number;
@@ -82,9 +85,9 @@ export class Agent {
     this.state = readAgentState(stateDir);
     this.identity = loadIdentity(this.paths.identity);
     this.generations = new Generations(this.paths.generations, this.paths.profile);
-    this.events = new EventRing(this.paths.events);
-    this.http = new CoordinatorHttpClient(this.state.coordinator.httpUrl, this.identity, pinningOf(this.state.coordinator));
     this.log = options.log ?? ((line) => process.stderr.write(`${line}\n`));
+    this.events = new EventRing(this.paths.events, (event) => this.log(`ferry agent: ${event.kind}: ${event.message}`));
+    this.http = new CoordinatorHttpClient(this.state.coordinator.httpUrl, this.identity, pinningOf(this.state.coordinator));
   }
 
   /**
@@ -171,6 +174,8 @@ export class Agent {
   }
 
   private lastActivity = 0;
+  /** Set when a fetch starts: one shorter than the interval logs no progress. */
+  private lastProgressLog = 0;
   /** The desired config the last round saw: the watch waits for something else. */
   private lastDesired: string | null = null;
 
@@ -179,6 +184,19 @@ export class Agent {
    * not audited, at most every 500 ms unless `force`, never blocking the
    * deployment, and lost without harm when offline.
    */
+  /** A line in the log every few seconds while blobs arrive (the coordinator gets them twice a second). */
+  private logFetchProgress(configId: string, progress: TransferProgress): void {
+    const now = Date.now();
+    if (progress.phase === 'manifest') this.lastProgressLog = now;
+    if (progress.phase !== 'blobs' || progress.bytesTotal === 0 || now - this.lastProgressLog < PROGRESS_LOG_INTERVAL_MS) return;
+    this.lastProgressLog = now;
+    const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
+    this.log(
+      `ferry agent: fetching ${configId.slice(0, 12)}: ${Math.floor((100 * progress.bytesDone) / progress.bytesTotal)}% ` +
+        `(${mib(progress.bytesDone)} of ${mib(progress.bytesTotal)} MiB, ${progress.objectsDone} of ${progress.objectsTotal} blobs)`,
+    );
+  }
+
   private publishActivity(phase: string, configId: string | null, progress?: TransferProgress, force = false): void {
     const now = Date.now();
     if (!force && now - this.lastActivity < 500) return;
@@ -390,7 +408,10 @@ export class Agent {
           await this.report(config.id, 'fetching');
           const fetched = await fetchClosure(await this.data(), this.castore(), config.id, system, {
             coordinatorKey: this.state.coordinator.coordinatorKey,
-            onProgress: (progress) => this.publishActivity('fetching', config.id, progress, progress.phase === 'done'),
+            onProgress: (progress) => {
+              this.publishActivity('fetching', config.id, progress, progress.phase === 'done');
+              this.logFetchProgress(config.id, progress);
+            },
             onTrees: (infos, readDirectory) => materializer.plan(referencesFirst(infos), readDirectory),
             onBlob: (id, bytes) => materializer.offer(id, bytes),
             // Batched blobs are written once, into the store's temp trees (the resume state of an

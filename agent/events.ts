@@ -1,6 +1,7 @@
 /**
  * The agent's recent events: a bounded ring kept on disk (JSON lines), so
- * `ferry agent status` can say what happened, also across restarts.
+ * `ferry agent status` can say what happened, also across restarts; each
+ * is also handed to `echo` (the daemon's log, e.g. the journal).
  */
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 
@@ -16,7 +17,10 @@ const KEEP = 200;
 export class EventRing {
   private count: number;
 
-  constructor(private readonly file: string) {
+  constructor(
+    private readonly file: string,
+    private readonly echo?: (event: AgentEvent) => void,
+  ) {
     this.count = this.read().length;
   }
 
@@ -37,6 +41,7 @@ export class EventRing {
   add(kind: string, message: string, configId?: string | null): AgentEvent {
     const event: AgentEvent = { at: Date.now(), kind, message, ...(configId !== undefined ? { configId } : {}) };
     appendFileSync(this.file, `${JSON.stringify(event)}\n`);
+    this.echo?.(event);
     if (++this.count > 2 * KEEP) {
       const kept = this.read().slice(-KEEP);
       writeFileSync(this.file, kept.map((entry) => `${JSON.stringify(entry)}\n`).join(''));

@@ -66,7 +66,7 @@ describe.skipIf(skipReason !== undefined)('coordinator and agents, end to end', 
   let url: string;
   let listen: string;
   let coordinator: ChildProcess | undefined;
-  const agents = new Map<string, { stateDir: string; storeDir: string; process?: ChildProcess; id: string }>();
+  const agents = new Map<string, { stateDir: string; storeDir: string; process?: ChildProcess; id: string; log?: string }>();
   let admin: CoordinatorHttpClient;
   let v1: FixtureClosure;
   let v2: FixtureClosure;
@@ -97,7 +97,8 @@ describe.skipIf(skipReason !== undefined)('coordinator and agents, end to end', 
   function startAgent(name: string): void {
     const agent = agents.get(name)!;
     agent.process = spawn(process.execPath, [ferryBin, 'agent', 'run', '--state-dir', agent.stateDir, '--poll', '1', '--health-retry-delay', '100'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
-    agent.process.stderr!.on('data', () => undefined);
+    agent.log = '';
+    agent.process.stderr!.on('data', (chunk: Buffer) => (agent.log += chunk.toString()));
   }
 
   const agentRecord = (name: string) => admin.get<AgentRecord>(`/v1/agents/${agents.get(name)!.id}`);
@@ -185,6 +186,8 @@ describe.skipIf(skipReason !== undefined)('coordinator and agents, end to end', 
       expect(checked.problems).toEqual([]);
       expect(checked.blobs).toBeGreaterThan(3);
     }
+    // The daemon's log (the journal, under systemd) says what it did as it does it.
+    expect(agents.get('alpha')!.log).toMatch(new RegExp(`ferry agent: deploy: starting deployment of ${first}[^]*ferry agent: active: generation 1 \\(${first}\\) is active`));
     // The coordinator shows what the agent did (its recent events ring, not audited).
     const shown = JSON.parse(ok('agents', 'show', 'alpha', '--json')) as { activity: { events: { kind: string }[] } };
     expect(shown.activity.events.map((event) => event.kind)).toEqual(expect.arrayContaining(['deploy', 'fetched', 'materialized', 'switched', 'active']));
