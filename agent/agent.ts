@@ -184,19 +184,6 @@ export class Agent {
    * not audited, at most every 500 ms unless `force`, never blocking the
    * deployment, and lost without harm when offline.
    */
-  /** A line in the log every few seconds while blobs arrive (the coordinator gets them twice a second). */
-  private logFetchProgress(configId: string, progress: TransferProgress): void {
-    const now = Date.now();
-    if (progress.phase === 'manifest') this.lastProgressLog = now;
-    if (progress.phase !== 'blobs' || progress.bytesTotal === 0 || now - this.lastProgressLog < PROGRESS_LOG_INTERVAL_MS) return;
-    this.lastProgressLog = now;
-    const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
-    this.log(
-      `ferry agent: fetching ${configId.slice(0, 12)}: ${Math.floor((100 * progress.bytesDone) / progress.bytesTotal)}% ` +
-        `(${mib(progress.bytesDone)} of ${mib(progress.bytesTotal)} MiB, ${progress.objectsDone} of ${progress.objectsTotal} blobs)`,
-    );
-  }
-
   private publishActivity(phase: string, configId: string | null, progress?: TransferProgress, force = false): void {
     const now = Date.now();
     if (!force && now - this.lastActivity < 500) return;
@@ -213,6 +200,19 @@ export class Agent {
         events,
       })
       .catch(() => undefined);
+  }
+
+  /** A line in the log every few seconds while blobs arrive (the coordinator gets them twice a second). */
+  private logFetchProgress(configId: string, progress: TransferProgress): void {
+    const now = Date.now();
+    if (progress.phase === 'manifest') this.lastProgressLog = now;
+    if (progress.phase !== 'blobs' || progress.bytesTotal === 0 || now - this.lastProgressLog < PROGRESS_LOG_INTERVAL_MS) return;
+    this.lastProgressLog = now;
+    const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
+    this.log(
+      `ferry agent: fetching ${configId.slice(0, 12)}: ${Math.floor((100 * progress.bytesDone) / progress.bytesTotal)}% ` +
+        `(${mib(progress.bytesDone)} of ${mib(progress.bytesTotal)} MiB, ${progress.objectsDone} of ${progress.objectsTotal} blobs)`,
+    );
   }
 
   private async reportFacts(): Promise<void> {

@@ -374,7 +374,7 @@ export class Coordinator {
 
   /** Events in seq order after `afterSeq`, streamed from the database and validated. */
   *events(afterSeq = 0): Generator<AuditEvent> {
-    for (const event of this.rawEvents(afterSeq)) yield AuditEventSchema.parse(event);
+    for (const page of this.storedEventPages(afterSeq)) for (const event of page) yield AuditEventSchema.parse(event);
   }
 
   /**
@@ -406,13 +406,11 @@ export class Coordinator {
 
   private async verifyAuditInPages(): Promise<ChainReport> {
     const verifier = new ChainVerifier(this.checkpoints(), this.identity.publicKey);
-    for (let after = 0; ; ) {
-      const page = this.storedEvents(after, Number.MAX_SAFE_INTEGER, STORED_EVENT_PAGE);
+    for (const page of this.storedEventPages()) {
       for (const event of page) if (!verifier.push(event)) return verifier.finish();
-      if (page.length < STORED_EVENT_PAGE) return verifier.finish();
-      after = page.at(-1)!.seq;
       await new Promise((resolve) => setImmediate(resolve));
     }
+    return verifier.finish();
   }
 
   /**
@@ -433,15 +431,15 @@ export class Coordinator {
   }
 
   /**
-   * Every event after `afterSeq`, as stored, read a page at a time: no
-   * statement stays open while the caller holds the generator (an export
-   * streams for as long as its reader takes), because better-sqlite3 refuses
-   * every other statement on the connection while one is iterating.
+   * Every event after `afterSeq`, as stored, a page at a time: no statement
+   * stays open while the caller holds the generator (an export streams for
+   * as long as its reader takes), because better-sqlite3 refuses every
+   * other statement on the connection while one is iterating.
    */
-  private *rawEvents(afterSeq = 0): Generator<AuditEvent> {
+  private *storedEventPages(afterSeq = 0): Generator<AuditEvent[]> {
     for (let after = afterSeq; ; ) {
       const page = this.storedEvents(after, Number.MAX_SAFE_INTEGER, STORED_EVENT_PAGE);
-      yield* page;
+      if (page.length > 0) yield page;
       if (page.length < STORED_EVENT_PAGE) return;
       after = page.at(-1)!.seq;
     }
