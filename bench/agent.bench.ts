@@ -10,10 +10,12 @@
  * 4. peak RSS of the agent processes.
  *
  * Real processes: `ferry coordinator serve` and `ferry agent run` from build/ (run
- * `npm run build` first; `npm run bench:agent` does). BENCH_AGENTS=N changes the fleet size.
+ * `npm run build` first; `npm run bench:agent` does). BENCH_AGENTS=N changes the fleet size;
+ * BENCH_AGENT_ARGS adds arguments to `ferry agent run` (e.g. `--http`). Each agent's log is
+ * its state dir's agent.log.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { createReadStream, existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -95,7 +97,10 @@ interface BenchAgent {
 function startAgent(name: string): BenchAgent {
   const stateDir = path.join(work, 'agents', name);
   const { agentId } = JSON.parse(ferry('agent', 'enroll', join, '--state-dir', stateDir, '--store-dir', path.join(stateDir, 'store'), '--name', name, '--json')) as { agentId: string };
-  const child = spawn(process.execPath, [...agentFlags, ferryBin, 'agent', 'run', '--state-dir', stateDir, '--poll', '30'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+  const log = openSync(path.join(stateDir, 'agent.log'), 'a');
+  const extraArgs = (process.env.BENCH_AGENT_ARGS ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [...agentFlags, ferryBin, 'agent', 'run', '--state-dir', stateDir, '--poll', '30', ...extraArgs], { env, stdio: ['ignore', 'ignore', log] });
+  closeSync(log);
   children.push(child);
   return { name, id: agentId, stateDir, process: child };
 }
