@@ -150,9 +150,14 @@ export class Agent {
     return this.dataClient;
   }
 
-  async close(): Promise<void> {
-    await this.dataClient?.close();
+  private async releaseDataClient(): Promise<void> {
+    const client = this.dataClient;
     this.dataClient = undefined;
+    await client?.close().catch(() => undefined);
+  }
+
+  async close(): Promise<void> {
+    await this.releaseDataClient();
     this.store?.close();
     this.store = undefined;
   }
@@ -311,6 +316,8 @@ export class Agent {
     while (!signal.aborted) {
       try {
         await this.exclusively(() => this.runOnce());
+        // Between deployments the agent only watches (HTTP): no QUIC session kept alive with pings.
+        await this.releaseDataClient();
         if (failures > 0) this.events.add('online', `coordinator reachable again after ${failures} failed attempt(s)`);
         failures = 0;
         await this.waitForChange(signal);
@@ -319,8 +326,7 @@ export class Agent {
         const delay = Math.min(60_000, 500 * 2 ** Math.min(failures, 7)) * (0.5 + Math.random() / 2);
         if (failures === 1) this.events.add('offline', `coordinator unreachable: ${(error as Error).message}`);
         this.log(`ferry agent: ${(error as Error).message}; retrying in ${Math.round(delay / 1000)} s (running generation unchanged)`);
-        await this.dataClient?.close().catch(() => undefined);
-        this.dataClient = undefined;
+        await this.releaseDataClient();
         await sleep(delay);
       }
     }

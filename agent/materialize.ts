@@ -217,13 +217,19 @@ const MESSAGE_MAX_OPS = 4096;
 const MAX_QUEUED_MESSAGES = 4;
 /** How long idle writers keep their spare arenas. */
 const SPARE_ARENAS_MS = 2000;
+/**
+ * How long an idle writer thread lives: a closure is many store paths in a
+ * row, but between deployments (most of an agent's life) each thread's
+ * isolate would hold memory for nothing. A new one starts in milliseconds.
+ */
+const WRITER_IDLE_MS = 10_000;
 
 interface JobHandlers {
   reply(reply: WriterReply): void;
   died(error: Error): void;
 }
 
-/** A writer thread, started on first use, keeping the process alive only while it has jobs. */
+/** A writer thread, started on first use, keeping the process alive only while it has jobs, stopped after WRITER_IDLE_MS idle. */
 class WriterThread {
   private readonly worker: Worker;
   private readonly jobs = new Map<number, JobHandlers>();
@@ -231,6 +237,7 @@ class WriterThread {
   /** Arenas back from the writer, reused (fresh ones cost zero-filling and page faults), dropped after a while idle. */
   private readonly spareArenas: ArrayBuffer[] = [];
   private dropSpares: NodeJS.Timeout | undefined;
+  private retire: NodeJS.Timeout | undefined;
   dead = false;
 
   constructor() {
@@ -249,6 +256,13 @@ class WriterThread {
     this.worker.on('exit', (code) => die(new Error(`materialize writer thread exited (code ${code})`)));
   }
 
+  /** Stops an idle thread; `writers()` starts a new one when needed. */
+  private retireIfIdle(): void {
+    if (this.jobs.size > 0 || this.dead) return;
+    this.dead = true;
+    void this.worker.terminate();
+  }
+
   arena(): ArrayBuffer {
     return this.spareArenas.pop() ?? new ArrayBuffer(ARENA_BYTES);
   }
@@ -257,6 +271,7 @@ class WriterThread {
     const job = this.nextJob++;
     if (this.jobs.size === 0) this.worker.ref();
     clearTimeout(this.dropSpares);
+    clearTimeout(this.retire);
     this.jobs.set(job, handlers);
     return job;
   }
@@ -271,6 +286,7 @@ class WriterThread {
       this.worker.unref();
       // A closure is many store paths in a row: keep the arenas for the next one, not for ever.
       this.dropSpares = setTimeout(() => (this.spareArenas.length = 0), SPARE_ARENAS_MS).unref();
+      this.retire = setTimeout(() => this.retireIfIdle(), WRITER_IDLE_MS).unref();
     }
   }
 }

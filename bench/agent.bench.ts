@@ -48,7 +48,11 @@ function ferry(...args: string[]): string {
 
 /** Peak RSS (VmHWM) of a running process, in MiB. */
 function peakRssMiB(pid: number): number {
-  const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return statusMiB(pid, 'VmHWM');
+}
+
+function statusMiB(pid: number, field: 'VmHWM' | 'VmRSS'): number {
+  const match = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return match ? Number(match[1]) / 1024 : NaN;
 }
 
@@ -151,6 +155,9 @@ const coldSeconds = (performance.now() - coldStart) / 1000;
 const coldCpu = `agent ${(cpuSeconds(solo.process.pid!) - coldCpuBefore.agent).toFixed(2)} s, coordinator ${(cpuSeconds(coordinator.pid!) - coldCpuBefore.coordinator).toFixed(2)} s`;
 const coldPhases = phasesOf(solo, coldConfig);
 const coldDisk = await agentDisk(solo, coldConfig);
+// What the agent keeps while it runs a config and waits for the next: most of a fleet's time.
+await new Promise((resolve) => setTimeout(resolve, 15_000));
+const idleRss = statusMiB(solo.process.pid!, 'VmRSS');
 
 // The reference: nix copy from a compression=none binary cache on a static server into a fresh store.
 const cacheDir = path.join(work, 'binary-cache');
@@ -198,7 +205,7 @@ solo.process.kill('SIGKILL');
 
 // 3. A fleet deploying the same closure at once.
 if (fleetSize === 0) {
-  console.log({ nixSeconds, nixCpu, coldSeconds, coldCpu, coldPhases, coldDisk, upgradeSeconds, upgradePhases, upgradeBytes, upgradeDisk, soloRss });
+  console.log({ nixSeconds, nixCpu, coldSeconds, coldCpu, coldPhases, coldDisk, upgradeSeconds, upgradePhases, upgradeBytes, upgradeDisk, soloRss, idleRss });
   process.exit(0);
 }
 const fleet = Array.from({ length: fleetSize }, (_, index) => startAgent(`fleet-${index}`));
@@ -225,6 +232,7 @@ report('agent', [
   { what: `${fleetSize} agents at once: submit -> all active`, value: `${fleetSeconds.toFixed(2)} s`, rate: mbPerSecond(closureBytes * fleetSize, fleetSeconds), target: 'all succeed' },
   { what: `coordinator CPU during the ${fleetSize}-agent deploy`, value: `${coordinatorCpu.toFixed(1)} s`, rate: `${((100 * coordinatorCpu) / fleetSeconds).toFixed(0)} % of one core`, target: '' },
   { what: 'agent peak RSS (solo / worst of the fleet)', value: `${soloRss.toFixed(0)} / ${fleetRss.toFixed(0)} MiB`, rate: '', target: '< 150 MB' },
+  { what: 'agent RSS idle, 15 s after the cold deploy', value: `${idleRss.toFixed(0)} MiB`, rate: '', target: '' },
   { what: 'coordinator peak RSS', value: `${coordinatorRss.toFixed(0)} MiB`, rate: '', target: '' },
 ]);
 
