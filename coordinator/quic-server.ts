@@ -33,6 +33,8 @@ export interface RunningQuicServer {
   /** `host:port` */
   address: string;
   port: number;
+  /** Sessions open now, and opened since the start. */
+  sessions(): { open: number; opened: number };
   close(): Promise<void>;
 }
 
@@ -108,7 +110,11 @@ export async function startQuicServer(coordinator: Coordinator, host: string, po
     return runDataOperation(coordinator, access, actor, request, reader);
   }
 
+  const sessions = { open: 0, opened: 0 };
   server.on('session', (session: QuicServerSession) => {
+    sessions.open++;
+    sessions.opened++;
+    session.once('close', () => sessions.open--);
     const state: SessionState = { challenge: randomBytes(32).toString('hex') };
     session.on('error', (error: Error) => log(`ferry coordinator: QUIC session ${session.remoteAddress}:${session.remotePort}: ${error.message}`));
     session.on('stream', (stream: QuicStream) => {
@@ -121,6 +127,7 @@ export async function startQuicServer(coordinator: Coordinator, host: string, po
   return {
     address: `${shownHost}:${address.port}`,
     port: address.port,
+    sessions: () => ({ ...sessions }),
     close: () => server.close(),
   };
 }

@@ -1,0 +1,65 @@
+// The agent's daemon loop in-process against a real coordinator (HTTP + QUIC on 127.0.0.1):
+// what it keeps open between deployments.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Agent } from '../agent/index.js';
+import { nixSystem } from '../agent/facts.js';
+import { formatJoinString } from '../protocol/join-string.js';
+import { addTreeAsStorePath, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
+
+let test: TestCoordinator;
+let work: string;
+const target = fakeStorePath('daemon');
+
+beforeAll(async () => {
+  test = await startTestCoordinator();
+  work = mkdtempSync(path.join(tmpdir(), 'ferry-daemon-'));
+  writeTree(path.join(work, 'tree'), 'daemon', { small: 20, large: 1 });
+  await addTreeAsStorePath(test.coordinator.castore, path.join(work, 'tree'), target);
+});
+afterAll(async () => {
+  await test?.close();
+  rmSync(work, { recursive: true, force: true });
+});
+
+async function until<T>(what: string, probe: () => T | undefined, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+describe('the agent daemon', () => {
+  it('deploys over QUIC, then keeps no QUIC session open while it watches for the next config', async () => {
+    const { token } = await test.adminClient.post<{ token: string }>('/v1/tokens', { uses: 1, autoApprove: true });
+    const stateDir = path.join(work, 'agent');
+    const join = formatJoinString({ httpUrl: test.http.url, coordinatorKey: test.coordinator.identity.keyId, tlsFingerprint: test.coordinator.tls.fingerprint, token, pinnedTls: true });
+    const { agentId } = await Agent.enroll(join, { stateDir, storeDir: path.join(stateDir, 'store'), name: 'daemon' });
+    const { configId } = await test.adminClient.post<{ configId: string }>('/v1/graphs/daemon/configs', signedConfig(test.admin, 'daemon', [], { [nixSystem()]: target }, 'first', { activate: 'true' }));
+    await test.adminClient.post(`/v1/agents/${agentId}/assign`, { graph: 'daemon' });
+    const before = test.quic.sessions().opened;
+
+    const agent = new Agent(stateDir, { log: () => undefined, pollIntervalMs: 30_000 });
+    const stop = new AbortController();
+    const running = agent.run(stop.signal);
+    try {
+      await until('the agent to be active', () => (test.coordinator.state.get('agents', agentId)?.currentConfig === configId ? true : undefined));
+      // The closure came over QUIC…
+      expect(test.quic.sessions().opened).toBeGreaterThan(before);
+      // …and the session is closed once the round is over, while the daemon goes on watching (over HTTP).
+      await until('the QUIC session to close', () => (test.quic.sessions().open === 0 ? true : undefined));
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(test.quic.sessions().open).toBe(0);
+      expect(stop.signal.aborted).toBe(false);
+    } finally {
+      stop.abort();
+      await running;
+      await agent.close();
+    }
+  }, 60_000);
+});
