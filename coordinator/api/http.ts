@@ -61,7 +61,6 @@ const ROUTES: [method: 'GET' | 'POST', path: string, operation: OperationName][]
   ['GET', '/v1/audit/verify', 'audit.verify'],
 ];
 
-
 export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions = {}): Hono {
   const maxBody = options.maxBodyBytes ?? 1024 * 1024;
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));

@@ -60,7 +60,6 @@ const GiB = 1024 * 1024 * 1024;
 const MAX_NARINFO_BYTES = 64 * 1024;
 const NARINFO_PATTERN = /^([0-9a-df-np-sv-z]{32})\.narinfo$/;
 
-
 /** Chunks (of up to 64 KiB) produced ahead of the socket: keeps castore reads and socket writes overlapping. */
 const READ_AHEAD_CHUNKS = 8;
 
@@ -85,7 +84,6 @@ function responseBody(chunks: AsyncGenerator<Uint8Array>, onError: (error: unkno
     },
   }, new CountQueuingStrategy({ highWaterMark: READ_AHEAD_CHUNKS }));
 }
-
 
 /**
  * The Nix binary cache as a hono app, to mount at `/nix-cache` of the

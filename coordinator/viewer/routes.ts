@@ -38,7 +38,6 @@ export interface ViewerRoutesOptions {
 /** Signed viewer requests carry no more than a small JSON body. */
 const MAX_SIGNED_BODY_BYTES = 64 * 1024;
 
-
 const SECURITY_HEADERS: Record<string, string> = {
   'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
   'x-content-type-options': 'nosniff',
