@@ -24,12 +24,12 @@ import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { loadIdentity } from '../protocol/identity.js';
 import { nixEnv } from '../test/nix-fixtures/index.js';
 import { benchWorkDir, bigClosureStorePath } from './fixtures/big-closure.js';
-import { agentNodeFlags, mbPerSecond, report } from './harness.js';
+import { agentUnit, mbPerSecond, report } from './harness.js';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ferryBin = path.join(root, 'bin', 'ferry');
 /** The agent runs as the shipped unit runs it. */
-const agentFlags = agentNodeFlags(root);
+const { nodeFlags: agentFlags, environment: agentEnvironment } = agentUnit(root);
 const fleetSize = Number(process.env.BENCH_AGENTS ?? 20);
 const work = path.join(benchWorkDir, `agent-${process.pid}`);
 rmSync(work, { recursive: true, force: true });
@@ -103,7 +103,7 @@ function startAgent(name: string): BenchAgent {
   const { agentId } = JSON.parse(ferry('agent', 'enroll', join, '--state-dir', stateDir, '--store-dir', path.join(stateDir, 'store'), '--name', name, '--json')) as { agentId: string };
   const log = openSync(path.join(stateDir, 'agent.log'), 'a');
   const extraArgs = (process.env.BENCH_AGENT_ARGS ?? '').split(' ').filter(Boolean);
-  const child = spawn(process.execPath, [...agentFlags, ferryBin, 'agent', 'run', '--state-dir', stateDir, '--poll', '30', ...extraArgs], { env, stdio: ['ignore', 'ignore', log] });
+  const child = spawn(process.execPath, [...agentFlags, ferryBin, 'agent', 'run', '--state-dir', stateDir, '--poll', '30', ...extraArgs], { env: { ...env, ...agentEnvironment }, stdio: ['ignore', 'ignore', log] });
   closeSync(log);
   children.push(child);
   return { name, id: agentId, stateDir, process: child };

@@ -32,7 +32,7 @@ import { Identity, loadIdentity } from '../protocol/identity.js';
 import { signedConfig } from '../test/data-plane-fixture.js';
 import { nixEnv } from '../test/nix-fixtures/index.js';
 import { benchWorkDir, bigClosureStorePath } from './fixtures/big-closure.js';
-import { agentNodeFlags, mbPerSecond, report, runToDevNull } from './harness.js';
+import { agentUnit, mbPerSecond, report, runToDevNull } from './harness.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.join(here, '..');
@@ -255,7 +255,7 @@ try {
     if (!existsSync(file)) throw new Error(`${file} is missing: run \`npx tsc -p tsconfig.bench.json\` (npm run bench:data-plane does)`);
     return file;
   };
-  const clientFlags = agentNodeFlags(repo);
+  const { nodeFlags: clientFlags, environment: clientEnvironment } = agentUnit(repo);
   const fetchChild = compiledFixture('fetch-child');
   // With BENCH_KEEP=1, what it takes to fetch again by hand (against `ferry coordinator serve` on the kept dir).
   writeFileSync(path.join(work, 'fetch-env.json'), `${JSON.stringify({ BENCH_KEY_FILE: agentKeyFile, BENCH_FINGERPRINT: coordinator.fingerprint, BENCH_CONFIG: configId }, null, 2)}\n`);
@@ -269,6 +269,7 @@ try {
   function runClient(script: string, name: string, transport: Transport, run: number, extraEnv: NodeJS.ProcessEnv): Promise<string | undefined> {
     const childEnv = {
       ...process.env,
+      ...clientEnvironment,
       ...extraEnv,
       BENCH_URL: coordinator.url,
       BENCH_KEY_FILE: agentKeyFile,

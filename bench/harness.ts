@@ -32,14 +32,22 @@ export async function drain(chunks: AsyncIterable<Uint8Array>): Promise<number> 
 export const MiB = 1024 * 1024;
 
 /**
- * Node's flags for a process that fetches as the agent does: those the
- * shipped unit (deploy/ferry-agent.service) starts the agent with.
+ * How the shipped unit (deploy/ferry-agent.service) starts the agent: Node's
+ * flags and the environment it sets, for a process that fetches as the
+ * agent does.
  */
-export function agentNodeFlags(repoRoot: string): string[] {
+export function agentUnit(repoRoot: string): { nodeFlags: string[]; environment: Record<string, string> } {
   const unit = readFileSync(path.join(repoRoot, 'deploy', 'ferry-agent.service'), 'utf8');
   const match = /^ExecStart=\/usr\/bin\/env node (.*?) ?\S+\/bin\/ferry agent run/m.exec(unit);
   if (!match) throw new Error('deploy/ferry-agent.service: no `ExecStart=/usr/bin/env node … bin/ferry agent run` line');
-  return match[1]!.split(' ').filter(Boolean);
+  const environment: Record<string, string> = {};
+  for (const [, assignments] of unit.matchAll(/^Environment=(.*)$/gm)) {
+    for (const assignment of assignments!.split(' ').filter(Boolean)) {
+      const at = assignment.indexOf('=');
+      environment[assignment.slice(0, at)] = assignment.slice(at + 1);
+    }
+  }
+  return { nodeFlags: match[1]!.split(' ').filter(Boolean), environment };
 }
 
 export function mbPerSecond(bytes: number, seconds: number): string {

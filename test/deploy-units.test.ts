@@ -14,15 +14,18 @@ const ferryBin = path.join(repo, 'bin', 'ferry');
 let dir: string;
 let env: NodeJS.ProcessEnv;
 
-/** The unit's ExecStart: node flags, and the ferry arguments with `replacements` applied. */
-function execStart(unit: string, replacements: Record<string, string>): { nodeFlags: string[]; args: string[] } {
+/** The unit's ExecStart (node flags, the ferry arguments with `replacements` applied) and Environment. */
+function execStart(unit: string, replacements: Record<string, string>): { nodeFlags: string[]; args: string[]; environment: Record<string, string> } {
   const text = readFileSync(path.join(repo, 'deploy', unit), 'utf8');
   const line = /^ExecStart=\/usr\/bin\/env node (.*)$/m.exec(text)?.[1];
   if (!line) throw new Error(`${unit}: no ExecStart=/usr/bin/env node … line`);
   const words = line.split(' ').filter(Boolean);
   const bin = words.findIndex((word) => word.endsWith('/bin/ferry'));
   expect(words[bin]).toBe('/opt/ferry/bin/ferry');
-  return { nodeFlags: words.slice(0, bin), args: words.slice(bin + 1).map((word) => replacements[word] ?? word) };
+  const environment = Object.fromEntries(
+    [...text.matchAll(/^Environment=(.*)$/gm)].flatMap(([, assignments]) => assignments!.split(' ').filter(Boolean).map((assignment) => assignment.split(/=(.*)/s).slice(0, 2))),
+  ) as Record<string, string>;
+  return { nodeFlags: words.slice(0, bin), args: words.slice(bin + 1).map((word) => replacements[word] ?? word), environment };
 }
 
 beforeEach(() => {
@@ -36,9 +39,9 @@ describe('deploy/ units', () => {
     const dataDir = path.join(dir, 'coordinator');
     const init = spawnSync(process.execPath, [ferryBin, 'coordinator', 'init', '--data-dir', dataDir, '--name', 'unit'], { env, encoding: 'utf8' });
     expect(init.status, init.stderr).toBe(0);
-    const { nodeFlags, args } = execStart('ferry-coordinator.service', { '/var/lib/ferry-coordinator': dataDir, '0.0.0.0:7070': '127.0.0.1:0' });
+    const { nodeFlags, args, environment } = execStart('ferry-coordinator.service', { '/var/lib/ferry-coordinator': dataDir, '0.0.0.0:7070': '127.0.0.1:0' });
     expect(args.slice(0, 2)).toEqual(['coordinator', 'serve']);
-    const child = spawn(process.execPath, [...nodeFlags, ferryBin, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...nodeFlags, ferryBin, ...args], { env: { ...env, ...environment }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
@@ -71,9 +74,10 @@ describe('deploy/ units', () => {
 
   it('ferry-agent.service: its command and options are the CLI’s (an unenrolled state dir is refused by name)', () => {
     const stateDir = path.join(dir, 'agent');
-    const { nodeFlags, args } = execStart('ferry-agent.service', { '/var/lib/ferry': stateDir });
+    const { nodeFlags, args, environment } = execStart('ferry-agent.service', { '/var/lib/ferry': stateDir });
     expect(args.slice(0, 2)).toEqual(['agent', 'run']);
-    const run = spawnSync(process.execPath, [...nodeFlags, ferryBin, ...args], { env, encoding: 'utf8' });
+    expect(environment).toEqual({ MALLOC_TRIM_THRESHOLD_: '131072' });
+    const run = spawnSync(process.execPath, [...nodeFlags, ferryBin, ...args], { env: { ...env, ...environment }, encoding: 'utf8' });
     // Exit 1 with AGENT_STATE, not 2 (a usage error: an unknown option or command).
     expect(run.status, run.stderr).toBe(1);
     expect(run.stderr).toContain(`[AGENT_STATE]: ${stateDir} holds no enrolled agent`);
