@@ -16,8 +16,8 @@ import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { Castore, collectGarbage, fetchClosure, readBundle, referencesFirst, type StorePathInfo, type TransferProgress } from '../castore/index.js';
 import { openDataClient } from '../protocol/connect.js';
-import type { DataClient } from '../protocol/data-client.js';
-import { CoordinatorHttpClient, type CoordinatorHttpClientOptions } from '../protocol/http-client.js';
+import { TransportError, type DataClient } from '../protocol/data-client.js';
+import { ApiError, CoordinatorHttpClient, type CoordinatorHttpClientOptions } from '../protocol/http-client.js';
 import { createIdentityFile, loadIdentity, type Identity } from '../protocol/identity.js';
 import { desiredProofMessage, verifyProof } from '../protocol/coordinator-proofs.js';
 import { parseJoinString } from '../protocol/join-string.js';
@@ -44,6 +44,16 @@ export interface AgentOptions {
 
 /** A config as the coordinator hands it to its agents. */
 /** An answer the agent would act on came without the coordinator's signature (something between them changed it). */
+/**
+ * Whether a round failed because the coordinator could not be reached (the
+ * network, or the coordinator down), rather than because of this machine
+ * or of an answer the agent refused.
+ */
+function coordinatorUnreachable(error: unknown): boolean {
+  if (error instanceof TransportError) return true;
+  return error instanceof ApiError && (error.code === 'UNREACHABLE' || error.status >= 500);
+}
+
 export class UnverifiedAnswerError extends Error {
   override readonly name = 'UnverifiedAnswerError';
   readonly code = 'UNVERIFIED_ANSWER';
@@ -300,7 +310,12 @@ export class Agent {
       await this.exclusively(async () => {
         // Temp trees are a deployment's progress: kept while one is in progress (its next attempt takes them up).
         if (this.state.deploying !== null) return;
-        removeStaleTemps(this.state.storeDir);
+        try {
+          removeStaleTemps(this.state.storeDir);
+        } catch (error) {
+          // The rounds go on: a deployment meets the same problem and reports it.
+          this.events.add('error', `cannot tidy the store dir ${this.state.storeDir}: ${(error as Error).message}`);
+        }
         // A crash between a deployment's end and its adoption left the castore's copy: release it now.
         const current = this.generations.current();
         if (current) this.keepBytesOnce(current);
@@ -313,20 +328,39 @@ export class Agent {
 
   private async runRounds(signal: AbortSignal): Promise<void> {
     let failures = 0;
+    let offline = false;
+    /** The last local failure reported, so a persistent one is reported once, not every round. */
+    let reportedFailure: string | undefined;
     while (!signal.aborted) {
       try {
         await this.exclusively(() => this.runOnce());
         // Between deployments the agent only watches (HTTP): no QUIC session kept alive with pings.
         await this.releaseDataClient();
-        if (failures > 0) this.events.add('online', `coordinator reachable again after ${failures} failed attempt(s)`);
+        if (offline) this.events.add('online', `coordinator reachable again after ${failures} failed attempt(s)`);
         failures = 0;
+        offline = false;
+        reportedFailure = undefined;
         await this.waitForChange(signal);
       } catch (error) {
         failures++;
         const delay = Math.min(60_000, 500 * 2 ** Math.min(failures, 7)) * (0.5 + Math.random() / 2);
-        if (failures === 1) this.events.add('offline', `coordinator unreachable: ${(error as Error).message}`);
-        this.log(`ferry agent: ${(error as Error).message}; retrying in ${Math.round(delay / 1000)} s (running generation unchanged)`);
+        const message = (error as Error).message;
+        const retry = `retrying in ${Math.round(delay / 1000)} s (running generation unchanged)`;
         await this.releaseDataClient();
+        if (coordinatorUnreachable(error)) {
+          if (!offline) this.events.add('offline', `coordinator unreachable: ${message}`);
+          offline = true;
+          this.log(`ferry agent: ${message}; ${retry}`);
+        } else if (message !== reportedFailure) {
+          // Something on this machine (a full disk, an unwritable store) or an answer refused: not "offline",
+          // and the coordinator is told, so `ferry agents status` shows why the deployment is not going on.
+          reportedFailure = message;
+          const configId = this.state.deploying ?? null;
+          this.events.add('error', `${configId ? `deployment of ${configId} failed` : 'round failed'}: ${message}; ${retry}`, configId);
+          if (configId) await this.exclusively(() => this.report(configId, 'failed', message));
+        } else {
+          this.log(`ferry agent: ${message}; ${retry}`);
+        }
         await sleep(delay);
       }
     }

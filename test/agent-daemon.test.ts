@@ -1,6 +1,6 @@
 // The agent's daemon loop in-process against a real coordinator (HTTP + QUIC on 127.0.0.1):
 // what it keeps open between deployments.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -56,6 +56,38 @@ describe('the agent daemon', () => {
       await new Promise((resolve) => setTimeout(resolve, 500));
       expect(test.quic.sessions().open).toBe(0);
       expect(stop.signal.aborted).toBe(false);
+    } finally {
+      stop.abort();
+      await running;
+      await agent.close();
+    }
+  }, 60_000);
+
+  it('tells a failure on the machine (the store dir is a file) from being offline, reports it, and recovers', async () => {
+    const { token } = await test.adminClient.post<{ token: string }>('/v1/tokens', { uses: 1, autoApprove: true });
+    const stateDir = path.join(work, 'blocked');
+    const storeDir = path.join(work, 'blocked-store');
+    const join = formatJoinString({ httpUrl: test.http.url, coordinatorKey: test.coordinator.identity.keyId, tlsFingerprint: test.coordinator.tls.fingerprint, token, pinnedTls: true });
+    const { agentId } = await Agent.enroll(join, { stateDir, storeDir, name: 'blocked' });
+    writeFileSync(storeDir, 'not a directory');
+    const { configId } = await test.adminClient.post<{ configId: string }>('/v1/graphs/blocked/configs', signedConfig(test.admin, 'blocked', [], { [nixSystem()]: target }, 'first', { activate: 'true' }));
+    await test.adminClient.post(`/v1/agents/${agentId}/assign`, { graph: 'blocked' });
+
+    const agent = new Agent(stateDir, { log: () => undefined, pollIntervalMs: 30_000 });
+    const stop = new AbortController();
+    const running = agent.run(stop.signal);
+    try {
+      const failed = await until('the failure to be reported', () => {
+        const row = test.coordinator.state.get('agents', agentId);
+        return row?.phase === 'failed' ? row : undefined;
+      });
+      expect(failed.lastError).toMatch(/EEXIST|ENOTDIR/);
+      const kinds = readFileSync(path.join(stateDir, 'events.jsonl'), 'utf8').split('\n').filter(Boolean).map((line) => (JSON.parse(line) as { kind: string }).kind);
+      expect(kinds).toContain('error');
+      expect(kinds).not.toContain('offline');
+      // Fixed on the machine: the next attempt (backing off, well under a minute) deploys.
+      rmSync(storeDir);
+      await until('the agent to be active', () => (test.coordinator.state.get('agents', agentId)?.currentConfig === configId ? true : undefined), 30_000);
     } finally {
       stop.abort();
       await running;

@@ -250,6 +250,11 @@ describe.skipIf(skipReason !== undefined)('coordinator and agents, end to end', 
     await startCoordinator();
     const third = submit(v1.app, ['-m', 'third, after the restart']);
     await converged('alpha', third);
+    // It says it was offline, then back: in its events and in its log (the journal).
+    const kinds = readFileSync(path.join(agents.get('alpha')!.stateDir, 'events.jsonl'), 'utf8').split('\n').filter(Boolean).map((line) => (JSON.parse(line) as { kind: string }).kind);
+    expect(kinds.lastIndexOf('online')).toBeGreaterThan(kinds.lastIndexOf('offline'));
+    expect(kinds.lastIndexOf('offline')).toBeGreaterThanOrEqual(0);
+    expect(agents.get('alpha')!.log).toMatch(/ferry agent: offline: coordinator unreachable: [^]*ferry agent: online: coordinator reachable again/);
   }, 90_000);
 
   it('converges after SIGKILL mid-deployment: no half store path, profile on a complete generation', async () => {
