@@ -1,11 +1,13 @@
 /** `ferry agent …`: the machine side. */
 import { statSync } from 'node:fs';
 import path from 'node:path';
-import { Agent, readAgentState } from '../agent/index.js';
 import { booleanOption, jsonOption, stringOption, UsageError, writeJson, type Command, type OptionSpec, type OptionValues } from './command.js';
 import { oneLine, table } from './format.js';
 import { counted, openInput } from './io.js';
 import { createProgress } from './progress.js';
+
+/** The agent's modules (castore, the data plane) load only for the command that runs. */
+const loadAgent = () => import('../agent/index.js');
 
 const stateDirOption: Record<string, OptionSpec> = {
   'state-dir': { type: 'string', valueName: 'DIR', description: 'agent state directory (default: $FERRY_AGENT_STATE_DIR or /var/lib/ferry)' },
@@ -38,6 +40,7 @@ const enroll: Command = {
     ...jsonOption,
   },
   async run({ args, options, stdout, stderr }) {
+    const { Agent } = await loadAgent();
     const stateDir = stateDirFrom(options);
     const name = stringOption(options, 'name');
     const type = stringOption(options, 'type');
@@ -74,6 +77,7 @@ const run: Command = {
     once: { type: 'boolean', description: 'one round, then exit (0 unless the round failed)' },
   },
   async run({ options, stderr }) {
+    const { Agent } = await loadAgent();
     const agent = new Agent(stateDirFrom(options), {
       pollIntervalMs: positiveInteger(options, 'poll', 30) * 1000,
       healthRetryDelayMs: positiveInteger(options, 'health-retry-delay', 1000),
@@ -104,6 +108,7 @@ const status: Command = {
   maxArgs: 0,
   options: { ...stateDirOption, ...jsonOption },
   async run({ options, stdout }) {
+    const { Agent } = await loadAgent();
     const agent = new Agent(stateDirFrom(options));
     const current = agent.generations.current();
     const events = agent.events.read().slice(-10);
@@ -126,6 +131,7 @@ const generations: Command = {
   maxArgs: 0,
   options: { ...stateDirOption, ...jsonOption },
   async run({ options, stdout }) {
+    const { Agent, readAgentState } = await loadAgent();
     readAgentState(stateDirFrom(options));
     const agent = new Agent(stateDirFrom(options));
     const list = agent.generations.list();
@@ -148,6 +154,7 @@ const rollback: Command = {
   maxArgs: 0,
   options: { ...stateDirOption, to: { type: 'string', valueName: 'N', description: 'generation number to switch to' }, ...jsonOption },
   async run({ options, stdout }) {
+    const { Agent } = await loadAgent();
     const agent = new Agent(stateDirFrom(options));
     try {
       const to = stringOption(options, 'to');
@@ -166,6 +173,7 @@ const gc: Command = {
   maxArgs: 0,
   options: { ...stateDirOption, keep: { type: 'string', valueName: 'N', description: 'generations to keep besides the current one (default 5)' }, ...jsonOption },
   async run({ options, stdout }) {
+    const { Agent } = await loadAgent();
     const agent = new Agent(stateDirFrom(options));
     try {
       const result = await agent.gc(positiveInteger(options, 'keep', 5));
@@ -185,6 +193,7 @@ const applyBundle: Command = {
   maxArgs: 1,
   options: { ...stateDirOption, ...jsonOption },
   async run({ args, options, stdout, stderr, stdin }) {
+    const { Agent } = await loadAgent();
     const agent = new Agent(stateDirFrom(options), { log: () => undefined });
     try {
       const json = booleanOption(options, 'json');

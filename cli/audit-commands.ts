@@ -3,10 +3,10 @@ import { spawn } from 'node:child_process';
 import { createWriteStream, readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { parseAuditExport, verifyAuditExport } from '../coordinator/audit/export.js';
 import type { ChainReport } from '../coordinator/audit/chain.js';
 import type { AuditEvent } from '../coordinator/domain/events.js';
-import { readExportLogSource, serveOfflineViewer, Viewer, VIEWER_PATH, type EventDetail, type StateResult } from '../coordinator/viewer/index.js';
+import type { EventDetail, StateResult, Viewer } from '../coordinator/viewer/index.js';
+import { VIEWER_PATH } from '../coordinator/viewer/viewer-path.js';
 import { publicKeyOf, KeyIdSchema, type KeyId } from '../protocol/identity.js';
 import { booleanOption, jsonOption, stringOption, UsageError, writeJson, type Command, type OptionSpec, type OptionValues } from './command.js';
 import { clientFrom, connectionOptions } from './contexts.js';
@@ -33,6 +33,7 @@ function offlineExport(options: OptionValues): { file: string; key: KeyId } | un
 
 /** A viewer over an export file, indexed and verified. */
 async function offlineViewer(source: { file: string; key: KeyId }): Promise<Viewer> {
+  const { readExportLogSource, Viewer } = await import('../coordinator/viewer/index.js');
   const viewer = new Viewer(readExportLogSource(source.file, source.key));
   await viewer.ready();
   return viewer;
@@ -237,6 +238,7 @@ const view: Command = {
       return;
     }
     const { host, port } = parseListen(stringOption(options, 'listen') ?? '127.0.0.1:0');
+    const { readExportLogSource, serveOfflineViewer } = await import('../coordinator/viewer/index.js');
     const server = await serveOfflineViewer(readExportLogSource(offline.file, offline.key), host, port);
     const info = server.viewer.info();
     const url = server.loginUrl();
@@ -268,7 +270,10 @@ const verify: Command = {
   async run({ options, stdout }) {
     const json = booleanOption(options, 'json');
     const offline = offlineExport(options);
-    if (offline) return printReport(verifyAuditExport(parseAuditExport(readFileSync(offline.file, 'utf8')), publicKeyOf(offline.key)), stdout, json);
+    if (offline) {
+      const { parseAuditExport, verifyAuditExport } = await import('../coordinator/audit/export.js');
+      return printReport(verifyAuditExport(parseAuditExport(readFileSync(offline.file, 'utf8')), publicKeyOf(offline.key)), stdout, json);
+    }
     return printReport(await clientFrom(options).get<ChainReport>('/v1/audit/verify'), stdout, json);
   },
 };

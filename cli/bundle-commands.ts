@@ -1,7 +1,5 @@
 /** `ferry bundle create`: a signed, self-contained deployment for air-gapped machines. */
 import { createWriteStream } from 'node:fs';
-import { writeBundle } from '../castore/index.js';
-import { Coordinator } from '../coordinator/coordinator.js';
 import type { ConfigBody } from '../coordinator/domain/events.js';
 import { booleanOption, jsonOption, stringListOption, stringOption, UsageError, writeJson, type Command } from './command.js';
 import { dataDirFrom, dataDirOption } from './data-dir.js';
@@ -27,6 +25,7 @@ const create: Command = {
   async run({ args, options, stdout, stderr }) {
     const output = stringOption(options, 'output');
     if (!output) throw new UsageError('-o FILE is required (- for stdout)');
+    const [{ writeBundle }, { Coordinator }] = await Promise.all([import('../castore/index.js'), import('../coordinator/coordinator.js')]);
     const dataDir = dataDirFrom(options);
     if (!Coordinator.exists(dataDir)) throw new UsageError(`no coordinator in ${dataDir}`);
     const coordinator = Coordinator.open(dataDir);

@@ -3,7 +3,7 @@
  * coordinator's Nix binary cache (`<url>/nix-cache`): the public key to
  * trust, and netrc credentials derived from a Ferry key. See docs/nix-cache.md.
  */
-import { nixCacheNetrcLine, nixCachePassword } from '../coordinator/nix-cache/index.js';
+import { nixCacheNetrcLine, nixCachePassword } from '../coordinator/nix-cache/credentials.js';
 import { formatNixPublicKey, parseNixPublicKey } from '../nix/index.js';
 import { keyIdOf } from '../protocol/identity.js';
 import { booleanOption, jsonOption, stringOption, UsageError, writeJson, type Command, type OptionValues } from './command.js';

@@ -1,16 +1,20 @@
 /** `ferry castore …`: operate a castore directly (ingest, export, stat, fsck, gc). */
 import { statSync } from 'node:fs';
-import { Castore, collectGarbage, exportNar, fsck, ingestNar, ingestStorePath, isDigest, type Node } from '../castore/index.js';
+import type { Castore, Node } from '../castore/index.js';
 import { parseStorePath } from '../nix/index.js';
 import { booleanOption, jsonOption, stringListOption, stringOption, UsageError, writeJson, type Command } from './command.js';
 import { castoreDirFrom, dataDirOption } from './data-dir.js';
 import { openInput, writeAll } from './io.js';
 import { createProgress, formatBytes } from './progress.js';
 
-async function withCastore<T>(options: Parameters<typeof castoreDirFrom>[0], body: (store: Castore) => Promise<T>): Promise<T> {
-  const store = Castore.open(castoreDirFrom(options));
+type CastoreModule = typeof import('../castore/index.js');
+
+/** Runs `body` with the castore open, and its module (loaded only by these commands). */
+async function withCastore<T>(options: Parameters<typeof castoreDirFrom>[0], body: (store: Castore, castore: CastoreModule) => Promise<T>): Promise<T> {
+  const castore = await import('../castore/index.js');
+  const store = castore.Castore.open(castoreDirFrom(options));
   try {
-    return await body(store);
+    return await body(store, castore);
   } finally {
     store.close();
   }
@@ -43,7 +47,7 @@ const ingest: Command = {
     const total = args[0] === '-' ? undefined : statSync(args[0]!).size;
     const progress = createProgress(stderr, 'ingest', 'bytes', json);
     const onProgress = (bytes: number): void => progress.update(bytes, total);
-    const result = await withCastore(options, async (store) => {
+    const result = await withCastore(options, async (store, { ingestNar, ingestStorePath }) => {
       if (storePath) {
         const narHash = stringOption(options, 'nar-hash');
         const info = await ingestStorePath(store, source, { storePath, references, ...(narHash ? { narHash } : {}) }, { onProgress });
@@ -76,7 +80,7 @@ const exportCommand: Command = {
   maxArgs: 1,
   options: { ...dataDirOption },
   async run({ args, options, stdout }) {
-    await withCastore(options, async (store) => {
+    await withCastore(options, async (store, { exportNar, isDigest }) => {
       const target = args[0]!;
       let root: Node;
       if (isDigest(target)) {
@@ -148,7 +152,7 @@ const fsckCommand: Command = {
   async run({ options, stdout, stderr }) {
     const json = booleanOption(options, 'json');
     const progress = createProgress(stderr, 'fsck', 'objects', json);
-    const report = await withCastore(options, (store) =>
+    const report = await withCastore(options, (store, { fsck }) =>
       fsck(store, { checkNars: booleanOption(options, 'nars'), onProgress: (done, total) => progress.update(done, total) }),
     );
     progress.done();
@@ -175,7 +179,7 @@ const gc: Command = {
   },
   async run({ options, stdout }) {
     const keep = stringListOption(options, 'keep');
-    const report = await withCastore(options, async (store) =>
+    const report = await withCastore(options, async (store, { collectGarbage }) =>
       collectGarbage(store, { dryRun: booleanOption(options, 'dry-run'), ...(keep.length > 0 ? { keepStorePaths: keep } : {}) }),
     );
     if (booleanOption(options, 'json')) return writeJson(stdout, report);

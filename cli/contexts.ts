@@ -8,7 +8,6 @@ import { homedir } from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import type { DataClient } from '../protocol/data-client.js';
-import { openDataClient } from '../protocol/connect.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { loadIdentity } from '../protocol/identity.js';
 import { normalizeFingerprint } from '../protocol/tls-pinning.js';
@@ -116,6 +115,8 @@ export function clientFrom(options: OptionValues): CoordinatorHttpClient {
 export async function dataClientFrom(options: OptionValues, onNotice?: (message: string) => void): Promise<DataClient> {
   const context = chosenContext(options);
   const { url, keyFile, tlsFingerprint } = context;
+  // The QUIC library loads only for the commands that move data.
+  const { openDataClient } = await import('../protocol/connect.js');
   const opened = await openDataClient(url, loadIdentity(keyFile), {
     httpOnly: options.http === true,
     pinnedTls: pinnedFingerprintOf(context) !== undefined,

@@ -1,11 +1,7 @@
 /** `ferry coordinator init|serve` and `ferry context …`. */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { Coordinator } from '../coordinator/coordinator.js';
-import { addKey } from '../coordinator/domain/commands.js';
-import { FERRY_VERSION } from '../coordinator/api/operations.js';
-import { startHttpServer } from '../coordinator/server.js';
-import { startQuicServer, type RunningQuicServer } from '../coordinator/quic-server.js';
+import type { RunningQuicServer } from '../coordinator/quic-server.js';
 import { createIdentityFile, loadIdentity } from '../protocol/identity.js';
 import { booleanOption, jsonOption, stringOption, UsageError, writeJson, type Command } from './command.js';
 import { configDir, fingerprintOption, pinnedFingerprintOf, readContexts, saveContext, writeContexts } from './contexts.js';
@@ -38,6 +34,7 @@ const init: Command = {
     ...jsonOption,
   },
   async run({ options, stdout }) {
+    const [{ Coordinator }, { addKey }] = await Promise.all([import('../coordinator/coordinator.js'), import('../coordinator/domain/commands.js')]);
     const dataDir = dataDirFrom(options);
     const name = stringOption(options, 'name') ?? 'ferry';
     if (!/^[A-Za-z0-9._-]{1,64}$/.test(name)) throw new UsageError(`--name '${name}' may only use letters, digits, '.', '_' and '-'`);
@@ -82,6 +79,13 @@ const serve: Command = {
     'nix-cache-compression': { type: 'string', valueName: 'none|zstd', description: 'compression of the NARs the Nix cache serves (default: none)' },
   },
   async run({ options, stdout }) {
+    // The server's modules load only here: every other command starts without them.
+    const [{ Coordinator }, { FERRY_VERSION }, { startHttpServer }, { startQuicServer }] = await Promise.all([
+      import('../coordinator/coordinator.js'),
+      import('../coordinator/api/operations.js'),
+      import('../coordinator/server.js'),
+      import('../coordinator/quic-server.js'),
+    ]);
     const dataDir = dataDirFrom(options);
     if (!Coordinator.exists(dataDir)) {
       if (!booleanOption(options, 'init')) throw new UsageError(`no coordinator in ${dataDir}: create one with ferry coordinator init --data-dir ${dataDir}`);

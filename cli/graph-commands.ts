@@ -1,6 +1,5 @@
 /** `ferry config submit|show` and `ferry graph ls|log|rollback`. */
 import { existsSync, realpathSync } from 'node:fs';
-import { configId, configSigningMessage } from '../coordinator/domain/commands.js';
 import type { ConfigBody } from '../coordinator/domain/events.js';
 import { ApiError } from '../protocol/http-client.js';
 import { formatHlc } from '../protocol/hlc.js';
@@ -73,6 +72,7 @@ const submit: Command = {
       author: client.identity.keyId,
       hlc: formatHlc({ wall: Date.now(), counter: 0, node: client.identity.keyId.slice(0, 8) }),
     };
+    const { configId, configSigningMessage } = await import('../coordinator/domain/commands.js');
     const signature = Buffer.from(client.identity.sign(configSigningMessage(configId(body)))).toString('base64');
     const result = await client.post<{ configId: string; forced: boolean; previousHead: string | null }>(`/v1/graphs/${encodeURIComponent(graph)}/configs`, {
       body,

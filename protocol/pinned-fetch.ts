@@ -6,7 +6,6 @@
  * trusted because its SHA-256 is the pinned one, never by a CA or a name.
  */
 import type { TLSSocket } from 'node:tls';
-import { Agent, buildConnector, fetch as undiciFetch } from 'undici';
 import { COORDINATOR_TLS_NAME } from './data-protocol.js';
 import { normalizeFingerprint, PinningError } from './tls-pinning.js';
 
@@ -27,35 +26,41 @@ export function pinnedFetch(fingerprint: string): FetchFunction {
   const pinned = normalizeFingerprint(fingerprint);
   let pinnedFetchFunction = pinnedFetches.get(pinned);
   if (!pinnedFetchFunction) {
-    // Chain validation is off because no CA signs this certificate; the
-    // fingerprint check below replaces it, and is stricter. No TLS session
-    // cache: every connection shows its certificate again.
-    const connectTls = buildConnector({ rejectUnauthorized: false, servername: COORDINATOR_TLS_NAME, maxCachedSessions: 0 });
-    const dispatcher = new Agent({
-      connect: (options, callback) => {
-        connectTls(options, (error, socket) => {
-          if (error) return callback(error, null);
-          const presented = (socket as TLSSocket).getPeerCertificate().fingerprint256?.replace(/:/g, '').toLowerCase();
-          if (presented !== pinned) {
-            socket.destroy();
-            return callback(new PinningError(`the server at ${options.hostname}:${options.port} presented TLS certificate ${presented ?? '(none)'}, but ${pinned} is pinned: refusing to talk to it`), null);
-          }
-          callback(null, socket);
-        });
-      },
-    });
-    // undici's own fetch (the global one cannot take this package's dispatcher
-    // on every Node 20); its Request and Response types differ from the DOM
-    // ones only in details the clients do not use.
-    pinnedFetchFunction = (url, init) => {
-      const tlsUrl = new URL(url);
-      if (tlsUrl.protocol === 'http:' && tlsUrl.port === '') tlsUrl.port = '80';
-      tlsUrl.protocol = 'https:';
-      return undiciFetch(tlsUrl, { ...(init as Parameters<typeof undiciFetch>[1]), dispatcher }) as unknown as Promise<Response>;
-    };
+    // undici loads with the first pinned request (~60 ms, ~10 MiB): commands that make none start without it.
+    const ready = import('undici').then((undici) => fetchThroughPin(undici, pinned));
+    pinnedFetchFunction = async (url, init) => (await ready)(url, init);
     pinnedFetches.set(pinned, pinnedFetchFunction);
   }
   return pinnedFetchFunction;
+}
+
+function fetchThroughPin(undici: typeof import('undici'), pinned: string): FetchFunction {
+  // Chain validation is off because no CA signs this certificate; the
+  // fingerprint check below replaces it, and is stricter. No TLS session
+  // cache: every connection shows its certificate again.
+  const connectTls = undici.buildConnector({ rejectUnauthorized: false, servername: COORDINATOR_TLS_NAME, maxCachedSessions: 0 });
+  const dispatcher = new undici.Agent({
+    connect: (options, callback) => {
+      connectTls(options, (error, socket) => {
+        if (error) return callback(error, null);
+        const presented = (socket as TLSSocket).getPeerCertificate().fingerprint256?.replace(/:/g, '').toLowerCase();
+        if (presented !== pinned) {
+          socket.destroy();
+          return callback(new PinningError(`the server at ${options.hostname}:${options.port} presented TLS certificate ${presented ?? '(none)'}, but ${pinned} is pinned: refusing to talk to it`), null);
+        }
+        callback(null, socket);
+      });
+    },
+  });
+  // undici's own fetch (the global one cannot take this package's dispatcher
+  // on every Node 20); its Request and Response types differ from the DOM
+  // ones only in details the clients do not use.
+  return (url, init) => {
+    const tlsUrl = new URL(url);
+    if (tlsUrl.protocol === 'http:' && tlsUrl.port === '') tlsUrl.port = '80';
+    tlsUrl.protocol = 'https:';
+    return undici.fetch(tlsUrl, { ...(init as Parameters<typeof undici.fetch>[1]), dispatcher }) as unknown as Promise<Response>;
+  };
 }
 
 /** The fetch a client uses: the pinned one when it pins a fingerprint, the global one otherwise. */

@@ -16,9 +16,9 @@ import { ReplayError } from './replay-index.js';
 import { SESSION_COOKIE, type ViewerPrincipal, type ViewerSessions } from './sessions.js';
 import type { TimelineFilter } from './timeline.js';
 import type { Viewer } from './viewer.js';
+import { VIEWER_PATH } from './viewer-path.js';
 
-/** Where the viewer lives on the coordinator (and on the offline server). */
-export const VIEWER_PATH = '/viewer';
+export { VIEWER_PATH };
 
 export interface ViewerRoutesOptions {
   viewer: Viewer;
