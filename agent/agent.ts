@@ -39,11 +39,18 @@ export interface AgentOptions {
   /** Pause between health-check attempts (default 1 s). */
   healthRetryDelayMs?: number;
   httpOnly?: boolean;
+  /** Where notices and warnings go (default: stderr). */
   log?: (line: string) => void;
+  /** Also log every event as it is recorded (the daemon: its journal says what it does). */
+  logEvents?: boolean;
 }
 
-/** A config as the coordinator hands it to its agents. */
 /** An answer the agent would act on came without the coordinator's signature (something between them changed it). */
+export class UnverifiedAnswerError extends Error {
+  override readonly name = 'UnverifiedAnswerError';
+  readonly code = 'UNVERIFIED_ANSWER';
+}
+
 /**
  * Whether a round failed because the coordinator could not be reached (the
  * network, or the coordinator down), rather than because of this machine
@@ -54,11 +61,7 @@ function coordinatorUnreachable(error: unknown): boolean {
   return error instanceof ApiError && (error.code === 'UNREACHABLE' || error.status >= 500);
 }
 
-export class UnverifiedAnswerError extends Error {
-  override readonly name = 'UnverifiedAnswerError';
-  readonly code = 'UNVERIFIED_ANSWER';
-}
-
+/** A config as the coordinator hands it to its agents. */
 export interface DesiredConfig {
   id: string;
   graph: string;
@@ -96,7 +99,7 @@ export class Agent {
     this.identity = loadIdentity(this.paths.identity);
     this.generations = new Generations(this.paths.generations, this.paths.profile);
     this.log = options.log ?? ((line) => process.stderr.write(`${line}\n`));
-    this.events = new EventRing(this.paths.events, (event) => this.log(`ferry agent: ${event.kind}: ${event.message}`));
+    this.events = new EventRing(this.paths.events, options.logEvents ? (event) => this.log(`ferry agent: ${event.kind}: ${event.message}`) : undefined);
     this.http = new CoordinatorHttpClient(this.state.coordinator.httpUrl, this.identity, pinningOf(this.state.coordinator));
   }
 

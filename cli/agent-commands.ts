@@ -83,6 +83,7 @@ const run: Command = {
       healthRetryDelayMs: positiveInteger(options, 'health-retry-delay', 1000),
       httpOnly: booleanOption(options, 'http'),
       log: (line) => stderr.write(`${line}\n`),
+      logEvents: true,
     });
     try {
       if (booleanOption(options, 'once')) {
