@@ -11,7 +11,8 @@ import { publicKeyOf, KeyIdSchema, type KeyId } from '../protocol/identity.js';
 import { booleanOption, jsonOption, stringOption, UsageError, writeJson, type Command, type OptionSpec, type OptionValues } from './command.js';
 import { clientFrom, connectionOptions } from './contexts.js';
 import { short, table } from './format.js';
-import { untilInterrupted } from './io.js';
+import { counted, untilInterrupted } from './io.js';
+import { createProgress, formatBytes } from './progress.js';
 
 const common = { ...connectionOptions, ...jsonOption };
 
@@ -283,10 +284,16 @@ const exportLog: Command = {
   summary: 'write the audit log as JSON lines, verifiable offline with the coordinator key',
   maxArgs: 0,
   options: { output: { type: 'string', short: 'o', valueName: 'FILE', description: 'write here instead of standard output' }, ...connectionOptions },
-  async run({ options, stdout }) {
+  async run({ options, stdout, stderr }) {
     const response = await clientFrom(options).send('GET', '/v1/audit/export');
     const output = stringOption(options, 'output');
-    await pipeline(Readable.fromWeb(response.body! as import('node:stream/web').ReadableStream), output ? createWriteStream(output) : stdout);
+    const body = Readable.fromWeb(response.body! as import('node:stream/web').ReadableStream);
+    if (!output) return void (await pipeline(body, stdout));
+    // To a file: progress on a terminal (the size is not known ahead), and what was written.
+    const progress = createProgress(stderr, 'exporting', 'bytes');
+    let written = 0;
+    await pipeline(counted(body, (total) => progress.update((written = total))), createWriteStream(output));
+    progress.done(`wrote the audit log to ${output} (${formatBytes(written)}); verify it offline with: ferry audit verify --file ${output} --pubkey COORDINATOR_KEY`);
   },
 };
 

@@ -34,7 +34,10 @@ describe('ferry audit replay | show | log --follow | view', () => {
     scripted = await startScriptedCoordinator();
     env = { ...process.env, FERRY_CONFIG_DIR: path.join(scripted.dir, 'config'), FERRY_URL: scripted.http.url, FERRY_KEY: scripted.viewerKeyFile };
     exportFile = path.join(scripted.dir, 'audit.jsonl');
-    expect((await ferry(['audit', 'export', '-o', exportFile])).status).toBe(0);
+    const exported = await ferry(['audit', 'export', '-o', exportFile]);
+    expect(exported.status, exported.stderr).toBe(0);
+    // Says what it wrote, and how to check it (a pipe gets no progress lines for a short export).
+    expect(exported.stderr).toMatch(new RegExp(`wrote the audit log to ${exportFile} \\(\\d+(\\.\\d)? (B|KiB|MiB)\\); verify it offline with: ferry audit verify --file`));
     pubkey = scripted.coordinator.identity.keyId;
   });
   afterAll(() => scripted.close());
