@@ -6,8 +6,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../agent/index.js';
 import { nixSystem } from '../agent/facts.js';
-import { formatJoinString } from '../protocol/join-string.js';
-import { addTreeAsStorePath, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
+import { addTreeAsStorePath, enrollStateDir, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
 
 let test: TestCoordinator;
 let work: string;
@@ -36,10 +35,8 @@ async function until<T>(what: string, probe: () => T | undefined, timeoutMs = 20
 
 describe('the agent daemon', () => {
   it('deploys over QUIC, then keeps no QUIC session open while it watches for the next config', async () => {
-    const { token } = await test.adminClient.post<{ token: string }>('/v1/tokens', { uses: 1, autoApprove: true });
     const stateDir = path.join(work, 'agent');
-    const join = formatJoinString({ httpUrl: test.http.url, coordinatorKey: test.coordinator.identity.keyId, tlsFingerprint: test.coordinator.tls.fingerprint, token, pinnedTls: true });
-    const { agentId } = await Agent.enroll(join, { stateDir, storeDir: path.join(stateDir, 'store'), name: 'daemon' });
+    const { agentId } = await enrollStateDir(test, { stateDir, name: 'daemon', pinnedTls: true });
     const { configId } = await test.adminClient.post<{ configId: string }>('/v1/graphs/daemon/configs', signedConfig(test.admin, 'daemon', [], { [nixSystem()]: target }, 'first', { activate: 'true' }));
     await test.adminClient.post(`/v1/agents/${agentId}/assign`, { graph: 'daemon' });
     const before = test.quic.sessions().opened;
@@ -64,11 +61,9 @@ describe('the agent daemon', () => {
   }, 60_000);
 
   it('tells a failure on the machine (the store dir is a file) from being offline, reports it, and recovers', async () => {
-    const { token } = await test.adminClient.post<{ token: string }>('/v1/tokens', { uses: 1, autoApprove: true });
     const stateDir = path.join(work, 'blocked');
     const storeDir = path.join(work, 'blocked-store');
-    const join = formatJoinString({ httpUrl: test.http.url, coordinatorKey: test.coordinator.identity.keyId, tlsFingerprint: test.coordinator.tls.fingerprint, token, pinnedTls: true });
-    const { agentId } = await Agent.enroll(join, { stateDir, storeDir, name: 'blocked' });
+    const { agentId } = await enrollStateDir(test, { stateDir, storeDir, name: 'blocked', pinnedTls: true });
     writeFileSync(storeDir, 'not a directory');
     const { configId } = await test.adminClient.post<{ configId: string }>('/v1/graphs/blocked/configs', signedConfig(test.admin, 'blocked', [], { [nixSystem()]: target }, 'first', { activate: 'true' }));
     await test.adminClient.post(`/v1/agents/${agentId}/assign`, { graph: 'blocked' });

@@ -8,8 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../agent/index.js';
 import { nixSystem } from '../agent/facts.js';
 import { Castore, fsck } from '../castore/index.js';
-import { formatJoinString } from '../protocol/join-string.js';
-import { addTreeAsStorePath, fakeStorePath, narOfTree, pushToCoordinator, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
+import { addTreeAsStorePath, enrollStateDir, fakeStorePath, narOfTree, pushToCoordinator, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
 
 let test: TestCoordinator;
 let work: string;
@@ -41,11 +40,9 @@ afterAll(async () => {
 
 describe('agent store and castore', () => {
   it('keeps each byte once, and gc keeps exactly what kept generations need, moving shared blobs off deleted paths', async () => {
-    const { token } = await test.adminClient.post<{ token: string }>('/v1/tokens', { uses: 1, autoApprove: true });
     const stateDir = path.join(work, 'agent');
     const storeDir = path.join(stateDir, 'store');
-    const join = formatJoinString({ httpUrl: test.http.url, coordinatorKey: test.coordinator.identity.keyId, tlsFingerprint: test.coordinator.tls.fingerprint, token, pinnedTls: true });
-    const { agentId } = await Agent.enroll(join, { stateDir, storeDir, name: 'gc' });
+    const { agentId } = await enrollStateDir(test, { stateDir, storeDir, name: 'gc', pinnedTls: true });
     const agent = new Agent(stateDir, { log: () => undefined });
     try {
       let parent: string[] = [];

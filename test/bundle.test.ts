@@ -9,9 +9,8 @@ import { Agent } from '../agent/index.js';
 import { BundleError, Castore, CastoreError, writeBundle } from '../castore/index.js';
 import { startHttpServer } from '../coordinator/server.js';
 import { Identity } from '../protocol/identity.js';
-import { formatJoinString } from '../protocol/join-string.js';
 import { nixSystem } from '../agent/facts.js';
-import { addTreeAsStorePath, fakeStorePath, signedConfig, pushToCoordinator, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
+import { addTreeAsStorePath, enrollStateDir, fakeStorePath, signedConfig, pushToCoordinator, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
 
 let test: TestCoordinator;
 let work: string;
@@ -55,10 +54,8 @@ describe('bundles', () => {
     expect(bundle.length).toBe(written.size);
     expect(written.storePaths).toBe(test.coordinator.castore.closure([app]).length);
 
-    const { token } = await test.adminClient.post<{ token: string }>('/v1/tokens', { uses: 1, autoApprove: true });
     const stateDir = path.join(work, 'agent');
-    const join = formatJoinString({ httpUrl: test.http.url, coordinatorKey: test.coordinator.identity.keyId, tlsFingerprint: test.coordinator.tls.fingerprint, token });
-    const { agentId } = await Agent.enroll(join, { stateDir, storeDir: path.join(stateDir, 'store'), name: 'island' });
+    const { agentId } = await enrollStateDir(test, { stateDir, name: 'island' });
 
     // The coordinator goes away: the HTTP port closes.
     const port = Number(new URL(test.http.url).port);

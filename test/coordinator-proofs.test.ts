@@ -15,8 +15,7 @@ import { openDataClient } from '../protocol/connect.js';
 import { desiredProofMessage, verifyProof } from '../protocol/coordinator-proofs.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { Identity } from '../protocol/identity.js';
-import { formatJoinString } from '../protocol/join-string.js';
-import { addTreeAsStorePath, enrollAgent, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
+import { addTreeAsStorePath, enrollAgent, enrollStateDir, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
 
 let test: TestCoordinator;
 let configId: string;
@@ -60,11 +59,8 @@ describe("the coordinator's signed answers", () => {
       return Buffer.from(JSON.stringify(answer));
     });
     try {
-      const { token } = await test.adminClient.post<{ token: string }>('/v1/tokens', { uses: 1, autoApprove: true });
       const stateDir = path.join(test.dir, 'agent-state');
-      const storeDir = path.join(test.dir, 'agent-store');
-      const join = formatJoinString({ httpUrl: proxy.url, coordinatorKey: test.coordinator.identity.keyId, tlsFingerprint: test.coordinator.tls.fingerprint, token });
-      const { agentId } = await Agent.enroll(join, { stateDir, storeDir, name: 'behind-proxy' });
+      const { agentId } = await enrollStateDir(test, { stateDir, storeDir: path.join(test.dir, 'agent-store'), name: 'behind-proxy', httpUrl: proxy.url });
       await test.adminClient.post(`/v1/agents/${agentId}/assign`, { graph: 'proofs' });
       const agent = new Agent(stateDir, { log: () => undefined });
       await expect(agent.runOnce()).rejects.toBeInstanceOf(UnverifiedAnswerError);

@@ -17,6 +17,8 @@ import { dumpPath } from '../nix/nar/index.js';
 import { formatHlc } from '../protocol/hlc.js';
 import { openDataClient } from '../protocol/connect.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
+import { formatJoinString } from '../protocol/join-string.js';
+import { Agent } from '../agent/index.js';
 import { Identity } from '../protocol/identity.js';
 import { bootstrap, coordinatorActor } from './fleet-simulator.js';
 
@@ -140,6 +142,28 @@ export async function pushToCoordinator(test: TestCoordinator, source: Castore, 
   } finally {
     await client.close();
   }
+}
+
+/**
+ * Enrolls a real Agent (its state dir, key and store dir) with a fresh
+ * auto-approve token and a join string for `httpUrl` (default the
+ * coordinator's; a proxy or relay in front of it otherwise); returns its id
+ * and the token it used.
+ */
+export async function enrollStateDir(
+  test: TestCoordinator,
+  options: { stateDir: string; storeDir?: string; name: string; pinnedTls?: boolean; httpUrl?: string },
+): Promise<{ agentId: string; token: string }> {
+  const { token } = await test.adminClient.post<{ token: string }>('/v1/tokens', { uses: 1, autoApprove: true });
+  const join = formatJoinString({
+    httpUrl: options.httpUrl ?? test.http.url,
+    coordinatorKey: test.coordinator.identity.keyId,
+    tlsFingerprint: test.coordinator.tls.fingerprint,
+    token,
+    pinnedTls: options.pinnedTls ?? false,
+  });
+  const { agentId } = await Agent.enroll(join, { stateDir: options.stateDir, storeDir: options.storeDir ?? path.join(options.stateDir, 'store'), name: options.name });
+  return { agentId, token };
 }
 
 /** Enrolls a new agent with an auto-approve token and assigns it to `graph`. */

@@ -13,10 +13,9 @@ import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../agent/index.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
-import { formatJoinString } from '../protocol/join-string.js';
 import { PinningError } from '../protocol/tls-pinning.js';
 import { COORDINATOR_TLS_NAME } from '../protocol/data-protocol.js';
-import { addTreeAsStorePath, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
+import { addTreeAsStorePath, enrollStateDir, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
 
 let test: TestCoordinator;
 let httpsUrl: string;
@@ -97,10 +96,8 @@ describe('pinned HTTPS on the HTTP port', () => {
         const graph = `pinned-${pinnedTls}`;
         const activate = `echo ${marker}-activation > "$FERRY_STATE_DIR/activated"`;
         const { configId } = await test.adminClient.post<{ configId: string }>(`/v1/graphs/${graph}/configs`, signedConfig(test.admin, graph, [], { 'x86_64-linux': target }, 'pinned', { activate }));
-        const { token } = await test.adminClient.post<{ token: string }>('/v1/tokens', { uses: 1, autoApprove: true });
-        const join = formatJoinString({ httpUrl: relay.url, coordinatorKey: test.coordinator.identity.keyId, tlsFingerprint: test.coordinator.tls.fingerprint, token, pinnedTls });
         const stateDir = path.join(test.dir, `agent-${graph}`);
-        const { agentId } = await Agent.enroll(join, { stateDir, storeDir: path.join(stateDir, 'store'), name: graph });
+        const { agentId, token } = await enrollStateDir(test, { stateDir, name: graph, pinnedTls, httpUrl: relay.url });
         await test.adminClient.post(`/v1/agents/${agentId}/assign`, { graph });
         // HTTP only, so the data plane (QUIC is UDP, past the relay) crosses the relay too.
         const agent = new Agent(stateDir, { httpOnly: true, log: () => undefined });
