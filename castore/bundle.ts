@@ -87,6 +87,8 @@ export function writeBundle(store: Castore, signer: Identity, config: BundleMani
   const manifestBytes = Buffer.from(JSON.stringify(manifest));
   const signature = Buffer.from(Buffer.from(signer.sign(signedMessage(manifestBytes))).toString('base64'));
   const { directories, blobs } = objectsOf(store, storePaths.map((info) => info.root));
+  // Read once: their sizes make the bundle's, and they are small (a few KiB each).
+  const directoryBytes = directories.map((id) => [id, store.readDirectoryBytes(id)] as const);
   const pack = tar.pack();
   const addEntry = (name: string, size: number, chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>) =>
     new Promise<void>((resolve, reject) => {
@@ -105,10 +107,7 @@ export function writeBundle(store: Castore, signer: Identity, config: BundleMani
     try {
       await addEntry('ferry-bundle.json', manifestBytes.length, [manifestBytes]);
       await addEntry('ferry-bundle.sig', signature.length, [signature]);
-      for (const id of directories) {
-        const bytes = store.readDirectoryBytes(id);
-        await addEntry(`directories/${id}`, bytes.length, [bytes]);
-      }
+      for (const [id, bytes] of directoryBytes) await addEntry(`directories/${id}`, bytes.length, [bytes]);
       for (const blob of blobs) await addEntry(`blobs/${blob.id}`, blob.size, blob.size === 0 ? [] : store.readBlob(blob.id));
       pack.finalize();
     } catch (error) {
@@ -118,7 +117,7 @@ export function writeBundle(store: Castore, signer: Identity, config: BundleMani
   const size =
     tarEntryBytes(manifestBytes.length) +
     tarEntryBytes(signature.length) +
-    directories.reduce((sum, id) => sum + tarEntryBytes(store.readDirectoryBytes(id).length), 0) +
+    directoryBytes.reduce((sum, [, bytes]) => sum + tarEntryBytes(bytes.length), 0) +
     blobs.reduce((sum, blob) => sum + tarEntryBytes(blob.size), 0) +
     TAR_END_BYTES;
   // A streamx Readable: async-iterable bytes.
