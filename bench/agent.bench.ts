@@ -24,7 +24,7 @@ import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { loadIdentity } from '../protocol/identity.js';
 import { nixEnv } from '../test/nix-fixtures/index.js';
 import { benchWorkDir, bigClosureStorePath } from './fixtures/big-closure.js';
-import { agentUnit, mbPerSecond, report } from './harness.js';
+import { agentUnit, mbPerSecond, procCpuSeconds, procStatus, report } from './harness.js';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ferryBin = path.join(root, 'bin', 'ferry');
@@ -47,20 +47,9 @@ function ferry(...args: string[]): string {
 }
 
 /** Peak RSS (VmHWM) of a running process, in MiB. */
-function peakRssMiB(pid: number): number {
-  return statusMiB(pid, 'VmHWM');
-}
-
-function statusMiB(pid: number, field: 'VmHWM' | 'VmRSS'): number {
-  const match = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return match ? Number(match[1]) / 1024 : NaN;
-}
-
-/** CPU seconds (user + system) a process has used so far. */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
+/** A process's peak RSS (VmHWM) or current RSS, in MiB. */
+const peakRssMiB = (pid: number): number => procStatus(pid, 'VmHWM') / 2 ** 20;
+const rssMiB = (pid: number): number => procStatus(pid, 'VmRSS') / 2 ** 20;
 
 async function waitUntil(what: string, probe: () => Promise<boolean>, timeoutMs = 600_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -146,18 +135,18 @@ async function agentDisk(agent: BenchAgent, configId: string): Promise<string> {
 const solo = startAgent('solo');
 await new Promise((resolve) => setTimeout(resolve, 1000));
 const coldConfig = await submit('solo', v0, 'cold');
-const coldCpuBefore = { agent: cpuSeconds(solo.process.pid!), coordinator: cpuSeconds(coordinator.pid!) };
+const coldCpuBefore = { agent: procCpuSeconds(solo.process.pid!), coordinator: procCpuSeconds(coordinator.pid!) };
 const coldStart = performance.now();
 await admin.post(`/v1/agents/${solo.id}/assign`, { graph: 'solo' });
 await waitUntil('the cold deploy', activeOn(solo, coldConfig));
 const coldSeconds = (performance.now() - coldStart) / 1000;
 // CPU (user + system, every thread) the deploy cost: on 2 cores, wall time >= total / 2.
-const coldCpu = `agent ${(cpuSeconds(solo.process.pid!) - coldCpuBefore.agent).toFixed(2)} s, coordinator ${(cpuSeconds(coordinator.pid!) - coldCpuBefore.coordinator).toFixed(2)} s`;
+const coldCpu = `agent ${(procCpuSeconds(solo.process.pid!) - coldCpuBefore.agent).toFixed(2)} s, coordinator ${(procCpuSeconds(coordinator.pid!) - coldCpuBefore.coordinator).toFixed(2)} s`;
 const coldPhases = phasesOf(solo, coldConfig);
 const coldDisk = await agentDisk(solo, coldConfig);
 // What the agent keeps while it runs a config and waits for the next: most of a fleet's time.
 await new Promise((resolve) => setTimeout(resolve, 15_000));
-const idleRss = statusMiB(solo.process.pid!, 'VmRSS');
+const idleRss = rssMiB(solo.process.pid!);
 
 // The reference: nix copy from a compression=none binary cache on a static server into a fresh store.
 const cacheDir = path.join(work, 'binary-cache');
@@ -211,12 +200,12 @@ if (fleetSize === 0) {
 const fleet = Array.from({ length: fleetSize }, (_, index) => startAgent(`fleet-${index}`));
 await new Promise((resolve) => setTimeout(resolve, 2000));
 const fleetConfig = await submit('fleet', v0, 'fleet');
-const cpuBefore = cpuSeconds(coordinator.pid!);
+const cpuBefore = procCpuSeconds(coordinator.pid!);
 const fleetStart = performance.now();
 for (const agent of fleet) await admin.post(`/v1/agents/${agent.id}/assign`, { graph: 'fleet' });
 await Promise.all(fleet.map((agent) => waitUntil(`${agent.name}`, activeOn(agent, fleetConfig))));
 const fleetSeconds = (performance.now() - fleetStart) / 1000;
-const coordinatorCpu = cpuSeconds(coordinator.pid!) - cpuBefore;
+const coordinatorCpu = procCpuSeconds(coordinator.pid!) - cpuBefore;
 const fleetRss = Math.max(...fleet.map((agent) => peakRssMiB(agent.process.pid!)));
 const coordinatorRss = peakRssMiB(coordinator.pid!);
 

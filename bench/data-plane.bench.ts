@@ -32,7 +32,7 @@ import { Identity, loadIdentity } from '../protocol/identity.js';
 import { signedConfig } from '../test/data-plane-fixture.js';
 import { nixEnv } from '../test/nix-fixtures/index.js';
 import { benchWorkDir, bigClosureStorePath } from './fixtures/big-closure.js';
-import { agentUnit, mbPerSecond, report, runToDevNull } from './harness.js';
+import { agentUnit, mbPerSecond, procCpuSeconds, procStatus, report, runToDevNull } from './harness.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.join(here, '..');
@@ -114,17 +114,6 @@ async function startCoordinator(): Promise<RunningCoordinator> {
     child.on('exit', (code) => reject(new Error(`the coordinator exited with ${code}: ${out}`)));
   });
   return { child, exited, ...started };
-}
-
-function procStatus(pid: number, field: 'VmHWM' | 'VmRSS'): number {
-  const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return Number(match?.[1] ?? 0) * 1024;
-}
-
-/** CPU seconds (user + system) a process has used so far. */
-function procCpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 /** Phase windows on the monotonic clock V8 profiles use (µs), to slice a --cpu-prof of the coordinator. */

@@ -50,6 +50,18 @@ export function agentUnit(repoRoot: string): { nodeFlags: string[]; environment:
   return { nodeFlags: match[1]!.split(' ').filter(Boolean), environment };
 }
 
+/** A process's VmRSS or VmHWM (peak) from /proc, in bytes (0 when it is gone). */
+export function procStatus(pid: number, field: 'VmHWM' | 'VmRSS'): number {
+  const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(match?.[1] ?? 0) * 1024;
+}
+
+/** CPU seconds (user + system, every thread) a process has used so far. */
+export function procCpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
 export function mbPerSecond(bytes: number, seconds: number): string {
   return `${(bytes / 1e6 / seconds).toFixed(0)} MB/s`;
 }
