@@ -10,7 +10,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Castore, Digest, Node, StorePathInfo } from '../castore/index.js';
-import { storePathLocation } from './materialize.js';
+import { storePathLocation } from '../nix/store-path.js';
 
 /**
  * Adopts every file of `storePaths` that is materialized in `storeDir`

@@ -25,7 +25,8 @@ import { adoptMaterializedFiles } from './adopt-store-files.js';
 import { EventRing } from './events.js';
 import { collectFacts, nixSystem } from './facts.js';
 import { Generations, type Generation } from './generations.js';
-import { ClosureMaterializer, removeStaleTemps, removeTree, storePathLocation } from './materialize.js';
+import { ClosureMaterializer, removeStaleTemps, removeTree } from './materialize.js';
+import { storePathLocation, type StorePath } from '../nix/store-path.js';
 import { runCommand, type CommandResult } from './run-command.js';
 import { agentPaths, readAgentState, writeAgentState, type AgentState } from './state.js';
 import { lockStateDir } from './state-lock.js';
@@ -65,7 +66,7 @@ function coordinatorUnreachable(error: unknown): boolean {
 export interface DesiredConfig {
   id: string;
   graph: string;
-  targets: Record<string, string>;
+  targets: Record<string, StorePath>;
   activation: { command: string; environment: Record<string, string>; timeoutSeconds: number };
   health: { command: string; timeoutSeconds: number; retries: number } | null;
 }

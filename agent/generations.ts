@@ -7,16 +7,17 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
+import { StorePathSchema } from '../protocol/store-path-info.js';
 
 export const GenerationSchema = z.strictObject({
   number: z.number().int().min(1),
-  configId: z.string(),
+  configId: z.string().regex(/^[0-9a-f]{64}$/),
   graph: z.string().nullable(),
   /** The target store path and where it lives in this machine's store dir. */
-  target: z.string(),
+  target: StorePathSchema,
   location: z.string(),
   /** Every store path of the target's closure (kept alive by this generation). */
-  closure: z.array(z.string()),
+  closure: z.array(StorePathSchema),
   activation: z.strictObject({ command: z.string(), environment: z.record(z.string(), z.string()), timeoutSeconds: z.number() }),
   health: z.strictObject({ command: z.string(), timeoutSeconds: z.number(), retries: z.number() }).nullable(),
   createdAt: z.number(),

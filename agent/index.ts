@@ -4,5 +4,5 @@ export { agentPaths, readAgentState, type AgentState } from './state.js';
 export { AgentBusyError } from './state-lock.js';
 export { collectFacts, nixSystem, AGENT_VERSION } from './facts.js';
 export { Generations, type Generation } from './generations.js';
-export { materializeStorePath, removeStaleTemps, storePathLocation } from './materialize.js';
+export { materializeStorePath, removeStaleTemps } from './materialize.js';
 export type { AgentEvent } from './events.js';

@@ -4,7 +4,8 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Castore, digestFromBytes, ingestStorePath, type Digest, type Entry, type FileNode, type Node, type StorePathInfo } from '../castore/index.js';
 import { dumpPath, encodeNar, narHash, type NarEvent } from '../nix/index.js';
-import { ClosureMaterializer, materializeStorePath, removeTree, storePathLocation } from './materialize.js';
+import { ClosureMaterializer, materializeStorePath, removeTree } from './materialize.js';
+import { asStorePath, storePathLocation } from '../nix/store-path.js';
 
 let dir: string;
 let store: Castore;
@@ -103,7 +104,7 @@ describe('materializeStorePath', () => {
       const root = session.putDirectory(entries);
       session.commit();
       const storeDir = path.join(dir, `store-${files}`);
-      const info: StorePathInfo = { storePath: `/nix/store/${'b'.repeat(32)}-broken`, narHash: `sha256:${'0'.repeat(52)}`, narSize: 1, references: [], signatures: [], root };
+      const info: StorePathInfo = { storePath: asStorePath(`/nix/store/${'b'.repeat(32)}-broken`), narHash: `sha256:${'0'.repeat(52)}`, narSize: 1, references: [], signatures: [], root };
       await expect(materializeStorePath(store, info, storeDir)).rejects.toMatchObject({ code: 'BLOB_NOT_FOUND' });
       expect(readdirSync(storeDir)).toEqual([]);
     }

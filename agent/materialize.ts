@@ -27,7 +27,7 @@ import path from 'node:path';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { CastoreError, digestFromBytes, nativeBlake3, type Castore, type Digest, type Entry, type FileNode, type Node, type StorePathInfo } from '../castore/index.js';
-import { storePathBaseName } from '../nix/index.js';
+import { storePathBaseName, storePathLocation } from '../nix/store-path.js';
 
 const TEMP_PREFIX = '.ferry-tmp-';
 
@@ -544,11 +544,6 @@ function holdsFile(at: string, node: FileNode): boolean {
   }
 }
 
-/** Where a store path lives under `storeDir` (which may differ from /nix/store in tests). */
-export function storePathLocation(storeDir: string, storePath: string): string {
-  return path.join(storeDir, storePathBaseName(storePath));
-}
-
 /**
  * Materializes a set of store paths, overlapping with their fetch: `plan`
  * lays out each tree under a temp name (directories, symlinks and empty
@@ -595,7 +590,7 @@ export class ClosureMaterializer {
     const temps = new Map(todo.map((info) => [`${TEMP_PREFIX}${storePathBaseName(info.storePath)}`, info]));
     removeStaleTemps(this.storeDir, new Set(temps.keys()));
     for (const [name, info] of temps) {
-      const planned = { info, temp: path.join(this.storeDir, name), final: path.join(this.storeDir, storePathBaseName(info.storePath)) };
+      const planned = { info, temp: path.join(this.storeDir, name), final: storePathLocation(this.storeDir, info.storePath) };
       this.planned.push(planned);
       this.layOut(info.root, planned.temp, readDirectory, lstatExists(planned.temp));
     }

@@ -17,6 +17,7 @@
  * Run: npm run bench:audit   (BENCH_EVENTS=... to change the log size)
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign as nodeSign, verify as nodeVerify, type KeyObject } from 'node:crypto';
+import type { StorePath } from '../nix/store-path.js';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -105,7 +106,7 @@ class Fleet {
 
   constructor(
     readonly coordinator: Coordinator,
-    readonly storePaths: string[],
+    readonly storePaths: StorePath[],
   ) {
     this.admin = { keyId: this.adminKey.keyId, role: 'admin', requestSignature: null };
     this.operator = { keyId: freshKeyId(), role: 'operator', requestSignature: null };

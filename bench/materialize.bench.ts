@@ -43,7 +43,8 @@ import {
   writeSync,
 } from 'node:fs';
 import path from 'node:path';
-import { materializeStorePath, removeTree, storePathLocation } from '../agent/materialize.js';
+import { materializeStorePath, removeTree } from '../agent/materialize.js';
+import { storePathLocation } from '../nix/store-path.js';
 import { Castore, ingestStorePath, type Node, type StorePathInfo } from '../castore/index.js';
 import { storePathBaseName } from '../nix/index.js';
 import { nixEnv } from '../test/nix-fixtures/index.js';

@@ -12,7 +12,7 @@ export { Castore, PACK_MAX, type BlobStat } from './store/castore.js';
 export { IngestSession, type BlobWriter } from './store/ingest-session.js';
 export { StorePathInfoSchema, type StorePathInfo } from './store/store-path-info.js';
 export { ingestNar, type NarIngestOptions, type NarIngestResult } from './nar-ingest.js';
-export { ingestStorePath, type StorePathMetadata } from './ingest-store-path.js';
+export { ingestStorePath, type IngestStorePathOptions, type StorePathMetadata } from './ingest-store-path.js';
 export { exportNar, type NarByteRange } from './nar-export.js';
 export { collectGarbage, cleanStaleIngests, type GcOptions, type GcReport } from './store/gc.js';
 export { fsck, type FsckOptions, type FsckProblem, type FsckReport } from './store/fsck.js';

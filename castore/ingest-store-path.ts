@@ -1,10 +1,11 @@
 /** Ingesting a NAR as a registered Nix store path, verified against its claimed NarHash. */
+import { asStorePath } from '../nix/store-path.js';
 import { CastoreError } from './errors.js';
 import { ingestNar, type NarIngestOptions, type NarIngestResult } from './nar-ingest.js';
 import type { Castore } from './store/castore.js';
 import type { StorePathInfo } from './store/store-path-info.js';
 
-/** What a pusher claims about a store path, besides its contents. */
+/** What a pusher claims about a store path, besides its contents (unchecked: ingestStorePath parses each path). */
 export interface StorePathMetadata {
   storePath: string;
   /** When given, the NAR must hash to exactly this (`sha256:<nix32>`) and have this size. */
@@ -16,18 +17,31 @@ export interface StorePathMetadata {
   signatures?: string[];
 }
 
+export interface IngestStorePathOptions extends NarIngestOptions {
+  /**
+   * Makes the store path visible: called once everything verified, with the
+   * session's commit, which it must call (or throw). The coordinator commits
+   * inside the transaction of the path's audit event. Default: commit now.
+   */
+  publish?: (commit: () => void) => void;
+}
+
 /**
  * Ingests one store path's NAR and registers it, all in one commit. Refuses
- * (BLOB_CORRUPT) a NAR whose hash or size differs from the claimed ones, and
- * a malformed NAR (NixError from the decoder); after any refusal nothing of
- * it is visible in the store.
+ * an invalid store path, reference or deriver (NixError BAD_STORE_PATH)
+ * before reading anything, a NAR whose hash or size differs from the claimed
+ * ones (BLOB_CORRUPT), and a malformed NAR (NixError from the decoder);
+ * after any refusal nothing of it is visible in the store.
  */
 export async function ingestStorePath(
   store: Castore,
   source: AsyncIterable<Uint8Array>,
   metadata: StorePathMetadata,
-  options: NarIngestOptions = {},
+  options: IngestStorePathOptions = {},
 ): Promise<StorePathInfo & Pick<NarIngestResult, 'narHash' | 'narSize'>> {
+  const storePath = asStorePath(metadata.storePath);
+  const references = metadata.references.map((reference) => asStorePath(reference));
+  const deriver = metadata.deriver ? asStorePath(metadata.deriver) : undefined;
   const session = store.beginIngest();
   try {
     const result = await ingestNar(session, source, options);
@@ -38,17 +52,18 @@ export async function ingestStorePath(
       throw new CastoreError('BLOB_CORRUPT', `NAR of ${metadata.storePath} has ${result.narSize} bytes, but ${metadata.narSize} were claimed`);
     }
     const info: StorePathInfo = {
-      storePath: metadata.storePath,
+      storePath,
       narHash: result.narHash,
       narSize: result.narSize,
-      references: [...metadata.references].sort(),
-      ...(metadata.deriver ? { deriver: metadata.deriver } : {}),
+      references: references.sort(),
+      ...(deriver ? { deriver } : {}),
       ...(metadata.ca ? { ca: metadata.ca } : {}),
       signatures: metadata.signatures ?? [],
       root: result.root,
     };
     session.registerStorePath(info);
-    session.commit();
+    if (options.publish) options.publish(() => session.commit());
+    else session.commit();
     return info;
   } catch (error) {
     session.abort();

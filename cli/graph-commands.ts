@@ -3,6 +3,7 @@ import { existsSync, realpathSync } from 'node:fs';
 import type { ConfigBody } from '../coordinator/domain/events.js';
 import { ApiError } from '../protocol/http-client.js';
 import { formatHlc } from '../protocol/hlc.js';
+import { asStorePath, isStorePath, type StorePath } from '../nix/store-path.js';
 import { booleanOption, jsonOption, stringListOption, stringOption, UsageError, writeJson, type Command } from './command.js';
 import { clientFrom, connectionOptions } from './contexts.js';
 import { parseKeyValues, short, table } from './format.js';
@@ -50,7 +51,12 @@ const submit: Command = {
     if (!activate) throw new UsageError('--activate is required');
     const targets = parseKeyValues(stringListOption(options, 'target'), '--target');
     if (Object.keys(targets).length === 0) throw new UsageError('at least one --target SYSTEM=PATH is required');
-    for (const [system, target] of Object.entries(targets)) if (!target.startsWith('/nix/store/') && existsSync(target)) targets[system] = realpathSync(target);
+    const storePaths: Record<string, StorePath> = {};
+    for (const [system, given] of Object.entries(targets)) {
+      const target = !given.startsWith('/nix/store/') && existsSync(given) ? realpathSync(given) : given;
+      if (!isStorePath(target)) throw new UsageError(`--target ${system}=${given}: not a store path (/nix/store/<hash>-<name>, or a symlink such as ./result that resolves to one)`);
+      storePaths[system] = asStorePath(target);
+    }
     const client = clientFrom(options);
     if (!client.identity) throw new UsageError('a key is needed to sign the config');
     let head: string | null = null;
@@ -63,7 +69,7 @@ const submit: Command = {
     const body: ConfigBody = {
       graph,
       parents: head ? [head] : [],
-      targets,
+      targets: storePaths,
       activation: { command: activate, environment: parseKeyValues(stringListOption(options, 'env'), '--env'), timeoutSeconds: positiveInt(stringOption(options, 'timeout'), '--timeout', 300) },
       health: healthCommand
         ? { command: healthCommand, timeoutSeconds: positiveInt(stringOption(options, 'health-timeout'), '--health-timeout', 60), retries: positiveInt(stringOption(options, 'health-retries'), '--health-retries', 3) }

@@ -57,7 +57,23 @@ const WAL_CHECKPOINT_RETRY_EVENTS = 64;
 /** Audit rows read at once by exports and verification (~25 ms of verifying). */
 const STORED_EVENT_PAGE = 1000;
 
-type Decide<R> = (context: CommandContext) => { draft: EventDraft; result: R } | undefined;
+/**
+ * A command's decision: the event, the caller's result, and optionally
+ * `publish`, which makes something visible outside the coordinator's
+ * database (the castore committing pushed store paths). It runs inside
+ * the event's transaction, after the event is appended and applied: an
+ * event that does not validate or apply is never published, and a publish
+ * that throws rolls the event back. Nothing becomes visible without its
+ * event; see docs/security.md for the one window left (a crash between
+ * the castore's commit and the log's, microseconds apart).
+ */
+export interface Decision<R> {
+  draft: EventDraft;
+  result: R;
+  publish?: () => void;
+}
+
+type Decide<R> = (context: CommandContext) => Decision<R> | undefined;
 
 function safeInteger(value: number, what: string): number {
   if (!Number.isSafeInteger(value)) throw new TypeError(`canonical JSON allows only safe integers; $.${what} is ${value}`);
@@ -134,7 +150,7 @@ export class Coordinator {
     const transaction = sqlite.transaction(<R>(actor: Actor, decide: Decide<R>) => {
       const decided = decide(this.commandContext(actor));
       if (!decided) return undefined;
-      return { event: this.appendAndApply(actor, decided.draft), result: decided.result };
+      return { event: this.appendAndApply(actor, decided.draft, decided.publish), result: decided.result };
     });
     this.transact = <R>(actor: Actor, decide: Decide<R>) => transaction.immediate(actor, decide) as { event: AuditEvent; result: R } | undefined;
     this.walTimer = setInterval(() => {
@@ -241,10 +257,11 @@ export class Coordinator {
 
   /**
    * Runs `decide` (a command: checks, then returns the event) and records
-   * its event, atomically: the checks see the state the event applies to.
-   * `decide` may return undefined for "nothing changed" (no event).
+   * its event, atomically: the checks see the state the event applies to,
+   * and the decision's `publish` (if any) commits with the event or not at
+   * all. `decide` may return undefined for "nothing changed" (no event).
    */
-  execute<R>(actor: Actor, decide: (context: CommandContext) => { draft: EventDraft; result: R } | undefined): { event: AuditEvent; result: R } | undefined {
+  execute<R>(actor: Actor, decide: Decide<R>): { event: AuditEvent; result: R } | undefined {
     const done = this.transact(actor, decide);
     if (done) {
       this.notifyEventWaiters();
@@ -321,8 +338,8 @@ export class Coordinator {
     })?.event;
   }
 
-  /** Must run inside a transaction. */
-  private appendAndApply(actor: Actor, draft: EventDraft): AuditEvent {
+  /** Must run inside a transaction; `publish` runs last, before the head moves (a throw leaves the head as it was). */
+  private appendAndApply(actor: Actor, draft: EventDraft, publish?: () => void): AuditEvent {
     // The payload's canonical JSON, encoded once: it is what is hashed and stored, and
     // the event carries it parsed back, so the reducer applies exactly what is replayed.
     const payloadJson = canonicalJson(draft.payload);
@@ -354,6 +371,7 @@ export class Coordinator {
     applyEvent(this.state, event);
     const { seq, hlc, wallTime, actorKey, actorRole, action, subject, requestSignature, prevHash } = fields;
     this.statements.insertEvent.run(seq, hlc, wallTime, actorKey, actorRole, action, subject, payloadJson, requestSignature, prevHash, hash);
+    publish?.();
     this.head = { seq: event.seq, hash: event.hash };
     if (event.seq % this.checkpointEvery === 0) this.writeCheckpoint();
     return event;

@@ -4,10 +4,10 @@
  */
 import { NixError } from './errors.js';
 import { normalizeNarHash, parseNixHash } from './hash.js';
-import { DEFAULT_STORE_DIR, parseStorePath, storePathBaseName } from './store-path.js';
+import { DEFAULT_STORE_DIR, parseStorePath, storePathBaseName, type StorePath } from './store-path.js';
 
 export interface NarInfo {
-  storePath: string;
+  storePath: StorePath;
   url: string;
   compression: string;
   fileHash?: string;

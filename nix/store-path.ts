@@ -4,6 +4,7 @@
  * paths).
  */
 import { createHash } from 'node:crypto';
+import nodePath from 'node:path';
 import { encodeNixBase32 } from './base32.js';
 import { NixError } from './errors.js';
 import { formatNixHash, type NixHash } from './hash.js';
@@ -14,12 +15,22 @@ const MAX_NAME_LENGTH = 211;
 const HASH_PART = /^[0-9abcdfghijklmnpqrsvwxyz]{32}$/;
 const NAME = /^[A-Za-z0-9+\-._?=]+$/;
 
-export interface StorePath {
+declare const storePathBrand: unique symbol;
+/**
+ * A store path `<storeDir>/<32 nix32 chars>-<name>` that Nix itself would
+ * accept. Only `parseStorePath` and `asStorePath` make one: the wire
+ * schemas, the narinfo parser, the castore registry, bundles and the
+ * agent's state all build it through them, so an unchecked string (`..`,
+ * an empty name, a subpath) cannot reach code that turns it into a file.
+ */
+export type StorePath = string & { readonly [storePathBrand]: true };
+
+export interface ParsedStorePath {
   storeDir: string;
   hashPart: string;
   name: string;
   /** The full path. */
-  path: string;
+  path: StorePath;
 }
 
 /** Why `name` is not a valid store path name, or undefined if it is. */
@@ -37,9 +48,10 @@ export function invalidStorePathNameReason(name: string): string | undefined {
  * other directories, a hash part that is not 32 nix32 characters, or a name
  * Nix would refuse.
  */
-export function parseStorePath(path: string, storeDir = DEFAULT_STORE_DIR): StorePath {
+export function parseStorePath(path: string, storeDir = DEFAULT_STORE_DIR): ParsedStorePath {
   const fail = (why: string): never => {
-    throw new NixError('BAD_STORE_PATH', `'${path}' is not a store path: ${why}`);
+    const shown = typeof path === 'string' ? JSON.stringify(path.length > 256 ? `${path.slice(0, 256)}…` : path) : typeof path;
+    throw new NixError('BAD_STORE_PATH', `${shown} is not a store path: ${why}`);
   };
   if (typeof path !== 'string') fail('not a string');
   if (!path.startsWith(`${storeDir}/`)) fail(`it is not in ${storeDir}`);
@@ -50,7 +62,26 @@ export function parseStorePath(path: string, storeDir = DEFAULT_STORE_DIR): Stor
   const name = base.slice(STORE_PATH_HASH_LENGTH + 1);
   const invalid = invalidStorePathNameReason(name);
   if (invalid) fail(invalid);
-  return { storeDir, hashPart, name, path };
+  return { storeDir, hashPart, name, path: path as StorePath };
+}
+
+/** `value` as a StorePath in `storeDir`; refuses (BAD_STORE_PATH, saying why) anything parseStorePath refuses. */
+export function asStorePath(value: string, storeDir = DEFAULT_STORE_DIR): StorePath {
+  return parseStorePath(value, storeDir).path;
+}
+
+/**
+ * Where the store path `storePath` (in Nix's `/nix/store`, as store paths
+ * travel) lives in the local directory `localStoreDir` (an agent's store
+ * dir, which tests and unprivileged agents put elsewhere). The one place a
+ * store path becomes a file system path: it refuses (BAD_STORE_PATH)
+ * anything that is not exactly `/nix/store/<hash>-<valid name>`, so the
+ * result is always a direct child of `localStoreDir` — never the store dir
+ * itself, its parent or a path inside another store path.
+ */
+export function storePathLocation(localStoreDir: string, storePath: string): string {
+  const { hashPart, name } = parseStorePath(storePath, DEFAULT_STORE_DIR);
+  return nodePath.join(localStoreDir, `${hashPart}-${name}`);
 }
 
 export function isStorePath(path: string, storeDir = DEFAULT_STORE_DIR): boolean {

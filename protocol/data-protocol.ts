@@ -17,7 +17,7 @@
 import { z } from 'zod';
 import { DigestSchema } from './castore-node.js';
 import { KeyIdSchema } from './identity.js';
-import { StorePathInfoSchema } from './store-path-info.js';
+import { StorePathInfoSchema, StorePathSchema } from './store-path-info.js';
 
 /** The name in every coordinator's self-signed certificate; clients send it as SNI and pin the certificate itself. */
 export const COORDINATOR_TLS_NAME = 'ferry-coordinator';
@@ -42,7 +42,6 @@ export const MAX_REQUEST_HEADER_BYTES = 8 * 1024 * 1024;
 /** Reply headers a client accepts (the manifest of a large closure). */
 export const MAX_REPLY_HEADER_BYTES = 64 * 1024 * 1024;
 
-const StorePathSchema = z.string().regex(/^\/nix\/store\/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]{1,211}$/, 'a Nix store path');
 const ConfigIdSchema = z.string().regex(/^[0-9a-f]{64}$/, 'a config id');
 const SystemSchema = z.string().regex(/^[a-z0-9_]+-[a-z0-9]+$/, "a Nix system such as 'x86_64-linux'");
 

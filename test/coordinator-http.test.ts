@@ -2,6 +2,7 @@
 // of refusal (each logged, none changing state), enrollment, facts, configs
 // and the audit log, through the same client the CLI uses.
 import { mkdtempSync, rmSync } from 'node:fs';
+import { asStorePath } from '../nix/store-path.js';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -152,7 +153,7 @@ describe('enrollment, facts, configs', () => {
     const body = {
       graph: 'edge',
       parents,
-      targets: { 'aarch64-linux': target },
+      targets: { 'aarch64-linux': asStorePath(target) },
       activation: { command: 'activate', environment: {}, timeoutSeconds: 60 },
       health: null,
       message,

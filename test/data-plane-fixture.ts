@@ -14,6 +14,7 @@ import { addKey, configId, configSigningMessage } from '../coordinator/domain/co
 import { startQuicServer, type RunningQuicServer } from '../coordinator/quic-server.js';
 import { startHttpServer, type RunningServer } from '../coordinator/server.js';
 import { dumpPath } from '../nix/nar/index.js';
+import { asStorePath, type StorePath } from '../nix/store-path.js';
 import { formatHlc } from '../protocol/hlc.js';
 import { openDataClient } from '../protocol/connect.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
@@ -89,10 +90,10 @@ export function writeTree(root: string, seed: string, shape: { small: number; la
 
 
 /** A fake but well-formed store path name for `name`. */
-export function fakeStorePath(name: string): string {
+export function fakeStorePath(name: string): StorePath {
   const alphabet = '0123456789abcdfghijklmnpqrsvwxyz';
   const digest = createHash('sha256').update(name).digest();
-  return `/nix/store/${[...digest.subarray(0, 32)].map((b) => alphabet[b % 32]).join('')}-${name}`;
+  return asStorePath(`/nix/store/${[...digest.subarray(0, 32)].map((b) => alphabet[b % 32]).join('')}-${name}`);
 }
 
 /** Ingests a directory tree into `store` as store path `storePath`. */
@@ -124,7 +125,7 @@ export function signedConfig(
   const body = {
     graph,
     parents,
-    targets,
+    targets: Object.fromEntries(Object.entries(targets).map(([system, target]) => [system, asStorePath(target)])),
     activation: { command: commands.activate ?? 'bin/activate', environment: {}, timeoutSeconds: 60 },
     health: commands.health ? { command: commands.health, timeoutSeconds: 10, retries: 0 } : null,
     message,

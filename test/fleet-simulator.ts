@@ -9,6 +9,7 @@ import { Identity } from '../protocol/identity.js';
 import { formatHlc } from '../protocol/hlc.js';
 import { encodeNar, type NarEvent } from '../nix/nar/index.js';
 import { ingestStorePath } from '../castore/index.js';
+import { asStorePath, type StorePath } from '../nix/store-path.js';
 import type { Coordinator } from '../coordinator/coordinator.js';
 import * as commands from '../coordinator/domain/commands.js';
 import type { Actor } from '../coordinator/domain/commands.js';
@@ -24,11 +25,11 @@ export function seededRandom(seed: number): (n: number) => number {
 }
 
 /** Puts a tiny store path into the coordinator's castore (what a push would do). */
-export async function addStorePath(coordinator: Coordinator, name: string): Promise<string> {
+export async function addStorePath(coordinator: Coordinator, name: string): Promise<StorePath> {
   const hash = createCipheriv('aes-128-ctr', Buffer.alloc(16, 3), Buffer.alloc(16)).update(Buffer.from(name.padEnd(20, '.'))).subarray(0, 20);
   const alphabet = '0123456789abcdfghijklmnpqrsvwxyz';
   const hashPart = [...hash].map((b) => alphabet[b % 32]).join('').padEnd(32, '0').slice(0, 32);
-  const storePath = `/nix/store/${hashPart}-${name}`;
+  const storePath = asStorePath(`/nix/store/${hashPart}-${name}`);
   const events: NarEvent[] = [
     { type: 'directory', path: '' },
     { type: 'file', path: 'activate', size: 10, executable: true, offset: 0 },

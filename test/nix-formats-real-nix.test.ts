@@ -24,6 +24,7 @@ import {
   signFingerprint,
   signNarInfo,
   storePathBaseName,
+  asStorePath,
   type NarInfo,
 } from '../nix/index.js';
 import { buildFixtureClosure, nix, nixEnv, nixStore, nixUnavailableReason, type FixtureClosure } from './nix-fixtures/index.js';
@@ -101,7 +102,7 @@ describe.skipIf(skipReason !== undefined)('Nix formats with real Nix', () => {
       const fileName = `${info.narHash.slice('sha256:'.length)}.nar`;
       writeFileSync(path.join(cache, 'nar', fileName), nar);
       const narInfo: NarInfo = {
-        storePath: info.path,
+        storePath: asStorePath(info.path),
         url: `nar/${fileName}`,
         compression: 'none',
         narHash: info.narHash,

@@ -9,7 +9,7 @@ import { closeSync, createReadStream, existsSync, openSync, readSync, rmSync } f
 import { randomBytes } from 'node:crypto';
 import { CastoreError } from '../errors.js';
 import { decodeDirectory } from '../directory.js';
-import { digestFromBytes, NodeSchema, type Digest, type Entry } from '../node.js';
+import { digestFromBytes, type Digest, type Entry } from '../node.js';
 import { blobDataPath } from './blob-files.js';
 
 /** No blob this small or smaller has a file of its own (packs took up to 256 KiB before PACK_MAX was raised). */
@@ -456,15 +456,33 @@ function readFully(fd: number, bytes: Buffer, position: number): number {
   return done;
 }
 
+/**
+ * A registry row as a StorePathInfo, re-validated: a row written by an
+ * older Ferry (or by hand) with an invalid store path, reference or node is
+ * refused (STORE_PATH_INVALID, naming it) rather than handed to code that
+ * would turn it into a file path. fsck reports such rows.
+ */
 function storePathFromRow(row: StorePathRow): StorePathInfo {
-  return StorePathInfoSchema.parse({
+  const invalid = (why: string) => new CastoreError('STORE_PATH_INVALID', `the registry row of ${JSON.stringify(row.path.slice(0, 300))} is invalid: ${why} (see ferry castore fsck)`);
+  let refs: unknown, signatures: unknown, root: unknown;
+  try {
+    [refs, signatures, root] = [JSON.parse(row.refs), JSON.parse(row.signatures), JSON.parse(row.root)];
+  } catch (error) {
+    throw invalid(`not JSON: ${(error as Error).message}`);
+  }
+  const parsed = StorePathInfoSchema.safeParse({
     storePath: row.path,
     narHash: row.nar_hash,
     narSize: row.nar_size,
-    references: JSON.parse(row.refs),
+    references: refs,
     deriver: row.deriver ?? undefined,
     ca: row.ca ?? undefined,
-    signatures: JSON.parse(row.signatures),
-    root: NodeSchema.parse(JSON.parse(row.root)),
+    signatures,
+    root,
   });
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw invalid(`${issue.path.join('.') || 'row'}: ${issue.message}`);
+  }
+  return parsed.data;
 }

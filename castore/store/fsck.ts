@@ -2,8 +2,10 @@
  * fsck: re-verifies every object in a castore and reports what is wrong and
  * where, without changing anything. Blobs are re-hashed (and their outboards
  * recomputed), directories decoded strictly and re-hashed, references
- * checked, and, with `checkNars`, every registered store path re-exported
- * and its NarHash compared with the registry's.
+ * checked, store path records re-validated (a path, reference or deriver
+ * that is not exactly `/nix/store/<hash>-<valid name>` is reported), and,
+ * with `checkNars`, every registered store path re-exported and its NarHash
+ * compared with the registry's.
  */
 import { nativeBlake3 } from '../blake3/index.js';
 import { createReadStream, existsSync, readFileSync } from 'node:fs';
@@ -16,6 +18,7 @@ import { digestFromBytes, digestToBytes, type Digest, type Node } from '../node.
 import { exportNar } from '../nar-export.js';
 import { blobDataPath } from './blob-files.js';
 import type { Castore } from './castore.js';
+import type { StorePathInfo } from './store-path-info.js';
 
 export interface FsckProblem {
   kind: 'blob' | 'directory' | 'store-path';
@@ -134,12 +137,23 @@ export async function fsck(store: Castore, options: FsckOptions = {}): Promise<F
     options.onProgress?.(++done, total);
   }
 
-  const storePaths = store.listStorePaths();
+  // Row by row: an invalid row (a store path, reference or deriver Nix would refuse) is a problem to report, not a reason to stop.
+  const storePaths: StorePathInfo[] = [];
+  for (const storePath of db.prepare<[], string>('SELECT path FROM store_paths ORDER BY path').pluck().all()) {
+    try {
+      storePaths.push(store.getStorePath(storePath)!);
+    } catch (error) {
+      if (!(error instanceof CastoreError) || error.code !== 'STORE_PATH_INVALID') throw error;
+      problems.push({ kind: 'store-path', id: storePath, problem: error.message });
+      options.onProgress?.(++done, total);
+    }
+  }
+  const valid = new Set<string>(storePaths.map((info) => info.storePath));
   for (const info of storePaths) {
     checkNode(info.root, 'root', 'store-path', info.storePath);
     for (const reference of info.references) {
-      if (reference !== info.storePath && !store.getStorePath(reference)) {
-        problems.push({ kind: 'store-path', id: info.storePath, problem: `reference ${reference} is not registered` });
+      if (reference !== info.storePath && !valid.has(reference)) {
+        problems.push({ kind: 'store-path', id: info.storePath, problem: `reference ${reference} is not registered (or its record is invalid)` });
       }
     }
     if (options.checkNars && !problems.some((p) => p.id === info.storePath)) {
