@@ -14,7 +14,10 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { Castore, collectGarbage, fetchClosure, readBundle, referencesFirst, type StorePathInfo, type TransferProgress } from '../castore/index.js';
+import path from 'node:path';
+import { BundleError, Castore, collectGarbage, fetchClosure, readBundle, referencesFirst, type BundleManifest, type StorePathInfo, type TransferProgress } from '../castore/index.js';
+import { ActivationEnvironmentError, environmentRefusal } from '../protocol/activation-environment.js';
+import { compareHlc, HlcStringSchema, parseHlc } from '../protocol/hlc.js';
 import { openDataClient } from '../protocol/connect.js';
 import { TransportError, type DataClient } from '../protocol/data-client.js';
 import { ApiError, CoordinatorHttpClient, type CoordinatorHttpClientOptions } from '../protocol/http-client.js';
@@ -27,7 +30,7 @@ import { collectFacts, nixSystem } from './facts.js';
 import { Generations, type Generation } from './generations.js';
 import { ClosureMaterializer, removeStaleTemps, removeTree } from './materialize.js';
 import { storePathLocation, type StorePath } from '../nix/store-path.js';
-import { runCommand, type CommandResult } from './run-command.js';
+import { commandEnvironment, runCommand, type CommandResult } from './run-command.js';
 import { agentPaths, readAgentState, writeAgentState, type AgentState } from './state.js';
 import { lockStateDir } from './state-lock.js';
 
@@ -69,6 +72,16 @@ export interface DesiredConfig {
   targets: Record<string, StorePath>;
   activation: { command: string; environment: Record<string, string>; timeoutSeconds: number };
   health: { command: string; timeoutSeconds: number; retries: number } | null;
+  /** The config's HLC (when its author signed it): bundles of older configs are refused unless forced. */
+  hlc?: string;
+}
+
+/** What `ferry agent apply-bundle` did: the config, the deployment's outcome, and whether --force overrode a refusal. */
+export interface BundleOutcome {
+  configId: string;
+  result: RoundResult;
+  /** --force applied a bundle this agent would have refused (its config is older than the one running). */
+  forced: boolean;
 }
 
 export type RoundResult = 'idle' | 'active' | 'rolled-back' | 'failed' | 'offline';
@@ -123,11 +136,12 @@ export class Agent {
     const name = options.name ?? hostname();
     const facts = collectFacts(options.stateDir, paths.factsDir);
     const result = await http.post<{ agentId: string; status: string }>('/v1/enroll', { token: join.token, name, type: options.type ?? 'machine', facts });
+    if (result.agentId !== identity.keyId) throw new Error(`the coordinator enrolled ${String(result.agentId).slice(0, 80)}, not this agent's key ${identity.keyId}: refusing it`);
     writeAgentState(options.stateDir, {
       coordinator: { httpUrl: join.httpUrl, coordinatorKey: join.coordinatorKey, tlsFingerprint: join.tlsFingerprint, pinnedTls: join.pinnedTls },
-      agentId: result.agentId,
+      agentId: identity.keyId,
       name,
-      storeDir: options.storeDir,
+      storeDir: path.resolve(options.storeDir),
       reportedFacts: JSON.stringify(facts),
       deploying: null,
       refused: [],
@@ -176,9 +190,12 @@ export class Agent {
     this.store = undefined;
   }
 
+  /** Set while a bundle is applied: every report of that deployment says so (and whether it was forced). */
+  private reportProvenance: { source: 'bundle'; forced: boolean } | undefined;
+
   /** Queues a report and tries to deliver every queued one, in order; offline, they wait. */
   private async report(configId: string | null, phase: string, error: string | null = null): Promise<void> {
-    this.state.pendingReports.push({ configId, phase, error: error === null ? null : error.slice(0, 8000), at: Date.now() });
+    this.state.pendingReports.push({ configId, phase, error: error === null ? null : error.slice(0, 8000), at: Date.now(), ...this.reportProvenance });
     this.save();
     await this.flushReports().catch(() => undefined);
   }
@@ -186,7 +203,8 @@ export class Agent {
   private async flushReports(): Promise<void> {
     while (this.state.pendingReports.length > 0) {
       const next = this.state.pendingReports[0]!;
-      await this.http.post('/v1/agent/status', { configId: next.configId, phase: next.phase, error: next.error });
+      const provenance = next.source ? { source: next.source, forced: next.forced ?? false } : {};
+      await this.http.post('/v1/agent/status', { configId: next.configId, phase: next.phase, error: next.error, ...provenance });
       this.state.pendingReports.shift();
       this.save();
     }
@@ -370,33 +388,51 @@ export class Agent {
     }
   }
 
-  private commandEnvironment(generation: Generation): Record<string, string> {
-    return {
-      ...generation.activation.environment,
-      FERRY_CONFIG_ID: generation.configId,
-      FERRY_GENERATION: String(generation.number),
-      FERRY_TARGET: generation.location,
-      FERRY_STATE_DIR: this.stateDir,
-      FERRY_STORE_DIR: this.state.storeDir,
-    };
+  /**
+   * Runs a generation's activation or health-check command in its clean
+   * environment (agent/run-command.ts, docs/agent.md). A generation whose
+   * environment sets a refused key (one recorded before the key was
+   * refused) is not run: that is a failed command, naming the key.
+   */
+  private runGenerationCommand(generation: Generation, which: 'activation' | 'health-check', command: string, timeoutSeconds: number): Promise<CommandResult> {
+    let env: Record<string, string>;
+    try {
+      env = commandEnvironment(
+        {
+          command: which,
+          agentId: this.identity.keyId,
+          configId: generation.configId,
+          generation: generation.number,
+          target: generation.location,
+          stateDir: this.stateDir,
+          storeDir: this.state.storeDir,
+        },
+        generation.activation.environment,
+      );
+    } catch (error) {
+      if (!(error instanceof ActivationEnvironmentError)) throw error;
+      return Promise.resolve({ ok: false, exitCode: null, timedOut: false, outputTail: `not run: ${error.message}` });
+    }
+    return runCommand(command, { cwd: generation.location, env, timeoutSeconds });
   }
 
   private activate(generation: Generation): Promise<CommandResult> {
-    return runCommand(generation.activation.command, { cwd: generation.location, env: this.commandEnvironment(generation), timeoutSeconds: generation.activation.timeoutSeconds });
+    return this.runGenerationCommand(generation, 'activation', generation.activation.command, generation.activation.timeoutSeconds);
   }
 
   /** Activation, then the health check with its retries; the first failure ends it. */
   private async activateAndCheck(generation: Generation): Promise<{ ok: true } | { ok: false; error: string }> {
     const activation = await this.activate(generation);
     if (!activation.ok) {
-      return { ok: false, error: `activation '${generation.activation.command}' ${activation.timedOut ? 'timed out' : `exited with ${activation.exitCode}`}; output:\n${activation.outputTail}` };
+      const how = activation.timedOut ? 'timed out' : activation.exitCode === null ? 'did not run' : `exited with ${activation.exitCode}`;
+      return { ok: false, error: `activation '${generation.activation.command}' ${how}; output:\n${activation.outputTail}` };
     }
     const health = generation.health;
     if (!health) return { ok: true };
     let last: CommandResult | undefined;
     for (let attempt = 0; attempt <= health.retries; attempt++) {
       if (attempt > 0) await sleep(this.options.healthRetryDelayMs ?? 1000);
-      last = await runCommand(health.command, { cwd: generation.location, env: this.commandEnvironment(generation), timeoutSeconds: health.timeoutSeconds });
+      last = await this.runGenerationCommand(generation, 'health-check', health.command, health.timeoutSeconds);
       if (last.ok) return { ok: true };
     }
     return { ok: false, error: `health check '${health.command}' failed ${health.retries + 1} time(s), last ${last!.timedOut ? 'timed out' : `exit ${last!.exitCode}`}; output:\n${last!.outputTail}` };
@@ -404,20 +440,72 @@ export class Agent {
 
   /**
    * Applies a bundle (`ferry bundle create`) with no network: verifies it
-   * against the enrolled coordinator's key, ingests it, and deploys its
-   * config like any other (activation, health check, rollback). Reports
-   * are queued and delivered when the coordinator is next reachable.
+   * against the enrolled coordinator's key, checks it may run here, ingests
+   * it, and deploys its config like any other (activation, health check,
+   * rollback). Refuses, before anything is stored (BundleError): a bundle
+   * whose audience does not name this agent (BUNDLE_NOT_FOR_THIS_AGENT), an
+   * expired one (BUNDLE_EXPIRED) — neither can be forced: they are the
+   * coordinator's limits —, and unless `force`, a config older (HLC) than
+   * the one the current generation runs (BUNDLE_CONFIG_OLDER). Reports are
+   * queued, marked as from a bundle (and forced, when `force` overrode a
+   * refusal), and delivered when the coordinator is next reachable.
    */
-  applyBundle(source: AsyncIterable<Uint8Array>): Promise<{ configId: string; result: RoundResult }> {
-    return this.exclusively(() => this.applyBundleLocked(source));
+  applyBundle(source: AsyncIterable<Uint8Array>, options: { force?: boolean } = {}): Promise<BundleOutcome> {
+    return this.exclusively(() => this.applyBundleLocked(source, options.force ?? false));
   }
 
-  private async applyBundleLocked(source: AsyncIterable<Uint8Array>): Promise<{ configId: string; result: RoundResult }> {
-    const manifest = await readBundle(source, this.castore(), this.state.coordinator.coordinatorKey);
-    const config = manifest.config as unknown as DesiredConfig;
-    this.events.add('bundle', `bundle of config ${config.id} verified (${manifest.storePaths.length} store paths)`, config.id);
+  private async applyBundleLocked(source: AsyncIterable<Uint8Array>, force: boolean): Promise<BundleOutcome> {
+    let forced = false;
+    const manifest = await readBundle(source, this.castore(), this.state.coordinator.coordinatorKey, {
+      accept: (candidate) => {
+        forced = this.acceptBundle(candidate, force);
+      },
+    });
+    const config: DesiredConfig = manifest.config;
+    const note = forced ? ', forced: its config is older than the one running' : '';
+    this.events.add('bundle', `bundle of config ${config.id} verified (${manifest.storePaths.length} store paths, made ${new Date(manifest.createdAt).toISOString()})${note}`, config.id);
     this.state.refused = this.state.refused.filter((id) => id !== config.id);
-    return { configId: config.id, result: await this.deploy(config, manifest.storePaths) };
+    this.reportProvenance = { source: 'bundle', forced };
+    try {
+      return { configId: config.id, result: await this.deploy(config, manifest.storePaths), forced };
+    } finally {
+      this.reportProvenance = undefined;
+    }
+  }
+
+  /**
+   * Whether this agent takes `manifest` (see applyBundle): throws the
+   * refusal; returns true when `force` overrode one (the config is older).
+   */
+  private acceptBundle(manifest: BundleManifest, force: boolean): boolean {
+    const me = this.identity.keyId;
+    if (!manifest.audience.agents.includes(me)) {
+      const made = manifest.audience.where.length > 0 ? ` (selected with --where ${manifest.audience.where.join(' --where ')})` : '';
+      throw new BundleError(
+        'BUNDLE_NOT_FOR_THIS_AGENT',
+        `this bundle of config ${manifest.config.id} is not for this agent ${me}: it names ${manifest.audience.agents.length} other agent(s)${made}; ` +
+          `make one for this agent with ferry bundle create ${manifest.config.id} --agents ${me}`,
+      );
+    }
+    const now = Date.now();
+    if (manifest.expiresAt <= now) {
+      throw new BundleError(
+        'BUNDLE_EXPIRED',
+        `this bundle of config ${manifest.config.id} expired at ${new Date(manifest.expiresAt).toISOString()} (made ${new Date(manifest.createdAt).toISOString()}, this machine's clock says ${new Date(now).toISOString()}); make a new one`,
+      );
+    }
+    const current = this.generations.current();
+    // A generation made before generations recorded their config's HLC cannot be compared: not refused.
+    if (!current?.hlc || current.configId === manifest.config.id) return false;
+    if (compareHlc(parseHlc(manifest.config.hlc), parseHlc(current.hlc)) >= 0) return false;
+    if (!force) {
+      throw new BundleError(
+        'BUNDLE_CONFIG_OLDER',
+        `config ${manifest.config.id} (${manifest.config.hlc}) is older than config ${current.configId} (${current.hlc}), which generation ${current.number} runs: ` +
+          'refusing to go back; apply it with --force to do so anyway (reported to the coordinator as forced)',
+      );
+    }
+    return true;
   }
 
   private async deploy(config: DesiredConfig, bundled?: readonly StorePathInfo[]): Promise<RoundResult> {
@@ -427,6 +515,14 @@ export class Agent {
       this.state.refused.push(config.id);
       this.save();
       await this.report(config.id, 'failed', `config ${config.id} has no target for ${system} (it has ${Object.keys(config.targets).join(', ')})`);
+      return 'failed';
+    }
+    // Checked again here though the coordinator checked it at submission: a signature proves who wrote a config, not that it is sane.
+    const refusal = environmentRefusal(config.activation.environment);
+    if (refusal) {
+      this.state.refused.push(config.id);
+      this.save();
+      await this.report(config.id, 'failed', new ActivationEnvironmentError(refusal.key, refusal.reason).message);
       return 'failed';
     }
     const resuming = this.state.deploying === config.id;
@@ -480,6 +576,8 @@ export class Agent {
         closure: storePaths.map((info) => info.storePath),
         activation: config.activation,
         health: config.health,
+        // Kept only when well-formed: the generation file is validated whenever it is read.
+        hlc: HlcStringSchema.safeParse(config.hlc).success ? config.hlc! : null,
       });
       this.generations.switchTo(generation.number);
       this.events.add('switched', `profile -> generation ${generation.number}`, config.id);

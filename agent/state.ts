@@ -28,6 +28,9 @@ export function agentPaths(stateDir: string) {
   };
 }
 
+/** Config ids in the agent's own files are re-validated on load like everything it receives. */
+const ConfigIdSchema = z.string().regex(/^[0-9a-f]{64}$/, 'a config id (64 hex characters)');
+
 export const AgentStateSchema = z.strictObject({
   coordinator: z.strictObject({
     httpUrl: z.string(),
@@ -36,18 +39,29 @@ export const AgentStateSchema = z.strictObject({
     /** httpUrl is HTTPS to the coordinator itself, its certificate pinned (join strings with tls=pinned). */
     pinnedTls: z.boolean().default(false),
   }),
-  agentId: z.string(),
+  agentId: KeyIdSchema,
   name: z.string(),
-  storeDir: z.string(),
+  storeDir: z.string().refine((dir) => path.isAbsolute(dir) && path.resolve(dir) !== '/', 'the store dir must be an absolute path other than /'),
   /** Facts last reported (a new revision is sent only when they change). */
   reportedFacts: z.string().nullable().default(null),
   /** A deployment that started and has not finished: resumed after a crash. */
-  deploying: z.string().nullable().default(null),
+  deploying: ConfigIdSchema.nullable().default(null),
   /** Configs that failed here (or were rolled back from): not retried until the desired config changes. */
-  refused: z.array(z.string()).default([]),
+  refused: z.array(ConfigIdSchema).default([]),
   /** Reports not yet delivered (offline), oldest first. */
   pendingReports: z
-    .array(z.strictObject({ configId: z.string().nullable(), phase: z.string(), error: z.string().nullable(), at: z.number() }))
+    .array(
+      z.strictObject({
+        configId: ConfigIdSchema.nullable(),
+        phase: z.string(),
+        error: z.string().nullable(),
+        at: z.number(),
+        /** Set while a bundle is applied: the coordinator records it in the report's audit event. */
+        source: z.literal('bundle').optional(),
+        /** With `source`: --force overrode a refusal (an older config). */
+        forced: z.boolean().optional(),
+      }),
+    )
     .default([]),
 });
 export type AgentState = z.infer<typeof AgentStateSchema>;

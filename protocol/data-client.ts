@@ -192,7 +192,7 @@ class HttpTransport implements Transport {
 
   async send(header: DataRequest, body?: RequestBody): Promise<FrameReader> {
     const frame = encodeHeaderFrame(header);
-    const headers = { 'content-type': 'application/x-ferry-frames', ...signRequest(this.identity, 'POST', '/v1/data', frame.subarray(4)) };
+    const headers = { 'content-type': 'application/x-ferry-frames', 'accept-encoding': 'identity', ...signRequest(this.identity, 'POST', '/v1/data', frame.subarray(4)) };
     const iterator = (async function* () {
       yield frame;
       if (body) yield* body;
@@ -214,6 +214,9 @@ class HttpTransport implements Transport {
       throw new TransportError(`cannot reach the coordinator at ${this.baseUrl}: ${(error as Error).message}`);
     }
     if (!response.ok || !response.body) throw new TransportError(`the coordinator answered HTTP ${response.status} to a data request`);
+    // Frames are bounded by their declared sizes; an HTTP-compressed reply would be expanded before any of that applies.
+    const encoding = response.headers.get('content-encoding');
+    if (encoding && encoding.toLowerCase() !== 'identity') throw new DataError('BAD_RESPONSE', `the coordinator's data reply is ${encoding}-encoded; refusing it`);
     return new FrameReader(streamChunks(response.body as unknown as AsyncIterable<Uint8Array>));
   }
 

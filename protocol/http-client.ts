@@ -21,6 +21,42 @@ export class ApiError extends Error {
 
 const ErrorBodySchema = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
 
+/** The largest JSON reply the client reads (a listing of 1,000 agents with their views is a few MB). */
+export const MAX_REPLY_BYTES = 64 * 1024 * 1024;
+/** An error reply is read up to this many bytes. */
+const MAX_ERROR_REPLY_BYTES = 64 * 1024;
+
+/**
+ * Refuses (ApiError BAD_RESPONSE) a reply the HTTP stack would decompress
+ * on the fly: the client asks for `identity`, so a compressed reply is an
+ * intermediary's (or a hostile server's) doing, and a few KB of gzip can
+ * become gigabytes in memory.
+ */
+export function refuseEncodedReply(response: Response, what: string): void {
+  const encoding = response.headers.get('content-encoding');
+  if (encoding && encoding.toLowerCase() !== 'identity') throw new ApiError(response.status, 'BAD_RESPONSE', `${what}: the reply is ${encoding}-encoded; Ferry replies are never compressed by HTTP`);
+}
+
+/** The body of `response` as text, refused (ApiError BAD_RESPONSE) past `limit` bytes: reading stops there. */
+export async function readBoundedText(response: Response, limit: number, what: string): Promise<string> {
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  if (response.body) {
+    const reader = response.body.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      total += value.length;
+      if (total > limit) {
+        await reader.cancel().catch(() => undefined);
+        throw new ApiError(response.status, 'BAD_RESPONSE', `${what}: the reply is larger than ${limit} bytes`);
+      }
+      chunks.push(value);
+    }
+  }
+  return Buffer.concat(chunks, total).toString('utf8');
+}
+
 export type QueryValue = string | number | boolean | undefined | readonly string[];
 
 export interface RequestOptions {
@@ -73,7 +109,7 @@ export class CoordinatorHttpClient {
     const body = options.body === undefined ? undefined : JSON.stringify(options.body);
     let response: Response | undefined;
     for (let attempt = 0; response === undefined; attempt++) {
-      const headers: Record<string, string> = body === undefined ? {} : { 'content-type': 'application/json' };
+      const headers: Record<string, string> = { 'accept-encoding': 'identity', ...(body === undefined ? {} : { 'content-type': 'application/json' }) };
       if (this.identity) Object.assign(headers, signRequest(this.identity, method, target, body, options.now));
       try {
         response = await this.fetch(new URL(target, this.baseUrl), { method, headers, body });
@@ -88,8 +124,9 @@ export class CoordinatorHttpClient {
         throw new ApiError(0, 'UNREACHABLE', `cannot reach the coordinator at ${this.baseUrl}: ${(error as Error).message}${cause ? ` (${cause.code ?? cause.message})` : ''}`);
       }
     }
+    refuseEncodedReply(response, `${method} ${path}`);
     if (!response.ok) {
-      const text = await response.text();
+      const text = await readBoundedText(response, MAX_ERROR_REPLY_BYTES, `${method} ${path}`).catch(() => '');
       let parsed: z.infer<typeof ErrorBodySchema> | undefined;
       try {
         parsed = ErrorBodySchema.parse(JSON.parse(text));
@@ -102,7 +139,12 @@ export class CoordinatorHttpClient {
   }
 
   async request<T = unknown>(method: 'GET' | 'POST', path: string, options: RequestOptions = {}): Promise<T> {
-    return (await (await this.send(method, path, options)).json()) as T;
+    const text = await readBoundedText(await this.send(method, path, options), MAX_REPLY_BYTES, `${method} ${path}`);
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      throw new ApiError(200, 'BAD_RESPONSE', `${method} ${path}: the reply is not JSON`);
+    }
   }
 
   get<T = unknown>(path: string, query?: Record<string, QueryValue>): Promise<T> {

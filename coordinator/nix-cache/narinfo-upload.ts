@@ -9,20 +9,22 @@
  * dependency order, and checks the same before uploading). The NAR is then
  * ingested with ingestStorePath against the narinfo's NarHash and NarSize:
  * a mismatch, or a malformed NAR, is refused and nothing of it is visible.
- * A zstd NAR is decompressed on the fly and cut off past the claimed
- * NarSize, so a small upload cannot expand without bound.
+ * An uncompressed NAR must be exactly NarSize bytes before it is read; a
+ * zstd NAR is decompressed on the fly with NarSize as its output bound
+ * (zstd.ts), so a small upload cannot expand past what its narinfo
+ * claimed, and never more than one decompression step sits in memory.
  *
  * Each registered path records one `store.push` audit event (an upload
  * batch is one narinfo: Nix sends no end-of-batch signal). Its byte count
  * is the NAR file's size; blobsSent and directoriesSent are 0, since a NAR
  * upload transfers no castore objects as such.
  */
-import { CastoreError, ingestStorePath, type StorePathInfo } from '../../castore/index.js';
+import { CastoreError, ingestStorePath } from '../../castore/index.js';
 import { formatNixHash, NixError, parseNarInfo, parseNixHash, storePathBaseName, DEFAULT_STORE_DIR, type NarInfo } from '../../nix/index.js';
 import type { Coordinator } from '../coordinator.js';
 import type { Actor } from '../domain/commands.js';
 import { SPOOL_NAME_PATTERN, type NarSpool } from './nar-spool.js';
-import { zstdDecompress } from './zstd.js';
+import { zstdDecompress, ZstdError } from './zstd.js';
 
 /** A refused narinfo upload. */
 export class UploadError extends Error {
@@ -46,16 +48,6 @@ export interface NarInfoUploadResult {
 
 const MAX_SIGNATURES = 32;
 const SIGNATURE = /^[A-Za-z0-9._+-]{1,128}:[A-Za-z0-9+/]{1,200}={0,2}$/;
-
-/** Yields `source` and refuses it once it exceeds `limit` bytes. */
-async function* atMost(source: AsyncIterable<Uint8Array>, limit: number, what: string): AsyncGenerator<Uint8Array> {
-  let bytes = 0;
-  for await (const chunk of source) {
-    bytes += chunk.length;
-    if (bytes > limit) throw new CastoreError('BLOB_CORRUPT', `${what} is longer than its claimed NarSize of ${limit} bytes`);
-    yield chunk;
-  }
-}
 
 export class NarInfoUploads {
   /** Ingests in progress, by store path: a second PUT of the same path waits for the first. */
@@ -152,39 +144,60 @@ export class NarInfoUploads {
     if (info.fileSize !== undefined && info.fileSize !== spooled.bytes) {
       throw new UploadError(400, 'BAD_NARINFO', `FileSize ${info.fileSize} differs from the ${spooled.bytes} bytes uploaded as ${info.url}`);
     }
+    // The spooled file is the NAR itself: its size is known before anything is read.
+    if (info.compression === 'none' && spooled.bytes !== info.narSize) {
+      throw new UploadError(400, 'NAR_MISMATCH', `the uncompressed NAR ${info.url} has ${spooled.bytes} bytes, but NarSize is ${info.narSize}`);
+    }
     const raw = this.spool.read(spoolName);
-    const nar = atMost(info.compression === 'zstd' ? zstdDecompress(raw) : raw, info.narSize, `NAR ${info.url}`);
-    let registered: StorePathInfo;
+    const nar = info.compression === 'zstd' ? zstdDecompress(raw, { maxOutputBytes: info.narSize, what: `NAR ${info.url}` }) : raw;
+    // The store path becomes visible in the transaction of its audit event (Coordinator.execute's publish).
+    let seq: number | undefined;
+    const publish = (commit: () => void): void => {
+      seq = this.coordinator.execute(actor, () => ({
+        draft: {
+          action: 'store.push',
+          subject: info.storePath,
+          payload: {
+            roots: [info.storePath],
+            registered: [info.storePath],
+            registeredCount: 1,
+            alreadyPresent: 0,
+            bytesSent: spooled.bytes,
+            blobsSent: 0,
+            directoriesSent: 0,
+          },
+        },
+        result: undefined,
+        publish: commit,
+      }))?.event.seq;
+    };
     try {
-      registered = await ingestStorePath(store, nar, {
-        storePath: info.storePath,
-        narHash: info.narHash,
-        narSize: info.narSize,
-        references,
-        ...(info.deriver ? { deriver: `${DEFAULT_STORE_DIR}/${info.deriver}` } : {}),
-        ...(info.ca ? { ca: info.ca } : {}),
-        signatures: info.sigs,
-      });
+      await ingestStorePath(
+        store,
+        nar,
+        {
+          storePath: info.storePath,
+          narHash: info.narHash,
+          narSize: info.narSize,
+          references,
+          ...(info.deriver ? { deriver: `${DEFAULT_STORE_DIR}/${info.deriver}` } : {}),
+          ...(info.ca ? { ca: info.ca } : {}),
+          signatures: info.sigs,
+        },
+        { publish },
+      );
     } catch (error) {
       if (error instanceof CastoreError && error.code === 'BLOB_CORRUPT') throw new UploadError(400, 'NAR_MISMATCH', error.message);
       if (error instanceof NixError) throw new UploadError(400, 'BAD_NAR', `${info.url} is not a valid NAR: ${error.message}`);
-      if (error instanceof Error && /zstd|Zstd|ZSTD/.test(error.message)) throw new UploadError(400, 'BAD_NAR', `${info.url} is not valid zstd: ${error.message}`);
+      // Expanding past NarSize is the narinfo lying about its NAR, like a wrong NarHash: the same
+      // code (NAR_TOO_LARGE, 413, is the cache's own limit on NarSize, a different refusal).
+      if (error instanceof ZstdError && error.code === 'ZSTD_OUTPUT_LIMIT') {
+        throw new UploadError(400, 'NAR_MISMATCH', `the zstd NAR ${info.url} decompresses to more than its claimed NarSize of ${info.narSize} bytes`);
+      }
+      if (error instanceof ZstdError) throw new UploadError(400, 'BAD_NAR', error.message);
       throw error;
     }
     this.spool.consume(spoolName);
-    const event = this.coordinator.record(actor, () => ({
-      action: 'store.push',
-      subject: registered.storePath,
-      payload: {
-        roots: [registered.storePath],
-        registered: [registered.storePath],
-        registeredCount: 1,
-        alreadyPresent: 0,
-        bytesSent: spooled.bytes,
-        blobsSent: 0,
-        directoriesSent: 0,
-      },
-    }));
-    return { storePath: registered.storePath, registered: true, ...(event ? { seq: event.seq } : {}) };
+    return { storePath: info.storePath, registered: true, ...(seq !== undefined ? { seq } : {}) };
   }
 }

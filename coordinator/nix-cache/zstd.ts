@@ -3,16 +3,83 @@
  * from the bundled zstd sources at install: Node 20's zlib has no zstd,
  * which arrived in Node 22.15). Chunks flow through; nothing is buffered
  * whole.
+ *
+ * Decompression is bounded by construction, because its input is
+ * untrusted and tiny inputs expand enormously (one zstd RLE block of a few
+ * bytes is 128 KiB of output; 1 GiB of zeros compresses to ~33 KB). It
+ * drives libzstd's `ZSTD_decompressStream` by hand with an output buffer of
+ * at most ZSTD_OUTPUT_STEP_BYTES, one step per chunk the consumer pulls, and
+ * stops as soon as the output passes the caller's limit. (zstd-napi's
+ * `DecompressStream` Transform instead expands a whole input chunk at once,
+ * ignoring backpressure: a 33 KB chunk became 1 GiB of buffered output.)
+ *
+ * The decompression bounds, all named here (docs/nix-cache.md, "Bounds"):
+ * - ZSTD_WINDOW_LOG_MAX: the window libzstd may allocate per decompression;
+ * - ZSTD_OUTPUT_STEP_BYTES: the output produced per step, held until the
+ *   consumer takes it;
+ * - `maxOutputBytes`, which every caller of zstdDecompress must state (for
+ *   NAR uploads: the narinfo's NarSize, itself at most the cache's
+ *   maxNarBytes).
  */
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { CompressStream, DecompressStream } from 'zstd-napi';
+import { CompressStream } from 'zstd-napi';
+import zstdBinding from 'zstd-napi/binding.js';
 import type { Transform } from 'node:stream';
 
 /** zstd's default level: ~300+ MB/s per core, a good trade for serving on the fly. */
 export const ZSTD_LEVEL = 3;
-/** Largest window accepted when decompressing uploads (2^27 = 128 MiB, libzstd's default limit). */
-const WINDOW_LOG_MAX = 27;
+
+/**
+ * Largest window accepted when decompressing (2^27 = 128 MiB, libzstd's
+ * default limit, which `zstd` and Nix stay within unless told otherwise).
+ * The window is what one decompression may allocate besides its output
+ * step: a frame declaring a larger one is refused as ZSTD_CORRUPT before
+ * anything is allocated for it.
+ */
+export const ZSTD_WINDOW_LOG_MAX = 27;
+
+/**
+ * Most output bytes one decompression step produces, and so the most it
+ * holds that its consumer has not taken: libzstd's recommended output
+ * buffer size (ZSTD_DStreamOutSize, one full block: 128 KiB).
+ */
+export const ZSTD_OUTPUT_STEP_BYTES: number = zstdBinding.dStreamOutSize();
+
+export type ZstdErrorCode =
+  /** Not zstd, damaged, or a window over ZSTD_WINDOW_LOG_MAX. */
+  | 'ZSTD_CORRUPT'
+  /** The input ended inside a frame. */
+  | 'ZSTD_TRUNCATED'
+  /** The output passed the caller's maxOutputBytes. */
+  | 'ZSTD_OUTPUT_LIMIT';
+
+/** A refused zstd stream, naming what was being decompressed (`what`) and, for ZSTD_OUTPUT_LIMIT, the limit. */
+export class ZstdError extends Error {
+  override readonly name = 'ZstdError';
+
+  constructor(
+    readonly code: ZstdErrorCode,
+    /** What was being decompressed, as the caller named it (e.g. `NAR nar/….nar.zst`). */
+    readonly what: string,
+    message: string,
+    /** The maxOutputBytes in force. */
+    readonly limit: number,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export interface ZstdDecompressOptions {
+  /**
+   * Most bytes the decompressed stream may have. Mandatory: every caller
+   * states its bound. A non-negative safe integer.
+   */
+  maxOutputBytes: number;
+  /** What is being decompressed, for error messages (e.g. `NAR nar/….nar.zst`). */
+  what: string;
+}
 
 async function* through(source: AsyncIterable<Uint8Array>, transform: Transform): AsyncGenerator<Uint8Array> {
   const pumped = pipeline(Readable.from(source, { objectMode: false }), transform);
@@ -31,7 +98,58 @@ export function zstdCompress(source: AsyncIterable<Uint8Array>, level = ZSTD_LEV
   return through(source, new CompressStream({ compressionLevel: level }));
 }
 
-/** Decompresses a zstd stream (one or more frames); refuses corrupt input and windows over 128 MiB. */
-export function zstdDecompress(source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
-  return through(source, new DecompressStream({ windowLogMax: WINDOW_LOG_MAX }));
+/**
+ * Decompresses a zstd stream (one or more frames, skippable frames
+ * allowed), producing output only as the consumer pulls it.
+ *
+ * Refuses, by throwing ZstdError from the iterator:
+ * - ZSTD_OUTPUT_LIMIT once the output would pass `maxOutputBytes`: at most
+ *   `maxOutputBytes + 1` bytes are ever produced, and the bytes past the
+ *   limit are never yielded;
+ * - ZSTD_CORRUPT for input that is not valid zstd, or a frame whose window
+ *   exceeds 2^ZSTD_WINDOW_LOG_MAX (the message names the compressed offset);
+ * - ZSTD_TRUNCATED when the input ends inside a frame.
+ *
+ * Memory: the window of the current frame (at most 2^ZSTD_WINDOW_LOG_MAX)
+ * plus one output step (ZSTD_OUTPUT_STEP_BYTES) not yet taken by the
+ * consumer, plus the input chunk being read. Bytes yielded before a refusal
+ * were valid output; the consumer must treat the whole stream as refused.
+ */
+export async function* zstdDecompress(source: AsyncIterable<Uint8Array>, options: ZstdDecompressOptions): AsyncGenerator<Uint8Array> {
+  const { maxOutputBytes, what } = options;
+  if (!Number.isSafeInteger(maxOutputBytes) || maxOutputBytes < 0) throw new RangeError(`zstdDecompress of ${what}: maxOutputBytes ${maxOutputBytes} is not a non-negative integer`);
+  const dctx = new zstdBinding.DCtx();
+  dctx.setParameter(zstdBinding.DParameter.windowLogMax, ZSTD_WINDOW_LOG_MAX);
+  let produced = 0;
+  let consumed = 0;
+  let inFrame = false;
+  for await (const chunk of source) {
+    let input = chunk;
+    for (;;) {
+      // One byte past the limit is enough to know it is passed; never ask libzstd for more.
+      const output = Buffer.allocUnsafe(Math.min(ZSTD_OUTPUT_STEP_BYTES, maxOutputBytes - produced + 1));
+      let result: ReturnType<typeof dctx.decompressStream>;
+      try {
+        result = dctx.decompressStream(output, input);
+      } catch (error) {
+        const reason = error instanceof Error ? error.message : String(error);
+        throw new ZstdError('ZSTD_CORRUPT', what, `${what} is not valid zstd: ${reason} (in the compressed bytes from offset ${consumed})`, maxOutputBytes, { cause: error });
+      }
+      const [remaining, written, read] = result;
+      consumed += read;
+      input = input.subarray(read);
+      // 0: a frame ended and is flushed. A call that moved nothing (empty input, between frames)
+      // answers with the size of the next frame header it wants, which says nothing about the last.
+      if (read > 0 || written > 0) inFrame = remaining !== 0;
+      produced += written;
+      if (produced > maxOutputBytes) {
+        throw new ZstdError('ZSTD_OUTPUT_LIMIT', what, `${what} decompresses to more than its limit of ${maxOutputBytes} bytes`, maxOutputBytes);
+      }
+      // A short step (end of input mid-block) would pin a whole step buffer for a few bytes: copy those out.
+      if (written > 0) yield written >= output.length / 4 ? output.subarray(0, written) : new Uint8Array(output.subarray(0, written));
+      // A full output buffer may mean more is waiting inside libzstd even with no input left.
+      if (input.length === 0 && (written < output.length || remaining === 0)) break;
+    }
+  }
+  if (inFrame) throw new ZstdError('ZSTD_TRUNCATED', what, `${what} ends inside a zstd frame (after ${consumed} compressed bytes)`, maxOutputBytes);
 }
