@@ -47,11 +47,21 @@ export interface NarInfoUploadResult {
 }
 
 const MAX_SIGNATURES = 32;
+/**
+ * NARs ingested at once; more narinfo PUTs wait for a slot. Each zstd
+ * decompression may hold a window of up to 128 MiB (ZSTD_WINDOW_LOG_MAX),
+ * so this bounds that memory to 4 x 128 MiB whatever the number of
+ * uploaders (`nix copy` uploads a few paths at a time).
+ */
+export const MAX_CONCURRENT_NAR_INGESTS = 4;
 const SIGNATURE = /^[A-Za-z0-9._+-]{1,128}:[A-Za-z0-9+/]{1,200}={0,2}$/;
 
 export class NarInfoUploads {
   /** Ingests in progress, by store path: a second PUT of the same path waits for the first. */
   private readonly inFlight = new Map<string, Promise<unknown>>();
+  /** Ingests running now, and those waiting for a slot (MAX_CONCURRENT_NAR_INGESTS). */
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
 
   constructor(
     private readonly coordinator: Coordinator,
@@ -171,6 +181,8 @@ export class NarInfoUploads {
         publish: commit,
       }))?.event.seq;
     };
+    if (this.running >= MAX_CONCURRENT_NAR_INGESTS) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    this.running++;
     try {
       await ingestStorePath(
         store,
@@ -196,6 +208,9 @@ export class NarInfoUploads {
       }
       if (error instanceof ZstdError) throw new UploadError(400, 'BAD_NAR', error.message);
       throw error;
+    } finally {
+      this.running--;
+      this.waiting.shift()?.();
     }
     this.spool.consume(spoolName);
     return { storePath: info.storePath, registered: true, ...(seq !== undefined ? { seq } : {}) };
