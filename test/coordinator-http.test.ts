@@ -142,10 +142,12 @@ describe('enrollment, facts, configs', () => {
     expect(await agentClient().post('/v1/agent/facts', { facts: { ...facts, cpus: 8 } })).toEqual({ changed: true });
     const history = await admin.get<{ revisions: { revision: number; facts: { cpus: number } }[] }>(`/v1/agents/${agent.keyId}/facts`, { history: '1' });
     expect(history.revisions.map((r) => [r.revision, r.facts.cpus])).toEqual([[1, 4], [2, 8]]);
-    const found = await admin.get<{ agents: { id: string; labels: Record<string, string> }[] }>('/v1/agents', { where: ['system=aarch64-linux', 'labels.site=barn-3'] });
+    const found = await admin.get<{ agents: { id: string; labels: Record<string, string> }[] }>('/v1/agents', { where: ['system=aarch64-linux', 'labels.fleet=edge'] });
     expect(found.agents.map((a) => a.id)).toEqual([agent.keyId]);
-    expect(found.agents[0]!.labels).toEqual({ fleet: 'edge', site: 'barn-3' });
-    expect((await admin.get<{ agents: unknown[] }>('/v1/agents', { where: 'labels.site=barn-4' })).agents).toEqual([]);
+    // Labels are the token's (the operator's); what the agent reports under facts.labels stays a fact.
+    expect(found.agents[0]!.labels).toEqual({ fleet: 'edge' });
+    expect((await admin.get<{ agents: unknown[] }>('/v1/agents', { where: 'labels.site=barn-3' })).agents).toEqual([]);
+    expect((await admin.get<{ agents: { id: string }[] }>('/v1/agents', { where: 'facts.labels.site=barn-3' })).agents.map((a) => a.id)).toEqual([agent.keyId]);
     expect((await refusal(agentClient().get(`/v1/agents/${adminIdentity.keyId}`))).code).toBe('FORBIDDEN');
   });
 

@@ -64,6 +64,7 @@ export function simulateFleet(coordinator: Coordinator, adminActor: Actor, admin
   const pick = <T>(items: readonly T[]): T | undefined => (items.length === 0 ? undefined : items[random(items.length)]);
   const agents: Identity[] = [];
   const tokens: string[] = [];
+  const keys: string[] = [];
   const graphs = ['edge', 'core', 'lab'];
   const systems = ['x86_64-linux', 'aarch64-linux'];
   let hlcCounter = 0;
@@ -152,8 +153,17 @@ export function simulateFleet(coordinator: Coordinator, adminActor: Actor, admin
         attempt(adminActor, (context) => commands.rollbackGraph(context, { graph: pick(graphs)! }));
         break;
       case 11: {
-        const key = Identity.generate();
-        attempt(adminActor, (context) => commands.addKey(context, { keyId: key.keyId, role: pick(['operator', 'pusher', 'viewer'] as const)!, label: `key ${step}` }));
+        // Keys are added and revoked; asking a revoked one back is refused (revocation is final).
+        const known = pick(keys);
+        const choice = random(4);
+        if (known && choice === 0) attempt(adminActor, (context) => commands.revokeKey(context, { keyId: known }));
+        else if (known && choice === 1) attempt(adminActor, (context) => commands.addKey(context, { keyId: known, role: 'viewer', label: `again ${step}` }));
+        else {
+          const key = Identity.generate();
+          const before = result.recorded;
+          attempt(adminActor, (context) => commands.addKey(context, { keyId: key.keyId, role: pick(['operator', 'pusher', 'viewer'] as const)!, label: `key ${step}` }));
+          if (result.recorded > before) keys.push(key.keyId);
+        }
         break;
       }
     }

@@ -4,8 +4,8 @@
  * call `runDataOperation`, then frame its reply the same way.
  *
  * Authorization: admins, operators and pushers read everything and upload;
- * an agent reads only the manifests and objects of its desired and current
- * configs (see ClosureAccess). Uploads are verified on arrival — blobs by
+ * an agent reads only the manifest and objects of its desired config, never
+ * one it merely reports running (see ClosureAccess). Uploads are verified on arrival — blobs by
  * their BLAKE3 id, directories by id, canonical form and the presence and
  * sizes of their children, store paths by re-hashing their NAR from the
  * castore — and become visible only when the whole batch verified.
@@ -29,7 +29,7 @@ import type { FrameReader } from '../../protocol/framing.js';
 import type { Access } from './actors.js';
 import type { Coordinator } from '../coordinator.js';
 import { CommandError, type Actor } from '../domain/commands.js';
-import type { ConfigBody } from '../domain/events.js';
+import type { AuditEvent, ConfigBody } from '../domain/events.js';
 import { desiredConfigOf } from './queries.js';
 
 export interface DataReply<N extends DataOperationName = DataOperationName> {
@@ -62,11 +62,27 @@ export class ClosureAccess {
 
   constructor(private readonly coordinator: Coordinator) {}
 
-  /** Configs the agent may read: the one it should run and the one it runs (for rollback). */
+  /**
+   * The configs an agent may read — the one place that decides it, for the
+   * data plane (both transports) and the Nix cache (NixCacheGate.mayRead):
+   * only its desired config, i.e. its pin, else the head of the graph it
+   * follows. Both are the coordinator's decisions (`agents pin|assign`,
+   * `config submit`, `graph rollback`), audited, and replay rebuilds them.
+   *
+   * Never the agent's `currentConfig`: that is what the agent reports
+   * (`POST /v1/agent/status`), and a report naming another graph's config
+   * must not open that config's closure (issue 16, defect 3). Nor "the
+   * config it last ran": the agent fetches nothing but the config
+   * `/v1/agent/desired` hands it (agent/agent.ts runOnce → deploy →
+   * fetchClosure); rolling back, locally or after a failed health check,
+   * switches to a generation already on its disk, and a bundle brings its
+   * own closure. A grant for the running config would have no reader.
+   */
   configsOf(agentId: string): string[] {
     const agent = this.coordinator.state.get('agents', agentId);
     if (!agent) return [];
-    return [desiredConfigOf(this.coordinator.state, agent), agent.currentConfig].filter((id): id is string => typeof id === 'string');
+    const desired = desiredConfigOf(this.coordinator.state, agent);
+    return desired === null ? [] : [desired];
   }
 
   private objectsOf(configId: string): Set<string> {
@@ -271,6 +287,7 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
 
     case 'upload.storePaths': {
       const incoming = new Map(request.storePaths.map((info) => [info.storePath, info]));
+      if (incoming.size !== request.storePaths.length) throw new CommandError('INVALID', 'storePaths lists a store path more than once');
       const fresh = request.storePaths.filter((info) => !store.getStorePath(info.storePath));
       for (const info of fresh) {
         for (const reference of info.references) {
@@ -287,26 +304,31 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
       for (const root of request.roots) {
         if (!incoming.has(root) && !store.getStorePath(root)) throw notFound(`root ${root} is neither registered nor in this push`);
       }
+      const registered = fresh.map((info) => info.storePath).sort();
+      // The paths become visible in the transaction of the push's audit event, or not at all.
       const session = store.beginIngest();
+      let recorded: AuditEvent;
       try {
         for (const info of fresh) session.registerStorePath(info);
-        session.commit();
+        recorded = coordinator.execute(actor, () => ({
+          draft: {
+            action: 'store.push',
+            subject: request.roots[0]!,
+            payload: {
+              roots: request.roots,
+              registered,
+              registeredCount: registered.length,
+              alreadyPresent: request.storePaths.length - fresh.length,
+              ...request.stats,
+            },
+          },
+          result: undefined,
+          publish: () => session.commit(),
+        }))!.event;
       } catch (error) {
         session.abort();
         throw error;
       }
-      const registered = fresh.map((info) => info.storePath).sort();
-      const recorded = coordinator.record(actor, () => ({
-        action: 'store.push',
-        subject: request.roots[0]!,
-        payload: {
-          roots: request.roots,
-          registered: registered.slice(0, 1000),
-          registeredCount: registered.length,
-          alreadyPresent: request.storePaths.length - fresh.length,
-          ...request.stats,
-        },
-      }))!;
       return { header: { registered, alreadyPresent: request.storePaths.length - fresh.length, seq: recorded.seq } };
     }
   }

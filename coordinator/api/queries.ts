@@ -1,47 +1,77 @@
 /** Read-side helpers over the state tables: agent filters, desired configs, per-config summaries. */
+import { getTableColumns } from 'drizzle-orm';
+import { agents } from '../db/schema.js';
 import { CommandError } from '../domain/commands.js';
 import type { AgentRow, StateStore } from '../domain/state.js';
 import type { SqliteStateStore } from '../domain/sqlite-state.js';
 
+/**
+ * One `--where` clause, by where its value comes from:
+ * - `agent`: a field the coordinator keeps (`status`, `name`, `system`…);
+ * - `labels`: an operator label, given by the enrollment token — the agent
+ *   cannot set these, so they are what deployments target;
+ * - `facts`: what the agent reports about itself (`facts.cpus`,
+ *   `facts.labels.site`): selectable, but only when the clause says so.
+ */
 export interface WhereClause {
+  source: 'agent' | 'labels' | 'facts';
   path: string[];
   value: string;
 }
 
 const WHERE = /^([A-Za-z0-9_.\/-]+)=(.*)$/;
 
-/** Parses `--where key=value` clauses (`system=aarch64-linux`, `labels.site=barn-3`, `facts.cpus=4`). */
+/** Fields a clause may name on their own: the agents table's columns, but `labels` (it needs a key). */
+const AGENT_FIELDS: ReadonlySet<string> = new Set(Object.keys(getTableColumns(agents)).filter((field) => field !== 'labels'));
+
+/**
+ * Parses `--where key=value` clauses (`system=aarch64-linux`,
+ * `labels.site=barn-3`, `facts.cpus=4`). Refuses (INVALID) a clause that is
+ * not key=value, and a bare key that is no agent field: it used to fall back
+ * to the agent's facts, so `site=prod` could select machines that merely
+ * claim it; now the clause says `labels.site` (the operator's) or
+ * `facts.site` (the agent's word). A label key may contain dots
+ * (`labels.example.com/site`): everything after `labels.` is the key.
+ */
 export function parseWhere(clauses: readonly string[]): WhereClause[] {
   return clauses.map((clause) => {
     const match = WHERE.exec(clause);
     if (!match) throw new CommandError('INVALID', `--where '${clause}' is not key=value`);
-    return { path: match[1]!.split('.'), value: match[2]! };
+    const key = match[1]!;
+    const value = match[2]!;
+    const [head, ...rest] = key.split('.');
+    if ((head === 'labels' || head === 'facts') && rest.length > 0 && rest.every((part) => part !== '')) {
+      return head === 'labels' ? { source: 'labels', path: [rest.join('.')], value } : { source: 'facts', path: rest, value };
+    }
+    if (rest.length === 0 && AGENT_FIELDS.has(key)) return { source: 'agent', path: [key], value };
+    throw new CommandError(
+      'INVALID',
+      `--where '${clause}': '${key}' is not an agent field (${[...AGENT_FIELDS].join(', ')}); ` +
+        `name an operator label (labels.${key}=…) or a fact the agent reports (facts.${key}=…)`,
+    );
   });
 }
 
 function lookup(value: unknown, path: readonly string[]): unknown {
   let current = value;
   for (const key of path) {
-    if (current === null || typeof current !== 'object') return undefined;
+    if (current === null || typeof current !== 'object' || !Object.hasOwn(current, key)) return undefined;
     current = (current as Record<string, unknown>)[key];
   }
   return current;
 }
 
 /**
- * Agents matching every clause. A clause names an agent field (`status`,
- * `type`, `name`, `system`…), a label (`labels.k`), or a reported fact
- * (`facts.k`, or just `k` when it is not an agent field).
+ * Agents matching every clause: an agent field, an operator label
+ * (`labels.k`: only the labels operators gave, never facts.labels), or a
+ * reported fact (`facts.k`) of the agent's latest facts revision.
  */
 export function listAgents(state: SqliteStateStore, where: readonly WhereClause[]): AgentRow[] {
+  const needsFacts = where.some((clause) => clause.source === 'facts');
   return state.all('agents').filter((agent) => {
-    const facts = where.length > 0 ? state.get('agentFacts', `${agent.id}#${agent.factsRevision}`)?.facts : undefined;
-    return where.every(({ path, value }) => {
-      let found: unknown;
-      if (path[0] === 'facts') found = lookup(facts, path.slice(1));
-      else if (path[0] === 'labels') found = lookup(agent.labels, path.slice(1));
-      else if (path.length === 1 && path[0]! in agent) found = (agent as Record<string, unknown>)[path[0]!];
-      else found = lookup(facts, path);
+    const facts = needsFacts ? state.get('agentFacts', `${agent.id}#${agent.factsRevision}`)?.facts : undefined;
+    return where.every(({ source, path, value }) => {
+      const found = lookup(source === 'facts' ? facts : source === 'labels' ? agent.labels : agent, path);
       return found !== undefined && found !== null && String(found) === value;
     });
   });

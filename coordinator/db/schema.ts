@@ -41,6 +41,8 @@ export const keys = sqliteTable('keys', {
   label: text('label').notNull(),
   revoked: integer('revoked', { mode: 'boolean' }).notNull(),
   addedSeq: integer('added_seq').notNull(),
+  /** The `key.revoke` event that revoked it (null while active): a refused re-add names it. */
+  revokedSeq: integer('revoked_seq'),
 });
 
 export const tokens = sqliteTable('tokens', {

@@ -8,6 +8,7 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
+import { refineActivationEnvironment } from '../../protocol/activation-environment.js';
 import { canonicalJson } from '../../protocol/canonical-json.js';
 import { blake3Text } from '../audit/blake3-text.js';
 import { ed25519Verify } from '../../protocol/ed25519.js';
@@ -19,6 +20,7 @@ import {
   GraphNameSchema,
   LabelsSchema,
   PhaseSchema,
+  ReportSourceSchema,
   RoleSchema,
   type ActorRole,
   type ConfigBody,
@@ -94,26 +96,36 @@ function parse<T extends z.ZodType>(schema: T, input: unknown): z.infer<T> {
  * Whether two JSON values have the same canonical JSON (objects as key sets,
  * properties whose value is undefined left out), without encoding either:
  * an agent's periodic facts report is compared with the stored ones on
- * every report.
+ * every report. Iterative (a stack of pairs still to compare), because the
+ * stored facts may nest deeper than any recursion survives (facts recorded
+ * before MAX_FACTS_DEPTH existed; see protocol/json-bounds.ts). Both values
+ * must be acyclic, as JSON values are.
  */
 export function sameJson(a: unknown, b: unknown): boolean {
-  if (a === b) return true;
-  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
-  if (Array.isArray(a) || Array.isArray(b)) {
-    if (!Array.isArray(a) || !Array.isArray(b) || a.length !== b.length) return false;
-    for (let i = 0; i < a.length; i++) if (!sameJson(a[i], b[i])) return false;
-    return true;
+  const pending: unknown[] = [a, b];
+  while (pending.length > 0) {
+    const right = pending.pop();
+    const left = pending.pop();
+    if (left === right) continue;
+    if (typeof left !== 'object' || typeof right !== 'object' || left === null || right === null) return false;
+    if (Array.isArray(left) || Array.isArray(right)) {
+      if (!Array.isArray(left) || !Array.isArray(right) || left.length !== right.length) return false;
+      for (let i = 0; i < left.length; i++) pending.push(left[i], right[i]);
+      continue;
+    }
+    const leftObject = left as Record<string, unknown>;
+    const rightObject = right as Record<string, unknown>;
+    let defined = 0;
+    for (const key of Object.keys(leftObject)) {
+      if (leftObject[key] === undefined) continue;
+      defined++;
+      if (!Object.hasOwn(rightObject, key)) return false;
+      pending.push(leftObject[key], rightObject[key]);
+    }
+    for (const key of Object.keys(rightObject)) if (rightObject[key] !== undefined) defined--;
+    if (defined !== 0) return false;
   }
-  const left = a as Record<string, unknown>;
-  const right = b as Record<string, unknown>;
-  let defined = 0;
-  for (const key of Object.keys(left)) {
-    if (left[key] === undefined) continue;
-    defined++;
-    if (!Object.hasOwn(right, key) || !sameJson(left[key], right[key])) return false;
-  }
-  for (const key of Object.keys(right)) if (right[key] !== undefined) defined--;
-  return defined === 0;
+  return true;
 }
 
 function agentOf(context: CommandContext, agentId: string) {
@@ -125,11 +137,24 @@ function agentOf(context: CommandContext, agentId: string) {
 // --- keys -----------------------------------------------------------------
 
 export const AddKeyInput = z.strictObject({ keyId: z.string().regex(/^[0-9a-f]{64}$/), role: RoleSchema.exclude(['agent']), label: z.string().max(256).default('') });
+
+/**
+ * Registers a key with a role. Refuses (CONFLICT) a key that is already
+ * registered, an agent's key, and a key that was revoked: revocation is
+ * final. A revoked key may have leaked, and re-adding it would silently hand
+ * whoever holds it the role again; the refusal names the audit event that
+ * revoked it, and the way forward is a new key.
+ */
 export function addKey(context: CommandContext, input: unknown): EventDraft<'key.add'> {
   allow(context, 'admin', 'coordinator');
   const { keyId, role, label } = parse(AddKeyInput, input);
   const existing = context.state.get('keys', keyId);
-  if (existing && !existing.revoked) throw new CommandError('CONFLICT', `key ${keyId} is already registered as ${existing.role}`);
+  if (existing?.revoked) {
+    // Keys revoked before revocations were dated (the migration back-fills them from the log) have no seq.
+    const when = existing.revokedSeq === null ? 'earlier' : `at audit event #${existing.revokedSeq}`;
+    throw new CommandError('CONFLICT', `key ${keyId} (${existing.role}) was revoked ${when}; revocation is final: register a new key instead`);
+  }
+  if (existing) throw new CommandError('CONFLICT', `key ${keyId} is already registered as ${existing.role}`);
   if (context.state.get('agents', keyId)) throw new CommandError('CONFLICT', `key ${keyId} belongs to an agent`);
   return { action: 'key.add', subject: keyId, payload: { keyId: keyId as KeyId, role, label } };
 }
@@ -205,6 +230,12 @@ export const EnrollInput = z.strictObject({
  * possession by that signature, spends one use of the token. Refuses an
  * unknown, expired, used-up or revoked token (BAD_TOKEN) and a key that is
  * already enrolled or registered (CONFLICT).
+ *
+ * The agent's labels are exactly its token's: labels select agents for
+ * deployments (`--where labels.k=v`), so only an operator sets them. Labels
+ * the agent reports (`facts.labels`) are kept as what they are, facts, and
+ * never merged in: a machine must not be able to place itself in another
+ * selection by saying so.
  */
 export function enrollAgent(context: CommandContext, input: unknown): EventDraft<'agent.enroll'> {
   const { token, name, type, facts } = parse(EnrollInput, input);
@@ -228,7 +259,7 @@ export function enrollAgent(context: CommandContext, input: unknown): EventDraft
       type,
       tokenId,
       facts,
-      labels: { ...row.labels, ...(facts.labels ?? {}) },
+      labels: row.labels,
       status: row.autoApprove ? 'enrolled' : 'enrolling',
     },
   };
@@ -274,13 +305,36 @@ export function pinAgent(context: CommandContext, input: unknown): EventDraft<'a
   return { action: 'agent.pin', subject: agentId, payload: { agentId: agentId as KeyId, configId } };
 }
 
-export const ReportStatusInput = z.strictObject({ configId: ConfigIdSchema.nullable(), phase: PhaseSchema, error: z.string().max(8192).nullable().default(null) });
+export const ReportStatusInput = z
+  .strictObject({
+    configId: ConfigIdSchema.nullable(),
+    phase: PhaseSchema,
+    error: z.string().max(8192).nullable().default(null),
+    /** 'bundle': the config came from an offline bundle (`ferry agent apply-bundle`); recorded in the audit event. */
+    source: ReportSourceSchema.optional(),
+    /** With `source`: --force overrode the agent's refusal of the bundle. */
+    forced: z.boolean().optional(),
+  })
+  .refine((report) => report.forced === undefined || report.source !== undefined, { path: ['forced'], message: 'forced is only said of a bundle (source)' });
+
+/**
+ * An agent reports where it stands: the config it names becomes its
+ * `currentConfig` when the phase is `active`. Refuses (NOT_FOUND) a config
+ * that does not exist. A config the coordinator did not assign to this
+ * agent is recorded all the same — an agent may legitimately run one from
+ * an offline bundle, and the report is what the agent says, shown as such —
+ * but a report grants nothing: which closures an agent may read follows
+ * only from the coordinator's own decisions (ClosureAccess.configsOf in
+ * api/data-operations.ts), never from `currentConfig`.
+ */
 export function reportStatus(context: CommandContext, input: unknown): EventDraft<'agent.report'> {
   allow(context, 'agent');
-  const { configId, phase, error } = parse(ReportStatusInput, input);
+  const { configId, phase, error, source, forced } = parse(ReportStatusInput, input);
   const agent = agentOf(context, context.actor.keyId);
   if (configId !== null && !context.state.get('configs', configId)) throw new CommandError('NOT_FOUND', `no config ${configId}`);
-  return { action: 'agent.report', subject: agent.id, payload: { agentId: agent.id as KeyId, configId, phase, error } };
+  // Only a bundle's report carries the fields: other reports' events stay exactly as before.
+  const provenance = source ? { source, forced: forced ?? false } : {};
+  return { action: 'agent.report', subject: agent.id, payload: { agentId: agent.id as KeyId, configId, phase, error, ...provenance } };
 }
 
 // --- configs and graphs -----------------------------------------------------
@@ -294,7 +348,18 @@ export function configSigningMessage(id: string): Uint8Array {
   return new TextEncoder().encode(`ferry-config-v1\n${id}`);
 }
 
-export const SubmitConfigInput = z.strictObject({ body: ConfigBodySchema, signature: z.string().max(128), force: z.boolean().default(false) });
+/**
+ * A submission. Its body is checked beyond ConfigBodySchema (which also
+ * replays old logs): the activation environment may not set a key that
+ * changes how the command's programs load or run, nor one the agent sets
+ * itself (protocol/activation-environment.ts) — refused with a 400 naming
+ * the key, e.g. `body.activation.environment.LD_PRELOAD: LD_PRELOAD is refused: …`.
+ */
+export const SubmitConfigInput = z.strictObject({
+  body: ConfigBodySchema.superRefine((body, context) => refineActivationEnvironment(body.activation.environment, context, ['activation', 'environment'])),
+  signature: z.string().max(128),
+  force: z.boolean().default(false),
+});
 
 /**
  * Submits a config signed by its author (the actor). The body's parents

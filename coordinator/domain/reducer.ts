@@ -30,8 +30,10 @@ const HANDLERS: { [A in Action]: Handler<A> } = {
   'coordinator.init': () => undefined,
   // Store paths live in the castore; a push changes no fleet state.
   'store.push': () => undefined,
-  'key.add': (store, p, e) => store.put('keys', { id: p.keyId, role: p.role, label: p.label, revoked: false, addedSeq: e.seq }),
-  'key.revoke': (store, p, e) => store.put('keys', { ...need(store.get('keys', p.keyId), e, `key ${p.keyId}`), revoked: true }),
+  // addKey refuses re-adding a revoked key; the reducer still applies such an event, because logs
+  // written before that refusal may hold one, and replay must rebuild what the coordinator did then.
+  'key.add': (store, p, e) => store.put('keys', { id: p.keyId, role: p.role, label: p.label, revoked: false, addedSeq: e.seq, revokedSeq: null }),
+  'key.revoke': (store, p, e) => store.put('keys', { ...need(store.get('keys', p.keyId), e, `key ${p.keyId}`), revoked: true, revokedSeq: e.seq }),
   'token.create': (store, p, e) =>
     store.put('tokens', {
       id: p.tokenId,
@@ -85,6 +87,7 @@ const HANDLERS: { [A in Action]: Handler<A> } = {
       ...agent,
       phase: p.phase,
       lastError: p.error,
+      // What the agent says it runs: shown, summarized, never a grant of read access (ClosureAccess).
       currentConfig: p.phase === 'active' ? p.configId : agent.currentConfig,
       updatedSeq: e.seq,
     });

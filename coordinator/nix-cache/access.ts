@@ -6,8 +6,9 @@
  *
  * - write (PUT of NARs and narinfos): admin, operator, pusher;
  * - read (narinfos, NARs): admin, operator, pusher, viewer, and agents —
- *   an agent reads only the store paths in the closures of its desired and
- *   current configs, as on the data plane; any other path is "not found";
+ *   an agent reads only the store paths in the closure of its desired config
+ *   (ClosureAccess.configsOf, the same decision as on the data plane; never
+ *   a config it merely reports running); any other path is "not found";
  * - reads need no credentials when the cache is configured public.
  */
 import type { Coordinator } from '../coordinator.js';
@@ -79,7 +80,11 @@ export class NixCacheGate {
     }
   }
 
-  /** Whether `actor` (undefined: anonymous, public cache) may read `storePath`. */
+  /**
+   * Whether `actor` (undefined: anonymous, public cache) may read
+   * `storePath`. Which configs an agent may read is ClosureAccess.configsOf's
+   * decision alone; this gate only maps them to store paths.
+   */
   mayRead(actor: Actor | undefined, storePath: string): boolean {
     if (actor?.role !== 'agent') return true;
     return this.closureAccess.configsOf(actor.keyId).some((configId) => this.closureOf(configId).has(storePath));
