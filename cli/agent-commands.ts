@@ -5,6 +5,7 @@ import { booleanOption, jsonOption, stringOption, UsageError, writeJson, type Co
 import { oneLine, table } from './format.js';
 import { counted, openInput } from './io.js';
 import { createProgress } from './progress.js';
+import { block, term, type TerminalOutput } from './terminal-text.js';
 
 /** The agent's modules (castore, the data plane) load only for the command that runs. */
 const loadAgent = () => import('../agent/index.js');
@@ -12,6 +13,15 @@ const loadAgent = () => import('../agent/index.js');
 const stateDirOption: Record<string, OptionSpec> = {
   'state-dir': { type: 'string', valueName: 'DIR', description: 'agent state directory (default: $FERRY_AGENT_STATE_DIR or /var/lib/ferry)' },
 };
+
+/**
+ * The agent's log, escaped for the terminal: its lines quote the coordinator, activation output
+ * and files on disk. An entry's further lines are indented, so none passes for an entry of its
+ * own. Every Agent the CLI makes gets it, so none falls back to writing raw stderr.
+ */
+function agentLog(stderr: TerminalOutput): (line: string) => void {
+  return (line) => stderr.write(term`${block(line).indented('  ')}\n`);
+}
 
 function stateDirFrom(options: OptionValues): string {
   return path.resolve(stringOption(options, 'state-dir') ?? process.env.FERRY_AGENT_STATE_DIR ?? '/var/lib/ferry');
@@ -52,15 +62,15 @@ const enroll: Command = {
     });
     let status = result.status;
     if (status === 'enrolling' && !booleanOption(options, 'no-wait')) {
-      stderr.write(`enrolled as ${result.agentId}; waiting for an admin to approve (ferry agents approve ${result.agentId})…\n`);
-      const agent = new Agent(stateDir);
+      stderr.write(term`enrolled as ${result.agentId}; waiting for an admin to approve (ferry agents approve ${result.agentId})…\n`);
+      const agent = new Agent(stateDir, { log: agentLog(stderr) });
       while (status === 'enrolling') {
         await new Promise((resolve) => setTimeout(resolve, 2000));
         status = await agent.enrollmentStatus();
       }
     }
     if (booleanOption(options, 'json')) return writeJson(stdout, { ...result, status, stateDir });
-    stdout.write(`agent ${result.agentId}: ${status}\nstate: ${stateDir}\nstart it with: ferry agent run --state-dir ${stateDir}\n`);
+    stdout.write(term`agent ${result.agentId}: ${status}\nstate: ${stateDir}\nstart it with: ferry agent run --state-dir ${stateDir}\n`);
     return status === 'enrolled' || status === 'enrolling' ? 0 : 1;
   },
 };
@@ -82,16 +92,16 @@ const run: Command = {
       pollIntervalMs: positiveInteger(options, 'poll', 30) * 1000,
       healthRetryDelayMs: positiveInteger(options, 'health-retry-delay', 1000),
       httpOnly: booleanOption(options, 'http'),
-      log: (line) => stderr.write(`${line}\n`),
+      log: agentLog(stderr),
       logEvents: true,
     });
     try {
       if (booleanOption(options, 'once')) {
         const result = await agent.runOnce();
-        stderr.write(`round: ${result}\n`);
+        stderr.write(term`round: ${result}\n`);
         return result === 'failed' || result === 'rolled-back' ? 1 : 0;
       }
-      stderr.write(`ferry agent ${agent.state.name} (${agent.identity.keyId}) following ${agent.state.coordinator.httpUrl}\n`);
+      stderr.write(term`ferry agent ${agent.state.name} (${agent.identity.keyId}) following ${agent.state.coordinator.httpUrl}\n`);
       const controller = new AbortController();
       const stop = () => controller.abort();
       process.once('SIGINT', stop);
@@ -108,20 +118,22 @@ const status: Command = {
   summary: "this machine's agent: coordinator, current generation, deployment in progress, recent events",
   maxArgs: 0,
   options: { ...stateDirOption, ...jsonOption },
-  async run({ options, stdout }) {
+  async run({ options, stdout, stderr }) {
     const { Agent } = await loadAgent();
-    const agent = new Agent(stateDirFrom(options));
+    const agent = new Agent(stateDirFrom(options), { log: agentLog(stderr) });
     const current = agent.generations.current();
     const events = agent.events.read().slice(-10);
     const state = agent.state;
     if (booleanOption(options, 'json')) return writeJson(stdout, { agentId: agent.identity.keyId, name: state.name, coordinator: state.coordinator.httpUrl, pinnedTls: state.coordinator.pinnedTls, storeDir: state.storeDir, current: current ?? null, deploying: state.deploying, pendingReports: state.pendingReports.length, refused: state.refused, events });
     stdout.write(
-      `agent       ${state.name} (${agent.identity.keyId})\n` +
-        `coordinator ${state.coordinator.httpUrl} (${state.coordinator.pinnedTls ? 'TLS, its certificate pinned' : 'not encrypted: enroll with a join string from `ferry tokens create` to encrypt'})\n` +
-        `store dir   ${state.storeDir}\n` +
-        `current     ${current ? `generation ${current.number}: ${current.configId.slice(0, 12)} -> ${current.target}` : '(none)'}\n` +
-        `deploying   ${state.deploying ?? '-'}\nunsent reports ${state.pendingReports.length}\n\nrecent events:\n` +
-        events.map((event) => `  ${new Date(event.at).toISOString()}  ${event.kind.padEnd(12)} ${oneLine(event.message)}\n`).join(''),
+      term`${[
+        term`agent       ${state.name} (${agent.identity.keyId})\n`,
+        term`coordinator ${state.coordinator.httpUrl} (${state.coordinator.pinnedTls ? 'TLS, its certificate pinned' : 'not encrypted: enroll with a join string from `ferry tokens create` to encrypt'})\n`,
+        term`store dir   ${state.storeDir}\n`,
+        term`current     ${current ? `generation ${current.number}: ${current.configId.slice(0, 12)} -> ${current.target}` : '(none)'}\n`,
+        term`deploying   ${state.deploying ?? '-'}\nunsent reports ${state.pendingReports.length}\n\nrecent events:\n`,
+        events.map((event) => term`  ${new Date(event.at).toISOString()}  ${event.kind.padEnd(12)} ${oneLine(event.message)}\n`),
+      ]}`,
     );
   },
 };
@@ -131,16 +143,16 @@ const generations: Command = {
   summary: 'list the generations on this machine (* marks the current one)',
   maxArgs: 0,
   options: { ...stateDirOption, ...jsonOption },
-  async run({ options, stdout }) {
+  async run({ options, stdout, stderr }) {
     const { Agent, readAgentState } = await loadAgent();
     readAgentState(stateDirFrom(options));
-    const agent = new Agent(stateDirFrom(options));
+    const agent = new Agent(stateDirFrom(options), { log: agentLog(stderr) });
     const list = agent.generations.list();
     const current = agent.generations.current()?.number;
     if (booleanOption(options, 'json')) return writeJson(stdout, list.map((entry) => ({ ...entry, current: entry.number === current })));
     stdout.write(
       list.length === 0
-        ? 'no generations yet\n'
+        ? term`no generations yet\n`
         : table(
             ['  GEN', 'CONFIG', 'GRAPH', 'TARGET', 'CREATED'],
             list.map((entry) => [`${entry.number === current ? '*' : ' '} ${entry.number}`, entry.configId.slice(0, 12), entry.graph ?? '-', entry.target, new Date(entry.createdAt).toISOString()]),
@@ -154,14 +166,14 @@ const rollback: Command = {
   summary: 'switch back to an earlier generation (default: the previous one) and re-activate it; the coordinator is told',
   maxArgs: 0,
   options: { ...stateDirOption, to: { type: 'string', valueName: 'N', description: 'generation number to switch to' }, ...jsonOption },
-  async run({ options, stdout }) {
+  async run({ options, stdout, stderr }) {
     const { Agent } = await loadAgent();
-    const agent = new Agent(stateDirFrom(options));
+    const agent = new Agent(stateDirFrom(options), { log: agentLog(stderr) });
     try {
       const to = stringOption(options, 'to');
       const target = await agent.rollback(to === undefined ? undefined : positiveInteger(options, 'to', 0));
       if (booleanOption(options, 'json')) return writeJson(stdout, target);
-      stdout.write(`now on generation ${target.number} (${target.configId.slice(0, 12)} -> ${target.target})\n`);
+      stdout.write(term`now on generation ${target.number} (${target.configId.slice(0, 12)} -> ${target.target})\n`);
     } finally {
       await agent.close();
     }
@@ -173,13 +185,13 @@ const gc: Command = {
   summary: 'delete old generations and the store paths nothing kept references',
   maxArgs: 0,
   options: { ...stateDirOption, keep: { type: 'string', valueName: 'N', description: 'generations to keep besides the current one (default 5)' }, ...jsonOption },
-  async run({ options, stdout }) {
+  async run({ options, stdout, stderr }) {
     const { Agent } = await loadAgent();
-    const agent = new Agent(stateDirFrom(options));
+    const agent = new Agent(stateDirFrom(options), { log: agentLog(stderr) });
     try {
       const result = await agent.gc(positiveInteger(options, 'keep', 5));
       if (booleanOption(options, 'json')) return writeJson(stdout, result);
-      stdout.write(`removed ${result.removedGenerations.length} generations and ${result.removedStorePaths.length} store paths\n`);
+      stdout.write(term`removed ${result.removedGenerations.length} generations and ${result.removedStorePaths.length} store paths\n`);
     } finally {
       await agent.close();
     }
@@ -189,10 +201,17 @@ const gc: Command = {
 const applyBundle: Command = {
   path: ['agent', 'apply-bundle'],
   summary: 'verify and deploy a bundle from `ferry bundle create`, with no network (reported when next online)',
+  description:
+    'Refuses a bundle not made for this agent, an expired one, and (unless --force) one whose config is older than the one running. ' +
+    'The coordinator records, when the agent next reaches it, that the config came from a bundle and whether it was forced.',
   args: '<file.tar|->',
   minArgs: 1,
   maxArgs: 1,
-  options: { ...stateDirOption, ...jsonOption },
+  options: {
+    ...stateDirOption,
+    force: { type: 'boolean', description: 'apply a config older than the one running (reported as forced); never a bundle for another agent or an expired one' },
+    ...jsonOption,
+  },
   async run({ args, options, stdout, stderr, stdin }) {
     const { Agent } = await loadAgent();
     const agent = new Agent(stateDirFrom(options), { log: () => undefined });
@@ -200,10 +219,13 @@ const applyBundle: Command = {
       const json = booleanOption(options, 'json');
       const total = args[0] === '-' ? undefined : statSync(args[0]!).size;
       const progress = createProgress(stderr, 'verifying bundle', 'bytes', json);
-      const outcome = await agent.applyBundle(counted(openInput(args[0]!, stdin), (read) => progress.update(read, total)));
+      const outcome = await agent.applyBundle(
+        counted(openInput(args[0]!, stdin), (read) => progress.update(read, total)),
+        { force: booleanOption(options, 'force') },
+      );
       progress.done();
       if (json) return writeJson(stdout, outcome);
-      stdout.write(`config ${outcome.configId}: ${outcome.result}\n`);
+      stdout.write(term`config ${outcome.configId}: ${outcome.result}${outcome.forced ? ' (forced: older than the config it replaced)' : ''}\n`);
       return outcome.result === 'active' ? 0 : 1;
     } finally {
       await agent.close();

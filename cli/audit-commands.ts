@@ -8,11 +8,12 @@ import type { AuditEvent } from '../coordinator/domain/events.js';
 import type { EventDetail, StateResult, Viewer } from '../coordinator/viewer/index.js';
 import { VIEWER_PATH } from '../coordinator/viewer/viewer-path.js';
 import { publicKeyOf, KeyIdSchema, type KeyId } from '../protocol/identity.js';
-import { booleanOption, jsonOption, stringOption, UsageError, writeJson, type Command, type OptionSpec, type OptionValues } from './command.js';
+import { booleanOption, jsonOption, stringOption, UsageError, writeJson, writeJsonLine, type Command, type OptionSpec, type OptionValues } from './command.js';
 import { clientFrom, connectionOptions } from './contexts.js';
 import { short, table } from './format.js';
 import { counted, untilInterrupted } from './io.js';
 import { createProgress, formatBytes } from './progress.js';
+import { jsonForTerminal, term, type TerminalOutput, type TerminalText } from './terminal-text.js';
 
 const common = { ...connectionOptions, ...jsonOption };
 
@@ -40,8 +41,8 @@ async function offlineViewer(source: { file: string; key: KeyId }): Promise<View
   return viewer;
 }
 
-function eventLine(event: AuditEvent): string {
-  return `${String(event.seq).padStart(6)}  ${new Date(event.wallTime).toISOString()}  ${event.actorRole.padEnd(11)} ${short(event.actorKey)}  ${event.action.padEnd(16)} ${event.subject}\n`;
+function eventLine(event: AuditEvent): TerminalText {
+  return term`${String(event.seq).padStart(6)}  ${new Date(event.wallTime).toISOString()}  ${event.actorRole.padEnd(11)} ${short(event.actorKey)}  ${event.action.padEnd(16)} ${event.subject}\n`;
 }
 
 const log: Command = {
@@ -74,7 +75,8 @@ const log: Command = {
         subject: stringOption(options, 'subject'),
       });
       for (const event of page.events) {
-        stdout.write(json ? `${JSON.stringify(event)}\n` : eventLine(event));
+        if (json) writeJsonLine(stdout, event);
+        else stdout.write(eventLine(event));
         after = event.seq;
         printed++;
       }
@@ -101,28 +103,30 @@ function verificationText(detail: EventDetail): string {
   }
 }
 
-const value = (v: unknown): string => (v === null || v === undefined ? '—' : typeof v === 'string' ? v : JSON.stringify(v));
+/** A changed field's value: a string as itself, anything else as JSON; escaped either way. */
+const value = (v: unknown): TerminalText => (v === null || v === undefined ? term`—` : typeof v === 'string' ? term`${v}` : jsonForTerminal(v));
 
-function printEvent(detail: EventDetail, stdout: NodeJS.WritableStream): void {
+function printEvent(detail: EventDetail, stdout: TerminalOutput): void {
   const { event } = detail;
   const lines = [
-    `event ${event.seq}: ${event.action}  ${detail.entry.summary}`,
-    `  who:      ${event.actorRole}${detail.actorName ? ` ${detail.actorName}` : ''} ${event.actorKey}`,
-    `  subject:  ${event.subject}`,
-    `  when:     ${new Date(event.wallTime).toISOString()}  (HLC ${event.hlc})`,
-    `  chain:    ${verificationText(detail)}`,
-    `  request:  ${detail.requestSignature ? 'signed (signature recorded and hashed into the chain)' : 'no request signature (not recorded from a signed request: the coordinator itself, or in-process)'}`,
+    term`event ${event.seq}: ${event.action}  ${detail.entry.summary}\n`,
+    term`  who:      ${event.actorRole}${detail.actorName ? ` ${detail.actorName}` : ''} ${event.actorKey}\n`,
+    term`  subject:  ${event.subject}\n`,
+    term`  when:     ${new Date(event.wallTime).toISOString()}  (HLC ${event.hlc})\n`,
+    term`  chain:    ${verificationText(detail)}\n`,
+    term`  request:  ${detail.requestSignature ? 'signed (signature recorded and hashed into the chain)' : 'no request signature (not recorded from a signed request: the coordinator itself, or in-process)'}\n`,
   ];
-  if (detail.configSignature) lines.push(`  config:   ${detail.configSignature.valid ? 'signature valid' : 'SIGNATURE INVALID'}: ${detail.configSignature.reason} (author ${short(detail.configSignature.author)})`);
-  lines.push(`  hash:     ${event.hash} (prev ${event.prevHash})`, '', 'what it changed:');
-  if (!detail.diff) lines.push(`  cannot replay this event: ${detail.replayProblem}`);
-  else if (detail.diff.length === 0) lines.push('  no state rows');
+  if (detail.configSignature) lines.push(term`  config:   ${detail.configSignature.valid ? 'signature valid' : 'SIGNATURE INVALID'}: ${detail.configSignature.reason} (author ${short(detail.configSignature.author)})\n`);
+  lines.push(term`  hash:     ${event.hash} (prev ${event.prevHash})\n\nwhat it changed:\n`);
+  if (!detail.diff) lines.push(term`  cannot replay this event: ${detail.replayProblem}\n`);
+  else if (detail.diff.length === 0) lines.push(term`  no state rows\n`);
   for (const change of detail.diff ?? []) {
-    lines.push(`  ${change.table} ${change.id} (${change.kind})`);
-    for (const field of change.fields) lines.push(`    ${field.field}: ${change.kind === 'added' ? '' : `${value(field.before)} → `}${value(field.after)}`);
+    lines.push(term`  ${change.table} ${change.id} (${change.kind})\n`);
+    for (const field of change.fields) lines.push(term`    ${field.field}: ${change.kind === 'added' ? '' : term`${value(field.before)} → `}${value(field.after)}\n`);
   }
-  lines.push('', 'payload:', JSON.stringify(event.payload, null, 2));
-  stdout.write(`${lines.join('\n')}\n`);
+  // The payload is what the client sent: JSON with every control character escaped, still valid JSON.
+  lines.push(term`\npayload:\n${jsonForTerminal(event.payload, 2)}\n`);
+  stdout.write(term`${lines}`);
 }
 
 const show: Command = {
@@ -142,24 +146,24 @@ const show: Command = {
   },
 };
 
-function printState(result: StateResult, stdout: NodeJS.WritableStream): void {
+function printState(result: StateResult, stdout: TerminalOutput): void {
   const { state } = result;
   const at = result.position ? `after event ${result.seq} (${result.position.action}, ${new Date(result.position.wallTime).toISOString()}, HLC ${result.position.hlc})` : 'before the first event';
   const v = result.verification;
-  const lines = [
-    `fleet ${at}; the log has ${result.lastSeq} events`,
-    v.ok ? `chain verified through seq ${v.verifiedThrough}${v.lastCheckpoint ? `, last signed checkpoint at seq ${v.lastCheckpoint.seq}` : ''}` : `CHAIN BROKEN at seq ${v.firstBad!.seq}: ${v.firstBad!.reason}`,
-    `${state.counts.agents} agents (${Object.entries(state.counts.agentsByStatus).map(([status, n]) => `${n} ${status}`).join(', ') || 'none'}), ${state.counts.graphs} graphs, ${state.counts.configs} configs, ${state.counts.keys} keys, ${state.counts.tokens} tokens`,
-    '',
-  ];
-  stdout.write(`${lines.join('\n')}`);
+  stdout.write(
+    term`${[
+      term`fleet ${at}; the log has ${result.lastSeq} events\n`,
+      v.ok ? term`chain verified through seq ${v.verifiedThrough}${v.lastCheckpoint ? `, last signed checkpoint at seq ${v.lastCheckpoint.seq}` : ''}\n` : term`CHAIN BROKEN at seq ${v.firstBad!.seq}: ${v.firstBad!.reason}\n`,
+      term`${state.counts.agents} agents (${Object.entries(state.counts.agentsByStatus).map(([status, n]) => `${n} ${status}`).join(', ') || 'none'}), ${state.counts.graphs} graphs, ${state.counts.configs} configs, ${state.counts.keys} keys, ${state.counts.tokens} tokens\n`,
+    ]}`,
+  );
   if (state.agents.rows.length > 0) {
     stdout.write(table(['AGENT', 'ID', 'STATUS', 'GRAPH', 'DESIRED', 'CURRENT', 'PHASE'], state.agents.rows.map((a) => [a.name, short(a.id), a.status, a.desiredGraph, short(a.desiredConfig), short(a.currentConfig), a.phase])));
-    stdout.write('\n');
+    stdout.write(term`\n`);
   }
   if (state.graphs.length > 0) {
     stdout.write(table(['GRAPH', 'HEAD', 'SINCE SEQ', 'CONFIGS'], state.graphs.map((g) => [g.id, short(g.head), g.updatedSeq, g.configCount])));
-    stdout.write('\n');
+    stdout.write(term`\n`);
   }
   if (state.configs.rows.length > 0) {
     stdout.write(
@@ -201,13 +205,13 @@ function parseListen(text: string): { host: string; port: number } {
   return { host: match[1]!.replace(/^\[|\]$/g, ''), port: Number(match[2]) };
 }
 
-function openInBrowser(url: string, stderr: NodeJS.WritableStream): void {
+function openInBrowser(url: string, stderr: TerminalOutput): void {
   try {
     const child = spawn('xdg-open', [url], { detached: true, stdio: 'ignore' });
-    child.on('error', (error) => stderr.write(`ferry: could not run xdg-open (${error.message}); open the link yourself\n`));
+    child.on('error', (error) => stderr.write(term`ferry: could not run xdg-open (${error.message}); open the link yourself\n`));
     child.unref();
   } catch (error) {
-    stderr.write(`ferry: could not run xdg-open (${(error as Error).message}); open the link yourself\n`);
+    stderr.write(term`ferry: could not run xdg-open (${(error as Error).message}); open the link yourself\n`);
   }
 }
 
@@ -234,7 +238,7 @@ const view: Command = {
       const session = await client.request<{ loginPath: string; expiresAt: number; lastSeq: number }>('POST', `${VIEWER_PATH}/api/session`);
       const url = new URL(session.loginPath, client.baseUrl).toString();
       if (json) writeJson(stdout, { url, expiresAt: session.expiresAt, lastSeq: session.lastSeq });
-      else stdout.write(`${url}\n(one-time login link to the audit-log viewer, valid until ${new Date(session.expiresAt).toISOString()})\n`);
+      else stdout.write(term`${url}\n(one-time login link to the audit-log viewer, valid until ${new Date(session.expiresAt).toISOString()})\n`);
       if (booleanOption(options, 'open')) openInBrowser(url, stderr);
       return;
     }
@@ -245,19 +249,19 @@ const view: Command = {
     const url = server.loginUrl();
     const status = info.verification.ok ? `chain verified through seq ${info.verification.verifiedThrough}` : `CHAIN BROKEN at seq ${info.verification.firstBad!.seq}: ${info.verification.firstBad!.reason}`;
     if (json) writeJson(stdout, { url, server: server.url, lastSeq: info.lastSeq, verification: info.verification });
-    else stdout.write(`serving ${offline.file} (${info.lastSeq} events; ${status}) read-only at ${server.url}${VIEWER_PATH}/\n${url}\n(one-time login link; Ctrl-C to stop)\n`);
+    else stdout.write(term`serving ${offline.file} (${info.lastSeq} events; ${status}) read-only at ${server.url}${VIEWER_PATH}/\n${url}\n(one-time login link; Ctrl-C to stop)\n`);
     if (booleanOption(options, 'open')) openInBrowser(url, stderr);
     await untilInterrupted();
     await server.close();
   },
 };
 
-function printReport(report: ChainReport, stdout: NodeJS.WritableStream, json: boolean): number {
+function printReport(report: ChainReport, stdout: TerminalOutput, json: boolean): number {
   if (json) writeJson(stdout, report);
   else if (report.ok) {
-    stdout.write(`audit log OK: ${report.events} events chained and verified${report.lastCheckpoint ? `, last signed checkpoint at seq ${report.lastCheckpoint.seq}` : ', no signed checkpoint yet'}\n`);
+    stdout.write(term`audit log OK: ${report.events} events chained and verified${report.lastCheckpoint ? `, last signed checkpoint at seq ${report.lastCheckpoint.seq}` : ', no signed checkpoint yet'}\n`);
   } else {
-    stdout.write(`audit log BROKEN at seq ${report.firstBad!.seq}: ${report.firstBad!.reason}\nverified up to seq ${report.verifiedThrough}\n`);
+    stdout.write(term`audit log BROKEN at seq ${report.firstBad!.seq}: ${report.firstBad!.reason}\nverified up to seq ${report.verifiedThrough}\n`);
   }
   return report.ok ? 0 : 1;
 }
@@ -288,7 +292,8 @@ const exportLog: Command = {
     const response = await clientFrom(options).send('GET', '/v1/audit/export');
     const output = stringOption(options, 'output');
     const body = Readable.fromWeb(response.body! as import('node:stream/web').ReadableStream);
-    if (!output) return void (await pipeline(body, stdout));
+    // To standard output: the export's exact bytes (JSON lines to verify), not text for a terminal.
+    if (!output) return void (await pipeline(body, stdout.raw));
     // To a file: progress on a terminal (the size is not known ahead), and what was written.
     const progress = createProgress(stderr, 'exporting', 'bytes');
     let written = 0;

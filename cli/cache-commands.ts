@@ -8,6 +8,7 @@ import { formatNixPublicKey, parseNixPublicKey } from '../nix/index.js';
 import { keyIdOf } from '../protocol/identity.js';
 import { booleanOption, jsonOption, stringOption, UsageError, writeJson, type Command, type OptionValues } from './command.js';
 import { clientFrom, connectionOptions, readContexts } from './contexts.js';
+import { term } from './terminal-text.js';
 
 /** The coordinator URL and, when the chosen context is for that URL, the coordinator key it pinned. */
 function coordinatorOf(options: OptionValues): { url: string; pinnedKey?: string } {
@@ -53,7 +54,7 @@ const key: Command = {
     }
     const line = formatNixPublicKey(publicKey);
     if (booleanOption(options, 'json')) return writeJson(stdout, { publicKey: line, keyName: publicKey.name, cacheUrl, pinned: pinnedKey !== undefined });
-    stdout.write(`${line}\n`);
+    stdout.write(term`${line}\n`);
   },
 };
 
@@ -62,7 +63,7 @@ const netrc: Command = {
   summary: 'print a netrc line that lets Nix use the cache with your Ferry key',
   description:
     'Derives the credentials of the key of the current context (or --key): login = the key id, password = ' +
-    'base64 of its ed25519 signature of "ferry-nix-cache-v1\\n<key id>". Nothing is sent: the coordinator ' +
+    'base64 of its ed25519 signature of "ferry-nix-cache-v1", a newline and the key id. Nothing is sent: the coordinator ' +
     'verifies the signature and checks the key on each request, so revoking the key revokes the line. ' +
     'Pushers, operators and admins may upload (nix copy --to); viewers and agents may read. Append it to ' +
     'the file Nix reads (netrc-file, default /etc/nix/netrc). Treat it like a password.',
@@ -75,7 +76,7 @@ const netrc: Command = {
     if (booleanOption(options, 'json')) {
       return writeJson(stdout, { machine: new URL(client.baseUrl).hostname.replace(/^\[|\]$/g, ''), login: identity.keyId, password: nixCachePassword(identity), cacheUrl: cacheUrlOf(client.baseUrl) });
     }
-    stdout.write(`${line}\n`);
+    stdout.write(term`${line}\n`);
   },
 };
 

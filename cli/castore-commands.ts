@@ -6,13 +6,22 @@ import { booleanOption, jsonOption, stringListOption, stringOption, UsageError, 
 import { castoreDirFrom, dataDirOption } from './data-dir.js';
 import { openInput, writeAll } from './io.js';
 import { createProgress, formatBytes } from './progress.js';
+import { term } from './terminal-text.js';
 
 type CastoreModule = typeof import('../castore/index.js');
 
-/** Runs `body` with the castore open, and its module (loaded only by these commands). */
-async function withCastore<T>(options: Parameters<typeof castoreDirFrom>[0], body: (store: Castore, castore: CastoreModule) => Promise<T>): Promise<T> {
+/**
+ * Runs `body` with the castore open, and its module (loaded only by these
+ * commands). `keepStaleFiles`: open without removing what crashed ingests
+ * left (Castore.open), for a dry run that must change nothing.
+ */
+async function withCastore<T>(
+  options: Parameters<typeof castoreDirFrom>[0],
+  body: (store: Castore, castore: CastoreModule) => Promise<T>,
+  open: { keepStaleFiles?: boolean } = {},
+): Promise<T> {
   const castore = await import('../castore/index.js');
-  const store = castore.Castore.open(castoreDirFrom(options));
+  const store = castore.Castore.open(castoreDirFrom(options), open);
   try {
     return await body(store, castore);
   } finally {
@@ -66,8 +75,8 @@ const ingest: Command = {
     progress.done();
     if (json) writeJson(stdout, result);
     else {
-      stdout.write(`${'storePath' in result ? `StorePath: ${result.storePath}\n` : ''}NarHash: ${result.narHash}\nNarSize: ${result.narSize}\n`);
-      stdout.write(`Root: ${result.root.type}${'digest' in result.root ? ` ${result.root.digest}` : ` -> ${result.root.target}`}\n`);
+      stdout.write(term`${'storePath' in result ? term`StorePath: ${result.storePath}\n` : ''}NarHash: ${result.narHash}\nNarSize: ${result.narSize}\n`);
+      stdout.write(term`Root: ${result.root.type}${'digest' in result.root ? ` ${result.root.digest}` : ` -> ${result.root.target}`}\n`);
     }
   },
 };
@@ -91,7 +100,7 @@ const exportCommand: Command = {
         if (!info) throw new UsageError(`'${target}' is neither a registered store path nor a directory id`);
         root = info.root;
       }
-      await writeAll(exportNar(store, root), stdout);
+      await writeAll(exportNar(store, root), stdout.raw);
     });
   },
 };
@@ -127,15 +136,13 @@ const stat: Command = {
     });
     if (booleanOption(options, 'json')) return writeJson(stdout, stats);
     stdout.write(
-      [
-        `castore:     ${stats.dataDir}`,
-        `store paths: ${stats.storePaths} (NARs total ${formatBytes(stats.registeredNarBytes)})`,
-        `blobs:       ${stats.blobs} (${formatBytes(stats.blobBytes)}; ${stats.packedBlobs} small ones in pack files, ${formatBytes(stats.packedBlobBytes)})`,
-        `directories: ${stats.directories}`,
-        stats.registeredNarBytes > 0 ? `dedup:       blobs are ${((100 * stats.blobBytes) / stats.registeredNarBytes).toFixed(1)}% of NAR bytes` : '',
-      ]
-        .filter(Boolean)
-        .join('\n') + '\n',
+      term`${[
+        term`castore:     ${stats.dataDir}\n`,
+        term`store paths: ${stats.storePaths} (NARs total ${formatBytes(stats.registeredNarBytes)})\n`,
+        term`blobs:       ${stats.blobs} (${formatBytes(stats.blobBytes)}; ${stats.packedBlobs} small ones in pack files, ${formatBytes(stats.packedBlobBytes)})\n`,
+        term`directories: ${stats.directories}\n`,
+        stats.registeredNarBytes > 0 ? term`dedup:       blobs are ${((100 * stats.blobBytes) / stats.registeredNarBytes).toFixed(1)}% of NAR bytes\n` : [],
+      ]}`,
     );
   },
 };
@@ -158,9 +165,9 @@ const fsckCommand: Command = {
     progress.done();
     if (json) writeJson(stdout, report);
     else {
-      stdout.write(`checked ${report.blobs} blobs, ${report.directories} directories, ${report.storePaths} store paths\n`);
-      for (const problem of report.problems) stdout.write(`${problem.kind} ${problem.id}: ${problem.problem}\n`);
-      stdout.write(report.problems.length === 0 ? 'no problems found\n' : `${report.problems.length} problem(s) found\n`);
+      stdout.write(term`checked ${report.blobs} blobs, ${report.directories} directories, ${report.storePaths} store paths\n`);
+      for (const problem of report.problems) stdout.write(term`${problem.kind} ${problem.id}: ${problem.problem}\n`);
+      stdout.write(report.problems.length === 0 ? term`no problems found\n` : term`${report.problems.length} problem(s) found\n`);
     }
     return report.problems.length === 0 ? 0 : 1;
   },
@@ -168,8 +175,11 @@ const fsckCommand: Command = {
 
 const gc: Command = {
   path: ['castore', 'gc'],
-  summary: 'delete blobs and directories no kept store path reaches',
-  description: 'By default every registered store path is kept; with --keep, only those paths and their closure.',
+  summary: 'delete blobs and directories no kept store path reaches, and what crashed ingests left',
+  description:
+    'By default every registered store path is kept; with --keep, only those paths and their closure. ' +
+    'Also removes the temp files and unpublished packs of ingests whose process is gone (opening the castore removes most of them too); ' +
+    '--dry-run counts them.',
   maxArgs: 0,
   options: {
     ...dataDirOption,
@@ -179,15 +189,22 @@ const gc: Command = {
   },
   async run({ options, stdout }) {
     const keep = stringListOption(options, 'keep');
-    const report = await withCastore(options, async (store, { collectGarbage }) =>
-      collectGarbage(store, { dryRun: booleanOption(options, 'dry-run'), ...(keep.length > 0 ? { keepStorePaths: keep } : {}) }),
+    const dryRun = booleanOption(options, 'dry-run');
+    const report = await withCastore(
+      options,
+      async (store, { collectGarbage }) => collectGarbage(store, { dryRun, ...(keep.length > 0 ? { keepStorePaths: keep } : {}) }),
+      { keepStaleFiles: dryRun },
     );
     if (booleanOption(options, 'json')) return writeJson(stdout, report);
     const verb = report.dryRun ? 'would remove' : 'removed';
     stdout.write(
-      `${verb} ${report.removedBlobs} blobs (${formatBytes(report.removedBlobBytes)}), ${report.removedDirectories} directories, ` +
-        `${report.removedStorePaths.length} store paths; kept ${report.keptStorePaths} store paths\n`,
+      term`${verb} ${report.removedBlobs} blobs (${formatBytes(report.removedBlobBytes)}), ${report.removedDirectories} directories, ${report.removedStorePaths.length} store paths; kept ${report.keptStorePaths} store paths\n`,
     );
+    if (report.staleIngestsCleaned + report.staleTempFiles + report.stalePackFiles > 0) {
+      stdout.write(
+        term`${verb} what crashed ingests left: ${report.staleTempFiles} temp file(s) and ${report.stalePackFiles} unpublished pack(s) (${formatBytes(report.staleFileBytes)}), ${report.staleIngestsCleaned} ingest record(s)\n`,
+      );
+    }
   },
 };
 

@@ -5,6 +5,7 @@
  * sees validated options.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import type { TerminalOutput } from './terminal-text.js';
 
 export interface OptionSpec {
   type: 'string' | 'boolean';
@@ -21,8 +22,13 @@ export type OptionValues = Record<string, string | boolean | string[] | boolean[
 export interface CommandContext {
   args: string[];
   options: OptionValues;
-  stdout: NodeJS.WritableStream & { isTTY?: boolean };
-  stderr: NodeJS.WritableStream & { isTTY?: boolean };
+  /**
+   * Where a command prints. Text for a human is TerminalText (`term`, `table`, `block`), escaped
+   * so that nothing someone else wrote can drive the terminal (cli/terminal-text.ts); `raw` is for
+   * exact bytes only (`writeJson`, NARs, bundles, exports).
+   */
+  stdout: TerminalOutput;
+  stderr: TerminalOutput;
   stdin: NodeJS.ReadableStream;
 }
 
@@ -138,6 +144,16 @@ export function booleanOption(options: OptionValues, name: string): boolean {
   return options[name] === true;
 }
 
-export function writeJson(stream: NodeJS.WritableStream, value: unknown): void {
-  stream.write(`${JSON.stringify(value, null, 2)}\n`);
+/**
+ * `--json` output: exactly JSON.stringify of `value` (indented), on the raw stream. Not escaped for
+ * a terminal: JSON escaping already makes control characters inert text, and a script must get
+ * the exact strings back.
+ */
+export function writeJson(out: TerminalOutput, value: unknown): void {
+  out.raw.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** One JSON value on one line, exactly (the JSON Lines of `--json` streams such as `ferry audit log --json`). */
+export function writeJsonLine(out: TerminalOutput, value: unknown): void {
+  out.raw.write(`${JSON.stringify(value)}\n`);
 }

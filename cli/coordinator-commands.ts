@@ -8,6 +8,7 @@ import { configDir, fingerprintOption, pinnedFingerprintOf, readContexts, saveCo
 import { dataDirFrom, dataDirOption } from './data-dir.js';
 import { table } from './format.js';
 import { untilInterrupted } from './io.js';
+import { block, term } from './terminal-text.js';
 
 const DEFAULT_LISTEN = '127.0.0.1:7070';
 
@@ -52,12 +53,14 @@ const init: Command = {
       const result = { dataDir, name, coordinatorKey: coordinator.identity.keyId, tlsFingerprint, adminKey: admin.keyId, adminKeyFile, context: name, url };
       if (booleanOption(options, 'json')) return writeJson(stdout, result);
       stdout.write(
-        `Created coordinator '${name}' in ${dataDir}\n` +
-          `  coordinator key: ${coordinator.identity.keyId}\n` +
-          `  first admin key: ${admin.keyId} (${adminKeyFile})\n` +
-          `  TLS fingerprint: ${tlsFingerprint}\n` +
-          `  CLI context '${name}' -> ${url} (now current)\n\n` +
-          `Start it with:   ferry coordinator serve --data-dir ${dataDir}\n`,
+        term`${[
+          term`Created coordinator '${name}' in ${dataDir}\n`,
+          term`  coordinator key: ${coordinator.identity.keyId}\n`,
+          term`  first admin key: ${admin.keyId} (${adminKeyFile})\n`,
+          term`  TLS fingerprint: ${tlsFingerprint}\n`,
+          term`  CLI context '${name}' -> ${url} (now current)\n\n`,
+          term`Start it with:   ferry coordinator serve --data-dir ${dataDir}\n`,
+        ]}`,
       );
     } finally {
       coordinator.close();
@@ -78,7 +81,7 @@ const serve: Command = {
     'nix-cache-public': { type: 'boolean', description: 'let anyone read the Nix binary cache at /nix-cache (default: a reading key is required; see ferry cache netrc)' },
     'nix-cache-compression': { type: 'string', valueName: 'none|zstd', description: 'compression of the NARs the Nix cache serves (default: none)' },
   },
-  async run({ options, stdout }) {
+  async run({ options, stdout, stderr, stdin }) {
     // The server's modules load only here: every other command starts without them.
     const [{ Coordinator }, { FERRY_VERSION }, { startHttpServer }, { startQuicServer }] = await Promise.all([
       import('../coordinator/coordinator.js'),
@@ -89,39 +92,44 @@ const serve: Command = {
     const dataDir = dataDirFrom(options);
     if (!Coordinator.exists(dataDir)) {
       if (!booleanOption(options, 'init')) throw new UsageError(`no coordinator in ${dataDir}: create one with ferry coordinator init --data-dir ${dataDir}`);
-      await init.run({ args: [], options: { 'data-dir': dataDir }, stdout, stderr: process.stderr, stdin: process.stdin });
+      await init.run({ args: [], options: { 'data-dir': dataDir }, stdout, stderr, stdin });
     }
     const { host, port } = parseListen(stringOption(options, 'listen') ?? DEFAULT_LISTEN);
     const compression = stringOption(options, 'nix-cache-compression') ?? 'none';
     if (compression !== 'none' && compression !== 'zstd') throw new UsageError(`--nix-cache-compression '${compression}' is not none or zstd`);
     const nixCachePublic = booleanOption(options, 'nix-cache-public');
     const coordinator = Coordinator.open(dataDir);
-    const server = await startHttpServer(coordinator, host, port, { nixCache: { publicRead: nixCachePublic, compression } });
+    // Refusal lines quote what clients sent (paths, messages): escaped like everything else on the
+    // terminal, an entry's further lines (a stack) indented.
+    const log = (line: string): void => stderr.write(term`${block(line).indented('  ')}\n`);
+    const server = await startHttpServer(coordinator, host, port, { nixCache: { publicRead: nixCachePublic, compression }, log });
     let quic: RunningQuicServer | undefined;
     if (!booleanOption(options, 'no-quic')) {
       const quicListen = stringOption(options, 'quic-listen');
       const quicAt = quicListen ? parseListen(quicListen) : { host, port: Number(new URL(server.url).port) };
       const tls = coordinator.tls;
-      quic = await startQuicServer(coordinator, quicAt.host, quicAt.port, { certificatePem: tls.certificatePem, privateKeyPem: tls.privateKeyPem });
+      quic = await startQuicServer(coordinator, quicAt.host, quicAt.port, { certificatePem: tls.certificatePem, privateKeyPem: tls.privateKeyPem, log });
       coordinator.quicPort = quic.port;
     }
     stdout.write(
-      `ferry coordinator '${coordinator.name}' ${FERRY_VERSION}\n` +
-        `  data:            ${dataDir}\n` +
-        `  HTTP API:        ${server.url} (and HTTPS with the pinned certificate, for agents)\n` +
-        `  QUIC data plane: ${quic ? `${quic.address} (ALPN ferry/1)` : 'off (HTTP only)'}\n` +
-        `  Nix cache:       ${server.url}/nix-cache (reads: ${nixCachePublic ? 'public' : 'credentials'}, NARs: ${compression}; see ferry cache key)\n` +
-        `  TLS fingerprint: ${coordinator.tls.fingerprint}\n` +
-        `  coordinator key: ${coordinator.identity.keyId}\n` +
-        `  audit log:       ${coordinator.lastSeq} events\n\n` +
-        `Enroll a machine: ferry tokens create --uses 1   (prints a join string for ferry agent enroll)\n`,
+      term`${[
+        term`ferry coordinator '${coordinator.name}' ${FERRY_VERSION}\n`,
+        term`  data:            ${dataDir}\n`,
+        term`  HTTP API:        ${server.url} (and HTTPS with the pinned certificate, for agents)\n`,
+        term`  QUIC data plane: ${quic ? `${quic.address} (ALPN ferry/1)` : 'off (HTTP only)'}\n`,
+        term`  Nix cache:       ${server.url}/nix-cache (reads: ${nixCachePublic ? 'public' : 'credentials'}, NARs: ${compression}; see ferry cache key)\n`,
+        term`  TLS fingerprint: ${coordinator.tls.fingerprint}\n`,
+        term`  coordinator key: ${coordinator.identity.keyId}\n`,
+        term`  audit log:       ${coordinator.lastSeq} events\n\n`,
+        term`Enroll a machine: ferry tokens create --uses 1   (prints a join string for ferry agent enroll)\n`,
+      ]}`,
     );
     await untilInterrupted();
     await quic?.close();
     await server.close();
     coordinator.checkpoint();
     coordinator.close();
-    stdout.write('coordinator stopped\n');
+    stdout.write(term`coordinator stopped\n`);
   },
 };
 
@@ -148,7 +156,7 @@ const contextAdd: Command = {
     const tlsFingerprint = fingerprintOption(stringOption(options, 'fingerprint'));
     loadIdentity(keyFile);
     saveContext(args[0]!, { url, keyFile: path.resolve(keyFile), ...(tlsFingerprint ? { tlsFingerprint } : {}) }, booleanOption(options, 'use'));
-    stdout.write(`saved context '${args[0]}'\n`);
+    stdout.write(term`saved context '${args[0]}'\n`);
   },
 };
 
@@ -163,7 +171,7 @@ const contextUse: Command = {
     if (!contexts.contexts[args[0]!]) throw new UsageError(`no context named '${args[0]}' (see ferry context ls)`);
     contexts.current = args[0]!;
     writeContexts(contexts);
-    stdout.write(`now using '${args[0]}'\n`);
+    stdout.write(term`now using '${args[0]}'\n`);
   },
 };
 
@@ -182,7 +190,7 @@ const contextLs: Command = {
       pinnedFingerprintOf(context) ? 'pinned' : context.url.startsWith('https:') ? 'CA' : 'none',
       context.keyFile,
     ]);
-    stdout.write(rows.length === 0 ? 'no contexts (ferry coordinator init, or ferry context add)\n' : table(['  NAME', 'URL', 'TLS', 'KEY'], rows));
+    stdout.write(rows.length === 0 ? term`no contexts (ferry coordinator init, or ferry context add)\n` : table(['  NAME', 'URL', 'TLS', 'KEY'], rows));
   },
 };
 

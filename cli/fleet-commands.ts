@@ -7,6 +7,7 @@ import type { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { booleanOption, jsonOption, stringListOption, stringOption, UsageError, writeJson, type Command, type OptionValues } from './command.js';
 import { clientFrom, connectionOptions } from './contexts.js';
 import { ago, parseDuration, parseKeyValues, oneLine, short, table } from './format.js';
+import { block, jsonForTerminal, term } from './terminal-text.js';
 
 const common = { ...connectionOptions, ...jsonOption };
 
@@ -71,7 +72,7 @@ const keysAdd: Command = {
     const keyId = keyIdFromArgument(args[0]!);
     const result = await clientFrom(options).post('/v1/keys', { keyId, role, label: stringOption(options, 'label') ?? '' });
     if (json(options)) return writeJson(stdout, { keyId, role, ...(result as object) });
-    stdout.write(`added ${role} key ${keyId}\n`);
+    stdout.write(term`added ${role} key ${keyId}\n`);
   },
 };
 
@@ -97,7 +98,7 @@ const keysRevoke: Command = {
   async run({ args, options, stdout }) {
     const result = await clientFrom(options).post(`/v1/keys/${encodeURIComponent(args[0]!)}/revoke`);
     if (json(options)) return writeJson(stdout, result);
-    stdout.write(`revoked ${args[0]}\n`);
+    stdout.write(term`revoked ${args[0]}\n`);
   },
 };
 
@@ -132,7 +133,7 @@ const tokensCreate: Command = {
     const pinnedTls = new URL(client.baseUrl).protocol === 'http:';
     const join = formatJoinString({ httpUrl: client.baseUrl, coordinatorKey: info.coordinatorKey, tlsFingerprint: info.tlsFingerprint, token: result.token, pinnedTls });
     if (json(options)) return writeJson(stdout, { ...result, join });
-    stdout.write(`token ${result.tokenId}: ${uses} use(s), expires ${new Date(result.expiresAt).toISOString()}\n\njoin string (shown once; give it to the machine):\n  ${join}\n\non the machine:  ferry agent enroll '${join}'\n`);
+    stdout.write(term`token ${result.tokenId}: ${uses} use(s), expires ${new Date(result.expiresAt).toISOString()}\n\njoin string (shown once; give it to the machine):\n  ${join}\n\non the machine:  ferry agent enroll '${join}'\n`);
   },
 };
 
@@ -163,7 +164,7 @@ const tokensRevoke: Command = {
   async run({ args, options, stdout }) {
     const result = await clientFrom(options).post(`/v1/tokens/${encodeURIComponent(args[0]!)}/revoke`);
     if (json(options)) return writeJson(stdout, result);
-    stdout.write(`revoked token ${args[0]}\n`);
+    stdout.write(term`revoked token ${args[0]}\n`);
   },
 };
 
@@ -219,11 +220,23 @@ const agentsShow: Command = {
     const agent = await client.get<AgentApiView & { facts: unknown }>(`/v1/agents/${await resolveAgent(client, args[0]!)}`);
     if (json(options)) return writeJson(stdout, agent);
     stdout.write(
-      `agent   ${agent.id}\nname    ${agent.name} (${agent.type})\nstatus  ${agent.status}, last seen ${ago(agent.lastSeen)}\nlabels  ${JSON.stringify(agent.labels)}\n` +
-        `follows ${agent.pinnedConfig ? `pinned to ${agent.pinnedConfig}` : (agent.desiredGraph ?? '-')}\ndesired ${agent.desiredConfig ?? '-'}\ncurrent ${agent.currentConfig ?? '-'}\nphase   ${phaseWithProgress(agent) ?? '-'}${agent.lastError ? `\nerror   ${agent.lastError}` : ''}\nfacts   ${JSON.stringify(agent.facts, null, 2).replace(/\n/g, '\n        ')}\n` +
-        (agent.activity?.events.length
-          ? `recent events (from the agent):\n${agent.activity.events.map((event) => `  ${new Date(event.at).toISOString()}  ${event.kind.padEnd(12)} ${oneLine(event.message)}\n`).join('')}`
-          : ''),
+      term`${[
+        term`agent   ${agent.id}\n`,
+        term`name    ${agent.name} (${agent.type})\n`,
+        term`status  ${agent.status}, last seen ${ago(agent.lastSeen)}\n`,
+        term`labels  ${jsonForTerminal(agent.labels)}\n`,
+        term`follows ${agent.pinnedConfig ? `pinned to ${agent.pinnedConfig}` : (agent.desiredGraph ?? '-')}\n`,
+        term`desired ${agent.desiredConfig ?? '-'}\n`,
+        term`current ${agent.currentConfig ?? '-'}\n`,
+        term`phase   ${phaseWithProgress(agent) ?? '-'}\n`,
+        // The whole last error (a command's output) keeps its lines, each escaped and indented
+        // under `error`, so none of them can pass for a field of its own.
+        agent.lastError ? term`error   ${block(agent.lastError).indented('        ')}\n` : [],
+        term`facts   ${jsonForTerminal(agent.facts, 2).indented('        ')}\n`,
+        agent.activity?.events.length
+          ? term`recent events (from the agent):\n${agent.activity.events.map((event) => term`  ${new Date(event.at).toISOString()}  ${event.kind.padEnd(12)} ${oneLine(event.message)}\n`)}`
+          : [],
+      ]}`,
     );
   },
 };
@@ -241,7 +254,7 @@ const agentsFacts: Command = {
       history: booleanOption(options, 'history') ? '1' : undefined,
     });
     if (json(options)) return writeJson(stdout, result);
-    for (const revision of result.revisions) stdout.write(`revision ${revision.revision} (audit seq ${revision.seq}, ${revision.hlc})\n${JSON.stringify(revision.facts, null, 2)}\n`);
+    for (const revision of result.revisions) stdout.write(term`revision ${revision.revision} (audit seq ${revision.seq}, ${revision.hlc})\n${jsonForTerminal(revision.facts, 2)}\n`);
   },
 };
 
@@ -258,7 +271,7 @@ function decision(verb: 'approve' | 'reject' | 'revoke', summary: string): Comma
       for (const reference of args) {
         const id = await resolveAgent(client, reference);
         results.push({ agentId: id, ...(await client.post<object>(`/v1/agents/${id}/${verb}`)) });
-        if (!json(options)) stdout.write(`${verb === 'approve' ? 'approved' : verb === 'reject' ? 'rejected' : 'revoked'} ${id}\n`);
+        if (!json(options)) stdout.write(term`${verb === 'approve' ? 'approved' : verb === 'reject' ? 'rejected' : 'revoked'} ${id}\n`);
       }
       if (json(options)) writeJson(stdout, results);
     },
@@ -281,7 +294,7 @@ const agentsAssign: Command = {
     if (ids.length === 0) throw new UsageError('no agents selected: name them or use --where');
     for (const id of new Set(ids)) await client.post(`/v1/agents/${id}/assign`, { graph: graph === 'none' ? null : graph });
     if (json(options)) return writeJson(stdout, { graph, agents: [...new Set(ids)] });
-    stdout.write(`${new Set(ids).size} agent(s) now follow '${graph}'\n`);
+    stdout.write(term`${new Set(ids).size} agent(s) now follow '${graph}'\n`);
   },
 };
 
@@ -297,7 +310,7 @@ const agentsPin: Command = {
     const id = await resolveAgent(client, args[0]!);
     const result = await client.post(`/v1/agents/${id}/pin`, { configId: args[1] === 'none' ? null : args[1] });
     if (json(options)) return writeJson(stdout, result);
-    stdout.write(args[1] === 'none' ? `${id} follows its graph again\n` : `${id} pinned to ${args[1]}\n`);
+    stdout.write(args[1] === 'none' ? term`${id} follows its graph again\n` : term`${id} pinned to ${args[1]}\n`);
   },
 };
 

@@ -1,15 +1,26 @@
 /** Plain-text tables and short forms for CLI output. */
 import { UsageError } from './command.js';
-export function table(headers: string[], rows: (string | number | null | undefined)[][]): string {
-  const cells = [headers, ...rows.map((row) => row.map((cell) => (cell === null || cell === undefined ? '-' : String(cell))))];
-  const widths = headers.map((_, column) => Math.max(...cells.map((row) => row[column]!.length)));
-  return `${cells.map((row) => row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column]!))).join('  ')).join('\n')}\n`;
+import { term, type TerminalText } from './terminal-text.js';
+
+/**
+ * A table for a terminal: `headers`, then one line per row, columns padded
+ * to their widest cell (null and undefined show as `-`). Every cell is
+ * escaped as a line value (cli/terminal-text.ts) before it is measured, so a
+ * cell holding a control character, a newline or a tab is shown escaped and
+ * cannot clear the screen, forge a row or shift a column.
+ */
+export function table(headers: string[], rows: (string | number | null | undefined)[][]): TerminalText {
+  const cells = [headers, ...rows].map((row) => row.map((cell) => term`${cell ?? '-'}`));
+  const widths = headers.map((_, column) => Math.max(...cells.map((row) => row[column]!.text.length)));
+  const padding = (row: TerminalText[], column: number): string => (column === row.length - 1 ? '' : ' '.repeat(widths[column]! - row[column]!.text.length));
+  return term`${cells.map((row) => term`${row.map((cell, column) => term`${column === 0 ? '' : '  '}${cell}${padding(row, column)}`)}\n`)}`;
 }
 
 /**
  * A multi-line message (an agent's last error: what failed, then the tail of
  * its output) on one table line: the first line and the last line of output,
  * which is where a failing command says why. `ferry agents show` has it whole.
+ * Plain text, not yet escaped: print it through `table` or `term`.
  */
 export function oneLine(text: string | null | undefined, max = 160): string | undefined {
   if (!text) return undefined;

@@ -7,6 +7,7 @@ import { asStorePath, isStorePath, type StorePath } from '../nix/store-path.js';
 import { booleanOption, jsonOption, stringListOption, stringOption, UsageError, writeJson, type Command } from './command.js';
 import { clientFrom, connectionOptions } from './contexts.js';
 import { parseKeyValues, short, table } from './format.js';
+import { block, term } from './terminal-text.js';
 
 const common = { ...connectionOptions, ...jsonOption };
 
@@ -86,7 +87,7 @@ const submit: Command = {
       force: booleanOption(options, 'force'),
     });
     if (booleanOption(options, 'json')) return writeJson(stdout, result);
-    stdout.write(`config ${result.configId} is the new head of '${graph}'${result.forced ? ` (forced over ${result.previousHead})` : ''}\n`);
+    stdout.write(term`config ${result.configId} is the new head of '${graph}'${result.forced ? ` (forced over ${result.previousHead})` : ''}\n`);
   },
 };
 
@@ -102,10 +103,17 @@ const show: Command = {
     if (booleanOption(options, 'json')) return writeJson(stdout, config);
     const s = config.summary;
     stdout.write(
-      `config   ${config.id}\ngraph    ${config.graph}${config.forced ? ' (forced)' : ''}\nparents  ${config.body.parents.join(', ') || '-'}\nmessage  ${config.body.message}\n` +
-        Object.entries(config.body.targets).map(([system, target]) => `target   ${system} = ${target}\n`).join('') +
-        `activate ${config.body.activation.command} (timeout ${config.body.activation.timeoutSeconds}s)\nhealth   ${config.body.health ? `${config.body.health.command} (${config.body.health.retries} retries)` : '-'}\n` +
-        `agents   ${s.succeeded} succeeded, ${s.failed} failed, ${s.pending} pending, ${s.unreported} unreported\n`,
+      term`${[
+        term`config   ${config.id}\n`,
+        term`graph    ${config.graph}${config.forced ? ' (forced)' : ''}\n`,
+        term`parents  ${config.body.parents.join(', ') || '-'}\n`,
+        // A message may have several lines (like a commit message): kept, escaped, aligned under `message`.
+        term`message  ${block(config.body.message).indented('         ')}\n`,
+        Object.entries(config.body.targets).map(([system, target]) => term`target   ${system} = ${target}\n`),
+        term`activate ${config.body.activation.command} (timeout ${config.body.activation.timeoutSeconds}s)\n`,
+        term`health   ${config.body.health ? `${config.body.health.command} (${config.body.health.retries} retries)` : '-'}\n`,
+        term`agents   ${s.succeeded} succeeded, ${s.failed} failed, ${s.pending} pending, ${s.unreported} unreported\n`,
+      ]}`,
     );
   },
 };
@@ -155,7 +163,7 @@ const graphRollback: Command = {
     const to = stringOption(options, 'to');
     const result = await clientFrom(options).post<{ from: string; to: string }>(`/v1/graphs/${encodeURIComponent(args[0]!)}/rollback`, to ? { to } : {});
     if (booleanOption(options, 'json')) return writeJson(stdout, result);
-    stdout.write(`'${args[0]}' head moved back from ${result.from} to ${result.to}\n`);
+    stdout.write(term`'${args[0]}' head moved back from ${result.from} to ${result.to}\n`);
   },
 };
 

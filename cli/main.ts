@@ -3,9 +3,15 @@
  * words of argv, parses its options and runs it. Typed errors from the
  * libraries are printed as `ferry: error [CODE]: message` with exit code 1;
  * command-line mistakes print usage with exit code 2.
+ *
+ * This is where the real stdout and stderr are wrapped: commands get
+ * TerminalOutputs (cli/terminal-text.ts), and every message printed here,
+ * error messages that may quote a coordinator's answer included, is escaped
+ * for the terminal as well.
  */
 import { allCommands, commandGroups } from './commands.js';
 import { formatCommandHelp, parseCommandLine, UsageError, type Command, type CommandContext } from './command.js';
+import { block, term, terminalOutput } from './terminal-text.js';
 
 const VERSION = '0.1.0';
 
@@ -57,17 +63,15 @@ function exitQuietlyOnClosedStdout(): void {
 
 export async function main(argv: string[]): Promise<number> {
   exitQuietlyOnClosedStdout();
-  const context: Omit<CommandContext, 'args' | 'options'> = {
-    stdout: process.stdout,
-    stderr: process.stderr,
-    stdin: process.stdin,
-  };
+  const stdout = terminalOutput(process.stdout);
+  const stderr = terminalOutput(process.stderr);
+  const context: Omit<CommandContext, 'args' | 'options'> = { stdout, stderr, stdin: process.stdin };
   if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
-    process.stdout.write(formatTopLevelHelp());
+    stdout.write(block(formatTopLevelHelp()));
     return argv.length === 0 ? 2 : 0;
   }
   if (argv[0] === '--version') {
-    process.stdout.write(`ferry ${VERSION}\n`);
+    stdout.write(term`ferry ${VERSION}\n`);
     return 0;
   }
   const found = findCommand(argv);
@@ -75,30 +79,33 @@ export async function main(argv: string[]): Promise<number> {
     const groupCommands = allCommands.filter((command) => command.path[0] === argv[0]);
     if (groupCommands.length > 0) {
       const asksHelp = argv.length === 1 || argv[1] === '--help' || argv[1] === '-h';
-      if (!asksHelp) process.stderr.write(`ferry: unknown command '${argv.slice(0, 2).join(' ')}'\n\n`);
-      (asksHelp ? process.stdout : process.stderr).write(formatGroupHelp(argv[0]!, groupCommands));
+      if (!asksHelp) stderr.write(term`ferry: unknown command '${argv.slice(0, 2).join(' ')}'\n\n`);
+      (asksHelp ? stdout : stderr).write(block(formatGroupHelp(argv[0]!, groupCommands)));
       return asksHelp ? 0 : 2;
     }
-    process.stderr.write(`ferry: unknown command group '${argv[0]}' (see 'ferry --help')\n`);
+    stderr.write(term`ferry: unknown command group '${argv[0]}' (see 'ferry --help')\n`);
     return 2;
   }
   const { command, rest } = found;
   try {
     const { args, options, help } = parseCommandLine(command, rest);
     if (help) {
-      process.stdout.write(formatCommandHelp(command));
+      stdout.write(block(formatCommandHelp(command)));
       return 0;
     }
     return (await command.run({ ...context, args, options })) ?? 0;
   } catch (error) {
     if (error instanceof UsageError) {
-      process.stderr.write(`ferry: ${error.message}\n\n${formatCommandHelp(error.command ?? command)}`);
+      stderr.write(term`ferry: ${block(error.message).indented('  ')}\n\n${block(formatCommandHelp(error.command ?? command))}`);
       return 2;
     }
+    // The code and the message may be the coordinator's, quoting what a client sent: escaped like
+    // any value. A message keeps its lines (a failed command's output) but they are indented, so
+    // none can pass for a line of ferry's own.
     const code = errorCode(error);
     const message = error instanceof Error ? error.message : String(error);
-    process.stderr.write(`ferry: error${code ? ` [${code}]` : ''}: ${message}\n`);
-    if (process.env.FERRY_DEBUG && error instanceof Error) process.stderr.write(`${error.stack}\n`);
+    stderr.write(term`ferry: error${code ? term` [${code}]` : ''}: ${block(message).indented('  ')}\n`);
+    if (process.env.FERRY_DEBUG && error instanceof Error) stderr.write(term`${block(error.stack ?? '')}\n`);
     return 1;
   }
 }

@@ -2,6 +2,7 @@
 import { decodeNar, dumpPath, encodeNar, listNar, narHash, restoreNar } from '../nix/nar/index.js';
 import { booleanOption, jsonOption, writeJson, type Command } from './command.js';
 import { openInput, writeAll } from './io.js';
+import { term } from './terminal-text.js';
 
 const dump: Command = {
   path: ['nar', 'dump'],
@@ -10,7 +11,7 @@ const dump: Command = {
   minArgs: 1,
   maxArgs: 1,
   async run({ args, stdout }) {
-    await writeAll(dumpPath(args[0]!), stdout);
+    await writeAll(dumpPath(args[0]!), stdout.raw);
   },
 };
 
@@ -28,7 +29,7 @@ const hash: Command = {
   async run({ args, options, stdout, stdin }) {
     const result = await narHash(encodeNar(decodeNar(openInput(args[0]!, stdin))));
     if (booleanOption(options, 'json')) writeJson(stdout, result);
-    else stdout.write(`NarHash: ${result.narHash}\nNarSize: ${result.narSize}\n`);
+    else stdout.write(term`NarHash: ${result.narHash}\nNarSize: ${result.narSize}\n`);
   },
 };
 
@@ -51,15 +52,16 @@ const ls: Command = {
         entries.push(entry);
         continue;
       }
+      // A NAR's names and symlink targets are whatever its author chose: escaped like any value.
       const shown = entry.path === '' ? '.' : `./${entry.path}`;
       if (!long) {
-        stdout.write(`${shown}\n`);
+        stdout.write(term`${shown}\n`);
       } else if (entry.type === 'directory') {
-        stdout.write(`dr-xr-xr-x ${''.padStart(12)} ${shown}\n`);
+        stdout.write(term`dr-xr-xr-x ${''.padStart(12)} ${shown}\n`);
       } else if (entry.type === 'symlink') {
-        stdout.write(`lrwxrwxrwx ${''.padStart(12)} ${shown} -> ${entry.target}\n`);
+        stdout.write(term`lrwxrwxrwx ${''.padStart(12)} ${shown} -> ${entry.target}\n`);
       } else {
-        stdout.write(`${entry.executable ? '-r-xr-xr-x' : '-r--r--r--'} ${String(entry.size).padStart(12)} ${shown}\n`);
+        stdout.write(term`${entry.executable ? '-r-xr-xr-x' : '-r--r--r--'} ${String(entry.size).padStart(12)} ${shown}\n`);
       }
     }
     if (json) writeJson(stdout, entries);

@@ -12,6 +12,7 @@ import { booleanOption, jsonOption, stringListOption, stringOption, UsageError, 
 import { openInput } from './io.js';
 import { connectionOptions, dataClientFrom } from './contexts.js';
 import { createProgress, formatBytes } from './progress.js';
+import { term } from './terminal-text.js';
 
 function pushCacheDir(): string {
   return path.join(process.env.XDG_CACHE_HOME || path.join(homedir(), '.cache'), 'ferry', 'push-castore');
@@ -79,9 +80,9 @@ export const pushCommand: Command = {
         if (!cache.getStorePath(roots[0]!)) await ingestStorePath(cache, openInput(nar), { storePath: roots[0]!, references: stringListOption(options, 'reference') });
       } else {
         const { closure, ingested } = await ingestClosure(cache, roots, createProgress(stderr, 'reading store', 'bytes', quiet));
-        if (!quiet && ingested > 0) stderr.write(`read ${ingested} of ${closure.length} store paths from the local store\n`);
+        if (!quiet && ingested > 0) stderr.write(term`read ${ingested} of ${closure.length} store paths from the local store\n`);
       }
-      const client = await dataClientFrom(options, quiet ? undefined : (message) => stderr.write(`note: ${message}\n`));
+      const client = await dataClientFrom(options, quiet ? undefined : (message) => stderr.write(term`note: ${message}\n`));
       try {
         const bar = createProgress(stderr, 'uploading', 'bytes', quiet);
         const files = (p: TransferProgress) => `${p.objectsDone}/${p.objectsTotal} objects`;
@@ -89,10 +90,12 @@ export const pushCommand: Command = {
         bar.done();
         if (booleanOption(options, 'json')) return writeJson(stdout, { ...report, transport: client.transportKind });
         stdout.write(
-          `pushed ${roots.join(' ')} (${report.closureSize} store path${report.closureSize === 1 ? "" : "s"}, ${formatBytes(report.closureNarBytes)} as NARs) over ${client.transportKind?.toUpperCase()}\n` +
-            `  new store paths: ${report.registered.length}, already present: ${report.closureSize - report.registered.length}\n` +
-            `  sent ${report.blobsSent} blobs and ${report.directoriesSent} directories, ${formatBytes(report.bytesSent)}; ${report.blobsPresent} blobs were already there\n` +
-            `  audit event ${report.seq}\n`,
+          term`${[
+            term`pushed ${roots.join(' ')} (${report.closureSize} store path${report.closureSize === 1 ? '' : 's'}, ${formatBytes(report.closureNarBytes)} as NARs) over ${client.transportKind?.toUpperCase()}\n`,
+            term`  new store paths: ${report.registered.length}, already present: ${report.closureSize - report.registered.length}\n`,
+            term`  sent ${report.blobsSent} blobs and ${report.directoriesSent} directories, ${formatBytes(report.bytesSent)}; ${report.blobsPresent} blobs were already there\n`,
+            term`  audit event ${report.seq}\n`,
+          ]}`,
         );
       } finally {
         await client.close();
