@@ -1,7 +1,8 @@
 /** What an agent reports about its machine: collected fresh at every report, sent only when changed. */
-import { existsSync, readdirSync, readFileSync, statfsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statfsSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { jsonBoundsViolation, MAX_FACTS_DEPTH, MAX_FACTS_JSON_LENGTH } from '../protocol/json-bounds.js';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -63,8 +64,13 @@ export function collectFacts(stateDir: string, factsDir: string): Record<string,
   if (existsSync(factsDir)) {
     for (const name of readdirSync(factsDir).filter((entry) => entry.endsWith('.json')).sort()) {
       try {
-        const extra: unknown = JSON.parse(readFileSync(path.join(factsDir, name), 'utf8'));
+        // The coordinator refuses facts past these bounds: a file past them is reported, not sent.
+        const file = path.join(factsDir, name);
+        if (statSync(file).size > MAX_FACTS_JSON_LENGTH) throw new Error(`larger than ${MAX_FACTS_JSON_LENGTH} bytes`);
+        const extra: unknown = JSON.parse(readFileSync(file, 'utf8'));
         if (extra === null || typeof extra !== 'object' || Array.isArray(extra)) throw new Error('not a JSON object');
+        const violation = jsonBoundsViolation(extra, { maxDepth: MAX_FACTS_DEPTH });
+        if (violation) throw new Error(violation.message);
         Object.assign(facts, extra);
       } catch (error) {
         errors.push(`${name}: ${(error as Error).message}`);

@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameS
 import path from 'node:path';
 import { z } from 'zod';
 import { StorePathSchema } from '../protocol/store-path-info.js';
+import { HlcStringSchema } from '../protocol/hlc.js';
 
 export const GenerationSchema = z.strictObject({
   number: z.number().int().min(1),
@@ -20,6 +21,8 @@ export const GenerationSchema = z.strictObject({
   closure: z.array(StorePathSchema),
   activation: z.strictObject({ command: z.string(), environment: z.record(z.string(), z.string()), timeoutSeconds: z.number() }),
   health: z.strictObject({ command: z.string(), timeoutSeconds: z.number(), retries: z.number() }).nullable(),
+  /** The config's HLC: a bundle of an older config is refused unless forced (null: made before generations recorded it). */
+  hlc: HlcStringSchema.nullable().default(null),
   createdAt: z.number(),
 });
 export type Generation = z.infer<typeof GenerationSchema>;

@@ -2,8 +2,17 @@
  * Running a config's activation or health-check command: `/bin/sh -c` in
  * the target's directory, with a timeout that kills the whole process
  * group, keeping the tail of its output for the report.
+ *
+ * The command gets a clean environment (commandEnvironment), never the
+ * agent's own: the agent runs with its configuration, credentials and CA
+ * settings in its environment (FERRY_CONFIG_DIR, HOME, SSL_CERT_FILE…),
+ * and a command that behaved differently depending on how the agent was
+ * started (a shell, systemd, a test) could not be reasoned about.
+ * docs/agent.md, "The command environment", documents it.
  */
 import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { assertActivationEnvironment } from '../protocol/activation-environment.js';
 
 export interface CommandResult {
   ok: boolean;
@@ -15,15 +24,73 @@ export interface CommandResult {
 
 const TAIL_BYTES = 4096;
 
+/**
+ * The directories of a command's PATH after the target's own `bin`: a
+ * NixOS system's profile, then the usual places of other distributions.
+ * Fixed, so a command finds the same programs whoever started the agent.
+ */
+export const COMMAND_PATH_DIRECTORIES = ['/run/current-system/sw/bin', '/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'] as const;
+
+/** What the agent tells a command about the deployment it runs for (the FERRY_* variables). */
+export interface CommandContext {
+  /** `activation` (also when a rollback re-activates an earlier generation) or `health-check`. */
+  command: 'activation' | 'health-check';
+  agentId: string;
+  configId: string;
+  generation: number;
+  /** Where the target store path lives in this machine's store dir (the command's working directory). */
+  target: string;
+  stateDir: string;
+  storeDir: string;
+}
+
+/**
+ * The whole environment of an activation or health-check command: PATH
+ * (the target's `bin`, then COMMAND_PATH_DIRECTORIES), the FERRY_*
+ * variables of `context`, and the config's own `configured` variables.
+ * Nothing else: not one variable of the agent's environment. Refuses
+ * (ActivationEnvironmentError, naming the key) a configured key the
+ * coordinator refuses at submission (protocol/activation-environment.ts):
+ * the agent checks again what it was sent, signed or not.
+ */
+export function commandEnvironment(context: CommandContext, configured: Record<string, string>): Record<string, string> {
+  assertActivationEnvironment(configured);
+  return {
+    ...configured,
+    PATH: [path.join(context.target, 'bin'), ...COMMAND_PATH_DIRECTORIES].join(':'),
+    FERRY_COMMAND: context.command,
+    FERRY_AGENT_ID: context.agentId,
+    FERRY_CONFIG_ID: context.configId,
+    FERRY_GENERATION: String(context.generation),
+    FERRY_TARGET: context.target,
+    FERRY_STATE_DIR: context.stateDir,
+    FERRY_STORE_DIR: context.storeDir,
+  };
+}
+
+/**
+ * Runs `command` with `/bin/sh -c` in `cwd` with exactly `env` (nothing
+ * is inherited from the agent's environment; build it with
+ * commandEnvironment). Never throws: a command that cannot start, fails,
+ * or outlives `timeoutSeconds` (its whole process group is killed) is a
+ * result with `ok: false` and the tail of its output.
+ */
 export function runCommand(command: string, options: { cwd: string; env: Record<string, string>; timeoutSeconds: number }): Promise<CommandResult> {
   return new Promise((resolve) => {
     let tail = '';
     const keep = (chunk: Buffer) => {
       tail = (tail + chunk.toString('utf8')).slice(-TAIL_BYTES);
     };
-    const child = spawn('/bin/sh', ['-c', command], { cwd: options.cwd, env: { ...process.env, ...options.env }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-    child.stdout.on('data', keep);
-    child.stderr.on('data', keep);
+    let child: ReturnType<typeof spawn>;
+    try {
+      child = spawn('/bin/sh', ['-c', command], { cwd: options.cwd, env: options.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    } catch (error) {
+      // spawn throws synchronously for arguments it cannot pass (a NUL in the command).
+      resolve({ ok: false, exitCode: null, timedOut: false, outputTail: (error as Error).message });
+      return;
+    }
+    child.stdout!.on('data', keep);
+    child.stderr!.on('data', keep);
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;

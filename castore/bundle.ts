@@ -2,45 +2,170 @@
  * Bundles: a config and exactly the castore objects its closure needs, in
  * one tar file, for machines that never reach the coordinator. Layout:
  *
- *   ferry-bundle.json   manifest: the config, its store paths (StorePathInfo)
+ *   ferry-bundle.json   manifest (BundleManifestSchema): who it is for, when
+ *                       it was made and until when it may be applied, the
+ *                       config, its store paths (StorePathInfo)
  *   ferry-bundle.sig    coordinator's ed25519 signature (base64) over
- *                       "ferry-bundle-v1\n" + BLAKE3 hex of the manifest bytes
+ *                       "ferry-bundle-v2\n" + BLAKE3 hex of the manifest bytes
  *   directories/<id>    directory encodings
  *   blobs/<id>          blob bytes
  *
- * The manifest is trusted only through the signature; every object only
- * through its BLAKE3 id. Reading ingests into one castore session that is
- * committed only when the signature, every object and the completeness of
- * every store path verified: a bad bundle leaves nothing behind.
+ * The manifest is trusted only through the signature, and only as far as
+ * its schema goes: every field is validated when read (a signature proves
+ * who made a manifest, not that it is sane), and the config's id must be
+ * the BLAKE3 of its body. Every object is trusted only through its BLAKE3
+ * id. Reading ingests into one castore session that is committed only when
+ * the signature, the reader's own acceptance of the manifest (its audience,
+ * its expiry: see readBundle's `accept`), every object and the completeness
+ * of every store path verified: a bad or refused bundle leaves nothing
+ * behind, and a refused manifest is refused before any object is written.
+ *
+ * Format history: `ferry-bundle-v1` named no agent and never expired (any
+ * agent of the coordinator applied any old bundle); v2 adds `audience`
+ * and `expiresAt`. Readers refuse v1 with BUNDLE_FORMAT_UNSUPPORTED.
  */
 import { nativeBlake3 } from './blake3/index.js';
 import tar from 'tar-stream';
 import { z } from 'zod';
+import { refineActivationEnvironment } from '../protocol/activation-environment.js';
+import { canonicalJsonBytes } from '../protocol/canonical-json.js';
 import { ed25519Verify } from '../protocol/ed25519.js';
-import { publicKeyOf, type Identity, type KeyId } from '../protocol/identity.js';
-import { StorePathInfoSchema, type StorePathInfo } from '../protocol/store-path-info.js';
+import { HlcStringSchema } from '../protocol/hlc.js';
+import { KeyIdSchema, publicKeyOf, type Identity, type KeyId } from '../protocol/identity.js';
+import { StorePathInfoSchema, StorePathSchema, type StorePathInfo } from '../protocol/store-path-info.js';
 import { decodeDirectory, directoryId } from './directory.js';
 import { CastoreError } from './errors.js';
 import { isDigest, type Digest, type Node } from './node.js';
 import type { Castore } from './store/castore.js';
 
-export const BundleManifestSchema = z.strictObject({
-  format: z.literal('ferry-bundle-v1'),
-  coordinatorKey: z.string(),
-  createdAt: z.number().int(),
-  /** The config as agents receive it (id, graph, targets, activation, health, …). */
-  config: z.object({ id: z.string().regex(/^[0-9a-f]{64}$/), targets: z.record(z.string(), z.string()) }).passthrough(),
-  storePaths: z.array(StorePathInfoSchema).max(100_000),
+/** The format this Ferry writes and the only one it reads. */
+export const BUNDLE_FORMAT = 'ferry-bundle-v2';
+/** Longest validity of a bundle (its `expiresAt - createdAt`). */
+export const MAX_BUNDLE_TTL_MS = 366 * 24 * 3600 * 1000;
+/** Validity when the maker names none (`ferry bundle create --ttl`). */
+export const DEFAULT_BUNDLE_TTL_MS = 30 * 24 * 3600 * 1000;
+/** Most agents one bundle may name. */
+export const MAX_BUNDLE_AGENTS = 10_000;
+/** Most store paths in one bundle. */
+export const MAX_BUNDLE_STORE_PATHS = 100_000;
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+/**
+ * The config as agents receive it (the coordinator's `ConfigBodySchema`
+ * plus its id and its author's signature), validated with the same bounds, and with the activation
+ * environment's refused keys refused (protocol/activation-environment.ts).
+ * The id must be the BLAKE3 of the canonical JSON of the rest: the config
+ * an agent runs is exactly the one the coordinator recorded under that id.
+ */
+export const BundleConfigSchema = z
+  .strictObject({
+    id: z.string().regex(HEX64, 'a config id (64 hex characters)'),
+    graph: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'graph names are 1-63 of [a-z0-9._-]'),
+    parents: z.array(z.string().regex(HEX64, 'a config id (64 hex characters)')).max(16),
+    targets: z
+      .record(z.string().regex(/^[a-z0-9_]+-[a-z0-9]+$/, "a Nix system such as 'x86_64-linux'"), StorePathSchema)
+      .refine((targets) => Object.keys(targets).length > 0, 'at least one target'),
+    activation: z.strictObject({
+      command: z.string().min(1).max(1024),
+      environment: z.record(z.string(), z.string()),
+      timeoutSeconds: z.number().int().min(1).max(3600),
+    }),
+    health: z
+      .strictObject({
+        command: z.string().min(1).max(1024),
+        timeoutSeconds: z.number().int().min(1).max(3600),
+        retries: z.number().int().min(0).max(100),
+      })
+      .nullable(),
+    message: z.string().max(4096),
+    author: KeyIdSchema,
+    hlc: HlcStringSchema,
+    /** The author's signature (base64 ed25519 over "ferry-config-v1\n" + id), as the coordinator recorded it. */
+    signature: z.string().max(128).optional(),
+  })
+  .superRefine((config, context) => {
+    refineActivationEnvironment(config.activation.environment, context, ['activation', 'environment']);
+    const { id, signature: _signature, ...body } = config;
+    const hashed = Buffer.from(nativeBlake3(canonicalJsonBytes(body))).toString('hex');
+    if (hashed !== id) context.addIssue({ code: 'custom', path: ['id'], message: `the config's body hashes to ${hashed}, not to its id ${id}` });
+  });
+export type BundleConfig = z.infer<typeof BundleConfigSchema>;
+
+/**
+ * Who a bundle is for: `agents` is the authoritative list (an agent whose
+ * id is not in it refuses the bundle); `where` records the `--where`
+ * clauses the list was resolved from when the bundle was made, for the
+ * reader's information only (an agent that matches them later is not in
+ * the list: make a new bundle).
+ */
+export const BundleAudienceSchema = z.strictObject({
+  agents: z
+    .array(KeyIdSchema)
+    .min(1, 'a bundle names at least one agent')
+    .max(MAX_BUNDLE_AGENTS)
+    .refine((agents) => new Set(agents).size === agents.length, 'agents are listed once each'),
+  where: z.array(z.string().min(1).max(512)).max(32),
 });
+export type BundleAudience = z.infer<typeof BundleAudienceSchema>;
+
+export const BundleManifestSchema = z
+  .strictObject({
+    format: z.literal(BUNDLE_FORMAT),
+    coordinatorKey: KeyIdSchema,
+    /** Unix ms. */
+    createdAt: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+    /** Unix ms: agents refuse the bundle from then on. */
+    expiresAt: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+    audience: BundleAudienceSchema,
+    config: BundleConfigSchema,
+    storePaths: z.array(StorePathInfoSchema).max(MAX_BUNDLE_STORE_PATHS),
+  })
+  .superRefine((manifest, context) => {
+    if (manifest.expiresAt <= manifest.createdAt) context.addIssue({ code: 'custom', path: ['expiresAt'], message: 'the bundle expires before it was made' });
+    if (manifest.expiresAt - manifest.createdAt > MAX_BUNDLE_TTL_MS) {
+      context.addIssue({ code: 'custom', path: ['expiresAt'], message: `the bundle is valid for more than ${MAX_BUNDLE_TTL_MS / 86_400_000} days` });
+    }
+    // Self-contained: the closure of every target it carries, each path once.
+    const paths = new Set<string>();
+    for (const info of manifest.storePaths) {
+      if (paths.has(info.storePath)) context.addIssue({ code: 'custom', path: ['storePaths'], message: `${info.storePath} is listed twice` });
+      paths.add(info.storePath);
+    }
+    for (const info of manifest.storePaths) {
+      const missing = info.references.find((reference) => !paths.has(reference));
+      if (missing) context.addIssue({ code: 'custom', path: ['storePaths'], message: `${info.storePath} references ${missing}, which the bundle lacks` });
+    }
+    if (!Object.values(manifest.config.targets).some((target) => paths.has(target))) {
+      context.addIssue({ code: 'custom', path: ['storePaths'], message: 'the bundle holds no target of its config' });
+    }
+  });
 export type BundleManifest = z.infer<typeof BundleManifestSchema>;
+
+export type BundleErrorCode =
+  /** Malformed, unsigned, signed by another key, incomplete, or with an unexpected entry. */
+  | 'BAD_BUNDLE'
+  /** A format this Ferry does not apply (ferry-bundle-v1, or a newer one). */
+  | 'BUNDLE_FORMAT_UNSUPPORTED'
+  /** The reading agent is not in the manifest's audience. */
+  | 'BUNDLE_NOT_FOR_THIS_AGENT'
+  /** Past the manifest's `expiresAt`. */
+  | 'BUNDLE_EXPIRED'
+  /** Its config is older (HLC) than the one the agent runs (agents apply it with --force). */
+  | 'BUNDLE_CONFIG_OLDER';
 
 export class BundleError extends Error {
   override readonly name = 'BundleError';
-  readonly code = 'BAD_BUNDLE';
+  constructor(
+    readonly code: BundleErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 function signedMessage(manifest: Uint8Array): Uint8Array {
-  return new TextEncoder().encode(`ferry-bundle-v1\n${Buffer.from(nativeBlake3(manifest)).toString('hex')}`);
+  return new TextEncoder().encode(`${BUNDLE_FORMAT}\n${Buffer.from(nativeBlake3(manifest)).toString('hex')}`);
 }
 
 /** Every object below `roots`, each once: directories children-first, then blobs. */
@@ -67,6 +192,10 @@ export interface BundleStream {
   storePaths: number;
   directories: number;
   blobs: number;
+  /** Unix ms after which agents refuse it. */
+  expiresAt: number;
+  /** The agents it is for. */
+  agents: readonly KeyId[];
 }
 
 /** Bytes a tar entry of `size` bytes takes: a 512-byte header, the data padded to 512. */
@@ -74,17 +203,43 @@ const tarEntryBytes = (size: number): number => 512 + Math.ceil(size / 512) * 51
 /** The two zero blocks that end a tar archive. */
 const TAR_END_BYTES = 1024;
 
+/** Who a bundle is for and how long it may be applied: the maker's part of a manifest. */
+export interface BundleOptions {
+  audience: BundleAudience;
+  /** How long agents may apply it (default DEFAULT_BUNDLE_TTL_MS, at most MAX_BUNDLE_TTL_MS). */
+  ttlMs?: number;
+  /** Only the targets of these systems (default: every target). */
+  systems?: readonly string[];
+  /** The creation time (default: now). */
+  now?: number;
+}
+
 /**
  * Streams a signed bundle of `config` and the closure of its targets (all
- * systems, or the given ones). Refuses (STORE_PATH_NOT_FOUND) a closure the
- * store does not hold completely.
+ * systems, or `options.systems`), for `options.audience`, valid from now
+ * for `options.ttlMs`. The manifest is checked against the schema every
+ * reader applies before anything is signed: refuses (BAD_BUNDLE, naming
+ * the field) a config, audience or validity that readers would refuse, a
+ * config without a target for the systems asked for, and
+ * (STORE_PATH_NOT_FOUND) a closure the store does not hold completely.
  */
-export function writeBundle(store: Castore, signer: Identity, config: BundleManifest['config'], systems?: readonly string[]): BundleStream {
+export function writeBundle(store: Castore, signer: Identity, config: BundleConfig, options: BundleOptions): BundleStream {
+  const systems = options.systems;
   const targets = Object.entries(config.targets).filter(([system]) => !systems || systems.includes(system));
-  if (targets.length === 0) throw new BundleError(`config ${config.id} has no target for ${systems?.join(', ')}`);
+  if (targets.length === 0) throw new BundleError('BAD_BUNDLE', `config ${config.id} has no target for ${systems?.join(', ')}`);
   const storePaths = store.closure(targets.map(([, target]) => target)).map((storePath) => store.getStorePath(storePath)!);
-  const manifest: BundleManifest = { format: 'ferry-bundle-v1', coordinatorKey: signer.keyId, createdAt: Date.now(), config, storePaths };
-  const manifestBytes = Buffer.from(JSON.stringify(manifest));
+  const createdAt = options.now ?? Date.now();
+  const parsed = BundleManifestSchema.safeParse({
+    format: BUNDLE_FORMAT,
+    coordinatorKey: signer.keyId,
+    createdAt,
+    expiresAt: createdAt + (options.ttlMs ?? DEFAULT_BUNDLE_TTL_MS),
+    audience: options.audience,
+    config,
+    storePaths,
+  });
+  if (!parsed.success) throw manifestError(parsed.error);
+  const manifestBytes = Buffer.from(JSON.stringify(parsed.data));
   const signature = Buffer.from(Buffer.from(signer.sign(signedMessage(manifestBytes))).toString('base64'));
   const { directories, blobs } = objectsOf(store, storePaths.map((info) => info.root));
   // Read once: their sizes make the bundle's, and they are small (a few KiB each).
@@ -121,7 +276,15 @@ export function writeBundle(store: Castore, signer: Identity, config: BundleMani
     blobs.reduce((sum, blob) => sum + tarEntryBytes(blob.size), 0) +
     TAR_END_BYTES;
   // A streamx Readable: async-iterable bytes.
-  return { bytes: pack as unknown as AsyncIterable<Uint8Array>, size, storePaths: storePaths.length, directories: directories.length, blobs: blobs.length };
+  return {
+    bytes: pack as unknown as AsyncIterable<Uint8Array>,
+    size,
+    storePaths: storePaths.length,
+    directories: directories.length,
+    blobs: blobs.length,
+    expiresAt: parsed.data.expiresAt,
+    agents: parsed.data.audience.agents,
+  };
 }
 
 async function readAll(entry: AsyncIterable<unknown>, limit: number, what: string): Promise<Buffer> {
@@ -130,20 +293,74 @@ async function readAll(entry: AsyncIterable<unknown>, limit: number, what: strin
   for await (const item of entry) {
     const chunk = item as Buffer;
     size += chunk.length;
-    if (size > limit) throw new BundleError(`${what} is larger than ${limit} bytes`);
+    if (size > limit) throw new BundleError('BAD_BUNDLE', `${what} is larger than ${limit} bytes`);
     chunks.push(chunk);
   }
   return Buffer.concat(chunks);
 }
 
+/** A manifest's first schema issue as a BundleError naming the field. */
+function manifestError(error: z.ZodError): BundleError {
+  const issue = error.issues[0]!;
+  return new BundleError('BAD_BUNDLE', `the manifest is invalid: ${issue.path.join('.') || 'manifest'}: ${issue.message}`);
+}
+
+/**
+ * The signed manifest, validated: refuses (BUNDLE_FORMAT_UNSUPPORTED) a
+ * manifest of another format, naming it — ferry-bundle-v1 with how to make
+ * a new one —, (BAD_BUNDLE) a signature that is not `coordinatorKey`'s, a
+ * manifest that is not JSON, fails the schema or names another coordinator.
+ */
+function verifiedManifest(manifestBytes: Buffer, signatureText: Buffer, coordinatorKey: KeyId | string): BundleManifest {
+  let json: unknown;
+  try {
+    json = JSON.parse(manifestBytes.toString('utf8'));
+  } catch {
+    throw new BundleError('BAD_BUNDLE', 'the manifest is not JSON');
+  }
+  // Read before the signature is checked: an unsigned claim can only make this reader refuse.
+  const format = json !== null && typeof json === 'object' && 'format' in json ? (json as { format: unknown }).format : undefined;
+  if (format === 'ferry-bundle-v1') {
+    throw new BundleError(
+      'BUNDLE_FORMAT_UNSUPPORTED',
+      `this is a ferry-bundle-v1 bundle: v1 bundles name no agent and never expire, and this agent applies only ${BUNDLE_FORMAT}; ` +
+        'make a new one on the coordinator host with ferry bundle create CONFIG --agents ID… (or --where K=V)',
+    );
+  }
+  if (format !== BUNDLE_FORMAT) {
+    throw new BundleError('BUNDLE_FORMAT_UNSUPPORTED', `the bundle's format is ${JSON.stringify(format)?.slice(0, 64) ?? 'missing'}; this agent applies only ${BUNDLE_FORMAT}`);
+  }
+  const signature = Buffer.from(signatureText.toString('utf8'), 'base64');
+  if (!ed25519Verify(publicKeyOf(coordinatorKey as KeyId), signedMessage(manifestBytes), signature)) {
+    throw new BundleError('BAD_BUNDLE', `the bundle is not signed by coordinator ${coordinatorKey}`);
+  }
+  const parsed = BundleManifestSchema.safeParse(json);
+  if (!parsed.success) throw manifestError(parsed.error);
+  if (parsed.data.coordinatorKey !== coordinatorKey) {
+    throw new BundleError('BAD_BUNDLE', `the manifest names coordinator ${parsed.data.coordinatorKey}, but it is signed by ${coordinatorKey}`);
+  }
+  return parsed.data;
+}
+
+export interface ReadBundleOptions {
+  /**
+   * Called with the verified, validated manifest before any object of the
+   * bundle is read or written: throwing refuses the bundle with nothing
+   * stored (an agent refuses a bundle not made for it, or expired, here).
+   */
+  accept?: (manifest: BundleManifest) => void;
+}
+
 /**
  * Verifies a bundle against `coordinatorKey` and ingests its objects and
  * store paths into `store`, all or nothing. Refuses (BundleError,
- * CastoreError) a bad signature, a manifest of another coordinator, an
- * object that does not match its id, an unknown entry, or a store path
- * whose objects are incomplete.
+ * CastoreError) another format than ferry-bundle-v2 (v1 included), a bad
+ * signature, a manifest of another coordinator, a manifest field that
+ * fails BundleManifestSchema, whatever `options.accept` refuses, an object
+ * that does not match its id, an unknown entry, or a store path whose
+ * objects are incomplete. On a refusal the store is as it was.
  */
-export async function readBundle(source: AsyncIterable<Uint8Array>, store: Castore, coordinatorKey: KeyId | string): Promise<BundleManifest> {
+export async function readBundle(source: AsyncIterable<Uint8Array>, store: Castore, coordinatorKey: KeyId | string, options: ReadBundleOptions = {}): Promise<BundleManifest> {
   const extract = tar.extract();
   void (async () => {
     try {
@@ -153,7 +370,7 @@ export async function readBundle(source: AsyncIterable<Uint8Array>, store: Casto
       extract.destroy(error as Error);
     }
   })();
-  const session = store.beginIngest();
+  let session: ReturnType<Castore['beginIngest']> | undefined;
   try {
     let manifest: BundleManifest | undefined;
     let manifestBytes: Buffer | undefined;
@@ -162,23 +379,22 @@ export async function readBundle(source: AsyncIterable<Uint8Array>, store: Casto
     for await (const entry of extract) {
       const name = entry.header.name;
       if (name === 'ferry-bundle.json') {
+        if (manifestBytes) throw new BundleError('BAD_BUNDLE', 'the bundle has two manifests');
         manifestBytes = await readAll(entry, 64 * 1024 * 1024, 'the manifest');
         continue;
       }
       if (name === 'ferry-bundle.sig') {
-        if (!manifestBytes) throw new BundleError('the signature comes before the manifest');
-        const signature = Buffer.from((await readAll(entry, 256, 'the signature')).toString('utf8'), 'base64');
-        if (!ed25519Verify(publicKeyOf(coordinatorKey as KeyId), signedMessage(manifestBytes), signature)) {
-          throw new BundleError(`the bundle is not signed by coordinator ${coordinatorKey}`);
-        }
-        const parsed = BundleManifestSchema.safeParse(JSON.parse(manifestBytes.toString('utf8')));
-        if (!parsed.success) throw new BundleError(`the manifest is malformed: ${parsed.error.issues[0]!.message}`);
-        manifest = parsed.data;
+        if (!manifestBytes) throw new BundleError('BAD_BUNDLE', 'the signature comes before the manifest');
+        if (manifest) throw new BundleError('BAD_BUNDLE', 'the bundle has two signatures');
+        manifest = verifiedManifest(manifestBytes, await readAll(entry, 256, 'the signature'), coordinatorKey);
+        options.accept?.(manifest);
+        // Only now is anything written: a refused manifest leaves not even a temp file.
+        session = store.beginIngest();
         continue;
       }
-      if (!manifest) throw new BundleError(`entry '${name}' comes before the signed manifest`);
+      if (!manifest || !session) throw new BundleError('BAD_BUNDLE', `entry '${name}' comes before the signed manifest`);
       const match = /^(directories|blobs)\/([0-9a-f]{64})$/.exec(name);
-      if (!match || !isDigest(match[2]!)) throw new BundleError(`unexpected entry '${name}' in the bundle`);
+      if (!match || !isDigest(match[2]!)) throw new BundleError('BAD_BUNDLE', `unexpected entry '${name}' in the bundle`);
       const id = match[2] as Digest;
       if (match[1] === 'directories') {
         const bytes = await readAll(entry, 16 * 1024 * 1024, `directory ${id}`);
@@ -192,7 +408,7 @@ export async function readBundle(source: AsyncIterable<Uint8Array>, store: Casto
         blobs.add(id);
       }
     }
-    if (!manifest) throw new BundleError('the bundle has no signed manifest');
+    if (!manifest || !session) throw new BundleError('BAD_BUNDLE', 'the bundle has no signed manifest');
     const present = (node: Node): boolean => {
       if (node.type === 'symlink') return true;
       if (node.type === 'file') return blobs.has(node.digest) || store.hasBlob(node.digest);
@@ -200,14 +416,14 @@ export async function readBundle(source: AsyncIterable<Uint8Array>, store: Casto
       return entries !== undefined && entries.every(present);
     };
     for (const info of manifest.storePaths) {
-      if (!present(info.root)) throw new BundleError(`the bundle lacks objects of ${info.storePath}`);
+      if (!present(info.root)) throw new BundleError('BAD_BUNDLE', `the bundle lacks objects of ${info.storePath}`);
     }
     for (const entries of directories.values()) session.putDirectory(entries);
     for (const info of manifest.storePaths) if (!store.getStorePath(info.storePath)) session.registerStorePath(info as StorePathInfo);
     session.commit();
     return manifest;
   } catch (error) {
-    session.abort();
+    session?.abort();
     extract.destroy();
     throw error;
   }

@@ -14,10 +14,26 @@ export { StorePathInfoSchema, type StorePathInfo } from './store/store-path-info
 export { ingestNar, type NarIngestOptions, type NarIngestResult } from './nar-ingest.js';
 export { ingestStorePath, type IngestStorePathOptions, type StorePathMetadata } from './ingest-store-path.js';
 export { exportNar, type NarByteRange } from './nar-export.js';
-export { collectGarbage, cleanStaleIngests, type GcOptions, type GcReport } from './store/gc.js';
+export { collectGarbage, cleanStaleIngests, findStaleIngestFiles, type GcOptions, type GcReport, type StaleIngestFiles } from './store/gc.js';
 export { fsck, type FsckOptions, type FsckProblem, type FsckReport } from './store/fsck.js';
 export { fetchClosure, LARGE_BLOB_SEGMENT_BYTES, type FetchOptions, type FetchReport, type TransferProgress } from './transfer/fetch-closure.js';
 export { uploadStorePaths, type UploadOptions, type UploadReport } from './transfer/upload-store-paths.js';
-export { writeBundle, readBundle, BundleError, BundleManifestSchema, type BundleManifest } from './bundle.js';
+export {
+  writeBundle,
+  readBundle,
+  BundleError,
+  BundleManifestSchema,
+  BundleConfigSchema,
+  BundleAudienceSchema,
+  BUNDLE_FORMAT,
+  DEFAULT_BUNDLE_TTL_MS,
+  MAX_BUNDLE_TTL_MS,
+  type BundleManifest,
+  type BundleConfig,
+  type BundleAudience,
+  type BundleErrorCode,
+  type BundleOptions,
+  type ReadBundleOptions,
+} from './bundle.js';
 export { referencesFirst } from './references-first.js';
 export { processAlive } from './store/process-alive.js';

@@ -6,6 +6,7 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { TerminalOutput } from './terminal-text.js';
+import { indentedJson, stringifyJson } from '../protocol/json-bounds.js';
 
 export interface OptionSpec {
   type: 'string' | 'boolean';
@@ -150,10 +151,11 @@ export function booleanOption(options: OptionValues, name: string): boolean {
  * the exact strings back.
  */
 export function writeJson(out: TerminalOutput, value: unknown): void {
-  out.raw.write(`${JSON.stringify(value, null, 2)}\n`);
+  out.raw.write(`${indentedJson(value, 2)}\n`);
 }
+
 
 /** One JSON value on one line, exactly (the JSON Lines of `--json` streams such as `ferry audit log --json`). */
 export function writeJsonLine(out: TerminalOutput, value: unknown): void {
-  out.raw.write(`${JSON.stringify(value)}\n`);
+  out.raw.write(`${stringifyJson(value)}\n`);
 }

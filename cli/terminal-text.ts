@@ -53,6 +53,7 @@
  * sequence) go to `raw`, which cli/terminal-text.test.ts allows only in the
  * places that need it.
  */
+import { indentedJson } from '../protocol/json-bounds.js';
 
 /**
  * What is never written as itself; line values add `\n`. One list (as RegExp character-class
@@ -163,7 +164,7 @@ export function block(text: string): TerminalText {
  * byte-for-byte JSON.stringify.
  */
 export function jsonForTerminal(value: unknown, indent?: number): TerminalText {
-  const json = JSON.stringify(value, null, indent) ?? String(value);
+  const json = indentedJson(value, indent) ?? String(value);
   return new TerminalText(minted, json.replace(JSON_ESCAPES, (character) => `\\u${character.charCodeAt(0).toString(16).padStart(4, '0')}`));
 }
 

@@ -3,10 +3,12 @@
  * and in an HTTP body: a 4-byte big-endian length, that many bytes of UTF-8
  * JSON (the header, validated by zod on receipt), then an optional binary
  * body whose length the header implies. A frame that is too long, not
- * JSON, or cut short fails with a FrameError; on QUIC it closes only its
- * own stream.
+ * JSON, nested too deep (json-bounds.ts), or cut short fails with a
+ * FrameError; on QUIC it closes only its own stream.
  */
-export type FrameErrorCode = 'FRAME_TOO_LARGE' | 'FRAME_NOT_JSON' | 'FRAME_TRUNCATED' | 'FRAME_TRAILING_BYTES';
+import { jsonBoundsViolation, MAX_JSON_DEPTH } from './json-bounds.js';
+
+export type FrameErrorCode = 'FRAME_TOO_LARGE' | 'FRAME_NOT_JSON' | 'FRAME_TRUNCATED' | 'FRAME_TRAILING_BYTES' | 'JSON_TOO_DEEP';
 
 export class FrameError extends Error {
   override readonly name = 'FrameError';
@@ -29,13 +31,24 @@ export function encodeHeaderFrame(header: unknown): Buffer {
   return Buffer.concat([prefix, json]);
 }
 
-/** Parses a header frame's JSON bytes; FRAME_NOT_JSON if they are not UTF-8 JSON. */
-export function parseHeaderJson(bytes: Uint8Array): unknown {
+/**
+ * Parses a header frame's JSON bytes: FRAME_NOT_JSON if they are not UTF-8
+ * JSON, JSON_TOO_DEEP if the value nests deeper than `maxDepth` (default
+ * MAX_JSON_DEPTH; the same code the HTTP API uses). The depth is checked
+ * before the value is returned, so nothing recursive (zod, JSON.stringify)
+ * ever walks an over-deep header; the size is bounded before parsing, by
+ * the frame length (readHeaderBytes).
+ */
+export function parseHeaderJson(bytes: Uint8Array, maxDepth = MAX_JSON_DEPTH): unknown {
+  let value: unknown;
   try {
-    return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
   } catch {
     throw new FrameError('FRAME_NOT_JSON', 'frame header is not UTF-8 JSON');
   }
+  const violation = jsonBoundsViolation(value, { maxDepth });
+  if (violation) throw new FrameError('JSON_TOO_DEEP', `frame header ${violation.message}`);
+  return value;
 }
 
 /**

@@ -272,18 +272,40 @@ describe.skipIf(skipReason !== undefined)('coordinator and agents, end to end', 
     expect((await narOf(current.current.location)).equals(nix(['--dump', v1.app], { command: 'nix-store' }))).toBe(true);
   }, 90_000);
 
-  it('deploys a bundle from `ferry bundle create` with `ferry agent apply-bundle`', async () => {
-    const file = path.join(dir, 'second.tar');
-    const created = JSON.parse(ok('bundle', 'create', second, '--data-dir', path.join(dir, 'coordinator'), '-o', file, '--json')) as { configId: string; bytes: number; storePaths: number };
-    expect(created).toMatchObject({ configId: second, bytes: statSync(file).size });
-    expect(created.storePaths).toBeGreaterThan(0);
+  it('deploys a bundle from `ferry bundle create --agents` with `ferry agent apply-bundle`; another agent refuses it; the audit log records it', async () => {
     const join = (JSON.parse(ok('tokens', 'create', '--auto-approve', '--json')) as { join: string }).join;
     const stateDir = path.join(dir, 'delta');
-    ok('agent', 'enroll', join, '--state-dir', stateDir, '--store-dir', path.join(stateDir, 'store'), '--name', 'delta');
-    const applied = JSON.parse(ok('agent', 'apply-bundle', file, '--state-dir', stateDir, '--json')) as { configId: string; result: string };
-    expect(applied).toEqual({ configId: second, result: 'active' });
+    const delta = (JSON.parse(ok('agent', 'enroll', join, '--state-dir', stateDir, '--store-dir', path.join(stateDir, 'store'), '--name', 'delta', '--json')) as { agentId: string }).agentId;
+    const dataDir = path.join(dir, 'coordinator');
+    const file = path.join(dir, 'second.tar');
+    const created = JSON.parse(ok('bundle', 'create', second, '--agents', 'delta', '--ttl', '2d', '--data-dir', dataDir, '-o', file, '--json')) as {
+      configId: string;
+      bytes: number;
+      storePaths: number;
+      agents: string[];
+      expiresAt: number;
+    };
+    expect(created).toMatchObject({ configId: second, bytes: statSync(file).size, agents: [delta] });
+    expect(created.storePaths).toBeGreaterThan(0);
+    expect(created.expiresAt - Date.now()).toBeGreaterThan(47 * 3600 * 1000);
+    // Who it is for must be said; a selector is resolved to the enrolled agents it matches now.
+    expect(ferry('bundle', 'create', second, '--data-dir', dataDir, '-o', path.join(dir, 'nobody.tar')).stderr).toMatch(/name who the bundle is for: --agents ID… and\/or --where K=V/);
+    const forAlpha = path.join(dir, 'alpha.tar');
+    expect(JSON.parse(ok('bundle', 'create', second, '--where', 'name=alpha', '--data-dir', dataDir, '-o', forAlpha, '--json')).agents).toEqual([agents.get('alpha')!.id]);
+
+    // A bundle for alpha, on delta: refused, naming delta, nothing deployed.
+    const refused = ferry('agent', 'apply-bundle', forAlpha, '--state-dir', stateDir, '--force');
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toMatch(new RegExp(`\\[BUNDLE_NOT_FOR_THIS_AGENT\\]: .*is not for this agent ${delta}`));
+    expect(existsSync(path.join(stateDir, 'generations'))).toBe(false);
+
+    const applied = JSON.parse(ok('agent', 'apply-bundle', file, '--state-dir', stateDir, '--json')) as { configId: string; result: string; forced: boolean };
+    expect(applied).toEqual({ configId: second, result: 'active', forced: false });
     expect(readFileSync(path.join(stateDir, 'marker'), 'utf8').trim()).toBe(second);
     expect((await narOf(path.join(stateDir, 'store', path.basename(v2.app)))).equals(nix(['--dump', v2.app], { command: 'nix-store' }))).toBe(true);
+    // The coordinator was reachable: the reports went at once, audited as from a bundle.
+    const { events } = await admin.get<{ events: { action: string; payload: Record<string, unknown> }[] }>('/v1/audit/events', { action: 'agent.report', subject: delta });
+    expect(events.at(-1)!.payload).toEqual({ agentId: delta, configId: second, phase: 'active', error: null, source: 'bundle', forced: false });
   }, 60_000);
 
   it('refuses a revoked agent everywhere', async () => {

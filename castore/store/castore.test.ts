@@ -220,6 +220,42 @@ describe('fsck and GC', () => {
     expect(existsSync(path.join(dir, 'packs', 'dead.pack'))).toBe(false);
   });
 
+  it('defect 8: opening a castore removes what dead ingests left, and spares every live ingest', async () => {
+    // A live session (this process, another Castore object) with a large blob staged in tmp/ and small ones in its pack.
+    const live = store.beginIngest();
+    const large = await live.putBlobBytes(pseudoRandom(PACK_MAX + 10, 21));
+    const packed: Digest[] = [];
+    for (let index = 0; index < 600; index++) packed.push(await live.putBlobBytes(pseudoRandom(100, 1000 + index)));
+    // A dead one of another process, and one with this process's pid that is none of its sessions
+    // (a process restarted under the pid of one that crashed: pid 1 in a container).
+    const insert = store.db.prepare('INSERT INTO ingests (id, pid, started_at) VALUES (?, ?, ?)');
+    insert.run('0123456789abcdef', 2 ** 22 + 7, Date.now());
+    insert.run('fedcba9876543210', process.pid, Date.now());
+    mkdirSync(path.join(dir, 'packs'), { recursive: true });
+    for (const id of ['0123456789abcdef', 'fedcba9876543210']) {
+      writeFileSync(path.join(dir, 'tmp', `${id}-0`), Buffer.alloc(1000, 1));
+      writeFileSync(path.join(dir, 'packs', `${id}.pack`), Buffer.alloc(100, 1));
+    }
+    // A temp file no ingest row owns at all, and a pack without a row (e.g. a crashed GC compaction).
+    writeFileSync(path.join(dir, 'tmp', 'aaaaaaaaaaaaaaaa-3'), Buffer.alloc(10, 1));
+    writeFileSync(path.join(dir, 'packs', 'orphan.pack'), Buffer.alloc(10, 1));
+
+    const dry = collectGarbage(store, { dryRun: true });
+    expect(dry).toMatchObject({ staleIngestsCleaned: 2, staleTempFiles: 3, stalePackFiles: 3, staleFileBytes: 2 * 1100 + 20 });
+    const reopened = Castore.open(dir);
+    reopened.close();
+    // Opening took the dead ingests' files, their rows and the ownerless temp file; the ownerless pack is GC's.
+    expect(readdirSync(path.join(dir, 'tmp'))).toEqual([`${live.id}-0`]);
+    expect(readdirSync(path.join(dir, 'packs')).sort()).toEqual([`${live.id}.pack`, 'orphan.pack']);
+    expect(store.db.prepare('SELECT id FROM ingests').all()).toEqual([{ id: live.id }]);
+    expect(collectGarbage(store)).toMatchObject({ staleIngestsCleaned: 0, staleTempFiles: 0, stalePackFiles: 1 });
+    // The live ingest commits as if nothing happened.
+    live.commit();
+    expect(Buffer.from(await store.readBlobBytes(large)).equals(pseudoRandom(PACK_MAX + 10, 21))).toBe(true);
+    expect(Buffer.from(await store.readBlobBytes(packed[599]!)).equals(pseudoRandom(100, 1599))).toBe(true);
+    expect(readdirSync(path.join(dir, 'tmp'))).toEqual([]);
+  });
+
   it('deletes packs nothing lives in and rewrites sparse ones, keeping every live blob readable', async () => {
     const files = Array.from({ length: 10 }, (_, index) => pseudoRandom(20_000 + index, 100 + index));
     const session = store.beginIngest();

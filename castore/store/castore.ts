@@ -20,7 +20,7 @@ import { openCastoreDatabase, type CastoreDatabase } from './database.js';
 import { IngestSession } from './ingest-session.js';
 import { PackReader } from './pack-files.js';
 import { GROUP_SIZE, nativeBlake3, OutboardBuilder } from '../blake3/index.js';
-import { maintainPacks } from './gc.js';
+import { cleanStaleIngests, maintainPacks } from './gc.js';
 import { StorePathInfoSchema, type StorePathInfo } from './store-path-info.js';
 
 /**
@@ -88,9 +88,26 @@ export class Castore {
     };
   }
 
-  /** Opens the castore in `dataDir`, creating it if needed. */
-  static open(dataDir: string): Castore {
-    return new Castore(dataDir);
+  /**
+   * Opens the castore in `dataDir`, creating it if needed. Unless
+   * `keepStaleFiles`, first removes what ingests that crashed (killed, out
+   * of power) left: their temp files and unpublished packs, which nothing
+   * else would remove before the next GC (gc.ts cleanStaleIngests; only
+   * files no live ingest of any process owns). Best effort: a failure to
+   * remove them (a read-only mount) does not refuse the open, and GC
+   * reports what is left. `keepStaleFiles` is for `gc --dry-run`, which
+   * must change nothing and report them.
+   */
+  static open(dataDir: string, options: { keepStaleFiles?: boolean } = {}): Castore {
+    const store = new Castore(dataDir);
+    if (!options.keepStaleFiles) {
+      try {
+        cleanStaleIngests(store, { orphanPacks: false });
+      } catch {
+        // Left for GC (see above).
+      }
+    }
+    return store;
   }
 
   close(): void {

@@ -9,14 +9,19 @@
  * interleave; an ingest that deduplicated against a blob the sweep removed
  * fails its commit with GC_CONFLICT instead of publishing a dangling
  * reference.
+ *
+ * What crashed ingests leave (temp files, unpublished packs, their rows)
+ * is removed by every GC and, for the files no live ingest owns, whenever
+ * a castore is opened (Castore.open); `gc --dry-run` counts it.
  */
 import { randomBytes } from 'node:crypto';
-import { readdirSync, rmSync } from 'node:fs';
+import { lstatSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import type { Digest, Node } from '../node.js';
 import { blobDataPath, tempDir } from './blob-files.js';
 import { packPath, packsDir, PackWriter } from './pack-files.js';
 import type { Castore } from './castore.js';
+import { sessionsOfThisProcess } from './ingest-session.js';
 import { processAlive } from './process-alive.js';
 
 export interface GcOptions {
@@ -37,56 +42,122 @@ export interface GcReport {
   removedBlobBytes: number;
   keptDirectories: number;
   removedDirectories: number;
+  /** Ingests whose process is gone, their rows removed (dry run: to be removed). */
   staleIngestsCleaned: number;
+  /** Temp files of crashed ingests removed (dry run: to be removed). */
+  staleTempFiles: number;
+  /** Unpublished pack files of crashed ingests removed (dry run: to be removed). */
+  stalePackFiles: number;
+  /** Bytes of those temp and pack files. */
+  staleFileBytes: number;
   /** Pack files deleted because no blob lives in them any more. */
   removedPacks: number;
   /** Sparse pack files rewritten with only their live blobs. */
   compactedPacks: number;
 }
 
-/** Removes the staging leftovers of ingests whose process is gone (crashed or killed). */
-export function cleanStaleIngests(store: Castore): number {
+/**
+ * What crashed ingests left behind: their rows in `ingests`, their temp
+ * files (`tmp/<ingest id>-<n>`: large blobs not yet renamed into place) and
+ * their unpublished pack files (`packs/<ingest id>.pack` without a `packs`
+ * row). Nothing of it is visible to readers; it only takes disk space, and
+ * a dead row holds GC's cutoff back.
+ */
+export interface StaleIngestFiles {
+  /** Ingests whose process is gone. */
+  ingests: string[];
+  /** Files in tmp/ that no live ingest owns. */
+  tempFiles: string[];
+  /** Pack files no commit published and no live ingest owns. */
+  packFiles: string[];
+  /** The size of those files. */
+  bytes: number;
+}
+
+export interface StaleIngestOptions {
+  /**
+   * Also every unpublished pack file no live ingest owns, not only those of
+   * the dead ingests found (default true: what GC does). Start-up cleanup
+   * (Castore.open) takes only the dead ingests' own packs.
+   */
+  orphanPacks?: boolean;
+}
+
+/**
+ * Whether the ingest in `row` may still be running. One of this process
+ * must be one of its open sessions: a process restarted under the same pid
+ * (pid 1 in a container) is not the one that crashed.
+ */
+function ingestMayBeRunning(row: { id: string; pid: number }): boolean {
+  return row.pid === process.pid ? sessionsOfThisProcess.has(row.id) : processAlive(row.pid);
+}
+
+function listDir(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return []; // not created yet
+  }
+}
+
+function sizeOf(file: string): number {
+  try {
+    return lstatSync(file).size;
+  } catch {
+    return 0; // gone meanwhile (committed, aborted, or cleaned by another process)
+  }
+}
+
+/**
+ * Finds what crashed ingests left (see StaleIngestFiles), changing nothing.
+ * Safe against ingests starting or ending meanwhile, in this or another
+ * process: the directories are listed before the tables are read (in one
+ * read transaction), an ingest's row exists before it creates its first
+ * file, and its row goes (in the transaction of its commit, or after its
+ * abort) only once its files are renamed or deleted — so a file listed
+ * here whose owner has no live row is a dead ingest's.
+ */
+export function findStaleIngestFiles(store: Castore, options: StaleIngestOptions = {}): StaleIngestFiles {
+  const tmp = tempDir(store.dataDir);
+  const packs = packsDir(store.dataDir);
+  const tempNames = listDir(tmp);
+  const packNames = listDir(packs);
   const db = store.db;
-  const ingests = db.prepare<[], { id: string; pid: number }>('SELECT id, pid FROM ingests').all();
-  const live = new Set<string>();
-  let cleaned = 0;
-  for (const ingest of ingests) {
-    if (ingest.pid !== process.pid && !processAlive(ingest.pid)) {
-      db.prepare('DELETE FROM ingests WHERE id = ?').run(ingest.id);
-      cleaned++;
-    } else {
-      live.add(ingest.id);
-    }
-  }
-  let names: string[] = [];
-  try {
-    names = readdirSync(tempDir(store.dataDir));
-  } catch {
-    // no temp dir yet
-  }
-  for (const name of names) {
-    const owner = name.split('-')[0]!;
-    if (!live.has(owner)) rmSync(path.join(tempDir(store.dataDir), name), { force: true });
-  }
-  // Pack files without a row: written by an ingest that never committed.
-  const published = new Set(db.prepare<[], { id: string }>('SELECT id FROM packs').all().map((row) => row.id));
-  let packFiles: string[] = [];
-  try {
-    packFiles = readdirSync(packsDir(store.dataDir));
-  } catch {
-    // no packs yet
-  }
-  for (const name of packFiles) {
-    const id = name.replace(/\.pack$/, '');
-    if (!published.has(id) && !live.has(id)) rmSync(path.join(packsDir(store.dataDir), name), { force: true });
-  }
-  return cleaned;
+  const { rows, published } = db.transaction(() => ({
+    rows: db.prepare<[], { id: string; pid: number }>('SELECT id, pid FROM ingests').all(),
+    published: new Set(db.prepare<[], { id: string }>('SELECT id FROM packs').all().map((row) => row.id)),
+  }))();
+  const ingests = rows.filter((row) => !ingestMayBeRunning(row)).map((row) => row.id);
+  const dead = new Set(ingests);
+  const live = new Set(rows.filter((row) => !dead.has(row.id)).map((row) => row.id));
+  const tempFiles = tempNames.filter((name) => !live.has(name.split('-')[0]!)).map((name) => path.join(tmp, name));
+  const packFiles = packNames
+    .filter((name) => name.endsWith('.pack'))
+    .map((name) => name.slice(0, -'.pack'.length))
+    .filter((id) => !published.has(id) && !live.has(id) && (options.orphanPacks !== false || dead.has(id)))
+    .map((id) => packPath(store.dataDir, id));
+  const bytes = [...tempFiles, ...packFiles].reduce((sum, file) => sum + sizeOf(file), 0);
+  return { ingests, tempFiles, packFiles, bytes };
+}
+
+/**
+ * Removes what crashed ingests left (findStaleIngestFiles): their files,
+ * then their rows. Returns what it found. A file already gone is no error;
+ * on any other failure it throws with some of it removed, and the rest
+ * stays for the next run (nothing of it is ever visible to readers).
+ */
+export function cleanStaleIngests(store: Castore, options: StaleIngestOptions = {}): StaleIngestFiles {
+  const stale = findStaleIngestFiles(store, options);
+  for (const file of [...stale.tempFiles, ...stale.packFiles]) rmSync(file, { force: true });
+  const forget = store.db.prepare('DELETE FROM ingests WHERE id = ?');
+  for (const id of stale.ingests) forget.run(id);
+  return stale;
 }
 
 export function collectGarbage(store: Castore, options: GcOptions = {}): GcReport {
   const db = store.db;
   const dryRun = options.dryRun ?? false;
-  const staleIngestsCleaned = dryRun ? 0 : cleanStaleIngests(store);
+  const stale = dryRun ? findStaleIngestFiles(store) : cleanStaleIngests(store);
   const oldestIngest = db.prepare<[], { started: number | null }>('SELECT MIN(started_at) AS started FROM ingests').get()?.started;
   const cutoff = Math.min(Date.now(), oldestIngest ?? Infinity);
 
@@ -149,7 +220,10 @@ export function collectGarbage(store: Castore, options: GcOptions = {}): GcRepor
     removedBlobBytes,
     keptDirectories: dryRun ? count('directories') - removedDirectories : count('directories'),
     removedDirectories,
-    staleIngestsCleaned,
+    staleIngestsCleaned: stale.ingests.length,
+    staleTempFiles: stale.tempFiles.length,
+    stalePackFiles: stale.packFiles.length,
+    staleFileBytes: stale.bytes,
     removedPacks: packs.removed,
     compactedPacks: packs.compacted,
   };
@@ -177,20 +251,33 @@ export function maintainPacks(store: Castore): { removed: number; compacted: num
     if (pack.live > 0) {
       const rows = db.prepare<[string], { id: Digest; size: number; offset: number }>('SELECT id, size, pack_offset AS offset FROM blobs WHERE pack = ? ORDER BY pack_offset').all(pack.id);
       const writer = new PackWriter(store.dataDir, `gc-${randomBytes(8).toString('hex')}`);
-      const moved: { id: Digest; offset: number }[] = [];
-      // A few MiB at a time: a pack can hold a whole closure.
-      for (let start = 0; start < rows.length; start += 256) {
-        const chunk = rows.slice(start, start + 256);
-        const offsets = writer.append(chunk.map((row) => store.packs.read(pack.id, row.offset, row.size, row.id)));
-        chunk.forEach((row, index) => moved.push({ id: row.id, offset: offsets[index]! }));
+      // Registered like an ingest while it is written: another process's stale-file cleanup then
+      // leaves the new pack alone, and finds it (the row left dead) if this process crashes.
+      db.prepare('INSERT INTO ingests (id, pid, started_at) VALUES (?, ?, ?)').run(writer.packId, process.pid, Date.now());
+      sessionsOfThisProcess.add(writer.packId);
+      try {
+        const moved: { id: Digest; offset: number }[] = [];
+        // A few MiB at a time: a pack can hold a whole closure.
+        for (let start = 0; start < rows.length; start += 256) {
+          const chunk = rows.slice(start, start + 256);
+          const offsets = writer.append(chunk.map((row) => store.packs.read(pack.id, row.offset, row.size, row.id)));
+          chunk.forEach((row, index) => moved.push({ id: row.id, offset: offsets[index]! }));
+        }
+        writer.finish();
+        db.transaction(() => {
+          db.prepare('INSERT INTO packs (id, size, created_at) VALUES (?, ?, ?)').run(writer.packId, writer.size, Date.now());
+          const move = db.prepare('UPDATE blobs SET pack = ?, pack_offset = ? WHERE id = ? AND pack = ?');
+          for (const row of moved) move.run(writer.packId, row.offset, row.id, pack.id);
+          db.prepare('DELETE FROM packs WHERE id = ?').run(pack.id);
+          db.prepare('DELETE FROM ingests WHERE id = ?').run(writer.packId);
+        }).immediate();
+      } catch (error) {
+        writer.discard();
+        db.prepare('DELETE FROM ingests WHERE id = ?').run(writer.packId);
+        throw error;
+      } finally {
+        sessionsOfThisProcess.delete(writer.packId);
       }
-      writer.finish();
-      db.transaction(() => {
-        db.prepare('INSERT INTO packs (id, size, created_at) VALUES (?, ?, ?)').run(writer.packId, writer.size, Date.now());
-        const move = db.prepare('UPDATE blobs SET pack = ?, pack_offset = ? WHERE id = ? AND pack = ?');
-        for (const row of moved) move.run(writer.packId, row.offset, row.id, pack.id);
-        db.prepare('DELETE FROM packs WHERE id = ?').run(pack.id);
-      }).immediate();
       compacted++;
     } else {
       db.prepare('DELETE FROM packs WHERE id = ?').run(pack.id);

@@ -22,6 +22,15 @@ import { PackWriter } from './pack-files.js';
 import { StorePathInfoSchema, type StorePathInfo } from './store-path-info.js';
 
 
+/**
+ * The ids of the ingests this process has open (sessions, and GC's pack
+ * compaction). Stale-file cleanup (gc.ts) trusts a row with this process's
+ * pid only if its id is here: a process restarted under the pid of one
+ * that crashed (pid 1 in a container) does not own the crashed one's files.
+ * Sessions run on the main thread (no worker opens a castore).
+ */
+export const sessionsOfThisProcess = new Set<string>();
+
 /** Receives one blob's bytes as they arrive; `finish()` returns its id. */
 export interface BlobWriter {
   write(chunk: Uint8Array): void;
@@ -48,6 +57,7 @@ export class IngestSession {
     private readonly store: Castore,
     readonly id: string,
   ) {
+    sessionsOfThisProcess.add(id);
     store.db.prepare('INSERT INTO ingests (id, pid, started_at) VALUES (?, ?, ?)').run(id, process.pid, Date.now());
     this.pack = new PackWriter(store.dataDir, id);
   }
@@ -240,6 +250,7 @@ export class IngestSession {
     }).immediate();
     if (this.pack.size === 0) this.pack.discard();
     this.state = 'committed';
+    sessionsOfThisProcess.delete(this.id);
   }
 
   /** Drops everything staged; nothing of the session was ever visible. Safe to call more than once. */
@@ -249,5 +260,6 @@ export class IngestSession {
     for (const temp of this.tempBlobs.values()) rmSync(temp.dataPath, { force: true });
     this.pack.discard();
     this.store.db.prepare('DELETE FROM ingests WHERE id = ?').run(this.id);
+    sessionsOfThisProcess.delete(this.id);
   }
 }

@@ -12,6 +12,7 @@ import { CommandError, type Actor } from '../domain/commands.js';
 import { exportLines } from '../audit/export.js';
 import { DataRequestSchema, MAX_REQUEST_HEADER_BYTES } from '../../protocol/data-protocol.js';
 import { FrameReader, parseHeaderJson } from '../../protocol/framing.js';
+import { jsonBoundsViolation, MAX_JSON_DEPTH, stringifyJson } from '../../protocol/json-bounds.js';
 import { AuthError, resolveActor, type Access } from './actors.js';
 import { HttpRefusal, readBoundedBody, type RefusalStatus } from './http-refusal.js';
 import { ClosureAccess, DATA_ACCESS, runDataOperation } from './data-operations.js';
@@ -70,7 +71,23 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
 
   const readBody = (c: Context): Promise<Uint8Array> => readBoundedBody(c.req.raw, maxBody);
 
-  /** Verifies the signature, the nonce and the key; returns the actor. */
+  /**
+   * Verifies the signature, then the key and its role, then the nonce;
+   * returns the actor, or throws HttpRefusal 401/403 (logged). The nonce is
+   * stored last, only for a request that passed every other check: a
+   * signature proves nothing about who is calling until the key is known,
+   * and anyone can generate keys, so nonces stored first let anyone add
+   * rows at will.
+   *
+   * Enrollment (access `self-signed`: any key may ask) stores no nonce at
+   * all. Storing one would reopen that hole, and it would protect nothing:
+   * the enroll command refuses a replay by itself. After an enrollment that
+   * succeeded, the key's agent exists (CONFLICT) and the token's use is
+   * spent; an enrollment that was refused (bad, expired, revoked or used-up
+   * token, a key already registered) is refused again for the same reason,
+   * since none of those conditions can be undone. A replay can never do
+   * more than what the key's owner signed, once.
+   */
   function authenticate(c: Context, body: Uint8Array, operation: string, access: Access): Actor {
     const url = new URL(c.req.url);
     const refuse = (status: 401 | 403, code: string, message: string, keyId?: string): never => {
@@ -79,6 +96,14 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
     };
     const verdict = verifyRequestSignature((name) => c.req.header(name), c.req.method, url.pathname + url.search, body, coordinator.now());
     if (!verdict.ok) return refuse(401, verdict.reason === 'stale' ? 'STALE_REQUEST' : 'UNAUTHENTICATED', verdict.message, c.req.header('x-ferry-key'));
+    let actor: Actor;
+    try {
+      actor = resolveActor(coordinator, verdict.keyId, verdict.signature, access, operation, operation === 'agents.show');
+    } catch (error) {
+      if (error instanceof AuthError) return refuse(error.status, error.code, error.message, verdict.keyId);
+      throw error;
+    }
+    if (access === 'self-signed') return actor;
     const nonce = requestNonce((name) => c.req.header(name))!;
     if (insertNonce.run(`${verdict.keyId}:${nonce}`, coordinator.now() + 2 * MAX_REQUEST_SKEW_MS).changes === 0) {
       return refuse(401, 'REPLAYED_NONCE', 'this request nonce was already used', verdict.keyId);
@@ -87,12 +112,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
       noncesSincePrune = 0;
       pruneNonces.run(coordinator.now());
     }
-    try {
-      return resolveActor(coordinator, verdict.keyId, verdict.signature, access, operation, operation === 'agents.show');
-    } catch (error) {
-      if (error instanceof AuthError) return refuse(error.status, error.code, error.message, verdict.keyId);
-      throw error;
-    }
+    return actor;
   }
 
   function inputOf(c: Context, body: Uint8Array): Record<string, unknown> {
@@ -104,6 +124,10 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
         throw new HttpRefusal(400, 'BAD_JSON', 'request body is not valid JSON');
       }
       if (parsedBody === null || typeof parsedBody !== 'object' || Array.isArray(parsedBody)) throw new HttpRefusal(400, 'BAD_JSON', 'request body must be a JSON object');
+      // JSON.parse is iterative, but what comes next (zod, canonicalJson, JSON.stringify) may not be:
+      // the depth is bounded here, before any of it sees the value.
+      const violation = jsonBoundsViolation(parsedBody, { maxDepth: MAX_JSON_DEPTH });
+      if (violation) throw new HttpRefusal(400, violation.code, `request body ${violation.message}`);
     }
     const query: Record<string, string | string[]> = {};
     for (const [key, values] of Object.entries(c.req.queries())) query[key] = values.length === 1 ? values[0]! : values;
@@ -123,7 +147,9 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
           throw new HttpRefusal(400, 'INVALID', `${issue.path.join('.') || 'request'}: ${issue.message}`);
         }
         const result = await (definition.run as (coordinator: Coordinator, actor: Actor, input: unknown) => unknown)(coordinator, actor, parsed.data);
-        return c.json(result as object, method === 'POST' ? 201 : 200);
+        // stringifyJson, not c.json (JSON.stringify): results can hold stored facts and events,
+        // and a log may hold some nested deeper than JSON.stringify survives.
+        return c.body(stringifyJson(result), method === 'POST' ? 201 : 200, { 'content-type': 'application/json' });
       } catch (error) {
         if (error instanceof HttpRefusal) return errorResponse(c, error.status, error.code, error.message);
         if (error instanceof CommandError) return errorResponse(c, error.status as RefusalStatus, error.code, error.message);

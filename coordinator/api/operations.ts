@@ -132,7 +132,7 @@ export const OPERATIONS = {
     coordinator.touchPresence(actor.keyId);
     return { changed: event(coordinator.record(actor, (context) => commands.reportFacts(context, input, coordinator.tickHlc()))).seq !== null };
   }),
-  'agent.status': op(['agent'], z.strictObject({ configId: ConfigIdSchema.nullable(), phase: z.string(), error: z.string().nullable().optional() }), (coordinator, actor, input) => {
+  'agent.status': op(['agent'], z.strictObject({ configId: ConfigIdSchema.nullable(), phase: z.string(), error: z.string().nullable().optional(), source: z.string().optional(), forced: z.boolean().optional() }), (coordinator, actor, input) => {
     coordinator.touchPresence(actor.keyId);
     return event(coordinator.record(actor, (context) => commands.reportStatus(context, input)));
   }),

@@ -6,15 +6,21 @@
 import { z } from 'zod';
 import { AuditEventSchema, type AuditEvent } from '../domain/events.js';
 import { verifyChain, type ChainReport, type Checkpoint } from './chain.js';
+import { jsonBoundsViolation, MAX_STORED_JSON_DEPTH, stringifyJson } from '../../protocol/json-bounds.js';
 
 export const EXPORT_FORMAT = 'ferry-audit-export-v1';
 
 const HeaderSchema = z.object({ type: z.literal('header'), format: z.literal(EXPORT_FORMAT), coordinatorKey: z.string(), name: z.string(), exportedAt: z.number() });
 const CheckpointLineSchema = z.object({ type: z.literal('checkpoint'), seq: z.number().int(), hash: z.string(), signature: z.string() });
 
+/**
+ * The lines of an export. Events are written with stringifyJson (the bytes
+ * JSON.stringify writes, at any depth): a log may hold payloads nested
+ * deeper than JSON.stringify survives, and must still export.
+ */
 export function* exportLines(header: { coordinatorKey: string; name: string; exportedAt: number }, events: Iterable<AuditEvent>, checkpoints: readonly Checkpoint[]): Generator<string> {
   yield `${JSON.stringify({ type: 'header', format: EXPORT_FORMAT, ...header })}\n`;
-  for (const event of events) yield `${JSON.stringify({ type: 'event', ...event })}\n`;
+  for (const event of events) yield `${stringifyJson({ type: 'event', ...event })}\n`;
   for (const checkpoint of checkpoints) yield `${JSON.stringify({ type: 'checkpoint', ...checkpoint })}\n`;
 }
 
@@ -24,7 +30,13 @@ export interface ParsedExport {
   checkpoints: Checkpoint[];
 }
 
-/** Parses an export; refuses (with the line number) anything that is not one. */
+/**
+ * Parses an export; refuses (with the line number) anything that is not
+ * one, including a line nested deeper than MAX_STORED_JSON_DEPTH (checked
+ * right after JSON.parse: the file is untrusted, and nothing recursive
+ * may see it first). Lines within it are safe for every reader of a log
+ * (verification, replay, the viewer walk payloads iteratively).
+ */
 export function parseAuditExport(text: string): ParsedExport {
   const lines = text.split('\n').filter((line) => line.length > 0);
   const fail = (line: number, why: string): never => {
@@ -40,6 +52,9 @@ export function parseAuditExport(text: string): ParsedExport {
     } catch {
       fail(index + 1, 'not JSON');
     }
+    const violation = jsonBoundsViolation(value, { maxDepth: MAX_STORED_JSON_DEPTH });
+    if (violation) fail(index + 1, `${violation.code}: the line ${violation.message}`);
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) fail(index + 1, 'not a JSON object');
     const type = (value as { type?: unknown }).type;
     if (index === 0) {
       const parsed = HeaderSchema.safeParse(value);

@@ -6,6 +6,9 @@
 import { z } from 'zod';
 import { HlcStringSchema } from '../../protocol/hlc.js';
 import { KeyIdSchema } from '../../protocol/identity.js';
+import { jsonBoundsViolation, MAX_FACTS_DEPTH, MAX_FACTS_JSON_LENGTH, MAX_STORED_JSON_DEPTH, stringifyJson } from '../../protocol/json-bounds.js';
+import { StorePathSchema } from '../../protocol/store-path-info.js';
+import { MAX_REGISTER_PATHS } from '../../protocol/data-protocol.js';
 
 export const RoleSchema = z.enum(['admin', 'operator', 'pusher', 'viewer', 'agent']);
 export type Role = z.infer<typeof RoleSchema>;
@@ -19,10 +22,9 @@ export const LabelsSchema = z
   .refine((labels) => Object.keys(labels).length <= 64, 'at most 64 labels');
 
 export const SystemSchema = z.string().regex(/^[a-z0-9_]+-[a-z0-9]+$/, "a Nix system such as 'x86_64-linux'");
-export const StorePathStringSchema = z.string().regex(/^\/nix\/store\/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]{1,211}$/, 'a Nix store path');
 
-/** Facts an agent reports: a few well-known fields, validated, plus custom ones. */
-export const FactsSchema = z
+/** The fields of an agent's facts: a few well-known ones, validated, plus custom ones (free-form JSON). */
+const FactsFieldsSchema = z
   .object({
     system: SystemSchema,
     hostname: z.string().min(1).max(253),
@@ -36,13 +38,49 @@ export const FactsSchema = z
     agentVersion: z.string().max(64).optional(),
     labels: LabelsSchema.optional(),
   })
-  .catchall(z.unknown())
-  .refine((facts) => JSON.stringify(facts).length <= 64 * 1024, 'facts are limited to 64 KiB of JSON');
+  .catchall(z.unknown());
+
+/**
+ * What is wrong with the bounds of `facts`, if anything: nesting first,
+ * with the iterative check (stops at maxDepth), then the size, measured by
+ * encoding them, which is safe only once the depth is known to be bounded.
+ */
+function factsBoundsIssue(facts: Record<string, unknown>, maxDepth: number): string | undefined {
+  const violation = jsonBoundsViolation(facts, { maxDepth });
+  if (violation) return violation.message;
+  if (stringifyJson(facts).length > MAX_FACTS_JSON_LENGTH) return `facts are limited to ${MAX_FACTS_JSON_LENGTH / 1024} KiB of JSON`;
+  return undefined;
+}
+
+/** Facts as an agent reports them (enrollment, facts reports): at most MAX_FACTS_DEPTH deep and MAX_FACTS_JSON_LENGTH of JSON. */
+export const FactsSchema = FactsFieldsSchema.superRefine((facts, context) => {
+  const issue = factsBoundsIssue(facts, MAX_FACTS_DEPTH);
+  if (issue) context.addIssue({ code: 'custom', message: issue });
+});
+
+/**
+ * Facts as events record them (agent.enroll, agent.facts), checked on
+ * replay and in exported logs: the same fields and size, nested up to
+ * MAX_STORED_JSON_DEPTH rather than MAX_FACTS_DEPTH, because logs recorded
+ * before that bound hold deeper facts, and a log must always replay.
+ */
+export const RecordedFactsSchema = FactsFieldsSchema.superRefine((facts, context) => {
+  const issue = factsBoundsIssue(facts, MAX_STORED_JSON_DEPTH);
+  if (issue) context.addIssue({ code: 'custom', message: issue });
+});
 export type Facts = z.infer<typeof FactsSchema>;
 
 export const ConfigIdSchema = z.string().regex(/^[0-9a-f]{64}$/, 'a config id (64 hex characters)');
 export const GraphNameSchema = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'graph names are 1-63 of [a-z0-9._-]');
 
+/**
+ * A config's activation as recorded. Environment keys are only checked to
+ * be variable names here: this schema also validates the audit log on
+ * replay, and a log recorded before a key was refused must still replay.
+ * Submissions are checked further (commands.ts SubmitConfigInput, with
+ * protocol/activation-environment.ts: LD_PRELOAD, FERRY_*, PATH… refused),
+ * and agents check again before running anything.
+ */
 export const ActivationSchema = z.strictObject({
   command: z.string().min(1).max(1024),
   environment: z.record(z.string().regex(/^[A-Z_][A-Z0-9_]*$/), z.string().max(4096)).default({}),
@@ -58,7 +96,7 @@ export const HealthCheckSchema = z.strictObject({
 export const ConfigBodySchema = z.strictObject({
   graph: GraphNameSchema,
   parents: z.array(ConfigIdSchema).max(16),
-  targets: z.record(SystemSchema, StorePathStringSchema).refine((t) => Object.keys(t).length > 0, 'at least one target'),
+  targets: z.record(SystemSchema, StorePathSchema).refine((t) => Object.keys(t).length > 0, 'at least one target'),
   activation: ActivationSchema,
   health: HealthCheckSchema.nullable(),
   message: z.string().max(4096),
@@ -68,6 +106,8 @@ export const ConfigBodySchema = z.strictObject({
 export type ConfigBody = z.infer<typeof ConfigBodySchema>;
 
 export const PhaseSchema = z.enum(['pending', 'fetching', 'activating', 'active', 'failed', 'rolled-back']);
+/** Where an agent got the config it reports on, when not from the coordinator's desired answer. */
+export const ReportSourceSchema = z.literal('bundle');
 
 const agentRef = { agentId: KeyIdSchema };
 
@@ -90,17 +130,26 @@ export const EVENT_PAYLOADS = {
     name: z.string().min(1).max(253),
     type: z.string().min(1).max(64),
     tokenId: z.string().regex(/^[0-9a-f]{16}$/),
-    facts: FactsSchema,
+    facts: RecordedFactsSchema,
     labels: LabelsSchema,
     status: z.enum(['enrolling', 'enrolled']),
   }),
   'agent.approve': z.strictObject(agentRef),
   'agent.reject': z.strictObject(agentRef),
   'agent.revoke': z.strictObject(agentRef),
-  'agent.facts': z.strictObject({ ...agentRef, facts: FactsSchema, hlc: HlcStringSchema }),
+  'agent.facts': z.strictObject({ ...agentRef, facts: RecordedFactsSchema, hlc: HlcStringSchema }),
   'agent.assign': z.strictObject({ ...agentRef, graph: GraphNameSchema.nullable() }),
   'agent.pin': z.strictObject({ ...agentRef, configId: ConfigIdSchema.nullable() }),
-  'agent.report': z.strictObject({ ...agentRef, configId: ConfigIdSchema.nullable(), phase: PhaseSchema, error: z.string().max(8192).nullable() }),
+  'agent.report': z.strictObject({
+    ...agentRef,
+    configId: ConfigIdSchema.nullable(),
+    phase: PhaseSchema,
+    error: z.string().max(8192).nullable(),
+    /** Present when the agent got the config from an offline bundle (absent in reports of configs it fetched, and in older logs). */
+    source: ReportSourceSchema.optional(),
+    /** With `source`: the agent's operator forced the bundle past a refusal (a config older than the one it ran). */
+    forced: z.boolean().optional(),
+  }),
   'config.submit': z.strictObject({
     id: ConfigIdSchema,
     body: ConfigBodySchema,
@@ -111,8 +160,9 @@ export const EVENT_PAYLOADS = {
   'graph.rollback': z.strictObject({ graph: GraphNameSchema, from: ConfigIdSchema, to: ConfigIdSchema }),
   /** A push: store paths (and their objects) a pipeline uploaded. The castore holds them; the log records who and what. */
   'store.push': z.strictObject({
-    roots: z.array(StorePathStringSchema).min(1).max(1000),
-    registered: z.array(StorePathStringSchema).max(1000),
+    roots: z.array(StorePathSchema).min(1).max(1000),
+    /** Every store path this push made visible (at most MAX_REGISTER_PATHS per request). */
+    registered: z.array(StorePathSchema).max(MAX_REGISTER_PATHS),
     registeredCount: z.number().int().nonnegative(),
     alreadyPresent: z.number().int().nonnegative(),
     bytesSent: z.number().int().nonnegative(),

@@ -15,6 +15,7 @@ import { Column, getTableColumns, getTableName } from 'drizzle-orm';
 import type { SQLiteTable } from 'drizzle-orm/sqlite-core';
 import type { CoordinatorDb } from '../db/database.js';
 import * as schema from '../db/schema.js';
+import { stringifyJson } from '../../protocol/json-bounds.js';
 import { STATE_TABLES, type StateStore, type StateTableName, type StateTables } from './state.js';
 
 const TABLES: { [T in StateTableName]: SQLiteTable } = {
@@ -45,6 +46,9 @@ const quote = (name: string): string => `"${name.replaceAll('"', '""')}"`;
 
 function mapping(column: Column, direction: 'mapFromDriverValue' | 'mapToDriverValue'): Mapping {
   if (column[direction] === Column.prototype[direction]) return null;
+  // drizzle writes JSON columns with JSON.stringify, which recurses; facts replayed from a log
+  // may nest deeper than it survives. stringifyJson writes the same bytes at any depth.
+  if (direction === 'mapToDriverValue' && column.columnType === 'SQLiteTextJson') return (value) => stringifyJson(value);
   return (value) => column[direction](value);
 }
 

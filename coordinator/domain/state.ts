@@ -4,6 +4,7 @@
  * replay into a fresh database, memory for the viewer and quick replays.
  */
 import type * as schema from '../db/schema.js';
+import { cloneJson } from '../../protocol/json-bounds.js';
 
 export type KeyRow = typeof schema.keys.$inferSelect;
 export type TokenRow = typeof schema.tokens.$inferSelect;
@@ -50,6 +51,8 @@ export class MemoryStateStore implements StateStore {
   }
 
   put<T extends StateTableName>(table: T, row: StateTables[T]): void {
-    (this.tables[table] as Map<string, StateTables[T]>).set(row.id, structuredClone(row));
+    // cloneJson, not structuredClone: both copy, but structuredClone recurses, and a replayed
+    // log may hold facts nested deeper than it survives (see protocol/json-bounds.ts).
+    (this.tables[table] as Map<string, StateTables[T]>).set(row.id, cloneJson(row));
   }
 }

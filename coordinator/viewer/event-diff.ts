@@ -5,7 +5,7 @@
  * the diff is exactly what the reducer did, not a second interpretation of
  * the payload.
  */
-import { isDeepStrictEqual } from 'node:util';
+import { sameJson } from '../domain/commands.js';
 import type { AuditEvent } from '../domain/events.js';
 import { applyEvent } from '../domain/reducer.js';
 import type { StateStore, StateTableName, StateTables } from '../domain/state.js';
@@ -59,7 +59,9 @@ export function applyAndDiff(store: StateStore, event: AuditEvent): RowChange[] 
     for (const key of keys) {
       const old = before ? (before as unknown as Record<string, unknown>)[key] : undefined;
       const now = (after as unknown as Record<string, unknown>)[key];
-      if (!before || !isDeepStrictEqual(old, now)) fields.push({ field: key, before: old ?? null, after: now ?? null });
+      // sameJson, not util.isDeepStrictEqual: rows are JSON, and a replayed log may hold facts nested
+      // deeper than a recursive comparison survives.
+      if (!before || !sameJson(old, now)) fields.push({ field: key, before: old ?? null, after: now ?? null });
     }
     changes.push({ table, id, kind: before ? (fields.length > 0 ? 'changed' : 'unchanged') : 'added', before, after, fields });
   }

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { parseAuditExport, verifyAuditExport, type ParsedExport } from '../audit/export.js';
 import type { ChainReport } from '../audit/chain.js';
 import { publicKeyOf, type KeyId } from '../../protocol/identity.js';
+import { stringifyJson } from '../../protocol/json-bounds.js';
 import type { LogSource } from './log-source.js';
 
 /**
@@ -39,7 +40,8 @@ export function exportLogSource(parsed: ParsedExport, coordinatorKey: KeyId): Lo
       return report;
     },
     searchPayloads(text) {
-      texts ??= events.map((event) => JSON.stringify(event.payload).toLowerCase());
+      // stringifyJson: an exported payload may nest deeper than JSON.stringify survives.
+      texts ??= events.map((event) => stringifyJson(event.payload).toLowerCase());
       const needle = text.toLowerCase();
       const found: number[] = [];
       texts.forEach((payload, index) => {

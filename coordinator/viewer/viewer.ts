@@ -3,6 +3,7 @@
  * same code answers the web viewer's API, `ferry audit show|replay` against a
  * live coordinator (through that API) and against an export file (directly).
  */
+import { clipJsonDepth, MAX_VIEWER_JSON_DEPTH } from '../../protocol/json-bounds.js';
 import { ActionSchema, type AuditEvent } from '../domain/events.js';
 import type { RowChange } from './event-diff.js';
 import { fleetView, type FleetView, type FleetViewOptions } from './fleet-view.js';
@@ -143,12 +144,17 @@ export class Viewer {
     return this.index.timeline(filter, page);
   }
 
-  /** One event with its verification status and what it changed. */
+  /**
+   * One event with its verification status and what it changed. Subtrees
+   * nested deeper than MAX_VIEWER_JSON_DEPTH (only a log written before
+   * the JSON bounds holds them) are replaced by a placeholder: every
+   * reader of this result (JSON encoders, the page, the CLI) recurses.
+   */
   event(seq: number): EventDetail {
     const entry = this.index.entry(seq);
     if (!entry) throw new ReplayError('OUT_OF_RANGE', `no event ${seq} in the log (1..${this.index.lastSeq})`);
     const { event, diff, replayProblem } = this.index.eventWithDiff(seq);
-    return {
+    return clipJsonDepth<EventDetail>({
       entry,
       event,
       actorName: this.index.nameOf(String(event.actorKey)),
@@ -157,10 +163,10 @@ export class Viewer {
       configSignature: configSignatureStatus(event),
       diff,
       replayProblem,
-    };
+    }, MAX_VIEWER_JSON_DEPTH);
   }
 
-  /** The fleet after event `seq`, replayed with the coordinator's reducer. */
+  /** The fleet after event `seq`, replayed with the coordinator's reducer; over-deep facts clipped as in `event`. */
   state(seq: number, options: StateOptions = {}): StateResult {
     const store = this.index.stateAt(seq);
     const viewOptions: FleetViewOptions = options.full
@@ -168,13 +174,13 @@ export class Viewer {
       : { agentOffset: options.agentOffset ?? 0, agentLimit: options.agentLimit ?? 100, historyLimit: 10, listLimit: 100 };
     if (options.agentQuery) viewOptions.agentQuery = options.agentQuery;
     const state = fleetView(store, (graph, limit) => this.index.headMovesOf(graph, seq, limit), viewOptions);
-    return {
+    return clipJsonDepth<StateResult>({
       seq,
       position: seq === 0 ? null : (this.index.entry(seq) ?? null),
       lastSeq: this.index.lastSeq,
       replayableThrough: this.index.replayableThrough,
       verification: this.currentVerification(),
       state,
-    };
+    }, MAX_VIEWER_JSON_DEPTH);
   }
 }

@@ -1,0 +1,91 @@
+// Defect 8 of the security-hardening issue (its last item): request nonces were stored before
+// the key was looked up, so every request signed by a self-generated key added a row. Now the
+// key and its role are checked first, and only a request that passed them spends a nonce;
+// enrollment (any key may ask) stores none, its replay being refused by the command itself.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Coordinator } from '../coordinator/coordinator.js';
+import { startHttpServer, type RunningServer } from '../coordinator/server.js';
+import { CoordinatorHttpClient } from '../protocol/http-client.js';
+import { Identity } from '../protocol/identity.js';
+import { signRequest } from '../protocol/request-signing.js';
+import { bootstrap } from './fleet-simulator.js';
+
+let dir: string;
+let coordinator: Coordinator;
+let server: RunningServer;
+let adminIdentity: Identity;
+let admin: CoordinatorHttpClient;
+
+const nonceRows = (): number => coordinator.database.sqlite.prepare<[], { n: number }>('SELECT count(*) AS n FROM nonces').get()!.n;
+
+/** Sends `body` signed by `identity` with the given headers (so a request can be sent twice, exactly). */
+async function send(method: 'GET' | 'POST', route: string, headers: Record<string, string>, body?: string): Promise<{ status: number; code: string | undefined }> {
+  const response = await fetch(new URL(route, server.url), { method, headers: { ...headers, ...(body === undefined ? {} : { 'content-type': 'application/json' }) }, body });
+  const answer = (await response.json()) as { error?: { code: string } };
+  return { status: response.status, code: answer.error?.code };
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(path.join(tmpdir(), 'ferry-nonces-'));
+  coordinator = Coordinator.open(dir);
+  adminIdentity = bootstrap(coordinator).admin;
+  server = await startHttpServer(coordinator, '127.0.0.1', 0, { log: () => undefined });
+  admin = new CoordinatorHttpClient(server.url, adminIdentity);
+});
+afterAll(async () => {
+  await server?.close();
+  coordinator?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('defect 8: request nonces', () => {
+  it('defect 8: 200 requests signed by fresh keys leave the nonces table as it was', async () => {
+    await admin.get('/v1/agents'); // one known request, so the table is not empty to begin with
+    const before = nonceRows();
+    expect(before).toBeGreaterThan(0);
+    for (let i = 0; i < 200; i++) {
+      const stranger = Identity.generate();
+      const route = i % 2 === 0 ? '/v1/agents' : '/v1/tokens';
+      const method = i % 2 === 0 ? 'GET' : 'POST';
+      const body = method === 'POST' ? '{"uses":1}' : undefined;
+      expect(await send(method, route, signRequest(stranger, method, route, body), body)).toEqual({ status: 401, code: 'UNKNOWN_KEY' });
+    }
+    expect(nonceRows()).toBe(before);
+  });
+
+  it('defect 8: known keys refused for their role, and enrollments by any key, store no nonce either', async () => {
+    const pusher = Identity.generate();
+    await admin.post('/v1/keys', { keyId: pusher.keyId, role: 'pusher', label: 'ci' });
+    const before = nonceRows();
+    for (let i = 0; i < 20; i++) {
+      expect(await send('POST', '/v1/tokens', signRequest(pusher, 'POST', '/v1/tokens', '{}'), '{}')).toEqual({ status: 403, code: 'FORBIDDEN' });
+      const body = JSON.stringify({ token: `${'0'.repeat(16)}.${'x'.repeat(32)}`, name: `n${i}`, facts: { system: 'x86_64-linux', hostname: 'h' } });
+      expect(await send('POST', '/v1/enroll', signRequest(Identity.generate(), 'POST', '/v1/enroll', body), body)).toEqual({ status: 401, code: 'BAD_TOKEN' });
+    }
+    expect(nonceRows()).toBe(before);
+  });
+
+  it('defect 8: a replayed valid request is still refused REPLAYED_NONCE, and a replayed enrollment by the command', async () => {
+    const body = '{"uses":1,"autoApprove":true}';
+    const headers = signRequest(adminIdentity, 'POST', '/v1/tokens', body);
+    const before = nonceRows();
+    const seq = coordinator.lastSeq;
+    expect(await send('POST', '/v1/tokens', headers, body)).toEqual({ status: 201, code: undefined });
+    expect(nonceRows()).toBe(before + 1);
+    expect(await send('POST', '/v1/tokens', headers, body)).toEqual({ status: 401, code: 'REPLAYED_NONCE' });
+    expect(coordinator.lastSeq).toBe(seq + 1);
+
+    const { token } = await admin.post<{ token: string }>('/v1/tokens', { uses: 5, autoApprove: true });
+    const agent = Identity.generate();
+    const enroll = JSON.stringify({ token, name: 'once', facts: { system: 'x86_64-linux', hostname: 'h' } });
+    const enrollHeaders = signRequest(agent, 'POST', '/v1/enroll', enroll);
+    expect(await send('POST', '/v1/enroll', enrollHeaders, enroll)).toEqual({ status: 201, code: undefined });
+    const enrolled = coordinator.lastSeq;
+    expect(await send('POST', '/v1/enroll', enrollHeaders, enroll)).toEqual({ status: 409, code: 'CONFLICT' });
+    expect(coordinator.lastSeq).toBe(enrolled);
+    expect(coordinator.state.get('tokens', token.split('.')[0]!)?.usesLeft).toBe(4);
+  });
+});
