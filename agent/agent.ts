@@ -23,13 +23,14 @@ import { TransportError, type DataClient } from '../protocol/data-client.js';
 import { ApiError, CoordinatorHttpClient, type CoordinatorHttpClientOptions } from '../protocol/http-client.js';
 import { createIdentityFile, loadIdentity, type Identity } from '../protocol/identity.js';
 import { desiredProofMessage, verifyProof } from '../protocol/coordinator-proofs.js';
+import { DesiredAnswerSchema, type AgentConfig } from '../protocol/config.js';
 import { parseJoinString } from '../protocol/join-string.js';
 import { adoptMaterializedFiles } from './adopt-store-files.js';
 import { EventRing } from './events.js';
 import { collectFacts, nixSystem } from './facts.js';
 import { Generations, type Generation } from './generations.js';
 import { ClosureMaterializer, removeStaleTemps, removeTree } from './materialize.js';
-import { storePathLocation, type StorePath } from '../nix/store-path.js';
+import { storePathLocation } from '../nix/store-path.js';
 import { commandEnvironment, runCommand, type CommandResult } from './run-command.js';
 import { agentPaths, readAgentState, writeAgentState, type AgentState } from './state.js';
 import { lockStateDir } from './state-lock.js';
@@ -65,16 +66,6 @@ function coordinatorUnreachable(error: unknown): boolean {
   return error instanceof ApiError && (error.code === 'UNREACHABLE' || error.status >= 500);
 }
 
-/** A config as the coordinator hands it to its agents. */
-export interface DesiredConfig {
-  id: string;
-  graph: string;
-  targets: Record<string, StorePath>;
-  activation: { command: string; environment: Record<string, string>; timeoutSeconds: number };
-  health: { command: string; timeoutSeconds: number; retries: number } | null;
-  /** The config's HLC (when its author signed it): bundles of older configs are refused unless forced. */
-  hlc?: string;
-}
 
 /** What `ferry agent apply-bundle` did: the config, the deployment's outcome, and whether --force overrode a refusal. */
 export interface BundleOutcome {
@@ -271,11 +262,18 @@ export class Agent {
     await this.flushReports();
     await this.reportFacts();
     const challenge = randomBytes(16).toString('hex');
-    const desired = await this.http.get<{ configId: string | null; config: DesiredConfig | null; proof?: unknown }>('/v1/agent/desired', { challenge });
+    const received = await this.http.get<{ configId: string | null; config: unknown; proof?: unknown }>('/v1/agent/desired', { challenge });
     // It says which activation command to run, and may travel over plain HTTP: only the coordinator's fresh word counts.
-    if (!verifyProof(this.state.coordinator.coordinatorKey, desiredProofMessage(this.identity.keyId, challenge, desired), desired.proof)) {
+    if (!verifyProof(this.state.coordinator.coordinatorKey, desiredProofMessage(this.identity.keyId, challenge, received), received.proof)) {
       throw new UnverifiedAnswerError(`the desired-config answer from ${this.state.coordinator.httpUrl} is not signed by the coordinator key ${this.state.coordinator.coordinatorKey}: ignoring it`);
     }
+    // Signed is not sane: the answer is parsed like any input before anything acts on it.
+    const parsed = DesiredAnswerSchema.safeParse(received);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      throw new UnverifiedAnswerError(`the desired-config answer from ${this.state.coordinator.httpUrl} is signed but invalid (${issue.path.join('.') || 'answer'}: ${issue.message}): ignoring it`);
+    }
+    const desired = parsed.data;
     this.lastDesired = desired.configId;
     const current = this.generations.current();
     if (!desired.config || !desired.configId) return 'idle';
@@ -461,7 +459,7 @@ export class Agent {
         forced = this.acceptBundle(candidate, force);
       },
     });
-    const config: DesiredConfig = manifest.config;
+    const config: AgentConfig = manifest.config;
     const note = forced ? ', forced: its config is older than the one running' : '';
     this.events.add('bundle', `bundle of config ${config.id} verified (${manifest.storePaths.length} store paths, made ${new Date(manifest.createdAt).toISOString()})${note}`, config.id);
     this.state.refused = this.state.refused.filter((id) => id !== config.id);
@@ -508,7 +506,7 @@ export class Agent {
     return true;
   }
 
-  private async deploy(config: DesiredConfig, bundled?: readonly StorePathInfo[]): Promise<RoundResult> {
+  private async deploy(config: AgentConfig, bundled?: readonly StorePathInfo[]): Promise<RoundResult> {
     const system = nixSystem();
     const target = config.targets[system];
     if (!target) {
@@ -588,7 +586,7 @@ export class Agent {
   }
 
   /** Activation and health check of the switched-to `generation`; on failure, back to `previous` (or the one before). */
-  private async activateGeneration(config: DesiredConfig, generation: Generation, previous: Generation | undefined): Promise<RoundResult> {
+  private async activateGeneration(config: AgentConfig, generation: Generation, previous: Generation | undefined): Promise<RoundResult> {
     await this.report(config.id, 'activating');
     const outcome = await this.activateAndCheck(generation);
     if (outcome.ok) {

@@ -1,5 +1,5 @@
 /** The agent: enrollment, the follow-the-graph loop, generations, local rollback and GC. */
-export { Agent, UnverifiedAnswerError, type AgentOptions, type DesiredConfig, type RoundResult } from './agent.js';
+export { Agent, UnverifiedAnswerError, type AgentOptions, type RoundResult } from './agent.js';
 export { agentPaths, readAgentState, type AgentState } from './state.js';
 export { AgentBusyError } from './state-lock.js';
 export { collectFacts, nixSystem, AGENT_VERSION } from './facts.js';

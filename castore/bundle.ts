@@ -28,11 +28,11 @@ import { nativeBlake3 } from './blake3/index.js';
 import tar from 'tar-stream';
 import { z } from 'zod';
 import { refineActivationEnvironment } from '../protocol/activation-environment.js';
+import { AgentConfigSchema } from '../protocol/config.js';
 import { canonicalJsonBytes } from '../protocol/canonical-json.js';
 import { ed25519Verify } from '../protocol/ed25519.js';
-import { HlcStringSchema } from '../protocol/hlc.js';
 import { KeyIdSchema, publicKeyOf, type Identity, type KeyId } from '../protocol/identity.js';
-import { StorePathInfoSchema, StorePathSchema, type StorePathInfo } from '../protocol/store-path-info.js';
+import { StorePathInfoSchema, type StorePathInfo } from '../protocol/store-path-info.js';
 import { decodeDirectory, directoryId } from './directory.js';
 import { CastoreError } from './errors.js';
 import { isDigest, type Digest, type Node } from './node.js';
@@ -49,47 +49,18 @@ export const MAX_BUNDLE_AGENTS = 10_000;
 /** Most store paths in one bundle. */
 export const MAX_BUNDLE_STORE_PATHS = 100_000;
 
-const HEX64 = /^[0-9a-f]{64}$/;
-
 /**
- * The config as agents receive it (the coordinator's `ConfigBodySchema`
- * plus its id and its author's signature), validated with the same bounds, and with the activation
- * environment's refused keys refused (protocol/activation-environment.ts).
- * The id must be the BLAKE3 of the canonical JSON of the rest: the config
+ * The config as agents receive it (protocol/config.ts AgentConfigSchema:
+ * the same bounds as the coordinator's), with refused environment keys refused,
+ * whose id must be the BLAKE3 of the canonical JSON of the rest: the config
  * an agent runs is exactly the one the coordinator recorded under that id.
  */
-export const BundleConfigSchema = z
-  .strictObject({
-    id: z.string().regex(HEX64, 'a config id (64 hex characters)'),
-    graph: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'graph names are 1-63 of [a-z0-9._-]'),
-    parents: z.array(z.string().regex(HEX64, 'a config id (64 hex characters)')).max(16),
-    targets: z
-      .record(z.string().regex(/^[a-z0-9_]+-[a-z0-9]+$/, "a Nix system such as 'x86_64-linux'"), StorePathSchema)
-      .refine((targets) => Object.keys(targets).length > 0, 'at least one target'),
-    activation: z.strictObject({
-      command: z.string().min(1).max(1024),
-      environment: z.record(z.string(), z.string()),
-      timeoutSeconds: z.number().int().min(1).max(3600),
-    }),
-    health: z
-      .strictObject({
-        command: z.string().min(1).max(1024),
-        timeoutSeconds: z.number().int().min(1).max(3600),
-        retries: z.number().int().min(0).max(100),
-      })
-      .nullable(),
-    message: z.string().max(4096),
-    author: KeyIdSchema,
-    hlc: HlcStringSchema,
-    /** The author's signature (base64 ed25519 over "ferry-config-v1\n" + id), as the coordinator recorded it. */
-    signature: z.string().max(128).optional(),
-  })
-  .superRefine((config, context) => {
-    refineActivationEnvironment(config.activation.environment, context, ['activation', 'environment']);
-    const { id, signature: _signature, ...body } = config;
-    const hashed = Buffer.from(nativeBlake3(canonicalJsonBytes(body))).toString('hex');
-    if (hashed !== id) context.addIssue({ code: 'custom', path: ['id'], message: `the config's body hashes to ${hashed}, not to its id ${id}` });
-  });
+export const BundleConfigSchema = AgentConfigSchema.superRefine((config, context) => {
+  refineActivationEnvironment(config.activation.environment, context, ['activation', 'environment']);
+  const { id, signature: _signature, ...body } = config;
+  const hashed = Buffer.from(nativeBlake3(canonicalJsonBytes(body))).toString('hex');
+  if (hashed !== id) context.addIssue({ code: 'custom', path: ['id'], message: `the config's body hashes to ${hashed}, not to its id ${id}` });
+});
 export type BundleConfig = z.infer<typeof BundleConfigSchema>;
 
 /**

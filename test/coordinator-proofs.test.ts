@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent, UnverifiedAnswerError } from '../agent/index.js';
 import { Castore, fetchClosure } from '../castore/index.js';
 import { openDataClient } from '../protocol/connect.js';
-import { desiredProofMessage, verifyProof } from '../protocol/coordinator-proofs.js';
+import { desiredProofMessage, signProof, verifyProof } from '../protocol/coordinator-proofs.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { Identity } from '../protocol/identity.js';
 import { addTreeAsStorePath, enrollAgent, enrollStateDir, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
@@ -116,6 +116,37 @@ describe("the coordinator's signed answers", () => {
       expect(report.target).toBe(target);
     } finally {
       store.close();
+    }
+  });
+
+  it('defect 1: an agent re-validates a signed answer: a target that is not a store path is refused even under the coordinator key, and nothing runs', async () => {
+    // Stands in for a coordinator that signed junk (a bug, or a log written before store paths were
+    // validated): the proxy holds the coordinator's key and re-signs the answer it rewrote.
+    const proxy = await rewritingProxy(test.http.url, (url, body) => {
+      if (!url.startsWith('/v1/agent/desired')) return body;
+      const answer = JSON.parse(body.toString()) as { configId: string | null; config: { targets: Record<string, string> } | null; proof: string };
+      if (!answer.config) return body;
+      for (const system of Object.keys(answer.config.targets)) answer.config.targets[system] = '/nix/store/..';
+      const challenge = new URL(url, 'http://x').searchParams.get('challenge') ?? '';
+      answer.proof = signProof(test.coordinator.identity, desiredProofMessage(lastAgentKey, challenge, answer));
+      return Buffer.from(JSON.stringify(answer));
+    });
+    let lastAgentKey = '';
+    try {
+      const stateDir = path.join(test.dir, 'agent-junk-target');
+      const { agentId } = await enrollStateDir(test, { stateDir, storeDir: path.join(test.dir, 'agent-junk-store'), name: 'junk-target', httpUrl: proxy.url });
+      lastAgentKey = agentId;
+      await test.adminClient.post(`/v1/agents/${agentId}/assign`, { graph: 'proofs' });
+      const agent = new Agent(stateDir, { log: () => undefined });
+      const refusal = await agent.runOnce().then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      expect(refusal).toBeInstanceOf(UnverifiedAnswerError);
+      expect((refusal as Error).message).toMatch(/signed but invalid \(config\.targets\.[a-z0-9_-]+: .*not a store path/);
+      expect(agent.generations.current()).toBeUndefined();
+    } finally {
+      proxy.server.close();
     }
   });
 });

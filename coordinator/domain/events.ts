@@ -9,6 +9,7 @@ import { KeyIdSchema } from '../../protocol/identity.js';
 import { jsonBoundsViolation, MAX_FACTS_DEPTH, MAX_FACTS_JSON_LENGTH, MAX_STORED_JSON_DEPTH, stringifyJson } from '../../protocol/json-bounds.js';
 import { StorePathSchema } from '../../protocol/store-path-info.js';
 import { MAX_REGISTER_PATHS } from '../../protocol/data-protocol.js';
+import { ConfigBodySchema, ConfigIdSchema, GraphNameSchema, SystemSchema } from '../../protocol/config.js';
 
 export const RoleSchema = z.enum(['admin', 'operator', 'pusher', 'viewer', 'agent']);
 export type Role = z.infer<typeof RoleSchema>;
@@ -21,7 +22,6 @@ export const LabelsSchema = z
   .record(z.string().regex(LABEL_KEY, 'label keys are 1-63 of [A-Za-z0-9._/-]'), z.string().max(256))
   .refine((labels) => Object.keys(labels).length <= 64, 'at most 64 labels');
 
-export const SystemSchema = z.string().regex(/^[a-z0-9_]+-[a-z0-9]+$/, "a Nix system such as 'x86_64-linux'");
 
 /** The fields of an agent's facts: a few well-known ones, validated, plus custom ones (free-form JSON). */
 const FactsFieldsSchema = z
@@ -70,40 +70,8 @@ export const RecordedFactsSchema = FactsFieldsSchema.superRefine((facts, context
 });
 export type Facts = z.infer<typeof FactsSchema>;
 
-export const ConfigIdSchema = z.string().regex(/^[0-9a-f]{64}$/, 'a config id (64 hex characters)');
-export const GraphNameSchema = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'graph names are 1-63 of [a-z0-9._-]');
-
-/**
- * A config's activation as recorded. Environment keys are only checked to
- * be variable names here: this schema also validates the audit log on
- * replay, and a log recorded before a key was refused must still replay.
- * Submissions are checked further (commands.ts SubmitConfigInput, with
- * protocol/activation-environment.ts: LD_PRELOAD, FERRY_*, PATH… refused),
- * and agents check again before running anything.
- */
-export const ActivationSchema = z.strictObject({
-  command: z.string().min(1).max(1024),
-  environment: z.record(z.string().regex(/^[A-Z_][A-Z0-9_]*$/), z.string().max(4096)).default({}),
-  timeoutSeconds: z.number().int().min(1).max(3600).default(300),
-});
-export const HealthCheckSchema = z.strictObject({
-  command: z.string().min(1).max(1024),
-  timeoutSeconds: z.number().int().min(1).max(3600).default(60),
-  retries: z.number().int().min(0).max(100).default(3),
-});
-
-/** What an author signs; the config id is the BLAKE3 of its canonical JSON. */
-export const ConfigBodySchema = z.strictObject({
-  graph: GraphNameSchema,
-  parents: z.array(ConfigIdSchema).max(16),
-  targets: z.record(SystemSchema, StorePathSchema).refine((t) => Object.keys(t).length > 0, 'at least one target'),
-  activation: ActivationSchema,
-  health: HealthCheckSchema.nullable(),
-  message: z.string().max(4096),
-  author: KeyIdSchema,
-  hlc: HlcStringSchema,
-});
-export type ConfigBody = z.infer<typeof ConfigBodySchema>;
+// Configs are a wire type (the agent receives them): one schema, in protocol/.
+export { ActivationSchema, ConfigBodySchema, ConfigIdSchema, GraphNameSchema, HealthCheckSchema, SystemSchema, type ConfigBody } from '../../protocol/config.js';
 
 export const PhaseSchema = z.enum(['pending', 'fetching', 'activating', 'active', 'failed', 'rolled-back']);
 /** Where an agent got the config it reports on, when not from the coordinator's desired answer. */

@@ -1,0 +1,75 @@
+/**
+ * Configs on the wire: what an author signs (ConfigBodySchema; its id is
+ * the BLAKE3 of its canonical JSON) and what an agent receives and runs
+ * (AgentConfigSchema: the body with its id, from the desired answer or a
+ * bundle). One schema for the coordinator, which records configs, and for
+ * the agent, which re-validates what it receives even though the
+ * coordinator signed it.
+ *
+ * The recorded schema checks activation environment keys only as variable
+ * names: it also validates the audit log on replay, and a log recorded
+ * before a key was refused must still replay. What a submission may set
+ * and what an agent runs is checked further (activation-environment.ts).
+ */
+import { z } from 'zod';
+import { HlcStringSchema } from './hlc.js';
+import { KeyIdSchema } from './identity.js';
+import { StorePathSchema } from './store-path-info.js';
+
+export const SystemSchema = z.string().regex(/^[a-z0-9_]+-[a-z0-9]+$/, "a Nix system such as 'x86_64-linux'");
+export const ConfigIdSchema = z.string().regex(/^[0-9a-f]{64}$/, 'a config id (64 hex characters)');
+export const GraphNameSchema = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'graph names are 1-63 of [a-z0-9._-]');
+
+export const ActivationSchema = z.strictObject({
+  command: z.string().min(1).max(1024),
+  environment: z.record(z.string().regex(/^[A-Z_][A-Z0-9_]*$/), z.string().max(4096)).default({}),
+  timeoutSeconds: z.number().int().min(1).max(3600).default(300),
+});
+export const HealthCheckSchema = z.strictObject({
+  command: z.string().min(1).max(1024),
+  timeoutSeconds: z.number().int().min(1).max(3600).default(60),
+  retries: z.number().int().min(0).max(100).default(3),
+});
+
+/** What an author signs; the config id is the BLAKE3 of its canonical JSON. */
+export const ConfigBodySchema = z.strictObject({
+  graph: GraphNameSchema,
+  parents: z.array(ConfigIdSchema).max(16),
+  targets: z.record(SystemSchema, StorePathSchema).refine((t) => Object.keys(t).length > 0, 'at least one target'),
+  activation: ActivationSchema,
+  health: HealthCheckSchema.nullable(),
+  message: z.string().max(4096),
+  author: KeyIdSchema,
+  hlc: HlcStringSchema,
+});
+export type ConfigBody = z.infer<typeof ConfigBodySchema>;
+
+/**
+ * A config as agents receive it: its id, its body and its author's
+ * signature (base64 ed25519 over "ferry-config-v1\n" + id, as recorded).
+ * Structure and bounds only: the agent refuses a refused environment key
+ * when it deploys (reporting the config failed), and a bundle refuses it
+ * and checks that the id is the hash of the body before anything is
+ * written; the desired answer is bound to its id by the coordinator's
+ * signature.
+ */
+export const AgentConfigSchema = ConfigBodySchema.extend({
+  id: ConfigIdSchema,
+  signature: z.string().max(128).optional(),
+});
+export type AgentConfig = z.infer<typeof AgentConfigSchema>;
+
+/**
+ * The coordinator's answer to an agent's `GET /v1/agent/desired`: the
+ * config it should run (none: keep what runs), signed over the agent's
+ * id and challenge (coordinator-proofs.ts). The agent checks the proof on
+ * the answer as received, then parses it with this.
+ */
+export const DesiredAnswerSchema = z
+  .object({
+    configId: ConfigIdSchema.nullable(),
+    config: AgentConfigSchema.nullable(),
+    proof: z.string().max(128),
+  })
+  .refine((answer) => (answer.config?.id ?? null) === answer.configId, 'the answer names one config id and carries another');
+export type DesiredAnswer = z.infer<typeof DesiredAnswerSchema>;
