@@ -47,6 +47,26 @@ export interface RunningQuicServer {
  */
 export const MAX_STREAMS_PER_CONNECTION = 64;
 
+/**
+ * After the reply: the request is read no further, and whatever the client
+ * still sends on the stream (a refused upload's body, bytes after a request
+ * that takes none) is dropped as it arrives, never queued, until the client
+ * ends the stream or the session closes. @currentspace/http3 0.9.0 credits
+ * the sender for all it receives, paused or not, and queues it in the
+ * stream object: a refused stream that kept sending grew the coordinator's
+ * memory without bound, by every byte sent (test/hostile-data-plane.test.ts,
+ * memory). Closing the stream instead (stream.close: STOP_SENDING) is no
+ * option with that version: every later large request on the same
+ * connection then stalled until the idle timeout, as if the bytes in flight
+ * on the closed stream were never credited back.
+ */
+function discardRest(stream: QuicStream, reader: FrameReader): void {
+  void reader.cancel().catch(() => undefined);
+  if (stream.destroyed || stream.readableEnded) return;
+  stream.on('data', () => undefined);
+  stream.resume();
+}
+
 interface SessionState {
   challenge: string;
   keyId?: string;
@@ -119,7 +139,8 @@ export async function startQuicServer(coordinator: Coordinator, host: string, po
     session.on('error', (error: Error) => log(`ferry coordinator: QUIC session ${session.remoteAddress}:${session.remotePort}: ${error.message}`));
     session.on('stream', (stream: QuicStream) => {
       stream.on('error', () => undefined);
-      void writeFrames(stream, replyFrames(() => decide(session, state, new FrameReader(quicStreamChunks(stream))), log));
+      const reader = new FrameReader(quicStreamChunks(stream));
+      void writeFrames(stream, replyFrames(() => decide(session, state, reader), log)).then(() => discardRest(stream, reader));
     });
   });
   const address = await server.listen(port, host);

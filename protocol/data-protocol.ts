@@ -91,6 +91,8 @@ export const DATA_REQUESTS = {
 } as const;
 
 export type DataOperationName = keyof typeof DATA_REQUESTS;
+/** The requests followed by a body (the objects they upload); every other request ends with its header. */
+export const REQUESTS_WITH_BODY: ReadonlySet<DataOperationName> = new Set(['upload.blobs', 'upload.directories']);
 export type DataRequest<N extends DataOperationName = DataOperationName> = z.input<(typeof DATA_REQUESTS)[N]>;
 export type ParsedDataRequest<N extends DataOperationName = DataOperationName> = z.infer<(typeof DATA_REQUESTS)[N]>;
 

@@ -26,7 +26,7 @@ export const StorePathSchema = z.string().max(4096).transform((value, context): 
   }
 });
 
-export const StorePathInfoSchema = z.object({
+export const StorePathInfoSchema = z.strictObject({
   storePath: StorePathSchema,
   /** `sha256:<nix32>`, as in a narinfo. */
   narHash: z.string().regex(/^sha256:[0-9a-df-np-sv-z]{52}$/, 'expected sha256:<nix32>'),

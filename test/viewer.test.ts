@@ -166,7 +166,7 @@ describe('the viewer on a coordinator with a scripted history', () => {
     expect((await viewerClient.get<StateResult>('/viewer/api/state', { at: time })).seq).toBe(scripted.coordinator.lastSeq);
     expect((await viewerClient.get<StateResult>('/viewer/api/state', { at: '2000-01-01T00:00:00Z' })).seq).toBe(0);
     await expect(viewerClient.get('/viewer/api/state', { at: String(scripted.coordinator.lastSeq + 5) })).rejects.toMatchObject({ status: 404 });
-    await expect(viewerClient.get('/viewer/api/state', { at: 'yesterday' })).rejects.toMatchObject({ status: 404 });
+    await expect(viewerClient.get('/viewer/api/state', { at: 'yesterday' })).rejects.toMatchObject({ status: 400, code: 'INVALID' });
   });
 
   it('explains an event: who, when, verification, signatures and the rows it changed', async () => {

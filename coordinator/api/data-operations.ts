@@ -23,7 +23,7 @@ import {
   type StorePathInfo,
 } from '../../castore/index.js';
 import { sha256NarHash } from '../../nix/index.js';
-import { MAX_BATCH_BYTES, MAX_BATCHED_BLOB_BYTES, type DataOperationName, type DataResponse, type ParsedDataRequest } from '../../protocol/data-protocol.js';
+import { MAX_BATCH_BYTES, MAX_BATCHED_BLOB_BYTES, REQUESTS_WITH_BODY, type DataOperationName, type DataResponse, type ParsedDataRequest } from '../../protocol/data-protocol.js';
 import { manifestProofMessage, signProof } from '../../protocol/coordinator-proofs.js';
 import type { FrameReader } from '../../protocol/framing.js';
 import type { Access } from './actors.js';
@@ -166,6 +166,8 @@ async function* flatten(parts: Iterable<Iterable<Uint8Array> | AsyncIterable<Uin
  */
 export async function runDataOperation(coordinator: Coordinator, access: ClosureAccess, actor: Actor, request: ParsedDataRequest, body: FrameReader): Promise<DataReply> {
   const store = coordinator.castore;
+  // A request without a body ends with its header: bytes after it are a lie, not something to leave queued.
+  if (!REQUESTS_WITH_BODY.has(request.op)) await body.expectEnd();
   switch (request.op) {
     case 'hello':
     case 'auth':
@@ -265,6 +267,8 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
     }
 
     case 'upload.directories': {
+      const total = request.directories.reduce((sum, directory) => sum + directory.size, 0);
+      if (total > MAX_BATCH_BYTES && request.directories.length > 1) throw new CommandError('INVALID', `batch of ${total} bytes exceeds ${MAX_BATCH_BYTES}; upload large directories one by one`);
       const batch = new Map<Digest, Entry[]>();
       for (const claimed of request.directories) {
         const bytes = await body.readExact(claimed.size, `directory ${claimed.id}`);

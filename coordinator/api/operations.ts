@@ -75,7 +75,7 @@ export const OPERATIONS = {
     const rows = coordinator.state.all('keys').filter((row) => input.after === undefined || row.id > input.after);
     return { keys: rows.slice(0, input.limit), next: rows.length > input.limit ? rows[input.limit - 1]!.id : null };
   }),
-  'keys.revoke': op(['admin'], z.strictObject({ keyId: z.string() }), (coordinator, actor, input) => event(coordinator.record(actor, (context) => commands.revokeKey(context, input)))),
+  'keys.revoke': op(['admin'], z.strictObject({ keyId: KeyIdSchema }), (coordinator, actor, input) => event(coordinator.record(actor, (context) => commands.revokeKey(context, input)))),
 
   'tokens.create': op(DEPLOYERS, commands.CreateTokenInput, (coordinator, actor, input) => {
     const out = coordinator.execute(actor, (context) => {

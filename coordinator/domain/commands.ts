@@ -12,7 +12,7 @@ import { refineActivationEnvironment } from '../../protocol/activation-environme
 import { canonicalJson } from '../../protocol/canonical-json.js';
 import { blake3Text } from '../audit/blake3-text.js';
 import { ed25519Verify } from '../../protocol/ed25519.js';
-import { publicKeyOf, type KeyId } from '../../protocol/identity.js';
+import { KeyIdSchema, publicKeyOf, type KeyId } from '../../protocol/identity.js';
 import {
   ConfigBodySchema,
   ConfigIdSchema,
@@ -159,7 +159,7 @@ export function addKey(context: CommandContext, input: unknown): EventDraft<'key
   return { action: 'key.add', subject: keyId, payload: { keyId: keyId as KeyId, role, label } };
 }
 
-export const RevokeKeyInput = z.strictObject({ keyId: z.string() });
+export const RevokeKeyInput = z.strictObject({ keyId: KeyIdSchema });
 export function revokeKey(context: CommandContext, input: unknown): EventDraft<'key.revoke'> {
   allow(context, 'admin');
   const { keyId } = parse(RevokeKeyInput, input);

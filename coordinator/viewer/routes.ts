@@ -46,12 +46,22 @@ const SECURITY_HEADERS: Record<string, string> = {
 };
 
 const text = z.string().max(256).optional();
-const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+/**
+ * A decimal integer parameter: digits only. Not z.coerce.number(), which
+ * took '0x10', '1e3', ' 7 ' and '' (as 0) for numbers.
+ */
+const DECIMAL = /^\d{1,16}$/;
+const int = (min: number, max: number) =>
+  z
+    .string()
+    .regex(DECIMAL, 'expected a decimal integer')
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max));
 const time = z
   .string()
   .max(64)
   .transform((value, context) => {
-    const ms = /^\d+$/.test(value) ? Number(value) : Date.parse(value);
+    const ms = DECIMAL.test(value) ? Number(value) : Date.parse(value);
     if (!Number.isFinite(ms)) {
       context.addIssue({ code: 'custom', message: 'expected ms since the epoch or an ISO time' });
       return z.NEVER;
@@ -72,15 +82,30 @@ const EventsQuery = z.strictObject({
   around: int(0, Number.MAX_SAFE_INTEGER).optional(),
   limit: int(1, 1000).optional(),
 });
+/**
+ * A position in the log, in the forms Viewer.resolvePosition reads: `end`
+ * (or `latest`), a seq number, or an ISO time. Anything else is refused
+ * here (400 INVALID), so resolvePosition's OUT_OF_RANGE (404) means what it
+ * says: a position outside the log.
+ */
+const position = z
+  .string()
+  .max(64)
+  .refine((value) => {
+    const at = value.trim();
+    if (at === '' || at === 'end' || at === 'latest') return true;
+    if (/^\d+$/.test(at)) return Number.isSafeInteger(Number(at));
+    return /^\d{4}-\d{2}-\d{2}/.test(at) && Number.isFinite(Date.parse(at));
+  }, "expected 'end', a seq number or an ISO time");
 const StateQuery = z.strictObject({
-  at: z.string().max(64).default('end'),
+  at: position.default('end'),
   agentOffset: int(0, 10_000_000).optional(),
   agentLimit: int(1, 1000).optional(),
   agentQuery: text,
   full: z.enum(['0', '1', 'true', 'false']).optional(),
 });
 const VerifyQuery = z.strictObject({ refresh: z.enum(['0', '1', 'true', 'false']).optional() });
-const SeqParam = z.coerce.number().int().min(1);
+const SeqParam = int(1, Number.MAX_SAFE_INTEGER);
 
 function queryOf<S extends z.ZodType>(c: Context, schema: S): z.infer<S> {
   const parsed = schema.safeParse(c.req.query());

@@ -22,12 +22,33 @@ export interface ViewerSessionOptions {
 
 export const SESSION_COOKIE = 'ferry_viewer_session';
 
+/**
+ * Login tokens waiting to be redeemed, and sessions, that one key may hold
+ * at once; one more ends its oldest. Each costs only a signed request (a
+ * session one more GET) and lived for its whole ttl: a viewer key could
+ * fill the coordinator's memory at ~500 sessions a second, each kept 8 hours.
+ * The offline viewer's logins all share one principal ('offline').
+ */
+export const MAX_LOGINS_PER_KEY = 16;
+export const MAX_SESSIONS_PER_KEY = 16;
+
+interface Entry {
+  principal: ViewerPrincipal;
+  expiresAt: number;
+}
+
+/** Makes room for one more entry of `keyId`: deletes its oldest ones (Maps keep insertion order) beyond `limit - 1`. */
+function makeRoom(map: Map<string, Entry>, keyId: string, limit: number): void {
+  const own = [...map].filter(([, entry]) => entry.principal.keyId === keyId);
+  for (const [key] of own.slice(0, Math.max(0, own.length - limit + 1))) map.delete(key);
+}
+
 const digest = (secret: string): string => createHash('sha256').update(secret).digest('hex');
 const newSecret = (): string => randomBytes(32).toString('base64url');
 
 export class ViewerSessions {
-  private readonly logins = new Map<string, { principal: ViewerPrincipal; expiresAt: number }>();
-  private readonly sessions = new Map<string, { principal: ViewerPrincipal; expiresAt: number }>();
+  private readonly logins = new Map<string, Entry>();
+  private readonly sessions = new Map<string, Entry>();
   readonly loginTtlMs: number;
   readonly sessionTtlMs: number;
   private readonly now: () => number;
@@ -44,16 +65,17 @@ export class ViewerSessions {
     for (const [key, session] of this.sessions) if (session.expiresAt <= now) this.sessions.delete(key);
   }
 
-  /** A new one-time login token for `principal`, valid for loginTtlMs. */
+  /** A new one-time login token for `principal`, valid for loginTtlMs; the key's oldest pending one goes beyond MAX_LOGINS_PER_KEY. */
   issueLoginToken(principal: ViewerPrincipal): { token: string; expiresAt: number } {
     this.prune();
     const token = newSecret();
     const expiresAt = this.now() + this.loginTtlMs;
+    makeRoom(this.logins, principal.keyId, MAX_LOGINS_PER_KEY);
     this.logins.set(digest(token), { principal, expiresAt });
     return { token, expiresAt };
   }
 
-  /** Exchanges a login token (once) for a session; undefined if unknown, used or expired. */
+  /** Exchanges a login token (once) for a session, ending the key's oldest beyond MAX_SESSIONS_PER_KEY; undefined if unknown, used or expired. */
   redeem(token: string): { sessionId: string; principal: ViewerPrincipal; expiresAt: number } | undefined {
     this.prune();
     const key = digest(token);
@@ -62,6 +84,7 @@ export class ViewerSessions {
     this.logins.delete(key);
     const sessionId = newSecret();
     const expiresAt = this.now() + this.sessionTtlMs;
+    makeRoom(this.sessions, login.principal.keyId, MAX_SESSIONS_PER_KEY);
     this.sessions.set(digest(sessionId), { principal: login.principal, expiresAt });
     return { sessionId, principal: login.principal, expiresAt };
   }
