@@ -18,6 +18,7 @@
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign as nodeSign, verify as nodeVerify, type KeyObject } from 'node:crypto';
 import type { StorePath } from '../nix/store-path.js';
+import type { ConfigId } from '../protocol/config.js';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -93,8 +94,8 @@ class Fleet {
   readonly operator: Actor;
   readonly agents: Agent[] = [];
   readonly awaitingApproval: Agent[] = [];
-  readonly heads = new Map<string, string>();
-  readonly parents = new Map<string, string | null>();
+  readonly heads = new Map<string, ConfigId>();
+  readonly parents = new Map<string, ConfigId | null>();
   readonly counts = new Map<string, number>();
   token: { value: string; usesLeft: number; autoApprove: boolean } | null = null;
   refused = 0;

@@ -4,6 +4,7 @@ import type { ConfigBody } from '../coordinator/domain/events.js';
 import { ApiError } from '../protocol/http-client.js';
 import { formatHlc } from '../protocol/hlc.js';
 import { asStorePath, isStorePath, type StorePath } from '../nix/store-path.js';
+import { asConfigId } from '../protocol/config.js';
 import { booleanOption, jsonOption, stringListOption, stringOption, UsageError, writeJson, type Command } from './command.js';
 import { clientFrom, connectionOptions } from './contexts.js';
 import { parseKeyValues, short, table } from './format.js';
@@ -69,7 +70,7 @@ const submit: Command = {
     const healthCommand = stringOption(options, 'health');
     const body: ConfigBody = {
       graph,
-      parents: head ? [head] : [],
+      parents: head ? [asConfigId(head)] : [],
       targets: storePaths,
       activation: { command: activate, environment: parseKeyValues(stringListOption(options, 'env'), '--env'), timeoutSeconds: positiveInt(stringOption(options, 'timeout'), '--timeout', 300) },
       health: healthCommand

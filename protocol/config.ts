@@ -17,7 +17,20 @@ import { KeyIdSchema } from './identity.js';
 import { StorePathSchema } from './store-path-info.js';
 
 export const SystemSchema = z.string().regex(/^[a-z0-9_]+-[a-z0-9]+$/, "a Nix system such as 'x86_64-linux'");
-export const ConfigIdSchema = z.string().regex(/^[0-9a-f]{64}$/, 'a config id (64 hex characters)');
+declare const configIdBrand: unique symbol;
+/** A config's id: lowercase hex of the BLAKE3 of its body's canonical JSON. Only ConfigIdSchema (and configId) make one. */
+export type ConfigId = string & { readonly [configIdBrand]: true };
+export const ConfigIdSchema = z
+  .string()
+  .regex(/^[0-9a-f]{64}$/, 'a config id (64 hex characters)')
+  .transform((value) => value as ConfigId);
+/** `value` as a ConfigId; refuses (TypeError, quoting it) anything but 64 lowercase hex characters. */
+export function asConfigId(value: string): ConfigId {
+  const parsed = ConfigIdSchema.safeParse(value);
+  if (!parsed.success) throw new TypeError(`${JSON.stringify(String(value).slice(0, 100))} is not a config id (64 lowercase hex characters)`);
+  return parsed.data;
+}
+
 export const GraphNameSchema = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'graph names are 1-63 of [a-z0-9._-]');
 
 export const ActivationSchema = z.strictObject({

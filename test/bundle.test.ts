@@ -5,6 +5,7 @@
 // is refused unless forced, and the coordinator's audit log records what a
 // bundle did (and whether it was forced).
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { asConfigId } from '../protocol/config.js';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import tar from 'tar-stream';
@@ -58,7 +59,7 @@ async function submit(parents: string[], target: string, wall: number, message: 
 }
 
 function configOf(id: string): BundleConfig {
-  return { ...(test.coordinator.state.get('configs', id)!.body as ConfigBody), id };
+  return { ...(test.coordinator.state.get('configs', id)!.body as ConfigBody), id: asConfigId(id) };
 }
 
 async function bundleOf(id: string, agents: readonly KeyId[], options: Partial<BundleOptions> = {}, signer = test.coordinator.identity): Promise<Buffer> {

@@ -3,6 +3,7 @@
 // and the audit log, through the same client the CLI uses.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { asStorePath } from '../nix/store-path.js';
+import { asConfigId } from '../protocol/config.js';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -154,7 +155,7 @@ describe('enrollment, facts, configs', () => {
   function signedConfig(parents: string[], target: string, message: string) {
     const body = {
       graph: 'edge',
-      parents,
+      parents: parents.map(asConfigId),
       targets: { 'aarch64-linux': asStorePath(target) },
       activation: { command: 'activate', environment: {}, timeoutSeconds: 60 },
       health: null,

@@ -15,6 +15,7 @@ import { startQuicServer, type RunningQuicServer } from '../coordinator/quic-ser
 import { startHttpServer, type RunningServer } from '../coordinator/server.js';
 import { dumpPath } from '../nix/nar/index.js';
 import { asStorePath, type StorePath } from '../nix/store-path.js';
+import { asConfigId } from '../protocol/config.js';
 import { formatHlc } from '../protocol/hlc.js';
 import { openDataClient } from '../protocol/connect.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
@@ -124,7 +125,7 @@ export function signedConfig(
 ) {
   const body = {
     graph,
-    parents,
+    parents: parents.map(asConfigId),
     targets: Object.fromEntries(Object.entries(targets).map(([system, target]) => [system, asStorePath(target)])),
     activation: { command: commands.activate ?? 'bin/activate', environment: {}, timeoutSeconds: 60 },
     health: commands.health ? { command: commands.health, timeoutSeconds: 10, retries: 0 } : null,

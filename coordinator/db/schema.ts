@@ -7,10 +7,11 @@
  * Plus bookkeeping that is deliberately not audited (nonces, last-seen).
  *
  * Every state table has a single text primary key `id`, so one generic
- * StateStore serves them all. This file imports nothing local: drizzle-kit
- * loads it on its own.
+ * StateStore serves them all. This file imports nothing local at run time
+ * (drizzle-kit loads it on its own); branded column types are type-only.
  */
 import { integer, sqliteTable, text, index } from 'drizzle-orm/sqlite-core';
+import type { ConfigId } from '../../protocol/config.js';
 
 export const auditEvents = sqliteTable('audit_events', {
   seq: integer('seq').primaryKey(),
@@ -67,8 +68,8 @@ export const agents = sqliteTable('agents', {
   factsRevision: integer('facts_revision').notNull(),
   system: text('system'),
   desiredGraph: text('desired_graph'),
-  pinnedConfig: text('pinned_config'),
-  currentConfig: text('current_config'),
+  pinnedConfig: text('pinned_config').$type<ConfigId>(),
+  currentConfig: text('current_config').$type<ConfigId>(),
   phase: text('phase'),
   lastError: text('last_error'),
   enrolledSeq: integer('enrolled_seq').notNull(),
@@ -87,14 +88,14 @@ export const agentFacts = sqliteTable('agent_facts', {
 
 export const graphs = sqliteTable('graphs', {
   id: text('id').primaryKey(),
-  head: text('head').notNull(),
+  head: text('head').$type<ConfigId>().notNull(),
   updatedSeq: integer('updated_seq').notNull(),
 });
 
 export const configs = sqliteTable('configs', {
-  id: text('id').primaryKey(),
+  id: text('id').$type<ConfigId>().primaryKey(),
   graph: text('graph').notNull(),
-  parents: text('parents', { mode: 'json' }).$type<string[]>().notNull(),
+  parents: text('parents', { mode: 'json' }).$type<ConfigId[]>().notNull(),
   /** The signed config body (canonical fields: targets, activation, health, message, author, hlc…). */
   body: text('body', { mode: 'json' }).$type<Record<string, unknown>>().notNull(),
   forced: integer('forced', { mode: 'boolean' }).notNull(),

@@ -24,6 +24,7 @@ import {
   RoleSchema,
   type ActorRole,
   type ConfigBody,
+  type ConfigId,
   type EventDraft,
   type Role,
 } from './events.js';
@@ -340,8 +341,8 @@ export function reportStatus(context: CommandContext, input: unknown): EventDraf
 // --- configs and graphs -----------------------------------------------------
 
 /** A config's id: BLAKE3 (hex) of the canonical JSON of its body. */
-export function configId(body: ConfigBody): string {
-  return blake3Text(canonicalJson(body));
+export function configId(body: ConfigBody): ConfigId {
+  return blake3Text(canonicalJson(body)) as ConfigId;
 }
 
 export function configSigningMessage(id: string): Uint8Array {

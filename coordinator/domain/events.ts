@@ -71,7 +71,7 @@ export const RecordedFactsSchema = FactsFieldsSchema.superRefine((facts, context
 export type Facts = z.infer<typeof FactsSchema>;
 
 // Configs are a wire type (the agent receives them): one schema, in protocol/.
-export { ActivationSchema, ConfigBodySchema, ConfigIdSchema, GraphNameSchema, HealthCheckSchema, SystemSchema, type ConfigBody } from '../../protocol/config.js';
+export { ActivationSchema, ConfigBodySchema, ConfigIdSchema, GraphNameSchema, HealthCheckSchema, SystemSchema, type ConfigBody, type ConfigId } from '../../protocol/config.js';
 
 export const PhaseSchema = z.enum(['pending', 'fetching', 'activating', 'active', 'failed', 'rolled-back']);
 /** Where an agent got the config it reports on, when not from the coordinator's desired answer. */
