@@ -32,7 +32,7 @@ import { Identity, loadIdentity } from '../protocol/identity.js';
 import { signedConfig } from '../test/data-plane-fixture.js';
 import { nixEnv } from '../test/nix-fixtures/index.js';
 import { benchWorkDir, bigClosureStorePath } from './fixtures/big-closure.js';
-import { agentUnit, mbPerSecond, procCpuSeconds, procStatus, report, runToDevNull } from './harness.js';
+import { agentUnit, mbPerSecond, procCpuSeconds, procStatus, report, resetPeakRss, runToDevNull } from './harness.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.join(here, '..');
@@ -127,11 +127,6 @@ async function windowed<T>(name: string, body: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Resets the peak RSS (VmHWM) of a process to its current RSS (Linux, `clear_refs` 5). */
-function resetPeak(pid: number): void {
-  writeFileSync(`/proc/${pid}/clear_refs`, '5');
-}
-
 const coordinator = await startCoordinator();
 const coordinatorPid = coordinator.child.pid!;
 const coordinatorIdleRss = procStatus(coordinatorPid, 'VmRSS');
@@ -172,7 +167,7 @@ try {
 
   const pushClient = (await openDataClient(coordinator.url, admin, { tlsFingerprint: coordinator.fingerprint })).client;
   async function push(root: string): Promise<UploadReport & { seconds: number; coordinatorPeakRss: number; coordinatorCpuSeconds: number }> {
-    resetPeak(coordinatorPid);
+    resetPeakRss(coordinatorPid);
     const cpuBefore = procCpuSeconds(coordinatorPid);
     const start = process.hrtime.bigint();
     const upload = await uploadStorePaths(pushClient, cache, [root]);
@@ -296,7 +291,7 @@ try {
   }
 
   async function ferryFetch(transport: Transport, storeDir: string, run: number): Promise<FetchResult | undefined> {
-    resetPeak(coordinatorPid);
+    resetPeakRss(coordinatorPid);
     const cpuBefore = procCpuSeconds(coordinatorPid);
     const out = await runClient(fetchChild, 'fetch', transport, run, { BENCH_STORE_DIR: storeDir });
     if (out === undefined) return undefined;

@@ -56,6 +56,20 @@ export function procStatus(pid: number, field: 'VmHWM' | 'VmRSS'): number {
   return Number(match?.[1] ?? 0) * 1024;
 }
 
+/**
+ * Resets a process's peak RSS (VmHWM) to its current RSS (Linux `clear_refs`
+ * 5), so the next peak is that of what follows; false where the kernel does
+ * not allow it (the peak then counts from the process's start).
+ */
+export function resetPeakRss(pid: number): boolean {
+  try {
+    writeFileSync(`/proc/${pid}/clear_refs`, '5');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** CPU seconds (user + system, every thread) a process has used so far. */
 export function procCpuSeconds(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ');

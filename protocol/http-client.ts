@@ -4,6 +4,7 @@
  * server's code and message.
  */
 import { z } from 'zod';
+import { readAtMost } from './bounded-read.js';
 import type { Identity } from './identity.js';
 import { fetchFor, pinningFailure, type FetchFunction } from './pinned-fetch.js';
 import { signRequest } from './request-signing.js';
@@ -39,22 +40,9 @@ export function refuseEncodedReply(response: Response, what: string): void {
 
 /** The body of `response` as text, refused (ApiError BAD_RESPONSE) past `limit` bytes: reading stops there. */
 export async function readBoundedText(response: Response, limit: number, what: string): Promise<string> {
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  if (response.body) {
-    const reader = response.body.getReader();
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      total += value.length;
-      if (total > limit) {
-        await reader.cancel().catch(() => undefined);
-        throw new ApiError(response.status, 'BAD_RESPONSE', `${what}: the reply is larger than ${limit} bytes`);
-      }
-      chunks.push(value);
-    }
-  }
-  return Buffer.concat(chunks, total).toString('utf8');
+  const bytes = await readAtMost(response.body, limit);
+  if (!bytes) throw new ApiError(response.status, 'BAD_RESPONSE', `${what}: the reply is larger than ${limit} bytes`);
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8');
 }
 
 export type QueryValue = string | number | boolean | undefined | readonly string[];

@@ -12,9 +12,10 @@
 // takes 200 oversized and lying requests, and its peak RSS must stay bounded.
 // Issue 16, the systematic part of the hostile suite.
 import { connectQuicAsync, type QuicClientSession } from '@currentspace/http3';
+import { procStatus, resetPeakRss } from '../bench/harness.js';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -572,22 +573,6 @@ describe('the coordinator log', () => {
 
 const repo = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 
-/** A field of /proc/<pid>/status, in bytes. */
-function procStatus(pid: number, field: 'VmHWM' | 'VmRSS'): number {
-  const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!match) throw new Error(`no ${field} in /proc/${pid}/status`);
-  return Number(match[1]) * 1024;
-}
-
-/** Resets a process's peak RSS (VmHWM) to its current RSS (Linux `clear_refs` 5); false where the kernel does not allow it. */
-function resetPeakRss(pid: number): boolean {
-  try {
-    writeFileSync(`/proc/${pid}/clear_refs`, '5');
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * How much the coordinator's peak RSS may grow over the 200 requests. They

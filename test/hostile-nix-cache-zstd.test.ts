@@ -8,8 +8,9 @@
 // or audited, and cost the coordinator no more than a bounded amount of
 // memory — where it used to expand the whole input chunk (1 GiB) at once.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { procStatus, resetPeakRss } from '../bench/harness.js';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,22 +43,6 @@ function ok(...args: string[]): string {
   return result.stdout;
 }
 
-/** A field of /proc/<pid>/status, in bytes. */
-function procStatus(pid: number, field: 'VmHWM' | 'VmRSS'): number {
-  const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!match) throw new Error(`no ${field} in /proc/${pid}/status`);
-  return Number(match[1]) * 1024;
-}
-
-/** Resets a process's peak RSS (VmHWM) to its current RSS (Linux `clear_refs` 5); false where the kernel does not allow it. */
-function resetPeakRss(pid: number): boolean {
-  try {
-    writeFileSync(`/proc/${pid}/clear_refs`, '5');
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function nix32Sha256(bytes: Uint8Array | string): string {
   return encodeNixBase32(new Uint8Array(createHash('sha256').update(bytes).digest()));

@@ -4,6 +4,7 @@
  * answered as `{ error: { code, message } }`; and reading a request body
  * with a bound that holds whatever the client declares or sends.
  */
+import { readAtMost } from '../../protocol/bounded-read.js';
 
 export type RefusalStatus = 400 | 401 | 403 | 404 | 409 | 411 | 413 | 415 | 416 | 422 | 500;
 
@@ -26,20 +27,7 @@ export class HttpRefusal extends Error {
 export async function readBoundedBody(request: Request, limit: number): Promise<Uint8Array> {
   const declared = Number(request.headers.get('content-length') ?? '0');
   if (declared > limit) throw new HttpRefusal(413, 'BODY_TOO_LARGE', `request body of ${declared} bytes exceeds the limit of ${limit}`);
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  if (request.body) {
-    const reader = request.body.getReader();
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      total += value.length;
-      if (total > limit) {
-        await reader.cancel().catch(() => undefined);
-        throw new HttpRefusal(413, 'BODY_TOO_LARGE', `request body exceeds the limit of ${limit} bytes`);
-      }
-      chunks.push(value);
-    }
-  }
-  return new Uint8Array(Buffer.concat(chunks, total));
+  const bytes = await readAtMost(request.body, limit);
+  if (!bytes) throw new HttpRefusal(413, 'BODY_TOO_LARGE', `request body exceeds the limit of ${limit} bytes`);
+  return bytes;
 }
