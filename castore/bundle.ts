@@ -29,6 +29,7 @@ import tar from 'tar-stream';
 import { z } from 'zod';
 import { refineActivationEnvironment } from '../protocol/activation-environment.js';
 import { AgentConfigSchema } from '../protocol/config.js';
+import { jsonBoundsViolation, MAX_JSON_DEPTH } from '../protocol/json-bounds.js';
 import { canonicalJsonBytes } from '../protocol/canonical-json.js';
 import { ed25519Verify } from '../protocol/ed25519.js';
 import { KeyIdSchema, publicKeyOf, type Identity, type KeyId } from '../protocol/identity.js';
@@ -289,6 +290,9 @@ function verifiedManifest(manifestBytes: Buffer, signatureText: Buffer, coordina
   } catch {
     throw new BundleError('BAD_BUNDLE', 'the manifest is not JSON');
   }
+  // Bounded before anything walks it (the format check below encodes a value of it).
+  const tooDeep = jsonBoundsViolation(json, { maxDepth: MAX_JSON_DEPTH });
+  if (tooDeep) throw new BundleError('BAD_BUNDLE', `the manifest ${tooDeep.message}`);
   // Read before the signature is checked: an unsigned claim can only make this reader refuse.
   const format = json !== null && typeof json === 'object' && 'format' in json ? (json as { format: unknown }).format : undefined;
   if (format === 'ferry-bundle-v1') {

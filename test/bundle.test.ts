@@ -297,6 +297,8 @@ describe('bundles', () => {
       ['a store path whose reference is missing', { storePaths: [{ ...(valid.storePaths as Record<string, unknown>[])[0]!, references: [app] }] }, /storePaths: .* references .*, which the bundle lacks/],
       ['an unknown field', { extra: true }, /manifest: Unrecognized key/],
       ['another coordinator named', { coordinatorKey: Identity.generate().keyId }, /the manifest names coordinator [0-9a-f]{64}, but it is signed by/],
+      // Unsigned or not, a manifest is bounded before anything walks it (the format check once overflowed the stack).
+      ['a format nested 3,000 deep', { format: JSON.parse(`${'['.repeat(3000)}${']'.repeat(3000)}`) as unknown }, /the manifest nests deeper than 64 levels/],
     ];
     const agent = new Agent(agentA.stateDir, { log: () => undefined });
     try {
