@@ -9,6 +9,10 @@
  *    and the transport alone (the same requests, bytes dropped);
  *  - push to an empty coordinator (Nix store -> local castore ingest, then
  *    upload), and a second push after ~10% of the files changed;
+ *  - the QUIC fetch with zstd on the wire (`quic+zstd`, DataClient compression
+ *    'zstd'; the other fetches run with it off, as clients on loopback do),
+ *    in the same rounds: its wire bytes, and its time with the coordinator's
+ *    cache cold (round 1: it compresses) and warm;
  *  - peak RSS of the fetching client and of the coordinator.
  * Run: npm run bench:data-plane   (needs nix-store as root; see bench/README.md)
  * Env: BENCH_RUNS (default 5), BENCH_FERRY=source (coordinator from the sources
@@ -224,6 +228,8 @@ try {
     transport: string;
     /** DataClient notices: retried requests. */
     notices: string[];
+    /** Bytes the client received on the wire (DataClient.wireBytes). */
+    wireBytesReceived?: number;
     fetchedStorePaths: number;
     fetchedBlobs: number;
     fetchedBytes: number;
@@ -248,8 +254,8 @@ try {
   const fetchTimeoutMs = Number(process.env.BENCH_FETCH_TIMEOUT_MS ?? 30_000);
   /** Runs a client child; its stdout, or undefined when it was still running after fetchTimeoutMs (killed). */
   /** quic; http: the fallback in clear; https: the fallback as agents with a tls=pinned join string use it. */
-  type Transport = 'quic' | 'http' | 'https';
-  const carriedOver = (transport: Transport) => (transport === 'quic' ? 'quic' : 'http');
+  type Transport = 'quic' | 'quic+zstd' | 'http' | 'https';
+  const carriedOver = (transport: Transport) => (transport.startsWith('quic') ? 'quic' : 'http');
   function runClient(script: string, name: string, transport: Transport, run: number, extraEnv: NodeJS.ProcessEnv): Promise<string | undefined> {
     const childEnv = {
       ...process.env,
@@ -259,10 +265,11 @@ try {
       BENCH_KEY_FILE: agentKeyFile,
       BENCH_FINGERPRINT: coordinator.fingerprint,
       BENCH_CONFIG: configId,
-      BENCH_HTTP_ONLY: transport === 'quic' ? '0' : '1',
+      BENCH_HTTP_ONLY: transport.startsWith('quic') ? '0' : '1',
+      BENCH_COMPRESSION: transport === 'quic+zstd' ? 'zstd' : 'off',
       BENCH_PINNED_TLS: transport === 'https' ? '1' : '0',
     };
-    const label = `${name} ${transport}`;
+    const label = `${name} ${transport.replace('+', '-')}`;
     return new Promise<string | undefined>((resolve, reject) => {
       const child = spawn(process.execPath, [...profileArgs(`${label.replace(' ', '-')}-${run}`), ...clientFlags, script], {
         env: childEnv,
@@ -368,7 +375,7 @@ try {
     return elapsed;
   }
 
-  const fetches: Record<Transport, FetchResult[]> & { nix: number[] } = { quic: [], http: [], https: [], nix: [] };
+  const fetches: Record<Transport, FetchResult[]> & { nix: number[] } = { quic: [], 'quic+zstd': [], http: [], https: [], nix: [] };
   const drains: { quic: DrainResult[]; http: DrainResult[] } = { quic: [], http: [] };
   /**
    * Each measured transfer starts with nothing left to write back: the one before it wrote
@@ -379,8 +386,8 @@ try {
   const settleDisk = () => execFileSync('sync');
   for (let run = 0; run < runs; run++) {
     process.stderr.write(`fetch: run ${run + 1} of ${runs} (QUIC, HTTP, pinned HTTPS, transport only, nix copy)…\n`);
-    for (const transport of ['quic', 'http', 'https'] as const) {
-      const storeDir = path.join(destinations, `agent-${transport}-${run}`);
+    for (const transport of ['quic', 'quic+zstd', 'http', 'https'] as const) {
+      const storeDir = path.join(destinations, `agent-${transport.replace('+', '-')}-${run}`);
       settleDisk();
       const result = await windowed(`fetch ${transport} ${run}`, () => ferryFetch(transport, storeDir, run));
       if (!result) continue;
@@ -433,6 +440,19 @@ try {
   rows.push(
     { what: 'nix copy --from http:// (compression=none cache, node:http server) (reference)', value: `${nixBest.toFixed(3)} s`, rate: mbPerSecond(narBytes, nixBest), ratio: '1.00', target: '', detail: `runs ${all(fetches.nix)} s` },
     fetchRow('ferry cold fetch over QUIC (BLAKE3-verified)', fetches.quic, quic, '>= 2x nix'),
+    ...(fetches['quic+zstd'].length > 0
+      ? [
+          fetchRow('ferry cold fetch over QUIC, zstd on the wire (coordinator cache warm after round 1)', fetches['quic+zstd'], best(fetches['quic+zstd'], (result) => result.seconds), 'no slower than QUIC'),
+          {
+            what: '  wire bytes of the QUIC fetch: raw / zstd',
+            value: `${mib(quic.wireBytesReceived ?? 0)} / ${mib(fetches['quic+zstd'][0]!.wireBytesReceived ?? 0)}`,
+            rate: '',
+            ratio: '',
+            target: '',
+            detail: `NAR ${mib(narBytes)}; zstd round 1 (the coordinator compressing, cache cold) ${fetches['quic+zstd'][0]!.seconds.toFixed(2)} s, coordinator CPU ${fetches['quic+zstd'][0]!.coordinatorCpuSeconds.toFixed(2)} s`,
+          },
+        ]
+      : []),
     { what: '  phases of that QUIC fetch', value: '', rate: '', ratio: '', target: '', detail: phaseDetail(quic) },
     fetchRow('ferry cold fetch over HTTP (httpOnly)', fetches.http, http, ''),
     { what: '  phases of that HTTP fetch', value: '', rate: '', ratio: '', target: '', detail: phaseDetail(http) },

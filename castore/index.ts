@@ -18,6 +18,7 @@ export { collectGarbage, cleanStaleIngests, findStaleIngestFiles, type GcOptions
 export { fsck, type FsckOptions, type FsckProblem, type FsckReport } from './store/fsck.js';
 export { fetchClosure, LARGE_BLOB_SEGMENT_BYTES, type FetchOptions, type FetchReport, type TransferProgress } from './transfer/fetch-closure.js';
 export { uploadStorePaths, type UploadOptions, type UploadReport } from './transfer/upload-store-paths.js';
+export { splitBlobs } from './transfer/batches.js';
 export {
   writeBundle,
   readBundle,

@@ -77,6 +77,7 @@ const serve: Command = {
     listen: { type: 'string', valueName: 'HOST:PORT', description: `HTTP address (default: ${DEFAULT_LISTEN}; port 0 picks one)` },
     'quic-listen': { type: 'string', valueName: 'HOST:PORT', description: 'QUIC (UDP) address of the data plane (default: the HTTP host and port; port 0 picks one)' },
     'no-quic': { type: 'boolean', description: 'serve the data plane over HTTP only' },
+    'no-wire-compression': { type: 'boolean', description: 'never send or cache zstd on the data plane, whatever clients accept (default: compress for clients that ask, as agents and pushes do off loopback)' },
     init: { type: 'boolean', description: 'initialise the data directory first if it holds no coordinator' },
     'nix-cache-public': { type: 'boolean', description: 'let anyone read the Nix binary cache at /nix-cache (default: a reading key is required; see ferry cache netrc)' },
     'nix-cache-compression': { type: 'string', valueName: 'none|zstd', description: 'compression of the NARs the Nix cache serves (default: none)' },
@@ -98,7 +99,7 @@ const serve: Command = {
     const compression = stringOption(options, 'nix-cache-compression') ?? 'none';
     if (compression !== 'none' && compression !== 'zstd') throw new UsageError(`--nix-cache-compression '${compression}' is not none or zstd`);
     const nixCachePublic = booleanOption(options, 'nix-cache-public');
-    const coordinator = Coordinator.open(dataDir);
+    const coordinator = Coordinator.open(dataDir, { wireCompression: !booleanOption(options, 'no-wire-compression') });
     // Refusal lines quote what clients sent (paths, messages): escaped like everything else on the
     // terminal, an entry's further lines (a stack) indented.
     const log = (line: string): void => stderr.write(term`${block(line).indented('  ')}\n`);

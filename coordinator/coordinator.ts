@@ -33,6 +33,13 @@ export interface CoordinatorOptions {
   walCheckpointEvery?: number;
   /** Checkpoint the WAL in a background worker thread too (default true; see db/wal-checkpointer.ts). */
   backgroundWalCheckpoints?: boolean;
+  /**
+   * zstd on the data plane's wire (api/wire-compression.ts): `false` never
+   * compresses, whatever clients accept (default true: clients decide, and
+   * they ask for it over the network, not on loopback). `cacheBytes` bounds
+   * the cache of compressed forms (default WIRE_CACHE_BYTES, 256 MiB).
+   */
+  wireCompression?: boolean | { cacheBytes?: number };
   now?: () => number;
 }
 
@@ -130,6 +137,7 @@ export class Coordinator {
   ) {
     this.state = new SqliteStateStore(database.db);
     this.now = options.now ?? Date.now;
+    this.wireCompression = options.wireCompression ?? true;
     this.checkpointEvery = options.checkpointEvery ?? 1000;
     this.walCheckpointEvery = options.walCheckpointEvery ?? WAL_CHECKPOINT_EVERY_EVENTS;
     this.backgroundWalCheckpoints = options.backgroundWalCheckpoints ?? true;
@@ -205,6 +213,8 @@ export class Coordinator {
 
   /** The UDP port of the QUIC data plane while it listens (advertised by `info`). */
   quicPort: number | null = null;
+  /** CoordinatorOptions.wireCompression, as given. */
+  readonly wireCompression: boolean | { cacheBytes?: number };
 
   close(): void {
     clearInterval(this.walTimer);

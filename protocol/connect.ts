@@ -16,9 +16,11 @@ export interface CoordinatorInfo {
   lastSeq: number;
   tlsFingerprint: string;
   quicPort: number | null;
+  /** What its data plane can compress with; absent from coordinators before wire compression. */
+  wireEncodings?: string[];
 }
 
-export interface OpenDataClientOptions extends Pick<DataClientOptions, 'httpOnly' | 'retries' | 'onNotice' | 'connectTimeoutMs'> {
+export interface OpenDataClientOptions extends Pick<DataClientOptions, 'httpOnly' | 'retries' | 'onNotice' | 'connectTimeoutMs' | 'compression'> {
   /** The certificate fingerprint to trust; without one, the coordinator's own claim is used (trust on first use). */
   tlsFingerprint?: string;
   /** `httpUrl` is the coordinator's own port: talk TLS to it with `tlsFingerprint` pinned (join strings with `tls=pinned`). */
@@ -42,6 +44,8 @@ export async function openDataClient(httpUrl: string, identity: Identity, option
     certificatePem = checkPinnedCertificate(pem, options.tlsFingerprint ?? info.tlsFingerprint);
     quicAddress = `${new URL(httpUrl).hostname.replace(/^\[|\]$/g, '')}:${info.quicPort}`;
   }
-  const client = new DataClient({ ...options, identity, httpUrl, ...(pinnedFingerprint ? { pinnedFingerprint } : {}), ...(quicAddress ? { quicAddress } : {}), ...(certificatePem ? { certificatePem } : {}) });
+  // Ask for compression only from a coordinator that says it has it: an older one refuses the field.
+  const compression = info.wireEncodings?.includes('zstd') ? options.compression : 'off';
+  const client = new DataClient({ ...options, ...(compression ? { compression } : {}), identity, httpUrl, ...(pinnedFingerprint ? { pinnedFingerprint } : {}), ...(quicAddress ? { quicAddress } : {}), ...(certificatePem ? { certificatePem } : {}) });
   return { client, info };
 }

@@ -18,6 +18,7 @@ import {
   type DataResponse,
 } from './data-protocol.js';
 import { quicStreamChunks, writeToQuicStream } from './quic-streams.js';
+import { WIRE_ENCODINGS } from './compression/wire.js';
 import { encodeHeaderFrame, FrameError, FrameReader } from './framing.js';
 import type { Identity } from './identity.js';
 import { fetchFor, pinningFailure, type FetchFunction } from './pinned-fetch.js';
@@ -58,6 +59,12 @@ export interface DataReplyStream<N extends DataOperationName> {
 
 type RequestBody = Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
 
+/** Bytes on the wire, counted where they enter and leave the transports. */
+interface WireBytes {
+  received: number;
+  sent: number;
+}
+
 interface Transport {
   readonly kind: 'quic' | 'http';
   send(header: DataRequest, body?: RequestBody): Promise<FrameReader>;
@@ -80,6 +87,7 @@ class QuicTransport implements Transport {
   private constructor(
     private readonly session: QuicClientSession,
     idleTimeoutMs: number,
+    private readonly counter: WireBytes,
   ) {
     // Keep NAT bindings and the coordinator's idle timer fresh; a dead peer ends the session at its idle timeout.
     this.keepalive = setInterval(() => {
@@ -93,7 +101,7 @@ class QuicTransport implements Transport {
     this.keepalive.unref();
   }
 
-  static async connect(address: string, certificatePem: string, identity: Identity, timeoutMs: number, idleTimeoutMs: number): Promise<QuicTransport> {
+  static async connect(address: string, certificatePem: string, identity: Identity, timeoutMs: number, idleTimeoutMs: number, counter: WireBytes): Promise<QuicTransport> {
     let session: QuicClientSession;
     try {
       session = await connectQuicAsync(address, {
@@ -108,7 +116,7 @@ class QuicTransport implements Transport {
       throw new TransportError(`QUIC connection to ${address} failed: ${(error as Error).message}`);
     }
     session.on('error', () => undefined);
-    const transport = new QuicTransport(session, idleTimeoutMs);
+    const transport = new QuicTransport(session, idleTimeoutMs, counter);
     try {
       const hello = await readReply('hello', await transport.send({ op: 'hello' }));
       const signature = Buffer.from(identity.sign(sessionAuthMessage(hello.header.challenge, identity.keyId))).toString('base64');
@@ -135,12 +143,14 @@ class QuicTransport implements Transport {
     stream.on('error', () => undefined);
     // Write concurrently with reading: a large upload must not wait for the reply, nor the reply for the upload.
     const writing = (async () => {
-      if (!(await writeToQuicStream(stream, encodeHeaderFrame(header)))) return;
+      const frame = encodeHeaderFrame(header);
+      this.counter.sent += frame.length;
+      if (!(await writeToQuicStream(stream, frame))) return;
       if (body) for await (const chunk of body) if (!(await writeToQuicStream(stream, chunk))) return;
       stream.end();
     })().catch((error: Error) => stream.destroy(error));
     void writing;
-    return new FrameReader(streamChunks(quicStreamChunks(stream), () => stream.destroy()));
+    return new FrameReader(streamChunks(quicStreamChunks(stream), this.counter, () => stream.destroy()));
   }
 
   async close(): Promise<void> {
@@ -154,7 +164,7 @@ class QuicTransport implements Transport {
  * a TransportError; abandoning it part-way (FrameReader.cancel) aborts the
  * reply, so the coordinator stops sending what nobody reads.
  */
-async function* streamChunks(stream: AsyncIterable<unknown>, abort?: () => void): AsyncGenerator<Uint8Array> {
+async function* streamChunks(stream: AsyncIterable<unknown>, counter: WireBytes, abort?: () => void): AsyncGenerator<Uint8Array> {
   let complete = false;
   const iterator = stream[Symbol.asyncIterator]();
   try {
@@ -165,6 +175,7 @@ async function* streamChunks(stream: AsyncIterable<unknown>, abort?: () => void)
       });
       const next = await Promise.race([iterator.next(), stalled]).finally(() => clearTimeout(timer));
       if (next.done) break;
+      counter.received += (next.value as Uint8Array).length;
       yield next.value as Uint8Array;
     }
     complete = true;
@@ -186,6 +197,7 @@ class HttpTransport implements Transport {
     private readonly baseUrl: string,
     private readonly identity: Identity,
     pinnedFingerprint: string | undefined,
+    private readonly counter: WireBytes,
   ) {
     this.fetch = fetchFor(pinnedFingerprint);
   }
@@ -193,6 +205,7 @@ class HttpTransport implements Transport {
   async send(header: DataRequest, body?: RequestBody): Promise<FrameReader> {
     const frame = encodeHeaderFrame(header);
     const headers = { 'content-type': 'application/x-ferry-frames', 'accept-encoding': 'identity', ...signRequest(this.identity, 'POST', '/v1/data', frame.subarray(4)) };
+    this.counter.sent += frame.length;
     const iterator = (async function* () {
       yield frame;
       if (body) yield* body;
@@ -217,7 +230,7 @@ class HttpTransport implements Transport {
     // Frames are bounded by their declared sizes; an HTTP-compressed reply would be expanded before any of that applies.
     const encoding = response.headers.get('content-encoding');
     if (encoding && encoding.toLowerCase() !== 'identity') throw new DataError('BAD_RESPONSE', `the coordinator's data reply is ${encoding}-encoded; refusing it`);
-    return new FrameReader(streamChunks(response.body as unknown as AsyncIterable<Uint8Array>));
+    return new FrameReader(streamChunks(response.body as unknown as AsyncIterable<Uint8Array>, this.counter));
   }
 
   async close(): Promise<void> {}
@@ -242,6 +255,20 @@ export interface DataClientOptions {
   idleTimeoutMs?: number;
   /** Told about fallbacks and retries. */
   onNotice?: (message: string) => void;
+  /**
+   * zstd on the wire (docs/data-plane.md, "Compression on the wire"):
+   * 'zstd' asks for it (`accept`) and compresses pushes; 'off' moves bytes
+   * as they are. Default: 'off' when the coordinator is on loopback
+   * (localhost, 127.0.0.0/8, ::1), where compressing only costs time, and
+   * 'zstd' otherwise.
+   */
+  compression?: 'zstd' | 'off';
+}
+
+/** Whether `httpUrl` names this machine. */
+function isLoopback(httpUrl: string): boolean {
+  const host = new URL(httpUrl).hostname.replace(/^\[|\]$/g, '');
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
 /**
@@ -254,9 +281,19 @@ export class DataClient {
   private transport: Transport | undefined;
   private connecting: Promise<Transport> | undefined;
   private quicFailed = false;
+  /** Whether requests ask for zstd and pushes compress (DataClientOptions.compression). */
+  readonly compression: boolean;
+  /** Bytes this client received and sent on the wire (reply and request frames, headers included), over all transports. */
+  readonly wireBytes = { received: 0, sent: 0 };
 
   constructor(private readonly options: DataClientOptions) {
     if (options.httpOnly || !options.quicAddress || !options.certificatePem) this.quicFailed = true;
+    this.compression = (options.compression ?? (isLoopback(options.httpUrl) ? 'off' : 'zstd')) === 'zstd';
+  }
+
+  /** What to put in `accept` of blobs.get and blob.get: undefined (the field left out) when not compressing. */
+  get accept(): string[] | undefined {
+    return this.compression ? [...WIRE_ENCODINGS] : undefined;
   }
 
   /** Which transport carries requests now (after the first request). */
@@ -267,14 +304,14 @@ export class DataClient {
   private async connect(): Promise<Transport> {
     if (!this.quicFailed) {
       try {
-        return await QuicTransport.connect(this.options.quicAddress!, this.options.certificatePem!, this.options.identity, this.options.connectTimeoutMs ?? 3000, this.options.idleTimeoutMs ?? 30_000);
+        return await QuicTransport.connect(this.options.quicAddress!, this.options.certificatePem!, this.options.identity, this.options.connectTimeoutMs ?? 3000, this.options.idleTimeoutMs ?? 30_000, this.wireBytes);
       } catch (error) {
         if (error instanceof DataError) throw error;
         this.quicFailed = true;
         this.options.onNotice?.(`${(error as Error).message}; falling back to HTTP`);
       }
     }
-    return new HttpTransport(this.options.httpUrl, this.options.identity, this.options.pinnedFingerprint);
+    return new HttpTransport(this.options.httpUrl, this.options.identity, this.options.pinnedFingerprint, this.wireBytes);
   }
 
   private async currentTransport(): Promise<Transport> {
@@ -306,7 +343,7 @@ export class DataClient {
         // Evaluated per attempt, so a retry can resume where verified bytes stopped.
         header = typeof request === 'function' ? request() : request;
         const body = typeof options.body === 'function' ? options.body() : options.body;
-        reader = await transport.send(header as DataRequest, body);
+        reader = await transport.send(header as DataRequest, body === undefined ? undefined : this.counted(body, 'sent'));
         const reply = await readReply(header.op, reader);
         return options.consume ? await options.consume(reply) : (reply as R);
       } catch (error) {
@@ -321,6 +358,13 @@ export class DataClient {
         this.options.onNotice?.(`${header.op} failed over ${transport.kind} (${(error as Error).message}); retrying in ${Math.round(delay)} ms`);
         await new Promise((resolve) => setTimeout(resolve, delay));
       }
+    }
+  }
+
+  private async *counted(chunks: RequestBody, direction: 'sent' | 'received'): AsyncGenerator<Uint8Array> {
+    for await (const chunk of chunks) {
+      this.wireBytes[direction] += chunk.length;
+      yield chunk;
     }
   }
 

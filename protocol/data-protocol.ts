@@ -13,11 +13,49 @@
  *   `outboardSize` field is 0);
  * - `upload.blobs` request: each blob's bytes.
  * Receivers verify every object against its BLAKE3 id before using it.
+ *
+ * Compression on the wire (zstd; compression/wire.ts, docs/data-plane.md):
+ * a client that says `accept: ['zstd']` in `blobs.get` or `blob.get` may
+ * get bytes compressed; one that does not gets exactly the bytes above,
+ * and headers without `encoding` fields. BLAKE3 is always over the
+ * uncompressed bytes: compression changes what travels, not what is
+ * verified.
+ * - `blobs.get` response: a blob with `encoding: 'zstd'` is `wireSize`
+ *   bytes (after its outboard, still none) of zstd frames decompressing to
+ *   exactly `size` bytes, which are then verified whole as before; other
+ *   blobs of the same reply may be `identity` (`size` bytes as they are):
+ *   the coordinator sends raw what does not shrink by 10% (WIRE_MAX_RATIO).
+ * - `blob.get` response with `encoding: 'zstd'`: after the outboard,
+ *   `wireLength` bytes of independent zstd frames, one per WIRE_FRAME_BYTES
+ *   (1 MiB, 64 groups) of the blob: frame k holds blob bytes
+ *   [k·1 MiB, (k+1)·1 MiB) clipped to [offset, offset + length), so a
+ *   segment starting at a group boundary that is not a frame boundary (a
+ *   resume) starts with a shorter frame, and no frame needs earlier bytes.
+ *   They decompress to exactly `length` bytes, verified per 16 KiB group
+ *   against the outboard as they come. A frame that does not compress is
+ *   sent as zstd raw blocks; a segment that would not shrink by 10% is sent
+ *   `identity`.
+ * - `upload.blobs` request: a blob with `encoding: 'zstd'` (`wireSize` at
+ *   most `size`) is `wireSize` bytes of zstd frames (a batched blob: one
+ *   frame; a large one: frames of WIRE_FRAME_BYTES as in `blob.get`); the
+ *   coordinator decompresses at most `size` bytes and verifies their
+ *   BLAKE3 as for raw ones.
+ * Decompression is bounded by the declared uncompressed size: a frame
+ * producing more is refused (DECOMPRESS_OUTPUT_LIMIT) as soon as it passes
+ * it, one producing less (DECOMPRESS_TRUNCATED) or not zstd
+ * (DECOMPRESS_CORRUPT) too; nothing of a refused upload is stored.
  */
 import { z } from 'zod';
 import { DigestSchema } from './castore-node.js';
 import { KeyIdSchema } from './identity.js';
 import { StorePathInfoSchema, StorePathSchema } from './store-path-info.js';
+
+/**
+ * Encodings a client accepts (`['zstd']`); names this coordinator does not
+ * know are ignored, so later clients can list more.
+ */
+const AcceptSchema = z.array(z.string().max(32)).max(8).optional();
+const WireEncodingSchema = z.enum(['identity', 'zstd']);
 
 /** The name in every coordinator's self-signed certificate; clients send it as SNI and pin the certificate itself. */
 export const COORDINATOR_TLS_NAME = 'ferry-coordinator';
@@ -59,8 +97,9 @@ export const DATA_REQUESTS = {
     length: z.number().int().nonnegative().optional(),
     /** Whether the reply starts with the blob's outboard (a receiver that has it already says false). */
     outboard: z.boolean().default(true),
+    accept: AcceptSchema,
   }),
-  'blobs.get': z.strictObject({ op: z.literal('blobs.get'), ids: z.array(DigestSchema).min(1).max(MAX_BATCH_OBJECTS) }),
+  'blobs.get': z.strictObject({ op: z.literal('blobs.get'), ids: z.array(DigestSchema).min(1).max(MAX_BATCH_OBJECTS), accept: AcceptSchema }),
   missing: z.strictObject({
     op: z.literal('missing'),
     storePaths: z.array(StorePathSchema).max(MAX_QUERY_ITEMS).default([]),
@@ -70,7 +109,16 @@ export const DATA_REQUESTS = {
   'upload.blobs': z.strictObject({
     op: z.literal('upload.blobs'),
     blobs: z
-      .array(z.strictObject({ id: DigestSchema, size: z.number().int().nonnegative() }))
+      .array(
+        z.strictObject({
+          id: DigestSchema,
+          size: z.number().int().nonnegative(),
+          /** Absent: identity (the blob's `size` bytes). */
+          encoding: WireEncodingSchema.optional(),
+          /** The bytes on the wire when `encoding` is zstd. */
+          wireSize: z.number().int().nonnegative().optional(),
+        }),
+      )
       .min(1)
       .max(MAX_BATCH_OBJECTS),
   }),
@@ -119,9 +167,22 @@ export const DATA_RESPONSES = {
     offset: z.number().int().nonnegative(),
     length: z.number().int().nonnegative(),
     outboardSize: z.number().int().nonnegative(),
+    /** Absent (old coordinators, clients that accept nothing): identity. */
+    encoding: WireEncodingSchema.default('identity'),
+    /** The body's bytes after the outboard when `encoding` is zstd. */
+    wireLength: z.number().int().nonnegative().optional(),
   }),
   'blobs.get': z.object({
-    blobs: z.array(z.object({ id: DigestSchema, size: z.number().int().nonnegative(), outboardSize: z.number().int().nonnegative() })),
+    blobs: z.array(
+      z.object({
+        id: DigestSchema,
+        size: z.number().int().nonnegative(),
+        outboardSize: z.number().int().nonnegative(),
+        encoding: WireEncodingSchema.default('identity'),
+        /** The blob's bytes on the wire when `encoding` is zstd. */
+        wireSize: z.number().int().nonnegative().optional(),
+      }),
+    ),
   }),
   missing: z.object({ storePaths: z.array(StorePathSchema), blobs: z.array(DigestSchema), directories: z.array(DigestSchema) }),
   'upload.blobs': z.object({ stored: z.number().int(), alreadyPresent: z.number().int() }),
@@ -130,6 +191,8 @@ export const DATA_RESPONSES = {
 } as const satisfies Record<DataOperationName, z.ZodType>;
 
 export type DataResponse<N extends DataOperationName> = z.infer<(typeof DATA_RESPONSES)[N]>;
+/** A reply header as sent: fields with defaults (`encoding`) may be left out. */
+export type DataResponseInput<N extends DataOperationName> = z.input<(typeof DATA_RESPONSES)[N]>;
 
 export const DataErrorSchema = z.object({ error: z.object({ code: z.string().max(64), message: z.string().max(4096) }) });
 

@@ -9,7 +9,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Castore, exportNar, ingestStorePath, uploadStorePaths } from '../castore/index.js';
-import { Coordinator } from '../coordinator/coordinator.js';
+import { Coordinator, type CoordinatorOptions } from '../coordinator/coordinator.js';
 import { addKey, configId, configSigningMessage } from '../coordinator/domain/commands.js';
 import { startQuicServer, type RunningQuicServer } from '../coordinator/quic-server.js';
 import { startHttpServer, type RunningServer } from '../coordinator/server.js';
@@ -36,9 +36,9 @@ export interface TestCoordinator {
   close(): Promise<void>;
 }
 
-export async function startTestCoordinator(options: { quic?: boolean } = {}): Promise<TestCoordinator> {
+export async function startTestCoordinator(options: { quic?: boolean; coordinator?: CoordinatorOptions } = {}): Promise<TestCoordinator> {
   const dir = mkdtempSync(path.join(tmpdir(), 'ferry-data-'));
-  const coordinator = Coordinator.open(path.join(dir, 'coordinator'));
+  const coordinator = Coordinator.open(path.join(dir, 'coordinator'), options.coordinator);
   const { admin } = bootstrap(coordinator);
   const pusher = Identity.generate();
   coordinator.record(coordinatorActor(coordinator), (context) => addKey(context, { keyId: pusher.keyId, role: 'pusher', label: 'ci' }));

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { zstdCompress } from '../coordinator/nix-cache/zstd.js';
+import { zstdCompress } from '../protocol/compression/zstd.js';
 import { encodeNixBase32 } from '../nix/index.js';
 import { Identity } from '../protocol/identity.js';
 

@@ -2,6 +2,7 @@
 // roles, signed narinfos, NAR streaming with HEAD and Range, and uploads —
 // accepted when they verify, refused (nothing visible) when they do not.
 // test/nix-cache-real-nix.test.ts does the same with Nix's own tools.
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -10,7 +11,7 @@ import { exportNar } from '../castore/index.js';
 import { nixCachePassword } from '../coordinator/nix-cache/index.js';
 import { startHttpServer, type RunningServer } from '../coordinator/server.js';
 import { dumpPath, encodeNixBase32, narHash, parseNarInfo, parseNixPublicKey, serializeNarInfo, storePathBaseName, verifyNarInfoSignature, asStorePath, type NarInfo } from '../nix/index.js';
-import { zstdCompress } from '../coordinator/nix-cache/zstd.js';
+import { zstdCompress } from '../protocol/compression/zstd.js';
 import { createHash } from 'node:crypto';
 import { Identity } from '../protocol/identity.js';
 import { addTreeAsStorePath, enrollAgent, fakeStorePath, narBytes, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
@@ -40,6 +41,44 @@ async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {
 
 function sha256Nix32(bytes: Uint8Array): string {
   return encodeNixBase32(new Uint8Array(createHash('sha256').update(bytes).digest()));
+}
+
+/** `source` compressed by the `xz` CLI (XZ Utils, one thread), as Nix compresses with liblzma. */
+function xzCli(args: string[], source: AsyncIterable<Uint8Array>): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('xz', ['-T1', ...args, '-c'], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const out: Buffer[] = [];
+    child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(Buffer.concat(out)) : reject(new Error(`xz exited with ${code}`))));
+    void (async () => {
+      for await (const chunk of source) if (!child.stdin.write(chunk)) await new Promise((drained) => child.stdin.once('drain', drained));
+      child.stdin.end();
+    })().catch(reject);
+  });
+}
+
+async function* once(bytes: Uint8Array): AsyncGenerator<Uint8Array> {
+  yield bytes;
+}
+
+/** A NAR string: u64 little-endian length, the bytes, zero padding to 8. */
+function narString(text: string): Buffer {
+  const bytes = Buffer.from(text);
+  const out = Buffer.alloc(8 + Math.ceil(bytes.length / 8) * 8);
+  out.writeBigUInt64LE(BigInt(bytes.length));
+  bytes.copy(out, 8);
+  return out;
+}
+
+/** The NAR of one regular file of `size` zero bytes (`size` a multiple of 8: no padding), streamed. */
+async function* zeroFileNar(size: number): AsyncGenerator<Uint8Array> {
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(size));
+  yield Buffer.concat([...['nix-archive-1', '(', 'type', 'regular', 'contents'].map(narString), length]);
+  const zeros = new Uint8Array(1024 * 1024);
+  for (let left = size; left > 0; left -= zeros.length) yield zeros.subarray(0, Math.min(zeros.length, left));
+  yield narString(')');
 }
 
 beforeAll(async () => {
@@ -131,7 +170,7 @@ describe('reading', () => {
 
     const zst = await fetch(`${cache}/${info.url}.zst`, { headers: auth(viewer) });
     expect(zst.status).toBe(200);
-    const { zstdDecompress } = await import('../coordinator/nix-cache/zstd.js');
+    const { zstdDecompress } = await import('../protocol/compression/zstd.js');
     expect((await collect(zstdDecompress((async function* () { yield new Uint8Array(await zst.arrayBuffer()); })(), { maxOutputBytes: expected.length, what: `served ${info.url}.zst` }))).equals(expected)).toBe(true);
 
     const wrongHash = info.url.replace(/-[0-9a-z]{52}\.nar$/, `-${'0'.repeat(52)}.nar`);
@@ -200,6 +239,49 @@ describe('uploading', () => {
     expect(test.coordinator.castore.getStorePath(storePath)?.narHash).toBe(nar.narHash);
   });
 
+  it('accepts xz NARs (Nix\'s default), stored in castore form and served as before', async () => {
+    writeTree(path.join(work, 'xup'), 'xup', { small: 8, large: 1, largeSize: 200_000 });
+    const storePath = fakeStorePath('xz-uploaded-1.0');
+    const nar = await narOf(path.join(work, 'xup'));
+    const compressed = await xzCli(['-6', '--check=crc64'], once(nar.nar));
+    const fileName = `${sha256Nix32(compressed)}.nar.xz`;
+    expect((await put(`nar/${fileName}`, compressed)).status).toBe(200);
+    const headSpooled = await fetch(`${cache}/nar/${fileName}`, { method: 'HEAD', headers: auth(test.pusher) });
+    expect(headSpooled.headers.get('content-type')).toBe('application/x-xz');
+    const narinfo = serializeNarInfo({ ...parseNarInfo(narInfoFor(storePath, nar, { url: `nar/${fileName}`, compression: 'xz' })), fileHash: `sha256:${sha256Nix32(compressed)}`, fileSize: compressed.length });
+    const before = test.coordinator.lastSeq;
+    const response = await put(`${hashPartOf(storePath)}.narinfo`, narinfo);
+    expect(response.status, await response.clone().text()).toBe(200);
+    const registered = test.coordinator.castore.getStorePath(storePath)!;
+    expect(registered).toMatchObject({ narHash: nar.narHash, narSize: nar.narSize });
+    expect((await collect(exportNar(test.coordinator.castore, registered.root))).equals(nar.nar)).toBe(true);
+    const events = [...test.coordinator.events(before)];
+    expect(events).toHaveLength(1);
+    // bytesSent: what crossed the wire, the xz file.
+    expect(events[0]).toMatchObject({ action: 'store.push', subject: storePath, payload: { registered: [storePath], bytesSent: compressed.length } });
+    // Served as every other path: uncompressed, with FileHash = NarHash.
+    const served = parseNarInfo(await (await fetch(`${cache}/${hashPartOf(storePath)}.narinfo`, { headers: auth(viewer) })).text());
+    expect(served).toMatchObject({ compression: 'none', fileHash: nar.narHash, fileSize: nar.narSize });
+    expect(served.url).toMatch(/^nar\/[0-9a-z]{32}-[0-9a-z]{52}\.nar$/);
+    expect(Buffer.from(await (await fetch(`${cache}/${served.url}`, { headers: auth(viewer) })).arrayBuffer()).equals(nar.nar)).toBe(true);
+  });
+
+  it('refuses an xz bomb (a 1 GiB NAR in ~150 KB) claiming NarSize 1000 as NAR_MISMATCH; nothing registered or audited', async () => {
+    const bomb = await xzCli(['-0'], zeroFileNar(1024 * 1024 * 1024));
+    expect(bomb.length).toBeLessThan(300_000);
+    const narUrl = `nar/${sha256Nix32(bomb)}.nar.xz`;
+    const storePath = fakeStorePath('xz-bomb');
+    const seq = test.coordinator.lastSeq;
+    expect((await put(narUrl, bomb)).status).toBe(200);
+    const claimed = { narHash: `sha256:${sha256Nix32(Buffer.from('not the hash of the bomb'))}`, narSize: 1000 };
+    const refused = await put(`${hashPartOf(storePath)}.narinfo`, narInfoFor(storePath, claimed, { url: narUrl, compression: 'xz' }));
+    expect(refused.status).toBe(400);
+    expect(await refused.text()).toBe(`NAR_MISMATCH: the xz NAR ${narUrl} decompresses to more than its claimed NarSize of 1000 bytes\n`);
+    expect(test.coordinator.castore.getStorePath(storePath)).toBeUndefined();
+    expect((await fetch(`${cache}/${hashPartOf(storePath)}.narinfo`, { headers: auth(test.pusher) })).status).toBe(404);
+    expect(test.coordinator.lastSeq).toBe(seq);
+  }, 60_000);
+
   it('refuses uploads that do not verify, leaving nothing visible', async () => {
     writeTree(path.join(work, 'bad'), 'bad', { small: 8, large: 0 });
     writeFileSync(path.join(work, 'bad', 'marker'), 'M'.repeat(1000));
@@ -254,9 +336,31 @@ describe('uploading', () => {
     expect(notUploaded.status).toBe(404);
     expect((await put(`${hashPartOf(storePath)}.narinfo`, 'StorePath: nonsense\n')).status).toBe(400);
     expect((await put(`${hashPartOf(other)}.narinfo`, narInfoFor(storePath, nar, { url: `nar/${goodFile}`, compression: 'none' }))).status).toBe(400);
-    expect((await put(`nar/${goodFile}.xz`, nar.nar)).status).toBe(415);
-    const xzInfo = await put(`${hashPartOf(storePath)}.narinfo`, narInfoFor(storePath, nar, { url: `nar/${goodFile}.xz`, compression: 'xz' }));
-    expect(xzInfo.status).toBe(415);
+    const bz2 = await put(`nar/${goodFile}.bz2`, nar.nar);
+    expect(bz2.status).toBe(415);
+    expect(await bz2.text()).toMatch(/^UNSUPPORTED_COMPRESSION: .*only xz \(Nix's default\), zstd and uncompressed NARs are accepted/);
+    const bz2Info = await put(`${hashPartOf(storePath)}.narinfo`, narInfoFor(storePath, nar, { url: `nar/${goodFile}.bz2`, compression: 'bzip2' }));
+    expect(bz2Info.status).toBe(415);
+    expect(await bz2Info.text()).toMatch(/^UNSUPPORTED_COMPRESSION: compression 'bzip2' is not accepted/);
+
+    // xz: a NAR that is not xz under an xz name, a truncated xz NAR, and names that do not match the Compression.
+    const notXz = await put(`nar/${goodFile}.xz`, nar.nar); // named by its own hash, so spooled
+    expect(notXz.status).toBe(200);
+    const notXzInfo = await put(`${hashPartOf(storePath)}.narinfo`, narInfoFor(storePath, nar, { url: `nar/${goodFile}.xz`, compression: 'xz' }));
+    expect(notXzInfo.status).toBe(400);
+    expect(await notXzInfo.text()).toMatch(/^BAD_NAR: NAR nar\/.*\.nar\.xz is not valid xz: it does not start with the xz magic bytes/);
+    const xz = await xzCli(['-6'], once(nar.nar));
+    const cut = xz.subarray(0, xz.length - 40);
+    expect((await put(`nar/${sha256Nix32(cut)}.nar.xz`, cut)).status).toBe(200);
+    const cutInfo = await put(`${hashPartOf(storePath)}.narinfo`, narInfoFor(storePath, nar, { url: `nar/${sha256Nix32(cut)}.nar.xz`, compression: 'xz' }));
+    expect(cutInfo.status).toBe(400);
+    expect(await cutInfo.text()).toMatch(/^BAD_NAR: .* ends inside an xz stream/);
+    expect((await put(`nar/${sha256Nix32(xz)}.nar.xz`, xz)).status).toBe(200);
+    for (const [url, compression] of [[`nar/${sha256Nix32(xz)}.nar.xz`, 'zstd'], [`nar/${sha256Nix32(xz)}.nar.xz`, 'none'], [`nar/${goodFile}`, 'xz']] as const) {
+      const mismatched = await put(`${hashPartOf(storePath)}.narinfo`, narInfoFor(storePath, nar, { url, compression }));
+      expect(mismatched.status, `${url} ${compression}`).toBe(400);
+      expect(await mismatched.text()).toMatch(/^BAD_NARINFO: URL .* does not match Compression/);
+    }
 
     // Roles: a viewer may not upload, nor anyone without credentials.
     expect((await put(`nar/${goodFile}`, nar.nar, viewer)).status).toBe(403);

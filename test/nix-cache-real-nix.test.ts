@@ -1,13 +1,14 @@
 // The coordinator as a Nix binary cache, driven by real Nix: `nix copy
 // --from` with signatures required (and refused with the wrong key), `nix
-// store verify`, `nix path-info --store`, `nix copy --to` uploads (none and
-// zstd) fetched back by an agent over QUIC byte-identical to `nix-store
-// --dump`, a corrupted upload refused, and anonymous reads refused unless
+// store verify`, `nix path-info --store`, `nix copy --to` uploads (none,
+// zstd, and plain `nix copy --to` with Nix's default xz) byte-identical to
+// `nix-store --dump` (fetched back by an agent over QUIC, and by Nix), a
+// corrupted upload refused, and anonymous reads refused unless
 // `ferry coordinator serve --nix-cache-public`. Credentials and the trusted
 // key come from `ferry cache netrc` / `ferry cache key`.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -197,6 +198,24 @@ describe.skipIf(skipReason !== undefined)('the coordinator as a Nix binary cache
     } finally {
       await zstd.close();
     }
+  }, 180_000);
+
+  it('accepts plain `nix copy --to` (no ?compression: Nix\'s default, xz); the paths are registered, byte-identical, and Nix fetches them back', async () => {
+    const fresh = buildFixtureClosure('nix-cache-upload-xz');
+    const spool = path.join(test.coordinator.dataDir, 'nix-cache', 'spool');
+    const xzBefore = new Set(readdirSync(spool).filter((name) => name.endsWith('.nar.xz')));
+    const before = test.coordinator.lastSeq;
+    await ok(run('nix', ['copy', '--to', cacheUrl, '--option', 'netrc-file', pusherNetrc, fresh.app]));
+    // What Nix sent: one nar/<FileHash>.nar.xz per path (kept in the spool for its grace period after ingest).
+    const sent = readdirSync(spool).filter((name) => name.endsWith('.nar.xz') && !xzBefore.has(name));
+    expect(sent.length).toBe(fresh.paths.length);
+    for (const storePath of fresh.paths) expect((await narOf(test.coordinator.castore, storePath)).equals(dump(storePath)), storePath).toBe(true);
+    const events = [...test.coordinator.events(before)].filter((event) => event.action === 'store.push');
+    expect(events.map((event) => event.subject).sort()).toEqual([...fresh.paths].sort());
+
+    const root = freshStore();
+    await ok(copyFrom(cacheUrl, root, trustedKey, pusherNetrc, [fresh.app]));
+    await ok(run('nix', ['store', 'verify', '--store', `local?root=${root}`, '--trusted-public-keys', trustedKey, '--sigs-needed', '1', ...fresh.paths]));
   }, 180_000);
 
   it('refuses a corrupted upload of a Nix-made NAR and narinfo; nothing becomes visible', async () => {

@@ -50,3 +50,32 @@ export function batchBlobs(blobs: Iterable<FileNode>, limits: BatchLimits): File
   if (batch.length > 0) groups.push(batch);
   return groups;
 }
+
+/** Splits a batch's read runs (whole blobs back to back) into one view per blob (a copy only for a blob spanning runs). */
+export function splitBlobs(runs: Iterable<Uint8Array>, sizes: readonly number[]): Uint8Array[] {
+  const iterator = runs[Symbol.iterator]();
+  let current: Uint8Array = new Uint8Array(0);
+  const pull = (): void => {
+    const next = iterator.next();
+    if (next.done) throw new Error('splitBlobs: the runs end before the blobs do');
+    current = next.value;
+  };
+  return sizes.map((size) => {
+    while (current.length === 0 && size > 0) pull();
+    if (current.length >= size) {
+      const view = current.subarray(0, size);
+      current = current.subarray(size);
+      return view;
+    }
+    const out = new Uint8Array(size);
+    let at = 0;
+    while (at < size) {
+      if (current.length === 0) pull();
+      const take = Math.min(size - at, current.length);
+      out.set(current.subarray(0, take), at);
+      at += take;
+      current = current.subarray(take);
+    }
+    return out;
+  });
+}

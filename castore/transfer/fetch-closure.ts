@@ -12,6 +12,8 @@
  */
 import { manifestProofMessage, verifyProof } from '../../protocol/coordinator-proofs.js';
 import { DataClient, DataError, TransportError } from '../../protocol/data-client.js';
+import { DecompressError } from '../../protocol/compression/decompress-error.js';
+import { unzstdExact, unzstdWhole } from '../../protocol/compression/wire.js';
 import type { KeyId } from '../../protocol/identity.js';
 import { MAX_BATCH_OBJECTS, MAX_BATCHED_BLOB_BYTES } from '../../protocol/data-protocol.js';
 import { BlobVerifier, nativeBlake3 } from '../blake3/index.js';
@@ -76,12 +78,26 @@ export interface FetchReport {
   fetchedDirectories: number;
 }
 
-/** Corrupt bytes are retried (from the last verified group), as a transport fault, not a final error. */
+/**
+ * Corrupt bytes are retried (from the last verified group), as a transport
+ * fault, not a final error; so are compressed bytes that do not decompress
+ * to the declared size (DecompressError), which are bytes corrupt too.
+ */
 function retryable(error: unknown): never {
-  if (error instanceof CastoreError && (error.code === 'BLAKE3_GROUP_MISMATCH' || error.code === 'BLAKE3_OUTBOARD_MISMATCH' || error.code === 'BLOB_CORRUPT')) {
+  if (
+    (error instanceof CastoreError && (error.code === 'BLAKE3_GROUP_MISMATCH' || error.code === 'BLAKE3_OUTBOARD_MISMATCH' || error.code === 'BLOB_CORRUPT')) ||
+    error instanceof DecompressError
+  ) {
     throw new TransportError(`${error.message}; retrying from the last verified group`);
   }
   throw error;
+}
+
+/** Refuses (DataError BAD_RESPONSE) a compressed reply not asked for, or one larger than the bytes it stands for. */
+function checkEncoding(client: DataClient, encoding: 'identity' | 'zstd', wireSize: number | undefined, size: number, what: string): void {
+  if (encoding === 'identity') return;
+  if (!client.compression) throw new DataError('BAD_RESPONSE', `the coordinator sent ${what} ${encoding}-encoded, which was not asked for`);
+  if (wireSize === undefined || wireSize > size) throw new DataError('BAD_RESPONSE', `the coordinator sent ${what} as ${wireSize} bytes of ${encoding} for ${size} bytes`);
 }
 
 /**
@@ -149,14 +165,22 @@ async function fetchBlobBatch(
   const bytes = blobs.reduce((sum, blob) => sum + blob.size, 0);
   await ingest.use(bytes, (session) =>
     client.call(
-      { op: 'blobs.get', ids: blobs.map((blob) => blob.digest) },
+      { op: 'blobs.get', ids: blobs.map((blob) => blob.digest), ...(client.accept ? { accept: client.accept } : {}) },
       {
         consume: async (reply) => {
           for (const [index, meta] of reply.header.blobs.entries()) {
             const wanted = blobs[index]!;
             if (meta.id !== wanted.digest || meta.size !== wanted.size) throw new TransportError(`the coordinator sent ${meta.id} (${meta.size} bytes) where ${wanted.digest} was asked for`);
+            checkEncoding(client, meta.encoding, meta.wireSize, meta.size, `blob ${meta.id}`);
             await reply.body.readExact(meta.outboardSize, `outboard of ${meta.id}`);
-            const data = await reply.body.readExact(meta.size, `blob ${meta.id}`);
+            let data: Uint8Array;
+            if (meta.encoding === 'zstd') {
+              const wire = await reply.body.readExact(meta.wireSize!, `blob ${meta.id}`);
+              // Bounded by the declared size; the result is then verified whole like raw bytes.
+              data = await unzstdWhole(wire, meta.size, `blob ${meta.id}`).catch(retryable);
+            } else {
+              data = await reply.body.readExact(meta.size, `blob ${meta.id}`);
+            }
             if (store) {
               // The writer hashes small blobs anyway, and refuses bytes that do not hash to the id before staging them.
               const writer = session.blobWriter(meta.size, meta.id);
@@ -198,12 +222,13 @@ async function fetchLargeBlob(client: DataClient, ingest: SharedIngest, blob: Fi
     let verifiedBytes = 0;
     try {
       while (verifiedBytes < blob.size || !verifier) {
-        await client.call(() => ({ op: 'blob.get', id: blob.digest, offset: verifiedBytes, length: LARGE_BLOB_SEGMENT_BYTES, outboard: verifier === undefined }), {
+        await client.call(() => ({ op: 'blob.get', id: blob.digest, offset: verifiedBytes, length: LARGE_BLOB_SEGMENT_BYTES, outboard: verifier === undefined, ...(client.accept ? { accept: client.accept } : {}) }), {
           consume: async (reply) => {
             const expected = Math.min(LARGE_BLOB_SEGMENT_BYTES, blob.size - verifiedBytes);
             if (reply.header.size !== blob.size || reply.header.offset !== verifiedBytes || reply.header.length !== expected) {
               throw new TransportError(`the coordinator sent blob ${blob.digest} from ${reply.header.offset}, ${reply.header.length} of its ${reply.header.size} bytes`);
             }
+            checkEncoding(client, reply.header.encoding, reply.header.wireLength, expected, `blob ${blob.digest} from ${verifiedBytes}`);
             try {
               if (!verifier) {
                 const outboard = await reply.body.readExact(reply.header.outboardSize, `outboard of ${blob.digest}`);
@@ -216,7 +241,12 @@ async function fetchLargeBlob(client: DataClient, ingest: SharedIngest, blob: Fi
               }
               // A retry starts again after the last group this side has written.
               verifier.rewindTo(verifiedBytes);
-              for await (const chunk of reply.body.readChunks(expected, `blob ${blob.digest}`)) {
+              // zstd: independent frames from this offset on, decompressed to at most `expected` bytes, then verified group by group as raw ones.
+              const chunks =
+                reply.header.encoding === 'zstd'
+                  ? unzstdExact(reply.body.readChunks(reply.header.wireLength!, `blob ${blob.digest}`), expected, `blob ${blob.digest} from ${verifiedBytes}`)
+                  : reply.body.readChunks(expected, `blob ${blob.digest}`);
+              for await (const chunk of chunks) {
                 for (const verified of verifier.push(chunk)) {
                   writer!.write(verified);
                   verifiedBytes += verified.length;

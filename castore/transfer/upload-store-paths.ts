@@ -9,7 +9,8 @@ import type { DataClient } from '../../protocol/data-client.js';
 import { MAX_BATCH_OBJECTS, MAX_BATCHED_BLOB_BYTES, MAX_QUERY_ITEMS, MAX_REGISTER_PATHS } from '../../protocol/data-protocol.js';
 import type { Digest, FileNode, Node } from '../node.js';
 import type { Castore } from '../store/castore.js';
-import { batchBlobs, TRANSFER_BATCH_BYTES, TRANSFER_PARALLEL } from './batches.js';
+import { WIRE_FRAME_BYTES, WIRE_MAX_RATIO, zstdForWire, zstdRawFrame } from '../../protocol/compression/wire.js';
+import { batchBlobs, splitBlobs, TRANSFER_BATCH_BYTES, TRANSFER_PARALLEL } from './batches.js';
 import { runPool } from './pool.js';
 import { referencesFirst } from '../references-first.js';
 import type { TransferProgress } from './fetch-closure.js';
@@ -39,6 +40,49 @@ function chunked<T>(items: readonly T[], size: number): T[][] {
   const out: T[][] = [];
   for (let index = 0; index < items.length; index += size) out.push(items.slice(index, index + size));
   return out;
+}
+
+/**
+ * Most compressed bytes of one large blob a push holds: its header states
+ * the wire size, so the frames are made before it is sent. A blob whose
+ * frames pass this is pushed raw (streamed, as without compression).
+ */
+export const MAX_COMPRESSED_UPLOAD_BYTES = 64 * 1024 * 1024;
+
+/**
+ * A large blob as zstd frames of WIRE_FRAME_BYTES each (the layout of a
+ * blob.get segment), or undefined when they would not save 10% or would
+ * pass MAX_COMPRESSED_UPLOAD_BYTES. The first frame is the sample: when
+ * it does not compress, neither is the rest tried.
+ */
+async function largeBlobFrames(store: Castore, blob: FileNode): Promise<Uint8Array[] | undefined> {
+  const frames: Uint8Array[] = [];
+  let wireSize = 0;
+  let pending: Uint8Array[] = [];
+  let pendingBytes = 0;
+  let sampleFailed = false;
+  const flush = () => {
+    const bytes = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+    const compressed = zstdForWire(bytes);
+    if (!compressed && frames.length === 0) sampleFailed = true;
+    const frame = compressed ?? zstdRawFrame(bytes);
+    frames.push(frame);
+    wireSize += frame.length;
+    pending = [];
+    pendingBytes = 0;
+  };
+  for await (let chunk of store.readBlob(blob.digest)) {
+    while (chunk.length > 0) {
+      const take = Math.min(chunk.length, WIRE_FRAME_BYTES - pendingBytes);
+      pending.push(chunk.subarray(0, take));
+      pendingBytes += take;
+      chunk = chunk.subarray(take);
+      if (pendingBytes === WIRE_FRAME_BYTES) flush();
+    }
+    if (sampleFailed || wireSize > MAX_COMPRESSED_UPLOAD_BYTES) return undefined;
+  }
+  if (pendingBytes > 0) flush();
+  return wireSize <= blob.size * WIRE_MAX_RATIO && wireSize <= MAX_COMPRESSED_UPLOAD_BYTES ? frames : undefined;
 }
 
 /**
@@ -92,16 +136,39 @@ export async function uploadStorePaths(client: DataClient, store: Castore, roots
   const jobs = batchBlobs(toSend, { largeOver: MAX_BATCHED_BLOB_BYTES, maxObjects: MAX_BATCH_OBJECTS / 4, maxBytes: TRANSFER_BATCH_BYTES });
   let lastReport = 0;
   await runPool(jobs, parallel, async (job) => {
-    await client.call(
-      { op: 'upload.blobs', blobs: job.map((blob) => ({ id: blob.digest, size: blob.size })) },
-      {
-        body: async function* () {
-          // Batched blobs read together (adjacent packed ones in one read); a large one streamed.
-          if (job.length === 1 && job[0]!.size > MAX_BATCHED_BLOB_BYTES) yield* store.readBlob(job[0]!.digest);
-          else yield* store.readBlobBatch(job.map((blob) => blob.digest)).bytes;
+    const large = job.length === 1 && job[0]!.size > MAX_BATCHED_BLOB_BYTES;
+    const frames = client.compression && large ? await largeBlobFrames(store, job[0]!) : undefined;
+    if (frames) {
+      // A large blob as 1 MiB zstd frames (raw-block frames where one does not compress), decompressed as they arrive.
+      const wireSize = frames.reduce((sum, frame) => sum + frame.length, 0);
+      await client.call({ op: 'upload.blobs', blobs: [{ id: job[0]!.digest, size: job[0]!.size, encoding: 'zstd', wireSize }] }, { body: frames });
+    } else if (client.compression && !large) {
+      // Batched blobs compressed one by one (raw where zstd saves less than 10%); the coordinator
+      // decompresses each to at most its declared size and checks its id on those bytes.
+      const raw = splitBlobs(store.readBlobBatch(job.map((blob) => blob.digest)).bytes, job.map((blob) => blob.size));
+      const frames = raw.map((bytes) => zstdForWire(bytes));
+      await client.call(
+        {
+          op: 'upload.blobs',
+          blobs: job.map((blob, index) => {
+            const frame = frames[index];
+            return frame ? { id: blob.digest, size: blob.size, encoding: 'zstd' as const, wireSize: frame.length } : { id: blob.digest, size: blob.size };
+          }),
         },
-      },
-    );
+        { body: frames.map((frame, index) => frame ?? raw[index]!) },
+      );
+    } else {
+      await client.call(
+        { op: 'upload.blobs', blobs: job.map((blob) => ({ id: blob.digest, size: blob.size })) },
+        {
+          body: async function* () {
+            // Batched blobs read together (adjacent packed ones in one read); a large one streamed.
+            if (large) yield* store.readBlob(job[0]!.digest);
+            else yield* store.readBlobBatch(job.map((blob) => blob.digest)).bytes;
+          },
+        },
+      );
+    }
     progress.bytesDone += job.reduce((sum, blob) => sum + blob.size, 0);
     progress.objectsDone += job.length;
     if (Date.now() - lastReport > 100) {

@@ -17,13 +17,15 @@ import {
   directoryId,
   directorySize,
   exportNar,
+  splitBlobs,
   type Castore,
   type Digest,
   type Entry,
   type StorePathInfo,
 } from '../../castore/index.js';
 import { sha256NarHash } from '../../nix/index.js';
-import { MAX_BATCH_BYTES, MAX_BATCHED_BLOB_BYTES, REQUESTS_WITH_BODY, type DataOperationName, type DataResponse, type ParsedDataRequest } from '../../protocol/data-protocol.js';
+import { MAX_BATCH_BYTES, MAX_BATCHED_BLOB_BYTES, REQUESTS_WITH_BODY, type DataOperationName, type DataResponseInput, type ParsedDataRequest } from '../../protocol/data-protocol.js';
+import { unzstdExact, unzstdWhole } from '../../protocol/compression/wire.js';
 import { manifestProofMessage, signProof } from '../../protocol/coordinator-proofs.js';
 import type { FrameReader } from '../../protocol/framing.js';
 import type { Access } from './actors.js';
@@ -31,9 +33,10 @@ import type { Coordinator } from '../coordinator.js';
 import { CommandError, type Actor } from '../domain/commands.js';
 import type { AuditEvent, ConfigBody } from '../domain/events.js';
 import { desiredConfigOf } from './queries.js';
+import { acceptsZstd, compressedSegment, wireCompressionOf } from './wire-compression.js';
 
 export interface DataReply<N extends DataOperationName = DataOperationName> {
-  header: DataResponse<N>;
+  header: DataResponseInput<N>;
   /** Bytes after the header, as the protocol lays them out for this operation. */
   body?: AsyncIterable<Uint8Array>;
 }
@@ -154,6 +157,30 @@ async function narHashOf(store: Castore, root: StorePathInfo['root']): Promise<{
   return { narHash: sha256NarHash(sha256.digest()), narSize };
 }
 
+/** Pieces joined into chunks of at least COALESCE_BYTES (larger pieces pass as they are). */
+const COALESCE_BYTES = 128 * 1024;
+async function* coalesce(pieces: readonly Uint8Array[]): AsyncGenerator<Uint8Array> {
+  let pending: Uint8Array[] = [];
+  let pendingBytes = 0;
+  for (const piece of pieces) {
+    if (piece.length >= COALESCE_BYTES) {
+      if (pendingBytes > 0) yield Buffer.concat(pending, pendingBytes);
+      pending = [];
+      pendingBytes = 0;
+      yield piece;
+      continue;
+    }
+    pending.push(piece);
+    pendingBytes += piece.length;
+    if (pendingBytes >= COALESCE_BYTES) {
+      yield Buffer.concat(pending, pendingBytes);
+      pending = [];
+      pendingBytes = 0;
+    }
+  }
+  if (pendingBytes > 0) yield Buffer.concat(pending, pendingBytes);
+}
+
 async function* flatten(parts: Iterable<Iterable<Uint8Array> | AsyncIterable<Uint8Array>>): AsyncGenerator<Uint8Array> {
   for (const part of parts) yield* part;
 }
@@ -201,6 +228,14 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
       if (request.offset > stat.size) throw new CommandError('INVALID', `offset ${request.offset} is beyond the end of blob ${request.id} (${stat.size} bytes)`);
       const length = Math.min(request.length ?? stat.size - request.offset, stat.size - request.offset);
       const outboard = request.outboard ? store.readOutboard(request.id) : new Uint8Array(0);
+      const cache = acceptsZstd(request.accept) ? wireCompressionOf(coordinator) : null;
+      const compressed = cache && length > 0 ? await compressedSegment(cache, store, request.id, stat.size, request.offset, length) : undefined;
+      if (compressed) {
+        return {
+          header: { id: request.id, size: stat.size, offset: request.offset, length, outboardSize: outboard.length, encoding: 'zstd', wireLength: compressed.wireLength },
+          body: flatten([[outboard], compressed.frames]),
+        };
+      }
       return {
         header: { id: request.id, size: stat.size, offset: request.offset, length, outboardSize: outboard.length },
         body: flatten([[outboard], store.readBlob(request.id, { offset: request.offset, length })]),
@@ -220,6 +255,23 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
       const large = blobs.sizes.findIndex((size) => size > MAX_BATCHED_BLOB_BYTES);
       if (large >= 0) {
         throw new CommandError('INVALID', `blob ${request.ids[large]} has ${blobs.sizes[large]} bytes: blobs over ${MAX_BATCHED_BLOB_BYTES} bytes are fetched one by one (blob.get, verified per group)`);
+      }
+      const cache = acceptsZstd(request.accept) ? wireCompressionOf(coordinator) : null;
+      if (cache) {
+        // Each blob compressed on its own (once: cached by id), or raw when that does not save 10%.
+        const runs = [...blobs.bytes];
+        const raw = splitBlobs(runs, blobs.sizes);
+        const frames = request.ids.map((id, index) => cache.frameOf(id, () => raw[index]!));
+        return {
+          header: {
+            blobs: request.ids.map((id, index) => {
+              const frame = frames[index];
+              return frame ? { id, size: blobs.sizes[index]!, outboardSize: 0, encoding: 'zstd' as const, wireSize: frame.length } : { id, size: blobs.sizes[index]!, outboardSize: 0 };
+            }),
+          },
+          // Nothing compressed: the read runs as they are; else per-blob pieces, small ones joined (a write per tiny blob is slow).
+          body: frames.every((frame) => frame === undefined) ? flatten([runs]) : coalesce(frames.map((frame, index) => frame ?? raw[index]!)),
+        };
       }
       return {
         // Batched blobs are verified whole by the receiver: no outboards.
@@ -245,10 +297,17 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
         let alreadyPresent = 0;
         for (const claimed of request.blobs) {
           if (store.hasBlob(claimed.id)) alreadyPresent++;
+          const zstd = claimed.encoding === 'zstd';
+          if (zstd ? claimed.wireSize === undefined || claimed.wireSize > claimed.size : claimed.wireSize !== undefined) {
+            throw new CommandError('INVALID', `blob ${claimed.id}: wireSize ${claimed.wireSize} does not fit encoding ${claimed.encoding ?? 'identity'} of ${claimed.size} bytes`);
+          }
           const writer = session.blobWriter(claimed.size, claimed.id);
           try {
+            // Decompressed at most to the declared size (DECOMPRESS_* refusals); the id is then checked on those bytes as on raw ones.
+            if (zstd && claimed.size <= MAX_BATCHED_BLOB_BYTES) writer.write(await unzstdWhole(await body.readExact(claimed.wireSize!, `blob ${claimed.id}`), claimed.size, `blob ${claimed.id}`));
+            else if (zstd) for await (const chunk of unzstdExact(body.readChunks(claimed.wireSize!, `blob ${claimed.id}`), claimed.size, `blob ${claimed.id}`)) writer.write(chunk);
             // Batched blobs in one piece (no generator per file: a closure has thousands); large ones as they arrive.
-            if (claimed.size <= MAX_BATCHED_BLOB_BYTES) writer.write(await body.readExact(claimed.size, `blob ${claimed.id}`));
+            else if (claimed.size <= MAX_BATCHED_BLOB_BYTES) writer.write(await body.readExact(claimed.size, `blob ${claimed.id}`));
             else for await (const chunk of body.readChunks(claimed.size, `blob ${claimed.id}`)) writer.write(chunk);
           } catch (error) {
             writer.discard();

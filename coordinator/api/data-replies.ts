@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { CastoreError } from '../../castore/index.js';
 import { isNixError } from '../../nix/index.js';
 import { FrameError, encodeHeaderFrame } from '../../protocol/framing.js';
+import { DecompressError } from '../../protocol/compression/decompress-error.js';
 import { CommandError } from '../domain/commands.js';
 import { AuthError } from './actors.js';
 import type { DataReply } from './data-operations.js';
@@ -19,7 +20,7 @@ export interface DataErrorBody {
 
 /** The wire form of an error; unexpected errors are logged and reported as INTERNAL. */
 export function dataErrorOf(error: unknown, log: (line: string) => void): DataErrorBody {
-  if (error instanceof CommandError || error instanceof AuthError || error instanceof FrameError || error instanceof CastoreError) {
+  if (error instanceof CommandError || error instanceof AuthError || error instanceof FrameError || error instanceof CastoreError || error instanceof DecompressError) {
     return { error: { code: error.code, message: error.message } };
   }
   if (isNixError(error)) return { error: { code: error.code, message: error.message } };

@@ -7,6 +7,7 @@
 import { z } from 'zod';
 import type { Access } from './actors.js';
 import { DesiredChallengeSchema, desiredProofMessage, signProof } from '../../protocol/coordinator-proofs.js';
+import { WIRE_ENCODINGS } from '../../protocol/compression/wire.js';
 import { KeyIdSchema } from '../../protocol/identity.js';
 import type { ChainReport } from '../audit/chain.js';
 import type { Coordinator } from '../coordinator.js';
@@ -62,6 +63,8 @@ export const OPERATIONS = {
     lastSeq: coordinator.lastSeq,
     tlsFingerprint: coordinator.tls.fingerprint,
     quicPort: coordinator.quicPort,
+    /** Encodings its data plane sends and accepts (clients ask only for these: an older coordinator refuses `accept`). */
+    wireEncodings: coordinator.wireCompression === false ? [] : [...WIRE_ENCODINGS],
   })),
 
   enroll: op('self-signed', commands.EnrollInput, (coordinator, actor, input) => {

@@ -8,7 +8,10 @@
  *   GET  /nix-cache/nar/<hash>-<narhash>.nar[.zst]
  *                                           the NAR, rebuilt from castore as it streams;
  *                                           uncompressed ones with Content-Length and Range
- *   PUT  /nix-cache/nar/<sha256>.nar[.zst]  `nix copy --to`: spooled, checked against its name
+ *   PUT  /nix-cache/nar/<sha256>.nar[.zst|.xz]
+ *                                           `nix copy --to` (xz by default): spooled, checked
+ *                                           against its name; stored in castore form once its
+ *                                           narinfo verifies (decompressed, bounded: decompress.ts)
  *   PUT  /nix-cache/<hash>.narinfo          `nix copy --to`: verified, ingested, registered, audited
  *
  * (HEAD works wherever GET does.) Reads need netrc credentials of a key
@@ -25,10 +28,10 @@ import type { Coordinator } from '../coordinator.js';
 import { NixCacheAuthError, NixCacheGate } from './access.js';
 import { NixCacheKey } from './cache-key.js';
 import { decideRange } from './http-range.js';
-import { NarSpool, SpoolError, SPOOL_NAME_PATTERN } from './nar-spool.js';
+import { NarSpool, SpoolError, SPOOL_NAME_DESCRIPTION, SPOOL_NAME_PATTERN } from './nar-spool.js';
 import { NarInfoUploads, UploadError } from './narinfo-upload.js';
 import { SERVED_NAR_PATTERN, servedNarInfo, type ServedCompression } from './served-narinfo.js';
-import { zstdCompress } from './zstd.js';
+import { zstdCompress } from '../../protocol/compression/zstd.js';
 
 export interface NixCacheOptions {
   /** Serve narinfos and NARs without credentials (default false: a reading key is required). */
@@ -150,7 +153,8 @@ export function createNixCacheApp(coordinator: Coordinator, options: NixCacheOpt
         gate.authorize(c.req.header('authorization'), 'write');
         const stat = spool.stat(file);
         if (!stat) throw notFound(`nar/${file}`);
-        const headers = { 'content-type': spooled[2] ? 'application/zstd' : 'application/x-nix-nar', 'content-length': String(stat.bytes) };
+        const contentType = spooled[2] === '.zst' ? 'application/zstd' : spooled[2] === '.xz' ? 'application/x-xz' : 'application/x-nix-nar';
+        const headers = { 'content-type': contentType, 'content-length': String(stat.bytes) };
         if (c.req.method === 'HEAD') return c.body(null, 200, headers);
         return new Response(responseBody((async function* () { yield* spool.read(file); })(), streamError(file)), { status: 200, headers });
       }
@@ -186,10 +190,10 @@ export function createNixCacheApp(coordinator: Coordinator, options: NixCacheOpt
       gate.authorize(c.req.header('authorization'), 'write');
       const file = c.req.param('file');
       if (!SPOOL_NAME_PATTERN.test(file)) {
-        if (/\.nar\.(xz|bz2|br|gz|lz4|lzip)$/.test(file)) {
-          throw new HttpRefusal(415, 'UNSUPPORTED_COMPRESSION', `${file}: only uncompressed and zstd NARs are accepted (nix copy --to '…/nix-cache?compression=none' or '?compression=zstd')`);
+        if (/\.nar\.(bz2|br|gz|lz4|lzip)$/.test(file)) {
+          throw new HttpRefusal(415, 'UNSUPPORTED_COMPRESSION', `${file}: only xz (Nix's default), zstd and uncompressed NARs are accepted (nix copy --to '…/nix-cache', '…?compression=zstd' or '…?compression=none')`);
         }
-        throw new HttpRefusal(400, 'BAD_NAR_NAME', `'nar/${file}' is not nar/<sha256 nix32>.nar or .nar.zst`);
+        throw new HttpRefusal(400, 'BAD_NAR_NAME', `'nar/${file}' is not ${SPOOL_NAME_DESCRIPTION}`);
       }
       const lengthHeader = c.req.header('content-length');
       const declared = lengthHeader === undefined ? undefined : Number(lengthHeader);

@@ -1,6 +1,6 @@
 /**
  * Where uploaded NAR files wait for their narinfo. `nix copy --to` PUTs
- * `nar/<file hash>.nar[.zst]` first and `<hash>.narinfo` after it; only the
+ * `nar/<file hash>.nar[.zst|.xz]` first and `<hash>.narinfo` after it; only the
  * narinfo says which store path the NAR is and what NarHash it must have, so
  * the file is spooled to disk (never held in memory) under the coordinator's
  * data directory until then.
@@ -20,8 +20,18 @@ import path from 'node:path';
 import { finished } from 'node:stream/promises';
 import { encodeNixBase32 } from '../../nix/index.js';
 
-/** Spooled NAR file names: `<sha256 nix32>.nar` or `.nar.zst`. */
-export const SPOOL_NAME_PATTERN = /^([0-9a-df-np-sv-z]{52})\.nar(\.zst)?$/;
+/**
+ * Spooled NAR file names, as Nix names its uploads (`nar/<FileHash
+ * nix32>.nar` plus the compression's extension): `<sha256 nix32>.nar`,
+ * `.nar.zst` or `.nar.xz`. Group 2 is the extension (SPOOL_EXTENSIONS).
+ */
+export const SPOOL_NAME_PATTERN = /^([0-9a-df-np-sv-z]{52})\.nar(\.zst|\.xz)?$/;
+
+/** The extension after `.nar` of a spooled file, by the narinfo `Compression:` it must have. */
+export const SPOOL_EXTENSIONS = { none: '', zstd: '.zst', xz: '.xz' } as const;
+
+/** What SPOOL_NAME_PATTERN accepts, for messages. */
+export const SPOOL_NAME_DESCRIPTION = 'nar/<sha256 nix32>.nar, .nar.zst or .nar.xz';
 
 export interface NarSpoolOptions {
   /** Largest NAR file accepted (bytes, as uploaded: compressed or not). */
@@ -68,7 +78,7 @@ export class NarSpool {
   }
 
   private fileOf(name: string): string {
-    if (!SPOOL_NAME_PATTERN.test(name)) throw new SpoolError(400, 'BAD_NAR_NAME', `'${name}' is not nar/<sha256 nix32>.nar or .nar.zst`);
+    if (!SPOOL_NAME_PATTERN.test(name)) throw new SpoolError(400, 'BAD_NAR_NAME', `'${name}' is not ${SPOOL_NAME_DESCRIPTION}`);
     return path.join(this.dir, name);
   }
 

@@ -4,15 +4,18 @@
  *
  * The narinfo is untrusted input. It is parsed strictly (nix/narinfo.ts),
  * must be for the path its URL names, must point at a NAR this cache holds
- * in its spool (`nar/<sha256>.nar` or `.nar.zst`, the compression matching),
+ * in its spool (`nar/<sha256>.nar`, `.nar.zst` or `.nar.xz`, the
+ * compression matching: none, zstd or xz, Nix's default; anything else is
+ * 415 UNSUPPORTED_COMPRESSION),
  * and every reference must already be registered (Nix uploads in
  * dependency order, and checks the same before uploading). The NAR is then
  * ingested with ingestStorePath against the narinfo's NarHash and NarSize:
  * a mismatch, or a malformed NAR, is refused and nothing of it is visible.
  * An uncompressed NAR must be exactly NarSize bytes before it is read; a
- * zstd NAR is decompressed on the fly with NarSize as its output bound
- * (zstd.ts), so a small upload cannot expand past what its narinfo
- * claimed, and never more than one decompression step sits in memory.
+ * zstd or xz NAR is decompressed on the fly with NarSize as its output bound
+ * (decompress.ts), so a small upload cannot expand past what its narinfo
+ * claimed, and never more than a decompression step or two sits in memory.
+ * The NAR is stored in castore form whatever its upload compression.
  *
  * Each registered path records one `store.push` audit event (an upload
  * batch is one narinfo: Nix sends no end-of-batch signal). Its byte count
@@ -23,8 +26,8 @@ import { CastoreError, ingestStorePath } from '../../castore/index.js';
 import { formatNixHash, NixError, parseNarInfo, parseNixHash, storePathBaseName, DEFAULT_STORE_DIR, type NarInfo } from '../../nix/index.js';
 import type { Coordinator } from '../coordinator.js';
 import type { Actor } from '../domain/commands.js';
-import { SPOOL_NAME_PATTERN, type NarSpool } from './nar-spool.js';
-import { zstdDecompress, ZstdError } from './zstd.js';
+import { decompress, DecompressError, isCompression } from './decompress.js';
+import { SPOOL_EXTENSIONS, SPOOL_NAME_DESCRIPTION, SPOOL_NAME_PATTERN, type NarSpool } from './nar-spool.js';
 
 /** A refused narinfo upload. */
 export class UploadError extends Error {
@@ -51,7 +54,9 @@ const MAX_SIGNATURES = 32;
  * NARs ingested at once; more narinfo PUTs wait for a slot. Each zstd
  * decompression may hold a window of up to 128 MiB (ZSTD_WINDOW_LOG_MAX),
  * so this bounds that memory to 4 x 128 MiB whatever the number of
- * uploaders (`nix copy` uploads a few paths at a time).
+ * uploaders (`nix copy` uploads a few paths at a time). xz decompressions
+ * run one at a time within these slots (XZ_MAX_CONCURRENT_DECOMPRESSIONS),
+ * with one dictionary of at most 64 MiB (XZ_DICT_MAX_BYTES).
  */
 export const MAX_CONCURRENT_NAR_INGESTS = 4;
 const SIGNATURE = /^[A-Za-z0-9._+-]{1,128}:[A-Za-z0-9+/]{1,200}={0,2}$/;
@@ -101,8 +106,8 @@ export class NarInfoUploads {
     if (storePathBaseName(info.storePath).slice(0, 32) !== hashPart) {
       throw new UploadError(400, 'BAD_NARINFO', `${hashPart}.narinfo describes ${info.storePath}, whose hash part differs`);
     }
-    if (info.compression !== 'none' && info.compression !== 'zstd') {
-      throw new UploadError(415, 'UNSUPPORTED_COMPRESSION', `compression '${info.compression}' is not accepted: upload with ?compression=none or ?compression=zstd`);
+    if (info.compression !== 'none' && !isCompression(info.compression)) {
+      throw new UploadError(415, 'UNSUPPORTED_COMPRESSION', `compression '${info.compression}' is not accepted: upload with Nix's default (xz), ?compression=zstd or ?compression=none`);
     }
     if (info.narSize > this.maxNarBytes) throw new UploadError(413, 'NAR_TOO_LARGE', `NarSize ${info.narSize} exceeds the limit of ${this.maxNarBytes} bytes`);
     if (info.sigs.length > MAX_SIGNATURES) throw new UploadError(400, 'BAD_NARINFO', `more than ${MAX_SIGNATURES} signatures`);
@@ -113,8 +118,9 @@ export class NarInfoUploads {
   private spoolNameOf(info: NarInfo): string {
     const name = info.url.startsWith('nar/') ? info.url.slice('nar/'.length) : '';
     const match = SPOOL_NAME_PATTERN.exec(name);
-    if (!match) throw new UploadError(400, 'BAD_NARINFO', `URL '${info.url}' is not nar/<sha256 nix32>.nar or .nar.zst`);
-    if ((match[2] === '.zst') !== (info.compression === 'zstd')) {
+    if (!match) throw new UploadError(400, 'BAD_NARINFO', `URL '${info.url}' is not ${SPOOL_NAME_DESCRIPTION}`);
+    const extension = info.compression === 'none' ? SPOOL_EXTENSIONS.none : isCompression(info.compression) ? SPOOL_EXTENSIONS[info.compression] : undefined;
+    if ((match[2] ?? '') !== extension) {
       throw new UploadError(400, 'BAD_NARINFO', `URL '${info.url}' does not match Compression: ${info.compression}`);
     }
     const fileHash = `sha256:${match[1]}`;
@@ -159,7 +165,7 @@ export class NarInfoUploads {
       throw new UploadError(400, 'NAR_MISMATCH', `the uncompressed NAR ${info.url} has ${spooled.bytes} bytes, but NarSize is ${info.narSize}`);
     }
     const raw = this.spool.read(spoolName);
-    const nar = info.compression === 'zstd' ? zstdDecompress(raw, { maxOutputBytes: info.narSize, what: `NAR ${info.url}` }) : raw;
+    const nar = isCompression(info.compression) ? decompress(raw, info.compression, { maxOutputBytes: info.narSize, what: `NAR ${info.url}` }) : raw;
     // The store path becomes visible in the transaction of its audit event (Coordinator.execute's publish).
     let seq: number | undefined;
     const publish = (commit: () => void): void => {
@@ -203,10 +209,10 @@ export class NarInfoUploads {
       if (error instanceof NixError) throw new UploadError(400, 'BAD_NAR', `${info.url} is not a valid NAR: ${error.message}`);
       // Expanding past NarSize is the narinfo lying about its NAR, like a wrong NarHash: the same
       // code (NAR_TOO_LARGE, 413, is the cache's own limit on NarSize, a different refusal).
-      if (error instanceof ZstdError && error.code === 'ZSTD_OUTPUT_LIMIT') {
-        throw new UploadError(400, 'NAR_MISMATCH', `the zstd NAR ${info.url} decompresses to more than its claimed NarSize of ${info.narSize} bytes`);
+      if (error instanceof DecompressError && error.code === 'DECOMPRESS_OUTPUT_LIMIT') {
+        throw new UploadError(400, 'NAR_MISMATCH', `the ${error.compression} NAR ${info.url} decompresses to more than its claimed NarSize of ${info.narSize} bytes`);
       }
-      if (error instanceof ZstdError) throw new UploadError(400, 'BAD_NAR', error.message);
+      if (error instanceof DecompressError) throw new UploadError(400, 'BAD_NAR', error.message);
       throw error;
     } finally {
       this.running--;

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { zstdCompress, zstdDecompress, ZstdError, ZSTD_OUTPUT_STEP_BYTES, type ZstdErrorCode } from './zstd.js';
+import { DecompressError, type DecompressErrorCode } from './decompress-error.js';
+import { zstdCompress, zstdDecompress, ZSTD_OUTPUT_STEP_BYTES } from './zstd.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -38,10 +39,11 @@ async function failure(chunks: AsyncIterable<Uint8Array>): Promise<{ error: unkn
   throw new Error(`expected a failure, but the stream ended after ${yielded} bytes`);
 }
 
-function expectZstdError(error: unknown, code: ZstdErrorCode, what: string): ZstdError {
-  expect(error).toBeInstanceOf(ZstdError);
-  const zstdError = error as ZstdError;
+function expectZstdError(error: unknown, code: DecompressErrorCode, what: string): DecompressError {
+  expect(error).toBeInstanceOf(DecompressError);
+  const zstdError = error as DecompressError;
   expect(zstdError.code).toBe(code);
+  expect(zstdError.compression).toBe('zstd');
   expect(zstdError.what).toBe(what);
   expect(zstdError.message).toContain(what);
   return zstdError;
@@ -59,14 +61,14 @@ describe('zstdDecompress', () => {
     expect(bomb.length).toBeLessThan(100_000);
 
     const tight = await failure(zstdDecompress(chunksOf(bomb), { maxOutputBytes: 1000, what: 'the bomb' }));
-    const error = expectZstdError(tight.error, 'ZSTD_OUTPUT_LIMIT', 'the bomb');
+    const error = expectZstdError(tight.error, 'DECOMPRESS_OUTPUT_LIMIT', 'the bomb');
     expect(error.limit).toBe(1000);
     expect(error.message).toMatch(/more than its limit of 1000 bytes/);
     expect(tight.yielded).toBeLessThanOrEqual(1000);
 
     // A larger limit: output arrives in steps of at most ZSTD_OUTPUT_STEP_BYTES, and stops at the limit.
     const loose = await failure(zstdDecompress(chunksOf(bomb), { maxOutputBytes: 8 * MiB, what: 'the bomb' }));
-    expectZstdError(loose.error, 'ZSTD_OUTPUT_LIMIT', 'the bomb');
+    expectZstdError(loose.error, 'DECOMPRESS_OUTPUT_LIMIT', 'the bomb');
     expect(loose.yielded).toBeLessThanOrEqual(8 * MiB);
     expect(loose.yielded).toBeGreaterThan(8 * MiB - ZSTD_OUTPUT_STEP_BYTES);
     expect(loose.largestChunk).toBeLessThanOrEqual(ZSTD_OUTPUT_STEP_BYTES);
@@ -102,7 +104,7 @@ describe('zstdDecompress', () => {
       expect(output.equals(expected)).toBe(true);
     }
     const oneShort = await failure(zstdDecompress(chunksOf(compressed), { maxOutputBytes: expected.length - 1, what: 'two frames' }));
-    expectZstdError(oneShort.error, 'ZSTD_OUTPUT_LIMIT', 'two frames');
+    expectZstdError(oneShort.error, 'DECOMPRESS_OUTPUT_LIMIT', 'two frames');
     // The step that passes the limit is withheld whole: what was yielded is a prefix within the limit.
     expect(oneShort.yielded).toBeLessThanOrEqual(expected.length - 1);
     expect(oneShort.yielded).toBeGreaterThan(expected.length - 1 - ZSTD_OUTPUT_STEP_BYTES);
@@ -121,19 +123,19 @@ describe('zstdDecompress', () => {
 
   it('refuses corrupt and truncated input, and windows over 2^27', async () => {
     const garbage = await failure(zstdDecompress(chunksOf(Buffer.from('not zstd at all, not even close')), { maxOutputBytes: MiB, what: 'garbage' }));
-    expect(expectZstdError(garbage.error, 'ZSTD_CORRUPT', 'garbage').message).toMatch(/is not valid zstd: .* from offset 0/);
+    expect(expectZstdError(garbage.error, 'DECOMPRESS_CORRUPT', 'garbage').message).toMatch(/is not valid zstd: .* from offset 0/);
 
     const compressed = await compress(randomBytes(MiB));
     const truncated = await failure(zstdDecompress(chunksOf(compressed.subarray(0, compressed.length - 100)), { maxOutputBytes: 2 * MiB, what: 'cut short' }));
-    expectZstdError(truncated.error, 'ZSTD_TRUNCATED', 'cut short');
+    expectZstdError(truncated.error, 'DECOMPRESS_TRUNCATED', 'cut short');
 
     const damaged = Buffer.from(compressed);
     damaged[4]! ^= 0xff; // the frame header descriptor
-    expectZstdError((await failure(zstdDecompress(chunksOf(damaged), { maxOutputBytes: 2 * MiB, what: 'damaged' }))).error, 'ZSTD_CORRUPT', 'damaged');
+    expectZstdError((await failure(zstdDecompress(chunksOf(damaged), { maxOutputBytes: 2 * MiB, what: 'damaged' }))).error, 'DECOMPRESS_CORRUPT', 'damaged');
 
     expect((await collect(zstdDecompress(chunksOf(emptyFrameWithWindowLog(27)), { maxOutputBytes: 0, what: 'window 2^27' }))).length).toBe(0);
     const wide = await failure(zstdDecompress(chunksOf(emptyFrameWithWindowLog(28)), { maxOutputBytes: 0, what: 'window 2^28' }));
-    expectZstdError(wide.error, 'ZSTD_CORRUPT', 'window 2^28');
+    expectZstdError(wide.error, 'DECOMPRESS_CORRUPT', 'window 2^28');
   });
 
   it('requires a non-negative integer limit', async () => {

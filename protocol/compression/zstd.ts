@@ -1,5 +1,7 @@
 /**
- * Streaming zstd for the Nix cache, with zstd-napi (libzstd bindings built
+ * Streaming zstd, shared by the Nix cache (coordinator/nix-cache, which
+ * re-exports this module as its zstd.ts) and the data plane's wire
+ * compression (wire-compression.ts), with zstd-napi (libzstd bindings built
  * from the bundled zstd sources at install: Node 20's zlib has no zstd,
  * which arrived in Node 22.15). Chunks flow through; nothing is buffered
  * whole.
@@ -13,19 +15,22 @@
  * `DecompressStream` Transform instead expands a whole input chunk at once,
  * ignoring backpressure: a 33 KB chunk became 1 GiB of buffered output.)
  *
- * The decompression bounds, all named here (docs/nix-cache.md, "Bounds"):
+ * Its bounds (summed up with xz's in decompress.ts; docs/nix-cache.md, "Bounds"):
  * - ZSTD_WINDOW_LOG_MAX: the window libzstd may allocate per decompression;
  * - ZSTD_OUTPUT_STEP_BYTES: the output produced per step, held until the
  *   consumer takes it;
  * - `maxOutputBytes`, which every caller of zstdDecompress must state (for
  *   NAR uploads: the narinfo's NarSize, itself at most the cache's
- *   maxNarBytes).
+ *   maxNarBytes; on the data plane: the blob or segment size its header
+ *   declares).
+ * Refusals are DecompressError (decompress-error.ts), as for xz.
  */
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { CompressStream } from 'zstd-napi';
 import zstdBinding from 'zstd-napi/binding.js';
 import type { Transform } from 'node:stream';
+import { checkDecompressOptions, DecompressError, type DecompressOptions } from './decompress-error.js';
 
 /** zstd's default level: ~300+ MB/s per core, a good trade for serving on the fly. */
 export const ZSTD_LEVEL = 3;
@@ -34,7 +39,7 @@ export const ZSTD_LEVEL = 3;
  * Largest window accepted when decompressing (2^27 = 128 MiB, libzstd's
  * default limit, which `zstd` and Nix stay within unless told otherwise).
  * The window is what one decompression may allocate besides its output
- * step: a frame declaring a larger one is refused as ZSTD_CORRUPT before
+ * step: a frame declaring a larger one is refused as DECOMPRESS_CORRUPT before
  * anything is allocated for it.
  */
 export const ZSTD_WINDOW_LOG_MAX = 27;
@@ -45,41 +50,6 @@ export const ZSTD_WINDOW_LOG_MAX = 27;
  * buffer size (ZSTD_DStreamOutSize, one full block: 128 KiB).
  */
 export const ZSTD_OUTPUT_STEP_BYTES: number = zstdBinding.dStreamOutSize();
-
-export type ZstdErrorCode =
-  /** Not zstd, damaged, or a window over ZSTD_WINDOW_LOG_MAX. */
-  | 'ZSTD_CORRUPT'
-  /** The input ended inside a frame. */
-  | 'ZSTD_TRUNCATED'
-  /** The output passed the caller's maxOutputBytes. */
-  | 'ZSTD_OUTPUT_LIMIT';
-
-/** A refused zstd stream, naming what was being decompressed (`what`) and, for ZSTD_OUTPUT_LIMIT, the limit. */
-export class ZstdError extends Error {
-  override readonly name = 'ZstdError';
-
-  constructor(
-    readonly code: ZstdErrorCode,
-    /** What was being decompressed, as the caller named it (e.g. `NAR nar/….nar.zst`). */
-    readonly what: string,
-    message: string,
-    /** The maxOutputBytes in force. */
-    readonly limit: number,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
-}
-
-export interface ZstdDecompressOptions {
-  /**
-   * Most bytes the decompressed stream may have. Mandatory: every caller
-   * states its bound. A non-negative safe integer.
-   */
-  maxOutputBytes: number;
-  /** What is being decompressed, for error messages (e.g. `NAR nar/….nar.zst`). */
-  what: string;
-}
 
 async function* through(source: AsyncIterable<Uint8Array>, transform: Transform): AsyncGenerator<Uint8Array> {
   const pumped = pipeline(Readable.from(source, { objectMode: false }), transform);
@@ -102,22 +72,22 @@ export function zstdCompress(source: AsyncIterable<Uint8Array>, level = ZSTD_LEV
  * Decompresses a zstd stream (one or more frames, skippable frames
  * allowed), producing output only as the consumer pulls it.
  *
- * Refuses, by throwing ZstdError from the iterator:
- * - ZSTD_OUTPUT_LIMIT once the output would pass `maxOutputBytes`: at most
+ * Refuses, by throwing DecompressError (compression 'zstd') from the iterator:
+ * - DECOMPRESS_OUTPUT_LIMIT once the output would pass `maxOutputBytes`: at most
  *   `maxOutputBytes + 1` bytes are ever produced, and the bytes past the
  *   limit are never yielded;
- * - ZSTD_CORRUPT for input that is not valid zstd, or a frame whose window
+ * - DECOMPRESS_CORRUPT for input that is not valid zstd, or a frame whose window
  *   exceeds 2^ZSTD_WINDOW_LOG_MAX (the message names the compressed offset);
- * - ZSTD_TRUNCATED when the input ends inside a frame.
+ * - DECOMPRESS_TRUNCATED when the input ends inside a frame.
  *
  * Memory: the window of the current frame (at most 2^ZSTD_WINDOW_LOG_MAX)
  * plus one output step (ZSTD_OUTPUT_STEP_BYTES) not yet taken by the
  * consumer, plus the input chunk being read. Bytes yielded before a refusal
  * were valid output; the consumer must treat the whole stream as refused.
  */
-export async function* zstdDecompress(source: AsyncIterable<Uint8Array>, options: ZstdDecompressOptions): AsyncGenerator<Uint8Array> {
+export async function* zstdDecompress(source: AsyncIterable<Uint8Array>, options: DecompressOptions): AsyncGenerator<Uint8Array> {
+  checkDecompressOptions('zstd', options);
   const { maxOutputBytes, what } = options;
-  if (!Number.isSafeInteger(maxOutputBytes) || maxOutputBytes < 0) throw new RangeError(`zstdDecompress of ${what}: maxOutputBytes ${maxOutputBytes} is not a non-negative integer`);
   const dctx = new zstdBinding.DCtx();
   dctx.setParameter(zstdBinding.DParameter.windowLogMax, ZSTD_WINDOW_LOG_MAX);
   let produced = 0;
@@ -133,7 +103,7 @@ export async function* zstdDecompress(source: AsyncIterable<Uint8Array>, options
         result = dctx.decompressStream(output, input);
       } catch (error) {
         const reason = error instanceof Error ? error.message : String(error);
-        throw new ZstdError('ZSTD_CORRUPT', what, `${what} is not valid zstd: ${reason} (in the compressed bytes from offset ${consumed})`, maxOutputBytes, { cause: error });
+        throw new DecompressError('DECOMPRESS_CORRUPT', 'zstd', what, `${what} is not valid zstd: ${reason} (in the compressed bytes from offset ${consumed})`, maxOutputBytes, { cause: error });
       }
       const [remaining, written, read] = result;
       consumed += read;
@@ -143,7 +113,7 @@ export async function* zstdDecompress(source: AsyncIterable<Uint8Array>, options
       if (read > 0 || written > 0) inFrame = remaining !== 0;
       produced += written;
       if (produced > maxOutputBytes) {
-        throw new ZstdError('ZSTD_OUTPUT_LIMIT', what, `${what} decompresses to more than its limit of ${maxOutputBytes} bytes`, maxOutputBytes);
+        throw new DecompressError('DECOMPRESS_OUTPUT_LIMIT', 'zstd', what, `${what} decompresses to more than its limit of ${maxOutputBytes} bytes`, maxOutputBytes);
       }
       // A short step (end of input mid-block) would pin a whole step buffer for a few bytes: copy those out.
       if (written > 0) yield written >= output.length / 4 ? output.subarray(0, written) : new Uint8Array(output.subarray(0, written));
@@ -151,5 +121,5 @@ export async function* zstdDecompress(source: AsyncIterable<Uint8Array>, options
       if (input.length === 0 && (written < output.length || remaining === 0)) break;
     }
   }
-  if (inFrame) throw new ZstdError('ZSTD_TRUNCATED', what, `${what} ends inside a zstd frame (after ${consumed} compressed bytes)`, maxOutputBytes);
+  if (inFrame) throw new DecompressError('DECOMPRESS_TRUNCATED', 'zstd', what, `${what} ends inside a zstd frame (after ${consumed} compressed bytes)`, maxOutputBytes);
 }
