@@ -1,0 +1,405 @@
+/**
+ * Ferry against `nix copy` on shaped links (issue 17 §2, DESIGN.md §9–10).
+ *
+ * The coordinator runs in one network namespace and the agent in another,
+ * joined by one veth pair (bench/netns.ts). Per link — unshaped veth, then
+ * `tc tbf` at 100 Mbit/s and 20 Mbit/s on both ends — and in one run:
+ *  - Ferry: a fresh agent daemon (`ferry agent run`, enrolled over the link)
+ *    already running a tiny baseline config; timed from the start of
+ *    `ferry config submit` (run in the coordinator's namespace) to the
+ *    coordinator reporting the agent `active` on the new config; over QUIC,
+ *    and over the pinned-HTTPS fallback (`--http`);
+ *  - reference: real `nix copy --from http://<coordinator ns>:8080` of the same
+ *    closure from a static `compression=zstd` binary cache (written with
+ *    `nix copy --to file://…?compression=zstd`, served by a node:http static
+ *    server in the coordinator's namespace) into a fresh chroot store
+ *    (`--to local?root=…`) in the agent's namespace;
+ *  - the same through Ferry's own `/nix-cache` (`--nix-cache-compression
+ *    zstd`, compressed on the fly), with the netrc line of `ferry cache netrc`.
+ * Per cell: wall time, bytes on the wire (the agent's veth counters, both
+ * directions), CPU (coordinator, agent; nix and the static server).
+ *
+ * Everything Ferry runs is a real process from build/ (`npm run
+ * bench:shaped-link` builds first). The admin CLI runs inside the
+ * coordinator's namespace, so its traffic (push, submit, polls) never
+ * crosses the veth. Stderr of every Ferry process is kept and scanned for
+ * Node's MaxListenersExceededWarning (issue 17), with --trace-warnings stacks.
+ *
+ * Needs root, iproute2 (`ip netns`, `tc` with tbf) and Nix; skips with the
+ * reason otherwise. Env:
+ *  - BENCH_CORPUS=synthetic (default: bench/fixtures/big-closure.ts, v0, and v1
+ *    with 10% of files changed) | real (buildRealCorpus('base') from
+ *    bench/fixtures/real-corpus.ts, then each variant it lists in
+ *    REAL_CORPUS_VARIANTS: app-change, ten-percent, mass-rebuild);
+ *  - BENCH_LINKS=unshaped,100,20 (Mbit/s; `unshaped` is the bare veth);
+ *  - BENCH_TRANSPORTS=quic,https; BENCH_VARIANTS=0 skips the change rows;
+ *  - BENCH_FERRY_ROOT=DIR runs DIR/bin/ferry (DIR/build) instead of this tree's: a
+ *    fixed build that other work in this tree cannot rebuild under a running bench;
+ *  - BENCH_KEEP=1 keeps the work dir (stores, logs) for a look.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { nixEnv, nixUnavailableReason } from '../test/nix-fixtures/index.js';
+import { benchWorkDir, bigClosureStorePath } from './fixtures/big-closure.js';
+import { agentUnit, procCpuSeconds, report } from './harness.js';
+import { createNamespacePair, netnsUnavailableReason, removeLeftovers, type LinkShape, type NamespacePair, type WireBytes } from './netns.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.join(here, '..');
+/** The Ferry under test: this tree's build/, or another tree's (BENCH_FERRY_ROOT, e.g. a `git archive` of a commit, built). */
+const ferryRoot = path.resolve(process.env.BENCH_FERRY_ROOT ?? repo);
+const ferryBin = path.join(ferryRoot, 'bin', 'ferry');
+
+const skip = netnsUnavailableReason() ?? nixUnavailableReason() ?? (existsSync(path.join(ferryRoot, 'build', 'cli', 'main.js')) ? undefined : `${ferryRoot}/build is missing: run \`npm run build\` (npm run bench:shaped-link does)`);
+if (skip) {
+  console.log(`shaped-link bench skipped: ${skip}`);
+  process.exit(0);
+}
+
+const links: LinkShape[] = (process.env.BENCH_LINKS ?? 'unshaped,100,20').split(',').map((name) => ({ name: name === 'unshaped' ? 'unshaped veth' : `${name} Mbit/s`, mbit: name === 'unshaped' ? null : Number(name) }));
+const transports = (process.env.BENCH_TRANSPORTS ?? 'quic,https').split(',') as ('quic' | 'https')[];
+const corpusKind = process.env.BENCH_CORPUS ?? 'synthetic';
+const withVariants = process.env.BENCH_VARIANTS !== '0';
+const system = `${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux`;
+const MB = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+const leftovers = removeLeftovers();
+if (leftovers.length > 0) process.stderr.write(`removed namespaces left by earlier runs: ${leftovers.join(', ')}\n`);
+
+mkdirSync(benchWorkDir, { recursive: true });
+const work = path.join(benchWorkDir, `shaped-link-${process.pid}`);
+rmSync(work, { recursive: true, force: true });
+const logs = path.join(work, 'logs');
+mkdirSync(logs, { recursive: true });
+const env: NodeJS.ProcessEnv = {
+  ...nixEnv,
+  FERRY_CONFIG_DIR: path.join(work, 'config'),
+  FERRY_DATA_DIR: path.join(work, 'coordinator'),
+  XDG_CACHE_HOME: path.join(work, 'xdg-cache'),
+};
+const { nodeFlags: agentFlags, environment: agentEnvironment } = agentUnit(repo);
+
+// ---- the closure --------------------------------------------------------------------------------
+
+interface Closure {
+  name: string;
+  root: string;
+  narBytes: number;
+}
+const closureNarBytes = (root: string) => Number(/"closureSize":(\d+)/.exec(execFileSync('nix', ['path-info', '-S', '--json', root], { env: nixEnv, encoding: 'utf8' }))![1]);
+async function loadClosures(): Promise<{ cold: Closure; changes: Closure[] }> {
+  if (corpusKind === 'real') {
+    const module = path.join(here, 'fixtures', 'real-corpus.ts');
+    if (!existsSync(module)) throw new Error('BENCH_CORPUS=real: bench/fixtures/real-corpus.ts does not exist yet');
+    const corpus = (await import(pathToFileURL(module).href)) as {
+      buildRealCorpus(variant: string): Promise<{ root: string; narBytes: number }>;
+      REAL_CORPUS_VARIANTS?: readonly string[];
+    };
+    const base = await corpus.buildRealCorpus('base');
+    // The variants the corpus module offers (app-change, ten-percent, mass-rebuild), each deployed after the one before.
+    const variants = withVariants ? (corpus.REAL_CORPUS_VARIANTS ?? []).filter((variant) => variant !== 'base') : [];
+    const changes: Closure[] = [];
+    for (const variant of variants) {
+      const built = await corpus.buildRealCorpus(variant);
+      changes.push({ name: variant, root: built.root, narBytes: built.narBytes });
+    }
+    return { cold: { name: 'real corpus (base)', root: base.root, narBytes: base.narBytes }, changes };
+  }
+  const v0 = bigClosureStorePath(0, nixEnv);
+  const v1 = bigClosureStorePath(1, nixEnv);
+  return {
+    cold: { name: 'synthetic v0', root: v0, narBytes: closureNarBytes(v0) },
+    changes: withVariants ? [{ name: '10% of files (synthetic v1)', root: v1, narBytes: closureNarBytes(v1) }] : [],
+  };
+}
+const closures = await loadClosures();
+/** A tiny config every agent runs first, so that each measured deploy finds a running, following daemon. */
+function baselineStorePath(): string {
+  const dir = path.join(benchWorkDir, 'shaped-link-baseline');
+  if (!existsSync(dir)) {
+    mkdirSync(`${dir}.partial`, { recursive: true });
+    writeFileSync(path.join(`${dir}.partial`, 'README'), 'the shaped-link bench baseline config\n');
+    execFileSync('mv', [`${dir}.partial`, dir]);
+  }
+  return execFileSync('nix-store', ['--add', dir], { env: nixEnv, encoding: 'utf8' }).trim();
+}
+const baseline = baselineStorePath();
+
+// ---- processes and their stderr ---------------------------------------------------------------
+
+const children = new Set<ChildProcess>();
+/** Every Ferry process's stderr goes to logs/<who>.log; scanned for MaxListenersExceededWarning at the end. */
+let logCount = 0;
+function logFile(who: string): string {
+  return path.join(logs, `${String(++logCount).padStart(3, '0')}-${who.replace(/[^a-z0-9-]+/gi, '_')}.log`);
+}
+/** `node bin/ferry …` inside `ns`, with --trace-warnings (stacks for any warning). */
+function ferryArgv(pair: NamespacePair, ns: string, args: string[], nodeFlags: string[] = []): [string, string[]] {
+  return pair.execArgs(ns, process.execPath, ['--trace-warnings', ...nodeFlags, ferryBin, ...args]);
+}
+/** Runs a Ferry CLI command to completion; its stdout. */
+function ferry(pair: NamespacePair, ns: string, who: string, args: string[]): Promise<string> {
+  const [command, argv] = ferryArgv(pair, ns, args);
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, argv, { env, cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stderr!.pipe(createWriteStream(logFile(who)));
+    let out = '';
+    child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`ferry ${args.join(' ')} exited with ${code} (log: ${logs})`))));
+  });
+}
+/** Stderr lines of each long-running process so far (the agent's retries are read per cell). */
+const stderrLines = new Map<ChildProcess, string[]>();
+function startProcess(command: string, argv: string[], who: string, extraEnv: NodeJS.ProcessEnv = {}): ChildProcess {
+  const child = spawn(command, argv, { env: { ...env, ...extraEnv }, cwd: repo, stdio: ['pipe', 'pipe', 'pipe'] });
+  child.stderr!.pipe(createWriteStream(logFile(who)));
+  const lines: string[] = [];
+  stderrLines.set(child, lines);
+  createInterface({ input: child.stderr! }).on('line', (line) => lines.push(line));
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  return child;
+}
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** CPU seconds of a process and of its children it has waited for (the static server forks none, busybox would). */
+function cpuWithChildren(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ');
+  return (Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) / 100;
+}
+
+/** The probe: admin API calls and "wait until active" from inside the coordinator's namespace. */
+interface Probe {
+  child: ChildProcess;
+  call<T>(request: Record<string, unknown>): Promise<T>;
+}
+async function startProbe(pair: NamespacePair, url: string, keyFile: string): Promise<Probe> {
+  const [command, argv] = pair.execArgs(pair.coordinatorNs, process.execPath, ['--trace-warnings', '--import', 'tsx', path.join(here, 'shaped-link-probe.ts'), url, keyFile]);
+  const child = startProcess(command, argv, 'probe');
+  const waiting: ((reply: { ok: boolean; value?: unknown; error?: string }) => void)[] = [];
+  createInterface({ input: child.stdout! }).on('line', (line) => waiting.shift()?.(JSON.parse(line) as { ok: boolean }));
+  const call = <T>(request: Record<string, unknown>) =>
+    new Promise<T>((resolve, reject) => {
+      waiting.push((reply) => (reply.ok ? resolve(reply.value as T) : reject(new Error(`probe ${String(request.op)} ${String(request.path ?? '')}: ${reply.error}`))));
+      if (request.op !== 'ready') child.stdin!.write(`${JSON.stringify(request)}\n`);
+    });
+  await call({ op: 'ready' });
+  return { child, call };
+}
+
+// ---- one run ------------------------------------------------------------------------------------
+
+interface Cell {
+  link: string;
+  change: string;
+  source: string;
+  seconds: number;
+  wire: WireBytes;
+  cpu: string;
+  note?: string;
+}
+const cells: Cell[] = [];
+
+/** Seconds between the agent's own events of one deployment (events.jsonl): fetch, materialize, switch + activate. */
+function phasesOf(stateDir: string, configId: string, submittedAt: number): string {
+  const events = readFileSync(path.join(stateDir, 'events.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as { at: number; kind: string; configId?: string });
+  const at = (kind: string) => events.filter((event) => event.kind === kind && event.configId === configId).at(-1)?.at ?? NaN;
+  const seconds = (from: string, to: string) => ((at(to) - at(from)) / 1000).toFixed(2);
+  return `${((at('deploy') - submittedAt) / 1000).toFixed(2)} s after submit; fetch ${seconds('deploy', 'fetched')} s, materialize ${seconds('fetched', 'materialized')} s, switch+activate ${seconds('materialized', 'active')} s`;
+}
+/** What the agent retried during a cell ("blobs.get failed over quic (…); retrying"), summarised. */
+function retriesIn(lines: string[]): string {
+  const retried = lines.filter((line) => / failed over \w+ \(.*\); retrying/.test(line));
+  if (retried.length === 0) return 'no retries';
+  const causes = [...new Set(retried.map((line) => / failed over \w+ \((.*)\); retrying/.exec(line)![1]))];
+  return `${retried.length} retried requests (${causes.join('; ')})`;
+}
+const wireDelta = (before: WireBytes, after: WireBytes): WireBytes => ({
+  down: after.down - before.down,
+  up: after.up - before.up,
+  downPackets: after.downPackets - before.downPackets,
+  upPackets: after.upPackets - before.upPackets,
+});
+
+const pair = createNamespacePair();
+const coordinatorAt = pair.coordinatorAddress;
+const staticPort = 8080;
+let coordinator: ChildProcess | undefined;
+let probe: Probe | undefined;
+try {
+  // The coordinator, listening on its veth address only (HTTP and QUIC on the same port).
+  execFileSync(process.execPath, [ferryBin, 'coordinator', 'init', '--name', 'bench'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+  {
+    const [command, argv] = ferryArgv(pair, pair.coordinatorNs, ['coordinator', 'serve', '--listen', `${coordinatorAt}:0`, '--nix-cache-compression', 'zstd']);
+    coordinator = startProcess(command, argv, 'coordinator');
+    coordinator.stdout!.pipe(createWriteStream(logFile('coordinator-stdout')));
+  }
+  const { url, fingerprint } = await new Promise<{ url: string; fingerprint: string }>((resolve, reject) => {
+    let out = '';
+    coordinator!.stdout!.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+      const found = /HTTP API:\s+(http:\/\/\S+)/.exec(out)?.[1];
+      const fp = /TLS fingerprint:\s+(\S+)/.exec(out)?.[1];
+      if (found && fp && /QUIC data plane:\s+\S+:\d+/.test(out)) resolve({ url: found, fingerprint: fp });
+    });
+    coordinator!.on('exit', (code) => reject(new Error(`the coordinator exited with ${code}: ${out}`)));
+  });
+  const connection = ['--url', url, '--fingerprint', fingerprint];
+  probe = await startProbe(pair, url, path.join(work, 'config', 'keys', 'bench-admin.key'));
+
+  // Push everything once, inside the coordinator's namespace (its own loopback, not the veth).
+  process.stderr.write(`pushing ${closures.cold.name}${closures.changes.map((change) => `, ${change.name}`).join('')}…\n`);
+  for (const root of [baseline, closures.cold.root, ...closures.changes.map((change) => change.root)]) {
+    await ferry(pair, pair.coordinatorNs, 'push', ['push', root, '--quiet', ...connection]);
+  }
+
+  // The reference cache: what `nix copy --to file://…?compression=zstd` writes, served statically.
+  const staticCache = path.join(work, 'static-cache');
+  for (const root of [closures.cold.root, ...closures.changes.map((change) => change.root)]) {
+    execFileSync('nix', ['copy', '--to', `file://${staticCache}?compression=zstd`, root], { env: nixEnv, stdio: ['ignore', 'ignore', 'pipe'] });
+  }
+  const staticBytes = readdirSync(path.join(staticCache, 'nar')).reduce((sum, file) => sum + statSync(path.join(staticCache, 'nar', file)).size, 0);
+  await probe.call({ op: 'serveStatic', dir: staticCache, host: coordinatorAt, port: staticPort });
+  const netrc = path.join(work, 'netrc');
+  writeFileSync(netrc, await ferry(pair, pair.coordinatorNs, 'cache-netrc', ['cache', 'netrc', ...connection]), { mode: 0o600 });
+
+  /** `nix copy --from` into a chroot store in the agent's namespace; CPU from bash's `times` (nix's user + system). */
+  function nixCopy(from: string, root: string, destination: string, extra: string[]): Promise<{ seconds: number; cpu: number }> {
+    const nixCommand = ['nix', 'copy', '--no-check-sigs', '--from', `'${from}'`, '--to', `'local?root=${destination}'`, ...extra, root].join(' ');
+    const [command, argv] = pair.execArgs(pair.agentNs, 'bash', ['-c', `${nixCommand} && times >&3`]);
+    return new Promise((resolve, reject) => {
+      const start = performance.now();
+      const child = spawn(command, argv, { env, stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      let times = '';
+      child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      child.stdio[3]!.on('data', (chunk: Buffer) => (times += chunk.toString()));
+      child.on('close', (code) => {
+        const seconds = (performance.now() - start) / 1000;
+        if (code !== 0) return reject(new Error(`${nixCommand} exited with ${code}: ${stderr}`));
+        if (!existsSync(path.join(destination, root.slice(1)))) return reject(new Error(`${nixCommand}: ${root} is not in the destination`));
+        const [user, sys] = [...(times.trim().split('\n')[1] ?? '').matchAll(/(\d+)m([\d.]+)s/g)].map((match) => Number(match[1]) * 60 + Number(match[2]));
+        resolve({ seconds, cpu: (user ?? NaN) + (sys ?? NaN) });
+      });
+    });
+  }
+
+  for (const link of links) {
+    pair.shape(link);
+    process.stderr.write(`link ${link.name}: ${pair.describe()}\n`);
+    const linkDir = path.join(work, link.name.replace(/[^a-z0-9]+/gi, '-'));
+
+    // Ferry: one fresh agent per transport; the cold deploy, then each change on the same agent.
+    for (const transport of transports) {
+      const name = `${link.mbit ?? 'unshaped'}-${transport}`;
+      const stateDir = path.join(linkDir, `agent-${transport}`);
+      const join = (JSON.parse(await ferry(pair, pair.coordinatorNs, 'tokens', ['tokens', 'create', '--uses', '1', '--auto-approve', '--json', ...connection])) as { join: string }).join;
+      const { agentId } = JSON.parse(
+        await ferry(pair, pair.agentNs, `enroll-${name}`, ['agent', 'enroll', join, '--state-dir', stateDir, '--store-dir', path.join(stateDir, 'store'), '--name', name, '--json']),
+      ) as { agentId: string };
+      const [command, argv] = ferryArgv(pair, pair.agentNs, ['agent', 'run', '--state-dir', stateDir, '--poll', '30', ...(transport === 'https' ? ['--http'] : [])], agentFlags);
+      const agent = startProcess(command, argv, `agent-${name}`, agentEnvironment);
+      const submit = async (target: string, message: string) =>
+        (JSON.parse(await ferry(pair, pair.coordinatorNs, `submit-${name}`, ['config', 'submit', name, '--target', `${system}=${target}`, '--activate', 'true', '-m', message, '--json', ...connection])) as { configId: string }).configId;
+      const baselineConfig = await submit(baseline, 'baseline');
+      await probe.call({ op: 'post', path: `/v1/agents/${agentId}/assign`, body: { graph: name } });
+      await probe.call({ op: 'waitActive', agentId, configId: baselineConfig, timeoutMs: 120_000 });
+      for (const closure of [closures.cold, ...closures.changes]) {
+        await sleep(1000);
+        execFileSync('sync');
+        const wireBefore = pair.wireBytes();
+        const cpuBefore = { agent: procCpuSeconds(agent.pid!), coordinator: procCpuSeconds(coordinator.pid!) };
+        const agentLines = stderrLines.get(agent)!;
+        const linesBefore = agentLines.length;
+        const start = performance.now();
+        const startWall = Date.now();
+        const configId = await submit(closure.root, closure.name);
+        const submitted = (performance.now() - start) / 1000;
+        await probe.call({ op: 'waitActive', agentId, configId, timeoutMs: 1_800_000 });
+        const seconds = (performance.now() - start) / 1000;
+        const wire = wireDelta(wireBefore, pair.wireBytes());
+        const cpu = `agent ${(procCpuSeconds(agent.pid!) - cpuBefore.agent).toFixed(2)} s, coordinator ${(procCpuSeconds(coordinator.pid!) - cpuBefore.coordinator).toFixed(2)} s`;
+        cells.push({ link: link.name, change: closure === closures.cold ? 'cold' : closure.name, source: `Ferry ${transport === 'quic' ? 'QUIC' : 'HTTPS'}, agent daemon`, seconds, wire, cpu, note: `\`config submit\` CLI ${submitted.toFixed(2)} s, agent started ${phasesOf(stateDir, configId, startWall)}; ${retriesIn(agentLines.slice(linesBefore))}` });
+        process.stderr.write(`  ${cells.at(-1)!.source}, ${cells.at(-1)!.change}: ${seconds.toFixed(2)} s, ${MB(wire.down)} down\n`);
+      }
+      await stop(agent);
+    }
+
+    // nix copy: from the static zstd cache, and from Ferry's /nix-cache (zstd, netrc); changes into the same store.
+    const sources = [
+      { source: 'nix copy, static zstd cache (reference)', from: `http://${coordinatorAt}:${staticPort}`, extra: [], server: probe.child.pid!, serverName: 'static server' },
+      { source: "nix copy, Ferry's /nix-cache (zstd, netrc)", from: `${url}/nix-cache`, extra: ['--option', 'netrc-file', netrc], server: coordinator.pid!, serverName: 'coordinator' },
+    ];
+    for (const [index, { source, from, extra, server, serverName }] of sources.entries()) {
+      const destination = path.join(linkDir, `nix-${index}`);
+      for (const closure of [closures.cold, ...closures.changes]) {
+        await sleep(1000);
+        execFileSync('sync');
+        const wireBefore = pair.wireBytes();
+        const serverBefore = cpuWithChildren(server);
+        const { seconds, cpu } = await nixCopy(from, closure.root, destination, extra);
+        const wire = wireDelta(wireBefore, pair.wireBytes());
+        cells.push({ link: link.name, change: closure === closures.cold ? 'cold' : closure.name, source, seconds, wire, cpu: `nix ${cpu.toFixed(2)} s, ${serverName} ${(cpuWithChildren(server) - serverBefore).toFixed(2)} s` });
+        process.stderr.write(`  ${source}, ${cells.at(-1)!.change}: ${seconds.toFixed(2)} s, ${MB(wire.down)} down\n`);
+      }
+    }
+  }
+
+  // ---- the table ------------------------------------------------------------------------------
+
+  const reference = (cell: Cell) => cells.find((other) => other.link === cell.link && other.change === cell.change && other.source.endsWith('(reference)'))!;
+  console.log(`shaped links: Ferry from ${ferryRoot}; ${closures.cold.name}, closure NAR ${MB(closures.cold.narBytes)}, static zstd cache NARs ${MB(staticBytes)} (all variants)`);
+  report(
+    'shaped-link',
+    cells.map((cell) => ({
+      link: cell.link,
+      change: cell.change,
+      source: cell.source,
+      seconds: cell.seconds.toFixed(2),
+      'vs nix copy': `${(reference(cell).seconds / cell.seconds).toFixed(2)}x`,
+      'wire down / up': `${MB(cell.wire.down)} / ${MB(cell.wire.up)}`,
+      'wire vs nix': `${(cell.wire.down / reference(cell).wire.down).toFixed(2)}`,
+      'packets down / up': `${cell.wire.downPackets} / ${cell.wire.upPackets}`,
+      rate: `${((cell.wire.down * 8) / 1e6 / cell.seconds).toFixed(1)} Mbit/s`,
+      cpu: cell.cpu,
+      note: cell.note ?? '',
+    })),
+  );
+} finally {
+  if (probe) await stop(probe.child);
+  if (coordinator) await stop(coordinator);
+  for (const child of children) child.kill('SIGKILL');
+  pair.remove();
+  // MaxListenersExceededWarning in any Ferry process's stderr (issue 17), with the stack --trace-warnings printed.
+  const warnings: { log: string; excerpt: string }[] = [];
+  for (const file of existsSync(logs) ? readdirSync(logs) : []) {
+    const text = readFileSync(path.join(logs, file), 'utf8');
+    const at = text.indexOf('MaxListenersExceededWarning');
+    if (at >= 0) warnings.push({ log: file, excerpt: text.slice(at, at + 2000) });
+  }
+  if (warnings.length > 0) {
+    process.stderr.write(`MaxListenersExceededWarning in ${warnings.length} process(es):\n`);
+    for (const warning of warnings) process.stderr.write(`--- ${warning.log}\n${warning.excerpt}\n`);
+  } else {
+    process.stderr.write('no MaxListenersExceededWarning in any Ferry process\n');
+  }
+  mkdirSync(path.join(benchWorkDir, 'results'), { recursive: true });
+  writeFileSync(path.join(benchWorkDir, 'results', 'shaped-link-warnings.json'), `${JSON.stringify(warnings, null, 2)}\n`);
+  if (process.env.BENCH_KEEP === '1') process.stderr.write(`kept ${work}\n`);
+  else {
+    execFileSync('chmod', ['-R', 'u+w', work]);
+    rmSync(work, { recursive: true, force: true });
+  }
+}
