@@ -1,7 +1,7 @@
 /**
  * Bounded decompression of untrusted uploads, one entry point for every
  * compression the Nix cache accepts (`Compression:` in an uploaded
- * narinfo): zstd (zstd.ts) and xz (xz.ts, `nix copy --to`'s default).
+ * narinfo): zstd (protocol/compression/zstd.ts) and xz (xz.ts, `nix copy --to`'s default).
  *
  * Every decompressor is bounded by construction, never by checking after
  * the fact: it runs its decoder one bounded output step at a time, only as

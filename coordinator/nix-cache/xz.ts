@@ -27,7 +27,7 @@
  *   wait for it;
  * - `maxOutputBytes`, which every caller must state (for NAR uploads: the
  *   narinfo's NarSize, itself at most the cache's maxNarBytes).
- * Refusals are DecompressError (decompress-error.ts), as for zstd.
+ * Refusals are DecompressError (protocol/compression/decompress-error.ts), as for zstd.
  */
 import xzDecompressPackage from 'xz-decompress';
 import { checkDecompressOptions, DecompressError, type DecompressOptions } from '../../protocol/compression/decompress-error.js';
