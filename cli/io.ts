@@ -1,5 +1,6 @@
 /** Byte-stream plumbing shared by commands: files or stdin in, stdout out. */
 import { createReadStream } from 'node:fs';
+import { drained } from '../protocol/drained.js';
 
 /** Reads a file, or standard input when `pathOrDash` is `-`, as a stream of chunks. */
 export function openInput(pathOrDash: string, stdin: NodeJS.ReadableStream = process.stdin): AsyncIterable<Uint8Array> {
@@ -30,30 +31,13 @@ export async function writeAll(chunks: AsyncIterable<Uint8Array>, out: NodeJS.Wr
   try {
     for await (const chunk of chunks) {
       if (closed) break;
-      if (!out.write(chunk)) await drainedOrClosed(out);
+      if (!out.write(chunk)) await drained(out);
     }
   } finally {
     out.off('error', onError);
   }
 }
 
-/**
- * Resolves at `out`'s next 'drain' or 'close', removing both listeners
- * either way. (A race of two `events.once` leaked the loser's listeners,
- * with an 'error' listener each: a long backpressured copy to a slow pipe
- * printed MaxListenersExceededWarning for 11 listeners on one Socket.)
- */
-function drainedOrClosed(out: NodeJS.WritableStream): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      out.off('drain', done);
-      out.off('close', done);
-      resolve();
-    };
-    out.on('drain', done);
-    out.on('close', done);
-  });
-}
 
 /** Resolves at the first SIGINT or SIGTERM (a server command's "run until interrupted"). */
 export function untilInterrupted(): Promise<void> {

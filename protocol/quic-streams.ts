@@ -5,23 +5,8 @@
  * without a copy. The notes on each say what was measured.
  */
 import type { EventEmitter } from 'node:events';
+import { drained } from './drained.js';
 
-/**
- * Resolves when a writable stream that refused a write has drained — or
- * closed, so a writer never waits forever on a dead stream. Removes both
- * listeners either way (a long transfer waits thousands of times).
- */
-function drained(stream: EventEmitter): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      stream.off('drain', done);
-      stream.off('close', done);
-      resolve();
-    };
-    stream.on('drain', done);
-    stream.on('close', done);
-  });
-}
 
 /**
  * QUIC writes are cut to this size. With @currentspace/http3 0.9.0, replies
