@@ -47,6 +47,7 @@
  */
 import { z } from 'zod';
 import { DigestSchema } from './castore-node.js';
+import { ConfigIdSchema, SystemSchema } from './config.js';
 import { KeyIdSchema } from './identity.js';
 import { StorePathInfoSchema, StorePathSchema } from './store-path-info.js';
 
@@ -80,8 +81,6 @@ export const MAX_REQUEST_HEADER_BYTES = 8 * 1024 * 1024;
 /** Reply headers a client accepts (the manifest of a large closure). */
 export const MAX_REPLY_HEADER_BYTES = 64 * 1024 * 1024;
 
-const ConfigIdSchema = z.string().regex(/^[0-9a-f]{64}$/, 'a config id');
-const SystemSchema = z.string().regex(/^[a-z0-9_]+-[a-z0-9]+$/, "a Nix system such as 'x86_64-linux'");
 
 export const DATA_REQUESTS = {
   /** Starts a QUIC session: the server answers with a challenge to sign. */

@@ -12,7 +12,7 @@ import { compress } from 'zstd-napi';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { blake3, Castore, digestFromBytes, fetchClosure, fsck, uploadStorePaths, type Digest } from '../castore/index.js';
 import { wireCompressionOf } from '../coordinator/api/wire-compression.js';
-import { unzstdExact, WIRE_FRAME_BYTES } from '../protocol/compression/wire.js';
+import { unzstdExact, WIRE_FRAME_BYTES, WIRE_MAX_COMPRESSED_SEGMENT_BYTES } from '../protocol/compression/wire.js';
 import { DataClient, DataError } from '../protocol/data-client.js';
 import { openDataClient } from '../protocol/connect.js';
 import type { Identity } from '../protocol/identity.js';
@@ -223,6 +223,41 @@ describe('zstd on the wire', () => {
           },
         );
       }
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('sends a segment longer than WIRE_MAX_COMPRESSED_SEGMENT_BYTES as it is, streamed (its frames would be held before the header)', async () => {
+    const long = textBytes(WIRE_MAX_COMPRESSED_SEGMENT_BYTES + 4321, 'long');
+    writeFileSync(path.join(work, 'long'), long);
+    await addTreeAsStorePath(test.coordinator.castore, path.join(work, 'long'), fakeStorePath('text-long-1.0'));
+    const client = await compressingClient(test.admin);
+    try {
+      const id = idOf(long);
+      // The whole blob in one request: identity, whatever the client accepts.
+      await client.call(
+        { op: 'blob.get', id, outboard: false, accept: ['zstd'] },
+        {
+          consume: async (reply) => {
+            expect(reply.header).toMatchObject({ offset: 0, length: long.length, encoding: 'identity' });
+            expect(reply.header.wireLength).toBeUndefined();
+            let received = 0;
+            for await (const chunk of reply.body.readChunks(long.length)) received += chunk.length;
+            expect(received).toBe(long.length);
+          },
+        },
+      );
+      // At the bound, compressed.
+      await client.call(
+        { op: 'blob.get', id, length: WIRE_MAX_COMPRESSED_SEGMENT_BYTES, outboard: false, accept: ['zstd'] },
+        {
+          consume: async (reply) => {
+            expect(reply.header).toMatchObject({ length: WIRE_MAX_COMPRESSED_SEGMENT_BYTES, encoding: 'zstd' });
+            for await (const _ of reply.body.readChunks(reply.header.wireLength!));
+          },
+        },
+      );
     } finally {
       await client.close();
     }

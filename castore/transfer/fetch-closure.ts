@@ -13,7 +13,7 @@
 import { manifestProofMessage, verifyProof } from '../../protocol/coordinator-proofs.js';
 import { DataClient, DataError, TransportError } from '../../protocol/data-client.js';
 import { DecompressError } from '../../protocol/compression/decompress-error.js';
-import { unzstdExact, unzstdWhole } from '../../protocol/compression/wire.js';
+import { unzstdExact, unzstdWhole, WIRE_MAX_COMPRESSED_SEGMENT_BYTES } from '../../protocol/compression/wire.js';
 import type { KeyId } from '../../protocol/identity.js';
 import { MAX_BATCH_OBJECTS, MAX_BATCHED_BLOB_BYTES } from '../../protocol/data-protocol.js';
 import { BlobVerifier, nativeBlake3 } from '../blake3/index.js';
@@ -206,9 +206,10 @@ async function fetchBlobBatch(
 /**
  * A large blob is asked for in segments of this size, one after the other:
  * the QUIC library buffers whatever is sent until it is read, so a 1 GiB
- * file sent in one go could sit in memory while it is verified.
+ * file sent in one go could sit in memory while it is verified. No more
+ * than the coordinator sends compressed (WIRE_MAX_COMPRESSED_SEGMENT_BYTES).
  */
-export const LARGE_BLOB_SEGMENT_BYTES = 16 * 1024 * 1024;
+export const LARGE_BLOB_SEGMENT_BYTES = WIRE_MAX_COMPRESSED_SEGMENT_BYTES;
 
 /**
  * Fetches one large blob segment by segment, the outboard only with the

@@ -19,7 +19,7 @@
  * compressed for that request only).
  */
 import type { Castore, Digest } from '../../castore/index.js';
-import { WIRE_FRAME_BYTES, WIRE_MAX_RATIO, zstdForWire, zstdRawFrame, zstdRawFrameSize } from '../../protocol/compression/wire.js';
+import { WIRE_FRAME_BYTES, WIRE_MAX_COMPRESSED_SEGMENT_BYTES, WIRE_MAX_RATIO, zstdForWire, zstdRawFrame, zstdRawFrameSize } from '../../protocol/compression/wire.js';
 import type { Coordinator } from '../coordinator.js';
 
 /** Default bound of the cache of compressed forms. */
@@ -117,7 +117,7 @@ async function readRange(store: Castore, id: Digest, offset: number, length: num
  * A large blob's segment [offset, offset + length) as independent zstd
  * frames (protocol/data-protocol.ts, `blob.get`): the frames' total size
  * and their bytes, or undefined when the segment would not shrink by 10%
- * (send it raw). Frames that do not compress go as raw-block frames,
+ * or is longer than WIRE_MAX_COMPRESSED_SEGMENT_BYTES (send it raw). Frames that do not compress go as raw-block frames,
  * built from the stored bytes without compressing.
  */
 export async function compressedSegment(
@@ -129,7 +129,8 @@ export async function compressedSegment(
   length: number,
 ): Promise<{ wireLength: number; frames: AsyncIterable<Uint8Array> } | undefined> {
   const end = offset + length;
-  const pieces: { start: number; length: number; frame: Uint8Array | undefined; raw: Uint8Array | undefined }[] = [];
+  if (length > WIRE_MAX_COMPRESSED_SEGMENT_BYTES) return undefined;
+  const pieces: { start: number; length: number; frame: Uint8Array | undefined }[] = [];
   let wireLength = 0;
   for (let start = offset; start < end; ) {
     const pieceEnd = Math.min(end, (Math.floor(start / WIRE_FRAME_BYTES) + 1) * WIRE_FRAME_BYTES);
@@ -138,8 +139,8 @@ export async function compressedSegment(
     let raw: Uint8Array | undefined;
     if (key === undefined || !cache.has(key)) raw = await readRange(store, id, start, pieceEnd - start);
     const frame = cache.frameOf(key, () => raw!);
-    // Raw bytes are kept only where they are sent raw.
-    pieces.push({ start, length: pieceEnd - start, frame, raw: frame ? undefined : raw });
+    // Only frames are held until the reply is sent: pieces that go raw are read again then.
+    pieces.push({ start, length: pieceEnd - start, frame });
     wireLength += frame ? frame.length : zstdRawFrameSize(pieceEnd - start);
     start = pieceEnd;
   }
@@ -147,7 +148,7 @@ export async function compressedSegment(
   async function* frames(): AsyncGenerator<Uint8Array> {
     for (const piece of pieces) {
       if (piece.frame) yield piece.frame;
-      else yield zstdRawFrame(piece.raw ?? (await readRange(store, id, piece.start, piece.length)));
+      else yield zstdRawFrame(await readRange(store, id, piece.start, piece.length));
     }
   }
   return { wireLength, frames: frames() };

@@ -36,6 +36,15 @@ export const WIRE_MAX_RATIO = 0.9;
  */
 export const WIRE_FRAME_BYTES = 1024 * 1024;
 
+/**
+ * The longest `blob.get` segment sent compressed (what clients ask for,
+ * LARGE_BLOB_SEGMENT_BYTES): its frames are computed before the reply's
+ * header, so a longer segment (a client asking for a whole large blob)
+ * would hold that much per request. Longer segments go as they are,
+ * streamed.
+ */
+export const WIRE_MAX_COMPRESSED_SEGMENT_BYTES = 16 * 1024 * 1024;
+
 /** One zstd frame of `bytes`, or undefined when it would not save 10% (send them as they are). */
 export function zstdForWire(bytes: Uint8Array, level = WIRE_ZSTD_LEVEL): Uint8Array | undefined {
   if (bytes.length < 64) return undefined;
