@@ -78,7 +78,7 @@ export const OPERATIONS = {
     const rows = coordinator.state.all('keys').filter((row) => input.after === undefined || row.id > input.after);
     return { keys: rows.slice(0, input.limit), next: rows.length > input.limit ? rows[input.limit - 1]!.id : null };
   }),
-  'keys.revoke': op(['admin'], z.strictObject({ keyId: KeyIdSchema }), (coordinator, actor, input) => event(coordinator.record(actor, (context) => commands.revokeKey(context, input)))),
+  'keys.revoke': op(['admin'], commands.RevokeKeyInput, (coordinator, actor, input) => event(coordinator.record(actor, (context) => commands.revokeKey(context, input)))),
 
   'tokens.create': op(DEPLOYERS, commands.CreateTokenInput, (coordinator, actor, input) => {
     const out = coordinator.execute(actor, (context) => {
@@ -135,7 +135,7 @@ export const OPERATIONS = {
     coordinator.touchPresence(actor.keyId);
     return { changed: event(coordinator.record(actor, (context) => commands.reportFacts(context, input, coordinator.tickHlc()))).seq !== null };
   }),
-  'agent.status': op(['agent'], z.strictObject({ configId: ConfigIdSchema.nullable(), phase: z.string(), error: z.string().nullable().optional(), source: z.string().optional(), forced: z.boolean().optional() }), (coordinator, actor, input) => {
+  'agent.status': op(['agent'], commands.ReportStatusInput, (coordinator, actor, input) => {
     coordinator.touchPresence(actor.keyId);
     return event(coordinator.record(actor, (context) => commands.reportStatus(context, input)));
   }),

@@ -137,7 +137,7 @@ function agentOf(context: CommandContext, agentId: string) {
 
 // --- keys -----------------------------------------------------------------
 
-export const AddKeyInput = z.strictObject({ keyId: z.string().regex(/^[0-9a-f]{64}$/), role: RoleSchema.exclude(['agent']), label: z.string().max(256).default('') });
+export const AddKeyInput = z.strictObject({ keyId: KeyIdSchema, role: RoleSchema.exclude(['agent']), label: z.string().max(256).default('') });
 
 /**
  * Registers a key with a role. Refuses (CONFLICT) a key that is already
@@ -157,7 +157,7 @@ export function addKey(context: CommandContext, input: unknown): EventDraft<'key
   }
   if (existing) throw new CommandError('CONFLICT', `key ${keyId} is already registered as ${existing.role}`);
   if (context.state.get('agents', keyId)) throw new CommandError('CONFLICT', `key ${keyId} belongs to an agent`);
-  return { action: 'key.add', subject: keyId, payload: { keyId: keyId as KeyId, role, label } };
+  return { action: 'key.add', subject: keyId, payload: { keyId, role, label } };
 }
 
 export const RevokeKeyInput = z.strictObject({ keyId: KeyIdSchema });

@@ -24,6 +24,7 @@
  */
 import { CastoreError, ingestStorePath } from '../../castore/index.js';
 import { formatNixHash, NixError, parseNarInfo, parseNixHash, storePathBaseName, DEFAULT_STORE_DIR, type NarInfo } from '../../nix/index.js';
+import { MAX_SIGNATURES } from '../../protocol/store-path-info.js';
 import type { Coordinator } from '../coordinator.js';
 import type { Actor } from '../domain/commands.js';
 import { decompress, DecompressError, isCompression } from './decompress.js';
@@ -49,7 +50,6 @@ export interface NarInfoUploadResult {
   seq?: number;
 }
 
-const MAX_SIGNATURES = 32;
 /**
  * NARs ingested at once; more narinfo PUTs wait for a slot. Each zstd
  * decompression may hold a window of up to 128 MiB (ZSTD_WINDOW_LOG_MAX),
