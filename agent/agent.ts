@@ -556,7 +556,8 @@ export class Agent {
             // interrupted deployment), and adopted by the castore at the end (keepBytesOnce).
             storeBatchedBlobs: false,
           });
-          this.events.add('fetched', `fetched ${fetched.fetchedStorePaths} store paths, ${fetched.fetchedBlobs} blobs, ${fetched.fetchedBytes} bytes`, config.id);
+          const deltas = fetched.deltaBlobs > 0 ? ` (${fetched.deltaBlobs} rebuilt from their previous version with ${fetched.deltaGroupBytes} bytes of changed 16 KiB groups)` : '';
+          this.events.add('fetched', `fetched ${fetched.fetchedStorePaths} store paths, ${fetched.fetchedBlobs} blobs, ${fetched.fetchedBytes} bytes${deltas}`, config.id);
           storePaths = fetched.storePaths;
         }
         written = await materializer.finish();

@@ -11,7 +11,9 @@
  *   blob's bytes from `offset` (`length` bytes);
  * - `blobs.get` response: per blob, its bytes (blobs of at most 256 KiB, verified whole; the
  *   `outboardSize` field is 0);
- * - `upload.blobs` request: each blob's bytes.
+ * - `upload.blobs` request: each blob's bytes;
+ * - `blobs.delta` request: per blob, `basisGroups` chaining values of 32
+ *   bytes; response: per blob, the bytes of the groups its `runs` name.
  * Receivers verify every object against its BLAKE3 id before using it.
  *
  * Compression on the wire (zstd; compression/wire.ts, docs/data-plane.md):
@@ -40,6 +42,9 @@
  *   frame; a large one: frames of WIRE_FRAME_BYTES as in `blob.get`); the
  *   coordinator decompresses at most `size` bytes and verifies their
  *   BLAKE3 as for raw ones.
+ * - `blobs.delta` response: a blob with `encoding: 'zstd'` is `wireSize`
+ *   bytes of one zstd frame of its sent groups (decompressing to exactly
+ *   their total length); `identity`: those bytes as they are.
  * Decompression is bounded by the declared uncompressed size: a frame
  * producing more is refused (DECOMPRESS_OUTPUT_LIMIT) as soon as it passes
  * it, one producing less (DECOMPRESS_TRUNCATED) or not zstd
@@ -70,6 +75,15 @@ export const TRANSFER_GROUP_SIZE = 16 * 1024;
  * and are verified per 16 KiB group against their outboard, with resume.
  */
 export const MAX_BATCHED_BLOB_BYTES = 1024 * 1024;
+/**
+ * `blobs.delta` (group-level dedup against a previous version, see
+ * castore/transfer/group-delta.ts): blobs per request, and basis chaining
+ * values per request (32 bytes each: 2 MiB of request body at most).
+ */
+export const MAX_DELTA_BLOBS = 1024;
+export const MAX_DELTA_GROUPS = 65_536;
+/** Bytes of one group chaining value in a `blobs.delta` request body. */
+export const DELTA_CV_BYTES = 32;
 /** Bounds of one batch request. */
 export const MAX_BATCH_OBJECTS = 4096;
 export const MAX_BATCH_BYTES = 64 * 1024 * 1024;
@@ -99,6 +113,24 @@ export const DATA_REQUESTS = {
     accept: AcceptSchema,
   }),
   'blobs.get': z.strictObject({ op: z.literal('blobs.get'), ids: z.array(DigestSchema).min(1).max(MAX_BATCH_OBJECTS), accept: AcceptSchema }),
+  /**
+   * Group-level dedup: for each blob, the receiver holds a basis (a
+   * previous version of the same file) and sends, in the body, the BLAKE3
+   * chaining values of the basis's first `basisGroups` 16 KiB groups, each
+   * hashed as group i of a blob of the wanted blob's size (32 bytes each,
+   * blob after blob). The reply carries only the wanted blob's groups whose
+   * chaining value differs; the receiver takes the others from its basis
+   * and verifies the whole blob against its id before using it.
+   */
+  'blobs.delta': z.strictObject({
+    op: z.literal('blobs.delta'),
+    blobs: z
+      .array(z.strictObject({ id: DigestSchema, basisGroups: z.number().int().min(1).max(MAX_DELTA_GROUPS) }))
+      .min(1)
+      .max(MAX_DELTA_BLOBS)
+      .refine((blobs) => blobs.reduce((sum, blob) => sum + blob.basisGroups, 0) <= MAX_DELTA_GROUPS, `at most ${MAX_DELTA_GROUPS} basis groups per request`),
+    accept: AcceptSchema,
+  }),
   missing: z.strictObject({
     op: z.literal('missing'),
     storePaths: z.array(StorePathSchema).max(MAX_QUERY_ITEMS).default([]),
@@ -139,7 +171,7 @@ export const DATA_REQUESTS = {
 
 export type DataOperationName = keyof typeof DATA_REQUESTS;
 /** The requests followed by a body (the objects they upload); every other request ends with its header. */
-export const REQUESTS_WITH_BODY: ReadonlySet<DataOperationName> = new Set(['upload.blobs', 'upload.directories']);
+export const REQUESTS_WITH_BODY: ReadonlySet<DataOperationName> = new Set(['upload.blobs', 'upload.directories', 'blobs.delta']);
 export type DataRequest<N extends DataOperationName = DataOperationName> = z.input<(typeof DATA_REQUESTS)[N]>;
 export type ParsedDataRequest<N extends DataOperationName = DataOperationName> = z.infer<(typeof DATA_REQUESTS)[N]>;
 
@@ -179,6 +211,24 @@ export const DATA_RESPONSES = {
         outboardSize: z.number().int().nonnegative(),
         encoding: WireEncodingSchema.default('identity'),
         /** The blob's bytes on the wire when `encoding` is zstd. */
+        wireSize: z.number().int().nonnegative().optional(),
+      }),
+    ),
+  }),
+  'blobs.delta': z.object({
+    blobs: z.array(
+      z.object({
+        id: DigestSchema,
+        size: z.number().int().nonnegative(),
+        /**
+         * The groups sent, as [first group, count] runs in ascending order,
+         * their bytes back to back in the body; null: no delta (nothing of
+         * the basis matches, or the differing groups are most of the blob):
+         * fetch the blob whole.
+         */
+        runs: z.array(z.tuple([z.number().int().nonnegative(), z.number().int().positive()])).max(MAX_DELTA_GROUPS).nullable(),
+        encoding: WireEncodingSchema.default('identity'),
+        /** The sent groups' bytes on the wire when `encoding` is zstd. */
         wireSize: z.number().int().nonnegative().optional(),
       }),
     ),

@@ -27,6 +27,9 @@ import {
   FERRY_ALPN,
   MAX_BATCH_BYTES,
   MAX_BATCH_OBJECTS,
+  MAX_DELTA_BLOBS,
+  MAX_DELTA_GROUPS,
+  DELTA_CV_BYTES,
   MAX_QUERY_ITEMS,
   MAX_REGISTER_PATHS,
   MAX_REPLY_HEADER_BYTES,
@@ -334,6 +337,32 @@ describe.each(TRANSPORTS)('frames over %s', (transport) => {
     // The last group, and the end itself, are fine: the boundaries are where they should be.
     const lastGroup = Math.floor(bigBytes.length / TRANSFER_GROUP_SIZE) * TRANSFER_GROUP_SIZE;
     expect(await send(transport, test.pusher, json({ op: 'blob.get', id: bigId, offset: lastGroup, outboard: false }))).toMatchObject({ offset: lastGroup, length: bigBytes.length - lastGroup });
+  });
+
+  // blobs.delta (castore/transfer/group-delta.ts): the body is the receiver's basis chaining values,
+  // one per group it claims; what it claims only chooses groups to leave out, never what it may read.
+  it('refuses blobs.delta requests whose basis does not fit the blob or the body (INVALID / FRAME_TRUNCATED / FRAME_TRAILING_BYTES), one-group and unknown blobs (INVALID / NOT_FOUND), and over-bound batches', async () => {
+    const groups = Math.ceil(bigBytes.length / TRANSFER_GROUP_SIZE);
+    const cvs = (n: number): Buffer[] => [randomBytes(n * DELTA_CV_BYTES)];
+    const small = idOf(Buffer.from('small file\n'));
+    const cases: [Frame, string, RegExp][] = [
+      [json({ op: 'blobs.delta', blobs: [{ id: bigId, basisGroups: groups + 1 }] }, cvs(groups + 1)), 'INVALID', /basis groups for blob .* which has 7/],
+      [json({ op: 'blobs.delta', blobs: [{ id: bigId, basisGroups: 3 }] }, cvs(2)), 'FRAME_TRUNCATED', /basis chaining values/],
+      [json({ op: 'blobs.delta', blobs: [{ id: bigId, basisGroups: 2 }] }, cvs(3)), 'FRAME_TRAILING_BYTES', /./],
+      [json({ op: 'blobs.delta', blobs: [{ id: bigId, basisGroups: 0 }] }), 'INVALID', /^blobs\.0\.basisGroups\b/],
+      [json({ op: 'blobs.delta', blobs: [{ id: bigId, basisGroups: 1.5 }] }, cvs(1)), 'INVALID', /^blobs\.0\.basisGroups\b/],
+      [json({ op: 'blobs.delta', blobs: [] }), 'INVALID', /^blobs\b/],
+      [json({ op: 'blobs.delta', blobs: Array.from({ length: MAX_DELTA_BLOBS + 1 }, () => ({ id: bigId, basisGroups: 1 })) }), 'INVALID', /^blobs\b/],
+      [json({ op: 'blobs.delta', blobs: [{ id: bigId, basisGroups: MAX_DELTA_GROUPS }, { id: bigId, basisGroups: 1 }] }), 'INVALID', /^blobs\b.*basis groups per request/],
+      [json({ op: 'blobs.delta', blobs: [{ id: small, basisGroups: 1 }] }, cvs(1)), 'INVALID', /one group/],
+      [json({ op: 'blobs.delta', blobs: [{ id: hex64(), basisGroups: 1 }] }, cvs(1)), 'NOT_FOUND', /not in the store/],
+    ];
+    for (const [frame, code, message] of cases) await expectRefused(transport, test.pusher, frame, code, message);
+    // Basis values that match nothing: no delta, the receiver fetches the blob whole.
+    expect(await send(transport, test.pusher, json({ op: 'blobs.delta', blobs: [{ id: bigId, basisGroups: 2 }] }, cvs(2)))).toMatchObject({ blobs: [{ id: bigId, size: bigBytes.length, runs: null }] });
+    // An agent reads deltas of its own closure only, whatever basis it claims.
+    await expectRefused(transport, agent, json({ op: 'blobs.delta', blobs: [{ id: idOf(Buffer.from('not in any closure')), basisGroups: 1 }] }, cvs(1)), 'FORBIDDEN');
+    expect((await send(transport, agent, json({ op: 'blobs.delta', blobs: [{ id: bigId, basisGroups: 1 }] }, cvs(1)))).blobs[0].runs).toBeNull();
   });
 
   it('refuses blob uploads whose sizes or ids lie, storing nothing (FRAME_TRUNCATED / FRAME_TRAILING_BYTES / BLOB_CORRUPT)', async () => {

@@ -103,6 +103,19 @@ export class GroupBuffer {
   }
 }
 
+/**
+ * The chaining value `bytes` (one group: at most GROUP_SIZE bytes) have as
+ * group `groupIndex` of a blob of more than one group: what the blob's
+ * outboard holds for that group when the bytes are the same. Group-level
+ * dedup compares these (castore/transfer/group-delta.ts).
+ */
+export function groupChainingValue(bytes: Uint8Array, groupIndex: number, buffer = new GroupBuffer(), out = new Uint32Array(8)): Uint32Array {
+  if (bytes.length > GROUP_SIZE) throw new RangeError(`a group is at most ${GROUP_SIZE} bytes, got ${bytes.length}`);
+  buffer.bytes.set(bytes, 0);
+  buffer.hashGroup(bytes.length, groupIndex, false, out);
+  return out;
+}
+
 function swapWords(words: Uint32Array, count: number): void {
   for (let i = 0; i < count; i++) {
     const w = words[i]!;

@@ -24,6 +24,7 @@ import type { Castore } from '../store/castore.js';
 import type { BlobWriter, IngestSession } from '../store/ingest-session.js';
 import type { StorePathInfo } from '../store/store-path-info.js';
 import { batchBlobs, TRANSFER_BATCH_BYTES, TRANSFER_PARALLEL } from './batches.js';
+import { deltaBatches, fetchGroupDeltaBatch, findDeltaBases } from './group-delta.js';
 import { runPool } from './pool.js';
 
 export interface TransferProgress {
@@ -66,6 +67,12 @@ export interface FetchOptions {
    * stored. Default true.
    */
   storeBatchedBlobs?: boolean;
+  /**
+   * Group-level dedup (group-delta.ts): a wanted file whose previous
+   * version the castore holds (same path in a store path of the same name)
+   * is fetched as the 16 KiB groups that differ. Default true.
+   */
+  groupDelta?: boolean;
 }
 
 export interface FetchReport {
@@ -76,6 +83,10 @@ export interface FetchReport {
   fetchedBlobs: number;
   fetchedBytes: number;
   fetchedDirectories: number;
+  /** Of `fetchedBlobs`, those assembled from a previous version plus the groups that differ, */
+  deltaBlobs: number;
+  /** and the bytes of those groups (uncompressed). */
+  deltaGroupBytes: number;
 }
 
 /**
@@ -337,12 +348,11 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
     for (const node of needed) blobs.set(node.digest, node);
   }
 
-  // Blobs: small ones batched, large ones alone; all verified on arrival.
+  // Blobs: those with a previous version here as deltas, then small ones batched and large ones alone; all verified.
   const wanted = store.missingBlobs([...blobs.keys()]).map((id) => blobs.get(id)!);
   progress.bytesTotal = wanted.reduce((sum, blob) => sum + blob.size, 0);
   progress.objectsTotal = wanted.length;
   report('blobs');
-  const jobs = batchBlobs(wanted, { largeOver: MAX_BATCHED_BLOB_BYTES, maxObjects: MAX_BATCH_OBJECTS / 4, maxBytes: TRANSFER_BATCH_BYTES });
   const ingest = new SharedIngest(store);
   let lastReport = 0;
   const onBytes = (bytes: number) => {
@@ -352,8 +362,36 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
       report('blobs');
     }
   };
+  const parallel = options.parallel ?? TRANSFER_PARALLEL;
+  const readDirectory = (id: Digest) => directories.get(id) ?? store.readDirectory(id);
+  const deltaPairs = options.groupDelta === false ? [] : findDeltaBases(store, lacking, readDirectory, new Map(wanted.map((blob) => [blob.digest, blob])));
+  const inDelta = new Set(deltaPairs.map((pair) => pair.target.digest));
+  const whole = wanted.filter((blob) => !inDelta.has(blob.digest));
+  const delta = { blobs: 0, groupBytes: 0 };
   try {
-    await runPool(jobs, options.parallel ?? TRANSFER_PARALLEL, async (job) => {
+    await runPool(deltaBatches(deltaPairs), parallel, async (batch) => {
+      const bytes = batch.reduce((sum, pair) => sum + pair.target.size, 0);
+      const outcome = await ingest.use(bytes, (session) =>
+        fetchGroupDeltaBatch(client, store, batch, {
+          largeWriter: (blob) => session.blobWriter(blob.size, blob.digest),
+          small: async (blob, data) => {
+            if (storeBatched) {
+              const writer = session.blobWriter(blob.size, blob.digest);
+              writer.write(data);
+              writer.finish();
+            }
+            await options.onBlob?.(blob.digest, data);
+          },
+        }),
+      );
+      delta.blobs += outcome.assembled;
+      delta.groupBytes += outcome.groupBytes;
+      whole.push(...outcome.whole);
+      progress.objectsDone += batch.length - outcome.whole.length;
+      onBytes(bytes - outcome.whole.reduce((sum, blob) => sum + blob.size, 0));
+    });
+    const jobs = batchBlobs(whole, { largeOver: MAX_BATCHED_BLOB_BYTES, maxObjects: MAX_BATCH_OBJECTS / 4, maxBytes: TRANSFER_BATCH_BYTES });
+    await runPool(jobs, parallel, async (job) => {
       if (job.length === 1 && job[0]!.size > MAX_BATCHED_BLOB_BYTES) await fetchLargeBlob(client, ingest, job[0]!, onBytes);
       else await fetchBlobBatch(client, ingest, job, onBytes, options.onBlob, storeBatched);
       progress.objectsDone += job.length;
@@ -379,6 +417,8 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
     fetchedBlobs: wanted.length,
     fetchedBytes: progress.bytesTotal,
     fetchedDirectories: directories.size,
+    deltaBlobs: delta.blobs,
+    deltaGroupBytes: delta.groupBytes,
   };
 }
 

@@ -34,6 +34,7 @@ import { CommandError, type Actor } from '../domain/commands.js';
 import type { AuditEvent, ConfigBody } from '../domain/events.js';
 import { desiredConfigOf } from './queries.js';
 import { acceptsZstd, compressedSegment, wireCompressionOf } from './wire-compression.js';
+import { answerGroupDelta } from './group-delta.js';
 
 export interface DataReply<N extends DataOperationName = DataOperationName> {
   header: DataResponseInput<N>;
@@ -49,6 +50,7 @@ export const DATA_ACCESS: Record<Exclude<DataOperationName, 'hello' | 'auth'>, A
   'directories.get': READ,
   'blob.get': READ,
   'blobs.get': READ,
+  'blobs.delta': READ,
   missing: WRITE,
   'upload.blobs': WRITE,
   'upload.directories': WRITE,
@@ -278,6 +280,12 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
         header: { blobs: request.ids.map((id, index) => ({ id, size: blobs.sizes[index]!, outboardSize: 0 })) },
         body: flatten([blobs.bytes]),
       };
+    }
+
+    case 'blobs.delta': {
+      access.checkObjects(actor, request.blobs.map((blob) => blob.id));
+      const { header, pieces } = await answerGroupDelta(store, request, body, acceptsZstd(request.accept) ? wireCompressionOf(coordinator) : null);
+      return { header, body: coalesce(pieces) };
     }
 
     case 'missing':

@@ -103,7 +103,8 @@ export function acceptsZstd(accept: readonly string[] | undefined): boolean {
   return accept?.includes('zstd') ?? false;
 }
 
-async function readRange(store: Castore, id: Digest, offset: number, length: number): Promise<Uint8Array> {
+/** Bytes [offset, offset + length) of a stored blob, in one buffer. */
+export async function readBlobRange(store: Castore, id: Digest, offset: number, length: number): Promise<Uint8Array> {
   const out = new Uint8Array(length);
   let at = 0;
   for await (const chunk of store.readBlob(id, { offset, length })) {
@@ -137,7 +138,7 @@ export async function compressedSegment(
     const aligned = start % WIRE_FRAME_BYTES === 0 && (pieceEnd - start === WIRE_FRAME_BYTES || pieceEnd === size);
     const key = aligned ? `${id}@${start}` : undefined;
     let raw: Uint8Array | undefined;
-    if (key === undefined || !cache.has(key)) raw = await readRange(store, id, start, pieceEnd - start);
+    if (key === undefined || !cache.has(key)) raw = await readBlobRange(store, id, start, pieceEnd - start);
     const frame = cache.frameOf(key, () => raw!);
     // Only frames are held until the reply is sent: pieces that go raw are read again then.
     pieces.push({ start, length: pieceEnd - start, frame });
@@ -148,7 +149,7 @@ export async function compressedSegment(
   async function* frames(): AsyncGenerator<Uint8Array> {
     for (const piece of pieces) {
       if (piece.frame) yield piece.frame;
-      else yield zstdRawFrame(await readRange(store, id, piece.start, piece.length));
+      else yield zstdRawFrame(await readBlobRange(store, id, piece.start, piece.length));
     }
   }
   return { wireLength, frames: frames() };

@@ -1,0 +1,323 @@
+/**
+ * Group-level dedup on fetch (`blobs.delta`, protocol/data-protocol.ts):
+ * a file whose store path was rebuilt or edited usually differs from its
+ * previous version in a few 16 KiB groups (an embedded store path, a
+ * version string, a patched function). The receiver finds that previous
+ * version in its castore (the same file of a store path of the same name),
+ * sends the BLAKE3 chaining values of its groups, and receives only the
+ * groups whose chaining value differs; the others are copied from the
+ * basis. Chaining values are what the wanted blob's outboard holds for each
+ * group, so no metadata beyond the castore's own is needed; a group only
+ * matches at the same offset (an in-place edit, a same-length store path
+ * rewrite), not after an insertion.
+ *
+ * Nothing weakens verification: the assembled blob is hashed whole and
+ * must equal its id before it is staged or handed on; one that does not
+ * (a basis that changed on disk, a coordinator that sent wrong bytes) is
+ * fetched whole instead, as is every blob the coordinator declines.
+ */
+import { DataClient, DataError, TransportError } from '../../protocol/data-client.js';
+import { unzstdWhole } from '../../protocol/compression/wire.js';
+import { DELTA_CV_BYTES, MAX_BATCH_BYTES, MAX_BATCHED_BLOB_BYTES, MAX_DELTA_BLOBS, MAX_DELTA_GROUPS } from '../../protocol/data-protocol.js';
+import { cvToBytes, GroupBuffer, groupChainingValue, groupCount, GROUP_SIZE, nativeBlake3 } from '../blake3/index.js';
+import { CastoreError } from '../errors.js';
+import { digestFromBytes, type Digest, type Entry, type FileNode, type Node } from '../node.js';
+import type { Castore } from '../store/castore.js';
+import type { BlobWriter } from '../store/ingest-session.js';
+import type { StorePathInfo } from '../store/store-path-info.js';
+
+/** A wanted blob and the local blob it is likely a new version of. */
+export interface DeltaPair {
+  target: FileNode;
+  basis: FileNode;
+}
+
+/**
+ * A store path's name without its version, as Nix's parseDrvName splits
+ * it: up to the first dash followed by something other than a letter
+ * (`hello-2.12.1` -> `hello`, `perl5.36.0-JSON-4.10` -> `perl5.36.0-JSON`).
+ */
+export function packageName(storePathName: string): string {
+  const match = /-[^A-Za-z]/.exec(storePathName);
+  return match ? storePathName.slice(0, match.index) : storePathName;
+}
+
+/** The name part of a store path (after its hash and dash). */
+function storePathName(storePath: string): string {
+  const base = storePath.slice(storePath.lastIndexOf('/') + 1);
+  return base.slice(base.indexOf('-') + 1);
+}
+
+/**
+ * For each wanted blob of more than one group, a previous version the
+ * castore holds: the file at the same path inside a local store path of
+ * the same name (else of the same name without version), preferring one
+ * of the same size (in-place edits and store path rewrites keep sizes).
+ * `readDirectory` reads the new trees (just fetched or local).
+ */
+export function findDeltaBases(
+  store: Castore,
+  lacking: readonly StorePathInfo[],
+  readDirectory: (id: Digest) => readonly Entry[],
+  wanted: ReadonlyMap<Digest, FileNode>,
+): DeltaPair[] {
+  const lackingPaths = new Set(lacking.map((info) => info.storePath));
+  const byName = new Map<string, StorePathInfo[]>();
+  const byPackage = new Map<string, StorePathInfo[]>();
+  for (const info of store.listStorePaths()) {
+    if (lackingPaths.has(info.storePath)) continue;
+    const name = storePathName(info.storePath);
+    for (const [map, key] of [[byName, name], [byPackage, packageName(name)]] as const) {
+      const list = map.get(key);
+      if (list) list.push(info);
+      else map.set(key, [info]);
+    }
+  }
+  const bases = new Map<Digest, FileNode>();
+  const walk = (now: Node, before: Node): void => {
+    if (now.type === 'file' && before.type === 'file') {
+      if (!wanted.has(now.digest) || groupCount(now.size) < 2 || now.digest === before.digest) return;
+      const known = bases.get(now.digest);
+      if (known && (known.size === now.size || before.size !== now.size)) return;
+      if (store.hasBlob(before.digest)) bases.set(now.digest, before);
+      return;
+    }
+    if (now.type !== 'directory' || before.type !== 'directory' || !store.hasDirectory(before.digest)) return;
+    const previous = new Map(store.readDirectory(before.digest).map((entry) => [entry.name, entry]));
+    for (const entry of readDirectory(now.digest)) {
+      const match = previous.get(entry.name);
+      if (match) walk(entry, match);
+    }
+  };
+  for (const info of lacking) {
+    const name = storePathName(info.storePath);
+    const candidates = byName.get(name) ?? byPackage.get(packageName(name)) ?? [];
+    // The most recently registered versions first; a few are enough.
+    for (const candidate of candidates.slice(-2).reverse()) walk(info.root, candidate.root);
+  }
+  return [...bases].map(([id, basis]) => ({ target: wanted.get(id)!, basis }));
+}
+
+/** A blob's bytes as 16 KiB groups (the last one shorter), each a fresh view that may be kept. */
+async function* groupsOf(store: Castore, id: Digest): AsyncGenerator<Uint8Array> {
+  let pending: Uint8Array[] = [];
+  let pendingBytes = 0;
+  for await (const chunk of store.readBlob(id)) {
+    let at = 0;
+    while (at < chunk.length) {
+      const take = Math.min(GROUP_SIZE - pendingBytes, chunk.length - at);
+      pending.push(chunk.subarray(at, at + take));
+      pendingBytes += take;
+      at += take;
+      if (pendingBytes === GROUP_SIZE) {
+        yield pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+        pending = [];
+        pendingBytes = 0;
+      }
+    }
+  }
+  if (pendingBytes > 0) yield pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+}
+
+/** Length of group `index` of a blob of `size` bytes. */
+function groupLength(size: number, index: number): number {
+  return Math.min(GROUP_SIZE, size - index * GROUP_SIZE);
+}
+
+/**
+ * The chaining values of the basis's groups, each hashed as group i of the
+ * target (the target's group length at i), as far as the basis reaches.
+ */
+async function basisChainingValues(store: Castore, pair: DeltaPair): Promise<Uint8Array> {
+  const groups = groupCount(pair.target.size);
+  const cvs: Uint8Array[] = [];
+  const buffer = new GroupBuffer();
+  const cv = new Uint32Array(8);
+  let index = 0;
+  for await (const group of groupsOf(store, pair.basis.digest)) {
+    if (index >= groups) break;
+    const length = groupLength(pair.target.size, index);
+    if (group.length < length) break;
+    cvs.push(cvToBytes(groupChainingValue(group.subarray(0, length), index, buffer, cv)));
+    index++;
+  }
+  return Buffer.concat(cvs);
+}
+
+export interface GroupDeltaSink {
+  /**
+   * A writer for an assembled blob over MAX_BATCHED_BLOB_BYTES: it is
+   * streamed in, and the writer's `finish` hashes it and refuses it
+   * (keeping nothing) unless it is the blob's id.
+   */
+  largeWriter(blob: FileNode): BlobWriter;
+  /** An assembled blob of at most MAX_BATCHED_BLOB_BYTES, already checked against its id. */
+  small(blob: FileNode, bytes: Uint8Array): Promise<void>;
+}
+
+export interface GroupDeltaReport {
+  /** Blobs assembled from a basis and the groups received. */
+  assembled: number;
+  /** Bytes of the groups received for them (uncompressed). */
+  groupBytes: number;
+  /** Blobs to fetch whole: declined by the coordinator, or whose assembly did not verify. */
+  whole: FileNode[];
+}
+
+/** Requests of at most MAX_DELTA_BLOBS blobs, MAX_DELTA_GROUPS basis groups and MAX_BATCH_BYTES of wanted bytes (or one larger blob). */
+export function deltaBatches(pairs: readonly DeltaPair[]): DeltaPair[][] {
+  const batches: DeltaPair[][] = [];
+  let batch: DeltaPair[] = [];
+  let groups = 0;
+  let bytes = 0;
+  for (const pair of pairs) {
+    const pairGroups = Math.min(groupCount(pair.target.size), MAX_DELTA_GROUPS);
+    if (batch.length > 0 && (batch.length >= MAX_DELTA_BLOBS || groups + pairGroups > MAX_DELTA_GROUPS || bytes + pair.target.size > MAX_BATCH_BYTES)) {
+      batches.push(batch);
+      batch = [];
+      groups = 0;
+      bytes = 0;
+    }
+    batch.push(pair);
+    groups += pairGroups;
+    bytes += pair.target.size;
+  }
+  if (batch.length > 0) batches.push(batch);
+  return batches;
+}
+
+/**
+ * Fetches one batch of blobs as deltas against their bases and hands each
+ * verified blob to `sink`. Never throws for a blob that cannot be
+ * assembled: it is returned in `whole`; throws what the transport throws
+ * (a DataError from a coordinator that does not know `blobs.delta` turns
+ * every blob of the batch to `whole`).
+ */
+export async function fetchGroupDeltaBatch(client: DataClient, store: Castore, batch: readonly DeltaPair[], sink: GroupDeltaSink): Promise<GroupDeltaReport> {
+  const unasked: FileNode[] = [];
+  const asked: { pair: DeltaPair; cvs: Uint8Array }[] = [];
+  for (const pair of batch) {
+    // A basis that is gone or unreadable since it was chosen: fetch whole.
+    const cvs = await basisChainingValues(store, pair).catch(() => new Uint8Array(0));
+    const groups = Math.min(cvs.length / DELTA_CV_BYTES, MAX_DELTA_GROUPS);
+    if (groups === 0) unasked.push(pair.target);
+    else asked.push({ pair, cvs: cvs.subarray(0, groups * DELTA_CV_BYTES) });
+  }
+  if (asked.length === 0) return { assembled: 0, groupBytes: 0, whole: unasked };
+  let report: GroupDeltaReport;
+  try {
+    report = await client.call(
+      { op: 'blobs.delta', blobs: asked.map(({ pair, cvs }) => ({ id: pair.target.digest, basisGroups: cvs.length / DELTA_CV_BYTES })), ...(client.accept ? { accept: client.accept } : {}) },
+      {
+        body: asked.map(({ cvs }) => cvs),
+        // Retried as a whole after a transport failure: each attempt reports on its own.
+        consume: async (reply) => {
+          const attempt: GroupDeltaReport = { assembled: 0, groupBytes: 0, whole: [] };
+          if (reply.header.blobs.length !== asked.length) throw new TransportError(`the coordinator answered ${reply.header.blobs.length} deltas for ${asked.length} blobs`);
+          for (const [index, meta] of reply.header.blobs.entries()) {
+            const { pair } = asked[index]!;
+            const target = pair.target;
+            if (meta.id !== target.digest || meta.size !== target.size) throw new TransportError(`the coordinator sent a delta of ${meta.id} (${meta.size} bytes) where ${target.digest} was asked for`);
+            if (meta.runs === null) {
+              attempt.whole.push(target);
+              continue;
+            }
+            const sentLength = checkRuns(meta.runs, target);
+            let sent: Uint8Array | undefined;
+            if (meta.encoding === 'zstd') {
+              if (!client.compression || meta.wireSize === undefined || meta.wireSize > sentLength) {
+                throw new DataError('BAD_RESPONSE', `the coordinator sent the delta of ${meta.id} as ${meta.wireSize} bytes of zstd for ${sentLength} bytes`);
+              }
+              const wire = await reply.body.readExact(meta.wireSize, `delta of ${meta.id}`);
+              // Bounded by the declared length; a frame that does not decompress to it is corrupt: fetch the blob whole.
+              sent = await unzstdWhole(wire, sentLength, `delta of ${meta.id}`).catch(() => undefined);
+            } else {
+              sent = await reply.body.readExact(sentLength, `delta of ${meta.id}`);
+            }
+            if (sent && (await assemble(store, pair, meta.runs, sent, sink))) {
+              attempt.assembled++;
+              attempt.groupBytes += sentLength;
+            } else {
+              attempt.whole.push(target);
+            }
+          }
+          await reply.body.expectEnd();
+          return attempt;
+        },
+      },
+    );
+  } catch (error) {
+    if (!(error instanceof DataError)) throw error;
+    // A coordinator without blobs.delta (or refusing this request): fetch these whole.
+    return { assembled: 0, groupBytes: 0, whole: [...unasked, ...asked.map(({ pair }) => pair.target)] };
+  }
+  return { ...report, whole: [...unasked, ...report.whole] };
+}
+
+/** Refuses (BAD_RESPONSE) runs out of order or outside the blob; returns the bytes they cover. */
+function checkRuns(runs: readonly [number, number][], target: FileNode): number {
+  const groups = groupCount(target.size);
+  let next = 0;
+  let length = 0;
+  for (const [first, count] of runs) {
+    if (first < next || first + count > groups) throw new DataError('BAD_RESPONSE', `the delta of ${target.digest} names groups ${first}+${count}, out of order or past its ${groups} groups`);
+    next = first + count;
+    length += Math.min(target.size, next * GROUP_SIZE) - first * GROUP_SIZE;
+  }
+  return length;
+}
+
+/**
+ * Writes the target's bytes: sent groups from `sent`, the others from the
+ * basis, then checks them against the target's id. Returns false (nothing
+ * kept) when they do not hash to it.
+ */
+async function assemble(store: Castore, pair: DeltaPair, runs: readonly [number, number][], sent: Uint8Array, sink: GroupDeltaSink): Promise<boolean> {
+  const { target } = pair;
+  const isSent = new Uint8Array(groupCount(target.size));
+  for (const [first, count] of runs) isSent.fill(1, first, first + count);
+  const large = target.size > MAX_BATCHED_BLOB_BYTES;
+  const out = large ? undefined : new Uint8Array(target.size);
+  const writer = large ? sink.largeWriter(target) : undefined;
+  let written = 0;
+  let sentAt = 0;
+  const put = (bytes: Uint8Array) => {
+    if (writer) writer.write(bytes);
+    else out!.set(bytes, written);
+    written += bytes.length;
+  };
+  try {
+    let index = 0;
+    const basis = groupsOf(store, pair.basis.digest);
+    for (; index < isSent.length; index++) {
+      const length = groupLength(target.size, index);
+      const fromBasis = isSent[index] ? undefined : (await basis.next()).value;
+      if (isSent[index]) {
+        await basis.next();
+        put(sent.subarray(sentAt, sentAt + length));
+        sentAt += length;
+      } else {
+        if (!fromBasis || fromBasis.length < length) throw new CastoreError('BLOB_CORRUPT', `the basis of ${target.digest} ended early`);
+        put(fromBasis.subarray(0, length));
+      }
+    }
+    await basis.return(undefined);
+  } catch (error) {
+    writer?.discard();
+    if (error instanceof CastoreError) return false;
+    throw error;
+  }
+  if (writer) {
+    try {
+      // Hashes what was written and refuses it (removing it) unless it is the target's id.
+      writer.finish();
+      return true;
+    } catch (error) {
+      if (error instanceof CastoreError) return false;
+      throw error;
+    }
+  }
+  if (digestFromBytes(nativeBlake3(out!)) !== target.digest) return false;
+  await sink.small(target, out!);
+  return true;
+}
