@@ -35,7 +35,8 @@
  *  - BENCH_TRANSPORTS=quic,https; BENCH_VARIANTS=0 skips the change rows;
  *  - BENCH_FERRY_ROOT=DIR runs DIR/bin/ferry (DIR/build) instead of this tree's: a
  *    fixed build that other work in this tree cannot rebuild under a running bench;
- *  - BENCH_KEEP=1 keeps the work dir (stores, logs) for a look.
+ *  - BENCH_KEEP=1 keeps the work dir (stores, logs) for a look;
+ *  - BENCH_AGENT_NODE_FLAGS='--cpu-prof --cpu-prof-dir=DIR' adds node flags to the agent daemon.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -81,7 +82,9 @@ const env: NodeJS.ProcessEnv = {
   FERRY_DATA_DIR: path.join(work, 'coordinator'),
   XDG_CACHE_HOME: path.join(work, 'xdg-cache'),
 };
-const { nodeFlags: agentFlags, environment: agentEnvironment } = agentUnit(repo);
+const { nodeFlags: unitFlags, environment: agentEnvironment } = agentUnit(repo);
+/** BENCH_AGENT_NODE_FLAGS: more node flags for the agent daemon, e.g. `--cpu-prof --cpu-prof-dir=DIR` to profile it. */
+const agentFlags = [...unitFlags, ...(process.env.BENCH_AGENT_NODE_FLAGS?.split(' ').filter(Boolean) ?? [])];
 
 // ---- the closure --------------------------------------------------------------------------------
 

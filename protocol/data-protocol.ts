@@ -13,7 +13,12 @@
  *   `outboardSize` field is 0);
  * - `upload.blobs` request: each blob's bytes;
  * - `blobs.delta` request: per blob, `basisGroups` chaining values of 32
- *   bytes; response: per blob, the bytes of the groups its `runs` name.
+ *   bytes; response: per blob, the bytes of the groups its `runs` name;
+ * - `blobs.stream` response: every blob's bytes back to back, to the end
+ *   of the stream (`identity`), or one zstd stream of them (`zstd`, window
+ *   at most 2^WIRE_STREAM_WINDOW_LOG) that runs to the end of the reply
+ *   and decompresses to exactly `size` bytes. Receivers know each blob's
+ *   size from its file node and verify each whole.
  * Receivers verify every object against its BLAKE3 id before using it.
  *
  * Compression on the wire (zstd; compression/wire.ts, docs/data-plane.md):
@@ -27,6 +32,10 @@
  *   exactly `size` bytes, which are then verified whole as before; other
  *   blobs of the same reply may be `identity` (`size` bytes as they are):
  *   the coordinator sends raw what does not shrink by 10% (WIRE_MAX_RATIO).
+ * - `blobs.get` response with `batch` (a client whose `accept` has
+ *   `zstd-batch`): the body is one zstd frame of `batch.wireSize` bytes
+ *   decompressing to exactly the blobs' bytes back to back, each then
+ *   verified whole; files of a batch share their compression context.
  * - `blob.get` response with `encoding: 'zstd'`: after the outboard,
  *   `wireLength` bytes of independent zstd frames, one per WIRE_FRAME_BYTES
  *   (1 MiB, 64 groups) of the blob: frame k holds blob bytes
@@ -88,6 +97,8 @@ export const DELTA_CV_BYTES = 32;
 export const MAX_BATCH_OBJECTS = 4096;
 export const MAX_BATCH_BYTES = 64 * 1024 * 1024;
 export const MAX_QUERY_ITEMS = 20_000;
+/** Bytes of blobs one `blobs.stream` reply carries at most (a client splits a larger fetch). */
+export const MAX_STREAM_BYTES = 4 * 1024 * 1024 * 1024;
 /** Store paths registered per `upload.storePaths` request (keeps its header well under MAX_REQUEST_HEADER_BYTES). */
 export const MAX_REGISTER_PATHS = 5_000;
 /** Request headers the coordinator accepts (a missing-query of 2 x 20,000 ids is ~2.7 MB). */
@@ -131,6 +142,12 @@ export const DATA_REQUESTS = {
       .refine((blobs) => blobs.reduce((sum, blob) => sum + blob.basisGroups, 0) <= MAX_DELTA_GROUPS, `at most ${MAX_DELTA_GROUPS} basis groups per request`),
     accept: AcceptSchema,
   }),
+  /**
+   * Many blobs, any size, in one reply: what a large fetch (a cold deploy)
+   * asks for, so that zstd sees them as one stream and finds what files
+   * share (compression/wire.ts, WIRE_STREAM_*). Verified whole, per blob.
+   */
+  'blobs.stream': z.strictObject({ op: z.literal('blobs.stream'), ids: z.array(DigestSchema).min(1).max(MAX_QUERY_ITEMS), accept: AcceptSchema }),
   missing: z.strictObject({
     op: z.literal('missing'),
     storePaths: z.array(StorePathSchema).max(MAX_QUERY_ITEMS).default([]),
@@ -214,6 +231,12 @@ export const DATA_RESPONSES = {
         wireSize: z.number().int().nonnegative().optional(),
       }),
     ),
+    /**
+     * Present (for a client that accepts `zstd-batch`): the body is one zstd
+     * frame of `wireSize` bytes holding every blob's bytes back to back (and
+     * every blob's own `encoding` is identity).
+     */
+    batch: z.object({ encoding: z.literal('zstd'), wireSize: z.number().int().nonnegative() }).optional(),
   }),
   'blobs.delta': z.object({
     blobs: z.array(
@@ -232,6 +255,11 @@ export const DATA_RESPONSES = {
         wireSize: z.number().int().nonnegative().optional(),
       }),
     ),
+  }),
+  'blobs.stream': z.object({
+    /** The blobs' total size: what the body holds, or decompresses to. */
+    size: z.number().int().nonnegative(),
+    encoding: WireEncodingSchema.default('identity'),
   }),
   missing: z.object({ storePaths: z.array(StorePathSchema), blobs: z.array(DigestSchema), directories: z.array(DigestSchema) }),
   'upload.blobs': z.object({ stored: z.number().int(), alreadyPresent: z.number().int() }),

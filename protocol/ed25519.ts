@@ -1,13 +1,16 @@
 /**
  * ed25519 for every actor key in Ferry. Keys and signatures are raw bytes
- * (32-byte seed, 32-byte public key, 64-byte signature). Key generation and
- * signing use @noble/ed25519 (audited, no native code); verification, which
- * the coordinator does on every request, uses node:crypto's native
- * implementation, several times faster (see bench/README.md). Both are
- * RFC 8032 ed25519 and interoperate byte for byte (tested).
+ * (32-byte seed, 32-byte public key, 64-byte signature). Signing and
+ * verification use node:crypto's native implementation (OpenSSL): the
+ * coordinator verifies on every request, and every CLI run and agent request
+ * signs — with @noble/ed25519 (pure JS) a short-lived CLI spent ~60 ms of
+ * its start-up building noble's tables for its first signature. noble stays
+ * as the second, independent implementation the tests and benchmarks
+ * compare against. Both are RFC 8032 ed25519: signatures are deterministic
+ * and byte-identical (tested).
  */
 import * as ed from '@noble/ed25519';
-import { createHash, createPublicKey, verify as nodeVerify, randomBytes, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, sign as nodeSign, verify as nodeVerify, randomBytes, type KeyObject } from 'node:crypto';
 
 ed.hashes.sha512 = (message: Uint8Array) => new Uint8Array(createHash('sha512').update(message).digest());
 
@@ -17,17 +20,39 @@ export interface Ed25519KeyPair {
   publicKey: Uint8Array;
 }
 
+// DER prefix of an ed25519 PKCS#8 private key; the 32-byte seed follows.
+const PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
+// DER prefix of an ed25519 SubjectPublicKeyInfo; the raw key follows.
+const SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
+
+/** The node:crypto key of a 32-byte seed, for ed25519Sign (build it once per key: it is most of a signature's cost). */
+export function ed25519PrivateKey(seed: Uint8Array): KeyObject {
+  if (seed.length !== 32) throw new RangeError('an ed25519 seed is 32 bytes');
+  return createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, seed]), format: 'der', type: 'pkcs8' });
+}
+
 export function generateEd25519KeyPair(): Ed25519KeyPair {
   const seed = new Uint8Array(randomBytes(32));
-  return { seed, publicKey: ed.getPublicKey(seed) };
+  return { seed, publicKey: ed25519PublicKey(seed) };
 }
 
-export function ed25519PublicKey(seed: Uint8Array): Uint8Array {
-  return ed.getPublicKey(seed);
+export function ed25519PublicKey(seed: Uint8Array | KeyObject): Uint8Array {
+  const privateKey = seed instanceof Uint8Array ? ed25519PrivateKey(seed) : seed;
+  return new Uint8Array(createPublicKey(privateKey).export({ format: 'der', type: 'spki' }).subarray(SPKI_PREFIX.length));
 }
 
-export function ed25519Sign(seed: Uint8Array, message: Uint8Array): Uint8Array {
+export function ed25519Sign(seed: Uint8Array | KeyObject, message: Uint8Array): Uint8Array {
+  return new Uint8Array(nodeSign(null, message, seed instanceof Uint8Array ? ed25519PrivateKey(seed) : seed));
+}
+
+/** With noble, for comparison in benchmarks and interop tests. */
+export function ed25519SignNoble(seed: Uint8Array, message: Uint8Array): Uint8Array {
   return ed.sign(message, seed);
+}
+
+/** With noble, for comparison in benchmarks and interop tests. */
+export function ed25519PublicKeyNoble(seed: Uint8Array): Uint8Array {
+  return ed.getPublicKey(seed);
 }
 
 /** With noble, for comparison in benchmarks and interop tests. */
@@ -39,8 +64,6 @@ export function ed25519VerifyNoble(publicKey: Uint8Array, message: Uint8Array, s
   }
 }
 
-// DER prefix of an ed25519 SubjectPublicKeyInfo; the raw key follows.
-const SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
 const keyObjects = new Map<string, KeyObject>();
 
 function publicKeyObject(publicKey: Uint8Array): KeyObject {

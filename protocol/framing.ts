@@ -134,6 +134,17 @@ export class FrameReader {
     }
   }
 
+  /** Streams every byte left, to the end of the stream (a body whose length its header does not state). */
+  async *readRest(): AsyncGenerator<Uint8Array> {
+    for (;;) {
+      if (this.pending.length === 0 && !(await this.fill())) return;
+      const out = this.pending;
+      this.pending = new Uint8Array(0);
+      this.offset += out.length;
+      yield out;
+    }
+  }
+
   /** Abandons the rest of the stream (its source is cancelled: a reply being sent is aborted). */
   async cancel(): Promise<void> {
     if (this.ended) return;

@@ -3,7 +3,8 @@ import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ed25519Verify, ed25519VerifyNoble } from './ed25519.js';
+import { randomBytes } from 'node:crypto';
+import { ed25519PublicKey, ed25519PublicKeyNoble, ed25519Sign, ed25519SignNoble, ed25519Verify, ed25519VerifyNoble } from './ed25519.js';
 import { createIdentityFile, Identity, IdentityError, loadIdentity } from './identity.js';
 import { signRequest, verifyRequestSignature } from './request-signing.js';
 
@@ -21,7 +22,16 @@ describe('identities', () => {
     expect(() => createIdentityFile(file)).toThrow();
   });
 
-  it('signs with noble and verifies with node:crypto and noble alike', () => {
+  it('signs and derives public keys with node:crypto exactly as noble does (RFC 8032 is deterministic)', () => {
+    for (let i = 0; i < 20; i++) {
+      const seed = new Uint8Array(randomBytes(32));
+      const message = new Uint8Array(randomBytes(i * 7));
+      expect(Buffer.from(ed25519PublicKey(seed))).toEqual(Buffer.from(ed25519PublicKeyNoble(seed)));
+      expect(Buffer.from(ed25519Sign(seed, message))).toEqual(Buffer.from(ed25519SignNoble(seed, message)));
+    }
+  });
+
+  it('signs with node:crypto and verifies with node:crypto and noble alike', () => {
     const identity = Identity.generate();
     const message = new TextEncoder().encode('hello');
     const signature = identity.sign(message);

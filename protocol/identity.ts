@@ -8,7 +8,8 @@
 import { chmodSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
-import { ed25519PublicKey, ed25519Sign, generateEd25519KeyPair } from './ed25519.js';
+import type { KeyObject } from 'node:crypto';
+import { ed25519PrivateKey, ed25519PublicKey, ed25519Sign, generateEd25519KeyPair } from './ed25519.js';
 
 declare const keyIdBrand: unique symbol;
 /** Lowercase hex of an ed25519 public key: the id of an actor. */
@@ -30,10 +31,13 @@ export function publicKeyOf(keyId: KeyId): Uint8Array {
 export class Identity {
   readonly publicKey: Uint8Array;
   readonly keyId: KeyId;
+  /** The seed as a node:crypto key, made once: every request an agent or the CLI sends is signed. */
+  private readonly privateKey: KeyObject;
 
   constructor(private readonly seed: Uint8Array) {
     if (seed.length !== 32) throw new RangeError('an ed25519 seed is 32 bytes');
-    this.publicKey = ed25519PublicKey(seed);
+    this.privateKey = ed25519PrivateKey(seed);
+    this.publicKey = ed25519PublicKey(this.privateKey);
     this.keyId = keyIdOf(this.publicKey);
   }
 
@@ -42,7 +46,7 @@ export class Identity {
   }
 
   sign(message: Uint8Array): Uint8Array {
-    return ed25519Sign(this.seed, message);
+    return ed25519Sign(this.privateKey, message);
   }
 
   /** The key file text; write it with mode 0600. */

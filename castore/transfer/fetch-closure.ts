@@ -13,9 +13,10 @@
 import { manifestProofMessage, verifyProof } from '../../protocol/coordinator-proofs.js';
 import { DataClient, DataError, TransportError } from '../../protocol/data-client.js';
 import { DecompressError } from '../../protocol/compression/decompress-error.js';
-import { unzstdExact, unzstdWhole, WIRE_MAX_COMPRESSED_SEGMENT_BYTES } from '../../protocol/compression/wire.js';
+import { unzstdExact, unzstdWhole, WIRE_MAX_COMPRESSED_SEGMENT_BYTES, WIRE_STREAM_MIN_BYTES } from '../../protocol/compression/wire.js';
+import { FrameReader } from '../../protocol/framing.js';
 import type { KeyId } from '../../protocol/identity.js';
-import { MAX_BATCH_OBJECTS, MAX_BATCHED_BLOB_BYTES } from '../../protocol/data-protocol.js';
+import { MAX_BATCH_OBJECTS, MAX_BATCHED_BLOB_BYTES, MAX_QUERY_ITEMS, MAX_STREAM_BYTES } from '../../protocol/data-protocol.js';
 import { BlobVerifier, nativeBlake3 } from '../blake3/index.js';
 import { decodeDirectory, directoryId } from '../directory.js';
 import { CastoreError } from '../errors.js';
@@ -73,6 +74,12 @@ export interface FetchOptions {
    * is fetched as the 16 KiB groups that differ. Default true.
    */
   groupDelta?: boolean;
+  /**
+   * When the client compresses and the blobs to fetch whole add up to at
+   * least this many bytes, they come as one zstd stream (`blobs.stream`)
+   * rather than in batches. Default WIRE_STREAM_MIN_BYTES; Infinity: never.
+   */
+  streamMinBytes?: number;
 }
 
 export interface FetchReport {
@@ -179,13 +186,26 @@ async function fetchBlobBatch(
       { op: 'blobs.get', ids: blobs.map((blob) => blob.digest), ...(client.accept ? { accept: client.accept } : {}) },
       {
         consume: async (reply) => {
+          if (reply.header.blobs.length !== blobs.length) throw new TransportError(`the coordinator sent ${reply.header.blobs.length} blobs for ${blobs.length}`);
+          const batch = reply.header.batch;
+          let batchBytes: Uint8Array | undefined;
+          if (batch) {
+            if (reply.header.blobs.some((meta) => meta.encoding !== 'identity' || meta.outboardSize !== 0)) throw new DataError('BAD_RESPONSE', 'the coordinator sent a batch frame of blobs encoded on their own');
+            checkEncoding(client, batch.encoding, batch.wireSize, bytes, 'a batch of blobs');
+            // Bounded by the sizes asked for; each blob is then verified whole as below.
+            batchBytes = await unzstdWhole(await reply.body.readExact(batch.wireSize, 'batch frame'), bytes, 'batch frame').catch(retryable);
+          }
+          let batchAt = 0;
           for (const [index, meta] of reply.header.blobs.entries()) {
             const wanted = blobs[index]!;
             if (meta.id !== wanted.digest || meta.size !== wanted.size) throw new TransportError(`the coordinator sent ${meta.id} (${meta.size} bytes) where ${wanted.digest} was asked for`);
             checkEncoding(client, meta.encoding, meta.wireSize, meta.size, `blob ${meta.id}`);
             await reply.body.readExact(meta.outboardSize, `outboard of ${meta.id}`);
             let data: Uint8Array;
-            if (meta.encoding === 'zstd') {
+            if (batchBytes) {
+              data = batchBytes.subarray(batchAt, batchAt + meta.size);
+              batchAt += meta.size;
+            } else if (meta.encoding === 'zstd') {
               const wire = await reply.body.readExact(meta.wireSize!, `blob ${meta.id}`);
               // Bounded by the declared size; the result is then verified whole like raw bytes.
               data = await unzstdWhole(wire, meta.size, `blob ${meta.id}`).catch(retryable);
@@ -212,6 +232,77 @@ async function fetchBlobBatch(
       },
     ),
   );
+}
+
+/**
+ * Fetches `blobs` as one `blobs.stream` reply, zstd when the client
+ * compresses (one stream: files share their context); each blob is
+ * verified whole as it completes and staged in its own ingest slot, so
+ * a cut stream keeps what arrived, and the retry asks for the rest only.
+ * Returns false, fetching nothing, when the coordinator does not know
+ * `blobs.stream` (the caller then uses batches).
+ */
+async function fetchBlobStream(
+  client: DataClient,
+  ingest: SharedIngest,
+  blobs: readonly FileNode[],
+  onBytes: (bytes: number) => void,
+  onBlob: FetchOptions['onBlob'],
+  store: boolean,
+): Promise<boolean> {
+  const received = new Set<Digest>();
+  const rest = () => blobs.filter((blob) => !received.has(blob.digest));
+  try {
+    await client.call(() => ({ op: 'blobs.stream', ids: rest().map((blob) => blob.digest), ...(client.accept ? { accept: client.accept } : {}) }), {
+      consume: async (reply) => {
+        const wanted = rest();
+        const size = wanted.reduce((sum, blob) => sum + blob.size, 0);
+        if (reply.header.size !== size) throw new TransportError(`the coordinator streams ${reply.header.size} bytes for blobs of ${size}`);
+        if (reply.header.encoding !== 'identity' && !client.compression) throw new DataError('BAD_RESPONSE', `the coordinator sent a ${reply.header.encoding} stream, which was not asked for`);
+        // zstd: decompressed to exactly `size` bytes at most (the sizes come from verified directories).
+        const bytes = new FrameReader(reply.header.encoding === 'zstd' ? unzstdExact(reply.body.readRest(), size, 'blob stream') : reply.body.readChunks(size, 'blob stream'));
+        try {
+          for (const blob of wanted) {
+            if (blob.size <= MAX_BATCHED_BLOB_BYTES) {
+              const data = await bytes.readExact(blob.size, `blob ${blob.digest}`);
+              if (digestFromBytes(nativeBlake3(data)) !== blob.digest) throw new CastoreError('BLOB_CORRUPT', `blob ${blob.digest} arrived with bytes that hash to something else`, { objectId: blob.digest });
+              if (store) {
+                await ingest.use(blob.size, async (session) => {
+                  const writer = session.blobWriter(blob.size, blob.digest);
+                  writer.write(data);
+                  writer.finish();
+                });
+              }
+              await onBlob?.(blob.digest, data);
+            } else {
+              await ingest.use(blob.size, async (session) => {
+                // Hashed as written; `finish` refuses (and drops) bytes that are not the blob.
+                const writer = session.blobWriter(blob.size, blob.digest);
+                try {
+                  for await (const chunk of bytes.readChunks(blob.size, `blob ${blob.digest}`)) writer.write(chunk);
+                  writer.finish();
+                } catch (error) {
+                  writer.discard();
+                  throw error;
+                }
+              });
+            }
+            received.add(blob.digest);
+            onBytes(blob.size);
+          }
+          await bytes.expectEnd();
+        } catch (error) {
+          retryable(error);
+        }
+        await reply.body.expectEnd();
+      },
+    });
+  } catch (error) {
+    // A coordinator from before blobs.stream refuses the operation: fetch the rest in batches.
+    if (error instanceof DataError && error.code === 'INVALID' && received.size === 0) return false;
+    throw error;
+  }
+  return true;
 }
 
 /**
@@ -390,7 +481,19 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
       progress.objectsDone += batch.length - outcome.whole.length;
       onBytes(bytes - outcome.whole.reduce((sum, blob) => sum + blob.size, 0));
     });
-    const jobs = batchBlobs(whole, { largeOver: MAX_BATCHED_BLOB_BYTES, maxObjects: MAX_BATCH_OBJECTS / 4, maxBytes: TRANSFER_BATCH_BYTES });
+    let batched = whole;
+    if (client.compression && whole.reduce((sum, blob) => sum + blob.size, 0) >= (options.streamMinBytes ?? WIRE_STREAM_MIN_BYTES)) {
+      batched = [];
+      const parts = streamParts(whole);
+      for (const [index, part] of parts.entries()) {
+        if (!(await fetchBlobStream(client, ingest, part, onBytes, options.onBlob, storeBatched))) {
+          batched = parts.slice(index).flat();
+          break;
+        }
+        progress.objectsDone += part.length;
+      }
+    }
+    const jobs = batchBlobs(batched, { largeOver: MAX_BATCHED_BLOB_BYTES, maxObjects: MAX_BATCH_OBJECTS / 4, maxBytes: TRANSFER_BATCH_BYTES });
     await runPool(jobs, parallel, async (job) => {
       if (job.length === 1 && job[0]!.size > MAX_BATCHED_BLOB_BYTES) await fetchLargeBlob(client, ingest, job[0]!, onBytes);
       else await fetchBlobBatch(client, ingest, job, onBytes, options.onBlob, storeBatched);
@@ -420,6 +523,24 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
     deltaBlobs: delta.blobs,
     deltaGroupBytes: delta.groupBytes,
   };
+}
+
+/** `blobs` in runs a `blobs.stream` request may carry (MAX_QUERY_ITEMS ids, MAX_STREAM_BYTES). */
+function streamParts(blobs: readonly FileNode[]): FileNode[][] {
+  const parts: FileNode[][] = [];
+  let part: FileNode[] = [];
+  let bytes = 0;
+  for (const blob of blobs) {
+    if (part.length > 0 && (part.length >= MAX_QUERY_ITEMS || bytes + blob.size > MAX_STREAM_BYTES)) {
+      parts.push(part);
+      part = [];
+      bytes = 0;
+    }
+    part.push(blob);
+    bytes += blob.size;
+  }
+  if (part.length > 0) parts.push(part);
+  return parts;
 }
 
 function registerFetched(session: IngestSession, directories: Map<Digest, Entry[]>, lacking: readonly StorePathInfo[]): void {

@@ -24,7 +24,7 @@ import {
   type StorePathInfo,
 } from '../../castore/index.js';
 import { sha256NarHash } from '../../nix/index.js';
-import { MAX_BATCH_BYTES, MAX_BATCHED_BLOB_BYTES, REQUESTS_WITH_BODY, type DataOperationName, type DataResponseInput, type ParsedDataRequest } from '../../protocol/data-protocol.js';
+import { MAX_BATCH_BYTES, MAX_BATCHED_BLOB_BYTES, MAX_STREAM_BYTES, REQUESTS_WITH_BODY, type DataOperationName, type DataResponseInput, type ParsedDataRequest } from '../../protocol/data-protocol.js';
 import { unzstdExact, unzstdWhole } from '../../protocol/compression/wire.js';
 import { manifestProofMessage, signProof } from '../../protocol/coordinator-proofs.js';
 import type { FrameReader } from '../../protocol/framing.js';
@@ -33,8 +33,9 @@ import type { Coordinator } from '../coordinator.js';
 import { CommandError, type Actor } from '../domain/commands.js';
 import type { AuditEvent, ConfigBody } from '../domain/events.js';
 import { desiredConfigOf } from './queries.js';
-import { acceptsZstd, compressedSegment, wireCompressionOf } from './wire-compression.js';
+import { acceptsZstd, acceptsZstdBatch, compressedSegment, wireCompressionOf } from './wire-compression.js';
 import { answerGroupDelta } from './group-delta.js';
+import { blobStreamCacheOf, blobStreamKey } from './blob-stream-cache.js';
 
 export interface DataReply<N extends DataOperationName = DataOperationName> {
   header: DataResponseInput<N>;
@@ -51,6 +52,7 @@ export const DATA_ACCESS: Record<Exclude<DataOperationName, 'hello' | 'auth'>, A
   'blob.get': READ,
   'blobs.get': READ,
   'blobs.delta': READ,
+  'blobs.stream': READ,
   missing: WRITE,
   'upload.blobs': WRITE,
   'upload.directories': WRITE,
@@ -259,6 +261,14 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
         throw new CommandError('INVALID', `blob ${request.ids[large]} has ${blobs.sizes[large]} bytes: blobs over ${MAX_BATCHED_BLOB_BYTES} bytes are fetched one by one (blob.get, verified per group)`);
       }
       const cache = acceptsZstd(request.accept) ? wireCompressionOf(coordinator) : null;
+      if (cache && acceptsZstdBatch(request.accept)) {
+        // The batch as one frame (its files share their context), once for every agent fetching the same batch.
+        const runs = [...blobs.bytes];
+        const key = `batch:${createHash('sha256').update(request.ids.join(',')).digest('base64url')}`;
+        const frame = cache.frameOf(key, () => (runs.length === 1 ? runs[0]! : Buffer.concat(runs)));
+        const header = { blobs: request.ids.map((id, index) => ({ id, size: blobs.sizes[index]!, outboardSize: 0 })) };
+        return frame ? { header: { ...header, batch: { encoding: 'zstd' as const, wireSize: frame.length } }, body: flatten([[frame]]) } : { header, body: flatten([runs]) };
+      }
       if (cache) {
         // Each blob compressed on its own (once: cached by id), or raw when that does not save 10%.
         const runs = [...blobs.bytes];
@@ -286,6 +296,22 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
       access.checkObjects(actor, request.blobs.map((blob) => blob.id));
       const { header, pieces } = await answerGroupDelta(store, request, body, acceptsZstd(request.accept) ? wireCompressionOf(coordinator) : null);
       return { header, body: coalesce(pieces) };
+    }
+
+    case 'blobs.stream': {
+      access.checkObjects(actor, request.ids);
+      if (new Set(request.ids).size !== request.ids.length) throw new CommandError('INVALID', 'ids: a blob is named twice');
+      let size = 0;
+      for (const id of request.ids) {
+        const stat = store.statBlob(id);
+        if (!stat) throw notFound(`blob ${id} is not in the store`);
+        size += stat.size;
+      }
+      if (size > MAX_STREAM_BYTES) throw new CommandError('INVALID', `the blobs add up to ${size} bytes, more than a stream carries (${MAX_STREAM_BYTES}): ask for fewer`);
+      const blobs = () => flatten(request.ids.map((id) => store.readBlob(id)));
+      const cache = acceptsZstd(request.accept) ? blobStreamCacheOf(coordinator) : null;
+      if (!cache) return { header: { size }, body: blobs() };
+      return { header: { size, encoding: 'zstd' }, body: cache.open(blobStreamKey(request.ids), blobs) };
     }
 
     case 'missing':

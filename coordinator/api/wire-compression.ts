@@ -103,6 +103,11 @@ export function acceptsZstd(accept: readonly string[] | undefined): boolean {
   return accept?.includes('zstd') ?? false;
 }
 
+/** Whether a `blobs.get` request lets this coordinator send the batch as one zstd frame. */
+export function acceptsZstdBatch(accept: readonly string[] | undefined): boolean {
+  return accept?.includes('zstd-batch') ?? false;
+}
+
 /** Bytes [offset, offset + length) of a stored blob, in one buffer. */
 export async function readBlobRange(store: Castore, id: Digest, offset: number, length: number): Promise<Uint8Array> {
   const out = new Uint8Array(length);

@@ -12,11 +12,36 @@ import { zstdDecompress } from './zstd.js';
 /** How a blob (blobs.get, upload.blobs) or a segment (blob.get) travels: as it is, or as zstd frames. */
 export type WireEncoding = 'identity' | 'zstd';
 
-/** The encodings a client can name in `accept`, best first. */
-export const WIRE_ENCODINGS: readonly WireEncoding[] = ['zstd'];
+/**
+ * The encodings a client can name in `accept`, best first: `zstd` (blobs
+ * and segments compressed each on its own) and `zstd-batch` (a `blobs.get`
+ * batch compressed as one frame: small files share their context, ~25%
+ * smaller than each alone on the realistic corpus, bench/README.md).
+ */
+export const WIRE_ENCODINGS = ['zstd', 'zstd-batch'] as const;
 
 /** zstd level on the wire: ~300–500 MB/s per core compressing, once per blob (the coordinator caches). */
 export const WIRE_ZSTD_LEVEL = 3;
+
+/**
+ * `blobs.stream` (a large fetch as one reply, one zstd stream): level and
+ * window. Measured on the realistic corpus's 418 MB of distinct files
+ * (bench/README.md, "Compression on the wire"): each file alone at level 3
+ * 158 MB; batches of small files as one frame 150 MB; one stream at level 9
+ * with a 32 MiB window 134 MB (-15%), a 64 MiB window 133 MB, 128 MiB 128
+ * MB. Level 9 compresses ~40 MB/s on one core here, more than a 100 Mbit/s
+ * link carries at that ratio, and runs once per closure (the coordinator
+ * keeps the stream on disk, blob-stream-cache.ts); 32 MiB is what every
+ * agent decompressing it must hold, so the window stays there.
+ */
+export const WIRE_STREAM_LEVEL = 9;
+export const WIRE_STREAM_WINDOW_LOG = 25;
+/**
+ * A fetch moves its blobs as one stream when they add up to at least this
+ * (below it, batches: a stream's first bytes wait for compression, and
+ * small changes are few files).
+ */
+export const WIRE_STREAM_MIN_BYTES = 32 * 1024 * 1024;
 
 /**
  * A blob or segment travels compressed only if that saves at least 10%:

@@ -27,7 +27,7 @@
  */
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { CompressStream } from 'zstd-napi';
+import { CompressStream, type CompressParameters } from 'zstd-napi';
 import zstdBinding from 'zstd-napi/binding.js';
 import type { Transform } from 'node:stream';
 import { checkDecompressOptions, DecompressError, type DecompressOptions } from './decompress-error.js';
@@ -63,9 +63,9 @@ async function* through(source: AsyncIterable<Uint8Array>, transform: Transform)
   }
 }
 
-/** Compresses a byte stream into one zstd frame. */
-export function zstdCompress(source: AsyncIterable<Uint8Array>, level = ZSTD_LEVEL): AsyncGenerator<Uint8Array> {
-  return through(source, new CompressStream({ compressionLevel: level }));
+/** Compresses a byte stream into one zstd frame: at `level`, or with these libzstd parameters. */
+export function zstdCompress(source: AsyncIterable<Uint8Array>, level: number | CompressParameters = ZSTD_LEVEL): AsyncGenerator<Uint8Array> {
+  return through(source, new CompressStream(typeof level === 'number' ? { compressionLevel: level } : level));
 }
 
 /**

@@ -1,0 +1,183 @@
+/**
+ * The compressed replies of `blobs.stream` (protocol/data-protocol.ts), kept
+ * on disk: a cold deploy's stream is a whole closure (hundreds of MB) at a
+ * level that costs ~10 s of a core, so twenty agents deploying it must not
+ * compress it twenty times, and it does not fit the in-memory cache of
+ * wire-compression.ts. Entries are keyed by the ids asked for (and the
+ * level and window), so the agents of one rollout, asking for the same
+ * closure in the same order, share one.
+ *
+ * The first request for a key starts the compression in the background and
+ * follows the file it writes; later ones follow the same file, or read it
+ * once it is complete. A request that goes away does not stop the
+ * compression (its result is what the next agent asks for). A coordinator
+ * that stops leaves `.part` files, removed at the next start. What is read
+ * back is not trusted: receivers verify every blob against its id.
+ *
+ * Bounded by bytes (`maxBytes`, least recently used first); an entry larger
+ * than half of it is served while it is produced and then dropped.
+ */
+import { createHash } from 'node:crypto';
+import { closeSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync, statSync, utimesSync, writeSync } from 'node:fs';
+import path from 'node:path';
+import { zstdCompress } from '../../protocol/compression/zstd.js';
+import { WIRE_STREAM_LEVEL, WIRE_STREAM_WINDOW_LOG } from '../../protocol/compression/wire.js';
+import type { Digest } from '../../castore/index.js';
+import type { Coordinator } from '../coordinator.js';
+
+/** Default bound of the cache's disk use. */
+export const BLOB_STREAM_CACHE_BYTES = 4 * 1024 * 1024 * 1024;
+const READ_BYTES = 1024 * 1024;
+
+interface Production {
+  /** Bytes written to the `.part` file so far. */
+  written: number;
+  done: boolean;
+  failed?: Error;
+  wake: Set<() => void>;
+}
+
+export interface BlobStreamCacheStats {
+  /** Streams compressed (each once while it stays cached). */
+  compressions: number;
+  /** Requests served from a complete entry or by following one being produced. */
+  hits: number;
+}
+
+export class BlobStreamCache {
+  private readonly producing = new Map<string, Production>();
+  readonly stats: BlobStreamCacheStats = { compressions: 0, hits: 0 };
+
+  constructor(
+    readonly dir: string,
+    readonly maxBytes = BLOB_STREAM_CACHE_BYTES,
+  ) {
+    mkdirSync(dir, { recursive: true });
+    for (const name of readdirSync(dir)) if (name.endsWith('.part')) rmSync(path.join(dir, name), { force: true });
+  }
+
+  /**
+   * The zstd stream (WIRE_STREAM_LEVEL, window 2^WIRE_STREAM_WINDOW_LOG) of
+   * the bytes `source()` yields, for `key` (a name of [A-Za-z0-9_-]): read
+   * from disk when complete, followed while it is produced, else produced
+   * now. A failure of the production (a blob unreadable) is thrown to
+   * every reader of it, and nothing is kept.
+   */
+  open(key: string, source: () => AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
+    if (!/^[A-Za-z0-9_-]{1,128}$/.test(key)) throw new Error(`bad blob stream cache key ${key}`);
+    const final = path.join(this.dir, `${key}.zst`);
+    const running = this.producing.get(key);
+    if (running) {
+      this.stats.hits++;
+      return follow(openSync(`${final}.part`, 'r'), running);
+    }
+    try {
+      const fd = openSync(final, 'r');
+      this.stats.hits++;
+      const now = new Date();
+      utimesSync(final, now, now);
+      return follow(fd, { written: statSync(final).size, done: true, wake: new Set() });
+    } catch {
+      // Not cached: produce it.
+    }
+    return follow(openSync(this.produce(key, final, source), 'r'), this.producing.get(key)!);
+  }
+
+  private produce(key: string, final: string, source: () => AsyncIterable<Uint8Array>): string {
+    const part = `${final}.part`;
+    const fd = openSync(part, 'w');
+    const production: Production = { written: 0, done: false, wake: new Set() };
+    this.producing.set(key, production);
+    this.stats.compressions++;
+    const wake = () => {
+      for (const resolve of production.wake) resolve();
+      production.wake.clear();
+    };
+    void (async () => {
+      try {
+        for await (const chunk of zstdCompress(source(), { compressionLevel: WIRE_STREAM_LEVEL, windowLog: WIRE_STREAM_WINDOW_LOG })) {
+          for (let done = 0; done < chunk.length; ) done += writeSync(fd, chunk, done, chunk.length - done, production.written + done);
+          production.written += chunk.length;
+          wake();
+        }
+        closeSync(fd);
+        // Renamed, marked done and forgotten in one step: a reader opens `.part` only while it is listed.
+        renameSync(part, final);
+        production.done = true;
+      } catch (error) {
+        production.failed = error instanceof Error ? error : new Error(String(error));
+        try {
+          closeSync(fd);
+        } catch {
+          // already closed
+        }
+        rmSync(part, { force: true });
+      } finally {
+        this.producing.delete(key);
+        wake();
+      }
+      if (production.done) this.evict(final, production.written);
+    })();
+    return part;
+  }
+
+  /** Drops the least recently used entries beyond `maxBytes`, and `fresh` if it alone is more than half of it. */
+  private evict(fresh: string, freshBytes: number): void {
+    if (freshBytes > this.maxBytes / 2) {
+      rmSync(fresh, { force: true });
+      return;
+    }
+    const entries = readdirSync(this.dir)
+      .filter((name) => name.endsWith('.zst'))
+      .map((name) => {
+        const stat = statSync(path.join(this.dir, name), { throwIfNoEntry: false });
+        return { file: path.join(this.dir, name), bytes: stat?.size ?? 0, used: stat?.mtimeMs ?? 0 };
+      })
+      .sort((a, b) => a.used - b.used);
+    let total = entries.reduce((sum, entry) => sum + entry.bytes, 0);
+    for (const entry of entries) {
+      if (total <= this.maxBytes) break;
+      // An open reader keeps reading an unlinked file.
+      rmSync(entry.file, { force: true });
+      total -= entry.bytes;
+    }
+  }
+}
+
+/** Reads `fd` from the start as `production` writes it, to its end. */
+async function* follow(fd: number, production: Production): AsyncGenerator<Uint8Array> {
+  let at = 0;
+  try {
+    for (;;) {
+      while (at < production.written) {
+        const buffer = Buffer.allocUnsafe(Math.min(READ_BYTES, production.written - at));
+        const read = readSync(fd, buffer, 0, buffer.length, at);
+        if (read === 0) throw new Error('blob stream cache file ended early');
+        at += read;
+        yield buffer.subarray(0, read);
+      }
+      if (production.failed) throw production.failed;
+      if (production.done) return;
+      await new Promise<void>((resolve) => production.wake.add(resolve));
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+const caches = new WeakMap<Coordinator, BlobStreamCache | null>();
+
+/** The coordinator's cache, in `<data dir>/wire-cache`; null when CoordinatorOptions.wireCompression is false. */
+export function blobStreamCacheOf(coordinator: Coordinator): BlobStreamCache | null {
+  let cache = caches.get(coordinator);
+  if (cache === undefined) {
+    cache = coordinator.wireCompression === false ? null : new BlobStreamCache(path.join(coordinator.dataDir, 'wire-cache'));
+    caches.set(coordinator, cache);
+  }
+  return cache;
+}
+
+/** The cache key of a stream of `ids` (in this order) at this build's level and window. */
+export function blobStreamKey(ids: readonly Digest[]): string {
+  return createHash('sha256').update(`zstd-${WIRE_STREAM_LEVEL}-w${WIRE_STREAM_WINDOW_LOG}\n${ids.join('\n')}`).digest('base64url');
+}
