@@ -19,6 +19,7 @@ export { fsck, type FsckOptions, type FsckProblem, type FsckReport } from './sto
 export { fetchClosure, LARGE_BLOB_SEGMENT_BYTES, type FetchOptions, type FetchReport, type TransferProgress } from './transfer/fetch-closure.js';
 export { uploadStorePaths, type UploadOptions, type UploadReport } from './transfer/upload-store-paths.js';
 export { splitBlobs } from './transfer/batches.js';
+export { streamOrder } from './transfer/stream-order.js';
 export {
   writeBundle,
   readBundle,

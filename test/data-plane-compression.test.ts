@@ -335,6 +335,37 @@ describe('zstd on the wire', () => {
     }
   }, 60_000);
 
+  it('compresses the stream of a large pushed closure right after the push, so a cold fetch reads it from disk', async () => {
+    const streams = blobStreamCacheOf(test.coordinator)!;
+    const large = fakeStorePath('text-large-stream-1.0');
+    mkdirSync(path.join(work, 'large-stream'));
+    // Over WIRE_STREAM_MIN_BYTES (32 MiB): what a fetch streams, and a push prepares.
+    for (let index = 0; index < 3; index++) writeFileSync(path.join(work, 'large-stream', `part${index}.txt`), textBytes(11 * 1024 * 1024, `large-stream-${index}`));
+    await addTreeAsStorePath(source, path.join(work, 'large-stream'), large);
+    const before = { ...streams.stats };
+    const pusher = await compressingClient(test.pusher);
+    try {
+      await uploadStorePaths(pusher, source, [large]);
+    } finally {
+      await pusher.close();
+    }
+    expect(streams.stats.compressions).toBe(before.compressions + 1);
+    const config = (await test.adminClient.post<{ configId: string }>('/v1/graphs/large-stream/configs', signedConfig(test.admin, 'large-stream', [], { 'x86_64-linux': large }))).configId;
+    const client = await compressingClient(test.admin);
+    const target = Castore.open(path.join(work, `large-stream-${counter++}`));
+    try {
+      await fetchClosure(client, target, config, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId });
+      expect((await narBytes(target, large)).equals(await narBytes(source, large))).toBe(true);
+      // Followed while it was produced, or read complete: either way not compressed again.
+      expect(streams.stats.compressions).toBe(before.compressions + 1);
+      expect(streams.stats.hits).toBe(before.hits + 1);
+      expect(client.wireBytes.received).toBeLessThan(33 * 1024 * 1024 / 3);
+    } finally {
+      target.close();
+      await client.close();
+    }
+  }, 60_000);
+
   it('refuses blobs.stream requests that name a blob twice or one not in the store, and an agent streaming outside its closure', async () => {
     const client = await compressingClient(test.admin);
     try {

@@ -26,6 +26,7 @@ import type { BlobWriter, IngestSession } from '../store/ingest-session.js';
 import type { StorePathInfo } from '../store/store-path-info.js';
 import { batchBlobs, TRANSFER_BATCH_BYTES, TRANSFER_PARALLEL } from './batches.js';
 import { deltaBatches, fetchGroupDeltaBatch, findDeltaBases } from './group-delta.js';
+import { streamOrder } from './stream-order.js';
 import { runPool } from './pool.js';
 
 export interface TransferProgress {
@@ -484,7 +485,8 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
     let batched = whole;
     if (client.compression && whole.reduce((sum, blob) => sum + blob.size, 0) >= (options.streamMinBytes ?? WIRE_STREAM_MIN_BYTES)) {
       batched = [];
-      const parts = streamParts(whole);
+      const wholeIds = new Set(whole.map((blob) => blob.digest));
+      const parts = streamParts(streamOrder(manifest.storePaths, readDirectory).filter((blob) => wholeIds.has(blob.digest)));
       for (const [index, part] of parts.entries()) {
         if (!(await fetchBlobStream(client, ingest, part, onBytes, options.onBlob, storeBatched))) {
           batched = parts.slice(index).flat();

@@ -26,6 +26,9 @@ import type { Castore } from '../store/castore.js';
 import type { BlobWriter } from '../store/ingest-session.js';
 import type { StorePathInfo } from '../store/store-path-info.js';
 
+/** Local versions of a store path's name searched for bases. */
+const MAX_BASIS_CANDIDATES = 4;
+
 /** A wanted blob and the local blob it is likely a new version of. */
 export interface DeltaPair {
   target: FileNode;
@@ -92,8 +95,8 @@ export function findDeltaBases(
   for (const info of lacking) {
     const name = storePathName(info.storePath);
     const candidates = byName.get(name) ?? byPackage.get(packageName(name)) ?? [];
-    // The most recently registered versions first; a few are enough.
-    for (const candidate of candidates.slice(-2).reverse()) walk(info.root, candidate.root);
+    // An agent keeps a few generations, so a few versions of a name; a castore holding hundreds stays cheap.
+    for (const candidate of candidates.slice(0, MAX_BASIS_CANDIDATES)) walk(info.root, candidate.root);
   }
   return [...bases].map(([id, basis]) => ({ target: wanted.get(id)!, basis }));
 }

@@ -35,7 +35,7 @@ import type { AuditEvent, ConfigBody } from '../domain/events.js';
 import { desiredConfigOf } from './queries.js';
 import { acceptsZstd, acceptsZstdBatch, compressedSegment, wireCompressionOf } from './wire-compression.js';
 import { answerGroupDelta } from './group-delta.js';
-import { blobStreamCacheOf, blobStreamKey } from './blob-stream-cache.js';
+import { blobStreamCacheOf, blobStreamKey, prepareClosureStream, readBlobs } from './blob-stream-cache.js';
 
 export interface DataReply<N extends DataOperationName = DataOperationName> {
   header: DataResponseInput<N>;
@@ -212,6 +212,8 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
       const target = targets[request.system];
       if (!target) throw notFound(`config ${request.configId} has no target for ${request.system} (it has: ${Object.keys(targets).join(', ')})`);
       const storePaths = store.closure([target]).map((storePath) => store.getStorePath(storePath)!);
+      // A cold agent asks for the whole closure as one stream next: start compressing it now (once).
+      prepareClosureStream(coordinator, target);
       const manifest = { configId: request.configId, system: request.system, target, storePaths };
       return { header: { ...manifest, proof: signProof(coordinator.identity, manifestProofMessage(manifest)) } };
     }
@@ -308,10 +310,9 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
         size += stat.size;
       }
       if (size > MAX_STREAM_BYTES) throw new CommandError('INVALID', `the blobs add up to ${size} bytes, more than a stream carries (${MAX_STREAM_BYTES}): ask for fewer`);
-      const blobs = () => flatten(request.ids.map((id) => store.readBlob(id)));
       const cache = acceptsZstd(request.accept) ? blobStreamCacheOf(coordinator) : null;
-      if (!cache) return { header: { size }, body: blobs() };
-      return { header: { size, encoding: 'zstd' }, body: cache.open(blobStreamKey(request.ids), blobs) };
+      if (!cache) return { header: { size }, body: readBlobs(store, request.ids) };
+      return { header: { size, encoding: 'zstd' }, body: cache.open(blobStreamKey(request.ids), () => readBlobs(store, request.ids)) };
     }
 
     case 'missing':
@@ -426,6 +427,8 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
         session.abort();
         throw error;
       }
+      // Deploys of what was pushed follow: compress their streams now, off the event loop, not when the first agent asks.
+      for (const root of request.roots) prepareClosureStream(coordinator, root);
       return { header: { registered, alreadyPresent: request.storePaths.length - fresh.length, seq: recorded.seq } };
     }
   }
