@@ -675,7 +675,7 @@ export class ClosureMaterializer {
     try {
       const batched: FileTarget[] = [];
       for (const [digest, waiting] of this.waiting) {
-        const targets = this.linkFromStore(digest, waiting);
+        const targets = this.linkFromCastore(digest, this.linkFromStore(digest, waiting));
         for (const target of targets) {
           if (target.node.size > BATCH_FILE_MAX) await writeStreamed(this.store, sink, target.node, target.at);
           else batched.push(target);
@@ -736,6 +736,38 @@ export class ClosureMaterializer {
         return true; // another file system, too many links: written instead
       }
     });
+  }
+
+  /**
+   * Hard-links the targets of a large blob the castore holds as a file of
+   * its own (one this deployment fetched) instead of copying its bytes,
+   * when they have the first target's mode: the castore adopts the store's
+   * name for it at the end of the deployment (keepBytesOnce) and drops its
+   * own, so the bytes are written to disk once. The castore verified them
+   * when they arrived. Returns the targets left to write.
+   */
+  private linkFromCastore(digest: Digest, targets: FileTarget[]): FileTarget[] {
+    if (targets.length === 0) return targets;
+    const source = this.store.ownBlobFile(digest);
+    if (source === undefined) return targets;
+    const executable = targets[0]!.node.executable;
+    let linked = false;
+    const left = targets.filter(({ at, node }) => {
+      if (node.executable !== executable) return true;
+      try {
+        linkSync(source, at);
+        linked = true;
+        return false;
+      } catch {
+        return true; // another file system: written instead
+      }
+    });
+    // The store's mode and mtime (shared with the castore's name for it, which cares for neither).
+    if (linked) {
+      chmodSync(source, executable ? 0o555 : 0o444);
+      utimesSync(source, 1, 1);
+    }
+    return left;
   }
 
   /** Stops writing and deletes the temp trees (what was already renamed stays: it is complete). */

@@ -456,6 +456,19 @@ export class Castore {
     return { adopted, releasedBytes };
   }
 
+  /**
+   * The file holding a blob stored on its own (not packed, not adopted), for
+   * a caller that hard-links it instead of copying its bytes (an agent
+   * materializing a large file it just fetched: the castore then adopts the
+   * store's name for it and drops its own). Undefined otherwise. The file
+   * is the castore's: nothing may write to it.
+   */
+  ownBlobFile(id: Digest): string | undefined {
+    const row = this.statements.blobLocation.get(id);
+    if (!row || row.pack !== null || row.storeFile !== null) return undefined;
+    return blobDataPath(this.dataDir, id);
+  }
+
   /** Whether a blob's data file is present (fsck uses it to report a missing file under a present row). */
   blobFileExists(id: Digest): boolean {
     return existsSync(blobDataPath(this.dataDir, id));
