@@ -36,7 +36,9 @@
  *  - BENCH_FERRY_ROOT=DIR runs DIR/bin/ferry (DIR/build) instead of this tree's: a
  *    fixed build that other work in this tree cannot rebuild under a running bench;
  *  - BENCH_KEEP=1 keeps the work dir (stores, logs) for a look;
- *  - BENCH_AGENT_NODE_FLAGS='--cpu-prof --cpu-prof-dir=DIR' adds node flags to the agent daemon.
+ *  - BENCH_AGENT_NODE_FLAGS='--cpu-prof --cpu-prof-dir=DIR' adds node flags to the agent daemon;
+ *  - BENCH_NO_WAIT=1 starts deploying right after the pushes, while the coordinator is still
+ *    compressing their streams (by default the bench waits for that, as a later rollout would).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -272,6 +274,15 @@ try {
   const staticCache = path.join(work, 'static-cache');
   for (const root of [closures.cold.root, ...closures.changes.map((change) => change.root)]) {
     execFileSync('nix', ['copy', '--to', `file://${staticCache}?compression=zstd`, root], { env: nixEnv, stdio: ['ignore', 'ignore', 'pipe'] });
+  }
+  // The coordinator compresses each pushed closure's stream after its push (coordinator/api/blob-stream-cache.ts).
+  // Deploy once it is done, as a rollout a minute or more after the push finds it; BENCH_NO_WAIT=1 deploys at once.
+  if (process.env.BENCH_NO_WAIT !== '1') {
+    const cacheDir = path.join(work, 'coordinator', 'wire-cache');
+    const started = Date.now();
+    const producing = () => existsSync(cacheDir) && readdirSync(cacheDir).some((name) => name.endsWith('.part'));
+    while (producing() && Date.now() - started < 10 * 60_000) await new Promise((resolve) => setTimeout(resolve, 250));
+    process.stderr.write(`the pushes' streams were compressed ${((Date.now() - started) / 1000).toFixed(1)} s after the static cache was written\n`);
   }
   const staticBytes = readdirSync(path.join(staticCache, 'nar')).reduce((sum, file) => sum + statSync(path.join(staticCache, 'nar', file)).size, 0);
   await probe.call({ op: 'serveStatic', dir: staticCache, host: coordinatorAt, port: staticPort });
