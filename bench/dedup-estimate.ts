@@ -16,24 +16,13 @@
  *   npx tsx bench/dedup-estimate.ts            # all three variants
  */
 import { createHash } from 'node:crypto';
-import { lstatSync, readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { compress } from 'zstd-napi';
-import { buildRealCorpus, type RealCorpus, type RealCorpusVariant } from './fixtures/real-corpus.js';
+import { buildRealCorpus, regularFiles, type RealCorpus, type RealCorpusVariant } from './fixtures/real-corpus.js';
 
 const GROUP = 16 * 1024;
 const CDC = { min: 4 * 1024, average: 16 * 1024, max: 64 * 1024 };
-
-function regularFiles(dir: string, rel = ''): string[] {
-  const out: string[] = [];
-  for (const name of readdirSync(path.join(dir, rel)).sort()) {
-    const r = rel ? `${rel}/${name}` : name;
-    const st = lstatSync(path.join(dir, r));
-    if (st.isDirectory()) out.push(...regularFiles(dir, r));
-    else if (st.isFile()) out.push(r);
-  }
-  return out;
-}
 
 /** A deterministic gear table (mulberry32). */
 const gear = (() => {

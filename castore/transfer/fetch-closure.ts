@@ -486,7 +486,11 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
     if (client.compression && whole.reduce((sum, blob) => sum + blob.size, 0) >= (options.streamMinBytes ?? WIRE_STREAM_MIN_BYTES)) {
       batched = [];
       const wholeIds = new Set(whole.map((blob) => blob.digest));
-      const parts = streamParts(streamOrder(manifest.storePaths, readDirectory).filter((blob) => wholeIds.has(blob.digest)));
+      // Runs a `blobs.stream` request may carry.
+      const parts = batchBlobs(
+        streamOrder(manifest.storePaths, readDirectory).filter((blob) => wholeIds.has(blob.digest)),
+        { largeOver: MAX_STREAM_BYTES, maxObjects: MAX_QUERY_ITEMS, maxBytes: MAX_STREAM_BYTES },
+      );
       for (const [index, part] of parts.entries()) {
         if (!(await fetchBlobStream(client, ingest, part, onBytes, options.onBlob, storeBatched))) {
           batched = parts.slice(index).flat();
@@ -525,24 +529,6 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
     deltaBlobs: delta.blobs,
     deltaGroupBytes: delta.groupBytes,
   };
-}
-
-/** `blobs` in runs a `blobs.stream` request may carry (MAX_QUERY_ITEMS ids, MAX_STREAM_BYTES). */
-function streamParts(blobs: readonly FileNode[]): FileNode[][] {
-  const parts: FileNode[][] = [];
-  let part: FileNode[] = [];
-  let bytes = 0;
-  for (const blob of blobs) {
-    if (part.length > 0 && (part.length >= MAX_QUERY_ITEMS || bytes + blob.size > MAX_STREAM_BYTES)) {
-      parts.push(part);
-      part = [];
-      bytes = 0;
-    }
-    part.push(blob);
-    bytes += blob.size;
-  }
-  if (part.length > 0) parts.push(part);
-  return parts;
 }
 
 function registerFetched(session: IngestSession, directories: Map<Digest, Entry[]>, lacking: readonly StorePathInfo[]): void {
