@@ -294,6 +294,8 @@ describe.each(TRANSPORTS)('frames over %s', (transport) => {
       [{ op: 'directories.get', ids: [] }, 'ids'],
       [{ op: 'blobs.get', ids: ids(MAX_BATCH_OBJECTS + 1) }, 'ids'],
       [{ op: 'missing', blobs: ids(MAX_QUERY_ITEMS + 1) }, 'blobs'],
+      [{ op: 'blobs.stream', ids: ids(MAX_QUERY_ITEMS + 1) }, 'ids'],
+      [{ op: 'blobs.stream', ids: [] }, 'ids'],
       [{ op: 'missing', directories: ids(MAX_QUERY_ITEMS + 1) }, 'directories'],
       [{ op: 'missing', storePaths: Array.from({ length: MAX_QUERY_ITEMS + 1 }, () => app) }, 'storePaths'],
       [{ op: 'upload.blobs', blobs: ids(MAX_BATCH_OBJECTS + 1).map((id) => ({ id, size: 1 })) }, 'blobs'],
@@ -459,6 +461,8 @@ describe.each(TRANSPORTS)('frames over %s', (transport) => {
       json({ op: 'closure.manifest', configId, system: 'x86_64-linux' }),
       json({ op: 'blob.get', id: bigId }),
       json({ op: 'blobs.get', ids: [bigId] }),
+      json({ op: 'blobs.stream', ids: [bigId] }),
+      json({ op: 'blobs.delta', blobs: [{ id: bigId, basisGroups: 1 }] }, [randomBytes(DELTA_CV_BYTES)]),
       json({ op: 'directories.get', ids: [appInfo.root.type === 'directory' ? appInfo.root.digest : ''] }),
     ];
     for (const frame of writes) await expectRefused(transport, agent, frame, 'FORBIDDEN');

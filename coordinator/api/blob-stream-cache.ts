@@ -7,12 +7,17 @@
  * level and window), so the agents of one rollout, asking for the same
  * closure in the same order, share one.
  *
- * The first request for a key starts the compression in the background and
- * follows the file it writes; later ones follow the same file, or read it
- * once it is complete. A request that goes away does not stop the
- * compression (its result is what the next agent asks for). A coordinator
- * that stops leaves `.part` files, removed at the next start. What is read
- * back is not trusted: receivers verify every blob against its id.
+ * Only streams the coordinator chose to prepare are kept: a closure's
+ * canonical stream, after its push and at its first manifest
+ * (`prepareClosureStream`). The compression runs in the background and
+ * requests follow the file it writes, or read it once it is complete; a
+ * request that goes away does not stop it. Any other stream (what is left
+ * of a closure after a cut, a large change) is compressed for its request
+ * only, at level 3: what a client asks for never decides what is computed
+ * at level 9 or kept on disk, so no key can churn the cache or queue work
+ * for later. A coordinator that stops leaves `.part` files, removed at the
+ * next start. What is read back is not trusted: receivers verify every blob
+ * against its id.
  *
  * Bounded by bytes (`maxBytes`, least recently used first); an entry larger
  * than half of it is served while it is produced and then dropped.
@@ -54,15 +59,17 @@ interface Production {
 }
 
 export interface BlobStreamCacheStats {
-  /** Streams compressed (each once while it stays cached). */
+  /** Streams prepared (compressed once, kept while they stay cached). */
   compressions: number;
   /** Requests served from a complete entry or by following one being produced. */
   hits: number;
+  /** Requests for a stream not prepared: compressed for them alone. */
+  uncached: number;
 }
 
 export class BlobStreamCache {
   private readonly producing = new Map<string, Production>();
-  readonly stats: BlobStreamCacheStats = { compressions: 0, hits: 0 };
+  readonly stats: BlobStreamCacheStats = { compressions: 0, hits: 0, uncached: 0 };
 
   constructor(
     readonly dir: string,
@@ -73,15 +80,15 @@ export class BlobStreamCache {
   }
 
   /**
-   * The zstd stream (WIRE_STREAM_LEVEL, window 2^WIRE_STREAM_WINDOW_LOG) of
-   * the bytes `source()` yields, for `key` (a name of [A-Za-z0-9_-]): read
-   * from disk when complete, followed while it is produced, else produced
-   * now. A failure of the production (a blob unreadable) is thrown to
-   * every reader of it, and nothing is kept.
+   * The zstd stream of the bytes `source()` yields, for `key` (a name of
+   * [A-Za-z0-9_-]): the prepared one (level WIRE_STREAM_LEVEL, window
+   * 2^WIRE_STREAM_WINDOW_LOG) read from disk when complete or followed
+   * while it is produced, else one compressed now for this request alone
+   * (level 3, same window). A failure of a production (a blob unreadable)
+   * is thrown to every reader of it, and nothing is kept.
    */
   open(key: string, source: () => AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
-    if (!/^[A-Za-z0-9_-]{1,128}$/.test(key)) throw new Error(`bad blob stream cache key ${key}`);
-    const final = path.join(this.dir, `${key}.zst`);
+    const final = this.entryFile(key);
     const running = this.producing.get(key);
     if (running) {
       this.stats.hits++;
@@ -94,19 +101,25 @@ export class BlobStreamCache {
       utimesSync(final, now, now);
       return follow(fd, { written: statSync(final).size, done: true, wake: new Set() });
     } catch {
-      // Not cached: produce it.
+      // Not prepared.
     }
-    return follow(openSync(this.produce(key, final, source), 'r'), this.producing.get(key)!);
+    this.stats.uncached++;
+    return zstdCompress(source(), { compressionLevel: 3, windowLog: WIRE_STREAM_WINDOW_LOG });
   }
 
-  /** Starts producing the stream for `key` unless it is cached or being produced: for a reader expected soon. */
+  /** Starts producing the stream for `key` unless it is cached or being produced: for readers expected soon. */
   prepare(key: string, source: () => AsyncIterable<Uint8Array>): void {
-    const final = path.join(this.dir, `${key}.zst`);
+    const final = this.entryFile(key);
     if (this.producing.has(key) || statSync(final, { throwIfNoEntry: false })) return;
     this.produce(key, final, source);
   }
 
-  private produce(key: string, final: string, source: () => AsyncIterable<Uint8Array>): string {
+  private entryFile(key: string): string {
+    if (!/^[A-Za-z0-9_-]{1,128}$/.test(key)) throw new Error(`bad blob stream cache key ${key}`);
+    return path.join(this.dir, `${key}.zst`);
+  }
+
+  private produce(key: string, final: string, source: () => AsyncIterable<Uint8Array>): void {
     const part = `${final}.part`;
     const fd = openSync(part, 'w');
     const production: Production = { written: 0, done: false, wake: new Set() };
@@ -141,7 +154,6 @@ export class BlobStreamCache {
       }
       if (production.done) this.evict(final, production.written);
     })();
-    return part;
   }
 
   /** Drops the least recently used entries beyond `maxBytes`, and `fresh` if it alone is more than half of it. */
