@@ -340,6 +340,8 @@ describe('zstd on the wire', () => {
     mkdirSync(path.join(work, 'large-stream'));
     // Over WIRE_STREAM_MIN_BYTES (32 MiB): what a fetch streams, and a push prepares.
     for (let index = 0; index < 3; index++) writeFileSync(path.join(work, 'large-stream', `part${index}.txt`), textBytes(11 * 1024 * 1024, `large-stream-${index}`));
+    // An empty file: no stream carries it (nothing to send), so it must not change which stream is asked for.
+    writeFileSync(path.join(work, 'large-stream', 'empty'), '');
     await addTreeAsStorePath(source, path.join(work, 'large-stream'), large);
     const before = { ...streams.stats };
     const pusher = await compressingClient(test.pusher);

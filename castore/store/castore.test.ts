@@ -130,6 +130,19 @@ describe('NAR <-> castore', () => {
     expect((await fsck(store, { checkNars: true })).problems).toEqual([]);
   });
 
+  // Found by this session's stream tests: an ingest whose only packed blob was the empty one had
+  // an empty pack, which was discarded with the rows of the blobs in it.
+  it('keeps the empty blob of a store path whose other files are all large (a pack of no bytes)', async () => {
+    const only = { 'big': pseudoRandom(PACK_MAX + 1000, 9), 'empty': new Uint8Array(0) };
+    const nar = await collect(encodeNar(narOf(only)));
+    const info = await ingestStorePath(store, chunked(nar), { storePath: '/nix/store/00000000000000000000000000000000-y', references: [] });
+    const empty = digestFromBytes(nativeBlake3(new Uint8Array(0)));
+    expect(store.hasBlob(empty)).toBe(true);
+    expect([...store.readBlobBatch([empty]).bytes].reduce((n, b) => n + b.length, 0)).toBe(0);
+    expect((await collect(exportNar(store, info.root))).equals(nar)).toBe(true);
+    expect((await fsck(store, { checkNars: true })).problems).toEqual([]);
+  });
+
   it('an ingest aborted mid-stream leaves no visible blob or directory', async () => {
     const nar = await collect(encodeNar(narOf(files)));
     async function* dies(): AsyncGenerator<Uint8Array> {

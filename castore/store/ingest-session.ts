@@ -201,7 +201,8 @@ export class IngestSession {
     const now = Date.now();
     const dataDir = this.store.dataDir;
     db.transaction(() => {
-      if (this.pack.size > 0) {
+      // A pack of only empty blobs has no bytes, but its blobs must still be recorded.
+      if (this.packed.length > 0) {
         db.prepare('INSERT INTO packs (id, size, created_at) VALUES (?, ?, ?)').run(this.id, this.pack.size, now);
         // A concurrent ingest may have committed the same blob meanwhile: its row stays, our copy is dead space for GC.
         const insertPacked = db.prepare(
@@ -248,7 +249,7 @@ export class IngestSession {
       }
       db.prepare('DELETE FROM ingests WHERE id = ?').run(this.id);
     }).immediate();
-    if (this.pack.size === 0) this.pack.discard();
+    if (this.packed.length === 0) this.pack.discard();
     this.state = 'committed';
     sessionsOfThisProcess.delete(this.id);
   }

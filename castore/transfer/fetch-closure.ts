@@ -484,16 +484,16 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
     });
     let batched = whole;
     if (client.compression && whole.reduce((sum, blob) => sum + blob.size, 0) >= (options.streamMinBytes ?? WIRE_STREAM_MIN_BYTES)) {
-      batched = [];
       const wholeIds = new Set(whole.map((blob) => blob.digest));
+      const streamed = streamOrder(manifest.storePaths, readDirectory).filter((blob) => wholeIds.has(blob.digest));
+      const inStream = new Set(streamed.map((blob) => blob.digest));
+      // What no stream carries (an empty blob) goes in a batch.
+      batched = whole.filter((blob) => !inStream.has(blob.digest));
       // Runs a `blobs.stream` request may carry.
-      const parts = batchBlobs(
-        streamOrder(manifest.storePaths, readDirectory).filter((blob) => wholeIds.has(blob.digest)),
-        { largeOver: MAX_STREAM_BYTES, maxObjects: MAX_QUERY_ITEMS, maxBytes: MAX_STREAM_BYTES },
-      );
+      const parts = batchBlobs(streamed, { largeOver: MAX_STREAM_BYTES, maxObjects: MAX_QUERY_ITEMS, maxBytes: MAX_STREAM_BYTES });
       for (const [index, part] of parts.entries()) {
         if (!(await fetchBlobStream(client, ingest, part, onBytes, options.onBlob, storeBatched))) {
-          batched = parts.slice(index).flat();
+          batched.push(...parts.slice(index).flat());
           break;
         }
         progress.objectsDone += part.length;

@@ -12,13 +12,14 @@
 import type { Digest, Entry, FileNode, Node } from '../node.js';
 import type { StorePathInfo } from '../store/store-path-info.js';
 
-/** The files of `storePaths` in stream order, each blob once; `readDirectory` must know every directory below them. */
+/** The non-empty files of `storePaths` in stream order, each blob once; `readDirectory` must know every directory below them. */
 export function streamOrder(storePaths: readonly StorePathInfo[], readDirectory: (id: Digest) => readonly Entry[]): FileNode[] {
   const files = new Map<Digest, FileNode>();
   const seenDirectories = new Set<Digest>();
   const visit = (node: Node): void => {
     if (node.type === 'file') {
-      if (!files.has(node.digest)) files.set(node.digest, { type: 'file', digest: node.digest, size: node.size, executable: node.executable });
+      // An empty file has no bytes to send (a receiver creates it without asking).
+      if (node.size > 0 && !files.has(node.digest)) files.set(node.digest, { type: 'file', digest: node.digest, size: node.size, executable: node.executable });
       return;
     }
     if (node.type !== 'directory' || seenDirectories.has(node.digest)) return;
