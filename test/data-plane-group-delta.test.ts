@@ -3,8 +3,8 @@
 // a store path whose large files changed in a few bytes moves only the 16 KiB
 // groups that differ, compressed or not; the result is byte-identical to the
 // source and passes fsck; an insertion that shifts every group is fetched
-// whole; a basis damaged on disk is repaired by the groups it gets wrong; a
-// delta that does not hash to its id is never kept.
+// whole; a basis damaged on disk, and a delta that does not hash to its id,
+// are never kept (the file comes whole).
 import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -146,19 +146,23 @@ describe('group-level dedup on fetch', () => {
     }, 60_000);
   }
 
-  it('rebuilds from a basis damaged on disk: its damaged groups differ, so they are sent', async () => {
+  it('fetches whole a file whose basis was damaged on disk: the basis is checked against its own id as it is read', async () => {
     const target = Castore.open(path.join(work, 'target-damaged-basis'));
     try {
       await fetchInto(target, configs.v1!);
-      // Flip a byte of the stored v1 large file in a group v2 did not change.
+      // Flip a byte of the stored v1 large file in a group v2 did not change: its chaining values
+      // (from its outboard) still say "unchanged", so only reading it can tell.
       const file = blobDataPath(target.dataDir, digestFromBytes(blake3(large)));
       const bytes = readFileSync(file);
       bytes[16 * 1024 * 5 + 3]! ^= 0xff;
       writeFileSync(file, bytes);
       const { report } = await fetchInto(target, configs.v2!);
-      expect(report.deltaBlobs).toBe(2);
-      expect(report.deltaGroupBytes).toBe(4 * 16 * 1024);
+      expect(report.deltaBlobs).toBe(1); // the medium file; the large one came whole
       expect((await narBytes(target, v2)).equals(await narBytes(source, v2))).toBe(true);
+      // fsck finds the damaged v1 copy, and nothing of v2.
+      const problems = (await fsck(target)).problems;
+      expect(problems.length).toBeGreaterThan(0);
+      expect(problems.every((problem) => JSON.stringify(problem).includes(digestFromBytes(blake3(large))))).toBe(true);
     } finally {
       target.close();
     }

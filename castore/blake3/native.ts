@@ -5,7 +5,7 @@
  * more than the hashing, so the native binding is called directly when it
  * is there (it is what the package itself loads), else through the package.
  */
-import { hash as packageHash } from 'blake3';
+import { createHash as packageHasher, hash as packageHash } from 'blake3';
 import { createRequire } from 'node:module';
 
 interface NativeHasher {
@@ -31,3 +31,10 @@ export const nativeBlake3 = binding
       return hasher.digest();
     }
   : (bytes: Uint8Array): Uint8Array => packageHash(bytes) as Uint8Array;
+
+/** An incremental native BLAKE3-256 hasher: `update` as bytes come, `digest` once at the end. */
+export function nativeBlake3Hasher(): NativeHasher {
+  if (binding) return binding.createHash();
+  const hasher = packageHasher();
+  return { update: (bytes) => void hasher.update(bytes), digest: () => hasher.digest() as Uint8Array };
+}

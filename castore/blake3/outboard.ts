@@ -104,20 +104,30 @@ export class OutboardBuilder {
       return { root: cvToBytes(root), outboard: new Uint8Array(0), size };
     }
     this.completeGroup();
-    const count = this.groupIndex;
-    const outboard = new Uint8Array(outboardSize(size));
-    const cvs = this.groupCvs;
-    const root = walkTree(
-      this.buffer,
-      count,
-      (index) => cvs.subarray(index * 8, index * 8 + 8),
-      (offset, left, right) => {
-        cvToBytes(left, outboard, offset);
-        cvToBytes(right, outboard, offset + 32);
-      },
-    );
-    return { root: cvToBytes(root), outboard, size };
+    return { ...outboardFromGroupCvs(this.groupCvs, this.groupIndex, this.buffer), size };
   }
+}
+
+/**
+ * The root (the blob's id) and outboard of a blob of `count` > 1 groups
+ * whose group chaining values are `groupCvs` (8 words each, in order): the
+ * tree above them, without the bytes. A receiver that knows every group's
+ * chaining value (some hashed, some known equal to a verified basis's)
+ * verifies the blob by comparing this root with its id.
+ */
+export function outboardFromGroupCvs(groupCvs: Uint32Array, count: number, buffer = new GroupBuffer()): { root: Uint8Array; outboard: Uint8Array } {
+  if (count < 2) throw new RangeError('a blob of one group has no tree above it: hash it as the root');
+  const outboard = new Uint8Array((count - 1) * OUTBOARD_NODE_SIZE);
+  const root = walkTree(
+    buffer,
+    count,
+    (index) => groupCvs.subarray(index * 8, index * 8 + 8),
+    (offset, left, right) => {
+      cvToBytes(left, outboard, offset);
+      cvToBytes(right, outboard, offset + 32);
+    },
+  );
+  return { root: cvToBytes(root), outboard };
 }
 
 /** An outboard checked against its root: the expected CV of every group. */

@@ -465,7 +465,7 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
       const bytes = batch.reduce((sum, pair) => sum + pair.target.size, 0);
       const outcome = await ingest.use(bytes, (session) =>
         fetchGroupDeltaBatch(client, store, batch, {
-          largeWriter: (blob) => session.blobWriter(blob.size, blob.digest),
+          largeWriter: (blob, outboard) => session.blobWriter(blob.size, blob.digest, outboard),
           small: async (blob, data) => {
             if (storeBatched) {
               const writer = session.blobWriter(blob.size, blob.digest);

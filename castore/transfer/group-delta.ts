@@ -19,9 +19,9 @@
 import { DataClient, DataError, TransportError } from '../../protocol/data-client.js';
 import { unzstdWhole } from '../../protocol/compression/wire.js';
 import { DELTA_CV_BYTES, MAX_BATCH_BYTES, MAX_BATCHED_BLOB_BYTES, MAX_DELTA_BLOBS, MAX_DELTA_GROUPS } from '../../protocol/data-protocol.js';
-import { cvToBytes, GroupBuffer, groupChainingValue, groupCount, GROUP_SIZE, nativeBlake3 } from '../blake3/index.js';
+import { cvToBytes, GroupBuffer, groupChainingValue, groupCount, GROUP_SIZE, nativeBlake3Hasher, outboardFromGroupCvs, verifyOutboard } from '../blake3/index.js';
 import { CastoreError } from '../errors.js';
-import { digestFromBytes, type Digest, type Entry, type FileNode, type Node } from '../node.js';
+import { digestFromBytes, digestToBytes, type Digest, type Entry, type FileNode, type Node } from '../node.js';
 import type { Castore } from '../store/castore.js';
 import type { BlobWriter } from '../store/ingest-session.js';
 import type { StorePathInfo } from '../store/store-path-info.js';
@@ -127,33 +127,44 @@ function groupLength(size: number, index: number): number {
   return Math.min(GROUP_SIZE, size - index * GROUP_SIZE);
 }
 
+/** Bytes [offset, offset + length) of a local blob. */
+async function readRange(store: Castore, id: Digest, offset: number, length: number): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of store.readBlob(id, { offset, length })) chunks.push(chunk);
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+}
+
 /**
- * The chaining values of the basis's groups, each hashed as group i of the
- * target (the target's group length at i), as far as the basis reaches.
+ * The chaining values (8 words per group) the basis's groups have as
+ * groups of the target, as far as the basis reaches: from the basis's own
+ * outboard, checked against its id, where the group lengths agree (all
+ * but the target's last group, usually), else hashed from its bytes. The
+ * bytes are checked against these values when the blob is assembled.
  */
-async function basisChainingValues(store: Castore, pair: DeltaPair): Promise<Uint8Array> {
-  const groups = groupCount(pair.target.size);
-  const cvs: Uint8Array[] = [];
+async function basisChainingValues(store: Castore, pair: DeltaPair): Promise<Uint32Array> {
+  const { target, basis } = pair;
+  const reach = Math.min(groupCount(target.size), groupCount(basis.size));
+  const cvs = new Uint32Array(reach * 8);
+  const tree = groupCount(basis.size) > 1 ? verifyOutboard(digestToBytes(basis.digest), basis.size, store.readOutboard(basis.digest), basis.digest) : undefined;
   const buffer = new GroupBuffer();
-  const cv = new Uint32Array(8);
-  let index = 0;
-  for await (const group of groupsOf(store, pair.basis.digest)) {
-    if (index >= groups) break;
-    const length = groupLength(pair.target.size, index);
-    if (group.length < length) break;
-    cvs.push(cvToBytes(groupChainingValue(group.subarray(0, length), index, buffer, cv)));
-    index++;
+  let count = 0;
+  for (; count < reach; count++) {
+    const wanted = groupLength(target.size, count);
+    const held = groupLength(basis.size, count);
+    if (held < wanted) break;
+    if (held === wanted && tree) cvs.set(tree.groupCv(count)!, count * 8);
+    else cvs.set(groupChainingValue(await readRange(store, basis.digest, count * GROUP_SIZE, wanted), count, buffer), count * 8);
   }
-  return Buffer.concat(cvs);
+  return cvs.subarray(0, count * 8);
 }
 
 export interface GroupDeltaSink {
   /**
-   * A writer for an assembled blob over MAX_BATCHED_BLOB_BYTES: it is
-   * streamed in, and the writer's `finish` hashes it and refuses it
-   * (keeping nothing) unless it is the blob's id.
+   * A writer for an assembled blob over MAX_BATCHED_BLOB_BYTES whose bytes
+   * are verified against `outboard` (itself checked against the blob's id)
+   * as they are written: the writer need not hash them again.
    */
-  largeWriter(blob: FileNode): BlobWriter;
+  largeWriter(blob: FileNode, outboard: Uint8Array): BlobWriter;
   /** An assembled blob of at most MAX_BATCHED_BLOB_BYTES, already checked against its id. */
   small(blob: FileNode, bytes: Uint8Array): Promise<void>;
 }
@@ -198,27 +209,27 @@ export function deltaBatches(pairs: readonly DeltaPair[]): DeltaPair[][] {
  */
 export async function fetchGroupDeltaBatch(client: DataClient, store: Castore, batch: readonly DeltaPair[], sink: GroupDeltaSink): Promise<GroupDeltaReport> {
   const unasked: FileNode[] = [];
-  const asked: { pair: DeltaPair; cvs: Uint8Array }[] = [];
+  const asked: { pair: DeltaPair; cvs: Uint32Array }[] = [];
   for (const pair of batch) {
     // A basis that is gone or unreadable since it was chosen: fetch whole.
-    const cvs = await basisChainingValues(store, pair).catch(() => new Uint8Array(0));
-    const groups = Math.min(cvs.length / DELTA_CV_BYTES, MAX_DELTA_GROUPS);
+    const cvs = await basisChainingValues(store, pair).catch(() => new Uint32Array(0));
+    const groups = Math.min(cvs.length / 8, MAX_DELTA_GROUPS);
     if (groups === 0) unasked.push(pair.target);
-    else asked.push({ pair, cvs: cvs.subarray(0, groups * DELTA_CV_BYTES) });
+    else asked.push({ pair, cvs: cvs.subarray(0, groups * 8) });
   }
   if (asked.length === 0) return { assembled: 0, groupBytes: 0, whole: unasked };
   let report: GroupDeltaReport;
   try {
     report = await client.call(
-      { op: 'blobs.delta', blobs: asked.map(({ pair, cvs }) => ({ id: pair.target.digest, basisGroups: cvs.length / DELTA_CV_BYTES })), ...(client.accept ? { accept: client.accept } : {}) },
+      { op: 'blobs.delta', blobs: asked.map(({ pair, cvs }) => ({ id: pair.target.digest, basisGroups: cvs.length / 8 })), ...(client.accept ? { accept: client.accept } : {}) },
       {
-        body: asked.map(({ cvs }) => cvs),
+        body: asked.map(({ cvs }) => cvsToBytes(cvs)),
         // Retried as a whole after a transport failure: each attempt reports on its own.
         consume: async (reply) => {
           const attempt: GroupDeltaReport = { assembled: 0, groupBytes: 0, whole: [] };
           if (reply.header.blobs.length !== asked.length) throw new TransportError(`the coordinator answered ${reply.header.blobs.length} deltas for ${asked.length} blobs`);
           for (const [index, meta] of reply.header.blobs.entries()) {
-            const { pair } = asked[index]!;
+            const { pair, cvs } = asked[index]!;
             const target = pair.target;
             if (meta.id !== target.digest || meta.size !== target.size) throw new TransportError(`the coordinator sent a delta of ${meta.id} (${meta.size} bytes) where ${target.digest} was asked for`);
             if (meta.runs === null) {
@@ -237,7 +248,7 @@ export async function fetchGroupDeltaBatch(client: DataClient, store: Castore, b
             } else {
               sent = await reply.body.readExact(sentLength, `delta of ${meta.id}`);
             }
-            if (sent && (await assemble(store, pair, meta.runs, sent, sink))) {
+            if (sent && (await assemble(store, pair, cvs, meta.runs, sent, sink))) {
               attempt.assembled++;
               attempt.groupBytes += sentLength;
             } else {
@@ -270,57 +281,83 @@ function checkRuns(runs: readonly [number, number][], target: FileNode): number 
   return length;
 }
 
+/** Chaining values as the 32-byte little-endian values of the wire. */
+function cvsToBytes(cvs: Uint32Array): Uint8Array {
+  const out = new Uint8Array(cvs.length * 4);
+  for (let group = 0; group < cvs.length / 8; group++) cvToBytes(cvs.subarray(group * 8, group * 8 + 8), out, group * DELTA_CV_BYTES);
+  return out;
+}
+
 /**
- * Writes the target's bytes: sent groups from `sent`, the others from the
- * basis, then checks them against the target's id. Returns false (nothing
- * kept) when they do not hash to it.
+ * Builds the target from the sent groups and the basis, keeping it only if
+ * it is the target: first its tree, from the sent groups' chaining values
+ * (hashed) and the basis's for the others, must hash up to the target's
+ * id; then, as the bytes are written, the basis's bytes must hash (whole,
+ * natively) to the basis's id, which its chaining values were checked
+ * against. Returns false, keeping nothing, when either fails (a coordinator
+ * that sent wrong bytes, a basis changed on disk).
  */
-async function assemble(store: Castore, pair: DeltaPair, runs: readonly [number, number][], sent: Uint8Array, sink: GroupDeltaSink): Promise<boolean> {
-  const { target } = pair;
-  const isSent = new Uint8Array(groupCount(target.size));
+async function assemble(store: Castore, pair: DeltaPair, basisCvs: Uint32Array, runs: readonly [number, number][], sent: Uint8Array, sink: GroupDeltaSink): Promise<boolean> {
+  const { target, basis } = pair;
+  const groups = groupCount(target.size);
+  const basisGroups = basisCvs.length / 8;
+  const isSent = new Uint8Array(groups);
   for (const [first, count] of runs) isSent.fill(1, first, first + count);
+  const leaves = new Uint32Array(groups * 8);
+  const buffer = new GroupBuffer();
+  for (let index = 0, sentAt = 0; index < groups; index++) {
+    const length = groupLength(target.size, index);
+    if (isSent[index]) {
+      groupChainingValue(sent.subarray(sentAt, sentAt + length), index, buffer, leaves.subarray(index * 8, index * 8 + 8));
+      sentAt += length;
+    } else if (index < basisGroups) {
+      leaves.set(basisCvs.subarray(index * 8, index * 8 + 8), index * 8);
+    } else {
+      return false; // a group neither sent nor in the basis
+    }
+  }
+  const tree = outboardFromGroupCvs(leaves, groups, buffer);
+  if (digestFromBytes(tree.root) !== target.digest) return false;
+
   const large = target.size > MAX_BATCHED_BLOB_BYTES;
   const out = large ? undefined : new Uint8Array(target.size);
-  const writer = large ? sink.largeWriter(target) : undefined;
+  const writer = large ? sink.largeWriter(target, tree.outboard) : undefined;
+  const basisHash = nativeBlake3Hasher();
   let written = 0;
   let sentAt = 0;
-  const put = (bytes: Uint8Array) => {
-    if (writer) writer.write(bytes);
-    else out!.set(bytes, written);
-    written += bytes.length;
-  };
   try {
-    let index = 0;
-    const basis = groupsOf(store, pair.basis.digest);
-    for (; index < isSent.length; index++) {
+    const basisGroupsRead = groupsOf(store, basis.digest);
+    for (let index = 0; index < groups; index++) {
       const length = groupLength(target.size, index);
-      const fromBasis = isSent[index] ? undefined : (await basis.next()).value;
+      const fromBasis = index < groupCount(basis.size) ? (await basisGroupsRead.next()).value : undefined;
+      if (fromBasis) basisHash.update(fromBasis);
+      let bytes: Uint8Array;
       if (isSent[index]) {
-        await basis.next();
-        put(sent.subarray(sentAt, sentAt + length));
+        bytes = sent.subarray(sentAt, sentAt + length);
         sentAt += length;
       } else {
         if (!fromBasis || fromBasis.length < length) throw new CastoreError('BLOB_CORRUPT', `the basis of ${target.digest} ended early`);
-        put(fromBasis.subarray(0, length));
+        bytes = fromBasis.subarray(0, length);
       }
+      if (writer) writer.write(bytes);
+      else out!.set(bytes, written);
+      written += bytes.length;
     }
-    await basis.return(undefined);
+    // The rest of the basis, to check all of it.
+    for (let rest = await basisGroupsRead.next(); !rest.done; rest = await basisGroupsRead.next()) basisHash.update(rest.value);
   } catch (error) {
     writer?.discard();
     if (error instanceof CastoreError) return false;
     throw error;
   }
-  if (writer) {
-    try {
-      // Hashes what was written and refuses it (removing it) unless it is the target's id.
-      writer.finish();
-      return true;
-    } catch (error) {
-      if (error instanceof CastoreError) return false;
-      throw error;
-    }
+  if (digestFromBytes(basisHash.digest()) !== basis.digest) {
+    writer?.discard();
+    return false;
   }
-  if (digestFromBytes(nativeBlake3(out!)) !== target.digest) return false;
+  if (writer) {
+    writer.finish();
+    return true;
+  }
   await sink.small(target, out!);
   return true;
 }
