@@ -15,10 +15,11 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { BundleError, Castore, collectGarbage, fetchClosure, readBundle, referencesFirst, type BundleManifest, type StorePathInfo, type TransferProgress } from '../castore/index.js';
 import { ActivationEnvironmentError, environmentRefusal } from '../protocol/activation-environment.js';
 import { compareHlc, HlcStringSchema, parseHlc } from '../protocol/hlc.js';
-import { openDataClient } from '../protocol/connect.js';
+import { dataClientFor, discoverDataPlane, type DataPlaneRoute, type OpenDataClientOptions } from '../protocol/connect.js';
 import { TransportError, type DataClient } from '../protocol/data-client.js';
 import { ApiError, CoordinatorHttpClient, type CoordinatorHttpClientOptions } from '../protocol/http-client.js';
 import { createIdentityFile, loadIdentity, type Identity } from '../protocol/identity.js';
@@ -92,6 +93,12 @@ export class Agent {
   state: AgentState;
   private store: Castore | undefined;
   private dataClient: DataClient | undefined;
+  /**
+   * Where the coordinator's data plane is and its checked certificate, kept
+   * from one deployment to the next (two round trips fewer per deployment);
+   * forgotten after a failed round or a deployment that could not use QUIC.
+   */
+  private dataPlaneRoute: DataPlaneRoute | undefined;
   private readonly http: CoordinatorHttpClient;
   private readonly log: (line: string) => void;
 
@@ -158,20 +165,23 @@ export class Agent {
 
   private async data(): Promise<DataClient> {
     if (!this.dataClient) {
-      const opened = await openDataClient(this.state.coordinator.httpUrl, this.identity, {
+      const options: OpenDataClientOptions = {
         tlsFingerprint: this.state.coordinator.tlsFingerprint,
         pinnedTls: this.state.coordinator.pinnedTls,
         httpOnly: this.options.httpOnly ?? false,
         onNotice: (message) => this.log(`ferry agent: ${message}`),
-      });
-      this.dataClient = opened.client;
+      };
+      this.dataPlaneRoute ??= await discoverDataPlane(this.state.coordinator.httpUrl, options);
+      this.dataClient = dataClientFor(this.state.coordinator.httpUrl, this.identity, this.dataPlaneRoute, options);
     }
     return this.dataClient;
   }
 
-  private async releaseDataClient(): Promise<void> {
+  private async releaseDataClient(options: { forgetRoute?: boolean } = {}): Promise<void> {
     const client = this.dataClient;
     this.dataClient = undefined;
+    // A route whose QUIC address no longer answers (the coordinator moved) is learnt again next time.
+    if (options.forgetRoute || (client?.transportKind === 'http' && this.dataPlaneRoute?.quicAddress)) this.dataPlaneRoute = undefined;
     await client?.close().catch(() => undefined);
   }
 
@@ -184,11 +194,27 @@ export class Agent {
   /** Set while a bundle is applied: every report of that deployment says so (and whether it was forced). */
   private reportProvenance: { source: 'bundle'; forced: boolean } | undefined;
 
-  /** Queues a report and tries to deliver every queued one, in order; offline, they wait. */
-  private async report(configId: string | null, phase: string, error: string | null = null): Promise<void> {
+  /**
+   * Queues a report and tries to deliver every queued one, in order;
+   * offline, they wait. With `wait: false` the deployment goes on while it
+   * is delivered (`fetching`, `activating`: progress, not outcomes — a round
+   * trip each otherwise).
+   */
+  private async report(configId: string | null, phase: string, error: string | null = null, options: { wait?: boolean } = {}): Promise<void> {
     this.state.pendingReports.push({ configId, phase, error: error === null ? null : error.slice(0, 8000), at: Date.now(), ...this.reportProvenance });
     this.save();
-    await this.flushReports().catch(() => undefined);
+    const delivery = this.deliverReports().catch(() => undefined);
+    if (options.wait ?? true) await delivery;
+  }
+
+  /** The delivery under way; the next one starts after it (two at once would post the same report twice). */
+  private reportDelivery: Promise<void> = Promise.resolve();
+
+  /** Delivers every queued report, in order, after any delivery already under way; throws when the coordinator refuses or cannot be reached. */
+  private deliverReports(): Promise<void> {
+    const delivery = this.reportDelivery.then(() => this.flushReports());
+    this.reportDelivery = delivery.catch(() => undefined);
+    return delivery;
   }
 
   private async flushReports(): Promise<void> {
@@ -259,10 +285,12 @@ export class Agent {
    * (the caller backs off); the running generation is never touched then.
    */
   async runOnce(): Promise<RoundResult> {
-    await this.flushReports();
-    await this.reportFacts();
+    await this.deliverReports();
     const challenge = randomBytes(16).toString('hex');
-    const received = await this.http.get<{ configId: string | null; config: unknown; proof?: unknown }>('/v1/agent/desired', { challenge });
+    // Asked first: the facts are collected (reading /proc, /sys, the network interfaces: milliseconds of
+    // this thread) once the request has left, while it travels.
+    const asked = this.http.get<{ configId: string | null; config: unknown; proof?: unknown }>('/v1/agent/desired', { challenge });
+    const [received] = await Promise.all([asked, nextTurn().then(() => this.reportFacts())]);
     // It says which activation command to run, and may travel over plain HTTP: only the coordinator's fresh word counts.
     if (!verifyProof(this.state.coordinator.coordinatorKey, desiredProofMessage(this.identity.keyId, challenge, received), received.proof)) {
       throw new UnverifiedAnswerError(`the desired-config answer from ${this.state.coordinator.httpUrl} is not signed by the coordinator key ${this.state.coordinator.coordinatorKey}: ignoring it`);
@@ -312,6 +340,8 @@ export class Agent {
       this.state = readAgentState(this.stateDir);
       return await work();
     } finally {
+      // A report delivered in the background (report with wait: false) saves the state when it is through: under the lock.
+      await this.reportDelivery;
       this.releaseStateLock();
       this.releaseStateLock = undefined;
     }
@@ -366,7 +396,7 @@ export class Agent {
         const delay = Math.min(60_000, 500 * 2 ** Math.min(failures, 7)) * (0.5 + Math.random() / 2);
         const message = (error as Error).message;
         const retry = `retrying in ${Math.round(delay / 1000)} s (running generation unchanged)`;
-        await this.releaseDataClient();
+        await this.releaseDataClient({ forgetRoute: true });
         if (coordinatorUnreachable(error)) {
           if (!offline) this.events.add('offline', `coordinator unreachable: ${message}`);
           offline = true;
@@ -543,7 +573,7 @@ export class Agent {
           storePaths = this.castore().closure([target]).map((storePath) => this.castore().getStorePath(storePath)!);
           materializer.plan(referencesFirst(storePaths));
         } else {
-          await this.report(config.id, 'fetching');
+          await this.report(config.id, 'fetching', null, { wait: false });
           const fetched = await fetchClosure(await this.data(), this.castore(), config.id, system, {
             coordinatorKey: this.state.coordinator.coordinatorKey,
             onProgress: (progress) => {
@@ -588,14 +618,15 @@ export class Agent {
 
   /** Activation and health check of the switched-to `generation`; on failure, back to `previous` (or the one before). */
   private async activateGeneration(config: AgentConfig, generation: Generation, previous: Generation | undefined): Promise<RoundResult> {
-    await this.report(config.id, 'activating');
+    await this.report(config.id, 'activating', null, { wait: false });
     const outcome = await this.activateAndCheck(generation);
     if (outcome.ok) {
       this.state.deploying = null;
       this.save();
       this.events.add('active', `generation ${generation.number} (${config.id}) is active`, config.id);
-      this.publishActivity('active', config.id, undefined, true);
+      // The outcome first: the live view of progress can wait the round trip, what the coordinator records cannot.
       await this.report(config.id, 'active');
+      this.publishActivity('active', config.id, undefined, true);
       return 'active';
     }
     this.state.refused.push(config.id);
@@ -613,8 +644,8 @@ export class Agent {
     this.save();
     const note = restored.ok ? '' : `\n(re-activating generation ${back.number} also failed: exit ${restored.exitCode})`;
     this.events.add('rolled-back', `generation ${generation.number} failed, back on ${back.number}: ${outcome.error}${note}`, config.id);
-    this.publishActivity('rolled-back', config.id, undefined, true);
     await this.report(config.id, 'rolled-back', `${outcome.error}${note}`);
+    this.publishActivity('rolled-back', config.id, undefined, true);
     return 'rolled-back';
   }
 

@@ -52,6 +52,8 @@ export interface Command {
 export interface CommandGroup {
   name: string;
   summary: string;
+  /** The commands of the module that declares this group's (possibly with another group's), loaded on demand. */
+  load(): Promise<Command[]>;
 }
 
 /** A user mistake on the command line: printed with the usage, exit code 2. */

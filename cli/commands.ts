@@ -1,31 +1,36 @@
-/** Every `ferry` command, by group. */
-import { agentCommands } from './agent-commands.js';
-import { auditCommands } from './audit-commands.js';
-import { bundleCommands } from './bundle-commands.js';
-import { cacheCommands } from './cache-commands.js';
-import { castoreCommands } from './castore-commands.js';
+/**
+ * Every `ferry` command, by group. A group names the module that declares
+ * its commands, loaded only when argv names the group: `ferry config
+ * submit` then starts without loading every other group's commands (the
+ * NAR codec, Nix store reading, the binary cache's credentials, the
+ * viewer…), ~0.1 s of its start-up before.
+ */
 import type { Command, CommandGroup } from './command.js';
-import { coordinatorCommands } from './coordinator-commands.js';
-import { fleetCommands } from './fleet-commands.js';
-import { graphCommands } from './graph-commands.js';
-import { narCommands } from './nar-commands.js';
-import { pushCommand } from './push-command.js';
 
 export const commandGroups: CommandGroup[] = [
-  { name: 'coordinator', summary: 'create and run a coordinator' },
-  { name: 'context', summary: 'the coordinators this CLI talks to' },
-  { name: 'keys', summary: 'keys allowed to use the coordinator, and their roles' },
-  { name: 'tokens', summary: 'bootstrap tokens for enrolling agents' },
-  { name: 'agents', summary: 'the fleet: list, approve, assign, pin, status, facts' },
-  { name: 'config', summary: 'submit and inspect configs' },
-  { name: 'graph', summary: 'artifact graphs: log and rollback' },
-  { name: 'audit', summary: 'the audit log: log, show, replay, view (web), verify, export' },
-  { name: 'cache', summary: 'the Nix binary cache at <url>/nix-cache: key to trust, netrc credentials' },
-  { name: 'push', summary: 'upload store paths from the local Nix store (only what the coordinator lacks)' },
-  { name: 'agent', summary: 'the machine side: enroll, run, status, generations, rollback, gc' },
-  { name: 'bundle', summary: 'signed offline bundles of a config and its closure, for air-gapped machines' },
-  { name: 'nar', summary: 'NAR archives: dump, hash, ls, restore (Nix-compatible, no Nix needed)' },
-  { name: 'castore', summary: 'the content-addressed store: ingest, export, stat, fsck, gc' },
+  { name: 'coordinator', summary: 'create and run a coordinator', load: async () => (await import('./coordinator-commands.js')).coordinatorCommands },
+  { name: 'context', summary: 'the coordinators this CLI talks to', load: async () => (await import('./coordinator-commands.js')).coordinatorCommands },
+  { name: 'keys', summary: 'keys allowed to use the coordinator, and their roles', load: async () => (await import('./fleet-commands.js')).fleetCommands },
+  { name: 'tokens', summary: 'bootstrap tokens for enrolling agents', load: async () => (await import('./fleet-commands.js')).fleetCommands },
+  { name: 'agents', summary: 'the fleet: list, approve, assign, pin, status, facts', load: async () => (await import('./fleet-commands.js')).fleetCommands },
+  { name: 'config', summary: 'submit and inspect configs', load: async () => (await import('./graph-commands.js')).graphCommands },
+  { name: 'graph', summary: 'artifact graphs: log and rollback', load: async () => (await import('./graph-commands.js')).graphCommands },
+  { name: 'audit', summary: 'the audit log: log, show, replay, view (web), verify, export', load: async () => (await import('./audit-commands.js')).auditCommands },
+  { name: 'cache', summary: 'the Nix binary cache at <url>/nix-cache: key to trust, netrc credentials', load: async () => (await import('./cache-commands.js')).cacheCommands },
+  { name: 'push', summary: 'upload store paths from the local Nix store (only what the coordinator lacks)', load: async () => [(await import('./push-command.js')).pushCommand] },
+  { name: 'agent', summary: 'the machine side: enroll, run, status, generations, rollback, gc', load: async () => (await import('./agent-commands.js')).agentCommands },
+  { name: 'bundle', summary: 'signed offline bundles of a config and its closure, for air-gapped machines', load: async () => (await import('./bundle-commands.js')).bundleCommands },
+  { name: 'nar', summary: 'NAR archives: dump, hash, ls, restore (Nix-compatible, no Nix needed)', load: async () => (await import('./nar-commands.js')).narCommands },
+  { name: 'castore', summary: 'the content-addressed store: ingest, export, stat, fsck, gc', load: async () => (await import('./castore-commands.js')).castoreCommands },
 ];
 
-export const allCommands: Command[] = [...coordinatorCommands, ...fleetCommands, ...graphCommands, pushCommand, ...agentCommands, ...bundleCommands, ...auditCommands, ...narCommands, ...castoreCommands, ...cacheCommands];
+/** The commands of group `name` (the first word after `ferry`); none for an unknown group. */
+export async function commandsOfGroup(name: string): Promise<Command[]> {
+  const group = commandGroups.find((candidate) => candidate.name === name);
+  return group ? (await group.load()).filter((command) => command.path[0] === name) : [];
+}
+
+/** Every command of every group (loads every command module): for checks that each is reachable. */
+export async function loadAllCommands(): Promise<Command[]> {
+  return [...new Set((await Promise.all(commandGroups.map((group) => group.load()))).flat())];
+}

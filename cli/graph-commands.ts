@@ -80,7 +80,7 @@ const submit: Command = {
       author: client.identity.keyId,
       hlc: formatHlc({ wall: Date.now(), counter: 0, node: client.identity.keyId.slice(0, 8) }),
     };
-    const { configId, configSigningMessage } = await import('../coordinator/domain/commands.js');
+    const { configId, configSigningMessage } = await import('../coordinator/domain/config-id.js');
     const signature = Buffer.from(client.identity.sign(configSigningMessage(configId(body)))).toString('base64');
     const result = await client.post<{ configId: string; forced: boolean; previousHead: string | null }>(`/v1/graphs/${encodeURIComponent(graph)}/configs`, {
       body,

@@ -9,7 +9,7 @@
  * error messages that may quote a coordinator's answer included, is escaped
  * for the terminal as well.
  */
-import { allCommands, commandGroups } from './commands.js';
+import { commandGroups, commandsOfGroup } from './commands.js';
 import { formatCommandHelp, parseCommandLine, UsageError, type Command, type CommandContext } from './command.js';
 import { block, term, terminalOutput } from './terminal-text.js';
 
@@ -39,9 +39,9 @@ function formatGroupHelp(group: string, commands: Command[]): string {
   return `${lines.join('\n')}\n`;
 }
 
-function findCommand(argv: string[]): { command: Command; rest: string[] } | undefined {
+function findCommand(commands: Command[], argv: string[]): { command: Command; rest: string[] } | undefined {
   let best: Command | undefined;
-  for (const command of allCommands) {
+  for (const command of commands) {
     const matches = command.path.every((word, i) => argv[i] === word);
     if (matches && (!best || command.path.length > best.path.length)) best = command;
   }
@@ -74,9 +74,10 @@ export async function main(argv: string[]): Promise<number> {
     stdout.write(term`ferry ${VERSION}\n`);
     return 0;
   }
-  const found = findCommand(argv);
+  // Only the named group's module is loaded (cli/commands.ts).
+  const groupCommands = await commandsOfGroup(argv[0]!);
+  const found = findCommand(groupCommands, argv);
   if (!found) {
-    const groupCommands = allCommands.filter((command) => command.path[0] === argv[0]);
     if (groupCommands.length > 0) {
       const asksHelp = argv.length === 1 || argv[1] === '--help' || argv[1] === '-h';
       if (!asksHelp) stderr.write(term`ferry: unknown command '${argv.slice(0, 2).join(' ')}'\n\n`);

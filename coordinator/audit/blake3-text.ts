@@ -5,7 +5,7 @@
  * hashing itself. Built on the castore's BLAKE3 compression function (the
  * same one its outboards use); identical to `blake3` for every input (test).
  */
-import { hash as nativeBlake3 } from 'blake3';
+import { createRequire } from 'node:module';
 import { compress, compressChunk, IV, PARENT, ROOT } from '../../castore/blake3/compress.js';
 
 const CHUNK_BYTES = 1024;
@@ -27,8 +27,19 @@ function mergeInto(left: Uint32Array, leftOffset: number, flags: number, target:
   compress(IV, 0, parentBlock, 0, 0, 64, flags, target, targetOffset);
 }
 
+/**
+ * The `blake3` package, for big-endian machines only, loaded on first use:
+ * loading it instantiates its WebAssembly module, whose background
+ * compilation a short-lived process (`ferry config submit` computes a
+ * config id with this file) then waits for at exit — ~0.2 s.
+ */
+function packageBlake3(bytes: Buffer): Buffer {
+  const { hash } = createRequire(import.meta.url)('blake3') as typeof import('blake3');
+  return hash(bytes) as Buffer;
+}
+
 export function blake3Text(text: string): string {
-  if (!LITTLE_ENDIAN) return (nativeBlake3(Buffer.from(text, 'utf8')) as Buffer).toString('hex');
+  if (!LITTLE_ENDIAN) return packageBlake3(Buffer.from(text, 'utf8')).toString('hex');
   const room = Math.max(64, Math.ceil((text.length * 3) / 64) * 64);
   if (bytes.length < room) {
     words = new Uint32Array(Math.ceil(room / CHUNK_BYTES) * CHUNK_WORDS);

@@ -9,8 +9,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import { refineActivationEnvironment } from '../../protocol/activation-environment.js';
-import { canonicalJson } from '../../protocol/canonical-json.js';
-import { blake3Text } from '../audit/blake3-text.js';
+import { configId, configSigningMessage } from './config-id.js';
 import { ed25519Verify } from '../../protocol/ed25519.js';
 import { KeyIdSchema, publicKeyOf, type KeyId } from '../../protocol/identity.js';
 import {
@@ -23,8 +22,6 @@ import {
   ReportSourceSchema,
   RoleSchema,
   type ActorRole,
-  type ConfigBody,
-  type ConfigId,
   type EventDraft,
   type Role,
 } from './events.js';
@@ -340,14 +337,7 @@ export function reportStatus(context: CommandContext, input: unknown): EventDraf
 
 // --- configs and graphs -----------------------------------------------------
 
-/** A config's id: BLAKE3 (hex) of the canonical JSON of its body. */
-export function configId(body: ConfigBody): ConfigId {
-  return blake3Text(canonicalJson(body)) as ConfigId;
-}
-
-export function configSigningMessage(id: string): Uint8Array {
-  return new TextEncoder().encode(`ferry-config-v1\n${id}`);
-}
+export { configId, configSigningMessage };
 
 /**
  * A submission. Its body is checked beyond ConfigBodySchema (which also
