@@ -25,7 +25,7 @@ import type { Castore } from '../store/castore.js';
 import type { BlobWriter, IngestSession } from '../store/ingest-session.js';
 import type { StorePathInfo } from '../store/store-path-info.js';
 import { batchBlobs, TRANSFER_BATCH_BYTES, TRANSFER_PARALLEL } from './batches.js';
-import { deltaBatches, fetchGroupDeltaBatch, findDeltaBases } from './group-delta.js';
+import { deltaBatches, fetchGroupDeltaBatch, findDeltaBases, type DeltaPair } from './group-delta.js';
 import { streamOrder } from './stream-order.js';
 import { runPool } from './pool.js';
 
@@ -460,29 +460,38 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
   const inDelta = new Set(deltaPairs.map((pair) => pair.target.digest));
   const whole = wanted.filter((blob) => !inDelta.has(blob.digest));
   const delta = { blobs: 0, groupBytes: 0 };
+  const fetchWhole = async (job: FileNode[]): Promise<void> => {
+    if (job.length === 1 && job[0]!.size > MAX_BATCHED_BLOB_BYTES) await fetchLargeBlob(client, ingest, job[0]!, onBytes);
+    else await fetchBlobBatch(client, ingest, job, onBytes, options.onBlob, storeBatched);
+    progress.objectsDone += job.length;
+  };
+  const wholeJobs = (blobs: FileNode[]) => batchBlobs(blobs, { largeOver: MAX_BATCHED_BLOB_BYTES, maxObjects: MAX_BATCH_OBJECTS / 4, maxBytes: TRANSFER_BATCH_BYTES });
+  /** Blobs the coordinator declined to send as deltas, or whose delta did not verify: fetched whole at the end. */
+  const declined: FileNode[] = [];
+  const fetchDeltas = async (batch: DeltaPair[]): Promise<void> => {
+    const bytes = batch.reduce((sum, pair) => sum + pair.target.size, 0);
+    const outcome = await ingest.use(bytes, (session) =>
+      fetchGroupDeltaBatch(client, store, batch, {
+        largeWriter: (blob, outboard) => session.blobWriter(blob.size, blob.digest, outboard),
+        small: async (blob, data) => {
+          if (storeBatched) {
+            const writer = session.blobWriter(blob.size, blob.digest);
+            writer.write(data);
+            writer.finish();
+          }
+          await options.onBlob?.(blob.digest, data);
+        },
+      }),
+    );
+    delta.blobs += outcome.assembled;
+    delta.groupBytes += outcome.groupBytes;
+    declined.push(...outcome.whole);
+    progress.objectsDone += batch.length - outcome.whole.length;
+    onBytes(bytes - outcome.whole.reduce((sum, blob) => sum + blob.size, 0));
+  };
   try {
-    await runPool(deltaBatches(deltaPairs), parallel, async (batch) => {
-      const bytes = batch.reduce((sum, pair) => sum + pair.target.size, 0);
-      const outcome = await ingest.use(bytes, (session) =>
-        fetchGroupDeltaBatch(client, store, batch, {
-          largeWriter: (blob, outboard) => session.blobWriter(blob.size, blob.digest, outboard),
-          small: async (blob, data) => {
-            if (storeBatched) {
-              const writer = session.blobWriter(blob.size, blob.digest);
-              writer.write(data);
-              writer.finish();
-            }
-            await options.onBlob?.(blob.digest, data);
-          },
-        }),
-      );
-      delta.blobs += outcome.assembled;
-      delta.groupBytes += outcome.groupBytes;
-      whole.push(...outcome.whole);
-      progress.objectsDone += batch.length - outcome.whole.length;
-      onBytes(bytes - outcome.whole.reduce((sum, blob) => sum + blob.size, 0));
-    });
     let batched = whole;
+    // A large fetch (a cold deploy) as one stream first: it fills the link on its own.
     if (client.compression && whole.reduce((sum, blob) => sum + blob.size, 0) >= (options.streamMinBytes ?? WIRE_STREAM_MIN_BYTES)) {
       const wholeIds = new Set(whole.map((blob) => blob.digest));
       const streamed = streamOrder(manifest.storePaths, readDirectory).filter((blob) => wholeIds.has(blob.digest));
@@ -499,12 +508,10 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
         progress.objectsDone += part.length;
       }
     }
-    const jobs = batchBlobs(batched, { largeOver: MAX_BATCHED_BLOB_BYTES, maxObjects: MAX_BATCH_OBJECTS / 4, maxBytes: TRANSFER_BATCH_BYTES });
-    await runPool(jobs, parallel, async (job) => {
-      if (job.length === 1 && job[0]!.size > MAX_BATCHED_BLOB_BYTES) await fetchLargeBlob(client, ingest, job[0]!, onBytes);
-      else await fetchBlobBatch(client, ingest, job, onBytes, options.onBlob, storeBatched);
-      progress.objectsDone += job.length;
-    });
+    // Deltas and whole batches side by side: a small change is one round trip, not two.
+    const jobs = [...deltaBatches(deltaPairs).map((batch) => ({ deltas: batch })), ...wholeJobs(batched).map((job) => ({ whole: job }))];
+    await runPool(jobs, parallel, (job) => ('deltas' in job ? fetchDeltas(job.deltas) : fetchWhole(job.whole)));
+    await runPool(wholeJobs(declined), parallel, fetchWhole);
     ingest.finish();
   } catch (error) {
     // What arrived is verified: keep it for the next attempt.
