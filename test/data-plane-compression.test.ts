@@ -18,7 +18,7 @@ import { DataClient, DataError } from '../protocol/data-client.js';
 import { openDataClient } from '../protocol/connect.js';
 import type { Identity } from '../protocol/identity.js';
 import { signRequest } from '../protocol/request-signing.js';
-import { TRANSFER_GROUP_SIZE } from '../protocol/data-protocol.js';
+import { TRANSFER_GROUP_SIZE, type DataRequest } from '../protocol/data-protocol.js';
 import { addTreeAsStorePath, enrollAgent, fakeStorePath, narBytes, signedConfig, startTestCoordinator, type TestCoordinator } from './data-plane-fixture.js';
 import { startTcpFlipProxy, startUdpProxy } from './fault-proxies.js';
 
@@ -93,6 +93,38 @@ async function refusedCode(promise: Promise<unknown>): Promise<string> {
 }
 
 const idOf = (bytes: Uint8Array): Digest => digestFromBytes(blake3(bytes));
+
+/** A compressing client that reaches the coordinator's QUIC port through `proxyPort` (a fault proxy), with short timeouts. */
+function clientThroughProxy(proxyPort: number, onNotice?: (message: string) => void): DataClient {
+  return new DataClient({
+    identity: test.admin,
+    httpUrl: test.http.url,
+    quicAddress: `127.0.0.1:${proxyPort}`,
+    certificatePem: test.coordinator.tls.certificatePem,
+    idleTimeoutMs: 1500,
+    connectTimeoutMs: 2000,
+    retries: 8,
+    compression: 'zstd',
+    ...(onNotice ? { onNotice } : {}),
+  });
+}
+
+/** Calls `visit` with every request `client` sends, each attempt of a retried one built again. */
+function watchRequests(client: DataClient, visit: (request: DataRequest) => void): void {
+  const call = client.call.bind(client);
+  client.call = ((request: Parameters<typeof call>[0], options: Parameters<typeof call>[1]) =>
+    call(
+      typeof request === 'function'
+        ? () => {
+            const built = request();
+            visit(built);
+            return built;
+          }
+        : request,
+      options,
+    )) as typeof client.call;
+}
+
 
 beforeAll(async () => {
   test = await startTestCoordinator();
@@ -283,31 +315,13 @@ describe('zstd on the wire', () => {
     // After medium.txt and random.bin (the walk's first blobs: ~500 KB on the wire), before the end.
     const proxy = await startUdpProxy(test.quic.port, { cutAfterBytes: 700 * 1024 });
     try {
-      const client = new DataClient({
-        identity: test.admin,
-        httpUrl: test.http.url,
-        quicAddress: `127.0.0.1:${proxy.port}`,
-        certificatePem: test.coordinator.tls.certificatePem,
-        idleTimeoutMs: 1500,
-        connectTimeoutMs: 2000,
-        retries: 8,
-        compression: 'zstd',
-      });
+      const client = clientThroughProxy(proxy.port);
       /** Per blobs.stream attempt: the blobs it asks for, and those received (handed on, verified) before it. */
       const asked: { ids: number; before: number }[] = [];
       let offered = 0;
-      const call = client.call.bind(client);
-      client.call = ((request: Parameters<typeof call>[0], options: Parameters<typeof call>[1]) =>
-        call(
-          typeof request === 'function'
-            ? () => {
-                const built = request();
-                if (built.op === 'blobs.stream') asked.push({ ids: built.ids.length, before: offered });
-                return built;
-              }
-            : request,
-          options,
-        )) as typeof client.call;
+      watchRequests(client, (request) => {
+        if (request.op === 'blobs.stream') asked.push({ ids: request.ids.length, before: offered });
+      });
       const lifted = setInterval(() => {
         if (proxy.cuts > 0) proxy.faults.cutAfterBytes = undefined;
       }, 10);
@@ -472,31 +486,12 @@ describe('zstd on the wire', () => {
     const proxy = await startUdpProxy(test.quic.port, { cutAfterBytes: 600 * 1024 });
     try {
       const notices: string[] = [];
-      const client = new DataClient({
-        identity: test.admin,
-        httpUrl: test.http.url,
-        quicAddress: `127.0.0.1:${proxy.port}`,
-        certificatePem: test.coordinator.tls.certificatePem,
-        idleTimeoutMs: 1500,
-        connectTimeoutMs: 2000,
-        retries: 8,
-        compression: 'zstd',
-        onNotice: (message) => notices.push(message),
-      });
+      const client = clientThroughProxy(proxy.port, (message) => notices.push(message));
       // Records where each blob.get starts (the retry's request is built again per attempt).
       const offsets: number[] = [];
-      const call = client.call.bind(client);
-      client.call = ((request: Parameters<typeof call>[0], options: Parameters<typeof call>[1]) =>
-        call(
-          typeof request === 'function'
-            ? () => {
-                const built = request();
-                if (built.op === 'blob.get') offsets.push(built.offset ?? 0);
-                return built;
-              }
-            : request,
-          options,
-        )) as typeof client.call;
+      watchRequests(client, (request) => {
+        if (request.op === 'blob.get') offsets.push(request.offset ?? 0);
+      });
       const cache = wireCompressionOf(test.coordinator)!;
       const before = { ...cache.stats };
       const lifted = setInterval(() => {
