@@ -314,6 +314,13 @@ export class Castore {
     yield* createReadStream(file, { start: offset, end: offset + length - 1, highWaterMark: 1024 * 1024 });
   }
 
+  /** Bytes [offset, offset + length) of a blob in one buffer; refuses what readBlob refuses. */
+  async readBlobRange(id: Digest, offset: number, length: number): Promise<Uint8Array> {
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of this.readBlob(id, { offset, length })) chunks.push(chunk);
+    return chunks.length === 1 ? chunks[0]! : new Uint8Array(Buffer.concat(chunks, length));
+  }
+
   /** A whole blob in memory: for small blobs and tests, not for bulk data. */
   async readBlobBytes(id: Digest): Promise<Uint8Array> {
     const chunks: Uint8Array[] = [];

@@ -11,10 +11,13 @@
  * matches at the same offset (an in-place edit, a same-length store path
  * rewrite), not after an insertion.
  *
- * Nothing weakens verification: the assembled blob is hashed whole and
- * must equal its id before it is staged or handed on; one that does not
- * (a basis that changed on disk, a coordinator that sent wrong bytes) is
- * fetched whole instead, as is every blob the coordinator declines.
+ * Nothing weakens verification: the new blob's tree, from the chaining
+ * values of the groups received (hashed) and of those reused (the basis's,
+ * from its outboard checked against its id), must hash to the wanted id
+ * before anything is kept, and the reused bytes must hash to the basis's
+ * id as they are copied. A blob that fails either (a basis changed on
+ * disk, a coordinator that sent wrong bytes) is fetched whole instead, as
+ * is every blob the coordinator declines.
  */
 import { DataClient, DataError, TransportError } from '../../protocol/data-client.js';
 import { unzstdWhole } from '../../protocol/compression/wire.js';
@@ -127,13 +130,6 @@ function groupLength(size: number, index: number): number {
   return Math.min(GROUP_SIZE, size - index * GROUP_SIZE);
 }
 
-/** Bytes [offset, offset + length) of a local blob. */
-async function readRange(store: Castore, id: Digest, offset: number, length: number): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = [];
-  for await (const chunk of store.readBlob(id, { offset, length })) chunks.push(chunk);
-  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-}
-
 /**
  * The chaining values (8 words per group) the basis's groups have as
  * groups of the target, as far as the basis reaches: from the basis's own
@@ -153,7 +149,7 @@ async function basisChainingValues(store: Castore, pair: DeltaPair): Promise<Uin
     const held = groupLength(basis.size, count);
     if (held < wanted) break;
     if (held === wanted && tree) cvs.set(tree.groupCv(count)!, count * 8);
-    else cvs.set(groupChainingValue(await readRange(store, basis.digest, count * GROUP_SIZE, wanted), count, buffer), count * 8);
+    else cvs.set(groupChainingValue(await store.readBlobRange(basis.digest, count * GROUP_SIZE, wanted), count, buffer), count * 8);
   }
   return cvs.subarray(0, count * 8);
 }

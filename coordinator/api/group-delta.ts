@@ -17,7 +17,7 @@ import { digestToBytes, groupCount, GROUP_SIZE, verifyOutboard, type Castore, ty
 import { DELTA_CV_BYTES, MAX_BATCH_BYTES, type DataResponseInput, type ParsedDataRequest } from '../../protocol/data-protocol.js';
 import type { FrameReader } from '../../protocol/framing.js';
 import { CommandError } from '../domain/commands.js';
-import { readBlobRange, type WireCompressionCache } from './wire-compression.js';
+import type { WireCompressionCache } from './wire-compression.js';
 
 type DeltaReplyBlob = DataResponseInput<'blobs.delta'>['blobs'][number];
 
@@ -94,7 +94,7 @@ async function groupBytes(store: Castore, id: Digest, size: number, runs: readon
   let at = 0;
   for (const [first, count] of runs) {
     const offset = first * GROUP_SIZE;
-    const bytes = await readBlobRange(store, id, offset, Math.min(size, (first + count) * GROUP_SIZE) - offset);
+    const bytes = await store.readBlobRange(id, offset, Math.min(size, (first + count) * GROUP_SIZE) - offset);
     out.set(bytes, at);
     at += bytes.length;
   }

@@ -108,17 +108,6 @@ export function acceptsZstdBatch(accept: readonly string[] | undefined): boolean
   return accept?.includes('zstd-batch') ?? false;
 }
 
-/** Bytes [offset, offset + length) of a stored blob, in one buffer. */
-export async function readBlobRange(store: Castore, id: Digest, offset: number, length: number): Promise<Uint8Array> {
-  const out = new Uint8Array(length);
-  let at = 0;
-  for await (const chunk of store.readBlob(id, { offset, length })) {
-    out.set(chunk, at);
-    at += chunk.length;
-  }
-  return out;
-}
-
 /**
  * A large blob's segment [offset, offset + length) as independent zstd
  * frames (protocol/data-protocol.ts, `blob.get`): the frames' total size
@@ -143,7 +132,7 @@ export async function compressedSegment(
     const aligned = start % WIRE_FRAME_BYTES === 0 && (pieceEnd - start === WIRE_FRAME_BYTES || pieceEnd === size);
     const key = aligned ? `${id}@${start}` : undefined;
     let raw: Uint8Array | undefined;
-    if (key === undefined || !cache.has(key)) raw = await readBlobRange(store, id, start, pieceEnd - start);
+    if (key === undefined || !cache.has(key)) raw = await store.readBlobRange(id, start, pieceEnd - start);
     const frame = cache.frameOf(key, () => raw!);
     // Only frames are held until the reply is sent: pieces that go raw are read again then.
     pieces.push({ start, length: pieceEnd - start, frame });
@@ -154,7 +143,7 @@ export async function compressedSegment(
   async function* frames(): AsyncGenerator<Uint8Array> {
     for (const piece of pieces) {
       if (piece.frame) yield piece.frame;
-      else yield zstdRawFrame(await readBlobRange(store, id, piece.start, piece.length));
+      else yield zstdRawFrame(await store.readBlobRange(id, piece.start, piece.length));
     }
   }
   return { wireLength, frames: frames() };
