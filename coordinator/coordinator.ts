@@ -216,7 +216,14 @@ export class Coordinator {
   /** CoordinatorOptions.wireCompression, as given. */
   readonly wireCompression: boolean | { cacheBytes?: number };
 
+  /** Set by `close`: held requests (an agent's watch) answer instead of reading a closed database. */
+  closed = false;
+
+  /** Idempotent. */
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.notifyEventWaiters();
     clearInterval(this.walTimer);
     this.walCheckpointer?.stop();
     this.walCheckpointer = undefined;

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CoordinatorHttpClient } from '../protocol/http-client.js';
+import { ApiError, CoordinatorHttpClient } from '../protocol/http-client.js';
 import type { Identity } from '../protocol/identity.js';
 import { addTreeAsStorePath, enrollAgent, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
 
@@ -40,5 +40,24 @@ describe("an agent's watch", () => {
     const answer = await client.get<{ configId: string | null }>('/v1/agent/watch', { known: current.configId ?? 'none', wait: '1' });
     expect(answer.configId).toBe(current.configId);
     expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+  });
+
+  // Last: it closes the coordinator. A held watch once woke on a closed database and answered a
+  // plain-text 500 (TypeError: the database connection is not open).
+  it('answers a held watch with 503 SHUTTING_DOWN when the coordinator closes, at once', async () => {
+    const client = new CoordinatorHttpClient(test.http.url, agent);
+    const current = await client.get<{ configId: string | null }>('/v1/agent/watch', { known: 'none', wait: '0' });
+    const started = Date.now();
+    const watched = client.get('/v1/agent/watch', { known: current.configId ?? 'none', wait: '20' }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    test.coordinator.close();
+    const refusal = await watched;
+    expect(refusal).toBeInstanceOf(ApiError);
+    expect((refusal as ApiError).status).toBe(503);
+    expect((refusal as ApiError).code).toBe('SHUTTING_DOWN');
+    expect(Date.now() - started).toBeLessThan(5_000);
   });
 });

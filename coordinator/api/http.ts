@@ -173,6 +173,8 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
         if ((desired.configId ?? 'none') !== known || Date.now() >= deadline) return c.json(desired);
         // Woken by the next event (a new config, an assignment, a pin…); the timeout re-checks revocation and the deadline.
         await coordinator.nextEvent(Math.min(1000, Math.max(0, deadline - Date.now())));
+        // A coordinator shutting down answers its held watches at once (the agent asks again, elsewhere or later).
+        if (coordinator.closed) return errorResponse(c, 503, 'SHUTTING_DOWN', 'the coordinator is shutting down');
         if (coordinator.state.get('agents', actor.keyId)?.status !== 'enrolled') return errorResponse(c, 403, 'REVOKED', 'agent is no longer enrolled');
       }
     } catch (error) {
