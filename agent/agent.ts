@@ -283,8 +283,10 @@ export class Agent {
    * One round: deliver reports, facts, then converge on the desired config.
    * Throws ApiError/TransportError when the coordinator cannot be reached
    * (the caller backs off); the running generation is never touched then.
+   * `reachable` is called once the coordinator has answered with a signed,
+   * valid desired config (before any deployment: its reports follow).
    */
-  async runOnce(): Promise<RoundResult> {
+  async runOnce(reachable?: () => void): Promise<RoundResult> {
     await this.deliverReports();
     const challenge = randomBytes(16).toString('hex');
     // Asked first: the facts are collected (reading /proc, /sys, the network interfaces: milliseconds of
@@ -302,6 +304,7 @@ export class Agent {
       throw new UnverifiedAnswerError(`the desired-config answer from ${this.state.coordinator.httpUrl} is signed but invalid (${issue.path.join('.') || 'answer'}: ${issue.message}): ignoring it`);
     }
     const desired = parsed.data;
+    reachable?.();
     this.lastDesired = desired.configId;
     const current = this.generations.current();
     if (!desired.config || !desired.configId) return 'idle';
@@ -383,12 +386,16 @@ export class Agent {
     let reportedFailure: string | undefined;
     while (!signal.aborted) {
       try {
-        await this.exclusively(() => this.runOnce());
+        // Back online as soon as the coordinator answers: before the deployment that may follow (whose
+        // `active` report would otherwise reach the coordinator before the agent says it is back).
+        const cameBack = () => {
+          if (offline) this.events.add('online', `coordinator reachable again after ${failures} failed attempt(s)`);
+          offline = false;
+        };
+        await this.exclusively(() => this.runOnce(cameBack));
         // Between deployments the agent only watches (HTTP): no QUIC session kept alive with pings.
         await this.releaseDataClient();
-        if (offline) this.events.add('online', `coordinator reachable again after ${failures} failed attempt(s)`);
         failures = 0;
-        offline = false;
         reportedFailure = undefined;
         await this.waitForChange(signal);
       } catch (error) {
