@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { procStatus, resetPeakRss } from '../../bench/harness.js';
 import { decompress } from './decompress.js';
 import { DecompressError, type DecompressErrorCode } from '../../protocol/compression/decompress-error.js';
+import { chunksOf, collect, expectDecompressError, failure } from '../../test/decompress-helpers.js';
 import { XZ_DICT_MAX_BYTES, XZ_OUTPUT_STEP_BYTES, xzDecompress } from './xz.js';
 import { zstdCompress } from '../../protocol/compression/zstd.js';
 
@@ -26,42 +27,7 @@ function xzCli(args: string[], input: Uint8Array | { shell: string }): Promise<B
   });
 }
 
-async function* chunksOf(bytes: Uint8Array, sizes: number[] = [bytes.length]): AsyncGenerator<Uint8Array> {
-  for (let offset = 0, i = 0; offset < bytes.length; i++) {
-    const size = Math.max(1, sizes[i % sizes.length]!);
-    yield bytes.subarray(offset, offset + size);
-    offset += size;
-  }
-}
-
-async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const parts: Uint8Array[] = [];
-  for await (const chunk of chunks) parts.push(chunk);
-  return Buffer.concat(parts);
-}
-
-/** The error `chunks` fails with, and the bytes it yielded before. */
-async function failure(chunks: AsyncIterable<Uint8Array>): Promise<{ error: unknown; yielded: number; largestChunk: number }> {
-  let yielded = 0;
-  let largestChunk = 0;
-  try {
-    for await (const chunk of chunks) {
-      yielded += chunk.length;
-      largestChunk = Math.max(largestChunk, chunk.length);
-    }
-  } catch (error) {
-    return { error, yielded, largestChunk };
-  }
-  throw new Error(`expected a failure, but the stream ended after ${yielded} bytes`);
-}
-
-function expectXzError(error: unknown, code: DecompressErrorCode, what: string): DecompressError {
-  expect(error).toBeInstanceOf(DecompressError);
-  const xzError = error as DecompressError;
-  expect({ code: xzError.code, compression: xzError.compression, what: xzError.what }).toEqual({ code, compression: 'xz', what });
-  expect(xzError.message).toContain(what);
-  return xzError;
-}
+const expectXzError = (error: unknown, code: DecompressErrorCode, what: string): DecompressError => expectDecompressError(error, 'xz', code, what);
 
 describe('xzDecompress', () => {
   // First in this file: the WebAssembly memory the dictionary grows never shrinks, so only the first decompression shows its cost.

@@ -1,53 +1,17 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { DecompressError, type DecompressErrorCode } from './decompress-error.js';
+import type { DecompressError, DecompressErrorCode } from './decompress-error.js';
+import { chunksOf, collect, expectDecompressError, failure } from '../../test/decompress-helpers.js';
 import { zstdCompress, zstdDecompress, ZSTD_OUTPUT_STEP_BYTES } from './zstd.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 
-async function* chunksOf(bytes: Uint8Array, sizes: number[] = [bytes.length]): AsyncGenerator<Uint8Array> {
-  for (let offset = 0, i = 0; offset < bytes.length; i++) {
-    const size = Math.max(1, sizes[i % sizes.length]!);
-    yield bytes.subarray(offset, offset + size);
-    offset += size;
-  }
-}
-
-async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const parts: Uint8Array[] = [];
-  for await (const chunk of chunks) parts.push(chunk);
-  return Buffer.concat(parts);
-}
-
 async function compress(bytes: Uint8Array): Promise<Buffer> {
   return collect(zstdCompress(chunksOf(bytes)));
 }
 
-/** The error `chunks` fails with, and the bytes it yielded before. */
-async function failure(chunks: AsyncIterable<Uint8Array>): Promise<{ error: unknown; yielded: number; largestChunk: number }> {
-  let yielded = 0;
-  let largestChunk = 0;
-  try {
-    for await (const chunk of chunks) {
-      yielded += chunk.length;
-      largestChunk = Math.max(largestChunk, chunk.length);
-    }
-  } catch (error) {
-    return { error, yielded, largestChunk };
-  }
-  throw new Error(`expected a failure, but the stream ended after ${yielded} bytes`);
-}
-
-function expectZstdError(error: unknown, code: DecompressErrorCode, what: string): DecompressError {
-  expect(error).toBeInstanceOf(DecompressError);
-  const zstdError = error as DecompressError;
-  expect(zstdError.code).toBe(code);
-  expect(zstdError.compression).toBe('zstd');
-  expect(zstdError.what).toBe(what);
-  expect(zstdError.message).toContain(what);
-  return zstdError;
-}
+const expectZstdError = (error: unknown, code: DecompressErrorCode, what: string): DecompressError => expectDecompressError(error, 'zstd', code, what);
 
 /** A frame header (no checksum, no content size, window 2^windowLog) and one empty last raw block. */
 function emptyFrameWithWindowLog(windowLog: number): Uint8Array {
