@@ -12,7 +12,6 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { blake3, Castore, digestFromBytes, fetchClosure, fsck, type FetchReport } from '../castore/index.js';
 import { blobDataPath } from '../castore/store/blob-files.js';
-import { packageName } from '../castore/transfer/group-delta.js';
 import { asStorePath, type StorePath } from '../nix/store-path.js';
 import { openDataClient } from '../protocol/connect.js';
 import { Agent } from '../agent/index.js';
@@ -213,11 +212,4 @@ describe('group-level dedup on fetch', () => {
       target.close();
     }
   }, 60_000);
-
-  it('matches versions by name without the version (as parseDrvName splits it)', () => {
-    expect(packageName('hello-2.12.1')).toBe('hello');
-    expect(packageName('perl5.36.0-JSON-4.10')).toBe('perl5.36.0-JSON');
-    expect(packageName('glibc-2.38-27-bin')).toBe('glibc');
-    expect(packageName('ferry-app')).toBe('ferry-app');
-  });
 });

@@ -67,6 +67,8 @@ export function findDeltaBases(
   readDirectory: (id: Digest) => readonly Entry[],
   wanted: ReadonlyMap<Digest, FileNode>,
 ): DeltaPair[] {
+  // Blobs of one group are never deltas: without any larger, no need to read the registry.
+  if (![...wanted.values()].some((blob) => groupCount(blob.size) > 1)) return [];
   const lackingPaths = new Set(lacking.map((info) => info.storePath));
   const byName = new Map<string, StorePathInfo[]>();
   const byPackage = new Map<string, StorePathInfo[]>();
@@ -223,6 +225,7 @@ export async function fetchGroupDeltaBatch(client: DataClient, store: Castore, b
         // Retried as a whole after a transport failure: each attempt reports on its own.
         consume: async (reply) => {
           const attempt: GroupDeltaReport = { assembled: 0, groupBytes: 0, whole: [] };
+          let replySent = 0;
           if (reply.header.blobs.length !== asked.length) throw new TransportError(`the coordinator answered ${reply.header.blobs.length} deltas for ${asked.length} blobs`);
           for (const [index, meta] of reply.header.blobs.entries()) {
             const { pair, cvs } = asked[index]!;
@@ -232,7 +235,8 @@ export async function fetchGroupDeltaBatch(client: DataClient, store: Castore, b
               attempt.whole.push(target);
               continue;
             }
-            const sentLength = checkRuns(meta.runs, target);
+            const sentLength = checkRuns(meta.runs, target, replySent);
+            replySent += sentLength;
             let sent: Uint8Array | undefined;
             if (meta.encoding === 'zstd') {
               if (!client.compression || meta.wireSize === undefined || meta.wireSize > sentLength) {
@@ -264,8 +268,14 @@ export async function fetchGroupDeltaBatch(client: DataClient, store: Castore, b
   return { ...report, whole: [...unasked, ...report.whole] };
 }
 
-/** Refuses (BAD_RESPONSE) runs out of order or outside the blob; returns the bytes they cover. */
-function checkRuns(runs: readonly [number, number][], target: FileNode): number {
+/**
+ * Refuses (BAD_RESPONSE) runs out of order or outside the blob, and runs
+ * that would take the reply's sent groups past MAX_BATCH_BYTES (what a
+ * coordinator ever sends in one reply: the receiver holds them in memory);
+ * `alreadySent` is what earlier blobs of the reply took. Returns the bytes
+ * these runs cover.
+ */
+export function checkRuns(runs: readonly (readonly [number, number])[], target: FileNode, alreadySent = 0): number {
   const groups = groupCount(target.size);
   let next = 0;
   let length = 0;
@@ -274,6 +284,7 @@ function checkRuns(runs: readonly [number, number][], target: FileNode): number 
     next = first + count;
     length += Math.min(target.size, next * GROUP_SIZE) - first * GROUP_SIZE;
   }
+  if (alreadySent + length > MAX_BATCH_BYTES) throw new DataError('BAD_RESPONSE', `the deltas of one reply add up to more than ${MAX_BATCH_BYTES} bytes`);
   return length;
 }
 
