@@ -127,9 +127,9 @@ export class IngestSession {
 
   private readonly touchedExisting = new Set<Digest>();
 
-  /** Stages a blob held in memory; returns its id. */
-  async putBlobBytes(bytes: Uint8Array): Promise<Digest> {
-    const writer = this.blobWriter(bytes.length);
+  /** Stages a blob held in memory; returns its id. With `expectedId`, refuses (BLOB_CORRUPT) bytes that are not that blob. */
+  async putBlobBytes(bytes: Uint8Array, expectedId?: Digest): Promise<Digest> {
+    const writer = this.blobWriter(bytes.length, expectedId);
     writer.write(bytes);
     return writer.finish();
   }

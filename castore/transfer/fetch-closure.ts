@@ -215,13 +215,7 @@ async function fetchBlobBatch(
             }
             if (store) {
               // The writer hashes small blobs anyway, and refuses bytes that do not hash to the id before staging them.
-              const writer = session.blobWriter(meta.size, meta.id);
-              try {
-                writer.write(data);
-                writer.finish();
-              } catch (error) {
-                retryable(error);
-              }
+              await session.putBlobBytes(data, meta.id).catch(retryable);
             } else if (digestFromBytes(nativeBlake3(data)) !== meta.id) {
               retryable(new CastoreError('BLOB_CORRUPT', `blob ${meta.id} arrived with bytes that hash to something else`, { objectId: meta.id }));
             }
@@ -268,11 +262,7 @@ async function fetchBlobStream(
               const data = await bytes.readExact(blob.size, `blob ${blob.digest}`);
               if (digestFromBytes(nativeBlake3(data)) !== blob.digest) throw new CastoreError('BLOB_CORRUPT', `blob ${blob.digest} arrived with bytes that hash to something else`, { objectId: blob.digest });
               if (store) {
-                await ingest.use(blob.size, async (session) => {
-                  const writer = session.blobWriter(blob.size, blob.digest);
-                  writer.write(data);
-                  writer.finish();
-                });
+                await ingest.use(blob.size, (session) => session.putBlobBytes(data, blob.digest));
               }
               await onBlob?.(blob.digest, data);
             } else {
@@ -474,11 +464,7 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
       fetchGroupDeltaBatch(client, store, batch, {
         largeWriter: (blob, outboard) => session.blobWriter(blob.size, blob.digest, outboard),
         small: async (blob, data) => {
-          if (storeBatched) {
-            const writer = session.blobWriter(blob.size, blob.digest);
-            writer.write(data);
-            writer.finish();
-          }
+          if (storeBatched) await session.putBlobBytes(data, blob.digest);
           await options.onBlob?.(blob.digest, data);
         },
       }),
