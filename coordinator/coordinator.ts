@@ -37,9 +37,12 @@ export interface CoordinatorOptions {
    * zstd on the data plane's wire (api/wire-compression.ts): `false` never
    * compresses, whatever clients accept (default true: clients decide, and
    * they ask for it over the network, not on loopback). `cacheBytes` bounds
-   * the cache of compressed forms (default WIRE_CACHE_BYTES, 256 MiB).
+   * the cache of compressed forms (default WIRE_CACHE_BYTES, 256 MiB);
+   * `refineLevel` is the level prepared closure streams are compressed
+   * again at in the background (default WIRE_STREAM_REFINED_LEVEL; null:
+   * not refined; api/blob-stream-cache.ts).
    */
-  wireCompression?: boolean | { cacheBytes?: number };
+  wireCompression?: boolean | { cacheBytes?: number; refineLevel?: number | null };
   now?: () => number;
 }
 
@@ -214,15 +217,23 @@ export class Coordinator {
   /** The UDP port of the QUIC data plane while it listens (advertised by `info`). */
   quicPort: number | null = null;
   /** CoordinatorOptions.wireCompression, as given. */
-  readonly wireCompression: boolean | { cacheBytes?: number };
+  readonly wireCompression: boolean | { cacheBytes?: number; refineLevel?: number | null };
 
   /** Set by `close`: held requests (an agent's watch) answer instead of reading a closed database. */
   closed = false;
+
+  private readonly closeHooks: (() => void)[] = [];
+
+  /** Runs `hook` when the coordinator closes (background work that must stop with it). */
+  onClose(hook: () => void): void {
+    this.closeHooks.push(hook);
+  }
 
   /** Idempotent. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    for (const hook of this.closeHooks.splice(0)) hook();
     this.notifyEventWaiters();
     clearInterval(this.walTimer);
     this.walCheckpointer?.stop();

@@ -253,6 +253,13 @@ export interface DataClientOptions {
   connectTimeoutMs?: number;
   /** A QUIC session silent for this long is dead (default 30 s): requests on it fail and are retried on a new one. */
   idleTimeoutMs?: number;
+  /**
+   * While the QUIC session is being set up, send requests (all but
+   * `blobs.stream`) over HTTP when it is encrypted (pinned TLS or https),
+   * whose kept-alive connection a daemon usually already has, instead of
+   * waiting for the handshake; QUIC carries what follows once it is up.
+   */
+  earlyHttp?: boolean;
   /** Told about fallbacks and retries. */
   onNotice?: (message: string) => void;
   /**
@@ -278,9 +285,14 @@ function isLoopback(httpUrl: string): boolean {
  * an error the coordinator answered (DataError) is thrown at once.
  */
 export class DataClient {
-  private transport: Transport | undefined;
-  private connecting: Promise<Transport> | undefined;
+  private quic: QuicTransport | undefined;
+  private quicConnecting: Promise<QuicTransport | undefined> | undefined;
+  /** Why QUIC cannot be used: set once it failed to connect (or is not offered); requests then go over HTTP. */
   private quicFailed = false;
+  /** The coordinator refused this client on QUIC (e.g. its key): every request fails with it. */
+  private quicRefusal: DataError | undefined;
+  private http: HttpTransport | undefined;
+  private lastTransport: Transport | undefined;
   /** Whether requests ask for zstd and pushes compress (DataClientOptions.compression). */
   readonly compression: boolean;
   /** Bytes this client received and sent on the wire (reply and request frames, headers included), over all transports. */
@@ -296,29 +308,66 @@ export class DataClient {
     return this.compression ? [...WIRE_ENCODINGS] : undefined;
   }
 
-  /** Which transport carries requests now (after the first request). */
+  /** Which transport carried the last request. */
   get transportKind(): 'quic' | 'http' | undefined {
-    return this.transport?.kind;
+    return this.lastTransport?.kind;
   }
 
-  private async connect(): Promise<Transport> {
-    if (!this.quicFailed) {
-      try {
-        return await QuicTransport.connect(this.options.quicAddress!, this.options.certificatePem!, this.options.identity, this.options.connectTimeoutMs ?? 3000, this.options.idleTimeoutMs ?? 30_000, this.wireBytes);
-      } catch (error) {
-        if (error instanceof DataError) throw error;
-        this.quicFailed = true;
-        this.options.onNotice?.(`${(error as Error).message}; falling back to HTTP`);
-      }
+  /** Whether QUIC was offered but could not be reached (its address may have changed). */
+  get quicUnreachable(): boolean {
+    return this.quicFailed && Boolean(this.options.quicAddress && this.options.certificatePem && !this.options.httpOnly);
+  }
+
+  /**
+   * Starts connecting QUIC now, before the first request needs it (the
+   * handshake and the session's auth then overlap whatever the caller does
+   * meanwhile). Never fails: a failure shows in the requests that follow.
+   */
+  warmUp(): void {
+    if (!this.quicFailed && !this.quic) void this.connectQuic();
+  }
+
+  /** The QUIC session, connecting it once however many requests wait; undefined when QUIC is unusable (then HTTP is). */
+  private connectQuic(): Promise<QuicTransport | undefined> {
+    this.quicConnecting ??= QuicTransport.connect(this.options.quicAddress!, this.options.certificatePem!, this.options.identity, this.options.connectTimeoutMs ?? 3000, this.options.idleTimeoutMs ?? 30_000, this.wireBytes)
+      .then(
+        (quic) => (this.quic = quic),
+        (error: Error) => {
+          if (error instanceof DataError) this.quicRefusal = error;
+          else {
+            this.quicFailed = true;
+            this.options.onNotice?.(`${error.message}; falling back to HTTP`);
+          }
+          return undefined;
+        },
+      )
+      .finally(() => (this.quicConnecting = undefined));
+    return this.quicConnecting;
+  }
+
+  /**
+   * The transport for a request of `op`: QUIC once connected; HTTP when
+   * QUIC cannot connect. While QUIC is still connecting, a client with
+   * `earlyHttp` sends anything but a closure stream over its encrypted HTTP
+   * connection rather than wait for the handshake.
+   */
+  private async transportFor(op: DataOperationName): Promise<Transport> {
+    if (this.quic?.closed) this.quic = undefined;
+    if (this.quic) return this.quic;
+    if (!this.quicFailed && !this.quicRefusal) {
+      const connecting = this.connectQuic();
+      const httpNow = this.options.earlyHttp === true && op !== 'blobs.stream' && this.httpEncrypted;
+      const quic = httpNow ? undefined : await connecting;
+      if (quic) return quic;
     }
-    return new HttpTransport(this.options.httpUrl, this.options.identity, this.options.pinnedFingerprint, this.wireBytes);
+    if (this.quicRefusal) throw this.quicRefusal;
+    this.http ??= new HttpTransport(this.options.httpUrl, this.options.identity, this.options.pinnedFingerprint, this.wireBytes);
+    return this.http;
   }
 
-  private async currentTransport(): Promise<Transport> {
-    if (this.transport && !(this.transport instanceof QuicTransport && this.transport.closed)) return this.transport;
-    this.connecting ??= this.connect().finally(() => (this.connecting = undefined));
-    this.transport = await this.connecting;
-    return this.transport;
+  /** Whether the HTTP fallback is TLS (pinned, or an https URL): only then may it carry what QUIC would. */
+  private get httpEncrypted(): boolean {
+    return this.options.pinnedFingerprint !== undefined || new URL(this.options.httpUrl).protocol === 'https:';
   }
 
   /**
@@ -335,9 +384,10 @@ export class DataClient {
     const retries = this.options.retries ?? 5;
     let header = typeof request === 'function' ? request() : request;
     for (let attempt = 0; ; attempt++) {
-      const transport = await this.currentTransport().catch((error: Error) => {
+      const transport = await this.transportFor(header.op).catch((error: Error) => {
         throw error instanceof DataError ? error : new TransportError(error.message);
       });
+      this.lastTransport = transport;
       let reader: FrameReader | undefined;
       try {
         // Evaluated per attempt, so a retry can resume where verified bytes stopped.
@@ -352,7 +402,7 @@ export class DataClient {
         if (!transient || attempt >= retries) throw error;
         if (transport instanceof QuicTransport) {
           await transport.close();
-          this.transport = undefined;
+          if (this.quic === transport) this.quic = undefined;
         }
         const delay = Math.min(5000, 100 * 2 ** attempt) * (0.5 + Math.random() / 2);
         this.options.onNotice?.(`${header.op} failed over ${transport.kind} (${(error as Error).message}); retrying in ${Math.round(delay)} ms`);
@@ -368,8 +418,10 @@ export class DataClient {
     }
   }
 
+  /** Closes the QUIC session, waiting for one still connecting (so nothing is left open). */
   async close(): Promise<void> {
-    await this.transport?.close();
-    this.transport = undefined;
+    const quic = this.quic ?? (await this.quicConnecting);
+    this.quic = undefined;
+    await quic?.close();
   }
 }

@@ -58,8 +58,8 @@ function writeTextTree(root: string): void {
   writeFileSync(path.join(root, 'medium.txt'), textBytes(900_000, 'medium'));
 }
 
-async function compressingClient(identity: Identity, options: { httpOnly?: boolean } = {}): Promise<DataClient> {
-  return (await openDataClient(test.http.url, identity, { ...options, compression: 'zstd', tlsFingerprint: test.coordinator.tls.fingerprint })).client;
+async function compressingClient(identity: Identity, options: { httpOnly?: boolean } = {}, on: TestCoordinator = test): Promise<DataClient> {
+  return (await openDataClient(on.http.url, identity, { ...options, compression: 'zstd', tlsFingerprint: on.coordinator.tls.fingerprint })).client;
 }
 
 async function narTotal(storePaths: string[]): Promise<number> {
@@ -127,7 +127,8 @@ function watchRequests(client: DataClient, visit: (request: DataRequest) => void
 
 
 beforeAll(async () => {
-  test = await startTestCoordinator();
+  // Prepared streams are refined at level 10 here, not 17: the same work, seconds sooner.
+  test = await startTestCoordinator({ coordinator: { wireCompression: { refineLevel: 10 } } });
   work = mkdtempSync(path.join(tmpdir(), 'ferry-compression-'));
   source = Castore.open(path.join(work, 'source'));
   randomBlob = randomBytes(200_000);
@@ -371,14 +372,56 @@ describe('zstd on the wire', () => {
     try {
       await fetchClosure(client, target, config, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId });
       expect((await narBytes(target, large)).equals(await narBytes(source, large))).toBe(true);
-      // Followed while it was produced, or read complete: either way not compressed again.
-      expect(streams.stats).toEqual({ ...before, compressions: before.compressions + 1, hits: before.hits + 1 });
-      expect(readdirSync(path.join(test.coordinator.dataDir, 'wire-cache')).filter((name) => name.endsWith('.zst'))).toHaveLength(1);
+      // Followed while it was produced, or read complete (at level 9, or refined): either way not compressed again.
+      expect(streams.stats).toMatchObject({ compressions: before.compressions + 1, hits: before.hits + 1, uncached: before.uncached });
       expect(client.wireBytes.received).toBeLessThan(33 * 1024 * 1024 / 3);
     } finally {
       target.close();
       await client.close();
     }
+    // Then compressed again in the background; the refined entry replaces the level-9 one.
+    await streams.idle();
+    expect(streams.stats.refined).toBe(before.refined + 1);
+    const cached = readdirSync(path.join(test.coordinator.dataDir, 'wire-cache'));
+    expect(cached).toHaveLength(1);
+    expect(cached[0]).toMatch(/\.r\.zst$/);
+    const again = await compressingClient(test.admin);
+    const second = Castore.open(path.join(work, `large-stream-${counter++}`));
+    try {
+      await fetchClosure(again, second, config, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId });
+      expect((await narBytes(second, large)).equals(await narBytes(source, large))).toBe(true);
+      expect((await fsck(second)).problems).toEqual([]);
+      expect(streams.stats).toMatchObject({ compressions: before.compressions + 1, hits: before.hits + 2, uncached: before.uncached });
+      expect(again.wireBytes.received).toBeLessThan(33 * 1024 * 1024 / 3);
+    } finally {
+      second.close();
+      await again.close();
+    }
+  }, 60_000);
+
+  it('stops refining a stream at once when the coordinator closes, keeping nothing half-written', async () => {
+    // Level 19: ~15 s of a core for these 33 MiB, so finishing within a second means it was stopped.
+    const other = await startTestCoordinator({ coordinator: { wireCompression: { refineLevel: 19 } } });
+    const streams = blobStreamCacheOf(other.coordinator)!;
+    const cacheDir = path.join(other.coordinator.dataDir, 'wire-cache');
+    const large = fakeStorePath('text-large-stream-1.0');
+    const pusher = await compressingClient(other.pusher, {}, other);
+    try {
+      await uploadStorePaths(pusher, source, [large]);
+    } finally {
+      await pusher.close();
+    }
+    // The level-9 entry first, then the refiner's part file.
+    const deadline = Date.now() + 30_000;
+    while (!readdirSync(cacheDir).some((name) => name.endsWith('.r.zst.part')) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(readdirSync(cacheDir).filter((name) => name.endsWith('.zst'))).toHaveLength(1);
+    const closing = Date.now();
+    other.coordinator.close();
+    await streams.idle();
+    expect(Date.now() - closing).toBeLessThan(1_000);
+    expect(streams.stats.refined).toBe(0);
+    expect(readdirSync(cacheDir).filter((name) => name.includes('.r.'))).toEqual([]);
+    await other.close();
   }, 60_000);
 
   it('refuses blobs.stream requests that name a blob twice or one not in the store, and an agent streaming outside its closure', async () => {

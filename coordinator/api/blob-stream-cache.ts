@@ -19,6 +19,14 @@
  * next start. What is read back is not trusted: receivers verify every blob
  * against its id.
  *
+ * A prepared stream is then compressed again, at WIRE_STREAM_REFINED_LEVEL
+ * (same window, so receivers hold no more), in a worker thread, one stream
+ * at a time (stream-refiner.ts): ~7% fewer bytes on the realistic corpus
+ * for ~2 minutes of one core, once per closure. Requests meanwhile get the
+ * level-9 entry; once the refined one is complete it replaces it (`.r.zst`),
+ * and a reader of the old file reads it to its end. Closing the coordinator
+ * stops the refining at once.
+ *
  * Bounded by bytes (`maxBytes`, least recently used first); an entry larger
  * than half of it is served while it is produced and then dropped.
  */
@@ -26,10 +34,11 @@ import { createHash } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync, statSync, utimesSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { zstdCompress } from '../../protocol/compression/zstd.js';
-import { WIRE_STREAM_LEVEL, WIRE_STREAM_MIN_BYTES, WIRE_STREAM_WINDOW_LOG } from '../../protocol/compression/wire.js';
+import { WIRE_STREAM_LEVEL, WIRE_STREAM_MIN_BYTES, WIRE_STREAM_REFINED_LEVEL, WIRE_STREAM_WINDOW_LOG } from '../../protocol/compression/wire.js';
 import { MAX_QUERY_ITEMS, MAX_STREAM_BYTES } from '../../protocol/data-protocol.js';
 import { streamOrder, type Castore, type Digest } from '../../castore/index.js';
 import type { Coordinator } from '../coordinator.js';
+import { refineToFile } from './stream-refiner.js';
 
 /**
  * libzstd with one worker thread: the compression runs off the event loop
@@ -65,18 +74,54 @@ export interface BlobStreamCacheStats {
   hits: number;
   /** Requests for a stream not prepared: compressed for them alone. */
   uncached: number;
+  /** Prepared streams compressed again at the refined level, and now served so. */
+  refined: number;
 }
+
+export interface BlobStreamCacheOptions {
+  /** Bound of the disk use (default BLOB_STREAM_CACHE_BYTES). */
+  maxBytes?: number;
+  /** The level prepared streams are compressed again at (default WIRE_STREAM_REFINED_LEVEL); null: not refined. */
+  refineLevel?: number | null;
+}
+
+/** Most prepared streams waiting to be refined; the oldest wait is dropped beyond it (it stays at level 9). */
+const MAX_REFINE_QUEUE = 64;
 
 export class BlobStreamCache {
   private readonly producing = new Map<string, Production>();
-  readonly stats: BlobStreamCacheStats = { compressions: 0, hits: 0, uncached: 0 };
+  readonly stats: BlobStreamCacheStats = { compressions: 0, hits: 0, uncached: 0, refined: 0 };
+  readonly maxBytes: number;
+  private readonly refineLevel: number | null;
+  /** Prepared streams waiting for the refiner, oldest first, and the one it works on. */
+  private readonly refineQueue = new Map<string, () => AsyncIterable<Uint8Array>>();
+  private refining: { key: string; done: Promise<void> } | undefined;
+  private readonly closing = new AbortController();
 
   constructor(
     readonly dir: string,
-    readonly maxBytes = BLOB_STREAM_CACHE_BYTES,
+    options: BlobStreamCacheOptions = {},
   ) {
+    this.maxBytes = options.maxBytes ?? BLOB_STREAM_CACHE_BYTES;
+    this.refineLevel = options.refineLevel === undefined ? WIRE_STREAM_REFINED_LEVEL : options.refineLevel;
     mkdirSync(dir, { recursive: true });
     for (const name of readdirSync(dir)) if (name.endsWith('.part')) rmSync(path.join(dir, name), { force: true });
+  }
+
+  /** Stops refining (the worker is terminated) and forgets what waited for it. Idempotent. */
+  close(): void {
+    this.refineQueue.clear();
+    this.closing.abort();
+  }
+
+  /** Resolves when nothing is being produced or refined (benches and tests wait for it). */
+  async idle(): Promise<void> {
+    for (;;) {
+      const production = this.producing.values().next().value;
+      if (production) await new Promise<void>((resolve) => production.wake.add(resolve));
+      else if (this.refining) await this.refining.done;
+      else return;
+    }
   }
 
   /**
@@ -89,19 +134,20 @@ export class BlobStreamCache {
    */
   open(key: string, source: () => AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
     const final = this.entryFile(key);
+    const refined = readComplete(this.refinedFile(key));
+    if (refined) {
+      this.stats.hits++;
+      return refined;
+    }
     const running = this.producing.get(key);
     if (running) {
       this.stats.hits++;
       return follow(openSync(`${final}.part`, 'r'), running);
     }
-    try {
-      const fd = openSync(final, 'r');
+    const prepared = readComplete(final);
+    if (prepared) {
       this.stats.hits++;
-      const now = new Date();
-      utimesSync(final, now, now);
-      return follow(fd, { written: statSync(final).size, done: true, wake: new Set() });
-    } catch {
-      // Not prepared.
+      return prepared;
     }
     this.stats.uncached++;
     return zstdCompress(source(), { compressionLevel: 3, windowLog: WIRE_STREAM_WINDOW_LOG });
@@ -110,13 +156,56 @@ export class BlobStreamCache {
   /** Starts producing the stream for `key` unless it is cached or being produced: for readers expected soon. */
   prepare(key: string, source: () => AsyncIterable<Uint8Array>): void {
     const final = this.entryFile(key);
-    if (this.producing.has(key) || statSync(final, { throwIfNoEntry: false })) return;
-    this.produce(key, final, source);
+    if (statSync(this.refinedFile(key), { throwIfNoEntry: false })) return;
+    if (this.producing.has(key)) return;
+    if (statSync(final, { throwIfNoEntry: false })) this.queueRefine(key, source);
+    else this.produce(key, final, source);
   }
 
   private entryFile(key: string): string {
     if (!/^[A-Za-z0-9_-]{1,128}$/.test(key)) throw new Error(`bad blob stream cache key ${key}`);
     return path.join(this.dir, `${key}.zst`);
+  }
+
+  private refinedFile(key: string): string {
+    return path.join(this.dir, `${key}.r.zst`);
+  }
+
+  private queueRefine(key: string, source: () => AsyncIterable<Uint8Array>): void {
+    if (this.refineLevel === null || this.closing.signal.aborted || this.refining?.key === key || this.refineQueue.has(key)) return;
+    this.refineQueue.set(key, source);
+    if (this.refineQueue.size > MAX_REFINE_QUEUE) this.refineQueue.delete(this.refineQueue.keys().next().value!);
+    this.refineNext();
+  }
+
+  /** Refines the oldest waiting stream, if the refiner is free; the next follows when it is done. */
+  private refineNext(): void {
+    if (this.refining || this.refineLevel === null) return;
+    const next = this.refineQueue.entries().next().value;
+    if (!next) return;
+    const [key, source] = next;
+    this.refineQueue.delete(key);
+    const final = this.entryFile(key);
+    const part = `${this.refinedFile(key)}.part`;
+    const done = (async () => {
+      try {
+        const size = await refineToFile(source(), part, { level: this.refineLevel!, windowLog: WIRE_STREAM_WINDOW_LOG }, this.closing.signal);
+        // Dropped meanwhile (evicted as least recently used): not brought back.
+        if (!statSync(final, { throwIfNoEntry: false })) throw new Error('evicted');
+        renameSync(part, this.refinedFile(key));
+        rmSync(final, { force: true });
+        this.stats.refined++;
+        this.evict(this.refinedFile(key), size);
+      } catch {
+        // Closing, evicted, or a blob unreadable: the level-9 entry (if any) goes on serving.
+        rmSync(part, { force: true });
+      }
+    })();
+    this.refining = { key, done };
+    void done.finally(() => {
+      this.refining = undefined;
+      this.refineNext();
+    });
   }
 
   private produce(key: string, final: string, source: () => AsyncIterable<Uint8Array>): void {
@@ -140,6 +229,7 @@ export class BlobStreamCache {
         // Renamed, marked done and forgotten in one step: a reader opens `.part` only while it is listed.
         renameSync(part, final);
         production.done = true;
+        this.queueRefine(key, source);
       } catch (error) {
         production.failed = error instanceof Error ? error : new Error(String(error));
         try {
@@ -179,6 +269,19 @@ export class BlobStreamCache {
   }
 }
 
+/** A complete entry's bytes, its use recorded for eviction; undefined when there is none. */
+function readComplete(file: string): AsyncIterable<Uint8Array> | undefined {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch {
+    return undefined;
+  }
+  const now = new Date();
+  utimesSync(file, now, now);
+  return follow(fd, { written: statSync(file).size, done: true, wake: new Set() });
+}
+
 /** Reads `fd` from the start as `production` writes it, to its end. */
 async function* follow(fd: number, production: Production): AsyncGenerator<Uint8Array> {
   let at = 0;
@@ -206,15 +309,17 @@ const caches = new WeakMap<Coordinator, BlobStreamCache | null>();
 export function blobStreamCacheOf(coordinator: Coordinator): BlobStreamCache | null {
   let cache = caches.get(coordinator);
   if (cache === undefined) {
-    cache = coordinator.wireCompression === false ? null : new BlobStreamCache(path.join(coordinator.dataDir, 'wire-cache'));
+    const option = coordinator.wireCompression;
+    cache = option === false ? null : new BlobStreamCache(path.join(coordinator.dataDir, 'wire-cache'), option === true ? {} : { refineLevel: option.refineLevel });
     caches.set(coordinator, cache);
+    if (cache) coordinator.onClose(() => cache!.close());
   }
   return cache;
 }
 
-/** The cache key of a stream of `ids` (in this order) at this build's level and window. */
+/** The cache key of a stream of `ids` (in this order) with this build's window (at either level: both decompress alike). */
 export function blobStreamKey(ids: readonly Digest[]): string {
-  return createHash('sha256').update(`zstd-${WIRE_STREAM_LEVEL}-w${WIRE_STREAM_WINDOW_LOG}\n${ids.join('\n')}`).digest('base64url');
+  return createHash('sha256').update(`zstd-w${WIRE_STREAM_WINDOW_LOG}\n${ids.join('\n')}`).digest('base64url');
 }
 
 /** Targets whose stream was prepared (or found not worth it): closures never change. */
