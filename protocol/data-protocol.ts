@@ -72,8 +72,7 @@ import { StorePathInfoSchema, StorePathSchema } from './store-path-info.js';
 const AcceptSchema = z.array(z.string().max(32)).max(8).optional();
 const WireEncodingSchema = z.enum(['identity', 'zstd']);
 
-/** The name in every coordinator's self-signed certificate; clients send it as SNI and pin the certificate itself. */
-export const COORDINATOR_TLS_NAME = 'ferry-coordinator';
+export { COORDINATOR_TLS_NAME } from './tls-pinning.js';
 /** ALPN of Ferry's raw QUIC protocol. */
 export const FERRY_ALPN = 'ferry/1';
 /** Blob ranges start at multiples of BLAKE3 chunk groups (16 KiB): the unit of verification. */

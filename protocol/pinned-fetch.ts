@@ -17,8 +17,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Readable } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
-import { COORDINATOR_TLS_NAME } from './data-protocol.js';
-import { normalizeFingerprint, PinningError } from './tls-pinning.js';
+import { COORDINATOR_TLS_NAME, normalizeFingerprint, PinningError } from './tls-pinning.js';
 
 /** How the HTTP clients fetch: the global `fetch`, or a pinned one. */
 export type FetchFunction = (url: URL, init: RequestInit) => Promise<Response>;

@@ -5,6 +5,9 @@
  */
 import { createHash, X509Certificate } from 'node:crypto';
 
+/** The name in every coordinator's self-signed certificate; clients send it as SNI and pin the certificate itself. */
+export const COORDINATOR_TLS_NAME = 'ferry-coordinator';
+
 export class PinningError extends Error {
   override readonly name = 'PinningError';
   readonly code = 'TLS_FINGERPRINT_MISMATCH';

@@ -40,11 +40,13 @@ export const WIRE_STREAM_WINDOW_LOG = 25;
  * The level a prepared `blobs.stream` is compressed at again, in the
  * background, once its level-9 form exists (coordinator/api/blob-stream-cache.ts).
  * Same corpus, same 32 MiB window, one thread: level 9 134 MB in 8 s, 12
- * 131 MB in 17 s, 15 131 MB in 77 s, 17 124 MB in 138 s (zstd's optimal
- * parser: -7%, the margin that decides a cold deploy on a slow link).
+ * 131 MB in 17 s, 15 131 MB in 77 s, 16 126 MB, 17 124 MB, 19 119 MB in
+ * 166 s (zstd's optimal parsers; 251 MiB of coordinator memory while it
+ * runs). -11% is the margin that decides a cold deploy on a slow link, and
+ * it is paid once per closure; what Nix caches do with xz or zstd -19.
  * Receivers decompress it as fast as level 9 and hold the same window.
  */
-export const WIRE_STREAM_REFINED_LEVEL = 17;
+export const WIRE_STREAM_REFINED_LEVEL = 19;
 /**
  * A fetch moves its blobs as one stream when they add up to at least this
  * (below it, batches: a stream's first bytes wait for compression, and
