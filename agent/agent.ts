@@ -169,8 +169,8 @@ export class Agent {
         tlsFingerprint: this.state.coordinator.tlsFingerprint,
         pinnedTls: this.state.coordinator.pinnedTls,
         httpOnly: this.options.httpOnly ?? false,
-        // The agent's HTTPS connection to the coordinator is warm (its watch, its reports): small fetches need not wait for QUIC.
-        earlyHttp: true,
+        // Its HTTPS connection to the coordinator is warm (the watch, the reports): small fetches go over it, streams over QUIC.
+        warmHttps: true,
         onNotice: (message) => this.log(`ferry agent: ${message}`),
       };
       this.dataPlaneRoute ??= await discoverDataPlane(this.state.coordinator.httpUrl, options);
@@ -582,10 +582,8 @@ export class Agent {
           storePaths = this.castore().closure([target]).map((storePath) => this.castore().getStorePath(storePath)!);
           materializer.plan(referencesFirst(storePaths));
         } else {
-          const data = await this.data();
-          data.warmUp();
           await this.report(config.id, 'fetching', null, { wait: false });
-          const fetched = await fetchClosure(data, this.castore(), config.id, system, {
+          const fetched = await fetchClosure(await this.data(), this.castore(), config.id, system, {
             coordinatorKey: this.state.coordinator.coordinatorKey,
             onProgress: (progress) => {
               this.publishActivity('fetching', config.id, progress, progress.phase === 'done');

@@ -117,6 +117,8 @@ interface Timing {
   kind: string;
   what?: string;
   id?: number;
+  /** Which transport carried a data call (data.done). */
+  transport?: string;
 }
 const readTimings = (file: string): Timing[] => (existsSync(file) ? readFileSync(file, 'utf8').trim().split('\n').filter(Boolean).map((line) => JSON.parse(line) as Timing) : []);
 interface AgentEvent {
@@ -248,8 +250,11 @@ async function setUp(root: string, index: number): Promise<Setup> {
       'coordinator: POST sent → watch reply (wake)': watchReply - postSent,
       'agent: watch reply → deploy event (reports, facts, GET desired)': eventAt('deploy') - watchReply,
       'agent: deploy → QUIC connect starts (report fetching, info, cert)': agentAt('data.connect') - eventAt('deploy'),
+      // Since warmHttps, small fetches go over HTTPS and never connect QUIC (NaN here then).
       'agent: QUIC connect + hello + auth': agentAt('data.connected') - agentAt('data.connect'),
-      'agent: closure.manifest (after connect)': agentAt('data.done', 'closure.manifest') - agentAt('data.connected'),
+      'agent: deploy → closure.manifest sent': agentAt('data.call', 'closure.manifest') - eventAt('deploy'),
+      'agent: closure.manifest': dataPhase('closure.manifest'),
+      'agent: requests over QUIC / all': agentLines.filter((t) => t.kind === 'data.done' && t.transport === 'quic').length / Math.max(1, agentLines.filter((t) => t.kind === 'data.done').length),
       'agent: directories.get': dataPhase('directories.get'),
       'agent: blobs (blobs.delta, blobs.get, blob.get)': dataPhase('blobs.delta') + dataPhase('blobs.get') + dataPhase('blob.get'),
       'agent: fetch total (deploy → fetched)': eventAt('fetched') - eventAt('deploy'),

@@ -20,7 +20,7 @@ export interface CoordinatorInfo {
   wireEncodings?: string[];
 }
 
-export interface OpenDataClientOptions extends Pick<DataClientOptions, 'httpOnly' | 'retries' | 'onNotice' | 'connectTimeoutMs' | 'compression' | 'earlyHttp'> {
+export interface OpenDataClientOptions extends Pick<DataClientOptions, 'httpOnly' | 'retries' | 'onNotice' | 'connectTimeoutMs' | 'compression' | 'warmHttps'> {
   /** The certificate fingerprint to trust; without one, the coordinator's own claim is used (trust on first use). */
   tlsFingerprint?: string;
   /** `httpUrl` is the coordinator's own port: talk TLS to it with `tlsFingerprint` pinned (join strings with `tls=pinned`). */

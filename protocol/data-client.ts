@@ -254,12 +254,14 @@ export interface DataClientOptions {
   /** A QUIC session silent for this long is dead (default 30 s): requests on it fail and are retried on a new one. */
   idleTimeoutMs?: number;
   /**
-   * While the QUIC session is being set up, send requests (all but
-   * `blobs.stream`) over HTTP when it is encrypted (pinned TLS or https),
-   * whose kept-alive connection a daemon usually already has, instead of
-   * waiting for the handshake; QUIC carries what follows once it is up.
+   * The caller's HTTPS connection to the coordinator is usually warm (a
+   * daemon's watch and reports keep it open): requests other than
+   * `blobs.stream` go over it, when it is TLS (pinned or https), unless a
+   * QUIC session is already open. A QUIC session costs a handshake and the
+   * session's auth, ~10–90 ms of this thread with @currentspace/http3 0.9.0:
+   * more than a small fetch takes. Closure streams connect it.
    */
-  earlyHttp?: boolean;
+  warmHttps?: boolean;
   /** Told about fallbacks and retries. */
   onNotice?: (message: string) => void;
   /**
@@ -318,15 +320,6 @@ export class DataClient {
     return this.quicFailed && Boolean(this.options.quicAddress && this.options.certificatePem && !this.options.httpOnly);
   }
 
-  /**
-   * Starts connecting QUIC now, before the first request needs it (the
-   * handshake and the session's auth then overlap whatever the caller does
-   * meanwhile). Never fails: a failure shows in the requests that follow.
-   */
-  warmUp(): void {
-    if (!this.quicFailed && !this.quic) void this.connectQuic();
-  }
-
   /** The QUIC session, connecting it once however many requests wait; undefined when QUIC is unusable (then HTTP is). */
   private connectQuic(): Promise<QuicTransport | undefined> {
     this.quicConnecting ??= QuicTransport.connect(this.options.quicAddress!, this.options.certificatePem!, this.options.identity, this.options.connectTimeoutMs ?? 3000, this.options.idleTimeoutMs ?? 30_000, this.wireBytes)
@@ -346,18 +339,16 @@ export class DataClient {
   }
 
   /**
-   * The transport for a request of `op`: QUIC once connected; HTTP when
-   * QUIC cannot connect. While QUIC is still connecting, a client with
-   * `earlyHttp` sends anything but a closure stream over its encrypted HTTP
-   * connection rather than wait for the handshake.
+   * The transport for a request of `op`: QUIC (connected on demand) unless
+   * it cannot connect, then HTTP; with `warmHttps`, HTTP for all but
+   * `blobs.stream` until a QUIC session is open.
    */
   private async transportFor(op: DataOperationName): Promise<Transport> {
     if (this.quic?.closed) this.quic = undefined;
     if (this.quic) return this.quic;
-    if (!this.quicFailed && !this.quicRefusal) {
-      const connecting = this.connectQuic();
-      const httpNow = this.options.earlyHttp === true && op !== 'blobs.stream' && this.httpEncrypted;
-      const quic = httpNow ? undefined : await connecting;
+    const viaWarmHttps = this.options.warmHttps === true && op !== 'blobs.stream' && this.httpEncrypted;
+    if (!this.quicFailed && !this.quicRefusal && !viaWarmHttps) {
+      const quic = await this.connectQuic();
       if (quic) return quic;
     }
     if (this.quicRefusal) throw this.quicRefusal;

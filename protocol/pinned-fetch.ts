@@ -54,6 +54,8 @@ class PinnedAgent extends HttpsAgent {
     // Chain validation is off because no CA signs this certificate; the fingerprint check below
     // replaces it, and is stricter. No TLS session reuse: every connection shows its certificate.
     const socket = tlsConnect({ host: String(options.host ?? 'localhost').replace(/^\[|\]$/g, ''), port: Number(options.port), servername: COORDINATOR_TLS_NAME, rejectUnauthorized: false });
+    // Requests are written in pieces (headers, then the body): with Nagle, the second waits for the server's delayed ACK.
+    socket.once('connect', () => socket.setNoDelay(true));
     const failed = (error: Error) => created?.(error, socket);
     socket.once('error', failed);
     const connectTimedOut = () => socket.destroy(new Error(`TLS connection to ${String(options.host)}:${String(options.port)} timed out after ${CONNECT_TIMEOUT_MS / 1000} s`));

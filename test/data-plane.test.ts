@@ -118,35 +118,32 @@ describe('push and fetch', () => {
     }, 60_000);
   }
 
-  it('with earlyHttp, sends what comes before the QUIC session over pinned HTTPS, then moves to QUIC; never over plain HTTP', async () => {
+  it('with warmHttps, sends small requests over the pinned HTTPS connection and closure streams over QUIC, which then carries the rest; never small ones over plain HTTP', async () => {
     const agent = await enrollAgent(test, 'web');
     const manifest = { op: 'closure.manifest', configId, system: 'x86_64-linux' } as const;
-    const pinned = await dataClient(agent, { pinnedTls: true });
-    // A new client: rebuilt with earlyHttp on the same route (openDataClient's options are the agent's).
-    const early = (await openDataClient(test.http.url.replace(/^http:/, 'https:'), agent, { pinnedTls: true, tlsFingerprint: test.coordinator.tls.fingerprint, earlyHttp: true })).client;
+    const warm = (await openDataClient(test.http.url.replace(/^http:/, 'https:'), agent, { pinnedTls: true, tlsFingerprint: test.coordinator.tls.fingerprint, warmHttps: true, compression: 'zstd' })).client;
     try {
-      early.warmUp();
-      await early.call(manifest);
-      expect(early.transportKind).toBe('http');
-      let calls = 1;
-      while (early.transportKind !== 'quic' && calls < 200) {
-        await new Promise((resolve) => setTimeout(resolve, 10));
-        await early.call(manifest);
-        calls++;
+      await warm.call(manifest);
+      expect(warm.transportKind).toBe('http');
+      const { header } = await warm.call(manifest);
+      expect(warm.transportKind).toBe('http');
+      // The closure as one stream (compressing, as over a real link): it connects QUIC.
+      const target = Castore.open(path.join(work, 'agent-warm-https'));
+      try {
+        const report = await fetchClosure(warm, target, configId, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId, streamMinBytes: 0 });
+        expect(report.fetchedStorePaths).toBe(header.storePaths.length);
+      } finally {
+        target.close();
       }
-      expect(early.transportKind).toBe('quic');
-      expect(early.quicUnreachable).toBe(false);
-      // Without earlyHttp the first request waits for QUIC.
-      await pinned.call(manifest);
-      expect(pinned.transportKind).toBe('quic');
+      expect(warm.quicUnreachable).toBe(false);
+      await warm.call(manifest);
+      expect(warm.transportKind).toBe('quic');
     } finally {
-      await early.close();
-      await pinned.close();
+      await warm.close();
     }
-    // Plain HTTP would show the bytes to anyone on the path that QUIC encrypts: the request waits for QUIC instead.
-    const plain = (await openDataClient(test.http.url, agent, { tlsFingerprint: test.coordinator.tls.fingerprint, earlyHttp: true })).client;
+    // Plain HTTP would show what QUIC encrypts to anyone on the path: the requests wait for QUIC instead.
+    const plain = (await openDataClient(test.http.url, agent, { tlsFingerprint: test.coordinator.tls.fingerprint, warmHttps: true })).client;
     try {
-      plain.warmUp();
       await plain.call(manifest);
       expect(plain.transportKind).toBe('quic');
     } finally {
