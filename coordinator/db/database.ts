@@ -39,11 +39,20 @@ export interface CoordinatorDatabase {
   db: CoordinatorDb;
 }
 
-/** The migrations ship as source files; from build/ they are found in the source tree. */
+/**
+ * The migrations ship as source files: beside this module in the source
+ * tree; from build/ or the CLI bundle (build/cli-bundle/), in the source
+ * tree of the package this module is in.
+ */
 function migrationsFolder(): string {
-  const beside = fileURLToPath(new URL('./migrations', import.meta.url));
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const beside = path.join(here, 'migrations');
   if (existsSync(beside)) return beside;
-  return fileURLToPath(new URL('../../../coordinator/db/migrations', import.meta.url));
+  for (let dir = here; path.dirname(dir) !== dir; dir = path.dirname(dir)) {
+    const candidate = path.join(dir, 'coordinator', 'db', 'migrations');
+    if (existsSync(path.join(dir, 'package.json')) && existsSync(candidate)) return candidate;
+  }
+  throw new Error(`the coordinator's database migrations (coordinator/db/migrations) are missing from the installation at ${here}`);
 }
 
 /** Opens (creating if needed) the database file and brings its schema up to date. */
