@@ -259,7 +259,8 @@ export interface DataClientOptions {
    * `blobs.stream` go over it, when it is TLS (pinned or https), unless a
    * QUIC session is already open. A QUIC session costs a handshake and the
    * session's auth, ~10–90 ms of this thread with @currentspace/http3 0.9.0:
-   * more than a small fetch takes. Closure streams connect it.
+   * more than a small fetch takes. Closure streams and bulk transfers
+   * (startBulkTransfer) connect it.
    */
   warmHttps?: boolean;
   /** Told about fallbacks and retries. */
@@ -295,6 +296,8 @@ export class DataClient {
   private quicRefusal: DataError | undefined;
   private http: HttpTransport | undefined;
   private lastTransport: Transport | undefined;
+  /** Set by startBulkTransfer. */
+  private bulk = false;
   /** Whether requests ask for zstd and pushes compress (DataClientOptions.compression). */
   readonly compression: boolean;
   /** Bytes this client received and sent on the wire (reply and request frames, headers included), over all transports. */
@@ -320,6 +323,16 @@ export class DataClient {
     return this.quicFailed && Boolean(this.options.quicAddress && this.options.certificatePem && !this.options.httpOnly);
   }
 
+  /**
+   * Says that a large transfer follows (a cold deploy, a big change): from
+   * now on every request goes over QUIC, whatever `warmHttps` says, and the
+   * session starts connecting at once.
+   */
+  startBulkTransfer(): void {
+    this.bulk = true;
+    if (!this.quicFailed && !this.quic) void this.connectQuic();
+  }
+
   /** The QUIC session, connecting it once however many requests wait; undefined when QUIC is unusable (then HTTP is). */
   private connectQuic(): Promise<QuicTransport | undefined> {
     this.quicConnecting ??= QuicTransport.connect(this.options.quicAddress!, this.options.certificatePem!, this.options.identity, this.options.connectTimeoutMs ?? 3000, this.options.idleTimeoutMs ?? 30_000, this.wireBytes)
@@ -341,12 +354,12 @@ export class DataClient {
   /**
    * The transport for a request of `op`: QUIC (connected on demand) unless
    * it cannot connect, then HTTP; with `warmHttps`, HTTP for all but
-   * `blobs.stream` until a QUIC session is open.
+   * `blobs.stream` until a QUIC session is open or a bulk transfer starts.
    */
   private async transportFor(op: DataOperationName): Promise<Transport> {
     if (this.quic?.closed) this.quic = undefined;
     if (this.quic) return this.quic;
-    const viaWarmHttps = this.options.warmHttps === true && op !== 'blobs.stream' && this.httpEncrypted;
+    const viaWarmHttps = this.options.warmHttps === true && !this.bulk && op !== 'blobs.stream' && this.httpEncrypted;
     if (!this.quicFailed && !this.quicRefusal && !viaWarmHttps) {
       const quic = await this.connectQuic();
       if (quic) return quic;

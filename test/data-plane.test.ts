@@ -118,7 +118,7 @@ describe('push and fetch', () => {
     }, 60_000);
   }
 
-  it('with warmHttps, sends small requests over the pinned HTTPS connection and closure streams over QUIC, which then carries the rest; never small ones over plain HTTP', async () => {
+  it('with warmHttps, sends small requests over the pinned HTTPS connection and large fetches (a stream, or batches) over QUIC, which then carries the rest; never small ones over plain HTTP', async () => {
     const agent = await enrollAgent(test, 'web');
     const manifest = { op: 'closure.manifest', configId, system: 'x86_64-linux' } as const;
     const warm = (await openDataClient(test.http.url.replace(/^http:/, 'https:'), agent, { pinnedTls: true, tlsFingerprint: test.coordinator.tls.fingerprint, warmHttps: true, compression: 'zstd' })).client;
@@ -140,6 +140,25 @@ describe('push and fetch', () => {
       expect(warm.transportKind).toBe('quic');
     } finally {
       await warm.close();
+    }
+    // Not compressing (no stream), a large fetch is batches: they go over QUIC too.
+    const batching = (await openDataClient(test.http.url.replace(/^http:/, 'https:'), agent, { pinnedTls: true, tlsFingerprint: test.coordinator.tls.fingerprint, warmHttps: true, compression: 'off' })).client;
+    const target = Castore.open(path.join(work, 'agent-warm-https-batches'));
+    try {
+      const calls: string[] = [];
+      const call = batching.call.bind(batching);
+      batching.call = (async (request: Parameters<typeof call>[0], options?: Parameters<typeof call>[1]) => {
+        const reply = await call(request, options);
+        calls.push(`${(typeof request === 'function' ? request() : request).op} ${batching.transportKind}`);
+        return reply;
+      }) as typeof batching.call;
+      await fetchClosure(batching, target, configId, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId, streamMinBytes: 0 });
+      expect(calls[0]).toBe('closure.manifest http');
+      expect(calls.filter((line) => line.startsWith('blobs.get') || line.startsWith('blob.get')).every((line) => line.endsWith('quic'))).toBe(true);
+      expect(calls.some((line) => line.startsWith('blobs.get'))).toBe(true);
+    } finally {
+      target.close();
+      await batching.close();
     }
     // Plain HTTP would show what QUIC encrypts to anyone on the path: the requests wait for QUIC instead.
     const plain = (await openDataClient(test.http.url, agent, { tlsFingerprint: test.coordinator.tls.fingerprint, warmHttps: true })).client;

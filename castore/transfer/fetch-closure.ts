@@ -477,8 +477,11 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
   };
   try {
     let batched = whole;
+    const large = whole.reduce((sum, blob) => sum + blob.size, 0) >= (options.streamMinBytes ?? WIRE_STREAM_MIN_BYTES);
+    // Over QUIC, the data plane's transport for bulk (a client may send small fetches over a warm HTTPS connection).
+    if (large) client.startBulkTransfer();
     // A large fetch (a cold deploy) as one stream first: it fills the link on its own.
-    if (client.compression && whole.reduce((sum, blob) => sum + blob.size, 0) >= (options.streamMinBytes ?? WIRE_STREAM_MIN_BYTES)) {
+    if (client.compression && large) {
       const wholeIds = new Set(whole.map((blob) => blob.digest));
       const streamed = streamOrder(manifest.storePaths, readDirectory).filter((blob) => wholeIds.has(blob.digest));
       const inStream = new Set(streamed.map((blob) => blob.digest));
