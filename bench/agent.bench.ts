@@ -15,7 +15,7 @@
  * its state dir's agent.log.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -79,6 +79,16 @@ const url = await new Promise<string>((resolve) => {
 });
 const admin = new CoordinatorHttpClient(url, loadIdentity(path.join(work, 'config', 'keys', 'bench-admin.key')));
 for (const storePath of [v0, v1]) ferry('push', storePath, '--url', url, '--quiet');
+// After a push the coordinator compresses the closure's stream in the background (level 9, then 19:
+// coordinator/api/blob-stream-cache.ts), for agents on real links. Deploy once that is done, as a rollout
+// some minutes after the push finds it: these agents are on loopback and never ask for it.
+{
+  const cacheDir = path.join(env.FERRY_DATA_DIR, 'wire-cache');
+  const started = Date.now();
+  const compressing = () => existsSync(cacheDir) && readdirSync(cacheDir).some((name) => name.endsWith('.part'));
+  while (compressing() && Date.now() - started < 30 * 60_000) await new Promise((resolve) => setTimeout(resolve, 250));
+  console.error(`the pushes' streams were compressed ${((Date.now() - started) / 1000).toFixed(1)} s after the pushes`);
+}
 
 const join = (JSON.parse(ferry('tokens', 'create', '--uses', String(fleetSize + 1), '--auto-approve', '--url', url, '--json')) as { join: string }).join;
 interface BenchAgent {
