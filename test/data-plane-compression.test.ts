@@ -400,7 +400,7 @@ describe('zstd on the wire', () => {
   }, 60_000);
 
   it('stops refining a stream at once when the coordinator closes, keeping nothing half-written', async () => {
-    // Level 19: ~15 s of a core for these 33 MiB, so finishing within a second means it was stopped.
+    // Level 19: ~15 s of a core for these 33 MiB, so finishing within 3 s (a loaded machine) means it was stopped.
     const other = await startTestCoordinator({ coordinator: { wireCompression: { refineLevel: 19 } } });
     const streams = blobStreamCacheOf(other.coordinator)!;
     const cacheDir = path.join(other.coordinator.dataDir, 'wire-cache');
@@ -418,7 +418,7 @@ describe('zstd on the wire', () => {
     const closing = Date.now();
     other.coordinator.close();
     await streams.idle();
-    expect(Date.now() - closing).toBeLessThan(1_000);
+    expect(Date.now() - closing).toBeLessThan(3_000);
     expect(streams.stats.refined).toBe(0);
     expect(readdirSync(cacheDir).filter((name) => name.includes('.r.'))).toEqual([]);
     await other.close();
