@@ -56,11 +56,12 @@ const repo = path.join(here, '..');
 /** The Ferry trees under test (each with its build/): this one by default. */
 const ferryRoots = (process.env.BENCH_FERRY_ROOTS ?? process.env.BENCH_FERRY_ROOT ?? repo).split(',').map((root) => path.resolve(root));
 const preload = path.join(repo, 'build', 'bench', 'fixtures', 'timing-preload.js');
+const unbundledRunner = path.join(repo, 'build', 'bench', 'fixtures', 'run-unbundled.js');
 
 const skip =
   nixUnavailableReason() ??
   ferryRoots.map((root) => (existsSync(path.join(root, 'build', 'cli', 'main.js')) ? undefined : `${root}/build is missing: run \`npm run build\` there (npm run bench:app-change does here)`)).find(Boolean) ??
-  (existsSync(preload) ? undefined : `${preload} is missing: run \`npx tsc -p tsconfig.bench.json\` (npm run bench:app-change does)`);
+  (existsSync(preload) && existsSync(unbundledRunner) ? undefined : `${preload} is missing: run \`npx tsc -p tsconfig.bench.json\` (npm run bench:app-change does)`);
 if (skip) {
   console.log(`app-change latency bench skipped: ${skip}`);
   process.exit(0);
@@ -149,9 +150,10 @@ async function setUp(root: string, index: number): Promise<Setup> {
   mkdirSync(timings, { recursive: true });
   const env: NodeJS.ProcessEnv = { ...nixEnv, FERRY_CONFIG_DIR: path.join(dir, 'config'), FERRY_DATA_DIR: path.join(dir, 'coordinator'), XDG_CACHE_HOME: path.join(dir, 'xdg-cache') };
   let logCount = 0;
-  /** `node [--import timing-preload] bin/ferry …`, its stderr to a log. */
-  const startFerry = (who: string, args: string[], options: { nodeFlags?: string[]; extraEnv?: NodeJS.ProcessEnv; timings?: string } = {}): ChildProcess => {
-    const argv = [...(options.timings ? ['--import', preload] : []), ...(options.nodeFlags ?? []), ferryBin, ...args];
+  /** `node [--import timing-preload] bin/ferry …` (or the unbundled build: run-unbundled.ts), its stderr to a log. */
+  const startFerry = (who: string, args: string[], options: { nodeFlags?: string[]; extraEnv?: NodeJS.ProcessEnv; timings?: string; unbundled?: boolean } = {}): ChildProcess => {
+    const program = options.unbundled ? [unbundledRunner, root] : [ferryBin];
+    const argv = [...(options.timings ? ['--import', preload] : []), ...(options.nodeFlags ?? []), ...program, ...args];
     const child = spawn(process.execPath, argv, { env: { ...env, ...options.extraEnv, ...(options.timings ? { FERRY_BENCH_TIMINGS: options.timings } : {}) }, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     child.stderr!.pipe(createWriteStream(path.join(logs, `${String(++logCount).padStart(3, '0')}-${who}.log`)));
     children.add(child);
@@ -194,6 +196,8 @@ async function setUp(root: string, index: number): Promise<Setup> {
     nodeFlags: [...nodeFlags, ...(profiling ? ['--cpu-prof', '--cpu-prof-dir', path.join(dir, 'cpu-profiles', 'agent')] : [])],
     extraEnv: { ...environment, FERRY_BENCH_DATA_CLIENT: path.join(root, 'build', 'protocol', 'data-client.js') },
     timings: agentTimings,
+    // The data client the preload wraps is build/protocol/data-client.js: a bundle's own copy would go unseen.
+    unbundled: true,
   });
 
   const submit = async (target: string, message: string, timingsFile?: string, flags: string[] = []) =>
