@@ -86,7 +86,11 @@ for (const storePath of [v0, v1]) ferry('push', storePath, '--url', url, '--quie
   const cacheDir = path.join(env.FERRY_DATA_DIR, 'wire-cache');
   const started = Date.now();
   const compressing = () => existsSync(cacheDir) && readdirSync(cacheDir).some((name) => name.endsWith('.part'));
-  while (compressing() && Date.now() - started < 30 * 60_000) await new Promise((resolve) => setTimeout(resolve, 250));
+  // Done when no part file is seen three times a second apart (the next refine's starts as the last one's ends).
+  for (let quiet = 0; quiet < 3 && Date.now() - started < 30 * 60_000; ) {
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    quiet = compressing() ? 0 : quiet + 1;
+  }
   console.error(`the pushes' streams were compressed ${((Date.now() - started) / 1000).toFixed(1)} s after the pushes`);
 }
 

@@ -282,7 +282,11 @@ try {
     const cacheDir = path.join(work, 'coordinator', 'wire-cache');
     const started = Date.now();
     const producing = () => existsSync(cacheDir) && readdirSync(cacheDir).some((name) => name.endsWith('.part'));
-    while (producing() && Date.now() - started < 30 * 60_000) await new Promise((resolve) => setTimeout(resolve, 250));
+    // Done when no part file is seen three times a second apart (the next refine's starts as the last one's ends).
+    for (let quiet = 0; quiet < 3 && Date.now() - started < 30 * 60_000; ) {
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      quiet = producing() ? 0 : quiet + 1;
+    }
     const waited = `${((Date.now() - started) / 1000).toFixed(1)} s after the static cache was written`;
     process.stderr.write(producing() ? `the pushes' streams were still being compressed ${waited}: measuring anyway\n` : `the pushes' streams were compressed ${waited}\n`);
   }

@@ -187,6 +187,9 @@ export class BlobStreamCache {
     this.refineQueue.delete(key);
     const final = this.entryFile(key);
     const part = `${this.refinedFile(key)}.part`;
+    // Created now, not when the worker is up: from the level-9 entry's rename to the last refine's end,
+    // some `.part` file always says that the coordinator is still compressing.
+    closeSync(openSync(part, 'w'));
     const done = (async () => {
       try {
         const size = await refineToFile(source(), part, { level: this.refineLevel!, windowLog: WIRE_STREAM_WINDOW_LOG }, this.closing.signal);
