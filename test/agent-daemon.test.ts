@@ -34,53 +34,45 @@ async function until<T>(what: string, probe: () => T | undefined, timeoutMs = 20
 }
 
 describe('the agent daemon', () => {
-  it('deploys over QUIC, then keeps no QUIC session open while it watches for the next config', async () => {
-    // Enrolled without pinned TLS: its HTTP is not encrypted, so every data request goes over QUIC.
-    const stateDir = path.join(work, 'agent');
-    const { agentId } = await enrollStateDir(test, { stateDir, name: 'daemon', pinnedTls: false });
-    const { configId } = await test.adminClient.post<{ configId: string }>('/v1/graphs/daemon/configs', signedConfig(test.admin, 'daemon', [], { [nixSystem()]: target }, 'first', { activate: 'true' }));
-    await test.adminClient.post(`/v1/agents/${agentId}/assign`, { graph: 'daemon' });
+  /** Enrolls `name`, gives it a config of the tree and runs its daemon until it is active; then `check` while it goes on running. */
+  async function deployWithDaemon(name: string, pinnedTls: boolean, check: (stateDir: string, quicSessionsBefore: number) => Promise<void>): Promise<void> {
+    const stateDir = path.join(work, name);
+    const { agentId } = await enrollStateDir(test, { stateDir, name, pinnedTls });
+    const { configId } = await test.adminClient.post<{ configId: string }>(`/v1/graphs/${name}/configs`, signedConfig(test.admin, name, [], { [nixSystem()]: target }, 'first', { activate: 'true' }));
+    await test.adminClient.post(`/v1/agents/${agentId}/assign`, { graph: name });
     const before = test.quic.sessions().opened;
-
     const agent = new Agent(stateDir, { log: () => undefined, pollIntervalMs: 30_000 });
     const stop = new AbortController();
     const running = agent.run(stop.signal);
     try {
       await until('the agent to be active', () => (test.coordinator.state.get('agents', agentId)?.currentConfig === configId ? true : undefined));
-      // The closure came over QUIC…
-      expect(test.quic.sessions().opened).toBeGreaterThan(before);
-      // …and the session is closed once the round is over, while the daemon goes on watching (over HTTP).
-      await until('the QUIC session to close', () => (test.quic.sessions().open === 0 ? true : undefined));
-      await new Promise((resolve) => setTimeout(resolve, 500));
-      expect(test.quic.sessions().open).toBe(0);
+      await check(stateDir, before);
       expect(stop.signal.aborted).toBe(false);
     } finally {
       stop.abort();
       await running;
       await agent.close();
     }
+  }
+
+  it('deploys over QUIC, then keeps no QUIC session open while it watches for the next config', async () => {
+    // Enrolled without pinned TLS: its HTTP is not encrypted, so every data request goes over QUIC.
+    await deployWithDaemon('daemon', false, async (_stateDir, before) => {
+      // The closure came over QUIC…
+      expect(test.quic.sessions().opened).toBeGreaterThan(before);
+      // …and the session is closed once the round is over, while the daemon goes on watching (over HTTP).
+      await until('the QUIC session to close', () => (test.quic.sessions().open === 0 ? true : undefined));
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(test.quic.sessions().open).toBe(0);
+    });
   }, 60_000);
 
   it('with pinned TLS, fetches a small closure over its warm HTTPS connection and opens no QUIC session at all', async () => {
-    const stateDir = path.join(work, 'agent-pinned');
-    const { agentId } = await enrollStateDir(test, { stateDir, name: 'daemon-pinned', pinnedTls: true });
-    const { configId } = await test.adminClient.post<{ configId: string }>('/v1/graphs/daemon-pinned/configs', signedConfig(test.admin, 'daemon-pinned', [], { [nixSystem()]: target }, 'first', { activate: 'true' }));
-    await test.adminClient.post(`/v1/agents/${agentId}/assign`, { graph: 'daemon-pinned' });
-    const before = test.quic.sessions().opened;
-
-    const agent = new Agent(stateDir, { log: () => undefined, pollIntervalMs: 30_000 });
-    const stop = new AbortController();
-    const running = agent.run(stop.signal);
-    try {
-      await until('the agent to be active', () => (test.coordinator.state.get('agents', agentId)?.currentConfig === configId ? true : undefined));
+    await deployWithDaemon('daemon-pinned', true, async (stateDir, before) => {
       const fetched = readFileSync(path.join(stateDir, 'events.jsonl'), 'utf8').split('\n').filter((line) => line.includes('"fetched"'));
       expect(fetched).toHaveLength(1);
       expect(test.quic.sessions().opened).toBe(before);
-    } finally {
-      stop.abort();
-      await running;
-      await agent.close();
-    }
+    });
   }, 60_000);
 
   it('tells a failure on the machine (the store dir is a file) from being offline, reports it, and recovers', async () => {
