@@ -1,5 +1,6 @@
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { OPERATIONS } from '../coordinator/api/operations.js';
 import { ApiError, CoordinatorHttpClient } from '../protocol/http-client.js';
 import type { Identity } from '../protocol/identity.js';
 import { addTreeAsStorePath, enrollAgent, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
@@ -40,6 +41,37 @@ describe("an agent's watch", () => {
     const answer = await client.get<{ configId: string | null }>('/v1/agent/watch', { known: current.configId ?? 'none', wait: '1' });
     expect(answer.configId).toBe(current.configId);
     expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+  });
+
+  it('does no work while nothing happens: the desired answer is computed and signed once, when it is sent', async () => {
+    const client = new CoordinatorHttpClient(test.http.url, agent);
+    const current = await client.get<{ configId: string | null }>('/v1/agent/watch', { known: 'none', wait: '0' });
+    // Counted where the watch calls it (before: once a second while held, with a presence write each time).
+    const desired = vi.spyOn(OPERATIONS['agent.desired'], 'run');
+    try {
+      const answer = await client.get<{ configId: string | null }>('/v1/agent/watch', { known: current.configId ?? 'none', wait: '3' });
+      expect(answer.configId).toBe(current.configId);
+      expect(desired).toHaveBeenCalledTimes(1);
+    } finally {
+      desired.mockRestore();
+    }
+  });
+
+  it('answers a held watch of an agent revoked meanwhile with 403 REVOKED, at once', async () => {
+    const revoked = await enrollAgent(test, 'web');
+    const client = new CoordinatorHttpClient(test.http.url, revoked);
+    const current = await client.get<{ configId: string | null }>('/v1/agent/watch', { known: 'none', wait: '0' });
+    const started = Date.now();
+    const watched = client.get('/v1/agent/watch', { known: current.configId ?? 'none', wait: '20' }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await test.adminClient.post(`/v1/agents/${revoked.keyId}/revoke`, {});
+    const refusal = await watched;
+    expect(refusal).toBeInstanceOf(ApiError);
+    expect((refusal as ApiError).code).toBe('REVOKED');
+    expect(Date.now() - started).toBeLessThan(5_000);
   });
 
   // Last: it closes the coordinator. A held watch once woke on a closed database and answered a

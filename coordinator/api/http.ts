@@ -18,6 +18,7 @@ import { HttpRefusal, readBoundedBody, type RefusalStatus } from './http-refusal
 import { ClosureAccess, DATA_ACCESS, runDataOperation } from './data-operations.js';
 import { replyFrames } from './data-replies.js';
 import { OPERATIONS, type OperationName } from './operations.js';
+import { desiredConfigOf } from './queries.js';
 import { liveViewerRoutes } from '../viewer/index.js';
 import { createNixCacheApp } from '../nix-cache/index.js';
 
@@ -169,10 +170,12 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
       const wait = Math.max(0, Math.min(30, Number(c.req.query('wait') ?? '25') || 0));
       const deadline = Date.now() + wait * 1000;
       for (;;) {
-        const desired = OPERATIONS['agent.desired'].run(coordinator, actor, {});
-        if ((desired.configId ?? 'none') !== known || Date.now() >= deadline) return c.json(desired);
-        // Woken by the next event (a new config, an assignment, a pin…); the timeout re-checks revocation and the deadline.
-        await coordinator.nextEvent(Math.min(1000, Math.max(0, deadline - Date.now())));
+        // Only which config: the signed answer (and the agent's presence) once, when it is sent.
+        const agent = coordinator.state.get('agents', actor.keyId)!;
+        if ((desiredConfigOf(coordinator.state, agent) ?? 'none') !== known || Date.now() >= deadline) return c.json(OPERATIONS['agent.desired'].run(coordinator, actor, {}));
+        // Asleep until the next event or the deadline: every change of an agent's desired config (a config, an
+        // assignment, a pin) and of its standing (a revocation) is an event, so an idle watch costs nothing.
+        await coordinator.nextEvent(Math.max(0, deadline - Date.now()));
         // A coordinator shutting down answers its held watches at once (the agent asks again, elsewhere or later).
         if (coordinator.closed) return errorResponse(c, 503, 'SHUTTING_DOWN', 'the coordinator is shutting down');
         if (coordinator.state.get('agents', actor.keyId)?.status !== 'enrolled') return errorResponse(c, 403, 'REVOKED', 'agent is no longer enrolled');
