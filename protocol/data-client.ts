@@ -298,6 +298,8 @@ export class DataClient {
   private lastTransport: Transport | undefined;
   /** Set by startBulkTransfer. */
   private bulk = false;
+  /** Whether the HTTP fallback is TLS (pinned, or an https URL): only then may it carry what QUIC would. */
+  private readonly httpEncrypted: boolean;
   /** Whether requests ask for zstd and pushes compress (DataClientOptions.compression). */
   readonly compression: boolean;
   /** Bytes this client received and sent on the wire (reply and request frames, headers included), over all transports. */
@@ -306,6 +308,7 @@ export class DataClient {
   constructor(private readonly options: DataClientOptions) {
     if (options.httpOnly || !options.quicAddress || !options.certificatePem) this.quicFailed = true;
     this.compression = (options.compression ?? (isLoopback(options.httpUrl) ? 'off' : 'zstd')) === 'zstd';
+    this.httpEncrypted = options.pinnedFingerprint !== undefined || new URL(options.httpUrl).protocol === 'https:';
   }
 
   /** What to put in `accept` of blobs.get and blob.get: undefined (the field left out) when not compressing. */
@@ -367,11 +370,6 @@ export class DataClient {
     if (this.quicRefusal) throw this.quicRefusal;
     this.http ??= new HttpTransport(this.options.httpUrl, this.options.identity, this.options.pinnedFingerprint, this.wireBytes);
     return this.http;
-  }
-
-  /** Whether the HTTP fallback is TLS (pinned, or an https URL): only then may it carry what QUIC would. */
-  private get httpEncrypted(): boolean {
-    return this.options.pinnedFingerprint !== undefined || new URL(this.options.httpUrl).protocol === 'https:';
   }
 
   /**
