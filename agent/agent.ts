@@ -78,6 +78,12 @@ export interface BundleOutcome {
 
 export type RoundResult = 'idle' | 'active' | 'rolled-back' | 'failed' | 'offline';
 
+/** A desired-config answer as received (not yet checked), with the challenge it should be signed for. */
+interface SignedDesired {
+  answer: Record<string, unknown>;
+  challenge: string;
+}
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** How the agent's HTTP client reaches its coordinator: pinned HTTPS when the join string said so. */
@@ -287,20 +293,29 @@ export class Agent {
    * (the caller backs off); the running generation is never touched then.
    * `reachable` is called once the coordinator has answered with a signed,
    * valid desired config (before any deployment: its reports follow).
+   * `watched` is the answer a watch just brought (waitForChange): used when
+   * the coordinator signed it for its challenge, else asked for again.
    */
-  async runOnce(reachable?: () => void): Promise<RoundResult> {
+  async runOnce(reachable?: () => void, watched?: SignedDesired): Promise<RoundResult> {
     await this.deliverReports();
-    const challenge = randomBytes(16).toString('hex');
-    // Asked first: the facts are collected (reading /proc, /sys, the network interfaces: milliseconds of
-    // this thread) once the request has left, while it travels.
-    const asked = this.http.get<{ configId: string | null; config: unknown; proof?: unknown }>('/v1/agent/desired', { challenge });
-    const [received] = await Promise.all([asked, nextTurn().then(() => this.reportFacts())]);
-    // It says which activation command to run, and may travel over plain HTTP: only the coordinator's fresh word counts.
-    if (!verifyProof(this.state.coordinator.coordinatorKey, desiredProofMessage(this.identity.keyId, challenge, received), received.proof)) {
-      throw new UnverifiedAnswerError(`the desired-config answer from ${this.state.coordinator.httpUrl} is not signed by the coordinator key ${this.state.coordinator.coordinatorKey}: ignoring it`);
+    let signed: SignedDesired;
+    if (watched && this.signedForUs(watched)) {
+      signed = watched;
+      await this.reportFacts();
+    } else {
+      const challenge = randomBytes(16).toString('hex');
+      // Asked first: the facts are collected (reading /proc, /sys, the network interfaces: milliseconds of
+      // this thread) once the request has left, while it travels.
+      const asked = this.http.get<Record<string, unknown>>('/v1/agent/desired', { challenge });
+      const [answer] = await Promise.all([asked, nextTurn().then(() => this.reportFacts())]);
+      signed = { answer, challenge };
+      // It says which activation command to run, and may travel over plain HTTP: only the coordinator's fresh word counts.
+      if (!this.signedForUs(signed)) {
+        throw new UnverifiedAnswerError(`the desired-config answer from ${this.state.coordinator.httpUrl} is not signed by the coordinator key ${this.state.coordinator.coordinatorKey}: ignoring it`);
+      }
     }
     // Signed is not sane: the answer is parsed like any input before anything acts on it.
-    const parsed = DesiredAnswerSchema.safeParse(received);
+    const parsed = DesiredAnswerSchema.safeParse(signed.answer);
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!;
       throw new UnverifiedAnswerError(`the desired-config answer from ${this.state.coordinator.httpUrl} is signed but invalid (${issue.path.join('.') || 'answer'}: ${issue.message}): ignoring it`);
@@ -315,17 +330,26 @@ export class Agent {
     return this.deploy(desired.config);
   }
 
+  /** Whether `signed.answer` carries the coordinator's proof for this agent and `signed.challenge`. */
+  private signedForUs({ answer, challenge }: SignedDesired): boolean {
+    const { configId = null, config = null, proof } = answer as { configId?: string | null; config?: unknown; proof?: unknown };
+    return verifyProof(this.state.coordinator.coordinatorKey, desiredProofMessage(this.identity.keyId, challenge, { configId, config }), proof);
+  }
+
   /**
    * Waits until the desired config differs from what this machine runs, at
    * most one poll interval: the coordinator holds the request (a watch),
-   * so a new config starts deploying within a fraction of a second.
+   * so a new config starts deploying within a fraction of a second. Returns
+   * the watch's answer (signed for a fresh challenge, so the next round
+   * need not ask again), or undefined when `signal` ended the wait.
    */
-  private async waitForChange(signal: AbortSignal): Promise<void> {
+  private async waitForChange(signal: AbortSignal): Promise<SignedDesired | undefined> {
     const seconds = Math.max(1, Math.round((this.options.pollIntervalMs ?? 30_000) / 1000));
     const known = this.lastDesired ?? 'none';
-    const aborted = new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
-    const watched = this.http.get('/v1/agent/watch', { known, wait: String(seconds) }).then(() => undefined);
-    await Promise.race([watched, aborted]);
+    const challenge = randomBytes(16).toString('hex');
+    const aborted = new Promise<undefined>((resolve) => signal.addEventListener('abort', () => resolve(undefined), { once: true }));
+    const watched = this.http.get<Record<string, unknown>>('/v1/agent/watch', { known, wait: String(seconds), challenge }).then((answer) => ({ answer, challenge }));
+    return Promise.race([watched, aborted]);
   }
 
   private releaseStateLock: (() => void) | undefined;
@@ -386,6 +410,8 @@ export class Agent {
     let offline = false;
     /** The last local failure reported, so a persistent one is reported once, not every round. */
     let reportedFailure: string | undefined;
+    /** What the last watch answered: the next round's desired config. */
+    let watched: SignedDesired | undefined;
     while (!signal.aborted) {
       try {
         // Back online as soon as the coordinator answers: before the deployment that may follow (whose
@@ -394,12 +420,14 @@ export class Agent {
           if (offline) this.events.add('online', `coordinator reachable again after ${failures} failed attempt(s)`);
           offline = false;
         };
-        await this.exclusively(() => this.runOnce(cameBack));
+        const answered = watched;
+        watched = undefined;
+        await this.exclusively(() => this.runOnce(cameBack, answered));
         // Between deployments the agent only watches (HTTP): no QUIC session kept alive with pings.
         await this.releaseDataClient();
         failures = 0;
         reportedFailure = undefined;
-        await this.waitForChange(signal);
+        watched = await this.waitForChange(signal);
       } catch (error) {
         failures++;
         const delay = Math.min(60_000, 500 * 2 ** Math.min(failures, 7)) * (0.5 + Math.random() / 2);

@@ -338,3 +338,28 @@ for (;;) {
     expect(verifyChain(events, coordinator.checkpoints(), Identity.generate().publicKey).firstBad?.reason).toMatch(/not the coordinator's/);
   });
 });
+
+describe('agent presence', () => {
+  it('coalesces heartbeats in memory, writes them in one batch, and keeps them across a close', () => {
+    const stored = (id: string) =>
+      coordinator.database.sqlite.prepare<[string], { last_seen: number }>('SELECT last_seen FROM agent_presence WHERE id = ?').get(id)?.last_seen ?? null;
+    const agents = Array.from({ length: 50 }, () => Identity.generate().keyId);
+    for (const id of agents) coordinator.presence.touch(id);
+    // Seen at once, written nowhere yet: a heartbeat is no SQLite commit.
+    expect(agents.every((id) => coordinator.presence.lastSeen(id) !== null)).toBe(true);
+    expect(stored(agents[0]!)).toBeNull();
+    coordinator.presence.flush();
+    expect(agents.every((id) => stored(id) === coordinator.presence.lastSeen(id))).toBe(true);
+    // Never backwards: an older time written later (a slow flush) does not replace a newer one.
+    coordinator.database.sqlite.prepare('UPDATE agent_presence SET last_seen = last_seen + 60000 WHERE id = ?').run(agents[1]!);
+    coordinator.presence.touch(agents[1]!);
+    coordinator.presence.flush();
+    expect(stored(agents[1]!)).toBeGreaterThan(Date.now() + 30_000);
+    // Pending heartbeats are written when the coordinator closes.
+    const late = Identity.generate().keyId;
+    coordinator.presence.touch(late);
+    coordinator.close();
+    coordinator = Coordinator.open(dir);
+    expect(coordinator.presence.lastSeen(late)).not.toBeNull();
+  });
+});

@@ -25,6 +25,7 @@ import { applyEvent, replayLog, type ReplayReport } from './domain/reducer.js';
 import { createSelfSignedCertificate, type TlsCertificate } from './tls/self-signed-certificate.js';
 import { certificateFingerprint } from '../protocol/tls-pinning.js';
 import { SqliteStateStore } from './domain/sqlite-state.js';
+import { AgentPresence } from './db/agent-presence.js';
 
 export interface CoordinatorOptions {
   /** Sign a checkpoint every this many events (default 1000). */
@@ -108,6 +109,8 @@ function canonicalEventJson(event: Omit<UnhashedEvent, 'payload'>, payloadJson: 
 
 export class Coordinator {
   readonly state: SqliteStateStore;
+  /** When each agent was last heard from (coalesced heartbeats, not audit events). */
+  readonly presence: AgentPresence;
   private readonly clock: HlcClock;
   private head: { seq: number; hash: string };
   private readonly checkpointEvery: number;
@@ -118,8 +121,6 @@ export class Coordinator {
     insertEvent: Database.Statement<[number, string, number, string, string, string, string, string, string | null, string, string]>;
     insertCheckpoint: Database.Statement<[number, string, string, number]>;
     walCheckpoint: Database.Statement<[], { busy: number; log: number; checkpointed: number }>;
-    touchPresence: Database.Statement<[string, number]>;
-    presence: Database.Statement<[string], { last_seen: number }>;
     storedEvents: Database.Statement<[number, number, number], EventRow>;
   };
   /** execute's transaction (BEGIN IMMEDIATE … COMMIT), built once. */
@@ -140,6 +141,7 @@ export class Coordinator {
   ) {
     this.state = new SqliteStateStore(database.db);
     this.now = options.now ?? Date.now;
+    this.presence = new AgentPresence(database.sqlite, this.now);
     this.wireCompression = options.wireCompression ?? true;
     this.checkpointEvery = options.checkpointEvery ?? 1000;
     this.walCheckpointEvery = options.walCheckpointEvery ?? WAL_CHECKPOINT_EVERY_EVENTS;
@@ -151,8 +153,6 @@ export class Coordinator {
       ),
       insertCheckpoint: sqlite.prepare('INSERT INTO audit_checkpoints (seq, hash, signature, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING'),
       walCheckpoint: sqlite.prepare('PRAGMA wal_checkpoint(PASSIVE)'),
-      touchPresence: sqlite.prepare('INSERT INTO agent_presence (id, last_seen) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen'),
-      presence: sqlite.prepare('SELECT last_seen FROM agent_presence WHERE id = ?'),
       storedEvents: sqlite.prepare(
         'SELECT seq, hlc, wall_time AS wallTime, actor_key AS actorKey, actor_role AS actorRole, action, subject, payload, request_signature AS requestSignature, prev_hash AS prevHash, hash ' +
           'FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?',
@@ -234,8 +234,8 @@ export class Coordinator {
     if (this.closed) return;
     this.closed = true;
     for (const hook of this.closeHooks.splice(0)) hook();
-    this.notifyEventWaiters();
     clearInterval(this.walTimer);
+    this.presence.close();
     this.walCheckpointer?.stop();
     this.walCheckpointer = undefined;
     this.database.sqlite.close();
@@ -255,15 +255,6 @@ export class Coordinator {
   /** A fresh HLC timestamp of this coordinator's clock. */
   tickHlc(): string {
     return formatHlc(this.clock.tick());
-  }
-
-  /** Records that an agent was heard from (heartbeats are not audit events). */
-  touchPresence(agentId: string): void {
-    this.statements.touchPresence.run(agentId, this.now());
-  }
-
-  presence(agentId: string): number | null {
-    return this.statements.presence.get(agentId)?.last_seen ?? null;
   }
 
   /** The context a command is checked in: current state, the actor, the clock, the castore. */
@@ -292,7 +283,7 @@ export class Coordinator {
   execute<R>(actor: Actor, decide: Decide<R>): { event: AuditEvent; result: R } | undefined {
     const done = this.transact(actor, decide);
     if (done) {
-      this.notifyEventWaiters();
+      for (const listener of this.commitListeners) listener(done.event);
       this.eventsSinceOpen++;
       if (++this.eventsSinceWalCheckpoint >= this.walCheckpointEvery) this.checkpointWal();
       else if (this.eventsSinceOpen >= WAL_BACKGROUND_AFTER_EVENTS && this.backgroundWalCheckpoints && !this.walCheckpointer) this.startWalCheckpointer();
@@ -300,26 +291,15 @@ export class Coordinator {
     return done;
   }
 
-  private readonly eventWaiters = new Set<() => void>();
+  private readonly commitListeners: ((event: AuditEvent) => void)[] = [];
 
   /**
-   * Resolves after the next event is committed, or after `timeoutMs`
-   * (long polls re-check their condition either way).
+   * Calls `listener` with each event after its transaction commits, in
+   * order, synchronously (before the command's caller gets its result). A
+   * listener must not throw and must not record events itself.
    */
-  nextEvent(timeoutMs: number): Promise<void> {
-    return new Promise((resolve) => {
-      const wake = (): void => {
-        clearTimeout(timer);
-        this.eventWaiters.delete(wake);
-        resolve();
-      };
-      const timer = setTimeout(wake, timeoutMs);
-      this.eventWaiters.add(wake);
-    });
-  }
-
-  private notifyEventWaiters(): void {
-    for (const wake of [...this.eventWaiters]) wake();
+  onCommit(listener: (event: AuditEvent) => void): void {
+    this.commitListeners.push(listener);
   }
 
   private startWalCheckpointer(): void {

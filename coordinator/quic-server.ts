@@ -126,7 +126,7 @@ export async function startQuicServer(coordinator: Coordinator, host: string, po
       if (error instanceof AuthError) log(`ferry coordinator: refused QUIC ${request.op} from ${session.remoteAddress}: ${error.code} ${error.message}${state.keyId ? ` (key ${state.keyId})` : ''}`);
       throw error;
     }
-    if (actor.role === 'agent') coordinator.touchPresence(actor.keyId);
+    if (actor.role === 'agent') coordinator.presence.touch(actor.keyId);
     return runDataOperation(coordinator, access, actor, request, reader);
   }
 

@@ -15,6 +15,7 @@ import { z } from 'zod';
 import { HlcStringSchema } from './hlc.js';
 import { KeyIdSchema } from './identity.js';
 import { StorePathSchema } from './store-path-info.js';
+import { DesiredChallengeSchema } from './coordinator-proofs.js';
 
 export const SystemSchema = z.string().regex(/^[a-z0-9_]+-[a-z0-9]+$/, "a Nix system such as 'x86_64-linux'");
 declare const configIdBrand: unique symbol;
@@ -86,3 +87,25 @@ export const DesiredAnswerSchema = z
   })
   .refine((answer) => (answer.config?.id ?? null) === answer.configId, 'the answer names one config id and carries another');
 export type DesiredAnswer = z.infer<typeof DesiredAnswerSchema>;
+
+/**
+ * The longest an agent's watch (`GET /v1/agent/watch`) is held before it
+ * is answered unchanged; a longer `wait` is shortened to it.
+ */
+export const MAX_WATCH_SECONDS = 30;
+
+/**
+ * `GET /v1/agent/watch`: answered (with the same signed answer as
+ * `/v1/agent/desired`, for `challenge`) once the desired config differs
+ * from `known` ("none": no config), or after `wait` seconds.
+ */
+export const WatchQuerySchema = z.strictObject({
+  known: z.union([ConfigIdSchema, z.literal('none')]).default('none'),
+  wait: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(25)
+    .transform((seconds) => Math.min(seconds, MAX_WATCH_SECONDS)),
+  challenge: DesiredChallengeSchema.optional(),
+});

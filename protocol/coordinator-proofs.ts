@@ -15,18 +15,31 @@ import { canonicalJson } from './canonical-json.js';
 import { ed25519Verify } from './ed25519.js';
 import { publicKeyOf, type Identity, type KeyId } from './identity.js';
 
-function proofMessage(kind: string, subject: string, value: unknown): Uint8Array {
-  const digest = createHash('sha256').update(canonicalJson(value)).digest('hex');
+function digestOf(value: unknown): string {
+  return createHash('sha256').update(canonicalJson(value)).digest('hex');
+}
+
+function proofMessage(kind: string, subject: string, digest: string): Uint8Array {
   return new TextEncoder().encode(`ferry-${kind}-v1\n${subject}\n${digest}`);
+}
+
+/**
+ * What a desired-config answer's proof covers of the answer itself: the
+ * same for every agent given that answer, so a coordinator answering a
+ * fleet computes it once per config.
+ */
+export function desiredAnswerDigest(answer: { configId: string | null; config: unknown }): string {
+  return digestOf({ configId: answer.configId, config: answer.config });
 }
 
 /**
  * What the desired-config answer for `agentId` signs: bound to that agent
  * (it cannot be given to another) and to the random `challenge` the agent
- * sent with its request (an old answer cannot be replayed to it).
+ * sent with its request (an old answer cannot be replayed to it). `answer`
+ * may be given as its desiredAnswerDigest.
  */
-export function desiredProofMessage(agentId: string, challenge: string, answer: { configId: string | null; config: unknown }): Uint8Array {
-  return proofMessage('desired', `${agentId}\n${challenge}`, { configId: answer.configId, config: answer.config });
+export function desiredProofMessage(agentId: string, challenge: string, answer: { configId: string | null; config: unknown } | string): Uint8Array {
+  return proofMessage('desired', `${agentId}\n${challenge}`, typeof answer === 'string' ? answer : desiredAnswerDigest(answer));
 }
 
 /** A desired-config request's challenge: 16 random bytes, hex. */
@@ -34,7 +47,7 @@ export const DesiredChallengeSchema = z.string().regex(/^[0-9a-f]{32}$/, 'a chal
 
 /** What a closure manifest signs. */
 export function manifestProofMessage(manifest: { configId: string; system: string; target: string; storePaths: unknown }): Uint8Array {
-  return proofMessage('manifest', manifest.configId, { configId: manifest.configId, system: manifest.system, target: manifest.target, storePaths: manifest.storePaths });
+  return proofMessage('manifest', manifest.configId, digestOf({ configId: manifest.configId, system: manifest.system, target: manifest.target, storePaths: manifest.storePaths }));
 }
 
 /** The coordinator's proof over `message` (base64 ed25519). */

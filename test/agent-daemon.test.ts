@@ -3,7 +3,9 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { OPERATIONS } from '../coordinator/api/operations.js';
+import { WatchQuerySchema } from '../protocol/config.js';
 import { Agent } from '../agent/index.js';
 import { nixSystem } from '../agent/facts.js';
 import { addTreeAsStorePath, enrollStateDir, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
@@ -74,6 +76,28 @@ describe('the agent daemon', () => {
       expect(test.quic.sessions().opened).toBe(before);
     });
   }, 60_000);
+
+  it('sends one request per quiet round: the watch, whose answer (signed for its challenge) is the next round\'s desired config', async () => {
+    const stateDir = path.join(work, 'quiet');
+    await enrollStateDir(test, { stateDir, name: 'quiet', pinnedTls: true });
+    // Counted where each route validates its input: the watch's query, and the desired route's.
+    const watches = vi.spyOn(WatchQuerySchema, 'safeParse');
+    const asks = vi.spyOn(OPERATIONS['agent.desired'].input, 'safeParse');
+    const agent = new Agent(stateDir, { log: () => undefined, pollIntervalMs: 1000 });
+    const stop = new AbortController();
+    const running = agent.run(stop.signal);
+    try {
+      await until('four watches', () => (watches.mock.calls.length >= 4 ? true : undefined));
+      // The first round asks; every later one uses what its watch brought.
+      expect(asks).toHaveBeenCalledTimes(1);
+    } finally {
+      stop.abort();
+      await running;
+      await agent.close();
+      watches.mockRestore();
+      asks.mockRestore();
+    }
+  }, 30_000);
 
   it('tells a failure on the machine (the store dir is a file) from being offline, reports it, and recovers', async () => {
     const stateDir = path.join(work, 'blocked');

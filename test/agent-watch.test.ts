@@ -1,8 +1,10 @@
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { OPERATIONS } from '../coordinator/api/operations.js';
 import { ApiError, CoordinatorHttpClient } from '../protocol/http-client.js';
 import type { Identity } from '../protocol/identity.js';
+import { desiredProofMessage, verifyProof } from '../protocol/coordinator-proofs.js';
 import { addTreeAsStorePath, enrollAgent, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
 
 let test: TestCoordinator;
@@ -74,6 +76,72 @@ describe("an agent's watch", () => {
     } finally {
       desired.mockRestore();
     }
+  });
+
+  it('signs its answer for the challenge it was given, so the agent need not ask again', async () => {
+    const client = new CoordinatorHttpClient(test.http.url, agent);
+    const challenge = randomBytes(16).toString('hex');
+    const answer = await client.get<{ configId: string | null; config: unknown; proof: string }>('/v1/agent/watch', { known: 'none', wait: '0', challenge });
+    expect(verifyProof(test.coordinator.identity.keyId, desiredProofMessage(agent.keyId, challenge, answer), answer.proof)).toBe(true);
+    // Bound to this agent and this challenge: not another's, not a replay.
+    expect(verifyProof(test.coordinator.identity.keyId, desiredProofMessage(agent.keyId, randomBytes(16).toString('hex'), answer), answer.proof)).toBe(false);
+  });
+
+  it('refuses a malformed watch query (400 INVALID): a bad challenge, a negative wait, a known that is no config id, an unknown field', async () => {
+    const client = new CoordinatorHttpClient(test.http.url, agent);
+    for (const query of [{ challenge: 'nothex' }, { wait: '-1' }, { wait: 'soon' }, { known: '../etc' }, { colour: 'blue' }]) {
+      await expect(client.get('/v1/agent/watch', { wait: '0', ...query }), JSON.stringify(query)).rejects.toMatchObject({ status: 400, code: 'INVALID' });
+    }
+  });
+
+  it('sleeps through events that concern other graphs and other agents', async () => {
+    const client = new CoordinatorHttpClient(test.http.url, agent);
+    const current = await client.get<{ configId: string | null }>('/v1/agent/watch', { known: 'none', wait: '0' });
+    const { configId: elsewhere } = await test.adminClient.post<{ configId: string }>('/v1/graphs/other/configs', signedConfig(test.admin, 'other', [], { 'x86_64-linux': target }, 'elsewhere'));
+    const other = await enrollAgent(test, 'other');
+    const started = Date.now();
+    const watched = client.get<{ configId: string | null }>('/v1/agent/watch', { known: current.configId ?? 'none', wait: '2' });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    // Every look at this agent from here on: a woken watch reads its row to re-check its answer.
+    const reads = vi.spyOn(test.coordinator.state, 'get');
+    try {
+      // A config for another graph, another agent moved and pinned: none of it changes this agent's answer.
+      await test.adminClient.post('/v1/graphs/other/configs', signedConfig(test.admin, 'other', [elsewhere], { 'x86_64-linux': target }, 'elsewhere, again'));
+      await test.adminClient.post(`/v1/agents/${other.keyId}/pin`, { configId: elsewhere });
+      await test.adminClient.post(`/v1/agents/${other.keyId}/assign`, { graph: null });
+      const answer = await watched;
+      expect(answer.configId).toBe(current.configId);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(1900);
+      // Woken once, at its deadline (then answered); never by the events above.
+      expect(reads.mock.calls.filter(([table, id]) => table === 'agents' && id === agent.keyId)).toHaveLength(2);
+    } finally {
+      reads.mockRestore();
+    }
+  });
+
+  it('wakes a pinned agent for its own pin, not for its graph', async () => {
+    const pinned = await enrollAgent(test, 'web');
+    const client = new CoordinatorHttpClient(test.http.url, pinned);
+    await test.adminClient.post(`/v1/agents/${pinned.keyId}/pin`, { configId: firstConfig });
+    const started = Date.now();
+    const watched = client.get<{ configId: string | null }>('/v1/agent/watch', { known: firstConfig, wait: '20' });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const head = (await test.adminClient.get<{ head: string }>('/v1/graphs/web')).head;
+    const reads = vi.spyOn(test.coordinator.state, 'get');
+    try {
+      await test.adminClient.post('/v1/graphs/web/configs', signedConfig(test.admin, 'web', [head], { 'x86_64-linux': target }, 'while pinned'));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      // The graph's new head did not wake it: its row was not read again.
+      expect(reads.mock.calls.filter(([table, id]) => table === 'agents' && id === pinned.keyId)).toHaveLength(0);
+    } finally {
+      reads.mockRestore();
+    }
+    await test.adminClient.post(`/v1/agents/${pinned.keyId}/pin`, { configId: null });
+    const answer = await watched;
+    // Unpinned, it follows the graph again: its answer is the new head, given when the pin went.
+    expect(answer.configId).not.toBe(firstConfig);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(500);
+    expect(Date.now() - started).toBeLessThan(10_000);
   });
 
   it('answers a held watch of an agent revoked meanwhile with 403 REVOKED, at once', async () => {

@@ -26,7 +26,6 @@ import {
 import { sha256NarHash } from '../../nix/index.js';
 import { MAX_BATCH_BYTES, MAX_BATCHED_BLOB_BYTES, MAX_STREAM_BYTES, REQUESTS_WITH_BODY, type DataOperationName, type DataResponseInput, type ParsedDataRequest } from '../../protocol/data-protocol.js';
 import { unzstdExact, unzstdWhole } from '../../protocol/compression/wire.js';
-import { manifestProofMessage, signProof } from '../../protocol/coordinator-proofs.js';
 import type { FrameReader } from '../../protocol/framing.js';
 import type { Access } from './actors.js';
 import type { Coordinator } from '../coordinator.js';
@@ -36,6 +35,7 @@ import { desiredConfigOf } from './queries.js';
 import { acceptsZstd, acceptsZstdBatch, compressedSegment, wireCompressionOf } from './wire-compression.js';
 import { answerGroupDelta } from './group-delta.js';
 import { blobStreamCacheOf, blobStreamKey, prepareClosureStream, readBlobs } from './blob-stream-cache.js';
+import { closureManifest } from './signed-answers.js';
 
 export interface DataReply<N extends DataOperationName = DataOperationName> {
   header: DataResponseInput<N>;
@@ -211,11 +211,10 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
       const targets = (config.body as ConfigBody).targets;
       const target = targets[request.system];
       if (!target) throw notFound(`config ${request.configId} has no target for ${request.system} (it has: ${Object.keys(targets).join(', ')})`);
-      const storePaths = store.closure([target]).map((storePath) => store.getStorePath(storePath)!);
+      const manifest = closureManifest(coordinator, request.configId, target, request.system);
       // A cold agent asks for the whole closure as one stream next: start compressing it now (once).
       prepareClosureStream(coordinator, target);
-      const manifest = { configId: request.configId, system: request.system, target, storePaths };
-      return { header: { ...manifest, proof: signProof(coordinator.identity, manifestProofMessage(manifest)) } };
+      return { header: manifest };
     }
 
     case 'directories.get': {

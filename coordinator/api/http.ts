@@ -6,6 +6,7 @@
  * never changes state.
  */
 import { Hono, type Context } from 'hono';
+import type { z } from 'zod';
 import { verifyRequestSignature, MAX_REQUEST_SKEW_MS, requestNonce } from '../../protocol/request-signing.js';
 import type { Coordinator } from '../coordinator.js';
 import { CommandError, type Actor } from '../domain/commands.js';
@@ -19,6 +20,8 @@ import { ClosureAccess, DATA_ACCESS, runDataOperation } from './data-operations.
 import { replyFrames } from './data-replies.js';
 import { OPERATIONS, type OperationName } from './operations.js';
 import { desiredConfigOf } from './queries.js';
+import { DesiredWatches } from './desired-watches.js';
+import { WatchQuerySchema } from '../../protocol/config.js';
 import { liveViewerRoutes } from '../viewer/index.js';
 import { createNixCacheApp } from '../nix-cache/index.js';
 
@@ -31,6 +34,11 @@ export interface HttpApiOptions {
 
 function errorResponse(c: Context, status: RefusalStatus, code: string, message: string): Response {
   return c.json({ error: { code, message } }, status);
+}
+
+function invalidInput(error: z.ZodError): HttpRefusal {
+  const issue = error.issues[0]!;
+  return new HttpRefusal(400, 'INVALID', `${issue.path.join('.') || 'request'}: ${issue.message}`);
 }
 
 const ROUTES: [method: 'GET' | 'POST', path: string, operation: OperationName][] = [
@@ -143,10 +151,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
         const definition = OPERATIONS[operation];
         const actor = definition.access === 'public' ? { keyId: '', role: 'viewer' as const } : authenticate(c, body, operation, definition.access);
         const parsed = definition.input.safeParse(inputOf(c, body));
-        if (!parsed.success) {
-          const issue = parsed.error.issues[0]!;
-          throw new HttpRefusal(400, 'INVALID', `${issue.path.join('.') || 'request'}: ${issue.message}`);
-        }
+        if (!parsed.success) throw invalidInput(parsed.error);
         const result = await (definition.run as (coordinator: Coordinator, actor: Actor, input: unknown) => unknown)(coordinator, actor, parsed.data);
         // stringifyJson, not c.json (JSON.stringify): results can hold stored facts and events,
         // and a log may hold some nested deeper than JSON.stringify survives.
@@ -160,25 +165,28 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
     });
   }
 
-  // The export streams JSON lines rather than one JSON document.
   // An agent's watch: the desired-config answer, held until it differs from `known` or `wait`
   // seconds pass, so agents react within a fraction of a second without polling the network.
+  const watches = new DesiredWatches(coordinator);
   app.get('/v1/agent/watch', async (c) => {
     try {
       const actor = authenticate(c, await readBody(c), 'agent.desired', OPERATIONS['agent.desired'].access);
-      const known = c.req.query('known') ?? '';
-      const wait = Math.max(0, Math.min(30, Number(c.req.query('wait') ?? '25') || 0));
+      const parsed = WatchQuerySchema.safeParse(c.req.query());
+      if (!parsed.success) throw invalidInput(parsed.error);
+      const { known, wait, challenge } = parsed.data;
       const deadline = Date.now() + wait * 1000;
       for (;;) {
-        // Only which config: the signed answer (and the agent's presence) once, when it is sent.
-        const agent = coordinator.state.get('agents', actor.keyId)!;
-        if ((desiredConfigOf(coordinator.state, agent) ?? 'none') !== known || Date.now() >= deadline) return c.json(OPERATIONS['agent.desired'].run(coordinator, actor, {}));
-        // Asleep until the next event or the deadline: every change of an agent's desired config (a config, an
-        // assignment, a pin) and of its standing (a revocation) is an event, so an idle watch costs nothing.
-        await coordinator.nextEvent(Math.max(0, deadline - Date.now()));
         // A coordinator shutting down answers its held watches at once (the agent asks again, elsewhere or later).
         if (coordinator.closed) return errorResponse(c, 503, 'SHUTTING_DOWN', 'the coordinator is shutting down');
-        if (coordinator.state.get('agents', actor.keyId)?.status !== 'enrolled') return errorResponse(c, 403, 'REVOKED', 'agent is no longer enrolled');
+        const agent = coordinator.state.get('agents', actor.keyId);
+        if (agent?.status !== 'enrolled') return errorResponse(c, 403, 'REVOKED', 'agent is no longer enrolled');
+        // Only which config: the signed answer (and the agent's presence) once, when it is sent.
+        if ((desiredConfigOf(coordinator.state, agent) ?? 'none') !== known || Date.now() >= deadline) {
+          return c.json(OPERATIONS['agent.desired'].run(coordinator, actor, { challenge }));
+        }
+        // Asleep until an event concerning this agent or its graph (a config, a rollback, an assignment, a pin,
+        // a revocation), or the deadline: an idle watch costs nothing.
+        await watches.wait(agent.id, agent.pinnedConfig ? null : agent.desiredGraph, Math.max(0, deadline - Date.now()));
       }
     } catch (error) {
       if (error instanceof HttpRefusal) return errorResponse(c, error.status, error.code, error.message);
@@ -186,6 +194,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
     }
   });
 
+  // The export streams JSON lines rather than one JSON document.
   app.get('/v1/audit/export', async (c) => {
     try {
       const body = await readBody(c);
@@ -235,7 +244,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
         if (error instanceof HttpRefusal && (error.status === 401 || error.status === 403)) throw new AuthError(error.status, error.code as AuthError['code'], error.message);
         throw error;
       }
-      if (actor.role === 'agent') coordinator.touchPresence(actor.keyId);
+      if (actor.role === 'agent') coordinator.presence.touch(actor.keyId);
       return runDataOperation(coordinator, closureAccess, actor, request, reader);
     }, log);
     const stream = new ReadableStream<Uint8Array>({

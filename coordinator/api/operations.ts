@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import type { Access } from './actors.js';
-import { DesiredChallengeSchema, desiredProofMessage, signProof } from '../../protocol/coordinator-proofs.js';
+import { DesiredChallengeSchema } from '../../protocol/coordinator-proofs.js';
 import { WIRE_ENCODINGS } from '../../protocol/compression/wire.js';
 import { KeyIdSchema } from '../../protocol/identity.js';
 import type { ChainReport } from '../audit/chain.js';
@@ -16,6 +16,7 @@ import { CommandError, type Actor } from '../domain/commands.js';
 import { ActionSchema, ConfigIdSchema, GraphNameSchema, type AuditEvent } from '../domain/events.js';
 import type { AgentRow, ConfigRow } from '../domain/state.js';
 import { AgentActivitySchema, agentActivities } from './agent-activity.js';
+import { desiredAnswer } from './signed-answers.js';
 import { desiredConfigOf, listAgents, parseWhere, summarizeConfig } from './queries.js';
 
 export const FERRY_VERSION = '0.1.0';
@@ -44,7 +45,7 @@ function event(recorded: AuditEvent | undefined): { seq: number | null } {
 export type AgentApiView = ReturnType<typeof agentView>;
 
 function agentView(coordinator: Coordinator, agent: AgentRow) {
-  const presence = coordinator.presence(agent.id);
+  const presence = coordinator.presence.lastSeen(agent.id);
   const activity = agentActivities(coordinator).get(agent.id) ?? null;
   return { ...agent, desiredConfig: desiredConfigOf(coordinator.state, agent), lastSeen: presence, activity };
 }
@@ -132,26 +133,22 @@ export const OPERATIONS = {
   ),
 
   'agent.facts': op(['agent'], z.strictObject({ facts: z.unknown() }), (coordinator, actor, input) => {
-    coordinator.touchPresence(actor.keyId);
+    coordinator.presence.touch(actor.keyId);
     return { changed: event(coordinator.record(actor, (context) => commands.reportFacts(context, input, coordinator.tickHlc()))).seq !== null };
   }),
   'agent.status': op(['agent'], commands.ReportStatusInput, (coordinator, actor, input) => {
-    coordinator.touchPresence(actor.keyId);
+    coordinator.presence.touch(actor.keyId);
     return event(coordinator.record(actor, (context) => commands.reportStatus(context, input)));
   }),
   'agent.activity': op(['agent'], AgentActivitySchema, (coordinator, actor, input) => {
-    coordinator.touchPresence(actor.keyId);
+    coordinator.presence.touch(actor.keyId);
     agentActivities(coordinator).set(actor.keyId, { ...input, at: coordinator.now() });
     return { ok: true };
   }),
   'agent.desired': op(['agent'], z.strictObject({ challenge: DesiredChallengeSchema.optional() }), (coordinator, actor, input) => {
-    coordinator.touchPresence(actor.keyId);
-    const agent = coordinator.state.get('agents', actor.keyId)!;
-    const configId = desiredConfigOf(coordinator.state, agent);
-    const config = configId ? coordinator.state.get('configs', configId) : undefined;
-    const answer = { configId: configId ?? null, config: config ? { id: config.id, ...config.body } : null };
+    coordinator.presence.touch(actor.keyId);
     // Signed: the agent acts on it (runs its activation command) and it may travel over plain HTTP.
-    return { ...answer, proof: signProof(coordinator.identity, desiredProofMessage(actor.keyId, input.challenge ?? '', answer)) };
+    return desiredAnswer(coordinator, coordinator.state.get('agents', actor.keyId)!, input.challenge ?? '');
   }),
 
   'graphs.list': op(READERS, z.strictObject({}), (coordinator) => ({ graphs: coordinator.state.all('graphs') })),

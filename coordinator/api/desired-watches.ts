@@ -1,0 +1,93 @@
+/**
+ * Agents' held watches (GET /v1/agent/watch), indexed by what can change
+ * their answer: the agent itself and the graph it follows. A committed
+ * event wakes only the watches it concerns, so a fleet whose watches are
+ * held costs nothing but their sockets until something happens to it, and
+ * a config submitted to a graph wakes exactly that graph's followers.
+ */
+import type { Coordinator } from '../coordinator.js';
+import type { Action, AuditEvent } from '../domain/events.js';
+
+/**
+ * Which watches each action can concern, by its subject: an agent's own
+ * (its standing, its graph, its pin) or every follower of a graph (its
+ * head). Every action is listed, so a new one cannot be forgotten here.
+ */
+const WAKES: Record<Action, 'agent' | 'graph' | null> = {
+  'coordinator.init': null,
+  'key.add': null,
+  // Agents' keys are never in the keys table (enrollment refuses that): revoking a key ends no watch.
+  'key.revoke': null,
+  'token.create': null,
+  'token.revoke': null,
+  'agent.enroll': null,
+  'agent.approve': 'agent',
+  'agent.reject': 'agent',
+  'agent.revoke': 'agent',
+  'agent.facts': null,
+  'agent.assign': 'agent',
+  'agent.pin': 'agent',
+  'agent.report': null,
+  'config.submit': 'graph',
+  'graph.rollback': 'graph',
+  'store.push': null,
+};
+
+type Wake = () => void;
+
+export class DesiredWatches {
+  private readonly waiting = new Map<string, Set<Wake>>();
+  private closed = false;
+
+  constructor(coordinator: Coordinator) {
+    coordinator.onCommit((event) => this.wakeConcerned(event));
+    coordinator.onClose(() => {
+      this.closed = true;
+      for (const wakes of [...this.waiting.values()]) for (const wake of [...wakes]) wake();
+    });
+  }
+
+  /** Held watches (for tests and the capacity bench). */
+  get size(): number {
+    let count = 0;
+    for (const wakes of this.waiting.values()) count += wakes.size;
+    return count;
+  }
+
+  /**
+   * Resolves when an event concerning agent `agentId` or graph `graph`
+   * (the one it follows; null: none) commits, when the coordinator closes,
+   * or after `timeoutMs`. The caller re-checks what it waits for either way.
+   */
+  wait(agentId: string, graph: string | null, timeoutMs: number): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const keys = graph === null ? [`agent:${agentId}`] : [`agent:${agentId}`, `graph:${graph}`];
+      const wake = (): void => {
+        clearTimeout(timer);
+        for (const key of keys) this.remove(key, wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, timeoutMs);
+      for (const key of keys) {
+        let wakes = this.waiting.get(key);
+        if (!wakes) this.waiting.set(key, (wakes = new Set()));
+        wakes.add(wake);
+      }
+    });
+  }
+
+  private remove(key: string, wake: Wake): void {
+    const wakes = this.waiting.get(key);
+    if (!wakes) return;
+    wakes.delete(wake);
+    if (wakes.size === 0) this.waiting.delete(key);
+  }
+
+  private wakeConcerned(event: AuditEvent): void {
+    const kind = WAKES[event.action];
+    if (kind === null) return;
+    const wakes = this.waiting.get(`${kind}:${event.subject}`);
+    if (wakes) for (const wake of [...wakes]) wake();
+  }
+}
