@@ -24,7 +24,7 @@ import { TransportError, type DataClient } from '../protocol/data-client.js';
 import { ApiError, CoordinatorHttpClient, type CoordinatorHttpClientOptions } from '../protocol/http-client.js';
 import { createIdentityFile, loadIdentity, type Identity } from '../protocol/identity.js';
 import { desiredProofMessage, verifyProof } from '../protocol/coordinator-proofs.js';
-import { DesiredAnswerSchema, type AgentConfig } from '../protocol/config.js';
+import { DEFAULT_WATCH_SECONDS, DesiredAnswerSchema, MAX_WATCH_SECONDS, type AgentConfig } from '../protocol/config.js';
 import { parseJoinString } from '../protocol/join-string.js';
 import { adoptMaterializedFiles } from './adopt-store-files.js';
 import { EventRing } from './events.js';
@@ -40,7 +40,7 @@ import { lockStateDir } from './state-lock.js';
 const PROGRESS_LOG_INTERVAL_MS = 5000;
 
 export interface AgentOptions {
-  /** Longest wait between rounds when nothing changes (default 30 s); the coordinator's watch ends it early. */
+  /** Longest wait between rounds when nothing changes (default DEFAULT_WATCH_SECONDS, at most MAX_WATCH_SECONDS); the coordinator's watch ends it early. */
   pollIntervalMs?: number;
   /** Pause between health-check attempts (default 1 s). */
   healthRetryDelayMs?: number;
@@ -344,7 +344,7 @@ export class Agent {
    * need not ask again), or undefined when `signal` ended the wait.
    */
   private async waitForChange(signal: AbortSignal): Promise<SignedDesired | undefined> {
-    const seconds = Math.max(1, Math.round((this.options.pollIntervalMs ?? 30_000) / 1000));
+    const seconds = Math.min(MAX_WATCH_SECONDS, Math.max(1, Math.round((this.options.pollIntervalMs ?? DEFAULT_WATCH_SECONDS * 1000) / 1000)));
     const known = this.lastDesired ?? 'none';
     const challenge = randomBytes(16).toString('hex');
     const aborted = new Promise<undefined>((resolve) => signal.addEventListener('abort', () => resolve(undefined), { once: true }));

@@ -6,6 +6,7 @@ import { oneLine, table } from './format.js';
 import { counted, openInput } from './io.js';
 import { createProgress } from './progress.js';
 import { block, term, type TerminalOutput } from './terminal-text.js';
+import { DEFAULT_WATCH_SECONDS, MAX_WATCH_SECONDS } from '../protocol/config.js';
 
 /** The agent's modules (castore, the data plane) load only for the command that runs. */
 const loadAgent = () => import('../agent/index.js');
@@ -81,7 +82,11 @@ const run: Command = {
   maxArgs: 0,
   options: {
     ...stateDirOption,
-    poll: { type: 'string', valueName: 'SECONDS', description: 'longest wait between rounds (default 30; a new config is seen at once: the coordinator holds the watch)' },
+    poll: {
+      type: 'string',
+      valueName: 'SECONDS',
+      description: `longest wait between rounds (default ${DEFAULT_WATCH_SECONDS}, at most ${MAX_WATCH_SECONDS}; a new config is seen at once: the coordinator holds the watch)`,
+    },
     'health-retry-delay': { type: 'string', valueName: 'MS', description: 'pause between health-check attempts (default 1000)' },
     http: { type: 'boolean', description: 'fetch over HTTP, not QUIC' },
     once: { type: 'boolean', description: 'one round, then exit (0 unless the round failed)' },
@@ -89,7 +94,7 @@ const run: Command = {
   async run({ options, stderr }) {
     const { Agent } = await loadAgent();
     const agent = new Agent(stateDirFrom(options), {
-      pollIntervalMs: positiveInteger(options, 'poll', 30) * 1000,
+      pollIntervalMs: positiveInteger(options, 'poll', DEFAULT_WATCH_SECONDS) * 1000,
       healthRetryDelayMs: positiveInteger(options, 'health-retry-delay', 1000),
       httpOnly: booleanOption(options, 'http'),
       log: agentLog(stderr),

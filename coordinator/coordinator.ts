@@ -246,11 +246,15 @@ export class Coordinator {
     return this.head.seq;
   }
 
-  /** The name given at `coordinator init` (from the first event). */
+  /** The name given at `coordinator init` (from the first event; read once it exists). */
   get name(): string {
+    if (this.initName !== undefined) return this.initName;
     const first = this.database.sqlite.prepare<[], { payload: string }>("SELECT payload FROM audit_events WHERE action = 'coordinator.init' ORDER BY seq LIMIT 1").get();
-    return first ? (JSON.parse(first.payload) as { name: string }).name : path.basename(this.dataDir);
+    if (!first) return path.basename(this.dataDir);
+    this.initName = (JSON.parse(first.payload) as { name: string }).name;
+    return this.initName;
   }
+  private initName: string | undefined;
 
   /** A fresh HLC timestamp of this coordinator's clock. */
   tickHlc(): string {

@@ -20,6 +20,8 @@ export interface RunningServer {
 
 /** The first byte of a TLS connection: a handshake record (RFC 8446 section 5.1). */
 const TLS_HANDSHAKE_RECORD = 0x16;
+/** Idle time before a connection's first TCP keepalive probe (many NATs forget a mapping after a few minutes). */
+const TCP_KEEPALIVE_MS = 45_000;
 /** A connection that sends nothing for this long is closed before it is given to either server. */
 const FIRST_BYTE_TIMEOUT_MS = 30_000;
 
@@ -36,7 +38,9 @@ export function startHttpServer(coordinator: Coordinator, host: string, port: nu
   // buffer first (TLS: initRead). Handing TLS a JavaScript stream instead cost ~15–20%.
   // noDelay: the API servers never accept a connection themselves, so their own default (Nagle off) is never
   // applied; with Nagle, a reply written in pieces waited for the client's delayed ACK, ~40 ms a request.
-  const listener = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => {
+  // keepAlive: an agent's watch is a request held for minutes; TCP keepalives (from the kernel, no work
+  // here) keep NAT mappings on the way open and let a vanished agent's connection be closed.
+  const listener = net.createServer({ pauseOnConnect: true, noDelay: true, keepAlive: true, keepAliveInitialDelay: TCP_KEEPALIVE_MS }, (socket) => {
     socket.setTimeout(FIRST_BYTE_TIMEOUT_MS, () => socket.destroy());
     socket.once('readable', () => {
       socket.setTimeout(0);

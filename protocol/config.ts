@@ -90,9 +90,17 @@ export type DesiredAnswer = z.infer<typeof DesiredAnswerSchema>;
 
 /**
  * The longest an agent's watch (`GET /v1/agent/watch`) is held before it
- * is answered unchanged; a longer `wait` is shortened to it.
+ * is answered unchanged; a longer `wait` is shortened to it. Each watch
+ * answered costs the coordinator a verified request and a signed answer,
+ * so a fleet's idle cost is its size over the watch length (10,000 agents
+ * at 120 s: ~83 a second; bench/README.md, "Capacity"). Under the 300 s
+ * that HTTP clients wait for a reply (undici's headersTimeout, the pinned
+ * client's idle timeout).
  */
-export const MAX_WATCH_SECONDS = 30;
+export const MAX_WATCH_SECONDS = 240;
+
+/** How long an agent's watch is held by default (`ferry agent run --poll`). */
+export const DEFAULT_WATCH_SECONDS = 120;
 
 /**
  * `GET /v1/agent/watch`: answered (with the same signed answer as

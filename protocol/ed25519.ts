@@ -64,16 +64,24 @@ export function ed25519VerifyNoble(publicKey: Uint8Array, message: Uint8Array, s
   }
 }
 
+/**
+ * Public keys as node:crypto keys, most recently used last: building one
+ * costs about half a verification, and a coordinator verifies every
+ * request of every agent of its fleet. Bounded (least recently used out),
+ * above the fleet sizes one coordinator serves.
+ */
 const keyObjects = new Map<string, KeyObject>();
+const KEPT_PUBLIC_KEYS = 50_000;
 
 function publicKeyObject(publicKey: Uint8Array): KeyObject {
   const cacheKey = Buffer.from(publicKey).toString('hex');
   let key = keyObjects.get(cacheKey);
-  if (!key) {
+  if (key) keyObjects.delete(cacheKey);
+  else {
     key = createPublicKey({ key: Buffer.concat([SPKI_PREFIX, publicKey]), format: 'der', type: 'spki' });
-    if (keyObjects.size > 10_000) keyObjects.clear();
-    keyObjects.set(cacheKey, key);
+    if (keyObjects.size >= KEPT_PUBLIC_KEYS) keyObjects.delete(keyObjects.keys().next().value!);
   }
+  keyObjects.set(cacheKey, key);
   return key;
 }
 

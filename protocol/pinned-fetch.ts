@@ -25,12 +25,15 @@ export type FetchFunction = (url: URL, init: RequestInit) => Promise<Response>;
 /**
  * A request or reply that moves no byte for this long fails (a coordinator
  * gone without closing the connection), as undici's fetch did by default.
- * Longer than any held request (the agent's watch: at most 30 s).
+ * Longer than any held request (the agent's watch: at most MAX_WATCH_SECONDS, 240 s).
  */
 const IDLE_TIMEOUT_MS = 300_000;
 
 /** A connection whose TCP and TLS handshakes take longer fails (undici's default, which the clients had before). */
 const CONNECT_TIMEOUT_MS = 10_000;
+
+/** Idle time before a connection's first TCP keepalive probe. */
+const TCP_KEEPALIVE_MS = 45_000;
 
 /** A kept-alive connection unused for this long is closed (undici's default too). */
 const KEEP_ALIVE_MS = 4_000;
@@ -55,7 +58,8 @@ class PinnedAgent extends HttpsAgent {
     // replaces it, and is stricter. No TLS session reuse: every connection shows its certificate.
     const socket = tlsConnect({ host: String(options.host ?? 'localhost').replace(/^\[|\]$/g, ''), port: Number(options.port), servername: COORDINATOR_TLS_NAME, rejectUnauthorized: false });
     // Requests are written in pieces (headers, then the body): with Nagle, the second waits for the server's delayed ACK.
-    socket.once('connect', () => socket.setNoDelay(true));
+    // Keepalives: the agent's watch holds a request for minutes, across NATs that may forget an idle mapping.
+    socket.once('connect', () => socket.setNoDelay(true).setKeepAlive(true, TCP_KEEPALIVE_MS));
     const failed = (error: Error) => created?.(error, socket);
     socket.once('error', failed);
     const connectTimedOut = () => socket.destroy(new Error(`TLS connection to ${String(options.host)}:${String(options.port)} timed out after ${CONNECT_TIMEOUT_MS / 1000} s`));

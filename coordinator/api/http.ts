@@ -78,7 +78,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
   const pruneNonces = coordinator.database.sqlite.prepare('DELETE FROM nonces WHERE expires_at < ?');
   let noncesSincePrune = 0;
 
-  const readBody = (c: Context): Promise<Uint8Array> => readBoundedBody(c.req.raw, maxBody);
+  const readBody = (c: Context): Promise<Uint8Array> => readBoundedBody(c, maxBody);
 
   /**
    * Verifies the signature, then the key and its role, then the nonce;

@@ -212,7 +212,7 @@ export function createNixCacheApp(coordinator: Coordinator, options: NixCacheOpt
       if (!match) throw new HttpRefusal(400, 'UNSUPPORTED_UPLOAD', `'${c.req.param('file')}': only NARs and narinfos are accepted`);
       let text: string;
       try {
-        text = new TextDecoder('utf-8', { fatal: true }).decode(await readBoundedBody(c.req.raw, MAX_NARINFO_BYTES));
+        text = new TextDecoder('utf-8', { fatal: true }).decode(await readBoundedBody(c, MAX_NARINFO_BYTES));
       } catch (error) {
         if (error instanceof HttpRefusal) throw error;
         throw new HttpRefusal(400, 'BAD_NARINFO', 'narinfo is not UTF-8 text');

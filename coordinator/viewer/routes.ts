@@ -155,7 +155,7 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
   async function principalOf(c: Context): Promise<ViewerPrincipal> {
     if (c.req.header('x-ferry-key') !== undefined) {
       if (!options.authenticateSigned) throw new HttpRefusal(401, 'UNAUTHENTICATED', 'this viewer takes no signed requests (offline mode: use the printed login link)');
-      return options.authenticateSigned(c, await readBoundedBody(c.req.raw, MAX_SIGNED_BODY_BYTES));
+      return options.authenticateSigned(c, await readBoundedBody(c, MAX_SIGNED_BODY_BYTES));
     }
     const principal = sessionPrincipal(c);
     if (!principal) throw new HttpRefusal(401, 'UNAUTHENTICATED', 'not logged in to the viewer: run `ferry audit view` for a login link');
@@ -212,7 +212,7 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
   app.post(`${base}/api/session`, async (c) => {
     try {
       if (!options.authenticateSigned || c.req.header('x-ferry-key') === undefined) throw new HttpRefusal(401, 'UNAUTHENTICATED', 'a login link needs a signed request (ferry audit view)');
-      const principal = options.authenticateSigned(c, await readBoundedBody(c.req.raw, MAX_SIGNED_BODY_BYTES));
+      const principal = options.authenticateSigned(c, await readBoundedBody(c, MAX_SIGNED_BODY_BYTES));
       const { token, expiresAt } = sessions.issueLoginToken(principal);
       // Index the log now, so the page the link opens is fast.
       await viewer.ready();
