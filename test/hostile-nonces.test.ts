@@ -89,3 +89,24 @@ describe('defect 8: request nonces', () => {
     expect(coordinator.state.get('tokens', token.split('.')[0]!)?.usesLeft).toBe(4);
   });
 });
+
+describe('nonces claimed in groups (one commit per turn of the event loop)', () => {
+  it('accepts exactly one of the same request sent 20 times at once, and stores its nonce before answering', async () => {
+    const body = '{"uses":1}';
+    const headers = signRequest(adminIdentity, 'POST', '/v1/tokens', body);
+    const seq = coordinator.lastSeq;
+    const answers = await Promise.all(Array.from({ length: 20 }, () => send('POST', '/v1/tokens', headers, body)));
+    expect(answers.filter((answer) => answer.status === 201)).toHaveLength(1);
+    expect(answers.filter((answer) => answer.code === 'REPLAYED_NONCE')).toHaveLength(19);
+    expect(coordinator.lastSeq).toBe(seq + 1);
+    const stored = coordinator.database.sqlite.prepare<[string], { n: number }>('SELECT count(*) AS n FROM nonces WHERE id = ?').get(`${adminIdentity.keyId}:${headers['x-ferry-nonce']}`)!.n;
+    expect(stored).toBe(1);
+  });
+
+  it('serves 200 concurrent distinct requests, each nonce stored once', async () => {
+    const before = nonceRows();
+    const answers = await Promise.all(Array.from({ length: 200 }, () => send('GET', '/v1/agents', signRequest(adminIdentity, 'GET', '/v1/agents', undefined))));
+    expect(answers.every((answer) => answer.status === 200)).toBe(true);
+    expect(nonceRows()).toBe(before + 200);
+  });
+});

@@ -18,6 +18,7 @@ import { AuthError, resolveActor, type Access } from './actors.js';
 import { HttpRefusal, readBoundedBody, type RefusalStatus } from './http-refusal.js';
 import { ClosureAccess, DATA_ACCESS, runDataOperation } from './data-operations.js';
 import { replyFrames } from './data-replies.js';
+import { RequestNonces } from './request-nonces.js';
 import { OPERATIONS, type OperationName } from './operations.js';
 import { desiredConfigOf } from './queries.js';
 import { DesiredWatches } from './desired-watches.js';
@@ -74,9 +75,7 @@ const ROUTES: [method: 'GET' | 'POST', path: string, operation: OperationName][]
 export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions = {}): Hono {
   const maxBody = options.maxBodyBytes ?? 1024 * 1024;
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
-  const insertNonce = coordinator.database.sqlite.prepare('INSERT INTO nonces (id, expires_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING');
-  const pruneNonces = coordinator.database.sqlite.prepare('DELETE FROM nonces WHERE expires_at < ?');
-  let noncesSincePrune = 0;
+  const nonces = new RequestNonces(coordinator.database.sqlite, coordinator.now);
 
   const readBody = (c: Context): Promise<Uint8Array> => readBoundedBody(c, maxBody);
 
@@ -97,7 +96,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
    * since none of those conditions can be undone. A replay can never do
    * more than what the key's owner signed, once.
    */
-  function authenticate(c: Context, body: Uint8Array, operation: string, access: Access): Actor {
+  async function authenticate(c: Context, body: Uint8Array, operation: string, access: Access): Promise<Actor> {
     const url = new URL(c.req.url);
     const refuse = (status: 401 | 403, code: string, message: string, keyId?: string): never => {
       log(`ferry coordinator: refused ${c.req.method} ${url.pathname}: ${code} ${message}${keyId ? ` (key ${keyId})` : ''}`);
@@ -114,12 +113,8 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
     }
     if (access === 'self-signed') return actor;
     const nonce = requestNonce((name) => c.req.header(name))!;
-    if (insertNonce.run(`${verdict.keyId}:${nonce}`, coordinator.now() + 2 * MAX_REQUEST_SKEW_MS).changes === 0) {
+    if (!(await nonces.claim(`${verdict.keyId}:${nonce}`, coordinator.now() + 2 * MAX_REQUEST_SKEW_MS))) {
       return refuse(401, 'REPLAYED_NONCE', 'this request nonce was already used', verdict.keyId);
-    }
-    if (++noncesSincePrune >= 1000) {
-      noncesSincePrune = 0;
-      pruneNonces.run(coordinator.now());
     }
     return actor;
   }
@@ -149,7 +144,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
       try {
         const body = await readBody(c);
         const definition = OPERATIONS[operation];
-        const actor = definition.access === 'public' ? { keyId: '', role: 'viewer' as const } : authenticate(c, body, operation, definition.access);
+        const actor = definition.access === 'public' ? { keyId: '', role: 'viewer' as const } : await authenticate(c, body, operation, definition.access);
         const parsed = definition.input.safeParse(inputOf(c, body));
         if (!parsed.success) throw invalidInput(parsed.error);
         const result = await (definition.run as (coordinator: Coordinator, actor: Actor, input: unknown) => unknown)(coordinator, actor, parsed.data);
@@ -170,7 +165,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
   const watches = new DesiredWatches(coordinator);
   app.get('/v1/agent/watch', async (c) => {
     try {
-      const actor = authenticate(c, await readBody(c), 'agent.desired', OPERATIONS['agent.desired'].access);
+      const actor = await authenticate(c, await readBody(c), 'agent.desired', OPERATIONS['agent.desired'].access);
       const parsed = WatchQuerySchema.safeParse(c.req.query());
       if (!parsed.success) throw invalidInput(parsed.error);
       const { known, wait, challenge } = parsed.data;
@@ -198,7 +193,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
   app.get('/v1/audit/export', async (c) => {
     try {
       const body = await readBody(c);
-      authenticate(c, body, 'audit.export', OPERATIONS['audit.verify'].access);
+      await authenticate(c, body, 'audit.export', OPERATIONS['audit.verify'].access);
       coordinator.checkpoint();
       const lines = exportLines({ coordinatorKey: coordinator.identity.keyId, name: coordinator.name, exportedAt: coordinator.now() }, coordinator.events(), coordinator.checkpoints());
       const encoder = new TextEncoder();
@@ -239,7 +234,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
       if (request.op === 'hello' || request.op === 'auth') throw new CommandError('INVALID', `${request.op} is for QUIC sessions; HTTP requests are signed one by one`);
       let actor: Actor;
       try {
-        actor = authenticate(c, headerBytes, request.op, DATA_ACCESS[request.op]);
+        actor = await authenticate(c, headerBytes, request.op, DATA_ACCESS[request.op]);
       } catch (error) {
         if (error instanceof HttpRefusal && (error.status === 401 || error.status === 403)) throw new AuthError(error.status, error.code as AuthError['code'], error.message);
         throw error;

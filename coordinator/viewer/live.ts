@@ -19,7 +19,7 @@ export const VIEWER_ACCESS: Access = ['admin', 'operator', 'viewer'];
 
 export interface LiveViewerOptions extends ViewerOptions {
   /** The HTTP API's check of a signed request (signature, nonce, key, role); throws its HTTP error. */
-  authenticate: (c: Context, body: Uint8Array, operation: string, access: Access) => Actor;
+  authenticate: (c: Context, body: Uint8Array, operation: string, access: Access) => Promise<Actor>;
   log?: (line: string) => void;
   sessions?: ViewerSessionOptions;
 }
@@ -34,8 +34,8 @@ export function liveViewerRoutes(coordinator: Coordinator, options: LiveViewerOp
   return viewerRoutes({
     viewer,
     sessions: new ViewerSessions(options.sessions),
-    authenticateSigned: (c, body) => {
-      const actor = options.authenticate(c, body, 'viewer', VIEWER_ACCESS);
+    authenticateSigned: async (c, body) => {
+      const actor = await options.authenticate(c, body, 'viewer', VIEWER_ACCESS);
       return { keyId: actor.keyId, role: actor.role };
     },
     stillAllowed: (principal) => {

@@ -28,7 +28,7 @@ export interface ViewerRoutesOptions {
    * nonce, key, role) or throws an error with `status`, `code` and `message`.
    * Absent offline: there, only the login link printed at start-up gets in.
    */
-  authenticateSigned?: (c: Context, body: Uint8Array) => ViewerPrincipal;
+  authenticateSigned?: (c: Context, body: Uint8Array) => Promise<ViewerPrincipal>;
   /** Whether a session's key may still read (not revoked since); default: always. */
   stillAllowed?: (principal: ViewerPrincipal) => boolean;
   /** Where internal errors are logged (default: stderr). */
@@ -212,7 +212,7 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
   app.post(`${base}/api/session`, async (c) => {
     try {
       if (!options.authenticateSigned || c.req.header('x-ferry-key') === undefined) throw new HttpRefusal(401, 'UNAUTHENTICATED', 'a login link needs a signed request (ferry audit view)');
-      const principal = options.authenticateSigned(c, await readBoundedBody(c, MAX_SIGNED_BODY_BYTES));
+      const principal = await options.authenticateSigned(c, await readBoundedBody(c, MAX_SIGNED_BODY_BYTES));
       const { token, expiresAt } = sessions.issueLoginToken(principal);
       // Index the log now, so the page the link opens is fast.
       await viewer.ready();

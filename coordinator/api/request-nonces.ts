@@ -1,0 +1,75 @@
+/**
+ * The nonces of signed requests already accepted (replay protection,
+ * protocol/request-signing.ts), claimed in groups: a claim waits for the
+ * next flush, which inserts every nonce claimed since the last one in one
+ * SQLite transaction (a group commit). The guarantee is unchanged — no
+ * request is acted on before its nonce is stored, and a nonce is accepted
+ * once — while a busy coordinator pays one commit per turn of the event
+ * loop instead of one per request (~50 µs each, a tenth of a small
+ * request's cost).
+ */
+import type Database from 'better-sqlite3';
+
+/** Flushes between which expired nonces are deleted. */
+const PRUNE_EVERY_FLUSHES = 1000;
+
+export class RequestNonces {
+  /** Claimed since the last flush, in order, with what each claim waits for. */
+  private pending: { id: string; expiresAt: number; settle: (fresh: boolean) => void; fail: (error: unknown) => void }[] = [];
+  /** The ids in `pending`: a nonce claimed twice before a flush is refused the second time. */
+  private readonly pendingIds = new Set<string>();
+  private flushScheduled = false;
+  private flushesSincePrune = 0;
+  private readonly insertAll: (entries: RequestNonces['pending']) => boolean[];
+  private readonly prune: Database.Statement<[number]>;
+
+  constructor(
+    sqlite: Database.Database,
+    private readonly now: () => number,
+  ) {
+    const insert = sqlite.prepare<[string, number]>('INSERT INTO nonces (id, expires_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING');
+    this.insertAll = sqlite.transaction((entries: RequestNonces['pending']) => entries.map((entry) => insert.run(entry.id, entry.expiresAt).changes === 1));
+    this.prune = sqlite.prepare('DELETE FROM nonces WHERE expires_at < ?');
+  }
+
+  /**
+   * Resolves true once `id` is stored (first use), false if it was used
+   * before (a replay). Rejects when the database cannot store it: the
+   * request must then be refused, never served.
+   */
+  claim(id: string, expiresAt: number): Promise<boolean> {
+    if (this.pendingIds.has(id)) return Promise.resolve(false);
+    return new Promise((settle, fail) => {
+      this.pending.push({ id, expiresAt, settle, fail });
+      this.pendingIds.add(id);
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        // After the I/O of this turn: every request parsed in it joins the same commit.
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const batch = this.pending;
+    this.pending = [];
+    this.pendingIds.clear();
+    let fresh: boolean[];
+    try {
+      fresh = this.insertAll(batch);
+    } catch (error) {
+      for (const entry of batch) entry.fail(error);
+      return;
+    }
+    batch.forEach((entry, index) => entry.settle(fresh[index]!));
+    if (++this.flushesSincePrune >= PRUNE_EVERY_FLUSHES) {
+      this.flushesSincePrune = 0;
+      try {
+        this.prune.run(this.now());
+      } catch {
+        // Housekeeping: expired rows wait for the next prune.
+      }
+    }
+  }
+}
