@@ -27,7 +27,8 @@ const FIRST_BYTE_TIMEOUT_MS = 30_000;
 
 /** Listens on `host:port` (port 0 picks a free one); resolves once listening. */
 export function startHttpServer(coordinator: Coordinator, host: string, port: number, options: HttpApiOptions = {}): Promise<RunningServer> {
-  const handleRequest = getRequestListener(createHttpApi(coordinator, options).fetch);
+  const stopping = new AbortController();
+  const handleRequest = getRequestListener(createHttpApi(coordinator, { ...options, stopping: stopping.signal }).fetch);
   const plain = http.createServer(handleRequest);
   const secure = https.createServer({ cert: coordinator.tls.certificatePem, key: coordinator.tls.privateKeyPem }, handleRequest);
   // Neither listens itself; 'listening' starts their header and request timeouts.
@@ -60,6 +61,8 @@ export function startHttpServer(coordinator: Coordinator, host: string, port: nu
         url: `http://${shownHost}:${info.port}`,
         close: () =>
           new Promise<void>((done) => {
+            // Held watches are answered first, so no connection waits for one's deadline (minutes).
+            stopping.abort();
             // Ends idle keep-alive connections; the listener closes once the busy ones finish.
             plain.close();
             secure.close();

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { OPERATIONS } from '../coordinator/api/operations.js';
+import { startHttpServer } from '../coordinator/server.js';
 import { ApiError, CoordinatorHttpClient } from '../protocol/http-client.js';
 import type { Identity } from '../protocol/identity.js';
 import { desiredProofMessage, verifyProof } from '../protocol/coordinator-proofs.js';
@@ -150,6 +151,21 @@ describe("an agent's watch", () => {
     expect(refusal).toBeInstanceOf(ApiError);
     expect((refusal as ApiError).code).toBe('REVOKED');
     expect(seconds).toBeLessThan(5);
+  });
+
+  it('answers held watches with 503 SHUTTING_DOWN when the server stops, so stopping waits for none of them', async () => {
+    const second = await startHttpServer(test.coordinator, '127.0.0.1', 0, { log: () => undefined });
+    const client = new CoordinatorHttpClient(second.url, agent);
+    const current = await client.get<{ configId: string | null }>('/v1/agent/watch', { known: 'none', wait: '0' });
+    const watched = client.get('/v1/agent/watch', { known: current.configId ?? 'none', wait: '200' }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const started = Date.now();
+    await second.close();
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(await watched).toMatchObject({ status: 503, code: 'SHUTTING_DOWN' });
   });
 
   // Last: it closes the coordinator. A held watch once woke on a closed database and answered a

@@ -41,10 +41,22 @@ export class DesiredWatches {
 
   constructor(coordinator: Coordinator) {
     coordinator.onCommit((event) => this.wakeConcerned(event));
-    coordinator.onClose(() => {
-      this.closed = true;
-      for (const wakes of [...this.waiting.values()]) for (const wake of [...wakes]) wake();
-    });
+    coordinator.onClose(() => this.release());
+  }
+
+  /**
+   * Wakes every held watch, now and from now on: the server is stopping
+   * (its watches are answered at once rather than held to their deadline,
+   * minutes away) or the coordinator closed.
+   */
+  release(): void {
+    this.closed = true;
+    for (const wakes of [...this.waiting.values()]) for (const wake of [...wakes]) wake();
+  }
+
+  /** Whether release() was called: a woken watch answers that the coordinator is stopping. */
+  get released(): boolean {
+    return this.closed;
   }
 
   /** Held watches (for tests and the capacity bench). */

@@ -31,6 +31,8 @@ export interface HttpApiOptions {
   maxBodyBytes?: number;
   /** Where refusals and internal errors are logged (default: stderr). */
   log?: (line: string) => void;
+  /** Aborted when the server stops: held watches are answered (503) at once instead of at their deadline. */
+  stopping?: AbortSignal;
 }
 
 function errorResponse(c: Context, status: RefusalStatus, code: string, message: string): Response {
@@ -163,6 +165,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
   // An agent's watch: the desired-config answer, held until it differs from `known` or `wait`
   // seconds pass, so agents react within a fraction of a second without polling the network.
   const watches = new DesiredWatches(coordinator);
+  options.stopping?.addEventListener('abort', () => watches.release(), { once: true });
   app.get('/v1/agent/watch', async (c) => {
     try {
       const actor = await authenticate(c, await readBody(c), 'agent.desired', OPERATIONS['agent.desired'].access);
@@ -172,7 +175,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
       const deadline = Date.now() + wait * 1000;
       for (;;) {
         // A coordinator shutting down answers its held watches at once (the agent asks again, elsewhere or later).
-        if (coordinator.closed) return errorResponse(c, 503, 'SHUTTING_DOWN', 'the coordinator is shutting down');
+        if (coordinator.closed || watches.released) return errorResponse(c, 503, 'SHUTTING_DOWN', 'the coordinator is shutting down');
         const agent = coordinator.state.get('agents', actor.keyId);
         if (agent?.status !== 'enrolled') return errorResponse(c, 403, 'REVOKED', 'agent is no longer enrolled');
         // Only which config: the signed answer (and the agent's presence) once, when it is sent.
