@@ -3,6 +3,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { OPERATIONS } from '../coordinator/api/operations.js';
 import { startHttpServer } from '../coordinator/server.js';
+import { MAX_WATCHES_PER_AGENT } from '../coordinator/api/desired-watches.js';
 import { ApiError, CoordinatorHttpClient } from '../protocol/http-client.js';
 import type { Identity } from '../protocol/identity.js';
 import { desiredProofMessage, verifyProof } from '../protocol/coordinator-proofs.js';
@@ -151,6 +152,21 @@ describe("an agent's watch", () => {
     expect(refusal).toBeInstanceOf(ApiError);
     expect((refusal as ApiError).code).toBe('REVOKED');
     expect(seconds).toBeLessThan(5);
+  });
+
+  it(`refuses an agent more than ${MAX_WATCHES_PER_AGENT} held watches (429 TOO_MANY_WATCHES), and takes new ones once they are answered`, async () => {
+    // An attacker holding one agent key must not hold sockets and memory at will.
+    const greedy = await enrollAgent(test, 'web');
+    const client = new CoordinatorHttpClient(test.http.url, greedy);
+    const current = await client.get<{ configId: string | null }>('/v1/agent/watch', { known: 'none', wait: '0' });
+    const known = current.configId ?? 'none';
+    const held = Array.from({ length: MAX_WATCHES_PER_AGENT }, () => client.get('/v1/agent/watch', { known, wait: '2' }));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await expect(client.get('/v1/agent/watch', { known, wait: '2' })).rejects.toMatchObject({ status: 429, code: 'TOO_MANY_WATCHES' });
+    // Another agent is not affected.
+    await expect(new CoordinatorHttpClient(test.http.url, agent).get('/v1/agent/watch', { known: 'none', wait: '0' })).resolves.toBeDefined();
+    await Promise.all(held);
+    await expect(client.get('/v1/agent/watch', { known, wait: '0' })).resolves.toBeDefined();
   });
 
   it('answers held watches with 503 SHUTTING_DOWN when the server stops, so stopping waits for none of them', async () => {

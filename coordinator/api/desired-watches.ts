@@ -35,8 +35,19 @@ const WAKES: Record<Action, 'agent' | 'graph' | null> = {
 
 type Wake = () => void;
 
+/**
+ * Watches one agent may hold at once. An agent holds one (its daemon);
+ * a few more cover a restart whose old connection the coordinator has not
+ * seen close yet. Each held watch costs a socket and ~17–48 KiB (HTTP,
+ * HTTPS; bench/README.md "Capacity"), so without a bound one agent key
+ * could hold memory and file descriptors at will.
+ */
+export const MAX_WATCHES_PER_AGENT = 4;
+
 export class DesiredWatches {
   private readonly waiting = new Map<string, Set<Wake>>();
+  /** Watches held per agent (what MAX_WATCHES_PER_AGENT bounds). */
+  private readonly heldBy = new Map<string, number>();
   private closed = false;
 
   constructor(coordinator: Coordinator) {
@@ -64,6 +75,26 @@ export class DesiredWatches {
     let count = 0;
     for (const wakes of this.waiting.values()) count += wakes.size;
     return count;
+  }
+
+  /**
+   * Counts a watch of `agentId` as held until `release` is called; false
+   * (nothing counted) when the agent holds MAX_WATCHES_PER_AGENT already.
+   */
+  hold(agentId: string): { release: () => void } | undefined {
+    const held = this.heldBy.get(agentId) ?? 0;
+    if (held >= MAX_WATCHES_PER_AGENT) return undefined;
+    this.heldBy.set(agentId, held + 1);
+    let released = false;
+    return {
+      release: () => {
+        if (released) return;
+        released = true;
+        const left = (this.heldBy.get(agentId) ?? 1) - 1;
+        if (left === 0) this.heldBy.delete(agentId);
+        else this.heldBy.set(agentId, left);
+      },
+    };
   }
 
   /**

@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import type { Context } from 'hono';
 import { readAtMost } from '../../protocol/bounded-read.js';
 
-export type RefusalStatus = 400 | 401 | 403 | 404 | 409 | 411 | 413 | 415 | 416 | 422 | 500 | 503;
+export type RefusalStatus = 400 | 401 | 403 | 404 | 409 | 411 | 413 | 415 | 416 | 422 | 429 | 500 | 503;
 
 export class HttpRefusal extends Error {
   constructor(

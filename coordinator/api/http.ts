@@ -21,7 +21,7 @@ import { replyFrames } from './data-replies.js';
 import { RequestNonces } from './request-nonces.js';
 import { OPERATIONS, type OperationName } from './operations.js';
 import { desiredConfigOf } from './queries.js';
-import { DesiredWatches } from './desired-watches.js';
+import { DesiredWatches, MAX_WATCHES_PER_AGENT } from './desired-watches.js';
 import { WatchQuerySchema } from '../../protocol/config.js';
 import { liveViewerRoutes } from '../viewer/index.js';
 import { createNixCacheApp } from '../nix-cache/index.js';
@@ -171,26 +171,35 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
       const actor = await authenticate(c, await readBody(c), 'agent.desired', OPERATIONS['agent.desired'].access);
       const parsed = WatchQuerySchema.safeParse(c.req.query());
       if (!parsed.success) throw invalidInput(parsed.error);
-      const { known, wait, challenge } = parsed.data;
-      const deadline = Date.now() + wait * 1000;
-      for (;;) {
-        // A coordinator shutting down answers its held watches at once (the agent asks again, elsewhere or later).
-        if (coordinator.closed || watches.released) return errorResponse(c, 503, 'SHUTTING_DOWN', 'the coordinator is shutting down');
-        const agent = coordinator.state.get('agents', actor.keyId);
-        if (agent?.status !== 'enrolled') return errorResponse(c, 403, 'REVOKED', 'agent is no longer enrolled');
-        // Only which config: the signed answer (and the agent's presence) once, when it is sent.
-        if ((desiredConfigOf(coordinator.state, agent) ?? 'none') !== known || Date.now() >= deadline) {
-          return c.json(OPERATIONS['agent.desired'].run(coordinator, actor, { challenge }));
-        }
-        // Asleep until an event concerning this agent or its graph (a config, a rollback, an assignment, a pin,
-        // a revocation), or the deadline: an idle watch costs nothing.
-        await watches.wait(agent.id, agent.pinnedConfig ? null : agent.desiredGraph, Math.max(0, deadline - Date.now()));
+      const held = watches.hold(actor.keyId);
+      if (!held) throw new HttpRefusal(429, 'TOO_MANY_WATCHES', `this agent holds ${MAX_WATCHES_PER_AGENT} watches already; wait for one to be answered`);
+      try {
+        return await answerWatch(c, actor, parsed.data);
+      } finally {
+        held.release();
       }
     } catch (error) {
       if (error instanceof HttpRefusal) return errorResponse(c, error.status, error.code, error.message);
       throw error;
     }
   });
+
+  async function answerWatch(c: Context, actor: Actor, { known, wait, challenge }: z.infer<typeof WatchQuerySchema>): Promise<Response> {
+    const deadline = Date.now() + wait * 1000;
+    for (;;) {
+      // A coordinator shutting down answers its held watches at once (the agent asks again, elsewhere or later).
+      if (coordinator.closed || watches.released) return errorResponse(c, 503, 'SHUTTING_DOWN', 'the coordinator is shutting down');
+      const agent = coordinator.state.get('agents', actor.keyId);
+      if (agent?.status !== 'enrolled') return errorResponse(c, 403, 'REVOKED', 'agent is no longer enrolled');
+      // Only which config: the signed answer (and the agent's presence) once, when it is sent.
+      if ((desiredConfigOf(coordinator.state, agent) ?? 'none') !== known || Date.now() >= deadline) {
+        return c.json(OPERATIONS['agent.desired'].run(coordinator, actor, { challenge }));
+      }
+      // Asleep until an event concerning this agent or its graph (a config, a rollback, an assignment, a pin,
+      // a revocation), or the deadline: an idle watch costs nothing.
+      await watches.wait(agent.id, agent.pinnedConfig ? null : agent.desiredGraph, Math.max(0, deadline - Date.now()));
+    }
+  }
 
   // The export streams JSON lines rather than one JSON document.
   app.get('/v1/audit/export', async (c) => {
