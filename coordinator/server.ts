@@ -22,6 +22,8 @@ export interface RunningServer {
 const TLS_HANDSHAKE_RECORD = 0x16;
 /** Idle time before a connection's first TCP keepalive probe (many NATs forget a mapping after a few minutes). */
 const TCP_KEEPALIVE_MS = 45_000;
+/** Connections waiting to be accepted. */
+const LISTEN_BACKLOG = 4096;
 /** A connection that sends nothing for this long is closed before it is given to either server. */
 const FIRST_BYTE_TIMEOUT_MS = 30_000;
 
@@ -54,7 +56,9 @@ export function startHttpServer(coordinator: Coordinator, host: string, port: nu
   });
   return new Promise((resolve, reject) => {
     listener.once('error', reject);
-    listener.listen(port, host, () => {
+    // A fleet reconnects at once after a restart: thousands of connections in a second overflowed Node's
+    // default backlog of 511 (the kernel logged SYN cookies; bench:capacity). The kernel caps it (somaxconn).
+    listener.listen({ port, host, backlog: LISTEN_BACKLOG }, () => {
       const info = listener.address() as AddressInfo;
       const shownHost = info.family === 'IPv6' ? `[${info.address}]` : info.address;
       resolve({
