@@ -48,7 +48,8 @@ export class DesiredWatches {
   private readonly waiting = new Map<string, Set<Wake>>();
   /** Watches held per agent (what MAX_WATCHES_PER_AGENT bounds). */
   private readonly heldBy = new Map<string, number>();
-  private closed = false;
+  /** Set by release(): every watch is answered at once from then on. */
+  released = false;
 
   constructor(coordinator: Coordinator) {
     coordinator.onCommit((event) => this.wakeConcerned(event));
@@ -61,20 +62,8 @@ export class DesiredWatches {
    * minutes away) or the coordinator closed.
    */
   release(): void {
-    this.closed = true;
+    this.released = true;
     for (const wakes of [...this.waiting.values()]) for (const wake of [...wakes]) wake();
-  }
-
-  /** Whether release() was called: a woken watch answers that the coordinator is stopping. */
-  get released(): boolean {
-    return this.closed;
-  }
-
-  /** Held watches (for tests and the capacity bench). */
-  get size(): number {
-    let count = 0;
-    for (const wakes of this.waiting.values()) count += wakes.size;
-    return count;
   }
 
   /**
@@ -103,7 +92,7 @@ export class DesiredWatches {
    * or after `timeoutMs`. The caller re-checks what it waits for either way.
    */
   wait(agentId: string, graph: string | null, timeoutMs: number): Promise<void> {
-    if (this.closed) return Promise.resolve();
+    if (this.released) return Promise.resolve();
     return new Promise((resolve) => {
       const keys = graph === null ? [`agent:${agentId}`] : [`agent:${agentId}`, `graph:${graph}`];
       const wake = (): void => {

@@ -16,8 +16,6 @@ const PRUNE_EVERY_FLUSHES = 1000;
 export class RequestNonces {
   /** Claimed since the last flush, in order, with what each claim waits for. */
   private pending: { id: string; expiresAt: number; settle: (fresh: boolean) => void; fail: (error: unknown) => void }[] = [];
-  /** The ids in `pending`: a nonce claimed twice before a flush is refused the second time. */
-  private readonly pendingIds = new Set<string>();
   private flushScheduled = false;
   private flushesSincePrune = 0;
   private readonly insertAll: (entries: RequestNonces['pending']) => boolean[];
@@ -38,10 +36,9 @@ export class RequestNonces {
    * request must then be refused, never served.
    */
   claim(id: string, expiresAt: number): Promise<boolean> {
-    if (this.pendingIds.has(id)) return Promise.resolve(false);
+    // The same nonce twice in one group: the second INSERT of the transaction changes nothing, and is refused.
     return new Promise((settle, fail) => {
       this.pending.push({ id, expiresAt, settle, fail });
-      this.pendingIds.add(id);
       if (!this.flushScheduled) {
         this.flushScheduled = true;
         // After the I/O of this turn: every request parsed in it joins the same commit.
@@ -54,7 +51,6 @@ export class RequestNonces {
     this.flushScheduled = false;
     const batch = this.pending;
     this.pending = [];
-    this.pendingIds.clear();
     let fresh: boolean[];
     try {
       fresh = this.insertAll(batch);
