@@ -24,7 +24,7 @@ import { TransportError, type DataClient } from '../protocol/data-client.js';
 import { ApiError, CoordinatorHttpClient, type CoordinatorHttpClientOptions } from '../protocol/http-client.js';
 import { createIdentityFile, loadIdentity, type Identity } from '../protocol/identity.js';
 import { desiredProofMessage, verifyProof } from '../protocol/coordinator-proofs.js';
-import { DEFAULT_WATCH_SECONDS, DesiredAnswerSchema, MAX_WATCH_SECONDS, type AgentConfig } from '../protocol/config.js';
+import { DEFAULT_WATCH_SECONDS, DesiredAnswerSchema, MAX_WATCH_SECONDS, WatchUnchangedSchema, type AgentConfig, type DesiredAnswer, type WatchUnchanged } from '../protocol/config.js';
 import { parseJoinString } from '../protocol/join-string.js';
 import { adoptMaterializedFiles } from './adopt-store-files.js';
 import { EventRing } from './events.js';
@@ -83,6 +83,9 @@ interface SignedDesired {
   answer: Record<string, unknown>;
   challenge: string;
 }
+
+/** What a watch brought: a new answer to check, or word that the desired config is still the one named. */
+type Watched = SignedDesired | { unchanged: WatchUnchanged['configId'] };
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -238,8 +241,8 @@ export class Agent {
   private lastActivity = 0;
   /** Set when a fetch starts: one shorter than the interval logs no progress. */
   private lastProgressLog = 0;
-  /** The desired config the last round saw: the watch waits for something else. */
-  private lastDesired: string | null = null;
+  /** The desired-config answer the last round verified: the watch waits for another config. */
+  private lastAnswer: DesiredAnswer | undefined;
 
   /**
    * Tells the coordinator what is happening now (progress, recent events):
@@ -293,13 +296,34 @@ export class Agent {
    * (the caller backs off); the running generation is never touched then.
    * `reachable` is called once the coordinator has answered with a signed,
    * valid desired config (before any deployment: its reports follow).
-   * `watched` is the answer a watch just brought (waitForChange): used when
-   * the coordinator signed it for its challenge, else asked for again.
+   * `watched` is what a watch just brought (waitForChange): an answer
+   * used when the coordinator signed it for its challenge (else asked for
+   * again), or "unchanged", which reuses the answer verified last.
    */
-  async runOnce(reachable?: () => void, watched?: SignedDesired): Promise<RoundResult> {
+  async runOnce(reachable?: () => void, watched?: Watched): Promise<RoundResult> {
     await this.deliverReports();
+    const desired = await this.desiredAnswer(watched);
+    reachable?.();
+    this.lastAnswer = desired;
+    const current = this.generations.current();
+    if (!desired.config || !desired.configId) return 'idle';
+    if (this.state.deploying !== desired.configId && current?.configId === desired.configId) return 'idle';
+    if (this.state.refused.includes(desired.configId) && this.state.deploying !== desired.configId) return 'idle';
+    return this.deploy(desired.config);
+  }
+
+  /**
+   * The desired config, signed by the coordinator for this agent and a
+   * fresh challenge, and valid; reports changed facts on the way. Throws
+   * UnverifiedAnswerError for an answer that is not.
+   */
+  private async desiredAnswer(watched: Watched | undefined): Promise<DesiredAnswer> {
+    if (watched && 'unchanged' in watched && this.lastAnswer && this.lastAnswer.configId === watched.unchanged) {
+      await this.reportFacts();
+      return this.lastAnswer;
+    }
     let signed: SignedDesired;
-    if (watched && this.signedForUs(watched)) {
+    if (watched && 'answer' in watched && this.signedForUs(watched)) {
       signed = watched;
       await this.reportFacts();
     } else {
@@ -320,14 +344,7 @@ export class Agent {
       const issue = parsed.error.issues[0]!;
       throw new UnverifiedAnswerError(`the desired-config answer from ${this.state.coordinator.httpUrl} is signed but invalid (${issue.path.join('.') || 'answer'}: ${issue.message}): ignoring it`);
     }
-    const desired = parsed.data;
-    reachable?.();
-    this.lastDesired = desired.configId;
-    const current = this.generations.current();
-    if (!desired.config || !desired.configId) return 'idle';
-    if (this.state.deploying !== desired.configId && current?.configId === desired.configId) return 'idle';
-    if (this.state.refused.includes(desired.configId) && this.state.deploying !== desired.configId) return 'idle';
-    return this.deploy(desired.config);
+    return parsed.data;
   }
 
   /** Whether `signed.answer` carries the coordinator's proof for this agent and `signed.challenge`. */
@@ -337,18 +354,22 @@ export class Agent {
   }
 
   /**
-   * Waits until the desired config differs from what this machine runs, at
-   * most one poll interval: the coordinator holds the request (a watch),
-   * so a new config starts deploying within a fraction of a second. Returns
-   * the watch's answer (signed for a fresh challenge, so the next round
-   * need not ask again), or undefined when `signal` ended the wait.
+   * Waits until the desired config differs from the one the last round
+   * saw, at most one poll interval: the coordinator holds the request (a
+   * watch), so a new config starts deploying within a fraction of a second.
+   * Returns the watch's answer (signed for a fresh challenge, so the next
+   * round need not ask again) or its word that nothing changed, or
+   * undefined when `signal` ended the wait.
    */
-  private async waitForChange(signal: AbortSignal): Promise<SignedDesired | undefined> {
+  private async waitForChange(signal: AbortSignal): Promise<Watched | undefined> {
     const seconds = Math.min(MAX_WATCH_SECONDS, Math.max(1, Math.round((this.options.pollIntervalMs ?? DEFAULT_WATCH_SECONDS * 1000) / 1000)));
-    const known = this.lastDesired ?? 'none';
+    const known = this.lastAnswer?.configId ?? 'none';
     const challenge = randomBytes(16).toString('hex');
     const aborted = new Promise<undefined>((resolve) => signal.addEventListener('abort', () => resolve(undefined), { once: true }));
-    const watched = this.http.get<Record<string, unknown>>('/v1/agent/watch', { known, wait: String(seconds), challenge }).then((answer) => ({ answer, challenge }));
+    const watched = this.http.get<Record<string, unknown>>('/v1/agent/watch', { known, wait: String(seconds), challenge }).then((answer): Watched => {
+      const unchanged = WatchUnchangedSchema.safeParse(answer);
+      return unchanged.success ? { unchanged: unchanged.data.configId } : { answer, challenge };
+    });
     return Promise.race([watched, aborted]);
   }
 
@@ -411,7 +432,7 @@ export class Agent {
     /** The last local failure reported, so a persistent one is reported once, not every round. */
     let reportedFailure: string | undefined;
     /** What the last watch answered: the next round's desired config. */
-    let watched: SignedDesired | undefined;
+    let watched: Watched | undefined;
     while (!signal.aborted) {
       try {
         // Back online as soon as the coordinator answers: before the deployment that may follow (whose

@@ -357,6 +357,7 @@ interface PointResult {
     watchesReissued: number;
     watchesPerSecond: number;
     extraDesired: number;
+    watchUnchanged: number;
     watchUnbound: number;
     watchUnboundEmptyChallenge: number;
   };
@@ -465,6 +466,7 @@ async function measurePoint(transport: Transport, target: number, coordinator: R
     watchesReissued,
     watchesPerSecond: watchesReissued / idleWindow.seconds,
     extraDesired: counterDelta(idleEnd.simulator, idleStart.simulator, 'extraDesired'),
+    watchUnchanged: counterDelta(idleEnd.simulator, idleStart.simulator, 'watchUnchanged'),
     watchUnbound: counterDelta(idleEnd.simulator, idleStart.simulator, 'watchUnbound'),
     watchUnboundEmptyChallenge: counterDelta(idleEnd.simulator, idleStart.simulator, 'watchUnboundEmptyChallenge'),
   };

@@ -91,11 +91,11 @@ export type DesiredAnswer = z.infer<typeof DesiredAnswerSchema>;
 /**
  * The longest an agent's watch (`GET /v1/agent/watch`) is held before it
  * is answered unchanged; a longer `wait` is shortened to it. Each watch
- * answered costs the coordinator a verified request and a signed answer,
- * so a fleet's idle cost is its size over the watch length (10,000 agents
- * at 120 s: ~83 a second; bench/README.md, "Capacity"). Under the 300 s
- * that HTTP clients wait for a reply (undici's headersTimeout, the pinned
- * client's idle timeout).
+ * answered costs the coordinator a verified request, so a fleet's idle
+ * cost is its size over the watch length (10,000 agents at 120 s: ~83 a
+ * second; bench/README.md, "Capacity"). Under the 300 s that HTTP clients
+ * wait for a reply (undici's headersTimeout, the pinned client's idle
+ * timeout).
  */
 export const MAX_WATCH_SECONDS = 240;
 
@@ -103,9 +103,10 @@ export const MAX_WATCH_SECONDS = 240;
 export const DEFAULT_WATCH_SECONDS = 120;
 
 /**
- * `GET /v1/agent/watch`: answered (with the same signed answer as
- * `/v1/agent/desired`, for `challenge`) once the desired config differs
- * from `known` ("none": no config), or after `wait` seconds.
+ * `GET /v1/agent/watch`: answered once the desired config differs from
+ * `known` ("none": no config), with the same signed answer as
+ * `/v1/agent/desired` (for `challenge`), or after `wait` seconds with
+ * WatchUnchangedSchema.
  */
 export const WatchQuerySchema = z.strictObject({
   known: z.union([ConfigIdSchema, z.literal('none')]).default('none'),
@@ -117,3 +118,13 @@ export const WatchQuerySchema = z.strictObject({
     .transform((seconds) => Math.min(seconds, MAX_WATCH_SECONDS)),
   challenge: DesiredChallengeSchema.optional(),
 });
+
+/**
+ * A watch's answer when the desired config is still `known` at its
+ * deadline. Unsigned, and it need not be: it changes nothing (the agent
+ * goes on with the answer it verified last), so a forged one can only
+ * delay an agent, as dropping the reply could. Signing it cost the
+ * coordinator a signature per quiet watch, and the agent a verification.
+ */
+export const WatchUnchangedSchema = z.strictObject({ unchanged: z.literal(true), configId: ConfigIdSchema.nullable() });
+export type WatchUnchanged = z.infer<typeof WatchUnchangedSchema>;

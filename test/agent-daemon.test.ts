@@ -77,7 +77,7 @@ describe('the agent daemon', () => {
     });
   }, 60_000);
 
-  it('sends one request per quiet round: the watch, whose answer (signed for its challenge) is the next round\'s desired config', async () => {
+  it('sends one request per quiet round: the watch, whose "unchanged" keeps the answer the agent verified last', async () => {
     const stateDir = path.join(work, 'quiet');
     await enrollStateDir(test, { stateDir, name: 'quiet', pinnedTls: true });
     // Counted where each route validates its input: the watch's query, and the desired route's.

@@ -57,26 +57,30 @@ describe("an agent's watch", () => {
     expect(Date.now() - started).toBeLessThan(10_000);
   });
 
-  it('answers at its deadline when nothing changes', async () => {
+  it('answers "unchanged" at its deadline when nothing changes', async () => {
     const client = new CoordinatorHttpClient(test.http.url, agent);
     const current = await client.get<{ configId: string | null }>('/v1/agent/watch', { known: 'none', wait: '0' });
     const started = Date.now();
-    const answer = await client.get<{ configId: string | null }>('/v1/agent/watch', { known: current.configId ?? 'none', wait: '1' });
-    expect(answer.configId).toBe(current.configId);
+    const answer = await client.get('/v1/agent/watch', { known: current.configId ?? 'none', wait: '1' });
+    expect(answer).toStrictEqual({ unchanged: true, configId: current.configId });
     expect(Date.now() - started).toBeGreaterThanOrEqual(900);
   });
 
-  it('does no work while nothing happens: the desired answer is computed and signed once, when it is sent', async () => {
+  it('does no work while nothing happens: no desired answer is computed or signed for a quiet watch', async () => {
     const client = new CoordinatorHttpClient(test.http.url, agent);
     const current = await client.get<{ configId: string | null }>('/v1/agent/watch', { known: 'none', wait: '0' });
-    // Counted where the watch calls it (before: once a second while held, with a presence write each time).
+    // Counted where the watch calls it (before: once a second while held, with a presence write each time; then once, at the deadline).
     const desired = vi.spyOn(OPERATIONS['agent.desired'], 'run');
+    const presence = vi.spyOn(test.coordinator.presence, 'touch');
     try {
-      const answer = await client.get<{ configId: string | null }>('/v1/agent/watch', { known: current.configId ?? 'none', wait: '3' });
-      expect(answer.configId).toBe(current.configId);
-      expect(desired).toHaveBeenCalledTimes(1);
+      const answer = await client.get('/v1/agent/watch', { known: current.configId ?? 'none', wait: '3' });
+      expect(answer).toStrictEqual({ unchanged: true, configId: current.configId });
+      expect(desired).not.toHaveBeenCalled();
+      // Still a sign of life.
+      expect(presence.mock.calls.filter(([agentId]) => agentId === agent.keyId).length).toBeGreaterThanOrEqual(1);
     } finally {
       desired.mockRestore();
+      presence.mockRestore();
     }
   });
 
@@ -114,8 +118,8 @@ describe("an agent's watch", () => {
       const answer = await watched;
       expect(answer.configId).toBe(current.configId);
       expect(Date.now() - started).toBeGreaterThanOrEqual(1900);
-      // Woken once, at its deadline (then answered); never by the events above.
-      expect(reads.mock.calls.filter(([table, id]) => table === 'agents' && id === agent.keyId)).toHaveLength(2);
+      // Woken once, at its deadline (then answered "unchanged"); never by the events above.
+      expect(reads.mock.calls.filter(([table, id]) => table === 'agents' && id === agent.keyId)).toHaveLength(1);
     } finally {
       reads.mockRestore();
     }

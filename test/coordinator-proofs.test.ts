@@ -70,6 +70,35 @@ describe("the coordinator's signed answers", () => {
     }
   });
 
+  it("an unsigned 'unchanged' watch answer naming another config than the agent's is not taken: the agent asks for a signed answer", async () => {
+    // The watch's quiet answer is unsigned: it may only confirm the config the agent verified last.
+    const paths: string[] = [];
+    const proxy = await rewritingProxy(test.http.url, (url, body) => {
+      paths.push(url.split('?')[0]!);
+      return url.startsWith('/v1/agent/watch') ? Buffer.from(JSON.stringify({ unchanged: true, configId })) : body;
+    });
+    const stateDir = path.join(test.dir, 'forged-unchanged');
+    await enrollStateDir(test, { stateDir, storeDir: path.join(test.dir, 'forged-unchanged-store'), name: 'forged-unchanged', httpUrl: proxy.url });
+    // Not assigned to any graph: its signed answer is "no config", and `configId` is another graph's.
+    const agent = new Agent(stateDir, { log: () => undefined, pollIntervalMs: 1000 });
+    const stop = new AbortController();
+    const running = agent.run(stop.signal);
+    try {
+      const count = (route: string) => paths.filter((p) => p === route).length;
+      for (const deadline = Date.now() + 20_000; count('/v1/agent/watch') < 3 && Date.now() < deadline; ) await new Promise((resolve) => setTimeout(resolve, 50));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(count('/v1/agent/watch')).toBeGreaterThanOrEqual(3);
+      // The first round's ask, then one after every forged watch answer but a last one possibly still in its round.
+      expect(count('/v1/agent/desired')).toBeGreaterThanOrEqual(count('/v1/agent/watch'));
+      expect(agent.generations.current()).toBeUndefined();
+    } finally {
+      stop.abort();
+      await running;
+      await agent.close();
+      proxy.server.close();
+    }
+  });
+
   it('binds a desired-config answer to the asking agent and its challenge, so an old one cannot be replayed', async () => {
     const agent = await enrollAgent(test, 'proofs');
     const client = new CoordinatorHttpClient(test.http.url, agent);

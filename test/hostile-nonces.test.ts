@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Coordinator } from '../coordinator/coordinator.js';
+import { RequestNonces } from '../coordinator/api/request-nonces.js';
 import { startHttpServer, type RunningServer } from '../coordinator/server.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { Identity } from '../protocol/identity.js';
@@ -108,5 +109,23 @@ describe('nonces claimed in groups (one commit per turn of the event loop)', () 
     const answers = await Promise.all(Array.from({ length: 200 }, () => send('GET', '/v1/agents', signRequest(adminIdentity, 'GET', '/v1/agents', undefined))));
     expect(answers.every((answer) => answer.status === 200)).toBe(true);
     expect(nonceRows()).toBe(before + 200);
+  });
+
+  it('deletes expired nonces once a minute, keeping those still in their window', async () => {
+    // Its own RequestNonces on this coordinator's database, with a clock the test moves.
+    let clock = Date.now();
+    const nonces = new RequestNonces(coordinator.database.sqlite, () => clock);
+    const stored = (id: string) => coordinator.database.sqlite.prepare<[string], { n: number }>('SELECT count(*) AS n FROM nonces WHERE id = ?').get(id)!.n;
+    expect(await nonces.claim('prune-test:old', clock + 1000)).toBe(true);
+    expect(await nonces.claim('prune-test:young', clock + 120_000)).toBe(true);
+    clock += 30_000;
+    expect(await nonces.claim('prune-test:a', clock + 600_000)).toBe(true);
+    // Expired, but the last prune was less than a minute ago.
+    expect(stored('prune-test:old')).toBe(1);
+    clock += 31_000;
+    expect(await nonces.claim('prune-test:b', clock + 600_000)).toBe(true);
+    expect(stored('prune-test:old')).toBe(0);
+    expect(stored('prune-test:young')).toBe(1);
+    expect(await nonces.claim('prune-test:young', clock + 600_000)).toBe(false);
   });
 });

@@ -22,7 +22,7 @@ import { RequestNonces } from './request-nonces.js';
 import { OPERATIONS, type OperationName } from './operations.js';
 import { desiredConfigOf } from './queries.js';
 import { DesiredWatches, MAX_WATCHES_PER_AGENT } from './desired-watches.js';
-import { WatchQuerySchema } from '../../protocol/config.js';
+import { WatchQuerySchema, type WatchUnchanged } from '../../protocol/config.js';
 import { liveViewerRoutes } from '../viewer/index.js';
 import { createNixCacheApp } from '../nix-cache/index.js';
 
@@ -192,8 +192,11 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
       const agent = coordinator.state.get('agents', actor.keyId);
       if (agent?.status !== 'enrolled') return errorResponse(c, 403, 'REVOKED', 'agent is no longer enrolled');
       // Only which config: the signed answer (and the agent's presence) once, when it is sent.
-      if ((desiredConfigOf(coordinator.state, agent) ?? 'none') !== known || Date.now() >= deadline) {
-        return c.json(OPERATIONS['agent.desired'].run(coordinator, actor, { challenge }));
+      if ((desiredConfigOf(coordinator.state, agent) ?? 'none') !== known) return c.json(OPERATIONS['agent.desired'].run(coordinator, actor, { challenge }));
+      if (Date.now() >= deadline) {
+        coordinator.presence.touch(actor.keyId);
+        const unchanged: WatchUnchanged = { unchanged: true, configId: known === 'none' ? null : known };
+        return c.json(unchanged);
       }
       // Asleep until an event concerning this agent or its graph (a config, a rollback, an assignment, a pin,
       // a revocation), or the deadline: an idle watch costs nothing.

@@ -9,6 +9,14 @@
  * statements are generated from its column list, and every value goes
  * through the column's own drizzle mapping (JSON columns, booleans as 0/1),
  * so rows read and written here are exactly what drizzle reads and writes.
+ *
+ * Small, hot rows (keys, tokens, agents, graphs) are also kept in memory:
+ * every agent request reads its agent, and its graph, several times, and
+ * with 10,000 agents those reads missed SQLite's page cache (~17 µs each,
+ * a sixth of a held watch's CPU). This store is the only writer of the
+ * state tables, so the copy is kept exact without asking SQLite: a put
+ * drops the row's copy, and reads inside a transaction go to SQLite and
+ * keep nothing (they may see what a rollback undoes).
  */
 import type Database from 'better-sqlite3';
 import { Column, getTableColumns, getTableName } from 'drizzle-orm';
@@ -98,9 +106,26 @@ function encode(access: TableAccess, row: Record<string, unknown>): unknown[] {
   return values;
 }
 
+/** Tables whose rows are kept in memory: small and read by every agent request (facts and configs are neither). */
+const KEPT_TABLES: ReadonlySet<StateTableName> = new Set(['keys', 'tokens', 'agents', 'graphs']);
+
+/** Rows kept per table (first kept, first dropped): 100,000 agent rows are ~50 MB. */
+export const KEPT_ROWS_PER_TABLE = 100_000;
+
+/** Freezes `value` and everything in it: a kept row is shared by every reader, so none may change it. */
+function deepFreeze<V>(value: V): V {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const inner of Object.values(value)) deepFreeze(inner);
+  }
+  return value;
+}
+
 export class SqliteStateStore implements StateStore {
   private readonly sqlite: Database.Database;
   private readonly access: { [T in StateTableName]: TableAccess };
+  /** Rows as last read outside a transaction (undefined: no such row), per kept table. */
+  private readonly kept = new Map<StateTableName, Map<string, unknown>>();
 
   /** `db` is the coordinator's drizzle database; the store prepares its statements on the same connection. */
   constructor(db: CoordinatorDb) {
@@ -108,15 +133,25 @@ export class SqliteStateStore implements StateStore {
     const access: Partial<Record<StateTableName, TableAccess>> = {};
     for (const table of STATE_TABLES) access[table] = prepareTable(this.sqlite, TABLES[table]);
     this.access = access as { [T in StateTableName]: TableAccess };
+    for (const table of KEPT_TABLES) this.kept.set(table, new Map());
   }
 
+  /** The row with `id`, or undefined. Rows of the kept tables are frozen: copy one to change it. */
   get<T extends StateTableName>(table: T, id: string): StateTables[T] | undefined {
+    const kept = this.kept.get(table);
+    if (kept?.has(id)) return kept.get(id) as StateTables[T] | undefined;
     const access = this.access[table];
     const values = access.get.get(id);
-    return values === undefined ? undefined : (decode(access, values) as StateTables[T]);
+    const row = values === undefined ? undefined : (decode(access, values) as StateTables[T]);
+    if (kept && !this.sqlite.inTransaction) {
+      if (kept.size >= KEPT_ROWS_PER_TABLE) kept.delete(kept.keys().next().value!);
+      kept.set(id, deepFreeze(row));
+    }
+    return row;
   }
 
   put<T extends StateTableName>(table: T, row: StateTables[T]): void {
+    this.kept.get(table)?.delete(row.id);
     const access = this.access[table];
     access.put.run(...encode(access, row as unknown as Record<string, unknown>));
   }
