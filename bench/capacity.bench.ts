@@ -48,7 +48,7 @@
  * Progress on stderr; a markdown table on stdout; everything in bench/.work/capacity-results.json.
  */
 import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Coordinator } from '../coordinator/coordinator.js';
@@ -145,6 +145,30 @@ function cpuSeconds(pid: number): number {
   } catch {
     return Number.NaN;
   }
+}
+/**
+ * CPU seconds so far per thread name of a process (/proc/<pid>/task: the
+ * main thread is "node" or "ferry", V8's GC helpers "V8 DefaultWorke",
+ * libuv's pool "libuv-worker", workers by their names): where a process's
+ * CPU goes besides its JavaScript.
+ */
+function threadCpuSeconds(pid: number): Record<string, number> {
+  const byName: Record<string, number> = {};
+  try {
+    for (const task of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        const stat = readFileSync(`/proc/${pid}/task/${task}/stat`, 'utf8');
+        const name = task === String(pid) ? 'main' : stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        byName[name] = (byName[name] ?? 0) + (Number(fields[11]) + Number(fields[12])) / clockTicks;
+      } catch {
+        // The thread ended meanwhile.
+      }
+    }
+  } catch {
+    // The process is gone.
+  }
+  return byName;
 }
 function rssBytes(pid: number): number {
   try {
@@ -358,6 +382,8 @@ interface PointResult {
     watchesPerSecond: number;
     extraDesired: number;
     watchUnchanged: number;
+    /** The coordinator's idle CPU by thread name (cores): its JavaScript is "main". */
+    coordinatorThreadCores: Record<string, number>;
     watchUnbound: number;
     watchUnboundEmptyChallenge: number;
   };
@@ -452,10 +478,15 @@ async function measurePoint(transport: Transport, target: number, coordinator: R
 
   // 2. Idle.
   log(`${transport} N=${N}: idle for ${knobs.idleSeconds} s`);
+  const idleThreadsStart = threadCpuSeconds(coordinator.pid);
   const idleStart = await mark(coordinator, simulator);
   await sleep(knobs.idleSeconds * 1000);
   const idleEnd = await mark(coordinator, simulator);
   const idleWindow = windowOf(idleStart, idleEnd);
+  const idleThreadsEnd = threadCpuSeconds(coordinator.pid);
+  const coordinatorThreadCores = Object.fromEntries(
+    Object.entries(idleThreadsEnd).map(([name, seconds]) => [name, Math.round(((seconds - (idleThreadsStart[name] ?? 0)) / idleWindow.seconds) * 1000) / 1000]),
+  );
   const coordinatorRss = rssBytes(coordinator.pid);
   const watchesReissued = (idleEnd.simulator.counters.sent.watch ?? 0) - (idleStart.simulator.counters.sent.watch ?? 0);
   const idle: PointResult['idle'] = {
@@ -467,12 +498,14 @@ async function measurePoint(transport: Transport, target: number, coordinator: R
     watchesPerSecond: watchesReissued / idleWindow.seconds,
     extraDesired: counterDelta(idleEnd.simulator, idleStart.simulator, 'extraDesired'),
     watchUnchanged: counterDelta(idleEnd.simulator, idleStart.simulator, 'watchUnchanged'),
+    coordinatorThreadCores,
     watchUnbound: counterDelta(idleEnd.simulator, idleStart.simulator, 'watchUnbound'),
     watchUnboundEmptyChallenge: counterDelta(idleEnd.simulator, idleStart.simulator, 'watchUnboundEmptyChallenge'),
   };
   log(
     `${transport} N=${N}: idle coordinator ${idle.coordinatorCores.toFixed(3)} cores, ${idle.coordinatorRssMiB.toFixed(0)} MiB; simulator ${idle.simulatorCores.toFixed(3)} cores; ` +
-      `others ${idle.otherCores.toFixed(2)} cores; ${idle.watchesPerSecond.toFixed(0)} watches/s, ${(idle.extraDesired / idle.seconds).toFixed(0)} extra desired/s`,
+      `others ${idle.otherCores.toFixed(2)} cores; ${idle.watchesPerSecond.toFixed(0)} watches/s, ${(idle.extraDesired / idle.seconds).toFixed(0)} extra desired/s; ` +
+      `coordinator threads ${Object.entries(coordinatorThreadCores).filter(([, cores]) => cores > 0).map(([name, cores]) => `${name} ${cores}`).join(', ')}`,
   );
   const added = N - state.previous.agents;
   const coordinatorKiBPerAgent = added > 0 ? (coordinatorRss - state.previous.coordinatorRss) / 1024 / added : null;
