@@ -11,8 +11,6 @@ import type { Context, ErrorHandler } from 'hono';
 import { z } from 'zod';
 import { CastoreError } from '../../castore/index.js';
 import { isNixError } from '../../nix/index.js';
-import { FrameError } from '../../protocol/framing.js';
-import { DecompressError } from '../../protocol/compression/decompress-error.js';
 import { FerryError, httpStatusOf, isSentErrorCode, type ErrorBody, type ErrorCode, type ErrorStatus } from '../../protocol/errors.js';
 
 export interface ErrorReply {
@@ -23,14 +21,15 @@ export interface ErrorReply {
 const INTERNAL_MESSAGE = 'internal error (see the coordinator log)';
 
 /**
- * The code of an error that carries one of Ferry's. The libraries' own
- * error types are listed here by name: each assignment to ErrorCode
- * compiles only while that library's codes are all in the enum, so the
- * coordinator never sends a code clients cannot read.
+ * The code of an error that carries one of Ferry's: a FerryError (framing
+ * and decompression errors are), or the castore's and nix's own error
+ * types, which cannot depend on protocol/: each assignment to ErrorCode
+ * below compiles only while that library's codes are all in the enum, so
+ * the coordinator never sends a code clients cannot read.
  */
 function codeOf(error: unknown): ErrorCode | undefined {
   if (error instanceof FerryError) return error.code;
-  if (error instanceof CastoreError || error instanceof FrameError || error instanceof DecompressError) {
+  if (error instanceof CastoreError) {
     const code: ErrorCode = error.code;
     return code;
   }
