@@ -20,7 +20,9 @@
  * still reaches the user.
  *
  * Codes are added, never renamed or reused for another meaning: clients in
- * the field match on them.
+ * the field match on them. A description of a route can name the codes it
+ * answers with a sub-enum (`ErrorCodeSchema.extract([...])`) and its error
+ * output with ErrorBodySchema.
  */
 import { z } from 'zod';
 
