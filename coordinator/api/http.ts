@@ -142,9 +142,10 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
       const body = await readBody(c);
       const definition = OPERATIONS[operation];
       const actor = definition.access === 'public' ? { keyId: '', role: 'viewer' as const } : await authenticate(c, body, operation, definition.access);
+      const parsed = definition.input.safeParse(inputOf(c, body));
       // A zod error is answered INVALID, naming the first field (error-replies.ts).
-      const input = definition.input.parse(inputOf(c, body));
-      const result = await (definition.run as (coordinator: Coordinator, actor: Actor, input: unknown) => unknown)(coordinator, actor, input);
+      if (!parsed.success) throw parsed.error;
+      const result = await (definition.run as (coordinator: Coordinator, actor: Actor, input: unknown) => unknown)(coordinator, actor, parsed.data);
       // stringifyJson, not c.json (JSON.stringify): results can hold stored facts and events,
       // and a log may hold some nested deeper than JSON.stringify survives.
       return c.body(stringifyJson(result), method === 'POST' ? 201 : 200, { 'content-type': 'application/json' });
@@ -157,11 +158,12 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
   options.stopping?.addEventListener('abort', () => watches.release(), { once: true });
   app.get('/v1/agent/watch', async (c) => {
     const actor = await authenticate(c, await readBody(c), 'agent.desired', OPERATIONS['agent.desired'].access);
-    const query = WatchQuerySchema.parse(c.req.query());
+    const parsed = WatchQuerySchema.safeParse(c.req.query());
+    if (!parsed.success) throw parsed.error;
     const held = watches.hold(actor.keyId);
     if (!held) throw new FerryError('TOO_MANY_WATCHES', `this agent holds ${MAX_WATCHES_PER_AGENT} watches already; wait for one to be answered`);
     try {
-      return await answerWatch(c, actor, query);
+      return await answerWatch(c, actor, parsed.data);
     } finally {
       held.release();
     }
