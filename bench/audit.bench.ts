@@ -26,6 +26,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { Coordinator } from '../coordinator/coordinator.js';
 import { openCoordinatorDatabase } from '../coordinator/db/database.js';
 import * as commands from '../coordinator/domain/commands.js';
+import { FerryError } from '../protocol/errors.js';
 import type { Actor, CommandContext } from '../coordinator/domain/commands.js';
 import type { AuditEvent, ConfigBody, EventDraft } from '../coordinator/domain/events.js';
 import { replayLog } from '../coordinator/domain/reducer.js';
@@ -127,7 +128,7 @@ class Fleet {
     return items.length === 0 ? undefined : items[this.random(items.length)];
   }
 
-  /** Runs one command; a CommandError is a refusal (counted), anything else a bug. */
+  /** Runs one command; a FerryError is a refusal (counted), anything else a bug. */
   run<R = undefined>(
     label: string,
     actor: Actor,
@@ -145,7 +146,7 @@ class Fleet {
       this.counts.set(outcome, (this.counts.get(outcome) ?? 0) + 1);
       return out;
     } catch (error) {
-      if (!(error instanceof commands.CommandError)) throw error;
+      if (!(error instanceof FerryError)) throw error;
       this.refused++;
       this.counts.set(`${label} (refused)`, (this.counts.get(`${label} (refused)`) ?? 0) + 1);
       return undefined;

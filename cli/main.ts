@@ -1,7 +1,8 @@
 /**
  * Entry point of the `ferry` command: finds the command named by the first
  * words of argv, parses its options and runs it. Typed errors from the
- * libraries are printed as `ferry: error [CODE]: message` with exit code 1;
+ * libraries are printed as `ferry: error [CODE]: message` with exit code 1
+ * (CODE from protocol/errors.ts for anything a coordinator answered);
  * command-line mistakes print usage with exit code 2.
  *
  * This is where the real stdout and stderr are wrapped: commands get
@@ -9,6 +10,7 @@
  * error messages that may quote a coordinator's answer included, is escaped
  * for the terminal as well.
  */
+import { FerryError } from '../protocol/errors.js';
 import { commandGroups, commandsOfGroup } from './commands.js';
 import { formatCommandHelp, parseCommandLine, UsageError, type Command, type CommandContext } from './command.js';
 import { block, term, terminalOutput } from './terminal-text.js';
@@ -48,7 +50,14 @@ function findCommand(commands: Command[], argv: string[]): { command: Command; r
   return best ? { command: best, rest: argv.slice(best.path.length) } : undefined;
 }
 
+/**
+ * The code shown in `ferry: error [CODE]`: a FerryError's code as it
+ * travelled (a coordinator's code this client does not know is shown as
+ * sent), else the code of a library's own local error (castore, nix, the
+ * agent's state, a Node errno), which never crosses a transport.
+ */
 function errorCode(error: unknown): string | undefined {
+  if (error instanceof FerryError) return error.sentCode;
   if (error && typeof error === 'object' && 'code' in error && typeof error.code === 'string') return error.code;
   return undefined;
 }

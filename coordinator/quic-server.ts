@@ -14,7 +14,8 @@ import { publicKeyOf } from '../protocol/identity.js';
 import { DataRequestSchema, FERRY_ALPN, MAX_REQUEST_HEADER_BYTES, sessionAuthMessage } from '../protocol/data-protocol.js';
 import { quicStreamChunks, writeToQuicStream } from '../protocol/quic-streams.js';
 import { FrameReader } from '../protocol/framing.js';
-import { AuthError, resolveActor } from './api/actors.js';
+import { isAuthRefusal, resolveActor } from './api/actors.js';
+import { FerryError } from '../protocol/errors.js';
 import { ClosureAccess, DATA_ACCESS, runDataOperation, type DataReply } from './api/data-operations.js';
 import { replyFrames } from './api/data-replies.js';
 import { FERRY_VERSION } from './api/operations.js';
@@ -97,7 +98,7 @@ export async function startQuicServer(coordinator: Coordinator, host: string, po
   });
 
   function actorOf(state: SessionState, operation: keyof typeof DATA_ACCESS): Actor {
-    if (!state.keyId || !state.signature) throw new AuthError(401, 'UNAUTHENTICATED', 'this QUIC session has not authenticated (send hello, then auth)');
+    if (!state.keyId || !state.signature) throw new FerryError('UNAUTHENTICATED', 'this QUIC session has not authenticated (send hello, then auth)');
     return resolveActor(coordinator, state.keyId, state.signature, DATA_ACCESS[operation], operation);
   }
 
@@ -109,13 +110,13 @@ export async function startQuicServer(coordinator: Coordinator, host: string, po
       const where = `QUIC session from ${session.remoteAddress}:${session.remotePort}`;
       try {
         if (!ed25519Verify(publicKeyOf(keyId), sessionAuthMessage(state.challenge, keyId), Buffer.from(signature, 'base64'))) {
-          throw new AuthError(401, 'UNAUTHENTICATED', 'the session challenge signature does not verify');
+          throw new FerryError('UNAUTHENTICATED', 'the session challenge signature does not verify');
         }
         const actor = resolveActor(coordinator, keyId, signature, 'public', 'auth');
         Object.assign(state, { keyId, signature });
         return { header: { keyId, role: actor.role } };
       } catch (error) {
-        if (error instanceof AuthError) log(`ferry coordinator: refused ${where}: ${error.code} ${error.message} (key ${keyId})`);
+        if (isAuthRefusal(error)) log(`ferry coordinator: refused ${where}: ${error.code} ${error.message} (key ${keyId})`);
         throw error;
       }
     }
@@ -123,7 +124,7 @@ export async function startQuicServer(coordinator: Coordinator, host: string, po
     try {
       actor = actorOf(state, request.op);
     } catch (error) {
-      if (error instanceof AuthError) log(`ferry coordinator: refused QUIC ${request.op} from ${session.remoteAddress}: ${error.code} ${error.message}${state.keyId ? ` (key ${state.keyId})` : ''}`);
+      if (isAuthRefusal(error)) log(`ferry coordinator: refused QUIC ${request.op} from ${session.remoteAddress}: ${error.code} ${error.message}${state.keyId ? ` (key ${state.keyId})` : ''}`);
       throw error;
     }
     if (actor.role === 'agent') coordinator.presence.touch(actor.keyId);
@@ -140,7 +141,7 @@ export async function startQuicServer(coordinator: Coordinator, host: string, po
     session.on('stream', (stream: QuicStream) => {
       stream.on('error', () => undefined);
       const reader = new FrameReader(quicStreamChunks(stream));
-      void writeFrames(stream, replyFrames(() => decide(session, state, reader), log)).then(() => discardRest(stream, reader));
+      void writeFrames(stream, replyFrames(() => decide(session, state, reader), log, `a QUIC data request from ${session.remoteAddress}`)).then(() => discardRest(stream, reader));
     });
   });
   const address = await server.listen(port, host);

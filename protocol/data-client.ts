@@ -9,7 +9,6 @@ import { connectQuicAsync, type QuicClientSession } from '@currentspace/http3';
 import {
   COORDINATOR_TLS_NAME,
   DATA_RESPONSES,
-  DataErrorSchema,
   FERRY_ALPN,
   MAX_REPLY_HEADER_BYTES,
   sessionAuthMessage,
@@ -19,6 +18,7 @@ import {
 } from './data-protocol.js';
 import { quicStreamChunks, writeToQuicStream } from './quic-streams.js';
 import { WIRE_ENCODINGS } from './compression/wire.js';
+import { FerryError, readErrorBody, type ReceivedError } from './errors.js';
 import { encodeHeaderFrame, FrameError, FrameReader } from './framing.js';
 import type { Identity } from './identity.js';
 import { fetchFor, pinningFailure, type FetchFunction } from './pinned-fetch.js';
@@ -34,21 +34,29 @@ import { signRequest } from './request-signing.js';
  */
 const REPLY_INACTIVITY_MS = 5_000;
 
-/** An error the coordinator answered with: not retried. */
-export class DataError extends Error {
+/**
+ * An error the coordinator answered with (or a reply this client refuses:
+ * BAD_RESPONSE, BAD_PROOF). Its own class because the retry policy tells it
+ * by type from TransportError: an answer is not retried.
+ */
+export class DataError extends FerryError {
   override readonly name = 'DataError';
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
+
+  /** The error an error frame carried. */
+  static received({ code, message, sentCode, details }: ReceivedError): DataError {
+    return new DataError(code, message, { sentCode, ...(details ? { details } : {}) });
   }
 }
 
-/** The connection failed (not the request): retried, and reported only when retries are exhausted. */
-export class TransportError extends Error {
+/**
+ * The connection failed (not the request): retried, and reported only when
+ * retries are exhausted. Its own class for that retry policy.
+ */
+export class TransportError extends FerryError {
   override readonly name = 'TransportError';
-  readonly code = 'TRANSPORT';
+  constructor(message: string) {
+    super('TRANSPORT', message);
+  }
 }
 
 export interface DataReplyStream<N extends DataOperationName> {
@@ -73,8 +81,8 @@ interface Transport {
 
 async function readReply<N extends DataOperationName>(op: N, reader: FrameReader): Promise<DataReplyStream<N>> {
   const header = await reader.readHeader(MAX_REPLY_HEADER_BYTES);
-  const failure = DataErrorSchema.safeParse(header);
-  if (failure.success) throw new DataError(failure.data.error.code, failure.data.error.message);
+  const failure = readErrorBody(header);
+  if (failure) throw DataError.received(failure);
   const parsed = DATA_RESPONSES[op].safeParse(header);
   if (!parsed.success) throw new DataError('BAD_RESPONSE', `the coordinator's ${op} reply does not match the protocol: ${parsed.error.issues[0]?.message}`);
   return { header: parsed.data as DataResponse<N>, body: reader };

@@ -3,6 +3,9 @@
  * (HTTP), each a header frame (see framing.ts) and an optional binary body.
  * These schemas are the single source of the wire types: the coordinator
  * validates requests with them, clients validate responses with them.
+ * A refused request is answered with one header frame, no body:
+ * `{ error: { code, message } }` (ErrorBodySchema in errors.ts; codes from
+ * its ErrorCode enum, the same as the HTTP API's).
  *
  * Bodies carry castore objects back to back, in header order:
  * - `directories.get` response, `upload.directories` request: each
@@ -269,8 +272,6 @@ export const DATA_RESPONSES = {
 export type DataResponse<N extends DataOperationName> = z.infer<(typeof DATA_RESPONSES)[N]>;
 /** A reply header as sent: fields with defaults (`encoding`) may be left out. */
 export type DataResponseInput<N extends DataOperationName> = z.input<(typeof DATA_RESPONSES)[N]>;
-
-export const DataErrorSchema = z.object({ error: z.object({ code: z.string().max(64), message: z.string().max(4096) }) });
 
 /** The message a client signs to authenticate a QUIC session. */
 export function sessionAuthMessage(challenge: string, keyId: string): Uint8Array {

@@ -6,17 +6,17 @@
  * JSON, nested too deep (json-bounds.ts), or cut short fails with a
  * FrameError; on QUIC it closes only its own stream.
  */
+import { FerryError } from './errors.js';
 import { jsonBoundsViolation, MAX_JSON_DEPTH } from './json-bounds.js';
 
 export type FrameErrorCode = 'FRAME_TOO_LARGE' | 'FRAME_NOT_JSON' | 'FRAME_TRUNCATED' | 'FRAME_TRAILING_BYTES' | 'JSON_TOO_DEEP';
 
-export class FrameError extends Error {
+/** A refused frame. Its own class because the data client retries FRAME_TRUNCATED (a cut stream) by type. */
+export class FrameError extends FerryError {
   override readonly name = 'FrameError';
-  constructor(
-    readonly code: FrameErrorCode,
-    message: string,
-  ) {
-    super(message);
+  declare readonly code: FrameErrorCode;
+  constructor(code: FrameErrorCode, message: string) {
+    super(code, message);
   }
 }
 

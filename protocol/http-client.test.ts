@@ -1,7 +1,8 @@
 // The API client against a hostile server (a real HTTP server on
 // 127.0.0.1 standing in for a compromised coordinator or something on the
 // path of plain HTTP): a gzip bomb and an endless reply are refused before
-// they are read into memory.
+// they are read into memory; an error code this client does not know (a
+// newer coordinator's) still reaches the caller.
 import { createServer, type Server } from 'node:http';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -29,6 +30,13 @@ beforeAll(async () => {
       };
       response.on('close', () => response.removeAllListeners('drain'));
       write();
+    } else if (request.url?.startsWith('/future')) {
+      // What a newer coordinator may answer: a code this client does not know.
+      response.writeHead(409, { 'content-type': 'application/json' });
+      response.end('{"error":{"code":"QUOTA_EXCEEDED","message":"graph web holds 1000 configs","details":{"limit":1000}}}');
+    } else if (request.url?.startsWith('/proxy')) {
+      response.writeHead(502, { 'content-type': 'text/html' });
+      response.end('<html>Bad Gateway</html>');
     } else {
       response.writeHead(200, { 'content-type': 'application/json' });
       response.end('{"ok":true}');
@@ -71,5 +79,24 @@ describe('the API client bounds what a server can make it read', () => {
     const error = await refusal(new CoordinatorHttpClient(url, Identity.generate()).get('/endless'));
     expect(error.code).toBe('BAD_RESPONSE');
     expect(error.message).toMatch(/larger than/);
+  });
+});
+
+describe('the API client reads error codes against the enum', () => {
+  it('keeps a code it does not know as sent, with the status, message and details', async () => {
+    const error = await refusal(new CoordinatorHttpClient(url, Identity.generate()).get('/future'));
+    expect({ status: error.status, code: error.code, sentCode: error.sentCode, message: error.message, details: error.details }).toEqual({
+      status: 409,
+      code: 'UNKNOWN_CODE',
+      sentCode: 'QUOTA_EXCEEDED',
+      message: 'graph web holds 1000 configs',
+      details: { limit: 1000 },
+    });
+  });
+
+  it('reads an answer that is not a Ferry error (a proxy’s page) as BAD_RESPONSE, keeping its status', async () => {
+    const error = await refusal(new CoordinatorHttpClient(url, Identity.generate()).get('/proxy'));
+    expect({ status: error.status, code: error.code }).toEqual({ status: 502, code: 'BAD_RESPONSE' });
+    expect(error.message).toMatch(/HTTP 502 <html>Bad Gateway/);
   });
 });

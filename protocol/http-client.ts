@@ -1,26 +1,38 @@
 /**
  * A typed client for the coordinator's HTTP API: signs every request with
  * the caller's key, and turns error responses into ApiError with the
- * server's code and message.
+ * server's code (read against the enum, protocol/errors.ts) and message.
  */
-import { z } from 'zod';
 import { readAtMost } from './bounded-read.js';
+import { FerryError, readErrorBody, type ErrorCode, type FerryErrorOptions, type ReceivedError } from './errors.js';
 import type { Identity } from './identity.js';
 import { fetchFor, pinningFailure, type FetchFunction } from './pinned-fetch.js';
 import { signRequest } from './request-signing.js';
 
-export class ApiError extends Error {
+/**
+ * A request to the HTTP API that failed: the coordinator's refusal, or (a
+ * client-side code: UNREACHABLE, BAD_RESPONSE) no usable answer. Its own
+ * class because callers tell it by type from failures of their own (the
+ * agent backs off and retries on UNREACHABLE or a 5xx `status`).
+ */
+export class ApiError extends FerryError {
   override readonly name = 'ApiError';
+
   constructor(
+    /** The HTTP status answered; 0 when there was no answer. */
     readonly status: number,
-    readonly code: string,
+    code: ErrorCode,
     message: string,
+    options: FerryErrorOptions = {},
   ) {
-    super(message);
+    super(code, message, options);
+  }
+
+  /** The error an answer with `status` carried. */
+  static received(status: number, { code, message, sentCode, details }: ReceivedError): ApiError {
+    return new ApiError(status, code, message, { sentCode, ...(details ? { details } : {}) });
   }
 }
-
-const ErrorBodySchema = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
 
 /** The largest JSON reply the client reads (a listing of 1,000 agents with their views is a few MB). */
 export const MAX_REPLY_BYTES = 64 * 1024 * 1024;
@@ -43,6 +55,14 @@ export async function readBoundedText(response: Response, limit: number, what: s
   const bytes = await readAtMost(response.body, limit);
   if (!bytes) throw new ApiError(response.status, 'BAD_RESPONSE', `${what}: the reply is larger than ${limit} bytes`);
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8');
+}
+
+function parseJsonOrUndefined(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }
 
 export type QueryValue = string | number | boolean | undefined | readonly string[];
@@ -115,13 +135,10 @@ export class CoordinatorHttpClient {
     refuseEncodedReply(response, `${method} ${path}`);
     if (!response.ok) {
       const text = await readBoundedText(response, MAX_ERROR_REPLY_BYTES, `${method} ${path}`).catch(() => '');
-      let parsed: z.infer<typeof ErrorBodySchema> | undefined;
-      try {
-        parsed = ErrorBodySchema.parse(JSON.parse(text));
-      } catch {
-        parsed = undefined;
-      }
-      throw new ApiError(response.status, parsed?.error.code ?? `HTTP_${response.status}`, parsed?.error.message ?? (text.slice(0, 200) || response.statusText));
+      const received = readErrorBody(parseJsonOrUndefined(text));
+      if (received) throw ApiError.received(response.status, received);
+      // Not Ferry's answer (a proxy's, another server's): its status and the start of its text.
+      throw new ApiError(response.status, 'BAD_RESPONSE', `${method} ${path}: HTTP ${response.status} ${text.slice(0, 200) || response.statusText}`);
     }
     return response;
   }

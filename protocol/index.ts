@@ -2,10 +2,12 @@
  * protocol: what crosses the wire, shared by the coordinator, the agent and
  * the CLI — identities and request signing, wire schemas and framing of the
  * data plane, the typed clients (HTTP API; data plane over QUIC with HTTP
- * fallback), TLS pinning and join strings.
+ * fallback), TLS pinning and join strings, and the error codes all of them
+ * share (errors.ts).
  */
 export { Identity, IdentityError, KeyIdSchema, keyIdOf, publicKeyOf, loadIdentity, createIdentityFile, type KeyId } from './identity.js';
 export { signRequest, verifyRequestSignature, MAX_REQUEST_SKEW_MS } from './request-signing.js';
+export { ErrorCodeSchema, ERROR_CODES, ErrorBodySchema, FerryError, readErrorBody, httpStatusOf, type ErrorCode, type ErrorDetails, type ErrorStatus, type FerryErrorOptions, type ReceivedError } from './errors.js';
 export { ApiError, CoordinatorHttpClient, type CoordinatorHttpClientOptions } from './http-client.js';
 export { DataClient, DataError, TransportError, type DataClientOptions } from './data-client.js';
 export { openDataClient, type CoordinatorInfo } from './connect.js';

@@ -4,13 +4,21 @@
  * the certificate over HTTP, and trust it only if the fingerprint matches.
  */
 import { createHash, X509Certificate } from 'node:crypto';
+import { FerryError } from './errors.js';
 
 /** The name in every coordinator's self-signed certificate; clients send it as SNI and pin the certificate itself. */
 export const COORDINATOR_TLS_NAME = 'ferry-coordinator';
 
-export class PinningError extends Error {
+/**
+ * A certificate (or fingerprint) that is not the pinned one. Its own class
+ * because it is found as the cause of a failed fetch (pinningFailure) and
+ * must not be retried or reported as the coordinator being unreachable.
+ */
+export class PinningError extends FerryError {
   override readonly name = 'PinningError';
-  readonly code = 'TLS_FINGERPRINT_MISMATCH';
+  constructor(message: string) {
+    super('TLS_FINGERPRINT_MISMATCH', message);
+  }
 }
 
 /** The pinning fingerprint of a PEM certificate: SHA-256 of its DER, lowercase hex. */

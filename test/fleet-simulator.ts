@@ -12,6 +12,7 @@ import { ingestStorePath } from '../castore/index.js';
 import { asStorePath, type StorePath } from '../nix/store-path.js';
 import type { Coordinator } from '../coordinator/coordinator.js';
 import * as commands from '../coordinator/domain/commands.js';
+import { FerryError } from '../protocol/errors.js';
 import type { Actor } from '../coordinator/domain/commands.js';
 
 export function seededRandom(seed: number): (n: number) => number {
@@ -58,7 +59,7 @@ export interface SimulationResult {
   refused: number;
 }
 
-/** Runs `steps` random commands; refused ones must be CommandErrors (anything else is a bug and throws). */
+/** Runs `steps` random commands; refused ones must be FerryErrors (anything else is a bug and throws). */
 export function simulateFleet(coordinator: Coordinator, adminActor: Actor, admin: Identity, storePaths: string[], steps: number, seed = 1): SimulationResult {
   const random = seededRandom(seed);
   const pick = <T>(items: readonly T[]): T | undefined => (items.length === 0 ? undefined : items[random(items.length)]);
@@ -74,7 +75,7 @@ export function simulateFleet(coordinator: Coordinator, adminActor: Actor, admin
     try {
       if (coordinator.record(actor, decide)) result.recorded++;
     } catch (error) {
-      if (!(error instanceof commands.CommandError)) throw error;
+      if (!(error instanceof FerryError)) throw error;
       result.refused++;
     }
   };

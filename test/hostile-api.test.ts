@@ -19,6 +19,7 @@ import { Coordinator } from '../coordinator/coordinator.js';
 import { addKey, revokeKey } from '../coordinator/domain/commands.js';
 import type { Role } from '../coordinator/domain/events.js';
 import { startHttpServer, type RunningServer } from '../coordinator/server.js';
+import { ErrorCodeSchema, httpStatusOf, isSentErrorCode } from '../protocol/errors.js';
 import { Identity } from '../protocol/identity.js';
 import { MAX_REQUEST_SKEW_MS } from '../protocol/request-signing.js';
 import { signedConfig } from './data-plane-fixture.js';
@@ -71,10 +72,14 @@ function call(method: string, rawPath: string, options: Call = {}): Promise<RawR
   return rawRequest(server.url, { method, path: rawPath, headers, ...(options.body !== undefined ? { body: options.body } : {}) });
 }
 
+/** Every error answer in this file, for the check that each code is the enum's, with its status. */
+const refusals: RawResponse[] = [];
+
 /** Sends `send()`, asserts the answer's status and code, and that nothing was audited or became visible. */
 async function expectRefused(send: () => Promise<RawResponse>, status: number, code: string, message?: RegExp): Promise<RawResponse> {
   const before = visibleState(coordinator);
   const response = await send();
+  if (response.status >= 400) refusals.push(response);
   expect({ status: response.status, code: response.error?.code }, response.body.toString('utf8').slice(0, 300)).toEqual({ status, code });
   if (message) expect(response.error!.message).toMatch(message);
   expect(visibleState(coordinator)).toBe(before);
@@ -520,6 +525,20 @@ describe('enrollment', () => {
     const headers = { ...signedHeaders(Identity.generate(), 'POST', '/v1/enroll', body, now()), 'x-ferry-key': newcomer.keyId, 'content-type': 'application/json' };
     await expectRefused(() => rawRequest(server.url, { method: 'POST', path: '/v1/enroll', headers, body }), 401, 'UNAUTHENTICATED');
     await expectRefused(() => call('POST', '/v1/enroll', { body }), 401, 'UNAUTHENTICATED');
+  });
+});
+
+describe('the error codes', () => {
+  it('answered every refusal above with a code of the enum (protocol/errors.ts), and the status the enum gives it', () => {
+    expect(refusals.length).toBeGreaterThan(200);
+    const answered = new Set(refusals.map((response) => `${response.status} ${response.error?.code}`));
+    const expected = new Set(
+      refusals.map((response) => {
+        const code = ErrorCodeSchema.safeParse(response.error?.code);
+        return code.success && isSentErrorCode(code.data) ? `${httpStatusOf(code.data)} ${code.data}` : `(not the enum's) ${response.error?.code}`;
+      }),
+    );
+    expect(answered).toEqual(expected);
   });
 });
 

@@ -29,7 +29,8 @@ import { unzstdExact, unzstdWhole } from '../../protocol/compression/wire.js';
 import type { FrameReader } from '../../protocol/framing.js';
 import type { Access } from './actors.js';
 import type { Coordinator } from '../coordinator.js';
-import { CommandError, type Actor } from '../domain/commands.js';
+import { FerryError } from '../../protocol/errors.js';
+import type { Actor } from '../domain/commands.js';
 import type { AuditEvent, ConfigBody } from '../domain/events.js';
 import { desiredConfigOf } from './queries.js';
 import { acceptsZstd, acceptsZstdBatch, compressedSegment, wireCompressionOf } from './wire-compression.js';
@@ -115,7 +116,7 @@ export class ClosureAccess {
   /** Refuses (FORBIDDEN) an agent reading a config that is not its own. */
   checkConfig(actor: Actor, configId: string): void {
     if (actor.role !== 'agent') return;
-    if (!this.configsOf(actor.keyId).includes(configId)) throw new CommandError('FORBIDDEN', `config ${configId} is not assigned to this agent`);
+    if (!this.configsOf(actor.keyId).includes(configId)) throw new FerryError('FORBIDDEN', `config ${configId} is not assigned to this agent`);
   }
 
   /** Refuses (FORBIDDEN) an agent reading objects outside its configs' closures. */
@@ -123,13 +124,13 @@ export class ClosureAccess {
     if (actor.role !== 'agent') return;
     const sets = this.configsOf(actor.keyId).map((id) => this.objectsOf(id));
     for (const id of ids) {
-      if (!sets.some((set) => set.has(id))) throw new CommandError('FORBIDDEN', `object ${id} is not part of a config assigned to this agent`);
+      if (!sets.some((set) => set.has(id))) throw new FerryError('FORBIDDEN', `object ${id} is not part of a config assigned to this agent`);
     }
   }
 }
 
-function notFound(what: string): CommandError {
-  return new CommandError('NOT_FOUND', what);
+function notFound(what: string): FerryError {
+  return new FerryError('NOT_FOUND', what);
 }
 
 function corrupt(message: string): CastoreError {
@@ -192,7 +193,7 @@ async function* flatten(parts: Iterable<Iterable<Uint8Array> | AsyncIterable<Uin
 /**
  * Runs one data operation for an authenticated actor (whose role the
  * caller checked against DATA_ACCESS). `body` is positioned after the
- * request header. Throws CommandError/CastoreError/FrameError; an upload
+ * request header. Throws FerryError/CastoreError/FrameError; an upload
  * that throws leaves nothing of itself visible.
  */
 export async function runDataOperation(coordinator: Coordinator, access: ClosureAccess, actor: Actor, request: ParsedDataRequest, body: FrameReader): Promise<DataReply> {
@@ -202,7 +203,7 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
   switch (request.op) {
     case 'hello':
     case 'auth':
-      throw new CommandError('INVALID', `${request.op} is only meaningful at the start of a QUIC session`);
+      throw new FerryError('INVALID', `${request.op} is only meaningful at the start of a QUIC session`);
 
     case 'closure.manifest': {
       access.checkConfig(actor, request.configId);
@@ -230,7 +231,7 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
       access.checkObjects(actor, [request.id]);
       const stat = store.statBlob(request.id);
       if (!stat) throw notFound(`blob ${request.id} is not in the store`);
-      if (request.offset > stat.size) throw new CommandError('INVALID', `offset ${request.offset} is beyond the end of blob ${request.id} (${stat.size} bytes)`);
+      if (request.offset > stat.size) throw new FerryError('INVALID', `offset ${request.offset} is beyond the end of blob ${request.id} (${stat.size} bytes)`);
       const length = Math.min(request.length ?? stat.size - request.offset, stat.size - request.offset);
       const outboard = request.outboard ? store.readOutboard(request.id) : new Uint8Array(0);
       const cache = acceptsZstd(request.accept) ? wireCompressionOf(coordinator) : null;
@@ -254,12 +255,12 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
         blobs = store.readBlobBatch(request.ids, MAX_BATCH_BYTES);
       } catch (error) {
         if (error instanceof CastoreError && error.code === 'BLOB_NOT_FOUND') throw notFound(error.message);
-        if (error instanceof CastoreError && error.code === 'BATCH_TOO_LARGE') throw new CommandError('INVALID', `${error.message}; fetch large blobs one by one`);
+        if (error instanceof CastoreError && error.code === 'BATCH_TOO_LARGE') throw new FerryError('INVALID', `${error.message}; fetch large blobs one by one`);
         throw error;
       }
       const large = blobs.sizes.findIndex((size) => size > MAX_BATCHED_BLOB_BYTES);
       if (large >= 0) {
-        throw new CommandError('INVALID', `blob ${request.ids[large]} has ${blobs.sizes[large]} bytes: blobs over ${MAX_BATCHED_BLOB_BYTES} bytes are fetched one by one (blob.get, verified per group)`);
+        throw new FerryError('INVALID', `blob ${request.ids[large]} has ${blobs.sizes[large]} bytes: blobs over ${MAX_BATCHED_BLOB_BYTES} bytes are fetched one by one (blob.get, verified per group)`);
       }
       const cache = acceptsZstd(request.accept) ? wireCompressionOf(coordinator) : null;
       if (cache && acceptsZstdBatch(request.accept)) {
@@ -301,14 +302,14 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
 
     case 'blobs.stream': {
       access.checkObjects(actor, request.ids);
-      if (new Set(request.ids).size !== request.ids.length) throw new CommandError('INVALID', 'ids: a blob is named twice');
+      if (new Set(request.ids).size !== request.ids.length) throw new FerryError('INVALID', 'ids: a blob is named twice');
       let size = 0;
       for (const id of request.ids) {
         const stat = store.statBlob(id);
         if (!stat) throw notFound(`blob ${id} is not in the store`);
         size += stat.size;
       }
-      if (size > MAX_STREAM_BYTES) throw new CommandError('INVALID', `the blobs add up to ${size} bytes, more than a stream carries (${MAX_STREAM_BYTES}): ask for fewer`);
+      if (size > MAX_STREAM_BYTES) throw new FerryError('INVALID', `the blobs add up to ${size} bytes, more than a stream carries (${MAX_STREAM_BYTES}): ask for fewer`);
       const cache = acceptsZstd(request.accept) ? blobStreamCacheOf(coordinator) : null;
       if (!cache) return { header: { size }, body: readBlobs(store, request.ids) };
       return { header: { size, encoding: 'zstd' }, body: cache.open(blobStreamKey(request.ids), () => readBlobs(store, request.ids)) };
@@ -325,7 +326,7 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
 
     case 'upload.blobs': {
       const total = request.blobs.reduce((sum, blob) => sum + blob.size, 0);
-      if (total > MAX_BATCH_BYTES && request.blobs.length > 1) throw new CommandError('INVALID', `batch of ${total} bytes exceeds ${MAX_BATCH_BYTES}; upload large blobs one by one`);
+      if (total > MAX_BATCH_BYTES && request.blobs.length > 1) throw new FerryError('INVALID', `batch of ${total} bytes exceeds ${MAX_BATCH_BYTES}; upload large blobs one by one`);
       const session = store.beginIngest();
       try {
         let alreadyPresent = 0;
@@ -333,7 +334,7 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
           if (store.hasBlob(claimed.id)) alreadyPresent++;
           const zstd = claimed.encoding === 'zstd';
           if (zstd ? claimed.wireSize === undefined || claimed.wireSize > claimed.size : claimed.wireSize !== undefined) {
-            throw new CommandError('INVALID', `blob ${claimed.id}: wireSize ${claimed.wireSize} does not fit encoding ${claimed.encoding ?? 'identity'} of ${claimed.size} bytes`);
+            throw new FerryError('INVALID', `blob ${claimed.id}: wireSize ${claimed.wireSize} does not fit encoding ${claimed.encoding ?? 'identity'} of ${claimed.size} bytes`);
           }
           const writer = session.blobWriter(claimed.size, claimed.id);
           try {
@@ -361,7 +362,7 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
 
     case 'upload.directories': {
       const total = request.directories.reduce((sum, directory) => sum + directory.size, 0);
-      if (total > MAX_BATCH_BYTES && request.directories.length > 1) throw new CommandError('INVALID', `batch of ${total} bytes exceeds ${MAX_BATCH_BYTES}; upload large directories one by one`);
+      if (total > MAX_BATCH_BYTES && request.directories.length > 1) throw new FerryError('INVALID', `batch of ${total} bytes exceeds ${MAX_BATCH_BYTES}; upload large directories one by one`);
       const batch = new Map<Digest, Entry[]>();
       for (const claimed of request.directories) {
         const bytes = await body.readExact(claimed.size, `directory ${claimed.id}`);
@@ -384,11 +385,11 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
 
     case 'upload.storePaths': {
       const incoming = new Map(request.storePaths.map((info) => [info.storePath, info]));
-      if (incoming.size !== request.storePaths.length) throw new CommandError('INVALID', 'storePaths lists a store path more than once');
+      if (incoming.size !== request.storePaths.length) throw new FerryError('INVALID', 'storePaths lists a store path more than once');
       const fresh = request.storePaths.filter((info) => !store.getStorePath(info.storePath));
       for (const info of fresh) {
         for (const reference of info.references) {
-          if (!incoming.has(reference) && !store.getStorePath(reference)) throw new CommandError('MISSING_STORE_PATH', `${info.storePath} references ${reference}, which is neither registered nor in this push`);
+          if (!incoming.has(reference) && !store.getStorePath(reference)) throw new FerryError('MISSING_STORE_PATH', `${info.storePath} references ${reference}, which is neither registered nor in this push`);
         }
         const root = info.root;
         if (root.type === 'file' && store.statBlob(root.digest)?.size !== root.size) throw notFound(`${info.storePath}: its file blob ${root.digest} was not uploaded`);

@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto';
 import { digestToBytes, groupCount, GROUP_SIZE, verifyOutboard, type Castore, type Digest } from '../../castore/index.js';
 import { DELTA_CV_BYTES, MAX_BATCH_BYTES, type DataResponseInput, type ParsedDataRequest } from '../../protocol/data-protocol.js';
 import type { FrameReader } from '../../protocol/framing.js';
-import { CommandError } from '../domain/commands.js';
+import { FerryError } from '../../protocol/errors.js';
 import type { WireCompressionCache } from './wire-compression.js';
 
 type DeltaReplyBlob = DataResponseInput<'blobs.delta'>['blobs'][number];
@@ -61,10 +61,10 @@ export async function answerGroupDelta(
   let replyBytes = 0;
   for (const wanted of request.blobs) {
     const stat = store.statBlob(wanted.id);
-    if (!stat) throw new CommandError('NOT_FOUND', `blob ${wanted.id} is not in the store`);
+    if (!stat) throw new FerryError('NOT_FOUND', `blob ${wanted.id} is not in the store`);
     const groups = groupCount(stat.size);
-    if (groups < 2) throw new CommandError('INVALID', `blob ${wanted.id} is one group (${stat.size} bytes): there is no delta to send, fetch it whole`);
-    if (wanted.basisGroups > groups) throw new CommandError('INVALID', `${wanted.basisGroups} basis groups for blob ${wanted.id}, which has ${groups}`);
+    if (groups < 2) throw new FerryError('INVALID', `blob ${wanted.id} is one group (${stat.size} bytes): there is no delta to send, fetch it whole`);
+    if (wanted.basisGroups > groups) throw new FerryError('INVALID', `${wanted.basisGroups} basis groups for blob ${wanted.id}, which has ${groups}`);
     const basisCvs = await body.readExact(wanted.basisGroups * DELTA_CV_BYTES, `basis chaining values of ${wanted.id}`);
     const tree = verifyOutboard(digestToBytes(wanted.id), stat.size, store.readOutboard(wanted.id), wanted.id);
     const runs = differingRuns(groups, basisCvs, (index) => tree.groupCv(index));

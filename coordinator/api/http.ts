@@ -1,21 +1,25 @@
 /**
  * The coordinator's HTTP API (hono): JSON in and out, every request signed
  * (see protocol/request-signing.ts) except `GET /v1/info`. The routes map
- * onto the transport-agnostic operations; errors have one shape,
- * `{ "error": { "code", "message" } }`. Refused authentication is logged and
- * never changes state.
+ * onto the transport-agnostic operations. Handlers throw; one error handler
+ * (`app.onError`: error-replies.ts) answers every error in one shape,
+ * `{ "error": { "code", "message" } }`, for the API and the viewer mounted on
+ * it; the Nix cache has its own (text). Refused authentication is logged
+ * and never changes state.
  */
 import { Hono, type Context } from 'hono';
 import type { z } from 'zod';
 import { verifyRequestSignature, MAX_REQUEST_SKEW_MS, requestNonce } from '../../protocol/request-signing.js';
 import type { Coordinator } from '../coordinator.js';
-import { CommandError, type Actor } from '../domain/commands.js';
+import type { Actor } from '../domain/commands.js';
 import { exportLines } from '../audit/export.js';
 import { DataRequestSchema, MAX_REQUEST_HEADER_BYTES } from '../../protocol/data-protocol.js';
 import { FrameReader, parseHeaderJson } from '../../protocol/framing.js';
 import { jsonBoundsViolation, MAX_JSON_DEPTH, stringifyJson } from '../../protocol/json-bounds.js';
-import { AuthError, resolveActor, type Access } from './actors.js';
-import { HttpRefusal, readBoundedBody, type RefusalStatus } from './http-refusal.js';
+import { FerryError, type ErrorCode } from '../../protocol/errors.js';
+import { isAuthRefusal, resolveActor, type Access } from './actors.js';
+import { readBoundedBody } from './request-body.js';
+import { jsonErrorHandler, requestWhere } from './error-replies.js';
 import { ClosureAccess, DATA_ACCESS, runDataOperation } from './data-operations.js';
 import { replyFrames } from './data-replies.js';
 import { RequestNonces } from './request-nonces.js';
@@ -33,15 +37,6 @@ export interface HttpApiOptions {
   log?: (line: string) => void;
   /** Aborted when the server stops: held watches are answered (503) at once instead of at their deadline. */
   stopping?: AbortSignal;
-}
-
-function errorResponse(c: Context, status: RefusalStatus, code: string, message: string): Response {
-  return c.json({ error: { code, message } }, status);
-}
-
-function invalidInput(error: z.ZodError): HttpRefusal {
-  const issue = error.issues[0]!;
-  return new HttpRefusal(400, 'INVALID', `${issue.path.join('.') || 'request'}: ${issue.message}`);
 }
 
 const ROUTES: [method: 'GET' | 'POST', path: string, operation: OperationName][] = [
@@ -83,7 +78,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
 
   /**
    * Verifies the signature, then the key and its role, then the nonce;
-   * returns the actor, or throws HttpRefusal 401/403 (logged). The nonce is
+   * returns the actor, or throws FerryError 401/403 (logged). The nonce is
    * stored last, only for a request that passed every other check: a
    * signature proves nothing about who is calling until the key is known,
    * and anyone can generate keys, so nonces stored first let anyone add
@@ -100,23 +95,23 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
    */
   async function authenticate(c: Context, body: Uint8Array, operation: string, access: Access): Promise<Actor> {
     const url = new URL(c.req.url);
-    const refuse = (status: 401 | 403, code: string, message: string, keyId?: string): never => {
+    const refuse = (code: ErrorCode, message: string, keyId?: string): never => {
       log(`ferry coordinator: refused ${c.req.method} ${url.pathname}: ${code} ${message}${keyId ? ` (key ${keyId})` : ''}`);
-      throw new HttpRefusal(status, code, message);
+      throw new FerryError(code, message);
     };
     const verdict = verifyRequestSignature((name) => c.req.header(name), c.req.method, url.pathname + url.search, body, coordinator.now());
-    if (!verdict.ok) return refuse(401, verdict.reason === 'stale' ? 'STALE_REQUEST' : 'UNAUTHENTICATED', verdict.message, c.req.header('x-ferry-key'));
+    if (!verdict.ok) return refuse(verdict.reason === 'stale' ? 'STALE_REQUEST' : 'UNAUTHENTICATED', verdict.message, c.req.header('x-ferry-key'));
     let actor: Actor;
     try {
       actor = resolveActor(coordinator, verdict.keyId, verdict.signature, access, operation, operation === 'agents.show');
     } catch (error) {
-      if (error instanceof AuthError) return refuse(error.status, error.code, error.message, verdict.keyId);
+      if (isAuthRefusal(error)) return refuse(error.code, error.message, verdict.keyId);
       throw error;
     }
     if (access === 'self-signed') return actor;
     const nonce = requestNonce((name) => c.req.header(name))!;
     if (!(await nonces.claim(`${verdict.keyId}:${nonce}`, coordinator.now() + 2 * MAX_REQUEST_SKEW_MS))) {
-      return refuse(401, 'REPLAYED_NONCE', 'this request nonce was already used', verdict.keyId);
+      return refuse('REPLAYED_NONCE', 'this request nonce was already used', verdict.keyId);
     }
     return actor;
   }
@@ -127,13 +122,13 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
       try {
         parsedBody = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(body));
       } catch {
-        throw new HttpRefusal(400, 'BAD_JSON', 'request body is not valid JSON');
+        throw new FerryError('BAD_JSON', 'request body is not valid JSON');
       }
-      if (parsedBody === null || typeof parsedBody !== 'object' || Array.isArray(parsedBody)) throw new HttpRefusal(400, 'BAD_JSON', 'request body must be a JSON object');
+      if (parsedBody === null || typeof parsedBody !== 'object' || Array.isArray(parsedBody)) throw new FerryError('BAD_JSON', 'request body must be a JSON object');
       // JSON.parse is iterative, but what comes next (zod, canonicalJson, JSON.stringify) may not be:
       // the depth is bounded here, before any of it sees the value.
       const violation = jsonBoundsViolation(parsedBody, { maxDepth: MAX_JSON_DEPTH });
-      if (violation) throw new HttpRefusal(400, violation.code, `request body ${violation.message}`);
+      if (violation) throw new FerryError(violation.code, `request body ${violation.message}`);
     }
     const query: Record<string, string | string[]> = {};
     for (const [key, values] of Object.entries(c.req.queries())) query[key] = values.length === 1 ? values[0]! : values;
@@ -141,24 +136,19 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
   }
 
   const app = new Hono();
+  app.onError(jsonErrorHandler(log));
   for (const [method, routePath, operation] of ROUTES) {
     app.on(method, routePath, async (c) => {
-      try {
-        const body = await readBody(c);
-        const definition = OPERATIONS[operation];
-        const actor = definition.access === 'public' ? { keyId: '', role: 'viewer' as const } : await authenticate(c, body, operation, definition.access);
-        const parsed = definition.input.safeParse(inputOf(c, body));
-        if (!parsed.success) throw invalidInput(parsed.error);
-        const result = await (definition.run as (coordinator: Coordinator, actor: Actor, input: unknown) => unknown)(coordinator, actor, parsed.data);
-        // stringifyJson, not c.json (JSON.stringify): results can hold stored facts and events,
-        // and a log may hold some nested deeper than JSON.stringify survives.
-        return c.body(stringifyJson(result), method === 'POST' ? 201 : 200, { 'content-type': 'application/json' });
-      } catch (error) {
-        if (error instanceof HttpRefusal) return errorResponse(c, error.status, error.code, error.message);
-        if (error instanceof CommandError) return errorResponse(c, error.status as RefusalStatus, error.code, error.message);
-        log(`ferry coordinator: internal error in ${operation}: ${error instanceof Error ? error.stack : String(error)}`);
-        return errorResponse(c, 500, 'INTERNAL', 'internal error (see the coordinator log)');
-      }
+      const body = await readBody(c);
+      const definition = OPERATIONS[operation];
+      const actor = definition.access === 'public' ? { keyId: '', role: 'viewer' as const } : await authenticate(c, body, operation, definition.access);
+      const parsed = definition.input.safeParse(inputOf(c, body));
+      // A zod error is answered INVALID, naming the first field (error-replies.ts).
+      if (!parsed.success) throw parsed.error;
+      const result = await (definition.run as (coordinator: Coordinator, actor: Actor, input: unknown) => unknown)(coordinator, actor, parsed.data);
+      // stringifyJson, not c.json (JSON.stringify): results can hold stored facts and events,
+      // and a log may hold some nested deeper than JSON.stringify survives.
+      return c.body(stringifyJson(result), method === 'POST' ? 201 : 200, { 'content-type': 'application/json' });
     });
   }
 
@@ -167,20 +157,15 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
   const watches = new DesiredWatches(coordinator);
   options.stopping?.addEventListener('abort', () => watches.release(), { once: true });
   app.get('/v1/agent/watch', async (c) => {
+    const actor = await authenticate(c, await readBody(c), 'agent.desired', OPERATIONS['agent.desired'].access);
+    const parsed = WatchQuerySchema.safeParse(c.req.query());
+    if (!parsed.success) throw parsed.error;
+    const held = watches.hold(actor.keyId);
+    if (!held) throw new FerryError('TOO_MANY_WATCHES', `this agent holds ${MAX_WATCHES_PER_AGENT} watches already; wait for one to be answered`);
     try {
-      const actor = await authenticate(c, await readBody(c), 'agent.desired', OPERATIONS['agent.desired'].access);
-      const parsed = WatchQuerySchema.safeParse(c.req.query());
-      if (!parsed.success) throw invalidInput(parsed.error);
-      const held = watches.hold(actor.keyId);
-      if (!held) throw new HttpRefusal(429, 'TOO_MANY_WATCHES', `this agent holds ${MAX_WATCHES_PER_AGENT} watches already; wait for one to be answered`);
-      try {
-        return await answerWatch(c, actor, parsed.data);
-      } finally {
-        held.release();
-      }
-    } catch (error) {
-      if (error instanceof HttpRefusal) return errorResponse(c, error.status, error.code, error.message);
-      throw error;
+      return await answerWatch(c, actor, parsed.data);
+    } finally {
+      held.release();
     }
   });
 
@@ -188,9 +173,9 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
     const deadline = Date.now() + wait * 1000;
     for (;;) {
       // A coordinator shutting down answers its held watches at once (the agent asks again, elsewhere or later).
-      if (coordinator.closed || watches.released) return errorResponse(c, 503, 'SHUTTING_DOWN', 'the coordinator is shutting down');
+      if (coordinator.closed || watches.released) throw new FerryError('SHUTTING_DOWN', 'the coordinator is shutting down');
       const agent = coordinator.state.get('agents', actor.keyId);
-      if (agent?.status !== 'enrolled') return errorResponse(c, 403, 'REVOKED', 'agent is no longer enrolled');
+      if (agent?.status !== 'enrolled') throw new FerryError('REVOKED', 'agent is no longer enrolled');
       // Only which config: the signed answer (and the agent's presence) once, when it is sent.
       if ((desiredConfigOf(coordinator.state, agent) ?? 'none') !== known) return c.json(OPERATIONS['agent.desired'].run(coordinator, actor, { challenge }));
       if (Date.now() >= deadline) {
@@ -206,32 +191,27 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
 
   // The export streams JSON lines rather than one JSON document.
   app.get('/v1/audit/export', async (c) => {
-    try {
-      const body = await readBody(c);
-      await authenticate(c, body, 'audit.export', OPERATIONS['audit.verify'].access);
-      coordinator.checkpoint();
-      const lines = exportLines({ coordinatorKey: coordinator.identity.keyId, name: coordinator.name, exportedAt: coordinator.now() }, coordinator.events(), coordinator.checkpoints());
-      const encoder = new TextEncoder();
-      const stream = new ReadableStream<Uint8Array>({
-        pull(controller) {
-          let batch = '';
-          for (let next = lines.next(); ; next = lines.next()) {
-            if (next.done) {
-              if (batch) controller.enqueue(encoder.encode(batch));
-              controller.close();
-              return;
-            }
-            batch += next.value;
-            if (batch.length > 64 * 1024) break;
+    const body = await readBody(c);
+    await authenticate(c, body, 'audit.export', OPERATIONS['audit.verify'].access);
+    coordinator.checkpoint();
+    const lines = exportLines({ coordinatorKey: coordinator.identity.keyId, name: coordinator.name, exportedAt: coordinator.now() }, coordinator.events(), coordinator.checkpoints());
+    const encoder = new TextEncoder();
+    const stream = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        let batch = '';
+        for (let next = lines.next(); ; next = lines.next()) {
+          if (next.done) {
+            if (batch) controller.enqueue(encoder.encode(batch));
+            controller.close();
+            return;
           }
-          controller.enqueue(encoder.encode(batch));
-        },
-      });
-      return new Response(stream, { headers: { 'content-type': 'application/x-ndjson' } });
-    } catch (error) {
-      if (error instanceof HttpRefusal) return errorResponse(c, error.status, error.code, error.message);
-      throw error;
-    }
+          batch += next.value;
+          if (batch.length > 64 * 1024) break;
+        }
+        controller.enqueue(encoder.encode(batch));
+      },
+    });
+    return new Response(stream, { headers: { 'content-type': 'application/x-ndjson' } });
   });
 
   // Public: clients check it against the fingerprint they pinned before trusting it for QUIC.
@@ -246,17 +226,11 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
     const frames = replyFrames(async () => {
       const headerBytes = await reader.readHeaderBytes(MAX_REQUEST_HEADER_BYTES);
       const request = DataRequestSchema.parse(parseHeaderJson(headerBytes));
-      if (request.op === 'hello' || request.op === 'auth') throw new CommandError('INVALID', `${request.op} is for QUIC sessions; HTTP requests are signed one by one`);
-      let actor: Actor;
-      try {
-        actor = await authenticate(c, headerBytes, request.op, DATA_ACCESS[request.op]);
-      } catch (error) {
-        if (error instanceof HttpRefusal && (error.status === 401 || error.status === 403)) throw new AuthError(error.status, error.code as AuthError['code'], error.message);
-        throw error;
-      }
+      if (request.op === 'hello' || request.op === 'auth') throw new FerryError('INVALID', `${request.op} is for QUIC sessions; HTTP requests are signed one by one`);
+      const actor = await authenticate(c, headerBytes, request.op, DATA_ACCESS[request.op]);
       if (actor.role === 'agent') coordinator.presence.touch(actor.keyId);
       return runDataOperation(coordinator, closureAccess, actor, request, reader);
-    }, log);
+    }, log, requestWhere(c));
     const stream = new ReadableStream<Uint8Array>({
       async pull(controller) {
         try {
@@ -277,6 +251,8 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
   app.route('/nix-cache', createNixCacheApp(coordinator, { log, ...options.nixCache }));
 
   app.route('/', liveViewerRoutes(coordinator, { authenticate, log })); // the audit-log viewer, under /viewer (coordinator/viewer/)
-  app.notFound((c) => errorResponse(c, 404, 'NOT_FOUND', `no route ${c.req.method} ${new URL(c.req.url).pathname}`));
+  app.notFound((c) => {
+    throw new FerryError('NOT_FOUND', `no route ${requestWhere(c)}`);
+  });
   return app;
 }

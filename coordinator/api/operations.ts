@@ -12,7 +12,8 @@ import { KeyIdSchema } from '../../protocol/identity.js';
 import type { ChainReport } from '../audit/chain.js';
 import type { Coordinator } from '../coordinator.js';
 import * as commands from '../domain/commands.js';
-import { CommandError, type Actor } from '../domain/commands.js';
+import { FerryError } from '../../protocol/errors.js';
+import type { Actor } from '../domain/commands.js';
 import { ActionSchema, ConfigIdSchema, GraphNameSchema, type AuditEvent } from '../domain/events.js';
 import type { AgentRow, ConfigRow } from '../domain/state.js';
 import { AgentActivitySchema, agentActivities } from './agent-activity.js';
@@ -52,7 +53,7 @@ function agentView(coordinator: Coordinator, agent: AgentRow) {
 
 function requireSelfOrReader(actor: Actor, target: string): void {
   if (actor.role === 'agent' ? actor.keyId !== target : !(READERS as readonly string[]).includes(actor.role)) {
-    throw new CommandError('FORBIDDEN', 'an agent may only read its own state');
+    throw new FerryError('FORBIDDEN', 'an agent may only read its own state');
   }
 }
 
@@ -106,14 +107,14 @@ export const OPERATIONS = {
   'agents.show': op([...READERS, 'agent'], z.strictObject(agentId), (coordinator, actor, input) => {
     requireSelfOrReader(actor, input.agentId);
     const agent = coordinator.state.get('agents', input.agentId);
-    if (!agent) throw new CommandError('NOT_FOUND', `no agent ${input.agentId}`);
+    if (!agent) throw new FerryError('NOT_FOUND', `no agent ${input.agentId}`);
     const facts = coordinator.state.get('agentFacts', `${agent.id}#${agent.factsRevision}`)?.facts ?? {};
     return { ...agentView(coordinator, agent), facts };
   }),
   'agents.facts': op([...READERS, 'agent'], z.strictObject({ ...agentId, history: z.enum(['0', '1', 'true', 'false']).optional() }), (coordinator, actor, input) => {
     requireSelfOrReader(actor, input.agentId);
     const agent = coordinator.state.get('agents', input.agentId);
-    if (!agent) throw new CommandError('NOT_FOUND', `no agent ${input.agentId}`);
+    if (!agent) throw new FerryError('NOT_FOUND', `no agent ${input.agentId}`);
     const history = input.history === '1' || input.history === 'true';
     const revisions = [];
     for (let revision = history ? 1 : agent.factsRevision; revision <= agent.factsRevision; revision++) {
@@ -154,7 +155,7 @@ export const OPERATIONS = {
   'graphs.list': op(READERS, z.strictObject({}), (coordinator) => ({ graphs: coordinator.state.all('graphs') })),
   'graphs.show': op(READERS, z.strictObject({ graph: GraphNameSchema, limit: page.limit }), (coordinator, _actor, input) => {
     const graph = coordinator.state.get('graphs', input.graph);
-    if (!graph) throw new CommandError('NOT_FOUND', `no graph '${input.graph}'`);
+    if (!graph) throw new FerryError('NOT_FOUND', `no graph '${input.graph}'`);
     const configs = coordinator.state
       .all('configs')
       .filter((config) => config.graph === input.graph)
@@ -164,7 +165,7 @@ export const OPERATIONS = {
     return { graph: graph.id, head: graph.head, configs };
   }),
   'graphs.submit': op(DEPLOYERS, z.strictObject({ graph: GraphNameSchema, ...commands.SubmitConfigInput.shape }), (coordinator, actor, input) => {
-    if (input.body.graph !== input.graph) throw new CommandError('INVALID', `the config is for graph '${input.body.graph}', not '${input.graph}'`);
+    if (input.body.graph !== input.graph) throw new FerryError('INVALID', `the config is for graph '${input.body.graph}', not '${input.graph}'`);
     const { graph: _graph, ...submission } = input;
     const recorded = coordinator.record(actor, (context) => commands.submitConfig(context, submission))!;
     const payload = recorded.payload as { id: string; forced: boolean; previousHead: string | null };
@@ -176,7 +177,7 @@ export const OPERATIONS = {
   }),
   'configs.show': op(READERS, z.strictObject({ configId: ConfigIdSchema }), (coordinator, _actor, input) => {
     const config = coordinator.state.get('configs', input.configId);
-    if (!config) throw new CommandError('NOT_FOUND', `no config ${input.configId}`);
+    if (!config) throw new FerryError('NOT_FOUND', `no config ${input.configId}`);
     return { ...config, summary: summarizeConfig(coordinator.state, config.id) };
   }),
 

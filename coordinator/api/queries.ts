@@ -1,7 +1,7 @@
 /** Read-side helpers over the state tables: agent filters, desired configs, per-config summaries. */
 import { getTableColumns } from 'drizzle-orm';
 import { agents } from '../db/schema.js';
-import { CommandError } from '../domain/commands.js';
+import { FerryError } from '../../protocol/errors.js';
 import type { AgentRow, StateStore } from '../domain/state.js';
 import type { SqliteStateStore } from '../domain/sqlite-state.js';
 
@@ -36,7 +36,7 @@ const AGENT_FIELDS: ReadonlySet<string> = new Set(Object.keys(getTableColumns(ag
 export function parseWhere(clauses: readonly string[]): WhereClause[] {
   return clauses.map((clause) => {
     const match = WHERE.exec(clause);
-    if (!match) throw new CommandError('INVALID', `--where '${clause}' is not key=value`);
+    if (!match) throw new FerryError('INVALID', `--where '${clause}' is not key=value`);
     const key = match[1]!;
     const value = match[2]!;
     const [head, ...rest] = key.split('.');
@@ -44,7 +44,7 @@ export function parseWhere(clauses: readonly string[]): WhereClause[] {
       return head === 'labels' ? { source: 'labels', path: [rest.join('.')], value } : { source: 'facts', path: rest, value };
     }
     if (rest.length === 0 && AGENT_FIELDS.has(key)) return { source: 'agent', path: [key], value };
-    throw new CommandError(
+    throw new FerryError(
       'INVALID',
       `--where '${clause}': '${key}' is not an agent field (${[...AGENT_FIELDS].join(', ')}); ` +
         `name an operator label (labels.${key}=…) or a fact the agent reports (facts.${key}=…)`,

@@ -2,13 +2,15 @@
  * Commands: what actors ask for. Each checks the actor's role and the
  * current state, then returns the one event that records the change (the
  * coordinator appends and applies it in the same transaction). A refusal is
- * a CommandError with a code and an HTTP status; it never changes state.
+ * a FerryError (protocol/errors.ts) whose code decides its HTTP status; it
+ * never changes state.
  * Input schemas are module constants: zod compiles a schema on its first
  * parse, and building them inside the commands recompiled them every call.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import { refineActivationEnvironment } from '../../protocol/activation-environment.js';
+import { FerryError } from '../../protocol/errors.js';
 import { configId, configSigningMessage } from './config-id.js';
 import { ed25519Verify } from '../../protocol/ed25519.js';
 import { KeyIdSchema, publicKeyOf, type KeyId } from '../../protocol/identity.js';
@@ -27,39 +29,6 @@ import {
 } from './events.js';
 import type { StateStore } from './state.js';
 
-export type CommandErrorCode =
-  | 'FORBIDDEN'
-  | 'NOT_FOUND'
-  | 'CONFLICT'
-  | 'HEAD_MOVED'
-  | 'BAD_TOKEN'
-  | 'BAD_SIGNATURE'
-  | 'MISSING_STORE_PATH'
-  | 'INVALID';
-
-const STATUS: Record<CommandErrorCode, number> = {
-  FORBIDDEN: 403,
-  NOT_FOUND: 404,
-  CONFLICT: 409,
-  HEAD_MOVED: 409,
-  BAD_TOKEN: 401,
-  BAD_SIGNATURE: 400,
-  MISSING_STORE_PATH: 422,
-  INVALID: 400,
-};
-
-export class CommandError extends Error {
-  override readonly name = 'CommandError';
-  readonly status: number;
-  constructor(
-    readonly code: CommandErrorCode,
-    message: string,
-  ) {
-    super(message);
-    this.status = STATUS[code];
-  }
-}
-
 export interface Actor {
   keyId: string;
   role: ActorRole;
@@ -77,7 +46,7 @@ export interface CommandContext {
 
 function allow(context: CommandContext, ...roles: (Role | 'coordinator')[]): void {
   if (!roles.includes(context.actor.role)) {
-    throw new CommandError('FORBIDDEN', `role '${context.actor.role}' may not do this (needs ${roles.join(' or ')})`);
+    throw new FerryError('FORBIDDEN', `role '${context.actor.role}' may not do this (needs ${roles.join(' or ')})`);
   }
 }
 
@@ -85,7 +54,7 @@ function parse<T extends z.ZodType>(schema: T, input: unknown): z.infer<T> {
   const result = schema.safeParse(input);
   if (!result.success) {
     const issue = result.error.issues[0]!;
-    throw new CommandError('INVALID', `${issue.path.join('.') || 'input'}: ${issue.message}`);
+    throw new FerryError('INVALID', `${issue.path.join('.') || 'input'}: ${issue.message}`);
   }
   return result.data;
 }
@@ -128,7 +97,7 @@ export function sameJson(a: unknown, b: unknown): boolean {
 
 function agentOf(context: CommandContext, agentId: string) {
   const agent = context.state.get('agents', agentId);
-  if (!agent) throw new CommandError('NOT_FOUND', `no agent ${agentId}`);
+  if (!agent) throw new FerryError('NOT_FOUND', `no agent ${agentId}`);
   return agent;
 }
 
@@ -150,10 +119,10 @@ export function addKey(context: CommandContext, input: unknown): EventDraft<'key
   if (existing?.revoked) {
     // Keys revoked before revocations were dated (the migration back-fills them from the log) have no seq.
     const when = existing.revokedSeq === null ? 'earlier' : `at audit event #${existing.revokedSeq}`;
-    throw new CommandError('CONFLICT', `key ${keyId} (${existing.role}) was revoked ${when}; revocation is final: register a new key instead`);
+    throw new FerryError('CONFLICT', `key ${keyId} (${existing.role}) was revoked ${when}; revocation is final: register a new key instead`);
   }
-  if (existing) throw new CommandError('CONFLICT', `key ${keyId} is already registered as ${existing.role}`);
-  if (context.state.get('agents', keyId)) throw new CommandError('CONFLICT', `key ${keyId} belongs to an agent`);
+  if (existing) throw new FerryError('CONFLICT', `key ${keyId} is already registered as ${existing.role}`);
+  if (context.state.get('agents', keyId)) throw new FerryError('CONFLICT', `key ${keyId} belongs to an agent`);
   return { action: 'key.add', subject: keyId, payload: { keyId, role, label } };
 }
 
@@ -162,8 +131,8 @@ export function revokeKey(context: CommandContext, input: unknown): EventDraft<'
   allow(context, 'admin');
   const { keyId } = parse(RevokeKeyInput, input);
   const key = context.state.get('keys', keyId);
-  if (!key || key.revoked) throw new CommandError('NOT_FOUND', `no active key ${keyId}`);
-  if (keyId === context.actor.keyId) throw new CommandError('CONFLICT', 'refusing to revoke the key making this request');
+  if (!key || key.revoked) throw new FerryError('NOT_FOUND', `no active key ${keyId}`);
+  if (keyId === context.actor.keyId) throw new FerryError('CONFLICT', 'refusing to revoke the key making this request');
   return { action: 'key.revoke', subject: keyId, payload: { keyId: keyId as KeyId } };
 }
 
@@ -210,7 +179,7 @@ export function revokeToken(context: CommandContext, input: unknown): EventDraft
   allow(context, 'admin', 'operator');
   const { tokenId } = parse(RevokeTokenInput, input);
   const token = context.state.get('tokens', tokenId);
-  if (!token || token.revoked) throw new CommandError('NOT_FOUND', `no active token ${tokenId}`);
+  if (!token || token.revoked) throw new FerryError('NOT_FOUND', `no active token ${tokenId}`);
   return { action: 'token.revoke', subject: tokenId, payload: { tokenId } };
 }
 
@@ -241,13 +210,13 @@ export function enrollAgent(context: CommandContext, input: unknown): EventDraft
   const [tokenId, secret] = token.split('.') as [string, string];
   const row = context.state.get('tokens', tokenId);
   const presented = Buffer.from(hashTokenSecret(secret), 'hex');
-  if (!row || !timingSafeEqual(presented, Buffer.from(row.secretHash, 'hex'))) throw new CommandError('BAD_TOKEN', 'unknown bootstrap token');
-  if (row.revoked) throw new CommandError('BAD_TOKEN', `bootstrap token ${tokenId} was revoked`);
-  if (row.expiresAt <= context.now) throw new CommandError('BAD_TOKEN', `bootstrap token ${tokenId} expired`);
-  if (row.usesLeft < 1) throw new CommandError('BAD_TOKEN', `bootstrap token ${tokenId} has no uses left`);
+  if (!row || !timingSafeEqual(presented, Buffer.from(row.secretHash, 'hex'))) throw new FerryError('BAD_TOKEN', 'unknown bootstrap token');
+  if (row.revoked) throw new FerryError('BAD_TOKEN', `bootstrap token ${tokenId} was revoked`);
+  if (row.expiresAt <= context.now) throw new FerryError('BAD_TOKEN', `bootstrap token ${tokenId} expired`);
+  if (row.usesLeft < 1) throw new FerryError('BAD_TOKEN', `bootstrap token ${tokenId} has no uses left`);
   const existing = context.state.get('agents', agentId);
-  if (existing) throw new CommandError('CONFLICT', `agent ${agentId} is already ${existing.status}`);
-  if (context.state.get('keys', agentId)) throw new CommandError('CONFLICT', `key ${agentId} is an admin key, not an agent`);
+  if (existing) throw new FerryError('CONFLICT', `agent ${agentId} is already ${existing.status}`);
+  if (context.state.get('keys', agentId)) throw new FerryError('CONFLICT', `key ${agentId} is an admin key, not an agent`);
   return {
     action: 'agent.enroll',
     subject: agentId,
@@ -268,8 +237,8 @@ export function decideAgent(context: CommandContext, input: unknown, decision: '
   allow(context, 'admin', 'operator');
   const { agentId } = parse(AgentRefInput, input);
   const agent = agentOf(context, agentId);
-  if (decision !== 'revoke' && agent.status !== 'enrolling') throw new CommandError('CONFLICT', `agent ${agentId} is ${agent.status}, not waiting for approval`);
-  if (decision === 'revoke' && agent.status === 'revoked') throw new CommandError('CONFLICT', `agent ${agentId} is already revoked`);
+  if (decision !== 'revoke' && agent.status !== 'enrolling') throw new FerryError('CONFLICT', `agent ${agentId} is ${agent.status}, not waiting for approval`);
+  if (decision === 'revoke' && agent.status === 'revoked') throw new FerryError('CONFLICT', `agent ${agentId} is already revoked`);
   return { action: `agent.${decision}`, subject: agentId, payload: { agentId: agentId as KeyId } };
 }
 
@@ -290,7 +259,7 @@ export function assignAgent(context: CommandContext, input: unknown): EventDraft
   allow(context, 'admin', 'operator');
   const { agentId, graph } = parse(AssignAgentInput, input);
   agentOf(context, agentId);
-  if (graph !== null && !context.state.get('graphs', graph)) throw new CommandError('NOT_FOUND', `no graph '${graph}'`);
+  if (graph !== null && !context.state.get('graphs', graph)) throw new FerryError('NOT_FOUND', `no graph '${graph}'`);
   return { action: 'agent.assign', subject: agentId, payload: { agentId: agentId as KeyId, graph } };
 }
 
@@ -299,7 +268,7 @@ export function pinAgent(context: CommandContext, input: unknown): EventDraft<'a
   allow(context, 'admin', 'operator');
   const { agentId, configId } = parse(PinAgentInput, input);
   agentOf(context, agentId);
-  if (configId !== null && !context.state.get('configs', configId)) throw new CommandError('NOT_FOUND', `no config ${configId}`);
+  if (configId !== null && !context.state.get('configs', configId)) throw new FerryError('NOT_FOUND', `no config ${configId}`);
   return { action: 'agent.pin', subject: agentId, payload: { agentId: agentId as KeyId, configId } };
 }
 
@@ -329,7 +298,7 @@ export function reportStatus(context: CommandContext, input: unknown): EventDraf
   allow(context, 'agent');
   const { configId, phase, error, source, forced } = parse(ReportStatusInput, input);
   const agent = agentOf(context, context.actor.keyId);
-  if (configId !== null && !context.state.get('configs', configId)) throw new CommandError('NOT_FOUND', `no config ${configId}`);
+  if (configId !== null && !context.state.get('configs', configId)) throw new FerryError('NOT_FOUND', `no config ${configId}`);
   // Only a bundle's report carries the fields: other reports' events stay exactly as before.
   const provenance = source ? { source, forced: forced ?? false } : {};
   return { action: 'agent.report', subject: agent.id, payload: { agentId: agent.id as KeyId, configId, phase, error, ...provenance } };
@@ -361,21 +330,21 @@ export const SubmitConfigInput = z.strictObject({
 export function submitConfig(context: CommandContext, input: unknown): EventDraft<'config.submit'> {
   allow(context, 'admin', 'operator');
   const { body, signature, force } = parse(SubmitConfigInput, input);
-  if (body.author !== context.actor.keyId) throw new CommandError('BAD_SIGNATURE', 'the config author must be the key submitting it');
+  if (body.author !== context.actor.keyId) throw new FerryError('BAD_SIGNATURE', 'the config author must be the key submitting it');
   const id = configId(body);
   if (!ed25519Verify(publicKeyOf(body.author), configSigningMessage(id), Buffer.from(signature, 'base64'))) {
-    throw new CommandError('BAD_SIGNATURE', `the signature of config ${id} is not its author's`);
+    throw new FerryError('BAD_SIGNATURE', `the signature of config ${id} is not its author's`);
   }
-  if (context.state.get('configs', id)) throw new CommandError('CONFLICT', `config ${id} already exists`);
+  if (context.state.get('configs', id)) throw new FerryError('CONFLICT', `config ${id} already exists`);
   const head = context.state.get('graphs', body.graph)?.head ?? null;
   const seen = body.parents[0] ?? null;
   if (seen !== head && !force) {
-    throw new CommandError('HEAD_MOVED', `graph '${body.graph}' head is ${head ?? '(none)'}, but this config's parent is ${seen ?? '(none)'}; resubmit on the new head or use --force`);
+    throw new FerryError('HEAD_MOVED', `graph '${body.graph}' head is ${head ?? '(none)'}, but this config's parent is ${seen ?? '(none)'}; resubmit on the new head or use --force`);
   }
-  for (const parent of body.parents) if (!context.state.get('configs', parent)) throw new CommandError('NOT_FOUND', `parent config ${parent} does not exist`);
+  for (const parent of body.parents) if (!context.state.get('configs', parent)) throw new FerryError('NOT_FOUND', `parent config ${parent} does not exist`);
   for (const [system, storePath] of Object.entries(body.targets)) {
     if (!context.hasStorePathClosure(storePath)) {
-      throw new CommandError('MISSING_STORE_PATH', `target ${system}=${storePath}: the coordinator does not hold it (or its whole closure); push it first`);
+      throw new FerryError('MISSING_STORE_PATH', `target ${system}=${storePath}: the coordinator does not hold it (or its whole closure); push it first`);
     }
   }
   return { action: 'config.submit', subject: body.graph, payload: { id, body, signature, previousHead: head, forced: seen !== head } };
@@ -386,12 +355,12 @@ export function rollbackGraph(context: CommandContext, input: unknown): EventDra
   allow(context, 'admin', 'operator');
   const { graph, to } = parse(RollbackGraphInput, input);
   const row = context.state.get('graphs', graph);
-  if (!row) throw new CommandError('NOT_FOUND', `no graph '${graph}'`);
+  if (!row) throw new FerryError('NOT_FOUND', `no graph '${graph}'`);
   const head = context.state.get('configs', row.head)!;
   const target = to ?? head.parents[0];
-  if (!target) throw new CommandError('CONFLICT', `the head of '${graph}' has no parent to roll back to`);
+  if (!target) throw new FerryError('CONFLICT', `the head of '${graph}' has no parent to roll back to`);
   const config = context.state.get('configs', target);
-  if (!config || config.graph !== graph) throw new CommandError('NOT_FOUND', `config ${target} is not in graph '${graph}'`);
-  if (target === row.head) throw new CommandError('CONFLICT', `config ${target} is already the head`);
+  if (!config || config.graph !== graph) throw new FerryError('NOT_FOUND', `config ${target} is not in graph '${graph}'`);
+  if (target === row.head) throw new FerryError('CONFLICT', `config ${target} is already the head`);
   return { action: 'graph.rollback', subject: graph, payload: { graph, from: row.head, to: target } };
 }

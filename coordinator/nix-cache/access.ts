@@ -12,7 +12,8 @@
  * - reads need no credentials when the cache is configured public.
  */
 import type { Coordinator } from '../coordinator.js';
-import { AuthError, resolveActor, type Access } from '../api/actors.js';
+import { FerryError } from '../../protocol/errors.js';
+import { isAuthRefusal, resolveActor, type Access } from '../api/actors.js';
 import { ClosureAccess } from '../api/data-operations.js';
 import type { Actor } from '../domain/commands.js';
 import type { ConfigBody } from '../domain/events.js';
@@ -24,19 +25,6 @@ const ROLES: Record<NixCacheAccess, Access> = {
   read: ['admin', 'operator', 'pusher', 'viewer', 'agent'],
   write: ['admin', 'operator', 'pusher'],
 };
-
-/** A refusal: 401 (no or bad credentials) or 403 (the key may not do this). */
-export class NixCacheAuthError extends Error {
-  override readonly name = 'NixCacheAuthError';
-  constructor(
-    readonly status: 401 | 403,
-    readonly code: string,
-    message: string,
-    readonly keyId?: string,
-  ) {
-    super(message);
-  }
-}
 
 /** Verified credentials are remembered (bounded), so a `nix copy` of thousands of paths verifies each key once. */
 const VERIFIED_MAX = 1024;
@@ -57,7 +45,9 @@ export class NixCacheGate {
 
   /**
    * The actor behind an `Authorization` header for `access`, or undefined
-   * for an anonymous read of a public cache. Throws NixCacheAuthError.
+   * for an anonymous read of a public cache. Throws FerryError: 401 (no or
+   * bad credentials) or 403 (the key may not do this), with the key id in
+   * `details.keyId` once the credentials verified.
    * The actor carries no request signature: the password is a bearer
    * credential and must not be copied into the audit log.
    */
@@ -66,7 +56,7 @@ export class NixCacheGate {
     let keyId = header === undefined ? undefined : this.verified.get(header);
     if (keyId === undefined) {
       const verdict = verifyNixCacheAuthorization(header);
-      if (!verdict.ok) throw new NixCacheAuthError(401, verdict.reason === 'missing' ? 'UNAUTHENTICATED' : 'BAD_CREDENTIALS', verdict.message);
+      if (!verdict.ok) throw new FerryError(verdict.reason === 'missing' ? 'UNAUTHENTICATED' : 'BAD_CREDENTIALS', verdict.message);
       keyId = verdict.keyId;
       if (this.verified.size >= VERIFIED_MAX) this.verified.clear();
       this.verified.set(header!, keyId);
@@ -75,7 +65,7 @@ export class NixCacheGate {
       const actor = resolveActor(this.coordinator, keyId, '', ROLES[access], access === 'write' ? 'uploads to the Nix cache' : 'the Nix cache');
       return { keyId: actor.keyId, role: actor.role, requestSignature: null };
     } catch (error) {
-      if (error instanceof AuthError) throw new NixCacheAuthError(error.status, error.code, error.message, keyId);
+      if (isAuthRefusal(error)) throw new FerryError(error.code, error.message, { details: { keyId } });
       throw error;
     }
   }

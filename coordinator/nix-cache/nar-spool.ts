@@ -19,6 +19,7 @@ import { createReadStream, createWriteStream, mkdirSync, readdirSync, renameSync
 import path from 'node:path';
 import { finished } from 'node:stream/promises';
 import { encodeNixBase32 } from '../../nix/index.js';
+import { FerryError } from '../../protocol/errors.js';
 
 /**
  * Spooled NAR file names, as Nix names its uploads (`nar/<FileHash
@@ -44,18 +45,6 @@ export interface NarSpoolOptions {
   consumedGraceMs: number;
 }
 
-/** A refused upload: status and code for the HTTP answer. */
-export class SpoolError extends Error {
-  override readonly name = 'SpoolError';
-  constructor(
-    readonly status: 400 | 413 | 507,
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 export class NarSpool {
   private inFlightBytes = 0;
   private readonly consumed = new Map<string, number>();
@@ -78,7 +67,7 @@ export class NarSpool {
   }
 
   private fileOf(name: string): string {
-    if (!SPOOL_NAME_PATTERN.test(name)) throw new SpoolError(400, 'BAD_NAR_NAME', `'${name}' is not ${SPOOL_NAME_DESCRIPTION}`);
+    if (!SPOOL_NAME_PATTERN.test(name)) throw new FerryError('BAD_NAR_NAME', `'${name}' is not ${SPOOL_NAME_DESCRIPTION}`);
     return path.join(this.dir, name);
   }
 
@@ -93,7 +82,7 @@ export class NarSpool {
   }
 
   /**
-   * Receives an upload into the spool. Refuses (SpoolError) a body over the
+   * Receives an upload into the spool. Refuses (FerryError) a body over the
    * per-file or total limit (413/507, checked against Content-Length first
    * when given, then as bytes arrive) and a body whose SHA-256 is not the one
    * its name claims (400). On refusal nothing of it stays on disk.
@@ -103,10 +92,10 @@ export class NarSpool {
     const claimed = SPOOL_NAME_PATTERN.exec(name)![1]!;
     this.sweepIfDue();
     const limit = this.options.maxFileBytes;
-    if (declaredLength !== undefined && declaredLength > limit) throw new SpoolError(413, 'NAR_TOO_LARGE', `NAR of ${declaredLength} bytes exceeds the limit of ${limit}`);
+    if (declaredLength !== undefined && declaredLength > limit) throw new FerryError('NAR_TOO_LARGE', `NAR of ${declaredLength} bytes exceeds the limit of ${limit}`);
     const spooled = this.spooledBytes();
     const full = (extra: number): boolean => spooled + this.inFlightBytes + extra > this.options.maxSpoolBytes;
-    if (full(declaredLength ?? 0)) throw new SpoolError(507, 'SPOOL_FULL', `the upload spool is full (${this.options.maxSpoolBytes} bytes); retry later`);
+    if (full(declaredLength ?? 0)) throw new FerryError('SPOOL_FULL', `the upload spool is full (${this.options.maxSpoolBytes} bytes); retry later`);
     const temp = path.join(this.dir, `upload-${randomBytes(8).toString('hex')}.part`);
     const out = createWriteStream(temp, { mode: 0o600 });
     const sha256 = createHash('sha256');
@@ -115,9 +104,9 @@ export class NarSpool {
       for await (const chunk of body) {
         bytes += chunk.length;
         this.inFlightBytes += chunk.length;
-        if (bytes > limit) throw new SpoolError(413, 'NAR_TOO_LARGE', `NAR exceeds the limit of ${limit} bytes`);
+        if (bytes > limit) throw new FerryError('NAR_TOO_LARGE', `NAR exceeds the limit of ${limit} bytes`);
         if (full(0)) {
-          throw new SpoolError(507, 'SPOOL_FULL', `the upload spool is full (${this.options.maxSpoolBytes} bytes); retry later`);
+          throw new FerryError('SPOOL_FULL', `the upload spool is full (${this.options.maxSpoolBytes} bytes); retry later`);
         }
         sha256.update(chunk);
         if (!out.write(chunk)) await new Promise<void>((resolve) => out.once('drain', resolve));
@@ -125,7 +114,7 @@ export class NarSpool {
       out.end();
       await finished(out);
       const actual = encodeNixBase32(new Uint8Array(sha256.digest()));
-      if (actual !== claimed) throw new SpoolError(400, 'NAR_HASH_MISMATCH', `uploaded file hashes to sha256:${actual}, not the sha256:${claimed} its name claims`);
+      if (actual !== claimed) throw new FerryError('NAR_HASH_MISMATCH', `uploaded file hashes to sha256:${actual}, not the sha256:${claimed} its name claims`);
       renameSync(temp, target);
       this.consumed.delete(name);
       return { bytes };

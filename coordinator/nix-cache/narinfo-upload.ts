@@ -24,23 +24,12 @@
  */
 import { CastoreError, ingestStorePath } from '../../castore/index.js';
 import { formatNixHash, NixError, parseNarInfo, parseNixHash, storePathBaseName, DEFAULT_STORE_DIR, type NarInfo } from '../../nix/index.js';
+import { FerryError } from '../../protocol/errors.js';
 import { MAX_SIGNATURES } from '../../protocol/store-path-info.js';
 import type { Coordinator } from '../coordinator.js';
 import type { Actor } from '../domain/commands.js';
 import { decompress, DecompressError, isCompression } from './decompress.js';
 import { SPOOL_EXTENSIONS, SPOOL_NAME_DESCRIPTION, SPOOL_NAME_PATTERN, type NarSpool } from './nar-spool.js';
-
-/** A refused narinfo upload. */
-export class UploadError extends Error {
-  override readonly name = 'UploadError';
-  constructor(
-    readonly status: 400 | 404 | 409 | 413 | 415 | 422,
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
 
 export interface NarInfoUploadResult {
   storePath: string;
@@ -76,7 +65,7 @@ export class NarInfoUploads {
 
   /**
    * Registers the store path `<hashPart>.narinfo` describes, from its
-   * spooled NAR, and records it. Throws UploadError (4xx) for anything
+   * spooled NAR, and records it. Throws FerryError (4xx) for anything
    * that does not verify; nothing is registered then.
    */
   async accept(actor: Actor, hashPart: string, text: string): Promise<NarInfoUploadResult> {
@@ -100,28 +89,28 @@ export class NarInfoUploads {
     try {
       info = parseNarInfo(text, DEFAULT_STORE_DIR);
     } catch (error) {
-      if (error instanceof NixError) throw new UploadError(400, 'BAD_NARINFO', error.message);
+      if (error instanceof NixError) throw new FerryError('BAD_NARINFO', error.message);
       throw error;
     }
     if (storePathBaseName(info.storePath).slice(0, 32) !== hashPart) {
-      throw new UploadError(400, 'BAD_NARINFO', `${hashPart}.narinfo describes ${info.storePath}, whose hash part differs`);
+      throw new FerryError('BAD_NARINFO', `${hashPart}.narinfo describes ${info.storePath}, whose hash part differs`);
     }
     if (info.compression !== 'none' && !isCompression(info.compression)) {
-      throw new UploadError(415, 'UNSUPPORTED_COMPRESSION', `compression '${info.compression}' is not accepted: upload with Nix's default (xz), ?compression=zstd or ?compression=none`);
+      throw new FerryError('UNSUPPORTED_COMPRESSION', `compression '${info.compression}' is not accepted: upload with Nix's default (xz), ?compression=zstd or ?compression=none`);
     }
-    if (info.narSize > this.maxNarBytes) throw new UploadError(413, 'NAR_TOO_LARGE', `NarSize ${info.narSize} exceeds the limit of ${this.maxNarBytes} bytes`);
-    if (info.sigs.length > MAX_SIGNATURES) throw new UploadError(400, 'BAD_NARINFO', `more than ${MAX_SIGNATURES} signatures`);
-    if (info.sigs.some((sig) => !SIGNATURE.test(sig))) throw new UploadError(400, 'BAD_NARINFO', 'a Sig is not name:base64');
+    if (info.narSize > this.maxNarBytes) throw new FerryError('NAR_TOO_LARGE', `NarSize ${info.narSize} exceeds the limit of ${this.maxNarBytes} bytes`);
+    if (info.sigs.length > MAX_SIGNATURES) throw new FerryError('BAD_NARINFO', `more than ${MAX_SIGNATURES} signatures`);
+    if (info.sigs.some((sig) => !SIGNATURE.test(sig))) throw new FerryError('BAD_NARINFO', 'a Sig is not name:base64');
     return info;
   }
 
   private spoolNameOf(info: NarInfo): string {
     const name = info.url.startsWith('nar/') ? info.url.slice('nar/'.length) : '';
     const match = SPOOL_NAME_PATTERN.exec(name);
-    if (!match) throw new UploadError(400, 'BAD_NARINFO', `URL '${info.url}' is not ${SPOOL_NAME_DESCRIPTION}`);
+    if (!match) throw new FerryError('BAD_NARINFO', `URL '${info.url}' is not ${SPOOL_NAME_DESCRIPTION}`);
     const extension = info.compression === 'none' ? SPOOL_EXTENSIONS.none : isCompression(info.compression) ? SPOOL_EXTENSIONS[info.compression] : undefined;
     if ((match[2] ?? '') !== extension) {
-      throw new UploadError(400, 'BAD_NARINFO', `URL '${info.url}' does not match Compression: ${info.compression}`);
+      throw new FerryError('BAD_NARINFO', `URL '${info.url}' does not match Compression: ${info.compression}`);
     }
     const fileHash = `sha256:${match[1]}`;
     if (info.fileHash !== undefined) {
@@ -129,12 +118,12 @@ export class NarInfoUploads {
       try {
         claimed = formatNixHash(parseNixHash(info.fileHash), 'nix32');
       } catch {
-        throw new UploadError(400, 'BAD_NARINFO', `FileHash '${info.fileHash}' is not a hash`);
+        throw new FerryError('BAD_NARINFO', `FileHash '${info.fileHash}' is not a hash`);
       }
-      if (claimed !== fileHash) throw new UploadError(400, 'BAD_NARINFO', `FileHash ${info.fileHash} differs from the NAR's name ${info.url}`);
+      if (claimed !== fileHash) throw new FerryError('BAD_NARINFO', `FileHash ${info.fileHash} differs from the NAR's name ${info.url}`);
     }
     if (info.compression === 'none' && fileHash !== info.narHash) {
-      throw new UploadError(400, 'NAR_MISMATCH', `the uncompressed NAR ${info.url} hashes to ${fileHash}, but NarHash is ${info.narHash}`);
+      throw new FerryError('NAR_MISMATCH', `the uncompressed NAR ${info.url} hashes to ${fileHash}, but NarHash is ${info.narHash}`);
     }
     return name;
   }
@@ -145,7 +134,7 @@ export class NarInfoUploads {
     const spoolName = this.spoolNameOf(info);
     if (existing) {
       if (existing.narHash !== info.narHash || existing.narSize !== info.narSize) {
-        throw new UploadError(409, 'CONFLICT', `${info.storePath} is registered with NarHash ${existing.narHash}, not ${info.narHash}`);
+        throw new FerryError('CONFLICT', `${info.storePath} is registered with NarHash ${existing.narHash}, not ${info.narHash}`);
       }
       this.spool.consume(spoolName);
       return { storePath: info.storePath, registered: false };
@@ -153,16 +142,16 @@ export class NarInfoUploads {
     const references = info.references.map((ref) => `${DEFAULT_STORE_DIR}/${ref}`);
     const missing = references.filter((ref) => ref !== info.storePath && !store.getStorePath(ref));
     if (missing.length > 0) {
-      throw new UploadError(422, 'MISSING_REFERENCES', `${info.storePath} references ${missing.length} path(s) this cache lacks, e.g. ${missing.slice(0, 3).join(', ')}: upload them first`);
+      throw new FerryError('MISSING_REFERENCES', `${info.storePath} references ${missing.length} path(s) this cache lacks, e.g. ${missing.slice(0, 3).join(', ')}: upload them first`);
     }
     const spooled = this.spool.stat(spoolName);
-    if (!spooled) throw new UploadError(404, 'NAR_NOT_UPLOADED', `${info.url} was not uploaded (or expired): upload the NAR before its narinfo`);
+    if (!spooled) throw new FerryError('NAR_NOT_UPLOADED', `${info.url} was not uploaded (or expired): upload the NAR before its narinfo`);
     if (info.fileSize !== undefined && info.fileSize !== spooled.bytes) {
-      throw new UploadError(400, 'BAD_NARINFO', `FileSize ${info.fileSize} differs from the ${spooled.bytes} bytes uploaded as ${info.url}`);
+      throw new FerryError('BAD_NARINFO', `FileSize ${info.fileSize} differs from the ${spooled.bytes} bytes uploaded as ${info.url}`);
     }
     // The spooled file is the NAR itself: its size is known before anything is read.
     if (info.compression === 'none' && spooled.bytes !== info.narSize) {
-      throw new UploadError(400, 'NAR_MISMATCH', `the uncompressed NAR ${info.url} has ${spooled.bytes} bytes, but NarSize is ${info.narSize}`);
+      throw new FerryError('NAR_MISMATCH', `the uncompressed NAR ${info.url} has ${spooled.bytes} bytes, but NarSize is ${info.narSize}`);
     }
     const raw = this.spool.read(spoolName);
     const nar = isCompression(info.compression) ? decompress(raw, info.compression, { maxOutputBytes: info.narSize, what: `NAR ${info.url}` }) : raw;
@@ -205,14 +194,14 @@ export class NarInfoUploads {
         { publish },
       );
     } catch (error) {
-      if (error instanceof CastoreError && error.code === 'BLOB_CORRUPT') throw new UploadError(400, 'NAR_MISMATCH', error.message);
-      if (error instanceof NixError) throw new UploadError(400, 'BAD_NAR', `${info.url} is not a valid NAR: ${error.message}`);
+      if (error instanceof CastoreError && error.code === 'BLOB_CORRUPT') throw new FerryError('NAR_MISMATCH', error.message);
+      if (error instanceof NixError) throw new FerryError('BAD_NAR', `${info.url} is not a valid NAR: ${error.message}`);
       // Expanding past NarSize is the narinfo lying about its NAR, like a wrong NarHash: the same
       // code (NAR_TOO_LARGE, 413, is the cache's own limit on NarSize, a different refusal).
       if (error instanceof DecompressError && error.code === 'DECOMPRESS_OUTPUT_LIMIT') {
-        throw new UploadError(400, 'NAR_MISMATCH', `the ${error.compression} NAR ${info.url} decompresses to more than its claimed NarSize of ${info.narSize} bytes`);
+        throw new FerryError('NAR_MISMATCH', `the ${error.compression} NAR ${info.url} decompresses to more than its claimed NarSize of ${info.narSize} bytes`);
       }
-      if (error instanceof DecompressError) throw new UploadError(400, 'BAD_NAR', error.message);
+      if (error instanceof DecompressError) throw new FerryError('BAD_NAR', error.message);
       throw error;
     } finally {
       this.running--;

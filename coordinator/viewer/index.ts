@@ -9,7 +9,7 @@ export { serveOfflineViewer, type OfflineViewer } from './offline-server.js';
 export { exportLogSource, readExportLogSource } from './file-source.js';
 export { liveLogSource } from './live-source.js';
 export type { LogSource } from './log-source.js';
-export { ReplayIndex, ReplayError, type ReplayStop, type TimelinePage } from './replay-index.js';
+export { ReplayIndex, type ReplayStop, type TimelinePage } from './replay-index.js';
 export { Viewer, type EventDetail, type StateResult, type ViewerInfo } from './viewer.js';
 export { VIEWER_PATH } from './routes.js';
 export type { FleetView, AgentView, ConfigAggregate, GraphView } from './fleet-view.js';

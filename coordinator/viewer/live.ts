@@ -8,7 +8,7 @@ import type { Context } from 'hono';
 import type { Hono } from 'hono';
 import type { Coordinator } from '../coordinator.js';
 import type { Actor } from '../domain/commands.js';
-import { AuthError, resolveActor, type Access } from '../api/actors.js';
+import { isAuthRefusal, resolveActor, type Access } from '../api/actors.js';
 import { liveLogSource } from './live-source.js';
 import { viewerRoutes } from './routes.js';
 import { ViewerSessions, type ViewerSessionOptions } from './sessions.js';
@@ -18,7 +18,7 @@ import { Viewer, type ViewerOptions } from './viewer.js';
 export const VIEWER_ACCESS: Access = ['admin', 'operator', 'viewer'];
 
 export interface LiveViewerOptions extends ViewerOptions {
-  /** The HTTP API's check of a signed request (signature, nonce, key, role); throws its HTTP error. */
+  /** The HTTP API's check of a signed request (signature, nonce, key, role); throws its FerryError (401/403). */
   authenticate: (c: Context, body: Uint8Array, operation: string, access: Access) => Promise<Actor>;
   log?: (line: string) => void;
   sessions?: ViewerSessionOptions;
@@ -43,7 +43,7 @@ export function liveViewerRoutes(coordinator: Coordinator, options: LiveViewerOp
         resolveActor(coordinator, principal.keyId, '', VIEWER_ACCESS, 'the viewer');
         return true;
       } catch (error) {
-        if (error instanceof AuthError) return false;
+        if (isAuthRefusal(error)) return false;
         throw error;
       }
     },

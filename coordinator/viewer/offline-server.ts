@@ -7,6 +7,8 @@
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import { Hono } from 'hono';
+import { FerryError } from '../../protocol/errors.js';
+import { jsonErrorHandler, requestWhere } from '../api/error-replies.js';
 import type { LogSource } from './log-source.js';
 import { VIEWER_PATH, viewerRoutes } from './routes.js';
 import { ViewerSessions } from './sessions.js';
@@ -32,7 +34,10 @@ export async function serveOfflineViewer(source: LogSource, host: string, port: 
   const app = new Hono();
   app.route('/', viewerRoutes({ viewer, sessions }));
   app.get('/', (c) => c.redirect(`${VIEWER_PATH}/`));
-  app.notFound((c) => c.json({ error: { code: 'NOT_FOUND', message: `no route ${c.req.method} ${new URL(c.req.url).pathname}` } }, 404));
+  app.onError(jsonErrorHandler((line) => process.stderr.write(`${line}\n`)));
+  app.notFound((c) => {
+    throw new FerryError('NOT_FOUND', `no route ${requestWhere(c)}`);
+  });
   return new Promise((resolve, reject) => {
     let server: ServerType;
     try {

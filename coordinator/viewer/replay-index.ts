@@ -10,6 +10,7 @@
  * to the event before it can be shown, and `stoppedAt` says why the rest
  * cannot. The timeline still lists every row, so the viewer can show it.
  */
+import { FerryError } from '../../protocol/errors.js';
 import { AuditEventSchema, type AuditEvent } from '../domain/events.js';
 import { applyEvent } from '../domain/reducer.js';
 import { MemoryStateStore } from '../domain/state.js';
@@ -52,16 +53,6 @@ export interface TimelinePageRequest {
   after?: number;
   /** … or centred on this seq (default: the newest page). */
   around?: number;
-}
-
-export class ReplayError extends Error {
-  override readonly name = 'ReplayError';
-  constructor(
-    readonly code: 'OUT_OF_RANGE' | 'NOT_REPLAYABLE',
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
@@ -216,17 +207,17 @@ export class ReplayIndex {
 
   private readValid(from: number, to: number): AuditEvent[] {
     const events = this.source.read(from, to);
-    if (events.length !== to - from + 1) throw new ReplayError('NOT_REPLAYABLE', `the log changed while replaying: events ${from}..${to} are no longer all there`);
+    if (events.length !== to - from + 1) throw new FerryError('NOT_REPLAYABLE', `the log changed while replaying: events ${from}..${to} are no longer all there`);
     return events.map((event) => {
       const parsed = AuditEventSchema.safeParse(event);
-      if (!parsed.success) throw new ReplayError('NOT_REPLAYABLE', `the log changed while replaying: event ${event.seq} is no longer a valid event`);
+      if (!parsed.success) throw new FerryError('NOT_REPLAYABLE', `the log changed while replaying: event ${event.seq} is no longer a valid event`);
       return parsed.data;
     });
   }
 
   private checkPosition(seq: number): void {
-    if (!Number.isInteger(seq) || seq < 0 || seq > this.lastSeq) throw new ReplayError('OUT_OF_RANGE', `position ${seq} is outside the log (0..${this.lastSeq})`);
-    if (seq > this.tipSeq) throw new ReplayError('NOT_REPLAYABLE', `cannot replay to ${seq}: ${this.stop?.message ?? 'not indexed yet'}`);
+    if (!Number.isInteger(seq) || seq < 0 || seq > this.lastSeq) throw new FerryError('OUT_OF_RANGE', `position ${seq} is outside the log (0..${this.lastSeq})`);
+    if (seq > this.tipSeq) throw new FerryError('NOT_REPLAYABLE', `cannot replay to ${seq}: ${this.stop?.message ?? 'not indexed yet'}`);
   }
 
   /**
@@ -248,7 +239,7 @@ export class ReplayIndex {
         }
       } catch (error) {
         this.cursor = undefined;
-        throw error instanceof ReplayError ? error : new ReplayError('NOT_REPLAYABLE', `the log changed while replaying: ${(error as Error).message}`);
+        throw error instanceof FerryError && error.code === 'NOT_REPLAYABLE' ? error : new FerryError('NOT_REPLAYABLE', `the log changed while replaying: ${(error as Error).message}`);
       }
     }
     return cursor.store;
@@ -261,7 +252,7 @@ export class ReplayIndex {
    */
   eventWithDiff(seq: number): { event: AuditEvent; diff: RowChange[] | null; replayProblem: string | null } {
     const [event] = this.source.read(seq, seq);
-    if (!event) throw new ReplayError('OUT_OF_RANGE', `no event ${seq} in the log`);
+    if (!event) throw new FerryError('OUT_OF_RANGE', `no event ${seq} in the log`);
     if (seq > this.tipSeq) {
       const problem = this.stop && this.stop.seq === seq ? this.stop.message : `not replayable: replay stops at event ${this.stop?.seq ?? this.tipSeq + 1}${this.stop ? ` (${this.stop.message})` : ''}`;
       return { event, diff: null, replayProblem: problem };

@@ -3,16 +3,20 @@
  * static assets, the login exchange, and JSON endpoints under `api/`. Every
  * endpoint but the login exchange needs a session cookie or, for the CLI, a
  * signed request (when the host provides `authenticateSigned`). Everything is
- * read-only; query parameters are validated with zod.
+ * read-only; query parameters are validated with zod. Handlers throw
+ * FerryError; errors are answered by the one JSON mapping
+ * (api/error-replies.ts), registered with `onError` on these routes, so
+ * they answer alike mounted on the coordinator's API or served offline.
  */
 import { Hono, type Context } from 'hono';
 import { getCookie, setCookie, deleteCookie } from 'hono/cookie';
 import { z } from 'zod';
-import { HttpRefusal, readBoundedBody, type RefusalStatus } from '../api/http-refusal.js';
+import { FerryError } from '../../protocol/errors.js';
+import { jsonErrorHandler } from '../api/error-replies.js';
+import { readBoundedBody } from '../api/request-body.js';
 import { CLIENT_SCRIPT } from './assets/client-script.js';
 import { STYLES } from './assets/styles.js';
 import { loggedOutPage, viewerPage } from './page.js';
-import { ReplayError } from './replay-index.js';
 import { SESSION_COOKIE, type ViewerPrincipal, type ViewerSessions } from './sessions.js';
 import type { TimelineFilter } from './timeline.js';
 import type { Viewer } from './viewer.js';
@@ -25,7 +29,7 @@ export interface ViewerRoutesOptions {
   sessions: ViewerSessions;
   /**
    * Authenticates a signed request (the coordinator API's own check: signature,
-   * nonce, key, role) or throws an error with `status`, `code` and `message`.
+   * nonce, key, role) or throws its FerryError.
    * Absent offline: there, only the login link printed at start-up gets in.
    */
   authenticateSigned?: (c: Context, body: Uint8Array) => Promise<ViewerPrincipal>;
@@ -111,27 +115,18 @@ function queryOf<S extends z.ZodType>(c: Context, schema: S): z.infer<S> {
   const parsed = schema.safeParse(c.req.query());
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw new HttpRefusal(400, 'INVALID', `${issue.path.join('.') || 'query'}: ${issue.message}`);
+    throw new FerryError('INVALID', `${issue.path.join('.') || 'query'}: ${issue.message}`);
   }
   return parsed.data;
 }
 
 const truthy = (value: string | undefined): boolean => value === '1' || value === 'true';
 
-/** The error an authenticate callback threw, if it has the API's shape. */
-function asHttpError(error: unknown): HttpRefusal | undefined {
-  if (error instanceof HttpRefusal) return error;
-  if (!(error instanceof Error)) return undefined;
-  const { status, code } = error as Error & { status?: unknown; code?: unknown };
-  if (typeof status === 'number' && typeof code === 'string' && status >= 400 && status < 500) return new HttpRefusal(status as RefusalStatus, code, error.message);
-  return undefined;
-}
-
 /** The viewer's routes, to mount at the root of an app (they carry VIEWER_PATH themselves). */
 export function viewerRoutes(options: ViewerRoutesOptions): Hono {
   const { viewer, sessions } = options;
-  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const app = new Hono();
+  app.onError(jsonErrorHandler(options.log ?? ((line: string) => process.stderr.write(`${line}\n`))));
   const base = VIEWER_PATH;
 
   const secure = async (c: Context, next: () => Promise<void>): Promise<void> => {
@@ -154,32 +149,20 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
   /** The caller: a signed request (CLI) or a session cookie (browser). */
   async function principalOf(c: Context): Promise<ViewerPrincipal> {
     if (c.req.header('x-ferry-key') !== undefined) {
-      if (!options.authenticateSigned) throw new HttpRefusal(401, 'UNAUTHENTICATED', 'this viewer takes no signed requests (offline mode: use the printed login link)');
+      if (!options.authenticateSigned) throw new FerryError('UNAUTHENTICATED', 'this viewer takes no signed requests (offline mode: use the printed login link)');
       return options.authenticateSigned(c, await readBoundedBody(c, MAX_SIGNED_BODY_BYTES));
     }
     const principal = sessionPrincipal(c);
-    if (!principal) throw new HttpRefusal(401, 'UNAUTHENTICATED', 'not logged in to the viewer: run `ferry audit view` for a login link');
+    if (!principal) throw new FerryError('UNAUTHENTICATED', 'not logged in to the viewer: run `ferry audit view` for a login link');
     return principal;
   }
 
-  function fail(c: Context, error: unknown, where: string): Response {
-    const known = asHttpError(error);
-    if (known) return c.json({ error: { code: known.code, message: known.message } }, known.status);
-    if (error instanceof ReplayError) return c.json({ error: { code: error.code, message: error.message } }, error.code === 'OUT_OF_RANGE' ? 404 : 409);
-    log(`ferry viewer: internal error in ${where}: ${error instanceof Error ? error.stack : String(error)}`);
-    return c.json({ error: { code: 'INTERNAL', message: 'internal error (see the coordinator log)' } }, 500);
-  }
-
-  /** A JSON endpoint: authenticated, the index brought up to date, errors in the API's shape. */
+  /** A JSON endpoint: authenticated, the index brought up to date. */
   function api(path: string, handler: (c: Context, principal: ViewerPrincipal) => unknown): void {
     app.get(`${base}/api/${path}`, async (c) => {
-      try {
-        const principal = await principalOf(c);
-        await viewer.ready();
-        return c.json(handler(c, principal) as object);
-      } catch (error) {
-        return fail(c, error, path);
-      }
+      const principal = await principalOf(c);
+      await viewer.ready();
+      return c.json(handler(c, principal) as object);
     });
   }
 
@@ -210,16 +193,12 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
 
   // A signed call (viewer role and up) that mints a one-time login link: `ferry audit view`.
   app.post(`${base}/api/session`, async (c) => {
-    try {
-      if (!options.authenticateSigned || c.req.header('x-ferry-key') === undefined) throw new HttpRefusal(401, 'UNAUTHENTICATED', 'a login link needs a signed request (ferry audit view)');
-      const principal = await options.authenticateSigned(c, await readBoundedBody(c, MAX_SIGNED_BODY_BYTES));
-      const { token, expiresAt } = sessions.issueLoginToken(principal);
-      // Index the log now, so the page the link opens is fast.
-      await viewer.ready();
-      return c.json({ loginPath: `${base}/login?token=${token}`, expiresAt, lastSeq: viewer.replayIndex.lastSeq }, 201);
-    } catch (error) {
-      return fail(c, error, 'session');
-    }
+    if (!options.authenticateSigned || c.req.header('x-ferry-key') === undefined) throw new FerryError('UNAUTHENTICATED', 'a login link needs a signed request (ferry audit view)');
+    const principal = await options.authenticateSigned(c, await readBoundedBody(c, MAX_SIGNED_BODY_BYTES));
+    const { token, expiresAt } = sessions.issueLoginToken(principal);
+    // Index the log now, so the page the link opens is fast.
+    await viewer.ready();
+    return c.json({ loginPath: `${base}/login?token=${token}`, expiresAt, lastSeq: viewer.replayIndex.lastSeq }, 201);
   });
 
   api('info', () => viewer.info());
@@ -239,7 +218,7 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
 
   api('events/:seq', (c) => {
     const seq = SeqParam.safeParse(c.req.param('seq'));
-    if (!seq.success) throw new HttpRefusal(400, 'INVALID', 'seq: expected a positive integer');
+    if (!seq.success) throw new FerryError('INVALID', 'seq: expected a positive integer');
     return viewer.event(seq.data);
   });
 
@@ -255,13 +234,9 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
   });
 
   app.get(`${base}/api/verify`, async (c) => {
-    try {
-      await principalOf(c);
-      const query = queryOf(c, VerifyQuery);
-      return c.json(await viewer.ready(truthy(query.refresh)));
-    } catch (error) {
-      return fail(c, error, 'verify');
-    }
+    await principalOf(c);
+    const query = queryOf(c, VerifyQuery);
+    return c.json(await viewer.ready(truthy(query.refresh)));
   });
 
   return app;

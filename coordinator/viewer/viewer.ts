@@ -4,11 +4,12 @@
  * live coordinator (through that API) and against an export file (directly).
  */
 import { clipJsonDepth, MAX_VIEWER_JSON_DEPTH } from '../../protocol/json-bounds.js';
+import { FerryError } from '../../protocol/errors.js';
 import { ActionSchema, type AuditEvent } from '../domain/events.js';
 import type { RowChange } from './event-diff.js';
 import { fleetView, type FleetView, type FleetViewOptions } from './fleet-view.js';
 import type { LogSource } from './log-source.js';
-import { ReplayError, ReplayIndex, type ReplayStop, type TimelinePage, type TimelinePageRequest } from './replay-index.js';
+import { ReplayIndex, type ReplayStop, type TimelinePage, type TimelinePageRequest } from './replay-index.js';
 import type { TimelineEntry, TimelineFilter } from './timeline.js';
 import { configSignatureStatus, eventVerification, VerificationCache, type EventVerification, type VerificationOptions, type VerificationStatus } from './verification.js';
 
@@ -127,7 +128,7 @@ export class Viewer {
   /**
    * A position named by the user: a seq (`1234`), `end`, or a time (ISO
    * 8601, e.g. `2026-11-26T10:00:00Z`: the last event at or before it).
-   * Refuses (ReplayError OUT_OF_RANGE) anything else.
+   * Refuses (FerryError OUT_OF_RANGE) anything else.
    */
   resolvePosition(at: string): number {
     const text = at.trim();
@@ -137,7 +138,7 @@ export class Viewer {
       const ms = Date.parse(text);
       if (Number.isFinite(ms)) return this.index.seqAtTime(ms);
     }
-    throw new ReplayError('OUT_OF_RANGE', `'${at}' is neither a seq number nor an ISO time`);
+    throw new FerryError('OUT_OF_RANGE', `'${at}' is neither a seq number nor an ISO time`);
   }
 
   timeline(filter: TimelineFilter, page: TimelinePageRequest): TimelinePage {
@@ -152,7 +153,7 @@ export class Viewer {
    */
   event(seq: number): EventDetail {
     const entry = this.index.entry(seq);
-    if (!entry) throw new ReplayError('OUT_OF_RANGE', `no event ${seq} in the log (1..${this.index.lastSeq})`);
+    if (!entry) throw new FerryError('OUT_OF_RANGE', `no event ${seq} in the log (1..${this.index.lastSeq})`);
     const { event, diff, replayProblem } = this.index.eventWithDiff(seq);
     return clipJsonDepth<EventDetail>({
       entry,

@@ -2,8 +2,11 @@
  * The one error type of every decompressor (zstd.ts here; the Nix cache's
  * xz.ts, dispatched by coordinator/nix-cache/decompress.ts, which
  * re-exports this module as its decompress-error.ts), so that a caller
- * maps refusals to answers once, whatever the compression.
+ * maps refusals to answers once, whatever the compression. A FerryError:
+ * its codes are the enum's (protocol/errors.ts), sent as they are when an
+ * upload is refused.
  */
+import { FerryError } from '../errors.js';
 
 /** The compressions the cache can decompress (an upload's `Compression:` other than `none`). */
 export type Compression = 'zstd' | 'xz';
@@ -26,11 +29,12 @@ export type DecompressErrorCode =
  * A refused compressed stream, naming its compression, what was being
  * decompressed (`what`) and the output limit in force.
  */
-export class DecompressError extends Error {
+export class DecompressError extends FerryError {
   override readonly name = 'DecompressError';
+  declare readonly code: DecompressErrorCode;
 
   constructor(
-    readonly code: DecompressErrorCode,
+    code: DecompressErrorCode,
     readonly compression: Compression,
     /** What was being decompressed, as the caller named it (e.g. `NAR nar/….nar.xz`). */
     readonly what: string,
@@ -39,7 +43,7 @@ export class DecompressError extends Error {
     readonly limit: number,
     options?: { cause?: unknown },
   ) {
-    super(message, options);
+    super(code, message, options);
   }
 }
 

@@ -1,29 +1,17 @@
 /**
- * How every HTTP surface of the coordinator (the API, the Nix binary cache,
- * the audit viewer) refuses a request: a status and a Ferry error code,
- * answered as `{ error: { code, message } }`; and reading a request body
- * with a bound that holds whatever the client declares or sends.
+ * Reading a request body with a bound that holds whatever the client
+ * declares or sends: the same for every HTTP surface of the coordinator
+ * (the API, the Nix binary cache, the audit viewer).
  */
 import { Readable } from 'node:stream';
 import type { Context } from 'hono';
 import { readAtMost } from '../../protocol/bounded-read.js';
-
-export type RefusalStatus = 400 | 401 | 403 | 404 | 409 | 411 | 413 | 415 | 416 | 422 | 429 | 500 | 503;
-
-export class HttpRefusal extends Error {
-  constructor(
-    readonly status: RefusalStatus,
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+import { FerryError } from '../../protocol/errors.js';
 
 const NO_BODY = new Uint8Array(0);
 
 /**
- * The whole body of the request, refused (HttpRefusal 413 BODY_TOO_LARGE)
+ * The whole body of the request, refused (FerryError BODY_TOO_LARGE, 413)
  * beyond `limit` bytes — declared in content-length, or sent: reading stops
  * at the limit (and the connection is closed), so a chunked body of any
  * length holds at most `limit` bytes in memory. A GET or HEAD has none
@@ -35,11 +23,11 @@ const NO_BODY = new Uint8Array(0);
 export async function readBoundedBody(c: Context, limit: number): Promise<Uint8Array> {
   const request = c.req.raw;
   const declared = Number(request.headers.get('content-length') ?? '0');
-  if (declared > limit) throw new HttpRefusal(413, 'BODY_TOO_LARGE', `request body of ${declared} bytes exceeds the limit of ${limit}`);
+  if (declared > limit) throw new FerryError('BODY_TOO_LARGE', `request body of ${declared} bytes exceeds the limit of ${limit}`);
   if (request.method === 'GET' || request.method === 'HEAD') return NO_BODY;
   const incoming = (c.env as { incoming?: unknown } | undefined)?.incoming;
   const bytes = incoming instanceof Readable ? await readStreamAtMost(incoming, limit) : await readAtMost(request.body, limit);
-  if (!bytes) throw new HttpRefusal(413, 'BODY_TOO_LARGE', `request body exceeds the limit of ${limit} bytes`);
+  if (!bytes) throw new FerryError('BODY_TOO_LARGE', `request body exceeds the limit of ${limit} bytes`);
   return bytes;
 }
 
