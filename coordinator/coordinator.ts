@@ -17,7 +17,7 @@ import { createIdentityFile, loadIdentity, type Identity } from '../protocol/ide
 import { openCoordinatorDatabase, type CoordinatorDatabase } from './db/database.js';
 import { WalCheckpointer } from './db/wal-checkpointer.js';
 import * as schema from './db/schema.js';
-import { blake3Text } from './audit/blake3-text.js';
+import { blake3Hex } from '../castore/blake3/index.js';
 import { ChainVerifier, checkpointMessage, GENESIS_HASH, type ChainReport, type Checkpoint, type UnhashedEvent } from './audit/chain.js';
 import type { Actor, CommandContext } from './domain/commands.js';
 import { AuditEventSchema, type AuditEvent, type EventDraft } from './domain/events.js';
@@ -366,7 +366,7 @@ export class Coordinator {
       requestSignature: actor.requestSignature ?? null,
       prevHash: this.head.hash,
     };
-    const hash = blake3Text(canonicalEventJson(fields, payloadJson));
+    const hash = blake3Hex(canonicalEventJson(fields, payloadJson));
     const event: AuditEvent = {
       seq: fields.seq,
       hlc: fields.hlc,

@@ -6,7 +6,7 @@
  * verified offline with only the coordinator's public key.
  */
 import { canonicalJson } from '../../protocol/canonical-json.js';
-import { blake3Text } from './blake3-text.js';
+import { blake3Hex } from '../../castore/blake3/index.js';
 import { ed25519Verify } from '../../protocol/ed25519.js';
 import type { AuditEvent } from '../domain/events.js';
 
@@ -17,7 +17,7 @@ export type UnhashedEvent = Omit<AuditEvent, 'hash'>;
 /** The hash of an event: BLAKE3 (hex) of the canonical JSON of every field but `hash`. */
 export function eventHash(event: UnhashedEvent): string {
   const { seq, hlc, wallTime, actorKey, actorRole, action, subject, payload, requestSignature, prevHash } = event;
-  return blake3Text(canonicalJson({ seq, hlc, wallTime, actorKey, actorRole, action, subject, payload, requestSignature, prevHash }));
+  return blake3Hex(canonicalJson({ seq, hlc, wallTime, actorKey, actorRole, action, subject, payload, requestSignature, prevHash }));
 }
 
 export function checkpointMessage(seq: number, hash: string): Uint8Array {
