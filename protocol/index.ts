@@ -4,7 +4,7 @@
  * data plane, the typed clients (HTTP API; data plane over QUIC with HTTP
  * fallback), TLS pinning and join strings.
  */
-export { Identity, IdentityError, KeyIdSchema, keyIdOf, publicKeyOf, loadIdentity, createIdentityFile, type KeyId } from './identity.js';
+export { Identity, IdentityError, KeyIdSchema, keyIdOf, publicKeyOf, loadIdentity, createIdentityFile, sshEd25519PublicKey, type KeyId } from './identity.js';
 export { signRequest, verifyRequestSignature, MAX_REQUEST_SKEW_MS } from './request-signing.js';
 export { ApiError, CoordinatorHttpClient, type CoordinatorHttpClientOptions } from './http-client.js';
 export { DataClient, DataError, TransportError, type DataClientOptions } from './data-client.js';
