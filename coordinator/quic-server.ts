@@ -17,7 +17,7 @@ import { FrameReader } from '../protocol/framing.js';
 import { AuthError, resolveActor } from './api/actors.js';
 import { ClosureAccess, DATA_ACCESS, runDataOperation, type DataReply } from './api/data-operations.js';
 import { replyFrames } from './api/data-replies.js';
-import { FERRY_VERSION } from './api/operations.js';
+import { FERRY_VERSION } from '../protocol/version.js';
 import type { Coordinator } from './coordinator.js';
 import type { Actor } from './domain/commands.js';
 

@@ -14,6 +14,7 @@ export { FrameError, FrameReader, encodeHeaderFrame } from './framing.js';
 export { certificateFingerprint, checkPinnedCertificate, PinningError } from './tls-pinning.js';
 export { formatJoinString, parseJoinString, JoinStringError, type JoinString } from './join-string.js';
 export { canonicalJson, canonicalJsonBytes } from './canonical-json.js';
+export { FERRY_VERSION } from './version.js';
 export { StorePathSchema, StorePathInfoSchema, MAX_REFERENCES, type StorePathInfo } from './store-path-info.js';
 export { desiredProofMessage, manifestProofMessage, signProof, verifyProof } from './coordinator-proofs.js';
 export { formatHlc, parseHlc, compareHlc, HlcClock, type Hlc } from './hlc.js';

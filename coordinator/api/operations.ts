@@ -9,6 +9,7 @@ import type { Access } from './actors.js';
 import { DesiredChallengeSchema } from '../../protocol/coordinator-proofs.js';
 import { WIRE_ENCODINGS } from '../../protocol/compression/wire.js';
 import { KeyIdSchema } from '../../protocol/identity.js';
+import { FERRY_VERSION } from '../../protocol/version.js';
 import type { ChainReport } from '../audit/chain.js';
 import type { Coordinator } from '../coordinator.js';
 import * as commands from '../domain/commands.js';
@@ -18,8 +19,6 @@ import type { AgentRow, ConfigRow } from '../domain/state.js';
 import { AgentActivitySchema, agentActivities } from './agent-activity.js';
 import { desiredAnswer } from './signed-answers.js';
 import { desiredConfigOf, listAgents, parseWhere, summarizeConfig } from './queries.js';
-
-export const FERRY_VERSION = '0.1.0';
 
 
 export interface Operation<S extends z.ZodType = z.ZodType, O = unknown> {
