@@ -2,7 +2,8 @@
  * The coordinator's operations, independent of transport: each names the
  * roles allowed to call it, validates its input with zod (strictly: unknown
  * fields are refused), and runs against the coordinator. The HTTP API maps
- * routes onto these; the QUIC server will map frames onto the same ones.
+ * routes onto these. (QUIC carries only the data plane: data-operations.ts,
+ * whose one runDataOperation both transports call.)
  */
 import { z } from 'zod';
 import type { Access } from './actors.js';
