@@ -205,8 +205,8 @@ parentPort.on('message', ({ job, ops, arena, exactModes, end }) => {
 /**
  * Writer threads: two where there are two cores. Creating files is kernel
  * time that two threads share well when it is high (ext4 scanning for free
- * inodes after many deletions: 1.4x faster than one writer); otherwise the
- * second one changes little.
+ * inodes after many deletions: clearly faster than one writer; bench/README.md,
+ * "Figures behind code comments"); otherwise the second one changes little.
  */
 const WRITER_THREADS = Math.min(2, availableParallelism());
 /** Bytes per message (file bytes are copied into it; a larger file spans messages). */

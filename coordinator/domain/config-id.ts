@@ -1,8 +1,8 @@
 /**
  * A config's id and what its author signs, apart from the rest of the
  * domain commands: `ferry config submit` computes both, and loading
- * commands.ts (every command's schemas) for them cost the CLI ~40 ms of
- * its start-up.
+ * commands.ts (every command's schemas) for them cost the CLI start-up
+ * time (bench/README.md, "Figures behind code comments").
  */
 import type { ConfigBody, ConfigId } from '../../protocol/config.js';
 import { canonicalJson } from '../../protocol/canonical-json.js';
