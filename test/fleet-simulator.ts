@@ -13,16 +13,7 @@ import { asStorePath, type StorePath } from '../nix/store-path.js';
 import type { Coordinator } from '../coordinator/coordinator.js';
 import * as commands from '../coordinator/domain/commands.js';
 import type { Actor } from '../coordinator/domain/commands.js';
-
-export function seededRandom(seed: number): (n: number) => number {
-  let x = seed >>> 0 || 1;
-  return (n) => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) % n;
-  };
-}
+import { seededRandom } from './seeded-random.js';
 
 /** Puts a tiny store path into the coordinator's castore (what a push would do). */
 export async function addStorePath(coordinator: Coordinator, name: string): Promise<StorePath> {

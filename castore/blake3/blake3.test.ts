@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { CastoreError } from '../errors.js';
 import { SMALL_INPUT_MAX } from './hash.js';
 import { BlobVerifier, blake3, blake3Hasher, blake3Hex, GROUP_SIZE, OutboardBuilder, outboardSize, verifyOutboard, verifyRange } from './index.js';
+import { seededRandom } from '../../test/seeded-random.js';
 
 /** The official BLAKE3 test vectors (test_vectors.json, hash mode, first 32 bytes): input byte i = i % 251. */
 const OFFICIAL_VECTORS: Record<number, string> = {
@@ -26,14 +27,6 @@ function vectorInput(length: number): Uint8Array {
 }
 
 const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString('hex');
-
-function seededRandom(seed: number): (n: number) => number {
-  let x = seed;
-  return (n) => {
-    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-    return x % n;
-  };
-}
 
 /** Feeds `bytes` to `sink` in random-sized pieces at random (often unaligned) offsets. */
 function feedInPieces(bytes: Uint8Array, random: (n: number) => number, sink: (piece: Uint8Array) => void): void {
@@ -147,9 +140,14 @@ describe('outboards and verified streaming', () => {
       const badGroup = Math.floor(flipAt / GROUP_SIZE);
       const verifier = new BlobVerifier(root, size, outboard);
       const accepted: Uint8Array[] = [];
+      /** Bytes of the pushes that returned: the one that throws hands over nothing, not even the good groups it completed. */
+      let fedBeforeError = 0;
       let error: unknown;
       try {
-        feedInPieces(corrupt, seededRandom(flipAt), (piece) => accepted.push(...verifier.push(piece)));
+        feedInPieces(corrupt, seededRandom(flipAt), (piece) => {
+          accepted.push(...verifier.push(piece));
+          fedBeforeError += piece.length;
+        });
         verifier.finish();
       } catch (caught) {
         error = caught;
@@ -157,8 +155,18 @@ describe('outboards and verified streaming', () => {
       expect(error).toBeInstanceOf(CastoreError);
       expect((error as CastoreError).code).toBe('BLAKE3_GROUP_MISMATCH');
       expect((error as CastoreError).offset).toBe(badGroup * GROUP_SIZE);
-      expect(accepted.length).toBe(badGroup);
-      expect(Buffer.concat(accepted).equals(Buffer.from(data.subarray(0, badGroup * GROUP_SIZE)))).toBe(true);
+      // The push that completed the bad group threw: every group completed before it was handed over, good.
+      const completedBefore = Math.floor(fedBeforeError / GROUP_SIZE);
+      expect(completedBefore).toBeLessThanOrEqual(badGroup);
+      expect(accepted.length).toBe(completedBefore);
+      expect(Buffer.concat(accepted).equals(Buffer.from(data.subarray(0, completedBefore * GROUP_SIZE)))).toBe(true);
+      // Fed a group per push, every good group before the bad one is handed over.
+      const groupwise = new BlobVerifier(root, size, outboard);
+      const groupwiseAccepted: Uint8Array[] = [];
+      expect(() => {
+        for (let at = 0; at < size; at += GROUP_SIZE) groupwiseAccepted.push(...groupwise.push(corrupt.subarray(at, at + GROUP_SIZE)));
+      }).toThrow(CastoreError);
+      expect(Buffer.concat(groupwiseAccepted).equals(Buffer.from(data.subarray(0, badGroup * GROUP_SIZE)))).toBe(true);
     }
   });
 
