@@ -3,8 +3,7 @@ import { existsSync, readdirSync, readFileSync, statfsSync, statSync } from 'nod
 import os from 'node:os';
 import path from 'node:path';
 import { jsonBoundsViolation, MAX_FACTS_DEPTH, MAX_FACTS_JSON_LENGTH } from '../protocol/json-bounds.js';
-
-export const AGENT_VERSION = '0.1.0';
+import { FERRY_VERSION } from '../protocol/version.js';
 
 /** The Nix system name of this machine (`x86_64-linux`, `aarch64-linux`, …). */
 export function nixSystem(): string {
@@ -58,7 +57,7 @@ export function collectFacts(stateDir: string, factsDir: string): Record<string,
     diskBytes,
     machineId: readTrimmed('/etc/machine-id'),
     addresses,
-    agentVersion: AGENT_VERSION,
+    agentVersion: FERRY_VERSION,
   };
   const errors: string[] = [];
   if (existsSync(factsDir)) {

@@ -6,6 +6,7 @@ import { Castore, digestFromBytes, ingestStorePath, type Digest, type Entry, typ
 import { dumpPath, encodeNar, narHash, type NarEvent } from '../nix/index.js';
 import { ClosureMaterializer, materializeStorePath, removeTree } from './materialize.js';
 import { asStorePath, storePathLocation } from '../nix/store-path.js';
+import { seededBytes } from '../test/seeded-random.js';
 
 let dir: string;
 let store: Castore;
@@ -18,15 +19,6 @@ afterEach(() => {
   removeTree(dir);
 });
 
-function bytesFor(seed: number, length: number): Uint8Array {
-  const out = new Uint8Array(length);
-  for (let i = 0, x = seed || 1; i < length; i++) {
-    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-    out[i] = x >>> 24;
-  }
-  return out;
-}
-
 /** A store path tree: `packages` directories of files (some executable, one 5 MiB), symlinks, an empty directory. */
 function* treeEvents(packages: number): Generator<NarEvent> {
   yield { type: 'directory', path: '' };
@@ -35,7 +27,7 @@ function* treeEvents(packages: number): Generator<NarEvent> {
     yield { type: 'directory', path: pkg };
     yield { type: 'directory', path: `${pkg}/bin` };
     yield { type: 'file', path: `${pkg}/bin/run`, size: 100 + p, executable: true, offset: 0 };
-    yield { type: 'data', path: `${pkg}/bin/run`, chunk: bytesFor(p + 1, 100 + p) };
+    yield { type: 'data', path: `${pkg}/bin/run`, chunk: seededBytes(p + 1, 100 + p) };
     yield { type: 'file-end', path: `${pkg}/bin/run` };
     yield { type: 'symlink', path: `${pkg}/bin/sh`, target: '../lib/f-0' };
     yield { type: 'directory-end', path: `${pkg}/bin` };
@@ -45,7 +37,7 @@ function* treeEvents(packages: number): Generator<NarEvent> {
     for (let f = 0; f < 6; f++) {
       const size = p === 1 && f === 0 ? 5 * 1024 * 1024 + 3 : f === 5 ? 0 : 1 + ((p * 7919 + f * 104729) % 40_000);
       yield { type: 'file', path: `${pkg}/lib/f-${f}`, size, executable: false, offset: 0 };
-      if (size > 0) yield { type: 'data', path: `${pkg}/lib/f-${f}`, chunk: bytesFor(p * 10 + f + 7, size) };
+      if (size > 0) yield { type: 'data', path: `${pkg}/lib/f-${f}`, chunk: seededBytes(p * 10 + f + 7, size) };
       yield { type: 'file-end', path: `${pkg}/lib/f-${f}` };
     }
     yield { type: 'directory-end', path: `${pkg}/lib` };
@@ -97,7 +89,7 @@ describe('materializeStorePath', () => {
       const session = store.beginIngest();
       const entries: Entry[] = [];
       for (let i = 0; i < files; i++) {
-        const bytes = bytesFor(i + 1, 50 + i);
+        const bytes = seededBytes(i + 1, 50 + i);
         entries.push({ name: `f-${String(i).padStart(4, '0')}`, type: 'file', digest: await session.putBlobBytes(bytes), size: bytes.length, executable: false });
       }
       entries.push({ name: 'zz-missing', type: 'file', digest: missing, size: 10, executable: false });
@@ -165,7 +157,7 @@ describe('ClosureMaterializer', () => {
       for (let f = 0; f < 160; f++) {
         const name = `f-${String(f).padStart(3, '0')}`;
         yield { type: 'file', path: name, size: 512 * 1024, executable: false, offset: 0 };
-        yield { type: 'data', path: name, chunk: bytesFor(f + 1, 512 * 1024) };
+        yield { type: 'data', path: name, chunk: seededBytes(f + 1, 512 * 1024) };
         yield { type: 'file-end', path: name };
       }
       yield { type: 'directory-end', path: '' };

@@ -26,7 +26,7 @@ import { chmodSync, closeSync, existsSync, fchmodSync, fsyncSync, futimesSync, l
 import path from 'node:path';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { CastoreError, digestFromBytes, nativeBlake3, type Castore, type Digest, type Entry, type FileNode, type Node, type StorePathInfo } from '../castore/index.js';
+import { CastoreError, digestFromBytes, blake3, type Castore, type Digest, type Entry, type FileNode, type Node, type StorePathInfo } from '../castore/index.js';
 import { storePathBaseName, storePathLocation } from '../nix/store-path.js';
 
 const TEMP_PREFIX = '.ferry-tmp-';
@@ -205,8 +205,8 @@ parentPort.on('message', ({ job, ops, arena, exactModes, end }) => {
 /**
  * Writer threads: two where there are two cores. Creating files is kernel
  * time that two threads share well when it is high (ext4 scanning for free
- * inodes after many deletions: 1.4x faster than one writer); otherwise the
- * second one changes little.
+ * inodes after many deletions: clearly faster than one writer; bench/README.md,
+ * "Figures behind code comments"); otherwise the second one changes little.
  */
 const WRITER_THREADS = Math.min(2, availableParallelism());
 /** Bytes per message (file bytes are copied into it; a larger file spans messages). */
@@ -538,7 +538,7 @@ function holdsFile(at: string, node: FileNode): boolean {
   try {
     const stat = lstatSync(at);
     if (!stat.isFile() || stat.size !== node.size || (stat.mode & 0o777) !== (node.executable ? 0o555 : 0o444) || stat.mtimeMs !== 1000) return false;
-    return node.size === 0 || digestFromBytes(nativeBlake3(readFileSync(at))) === node.digest;
+    return node.size === 0 || digestFromBytes(blake3(readFileSync(at))) === node.digest;
   } catch {
     return false;
   }

@@ -35,7 +35,8 @@ import { STATE_TABLES, type StateTableName } from '../coordinator/domain/state.j
 import { verifyChain, type ChainReport } from '../coordinator/audit/chain.js';
 import { ed25519Sign, ed25519Verify, ed25519VerifyNoble } from '../protocol/ed25519.js';
 import { Identity, keyIdOf, type KeyId } from '../protocol/identity.js';
-import { addStorePath, coordinatorActor, seededRandom } from '../test/fleet-simulator.js';
+import { addStorePath, coordinatorActor } from '../test/fleet-simulator.js';
+import { seededRandom } from '../test/seeded-random.js';
 import { bestOf, report } from './harness.js';
 
 const TARGET_EVENTS = Number(process.env.BENCH_EVENTS ?? 100_000);

@@ -25,7 +25,8 @@ import { startHttpServer } from '../coordinator/server.js';
 import { liveLogSource, Viewer } from '../coordinator/viewer/index.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { Identity, loadIdentity } from '../protocol/identity.js';
-import { addStorePath, bootstrap, seededRandom, simulateFleet } from '../test/fleet-simulator.js';
+import { addStorePath, bootstrap, simulateFleet } from '../test/fleet-simulator.js';
+import { seededRandom } from '../test/seeded-random.js';
 import { benchWorkDir } from './fixtures/big-closure.js';
 import { report } from './harness.js';
 

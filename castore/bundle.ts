@@ -24,7 +24,7 @@
  * agent of the coordinator applied any old bundle); v2 adds `audience`
  * and `expiresAt`. Readers refuse v1 with BUNDLE_FORMAT_UNSUPPORTED.
  */
-import { nativeBlake3 } from './blake3/index.js';
+import { blake3 } from './blake3/index.js';
 import tar from 'tar-stream';
 import { z } from 'zod';
 import { refineActivationEnvironment } from '../protocol/activation-environment.js';
@@ -59,7 +59,7 @@ export const MAX_BUNDLE_STORE_PATHS = 100_000;
 export const BundleConfigSchema = AgentConfigSchema.superRefine((config, context) => {
   refineActivationEnvironment(config.activation.environment, context, ['activation', 'environment']);
   const { id, signature: _signature, ...body } = config;
-  const hashed = Buffer.from(nativeBlake3(canonicalJsonBytes(body))).toString('hex');
+  const hashed = Buffer.from(blake3(canonicalJsonBytes(body))).toString('hex');
   if (hashed !== id) context.addIssue({ code: 'custom', path: ['id'], message: `the config's body hashes to ${hashed}, not to its id ${id}` });
 });
 export type BundleConfig = z.infer<typeof BundleConfigSchema>;
@@ -137,7 +137,7 @@ export class BundleError extends Error {
 }
 
 function signedMessage(manifest: Uint8Array): Uint8Array {
-  return new TextEncoder().encode(`${BUNDLE_FORMAT}\n${Buffer.from(nativeBlake3(manifest)).toString('hex')}`);
+  return new TextEncoder().encode(`${BUNDLE_FORMAT}\n${Buffer.from(blake3(manifest)).toString('hex')}`);
 }
 
 /** Every object below `roots`, each once: directories children-first, then blobs. */

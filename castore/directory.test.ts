@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { CastoreError } from './errors.js';
 import { decodeDirectory, directoryId, encodeDirectory } from './directory.js';
 import type { Digest, Entry } from './node.js';
+import { seededRandom } from '../test/seeded-random.js';
 
 const digestA = 'a'.repeat(64) as Digest;
 const digestB = 'b'.repeat(64) as Digest;
@@ -74,11 +75,7 @@ describe('directory encoding', () => {
 
   it('never throws anything but CastoreError on random mutations', () => {
     const good = Buffer.from(encodeDirectory(entries));
-    let seed = 42;
-    const random = (n: number): number => {
-      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-      return seed % n;
-    };
+    const random = seededRandom(42);
     for (let i = 0; i < 2000; i++) {
       const mutated = Buffer.from(good);
       const at = random(mutated.length);

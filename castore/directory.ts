@@ -14,7 +14,7 @@
  *     kind 0/1/2: 32-byte digest, u64 size
  *     kind 3:     u16 target length (1..4096), target bytes (no NUL)
  */
-import { nativeBlake3 } from './blake3/index.js';
+import { blake3 } from './blake3/index.js';
 import { CastoreError } from './errors.js';
 import { digestFromBytes, digestToBytes, type Digest, type Entry } from './node.js';
 
@@ -181,5 +181,5 @@ export function decodeDirectory(bytes: Uint8Array, id?: Digest): Entry[] {
 
 /** The id of a directory encoding: BLAKE3-256 of its bytes. */
 export function directoryId(encoding: Uint8Array): Digest {
-  return digestFromBytes(nativeBlake3(encoding));
+  return digestFromBytes(blake3(encoding));
 }

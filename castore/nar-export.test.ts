@@ -8,6 +8,7 @@ import { ingestStorePath } from './ingest-store-path.js';
 import { exportNar } from './nar-export.js';
 import type { Node } from './node.js';
 import { Castore } from './store/castore.js';
+import { seededRandom } from '../test/seeded-random.js';
 
 async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {
   const parts: Uint8Array[] = [];
@@ -61,11 +62,8 @@ describe('exportNar', () => {
     for (const root of Object.values(roots)) {
       const nar = await collect(exportNar(store, root));
       const cuts = [0, 1, 7, 8, 9, 63, 64, 65, 100, 1000, nar.length - 700_001, nar.length - 9, nar.length - 1].filter((n) => n >= 0 && n < nar.length);
-      let seed = 1;
-      for (let i = 0; i < 40; i++) {
-        seed = (seed * 1103515245 + 12345) % 2 ** 31;
-        cuts.push(seed % nar.length);
-      }
+      const random = seededRandom(1);
+      for (let i = 0; i < 40; i++) cuts.push(random(nar.length));
       for (const start of cuts) {
         for (const length of [1, 8, 13, 4096, 70_000, nar.length]) {
           const end = Math.min(start + length, nar.length);

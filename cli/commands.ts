@@ -3,7 +3,8 @@
  * its commands, loaded only when argv names the group: `ferry config
  * submit` then starts without loading every other group's commands (the
  * NAR codec, Nix store reading, the binary cache's credentials, the
- * viewer…), ~0.1 s of its start-up before.
+ * viewer…), which took a noticeable part of its start-up (bench/README.md,
+ * "App-change latency").
  */
 import type { Command, CommandGroup } from './command.js';
 

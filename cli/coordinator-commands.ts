@@ -86,7 +86,7 @@ const serve: Command = {
     // The server's modules load only here: every other command starts without them.
     const [{ Coordinator }, { FERRY_VERSION }, { startHttpServer }, { startQuicServer }] = await Promise.all([
       import('../coordinator/coordinator.js'),
-      import('../coordinator/api/operations.js'),
+      import('../protocol/version.js'),
       import('../coordinator/server.js'),
       import('../coordinator/quic-server.js'),
     ]);

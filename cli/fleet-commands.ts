@@ -1,6 +1,7 @@
 /** `ferry keys …`, `ferry tokens …`, `ferry agents …`: clients of the coordinator API. */
 import type { AgentApiView } from '../coordinator/api/operations.js';
 import { formatJoinString } from '../protocol/join-string.js';
+import { keyIdOf, sshEd25519PublicKey } from '../protocol/identity.js';
 import { formatBytes } from './progress.js';
 import { readFileSync } from 'node:fs';
 import type { CoordinatorHttpClient } from '../protocol/http-client.js';
@@ -32,7 +33,7 @@ async function resolveAgent(client: CoordinatorHttpClient, reference: string): P
   throw new UsageError(matches.length === 0 ? `no agent named or starting with '${reference}'` : `'${reference}' matches ${matches.length} agents; give more of the id`);
 }
 
-/** A key given as a hex key id, an OpenSSH public key (file or line), or a Ferry/OpenSSH private key file. */
+/** A key given as a hex key id, or as an OpenSSH ed25519 public key: a file holding one, or the line itself. */
 function keyIdFromArgument(argument: string): string {
   if (/^[0-9a-f]{64}$/.test(argument)) return argument;
   let text = argument;
@@ -41,13 +42,8 @@ function keyIdFromArgument(argument: string): string {
   } catch {
     // not a file: maybe the key line itself
   }
-  const ssh = /ssh-ed25519 ([A-Za-z0-9+/=]+)/.exec(text);
-  if (ssh) {
-    const blob = Buffer.from(ssh[1]!, 'base64');
-    const typeLength = blob.readUInt32BE(0);
-    const key = blob.subarray(4 + typeLength + 4);
-    if (blob.subarray(4, 4 + typeLength).toString() === 'ssh-ed25519' && key.length === 32) return key.toString('hex');
-  }
+  const publicKey = sshEd25519PublicKey(text);
+  if (publicKey) return keyIdOf(publicKey);
   throw new UsageError(`'${argument}' is not a key id, an ssh-ed25519 public key, or a file holding one`);
 }
 

@@ -14,8 +14,7 @@ import { FerryError } from '../protocol/errors.js';
 import { commandGroups, commandsOfGroup } from './commands.js';
 import { formatCommandHelp, parseCommandLine, UsageError, type Command, type CommandContext } from './command.js';
 import { block, term, terminalOutput } from './terminal-text.js';
-
-const VERSION = '0.1.0';
+import { FERRY_VERSION } from '../protocol/version.js';
 
 function formatTopLevelHelp(): string {
   const lines = [
@@ -80,7 +79,7 @@ export async function main(argv: string[]): Promise<number> {
     return argv.length === 0 ? 2 : 0;
   }
   if (argv[0] === '--version') {
-    stdout.write(term`ferry ${VERSION}\n`);
+    stdout.write(term`ferry ${FERRY_VERSION}\n`);
     return 0;
   }
   // Only the named group's module is loaded (cli/commands.ts).

@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { table } from './format.js';
 import { createProgress } from './progress.js';
 import { block, jsonForTerminal, safeForTerminal, term, TerminalText, terminalOutput } from './terminal-text.js';
+import { seededRandom } from '../test/seeded-random.js';
 
 /** Every C0 control but newline, DEL, every C1 control, and the bidi and separator characters. */
 const DANGEROUS = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
@@ -19,17 +20,6 @@ function decode(shown: string): string {
     if (escape === 'r') return '\r';
     return String.fromCharCode(parseInt(escape.slice(1), 16));
   });
-}
-
-/** A small deterministic generator (mulberry32), so a failing case can be reproduced from its seed. */
-function random(seed: number): () => number {
-  let state = seed;
-  return () => {
-    state = (state + 0x6d2b79f5) | 0;
-    let t = Math.imul(state ^ (state >>> 15), 1 | state);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 describe('safeForTerminal', () => {
@@ -81,9 +71,9 @@ describe('safeForTerminal', () => {
 
   it('round-trips: decoding what it shows gives the original, also for values printed side by side (seeded)', () => {
     const alphabet = ['\\', 'x', 'u', 'n', 't', 'r', '1', 'b', 'f', 'a', ' ', 'é', '東', '\x1b', '\x07', '\r', '\n', '\t', '\b', '\x7f', '\u009b', '\u202e', '\u2066', '\u2028'];
-    const next = random(16);
+    const random = seededRandom(16);
     for (let round = 0; round < 2000; round++) {
-      const value = () => Array.from({ length: Math.floor(next() * 12) }, () => alphabet[Math.floor(next() * alphabet.length)]!).join('');
+      const value = () => Array.from({ length: random(12) }, () => alphabet[random(alphabet.length)]!).join('');
       const [a, b] = [value(), value()];
       for (const layout of ['line', 'block'] as const) {
         const shown = safeForTerminal(a, layout) + safeForTerminal(b, layout);

@@ -17,8 +17,7 @@ import { createIdentityFile, loadIdentity, type Identity } from '../protocol/ide
 import { openCoordinatorDatabase, type CoordinatorDatabase } from './db/database.js';
 import { WalCheckpointer } from './db/wal-checkpointer.js';
 import * as schema from './db/schema.js';
-import { blake3Text } from './audit/blake3-text.js';
-import { ChainVerifier, checkpointMessage, GENESIS_HASH, type ChainReport, type Checkpoint, type UnhashedEvent } from './audit/chain.js';
+import { ChainVerifier, checkpointMessage, encodedEventHash, GENESIS_HASH, type ChainReport, type Checkpoint } from './audit/chain.js';
 import type { Actor, CommandContext } from './domain/commands.js';
 import { AuditEventSchema, type AuditEvent, type EventDraft } from './domain/events.js';
 import { applyEvent, replayLog, type ReplayReport } from './domain/reducer.js';
@@ -85,27 +84,6 @@ export interface Decision<R> {
 }
 
 type Decide<R> = (context: CommandContext) => Decision<R> | undefined;
-
-function safeInteger(value: number, what: string): number {
-  if (!Number.isSafeInteger(value)) throw new TypeError(`canonical JSON allows only safe integers; $.${what} is ${value}`);
-  return value;
-}
-
-/**
- * The canonical JSON of an event without its hash, given its payload's
- * canonical JSON: byte for byte `canonicalJson(event)` (keys in sorted
- * order, as eventHash encodes it), without encoding the payload again.
- * verifyAudit recomputes every hash with eventHash, so any difference
- * would show as a broken chain.
- */
-function canonicalEventJson(event: Omit<UnhashedEvent, 'payload'>, payloadJson: string): string {
-  const text = JSON.stringify;
-  return (
-    `{"action":${text(event.action)},"actorKey":${text(event.actorKey)},"actorRole":${text(event.actorRole)},"hlc":${text(event.hlc)},` +
-    `"payload":${payloadJson},"prevHash":${text(event.prevHash)},"requestSignature":${event.requestSignature === null ? 'null' : text(event.requestSignature)},` +
-    `"seq":${safeInteger(event.seq, 'seq')},"subject":${text(event.subject)},"wallTime":${safeInteger(event.wallTime, 'wallTime')}}`
-  );
-}
 
 export class Coordinator {
   readonly state: SqliteStateStore;
@@ -366,7 +344,7 @@ export class Coordinator {
       requestSignature: actor.requestSignature ?? null,
       prevHash: this.head.hash,
     };
-    const hash = blake3Text(canonicalEventJson(fields, payloadJson));
+    const hash = encodedEventHash(fields, payloadJson);
     const event: AuditEvent = {
       seq: fields.seq,
       hlc: fields.hlc,

@@ -18,7 +18,7 @@ import { isAuthRefusal, resolveActor } from './api/actors.js';
 import { FerryError } from '../protocol/errors.js';
 import { ClosureAccess, DATA_ACCESS, runDataOperation, type DataReply } from './api/data-operations.js';
 import { replyFrames } from './api/data-replies.js';
-import { FERRY_VERSION } from './api/operations.js';
+import { FERRY_VERSION } from '../protocol/version.js';
 import type { Coordinator } from './coordinator.js';
 import type { Actor } from './domain/commands.js';
 

@@ -38,9 +38,9 @@ export function startHttpServer(coordinator: Coordinator, host: string, port: nu
   secure.emit('listening');
   // Paused on connect: the first byte is read through JavaScript and put back, and whichever
   // server takes the socket wraps its native handle, reading the byte back from the socket's
-  // buffer first (TLS: initRead). Handing TLS a JavaScript stream instead cost ~15–20%.
+  // buffer first (TLS: initRead): handing TLS a JavaScript stream instead was slower (bench/README.md, "Figures behind code comments").
   // noDelay: the API servers never accept a connection themselves, so their own default (Nagle off) is never
-  // applied; with Nagle, a reply written in pieces waited for the client's delayed ACK, ~40 ms a request.
+  // applied; with Nagle, a reply written in pieces waited for the client's delayed ACK (bench/README.md, "Figures behind code comments").
   // keepAlive: an agent's watch is a request held for minutes; TCP keepalives (from the kernel, no work
   // here) keep NAT mappings on the way open and let a vanished agent's connection be closed.
   const listener = net.createServer({ pauseOnConnect: true, noDelay: true, keepAlive: true, keepAliveInitialDelay: TCP_KEEPALIVE_MS }, (socket) => {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { canonicalJson } from './canonical-json.js';
+import { seededRandom } from '../test/seeded-random.js';
 
 describe('canonical JSON', () => {
   it('sorts keys at every depth and drops undefined', () => {
@@ -48,17 +49,6 @@ function recursiveCanonicalJson(value: unknown, where = '$'): string {
   }
 }
 
-/** A seeded xorshift, so a failure names a reproducible value. */
-function seeded(seed: number): (n: number) => number {
-  let x = seed;
-  return (n) => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) % n;
-  };
-}
-
 const KEYS = ['a', 'b', 'z', 'A', '', 'é', '\u0000', '10', '2', 'with space', '\ud83d\ude00', '\ud800', 'constructor'];
 const STRINGS = ['', 'x', 'é\n"\\', '\ud800', '\u2028', 'long'.repeat(20)];
 
@@ -85,7 +75,7 @@ function randomValue(random: (n: number) => number, depth: number): unknown {
 
 describe('canonical JSON at any depth (defect 7: stored payloads nested deeper than recursion survives)', () => {
   it('is byte for byte the recursive encoder it replaced, on random nested values', () => {
-    const random = seeded(20_261_126);
+    const random = seededRandom(20_261_126);
     for (let i = 0; i < 5000; i++) {
       const value = randomValue(random, 0);
       expect(canonicalJson(value), JSON.stringify(value)).toBe(recursiveCanonicalJson(value));

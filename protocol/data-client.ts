@@ -266,9 +266,9 @@ export interface DataClientOptions {
    * daemon's watch and reports keep it open): requests other than
    * `blobs.stream` go over it, when it is TLS (pinned or https), unless a
    * QUIC session is already open. A QUIC session costs a handshake and the
-   * session's auth, ~10–90 ms of this thread with @currentspace/http3 0.9.0:
-   * more than a small fetch takes. Closure streams and bulk transfers
-   * (startBulkTransfer) connect it.
+   * session's auth on this thread, more than a small fetch takes
+   * (bench/README.md, "Shaped links", second session of issue 17). Closure
+   * streams and bulk transfers (startBulkTransfer) connect it.
    */
   warmHttps?: boolean;
   /** Told about fallbacks and retries. */

@@ -12,8 +12,8 @@
  *   directory's canonical encoding (`size` bytes);
  * - `blob.get` response: the outboard (`outboardSize` bytes), then the
  *   blob's bytes from `offset` (`length` bytes);
- * - `blobs.get` response: per blob, its bytes (blobs of at most 256 KiB, verified whole; the
- *   `outboardSize` field is 0);
+ * - `blobs.get` response: per blob, its bytes (blobs of at most
+ *   MAX_BATCHED_BLOB_BYTES, 1 MiB, verified whole; the `outboardSize` field is 0);
  * - `upload.blobs` request: each blob's bytes;
  * - `blobs.delta` request: per blob, `basisGroups` chaining values of 32
  *   bytes; response: per blob, the bytes of the groups its `runs` name;

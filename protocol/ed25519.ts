@@ -3,10 +3,10 @@
  * (32-byte seed, 32-byte public key, 64-byte signature). Signing and
  * verification use node:crypto's native implementation (OpenSSL): the
  * coordinator verifies on every request, and every CLI run and agent request
- * signs — with @noble/ed25519 (pure JS) a short-lived CLI spent ~60 ms of
- * its start-up building noble's tables for its first signature. noble stays
- * as the second, independent implementation the tests and benchmarks
- * compare against. Both are RFC 8032 ed25519: signatures are deterministic
+ * signs — with @noble/ed25519 (pure JS) a short-lived CLI spent a noticeable
+ * part of its start-up building noble's tables for its first signature
+ * (bench/README.md, "App-change latency"). noble stays as the second,
+ * independent implementation the tests and benchmarks compare against. Both are RFC 8032 ed25519: signatures are deterministic
  * and byte-identical (tested).
  */
 import * as ed from '@noble/ed25519';

@@ -16,13 +16,19 @@ describe('FrameReader', () => {
     const message = Buffer.concat([encodeHeaderFrame({ op: 'x', n: 1 }), body, encodeHeaderFrame({ end: true })]);
     for (const sizes of [[1], [3, 7], [4096], [message.length], [0, 5, 0, 11]]) {
       const reader = new FrameReader(chunksOf(message, sizes));
-      expect(await reader.readHeader()).toEqual({ op: 'x', n: 1 });
+      expect(await reader.readHeader(1024)).toEqual({ op: 'x', n: 1 });
       const parts = [await reader.readExact(1), await reader.readExact(4999), await reader.readExact(0), await reader.readExact(5000)];
       expect(Buffer.concat(parts).equals(Buffer.from(body))).toBe(true);
-      expect(await reader.readHeader()).toEqual({ end: true });
+      expect(await reader.readHeader(1024)).toEqual({ end: true });
       await reader.expectEnd();
       expect(reader.offset).toBe(message.length);
     }
+  });
+
+  it('refuses a header longer than the bound its reader names, before reading it', async () => {
+    const frame = encodeHeaderFrame({ op: 'x', pad: 'y'.repeat(100) });
+    await expect(new FrameReader(chunksOf(frame, [frame.length])).readHeader(frame.length - 5)).rejects.toMatchObject({ code: 'FRAME_TOO_LARGE' });
+    expect(await new FrameReader(chunksOf(frame, [frame.length])).readHeader(frame.length - 4)).toMatchObject({ op: 'x' });
   });
 
   it('says where a stream was cut, and refuses trailing bytes', async () => {

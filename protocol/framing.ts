@@ -20,9 +20,6 @@ export class FrameError extends FerryError {
   }
 }
 
-/** Default bound on a frame header (the JSON part). */
-export const MAX_HEADER_BYTES = 1024 * 1024;
-
 /** Encodes a header frame: length prefix + JSON. */
 export function encodeHeaderFrame(header: unknown): Buffer {
   const json = Buffer.from(JSON.stringify(header), 'utf8');
@@ -105,8 +102,12 @@ export class FrameReader {
     return out;
   }
 
-  /** The next header frame's JSON bytes (what an HTTP request signature covers). */
-  async readHeaderBytes(maxBytes = MAX_HEADER_BYTES): Promise<Uint8Array> {
+  /**
+   * The next header frame's JSON bytes (what an HTTP request signature
+   * covers); FRAME_TOO_LARGE past `maxBytes`, which each side names
+   * (MAX_REQUEST_HEADER_BYTES, MAX_REPLY_HEADER_BYTES in data-protocol.ts).
+   */
+  async readHeaderBytes(maxBytes: number): Promise<Uint8Array> {
     const prefix = await this.readExact(4, 'frame length');
     const length = Buffer.from(prefix.buffer, prefix.byteOffset, 4).readUInt32BE(0);
     if (length > maxBytes) throw new FrameError('FRAME_TOO_LARGE', `frame header of ${length} bytes exceeds the limit of ${maxBytes}`);
@@ -114,7 +115,7 @@ export class FrameReader {
   }
 
   /** The next header frame as parsed JSON (not yet schema-validated). */
-  async readHeader(maxBytes = MAX_HEADER_BYTES): Promise<unknown> {
+  async readHeader(maxBytes: number): Promise<unknown> {
     return parseHeaderJson(await this.readHeaderBytes(maxBytes));
   }
 

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { ed25519PublicKey, ed25519PublicKeyNoble, ed25519Sign, ed25519SignNoble, ed25519Verify, ed25519VerifyNoble } from './ed25519.js';
-import { createIdentityFile, Identity, IdentityError, loadIdentity } from './identity.js';
+import { createIdentityFile, Identity, IdentityError, loadIdentity, sshEd25519PublicKey } from './identity.js';
 import { signRequest, verifyRequestSignature } from './request-signing.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-identity-'));
@@ -49,9 +49,27 @@ describe('identities', () => {
     const publicLine = execFileSync(sshKeygen!, ['-y', '-f', plain]).toString();
     const blob = Buffer.from(publicLine.split(' ')[1]!, 'base64');
     expect(Buffer.from(blob.subarray(blob.length - 32)).toString('hex')).toBe(identity.keyId);
+    expect(Buffer.from(sshEd25519PublicKey(publicLine)!).toString('hex')).toBe(identity.keyId);
     const encrypted = path.join(dir, 'id_encrypted');
     execFileSync(sshKeygen!, ['-q', '-t', 'ed25519', '-N', 'secret', '-f', encrypted]);
     expect(() => loadIdentity(encrypted)).toThrow(/encrypted/);
+  });
+
+  it('reads an ssh-ed25519 public key line, and nothing else', () => {
+    const identity = Identity.generate();
+    const field = (bytes: Uint8Array) => {
+      const length = Buffer.alloc(4);
+      length.writeUInt32BE(bytes.length);
+      return Buffer.concat([length, bytes]);
+    };
+    const blobOf = (type: string, key: Uint8Array) => Buffer.concat([field(Buffer.from(type)), field(key)]).toString('base64');
+    const line = `ssh-ed25519 ${blobOf('ssh-ed25519', identity.publicKey)} admin@host\n`;
+    expect(Buffer.from(sshEd25519PublicKey(`# a comment\n${line}`)!).toString('hex')).toBe(identity.keyId);
+    expect(sshEd25519PublicKey(`ssh-ed25519 ${blobOf('ssh-rsa', identity.publicKey)}`)).toBeUndefined();
+    expect(sshEd25519PublicKey(`ssh-ed25519 ${blobOf('ssh-ed25519', identity.publicKey.subarray(1))}`)).toBeUndefined();
+    expect(sshEd25519PublicKey(`ssh-ed25519 ${Buffer.from(blobOf('ssh-ed25519', identity.publicKey), 'base64').subarray(0, 30).toString('base64')}`)).toBeUndefined();
+    expect(sshEd25519PublicKey('ssh-ed25519 AAAA')).toBeUndefined();
+    expect(sshEd25519PublicKey(identity.keyId)).toBeUndefined();
   });
 
   it('refuses files that are not keys', () => {

@@ -62,6 +62,35 @@ export class IdentityError extends Error {
 
 const OPENSSH_MAGIC = Buffer.from('openssh-key-v1\0', 'latin1');
 
+/**
+ * Reads SSH's wire encoding (RFC 4251 section 5: big-endian uint32s and
+ * uint32-length-prefixed strings), as OpenSSH key files and public key
+ * blobs hold it. A read past the end calls `truncated`, which throws.
+ */
+class SshFieldReader {
+  private at = 0;
+
+  constructor(
+    private readonly bytes: Buffer,
+    private readonly truncated: () => never,
+  ) {}
+
+  uint32(): number {
+    if (this.at + 4 > this.bytes.length) this.truncated();
+    const value = this.bytes.readUInt32BE(this.at);
+    this.at += 4;
+    return value;
+  }
+
+  string(): Buffer {
+    const length = this.uint32();
+    if (this.at + length > this.bytes.length) this.truncated();
+    const value = this.bytes.subarray(this.at, this.at + length);
+    this.at += length;
+    return value;
+  }
+}
+
 /** Reads the seed of an unencrypted OpenSSH ed25519 private key (PEM-armoured `openssh-key-v1`). */
 export function parseOpenSshEd25519(text: string, where = 'key'): Uint8Array {
   const body = text
@@ -69,56 +98,49 @@ export function parseOpenSshEd25519(text: string, where = 'key'): Uint8Array {
     .replace(/-----END OPENSSH PRIVATE KEY-----/, '')
     .replace(/\s+/g, '');
   const bytes = Buffer.from(body, 'base64');
-  let at = 0;
   const fail = (why: string): never => {
     throw new IdentityError(`${where} is not a usable OpenSSH ed25519 key: ${why}`);
   };
-  const u32 = (): number => {
-    if (at + 4 > bytes.length) fail('truncated');
-    const value = bytes.readUInt32BE(at);
-    at += 4;
-    return value;
-  };
-  const string = (): Buffer => {
-    const length = u32();
-    if (at + length > bytes.length) fail('truncated');
-    const value = bytes.subarray(at, at + length);
-    at += length;
-    return value;
-  };
   if (!bytes.subarray(0, OPENSSH_MAGIC.length).equals(OPENSSH_MAGIC)) fail('missing openssh-key-v1 header');
-  at = OPENSSH_MAGIC.length;
-  const cipher = string().toString();
-  const kdf = string().toString();
-  string(); // kdf options
+  const file = new SshFieldReader(bytes.subarray(OPENSSH_MAGIC.length), () => fail('truncated'));
+  const cipher = file.string().toString();
+  const kdf = file.string().toString();
+  file.string(); // kdf options
   if (cipher !== 'none' || kdf !== 'none') fail('it is encrypted (decrypt a copy with ssh-keygen -p, or let Ferry generate a key)');
-  if (u32() !== 1) fail('it holds more than one key');
-  string(); // public key blob
-  const privateBlock = string();
-  at = 0;
-  const block = privateBlock;
-  const read32 = (): number => {
-    if (at + 4 > block.length) fail('truncated private section');
-    const value = block.readUInt32BE(at);
-    at += 4;
-    return value;
-  };
-  const readString = (): Buffer => {
-    const length = read32();
-    if (at + length > block.length) fail('truncated private section');
-    const value = block.subarray(at, at + length);
-    at += length;
-    return value;
-  };
-  if (read32() !== read32()) fail('check integers differ (corrupt or encrypted)');
-  const type = readString().toString();
+  if (file.uint32() !== 1) fail('it holds more than one key');
+  file.string(); // public key blob
+  const block = new SshFieldReader(file.string(), () => fail('truncated private section'));
+  if (block.uint32() !== block.uint32()) fail('check integers differ (corrupt or encrypted)');
+  const type = block.string().toString();
   if (type !== 'ssh-ed25519') fail(`it is a ${type} key, Ferry needs ssh-ed25519`);
-  const publicKey = readString();
-  const secret = readString();
+  const publicKey = block.string();
+  const secret = block.string();
   if (publicKey.length !== 32 || secret.length !== 64) fail('unexpected ed25519 key lengths');
   const seed = new Uint8Array(secret.subarray(0, 32));
   if (!Buffer.from(ed25519PublicKey(seed)).equals(publicKey)) fail('public and private halves do not match');
   return seed;
+}
+
+/**
+ * The public key of the first OpenSSH ed25519 public key line
+ * (`ssh-ed25519 AAAA… comment`, as in `id_ed25519.pub` or
+ * `authorized_keys`) in `text`; undefined if there is none or its blob is
+ * not a 32-byte ssh-ed25519 key.
+ */
+export function sshEd25519PublicKey(text: string): Uint8Array | undefined {
+  const line = /ssh-ed25519 ([A-Za-z0-9+/=]+)/.exec(text);
+  if (!line) return undefined;
+  const blob = new SshFieldReader(Buffer.from(line[1]!, 'base64'), () => {
+    throw new IdentityError('truncated ssh-ed25519 public key');
+  });
+  try {
+    if (blob.string().toString() !== 'ssh-ed25519') return undefined;
+    const key = blob.string();
+    return key.length === 32 ? new Uint8Array(key) : undefined;
+  } catch (error) {
+    if (error instanceof IdentityError) return undefined;
+    throw error;
+  }
 }
 
 /**

@@ -5,7 +5,7 @@
  * fallback), TLS pinning and join strings, and the error codes all of them
  * share (errors.ts).
  */
-export { Identity, IdentityError, KeyIdSchema, keyIdOf, publicKeyOf, loadIdentity, createIdentityFile, type KeyId } from './identity.js';
+export { Identity, IdentityError, KeyIdSchema, keyIdOf, publicKeyOf, loadIdentity, createIdentityFile, sshEd25519PublicKey, type KeyId } from './identity.js';
 export { signRequest, verifyRequestSignature, MAX_REQUEST_SKEW_MS } from './request-signing.js';
 export { ErrorCodeSchema, ERROR_CODES, ErrorBodySchema, FerryError, readErrorBody, httpStatusOf, type ErrorCode, type ErrorDetails, type ErrorStatus, type FerryErrorOptions, type ReceivedError } from './errors.js';
 export { ApiError, CoordinatorHttpClient, type CoordinatorHttpClientOptions } from './http-client.js';
@@ -16,6 +16,7 @@ export { FrameError, FrameReader, encodeHeaderFrame } from './framing.js';
 export { certificateFingerprint, checkPinnedCertificate, PinningError } from './tls-pinning.js';
 export { formatJoinString, parseJoinString, JoinStringError, type JoinString } from './join-string.js';
 export { canonicalJson, canonicalJsonBytes } from './canonical-json.js';
+export { FERRY_VERSION } from './version.js';
 export { StorePathSchema, StorePathInfoSchema, MAX_REFERENCES, type StorePathInfo } from './store-path-info.js';
 export { desiredProofMessage, manifestProofMessage, signProof, verifyProof } from './coordinator-proofs.js';
 export { formatHlc, parseHlc, compareHlc, HlcClock, type Hlc } from './hlc.js';

@@ -1,22 +1,13 @@
 import { isDeepStrictEqual } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { clipJsonDepth, cloneJson, JSON_TOO_DEEP_PLACEHOLDER, jsonBoundsViolation, MAX_JSON_DEPTH, stringifyJson } from './json-bounds.js';
+import { seededRandom } from '../test/seeded-random.js';
 
 /** `{"a":…}` nested `depth` deep around `leaf`, built without recursion. */
 function nested(depth: number, leaf: unknown = 1): unknown {
   let value = leaf;
   for (let i = 0; i < depth; i++) value = { a: value };
   return value;
-}
-
-function seeded(seed: number): (n: number) => number {
-  let x = seed;
-  return (n) => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) % n;
-  };
 }
 
 /** Random JSON-ish values, with the non-JSON bits JSON.stringify has rules for (undefined, functions, Dates, non-finite numbers). */
@@ -89,7 +80,7 @@ describe('jsonBoundsViolation', () => {
 
 describe('stringifyJson', () => {
   it('is JSON.stringify on random values (toJSON, Dates, undefined, functions, symbols, non-finite numbers)', () => {
-    const random = seeded(7);
+    const random = seededRandom(7);
     for (let i = 0; i < 5000; i++) {
       const value = randomValue(random, 0);
       expect(stringifyJson(value)).toBe(JSON.stringify(value));
@@ -97,7 +88,7 @@ describe('stringifyJson', () => {
   });
 
   it('is JSON.stringify past the native depth, too, and at 100,000 levels', () => {
-    const random = seeded(11);
+    const random = seededRandom(11);
     for (let i = 0; i < 300; i++) {
       // Random values under 200 levels of wrapping: the iterative encoder's rules, checked against V8's.
       const value = nested(200, randomValue(random, 0));
@@ -122,7 +113,7 @@ describe('cloneJson', () => {
   it('copies as structuredClone does for rows (undefined kept, nothing shared)', () => {
     for (let i = 0; i < 2000; i++) {
       // Rows are JSON (what the reducer builds from parsed payloads), plus undefined properties.
-      const row = { id: 'x', n: i, v: JSON.parse(stringifyJson(randomValue(seeded(i + 1), 0)) ?? 'null') as unknown, u: undefined };
+      const row = { id: 'x', n: i, v: JSON.parse(stringifyJson(randomValue(seededRandom(i + 1), 0)) ?? 'null') as unknown, u: undefined };
       expect(isDeepStrictEqual(cloneJson(row), structuredClone(row))).toBe(true);
     }
     const row = { id: 'r', facts: { a: [1, { b: 2 }] }, gone: undefined };

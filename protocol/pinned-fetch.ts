@@ -9,7 +9,7 @@
  * JSON exchanges and framed data streams, which node:https (its HTTP parser
  * is native) serves as well, while loading undici and compiling its
  * WebAssembly HTTP parser was the largest part of a `ferry config submit`'s
- * start-up (~0.1–0.2 s of ~0.6 s; `npm run bench:app-change`). What callers
+ * start-up (bench/README.md, "App-change latency"). What callers
  * get is still a fetch-shaped `Response`.
  */
 import { Agent as HttpsAgent, request as httpsRequest, type RequestOptions } from 'node:https';

@@ -58,6 +58,7 @@ interface AgentRecord {
   currentConfig: string | null;
   desiredConfig: string | null;
   lastError: string | null;
+  lastSeen: number | null;
 }
 
 describe.skipIf(skipReason !== undefined)('coordinator and agents, end to end', () => {
@@ -108,6 +109,25 @@ describe.skipIf(skipReason !== undefined)('coordinator and agents, end to end', 
       return record.phase === phase && (phase !== 'active' || record.currentConfig === configId) ? record : undefined;
     });
   const marker = (name: string) => readFileSync(path.join(agents.get(name)!.stateDir, 'marker'), 'utf8').trim();
+  /** The kinds of an agent's recorded events (its events.jsonl), oldest first. */
+  const eventKinds = (name: string) =>
+    readFileSync(path.join(agents.get(name)!.stateDir, 'events.jsonl'), 'utf8').split('\n').filter(Boolean).map((line) => (JSON.parse(line) as { kind: string }).kind);
+  /**
+   * Resolves once the coordinator has heard from the agent three separate
+   * times after `since` (ms): its daemon has then decided at least one
+   * round that began after `since`. A round's requests before its decision
+   * are at most its facts report (no reports are queued here); the end of
+   * its watch comes after the decision, and a deployment it decides on
+   * records its `deploy` event before it reports anything.
+   */
+  async function roundDecidedAfter(name: string, since: number): Promise<void> {
+    const heard = new Set<number>();
+    await waitFor(`a round of ${name} decided after ${since}`, async () => {
+      const { lastSeen } = await agentRecord(name);
+      if (lastSeen !== null && lastSeen > since) heard.add(lastSeen);
+      return heard.size >= 3 || undefined;
+    });
+  }
   const submit = (target: string, extra: string[] = []) =>
     (
       JSON.parse(
@@ -236,22 +256,26 @@ describe.skipIf(skipReason !== undefined)('coordinator and agents, end to end', 
     const rolled = JSON.parse(ok('agent', 'rollback', '--state-dir', beta.stateDir, '--json')) as { configId: string };
     expect(rolled.configId).toBe(first);
     await converged('beta', first);
-    await new Promise((resolve) => setTimeout(resolve, 2500)); // a few of the daemon's 1 s rounds
+    await roundDecidedAfter('beta', Date.now());
+    const kinds = eventKinds('beta');
+    expect(kinds.slice(kinds.lastIndexOf('rollback'))).not.toContain('deploy');
     expect(marker('beta')).toBe(first);
     expect(await agentRecord('beta')).toMatchObject({ desiredConfig: second, currentConfig: first });
     expect(beta.process!.exitCode).toBeNull();
   }, 90_000);
 
   it('keeps agents running through a coordinator restart, then deploys what was submitted meanwhile', async () => {
+    const offlineBefore = eventKinds('alpha').filter((kind) => kind === 'offline').length;
     coordinator!.kill('SIGKILL');
     await new Promise((resolve) => coordinator!.once('exit', resolve));
-    await new Promise((resolve) => setTimeout(resolve, 1500));
+    // The round that finds the coordinator gone ends with an `offline` event, the running generation untouched.
+    await waitFor('alpha to find the coordinator gone', () => eventKinds('alpha').filter((kind) => kind === 'offline').length > offlineBefore);
     expect(marker('alpha')).toBe(second); // still running the last good config
     await startCoordinator();
     const third = submit(v1.app, ['-m', 'third, after the restart']);
     await converged('alpha', third);
     // It says it was offline, then back: in its events and in its log (the journal).
-    const kinds = readFileSync(path.join(agents.get('alpha')!.stateDir, 'events.jsonl'), 'utf8').split('\n').filter(Boolean).map((line) => (JSON.parse(line) as { kind: string }).kind);
+    const kinds = eventKinds('alpha');
     expect(kinds.lastIndexOf('online')).toBeGreaterThan(kinds.lastIndexOf('offline'));
     expect(kinds.lastIndexOf('offline')).toBeGreaterThanOrEqual(0);
     expect(agents.get('alpha')!.log).toMatch(/ferry agent: offline: coordinator unreachable: [^]*ferry agent: online: coordinator reachable again/);

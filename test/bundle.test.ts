@@ -12,7 +12,7 @@ import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../agent/index.js';
 import { nixSystem } from '../agent/facts.js';
-import { BundleError, Castore, CastoreError, nativeBlake3, writeBundle, type BundleConfig, type BundleOptions } from '../castore/index.js';
+import { BundleError, Castore, CastoreError, blake3, writeBundle, type BundleConfig, type BundleOptions } from '../castore/index.js';
 import { startHttpServer } from '../coordinator/server.js';
 import { configId as configIdOf, configSigningMessage } from '../coordinator/domain/commands.js';
 import type { ConfigBody } from '../coordinator/domain/events.js';
@@ -80,7 +80,7 @@ async function manifestOf(bundle: Buffer): Promise<Record<string, unknown>> {
 /** A bundle of just a manifest and its signature (as `format` says to sign it): for manifests writeBundle would refuse to write. */
 async function craftedBundle(manifest: unknown, signer: Identity, format = 'ferry-bundle-v2'): Promise<Buffer> {
   const bytes = Buffer.from(JSON.stringify(manifest));
-  const message = new TextEncoder().encode(`${format}\n${Buffer.from(nativeBlake3(bytes)).toString('hex')}`);
+  const message = new TextEncoder().encode(`${format}\n${Buffer.from(blake3(bytes)).toString('hex')}`);
   const signature = Buffer.from(Buffer.from(signer.sign(message)).toString('base64'));
   const pack = tar.pack();
   pack.entry({ name: 'ferry-bundle.json', size: bytes.length, mtime: new Date(0) }, bytes);

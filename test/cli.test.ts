@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FERRY_VERSION } from '../protocol/version.js';
 import { buildFixtureClosure, nix, nixUnavailableReason } from './nix-fixtures/index.js';
 
 const ferryBin = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'ferry');
@@ -36,6 +37,7 @@ describe('ferry CLI', () => {
     expect(top.stdout.toString()).toMatch(/castore\s+/);
     expect(ferry(['nar', '--help']).stdout.toString()).toMatch(/nar restore <file.nar\|-> <dir>/);
     expect(ferry(['castore', 'gc', '--help']).stdout.toString()).toMatch(/--dry-run/);
+    expect(ferry(['--version']).stdout.toString()).toBe(`ferry ${FERRY_VERSION}\n`);
   });
 
   it('explains usage mistakes with exit code 2', () => {

@@ -2,7 +2,7 @@
 // `serve` in child processes, the admin CLI against it, and a SIGKILL in the
 // middle of a burst of commands that must lose no acknowledged command.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -78,6 +78,13 @@ describe('ferry coordinator', () => {
     expect(wrongKey.stdout).toMatch(/BROKEN at seq/);
     expect(cli('audit', 'log', '--action', 'agent.approve').stdout).toContain(agent.keyId);
     expect(loadIdentity(created.adminKeyFile).keyId).toBe(JSON.parse(cli('keys', 'ls', '--json').stdout)[0].id);
+    // A key added from its OpenSSH public key file (`id_ed25519.pub`: the blob is SSH-encoded type and key).
+    const viewer = Identity.generate();
+    const sshString = (bytes: Uint8Array) => Buffer.concat([Buffer.from([0, 0, 0, bytes.length]), bytes]);
+    const publicKeyFile = path.join(dir, 'viewer.pub');
+    writeFileSync(publicKeyFile, `ssh-ed25519 ${Buffer.concat([sshString(Buffer.from('ssh-ed25519')), sshString(viewer.publicKey)]).toString('base64')} viewer@host\n`);
+    expect(cli('keys', 'add', publicKeyFile, '--role', 'viewer').status).toBe(0);
+    expect(JSON.parse(cli('keys', 'ls', '--json').stdout)).toContainEqual(expect.objectContaining({ id: viewer.keyId, role: 'viewer' }));
 
     // A context that knows the fingerprint talks TLS to the coordinator's port, and only to that certificate.
     const addContext = (name: string, fingerprint: string) => ferry(['context', 'add', name, '--url', url, '--key', created.adminKeyFile, '--fingerprint', fingerprint]);

@@ -14,16 +14,7 @@ import type { Coordinator } from '../coordinator/coordinator.js';
 import * as commands from '../coordinator/domain/commands.js';
 import { FerryError } from '../protocol/errors.js';
 import type { Actor } from '../coordinator/domain/commands.js';
-
-export function seededRandom(seed: number): (n: number) => number {
-  let x = seed >>> 0 || 1;
-  return (n) => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) % n;
-  };
-}
+import { seededRandom } from './seeded-random.js';
 
 /** Puts a tiny store path into the coordinator's castore (what a push would do). */
 export async function addStorePath(coordinator: Coordinator, name: string): Promise<StorePath> {

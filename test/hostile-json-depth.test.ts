@@ -19,6 +19,7 @@ import { MemoryStateStore, STATE_TABLES } from '../coordinator/domain/state.js';
 import { startHttpServer, type RunningServer } from '../coordinator/server.js';
 import { exportLogSource, Viewer, type EventDetail, type StateResult, type TimelinePage, type ViewerInfo } from '../coordinator/viewer/index.js';
 import { canonicalJson } from '../protocol/canonical-json.js';
+import { MAX_REPLY_HEADER_BYTES } from '../protocol/data-protocol.js';
 import { FrameError, FrameReader } from '../protocol/framing.js';
 import { formatHlc } from '../protocol/hlc.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
@@ -118,7 +119,7 @@ describe('defect 7: deeply nested JSON is refused where it comes in, and nothing
       const reader = new FrameReader((async function* () {
         yield new Uint8Array(await response.arrayBuffer());
       })());
-      expect(await reader.readHeader(), `${depth} deep`).toEqual({
+      expect(await reader.readHeader(MAX_REPLY_HEADER_BYTES), `${depth} deep`).toEqual({
         error: { code: 'JSON_TOO_DEEP', message: `frame header nests deeper than 64 levels (at $.ids${'[0]'.repeat(63)})` },
       });
     }

@@ -1,7 +1,10 @@
 import { hash as packageBlake3 } from 'blake3';
+import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { CastoreError } from '../errors.js';
-import { BlobVerifier, blake3, GROUP_SIZE, nativeBlake3, OutboardBuilder, outboardSize, verifyOutboard, verifyRange } from './index.js';
+import { SMALL_INPUT_MAX } from './hash.js';
+import { BlobVerifier, blake3, blake3Hasher, blake3Hex, GROUP_SIZE, OutboardBuilder, outboardSize, verifyOutboard, verifyRange } from './index.js';
+import { seededRandom } from '../../test/seeded-random.js';
 
 /** The official BLAKE3 test vectors (test_vectors.json, hash mode, first 32 bytes): input byte i = i % 251. */
 const OFFICIAL_VECTORS: Record<number, string> = {
@@ -24,14 +27,6 @@ function vectorInput(length: number): Uint8Array {
 }
 
 const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString('hex');
-
-function seededRandom(seed: number): (n: number) => number {
-  let x = seed;
-  return (n) => {
-    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-    return x % n;
-  };
-}
 
 /** Feeds `bytes` to `sink` in random-sized pieces at random (often unaligned) offsets. */
 function feedInPieces(bytes: Uint8Array, random: (n: number) => number, sink: (piece: Uint8Array) => void): void {
@@ -62,26 +57,51 @@ function expectCastoreError(body: () => unknown, code: string, offset?: number):
 
 describe('BLAKE3 (ours, TypeScript)', () => {
   for (const [length, expected] of Object.entries(OFFICIAL_VECTORS)) {
-    it(`matches the official vector and native blake3 for ${length} bytes`, () => {
+    it(`matches the official vector and the blake3 package for ${length} bytes`, () => {
       const input = vectorInput(Number(length));
-      expect(hex(blake3(input))).toBe(expected);
       expect(hex(packageBlake3(input) as Uint8Array)).toBe(expected);
-      // The direct native binding (castore's whole-blob hash) and a view at an odd offset of a larger buffer.
-      expect(hex(nativeBlake3(input))).toBe(expected);
+      expect(hex(build(input).root)).toBe(expected);
+      // The whole-input hash, also on a view at an odd offset of a larger buffer, and the incremental one.
+      expect(hex(blake3(input))).toBe(expected);
       const padded = new Uint8Array(input.length + 7);
       padded.set(input, 3);
-      expect(hex(nativeBlake3(padded.subarray(3, 3 + input.length)))).toBe(expected);
+      expect(hex(blake3(padded.subarray(3, 3 + input.length)))).toBe(expected);
+      const hasher = blake3Hasher();
+      hasher.update(input.subarray(0, 1000));
+      hasher.update(input.subarray(1000));
+      expect(hex(hasher.digest())).toBe(expected);
     });
   }
 
-  it('computes the native root for sizes around group boundaries in any chunking', () => {
+  it('hashes like the blake3 package on both sides of the TypeScript/native boundary', () => {
+    for (const size of [SMALL_INPUT_MAX - 1, SMALL_INPUT_MAX, SMALL_INPUT_MAX + 1, GROUP_SIZE, GROUP_SIZE + 1]) {
+      const bytes = randomBytes(size + 1).subarray(1);
+      expect(hex(blake3(bytes)), `size ${size}`).toBe(hex(packageBlake3(bytes) as Uint8Array));
+    }
+  });
+
+  it('blake3Hex is the hash of the UTF-8 text, at every chunk boundary and past the TypeScript/native boundary', () => {
+    const reference = (text: string) => hex(packageBlake3(Buffer.from(text, 'utf8')) as Uint8Array);
+    const alphabet = ['a', '\u00e9', '\u20ac', '\u{1f600}', '"', '\n'];
+    for (let length = 0; length <= 4200; length += length < 1100 ? 1 : 7) {
+      let text = '';
+      for (let i = 0; i < length; i++) text += alphabet[(i * 7 + length) % alphabet.length];
+      expect(blake3Hex(text), `length ${length}`).toBe(reference(text));
+    }
+    for (const size of [SMALL_INPUT_MAX / 3, SMALL_INPUT_MAX / 3 + 1, SMALL_INPUT_MAX, SMALL_INPUT_MAX + 1, 64 * 1024, 300_000]) {
+      const text = randomBytes(size).toString('latin1');
+      expect(blake3Hex(text), `size ${size}`).toBe(reference(text));
+    }
+  });
+
+  it('computes the root the whole-input hash computes, for sizes around group boundaries in any chunking', () => {
     const random = seededRandom(7);
     for (const size of [0, 1, 1023, 16383, 16384, 16385, 32768, 32769, 3 * GROUP_SIZE + 5, 17 * GROUP_SIZE, (1 << 20) + 3]) {
       const bytes = vectorInput(size + 3).subarray(3); // unaligned on purpose
       const builder = new OutboardBuilder();
       feedInPieces(bytes, random, (piece) => builder.update(piece));
       const { root, outboard } = builder.finish();
-      expect(hex(root), `size ${size}`).toBe(hex(nativeBlake3(bytes)));
+      expect(hex(root), `size ${size}`).toBe(hex(blake3(bytes)));
       expect(outboard.length).toBe(outboardSize(size));
     }
   });
@@ -120,9 +140,14 @@ describe('outboards and verified streaming', () => {
       const badGroup = Math.floor(flipAt / GROUP_SIZE);
       const verifier = new BlobVerifier(root, size, outboard);
       const accepted: Uint8Array[] = [];
+      /** Bytes of the pushes that returned: the one that throws hands over nothing, not even the good groups it completed. */
+      let fedBeforeError = 0;
       let error: unknown;
       try {
-        feedInPieces(corrupt, seededRandom(flipAt), (piece) => accepted.push(...verifier.push(piece)));
+        feedInPieces(corrupt, seededRandom(flipAt), (piece) => {
+          accepted.push(...verifier.push(piece));
+          fedBeforeError += piece.length;
+        });
         verifier.finish();
       } catch (caught) {
         error = caught;
@@ -130,8 +155,18 @@ describe('outboards and verified streaming', () => {
       expect(error).toBeInstanceOf(CastoreError);
       expect((error as CastoreError).code).toBe('BLAKE3_GROUP_MISMATCH');
       expect((error as CastoreError).offset).toBe(badGroup * GROUP_SIZE);
-      expect(accepted.length).toBe(badGroup);
-      expect(Buffer.concat(accepted).equals(Buffer.from(data.subarray(0, badGroup * GROUP_SIZE)))).toBe(true);
+      // The push that completed the bad group threw: every group completed before it was handed over, good.
+      const completedBefore = Math.floor(fedBeforeError / GROUP_SIZE);
+      expect(completedBefore).toBeLessThanOrEqual(badGroup);
+      expect(accepted.length).toBe(completedBefore);
+      expect(Buffer.concat(accepted).equals(Buffer.from(data.subarray(0, completedBefore * GROUP_SIZE)))).toBe(true);
+      // Fed a group per push, every good group before the bad one is handed over.
+      const groupwise = new BlobVerifier(root, size, outboard);
+      const groupwiseAccepted: Uint8Array[] = [];
+      expect(() => {
+        for (let at = 0; at < size; at += GROUP_SIZE) groupwiseAccepted.push(...groupwise.push(corrupt.subarray(at, at + GROUP_SIZE)));
+      }).toThrow(CastoreError);
+      expect(Buffer.concat(groupwiseAccepted).equals(Buffer.from(data.subarray(0, badGroup * GROUP_SIZE)))).toBe(true);
     }
   });
 

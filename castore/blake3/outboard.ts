@@ -178,10 +178,3 @@ export function verifyOutboard(root: Uint8Array, size: number, outboard: Uint8Ar
   visit(0, count, rootCv, { at: 0 }, true);
   return { size, groups: count, groupCv: (index) => leaves.subarray(index * 8, index * 8 + 8), root: rootCv };
 }
-
-/** The standard BLAKE3-256 hash, computed by this module (tests; use the native `blake3` for bulk). */
-export function blake3(bytes: Uint8Array): Uint8Array {
-  const builder = new OutboardBuilder();
-  builder.update(bytes);
-  return builder.finish().root;
-}

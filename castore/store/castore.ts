@@ -4,7 +4,6 @@
  * through an IngestSession, whose objects become visible together in one
  * commit, or not at all.
  */
-import { createHash as createBlake3Hasher } from 'blake3';
 import { closeSync, createReadStream, existsSync, openSync, readSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { CastoreError } from '../errors.js';
@@ -19,15 +18,15 @@ const SYNC_READ_MAX = 4 * 1024 * 1024;
 import { openCastoreDatabase, type CastoreDatabase } from './database.js';
 import { IngestSession } from './ingest-session.js';
 import { PackReader } from './pack-files.js';
-import { GROUP_SIZE, nativeBlake3, OutboardBuilder } from '../blake3/index.js';
+import { blake3, blake3Hasher, GROUP_SIZE, OutboardBuilder } from '../blake3/index.js';
 import { cleanStaleIngests, maintainPacks } from './gc.js';
 import { StorePathInfoSchema, type StorePathInfo } from './store-path-info.js';
 
 /**
  * Blobs up to this size go into the ingest's pack file (most files of a
  * closure): written once, one fsync per ingest, where a file each would
- * cost an fsync each (bench/castore.bench.ts), and hashed whole with the
- * native BLAKE3 (no outboard is kept: `readOutboard` derives one when asked).
+ * cost an fsync each (bench/castore.bench.ts), and hashed whole with
+ * `blake3` (no outboard is kept: `readOutboard` derives one when asked).
  * Larger blobs are files with their outboard. The same bound as the data
  * plane's batched blobs, which are verified whole too.
  */
@@ -207,7 +206,7 @@ export class Castore {
     } catch {
       bytes = undefined;
     }
-    if (bytes && digestFromBytes(nativeBlake3(bytes)) === id) return bytes;
+    if (bytes && digestFromBytes(blake3(bytes)) === id) return bytes;
     this.statements.forgetStoreFile.run(id, file);
     throw bytes
       ? new CastoreError('BLOB_CORRUPT', `blob ${id} was adopted from ${file}, which has changed since: forgotten, fetch it again`, { objectId: id })
@@ -237,7 +236,7 @@ export class Castore {
     const row = this.statements.blobLocation.get(id);
     if (!row || row.storeFile === null) return undefined;
     try {
-      // Small ones whole through the native hash (a streaming hasher per file costs more than the hashing).
+      // Small ones whole through `blake3` (a streaming hasher per file costs more than the hashing).
       if (row.size <= SYNC_READ_MAX) this.readStoreFile(id, row.size, row.storeFile);
       else if (!this.storeFileHolds(id, row.size, row.storeFile)) throw new Error(`${row.storeFile} changed`);
       return row.storeFile;
@@ -249,7 +248,7 @@ export class Castore {
 
   /** Whether `file` is exactly `size` bytes hashing to `id`, read 1 MiB at a time. */
   private storeFileHolds(id: Digest, size: number, file: string): boolean {
-    const hasher = createBlake3Hasher();
+    const hasher = blake3Hasher();
     const buffer = Buffer.allocUnsafe(1024 * 1024);
     const fd = openSync(file, 'r');
     let total = 0;
@@ -258,12 +257,12 @@ export class Castore {
     } finally {
       closeSync(fd);
     }
-    return total === size && digestFromBytes(hasher.digest() as Uint8Array) === id;
+    return total === size && digestFromBytes(hasher.digest()) === id;
   }
 
   /** Streams an adopted blob from its store file, hashing as it goes; a mismatch at the end forgets it and throws (see readStoreFile). */
   private async *streamStoreFile(id: Digest, size: number, file: string): AsyncGenerator<Uint8Array> {
-    const hasher = createBlake3Hasher();
+    const hasher = blake3Hasher();
     let seen = 0;
     try {
       for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
@@ -275,7 +274,7 @@ export class Castore {
     } catch {
       seen = -1;
     }
-    if (seen === size && digestFromBytes(hasher.digest() as Uint8Array) === id) return;
+    if (seen === size && digestFromBytes(hasher.digest()) === id) return;
     this.statements.forgetStoreFile.run(id, file);
     throw new CastoreError('BLOB_CORRUPT', `blob ${id} was adopted from ${file}, which is gone or has changed since: forgotten, fetch it again`, { objectId: id });
   }

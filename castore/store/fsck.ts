@@ -7,7 +7,7 @@
  * with `checkNars`, every registered store path re-exported and its NarHash
  * compared with the registry's.
  */
-import { nativeBlake3 } from '../blake3/index.js';
+import { blake3 } from '../blake3/index.js';
 import { createReadStream, existsSync, readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { encodeNixBase32 } from '../../nix/index.js';
@@ -90,7 +90,7 @@ export async function fsck(store: Castore, options: FsckOptions = {}): Promise<F
       else if (row.outboard) problem = await verifyBlob(row.id, row.size, outboard, createReadStream(row.storeFile, { highWaterMark: 1 << 20 }) as AsyncIterable<Uint8Array>);
       else {
         const data = readFileSync(row.storeFile);
-        if (data.length !== row.size || digestFromBytes(nativeBlake3(data)) !== row.id) problem = `its store file ${row.storeFile} does not hash to its id`;
+        if (data.length !== row.size || digestFromBytes(blake3(data)) !== row.id) problem = `its store file ${row.storeFile} does not hash to its id`;
       }
     } else if (row.pack !== null) {
       let data: Buffer | undefined;
@@ -99,7 +99,7 @@ export async function fsck(store: Castore, options: FsckOptions = {}): Promise<F
       } catch (error) {
         problem = (error as Error).message;
       }
-      if (data && digestFromBytes(nativeBlake3(data)) !== row.id) problem = `its bytes in pack ${row.pack} do not hash to its id`;
+      if (data && digestFromBytes(blake3(data)) !== row.id) problem = `its bytes in pack ${row.pack} do not hash to its id`;
     } else {
       const dataPath = blobDataPath(store.dataDir, row.id);
       problem = existsSync(dataPath)

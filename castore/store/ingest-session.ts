@@ -9,7 +9,7 @@
  * The session is registered in `ingests` while it runs, so a concurrent GC
  * keeps every object it could be about to reference (see gc.ts).
  */
-import { nativeBlake3 } from '../blake3/index.js';
+import { blake3 } from '../blake3/index.js';
 import { mkdirSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { CastoreError } from '../errors.js';
@@ -136,8 +136,8 @@ export class IngestSession {
 
   private stageSmallBlob(data: Uint8Array, expectedId?: Digest): Digest {
     // Packed blobs travel and are verified whole (they are small): no outboard is kept, and the
-    // native hash is ~6x faster than the tree hashing an outboard needs (readOutboard derives one on demand).
-    const id = digestFromBytes(nativeBlake3(data));
+    // whole-input hash is faster than the tree hashing an outboard needs (readOutboard derives one on demand).
+    const id = digestFromBytes(blake3(data));
     // Checked before anything is written: bytes that do not match never reach the pack.
     if (expectedId !== undefined && id !== expectedId) throw new CastoreError('BLOB_CORRUPT', `blob bytes hash to ${id}, not ${expectedId}`, { objectId: expectedId });
     if (this.stagedIds.has(id)) return id;

@@ -8,17 +8,15 @@ import type { FileNode } from '../node.js';
 /**
  * Bytes per blob-batch request, both ways. The QUIC library takes in
  * whatever is sent and holds it until JavaScript reads it, so what is sent
- * at once is what the receiver may have to buffer. Fetching, 4 MiB x 2 in
- * flight is as fast as 8 MiB x 2 (0.91–0.95 s against 0.92–0.98 s,
- * alternating) at a client peak of ~250–280 MiB instead of ~300–390.
- * Pushing, the coordinator's peak was 425–476 MiB at 8 MiB x 8 and is
- * 282–305 MiB at 4 MiB x 2, in the same time (bench/README.md, data plane).
+ * at once is what the receiver may have to buffer. 4 MiB x 2 in flight
+ * fetches and pushes as fast as 8 MiB batches, with a lower peak on both
+ * sides (bench/README.md, "Data plane").
  */
 export const TRANSFER_BATCH_BYTES = 4 * 1024 * 1024;
 /**
  * Requests in flight by default, both ways: two keep the link busy while a
  * batch is verified and stored (and hide a round trip on a distant link);
- * on loopback one is ~10% slower and uses ~30–60 MiB less.
+ * on loopback one is slower and uses less memory (bench/README.md, "Figures behind code comments").
  */
 export const TRANSFER_PARALLEL = 2;
 

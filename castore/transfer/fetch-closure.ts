@@ -17,7 +17,7 @@ import { unzstdExact, unzstdWhole, WIRE_MAX_COMPRESSED_SEGMENT_BYTES, WIRE_STREA
 import { FrameReader } from '../../protocol/framing.js';
 import type { KeyId } from '../../protocol/identity.js';
 import { MAX_BATCH_OBJECTS, MAX_BATCHED_BLOB_BYTES, MAX_QUERY_ITEMS, MAX_STREAM_BYTES } from '../../protocol/data-protocol.js';
-import { BlobVerifier, nativeBlake3 } from '../blake3/index.js';
+import { BlobVerifier, blake3 } from '../blake3/index.js';
 import { decodeDirectory, directoryId } from '../directory.js';
 import { CastoreError } from '../errors.js';
 import { digestFromBytes, digestToBytes, type Digest, type Entry, type FileNode, type Node } from '../node.js';
@@ -216,7 +216,7 @@ async function fetchBlobBatch(
             if (store) {
               // The writer hashes small blobs anyway, and refuses bytes that do not hash to the id before staging them.
               await session.putBlobBytes(data, meta.id).catch(retryable);
-            } else if (digestFromBytes(nativeBlake3(data)) !== meta.id) {
+            } else if (digestFromBytes(blake3(data)) !== meta.id) {
               retryable(new CastoreError('BLOB_CORRUPT', `blob ${meta.id} arrived with bytes that hash to something else`, { objectId: meta.id }));
             }
             if (onBlob) await onBlob(meta.id, data);
@@ -260,7 +260,7 @@ async function fetchBlobStream(
           for (const blob of wanted) {
             if (blob.size <= MAX_BATCHED_BLOB_BYTES) {
               const data = await bytes.readExact(blob.size, `blob ${blob.digest}`);
-              if (digestFromBytes(nativeBlake3(data)) !== blob.digest) throw new CastoreError('BLOB_CORRUPT', `blob ${blob.digest} arrived with bytes that hash to something else`, { objectId: blob.digest });
+              if (digestFromBytes(blake3(data)) !== blob.digest) throw new CastoreError('BLOB_CORRUPT', `blob ${blob.digest} arrived with bytes that hash to something else`, { objectId: blob.digest });
               if (store) {
                 await ingest.use(blob.size, (session) => session.putBlobBytes(data, blob.digest));
               }

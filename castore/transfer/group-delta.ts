@@ -22,7 +22,7 @@
 import { DataClient, DataError, TransportError } from '../../protocol/data-client.js';
 import { unzstdWhole } from '../../protocol/compression/wire.js';
 import { DELTA_CV_BYTES, MAX_BATCH_BYTES, MAX_BATCHED_BLOB_BYTES, MAX_DELTA_BLOBS, MAX_DELTA_GROUPS } from '../../protocol/data-protocol.js';
-import { cvToBytes, GroupBuffer, groupChainingValue, groupCount, GROUP_SIZE, nativeBlake3Hasher, outboardFromGroupCvs, verifyOutboard } from '../blake3/index.js';
+import { cvToBytes, GroupBuffer, groupChainingValue, groupCount, GROUP_SIZE, blake3Hasher, outboardFromGroupCvs, verifyOutboard } from '../blake3/index.js';
 import { CastoreError } from '../errors.js';
 import { digestFromBytes, digestToBytes, type Digest, type Entry, type FileNode, type Node } from '../node.js';
 import type { Castore } from '../store/castore.js';
@@ -329,7 +329,7 @@ async function assemble(store: Castore, pair: DeltaPair, basisCvs: Uint32Array, 
   const large = target.size > MAX_BATCHED_BLOB_BYTES;
   const out = large ? undefined : new Uint8Array(target.size);
   const writer = large ? sink.largeWriter(target, tree.outboard) : undefined;
-  const basisHash = nativeBlake3Hasher();
+  const basisHash = blake3Hasher();
   let written = 0;
   let sentAt = 0;
   try {

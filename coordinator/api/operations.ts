@@ -2,13 +2,15 @@
  * The coordinator's operations, independent of transport: each names the
  * roles allowed to call it, validates its input with zod (strictly: unknown
  * fields are refused), and runs against the coordinator. The HTTP API maps
- * routes onto these; the QUIC server will map frames onto the same ones.
+ * routes onto these. (QUIC carries only the data plane: data-operations.ts,
+ * whose one runDataOperation both transports call.)
  */
 import { z } from 'zod';
 import type { Access } from './actors.js';
 import { DesiredChallengeSchema } from '../../protocol/coordinator-proofs.js';
 import { WIRE_ENCODINGS } from '../../protocol/compression/wire.js';
 import { KeyIdSchema } from '../../protocol/identity.js';
+import { FERRY_VERSION } from '../../protocol/version.js';
 import type { ChainReport } from '../audit/chain.js';
 import type { Coordinator } from '../coordinator.js';
 import * as commands from '../domain/commands.js';
@@ -19,8 +21,6 @@ import type { AgentRow, ConfigRow } from '../domain/state.js';
 import { AgentActivitySchema, agentActivities } from './agent-activity.js';
 import { desiredAnswer } from './signed-answers.js';
 import { desiredConfigOf, listAgents, parseWhere, summarizeConfig } from './queries.js';
-
-export const FERRY_VERSION = '0.1.0';
 
 
 export interface Operation<S extends z.ZodType = z.ZodType, O = unknown> {

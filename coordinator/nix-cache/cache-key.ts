@@ -14,7 +14,7 @@ export function nixKeyName(coordinatorName: string): string {
   return `${name}-1`;
 }
 
-/** Fingerprint signatures are cached (bounded): signing costs ~0.4 ms, a `nix copy` asks for every narinfo. */
+/** Fingerprint signatures are cached (bounded): a `nix copy` asks for every narinfo, and signing each is not free (bench/README.md, "Figures behind code comments"). */
 const SIGNATURE_CACHE_MAX = 16_384;
 
 export class NixCacheKey {

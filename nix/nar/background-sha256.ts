@@ -1,6 +1,6 @@
 /**
  * SHA-256 of a byte stream, computed on a worker thread once the stream
- * is large, so that hashing a big NAR (~0.5 ms per MiB here) overlaps
+ * is large, so that hashing a big NAR (bench/README.md, "Figures behind code comments") overlaps
  * with decoding and storing it on the main thread. Small streams (most
  * store paths) are hashed inline and never wait for the worker to start.
  *

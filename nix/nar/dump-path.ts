@@ -2,7 +2,8 @@
  * File tree -> NAR events, as `nix-store --dump` serialises a path. It uses
  * synchronous file system calls on purpose: a closure is mostly thousands
  * of small files, and a thread-pool round trip per stat and read made the
- * asynchronous version 20x slower than Nix (bench/nar.bench.ts).
+ * asynchronous version many times slower than Nix (bench/README.md, "NAR
+ * codec").
  */
 import { closeSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, readSync } from 'node:fs';
 import path from 'node:path';

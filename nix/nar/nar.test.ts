@@ -5,6 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { NixError } from '../errors.js';
 import { decodeNar, dumpPath, encodeNar, listNar, narHash, restoreNar, type NarEvent, type NarLimits } from './index.js';
 import { encodeNarString } from './tokens.js';
+import { seededRandom } from '../../test/seeded-random.js';
 
 /** Builds raw NAR bytes from tokens, so tests can write NARs our encoder would refuse to produce. */
 function rawNar(...parts: (string | Uint8Array | { raw: Uint8Array })[]): Uint8Array {
@@ -142,11 +143,7 @@ describe('NAR decoder', () => {
   });
 
   it('survives seeded random corruption: every mutation is decoded to a valid NAR or refused with a NixError', async () => {
-    let seed = 12345;
-    const random = (n: number): number => {
-      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-      return seed % n;
-    };
+    const random = seededRandom(12345);
     let refused = 0;
     for (let round = 0; round < 500; round++) {
       const bytes = new Uint8Array(sample);

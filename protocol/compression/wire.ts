@@ -15,35 +15,34 @@ export type WireEncoding = 'identity' | 'zstd';
 /**
  * The encodings a client can name in `accept`, best first: `zstd` (blobs
  * and segments compressed each on its own) and `zstd-batch` (a `blobs.get`
- * batch compressed as one frame: small files share their context, ~25%
- * smaller than each alone on the realistic corpus, bench/README.md).
+ * batch compressed as one frame: small files share their context, smaller
+ * than each alone on the realistic corpus: bench/README.md, "Shaped links").
  */
 export const WIRE_ENCODINGS = ['zstd', 'zstd-batch'] as const;
 
-/** zstd level on the wire: ~300–500 MB/s per core compressing, once per blob (the coordinator caches). */
+/** zstd level on the wire: fast enough to compress once per blob (the coordinator caches; bench/README.md, "Figures behind code comments"). */
 export const WIRE_ZSTD_LEVEL = 3;
 
 /**
  * `blobs.stream` (a large fetch as one reply, one zstd stream): level and
- * window. Measured on the realistic corpus's 418 MB of distinct files
- * (bench/README.md, "Compression on the wire"): each file alone at level 3
- * 158 MB; batches of small files as one frame 150 MB; one stream at level 9
- * with a 32 MiB window 134 MB (-15%), a 64 MiB window 133 MB, 128 MiB 128
- * MB. Level 9 compresses ~40 MB/s on one core here, more than a 100 Mbit/s
- * link carries at that ratio, and runs once per closure (the coordinator
- * keeps the stream on disk, blob-stream-cache.ts); 32 MiB is what every
- * agent decompressing it must hold, so the window stays there.
+ * window, measured on the realistic corpus (bench/README.md, "Figures
+ * behind code comments"): one stream at level 9 is clearly smaller than files or
+ * batches compressed alone, and larger windows gain little. Level 9
+ * compresses faster than a 100 Mbit/s link carries at that ratio, and runs
+ * once per closure (the coordinator keeps the stream on disk,
+ * blob-stream-cache.ts); 32 MiB is what every agent decompressing it must
+ * hold, so the window stays there.
  */
 export const WIRE_STREAM_LEVEL = 9;
 export const WIRE_STREAM_WINDOW_LOG = 25;
 /**
  * The level a prepared `blobs.stream` is compressed at again, in the
  * background, once its level-9 form exists (coordinator/api/blob-stream-cache.ts).
- * Same corpus, same 32 MiB window, one thread: level 9 134 MB in 8 s, 12
- * 131 MB in 17 s, 15 131 MB in 77 s, 16 126 MB, 17 124 MB, 19 119 MB in
- * 166 s (zstd's optimal parsers; 251 MiB of coordinator memory while it
- * runs). -11% is the margin that decides a cold deploy on a slow link, and
- * it is paid once per closure; what Nix caches do with xz or zstd -19.
+ * Same corpus, same 32 MiB window (bench/README.md, "Figures behind code
+ * comments"): level 19, zstd's optimal parser, is some 11% smaller than level 9 at
+ * many times the CPU and memory. That margin decides a cold deploy on a slow
+ * link, and it is paid once per closure; what Nix caches do with xz or zstd
+ * -19.
  * Receivers decompress it as fast as level 9 and hold the same window.
  */
 export const WIRE_STREAM_REFINED_LEVEL = 19;

@@ -1,0 +1,14 @@
+/**
+ * coordinator: the fleet's state in SQLite, every change an event of the
+ * hash-chained audit log, served over HTTP (hono) and QUIC, with a Nix
+ * binary cache and the audit viewer. This is the package's
+ * `ferry/coordinator` entry; the CLI imports the modules behind it one by
+ * one, when a command needs them (its start-up time).
+ */
+export { Coordinator, type CoordinatorOptions } from './coordinator.js';
+export { startHttpServer, type RunningServer } from './server.js';
+export type { HttpApiOptions } from './api/http.js';
+export { startQuicServer, type QuicServerOptions, type RunningQuicServer } from './quic-server.js';
+export { ChainVerifier, eventHash, verifyChain, GENESIS_HASH, type ChainReport, type Checkpoint } from './audit/chain.js';
+export { EXPORT_FORMAT, exportLines, parseAuditExport, type ParsedExport } from './audit/export.js';
+export { configId, configSigningMessage } from './domain/config-id.js';
