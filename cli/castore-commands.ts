@@ -112,26 +112,16 @@ const stat: Command = {
   options: { ...dataDirOption, ...jsonOption },
   async run({ options, stdout }) {
     const stats = await withCastore(options, async (store) => {
-      const row = store.db
-        .prepare<[], { blobs: number; packedBlobs: number; blobBytes: number | null; packedBytes: number | null; directories: number; storePaths: number; narBytes: number | null }>(
-          `SELECT (SELECT COUNT(*) FROM blobs) AS blobs,
-                  (SELECT COUNT(*) FROM blobs WHERE pack IS NOT NULL) AS packedBlobs,
-                  (SELECT SUM(size) FROM blobs) AS blobBytes,
-                  (SELECT SUM(size) FROM blobs WHERE pack IS NOT NULL) AS packedBytes,
-                  (SELECT COUNT(*) FROM directories) AS directories,
-                  (SELECT COUNT(*) FROM store_paths) AS storePaths,
-                  (SELECT SUM(nar_size) FROM store_paths) AS narBytes`,
-        )
-        .get()!;
+      const stats = store.stats();
       return {
         dataDir: store.dataDir,
-        blobs: row.blobs,
-        packedBlobs: row.packedBlobs,
-        blobBytes: row.blobBytes ?? 0,
-        packedBlobBytes: row.packedBytes ?? 0,
-        directories: row.directories,
-        storePaths: row.storePaths,
-        registeredNarBytes: row.narBytes ?? 0,
+        blobs: stats.blobs,
+        packedBlobs: stats.packedBlobs,
+        blobBytes: stats.blobBytes,
+        packedBlobBytes: stats.packedBlobBytes,
+        directories: stats.directories,
+        storePaths: stats.storePaths,
+        registeredNarBytes: stats.registeredNarBytes,
       };
     });
     if (booleanOption(options, 'json')) return writeJson(stdout, stats);
