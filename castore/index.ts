@@ -14,6 +14,8 @@ export { decodeDirectory, encodeDirectory, directoryId, directorySize, invalidEn
 export * from './services/index.js';
 export { LocalCastore, type LocalBlobStat, type LocalCastoreOptions, type LocalCastoreStats } from './local/local-castore.js';
 export { LocalIngest } from './local/local-ingest.js';
+export { MemoryCastore, type MemoryCastoreOptions } from './memory/memory-castore.js';
+export { openCastore, type OpenCastoreOptions } from './open-castore.js';
 export { PACK_MAX } from './local/pack-files.js';
 export { processAlive } from './local/process-alive.js';
 export { StorePathInfoSchema, type StorePathInfo } from './store-path-info.js';
