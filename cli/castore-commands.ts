@@ -56,21 +56,13 @@ const ingest: Command = {
     const total = args[0] === '-' ? undefined : statSync(args[0]!).size;
     const progress = createProgress(stderr, 'ingest', 'bytes', json);
     const onProgress = (bytes: number): void => progress.update(bytes, total);
-    const result = await withCastore(options, async (store, { ingestNar, ingestStorePath }) => {
+    const result = await withCastore(options, async (store, { ingestNar, ingestStorePath, withIngest }) => {
       if (storePath) {
         const narHash = stringOption(options, 'nar-hash');
         const info = await ingestStorePath(store, source, { storePath, references, ...(narHash ? { narHash } : {}) }, { onProgress });
         return { storePath, root: info.root, narHash: info.narHash, narSize: info.narSize };
       }
-      const session = store.beginIngest();
-      try {
-        const ingested = await ingestNar(session, source, { onProgress });
-        session.commit();
-        return ingested;
-      } catch (error) {
-        session.abort();
-        throw error;
-      }
+      return withIngest(store, (session) => ingestNar(session, source, { onProgress }));
     });
     progress.done();
     if (json) writeJson(stdout, result);
