@@ -16,6 +16,7 @@ export { LocalCastore, type LocalBlobStat, type LocalCastoreOptions, type LocalC
 export { LocalIngest } from './local/local-ingest.js';
 export { MemoryCastore, type MemoryCastoreOptions } from './memory/memory-castore.js';
 export { openCastore, type OpenCastoreOptions } from './open-castore.js';
+export { RemoteCastore } from './remote/remote-castore.js';
 export { PACK_MAX } from './local/pack-files.js';
 export { processAlive } from './local/process-alive.js';
 export { StorePathInfoSchema, type StorePathInfo } from './store-path-info.js';

@@ -4,7 +4,8 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { encodeNar, type NarEvent } from '../../nix/index.js';
+import { encodeNar } from '../../nix/index.js';
+import { collect, narOf, pseudoRandom } from '../services/conformance.case.js';
 import { CastoreError } from '../errors.js';
 import { exportNar } from '../nar-export.js';
 import { ingestStorePath } from '../ingest-store-path.js';
@@ -39,34 +40,6 @@ function registryOf(dataDir: string): LocalContext & { close(): void } {
   const db = openCastoreDatabase(dataDir);
   const packs = new PackReader(dataDir);
   return { dataDir, db, packs, clock, close: () => (packs.close(), db.close()) };
-}
-
-function pseudoRandom(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
-
-async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const parts: Uint8Array[] = [];
-  for await (const chunk of chunks) parts.push(chunk);
-  return Buffer.concat(parts);
-}
-
-function* narOf(files: Record<string, Uint8Array>): Generator<NarEvent> {
-  yield { type: 'directory', path: '' };
-  for (const name of Object.keys(files).sort()) {
-    yield { type: 'file', path: name, size: files[name]!.length, executable: false, offset: 0 };
-    yield { type: 'data', path: name, chunk: files[name]! };
-    yield { type: 'file-end', path: name };
-  }
-  yield { type: 'directory-end', path: '' };
 }
 
 async function* chunked(bytes: Uint8Array, size = 64 * 1024): AsyncGenerator<Uint8Array> {

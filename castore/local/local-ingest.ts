@@ -13,11 +13,11 @@ import { nativeBlake3 } from '../blake3/index.js';
 import { mkdirSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { CastoreError } from '../errors.js';
-import { directoryId, directorySize, encodeDirectory } from '../directory.js';
 import { digestFromBytes, type Digest, type DirectoryNode, type Entry } from '../node.js';
 import type { BlobWriter } from '../services/blob-service.js';
 import type { Ingest } from '../services/castore-services.js';
-import { StorePathInfoSchema, type StorePathInfo } from '../store-path-info.js';
+import { StagedRecords } from '../services/staged-records.js';
+import type { StorePathInfo } from '../store-path-info.js';
 import { blobDataPath, makeDurable, TempBlobWriter, type TempBlob } from './blob-files.js';
 import { endIngest, forgetIngest, registerIngest } from './ingest-registry.js';
 import type { LocalContext } from './local-context.js';
@@ -40,8 +40,7 @@ export class LocalIngest implements Ingest {
   private readonly pack: PackWriter;
   private readonly stagedIds = new Set<string>();
   private readonly tempBlobs = new Map<Digest, TempBlob>();
-  private readonly directories = new Map<Digest, Uint8Array>();
-  private readonly storePaths: StorePathInfo[] = [];
+  private readonly records = new StagedRecords();
   private tempCounter = 0;
   private state: 'open' | 'committed' | 'aborted' = 'open';
 
@@ -167,16 +166,13 @@ export class LocalIngest implements Ingest {
   /** Stages a directory and returns the node that points to it. Refuses invalid entries (DIRECTORY_NOT_CANONICAL). */
   putDirectory(entries: readonly Entry[]): DirectoryNode {
     this.assertOpen();
-    const encoding = encodeDirectory(entries);
-    const digest = directoryId(encoding);
-    this.directories.set(digest, encoding);
-    return { type: 'directory', digest, size: directorySize(entries) };
+    return this.records.putDirectory(entries);
   }
 
   /** Records a store path, published at commit together with its objects. */
   registerStorePath(info: StorePathInfo): void {
     this.assertOpen();
-    this.storePaths.push(StorePathInfoSchema.parse(info));
+    this.records.registerStorePath(info);
   }
 
   /**
@@ -220,13 +216,13 @@ export class LocalIngest implements Ingest {
       const insertDirectory = db.prepare(
         'INSERT INTO directories (id, data, last_used) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET last_used = excluded.last_used',
       );
-      for (const [id, data] of this.directories) insertDirectory.run(id, data, now);
+      for (const [id, data] of this.records.directories) insertDirectory.run(id, data, now);
       const insertPath = db.prepare(
         `INSERT INTO store_paths (path, nar_hash, nar_size, refs, deriver, ca, signatures, root, registered_at)
          VALUES (@path, @narHash, @narSize, @refs, @deriver, @ca, @signatures, @root, @now)
          ON CONFLICT (path) DO UPDATE SET signatures = excluded.signatures, registered_at = excluded.registered_at`,
       );
-      for (const info of this.storePaths) {
+      for (const info of this.records.storePaths) {
         insertPath.run({
           path: info.storePath,
           narHash: info.narHash,

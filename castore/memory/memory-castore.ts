@@ -8,14 +8,15 @@
 import { randomBytes } from 'node:crypto';
 import { checkBlobStream } from '../blob-check.js';
 import { GROUP_SIZE, nativeBlake3, OutboardBuilder } from '../blake3/index.js';
-import { decodeDirectory, directoryId, directorySize, encodeDirectory } from '../directory.js';
+import { decodeDirectory } from '../directory.js';
 import { CastoreError } from '../errors.js';
 import { digestFromBytes, type Digest, type DirectoryNode, type Entry } from '../node.js';
 import type { BlobService, BlobStat, BlobWriter, ByteRange, StoredBlob } from '../services/blob-service.js';
 import { type CastoreServices, type Clock, type Ingest, type StaleWrites, type StoreMaintenance } from '../services/castore-services.js';
 import type { DirectoryService, StoredDirectory } from '../services/directory-service.js';
 import type { PathInfoService } from '../services/path-info-service.js';
-import { StorePathInfoSchema, type StorePathInfo } from '../store-path-info.js';
+import { StagedRecords } from '../services/staged-records.js';
+import type { StorePathInfo } from '../store-path-info.js';
 
 interface Stored {
   bytes: Uint8Array;
@@ -145,8 +146,7 @@ class MemoryIngest implements Ingest {
   readonly id = randomBytes(8).toString('hex');
   private readonly blobs = new Map<Digest, Uint8Array>();
   private readonly touched = new Set<Digest>();
-  private readonly directories = new Map<Digest, Uint8Array>();
-  private readonly paths: StorePathInfo[] = [];
+  private readonly records = new StagedRecords();
   private status: 'open' | 'committed' | 'aborted' = 'open';
 
   constructor(private readonly state: MemoryState) {
@@ -191,15 +191,12 @@ class MemoryIngest implements Ingest {
 
   putDirectory(entries: readonly Entry[]): DirectoryNode {
     this.assertOpen();
-    const encoding = encodeDirectory(entries);
-    const digest = directoryId(encoding);
-    this.directories.set(digest, encoding);
-    return { type: 'directory', digest, size: directorySize(entries) };
+    return this.records.putDirectory(entries);
   }
 
   registerStorePath(info: StorePathInfo): void {
     this.assertOpen();
-    this.paths.push(StorePathInfoSchema.parse(info));
+    this.records.registerStorePath(info);
   }
 
   commit(): void {
@@ -213,8 +210,8 @@ class MemoryIngest implements Ingest {
     const now = this.state.clock();
     for (const [id, bytes] of this.blobs) this.state.blobs.set(id, { bytes: this.state.blobs.get(id)?.bytes ?? bytes, lastUsed: now });
     for (const id of this.touched) this.state.blobs.get(id)!.lastUsed = now;
-    for (const [id, bytes] of this.directories) this.state.directories.set(id, { bytes, lastUsed: now });
-    for (const info of this.paths) this.state.paths.set(info.storePath, info);
+    for (const [id, bytes] of this.records.directories) this.state.directories.set(id, { bytes, lastUsed: now });
+    for (const info of this.records.storePaths) this.state.paths.set(info.storePath, info);
     this.status = 'committed';
     this.state.openIngests.delete(this.id);
   }

@@ -32,6 +32,7 @@ export interface ReaderBackend {
   close(): Promise<void> | void;
 }
 
+/** Deterministic bytes (xorshift32) for tests. */
 export function pseudoRandom(length: number, seed: number): Uint8Array {
   const out = new Uint8Array(length);
   let x = seed >>> 0 || 1;
@@ -44,7 +45,8 @@ export function pseudoRandom(length: number, seed: number): Uint8Array {
   return out;
 }
 
-async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {
+/** A stream's chunks in one buffer. */
+export async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {
   const parts: Uint8Array[] = [];
   for await (const chunk of chunks) parts.push(chunk);
   return Buffer.concat(parts);
@@ -59,7 +61,8 @@ async function all<T>(items: AsyncIterable<T>): Promise<T[]> {
 const b3sum = (bytes: Uint8Array): Digest => digestFromBytes(nativeBlake3(bytes) as Uint8Array);
 const UNKNOWN = digestFromBytes(new Uint8Array(32).fill(7));
 
-function* narOf(files: Record<string, Uint8Array>): Generator<NarEvent> {
+/** The NAR events of a flat directory of regular files. */
+export function* narOf(files: Record<string, Uint8Array>): Generator<NarEvent> {
   yield { type: 'directory', path: '' };
   for (const name of Object.keys(files).sort()) {
     yield { type: 'file', path: name, size: files[name]!.length, executable: false, offset: 0 };
