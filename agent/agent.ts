@@ -778,7 +778,7 @@ export class Agent {
         removedStorePaths.push(storePath);
       }
     }
-    collectGarbage(store, { keepStorePaths: keptPaths });
+    await collectGarbage(store, { keepStorePaths: keptPaths });
     this.events.add('gc', `removed generations [${removedGenerations.join(', ')}] and ${removedStorePaths.length} store paths`);
     return { removedGenerations, removedStorePaths };
   }

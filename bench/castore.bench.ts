@@ -25,12 +25,8 @@ function narFileOf(storePath: string, name: string): { file: string; size: numbe
 }
 
 function storedBytes(store: Castore): number {
-  const row = store.db
-    .prepare<[], { blobs: number | null; directories: number | null }>(
-      'SELECT (SELECT SUM(size) FROM blobs) AS blobs, (SELECT SUM(length(data)) FROM directories) AS directories',
-    )
-    .get()!;
-  return (row.blobs ?? 0) + (row.directories ?? 0);
+  const stats = store.stats();
+  return stats.blobBytes + stats.directoryBytes;
 }
 
 const v0Path = bigClosureStorePath(0, nixEnv);

@@ -37,7 +37,7 @@ import { StorePathInfoSchema, type StorePathInfo } from '../protocol/store-path-
 import { decodeDirectory, directoryId } from './directory.js';
 import { CastoreError } from './errors.js';
 import { isDigest, type Digest, type Node } from './node.js';
-import type { Castore } from './store/castore.js';
+import type { LocalCastore as Castore } from './local/local-castore.js';
 
 /** The format this Ferry writes and the only one it reads. */
 export const BUNDLE_FORMAT = 'ferry-bundle-v2';

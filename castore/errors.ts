@@ -16,7 +16,8 @@ export type CastoreErrorCode =
   | 'STORE_PATH_INVALID'
   | 'INGEST_ABORTED'
   | 'GC_CONFLICT'
-  | 'UNSUPPORTED_FORMAT';
+  | 'UNSUPPORTED_FORMAT'
+  | 'STORE_ADDRESS_INVALID';
 
 export interface CastoreErrorDetails {
   /** Byte offset inside the object (or stream) where the problem was found. */

@@ -1,21 +1,30 @@
 /**
  * castore: a BLAKE3 content-addressed store for Nix store path contents —
  * blobs with outboards for verified streaming, canonical directory objects,
- * NAR <-> castore conversion, a store path registry, fsck and GC. Used by
- * both the coordinator and the agent. Format specification: docs/castore.md.
+ * NAR <-> castore conversion, a store path registry, fsck and GC. Three
+ * services (blobs, directories, path info) with backends chosen by address
+ * (`local:///path`, `memory:`); the coordinator's data plane is a read-only
+ * one. Used by both the coordinator and the agent. Format specification and
+ * design: docs/castore.md.
  */
 export * from './blake3/index.js';
 export { CastoreError, type CastoreErrorCode } from './errors.js';
 export * from './node.js';
 export { decodeDirectory, encodeDirectory, directoryId, directorySize, invalidEntryNameReason } from './directory.js';
-export { Castore, PACK_MAX, type BlobStat } from './store/castore.js';
-export { IngestSession, type BlobWriter } from './store/ingest-session.js';
-export { StorePathInfoSchema, type StorePathInfo } from './store/store-path-info.js';
+export * from './services/index.js';
+export { LocalCastore, type LocalBlobStat, type LocalCastoreOptions, type LocalCastoreStats } from './local/local-castore.js';
+export { LocalIngest } from './local/local-ingest.js';
+export { MemoryCastore, type MemoryCastoreOptions } from './memory/memory-castore.js';
+export { openCastore, type OpenCastoreOptions } from './open-castore.js';
+export { RemoteCastore } from './remote/remote-castore.js';
+export { PACK_MAX } from './local/pack-files.js';
+export { processAlive } from './local/process-alive.js';
+export { StorePathInfoSchema, type StorePathInfo } from './store-path-info.js';
 export { ingestNar, type NarIngestOptions, type NarIngestResult } from './nar-ingest.js';
 export { ingestStorePath, type IngestStorePathOptions, type StorePathMetadata } from './ingest-store-path.js';
 export { exportNar, type NarByteRange } from './nar-export.js';
-export { collectGarbage, cleanStaleIngests, findStaleIngestFiles, type GcOptions, type GcReport, type StaleIngestFiles } from './store/gc.js';
-export { fsck, type FsckOptions, type FsckProblem, type FsckReport } from './store/fsck.js';
+export { collectGarbage, type GcOptions, type GcReport } from './gc.js';
+export { fsck, type FsckOptions, type FsckProblem, type FsckReport } from './fsck.js';
 export { fetchClosure, LARGE_BLOB_SEGMENT_BYTES, type FetchOptions, type FetchReport, type TransferProgress } from './transfer/fetch-closure.js';
 export { uploadStorePaths, type UploadOptions, type UploadReport } from './transfer/upload-store-paths.js';
 export { splitBlobs } from './transfer/batches.js';
@@ -38,4 +47,13 @@ export {
   type ReadBundleOptions,
 } from './bundle.js';
 export { referencesFirst } from './references-first.js';
-export { processAlive } from './store/process-alive.js';
+
+import { LocalCastore } from './local/local-castore.js';
+/**
+ * The local backend under the name it had when it was the only one; new
+ * code names LocalCastore, or takes the services (CastoreServices).
+ * @deprecated kept until the callers outside castore/ are renamed.
+ */
+export const Castore = LocalCastore;
+/** @deprecated see the value of the same name. */
+export type Castore = LocalCastore;

@@ -2,8 +2,8 @@
 import { asStorePath } from '../nix/store-path.js';
 import { CastoreError } from './errors.js';
 import { ingestNar, type NarIngestOptions, type NarIngestResult } from './nar-ingest.js';
-import type { Castore } from './store/castore.js';
-import type { StorePathInfo } from './store/store-path-info.js';
+import { withIngest, type CastoreServices } from './services/castore-services.js';
+import type { StorePathInfo } from './store-path-info.js';
 
 /** What a pusher claims about a store path, besides its contents (unchecked: ingestStorePath parses each path). */
 export interface StorePathMetadata {
@@ -34,7 +34,7 @@ export interface IngestStorePathOptions extends NarIngestOptions {
  * after any refusal nothing of it is visible in the store.
  */
 export async function ingestStorePath(
-  store: Castore,
+  store: Pick<CastoreServices, 'beginIngest'>,
   source: AsyncIterable<Uint8Array>,
   metadata: StorePathMetadata,
   options: IngestStorePathOptions = {},
@@ -42,31 +42,29 @@ export async function ingestStorePath(
   const storePath = asStorePath(metadata.storePath);
   const references = metadata.references.map((reference) => asStorePath(reference));
   const deriver = metadata.deriver ? asStorePath(metadata.deriver) : undefined;
-  const session = store.beginIngest();
-  try {
-    const result = await ingestNar(session, source, options);
-    if (metadata.narHash !== undefined && metadata.narHash !== result.narHash) {
-      throw new CastoreError('BLOB_CORRUPT', `NAR of ${metadata.storePath} hashes to ${result.narHash}, but ${metadata.narHash} was claimed`);
-    }
-    if (metadata.narSize !== undefined && metadata.narSize !== result.narSize) {
-      throw new CastoreError('BLOB_CORRUPT', `NAR of ${metadata.storePath} has ${result.narSize} bytes, but ${metadata.narSize} were claimed`);
-    }
-    const info: StorePathInfo = {
-      storePath,
-      narHash: result.narHash,
-      narSize: result.narSize,
-      references: references.sort(),
-      ...(deriver ? { deriver } : {}),
-      ...(metadata.ca ? { ca: metadata.ca } : {}),
-      signatures: metadata.signatures ?? [],
-      root: result.root,
-    };
-    session.registerStorePath(info);
-    if (options.publish) options.publish(() => session.commit());
-    else session.commit();
-    return info;
-  } catch (error) {
-    session.abort();
-    throw error;
-  }
+  return withIngest(
+    store,
+    async (session) => {
+      const result = await ingestNar(session, source, options);
+      if (metadata.narHash !== undefined && metadata.narHash !== result.narHash) {
+        throw new CastoreError('BLOB_CORRUPT', `NAR of ${metadata.storePath} hashes to ${result.narHash}, but ${metadata.narHash} was claimed`);
+      }
+      if (metadata.narSize !== undefined && metadata.narSize !== result.narSize) {
+        throw new CastoreError('BLOB_CORRUPT', `NAR of ${metadata.storePath} has ${result.narSize} bytes, but ${metadata.narSize} were claimed`);
+      }
+      const info: StorePathInfo = {
+        storePath,
+        narHash: result.narHash,
+        narSize: result.narSize,
+        references: references.sort(),
+        ...(deriver ? { deriver } : {}),
+        ...(metadata.ca ? { ca: metadata.ca } : {}),
+        signatures: metadata.signatures ?? [],
+        root: result.root,
+      };
+      session.registerStorePath(info);
+      return info;
+    },
+    options.publish,
+  );
 }

@@ -7,7 +7,7 @@ import { dumpPath } from '../nix/index.js';
 import { ingestStorePath } from './ingest-store-path.js';
 import { exportNar } from './nar-export.js';
 import type { Node } from './node.js';
-import { Castore } from './store/castore.js';
+import { LocalCastore as Castore } from './local/local-castore.js';
 import { seededRandom } from '../test/seeded-random.js';
 
 async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {

@@ -17,7 +17,8 @@
  */
 import { paddingOf, T } from '../nix/nar/tokens.js';
 import type { Entry, Node } from './node.js';
-import type { Castore } from './store/castore.js';
+import { CastoreError } from './errors.js';
+import type { CastoreReader } from './services/castore-services.js';
 
 const OUTPUT_CHUNK = 256 * 1024;
 /** Blob chunks at least this big are passed through rather than copied. */
@@ -129,7 +130,7 @@ type Step = Node | Entry | 'close';
  * range needs (after the bytes before it were produced: clients verify the
  * NarHash, as Nix does).
  */
-export async function* exportNar(store: Castore, root: Node, range: NarByteRange = { start: 0, end: Number.MAX_SAFE_INTEGER }): AsyncGenerator<Uint8Array> {
+export async function* exportNar(store: Pick<CastoreReader, 'blobs' | 'directories'>, root: Node, range: NarByteRange = { start: 0, end: Number.MAX_SAFE_INTEGER }): AsyncGenerator<Uint8Array> {
   if (range.start >= range.end) return;
   const out = new RangeWriter(range);
   out.literal(T.magic);
@@ -160,7 +161,7 @@ export async function* exportNar(store: Castore, root: Node, range: NarByteRange
           out.u64(step.size);
           const slice = out.blobSlice(step.size);
           if (slice) {
-            for await (const chunk of store.readBlob(step.digest, slice)) out.append(chunk);
+            for await (const chunk of store.blobs.read(step.digest, slice)) out.append(chunk);
           }
           out.position += step.size;
           out.literal(ZEROS.subarray(0, paddingOf(step.size)));
@@ -170,7 +171,8 @@ export async function* exportNar(store: Castore, root: Node, range: NarByteRange
         }
         case 'directory': {
           out.literal(T.directory);
-          const entries = store.readDirectory(step.digest);
+          const entries = await store.directories.get(step.digest);
+          if (!entries) throw new CastoreError('DIRECTORY_NOT_FOUND', `directory ${step.digest} is not in the store`, { objectId: step.digest });
           // Popped in order: the entries, the directory's ')', then (for an entry) the entry's ')'.
           if (isEntry) stack.push('close');
           stack.push('close');

@@ -6,7 +6,8 @@
 import { BackgroundSha256, decodeNar, encodeNixBase32, type NarEvent, type NarLimits } from '../nix/index.js';
 import { CastoreError } from './errors.js';
 import type { Entry, Node } from './node.js';
-import type { BlobWriter, IngestSession } from './store/ingest-session.js';
+import type { BlobWriter } from './services/blob-service.js';
+import type { Ingest } from './services/castore-services.js';
 
 export interface NarIngestResult {
   root: Node;
@@ -46,7 +47,7 @@ function baseName(entryPath: string): string {
  * discarded and the caller should abort the session.
  */
 export async function ingestNar(
-  session: IngestSession,
+  session: Ingest,
   source: AsyncIterable<Uint8Array>,
   options: NarIngestOptions = {},
 ): Promise<NarIngestResult> {

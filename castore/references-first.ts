@@ -1,5 +1,5 @@
 /** Ordering store paths so that every path comes after the paths it references. */
-import type { StorePathInfo } from './store/store-path-info.js';
+import type { StorePathInfo } from './store-path-info.js';
 
 /**
  * `infos` reordered so each path follows its references (those among

@@ -56,21 +56,13 @@ const ingest: Command = {
     const total = args[0] === '-' ? undefined : statSync(args[0]!).size;
     const progress = createProgress(stderr, 'ingest', 'bytes', json);
     const onProgress = (bytes: number): void => progress.update(bytes, total);
-    const result = await withCastore(options, async (store, { ingestNar, ingestStorePath }) => {
+    const result = await withCastore(options, async (store, { ingestNar, ingestStorePath, withIngest }) => {
       if (storePath) {
         const narHash = stringOption(options, 'nar-hash');
         const info = await ingestStorePath(store, source, { storePath, references, ...(narHash ? { narHash } : {}) }, { onProgress });
         return { storePath, root: info.root, narHash: info.narHash, narSize: info.narSize };
       }
-      const session = store.beginIngest();
-      try {
-        const ingested = await ingestNar(session, source, { onProgress });
-        session.commit();
-        return ingested;
-      } catch (error) {
-        session.abort();
-        throw error;
-      }
+      return withIngest(store, (session) => ingestNar(session, source, { onProgress }));
     });
     progress.done();
     if (json) writeJson(stdout, result);
@@ -112,26 +104,16 @@ const stat: Command = {
   options: { ...dataDirOption, ...jsonOption },
   async run({ options, stdout }) {
     const stats = await withCastore(options, async (store) => {
-      const row = store.db
-        .prepare<[], { blobs: number; packedBlobs: number; blobBytes: number | null; packedBytes: number | null; directories: number; storePaths: number; narBytes: number | null }>(
-          `SELECT (SELECT COUNT(*) FROM blobs) AS blobs,
-                  (SELECT COUNT(*) FROM blobs WHERE pack IS NOT NULL) AS packedBlobs,
-                  (SELECT SUM(size) FROM blobs) AS blobBytes,
-                  (SELECT SUM(size) FROM blobs WHERE pack IS NOT NULL) AS packedBytes,
-                  (SELECT COUNT(*) FROM directories) AS directories,
-                  (SELECT COUNT(*) FROM store_paths) AS storePaths,
-                  (SELECT SUM(nar_size) FROM store_paths) AS narBytes`,
-        )
-        .get()!;
+      const stats = store.stats();
       return {
         dataDir: store.dataDir,
-        blobs: row.blobs,
-        packedBlobs: row.packedBlobs,
-        blobBytes: row.blobBytes ?? 0,
-        packedBlobBytes: row.packedBytes ?? 0,
-        directories: row.directories,
-        storePaths: row.storePaths,
-        registeredNarBytes: row.narBytes ?? 0,
+        blobs: stats.blobs,
+        packedBlobs: stats.packedBlobs,
+        blobBytes: stats.blobBytes,
+        packedBlobBytes: stats.packedBlobBytes,
+        directories: stats.directories,
+        storePaths: stats.storePaths,
+        registeredNarBytes: stats.registeredNarBytes,
       };
     });
     if (booleanOption(options, 'json')) return writeJson(stdout, stats);

@@ -67,9 +67,11 @@ describe('agent store and castore', () => {
       try {
         // Every blob still known is readable and verified from a kept store file (y's are gone).
         expect((await fsck(local, { checkNars: true })).problems).toEqual([]);
-        const rows = local.db.prepare<[], { storeFile: string }>('SELECT store_file AS storeFile FROM blobs').all();
-        expect(rows.length).toBeGreaterThan(60);
-        for (const row of rows) expect(row.storeFile.startsWith(path.join(storeDir, path.basename(apps.y)))).toBe(false);
+        const files: string[] = [];
+        for await (const blob of local.blobs.list()) files.push(local.verifiedStoreFile(blob.id) ?? '');
+        expect(files.length).toBeGreaterThan(60);
+        expect(local.stats().adoptedBlobs).toBe(files.length);
+        for (const file of files) expect(file.startsWith(path.join(storeDir, path.basename(apps.y)))).toBe(false);
       } finally {
         local.close();
       }

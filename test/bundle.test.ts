@@ -94,8 +94,8 @@ function castoreContents(stateDir: string): { rows: Record<string, number>; file
   const dir = path.join(stateDir, 'castore');
   const store = Castore.open(dir, { keepStaleFiles: true });
   try {
-    const rows: Record<string, number> = {};
-    for (const table of ['blobs', 'directories', 'store_paths', 'packs', 'ingests']) rows[table] = (store.db.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get() as { n: number }).n;
+    const stats = store.stats();
+    const rows: Record<string, number> = { blobs: stats.blobs, directories: stats.directories, store_paths: stats.storePaths, packs: stats.packFiles, ingests: stats.openIngests };
     const files = ['tmp', 'packs', 'blobs'].flatMap((sub) => (existsSync(path.join(dir, sub)) ? readdirSync(path.join(dir, sub), { recursive: true }).map((name) => `${sub}/${String(name)}`) : []));
     return { rows, files: files.sort() };
   } finally {

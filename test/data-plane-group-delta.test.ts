@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { blake3, Castore, digestFromBytes, fetchClosure, fsck, type FetchReport } from '../castore/index.js';
-import { blobDataPath } from '../castore/store/blob-files.js';
+import { blobDataPath } from '../castore/local/blob-files.js';
 import { asStorePath, type StorePath } from '../nix/store-path.js';
 import { openDataClient } from '../protocol/connect.js';
 import { Agent } from '../agent/index.js';

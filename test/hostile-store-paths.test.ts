@@ -7,6 +7,7 @@
 // error, nothing becomes visible, nothing is audited, and no code turns
 // such a path into a file path (the agent's gc once deleted the store
 // dir's parent).
+import Database from 'better-sqlite3';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -58,6 +59,20 @@ afterAll(async () => {
   await test?.close();
   rmSync(work, { recursive: true, force: true });
 });
+
+/**
+ * A registry row as an older Ferry wrote it, straight into the castore's
+ * database file (format 3): no API writes a record its schema refuses.
+ */
+function writeLegacyStorePathRow(castoreDir: string, storePath: string, refs: string, root: string): void {
+  const db = new Database(path.join(castoreDir, 'castore.db'));
+  try {
+    db.prepare('INSERT INTO store_paths (path, nar_hash, nar_size, refs, deriver, ca, signatures, root, registered_at) VALUES (?, ?, ?, ?, NULL, NULL, ?, ?, 0)')
+      .run(storePath, libInfo.narHash, libInfo.narSize, refs, '[]', root);
+  } finally {
+    db.close();
+  }
+}
 
 describe('defect 1: store paths that are not exactly /nix/store/<hash>-<name> are refused at every boundary', () => {
   for (const transport of ['quic', 'http'] as const) {
@@ -121,10 +136,10 @@ describe('defect 1: store paths that are not exactly /nix/store/<hash>-<name> ar
       const session = store.beginIngest();
       const root = (await ingestNar(session, dumpPath(path.join(work, 'lib')))).root;
       session.commit();
-      // What an older coordinator signed and an older agent stored (the defect): written around the API, as it was.
-      const insert = store.db.prepare('INSERT INTO store_paths (path, nar_hash, nar_size, refs, deriver, ca, signatures, root, registered_at) VALUES (?, ?, ?, ?, NULL, NULL, ?, ?, 0)');
-      insert.run('/nix/store/..', libInfo.narHash, libInfo.narSize, '[]', '[]', JSON.stringify(root));
-      insert.run(lib, libInfo.narHash, libInfo.narSize, JSON.stringify(['/nix/store/']), '[]', JSON.stringify(root));
+      // What an older coordinator signed and an older agent stored (the defect): written around the API
+      // (which refuses such a record), into the file as an older Ferry wrote it.
+      writeLegacyStorePathRow(path.join(work, 'old-castore'), '/nix/store/..', '[]', JSON.stringify(root));
+      writeLegacyStorePathRow(path.join(work, 'old-castore'), lib, JSON.stringify(['/nix/store/']), JSON.stringify(root));
       for (const storePath of ['/nix/store/..', lib]) {
         let caught: unknown;
         try {
@@ -151,11 +166,8 @@ describe('defect 1: store paths that are not exactly /nix/store/<hash>-<name> ar
     await enrollStateDir(test, { stateDir, storeDir, name: 'hostile-gc' });
     const agent = new Agent(stateDir, { log: () => undefined });
     try {
-      const store = Castore.open(path.join(stateDir, 'castore'));
-      store.db
-        .prepare('INSERT INTO store_paths (path, nar_hash, nar_size, refs, deriver, ca, signatures, root, registered_at) VALUES (?, ?, ?, ?, NULL, NULL, ?, ?, 0)')
-        .run('/nix/store/..', libInfo.narHash, libInfo.narSize, '[]', '[]', JSON.stringify(libInfo.root));
-      store.close();
+      Castore.open(path.join(stateDir, 'castore')).close();
+      writeLegacyStorePathRow(path.join(stateDir, 'castore'), '/nix/store/..', '[]', JSON.stringify(libInfo.root));
       await expect(agent.gc(0)).rejects.toThrow(/is invalid/);
       expect(existsSync(storeDir)).toBe(true);
       expect(existsSync(stateDir)).toBe(true);

@@ -53,7 +53,7 @@ describe('package exports', () => {
     const resolved = nodeEval(`console.log(JSON.stringify([${checks.join(', ')}]));`);
     expect(resolved.stderr).toBe('');
     expect(JSON.parse(resolved.stdout)).toEqual(Object.keys(EXPECTED).map((subpath) => [subpath, true]));
-    const deep = nodeEval(`await import('${packageJson.name}/castore/store/castore.js').catch((error) => console.log(error.code));`);
+    const deep = nodeEval(`await import('${packageJson.name}/castore/local/local-castore.js').catch((error) => console.log(error.code));`);
     expect(deep.stdout.trim()).toBe('ERR_PACKAGE_PATH_NOT_EXPORTED');
   });
 

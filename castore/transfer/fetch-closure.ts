@@ -21,9 +21,10 @@ import { BlobVerifier, blake3 } from '../blake3/index.js';
 import { decodeDirectory, directoryId } from '../directory.js';
 import { CastoreError } from '../errors.js';
 import { digestFromBytes, digestToBytes, type Digest, type Entry, type FileNode, type Node } from '../node.js';
-import type { Castore } from '../store/castore.js';
-import type { BlobWriter, IngestSession } from '../store/ingest-session.js';
-import type { StorePathInfo } from '../store/store-path-info.js';
+import type { LocalCastore as Castore } from '../local/local-castore.js';
+import type { BlobWriter } from '../services/blob-service.js';
+import { withIngest, type Ingest as IngestSession } from '../services/castore-services.js';
+import type { StorePathInfo } from '../store-path-info.js';
 import { batchBlobs, TRANSFER_BATCH_BYTES, TRANSFER_PARALLEL } from './batches.js';
 import { deltaBatches, fetchGroupDeltaBatch, findDeltaBases, type DeltaPair } from './group-delta.js';
 import { streamOrder } from './stream-order.js';
@@ -513,7 +514,10 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
   }
 
   report('registering');
-  registerFetched(store.beginIngest(), directories, lacking);
+  await withIngest(store, (session) => {
+    for (const entries of directories.values()) session.putDirectory(entries);
+    for (const info of lacking) session.registerStorePath(info);
+  });
   report('done');
   return {
     target: manifest.target,
@@ -525,15 +529,4 @@ export async function fetchClosure(client: DataClient, store: Castore, configId:
     deltaBlobs: delta.blobs,
     deltaGroupBytes: delta.groupBytes,
   };
-}
-
-function registerFetched(session: IngestSession, directories: Map<Digest, Entry[]>, lacking: readonly StorePathInfo[]): void {
-  try {
-    for (const entries of directories.values()) session.putDirectory(entries);
-    for (const info of lacking) session.registerStorePath(info);
-    session.commit();
-  } catch (error) {
-    session.abort();
-    throw error;
-  }
 }

@@ -25,9 +25,9 @@ import { DELTA_CV_BYTES, MAX_BATCH_BYTES, MAX_BATCHED_BLOB_BYTES, MAX_DELTA_BLOB
 import { cvToBytes, GroupBuffer, groupChainingValue, groupCount, GROUP_SIZE, blake3Hasher, outboardFromGroupCvs, verifyOutboard } from '../blake3/index.js';
 import { CastoreError } from '../errors.js';
 import { digestFromBytes, digestToBytes, type Digest, type Entry, type FileNode, type Node } from '../node.js';
-import type { Castore } from '../store/castore.js';
-import type { BlobWriter } from '../store/ingest-session.js';
-import type { StorePathInfo } from '../store/store-path-info.js';
+import type { LocalCastore as Castore } from '../local/local-castore.js';
+import type { BlobWriter } from '../services/blob-service.js';
+import type { StorePathInfo } from '../store-path-info.js';
 
 /** Local versions of a store path's name searched for bases. */
 const MAX_BASIS_CANDIDATES = 4;

@@ -10,7 +10,7 @@
  * parallel replies arrive in any order.
  */
 import type { Digest, Entry, FileNode, Node } from '../node.js';
-import type { StorePathInfo } from '../store/store-path-info.js';
+import type { StorePathInfo } from '../store-path-info.js';
 
 /** The non-empty files of `storePaths` in stream order, each blob once; `readDirectory` must know every directory below them. */
 export function streamOrder(storePaths: readonly StorePathInfo[], readDirectory: (id: Digest) => readonly Entry[]): FileNode[] {

@@ -8,7 +8,7 @@
 import type { DataClient } from '../../protocol/data-client.js';
 import { MAX_BATCH_OBJECTS, MAX_BATCHED_BLOB_BYTES, MAX_QUERY_ITEMS, MAX_REGISTER_PATHS } from '../../protocol/data-protocol.js';
 import type { Digest, FileNode, Node } from '../node.js';
-import type { Castore } from '../store/castore.js';
+import type { LocalCastore as Castore } from '../local/local-castore.js';
 import { WIRE_FRAME_BYTES, WIRE_MAX_RATIO, zstdForWire, zstdRawFrame } from '../../protocol/compression/wire.js';
 import { batchBlobs, splitBlobs, TRANSFER_BATCH_BYTES, TRANSFER_PARALLEL } from './batches.js';
 import { runPool } from './pool.js';

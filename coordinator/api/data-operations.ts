@@ -18,6 +18,7 @@ import {
   directorySize,
   exportNar,
   splitBlobs,
+  withIngest,
   type Castore,
   type Digest,
   type Entry,
@@ -327,8 +328,7 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
     case 'upload.blobs': {
       const total = request.blobs.reduce((sum, blob) => sum + blob.size, 0);
       if (total > MAX_BATCH_BYTES && request.blobs.length > 1) throw new FerryError('INVALID', `batch of ${total} bytes exceeds ${MAX_BATCH_BYTES}; upload large blobs one by one`);
-      const session = store.beginIngest();
-      try {
+      return withIngest(store, async (session) => {
         let alreadyPresent = 0;
         for (const claimed of request.blobs) {
           if (store.hasBlob(claimed.id)) alreadyPresent++;
@@ -352,12 +352,8 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
           if (actual !== claimed.id) throw corrupt(`uploaded bytes of blob ${claimed.id} hash to ${actual}; nothing of this batch was stored`);
         }
         await body.expectEnd();
-        session.commit();
         return { header: { stored: request.blobs.length - alreadyPresent, alreadyPresent } };
-      } catch (error) {
-        session.abort();
-        throw error;
-      }
+      });
     }
 
     case 'upload.directories': {
@@ -372,14 +368,9 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
         batch.set(claimed.id, entries);
       }
       await body.expectEnd();
-      const session = store.beginIngest();
-      try {
+      await withIngest(store, (session) => {
         for (const entries of batch.values()) session.putDirectory(entries);
-        session.commit();
-      } catch (error) {
-        session.abort();
-        throw error;
-      }
+      });
       return { header: { stored: batch.size } };
     }
 
@@ -404,32 +395,33 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
       }
       const registered = fresh.map((info) => info.storePath).sort();
       // The paths become visible in the transaction of the push's audit event, or not at all.
-      const session = store.beginIngest();
-      let recorded: AuditEvent;
-      try {
-        for (const info of fresh) session.registerStorePath(info);
-        recorded = coordinator.execute(actor, () => ({
-          draft: {
-            action: 'store.push',
-            subject: request.roots[0]!,
-            payload: {
-              roots: request.roots,
-              registered,
-              registeredCount: registered.length,
-              alreadyPresent: request.storePaths.length - fresh.length,
-              ...request.stats,
+      let recorded: AuditEvent | undefined;
+      await withIngest(
+        store,
+        (session) => {
+          for (const info of fresh) session.registerStorePath(info);
+        },
+        (commit) => {
+          recorded = coordinator.execute(actor, () => ({
+            draft: {
+              action: 'store.push',
+              subject: request.roots[0]!,
+              payload: {
+                roots: request.roots,
+                registered,
+                registeredCount: registered.length,
+                alreadyPresent: request.storePaths.length - fresh.length,
+                ...request.stats,
+              },
             },
-          },
-          result: undefined,
-          publish: () => session.commit(),
-        }))!.event;
-      } catch (error) {
-        session.abort();
-        throw error;
-      }
+            result: undefined,
+            publish: commit,
+          }))!.event;
+        },
+      );
       // Deploys of what was pushed follow: compress their streams now, off the event loop, not when the first agent asks.
       for (const root of request.roots) prepareClosureStream(coordinator, root);
-      return { header: { registered, alreadyPresent: request.storePaths.length - fresh.length, seq: recorded.seq } };
+      return { header: { registered, alreadyPresent: request.storePaths.length - fresh.length, seq: recorded!.seq } };
     }
   }
 }

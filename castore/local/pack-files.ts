@@ -10,6 +10,16 @@ import { close, closeSync, fdatasync, fsyncSync, mkdirSync, open, openSync, read
 import path from 'node:path';
 import { CastoreError } from '../errors.js';
 
+/**
+ * Blobs up to this size go into the ingest's pack file (most files of a
+ * closure): written once, one fsync per ingest, where a file each would
+ * cost an fsync each (bench/castore.bench.ts), and hashed whole with the
+ * native BLAKE3 (no outboard is kept: one is derived when asked for).
+ * Larger blobs are files with their outboard. The same bound as the data
+ * plane's batched blobs, which are verified whole too.
+ */
+export const PACK_MAX = 1024 * 1024;
+
 export function packsDir(dataDir: string): string {
   return path.join(dataDir, 'packs');
 }

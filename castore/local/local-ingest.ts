@@ -7,35 +7,26 @@
  * crash, cleaned up at the next GC — leaves nothing visible.
  *
  * The session is registered in `ingests` while it runs, so a concurrent GC
- * keeps every object it could be about to reference (see gc.ts).
+ * keeps every object it could be about to reference (see ingest-registry.ts).
  */
 import { blake3 } from '../blake3/index.js';
 import { mkdirSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { CastoreError } from '../errors.js';
-import { directoryId, directorySize, encodeDirectory } from '../directory.js';
 import { digestFromBytes, type Digest, type DirectoryNode, type Entry } from '../node.js';
+import type { BlobWriter } from '../services/blob-service.js';
+import type { Ingest } from '../services/castore-services.js';
+import { StagedRecords } from '../services/staged-records.js';
+import type { StorePathInfo } from '../store-path-info.js';
 import { blobDataPath, makeDurable, TempBlobWriter, type TempBlob } from './blob-files.js';
-import type { Castore } from './castore.js';
-import { PACK_MAX } from './castore.js';
-import { PackWriter } from './pack-files.js';
-import { StorePathInfoSchema, type StorePathInfo } from './store-path-info.js';
+import { endIngest, forgetIngest, registerIngest } from './ingest-registry.js';
+import type { LocalContext } from './local-context.js';
+import { PACK_MAX, PackWriter } from './pack-files.js';
 
-
-/**
- * The ids of the ingests this process has open (sessions, and GC's pack
- * compaction). Stale-file cleanup (gc.ts) trusts a row with this process's
- * pid only if its id is here: a process restarted under the pid of one
- * that crashed (pid 1 in a container) does not own the crashed one's files.
- * Sessions run on the main thread (no worker opens a castore).
- */
-export const sessionsOfThisProcess = new Set<string>();
-
-/** Receives one blob's bytes as they arrive; `finish()` returns its id. */
-export interface BlobWriter {
-  write(chunk: Uint8Array): void;
-  finish(): Digest;
-  discard(): void;
+/** What an ingest asks the store it writes to (a LocalCastore): which blobs it already holds. */
+export interface BlobPresence {
+  hasBlob(id: Digest): boolean;
+  missingBlobs(ids: readonly Digest[]): Digest[];
 }
 
 /** Small blobs are compared with the store and appended to the pack this many at a time… */
@@ -43,23 +34,23 @@ const UNCHECKED_MAX = 512;
 /** …or when this much of their bytes is waiting (at least PACK_MAX, so every small blob fits). */
 const ARENA_BYTES = 2 * 1024 * 1024;
 
-export class IngestSession {
+/** The local backend's Ingest (its contract: services/castore-services.ts). */
+export class LocalIngest implements Ingest {
   private readonly packed: { id: string; size: number; offset: number; outboard: Uint8Array | null }[] = [];
   private readonly pack: PackWriter;
   private readonly stagedIds = new Set<string>();
   private readonly tempBlobs = new Map<Digest, TempBlob>();
-  private readonly directories = new Map<Digest, Uint8Array>();
-  private readonly storePaths: StorePathInfo[] = [];
+  private readonly records = new StagedRecords();
   private tempCounter = 0;
   private state: 'open' | 'committed' | 'aborted' = 'open';
 
   constructor(
-    private readonly store: Castore,
+    private readonly context: LocalContext,
+    private readonly store: BlobPresence,
     readonly id: string,
   ) {
-    sessionsOfThisProcess.add(id);
-    store.db.prepare('INSERT INTO ingests (id, pid, started_at) VALUES (?, ?, ?)').run(id, process.pid, Date.now());
-    this.pack = new PackWriter(store.dataDir, id);
+    registerIngest(context, id);
+    this.pack = new PackWriter(context.dataDir, id);
   }
 
   private assertOpen(): void {
@@ -96,7 +87,7 @@ export class IngestSession {
       };
     }
     const writer = new TempBlobWriter(
-      this.store.dataDir,
+      this.context.dataDir,
       `${this.id}-${this.tempCounter++}`,
       expectedId !== undefined && verifiedOutboard ? { id: expectedId, outboard: verifiedOutboard } : undefined,
     );
@@ -175,16 +166,13 @@ export class IngestSession {
   /** Stages a directory and returns the node that points to it. Refuses invalid entries (DIRECTORY_NOT_CANONICAL). */
   putDirectory(entries: readonly Entry[]): DirectoryNode {
     this.assertOpen();
-    const encoding = encodeDirectory(entries);
-    const digest = directoryId(encoding);
-    this.directories.set(digest, encoding);
-    return { type: 'directory', digest, size: directorySize(entries) };
+    return this.records.putDirectory(entries);
   }
 
   /** Records a store path, published at commit together with its objects. */
   registerStorePath(info: StorePathInfo): void {
     this.assertOpen();
-    this.storePaths.push(StorePathInfoSchema.parse(info));
+    this.records.registerStorePath(info);
   }
 
   /**
@@ -197,9 +185,9 @@ export class IngestSession {
     this.packUnchecked();
     this.pack.finish();
     for (const temp of this.tempBlobs.values()) makeDurable(temp);
-    const db = this.store.db;
-    const now = Date.now();
-    const dataDir = this.store.dataDir;
+    const db = this.context.db;
+    const now = this.context.clock();
+    const dataDir = this.context.dataDir;
     db.transaction(() => {
       // A pack of only empty blobs has no bytes, but its blobs must still be recorded.
       if (this.packed.length > 0) {
@@ -228,13 +216,13 @@ export class IngestSession {
       const insertDirectory = db.prepare(
         'INSERT INTO directories (id, data, last_used) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET last_used = excluded.last_used',
       );
-      for (const [id, data] of this.directories) insertDirectory.run(id, data, now);
+      for (const [id, data] of this.records.directories) insertDirectory.run(id, data, now);
       const insertPath = db.prepare(
         `INSERT INTO store_paths (path, nar_hash, nar_size, refs, deriver, ca, signatures, root, registered_at)
          VALUES (@path, @narHash, @narSize, @refs, @deriver, @ca, @signatures, @root, @now)
          ON CONFLICT (path) DO UPDATE SET signatures = excluded.signatures, registered_at = excluded.registered_at`,
       );
-      for (const info of this.storePaths) {
+      for (const info of this.records.storePaths) {
         insertPath.run({
           path: info.storePath,
           narHash: info.narHash,
@@ -247,11 +235,11 @@ export class IngestSession {
           now,
         });
       }
-      db.prepare('DELETE FROM ingests WHERE id = ?').run(this.id);
+      forgetIngest(this.context, this.id);
     }).immediate();
     if (this.packed.length === 0) this.pack.discard();
     this.state = 'committed';
-    sessionsOfThisProcess.delete(this.id);
+    endIngest(this.id);
   }
 
   /** Drops everything staged; nothing of the session was ever visible. Safe to call more than once. */
@@ -260,7 +248,7 @@ export class IngestSession {
     this.state = 'aborted';
     for (const temp of this.tempBlobs.values()) rmSync(temp.dataPath, { force: true });
     this.pack.discard();
-    this.store.db.prepare('DELETE FROM ingests WHERE id = ?').run(this.id);
-    sessionsOfThisProcess.delete(this.id);
+    forgetIngest(this.context, this.id);
+    endIngest(this.id);
   }
 }

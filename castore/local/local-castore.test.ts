@@ -1,56 +1,45 @@
+import Database from 'better-sqlite3';
 import { hash as nativeBlake3 } from 'blake3';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { encodeNar, type NarEvent } from '../../nix/index.js';
+import { encodeNar } from '../../nix/index.js';
+import { collect, narOf, pseudoRandom } from '../services/conformance.case.js';
 import { CastoreError } from '../errors.js';
 import { exportNar } from '../nar-export.js';
 import { ingestStorePath } from '../ingest-store-path.js';
 import { digestFromBytes, type Digest, type Node } from '../node.js';
+import { collectGarbage } from '../gc.js';
+import { fsck } from '../fsck.js';
 import { blobDataPath } from './blob-files.js';
-import { Castore, PACK_MAX } from './castore.js';
-import { collectGarbage } from './gc.js';
-import { fsck } from './fsck.js';
+import { openCastoreDatabase } from './database.js';
+import { listIngests, registerIngest } from './ingest-registry.js';
+import type { LocalContext } from './local-context.js';
+import { LocalCastore } from './local-castore.js';
+import { PACK_MAX, PackReader } from './pack-files.js';
 
 let dir: string;
-let store: Castore;
+let store: LocalCastore;
+/** The store's clock: GC keeps what was used at or after its cutoff, so a test steps it instead of sleeping. */
+let now: number;
+const clock = () => now;
 
 beforeEach(() => {
   dir = mkdtempSync(path.join(tmpdir(), 'ferry-castore-'));
-  store = Castore.open(dir);
+  now = 1_700_000_000_000;
+  store = LocalCastore.open(dir, { clock });
 });
 afterEach(() => {
   store.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
-function pseudoRandom(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
-
-async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const parts: Uint8Array[] = [];
-  for await (const chunk of chunks) parts.push(chunk);
-  return Buffer.concat(parts);
-}
-
-function* narOf(files: Record<string, Uint8Array>): Generator<NarEvent> {
-  yield { type: 'directory', path: '' };
-  for (const name of Object.keys(files).sort()) {
-    yield { type: 'file', path: name, size: files[name]!.length, executable: false, offset: 0 };
-    yield { type: 'data', path: name, chunk: files[name]! };
-    yield { type: 'file-end', path: name };
-  }
-  yield { type: 'directory-end', path: '' };
+/** The ingest registry of `dir`, as another process (or a crashed one) sees it. */
+function registryOf(dataDir: string): LocalContext & { close(): void } {
+  const db = openCastoreDatabase(dataDir);
+  const packs = new PackReader(dataDir);
+  return { dataDir, db, packs, clock, close: () => (packs.close(), db.close()) };
 }
 
 async function* chunked(bytes: Uint8Array, size = 64 * 1024): AsyncGenerator<Uint8Array> {
@@ -84,7 +73,7 @@ describe('castore blob store', () => {
 
   it('is safe with concurrent writers of the same blob', async () => {
     const large = pseudoRandom(PACK_MAX * 3, 4);
-    const other = Castore.open(dir);
+    const other = LocalCastore.open(dir);
     try {
       const ids = await Promise.all([store.putBlob(large), other.putBlob(large), store.putBlob(large)]);
       expect(new Set(ids).size).toBe(1);
@@ -126,7 +115,7 @@ describe('NAR <-> castore', () => {
     const exported = await collect(exportNar(store, info.root));
     expect(exported.equals(nar)).toBe(true);
     // dedup: a-small and d-dup share one blob
-    expect(store.db.prepare('SELECT COUNT(*) AS n FROM blobs').get()).toEqual({ n: 3 });
+    expect(store.stats().blobs).toBe(3);
     expect((await fsck(store, { checkNars: true })).problems).toEqual([]);
   });
 
@@ -152,9 +141,7 @@ describe('NAR <-> castore', () => {
     await expect(
       ingestStorePath(store, dies(), { storePath: '/nix/store/00000000000000000000000000000000-x', references: [] }),
     ).rejects.toThrow('connection lost');
-    for (const table of ['blobs', 'packs', 'directories', 'store_paths', 'ingests']) {
-      expect(store.db.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get(), table).toEqual({ n: 0 });
-    }
+    expect(store.stats()).toMatchObject({ blobs: 0, packFiles: 0, directories: 0, storePaths: 0, openIngests: 0 });
     expect(existsSync(path.join(dir, 'tmp')) ? readdirSync(path.join(dir, 'tmp')) : []).toEqual([]);
     expect(existsSync(path.join(dir, 'packs')) ? readdirSync(path.join(dir, 'packs')) : []).toEqual([]);
   });
@@ -168,7 +155,7 @@ describe('NAR <-> castore', () => {
         narHash: 'sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73',
       }),
     ).rejects.toMatchObject({ code: 'BLOB_CORRUPT' });
-    expect(store.db.prepare('SELECT COUNT(*) AS n FROM blobs').get()).toEqual({ n: 0 });
+    expect(store.stats().blobs).toBe(0);
   });
 });
 
@@ -194,14 +181,15 @@ describe('fsck and GC', () => {
     const kept = await ingestStorePath(store, encodeNar(narOf(keepFiles)), { storePath: keepPath, references: [] });
     await ingestStorePath(store, encodeNar(narOf(dropFiles)), { storePath: dropPath, references: [] });
     const orphan = await store.putBlob(pseudoRandom(70_000, 13));
-    // Objects used after GC starts are never swept: let the clock move past them.
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    // Objects used at or after GC's cutoff are never swept: while the clock stands still, nothing goes.
+    expect((await collectGarbage(store, { keepStorePaths: [keepPath], dryRun: true })).removedBlobs).toBe(0);
+    now++;
 
-    const dry = collectGarbage(store, { keepStorePaths: [keepPath], dryRun: true });
+    const dry = await collectGarbage(store, { keepStorePaths: [keepPath], dryRun: true });
     expect(dry.removedBlobs).toBe(2); // drop + orphan; shared stays
     expect(store.hasBlob(orphan)).toBe(true);
 
-    const report = collectGarbage(store, { keepStorePaths: [keepPath] });
+    const report = await collectGarbage(store, { keepStorePaths: [keepPath] });
     expect(report.removedStorePaths).toEqual([dropPath]);
     expect(report.removedBlobs).toBe(2);
     expect(store.hasBlob(orphan)).toBe(false);
@@ -215,20 +203,22 @@ describe('fsck and GC', () => {
   it('never sweeps what an ingest still running may reference', async () => {
     const session = store.beginIngest();
     const existing = await store.putBlob(pseudoRandom(40_000, 14)); // unreachable, but...
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    now++; // without the running ingest, GC's cutoff would be past it
     const again = await session.putBlobBytes(pseudoRandom(40_000, 14)); // ...deduplicated by a running ingest
     expect(again).toBe(existing);
-    collectGarbage(store);
+    await collectGarbage(store);
     session.putDirectory([{ name: 'x', type: 'file', digest: again, size: 40_000, executable: false }]);
     session.commit();
     expect(store.hasBlob(existing)).toBe(true);
   });
 
-  it('collects the pack file of a killed ingest', () => {
-    store.db.prepare('INSERT INTO ingests (id, pid, started_at) VALUES (?, ?, ?)').run('dead', 2 ** 22 + 7, Date.now());
+  it('collects the pack file of a killed ingest', async () => {
+    const registry = registryOf(dir);
+    registerIngest(registry, 'dead', { pid: 2 ** 22 + 7 }); // a process that is gone
+    registry.close();
     mkdirSync(path.join(dir, 'packs'), { recursive: true });
     writeFileSync(path.join(dir, 'packs', 'dead.pack'), Buffer.alloc(100, 1));
-    const report = collectGarbage(store);
+    const report = await collectGarbage(store);
     expect(report.staleIngestsCleaned).toBe(1);
     expect(existsSync(path.join(dir, 'packs', 'dead.pack'))).toBe(false);
   });
@@ -241,9 +231,9 @@ describe('fsck and GC', () => {
     for (let index = 0; index < 600; index++) packed.push(await live.putBlobBytes(pseudoRandom(100, 1000 + index)));
     // A dead one of another process, and one with this process's pid that is none of its sessions
     // (a process restarted under the pid of one that crashed: pid 1 in a container).
-    const insert = store.db.prepare('INSERT INTO ingests (id, pid, started_at) VALUES (?, ?, ?)');
-    insert.run('0123456789abcdef', 2 ** 22 + 7, Date.now());
-    insert.run('fedcba9876543210', process.pid, Date.now());
+    const registry = registryOf(dir);
+    registerIngest(registry, '0123456789abcdef', { pid: 2 ** 22 + 7 });
+    registerIngest(registry, 'fedcba9876543210', { pid: process.pid });
     mkdirSync(path.join(dir, 'packs'), { recursive: true });
     for (const id of ['0123456789abcdef', 'fedcba9876543210']) {
       writeFileSync(path.join(dir, 'tmp', `${id}-0`), Buffer.alloc(1000, 1));
@@ -253,15 +243,16 @@ describe('fsck and GC', () => {
     writeFileSync(path.join(dir, 'tmp', 'aaaaaaaaaaaaaaaa-3'), Buffer.alloc(10, 1));
     writeFileSync(path.join(dir, 'packs', 'orphan.pack'), Buffer.alloc(10, 1));
 
-    const dry = collectGarbage(store, { dryRun: true });
+    const dry = await collectGarbage(store, { dryRun: true });
     expect(dry).toMatchObject({ staleIngestsCleaned: 2, staleTempFiles: 3, stalePackFiles: 3, staleFileBytes: 2 * 1100 + 20 });
-    const reopened = Castore.open(dir);
+    const reopened = LocalCastore.open(dir);
     reopened.close();
     // Opening took the dead ingests' files, their rows and the ownerless temp file; the ownerless pack is GC's.
     expect(readdirSync(path.join(dir, 'tmp'))).toEqual([`${live.id}-0`]);
     expect(readdirSync(path.join(dir, 'packs')).sort()).toEqual([`${live.id}.pack`, 'orphan.pack']);
-    expect(store.db.prepare('SELECT id FROM ingests').all()).toEqual([{ id: live.id }]);
-    expect(collectGarbage(store)).toMatchObject({ staleIngestsCleaned: 0, staleTempFiles: 0, stalePackFiles: 1 });
+    expect(listIngests(registry)).toEqual([live.id]);
+    registry.close();
+    expect(await collectGarbage(store)).toMatchObject({ staleIngestsCleaned: 0, staleTempFiles: 0, stalePackFiles: 1 });
     // The live ingest commits as if nothing happened.
     live.commit();
     expect(Buffer.from(await store.readBlobBytes(large)).equals(pseudoRandom(PACK_MAX + 10, 21))).toBe(true);
@@ -276,11 +267,13 @@ describe('fsck and GC', () => {
     // Only three of the ten blobs are reachable (from a root directory): the pack is 70% garbage.
     const root = session.putDirectory(ids.slice(0, 3).map((digest, index) => ({ name: `f${index}`, type: 'file' as const, digest, size: files[index]!.length, executable: false })));
     session.commit();
-    const packBefore = store.db.prepare<[string], { pack: string }>('SELECT pack FROM blobs WHERE id = ?').get(ids[0]!)!.pack;
-    await new Promise((resolve) => setTimeout(resolve, 5)); // GC spares what was used in its own millisecond
-    const report = collectGarbage(store, { keepStorePaths: [], extraRoots: [root] });
+    const packsBefore = readdirSync(path.join(dir, 'packs'));
+    expect(packsBefore).toEqual([`${session.id}.pack`]);
+    now++; // GC spares what was used at its cutoff
+    const report = await collectGarbage(store, { keepStorePaths: [], extraRoots: [root] });
     expect(report).toMatchObject({ removedBlobs: 7, compactedPacks: 1 });
-    expect(existsSync(path.join(dir, 'packs', `${packBefore}.pack`))).toBe(false);
+    expect(readdirSync(path.join(dir, 'packs'))).toHaveLength(1);
+    expect(existsSync(path.join(dir, 'packs', packsBefore[0]!))).toBe(false);
     for (const [index, id] of ids.slice(0, 3).entries()) expect(Buffer.from(await store.readBlobBytes(id)).equals(files[index]!)).toBe(true);
     for (const id of ids.slice(3)) expect(store.hasBlob(id)).toBe(false);
     expect((await fsck(store)).problems).toEqual([]);
@@ -333,7 +326,7 @@ describe('batch reads', () => {
     reference.commit();
     const outboard = store.readOutboard(id);
 
-    const other = Castore.open(path.join(dir, 'other'));
+    const other = LocalCastore.open(path.join(dir, 'other'));
     try {
       const session = other.beginIngest();
       const verified = session.blobWriter(bytes.length, id, outboard);
@@ -426,18 +419,24 @@ describe('adopted store files', () => {
   it('GC drops the rows of adopted blobs nothing keeps and never touches their store files', async () => {
     const { adoptions } = await ingestAndMaterialize();
     store.adoptStoreFiles(adoptions);
-    await new Promise((resolve) => setTimeout(resolve, 5)); // GC spares what was used in its own millisecond
-    expect(collectGarbage(store, { keepStorePaths: [] })).toMatchObject({ removedStorePaths: [storePath], removedBlobs: 4 });
+    now++; // GC spares what was used at its cutoff
+    expect(await collectGarbage(store, { keepStorePaths: [] })).toMatchObject({ removedStorePaths: [storePath], removedBlobs: 4 });
     for (const adoption of adoptions) expect(existsSync(adoption.file)).toBe(true);
   });
 
   it('opens a format-2 castore by adding the column, its blobs still where they were', async () => {
     const { nar, root } = await ingestAndMaterialize();
-    store.db.exec('ALTER TABLE blobs DROP COLUMN store_file');
-    store.db.pragma('user_version = 2');
     store.close();
-    store = Castore.open(dir);
-    expect(store.db.pragma('user_version', { simple: true })).toBe(3);
+    // What a Ferry of format 2 left: the file as it wrote it.
+    const file = path.join(dir, 'castore.db');
+    const old = new Database(file);
+    old.exec('ALTER TABLE blobs DROP COLUMN store_file');
+    old.pragma('user_version = 2');
+    old.close();
+    store = LocalCastore.open(dir);
+    const reopened = new Database(file, { readonly: true });
+    expect(reopened.pragma('user_version', { simple: true })).toBe(3);
+    reopened.close();
     expect((await collect(exportNar(store, root))).equals(nar)).toBe(true);
   });
 });

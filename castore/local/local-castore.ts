@@ -1,36 +1,38 @@
 /**
- * A castore on local disk: blobs, directories and the store path registry
- * in one data directory. Readers only ever see committed objects; writers go
- * through an IngestSession, whose objects become visible together in one
+ * The local backend (`local:///path`): a castore on local disk — blobs,
+ * directories and the store path registry in one data directory, indexed
+ * by SQLite (database.ts). Readers only ever see committed objects; writers
+ * go through a LocalIngest, whose objects become visible together in one
  * commit, or not at all.
+ *
+ * Generic code takes its services (`blobs`, `directories`, `pathInfo`);
+ * the coordinator's data plane and the agent also use the synchronous
+ * reads here, which serve a closure's many small files without a promise
+ * each (bench/materialize.bench.ts).
  */
-import { closeSync, createReadStream, existsSync, openSync, readSync, rmSync } from 'node:fs';
+import { closeSync, createReadStream, openSync, readSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { CastoreError } from '../errors.js';
 import { decodeDirectory } from '../directory.js';
 import { digestFromBytes, type Digest, type Entry } from '../node.js';
+import { blake3, blake3Hasher, GROUP_SIZE, OutboardBuilder } from '../blake3/index.js';
+import type { BlobStat } from '../services/blob-service.js';
+import { walkClosure, withIngest, type CastoreServices, type Clock } from '../services/castore-services.js';
+import { StorePathInfoSchema, type StorePathInfo } from '../store-path-info.js';
 import { blobDataPath } from './blob-files.js';
+import { openCastoreDatabase, type CastoreDatabase } from './database.js';
+import { cleanStaleIngests } from './ingest-registry.js';
+import type { LocalContext } from './local-context.js';
+import { LocalIngest } from './local-ingest.js';
+import { LocalBlobService, LocalDirectoryService, LocalMaintenance, LocalPathInfoService, type LocalReads } from './local-services.js';
+import { maintainPacks } from './pack-maintenance.js';
+import { PACK_MAX, PackReader } from './pack-files.js';
+
 
 /** No blob this small or smaller has a file of its own (packs took up to 256 KiB before PACK_MAX was raised). */
 const OWN_FILE_MIN = 256 * 1024;
 /** File blobs up to this size are read in one synchronous call. */
 const SYNC_READ_MAX = 4 * 1024 * 1024;
-import { openCastoreDatabase, type CastoreDatabase } from './database.js';
-import { IngestSession } from './ingest-session.js';
-import { PackReader } from './pack-files.js';
-import { blake3, blake3Hasher, GROUP_SIZE, OutboardBuilder } from '../blake3/index.js';
-import { cleanStaleIngests, maintainPacks } from './gc.js';
-import { StorePathInfoSchema, type StorePathInfo } from './store-path-info.js';
-
-/**
- * Blobs up to this size go into the ingest's pack file (most files of a
- * closure): written once, one fsync per ingest, where a file each would
- * cost an fsync each (bench/castore.bench.ts), and hashed whole with
- * `blake3` (no outboard is kept: `readOutboard` derives one when asked).
- * Larger blobs are files with their outboard. The same bound as the data
- * plane's batched blobs, which are verified whole too.
- */
-export const PACK_MAX = 1024 * 1024;
 
 /**
  * `readBlobBatch` reads adjacent blobs together up to this many bytes:
@@ -40,8 +42,7 @@ export const PACK_MAX = 1024 * 1024;
  */
 const PACKED_RUN_MAX = 256 * 1024;
 
-export interface BlobStat {
-  size: number;
+export interface LocalBlobStat extends BlobStat {
   /** In a pack file (small blobs) rather than a file of its own. */
   packed: boolean;
 }
@@ -57,17 +58,58 @@ interface StorePathRow {
   root: string;
 }
 
-export class Castore {
-  /** @internal used by IngestSession, GC and fsck */
-  readonly db: CastoreDatabase;
+export interface LocalCastoreOptions {
+  /**
+   * Leave what crashed ingests left for GC instead of removing it on open
+   * (`gc --dry-run`, which must change nothing and report it).
+   */
+  keepStaleFiles?: boolean;
+  /** The clock of `lastUsed` stamps and ingest starts (default Date.now): tests step it instead of sleeping. */
+  clock?: Clock;
+}
+
+/** What `ferry castore stat` shows. */
+export interface LocalCastoreStats {
+  blobs: number;
+  packedBlobs: number;
+  /** Blobs read from materialized store files (adoptStoreFiles). */
+  adoptedBlobs: number;
+  blobBytes: number;
+  packedBlobBytes: number;
+  /** Pack files published (live or awaiting compaction). */
+  packFiles: number;
+  directories: number;
+  /** The bytes of their canonical encodings. */
+  directoryBytes: number;
+  storePaths: number;
+  registeredNarBytes: number;
+  /** Ingests recorded as running, in any process (or crashed and not yet cleaned). */
+  openIngests: number;
+}
+
+export class LocalCastore implements CastoreServices, LocalReads {
+  private readonly db: CastoreDatabase;
+  private readonly packs: PackReader;
+  private readonly context: LocalContext;
   private readonly statements;
+  readonly clock: Clock;
+  readonly blobs: LocalBlobService;
+  readonly directories: LocalDirectoryService;
+  readonly pathInfo: LocalPathInfoService;
+  readonly maintenance: LocalMaintenance;
 
-  /** @internal used by GC and fsck */
-  readonly packs: PackReader;
-
-  private constructor(readonly dataDir: string) {
+  private constructor(
+    readonly dataDir: string,
+    clock: Clock,
+  ) {
     this.db = openCastoreDatabase(dataDir);
     this.packs = new PackReader(dataDir);
+    this.clock = clock;
+    this.context = { dataDir, db: this.db, packs: this.packs, clock };
+    this.blobs = new LocalBlobService(this.context, this);
+    this.directories = new LocalDirectoryService(this.context, this);
+    this.pathInfo = new LocalPathInfoService(this.context, this);
+    this.maintenance = new LocalMaintenance(this.context);
     this.statements = {
       presentBlobs: this.db.prepare<[string], string>('SELECT b.id FROM json_each(?) j JOIN blobs b ON b.id = j.value').pluck(),
       batchLocations: this.db.prepare<[string], { id: Digest; size: number; pack: string | null; offset: number | null; storeFile: string | null }>(
@@ -91,17 +133,16 @@ export class Castore {
    * Opens the castore in `dataDir`, creating it if needed. Unless
    * `keepStaleFiles`, first removes what ingests that crashed (killed, out
    * of power) left: their temp files and unpublished packs, which nothing
-   * else would remove before the next GC (gc.ts cleanStaleIngests; only
-   * files no live ingest of any process owns). Best effort: a failure to
-   * remove them (a read-only mount) does not refuse the open, and GC
-   * reports what is left. `keepStaleFiles` is for `gc --dry-run`, which
-   * must change nothing and report them.
+   * else would remove before the next GC (ingest-registry.ts; only files no
+   * live ingest of any process owns). Best effort: a failure to remove them
+   * (a read-only mount) does not refuse the open, and GC reports what is
+   * left. Refuses a castore of another format (UNSUPPORTED_FORMAT).
    */
-  static open(dataDir: string, options: { keepStaleFiles?: boolean } = {}): Castore {
-    const store = new Castore(dataDir);
+  static open(dataDir: string, options: LocalCastoreOptions = {}): LocalCastore {
+    const store = new LocalCastore(dataDir, options.clock ?? Date.now);
     if (!options.keepStaleFiles) {
       try {
-        cleanStaleIngests(store, { orphanPacks: false });
+        cleanStaleIngests(store.context, { orphanPacks: false });
       } catch {
         // Left for GC (see above).
       }
@@ -114,7 +155,7 @@ export class Castore {
     this.db.close();
   }
 
-  statBlob(id: Digest): BlobStat | undefined {
+  statBlob(id: Digest): LocalBlobStat | undefined {
     const row = this.statements.blobStat.get(id);
     return row ? { size: row.size, packed: row.packed === 1 } : undefined;
   }
@@ -236,7 +277,7 @@ export class Castore {
     const row = this.statements.blobLocation.get(id);
     if (!row || row.storeFile === null) return undefined;
     try {
-      // Small ones whole through `blake3` (a streaming hasher per file costs more than the hashing).
+      // Small ones whole through the native hash (a streaming hasher per file costs more than the hashing).
       if (row.size <= SYNC_READ_MAX) this.readStoreFile(id, row.size, row.storeFile);
       else if (!this.storeFileHolds(id, row.size, row.storeFile)) throw new Error(`${row.storeFile} changed`);
       return row.storeFile;
@@ -386,35 +427,17 @@ export class Castore {
    * closure with holes is never returned.
    */
   closure(paths: readonly string[]): string[] {
-    const seen = new Set<string>();
-    const pending = [...paths];
-    while (pending.length > 0) {
-      const next = pending.pop()!;
-      if (seen.has(next)) continue;
-      const info = this.getStorePath(next);
-      if (!info) throw new CastoreError('STORE_PATH_NOT_FOUND', `store path ${next} is not registered`);
-      seen.add(next);
-      for (const reference of info.references) if (!seen.has(reference)) pending.push(reference);
-    }
-    return [...seen].sort();
+    return walkClosure(paths, (storePath) => this.getStorePath(storePath), (storePath) => new CastoreError('STORE_PATH_NOT_FOUND', `store path ${storePath} is not registered`));
   }
 
   /** Starts a batch of writes that become visible together at `commit()`. */
-  beginIngest(): IngestSession {
-    return new IngestSession(this, randomBytes(8).toString('hex'));
+  beginIngest(): LocalIngest {
+    return new LocalIngest(this.context, this, randomBytes(8).toString('hex'));
   }
 
   /** Stores one blob given in memory and returns its id (committed on return). */
   async putBlob(bytes: Uint8Array): Promise<Digest> {
-    const session = this.beginIngest();
-    try {
-      const id = await session.putBlobBytes(bytes);
-      session.commit();
-      return id;
-    } catch (error) {
-      session.abort();
-      throw error;
-    }
+    return withIngest(this, (ingest) => ingest.putBlobBytes(bytes));
   }
 
   /**
@@ -434,7 +457,7 @@ export class Castore {
     const select = this.db.prepare<[string], { size: number; pack: string | null; storeFile: string | null }>('SELECT size, pack, store_file AS storeFile FROM blobs WHERE id = ?');
     const adopt = this.db.prepare<[string, string]>('UPDATE blobs SET store_file = ?, pack = NULL, pack_offset = NULL WHERE id = ?');
     const record = this.db.prepare<[string, number, number, string]>('INSERT INTO blobs (id, size, pack, pack_offset, outboard, last_used, store_file) VALUES (?, ?, NULL, NULL, NULL, ?, ?)');
-    const now = Date.now();
+    const now = this.clock();
     const ownFiles: Digest[] = [];
     let adopted = 0;
     let releasedBytes = 0;
@@ -458,7 +481,7 @@ export class Castore {
       })
       .immediate();
     for (const id of ownFiles) rmSync(blobDataPath(this.dataDir, id), { force: true });
-    maintainPacks(this); // also what a crash right after an earlier commit left
+    maintainPacks(this.context); // also what a crash right after an earlier commit left
     return { adopted, releasedBytes };
   }
 
@@ -475,9 +498,51 @@ export class Castore {
     return blobDataPath(this.dataDir, id);
   }
 
-  /** Whether a blob's data file is present (fsck uses it to report a missing file under a present row). */
-  blobFileExists(id: Digest): boolean {
-    return existsSync(blobDataPath(this.dataDir, id));
+  /** Counts and sizes of what the castore holds. */
+  stats(): LocalCastoreStats {
+    const row = this.db
+      .prepare<
+        [],
+        {
+          blobs: number;
+          packedBlobs: number;
+          adoptedBlobs: number;
+          blobBytes: number | null;
+          packedBytes: number | null;
+          packFiles: number;
+          directories: number;
+          directoryBytes: number | null;
+          storePaths: number;
+          narBytes: number | null;
+          openIngests: number;
+        }
+      >(
+        `SELECT (SELECT COUNT(*) FROM blobs) AS blobs,
+                (SELECT COUNT(*) FROM blobs WHERE pack IS NOT NULL) AS packedBlobs,
+                (SELECT COUNT(*) FROM blobs WHERE store_file IS NOT NULL) AS adoptedBlobs,
+                (SELECT SUM(size) FROM blobs) AS blobBytes,
+                (SELECT SUM(size) FROM blobs WHERE pack IS NOT NULL) AS packedBytes,
+                (SELECT COUNT(*) FROM packs) AS packFiles,
+                (SELECT COUNT(*) FROM directories) AS directories,
+                (SELECT SUM(length(data)) FROM directories) AS directoryBytes,
+                (SELECT COUNT(*) FROM store_paths) AS storePaths,
+                (SELECT SUM(nar_size) FROM store_paths) AS narBytes,
+                (SELECT COUNT(*) FROM ingests) AS openIngests`,
+      )
+      .get()!;
+    return {
+      blobs: row.blobs,
+      packedBlobs: row.packedBlobs,
+      adoptedBlobs: row.adoptedBlobs,
+      blobBytes: row.blobBytes ?? 0,
+      packedBlobBytes: row.packedBytes ?? 0,
+      packFiles: row.packFiles,
+      directories: row.directories,
+      directoryBytes: row.directoryBytes ?? 0,
+      storePaths: row.storePaths,
+      registeredNarBytes: row.narBytes ?? 0,
+      openIngests: row.openIngests,
+    };
   }
 }
 

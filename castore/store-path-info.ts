@@ -1,2 +1,2 @@
 /** What the castore registry records about a Nix store path: a wire type, defined in protocol/. */
-export { StorePathInfoSchema, type StorePathInfo } from '../../protocol/store-path-info.js';
+export { StorePathInfoSchema, type StorePathInfo } from '../protocol/store-path-info.js';
