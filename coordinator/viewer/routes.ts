@@ -9,7 +9,7 @@ import { Hono, type Context } from 'hono';
 import { getCookie, setCookie, deleteCookie } from 'hono/cookie';
 import { z } from 'zod';
 import { HttpRefusal, readBoundedBody, type RefusalStatus } from '../api/http-refusal.js';
-import { CLIENT_SCRIPT } from './assets/client-script.js';
+import { clientScript } from './assets/client-script.js';
 import { STYLES } from './assets/styles.js';
 import { loggedOutPage, viewerPage } from './page.js';
 import { ReplayError } from './replay-index.js';
@@ -190,7 +190,7 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
   app.get(base, page);
   app.get(`${base}/`, page);
 
-  app.get(`${base}/assets/viewer.js`, (c) => c.body(CLIENT_SCRIPT, 200, { 'content-type': 'text/javascript; charset=utf-8' }));
+  app.get(`${base}/assets/viewer.js`, (c) => c.body(clientScript(), 200, { 'content-type': 'text/javascript; charset=utf-8' }));
   app.get(`${base}/assets/viewer.css`, (c) => c.body(STYLES, 200, { 'content-type': 'text/css; charset=utf-8' }));
 
   app.get(`${base}/login`, (c) => {
