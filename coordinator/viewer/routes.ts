@@ -214,8 +214,9 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
       if (!options.authenticateSigned || c.req.header('x-ferry-key') === undefined) throw new HttpRefusal(401, 'UNAUTHENTICATED', 'a login link needs a signed request (ferry audit view)');
       const principal = await options.authenticateSigned(c, await readBoundedBody(c, MAX_SIGNED_BODY_BYTES));
       const { token, expiresAt } = sessions.issueLoginToken(principal);
-      // Index the log now, so the page the link opens is fast.
+      // Index the log (and read the browser script: compiled, from the sources) now, so the page the link opens is fast.
       await viewer.ready();
+      clientScript();
       return c.json({ loginPath: `${base}/login?token=${token}`, expiresAt, lastSeq: viewer.replayIndex.lastSeq }, 201);
     } catch (error) {
       return fail(c, error, 'session');
