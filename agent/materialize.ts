@@ -22,12 +22,14 @@
  * written inline, where a thread's round trip would cost more than it
  * saves.
  */
-import { chmodSync, closeSync, existsSync, fchmodSync, fsyncSync, futimesSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, utimesSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fsyncSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, utimesSync } from 'node:fs';
 import path from 'node:path';
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { CastoreError, digestFromBytes, blake3, type Castore, type Digest, type Entry, type FileNode, type Node, type StorePathInfo } from '../castore/index.js';
 import { storePathBaseName, storePathLocation } from '../nix/store-path.js';
+import { startModuleWorker } from '../nix/runnable-module.js';
+import { InlineSink, OP_CLOSE, OP_OPEN, OP_SYMLINK, OP_WRITE, type Sink, type WriterError, type WriterReply, type WriterRequest } from './materialize-sink.js';
 
 const TEMP_PREFIX = '.ferry-tmp-';
 
@@ -48,159 +50,11 @@ function umaskKeepsModes(dir: string): boolean {
   return (lstatSync(dir).mode & 0o777) === 0o755;
 }
 
-/**
- * Where the files and symlinks of a tree go: written at once (`InlineSink`)
- * or by the writer threads (`ThreadSink`). A file is `open`, `write`* and
- * `close`. Directories are not theirs: `ClosureMaterializer` creates them
- * before, and seals them after `finish`.
- */
-interface Sink {
-  /**
-   * With a umask that clears none of 0555 (checked per tree), the mode given
-   * to open() is already exact; otherwise files are fchmod'ed.
-   */
-  exactModes: boolean;
-  open(at: string, mode: number): void;
-  /** `bytes` may be reused once this returns. */
-  write(bytes: Uint8Array): void;
-  /** Sets the file's times (and mode) through its descriptor, then closes it. */
-  close(): void;
-  symlink(at: string, target: string): void;
-  /** A promise to wait for before giving more (backpressure), or undefined. Throws a failure already known. */
-  ready(): Promise<void> | undefined;
-  /**
-   * Ends the tree, resolving only once nothing touches it any more (so that
-   * a failed one can be removed). Throws a failure of its own unless `failed`
-   * (the caller's error then stands).
-   */
-  finish(failed: boolean): Promise<void>;
-}
-
-class InlineSink implements Sink {
-  exactModes = false;
-  private fd = -1;
-  private mode = 0;
-
-  open(at: string, mode: number): void {
-    this.fd = openSync(at, 'wx', mode);
-    this.mode = mode;
-  }
-
-  write(bytes: Uint8Array): void {
-    for (let done = 0; done < bytes.length; ) done += writeSync(this.fd, bytes, done, bytes.length - done);
-  }
-
-  close(): void {
-    const fd = this.fd;
-    this.fd = -1;
-    try {
-      if (!this.exactModes) fchmodSync(fd, this.mode);
-      futimesSync(fd, 1, 1);
-    } finally {
-      closeSync(fd);
-    }
-  }
-
-  symlink(at: string, target: string): void {
-    symlinkSync(target, at);
-    lutimesSync(at, 1, 1);
-  }
-
-  ready(): undefined {
-    return undefined;
-  }
-
-  async finish(): Promise<void> {
-    if (this.fd !== -1) closeSync(this.fd);
-    this.fd = -1;
-  }
-}
-
 // ---------------------------------------------------------------------------
-// Writer threads: each executes a stream of file operations in order. Plain
-// JavaScript (only node: built-ins), so it runs the same from sources, under
-// vitest and from build/.
+// Writer threads (materialize-writer-worker.ts): each executes a stream of
+// file operations in order, through the same InlineSink as a small tree.
 
-const OP_OPEN = 1; // path, mode
-const OP_WRITE = 2; // offset, length (bytes in the message's arena)
-const OP_CLOSE = 3; // (fchmod unless the job's modes are exact, futimes, close)
-const OP_SYMLINK = 4; // path, target
-
-interface WriterRequest {
-  job: number;
-  ops: unknown[];
-  /** A view of a whole transferred buffer, handed back in the reply. */
-  arena: Uint8Array;
-  exactModes: boolean;
-  end: boolean;
-}
-
-interface WriterReply {
-  job: number;
-  end: boolean;
-  arena: ArrayBuffer;
-  error?: { message: string; code?: string; errno?: number; syscall?: string; path?: string };
-}
-
-const WRITER_SOURCE = `
-'use strict';
-const { parentPort } = require('node:worker_threads');
-const fs = require('node:fs');
-const jobs = new Map();
-parentPort.on('message', ({ job, ops, arena, exactModes, end }) => {
-  let state = jobs.get(job);
-  if (state === undefined) jobs.set(job, (state = { fd: -1, mode: 0, failed: false }));
-  let error;
-  if (!state.failed) {
-    try {
-      for (let i = 0; i < ops.length; ) {
-        switch (ops[i++]) {
-          case ${OP_OPEN}: {
-            const file = ops[i++];
-            state.mode = ops[i++];
-            state.fd = fs.openSync(file, 'wx', state.mode);
-            break;
-          }
-          case ${OP_WRITE}: {
-            const offset = ops[i++];
-            const length = ops[i++];
-            for (let done = 0; done < length; ) done += fs.writeSync(state.fd, arena, offset + done, length - done);
-            break;
-          }
-          case ${OP_CLOSE}: {
-            const fd = state.fd;
-            state.fd = -1;
-            try {
-              if (!exactModes) fs.fchmodSync(fd, state.mode);
-              fs.futimesSync(fd, 1, 1);
-            } finally {
-              fs.closeSync(fd);
-            }
-            break;
-          }
-          case ${OP_SYMLINK}: {
-            const link = ops[i++];
-            fs.symlinkSync(ops[i++], link);
-            fs.lutimesSync(link, 1, 1);
-            break;
-          }
-          default:
-            throw new Error('materialize writer: unknown operation ' + ops[i - 1]);
-        }
-      }
-    } catch (caught) {
-      state.failed = true;
-      error = { message: String(caught && caught.message), code: caught && caught.code, errno: caught && caught.errno, syscall: caught && caught.syscall, path: caught && caught.path };
-    }
-  }
-  if ((end || state.failed) && state.fd !== -1) {
-    try { fs.closeSync(state.fd); } catch {}
-    state.fd = -1;
-  }
-  if (end) jobs.delete(job);
-  parentPort.postMessage({ job, end, error, arena: arena.buffer }, [arena.buffer]);
-});
-`;
+const WRITER_MODULE = new URL('./materialize-writer-worker.js', import.meta.url);
 
 /**
  * Writer threads: two where there are two cores. Creating files is kernel
@@ -241,7 +95,7 @@ class WriterThread {
   dead = false;
 
   constructor() {
-    this.worker = new Worker(WRITER_SOURCE, { eval: true, execArgv: [], name: 'ferry-materialize' });
+    this.worker = startModuleWorker(WRITER_MODULE, { name: 'ferry-materialize' });
     this.worker.unref();
     this.worker.on('message', (reply: WriterReply) => {
       if (this.spareArenas.length <= MAX_QUEUED_MESSAGES) this.spareArenas.push(reply.arena);
@@ -304,7 +158,7 @@ function writers(): WriterThread[] {
   return writerThreads;
 }
 
-function writerError(error: NonNullable<WriterReply['error']>): Error {
+function writerError(error: WriterError): Error {
   return Object.assign(new Error(error.message), {
     ...(error.code !== undefined ? { code: error.code } : {}),
     ...(error.errno !== undefined ? { errno: error.errno } : {}),
@@ -316,7 +170,7 @@ function writerError(error: NonNullable<WriterReply['error']>): Error {
 /** One writer thread's part of a tree: its operations, batched into messages, file bytes copied into each message's arena. */
 class Channel {
   private readonly job: number;
-  private ops: unknown[] = [];
+  private ops: WriterRequest['ops'] = [];
   private arena: Uint8Array;
   private used = 0;
   queued = 0;

@@ -13,53 +13,27 @@
  * back. At most REFINE_CHUNKS_IN_FLIGHT chunks wait for it.
  */
 import { createRequire } from 'node:module';
-import { Worker } from 'node:worker_threads';
+import { startModuleWorker } from '../../nix/runnable-module.js';
 
 const REFINE_CHUNKS_IN_FLIGHT = 8;
 
-/** The worker's source (CommonJS, evaluated: no file to resolve under tsx, vitest or build/). */
-const WORKER_SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads');
-const { closeSync, openSync, writeSync } = require('node:fs');
-const zstd = require(workerData.binding);
-const cctx = new zstd.CCtx();
-cctx.setParameter(zstd.CParameter.compressionLevel, workerData.level);
-cctx.setParameter(zstd.CParameter.windowLog, workerData.windowLog);
-const fd = openSync(workerData.file, 'w');
-const output = Buffer.allocUnsafe(zstd.cStreamOutSize());
-let written = 0;
-// libzstd is fed in slices: terminating a worker takes effect between calls into native code, so a slice
-// bounds how long closing the coordinator waits (~25 ms at level 19 here, not ~0.4 s for a 1 MiB chunk).
-const SLICE_BYTES = 64 * 1024;
-function compress(chunk, end) {
-  for (let at = 0; at < chunk.length; at += SLICE_BYTES) compressSlice(chunk.subarray(at, at + SLICE_BYTES), false);
-  if (end) compressSlice(new Uint8Array(0), true);
-}
-function compressSlice(input, end) {
-  for (;;) {
-    const [remaining, produced, consumed] = cctx.compressStream2(output, input, end ? zstd.EndDirective.end : zstd.EndDirective.continue);
-    for (let done = 0; done < produced; ) done += writeSync(fd, output, done, produced - done, written + done);
-    written += produced;
-    input = input.subarray(consumed);
-    if (end ? remaining === 0 : input.length === 0 && produced < output.length) return;
-  }
-}
-parentPort.on('message', (message) => {
-  if (message.chunk) {
-    compress(message.chunk, false);
-    parentPort.postMessage({ taken: 1 });
-  } else {
-    compress(new Uint8Array(0), true);
-    closeSync(fd);
-    parentPort.postMessage({ done: written });
-  }
-});
-`;
+const REFINER_WORKER = new URL('./stream-refiner-worker.js', import.meta.url);
 
 export interface RefineParameters {
   level: number;
   windowLog: number;
 }
+
+/** What the refining thread is started with: zstd-napi's binding (resolved path), the file to write, the parameters. */
+export interface RefinerData extends RefineParameters {
+  binding: string;
+  file: string;
+}
+
+/** To the refining thread: a chunk to compress, or the end of the frame. */
+export type RefinerMessage = { chunk: Uint8Array } | { end: true };
+/** From the refining thread: a chunk compressed (its slot is free), or the file's size once written. */
+export type RefinerReply = { taken: number; done?: undefined } | { done: number; taken?: undefined };
 
 /**
  * Compresses the bytes `source` yields into one zstd frame written to
@@ -71,7 +45,7 @@ export interface RefineParameters {
 export async function refineToFile(source: AsyncIterable<Uint8Array>, file: string, parameters: RefineParameters, signal: AbortSignal): Promise<number> {
   signal.throwIfAborted();
   const binding = createRequire(import.meta.url).resolve('zstd-napi/binding.js');
-  const worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], workerData: { binding, file, ...parameters } });
+  const worker = startModuleWorker(REFINER_WORKER, { workerData: { binding, file, ...parameters } satisfies RefinerData });
   let inFlight = 0;
   let wake: (() => void) | undefined;
   let failure: Error | undefined;
@@ -82,7 +56,7 @@ export async function refineToFile(source: AsyncIterable<Uint8Array>, file: stri
   };
   const aborted = () => settle(new Error('refining stopped: the coordinator is closing'));
   signal.addEventListener('abort', aborted, { once: true });
-  worker.on('message', (message: { taken?: number; done?: number }) => {
+  worker.on('message', (message: RefinerReply) => {
     if (message.taken) inFlight -= message.taken;
     if (message.done !== undefined) size = message.done;
     wake?.();
@@ -97,9 +71,9 @@ export async function refineToFile(source: AsyncIterable<Uint8Array>, file: stri
     for await (const chunk of source) {
       await waitFor(() => inFlight < REFINE_CHUNKS_IN_FLIGHT);
       inFlight++;
-      worker.postMessage({ chunk });
+      worker.postMessage({ chunk } satisfies RefinerMessage);
     }
-    worker.postMessage({ end: true });
+    worker.postMessage({ end: true } satisfies RefinerMessage);
     await waitFor(() => size !== undefined);
     return size!;
   } finally {

@@ -19,34 +19,20 @@
  * redone from the WAL at the next open.
  */
 import { createRequire } from 'node:module';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { startModuleWorker } from '../../nix/runnable-module.js';
 
-/** The worker's source (CommonJS, evaluated: no file to resolve under tsx, vitest or build/). */
-const WORKER_SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads');
-const Database = require(workerData.driver);
-const db = new Database(workerData.file);
-// The checkpointing connection's own setting decides its fsyncs: WAL before copying, database after.
-db.pragma('synchronous = NORMAL');
-const checkpoint = db.prepare('PRAGMA wal_checkpoint(PASSIVE)');
-let stopped = false;
-const timer = setInterval(() => {
-  if (stopped) return;
-  try {
-    checkpoint.get();
-  } catch (error) {
-    // SQLITE_BUSY and the like: the next tick tries again; the coordinator's own checkpoints bound the WAL.
-  }
-}, workerData.intervalMs);
-parentPort.on('message', (message) => {
-  if (message === 'stop') {
-    stopped = true;
-    clearInterval(timer);
-    db.close();
-    parentPort.close();
-  }
-});
-`;
+const CHECKPOINT_WORKER = new URL('./wal-checkpoint-worker.js', import.meta.url);
+
+/** What the checkpointing thread is started with: the database, better-sqlite3's resolved path, the period. */
+export interface WalCheckpointerData {
+  file: string;
+  driver: string;
+  intervalMs: number;
+}
+
+/** To the checkpointing thread: close the connection and end. */
+export type WalCheckpointerMessage = 'stop';
 
 export class WalCheckpointer {
   private worker: Worker | undefined;
@@ -55,7 +41,7 @@ export class WalCheckpointer {
 
   constructor(file: string, intervalMs: number) {
     const driver = createRequire(import.meta.url).resolve('better-sqlite3');
-    const worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], workerData: { file, driver, intervalMs } });
+    const worker = startModuleWorker(CHECKPOINT_WORKER, { workerData: { file, driver, intervalMs } satisfies WalCheckpointerData });
     worker.unref();
     worker.on('error', () => {
       this.failed = true;
@@ -75,6 +61,6 @@ export class WalCheckpointer {
   stop(): void {
     const worker = this.worker;
     this.worker = undefined;
-    worker?.postMessage('stop');
+    worker?.postMessage('stop' satisfies WalCheckpointerMessage);
   }
 }

@@ -14,7 +14,7 @@ import { z } from 'zod';
 import { FerryError } from '../../protocol/errors.js';
 import { jsonErrorHandler } from '../api/error-replies.js';
 import { readBoundedBody } from '../api/request-body.js';
-import { CLIENT_SCRIPT } from './assets/client-script.js';
+import { clientScript } from './assets/client-script.js';
 import { STYLES } from './assets/styles.js';
 import { loggedOutPage, viewerPage } from './page.js';
 import { SESSION_COOKIE, type ViewerPrincipal, type ViewerSessions } from './sessions.js';
@@ -173,7 +173,7 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
   app.get(base, page);
   app.get(`${base}/`, page);
 
-  app.get(`${base}/assets/viewer.js`, (c) => c.body(CLIENT_SCRIPT, 200, { 'content-type': 'text/javascript; charset=utf-8' }));
+  app.get(`${base}/assets/viewer.js`, (c) => c.body(clientScript(), 200, { 'content-type': 'text/javascript; charset=utf-8' }));
   app.get(`${base}/assets/viewer.css`, (c) => c.body(STYLES, 200, { 'content-type': 'text/css; charset=utf-8' }));
 
   app.get(`${base}/login`, (c) => {
@@ -196,8 +196,9 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
     if (!options.authenticateSigned || c.req.header('x-ferry-key') === undefined) throw new FerryError('UNAUTHENTICATED', 'a login link needs a signed request (ferry audit view)');
     const principal = await options.authenticateSigned(c, await readBoundedBody(c, MAX_SIGNED_BODY_BYTES));
     const { token, expiresAt } = sessions.issueLoginToken(principal);
-    // Index the log now, so the page the link opens is fast.
+    // Index the log (and read the browser script: compiled, from the sources) now, so the page the link opens is fast.
     await viewer.ready();
+    clientScript();
     return c.json({ loginPath: `${base}/login?token=${token}`, expiresAt, lastSeq: viewer.replayIndex.lastSeq }, 201);
   });
 

@@ -11,32 +11,14 @@
  * alive only while a digest is owed.
  */
 import { createHash } from 'node:crypto';
-import { Worker } from 'node:worker_threads';
+import { startModuleWorker } from '../runnable-module.js';
 
 /** Below this many bytes a stream is hashed inline. */
 const INLINE_MAX = 4 * 1024 * 1024;
 /** Bytes in flight to the worker per hash. */
 const RING_BYTES = 8 * 1024 * 1024;
 
-/** The worker's source (CommonJS, evaluated: no file to resolve under tsx, vitest or build/). */
-const WORKER_SOURCE = `
-const { parentPort } = require('node:worker_threads');
-const { createHash } = require('node:crypto');
-const jobs = new Map();
-parentPort.on('message', (message) => {
-  if (message.ring) jobs.set(message.job, { hash: createHash('sha256'), ring: new Uint8Array(message.ring) });
-  const job = jobs.get(message.job);
-  if (!job) return;
-  if (message.length) {
-    job.hash.update(job.ring.subarray(message.offset, message.offset + message.length));
-    parentPort.postMessage({ job: message.job, hashed: message.length });
-  }
-  if (message.end) {
-    jobs.delete(message.job);
-    if (!message.abandon) parentPort.postMessage({ job: message.job, digest: job.hash.digest() });
-  }
-});
-`;
+const HASH_WORKER = new URL('./background-sha256-worker.js', import.meta.url);
 
 interface Job {
   onHashed(bytes: number): void;
@@ -44,17 +26,19 @@ interface Job {
   onError(error: Error): void;
 }
 
-type WorkerReply = { job: number; hashed: number } | { job: number; digest: Uint8Array };
-type WorkerMessage = { job: number; ring?: SharedArrayBuffer; offset?: number; length?: number; end?: boolean; abandon?: boolean };
+/** To the hashing thread: a new job's ring, bytes at `offset` of the ring to hash, the end of a job. */
+export type HashRequest = { job: number; ring?: SharedArrayBuffer; offset?: number; length?: number; end?: boolean; abandon?: boolean };
+/** From the hashing thread: bytes hashed (their space in the ring is free again), or the job's digest. */
+export type HashReply = { job: number; hashed: number } | { job: number; digest: Uint8Array };
 
 class HashWorker {
-  private readonly worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [] });
+  private readonly worker = startModuleWorker(HASH_WORKER);
   private readonly jobs = new Map<number, Job>();
   private nextJob = 0;
 
   constructor() {
     this.worker.unref();
-    this.worker.on('message', (reply: WorkerReply) => {
+    this.worker.on('message', (reply: HashReply) => {
       const job = this.jobs.get(reply.job);
       if (!job) return;
       if ('hashed' in reply) job.onHashed(reply.hashed);
@@ -79,7 +63,7 @@ class HashWorker {
     this.jobs.set(id, job);
     // Owing a digest keeps the process alive (an unref'd worker alone would let it exit mid-await).
     if (this.jobs.size === 1) this.worker.ref();
-    this.worker.postMessage({ job: id, ring } satisfies WorkerMessage);
+    this.worker.postMessage({ job: id, ring } satisfies HashRequest);
     return id;
   }
 
@@ -87,7 +71,7 @@ class HashWorker {
     if (this.jobs.delete(id) && this.jobs.size === 0) this.worker.unref();
   }
 
-  post(message: WorkerMessage): void {
+  post(message: HashRequest): void {
     this.worker.postMessage(message);
   }
 }
