@@ -387,7 +387,7 @@ interface PointResult {
     watchUnbound: number;
     watchUnboundEmptyChallenge: number;
   };
-  load: (LoadResult & { window: Window; settle: SettleResult; recovery?: Recovery }) | { skipped: string };
+  load: (LoadResult & { window: Window; connectionsOpened: number; tlsResumed: number; settle: SettleResult; recovery?: Recovery }) | { skipped: string };
   fanout: (FanoutResult & { window: Window; reports: FanoutReportsResult & { window: Window }; settle: SettleResult }) | { skipped: string };
   /** The coordinator's RSS added per agent since the previous point (or since it started, for the first). */
   coordinatorKiBPerAgent: number | null;
@@ -520,17 +520,21 @@ async function measurePoint(transport: Transport, target: number, coordinator: R
     log(`${transport} N=${N}: load for ${knobs.loadSeconds} s, ${rate.toFixed(1)} desired/s + ${rate.toFixed(1)} reports/s`);
     const before = await mark(coordinator, simulator);
     const result = await simulator.ask<LoadResult>({ type: 'load', seconds: knobs.loadSeconds, desiredPerSecond: rate, reportsPerSecond: rate, drainTimeoutMs: knobs.requestTimeoutSeconds * 1000 + 5000 });
-    const window = windowOf(before, await mark(coordinator, simulator));
+    const after = await mark(coordinator, simulator);
+    const window = windowOf(before, after);
+    const connectionsOpened = counterDelta(after.simulator, before.simulator, 'connectionsOpened');
+    const tlsResumed = counterDelta(after.simulator, before.simulator, 'tlsResumed');
     log(
       `${transport} N=${N}: load desired p50/p99 ${result.desired.p50Ms}/${result.desired.p99Ms} ms, report p50/p99 ${result.report.p50Ms}/${result.report.p99Ms} ms, ` +
-        `${result.desired.failed + result.report.failed} failed, ${result.desired.unfinished + result.report.unfinished} unfinished; coordinator ${window.coordinatorCores.toFixed(2)} cores, others ${window.otherCores.toFixed(2)}`,
+        `${result.desired.failed + result.report.failed} failed, ${result.desired.unfinished + result.report.unfinished} unfinished; coordinator ${window.coordinatorCores.toFixed(2)} cores, others ${window.otherCores.toFixed(2)}; ` +
+        `${connectionsOpened} connections opened (${tlsResumed} TLS resumptions)`,
     );
     const settle = await simulator.ask<SettleResult>({ type: 'settle', timeoutMs: 120_000 });
     const calmAfter = await coordinatorCalm(coordinator.pid, 30_000);
     // A saturated coordinator still works off the load's requests (those whose clients gave up too), each
     // report waking every held watch: the fan-out is measured once that backlog is gone.
     const recovery = calmAfter.calm || !alive() ? undefined : await recover(coordinator, simulator, `${transport} N=${N}: the coordinator is still busy after the load`);
-    load = { ...result, window, settle, ...(recovery ? { recovery } : {}) };
+    load = { ...result, window, connectionsOpened, tlsResumed, settle, ...(recovery ? { recovery } : {}) };
   }
 
   // 4. Fan-out.
