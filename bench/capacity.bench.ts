@@ -44,7 +44,8 @@
  * capacity-protocol.ts GrowMode), BENCH_GROW_TIMEOUT_SECONDS (600), BENCH_SETTLE_SECONDS (5),
  * BENCH_ENROLL_CONCURRENCY (64), BENCH_START_PER_SECOND (1000: watch loops started per second
  * after a quiet growth), BENCH_REQUEST_TIMEOUT_SECONDS (60), BENCH_FERRY=source (coordinator
- * from the sources through tsx), BENCH_KEEP=1 (keep the work dir and the coordinator's log).
+ * from the sources through tsx), BENCH_KEEP=1 (keep the work dir and the coordinator's log), BENCH_PIN=1
+ * (taskset: the coordinator on CPU 0, the simulator and the orchestrator on CPU 1, so neither takes the other's core).
  * Progress on stderr; a markdown table on stdout; everything in bench/.work/capacity-results.json.
  */
 import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
@@ -114,8 +115,11 @@ const knobs = {
   requestTimeoutSeconds: numberEnv('BENCH_REQUEST_TIMEOUT_SECONDS', 60),
   growMode,
   ferry: process.env.BENCH_FERRY === 'source' ? 'source' : 'build',
+  /** BENCH_PIN=1: the coordinator on CPU 0, the simulator and this process on CPU 1 (a core each, not sharing). */
+  pin: process.env.BENCH_PIN === '1',
 };
 const maxAgents = points.at(-1)!;
+if (knobs.pin) execFileSync('taskset', ['-a', '-p', '-c', '1', String(process.pid)], { stdio: 'ignore' });
 
 const log = (line: string): void => void process.stderr.write(`capacity: ${line}\n`);
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -246,7 +250,10 @@ interface RunningCoordinator {
 function startCoordinator(dataDir: string, logFile: string): Promise<RunningCoordinator> {
   const cli = knobs.ferry === 'source' ? ['--import', 'tsx', path.join(root, 'bench', 'fixtures', 'ferry-cli.ts')] : [path.join(root, 'bin', 'ferry')];
   const logFd = openSync(logFile, 'w');
-  const child = spawn(process.execPath, [...cli, 'coordinator', 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--no-quic'], {
+  const command = [process.execPath, ...cli, 'coordinator', 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--no-quic'];
+  // Pinned from its first instruction: every thread it starts inherits CPU 0.
+  const [program, ...args] = knobs.pin ? ['taskset', '-c', '0', ...command] : command;
+  const child = spawn(program!, args, {
     cwd: root,
     stdio: ['ignore', 'pipe', logFd],
     env: { ...process.env, FERRY_CONFIG_DIR: path.join(work, 'config') },
@@ -289,6 +296,7 @@ class Simulator {
       stdio: ['ignore', 2, 2, 'ipc'],
     });
     children.add(this.child);
+    if (knobs.pin) execFileSync('taskset', ['-a', '-p', '-c', '1', String(this.child.pid)], { stdio: 'ignore' });
     this.child.on('message', (message: SimulatorReply) => {
       const waiter = this.waiting.get(message.id);
       if (!waiter) return;
@@ -729,7 +737,7 @@ function tables(results: TransportResult[]): string {
 mkdirSync(work, { recursive: true });
 log(
   `transports ${transports.join(', ')}; agents ${points.join(', ')}; watch wait ${knobs.watchWaitSeconds} s; idle ${knobs.idleSeconds} s; load ${knobs.loadSeconds} s; ` +
-    `growth ${knobs.growMode}; coordinator from ${knobs.ferry === 'source' ? 'the sources (tsx)' : 'build/ (bin/ferry)'}; ulimit -n ${fileLimit}; work dir ${work}`,
+    `growth ${knobs.growMode}; coordinator from ${knobs.ferry === 'source' ? 'the sources (tsx)' : 'build/ (bin/ferry)'}; ${knobs.pin ? 'pinned: coordinator CPU 0, simulator CPU 1; ' : ''}ulimit -n ${fileLimit}; work dir ${work}`,
 );
 const started = new Date();
 const results: TransportResult[] = [];
