@@ -286,7 +286,11 @@ describe.skipIf(skipReason !== undefined)('coordinator and agents, end to end', 
     ok('agents', 'assign', 'gamma', 'web');
     startAgent('gamma');
     await waitFor('gamma to start deploying', () => existsSync(path.join(gamma.stateDir, 'events.jsonl')) && readFileSync(path.join(gamma.stateDir, 'events.jsonl'), 'utf8').includes('"deploy"'));
-    gamma.process!.kill('SIGKILL');
+    const killed = gamma.process!;
+    killed.kill('SIGKILL');
+    // Restarted once it is gone, as a supervisor restarts it: a process killed in the middle of an fsync
+    // lives on until the disk answers, and a second daemon is refused while the first one is alive.
+    if (killed.exitCode === null && killed.signalCode === null) await new Promise((resolve) => killed.once('exit', resolve));
     startAgent('gamma');
     const desired = (await agentRecord('gamma')).desiredConfig!;
     await converged('gamma', desired);
