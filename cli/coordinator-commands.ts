@@ -1,7 +1,6 @@
 /** `ferry coordinator init|serve` and `ferry context …`. */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import type { RunningQuicServer } from '../coordinator/quic-server.js';
 import { createIdentityFile, loadIdentity } from '../protocol/identity.js';
 import { booleanOption, jsonOption, stringOption, UsageError, writeJson, type Command } from './command.js';
 import { configDir, fingerprintOption, pinnedFingerprintOf, readContexts, saveContext, writeContexts } from './contexts.js';
@@ -84,41 +83,40 @@ const serve: Command = {
   },
   async run({ options, stdout, stderr, stdin }) {
     // The server's modules load only here: every other command starts without them.
-    const [{ Coordinator }, { FERRY_VERSION }, { startHttpServer }, { startQuicServer }] = await Promise.all([
+    const [{ Coordinator }, { FERRY_VERSION }, { startCoordinator }] = await Promise.all([
       import('../coordinator/coordinator.js'),
       import('../protocol/version.js'),
-      import('../coordinator/server.js'),
-      import('../coordinator/quic-server.js'),
+      import('../coordinator/start.js'),
     ]);
     const dataDir = dataDirFrom(options);
     if (!Coordinator.exists(dataDir)) {
       if (!booleanOption(options, 'init')) throw new UsageError(`no coordinator in ${dataDir}: create one with ferry coordinator init --data-dir ${dataDir}`);
       await init.run({ args: [], options: { 'data-dir': dataDir }, stdout, stderr, stdin });
     }
-    const { host, port } = parseListen(stringOption(options, 'listen') ?? DEFAULT_LISTEN);
+    const listen = parseListen(stringOption(options, 'listen') ?? DEFAULT_LISTEN);
     const compression = stringOption(options, 'nix-cache-compression') ?? 'none';
     if (compression !== 'none' && compression !== 'zstd') throw new UsageError(`--nix-cache-compression '${compression}' is not none or zstd`);
     const nixCachePublic = booleanOption(options, 'nix-cache-public');
-    const coordinator = Coordinator.open(dataDir, { wireCompression: !booleanOption(options, 'no-wire-compression') });
+    const quicListen = stringOption(options, 'quic-listen');
     // Refusal lines quote what clients sent (paths, messages): escaped like everything else on the
     // terminal, an entry's further lines (a stack) indented.
     const log = (line: string): void => stderr.write(term`${block(line).indented('  ')}\n`);
-    const server = await startHttpServer(coordinator, host, port, { nixCache: { publicRead: nixCachePublic, compression }, log });
-    let quic: RunningQuicServer | undefined;
-    if (!booleanOption(options, 'no-quic')) {
-      const quicListen = stringOption(options, 'quic-listen');
-      const quicAt = quicListen ? parseListen(quicListen) : { host, port: Number(new URL(server.url).port) };
-      const tls = coordinator.tls;
-      quic = await startQuicServer(coordinator, quicAt.host, quicAt.port, { certificatePem: tls.certificatePem, privateKeyPem: tls.privateKeyPem, log });
-      coordinator.quicPort = quic.port;
-    }
+    const running = await startCoordinator({
+      dataDir,
+      listen,
+      quic: booleanOption(options, 'no-quic') ? false : quicListen ? parseListen(quicListen) : undefined,
+      log,
+      http: { nixCache: { publicRead: nixCachePublic, compression } },
+      coordinator: { wireCompression: !booleanOption(options, 'no-wire-compression') },
+    });
+    const { coordinator, url, quic } = running;
     stdout.write(
       term`${[
         term`ferry coordinator '${coordinator.name}' ${FERRY_VERSION}\n`,
         term`  data:            ${dataDir}\n`,
-        term`  HTTP API:        ${server.url} (and HTTPS with the pinned certificate, for agents)\n`,
+        term`  HTTP API:        ${url} (and HTTPS with the pinned certificate, for agents)\n`,
         term`  QUIC data plane: ${quic ? `${quic.address} (ALPN ferry/1)` : 'off (HTTP only)'}\n`,
-        term`  Nix cache:       ${server.url}/nix-cache (reads: ${nixCachePublic ? 'public' : 'credentials'}, NARs: ${compression}; see ferry cache key)\n`,
+        term`  Nix cache:       ${url}/nix-cache (reads: ${nixCachePublic ? 'public' : 'credentials'}, NARs: ${compression}; see ferry cache key)\n`,
         term`  TLS fingerprint: ${coordinator.tls.fingerprint}\n`,
         term`  coordinator key: ${coordinator.identity.keyId}\n`,
         term`  audit log:       ${coordinator.lastSeq} events\n\n`,
@@ -126,10 +124,7 @@ const serve: Command = {
       ]}`,
     );
     await untilInterrupted();
-    await quic?.close();
-    await server.close();
-    coordinator.checkpoint();
-    coordinator.close();
+    await running.close();
     stdout.write(term`coordinator stopped\n`);
   },
 };

@@ -180,7 +180,7 @@ describe('audit log', () => {
     const empty = fileSize();
     await populatedFleet(100);
     expect(fileSize()).toBe(empty);
-    coordinator.checkpointWal();
+    coordinator.maintenance.checkpointWal();
     expect(fileSize()).toBeGreaterThan(empty);
     // With a threshold, the coordinator folds the WAL back by itself after that many events.
     coordinator.close();
@@ -210,7 +210,7 @@ coordinator.record(self, () => ({ action: 'coordinator.init', subject: self.keyI
 for (;;) {
   const keyId = randomBytes(32).toString('hex');
   const event = coordinator.record(self, (context) => commands.addKey(context, { keyId, role: 'viewer', label: 'k' }));
-  writeSync(out, event.seq + ' ' + keyId + ' ' + (coordinator.backgroundWalCheckpointing ? 'bg' : '-') + '\\n');
+  writeSync(out, event.seq + ' ' + keyId + ' ' + (coordinator.maintenance.backgroundWalCheckpointing ? 'bg' : '-') + '\\n');
 }
 `,
     );
@@ -244,10 +244,10 @@ for (;;) {
     const file = Coordinator.paths(dir).database;
     const empty = statSync(file).size;
     await populatedFleet(100);
-    expect(coordinator.backgroundWalCheckpointing).toBe(false); // a short burst (a CLI command) starts no thread
+    expect(coordinator.maintenance.backgroundWalCheckpointing).toBe(false); // a short burst (a CLI command) starts no thread
     await populatedFleet(1000);
     expect(coordinator.lastSeq).toBeGreaterThan(256);
-    expect(coordinator.backgroundWalCheckpointing).toBe(true);
+    expect(coordinator.maintenance.backgroundWalCheckpointing).toBe(true);
     const deadline = Date.now() + 10_000;
     while (statSync(file).size === empty && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
     expect(statSync(file).size).toBeGreaterThan(empty);

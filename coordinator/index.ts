@@ -6,9 +6,22 @@
  * one, when a command needs them (its start-up time).
  */
 export { Coordinator, type CoordinatorOptions } from './coordinator.js';
+export { startCoordinator, type RunningCoordinator, type StartCoordinatorOptions } from './start.js';
 export { startHttpServer, type RunningServer } from './server.js';
 export type { HttpApiOptions } from './api/http.js';
 export { startQuicServer, type QuicServerOptions, type RunningQuicServer } from './quic-server.js';
-export { ChainVerifier, eventHash, verifyChain, GENESIS_HASH, type ChainReport, type Checkpoint } from './audit/chain.js';
-export { EXPORT_FORMAT, exportLines, parseAuditExport, type ParsedExport } from './audit/export.js';
+export {
+  ChainVerifier,
+  eventHash,
+  verifyChain,
+  GENESIS_HASH,
+  EXPORT_FORMAT,
+  exportLines,
+  parseAuditExport,
+  type AuditLog,
+  type ChainReport,
+  type Checkpoint,
+  type Decision,
+  type ParsedExport,
+} from './audit/index.js';
 export { configId, configSigningMessage } from './domain/config-id.js';

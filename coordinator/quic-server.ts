@@ -16,7 +16,7 @@ import { quicStreamChunks, writeToQuicStream } from '../protocol/quic-streams.js
 import { FrameReader } from '../protocol/framing.js';
 import { isAuthRefusal, resolveActor } from './api/actors.js';
 import { FerryError } from '../protocol/errors.js';
-import { ClosureAccess, DATA_ACCESS, runDataOperation, type DataReply } from './api/data-operations.js';
+import { DATA_ACCESS, runDataOperation, type ClosureAccess, type DataReply } from './api/data-operations.js';
 import { replyFrames } from './api/data-replies.js';
 import { FERRY_VERSION } from '../protocol/version.js';
 import type { Coordinator } from './coordinator.js';
@@ -25,6 +25,8 @@ import type { Actor } from './domain/commands.js';
 export interface QuicServerOptions {
   certificatePem: string;
   privateKeyPem: string;
+  /** Which configs and objects each agent may read: the coordinator's one instance (startCoordinator builds it), shared with the HTTP API. */
+  closureAccess: ClosureAccess;
   /** A session with no packets for this long is closed (default 30 s; clients ping every 10 s). */
   idleTimeoutMs?: number;
   log?: (line: string) => void;
@@ -87,7 +89,7 @@ async function writeFrames(stream: QuicStream, frames: AsyncIterable<Uint8Array>
 /** Listens for QUIC on `host:port` (port 0 picks one); resolves once listening. */
 export async function startQuicServer(coordinator: Coordinator, host: string, port: number, options: QuicServerOptions): Promise<RunningQuicServer> {
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
-  const access = new ClosureAccess(coordinator);
+  const access = options.closureAccess;
   const server = createQuicServer({
     key: options.privateKeyPem,
     cert: options.certificatePem,

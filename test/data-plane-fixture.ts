@@ -9,10 +9,11 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Castore, exportNar, ingestStorePath, uploadStorePaths } from '../castore/index.js';
-import { Coordinator, type CoordinatorOptions } from '../coordinator/coordinator.js';
+import type { Coordinator, CoordinatorOptions } from '../coordinator/coordinator.js';
 import { addKey, configId, configSigningMessage } from '../coordinator/domain/commands.js';
-import { startQuicServer, type RunningQuicServer } from '../coordinator/quic-server.js';
-import { startHttpServer, type RunningServer } from '../coordinator/server.js';
+import type { RunningQuicServer } from '../coordinator/quic-server.js';
+import type { RunningServer } from '../coordinator/server.js';
+import { startCoordinator } from '../coordinator/start.js';
 import { dumpPath } from '../nix/nar/index.js';
 import { asStorePath, type StorePath } from '../nix/store-path.js';
 import { asConfigId } from '../protocol/config.js';
@@ -38,28 +39,32 @@ export interface TestCoordinator {
 
 export async function startTestCoordinator(options: { quic?: boolean; coordinator?: CoordinatorOptions } = {}): Promise<TestCoordinator> {
   const dir = mkdtempSync(path.join(tmpdir(), 'ferry-data-'));
-  const coordinator = Coordinator.open(path.join(dir, 'coordinator'), options.coordinator);
+  const log: string[] = [];
+  const running = await startCoordinator({
+    dataDir: path.join(dir, 'coordinator'),
+    listen: { host: '127.0.0.1', port: 0 },
+    quic: options.quic === false ? false : { host: '127.0.0.1', port: 0 },
+    log: (line) => log.push(line),
+    coordinator: options.coordinator,
+  });
+  const { coordinator, http } = running;
   const { admin } = bootstrap(coordinator);
   const pusher = Identity.generate();
   coordinator.record(coordinatorActor(coordinator), (context) => addKey(context, { keyId: pusher.keyId, role: 'pusher', label: 'ci' }));
-  const log: string[] = [];
-  const http = await startHttpServer(coordinator, '127.0.0.1', 0, { log: (line) => log.push(line) });
-  const tls = coordinator.tls;
-  const quic = await startQuicServer(coordinator, '127.0.0.1', 0, { certificatePem: tls.certificatePem, privateKeyPem: tls.privateKeyPem, log: (line) => log.push(line) });
-  if (options.quic !== false) coordinator.quicPort = quic.port;
   return {
     dir,
     coordinator,
     http,
-    quic,
+    get quic(): RunningQuicServer {
+      if (!running.quic) throw new Error('this test coordinator serves no QUIC (started with quic: false)');
+      return running.quic;
+    },
     admin,
     pusher,
     adminClient: new CoordinatorHttpClient(http.url, admin),
     log,
     async close() {
-      await quic.close();
-      await http.close();
-      coordinator.close();
+      await running.close();
       rmSync(dir, { recursive: true, force: true });
     },
   };

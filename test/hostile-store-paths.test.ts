@@ -185,7 +185,7 @@ describe('defect 4: a store path becomes visible only with its audit event, in t
       bootstrap(coordinator);
       const actor = coordinatorActor(coordinator);
       const seq = coordinator.lastSeq;
-      const head = coordinator.storedEvents(seq - 1, seq, 1)[0]!.hash;
+      const head = coordinator.audit.storedEvents(seq - 1, seq, 1)[0]!.hash;
       const payload = { roots: [lib], registered: [lib], registeredCount: 1, alreadyPresent: 0, bytesSent: 0, blobsSent: 0, directoriesSent: 0 };
       expect(() =>
         coordinator.execute(actor, () => ({
@@ -245,7 +245,7 @@ describe('defect 4: a store path becomes visible only with its audit event, in t
       // The same path, alone and valid, registers with its event.
       const reply = await client.call({ op: 'upload.storePaths', roots: [fresh], storePaths: [{ ...libInfo, storePath: fresh, root }], stats: { bytesSent: 0, blobsSent: 0, directoriesSent: 0 } });
       expect(reply.header.registered).toEqual([fresh]);
-      const event = test.coordinator.storedEvents(reply.header.seq - 1, reply.header.seq, 1)[0]!;
+      const event = test.coordinator.audit.storedEvents(reply.header.seq - 1, reply.header.seq, 1)[0]!;
       expect(event).toMatchObject({ action: 'store.push', payload: { registered: [fresh] } });
       expect(test.coordinator.castore.getStorePath(fresh)?.storePath).toBe(fresh);
     } finally {

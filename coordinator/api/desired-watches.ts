@@ -52,7 +52,7 @@ export class DesiredWatches {
   released = false;
 
   constructor(coordinator: Coordinator) {
-    coordinator.onCommit((event) => this.wakeConcerned(event));
+    coordinator.commits.subscribe((event) => this.wakeConcerned(event));
     coordinator.onClose(() => this.release());
   }
 

@@ -37,6 +37,12 @@ export interface HttpApiOptions {
   log?: (line: string) => void;
   /** Aborted when the server stops: held watches are answered (503) at once instead of at their deadline. */
   stopping?: AbortSignal;
+  /**
+   * What each agent may read, for the data plane and the Nix cache: the
+   * coordinator's one instance, shared with QUIC (startCoordinator builds it).
+   * Default: one of this API's own.
+   */
+  closureAccess?: ClosureAccess;
 }
 
 const ROUTES: [method: 'GET' | 'POST', path: string, operation: OperationName][] = [
@@ -73,6 +79,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
   const maxBody = options.maxBodyBytes ?? 1024 * 1024;
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const nonces = new RequestNonces(coordinator.database.sqlite, coordinator.now);
+  const closureAccess = options.closureAccess ?? new ClosureAccess(coordinator);
 
   const readBody = (c: Context): Promise<Uint8Array> => readBoundedBody(c, maxBody);
 
@@ -219,7 +226,6 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
 
   // The data plane's HTTP fallback: the body is a request frame (see protocol/framing.ts) whose
   // header JSON the signature covers; object bytes are verified by their ids instead.
-  const closureAccess = new ClosureAccess(coordinator);
   app.post('/v1/data', (c) => {
     const source = c.req.raw.body as AsyncIterable<Uint8Array> | null;
     const reader = new FrameReader(source ?? (async function* () {})());
@@ -248,7 +254,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
     return new Response(stream, { headers: { 'content-type': 'application/x-ferry-frames' } });
   });
 
-  app.route('/nix-cache', createNixCacheApp(coordinator, { log, ...options.nixCache }));
+  app.route('/nix-cache', createNixCacheApp(coordinator, closureAccess, { log, ...options.nixCache }));
 
   app.route('/', liveViewerRoutes(coordinator, { authenticate, log })); // the audit-log viewer, under /viewer (coordinator/viewer/)
   app.notFound((c) => {

@@ -8,10 +8,11 @@
  *
  * Checkpointing (copying the WAL back into the database file, with an fsync
  * of each) is kept off the command path: SQLite's automatic checkpoint
- * would run inside a commit every ~1,000 pages (~150 commands). The
- * Coordinator checkpoints instead: mostly in a background worker thread
- * (db/wal-checkpointer.ts), plus a passive checkpoint of its own every
- * WAL_CHECKPOINT_EVERY_EVENTS events, after the command's transaction. The
+ * would run inside a commit every ~1,000 pages (~150 commands). Storage
+ * maintenance (db/storage-maintenance.ts) checkpoints instead: mostly in a
+ * background worker thread (db/wal-checkpointer.ts), plus a passive
+ * checkpoint on the command thread every WAL_CHECKPOINT_EVERY_EVENTS
+ * events, after the command's transaction. The
  * automatic one stays only as a high backstop, so any other writer of this
  * file still keeps the WAL bounded.
  */

@@ -14,7 +14,7 @@
 import type { Coordinator } from '../coordinator.js';
 import { FerryError } from '../../protocol/errors.js';
 import { isAuthRefusal, resolveActor, type Access } from '../api/actors.js';
-import { ClosureAccess } from '../api/data-operations.js';
+import type { ClosureAccess } from '../api/data-operations.js';
 import type { Actor } from '../domain/commands.js';
 import type { ConfigBody } from '../domain/events.js';
 import { verifyNixCacheAuthorization } from './credentials.js';
@@ -33,15 +33,14 @@ const CLOSURES_MAX = 64;
 
 export class NixCacheGate {
   private readonly verified = new Map<string, string>();
-  private readonly closureAccess: ClosureAccess;
   private readonly closures = new Map<string, Set<string>>();
 
+  /** `closureAccess`: the coordinator's one instance, shared with the data plane. */
   constructor(
     private readonly coordinator: Coordinator,
+    private readonly closureAccess: ClosureAccess,
     private readonly publicRead: boolean,
-  ) {
-    this.closureAccess = new ClosureAccess(coordinator);
-  }
+  ) {}
 
   /**
    * The actor behind an `Authorization` header for `access`, or undefined

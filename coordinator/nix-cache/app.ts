@@ -29,6 +29,7 @@ import { FerryError } from '../../protocol/errors.js';
 import { errorReplyOf, requestWhere } from '../api/error-replies.js';
 import { readBoundedBody } from '../api/request-body.js';
 import type { Coordinator } from '../coordinator.js';
+import type { ClosureAccess } from '../api/data-operations.js';
 import { NixCacheGate } from './access.js';
 import { NixCacheKey } from './cache-key.js';
 import { decideRange } from './http-range.js';
@@ -112,14 +113,15 @@ function refusal(c: Context, error: unknown, log: (line: string) => void): Respo
  * The Nix binary cache as a hono app, to mount at `/nix-cache` of the
  * coordinator's HTTP API. Spools uploads under `<data dir>/nix-cache/spool`
  * (stale files there are swept at creation and periodically). Serves
- * whatever the castore registry holds, whoever pushed it.
+ * whatever the castore registry holds, whoever pushed it. An agent reads
+ * what `closureAccess` (the data plane's) lets it read.
  */
-export function createNixCacheApp(coordinator: Coordinator, options: NixCacheOptions = {}): Hono {
+export function createNixCacheApp(coordinator: Coordinator, closureAccess: ClosureAccess, options: NixCacheOptions = {}): Hono {
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const compression = options.compression ?? 'none';
   const priority = options.priority ?? 30;
   const maxNarBytes = options.maxNarBytes ?? 32 * GiB;
-  const gate = new NixCacheGate(coordinator, options.publicRead === true);
+  const gate = new NixCacheGate(coordinator, closureAccess, options.publicRead === true);
   const key = new NixCacheKey(coordinator.identity, () => coordinator.name);
   const spool = new NarSpool(path.join(coordinator.dataDir, 'nix-cache', 'spool'), {
     maxFileBytes: maxNarBytes,

@@ -1,7 +1,7 @@
 /**
  * The live coordinator's audit log as a LogSource: rows read back from its
  * SQLite database as stored (a tampered row is shown, not refused), and
- * verification by the coordinator itself (Coordinator.verifyAudit).
+ * verification by the log itself (AuditLog.verify).
  */
 import { and, asc, sql } from 'drizzle-orm';
 import type { Coordinator } from '../coordinator.js';
@@ -11,6 +11,7 @@ import type { LogSource } from './log-source.js';
 /** A LogSource over `coordinator`'s database; it reads only (the log is append-only anyway). */
 export function liveLogSource(coordinator: Coordinator): LogSource {
   const db = coordinator.database.db;
+  const audit = coordinator.audit;
   const events = schema.auditEvents;
   let name: string | undefined;
   return {
@@ -20,13 +21,13 @@ export function liveLogSource(coordinator: Coordinator): LogSource {
       return name;
     },
     coordinatorKey: coordinator.identity.keyId,
-    lastSeq: () => coordinator.lastSeq,
+    lastSeq: () => audit.lastSeq,
     read(from, to) {
       // As stored: AuditEvent in name only until the caller validates it (see LogSource.read).
-      return to < from ? [] : coordinator.storedEvents(from - 1, to, to - from + 1);
+      return to < from ? [] : audit.storedEvents(from - 1, to, to - from + 1);
     },
-    checkpoints: () => coordinator.checkpoints(),
-    verify: () => coordinator.verifyAudit(),
+    checkpoints: () => audit.checkpoints(),
+    verify: () => audit.verify(),
     searchPayloads(text) {
       const needle = text.toLowerCase();
       return db
