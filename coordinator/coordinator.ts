@@ -10,7 +10,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
-import { Castore } from '../castore/index.js';
+import { LocalCastore } from '../castore/index.js';
 import { canonicalJson } from '../protocol/canonical-json.js';
 import { formatHlc, HlcClock, parseHlc } from '../protocol/hlc.js';
 import { createIdentityFile, loadIdentity, type Identity } from '../protocol/identity.js';
@@ -114,7 +114,7 @@ export class Coordinator {
     readonly dataDir: string,
     readonly identity: Identity,
     readonly database: CoordinatorDatabase,
-    readonly castore: Castore,
+    readonly castore: LocalCastore,
     options: CoordinatorOptions,
   ) {
     this.state = new SqliteStateStore(database.db);
@@ -171,7 +171,7 @@ export class Coordinator {
   static open(dataDir: string, options: CoordinatorOptions = {}): Coordinator {
     const paths = Coordinator.paths(dataDir);
     const identity = existsSync(paths.key) ? loadIdentity(paths.key) : createIdentityFile(paths.key);
-    return new Coordinator(dataDir, identity, openCoordinatorDatabase(paths.database), Castore.open(paths.castore), options);
+    return new Coordinator(dataDir, identity, openCoordinatorDatabase(paths.database), LocalCastore.open(paths.castore), options);
   }
 
   /** The TLS certificate of the QUIC listener, created on first use (self-signed, pinned by clients). */
