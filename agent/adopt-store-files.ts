@@ -1,6 +1,6 @@
 /**
  * An agent keeps each byte of a closure once: after a deployment its
- * castore adopts the materialized store files (Castore.adoptStoreFiles)
+ * castore adopts the materialized store files (LocalCastore.adoptStoreFiles)
  * and drops its own copy, so the disk holds the closure in the store
  * directory and, in the castore, only directories, the registry and the
  * outboards of large files — not the files a second time. The castore
@@ -9,7 +9,7 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import type { Castore, Digest, Node, StorePathInfo } from '../castore/index.js';
+import type { LocalCastore, Digest, Node, StorePathInfo } from '../castore/index.js';
 import { storePathLocation } from '../nix/store-path.js';
 
 /**
@@ -17,9 +17,9 @@ import { storePathLocation } from '../nix/store-path.js';
  * (paths not there are skipped), recording the blobs the castore never
  * stored (the materializer wrote them from verified bytes: the fetch hands
  * batched blobs to it only). Idempotent; a blob in several of them ends up
- * read from one. Returns what Castore.adoptStoreFiles reports.
+ * read from one. Returns what LocalCastore.adoptStoreFiles reports.
  */
-export function adoptMaterializedFiles(store: Castore, storeDir: string, storePaths: readonly StorePathInfo[]): { adopted: number; releasedBytes: number } {
+export function adoptMaterializedFiles(store: LocalCastore, storeDir: string, storePaths: readonly StorePathInfo[]): { adopted: number; releasedBytes: number } {
   function* filesOf(node: Node, location: string): Generator<{ id: Digest; size: number; file: string }> {
     if (node.type === 'file') yield { id: node.digest, size: node.size, file: location };
     else if (node.type === 'directory') for (const entry of store.readDirectory(node.digest)) yield* filesOf(entry, path.join(location, entry.name));

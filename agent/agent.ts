@@ -16,7 +16,7 @@ import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { BundleError, Castore, collectGarbage, fetchClosure, readBundle, referencesFirst, type BundleManifest, type StorePathInfo, type TransferProgress } from '../castore/index.js';
+import { BundleError, collectGarbage, copyClosure, LocalCastore, openVouchedClosure, readBundle, referencesFirst, type BundleManifest, type StorePathInfo, type TransferProgress } from '../castore/index.js';
 import { ActivationEnvironmentError, environmentRefusal } from '../protocol/activation-environment.js';
 import { compareHlc, HlcStringSchema, parseHlc } from '../protocol/hlc.js';
 import { dataClientFor, discoverDataPlane, type DataPlaneRoute, type OpenDataClientOptions } from '../protocol/connect.js';
@@ -100,7 +100,7 @@ export class Agent {
   readonly generations: Generations;
   readonly events: EventRing;
   state: AgentState;
-  private store: Castore | undefined;
+  private store: LocalCastore | undefined;
   private dataClient: DataClient | undefined;
   /**
    * Where the coordinator's data plane is and its checked certificate, kept
@@ -167,8 +167,8 @@ export class Agent {
     writeAgentState(this.stateDir, this.state);
   }
 
-  private castore(): Castore {
-    this.store ??= Castore.open(this.paths.castore);
+  private castore(): LocalCastore {
+    this.store ??= LocalCastore.open(this.paths.castore);
     return this.store;
   }
 
@@ -632,20 +632,21 @@ export class Agent {
           materializer.plan(referencesFirst(storePaths));
         } else {
           await this.report(config.id, 'fetching', null, { wait: false });
-          const fetched = await fetchClosure(await this.data(), this.castore(), config.id, system, {
-            coordinatorKey: this.state.coordinator.coordinatorKey,
+          const closure = await openVouchedClosure(await this.data(), config.id, system, this.state.coordinator.coordinatorKey);
+          const fetched = await copyClosure(closure.source, this.castore(), closure.storePaths, {
             onProgress: (progress) => {
               this.publishActivity('fetching', config.id, progress, progress.phase === 'done');
               this.logFetchProgress(config.id, progress);
             },
-            onTrees: (infos, readDirectory) => materializer.plan(referencesFirst(infos), readDirectory),
-            onBlob: (id, bytes) => materializer.offer(id, bytes),
-            // Batched blobs are written once, into the store's temp trees (the resume state of an
+            // Small blobs are written once, into the store's temp trees (the resume state of an
             // interrupted deployment), and adopted by the castore at the end (keepBytesOnce).
-            storeBatchedBlobs: false,
+            smallBlobs: {
+              plan: (infos, readDirectory) => materializer.plan(referencesFirst(infos), readDirectory),
+              accept: (id, bytes) => materializer.offer(id, bytes),
+            },
           });
           const deltas = fetched.deltaBlobs > 0 ? ` (${fetched.deltaBlobs} rebuilt from their previous version with ${fetched.deltaGroupBytes} bytes of changed 16 KiB groups)` : '';
-          this.events.add('fetched', `fetched ${fetched.fetchedStorePaths} store paths, ${fetched.fetchedBlobs} blobs, ${fetched.fetchedBytes} bytes${deltas}`, config.id);
+          this.events.add('fetched', `fetched ${fetched.copiedStorePaths} store paths, ${fetched.copiedBlobs} blobs, ${fetched.copiedBytes} bytes${deltas}`, config.id);
           storePaths = fetched.storePaths;
         }
         written = await materializer.finish();

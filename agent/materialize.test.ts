@@ -2,17 +2,17 @@ import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readlinkSyn
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Castore, digestFromBytes, ingestStorePath, type Digest, type Entry, type FileNode, type Node, type StorePathInfo } from '../castore/index.js';
+import { LocalCastore, digestFromBytes, ingestStorePath, type Digest, type Entry, type FileNode, type Node, type StorePathInfo } from '../castore/index.js';
 import { dumpPath, encodeNar, narHash, type NarEvent } from '../nix/index.js';
 import { ClosureMaterializer, materializeStorePath, removeTree } from './materialize.js';
 import { asStorePath, storePathLocation } from '../nix/store-path.js';
 import { seededBytes } from '../test/seeded-random.js';
 
 let dir: string;
-let store: Castore;
+let store: LocalCastore;
 beforeEach(() => {
   dir = mkdtempSync(path.join(tmpdir(), 'ferry-materialize-'));
-  store = Castore.open(path.join(dir, 'castore'));
+  store = LocalCastore.open(path.join(dir, 'castore'));
 });
 afterEach(() => {
   store.close();
@@ -121,7 +121,7 @@ describe('ClosureMaterializer', () => {
     it(`writes the ${packages}-package tree from offered blobs alone, as a fetch gives them before the castore has them`, async () => {
       const info = await ingestTree(packages, `offered-${packages}`);
       // An empty castore: every byte has to come through offer().
-      const empty = Castore.open(path.join(dir, 'empty-castore'));
+      const empty = LocalCastore.open(path.join(dir, 'empty-castore'));
       try {
         const storeDir = path.join(dir, 'store');
         const materializer = new ClosureMaterializer(empty, storeDir);
@@ -216,7 +216,7 @@ describe('ClosureMaterializer', () => {
   it('takes what was not offered from the castore, and leaves nothing behind when that fails', async () => {
     const info = await ingestTree(40, 'partly-offered');
     const files = [...filesOf(info.root)];
-    const empty = Castore.open(path.join(dir, 'empty-castore'));
+    const empty = LocalCastore.open(path.join(dir, 'empty-castore'));
     try {
       for (const [source, expected] of [[store, true], [empty, false]] as const) {
         const storeDir = path.join(dir, `store-${expected}`);

@@ -26,7 +26,7 @@ import { chmodSync, closeSync, existsSync, fsyncSync, linkSync, lstatSync, mkdir
 import path from 'node:path';
 import { availableParallelism } from 'node:os';
 import type { Worker } from 'node:worker_threads';
-import { CastoreError, digestFromBytes, blake3, type Castore, type Digest, type Entry, type FileNode, type Node, type StorePathInfo } from '../castore/index.js';
+import { CastoreError, digestFromBytes, blake3, type LocalCastore, type Digest, type Entry, type FileNode, type Node, type StorePathInfo } from '../castore/index.js';
 import { storePathBaseName, storePathLocation } from '../nix/store-path.js';
 import { startModuleWorker } from '../nix/runnable-module.js';
 import { InlineSink, OP_CLOSE, OP_OPEN, OP_SYMLINK, OP_WRITE, type Sink, type WriterError, type WriterReply, type WriterRequest } from './materialize-sink.js';
@@ -336,7 +336,7 @@ class BatchedBlobs {
   private offset = 0;
 
   constructor(
-    private readonly store: Castore,
+    private readonly store: LocalCastore,
     private readonly ids: readonly Digest[],
     private readonly sizes: readonly number[],
   ) {}
@@ -417,7 +417,7 @@ export class ClosureMaterializer {
   private umaskChecked = false;
 
   constructor(
-    private readonly store: Castore,
+    private readonly store: LocalCastore,
     private readonly storeDir: string,
   ) {}
 
@@ -572,7 +572,7 @@ export class ClosureMaterializer {
 
   /**
    * Hard-links the targets of an adopted blob to its store file, verified
-   * first (Castore.verifiedStoreFile), when they have its mode: identical,
+   * first (LocalCastore.verifiedStoreFile), when they have its mode: identical,
    * read-only, mtime 1, so nothing is written again and the disk holds the
    * bytes once across generations (as Nix's store optimisation does).
    * Returns the targets left to write: another mode, or a link refused.
@@ -648,7 +648,7 @@ export class ClosureMaterializer {
   }
 }
 
-async function writeStreamed(store: Castore, sink: Sink, node: FileNode, at: string): Promise<void> {
+async function writeStreamed(store: LocalCastore, sink: Sink, node: FileNode, at: string): Promise<void> {
   sink.open(at, node.executable ? 0o555 : 0o444);
   for await (const chunk of store.readBlob(node.digest)) {
     sink.write(chunk);
@@ -663,7 +663,7 @@ async function writeStreamed(store: Castore, sink: Sink, node: FileNode, at: str
  * (BLOB_NOT_FOUND…) and leaves nothing in the store directory. Returns
  * whether it wrote anything.
  */
-export async function materializeStorePath(store: Castore, info: StorePathInfo, storeDir: string): Promise<boolean> {
+export async function materializeStorePath(store: LocalCastore, info: StorePathInfo, storeDir: string): Promise<boolean> {
   const materializer = new ClosureMaterializer(store, storeDir);
   try {
     materializer.plan([info]);

@@ -5,7 +5,7 @@
 import { createCipheriv } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { Castore, ingestNar } from '../castore/index.js';
+import { LocalCastore, ingestNar } from '../castore/index.js';
 import { encodeNar, type NarEvent } from '../nix/nar/index.js';
 import { benchWorkDir } from './fixtures/big-closure.js';
 
@@ -24,7 +24,7 @@ async function* oneBigFile(): AsyncGenerator<NarEvent> {
 }
 
 const dir = mkdtempSync(path.join(benchWorkDir, 'memory-'));
-const store = Castore.open(dir);
+const store = LocalCastore.open(dir);
 const start = process.hrtime.bigint();
 const session = store.beginIngest();
 await ingestNar(session, encodeNar(oneBigFile()));

@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { createReadStream, mkdirSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Castore, exportNar, ingestStorePath } from '../castore/index.js';
+import { LocalCastore, exportNar, ingestStorePath } from '../castore/index.js';
 import { narHash } from '../nix/nar/index.js';
 import { nixEnv } from '../test/nix-fixtures/index.js';
 import { benchWorkDir, bigClosureStorePath } from './fixtures/big-closure.js';
@@ -24,7 +24,7 @@ function narFileOf(storePath: string, name: string): { file: string; size: numbe
   return { file, size: statSync(file).size };
 }
 
-function storedBytes(store: Castore): number {
+function storedBytes(store: LocalCastore): number {
   const stats = store.stats();
   return stats.blobBytes + stats.directoryBytes;
 }
@@ -42,7 +42,7 @@ let exportSeconds = Infinity;
 let dedup = { afterV0: 0, afterV1: 0 };
 for (let run = 0; run < runs; run++) {
   rmSync(storeDir, { recursive: true, force: true });
-  const store = Castore.open(storeDir);
+  const store = LocalCastore.open(storeDir);
   try {
     let info!: Awaited<ReturnType<typeof ingestStorePath>>;
     ingestSeconds = Math.min(ingestSeconds, await bestOf(1, async () => {

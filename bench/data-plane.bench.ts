@@ -27,7 +27,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Castore, exportNar, ingestStorePath, uploadStorePaths, type UploadReport } from '../castore/index.js';
+import { LocalCastore, exportNar, ingestStorePath, uploadStorePaths, type UploadReport } from '../castore/index.js';
 import { dumpStorePath, queryClosure, queryPathInfos } from '../nix/local-store.js';
 import { narHash } from '../nix/nar/index.js';
 import { openDataClient } from '../protocol/connect.js';
@@ -150,7 +150,7 @@ async function stopCoordinator(): Promise<void> {
 try {
   // ---- push: Nix store -> local castore -> coordinator ----------------------------------------
 
-  let cache = Castore.open(path.join(work, 'push-cache-0'));
+  let cache = LocalCastore.open(path.join(work, 'push-cache-0'));
   /** What `ferry push` does before uploading (cli/push-command.ts): NARs from `nix-store --dump` into the cache. */
   async function ingestFromNix(root: string): Promise<{ seconds: number; narBytes: number }> {
     const start = process.hrtime.bigint();
@@ -184,7 +184,7 @@ try {
   for (let run = 0; run < Math.min(3, runs); run++) {
     if (run > 0) {
       cache.close();
-      cache = Castore.open(path.join(work, `push-cache-${run}`));
+      cache = LocalCastore.open(path.join(work, `push-cache-${run}`));
     }
     ingestRuns.push((await windowed(`ingest v0 ${run}`, () => ingestFromNix(v0Path))).seconds);
   }
@@ -334,7 +334,7 @@ try {
 
   /** The fetched store path exports to the NAR Nix has (checked once per transport, untimed). */
   async function checkFetched(storeDir: string): Promise<void> {
-    const store = Castore.open(storeDir);
+    const store = LocalCastore.open(storeDir);
     try {
       const info = store.getStorePath(v0Path);
       if (!info) throw new Error(`${v0Path} is not registered after the fetch`);

@@ -45,7 +45,7 @@ import {
 import path from 'node:path';
 import { materializeStorePath, removeTree } from '../agent/materialize.js';
 import { storePathLocation } from '../nix/store-path.js';
-import { Castore, ingestStorePath, type Node, type StorePathInfo } from '../castore/index.js';
+import { LocalCastore, ingestStorePath, type Node, type StorePathInfo } from '../castore/index.js';
 import { storePathBaseName } from '../nix/index.js';
 import { nixEnv } from '../test/nix-fixtures/index.js';
 import { benchWorkDir, bigClosureStorePath } from './fixtures/big-closure.js';
@@ -56,7 +56,7 @@ import { report } from './harness.js';
 // unchanged but for names: open 0644 + write + close, then chmod and utimes by path,
 // one async-generator read per file, all on the main thread.
 
-async function referenceWriteNode(store: Castore, node: Node, target: string): Promise<void> {
+async function referenceWriteNode(store: LocalCastore, node: Node, target: string): Promise<void> {
   switch (node.type) {
     case 'symlink':
       symlinkSync(node.target, target);
@@ -86,7 +86,7 @@ async function referenceWriteNode(store: Castore, node: Node, target: string): P
   }
 }
 
-async function referenceMaterializeStorePath(store: Castore, info: StorePathInfo, storeDir: string): Promise<boolean> {
+async function referenceMaterializeStorePath(store: LocalCastore, info: StorePathInfo, storeDir: string): Promise<boolean> {
   const final = storePathLocation(storeDir, info.storePath);
   if (existsSync(final)) return false;
   mkdirSync(storeDir, { recursive: true });
@@ -168,7 +168,7 @@ process.on('exit', () => {
 
 // The closure, from `nix-store --dump` straight into a fresh castore (no NAR file shared with other benchmarks).
 const storePath = bigClosureStorePath(0, nixEnv);
-const store = Castore.open(path.join(work, 'castore'));
+const store = LocalCastore.open(path.join(work, 'castore'));
 const dump = spawn('nix-store', ['--dump', storePath], { env: nixEnv, stdio: ['ignore', 'pipe', 'inherit'] });
 const info = await ingestStorePath(store, dump.stdout!, { storePath, references: [] });
 const root = info.root;

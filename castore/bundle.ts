@@ -37,7 +37,7 @@ import { StorePathInfoSchema, type StorePathInfo } from '../protocol/store-path-
 import { decodeDirectory, directoryId } from './directory.js';
 import { CastoreError } from './errors.js';
 import { isDigest, type Digest, type Node } from './node.js';
-import type { LocalCastore as Castore } from './local/local-castore.js';
+import type { LocalCastore } from './local/local-castore.js';
 
 /** The format this Ferry writes and the only one it reads. */
 export const BUNDLE_FORMAT = 'ferry-bundle-v2';
@@ -141,7 +141,7 @@ function signedMessage(manifest: Uint8Array): Uint8Array {
 }
 
 /** Every object below `roots`, each once: directories children-first, then blobs. */
-function objectsOf(store: Castore, roots: readonly Node[]): { directories: Digest[]; blobs: { id: Digest; size: number }[] } {
+function objectsOf(store: LocalCastore, roots: readonly Node[]): { directories: Digest[]; blobs: { id: Digest; size: number }[] } {
   const directories: Digest[] = [];
   const blobs = new Map<Digest, number>();
   const seen = new Set<string>();
@@ -195,7 +195,7 @@ export interface BundleOptions {
  * config without a target for the systems asked for, and
  * (STORE_PATH_NOT_FOUND) a closure the store does not hold completely.
  */
-export function writeBundle(store: Castore, signer: Identity, config: BundleConfig, options: BundleOptions): BundleStream {
+export function writeBundle(store: LocalCastore, signer: Identity, config: BundleConfig, options: BundleOptions): BundleStream {
   const systems = options.systems;
   const targets = Object.entries(config.targets).filter(([system]) => !systems || systems.includes(system));
   if (targets.length === 0) throw new BundleError('BAD_BUNDLE', `config ${config.id} has no target for ${systems?.join(', ')}`);
@@ -335,7 +335,7 @@ export interface ReadBundleOptions {
  * that does not match its id, an unknown entry, or a store path whose
  * objects are incomplete. On a refusal the store is as it was.
  */
-export async function readBundle(source: AsyncIterable<Uint8Array>, store: Castore, coordinatorKey: KeyId | string, options: ReadBundleOptions = {}): Promise<BundleManifest> {
+export async function readBundle(source: AsyncIterable<Uint8Array>, store: LocalCastore, coordinatorKey: KeyId | string, options: ReadBundleOptions = {}): Promise<BundleManifest> {
   const extract = tar.extract();
   void (async () => {
     try {
@@ -345,7 +345,7 @@ export async function readBundle(source: AsyncIterable<Uint8Array>, store: Casto
       extract.destroy(error as Error);
     }
   })();
-  let session: ReturnType<Castore['beginIngest']> | undefined;
+  let session: ReturnType<LocalCastore['beginIngest']> | undefined;
   try {
     let manifest: BundleManifest | undefined;
     let manifestBytes: Buffer | undefined;

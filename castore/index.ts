@@ -4,8 +4,9 @@
  * NAR <-> castore conversion, a store path registry, fsck and GC. Three
  * services (blobs, directories, path info) with backends chosen by address
  * (`local:///path`, `memory:`); the coordinator's data plane is a read-only
- * one. Used by both the coordinator and the agent. Format specification and
- * design: docs/castore.md.
+ * one, and `copyClosure` copies a closure from any of them into a writable
+ * one, verified. Used by both the coordinator and the agent. Format
+ * specification and design: docs/castore.md.
  */
 export * from './blake3/index.js';
 export { CastoreError, type CastoreErrorCode } from './errors.js';
@@ -16,7 +17,7 @@ export { LocalCastore, type LocalBlobStat, type LocalCastoreOptions, type LocalC
 export { LocalIngest } from './local/local-ingest.js';
 export { MemoryCastore, type MemoryCastoreOptions } from './memory/memory-castore.js';
 export { openCastore, type OpenCastoreOptions } from './open-castore.js';
-export { RemoteCastore } from './remote/remote-castore.js';
+export { RemoteCastore, openVouchedClosure, type VouchedClosure } from './remote/remote-castore.js';
 export { PACK_MAX } from './local/pack-files.js';
 export { processAlive } from './local/process-alive.js';
 export { StorePathInfoSchema, type StorePathInfo } from './store-path-info.js';
@@ -25,7 +26,15 @@ export { ingestStorePath, type IngestStorePathOptions, type StorePathMetadata } 
 export { exportNar, type NarByteRange } from './nar-export.js';
 export { collectGarbage, type GcOptions, type GcReport } from './gc.js';
 export { fsck, type FsckOptions, type FsckProblem, type FsckReport } from './fsck.js';
-export { fetchClosure, LARGE_BLOB_SEGMENT_BYTES, type FetchOptions, type FetchReport, type TransferProgress } from './transfer/fetch-closure.js';
+export {
+  copyClosure,
+  SMALL_BLOB_BYTES,
+  type CopyOptions,
+  type CopyReport,
+  type SmallBlobSink,
+  type TransferProgress,
+} from './transfer/copy-closure.js';
+export { LARGE_BLOB_SEGMENT_BYTES } from './transfer/data-plane-copy.js';
 export { uploadStorePaths, type UploadOptions, type UploadReport } from './transfer/upload-store-paths.js';
 export { splitBlobs } from './transfer/batches.js';
 export { streamOrder } from './transfer/stream-order.js';
@@ -48,12 +57,3 @@ export {
 } from './bundle.js';
 export { referencesFirst } from './references-first.js';
 
-import { LocalCastore } from './local/local-castore.js';
-/**
- * The local backend under the name it had when it was the only one; new
- * code names LocalCastore, or takes the services (CastoreServices).
- * @deprecated kept until the callers outside castore/ are renamed.
- */
-export const Castore = LocalCastore;
-/** @deprecated see the value of the same name. */
-export type Castore = LocalCastore;

@@ -7,7 +7,7 @@ import { dumpPath } from '../nix/index.js';
 import { ingestStorePath } from './ingest-store-path.js';
 import { exportNar } from './nar-export.js';
 import type { Node } from './node.js';
-import { LocalCastore as Castore } from './local/local-castore.js';
+import { LocalCastore } from './local/local-castore.js';
 import { seededRandom } from '../test/seeded-random.js';
 
 async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {
@@ -18,14 +18,14 @@ async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {
 
 describe('exportNar', () => {
   let dir: string;
-  let store: Castore;
+  let store: LocalCastore;
   const roots: Record<string, Node> = {};
   /** The NARs that were ingested (from dumpPath, which equals nix-store --dump: test/nar-real-nix.test.ts). */
   const ingested: Record<string, Buffer> = {};
 
   beforeAll(async () => {
     dir = mkdtempSync(path.join(tmpdir(), 'ferry-nar-export-'));
-    store = Castore.open(path.join(dir, 'castore'));
+    store = LocalCastore.open(path.join(dir, 'castore'));
     const tree = path.join(dir, 'tree');
     mkdirSync(path.join(tree, 'bin'), { recursive: true });
     mkdirSync(path.join(tree, 'empty-dir'));

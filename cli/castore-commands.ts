@@ -1,6 +1,6 @@
 /** `ferry castore …`: operate a castore directly (ingest, export, stat, fsck, gc). */
 import { statSync } from 'node:fs';
-import type { Castore, Node } from '../castore/index.js';
+import type { LocalCastore, Node } from '../castore/index.js';
 import { parseStorePath } from '../nix/index.js';
 import { booleanOption, jsonOption, stringListOption, stringOption, UsageError, writeJson, type Command } from './command.js';
 import { castoreDirFrom, dataDirOption } from './data-dir.js';
@@ -13,15 +13,15 @@ type CastoreModule = typeof import('../castore/index.js');
 /**
  * Runs `body` with the castore open, and its module (loaded only by these
  * commands). `keepStaleFiles`: open without removing what crashed ingests
- * left (Castore.open), for a dry run that must change nothing.
+ * left (LocalCastore.open), for a dry run that must change nothing.
  */
 async function withCastore<T>(
   options: Parameters<typeof castoreDirFrom>[0],
-  body: (store: Castore, castore: CastoreModule) => Promise<T>,
+  body: (store: LocalCastore, castore: CastoreModule) => Promise<T>,
   open: { keepStaleFiles?: boolean } = {},
 ): Promise<T> {
   const castore = await import('../castore/index.js');
-  const store = castore.Castore.open(castoreDirFrom(options), open);
+  const store = castore.LocalCastore.open(castoreDirFrom(options), open);
   try {
     return await body(store, castore);
   } finally {

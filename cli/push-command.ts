@@ -6,7 +6,7 @@
  */
 import { homedir } from 'node:os';
 import path from 'node:path';
-import type { Castore, TransferProgress, UploadReport } from '../castore/index.js';
+import type { LocalCastore, TransferProgress, UploadReport } from '../castore/index.js';
 import { parseStorePath } from '../nix/index.js';
 import { booleanOption, jsonOption, stringListOption, stringOption, UsageError, writeJson, type Command } from './command.js';
 import { openInput } from './io.js';
@@ -19,7 +19,7 @@ function pushCacheDir(): string {
 }
 
 /** Converts the store paths the cache lacks (NAR from the local Nix store, NarHash checked on the way in). */
-async function ingestClosure(cache: Castore, roots: string[], progress: ReturnType<typeof createProgress>): Promise<{ closure: string[]; ingested: number }> {
+async function ingestClosure(cache: LocalCastore, roots: string[], progress: ReturnType<typeof createProgress>): Promise<{ closure: string[]; ingested: number }> {
   const [{ ingestStorePath }, { dumpStorePath, queryClosure, queryPathInfos }] = await Promise.all([import('../castore/index.js'), import('../nix/local-store.js')]);
   const closure = await queryClosure(roots);
   const lacking = closure.filter((storePath) => !cache.getStorePath(storePath));
@@ -68,12 +68,12 @@ export const pushCommand: Command = {
     ...jsonOption,
   },
   async run({ args, options, stdout, stderr }) {
-    const [{ Castore, ingestStorePath, uploadStorePaths }, { resolveToStorePath }] = await Promise.all([import('../castore/index.js'), import('../nix/local-store.js')]);
+    const [{ LocalCastore, ingestStorePath, uploadStorePaths }, { resolveToStorePath }] = await Promise.all([import('../castore/index.js'), import('../nix/local-store.js')]);
     const quiet = booleanOption(options, 'quiet') || booleanOption(options, 'json');
     const nar = stringOption(options, 'nar');
     if (nar !== undefined && args.length !== 1) throw new UsageError('--nar pushes exactly one store path: ferry push --nar FILE /nix/store/…-name');
     const roots = nar !== undefined ? [parseStorePath(args[0]!).path] : await Promise.all(args.map((arg) => resolveToStorePath(arg)));
-    const cache = Castore.open(path.resolve(stringOption(options, 'cache-dir') ?? pushCacheDir()));
+    const cache = LocalCastore.open(path.resolve(stringOption(options, 'cache-dir') ?? pushCacheDir()));
     let report: UploadReport;
     try {
       if (nar !== undefined) {

@@ -13,7 +13,7 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { Castore } from '../castore/index.js';
+import { LocalCastore } from '../castore/index.js';
 import { createIdentityFile, loadIdentity, type Identity } from '../protocol/identity.js';
 import { openCoordinatorDatabase, type CoordinatorDatabase } from './db/database.js';
 import { StorageMaintenance, type StorageMaintenanceOptions } from './db/storage-maintenance.js';
@@ -55,7 +55,7 @@ interface CoordinatorParts {
   now: () => number;
   identity: Identity;
   database: CoordinatorDatabase;
-  castore: Castore;
+  castore: LocalCastore;
   audit: AuditLog;
   presence: AgentPresence;
   commits: EventBus;
@@ -69,7 +69,7 @@ export class Coordinator {
   readonly dataDir: string;
   readonly identity: Identity;
   readonly database: CoordinatorDatabase;
-  readonly castore: Castore;
+  readonly castore: LocalCastore;
   /** The hash-chained log every state change is an event of. */
   readonly audit: AuditLog;
   readonly state: SqliteStateStore;
@@ -134,7 +134,7 @@ export class Coordinator {
         now,
         identity,
         database,
-        castore: Castore.open(paths.castore),
+        castore: LocalCastore.open(paths.castore),
         audit: new SqliteAuditLog(database, identity, { checkpointEvery: options.checkpointEvery, now }),
         presence: new AgentPresence(database.sqlite, now),
         commits: new EventBus(),

@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../agent/index.js';
 import { nixSystem } from '../agent/facts.js';
 import { COMMAND_PATH_DIRECTORIES } from '../agent/run-command.js';
-import { Castore } from '../castore/index.js';
+import { LocalCastore } from '../castore/index.js';
 import { configId as configIdOf, configSigningMessage } from '../coordinator/domain/commands.js';
 import type { ConfigBody } from '../coordinator/domain/events.js';
 import { formatHlc } from '../protocol/hlc.js';
@@ -70,7 +70,7 @@ beforeAll(async () => {
   mkdirSync(path.join(tree, 'bin'), { recursive: true });
   writeFileSync(path.join(tree, 'bin', 'greet'), '#!/bin/sh\necho "$GREETING"\n');
   chmodSync(path.join(tree, 'bin', 'greet'), 0o755);
-  const source = Castore.open(path.join(work, 'source'));
+  const source = LocalCastore.open(path.join(work, 'source'));
   await addTreeAsStorePath(source, tree, app);
   await pushToCoordinator(test, source, [app]);
   source.close();

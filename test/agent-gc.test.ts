@@ -7,7 +7,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../agent/index.js';
 import { nixSystem } from '../agent/facts.js';
-import { Castore, fsck } from '../castore/index.js';
+import { LocalCastore, fsck } from '../castore/index.js';
 import { addTreeAsStorePath, enrollStateDir, fakeStorePath, narOfTree, pushToCoordinator, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
 
 let test: TestCoordinator;
@@ -19,7 +19,7 @@ const shared = 'the same file in every app\n'.repeat(1000);
 beforeAll(async () => {
   test = await startTestCoordinator();
   work = mkdtempSync(path.join(tmpdir(), 'ferry-agent-gc-'));
-  const source = Castore.open(path.join(work, 'source'));
+  const source = LocalCastore.open(path.join(work, 'source'));
   writeTree(path.join(work, 'lib'), 'gc-lib', { small: 40, large: 1, largeSize: 1_500_000 });
   await addTreeAsStorePath(source, path.join(work, 'lib'), lib);
   for (const [name, storePath] of Object.entries(apps)) {
@@ -63,7 +63,7 @@ describe('agent store and castore', () => {
       expect(removed).toEqual({ removedGenerations: [2], removedStorePaths: [apps.y] });
       expect(existsSync(path.join(storeDir, path.basename(apps.y)))).toBe(false);
       for (const kept of [lib, apps.x]) expect(existsSync(path.join(storeDir, path.basename(kept)))).toBe(true);
-      const local = Castore.open(castoreDir);
+      const local = LocalCastore.open(castoreDir);
       try {
         // Every blob still known is readable and verified from a kept store file (y's are gone).
         expect((await fsck(local, { checkNars: true })).problems).toEqual([]);

@@ -3,7 +3,7 @@
 // trees in the store directory are the progress an interrupted attempt
 // leaves. The next attempt takes them up, fetches only what is missing and
 // replaces whatever in them is not exactly right. A real coordinator on
-// 127.0.0.1; the interruption is an onBlob that throws (a SIGKILL is the
+// 127.0.0.1; the interruption is a small-blob sink that throws (a SIGKILL is the
 // e2e test's).
 import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,9 +11,9 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { adoptMaterializedFiles } from '../agent/adopt-store-files.js';
 import { ClosureMaterializer } from '../agent/materialize.js';
-import { Castore, fetchClosure, fsck, referencesFirst, type FetchOptions } from '../castore/index.js';
+import { LocalCastore, fsck, referencesFirst, type CopyOptions } from '../castore/index.js';
 import { openDataClient } from '../protocol/connect.js';
-import { addTreeAsStorePath, enrollAgent, fakeStorePath, narOfTree, pushToCoordinator, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
+import { fetchConfigClosure, addTreeAsStorePath, enrollAgent, fakeStorePath, narOfTree, pushToCoordinator, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
 
 let test: TestCoordinator;
 let work: string;
@@ -24,7 +24,7 @@ const app = fakeStorePath('resume-app');
 beforeAll(async () => {
   test = await startTestCoordinator();
   work = mkdtempSync(path.join(tmpdir(), 'ferry-agent-resume-'));
-  const source = Castore.open(path.join(work, 'source'));
+  const source = LocalCastore.open(path.join(work, 'source'));
   writeTree(path.join(work, 'lib'), 'resume-lib', { small: 300, large: 0 });
   writeTree(path.join(work, 'app'), 'resume-app', { small: 60, large: 0 });
   await addTreeAsStorePath(source, path.join(work, 'lib'), lib);
@@ -43,24 +43,25 @@ describe("an agent's interrupted deployment", () => {
   it('resumes from the files its temp trees hold, fetching only the rest, and publishes exact store paths', async () => {
     const agent = await enrollAgent(test, 'resume');
     const { client, info } = await openDataClient(test.http.url, agent, { tlsFingerprint: test.coordinator.tls.fingerprint });
-    const store = Castore.open(path.join(work, 'agent-castore'));
+    const store = LocalCastore.open(path.join(work, 'agent-castore'));
     const storeDir = path.join(work, 'agent-store');
     /** One attempt, as Agent.deploy makes it; `stopAfter` blobs, it fails like a dropped connection. */
     const attempt = async (stopAfter = Infinity) => {
       const materializer = new ClosureMaterializer(store, storeDir);
       let offered = 0;
-      const options: FetchOptions = {
+      const options: CopyOptions & { coordinatorKey: typeof info.coordinatorKey } = {
         coordinatorKey: info.coordinatorKey,
         parallel: 1,
-        storeBatchedBlobs: false,
-        onTrees: (infos, readDirectory) => materializer.plan(referencesFirst(infos), readDirectory),
-        onBlob: async (id, bytes) => {
-          if (offered++ === stopAfter) throw new Error('connection lost (simulated)');
-          await materializer.offer(id, bytes);
+        smallBlobs: {
+          plan: (infos, readDirectory) => materializer.plan(referencesFirst(infos), readDirectory),
+          accept: async (id, bytes) => {
+            if (offered++ === stopAfter) throw new Error('connection lost (simulated)');
+            await materializer.offer(id, bytes);
+          },
         },
       };
       try {
-        const report = await fetchClosure(client, store, configId, 'x86_64-linux', options);
+        const report = await fetchConfigClosure(client, store, configId, options);
         await materializer.finish();
         return report;
       } catch (error) {
@@ -87,7 +88,7 @@ describe("an agent's interrupted deployment", () => {
 
       const resumed = await attempt();
       // Exactly what the first attempt had not written, and the damaged file's blob: 360 - 150 + 1.
-      expect(resumed.fetchedBlobs).toBe(211);
+      expect(resumed.copiedBlobs).toBe(211);
       for (const [storePath, dir] of [[lib, 'lib'], [app, 'app']] as const) {
         const published = path.join(storeDir, path.basename(storePath));
         expect((await narOfTree(published)).equals(await narOfTree(path.join(work, dir)))).toBe(true);

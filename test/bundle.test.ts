@@ -12,7 +12,7 @@ import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../agent/index.js';
 import { nixSystem } from '../agent/facts.js';
-import { BundleError, Castore, CastoreError, blake3, writeBundle, type BundleConfig, type BundleOptions } from '../castore/index.js';
+import { BundleError, LocalCastore, CastoreError, blake3, writeBundle, type BundleConfig, type BundleOptions } from '../castore/index.js';
 import { startHttpServer } from '../coordinator/server.js';
 import { configId as configIdOf, configSigningMessage } from '../coordinator/domain/commands.js';
 import type { ConfigBody } from '../coordinator/domain/events.js';
@@ -92,7 +92,7 @@ async function craftedBundle(manifest: unknown, signer: Identity, format = 'ferr
 /** Everything an agent's castore holds: its rows and its files (not the database's own). */
 function castoreContents(stateDir: string): { rows: Record<string, number>; files: string[] } {
   const dir = path.join(stateDir, 'castore');
-  const store = Castore.open(dir, { keepStaleFiles: true });
+  const store = LocalCastore.open(dir, { keepStaleFiles: true });
   try {
     const stats = store.stats();
     const rows: Record<string, number> = { blobs: stats.blobs, directories: stats.directories, store_paths: stats.storePaths, packs: stats.packFiles, ingests: stats.openIngests };
@@ -120,7 +120,7 @@ async function refusal(promise: Promise<unknown>): Promise<BundleError> {
 beforeAll(async () => {
   test = await startTestCoordinator();
   work = mkdtempSync(path.join(tmpdir(), 'ferry-bundle-'));
-  const source = Castore.open(path.join(work, 'source'));
+  const source = LocalCastore.open(path.join(work, 'source'));
   writeTree(path.join(work, 'app'), 'bundle', { small: 30, large: 1, largeSize: 300_000 });
   writeTree(path.join(work, 'app2'), 'bundle-2', { small: 10, large: 0 });
   await addTreeAsStorePath(source, path.join(work, 'app'), app);

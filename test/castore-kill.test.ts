@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, expect, it } from 'vitest';
-import { Castore, collectGarbage, type GcReport } from '../castore/index.js';
+import { LocalCastore, collectGarbage, type GcReport } from '../castore/index.js';
 
 const fixtures = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures');
 const child = path.join(fixtures, 'ingest-until-killed.ts');
@@ -48,7 +48,7 @@ it('an ingest killed with SIGKILL leaves nothing visible, and GC removes its sta
   dir = mkdtempSync(path.join(tmpdir(), 'ferry-castore-kill-'));
   await crashIngest(path.join(dir, 'castore'));
   // Opened as a dry run does (keeping what the crash left), to see GC remove it.
-  const store = Castore.open(path.join(dir, 'castore'), { keepStaleFiles: true });
+  const store = LocalCastore.open(path.join(dir, 'castore'), { keepStaleFiles: true });
   try {
     const count = (what: 'blobs' | 'packFiles' | 'openIngests'): number => store.stats()[what];
     expect(count('blobs')).toBe(0);
@@ -80,7 +80,7 @@ it('defect 8: `castore gc --dry-run` counts what a killed ingest left without re
   expect(list('packs')).toHaveLength(1);
 
   // Any process opening the castore (the coordinator, the agent, a CLI command) removes them.
-  const store = Castore.open(path.join(dir, 'castore'));
+  const store = LocalCastore.open(path.join(dir, 'castore'));
   try {
     expect(list('tmp')).toEqual([]);
     expect(list('packs')).toEqual([]);

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Castore, exportNar, fsck, ingestStorePath } from '../castore/index.js';
+import { LocalCastore, exportNar, fsck, ingestStorePath } from '../castore/index.js';
 import { dumpStorePath, queryPathInfos } from '../nix/index.js';
 import { buildFixtureClosure, nix, nixEnv, nixUnavailableReason, type FixtureClosure } from './nix-fixtures/index.js';
 
@@ -15,13 +15,13 @@ if (skipReason) console.warn(`skipping castore real-Nix tests: ${skipReason}`);
 describe.skipIf(skipReason !== undefined)('castore with real Nix', () => {
   let fixture: FixtureClosure;
   let dir: string;
-  let store: Castore;
+  let store: LocalCastore;
 
   beforeAll(() => {
     Object.assign(process.env, { NIX_CONFIG: nixEnv.NIX_CONFIG });
     fixture = buildFixtureClosure();
     dir = mkdtempSync(path.join(tmpdir(), 'ferry-castore-nix-'));
-    store = Castore.open(dir);
+    store = LocalCastore.open(dir);
   });
   afterAll(() => {
     store?.close();

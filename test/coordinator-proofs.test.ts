@@ -10,12 +10,12 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent, UnverifiedAnswerError } from '../agent/index.js';
-import { Castore, fetchClosure } from '../castore/index.js';
+import { LocalCastore } from '../castore/index.js';
 import { openDataClient } from '../protocol/connect.js';
 import { desiredProofMessage, signProof, verifyProof } from '../protocol/coordinator-proofs.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { Identity } from '../protocol/identity.js';
-import { addTreeAsStorePath, enrollAgent, enrollStateDir, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
+import { fetchConfigClosure, addTreeAsStorePath, enrollAgent, enrollStateDir, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
 
 let test: TestCoordinator;
 let configId: string;
@@ -113,12 +113,12 @@ describe("the coordinator's signed answers", () => {
     await expect(client.get('/v1/agent/desired', { challenge: 'not-hex' })).rejects.toMatchObject({ status: 400 });
   });
 
-  it('fetchClosure refuses a manifest changed on the way (HTTP fallback), or signed by another key', async () => {
+  it('the fetch refuses a manifest changed on the way (HTTP fallback), or signed by another key', async () => {
     const agent = await enrollAgent(test, 'proofs');
-    const store = Castore.open(path.join(test.dir, 'fetch-castore'));
+    const store = LocalCastore.open(path.join(test.dir, 'fetch-castore'));
     try {
       const honest = await openDataClient(test.http.url, agent, { httpOnly: true });
-      await expect(fetchClosure(honest.client, store, configId, 'x86_64-linux', { coordinatorKey: Identity.generate().keyId })).rejects.toMatchObject({ code: 'BAD_PROOF' });
+      await expect(fetchConfigClosure(honest.client, store, configId, { coordinatorKey: Identity.generate().keyId })).rejects.toMatchObject({ code: 'BAD_PROOF' });
       expect(store.getStorePath(target)).toBeUndefined();
 
       // The data plane's HTTP fallback answers with a frame: 4-byte length + JSON header. Swap the target for another path.
@@ -135,13 +135,13 @@ describe("the coordinator's signed answers", () => {
       });
       try {
         const tampered = await openDataClient(proxy.url, agent, { httpOnly: true });
-        await expect(fetchClosure(tampered.client, store, configId, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId })).rejects.toMatchObject({ code: 'BAD_PROOF' });
+        await expect(fetchConfigClosure(tampered.client, store, configId, { coordinatorKey: test.coordinator.identity.keyId })).rejects.toMatchObject({ code: 'BAD_PROOF' });
         expect(store.getStorePath(target)).toBeUndefined();
       } finally {
         proxy.server.close();
       }
 
-      const report = await fetchClosure(honest.client, store, configId, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId });
+      const report = await fetchConfigClosure(honest.client, store, configId, { coordinatorKey: test.coordinator.identity.keyId });
       expect(report.target).toBe(target);
     } finally {
       store.close();

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { compress } from 'zstd-napi';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { blake3, Castore, digestFromBytes, fetchClosure, fsck, uploadStorePaths, type Digest, type FileNode } from '../castore/index.js';
+import { blake3, LocalCastore, digestFromBytes, fsck, uploadStorePaths, withIngest, type Digest, type Entry, type FileNode, type StorePathInfo } from '../castore/index.js';
 import { wireCompressionOf } from '../coordinator/api/wire-compression.js';
 import { blobStreamCacheOf } from '../coordinator/api/blob-stream-cache.js';
 import { unzstdExact, WIRE_FRAME_BYTES, WIRE_MAX_COMPRESSED_SEGMENT_BYTES } from '../protocol/compression/wire.js';
@@ -19,12 +19,12 @@ import { openDataClient } from '../protocol/connect.js';
 import type { Identity } from '../protocol/identity.js';
 import { signRequest } from '../protocol/request-signing.js';
 import { TRANSFER_GROUP_SIZE, type DataRequest } from '../protocol/data-protocol.js';
-import { addTreeAsStorePath, enrollAgent, fakeStorePath, narBytes, signedConfig, startTestCoordinator, type TestCoordinator } from './data-plane-fixture.js';
+import { fetchConfigClosure, addTreeAsStorePath, enrollAgent, fakeStorePath, narBytes, signedConfig, startTestCoordinator, type TestCoordinator } from './data-plane-fixture.js';
 import { startTcpFlipProxy, startUdpProxy } from './fault-proxies.js';
 
 let test: TestCoordinator;
 let work: string;
-let source: Castore;
+let source: LocalCastore;
 let configId: string;
 let bigConfig: string;
 const tree = fakeStorePath('text-tree-1.0');
@@ -70,10 +70,10 @@ async function narTotal(storePaths: string[]): Promise<number> {
 
 /** Fetches `config` into a fresh castore; checks byte-identical NARs and fsck; returns the wire bytes received. */
 async function fetchAndCheck(client: DataClient, config: string, storePath: string): Promise<number> {
-  const target = Castore.open(path.join(work, `target-${counter++}`));
+  const target = LocalCastore.open(path.join(work, `target-${counter++}`));
   try {
     const before = client.wireBytes.received;
-    await fetchClosure(client, target, config, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId });
+    await fetchConfigClosure(client, target, config, { coordinatorKey: test.coordinator.identity.keyId });
     expect((await narBytes(target, storePath)).equals(await narBytes(source, storePath))).toBe(true);
     expect((await fsck(target)).problems).toEqual([]);
     return client.wireBytes.received - before;
@@ -93,6 +93,19 @@ async function refusedCode(promise: Promise<unknown>): Promise<string> {
 }
 
 const idOf = (bytes: Uint8Array): Digest => digestFromBytes(blake3(bytes));
+
+/** Every file of `infos` (a small-blob sink's plan that needs everything). */
+function allFiles(infos: readonly StorePathInfo[], readDirectory: (id: Digest) => readonly Entry[]): FileNode[] {
+  const files: FileNode[] = [];
+  const walk = (id: Digest) => {
+    for (const entry of readDirectory(id)) {
+      if (entry.type === 'directory') walk(entry.digest);
+      else if (entry.type === 'file') files.push(entry);
+    }
+  };
+  for (const info of infos) if (info.root.type === 'directory') walk(info.root.digest);
+  return files;
+}
 
 /** A compressing client that reaches the coordinator's QUIC port through `proxyPort` (a fault proxy), with short timeouts. */
 function clientThroughProxy(proxyPort: number, onNotice?: (message: string) => void): DataClient {
@@ -130,7 +143,7 @@ beforeAll(async () => {
   // Prepared streams are refined at level 10 here, not 17: the same work, seconds sooner.
   test = await startTestCoordinator({ coordinator: { wireCompression: { refineLevel: 10 } } });
   work = mkdtempSync(path.join(tmpdir(), 'ferry-compression-'));
-  source = Castore.open(path.join(work, 'source'));
+  source = LocalCastore.open(path.join(work, 'source'));
   randomBlob = randomBytes(200_000);
   writeTextTree(path.join(work, 'tree'));
   bigBytes = textBytes(5 * 1024 * 1024 + 4321, 'big');
@@ -257,10 +270,10 @@ describe('zstd on the wire', () => {
     const before = { ...streams.stats };
     const fetchWith = async (streamMinBytes: number, options: { httpOnly?: boolean } = {}): Promise<number> => {
       const client = await compressingClient(test.admin, options);
-      const target = Castore.open(path.join(work, `stream-${counter++}`));
+      const target = LocalCastore.open(path.join(work, `stream-${counter++}`));
       try {
         const received = client.wireBytes.received;
-        await fetchClosure(client, target, configId, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId, streamMinBytes });
+        await fetchConfigClosure(client, target, configId, { coordinatorKey: test.coordinator.identity.keyId, streamMinBytes });
         expect((await narBytes(target, tree)).equals(await narBytes(source, tree))).toBe(true);
         expect((await fsck(target)).problems).toEqual([]);
         return client.wireBytes.received - received;
@@ -279,29 +292,20 @@ describe('zstd on the wire', () => {
     expect(streams.stats).toEqual({ ...before, uncached: before.uncached + 2 });
     expect(readdirSync(path.join(test.coordinator.dataDir, 'wire-cache'))).toEqual([]);
 
-    // As the agent takes it: batched-size blobs go to onBlob only (verified), large ones into the castore.
+    // As the agent takes it: batched-size blobs go to the sink only (verified), large ones into the castore.
     const client = await compressingClient(test.admin);
-    const target = Castore.open(path.join(work, `stream-agent-${counter++}`));
+    const target = LocalCastore.open(path.join(work, `stream-agent-${counter++}`));
     try {
       const offered = new Map<string, number>();
-      await fetchClosure(client, target, configId, 'x86_64-linux', {
+      await fetchConfigClosure(client, target, configId, {
         coordinatorKey: test.coordinator.identity.keyId,
         streamMinBytes: 0,
-        storeBatchedBlobs: false,
-        onTrees: (infos, readDirectory) => {
-          const files: FileNode[] = [];
-          const walk = (id: Digest) => {
-            for (const entry of readDirectory(id)) {
-              if (entry.type === 'directory') walk(entry.digest);
-              else if (entry.type === 'file') files.push(entry);
-            }
-          };
-          for (const info of infos) if (info.root.type === 'directory') walk(info.root.digest);
-          return files;
-        },
-        onBlob: (id, bytes) => {
-          expect(idOf(bytes)).toBe(id);
-          offered.set(id, bytes.length);
+        smallBlobs: {
+          plan: allFiles,
+          accept: (id, bytes) => {
+            expect(idOf(bytes)).toBe(id);
+            offered.set(id, bytes.length);
+          },
         },
       });
       expect(offered.size).toBeGreaterThan(100);
@@ -326,15 +330,26 @@ describe('zstd on the wire', () => {
       const lifted = setInterval(() => {
         if (proxy.cuts > 0) proxy.faults.cutAfterBytes = undefined;
       }, 10);
-      const target = Castore.open(path.join(work, `stream-cut-${counter++}`));
+      const target = LocalCastore.open(path.join(work, `stream-cut-${counter++}`));
       try {
-        await fetchClosure(client, target, configId, 'x86_64-linux', {
+        // Small blobs counted as they arrive (verified), then stored, as if they had gone to the castore.
+        const received = new Map<Digest, Uint8Array>();
+        await fetchConfigClosure(client, target, configId, {
           coordinatorKey: test.coordinator.identity.keyId,
           streamMinBytes: 0,
-          onBlob: () => void offered++,
+          smallBlobs: {
+            plan: allFiles,
+            accept: (id, bytes) => {
+              offered++;
+              received.set(id, new Uint8Array(bytes));
+            },
+          },
         }).finally(() => clearInterval(lifted));
+        await withIngest(target, async (ingest) => {
+          for (const [id, bytes] of received) await ingest.putBlobBytes(bytes, id);
+        });
         expect(proxy.cuts).toBe(1);
-        // Each retry asks for exactly what had not arrived (all 152 blobs are batched-size: each reaches onBlob once).
+        // Each retry asks for exactly what had not arrived (all 152 blobs are batched-size: each reaches the sink once).
         expect(asked.length, JSON.stringify(asked)).toBeGreaterThanOrEqual(2);
         for (const attempt of asked) expect(attempt.ids + attempt.before).toBe(asked[0]!.ids);
         expect(offered).toBe(asked[0]!.ids);
@@ -368,9 +383,9 @@ describe('zstd on the wire', () => {
     expect(streams.stats.compressions).toBe(before.compressions + 1);
     const config = (await test.adminClient.post<{ configId: string }>('/v1/graphs/large-stream/configs', signedConfig(test.admin, 'large-stream', [], { 'x86_64-linux': large }))).configId;
     const client = await compressingClient(test.admin);
-    const target = Castore.open(path.join(work, `large-stream-${counter++}`));
+    const target = LocalCastore.open(path.join(work, `large-stream-${counter++}`));
     try {
-      await fetchClosure(client, target, config, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId });
+      await fetchConfigClosure(client, target, config, { coordinatorKey: test.coordinator.identity.keyId });
       expect((await narBytes(target, large)).equals(await narBytes(source, large))).toBe(true);
       // Followed while it was produced, or read complete (at level 9, or refined): either way not compressed again.
       expect(streams.stats).toMatchObject({ compressions: before.compressions + 1, hits: before.hits + 1, uncached: before.uncached });
@@ -386,9 +401,9 @@ describe('zstd on the wire', () => {
     expect(cached).toHaveLength(1);
     expect(cached[0]).toMatch(/\.r\.zst$/);
     const again = await compressingClient(test.admin);
-    const second = Castore.open(path.join(work, `large-stream-${counter++}`));
+    const second = LocalCastore.open(path.join(work, `large-stream-${counter++}`));
     try {
-      await fetchClosure(again, second, config, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId });
+      await fetchConfigClosure(again, second, config, { coordinatorKey: test.coordinator.identity.keyId });
       expect((await narBytes(second, large)).equals(await narBytes(source, large))).toBe(true);
       expect((await fsck(second)).problems).toEqual([]);
       expect(streams.stats).toMatchObject({ compressions: before.compressions + 1, hits: before.hits + 2, uncached: before.uncached });
@@ -595,9 +610,9 @@ describe('zstd on the wire', () => {
       const client = opened.client;
       // Asked for zstd, but this coordinator does not offer it (an older one would refuse `accept`): the client does not ask.
       expect(client.compression).toBe(false);
-      const target = Castore.open(path.join(work, `target-${counter++}`));
+      const target = LocalCastore.open(path.join(work, `target-${counter++}`));
       try {
-        await fetchClosure(client, target, config, 'x86_64-linux', { coordinatorKey: plain.coordinator.identity.keyId });
+        await fetchConfigClosure(client, target, config, { coordinatorKey: plain.coordinator.identity.keyId });
         expect((await narBytes(target, tree)).equals(await narBytes(source, tree))).toBe(true);
         // About the NAR (file bytes, without its framing), where zstd moved a third of it.
         expect(client.wireBytes.received).toBeGreaterThan(0.9 * (await narTotal([tree])));

@@ -6,15 +6,15 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Castore, fetchClosure, fsck } from '../castore/index.js';
+import { LocalCastore, fsck } from '../castore/index.js';
 import { DataClient } from '../protocol/data-client.js';
 import type { Identity } from '../protocol/identity.js';
-import { addTreeAsStorePath, enrollAgent, fakeStorePath, narBytes, signedConfig, pushToCoordinator, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
+import { fetchConfigClosure, addTreeAsStorePath, enrollAgent, fakeStorePath, narBytes, signedConfig, pushToCoordinator, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
 import { startTcpFlipProxy, startUdpProxy, type UdpFaults } from './fault-proxies.js';
 
 let test: TestCoordinator;
 let work: string;
-let source: Castore;
+let source: LocalCastore;
 let agent: Identity;
 let treeConfig: string;
 let fileConfig: string;
@@ -25,7 +25,7 @@ let counter = 0;
 beforeAll(async () => {
   test = await startTestCoordinator();
   work = mkdtempSync(path.join(tmpdir(), 'ferry-faults-'));
-  source = Castore.open(path.join(work, 'source'));
+  source = LocalCastore.open(path.join(work, 'source'));
   writeTree(path.join(work, 'tree'), 'tree', { small: 120, large: 1, largeSize: 6 * 1024 * 1024 + 4321 });
   await addTreeAsStorePath(source, path.join(work, 'tree'), tree);
   writeFileSync(path.join(work, 'big'), Buffer.alloc(4 * 1024 * 1024 + 99, 0x5a).map((byte, index) => (byte + index * 7) & 0xff));
@@ -44,9 +44,9 @@ afterAll(async () => {
 
 /** Fetches `configId` into a fresh castore through `client`; checks the NARs and fsck. */
 async function fetchAndCheck(client: DataClient, configId: string, storePath: string): Promise<'quic' | 'http' | undefined> {
-  const target = Castore.open(path.join(work, `target-${counter++}`));
+  const target = LocalCastore.open(path.join(work, `target-${counter++}`));
   try {
-    await fetchClosure(client, target, configId, 'x86_64-linux', { parallel: 4, coordinatorKey: test.coordinator.identity.keyId });
+    await fetchConfigClosure(client, target, configId, { parallel: 4, coordinatorKey: test.coordinator.identity.keyId });
     expect((await narBytes(target, storePath)).equals(await narBytes(source, storePath))).toBe(true);
     expect((await fsck(target)).problems).toEqual([]);
     return client.transportKind;

@@ -8,7 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Castore, exportNar, ingestStorePath, uploadStorePaths } from '../castore/index.js';
+import { copyClosure, exportNar, ingestStorePath, LocalCastore, openVouchedClosure, uploadStorePaths, type CastoreServices, type CopyOptions, type CopyReport } from '../castore/index.js';
 import type { Coordinator, CoordinatorOptions } from '../coordinator/coordinator.js';
 import { addKey, configId, configSigningMessage } from '../coordinator/domain/commands.js';
 import type { RunningQuicServer } from '../coordinator/quic-server.js';
@@ -19,10 +19,11 @@ import { asStorePath, type StorePath } from '../nix/store-path.js';
 import { asConfigId } from '../protocol/config.js';
 import { formatHlc } from '../protocol/hlc.js';
 import { openDataClient } from '../protocol/connect.js';
+import type { DataClient } from '../protocol/data-client.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { formatJoinString } from '../protocol/join-string.js';
 import { Agent } from '../agent/index.js';
-import { Identity } from '../protocol/identity.js';
+import { Identity, type KeyId } from '../protocol/identity.js';
 import { bootstrap, coordinatorActor } from './fleet-simulator.js';
 
 export interface TestCoordinator {
@@ -103,7 +104,7 @@ export function fakeStorePath(name: string): StorePath {
 }
 
 /** Ingests a directory tree into `store` as store path `storePath`. */
-export async function addTreeAsStorePath(store: Castore, dir: string, storePath: string, references: string[] = []): Promise<void> {
+export async function addTreeAsStorePath(store: LocalCastore, dir: string, storePath: string, references: string[] = []): Promise<void> {
   await ingestStorePath(store, dumpPath(dir), { storePath, references });
 }
 
@@ -114,7 +115,7 @@ export async function narOfTree(dir: string): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-export async function narBytes(store: Castore, storePath: string): Promise<Buffer> {
+export async function narBytes(store: LocalCastore, storePath: string): Promise<Buffer> {
   const chunks: Uint8Array[] = [];
   for await (const chunk of exportNar(store, store.getStorePath(storePath)!.root)) chunks.push(chunk);
   return Buffer.concat(chunks);
@@ -142,7 +143,7 @@ export function signedConfig(
 }
 
 /** Pushes `roots` and their closure from `source` to the coordinator, as its pusher, over the data plane. */
-export async function pushToCoordinator(test: TestCoordinator, source: Castore, roots: string[]): Promise<void> {
+export async function pushToCoordinator(test: TestCoordinator, source: LocalCastore, roots: string[]): Promise<void> {
   const { client } = await openDataClient(test.http.url, test.pusher);
   try {
     await uploadStorePaths(client, source, roots);
@@ -180,4 +181,20 @@ export async function enrollAgent(test: TestCoordinator, graph: string, system =
   await new CoordinatorHttpClient(test.http.url, agent).post('/v1/enroll', { token, name: `agent-${randomBytes(3).toString('hex')}`, facts: { system, hostname: 'test' } });
   await test.adminClient.post(`/v1/agents/${agent.keyId}/assign`, { graph });
   return agent;
+}
+
+/**
+ * Fetches a config's closure as the agent does: the manifest checked
+ * against `coordinatorKey`, then copied from the data plane into `target`.
+ * Reports the config's store path (`target`) with the copy's report.
+ */
+export async function fetchConfigClosure(
+  client: DataClient,
+  target: CastoreServices,
+  configId: string,
+  options: CopyOptions & { coordinatorKey: KeyId; system?: string },
+): Promise<CopyReport & { target: string }> {
+  const { coordinatorKey, system = 'x86_64-linux', ...copy } = options;
+  const closure = await openVouchedClosure(client, configId, system, coordinatorKey);
+  return { ...(await copyClosure(closure.source, target, closure.storePaths, copy)), target: closure.target };
 }

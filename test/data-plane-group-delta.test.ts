@@ -10,17 +10,17 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { blake3, Castore, digestFromBytes, fetchClosure, fsck, type FetchReport } from '../castore/index.js';
+import { blake3, LocalCastore, digestFromBytes, fsck, type CopyReport } from '../castore/index.js';
 import { blobDataPath } from '../castore/local/blob-files.js';
 import { asStorePath, type StorePath } from '../nix/store-path.js';
 import { openDataClient } from '../protocol/connect.js';
 import { Agent } from '../agent/index.js';
 import { nixSystem } from '../agent/facts.js';
-import { addTreeAsStorePath, enrollStateDir, narBytes, narOfTree, pushToCoordinator, signedConfig, startTestCoordinator, type TestCoordinator } from './data-plane-fixture.js';
+import { fetchConfigClosure, addTreeAsStorePath, enrollStateDir, narBytes, narOfTree, pushToCoordinator, signedConfig, startTestCoordinator, type TestCoordinator } from './data-plane-fixture.js';
 
 let test: TestCoordinator;
 let work: string;
-let source: Castore;
+let source: LocalCastore;
 
 /** `/nix/store/<hash of version>-<name>`: versions of one package share the name, as Nix rebuilds do. */
 function versionOf(name: string, version: string): StorePath {
@@ -67,7 +67,7 @@ const configs: Record<string, string> = {};
 beforeAll(async () => {
   test = await startTestCoordinator();
   work = mkdtempSync(path.join(tmpdir(), 'ferry-delta-'));
-  source = Castore.open(path.join(work, 'source'));
+  source = LocalCastore.open(path.join(work, 'source'));
   await addTreeAsStorePath(source, writeVersion(path.join(work, 'v1'), { 'lib/large.so': large, 'lib/medium.js': medium, 'lib/shifted.txt': shifted, 'lib/small': Buffer.from('v1\n') }), v1);
   // v2: 7 bytes in the middle of the large file, a version string in the medium one (two groups: one
   // per edit), one byte inserted at the start of a third (every group shifts), a new small file.
@@ -94,17 +94,17 @@ afterAll(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-async function fetchInto(target: Castore, config: string, options: { httpOnly?: boolean; compression?: 'zstd' | 'off'; groupDelta?: boolean } = {}): Promise<{ report: FetchReport; received: number }> {
+async function fetchInto(target: LocalCastore, config: string, options: { httpOnly?: boolean; compression?: 'zstd' | 'off'; groupDelta?: boolean } = {}): Promise<{ report: CopyReport; received: number }> {
   const { client } = await openDataClient(test.http.url, test.admin, { httpOnly: options.httpOnly ?? false, compression: options.compression ?? 'off', tlsFingerprint: test.coordinator.tls.fingerprint });
   try {
-    const report = await fetchClosure(client, target, config, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId, groupDelta: options.groupDelta ?? true });
+    const report = await fetchConfigClosure(client, target, config, { coordinatorKey: test.coordinator.identity.keyId, groupDelta: options.groupDelta ?? true });
     return { report, received: client.wireBytes.received };
   } finally {
     await client.close();
   }
 }
 
-async function expectSameAsSource(target: Castore, storePath: string): Promise<void> {
+async function expectSameAsSource(target: LocalCastore, storePath: string): Promise<void> {
   expect((await narBytes(target, storePath)).equals(await narBytes(source, storePath))).toBe(true);
   expect((await fsck(target)).problems).toEqual([]);
 }
@@ -116,7 +116,7 @@ describe('group-level dedup on fetch', () => {
     ['HTTP, raw', { httpOnly: true, compression: 'off' }],
   ] as const) {
     it(`fetches only the differing groups of a new version's files (${label}), byte-identical`, async () => {
-      const target = Castore.open(path.join(work, `target-${label.replace(/\W+/g, '-')}`));
+      const target = LocalCastore.open(path.join(work, `target-${label.replace(/\W+/g, '-')}`));
       try {
         await fetchInto(target, configs.v1!, options);
         const { report, received } = await fetchInto(target, configs.v2!, options);
@@ -130,7 +130,7 @@ describe('group-level dedup on fetch', () => {
         expect(received).toBeGreaterThan(options.compression === 'zstd' ? 0 : report.deltaGroupBytes);
 
         // The same fetch without group deltas moves the whole files.
-        const plain = Castore.open(path.join(work, `plain-${label.replace(/\W+/g, '-')}`));
+        const plain = LocalCastore.open(path.join(work, `plain-${label.replace(/\W+/g, '-')}`));
         try {
           await fetchInto(plain, configs.v1!, options);
           const without = await fetchInto(plain, configs.v2!, { ...options, groupDelta: false });
@@ -146,7 +146,7 @@ describe('group-level dedup on fetch', () => {
   }
 
   it('fetches whole a file whose basis was damaged on disk: the basis is checked against its own id as it is read', async () => {
-    const target = Castore.open(path.join(work, 'target-damaged-basis'));
+    const target = LocalCastore.open(path.join(work, 'target-damaged-basis'));
     try {
       await fetchInto(target, configs.v1!);
       // Flip a byte of the stored v1 large file in a group v2 did not change: its chaining values
@@ -191,7 +191,7 @@ describe('group-level dedup on fetch', () => {
 
   // Last: it damages the coordinator's copy (and restores it).
   it('keeps nothing of a delta that does not hash to its id: a coordinator serving damaged bytes fails the fetch, and nothing is registered', async () => {
-    const target = Castore.open(path.join(work, 'target-lying-coordinator'));
+    const target = LocalCastore.open(path.join(work, 'target-lying-coordinator'));
     const file = blobDataPath(test.coordinator.castore.dataDir, digestFromBytes(blake3(edited(edited(large, Math.floor(LARGE / 2), 'CHANGED'), 10, '/nix/store/v2'))));
     const good = readFileSync(file);
     try {

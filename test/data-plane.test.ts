@@ -6,7 +6,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { blake3, Castore, digestFromBytes, fetchClosure, LARGE_BLOB_SEGMENT_BYTES, uploadStorePaths } from '../castore/index.js';
+import { blake3, LocalCastore, digestFromBytes, LARGE_BLOB_SEGMENT_BYTES, uploadStorePaths, withIngest, type Digest, type FileNode, type Node } from '../castore/index.js';
 import { connectQuicAsync } from '@currentspace/http3';
 import { MAX_STREAMS_PER_CONNECTION } from '../coordinator/quic-server.js';
 import { COORDINATOR_TLS_NAME, FERRY_ALPN } from '../protocol/data-protocol.js';
@@ -14,11 +14,11 @@ import { DataClient, DataError } from '../protocol/data-client.js';
 import { openDataClient } from '../protocol/connect.js';
 import { Identity } from '../protocol/identity.js';
 import { PinningError } from '../protocol/tls-pinning.js';
-import { addTreeAsStorePath, enrollAgent, fakeStorePath, narBytes, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
+import { fetchConfigClosure, addTreeAsStorePath, enrollAgent, fakeStorePath, narBytes, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
 
 let test: TestCoordinator;
 let work: string;
-let source: Castore;
+let source: LocalCastore;
 const lib = fakeStorePath('lib-1.0');
 const app = fakeStorePath('app-1.0');
 const other = fakeStorePath('other-1.0');
@@ -43,7 +43,7 @@ async function refusedCode(promise: Promise<unknown>): Promise<string> {
 beforeAll(async () => {
   test = await startTestCoordinator();
   work = mkdtempSync(path.join(tmpdir(), 'ferry-data-work-'));
-  source = Castore.open(path.join(work, 'source'));
+  source = LocalCastore.open(path.join(work, 'source'));
   writeTree(path.join(work, 'lib'), 'lib', { small: 300, large: 2 });
   writeTree(path.join(work, 'app'), 'app', { small: 40, large: 1, largeSize: 700_000 });
   writeTree(path.join(work, 'other'), 'other', { small: 5, large: 0 });
@@ -86,31 +86,48 @@ describe('push and fetch', () => {
       const agent = await enrollAgent(test, 'web');
       const httpOnly = transport !== 'quic';
       const client = await dataClient(agent, { httpOnly, pinnedTls: transport === 'pinned https' });
-      const target = Castore.open(path.join(work, `agent-${transport.replace(' ', '-')}`));
+      const target = LocalCastore.open(path.join(work, `agent-${transport.replace(' ', '-')}`));
       try {
         const phases = new Set<string>();
-        // The hooks a materializer overlaps with: the trees before any blob, then each batched blob, verified.
-        const offered = new Map<string, Uint8Array>();
+        // The sink a materializer overlaps with: the trees before any blob, then each small blob, verified.
+        const offered = new Map<Digest, Uint8Array>();
         let planned: string[] = [];
-        const report = await fetchClosure(client, target, configId, 'x86_64-linux', {
+        const report = await fetchConfigClosure(client, target, configId, {
           coordinatorKey: test.coordinator.identity.keyId,
           onProgress: (progress) => phases.add(progress.phase),
-          onTrees: (storePaths, readDirectory) => {
-            expect(offered.size).toBe(0);
-            planned = storePaths.map((info) => info.storePath).sort();
-            for (const info of storePaths) if (info.root.type === 'directory') expect(readDirectory(info.root.digest).length).toBeGreaterThan(0);
+          smallBlobs: {
+            plan: (storePaths, readDirectory) => {
+              expect(offered.size).toBe(0);
+              planned = storePaths.map((info) => info.storePath).sort();
+              const files: FileNode[] = [];
+              const walk = (node: Node): void => {
+                if (node.type === 'file') files.push(node);
+                else if (node.type === 'directory') {
+                  const entries = readDirectory(node.digest);
+                  expect(entries.length).toBeGreaterThan(0);
+                  for (const entry of entries) walk(entry);
+                }
+              };
+              for (const info of storePaths) walk(info.root);
+              return files;
+            },
+            accept: (id, bytes) => void offered.set(id, Buffer.from(bytes)),
           },
-          onBlob: (id, bytes) => void offered.set(id, Buffer.from(bytes)),
         });
         expect(planned).toEqual([app, lib].sort());
         expect(offered.size).toBeGreaterThan(0);
         for (const [id, bytes] of offered) expect(digestFromBytes(blake3(bytes))).toBe(id);
+        // What went to the sink is not in the castore: stored now, the castore holds the closure whole.
+        expect(await target.blobs.missing([...offered.keys()])).toEqual([...offered.keys()]);
+        await withIngest(target, async (ingest) => {
+          for (const [id, bytes] of offered) await ingest.putBlobBytes(bytes, id);
+        });
         expect(client.transportKind).toBe(httpOnly ? 'http' : 'quic');
-        expect(report).toMatchObject({ target: app, fetchedStorePaths: 2 });
+        expect(report).toMatchObject({ target: app, copiedStorePaths: 2 });
         expect([...phases]).toEqual(['manifest', 'directories', 'blobs', 'registering', 'done']);
         for (const storePath of [app, lib]) expect((await narBytes(target, storePath)).equals(await narBytes(source, storePath))).toBe(true);
-        const again = await fetchClosure(client, target, configId, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId });
-        expect(again).toMatchObject({ fetchedStorePaths: 0, fetchedBlobs: 0 });
+        const again = await fetchConfigClosure(client, target, configId, { coordinatorKey: test.coordinator.identity.keyId });
+        expect(again).toMatchObject({ copiedStorePaths: 0, copiedBlobs: 0 });
       } finally {
         target.close();
         await client.close();
@@ -128,10 +145,10 @@ describe('push and fetch', () => {
       const { header } = await warm.call(manifest);
       expect(warm.transportKind).toBe('http');
       // The closure as one stream (compressing, as over a real link): it connects QUIC.
-      const target = Castore.open(path.join(work, 'agent-warm-https'));
+      const target = LocalCastore.open(path.join(work, 'agent-warm-https'));
       try {
-        const report = await fetchClosure(warm, target, configId, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId, streamMinBytes: 0 });
-        expect(report.fetchedStorePaths).toBe(header.storePaths.length);
+        const report = await fetchConfigClosure(warm, target, configId, { coordinatorKey: test.coordinator.identity.keyId, streamMinBytes: 0 });
+        expect(report.copiedStorePaths).toBe(header.storePaths.length);
       } finally {
         target.close();
       }
@@ -143,7 +160,7 @@ describe('push and fetch', () => {
     }
     // Not compressing (no stream), a large fetch is batches: they go over QUIC too.
     const batching = (await openDataClient(test.http.url.replace(/^http:/, 'https:'), agent, { pinnedTls: true, tlsFingerprint: test.coordinator.tls.fingerprint, warmHttps: true, compression: 'off' })).client;
-    const target = Castore.open(path.join(work, 'agent-warm-https-batches'));
+    const target = LocalCastore.open(path.join(work, 'agent-warm-https-batches'));
     try {
       const calls: string[] = [];
       const call = batching.call.bind(batching);
@@ -152,7 +169,7 @@ describe('push and fetch', () => {
         calls.push(`${(typeof request === 'function' ? request() : request).op} ${batching.transportKind}`);
         return reply;
       }) as typeof batching.call;
-      await fetchClosure(batching, target, configId, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId, streamMinBytes: 0 });
+      await fetchConfigClosure(batching, target, configId, { coordinatorKey: test.coordinator.identity.keyId, streamMinBytes: 0 });
       expect(calls[0]).toBe('closure.manifest http');
       expect(calls.filter((line) => line.startsWith('blobs.get') || line.startsWith('blob.get')).every((line) => line.endsWith('quic'))).toBe(true);
       expect(calls.some((line) => line.startsWith('blobs.get'))).toBe(true);
@@ -188,9 +205,9 @@ describe('large closures', () => {
     const { configId: manyConfig } = await test.adminClient.post<{ configId: string }>('/v1/graphs/many/configs', signedConfig(test.admin, 'many', [], { 'x86_64-linux': many }));
     const agent = await enrollAgent(test, 'many');
     const client = await dataClient(agent);
-    const target = Castore.open(path.join(work, 'many-target'));
+    const target = LocalCastore.open(path.join(work, 'many-target'));
     try {
-      expect(await fetchClosure(client, target, manyConfig, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId })).toMatchObject({ fetchedBlobs: 25_000 });
+      expect(await fetchConfigClosure(client, target, manyConfig, { coordinatorKey: test.coordinator.identity.keyId })).toMatchObject({ copiedBlobs: 25_000 });
       expect((await narBytes(target, many)).equals(await narBytes(source, many))).toBe(true);
     } finally {
       target.close();
@@ -214,10 +231,10 @@ describe('large closures', () => {
     const { configId } = await test.adminClient.post<{ configId: string }>('/v1/graphs/segmented/configs', signedConfig(test.admin, 'segmented', [], { 'x86_64-linux': segmented }));
     const agent = await enrollAgent(test, 'segmented');
     const client = await dataClient(agent);
-    const target = Castore.open(path.join(work, 'segmented-target'));
+    const target = LocalCastore.open(path.join(work, 'segmented-target'));
     try {
-      const report = await fetchClosure(client, target, configId, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId });
-      expect(report.fetchedBytes).toBe(size);
+      const report = await fetchConfigClosure(client, target, configId, { coordinatorKey: test.coordinator.identity.keyId });
+      expect(report.copiedBytes).toBe(size);
       expect((await narBytes(target, segmented)).equals(await narBytes(source, segmented))).toBe(true);
     } finally {
       target.close();

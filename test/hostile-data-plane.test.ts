@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { blake3, Castore, digestFromBytes, directoryId, encodeDirectory, type Digest, type Entry, type StorePathInfo } from '../castore/index.js';
+import { blake3, LocalCastore, digestFromBytes, directoryId, encodeDirectory, type Digest, type Entry, type StorePathInfo } from '../castore/index.js';
 import { writeToQuicStream, quicStreamChunks } from '../protocol/quic-streams.js';
 import {
   COORDINATOR_TLS_NAME,
@@ -47,7 +47,7 @@ import { rawRequest, visibleState } from './hostile-http.js';
 const MiB = 1024 * 1024;
 let test: TestCoordinator;
 let work: string;
-let source: Castore;
+let source: LocalCastore;
 const app = fakeStorePath('hostile-app-1.0');
 /** A file of 100,000 bytes (7 transfer groups, the last partial) in `app`. */
 const bigBytes = Buffer.alloc(100_000).map((_, index) => (index * 31 + 7) & 0xff);
@@ -214,7 +214,7 @@ async function expectRefused(transport: Transport, as: Identity, frame: Frame, c
 beforeAll(async () => {
   test = await startTestCoordinator();
   work = mkdtempSync(path.join(tmpdir(), 'ferry-hostile-data-'));
-  source = Castore.open(path.join(work, 'source'));
+  source = LocalCastore.open(path.join(work, 'source'));
   mkdirSync(path.join(work, 'app'));
   writeFileSync(path.join(work, 'app', 'big'), bigBytes);
   writeFileSync(path.join(work, 'app', 'small'), 'small file\n');

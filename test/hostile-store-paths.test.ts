@@ -12,7 +12,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Castore, CastoreError, fsck, ingestNar, type StorePathInfo } from '../castore/index.js';
+import { LocalCastore, CastoreError, fsck, ingestNar, type StorePathInfo } from '../castore/index.js';
 import { Agent } from '../agent/index.js';
 import { Coordinator } from '../coordinator/coordinator.js';
 import { nixCachePassword } from '../coordinator/nix-cache/credentials.js';
@@ -47,7 +47,7 @@ async function refusal(promise: Promise<unknown>): Promise<{ code: string; messa
 beforeAll(async () => {
   test = await startTestCoordinator();
   work = mkdtempSync(path.join(tmpdir(), 'ferry-hostile-paths-'));
-  const source = Castore.open(path.join(work, 'source'));
+  const source = LocalCastore.open(path.join(work, 'source'));
   writeTree(path.join(work, 'lib'), 'hostile-lib', { small: 5, large: 0 });
   await addTreeAsStorePath(source, path.join(work, 'lib'), lib);
   libInfo = source.getStorePath(lib)!;
@@ -131,7 +131,7 @@ describe('defect 1: store paths that are not exactly /nix/store/<hash>-<name> ar
   });
 
   it('a castore row written by an older Ferry with a junk path is refused on read, reported by fsck, and never reaches a file path', async () => {
-    const store = Castore.open(path.join(work, 'old-castore'));
+    const store = LocalCastore.open(path.join(work, 'old-castore'));
     try {
       const session = store.beginIngest();
       const root = (await ingestNar(session, dumpPath(path.join(work, 'lib')))).root;
@@ -166,7 +166,7 @@ describe('defect 1: store paths that are not exactly /nix/store/<hash>-<name> ar
     await enrollStateDir(test, { stateDir, storeDir, name: 'hostile-gc' });
     const agent = new Agent(stateDir, { log: () => undefined });
     try {
-      Castore.open(path.join(stateDir, 'castore')).close();
+      LocalCastore.open(path.join(stateDir, 'castore')).close();
       writeLegacyStorePathRow(path.join(stateDir, 'castore'), '/nix/store/..', '[]', JSON.stringify(libInfo.root));
       await expect(agent.gc(0)).rejects.toThrow(/is invalid/);
       expect(existsSync(storeDir)).toBe(true);

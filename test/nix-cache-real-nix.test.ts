@@ -13,12 +13,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Castore, exportNar, fetchClosure, ingestStorePath } from '../castore/index.js';
+import { LocalCastore, exportNar, ingestStorePath } from '../castore/index.js';
 import { startHttpServer, type RunningServer } from '../coordinator/server.js';
 import { encodeNixBase32, formatNixPublicKey, generateNixSecretKey, nixPublicKeyOf, parseNarInfo, queryPathInfos, serializeNarInfo, storePathBaseName } from '../nix/index.js';
 import { openDataClient } from '../protocol/connect.js';
 import type { Identity } from '../protocol/identity.js';
-import { enrollAgent, signedConfig, startTestCoordinator, type TestCoordinator } from './data-plane-fixture.js';
+import { fetchConfigClosure, enrollAgent, signedConfig, startTestCoordinator, type TestCoordinator } from './data-plane-fixture.js';
 import { buildFixtureClosure, nixEnv, nixUnavailableReason, type FixtureClosure } from './nix-fixtures/index.js';
 
 const skipReason = nixUnavailableReason();
@@ -63,7 +63,7 @@ describe.skipIf(skipReason !== undefined)('the coordinator as a Nix binary cache
   };
   const freshStore = () => path.join(dir, `store-${++stores}`);
   const dump = (storePath: string) => spawnSync('nix-store', ['--dump', storePath], { env: nixEnv, maxBuffer: 1 << 30 }).stdout;
-  const narOf = async (store: Castore, storePath: string) => {
+  const narOf = async (store: LocalCastore, storePath: string) => {
     const chunks: Uint8Array[] = [];
     for await (const chunk of exportNar(store, store.getStorePath(storePath)!.root)) chunks.push(chunk);
     return Buffer.concat(chunks);
@@ -169,9 +169,9 @@ describe.skipIf(skipReason !== undefined)('the coordinator as a Nix binary cache
     const { configId } = await test.adminClient.post<{ configId: string }>('/v1/graphs/nix-cache/configs', signedConfig(test.admin, 'nix-cache', [], { 'x86_64-linux': fresh.app }));
     const agent = await enrollAgent(test, 'nix-cache');
     const { client } = await openDataClient(test.http.url, agent, { tlsFingerprint: test.coordinator.tls.fingerprint });
-    const store = Castore.open(path.join(dir, 'agent-castore'));
+    const store = LocalCastore.open(path.join(dir, 'agent-castore'));
     try {
-      const report = await fetchClosure(client, store, configId, 'x86_64-linux', { coordinatorKey: test.coordinator.identity.keyId });
+      const report = await fetchConfigClosure(client, store, configId, { coordinatorKey: test.coordinator.identity.keyId });
       expect(client.transportKind).toBe('quic');
       expect(report.storePaths.map((info) => info.storePath).sort()).toEqual([...fresh.paths].sort());
       for (const storePath of fresh.paths) expect((await narOf(store, storePath)).equals(dump(storePath)), storePath).toBe(true);

@@ -9,12 +9,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, expectTypeOf, it } from 'vitest';
 import type { Agent } from 'ferry/agent';
-import type { Castore } from 'ferry/castore';
+import type { LocalCastore } from 'ferry/castore';
 import type { Coordinator } from 'ferry/coordinator';
 import type { NixError } from 'ferry/nix';
 import type { Identity } from 'ferry/protocol';
 import type { Agent as SourceAgent } from '../agent/index.js';
-import type { Castore as SourceCastore } from '../castore/index.js';
+import type { LocalCastore as SourceCastore } from '../castore/index.js';
 import type { Coordinator as SourceCoordinator } from '../coordinator/index.js';
 import type { NixError as SourceNixError } from '../nix/index.js';
 import type { Identity as SourceIdentity } from '../protocol/index.js';
@@ -26,7 +26,7 @@ const packageJson = JSON.parse(readFileSync(path.join(root, 'package.json'), 'ut
 const EXPECTED: Record<string, string> = {
   './protocol': 'FERRY_VERSION',
   './nix': 'parseStorePath',
-  './castore': 'Castore',
+  './castore': 'LocalCastore',
   './coordinator': 'Coordinator',
   './agent': 'Agent',
   './cli': 'main',
@@ -59,7 +59,7 @@ describe('package exports', () => {
 
   it('gives consumers the types of the sources (checked by tsc, which npm test runs)', () => {
     expectTypeOf<Agent>().toEqualTypeOf<SourceAgent>();
-    expectTypeOf<Castore>().toEqualTypeOf<SourceCastore>();
+    expectTypeOf<LocalCastore>().toEqualTypeOf<SourceCastore>();
     expectTypeOf<Coordinator>().toEqualTypeOf<SourceCoordinator>();
     expectTypeOf<NixError>().toEqualTypeOf<SourceNixError>();
     expectTypeOf<Identity>().toEqualTypeOf<SourceIdentity>();

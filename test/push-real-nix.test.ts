@@ -7,11 +7,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Castore, exportNar, fetchClosure } from '../castore/index.js';
+import { LocalCastore, exportNar } from '../castore/index.js';
 import { openDataClient } from '../protocol/connect.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { Identity, loadIdentity } from '../protocol/identity.js';
-import { signedConfig } from './data-plane-fixture.js';
+import { fetchConfigClosure, signedConfig } from './data-plane-fixture.js';
 import { buildFixtureClosure, nix, nixEnv, nixUnavailableReason, type FixtureClosure } from './nix-fixtures/index.js';
 
 const skipReason = nixUnavailableReason();
@@ -76,9 +76,9 @@ describe.skipIf(skipReason !== undefined)('ferry push with real Nix', () => {
     await adminClient.post(`/v1/agents/${agent.keyId}/assign`, { graph: 'demo' });
 
     const { client, info } = await openDataClient(url, agent);
-    const store = Castore.open(path.join(dir, 'agent-castore'));
+    const store = LocalCastore.open(path.join(dir, 'agent-castore'));
     try {
-      const report = await fetchClosure(client, store, configId, 'x86_64-linux', { coordinatorKey: info.coordinatorKey });
+      const report = await fetchConfigClosure(client, store, configId, { coordinatorKey: info.coordinatorKey });
       expect(client.transportKind).toBe('quic');
       expect(report.storePaths.map((info) => info.storePath).sort()).toEqual([...fixture.paths].sort());
       for (const storePath of fixture.paths) {

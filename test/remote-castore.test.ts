@@ -1,10 +1,15 @@
 // The coordinator's data plane read as a castore (castore/remote/remote-castore.ts): the read
 // cases of the conformance suite, over real HTTP/QUIC on 127.0.0.1, against what a real
-// coordinator's castore holds; and a reader that refuses bytes that are not what was asked for.
+// coordinator's castore holds; a reader that refuses bytes that are not what was asked for;
+// and the verified copy's cases from it into a local castore (through its bulk reads).
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { RemoteCastore } from '../castore/remote/remote-castore.js';
 import { describeReaderConformance, pseudoRandom } from '../castore/services/conformance.case.js';
-import { digestFromBytes, blake3, withIngest, type StorePathInfo } from '../castore/index.js';
+import { describeCopyConformance } from '../castore/transfer/copy-closure.case.js';
+import { digestFromBytes, blake3, LocalCastore, withIngest, type StorePathInfo } from '../castore/index.js';
 import { openDataClient } from '../protocol/connect.js';
 import { startTestCoordinator } from './data-plane-fixture.js';
 
@@ -21,6 +26,27 @@ describeReaderConformance('remote (the coordinator data plane)', async () => {
       reader.pathInfo.learn(infos.filter((info): info is StorePathInfo => info !== undefined));
     },
     close: async () => {
+      await client.close();
+      await test.close();
+    },
+  };
+});
+
+describeCopyConformance('remote (the coordinator data plane) -> local', async () => {
+  const test = await startTestCoordinator();
+  const { client } = await openDataClient(test.http.url, test.admin);
+  const dir = mkdtempSync(path.join(tmpdir(), 'ferry-copy-remote-'));
+  const target = LocalCastore.open(dir);
+  const source = new RemoteCastore(client);
+  return {
+    origin: test.coordinator.castore,
+    source,
+    // What a signed closure manifest would vouch for.
+    publish: (infos) => source.pathInfo.learn(infos),
+    target,
+    close: async () => {
+      target.close();
+      rmSync(dir, { recursive: true, force: true });
       await client.close();
       await test.close();
     },

@@ -224,7 +224,7 @@ describe('fsck and GC', () => {
   });
 
   it('defect 8: opening a castore removes what dead ingests left, and spares every live ingest', async () => {
-    // A live session (this process, another Castore object) with a large blob staged in tmp/ and small ones in its pack.
+    // A live session (this process, another LocalCastore object) with a large blob staged in tmp/ and small ones in its pack.
     const live = store.beginIngest();
     const large = await live.putBlobBytes(pseudoRandom(PACK_MAX + 10, 21));
     const packed: Digest[] = [];

@@ -7,9 +7,10 @@
  * manifest vouched for (the data plane has no per-path lookup), handed in
  * by whoever verified the manifest.
  *
- * Bulk fetching (batches, one zstd stream, group deltas) stays in
- * transfer/fetch-closure.ts: this reader answers the services' questions
- * one object at a time.
+ * The services answer one object at a time; bulk reads (directories by
+ * the thousand, batches, one zstd stream, group deltas) are the `bulk`
+ * capability (transfer/data-plane-copy.ts), which the verified copy
+ * (transfer/copy-closure.ts) uses when it finds it.
  */
 import { BlobVerifier, GROUP_SIZE, verifyOutboard } from '../blake3/index.js';
 import { decodeDirectory, directoryId } from '../directory.js';
@@ -20,7 +21,11 @@ import type { CastoreReader } from '../services/castore-services.js';
 import type { DirectoryReader } from '../services/directory-service.js';
 import type { PathInfoReader } from '../services/path-info-service.js';
 import { StorePathInfoSchema, type StorePathInfo } from '../store-path-info.js';
+import { manifestProofMessage, verifyProof } from '../../protocol/coordinator-proofs.js';
 import { DataError, type DataClient } from '../../protocol/data-client.js';
+import type { KeyId } from '../../protocol/identity.js';
+import { DataPlaneBulkCopy } from '../transfer/data-plane-copy.js';
+import type { BulkCopyReader } from '../transfer/copy-closure.js';
 import { MAX_QUERY_ITEMS } from '../../protocol/data-protocol.js';
 import { WIRE_MAX_COMPRESSED_SEGMENT_BYTES } from '../../protocol/compression/wire.js';
 
@@ -176,17 +181,45 @@ class VouchedPathInfo implements PathInfoReader {
  * caller's (`close` does not close it). `vouched`: store path records the
  * caller verified (a closure manifest signed by the pinned coordinator key).
  */
-export class RemoteCastore implements CastoreReader {
+export class RemoteCastore implements CastoreReader, BulkCopyReader {
   readonly blobs: BlobReader;
   readonly directories: DirectoryReader;
   readonly pathInfo: VouchedPathInfo;
+  readonly bulk: DataPlaneBulkCopy;
 
   constructor(client: DataClient, vouched: readonly StorePathInfo[] = []) {
     this.blobs = new RemoteBlobReader(client);
     this.directories = new RemoteDirectoryReader(client);
     this.pathInfo = new VouchedPathInfo();
     this.pathInfo.learn(vouched);
+    this.bulk = new DataPlaneBulkCopy(client);
   }
 
   close(): void {}
+}
+
+/** A config's closure as the coordinator vouched for it. */
+export interface VouchedClosure {
+  /** Reads the closure; its path info answers for the manifest's store paths only. */
+  source: RemoteCastore;
+  /** The config's store path for the system (a member of `storePaths`). */
+  target: string;
+  /** The closure's store paths, as copyClosure takes its roots. */
+  storePaths: string[];
+}
+
+/**
+ * Asks the coordinator for the closure manifest of `configId` for
+ * `system` and checks its signature against `coordinatorKey` (the key
+ * pinned at enrollment) before anything else is read. Refuses (DataError
+ * from the coordinator) unknown configs and systems, and (DataError
+ * BAD_PROOF) a manifest that is not signed by `coordinatorKey` or is for
+ * another config or system.
+ */
+export async function openVouchedClosure(client: DataClient, configId: string, system: string, coordinatorKey: KeyId): Promise<VouchedClosure> {
+  const manifest = (await client.call({ op: 'closure.manifest', configId, system })).header;
+  if (manifest.configId !== configId || manifest.system !== system || !verifyProof(coordinatorKey, manifestProofMessage(manifest), manifest.proof)) {
+    throw new DataError('BAD_PROOF', `the closure manifest of config ${configId} is not signed by the coordinator key ${coordinatorKey}: refusing it`);
+  }
+  return { source: new RemoteCastore(client, manifest.storePaths), target: manifest.target, storePaths: manifest.storePaths.map((info) => info.storePath) };
 }

@@ -25,9 +25,12 @@ import { DELTA_CV_BYTES, MAX_BATCH_BYTES, MAX_BATCHED_BLOB_BYTES, MAX_DELTA_BLOB
 import { cvToBytes, GroupBuffer, groupChainingValue, groupCount, GROUP_SIZE, blake3Hasher, outboardFromGroupCvs, verifyOutboard } from '../blake3/index.js';
 import { CastoreError } from '../errors.js';
 import { digestFromBytes, digestToBytes, type Digest, type Entry, type FileNode, type Node } from '../node.js';
-import type { LocalCastore as Castore } from '../local/local-castore.js';
+import type { LocalCastore } from '../local/local-castore.js';
 import type { BlobWriter } from '../services/blob-service.js';
 import type { StorePathInfo } from '../store-path-info.js';
+
+/** What a local target offers as the basis of deltas: synchronous reads of the previous versions. */
+export type DeltaBasisStore = Pick<LocalCastore, 'listStorePaths' | 'hasBlob' | 'hasDirectory' | 'readDirectory' | 'readBlob' | 'readOutboard' | 'readBlobRange'>;
 
 /** Local versions of a store path's name searched for bases. */
 const MAX_BASIS_CANDIDATES = 4;
@@ -62,7 +65,7 @@ function storePathName(storePath: string): string {
  * `readDirectory` reads the new trees (just fetched or local).
  */
 export function findDeltaBases(
-  store: Castore,
+  store: DeltaBasisStore,
   lacking: readonly StorePathInfo[],
   readDirectory: (id: Digest) => readonly Entry[],
   wanted: ReadonlyMap<Digest, FileNode>,
@@ -107,7 +110,7 @@ export function findDeltaBases(
 }
 
 /** A blob's bytes as 16 KiB groups (the last one shorter), each a fresh view that may be kept. */
-async function* groupsOf(store: Castore, id: Digest): AsyncGenerator<Uint8Array> {
+async function* groupsOf(store: DeltaBasisStore, id: Digest): AsyncGenerator<Uint8Array> {
   let pending: Uint8Array[] = [];
   let pendingBytes = 0;
   for await (const chunk of store.readBlob(id)) {
@@ -139,7 +142,7 @@ function groupLength(size: number, index: number): number {
  * but the target's last group, usually), else hashed from its bytes. The
  * bytes are checked against these values when the blob is assembled.
  */
-async function basisChainingValues(store: Castore, pair: DeltaPair): Promise<Uint32Array> {
+async function basisChainingValues(store: DeltaBasisStore, pair: DeltaPair): Promise<Uint32Array> {
   const { target, basis } = pair;
   const reach = Math.min(groupCount(target.size), groupCount(basis.size));
   const cvs = new Uint32Array(reach * 8);
@@ -205,7 +208,7 @@ export function deltaBatches(pairs: readonly DeltaPair[]): DeltaPair[][] {
  * (a DataError from a coordinator that does not know `blobs.delta` turns
  * every blob of the batch to `whole`).
  */
-export async function fetchGroupDeltaBatch(client: DataClient, store: Castore, batch: readonly DeltaPair[], sink: GroupDeltaSink): Promise<GroupDeltaReport> {
+export async function fetchGroupDeltaBatch(client: DataClient, store: DeltaBasisStore, batch: readonly DeltaPair[], sink: GroupDeltaSink): Promise<GroupDeltaReport> {
   const unasked: FileNode[] = [];
   const asked: { pair: DeltaPair; cvs: Uint32Array }[] = [];
   for (const pair of batch) {
@@ -304,7 +307,7 @@ function cvsToBytes(cvs: Uint32Array): Uint8Array {
  * against. Returns false, keeping nothing, when either fails (a coordinator
  * that sent wrong bytes, a basis changed on disk).
  */
-async function assemble(store: Castore, pair: DeltaPair, basisCvs: Uint32Array, runs: readonly [number, number][], sent: Uint8Array, sink: GroupDeltaSink): Promise<boolean> {
+async function assemble(store: DeltaBasisStore, pair: DeltaPair, basisCvs: Uint32Array, runs: readonly [number, number][], sent: Uint8Array, sink: GroupDeltaSink): Promise<boolean> {
   const { target, basis } = pair;
   const groups = groupCount(target.size);
   const basisGroups = basisCvs.length / 8;

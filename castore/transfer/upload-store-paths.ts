@@ -8,12 +8,12 @@
 import type { DataClient } from '../../protocol/data-client.js';
 import { MAX_BATCH_OBJECTS, MAX_BATCHED_BLOB_BYTES, MAX_QUERY_ITEMS, MAX_REGISTER_PATHS } from '../../protocol/data-protocol.js';
 import type { Digest, FileNode, Node } from '../node.js';
-import type { LocalCastore as Castore } from '../local/local-castore.js';
+import type { LocalCastore } from '../local/local-castore.js';
 import { WIRE_FRAME_BYTES, WIRE_MAX_RATIO, zstdForWire, zstdRawFrame } from '../../protocol/compression/wire.js';
 import { batchBlobs, splitBlobs, TRANSFER_BATCH_BYTES, TRANSFER_PARALLEL } from './batches.js';
 import { runPool } from './pool.js';
 import { referencesFirst } from '../references-first.js';
-import type { TransferProgress } from './fetch-closure.js';
+import type { TransferProgress } from './copy-closure.js';
 
 export interface UploadOptions {
   parallel?: number;
@@ -55,7 +55,7 @@ export const MAX_COMPRESSED_UPLOAD_BYTES = 64 * 1024 * 1024;
  * pass MAX_COMPRESSED_UPLOAD_BYTES. The first frame is the sample: when
  * it does not compress, neither is the rest tried.
  */
-async function largeBlobFrames(store: Castore, blob: FileNode): Promise<Uint8Array[] | undefined> {
+async function largeBlobFrames(store: LocalCastore, blob: FileNode): Promise<Uint8Array[] | undefined> {
   const frames: Uint8Array[] = [];
   let wireSize = 0;
   let pending: Uint8Array[] = [];
@@ -90,7 +90,7 @@ async function largeBlobFrames(store: Castore, blob: FileNode): Promise<Uint8Arr
  * (CastoreError STORE_PATH_NOT_FOUND) roots or references the local store
  * lacks; the coordinator refuses anything that does not verify (DataError).
  */
-export async function uploadStorePaths(client: DataClient, store: Castore, roots: readonly string[], options: UploadOptions = {}): Promise<UploadReport> {
+export async function uploadStorePaths(client: DataClient, store: LocalCastore, roots: readonly string[], options: UploadOptions = {}): Promise<UploadReport> {
   const parallel = options.parallel ?? TRANSFER_PARALLEL;
   const closure = store.closure(roots).map((storePath) => store.getStorePath(storePath)!);
   const progress: TransferProgress = { phase: 'manifest', bytesDone: 0, bytesTotal: 0, objectsDone: 0, objectsTotal: 0 };

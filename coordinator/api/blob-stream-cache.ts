@@ -36,7 +36,7 @@ import path from 'node:path';
 import { zstdCompress } from '../../protocol/compression/zstd.js';
 import { WIRE_STREAM_LEVEL, WIRE_STREAM_MIN_BYTES, WIRE_STREAM_REFINED_LEVEL, WIRE_STREAM_WINDOW_LOG } from '../../protocol/compression/wire.js';
 import { MAX_QUERY_ITEMS, MAX_STREAM_BYTES } from '../../protocol/data-protocol.js';
-import { streamOrder, type Castore, type Digest } from '../../castore/index.js';
+import { streamOrder, type LocalCastore, type Digest } from '../../castore/index.js';
 import type { Coordinator } from '../coordinator.js';
 import { refineToFile } from './stream-refiner.js';
 
@@ -354,6 +354,6 @@ export function prepareClosureStream(coordinator: Coordinator, target: string): 
 }
 
 /** The bytes of `ids`, back to back: a `blobs.stream` reply before compression. */
-export async function* readBlobs(store: Castore, ids: readonly Digest[]): AsyncGenerator<Uint8Array> {
+export async function* readBlobs(store: LocalCastore, ids: readonly Digest[]): AsyncGenerator<Uint8Array> {
   for (const id of ids) yield* store.readBlob(id);
 }

@@ -19,7 +19,7 @@ import {
   exportNar,
   splitBlobs,
   withIngest,
-  type Castore,
+  type LocalCastore,
   type Digest,
   type Entry,
   type StorePathInfo,
@@ -83,7 +83,7 @@ export class ClosureAccess {
    * must not open that config's closure (issue 16, defect 3). Nor "the
    * config it last ran": the agent fetches nothing but the config
    * `/v1/agent/desired` hands it (agent/agent.ts runOnce → deploy →
-   * fetchClosure); rolling back, locally or after a failed health check,
+   * openVouchedClosure, copyClosure); rolling back, locally or after a failed health check,
    * switches to a generation already on its disk, and a bundle brings its
    * own closure. A grant for the running config would have no reader.
    */
@@ -139,7 +139,7 @@ function corrupt(message: string): CastoreError {
 }
 
 /** Checks that every child of a directory is present with the size its entry claims. */
-function checkChildren(store: Castore, entries: readonly Entry[], batch: Map<Digest, Entry[]>, id: Digest): void {
+function checkChildren(store: LocalCastore, entries: readonly Entry[], batch: Map<Digest, Entry[]>, id: Digest): void {
   for (const entry of entries) {
     if (entry.type === 'file') {
       const stat = store.statBlob(entry.digest);
@@ -153,7 +153,7 @@ function checkChildren(store: Castore, entries: readonly Entry[], batch: Map<Dig
   }
 }
 
-async function narHashOf(store: Castore, root: StorePathInfo['root']): Promise<{ narHash: string; narSize: number }> {
+async function narHashOf(store: LocalCastore, root: StorePathInfo['root']): Promise<{ narHash: string; narSize: number }> {
   const sha256 = createHash('sha256');
   let narSize = 0;
   for await (const chunk of exportNar(store, root)) {

@@ -13,7 +13,7 @@
  * about its basis only gets a blob that fails its own verification.
  */
 import { createHash } from 'node:crypto';
-import { digestToBytes, groupCount, GROUP_SIZE, verifyOutboard, type Castore, type Digest } from '../../castore/index.js';
+import { digestToBytes, groupCount, GROUP_SIZE, verifyOutboard, type LocalCastore, type Digest } from '../../castore/index.js';
 import { DELTA_CV_BYTES, MAX_BATCH_BYTES, type DataResponseInput, type ParsedDataRequest } from '../../protocol/data-protocol.js';
 import type { FrameReader } from '../../protocol/framing.js';
 import { FerryError } from '../../protocol/errors.js';
@@ -51,7 +51,7 @@ export function differingRuns(groups: number, basisCvs: Uint8Array, groupCv: (in
  * `runs: null`: the receiver fetches it whole.
  */
 export async function answerGroupDelta(
-  store: Castore,
+  store: LocalCastore,
   request: ParsedDataRequest<'blobs.delta'>,
   body: FrameReader,
   cache: WireCompressionCache | null,
@@ -89,7 +89,7 @@ export async function answerGroupDelta(
   return { header: { blobs }, pieces };
 }
 
-async function groupBytes(store: Castore, id: Digest, size: number, runs: readonly [number, number][], total: number): Promise<Uint8Array> {
+async function groupBytes(store: LocalCastore, id: Digest, size: number, runs: readonly [number, number][], total: number): Promise<Uint8Array> {
   const out = new Uint8Array(total);
   let at = 0;
   for (const [first, count] of runs) {

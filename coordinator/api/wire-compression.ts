@@ -18,7 +18,7 @@
  * shorter frame of a segment that starts elsewhere, a resume, is
  * compressed for that request only).
  */
-import type { Castore, Digest } from '../../castore/index.js';
+import type { LocalCastore, Digest } from '../../castore/index.js';
 import { WIRE_FRAME_BYTES, WIRE_MAX_COMPRESSED_SEGMENT_BYTES, WIRE_MAX_RATIO, zstdForWire, zstdRawFrame, zstdRawFrameSize } from '../../protocol/compression/wire.js';
 import type { Coordinator } from '../coordinator.js';
 
@@ -117,7 +117,7 @@ export function acceptsZstdBatch(accept: readonly string[] | undefined): boolean
  */
 export async function compressedSegment(
   cache: WireCompressionCache,
-  store: Castore,
+  store: LocalCastore,
   id: Digest,
   size: number,
   offset: number,

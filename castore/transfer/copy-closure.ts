@@ -1,0 +1,422 @@
+/**
+ * The verified copy of a closure between castores: from any reader (a
+ * local or memory castore, the coordinator's data plane) into any castore
+ * that accepts writes. One function for local → memory, memory → local and
+ * the agent's fetch (remote → local).
+ *
+ * What the copy guarantees, whatever the source:
+ * - every object is checked against its id before it is staged in the
+ *   target: a blob's bytes against its BLAKE3 (by the target's ingest, or
+ *   here before a small-blob sink sees them), a directory's encoding
+ *   against its digest (and decoded strictly), a store path record against
+ *   the schema and the path it was asked for. A remote source only answers
+ *   for the records a signed closure manifest vouched for
+ *   (castore/remote/remote-castore.ts), so an unvouched path is unknown;
+ * - the store paths and their directories are published in one ingest,
+ *   after every blob they reach: a failed copy registers nothing. Blobs are
+ *   committed as they arrive, ~64 MiB at a time (SharedIngest), so a copy
+ *   that fails or is killed resumes with what it already verified (GC
+ *   removes it if no retry comes); a blob that failed its check is never
+ *   staged.
+ *
+ * Fast paths are capabilities of the source, feature-detected
+ * (`BulkCopySource`, offered by the data plane: many directories per
+ * request, small blobs in batches, one zstd stream for a cold deploy,
+ * large blobs streamed against their outboard and resumed at a verified
+ * group, group deltas against blobs the target already has). A source
+ * without them is read object by object through the services.
+ */
+import { MAX_BATCHED_BLOB_BYTES } from '../../protocol/data-protocol.js';
+import { blake3 } from '../blake3/index.js';
+import { decodeDirectory, directoryId } from '../directory.js';
+import { CastoreError } from '../errors.js';
+import { LocalCastore } from '../local/local-castore.js';
+import { digestFromBytes, type Digest, type Entry, type FileNode, type Node } from '../node.js';
+import { withIngest, type CastoreReader, type CastoreServices, type Ingest } from '../services/castore-services.js';
+import { StorePathInfoSchema, type StorePathInfo } from '../store-path-info.js';
+import { TRANSFER_PARALLEL } from './batches.js';
+import type { DeltaBasisStore } from './group-delta.js';
+import { runPool } from './pool.js';
+
+export interface TransferProgress {
+  phase: 'manifest' | 'directories' | 'blobs' | 'registering' | 'done';
+  bytesDone: number;
+  bytesTotal: number;
+  objectsDone: number;
+  objectsTotal: number;
+}
+
+/**
+ * A place that keeps the closure's small blobs instead of the target (the
+ * agent writes them into its store's trees, which the castore then adopts,
+ * so the bytes are written once).
+ */
+export interface SmallBlobSink {
+  /**
+   * Called once, before any blob is copied, with the closure's store paths
+   * and a reader of every directory below them (verified, whether copied or
+   * already in the target). Returns the files it still needs: of those, the
+   * ones the target lacks are copied (instead of every blob of the store
+   * paths the target lacks).
+   */
+  plan(storePaths: readonly StorePathInfo[], readDirectory: (id: Digest) => readonly Entry[]): readonly FileNode[];
+  /**
+   * Receives each blob of at most SMALL_BLOB_BYTES once it is verified; it
+   * is not staged in the target. The copy waits for the promise
+   * (backpressure); `bytes` must not be kept after it settles. Larger blobs
+   * always go to the target.
+   */
+  accept(id: Digest, bytes: Uint8Array): Promise<void> | void;
+}
+
+/** Blobs up to this size go to a SmallBlobSink when there is one (the data plane's batched-blob bound). */
+export const SMALL_BLOB_BYTES = MAX_BATCHED_BLOB_BYTES;
+
+export interface CopyOptions {
+  /** Concurrent reads (requests, for a remote source); default TRANSFER_PARALLEL. */
+  parallel?: number;
+  onProgress?: (progress: TransferProgress) => void;
+  /** Small blobs go there rather than into the target (see SmallBlobSink). */
+  smallBlobs?: SmallBlobSink;
+  /**
+   * Fast path, where the source offers it and the target is local: a
+   * wanted file whose previous version the target holds (same path in a
+   * store path of the same name) is copied as the 16 KiB groups that
+   * differ (group-delta.ts). Default true.
+   */
+  groupDelta?: boolean;
+  /**
+   * Fast path, where the source offers it: when the source compresses and
+   * the blobs to copy whole add up to at least this many bytes, they come
+   * as one zstd stream rather than in batches. Default
+   * WIRE_STREAM_MIN_BYTES; Infinity: never.
+   */
+  streamMinBytes?: number;
+}
+
+export interface CopyReport {
+  /** The closure's store path records (verified), sorted by path. */
+  storePaths: StorePathInfo[];
+  /** Store paths the target did not have before. */
+  copiedStorePaths: number;
+  copiedBlobs: number;
+  copiedBytes: number;
+  copiedDirectories: number;
+  /** Of `copiedBlobs`, those assembled from a previous version plus the groups that differ, */
+  deltaBlobs: number;
+  /** and the bytes of those groups (uncompressed). */
+  deltaGroupBytes: number;
+}
+
+/**
+ * Ingests shared by concurrent reads, each committed once it holds
+ * ~64 MiB and no read is still writing into it: a handful of commits
+ * (fsync + transaction) per closure rather than one per request, while a
+ * killed copy loses at most the uncommitted tail.
+ */
+export class SharedIngest {
+  private current: { session: Ingest; users: number; bytes: number } | undefined;
+  private readonly open = new Set<Ingest>();
+
+  constructor(
+    private readonly target: Pick<CastoreServices, 'beginIngest'>,
+    private readonly commitEvery = 64 * 1024 * 1024,
+  ) {}
+
+  /** Runs `work` with an ingest that will receive about `bytes` bytes. */
+  async use<T>(bytes: number, work: (session: Ingest) => Promise<T>): Promise<T> {
+    if (!this.current) {
+      this.current = { session: this.target.beginIngest(), users: 0, bytes: 0 };
+      this.open.add(this.current.session);
+    }
+    const slot = this.current;
+    slot.users++;
+    slot.bytes += bytes;
+    if (slot.bytes >= this.commitEvery) this.current = undefined;
+    try {
+      return await work(slot.session);
+    } finally {
+      // Only verified blobs are ever staged (a failed read stages nothing partial), so an ingest
+      // is committed even when one of its reads failed: what arrived is kept for the retry.
+      if (--slot.users === 0 && slot !== this.current) this.commit(slot.session);
+    }
+  }
+
+  /** Commits the ingest still open (after the last read). */
+  finish(): void {
+    if (this.current) this.commit(this.current.session);
+    this.current = undefined;
+  }
+
+  /** Drops ingests left open by a failure. */
+  abort(): void {
+    for (const session of this.open) session.abort();
+    this.open.clear();
+    this.current = undefined;
+  }
+
+  private commit(session: Ingest): void {
+    this.open.delete(session);
+    session.commit();
+  }
+}
+
+/** The blobs a bulk source is asked to copy, and where they go. */
+export interface BulkBlobJob {
+  /** What the target lacks (verified sizes, from directories). */
+  blobs: readonly FileNode[];
+  /** The whole closure, and the store paths the target lacks (delta bases are searched for those). */
+  storePaths: readonly StorePathInfo[];
+  lacking: readonly StorePathInfo[];
+  /** Knows every directory below `storePaths`. */
+  readDirectory: (id: Digest) => readonly Entry[];
+  ingest: SharedIngest;
+  /** Small blobs go there instead of `ingest`. */
+  smallBlobs?: SmallBlobSink['accept'];
+  /** Present when the target can serve as the basis of group deltas and they are wanted. */
+  deltaBasis?: DeltaBasisStore;
+  parallel: number;
+  streamMinBytes?: number;
+  onBytes(bytes: number): void;
+  onObjects(count: number): void;
+}
+
+/**
+ * Bulk reads a source may offer besides the services (the data plane
+ * does). Contract: what they hand back or stage is checked against its
+ * id as by the services (`getDirectories` may return bytes unchecked:
+ * the copy checks them); a failure stages nothing of the object that
+ * failed.
+ */
+export interface BulkCopySource {
+  /** How many ids `getDirectories` takes at once. */
+  readonly directoriesPerRequest: number;
+  /** The encodings of `ids`, in their order; refuses an id the source lacks. */
+  getDirectories(ids: readonly Digest[]): Promise<Uint8Array[]>;
+  /** Copies `job.blobs`, each verified before it is staged or handed to the sink. */
+  copyBlobs(job: BulkBlobJob): Promise<{ deltaBlobs: number; deltaGroupBytes: number }>;
+}
+
+/** A reader that offers bulk reads (feature-detected by the copy). */
+export interface BulkCopyReader extends CastoreReader {
+  readonly bulk: BulkCopySource;
+}
+
+const offersBulk = (source: CastoreReader): source is BulkCopyReader => 'bulk' in source && typeof source.bulk === 'object' && source.bulk !== null;
+
+/** The directory `id` from its encoding, refused (DIRECTORY_NOT_CANONICAL) unless it hashes to `id` and decodes strictly. */
+function verifiedDirectory(id: Digest, bytes: Uint8Array | undefined): Entry[] {
+  if (!bytes) throw new CastoreError('DIRECTORY_NOT_FOUND', `the source lacks directory ${id}`, { objectId: id });
+  const actual = directoryId(bytes);
+  if (actual !== id) throw new CastoreError('DIRECTORY_NOT_CANONICAL', `directory ${id} from the source hashes to ${actual}`, { objectId: id });
+  return decodeDirectory(bytes, id);
+}
+
+/**
+ * The store path records of the closure of `roots` in `source`, each
+ * checked against the schema and the path it was asked for, sorted by
+ * path. Refuses a path (or reference) the source does not answer for
+ * (STORE_PATH_NOT_FOUND) and a record that fails the checks
+ * (STORE_PATH_INVALID).
+ */
+async function resolveClosure(source: CastoreReader, roots: readonly string[]): Promise<StorePathInfo[]> {
+  const infos = new Map<string, StorePathInfo>();
+  let pending = [...new Set(roots)];
+  while (pending.length > 0) {
+    const found = await Promise.all(pending.map((storePath) => source.pathInfo.get(storePath)));
+    const next = new Set<string>();
+    for (const [index, storePath] of pending.entries()) {
+      const record = found[index];
+      if (!record) throw new CastoreError('STORE_PATH_NOT_FOUND', `the source does not vouch for store path ${storePath}`, { objectId: storePath });
+      const parsed = StorePathInfoSchema.safeParse(record);
+      if (!parsed.success || parsed.data.storePath !== storePath) {
+        throw new CastoreError('STORE_PATH_INVALID', `the source's record of ${storePath} ${parsed.success ? `is of ${parsed.data.storePath}` : 'is not valid'}`, { objectId: storePath });
+      }
+      infos.set(storePath, parsed.data);
+      for (const reference of parsed.data.references) if (!infos.has(reference)) next.add(reference);
+    }
+    pending = [...next].filter((storePath) => !infos.has(storePath));
+  }
+  return [...infos.values()].sort((a, b) => (a.storePath < b.storePath ? -1 : a.storePath > b.storePath ? 1 : 0));
+}
+
+/** Copies `blobs` one by one through the source's BlobReader; the target's ingest checks each. */
+async function copyBlobsByService(source: CastoreReader, job: Pick<BulkBlobJob, 'blobs' | 'ingest' | 'smallBlobs' | 'parallel' | 'onBytes' | 'onObjects'>): Promise<void> {
+  await runPool(job.blobs, job.parallel, async (blob) => {
+    if (job.smallBlobs && blob.size <= SMALL_BLOB_BYTES) {
+      const chunks: Uint8Array[] = [];
+      let length = 0;
+      for await (const chunk of source.blobs.read(blob.digest)) {
+        length += chunk.length;
+        if (length > blob.size) break;
+        chunks.push(chunk);
+      }
+      const bytes = Buffer.concat(chunks);
+      if (length !== blob.size || digestFromBytes(blake3(bytes)) !== blob.digest) {
+        throw new CastoreError('BLOB_CORRUPT', `blob ${blob.digest} came from the source with bytes that are not its own`, { objectId: blob.digest });
+      }
+      await job.smallBlobs(blob.digest, bytes);
+      job.onBytes(blob.size);
+    } else {
+      await job.ingest.use(blob.size, async (session) => {
+        // Hashed as written; `finish` refuses (and stages nothing of) bytes that are not the blob.
+        const writer = session.blobWriter(blob.size, blob.digest);
+        let written = 0;
+        try {
+          for await (const chunk of source.blobs.read(blob.digest)) {
+            written += chunk.length;
+            if (written > blob.size) throw new CastoreError('BLOB_CORRUPT', `blob ${blob.digest} came from the source longer than its ${blob.size} bytes`, { objectId: blob.digest });
+            writer.write(chunk);
+          }
+          writer.finish();
+        } catch (error) {
+          writer.discard();
+          throw error;
+        }
+      });
+      job.onBytes(blob.size);
+    }
+    job.onObjects(1);
+  });
+}
+
+/**
+ * Copies the closure of `roots` (store paths; the references of their
+ * records are followed) from `source` into `target`: what the target
+ * lacks of it, verified (see the module comment), the store paths
+ * registered last, in one ingest. Refuses a path the source does not
+ * answer for, an invalid record, a directory or a blob that is not what
+ * its id says (typed CastoreErrors; a remote source's transport faults
+ * are retried and its answers refused with DataError); on any failure no
+ * store path is registered and the blobs already committed stay for the
+ * next attempt.
+ */
+export async function copyClosure(source: CastoreReader, target: CastoreServices, roots: readonly string[], options: CopyOptions = {}): Promise<CopyReport> {
+  const progress: TransferProgress = { phase: 'manifest', bytesDone: 0, bytesTotal: 0, objectsDone: 0, objectsTotal: 0 };
+  const report = (phase: TransferProgress['phase']) => options.onProgress?.({ ...progress, phase });
+  const parallel = options.parallel ?? TRANSFER_PARALLEL;
+  const bulk = offersBulk(source) ? source.bulk : undefined;
+  // A local target is read synchronously: its directories for the sink, the stream order and delta bases.
+  const local = target instanceof LocalCastore ? target : undefined;
+
+  report('manifest');
+  const storePaths = await resolveClosure(source, roots);
+  const present = await Promise.all(storePaths.map((info) => target.pathInfo.get(info.storePath)));
+  const lacking = storePaths.filter((_, index) => !present[index]);
+
+  // The lacking paths' trees, level by level: directories the target has are not copied (nor walked).
+  report('directories');
+  /** Directories copied from the source, verified and decoded once. */
+  const copied = new Map<Digest, Entry[]>();
+  const blobs = new Map<Digest, FileNode>();
+  const visit = (node: Node, pending: Set<Digest>): void => {
+    if (node.type === 'file') blobs.set(node.digest, node);
+    else if (node.type === 'directory' && !copied.has(node.digest)) pending.add(node.digest);
+  };
+  let candidates = new Set<Digest>();
+  for (const info of lacking) visit(info.root, candidates);
+  while (candidates.size > 0) {
+    const ids = [...candidates];
+    const inTarget = local ? ids.map((id) => local.hasDirectory(id)) : await Promise.all(ids.map((id) => target.directories.has(id)));
+    const level = ids.filter((_, index) => !inTarget[index]);
+    const next = new Set<Digest>();
+    const take = (id: Digest, bytes: Uint8Array | undefined): void => {
+      const entries = verifiedDirectory(id, bytes);
+      copied.set(id, entries);
+      for (const entry of entries) visit(entry, next);
+    };
+    if (bulk) {
+      const requests: Digest[][] = [];
+      for (let index = 0; index < level.length; index += bulk.directoriesPerRequest) requests.push(level.slice(index, index + bulk.directoriesPerRequest));
+      await runPool(requests, parallel, async (request) => {
+        const encodings = await bulk.getDirectories(request);
+        for (const [index, id] of request.entries()) take(id, encodings[index]);
+      });
+    } else {
+      await runPool(level, parallel, async (id) => take(id, await source.directories.getEncoded(id)));
+    }
+    candidates = new Set([...next].filter((id) => !copied.has(id)));
+  }
+
+  // Directories the target holds, for whoever reads whole trees (a non-local target is read ahead).
+  const held = new Map<Digest, readonly Entry[]>();
+  if (!local && (options.smallBlobs || bulk)) {
+    let pending = storePaths.flatMap((info) => (info.root.type === 'directory' ? [info.root.digest] : []));
+    while (pending.length > 0) {
+      const ids = [...new Set(pending)].filter((id) => !copied.has(id) && !held.has(id));
+      const entries = await Promise.all(ids.map((id) => target.directories.get(id)));
+      pending = [];
+      for (const [index, id] of ids.entries()) {
+        const found = entries[index];
+        if (!found) throw new CastoreError('DIRECTORY_NOT_FOUND', `directory ${id} is neither in the target nor copied`, { objectId: id });
+        held.set(id, found);
+        for (const entry of found) if (entry.type === 'directory') pending.push(entry.digest);
+      }
+    }
+  }
+  const readDirectory = (id: Digest): readonly Entry[] => {
+    const entries = copied.get(id) ?? held.get(id) ?? local?.readDirectory(id);
+    if (!entries) throw new CastoreError('DIRECTORY_NOT_FOUND', `directory ${id} is neither in the target nor copied`, { objectId: id });
+    return entries;
+  };
+
+  if (options.smallBlobs) {
+    blobs.clear();
+    for (const node of options.smallBlobs.plan(storePaths, readDirectory)) blobs.set(node.digest, node);
+  }
+  const wanted = (await target.blobs.missing([...blobs.keys()])).map((id) => blobs.get(id)!);
+  progress.bytesTotal = wanted.reduce((sum, blob) => sum + blob.size, 0);
+  progress.objectsTotal = wanted.length;
+  report('blobs');
+  let lastReport = 0;
+  const job: BulkBlobJob = {
+    blobs: wanted,
+    storePaths,
+    lacking,
+    readDirectory,
+    ingest: new SharedIngest(target),
+    ...(options.smallBlobs ? { smallBlobs: (id: Digest, bytes: Uint8Array) => options.smallBlobs!.accept(id, bytes) } : {}),
+    ...(local && options.groupDelta !== false ? { deltaBasis: local } : {}),
+    parallel,
+    ...(options.streamMinBytes !== undefined ? { streamMinBytes: options.streamMinBytes } : {}),
+    onBytes: (bytes) => {
+      progress.bytesDone += bytes;
+      if (Date.now() - lastReport > 100) {
+        lastReport = Date.now();
+        report('blobs');
+      }
+    },
+    onObjects: (count) => {
+      progress.objectsDone += count;
+    },
+  };
+  let delta = { deltaBlobs: 0, deltaGroupBytes: 0 };
+  try {
+    if (bulk) delta = await bulk.copyBlobs(job);
+    else await copyBlobsByService(source, job);
+    job.ingest.finish();
+  } catch (error) {
+    // What arrived is verified: keep it for the next attempt.
+    try {
+      job.ingest.finish();
+    } catch {
+      job.ingest.abort();
+    }
+    throw error;
+  }
+
+  report('registering');
+  await withIngest(target, (ingest) => {
+    for (const entries of copied.values()) ingest.putDirectory(entries);
+    for (const info of lacking) ingest.registerStorePath(info);
+  });
+  report('done');
+  return {
+    storePaths,
+    copiedStorePaths: lacking.length,
+    copiedBlobs: wanted.length,
+    copiedBytes: progress.bytesTotal,
+    copiedDirectories: copied.size,
+    ...delta,
+  };
+}
