@@ -11,4 +11,5 @@ export type { HttpApiOptions } from './api/http.js';
 export { startQuicServer, type QuicServerOptions, type RunningQuicServer } from './quic-server.js';
 export { ChainVerifier, eventHash, verifyChain, GENESIS_HASH, type ChainReport, type Checkpoint } from './audit/chain.js';
 export { EXPORT_FORMAT, exportLines, parseAuditExport, type ParsedExport } from './audit/export.js';
-export { configId, configSigningMessage } from './domain/config-id.js';
+export { configSigningMessage } from '../protocol/config.js';
+export { configId } from '../castore/config-id.js';
