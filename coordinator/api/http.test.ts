@@ -1,6 +1,6 @@
 // The HTTP API serves its description (protocol/api/routes.ts), no more and no less, and checks its
 // own replies against it when asked to (as the test suite asks: vitest.config.ts).
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -30,6 +30,12 @@ describe('the HTTP API and its description', () => {
     // Everything else is mounted with a description of its own: the Nix cache (docs/nix-cache.md) and the viewer (docs/viewer.md).
     const elsewhere = app.routes.filter((route) => !route.path.startsWith('/v1/') && route.method !== 'ALL').map((route) => route.path);
     expect(elsewhere.filter((routePath) => !routePath.startsWith('/nix-cache') && !routePath.startsWith('/viewer'))).toEqual([]);
+  });
+
+  it('is listed in docs/coordinator.md, route by route', () => {
+    const docs = readFileSync(path.join(import.meta.dirname, '..', '..', 'docs', 'coordinator.md'), 'utf8');
+    const described = [...Object.entries(API_ROUTES), ...Object.entries(API_STREAMS)].map(([name, route]) => `| \`${name}\` | \`${route.method} ${route.path}\` |`);
+    expect(described.filter((row) => !docs.includes(row))).toEqual([]);
   });
 
   it('has a handler for every JSON route but the watch, which it holds open itself', () => {
