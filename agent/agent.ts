@@ -26,6 +26,7 @@ import { createIdentityFile, loadIdentity, type Identity } from '../protocol/ide
 import { desiredProofMessage, verifyProof } from '../protocol/coordinator-proofs.js';
 import { DEFAULT_WATCH_SECONDS, DesiredAnswerSchema, MAX_WATCH_SECONDS, WatchUnchangedSchema, type AgentConfig, type DesiredAnswer, type WatchUnchanged } from '../protocol/config.js';
 import { parseJoinString } from '../protocol/join-string.js';
+import type { Phase } from '../protocol/api/fleet.js';
 import { adoptMaterializedFiles } from './adopt-store-files.js';
 import { EventRing } from './events.js';
 import { collectFacts, nixSystem } from './facts.js';
@@ -80,7 +81,7 @@ export type RoundResult = 'idle' | 'active' | 'rolled-back' | 'failed' | 'offlin
 
 /** A desired-config answer as received (not yet checked), with the challenge it should be signed for. */
 interface SignedDesired {
-  answer: Record<string, unknown>;
+  answer: unknown;
   challenge: string;
 }
 
@@ -136,13 +137,13 @@ export class Agent {
     if (existsSync(paths.state)) throw new Error(`${options.stateDir} already holds an enrolled agent`);
     const identity = existsSync(paths.identity) ? loadIdentity(paths.identity) : createIdentityFile(paths.identity);
     const http = new CoordinatorHttpClient(join.httpUrl, identity, pinningOf(join));
-    const info = await http.get<{ coordinatorKey: string; tlsFingerprint: string }>('/v1/info');
+    const info = await http.call('info');
     if (info.coordinatorKey !== join.coordinatorKey) {
       throw new Error(`the coordinator at ${join.httpUrl} has key ${info.coordinatorKey}, but the join string names ${join.coordinatorKey}: refusing to enroll`);
     }
     const name = options.name ?? hostname();
     const facts = collectFacts(options.stateDir, paths.factsDir);
-    const result = await http.post<{ agentId: string; status: string }>('/v1/enroll', { token: join.token, name, type: options.type ?? 'machine', facts });
+    const result = await http.call('enroll', { token: join.token, name, type: options.type ?? 'machine', facts });
     if (result.agentId !== identity.keyId) throw new Error(`the coordinator enrolled ${String(result.agentId).slice(0, 80)}, not this agent's key ${identity.keyId}: refusing it`);
     writeAgentState(options.stateDir, {
       coordinator: { httpUrl: join.httpUrl, coordinatorKey: join.coordinatorKey, tlsFingerprint: join.tlsFingerprint, pinnedTls: join.pinnedTls },
@@ -160,7 +161,7 @@ export class Agent {
 
   /** Whether the coordinator has approved this agent yet. */
   async enrollmentStatus(): Promise<string> {
-    return (await this.http.get<{ status: string }>(`/v1/agents/${this.identity.keyId}`)).status;
+    return (await this.http.call('agents.show', { agentId: this.identity.keyId })).status;
   }
 
   private save(): void {
@@ -211,7 +212,7 @@ export class Agent {
    * is delivered (`fetching`, `activating`: progress, not outcomes — a round
    * trip each otherwise).
    */
-  private async report(configId: string | null, phase: string, error: string | null = null, options: { wait?: boolean } = {}): Promise<void> {
+  private async report(configId: string | null, phase: Phase, error: string | null = null, options: { wait?: boolean } = {}): Promise<void> {
     this.state.pendingReports.push({ configId, phase, error: error === null ? null : error.slice(0, 8000), at: Date.now(), ...this.reportProvenance });
     this.save();
     const delivery = this.deliverReports().catch(() => undefined);
@@ -232,7 +233,7 @@ export class Agent {
     while (this.state.pendingReports.length > 0) {
       const next = this.state.pendingReports[0]!;
       const provenance = next.source ? { source: next.source, forced: next.forced ?? false } : {};
-      await this.http.post('/v1/agent/status', { configId: next.configId, phase: next.phase, error: next.error, ...provenance });
+      await this.http.call('agent.status', { configId: next.configId, phase: next.phase, error: next.error, ...provenance });
       this.state.pendingReports.shift();
       this.save();
     }
@@ -255,7 +256,7 @@ export class Agent {
     this.lastActivity = now;
     const events = this.events.read().slice(-20).map((event) => ({ ...event, message: event.message.slice(0, 2000) }));
     this.http
-      .post('/v1/agent/activity', {
+      .call('agent.activity', {
         phase,
         configId,
         bytesDone: progress?.bytesDone ?? 0,
@@ -284,7 +285,7 @@ export class Agent {
     const facts = collectFacts(this.stateDir, this.paths.factsDir);
     const text = JSON.stringify(facts);
     if (text === this.state.reportedFacts) return;
-    await this.http.post('/v1/agent/facts', { facts });
+    await this.http.call('agent.facts', { facts });
     this.state.reportedFacts = text;
     this.save();
     this.events.add('facts', 'reported changed facts');
@@ -330,7 +331,8 @@ export class Agent {
       const challenge = randomBytes(16).toString('hex');
       // Asked first: the facts are collected (reading /proc, /sys, the network interfaces: milliseconds of
       // this thread) once the request has left, while it travels.
-      const asked = this.http.get<Record<string, unknown>>('/v1/agent/desired', { challenge });
+      // Unchecked: the proof is checked over the answer as received, then the schema (below).
+      const asked = this.http.callUnchecked('agent.desired', { challenge });
       const [answer] = await Promise.all([asked, nextTurn().then(() => this.reportFacts())]);
       signed = { answer, challenge };
       // It says which activation command to run, and may travel over plain HTTP: only the coordinator's fresh word counts.
@@ -349,6 +351,7 @@ export class Agent {
 
   /** Whether `signed.answer` carries the coordinator's proof for this agent and `signed.challenge`. */
   private signedForUs({ answer, challenge }: SignedDesired): boolean {
+    if (typeof answer !== 'object' || answer === null) return false;
     const { configId = null, config = null, proof } = answer as { configId?: string | null; config?: unknown; proof?: unknown };
     return verifyProof(this.state.coordinator.coordinatorKey, desiredProofMessage(this.identity.keyId, challenge, { configId, config }), proof);
   }
@@ -366,7 +369,7 @@ export class Agent {
     const known = this.lastAnswer?.configId ?? 'none';
     const challenge = randomBytes(16).toString('hex');
     const aborted = new Promise<undefined>((resolve) => signal.addEventListener('abort', () => resolve(undefined), { once: true }));
-    const watched = this.http.get<Record<string, unknown>>('/v1/agent/watch', { known, wait: String(seconds), challenge }).then((answer): Watched => {
+    const watched = this.http.callUnchecked('agent.watch', { known, wait: seconds, challenge }).then((answer): Watched => {
       const unchanged = WatchUnchangedSchema.safeParse(answer);
       return unchanged.success ? { unchanged: unchanged.data.configId } : { answer, challenge };
     });

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { jsonBoundsViolation, MAX_FACTS_DEPTH, MAX_FACTS_JSON_LENGTH } from '../protocol/json-bounds.js';
 import { FERRY_VERSION } from '../protocol/version.js';
+import type { ReportedFacts } from '../protocol/api/fleet.js';
 
 /** The Nix system name of this machine (`x86_64-linux`, `aarch64-linux`, …). */
 export function nixSystem(): string {
@@ -34,7 +35,7 @@ function readTrimmed(file: string): string | undefined {
  * `facts.d/*.json` object merged in (a file that is not a JSON object is
  * reported under `factErrors`, never silently dropped).
  */
-export function collectFacts(stateDir: string, factsDir: string): Record<string, unknown> {
+export function collectFacts(stateDir: string, factsDir: string): ReportedFacts {
   const addresses = Object.values(os.networkInterfaces())
     .flat()
     .filter((address) => address && !address.internal)
@@ -47,7 +48,7 @@ export function collectFacts(stateDir: string, factsDir: string): Record<string,
   } catch {
     diskBytes = undefined;
   }
-  const facts: Record<string, unknown> = {
+  const facts: ReportedFacts = {
     system: nixSystem(),
     hostname: os.hostname(),
     os: osRelease(),
@@ -77,5 +78,6 @@ export function collectFacts(stateDir: string, factsDir: string): Record<string,
     }
   }
   if (errors.length > 0) facts.factErrors = errors;
-  return Object.fromEntries(Object.entries(facts).filter(([, value]) => value !== undefined));
+  for (const [key, value] of Object.entries(facts)) if (value === undefined) delete facts[key];
+  return facts;
 }

@@ -14,6 +14,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import path from 'node:path';
 import { z } from 'zod';
 import { KeyIdSchema } from '../protocol/index.js';
+import { PhaseSchema } from '../protocol/api/fleet.js';
 
 export function agentPaths(stateDir: string) {
   return {
@@ -53,7 +54,7 @@ export const AgentStateSchema = z.strictObject({
     .array(
       z.strictObject({
         configId: ConfigIdSchema.nullable(),
-        phase: z.string(),
+        phase: PhaseSchema,
         error: z.string().nullable(),
         at: z.number(),
         /** Set while a bundle is applied: the coordinator records it in the report's audit event. */

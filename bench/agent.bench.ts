@@ -115,7 +115,7 @@ async function submit(graph: string, target: string, message: string): Promise<s
   return (JSON.parse(ferry('config', 'submit', graph, '--target', `${system}=${target}`, '--activate', 'true', '-m', message, '--url', url, '--json')) as { configId: string }).configId;
 }
 const activeOn = (agent: BenchAgent, configId: string) => async () => {
-  const record = await admin.get<{ phase: string | null; currentConfig: string | null }>(`/v1/agents/${agent.id}`);
+  const record = await admin.call('agents.show', { agentId: agent.id });
   return record.phase === 'active' && record.currentConfig === configId;
 };
 /** Seconds between the agent's own events of a deployment: fetch, materialize, switch + activate. */
@@ -151,7 +151,7 @@ await new Promise((resolve) => setTimeout(resolve, 1000));
 const coldConfig = await submit('solo', v0, 'cold');
 const coldCpuBefore = { agent: procCpuSeconds(solo.process.pid!), coordinator: procCpuSeconds(coordinator.pid!) };
 const coldStart = performance.now();
-await admin.post(`/v1/agents/${solo.id}/assign`, { graph: 'solo' });
+await admin.call('agents.assign', { agentId: solo.id, graph: 'solo' });
 await waitUntil('the cold deploy', activeOn(solo, coldConfig));
 const coldSeconds = (performance.now() - coldStart) / 1000;
 // CPU (user + system, every thread) the deploy cost: on 2 cores, wall time >= total / 2.
@@ -216,7 +216,7 @@ await new Promise((resolve) => setTimeout(resolve, 2000));
 const fleetConfig = await submit('fleet', v0, 'fleet');
 const cpuBefore = procCpuSeconds(coordinator.pid!);
 const fleetStart = performance.now();
-for (const agent of fleet) await admin.post(`/v1/agents/${agent.id}/assign`, { graph: 'fleet' });
+for (const agent of fleet) await admin.call('agents.assign', { agentId: agent.id, graph: 'fleet' });
 await Promise.all(fleet.map((agent) => waitUntil(`${agent.name}`, activeOn(agent, fleetConfig))));
 const fleetSeconds = (performance.now() - fleetStart) / 1000;
 const coordinatorCpu = procCpuSeconds(coordinator.pid!) - cpuBefore;

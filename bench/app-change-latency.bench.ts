@@ -205,7 +205,7 @@ async function setUp(root: string, index: number): Promise<Setup> {
   const waitActive = async (configId: string, timeoutMs = 120_000): Promise<number> => {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const record = await admin.get<{ phase: string | null; currentConfig: string | null; lastError?: string | null }>(`/v1/agents/${agentId}`);
+      const record = await admin.call('agents.show', { agentId });
       if (record.phase === 'active' && record.currentConfig === configId) return performance.timeOrigin + performance.now();
       if (record.phase === 'failed' || record.phase === 'rolled-back') throw new Error(`agent: ${record.phase} (${record.lastError ?? 'no error given'})`);
       if (Date.now() > deadline) throw new Error(`agent not active on ${configId} after ${timeoutMs} ms (phase ${record.phase})`);
@@ -214,7 +214,7 @@ async function setUp(root: string, index: number): Promise<Setup> {
   };
 
   const baseline = await submit(versions[0]!, 'baseline');
-  await admin.post(`/v1/agents/${agentId}/assign`, { graph: 'app' });
+  await admin.call('agents.assign', { agentId, graph: 'app' });
   await waitActive(baseline);
 
   async function measure(change: number): Promise<Breakdown> {

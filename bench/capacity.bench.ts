@@ -54,7 +54,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Coordinator } from '../coordinator/coordinator.js';
 import * as commands from '../coordinator/domain/commands.js';
-import { configId, configSigningMessage } from '../coordinator/domain/config-id.js';
+import { configSigningMessage } from '../protocol/config.js';
+import { configId } from '../castore/config-id.js';
 import type { StorePath } from '../nix/store-path.js';
 import { DEFAULT_WATCH_SECONDS, type ConfigBody, type ConfigId } from '../protocol/config.js';
 import { formatHlc } from '../protocol/hlc.js';
@@ -549,7 +550,7 @@ async function measurePoint(transport: Transport, target: number, coordinator: R
   let fanout: PointResult['fanout'] = { skipped: 'the coordinator is gone' };
   if (alive()) {
     try {
-      const graph = await state.adminClient.get<{ head: ConfigId | null }>(`/v1/graphs/${GRAPH}`, { limit: '1' });
+      const graph = await state.adminClient.call('graphs.show', { graph: GRAPH, limit: '1' });
       if (graph.head) state.head = graph.head;
     } catch (error) {
       log(`could not read the head of ${GRAPH} (${(error as Error).message}); submitting on ${state.head.slice(0, 12)}`);
@@ -635,7 +636,7 @@ async function runTransport(transport: Transport): Promise<TransportResult> {
   const prepared = await prepare(dataDir);
   const coordinator = await startCoordinator(dataDir, path.join(dir, 'coordinator.log'));
   const adminClient = new CoordinatorHttpClient(coordinator.url, prepared.admin);
-  const info = await new CoordinatorHttpClient(coordinator.url).get<{ coordinatorKey: string; tlsFingerprint: string }>('/v1/info');
+  const info = await new CoordinatorHttpClient(coordinator.url).call('info');
   log(`${transport}: coordinator ${coordinator.pid} at ${coordinator.url}, TLS ${info.tlsFingerprint.slice(0, 16)}…`);
   const simulator = new Simulator();
   const result: TransportResult = { transport, coordinatorStartRssMiB: rssBytes(coordinator.pid) / MiB, points: [], skipped: [], coordinatorLog: { lines: 0, sample: [] } };

@@ -209,13 +209,13 @@ try {
 
   // ---- fetch: an enrolled agent, cold, over QUIC and HTTP; nix copy from a binary cache ------
 
-  const { configId } = await adminClient.post<{ configId: string }>('/v1/graphs/bench/configs', signedConfig(admin, 'bench', [], { 'x86_64-linux': v0Path }));
+  const { configId } = await adminClient.call('graphs.submit', { graph: 'bench', ...signedConfig(admin, 'bench', [], { 'x86_64-linux': v0Path }) });
   const agent = Identity.generate();
   const agentKeyFile = path.join(work, 'agent.key');
   writeFileSync(agentKeyFile, agent.toKeyFile(), { mode: 0o600 });
-  const { token } = await adminClient.post<{ token: string }>('/v1/tokens', { uses: 1, autoApprove: true });
-  await new CoordinatorHttpClient(coordinator.url, agent).post('/v1/enroll', { token, name: 'bench-agent', facts: { system: 'x86_64-linux', hostname: 'bench' } });
-  await adminClient.post(`/v1/agents/${agent.keyId}/assign`, { graph: 'bench' });
+  const { token } = await adminClient.call('tokens.create', { uses: 1, autoApprove: true });
+  await new CoordinatorHttpClient(coordinator.url, agent).call('enroll', { token, name: 'bench-agent', facts: { system: 'x86_64-linux', hostname: 'bench' } });
+  await adminClient.call('agents.assign', { agentId: agent.keyId, graph: 'bench' });
 
   interface FetchResult {
     run: number;

@@ -44,7 +44,7 @@ interface AgentRecord {
 async function waitActive(agentId: string, configId: string, timeoutMs: number): Promise<AgentRecord> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const record = await client.get<AgentRecord>(`/v1/agents/${agentId}`);
+    const record = await client.call('agents.show', { agentId });
     if (record.phase === 'active' && record.currentConfig === configId) return record;
     if (record.phase === 'failed' || record.phase === 'rolled-back') throw new Error(`agent ${agentId}: ${record.phase} (${record.lastError ?? 'no error given'})`);
     if (Date.now() > deadline) throw new Error(`agent ${agentId} not active on ${configId} after ${timeoutMs} ms (phase ${record.phase})`);

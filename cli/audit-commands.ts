@@ -3,8 +3,7 @@ import { spawn } from 'node:child_process';
 import { createWriteStream, readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { ChainReport } from '../coordinator/audit/chain.js';
-import type { AuditEvent } from '../coordinator/domain/events.js';
+import { ActionSchema, type AuditEvent, type ChainReport } from '../protocol/api/audit.js';
 import type { EventDetail, StateResult, Viewer } from '../coordinator/viewer/index.js';
 import { VIEWER_PATH } from '../coordinator/viewer/viewer-path.js';
 import { publicKeyOf, KeyIdSchema, type KeyId } from '../protocol/identity.js';
@@ -65,12 +64,15 @@ const log: Command = {
     if (!(limit > 0)) throw new UsageError('--limit must be a positive number');
     let after = Number(stringOption(options, 'after') ?? '0');
     if (!Number.isInteger(after) || after < 0) throw new UsageError('--after must be a seq number');
+    const givenAction = stringOption(options, 'action');
+    const action = givenAction === undefined ? undefined : ActionSchema.safeParse(givenAction).data;
+    if (givenAction !== undefined && action === undefined) throw new UsageError(`--action '${givenAction}' is none of ${ActionSchema.options.join(', ')}`);
     let printed = 0;
     for (;;) {
-      const page = await client.get<{ events: AuditEvent[]; next: number | null }>('/v1/audit/events', {
-        after: String(after),
-        limit: String(Math.min(1000, limit - printed)),
-        action: stringOption(options, 'action'),
+      const page = await client.call('audit.events', {
+        after,
+        limit: Math.min(1000, limit - printed),
+        action,
         actor: stringOption(options, 'actor'),
         subject: stringOption(options, 'subject'),
       });
@@ -279,7 +281,7 @@ const verify: Command = {
       const { parseAuditExport, verifyAuditExport } = await import('../coordinator/audit/export.js');
       return printReport(verifyAuditExport(parseAuditExport(readFileSync(offline.file, 'utf8')), publicKeyOf(offline.key)), stdout, json);
     }
-    return printReport(await clientFrom(options).get<ChainReport>('/v1/audit/verify'), stdout, json);
+    return printReport(await clientFrom(options).call('audit.verify'), stdout, json);
   },
 };
 

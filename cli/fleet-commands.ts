@@ -1,10 +1,11 @@
 /** `ferry keys …`, `ferry tokens …`, `ferry agents …`: clients of the coordinator API. */
-import type { AgentApiView } from '../coordinator/api/operations.js';
 import { formatJoinString } from '../protocol/join-string.js';
 import { keyIdOf, sshEd25519PublicKey } from '../protocol/identity.js';
 import { formatBytes } from './progress.js';
 import { readFileSync } from 'node:fs';
 import type { CoordinatorHttpClient } from '../protocol/http-client.js';
+import { AddKeyInput } from '../protocol/api/inputs.js';
+import type { AgentView } from '../protocol/api/views.js';
 import { booleanOption, jsonOption, stringListOption, stringOption, UsageError, writeJson, type Command, type OptionValues } from './command.js';
 import { clientFrom, connectionOptions } from './contexts.js';
 import { ago, parseDuration, parseKeyValues, oneLine, short, table } from './format.js';
@@ -13,21 +14,26 @@ import { block, jsonForTerminal, term } from './terminal-text.js';
 const common = { ...connectionOptions, ...jsonOption };
 
 
-async function allPages<T>(client: CoordinatorHttpClient, path: string, field: string, query: Record<string, string | string[] | undefined> = {}): Promise<T[]> {
+/** Every item of a listing, read a page at a time: `next` names the last item of a page when there are more. */
+async function allPages<P extends { next: string | null }, T>(readPage: (after: string | undefined) => Promise<P>, itemsOf: (page: P) => T[]): Promise<T[]> {
   const items: T[] = [];
   let after: string | undefined;
   do {
-    const page = await client.get<Record<string, unknown> & { next: string | null }>(path, { ...query, limit: '1000', after });
-    items.push(...(page[field] as T[]));
+    const page = await readPage(after);
+    items.push(...itemsOf(page));
     after = page.next ?? undefined;
   } while (after);
   return items;
 }
 
+function allAgents(client: CoordinatorHttpClient, where: string[] = []): Promise<AgentView[]> {
+  return allPages((after) => client.call('agents.list', { where, limit: 1000, after }), (page) => page.agents);
+}
+
 /** An agent by full id, unique id prefix, or name. */
 async function resolveAgent(client: CoordinatorHttpClient, reference: string): Promise<string> {
   if (/^[0-9a-f]{64}$/.test(reference)) return reference;
-  const agents = await allPages<AgentApiView>(client, '/v1/agents', 'agents');
+  const agents = await allAgents(client);
   const matches = agents.filter((agent) => agent.name === reference || agent.id.startsWith(reference));
   if (matches.length === 1) return matches[0]!.id;
   throw new UsageError(matches.length === 0 ? `no agent named or starting with '${reference}'` : `'${reference}' matches ${matches.length} agents; give more of the id`);
@@ -63,12 +69,14 @@ const keysAdd: Command = {
     ...common,
   },
   async run({ args, options, stdout }) {
-    const role = stringOption(options, 'role');
-    if (!role) throw new UsageError('--role is required (admin, operator, pusher or viewer)');
+    const given = stringOption(options, 'role');
+    if (!given) throw new UsageError('--role is required (admin, operator, pusher or viewer)');
+    const role = AddKeyInput.shape.role.safeParse(given);
+    if (!role.success) throw new UsageError(`--role '${given}' is not admin, operator, pusher or viewer`);
     const keyId = keyIdFromArgument(args[0]!);
-    const result = await clientFrom(options).post('/v1/keys', { keyId, role, label: stringOption(options, 'label') ?? '' });
-    if (json(options)) return writeJson(stdout, { keyId, role, ...(result as object) });
-    stdout.write(term`added ${role} key ${keyId}\n`);
+    const result = await clientFrom(options).call('keys.add', { keyId, role: role.data, label: stringOption(options, 'label') ?? '' });
+    if (json(options)) return writeJson(stdout, { keyId, role: role.data, ...result });
+    stdout.write(term`added ${role.data} key ${keyId}\n`);
   },
 };
 
@@ -78,7 +86,8 @@ const keysLs: Command = {
   maxArgs: 0,
   options: common,
   async run({ options, stdout }) {
-    const keys = await allPages<{ id: string; role: string; label: string; revoked: boolean }>(clientFrom(options), '/v1/keys', 'keys');
+    const client = clientFrom(options);
+    const keys = await allPages((after) => client.call('keys.list', { limit: 1000, after }), (page) => page.keys);
     if (json(options)) return writeJson(stdout, keys);
     stdout.write(table(['KEY', 'ROLE', 'STATUS', 'LABEL'], keys.map((k) => [k.id, k.role, k.revoked ? 'revoked' : 'active', k.label])));
   },
@@ -92,7 +101,7 @@ const keysRevoke: Command = {
   maxArgs: 1,
   options: common,
   async run({ args, options, stdout }) {
-    const result = await clientFrom(options).post(`/v1/keys/${encodeURIComponent(args[0]!)}/revoke`);
+    const result = await clientFrom(options).call('keys.revoke', { keyId: args[0]! });
     if (json(options)) return writeJson(stdout, result);
     stdout.write(term`revoked ${args[0]}\n`);
   },
@@ -116,14 +125,14 @@ const tokensCreate: Command = {
     const uses = Number(stringOption(options, 'uses') ?? '1');
     if (!Number.isInteger(uses) || uses < 1) throw new UsageError('--uses must be a positive integer');
     const client = clientFrom(options);
-    const result = await client.post<{ tokenId: string; token: string; expiresAt: number }>('/v1/tokens', {
+    const result = await client.call('tokens.create', {
       ttlSeconds: ttl,
       uses,
       autoApprove: booleanOption(options, 'auto-approve'),
       label: stringOption(options, 'note') ?? '',
       labels: parseKeyValues(stringListOption(options, 'label'), '--label'),
     });
-    const info = await client.get<{ coordinatorKey: string; tlsFingerprint: string }>('/v1/info');
+    const info = await client.call('info');
     // The coordinator answers pinned HTTPS on its HTTP port: the machine gets a join string for that, so the
     // token and everything after it are encrypted. An https:// context is something with its own certificate.
     const pinnedTls = new URL(client.baseUrl).protocol === 'http:';
@@ -139,7 +148,8 @@ const tokensLs: Command = {
   maxArgs: 0,
   options: common,
   async run({ options, stdout }) {
-    const tokens = await allPages<{ id: string; label: string; usesLeft: number; expiresAt: number; autoApprove: boolean; revoked: boolean; expired: boolean }>(clientFrom(options), '/v1/tokens', 'tokens');
+    const client = clientFrom(options);
+    const tokens = await allPages((after) => client.call('tokens.list', { limit: 1000, after }), (page) => page.tokens);
     if (json(options)) return writeJson(stdout, tokens);
     stdout.write(
       table(
@@ -158,7 +168,7 @@ const tokensRevoke: Command = {
   maxArgs: 1,
   options: common,
   async run({ args, options, stdout }) {
-    const result = await clientFrom(options).post(`/v1/tokens/${encodeURIComponent(args[0]!)}/revoke`);
+    const result = await clientFrom(options).call('tokens.revoke', { tokenId: args[0]! });
     if (json(options)) return writeJson(stdout, result);
     stdout.write(term`revoked token ${args[0]}\n`);
   },
@@ -172,7 +182,7 @@ const agentsLs: Command = {
   maxArgs: 0,
   options: { ...whereOption, ...common },
   async run({ options, stdout }) {
-    const agents = await allPages<AgentApiView>(clientFrom(options), '/v1/agents', 'agents', { where: stringListOption(options, 'where') });
+    const agents = await allAgents(clientFrom(options), stringListOption(options, 'where'));
     if (json(options)) return writeJson(stdout, agents);
     stdout.write(table(['AGENT', 'NAME', 'TYPE', 'STATUS', 'SYSTEM', 'LAST SEEN'], agents.map((a) => [short(a.id), a.name, a.type, a.status, a.system, ago(a.lastSeen)])));
   },
@@ -184,7 +194,7 @@ const agentsStatus: Command = {
   maxArgs: 0,
   options: { ...whereOption, ...common },
   async run({ options, stdout }) {
-    const agents = await allPages<AgentApiView>(clientFrom(options), '/v1/agents', 'agents', { where: stringListOption(options, 'where') });
+    const agents = await allAgents(clientFrom(options), stringListOption(options, 'where'));
     if (json(options)) return writeJson(stdout, agents);
     stdout.write(
       table(
@@ -196,7 +206,7 @@ const agentsStatus: Command = {
 };
 
 /** `fetching 42% (11.0 MiB of 26.3 MiB)` while an agent downloads, else its reported phase. */
-function phaseWithProgress(agent: AgentApiView): string | null {
+function phaseWithProgress(agent: AgentView): string | null {
   const activity = agent.activity;
   if (activity?.phase === 'fetching' && activity.bytesTotal > 0 && activity.bytesDone < activity.bytesTotal) {
     return `fetching ${Math.floor((100 * activity.bytesDone) / activity.bytesTotal)}% (${formatBytes(activity.bytesDone)} of ${formatBytes(activity.bytesTotal)})`;
@@ -213,7 +223,7 @@ const agentsShow: Command = {
   options: common,
   async run({ args, options, stdout }) {
     const client = clientFrom(options);
-    const agent = await client.get<AgentApiView & { facts: unknown }>(`/v1/agents/${await resolveAgent(client, args[0]!)}`);
+    const agent = await client.call('agents.show', { agentId: await resolveAgent(client, args[0]!) });
     if (json(options)) return writeJson(stdout, agent);
     stdout.write(
       term`${[
@@ -246,9 +256,7 @@ const agentsFacts: Command = {
   options: { history: { type: 'boolean', description: 'every revision, oldest first' }, ...common },
   async run({ args, options, stdout }) {
     const client = clientFrom(options);
-    const result = await client.get<{ revisions: { revision: number; hlc: string; seq: number; facts: unknown }[] }>(`/v1/agents/${await resolveAgent(client, args[0]!)}/facts`, {
-      history: booleanOption(options, 'history') ? '1' : undefined,
-    });
+    const result = await client.call('agents.facts', { agentId: await resolveAgent(client, args[0]!), history: booleanOption(options, 'history') ? '1' : undefined });
     if (json(options)) return writeJson(stdout, result);
     for (const revision of result.revisions) stdout.write(term`revision ${revision.revision} (audit seq ${revision.seq}, ${revision.hlc})\n${jsonForTerminal(revision.facts, 2)}\n`);
   },
@@ -266,7 +274,7 @@ function decision(verb: 'approve' | 'reject' | 'revoke', summary: string): Comma
       const results = [];
       for (const reference of args) {
         const id = await resolveAgent(client, reference);
-        results.push({ agentId: id, ...(await client.post<object>(`/v1/agents/${id}/${verb}`)) });
+        results.push({ agentId: id, ...(await client.call(`agents.${verb}`, { agentId: id })) });
         if (!json(options)) stdout.write(term`${verb === 'approve' ? 'approved' : verb === 'reject' ? 'rejected' : 'revoked'} ${id}\n`);
       }
       if (json(options)) writeJson(stdout, results);
@@ -286,9 +294,9 @@ const agentsAssign: Command = {
     const graph = args[args.length - 1]!;
     const ids = await Promise.all(args.slice(0, -1).map((reference) => resolveAgent(client, reference)));
     const where = stringListOption(options, 'where');
-    if (where.length > 0) ids.push(...(await allPages<AgentApiView>(client, '/v1/agents', 'agents', { where })).map((agent) => agent.id));
+    if (where.length > 0) ids.push(...(await allAgents(client, where)).map((agent) => agent.id));
     if (ids.length === 0) throw new UsageError('no agents selected: name them or use --where');
-    for (const id of new Set(ids)) await client.post(`/v1/agents/${id}/assign`, { graph: graph === 'none' ? null : graph });
+    for (const id of new Set(ids)) await client.call('agents.assign', { agentId: id, graph: graph === 'none' ? null : graph });
     if (json(options)) return writeJson(stdout, { graph, agents: [...new Set(ids)] });
     stdout.write(term`${new Set(ids).size} agent(s) now follow '${graph}'\n`);
   },
@@ -304,7 +312,7 @@ const agentsPin: Command = {
   async run({ args, options, stdout }) {
     const client = clientFrom(options);
     const id = await resolveAgent(client, args[0]!);
-    const result = await client.post(`/v1/agents/${id}/pin`, { configId: args[1] === 'none' ? null : args[1] });
+    const result = await client.call('agents.pin', { agentId: id, configId: args[1] === 'none' ? null : args[1]! });
     if (json(options)) return writeJson(stdout, result);
     stdout.write(args[1] === 'none' ? term`${id} follows its graph again\n` : term`${id} pinned to ${args[1]}\n`);
   },

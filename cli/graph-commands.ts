@@ -1,23 +1,15 @@
 /** `ferry config submit|show` and `ferry graph ls|log|rollback`. */
 import { existsSync, realpathSync } from 'node:fs';
-import type { ConfigBody } from '../coordinator/domain/events.js';
 import { ApiError } from '../protocol/http-client.js';
 import { formatHlc } from '../protocol/hlc.js';
 import { asStorePath, isStorePath, type StorePath } from '../nix/store-path.js';
-import { asConfigId } from '../protocol/config.js';
+import { asConfigId, configSigningMessage, type ConfigBody } from '../protocol/config.js';
 import { booleanOption, jsonOption, stringListOption, stringOption, UsageError, writeJson, type Command } from './command.js';
 import { clientFrom, connectionOptions } from './contexts.js';
 import { parseKeyValues, short, table } from './format.js';
 import { block, term } from './terminal-text.js';
 
 const common = { ...connectionOptions, ...jsonOption };
-
-interface Summary {
-  succeeded: number;
-  failed: number;
-  pending: number;
-  unreported: number;
-}
 
 function positiveInt(text: string | undefined, name: string, fallback: number): number {
   if (text === undefined) return fallback;
@@ -63,7 +55,7 @@ const submit: Command = {
     if (!client.identity) throw new UsageError('a key is needed to sign the config');
     let head: string | null = null;
     try {
-      head = (await client.get<{ head: string }>(`/v1/graphs/${encodeURIComponent(graph)}`, { limit: '1' })).head;
+      head = (await client.call('graphs.show', { graph, limit: 1 })).head;
     } catch (error) {
       if (!(error instanceof ApiError && error.code === 'NOT_FOUND')) throw error;
     }
@@ -80,13 +72,9 @@ const submit: Command = {
       author: client.identity.keyId,
       hlc: formatHlc({ wall: Date.now(), counter: 0, node: client.identity.keyId.slice(0, 8) }),
     };
-    const { configId, configSigningMessage } = await import('../coordinator/domain/config-id.js');
+    const { configId } = await import('../castore/config-id.js');
     const signature = Buffer.from(client.identity.sign(configSigningMessage(configId(body)))).toString('base64');
-    const result = await client.post<{ configId: string; forced: boolean; previousHead: string | null }>(`/v1/graphs/${encodeURIComponent(graph)}/configs`, {
-      body,
-      signature,
-      force: booleanOption(options, 'force'),
-    });
+    const result = await client.call('graphs.submit', { graph, body, signature, force: booleanOption(options, 'force') });
     if (booleanOption(options, 'json')) return writeJson(stdout, result);
     stdout.write(term`config ${result.configId} is the new head of '${graph}'${result.forced ? ` (forced over ${result.previousHead})` : ''}\n`);
   },
@@ -100,7 +88,7 @@ const show: Command = {
   maxArgs: 1,
   options: common,
   async run({ args, options, stdout }) {
-    const config = await clientFrom(options).get<{ id: string; graph: string; body: ConfigBody; forced: boolean; seq: number; summary: Summary }>(`/v1/configs/${encodeURIComponent(args[0]!)}`);
+    const config = await clientFrom(options).call('configs.show', { configId: args[0]! });
     if (booleanOption(options, 'json')) return writeJson(stdout, config);
     const s = config.summary;
     stdout.write(
@@ -125,7 +113,7 @@ const graphLs: Command = {
   maxArgs: 0,
   options: common,
   async run({ options, stdout }) {
-    const { graphs } = await clientFrom(options).get<{ graphs: { id: string; head: string; updatedSeq: number }[] }>('/v1/graphs');
+    const { graphs } = await clientFrom(options).call('graphs.list');
     if (booleanOption(options, 'json')) return writeJson(stdout, graphs);
     stdout.write(table(['GRAPH', 'HEAD', 'AUDIT SEQ'], graphs.map((g) => [g.id, g.head, g.updatedSeq])));
   },
@@ -139,10 +127,7 @@ const graphLog: Command = {
   maxArgs: 1,
   options: { limit: { type: 'string', valueName: 'N', description: 'how many (default 20)' }, ...common },
   async run({ args, options, stdout }) {
-    const result = await clientFrom(options).get<{ head: string; configs: { id: string; head: boolean; forced: boolean; body: ConfigBody; summary: Summary }[] }>(
-      `/v1/graphs/${encodeURIComponent(args[0]!)}`,
-      { limit: stringOption(options, 'limit') ?? '20' },
-    );
+    const result = await clientFrom(options).call('graphs.show', { graph: args[0]!, limit: stringOption(options, 'limit') ?? '20' });
     if (booleanOption(options, 'json')) return writeJson(stdout, result);
     stdout.write(
       table(
@@ -162,7 +147,7 @@ const graphRollback: Command = {
   options: { to: { type: 'string', valueName: 'CONFIG', description: 'config to make the head' }, ...common },
   async run({ args, options, stdout }) {
     const to = stringOption(options, 'to');
-    const result = await clientFrom(options).post<{ from: string; to: string }>(`/v1/graphs/${encodeURIComponent(args[0]!)}/rollback`, to ? { to } : {});
+    const result = await clientFrom(options).call('graphs.rollback', { graph: args[0]!, to });
     if (booleanOption(options, 'json')) return writeJson(stdout, result);
     stdout.write(term`'${args[0]}' head moved back from ${result.from} to ${result.to}\n`);
   },

@@ -24,4 +24,5 @@ export {
   type Decision,
   type ParsedExport,
 } from './audit/index.js';
-export { configId, configSigningMessage } from './domain/config-id.js';
+export { configSigningMessage } from '../protocol/config.js';
+export { configId } from '../castore/config-id.js';

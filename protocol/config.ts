@@ -59,6 +59,14 @@ export const ConfigBodySchema = z.strictObject({
 export type ConfigBody = z.infer<typeof ConfigBodySchema>;
 
 /**
+ * The bytes a config's author signs: its id (the BLAKE3 of the body's
+ * canonical JSON, castore/config-id.ts), under a domain-separating prefix.
+ */
+export function configSigningMessage(id: string): Uint8Array {
+  return new TextEncoder().encode(`ferry-config-v1\n${id}`);
+}
+
+/**
  * A config as agents receive it: its id, its body and its author's
  * signature (base64 ed25519 over "ferry-config-v1\n" + id, as recorded).
  * Structure and bounds only: the agent refuses a refused environment key

@@ -6,19 +6,13 @@
  */
 import { DataClient, type DataClientOptions } from './data-client.js';
 import { CoordinatorHttpClient } from './http-client.js';
-import type { Identity, KeyId } from './identity.js';
+import type { Identity } from './identity.js';
+import type { z } from 'zod';
+import type { InfoSchema } from './api/views.js';
 import { checkPinnedCertificate, PinningError } from './tls-pinning.js';
 
-export interface CoordinatorInfo {
-  name: string;
-  coordinatorKey: KeyId;
-  version: string;
-  lastSeq: number;
-  tlsFingerprint: string;
-  quicPort: number | null;
-  /** What its data plane can compress with; absent from coordinators before wire compression. */
-  wireEncodings?: string[];
-}
+/** What `GET /v1/info` says of a coordinator (protocol/api/views.ts InfoSchema). */
+export type CoordinatorInfo = z.infer<typeof InfoSchema>;
 
 export interface OpenDataClientOptions extends Pick<DataClientOptions, 'httpOnly' | 'retries' | 'onNotice' | 'connectTimeoutMs' | 'compression' | 'warmHttps'> {
   /** The certificate fingerprint to trust; without one, the coordinator's own claim is used (trust on first use). */
@@ -50,7 +44,7 @@ export interface DataPlaneRoute {
 export async function discoverDataPlane(httpUrl: string, options: OpenDataClientOptions = {}): Promise<DataPlaneRoute> {
   const pinnedFingerprint = pinnedFingerprintOf(options);
   const http = new CoordinatorHttpClient(httpUrl, undefined, pinnedFingerprint === undefined ? {} : { pinnedFingerprint });
-  const info = await http.get<CoordinatorInfo>('/v1/info');
+  const info = await http.call('info');
   if (!info.quicPort || options.httpOnly) return { info };
   const pem = await (await http.send('GET', '/v1/tls-certificate')).text();
   const certificatePem = checkPinnedCertificate(pem, options.tlsFingerprint ?? info.tlsFingerprint);

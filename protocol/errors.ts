@@ -20,9 +20,9 @@
  * still reaches the user.
  *
  * Codes are added, never renamed or reused for another meaning: clients in
- * the field match on them. A description of a route can name the codes it
- * answers with a sub-enum (`ErrorCodeSchema.extract([...])`) and its error
- * output with ErrorBodySchema.
+ * the field match on them. Each route of the HTTP API names the codes it
+ * answers beyond any request's (api/routes.ts, `errors`); its error output
+ * is ErrorBodySchema.
  */
 import { z } from 'zod';
 

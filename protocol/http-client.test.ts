@@ -2,7 +2,9 @@
 // 127.0.0.1 standing in for a compromised coordinator or something on the
 // path of plain HTTP): a gzip bomb and an endless reply are refused before
 // they are read into memory; an error code this client does not know (a
-// newer coordinator's) still reaches the caller.
+// newer coordinator's) still reaches the caller; a reply that does not
+// match its route's description (protocol/api/routes.ts) is refused
+// BAD_RESPONSE, naming the field.
 import { createServer, type Server } from 'node:http';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,11 +16,21 @@ let url: string;
 /** 256 MiB of JSON whitespace in ~256 KB of gzip. */
 const bomb = gzipSync(Buffer.alloc(256 * 1024 * 1024, 0x20));
 let acceptEncoding: string | undefined;
+/** What the server answers for `/v1/…` paths, by method and path (with the query); what it was asked, in order. */
+const scripted = new Map<string, { status: number; body: unknown }>();
+const asked: { method: string; url: string; body: string }[] = [];
 
 beforeAll(async () => {
-  server = createServer((request, response) => {
+  server = createServer(async (request, response) => {
     acceptEncoding = request.headers['accept-encoding'];
-    if (request.url?.startsWith('/bomb')) {
+    if (request.url?.startsWith('/v1/')) {
+      let body = '';
+      for await (const chunk of request) body += String(chunk);
+      asked.push({ method: request.method!, url: request.url, body });
+      const answer = scripted.get(`${request.method} ${request.url}`) ?? { status: 404, body: { error: { code: 'NOT_FOUND', message: 'not scripted' } } };
+      response.writeHead(answer.status, { 'content-type': 'application/json' });
+      response.end(JSON.stringify(answer.body));
+    } else if (request.url?.startsWith('/bomb')) {
       response.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' });
       response.end(bomb);
     } else if (request.url?.startsWith('/endless')) {
@@ -98,5 +110,68 @@ describe('the API client reads error codes against the enum', () => {
     const error = await refusal(new CoordinatorHttpClient(url, Identity.generate()).get('/proxy'));
     expect({ status: error.status, code: error.code }).toEqual({ status: 502, code: 'BAD_RESPONSE' });
     expect(error.message).toMatch(/HTTP 502 <html>Bad Gateway/);
+  });
+});
+
+describe("the API client checks every reply against its route's description", () => {
+  const agentId = 'a'.repeat(64);
+  const configId = 'c'.repeat(64);
+  const agent = {
+    id: agentId,
+    name: 'gw-1',
+    type: 'gateway',
+    status: 'enrolled',
+    labels: { site: 'barn' },
+    tokenId: '0123456789abcdef',
+    factsRevision: 1,
+    system: 'x86_64-linux',
+    desiredGraph: 'edge',
+    pinnedConfig: null,
+    currentConfig: configId,
+    phase: 'active',
+    lastError: null,
+    enrolledSeq: 3,
+    updatedSeq: 9,
+    desiredConfig: configId,
+    lastSeen: 1_700_000_000_000,
+    activity: null,
+    facts: { system: 'x86_64-linux', hostname: 'gw-1' },
+  };
+
+  it('fills the path parameters, sends the rest as the query of a GET, and returns the checked reply', async () => {
+    scripted.set(`GET /v1/agents/${agentId}`, { status: 200, body: agent });
+    scripted.set('GET /v1/agents?limit=2&where=site%3Dbarn&where=status%3Denrolled', { status: 200, body: { agents: [], next: null } });
+    const client = new CoordinatorHttpClient(url, Identity.generate());
+    expect(await client.call('agents.show', { agentId })).toEqual(agent);
+    expect(await client.call('agents.list', { limit: 2, where: ['site=barn', 'status=enrolled'] })).toEqual({ agents: [], next: null });
+  });
+
+  it('sends the rest of a POST as its JSON body', async () => {
+    scripted.set('POST /v1/graphs/edge/rollback', { status: 201, body: { graph: 'edge', from: configId, to: 'd'.repeat(64), seq: 12 } });
+    const reply = await new CoordinatorHttpClient(url, Identity.generate()).call('graphs.rollback', { graph: 'edge', to: 'd'.repeat(64) });
+    expect(reply.to).toBe('d'.repeat(64));
+    expect(asked.at(-1)).toEqual({ method: 'POST', url: '/v1/graphs/edge/rollback', body: JSON.stringify({ to: 'd'.repeat(64) }) });
+  });
+
+  it('refuses a reply whose field has the wrong type, naming the field', async () => {
+    scripted.set(`GET /v1/agents/${'b'.repeat(64)}`, { status: 200, body: { ...agent, id: 'b'.repeat(64), lastSeen: 'yesterday' } });
+    const error = await refusal(new CoordinatorHttpClient(url, Identity.generate()).call('agents.show', { agentId: 'b'.repeat(64) }));
+    expect({ status: error.status, code: error.code, details: error.details }).toEqual({ status: 200, code: 'BAD_RESPONSE', details: { field: 'lastSeen' } });
+    expect(error.message).toMatch(/^agents\.show: the reply does not match its description: lastSeen: /);
+  });
+
+  it('refuses a reply that lacks a field, or nests a wrong one, naming it', async () => {
+    const { phase: _phase, ...withoutPhase } = agent;
+    scripted.set(`GET /v1/agents/${'e'.repeat(64)}`, { status: 200, body: withoutPhase });
+    scripted.set('GET /v1/agents?limit=1', { status: 200, body: { agents: [{ ...agent, status: 'sleeping' }], next: null } });
+    const client = new CoordinatorHttpClient(url, Identity.generate());
+    expect((await refusal(client.call('agents.show', { agentId: 'e'.repeat(64) }))).details).toEqual({ field: 'phase' });
+    expect((await refusal(client.call('agents.list', { limit: 1 }))).details).toEqual({ field: 'agents.0.status' });
+  });
+
+  it('refuses a field the description does not name, where the coordinator controls the shape', async () => {
+    scripted.set('POST /v1/graphs/web/rollback', { status: 201, body: { graph: 'web', from: configId, to: configId, seq: 4, extra: true } });
+    const error = await refusal(new CoordinatorHttpClient(url, Identity.generate()).call('graphs.rollback', { graph: 'web' }));
+    expect({ code: error.code, details: error.details }).toEqual({ code: 'BAD_RESPONSE', details: { field: 'extra' } });
   });
 });

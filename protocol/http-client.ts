@@ -1,13 +1,16 @@
 /**
  * A typed client for the coordinator's HTTP API: signs every request with
- * the caller's key, and turns error responses into ApiError with the
- * server's code (read against the enum, protocol/errors.ts) and message.
+ * the caller's key, calls the routes the API describes by name
+ * (api/routes.ts) and checks each reply against its route's output schema,
+ * and turns error responses into ApiError with the server's code (read
+ * against the enum, protocol/errors.ts) and message.
  */
 import { readAtMost } from './bounded-read.js';
 import { FerryError, readErrorBody, type ErrorCode, type FerryErrorOptions, type ReceivedError } from './errors.js';
 import type { Identity } from './identity.js';
 import { fetchFor, pinningFailure, type FetchFunction } from './pinned-fetch.js';
 import { signRequest } from './request-signing.js';
+import { API_ROUTES, fillPath, firstIssue, type ApiInput, type ApiOutput, type ApiRoute, type ApiRouteName } from './api/routes.js';
 
 /**
  * A request to the HTTP API that failed: the coordinator's refusal, or (a
@@ -66,6 +69,14 @@ function parseJsonOrUndefined(text: string): unknown {
 }
 
 export type QueryValue = string | number | boolean | undefined | readonly string[];
+
+/** `call`'s input argument: optional for a route whose input may be empty. */
+export type CallInput<N extends ApiRouteName> = {} extends ApiInput<N> ? [input?: ApiInput<N>, options?: CallOptions] : [input: ApiInput<N>, options?: CallOptions];
+
+export interface CallOptions {
+  /** Override the request time (tests of clock skew). */
+  now?: number;
+}
 
 export interface RequestOptions {
   query?: Record<string, QueryValue>;
@@ -143,13 +154,49 @@ export class CoordinatorHttpClient {
     return response;
   }
 
-  async request<T = unknown>(method: 'GET' | 'POST', path: string, options: RequestOptions = {}): Promise<T> {
-    const text = await readBoundedText(await this.send(method, path, options), MAX_REPLY_BYTES, `${method} ${path}`);
-    try {
-      return JSON.parse(text) as T;
-    } catch {
-      throw new ApiError(200, 'BAD_RESPONSE', `${method} ${path}: the reply is not JSON`);
+  /**
+   * Calls the route `name` (API_ROUTES) with `input`: its path parameters
+   * filled in, the rest sent as the query (GET) or the JSON body (POST).
+   * Resolves to the reply as its route's output schema parses it; refuses
+   * (ApiError BAD_RESPONSE, naming the field and with it in
+   * `details.field`) a reply that does not match. The input is not checked
+   * here: the coordinator checks it, and answers INVALID naming the field.
+   */
+  async call<N extends ApiRouteName>(name: N, ...[input, options]: CallInput<N>): Promise<ApiOutput<N>> {
+    const { status, reply } = await this.callJson(name, input ?? {}, options);
+    const route: ApiRoute = API_ROUTES[name];
+    const parsed = route.output.safeParse(reply);
+    if (!parsed.success) {
+      const { field, message } = firstIssue(parsed.error);
+      throw new ApiError(status, 'BAD_RESPONSE', `${name}: the reply does not match its description: ${field}: ${message}`, { details: { field } });
     }
+    return parsed.data as ApiOutput<N>;
+  }
+
+  /**
+   * `call` without the check of the reply: for a reply whose signature the
+   * caller checks over what was received before it parses it with the
+   * route's output schema (an agent's `agent.desired` and `agent.watch`:
+   * "unsigned" and "signed but invalid" are different refusals).
+   */
+  async callUnchecked<N extends ApiRouteName>(name: N, ...[input, options]: CallInput<N>): Promise<unknown> {
+    return (await this.callJson(name, input ?? {}, options)).reply;
+  }
+
+  private async callJson(name: ApiRouteName, input: object, options: CallOptions = {}): Promise<{ status: number; reply: unknown }> {
+    const route: ApiRoute = API_ROUTES[name];
+    const { path, rest } = fillPath(route.path, input as Record<string, unknown>);
+    const request: RequestOptions = route.method === 'GET' ? { query: queryOf(rest), now: options.now } : { body: rest, now: options.now };
+    return this.readJson(route.method, path, request);
+  }
+
+  /**
+   * A request whose JSON reply is not checked: for routes API_ROUTES does
+   * not describe (the audit viewer's, coordinator/viewer/) and for tests
+   * that send what no input schema allows. Everything else uses `call`.
+   */
+  async request<T = unknown>(method: 'GET' | 'POST', path: string, options: RequestOptions = {}): Promise<T> {
+    return (await this.readJson(method, path, options)).reply as T;
   }
 
   get<T = unknown>(path: string, query?: Record<string, QueryValue>): Promise<T> {
@@ -159,4 +206,24 @@ export class CoordinatorHttpClient {
   post<T = unknown>(path: string, body: unknown = {}): Promise<T> {
     return this.request<T>('POST', path, { body });
   }
+
+  private async readJson(method: 'GET' | 'POST', path: string, options: RequestOptions): Promise<{ status: number; reply: unknown }> {
+    const response = await this.send(method, path, options);
+    const text = await readBoundedText(response, MAX_REPLY_BYTES, `${method} ${path}`);
+    try {
+      return { status: response.status, reply: JSON.parse(text) as unknown };
+    } catch {
+      throw new ApiError(response.status, 'BAD_RESPONSE', `${method} ${path}: the reply is not JSON`);
+    }
+  }
+}
+
+/** An input's fields as query values: arrays repeat the key, everything else is its string. */
+function queryOf(fields: Record<string, unknown>): Record<string, QueryValue> {
+  const query: Record<string, QueryValue> = {};
+  for (const [key, value] of Object.entries(fields)) {
+    if (value === undefined) continue;
+    query[key] = Array.isArray(value) ? value.map(String) : String(value);
+  }
+  return query;
 }

@@ -90,10 +90,10 @@ describe('the activation and health-check environment', () => {
       'env > "$FERRY_STATE_DIR/health.env"',
       { GREETING: 'hello world', TZ: 'UTC' },
     );
-    const { configId } = await test.adminClient.post<{ configId: string }>('/v1/graphs/env/configs', signed(config));
+    const { configId } = await test.adminClient.call('graphs.submit', { graph: 'env', ...signed(config) });
     const stateDir = path.join(work, 'agent');
     const { agentId } = await enrollStateDir(test, { stateDir, name: 'env-agent' });
-    await test.adminClient.post(`/v1/agents/${agentId}/assign`, { graph: 'env' });
+    await test.adminClient.call('agents.assign', { agentId, graph: 'env' });
 
     // The agent's own environment holds a secret, its config dir and the usual HOME, LANG, PATH…
     const run = await ferry(['agent', 'run', '--once', '--state-dir', stateDir], { FERRY_TEST_SECRET: 'x', FERRY_CONFIG_DIR: path.join(work, 'config'), LD_LIBRARY_PATH: '/nowhere' });
@@ -150,7 +150,7 @@ describe('the activation and health-check environment', () => {
     }));
     const stateDir = path.join(work, 'agent-old');
     const { agentId } = await enrollStateDir(test, { stateDir, name: 'env-old-agent' });
-    await test.adminClient.post(`/v1/agents/${agentId}/assign`, { graph: 'env-old' });
+    await test.adminClient.call('agents.assign', { agentId, graph: 'env-old' });
     const agent = new Agent(stateDir, { log: () => undefined });
     try {
       expect(await agent.runOnce()).toBe('failed');

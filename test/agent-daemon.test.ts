@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { OPERATIONS } from '../coordinator/api/operations.js';
+import { API_ROUTES } from '../protocol/api/routes.js';
 import { WatchQuerySchema } from '../protocol/config.js';
 import { Agent } from '../agent/index.js';
 import { nixSystem } from '../agent/facts.js';
@@ -40,8 +40,8 @@ describe('the agent daemon', () => {
   async function deployWithDaemon(name: string, pinnedTls: boolean, check: (stateDir: string, quicSessionsBefore: number) => Promise<void>): Promise<void> {
     const stateDir = path.join(work, name);
     const { agentId } = await enrollStateDir(test, { stateDir, name, pinnedTls });
-    const { configId } = await test.adminClient.post<{ configId: string }>(`/v1/graphs/${name}/configs`, signedConfig(test.admin, name, [], { [nixSystem()]: target }, 'first', { activate: 'true' }));
-    await test.adminClient.post(`/v1/agents/${agentId}/assign`, { graph: name });
+    const { configId } = await test.adminClient.call('graphs.submit', { graph: name, ...signedConfig(test.admin, name, [], { [nixSystem()]: target }, 'first', { activate: 'true' }) });
+    await test.adminClient.call('agents.assign', { agentId, graph: name });
     const before = test.quic.sessions().opened;
     const agent = new Agent(stateDir, { log: () => undefined, pollIntervalMs: 30_000 });
     const stop = new AbortController();
@@ -82,7 +82,7 @@ describe('the agent daemon', () => {
     await enrollStateDir(test, { stateDir, name: 'quiet', pinnedTls: true });
     // Counted where each route validates its input: the watch's query, and the desired route's.
     const watches = vi.spyOn(WatchQuerySchema, 'safeParse');
-    const asks = vi.spyOn(OPERATIONS['agent.desired'].input, 'safeParse');
+    const asks = vi.spyOn(API_ROUTES['agent.desired'].input, 'safeParse');
     const agent = new Agent(stateDir, { log: () => undefined, pollIntervalMs: 1000 });
     const stop = new AbortController();
     const running = agent.run(stop.signal);
@@ -104,8 +104,8 @@ describe('the agent daemon', () => {
     const storeDir = path.join(work, 'blocked-store');
     const { agentId } = await enrollStateDir(test, { stateDir, storeDir, name: 'blocked', pinnedTls: true });
     writeFileSync(storeDir, 'not a directory');
-    const { configId } = await test.adminClient.post<{ configId: string }>('/v1/graphs/blocked/configs', signedConfig(test.admin, 'blocked', [], { [nixSystem()]: target }, 'first', { activate: 'true' }));
-    await test.adminClient.post(`/v1/agents/${agentId}/assign`, { graph: 'blocked' });
+    const { configId } = await test.adminClient.call('graphs.submit', { graph: 'blocked', ...signedConfig(test.admin, 'blocked', [], { [nixSystem()]: target }, 'first', { activate: 'true' }) });
+    await test.adminClient.call('agents.assign', { agentId, graph: 'blocked' });
 
     const agent = new Agent(stateDir, { log: () => undefined, pollIntervalMs: 30_000 });
     const stop = new AbortController();

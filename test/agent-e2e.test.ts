@@ -50,17 +50,6 @@ async function narOf(dir: string): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-interface AgentRecord {
-  id: string;
-  name: string;
-  status: string;
-  phase: string | null;
-  currentConfig: string | null;
-  desiredConfig: string | null;
-  lastError: string | null;
-  lastSeen: number | null;
-}
-
 describe.skipIf(skipReason !== undefined)('coordinator and agents, end to end', () => {
   let dir: string;
   let env: NodeJS.ProcessEnv;
@@ -102,7 +91,7 @@ describe.skipIf(skipReason !== undefined)('coordinator and agents, end to end', 
     agent.process.stderr!.on('data', (chunk: Buffer) => (agent.log += chunk.toString()));
   }
 
-  const agentRecord = (name: string) => admin.get<AgentRecord>(`/v1/agents/${agents.get(name)!.id}`);
+  const agentRecord = (name: string) => admin.call('agents.show', { agentId: agents.get(name)!.id });
   const converged = (name: string, configId: string, phase = 'active') =>
     waitFor(`${name} to be ${phase} on ${configId.slice(0, 12)}`, async () => {
       const record = await agentRecord(name);
@@ -332,7 +321,7 @@ describe.skipIf(skipReason !== undefined)('coordinator and agents, end to end', 
     expect(readFileSync(path.join(stateDir, 'marker'), 'utf8').trim()).toBe(second);
     expect((await narOf(path.join(stateDir, 'store', path.basename(v2.app)))).equals(nix(['--dump', v2.app], { command: 'nix-store' }))).toBe(true);
     // The coordinator was reachable: the reports went at once, audited as from a bundle.
-    const { events } = await admin.get<{ events: { action: string; payload: Record<string, unknown> }[] }>('/v1/audit/events', { action: 'agent.report', subject: delta });
+    const { events } = await admin.call('audit.events', { action: 'agent.report', subject: delta });
     expect(events.at(-1)!.payload).toEqual({ agentId: delta, configId: second, phase: 'active', error: null, source: 'bundle', forced: false });
   }, 60_000);
 

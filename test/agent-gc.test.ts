@@ -47,8 +47,8 @@ describe('agent store and castore', () => {
     try {
       let parent: string[] = [];
       for (const storePath of [apps.x, apps.y]) {
-        const { configId } = await test.adminClient.post<{ configId: string }>('/v1/graphs/gc/configs', signedConfig(test.admin, 'gc', parent, { [nixSystem()]: storePath }, 'gc', { activate: 'true' }));
-        if (parent.length === 0) await test.adminClient.post(`/v1/agents/${agentId}/assign`, { graph: 'gc' });
+        const { configId } = await test.adminClient.call('graphs.submit', { graph: 'gc', ...signedConfig(test.admin, 'gc', parent, { [nixSystem()]: storePath }, 'gc', { activate: 'true' }) });
+        if (parent.length === 0) await test.adminClient.call('agents.assign', { agentId, graph: 'gc' });
         parent = [configId];
         expect(await agent.runOnce()).toBe('active');
       }
@@ -77,7 +77,7 @@ describe('agent store and castore', () => {
       }
 
       // z shares lib and shared.txt: the upgrade fetches neither again, and materializes them from the store.
-      const { configId } = await test.adminClient.post<{ configId: string }>('/v1/graphs/gc/configs', signedConfig(test.admin, 'gc', parent, { [nixSystem()]: apps.z }, 'gc', { activate: 'true' }));
+      const { configId } = await test.adminClient.call('graphs.submit', { graph: 'gc', ...signedConfig(test.admin, 'gc', parent, { [nixSystem()]: apps.z }, 'gc', { activate: 'true' }) });
       expect(await agent.runOnce()).toBe('active');
       const fetched = agent.events.read().find((event) => event.kind === 'fetched' && event.configId === configId)!;
       const fetchedBytes = Number(/(\d+) bytes/.exec(fetched.message)![1]);

@@ -31,7 +31,7 @@ beforeAll(async () => {
   await addTreeAsStorePath(source, path.join(work, 'app'), app, [lib]);
   await pushToCoordinator(test, source, [app]);
   source.close();
-  configId = (await test.adminClient.post<{ configId: string }>('/v1/graphs/resume/configs', signedConfig(test.admin, 'resume', [], { 'x86_64-linux': app }))).configId;
+  configId = (await test.adminClient.call('graphs.submit', { graph: 'resume', ...signedConfig(test.admin, 'resume', [], { 'x86_64-linux': app }) })).configId;
 }, 60_000);
 
 afterAll(async () => {

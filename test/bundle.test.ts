@@ -55,7 +55,7 @@ async function submit(parents: string[], target: string, wall: number, message: 
     hlc: formatHlc({ wall, counter: 0, node: 'test' }),
   };
   const signature = Buffer.from(test.admin.sign(configSigningMessage(configIdOf(body as ConfigBody)))).toString('base64');
-  return (await test.adminClient.post<{ configId: string }>('/v1/graphs/offline/configs', { body, signature })).configId;
+  return (await test.adminClient.call('graphs.submit', { graph: 'offline', body, signature })).configId;
 }
 
 function configOf(id: string): BundleConfig {
@@ -259,7 +259,7 @@ describe('bundles', () => {
       // A report that does not come from a bundle is recorded exactly as before (no new fields),
       // and `forced` is only said of a bundle.
       const client = new CoordinatorHttpClient(test.http.url, loadIdentity(path.join(agentA.stateDir, 'identity.key')));
-      await client.post('/v1/agent/status', { configId: older, phase: 'active', error: null });
+      await client.call('agent.status', { configId: older, phase: 'active', error: null });
       expect(reportsOf(agentA.id).at(-1)).toEqual({ agentId: agentA.id, configId: older, phase: 'active', error: null });
       await expect(client.post('/v1/agent/status', { configId: older, phase: 'active', error: null, forced: true })).rejects.toMatchObject({ status: 400, message: expect.stringContaining('forced is only said of a bundle') });
       await expect(client.post('/v1/agent/status', { configId: older, phase: 'active', error: null, source: 'usb-stick' })).rejects.toMatchObject({ status: 400 });

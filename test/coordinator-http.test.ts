@@ -52,7 +52,7 @@ afterAll(async () => {
 
 describe('authentication and authorization', () => {
   it('serves public info without a signature', async () => {
-    const info = await new CoordinatorHttpClient(server.url).get<{ coordinatorKey: string }>('/v1/info');
+    const info = await new CoordinatorHttpClient(server.url).call('info');
     expect(info.coordinatorKey).toBe(coordinator.identity.keyId);
   });
 
@@ -101,9 +101,9 @@ describe('authentication and authorization', () => {
     expect(tampered.status).toBe(401);
     // A viewer may read but not write.
     const viewer = Identity.generate();
-    await admin.post('/v1/keys', { keyId: viewer.keyId, role: 'viewer', label: 'auditor' });
+    await admin.call('keys.add', { keyId: viewer.keyId, role: 'viewer', label: 'auditor' });
     const asViewer = new CoordinatorHttpClient(server.url, viewer);
-    expect((await asViewer.get<{ ok: boolean }>('/v1/audit/verify')).ok).toBe(true);
+    expect((await asViewer.call('audit.verify')).ok).toBe(true);
     const forbidden = await refusal(asViewer.post('/v1/tokens', {}));
     expect([forbidden.status, forbidden.code]).toEqual([403, 'FORBIDDEN']);
     expect(coordinator.lastSeq).toBe(before + 2); // the one accepted token and the viewer key
@@ -132,23 +132,23 @@ describe('enrollment, facts, configs', () => {
   const facts = { system: 'aarch64-linux', hostname: 'barn-3-gw', cpus: 4, labels: { site: 'barn-3' } };
 
   it('enrolls with a token, waits for approval, then reports facts', async () => {
-    const { token } = await admin.post<{ token: string }>('/v1/tokens', { uses: 1, labels: { fleet: 'edge' } });
+    const { token } = await admin.call('tokens.create', { uses: 1, labels: { fleet: 'edge' } });
     expect((await refusal(agentClient().post('/v1/enroll', { token: `${token.slice(0, 17)}${'x'.repeat(32)}`, name: 'gw', facts }))).code).toBe('BAD_TOKEN');
-    expect(await agentClient().post('/v1/enroll', { token, name: 'gw', type: 'gateway', facts })).toMatchObject({ agentId: agent.keyId, status: 'enrolling' });
+    expect(await agentClient().call('enroll', { token, name: 'gw', type: 'gateway', facts })).toMatchObject({ agentId: agent.keyId, status: 'enrolling' });
     expect((await refusal(new CoordinatorHttpClient(server.url, Identity.generate()).post('/v1/enroll', { token, name: 'other', facts }))).message).toMatch(/no uses left/);
     expect((await refusal(agentClient().get('/v1/agent/desired'))).code).toBe('NOT_APPROVED');
-    expect((await agentClient().get<{ status: string }>(`/v1/agents/${agent.keyId}`)).status).toBe('enrolling');
-    await admin.post(`/v1/agents/${agent.keyId}/approve`);
-    expect(await agentClient().post('/v1/agent/facts', { facts })).toEqual({ changed: false });
-    expect(await agentClient().post('/v1/agent/facts', { facts: { ...facts, cpus: 8 } })).toEqual({ changed: true });
-    const history = await admin.get<{ revisions: { revision: number; facts: { cpus: number } }[] }>(`/v1/agents/${agent.keyId}/facts`, { history: '1' });
+    expect((await agentClient().call('agents.show', { agentId: agent.keyId })).status).toBe('enrolling');
+    await admin.call('agents.approve', { agentId: agent.keyId });
+    expect(await agentClient().call('agent.facts', { facts })).toEqual({ changed: false });
+    expect(await agentClient().call('agent.facts', { facts: { ...facts, cpus: 8 } })).toEqual({ changed: true });
+    const history = await admin.call('agents.facts', { agentId: agent.keyId, history: '1' });
     expect(history.revisions.map((r) => [r.revision, r.facts.cpus])).toEqual([[1, 4], [2, 8]]);
-    const found = await admin.get<{ agents: { id: string; labels: Record<string, string> }[] }>('/v1/agents', { where: ['system=aarch64-linux', 'labels.fleet=edge'] });
+    const found = await admin.call('agents.list', { where: ['system=aarch64-linux', 'labels.fleet=edge'] });
     expect(found.agents.map((a) => a.id)).toEqual([agent.keyId]);
     // Labels are the token's (the operator's); what the agent reports under facts.labels stays a fact.
     expect(found.agents[0]!.labels).toEqual({ fleet: 'edge' });
-    expect((await admin.get<{ agents: unknown[] }>('/v1/agents', { where: 'labels.site=barn-3' })).agents).toEqual([]);
-    expect((await admin.get<{ agents: { id: string }[] }>('/v1/agents', { where: 'facts.labels.site=barn-3' })).agents.map((a) => a.id)).toEqual([agent.keyId]);
+    expect((await admin.call('agents.list', { where: 'labels.site=barn-3' })).agents).toEqual([]);
+    expect((await admin.call('agents.list', { where: 'facts.labels.site=barn-3' })).agents.map((a) => a.id)).toEqual([agent.keyId]);
     expect((await refusal(agentClient().get(`/v1/agents/${adminIdentity.keyId}`))).code).toBe('FORBIDDEN');
   });
 
@@ -169,31 +169,31 @@ describe('enrollment, facts, configs', () => {
   it('submits configs with optimistic concurrency, assigns, reports and rolls back', async () => {
     const missing = '/nix/store/0c6kzph7l0dcbfmjap64f0czdafn3b7x-not-pushed';
     expect((await refusal(admin.post('/v1/graphs/edge/configs', signedConfig([], missing, 'nope')))).code).toBe('MISSING_STORE_PATH');
-    const first = await admin.post<{ configId: string }>('/v1/graphs/edge/configs', signedConfig([], storePath, 'first'));
-    const second = await admin.post<{ configId: string }>('/v1/graphs/edge/configs', signedConfig([first.configId], storePath, 'second'));
+    const first = await admin.call('graphs.submit', { graph: 'edge', ...signedConfig([], storePath, 'first') });
+    const second = await admin.call('graphs.submit', { graph: 'edge', ...signedConfig([first.configId], storePath, 'second') });
     const stale = await refusal(admin.post('/v1/graphs/edge/configs', signedConfig([first.configId], storePath, 'stale')));
     expect(stale.code).toBe('HEAD_MOVED');
     expect(stale.message).toContain(second.configId);
     expect(stale.message).toContain(first.configId);
-    const forced = await admin.post<{ forced: boolean }>('/v1/graphs/edge/configs', { ...signedConfig([first.configId], storePath, 'forced'), force: true });
+    const forced = await admin.call('graphs.submit', { graph: 'edge', ...signedConfig([first.configId], storePath, 'forced'), force: true });
     expect(forced.forced).toBe(true);
     const badSignature = { ...signedConfig([], storePath, 'x'), signature: Buffer.alloc(64).toString('base64') };
     expect((await refusal(admin.post('/v1/graphs/edge/configs', badSignature))).code).toBe('BAD_SIGNATURE');
 
-    await admin.post(`/v1/agents/${agent.keyId}/assign`, { graph: 'edge' });
-    const desired = await agentClient().get<{ configId: string; config: { targets: Record<string, string> } }>('/v1/agent/desired');
-    const head = (await admin.get<{ head: string }>('/v1/graphs/edge')).head;
+    await admin.call('agents.assign', { agentId: agent.keyId, graph: 'edge' });
+    const desired = await agentClient().call('agent.desired');
+    const head = (await admin.call('graphs.show', { graph: 'edge' })).head;
     expect(desired.configId).toBe(head);
-    expect(desired.config.targets['aarch64-linux']).toBe(storePath);
-    await agentClient().post('/v1/agent/status', { configId: head, phase: 'active', error: null });
-    expect((await admin.get<{ summary: object }>(`/v1/configs/${head}`)).summary).toEqual({ succeeded: 1, failed: 0, pending: 0, unreported: 0 });
-    const rolledBack = await admin.post<{ to: string }>('/v1/graphs/edge/rollback', {});
+    expect(desired.config?.targets['aarch64-linux']).toBe(storePath);
+    await agentClient().call('agent.status', { configId: head, phase: 'active', error: null });
+    expect((await admin.call('configs.show', { configId: head })).summary).toEqual({ succeeded: 1, failed: 0, pending: 0, unreported: 0 });
+    const rolledBack = await admin.call('graphs.rollback', { graph: 'edge' });
     expect(rolledBack.to).toBe(first.configId);
-    expect((await admin.get<{ head: string }>('/v1/graphs/edge')).head).toBe(first.configId);
+    expect((await admin.call('graphs.show', { graph: 'edge' })).head).toBe(first.configId);
   });
 
   it('refuses a revoked agent everywhere', async () => {
-    await admin.post(`/v1/agents/${agent.keyId}/revoke`);
+    await admin.call('agents.revoke', { agentId: agent.keyId });
     expect((await refusal(agentClient().get('/v1/agent/desired'))).code).toBe('REVOKED');
     expect((await refusal(agentClient().post('/v1/agent/facts', { facts }))).code).toBe('REVOKED');
   });
@@ -204,7 +204,7 @@ describe('enrollment, facts, configs', () => {
     expect(parsed.events.length).toBe(coordinator.lastSeq);
     expect(verifyAuditExport(parsed, coordinator.identity.publicKey)).toMatchObject({ ok: true, lastCheckpoint: { seq: coordinator.lastSeq } });
     expect(verifyAuditExport(parsed, Identity.generate().publicKey).ok).toBe(false);
-    const events = await admin.get<{ events: { action: string }[] }>('/v1/audit/events', { action: 'agent.enroll' });
+    const events = await admin.call('audit.events', { action: 'agent.enroll' });
     expect(events.events.map((e) => e.action)).toEqual(['agent.enroll']);
   });
 });

@@ -57,7 +57,7 @@ describe('ferry coordinator', () => {
     const token = JSON.parse(cli('tokens', 'create', '--uses', '1', '--label', 'site=barn-3', '--json').stdout) as { token: string; join: string };
     expect(token.join).toContain(`coordinator=${created.coordinatorKey}`);
     const agent = Identity.generate();
-    await new CoordinatorHttpClient(url, agent).post('/v1/enroll', { token: token.token, name: 'gw-1', facts: { system: 'aarch64-linux', hostname: 'gw-1' } });
+    await new CoordinatorHttpClient(url, agent).call('enroll', { token: token.token, name: 'gw-1', facts: { system: 'aarch64-linux', hostname: 'gw-1' } });
     expect(cli('agents', 'ls', '--where', 'status=enrolling').stdout).toContain('gw-1');
     expect(cli('agents', 'approve', 'gw-1').status).toBe(0);
     const listed = JSON.parse(cli('agents', 'ls', '--where', 'labels.site=barn-3', '--where', 'system=aarch64-linux', '--json').stdout) as { id: string; status: string }[];
@@ -123,7 +123,7 @@ describe('ferry coordinator', () => {
     const worker = async (): Promise<void> => {
       for (;;) {
         try {
-          acknowledged.push((await admin.post<{ tokenId: string }>('/v1/tokens', { uses: 1 })).tokenId);
+          acknowledged.push((await admin.call('tokens.create', { uses: 1 })).tokenId);
         } catch {
           failures++;
           return;

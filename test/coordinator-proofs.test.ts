@@ -44,7 +44,7 @@ beforeAll(async () => {
   test = await startTestCoordinator();
   writeTree(path.join(test.dir, 'tree'), 'proofs', { small: 3, large: 0 });
   await addTreeAsStorePath(test.coordinator.castore, path.join(test.dir, 'tree'), target);
-  configId = (await test.adminClient.post<{ configId: string }>('/v1/graphs/proofs/configs', signedConfig(test.admin, 'proofs', [], { 'x86_64-linux': target }))).configId;
+  configId = (await test.adminClient.call('graphs.submit', { graph: 'proofs', ...signedConfig(test.admin, 'proofs', [], { 'x86_64-linux': target }) })).configId;
 });
 afterAll(async () => {
   await test?.close();
@@ -61,7 +61,7 @@ describe("the coordinator's signed answers", () => {
     try {
       const stateDir = path.join(test.dir, 'agent-state');
       const { agentId } = await enrollStateDir(test, { stateDir, storeDir: path.join(test.dir, 'agent-store'), name: 'behind-proxy', httpUrl: proxy.url });
-      await test.adminClient.post(`/v1/agents/${agentId}/assign`, { graph: 'proofs' });
+      await test.adminClient.call('agents.assign', { agentId, graph: 'proofs' });
       const agent = new Agent(stateDir, { log: () => undefined });
       await expect(agent.runOnce()).rejects.toBeInstanceOf(UnverifiedAnswerError);
       expect(agent.generations.current()).toBeUndefined();
@@ -104,7 +104,7 @@ describe("the coordinator's signed answers", () => {
     const client = new CoordinatorHttpClient(test.http.url, agent);
     const key = test.coordinator.identity.keyId;
     const first = randomBytes(16).toString('hex');
-    const answer = await client.get<{ configId: string | null; config: unknown; proof: string }>('/v1/agent/desired', { challenge: first });
+    const answer = await client.call('agent.desired', { challenge: first });
     expect(answer.configId).toBe(configId);
     expect(verifyProof(key, desiredProofMessage(agent.keyId, first, answer), answer.proof)).toBe(true);
     // The same answer, replayed to a later request (another challenge) or to another agent, does not verify.
@@ -165,7 +165,7 @@ describe("the coordinator's signed answers", () => {
       const stateDir = path.join(test.dir, 'agent-junk-target');
       const { agentId } = await enrollStateDir(test, { stateDir, storeDir: path.join(test.dir, 'agent-junk-store'), name: 'junk-target', httpUrl: proxy.url });
       lastAgentKey = agentId;
-      await test.adminClient.post(`/v1/agents/${agentId}/assign`, { graph: 'proofs' });
+      await test.adminClient.call('agents.assign', { agentId, graph: 'proofs' });
       const agent = new Agent(stateDir, { log: () => undefined });
       const refusal = await agent.runOnce().then(
         () => undefined,

@@ -177,8 +177,8 @@ describe('zstd on the wire', () => {
     } finally {
       await client.close();
     }
-    configId = (await test.adminClient.post<{ configId: string }>('/v1/graphs/text/configs', signedConfig(test.admin, 'text', [], { 'x86_64-linux': tree }))).configId;
-    bigConfig = (await test.adminClient.post<{ configId: string }>('/v1/graphs/big/configs', signedConfig(test.admin, 'big', [], { 'x86_64-linux': big }))).configId;
+    configId = (await test.adminClient.call('graphs.submit', { graph: 'text', ...signedConfig(test.admin, 'text', [], { 'x86_64-linux': tree }) })).configId;
+    bigConfig = (await test.adminClient.call('graphs.submit', { graph: 'big', ...signedConfig(test.admin, 'big', [], { 'x86_64-linux': big }) })).configId;
   }, 60_000);
 
   it('fetches compressed over QUIC then HTTP: fewer wire bytes than the NAR, identical NARs, and the second fetch compresses nothing', async () => {
@@ -381,7 +381,7 @@ describe('zstd on the wire', () => {
       await pusher.close();
     }
     expect(streams.stats.compressions).toBe(before.compressions + 1);
-    const config = (await test.adminClient.post<{ configId: string }>('/v1/graphs/large-stream/configs', signedConfig(test.admin, 'large-stream', [], { 'x86_64-linux': large }))).configId;
+    const config = (await test.adminClient.call('graphs.submit', { graph: 'large-stream', ...signedConfig(test.admin, 'large-stream', [], { 'x86_64-linux': large }) })).configId;
     const client = await compressingClient(test.admin);
     const target = LocalCastore.open(path.join(work, `large-stream-${counter++}`));
     try {
@@ -604,7 +604,7 @@ describe('zstd on the wire', () => {
       } finally {
         await pushClient.close();
       }
-      const config = (await plain.adminClient.post<{ configId: string }>('/v1/graphs/text/configs', signedConfig(plain.admin, 'text', [], { 'x86_64-linux': tree }))).configId;
+      const config = (await plain.adminClient.call('graphs.submit', { graph: 'text', ...signedConfig(plain.admin, 'text', [], { 'x86_64-linux': tree }) })).configId;
       const opened = await openDataClient(plain.http.url, plain.admin, { compression: 'zstd', tlsFingerprint: plain.coordinator.tls.fingerprint });
       expect(opened.info.wireEncodings).toEqual([]);
       const client = opened.client;

@@ -31,8 +31,8 @@ beforeAll(async () => {
   writeFileSync(path.join(work, 'big'), Buffer.alloc(4 * 1024 * 1024 + 99, 0x5a).map((byte, index) => (byte + index * 7) & 0xff));
   await addTreeAsStorePath(source, path.join(work, 'big'), bigFile);
   await pushToCoordinator(test, source, [tree, bigFile]);
-  treeConfig = (await test.adminClient.post<{ configId: string }>('/v1/graphs/faults/configs', signedConfig(test.admin, 'faults', [], { 'x86_64-linux': tree }))).configId;
-  fileConfig = (await test.adminClient.post<{ configId: string }>('/v1/graphs/file/configs', signedConfig(test.admin, 'file', [], { 'x86_64-linux': bigFile }))).configId;
+  treeConfig = (await test.adminClient.call('graphs.submit', { graph: 'faults', ...signedConfig(test.admin, 'faults', [], { 'x86_64-linux': tree }) })).configId;
+  fileConfig = (await test.adminClient.call('graphs.submit', { graph: 'file', ...signedConfig(test.admin, 'file', [], { 'x86_64-linux': bigFile }) })).configId;
   agent = await enrollAgent(test, 'faults');
 }, 60_000);
 
@@ -89,7 +89,7 @@ describe('QUIC through a faulty UDP path', () => {
   }
 
   it('resumes a blob after the connection is cut mid-blob, without starting over', async () => {
-    await test.adminClient.post(`/v1/agents/${agent.keyId}/assign`, { graph: 'file' });
+    await test.adminClient.call('agents.assign', { agentId: agent.keyId, graph: 'file' });
     const proxy = await startUdpProxy(test.quic.port, { cutAfterBytes: 2 * 1024 * 1024 });
     try {
       const notices: string[] = [];
@@ -106,7 +106,7 @@ describe('QUIC through a faulty UDP path', () => {
       expect(transport).toBe('quic');
     } finally {
       await proxy.close();
-      await test.adminClient.post(`/v1/agents/${agent.keyId}/assign`, { graph: 'faults' });
+      await test.adminClient.call('agents.assign', { agentId: agent.keyId, graph: 'faults' });
     }
   }, 60_000);
 
@@ -125,7 +125,7 @@ describe('QUIC through a faulty UDP path', () => {
 
 describe('HTTP fallback through a corrupting TCP path', () => {
   it('detects the corrupt 16 KiB group, resumes from there, and stores only verified bytes', async () => {
-    await test.adminClient.post(`/v1/agents/${agent.keyId}/assign`, { graph: 'file' });
+    await test.adminClient.call('agents.assign', { agentId: agent.keyId, graph: 'file' });
     const proxy = await startTcpFlipProxy(Number(new URL(test.http.url).port), 1024 * 1024 + 777);
     try {
       const notices: string[] = [];
@@ -135,12 +135,12 @@ describe('HTTP fallback through a corrupting TCP path', () => {
       expect(notices.some((notice) => /bytes of group \d+ do not match/.test(notice))).toBe(true);
     } finally {
       await proxy.close();
-      await test.adminClient.post(`/v1/agents/${agent.keyId}/assign`, { graph: 'faults' });
+      await test.adminClient.call('agents.assign', { agentId: agent.keyId, graph: 'faults' });
     }
   }, 60_000);
 
   it('over pinned HTTPS the flipped byte fails the TLS record instead: the request is retried and completes', async () => {
-    await test.adminClient.post(`/v1/agents/${agent.keyId}/assign`, { graph: 'file' });
+    await test.adminClient.call('agents.assign', { agentId: agent.keyId, graph: 'file' });
     const proxy = await startTcpFlipProxy(Number(new URL(test.http.url).port), 1024 * 1024 + 777);
     try {
       const notices: string[] = [];
@@ -156,7 +156,7 @@ describe('HTTP fallback through a corrupting TCP path', () => {
       expect(notices.some((notice) => /failed over http \(stream failed/.test(notice))).toBe(true);
     } finally {
       await proxy.close();
-      await test.adminClient.post(`/v1/agents/${agent.keyId}/assign`, { graph: 'faults' });
+      await test.adminClient.call('agents.assign', { agentId: agent.keyId, graph: 'faults' });
     }
   }, 60_000);
 });

@@ -162,7 +162,7 @@ export async function enrollStateDir(
   test: TestCoordinator,
   options: { stateDir: string; storeDir?: string; name: string; pinnedTls?: boolean; httpUrl?: string },
 ): Promise<{ agentId: string; token: string }> {
-  const { token } = await test.adminClient.post<{ token: string }>('/v1/tokens', { uses: 1, autoApprove: true });
+  const { token } = await test.adminClient.call('tokens.create', { uses: 1, autoApprove: true });
   const join = formatJoinString({
     httpUrl: options.httpUrl ?? test.http.url,
     coordinatorKey: test.coordinator.identity.keyId,
@@ -177,9 +177,9 @@ export async function enrollStateDir(
 /** Enrolls a new agent with an auto-approve token and assigns it to `graph`. */
 export async function enrollAgent(test: TestCoordinator, graph: string, system = 'x86_64-linux'): Promise<Identity> {
   const agent = Identity.generate();
-  const { token } = await test.adminClient.post<{ token: string }>('/v1/tokens', { uses: 1, autoApprove: true });
-  await new CoordinatorHttpClient(test.http.url, agent).post('/v1/enroll', { token, name: `agent-${randomBytes(3).toString('hex')}`, facts: { system, hostname: 'test' } });
-  await test.adminClient.post(`/v1/agents/${agent.keyId}/assign`, { graph });
+  const { token } = await test.adminClient.call('tokens.create', { uses: 1, autoApprove: true });
+  await new CoordinatorHttpClient(test.http.url, agent).call('enroll', { token, name: `agent-${randomBytes(3).toString('hex')}`, facts: { system, hostname: 'test' } });
+  await test.adminClient.call('agents.assign', { agentId: agent.keyId, graph });
   return agent;
 }
 

@@ -84,7 +84,7 @@ beforeAll(async () => {
   await pushToCoordinator(test, source, [v1, v2]);
   // Two graphs: an admin reads any config; the graph's history does not matter here.
   for (const [name, storePath] of [['v1', v1], ['v2', v2]] as const) {
-    configs[name] = (await test.adminClient.post<{ configId: string }>(`/v1/graphs/delta-${name}/configs`, signedConfig(test.admin, `delta-${name}`, [], { 'x86_64-linux': storePath }))).configId;
+    configs[name] = (await test.adminClient.call('graphs.submit', { graph: `delta-${name}`, ...signedConfig(test.admin, `delta-${name}`, [], { 'x86_64-linux': storePath }) })).configId;
   }
 }, 60_000);
 
@@ -175,8 +175,8 @@ describe('group-level dedup on fetch', () => {
     try {
       let parent: string[] = [];
       for (const storePath of [v1, v2]) {
-        const { configId } = await test.adminClient.post<{ configId: string }>('/v1/graphs/delta-agent/configs', signedConfig(test.admin, 'delta-agent', parent, { [nixSystem()]: storePath }, 'delta', { activate: 'true' }));
-        if (parent.length === 0) await test.adminClient.post(`/v1/agents/${agentId}/assign`, { graph: 'delta-agent' });
+        const { configId } = await test.adminClient.call('graphs.submit', { graph: 'delta-agent', ...signedConfig(test.admin, 'delta-agent', parent, { [nixSystem()]: storePath }, 'delta', { activate: 'true' }) });
+        if (parent.length === 0) await test.adminClient.call('agents.assign', { agentId, graph: 'delta-agent' });
         parent = [configId];
         expect(await agent.runOnce()).toBe('active');
       }

@@ -77,7 +77,7 @@ describe('push and fetch', () => {
     } finally {
       await client.close();
     }
-    const submitted = await test.adminClient.post<{ configId: string }>('/v1/graphs/web/configs', signedConfig(test.admin, 'web', [], { 'x86_64-linux': app }));
+    const submitted = await test.adminClient.call('graphs.submit', { graph: 'web', ...signedConfig(test.admin, 'web', [], { 'x86_64-linux': app }) });
     configId = submitted.configId;
   }, 60_000);
 
@@ -202,7 +202,7 @@ describe('large closures', () => {
     const pushed = await uploadStorePaths(pusher, source, [many]);
     await pusher.close();
     expect(pushed).toMatchObject({ registered: [many], blobsSent: 25_000 });
-    const { configId: manyConfig } = await test.adminClient.post<{ configId: string }>('/v1/graphs/many/configs', signedConfig(test.admin, 'many', [], { 'x86_64-linux': many }));
+    const { configId: manyConfig } = await test.adminClient.call('graphs.submit', { graph: 'many', ...signedConfig(test.admin, 'many', [], { 'x86_64-linux': many }) });
     const agent = await enrollAgent(test, 'many');
     const client = await dataClient(agent);
     const target = LocalCastore.open(path.join(work, 'many-target'));
@@ -228,7 +228,7 @@ describe('large closures', () => {
     const pusher = await dataClient(test.pusher);
     await uploadStorePaths(pusher, source, [segmented]);
     await pusher.close();
-    const { configId } = await test.adminClient.post<{ configId: string }>('/v1/graphs/segmented/configs', signedConfig(test.admin, 'segmented', [], { 'x86_64-linux': segmented }));
+    const { configId } = await test.adminClient.call('graphs.submit', { graph: 'segmented', ...signedConfig(test.admin, 'segmented', [], { 'x86_64-linux': segmented }) });
     const agent = await enrollAgent(test, 'segmented');
     const client = await dataClient(agent);
     const target = LocalCastore.open(path.join(work, 'segmented-target'));
@@ -250,7 +250,7 @@ describe('authorization and verification', () => {
     await pusherClient.close();
     const otherRoot = test.coordinator.castore.getStorePath(other)!.root;
     const appRoot = test.coordinator.castore.getStorePath(app)!.root;
-    const otherConfig = (await test.adminClient.post<{ configId: string }>('/v1/graphs/other/configs', signedConfig(test.admin, 'other', [], { 'x86_64-linux': other }))).configId;
+    const otherConfig = (await test.adminClient.call('graphs.submit', { graph: 'other', ...signedConfig(test.admin, 'other', [], { 'x86_64-linux': other }) })).configId;
 
     const agent = await enrollAgent(test, 'web');
     const client = await dataClient(agent);

@@ -141,7 +141,7 @@ describe('refusals keep their codes and shapes', () => {
   });
 
   it('refuses through the API client with the code the enum gives, typed', async () => {
-    const error = await new CoordinatorHttpClient(server.url, Identity.generate()).get('/v1/agents').then(
+    const error = await new CoordinatorHttpClient(server.url, Identity.generate()).call('agents.list').then(
       () => undefined,
       (refusal: unknown) => refusal,
     );

@@ -15,6 +15,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Access } from '../coordinator/api/actors.js';
 import { OPERATIONS, type OperationName } from '../coordinator/api/operations.js';
+import { API_ROUTES, API_STREAMS } from '../protocol/api/routes.js';
 import { Coordinator } from '../coordinator/coordinator.js';
 import { addKey, revokeKey } from '../coordinator/domain/commands.js';
 import type { Role } from '../coordinator/domain/events.js';
@@ -155,9 +156,9 @@ function routes(): Route[] {
 }
 
 function accessOf(route: Route): Access {
-  if (route.op === 'watch') return OPERATIONS['agent.desired'].access;
-  if (route.op === 'export') return OPERATIONS['audit.verify'].access;
-  return OPERATIONS[route.op].access;
+  if (route.op === 'watch') return API_ROUTES['agent.watch'].access;
+  if (route.op === 'export') return API_STREAMS['audit.export'].access;
+  return API_ROUTES[route.op].access;
 }
 
 const signed = (route: Route): boolean => accessOf(route) !== 'public';

@@ -84,18 +84,18 @@ describe('hostile input: the CLI shows what clients wrote, never lets it drive t
     env = { ...process.env, FERRY_CONFIG_DIR: path.join(dir, 'config'), FERRY_URL: test.http.url, FERRY_KEY: adminKey, FERRY_CONTEXT: '', NO_COLOR: '1' };
 
     // An operator's token with a hostile note and label, used by a hostile agent.
-    const token = await test.adminClient.post<{ tokenId: string; token: string }>('/v1/tokens', { uses: 1, autoApprove: true, label: hostileNote, labels: { site: hostileLabel } });
+    const token = await test.adminClient.call('tokens.create', { uses: 1, autoApprove: true, label: hostileNote, labels: { site: hostileLabel } });
     tokenId = token.tokenId;
     const agent = Identity.generate();
     agentId = agent.keyId;
     const agentClient = new CoordinatorHttpClient(test.http.url, agent);
-    await agentClient.post('/v1/enroll', { token: token.token, name: hostileName, type: hostileType, facts: { system: 'x86_64-linux', hostname: hostileHostname, os: hostileType } });
-    await agentClient.post('/v1/agent/status', { configId: null, phase: 'failed', error: hostileError });
+    await agentClient.call('enroll', { token: token.token, name: hostileName, type: hostileType, facts: { system: 'x86_64-linux', hostname: hostileHostname, os: hostileType } });
+    await agentClient.call('agent.status', { configId: null, phase: 'failed', error: hostileError });
     // A key whose label an admin typed carelessly (or pasted from somewhere hostile).
     viewerKeyId = Identity.generate().keyId;
-    await test.adminClient.post('/v1/keys', { keyId: viewerKeyId, role: 'viewer', label: hostileKeyLabel });
+    await test.adminClient.call('keys.add', { keyId: viewerKeyId, role: 'viewer', label: hostileKeyLabel });
 
-    const events = await test.adminClient.get<{ events: { seq: number; action: string; subject: string }[] }>('/v1/audit/events', { limit: '1000' });
+    const events = await test.adminClient.call('audit.events', { limit: '1000' });
     enrollSeq = events.events.find((event) => event.action === 'agent.enroll' && event.subject === agentId)!.seq;
     reportSeq = events.events.find((event) => event.action === 'agent.report' && event.subject === agentId)!.seq;
   }, 60_000);

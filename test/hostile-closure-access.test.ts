@@ -118,6 +118,7 @@ async function cacheReads(identity: Identity, storePath: string) {
 }
 
 function report(identity: Identity, body: unknown): Promise<unknown> {
+  // Raw: some of these reports are what no schema allows.
   return new CoordinatorHttpClient(test.http.url, identity).post('/v1/agent/status', body);
 }
 
@@ -130,8 +131,8 @@ beforeAll(async () => {
   writeFileSync(path.join(work, 'b', 'share', 'readme'), ownBytes);
   await addTreeAsStorePath(test.coordinator.castore, path.join(work, 'a'), secretPath);
   await addTreeAsStorePath(test.coordinator.castore, path.join(work, 'b'), ownPath);
-  configA = (await test.adminClient.post<{ configId: string }>('/v1/graphs/graph-a/configs', signedConfig(test.admin, 'graph-a', [], { [SYSTEM]: secretPath }))).configId;
-  configB = (await test.adminClient.post<{ configId: string }>('/v1/graphs/graph-b/configs', signedConfig(test.admin, 'graph-b', [], { [SYSTEM]: ownPath }))).configId;
+  configA = (await test.adminClient.call('graphs.submit', { graph: 'graph-a', ...signedConfig(test.admin, 'graph-a', [], { [SYSTEM]: secretPath }) })).configId;
+  configB = (await test.adminClient.call('graphs.submit', { graph: 'graph-b', ...signedConfig(test.admin, 'graph-b', [], { [SYSTEM]: ownPath }) })).configId;
   liar = await enrollAgent(test, 'graph-b');
   await report(liar, { configId: configB, phase: 'active', error: null });
 }, 60_000);
@@ -181,12 +182,12 @@ describe('defect 3: an agent lying about its current config', () => {
   it('defect 3: read access follows the coordinator’s assignment (pin or graph), and ends when the assignment moves', async () => {
     const agent = await enrollAgent(test, 'graph-b');
     // Pinned to A by an operator: A is readable, B (its graph, overridden by the pin) is not.
-    await test.adminClient.post(`/v1/agents/${agent.keyId}/pin`, { configId: configA });
+    await test.adminClient.call('agents.pin', { agentId: agent.keyId, configId: configA });
     expect(await cacheReads(agent, secretPath)).toEqual({ narinfo: 200, nar: 200, narZst: 200 });
     expect((await cacheReads(agent, ownPath)).narinfo).toBe(404);
     await report(agent, { configId: configA, phase: 'active', error: null });
     // Unpinned: it follows graph-b again, and having run A legitimately does not keep A readable.
-    await test.adminClient.post(`/v1/agents/${agent.keyId}/pin`, { configId: null });
+    await test.adminClient.call('agents.pin', { agentId: agent.keyId, configId: null });
     expect(test.coordinator.state.get('agents', agent.keyId)?.currentConfig).toBe(configA);
     expect(await cacheReads(agent, secretPath)).toEqual({ narinfo: 404, nar: 404, narZst: 404 });
     const client = await dataClient(agent, true);

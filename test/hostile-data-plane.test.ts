@@ -221,16 +221,16 @@ beforeAll(async () => {
   await addTreeAsStorePath(source, path.join(work, 'app'), app);
   appInfo = source.getStorePath(app)!;
   await pushToCoordinator(test, source, [app]);
-  configId = (await test.adminClient.post<{ configId: string }>('/v1/graphs/hostile/configs', signedConfig(test.admin, 'hostile', [], { 'x86_64-linux': app }))).configId;
+  configId = (await test.adminClient.call('graphs.submit', { graph: 'hostile', ...signedConfig(test.admin, 'hostile', [], { 'x86_64-linux': app }) })).configId;
   agent = await enrollAgent(test, 'hostile');
   viewer = Identity.generate();
   revoked = Identity.generate();
-  await test.adminClient.post('/v1/keys', { keyId: viewer.keyId, role: 'viewer' });
-  await test.adminClient.post('/v1/keys', { keyId: revoked.keyId, role: 'operator' });
-  await test.adminClient.post(`/v1/keys/${revoked.keyId}/revoke`);
+  await test.adminClient.call('keys.add', { keyId: viewer.keyId, role: 'viewer' });
+  await test.adminClient.call('keys.add', { keyId: revoked.keyId, role: 'operator' });
+  await test.adminClient.call('keys.revoke', { keyId: revoked.keyId });
   pendingAgent = Identity.generate();
-  const { token } = await test.adminClient.post<{ token: string }>('/v1/tokens', { uses: 1 });
-  await new CoordinatorHttpClient(test.http.url, pendingAgent).post('/v1/enroll', { token, name: 'pending', facts: { system: 'x86_64-linux', hostname: 'p' } });
+  const { token } = await test.adminClient.call('tokens.create', { uses: 1 });
+  await new CoordinatorHttpClient(test.http.url, pendingAgent).call('enroll', { token, name: 'pending', facts: { system: 'x86_64-linux', hostname: 'p' } });
 }, 60_000);
 
 afterAll(async () => {
@@ -569,11 +569,11 @@ describe('QUIC sessions', () => {
 
   it('refuses the next request of a session whose key was revoked since its auth (REVOKED)', async () => {
     const operator = Identity.generate();
-    await test.adminClient.post('/v1/keys', { keyId: operator.keyId, role: 'operator' });
+    await test.adminClient.call('keys.add', { keyId: operator.keyId, role: 'operator' });
     const session = await RawQuic.open(operator);
     try {
       expect((await session.send(json({ op: 'missing', blobs: [bigId] }))).blobs).toEqual([]);
-      await test.adminClient.post(`/v1/keys/${operator.keyId}/revoke`);
+      await test.adminClient.call('keys.revoke', { keyId: operator.keyId });
       const before = visibleState(test.coordinator);
       for (const frame of ops()) expect((await session.send(frame)).error?.code).toBe('REVOKED');
       expect((await session.auth(operator)).error?.code).toBe('REVOKED');
@@ -650,8 +650,8 @@ describe('memory under 200 oversized and lying requests, in a child process', ()
     });
     const admin = loadIdentity(path.join(dir, 'config', 'keys', 'hostile-admin.key'));
     const pusher = Identity.generate();
-    await new CoordinatorHttpClient(url, admin).post('/v1/keys', { keyId: pusher.keyId, role: 'pusher' });
-    const info = await new CoordinatorHttpClient(url).get<{ quicPort: number; lastSeq: number }>('/v1/info');
+    await new CoordinatorHttpClient(url, admin).call('keys.add', { keyId: pusher.keyId, role: 'pusher' });
+    const info = await new CoordinatorHttpClient(url).call('info');
     const pid = child.pid!;
 
     const certificate = await (await fetch(`${url}/v1/tls-certificate`)).text();
@@ -699,7 +699,7 @@ describe('memory under 200 oversized and lying requests, in a child process', ()
     expect(refusals).toEqual(Array.from({ length: 200 }, (_, index) => `${kinds[index % kinds.length]![0]}: ${kinds[index % kinds.length]![1]}`));
     expect(peak - start, `peak RSS ${(start / MiB).toFixed(0)} → ${(peak / MiB).toFixed(0)} MiB over 200 requests in ${Date.now() - started} ms`).toBeLessThan(MEMORY_BOUND);
     // Nothing of it was stored or audited: the log's head is where the setup left it.
-    expect((await new CoordinatorHttpClient(url).get<{ lastSeq: number }>('/v1/info')).lastSeq).toBe(info.lastSeq);
+    expect((await new CoordinatorHttpClient(url).call('info')).lastSeq).toBe(info.lastSeq);
     expect(childLog).not.toMatch(/internal error/);
   }, 120_000);
 });

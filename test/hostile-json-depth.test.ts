@@ -63,7 +63,7 @@ describe('defect 7: deeply nested JSON is refused where it comes in, and nothing
   let token: string;
   beforeAll(async () => {
     test = await startTestCoordinator({ quic: false });
-    ({ token } = await test.adminClient.post<{ token: string }>('/v1/tokens', { uses: 10, autoApprove: true }));
+    ({ token } = await test.adminClient.call('tokens.create', { uses: 10, autoApprove: true }));
   });
   afterAll(() => test?.close());
 
@@ -83,7 +83,7 @@ describe('defect 7: deeply nested JSON is refused where it comes in, and nothing
 
   it('defect 7: facts reports nested 2,000 and 100,000 deep are refused 400 JSON_TOO_DEEP', async () => {
     const agent = Identity.generate();
-    await new CoordinatorHttpClient(test.http.url, agent).post('/v1/enroll', { token, name: 'shallow', facts: { system: 'x86_64-linux', hostname: 'shallow' } });
+    await new CoordinatorHttpClient(test.http.url, agent).call('enroll', { token, name: 'shallow', facts: { system: 'x86_64-linux', hostname: 'shallow' } });
     const revision = test.coordinator.state.get('agents', agent.keyId)!.factsRevision;
     for (const depth of [2_000, 100_000]) {
       const before = test.coordinator.lastSeq;
@@ -98,7 +98,7 @@ describe('defect 7: deeply nested JSON is refused where it comes in, and nothing
 
   it('defect 7: facts may nest 32 levels; at 33 (within the body bound) they are refused 400 INVALID, naming where', async () => {
     const agent = Identity.generate();
-    await new CoordinatorHttpClient(test.http.url, agent).post('/v1/enroll', { token, name: 'edge', facts: { system: 'x86_64-linux', hostname: 'edge' } });
+    await new CoordinatorHttpClient(test.http.url, agent).call('enroll', { token, name: 'edge', facts: { system: 'x86_64-linux', hostname: 'edge' } });
     const before = test.coordinator.lastSeq;
     expect((await signedPost(test.http.url, agent, '/v1/agent/facts', `{"facts":${deepFactsText(32)}}`)).status).toBe(201);
     expect(test.coordinator.lastSeq).toBe(before + 1);
@@ -265,11 +265,11 @@ describe('defect 7: a log that already holds facts nested 5,000 deep', () => {
     server ??= await startHttpServer(coordinator, '127.0.0.1', 0, { log: (line) => log.push(line) });
     const client = new CoordinatorHttpClient(server.url, admin);
     for (let round = 0; round < 3; round++) {
-      const { revisions } = await client.get<{ revisions: { seq: number; facts: unknown }[] }>(`/v1/agents/${agentId}/facts`, { history: '1' });
+      const { revisions } = await client.call('agents.facts', { agentId, history: '1' });
       // Canonically: the log holds the facts in canonical JSON (sorted keys).
       expect(canonicalJson(revisions.find((revision) => revision.seq === deepSeq)!.facts)).toBe(canonicalJson(deepFacts));
-      const { events } = await client.get<{ events: { seq: number; payload: { facts: unknown } }[] }>('/v1/audit/events', { after: String(deepSeq - 1), limit: '1' });
-      expect(canonicalJson(events[0]!.payload.facts)).toBe(canonicalJson(deepFacts));
+      const { events } = await client.call('audit.events', { after: String(deepSeq - 1), limit: '1' });
+      expect(canonicalJson((events[0]!.payload as { facts: unknown }).facts)).toBe(canonicalJson(deepFacts));
 
       const exported = parseAuditExport(await (await client.send('GET', '/v1/audit/export')).text());
       expect(verifyAuditExport(exported, publicKeyOf(coordinator.identity.keyId as KeyId))).toMatchObject({ ok: true });

@@ -43,22 +43,17 @@ afterAll(async () => {
 });
 
 describe('defect 5: an agent overriding the labels its token gave it', () => {
-  interface AgentView {
-    id: string;
-    labels: Record<string, string>;
-    facts: { labels?: Record<string, string> };
-  }
   const agent = Identity.generate();
   const reported = { site: 'prod', role: 'admin' };
-  const listed = async (where: string[]) => (await admin.get<{ agents: { id: string }[] }>('/v1/agents', { where })).agents.map((a) => a.id);
+  const listed = async (where: string[]) => (await admin.call('agents.list', { where })).agents.map((a) => a.id);
 
   beforeAll(async () => {
-    const { token } = await admin.post<{ token: string }>('/v1/tokens', { uses: 1, autoApprove: true, labels: { site: 'barn' } });
-    await new CoordinatorHttpClient(server.url, agent).post('/v1/enroll', { token, name: 'sneaky', facts: { system: 'x86_64-linux', hostname: 'sneaky', labels: reported } });
+    const { token } = await admin.call('tokens.create', { uses: 1, autoApprove: true, labels: { site: 'barn' } });
+    await new CoordinatorHttpClient(server.url, agent).call('enroll', { token, name: 'sneaky', facts: { system: 'x86_64-linux', hostname: 'sneaky', labels: reported } });
   });
 
   it("defect 5: the agent's labels are exactly the token's; what it reported stays in its facts", async () => {
-    const view = await admin.get<AgentView>(`/v1/agents/${agent.keyId}`);
+    const view = await admin.call('agents.show', { agentId: agent.keyId });
     expect(view.labels).toEqual({ site: 'barn' });
     expect(view.facts.labels).toEqual(reported);
     const enrolled = [...coordinator.events()].find((event) => event.action === 'agent.enroll' && event.subject === agent.keyId)!;
@@ -83,14 +78,14 @@ describe('defect 5: an agent overriding the labels its token gave it', () => {
 
   it('defect 5: operator label keys may contain dots', async () => {
     const dotted = Identity.generate();
-    const { token } = await admin.post<{ token: string }>('/v1/tokens', { uses: 1, autoApprove: true, labels: { 'example.com/site': 'barn' } });
-    await new CoordinatorHttpClient(server.url, dotted).post('/v1/enroll', { token, name: 'dotted', facts: { system: 'x86_64-linux', hostname: 'dotted' } });
+    const { token } = await admin.call('tokens.create', { uses: 1, autoApprove: true, labels: { 'example.com/site': 'barn' } });
+    await new CoordinatorHttpClient(server.url, dotted).call('enroll', { token, name: 'dotted', facts: { system: 'x86_64-linux', hostname: 'dotted' } });
     expect(await listed(['labels.example.com/site=barn'])).toEqual([dotted.keyId]);
   });
 
   it('defect 5: later facts reports cannot change the labels either', async () => {
-    await new CoordinatorHttpClient(server.url, agent).post('/v1/agent/facts', { facts: { system: 'x86_64-linux', hostname: 'sneaky', labels: { site: 'other' } } });
-    expect((await admin.get<AgentView>(`/v1/agents/${agent.keyId}`)).labels).toEqual({ site: 'barn' });
+    await new CoordinatorHttpClient(server.url, agent).call('agent.facts', { facts: { system: 'x86_64-linux', hostname: 'sneaky', labels: { site: 'other' } } });
+    expect((await admin.call('agents.show', { agentId: agent.keyId })).labels).toEqual({ site: 'barn' });
     expect(await listed(['labels.site=other'])).toEqual([]);
   });
 });
@@ -98,10 +93,10 @@ describe('defect 5: an agent overriding the labels its token gave it', () => {
 describe('defect 8: keys add re-activating a revoked key', () => {
   it('defect 8: keys add of a revoked key is refused (CONFLICT naming the key and its revocation); the key stays revoked', async () => {
     const viewer = Identity.generate();
-    await admin.post('/v1/keys', { keyId: viewer.keyId, role: 'viewer', label: 'auditor' });
+    await admin.call('keys.add', { keyId: viewer.keyId, role: 'viewer', label: 'auditor' });
     const asViewer = new CoordinatorHttpClient(server.url, viewer);
-    await asViewer.get('/v1/keys');
-    await admin.post(`/v1/keys/${viewer.keyId}/revoke`);
+    await asViewer.call('keys.list');
+    await admin.call('keys.revoke', { keyId: viewer.keyId });
     const revokedAt = coordinator.lastSeq;
 
     for (const role of ['viewer', 'admin']) {

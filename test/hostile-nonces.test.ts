@@ -44,7 +44,7 @@ afterAll(async () => {
 
 describe('defect 8: request nonces', () => {
   it('defect 8: 200 requests signed by fresh keys leave the nonces table as it was', async () => {
-    await admin.get('/v1/agents'); // one known request, so the table is not empty to begin with
+    await admin.call('agents.list'); // one known request, so the table is not empty to begin with
     const before = nonceRows();
     expect(before).toBeGreaterThan(0);
     for (let i = 0; i < 200; i++) {
@@ -59,7 +59,7 @@ describe('defect 8: request nonces', () => {
 
   it('defect 8: known keys refused for their role, and enrollments by any key, store no nonce either', async () => {
     const pusher = Identity.generate();
-    await admin.post('/v1/keys', { keyId: pusher.keyId, role: 'pusher', label: 'ci' });
+    await admin.call('keys.add', { keyId: pusher.keyId, role: 'pusher', label: 'ci' });
     const before = nonceRows();
     for (let i = 0; i < 20; i++) {
       expect(await send('POST', '/v1/tokens', signRequest(pusher, 'POST', '/v1/tokens', '{}'), '{}')).toEqual({ status: 403, code: 'FORBIDDEN' });
@@ -79,7 +79,7 @@ describe('defect 8: request nonces', () => {
     expect(await send('POST', '/v1/tokens', headers, body)).toEqual({ status: 401, code: 'REPLAYED_NONCE' });
     expect(coordinator.lastSeq).toBe(seq + 1);
 
-    const { token } = await admin.post<{ token: string }>('/v1/tokens', { uses: 5, autoApprove: true });
+    const { token } = await admin.call('tokens.create', { uses: 5, autoApprove: true });
     const agent = Identity.generate();
     const enroll = JSON.stringify({ token, name: 'once', facts: { system: 'x86_64-linux', hostname: 'h' } });
     const enrollHeaders = signRequest(agent, 'POST', '/v1/enroll', enroll);

@@ -56,7 +56,7 @@ async function login(identity: Identity): Promise<string> {
 beforeAll(async () => {
   test = await startTestCoordinator({ quic: false });
   viewerKey = Identity.generate();
-  await test.adminClient.post('/v1/keys', { keyId: viewerKey.keyId, role: 'viewer' });
+  await test.adminClient.call('keys.add', { keyId: viewerKey.keyId, role: 'viewer' });
   viewerCookie = await login(viewerKey);
   adminCookie = await login(test.admin);
 }, 60_000);
@@ -141,10 +141,10 @@ describe('who may look', () => {
 
   it('ends the sessions of a key revoked after it logged in (401), and logs no one else out', async () => {
     const doomed = Identity.generate();
-    await test.adminClient.post('/v1/keys', { keyId: doomed.keyId, role: 'operator' });
+    await test.adminClient.call('keys.add', { keyId: doomed.keyId, role: 'operator' });
     const cookie = await login(doomed);
     expect((await get('/viewer/api/info', { cookie })).status).toBe(200);
-    await test.adminClient.post(`/v1/keys/${doomed.keyId}/revoke`);
+    await test.adminClient.call('keys.revoke', { keyId: doomed.keyId });
     await expectRefused(() => get('/viewer/api/info', { cookie }), 401, 'UNAUTHENTICATED');
     await expectRefused(() => get('/viewer/', { cookie }), 401, undefined);
     expect((await get('/viewer/api/info', { cookie: viewerCookie })).status).toBe(200);

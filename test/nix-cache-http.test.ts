@@ -92,7 +92,7 @@ beforeAll(async () => {
   await addTreeAsStorePath(test.coordinator.castore, path.join(work, 'app'), app, [lib]);
   await addTreeAsStorePath(test.coordinator.castore, path.join(work, 'other'), other);
   viewer = Identity.generate();
-  await test.adminClient.post('/v1/keys', { keyId: viewer.keyId, role: 'viewer', label: 'reader' });
+  await test.adminClient.call('keys.add', { keyId: viewer.keyId, role: 'viewer', label: 'reader' });
   publicServer = await startHttpServer(test.coordinator, '127.0.0.1', 0, { log: (line) => test.log.push(line), nixCache: { publicRead: true } });
 }, 60_000);
 
@@ -123,9 +123,9 @@ describe('reading', () => {
     for (const reader of [viewer, test.pusher, test.admin]) expect((await fetch(url, { headers: auth(reader) })).status).toBe(200);
 
     const revoked = Identity.generate();
-    await test.adminClient.post('/v1/keys', { keyId: revoked.keyId, role: 'viewer', label: 'soon revoked' });
+    await test.adminClient.call('keys.add', { keyId: revoked.keyId, role: 'viewer', label: 'soon revoked' });
     expect((await fetch(url, { headers: auth(revoked) })).status).toBe(200);
-    await test.adminClient.post(`/v1/keys/${revoked.keyId}/revoke`);
+    await test.adminClient.call('keys.revoke', { keyId: revoked.keyId });
     expect((await fetch(url, { headers: auth(revoked) })).status).toBe(403);
   });
 
@@ -178,7 +178,7 @@ describe('reading', () => {
   });
 
   it('lets an agent read only the closure of its configs', async () => {
-    await test.adminClient.post('/v1/graphs/cache-web/configs', signedConfig(test.admin, 'cache-web', [], { 'x86_64-linux': app }));
+    await test.adminClient.call('graphs.submit', { graph: 'cache-web', ...signedConfig(test.admin, 'cache-web', [], { 'x86_64-linux': app }) });
     const agent = await enrollAgent(test, 'cache-web');
     for (const storePath of [app, lib]) expect((await fetch(`${cache}/${hashPartOf(storePath)}.narinfo`, { headers: auth(agent) })).status).toBe(200);
     expect((await fetch(`${cache}/${hashPartOf(other)}.narinfo`, { headers: auth(agent) })).status).toBe(404);

@@ -166,7 +166,7 @@ describe.skipIf(skipReason !== undefined)('the coordinator as a Nix binary cache
     expect(events.map((event) => event.subject).sort()).toEqual([...fresh.paths].sort());
     expect(events.every((event) => event.actorKey === test.pusher.keyId && event.actorRole === 'pusher')).toBe(true);
 
-    const { configId } = await test.adminClient.post<{ configId: string }>('/v1/graphs/nix-cache/configs', signedConfig(test.admin, 'nix-cache', [], { 'x86_64-linux': fresh.app }));
+    const { configId } = await test.adminClient.call('graphs.submit', { graph: 'nix-cache', ...signedConfig(test.admin, 'nix-cache', [], { 'x86_64-linux': fresh.app }) });
     const agent = await enrollAgent(test, 'nix-cache');
     const { client } = await openDataClient(test.http.url, agent, { tlsFingerprint: test.coordinator.tls.fingerprint });
     const store = LocalCastore.open(path.join(dir, 'agent-castore'));

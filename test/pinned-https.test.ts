@@ -67,13 +67,13 @@ describe('pinned HTTPS on the HTTP port', () => {
     expect(presented).toBe(test.coordinator.tls.fingerprint);
 
     const pinned = new CoordinatorHttpClient(httpsUrl, undefined, { pinnedFingerprint: test.coordinator.tls.fingerprint });
-    expect((await pinned.get<{ coordinatorKey: string }>('/v1/info')).coordinatorKey).toBe(test.coordinator.identity.keyId);
+    expect((await pinned.call('info')).coordinatorKey).toBe(test.coordinator.identity.keyId);
     // No CA vouches for it: a client that does not pin it does not trust it.
     await expect(fetch(`${httpsUrl}/v1/info`)).rejects.toThrow();
   });
 
   it('refuses another certificate before sending anything, whatever the URL scheme, so nothing happens', async () => {
-    const tokensBefore = (await test.adminClient.get<{ tokens: unknown[] }>('/v1/tokens')).tokens.length;
+    const tokensBefore = (await test.adminClient.call('tokens.list')).tokens.length;
     const wrongPin = new CoordinatorHttpClient(httpsUrl, test.admin, { pinnedFingerprint: randomBytes(32).toString('hex') });
     const refused = await wrongPin.post('/v1/tokens', { uses: 1 }).catch((error: unknown) => error);
     expect(refused).toBeInstanceOf(PinningError);
@@ -83,10 +83,10 @@ describe('pinned HTTPS on the HTTP port', () => {
     // An http:// URL is the coordinator's port all the same: a pinned client speaks TLS to it, never in clear.
     const wrongPinHttpUrl = new CoordinatorHttpClient(test.http.url, test.admin, { pinnedFingerprint: randomBytes(32).toString('hex') });
     await expect(wrongPinHttpUrl.post('/v1/tokens', { uses: 1 })).rejects.toBeInstanceOf(PinningError);
-    expect((await test.adminClient.get<{ tokens: unknown[] }>('/v1/tokens')).tokens.length).toBe(tokensBefore);
+    expect((await test.adminClient.call('tokens.list')).tokens.length).toBe(tokensBefore);
     const pinnedHttpUrl = new CoordinatorHttpClient(test.http.url, test.admin, { pinnedFingerprint: test.coordinator.tls.fingerprint });
-    await pinnedHttpUrl.post('/v1/tokens', { uses: 1 });
-    expect((await test.adminClient.get<{ tokens: unknown[] }>('/v1/tokens')).tokens.length).toBe(tokensBefore + 1);
+    await pinnedHttpUrl.call('tokens.create', { uses: 1 });
+    expect((await test.adminClient.call('tokens.list')).tokens.length).toBe(tokensBefore + 1);
   });
 
   for (const pinnedTls of [true, false]) {
@@ -95,10 +95,10 @@ describe('pinned HTTPS on the HTTP port', () => {
       try {
         const graph = `pinned-${pinnedTls}`;
         const activate = `echo ${marker}-activation > "$FERRY_STATE_DIR/activated"`;
-        const { configId } = await test.adminClient.post<{ configId: string }>(`/v1/graphs/${graph}/configs`, signedConfig(test.admin, graph, [], { 'x86_64-linux': target }, 'pinned', { activate }));
+        const { configId } = await test.adminClient.call('graphs.submit', { graph, ...signedConfig(test.admin, graph, [], { 'x86_64-linux': target }, 'pinned', { activate }) });
         const stateDir = path.join(test.dir, `agent-${graph}`);
         const { agentId, token } = await enrollStateDir(test, { stateDir, name: graph, pinnedTls, httpUrl: relay.url });
-        await test.adminClient.post(`/v1/agents/${agentId}/assign`, { graph });
+        await test.adminClient.call('agents.assign', { agentId, graph });
         // HTTP only, so the data plane (QUIC is UDP, past the relay) crosses the relay too.
         const agent = new Agent(stateDir, { httpOnly: true, log: () => undefined });
         try {

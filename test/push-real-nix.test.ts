@@ -69,11 +69,11 @@ describe.skipIf(skipReason !== undefined)('ferry push with real Nix', () => {
   it('fetches the pushed closure as an agent into an empty castore, NARs identical to nix-store --dump', async () => {
     const admin = loadIdentity(path.join(dir, 'config', 'keys', 'push-admin.key'));
     const adminClient = new CoordinatorHttpClient(url, admin);
-    const { configId } = await adminClient.post<{ configId: string }>('/v1/graphs/demo/configs', signedConfig(admin, 'demo', [], { 'x86_64-linux': fixture.app }));
+    const { configId } = await adminClient.call('graphs.submit', { graph: 'demo', ...signedConfig(admin, 'demo', [], { 'x86_64-linux': fixture.app }) });
     const agent = Identity.generate();
-    const { token } = await adminClient.post<{ token: string }>('/v1/tokens', { uses: 1, autoApprove: true });
-    await new CoordinatorHttpClient(url, agent).post('/v1/enroll', { token, name: 'fetcher', facts: { system: 'x86_64-linux', hostname: 'fetcher' } });
-    await adminClient.post(`/v1/agents/${agent.keyId}/assign`, { graph: 'demo' });
+    const { token } = await adminClient.call('tokens.create', { uses: 1, autoApprove: true });
+    await new CoordinatorHttpClient(url, agent).call('enroll', { token, name: 'fetcher', facts: { system: 'x86_64-linux', hostname: 'fetcher' } });
+    await adminClient.call('agents.assign', { agentId: agent.keyId, graph: 'demo' });
 
     const { client, info } = await openDataClient(url, agent);
     const store = LocalCastore.open(path.join(dir, 'agent-castore'));

@@ -52,13 +52,13 @@ export async function startScriptedCoordinator(options: { checkpointEvery?: numb
     marks[name] = coordinator.lastSeq;
   };
 
-  const { token } = await adminClient.post<{ token: string }>('/v1/tokens', { uses: 2, label: 'barn', labels: { site: 'barn-3' } });
+  const { token } = await adminClient.call('tokens.create', { uses: 2, label: 'barn', labels: { site: 'barn-3' } });
   const agents = [Identity.generate(), Identity.generate()];
   const agentClients = agents.map((agent) => new CoordinatorHttpClient(http.url, agent));
-  await agentClients[0]!.post('/v1/enroll', { token, name: 'gw-1', facts: { system: 'x86_64-linux', hostname: 'gw-1', cpus: 4 } });
+  await agentClients[0]!.call('enroll', { token, name: 'gw-1', facts: { system: 'x86_64-linux', hostname: 'gw-1', cpus: 4 } });
   last('enroll');
-  await agentClients[1]!.post('/v1/enroll', { token, name: 'gw-2', facts: { system: 'x86_64-linux', hostname: 'gw-2', cpus: 2 } });
-  for (const agent of agents) await adminClient.post(`/v1/agents/${agent.keyId}/approve`);
+  await agentClients[1]!.call('enroll', { token, name: 'gw-2', facts: { system: 'x86_64-linux', hostname: 'gw-2', cpus: 2 } });
+  for (const agent of agents) await adminClient.call('agents.approve', { agentId: agent.keyId });
   last('approve');
 
   const v1 = await addStorePath(coordinator, 'app-1.0');
@@ -73,32 +73,32 @@ export async function startScriptedCoordinator(options: { checkpointEvery?: numb
   last('push');
 
   const first = signedConfig(admin, 'edge', [], { 'x86_64-linux': v1 }, 'app 1.0', { activate: 'bin/activate', health: 'bin/check' });
-  const c1 = (await adminClient.post<{ configId: string }>('/v1/graphs/edge/configs', first)).configId;
+  const c1 = (await adminClient.call('graphs.submit', { graph: 'edge', ...first })).configId;
   last('submit1');
-  for (const agent of agents) await adminClient.post(`/v1/agents/${agent.keyId}/assign`, { graph: 'edge' });
+  for (const agent of agents) await adminClient.call('agents.assign', { agentId: agent.keyId, graph: 'edge' });
   for (const client of agentClients) {
-    for (const phase of ['fetching', 'activating', 'active']) await client.post('/v1/agent/status', { configId: c1, phase, error: null });
+    for (const phase of ['fetching', 'activating', 'active'] as const) await client.call('agent.status', { configId: c1, phase, error: null });
   }
   last('activate1');
-  await agentClients[0]!.post('/v1/agent/facts', { facts: { system: 'x86_64-linux', hostname: 'gw-1', cpus: 8 } });
+  await agentClients[0]!.call('agent.facts', { facts: { system: 'x86_64-linux', hostname: 'gw-1', cpus: 8 } });
   last('facts');
 
   const second = signedConfig(admin, 'edge', [c1], { 'x86_64-linux': v2 }, 'app 2.0 (health check fails)', { activate: 'bin/activate', health: 'bin/check' });
-  const c2 = (await adminClient.post<{ configId: string }>('/v1/graphs/edge/configs', second)).configId;
+  const c2 = (await adminClient.call('graphs.submit', { graph: 'edge', ...second })).configId;
   last('submit2');
   for (const client of agentClients) {
-    await client.post('/v1/agent/status', { configId: c2, phase: 'fetching', error: null });
-    await client.post('/v1/agent/status', { configId: c2, phase: 'activating', error: null });
+    await client.call('agent.status', { configId: c2, phase: 'fetching', error: null });
+    await client.call('agent.status', { configId: c2, phase: 'activating', error: null });
   }
   last('activating2');
-  await agentClients[0]!.post('/v1/agent/status', { configId: c2, phase: 'failed', error: 'health check failed: bin/check exited with 1' });
+  await agentClients[0]!.call('agent.status', { configId: c2, phase: 'failed', error: 'health check failed: bin/check exited with 1' });
   last('fail');
-  await agentClients[0]!.post('/v1/agent/status', { configId: c2, phase: 'rolled-back', error: 'health check failed; rolled back to the previous generation' });
+  await agentClients[0]!.call('agent.status', { configId: c2, phase: 'rolled-back', error: 'health check failed; rolled back to the previous generation' });
   last('agentRollback');
-  await adminClient.post('/v1/graphs/edge/rollback', {});
+  await adminClient.call('graphs.rollback', { graph: 'edge' });
   last('graphRollback');
-  await agentClients[1]!.post('/v1/agent/status', { configId: c2, phase: 'failed', error: 'health check failed' });
-  await agentClients[1]!.post('/v1/agent/status', { configId: c1, phase: 'active', error: null });
+  await agentClients[1]!.call('agent.status', { configId: c2, phase: 'failed', error: 'health check failed' });
+  await agentClients[1]!.call('agent.status', { configId: c1, phase: 'active', error: null });
   last('end');
 
   return {

@@ -128,11 +128,11 @@ describe('the viewer on a coordinator with a scripted history', () => {
   it('a session ends when its key is revoked', async () => {
     const auditor = Identity.generate();
     const admin = new CoordinatorHttpClient(scripted.http.url, scripted.admin);
-    await admin.post('/v1/keys', { keyId: auditor.keyId, role: 'viewer', label: 'temp' });
+    await admin.call('keys.add', { keyId: auditor.keyId, role: 'viewer', label: 'temp' });
     const { loginPath } = await new CoordinatorHttpClient(scripted.http.url, auditor).request<{ loginPath: string }>('POST', '/viewer/api/session');
     const session = (await fetch(new URL(loginPath, scripted.http.url), { redirect: 'manual' })).headers.get('set-cookie')!.split(';')[0]!;
     expect((await fetch(`${scripted.http.url}/viewer/api/info`, { headers: { cookie: session } })).status).toBe(200);
-    await admin.post(`/v1/keys/${auditor.keyId}/revoke`);
+    await admin.call('keys.revoke', { keyId: auditor.keyId });
     expect((await fetch(`${scripted.http.url}/viewer/api/info`, { headers: { cookie: session } })).status).toBe(401);
   });
 

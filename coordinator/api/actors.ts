@@ -8,9 +8,10 @@ import { FerryError, httpStatusOf, isSentErrorCode } from '../../protocol/errors
 import type { Coordinator } from '../coordinator.js';
 import type { Actor } from '../domain/commands.js';
 import type { Role } from '../domain/events.js';
+import type { ApiAccess } from '../../protocol/api/routes.js';
 
-/** Who may call an operation: roles, anyone whose request is signed by any key (enrollment), or anyone. */
-export type Access = readonly Role[] | 'self-signed' | 'public';
+/** Who may call an operation: roles, anyone whose request is signed by any key (enrollment), or anyone (the API's descriptions say which). */
+export type Access = ApiAccess;
 
 /** Whether `error` refuses who is calling (a FerryError answered 401 or 403: resolveActor's, a signature check's). */
 export function isAuthRefusal(error: unknown): error is FerryError {

@@ -1,7 +1,8 @@
 /**
  * The coordinator's HTTP API (hono): JSON in and out, every request signed
- * (see protocol/request-signing.ts) except `GET /v1/info`. The routes map
- * onto the transport-agnostic operations. Handlers throw; one error handler
+ * (see protocol/request-signing.ts) except `GET /v1/info`. The routes are
+ * the API's description (protocol/api/routes.ts: API_ROUTES, API_STREAMS),
+ * each mapped onto its transport-agnostic operation (operations.ts). Handlers throw; one error handler
  * (`app.onError`: error-replies.ts) answers every error in one shape,
  * `{ "error": { "code", "message" } }`, for the API and the viewer mounted on
  * it; the Nix cache has its own (text). Refused authentication is logged
@@ -24,9 +25,10 @@ import { ClosureAccess, DATA_ACCESS, runDataOperation } from './data-operations.
 import { replyFrames } from './data-replies.js';
 import { RequestNonces } from './request-nonces.js';
 import { OPERATIONS, type OperationName } from './operations.js';
+import { API_ROUTES, API_STREAMS, firstIssue, type ApiRoute, type ApiRouteName } from '../../protocol/api/routes.js';
 import { desiredConfigOf } from './queries.js';
 import { DesiredWatches, MAX_WATCHES_PER_AGENT } from './desired-watches.js';
-import { WatchQuerySchema, type WatchUnchanged } from '../../protocol/config.js';
+import type { WatchUnchanged } from '../../protocol/config.js';
 import { liveViewerRoutes } from '../viewer/index.js';
 import { createNixCacheApp } from '../nix-cache/index.js';
 
@@ -43,43 +45,42 @@ export interface HttpApiOptions {
    * Default: one of this API's own.
    */
   closureAccess?: ClosureAccess;
+  /**
+   * Check every JSON reply against its route's output schema before it is
+   * sent, answering INTERNAL (logged, naming the field) for one that does
+   * not match: a drift between the handlers and the description fails a
+   * test rather than a client in the field. Default: on when the
+   * environment sets FERRY_CHECK_REPLIES=1 (the test suite does:
+   * vitest.config.ts), off otherwise — it costs a parse of every reply
+   * (docs/coordinator.md, "The API's description").
+   */
+  checkReplies?: boolean;
 }
-
-const ROUTES: [method: 'GET' | 'POST', path: string, operation: OperationName][] = [
-  ['GET', '/v1/info', 'info'],
-  ['POST', '/v1/enroll', 'enroll'],
-  ['POST', '/v1/keys', 'keys.add'],
-  ['GET', '/v1/keys', 'keys.list'],
-  ['POST', '/v1/keys/:keyId/revoke', 'keys.revoke'],
-  ['POST', '/v1/tokens', 'tokens.create'],
-  ['GET', '/v1/tokens', 'tokens.list'],
-  ['POST', '/v1/tokens/:tokenId/revoke', 'tokens.revoke'],
-  ['GET', '/v1/agents', 'agents.list'],
-  ['GET', '/v1/agents/:agentId', 'agents.show'],
-  ['GET', '/v1/agents/:agentId/facts', 'agents.facts'],
-  ['POST', '/v1/agents/:agentId/approve', 'agents.approve'],
-  ['POST', '/v1/agents/:agentId/reject', 'agents.reject'],
-  ['POST', '/v1/agents/:agentId/revoke', 'agents.revoke'],
-  ['POST', '/v1/agents/:agentId/assign', 'agents.assign'],
-  ['POST', '/v1/agents/:agentId/pin', 'agents.pin'],
-  ['POST', '/v1/agent/facts', 'agent.facts'],
-  ['POST', '/v1/agent/status', 'agent.status'],
-  ['GET', '/v1/agent/desired', 'agent.desired'],
-  ['POST', '/v1/agent/activity', 'agent.activity'],
-  ['GET', '/v1/graphs', 'graphs.list'],
-  ['GET', '/v1/graphs/:graph', 'graphs.show'],
-  ['POST', '/v1/graphs/:graph/configs', 'graphs.submit'],
-  ['POST', '/v1/graphs/:graph/rollback', 'graphs.rollback'],
-  ['GET', '/v1/configs/:configId', 'configs.show'],
-  ['GET', '/v1/audit/events', 'audit.events'],
-  ['GET', '/v1/audit/verify', 'audit.verify'],
-];
 
 export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions = {}): Hono {
   const maxBody = options.maxBodyBytes ?? 1024 * 1024;
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const nonces = new RequestNonces(coordinator.database.sqlite, coordinator.now);
   const closureAccess = options.closureAccess ?? new ClosureAccess(coordinator);
+  const checkReplies = options.checkReplies ?? process.env.FERRY_CHECK_REPLIES === '1';
+
+  /**
+   * `result` as route `name`'s JSON reply; checked against its output
+   * schema first when checkReplies is on. `encode`: stringifyJson, not
+   * JSON.stringify, by default: results can hold stored facts and events,
+   * and a log may hold some nested deeper than JSON.stringify survives.
+   */
+  function reply(c: Context, name: ApiRouteName, result: unknown, encode: (value: unknown) => string | undefined = stringifyJson): Response {
+    const route: ApiRoute = API_ROUTES[name];
+    if (checkReplies) {
+      const checked = route.output.safeParse(result);
+      if (!checked.success) {
+        const { field, message } = firstIssue(checked.error);
+        throw new FerryError('INTERNAL', `the reply of ${name} does not match its description: ${field}: ${message}`);
+      }
+    }
+    return c.body(encode(result) ?? 'null', route.method === 'POST' ? 201 : 200, { 'content-type': 'application/json' });
+  }
 
   const readBody = (c: Context): Promise<Uint8Array> => readBoundedBody(c, maxBody);
 
@@ -144,18 +145,17 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
 
   const app = new Hono();
   app.onError(jsonErrorHandler(log));
-  for (const [method, routePath, operation] of ROUTES) {
-    app.on(method, routePath, async (c) => {
+  for (const operation of Object.keys(OPERATIONS) as OperationName[]) {
+    const route: ApiRoute = API_ROUTES[operation];
+    // One signature for every handler: each is typed by its own route, which the description pairs it with.
+    const run = OPERATIONS[operation] as (coordinator: Coordinator, actor: Actor, input: unknown) => unknown;
+    app.on(route.method, route.path, async (c) => {
       const body = await readBody(c);
-      const definition = OPERATIONS[operation];
-      const actor = definition.access === 'public' ? { keyId: '', role: 'viewer' as const } : await authenticate(c, body, operation, definition.access);
-      const parsed = definition.input.safeParse(inputOf(c, body));
+      const actor = route.access === 'public' ? { keyId: '', role: 'viewer' as const } : await authenticate(c, body, operation, route.access);
+      const parsed = route.input.safeParse(inputOf(c, body));
       // A zod error is answered INVALID, naming the first field (error-replies.ts).
       if (!parsed.success) throw parsed.error;
-      const result = await (definition.run as (coordinator: Coordinator, actor: Actor, input: unknown) => unknown)(coordinator, actor, parsed.data);
-      // stringifyJson, not c.json (JSON.stringify): results can hold stored facts and events,
-      // and a log may hold some nested deeper than JSON.stringify survives.
-      return c.body(stringifyJson(result), method === 'POST' ? 201 : 200, { 'content-type': 'application/json' });
+      return reply(c, operation, await run(coordinator, actor, parsed.data));
     });
   }
 
@@ -163,9 +163,10 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
   // seconds pass, so agents react within a fraction of a second without polling the network.
   const watches = new DesiredWatches(coordinator);
   options.stopping?.addEventListener('abort', () => watches.release(), { once: true });
-  app.get('/v1/agent/watch', async (c) => {
-    const actor = await authenticate(c, await readBody(c), 'agent.desired', OPERATIONS['agent.desired'].access);
-    const parsed = WatchQuerySchema.safeParse(c.req.query());
+  const watch = API_ROUTES['agent.watch'];
+  app.on(watch.method, watch.path, async (c) => {
+    const actor = await authenticate(c, await readBody(c), 'agent.desired', watch.access);
+    const parsed = watch.input.safeParse(c.req.query());
     if (!parsed.success) throw parsed.error;
     const held = watches.hold(actor.keyId);
     if (!held) throw new FerryError('TOO_MANY_WATCHES', `this agent holds ${MAX_WATCHES_PER_AGENT} watches already; wait for one to be answered`);
@@ -176,19 +177,20 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
     }
   });
 
-  async function answerWatch(c: Context, actor: Actor, { known, wait, challenge }: z.infer<typeof WatchQuerySchema>): Promise<Response> {
+  async function answerWatch(c: Context, actor: Actor, { known, wait, challenge }: z.output<typeof watch.input>): Promise<Response> {
     const deadline = Date.now() + wait * 1000;
     for (;;) {
       // A coordinator shutting down answers its held watches at once (the agent asks again, elsewhere or later).
       if (coordinator.closed || watches.released) throw new FerryError('SHUTTING_DOWN', 'the coordinator is shutting down');
       const agent = coordinator.state.get('agents', actor.keyId);
       if (agent?.status !== 'enrolled') throw new FerryError('REVOKED', 'agent is no longer enrolled');
-      // Only which config: the signed answer (and the agent's presence) once, when it is sent.
-      if ((desiredConfigOf(coordinator.state, agent) ?? 'none') !== known) return c.json(OPERATIONS['agent.desired'].run(coordinator, actor, { challenge }));
+      // Only which config: the signed answer (and the agent's presence) once, when it is sent. Encoded
+      // with JSON.stringify, as before: a config and a proof, shallow, and the agents' hottest reply.
+      if ((desiredConfigOf(coordinator.state, agent) ?? 'none') !== known) return reply(c, 'agent.watch', await OPERATIONS['agent.desired'](coordinator, actor, { challenge }), JSON.stringify);
       if (Date.now() >= deadline) {
         coordinator.presence.touch(actor.keyId);
         const unchanged: WatchUnchanged = { unchanged: true, configId: known === 'none' ? null : known };
-        return c.json(unchanged);
+        return reply(c, 'agent.watch', unchanged, JSON.stringify);
       }
       // Asleep until an event concerning this agent or its graph (a config, a rollback, an assignment, a pin,
       // a revocation), or the deadline: an idle watch costs nothing.
@@ -197,9 +199,10 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
   }
 
   // The export streams JSON lines rather than one JSON document.
-  app.get('/v1/audit/export', async (c) => {
+  const auditExport = API_STREAMS['audit.export'];
+  app.on(auditExport.method, auditExport.path, async (c) => {
     const body = await readBody(c);
-    await authenticate(c, body, 'audit.export', OPERATIONS['audit.verify'].access);
+    await authenticate(c, body, 'audit.export', auditExport.access);
     coordinator.checkpoint();
     const lines = exportLines({ coordinatorKey: coordinator.identity.keyId, name: coordinator.name, exportedAt: coordinator.now() }, coordinator.events(), coordinator.checkpoints());
     const encoder = new TextEncoder();
@@ -222,11 +225,11 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
   });
 
   // Public: clients check it against the fingerprint they pinned before trusting it for QUIC.
-  app.get('/v1/tls-certificate', (c) => c.text(coordinator.tls.certificatePem, 200, { 'content-type': 'application/x-pem-file' }));
+  app.on(API_STREAMS['tls.certificate'].method, API_STREAMS['tls.certificate'].path, (c) => c.text(coordinator.tls.certificatePem, 200, { 'content-type': 'application/x-pem-file' }));
 
   // The data plane's HTTP fallback: the body is a request frame (see protocol/framing.ts) whose
   // header JSON the signature covers; object bytes are verified by their ids instead.
-  app.post('/v1/data', (c) => {
+  app.on(API_STREAMS.data.method, API_STREAMS.data.path, (c) => {
     const source = c.req.raw.body as AsyncIterable<Uint8Array> | null;
     const reader = new FrameReader(source ?? (async function* () {})());
     const frames = replyFrames(async () => {

@@ -4,6 +4,7 @@ import { agents } from '../db/schema.js';
 import { FerryError } from '../../protocol/errors.js';
 import type { AgentRow, StateStore } from '../domain/state.js';
 import type { SqliteStateStore } from '../domain/sqlite-state.js';
+import type { ConfigSummary } from '../../protocol/api/views.js';
 
 /**
  * One `--where` clause, by where its value comes from:
@@ -84,12 +85,8 @@ export function desiredConfigOf(state: StateStore, agent: AgentRow): string | nu
   return null;
 }
 
-export interface ConfigSummary {
-  succeeded: number;
-  failed: number;
-  pending: number;
-  unreported: number;
-}
+/** How the agents that should run a config are doing: a wire shape (configs.show, graphs.show answer it). */
+export type { ConfigSummary };
 
 /**
  * Where an enrolled agent that should run `configId` stands in that

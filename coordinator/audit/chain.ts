@@ -9,6 +9,7 @@ import { canonicalJson } from '../../protocol/canonical-json.js';
 import { blake3Hex } from '../../castore/blake3/index.js';
 import { ed25519Verify } from '../../protocol/ed25519.js';
 import type { AuditEvent } from '../domain/events.js';
+import type { ChainReport } from '../../protocol/api/audit.js';
 
 export const GENESIS_HASH = '0'.repeat(64);
 
@@ -59,14 +60,8 @@ export interface Checkpoint {
   signature: string;
 }
 
-export interface ChainReport {
-  ok: boolean;
-  events: number;
-  /** The last seq whose chain (and every one before it) verified. */
-  verifiedThrough: number;
-  lastCheckpoint: { seq: number; hash: string } | null;
-  firstBad: { seq: number; reason: string } | null;
-}
+/** What verifying found: a wire shape (the API answers it), so its schema is protocol's. */
+export type { ChainReport };
 
 /**
  * Verifies events fed in seq order (and the checkpoints, with the

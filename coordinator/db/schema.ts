@@ -12,6 +12,8 @@
  */
 import { integer, sqliteTable, text, index } from 'drizzle-orm/sqlite-core';
 import type { ConfigId } from '../../protocol/config.js';
+import type { AgentStatus, Phase, Role } from '../../protocol/api/fleet.js';
+import type { SignedConfigBody } from '../../protocol/api/views.js';
 
 export const auditEvents = sqliteTable('audit_events', {
   seq: integer('seq').primaryKey(),
@@ -38,7 +40,7 @@ export const auditCheckpoints = sqliteTable('audit_checkpoints', {
 
 export const keys = sqliteTable('keys', {
   id: text('id').primaryKey(),
-  role: text('role').notNull(),
+  role: text('role').$type<Role>().notNull(),
   label: text('label').notNull(),
   revoked: integer('revoked', { mode: 'boolean' }).notNull(),
   addedSeq: integer('added_seq').notNull(),
@@ -62,7 +64,7 @@ export const agents = sqliteTable('agents', {
   id: text('id').primaryKey(),
   name: text('name').notNull(),
   type: text('type').notNull(),
-  status: text('status').notNull(),
+  status: text('status').$type<AgentStatus>().notNull(),
   labels: text('labels', { mode: 'json' }).$type<Record<string, string>>().notNull(),
   tokenId: text('token_id').notNull(),
   factsRevision: integer('facts_revision').notNull(),
@@ -70,7 +72,7 @@ export const agents = sqliteTable('agents', {
   desiredGraph: text('desired_graph'),
   pinnedConfig: text('pinned_config').$type<ConfigId>(),
   currentConfig: text('current_config').$type<ConfigId>(),
-  phase: text('phase'),
+  phase: text('phase').$type<Phase>(),
   lastError: text('last_error'),
   enrolledSeq: integer('enrolled_seq').notNull(),
   updatedSeq: integer('updated_seq').notNull(),
@@ -97,7 +99,7 @@ export const configs = sqliteTable('configs', {
   graph: text('graph').notNull(),
   parents: text('parents', { mode: 'json' }).$type<ConfigId[]>().notNull(),
   /** The signed config body (canonical fields: targets, activation, health, message, author, hlc…). */
-  body: text('body', { mode: 'json' }).$type<Record<string, unknown>>().notNull(),
+  body: text('body', { mode: 'json' }).$type<SignedConfigBody>().notNull(),
   forced: integer('forced', { mode: 'boolean' }).notNull(),
   seq: integer('seq').notNull(),
 }, (table) => [index('configs_graph').on(table.graph)]);

@@ -9,24 +9,26 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
-import { refineActivationEnvironment } from '../../protocol/activation-environment.js';
 import { FerryError } from '../../protocol/errors.js';
-import { configId, configSigningMessage } from './config-id.js';
+import { configSigningMessage } from '../../protocol/config.js';
+import { configId } from '../../castore/config-id.js';
 import { ed25519Verify } from '../../protocol/ed25519.js';
-import { KeyIdSchema, publicKeyOf, type KeyId } from '../../protocol/identity.js';
+import { publicKeyOf, type KeyId } from '../../protocol/identity.js';
+import type { ActorRole, EventDraft, Role } from './events.js';
 import {
-  ConfigBodySchema,
-  ConfigIdSchema,
-  FactsSchema,
-  GraphNameSchema,
-  LabelsSchema,
-  PhaseSchema,
-  ReportSourceSchema,
-  RoleSchema,
-  type ActorRole,
-  type EventDraft,
-  type Role,
-} from './events.js';
+  AddKeyInput,
+  AgentRefInput,
+  AssignAgentInput,
+  CreateTokenInput,
+  EnrollInput,
+  PinAgentInput,
+  ReportFactsInput,
+  ReportStatusInput,
+  RevokeKeyInput,
+  RevokeTokenInput,
+  RollbackGraphInput,
+  SubmitConfigInput,
+} from '../../protocol/api/inputs.js';
 import type { StateStore } from './state.js';
 
 export interface Actor {
@@ -103,7 +105,6 @@ function agentOf(context: CommandContext, agentId: string) {
 
 // --- keys -----------------------------------------------------------------
 
-export const AddKeyInput = z.strictObject({ keyId: KeyIdSchema, role: RoleSchema.exclude(['agent']), label: z.string().max(256).default('') });
 
 /**
  * Registers a key with a role. Refuses (CONFLICT) a key that is already
@@ -126,7 +127,6 @@ export function addKey(context: CommandContext, input: unknown): EventDraft<'key
   return { action: 'key.add', subject: keyId, payload: { keyId, role, label } };
 }
 
-export const RevokeKeyInput = z.strictObject({ keyId: KeyIdSchema });
 export function revokeKey(context: CommandContext, input: unknown): EventDraft<'key.revoke'> {
   allow(context, 'admin');
   const { keyId } = parse(RevokeKeyInput, input);
@@ -138,13 +138,6 @@ export function revokeKey(context: CommandContext, input: unknown): EventDraft<'
 
 // --- bootstrap tokens -------------------------------------------------------
 
-export const CreateTokenInput = z.strictObject({
-  ttlSeconds: z.number().int().min(60).max(365 * 24 * 3600).default(24 * 3600),
-  uses: z.number().int().min(1).max(1_000_000).default(1),
-  autoApprove: z.boolean().default(false),
-  label: z.string().max(256).default(''),
-  labels: LabelsSchema.default({}),
-});
 
 export function hashTokenSecret(secret: string): string {
   return createHash('sha256').update(secret).digest('hex');
@@ -174,7 +167,6 @@ export function createToken(context: CommandContext, input: unknown): { draft: E
   };
 }
 
-export const RevokeTokenInput = z.strictObject({ tokenId: z.string().regex(/^[0-9a-f]{16}$/) });
 export function revokeToken(context: CommandContext, input: unknown): EventDraft<'token.revoke'> {
   allow(context, 'admin', 'operator');
   const { tokenId } = parse(RevokeTokenInput, input);
@@ -185,12 +177,6 @@ export function revokeToken(context: CommandContext, input: unknown): EventDraft
 
 // --- agents -----------------------------------------------------------------
 
-export const EnrollInput = z.strictObject({
-  token: z.string().regex(/^[0-9a-f]{16}\.[A-Za-z0-9_-]{16,64}$/, 'a bootstrap token'),
-  name: z.string().min(1).max(253),
-  type: z.string().min(1).max(64).default('generic'),
-  facts: FactsSchema,
-});
 
 /**
  * Enrolls the agent whose key signed the request (the actor): proves key
@@ -232,7 +218,6 @@ export function enrollAgent(context: CommandContext, input: unknown): EventDraft
   };
 }
 
-export const AgentRefInput = z.strictObject({ agentId: z.string() });
 export function decideAgent(context: CommandContext, input: unknown, decision: 'approve' | 'reject' | 'revoke'): EventDraft<'agent.approve' | 'agent.reject' | 'agent.revoke'> {
   allow(context, 'admin', 'operator');
   const { agentId } = parse(AgentRefInput, input);
@@ -242,7 +227,6 @@ export function decideAgent(context: CommandContext, input: unknown, decision: '
   return { action: `agent.${decision}`, subject: agentId, payload: { agentId: agentId as KeyId } };
 }
 
-export const ReportFactsInput = z.strictObject({ facts: FactsSchema });
 
 /** An agent reports its facts; returns undefined (no event) when they did not change. */
 export function reportFacts(context: CommandContext, input: unknown, hlc: string): EventDraft<'agent.facts'> | undefined {
@@ -254,7 +238,6 @@ export function reportFacts(context: CommandContext, input: unknown, hlc: string
   return { action: 'agent.facts', subject: agent.id, payload: { agentId: agent.id as KeyId, facts, hlc } };
 }
 
-export const AssignAgentInput = z.strictObject({ agentId: z.string(), graph: GraphNameSchema.nullable() });
 export function assignAgent(context: CommandContext, input: unknown): EventDraft<'agent.assign'> {
   allow(context, 'admin', 'operator');
   const { agentId, graph } = parse(AssignAgentInput, input);
@@ -263,7 +246,6 @@ export function assignAgent(context: CommandContext, input: unknown): EventDraft
   return { action: 'agent.assign', subject: agentId, payload: { agentId: agentId as KeyId, graph } };
 }
 
-export const PinAgentInput = z.strictObject({ agentId: z.string(), configId: ConfigIdSchema.nullable() });
 export function pinAgent(context: CommandContext, input: unknown): EventDraft<'agent.pin'> {
   allow(context, 'admin', 'operator');
   const { agentId, configId } = parse(PinAgentInput, input);
@@ -272,17 +254,6 @@ export function pinAgent(context: CommandContext, input: unknown): EventDraft<'a
   return { action: 'agent.pin', subject: agentId, payload: { agentId: agentId as KeyId, configId } };
 }
 
-export const ReportStatusInput = z
-  .strictObject({
-    configId: ConfigIdSchema.nullable(),
-    phase: PhaseSchema,
-    error: z.string().max(8192).nullable().default(null),
-    /** 'bundle': the config came from an offline bundle (`ferry agent apply-bundle`); recorded in the audit event. */
-    source: ReportSourceSchema.optional(),
-    /** With `source`: --force overrode the agent's refusal of the bundle. */
-    forced: z.boolean().optional(),
-  })
-  .refine((report) => report.forced === undefined || report.source !== undefined, { path: ['forced'], message: 'forced is only said of a bundle (source)' });
 
 /**
  * An agent reports where it stands: the config it names becomes its
@@ -308,18 +279,6 @@ export function reportStatus(context: CommandContext, input: unknown): EventDraf
 
 export { configId, configSigningMessage };
 
-/**
- * A submission. Its body is checked beyond ConfigBodySchema (which also
- * replays old logs): the activation environment may not set a key that
- * changes how the command's programs load or run, nor one the agent sets
- * itself (protocol/activation-environment.ts) — refused with a 400 naming
- * the key, e.g. `body.activation.environment.LD_PRELOAD: LD_PRELOAD is refused: …`.
- */
-export const SubmitConfigInput = z.strictObject({
-  body: ConfigBodySchema.superRefine((body, context) => refineActivationEnvironment(body.activation.environment, context, ['activation', 'environment'])),
-  signature: z.string().max(128),
-  force: z.boolean().default(false),
-});
 
 /**
  * Submits a config signed by its author (the actor). The body's parents
@@ -350,7 +309,6 @@ export function submitConfig(context: CommandContext, input: unknown): EventDraf
   return { action: 'config.submit', subject: body.graph, payload: { id, body, signature, previousHead: head, forced: seen !== head } };
 }
 
-export const RollbackGraphInput = z.strictObject({ graph: GraphNameSchema, to: ConfigIdSchema.optional() });
 export function rollbackGraph(context: CommandContext, input: unknown): EventDraft<'graph.rollback'> {
   allow(context, 'admin', 'operator');
   const { graph, to } = parse(RollbackGraphInput, input);

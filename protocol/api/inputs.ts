@@ -1,0 +1,93 @@
+/**
+ * What the HTTP API's operations take: one zod schema per input, strict
+ * (an unknown field is refused, INVALID naming it). The route table
+ * (routes.ts) names them; the coordinator's commands parse the same
+ * schemas again (coordinator/domain/commands.ts), since a command can be
+ * called without the API.
+ *
+ * Inputs merge a route's query, JSON body and path parameters into one
+ * object, so a query value arrives as a string: numbers that may travel
+ * in a query are coerced.
+ */
+import { z } from 'zod';
+import { refineActivationEnvironment } from '../activation-environment.js';
+import { ConfigBodySchema, ConfigIdSchema, GraphNameSchema } from '../config.js';
+import { KeyIdSchema } from '../identity.js';
+import { FactsSchema, LabelsSchema, PhaseSchema, ReportSourceSchema, RoleSchema } from './fleet.js';
+
+export const AddKeyInput = z.strictObject({ keyId: KeyIdSchema, role: RoleSchema.exclude(['agent']), label: z.string().max(256).default('') });
+
+export const RevokeKeyInput = z.strictObject({ keyId: KeyIdSchema });
+
+export const CreateTokenInput = z.strictObject({
+  ttlSeconds: z.number().int().min(60).max(365 * 24 * 3600).default(24 * 3600),
+  uses: z.number().int().min(1).max(1_000_000).default(1),
+  autoApprove: z.boolean().default(false),
+  label: z.string().max(256).default(''),
+  labels: LabelsSchema.default({}),
+});
+
+export const RevokeTokenInput = z.strictObject({ tokenId: z.string().regex(/^[0-9a-f]{16}$/) });
+
+export const EnrollInput = z.strictObject({
+  token: z.string().regex(/^[0-9a-f]{16}\.[A-Za-z0-9_-]{16,64}$/, 'a bootstrap token'),
+  name: z.string().min(1).max(253),
+  type: z.string().min(1).max(64).default('generic'),
+  facts: FactsSchema,
+});
+
+export const AgentRefInput = z.strictObject({ agentId: z.string() });
+
+export const ReportFactsInput = z.strictObject({ facts: FactsSchema });
+
+export const AssignAgentInput = z.strictObject({ agentId: z.string(), graph: GraphNameSchema.nullable() });
+
+export const PinAgentInput = z.strictObject({ agentId: z.string(), configId: ConfigIdSchema.nullable() });
+
+export const ReportStatusInput = z
+  .strictObject({
+    configId: ConfigIdSchema.nullable(),
+    phase: PhaseSchema,
+    error: z.string().max(8192).nullable().default(null),
+    /** 'bundle': the config came from an offline bundle (`ferry agent apply-bundle`); recorded in the audit event. */
+    source: ReportSourceSchema.optional(),
+    /** With `source`: --force overrode the agent's refusal of the bundle. */
+    forced: z.boolean().optional(),
+  })
+  .refine((report) => report.forced === undefined || report.source !== undefined, { path: ['forced'], message: 'forced is only said of a bundle (source)' });
+
+/**
+ * A submission. Its body is checked beyond ConfigBodySchema (which also
+ * replays old logs): the activation environment may not set a key that
+ * changes how the command's programs load or run, nor one the agent sets
+ * itself (protocol/activation-environment.ts) — refused with a 400 naming
+ * the key, e.g. `body.activation.environment.LD_PRELOAD: LD_PRELOAD is refused: …`.
+ */
+export const SubmitConfigInput = z.strictObject({
+  body: ConfigBodySchema.superRefine((body, context) => refineActivationEnvironment(body.activation.environment, context, ['activation', 'environment'])),
+  signature: z.string().max(128),
+  force: z.boolean().default(false),
+});
+
+export const RollbackGraphInput = z.strictObject({ graph: GraphNameSchema, to: ConfigIdSchema.optional() });
+
+
+/** A page of a listing: at most `limit` items after the id `after`. */
+export const PAGE_INPUT = { limit: z.coerce.number().int().min(1).max(1000).default(100), after: z.string().max(128).optional() };
+
+/**
+ * What an agent is doing right now (`POST /v1/agent/activity`): fetch
+ * progress and its recent local events. Volatile: the coordinator keeps it
+ * in memory only (coordinator/api/agent-activity.ts).
+ */
+export const AgentActivitySchema = z.strictObject({
+  phase: z.string().max(32),
+  configId: z.string().max(64).nullable(),
+  bytesDone: z.number().int().nonnegative(),
+  bytesTotal: z.number().int().nonnegative(),
+  objectsDone: z.number().int().nonnegative(),
+  objectsTotal: z.number().int().nonnegative(),
+  events: z
+    .array(z.strictObject({ at: z.number().int(), kind: z.string().max(32), message: z.string().max(2048), configId: z.string().max(64).nullable().optional() }))
+    .max(50),
+});

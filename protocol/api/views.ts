@@ -1,0 +1,166 @@
+/**
+ * What the HTTP API's operations answer: one zod schema per reply. The
+ * coordinator controls these shapes, so they are strict (a field the
+ * schema does not name is refused): the client checks every reply against
+ * its route's output (api/routes.ts, CoordinatorHttpClient.call), and the
+ * coordinator checks its own replies in tests, so a drift fails a test
+ * rather than a client in the field. The one exception is InfoSchema
+ * (see there).
+ *
+ * Stored rows are shown as they are kept (coordinator/db/schema.ts):
+ * text columns the reducer fills from validated events are checked as the
+ * events that wrote them are, ids by their own schemas.
+ */
+import { z } from 'zod';
+import { ConfigBodySchema, ConfigIdSchema, DesiredAnswerSchema, GraphNameSchema, WatchUnchangedSchema } from '../config.js';
+import { HlcStringSchema } from '../hlc.js';
+import { KeyIdSchema } from '../identity.js';
+import { AgentActivitySchema } from './inputs.js';
+import { AgentStatusSchema, LabelsSchema, PhaseSchema, RoleSchema } from './fleet.js';
+
+const SeqSchema = z.number().int().min(1);
+
+/** The audit event a command recorded (null: nothing changed, so nothing was recorded). */
+export const RecordedSchema = z.strictObject({ seq: SeqSchema.nullable() });
+
+/**
+ * `GET /v1/info`, public. Not strict: it is the one reply every client
+ * reads before it knows the coordinator's version (an agent checks the key,
+ * `openDataClient` the data plane), so a field a newer coordinator adds is
+ * dropped here rather than refused; the fields named are checked all the
+ * same.
+ */
+export const InfoSchema = z.object({
+  name: z.string(),
+  coordinatorKey: KeyIdSchema,
+  version: z.string(),
+  lastSeq: z.number().int().nonnegative(),
+  tlsFingerprint: z.string().regex(/^[0-9a-f]{64}$/),
+  quicPort: z.number().int().min(1).max(65535).nullable(),
+  /** Encodings its data plane sends and accepts; absent from coordinators before wire compression. */
+  wireEncodings: z.array(z.string()).optional(),
+});
+
+export const EnrolledSchema = z.strictObject({
+  agentId: KeyIdSchema,
+  status: AgentStatusSchema,
+  seq: SeqSchema.nullable(),
+});
+
+export const KeyViewSchema = z.strictObject({
+  id: KeyIdSchema,
+  role: RoleSchema,
+  label: z.string(),
+  revoked: z.boolean(),
+  addedSeq: SeqSchema,
+  revokedSeq: SeqSchema.nullable(),
+});
+
+const TokenIdSchema = z.string().regex(/^[0-9a-f]{16}$/);
+
+/** A bootstrap token without its secret (only its hash is stored; the token itself is shown once, on creation). */
+export const TokenViewSchema = z.strictObject({
+  id: TokenIdSchema,
+  label: z.string(),
+  expiresAt: z.number().int(),
+  usesLeft: z.number().int().nonnegative(),
+  autoApprove: z.boolean(),
+  labels: LabelsSchema,
+  revoked: z.boolean(),
+  createdSeq: SeqSchema,
+  expired: z.boolean(),
+});
+
+export const TokenCreatedSchema = z.strictObject({
+  tokenId: TokenIdSchema,
+  /** `<token id>.<secret>`: shown this once. */
+  token: z.string(),
+  expiresAt: z.number().int(),
+  seq: SeqSchema.nullable(),
+});
+
+/** An agent as the API shows it (agents.list; agents.show adds its facts): the row, its desired config, presence and activity. */
+export const AgentViewSchema = z.strictObject({
+  id: KeyIdSchema,
+  name: z.string(),
+  type: z.string(),
+  status: AgentStatusSchema,
+  labels: LabelsSchema,
+  tokenId: z.string(),
+  factsRevision: z.number().int().nonnegative(),
+  system: z.string().nullable(),
+  desiredGraph: GraphNameSchema.nullable(),
+  pinnedConfig: ConfigIdSchema.nullable(),
+  currentConfig: ConfigIdSchema.nullable(),
+  phase: PhaseSchema.nullable(),
+  lastError: z.string().nullable(),
+  enrolledSeq: SeqSchema,
+  updatedSeq: SeqSchema,
+  /** The config it should run: its pin, else its graph's head, else none. */
+  desiredConfig: ConfigIdSchema.nullable(),
+  /** When it was last heard from (ms since the epoch), or never. */
+  lastSeen: z.number().int().nullable(),
+  /** What it said it is doing, with when (in memory only: lost on a coordinator restart). */
+  activity: AgentActivitySchema.extend({ at: z.number().int() }).nullable(),
+});
+export type AgentView = z.infer<typeof AgentViewSchema>;
+
+/** An agent's facts as reported (free-form beyond the well-known fields: fleet.ts FactsSchema). */
+const StoredFactsSchema = z.record(z.string(), z.unknown());
+
+export const AgentDetailSchema = AgentViewSchema.extend({ facts: StoredFactsSchema });
+
+export const AgentFactsSchema = z.strictObject({
+  agentId: KeyIdSchema,
+  revisions: z.array(z.strictObject({ revision: z.number().int().min(1), hlc: HlcStringSchema, seq: SeqSchema, facts: StoredFactsSchema })),
+});
+
+export const GraphViewSchema = z.strictObject({ id: GraphNameSchema, head: ConfigIdSchema, updatedSeq: SeqSchema });
+
+/** How the agents that should run a config are doing. */
+export const ConfigSummarySchema = z.strictObject({
+  succeeded: z.number().int().nonnegative(),
+  failed: z.number().int().nonnegative(),
+  pending: z.number().int().nonnegative(),
+  unreported: z.number().int().nonnegative(),
+});
+export type ConfigSummary = z.infer<typeof ConfigSummarySchema>;
+
+/** A config's body as the coordinator keeps it: with its author's signature (base64 ed25519 over configSigningMessage). */
+export const SignedConfigBodySchema = ConfigBodySchema.extend({ signature: z.string().max(128) });
+export type SignedConfigBody = z.infer<typeof SignedConfigBodySchema>;
+
+/** A config as recorded (its signed body, whether it was forced past a moved head) with how its rollout goes. */
+export const ConfigViewSchema = z.strictObject({
+  id: ConfigIdSchema,
+  graph: GraphNameSchema,
+  parents: z.array(ConfigIdSchema),
+  body: SignedConfigBodySchema,
+  forced: z.boolean(),
+  seq: SeqSchema,
+  summary: ConfigSummarySchema,
+});
+export type ConfigView = z.infer<typeof ConfigViewSchema>;
+
+export const GraphLogSchema = z.strictObject({
+  graph: GraphNameSchema,
+  head: ConfigIdSchema,
+  /** Newest first. */
+  configs: z.array(ConfigViewSchema.extend({ head: z.boolean() })),
+});
+
+export const SubmittedSchema = z.strictObject({
+  configId: ConfigIdSchema,
+  forced: z.boolean(),
+  previousHead: ConfigIdSchema.nullable(),
+  seq: SeqSchema,
+});
+
+export const RolledBackSchema = z.strictObject({ graph: GraphNameSchema, from: ConfigIdSchema, to: ConfigIdSchema, seq: SeqSchema });
+
+/**
+ * A watch's reply: the signed desired answer once the desired config
+ * changed, or word that it did not. Unchanged first: its `unchanged: true`
+ * tells it apart.
+ */
+export const WatchAnswerSchema = z.union([WatchUnchangedSchema, DesiredAnswerSchema]);
