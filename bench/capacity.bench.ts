@@ -37,7 +37,7 @@
  * likewise works off what the previous point left before newcomers enroll.
  *
  * Run: npm run bench:capacity   (builds first; the coordinator runs bin/ferry, i.e. build/)
- * Env: BENCH_TRANSPORTS (default http,https), BENCH_AGENTS (default 1000,2000,5000,10000),
+ * Env: BENCH_TRANSPORTS (default http,https; https is HTTP/2 as agents speak it, https1 HTTP/1.1 over TLS), BENCH_AGENTS (default 1000,2000,5000,10000),
  * BENCH_WATCH_WAIT (seconds, default DEFAULT_WATCH_SECONDS, what agents ask; the issue measured 25), BENCH_IDLE_SECONDS (20),
  * BENCH_LOAD_SECONDS (20), BENCH_FANOUT_TIMEOUT_SECONDS (60), BENCH_REPORTS_TIMEOUT_SECONDS (120), BENCH_GROW=quiet|live
  * (default quiet: agents already there stop watching while newcomers enroll; see
@@ -78,6 +78,7 @@ import type {
   Transport,
   WaitWatchingResult,
 } from './fixtures/capacity-protocol.js';
+import { TRANSPORTS } from './fixtures/capacity-protocol.js';
 import { benchWorkDir } from './fixtures/big-closure.js';
 import { procStatus } from './harness.js';
 
@@ -100,7 +101,7 @@ function numberEnv(name: string, fallback: number): number {
 
 const points = [...new Set(numberList('BENCH_AGENTS', '1000,2000,5000,10000'))].sort((a, b) => a - b);
 const transports = (process.env.BENCH_TRANSPORTS ?? 'http,https').split(',').map((item) => item.trim()) as Transport[];
-for (const transport of transports) if (transport !== 'http' && transport !== 'https') throw new Error(`BENCH_TRANSPORTS: '${transport}' is not http or https`);
+for (const transport of transports) if (!TRANSPORTS.includes(transport)) throw new Error(`BENCH_TRANSPORTS: '${transport}' is not one of ${TRANSPORTS.join(', ')}`);
 const growMode = (process.env.BENCH_GROW ?? 'quiet') as GrowMode;
 if (growMode !== 'quiet' && growMode !== 'live') throw new Error(`BENCH_GROW='${growMode}': expected quiet or live`);
 const knobs = {

@@ -5,10 +5,17 @@
  * server. Browsers (the viewer), Nix (the binary cache) and a local CLI use
  * plain HTTP; agents, whose join string pins the certificate, use HTTPS and
  * get confidentiality without a CA or a second port to open.
+ *
+ * HTTPS speaks HTTP/2 to clients that offer it (ALPN `h2`: the agents and
+ * the CLI, protocol/pinned-fetch.ts) and HTTP/1.1 to the others. With
+ * HTTP/2 an agent's held watch and its other requests share one connection;
+ * over HTTP/1.1 each request beside a held watch needed a connection, and
+ * so a TLS handshake, of its own: at 10,000 agents those handshakes were
+ * most of the coordinator's CPU (bench/README.md, "Capacity").
  */
 import { getRequestListener } from '@hono/node-server';
 import http from 'node:http';
-import https from 'node:https';
+import http2, { type Http2Session } from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import type { Coordinator } from './coordinator.js';
 import { createHttpApi, type HttpApiOptions } from './api/http.js';
@@ -26,13 +33,78 @@ const TCP_KEEPALIVE_MS = 45_000;
 const LISTEN_BACKLOG = 4096;
 /** A connection that sends nothing for this long is closed before it is given to either server. */
 const FIRST_BYTE_TIMEOUT_MS = 30_000;
+/** An HTTP/1.1 keep-alive connection unused for this long is closed (Node's https default, which HTTP/2's server lacks for HTTP/1.1). */
+const HTTP1_KEEP_ALIVE_MS = 5_000;
+/** An HTTP/2 connection with no open request for this long is closed (GOAWAY): an agent always holds its watch, so only leftovers idle. */
+const HTTP2_IDLE_SESSION_MS = 30_000;
+/**
+ * Requests one HTTP/2 connection may have open at once. An agent needs two
+ * or three (its watch, a report, a fetch); the coordinator's per-agent watch
+ * cap (TOO_MANY_WATCHES) bounds watches whatever this allows.
+ */
+const HTTP2_MAX_CONCURRENT_STREAMS = 32;
+/** The largest header block a client may send (HTTP/1.1's default limit is 16 KiB too). */
+const HTTP2_MAX_HEADER_LIST_BYTES = 16 * 1024;
+/**
+ * How much of a request body (a push over the HTTPS fallback) a client may
+ * send ahead of the coordinator reading it: per request, and for its whole
+ * connection, which bounds what one connection can make the coordinator
+ * buffer. HTTP/2's 64 KiB default would cap a push at 64 KiB per round
+ * trip (5 Mbit/s on a 100 ms link); 2 MiB allows 160 Mbit/s there.
+ */
+const HTTP2_STREAM_WINDOW_BYTES = 1024 * 1024;
+const HTTP2_CONNECTION_WINDOW_BYTES = 2 * 1024 * 1024;
+
+/**
+ * Closes an HTTP/2 connection (GOAWAY, its open requests still answered)
+ * once it has had no open request for HTTP2_IDLE_SESSION_MS. Not the
+ * session's own timeout, which counts frames: a held watch sends none for
+ * minutes and would look idle.
+ */
+function closeWhenIdle(session: Http2Session): void {
+  let open = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    timer = setTimeout(() => session.close(), HTTP2_IDLE_SESSION_MS);
+    timer.unref();
+  };
+  session.on('stream', (stream) => {
+    open++;
+    clearTimeout(timer);
+    stream.once('close', () => {
+      if (--open === 0 && !session.closed) arm();
+    });
+  });
+  session.once('close', () => clearTimeout(timer));
+  arm();
+}
 
 /** Listens on `host:port` (port 0 picks a free one); resolves once listening. */
 export function startHttpServer(coordinator: Coordinator, host: string, port: number, options: HttpApiOptions = {}): Promise<RunningServer> {
   const stopping = new AbortController();
   const handleRequest = getRequestListener(createHttpApi(coordinator, { ...options, stopping: stopping.signal }).fetch);
   const plain = http.createServer(handleRequest);
-  const secure = https.createServer({ cert: coordinator.tls.certificatePem, key: coordinator.tls.privateKeyPem }, handleRequest);
+  const secure = http2.createSecureServer(
+    {
+      cert: coordinator.tls.certificatePem,
+      key: coordinator.tls.privateKeyPem,
+      allowHTTP1: true,
+      settings: { maxConcurrentStreams: HTTP2_MAX_CONCURRENT_STREAMS, maxHeaderListSize: HTTP2_MAX_HEADER_LIST_BYTES, initialWindowSize: HTTP2_STREAM_WINDOW_BYTES },
+      maxSessionInvalidFrames: 100,
+      maxSessionRejectedStreams: 100,
+    },
+    handleRequest,
+  );
+  // Its HTTP/1.1 connections are served by node:http's machinery, which reads these (Node's types omit them).
+  const secureHttp1 = secure as unknown as Pick<http.Server, 'keepAliveTimeout' | 'closeIdleConnections'>;
+  secureHttp1.keepAliveTimeout = HTTP1_KEEP_ALIVE_MS;
+  const sessions = new Set<Http2Session>();
+  secure.on('session', (session: Http2Session) => {
+    sessions.add(session);
+    session.once('close', () => sessions.delete(session));
+    session.once('connect', () => session.setLocalWindowSize(HTTP2_CONNECTION_WINDOW_BYTES));
+    closeWhenIdle(session);
+  });
   // Neither listens itself; 'listening' starts their header and request timeouts.
   plain.emit('listening');
   secure.emit('listening');
@@ -70,6 +142,8 @@ export function startHttpServer(coordinator: Coordinator, host: string, port: nu
             // Ends idle keep-alive connections; the listener closes once the busy ones finish.
             plain.close();
             secure.close();
+            secureHttp1.closeIdleConnections();
+            for (const session of sessions) session.close();
             listener.close(() => done());
           }),
       });

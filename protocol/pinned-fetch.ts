@@ -11,12 +11,18 @@
  * WebAssembly HTTP parser was the largest part of a `ferry config submit`'s
  * start-up (bench/README.md, "App-change latency"). What callers
  * get is still a fetch-shaped `Response`.
+ *
+ * HTTP/2 when the coordinator offers it (ALPN), HTTP/1.1 otherwise: over
+ * HTTP/2 all of a client's requests to an origin share one connection, so
+ * an agent's report beside its held watch costs the coordinator no TLS
+ * handshake (bench/README.md, "Capacity").
  */
 import { Agent as HttpsAgent, request as httpsRequest, type RequestOptions } from 'node:https';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders } from 'node:http';
+import { connect as http2Connect, type ClientHttp2Session, type OutgoingHttpHeaders } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { Readable } from 'node:stream';
-import { connect as tlsConnect } from 'node:tls';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { COORDINATOR_TLS_NAME, normalizeFingerprint, PinningError } from './tls-pinning.js';
 
 /** How the HTTP clients fetch: the global `fetch`, or a pinned one. */
@@ -38,14 +44,60 @@ const TCP_KEEPALIVE_MS = 45_000;
 /** A kept-alive connection unused for this long is closed (undici's default too). */
 const KEEP_ALIVE_MS = 4_000;
 
+/**
+ * HTTP/2 receive windows: how much of a reply the coordinator may send
+ * before this client reads it. HTTP/2's default (64 KiB, for the stream and
+ * the whole connection) would cap a closure fetched over the HTTPS fallback
+ * at 64 KiB per round trip: 5 Mbit/s on a 100 ms link.
+ */
+const HTTP2_STREAM_WINDOW_BYTES = 4 * 1024 * 1024;
+const HTTP2_CONNECTION_WINDOW_BYTES = 16 * 1024 * 1024;
+
+/** Headers HTTP/2 forbids (RFC 9113 section 8.2.2) or carries as pseudo-headers. */
+const NOT_FOR_HTTP2 = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'host']);
+
 /** Statuses whose responses have no body (a `Response` with one is refused). */
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
 
 /**
- * Connections to the coordinator's port, each handed to a request only
- * after the TLS handshake showed the pinned certificate: a request is never
- * written to a connection that is not verified. Kept alive between
- * requests for KEEP_ALIVE_MS (idle ones do not keep the process running).
+ * Opens a TLS connection to `host:port` offering `alpn`, and hands it to
+ * `done` only once it presents the certificate with fingerprint `pinned`;
+ * otherwise `done` gets a PinningError (or the connect failure) and the
+ * connection is closed: nothing is ever written to an unverified one.
+ * Chain validation is off because no CA signs this certificate; the
+ * fingerprint check replaces it, and is stricter. No TLS session reuse:
+ * every connection shows its certificate.
+ */
+function connectPinned(host: string, port: number, pinned: string, alpn: readonly string[], done: (error: Error | null, socket: TLSSocket) => void): TLSSocket {
+  const socket = tlsConnect({ host: host.replace(/^\[|\]$/g, ''), port, servername: COORDINATOR_TLS_NAME, rejectUnauthorized: false, ALPNProtocols: [...alpn] });
+  // Requests are written in pieces (headers, then the body): with Nagle, the second waits for the server's delayed ACK.
+  // Keepalives: the agent's watch holds a request for minutes, across NATs that may forget an idle mapping.
+  socket.once('connect', () => socket.setNoDelay(true).setKeepAlive(true, TCP_KEEPALIVE_MS));
+  const failed = (error: Error) => done(error, socket);
+  socket.once('error', failed);
+  const connectTimedOut = () => socket.destroy(new Error(`TLS connection to ${host}:${port} timed out after ${CONNECT_TIMEOUT_MS / 1000} s`));
+  socket.setTimeout(CONNECT_TIMEOUT_MS);
+  socket.once('timeout', connectTimedOut);
+  socket.once('secureConnect', () => {
+    socket.off('error', failed);
+    socket.off('timeout', connectTimedOut);
+    socket.setTimeout(0);
+    const presented = socket.getPeerCertificate().fingerprint256?.replace(/:/g, '').toLowerCase();
+    if (presented !== pinned) {
+      socket.destroy();
+      done(new PinningError(`the server at ${host}:${port} presented TLS certificate ${presented ?? '(none)'}, but ${pinned} is pinned: refusing to talk to it`), socket);
+      return;
+    }
+    done(null, socket);
+  });
+  return socket;
+}
+
+/**
+ * HTTP/1.1 connections to the coordinator's port (one that does not offer
+ * HTTP/2), each handed to a request only after the TLS handshake showed the
+ * pinned certificate. Kept alive between requests for KEEP_ALIVE_MS (idle
+ * ones do not keep the process running).
  */
 class PinnedAgent extends HttpsAgent {
   constructor(private readonly pinned: string) {
@@ -54,32 +106,103 @@ class PinnedAgent extends HttpsAgent {
   }
 
   override createConnection(options: RequestOptions, created?: (error: Error | null, socket: Duplex) => void): Duplex | null | undefined {
-    // Chain validation is off because no CA signs this certificate; the fingerprint check below
-    // replaces it, and is stricter. No TLS session reuse: every connection shows its certificate.
-    const socket = tlsConnect({ host: String(options.host ?? 'localhost').replace(/^\[|\]$/g, ''), port: Number(options.port), servername: COORDINATOR_TLS_NAME, rejectUnauthorized: false });
-    // Requests are written in pieces (headers, then the body): with Nagle, the second waits for the server's delayed ACK.
-    // Keepalives: the agent's watch holds a request for minutes, across NATs that may forget an idle mapping.
-    socket.once('connect', () => socket.setNoDelay(true).setKeepAlive(true, TCP_KEEPALIVE_MS));
-    const failed = (error: Error) => created?.(error, socket);
-    socket.once('error', failed);
-    const connectTimedOut = () => socket.destroy(new Error(`TLS connection to ${String(options.host)}:${String(options.port)} timed out after ${CONNECT_TIMEOUT_MS / 1000} s`));
-    socket.setTimeout(CONNECT_TIMEOUT_MS);
-    socket.once('timeout', connectTimedOut);
-    socket.once('secureConnect', () => {
-      socket.off('error', failed);
-      socket.off('timeout', connectTimedOut);
-      socket.setTimeout(0);
-      const presented = socket.getPeerCertificate().fingerprint256?.replace(/:/g, '').toLowerCase();
-      if (presented !== this.pinned) {
-        socket.destroy();
-        created?.(new PinningError(`the server at ${String(options.host)}:${String(options.port)} presented TLS certificate ${presented ?? '(none)'}, but ${this.pinned} is pinned: refusing to talk to it`), socket);
-        return;
-      }
-      created?.(null, socket);
-    });
+    connectPinned(String(options.host ?? 'localhost'), Number(options.port), this.pinned, ['http/1.1'], (error, socket) => created?.(error, socket));
     return undefined;
   }
 }
+
+/**
+ * One HTTP/2 connection per origin, opened on first use after the pinned
+ * certificate was seen, shared by every request to that origin. Idle ones
+ * (no open request) do not keep the process running and close after
+ * KEEP_ALIVE_MS. An origin whose server does not offer HTTP/2 is served by
+ * the HTTP/1.1 agent from then on.
+ */
+class PinnedConnections {
+  private readonly http1: PinnedAgent;
+  private readonly sessions = new Map<string, Promise<ClientHttp2Session | 'http/1.1'>>();
+
+  constructor(private readonly pinned: string) {
+    this.http1 = new PinnedAgent(pinned);
+  }
+
+  async fetch(url: URL, init: RequestInit): Promise<Response> {
+    const port = url.port === '' ? (url.protocol === 'http:' ? 80 : 443) : Number(url.port);
+    const session = await this.sessionFor(url.hostname, port);
+    return session === 'http/1.1' ? fetchOverHttp1(this.http1, url, port, init) : fetchOverHttp2(session, url, init);
+  }
+
+  private sessionFor(host: string, port: number): Promise<ClientHttp2Session | 'http/1.1'> {
+    const origin = `${host}:${port}`;
+    let session = this.sessions.get(origin);
+    if (!session) {
+      session = this.openSession(origin, host, port);
+      this.sessions.set(origin, session);
+      // A failed connect is not kept: the next request tries again.
+      session.catch(() => this.sessions.delete(origin));
+    }
+    return session;
+  }
+
+  private openSession(origin: string, host: string, port: number): Promise<ClientHttp2Session | 'http/1.1'> {
+    return new Promise((resolve, reject) => {
+      connectPinned(host, port, this.pinned, ['h2', 'http/1.1'], (error, socket) => {
+        if (error) return reject(error);
+        if (socket.alpnProtocol !== 'h2') {
+          // Seen once per origin; that server's requests go over HTTP/1.1 from now on.
+          socket.destroy();
+          return resolve('http/1.1');
+        }
+        const session = http2Connect(`https://${origin}`, {
+          createConnection: () => socket,
+          settings: { enablePush: false, initialWindowSize: HTTP2_STREAM_WINDOW_BYTES },
+        });
+        session.setLocalWindowSize(HTTP2_CONNECTION_WINDOW_BYTES);
+        const forget = () => {
+          if (this.sessions.get(origin) === current) this.sessions.delete(origin);
+        };
+        const current = Promise.resolve(session);
+        // Errors reach the requests on it; the connection is forgotten, so the next request opens another.
+        session.on('error', forget);
+        session.once('goaway', forget);
+        session.once('close', forget);
+        closeIdleSession(session);
+        this.sessions.set(origin, current);
+        resolve(session);
+      });
+    });
+  }
+}
+
+/**
+ * Keeps `session` referenced (the process running) while a request is
+ * open on it, and closes it once it has had none for KEEP_ALIVE_MS.
+ */
+function closeIdleSession(session: ClientHttp2Session): void {
+  let open = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const idle = () => {
+    session.unref();
+    timer = setTimeout(() => session.close(), KEEP_ALIVE_MS);
+    timer.unref();
+  };
+  sessionRequests.set(session, {
+    opened: () => {
+      if (open++ === 0) {
+        clearTimeout(timer);
+        session.ref();
+      }
+    },
+    closed: () => {
+      if (--open === 0 && !session.closed) idle();
+    },
+  });
+  session.once('close', () => clearTimeout(timer));
+  idle();
+}
+
+/** How a session counts its open requests (closeIdleSession). */
+const sessionRequests = new WeakMap<ClientHttp2Session, { opened(): void; closed(): void }>();
 
 const pinnedFetches = new Map<string, FetchFunction>();
 
@@ -96,14 +219,14 @@ export function pinnedFetch(fingerprint: string): FetchFunction {
   const pinned = normalizeFingerprint(fingerprint);
   let pinnedFetchFunction = pinnedFetches.get(pinned);
   if (!pinnedFetchFunction) {
-    const agent = new PinnedAgent(pinned);
-    pinnedFetchFunction = (url, init) => fetchThrough(agent, url, init);
+    const connections = new PinnedConnections(pinned);
+    pinnedFetchFunction = (url, init) => connections.fetch(url, init);
     pinnedFetches.set(pinned, pinnedFetchFunction);
   }
   return pinnedFetchFunction;
 }
 
-function fetchThrough(agent: PinnedAgent, url: URL, init: RequestInit): Promise<Response> {
+function fetchOverHttp1(agent: PinnedAgent, url: URL, port: number, init: RequestInit): Promise<Response> {
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = {};
     new Headers(init.headers).forEach((value, name) => (headers[name] = value));
@@ -111,13 +234,13 @@ function fetchThrough(agent: PinnedAgent, url: URL, init: RequestInit): Promise<
       {
         agent,
         host: url.hostname,
-        port: url.port === '' ? (url.protocol === 'http:' ? 80 : 443) : Number(url.port),
+        port,
         path: `${url.pathname}${url.search}`,
         method: init.method ?? 'GET',
         headers,
         timeout: IDLE_TIMEOUT_MS,
       },
-      (reply) => resolve(responseOf(reply)),
+      (reply) => resolve(responseOf(reply, reply.statusCode ?? 0, reply.statusMessage ?? '', reply.headers)),
     );
     request.on('error', reject);
     request.on('timeout', () => request.destroy(new Error(`no bytes from ${url.host} for ${IDLE_TIMEOUT_MS / 1000} s`)));
@@ -126,30 +249,76 @@ function fetchThrough(agent: PinnedAgent, url: URL, init: RequestInit): Promise<
       if (signal.aborted) request.destroy(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
       signal.addEventListener('abort', () => request.destroy(signal.reason instanceof Error ? signal.reason : new Error('aborted')), { once: true });
     }
-    const body = init.body;
-    if (body === undefined || body === null) request.end();
-    else if (typeof body === 'string' || body instanceof Uint8Array) request.end(body);
-    else if (body instanceof ReadableStream) {
-      const source = Readable.fromWeb(body as Parameters<typeof Readable.fromWeb>[0]);
-      source.on('error', (error) => request.destroy(error));
-      source.pipe(request);
-    } else {
-      request.destroy(new TypeError('pinned fetch: a body is a string, bytes or a ReadableStream'));
-    }
+    writeBody(request, init.body);
   });
 }
 
-/** The reply as a fetch Response; its body streams, and cancelling it closes the connection. */
-function responseOf(reply: IncomingMessage): Response {
+/** One request as a stream of `session`; the same contract as fetchOverHttp1. */
+function fetchOverHttp2(session: ClientHttp2Session, url: URL, init: RequestInit): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    const headers: OutgoingHttpHeaders = { ':method': init.method ?? 'GET', ':path': `${url.pathname}${url.search}` };
+    new Headers(init.headers).forEach((value, name) => {
+      if (!NOT_FOR_HTTP2.has(name)) headers[name] = value;
+    });
+    const body = init.body;
+    let stream: ReturnType<ClientHttp2Session['request']>;
+    try {
+      // Throws if the session is closing (GOAWAY): the request was not sent, and a GET may be retried.
+      stream = session.request(headers, { endStream: body === undefined || body === null });
+    } catch (error) {
+      session.destroy();
+      return reject(error as Error);
+    }
+    const requests = sessionRequests.get(session);
+    requests?.opened();
+    stream.on('error', reject);
+    stream.once('close', () => {
+      requests?.closed();
+      // Closed before a reply (reset, cancelled, the connection gone); a no-op once resolved.
+      const reason = init.signal?.aborted ? init.signal.reason : undefined;
+      reject(reason instanceof Error ? reason : new Error(`the request to ${url.host} ended before a reply (HTTP/2 stream closed, code ${stream.rstCode ?? '?'})`));
+    });
+    stream.setTimeout(IDLE_TIMEOUT_MS, () => stream.destroy(new Error(`no bytes from ${url.host} for ${IDLE_TIMEOUT_MS / 1000} s`)));
+    stream.once('response', (replyHeaders) => {
+      const status = Number(replyHeaders[':status']);
+      const plainHeaders: IncomingHttpHeaders = {};
+      for (const [name, value] of Object.entries(replyHeaders)) if (!name.startsWith(':')) plainHeaders[name] = value as string | string[];
+      resolve(responseOf(stream, status, '', plainHeaders));
+    });
+    const signal = init.signal;
+    if (signal) {
+      const abort = () => stream.destroy(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+      if (signal.aborted) abort();
+      signal.addEventListener('abort', abort, { once: true });
+      stream.once('close', () => signal.removeEventListener('abort', abort));
+    }
+    if (body !== undefined && body !== null) writeBody(stream, body);
+  });
+}
+
+/** Writes a request body (a string, bytes or a ReadableStream) to `sink` and ends it; anything else destroys it. */
+function writeBody(sink: NodeJS.WritableStream & { destroy(error?: Error): void }, body: RequestInit['body']): void {
+  if (body === undefined || body === null) sink.end();
+  else if (typeof body === 'string' || body instanceof Uint8Array) sink.end(body);
+  else if (body instanceof ReadableStream) {
+    const source = Readable.fromWeb(body as Parameters<typeof Readable.fromWeb>[0]);
+    source.on('error', (error) => sink.destroy(error));
+    source.pipe(sink);
+  } else {
+    sink.destroy(new TypeError('pinned fetch: a body is a string, bytes or a ReadableStream'));
+  }
+}
+
+/** A reply as a fetch Response; its body streams, and cancelling it closes the connection (HTTP/1.1) or the stream (HTTP/2). */
+function responseOf(reply: Readable, status: number, statusText: string, replyHeaders: IncomingHttpHeaders): Response {
   const headers = new Headers();
-  for (const [name, value] of Object.entries(reply.headers)) {
+  for (const [name, value] of Object.entries(replyHeaders)) {
     if (Array.isArray(value)) for (const item of value) headers.append(name, item);
     else if (value !== undefined) headers.set(name, value);
   }
-  const status = reply.statusCode ?? 0;
   if (NULL_BODY_STATUSES.has(status)) reply.resume();
   const body = NULL_BODY_STATUSES.has(status) ? null : (Readable.toWeb(reply) as unknown as ReadableStream<Uint8Array>);
-  return new Response(body, { status, statusText: reply.statusMessage ?? '', headers });
+  return new Response(body, { status, statusText, headers });
 }
 
 /** The fetch a client uses: the pinned one when it pins a fingerprint, the global one otherwise. */
