@@ -13,7 +13,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
-import { KeyIdSchema } from '../protocol/index.js';
+import { KeyIdSchema } from '../protocol/identity.js';
 import { PhaseSchema } from '../protocol/api/fleet.js';
 
 export function agentPaths(stateDir: string) {

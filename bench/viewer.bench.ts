@@ -81,7 +81,7 @@ async function main(): Promise<void> {
     global.gc?.();
     const heapBefore = process.memoryUsage().heapUsed;
     let start = process.hrtime.bigint();
-    const first = await client.request<{ loginPath: string }>('POST', '/viewer/api/session');
+    const first = await client.call('viewer.session');
     const coldIndex = seconds(start);
     global.gc?.();
     const heapAfter = process.memoryUsage().heapUsed;
@@ -97,7 +97,7 @@ async function main(): Promise<void> {
       const firsts: number[] = [];
       let loginPath = first.loginPath;
       for (let i = 0; i < FIRST_RENDERS; i++) {
-        if (i > 0) loginPath = (await client.request<{ loginPath: string }>('POST', '/viewer/api/session')).loginPath;
+        if (i > 0) loginPath = (await client.call('viewer.session')).loginPath;
         const context = await browser.newContext({ viewport: { width: 1600, height: 1000 } });
         const page = await context.newPage();
         start = process.hrtime.bigint();
@@ -117,7 +117,7 @@ async function main(): Promise<void> {
       // Jumps: type a seq, press Enter, until rendered.
       const context = await browser.newContext({ viewport: { width: 1600, height: 1000 } });
       const page = await context.newPage();
-      await page.goto(new URL((await client.request<{ loginPath: string }>('POST', '/viewer/api/session')).loginPath, server.url).toString());
+      await page.goto(new URL((await client.call('viewer.session')).loginPath, server.url).toString());
       await page.waitForSelector(`body[data-rendered-seq="${events}"]`, { timeout: 60_000 });
       const random = seededRandom(4242);
       const positions = Array.from({ length: JUMPS }, () => 1 + random(events));

@@ -4,8 +4,9 @@ import { createWriteStream, readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ActionSchema, type AuditEvent, type ChainReport } from '../protocol/api/audit.js';
-import type { EventDetail, StateResult, Viewer } from '../coordinator/viewer/index.js';
-import { VIEWER_PATH } from '../coordinator/viewer/viewer-path.js';
+import type { EventDetail, StateResult } from '../protocol/api/viewer-views.js';
+import type { Viewer } from '../coordinator/viewer/index.js';
+import { VIEWER_PATH } from '../protocol/api/viewer-routes.js';
 import { publicKeyOf, KeyIdSchema, type KeyId } from '../protocol/identity.js';
 import { booleanOption, jsonOption, stringOption, UsageError, writeJson, writeJsonLine, type Command, type OptionSpec, type OptionValues } from './command.js';
 import { clientFrom, connectionOptions } from './contexts.js';
@@ -142,7 +143,7 @@ const show: Command = {
     const seq = Number(args[0]);
     if (!Number.isInteger(seq) || seq < 1) throw new UsageError(`'${args[0]}' is not a seq number`);
     const offline = offlineExport(options);
-    const detail = offline ? (await offlineViewer(offline)).event(seq) : await clientFrom(options).get<EventDetail>(`${VIEWER_PATH}/api/events/${seq}`);
+    const detail = offline ? (await offlineViewer(offline)).event(seq) : await clientFrom(options).call('viewer.event', { seq: String(seq) });
     if (booleanOption(options, 'json')) return writeJson(stdout, detail);
     printEvent(detail, stdout);
   },
@@ -194,7 +195,7 @@ const replay: Command = {
       const viewer = await offlineViewer(offline);
       result = viewer.state(viewer.resolvePosition(at), { full: true });
     } else {
-      result = await clientFrom(options).get<StateResult>(`${VIEWER_PATH}/api/state`, { at, full: '1' });
+      result = await clientFrom(options).call('viewer.state', { at, full: '1' });
     }
     if (booleanOption(options, 'json')) return writeJson(stdout, result);
     printState(result, stdout);
@@ -237,7 +238,7 @@ const view: Command = {
     const offline = offlineExport(options);
     if (!offline) {
       const client = clientFrom(options);
-      const session = await client.request<{ loginPath: string; expiresAt: number; lastSeq: number }>('POST', `${VIEWER_PATH}/api/session`);
+      const session = await client.call('viewer.session');
       const url = new URL(session.loginPath, client.baseUrl).toString();
       if (json) writeJson(stdout, { url, expiresAt: session.expiresAt, lastSeq: session.lastSeq });
       else stdout.write(term`${url}\n(one-time login link to the audit-log viewer, valid until ${new Date(session.expiresAt).toISOString()})\n`);

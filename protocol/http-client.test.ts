@@ -3,8 +3,8 @@
 // path of plain HTTP): a gzip bomb and an endless reply are refused before
 // they are read into memory; an error code this client does not know (a
 // newer coordinator's) still reaches the caller; a reply that does not
-// match its route's description (protocol/api/routes.ts) is refused
-// BAD_RESPONSE, naming the field.
+// match its route's description (protocol/api/routes.ts, and the audit
+// viewer's: viewer-routes.ts) is refused BAD_RESPONSE, naming the field.
 import { createServer, type Server } from 'node:http';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,14 +16,14 @@ let url: string;
 /** 256 MiB of JSON whitespace in ~256 KB of gzip. */
 const bomb = gzipSync(Buffer.alloc(256 * 1024 * 1024, 0x20));
 let acceptEncoding: string | undefined;
-/** What the server answers for `/v1/…` paths, by method and path (with the query); what it was asked, in order. */
+/** What the server answers for `/v1/…` and `/viewer/api/…` paths, by method and path (with the query); what it was asked, in order. */
 const scripted = new Map<string, { status: number; body: unknown }>();
 const asked: { method: string; url: string; body: string }[] = [];
 
 beforeAll(async () => {
   server = createServer(async (request, response) => {
     acceptEncoding = request.headers['accept-encoding'];
-    if (request.url?.startsWith('/v1/')) {
+    if (request.url?.startsWith('/v1/') || request.url?.startsWith('/viewer/api/')) {
       let body = '';
       for await (const chunk of request) body += String(chunk);
       asked.push({ method: request.method!, url: request.url, body });
@@ -173,5 +173,40 @@ describe("the API client checks every reply against its route's description", ()
     scripted.set('POST /v1/graphs/web/rollback', { status: 201, body: { graph: 'web', from: configId, to: configId, seq: 4, extra: true } });
     const error = await refusal(new CoordinatorHttpClient(url, Identity.generate()).call('graphs.rollback', { graph: 'web' }));
     expect({ code: error.code, details: error.details }).toEqual({ code: 'BAD_RESPONSE', details: { field: 'extra' } });
+  });
+});
+
+describe("the API client checks the audit viewer's replies against their description too", () => {
+  const verification = { ok: true, events: 9, verifiedThrough: 9, lastCheckpoint: null, firstBad: null, checkedAt: 1_700_000_000_000, checkedThrough: 9, lastSeq: 9, durationMs: 3, checkpointSeqs: [] };
+  const entry = { seq: 7, hlc: 'h', wallTime: 1_700_000_000_000, actorKey: 'k', actorRole: 'admin', action: 'graph.rollback', subject: 'edge', agent: null, graph: 'edge', summary: 'rolled back', headMove: { from: 'a', to: 'b' } };
+
+  it('calls a viewer route by name, its parameters in its path, and returns the checked reply', async () => {
+    scripted.set('GET /viewer/api/verify?refresh=1', { status: 200, body: verification });
+    scripted.set('GET /viewer/api/events?graph=edge&limit=5', { status: 200, body: { entries: [entry], total: 1, hasOlder: false, hasNewer: false } });
+    scripted.set('POST /viewer/api/session', { status: 201, body: { loginPath: '/viewer/login?token=abc', expiresAt: 1_700_000_120_000, lastSeq: 9 } });
+    const client = new CoordinatorHttpClient(url, Identity.generate());
+    expect(await client.call('viewer.verify', { refresh: '1' })).toEqual(verification);
+    expect((await client.call('viewer.events', { graph: 'edge', limit: '5' })).entries).toEqual([entry]);
+    expect(await client.call('viewer.session')).toMatchObject({ loginPath: '/viewer/login?token=abc' });
+    expect(asked.at(-1)).toEqual({ method: 'POST', url: '/viewer/api/session', body: '{}' });
+  });
+
+  it('refuses a viewer reply of the wrong shape, naming the field', async () => {
+    scripted.set('GET /viewer/api/verify', { status: 200, body: { ...verification, checkpointSeqs: [3, 'four'] } });
+    scripted.set('GET /viewer/api/events?around=7', { status: 200, body: { entries: [{ ...entry, headMove: { from: 'a' } }], total: 1, hasOlder: false, hasNewer: false } });
+    scripted.set('GET /viewer/api/events/7', { status: 200, body: { entry, event: {}, extra: 1 } });
+    const client = new CoordinatorHttpClient(url, Identity.generate());
+    const verify = await refusal(client.call('viewer.verify'));
+    expect({ status: verify.status, code: verify.code, details: verify.details }).toEqual({ status: 200, code: 'BAD_RESPONSE', details: { field: 'checkpointSeqs.1' } });
+    expect(verify.message).toMatch(/^viewer\.verify: the reply does not match its description: checkpointSeqs\.1: /);
+    expect((await refusal(client.call('viewer.events', { around: '7' }))).details).toEqual({ field: 'entries.0.headMove.to' });
+    const event = await refusal(client.call('viewer.event', { seq: '7' }));
+    expect({ code: event.code, details: event.details }).toEqual({ code: 'BAD_RESPONSE', details: { field: 'event.seq' } });
+  });
+
+  it('refuses a login link that leads anywhere but the viewer’s login (the CLI opens it)', async () => {
+    scripted.set('POST /viewer/api/session', { status: 201, body: { loginPath: 'https://elsewhere.example/viewer/login?token=abc', expiresAt: 1, lastSeq: 9 } });
+    const error = await refusal(new CoordinatorHttpClient(url, Identity.generate()).call('viewer.session'));
+    expect({ code: error.code, details: error.details }).toEqual({ code: 'BAD_RESPONSE', details: { field: 'loginPath' } });
   });
 });

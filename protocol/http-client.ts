@@ -1,16 +1,29 @@
 /**
  * A typed client for the coordinator's HTTP API: signs every request with
  * the caller's key, calls the routes the API describes by name
- * (api/routes.ts) and checks each reply against its route's output schema,
- * and turns error responses into ApiError with the server's code (read
- * against the enum, protocol/errors.ts) and message.
+ * (api/routes.ts, and the audit viewer's: api/viewer-routes.ts) and checks
+ * each reply against its route's output schema, and turns error responses
+ * into ApiError with the server's code (read against the enum,
+ * protocol/errors.ts) and message.
  */
+import type { z } from 'zod';
 import { readAtMost } from './bounded-read.js';
 import { FerryError, readErrorBody, type ErrorCode, type FerryErrorOptions, type ReceivedError } from './errors.js';
 import type { Identity } from './identity.js';
 import { fetchFor, pinningFailure, type FetchFunction } from './pinned-fetch.js';
 import { signRequest } from './request-signing.js';
-import { API_ROUTES, fillPath, firstIssue, type ApiInput, type ApiOutput, type ApiRoute, type ApiRouteName } from './api/routes.js';
+import { API_ROUTES, fillPath, firstIssue, type ApiRoute, type ApiRouteName } from './api/routes.js';
+import type { VIEWER_ROUTES, ViewerRoute, ViewerRouteName } from './api/viewer-routes.js';
+
+/**
+ * Every route `call` knows by name: the coordinator's API and the audit
+ * viewer's, which carry their own paths. The names do not overlap (the
+ * viewer's all start with `viewer.`; a test checks).
+ */
+export type RouteName = ApiRouteName | ViewerRouteName;
+type Routes = typeof API_ROUTES & typeof VIEWER_ROUTES;
+export type RouteInput<N extends RouteName> = z.input<Routes[N]['input']>;
+export type RouteOutput<N extends RouteName> = z.output<Routes[N]['output']>;
 
 /**
  * A request to the HTTP API that failed: the coordinator's refusal, or (a
@@ -70,8 +83,18 @@ function parseJsonOrUndefined(text: string): unknown {
 
 export type QueryValue = string | number | boolean | undefined | readonly string[];
 
+/**
+ * The description of route `name`. The viewer's table is loaded on its
+ * first call: only `ferry audit` calls it, and building its schemas would
+ * cost every other command, and the agent, ~15 ms of start-up here.
+ */
+async function describedRoute(name: RouteName): Promise<ApiRoute | ViewerRoute> {
+  if (Object.hasOwn(API_ROUTES, name)) return API_ROUTES[name as ApiRouteName];
+  return (await import('./api/viewer-routes.js')).VIEWER_ROUTES[name as ViewerRouteName];
+}
+
 /** `call`'s input argument: optional for a route whose input may be empty. */
-export type CallInput<N extends ApiRouteName> = {} extends ApiInput<N> ? [input?: ApiInput<N>, options?: CallOptions] : [input: ApiInput<N>, options?: CallOptions];
+export type CallInput<N extends RouteName> = {} extends RouteInput<N> ? [input?: RouteInput<N>, options?: CallOptions] : [input: RouteInput<N>, options?: CallOptions];
 
 export interface CallOptions {
   /** Override the request time (tests of clock skew). */
@@ -155,22 +178,22 @@ export class CoordinatorHttpClient {
   }
 
   /**
-   * Calls the route `name` (API_ROUTES) with `input`: its path parameters
-   * filled in, the rest sent as the query (GET) or the JSON body (POST).
-   * Resolves to the reply as its route's output schema parses it; refuses
-   * (ApiError BAD_RESPONSE, naming the field and with it in
-   * `details.field`) a reply that does not match. The input is not checked
-   * here: the coordinator checks it, and answers INVALID naming the field.
+   * Calls the route `name` (API_ROUTES, or VIEWER_ROUTES for `viewer.*`)
+   * with `input`: its path parameters filled in, the rest sent as the
+   * query (GET) or the JSON body (POST). Resolves to the reply as its
+   * route's output schema parses it; refuses (ApiError BAD_RESPONSE, naming
+   * the field and with it in `details.field`) a reply that does not match.
+   * The input is not checked here: the coordinator checks it, and answers
+   * INVALID naming the field.
    */
-  async call<N extends ApiRouteName>(name: N, ...[input, options]: CallInput<N>): Promise<ApiOutput<N>> {
-    const { status, reply } = await this.callJson(name, input ?? {}, options);
-    const route: ApiRoute = API_ROUTES[name];
+  async call<N extends RouteName>(name: N, ...[input, options]: CallInput<N>): Promise<RouteOutput<N>> {
+    const { status, reply, route } = await this.callJson(name, input ?? {}, options);
     const parsed = route.output.safeParse(reply);
     if (!parsed.success) {
       const { field, message } = firstIssue(parsed.error);
       throw new ApiError(status, 'BAD_RESPONSE', `${name}: the reply does not match its description: ${field}: ${message}`, { details: { field } });
     }
-    return parsed.data as ApiOutput<N>;
+    return parsed.data as RouteOutput<N>;
   }
 
   /**
@@ -179,21 +202,20 @@ export class CoordinatorHttpClient {
    * route's output schema (an agent's `agent.desired` and `agent.watch`:
    * "unsigned" and "signed but invalid" are different refusals).
    */
-  async callUnchecked<N extends ApiRouteName>(name: N, ...[input, options]: CallInput<N>): Promise<unknown> {
+  async callUnchecked<N extends RouteName>(name: N, ...[input, options]: CallInput<N>): Promise<unknown> {
     return (await this.callJson(name, input ?? {}, options)).reply;
   }
 
-  private async callJson(name: ApiRouteName, input: object, options: CallOptions = {}): Promise<{ status: number; reply: unknown }> {
-    const route: ApiRoute = API_ROUTES[name];
+  private async callJson(name: RouteName, input: object, options: CallOptions = {}): Promise<{ status: number; reply: unknown; route: ApiRoute | ViewerRoute }> {
+    const route = await describedRoute(name);
     const { path, rest } = fillPath(route.path, input as Record<string, unknown>);
     const request: RequestOptions = route.method === 'GET' ? { query: queryOf(rest), now: options.now } : { body: rest, now: options.now };
-    return this.readJson(route.method, path, request);
+    return { ...(await this.readJson(route.method, path, request)), route };
   }
 
   /**
-   * A request whose JSON reply is not checked: for routes API_ROUTES does
-   * not describe (the audit viewer's, coordinator/viewer/) and for tests
-   * that send what no input schema allows. Everything else uses `call`.
+   * A request whose JSON reply is not checked: for tests that send what no
+   * input schema allows. Everything else uses `call`.
    */
   async request<T = unknown>(method: 'GET' | 'POST', path: string, options: RequestOptions = {}): Promise<T> {
     return (await this.readJson(method, path, options)).reply as T;

@@ -3,14 +3,15 @@
  * the CLI — identities and request signing, wire schemas and framing of the
  * data plane, the typed clients (HTTP API; data plane over QUIC with HTTP
  * fallback), TLS pinning and join strings, the HTTP API's description
- * (api/: its routes and their input and output schemas), and the error
- * codes all of them share (errors.ts).
+ * (api/: its routes and their input and output schemas, and the audit
+ * viewer's beside them), and the error codes all of them share (errors.ts).
  */
 export { Identity, IdentityError, KeyIdSchema, keyIdOf, publicKeyOf, loadIdentity, createIdentityFile, sshEd25519PublicKey, type KeyId } from './identity.js';
 export { signRequest, verifyRequestSignature, MAX_REQUEST_SKEW_MS } from './request-signing.js';
 export { ErrorCodeSchema, ERROR_CODES, ErrorBodySchema, FerryError, readErrorBody, httpStatusOf, type ErrorCode, type ErrorDetails, type ErrorStatus, type FerryErrorOptions, type ReceivedError } from './errors.js';
-export { ApiError, CoordinatorHttpClient, type CallInput, type CallOptions, type CoordinatorHttpClientOptions } from './http-client.js';
+export { ApiError, CoordinatorHttpClient, type CallInput, type CallOptions, type CoordinatorHttpClientOptions, type RouteName } from './http-client.js';
 export { API_ROUTES, API_STREAMS, type ApiAccess, type ApiInput, type ApiOutput, type ApiRoute, type ApiRouteName, type AgentView, type AuditEvent, type ChainReport, type ConfigView } from './api/index.js';
+export { VIEWER_PATH, VIEWER_ROUTES, type ViewerInput, type ViewerOutput, type ViewerRoute, type ViewerRouteName, type EventDetail, type StateResult, type ViewerInfo } from './api/index.js';
 export { DataClient, DataError, TransportError, type DataClientOptions } from './data-client.js';
 export { openDataClient, type CoordinatorInfo } from './connect.js';
 export * from './data-protocol.js';

@@ -17,7 +17,7 @@ import { replayLog } from '../coordinator/domain/reducer.js';
 import { SqliteStateStore } from '../coordinator/domain/sqlite-state.js';
 import { MemoryStateStore, STATE_TABLES } from '../coordinator/domain/state.js';
 import { startHttpServer, type RunningServer } from '../coordinator/server.js';
-import { exportLogSource, Viewer, type EventDetail, type StateResult, type TimelinePage, type ViewerInfo } from '../coordinator/viewer/index.js';
+import { exportLogSource, Viewer } from '../coordinator/viewer/index.js';
 import { canonicalJson } from '../protocol/canonical-json.js';
 import { MAX_REPLY_HEADER_BYTES } from '../protocol/data-protocol.js';
 import { FrameError, FrameReader } from '../protocol/framing.js';
@@ -233,10 +233,10 @@ describe('defect 7: a log that already holds facts nested 5,000 deep', () => {
     server = await startHttpServer(coordinator, '127.0.0.1', 0, { log: (line) => log.push(line) });
     const viewer = new CoordinatorHttpClient(server.url, viewerIdentity);
     for (let round = 0; round < 3; round++) {
-      const info = await viewer.get<ViewerInfo>('/viewer/api/info');
+      const info = await viewer.call('viewer.info');
       expect(info).toMatchObject({ lastSeq: coordinator.lastSeq, replayableThrough: coordinator.lastSeq, stoppedAt: null, verification: { ok: true } });
 
-      const detail = await viewer.get<EventDetail>(`/viewer/api/events/${deepSeq}`);
+      const detail = await viewer.call('viewer.event', { seq: String(deepSeq) });
       expect(detail.entry).toMatchObject({ seq: deepSeq, action: 'agent.facts', agent: agentId });
       expect(detail.verification.state).toBe('verified');
       expect(detail.replayProblem).toBeNull();
@@ -249,14 +249,14 @@ describe('defect 7: a log that already holds facts nested 5,000 deep', () => {
       expect((detail.event.payload as { facts: { hostname: string } }).facts.hostname).toBe('deep');
 
       for (const at of [deepSeq, deepSeq + 1]) {
-        const state = await viewer.get<StateResult>('/viewer/api/state', { at: String(at), full: '1' });
+        const state = await viewer.call('viewer.state', { at: String(at), full: '1' });
         const row = state.state.agents.rows.find((agent) => agent.id === agentId)!;
         expect(row.factsRevision).toBe(at === deepSeq ? 2 : 3);
         expect(stringifyJson(row.facts).includes(JSON_TOO_DEEP_PLACEHOLDER)).toBe(at === deepSeq);
       }
-      const found = await viewer.get<TimelinePage>('/viewer/api/events', { q: '"a":{"a":{"a"' });
+      const found = await viewer.call('viewer.events', { q: '"a":{"a":{"a"' });
       expect(found.entries.map((entry) => entry.seq)).toEqual([deepSeq]);
-      expect(await viewer.get('/viewer/api/verify', { refresh: '1' })).toMatchObject({ ok: true });
+      expect(await viewer.call('viewer.verify', { refresh: '1' })).toMatchObject({ ok: true });
     }
     expect(log.join('\n')).not.toMatch(/internal error|call stack/);
   });

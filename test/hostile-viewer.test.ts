@@ -14,6 +14,7 @@ import { Coordinator } from '../coordinator/coordinator.js';
 import { liveLogSource, Viewer } from '../coordinator/viewer/index.js';
 import { viewerRoutes } from '../coordinator/viewer/routes.js';
 import { MAX_LOGINS_PER_KEY, MAX_SESSIONS_PER_KEY, SESSION_COOKIE, ViewerSessions } from '../coordinator/viewer/sessions.js';
+import { VIEWER_ROUTES } from '../protocol/api/viewer-routes.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { Identity } from '../protocol/identity.js';
 import { encodeHeaderFrame } from '../protocol/framing.js';
@@ -42,7 +43,7 @@ async function expectRefused(send: () => Promise<RawResponse>, status: number, c
 
 /** A session for `identity`, through the real login exchange (`ferry audit view`). */
 async function login(identity: Identity): Promise<string> {
-  const { loginPath } = await new CoordinatorHttpClient(test.http.url, identity).request<{ loginPath: string }>('POST', '/viewer/api/session');
+  const { loginPath } = await new CoordinatorHttpClient(test.http.url, identity).call('viewer.session');
   const response = await get(loginPath);
   expect(response.status).toBe(303);
   const cookie = String(response.headers['set-cookie']);
@@ -65,8 +66,10 @@ afterAll(async () => {
   await test?.close();
 });
 
-/** Every endpoint of the viewer that needs a caller. */
-const ENDPOINTS = ['/viewer/api/info', '/viewer/api/events', '/viewer/api/events/1', '/viewer/api/state', '/viewer/api/verify'];
+/** Every endpoint of the viewer that needs a caller and takes a session: the described ones (VIEWER_ROUTES), a seq filled in. */
+const ENDPOINTS = Object.values(VIEWER_ROUTES)
+  .filter((route) => route.session)
+  .map((route) => route.path.replace(':seq', '1'));
 
 describe('who may look', () => {
   it('refuses every endpoint without a session (401 UNAUTHENTICATED; the page: 401 and the logged-out page)', async () => {
@@ -81,7 +84,7 @@ describe('who may look', () => {
   });
 
   it('refuses forged session cookies: random, empty, overlong, the login token itself, another case (401)', async () => {
-    const { loginPath } = await new CoordinatorHttpClient(test.http.url, viewerKey).request<{ loginPath: string }>('POST', '/viewer/api/session');
+    const { loginPath } = await new CoordinatorHttpClient(test.http.url, viewerKey).call('viewer.session');
     const loginToken = new URL(loginPath, test.http.url).searchParams.get('token')!;
     const sessionId = viewerCookie.split('=')[1]!;
     const forged = [
@@ -109,7 +112,7 @@ describe('who may look', () => {
   });
 
   it('refuses forged, overlong, used and wrong-place login links (401), and minting one without a signed request', async () => {
-    const { loginPath } = await new CoordinatorHttpClient(test.http.url, viewerKey).request<{ loginPath: string }>('POST', '/viewer/api/session');
+    const { loginPath } = await new CoordinatorHttpClient(test.http.url, viewerKey).call('viewer.session');
     const token = new URL(loginPath, test.http.url).searchParams.get('token')!;
     expect((await get(loginPath)).status).toBe(303);
     for (const target of [
@@ -137,6 +140,20 @@ describe('who may look', () => {
     const big = Buffer.alloc(65 * 1024, 0x20);
     await expectRefused(() => rawRequest(test.http.url, { method: 'POST', path: '/viewer/api/session', headers: signRequest(viewerKey, 'POST', '/viewer/api/session', big), body: big }), 413, 'BODY_TOO_LARGE');
     await expectRefused(() => rawRequest(test.http.url, { method: 'GET', path: '/viewer/api/info', headers: signRequest(viewerKey, 'GET', '/viewer/api/info', undefined), declaredLength: 2 ** 40 }), 413, 'BODY_TOO_LARGE');
+  });
+
+  it('validates every input with its route’s schema: a body, query or parameter the description does not allow is 400', async () => {
+    const session = (body: string) => () =>
+      rawRequest(test.http.url, { method: 'POST', path: '/viewer/api/session', headers: { ...signRequest(viewerKey, 'POST', '/viewer/api/session', body), 'content-type': 'application/json' }, body: Buffer.from(body) });
+    await expectRefused(session('{"keyId":"someone else"}'), 400, 'INVALID', /keyId/);
+    await expectRefused(session('{"ttl":'), 400, 'BAD_JSON');
+    await expectRefused(session('[]'), 400, 'BAD_JSON');
+    await expectRefused(session('"{}"'), 400, 'BAD_JSON');
+    await expectRefused(session(`{"a":${'['.repeat(100)}${']'.repeat(100)}}`), 400, 'JSON_TOO_DEEP');
+    expect((await session('{}')()).status).toBe(201);
+    for (const target of ['/viewer/api/events/1?colour=blue', '/viewer/api/info?x=1', '/viewer/api/events?limit=1&limit=2', '/viewer/api/state?at=1&at=2', '/viewer/api/verify?refresh=1&refresh=1']) {
+      await expectRefused(() => get(target, { cookie: viewerCookie }), 400, 'INVALID');
+    }
   });
 
   it('ends the sessions of a key revoked after it logged in (401), and logs no one else out', async () => {

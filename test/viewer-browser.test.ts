@@ -14,7 +14,7 @@ import Database from 'better-sqlite3';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Coordinator } from '../coordinator/coordinator.js';
-import type { StateResult } from '../coordinator/viewer/index.js';
+import type { StateResult } from '../protocol/api/viewer-views.js';
 import { startScriptedCoordinator, type ScriptedCoordinator } from './viewer-fixture.js';
 
 /** Debian's chromium (FERRY_CHROMIUM overrides the path). */

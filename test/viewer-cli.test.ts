@@ -7,7 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addKey } from '../coordinator/domain/commands.js';
-import type { EventDetail, StateResult } from '../coordinator/viewer/index.js';
+import type { EventDetail, StateResult } from '../protocol/api/viewer-views.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { Identity } from '../protocol/identity.js';
 import { coordinatorActor } from './fleet-simulator.js';
@@ -110,7 +110,7 @@ describe('ferry audit replay | show | log --follow | view', () => {
     expect(login.status).toBe(303);
     expect((await fetch(url, { redirect: 'manual' })).status).toBe(401);
 
-    const pusher = await new CoordinatorHttpClient(scripted.http.url, scripted.pusher).request('POST', '/viewer/api/session').catch((error: unknown) => error);
+    const pusher = await new CoordinatorHttpClient(scripted.http.url, scripted.pusher).call('viewer.session').catch((error: unknown) => error);
     expect(pusher).toMatchObject({ status: 403 });
 
     const wrongKey = spawn(process.execPath, [ferryBin, 'audit', 'view', '--file', exportFile, '--pubkey', Identity.generate().keyId], { env, stdio: ['ignore', 'pipe', 'inherit'] });
@@ -129,7 +129,7 @@ describe('ferry audit replay | show | log --follow | view', () => {
       const info = (await (await fetch(new URL('/viewer/api/info', link), { headers: { cookie: session } })).json()) as { mode: string; verification: { ok: boolean } };
       expect(info).toMatchObject({ mode: 'file', verification: { ok: false } });
       // Read-only, and no signed requests offline.
-      const signed = await new CoordinatorHttpClient(new URL(link).origin, scripted.admin).request('POST', '/viewer/api/session').catch((error: unknown) => error);
+      const signed = await new CoordinatorHttpClient(new URL(link).origin, scripted.admin).call('viewer.session').catch((error: unknown) => error);
       expect(signed).toMatchObject({ status: 401 });
     } finally {
       wrongKey.kill('SIGTERM');

@@ -12,7 +12,7 @@ import { Coordinator } from '../coordinator/coordinator.js';
 import { parseAuditExport } from '../coordinator/audit/export.js';
 import { applyEvent } from '../coordinator/domain/reducer.js';
 import { MemoryStateStore, STATE_TABLES } from '../coordinator/domain/state.js';
-import { exportLogSource, liveLogSource, ReplayIndex, Viewer, type EventDetail, type StateResult, type TimelinePage, type ViewerInfo } from '../coordinator/viewer/index.js';
+import { exportLogSource, liveLogSource, ReplayIndex, Viewer } from '../coordinator/viewer/index.js';
 import { ViewerSessions } from '../coordinator/viewer/sessions.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { Identity, type KeyId } from '../protocol/identity.js';
@@ -91,12 +91,12 @@ describe('the viewer on a coordinator with a scripted history', () => {
   afterAll(() => scripted.close());
 
   it('answers signed requests from viewer keys and up, not from pushers, agents or strangers', async () => {
-    const info = await viewerClient.get<ViewerInfo>('/viewer/api/info');
+    const info = await viewerClient.call('viewer.info');
     expect(info).toMatchObject({ mode: 'live', lastSeq: scripted.coordinator.lastSeq, replayableThrough: scripted.coordinator.lastSeq, stoppedAt: null });
     expect(info.verification).toMatchObject({ ok: true, verifiedThrough: scripted.coordinator.lastSeq });
-    await expect(new CoordinatorHttpClient(scripted.http.url, scripted.admin).get('/viewer/api/info')).resolves.toBeDefined();
-    await expect(new CoordinatorHttpClient(scripted.http.url, scripted.pusher).get('/viewer/api/info')).rejects.toMatchObject({ status: 403, code: 'FORBIDDEN' });
-    await expect(new CoordinatorHttpClient(scripted.http.url, Identity.generate()).get('/viewer/api/info')).rejects.toMatchObject({ status: 401, code: 'UNKNOWN_KEY' });
+    await expect(new CoordinatorHttpClient(scripted.http.url, scripted.admin).call('viewer.info')).resolves.toBeDefined();
+    await expect(new CoordinatorHttpClient(scripted.http.url, scripted.pusher).call('viewer.info')).rejects.toMatchObject({ status: 403, code: 'FORBIDDEN' });
+    await expect(new CoordinatorHttpClient(scripted.http.url, Identity.generate()).call('viewer.info')).rejects.toMatchObject({ status: 401, code: 'UNKNOWN_KEY' });
     const anonymous = await fetch(`${scripted.http.url}/viewer/api/info`);
     expect(anonymous.status).toBe(401);
     const page = await fetch(`${scripted.http.url}/viewer/`);
@@ -105,7 +105,7 @@ describe('the viewer on a coordinator with a scripted history', () => {
   });
 
   it('exchanges a one-time login link for an HttpOnly session cookie', async () => {
-    const { loginPath } = await viewerClient.request<{ loginPath: string }>('POST', '/viewer/api/session');
+    const { loginPath } = await viewerClient.call('viewer.session');
     const login = await fetch(new URL(loginPath, scripted.http.url), { redirect: 'manual' });
     expect(login.status).toBe(303);
     expect(login.headers.get('location')).toBe('/viewer/');
@@ -122,14 +122,14 @@ describe('the viewer on a coordinator with a scripted history', () => {
     // One use only.
     expect((await fetch(new URL(loginPath, scripted.http.url), { redirect: 'manual' })).status).toBe(401);
     // Pushers cannot get a link.
-    await expect(new CoordinatorHttpClient(scripted.http.url, scripted.pusher).request('POST', '/viewer/api/session')).rejects.toMatchObject({ status: 403 });
+    await expect(new CoordinatorHttpClient(scripted.http.url, scripted.pusher).call('viewer.session')).rejects.toMatchObject({ status: 403 });
   });
 
   it('a session ends when its key is revoked', async () => {
     const auditor = Identity.generate();
     const admin = new CoordinatorHttpClient(scripted.http.url, scripted.admin);
     await admin.call('keys.add', { keyId: auditor.keyId, role: 'viewer', label: 'temp' });
-    const { loginPath } = await new CoordinatorHttpClient(scripted.http.url, auditor).request<{ loginPath: string }>('POST', '/viewer/api/session');
+    const { loginPath } = await new CoordinatorHttpClient(scripted.http.url, auditor).call('viewer.session');
     const session = (await fetch(new URL(loginPath, scripted.http.url), { redirect: 'manual' })).headers.get('set-cookie')!.split(';')[0]!;
     expect((await fetch(`${scripted.http.url}/viewer/api/info`, { headers: { cookie: session } })).status).toBe(200);
     await admin.call('keys.revoke', { keyId: auditor.keyId });
@@ -138,7 +138,7 @@ describe('the viewer on a coordinator with a scripted history', () => {
 
   it('shows each position as the reducer left it, with per-config aggregates', async () => {
     const { marks } = scripted;
-    const at = (seq: number) => viewerClient.get<StateResult>('/viewer/api/state', { at: String(seq), full: '1' });
+    const at = (seq: number) => viewerClient.call('viewer.state', { at: String(seq), full: '1' });
     const enrolled = await at(marks.enroll!);
     expect(enrolled.state.agents.rows).toEqual([expect.objectContaining({ name: 'gw-1', status: 'enrolling', labels: { site: 'barn-3' } })]);
     const active = await at(marks.activate1!);
@@ -163,14 +163,14 @@ describe('the viewer on a coordinator with a scripted history', () => {
     expect(end.state.configs.rows.find((c) => c.id === c1)!.summary).toEqual({ succeeded: 2, failed: 0, pending: 0, unreported: 0 });
     // A time names the last event at or before it.
     const time = new Date(end.position!.wallTime).toISOString();
-    expect((await viewerClient.get<StateResult>('/viewer/api/state', { at: time })).seq).toBe(scripted.coordinator.lastSeq);
-    expect((await viewerClient.get<StateResult>('/viewer/api/state', { at: '2000-01-01T00:00:00Z' })).seq).toBe(0);
-    await expect(viewerClient.get('/viewer/api/state', { at: String(scripted.coordinator.lastSeq + 5) })).rejects.toMatchObject({ status: 404 });
-    await expect(viewerClient.get('/viewer/api/state', { at: 'yesterday' })).rejects.toMatchObject({ status: 400, code: 'INVALID' });
+    expect((await viewerClient.call('viewer.state', { at: time })).seq).toBe(scripted.coordinator.lastSeq);
+    expect((await viewerClient.call('viewer.state', { at: '2000-01-01T00:00:00Z' })).seq).toBe(0);
+    await expect(viewerClient.call('viewer.state', { at: String(scripted.coordinator.lastSeq + 5) })).rejects.toMatchObject({ status: 404 });
+    await expect(viewerClient.call('viewer.state', { at: 'yesterday' })).rejects.toMatchObject({ status: 400, code: 'INVALID' });
   });
 
   it('explains an event: who, when, verification, signatures and the rows it changed', async () => {
-    const fail = await viewerClient.get<EventDetail>(`/viewer/api/events/${scripted.marks.fail}`);
+    const fail = await viewerClient.call('viewer.event', { seq: String(scripted.marks.fail) });
     expect(fail.event.action).toBe('agent.report');
     expect(fail.verification).toMatchObject({ state: 'verified' });
     expect(fail.requestSignature).toMatch(/^[A-Za-z0-9+/]+=*$/);
@@ -184,19 +184,19 @@ describe('the viewer on a coordinator with a scripted history', () => {
         ]),
       }),
     ]);
-    const submit = await viewerClient.get<EventDetail>(`/viewer/api/events/${scripted.marks.submit1}`);
+    const submit = await viewerClient.call('viewer.event', { seq: String(scripted.marks.submit1) });
     expect(submit.configSignature).toMatchObject({ valid: true, author: scripted.admin.keyId });
     expect(submit.diff!.map((change) => [change.table, change.kind])).toEqual([
       ['configs', 'added'],
       ['graphs', 'added'],
     ]);
-    const push = await viewerClient.get<EventDetail>(`/viewer/api/events/${scripted.marks.push}`);
+    const push = await viewerClient.call('viewer.event', { seq: String(scripted.marks.push) });
     expect(push.diff).toEqual([]);
     expect(push.entry.summary).toMatch(/pushed 1 root/);
   });
 
   it('filters the timeline by actor, action, agent, graph, time and payload text', async () => {
-    const events = (query: Record<string, string>) => viewerClient.get<TimelinePage>('/viewer/api/events', query);
+    const events = (query: Record<string, string>) => viewerClient.call('viewer.events', query);
     expect((await events({ action: 'agent.report', agent: 'gw-1' })).entries.map((e) => e.summary)).toEqual([
       expect.stringMatching(/gw-1: fetching/),
       expect.stringMatching(/gw-1: activating/),
@@ -235,7 +235,7 @@ describe('the viewer on an export, and on a tampered log', () => {
     const offline = new Viewer(exportLogSource(parseAuditExport(text), key));
     await offline.ready();
     for (const seq of [scripted.marks.activate1!, scripted.marks.fail!, scripted.marks.end!]) {
-      const live = await client.get<StateResult>('/viewer/api/state', { at: String(seq), full: '1' });
+      const live = await client.call('viewer.state', { at: String(seq), full: '1' });
       expect(offline.state(seq, { full: true }).state).toEqual(live.state);
     }
     expect(offline.info().verification).toMatchObject({ ok: true, lastCheckpoint: { seq: expect.any(Number) } });
@@ -266,23 +266,23 @@ describe('the viewer on an export, and on a tampered log', () => {
       raw.close();
     };
     const client = (): CoordinatorHttpClient => new CoordinatorHttpClient(scripted.http.url, scripted.viewer);
-    expect((await client().get<ViewerInfo>('/viewer/api/info')).verification.ok).toBe(true);
+    expect((await client().call('viewer.info')).verification.ok).toBe(true);
     tamper(`UPDATE audit_events SET payload = replace(payload, 'bin/check exited with 1', 'fine') WHERE seq = ${marks.fail}`);
     // The running viewer notices on its next check (here: forced, as the "Verify now" button does).
-    const report = await client().get<ViewerInfo['verification']>('/viewer/api/verify', { refresh: '1' });
+    const report = await client().call('viewer.verify', { refresh: '1' });
     expect(report.firstBad).toMatchObject({ seq: marks.fail, reason: expect.stringMatching(/edited/) });
-    const detail = await client().get<EventDetail>(`/viewer/api/events/${marks.fail}`);
+    const detail = await client().call('viewer.event', { seq: String(marks.fail) });
     expect(detail.verification).toMatchObject({ state: 'broken' });
     expect(JSON.stringify(detail.event.payload)).toContain('fine');
 
     // A deleted row after it: replay stops there, and the viewer says so.
     tamper(`DELETE FROM audit_events WHERE seq = ${marks.graphRollback}`);
     await scripted.restart();
-    const info = await client().get<ViewerInfo>('/viewer/api/info');
+    const info = await client().call('viewer.info');
     expect(info.verification.firstBad).toMatchObject({ seq: marks.fail });
     expect(info.stoppedAt).toMatchObject({ seq: marks.graphRollback, message: expect.stringMatching(/missing/) });
     expect(info.replayableThrough).toBe(marks.graphRollback! - 1);
-    await expect(client().get('/viewer/api/state', { at: String(marks.end) })).rejects.toMatchObject({ status: 409 });
+    await expect(client().call('viewer.state', { at: String(marks.end) })).rejects.toMatchObject({ status: 409 });
   });
 });
 

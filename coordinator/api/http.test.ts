@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { API_ROUTES, API_STREAMS } from '../../protocol/api/routes.js';
+import { VIEWER_ROUTES } from '../../protocol/api/viewer-routes.js';
 import { Coordinator } from '../coordinator.js';
 import { createHttpApi } from './http.js';
 import { OPERATIONS } from './operations.js';
@@ -27,9 +28,12 @@ describe('the HTTP API and its description', () => {
     const described = [...Object.values(API_ROUTES), ...Object.values(API_STREAMS)].map((route) => `${route.method} ${route.path}`);
     expect(new Set(described).size).toBe(described.length);
     expect([...served].sort()).toEqual([...described].sort());
-    // Everything else is mounted with a description of its own: the Nix cache (docs/nix-cache.md) and the viewer (docs/viewer.md).
+    // Everything else is mounted with a description of its own: the Nix cache (docs/nix-cache.md) and the viewer,
+    // whose JSON routes are exactly VIEWER_ROUTES (protocol/api/viewer-routes.ts; its page and login are not JSON).
     const elsewhere = app.routes.filter((route) => !route.path.startsWith('/v1/') && route.method !== 'ALL').map((route) => route.path);
     expect(elsewhere.filter((routePath) => !routePath.startsWith('/nix-cache') && !routePath.startsWith('/viewer'))).toEqual([]);
+    const viewerServed = app.routes.filter((route) => route.path.startsWith('/viewer/api/') && route.method !== 'ALL').map((route) => `${route.method} ${route.path}`);
+    expect(viewerServed.sort()).toEqual(Object.values(VIEWER_ROUTES).map((route) => `${route.method} ${route.path}`).sort());
   });
 
   it('is listed in docs/coordinator.md, route by route', () => {

@@ -16,16 +16,17 @@ import type { Actor } from '../domain/commands.js';
 import { exportLines } from '../audit/export.js';
 import { DataRequestSchema, MAX_REQUEST_HEADER_BYTES } from '../../protocol/data-protocol.js';
 import { FrameReader, parseHeaderJson } from '../../protocol/framing.js';
-import { jsonBoundsViolation, MAX_JSON_DEPTH, stringifyJson } from '../../protocol/json-bounds.js';
+import { stringifyJson } from '../../protocol/json-bounds.js';
 import { FerryError, type ErrorCode } from '../../protocol/errors.js';
 import { isAuthRefusal, resolveActor, type Access } from './actors.js';
-import { readBoundedBody } from './request-body.js';
+import { readBoundedBody, requestInput } from './request-body.js';
 import { jsonErrorHandler, requestWhere } from './error-replies.js';
 import { ClosureAccess, DATA_ACCESS, runDataOperation } from './data-operations.js';
 import { replyFrames } from './data-replies.js';
 import { RequestNonces } from './request-nonces.js';
 import { OPERATIONS, type OperationName } from './operations.js';
-import { API_ROUTES, API_STREAMS, firstIssue, type ApiRoute, type ApiRouteName } from '../../protocol/api/routes.js';
+import { API_ROUTES, API_STREAMS, type ApiRoute, type ApiRouteName } from '../../protocol/api/routes.js';
+import { checkReply, checkRepliesByDefault } from './reply-check.js';
 import { desiredConfigOf } from './queries.js';
 import { DesiredWatches, MAX_WATCHES_PER_AGENT } from './desired-watches.js';
 import type { WatchUnchanged } from '../../protocol/config.js';
@@ -47,7 +48,7 @@ export interface HttpApiOptions {
   closureAccess?: ClosureAccess;
   /**
    * Check every JSON reply against its route's output schema before it is
-   * sent, answering INTERNAL (logged, naming the field) for one that does
+   * sent (the viewer's too: VIEWER_ROUTES), answering INTERNAL (logged, naming the field) for one that does
    * not match: a drift between the handlers and the description fails a
    * test rather than a client in the field. Default: on when the
    * environment sets FERRY_CHECK_REPLIES=1 (the test suite does:
@@ -62,7 +63,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const nonces = new RequestNonces(coordinator.database.sqlite, coordinator.now);
   const closureAccess = options.closureAccess ?? new ClosureAccess(coordinator);
-  const checkReplies = options.checkReplies ?? process.env.FERRY_CHECK_REPLIES === '1';
+  const checkReplies = options.checkReplies ?? checkRepliesByDefault();
 
   /**
    * `result` as route `name`'s JSON reply; checked against its output
@@ -72,13 +73,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
    */
   function reply(c: Context, name: ApiRouteName, result: unknown, encode: (value: unknown) => string | undefined = stringifyJson): Response {
     const route: ApiRoute = API_ROUTES[name];
-    if (checkReplies) {
-      const checked = route.output.safeParse(result);
-      if (!checked.success) {
-        const { field, message } = firstIssue(checked.error);
-        throw new FerryError('INTERNAL', `the reply of ${name} does not match its description: ${field}: ${message}`);
-      }
-    }
+    if (checkReplies) checkReply(name, route.output, result);
     return c.body(encode(result) ?? 'null', route.method === 'POST' ? 201 : 200, { 'content-type': 'application/json' });
   }
 
@@ -124,25 +119,6 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
     return actor;
   }
 
-  function inputOf(c: Context, body: Uint8Array): Record<string, unknown> {
-    let parsedBody: unknown = {};
-    if (body.length > 0) {
-      try {
-        parsedBody = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(body));
-      } catch {
-        throw new FerryError('BAD_JSON', 'request body is not valid JSON');
-      }
-      if (parsedBody === null || typeof parsedBody !== 'object' || Array.isArray(parsedBody)) throw new FerryError('BAD_JSON', 'request body must be a JSON object');
-      // JSON.parse is iterative, but what comes next (zod, canonicalJson, JSON.stringify) may not be:
-      // the depth is bounded here, before any of it sees the value.
-      const violation = jsonBoundsViolation(parsedBody, { maxDepth: MAX_JSON_DEPTH });
-      if (violation) throw new FerryError(violation.code, `request body ${violation.message}`);
-    }
-    const query: Record<string, string | string[]> = {};
-    for (const [key, values] of Object.entries(c.req.queries())) query[key] = values.length === 1 ? values[0]! : values;
-    return { ...query, ...(parsedBody as Record<string, unknown>), ...c.req.param() };
-  }
-
   const app = new Hono();
   app.onError(jsonErrorHandler(log));
   for (const operation of Object.keys(OPERATIONS) as OperationName[]) {
@@ -152,7 +128,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
     app.on(route.method, route.path, async (c) => {
       const body = await readBody(c);
       const actor = route.access === 'public' ? { keyId: '', role: 'viewer' as const } : await authenticate(c, body, operation, route.access);
-      const parsed = route.input.safeParse(inputOf(c, body));
+      const parsed = route.input.safeParse(requestInput(c, body));
       // A zod error is answered INVALID, naming the first field (error-replies.ts).
       if (!parsed.success) throw parsed.error;
       return reply(c, operation, await run(coordinator, actor, parsed.data));
@@ -259,7 +235,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
 
   app.route('/nix-cache', createNixCacheApp(coordinator, closureAccess, { log, ...options.nixCache }));
 
-  app.route('/', liveViewerRoutes(coordinator, { authenticate, log })); // the audit-log viewer, under /viewer (coordinator/viewer/)
+  app.route('/', liveViewerRoutes(coordinator, { authenticate, log, checkReplies })); // the audit-log viewer, under /viewer (coordinator/viewer/)
   app.notFound((c) => {
     throw new FerryError('NOT_FOUND', `no route ${requestWhere(c)}`);
   });

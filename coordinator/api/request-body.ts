@@ -7,6 +7,7 @@ import { Readable } from 'node:stream';
 import type { Context } from 'hono';
 import { readAtMost } from '../../protocol/bounded-read.js';
 import { FerryError } from '../../protocol/errors.js';
+import { jsonBoundsViolation, MAX_JSON_DEPTH } from '../../protocol/json-bounds.js';
 
 const NO_BODY = new Uint8Array(0);
 
@@ -43,4 +44,31 @@ async function readStreamAtMost(stream: Readable, limit: number): Promise<Uint8A
     chunks.push(buffer);
   }
   return total === 0 ? NO_BODY : new Uint8Array(Buffer.concat(chunks, total));
+}
+
+/**
+ * A described route's input as one object (protocol/api routes.ts): the
+ * query (a repeated key as an array), the JSON body, and the path
+ * parameters, merged in that order, for the route's input schema to
+ * validate. Refuses a body that is not a JSON object (BAD_JSON) or nests
+ * deeper than MAX_JSON_DEPTH (JSON_TOO_DEEP), before anything recursive
+ * sees it.
+ */
+export function requestInput(c: Context, body: Uint8Array): Record<string, unknown> {
+  let parsedBody: unknown = {};
+  if (body.length > 0) {
+    try {
+      parsedBody = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(body));
+    } catch {
+      throw new FerryError('BAD_JSON', 'request body is not valid JSON');
+    }
+    if (parsedBody === null || typeof parsedBody !== 'object' || Array.isArray(parsedBody)) throw new FerryError('BAD_JSON', 'request body must be a JSON object');
+    // JSON.parse is iterative, but what comes next (zod, canonicalJson, JSON.stringify) may not be:
+    // the depth is bounded here, before any of it sees the value.
+    const violation = jsonBoundsViolation(parsedBody, { maxDepth: MAX_JSON_DEPTH });
+    if (violation) throw new FerryError(violation.code, `request body ${violation.message}`);
+  }
+  const query: Record<string, string | string[]> = {};
+  for (const [key, values] of Object.entries(c.req.queries())) query[key] = values.length === 1 ? values[0]! : values;
+  return { ...query, ...(parsedBody as Record<string, unknown>), ...c.req.param() };
 }

@@ -9,23 +9,7 @@ import { sameJson } from '../domain/commands.js';
 import type { AuditEvent } from '../domain/events.js';
 import { applyEvent } from '../domain/reducer.js';
 import type { StateStore, StateTableName, StateTables } from '../domain/state.js';
-
-export interface FieldChange {
-  field: string;
-  before: unknown;
-  after: unknown;
-}
-
-export interface RowChange {
-  table: StateTableName;
-  id: string;
-  /** `added`: a new row; `changed`: fields differ; `unchanged`: written with the same values. */
-  kind: 'added' | 'changed' | 'unchanged';
-  before: StateTables[StateTableName] | null;
-  after: StateTables[StateTableName];
-  /** The fields that differ (every field of an added row). */
-  fields: FieldChange[];
-}
+import type { FieldChange, RowChange } from '../../protocol/api/viewer-views.js';
 
 /** A store that passes everything through to `inner` and remembers the rows written. */
 class RecordingStore implements StateStore {

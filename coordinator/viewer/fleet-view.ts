@@ -7,87 +7,8 @@
  * counts exactly as `ferry config show` does.
  */
 import { configOutcome, desiredConfigOf, type ConfigSummary } from '../api/queries.js';
-import type { AgentRow, ConfigRow, KeyRow, MemoryStateStore } from '../domain/state.js';
-import type { TimelineEntry } from './timeline.js';
-
-export interface AgentView {
-  id: string;
-  name: string;
-  type: string;
-  status: string;
-  labels: Record<string, string>;
-  system: string | null;
-  desiredGraph: string | null;
-  pinnedConfig: string | null;
-  /** The pin, else the head of the graph it follows. */
-  desiredConfig: string | null;
-  currentConfig: string | null;
-  phase: string | null;
-  lastError: string | null;
-  factsRevision: number;
-  facts: Record<string, unknown> | null;
-  enrolledSeq: number;
-  updatedSeq: number;
-}
-
-export interface ConfigView {
-  id: string;
-  graph: string;
-  seq: number;
-  parents: string[];
-  forced: boolean;
-  message: string;
-  author: string;
-  targets: Record<string, string>;
-  /** Whether it is its graph's head at this position. */
-  head: boolean;
-}
-
-export interface ConfigAggregate extends ConfigView {
-  /** Enrolled agents that should run it: succeeded / failed / pending / unreported. */
-  summary: ConfigSummary;
-}
-
-export interface HeadMove {
-  seq: number;
-  wallTime: number;
-  action: string;
-  from: string | null;
-  to: string;
-}
-
-export interface GraphView {
-  id: string;
-  head: string;
-  updatedSeq: number;
-  /** Configs in the graph at this position. */
-  configCount: number;
-  /** Its configs, newest first (limited by `historyLimit`). */
-  history: ConfigView[];
-  /** How its head moved (submissions, rollbacks), oldest first (limited by `historyLimit`). */
-  headMoves: HeadMove[];
-}
-
-export interface TokenView {
-  id: string;
-  label: string;
-  expiresAt: number;
-  usesLeft: number;
-  autoApprove: boolean;
-  labels: Record<string, string>;
-  revoked: boolean;
-  createdSeq: number;
-}
-
-export interface FleetView {
-  counts: { keys: number; tokens: number; agents: number; agentFacts: number; graphs: number; configs: number; agentsByStatus: Record<string, number> };
-  agents: { total: number; matching: number; offset: number; rows: AgentView[] };
-  graphs: GraphView[];
-  /** Configs some enrolled agent should run, and every graph head; newest first. */
-  configs: { total: number; rows: ConfigAggregate[] };
-  keys: KeyRow[];
-  tokens: TokenView[];
-}
+import type { AgentRow, ConfigRow, MemoryStateStore } from '../domain/state.js';
+import type { ConfigAggregate, FleetAgent, FleetConfig, FleetGraph, FleetView, TimelineEntry } from '../../protocol/api/viewer-views.js';
 
 export interface FleetViewOptions {
   /** Agents to skip / to show (default: all). */
@@ -101,7 +22,7 @@ export interface FleetViewOptions {
   listLimit?: number | null;
 }
 
-function configView(config: ConfigRow, head: boolean): ConfigView {
+function configView(config: ConfigRow, head: boolean): FleetConfig {
   const body = config.body as { message?: unknown; author?: unknown; targets?: unknown };
   return {
     id: config.id,
@@ -146,7 +67,7 @@ export function fleetView(store: MemoryStateStore, headMovesOf: (graph: string, 
   const matching = options.agentQuery ? agents.filter((agent) => agentMatches(agent, options.agentQuery!)) : agents;
   const offset = Math.max(0, options.agentOffset ?? 0);
   const page = options.agentLimit === null || options.agentLimit === undefined ? matching.slice(offset) : matching.slice(offset, offset + options.agentLimit);
-  const rows: AgentView[] = page.map((agent) => ({
+  const rows: FleetAgent[] = page.map((agent) => ({
     id: agent.id,
     name: agent.name,
     type: agent.type,
@@ -173,7 +94,7 @@ export function fleetView(store: MemoryStateStore, headMovesOf: (graph: string, 
     byGraph.set(config.graph, list);
   }
   const historyLimit = options.historyLimit ?? null;
-  const graphs: GraphView[] = [...tables.graphs.values()]
+  const graphs: FleetGraph[] = [...tables.graphs.values()]
     .sort((a, b) => (a.id < b.id ? -1 : 1))
     .map((graph) => {
       const configs = (byGraph.get(graph.id) ?? []).sort((a, b) => b.seq - a.seq);

@@ -9,10 +9,9 @@ export { serveOfflineViewer, type OfflineViewer } from './offline-server.js';
 export { exportLogSource, readExportLogSource } from './file-source.js';
 export { liveLogSource } from './live-source.js';
 export type { LogSource } from './log-source.js';
-export { ReplayIndex, type ReplayStop, type TimelinePage } from './replay-index.js';
-export { Viewer, type EventDetail, type StateResult, type ViewerInfo } from './viewer.js';
+export { ReplayIndex } from './replay-index.js';
+export { Viewer } from './viewer.js';
 export { VIEWER_PATH } from './routes.js';
-export type { FleetView, AgentView, ConfigAggregate, GraphView } from './fleet-view.js';
-export type { RowChange, FieldChange } from './event-diff.js';
-export type { TimelineEntry, TimelineFilter } from './timeline.js';
-export type { VerificationStatus, EventVerification } from './verification.js';
+export type { TimelineFilter } from './timeline.js';
+// What the viewer answers (EventDetail, StateResult, ViewerInfo, TimelinePage, …) is described
+// with its routes: protocol/api/viewer-views.ts and viewer-routes.ts.

@@ -8,20 +8,23 @@ import type { Context } from 'hono';
 import type { Hono } from 'hono';
 import type { Coordinator } from '../coordinator.js';
 import type { Actor } from '../domain/commands.js';
+import { VIEWER_ROLES } from '../../protocol/api/viewer-routes.js';
 import { isAuthRefusal, resolveActor, type Access } from '../api/actors.js';
 import { liveLogSource } from './live-source.js';
 import { viewerRoutes } from './routes.js';
 import { ViewerSessions, type ViewerSessionOptions } from './sessions.js';
 import { Viewer, type ViewerOptions } from './viewer.js';
 
-/** Who may use the viewer: the roles that may read the audit log. */
-export const VIEWER_ACCESS: Access = ['admin', 'operator', 'viewer'];
+/** Who may use the viewer: the roles that may read the audit log (VIEWER_ROUTES' access). */
+export const VIEWER_ACCESS: Access = VIEWER_ROLES;
 
 export interface LiveViewerOptions extends ViewerOptions {
   /** The HTTP API's check of a signed request (signature, nonce, key, role); throws its FerryError (401/403). */
   authenticate: (c: Context, body: Uint8Array, operation: string, access: Access) => Promise<Actor>;
   log?: (line: string) => void;
   sessions?: ViewerSessionOptions;
+  /** Check replies against VIEWER_ROUTES (routes.ts ViewerRoutesOptions); the HTTP API passes its own setting. */
+  checkReplies?: boolean;
 }
 
 /**
@@ -48,5 +51,6 @@ export function liveViewerRoutes(coordinator: Coordinator, options: LiveViewerOp
       }
     },
     ...(options.log ? { log: options.log } : {}),
+    ...(options.checkReplies !== undefined ? { checkReplies: options.checkReplies } : {}),
   });
 }

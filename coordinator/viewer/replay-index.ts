@@ -14,10 +14,11 @@ import { FerryError } from '../../protocol/errors.js';
 import { AuditEventSchema, type AuditEvent } from '../domain/events.js';
 import { applyEvent } from '../domain/reducer.js';
 import { MemoryStateStore } from '../domain/state.js';
-import { applyAndDiff, type RowChange } from './event-diff.js';
+import { applyAndDiff } from './event-diff.js';
 import type { LogSource } from './log-source.js';
 import { Snapshots } from './snapshot.js';
-import { entryMatcher, timelineEntry, type TimelineEntry, type TimelineFilter } from './timeline.js';
+import type { ReplayStop, RowChange, TimelineEntry, TimelinePage } from '../../protocol/api/viewer-views.js';
+import { entryMatcher, timelineEntry, type TimelineFilter } from './timeline.js';
 
 export interface ReplayIndexOptions {
   /** Keep a snapshot every this many events (default 500); every ~10,000 events one of them is a full copy (see snapshot.ts). */
@@ -26,22 +27,6 @@ export interface ReplayIndexOptions {
   fullSnapshotEvery?: number;
   /** Read and index this many events between yields to the event loop (default 2000). */
   chunk?: number;
-}
-
-/** Why replay cannot go past an event. */
-export interface ReplayStop {
-  seq: number;
-  message: string;
-}
-
-/** A page of the (filtered) timeline, in seq order. */
-export interface TimelinePage {
-  entries: TimelineEntry[];
-  /** Events matching the filter in the whole log. */
-  total: number;
-  /** Whether matching events exist before the first / after the last of this page. */
-  hasOlder: boolean;
-  hasNewer: boolean;
 }
 
 export interface TimelinePageRequest {

@@ -1,26 +1,29 @@
 /**
  * The web viewer's HTTP routes (hono), under VIEWER_PATH: the page, its two
- * static assets, the login exchange, and JSON endpoints under `api/`. Every
- * endpoint but the login exchange needs a session cookie or, for the CLI, a
- * signed request (when the host provides `authenticateSigned`). Everything is
- * read-only; query parameters are validated with zod. Handlers throw
+ * static assets, the login exchange, and the JSON endpoints under `api/`,
+ * which are the routes VIEWER_ROUTES describes (protocol/api/viewer-routes.ts:
+ * their inputs are validated, and with `checkReplies` their replies checked,
+ * with its schemas). Every endpoint but the login exchange needs a session
+ * cookie or, for the CLI, a signed request (when the host provides
+ * `authenticateSigned`). Everything is read-only. Handlers throw
  * FerryError; errors are answered by the one JSON mapping
  * (api/error-replies.ts), registered with `onError` on these routes, so
  * they answer alike mounted on the coordinator's API or served offline.
  */
 import { Hono, type Context } from 'hono';
 import { getCookie, setCookie, deleteCookie } from 'hono/cookie';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { FerryError } from '../../protocol/errors.js';
+import { VIEWER_PATH, VIEWER_ROUTES, type ViewerRoute, type ViewerRouteName } from '../../protocol/api/viewer-routes.js';
 import { jsonErrorHandler } from '../api/error-replies.js';
-import { readBoundedBody } from '../api/request-body.js';
+import { checkReply, checkRepliesByDefault } from '../api/reply-check.js';
+import { readBoundedBody, requestInput } from '../api/request-body.js';
 import { clientScript } from './assets/client-script.js';
 import { STYLES } from './assets/styles.js';
 import { loggedOutPage, viewerPage } from './page.js';
 import { SESSION_COOKIE, type ViewerPrincipal, type ViewerSessions } from './sessions.js';
 import type { TimelineFilter } from './timeline.js';
 import type { Viewer } from './viewer.js';
-import { VIEWER_PATH } from './viewer-path.js';
 
 export { VIEWER_PATH };
 
@@ -37,6 +40,8 @@ export interface ViewerRoutesOptions {
   stillAllowed?: (principal: ViewerPrincipal) => boolean;
   /** Where internal errors are logged (default: stderr). */
   log?: (line: string) => void;
+  /** Check each JSON reply against its route's output (VIEWER_ROUTES) before sending it; default: FERRY_CHECK_REPLIES=1 (api/reply-check.ts). */
+  checkReplies?: boolean;
 }
 
 /** Signed viewer requests carry no more than a small JSON body. */
@@ -49,77 +54,6 @@ const SECURITY_HEADERS: Record<string, string> = {
   'cache-control': 'no-store',
 };
 
-const text = z.string().max(256).optional();
-/**
- * A decimal integer parameter: digits only. Not z.coerce.number(), which
- * took '0x10', '1e3', ' 7 ' and '' (as 0) for numbers.
- */
-const DECIMAL = /^\d{1,16}$/;
-const int = (min: number, max: number) =>
-  z
-    .string()
-    .regex(DECIMAL, 'expected a decimal integer')
-    .transform(Number)
-    .pipe(z.number().int().min(min).max(max));
-const time = z
-  .string()
-  .max(64)
-  .transform((value, context) => {
-    const ms = DECIMAL.test(value) ? Number(value) : Date.parse(value);
-    if (!Number.isFinite(ms)) {
-      context.addIssue({ code: 'custom', message: 'expected ms since the epoch or an ISO time' });
-      return z.NEVER;
-    }
-    return ms;
-  });
-
-const EventsQuery = z.strictObject({
-  actor: text,
-  action: text,
-  agent: text,
-  graph: text,
-  from: time.optional(),
-  to: time.optional(),
-  q: text,
-  before: int(0, Number.MAX_SAFE_INTEGER).optional(),
-  after: int(0, Number.MAX_SAFE_INTEGER).optional(),
-  around: int(0, Number.MAX_SAFE_INTEGER).optional(),
-  limit: int(1, 1000).optional(),
-});
-/**
- * A position in the log, in the forms Viewer.resolvePosition reads: `end`
- * (or `latest`), a seq number, or an ISO time. Anything else is refused
- * here (400 INVALID), so resolvePosition's OUT_OF_RANGE (404) means what it
- * says: a position outside the log.
- */
-const position = z
-  .string()
-  .max(64)
-  .refine((value) => {
-    const at = value.trim();
-    if (at === '' || at === 'end' || at === 'latest') return true;
-    if (/^\d+$/.test(at)) return Number.isSafeInteger(Number(at));
-    return /^\d{4}-\d{2}-\d{2}/.test(at) && Number.isFinite(Date.parse(at));
-  }, "expected 'end', a seq number or an ISO time");
-const StateQuery = z.strictObject({
-  at: position.default('end'),
-  agentOffset: int(0, 10_000_000).optional(),
-  agentLimit: int(1, 1000).optional(),
-  agentQuery: text,
-  full: z.enum(['0', '1', 'true', 'false']).optional(),
-});
-const VerifyQuery = z.strictObject({ refresh: z.enum(['0', '1', 'true', 'false']).optional() });
-const SeqParam = int(1, Number.MAX_SAFE_INTEGER);
-
-function queryOf<S extends z.ZodType>(c: Context, schema: S): z.infer<S> {
-  const parsed = schema.safeParse(c.req.query());
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new FerryError('INVALID', `${issue.path.join('.') || 'query'}: ${issue.message}`);
-  }
-  return parsed.data;
-}
-
 const truthy = (value: string | undefined): boolean => value === '1' || value === 'true';
 
 /** The viewer's routes, to mount at the root of an app (they carry VIEWER_PATH themselves). */
@@ -128,6 +62,7 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
   const app = new Hono();
   app.onError(jsonErrorHandler(options.log ?? ((line: string) => process.stderr.write(`${line}\n`))));
   const base = VIEWER_PATH;
+  const checkReplies = options.checkReplies ?? checkRepliesByDefault();
 
   const secure = async (c: Context, next: () => Promise<void>): Promise<void> => {
     await next();
@@ -146,23 +81,42 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
     return principal;
   }
 
-  /** The caller: a signed request (CLI) or a session cookie (browser). */
-  async function principalOf(c: Context): Promise<ViewerPrincipal> {
-    if (c.req.header('x-ferry-key') !== undefined) {
+  /**
+   * The caller of `route`, and the body it sent: a signed request (CLI), or
+   * a session cookie (browser) where the route takes one. Refuses
+   * (UNAUTHENTICATED) anyone else, and signed requests offline.
+   */
+  async function callerOf(c: Context, route: ViewerRoute): Promise<{ principal: ViewerPrincipal; body: Uint8Array }> {
+    const signed = c.req.header('x-ferry-key') !== undefined;
+    if (!route.session && (!signed || !options.authenticateSigned)) throw new FerryError('UNAUTHENTICATED', 'a login link needs a signed request (ferry audit view)');
+    if (signed) {
       if (!options.authenticateSigned) throw new FerryError('UNAUTHENTICATED', 'this viewer takes no signed requests (offline mode: use the printed login link)');
-      return options.authenticateSigned(c, await readBoundedBody(c, MAX_SIGNED_BODY_BYTES));
+      const body = await readBoundedBody(c, MAX_SIGNED_BODY_BYTES);
+      return { principal: await options.authenticateSigned(c, body), body };
     }
     const principal = sessionPrincipal(c);
     if (!principal) throw new FerryError('UNAUTHENTICATED', 'not logged in to the viewer: run `ferry audit view` for a login link');
-    return principal;
+    return { principal, body: new Uint8Array(0) };
   }
 
-  /** A JSON endpoint: authenticated, the index brought up to date. */
-  function api(path: string, handler: (c: Context, principal: ViewerPrincipal) => unknown): void {
-    app.get(`${base}/api/${path}`, async (c) => {
-      const principal = await principalOf(c);
-      await viewer.ready();
-      return c.json(handler(c, principal) as object);
+  /**
+   * Routes `name` as VIEWER_ROUTES describes it: the caller authenticated,
+   * the input (path parameters, query, body) validated with the route's
+   * schema (a zod error is answered 400 INVALID, naming the field), then
+   * the handler's result, checked against the route's output first when
+   * checkReplies is on (api/reply-check.ts). Handlers bring the index up to
+   * date themselves (`viewer.ready`), after the input is known to be good.
+   */
+  function api<N extends ViewerRouteName>(name: N, handler: (input: z.output<(typeof VIEWER_ROUTES)[N]['input']>, principal: ViewerPrincipal) => Promise<unknown>): void {
+    const route: ViewerRoute = VIEWER_ROUTES[name];
+    app.on(route.method, route.path, async (c) => {
+      const { principal, body } = await callerOf(c, route);
+      const input = route.input.safeParse(requestInput(c, body));
+      if (!input.success) throw input.error;
+      const result = await handler(input.data as z.output<(typeof VIEWER_ROUTES)[N]['input']>, principal);
+      if (checkReplies) checkReply(name, route.output, result);
+      // JSON.stringify: the viewer clips what it answers to MAX_VIEWER_JSON_DEPTH (viewer.ts).
+      return c.body(JSON.stringify(result), route.method === 'POST' ? 201 : 200, { 'content-type': 'application/json' });
     });
   }
 
@@ -192,20 +146,21 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
   });
 
   // A signed call (viewer role and up) that mints a one-time login link: `ferry audit view`.
-  app.post(`${base}/api/session`, async (c) => {
-    if (!options.authenticateSigned || c.req.header('x-ferry-key') === undefined) throw new FerryError('UNAUTHENTICATED', 'a login link needs a signed request (ferry audit view)');
-    const principal = await options.authenticateSigned(c, await readBoundedBody(c, MAX_SIGNED_BODY_BYTES));
+  api('viewer.session', async (_input, principal) => {
     const { token, expiresAt } = sessions.issueLoginToken(principal);
     // Index the log (and read the browser script: compiled, from the sources) now, so the page the link opens is fast.
     await viewer.ready();
     clientScript();
-    return c.json({ loginPath: `${base}/login?token=${token}`, expiresAt, lastSeq: viewer.replayIndex.lastSeq }, 201);
+    return { loginPath: `${base}/login?token=${token}`, expiresAt, lastSeq: viewer.replayIndex.lastSeq };
   });
 
-  api('info', () => viewer.info());
+  api('viewer.info', async () => {
+    await viewer.ready();
+    return viewer.info();
+  });
 
-  api('events', (c) => {
-    const query = queryOf(c, EventsQuery);
+  api('viewer.events', async (query) => {
+    await viewer.ready();
     const filter: TimelineFilter = {};
     if (query.actor) filter.actor = query.actor;
     if (query.action) filter.action = query.action;
@@ -217,14 +172,13 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
     return viewer.timeline(filter, { limit: query.limit, before: query.before, after: query.after, around: query.around });
   });
 
-  api('events/:seq', (c) => {
-    const seq = SeqParam.safeParse(c.req.param('seq'));
-    if (!seq.success) throw new FerryError('INVALID', 'seq: expected a positive integer');
-    return viewer.event(seq.data);
+  api('viewer.event', async ({ seq }) => {
+    await viewer.ready();
+    return viewer.event(seq);
   });
 
-  api('state', (c) => {
-    const query = queryOf(c, StateQuery);
+  api('viewer.state', async (query) => {
+    await viewer.ready();
     const seq = viewer.resolvePosition(query.at);
     return viewer.state(seq, {
       full: truthy(query.full),
@@ -234,11 +188,7 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
     });
   });
 
-  app.get(`${base}/api/verify`, async (c) => {
-    await principalOf(c);
-    const query = queryOf(c, VerifyQuery);
-    return c.json(await viewer.ready(truthy(query.refresh)));
-  });
+  api('viewer.verify', (query) => viewer.ready(truthy(query.refresh)));
 
   return app;
 }

@@ -5,25 +5,8 @@
  * so a tampered or malformed row still gets an entry (the viewer must show
  * it); nothing here trusts the payload's shape.
  */
+import type { TimelineEntry } from '../../protocol/api/viewer-views.js';
 import type { AuditEvent } from '../domain/events.js';
-
-export interface TimelineEntry {
-  seq: number;
-  hlc: string;
-  wallTime: number;
-  actorKey: string;
-  actorRole: string;
-  action: string;
-  subject: string;
-  /** The agent the event is about (agent.* events), else null. */
-  agent: string | null;
-  /** The graph the event is about (config.submit, graph.rollback, agent.assign), else null. */
-  graph: string | null;
-  /** One line saying what happened. */
-  summary: string;
-  /** For events that move a graph's head (config.submit, graph.rollback): the head before and after. */
-  headMove: { from: string | null; to: string } | null;
-}
 
 /** What the timeline can be narrowed to; every given field must match. */
 export interface TimelineFilter {

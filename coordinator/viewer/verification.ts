@@ -9,22 +9,11 @@
  */
 import { configId, configSigningMessage } from '../domain/commands.js';
 import { ConfigBodySchema, type AuditEvent } from '../domain/events.js';
-import type { ChainReport, Checkpoint } from '../audit/chain.js';
+import type { Checkpoint } from '../audit/chain.js';
+import type { EventVerification, VerificationStatus } from '../../protocol/api/viewer-views.js';
 import { ed25519Verify } from '../../protocol/ed25519.js';
 import { KeyIdSchema, publicKeyOf } from '../../protocol/identity.js';
 import type { LogSource } from './log-source.js';
-
-export interface VerificationStatus extends ChainReport {
-  /** When the check ran (ms since the epoch) and the last seq the log had then. */
-  checkedAt: number;
-  checkedThrough: number;
-  /** The log's last seq now; events after `checkedThrough` are not verified yet. */
-  lastSeq: number;
-  /** How long the check took (ms). */
-  durationMs: number;
-  /** The signed checkpoints known, newest last (seq only). */
-  checkpointSeqs: number[];
-}
 
 export interface VerificationOptions {
   /**
@@ -38,12 +27,6 @@ export interface VerificationOptions {
   maxAgeMs?: number;
   now?: () => number;
 }
-
-export type EventVerification =
-  | { state: 'verified'; coveredByCheckpoint: number | null }
-  | { state: 'broken'; reason: string }
-  | { state: 'after-break'; brokenAt: number }
-  | { state: 'unchecked' };
 
 export class VerificationCache {
   private report: VerificationStatus | undefined;

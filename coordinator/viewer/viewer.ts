@@ -2,59 +2,22 @@
  * The viewer's operations over one log source, as JSON-ready results: the
  * same code answers the web viewer's API, `ferry audit show|replay` against a
  * live coordinator (through that API) and against an export file (directly).
+ * The results are the replies VIEWER_ROUTES describes (protocol/api/viewer-views.ts).
  */
 import { clipJsonDepth, MAX_VIEWER_JSON_DEPTH } from '../../protocol/json-bounds.js';
 import { FerryError } from '../../protocol/errors.js';
-import { ActionSchema, type AuditEvent } from '../domain/events.js';
-import type { RowChange } from './event-diff.js';
-import { fleetView, type FleetView, type FleetViewOptions } from './fleet-view.js';
+import { ActionSchema } from '../domain/events.js';
+import type { EventDetail, StateResult, TimelinePage, VerificationStatus, ViewerInfo } from '../../protocol/api/viewer-views.js';
+import { fleetView, type FleetViewOptions } from './fleet-view.js';
 import type { LogSource } from './log-source.js';
-import { ReplayIndex, type ReplayStop, type TimelinePage, type TimelinePageRequest } from './replay-index.js';
-import type { TimelineEntry, TimelineFilter } from './timeline.js';
-import { configSignatureStatus, eventVerification, VerificationCache, type EventVerification, type VerificationOptions, type VerificationStatus } from './verification.js';
+import { ReplayIndex, type TimelinePageRequest } from './replay-index.js';
+import type { TimelineFilter } from './timeline.js';
+import { configSignatureStatus, eventVerification, VerificationCache, type VerificationOptions } from './verification.js';
 
 export interface ViewerOptions {
   /** Snapshot interval of the replay index (default 500). */
   snapshotEvery?: number;
   verification?: VerificationOptions;
-}
-
-export interface ViewerInfo {
-  name: string;
-  coordinatorKey: string;
-  mode: 'live' | 'file';
-  lastSeq: number;
-  replayableThrough: number;
-  stoppedAt: ReplayStop | null;
-  snapshotEvery: number;
-  verification: VerificationStatus;
-  actions: string[];
-}
-
-export interface EventDetail {
-  entry: TimelineEntry;
-  /** The event exactly as stored. */
-  event: AuditEvent;
-  /** The actor's agent name or key label, as the log recorded it (null if none). */
-  actorName: string | null;
-  verification: EventVerification;
-  /** Whether the request that carried the command was signed (its signature is recorded and hashed into the chain). */
-  requestSignature: string | null;
-  configSignature: ReturnType<typeof configSignatureStatus>;
-  /** The state rows the event changed, or null (with replayProblem) when replay cannot apply it. */
-  diff: RowChange[] | null;
-  replayProblem: string | null;
-}
-
-export interface StateResult {
-  /** The position: the state after this event (0: before the first). */
-  seq: number;
-  /** The event at the position (null at 0). */
-  position: TimelineEntry | null;
-  lastSeq: number;
-  replayableThrough: number;
-  verification: VerificationStatus;
-  state: FleetView;
 }
 
 /** Options for `state`: a page of agents and short histories, or everything (`full`). */

@@ -30,7 +30,8 @@
  * lines), the TLS certificate (PEM) and the data plane's HTTP fallback
  * (frames, data-protocol.ts). Mounted beside them, with descriptions of
  * their own: the Nix binary cache (`/nix-cache`, docs/nix-cache.md) and
- * the audit viewer (`/viewer`, docs/viewer.md).
+ * the audit viewer (`/viewer`, docs/viewer.md), whose JSON routes are
+ * VIEWER_ROUTES (viewer-routes.ts).
  */
 import { z } from 'zod';
 import { ConfigIdSchema, GraphNameSchema, WatchQuerySchema, DesiredAnswerSchema } from '../config.js';

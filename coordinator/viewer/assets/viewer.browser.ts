@@ -1,8 +1,8 @@
 /**
  * The viewer's browser script, served as /viewer/assets/viewer.js (a
  * classic script: client-script.ts). Checked by tsc against the shapes the
- * viewer's API returns (tsconfig.browser.json: the DOM, and the server's
- * types imported as types only), compiled by esbuild (nix/runnable-module.ts:
+ * viewer's API returns (tsconfig.browser.json: the DOM, and the types of
+ * its description, protocol/api/viewer-views.ts, imported as types only), compiled by esbuild (nix/runnable-module.ts:
  * by the build into build/, from the sources when the coordinator runs from
  * them). No dependencies.
  *
@@ -11,20 +11,32 @@
  * ever markup. The position lives in the URL (`#seq=N`), so a view can be
  * shared.
  */
-import type { AgentView, ConfigAggregate, ConfigView, GraphView, HeadMove, TokenView } from '../fleet-view.js';
-import type { FieldChange, RowChange } from '../event-diff.js';
-import type { TimelinePage } from '../replay-index.js';
-import type { TimelineEntry } from '../timeline.js';
-import type { EventVerification, VerificationStatus } from '../verification.js';
-import type { EventDetail, StateResult, ViewerInfo } from '../viewer.js';
-import type { KeyRow } from '../../domain/state.js';
+import type {
+  ConfigAggregate,
+  EventDetail,
+  EventVerification,
+  FieldChange,
+  FleetAgent,
+  FleetConfig,
+  FleetGraph,
+  FleetToken,
+  HeadMove,
+  KeyRow,
+  RowChange,
+  StateResult,
+  TimelineEntry,
+  TimelinePage,
+  VerificationStatus,
+  ViewerInfo,
+} from '../../../protocol/api/viewer-views.js';
+import type { ViewerOutput } from '../../../protocol/api/viewer-routes.js';
 
-/** What the API answers at each path (events/N: EventDetail). */
+/** What the API answers at each path (VIEWER_ROUTES; events/N: EventDetail). */
 interface ApiReplies {
-  info: ViewerInfo;
-  events: TimelinePage;
-  state: StateResult;
-  verify: VerificationStatus;
+  info: ViewerOutput<'viewer.info'>;
+  events: ViewerOutput<'viewer.events'>;
+  state: ViewerOutput<'viewer.state'>;
+  verify: ViewerOutput<'viewer.verify'>;
 }
 
 /** A request that failed, shown in place of what it would have shown. */
@@ -355,8 +367,8 @@ function renderState(result: StateResult | Failed, seq: number): void {
     return;
   }
   const s = result.state;
-  const byStatus = Object.keys(s.counts.agentsByStatus)
-    .map((k) => s.counts.agentsByStatus[k] + ' ' + k)
+  const byStatus = Object.entries(s.counts.agentsByStatus)
+    .map(([status, count]) => count + ' ' + status)
     .join(', ');
   el.appendChild(
     h(
@@ -414,7 +426,7 @@ function renderState(result: StateResult | Failed, seq: number): void {
   el.appendChild(
     table(
       ['name', 'id', 'status', 'system', 'graph', 'pinned', 'desired', 'current', 'phase', 'last error', 'facts'],
-      a.rows.map((agent: AgentView) =>
+      a.rows.map((agent: FleetAgent) =>
         h(
           'tr',
           { data: { agentId: agent.id } },
@@ -438,7 +450,7 @@ function renderState(result: StateResult | Failed, seq: number): void {
   // Graphs
   el.appendChild(h('h3', null, 'Graphs'));
   if (s.graphs.length === 0) el.appendChild(h('p', null, 'no graphs yet'));
-  s.graphs.forEach((graph: GraphView) => {
+  s.graphs.forEach((graph: FleetGraph) => {
     el.appendChild(
       h(
         'div',
@@ -446,7 +458,7 @@ function renderState(result: StateResult | Failed, seq: number): void {
         h('div', null, h('b', null, 'graph ' + graph.id), ' head ', h('code', { class: 'head', title: graph.head }, short(graph.head)), ' (since seq ' + graph.updatedSeq + ', ' + graph.configCount + ' config(s))'),
         table(
           ['config', 'seq', 'message', ''],
-          graph.history.map((c: ConfigView) => h('tr', null, idCell(c.id), cell(c.seq), cell(c.message), h('td', { class: 'head-marker' }, (c.head ? 'HEAD' : '') + (c.forced ? ' forced' : '')))),
+          graph.history.map((c: FleetConfig) => h('tr', null, idCell(c.id), cell(c.seq), cell(c.message), h('td', { class: 'head-marker' }, (c.head ? 'HEAD' : '') + (c.forced ? ' forced' : '')))),
         ),
         graph.headMoves.length
           ? lazy('head moves (' + graph.headMoves.length + ')', () =>
@@ -497,7 +509,7 @@ function renderState(result: StateResult | Failed, seq: number): void {
     lazy('Tokens (' + s.counts.tokens + (s.tokens.length < s.counts.tokens ? ', first ' + s.tokens.length : '') + ')', () =>
       table(
         ['token', 'label', 'uses left', 'auto-approve', 'expires', 'revoked'],
-        s.tokens.map((t: TokenView) => h('tr', null, cell(t.id, 'id'), cell(t.label), cell(t.usesLeft), cell(t.autoApprove ? 'yes' : ''), cell(when(t.expiresAt)), cell(t.revoked ? 'revoked' : ''))),
+        s.tokens.map((t: FleetToken) => h('tr', null, cell(t.id, 'id'), cell(t.label), cell(t.usesLeft), cell(t.autoApprove ? 'yes' : ''), cell(when(t.expiresAt)), cell(t.revoked ? 'revoked' : ''))),
       ),
     ),
   );
