@@ -62,6 +62,8 @@ export class HashPartSet {
   readonly bytes: readonly Uint8Array[];
   /** Per 15-bit bucket, the distinct hash parts' lowest indices; undefined where none starts so. */
   readonly buckets: (number[] | undefined)[];
+  /** 1 where `buckets` has an entry: a dense array, so a window in a long nix32 run is mostly refused by one byte read. */
+  readonly occupied: Uint8Array = new Uint8Array(1 << 15);
 
   /** Refuses (REFERENCES_INVALID, naming the index) a hash part that is not 32 nix32 characters. */
   constructor(hashParts: readonly string[]) {
@@ -75,6 +77,7 @@ export class HashPartSet {
       seen.set(hashPart, index);
       const bucket = bucketOf(bytes[index]!, 0);
       (this.buckets[bucket] ??= []).push(index);
+      this.occupied[bucket] = 1;
     });
     this.bytes = bytes;
   }

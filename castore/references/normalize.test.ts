@@ -48,6 +48,16 @@ describe('normalizeReferences', () => {
     }
   });
 
+  it('changes neither a Buffer it normalizes nor one it restores', () => {
+    const [a] = seededHashParts(2, 1) as [string];
+    const file = Buffer.from(`#!/nix/store/${a}-node/bin/node`);
+    const { normalized, refs } = normalizeReferences(file, [a]);
+    expect(file.toString()).toBe(`#!/nix/store/${a}-node/bin/node`);
+    const normalizedBuffer = Buffer.from(normalized);
+    expect(Buffer.from(restoreReferences(normalizedBuffer, refs, [a])).toString()).toBe(file.toString());
+    expect(normalizedBuffer.toString()).toBe(`#!/nix/store/${'e'.repeat(32)}-node/bin/node`);
+  });
+
   it('uses a placeholder of 32 bytes outside nix32, so it is never a hash part', () => {
     expect(REFERENCE_PLACEHOLDER.length).toBe(HASH_PART_LENGTH);
     expect(() => new HashPartSet([PLACEHOLDER_TEXT])).toThrow(expect.objectContaining({ code: 'REFERENCES_INVALID' }));

@@ -48,7 +48,7 @@ function equalsAt(bytes: Uint8Array, at: number, hashPart: Uint8Array): boolean 
  */
 function scan(buf: Uint8Array, set: HashPartSet, base: number, sites: ReferenceSite[]): number {
   const n = buf.length;
-  const { buckets, bytes: parts } = set;
+  const { buckets, occupied, bytes: parts } = set;
   let p = 0;
   // buf[p .. known) are known to be nix32 bytes (known <= p + 32).
   let known = 0;
@@ -62,10 +62,10 @@ function scan(buf: Uint8Array, set: HashPartSet, base: number, sites: ReferenceS
       continue;
     }
     known = p + HASH_PART_LENGTH;
-    const bucket = buckets[bucketOf(buf, p)];
+    const key = bucketOf(buf, p);
     let matched = -1;
-    if (bucket !== undefined) {
-      for (const index of bucket) {
+    if (occupied[key] === 1) {
+      for (const index of buckets[key]!) {
         if (equalsAt(buf, p, parts[index]!)) {
           matched = index;
           break;
@@ -92,7 +92,8 @@ function scan(buf: Uint8Array, set: HashPartSet, base: number, sites: ReferenceS
  */
 export function normalizeReferences(bytes: Uint8Array, hashParts: readonly string[] | HashPartSet): NormalizedFile {
   const set = hashPartSet(hashParts);
-  const normalized = bytes.slice();
+  // A copy (a Buffer's slice() would be a view, and normalizing would change the caller's bytes).
+  const normalized = new Uint8Array(bytes);
   const refs: ReferenceSite[] = [];
   scan(normalized, set, 0, refs);
   return { normalized, refs };

@@ -89,7 +89,7 @@ export class ReferenceRestorer {
     const start = this.position;
     const stop = start + chunk.length;
     if (stop > this.length) return this.fail(`the normalized file is longer than its declared ${this.length} bytes`, this.length);
-    const out = chunk.slice();
+    const out = new Uint8Array(chunk); // a copy, also of a Buffer (whose slice() is a view)
     while (this.next < this.sites.length) {
       const site = this.sites[this.next]!;
       if (site.offset >= stop) break;
