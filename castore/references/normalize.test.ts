@@ -12,7 +12,7 @@ import {
   restoreReferences,
   type ReferenceSite,
 } from './index.js';
-import { ascii, concat, fill, plantedFile, sameBytes, seededHashParts } from './references-fixture.js';
+import { ascii, concat, fill, plantedFile, sameBytes, seededHashParts } from '../../test/references-fixture.js';
 
 const PLACEHOLDER_TEXT = 'e'.repeat(32);
 

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { seededRandom } from '../../test/seeded-random.js';
 import { checkReferenceSites, normalizeReferences, ReferenceRestorer, restoreReferences, type ReferenceSite } from './index.js';
-import { concat, fill, plantedFile, sameBytes, seededHashParts } from './references-fixture.js';
+import { concat, fill, plantedFile, sameBytes, seededHashParts } from '../../test/references-fixture.js';
 
 const refused = (what: RegExp | string) => expect.objectContaining({ code: 'REFERENCES_INVALID', message: expect.stringMatching(what) });
 

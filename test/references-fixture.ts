@@ -1,8 +1,7 @@
 /** Seeded hash parts and files with hash parts planted in them, for the references tests. */
-import { NIX_BASE32_ALPHABET } from '../../nix/index.js';
-import { seededBytes, seededRandom } from '../../test/seeded-random.js';
-import { HASH_PART_LENGTH } from './hash-parts.js';
-import type { ReferenceSite } from './normalize.js';
+import { NIX_BASE32_ALPHABET } from '../nix/index.js';
+import { seededBytes, seededRandom } from './seeded-random.js';
+import { HASH_PART_LENGTH, type ReferenceSite } from '../castore/references/index.js';
 
 export const ascii = (text: string): Uint8Array => new TextEncoder().encode(text);
 
