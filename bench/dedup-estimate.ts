@@ -13,13 +13,30 @@
  *     what CDC would add, insertions included;
  * raw and compressed with zstd level 3 (each file's new bytes as one frame).
  *
- *   npx tsx bench/dedup-estimate.ts            # all three variants
+ * And the same three after reference normalization (issue 20,
+ * castore/references): each file's hash parts of its store path's
+ * references and of the path itself replaced by the placeholder, on both
+ * sides, so what is compared and sent is the normalized bytes:
+ *   - normalized per file: every file whose normalized bytes are in no
+ *     normalized file of the base;
+ *   - normalized + same-offset 16 KiB groups against the previous version's
+ *     normalized bytes;
+ *   - normalized + CDC: chunks of the normalized bytes missing from every
+ *     chunk of the base's normalized files.
+ * Besides them, the site lists (format 1) the new closure's files carry:
+ * all of them, and those that differ from the previous version's list when
+ * a path's hash parts are ordered [itself, then its references by name].
+ *
+ *   npx tsx bench/dedup-estimate.ts                          # all three variants
+ *   npx tsx bench/dedup-estimate.ts mass-rebuild             # one (comma-separated list)
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { compress } from 'zstd-napi';
-import { buildRealCorpus, regularFiles, type RealCorpus, type RealCorpusVariant } from './fixtures/real-corpus.js';
+import { encodeReferenceSites, HashPartSet, normalizeReferences } from '../castore/references/index.js';
+import { parseStorePath } from '../nix/index.js';
+import { buildRealCorpus, regularFiles, type RealCorpus, type RealCorpusPath, type RealCorpusVariant } from './fixtures/real-corpus.js';
 
 const GROUP = 16 * 1024;
 const CDC = { min: 4 * 1024, average: 16 * 1024, max: 64 * 1024 };
@@ -73,56 +90,144 @@ interface Moved {
   raw: number;
   zstd: number;
 }
+const moved = (): Moved => ({ raw: 0, zstd: 0 });
+const mb = (m: Moved): string => `${(m.raw / 1e6).toFixed(3)} / ${(m.zstd / 1e6).toFixed(3)}`;
 
-async function estimate(base: RealCorpus, variant: RealCorpusVariant): Promise<Record<string, unknown>> {
-  const other = await buildRealCorpus(variant);
-  const baseFiles = new Set<string>();
-  const baseChunks = new Set<string>();
-  for (const p of base.paths) {
+/**
+ * A path's hash parts in the order whose indices the site lists use: its own,
+ * then its references (without itself) by name, then path. By name, not by
+ * path: a rebuild changes every hash, and an order by hash would renumber
+ * the refs, so the same binary's site list would differ for nothing.
+ */
+function hashPartsOf(p: RealCorpusPath): HashPartSet {
+  const others = p.references.filter((r) => r !== p.path).map((r) => parseStorePath(r));
+  others.sort((a, b) => (a.name === b.name ? (a.path < b.path ? -1 : 1) : a.name < b.name ? -1 : 1));
+  return new HashPartSet([parseStorePath(p.path).hashPart, ...others.map((r) => r.hashPart)]);
+}
+
+interface FileForms {
+  raw: Buffer;
+  normalized: Uint8Array;
+  /** The site list, format 1; undefined when the file has no site. */
+  sites: Uint8Array | undefined;
+}
+
+function forms(file: string, set: HashPartSet): FileForms {
+  const raw = readFileSync(file);
+  const { normalized, refs } = normalizeReferences(raw, set);
+  return { raw, normalized, sites: refs.length > 0 ? encodeReferenceSites(refs) : undefined };
+}
+
+/** The base, indexed: its files and CDC chunks, raw and normalized. */
+interface BaseIndex {
+  corpus: RealCorpus;
+  files: Set<string>;
+  chunks: Set<string>;
+  normalizedFiles: Set<string>;
+  normalizedChunks: Set<string>;
+  byName: Map<string, RealCorpusPath>;
+  sets: Map<string, HashPartSet>;
+  siteBytes: number;
+}
+
+function indexBase(corpus: RealCorpus): BaseIndex {
+  const index: BaseIndex = {
+    corpus, files: new Set(), chunks: new Set(), normalizedFiles: new Set(), normalizedChunks: new Set(),
+    byName: new Map(corpus.paths.map((p) => [p.name, p])), sets: new Map(), siteBytes: 0,
+  };
+  for (const p of corpus.paths) {
+    const set = hashPartsOf(p);
+    index.sets.set(p.path, set);
     for (const rel of regularFiles(p.path)) {
-      const bytes = readFileSync(path.join(p.path, rel));
-      baseFiles.add(sha(bytes));
-      for (const chunk of cdcChunks(bytes)) baseChunks.add(sha(chunk));
+      const { raw, normalized, sites } = forms(path.join(p.path, rel), set);
+      index.files.add(sha(raw));
+      index.normalizedFiles.add(sha(normalized));
+      const rawChunks = cdcChunks(raw).map(sha);
+      for (const chunk of rawChunks) index.chunks.add(chunk);
+      // A file with no site is its own normalized form: same chunks.
+      for (const chunk of sites ? cdcChunks(normalized).map(sha) : rawChunks) index.normalizedChunks.add(chunk);
+      index.siteBytes += sites?.length ?? 0;
     }
   }
-  const baseByName = new Map(base.paths.map((p) => [p.name, p.path]));
-  const perFile: Moved = { raw: 0, zstd: 0 };
-  const groups: Moved = { raw: 0, zstd: 0 };
-  const cdc: Moved = { raw: 0, zstd: 0 };
+  return index;
+}
+
+/** The 16 KiB groups of `now` that differ from `before` at the same offset (a one-group file goes whole). */
+function changedGroups(now: Uint8Array, before: Uint8Array | undefined): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (let at = 0; at < now.length; at += GROUP) {
+    const group = now.subarray(at, at + GROUP);
+    // A one-group file is never a delta (blobs.delta needs two groups): it goes whole.
+    if (now.length > GROUP && before && before.length >= at + group.length && Buffer.from(before.buffer, before.byteOffset + at, group.length).equals(group)) continue;
+    out.push(group);
+  }
+  return out;
+}
+
+function add(m: Moved, parts: Uint8Array[]): void {
+  m.raw += parts.reduce((n, p) => n + p.length, 0);
+  m.zstd += zstd(parts);
+}
+
+async function estimate(base: BaseIndex, variant: RealCorpusVariant): Promise<Record<string, unknown>> {
+  const other = await buildRealCorpus(variant);
+  const perFile = moved();
+  const groups = moved();
+  const cdc = moved();
+  const normalizedPerFile = moved();
+  const normalizedGroups = moved();
+  const normalizedCdc = moved();
   let changedFiles = 0;
+  let normalizedChangedFiles = 0;
+  let siteLists = 0;
+  let siteBytes = 0;
+  let changedSiteBytes = 0;
   for (const p of other.paths) {
-    const was = baseByName.get(p.name);
+    const was = base.byName.get(p.name);
+    const set = hashPartsOf(p);
     for (const rel of regularFiles(p.path)) {
-      const now = readFileSync(path.join(p.path, rel));
-      if (baseFiles.has(sha(now))) continue;
-      changedFiles++;
-      perFile.raw += now.length;
-      perFile.zstd += zstd([now]);
-      let before: Buffer | undefined;
+      const now = forms(path.join(p.path, rel), set);
+      let before: FileForms | undefined;
       try {
-        before = was ? readFileSync(path.join(was, rel)) : undefined;
+        before = was ? forms(path.join(was.path, rel), base.sets.get(was.path)!) : undefined;
       } catch {
         before = undefined;
       }
-      const changedGroups: Uint8Array[] = [];
-      for (let at = 0; at < now.length; at += GROUP) {
-        const group = now.subarray(at, at + GROUP);
-        // A one-group file is never a delta (blobs.delta needs two groups): it goes whole.
-        if (now.length > GROUP && before && before.length >= at + group.length && before.subarray(at, at + group.length).equals(group)) continue;
-        changedGroups.push(group);
+      if (now.sites) {
+        siteLists++;
+        siteBytes += now.sites.length;
+        if (!before?.sites || !Buffer.from(before.sites).equals(now.sites)) changedSiteBytes += now.sites.length;
       }
-      groups.raw += changedGroups.reduce((n, g) => n + g.length, 0);
-      groups.zstd += zstd(changedGroups);
-      const newChunks = cdcChunks(now).filter((chunk) => !baseChunks.has(sha(chunk)));
-      cdc.raw += newChunks.reduce((n, c) => n + c.length, 0);
-      cdc.zstd += zstd(newChunks);
+      if (!base.files.has(sha(now.raw))) {
+        changedFiles++;
+        add(perFile, [now.raw]);
+        add(groups, changedGroups(now.raw, before?.raw));
+        add(cdc, cdcChunks(now.raw).filter((chunk) => !base.chunks.has(sha(chunk))));
+      }
+      if (!base.normalizedFiles.has(sha(now.normalized))) {
+        normalizedChangedFiles++;
+        add(normalizedPerFile, [now.normalized]);
+        add(normalizedGroups, changedGroups(now.normalized, before?.normalized));
+        add(normalizedCdc, cdcChunks(now.normalized).filter((chunk) => !base.normalizedChunks.has(sha(chunk))));
+      }
     }
   }
-  return { variant, storePaths: other.paths.length, narBytes: other.narBytes, changedFiles, perFile, groups, cdc };
+  const result = {
+    variant, storePaths: other.paths.length, narBytes: other.narBytes,
+    changedFiles, perFile, groups, cdc,
+    normalizedChangedFiles, normalizedPerFile, normalizedGroups, normalizedCdc,
+    siteLists, siteBytes, changedSiteBytes,
+  };
+  process.stderr.write(
+    `| ${variant} | ${changedFiles} | ${mb(perFile)} | ${mb(groups)} | ${mb(cdc)} | ${normalizedChangedFiles} | ${mb(normalizedPerFile)} | ${mb(normalizedGroups)} | ${mb(normalizedCdc)} | ${siteLists} / ${(siteBytes / 1e3).toFixed(1)} kB / ${(changedSiteBytes / 1e3).toFixed(1)} kB |\n`,
+  );
+  return result;
 }
 
 async function main(): Promise<void> {
-  const base = await buildRealCorpus('base');
+  const started = performance.now();
+  const base = indexBase(await buildRealCorpus('base'));
+  process.stderr.write(`base indexed in ${((performance.now() - started) / 1000).toFixed(1)} s (site lists: ${(base.siteBytes / 1e3).toFixed(1)} kB)\n`);
   const variants = (process.argv[2]?.split(',') ?? ['app-change', 'ten-percent', 'mass-rebuild']) as RealCorpusVariant[];
   for (const variant of variants) process.stdout.write(`${JSON.stringify(await estimate(base, variant))}\n`);
 }

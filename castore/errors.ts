@@ -17,7 +17,8 @@ export type CastoreErrorCode =
   | 'INGEST_ABORTED'
   | 'GC_CONFLICT'
   | 'UNSUPPORTED_FORMAT'
-  | 'STORE_ADDRESS_INVALID';
+  | 'STORE_ADDRESS_INVALID'
+  | 'REFERENCES_INVALID';
 
 export interface CastoreErrorDetails {
   /** Byte offset inside the object (or stream) where the problem was found. */

@@ -100,6 +100,7 @@ const CODE_TABLE = {
   GC_CONFLICT: { status: 409, meaning: 'a garbage collection and a write got in each other’s way; retry' },
   UNSUPPORTED_FORMAT: { status: 500, meaning: "the store's on-disk format is not this version's" },
   STORE_ADDRESS_INVALID: { status: 500, meaning: 'a castore address is malformed or names a backend this build does not have' },
+  REFERENCES_INVALID: { status: 422, meaning: "a file's reference sites or hash parts are malformed, or do not fit its normalized bytes" },
   // Nix formats (NixErrorCode)
   BAD_BASE32: { status: 400, meaning: 'not valid Nix base32' },
   BAD_HASH: { status: 400, meaning: 'not a valid Nix hash' },
