@@ -136,18 +136,27 @@ class PinnedConnections {
     const origin = `${host}:${port}`;
     let session = this.sessions.get(origin);
     if (!session) {
-      session = this.openSession(origin, host, port);
-      this.sessions.set(origin, session);
-      // A failed connect is not kept: the next request tries again.
-      session.catch(() => this.sessions.delete(origin));
+      const opening = this.openSession(origin, host, port, () => {
+        if (this.sessions.get(origin) === opening) this.sessions.delete(origin);
+      });
+      session = opening;
+      this.sessions.set(origin, opening);
     }
     return session;
   }
 
-  private openSession(origin: string, host: string, port: number): Promise<ClientHttp2Session | 'http/1.1'> {
+  /**
+   * Connects to `origin`: HTTP/2 when the server offers it, else 'http/1.1'.
+   * `forget` runs once the connection can serve no more requests (failed,
+   * closed, GOAWAY), so the next request opens another.
+   */
+  private openSession(origin: string, host: string, port: number, forget: () => void): Promise<ClientHttp2Session | 'http/1.1'> {
     return new Promise((resolve, reject) => {
       connectPinned(host, port, this.pinned, ['h2', 'http/1.1'], (error, socket) => {
-        if (error) return reject(error);
+        if (error) {
+          forget();
+          return reject(error);
+        }
         if (socket.alpnProtocol !== 'h2') {
           // Seen once per origin; that server's requests go over HTTP/1.1 from now on.
           socket.destroy();
@@ -158,17 +167,15 @@ class PinnedConnections {
           settings: { enablePush: false, initialWindowSize: HTTP2_STREAM_WINDOW_BYTES },
         });
         session.setLocalWindowSize(HTTP2_CONNECTION_WINDOW_BYTES);
-        const forget = () => {
-          if (this.sessions.get(origin) === current) this.sessions.delete(origin);
-        };
-        const current = Promise.resolve(session);
-        // Errors reach the requests on it; the connection is forgotten, so the next request opens another.
+        // Errors reach the requests on it.
         session.on('error', forget);
         session.once('goaway', forget);
         session.once('close', forget);
         closeIdleSession(session);
-        this.sessions.set(origin, current);
-        resolve(session);
+        // Used once the server's settings are known: until then the client would assume no limit on
+        // concurrent requests, and a burst over the server's would be refused (REFUSED_STREAM).
+        session.once('remoteSettings', () => resolve(session));
+        session.once('close', () => reject(new Error(`the connection to ${origin} closed before the HTTP/2 handshake finished`)));
       });
     });
   }
