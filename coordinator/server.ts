@@ -43,6 +43,8 @@ const HTTP2_IDLE_SESSION_MS = 30_000;
  * cap (TOO_MANY_WATCHES) bounds watches whatever this allows.
  */
 const HTTP2_MAX_CONCURRENT_STREAMS = 32;
+/** How long a stopping coordinator lets HTTP/2 requests under way finish before it cuts their connections. */
+const HTTP2_CLOSE_GRACE_MS = 5_000;
 /** The largest header block a client may send (HTTP/1.1's default limit is 16 KiB too). */
 const HTTP2_MAX_HEADER_LIST_BYTES = 16 * 1024;
 /**
@@ -143,7 +145,11 @@ export function startHttpServer(coordinator: Coordinator, host: string, port: nu
             plain.close();
             secure.close();
             secureHttp1.closeIdleConnections();
+            // GOAWAY: requests under way finish. One whose client stopped reading waits for a flow-control
+            // window that never opens (over HTTP/1.1 the kernel's buffers took such a reply), so after a grace
+            // period what is left is cut.
             for (const session of sessions) session.close();
+            if (sessions.size > 0) setTimeout(() => sessions.forEach((session) => session.destroy()), HTTP2_CLOSE_GRACE_MS).unref();
             listener.close(() => done());
           }),
       });

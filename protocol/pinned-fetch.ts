@@ -205,7 +205,7 @@ function closeIdleSession(session: ClientHttp2Session): void {
     },
   });
   session.once('close', () => clearTimeout(timer));
-  idle();
+  // Referenced until its first request is done: the caller that opened it is about to send one.
 }
 
 /** How a session counts its open requests (closeIdleSession). */

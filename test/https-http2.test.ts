@@ -146,6 +146,32 @@ describe('HTTP/2 on the HTTPS port', () => {
   });
 });
 
+describe('a stopping coordinator and a client that stopped reading', () => {
+  it('cuts the stalled HTTP/2 request after its grace period instead of waiting forever', async () => {
+    const server = await startHttpServer(test.coordinator, '127.0.0.1', 0, { log: () => undefined });
+    const httpsUrl = server.url.replace(/^http:/, 'https:');
+    // A 1 KiB window the client never reopens: the reply (the viewer's script, tens of KiB) cannot finish.
+    const session = await new Promise<http2.ClientHttp2Session>((resolve, reject) => {
+      const opened = http2.connect(httpsUrl, { servername: COORDINATOR_TLS_NAME, rejectUnauthorized: false, settings: { initialWindowSize: 1024 } } as http2.SecureClientSessionOptions);
+      opened.once('remoteSettings', () => resolve(opened));
+      opened.once('error', reject);
+    });
+    const closed = new Promise<void>((resolve) => session.once('close', resolve));
+    session.on('error', () => undefined);
+    const stream = session.request({ ':path': '/viewer/assets/viewer.js' });
+    stream.on('error', () => undefined);
+    stream.pause();
+    const status = await new Promise<number>((resolve) => stream.once('response', (headers) => resolve(Number(headers[':status']))));
+    expect(status).toBe(200);
+    const started = performance.now();
+    await server.close();
+    await closed;
+    const seconds = (performance.now() - started) / 1000;
+    expect(seconds).toBeGreaterThan(4);
+    expect(seconds).toBeLessThan(15);
+  }, 30_000);
+});
+
 describe('pinned fetch against a server without HTTP/2', () => {
   it('falls back to HTTP/1.1, and still refuses a certificate that is not pinned', async () => {
     let requests = 0;
