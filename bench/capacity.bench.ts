@@ -42,6 +42,7 @@
  * BENCH_LOAD_SECONDS (20), BENCH_FANOUT_TIMEOUT_SECONDS (60), BENCH_REPORTS_TIMEOUT_SECONDS (120), BENCH_GROW=quiet|live
  * (default quiet: agents already there stop watching while newcomers enroll; see
  * capacity-protocol.ts GrowMode), BENCH_GROW_TIMEOUT_SECONDS (600), BENCH_SETTLE_SECONDS (5),
+ * BENCH_COORDINATOR_NODE_FLAGS (e.g. '--cpu-prof --cpu-prof-dir=DIR': node flags for the coordinator),
  * BENCH_ENROLL_CONCURRENCY (64), BENCH_START_PER_SECOND (1000: watch loops started per second
  * after a quiet growth), BENCH_REQUEST_TIMEOUT_SECONDS (60), BENCH_FERRY=source (coordinator
  * from the sources through tsx), BENCH_KEEP=1 (keep the work dir and the coordinator's log), BENCH_PIN=1
@@ -252,7 +253,8 @@ interface RunningCoordinator {
 function startCoordinator(dataDir: string, logFile: string): Promise<RunningCoordinator> {
   const cli = knobs.ferry === 'source' ? ['--import', 'tsx', path.join(root, 'bench', 'fixtures', 'ferry-cli.ts')] : [path.join(root, 'bin', 'ferry')];
   const logFd = openSync(logFile, 'w');
-  const command = [process.execPath, ...cli, 'coordinator', 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--no-quic'];
+  const nodeFlags = (process.env.BENCH_COORDINATOR_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+  const command = [process.execPath, ...nodeFlags, ...cli, 'coordinator', 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--no-quic'];
   // Pinned from its first instruction: every thread it starts inherits CPU 0.
   const [program, ...args] = knobs.pin ? ['taskset', '-c', '0', ...command] : command;
   const child = spawn(program!, args, {
