@@ -41,7 +41,11 @@ const CONNECT_TIMEOUT_MS = 10_000;
 /** Idle time before a connection's first TCP keepalive probe. */
 const TCP_KEEPALIVE_MS = 45_000;
 
-/** A kept-alive connection unused for this long is closed (undici's default too). */
+/**
+ * A kept-alive connection unused for this long is closed (undici's default too). Shorter than
+ * the coordinator's own idle limits (5 s for HTTP/1.1, 30 s for HTTP/2), so this client closes an
+ * idle connection before the coordinator does, and never sends a request into that race.
+ */
 const KEEP_ALIVE_MS = 4_000;
 
 /**
