@@ -57,14 +57,7 @@ export const StoredEventSchema = z.strictObject({
 export type StoredEvent = z.infer<typeof StoredEventSchema>;
 
 /** One line of the timeline (coordinator/viewer/timeline.ts), built from an event as stored. */
-export const TimelineEntrySchema = z.strictObject({
-  seq: z.number().int(),
-  hlc: z.string(),
-  wallTime: z.number(),
-  actorKey: z.string(),
-  actorRole: z.string(),
-  action: z.string(),
-  subject: z.string(),
+export const TimelineEntrySchema = StoredEventSchema.pick({ seq: true, hlc: true, wallTime: true, actorKey: true, actorRole: true, action: true, subject: true }).extend({
   /** The agent the event is about (agent.* events), else null. */
   agent: z.string().nullable(),
   /** The graph the event is about (config.submit, graph.rollback, agent.assign), else null. */
