@@ -10,13 +10,17 @@
  * an ingest that deduplicated against a blob the sweep removed fails its
  * commit with GC_CONFLICT instead of publishing a dangling reference.
  * Store paths are unregistered first, then directories, then blobs: a
- * reader never sees a registered path whose objects are gone.
+ * reader never sees a registered path whose objects are gone. A templated
+ * blob that is kept keeps its normalized blob; dead templates are swept
+ * before the blobs they were over (a backend never deletes a normalized
+ * blob a template still names).
  *
  * What crashed ingests leave (temp files, unpublished packs, their rows)
  * is removed by every GC (and, on local disk, whenever a castore is
  * opened); `dryRun` counts it.
  */
 import type { Digest, Node } from './node.js';
+import type { StoredBlob } from './services/blob-service.js';
 import { walkClosure, type CastoreServices, type Clock } from './services/castore-services.js';
 import type { StorePathInfo } from './store-path-info.js';
 import { CastoreError } from './errors.js';
@@ -95,11 +99,20 @@ export async function collectGarbage(store: CastoreServices, options: GcOptions 
   for (const storePath of keptPaths) await mark(registered.get(storePath)!.root);
   for (const root of options.extraRoots ?? []) await mark(root);
 
+  const stored: StoredBlob[] = [];
+  for await (const blob of store.blobs.list()) stored.push(blob);
+  // A templated blob that stays keeps its normalized blob (which no directory names), nested ones too.
+  const kept = (blob: StoredBlob): boolean => liveBlobs.has(blob.id) || blob.lastUsed >= cutoff;
+  const byId = new Map(stored.map((blob) => [blob.id, blob]));
+  for (const blob of stored) {
+    for (let at: StoredBlob | undefined = blob; at?.template !== undefined && kept(at) && !liveBlobs.has(at.template); at = byId.get(at.template)) liveBlobs.add(at.template);
+  }
   let keptBlobs = 0;
   const deadBlobs: Digest[] = [];
   let deadBlobBytes = 0;
-  for await (const blob of store.blobs.list()) {
-    if (liveBlobs.has(blob.id) || blob.lastUsed >= cutoff) keptBlobs++;
+  // Templates first, so a normalized blob they alone named is freed in the same sweep.
+  for (const blob of [...stored.filter((b) => b.template !== undefined), ...stored.filter((b) => b.template === undefined)]) {
+    if (kept(blob)) keptBlobs++;
     else {
       deadBlobs.push(blob.id);
       deadBlobBytes += blob.size;

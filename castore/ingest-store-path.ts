@@ -1,5 +1,10 @@
-/** Ingesting a NAR as a registered Nix store path, verified against its claimed NarHash. */
-import { asStorePath } from '../nix/store-path.js';
+/**
+ * Ingesting a NAR as a registered Nix store path, verified against its
+ * claimed NarHash, its files normalized against the path's and its
+ * references' hash parts.
+ */
+import { asStorePath, parseStorePath } from '../nix/store-path.js';
+import { HashPartSet } from './references/index.js';
 import { CastoreError } from './errors.js';
 import { ingestNar, type NarIngestOptions, type NarIngestResult } from './nar-ingest.js';
 import { withIngest, type CastoreServices } from './services/castore-services.js';
@@ -24,6 +29,21 @@ export interface IngestStorePathOptions extends NarIngestOptions {
    * inside the transaction of the path's audit event. Default: commit now.
    */
   publish?: (commit: () => void) => void;
+  /**
+   * Store files that embed the path's own hash part or its references' as
+   * a normalized blob plus a template (docs/castore.md, "Reference-aware
+   * blobs"), so a rebuild that only moved them dedups. Default true.
+   */
+  normalizeReferences?: boolean;
+}
+
+/**
+ * What a store path's files are normalized against: its own hash part,
+ * then its references' (sorted by path; a self-reference is found as index
+ * 0). Each file's template lists the ones it uses, self-contained.
+ */
+export function storePathHashParts(storePath: string, references: readonly string[]): HashPartSet {
+  return new HashPartSet([parseStorePath(storePath).hashPart, ...[...references].sort().map((reference) => parseStorePath(reference).hashPart)]);
 }
 
 /**
@@ -45,7 +65,8 @@ export async function ingestStorePath(
   return withIngest(
     store,
     async (session) => {
-      const result = await ingestNar(session, source, options);
+      const hashParts = options.normalizeReferences === false ? undefined : storePathHashParts(storePath, references);
+      const result = await ingestNar(session, source, { ...options, ...(hashParts ? { hashParts } : {}) });
       if (metadata.narHash !== undefined && metadata.narHash !== result.narHash) {
         throw new CastoreError('BLOB_CORRUPT', `NAR of ${metadata.storePath} hashes to ${result.narHash}, but ${metadata.narHash} was claimed`);
       }

@@ -6,6 +6,7 @@
 import { BackgroundSha256, decodeNar, encodeNixBase32, type NarEvent, type NarLimits } from '../nix/index.js';
 import { CastoreError } from './errors.js';
 import type { Entry, Node } from './node.js';
+import type { HashPartSet } from './references/index.js';
 import type { BlobWriter } from './services/blob-service.js';
 import type { Ingest } from './services/castore-services.js';
 
@@ -18,6 +19,13 @@ export interface NarIngestResult {
 
 export interface NarIngestOptions {
   limits?: Partial<NarLimits>;
+  /**
+   * The hash parts of the store path this NAR is and of its references:
+   * every regular file is then written reference-aware
+   * (Ingest.templateWriter), so a file that embeds them is stored as its
+   * normalized blob plus a template. Symlink targets are not normalized.
+   */
+  hashParts?: HashPartSet;
   /** Called with the number of NAR bytes consumed so far (for progress display). */
   onProgress?: (bytes: number) => void;
 }
@@ -75,7 +83,7 @@ export async function ingestNar(
           place(event.path, session.putDirectory(stack.pop()!));
           break;
         case 'file':
-          blob = session.blobWriter(event.size);
+          blob = options.hashParts ? session.templateWriter(event.size, options.hashParts) : session.blobWriter(event.size);
           fileMeta = { size: event.size, executable: event.executable };
           break;
         case 'data':

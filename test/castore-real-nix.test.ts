@@ -46,6 +46,25 @@ describe.skipIf(skipReason !== undefined)('castore with real Nix', () => {
       expect(Buffer.concat(exported).equals(expected), info.path).toBe(true);
     }
     expect(store.closure([fixture.app])).toEqual([...fixture.paths].sort());
+    // The README, lib-tool, app and self-reference files embed store paths: kept as templates.
+    expect(store.stats().templatedBlobs).toBeGreaterThanOrEqual(4);
+    expect((await fsck(store, { checkNars: true })).problems).toEqual([]);
+  });
+
+  it('a rebuild (every path new) adds templates and the one file whose content changed, nothing else', async () => {
+    const rebuilt = buildFixtureClosure('ferry-castore-rebuild');
+    const before = store.stats();
+    for (const info of await queryPathInfos(rebuilt.paths)) {
+      const registered = await ingestStorePath(store, dumpStorePath(info.path), { storePath: info.path, references: info.references, narHash: info.narHash });
+      const expected = nix(['--dump', info.path], { command: 'nix-store' });
+      const exported: Uint8Array[] = [];
+      for await (const chunk of exportNar(store, registered.root)) exported.push(chunk);
+      expect(Buffer.concat(exported).equals(expected), info.path).toBe(true);
+    }
+    const after = store.stats();
+    // Only the greeting's text (it contains the salt) is new bytes; every other changed file is a new template over a normalized blob already stored.
+    expect(after.blobs - after.templatedBlobs - (before.blobs - before.templatedBlobs)).toBe(1);
+    expect(after.templatedBlobs - before.templatedBlobs).toBe(before.templatedBlobs);
     expect((await fsck(store, { checkNars: true })).problems).toEqual([]);
   });
 });

@@ -18,7 +18,7 @@ import { CastoreError } from '../errors.js';
 export type CastoreDatabase = Database.Database;
 
 /** Bumped when the layout changes incompatibly; older stores are refused with a clear error. */
-const FORMAT_VERSION = 3;
+const FORMAT_VERSION = 4;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS blobs (
@@ -28,9 +28,12 @@ CREATE TABLE IF NOT EXISTS blobs (
   pack_offset INTEGER,
   outboard    BLOB,               -- BLAKE3 outboard; NULL for blobs of one 16 KiB group
   last_used   INTEGER NOT NULL,   -- ms; GC never sweeps what was used after it started
-  store_file  TEXT                -- a materialized store file holding the bytes (pack NULL, no file of its own)
+  store_file  TEXT,               -- a materialized store file holding the bytes (pack NULL, no file of its own)
+  template    TEXT,               -- a templated blob: the id of its normalized blob (pack, store_file NULL; no bytes of its own)
+  template_record BLOB            -- and its template record (castore/references/template-record.ts)
 );
 CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs (pack) WHERE pack IS NOT NULL;
+CREATE INDEX IF NOT EXISTS blobs_by_template ON blobs (template) WHERE template IS NOT NULL;
 -- Pack files (packs/<id>.pack) that a commit published; a pack file without a row is an
 -- ingest in progress or a crashed one's leftover.
 CREATE TABLE IF NOT EXISTS packs (
@@ -73,15 +76,20 @@ export function openCastoreDatabase(dataDir: string): CastoreDatabase {
   db.pragma('busy_timeout = 10000');
   const hasTables = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'blobs'").get() !== undefined;
   const formatVersion = () => db.pragma('user_version', { simple: true }) as number;
-  if (hasTables && formatVersion() === 2) {
-    // Format 3 only adds where adopted blobs live: existing rows keep their places. In a write
-    // transaction, checked again inside, so two processes opening it at once migrate it once.
+  // Each step only adds columns: existing rows keep their places and meaning. In a write
+  // transaction, checked again inside, so two processes opening it at once migrate it once.
+  const migrate = (from: number, columns: string[]): void => {
+    if (!hasTables || formatVersion() !== from) return;
     db.transaction(() => {
-      if (formatVersion() !== 2) return;
-      db.exec('ALTER TABLE blobs ADD COLUMN store_file TEXT');
-      db.pragma(`user_version = ${FORMAT_VERSION}`);
+      if (formatVersion() !== from) return;
+      for (const column of columns) db.exec(`ALTER TABLE blobs ADD COLUMN ${column}`);
+      db.pragma(`user_version = ${from + 1}`);
     }).immediate();
-  }
+  };
+  // Format 3: where adopted blobs live.
+  migrate(2, ['store_file TEXT']);
+  // Format 4: templated (reference-aware) blobs; every existing blob is an ordinary one.
+  migrate(3, ['template TEXT', 'template_record BLOB']);
   const version = formatVersion();
   if (hasTables && version !== FORMAT_VERSION) {
     db.close();

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { encodeNar } from '../../nix/index.js';
 import { collect, narOf, pseudoRandom } from '../services/conformance.case.js';
+import { ingestVersion, version } from '../services/template-conformance.case.js';
 import { CastoreError } from '../errors.js';
 import { exportNar } from '../nar-export.js';
 import { ingestStorePath } from '../ingest-store-path.js';
@@ -430,13 +431,127 @@ describe('adopted store files', () => {
     // What a Ferry of format 2 left: the file as it wrote it.
     const file = path.join(dir, 'castore.db');
     const old = new Database(file);
-    old.exec('ALTER TABLE blobs DROP COLUMN store_file');
+    old.exec('DROP INDEX blobs_by_template; ALTER TABLE blobs DROP COLUMN template_record; ALTER TABLE blobs DROP COLUMN template; ALTER TABLE blobs DROP COLUMN store_file');
     old.pragma('user_version = 2');
     old.close();
     store = LocalCastore.open(dir);
     const reopened = new Database(file, { readonly: true });
-    expect(reopened.pragma('user_version', { simple: true })).toBe(3);
+    expect(reopened.pragma('user_version', { simple: true })).toBe(4); // through format 3
     reopened.close();
     expect((await collect(exportNar(store, root))).equals(nar)).toBe(true);
+  });
+});
+
+describe('reference-aware blobs on disk', () => {
+  const b3sum = (bytes: Uint8Array): Digest => digestFromBytes(referenceBlake3(bytes) as Uint8Array);
+  const rowOf = (id: Digest) => {
+    const db = new Database(path.join(dir, 'castore.db'), { readonly: true });
+    try {
+      return db.prepare('SELECT size, pack, store_file AS storeFile, template, length(template_record) AS recordBytes FROM blobs WHERE id = ?').get(id) as
+        | { size: number; pack: string | null; storeFile: string | null; template: string | null; recordBytes: number | null }
+        | undefined;
+    } finally {
+      db.close();
+    }
+  };
+
+  it('stores template rows without bytes, serves them through batch reads, never as a file to link, and counts them', async () => {
+    const v = version(1);
+    await ingestVersion(store, v);
+    const app = v.appFiles.app!;
+    const run = v.appFiles.run!;
+    const row = rowOf(b3sum(app))!;
+    expect(row).toMatchObject({ size: app.length, pack: null, storeFile: null });
+    expect(row.template).toMatch(/^[0-9a-f]{64}$/);
+    expect(row.recordBytes).toBeLessThan(200);
+    expect(existsSync(blobDataPath(dir, b3sum(app)))).toBe(false);
+    expect(existsSync(blobDataPath(dir, row.template as Digest))).toBe(true);
+    expect(store.ownBlobFile(b3sum(app))).toBeUndefined();
+    const ids = [b3sum(run), b3sum(v.libFiles.plain!), b3sum(app), b3sum(v.libFiles['libfoo.so']!)];
+    const batch = store.readBlobBatch(ids);
+    expect(batch.sizes).toEqual([run.length, 5_000, app.length, 200_000]);
+    expect(Buffer.concat([...batch.bytes]).equals(Buffer.concat([run, v.libFiles.plain!, app, v.libFiles['libfoo.so']!]))).toBe(true);
+    const stats = store.stats();
+    expect(stats.templatedBlobs).toBe(3);
+    expect(stats.templatedBlobBytes).toBe(app.length + run.length + 200_000);
+    // The 2 MiB app's stored bytes are its normalized blob's, once: a rebuild adds only records.
+    const before = store.stats().blobBytes;
+    await ingestVersion(store, version(2));
+    expect(store.stats().blobBytes - before).toBeLessThan(1_000);
+    expect(store.stats().templatedBlobs).toBe(6);
+  });
+
+  it('fsck reports a damaged normalized blob, and every template over it, at the bad group', async () => {
+    await ingestVersion(store, version(1));
+    await ingestVersion(store, version(2));
+    const app1 = b3sum(version(1).appFiles.app!);
+    const app2 = b3sum(version(2).appFiles.app!);
+    const normalized = rowOf(app1)!.template as Digest;
+    expect(rowOf(app2)!.template).toBe(normalized);
+    const bytes = Buffer.from(await store.readBlobBytes(normalized));
+    bytes[20_000] = bytes[20_000]! ^ 0x10;
+    rmSync(blobDataPath(dir, normalized));
+    writeFileSync(blobDataPath(dir, normalized), bytes);
+    const problems = (await fsck(store)).problems.filter((problem) => problem.kind === 'blob');
+    expect(problems.map((problem) => problem.id).sort()).toEqual([normalized, app1, app2].sort());
+    for (const problem of problems) expect(problem.problem).toMatch(/from byte offset 16384 \(16 KiB group 1\)/);
+    expect(problems.find((problem) => problem.id === app1)!.problem).toContain(`restored from ${normalized}`);
+  });
+
+  it('a plain copy of a blob supersedes its template row, and adopting a template makes it an ordinary adopted blob', async () => {
+    const v = version(1);
+    await ingestVersion(store, v);
+    const run = v.appFiles.run!;
+    const id = b3sum(run);
+    expect(rowOf(id)!.template).not.toBeNull();
+    // Its normalized blob gone by hand: the template no longer counts as present, and a plain copy replaces it.
+    const db = new Database(path.join(dir, 'castore.db'));
+    db.prepare('DELETE FROM blobs WHERE id = ?').run(rowOf(id)!.template);
+    db.close();
+    expect(store.missingBlobs([id])).toEqual([id]);
+    await expect(store.readBlobBytes(id)).rejects.toMatchObject({ code: 'BLOB_NOT_FOUND' });
+    expect(await store.putBlob(run)).toBe(id);
+    expect(rowOf(id)).toMatchObject({ template: null, recordBytes: null });
+    expect(Buffer.from(await store.readBlobBytes(id)).equals(run)).toBe(true);
+    // Adoption of a template: read from the store file from then on.
+    const app = v.appFiles.app!;
+    const file = path.join(dir, 'adopted-app');
+    writeFileSync(file, app);
+    store.adoptStoreFiles([{ id: b3sum(app), size: app.length, file }]);
+    expect(rowOf(b3sum(app))).toMatchObject({ storeFile: file, template: null });
+    expect(Buffer.from(await store.readBlobBytes(b3sum(app))).equals(app)).toBe(true);
+  });
+
+  it('opens a format-3 castore by adding the template columns; its blobs read as before and new ingests use templates', async () => {
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { recursive: true });
+    // The format-3 schema's blob table and user_version, as a Ferry of format 3 created them.
+    const old = new Database(path.join(dir, 'castore.db'));
+    old.exec(`
+      CREATE TABLE blobs (id TEXT PRIMARY KEY, size INTEGER NOT NULL, pack TEXT, pack_offset INTEGER, outboard BLOB, last_used INTEGER NOT NULL, store_file TEXT);
+      CREATE INDEX blobs_by_pack ON blobs (pack) WHERE pack IS NOT NULL;
+      CREATE TABLE packs (id TEXT PRIMARY KEY, size INTEGER NOT NULL, created_at INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE directories (id TEXT PRIMARY KEY, data BLOB NOT NULL, last_used INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE store_paths (path TEXT PRIMARY KEY, nar_hash TEXT NOT NULL, nar_size INTEGER NOT NULL, refs TEXT NOT NULL, deriver TEXT, ca TEXT,
+        signatures TEXT NOT NULL, root TEXT NOT NULL, registered_at INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE ingests (id TEXT PRIMARY KEY, pid INTEGER NOT NULL, started_at INTEGER NOT NULL) WITHOUT ROWID;
+    `);
+    const bytes = pseudoRandom(3000, 77);
+    const id = b3sum(bytes);
+    old.prepare('INSERT INTO blobs (id, size, pack, pack_offset, outboard, last_used, store_file) VALUES (?, ?, NULL, NULL, NULL, ?, NULL)').run(id, bytes.length, now);
+    old.pragma('user_version = 3');
+    old.close();
+    mkdirSync(path.dirname(blobDataPath(dir, id)), { recursive: true });
+    writeFileSync(blobDataPath(dir, id), bytes);
+    store = LocalCastore.open(dir, { clock });
+    const reopened = new Database(path.join(dir, 'castore.db'), { readonly: true });
+    expect(reopened.pragma('user_version', { simple: true })).toBe(4);
+    reopened.close();
+    expect(Buffer.from(await store.readBlobBytes(id)).equals(bytes)).toBe(true);
+    const { app, appNar } = await ingestVersion(store, version(1));
+    expect(store.stats().templatedBlobs).toBe(3);
+    expect((await collect(exportNar(store, app.root))).equals(appNar)).toBe(true);
+    expect((await fsck(store, { checkNars: true })).problems).toEqual([]);
   });
 });

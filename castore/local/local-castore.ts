@@ -19,6 +19,7 @@ import { blake3, blake3Hasher, GROUP_SIZE, OutboardBuilder } from '../blake3/ind
 import type { BlobStat } from '../services/blob-service.js';
 import { walkClosure, withIngest, type CastoreServices, type Clock } from '../services/castore-services.js';
 import { StorePathInfoSchema, type StorePathInfo } from '../store-path-info.js';
+import { decodeTemplateRecord, restoreReferences, restoreTemplateRange, type TemplateRecord } from '../references/index.js';
 import { blobDataPath } from './blob-files.js';
 import { openCastoreDatabase, type CastoreDatabase } from './database.js';
 import { cleanStaleIngests } from './ingest-registry.js';
@@ -41,6 +42,19 @@ const SYNC_READ_MAX = 4 * 1024 * 1024;
  * in new 256 KiB ones).
  */
 const PACKED_RUN_MAX = 256 * 1024;
+
+/** Where a blob's bytes are: a pack, a file of its own, an adopted store file, or (templated) its normalized blob and record. */
+interface BlobLocation {
+  size: number;
+  pack: string | null;
+  packOffset: number | null;
+  storeFile: string | null;
+  template: Digest | null;
+  templateRecord: Buffer | null;
+}
+
+/** Templates nest at most this deep (a normalized blob that is itself a template: only contrived files do that). */
+const TEMPLATE_DEPTH_MAX = 4;
 
 export interface LocalBlobStat extends BlobStat {
   /** In a pack file (small blobs) rather than a file of its own. */
@@ -74,8 +88,13 @@ export interface LocalCastoreStats {
   packedBlobs: number;
   /** Blobs read from materialized store files (adoptStoreFiles). */
   adoptedBlobs: number;
+  /** The bytes blobs take: their own bytes, or for a templated blob its record (its normalized blob is a blob too). */
   blobBytes: number;
   packedBlobBytes: number;
+  /** Blobs stored as a normalized blob plus a template (docs/castore.md, "Reference-aware blobs"), */
+  templatedBlobs: number;
+  /** and the bytes they restore to. */
+  templatedBlobBytes: number;
   /** Pack files published (live or awaiting compaction). */
   packFiles: number;
   directories: number;
@@ -111,13 +130,14 @@ export class LocalCastore implements CastoreServices, LocalReads {
     this.pathInfo = new LocalPathInfoService(this.context, this);
     this.maintenance = new LocalMaintenance(this.context);
     this.statements = {
-      presentBlobs: this.db.prepare<[string], string>('SELECT b.id FROM json_each(?) j JOIN blobs b ON b.id = j.value').pluck(),
-      batchLocations: this.db.prepare<[string], { id: Digest; size: number; pack: string | null; offset: number | null; storeFile: string | null }>(
-        'SELECT b.id, b.size, b.pack, b.pack_offset AS offset, b.store_file AS storeFile FROM json_each(?) j JOIN blobs b ON b.id = j.value',
+      // A templated blob is there when its normalized blob is too.
+      presentBlobs: this.db.prepare<[string], string>(`SELECT b.id FROM json_each(?) j JOIN blobs b ON b.id = j.value WHERE (b.template IS NULL OR EXISTS (SELECT 1 FROM blobs n WHERE n.id = b.template))`).pluck(),
+      batchLocations: this.db.prepare<[string], BlobLocation & { id: Digest; offset: number | null }>(
+        'SELECT b.id, b.size, b.pack, b.pack_offset AS offset, b.pack_offset AS packOffset, b.store_file AS storeFile, b.template, b.template_record AS templateRecord FROM json_each(?) j JOIN blobs b ON b.id = j.value',
       ),
-      blobStat: this.db.prepare<[string], { size: number; packed: number }>('SELECT size, pack IS NOT NULL AS packed FROM blobs WHERE id = ?'),
-      blobLocation: this.db.prepare<[string], { size: number; pack: string | null; packOffset: number | null; storeFile: string | null }>(
-        'SELECT size, pack, pack_offset AS packOffset, store_file AS storeFile FROM blobs WHERE id = ?',
+      blobStat: this.db.prepare<[string], { size: number; packed: number }>(`SELECT size, pack IS NOT NULL AS packed FROM blobs b WHERE id = ? AND (b.template IS NULL OR EXISTS (SELECT 1 FROM blobs n WHERE n.id = b.template))`),
+      blobLocation: this.db.prepare<[string], BlobLocation>(
+        'SELECT size, pack, pack_offset AS packOffset, store_file AS storeFile, template, template_record AS templateRecord FROM blobs WHERE id = ?',
       ),
       forgetStoreFile: this.db.prepare<[string, string]>('DELETE FROM blobs WHERE id = ? AND store_file = ?'),
       outboard: this.db.prepare<[string], { outboard: Buffer | null; size: number }>('SELECT outboard, size FROM blobs WHERE id = ?'),
@@ -196,6 +216,11 @@ export class LocalCastore implements CastoreServices, LocalReads {
     function* runs(): Generator<Uint8Array> {
       for (let index = 0; index < located.length; ) {
         const first = located[index]!;
+        if (first.template !== null) {
+          yield store.readTemplateSync(first.id, first, 0);
+          index++;
+          continue;
+        }
         if (first.storeFile !== null) {
           yield store.readStoreFile(first.id, first.size, first.storeFile);
           index++;
@@ -335,6 +360,10 @@ export class LocalCastore implements CastoreServices, LocalReads {
       throw new CastoreError('BLAKE3_BAD_SIZE', `range ${offset}+${length} is outside blob ${id} of ${row.size} bytes`, { objectId: id });
     }
     if (length === 0) return;
+    if (row.template !== null) {
+      yield* this.readTemplate(id, row, offset, length);
+      return;
+    }
     if (row.storeFile !== null) {
       if (row.size <= SYNC_READ_MAX) yield this.readStoreFile(id, row.size, row.storeFile).subarray(offset, offset + length);
       else if (offset === 0 && length === row.size) yield* this.streamStoreFile(id, row.size, row.storeFile);
@@ -352,6 +381,58 @@ export class LocalCastore implements CastoreServices, LocalReads {
     }
     const file = blobDataPath(this.dataDir, id);
     yield* createReadStream(file, { start: offset, end: offset + length - 1, highWaterMark: 1024 * 1024 });
+  }
+
+  /**
+   * Bytes of a templated blob, restored from its normalized blob (read
+   * through readBlob, so a nested template works and an adopted one is
+   * verified) by range. Refuses (BLOB_CORRUPT, naming the blob) a record
+   * that does not decode and normalized bytes that do not restore,
+   * (BLOB_NOT_FOUND) a normalized blob that is gone.
+   */
+  private async *readTemplate(id: Digest, row: BlobLocation, offset: number, length: number, depth = 0): AsyncGenerator<Uint8Array> {
+    const normalized = row.template!;
+    const record = this.templateRecordOf(id, row, depth);
+    const read = (from: number, count: number): AsyncIterable<Uint8Array> => {
+      const under = this.statements.blobLocation.get(normalized);
+      if (!under) throw new CastoreError('BLOB_NOT_FOUND', `blob ${id} is a template over ${normalized}, which is not in the store`, { objectId: id });
+      if (under.size !== row.size) throw new CastoreError('BLOB_CORRUPT', `blob ${id} of ${row.size} bytes is a template over ${normalized} of ${under.size}`, { objectId: id });
+      return under.template !== null ? this.readTemplate(normalized, under, from, count, depth + 1) : this.readBlob(normalized, { offset: from, length: count });
+    };
+    try {
+      yield* restoreTemplateRange(record, offset, length, read);
+    } catch (error) {
+      throw corruptTemplate(id, normalized, error);
+    }
+  }
+
+  /** A templated blob's bytes, whole and synchronously (readBlobBatch). */
+  private readTemplateSync(id: Digest, row: BlobLocation, depth: number): Uint8Array {
+    const normalized = row.template!;
+    const record = this.templateRecordOf(id, row, depth);
+    const under = this.statements.blobLocation.get(normalized);
+    if (!under) throw new CastoreError('BLOB_NOT_FOUND', `blob ${id} is a template over ${normalized}, which is not in the store`, { objectId: id });
+    if (under.size !== row.size) throw new CastoreError('BLOB_CORRUPT', `blob ${id} of ${row.size} bytes is a template over ${normalized} of ${under.size}`, { objectId: id });
+    let bytes: Uint8Array;
+    if (under.template !== null) bytes = this.readTemplateSync(normalized, under, depth + 1);
+    else if (under.storeFile !== null) bytes = this.readStoreFile(normalized, under.size, under.storeFile);
+    else if (under.pack !== null) bytes = this.packs.read(under.pack, under.packOffset!, under.size, normalized);
+    else bytes = this.readFileBlob(normalized, 0, under.size);
+    try {
+      return restoreReferences(bytes, record.sites, record.hashParts);
+    } catch (error) {
+      throw corruptTemplate(id, normalized, error);
+    }
+  }
+
+  /** The decoded record of a template row; refuses (BLOB_CORRUPT) one that does not decode, or nests too deep. */
+  private templateRecordOf(id: Digest, row: BlobLocation, depth: number): TemplateRecord {
+    if (depth >= TEMPLATE_DEPTH_MAX) throw new CastoreError('BLOB_CORRUPT', `blob ${id}: templates nest more than ${TEMPLATE_DEPTH_MAX} deep`, { objectId: id });
+    try {
+      return decodeTemplateRecord(new Uint8Array(row.templateRecord ?? new Uint8Array(0)), row.size);
+    } catch (error) {
+      throw corruptTemplate(id, row.template!, error);
+    }
   }
 
   /** Bytes [offset, offset + length) of a blob in one buffer; refuses what readBlob refuses. */
@@ -378,7 +459,11 @@ export class LocalCastore implements CastoreServices, LocalReads {
       const builder = new OutboardBuilder();
       const location = this.statements.blobLocation.get(id)!;
       builder.update(
-        location.storeFile !== null ? this.readStoreFile(id, location.size, location.storeFile) : this.packs.read(location.pack!, location.packOffset!, location.size, id),
+        location.template !== null
+          ? this.readTemplateSync(id, location, 0)
+          : location.storeFile !== null
+            ? this.readStoreFile(id, location.size, location.storeFile)
+            : this.packs.read(location.pack!, location.packOffset!, location.size, id),
       );
       return builder.finish().outboard;
     }
@@ -454,8 +539,11 @@ export class LocalCastore implements CastoreServices, LocalReads {
    * bytes the castore held.
    */
   adoptStoreFiles(files: Iterable<{ id: Digest; size: number; file: string }>, options: { recordMissing?: boolean } = {}): { adopted: number; releasedBytes: number } {
-    const select = this.db.prepare<[string], { size: number; pack: string | null; storeFile: string | null }>('SELECT size, pack, store_file AS storeFile FROM blobs WHERE id = ?');
-    const adopt = this.db.prepare<[string, string]>('UPDATE blobs SET store_file = ?, pack = NULL, pack_offset = NULL WHERE id = ?');
+    const select = this.db.prepare<[string], { size: number; pack: string | null; storeFile: string | null; template: string | null }>(
+      'SELECT size, pack, store_file AS storeFile, template FROM blobs WHERE id = ?',
+    );
+    // An adopted template becomes an ordinary adopted blob (its normalized blob is then kept only if something else names it).
+    const adopt = this.db.prepare<[string, string]>('UPDATE blobs SET store_file = ?, pack = NULL, pack_offset = NULL, template = NULL, template_record = NULL WHERE id = ?');
     const record = this.db.prepare<[string, number, number, string]>('INSERT INTO blobs (id, size, pack, pack_offset, outboard, last_used, store_file) VALUES (?, ?, NULL, NULL, NULL, ?, ?)');
     const now = this.clock();
     const ownFiles: Digest[] = [];
@@ -472,9 +560,9 @@ export class LocalCastore implements CastoreServices, LocalReads {
           }
           if (!row || row.size !== size) continue;
           // A blob's file of its own goes after the commit; one a crash left behind goes the next time.
-          if (row.pack === null && size > OWN_FILE_MIN) ownFiles.push(id);
+          if (row.pack === null && row.template === null && size > OWN_FILE_MIN) ownFiles.push(id);
           if (row.storeFile === file) continue;
-          if (row.storeFile === null) releasedBytes += size;
+          if (row.storeFile === null && row.template === null) releasedBytes += size;
           adopt.run(file, id);
           adopted++;
         }
@@ -494,7 +582,7 @@ export class LocalCastore implements CastoreServices, LocalReads {
    */
   ownBlobFile(id: Digest): string | undefined {
     const row = this.statements.blobLocation.get(id);
-    if (!row || row.pack !== null || row.storeFile !== null) return undefined;
+    if (!row || row.pack !== null || row.storeFile !== null || row.template !== null) return undefined;
     return blobDataPath(this.dataDir, id);
   }
 
@@ -509,6 +597,8 @@ export class LocalCastore implements CastoreServices, LocalReads {
           adoptedBlobs: number;
           blobBytes: number | null;
           packedBytes: number | null;
+          templatedBlobs: number;
+          templatedBytes: number | null;
           packFiles: number;
           directories: number;
           directoryBytes: number | null;
@@ -520,7 +610,9 @@ export class LocalCastore implements CastoreServices, LocalReads {
         `SELECT (SELECT COUNT(*) FROM blobs) AS blobs,
                 (SELECT COUNT(*) FROM blobs WHERE pack IS NOT NULL) AS packedBlobs,
                 (SELECT COUNT(*) FROM blobs WHERE store_file IS NOT NULL) AS adoptedBlobs,
-                (SELECT SUM(size) FROM blobs) AS blobBytes,
+                (SELECT SUM(iif(template IS NULL, size, length(template_record))) FROM blobs) AS blobBytes,
+                (SELECT COUNT(*) FROM blobs WHERE template IS NOT NULL) AS templatedBlobs,
+                (SELECT SUM(size) FROM blobs WHERE template IS NOT NULL) AS templatedBytes,
                 (SELECT SUM(size) FROM blobs WHERE pack IS NOT NULL) AS packedBytes,
                 (SELECT COUNT(*) FROM packs) AS packFiles,
                 (SELECT COUNT(*) FROM directories) AS directories,
@@ -536,6 +628,8 @@ export class LocalCastore implements CastoreServices, LocalReads {
       adoptedBlobs: row.adoptedBlobs,
       blobBytes: row.blobBytes ?? 0,
       packedBlobBytes: row.packedBytes ?? 0,
+      templatedBlobs: row.templatedBlobs,
+      templatedBlobBytes: row.templatedBytes ?? 0,
       packFiles: row.packFiles,
       directories: row.directories,
       directoryBytes: row.directoryBytes ?? 0,
@@ -544,6 +638,14 @@ export class LocalCastore implements CastoreServices, LocalReads {
       openIngests: row.openIngests,
     };
   }
+}
+
+/** A template that does not restore, as the read refuses it: BLOB_CORRUPT naming the blob (other errors pass). */
+function corruptTemplate(id: Digest, normalized: Digest, error: unknown): unknown {
+  if (error instanceof CastoreError && error.code === 'REFERENCES_INVALID') {
+    return new CastoreError('BLOB_CORRUPT', `blob ${id} does not restore from its normalized blob ${normalized}: ${error.message}`, { objectId: id, cause: error });
+  }
+  return error;
 }
 
 /** Reads `bytes.length` bytes of `fd` from `position`; returns how many there were (fewer at the end of the file). */

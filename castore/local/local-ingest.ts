@@ -10,24 +10,38 @@
  * keeps every object it could be about to reference (see ingest-registry.ts).
  */
 import { blake3 } from '../blake3/index.js';
-import { mkdirSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, createReadStream, mkdirSync, openSync, readSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { CastoreError } from '../errors.js';
 import { digestFromBytes, type Digest, type DirectoryNode, type Entry } from '../node.js';
 import type { BlobWriter } from '../services/blob-service.js';
 import type { Ingest } from '../services/castore-services.js';
 import { StagedRecords } from '../services/staged-records.js';
+import { templateWriter, verifyTemplate, type TemplateEntry } from '../services/template-writer.js';
+import type { HashPartSet } from '../references/index.js';
 import type { StorePathInfo } from '../store-path-info.js';
 import { blobDataPath, makeDurable, TempBlobWriter, type TempBlob } from './blob-files.js';
 import { endIngest, forgetIngest, registerIngest } from './ingest-registry.js';
 import type { LocalContext } from './local-context.js';
-import { PACK_MAX, PackWriter } from './pack-files.js';
+import { PACK_MAX, packPath, PackWriter } from './pack-files.js';
 
-/** What an ingest asks the store it writes to (a LocalCastore): which blobs it already holds. */
+/** What an ingest asks the store it writes to (a LocalCastore): which blobs it already holds, and (to verify a template over one) their bytes. */
 export interface BlobPresence {
   hasBlob(id: Digest): boolean;
   missingBlobs(ids: readonly Digest[]): Digest[];
+  readBlob(id: Digest, range?: { offset?: number; length?: number }): AsyncIterable<Uint8Array>;
 }
+
+/**
+ * A plain copy of a blob that is a template row supersedes it (it needs no
+ * other blob to be read: a template whose normalized blob went missing is
+ * repaired by fetching the blob again); a plain row stays as it is.
+ */
+const SUPERSEDE_TEMPLATE = `ON CONFLICT (id) DO UPDATE SET last_used = excluded.last_used,
+  pack = iif(blobs.template IS NULL, blobs.pack, excluded.pack),
+  pack_offset = iif(blobs.template IS NULL, blobs.pack_offset, excluded.pack_offset),
+  outboard = iif(blobs.template IS NULL, blobs.outboard, excluded.outboard),
+  template_record = NULL, template = NULL`;
 
 /** Small blobs are compared with the store and appended to the pack this many at a time… */
 const UNCHECKED_MAX = 512;
@@ -41,6 +55,8 @@ export class LocalIngest implements Ingest {
   private readonly stagedIds = new Set<string>();
   private readonly tempBlobs = new Map<Digest, TempBlob>();
   private readonly records = new StagedRecords();
+  /** Template rows to insert at commit (their normalized blobs staged or touched like any blob). */
+  private readonly templates = new Map<Digest, TemplateEntry>();
   private tempCounter = 0;
   private state: 'open' | 'committed' | 'aborted' = 'open';
 
@@ -163,6 +179,73 @@ export class LocalIngest implements Ingest {
     this.arenaUsed = 0;
   }
 
+  /** A reference-aware writer for one file of a store path (its contract: Ingest.templateWriter). */
+  templateWriter(expectedSize: number, hashParts: HashPartSet): BlobWriter {
+    this.assertOpen();
+    return templateWriter({ blobWriter: (size) => this.blobWriter(size), stageVerifiedTemplate: (entry) => this.stageTemplate(entry) }, expectedSize, hashParts);
+  }
+
+  /**
+   * Stages a template from an untrusted source, verified by restoring its
+   * normalized blob — staged in this ingest or already stored — and hashing
+   * (its contract: Ingest.putTemplate).
+   */
+  async putTemplate(id: Digest, size: number, normalized: Digest, record: Uint8Array): Promise<void> {
+    this.assertOpen();
+    if (this.holdsOrStaged(id)) return;
+    const staged = this.stagedReader(normalized);
+    if (!staged && !this.store.hasBlob(normalized)) {
+      throw new CastoreError('BLOB_NOT_FOUND', `template ${id}: its normalized blob ${normalized} is neither in the store nor in this ingest`, { objectId: normalized });
+    }
+    const read = staged ?? ((offset: number, length: number) => this.store.readBlob(normalized, { offset, length }));
+    const entry = await verifyTemplate(id, size, normalized, record, read);
+    this.assertOpen();
+    // Kept alive through a concurrent GC like any blob deduplicated against (the commit fails with GC_CONFLICT if it went).
+    if (!staged) this.touchedExisting.add(normalized);
+    this.stageTemplate(entry);
+  }
+
+  /** Whether `id` is staged in this ingest, or held by the store (then touched at commit). */
+  private holdsOrStaged(id: Digest): boolean {
+    if (this.templates.has(id) || this.tempBlobs.has(id) || this.stagedIds.has(id)) return true;
+    if (!this.store.hasBlob(id)) return false;
+    this.touchedExisting.add(id);
+    return true;
+  }
+
+  private stageTemplate(entry: TemplateEntry): void {
+    if (!this.holdsOrStaged(entry.id)) this.templates.set(entry.id, entry);
+  }
+
+  /** A reader of a blob this ingest staged itself (a small one in its pack, a large one in its temp file), or undefined. */
+  private stagedReader(id: Digest): ((offset: number, length: number) => AsyncIterable<Uint8Array>) | undefined {
+    const temp = this.tempBlobs.get(id);
+    if (temp) {
+      return async function* (offset, length) {
+        if (length > 0) yield* createReadStream(temp.dataPath, { start: offset, end: offset + length - 1, highWaterMark: 1024 * 1024 }) as AsyncIterable<Uint8Array>;
+      };
+    }
+    if (!this.stagedIds.has(id)) return undefined;
+    this.packUnchecked(); // so its bytes are in the pack file, or it was found in the store
+    const packed = this.packed.find((blob) => blob.id === id);
+    if (!packed) return undefined;
+    const file = packPath(this.context.dataDir, this.id);
+    return async function* (offset, length) {
+      const bytes = Buffer.alloc(length);
+      const fd = openSync(file, 'r');
+      try {
+        for (let done = 0; done < length; ) {
+          const read = readSync(fd, bytes, done, length - done, packed.offset + offset + done);
+          if (read === 0) throw new CastoreError('BLOB_CORRUPT', `staged blob ${id} ends early in pack ${file}`, { objectId: id });
+          done += read;
+        }
+      } finally {
+        closeSync(fd);
+      }
+      yield bytes;
+    };
+  }
+
   /** Stages a directory and returns the node that points to it. Refuses invalid entries (DIRECTORY_NOT_CANONICAL). */
   putDirectory(entries: readonly Entry[]): DirectoryNode {
     this.assertOpen();
@@ -193,19 +276,22 @@ export class LocalIngest implements Ingest {
       if (this.packed.length > 0) {
         db.prepare('INSERT INTO packs (id, size, created_at) VALUES (?, ?, ?)').run(this.id, this.pack.size, now);
         // A concurrent ingest may have committed the same blob meanwhile: its row stays, our copy is dead space for GC.
-        const insertPacked = db.prepare(
-          'INSERT INTO blobs (id, size, pack, pack_offset, outboard, last_used) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET last_used = excluded.last_used',
-        );
+        const insertPacked = db.prepare(`INSERT INTO blobs (id, size, pack, pack_offset, outboard, last_used) VALUES (?, ?, ?, ?, ?, ?) ${SUPERSEDE_TEMPLATE}`);
         for (const blob of this.packed) insertPacked.run(blob.id, blob.size, this.id, blob.offset, blob.outboard, now);
       }
-      const insertFileBlob = db.prepare(
-        'INSERT INTO blobs (id, size, pack, pack_offset, outboard, last_used) VALUES (?, ?, NULL, NULL, ?, ?) ON CONFLICT (id) DO UPDATE SET last_used = excluded.last_used',
-      );
+      const insertFileBlob = db.prepare(`INSERT INTO blobs (id, size, pack, pack_offset, outboard, last_used) VALUES (?, ?, NULL, NULL, ?, ?) ${SUPERSEDE_TEMPLATE}`);
       for (const temp of this.tempBlobs.values()) {
         const target = blobDataPath(dataDir, temp.id);
         mkdirSync(path.dirname(target), { recursive: true });
         renameSync(temp.dataPath, target);
         insertFileBlob.run(temp.id, temp.size, temp.outboard.length > 0 ? temp.outboard : null, now);
+      }
+      // After the blobs they are over: a normalized blob is inserted (or touched, below) in this transaction.
+      const insertTemplate = db.prepare(
+        'INSERT INTO blobs (id, size, pack, pack_offset, outboard, last_used, template, template_record) VALUES (?, ?, NULL, NULL, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET last_used = excluded.last_used',
+      );
+      for (const entry of this.templates.values()) {
+        insertTemplate.run(entry.id, entry.size, entry.outboard.length > 0 ? entry.outboard : null, now, entry.normalized, entry.record);
       }
       const touch = db.prepare('UPDATE blobs SET last_used = ? WHERE id = ?');
       for (const id of this.touchedExisting) {

@@ -57,10 +57,12 @@ export class LocalBlobService implements BlobService {
   }
 
   async *list(): AsyncIterable<StoredBlob> {
-    const page = this.context.db.prepare<[string, number], StoredBlob>('SELECT id, size, last_used AS lastUsed FROM blobs WHERE id > ? ORDER BY id LIMIT ?');
+    const page = this.context.db.prepare<[string, number], StoredBlob & { template: Digest | null }>(
+      'SELECT id, size, last_used AS lastUsed, template FROM blobs WHERE id > ? ORDER BY id LIMIT ?',
+    );
     for (let after = ''; ; ) {
       const rows = page.all(after, LIST_PAGE);
-      yield* rows;
+      for (const { template, ...blob } of rows) yield template === null ? blob : { ...blob, template };
       if (rows.length < LIST_PAGE) return;
       after = rows[rows.length - 1]!.id;
     }
@@ -74,32 +76,52 @@ export class LocalBlobService implements BlobService {
    */
   async deleteUnused(ids: readonly Digest[], usedBefore: number): Promise<StoredBlob[]> {
     const { db, dataDir } = this.context;
-    const select = db.prepare<[string, number], { size: number; lastUsed: number; pack: string | null; storeFile: string | null }>(
-      'SELECT size, last_used AS lastUsed, pack, store_file AS storeFile FROM blobs WHERE id = ? AND last_used < ?',
+    // A blob that a template row names as its normalized blob stays (re-checked in the transaction, like last use).
+    const select = db.prepare<[string, number], { size: number; lastUsed: number; pack: string | null; storeFile: string | null; template: Digest | null }>(
+      `SELECT size, last_used AS lastUsed, pack, store_file AS storeFile, template FROM blobs b
+       WHERE id = ? AND last_used < ? AND NOT EXISTS (SELECT 1 FROM blobs t WHERE t.template = b.id)`,
     );
+    const isTemplate = db.prepare<[string], number>('SELECT 1 FROM blobs WHERE id = ? AND template IS NOT NULL').pluck();
     const remove = db.prepare<[string]>('DELETE FROM blobs WHERE id = ?');
     const deleted: StoredBlob[] = [];
     db.transaction(() => {
-      for (const id of ids) {
+      // Templates first: a normalized blob only they named goes in the same call.
+      const templates = new Set(ids.filter((id) => isTemplate.get(id) !== undefined));
+      const others = ids.filter((id) => !templates.has(id));
+      for (const id of [...templates, ...others]) {
         const row = select.get(id, usedBefore);
         if (!row) continue;
         remove.run(id);
-        if (row.pack === null && row.storeFile === null) rmSync(blobDataPath(dataDir, id), { force: true });
+        if (row.pack === null && row.storeFile === null && row.template === null) rmSync(blobDataPath(dataDir, id), { force: true });
         deleted.push({ id, size: row.size, lastUsed: row.lastUsed });
       }
     }).immediate();
     return deleted;
   }
 
-  /** Checks the bytes where they are — a pack, a file of its own, an adopted store file (left alone) — without forgetting anything. */
+  /**
+   * Checks the bytes where they are — a pack, a file of its own, an adopted
+   * store file (left alone), or, for a templated blob, restored from its
+   * normalized blob — without forgetting anything.
+   */
   async scrub(id: Digest): Promise<string | undefined> {
     const row = this.context.db
-      .prepare<[string], { size: number; pack: string | null; packOffset: number | null; outboard: Buffer | null; storeFile: string | null }>(
-        'SELECT size, pack, pack_offset AS packOffset, outboard, store_file AS storeFile FROM blobs WHERE id = ?',
+      .prepare<[string], { size: number; pack: string | null; packOffset: number | null; outboard: Buffer | null; storeFile: string | null; template: Digest | null }>(
+        'SELECT size, pack, pack_offset AS packOffset, outboard, store_file AS storeFile, template FROM blobs WHERE id = ?',
       )
       .get(id);
     if (!row) return 'it is not in the store';
     const outboard = row.outboard ? new Uint8Array(row.outboard) : new Uint8Array(0);
+    if (row.template !== null) {
+      if (this.reads.statBlob(row.template) === undefined) return `it is a template over ${row.template}, which is missing`;
+      // Its outboard was computed from the real bytes at ingest: a bad restore is located by group.
+      try {
+        const problem = await checkBlobStream(id, row.size, outboard, this.reads.readBlob(id));
+        return problem && `restored from ${row.template}: ${problem}`;
+      } catch (error) {
+        return `restoring it from ${row.template} failed: ${(error as Error).message}`;
+      }
+    }
     if (row.storeFile !== null) {
       // (A blob that was packed has no outboard: at most PACK_MAX bytes, hashed whole.)
       if (!existsSync(row.storeFile)) return `its store file ${row.storeFile} is missing`;

@@ -4,9 +4,11 @@
  * without a disk (a relay's cache in front of a remote, later). It keeps
  * every contract of the services (the conformance suite runs on it); it
  * keeps no outboards (it derives one when asked) and writes nothing down.
+ * Templated blobs (docs/castore.md) are kept as their normalized blob's id
+ * and record, and restored on every read, as on disk.
  */
 import { randomBytes } from 'node:crypto';
-import { checkBlobStream } from '../blob-check.js';
+import { checkBlobStream, isBlob } from '../blob-check.js';
 import { GROUP_SIZE, blake3, OutboardBuilder } from '../blake3/index.js';
 import { decodeDirectory } from '../directory.js';
 import { CastoreError } from '../errors.js';
@@ -17,15 +19,25 @@ import type { DirectoryService, StoredDirectory } from '../services/directory-se
 import type { PathInfoService } from '../services/path-info-service.js';
 import { StagedRecords } from '../services/staged-records.js';
 import type { StorePathInfo } from '../store-path-info.js';
+import { decodeTemplateRecord, restoreTemplateRange, type HashPartSet, type TemplateRecord } from '../references/index.js';
+import { templateWriter, verifyTemplate, type TemplateEntry } from '../services/template-writer.js';
 
 interface Stored {
   bytes: Uint8Array;
   lastUsed: number;
 }
 
+/** A blob as the memory backend keeps it: its bytes, or (templated) its normalized blob and record. */
+interface StoredBlobEntry {
+  size: number;
+  lastUsed: number;
+  bytes?: Uint8Array;
+  template?: { normalized: Digest; record: Uint8Array; decoded: TemplateRecord };
+}
+
 /** The maps every part of one memory castore shares. */
 interface MemoryState {
-  readonly blobs: Map<Digest, Stored>;
+  readonly blobs: Map<Digest, StoredBlobEntry>;
   readonly directories: Map<Digest, Stored>;
   readonly paths: Map<string, StorePathInfo>;
   /** Open ingests and when each began: GC keeps what they may reference. */
@@ -35,50 +47,81 @@ interface MemoryState {
 
 const notFound = (id: Digest) => new CastoreError('BLOB_NOT_FOUND', `blob ${id} is not in the store`, { objectId: id });
 
+/** Whether the state holds `id` readable: its bytes, or its template and the normalized blob under it. */
+function holds(state: MemoryState, id: Digest): boolean {
+  const blob = state.blobs.get(id);
+  return blob !== undefined && (blob.template === undefined || holds(state, blob.template.normalized));
+}
+
+/** Bytes [offset, offset + length) of a held blob, restored when templated (range checked by the caller). */
+async function* readRange(state: MemoryState, id: Digest, offset: number, length: number): AsyncGenerator<Uint8Array> {
+  const blob = state.blobs.get(id);
+  if (!blob) throw notFound(id);
+  if (length === 0) return;
+  if (blob.bytes) {
+    yield blob.bytes.subarray(offset, offset + length);
+    return;
+  }
+  const { normalized, decoded } = blob.template!;
+  if (!state.blobs.has(normalized)) throw new CastoreError('BLOB_NOT_FOUND', `blob ${id} is a template over ${normalized}, which is not in the store`, { objectId: id });
+  try {
+    yield* restoreTemplateRange(decoded, offset, length, (from, count) => readRange(state, normalized, from, count));
+  } catch (error) {
+    if (error instanceof CastoreError && error.code === 'REFERENCES_INVALID') throw new CastoreError('BLOB_CORRUPT', `blob ${id} does not restore from ${normalized}: ${error.message}`, { objectId: id, cause: error });
+    throw error;
+  }
+}
+
 class MemoryBlobService implements BlobService {
   constructor(private readonly state: MemoryState) {}
 
   async stat(id: Digest): Promise<BlobStat | undefined> {
-    const blob = this.state.blobs.get(id);
-    return blob && { size: blob.bytes.length };
+    return holds(this.state, id) ? { size: this.state.blobs.get(id)!.size } : undefined;
   }
 
   async missing(ids: readonly Digest[]): Promise<Digest[]> {
-    return ids.filter((id) => !this.state.blobs.has(id));
+    return ids.filter((id) => !holds(this.state, id));
   }
 
   async *read(id: Digest, range: ByteRange = {}): AsyncIterable<Uint8Array> {
     const blob = this.state.blobs.get(id);
     if (!blob) throw notFound(id);
-    const size = blob.bytes.length;
+    const size = blob.size;
     const offset = range.offset ?? 0;
     const length = range.length ?? size - offset;
     if (offset < 0 || length < 0 || offset + length > size) {
       throw new CastoreError('BLAKE3_BAD_SIZE', `range ${offset}+${length} is outside blob ${id} of ${size} bytes`, { objectId: id });
     }
-    if (length > 0) yield blob.bytes.subarray(offset, offset + length);
+    yield* readRange(this.state, id, offset, length);
   }
 
   async readOutboard(id: Digest): Promise<Uint8Array> {
     const blob = this.state.blobs.get(id);
     if (!blob) throw notFound(id);
-    if (blob.bytes.length <= GROUP_SIZE) return new Uint8Array(0);
+    if (blob.size <= GROUP_SIZE) return new Uint8Array(0);
     const builder = new OutboardBuilder();
-    builder.update(blob.bytes);
+    for await (const chunk of readRange(this.state, id, 0, blob.size)) builder.update(chunk);
     return builder.finish().outboard;
   }
 
   async *list(): AsyncIterable<StoredBlob> {
-    for (const [id, blob] of [...this.state.blobs]) yield { id, size: blob.bytes.length, lastUsed: blob.lastUsed };
+    for (const [id, blob] of [...this.state.blobs]) {
+      yield blob.template ? { id, size: blob.size, lastUsed: blob.lastUsed, template: blob.template.normalized } : { id, size: blob.size, lastUsed: blob.lastUsed };
+    }
   }
 
   async deleteUnused(ids: readonly Digest[], usedBefore: number): Promise<StoredBlob[]> {
     const deleted: StoredBlob[] = [];
-    for (const id of ids) {
+    // Templates first: a normalized blob named only by templates deleted here goes in the same call.
+    const order = [...ids.filter((id) => this.state.blobs.get(id)?.template), ...ids.filter((id) => !this.state.blobs.get(id)?.template)];
+    const named = new Map<Digest, number>();
+    for (const blob of this.state.blobs.values()) if (blob.template) named.set(blob.template.normalized, (named.get(blob.template.normalized) ?? 0) + 1);
+    for (const id of order) {
       const blob = this.state.blobs.get(id);
-      if (!blob || blob.lastUsed >= usedBefore) continue;
+      if (!blob || blob.lastUsed >= usedBefore || (named.get(id) ?? 0) > 0) continue;
       this.state.blobs.delete(id);
-      deleted.push({ id, size: blob.bytes.length, lastUsed: blob.lastUsed });
+      if (blob.template) named.set(blob.template.normalized, named.get(blob.template.normalized)! - 1);
+      deleted.push({ id, size: blob.size, lastUsed: blob.lastUsed });
     }
     return deleted;
   }
@@ -86,8 +129,19 @@ class MemoryBlobService implements BlobService {
   async scrub(id: Digest): Promise<string | undefined> {
     const blob = this.state.blobs.get(id);
     if (!blob) return 'it is not in the store';
+    if (blob.template) {
+      const { normalized } = blob.template;
+      if (!this.state.blobs.has(normalized)) return `it is a template over ${normalized}, which is missing`;
+      try {
+        const chunks: Uint8Array[] = [];
+        for await (const chunk of readRange(this.state, id, 0, blob.size)) chunks.push(chunk);
+        return isBlob(id, blob.size, Buffer.concat(chunks)) ? undefined : `restored from ${normalized}, it does not hash to its id`;
+      } catch (error) {
+        return `restoring it from ${normalized} failed: ${(error as Error).message}`;
+      }
+    }
     // The outboard is derived from the bytes themselves, so it cannot locate a bad group: the root check names the blob.
-    return checkBlobStream(id, blob.bytes.length, await this.readOutboard(id), [blob.bytes]);
+    return checkBlobStream(id, blob.size, await this.readOutboard(id), [blob.bytes!]);
   }
 }
 
@@ -145,6 +199,7 @@ class MemoryPathInfoService implements PathInfoService {
 class MemoryIngest implements Ingest {
   readonly id = randomBytes(8).toString('hex');
   private readonly blobs = new Map<Digest, Uint8Array>();
+  private readonly templates = new Map<Digest, TemplateEntry>();
   private readonly touched = new Set<Digest>();
   private readonly records = new StagedRecords();
   private status: 'open' | 'committed' | 'aborted' = 'open';
@@ -173,7 +228,7 @@ class MemoryIngest implements Ingest {
         const bytes = new Uint8Array(Buffer.concat(chunks, size));
         const id = digestFromBytes(blake3(bytes));
         if (expectedId !== undefined && id !== expectedId) throw new CastoreError('BLOB_CORRUPT', `blob bytes hash to ${id}, not ${expectedId}`, { objectId: expectedId });
-        if (this.state.blobs.has(id)) this.touched.add(id);
+        if (holds(this.state, id)) this.touched.add(id);
         else this.blobs.set(id, bytes);
         return id;
       },
@@ -189,6 +244,35 @@ class MemoryIngest implements Ingest {
     return writer.finish();
   }
 
+  templateWriter(expectedSize: number, hashParts: HashPartSet): BlobWriter {
+    this.assertOpen();
+    return templateWriter({ blobWriter: (size) => this.blobWriter(size), stageVerifiedTemplate: (entry) => this.stageTemplate(entry) }, expectedSize, hashParts);
+  }
+
+  async putTemplate(id: Digest, size: number, normalized: Digest, record: Uint8Array): Promise<void> {
+    this.assertOpen();
+    if (holds(this.state, id) || this.blobs.has(id) || this.templates.has(id)) {
+      if (holds(this.state, id)) this.touched.add(id);
+      return;
+    }
+    const staged = this.blobs.get(normalized);
+    if (!staged && !holds(this.state, normalized)) throw new CastoreError('BLOB_NOT_FOUND', `template ${id}: its normalized blob ${normalized} is neither in the store nor in this ingest`, { objectId: normalized });
+    const read = staged
+      ? async function* (offset: number, length: number): AsyncGenerator<Uint8Array> {
+          yield staged.subarray(offset, offset + length);
+        }
+      : (offset: number, length: number) => readRange(this.state, normalized, offset, length);
+    const entry = await verifyTemplate(id, size, normalized, record, read);
+    this.assertOpen();
+    if (!staged) this.touched.add(normalized);
+    this.stageTemplate(entry);
+  }
+
+  private stageTemplate(entry: TemplateEntry): void {
+    if (holds(this.state, entry.id)) this.touched.add(entry.id);
+    else if (!this.blobs.has(entry.id)) this.templates.set(entry.id, entry);
+  }
+
   putDirectory(entries: readonly Entry[]): DirectoryNode {
     this.assertOpen();
     return this.records.putDirectory(entries);
@@ -201,14 +285,20 @@ class MemoryIngest implements Ingest {
 
   commit(): void {
     this.assertOpen();
-    for (const id of this.touched) {
-      if (!this.state.blobs.has(id) && !this.blobs.has(id)) {
+    for (const id of [...this.touched, ...[...this.templates.values()].map((entry) => entry.normalized)]) {
+      if (!holds(this.state, id) && !this.blobs.has(id)) {
         this.abort();
         throw new CastoreError('GC_CONFLICT', `blob ${id} was collected while ingest ${this.id} used it; retry the ingest`, { objectId: id });
       }
     }
     const now = this.state.clock();
-    for (const [id, bytes] of this.blobs) this.state.blobs.set(id, { bytes: this.state.blobs.get(id)?.bytes ?? bytes, lastUsed: now });
+    // A plain copy replaces a template (it needs nothing else to be read).
+    for (const [id, bytes] of this.blobs) this.state.blobs.set(id, { size: bytes.length, bytes: this.state.blobs.get(id)?.bytes ?? bytes, lastUsed: now });
+    for (const [id, entry] of this.templates) {
+      if (this.state.blobs.get(id)?.bytes) continue;
+      const decoded = decodeTemplateRecord(entry.record, entry.size);
+      this.state.blobs.set(id, { size: entry.size, lastUsed: now, template: { normalized: entry.normalized, record: entry.record, decoded } });
+    }
     for (const id of this.touched) this.state.blobs.get(id)!.lastUsed = now;
     for (const [id, bytes] of this.records.directories) this.state.directories.set(id, { bytes, lastUsed: now });
     for (const info of this.records.storePaths) this.state.paths.set(info.storePath, info);

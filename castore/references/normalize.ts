@@ -46,8 +46,10 @@ function equalsAt(bytes: Uint8Array, at: number, hashPart: Uint8Array): boolean 
  * examine, always within 31 bytes of the end, so bytes from there on may
  * begin a hash part that continues in the next chunk.
  */
-function scan(buf: Uint8Array, set: HashPartSet, base: number, sites: ReferenceSite[]): number {
+function scan(buf: Uint8Array, set: HashPartSet, base: number, sites: ReferenceSite[], maxSites = Infinity): number {
   const n = buf.length;
+  // At the cap, nothing more is replaced: every byte is final as it is.
+  if (sites.length >= maxSites) return n;
   const { buckets, occupied, bytes: parts } = set;
   let p = 0;
   // buf[p .. known) are known to be nix32 bytes (known <= p + 32).
@@ -79,8 +81,18 @@ function scan(buf: Uint8Array, set: HashPartSet, base: number, sites: ReferenceS
     sites.push({ offset: base + p, ref: matched });
     buf.set(REFERENCE_PLACEHOLDER, p);
     p += HASH_PART_LENGTH;
+    if (sites.length >= maxSites) return n;
   }
   return p;
+}
+
+export interface NormalizeOptions {
+  /**
+   * Replace at most this many sites; hash parts after them stay in the
+   * normalized bytes (the file still restores exactly, it dedups less).
+   * Bounds the memory of a hostile file that is all hash parts.
+   */
+  maxSites?: number;
 }
 
 /**
@@ -90,12 +102,12 @@ function scan(buf: Uint8Array, set: HashPartSet, base: number, sites: ReferenceS
  * reading `bytes`. For many files of one store path, pass one HashPartSet.
  * The whole file is in memory; ReferenceNormalizer takes it in chunks.
  */
-export function normalizeReferences(bytes: Uint8Array, hashParts: readonly string[] | HashPartSet): NormalizedFile {
+export function normalizeReferences(bytes: Uint8Array, hashParts: readonly string[] | HashPartSet, options: NormalizeOptions = {}): NormalizedFile {
   const set = hashPartSet(hashParts);
   // A copy (a Buffer's slice() would be a view, and normalizing would change the caller's bytes).
   const normalized = new Uint8Array(bytes);
   const refs: ReferenceSite[] = [];
-  scan(normalized, set, 0, refs);
+  scan(normalized, set, 0, refs, options.maxSites);
   return { normalized, refs };
 }
 
@@ -118,7 +130,10 @@ export class ReferenceNormalizer {
   readonly refs: ReferenceSite[] = [];
 
   /** Refuses (REFERENCES_INVALID) a hash part that is not 32 nix32 characters. */
-  constructor(hashParts: readonly string[] | HashPartSet) {
+  constructor(
+    hashParts: readonly string[] | HashPartSet,
+    private readonly options: NormalizeOptions = {},
+  ) {
     this.set = hashPartSet(hashParts);
   }
 
@@ -128,7 +143,7 @@ export class ReferenceNormalizer {
     const work = new Uint8Array(this.carry.length + chunk.length);
     work.set(this.carry);
     work.set(chunk, this.carry.length);
-    const stop = scan(work, this.set, this.emitted, this.refs);
+    const stop = scan(work, this.set, this.emitted, this.refs, this.options.maxSites);
     this.carry = work.slice(stop);
     this.emitted += stop;
     return work.subarray(0, stop);

@@ -7,7 +7,7 @@
  * that was normalized: the caller verifies the real file's BLAKE3.)
  */
 import { CastoreError } from '../errors.js';
-import { HASH_PART_LENGTH, type HashPartSet, hashPartSet, REFERENCE_PLACEHOLDER } from './hash-parts.js';
+import { HASH_PART_LENGTH, HashPartSet, hashPartBytes, REFERENCE_PLACEHOLDER } from './hash-parts.js';
 import type { ReferenceSite } from './normalize.js';
 
 function invalid(why: string, offset?: number): CastoreError {
@@ -56,8 +56,19 @@ export function checkReferenceSites(sites: readonly ReferenceSite[], length = Nu
  * the placeholder and bytes past the declared length; after a refusal the
  * restorer is unusable and what it returned before must be discarded.
  */
+/**
+ * The hash parts as bytes, checked: a restore only looks them up by index,
+ * so it does not build a HashPartSet's scan buckets (reads of many small
+ * templated files each restore once).
+ */
+function hashPartTable(hashParts: readonly string[] | HashPartSet): readonly Uint8Array[] {
+  if (hashParts instanceof HashPartSet) return hashParts.bytes;
+  if (!Array.isArray(hashParts)) throw invalid('the hash parts are not a list');
+  return hashParts.map((hashPart: unknown, index) => hashPartBytes(hashPart, index));
+}
+
 export class ReferenceRestorer {
-  private readonly set: HashPartSet;
+  private readonly parts: readonly Uint8Array[];
   private readonly sites: readonly ReferenceSite[];
   private readonly length: number;
   /** Bytes taken so far. */
@@ -73,13 +84,13 @@ export class ReferenceRestorer {
    */
   constructor(sites: readonly ReferenceSite[], hashParts: readonly string[] | HashPartSet, length: number) {
     if (!Number.isSafeInteger(length) || length < 0) throw invalid(`a file length of ${length} cannot be`);
-    this.set = hashPartSet(hashParts);
+    this.parts = hashPartTable(hashParts);
     // Checked as copied, so a site cannot change between its check and its use.
     if (Array.isArray(sites) && sites.length > Math.floor(length / HASH_PART_LENGTH)) checkReferenceSites(sites, length);
     const copy = Array.isArray(sites)
       ? sites.map((site: unknown) => (typeof site === 'object' && site !== null ? { ...(site as ReferenceSite) } : site) as ReferenceSite)
       : sites;
-    checkReferenceSites(copy, length, this.set.size);
+    checkReferenceSites(copy, length, this.parts.length);
     this.sites = copy;
     this.length = length;
   }
@@ -95,7 +106,7 @@ export class ReferenceRestorer {
       if (site.offset >= stop) break;
       const from = Math.max(site.offset, start);
       const to = Math.min(site.offset + HASH_PART_LENGTH, stop);
-      const hashPart = this.set.bytes[site.ref]!;
+      const hashPart = this.parts[site.ref]!;
       for (let at = from; at < to; at++) {
         if (out[at - start] !== REFERENCE_PLACEHOLDER[at - site.offset]) {
           return this.fail(`reference site ${this.next} at ${site.offset}: the normalized bytes there are not the placeholder`, at);

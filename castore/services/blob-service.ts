@@ -8,10 +8,12 @@
  * (castore-services.ts), never blob by blob: a store path is published
  * with all of its objects or not at all.
  *
- * Room for what comes next: a blob is addressed by the BLAKE3 of its real
- * bytes whatever the backend keeps (chunks, reference-normalized bytes,
- * an object in a bucket), so a chunked or reference-aware backend changes
- * how `read` assembles bytes, not this interface.
+ * A blob is addressed by the BLAKE3 of its real bytes whatever the backend
+ * keeps (chunks, an object in a bucket, or — built — reference-normalized
+ * bytes plus a template: docs/castore.md, "Reference-aware blobs"), so how
+ * `read` assembles bytes changes, not this interface. `stat` is the real
+ * size; `missing` counts a templated blob present when its template and
+ * its normalized blob are.
  */
 import type { Digest } from '../node.js';
 
@@ -31,6 +33,13 @@ export interface StoredBlob {
   size: number;
   /** When the blob was last written or deduplicated against (ms, on the store's clock). */
   lastUsed: number;
+  /**
+   * For a templated blob (stored as a normalized blob plus a template
+   * record, no bytes of its own): the normalized blob's id. It is kept as
+   * long as this blob is (`deleteUnused` never deletes it while a template
+   * names it).
+   */
+  template?: Digest;
 }
 
 /** Receives one blob's bytes as they arrive; `finish()` returns its id. */
@@ -65,17 +74,22 @@ export interface BlobReader {
 
 /**
  * A backend that holds blobs. Contract, beyond BlobReader's:
- * - `list` yields every committed blob once (in no particular order); blobs
- *   committed or deleted while it runs may or may not appear.
+ * - `list` yields every committed blob once (in no particular order),
+ *   templated ones with their normalized blob; blobs committed or deleted
+ *   while it runs may or may not appear.
  * - `deleteUnused` deletes the blobs among `ids` whose last use is before
  *   `usedBefore`, atomically with respect to ingest commits: a blob an
  *   ingest deduplicated against after `usedBefore` stays (or that ingest's
- *   commit fails with GC_CONFLICT, never publishing a dangling reference).
+ *   commit fails with GC_CONFLICT, never publishing a dangling reference),
+ *   and so does a blob that a template row names as its normalized blob
+ *   (templates among `ids` are deleted first, so one call can free both).
  *   Unknown ids are ignored. Returns the blobs it deleted. A failure leaves
  *   some deleted and the rest in place, all of them consistent.
  * - `scrub` re-reads one stored blob and checks it against its id, changing
  *   nothing; it returns what is wrong (naming where the bytes are and, for a
- *   blob with an outboard, the first bad 16 KiB group) or undefined.
+ *   blob with an outboard, the first bad 16 KiB group) or undefined. A
+ *   templated blob is restored and hashed, so a damaged normalized blob is
+ *   reported for itself and for every template over it.
  */
 export interface BlobService extends BlobReader {
   list(): AsyncIterable<StoredBlob>;

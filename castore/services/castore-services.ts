@@ -11,6 +11,7 @@
  */
 import type { CastoreError } from '../errors.js';
 import type { Digest, DirectoryNode, Entry } from '../node.js';
+import type { HashPartSet } from '../references/index.js';
 import type { StorePathInfo } from '../store-path-info.js';
 import type { BlobReader, BlobService, BlobWriter } from './blob-service.js';
 import type { DirectoryReader, DirectoryService } from './directory-service.js';
@@ -48,6 +49,25 @@ export interface Ingest {
   blobWriter(expectedSize: number, expectedId?: Digest, verifiedOutboard?: Uint8Array): BlobWriter;
   /** Stages a blob held in memory; returns its id. */
   putBlobBytes(bytes: Uint8Array, expectedId?: Digest): Promise<Digest>;
+  /**
+   * A reference-aware writer for one regular file of a store path whose
+   * own and references' hash parts are `hashParts` (template-writer.ts):
+   * `finish()` returns the file's real id X, as `blobWriter` would, and
+   * refuses (BLOB_CORRUPT) another length. A file holding one of them is
+   * stored as its normalized blob N plus a template row X → (N, record);
+   * any other file as an ordinary blob. Reads of X yield the real bytes.
+   */
+  templateWriter(expectedSize: number, hashParts: HashPartSet): BlobWriter;
+  /**
+   * Stages blob `id` of `size` bytes as a template over normalized blob
+   * `normalized` with `record` (template-record.ts), from a source the
+   * store does not trust: verified first by restoring N and hashing.
+   * Refuses a record that does not decode (REFERENCES_INVALID), an N that
+   * neither the store nor this ingest holds (BLOB_NOT_FOUND), and a restore
+   * that is not `id` (BLOB_CORRUPT); a refused template stages nothing. A
+   * blob the store already holds is only kept alive, as `blobWriter` does.
+   */
+  putTemplate(id: Digest, size: number, normalized: Digest, record: Uint8Array): Promise<void>;
   /** Stages a directory; returns the node that points to it. */
   putDirectory(entries: readonly Entry[]): DirectoryNode;
   /** Stages a store path record (validated now), published with the objects. */

@@ -19,6 +19,7 @@ import { exportNar } from '../nar-export.js';
 import { digestFromBytes, type Digest, type Entry } from '../node.js';
 import type { StorePathInfo } from '../store-path-info.js';
 import { withIngest, type CastoreReader, type CastoreServices, type Clock } from './castore-services.js';
+import { templateCases } from './template-conformance.case.js';
 
 /** Opens a fresh, empty backend with the given clock; `close` releases whatever it holds. */
 export type OpenBackend = (clock: Clock) => Promise<CastoreServices> | CastoreServices;
@@ -169,6 +170,8 @@ export function describeCastoreConformance(name: string, open: OpenBackend): voi
     afterEach(() => store.close());
 
     describe('reads', () => readCases(() => ({ reader: store, fixture })));
+
+    describe('reference-aware blobs', () => templateCases(() => store, () => void now++));
 
     it('shows nothing of an ingest before its commit, and nothing after an abort', async () => {
       const ingest = store.beginIngest();

@@ -1,0 +1,182 @@
+/**
+ * The reference-aware blob writer every backend's ingest hands out
+ * (`Ingest.templateWriter`): a store path's file goes in, its real id X
+ * comes out, and what is stored is either the file as it is (no hash part
+ * of the path or its references in it) or its normalized blob N plus a
+ * template row X → (N, record) (docs/castore.md, "Reference-aware blobs").
+ *
+ * X and N come from one pass over the same bytes — the real ones feed X's
+ * outboard builder, the normalized ones N's writer — so the template row is
+ * known to restore to X without reading anything back: the backend stages
+ * it as trusted. (A template from elsewhere goes through `putTemplate`,
+ * which restores and hashes before it stages.)
+ *
+ * Files up to BUFFERED_MAX bytes are taken whole (most of a closure): one
+ * scan, and a file without a site is staged once, hashed once. Larger ones
+ * stream (memory: a chunk, 31 bytes of carry, the sites), at the cost of
+ * hashing both forms even when no site turns up.
+ */
+import { blake3, GROUP_SIZE, OutboardBuilder } from '../blake3/index.js';
+import { CastoreError } from '../errors.js';
+import { digestFromBytes, type Digest } from '../node.js';
+import {
+  decodeTemplateRecord,
+  encodeTemplateRecord,
+  type HashPartSet,
+  MAX_TEMPLATE_SITES,
+  normalizeReferences,
+  ReferenceNormalizer,
+  restoreTemplateRange,
+  templateOf,
+  type ReferenceSite,
+} from '../references/index.js';
+import type { BlobWriter } from './blob-service.js';
+
+/** Files up to this size are normalized whole in memory; larger ones stream. */
+export const BUFFERED_MAX = 1024 * 1024;
+
+/** A template row to stage: X's size and outboard, its normalized blob N and its encoded record. */
+export interface TemplateEntry {
+  id: Digest;
+  size: number;
+  normalized: Digest;
+  record: Uint8Array;
+  /** X's BLAKE3 outboard (empty for a blob of one 16 KiB group). */
+  outboard: Uint8Array;
+}
+
+/** What the writer needs of a backend's ingest. */
+export interface TemplateStaging {
+  /** An ordinary writer (for N, or for a file without a site). */
+  blobWriter(expectedSize: number): BlobWriter;
+  /** Stages a template row whose restore is known to hash to `entry.id`; N was staged (or deduplicated) by `blobWriter`. */
+  stageVerifiedTemplate(entry: TemplateEntry): void;
+}
+
+/** X's id and outboard from its real bytes held whole (small ones through the native whole-input hash). */
+function rootOf(bytes: Uint8Array): { id: Digest; outboard: Uint8Array } {
+  if (bytes.length <= GROUP_SIZE) return { id: digestFromBytes(blake3(bytes)), outboard: new Uint8Array(0) };
+  const builder = new OutboardBuilder();
+  builder.update(bytes);
+  const { root, outboard } = builder.finish();
+  return { id: digestFromBytes(root), outboard };
+}
+
+/**
+ * A BlobWriter for one file of a store path whose hash parts (its own and
+ * its references') are `hashParts`. `finish()` returns the real id X and
+ * refuses (BLOB_CORRUPT) a length other than `expectedSize`; after a
+ * failure, or `discard()`, nothing of the file is staged (N may be, as an
+ * ordinary blob nothing names: GC sweeps it).
+ */
+export function templateWriter(staging: TemplateStaging, expectedSize: number, hashParts: HashPartSet): BlobWriter {
+  return expectedSize <= BUFFERED_MAX ? bufferedWriter(staging, expectedSize, hashParts) : streamingWriter(staging, expectedSize, hashParts);
+}
+
+function lengthError(size: number, expectedSize: number): CastoreError {
+  return new CastoreError('BLOB_CORRUPT', `blob has ${size} bytes${size > expectedSize ? ' or more' : ''}, ${expectedSize} were declared`);
+}
+
+function stage(staging: TemplateStaging, size: number, normalized: Digest, sites: readonly ReferenceSite[], hashParts: HashPartSet, real: { id: Digest; outboard: Uint8Array }): Digest {
+  const record = encodeTemplateRecord(templateOf(sites, hashParts.hashParts));
+  staging.stageVerifiedTemplate({ id: real.id, size, normalized, record, outboard: real.outboard });
+  return real.id;
+}
+
+function bufferedWriter(staging: TemplateStaging, expectedSize: number, hashParts: HashPartSet): BlobWriter {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  return {
+    write(chunk) {
+      size += chunk.length;
+      if (size > expectedSize) throw lengthError(size, expectedSize);
+      chunks.push(chunk.slice());
+    },
+    finish() {
+      if (size !== expectedSize) throw lengthError(size, expectedSize);
+      const bytes = chunks.length === 1 ? chunks[0]! : new Uint8Array(Buffer.concat(chunks, size));
+      chunks.length = 0;
+      const { normalized, refs } = normalizeReferences(bytes, hashParts, { maxSites: MAX_TEMPLATE_SITES });
+      const writer = staging.blobWriter(size);
+      if (refs.length === 0) {
+        writer.write(bytes);
+        return writer.finish();
+      }
+      writer.write(normalized);
+      return stage(staging, size, writer.finish(), refs, hashParts, rootOf(bytes));
+    },
+    discard() {
+      chunks.length = 0;
+    },
+  };
+}
+
+function streamingWriter(staging: TemplateStaging, expectedSize: number, hashParts: HashPartSet): BlobWriter {
+  const normalizer = new ReferenceNormalizer(hashParts, { maxSites: MAX_TEMPLATE_SITES });
+  const real = new OutboardBuilder();
+  const inner = staging.blobWriter(expectedSize);
+  let size = 0;
+  return {
+    write(chunk) {
+      size += chunk.length;
+      if (size > expectedSize) throw lengthError(size, expectedSize);
+      real.update(chunk);
+      const out = normalizer.push(chunk);
+      if (out.length > 0) inner.write(out);
+    },
+    finish() {
+      if (size !== expectedSize) {
+        inner.discard();
+        throw lengthError(size, expectedSize);
+      }
+      const rest = normalizer.end();
+      if (rest.length > 0) inner.write(rest);
+      const normalized = inner.finish();
+      const { root, outboard } = real.finish();
+      const id = digestFromBytes(root);
+      if (normalizer.refs.length === 0) {
+        // Nothing was replaced: N is the file itself.
+        if (id !== normalized) throw new CastoreError('BLOB_CORRUPT', `a file without reference sites hashed to ${id} and ${normalized}`, { objectId: id });
+        return id;
+      }
+      return stage(staging, size, normalized, normalizer.refs, hashParts, { id, outboard });
+    },
+    discard() {
+      inner.discard();
+    },
+  };
+}
+
+/**
+ * The template entry for X (`size` bytes) stored as normalized blob
+ * `normalized` + `record`, from a place the backend does not trust: the
+ * record decoded strictly (REFERENCES_INVALID), N's bytes read by
+ * `readNormalized` (which refuses an absent N with BLOB_NOT_FOUND), restored
+ * and hashed; refuses (BLOB_CORRUPT, naming X) bytes that do not restore
+ * to X. Nothing is staged here: the caller stages what this returns.
+ */
+export async function verifyTemplate(
+  id: Digest,
+  size: number,
+  normalized: Digest,
+  record: Uint8Array,
+  readNormalized: (offset: number, length: number) => AsyncIterable<Uint8Array>,
+): Promise<TemplateEntry> {
+  if (!Number.isSafeInteger(size) || size < 0) throw new CastoreError('BLOB_CORRUPT', `a template of ${size} bytes cannot be`, { objectId: id });
+  const decoded = decodeTemplateRecord(record, size);
+  const builder = new OutboardBuilder();
+  try {
+    for await (const chunk of restoreTemplateRange(decoded, 0, size, readNormalized)) builder.update(chunk);
+  } catch (error) {
+    if (error instanceof CastoreError && error.code === 'REFERENCES_INVALID') {
+      throw new CastoreError('BLOB_CORRUPT', `template of ${id} over ${normalized} does not restore: ${error.message}`, { objectId: id, cause: error });
+    }
+    throw error;
+  }
+  const { root, outboard, size: restoredSize } = builder.finish();
+  const restored = digestFromBytes(root);
+  if (restoredSize !== size || restored !== id) {
+    throw new CastoreError('BLOB_CORRUPT', `template over ${normalized} restores to ${restored} (${restoredSize} bytes), not ${id} (${size})`, { objectId: id });
+  }
+  return { id, size, normalized, record: new Uint8Array(record), outboard };
+}
