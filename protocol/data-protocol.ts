@@ -103,6 +103,13 @@ export const MAX_QUERY_ITEMS = 20_000;
 export const MAX_STREAM_BYTES = 4 * 1024 * 1024 * 1024;
 /** Store paths registered per `upload.storePaths` request (keeps its header well under MAX_REQUEST_HEADER_BYTES). */
 export const MAX_REGISTER_PATHS = 5_000;
+/**
+ * `blobs.templates` (reference-aware blobs, docs/castore.md): ids per
+ * request, and the largest template record a reply may carry (a record
+ * holds at most 65,536 sites and their hash parts: castore/references/template-record.ts).
+ */
+export const MAX_TEMPLATE_QUERY = 1024;
+export const MAX_TEMPLATE_RECORD_BYTES = 4 * 1024 * 1024;
 /** Request headers the coordinator accepts (a missing-query of 2 x 20,000 ids is ~2.7 MB). */
 export const MAX_REQUEST_HEADER_BYTES = 8 * 1024 * 1024;
 /** Reply headers a client accepts (the manifest of a large closure). */
@@ -150,6 +157,12 @@ export const DATA_REQUESTS = {
    * share (compression/wire.ts, WIRE_STREAM_*). Verified whole, per blob.
    */
   'blobs.stream': z.strictObject({ op: z.literal('blobs.stream'), ids: z.array(DigestSchema).min(1).max(MAX_QUERY_ITEMS), accept: AcceptSchema }),
+  /**
+   * Which of `ids` the coordinator keeps as templates over a normalized blob
+   * (reference-aware blobs): a client that has the normalized blob restores
+   * the real one instead of fetching it, and verifies it against its id.
+   */
+  'blobs.templates': z.strictObject({ op: z.literal('blobs.templates'), ids: z.array(DigestSchema).min(1).max(MAX_TEMPLATE_QUERY) }),
   missing: z.strictObject({
     op: z.literal('missing'),
     storePaths: z.array(StorePathSchema).max(MAX_QUERY_ITEMS).default([]),
@@ -262,6 +275,12 @@ export const DATA_RESPONSES = {
     /** The blobs' total size: what the body holds, or decompresses to. */
     size: z.number().int().nonnegative(),
     encoding: WireEncodingSchema.default('identity'),
+  }),
+  'blobs.templates': z.object({
+    /** The templated ones among the ids asked, in their order; their records follow in the body, back to back. */
+    templates: z
+      .array(z.object({ id: DigestSchema, normalized: DigestSchema, recordSize: z.number().int().positive().max(MAX_TEMPLATE_RECORD_BYTES) }))
+      .max(MAX_TEMPLATE_QUERY),
   }),
   missing: z.object({ storePaths: z.array(StorePathSchema), blobs: z.array(DigestSchema), directories: z.array(DigestSchema) }),
   'upload.blobs': z.object({ stored: z.number().int(), alreadyPresent: z.number().int() }),

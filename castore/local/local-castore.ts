@@ -12,6 +12,7 @@
  */
 import { closeSync, createReadStream, openSync, readSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import type { BlobTemplate } from '../services/blob-templates.js';
 import { CastoreError } from '../errors.js';
 import { decodeDirectory } from '../directory.js';
 import { digestFromBytes, type Digest, type Entry } from '../node.js';
@@ -182,6 +183,16 @@ export class LocalCastore implements CastoreServices, LocalReads {
 
   hasBlob(id: Digest): boolean {
     return this.statBlob(id) !== undefined;
+  }
+
+  /**
+   * How blob `id` is kept when it is a template (docs/castore.md,
+   * "Reference-aware blobs"): its normalized blob and its record as
+   * stored; undefined for a blob kept whole or one the store lacks.
+   */
+  templateOf(id: Digest): BlobTemplate | undefined {
+    const row = this.statements.blobLocation.get(id);
+    return row?.template != null && row.templateRecord != null ? { normalized: row.template, record: new Uint8Array(row.templateRecord) } : undefined;
   }
 
   /** The ids among `ids` that the store lacks, in their order (one query per 5,000: closures have many files). */

@@ -86,6 +86,8 @@ export class LocalIngest implements Ingest {
    */
   blobWriter(expectedSize: number, expectedId?: Digest, verifiedOutboard?: Uint8Array): BlobWriter {
     this.assertOpen();
+    const hint = expectedId === undefined ? undefined : this.templateHints.get(expectedId);
+    if (hint && !this.holdsOrStaged(expectedId!)) return this.templateWriter(expectedSize, hint, expectedId);
     if (expectedSize <= PACK_MAX) {
       const chunks: Uint8Array[] = [];
       let size = 0;
@@ -180,9 +182,15 @@ export class LocalIngest implements Ingest {
   }
 
   /** A reference-aware writer for one file of a store path (its contract: Ingest.templateWriter). */
-  templateWriter(expectedSize: number, hashParts: HashPartSet): BlobWriter {
+  templateWriter(expectedSize: number, hashParts: HashPartSet, expectedId?: Digest): BlobWriter {
     this.assertOpen();
-    return templateWriter({ blobWriter: (size) => this.blobWriter(size), stageVerifiedTemplate: (entry) => this.stageTemplate(entry) }, expectedSize, hashParts);
+    return templateWriter({ blobWriter: (size) => this.blobWriter(size), stageVerifiedTemplate: (entry) => this.stageTemplate(entry) }, expectedSize, hashParts, expectedId);
+  }
+
+  private templateHints: ReadonlyMap<Digest, HashPartSet> = new Map();
+
+  expectTemplates(hints: ReadonlyMap<Digest, HashPartSet>): void {
+    this.templateHints = hints;
   }
 
   /**

@@ -8,6 +8,7 @@ import { createReadStream, existsSync, readFileSync, rmSync } from 'node:fs';
 import { checkBlobStream, isBlob } from '../blob-check.js';
 import type { Digest, Entry } from '../node.js';
 import type { BlobService, BlobStat, ByteRange, StoredBlob } from '../services/blob-service.js';
+import type { BlobTemplate, BlobTemplateReader } from '../services/blob-templates.js';
 import type { StoreMaintenance, StaleWrites } from '../services/castore-services.js';
 import type { DirectoryService, StoredDirectory } from '../services/directory-service.js';
 import type { PathInfoService } from '../services/path-info-service.js';
@@ -25,6 +26,7 @@ export interface LocalReads {
   readOutboard(id: Digest): Uint8Array;
   hasDirectory(id: Digest): boolean;
   readDirectory(id: Digest): Entry[];
+  templateOf(id: Digest): BlobTemplate | undefined;
   readDirectoryBytes(id: Digest): Uint8Array;
   getStorePath(storePath: string): StorePathInfo | undefined;
   getStorePathByHashPart(hashPart: string, storeDir?: string): StorePathInfo | undefined;
@@ -33,7 +35,7 @@ export interface LocalReads {
 /** Rows are read this many at a time by `list` (a closure has tens of thousands of blobs). */
 const LIST_PAGE = 10_000;
 
-export class LocalBlobService implements BlobService {
+export class LocalBlobService implements BlobService, BlobTemplateReader {
   constructor(
     private readonly context: LocalContext,
     private readonly reads: LocalReads,
@@ -54,6 +56,16 @@ export class LocalBlobService implements BlobService {
 
   async readOutboard(id: Digest): Promise<Uint8Array> {
     return this.reads.readOutboard(id);
+  }
+
+  /** BlobTemplateReader: the templates among `ids` as stored. */
+  async templates(ids: readonly Digest[]): Promise<Map<Digest, BlobTemplate>> {
+    const found = new Map<Digest, BlobTemplate>();
+    for (const id of ids) {
+      const template = this.reads.templateOf(id);
+      if (template) found.set(id, template);
+    }
+    return found;
   }
 
   async *list(): AsyncIterable<StoredBlob> {

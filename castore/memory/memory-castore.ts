@@ -20,6 +20,7 @@ import type { PathInfoService } from '../services/path-info-service.js';
 import { StagedRecords } from '../services/staged-records.js';
 import type { StorePathInfo } from '../store-path-info.js';
 import { decodeTemplateRecord, restoreTemplateRange, type HashPartSet, type TemplateRecord } from '../references/index.js';
+import type { BlobTemplate, BlobTemplateReader } from '../services/blob-templates.js';
 import { templateWriter, verifyTemplate, type TemplateEntry } from '../services/template-writer.js';
 
 interface Stored {
@@ -72,7 +73,7 @@ async function* readRange(state: MemoryState, id: Digest, offset: number, length
   }
 }
 
-class MemoryBlobService implements BlobService {
+class MemoryBlobService implements BlobService, BlobTemplateReader {
   constructor(private readonly state: MemoryState) {}
 
   async stat(id: Digest): Promise<BlobStat | undefined> {
@@ -93,6 +94,16 @@ class MemoryBlobService implements BlobService {
       throw new CastoreError('BLAKE3_BAD_SIZE', `range ${offset}+${length} is outside blob ${id} of ${size} bytes`, { objectId: id });
     }
     yield* readRange(this.state, id, offset, length);
+  }
+
+  /** BlobTemplateReader: the templates among `ids`, as kept. */
+  async templates(ids: readonly Digest[]): Promise<Map<Digest, BlobTemplate>> {
+    const found = new Map<Digest, BlobTemplate>();
+    for (const id of ids) {
+      const template = this.state.blobs.get(id)?.template;
+      if (template) found.set(id, { normalized: template.normalized, record: template.record });
+    }
+    return found;
   }
 
   async readOutboard(id: Digest): Promise<Uint8Array> {
@@ -214,6 +225,8 @@ class MemoryIngest implements Ingest {
 
   blobWriter(expectedSize: number, expectedId?: Digest): BlobWriter {
     this.assertOpen();
+    const hint = expectedId === undefined ? undefined : this.templateHints.get(expectedId);
+    if (hint) return this.templateWriter(expectedSize, hint, expectedId);
     const chunks: Uint8Array[] = [];
     let size = 0;
     return {
@@ -244,9 +257,15 @@ class MemoryIngest implements Ingest {
     return writer.finish();
   }
 
-  templateWriter(expectedSize: number, hashParts: HashPartSet): BlobWriter {
+  templateWriter(expectedSize: number, hashParts: HashPartSet, expectedId?: Digest): BlobWriter {
     this.assertOpen();
-    return templateWriter({ blobWriter: (size) => this.blobWriter(size), stageVerifiedTemplate: (entry) => this.stageTemplate(entry) }, expectedSize, hashParts);
+    return templateWriter({ blobWriter: (size) => this.blobWriter(size), stageVerifiedTemplate: (entry) => this.stageTemplate(entry) }, expectedSize, hashParts, expectedId);
+  }
+
+  private templateHints: ReadonlyMap<Digest, HashPartSet> = new Map();
+
+  expectTemplates(hints: ReadonlyMap<Digest, HashPartSet>): void {
+    this.templateHints = hints;
   }
 
   async putTemplate(id: Digest, size: number, normalized: Digest, record: Uint8Array): Promise<void> {

@@ -26,7 +26,8 @@ import { DataError, type DataClient } from '../../protocol/data-client.js';
 import type { KeyId } from '../../protocol/identity.js';
 import { DataPlaneBulkCopy } from '../transfer/data-plane-copy.js';
 import type { BulkCopyReader } from '../transfer/copy-closure.js';
-import { MAX_QUERY_ITEMS } from '../../protocol/data-protocol.js';
+import { MAX_QUERY_ITEMS, MAX_TEMPLATE_QUERY } from '../../protocol/data-protocol.js';
+import type { BlobTemplate, BlobTemplateReader } from '../services/blob-templates.js';
 import { WIRE_MAX_COMPRESSED_SEGMENT_BYTES } from '../../protocol/compression/wire.js';
 
 /** A blob is read in requests of at most this many bytes (the QUIC library buffers a reply until it is read). */
@@ -34,8 +35,42 @@ const SEGMENT_BYTES = WIRE_MAX_COMPRESSED_SEGMENT_BYTES;
 
 const isNotFound = (error: unknown): boolean => error instanceof DataError && error.code === 'NOT_FOUND';
 
-class RemoteBlobReader implements BlobReader {
+class RemoteBlobReader implements BlobReader, BlobTemplateReader {
   constructor(private readonly client: DataClient) {}
+
+  /**
+   * The templates among `ids` (`blobs.templates`), as the coordinator
+   * claims them: whoever stores a blob from one verifies it
+   * (Ingest.putTemplate). A coordinator that predates the operation
+   * answers INVALID: then there are none.
+   */
+  async templates(ids: readonly Digest[]): Promise<Map<Digest, BlobTemplate>> {
+    const found = new Map<Digest, BlobTemplate>();
+    const unique = [...new Set(ids)];
+    for (let start = 0; start < unique.length; start += MAX_TEMPLATE_QUERY) {
+      const asked = unique.slice(start, start + MAX_TEMPLATE_QUERY);
+      const askedSet = new Set(asked);
+      try {
+        await this.client.call(
+          { op: 'blobs.templates', ids: asked },
+          {
+            consume: async (reply) => {
+              for (const template of reply.header.templates) {
+                if (!askedSet.has(template.id) || found.has(template.id)) throw new CastoreError('BLOB_CORRUPT', `the coordinator answered a template for ${template.id}, which was not asked once`, { objectId: template.id });
+                const record = new Uint8Array(await reply.body.readExact(template.recordSize, `template record of ${template.id}`));
+                found.set(template.id, { normalized: template.normalized, record });
+              }
+              await reply.body.expectEnd();
+            },
+          },
+        );
+      } catch (error) {
+        if (error instanceof DataError && error.code === 'INVALID' && start === 0) return found;
+        throw error;
+      }
+    }
+    return found;
+  }
 
   /** The blob's size and outboard, the outboard checked against the id; undefined when the coordinator lacks it. */
   private async head(id: Digest): Promise<{ size: number; outboard: Uint8Array } | undefined> {

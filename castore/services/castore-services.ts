@@ -57,7 +57,16 @@ export interface Ingest {
    * stored as its normalized blob N plus a template row X → (N, record);
    * any other file as an ordinary blob. Reads of X yield the real bytes.
    */
-  templateWriter(expectedSize: number, hashParts: HashPartSet): BlobWriter;
+  templateWriter(expectedSize: number, hashParts: HashPartSet, expectedId?: Digest): BlobWriter;
+  /**
+   * Blobs this ingest will be handed whole (a copy from a source that keeps
+   * them as templates) with the hash parts to normalize them against:
+   * `blobWriter`/`putBlobBytes` with one of these ids as `expectedId` then
+   * write through `templateWriter`, so the store keeps the normalized blob
+   * for the next rebuild. A hint changes only how a blob is kept, never
+   * whether its bytes are accepted (still checked against its id).
+   */
+  expectTemplates(hints: ReadonlyMap<Digest, HashPartSet>): void;
   /**
    * Stages blob `id` of `size` bytes as a template over normalized blob
    * `normalized` with `record` (template-record.ts), from a source the

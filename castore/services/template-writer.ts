@@ -69,8 +69,13 @@ function rootOf(bytes: Uint8Array): { id: Digest; outboard: Uint8Array } {
  * failure, or `discard()`, nothing of the file is staged (N may be, as an
  * ordinary blob nothing names: GC sweeps it).
  */
-export function templateWriter(staging: TemplateStaging, expectedSize: number, hashParts: HashPartSet): BlobWriter {
-  return expectedSize <= BUFFERED_MAX ? bufferedWriter(staging, expectedSize, hashParts) : streamingWriter(staging, expectedSize, hashParts);
+export function templateWriter(staging: TemplateStaging, expectedSize: number, hashParts: HashPartSet, expectedId?: Digest): BlobWriter {
+  return expectedSize <= BUFFERED_MAX ? bufferedWriter(staging, expectedSize, hashParts, expectedId) : streamingWriter(staging, expectedSize, hashParts, expectedId);
+}
+
+/** Refuses (BLOB_CORRUPT) real bytes that are not the blob the caller expects; checked before anything is staged. */
+function checkExpected(id: Digest, expectedId: Digest | undefined): void {
+  if (expectedId !== undefined && id !== expectedId) throw new CastoreError('BLOB_CORRUPT', `blob bytes hash to ${id}, not ${expectedId}`, { objectId: expectedId });
 }
 
 function lengthError(size: number, expectedSize: number): CastoreError {
@@ -83,7 +88,7 @@ function stage(staging: TemplateStaging, size: number, normalized: Digest, sites
   return real.id;
 }
 
-function bufferedWriter(staging: TemplateStaging, expectedSize: number, hashParts: HashPartSet): BlobWriter {
+function bufferedWriter(staging: TemplateStaging, expectedSize: number, hashParts: HashPartSet, expectedId: Digest | undefined): BlobWriter {
   const chunks: Uint8Array[] = [];
   let size = 0;
   return {
@@ -96,6 +101,8 @@ function bufferedWriter(staging: TemplateStaging, expectedSize: number, hashPart
       if (size !== expectedSize) throw lengthError(size, expectedSize);
       const bytes = chunks.length === 1 ? chunks[0]! : new Uint8Array(Buffer.concat(chunks, size));
       chunks.length = 0;
+      const real = expectedId === undefined ? undefined : rootOf(bytes);
+      if (real) checkExpected(real.id, expectedId);
       const { normalized, refs } = normalizeReferences(bytes, hashParts, { maxSites: MAX_TEMPLATE_SITES });
       const writer = staging.blobWriter(size);
       if (refs.length === 0) {
@@ -103,7 +110,7 @@ function bufferedWriter(staging: TemplateStaging, expectedSize: number, hashPart
         return writer.finish();
       }
       writer.write(normalized);
-      return stage(staging, size, writer.finish(), refs, hashParts, rootOf(bytes));
+      return stage(staging, size, writer.finish(), refs, hashParts, real ?? rootOf(bytes));
     },
     discard() {
       chunks.length = 0;
@@ -111,7 +118,7 @@ function bufferedWriter(staging: TemplateStaging, expectedSize: number, hashPart
   };
 }
 
-function streamingWriter(staging: TemplateStaging, expectedSize: number, hashParts: HashPartSet): BlobWriter {
+function streamingWriter(staging: TemplateStaging, expectedSize: number, hashParts: HashPartSet, expectedId: Digest | undefined): BlobWriter {
   const normalizer = new ReferenceNormalizer(hashParts, { maxSites: MAX_TEMPLATE_SITES });
   const real = new OutboardBuilder();
   const inner = staging.blobWriter(expectedSize);
@@ -131,9 +138,15 @@ function streamingWriter(staging: TemplateStaging, expectedSize: number, hashPar
       }
       const rest = normalizer.end();
       if (rest.length > 0) inner.write(rest);
-      const normalized = inner.finish();
       const { root, outboard } = real.finish();
       const id = digestFromBytes(root);
+      try {
+        checkExpected(id, expectedId);
+      } catch (error) {
+        inner.discard();
+        throw error;
+      }
+      const normalized = inner.finish();
       if (normalizer.refs.length === 0) {
         // Nothing was replaced: N is the file itself.
         if (id !== normalized) throw new CastoreError('BLOB_CORRUPT', `a file without reference sites hashed to ${id} and ${normalized}`, { objectId: id });

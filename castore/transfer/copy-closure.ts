@@ -32,6 +32,8 @@ import { decodeDirectory, directoryId } from '../directory.js';
 import { CastoreError } from '../errors.js';
 import { LocalCastore } from '../local/local-castore.js';
 import { digestFromBytes, type Digest, type Entry, type FileNode, type Node } from '../node.js';
+import { decodeTemplateRecord, HashPartSet } from '../references/index.js';
+import { offersTemplates } from '../services/blob-templates.js';
 import { withIngest, type CastoreReader, type CastoreServices, type Ingest } from '../services/castore-services.js';
 import { StorePathInfoSchema, type StorePathInfo } from '../store-path-info.js';
 import { TRANSFER_PARALLEL } from './batches.js';
@@ -99,6 +101,8 @@ export interface CopyReport {
   storePaths: StorePathInfo[];
   /** Store paths the target did not have before. */
   copiedStorePaths: number;
+  /** Blobs the target restored from a normalized blob it already had (reference-aware blobs): no byte of them moved. */
+  restoredBlobs: number;
   copiedBlobs: number;
   copiedBytes: number;
   copiedDirectories: number;
@@ -121,12 +125,15 @@ export class SharedIngest {
   constructor(
     private readonly target: Pick<CastoreServices, 'beginIngest'>,
     private readonly commitEvery = 64 * 1024 * 1024,
+    /** Handed to each ingest (Ingest.expectTemplates). */
+    private readonly templateHints?: ReadonlyMap<Digest, HashPartSet>,
   ) {}
 
   /** Runs `work` with an ingest that will receive about `bytes` bytes. */
   async use<T>(bytes: number, work: (session: Ingest) => Promise<T>): Promise<T> {
     if (!this.current) {
       this.current = { session: this.target.beginIngest(), users: 0, bytes: 0 };
+      if (this.templateHints && this.templateHints.size > 0) this.current.session.expectTemplates(this.templateHints);
       this.open.add(this.current.session);
     }
     const slot = this.current;
@@ -281,6 +288,67 @@ async function copyBlobsByService(source: CastoreReader, job: Pick<BulkBlobJob, 
 }
 
 /**
+ * The blobs among `wanted` that the target can restore from a normalized
+ * blob it already holds (a file of a rebuilt store path that differs from
+ * its previous version only in the hash parts it embeds): each is staged
+ * as a template, verified by the target (Ingest.putTemplate restores it
+ * and checks its id) and, for a small-blob sink that wants it, read back
+ * and handed over. Returns their ids; nothing when the source offers no
+ * templates. A template the target refuses is left to be copied whole.
+ */
+async function restoreFromTemplates(
+  source: CastoreReader,
+  target: CastoreServices,
+  wanted: readonly FileNode[],
+  sink: SmallBlobSink | undefined,
+): Promise<{ restored: Set<Digest>; hints: Map<Digest, HashPartSet> }> {
+  const restored = new Set<Digest>();
+  const hints = new Map<Digest, HashPartSet>();
+  if (wanted.length === 0 || !offersTemplates(source.blobs)) return { restored, hints };
+  const templates = await source.blobs.templates(wanted.map((blob) => blob.digest));
+  if (templates.size === 0) return { restored, hints };
+  // The rest come whole: the target normalizes them against the same hash parts, to restore the next rebuild's.
+  for (const blob of wanted) {
+    const template = templates.get(blob.digest);
+    if (!template) continue;
+    try {
+      hints.set(blob.digest, new HashPartSet(decodeTemplateRecord(template.record, blob.size).hashParts));
+    } catch (error) {
+      if (!(error instanceof CastoreError)) throw error;
+    }
+  }
+  const normalized = [...new Set([...templates.values()].map((template) => template.normalized))];
+  const lacking = new Set(await target.blobs.missing(normalized));
+  const restorable = wanted.filter((blob) => {
+    const template = templates.get(blob.digest);
+    return template !== undefined && !lacking.has(template.normalized);
+  });
+  if (restorable.length === 0) return { restored, hints };
+  await withIngest(target, async (ingest) => {
+    for (const blob of restorable) {
+      const template = templates.get(blob.digest)!;
+      try {
+        await ingest.putTemplate(blob.digest, blob.size, template.normalized, template.record);
+        restored.add(blob.digest);
+      } catch (error) {
+        // A claim the target could not verify: the blob is copied whole instead.
+        if (!(error instanceof CastoreError)) throw error;
+      }
+    }
+  });
+  if (sink) {
+    for (const blob of restorable) {
+      if (!restored.has(blob.digest) || blob.size > SMALL_BLOB_BYTES) continue;
+      const chunks: Uint8Array[] = [];
+      for await (const chunk of target.blobs.read(blob.digest)) chunks.push(chunk);
+      await sink.accept(blob.digest, Buffer.concat(chunks));
+    }
+  }
+  for (const id of restored) hints.delete(id);
+  return { restored, hints };
+}
+
+/**
  * Copies the closure of `roots` (store paths; the references of their
  * records are followed) from `source` into `target`: what the target
  * lacks of it, verified (see the module comment), the store paths
@@ -364,7 +432,9 @@ export async function copyClosure(source: CastoreReader, target: CastoreServices
     blobs.clear();
     for (const node of options.smallBlobs.plan(storePaths, readDirectory)) blobs.set(node.digest, node);
   }
-  const wanted = (await target.blobs.missing([...blobs.keys()])).map((id) => blobs.get(id)!);
+  let wanted = (await target.blobs.missing([...blobs.keys()])).map((id) => blobs.get(id)!);
+  const { restored, hints } = await restoreFromTemplates(source, target, wanted, options.smallBlobs);
+  if (restored.size > 0) wanted = wanted.filter((blob) => !restored.has(blob.digest));
   progress.bytesTotal = wanted.reduce((sum, blob) => sum + blob.size, 0);
   progress.objectsTotal = wanted.length;
   report('blobs');
@@ -374,7 +444,7 @@ export async function copyClosure(source: CastoreReader, target: CastoreServices
     storePaths,
     lacking,
     readDirectory,
-    ingest: new SharedIngest(target),
+    ingest: new SharedIngest(target, undefined, hints),
     ...(options.smallBlobs ? { smallBlobs: (id: Digest, bytes: Uint8Array) => options.smallBlobs!.accept(id, bytes) } : {}),
     ...(local && options.groupDelta !== false ? { deltaBasis: local } : {}),
     parallel,
@@ -414,6 +484,7 @@ export async function copyClosure(source: CastoreReader, target: CastoreServices
   return {
     storePaths,
     copiedStorePaths: lacking.length,
+    restoredBlobs: restored.size,
     copiedBlobs: wanted.length,
     copiedBytes: progress.bytesTotal,
     copiedDirectories: copied.size,

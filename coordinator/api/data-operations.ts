@@ -55,6 +55,7 @@ export const DATA_ACCESS: Record<Exclude<DataOperationName, 'hello' | 'auth'>, A
   'blobs.get': READ,
   'blobs.delta': READ,
   'blobs.stream': READ,
+  'blobs.templates': READ,
   missing: WRITE,
   'upload.blobs': WRITE,
   'upload.directories': WRITE,
@@ -102,7 +103,12 @@ export class ClosureAccess {
     if (config) {
       const store = this.coordinator.castore;
       const visit = (node: StorePathInfo['root']): void => {
-        if (node.type === 'file') set!.add(node.digest);
+        if (node.type === 'file') {
+          set!.add(node.digest);
+          // Its normalized blob, for an agent that restores it rather than fetching it (blobs.templates).
+          const template = store.templateOf(node.digest);
+          if (template) set!.add(template.normalized);
+        }
         if (node.type !== 'directory' || set!.has(node.digest)) return;
         set!.add(node.digest);
         for (const entry of store.readDirectory(node.digest)) visit(entry);
@@ -314,6 +320,19 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
       const cache = acceptsZstd(request.accept) ? blobStreamCacheOf(coordinator) : null;
       if (!cache) return { header: { size }, body: readBlobs(store, request.ids) };
       return { header: { size, encoding: 'zstd' }, body: cache.open(blobStreamKey(request.ids), () => readBlobs(store, request.ids)) };
+    }
+
+    case 'blobs.templates': {
+      access.checkObjects(actor, request.ids);
+      const templates: DataResponseInput<'blobs.templates'>['templates'] = [];
+      const records: Uint8Array[] = [];
+      for (const id of request.ids) {
+        const template = store.templateOf(id);
+        if (!template) continue;
+        templates.push({ id, normalized: template.normalized, recordSize: template.record.length });
+        records.push(template.record);
+      }
+      return { header: { templates }, body: coalesce(records) };
     }
 
     case 'missing':

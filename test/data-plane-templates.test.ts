@@ -1,0 +1,161 @@
+/**
+ * Reference-aware blobs over the data plane (issue 20): after a rebuild
+ * that only moved files to new store paths (new hash parts of themselves
+ * and of their references), an agent that has the previous closure
+ * restores the rebuilt files from the normalized blobs it holds instead of
+ * fetching them, and verifies each against its real id. A real coordinator
+ * (HTTP and QUIC on 127.0.0.1), real castores on disk; the store paths are
+ * made here, as Nix would lay them out, not built by Nix.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { copyClosure, fsck, LocalCastore, type CastoreReader, type Digest } from '../castore/index.js';
+import type { BlobTemplate } from '../castore/services/index.js';
+import { openDataClient } from '../protocol/connect.js';
+import type { DataClient } from '../protocol/data-client.js';
+import { addTreeAsStorePath, enrollAgent, fakeStorePath, fetchConfigClosure, narBytes, signedConfig, startTestCoordinator, type TestCoordinator } from './data-plane-fixture.js';
+
+let test: TestCoordinator;
+let work: string;
+
+const hashPartOf = (storePath: string): string => path.basename(storePath).slice(0, 32);
+
+/** Bytes that do not compress or dedup, with `hashParts` written in at fixed places (as a linker writes RPATHs). */
+function binaryEmbedding(seed: string, size: number, hashParts: readonly string[]): Buffer {
+  const bytes = Buffer.alloc(size);
+  for (let at = 0; at < size; at += 32) createHash('sha256').update(`${seed}/${at}`).digest().copy(bytes, at);
+  hashParts.forEach((hashPart, index) => {
+    for (let copy = 0; copy < 3; copy++) bytes.write(`/nix/store/${hashPart}-lib/lib`, 1000 + index * 70_000 + copy * 300_000, 'latin1');
+  });
+  return bytes;
+}
+
+interface Generation {
+  lib: string;
+  app: string;
+  configId: string;
+}
+
+/**
+ * One generation of a two-path closure: `lib` (a library whose release
+ * note says `release`) and `app` (a 3 MiB binary that embeds its own and
+ * lib's hash parts, plus a small wrapper script that does too). A new
+ * release gives both new store paths, as a Nix rebuild does; app's bytes
+ * differ only in the hash parts.
+ */
+async function generation(release: string): Promise<Generation> {
+  const lib = fakeStorePath(`lib-${release}`);
+  const app = fakeStorePath(`app-${release}`);
+  const libDir = path.join(work, `lib-${release}`);
+  mkdirSync(path.join(libDir, 'lib'), { recursive: true });
+  writeFileSync(path.join(libDir, 'lib', 'libdemo.so'), binaryEmbedding('lib', 2 * 1024 * 1024 + 77, [hashPartOf(lib)]));
+  writeFileSync(path.join(libDir, 'RELEASE'), `release ${release}\n`);
+  const appDir = path.join(work, `app-${release}`);
+  mkdirSync(path.join(appDir, 'bin'), { recursive: true });
+  writeFileSync(path.join(appDir, 'bin', '.app-wrapped'), binaryEmbedding('app', 3 * 1024 * 1024 + 5, [hashPartOf(app), hashPartOf(lib)]), { mode: 0o755 });
+  writeFileSync(path.join(appDir, 'bin', 'app'), `#!/bin/sh\nexport LD_LIBRARY_PATH=${lib}/lib\nexec ${app}/bin/.app-wrapped "$@"\n`, { mode: 0o755 });
+  // Ingested on the coordinator with their references, as `nix copy --to` into its cache does.
+  await addTreeAsStorePath(test.coordinator.castore, libDir, lib, [lib]);
+  await addTreeAsStorePath(test.coordinator.castore, appDir, app, [app, lib]);
+  const graph = 'templates';
+  const head = test.coordinator.state.get('graphs', graph);
+  const configId = (await test.adminClient.call('graphs.submit', { graph, ...signedConfig(test.admin, graph, head ? [head.head] : [], { 'x86_64-linux': app }) })).configId;
+  return { lib, app, configId };
+}
+
+let first: Generation;
+let rebuilt: Generation;
+
+beforeAll(async () => {
+  test = await startTestCoordinator();
+  work = mkdtempSync(path.join(tmpdir(), 'ferry-templates-'));
+  first = await generation('1.0');
+  rebuilt = await generation('1.0.1');
+}, 60_000);
+afterAll(async () => {
+  await test?.close();
+  rmSync(work, { recursive: true, force: true });
+});
+
+describe('reference-aware blobs over the data plane', () => {
+  it('a rebuilt closure moves only what changed besides the hash parts, and every file is verified', async () => {
+    const agent = await enrollAgent(test, 'templates');
+    const target = LocalCastore.open(path.join(work, 'agent-castore'));
+    const { client } = await openDataClient(test.http.url, agent);
+    try {
+      // The agent follows the graph: it may read the head's closure, then the rebuild's.
+      await test.adminClient.call('agents.pin', { agentId: agent.keyId, configId: first.configId });
+      const cold = await fetchConfigClosure(client, target, first.configId, { coordinatorKey: test.coordinator.identity.keyId });
+      expect(cold.copiedBytes).toBeGreaterThan(5 * 1024 * 1024);
+
+      await test.adminClient.call('agents.pin', { agentId: agent.keyId, configId: rebuilt.configId });
+      const upgrade = await fetchConfigClosure(client, target, rebuilt.configId, { coordinatorKey: test.coordinator.identity.keyId });
+      // libdemo.so and .app-wrapped (5 MiB) are restored; the wrapper script and the release note are new bytes.
+      expect(upgrade.restoredBlobs).toBeGreaterThanOrEqual(2);
+      expect(upgrade.copiedBytes).toBeLessThan(64 * 1024);
+      for (const storePath of [rebuilt.lib, rebuilt.app]) expect((await narBytes(target, storePath)).equals(await narBytes(test.coordinator.castore, storePath))).toBe(true);
+      expect((await fsck(target, { checkNars: true })).problems).toEqual([]);
+    } finally {
+      await client.close();
+      target.close();
+    }
+  });
+
+  it('refuses a template that does not restore to the blob, and copies that blob whole instead', async () => {
+    // A lying source (a wrapper over a real castore: no coordinator can be made to lie here) claims
+    // that every wanted blob is the normalized blob of libdemo.so with a record that restores other bytes.
+    const source = test.coordinator.castore;
+    const target = LocalCastore.open(path.join(work, 'lied-to'));
+    try {
+      await copyClosure(source, target, [first.app]);
+      const someTemplate = [...(await templatesOf(source, target, rebuilt.app)).values()][0]!;
+      const lyingBlobs = Object.assign(Object.create(source.blobs) as CastoreReader['blobs'], {
+        templates: async (ids: readonly Digest[]) => new Map(ids.map((id) => [id, { normalized: someTemplate.normalized, record: someTemplate.record }] as const)),
+      });
+      const liar: CastoreReader = { pathInfo: source.pathInfo, directories: source.directories, blobs: lyingBlobs, close: () => undefined };
+      const report = await copyClosure(liar, target, [rebuilt.app]);
+      // Only the one blob the claim happens to be true of (libdemo.so itself) is restored; the others come whole.
+      expect(report.restoredBlobs).toBeLessThanOrEqual(1);
+      expect(report.copiedBlobs).toBeGreaterThan(0);
+      expect((await narBytes(target, rebuilt.app)).equals(await narBytes(source, rebuilt.app))).toBe(true);
+      expect((await fsck(target, { checkNars: true })).problems).toEqual([]);
+    } finally {
+      target.close();
+    }
+  });
+
+  it('an agent may ask for the templates of its own closure only', async () => {
+    const agent = await enrollAgent(test, 'templates');
+    await test.adminClient.call('agents.pin', { agentId: agent.keyId, configId: first.configId });
+    const { client } = await openDataClient(test.http.url, agent);
+    try {
+      const foreign = randomBytes(32).toString('hex');
+      await expect(askTemplates(client, [foreign])).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    } finally {
+      await client.close();
+    }
+  });
+});
+
+/** The templates the source keeps for the files of `storePath`. */
+async function templatesOf(source: LocalCastore, _target: LocalCastore, storePath: string): Promise<Map<Digest, BlobTemplate>> {
+  const ids: Digest[] = [];
+  const walk = (id: Digest): void => {
+    for (const entry of source.readDirectory(id)) {
+      if (entry.type === 'file') ids.push(entry.digest);
+      else if (entry.type === 'directory') walk(entry.digest);
+    }
+  };
+  const root = source.getStorePath(storePath)!.root;
+  if (root.type === 'directory') walk(root.digest);
+  return source.blobs.templates!(ids);
+}
+
+async function askTemplates(client: DataClient, ids: string[]): Promise<unknown> {
+  const reply = await client.call({ op: 'blobs.templates', ids: ids as Digest[] });
+  await reply.body.expectEnd();
+  return reply.header;
+}
