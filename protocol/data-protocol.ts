@@ -185,6 +185,26 @@ export const DATA_REQUESTS = {
       .min(1)
       .max(MAX_BATCH_OBJECTS),
   }),
+  /**
+   * Blobs the pusher keeps as templates over a normalized blob the
+   * coordinator holds (or was just sent): their records follow in the body,
+   * back to back. The coordinator restores and hashes each before it keeps it.
+   */
+  'upload.templates': z.strictObject({
+    op: z.literal('upload.templates'),
+    templates: z
+      .array(
+        z.strictObject({
+          id: DigestSchema,
+          size: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+          normalized: DigestSchema,
+          recordSize: z.number().int().positive().max(MAX_TEMPLATE_RECORD_BYTES),
+        }),
+      )
+      .min(1)
+      .max(MAX_TEMPLATE_QUERY)
+      .refine((templates) => templates.reduce((sum, template) => sum + template.recordSize, 0) <= MAX_BATCH_BYTES, `at most ${MAX_BATCH_BYTES} bytes of records per request`),
+  }),
   'upload.directories': z.strictObject({
     op: z.literal('upload.directories'),
     directories: z
@@ -203,7 +223,7 @@ export const DATA_REQUESTS = {
 
 export type DataOperationName = keyof typeof DATA_REQUESTS;
 /** The requests followed by a body (the objects they upload); every other request ends with its header. */
-export const REQUESTS_WITH_BODY: ReadonlySet<DataOperationName> = new Set(['upload.blobs', 'upload.directories', 'blobs.delta']);
+export const REQUESTS_WITH_BODY: ReadonlySet<DataOperationName> = new Set(['upload.blobs', 'upload.templates', 'upload.directories', 'blobs.delta']);
 export type DataRequest<N extends DataOperationName = DataOperationName> = z.input<(typeof DATA_REQUESTS)[N]>;
 export type ParsedDataRequest<N extends DataOperationName = DataOperationName> = z.infer<(typeof DATA_REQUESTS)[N]>;
 
@@ -284,6 +304,7 @@ export const DATA_RESPONSES = {
   }),
   missing: z.object({ storePaths: z.array(StorePathSchema), blobs: z.array(DigestSchema), directories: z.array(DigestSchema) }),
   'upload.blobs': z.object({ stored: z.number().int(), alreadyPresent: z.number().int() }),
+  'upload.templates': z.object({ stored: z.number().int(), alreadyPresent: z.number().int() }),
   'upload.directories': z.object({ stored: z.number().int() }),
   'upload.storePaths': z.object({ registered: z.array(StorePathSchema), alreadyPresent: z.number().int(), seq: z.number().int() }),
 } as const satisfies Record<DataOperationName, z.ZodType>;

@@ -12,7 +12,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { copyClosure, fsck, LocalCastore, type CastoreReader, type Digest } from '../castore/index.js';
+import { copyClosure, fsck, LocalCastore, uploadStorePaths, type CastoreReader, type Digest } from '../castore/index.js';
+import { MAX_TEMPLATE_QUERY } from '../protocol/data-protocol.js';
 import type { BlobTemplate } from '../castore/services/index.js';
 import { openDataClient } from '../protocol/connect.js';
 import type { DataClient } from '../protocol/data-client.js';
@@ -134,6 +135,89 @@ describe('reference-aware blobs over the data plane', () => {
     try {
       const foreign = randomBytes(32).toString('hex');
       await expect(askTemplates(client, [foreign])).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    } finally {
+      await client.close();
+    }
+  });
+});
+
+describe('reference-aware pushes', () => {
+  it('`ferry push` of a rebuilt closure sends template records, not the files again, and the coordinator verifies them', async () => {
+    // The pusher's own castore ingests both generations (with their references, as from the Nix store) ...
+    const pusherStore = LocalCastore.open(path.join(work, 'pusher'));
+    const fresh = await startTestCoordinator();
+    try {
+      for (const release of ['2.0', '2.0.1']) {
+        const lib = fakeStorePath(`plib-${release}`);
+        const app = fakeStorePath(`papp-${release}`);
+        const libDir = path.join(work, `plib-${release}`);
+        mkdirSync(libDir, { recursive: true });
+        writeFileSync(path.join(libDir, 'libdemo.so'), binaryEmbedding('plib', 2 * 1024 * 1024, [hashPartOf(lib)]));
+        writeFileSync(path.join(libDir, 'RELEASE'), `release ${release}\n`);
+        const appDir = path.join(work, `papp-${release}`);
+        mkdirSync(appDir, { recursive: true });
+        writeFileSync(path.join(appDir, 'app'), binaryEmbedding('papp', 3 * 1024 * 1024, [hashPartOf(app), hashPartOf(lib)]));
+        writeFileSync(path.join(appDir, 'small.sh'), `#!/bin/sh\nexec ${app}/app -L ${lib}\n`);
+        await addTreeAsStorePath(pusherStore, libDir, lib, [lib]);
+        await addTreeAsStorePath(pusherStore, appDir, app, [app, lib]);
+        const { client } = await openDataClient(fresh.http.url, fresh.pusher);
+        try {
+          const storedBefore = fresh.coordinator.castore.stats().blobBytes;
+          const report = await uploadStorePaths(client, pusherStore, [app]);
+          const grew = fresh.coordinator.castore.stats().blobBytes - storedBefore;
+          if (release === '2.0') {
+            expect(report.bytesSent).toBeGreaterThan(5 * 1024 * 1024);
+          } else {
+            // ... so the rebuild sends the two small changed files and the records of the two large ones.
+            expect(report.templatesSent).toBeGreaterThanOrEqual(2);
+            expect(report.bytesSent).toBeLessThan(64 * 1024);
+            expect(grew).toBeLessThan(64 * 1024);
+          }
+          for (const storePath of [lib, app]) expect((await narBytes(fresh.coordinator.castore, storePath)).equals(await narBytes(pusherStore, storePath))).toBe(true);
+        } finally {
+          await client.close();
+        }
+      }
+      expect((await fsck(fresh.coordinator.castore, { checkNars: true })).problems).toEqual([]);
+    } finally {
+      pusherStore.close();
+      await fresh.close();
+    }
+  });
+
+  it('refuses an uploaded template that does not restore to its blob, over a blob it lacks, or from an agent, and keeps nothing of it', async () => {
+    const source = test.coordinator.castore;
+    const [someId, someTemplate] = [...(await templatesOf(source, source, rebuilt.app)).entries()][0]!;
+    const size = source.statBlob(someId)!.size;
+    const { client } = await openDataClient(test.http.url, test.pusher);
+    const upload = (id: string, normalized: string, record: Uint8Array, as: DataClient = client) =>
+      as.call({ op: 'upload.templates', templates: [{ id: id as Digest, size, normalized: normalized as Digest, recordSize: record.length }] }, { body: [record] }).then(
+        async (reply) => {
+          await reply.body.expectEnd();
+          return 'stored';
+        },
+        (error: { code?: string }) => error.code,
+      );
+    try {
+      const otherId = randomBytes(32).toString('hex');
+      // A record that restores the normalized blob to other bytes than the id claims.
+      expect(await upload(otherId, someTemplate.normalized, someTemplate.record)).toBe('BLOB_CORRUPT');
+      // A normalized blob the coordinator does not hold.
+      expect(await upload(otherId, randomBytes(32).toString('hex'), someTemplate.record)).toBe('BLOB_NOT_FOUND');
+      // A record that does not decode.
+      expect(await upload(otherId, someTemplate.normalized, new Uint8Array([9, 9, 9]))).toBe('REFERENCES_INVALID');
+      expect(source.hasBlob(otherId as Digest)).toBe(false);
+      // An agent may not upload at all.
+      const agent = await enrollAgent(test, 'templates');
+      const agentClient = (await openDataClient(test.http.url, agent)).client;
+      try {
+        expect(await upload(otherId, someTemplate.normalized, someTemplate.record, agentClient)).toBe('FORBIDDEN');
+      } finally {
+        await agentClient.close();
+      }
+      // Too many records, or too many bytes of them, are refused before any is read.
+      const many = Array.from({ length: MAX_TEMPLATE_QUERY + 1 }, () => ({ id: otherId as Digest, size, normalized: someTemplate.normalized, recordSize: 1 }));
+      await expect(client.call({ op: 'upload.templates', templates: many }, { body: [] })).rejects.toMatchObject({ code: 'INVALID' });
     } finally {
       await client.close();
     }

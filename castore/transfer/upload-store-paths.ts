@@ -6,7 +6,8 @@
  * records as one audit event. Idempotent: a second push sends no objects.
  */
 import type { DataClient } from '../../protocol/data-client.js';
-import { MAX_BATCH_OBJECTS, MAX_BATCHED_BLOB_BYTES, MAX_QUERY_ITEMS, MAX_REGISTER_PATHS } from '../../protocol/data-protocol.js';
+import { MAX_BATCH_BYTES, MAX_BATCH_OBJECTS, MAX_BATCHED_BLOB_BYTES, MAX_QUERY_ITEMS, MAX_REGISTER_PATHS, MAX_TEMPLATE_QUERY } from '../../protocol/data-protocol.js';
+import type { BlobTemplate } from '../services/blob-templates.js';
 import type { Digest, FileNode, Node } from '../node.js';
 import type { LocalCastore } from '../local/local-castore.js';
 import { WIRE_FRAME_BYTES, WIRE_MAX_RATIO, zstdForWire, zstdRawFrame } from '../../protocol/compression/wire.js';
@@ -26,7 +27,11 @@ export interface UploadReport {
   closureSize: number;
   /** Store paths the coordinator did not have (now registered). */
   registered: string[];
+  /** Blobs sent: files the coordinator lacked, or the normalized blobs of templated ones it lacked, */
   blobsSent: number;
+  /** and files sent as a template record over a normalized blob (reference-aware blobs), */
+  templatesSent: number;
+  /** and files the coordinator had. */
   blobsPresent: number;
   directoriesSent: number;
   bytesSent: number;
@@ -128,10 +133,28 @@ export async function uploadStorePaths(client: DataClient, store: LocalCastore, 
     for (const id of reply.header.directories) missingDirectories.add(id);
   }
 
-  const toSend = [...missingBlobs].map((id) => blobs.get(id)!);
+  // Files kept here as templates: sent as their normalized blob (when the coordinator lacks it: once for
+  // every rebuilt file that shares it) and their template record, which the coordinator verifies.
+  const templates = new Map<Digest, { blob: FileNode; template: BlobTemplate }>();
+  for (const id of missingBlobs) {
+    const template = store.templateOf(id);
+    if (template) templates.set(id, { blob: blobs.get(id)!, template });
+  }
+  const normalizedNodes = new Map<Digest, FileNode>();
+  for (const { blob, template } of templates.values()) normalizedNodes.set(template.normalized, { type: 'file', digest: template.normalized, size: blob.size, executable: false });
+  const normalizedIds = [...normalizedNodes.keys()];
+  const missingNormalized = new Set<Digest>();
+  for (let index = 0; index < normalizedIds.length; index += MAX_QUERY_ITEMS) {
+    const reply = await client.call({ op: 'missing', blobs: normalizedIds.slice(index, index + MAX_QUERY_ITEMS) });
+    for (const id of reply.header.blobs) missingNormalized.add(id);
+  }
+  const toSend = [
+    ...[...missingBlobs].filter((id) => !templates.has(id)).map((id) => blobs.get(id)!),
+    ...[...missingNormalized].map((id) => normalizedNodes.get(id)!),
+  ];
   progress.phase = 'blobs';
   progress.bytesTotal = toSend.reduce((sum, blob) => sum + blob.size, 0);
-  progress.objectsTotal = toSend.length + [...missingDirectories].length;
+  progress.objectsTotal = toSend.length + templates.size + [...missingDirectories].length;
   report();
   const jobs = batchBlobs(toSend, { largeOver: MAX_BATCHED_BLOB_BYTES, maxObjects: MAX_BATCH_OBJECTS / 4, maxBytes: TRANSFER_BATCH_BYTES });
   let lastReport = 0;
@@ -177,6 +200,24 @@ export async function uploadStorePaths(client: DataClient, store: LocalCastore, 
     }
   });
 
+  let templateRecordBytes = 0;
+  const templateBatches: { blob: FileNode; template: BlobTemplate }[][] = [[]];
+  for (const entry of templates.values()) {
+    const batch = templateBatches.at(-1)!;
+    const batchBytes = batch.reduce((sum, item) => sum + item.template.record.length, 0);
+    if (batch.length === MAX_TEMPLATE_QUERY || batchBytes + entry.template.record.length > MAX_BATCH_BYTES) templateBatches.push([entry]);
+    else batch.push(entry);
+  }
+  for (const batch of templateBatches) {
+    if (batch.length === 0) continue;
+    await client.call(
+      { op: 'upload.templates', templates: batch.map(({ blob, template }) => ({ id: blob.digest, size: blob.size, normalized: template.normalized, recordSize: template.record.length })) },
+      { body: batch.map(({ template }) => template.record) },
+    );
+    templateRecordBytes += batch.reduce((sum, item) => sum + item.template.record.length, 0);
+    progress.objectsDone += batch.length;
+  }
+
   const directoriesToSend = directoryOrder.filter((id) => missingDirectories.has(id));
   for (const part of chunked(directoriesToSend, 1024)) {
     const encodings = part.map((id) => store.readDirectoryBytes(id));
@@ -188,7 +229,7 @@ export async function uploadStorePaths(client: DataClient, store: LocalCastore, 
 
   progress.phase = 'registering';
   report();
-  const bytesSent = progress.bytesDone;
+  const bytesSent = progress.bytesDone + templateRecordBytes;
   // One request (one audit event) per push, unless the closure is huge: then dependencies first, in parts.
   const registered: string[] = [];
   let seq = 0;
@@ -211,7 +252,8 @@ export async function uploadStorePaths(client: DataClient, store: LocalCastore, 
     closureSize: closure.length,
     registered,
     blobsSent: toSend.length,
-    blobsPresent: blobs.size - toSend.length,
+    templatesSent: templates.size,
+    blobsPresent: blobs.size - missingBlobs.size,
     directoriesSent: directoriesToSend.length,
     bytesSent,
     closureNarBytes: closure.reduce((sum, info) => sum + info.narSize, 0),

@@ -58,6 +58,7 @@ export const DATA_ACCESS: Record<Exclude<DataOperationName, 'hello' | 'auth'>, A
   'blobs.templates': READ,
   missing: WRITE,
   'upload.blobs': WRITE,
+  'upload.templates': WRITE,
   'upload.directories': WRITE,
   'upload.storePaths': WRITE,
 };
@@ -372,6 +373,21 @@ export async function runDataOperation(coordinator: Coordinator, access: Closure
         }
         await body.expectEnd();
         return { header: { stored: request.blobs.length - alreadyPresent, alreadyPresent } };
+      });
+    }
+
+    case 'upload.templates': {
+      const records: Uint8Array[] = [];
+      for (const claimed of request.templates) records.push(new Uint8Array(await body.readExact(claimed.recordSize, `template record of ${claimed.id}`)));
+      await body.expectEnd();
+      return withIngest(store, async (session) => {
+        let alreadyPresent = 0;
+        for (const [index, claimed] of request.templates.entries()) {
+          if (store.hasBlob(claimed.id)) alreadyPresent++;
+          // Restored from the normalized blob and hashed: a template that is not its blob is refused (BLOB_CORRUPT), and so is the batch.
+          await session.putTemplate(claimed.id, claimed.size, claimed.normalized, records[index]!);
+        }
+        return { header: { stored: request.templates.length - alreadyPresent, alreadyPresent } };
       });
     }
 
