@@ -30,6 +30,8 @@ export interface BlobPresence {
   hasBlob(id: Digest): boolean;
   missingBlobs(ids: readonly Digest[]): Digest[];
   readBlob(id: Digest, range?: { offset?: number; length?: number }): AsyncIterable<Uint8Array>;
+  readBlobRangeSync(id: Digest, offset: number, length: number): Uint8Array;
+  readOutboard(id: Digest): Uint8Array;
 }
 
 /**
@@ -182,7 +184,34 @@ export class LocalIngest implements Ingest {
   /** A reference-aware writer for one file of a store path (its contract: Ingest.templateWriter). */
   templateWriter(expectedSize: number, hashParts: HashPartSet): BlobWriter {
     this.assertOpen();
-    return templateWriter({ blobWriter: (size) => this.blobWriter(size), stageVerifiedTemplate: (entry) => this.stageTemplate(entry) }, expectedSize, hashParts);
+    return templateWriter(
+      { blobWriter: (size) => this.blobWriter(size), stageVerifiedTemplate: (entry) => this.stageTemplate(entry), heldBlob: (id) => this.heldBlob(id) },
+      expectedSize,
+      hashParts,
+    );
+  }
+
+  /** A large blob just written: staged in a temp file here, or deduplicated against the store's copy. */
+  private heldBlob(id: Digest): { outboard: Uint8Array; read(offset: number, length: number): Uint8Array } {
+    const temp = this.tempBlobs.get(id);
+    if (!temp) return { outboard: this.store.readOutboard(id), read: (offset, length) => this.store.readBlobRangeSync(id, offset, length) };
+    return {
+      outboard: temp.outboard,
+      read: (offset, length) => {
+        const bytes = Buffer.allocUnsafe(length);
+        const fd = openSync(temp.dataPath, 'r');
+        try {
+          for (let done = 0; done < length; ) {
+            const read = readSync(fd, bytes, done, length - done, offset + done);
+            if (read === 0) throw new CastoreError('BLOB_CORRUPT', `staged blob ${id} ends early in ${temp.dataPath}`, { objectId: id });
+            done += read;
+          }
+        } finally {
+          closeSync(fd);
+        }
+        return bytes;
+      },
+    };
   }
 
   /**

@@ -19,7 +19,7 @@ import type { DirectoryService, StoredDirectory } from '../services/directory-se
 import type { PathInfoService } from '../services/path-info-service.js';
 import { StagedRecords } from '../services/staged-records.js';
 import type { StorePathInfo } from '../store-path-info.js';
-import { decodeTemplateRecord, restoreTemplateRange, type HashPartSet, type TemplateRecord } from '../references/index.js';
+import { decodeTemplateRecord, restoreReferences, restoreTemplateRange, type HashPartSet, type TemplateRecord } from '../references/index.js';
 import { templateWriter, verifyTemplate, type TemplateEntry } from '../services/template-writer.js';
 
 interface Stored {
@@ -70,6 +70,15 @@ async function* readRange(state: MemoryState, id: Digest, offset: number, length
     if (error instanceof CastoreError && error.code === 'REFERENCES_INVALID') throw new CastoreError('BLOB_CORRUPT', `blob ${id} does not restore from ${normalized}: ${error.message}`, { objectId: id, cause: error });
     throw error;
   }
+}
+
+/** A held blob's whole bytes, synchronously (a template restored). */
+function bytesOf(state: MemoryState, id: Digest): Uint8Array {
+  const blob = state.blobs.get(id);
+  if (!blob) throw notFound(id);
+  if (blob.bytes) return blob.bytes;
+  const { normalized, decoded } = blob.template!;
+  return restoreReferences(bytesOf(state, normalized), decoded.sites, decoded.hashParts);
 }
 
 class MemoryBlobService implements BlobService {
@@ -246,7 +255,20 @@ class MemoryIngest implements Ingest {
 
   templateWriter(expectedSize: number, hashParts: HashPartSet): BlobWriter {
     this.assertOpen();
-    return templateWriter({ blobWriter: (size) => this.blobWriter(size), stageVerifiedTemplate: (entry) => this.stageTemplate(entry) }, expectedSize, hashParts);
+    return templateWriter(
+      {
+        blobWriter: (size) => this.blobWriter(size),
+        stageVerifiedTemplate: (entry) => this.stageTemplate(entry),
+        heldBlob: (id) => {
+          const bytes = this.blobs.get(id) ?? bytesOf(this.state, id);
+          const builder = new OutboardBuilder();
+          builder.update(bytes);
+          return { outboard: builder.finish().outboard, read: (offset, length) => bytes.subarray(offset, offset + length) };
+        },
+      },
+      expectedSize,
+      hashParts,
+    );
   }
 
   async putTemplate(id: Digest, size: number, normalized: Digest, record: Uint8Array): Promise<void> {

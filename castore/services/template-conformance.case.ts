@@ -140,6 +140,13 @@ export function templateCases(store: () => CastoreServices, tick: () => void): v
     expect(await storedBlobBytes(store())).toBe(before);
     expect((await listBlobs(store())).filter((blob) => blob.template !== undefined).length).toBe(templatesBefore + 3);
     expect((await collect(exportNar(store(), second.app.root))).equals(second.appNar)).toBe(true);
+    // X's id and outboard come from the deduplicated N's tree with the site groups re-hashed: they are the real ones.
+    const app = version(2).appFiles.app!;
+    expect(await store().blobs.stat(b3sum(app))).toEqual({ size: app.length });
+    const builder = new OutboardBuilder();
+    builder.update(app);
+    expect(Buffer.from(await store().blobs.readOutboard(b3sum(app))).equals(builder.finish().outboard)).toBe(true);
+    expect((await fsck(store(), { checkNars: true })).problems).toEqual([]);
     // Without normalization the same rebuild stores the changed files again.
     await ingestStorePath(store(), encodeNar(narEvents(version(3).appFiles)), { storePath: version(3).app, references: [] }, { normalizeReferences: false });
     expect(await storedBlobBytes(store())).toBeGreaterThan(before + 2 * 1024 * 1024);

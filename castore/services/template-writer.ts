@@ -13,21 +13,25 @@
  *
  * Files up to BUFFERED_MAX bytes are taken whole (most of a closure): one
  * scan, and a file without a site is staged once, hashed once. Larger ones
- * stream (memory: a chunk, 31 bytes of carry, the sites), at the cost of
- * hashing both forms even when no site turns up.
+ * stream into N's writer (memory: a chunk, 31 bytes of carry, the sites),
+ * and X's tree is N's with the groups that hold a site re-hashed
+ * (realRoot): each byte is hashed once either way.
  */
-import { blake3, GROUP_SIZE, OutboardBuilder } from '../blake3/index.js';
+import { blake3, GROUP_SIZE, groupChainingValue, groupCount, GroupBuffer, OutboardBuilder, outboardFromGroupCvs, verifyOutboard } from '../blake3/index.js';
 import { CastoreError } from '../errors.js';
-import { digestFromBytes, type Digest } from '../node.js';
+import { digestFromBytes, digestToBytes, type Digest } from '../node.js';
 import {
   decodeTemplateRecord,
   encodeTemplateRecord,
+  HASH_PART_LENGTH,
   type HashPartSet,
   MAX_TEMPLATE_SITES,
   normalizeReferences,
   ReferenceNormalizer,
+  ReferenceRestorer,
   restoreTemplateRange,
   templateOf,
+  templateWindow,
   type ReferenceSite,
 } from '../references/index.js';
 import type { BlobWriter } from './blob-service.js';
@@ -51,6 +55,12 @@ export interface TemplateStaging {
   blobWriter(expectedSize: number): BlobWriter;
   /** Stages a template row whose restore is known to hash to `entry.id`; N was staged (or deduplicated) by `blobWriter`. */
   stageVerifiedTemplate(entry: TemplateEntry): void;
+  /**
+   * A blob `blobWriter` just finished (staged, or already held): its
+   * outboard, and its bytes by range, synchronously. Asked only for files
+   * over BUFFERED_MAX with sites, and only for the groups the sites touch.
+   */
+  heldBlob(id: Digest): { outboard: Uint8Array; read(offset: number, length: number): Uint8Array };
 }
 
 /** X's id and outboard from its real bytes held whole (small ones through the native whole-input hash). */
@@ -113,14 +123,12 @@ function bufferedWriter(staging: TemplateStaging, expectedSize: number, hashPart
 
 function streamingWriter(staging: TemplateStaging, expectedSize: number, hashParts: HashPartSet): BlobWriter {
   const normalizer = new ReferenceNormalizer(hashParts, { maxSites: MAX_TEMPLATE_SITES });
-  const real = new OutboardBuilder();
   const inner = staging.blobWriter(expectedSize);
   let size = 0;
   return {
     write(chunk) {
       size += chunk.length;
       if (size > expectedSize) throw lengthError(size, expectedSize);
-      real.update(chunk);
       const out = normalizer.push(chunk);
       if (out.length > 0) inner.write(out);
     },
@@ -132,19 +140,46 @@ function streamingWriter(staging: TemplateStaging, expectedSize: number, hashPar
       const rest = normalizer.end();
       if (rest.length > 0) inner.write(rest);
       const normalized = inner.finish();
-      const { root, outboard } = real.finish();
-      const id = digestFromBytes(root);
-      if (normalizer.refs.length === 0) {
-        // Nothing was replaced: N is the file itself.
-        if (id !== normalized) throw new CastoreError('BLOB_CORRUPT', `a file without reference sites hashed to ${id} and ${normalized}`, { objectId: id });
-        return id;
-      }
-      return stage(staging, size, normalized, normalizer.refs, hashParts, { id, outboard });
+      // Nothing was replaced: N is the file itself, and X was hashed once, as N.
+      if (normalizer.refs.length === 0) return normalized;
+      return stage(staging, size, normalized, normalizer.refs, hashParts, realRoot(staging, normalized, size, normalizer.refs, hashParts));
     },
     discard() {
       inner.discard();
     },
   };
+}
+
+/**
+ * X's id and outboard from N's: a 16 KiB group without a site has the same
+ * bytes, so the same chaining value, in both; only the groups a site
+ * touches are read back from N, restored and hashed, and the tree above
+ * the groups is rebuilt. So a large file is hashed once however many
+ * sites it has (hashing the real bytes too doubled a large file's ingest).
+ */
+function realRoot(staging: TemplateStaging, normalized: Digest, size: number, sites: readonly ReferenceSite[], hashParts: HashPartSet): { id: Digest; outboard: Uint8Array } {
+  const held = staging.heldBlob(normalized);
+  const tree = verifyOutboard(digestToBytes(normalized), size, held.outboard, normalized);
+  const count = groupCount(size);
+  const cvs = new Uint32Array(count * 8);
+  for (let group = 0; group < count; group++) cvs.set(tree.groupCv(group)!, group * 8);
+  const touched = new Set<number>();
+  for (const { offset } of sites) {
+    touched.add(Math.floor(offset / GROUP_SIZE));
+    touched.add(Math.floor((offset + HASH_PART_LENGTH - 1) / GROUP_SIZE));
+  }
+  const buffer = new GroupBuffer();
+  for (const group of touched) {
+    const start = group * GROUP_SIZE;
+    const length = Math.min(GROUP_SIZE, size - start);
+    const window = templateWindow(sites, start, length);
+    const restorer = new ReferenceRestorer(window.sites, hashParts, window.length);
+    const real = restorer.push(held.read(window.offset, window.length));
+    restorer.end();
+    cvs.set(groupChainingValue(real.subarray(window.skip, window.skip + length), group, buffer), group * 8);
+  }
+  const { root, outboard } = outboardFromGroupCvs(cvs, count, buffer);
+  return { id: digestFromBytes(root), outboard };
 }
 
 /**
