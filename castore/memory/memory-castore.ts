@@ -284,7 +284,7 @@ class MemoryIngest implements Ingest {
           yield staged.subarray(offset, offset + length);
         }
       : (offset: number, length: number) => readRange(this.state, normalized, offset, length);
-    const entry = await verifyTemplate(id, size, normalized, record, read);
+    const entry = await verifyTemplate(id, size, { id: normalized, size: staged ? staged.length : this.state.blobs.get(normalized)!.size }, record, read);
     this.assertOpen();
     if (!staged) this.touched.add(normalized);
     this.stageTemplate(entry);

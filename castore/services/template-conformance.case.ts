@@ -192,6 +192,9 @@ export function templateCases(store: () => CastoreServices, tick: () => void): v
       const swapped = encodeTemplateRecord(templateOf(refs, [...hashParts].reverse()));
       await expect(ingest.putTemplate(x, real.length, n, swapped)).rejects.toMatchObject({ code: 'BLOB_CORRUPT' });
       await expect(ingest.putTemplate(x, real.length, n, text('garbage'))).rejects.toMatchObject({ code: 'REFERENCES_INVALID' });
+      // A size that is not N's (a hostile peer's huge claim) is refused before anything is read.
+      await expect(ingest.putTemplate(x, 2 ** 50, n, record)).rejects.toMatchObject({ code: 'BLOB_CORRUPT' });
+      await expect(ingest.putTemplate(x, -1, n, record)).rejects.toMatchObject({ code: 'BLOB_CORRUPT' });
     });
     expect(await store().blobs.stat(x)).toBeUndefined();
     // N now stored (committed above): a later ingest's verified template is read back as the real bytes.

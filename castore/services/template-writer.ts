@@ -193,11 +193,23 @@ function realRoot(staging: TemplateStaging, normalized: Digest, size: number, si
 export async function verifyTemplate(
   id: Digest,
   size: number,
-  normalized: Digest,
+  normalized: { id: Digest; size: number },
   record: Uint8Array,
   readNormalized: (offset: number, length: number) => AsyncIterable<Uint8Array>,
 ): Promise<TemplateEntry> {
   if (!Number.isSafeInteger(size) || size < 0) throw new CastoreError('BLOB_CORRUPT', `a template of ${size} bytes cannot be`, { objectId: id });
+  // A normalized file has the real file's length.
+  if (normalized.size !== size) throw new CastoreError('BLOB_CORRUPT', `a template of ${size} bytes cannot be over ${normalized.id} of ${normalized.size}`, { objectId: id });
+  return verifiedEntry(id, size, normalized.id, record, readNormalized);
+}
+
+async function verifiedEntry(
+  id: Digest,
+  size: number,
+  normalized: Digest,
+  record: Uint8Array,
+  readNormalized: (offset: number, length: number) => AsyncIterable<Uint8Array>,
+): Promise<TemplateEntry> {
   const decoded = decodeTemplateRecord(record, size);
   const builder = new OutboardBuilder();
   try {
