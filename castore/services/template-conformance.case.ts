@@ -14,7 +14,7 @@ import { seededRandom } from '../../test/seeded-random.js';
 import { OutboardBuilder } from '../blake3/index.js';
 import { fsck } from '../fsck.js';
 import { collectGarbage } from '../gc.js';
-import { ingestStorePath } from '../ingest-store-path.js';
+import { ingestStorePath, storePathHashParts } from '../ingest-store-path.js';
 import { exportNar } from '../nar-export.js';
 import { digestFromBytes, type Digest } from '../node.js';
 import { encodeTemplateRecord, normalizeReferences, templateOf } from '../references/index.js';
@@ -210,5 +210,25 @@ export function templateCases(store: () => CastoreServices, tick: () => void): v
     });
     expect((await collect(store().blobs.read(b3sum(run)))).equals(run)).toBe(true);
     expect((await fsck(store())).problems).toEqual([]);
+  });
+
+  it('a template writer refuses a file longer or shorter than declared, buffered or streamed, and stages nothing of it', async () => {
+    const hashParts = storePathHashParts(version(5).app, [version(5).lib]);
+    for (const bytes of [version(5).appFiles.run!, version(5).appFiles.app!]) {
+      const ingest = store().beginIngest();
+      const long = ingest.templateWriter(bytes.length - 1, hashParts);
+      expect(() => long.write(bytes)).toThrow(expect.objectContaining({ code: 'BLOB_CORRUPT' }));
+      long.discard();
+      const short = ingest.templateWriter(bytes.length + 1, hashParts);
+      short.write(bytes);
+      expect(() => short.finish()).toThrow(expect.objectContaining({ code: 'BLOB_CORRUPT' }));
+      const right = ingest.templateWriter(bytes.length, hashParts);
+      right.write(bytes);
+      expect(right.finish()).toBe(b3sum(bytes));
+      ingest.abort();
+      expect(await store().blobs.missing([b3sum(bytes)])).toEqual([b3sum(bytes)]);
+      expect(() => ingest.templateWriter(1, hashParts)).toThrow(expect.objectContaining({ code: 'INGEST_ABORTED' }));
+    }
+    expect((await listBlobs(store())).filter((blob) => blob.template !== undefined)).toEqual([]);
   });
 }
