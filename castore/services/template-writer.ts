@@ -5,11 +5,12 @@
  * of the path or its references in it) or its normalized blob N plus a
  * template row X → (N, record) (docs/castore.md, "Reference-aware blobs").
  *
- * X and N come from one pass over the same bytes — the real ones feed X's
- * outboard builder, the normalized ones N's writer — so the template row is
- * known to restore to X without reading anything back: the backend stages
- * it as trusted. (A template from elsewhere goes through `putTemplate`,
- * which restores and hashes before it stages.)
+ * X and N come from the same bytes in one pass — N's writer takes the
+ * normalized ones, X is hashed from the real ones (or, for a large file,
+ * from N's tree with the groups that hold a site re-hashed) — so the
+ * template row is known to restore to X: the backend stages it as trusted.
+ * (A template from elsewhere goes through `putTemplate`, which restores
+ * and hashes before it stages.)
  *
  * Files up to BUFFERED_MAX bytes are taken whole (most of a closure): one
  * scan, and a file without a site is staged once, hashed once. Larger ones
@@ -63,7 +64,7 @@ export interface TemplateStaging {
   heldBlob(id: Digest): { outboard: Uint8Array; read(offset: number, length: number): Uint8Array };
 }
 
-/** X's id and outboard from its real bytes held whole (small ones through the native whole-input hash). */
+/** X's id and outboard from its real bytes held whole (a blob of one group has no outboard: hashed as a whole input). */
 function rootOf(bytes: Uint8Array): { id: Digest; outboard: Uint8Array } {
   if (bytes.length <= GROUP_SIZE) return { id: digestFromBytes(blake3(bytes)), outboard: new Uint8Array(0) };
   const builder = new OutboardBuilder();
@@ -187,8 +188,9 @@ function realRoot(staging: TemplateStaging, normalized: Digest, size: number, si
  * `normalized` + `record`, from a place the backend does not trust: the
  * record decoded strictly (REFERENCES_INVALID), N's bytes read by
  * `readNormalized` (which refuses an absent N with BLOB_NOT_FOUND), restored
- * and hashed; refuses (BLOB_CORRUPT, naming X) bytes that do not restore
- * to X. Nothing is staged here: the caller stages what this returns.
+ * and hashed; refuses (BLOB_CORRUPT, naming X) a size other than N's and
+ * bytes that do not restore to X. Nothing is staged here: the caller
+ * stages what this returns.
  */
 export async function verifyTemplate(
   id: Digest,
@@ -200,30 +202,20 @@ export async function verifyTemplate(
   if (!Number.isSafeInteger(size) || size < 0) throw new CastoreError('BLOB_CORRUPT', `a template of ${size} bytes cannot be`, { objectId: id });
   // A normalized file has the real file's length.
   if (normalized.size !== size) throw new CastoreError('BLOB_CORRUPT', `a template of ${size} bytes cannot be over ${normalized.id} of ${normalized.size}`, { objectId: id });
-  return verifiedEntry(id, size, normalized.id, record, readNormalized);
-}
-
-async function verifiedEntry(
-  id: Digest,
-  size: number,
-  normalized: Digest,
-  record: Uint8Array,
-  readNormalized: (offset: number, length: number) => AsyncIterable<Uint8Array>,
-): Promise<TemplateEntry> {
   const decoded = decodeTemplateRecord(record, size);
   const builder = new OutboardBuilder();
   try {
     for await (const chunk of restoreTemplateRange(decoded, 0, size, readNormalized)) builder.update(chunk);
   } catch (error) {
     if (error instanceof CastoreError && error.code === 'REFERENCES_INVALID') {
-      throw new CastoreError('BLOB_CORRUPT', `template of ${id} over ${normalized} does not restore: ${error.message}`, { objectId: id, cause: error });
+      throw new CastoreError('BLOB_CORRUPT', `template of ${id} over ${normalized.id} does not restore: ${error.message}`, { objectId: id, cause: error });
     }
     throw error;
   }
   const { root, outboard, size: restoredSize } = builder.finish();
   const restored = digestFromBytes(root);
   if (restoredSize !== size || restored !== id) {
-    throw new CastoreError('BLOB_CORRUPT', `template over ${normalized} restores to ${restored} (${restoredSize} bytes), not ${id} (${size})`, { objectId: id });
+    throw new CastoreError('BLOB_CORRUPT', `template over ${normalized.id} restores to ${restored} (${restoredSize} bytes), not ${id} (${size})`, { objectId: id });
   }
-  return { id, size, normalized, record: new Uint8Array(record), outboard };
+  return { id, size, normalized: normalized.id, record: new Uint8Array(record), outboard };
 }
