@@ -22,7 +22,16 @@ export { PACK_MAX } from './local/pack-files.js';
 export { processAlive } from './local/process-alive.js';
 export { StorePathInfoSchema, type StorePathInfo } from './store-path-info.js';
 export { ingestNar, type NarIngestOptions, type NarIngestResult } from './nar-ingest.js';
-export { ingestStorePath, type IngestStorePathOptions, type StorePathMetadata } from './ingest-store-path.js';
+export { ingestStorePath, storePathHashParts, type IngestStorePathOptions, type StorePathMetadata } from './ingest-store-path.js';
+export {
+  decodeTemplateRecord,
+  encodeTemplateRecord,
+  HashPartSet,
+  MAX_TEMPLATE_SITES,
+  REFERENCE_PLACEHOLDER,
+  TEMPLATE_RECORD_FORMAT,
+  type TemplateRecord,
+} from './references/index.js';
 export { exportNar, type NarByteRange } from './nar-export.js';
 export { collectGarbage, type GcOptions, type GcReport } from './gc.js';
 export { fsck, type FsckOptions, type FsckProblem, type FsckReport } from './fsck.js';

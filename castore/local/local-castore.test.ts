@@ -555,3 +555,21 @@ describe('reference-aware blobs on disk', () => {
     expect((await fsck(store, { checkNars: true })).problems).toEqual([]);
   });
 });
+
+describe('reference-aware blobs on disk: damaged records', () => {
+  it('refuses to read a template whose record was damaged (BLOB_CORRUPT), and fsck names it', async () => {
+    const v = version(1);
+    await ingestVersion(store, v);
+    const id = digestFromBytes(referenceBlake3(v.appFiles.run!) as Uint8Array);
+    const db = new Database(path.join(dir, 'castore.db'));
+    // A site count far beyond what the record holds: the decoder refuses it before allocating.
+    const record = Buffer.from(db.prepare<[string], { r: Buffer }>('SELECT template_record AS r FROM blobs WHERE id = ?').get(id)!.r);
+    record.writeUInt32LE(0xffff_fff0, 1);
+    db.prepare('UPDATE blobs SET template_record = ? WHERE id = ?').run(record, id);
+    db.close();
+    await expect(store.readBlobBytes(id)).rejects.toMatchObject({ code: 'BLOB_CORRUPT' });
+    expect(() => [...store.readBlobBatch([id]).bytes]).toThrow(expect.objectContaining({ code: 'BLOB_CORRUPT' }));
+    const problems = (await fsck(store)).problems;
+    expect(problems).toEqual([expect.objectContaining({ kind: 'blob', id, problem: expect.stringMatching(/template record/) })]);
+  });
+});

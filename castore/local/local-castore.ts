@@ -446,6 +446,23 @@ export class LocalCastore implements CastoreServices, LocalReads {
     }
   }
 
+  /**
+   * Bytes [offset, offset + length) of a blob, synchronously: a range of
+   * its pack or its file (an adopted or templated blob is read whole, then
+   * cut). Refuses what readBlob refuses.
+   */
+  readBlobRangeSync(id: Digest, offset: number, length: number): Uint8Array {
+    const row = this.statements.blobLocation.get(id);
+    if (!row) throw new CastoreError('BLOB_NOT_FOUND', `blob ${id} is not in the store`, { objectId: id });
+    if (offset < 0 || length < 0 || offset + length > row.size) {
+      throw new CastoreError('BLAKE3_BAD_SIZE', `range ${offset}+${length} is outside blob ${id} of ${row.size} bytes`, { objectId: id });
+    }
+    if (row.template !== null) return this.readTemplateSync(id, row, 0).subarray(offset, offset + length);
+    if (row.storeFile !== null) return this.readStoreFile(id, row.size, row.storeFile).subarray(offset, offset + length);
+    if (row.pack !== null) return this.packs.read(row.pack, row.packOffset! + offset, length, id);
+    return this.readFileBlob(id, offset, length);
+  }
+
   /** Bytes [offset, offset + length) of a blob in one buffer; refuses what readBlob refuses. */
   async readBlobRange(id: Digest, offset: number, length: number): Promise<Uint8Array> {
     const chunks: Uint8Array[] = [];

@@ -29,7 +29,10 @@ import { PACK_MAX, packPath, PackWriter } from './pack-files.js';
 export interface BlobPresence {
   hasBlob(id: Digest): boolean;
   missingBlobs(ids: readonly Digest[]): Digest[];
+  statBlob(id: Digest): { size: number } | undefined;
   readBlob(id: Digest, range?: { offset?: number; length?: number }): AsyncIterable<Uint8Array>;
+  readBlobRangeSync(id: Digest, offset: number, length: number): Uint8Array;
+  readOutboard(id: Digest): Uint8Array;
 }
 
 /**
@@ -184,13 +187,41 @@ export class LocalIngest implements Ingest {
   /** A reference-aware writer for one file of a store path (its contract: Ingest.templateWriter). */
   templateWriter(expectedSize: number, hashParts: HashPartSet, expectedId?: Digest): BlobWriter {
     this.assertOpen();
-    return templateWriter({ blobWriter: (size) => this.blobWriter(size), stageVerifiedTemplate: (entry) => this.stageTemplate(entry) }, expectedSize, hashParts, expectedId);
+    return templateWriter(
+      { blobWriter: (size) => this.blobWriter(size), stageVerifiedTemplate: (entry) => this.stageTemplate(entry), heldBlob: (id) => this.heldBlob(id) },
+      expectedSize,
+      hashParts,
+      expectedId,
+    );
   }
 
   private templateHints: ReadonlyMap<Digest, HashPartSet> = new Map();
 
   expectTemplates(hints: ReadonlyMap<Digest, HashPartSet>): void {
     this.templateHints = hints;
+  }
+
+  /** A large blob just written: staged in a temp file here, or deduplicated against the store's copy. */
+  private heldBlob(id: Digest): { outboard: Uint8Array; read(offset: number, length: number): Uint8Array } {
+    const temp = this.tempBlobs.get(id);
+    if (!temp) return { outboard: this.store.readOutboard(id), read: (offset, length) => this.store.readBlobRangeSync(id, offset, length) };
+    return {
+      outboard: temp.outboard,
+      read: (offset, length) => {
+        const bytes = Buffer.allocUnsafe(length);
+        const fd = openSync(temp.dataPath, 'r');
+        try {
+          for (let done = 0; done < length; ) {
+            const read = readSync(fd, bytes, done, length - done, offset + done);
+            if (read === 0) throw new CastoreError('BLOB_CORRUPT', `staged blob ${id} ends early in ${temp.dataPath}`, { objectId: id });
+            done += read;
+          }
+        } finally {
+          closeSync(fd);
+        }
+        return bytes;
+      },
+    };
   }
 
   /**
@@ -202,11 +233,12 @@ export class LocalIngest implements Ingest {
     this.assertOpen();
     if (this.holdsOrStaged(id)) return;
     const staged = this.stagedReader(normalized);
-    if (!staged && !this.store.hasBlob(normalized)) {
+    const normalizedSize = staged?.size ?? this.store.statBlob(normalized)?.size;
+    if (normalizedSize === undefined) {
       throw new CastoreError('BLOB_NOT_FOUND', `template ${id}: its normalized blob ${normalized} is neither in the store nor in this ingest`, { objectId: normalized });
     }
-    const read = staged ?? ((offset: number, length: number) => this.store.readBlob(normalized, { offset, length }));
-    const entry = await verifyTemplate(id, size, normalized, record, read);
+    const read = staged?.read ?? ((offset: number, length: number) => this.store.readBlob(normalized, { offset, length }));
+    const entry = await verifyTemplate(id, size, { id: normalized, size: normalizedSize }, record, read);
     this.assertOpen();
     // Kept alive through a concurrent GC like any blob deduplicated against (the commit fails with GC_CONFLICT if it went).
     if (!staged) this.touchedExisting.add(normalized);
@@ -226,11 +258,14 @@ export class LocalIngest implements Ingest {
   }
 
   /** A reader of a blob this ingest staged itself (a small one in its pack, a large one in its temp file), or undefined. */
-  private stagedReader(id: Digest): ((offset: number, length: number) => AsyncIterable<Uint8Array>) | undefined {
+  private stagedReader(id: Digest): { size: number; read(offset: number, length: number): AsyncIterable<Uint8Array> } | undefined {
     const temp = this.tempBlobs.get(id);
     if (temp) {
-      return async function* (offset, length) {
-        if (length > 0) yield* createReadStream(temp.dataPath, { start: offset, end: offset + length - 1, highWaterMark: 1024 * 1024 }) as AsyncIterable<Uint8Array>;
+      return {
+        size: temp.size,
+        read: async function* (offset, length) {
+          if (length > 0) yield* createReadStream(temp.dataPath, { start: offset, end: offset + length - 1, highWaterMark: 1024 * 1024 }) as AsyncIterable<Uint8Array>;
+        },
       };
     }
     if (!this.stagedIds.has(id)) return undefined;
@@ -238,20 +273,21 @@ export class LocalIngest implements Ingest {
     const packed = this.packed.find((blob) => blob.id === id);
     if (!packed) return undefined;
     const file = packPath(this.context.dataDir, this.id);
-    return async function* (offset, length) {
+    const read = async function* (offset: number, length: number): AsyncGenerator<Uint8Array> {
       const bytes = Buffer.alloc(length);
       const fd = openSync(file, 'r');
       try {
         for (let done = 0; done < length; ) {
-          const read = readSync(fd, bytes, done, length - done, packed.offset + offset + done);
-          if (read === 0) throw new CastoreError('BLOB_CORRUPT', `staged blob ${id} ends early in pack ${file}`, { objectId: id });
-          done += read;
+          const count = readSync(fd, bytes, done, length - done, packed.offset + offset + done);
+          if (count === 0) throw new CastoreError('BLOB_CORRUPT', `staged blob ${id} ends early in pack ${file}`, { objectId: id });
+          done += count;
         }
       } finally {
         closeSync(fd);
       }
       yield bytes;
     };
+    return { size: packed.size, read };
   }
 
   /** Stages a directory and returns the node that points to it. Refuses invalid entries (DIRECTORY_NOT_CANONICAL). */

@@ -19,7 +19,7 @@ import type { DirectoryService, StoredDirectory } from '../services/directory-se
 import type { PathInfoService } from '../services/path-info-service.js';
 import { StagedRecords } from '../services/staged-records.js';
 import type { StorePathInfo } from '../store-path-info.js';
-import { decodeTemplateRecord, restoreTemplateRange, type HashPartSet, type TemplateRecord } from '../references/index.js';
+import { decodeTemplateRecord, restoreReferences, restoreTemplateRange, type HashPartSet, type TemplateRecord } from '../references/index.js';
 import type { BlobTemplate, BlobTemplateReader } from '../services/blob-templates.js';
 import { templateWriter, verifyTemplate, type TemplateEntry } from '../services/template-writer.js';
 
@@ -71,6 +71,15 @@ async function* readRange(state: MemoryState, id: Digest, offset: number, length
     if (error instanceof CastoreError && error.code === 'REFERENCES_INVALID') throw new CastoreError('BLOB_CORRUPT', `blob ${id} does not restore from ${normalized}: ${error.message}`, { objectId: id, cause: error });
     throw error;
   }
+}
+
+/** A held blob's whole bytes, synchronously (a template restored). */
+function bytesOf(state: MemoryState, id: Digest): Uint8Array {
+  const blob = state.blobs.get(id);
+  if (!blob) throw notFound(id);
+  if (blob.bytes) return blob.bytes;
+  const { normalized, decoded } = blob.template!;
+  return restoreReferences(bytesOf(state, normalized), decoded.sites, decoded.hashParts);
 }
 
 class MemoryBlobService implements BlobService, BlobTemplateReader {
@@ -259,7 +268,21 @@ class MemoryIngest implements Ingest {
 
   templateWriter(expectedSize: number, hashParts: HashPartSet, expectedId?: Digest): BlobWriter {
     this.assertOpen();
-    return templateWriter({ blobWriter: (size) => this.blobWriter(size), stageVerifiedTemplate: (entry) => this.stageTemplate(entry) }, expectedSize, hashParts, expectedId);
+    return templateWriter(
+      {
+        blobWriter: (size) => this.blobWriter(size),
+        stageVerifiedTemplate: (entry) => this.stageTemplate(entry),
+        heldBlob: (id) => {
+          const bytes = this.blobs.get(id) ?? bytesOf(this.state, id);
+          const builder = new OutboardBuilder();
+          builder.update(bytes);
+          return { outboard: builder.finish().outboard, read: (offset, length) => bytes.subarray(offset, offset + length) };
+        },
+      },
+      expectedSize,
+      hashParts,
+      expectedId,
+    );
   }
 
   private templateHints: ReadonlyMap<Digest, HashPartSet> = new Map();
@@ -281,7 +304,7 @@ class MemoryIngest implements Ingest {
           yield staged.subarray(offset, offset + length);
         }
       : (offset: number, length: number) => readRange(this.state, normalized, offset, length);
-    const entry = await verifyTemplate(id, size, normalized, record, read);
+    const entry = await verifyTemplate(id, size, { id: normalized, size: staged ? staged.length : this.state.blobs.get(normalized)!.size }, record, read);
     this.assertOpen();
     if (!staged) this.touched.add(normalized);
     this.stageTemplate(entry);

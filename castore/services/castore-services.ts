@@ -72,8 +72,9 @@ export interface Ingest {
    * `normalized` with `record` (template-record.ts), from a source the
    * store does not trust: verified first by restoring N and hashing.
    * Refuses a record that does not decode (REFERENCES_INVALID), an N that
-   * neither the store nor this ingest holds (BLOB_NOT_FOUND), and a restore
-   * that is not `id` (BLOB_CORRUPT); a refused template stages nothing. A
+   * neither the store nor this ingest holds (BLOB_NOT_FOUND), a size other
+   * than N's and a restore that is not `id` (BLOB_CORRUPT); a refused
+   * template stages nothing. A
    * blob the store already holds is only kept alive, as `blobWriter` does.
    */
   putTemplate(id: Digest, size: number, normalized: Digest, record: Uint8Array): Promise<void>;

@@ -14,7 +14,7 @@ import { seededRandom } from '../../test/seeded-random.js';
 import { OutboardBuilder } from '../blake3/index.js';
 import { fsck } from '../fsck.js';
 import { collectGarbage } from '../gc.js';
-import { ingestStorePath } from '../ingest-store-path.js';
+import { ingestStorePath, storePathHashParts } from '../ingest-store-path.js';
 import { exportNar } from '../nar-export.js';
 import { digestFromBytes, type Digest } from '../node.js';
 import { encodeTemplateRecord, normalizeReferences, templateOf } from '../references/index.js';
@@ -140,6 +140,13 @@ export function templateCases(store: () => CastoreServices, tick: () => void): v
     expect(await storedBlobBytes(store())).toBe(before);
     expect((await listBlobs(store())).filter((blob) => blob.template !== undefined).length).toBe(templatesBefore + 3);
     expect((await collect(exportNar(store(), second.app.root))).equals(second.appNar)).toBe(true);
+    // X's id and outboard come from the deduplicated N's tree with the site groups re-hashed: they are the real ones.
+    const app = version(2).appFiles.app!;
+    expect(await store().blobs.stat(b3sum(app))).toEqual({ size: app.length });
+    const builder = new OutboardBuilder();
+    builder.update(app);
+    expect(Buffer.from(await store().blobs.readOutboard(b3sum(app))).equals(builder.finish().outboard)).toBe(true);
+    expect((await fsck(store(), { checkNars: true })).problems).toEqual([]);
     // Without normalization the same rebuild stores the changed files again.
     await ingestStorePath(store(), encodeNar(narEvents(version(3).appFiles)), { storePath: version(3).app, references: [] }, { normalizeReferences: false });
     expect(await storedBlobBytes(store())).toBeGreaterThan(before + 2 * 1024 * 1024);
@@ -185,6 +192,9 @@ export function templateCases(store: () => CastoreServices, tick: () => void): v
       const swapped = encodeTemplateRecord(templateOf(refs, [...hashParts].reverse()));
       await expect(ingest.putTemplate(x, real.length, n, swapped)).rejects.toMatchObject({ code: 'BLOB_CORRUPT' });
       await expect(ingest.putTemplate(x, real.length, n, text('garbage'))).rejects.toMatchObject({ code: 'REFERENCES_INVALID' });
+      // A size that is not N's (a hostile peer's huge claim) is refused before anything is read.
+      await expect(ingest.putTemplate(x, 2 ** 50, n, record)).rejects.toMatchObject({ code: 'BLOB_CORRUPT' });
+      await expect(ingest.putTemplate(x, -1, n, record)).rejects.toMatchObject({ code: 'BLOB_CORRUPT' });
     });
     expect(await store().blobs.stat(x)).toBeUndefined();
     // N now stored (committed above): a later ingest's verified template is read back as the real bytes.
@@ -200,5 +210,25 @@ export function templateCases(store: () => CastoreServices, tick: () => void): v
     });
     expect((await collect(store().blobs.read(b3sum(run)))).equals(run)).toBe(true);
     expect((await fsck(store())).problems).toEqual([]);
+  });
+
+  it('a template writer refuses a file longer or shorter than declared, buffered or streamed, and stages nothing of it', async () => {
+    const hashParts = storePathHashParts(version(5).app, [version(5).lib]);
+    for (const bytes of [version(5).appFiles.run!, version(5).appFiles.app!]) {
+      const ingest = store().beginIngest();
+      const long = ingest.templateWriter(bytes.length - 1, hashParts);
+      expect(() => long.write(bytes)).toThrow(expect.objectContaining({ code: 'BLOB_CORRUPT' }));
+      long.discard();
+      const short = ingest.templateWriter(bytes.length + 1, hashParts);
+      short.write(bytes);
+      expect(() => short.finish()).toThrow(expect.objectContaining({ code: 'BLOB_CORRUPT' }));
+      const right = ingest.templateWriter(bytes.length, hashParts);
+      right.write(bytes);
+      expect(right.finish()).toBe(b3sum(bytes));
+      ingest.abort();
+      expect(await store().blobs.missing([b3sum(bytes)])).toEqual([b3sum(bytes)]);
+      expect(() => ingest.templateWriter(1, hashParts)).toThrow(expect.objectContaining({ code: 'INGEST_ABORTED' }));
+    }
+    expect((await listBlobs(store())).filter((blob) => blob.template !== undefined)).toEqual([]);
   });
 }

@@ -5,29 +5,34 @@
  * of the path or its references in it) or its normalized blob N plus a
  * template row X → (N, record) (docs/castore.md, "Reference-aware blobs").
  *
- * X and N come from one pass over the same bytes — the real ones feed X's
- * outboard builder, the normalized ones N's writer — so the template row is
- * known to restore to X without reading anything back: the backend stages
- * it as trusted. (A template from elsewhere goes through `putTemplate`,
- * which restores and hashes before it stages.)
+ * X and N come from the same bytes in one pass — N's writer takes the
+ * normalized ones, X is hashed from the real ones (or, for a large file,
+ * from N's tree with the groups that hold a site re-hashed) — so the
+ * template row is known to restore to X: the backend stages it as trusted.
+ * (A template from elsewhere goes through `putTemplate`, which restores
+ * and hashes before it stages.)
  *
  * Files up to BUFFERED_MAX bytes are taken whole (most of a closure): one
  * scan, and a file without a site is staged once, hashed once. Larger ones
- * stream (memory: a chunk, 31 bytes of carry, the sites), at the cost of
- * hashing both forms even when no site turns up.
+ * stream into N's writer (memory: a chunk, 31 bytes of carry, the sites),
+ * and X's tree is N's with the groups that hold a site re-hashed
+ * (realRoot): each byte is hashed once either way.
  */
-import { blake3, GROUP_SIZE, OutboardBuilder } from '../blake3/index.js';
+import { blake3, GROUP_SIZE, groupChainingValue, groupCount, GroupBuffer, OutboardBuilder, outboardFromGroupCvs, verifyOutboard } from '../blake3/index.js';
 import { CastoreError } from '../errors.js';
-import { digestFromBytes, type Digest } from '../node.js';
+import { digestFromBytes, digestToBytes, type Digest } from '../node.js';
 import {
   decodeTemplateRecord,
   encodeTemplateRecord,
+  HASH_PART_LENGTH,
   type HashPartSet,
   MAX_TEMPLATE_SITES,
   normalizeReferences,
   ReferenceNormalizer,
+  ReferenceRestorer,
   restoreTemplateRange,
   templateOf,
+  templateWindow,
   type ReferenceSite,
 } from '../references/index.js';
 import type { BlobWriter } from './blob-service.js';
@@ -51,9 +56,15 @@ export interface TemplateStaging {
   blobWriter(expectedSize: number): BlobWriter;
   /** Stages a template row whose restore is known to hash to `entry.id`; N was staged (or deduplicated) by `blobWriter`. */
   stageVerifiedTemplate(entry: TemplateEntry): void;
+  /**
+   * A blob `blobWriter` just finished (staged, or already held): its
+   * outboard, and its bytes by range, synchronously. Asked only for files
+   * over BUFFERED_MAX with sites, and only for the groups the sites touch.
+   */
+  heldBlob(id: Digest): { outboard: Uint8Array; read(offset: number, length: number): Uint8Array };
 }
 
-/** X's id and outboard from its real bytes held whole (small ones through the native whole-input hash). */
+/** X's id and outboard from its real bytes held whole (a blob of one group has no outboard: hashed as a whole input). */
 function rootOf(bytes: Uint8Array): { id: Digest; outboard: Uint8Array } {
   if (bytes.length <= GROUP_SIZE) return { id: digestFromBytes(blake3(bytes)), outboard: new Uint8Array(0) };
   const builder = new OutboardBuilder();
@@ -120,14 +131,12 @@ function bufferedWriter(staging: TemplateStaging, expectedSize: number, hashPart
 
 function streamingWriter(staging: TemplateStaging, expectedSize: number, hashParts: HashPartSet, expectedId: Digest | undefined): BlobWriter {
   const normalizer = new ReferenceNormalizer(hashParts, { maxSites: MAX_TEMPLATE_SITES });
-  const real = new OutboardBuilder();
   const inner = staging.blobWriter(expectedSize);
   let size = 0;
   return {
     write(chunk) {
       size += chunk.length;
       if (size > expectedSize) throw lengthError(size, expectedSize);
-      real.update(chunk);
       const out = normalizer.push(chunk);
       if (out.length > 0) inner.write(out);
     },
@@ -138,21 +147,16 @@ function streamingWriter(staging: TemplateStaging, expectedSize: number, hashPar
       }
       const rest = normalizer.end();
       if (rest.length > 0) inner.write(rest);
-      const { root, outboard } = real.finish();
-      const id = digestFromBytes(root);
-      try {
-        checkExpected(id, expectedId);
-      } catch (error) {
-        inner.discard();
-        throw error;
-      }
       const normalized = inner.finish();
+      // Nothing was replaced: N is the file itself, and X was hashed once, as N.
       if (normalizer.refs.length === 0) {
-        // Nothing was replaced: N is the file itself.
-        if (id !== normalized) throw new CastoreError('BLOB_CORRUPT', `a file without reference sites hashed to ${id} and ${normalized}`, { objectId: id });
-        return id;
+        checkExpected(normalized, expectedId);
+        return normalized;
       }
-      return stage(staging, size, normalized, normalizer.refs, hashParts, { id, outboard });
+      const real = realRoot(staging, normalized, size, normalizer.refs, hashParts);
+      // Checked once X is known, i.e. after N was staged: N then stays as an ordinary blob nothing names (GC sweeps it).
+      checkExpected(real.id, expectedId);
+      return stage(staging, size, normalized, normalizer.refs, hashParts, real);
     },
     discard() {
       inner.discard();
@@ -161,35 +165,70 @@ function streamingWriter(staging: TemplateStaging, expectedSize: number, hashPar
 }
 
 /**
+ * X's id and outboard from N's: a 16 KiB group without a site has the same
+ * bytes, so the same chaining value, in both; only the groups a site
+ * touches are read back from N, restored and hashed, and the tree above
+ * the groups is rebuilt. So a large file is hashed once however many
+ * sites it has (hashing the real bytes too doubled a large file's ingest).
+ */
+function realRoot(staging: TemplateStaging, normalized: Digest, size: number, sites: readonly ReferenceSite[], hashParts: HashPartSet): { id: Digest; outboard: Uint8Array } {
+  const held = staging.heldBlob(normalized);
+  const tree = verifyOutboard(digestToBytes(normalized), size, held.outboard, normalized);
+  const count = groupCount(size);
+  const cvs = new Uint32Array(count * 8);
+  for (let group = 0; group < count; group++) cvs.set(tree.groupCv(group)!, group * 8);
+  const touched = new Set<number>();
+  for (const { offset } of sites) {
+    touched.add(Math.floor(offset / GROUP_SIZE));
+    touched.add(Math.floor((offset + HASH_PART_LENGTH - 1) / GROUP_SIZE));
+  }
+  const buffer = new GroupBuffer();
+  for (const group of touched) {
+    const start = group * GROUP_SIZE;
+    const length = Math.min(GROUP_SIZE, size - start);
+    const window = templateWindow(sites, start, length);
+    const restorer = new ReferenceRestorer(window.sites, hashParts, window.length);
+    const real = restorer.push(held.read(window.offset, window.length));
+    restorer.end();
+    cvs.set(groupChainingValue(real.subarray(window.skip, window.skip + length), group, buffer), group * 8);
+  }
+  const { root, outboard } = outboardFromGroupCvs(cvs, count, buffer);
+  return { id: digestFromBytes(root), outboard };
+}
+
+/**
  * The template entry for X (`size` bytes) stored as normalized blob
  * `normalized` + `record`, from a place the backend does not trust: the
  * record decoded strictly (REFERENCES_INVALID), N's bytes read by
  * `readNormalized` (which refuses an absent N with BLOB_NOT_FOUND), restored
- * and hashed; refuses (BLOB_CORRUPT, naming X) bytes that do not restore
- * to X. Nothing is staged here: the caller stages what this returns.
+ * and hashed; refuses (BLOB_CORRUPT, naming X) a size other than N's and
+ * bytes that do not restore to X. Nothing is staged here: the caller
+ * stages what this returns.
  */
 export async function verifyTemplate(
   id: Digest,
   size: number,
-  normalized: Digest,
+  normalized: { id: Digest; size: number },
   record: Uint8Array,
   readNormalized: (offset: number, length: number) => AsyncIterable<Uint8Array>,
 ): Promise<TemplateEntry> {
   if (!Number.isSafeInteger(size) || size < 0) throw new CastoreError('BLOB_CORRUPT', `a template of ${size} bytes cannot be`, { objectId: id });
+  // A normalized file has the real file's length.
+  if (normalized.size !== size) throw new CastoreError('BLOB_CORRUPT', `a template of ${size} bytes cannot be over ${normalized.id} of ${normalized.size}`, { objectId: id });
   const decoded = decodeTemplateRecord(record, size);
   const builder = new OutboardBuilder();
   try {
     for await (const chunk of restoreTemplateRange(decoded, 0, size, readNormalized)) builder.update(chunk);
   } catch (error) {
     if (error instanceof CastoreError && error.code === 'REFERENCES_INVALID') {
-      throw new CastoreError('BLOB_CORRUPT', `template of ${id} over ${normalized} does not restore: ${error.message}`, { objectId: id, cause: error });
+      throw new CastoreError('BLOB_CORRUPT', `template of ${id} over ${normalized.id} does not restore: ${error.message}`, { objectId: id, cause: error });
     }
     throw error;
   }
   const { root, outboard, size: restoredSize } = builder.finish();
   const restored = digestFromBytes(root);
   if (restoredSize !== size || restored !== id) {
-    throw new CastoreError('BLOB_CORRUPT', `template over ${normalized} restores to ${restored} (${restoredSize} bytes), not ${id} (${size})`, { objectId: id });
+    throw new CastoreError('BLOB_CORRUPT', `template over ${normalized.id} restores to ${restored} (${restoredSize} bytes), not ${id} (${size})`, { objectId: id });
   }
-  return { id, size, normalized, record: new Uint8Array(record), outboard };
+  return { id, size, normalized: normalized.id, record: new Uint8Array(record), outboard };
 }
