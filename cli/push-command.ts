@@ -93,7 +93,7 @@ export const pushCommand: Command = {
           term`${[
             term`pushed ${roots.join(' ')} (${report.closureSize} store path${report.closureSize === 1 ? '' : 's'}, ${formatBytes(report.closureNarBytes)} as NARs) over ${client.transportKind?.toUpperCase()}\n`,
             term`  new store paths: ${report.registered.length}, already present: ${report.closureSize - report.registered.length}\n`,
-            term`  sent ${report.blobsSent} blobs, ${report.templatesSent} templates (files that differ from ones the coordinator has only in store path hashes) and ${report.directoriesSent} directories, ${formatBytes(report.bytesSent)}; ${report.blobsPresent} blobs were already there\n`,
+            term`  sent ${report.blobsSent} blobs, ${report.templatesSent} templates and ${report.directoriesSent} directories, ${formatBytes(report.bytesSent)}; ${report.blobsPresent} blobs were already there\n`,
             term`  audit event ${report.seq}\n`,
           ]}`,
         );

@@ -43,7 +43,7 @@ const HTTP2_IDLE_SESSION_MS = 30_000;
  * cap (TOO_MANY_WATCHES) bounds watches whatever this allows.
  */
 const HTTP2_MAX_CONCURRENT_STREAMS = 32;
-/** How long a stopping coordinator lets HTTP/2 requests under way finish before it cuts their connections. */
+/** How long a stopping coordinator lets requests under way finish before it cuts the connections left. */
 const HTTP2_CLOSE_GRACE_MS = 5_000;
 /** The largest header block a client may send (HTTP/1.1's default limit is 16 KiB too). */
 const HTTP2_MAX_HEADER_LIST_BYTES = 16 * 1024;
@@ -117,7 +117,11 @@ export function startHttpServer(coordinator: Coordinator, host: string, port: nu
   // applied; with Nagle, a reply written in pieces waited for the client's delayed ACK (bench/README.md, "Figures behind code comments").
   // keepAlive: an agent's watch is a request held for minutes; TCP keepalives (from the kernel, no work
   // here) keep NAT mappings on the way open and let a vanished agent's connection be closed.
+  /** Every connection accepted and still open: what a stopping server cuts after its grace period. */
+  const connections = new Set<net.Socket>();
   const listener = net.createServer({ pauseOnConnect: true, noDelay: true, keepAlive: true, keepAliveInitialDelay: TCP_KEEPALIVE_MS }, (socket) => {
+    connections.add(socket);
+    socket.once('close', () => connections.delete(socket));
     socket.setTimeout(FIRST_BYTE_TIMEOUT_MS, () => socket.destroy());
     socket.once('readable', () => {
       socket.setTimeout(0);
@@ -148,8 +152,9 @@ export function startHttpServer(coordinator: Coordinator, host: string, port: nu
             // GOAWAY: requests under way finish. One whose client stopped reading waits for a flow-control
             // window that never opens (over HTTP/1.1 the kernel's buffers took such a reply), so after a grace
             // period what is left is cut.
+            // The raw sockets are cut, not the sessions: a session an error destroyed can leave its socket open.
             for (const session of sessions) session.close();
-            if (sessions.size > 0) setTimeout(() => sessions.forEach((session) => session.destroy()), HTTP2_CLOSE_GRACE_MS).unref();
+            setTimeout(() => connections.forEach((socket) => socket.destroy()), HTTP2_CLOSE_GRACE_MS).unref();
             listener.close(() => done());
           }),
       });

@@ -60,7 +60,7 @@ describe.skipIf(skipReason !== undefined)('ferry push with real Nix', () => {
     const second = ferry('push', fixture.app, '--url', url);
     expect(second.status, second.stderr).toBe(0);
     expect(second.stdout).toMatch(/new store paths: 0, already present: \d+/);
-    expect(second.stdout).toMatch(/sent 0 blobs and 0 directories, 0 B/);
+    expect(second.stdout).toMatch(/sent 0 blobs, 0 templates and 0 directories, 0 B/);
     const log = ferry('audit', 'log', '--action', 'store.push', '--url', url, '--json');
     // JSON lines, one event each.
     expect(log.stdout.trim().split('\n').map((line) => (JSON.parse(line) as { action: string }).action)).toEqual(['store.push', 'store.push']);
