@@ -9,7 +9,7 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import type { LocalCastore, Digest, Node, StorePathInfo } from '../castore/index.js';
+import type { BlobTemplate, LocalCastore, Digest, Node, StorePathInfo } from '../castore/index.js';
 import { storePathLocation } from '../nix/store-path.js';
 
 /**
@@ -17,9 +17,16 @@ import { storePathLocation } from '../nix/store-path.js';
  * (paths not there are skipped), recording the blobs the castore never
  * stored (the materializer wrote them from verified bytes: the fetch hands
  * batched blobs to it only). Idempotent; a blob in several of them ends up
- * read from one. Returns what LocalCastore.adoptStoreFiles reports.
+ * read from one. `templates` (what the fetch was told of its blobs) are
+ * kept for the files they verify against, so that the next rebuild is
+ * restored from these files. Returns what LocalCastore.adoptStoreFiles reports.
  */
-export function adoptMaterializedFiles(store: LocalCastore, storeDir: string, storePaths: readonly StorePathInfo[]): { adopted: number; releasedBytes: number } {
+export function adoptMaterializedFiles(
+  store: LocalCastore,
+  storeDir: string,
+  storePaths: readonly StorePathInfo[],
+  templates?: ReadonlyMap<Digest, BlobTemplate>,
+): { adopted: number; releasedBytes: number } {
   function* filesOf(node: Node, location: string): Generator<{ id: Digest; size: number; file: string }> {
     if (node.type === 'file') yield { id: node.digest, size: node.size, file: location };
     else if (node.type === 'directory') for (const entry of store.readDirectory(node.digest)) yield* filesOf(entry, path.join(location, entry.name));
@@ -30,5 +37,5 @@ export function adoptMaterializedFiles(store: LocalCastore, storeDir: string, st
       if (existsSync(location)) yield* filesOf(info.root, location);
     }
   }
-  return store.adoptStoreFiles(materializedFiles(), { recordMissing: true });
+  return store.adoptStoreFiles(materializedFiles(), { recordMissing: true, ...(templates ? { templates } : {}) });
 }

@@ -16,7 +16,7 @@ import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { BundleError, collectGarbage, copyClosure, LocalCastore, openVouchedClosure, readBundle, referencesFirst, type BundleManifest, type StorePathInfo, type TransferProgress } from '../castore/index.js';
+import { BundleError, collectGarbage, copyClosure, LocalCastore, openVouchedClosure, readBundle, referencesFirst, type BlobTemplate, type BundleManifest, type Digest, type StorePathInfo, type TransferProgress } from '../castore/index.js';
 import { ActivationEnvironmentError, environmentRefusal } from '../protocol/activation-environment.js';
 import { compareHlc, HlcStringSchema, parseHlc } from '../protocol/hlc.js';
 import { dataClientFor, discoverDataPlane, type DataPlaneRoute, type OpenDataClientOptions } from '../protocol/connect.js';
@@ -619,6 +619,7 @@ export class Agent {
     this.save();
     const previous = this.generations.current();
     let generation: Generation;
+    let fetchedTemplates: ReadonlyMap<Digest, BlobTemplate> | undefined;
     if (resuming && previous?.configId === config.id) {
       // Killed after the switch: the generation is complete, activation (idempotent) runs again.
       generation = previous;
@@ -649,7 +650,9 @@ export class Agent {
             },
           });
           const deltas = fetched.deltaBlobs > 0 ? ` (${fetched.deltaBlobs} rebuilt from their previous version with ${fetched.deltaGroupBytes} bytes of changed 16 KiB groups)` : '';
-          this.events.add('fetched', `fetched ${fetched.copiedStorePaths} store paths, ${fetched.copiedBlobs} blobs, ${fetched.copiedBytes} bytes${deltas}`, config.id);
+          const restored = fetched.restoredBlobs > 0 ? `; ${fetched.restoredBlobs} files restored from ones already here that differ only in store path hashes` : '';
+          this.events.add('fetched', `fetched ${fetched.copiedStorePaths} store paths, ${fetched.copiedBlobs} blobs, ${fetched.copiedBytes} bytes${deltas}${restored}`, config.id);
+          fetchedTemplates = fetched.templates;
           storePaths = fetched.storePaths;
         }
         written = await materializer.finish();
@@ -674,7 +677,7 @@ export class Agent {
       this.events.add('switched', `profile -> generation ${generation.number}`, config.id);
     }
     const result = await this.activateGeneration(config, generation, previous);
-    this.keepBytesOnce(generation);
+    this.keepBytesOnce(generation, fetchedTemplates);
     return result;
   }
 
@@ -718,11 +721,11 @@ export class Agent {
    * critical path; a failure only leaves the bytes stored twice until the
    * next deployment, so it is logged, not thrown.
    */
-  private keepBytesOnce(generation: Generation): void {
+  private keepBytesOnce(generation: Generation, templates?: ReadonlyMap<Digest, BlobTemplate>): void {
     try {
       const store = this.castore();
       const infos = generation.closure.map((storePath) => store.getStorePath(storePath)).filter((info) => info !== undefined);
-      const { adopted, releasedBytes } = adoptMaterializedFiles(store, this.state.storeDir, infos);
+      const { adopted, releasedBytes } = adoptMaterializedFiles(store, this.state.storeDir, infos, templates);
       if (adopted > 0) this.events.add('adopted', `castore: ${adopted} blobs read from the store's files from now on (${releasedBytes} bytes of its own copies released)`, generation.configId);
     } catch (error) {
       this.log(`ferry agent: could not release the castore's copy of generation ${generation.number}: ${(error as Error).message}`);

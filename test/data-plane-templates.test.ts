@@ -17,7 +17,9 @@ import { MAX_TEMPLATE_QUERY } from '../protocol/data-protocol.js';
 import type { BlobTemplate } from '../castore/services/index.js';
 import { openDataClient } from '../protocol/connect.js';
 import type { DataClient } from '../protocol/data-client.js';
-import { addTreeAsStorePath, enrollAgent, fakeStorePath, fetchConfigClosure, narBytes, signedConfig, startTestCoordinator, type TestCoordinator } from './data-plane-fixture.js';
+import { Agent } from '../agent/index.js';
+import { storePathLocation } from '../nix/store-path.js';
+import { addTreeAsStorePath, enrollAgent, enrollStateDir, fakeStorePath, fetchConfigClosure, narBytes, narOfTree, signedConfig, startTestCoordinator, type TestCoordinator } from './data-plane-fixture.js';
 
 let test: TestCoordinator;
 let work: string;
@@ -47,7 +49,7 @@ interface Generation {
  * release gives both new store paths, as a Nix rebuild does; app's bytes
  * differ only in the hash parts.
  */
-async function generation(release: string): Promise<Generation> {
+async function generation(release: string, graph = 'templates'): Promise<Generation> {
   const lib = fakeStorePath(`lib-${release}`);
   const app = fakeStorePath(`app-${release}`);
   const libDir = path.join(work, `lib-${release}`);
@@ -61,9 +63,8 @@ async function generation(release: string): Promise<Generation> {
   // Ingested on the coordinator with their references, as `nix copy --to` into its cache does.
   await addTreeAsStorePath(test.coordinator.castore, libDir, lib, [lib]);
   await addTreeAsStorePath(test.coordinator.castore, appDir, app, [app, lib]);
-  const graph = 'templates';
   const head = test.coordinator.state.get('graphs', graph);
-  const configId = (await test.adminClient.call('graphs.submit', { graph, ...signedConfig(test.admin, graph, head ? [head.head] : [], { 'x86_64-linux': app }) })).configId;
+  const configId = (await test.adminClient.call('graphs.submit', { graph, ...signedConfig(test.admin, graph, head ? [head.head] : [], { 'x86_64-linux': app }, release, { activate: 'true' }) })).configId;
   return { lib, app, configId };
 }
 
@@ -137,6 +138,50 @@ describe('reference-aware blobs over the data plane', () => {
       await expect(askTemplates(client, [foreign])).rejects.toMatchObject({ code: 'FORBIDDEN' });
     } finally {
       await client.close();
+    }
+  });
+});
+
+describe('an agent, across a rebuild', () => {
+  it('restores the rebuilt files from its own store files, keeping each byte once on disk', async () => {
+    const graph = 'templates-agent';
+    const first = await generation('3.0', graph);
+    const stateDir = path.join(work, 'agent-state');
+    const { agentId } = await enrollStateDir(test, { stateDir, name: 'tmpl-agent' });
+    await test.adminClient.call('agents.assign', { agentId, graph });
+    const agent = new Agent(stateDir, { log: () => undefined });
+    try {
+      await agent.runOnce();
+      expect(agent.generations.current()?.configId).toBe(first.configId);
+      const stored = () => {
+        const castore = LocalCastore.open(path.join(stateDir, 'castore'));
+        try {
+          return castore.stats();
+        } finally {
+          castore.close();
+        }
+      };
+      // Adopted: every file is read from the store, the castore keeps no copy of the 5 MiB of binaries
+      // (nor of their normalized blobs), and knows which files are templates over what.
+      const afterFirst = stored();
+      expect(afterFirst.adoptedBlobs).toBe(4);
+      expect(afterFirst.templatedBlobs).toBe(3);
+      expect(afterFirst.blobs).toBe(4);
+
+      const rebuilt = await generation('3.0.1', graph);
+      await agent.runOnce();
+      expect(agent.generations.current()?.configId).toBe(rebuilt.configId);
+      const fetched = agent.events.read().filter((event) => event.kind === 'fetched').at(-1)!;
+      // libdemo.so and .app-wrapped are restored from generation 1's files; the release note is new, and so is the
+      // wrapper script, whose store paths' names (not only their hashes) changed with the version.
+      expect(fetched.message).toMatch(/fetched 2 store paths, 2 blobs, \d{2,3} bytes; 2 files restored/);
+      expect(stored().blobs).toBe(8);
+      for (const storePath of [rebuilt.lib, rebuilt.app]) {
+        const materialized = narOfTree(storePathLocation(path.join(stateDir, 'store'), storePath));
+        expect((await materialized).equals(await narBytes(test.coordinator.castore, storePath))).toBe(true);
+      }
+    } finally {
+      await agent.close();
     }
   });
 });

@@ -10,7 +10,7 @@
  * reads here, which serve a closure's many small files without a promise
  * each (bench/materialize.bench.ts).
  */
-import { closeSync, createReadStream, openSync, readSync, rmSync } from 'node:fs';
+import { closeSync, createReadStream, openSync, readFileSync, readSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { BlobTemplate } from '../services/blob-templates.js';
 import { CastoreError } from '../errors.js';
@@ -20,7 +20,7 @@ import { blake3, blake3Hasher, GROUP_SIZE, OutboardBuilder } from '../blake3/ind
 import type { BlobStat } from '../services/blob-service.js';
 import { walkClosure, withIngest, type CastoreServices, type Clock } from '../services/castore-services.js';
 import { StorePathInfoSchema, type StorePathInfo } from '../store-path-info.js';
-import { decodeTemplateRecord, restoreReferences, restoreTemplateRange, type TemplateRecord } from '../references/index.js';
+import { decodeTemplateRecord, placeholdersAt, restoreReferences, restoreTemplateRange, type TemplateRecord } from '../references/index.js';
 import { blobDataPath } from './blob-files.js';
 import { openCastoreDatabase, type CastoreDatabase } from './database.js';
 import { cleanStaleIngests } from './ingest-registry.js';
@@ -52,6 +52,27 @@ interface BlobLocation {
   storeFile: string | null;
   template: Digest | null;
   templateRecord: Buffer | null;
+}
+
+/**
+ * When a blob's row can be read (SQL over `b`): its own bytes or adopted
+ * file, or a template whose normalized blob has a row or can be derived
+ * from an adopted file over it.
+ */
+const READABLE_ROW = `b.store_file IS NOT NULL OR b.template IS NULL
+  OR EXISTS (SELECT 1 FROM blobs n WHERE n.id = b.template)
+  OR EXISTS (SELECT 1 FROM blobs s WHERE s.template = b.template AND s.store_file IS NOT NULL)`;
+
+/** Whether `file` (`size` bytes) with the placeholder at `template`'s sites hashes to its normalized blob. */
+function fileNormalizesTo(file: string, size: number, template: BlobTemplate): boolean {
+  try {
+    const bytes = readFileSync(file);
+    if (bytes.length !== size) return false;
+    const { sites } = decodeTemplateRecord(template.record, size);
+    return digestFromBytes(blake3(placeholdersAt(bytes, sites))) === template.normalized;
+  } catch {
+    return false;
+  }
 }
 
 /** Templates nest at most this deep (a normalized blob that is itself a template: only contrived files do that). */
@@ -131,12 +152,22 @@ export class LocalCastore implements CastoreServices, LocalReads {
     this.pathInfo = new LocalPathInfoService(this.context, this);
     this.maintenance = new LocalMaintenance(this.context);
     this.statements = {
-      // A templated blob is there when its normalized blob is too.
-      presentBlobs: this.db.prepare<[string], string>(`SELECT b.id FROM json_each(?) j JOIN blobs b ON b.id = j.value WHERE (b.template IS NULL OR EXISTS (SELECT 1 FROM blobs n WHERE n.id = b.template))`).pluck(),
+      // A templated blob is there when it is adopted or its normalized blob is there; a normalized blob
+      // without a row of its own is there when an adopted file is a template over it (readDerivedNormalized).
+      presentBlobs: this.db
+        .prepare<[string], string>(
+          `SELECT j.value FROM json_each(?) j
+           WHERE EXISTS (SELECT 1 FROM blobs b WHERE b.id = j.value AND (${READABLE_ROW}))
+              OR EXISTS (SELECT 1 FROM blobs s WHERE s.template = j.value AND s.store_file IS NOT NULL)`,
+        )
+        .pluck(),
+      derivationSource: this.db.prepare<[string], { id: Digest; size: number; storeFile: string; templateRecord: Buffer }>(
+        'SELECT id, size, store_file AS storeFile, template_record AS templateRecord FROM blobs WHERE template = ? AND store_file IS NOT NULL LIMIT 1',
+      ),
       batchLocations: this.db.prepare<[string], BlobLocation & { id: Digest; offset: number | null }>(
         'SELECT b.id, b.size, b.pack, b.pack_offset AS offset, b.pack_offset AS packOffset, b.store_file AS storeFile, b.template, b.template_record AS templateRecord FROM json_each(?) j JOIN blobs b ON b.id = j.value',
       ),
-      blobStat: this.db.prepare<[string], { size: number; packed: number }>(`SELECT size, pack IS NOT NULL AS packed FROM blobs b WHERE id = ? AND (b.template IS NULL OR EXISTS (SELECT 1 FROM blobs n WHERE n.id = b.template))`),
+      blobStat: this.db.prepare<[string], { size: number; packed: number }>(`SELECT size, pack IS NOT NULL AS packed FROM blobs b WHERE id = ? AND (${READABLE_ROW})`),
       blobLocation: this.db.prepare<[string], BlobLocation>(
         'SELECT size, pack, pack_offset AS packOffset, store_file AS storeFile, template, template_record AS templateRecord FROM blobs WHERE id = ?',
       ),
@@ -178,7 +209,29 @@ export class LocalCastore implements CastoreServices, LocalReads {
 
   statBlob(id: Digest): LocalBlobStat | undefined {
     const row = this.statements.blobStat.get(id);
-    return row ? { size: row.size, packed: row.packed === 1 } : undefined;
+    if (row) return { size: row.size, packed: row.packed === 1 };
+    const source = this.statements.derivationSource.get(id);
+    return source && { size: source.size, packed: false };
+  }
+
+  /**
+   * A normalized blob that no row holds, derived from an adopted file kept
+   * as a template over it (adoptStoreFiles): the file's bytes, verified
+   * against its own id, with the placeholder written at its template's
+   * sites — exactly the normalized blob, since restoring it gave the file.
+   * Undefined when no adopted file is a template over `id`.
+   */
+  private readDerivedNormalized(id: Digest): Uint8Array | undefined {
+    const source = this.statements.derivationSource.get(id);
+    if (!source) return undefined;
+    const bytes = this.readStoreFile(source.id, source.size, source.storeFile);
+    let record: TemplateRecord;
+    try {
+      record = decodeTemplateRecord(new Uint8Array(source.templateRecord), source.size);
+    } catch (error) {
+      throw corruptTemplate(source.id, id, error);
+    }
+    return placeholdersAt(bytes, record.sites);
   }
 
   hasBlob(id: Digest): boolean {
@@ -227,13 +280,13 @@ export class LocalCastore implements CastoreServices, LocalReads {
     function* runs(): Generator<Uint8Array> {
       for (let index = 0; index < located.length; ) {
         const first = located[index]!;
-        if (first.template !== null) {
-          yield store.readTemplateSync(first.id, first, 0);
+        if (first.storeFile !== null) {
+          yield store.readStoreFile(first.id, first.size, first.storeFile);
           index++;
           continue;
         }
-        if (first.storeFile !== null) {
-          yield store.readStoreFile(first.id, first.size, first.storeFile);
+        if (first.template !== null) {
+          yield store.readTemplateSync(first.id, first, 0);
           index++;
           continue;
         }
@@ -364,21 +417,27 @@ export class LocalCastore implements CastoreServices, LocalReads {
    */
   async *readBlob(id: Digest, range: { offset?: number; length?: number } = {}): AsyncGenerator<Uint8Array> {
     const row = this.statements.blobLocation.get(id);
-    if (!row) throw new CastoreError('BLOB_NOT_FOUND', `blob ${id} is not in the store`, { objectId: id });
+    const derived = row ? undefined : this.readDerivedNormalized(id);
+    if (!row && !derived) throw new CastoreError('BLOB_NOT_FOUND', `blob ${id} is not in the store`, { objectId: id });
+    const size = row ? row.size : derived!.length;
     const offset = range.offset ?? 0;
-    const length = range.length ?? row.size - offset;
-    if (offset < 0 || length < 0 || offset + length > row.size) {
-      throw new CastoreError('BLAKE3_BAD_SIZE', `range ${offset}+${length} is outside blob ${id} of ${row.size} bytes`, { objectId: id });
+    const length = range.length ?? size - offset;
+    if (offset < 0 || length < 0 || offset + length > size) {
+      throw new CastoreError('BLAKE3_BAD_SIZE', `range ${offset}+${length} is outside blob ${id} of ${size} bytes`, { objectId: id });
     }
     if (length === 0) return;
-    if (row.template !== null) {
-      yield* this.readTemplate(id, row, offset, length);
+    if (!row) {
+      yield derived!.subarray(offset, offset + length);
       return;
     }
     if (row.storeFile !== null) {
       if (row.size <= SYNC_READ_MAX) yield this.readStoreFile(id, row.size, row.storeFile).subarray(offset, offset + length);
       else if (offset === 0 && length === row.size) yield* this.streamStoreFile(id, row.size, row.storeFile);
-      else yield (await this.readBlobBytes(id)).subarray(offset, offset + length);
+      else yield this.readStoreFile(id, row.size, row.storeFile).subarray(offset, offset + length);
+      return;
+    }
+    if (row.template !== null) {
+      yield* this.readTemplate(id, row, offset, length);
       return;
     }
     if (row.pack !== null) {
@@ -406,9 +465,10 @@ export class LocalCastore implements CastoreServices, LocalReads {
     const record = this.templateRecordOf(id, row, depth);
     const read = (from: number, count: number): AsyncIterable<Uint8Array> => {
       const under = this.statements.blobLocation.get(normalized);
-      if (!under) throw new CastoreError('BLOB_NOT_FOUND', `blob ${id} is a template over ${normalized}, which is not in the store`, { objectId: id });
+      // No row: derived from an adopted file, if there is one (readBlob refuses otherwise).
+      if (!under) return this.readBlob(normalized, { offset: from, length: count });
       if (under.size !== row.size) throw new CastoreError('BLOB_CORRUPT', `blob ${id} of ${row.size} bytes is a template over ${normalized} of ${under.size}`, { objectId: id });
-      return under.template !== null ? this.readTemplate(normalized, under, from, count, depth + 1) : this.readBlob(normalized, { offset: from, length: count });
+      return under.template !== null && under.storeFile === null ? this.readTemplate(normalized, under, from, count, depth + 1) : this.readBlob(normalized, { offset: from, length: count });
     };
     try {
       yield* restoreTemplateRange(record, offset, length, read);
@@ -422,11 +482,14 @@ export class LocalCastore implements CastoreServices, LocalReads {
     const normalized = row.template!;
     const record = this.templateRecordOf(id, row, depth);
     const under = this.statements.blobLocation.get(normalized);
-    if (!under) throw new CastoreError('BLOB_NOT_FOUND', `blob ${id} is a template over ${normalized}, which is not in the store`, { objectId: id });
-    if (under.size !== row.size) throw new CastoreError('BLOB_CORRUPT', `blob ${id} of ${row.size} bytes is a template over ${normalized} of ${under.size}`, { objectId: id });
+    const derived = under ? undefined : this.readDerivedNormalized(normalized);
+    if (!under && !derived) throw new CastoreError('BLOB_NOT_FOUND', `blob ${id} is a template over ${normalized}, which is not in the store`, { objectId: id });
+    const underSize = under ? under.size : derived!.length;
+    if (underSize !== row.size) throw new CastoreError('BLOB_CORRUPT', `blob ${id} of ${row.size} bytes is a template over ${normalized} of ${underSize}`, { objectId: id });
     let bytes: Uint8Array;
-    if (under.template !== null) bytes = this.readTemplateSync(normalized, under, depth + 1);
+    if (!under) bytes = derived!;
     else if (under.storeFile !== null) bytes = this.readStoreFile(normalized, under.size, under.storeFile);
+    else if (under.template !== null) bytes = this.readTemplateSync(normalized, under, depth + 1);
     else if (under.pack !== null) bytes = this.packs.read(under.pack, under.packOffset!, under.size, normalized);
     else bytes = this.readFileBlob(normalized, 0, under.size);
     try {
@@ -453,12 +516,15 @@ export class LocalCastore implements CastoreServices, LocalReads {
    */
   readBlobRangeSync(id: Digest, offset: number, length: number): Uint8Array {
     const row = this.statements.blobLocation.get(id);
-    if (!row) throw new CastoreError('BLOB_NOT_FOUND', `blob ${id} is not in the store`, { objectId: id });
-    if (offset < 0 || length < 0 || offset + length > row.size) {
-      throw new CastoreError('BLAKE3_BAD_SIZE', `range ${offset}+${length} is outside blob ${id} of ${row.size} bytes`, { objectId: id });
+    const derived = row ? undefined : this.readDerivedNormalized(id);
+    if (!row && !derived) throw new CastoreError('BLOB_NOT_FOUND', `blob ${id} is not in the store`, { objectId: id });
+    const size = row ? row.size : derived!.length;
+    if (offset < 0 || length < 0 || offset + length > size) {
+      throw new CastoreError('BLAKE3_BAD_SIZE', `range ${offset}+${length} is outside blob ${id} of ${size} bytes`, { objectId: id });
     }
-    if (row.template !== null) return this.readTemplateSync(id, row, 0).subarray(offset, offset + length);
+    if (!row) return derived!.subarray(offset, offset + length);
     if (row.storeFile !== null) return this.readStoreFile(id, row.size, row.storeFile).subarray(offset, offset + length);
+    if (row.template !== null) return this.readTemplateSync(id, row, 0).subarray(offset, offset + length);
     if (row.pack !== null) return this.packs.read(row.pack, row.packOffset! + offset, length, id);
     return this.readFileBlob(id, offset, length);
   }
@@ -487,15 +553,22 @@ export class LocalCastore implements CastoreServices, LocalReads {
       const builder = new OutboardBuilder();
       const location = this.statements.blobLocation.get(id)!;
       builder.update(
-        location.template !== null
-          ? this.readTemplateSync(id, location, 0)
-          : location.storeFile !== null
-            ? this.readStoreFile(id, location.size, location.storeFile)
+        location.storeFile !== null
+          ? this.readStoreFile(id, location.size, location.storeFile)
+          : location.template !== null
+            ? this.readTemplateSync(id, location, 0)
             : this.packs.read(location.pack!, location.packOffset!, location.size, id),
       );
       return builder.finish().outboard;
     }
-    if (!row) throw new CastoreError('BLOB_NOT_FOUND', `blob ${id} is not in the store`, { objectId: id });
+    if (!row) {
+      const derived = this.readDerivedNormalized(id);
+      if (!derived) throw new CastoreError('BLOB_NOT_FOUND', `blob ${id} is not in the store`, { objectId: id });
+      if (derived.length <= GROUP_SIZE) return new Uint8Array(0);
+      const builder = new OutboardBuilder();
+      builder.update(derived);
+      return builder.finish().outboard;
+    }
     return row.outboard ? new Uint8Array(row.outboard) : new Uint8Array(0);
   }
 
@@ -566,33 +639,59 @@ export class LocalCastore implements CastoreServices, LocalReads {
    * to delete). Returns how many blobs changed place and how many of their
    * bytes the castore held.
    */
-  adoptStoreFiles(files: Iterable<{ id: Digest; size: number; file: string }>, options: { recordMissing?: boolean } = {}): { adopted: number; releasedBytes: number } {
+  adoptStoreFiles(
+    files: Iterable<{ id: Digest; size: number; file: string }>,
+    options: { recordMissing?: boolean; templates?: ReadonlyMap<Digest, BlobTemplate> } = {},
+  ): { adopted: number; releasedBytes: number } {
     const select = this.db.prepare<[string], { size: number; pack: string | null; storeFile: string | null; template: string | null }>(
       'SELECT size, pack, store_file AS storeFile, template FROM blobs WHERE id = ?',
     );
-    // An adopted template becomes an ordinary adopted blob (its normalized blob is then kept only if something else names it).
-    const adopt = this.db.prepare<[string, string]>('UPDATE blobs SET store_file = ?, pack = NULL, pack_offset = NULL, template = NULL, template_record = NULL WHERE id = ?');
-    const record = this.db.prepare<[string, number, number, string]>('INSERT INTO blobs (id, size, pack, pack_offset, outboard, last_used, store_file) VALUES (?, ?, NULL, NULL, NULL, ?, ?)');
+    // An adopted template keeps its template: its normalized blob is then derived from the file (readDerivedNormalized),
+    // so the next rebuild restores from it while the disk holds the bytes once.
+    const adopt = this.db.prepare<[string, string]>('UPDATE blobs SET store_file = ?, pack = NULL, pack_offset = NULL WHERE id = ?');
+    const record = this.db.prepare<[string, number, number, string, string | null, Uint8Array | null]>(
+      'INSERT INTO blobs (id, size, pack, pack_offset, outboard, last_used, store_file, template, template_record) VALUES (?, ?, NULL, NULL, NULL, ?, ?, ?, ?)',
+    );
+    const addTemplate = this.db.prepare<[string, Uint8Array, string]>('UPDATE blobs SET template = ?, template_record = ? WHERE id = ? AND template IS NULL');
+    const normalizedRow = this.db.prepare<[string], { pack: string | null; storeFile: string | null; template: string | null }>(
+      'SELECT pack, store_file AS storeFile, template FROM blobs WHERE id = ?',
+    );
+    const dropRow = this.db.prepare<[string]>('DELETE FROM blobs WHERE id = ?');
     const now = this.clock();
     const ownFiles: Digest[] = [];
+    const templatedNormalized = new Set<Digest>();
     let adopted = 0;
     let releasedBytes = 0;
     this.db
       .transaction(() => {
         for (const { id, size, file } of files) {
           const row = select.get(id);
+          // A template the copy was told of (a claim): kept only if the file, normalized at its sites, is that normalized blob.
+          const claimed = options.templates?.get(id);
+          const template = claimed && (row === undefined || row.template === null) && size <= PACK_MAX && fileNormalizesTo(file, size, claimed) ? claimed : undefined;
           if (!row && options.recordMissing && size <= PACK_MAX) {
-            record.run(id, size, now, file);
+            record.run(id, size, now, file, template?.normalized ?? null, template?.record ?? null);
+            if (template) templatedNormalized.add(template.normalized);
             adopted++;
             continue;
           }
           if (!row || row.size !== size) continue;
+          if (template) addTemplate.run(template.normalized, template.record, id);
+          const normalized = (row.template as Digest | null) ?? template?.normalized;
+          if (normalized) templatedNormalized.add(normalized);
           // A blob's file of its own goes after the commit; one a crash left behind goes the next time.
           if (row.pack === null && row.template === null && size > OWN_FILE_MIN) ownFiles.push(id);
           if (row.storeFile === file) continue;
           if (row.storeFile === null && row.template === null) releasedBytes += size;
           adopt.run(file, id);
           adopted++;
+        }
+        // A normalized blob stored with its own bytes is now derived from an adopted file: drop the copy.
+        for (const id of templatedNormalized) {
+          const row = normalizedRow.get(id);
+          if (!row || row.storeFile !== null || row.template !== null) continue;
+          dropRow.run(id);
+          if (row.pack === null) ownFiles.push(id);
         }
       })
       .immediate();

@@ -338,8 +338,10 @@ export class LocalIngest implements Ingest {
         insertTemplate.run(entry.id, entry.size, entry.outboard.length > 0 ? entry.outboard : null, now, entry.normalized, entry.record);
       }
       const touch = db.prepare('UPDATE blobs SET last_used = ? WHERE id = ?');
+      // A normalized blob without a row of its own is derived from the adopted files over it: those are touched.
+      const touchDerivationSources = db.prepare('UPDATE blobs SET last_used = ? WHERE template = ? AND store_file IS NOT NULL');
       for (const id of this.touchedExisting) {
-        if (touch.run(now, id).changes === 0) {
+        if (touch.run(now, id).changes === 0 && touchDerivationSources.run(now, id).changes === 0) {
           throw new CastoreError('GC_CONFLICT', `blob ${id} was collected while ingest ${this.id} used it; retry the ingest`, { objectId: id });
         }
       }

@@ -164,3 +164,20 @@ export class ReferenceNormalizer {
     return this.emitted;
   }
 }
+
+/**
+ * The normalized form of a file whose sites are already known (a template
+ * record's): a copy of `bytes` with REFERENCE_PLACEHOLDER written at each
+ * site, whatever is there. `base` is the offset of `bytes` in the file, so
+ * a range of it can be normalized alone; sites outside it are skipped.
+ */
+export function placeholdersAt(bytes: Uint8Array, sites: readonly ReferenceSite[], base = 0): Uint8Array {
+  const out = new Uint8Array(bytes);
+  for (const { offset } of sites) {
+    const from = offset - base;
+    if (from + HASH_PART_LENGTH <= 0 || from >= out.length) continue;
+    const skip = Math.max(0, -from);
+    out.set(REFERENCE_PLACEHOLDER.subarray(skip, Math.min(HASH_PART_LENGTH, out.length - from)), from + skip);
+  }
+  return out;
+}

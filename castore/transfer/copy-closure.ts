@@ -33,7 +33,7 @@ import { CastoreError } from '../errors.js';
 import { LocalCastore } from '../local/local-castore.js';
 import { digestFromBytes, type Digest, type Entry, type FileNode, type Node } from '../node.js';
 import { decodeTemplateRecord, HashPartSet } from '../references/index.js';
-import { offersTemplates } from '../services/blob-templates.js';
+import { offersTemplates, type BlobTemplate } from '../services/blob-templates.js';
 import { withIngest, type CastoreReader, type CastoreServices, type Ingest } from '../services/castore-services.js';
 import { StorePathInfoSchema, type StorePathInfo } from '../store-path-info.js';
 import { TRANSFER_PARALLEL } from './batches.js';
@@ -103,6 +103,12 @@ export interface CopyReport {
   copiedStorePaths: number;
   /** Blobs the target restored from a normalized blob it already had (reference-aware blobs): no byte of them moved. */
   restoredBlobs: number;
+  /**
+   * What the source claimed of the copied blobs' templates (unverified): a
+   * target that keeps some of them outside the castore (a small-blob sink's
+   * store files) checks and records them when it adopts those files.
+   */
+  templates: ReadonlyMap<Digest, BlobTemplate>;
   copiedBlobs: number;
   copiedBytes: number;
   copiedDirectories: number;
@@ -301,12 +307,12 @@ async function restoreFromTemplates(
   target: CastoreServices,
   wanted: readonly FileNode[],
   sink: SmallBlobSink | undefined,
-): Promise<{ restored: Set<Digest>; hints: Map<Digest, HashPartSet> }> {
+): Promise<{ restored: Set<Digest>; hints: Map<Digest, HashPartSet>; templates: ReadonlyMap<Digest, BlobTemplate> }> {
   const restored = new Set<Digest>();
   const hints = new Map<Digest, HashPartSet>();
-  if (wanted.length === 0 || !offersTemplates(source.blobs)) return { restored, hints };
+  if (wanted.length === 0 || !offersTemplates(source.blobs)) return { restored, hints, templates: new Map() };
   const templates = await source.blobs.templates(wanted.map((blob) => blob.digest));
-  if (templates.size === 0) return { restored, hints };
+  if (templates.size === 0) return { restored, hints, templates };
   // The rest come whole: the target normalizes them against the same hash parts, to restore the next rebuild's.
   for (const blob of wanted) {
     const template = templates.get(blob.digest);
@@ -323,7 +329,7 @@ async function restoreFromTemplates(
     const template = templates.get(blob.digest);
     return template !== undefined && !lacking.has(template.normalized);
   });
-  if (restorable.length === 0) return { restored, hints };
+  if (restorable.length === 0) return { restored, hints, templates };
   await withIngest(target, async (ingest) => {
     for (const blob of restorable) {
       const template = templates.get(blob.digest)!;
@@ -345,7 +351,7 @@ async function restoreFromTemplates(
     }
   }
   for (const id of restored) hints.delete(id);
-  return { restored, hints };
+  return { restored, hints, templates };
 }
 
 /**
@@ -433,7 +439,7 @@ export async function copyClosure(source: CastoreReader, target: CastoreServices
     for (const node of options.smallBlobs.plan(storePaths, readDirectory)) blobs.set(node.digest, node);
   }
   let wanted = (await target.blobs.missing([...blobs.keys()])).map((id) => blobs.get(id)!);
-  const { restored, hints } = await restoreFromTemplates(source, target, wanted, options.smallBlobs);
+  const { restored, hints, templates } = await restoreFromTemplates(source, target, wanted, options.smallBlobs);
   if (restored.size > 0) wanted = wanted.filter((blob) => !restored.has(blob.digest));
   progress.bytesTotal = wanted.reduce((sum, blob) => sum + blob.size, 0);
   progress.objectsTotal = wanted.length;
@@ -485,6 +491,7 @@ export async function copyClosure(source: CastoreReader, target: CastoreServices
     storePaths,
     copiedStorePaths: lacking.length,
     restoredBlobs: restored.size,
+    templates,
     copiedBlobs: wanted.length,
     copiedBytes: progress.bytesTotal,
     copiedDirectories: copied.size,
