@@ -180,6 +180,18 @@ describe('an agent, across a rebuild', () => {
         const materialized = narOfTree(storePathLocation(path.join(stateDir, 'store'), storePath));
         expect((await materialized).equals(await narBytes(test.coordinator.castore, storePath))).toBe(true);
       }
+
+      // Generation 1 collected: its files go, and the normalized blobs are now derived from generation 2's.
+      await agent.gc(0);
+      const castore = LocalCastore.open(path.join(stateDir, 'castore'));
+      try {
+        const normalized = [...(await templatesOf(test.coordinator.castore, castore, rebuilt.app)).values()].map((template) => template.normalized);
+        expect(normalized.length).toBeGreaterThan(0);
+        expect(castore.missingBlobs(normalized)).toEqual([]);
+        expect((await fsck(castore, { checkNars: true })).problems).toEqual([]);
+      } finally {
+        castore.close();
+      }
     } finally {
       await agent.close();
     }

@@ -498,7 +498,7 @@ describe('reference-aware blobs on disk', () => {
     expect(problems.find((problem) => problem.id === app1)!.problem).toContain(`restored from ${normalized}`);
   });
 
-  it('a plain copy of a blob supersedes its template row, and adopting a template makes it an ordinary adopted blob', async () => {
+  it('a plain copy of a blob supersedes its template row, and an adopted template keeps its template, its normalized blob derived from the file', async () => {
     const v = version(1);
     await ingestVersion(store, v);
     const run = v.appFiles.run!;
@@ -513,13 +513,24 @@ describe('reference-aware blobs on disk', () => {
     expect(await store.putBlob(run)).toBe(id);
     expect(rowOf(id)).toMatchObject({ template: null, recordBytes: null });
     expect(Buffer.from(await store.readBlobBytes(id)).equals(run)).toBe(true);
-    // Adoption of a template: read from the store file from then on.
+    // Adoption of a template: read from the store file from then on, still a template over its normalized blob,
+    // whose own copy is dropped: it is derived from the file (the placeholder at the template's sites).
     const app = v.appFiles.app!;
     const file = path.join(dir, 'adopted-app');
     writeFileSync(file, app);
+    const normalized = rowOf(b3sum(app))!.template as Digest;
+    const normalizedBytes = Buffer.from(await store.readBlobBytes(normalized));
     store.adoptStoreFiles([{ id: b3sum(app), size: app.length, file }]);
-    expect(rowOf(b3sum(app))).toMatchObject({ storeFile: file, template: null });
+    expect(rowOf(b3sum(app))).toMatchObject({ storeFile: file, template: normalized });
+    expect(rowOf(normalized)).toBeUndefined();
     expect(Buffer.from(await store.readBlobBytes(b3sum(app))).equals(app)).toBe(true);
+    expect(store.missingBlobs([normalized])).toEqual([]);
+    expect(Buffer.from(await store.readBlobBytes(normalized)).equals(normalizedBytes)).toBe(true);
+    expect(Buffer.from(store.readBlobRangeSync(normalized, 7, 1000)).equals(normalizedBytes.subarray(7, 1007))).toBe(true);
+    // The file changed behind the castore's back: it is forgotten, and so is what was derived from it.
+    writeFileSync(file, Buffer.concat([app.subarray(0, app.length - 1), Buffer.from([app[app.length - 1]! ^ 1])]));
+    await expect(store.readBlobBytes(normalized)).rejects.toMatchObject({ code: 'BLOB_CORRUPT' });
+    expect(store.missingBlobs([normalized, b3sum(app)])).toEqual([normalized, b3sum(app)]);
   });
 
   it('opens a format-3 castore by adding the template columns; its blobs read as before and new ingests use templates', async () => {
