@@ -32,7 +32,8 @@
  *    bench/fixtures/real-corpus.ts, then each variant it lists in
  *    REAL_CORPUS_VARIANTS: app-change, ten-percent, mass-rebuild);
  *  - BENCH_LINKS=unshaped,100,20 (Mbit/s; `unshaped` is the bare veth);
- *  - BENCH_TRANSPORTS=quic,https; BENCH_VARIANTS=0 skips the change rows;
+ *  - BENCH_TRANSPORTS=quic,https; BENCH_VARIANTS=0 skips the change rows, BENCH_VARIANTS=mass-rebuild (a list)
+ *    keeps only those of the real corpus;
  *  - BENCH_FERRY_ROOT=DIR runs DIR/bin/ferry (DIR/build) instead of this tree's: a
  *    fixed build that other work in this tree cannot rebuild under a running bench;
  *  - BENCH_KEEP=1 keeps the work dir (stores, logs) for a look;
@@ -66,6 +67,8 @@ const links: LinkShape[] = (process.env.BENCH_LINKS ?? 'unshaped,100,20').split(
 const transports = (process.env.BENCH_TRANSPORTS ?? 'quic,https').split(',') as ('quic' | 'https')[];
 const corpusKind = process.env.BENCH_CORPUS ?? 'synthetic';
 const withVariants = process.env.BENCH_VARIANTS !== '0';
+/** BENCH_VARIANTS=mass-rebuild (a comma-separated list) deploys only those of the real corpus's variants, each after the one before. */
+const onlyVariants = withVariants && process.env.BENCH_VARIANTS && process.env.BENCH_VARIANTS !== '1' ? new Set(process.env.BENCH_VARIANTS.split(',')) : undefined;
 const system = `${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux`;
 const MB = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -106,7 +109,7 @@ async function loadClosures(): Promise<{ cold: Closure; changes: Closure[] }> {
     };
     const base = await corpus.buildRealCorpus('base');
     // The variants the corpus module offers (app-change, ten-percent, mass-rebuild), each deployed after the one before.
-    const variants = withVariants ? (corpus.REAL_CORPUS_VARIANTS ?? []).filter((variant) => variant !== 'base') : [];
+    const variants = withVariants ? (corpus.REAL_CORPUS_VARIANTS ?? []).filter((variant) => variant !== 'base' && (!onlyVariants || onlyVariants.has(variant))) : [];
     const changes: Closure[] = [];
     for (const variant of variants) {
       const built = await corpus.buildRealCorpus(variant);
