@@ -229,7 +229,7 @@ export class LocalIngest implements Ingest {
    * normalized blob — staged in this ingest or already stored — and hashing
    * (its contract: Ingest.putTemplate).
    */
-  async putTemplate(id: Digest, size: number, normalized: Digest, record: Uint8Array): Promise<void> {
+  async putTemplate(id: Digest, size: number, normalized: Digest, record: Uint8Array, onRestored?: (chunk: Uint8Array) => void): Promise<void> {
     this.assertOpen();
     if (this.holdsOrStaged(id)) return;
     const staged = this.stagedReader(normalized);
@@ -238,7 +238,7 @@ export class LocalIngest implements Ingest {
       throw new CastoreError('BLOB_NOT_FOUND', `template ${id}: its normalized blob ${normalized} is neither in the store nor in this ingest`, { objectId: normalized });
     }
     const read = staged?.read ?? ((offset: number, length: number) => this.store.readBlob(normalized, { offset, length }));
-    const entry = await verifyTemplate(id, size, { id: normalized, size: normalizedSize }, record, read);
+    const entry = await verifyTemplate(id, size, { id: normalized, size: normalizedSize }, record, read, onRestored);
     this.assertOpen();
     // Kept alive through a concurrent GC like any blob deduplicated against (the commit fails with GC_CONFLICT if it went).
     if (!staged) this.touchedExisting.add(normalized);

@@ -291,7 +291,7 @@ class MemoryIngest implements Ingest {
     this.templateHints = hints;
   }
 
-  async putTemplate(id: Digest, size: number, normalized: Digest, record: Uint8Array): Promise<void> {
+  async putTemplate(id: Digest, size: number, normalized: Digest, record: Uint8Array, onRestored?: (chunk: Uint8Array) => void): Promise<void> {
     this.assertOpen();
     if (holds(this.state, id) || this.blobs.has(id) || this.templates.has(id)) {
       if (holds(this.state, id)) this.touched.add(id);
@@ -304,7 +304,7 @@ class MemoryIngest implements Ingest {
           yield staged.subarray(offset, offset + length);
         }
       : (offset: number, length: number) => readRange(this.state, normalized, offset, length);
-    const entry = await verifyTemplate(id, size, { id: normalized, size: staged ? staged.length : this.state.blobs.get(normalized)!.size }, record, read);
+    const entry = await verifyTemplate(id, size, { id: normalized, size: staged ? staged.length : this.state.blobs.get(normalized)!.size }, record, read, onRestored);
     this.assertOpen();
     if (!staged) this.touched.add(normalized);
     this.stageTemplate(entry);

@@ -76,8 +76,11 @@ export interface Ingest {
    * than N's and a restore that is not `id` (BLOB_CORRUPT); a refused
    * template stages nothing. A
    * blob the store already holds is only kept alive, as `blobWriter` does.
+   * `onRestored` sees the restored bytes as they are hashed (a caller that
+   * needs them too need not read them back); they are the blob's only once
+   * the promise resolves.
    */
-  putTemplate(id: Digest, size: number, normalized: Digest, record: Uint8Array): Promise<void>;
+  putTemplate(id: Digest, size: number, normalized: Digest, record: Uint8Array, onRestored?: (chunk: Uint8Array) => void): Promise<void>;
   /** Stages a directory; returns the node that points to it. */
   putDirectory(entries: readonly Entry[]): DirectoryNode;
   /** Stages a store path record (validated now), published with the objects. */

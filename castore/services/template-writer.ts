@@ -211,6 +211,7 @@ export async function verifyTemplate(
   normalized: { id: Digest; size: number },
   record: Uint8Array,
   readNormalized: (offset: number, length: number) => AsyncIterable<Uint8Array>,
+  onRestored?: (chunk: Uint8Array) => void,
 ): Promise<TemplateEntry> {
   if (!Number.isSafeInteger(size) || size < 0) throw new CastoreError('BLOB_CORRUPT', `a template of ${size} bytes cannot be`, { objectId: id });
   // A normalized file has the real file's length.
@@ -218,7 +219,10 @@ export async function verifyTemplate(
   const decoded = decodeTemplateRecord(record, size);
   const builder = new OutboardBuilder();
   try {
-    for await (const chunk of restoreTemplateRange(decoded, 0, size, readNormalized)) builder.update(chunk);
+    for await (const chunk of restoreTemplateRange(decoded, 0, size, readNormalized)) {
+      builder.update(chunk);
+      onRestored?.(chunk);
+    }
   } catch (error) {
     if (error instanceof CastoreError && error.code === 'REFERENCES_INVALID') {
       throw new CastoreError('BLOB_CORRUPT', `template of ${id} over ${normalized.id} does not restore: ${error.message}`, { objectId: id, cause: error });

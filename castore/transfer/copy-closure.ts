@@ -66,7 +66,8 @@ export interface SmallBlobSink {
    * Receives each blob of at most SMALL_BLOB_BYTES once it is verified; it
    * is not staged in the target. The copy waits for the promise
    * (backpressure); `bytes` must not be kept after it settles. Larger blobs
-   * always go to the target.
+   * always go to the target; those the target restored from templates (any
+   * size) are handed here too, once verified, so they are not restored again.
    */
   accept(id: Digest, bytes: Uint8Array): Promise<void> | void;
 }
@@ -333,23 +334,23 @@ async function restoreFromTemplates(
   await withIngest(target, async (ingest) => {
     for (const blob of restorable) {
       const template = templates.get(blob.digest)!;
+      // A sink gets the bytes the target restored and verified (large ones too: they are restored once, not
+      // again when the sink's owner reads the target).
+      const chunks: Uint8Array[] = [];
       try {
-        await ingest.putTemplate(blob.digest, blob.size, template.normalized, template.record);
+        await ingest.putTemplate(blob.digest, blob.size, template.normalized, template.record, sink ? (chunk) => chunks.push(chunk) : undefined);
         restored.add(blob.digest);
       } catch (error) {
         // A claim the target could not verify: the blob is copied whole instead.
         if (!(error instanceof CastoreError)) throw error;
+        continue;
       }
+      if (!sink) continue;
+      // Held already (nothing restored): read back.
+      if (chunks.length === 0 && blob.size > 0) for await (const chunk of target.blobs.read(blob.digest)) chunks.push(chunk);
+      await sink.accept(blob.digest, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
     }
   });
-  if (sink) {
-    for (const blob of restorable) {
-      if (!restored.has(blob.digest) || blob.size > SMALL_BLOB_BYTES) continue;
-      const chunks: Uint8Array[] = [];
-      for await (const chunk of target.blobs.read(blob.digest)) chunks.push(chunk);
-      await sink.accept(blob.digest, Buffer.concat(chunks));
-    }
-  }
   for (const id of restored) hints.delete(id);
   return { restored, hints, templates };
 }
