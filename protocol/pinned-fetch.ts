@@ -124,7 +124,7 @@ class PinnedAgent extends HttpsAgent {
  */
 class PinnedConnections {
   private readonly http1: PinnedAgent;
-  private readonly sessions = new Map<string, Promise<ClientHttp2Session | 'http/1.1'>>();
+  private readonly sessions = new Map<string, Promise<PinnedSession | 'http/1.1'>>();
 
   constructor(private readonly pinned: string) {
     this.http1 = new PinnedAgent(pinned);
@@ -136,7 +136,7 @@ class PinnedConnections {
     return session === 'http/1.1' ? fetchOverHttp1(this.http1, url, port, init) : fetchOverHttp2(session, url, init);
   }
 
-  private sessionFor(host: string, port: number): Promise<ClientHttp2Session | 'http/1.1'> {
+  private sessionFor(host: string, port: number): Promise<PinnedSession | 'http/1.1'> {
     const origin = `${host}:${port}`;
     let session = this.sessions.get(origin);
     if (!session) {
@@ -154,7 +154,7 @@ class PinnedConnections {
    * `forget` runs once the connection can serve no more requests (failed,
    * closed, GOAWAY), so the next request opens another.
    */
-  private openSession(origin: string, host: string, port: number, forget: () => void): Promise<ClientHttp2Session | 'http/1.1'> {
+  private openSession(origin: string, host: string, port: number, forget: () => void): Promise<PinnedSession | 'http/1.1'> {
     return new Promise((resolve, reject) => {
       connectPinned(host, port, this.pinned, ['h2', 'http/1.1'], (error, socket) => {
         if (error) {
@@ -175,21 +175,28 @@ class PinnedConnections {
         session.on('error', forget);
         session.once('goaway', forget);
         session.once('close', forget);
-        closeIdleSession(session);
+        const pinned = { session, requests: closeIdleSession(session) };
         // Used once the server's settings are known: until then the client would assume no limit on
         // concurrent requests, and a burst over the server's would be refused (REFUSED_STREAM).
-        session.once('remoteSettings', () => resolve(session));
+        session.once('remoteSettings', () => resolve(pinned));
         session.once('close', () => reject(new Error(`the connection to ${origin} closed before the HTTP/2 handshake finished`)));
       });
     });
   }
 }
 
+/** An HTTP/2 connection, and how its requests are counted (closeIdleSession). */
+interface PinnedSession {
+  session: ClientHttp2Session;
+  requests: { opened(): void; closed(): void };
+}
+
 /**
  * Keeps `session` referenced (the process running) while a request is
- * open on it, and closes it once it has had none for KEEP_ALIVE_MS.
+ * open on it, and closes it once it has had none for KEEP_ALIVE_MS; the
+ * caller reports each request's start and end.
  */
-function closeIdleSession(session: ClientHttp2Session): void {
+function closeIdleSession(session: ClientHttp2Session): PinnedSession['requests'] {
   let open = 0;
   let timer: NodeJS.Timeout | undefined;
   const idle = () => {
@@ -197,7 +204,9 @@ function closeIdleSession(session: ClientHttp2Session): void {
     timer = setTimeout(() => session.close(), KEEP_ALIVE_MS);
     timer.unref();
   };
-  sessionRequests.set(session, {
+  session.once('close', () => clearTimeout(timer));
+  // Referenced until its first request is done: the caller that opened it is about to send one.
+  return {
     opened: () => {
       if (open++ === 0) {
         clearTimeout(timer);
@@ -207,13 +216,8 @@ function closeIdleSession(session: ClientHttp2Session): void {
     closed: () => {
       if (--open === 0 && !session.closed) idle();
     },
-  });
-  session.once('close', () => clearTimeout(timer));
-  // Referenced until its first request is done: the caller that opened it is about to send one.
+  };
 }
-
-/** How a session counts its open requests (closeIdleSession). */
-const sessionRequests = new WeakMap<ClientHttp2Session, { opened(): void; closed(): void }>();
 
 const pinnedFetches = new Map<string, FetchFunction>();
 
@@ -265,7 +269,7 @@ function fetchOverHttp1(agent: PinnedAgent, url: URL, port: number, init: Reques
 }
 
 /** One request as a stream of `session`; the same contract as fetchOverHttp1. */
-function fetchOverHttp2(session: ClientHttp2Session, url: URL, init: RequestInit): Promise<Response> {
+function fetchOverHttp2({ session, requests }: PinnedSession, url: URL, init: RequestInit): Promise<Response> {
   return new Promise((resolve, reject) => {
     const headers: OutgoingHttpHeaders = { ':method': init.method ?? 'GET', ':path': `${url.pathname}${url.search}` };
     new Headers(init.headers).forEach((value, name) => {
@@ -280,11 +284,10 @@ function fetchOverHttp2(session: ClientHttp2Session, url: URL, init: RequestInit
       session.destroy();
       return reject(error as Error);
     }
-    const requests = sessionRequests.get(session);
-    requests?.opened();
+    requests.opened();
     stream.on('error', reject);
     stream.once('close', () => {
-      requests?.closed();
+      requests.closed();
       // Closed before a reply (reset, cancelled, the connection gone); a no-op once resolved.
       const reason = init.signal?.aborted ? init.signal.reason : undefined;
       reject(reason instanceof Error ? reason : new Error(`the request to ${url.host} ended before a reply (HTTP/2 stream closed, code ${stream.rstCode ?? '?'})`));

@@ -28,11 +28,11 @@ import { DataPlaneBulkCopy } from '../transfer/data-plane-copy.js';
 import type { BulkCopyReader } from '../transfer/copy-closure.js';
 import { MAX_QUERY_ITEMS, MAX_TEMPLATE_QUERY } from '../../protocol/data-protocol.js';
 import { runPool } from '../transfer/pool.js';
+import type { BlobTemplate, BlobTemplateReader } from '../services/blob-templates.js';
+import { WIRE_MAX_COMPRESSED_SEGMENT_BYTES } from '../../protocol/compression/wire.js';
 
 /** `blobs.templates` requests in flight at once. */
 const TEMPLATE_QUERY_PARALLEL = 4;
-import type { BlobTemplate, BlobTemplateReader } from '../services/blob-templates.js';
-import { WIRE_MAX_COMPRESSED_SEGMENT_BYTES } from '../../protocol/compression/wire.js';
 
 /** A blob is read in requests of at most this many bytes (the QUIC library buffers a reply until it is read). */
 const SEGMENT_BYTES = WIRE_MAX_COMPRESSED_SEGMENT_BYTES;

@@ -200,23 +200,28 @@ export async function uploadStorePaths(client: DataClient, store: LocalCastore, 
     }
   });
 
+  // Records after the normalized blobs they are over (the coordinator restores each to check it), in requests of
+  // at most MAX_TEMPLATE_QUERY records and MAX_BATCH_BYTES of them.
   let templateRecordBytes = 0;
-  const templateBatches: { blob: FileNode; template: BlobTemplate }[][] = [[]];
-  for (const entry of templates.values()) {
-    const batch = templateBatches.at(-1)!;
-    const batchBytes = batch.reduce((sum, item) => sum + item.template.record.length, 0);
-    if (batch.length === MAX_TEMPLATE_QUERY || batchBytes + entry.template.record.length > MAX_BATCH_BYTES) templateBatches.push([entry]);
-    else batch.push(entry);
-  }
-  for (const batch of templateBatches) {
-    if (batch.length === 0) continue;
+  let batch: { blob: FileNode; template: BlobTemplate }[] = [];
+  let batchBytes = 0;
+  const sendTemplates = async (): Promise<void> => {
+    if (batch.length === 0) return;
     await client.call(
       { op: 'upload.templates', templates: batch.map(({ blob, template }) => ({ id: blob.digest, size: blob.size, normalized: template.normalized, recordSize: template.record.length })) },
       { body: batch.map(({ template }) => template.record) },
     );
-    templateRecordBytes += batch.reduce((sum, item) => sum + item.template.record.length, 0);
+    templateRecordBytes += batchBytes;
     progress.objectsDone += batch.length;
+    batch = [];
+    batchBytes = 0;
+  };
+  for (const entry of templates.values()) {
+    if (batch.length === MAX_TEMPLATE_QUERY || batchBytes + entry.template.record.length > MAX_BATCH_BYTES) await sendTemplates();
+    batch.push(entry);
+    batchBytes += entry.template.record.length;
   }
+  await sendTemplates();
 
   const directoriesToSend = directoryOrder.filter((id) => missingDirectories.has(id));
   for (const part of chunked(directoriesToSend, 1024)) {
