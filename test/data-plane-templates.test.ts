@@ -12,8 +12,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { copyClosure, fsck, LocalCastore, uploadStorePaths, type CastoreReader, type Digest } from '../castore/index.js';
-import { MAX_TEMPLATE_QUERY } from '../protocol/data-protocol.js';
+import { copyClosure, fsck, LocalCastore, offersTemplates, RemoteCastore, uploadStorePaths, type BlobTemplateReader, type CastoreReader, type Digest } from '../castore/index.js';
+import { MAX_TEMPLATE_QUERY, MAX_TEMPLATE_RECORD_BYTES } from '../protocol/data-protocol.js';
 import type { BlobTemplate } from '../castore/services/index.js';
 import { openDataClient } from '../protocol/connect.js';
 import type { DataClient } from '../protocol/data-client.js';
@@ -129,16 +129,33 @@ describe('reference-aware blobs over the data plane', () => {
     }
   });
 
-  it('an agent may ask for the templates of its own closure only', async () => {
+  it('an agent may ask for the templates of its own closure only, and for at most MAX_TEMPLATE_QUERY at once', async () => {
     const agent = await enrollAgent(test, 'templates');
     await test.adminClient.call('agents.pin', { agentId: agent.keyId, configId: first.configId });
     const { client } = await openDataClient(test.http.url, agent);
     try {
       const foreign = randomBytes(32).toString('hex');
       await expect(askTemplates(client, [foreign])).rejects.toMatchObject({ code: 'FORBIDDEN' });
+      await expect(askTemplates(client, Array.from({ length: MAX_TEMPLATE_QUERY + 1 }, () => foreign))).rejects.toMatchObject({ code: 'INVALID' });
     } finally {
       await client.close();
     }
+  });
+
+  it('refuses a coordinator that answers a template for a blob it was not asked about', async () => {
+    // A lying coordinator cannot be made of the real one: this stand-in client answers as one would.
+    const asked = randomBytes(32).toString('hex') as Digest;
+    const other = randomBytes(32).toString('hex') as Digest;
+    const liar = {
+      call: async (_request: unknown, options: { consume: (reply: unknown) => Promise<unknown> }) =>
+        options.consume({
+          header: { templates: [{ id: other, normalized: asked, recordSize: 3 }] },
+          body: { readExact: async () => Buffer.alloc(3), expectEnd: async () => undefined },
+        }),
+    } as unknown as DataClient;
+    const blobs = new RemoteCastore(liar).blobs;
+    expect(offersTemplates(blobs)).toBe(true);
+    await expect((blobs as unknown as BlobTemplateReader).templates([asked])).rejects.toMatchObject({ code: 'BLOB_CORRUPT' });
   });
 });
 
@@ -275,6 +292,10 @@ describe('reference-aware pushes', () => {
       // Too many records, or too many bytes of them, are refused before any is read.
       const many = Array.from({ length: MAX_TEMPLATE_QUERY + 1 }, () => ({ id: otherId as Digest, size, normalized: someTemplate.normalized, recordSize: 1 }));
       await expect(client.call({ op: 'upload.templates', templates: many }, { body: [] })).rejects.toMatchObject({ code: 'INVALID' });
+      const large = Array.from({ length: 17 }, () => ({ id: otherId as Digest, size, normalized: someTemplate.normalized, recordSize: MAX_TEMPLATE_RECORD_BYTES }));
+      await expect(client.call({ op: 'upload.templates', templates: large }, { body: [] })).rejects.toMatchObject({ code: 'INVALID' });
+      const oversized = [{ id: otherId as Digest, size, normalized: someTemplate.normalized, recordSize: MAX_TEMPLATE_RECORD_BYTES + 1 }];
+      await expect(client.call({ op: 'upload.templates', templates: oversized }, { body: [] })).rejects.toMatchObject({ code: 'INVALID' });
     } finally {
       await client.close();
     }

@@ -533,6 +533,39 @@ describe('reference-aware blobs on disk', () => {
     expect(store.missingBlobs([normalized, b3sum(app)])).toEqual([normalized, b3sum(app)]);
   });
 
+  it('records a template claimed for a file it adopts only if the file, normalized at its sites, is that normalized blob', async () => {
+    // The claim comes from a source (the coordinator's blobs.templates); here, a castore that ingested the same version.
+    const source = LocalCastore.open(path.join(dir, 'source'));
+    const v = version(4);
+    await ingestVersion(source, v);
+    const run = v.appFiles.run!;
+    const claim = source.templateOf(b3sum(run))!;
+    source.close();
+    expect(claim).toBeDefined();
+    const honest = path.join(dir, 'run-honest');
+    writeFileSync(honest, run);
+    const lied = Buffer.from(run);
+    lied[lied.length - 2] = lied[lied.length - 2]! ^ 1;
+    const liedFile = path.join(dir, 'run-lied');
+    writeFileSync(liedFile, lied);
+    const templates = new Map([
+      [b3sum(run), claim],
+      // The same sites and hash parts claimed over a normalized blob the file does not normalize to.
+      [b3sum(lied), claim],
+    ]);
+    store.adoptStoreFiles(
+      [
+        { id: b3sum(run), size: run.length, file: honest },
+        { id: b3sum(lied), size: lied.length, file: liedFile },
+      ],
+      { recordMissing: true, templates },
+    );
+    expect(rowOf(b3sum(run))).toMatchObject({ storeFile: honest, template: claim.normalized });
+    expect(rowOf(b3sum(lied))).toMatchObject({ storeFile: liedFile, template: null });
+    // The honest one's normalized blob is derived from its file.
+    expect(store.missingBlobs([claim.normalized])).toEqual([]);
+  });
+
   it('opens a format-3 castore by adding the template columns; its blobs read as before and new ingests use templates', async () => {
     store.close();
     rmSync(dir, { recursive: true, force: true });
