@@ -16,8 +16,11 @@
  *     request's due time to its complete reply (p50/p99/max), errors,
  *     coordinator CPU;
  *  4. fan-out: the admin submits a new config to "fleet" (parent: the head);
- *     from just before the submit until every agent has a verified answer
- *     naming it: all-answered time, p50/p99 of per-agent arrival, how many
+ *     from just before the submit until every agent has read an answer
+ *     naming it (timed when read, counted once its proof holds: the
+ *     simulator's one thread verifies for every agent, where each real
+ *     agent verifies on its own CPU; when it had verified them all is
+ *     reported too): all-answered time, p50/p99 of per-agent arrival, how many
  *     answered (gives up after BENCH_FANOUT_TIMEOUT_SECONDS), coordinator
  *     CPU seconds; then until every agent's `active` report of it is
  *     answered (gives up BENCH_REPORTS_TIMEOUT_SECONDS after the submit).
@@ -42,7 +45,8 @@
  * BENCH_LOAD_SECONDS (20), BENCH_FANOUT_TIMEOUT_SECONDS (60), BENCH_REPORTS_TIMEOUT_SECONDS (120), BENCH_GROW=quiet|live
  * (default quiet: agents already there stop watching while newcomers enroll; see
  * capacity-protocol.ts GrowMode), BENCH_GROW_TIMEOUT_SECONDS (600), BENCH_SETTLE_SECONDS (5),
- * BENCH_COORDINATOR_NODE_FLAGS (e.g. '--cpu-prof --cpu-prof-dir=DIR': node flags for the coordinator),
+ * BENCH_COORDINATOR_NODE_FLAGS (e.g. '--cpu-prof --cpu-prof-dir=DIR' or '--trace-gc': node flags for the coordinator; what it
+ * prints goes to its log), BENCH_SIMULATOR_NODE_FLAGS (the same for the simulator; what it prints goes to stderr),
  * BENCH_ENROLL_CONCURRENCY (64), BENCH_START_PER_SECOND (1000: watch loops started per second
  * after a quiet growth), BENCH_REQUEST_TIMEOUT_SECONDS (60), BENCH_FERRY=source (coordinator
  * from the sources through tsx), BENCH_KEEP=1 (keep the work dir and the coordinator's log), BENCH_PIN=1
@@ -50,7 +54,7 @@
  * Progress on stderr; a markdown table on stdout; everything in bench/.work/capacity-results.json.
  */
 import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, createWriteStream, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Coordinator } from '../coordinator/coordinator.js';
@@ -273,7 +277,8 @@ function startCoordinator(dataDir: string, logFile: string): Promise<RunningCoor
       if (match) {
         clearTimeout(timer);
         child.stdout!.removeAllListeners('data');
-        child.stdout!.resume();
+        // What it prints from now on (e.g. --trace-gc's lines) goes to its log beside stderr.
+        child.stdout!.pipe(createWriteStream(logFile, { flags: 'a' }));
         resolve({ child, pid: child.pid!, url: match[1]!, logFile });
       }
     });
@@ -295,7 +300,7 @@ class Simulator {
   constructor() {
     this.child = fork(path.join(root, 'bench', 'fixtures', 'capacity-agents.ts'), [], {
       cwd: root,
-      execArgv: ['--import', 'tsx', '--max-old-space-size=4096'],
+      execArgv: ['--import', 'tsx', '--max-old-space-size=4096', ...(process.env.BENCH_SIMULATOR_NODE_FLAGS ?? '').split(' ').filter(Boolean)],
       // Its stdout goes to this process's stderr: stdout is the table's.
       stdio: ['ignore', 2, 2, 'ipc'],
     });
@@ -539,7 +544,7 @@ async function measurePoint(transport: Transport, target: number, coordinator: R
     log(
       `${transport} N=${N}: load desired p50/p99 ${result.desired.p50Ms}/${result.desired.p99Ms} ms, report p50/p99 ${result.report.p50Ms}/${result.report.p99Ms} ms, ` +
         `${result.desired.failed + result.report.failed} failed, ${result.desired.unfinished + result.report.unfinished} unfinished; coordinator ${window.coordinatorCores.toFixed(2)} cores, others ${window.otherCores.toFixed(2)}; ` +
-        `${connectionsOpened} connections opened (${tlsResumed} TLS resumptions)`,
+        `${connectionsOpened} connections opened (${tlsResumed} TLS resumptions); simulator send lag p99/max ${result.sendLagP99Ms}/${result.sendLagMaxMs} ms`,
     );
     const settle = await simulator.ask<SettleResult>({ type: 'settle', timeoutMs: 120_000 });
     const calmAfter = await coordinatorCalm(coordinator.pid, 30_000);
@@ -568,7 +573,7 @@ async function measurePoint(transport: Transport, target: number, coordinator: R
     if (result.submitStatus === 201) state.head = id;
     log(
       `${transport} N=${N}: fan-out ${result.answered}/${result.agents} answered` +
-        (result.allAnsweredMs !== null ? ` in ${(result.allAnsweredMs / 1000).toFixed(2)} s` : ` (gave up after ${(result.elapsedMs / 1000).toFixed(0)} s)`) +
+        (result.allAnsweredMs !== null ? ` in ${(result.allAnsweredMs / 1000).toFixed(2)} s (all verified by the simulator at ${(result.elapsedMs / 1000).toFixed(2)} s)` : ` (gave up after ${(result.elapsedMs / 1000).toFixed(0)} s)`) +
         `, p50/p99 arrival ${result.p50ArrivalMs}/${result.p99ArrivalMs} ms, coordinator ${(answered.coordinator - before.coordinator).toFixed(2)} CPU s; waiting for the reports`,
     );
     const reports = await simulator.ask<FanoutReportsResult>({ type: 'fanout-reports', timeoutMs: Math.max(0, knobs.reportsTimeoutSeconds * 1000 - result.elapsedMs) });

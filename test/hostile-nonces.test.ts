@@ -111,21 +111,34 @@ describe('nonces claimed in groups (one commit per turn of the event loop)', () 
     expect(nonceRows()).toBe(before + 200);
   });
 
-  it('deletes expired nonces once a minute, keeping those still in their window', async () => {
+  it('deletes expired nonces each second, keeping those still in their window, never one out of order early', async () => {
     // Its own RequestNonces on this coordinator's database, with a clock the test moves.
     let clock = Date.now();
     const nonces = new RequestNonces(coordinator.database.sqlite, () => clock);
     const stored = (id: string) => coordinator.database.sqlite.prepare<[string], { n: number }>('SELECT count(*) AS n FROM nonces WHERE id = ?').get(id)!.n;
+    // The rows the other tests stored expire 10 minutes from now: later than these, so they are before them
+    // in rowid order only if stored earlier. Start from an empty table so the order is this test's.
+    coordinator.database.sqlite.prepare('DELETE FROM nonces').run();
     expect(await nonces.claim('prune-test:old', clock + 1000)).toBe(true);
     expect(await nonces.claim('prune-test:young', clock + 120_000)).toBe(true);
-    clock += 30_000;
+    // Out of expiry order (as after a clock stepped back): expires before 'young' but was stored after it.
+    expect(await nonces.claim('prune-test:late-but-short', clock + 5000)).toBe(true);
+    clock += 500;
     expect(await nonces.claim('prune-test:a', clock + 600_000)).toBe(true);
-    // Expired, but the last prune was less than a minute ago.
+    // Not yet expired, and the last prune was less than a second ago.
     expect(stored('prune-test:old')).toBe(1);
-    clock += 31_000;
+    clock += 10_000;
     expect(await nonces.claim('prune-test:b', clock + 600_000)).toBe(true);
     expect(stored('prune-test:old')).toBe(0);
     expect(stored('prune-test:young')).toBe(1);
+    // Expired, but behind a row still in its window: deleted later, and refused as a replay until then.
+    expect(stored('prune-test:late-but-short')).toBe(1);
     expect(await nonces.claim('prune-test:young', clock + 600_000)).toBe(false);
+    clock += 120_000;
+    expect(await nonces.claim('prune-test:c', clock + 600_000)).toBe(true);
+    expect(stored('prune-test:young')).toBe(0);
+    expect(stored('prune-test:late-but-short')).toBe(0);
+    expect(stored('prune-test:a')).toBe(1);
+    expect(stored('prune-test:c')).toBe(1);
   });
 });
