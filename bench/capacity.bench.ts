@@ -343,12 +343,30 @@ function machineBusySeconds(): number {
   return (user + nice + system + irq + softirq + steal) / clockTicks;
 }
 
+/**
+ * The kernel's network counters that explain a latency tail no process
+ * shows: packets dropped at the per-CPU input backlog (/proc/net/
+ * softnet_stat, column 2; loopback traffic passes it, and a burst over
+ * net.core.netdev_max_backlog is dropped) and TCP retransmission timeouts
+ * (/proc/net/netstat TCPTimeouts: a lost segment waits at least 200 ms).
+ */
+function networkCounters(): { backlogDrops: number; tcpTimeouts: number } {
+  const backlogDrops = readFileSync('/proc/net/softnet_stat', 'utf8')
+    .trim()
+    .split('\n')
+    .reduce((sum, line) => sum + Number.parseInt(line.trim().split(/\s+/)[1] ?? '0', 16), 0);
+  const [names = '', values = ''] = readFileSync('/proc/net/netstat', 'utf8').split('\n').filter((line) => line.startsWith('TcpExt:'));
+  const index = names.split(/\s+/).indexOf('TCPTimeouts');
+  return { backlogDrops, tcpTimeouts: index > 0 ? Number(values.split(/\s+/)[index]) : 0 };
+}
+
 interface Mark {
   at: number;
   coordinator: number;
   simulator: SimulatorSnapshot;
   machine: number;
   self: number;
+  network: ReturnType<typeof networkCounters>;
 }
 
 interface Window {
@@ -359,13 +377,23 @@ interface Window {
   simulatorCpuSeconds: number;
   /** Everything else on the machine (other sessions, tests): the 2 cores are shared. */
   otherCores: number;
+  /** Packets the kernel dropped at its input backlog, and TCP retransmission timeouts, machine-wide (networkCounters). */
+  backlogDrops: number;
+  tcpTimeouts: number;
   errors: Record<string, number>;
 }
 
 async function mark(coordinator: RunningCoordinator, simulator: Simulator): Promise<Mark> {
   const simulatorSnapshot = await simulator.ask<SimulatorSnapshot>({ type: 'snapshot' });
   const cpu = process.cpuUsage();
-  return { at: Date.now(), coordinator: cpuSeconds(coordinator.pid), simulator: simulatorSnapshot, machine: machineBusySeconds(), self: (cpu.user + cpu.system) / 1e6 };
+  return {
+    at: Date.now(),
+    coordinator: cpuSeconds(coordinator.pid),
+    simulator: simulatorSnapshot,
+    machine: machineBusySeconds(),
+    self: (cpu.user + cpu.system) / 1e6,
+    network: networkCounters(),
+  };
 }
 
 function windowOf(before: Mark, after: Mark): Window {
@@ -380,6 +408,8 @@ function windowOf(before: Mark, after: Mark): Window {
     simulatorCpuSeconds,
     simulatorCores: simulatorCpuSeconds / seconds,
     otherCores: Math.max(0, others / seconds),
+    backlogDrops: after.network.backlogDrops - before.network.backlogDrops,
+    tcpTimeouts: after.network.tcpTimeouts - before.network.tcpTimeouts,
     errors: difference(after.simulator.counters.errors, before.simulator.counters.errors),
   };
 }
@@ -544,7 +574,8 @@ async function measurePoint(transport: Transport, target: number, coordinator: R
     log(
       `${transport} N=${N}: load desired p50/p99 ${result.desired.p50Ms}/${result.desired.p99Ms} ms, report p50/p99 ${result.report.p50Ms}/${result.report.p99Ms} ms, ` +
         `${result.desired.failed + result.report.failed} failed, ${result.desired.unfinished + result.report.unfinished} unfinished; coordinator ${window.coordinatorCores.toFixed(2)} cores, others ${window.otherCores.toFixed(2)}; ` +
-        `${connectionsOpened} connections opened (${tlsResumed} TLS resumptions); simulator send lag p99/max ${result.sendLagP99Ms}/${result.sendLagMaxMs} ms`,
+        `${connectionsOpened} connections opened (${tlsResumed} TLS resumptions); simulator send lag p99/max ${result.sendLagP99Ms}/${result.sendLagMaxMs} ms; ` +
+        `kernel: ${window.backlogDrops} packets dropped at the input backlog, ${window.tcpTimeouts} TCP retransmission timeouts`,
     );
     const settle = await simulator.ask<SettleResult>({ type: 'settle', timeoutMs: 120_000 });
     const calmAfter = await coordinatorCalm(coordinator.pid, 30_000);

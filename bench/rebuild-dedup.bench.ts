@@ -9,7 +9,10 @@
  *  - coordinator storage: blob bytes its castore holds, growth per variant;
  *  - fetch: an agent's verified copy (copyClosure from the data plane, QUIC)
  *    into a castore that holds the previous closure: bytes copied, blobs
- *    restored from templates, and the data plane's wire bytes.
+ *    restored from templates, and the data plane's wire bytes;
+ *  - bundle: the size of `ferry bundle create VARIANT --base BASE` (what an
+ *    air-gapped machine running the base closure is carried), and of the
+ *    full bundle.
  * No link shaping here: bench/shaped-link.bench.ts times the agent daemon
  * on shaped links.
  *
@@ -19,7 +22,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { copyClosure, ingestStorePath, LocalCastore, openVouchedClosure, uploadStorePaths } from '../castore/index.js';
+import { copyClosure, ingestStorePath, LocalCastore, openVouchedClosure, uploadStorePaths, writeBundle, type BundleConfig } from '../castore/index.js';
+import type { ConfigBody } from '../protocol/config.js';
 import { dumpPath } from '../nix/nar/index.js';
 import { openDataClient } from '../protocol/connect.js';
 import { enrollAgent, signedConfig, startTestCoordinator } from '../test/data-plane-fixture.js';
@@ -53,6 +57,8 @@ try {
   const { client: pusher } = await openDataClient(coordinatorTest.http.url, coordinatorTest.pusher);
   let fetcher: Awaited<ReturnType<typeof openDataClient>>['client'] | undefined;
   let head: string | undefined;
+  let baseConfig: BundleConfig | undefined;
+  const configOf = (id: string): BundleConfig => ({ ...(coordinatorTest.coordinator.state.get('configs', id)!.body as ConfigBody), id: id as BundleConfig['id'] });
   try {
     for (const variant of ['base' as const, ...variants]) {
       const corpus = await buildRealCorpus(variant);
@@ -69,9 +75,14 @@ try {
       const wire = (fetcher.wireBytes.received) - wireBefore;
       const nar = corpus.narBytes;
       const pct = (bytes: number) => `${((100 * bytes) / nar).toFixed(2)}%`;
-      log(`${variant}: NAR ${(nar / MB).toFixed(1)} MB; push sent ${(pushed.bytesSent / MB).toFixed(2)} MB (${pct(pushed.bytesSent)}), ${pushed.templatesSent} templates; coordinator stored +${((storedAfter - storedBefore) / MB).toFixed(2)} MB; fetch copied ${(fetched.copiedBytes / MB).toFixed(2)} MB (${pct(fetched.copiedBytes)}), restored ${fetched.restoredBlobs} blobs, wire ${(wire / MB).toFixed(2)} MB`);
+      const bundleOptions = { audience: { agents: [coordinatorTest.admin.keyId], where: [] } };
+      const fullBundle = writeBundle(coordinatorTest.coordinator.castore, coordinatorTest.coordinator.identity, configOf(head), bundleOptions);
+      const basedBundle = baseConfig && writeBundle(coordinatorTest.coordinator.castore, coordinatorTest.coordinator.identity, configOf(head), { ...bundleOptions, base: baseConfig });
+      baseConfig ??= configOf(head);
+      const bundleCell = basedBundle ? `${(basedBundle.size / MB).toFixed(2)} (${pct(basedBundle.size)}; ${basedBundle.blobs} blobs, ${basedBundle.templates} templates)` : '–';
+      log(`${variant}: NAR ${(nar / MB).toFixed(1)} MB; push sent ${(pushed.bytesSent / MB).toFixed(2)} MB (${pct(pushed.bytesSent)}), ${pushed.templatesSent} templates; coordinator stored +${((storedAfter - storedBefore) / MB).toFixed(2)} MB; fetch copied ${(fetched.copiedBytes / MB).toFixed(2)} MB (${pct(fetched.copiedBytes)}), restored ${fetched.restoredBlobs} blobs, wire ${(wire / MB).toFixed(2)} MB; bundle --base base ${bundleCell} MB, full ${(fullBundle.size / MB).toFixed(2)} MB`);
       rows.push(
-        `| ${variant} | ${(nar / MB).toFixed(1)} | ${(pushed.bytesSent / MB).toFixed(2)} (${pct(pushed.bytesSent)}) | ${pushed.templatesSent} | ${((storedAfter - storedBefore) / MB).toFixed(2)} ${storedBefore > 0 ? ` (${((100 * (storedAfter - storedBefore)) / storedBefore).toFixed(2)}% of before)` : ''} | ${(fetched.copiedBytes / MB).toFixed(2)} (${pct(fetched.copiedBytes)}) | ${fetched.restoredBlobs} | ${wire > 0 ? (wire / MB).toFixed(2) : 'n/a'} |`,
+        `| ${variant} | ${(nar / MB).toFixed(1)} | ${(pushed.bytesSent / MB).toFixed(2)} (${pct(pushed.bytesSent)}) | ${pushed.templatesSent} | ${((storedAfter - storedBefore) / MB).toFixed(2)} ${storedBefore > 0 ? ` (${((100 * (storedAfter - storedBefore)) / storedBefore).toFixed(2)}% of before)` : ''} | ${(fetched.copiedBytes / MB).toFixed(2)} (${pct(fetched.copiedBytes)}) | ${fetched.restoredBlobs} | ${wire > 0 ? (wire / MB).toFixed(2) : 'n/a'} | ${bundleCell} | ${(fullBundle.size / MB).toFixed(2)} |`,
       );
     }
   } finally {
@@ -86,8 +97,8 @@ try {
 }
 process.stdout.write(
   [
-    '| variant | closure NAR MB | push sent MB (of NAR) | templates pushed | coordinator storage growth MB | fetch copied MB (of NAR) | blobs restored | fetch wire MB |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|',
+    '| variant | closure NAR MB | push sent MB (of NAR) | templates pushed | coordinator storage growth MB | fetch copied MB (of NAR) | blobs restored | fetch wire MB | bundle --base base MB | full bundle MB |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...rows,
     '',
   ].join('\n'),

@@ -8,7 +8,12 @@
  *   ferry-bundle.sig    coordinator's ed25519 signature (base64) over
  *                       "ferry-bundle-v2\n" + BLAKE3 hex of the manifest bytes
  *   directories/<id>    directory encodings
+ *   normalized/<N>      (v3) how to derive normalized blob N from a blob X
+ *                       of the base's closure: X's id (32 bytes), then X's
+ *                       template record (references/template-record.ts)
  *   blobs/<id>          blob bytes
+ *   templates/<id>      (v3) blob <id> as a template: its normalized blob's
+ *                       id N (32 bytes), then its template record
  *
  * The manifest is trusted only through the signature, and only as far as
  * its schema goes: every field is validated when read (a signature proves
@@ -20,15 +25,24 @@
  * of every store path verified: a bad or refused bundle leaves nothing
  * behind, and a refused manifest is refused before any object is written.
  *
+ * A bundle made with a `base` config (v3) carries only what the base's
+ * closure lacks, for machines that run the base: a file of a rebuilt store
+ * path that differs from one of the base only in the store paths it embeds
+ * travels as its template over the base file's normalized blob (docs/
+ * castore.md, "Reference-aware blobs"), a few bytes. The reader restores
+ * it and checks its BLAKE3 before it is stored, as every other object.
+ *
  * Format history: `ferry-bundle-v1` named no agent and never expired (any
  * agent of the coordinator applied any old bundle); v2 adds `audience`
- * and `expiresAt`. Readers refuse v1 with BUNDLE_FORMAT_UNSUPPORTED.
+ * and `expiresAt`; v3 adds `base` and the normalized/ and templates/
+ * entries. Readers refuse v1 with BUNDLE_FORMAT_UNSUPPORTED and still apply
+ * v2 (a bundle made before v3 stays valid until it expires).
  */
 import { blake3 } from './blake3/index.js';
 import tar from 'tar-stream';
 import { z } from 'zod';
 import { refineActivationEnvironment } from '../protocol/activation-environment.js';
-import { AgentConfigSchema } from '../protocol/config.js';
+import { AgentConfigSchema, ConfigIdSchema } from '../protocol/config.js';
 import { jsonBoundsViolation, MAX_JSON_DEPTH } from '../protocol/json-bounds.js';
 import { canonicalJsonBytes } from '../protocol/canonical-json.js';
 import { ed25519Verify } from '../protocol/ed25519.js';
@@ -36,11 +50,17 @@ import { KeyIdSchema, publicKeyOf, type Identity, type KeyId } from '../protocol
 import { StorePathInfoSchema, type StorePathInfo } from '../protocol/store-path-info.js';
 import { decodeDirectory, directoryId } from './directory.js';
 import { CastoreError } from './errors.js';
+import { decodeTemplateRecord, placeholdersAt } from './references/index.js';
+import { MAX_TEMPLATE_RECORD_BYTES } from '../protocol/data-protocol.js';
 import { isDigest, type Digest, type Node } from './node.js';
 import type { LocalCastore } from './local/local-castore.js';
 
-/** The format this Ferry writes and the only one it reads. */
-export const BUNDLE_FORMAT = 'ferry-bundle-v2';
+/** The format this Ferry writes. */
+export const BUNDLE_FORMAT = 'ferry-bundle-v3';
+/** The formats this Ferry reads: v3, and v2 (the same without `base`, normalized/ and templates/). */
+const READABLE_FORMATS = ['ferry-bundle-v2', BUNDLE_FORMAT] as const;
+/** The largest base file a reader reads whole to derive a normalized blob from (normalized/ entries). */
+export const MAX_BUNDLE_DERIVATION_BYTES = 64 * 1024 * 1024;
 /** Longest validity of a bundle (its `expiresAt - createdAt`). */
 export const MAX_BUNDLE_TTL_MS = 366 * 24 * 3600 * 1000;
 /** Validity when the maker names none (`ferry bundle create --ttl`). */
@@ -83,7 +103,7 @@ export type BundleAudience = z.infer<typeof BundleAudienceSchema>;
 
 export const BundleManifestSchema = z
   .strictObject({
-    format: z.literal(BUNDLE_FORMAT),
+    format: z.enum(READABLE_FORMATS),
     coordinatorKey: KeyIdSchema,
     /** Unix ms. */
     createdAt: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
@@ -91,9 +111,13 @@ export const BundleManifestSchema = z
     expiresAt: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
     audience: BundleAudienceSchema,
     config: BundleConfigSchema,
+    /** (v3) The config whose closure the reader must hold: the bundle carries only what it lacks. */
+    base: ConfigIdSchema.optional(),
     storePaths: z.array(StorePathInfoSchema).max(MAX_BUNDLE_STORE_PATHS),
   })
   .superRefine((manifest, context) => {
+    if (manifest.base !== undefined && manifest.format !== BUNDLE_FORMAT) context.addIssue({ code: 'custom', path: ['base'], message: `a base needs format ${BUNDLE_FORMAT}` });
+    if (manifest.base === manifest.config.id) context.addIssue({ code: 'custom', path: ['base'], message: 'a bundle cannot be based on its own config' });
     if (manifest.expiresAt <= manifest.createdAt) context.addIssue({ code: 'custom', path: ['expiresAt'], message: 'the bundle expires before it was made' });
     if (manifest.expiresAt - manifest.createdAt > MAX_BUNDLE_TTL_MS) {
       context.addIssue({ code: 'custom', path: ['expiresAt'], message: `the bundle is valid for more than ${MAX_BUNDLE_TTL_MS / 86_400_000} days` });
@@ -136,8 +160,8 @@ export class BundleError extends Error {
   }
 }
 
-function signedMessage(manifest: Uint8Array): Uint8Array {
-  return new TextEncoder().encode(`${BUNDLE_FORMAT}\n${Buffer.from(blake3(manifest)).toString('hex')}`);
+function signedMessage(format: string, manifest: Uint8Array): Uint8Array {
+  return new TextEncoder().encode(`${format}\n${Buffer.from(blake3(manifest)).toString('hex')}`);
 }
 
 /** Every object below `roots`, each once: directories children-first, then blobs. */
@@ -163,7 +187,10 @@ export interface BundleStream {
   size: number;
   storePaths: number;
   directories: number;
+  /** Blobs carried whole. */
   blobs: number;
+  /** Blobs carried as templates over the base's normalized blobs (a base only). */
+  templates: number;
   /** Unix ms after which agents refuse it. */
   expiresAt: number;
   /** The agents it is for. */
@@ -184,12 +211,43 @@ export interface BundleOptions {
   systems?: readonly string[];
   /** The creation time (default: now). */
   now?: number;
+  /**
+   * A config the agents run: the bundle then carries only what its
+   * closure (for the same systems) lacks, and rebuilt files as templates
+   * over its files' normalized blobs where the store keeps them so.
+   */
+  base?: BundleConfig;
 }
+
+/** What a bundle based on another config's closure leaves out, and what it can restore from. */
+interface BaseClosure {
+  directories: Set<Digest>;
+  blobs: Set<Digest>;
+  /** Normalized blob -> a blob of the base kept as a template over it (and that template's record). */
+  derivable: Map<Digest, { from: Digest; record: Uint8Array }>;
+}
+
+function baseClosure(store: LocalCastore, base: BundleConfig, systems: readonly string[] | undefined): BaseClosure {
+  const targets = Object.entries(base.targets).filter(([system]) => !systems || systems.includes(system));
+  if (targets.length === 0) throw new BundleError('BAD_BUNDLE', `base config ${base.id} has no target for ${systems?.join(', ')}`);
+  const infos = store.closure(targets.map(([, target]) => target)).map((storePath) => store.getStorePath(storePath)!);
+  const { directories, blobs } = objectsOf(store, infos.map((info) => info.root));
+  const derivable = new Map<Digest, { from: Digest; record: Uint8Array }>();
+  for (const { id } of blobs) {
+    const template = store.templateOf(id);
+    if (template && !derivable.has(template.normalized)) derivable.set(template.normalized, { from: id, record: template.record });
+  }
+  return { directories: new Set(directories), blobs: new Set(blobs.map((blob) => blob.id)), derivable };
+}
+
+/** A normalized/ or templates/ entry's bytes: a digest, then a template record. */
+const digestThenRecord = (digest: Digest, record: Uint8Array): Buffer => Buffer.concat([Buffer.from(digest, 'hex'), record]);
 
 /**
  * Streams a signed bundle of `config` and the closure of its targets (all
  * systems, or `options.systems`), for `options.audience`, valid from now
- * for `options.ttlMs`. The manifest is checked against the schema every
+ * for `options.ttlMs`; with `options.base`, only the objects the base's
+ * closure lacks (see the header). The manifest is checked against the schema every
  * reader applies before anything is signed: refuses (BAD_BUNDLE, naming
  * the field) a config, audience or validity that readers would refuse, a
  * config without a target for the systems asked for, and
@@ -208,14 +266,31 @@ export function writeBundle(store: LocalCastore, signer: Identity, config: Bundl
     expiresAt: createdAt + (options.ttlMs ?? DEFAULT_BUNDLE_TTL_MS),
     audience: options.audience,
     config,
+    ...(options.base ? { base: options.base.id } : {}),
     storePaths,
   });
   if (!parsed.success) throw manifestError(parsed.error);
   const manifestBytes = Buffer.from(JSON.stringify(parsed.data));
-  const signature = Buffer.from(Buffer.from(signer.sign(signedMessage(manifestBytes))).toString('base64'));
-  const { directories, blobs } = objectsOf(store, storePaths.map((info) => info.root));
+  const signature = Buffer.from(Buffer.from(signer.sign(signedMessage(BUNDLE_FORMAT, manifestBytes))).toString('base64'));
+  const closure = objectsOf(store, storePaths.map((info) => info.root));
+  const base = options.base ? baseClosure(store, options.base, systems) : undefined;
+  const directories = base ? closure.directories.filter((id) => !base.directories.has(id)) : closure.directories;
   // Read once: their sizes make the bundle's, and they are small (a few KiB each).
   const directoryBytes = directories.map((id) => [id, store.readDirectoryBytes(id)] as const);
+  const blobs: { id: Digest; size: number }[] = [];
+  const templates: (readonly [Digest, Buffer])[] = [];
+  const derivations = new Map<Digest, Buffer>();
+  for (const blob of closure.blobs) {
+    if (base?.blobs.has(blob.id)) continue;
+    const template = base && store.templateOf(blob.id);
+    const over = template && (base.blobs.has(template.normalized) ? 'held' : base.derivable.get(template.normalized));
+    if (!template || !over) {
+      blobs.push(blob);
+      continue;
+    }
+    templates.push([blob.id, digestThenRecord(template.normalized, template.record)]);
+    if (over !== 'held' && !derivations.has(template.normalized)) derivations.set(template.normalized, digestThenRecord(over.from, over.record));
+  }
   const pack = tar.pack();
   const addEntry = (name: string, size: number, chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>) =>
     new Promise<void>((resolve, reject) => {
@@ -235,7 +310,10 @@ export function writeBundle(store: LocalCastore, signer: Identity, config: Bundl
       await addEntry('ferry-bundle.json', manifestBytes.length, [manifestBytes]);
       await addEntry('ferry-bundle.sig', signature.length, [signature]);
       for (const [id, bytes] of directoryBytes) await addEntry(`directories/${id}`, bytes.length, [bytes]);
+      for (const [id, bytes] of derivations) await addEntry(`normalized/${id}`, bytes.length, [bytes]);
       for (const blob of blobs) await addEntry(`blobs/${blob.id}`, blob.size, blob.size === 0 ? [] : store.readBlob(blob.id));
+      // Last: a reader restores each over a normalized blob it holds or was just given.
+      for (const [id, bytes] of templates) await addEntry(`templates/${id}`, bytes.length, [bytes]);
       pack.finalize();
     } catch (error) {
       pack.destroy(error as Error);
@@ -245,6 +323,7 @@ export function writeBundle(store: LocalCastore, signer: Identity, config: Bundl
     tarEntryBytes(manifestBytes.length) +
     tarEntryBytes(signature.length) +
     directoryBytes.reduce((sum, [, bytes]) => sum + tarEntryBytes(bytes.length), 0) +
+    [...derivations.values(), ...templates.map(([, bytes]) => bytes)].reduce((sum, bytes) => sum + tarEntryBytes(bytes.length), 0) +
     blobs.reduce((sum, blob) => sum + tarEntryBytes(blob.size), 0) +
     TAR_END_BYTES;
   // A streamx Readable: async-iterable bytes.
@@ -254,6 +333,7 @@ export function writeBundle(store: LocalCastore, signer: Identity, config: Bundl
     storePaths: storePaths.length,
     directories: directories.length,
     blobs: blobs.length,
+    templates: templates.length,
     expiresAt: parsed.data.expiresAt,
     agents: parsed.data.audience.agents,
   };
@@ -298,15 +378,15 @@ function verifiedManifest(manifestBytes: Buffer, signatureText: Buffer, coordina
   if (format === 'ferry-bundle-v1') {
     throw new BundleError(
       'BUNDLE_FORMAT_UNSUPPORTED',
-      `this is a ferry-bundle-v1 bundle: v1 bundles name no agent and never expire, and this agent applies only ${BUNDLE_FORMAT}; ` +
+      `this is a ferry-bundle-v1 bundle: v1 bundles name no agent and never expire, and this agent applies only ${READABLE_FORMATS.join(' and ')}; ` +
         'make a new one on the coordinator host with ferry bundle create CONFIG --agents ID… (or --where K=V)',
     );
   }
-  if (format !== BUNDLE_FORMAT) {
-    throw new BundleError('BUNDLE_FORMAT_UNSUPPORTED', `the bundle's format is ${JSON.stringify(format)?.slice(0, 64) ?? 'missing'}; this agent applies only ${BUNDLE_FORMAT}`);
+  if (!READABLE_FORMATS.includes(format as (typeof READABLE_FORMATS)[number])) {
+    throw new BundleError('BUNDLE_FORMAT_UNSUPPORTED', `the bundle's format is ${JSON.stringify(format)?.slice(0, 64) ?? 'missing'}; this agent applies ${READABLE_FORMATS.join(' and ')}`);
   }
   const signature = Buffer.from(signatureText.toString('utf8'), 'base64');
-  if (!ed25519Verify(publicKeyOf(coordinatorKey as KeyId), signedMessage(manifestBytes), signature)) {
+  if (!ed25519Verify(publicKeyOf(coordinatorKey as KeyId), signedMessage(format as string, manifestBytes), signature)) {
     throw new BundleError('BAD_BUNDLE', `the bundle is not signed by coordinator ${coordinatorKey}`);
   }
   const parsed = BundleManifestSchema.safeParse(json);
@@ -315,6 +395,32 @@ function verifiedManifest(manifestBytes: Buffer, signatureText: Buffer, coordina
     throw new BundleError('BAD_BUNDLE', `the manifest names coordinator ${parsed.data.coordinatorKey}, but it is signed by ${coordinatorKey}`);
   }
   return parsed.data;
+}
+
+/** Why a reader that lacks what a based bundle left out cannot apply it, and what to do. */
+const lacksBase = (base: string | undefined): string =>
+  `the bundle carries only what the closure of config ${base} lacks, and this machine does not hold all of that closure; ` +
+  `apply a bundle of ${base} first, or make a full one (ferry bundle create without --base)`;
+
+type BundleIngest = ReturnType<LocalCastore['beginIngest']>;
+
+/**
+ * A normalized/<N> entry: N derived from blob `from` (of the base, which
+ * the store must hold) with the placeholder written at `record`'s sites,
+ * staged once its BLAKE3 is N; returns N's size. Nothing is staged when N
+ * is already here (a machine that fetched the base keeps it derivable
+ * itself). Refuses (BundleError) a missing or too large `from`,
+ * (CastoreError) a record that does not fit `from` and bytes that are not N.
+ */
+async function deriveNormalized(store: LocalCastore, session: BundleIngest, id: Digest, from: Digest, record: Uint8Array, base: string | undefined): Promise<number> {
+  const held = store.statBlob(id)?.size;
+  if (held !== undefined) return held;
+  const size = store.statBlob(from)?.size;
+  if (size === undefined) throw new BundleError('BAD_BUNDLE', `normalized blob ${id} derives from blob ${from}, which is not here: ${lacksBase(base)}`);
+  if (size > MAX_BUNDLE_DERIVATION_BYTES) throw new BundleError('BAD_BUNDLE', `normalized blob ${id} derives from blob ${from} of ${size} bytes, over ${MAX_BUNDLE_DERIVATION_BYTES}`);
+  const { sites } = decodeTemplateRecord(record, size);
+  await session.putBlobBytes(placeholdersAt(await store.readBlobBytes(from), sites), id);
+  return size;
 }
 
 export interface ReadBundleOptions {
@@ -351,6 +457,8 @@ export async function readBundle(source: AsyncIterable<Uint8Array>, store: Local
     let manifestBytes: Buffer | undefined;
     const directories = new Map<Digest, ReturnType<typeof decodeDirectory>>();
     const blobs = new Set<Digest>();
+    /** Normalized blobs derived from the base by normalized/ entries, and their sizes. */
+    const derived = new Map<Digest, number>();
     for await (const entry of extract) {
       const name = entry.header.name;
       if (name === 'ferry-bundle.json') {
@@ -368,9 +476,25 @@ export async function readBundle(source: AsyncIterable<Uint8Array>, store: Local
         continue;
       }
       if (!manifest || !session) throw new BundleError('BAD_BUNDLE', `entry '${name}' comes before the signed manifest`);
-      const match = /^(directories|blobs)\/([0-9a-f]{64})$/.exec(name);
+      const match = (manifest.format === BUNDLE_FORMAT ? /^(directories|blobs|normalized|templates)\/([0-9a-f]{64})$/ : /^(directories|blobs)\/([0-9a-f]{64})$/).exec(name);
       if (!match || !isDigest(match[2]!)) throw new BundleError('BAD_BUNDLE', `unexpected entry '${name}' in the bundle`);
       const id = match[2] as Digest;
+      if (match[1] === 'normalized' || match[1] === 'templates') {
+        const bytes = await readAll(entry, 32 + MAX_TEMPLATE_RECORD_BYTES, `entry ${name}`);
+        if (bytes.length <= 32) throw new BundleError('BAD_BUNDLE', `entry ${name} is too short for a digest and a template record`);
+        const digest = bytes.subarray(0, 32).toString('hex') as Digest;
+        const record = new Uint8Array(bytes.subarray(32));
+        if (match[1] === 'normalized') {
+          derived.set(id, await deriveNormalized(store, session, id, digest, record, manifest.base));
+        } else {
+          // Restored over N (here, or derived above) and checked against its id: putTemplate refuses N's absence.
+          const size = derived.get(digest) ?? store.statBlob(digest)?.size;
+          if (size === undefined) throw new BundleError('BAD_BUNDLE', `blob ${id} is a template over ${digest}, which is not here: ${lacksBase(manifest.base)}`);
+          await session.putTemplate(id, size, digest, record);
+        }
+        blobs.add(id);
+        continue;
+      }
       if (match[1] === 'directories') {
         const bytes = await readAll(entry, 16 * 1024 * 1024, `directory ${id}`);
         if (directoryId(bytes) !== id) throw new CastoreError('DIRECTORY_NOT_CANONICAL', `bundle directory ${id} does not match its id`, { objectId: id });
@@ -391,7 +515,9 @@ export async function readBundle(source: AsyncIterable<Uint8Array>, store: Local
       return entries !== undefined && entries.every(present);
     };
     for (const info of manifest.storePaths) {
-      if (!present(info.root)) throw new BundleError('BAD_BUNDLE', `the bundle lacks objects of ${info.storePath}`);
+      if (present(info.root)) continue;
+      if (manifest.base) throw new BundleError('BAD_BUNDLE', `objects of ${info.storePath} are neither in the bundle nor here: ${lacksBase(manifest.base)}`);
+      throw new BundleError('BAD_BUNDLE', `the bundle lacks objects of ${info.storePath}`);
     }
     for (const entries of directories.values()) session.putDirectory(entries);
     for (const info of manifest.storePaths) if (!store.getStorePath(info.storePath)) session.registerStorePath(info as StorePathInfo);

@@ -29,6 +29,11 @@ const create: Command = {
     agents: { type: 'string', multiple: true, valueName: 'AGENT', description: 'an agent it is for (id or name; repeat for more)' },
     where: { type: 'string', multiple: true, valueName: 'K=V', description: 'the enrolled agents it is for: status=…, system=…, labels.site=…, facts.cpus=… (all must match)' },
     ttl: { type: 'string', valueName: 'DURATION', description: 'how long agents may apply it, e.g. 12h, 7d (default 30d, at most 366d)' },
+    base: {
+      type: 'string',
+      valueName: 'CONFIG',
+      description: 'a config the agents run: carry only what its closure lacks, and rebuilt files as templates over its files (agents lacking it refuse the bundle, naming it)',
+    },
     ...jsonOption,
   },
   async run({ args, options, stdout, stderr }) {
@@ -49,11 +54,15 @@ const create: Command = {
       const row = coordinator.state.get('configs', args[0]!);
       if (!row) throw new UsageError(`no config ${args[0]} (see ferry graph log GRAPH)`);
       const systems = stringListOption(options, 'system');
+      const baseId = stringOption(options, 'base');
+      const baseRow = baseId === undefined ? undefined : coordinator.state.get('configs', baseId);
+      if (baseId !== undefined && !baseRow) throw new UsageError(`--base: no config ${baseId} (see ferry graph log GRAPH)`);
       const audience = { agents: await resolveAudience(coordinator, named, where), where };
       const bundle = writeBundle(coordinator.castore, coordinator.identity, { ...(row.body as ConfigBody), id: row.id }, {
         audience,
         ttlMs: ttlSeconds * 1000,
         ...(systems.length > 0 ? { systems } : {}),
+        ...(baseRow ? { base: { ...(baseRow.body as ConfigBody), id: baseRow.id } } : {}),
       });
       const json = booleanOption(options, 'json');
       const progress = createProgress(stderr, 'writing bundle', 'bytes', json);
@@ -72,12 +81,15 @@ const create: Command = {
         storePaths: bundle.storePaths,
         directories: bundle.directories,
         blobs: bundle.blobs,
+        templates: bundle.templates,
+        base: baseRow?.id ?? null,
         agents: bundle.agents,
         expiresAt: bundle.expiresAt,
       };
       progress.done();
       if (json) return writeJson(stdout, summary);
-      stderr.write(term`wrote bundle of config ${row.id} to ${output}: ${formatBytes(bundle.size)}, ${bundle.storePaths} store paths (${bundle.blobs} blobs, ${bundle.directories} directories)\n`);
+      const carried = baseRow ? `, only what config ${baseRow.id}'s closure lacks: ${bundle.blobs} blobs, ${bundle.templates} templates` : `: ${bundle.blobs} blobs`;
+      stderr.write(term`wrote bundle of config ${row.id} to ${output}: ${formatBytes(bundle.size)}, ${bundle.storePaths} store paths (${bundle.directories} directories${carried})\n`);
       stderr.write(term`for ${bundle.agents.length} agent(s), until ${new Date(bundle.expiresAt).toISOString()}\n`);
     } finally {
       coordinator.close();

@@ -323,7 +323,20 @@ describe.skipIf(skipReason !== undefined)('coordinator and agents, end to end', 
     // The coordinator was reachable: the reports went at once, audited as from a bundle.
     const { events } = await admin.call('audit.events', { action: 'agent.report', subject: delta });
     expect(events.at(-1)!.payload).toEqual({ agentId: delta, configId: second, phase: 'active', error: null, source: 'bundle', forced: false });
-  }, 60_000);
+
+    // Based on the config delta runs, a bundle carries only what that closure lacks (test/bundle-base.test.ts has
+    // the templates); back to the first config, so forced.
+    const fullFirst = JSON.parse(ok('bundle', 'create', first, '--agents', 'delta', '--data-dir', dataDir, '-o', path.join(dir, 'first.tar'), '--json')) as { bytes: number; blobs: number };
+    const basedFile = path.join(dir, 'first-on-second.tar');
+    const based = JSON.parse(ok('bundle', 'create', first, '--base', second, '--agents', 'delta', '--data-dir', dataDir, '-o', basedFile, '--json')) as { bytes: number; blobs: number; base: string };
+    expect(based.base).toBe(second);
+    expect(based.bytes).toBeLessThan(fullFirst.bytes);
+    expect(based.blobs).toBeLessThan(fullFirst.blobs);
+    expect(ferry('bundle', 'create', first, '--base', 'f'.repeat(64), '--agents', 'delta', '--data-dir', dataDir, '-o', path.join(dir, 'x.tar')).stderr).toMatch(/--base: no config f{64}/);
+    const back = JSON.parse(ok('agent', 'apply-bundle', basedFile, '--state-dir', stateDir, '--force', '--json')) as { configId: string; result: string; forced: boolean };
+    expect(back).toEqual({ configId: first, result: 'active', forced: true });
+    expect((await narOf(path.join(stateDir, 'store', path.basename(v1.app)))).equals(nix(['--dump', v1.app], { command: 'nix-store' }))).toBe(true);
+  }, 90_000);
 
   it('refuses a revoked agent everywhere', async () => {
     const gamma = agents.get('gamma')!;
