@@ -80,6 +80,11 @@ const serve: Command = {
     init: { type: 'boolean', description: 'initialise the data directory first if it holds no coordinator' },
     'nix-cache-public': { type: 'boolean', description: 'let anyone read the Nix binary cache at /nix-cache (default: a reading key is required; see ferry cache netrc)' },
     'nix-cache-compression': { type: 'string', valueName: 'none|zstd', description: 'compression of the NARs the Nix cache serves (default: none)' },
+    'max-connections': {
+      type: 'string',
+      valueName: 'N',
+      description: 'HTTP and HTTPS connections open at once; more are closed as they arrive (default: 32768; each open one costs ~20 KiB over HTTP, ~75 KiB over HTTPS)',
+    },
   },
   async run({ options, stdout, stderr, stdin }) {
     // The server's modules load only here: every other command starts without them.
@@ -97,6 +102,11 @@ const serve: Command = {
     const compression = stringOption(options, 'nix-cache-compression') ?? 'none';
     if (compression !== 'none' && compression !== 'zstd') throw new UsageError(`--nix-cache-compression '${compression}' is not none or zstd`);
     const nixCachePublic = booleanOption(options, 'nix-cache-public');
+    const maxConnectionsText = stringOption(options, 'max-connections');
+    const maxConnections = maxConnectionsText === undefined ? undefined : Number(maxConnectionsText);
+    if (maxConnections !== undefined && !(Number.isSafeInteger(maxConnections) && maxConnections >= 1)) {
+      throw new UsageError(`--max-connections '${maxConnectionsText}' is not a whole number of at least 1`);
+    }
     const quicListen = stringOption(options, 'quic-listen');
     // Refusal lines quote what clients sent (paths, messages): escaped like everything else on the
     // terminal, an entry's further lines (a stack) indented.
@@ -106,7 +116,7 @@ const serve: Command = {
       listen,
       quic: booleanOption(options, 'no-quic') ? false : quicListen ? parseListen(quicListen) : undefined,
       log,
-      http: { nixCache: { publicRead: nixCachePublic, compression } },
+      http: { nixCache: { publicRead: nixCachePublic, compression }, ...(maxConnections === undefined ? {} : { maxConnections }) },
       coordinator: { wireCompression: !booleanOption(options, 'no-wire-compression') },
     });
     const { coordinator, url, quic } = running;

@@ -25,6 +25,24 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/** What serving adds to the API's options. */
+export interface ServeOptions extends HttpApiOptions {
+  /** Connections open at once (default DEFAULT_MAX_CONNECTIONS); more are closed as they arrive. */
+  maxConnections?: number;
+}
+
+/**
+ * Connections open at once, by default. Each costs the coordinator memory
+ * while open: ~20 KiB over HTTP, ~75 KiB over HTTPS with HTTP/2 (bench/
+ * README.md, "Capacity"), bounded per connection by the limits below, so
+ * the count is what bounds the total: ~2.5 GB at this limit, all HTTPS.
+ * Room for 10,000 agents and, over HTTP/1.1, a second connection each
+ * beside its held watch. `ferry coordinator serve --max-connections`.
+ */
+export const DEFAULT_MAX_CONNECTIONS = 32_768;
+/** At most one log line per this long about connections refused at the limit. */
+const DROP_LOG_INTERVAL_MS = 10_000;
+
 /** The first byte of a TLS connection: a handshake record (RFC 8446 section 5.1). */
 const TLS_HANDSHAKE_RECORD = 0x16;
 /** Idle time before a connection's first TCP keepalive probe (many NATs forget a mapping after a few minutes). */
@@ -82,9 +100,10 @@ function closeWhenIdle(session: Http2Session): void {
 }
 
 /** Listens on `host:port` (port 0 picks a free one); resolves once listening. */
-export function startHttpServer(coordinator: Coordinator, host: string, port: number, options: HttpApiOptions = {}): Promise<RunningServer> {
+export function startHttpServer(coordinator: Coordinator, host: string, port: number, options: ServeOptions = {}): Promise<RunningServer> {
+  const { maxConnections = DEFAULT_MAX_CONNECTIONS, ...apiOptions } = options;
   const stopping = new AbortController();
-  const handleRequest = getRequestListener(createHttpApi(coordinator, { ...options, stopping: stopping.signal }).fetch);
+  const handleRequest = getRequestListener(createHttpApi(coordinator, { ...apiOptions, stopping: stopping.signal }).fetch);
   const plain = http.createServer(handleRequest);
   const secure = http2.createSecureServer(
     {
@@ -131,6 +150,19 @@ export function startHttpServer(coordinator: Coordinator, host: string, port: nu
       (first[0] === TLS_HANDSHAKE_RECORD ? secure : plain).emit('connection', socket);
     });
     socket.on('error', () => socket.destroy());
+  });
+  // Past the limit the kernel's connection is accepted and closed at once (net.Server's maxConnections).
+  listener.maxConnections = maxConnections;
+  let dropped = 0;
+  let lastDropLog = 0;
+  listener.on('drop', () => {
+    dropped++;
+    const now = Date.now();
+    if (now - lastDropLog < DROP_LOG_INTERVAL_MS) return;
+    lastDropLog = now;
+    const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+    log(`ferry coordinator: refused ${dropped} connection(s): ${maxConnections} are open, the limit (ferry coordinator serve --max-connections)`);
+    dropped = 0;
   });
   return new Promise((resolve, reject) => {
     listener.once('error', reject);

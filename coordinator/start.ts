@@ -9,10 +9,9 @@
  * here.
  */
 import { ClosureAccess } from './api/data-operations.js';
-import type { HttpApiOptions } from './api/http.js';
 import { Coordinator, type CoordinatorOptions } from './coordinator.js';
 import { startQuicServer, type RunningQuicServer } from './quic-server.js';
-import { startHttpServer, type RunningServer } from './server.js';
+import { startHttpServer, type RunningServer, type ServeOptions } from './server.js';
 
 /** A host and a port (0 picks a free one). */
 export interface ListenAddress {
@@ -29,8 +28,8 @@ export interface StartCoordinatorOptions {
   quic?: ListenAddress | false;
   /** Where refusals and internal errors of both servers are logged (default: stderr). */
   log?: (line: string) => void;
-  /** The HTTP API's other options (body limit, Nix cache). */
-  http?: Omit<HttpApiOptions, 'log' | 'stopping' | 'closureAccess'>;
+  /** The HTTP API's other options (body limit, Nix cache, connection limit). */
+  http?: Omit<ServeOptions, 'log' | 'stopping' | 'closureAccess'>;
   coordinator?: Omit<CoordinatorOptions, 'quicPort'>;
 }
 

@@ -197,3 +197,42 @@ describe('pinned fetch against a server without HTTP/2', () => {
     }
   });
 });
+
+describe('the connection limit', () => {
+  it('closes connections past --max-connections as they arrive, logs it, and serves again once one closes', async () => {
+    const lines: string[] = [];
+    const server = await startHttpServer(test.coordinator, '127.0.0.1', 0, { log: (line) => lines.push(line), maxConnections: 4 });
+    const port = Number(new URL(server.url).port);
+    const open = (): Promise<net.Socket> =>
+      new Promise((resolve, reject) => {
+        const socket = net.connect(port, '127.0.0.1', () => resolve(socket));
+        socket.once('error', reject);
+      });
+    /** Whether the coordinator closed `socket` within `ms` (a connection past the limit: at once). */
+    const closedWithin = (socket: net.Socket, ms: number): Promise<boolean> =>
+      new Promise((resolve) => {
+        const timer = setTimeout(() => resolve(false), ms);
+        socket.once('close', () => {
+          clearTimeout(timer);
+          resolve(true);
+        });
+        socket.on('error', () => undefined);
+      });
+    try {
+      // Four held connections, as many agents' (or an attacker's, who needs no key for a TCP connection).
+      const held = await Promise.all([open(), open(), open(), open()]);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const extra = await open();
+      expect(await closedWithin(extra, 2000)).toBe(true);
+      expect(lines.some((line) => /refused 1 connection\(s\): 4 are open, the limit \(ferry coordinator serve --max-connections\)/.test(line))).toBe(true);
+      for (const socket of held) expect(socket.destroyed).toBe(false);
+      held[0]!.destroy();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const info = await fetch(`${server.url}/v1/info`);
+      expect(info.status).toBe(200);
+      for (const socket of held) socket.destroy();
+    } finally {
+      await server.close();
+    }
+  });
+});
