@@ -15,6 +15,7 @@ import { ingestVersion, version } from '../castore/services/template-conformance
 import { ConfigBodySchema, type ConfigBody } from '../protocol/config.js';
 import { formatHlc } from '../protocol/hlc.js';
 import { Identity } from '../protocol/identity.js';
+import { chunksOf, collect } from './decompress-helpers.js';
 
 const coordinatorKey = Identity.generate();
 const agent = Identity.generate();
@@ -41,15 +42,8 @@ function configOf(target: string, wall: number, message: string): BundleConfig {
   return { ...body, id: configId(body) };
 }
 
-async function bytesOf(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const out: Uint8Array[] = [];
-  for await (const chunk of chunks) out.push(chunk);
-  return Buffer.concat(out);
-}
-
-async function* fromBuffer(buffer: Buffer): AsyncGenerator<Uint8Array> {
-  for (let offset = 0; offset < buffer.length; offset += 10_000) yield buffer.subarray(offset, offset + 10_000);
-}
+const bytesOf = collect;
+const fromBuffer = (bytes: Buffer): AsyncGenerator<Uint8Array> => chunksOf(bytes, [10_000]);
 
 function bundle(config: BundleConfig, options: { base?: BundleConfig } = {}) {
   return writeBundle(coordinatorStore, coordinatorKey, config, { audience: { agents: [agent.keyId], where: [] }, ...options });
