@@ -80,6 +80,11 @@ const serve: Command = {
     init: { type: 'boolean', description: 'initialise the data directory first if it holds no coordinator' },
     'nix-cache-public': { type: 'boolean', description: 'let anyone read the Nix binary cache at /nix-cache (default: a reading key is required; see ferry cache netrc)' },
     'nix-cache-compression': { type: 'string', valueName: 'none|zstd', description: 'compression of the NARs the Nix cache serves (default: none)' },
+    'metrics-listen': {
+      type: 'string',
+      valueName: 'HOST:PORT',
+      description: 'serve Prometheus metrics at http://HOST:PORT/metrics to anyone who can reach that address (bind it where only your monitoring can; default: not served)',
+    },
     'max-connections': {
       type: 'string',
       valueName: 'N',
@@ -108,6 +113,7 @@ const serve: Command = {
       throw new UsageError(`--max-connections '${maxConnectionsText}' is not a whole number of at least 1`);
     }
     const quicListen = stringOption(options, 'quic-listen');
+    const metricsListen = stringOption(options, 'metrics-listen');
     // Refusal lines quote what clients sent (paths, messages): escaped like everything else on the
     // terminal, an entry's further lines (a stack) indented.
     const log = (line: string): void => stderr.write(term`${block(line).indented('  ')}\n`);
@@ -118,6 +124,7 @@ const serve: Command = {
       log,
       http: { nixCache: { publicRead: nixCachePublic, compression }, ...(maxConnections === undefined ? {} : { maxConnections }) },
       coordinator: { wireCompression: !booleanOption(options, 'no-wire-compression') },
+      ...(metricsListen ? { metricsListen: parseListen(metricsListen) } : {}),
     });
     const { coordinator, url, quic } = running;
     stdout.write(
@@ -127,6 +134,7 @@ const serve: Command = {
         term`  HTTP API:        ${url} (and HTTPS with the pinned certificate, for agents)\n`,
         term`  QUIC data plane: ${quic ? `${quic.address} (ALPN ferry/1)` : 'off (HTTP only)'}\n`,
         term`  Nix cache:       ${url}/nix-cache (reads: ${nixCachePublic ? 'public' : 'credentials'}, NARs: ${compression}; see ferry cache key)\n`,
+        term`  Metrics:         ${running.metrics ? running.metrics.url : 'not served (--metrics-listen HOST:PORT)'}\n`,
         term`  TLS fingerprint: ${coordinator.tls.fingerprint}\n`,
         term`  coordinator key: ${coordinator.identity.keyId}\n`,
         term`  audit log:       ${coordinator.lastSeq} events\n\n`,

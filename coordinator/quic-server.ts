@@ -21,6 +21,7 @@ import { replyFrames } from './api/data-replies.js';
 import { FERRY_VERSION } from '../protocol/version.js';
 import type { Coordinator } from './coordinator.js';
 import type { Actor } from './domain/commands.js';
+import { countedChunks, type CoordinatorMetrics } from './metrics/index.js';
 
 export interface QuicServerOptions {
   certificatePem: string;
@@ -30,6 +31,8 @@ export interface QuicServerOptions {
   /** A session with no packets for this long is closed (default 30 s; clients ping every 10 s). */
   idleTimeoutMs?: number;
   log?: (line: string) => void;
+  /** Where data-plane bytes are counted (the coordinator's metrics). */
+  metrics?: CoordinatorMetrics;
 }
 
 export interface RunningQuicServer {
@@ -142,8 +145,12 @@ export async function startQuicServer(coordinator: Coordinator, host: string, po
     session.on('error', (error: Error) => log(`ferry coordinator: QUIC session ${session.remoteAddress}:${session.remotePort}: ${error.message}`));
     session.on('stream', (stream: QuicStream) => {
       stream.on('error', () => undefined);
-      const reader = new FrameReader(quicStreamChunks(stream));
-      void writeFrames(stream, replyFrames(() => decide(session, state, reader), log, `a QUIC data request from ${session.remoteAddress}`)).then(() => discardRest(stream, reader));
+      const metrics = options.metrics;
+      const chunks = quicStreamChunks(stream);
+      const reader = new FrameReader(metrics ? countedChunks(chunks, (bytes) => metrics.countData('quic', 'received', bytes)) : chunks);
+      const replied = replyFrames(() => decide(session, state, reader), log, `a QUIC data request from ${session.remoteAddress}`);
+      const frames = metrics ? countedChunks(replied, (bytes) => metrics.countData('quic', 'sent', bytes)) : replied;
+      void writeFrames(stream, frames).then(() => discardRest(stream, reader));
     });
   });
   const address = await server.listen(port, host);

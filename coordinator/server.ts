@@ -153,6 +153,7 @@ export function startHttpServer(coordinator: Coordinator, host: string, port: nu
   });
   // Past the limit the kernel's connection is accepted and closed at once (net.Server's maxConnections).
   listener.maxConnections = maxConnections;
+  options.metrics?.setConnectionsOpen(() => connections.size);
   let dropped = 0;
   let lastDropLog = 0;
   listener.on('drop', () => {

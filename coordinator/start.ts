@@ -5,13 +5,15 @@
  * share (ClosureAccess: one per coordinator, for the data plane on both
  * transports and the Nix cache), then serves it: HTTP and HTTPS on one
  * port (server.ts), and the QUIC data plane (quic-server.ts) unless it is
- * disabled. `ferry coordinator serve` and the tests' coordinators start
+ * disabled, and the metrics (metrics/) on an address of their own when
+ * asked. `ferry coordinator serve` and the tests' coordinators start
  * here.
  */
 import { ClosureAccess } from './api/data-operations.js';
 import { Coordinator, type CoordinatorOptions } from './coordinator.js';
 import { startQuicServer, type RunningQuicServer } from './quic-server.js';
 import { startHttpServer, type RunningServer, type ServeOptions } from './server.js';
+import { CoordinatorMetrics, startMetricsServer, type RunningMetricsServer } from './metrics/index.js';
 
 /** A host and a port (0 picks a free one). */
 export interface ListenAddress {
@@ -29,7 +31,9 @@ export interface StartCoordinatorOptions {
   /** Where refusals and internal errors of both servers are logged (default: stderr). */
   log?: (line: string) => void;
   /** The HTTP API's other options (body limit, Nix cache, connection limit). */
-  http?: Omit<ServeOptions, 'log' | 'stopping' | 'closureAccess'>;
+  http?: Omit<ServeOptions, 'log' | 'stopping' | 'closureAccess' | 'metrics'>;
+  /** Where `GET /metrics` is served to anyone who can reach it (default: nowhere; the counting happens anyway). */
+  metricsListen?: ListenAddress;
   coordinator?: Omit<CoordinatorOptions, 'quicPort'>;
 }
 
@@ -42,6 +46,8 @@ export interface RunningCoordinator {
   readonly quic: RunningQuicServer | undefined;
   /** The QUIC data plane's UDP port (what `info` advertises), null when disabled. */
   readonly quicPort: number | null;
+  /** The metrics' own server, when `metricsListen` was given. */
+  readonly metrics: RunningMetricsServer | undefined;
   /**
    * Stops the servers (held watches are answered first), signs a checkpoint
    * of the log's head and closes the coordinator. Later calls return the
@@ -57,10 +63,12 @@ export interface RunningCoordinator {
  */
 export async function startCoordinator(options: StartCoordinatorOptions): Promise<RunningCoordinator> {
   let quic: RunningQuicServer | undefined;
+  let metricsServer: RunningMetricsServer | undefined;
   const coordinator = Coordinator.open(options.dataDir, { ...options.coordinator, quicPort: () => quic?.port ?? null });
   const closureAccess = new ClosureAccess(coordinator);
+  const metrics = new CoordinatorMetrics(coordinator);
   const log = options.log;
-  const http = await startHttpServer(coordinator, options.listen.host, options.listen.port, { ...options.http, log, closureAccess }).catch((error: unknown) => {
+  const http = await startHttpServer(coordinator, options.listen.host, options.listen.port, { ...options.http, log, closureAccess, metrics }).catch((error: unknown) => {
     coordinator.close();
     throw error;
   });
@@ -68,9 +76,11 @@ export async function startCoordinator(options: StartCoordinatorOptions): Promis
     if (options.quic !== false) {
       const at = options.quic ?? { host: options.listen.host, port: Number(new URL(http.url).port) };
       const { certificatePem, privateKeyPem } = coordinator.tls;
-      quic = await startQuicServer(coordinator, at.host, at.port, { certificatePem, privateKeyPem, closureAccess, log });
+      quic = await startQuicServer(coordinator, at.host, at.port, { certificatePem, privateKeyPem, closureAccess, log, metrics });
     }
+    if (options.metricsListen) metricsServer = await startMetricsServer(metrics, options.metricsListen.host, options.metricsListen.port);
   } catch (error) {
+    await quic?.close();
     await http.close();
     coordinator.close();
     throw error;
@@ -83,8 +93,10 @@ export async function startCoordinator(options: StartCoordinatorOptions): Promis
     http,
     quic: quicServer,
     quicPort: quicServer?.port ?? null,
+    metrics: metricsServer,
     close() {
       closing ??= (async () => {
+        await metricsServer?.close();
         await quicServer?.close();
         await http.close();
         // A caller may have closed the coordinator itself already (a test stopping it mid-way).

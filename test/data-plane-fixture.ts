@@ -35,10 +35,12 @@ export interface TestCoordinator {
   pusher: Identity;
   adminClient: CoordinatorHttpClient;
   log: string[];
+  /** `http://…/metrics`, when started with `metrics: true`. */
+  metricsUrl: string | undefined;
   close(): Promise<void>;
 }
 
-export async function startTestCoordinator(options: { quic?: boolean; coordinator?: CoordinatorOptions } = {}): Promise<TestCoordinator> {
+export async function startTestCoordinator(options: { quic?: boolean; coordinator?: CoordinatorOptions; metrics?: boolean } = {}): Promise<TestCoordinator> {
   const dir = mkdtempSync(path.join(tmpdir(), 'ferry-data-'));
   const log: string[] = [];
   const running = await startCoordinator({
@@ -47,6 +49,7 @@ export async function startTestCoordinator(options: { quic?: boolean; coordinato
     quic: options.quic === false ? false : { host: '127.0.0.1', port: 0 },
     log: (line) => log.push(line),
     coordinator: options.coordinator,
+    ...(options.metrics ? { metricsListen: { host: '127.0.0.1', port: 0 } } : {}),
   });
   const { coordinator, http } = running;
   const { admin } = bootstrap(coordinator);
@@ -64,6 +67,7 @@ export async function startTestCoordinator(options: { quic?: boolean; coordinato
     pusher,
     adminClient: new CoordinatorHttpClient(http.url, admin),
     log,
+    metricsUrl: running.metrics?.url,
     async close() {
       await running.close();
       rmSync(dir, { recursive: true, force: true });

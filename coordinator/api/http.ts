@@ -32,6 +32,8 @@ import { DesiredWatches, MAX_WATCHES_PER_AGENT } from './desired-watches.js';
 import type { WatchUnchanged } from '../../protocol/config.js';
 import { liveViewerRoutes } from '../viewer/index.js';
 import { createNixCacheApp } from '../nix-cache/index.js';
+import { matchedRoutes } from 'hono/route';
+import { countedChunks, type CoordinatorMetrics, type MetricsTransport } from '../metrics/index.js';
 
 export interface HttpApiOptions {
   /** Largest request body accepted (default 1 MiB). */
@@ -56,6 +58,14 @@ export interface HttpApiOptions {
    * (docs/coordinator.md, "The API's description").
    */
   checkReplies?: boolean;
+  /** Where requests' durations and data-plane bytes are counted (startCoordinator's, served by --metrics-listen). */
+  metrics?: CoordinatorMetrics;
+}
+
+/** The transport a request came over (@hono/node-server's bindings: node:http's or node:http2's request). */
+function transportOf(c: Context): MetricsTransport {
+  const incoming = (c.env as { incoming?: { httpVersionMajor?: number; socket?: { encrypted?: boolean } } } | undefined)?.incoming;
+  return incoming?.httpVersionMajor === 2 || incoming?.socket?.encrypted ? 'https' : 'http';
 }
 
 export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions = {}): Hono {
@@ -120,7 +130,19 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
   }
 
   const app = new Hono();
-  app.onError(jsonErrorHandler(log));
+  const answerError = jsonErrorHandler(log);
+  app.onError(answerError);
+  const metrics = options.metrics;
+  if (metrics) {
+    app.use('*', async (c, next) => {
+      const started = performance.now();
+      await next();
+      // The route pattern, not the path: a label's values stay the API's, whatever clients ask for.
+      // Middleware (this one) is registered for ALL methods; a route for its own.
+      const route = matchedRoutes(c).findLast((matched) => matched.method !== 'ALL');
+      metrics.observeRequest(route?.path ?? 'unmatched', c.req.method, c.res.status, transportOf(c), (performance.now() - started) / 1000);
+    });
+  }
   for (const operation of Object.keys(OPERATIONS) as OperationName[]) {
     const route: ApiRoute = API_ROUTES[operation];
     // One signature for every handler: each is typed by its own route, which the description pairs it with.
@@ -206,9 +228,10 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
   // The data plane's HTTP fallback: the body is a request frame (see protocol/framing.ts) whose
   // header JSON the signature covers; object bytes are verified by their ids instead.
   app.on(API_STREAMS.data.method, API_STREAMS.data.path, (c) => {
-    const source = c.req.raw.body as AsyncIterable<Uint8Array> | null;
-    const reader = new FrameReader(source ?? (async function* () {})());
-    const frames = replyFrames(async () => {
+    const body = (c.req.raw.body as AsyncIterable<Uint8Array> | null) ?? (async function* () {})();
+    const transport = transportOf(c);
+    const reader = new FrameReader(metrics ? countedChunks(body, (bytes) => metrics.countData(transport, 'received', bytes)) : body);
+    const replied = replyFrames(async () => {
       const headerBytes = await reader.readHeaderBytes(MAX_REQUEST_HEADER_BYTES);
       const request = DataRequestSchema.parse(parseHeaderJson(headerBytes));
       if (request.op === 'hello' || request.op === 'auth') throw new FerryError('INVALID', `${request.op} is for QUIC sessions; HTTP requests are signed one by one`);
@@ -216,6 +239,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
       if (actor.role === 'agent') coordinator.presence.touch(actor.keyId);
       return runDataOperation(coordinator, closureAccess, actor, request, reader);
     }, log, requestWhere(c));
+    const frames = metrics ? countedChunks(replied, (bytes) => metrics.countData(transport, 'sent', bytes)) : replied;
     const stream = new ReadableStream<Uint8Array>({
       async pull(controller) {
         try {
@@ -236,8 +260,8 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
   app.route('/nix-cache', createNixCacheApp(coordinator, closureAccess, { log, ...options.nixCache }));
 
   app.route('/', liveViewerRoutes(coordinator, { authenticate, log, checkReplies })); // the audit-log viewer, under /viewer (coordinator/viewer/)
-  app.notFound((c) => {
-    throw new FerryError('NOT_FOUND', `no route ${requestWhere(c)}`);
-  });
+  // Answered, not thrown: hono hands a route's error to onError inside the middleware chain, but a
+  // thrown not-found past it (and the metrics middleware would not see the request end).
+  app.notFound((c) => answerError(new FerryError('NOT_FOUND', `no route ${requestWhere(c)}`), c));
   return app;
 }
