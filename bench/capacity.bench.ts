@@ -251,14 +251,43 @@ interface RunningCoordinator {
   child: ChildProcess;
   pid: number;
   url: string;
+  /** Its Prometheus endpoint (--metrics-listen): the request durations it measured itself. */
+  metricsUrl: string | undefined;
   logFile: string;
+}
+
+/** `_count` and cumulative `_bucket` values of the coordinator's request-duration histogram for `route`, summed over its other labels. */
+async function requestHistogram(coordinator: RunningCoordinator, route: string): Promise<Map<string, number>> {
+  const counts = new Map<string, number>();
+  if (!coordinator.metricsUrl) return counts;
+  const text = await (await fetch(coordinator.metricsUrl)).text();
+  for (const [, le, labels, value] of text.matchAll(/^ferry_http_request_duration_seconds_bucket\{le="([^"]+)",(.*)\} (\d+)$/gm)) {
+    if (!labels!.includes(`route="${route}"`)) continue;
+    counts.set(le!, (counts.get(le!) ?? 0) + Number(value));
+  }
+  return counts;
+}
+
+/**
+ * The coordinator's own quantile `q` of a route's durations between two
+ * scrapes: the upper bound of the histogram bucket it falls in (ms), or
+ * null without requests. Its clock starts once a request's headers were
+ * read and stops when the reply was handed over: unlike the simulator's,
+ * it leaves out the kernel, TLS reads and the simulator itself.
+ */
+function histogramQuantileMs(before: Map<string, number>, after: Map<string, number>, q: number): number | null {
+  const buckets = [...after.entries()].map(([le, count]) => ({ le: le === '+Inf' ? Infinity : Number(le), count: count - (before.get(le) ?? 0) })).sort((a, b) => a.le - b.le);
+  const total = buckets.at(-1)?.count ?? 0;
+  if (total === 0) return null;
+  const found = buckets.find((bucket) => bucket.count >= q * total)!;
+  return found.le === Infinity ? Infinity : found.le * 1000;
 }
 
 function startCoordinator(dataDir: string, logFile: string): Promise<RunningCoordinator> {
   const cli = knobs.ferry === 'source' ? ['--import', 'tsx', path.join(root, 'bench', 'fixtures', 'ferry-cli.ts')] : [path.join(root, 'bin', 'ferry')];
   const logFd = openSync(logFile, 'w');
   const nodeFlags = (process.env.BENCH_COORDINATOR_NODE_FLAGS ?? '').split(' ').filter(Boolean);
-  const command = [process.execPath, ...nodeFlags, ...cli, 'coordinator', 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--no-quic'];
+  const command = [process.execPath, ...nodeFlags, ...cli, 'coordinator', 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--no-quic', '--metrics-listen', '127.0.0.1:0'];
   // Pinned from its first instruction: every thread it starts inherits CPU 0.
   const [program, ...args] = knobs.pin ? ['taskset', '-c', '0', ...command] : command;
   const child = spawn(program!, args, {
@@ -274,12 +303,13 @@ function startCoordinator(dataDir: string, logFile: string): Promise<RunningCoor
     child.stdout!.on('data', (chunk: Buffer) => {
       text += chunk.toString();
       const match = /HTTP API:\s+(http:\/\/\S+)/.exec(text);
-      if (match) {
+      const metrics = /Metrics:\s+(\S+)/.exec(text);
+      if (match && metrics) {
         clearTimeout(timer);
         child.stdout!.removeAllListeners('data');
         // What it prints from now on (e.g. --trace-gc's lines) goes to its log beside stderr.
         child.stdout!.pipe(createWriteStream(logFile, { flags: 'a' }));
-        resolve({ child, pid: child.pid!, url: match[1]!, logFile });
+        resolve({ child, pid: child.pid!, url: match[1]!, metricsUrl: metrics[1]!.startsWith('http') ? metrics[1] : undefined, logFile });
       }
     });
     child.once('exit', (code, signal) => {
@@ -434,7 +464,7 @@ interface PointResult {
     watchUnbound: number;
     watchUnboundEmptyChallenge: number;
   };
-  load: (LoadResult & { window: Window; connectionsOpened: number; tlsResumed: number; settle: SettleResult; recovery?: Recovery }) | { skipped: string };
+  load: (LoadResult & { window: Window; connectionsOpened: number; tlsResumed: number; coordinatorP99Ms: { desired: number | null; report: number | null }; settle: SettleResult; recovery?: Recovery }) | { skipped: string };
   fanout: (FanoutResult & { window: Window; reports: FanoutReportsResult & { window: Window }; settle: SettleResult }) | { skipped: string };
   /** The coordinator's RSS added per agent since the previous point (or since it started, for the first). */
   coordinatorKiBPerAgent: number | null;
@@ -565,24 +595,32 @@ async function measurePoint(transport: Transport, target: number, coordinator: R
   else if (alive()) {
     const rate = N / 30;
     log(`${transport} N=${N}: load for ${knobs.loadSeconds} s, ${rate.toFixed(1)} desired/s + ${rate.toFixed(1)} reports/s`);
+    const histogramsBefore = await Promise.all([requestHistogram(coordinator, '/v1/agent/desired'), requestHistogram(coordinator, '/v1/agent/status')]);
     const before = await mark(coordinator, simulator);
     const result = await simulator.ask<LoadResult>({ type: 'load', seconds: knobs.loadSeconds, desiredPerSecond: rate, reportsPerSecond: rate, drainTimeoutMs: knobs.requestTimeoutSeconds * 1000 + 5000 });
     const after = await mark(coordinator, simulator);
     const window = windowOf(before, after);
+    const histogramsAfter = await Promise.all([requestHistogram(coordinator, '/v1/agent/desired'), requestHistogram(coordinator, '/v1/agent/status')]);
+    // The coordinator's own p99 (a histogram bucket's upper bound) beside the simulator's end-to-end one.
+    const coordinatorP99Ms = {
+      desired: histogramQuantileMs(histogramsBefore[0], histogramsAfter[0], 0.99),
+      report: histogramQuantileMs(histogramsBefore[1], histogramsAfter[1], 0.99),
+    };
     const connectionsOpened = counterDelta(after.simulator, before.simulator, 'connectionsOpened');
     const tlsResumed = counterDelta(after.simulator, before.simulator, 'tlsResumed');
     log(
       `${transport} N=${N}: load desired p50/p99 ${result.desired.p50Ms}/${result.desired.p99Ms} ms, report p50/p99 ${result.report.p50Ms}/${result.report.p99Ms} ms, ` +
         `${result.desired.failed + result.report.failed} failed, ${result.desired.unfinished + result.report.unfinished} unfinished; coordinator ${window.coordinatorCores.toFixed(2)} cores, others ${window.otherCores.toFixed(2)}; ` +
         `${connectionsOpened} connections opened (${tlsResumed} TLS resumptions); simulator send lag p99/max ${result.sendLagP99Ms}/${result.sendLagMaxMs} ms; ` +
-        `kernel: ${window.backlogDrops} packets dropped at the input backlog, ${window.tcpTimeouts} TCP retransmission timeouts`,
+        `kernel: ${window.backlogDrops} packets dropped at the input backlog, ${window.tcpTimeouts} TCP retransmission timeouts; ` +
+        `coordinator's own p99 (histogram bucket bound): desired ≤ ${coordinatorP99Ms.desired} ms, report ≤ ${coordinatorP99Ms.report} ms`,
     );
     const settle = await simulator.ask<SettleResult>({ type: 'settle', timeoutMs: 120_000 });
     const calmAfter = await coordinatorCalm(coordinator.pid, 30_000);
     // A saturated coordinator still works off the load's requests (those whose clients gave up too), each
     // report waking every held watch: the fan-out is measured once that backlog is gone.
     const recovery = calmAfter.calm || !alive() ? undefined : await recover(coordinator, simulator, `${transport} N=${N}: the coordinator is still busy after the load`);
-    load = { ...result, window, connectionsOpened, tlsResumed, settle, ...(recovery ? { recovery } : {}) };
+    load = { ...result, window, connectionsOpened, tlsResumed, coordinatorP99Ms, settle, ...(recovery ? { recovery } : {}) };
   }
 
   // 4. Fan-out.
