@@ -2,16 +2,23 @@
 // over real HTTP and parsed with a Prometheus text-format parser: fleet gauges read from the state when
 // scraped (a config's outcomes as `ferry graph log` summarizes them), request durations by route pattern, data-plane bytes by transport (QUIC and HTTPS, real
 // fetches). Hostile: labels take the API's route patterns, never a client's path, so no request can
-// add series; the endpoint serves nothing but GET /metrics.
+// add series; the endpoint serves nothing but GET /metrics. On the API port, GET /v1/metrics takes HTTP
+// Basic credentials derived from a reader's key, refused for any other key, context or revoked key.
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalCastore } from '../castore/index.js';
 import { openDataClient } from '../protocol/connect.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
-import type { Identity } from '../protocol/identity.js';
+import { Identity } from '../protocol/identity.js';
+import { keyCredentialPassword, METRICS_CREDENTIAL_CONTEXT } from '../coordinator/api/key-credentials.js';
+import { nixCachePassword } from '../coordinator/nix-cache/credentials.js';
 import { addTreeAsStorePath, enrollAgent, fakeStorePath, fetchConfigClosure, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
 
+const ferryBin = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'ferry');
 let test: TestCoordinator;
 let head: string;
 let active: Identity;
@@ -118,5 +125,50 @@ describe('the metrics endpoint', () => {
     expect((await fetch(`${base}/metrics/../v1/agents`)).status).toBe(404);
     expect((await fetch(`${base}/metrics`, { method: 'POST', body: 'x'.repeat(1024) })).status).toBe(405);
     expect((await fetch(`${base}/metrics`, { method: 'HEAD' })).status).toBe(200);
+  });
+});
+
+describe('the metrics on the API port', () => {
+  const basic = (login: string, password: string) => ({ authorization: `Basic ${Buffer.from(`${login}:${password}`).toString('base64')}` });
+  const metricsOn = (headers: Record<string, string> = {}) => fetch(`${test.http.url}/v1/metrics`, { headers });
+
+  it("serves a reader whose key derived the password, and refuses everyone else, naming why", async () => {
+    const viewer = Identity.generate();
+    await test.adminClient.call('keys.add', { keyId: viewer.keyId, role: 'viewer', label: 'prometheus' });
+    const served = await metricsOn(basic(viewer.keyId, keyCredentialPassword(viewer, METRICS_CREDENTIAL_CONTEXT)));
+    expect(served.status).toBe(200);
+    expect(parsePrometheusTextFormat(await served.text()).some((family) => family.name === 'ferry_audit_head_seq')).toBe(true);
+
+    const refusals: [string, Record<string, string>, number, string][] = [
+      ['no credentials', {}, 401, 'UNAUTHENTICATED'],
+      ['a bearer token', { authorization: 'Bearer abc' }, 401, 'BAD_CREDENTIALS'],
+      ["the viewer's Nix cache password (another context)", basic(viewer.keyId, nixCachePassword(viewer)), 401, 'BAD_CREDENTIALS'],
+      ["another key's password under the viewer's id", basic(viewer.keyId, keyCredentialPassword(active, METRICS_CREDENTIAL_CONTEXT)), 401, 'BAD_CREDENTIALS'],
+      ['an agent, whose role may not read them', basic(active.keyId, keyCredentialPassword(active, METRICS_CREDENTIAL_CONTEXT)), 403, 'FORBIDDEN'],
+      ['a key the coordinator does not know', (() => { const stranger = Identity.generate(); return basic(stranger.keyId, keyCredentialPassword(stranger, METRICS_CREDENTIAL_CONTEXT)); })(), 401, 'UNKNOWN_KEY'],
+      ['a login that is no key id', basic('prometheus', 'x'.repeat(86) + '=='), 401, 'BAD_CREDENTIALS'],
+    ];
+    for (const [what, headers, status, code] of refusals) {
+      const response = await metricsOn(headers);
+      expect(response.status, what).toBe(status);
+      expect(((await response.json()) as { error: { code: string } }).error.code, what).toBe(code);
+    }
+
+    // What `ferry metrics credentials` prints is what the endpoint takes (the CLI, as a user runs it).
+    const keyFile = path.join(test.dir, 'viewer.key');
+    writeFileSync(keyFile, viewer.toKeyFile(), { mode: 0o600 });
+    const cli = spawnSync(process.execPath, [ferryBin, 'metrics', 'credentials', '--url', test.http.url, '--key', keyFile, '--json'], { encoding: 'utf8' });
+    expect(cli.status, cli.stderr).toBe(0);
+    const printed = JSON.parse(cli.stdout) as { url: string; username: string; password: string };
+    expect(printed.url).toBe(`${test.http.url}/v1/metrics`);
+    expect((await fetch(printed.url, { headers: basic(printed.username, printed.password) })).status).toBe(200);
+    const config = spawnSync(process.execPath, [ferryBin, 'metrics', 'credentials', '--url', test.http.url, '--key', keyFile], { encoding: 'utf8' });
+    expect(config.stdout).toContain(`metrics_path: /v1/metrics`);
+    expect(config.stdout).toContain(`password: ${printed.password}`);
+
+    // Revoking the key revokes the password.
+    await test.adminClient.call('keys.revoke', { keyId: viewer.keyId });
+    const revoked = await metricsOn(basic(viewer.keyId, keyCredentialPassword(viewer, METRICS_CREDENTIAL_CONTEXT)));
+    expect([401, 403]).toContain(revoked.status);
   });
 });

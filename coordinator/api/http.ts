@@ -34,6 +34,7 @@ import { liveViewerRoutes } from '../viewer/index.js';
 import { createNixCacheApp } from '../nix-cache/index.js';
 import { matchedRoutes } from 'hono/route';
 import { countedChunks, type CoordinatorMetrics, type MetricsTransport } from '../metrics/index.js';
+import { METRICS_CREDENTIAL_CONTEXT, verifyKeyCredential } from './key-credentials.js';
 
 export interface HttpApiOptions {
   /** Largest request body accepted (default 1 MiB). */
@@ -220,6 +221,25 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
       },
     });
     return new Response(stream, { headers: { 'content-type': 'application/x-ndjson' } });
+  });
+
+  // For scrapers, which send Basic credentials derived from a reader's key rather than signing.
+  const metricsRoute = API_STREAMS.metrics;
+  app.on(metricsRoute.method, metricsRoute.path, async (c) => {
+    const verdict = verifyKeyCredential(c.req.header('authorization'), METRICS_CREDENTIAL_CONTEXT, 'see ferry metrics credentials');
+    if (!verdict.ok) {
+      log(`ferry coordinator: refused ${requestWhere(c)}: ${verdict.message}`);
+      throw new FerryError(verdict.reason === 'missing' ? 'UNAUTHENTICATED' : 'BAD_CREDENTIALS', verdict.message);
+    }
+    try {
+      resolveActor(coordinator, verdict.keyId, '', metricsRoute.access, 'metrics');
+    } catch (error) {
+      if (isAuthRefusal(error)) log(`ferry coordinator: refused ${requestWhere(c)}: ${error.code} ${error.message} (key ${verdict.keyId})`);
+      throw error;
+    }
+    if (!metrics) throw new FerryError('NOT_FOUND', 'this server keeps no metrics');
+    const { text, contentType } = await metrics.scrape();
+    return c.body(text, 200, { 'content-type': contentType });
   });
 
   // Public: clients check it against the fingerprint they pinned before trusting it for QUIC.

@@ -27,8 +27,8 @@
  * `POST /v1/graphs/edge/rollback` `{}` → 201 `{"graph":"edge","from":"…","to":"…","seq":42}`.
  *
  * Not JSON, so described apart (API_STREAMS): the audit export (JSON
- * lines), the TLS certificate (PEM) and the data plane's HTTP fallback
- * (frames, data-protocol.ts). Mounted beside them, with descriptions of
+ * lines), the TLS certificate (PEM), the data plane's HTTP fallback
+ * (frames, data-protocol.ts) and the metrics (Prometheus text). Mounted beside them, with descriptions of
  * their own: the Nix binary cache (`/nix-cache`, docs/nix-cache.md) and
  * the audit viewer (`/viewer`, docs/viewer.md), whose JSON routes are
  * VIEWER_ROUTES (viewer-routes.ts).
@@ -212,6 +212,12 @@ export const API_STREAMS = {
   'tls.certificate': { method: 'GET', path: '/v1/tls-certificate', access: 'public', reply: 'application/x-pem-file' },
   /** The data plane over HTTP: a request frame in, reply frames out (data-protocol.ts, framing.ts). */
   data: { method: 'POST', path: '/v1/data', access: 'per-request', reply: 'application/x-ferry-frames' },
+  /**
+   * Prometheus metrics, for a scraper that cannot sign requests: HTTP Basic
+   * credentials derived from a reader's key (`ferry metrics credentials`;
+   * coordinator/api/key-credentials.ts), checked like a signed request's key.
+   */
+  metrics: { method: 'GET', path: '/v1/metrics', access: READERS, reply: 'text/plain; version=0.0.4' },
 } as const satisfies Record<string, ApiStream>;
 
 export type ApiStreamName = keyof typeof API_STREAMS;
