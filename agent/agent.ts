@@ -36,6 +36,7 @@ import { storePathLocation } from '../nix/store-path.js';
 import { commandEnvironment, runCommand, type CommandResult } from './run-command.js';
 import { agentPaths, readAgentState, writeAgentState, type AgentState } from './state.js';
 import { lockStateDir } from './state-lock.js';
+import { MetricsTextfile } from './metrics-textfile.js';
 
 /** How often the daemon logs a fetch's progress. */
 const PROGRESS_LOG_INTERVAL_MS = 5000;
@@ -50,6 +51,8 @@ export interface AgentOptions {
   log?: (line: string) => void;
   /** Also log every event as it is recorded (the daemon: its journal says what it does). */
   logEvents?: boolean;
+  /** A node_exporter textfile rewritten after each deployment (metrics-textfile.ts). */
+  metricsTextfile?: string;
 }
 
 /** An answer the agent would act on came without the coordinator's signature (something between them changed it). */
@@ -111,6 +114,9 @@ export class Agent {
   private dataPlaneRoute: DataPlaneRoute | undefined;
   private readonly http: CoordinatorHttpClient;
   private readonly log: (line: string) => void;
+  private readonly metricsTextfile: MetricsTextfile | undefined;
+  /** Bytes the deployment under way fetched (for the metrics textfile). */
+  private lastFetchedBytes = 0;
 
   constructor(
     readonly stateDir: string,
@@ -123,6 +129,7 @@ export class Agent {
     this.log = options.log ?? ((line) => process.stderr.write(`${line}\n`));
     this.events = new EventRing(this.paths.events, options.logEvents ? (event) => this.log(`ferry agent: ${event.kind}: ${event.message}`) : undefined);
     this.http = new CoordinatorHttpClient(this.state.coordinator.httpUrl, this.identity, pinningOf(this.state.coordinator));
+    this.metricsTextfile = options.metricsTextfile === undefined ? undefined : new MetricsTextfile(options.metricsTextfile);
   }
 
   /**
@@ -597,7 +604,20 @@ export class Agent {
     return true;
   }
 
+  /** Deploys `config` (deployConfig), then records the deployment in the metrics textfile when there is one. */
   private async deploy(config: AgentConfig, bundled?: readonly StorePathInfo[]): Promise<RoundResult> {
+    const started = performance.now();
+    this.lastFetchedBytes = 0;
+    const result = await this.deployConfig(config, bundled);
+    if (this.metricsTextfile) {
+      const deployment = { configId: config.id, result, seconds: (performance.now() - started) / 1000, fetchedBytes: this.lastFetchedBytes, generation: this.generations.current()?.number ?? null };
+      // Monitoring is no reason to fail a deployment: a textfile that cannot be written is said and skipped.
+      await this.metricsTextfile.record(deployment).catch((error: unknown) => this.log(`ferry agent: warning: metrics textfile ${this.metricsTextfile!.file} not written: ${error instanceof Error ? error.message : String(error)}`));
+    }
+    return result;
+  }
+
+  private async deployConfig(config: AgentConfig, bundled?: readonly StorePathInfo[]): Promise<RoundResult> {
     const system = nixSystem();
     const target = config.targets[system];
     if (!target) {
@@ -654,6 +674,7 @@ export class Agent {
           this.events.add('fetched', `fetched ${fetched.copiedStorePaths} store paths, ${fetched.copiedBlobs} blobs, ${fetched.copiedBytes} bytes${deltas}${restored}`, config.id);
           fetchedTemplates = fetched.templates;
           storePaths = fetched.storePaths;
+          this.lastFetchedBytes = fetched.copiedBytes;
         }
         written = await materializer.finish();
       } catch (error) {

@@ -90,6 +90,11 @@ const run: Command = {
     'health-retry-delay': { type: 'string', valueName: 'MS', description: 'pause between health-check attempts (default 1000)' },
     http: { type: 'boolean', description: 'fetch over HTTP, not QUIC' },
     once: { type: 'boolean', description: 'one round, then exit (0 unless the round failed)' },
+    'metrics-textfile': {
+      type: 'string',
+      valueName: 'PATH',
+      description: "rewrite this node_exporter textfile (e.g. /var/lib/node_exporter/textfile/ferry.prom) after each deployment: its config and result, duration, bytes fetched",
+    },
   },
   async run({ options, stderr }) {
     const { Agent } = await loadAgent();
@@ -99,6 +104,7 @@ const run: Command = {
       httpOnly: booleanOption(options, 'http'),
       log: agentLog(stderr),
       logEvents: true,
+      ...(stringOption(options, 'metrics-textfile') ? { metricsTextfile: path.resolve(stringOption(options, 'metrics-textfile')!) } : {}),
     });
     try {
       if (booleanOption(options, 'once')) {
