@@ -268,6 +268,19 @@ async function requestHistogram(coordinator: RunningCoordinator, route: string):
   return counts;
 }
 
+/** How long one scrape of the coordinator's metrics took, start to whole reply, and its size (best of three). */
+async function timedScrape(coordinator: RunningCoordinator): Promise<{ ms: number; bytes: number } | undefined> {
+  if (!coordinator.metricsUrl) return undefined;
+  let best: { ms: number; bytes: number } | undefined;
+  for (let run = 0; run < 3; run++) {
+    const started = performance.now();
+    const bytes = (await (await fetch(coordinator.metricsUrl)).arrayBuffer()).byteLength;
+    const ms = performance.now() - started;
+    if (!best || ms < best.ms) best = { ms, bytes };
+  }
+  return best;
+}
+
 /**
  * The coordinator's own quantile `q` of a route's durations between two
  * scrapes: the upper bound of the histogram bucket it falls in (ms), or
@@ -584,6 +597,9 @@ async function measurePoint(transport: Transport, target: number, coordinator: R
       `others ${idle.otherCores.toFixed(2)} cores; ${idle.watchesPerSecond.toFixed(0)} watches/s, ${(idle.extraDesired / idle.seconds).toFixed(0)} extra desired/s; ` +
       `coordinator threads ${Object.entries(coordinatorThreadCores).filter(([, cores]) => cores > 0).map(([name, cores]) => `${name} ${cores}`).join(', ')}`,
   );
+  // Issue 22's benchmark: a Prometheus scrape of the whole fleet (its gauges read every agent), after the idle window.
+  const scrape = await timedScrape(coordinator);
+  if (scrape) log(`${transport} N=${N}: metrics scrape ${scrape.ms.toFixed(1)} ms, ${(scrape.bytes / 1024).toFixed(1)} KiB`);
   const added = N - state.previous.agents;
   const coordinatorKiBPerAgent = added > 0 ? (coordinatorRss - state.previous.coordinatorRss) / 1024 / added : null;
   const simulatorKiBPerAgent = added > 0 ? (idleEnd.simulator.rssBytes - state.previous.simulatorRss) / 1024 / added : null;
