@@ -121,7 +121,7 @@ async function resolveAudience(coordinator: Coordinator, named: readonly string[
     ids.add(agent.id);
   }
   if (where.length > 0) {
-    const selected = listAgents(coordinator.state, parseWhere(where)).filter((agent) => agent.status === 'enrolled');
+    const selected = listAgents(coordinator.state, parseWhere(where), (id) => coordinator.presence.presenceOf(id)).filter((agent) => agent.status === 'enrolled');
     if (selected.length === 0) throw new UsageError(`--where ${where.join(' --where ')} selects no enrolled agent (see ferry agents ls --where …)`);
     for (const agent of selected) ids.add(agent.id);
   }

@@ -85,6 +85,8 @@ const serve: Command = {
       valueName: 'HOST:PORT',
       description: 'serve Prometheus metrics at http://HOST:PORT/metrics to anyone who can reach that address (bind it where only your monitoring can; default: not served)',
     },
+    'presence-stale': { type: 'string', valueName: 'SECONDS', description: 'an agent holding no watch and unheard of this long is stale (default 300)' },
+    'presence-offline': { type: 'string', valueName: 'SECONDS', description: '… and this long, offline (default 900)' },
     'max-connections': {
       type: 'string',
       valueName: 'N',
@@ -93,10 +95,11 @@ const serve: Command = {
   },
   async run({ options, stdout, stderr, stdin }) {
     // The server's modules load only here: every other command starts without them.
-    const [{ Coordinator }, { FERRY_VERSION }, { startCoordinator }] = await Promise.all([
+    const [{ Coordinator }, { FERRY_VERSION }, { startCoordinator }, { DEFAULT_PRESENCE_THRESHOLDS }] = await Promise.all([
       import('../coordinator/coordinator.js'),
       import('../protocol/version.js'),
       import('../coordinator/start.js'),
+      import('../coordinator/db/agent-presence.js'),
     ]);
     const dataDir = dataDirFrom(options);
     if (!Coordinator.exists(dataDir)) {
@@ -112,6 +115,17 @@ const serve: Command = {
     if (maxConnections !== undefined && !(Number.isSafeInteger(maxConnections) && maxConnections >= 1)) {
       throw new UsageError(`--max-connections '${maxConnectionsText}' is not a whole number of at least 1`);
     }
+    const seconds = (name: string): number | undefined => {
+      const text = stringOption(options, name);
+      if (text === undefined) return undefined;
+      const value = Number(text);
+      if (!(Number.isSafeInteger(value) && value >= 1)) throw new UsageError(`--${name} '${text}' is not a whole number of seconds of at least 1`);
+      return value * 1000;
+    };
+    const staleAfterMs = seconds('presence-stale');
+    const offlineAfterMs = seconds('presence-offline');
+    const presence = { staleAfterMs: staleAfterMs ?? DEFAULT_PRESENCE_THRESHOLDS.staleAfterMs, offlineAfterMs: offlineAfterMs ?? Math.max(DEFAULT_PRESENCE_THRESHOLDS.offlineAfterMs, staleAfterMs ?? 0) };
+    if (presence.offlineAfterMs < presence.staleAfterMs) throw new UsageError('--presence-offline must be at least --presence-stale');
     const quicListen = stringOption(options, 'quic-listen');
     const metricsListen = stringOption(options, 'metrics-listen');
     // Refusal lines quote what clients sent (paths, messages): escaped like everything else on the
@@ -123,7 +137,7 @@ const serve: Command = {
       quic: booleanOption(options, 'no-quic') ? false : quicListen ? parseListen(quicListen) : undefined,
       log,
       http: { nixCache: { publicRead: nixCachePublic, compression }, ...(maxConnections === undefined ? {} : { maxConnections }) },
-      coordinator: { wireCompression: !booleanOption(options, 'no-wire-compression') },
+      coordinator: { wireCompression: !booleanOption(options, 'no-wire-compression'), presence },
       ...(metricsListen ? { metricsListen: parseListen(metricsListen) } : {}),
     });
     const { coordinator, url, quic } = running;

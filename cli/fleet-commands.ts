@@ -174,7 +174,7 @@ const tokensRevoke: Command = {
   },
 };
 
-const whereOption = { where: { type: 'string' as const, multiple: true, valueName: 'K=V', description: 'filter: status=…, system=…, labels.site=…, facts.cpus=…' } };
+const whereOption = { where: { type: 'string' as const, multiple: true, valueName: 'K=V', description: 'filter: status=…, presence=online|stale|offline, system=…, labels.site=…, facts.cpus=…' } };
 
 const agentsLs: Command = {
   path: ['agents', 'ls'],
@@ -184,7 +184,7 @@ const agentsLs: Command = {
   async run({ options, stdout }) {
     const agents = await allAgents(clientFrom(options), stringListOption(options, 'where'));
     if (json(options)) return writeJson(stdout, agents);
-    stdout.write(table(['AGENT', 'NAME', 'TYPE', 'STATUS', 'SYSTEM', 'LAST SEEN'], agents.map((a) => [short(a.id), a.name, a.type, a.status, a.system, ago(a.lastSeen)])));
+    stdout.write(table(['AGENT', 'NAME', 'TYPE', 'STATUS', 'SYSTEM', 'PRESENCE', 'LAST SEEN'], agents.map((a) => [short(a.id), a.name, a.type, a.status, a.system, a.presence, ago(a.lastSeen)])));
   },
 };
 
@@ -229,7 +229,7 @@ const agentsShow: Command = {
       term`${[
         term`agent   ${agent.id}\n`,
         term`name    ${agent.name} (${agent.type})\n`,
-        term`status  ${agent.status}, last seen ${ago(agent.lastSeen)}\n`,
+        term`status  ${agent.status}, ${agent.presence}, last seen ${ago(agent.lastSeen)}\n`,
         term`labels  ${jsonForTerminal(agent.labels)}\n`,
         term`follows ${agent.pinnedConfig ? `pinned to ${agent.pinnedConfig}` : (agent.desiredGraph ?? '-')}\n`,
         term`desired ${agent.desiredConfig ?? '-'}\n`,

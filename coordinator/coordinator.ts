@@ -17,7 +17,7 @@ import { LocalCastore } from '../castore/index.js';
 import { createIdentityFile, loadIdentity, type Identity } from '../protocol/identity.js';
 import { openCoordinatorDatabase, type CoordinatorDatabase } from './db/database.js';
 import { StorageMaintenance, type StorageMaintenanceOptions } from './db/storage-maintenance.js';
-import { AgentPresence } from './db/agent-presence.js';
+import { AgentPresence, DEFAULT_PRESENCE_THRESHOLDS, type PresenceThresholds } from './db/agent-presence.js';
 import { SqliteAuditLog, type AuditLog, type Decision } from './audit/audit-log.js';
 import type { ChainReport, Checkpoint } from './audit/chain.js';
 import { EventBus } from './audit/event-bus.js';
@@ -47,6 +47,8 @@ export interface CoordinatorOptions extends StorageMaintenanceOptions {
    */
   quicPort?: () => number | null;
   now?: () => number;
+  /** When agents not holding a watch turn stale, then offline (default DEFAULT_PRESENCE_THRESHOLDS). */
+  presence?: Partial<PresenceThresholds>;
 }
 
 /** What a coordinator is made of; `Coordinator.open` builds each once. */
@@ -136,7 +138,7 @@ export class Coordinator {
         database,
         castore: LocalCastore.open(paths.castore),
         audit: new SqliteAuditLog(database, identity, { checkpointEvery: options.checkpointEvery, now }),
-        presence: new AgentPresence(database.sqlite, now),
+        presence: new AgentPresence(database.sqlite, now, { ...DEFAULT_PRESENCE_THRESHOLDS, ...options.presence }),
         commits: new EventBus(),
         maintenance: new StorageMaintenance(database.sqlite, options),
         tls: new TlsFiles({ certificate: paths.tlsCertificate, key: paths.tlsKey }),

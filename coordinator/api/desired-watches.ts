@@ -51,7 +51,10 @@ export class DesiredWatches {
   /** Set by release(): every watch is answered at once from then on. */
   released = false;
 
+  private readonly presence: Coordinator['presence'];
+
   constructor(coordinator: Coordinator) {
+    this.presence = coordinator.presence;
     coordinator.commits.subscribe((event) => this.wakeConcerned(event));
     coordinator.onClose(() => this.release());
   }
@@ -74,11 +77,14 @@ export class DesiredWatches {
     const held = this.heldBy.get(agentId) ?? 0;
     if (held >= MAX_WATCHES_PER_AGENT) return undefined;
     this.heldBy.set(agentId, held + 1);
+    // While it holds one, the agent is online (db/agent-presence.ts).
+    const present = this.presence.holdWatch(agentId);
     let released = false;
     return {
       release: () => {
         if (released) return;
         released = true;
+        present();
         const left = (this.heldBy.get(agentId) ?? 1) - 1;
         if (left === 0) this.heldBy.delete(agentId);
         else this.heldBy.set(agentId, left);

@@ -41,9 +41,14 @@ function event(recorded: AuditEvent | undefined): { seq: number | null } {
 
 /** An agent as the API shows it (protocol/api/views.ts AgentViewSchema). */
 function agentView(coordinator: Coordinator, agent: AgentRow) {
-  const presence = coordinator.presence.lastSeen(agent.id);
   const activity = agentActivities(coordinator).get(agent.id) ?? null;
-  return { ...agent, desiredConfig: desiredConfigOf(coordinator.state, agent), lastSeen: presence, activity };
+  return {
+    ...agent,
+    desiredConfig: desiredConfigOf(coordinator.state, agent),
+    lastSeen: coordinator.presence.lastSeen(agent.id),
+    presence: coordinator.presence.presenceOf(agent.id),
+    activity,
+  };
 }
 
 function requireSelfOrReader(actor: Actor, target: string): void {
@@ -96,7 +101,7 @@ export const OPERATIONS: { [N in OperationName]: Handler<N> } = {
 
   'agents.list': (coordinator, _actor, input) => {
     const where = parseWhere(typeof input.where === 'string' ? [input.where] : (input.where ?? []));
-    const rows = listAgents(coordinator.state, where).filter((row) => input.after === undefined || row.id > input.after);
+    const rows = listAgents(coordinator.state, where, (id) => coordinator.presence.presenceOf(id)).filter((row) => input.after === undefined || row.id > input.after);
     return { agents: rows.slice(0, input.limit).map((row) => agentView(coordinator, row)), next: rows.length > input.limit ? rows[input.limit - 1]!.id : null };
   },
   'agents.show': (coordinator, actor, input) => {

@@ -12,10 +12,11 @@ import type { ConfigSummary } from '../../protocol/api/views.js';
  * - `labels`: an operator label, given by the enrollment token — the agent
  *   cannot set these, so they are what deployments target;
  * - `facts`: what the agent reports about itself (`facts.cpus`,
- *   `facts.labels.site`): selectable, but only when the clause says so.
+ *   `facts.labels.site`): selectable, but only when the clause says so;
+ * - `presence`: online, stale or offline, derived now (db/agent-presence.ts).
  */
 export interface WhereClause {
-  source: 'agent' | 'labels' | 'facts';
+  source: 'agent' | 'labels' | 'facts' | 'presence';
   path: string[];
   value: string;
 }
@@ -44,10 +45,11 @@ export function parseWhere(clauses: readonly string[]): WhereClause[] {
     if ((head === 'labels' || head === 'facts') && rest.length > 0 && rest.every((part) => part !== '')) {
       return head === 'labels' ? { source: 'labels', path: [rest.join('.')], value } : { source: 'facts', path: rest, value };
     }
+    if (key === 'presence') return { source: 'presence', path: [], value };
     if (rest.length === 0 && AGENT_FIELDS.has(key)) return { source: 'agent', path: [key], value };
     throw new FerryError(
       'INVALID',
-      `--where '${clause}': '${key}' is not an agent field (${[...AGENT_FIELDS].join(', ')}); ` +
+      `--where '${clause}': '${key}' is not an agent field (${[...AGENT_FIELDS, 'presence'].join(', ')}); ` +
         `name an operator label (labels.${key}=…) or a fact the agent reports (facts.${key}=…)`,
     );
   });
@@ -64,14 +66,16 @@ function lookup(value: unknown, path: readonly string[]): unknown {
 
 /**
  * Agents matching every clause: an agent field, an operator label
- * (`labels.k`: only the labels operators gave, never facts.labels), or a
- * reported fact (`facts.k`) of the agent's latest facts revision.
+ * (`labels.k`: only the labels operators gave, never facts.labels), a
+ * reported fact (`facts.k`) of the agent's latest facts revision, or its
+ * presence as `presenceOf` says it now.
  */
-export function listAgents(state: SqliteStateStore, where: readonly WhereClause[]): AgentRow[] {
+export function listAgents(state: SqliteStateStore, where: readonly WhereClause[], presenceOf: (agentId: string) => string): AgentRow[] {
   const needsFacts = where.some((clause) => clause.source === 'facts');
   return state.all('agents').filter((agent) => {
     const facts = needsFacts ? state.get('agentFacts', `${agent.id}#${agent.factsRevision}`)?.facts : undefined;
     return where.every(({ source, path, value }) => {
+      if (source === 'presence') return presenceOf(agent.id) === value;
       const found = lookup(source === 'facts' ? facts : source === 'labels' ? agent.labels : agent, path);
       return found !== undefined && found !== null && String(found) === value;
     });

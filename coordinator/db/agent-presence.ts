@@ -6,15 +6,36 @@
  * PRESENCE_FLUSH_MS (and at close). With 10,000 agents that is one write a
  * second instead of hundreds of single-row commits. A crash loses at most
  * the last interval of heartbeats: the next request of each agent brings it
- * back, and nothing but "last seen" reads them.
+ * back, and nothing but "last seen" and presence read them.
+ *
+ * Presence (online, stale, offline) is derived when asked, from what is
+ * known now: an agent holding a watch is online (its connection is open and
+ * it re-asks at least every MAX_WATCH_SECONDS); otherwise by how long ago it
+ * was last heard from, against two thresholds.
  */
 import type Database from 'better-sqlite3';
+import type { Presence } from '../../protocol/api/views.js';
 
 export const PRESENCE_FLUSH_MS = 1000;
+
+/** When an agent not holding a watch turns stale, then offline (`ferry coordinator serve --presence-stale/--presence-offline`). */
+export interface PresenceThresholds {
+  staleAfterMs: number;
+  offlineAfterMs: number;
+}
+
+/**
+ * Defaults: an agent re-asks its watch at least every 240 s
+ * (MAX_WATCH_SECONDS), so one unheard of for 5 minutes missed at least one
+ * round; 15 minutes, three.
+ */
+export const DEFAULT_PRESENCE_THRESHOLDS: PresenceThresholds = { staleAfterMs: 5 * 60_000, offlineAfterMs: 15 * 60_000 };
 
 export class AgentPresence {
   /** Heard since the last flush: agent id -> time (ms). */
   private readonly pending = new Map<string, number>();
+  /** Watches held now, per agent. */
+  private readonly watching = new Map<string, number>();
   private readonly upsert: Database.Statement<[string, number]>;
   private readonly select: Database.Statement<[string], { last_seen: number }>;
   private readonly writeAll: (entries: [string, number][]) => void;
@@ -23,7 +44,11 @@ export class AgentPresence {
   constructor(
     private readonly sqlite: Database.Database,
     private readonly now: () => number,
+    readonly thresholds: PresenceThresholds = DEFAULT_PRESENCE_THRESHOLDS,
   ) {
+    if (!(thresholds.staleAfterMs > 0 && thresholds.offlineAfterMs >= thresholds.staleAfterMs)) {
+      throw new RangeError(`presence thresholds: stale after ${thresholds.staleAfterMs} ms, offline after ${thresholds.offlineAfterMs} ms: stale must be positive and come first`);
+    }
     this.upsert = sqlite.prepare('INSERT INTO agent_presence (id, last_seen) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)');
     this.select = sqlite.prepare('SELECT last_seen FROM agent_presence WHERE id = ?');
     this.writeAll = sqlite.transaction((entries: [string, number][]) => {
@@ -36,6 +61,28 @@ export class AgentPresence {
   /** Records that `agentId` was heard from now (memory only until the next flush). */
   touch(agentId: string): void {
     this.pending.set(agentId, this.now());
+  }
+
+  /** Counts a watch of `agentId` as held (it is online meanwhile) until the returned function is called. */
+  holdWatch(agentId: string): () => void {
+    this.watching.set(agentId, (this.watching.get(agentId) ?? 0) + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const left = (this.watching.get(agentId) ?? 1) - 1;
+      if (left === 0) this.watching.delete(agentId);
+      else this.watching.set(agentId, left);
+    };
+  }
+
+  /** Whether `agentId` is online (holds a watch, or was heard from recently), stale or offline (never heard from: offline). */
+  presenceOf(agentId: string): Presence {
+    if (this.watching.has(agentId)) return 'online';
+    const seen = this.lastSeen(agentId);
+    if (seen === null) return 'offline';
+    const quiet = this.now() - seen;
+    return quiet < this.thresholds.staleAfterMs ? 'online' : quiet < this.thresholds.offlineAfterMs ? 'stale' : 'offline';
   }
 
   /** When `agentId` was last heard from (ms), or null if never. */

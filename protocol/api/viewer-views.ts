@@ -112,7 +112,7 @@ export type EventVerification = z.infer<typeof EventVerificationSchema>;
 /** The state tables' rows (coordinator/db/schema.ts), as the reducer writes them. */
 const KeyRowSchema = KeyViewSchema.extend({ id: KeyIdText });
 const TokenRowSchema = TokenViewSchema.omit({ expired: true }).extend({ secretHash: z.string() });
-const AgentRowSchema = AgentViewSchema.omit({ desiredConfig: true, lastSeen: true, activity: true }).extend({ id: KeyIdText });
+const AgentRowSchema = AgentViewSchema.omit({ desiredConfig: true, lastSeen: true, presence: true, activity: true }).extend({ id: KeyIdText });
 const AgentFactsRowSchema = z.strictObject({
   /** `<agent id>#<revision>`. */
   id: z.string(),

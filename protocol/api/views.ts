@@ -18,6 +18,10 @@ import { KeyIdSchema } from '../identity.js';
 import { AgentActivitySchema } from './inputs.js';
 import { AgentStatusSchema, LabelsSchema, PhaseSchema, RoleSchema } from './fleet.js';
 
+/** Whether an agent is there: holding a watch or heard from lately, quiet for a while, or gone. */
+export const PresenceSchema = z.enum(['online', 'stale', 'offline']);
+export type Presence = z.infer<typeof PresenceSchema>;
+
 const SeqSchema = z.number().int().min(1);
 
 /** The audit event a command recorded (null: nothing changed, so nothing was recorded). */
@@ -100,6 +104,8 @@ export const AgentViewSchema = z.strictObject({
   desiredConfig: ConfigIdSchema.nullable(),
   /** When it was last heard from (ms since the epoch), or never. */
   lastSeen: z.number().int().nullable(),
+  /** Online (holding a watch, or heard from lately), stale or offline: docs/coordinator.md, "Presence". */
+  presence: PresenceSchema,
   /** What it said it is doing, with when (in memory only: lost on a coordinator restart). */
   activity: AgentActivitySchema.extend({ at: z.number().int() }).nullable(),
 });
