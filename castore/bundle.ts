@@ -223,7 +223,11 @@ export interface BundleOptions {
 interface BaseClosure {
   directories: Set<Digest>;
   blobs: Set<Digest>;
-  /** Normalized blob -> a blob of the base kept as a template over it (and that template's record). */
+  /**
+   * Normalized blob -> a blob of the base kept as a template over it (and
+   * that template's record), one a reader may read whole to derive it
+   * (at most MAX_BUNDLE_DERIVATION_BYTES).
+   */
   derivable: Map<Digest, { from: Digest; record: Uint8Array }>;
 }
 
@@ -233,7 +237,8 @@ function baseClosure(store: LocalCastore, base: BundleConfig, systems: readonly 
   const infos = store.closure(targets.map(([, target]) => target)).map((storePath) => store.getStorePath(storePath)!);
   const { directories, blobs } = objectsOf(store, infos.map((info) => info.root));
   const derivable = new Map<Digest, { from: Digest; record: Uint8Array }>();
-  for (const { id } of blobs) {
+  for (const { id, size } of blobs) {
+    if (size > MAX_BUNDLE_DERIVATION_BYTES) continue;
     const template = store.templateOf(id);
     if (template && !derivable.has(template.normalized)) derivable.set(template.normalized, { from: id, record: template.record });
   }
