@@ -19,6 +19,7 @@ import { listIngests, registerIngest } from './ingest-registry.js';
 import type { LocalContext } from './local-context.js';
 import { LocalCastore } from './local-castore.js';
 import { PACK_MAX, PackReader } from './pack-files.js';
+import { HashPartSet } from '../references/index.js';
 
 let dir: string;
 let store: LocalCastore;
@@ -564,6 +565,46 @@ describe('reference-aware blobs on disk', () => {
     expect(rowOf(b3sum(lied))).toMatchObject({ storeFile: liedFile, template: null });
     // The honest one's normalized blob is derived from its file.
     expect(store.missingBlobs([claim.normalized])).toEqual([]);
+  });
+
+  it('checks a claimed template of a large file it kept whole (an agent fetched it as is) in pieces, sites across their edges', async () => {
+    const hashParts = new HashPartSet(['0123456789abcdfghijklmnpqrsvwxyz', 'zyxwvsrqpnmlkjihgfdcba9876543210']);
+    // 9 MiB: read in 4 MiB pieces, with sites inside a piece, across the first edge and right after the second.
+    const big = Buffer.from(pseudoRandom(9 * 1024 * 1024, 31));
+    for (const [offset, part] of [[1000, 0], [4 * 1024 * 1024 - 10, 1], [8 * 1024 * 1024 + 3, 0]] as const) big.write(hashParts.hashParts[part]!, offset, 'latin1');
+    const source = LocalCastore.open(path.join(dir, 'source'));
+    const session = source.beginIngest();
+    const writer = session.templateWriter(big.length, hashParts);
+    writer.write(big);
+    const id = writer.finish();
+    session.commit();
+    const claim = source.templateOf(id)!;
+    const normalizedBytes = Buffer.from(await source.readBlobBytes(claim.normalized));
+    source.close();
+    expect(id).toBe(b3sum(big));
+    // Kept whole here, as an agent's fetch keeps a large file, then adopted with the source's claim.
+    expect(await store.putBlob(big)).toBe(id);
+    const file = path.join(dir, 'big');
+    writeFileSync(file, big);
+    // The same claim for a file one byte off in its last piece: refused.
+    const off = Buffer.from(big);
+    off[8 * 1024 * 1024 + 100] = off[8 * 1024 * 1024 + 100]! ^ 1;
+    expect(await store.putBlob(off)).toBe(b3sum(off));
+    const offFile = path.join(dir, 'big-off');
+    writeFileSync(offFile, off);
+    store.adoptStoreFiles(
+      [
+        { id, size: big.length, file },
+        { id: b3sum(off), size: off.length, file: offFile },
+      ],
+      { templates: new Map([[id, claim], [b3sum(off), claim]]) },
+    );
+    expect(rowOf(id)).toMatchObject({ storeFile: file, template: claim.normalized });
+    expect(rowOf(b3sum(off))).toMatchObject({ storeFile: offFile, template: null });
+    // The castore's own copies went; the normalized blob is derived from the adopted file.
+    expect(existsSync(blobDataPath(dir, id))).toBe(false);
+    expect(Buffer.from(await store.readBlobBytes(claim.normalized)).equals(normalizedBytes)).toBe(true);
+    expect(Buffer.from(await store.readBlobBytes(id)).equals(big)).toBe(true);
   });
 
   it('opens a format-3 castore by adding the template columns; its blobs read as before and new ingests use templates', async () => {

@@ -10,7 +10,7 @@
  * reads here, which serve a closure's many small files without a promise
  * each (bench/materialize.bench.ts).
  */
-import { closeSync, createReadStream, openSync, readFileSync, readSync, rmSync } from 'node:fs';
+import { closeSync, createReadStream, openSync, readSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { BlobTemplate } from '../services/blob-templates.js';
 import { CastoreError } from '../errors.js';
@@ -20,7 +20,7 @@ import { blake3, blake3Hasher, GROUP_SIZE, OutboardBuilder } from '../blake3/ind
 import type { BlobStat } from '../services/blob-service.js';
 import { walkClosure, withIngest, type CastoreServices, type Clock } from '../services/castore-services.js';
 import { StorePathInfoSchema, type StorePathInfo } from '../store-path-info.js';
-import { decodeTemplateRecord, placeholdersAt, restoreReferences, restoreTemplateRange, type TemplateRecord } from '../references/index.js';
+import { decodeTemplateRecord, HASH_PART_LENGTH, placeholdersAt, restoreReferences, restoreTemplateRange, type TemplateRecord } from '../references/index.js';
 import { blobDataPath } from './blob-files.js';
 import { openCastoreDatabase, type CastoreDatabase } from './database.js';
 import { cleanStaleIngests } from './ingest-registry.js';
@@ -63,17 +63,45 @@ const READABLE_ROW = `b.store_file IS NOT NULL OR b.template IS NULL
   OR EXISTS (SELECT 1 FROM blobs n WHERE n.id = b.template)
   OR EXISTS (SELECT 1 FROM blobs s WHERE s.template = b.template AND s.store_file IS NOT NULL)`;
 
-/** Whether `file` (`size` bytes) with the placeholder at `template`'s sites hashes to its normalized blob. */
+/**
+ * Whether `file` (`size` bytes) with the placeholder at `template`'s sites
+ * hashes to its normalized blob. Read 4 MiB at a time (an agent checks its
+ * large fetched files' claims here too, after the deployment is active).
+ */
 function fileNormalizesTo(file: string, size: number, template: BlobTemplate): boolean {
+  let fd: number | undefined;
   try {
-    const bytes = readFileSync(file);
-    if (bytes.length !== size) return false;
     const { sites } = decodeTemplateRecord(template.record, size);
-    return digestFromBytes(blake3(placeholdersAt(bytes, sites))) === template.normalized;
+    fd = openSync(file, 'r');
+    if (size <= NORMALIZE_CHUNK) {
+      const bytes = Buffer.allocUnsafe(size);
+      if (readFully(fd, bytes, 0) !== size || readSync(fd, Buffer.allocUnsafe(1), 0, 1, size) !== 0) return false;
+      return digestFromBytes(blake3(placeholdersAt(bytes, sites))) === template.normalized;
+    }
+    const hasher = blake3Hasher();
+    const chunk = Buffer.allocUnsafe(NORMALIZE_CHUNK);
+    let site = 0;
+    for (let offset = 0; offset < size; offset += NORMALIZE_CHUNK) {
+      const length = Math.min(NORMALIZE_CHUNK, size - offset);
+      const bytes = chunk.subarray(0, length);
+      if (readFully(fd, bytes, offset) !== length) return false;
+      // Sites are sorted: those before this chunk's end, and the one it ends inside of, which the next chunk sees too.
+      while (site < sites.length && sites[site]!.offset + HASH_PART_LENGTH <= offset) site++;
+      let last = site;
+      while (last < sites.length && sites[last]!.offset < offset + length) last++;
+      hasher.update(placeholdersAt(bytes, sites.slice(site, last), offset));
+    }
+    if (readSync(fd, Buffer.allocUnsafe(1), 0, 1, size) !== 0) return false;
+    return digestFromBytes(hasher.digest()) === template.normalized;
   } catch {
     return false;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
 }
+
+/** fileNormalizesTo reads files this large or larger in pieces of this size. */
+const NORMALIZE_CHUNK = 4 * 1024 * 1024;
 
 /** Templates nest at most this deep (a normalized blob that is itself a template: only contrived files do that). */
 const TEMPLATE_DEPTH_MAX = 4;
@@ -171,6 +199,7 @@ export class LocalCastore implements CastoreServices, LocalReads {
       blobLocation: this.db.prepare<[string], BlobLocation>(
         'SELECT size, pack, pack_offset AS packOffset, store_file AS storeFile, template, template_record AS templateRecord FROM blobs WHERE id = ?',
       ),
+      templateSizes: this.db.prepare<[], number>('SELECT DISTINCT size FROM blobs WHERE template IS NOT NULL').pluck(),
       forgetStoreFile: this.db.prepare<[string, string]>('DELETE FROM blobs WHERE id = ? AND store_file = ?'),
       outboard: this.db.prepare<[string], { outboard: Buffer | null; size: number }>('SELECT outboard, size FROM blobs WHERE id = ?'),
       directory: this.db.prepare<[string], { data: Buffer }>('SELECT data FROM directories WHERE id = ?'),
@@ -246,6 +275,18 @@ export class LocalCastore implements CastoreServices, LocalReads {
   templateOf(id: Digest): BlobTemplate | undefined {
     const row = this.statements.blobLocation.get(id);
     return row?.template != null && row.templateRecord != null ? { normalized: row.template, record: new Uint8Array(row.templateRecord) } : undefined;
+  }
+
+  /**
+   * The sizes of the normalized blobs the templates here are over (a
+   * normalized blob has its file's size): a copy asks the source about the
+   * templates of wanted blobs of these sizes only, the others cannot be
+   * restored here. A normalized blob held only as an ordinary blob, with no
+   * template over it, is not counted: such a blob is then copied, not
+   * restored.
+   */
+  normalizedSizes(): ReadonlySet<number> {
+    return new Set(this.statements.templateSizes.all());
   }
 
   /** The ids among `ids` that the store lacks, in their order (one query per 5,000: closures have many files). */
@@ -668,7 +709,7 @@ export class LocalCastore implements CastoreServices, LocalReads {
           const row = select.get(id);
           // A template the copy was told of (a claim): kept only if the file, normalized at its sites, is that normalized blob.
           const claimed = options.templates?.get(id);
-          const template = claimed && (row === undefined || row.template === null) && size <= PACK_MAX && fileNormalizesTo(file, size, claimed) ? claimed : undefined;
+          const template = claimed && (row === undefined || row.template === null) && fileNormalizesTo(file, size, claimed) ? claimed : undefined;
           if (!row && options.recordMissing && size <= PACK_MAX) {
             record.run(id, size, now, file, template?.normalized ?? null, template?.record ?? null);
             if (template) templatedNormalized.add(template.normalized);
