@@ -15,12 +15,13 @@ import { randomBytes } from 'node:crypto';
 import type { BlobTemplate } from '../services/blob-templates.js';
 import { CastoreError } from '../errors.js';
 import { decodeDirectory } from '../directory.js';
-import { digestFromBytes, type Digest, type Entry } from '../node.js';
-import { blake3, blake3Hasher, GROUP_SIZE, OutboardBuilder } from '../blake3/index.js';
+import { digestFromBytes, digestToBytes, type Digest, type Entry } from '../node.js';
+import { blake3, blake3Hasher, GROUP_SIZE, OutboardBuilder, verifyOutboard, type VerifiedOutboard } from '../blake3/index.js';
+import type { RestoreSource } from '../services/template-writer.js';
 import type { BlobStat } from '../services/blob-service.js';
 import { walkClosure, withIngest, type CastoreServices, type Clock } from '../services/castore-services.js';
 import { StorePathInfoSchema, type StorePathInfo } from '../store-path-info.js';
-import { decodeTemplateRecord, HASH_PART_LENGTH, placeholdersAt, restoreReferences, restoreTemplateRange, type TemplateRecord } from '../references/index.js';
+import { decodeTemplateRecord, HASH_PART_LENGTH, placeholdersAt, REFERENCE_PLACEHOLDER, restoreReferences, restoreTemplateRange, type TemplateRecord } from '../references/index.js';
 import { blobDataPath } from './blob-files.js';
 import { openCastoreDatabase, type CastoreDatabase } from './database.js';
 import { cleanStaleIngests } from './ingest-registry.js';
@@ -33,6 +34,8 @@ import { PACK_MAX, PackReader } from './pack-files.js';
 
 /** No blob this small or smaller has a file of its own (packs took up to 256 KiB before PACK_MAX was raised). */
 const OWN_FILE_MIN = 256 * 1024;
+/** A restore reads its normalized blob whole up to this size (LocalCastore.restoreSource); a larger one is streamed. */
+const RESTORE_WHOLE_MAX = 256 * 1024 * 1024;
 /** File blobs up to this size are read in one synchronous call. */
 const SYNC_READ_MAX = 4 * 1024 * 1024;
 
@@ -261,6 +264,51 @@ export class LocalCastore implements CastoreServices, LocalReads {
       throw corruptTemplate(source.id, id, error);
     }
     return placeholdersAt(bytes, record.sites);
+  }
+
+  /**
+   * Normalized blob `id`'s bytes, whole, for restoring a template over it
+   * (LocalIngest.putTemplate, services/template-writer.ts verifyRestored):
+   * verified now by one native hash of what was read — its own bytes
+   * against `id`, or the adopted file it is derived from against that
+   * file's id (a changed file is forgotten and refused, as on any read) —
+   * with that file's or blob's stored tree when it has one. Undefined for
+   * a blob not here, kept as a template itself, or over RESTORE_WHOLE_MAX
+   * bytes: the caller streams those.
+   */
+  restoreSource(id: Digest): RestoreSource | undefined {
+    const row = this.statements.blobLocation.get(id);
+    if (row) {
+      if ((row.template !== null && row.storeFile === null) || row.size > RESTORE_WHOLE_MAX) return undefined;
+      if (row.storeFile !== null) return { bytes: this.readStoreFile(id, row.size, row.storeFile), tree: this.storedTree(id, row.size), changed: [] };
+      const bytes = row.pack !== null ? this.packs.read(row.pack, row.packOffset!, row.size, id) : this.readFileBlob(id, 0, row.size);
+      if (digestFromBytes(blake3(bytes)) !== id) throw new CastoreError('BLOB_CORRUPT', `blob ${id} does not hash to its id (run fsck)`, { objectId: id });
+      return { bytes, tree: this.storedTree(id, row.size), changed: [] };
+    }
+    const source = this.statements.derivationSource.get(id);
+    if (!source || source.size > RESTORE_WHOLE_MAX) return undefined;
+    const bytes = this.readStoreFile(source.id, source.size, source.storeFile);
+    let record: TemplateRecord;
+    try {
+      record = decodeTemplateRecord(new Uint8Array(source.templateRecord), source.size);
+    } catch (error) {
+      throw corruptTemplate(source.id, id, error);
+    }
+    // The buffer is this read's own: the placeholder is written into it.
+    for (const { offset } of record.sites) bytes.set(REFERENCE_PLACEHOLDER, offset);
+    return { bytes, tree: this.storedTree(source.id, source.size), changed: record.sites };
+  }
+
+  /** A blob's stored outboard as a tree checked against its id; undefined when none is stored (or it does not check). */
+  private storedTree(id: Digest, size: number): VerifiedOutboard | undefined {
+    if (size <= GROUP_SIZE) return undefined;
+    const outboard = this.statements.outboard.get(id)?.outboard;
+    if (!outboard) return undefined;
+    try {
+      return verifyOutboard(digestToBytes(id), size, outboard, id);
+    } catch {
+      return undefined;
+    }
   }
 
   hasBlob(id: Digest): boolean {
