@@ -30,7 +30,7 @@ import {
   normalizeReferences,
   ReferenceNormalizer,
   ReferenceRestorer,
-  restoreReferences,
+  restoreReferencesInPlace,
   restoreTemplateRange,
   templateOf,
   templateWindow,
@@ -240,7 +240,7 @@ export async function verifyTemplate(
  * against the file's id).
  */
 export interface RestoreSource {
-  /** The normalized blob's bytes. */
+  /** The normalized blob's bytes, the restore's own: it restores the file into them. */
   bytes: Uint8Array;
   /** The tree of what was read and hashed (its stored outboard, checked against its id), when there is one: */
   tree?: VerifiedOutboard;
@@ -264,7 +264,7 @@ export function verifyRestored(id: Digest, size: number, normalized: Digest, rec
   const decoded = decodeTemplateRecord(record, size);
   let bytes: Uint8Array;
   try {
-    bytes = restoreReferences(source.bytes, decoded.sites, decoded.hashParts);
+    bytes = restoreReferencesInPlace(source.bytes, decoded.sites, decoded.hashParts);
   } catch (error) {
     if (error instanceof CastoreError && error.code === 'REFERENCES_INVALID') {
       throw new CastoreError('BLOB_CORRUPT', `template of ${id} over ${normalized} does not restore: ${error.message}`, { objectId: id, cause: error });
