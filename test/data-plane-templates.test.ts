@@ -207,6 +207,11 @@ describe('reference-aware blobs over the data plane', () => {
     try {
       const foreign = randomBytes(32).toString('hex');
       await expect(askTemplates(client, [foreign])).rejects.toMatchObject({ code: 'FORBIDDEN' });
+      // The normalized blobs of its closure's templated files are its own too (looked up only once asked for).
+      const normalized = [...(await templatesOf(test.coordinator.castore, test.coordinator.castore, first.app)).values()].map((template) => template.normalized);
+      expect(normalized.length).toBeGreaterThan(0);
+      await expect(askTemplates(client, normalized)).resolves.toBeDefined();
+      await expect(askTemplates(client, [...normalized, foreign])).rejects.toMatchObject({ code: 'FORBIDDEN' });
       await expect(askTemplates(client, Array.from({ length: MAX_TEMPLATE_QUERY + 1 }, () => foreign))).rejects.toMatchObject({ code: 'INVALID' });
     } finally {
       await client.close();
