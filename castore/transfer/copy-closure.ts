@@ -313,8 +313,8 @@ const noTemplates: ReadonlyMap<Digest, BlobTemplate> = new Map();
  * blob restorable, and a normalized blob has its file's size: a local
  * target names the sizes of those it holds (LocalCastore.normalizedSizes),
  * so only the wanted blobs of those sizes are asked about before the
- * fetch (a cold deploy asks none; 20,000 ids were ~1.3 MB up before a
- * byte came down). With a small-blob sink the target keeps no normalized
+ * fetch (a cold deploy asks none; its 20,000 ids were 1.3 MB of JSON up
+ * before a byte came down). With a small-blob sink the target keeps no normalized
  * blob of what it copies (the sink's owner records the claims when it
  * adopts the files, LocalCastore.adoptStoreFiles checks each), so the
  * other blobs' claims are asked while the blobs move; without one, they
@@ -326,13 +326,13 @@ async function planTemplates(source: CastoreReader, target: CastoreServices, wan
   const reader = source.blobs;
   const sizes = sink && target instanceof LocalCastore ? target.normalizedSizes() : undefined;
   const first = sizes ? wanted.filter((blob) => sizes.has(blob.size)) : wanted;
-  if (first.length > 0) plan.templates = await reader.templates(first.map((blob) => blob.digest));
   if (sizes) {
     const later = wanted.filter((blob) => !sizes.has(blob.size)).map((blob) => blob.digest);
     // Not awaited here: the copy awaits it once the blobs moved (a rejection then fails the copy as any other read).
     plan.rest = later.length > 0 ? reader.templates(later) : Promise.resolve(noTemplates);
     plan.rest.catch(() => undefined);
   }
+  if (first.length > 0) plan.templates = await reader.templates(first.map((blob) => blob.digest));
   if (plan.templates.size === 0) return plan;
   const normalized = [...new Set([...plan.templates.values()].map((template) => template.normalized))];
   const lacking = new Set(await target.blobs.missing(normalized));
