@@ -164,31 +164,32 @@ describe('reference-aware blobs over the data plane', () => {
     };
     try {
       const cold = await copyClosure(recording, target, [first.app], { smallBlobs: sink });
-      // Nothing here to restore from: no id asked before the copy; all asked beside it, for the owner's adoption.
+      // Nothing here to restore from: no id asked before the copy; all asked after it, for the owner's adoption.
       const claimed = await templatesOf(source, target, first.app);
       const wrapped = [...claimed.keys()].find((id) => source.statBlob(id)!.size > SMALL_BLOB_BYTES)!;
       expect(wrapped).toBeDefined();
-      expect(cold.templates.get(wrapped)).toEqual(claimed.get(wrapped));
+      const coldClaims = await cold.templates;
+      expect(coldClaims.get(wrapped)).toEqual(claimed.get(wrapped));
       // The large binary is kept as it came, a file of its own to hard-link into the store, not as a template.
       expect(target.templateOf(wrapped)).toBeUndefined();
       expect(target.ownBlobFile(wrapped)).toBeDefined();
       // Adopted with the claims (as the agent does), the binaries become templates over normalized blobs derived from the files.
       const files = path.join(work, 'sink-files');
       mkdirSync(files, { recursive: true });
-      const adoptions = [...cold.templates.keys()].filter((id) => target.hasBlob(id) || received.has(id)).map((id) => {
+      const adoptions = [...coldClaims.keys()].filter((id) => target.hasBlob(id) || received.has(id)).map((id) => {
         const file = path.join(files, id);
         writeFileSync(file, received.get(id) ?? Buffer.from(target.readBlobRangeSync(id, 0, source.statBlob(id)!.size)));
         return { id, size: source.statBlob(id)!.size, file };
       });
-      target.adoptStoreFiles(adoptions, { recordMissing: true, templates: cold.templates });
+      target.adoptStoreFiles(adoptions, { recordMissing: true, templates: coldClaims });
       expect(target.templateOf(wrapped)?.normalized).toBe(claimed.get(wrapped)!.normalized);
 
       asked.length = 0;
       const sizes = target.normalizedSizes();
       const upgrade = await copyClosure(recording, target, [rebuilt.app], { smallBlobs: sink });
       expect(upgrade.restoredBlobs).toBeGreaterThanOrEqual(2);
-      // Two questions side by side: the blobs of the sizes of normalized blobs held here (awaited before the copy),
-      // and the others (beside it); each blob asked once.
+      // Two questions: the blobs of the sizes of normalized blobs held here (before the copy), and the others
+      // (once the blobs moved, for the adoption); each blob asked once.
       expect(asked).toHaveLength(2);
       const held = (id: Digest) => sizes.has(source.statBlob(id)!.size);
       expect(asked.filter((ids) => ids.length > 0 && ids.every(held))).toHaveLength(1);

@@ -107,9 +107,12 @@ export interface CopyReport {
   /**
    * What the source claimed of the copied blobs' templates (unverified): a
    * target that keeps some of them outside the castore (a small-blob sink's
-   * store files) checks and records them when it adopts those files.
+   * store files) checks and records them when it adopts those files. With
+   * a sink, those of blobs no normalized blob here could restore are asked
+   * once the blobs are copied, so this may settle after the copy returns;
+   * it never rejects (a claim that could not be asked is left out).
    */
-  templates: ReadonlyMap<Digest, BlobTemplate>;
+  templates: Promise<ReadonlyMap<Digest, BlobTemplate>>;
   copiedBlobs: number;
   copiedBytes: number;
   copiedDirectories: number;
@@ -300,9 +303,10 @@ interface TemplatePlan {
   restorable: FileNode[];
   /** For the target's ingests (Ingest.expectTemplates): the hash parts of every other wanted blob the source keeps as a template. */
   hints: Map<Digest, HashPartSet>;
-  /** The source's claims asked so far; `rest` settles with those of the other wanted blobs (a sink's owner records them at adoption). */
+  /** The source's claims asked before the copy; */
   templates: Map<Digest, BlobTemplate>;
-  rest: Promise<ReadonlyMap<Digest, BlobTemplate>>;
+  /** the wanted blobs to ask about once it is done (a sink's owner records those claims when it adopts the files). */
+  later: Digest[];
 }
 
 const noTemplates: ReadonlyMap<Digest, BlobTemplate> = new Map();
@@ -317,21 +321,17 @@ const noTemplates: ReadonlyMap<Digest, BlobTemplate> = new Map();
  * before a byte came down). With a small-blob sink the target keeps no normalized
  * blob of what it copies (the sink's owner records the claims when it
  * adopts the files, LocalCastore.adoptStoreFiles checks each), so the
- * other blobs' claims are asked while the blobs move; without one, they
- * are asked first, for the template hints.
+ * other blobs' claims are asked once the blobs moved, so that asking
+ * takes nothing from the copy; without one, they are asked first, for the
+ * template hints.
  */
 async function planTemplates(source: CastoreReader, target: CastoreServices, wanted: readonly FileNode[], sink: boolean): Promise<TemplatePlan> {
-  const plan: TemplatePlan = { restorable: [], hints: new Map(), templates: new Map(), rest: Promise.resolve(noTemplates) };
+  const plan: TemplatePlan = { restorable: [], hints: new Map(), templates: new Map(), later: [] };
   if (wanted.length === 0 || !offersTemplates(source.blobs)) return plan;
   const reader = source.blobs;
   const sizes = sink && target instanceof LocalCastore ? target.normalizedSizes() : undefined;
   const first = sizes ? wanted.filter((blob) => sizes.has(blob.size)) : wanted;
-  if (sizes) {
-    const later = wanted.filter((blob) => !sizes.has(blob.size)).map((blob) => blob.digest);
-    // Not awaited here: the copy awaits it once the blobs moved (a rejection then fails the copy as any other read).
-    plan.rest = later.length > 0 ? reader.templates(later) : Promise.resolve(noTemplates);
-    plan.rest.catch(() => undefined);
-  }
+  if (sizes) plan.later = wanted.filter((blob) => !sizes.has(blob.size)).map((blob) => blob.digest);
   if (first.length > 0) plan.templates = await reader.templates(first.map((blob) => blob.digest));
   if (plan.templates.size === 0) return plan;
   const normalized = [...new Set([...plan.templates.values()].map((template) => template.normalized))];
@@ -538,7 +538,12 @@ export async function copyClosure(source: CastoreReader, target: CastoreServices
     delta.deltaGroupBytes += more.deltaGroupBytes;
     toCopy = [...toCopy, ...refused];
   }
-  const templates = new Map([...plan.templates, ...(await plan.rest)]);
+  // Asked now, not awaited: the sink's owner needs them after the deployment (a failure only leaves those files untemplated).
+  const later = plan.later.length > 0 && offersTemplates(source.blobs) ? source.blobs.templates(plan.later) : Promise.resolve(noTemplates);
+  const templates: Promise<ReadonlyMap<Digest, BlobTemplate>> = later.then(
+    (claims) => new Map([...plan.templates, ...claims]),
+    () => plan.templates,
+  );
 
   report('registering');
   await withIngest(target, (ingest) => {
