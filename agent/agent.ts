@@ -639,7 +639,7 @@ export class Agent {
     this.save();
     const previous = this.generations.current();
     let generation: Generation;
-    let fetchedTemplates: ReadonlyMap<Digest, BlobTemplate> | undefined;
+    let fetchedTemplates: Promise<ReadonlyMap<Digest, BlobTemplate>> | undefined;
     if (resuming && previous?.configId === config.id) {
       // Killed after the switch: the generation is complete, activation (idempotent) runs again.
       generation = previous;
@@ -698,7 +698,8 @@ export class Agent {
       this.events.add('switched', `profile -> generation ${generation.number}`, config.id);
     }
     const result = await this.activateGeneration(config, generation, previous);
-    this.keepBytesOnce(generation, fetchedTemplates);
+    // The claims of what was fetched whole may still be on their way (copyClosure): only adoption needs them.
+    this.keepBytesOnce(generation, fetchedTemplates ? await fetchedTemplates : undefined);
     return result;
   }
 

@@ -38,6 +38,8 @@
  *    fixed build that other work in this tree cannot rebuild under a running bench;
  *  - BENCH_KEEP=1 keeps the work dir (stores, logs) for a look;
  *  - BENCH_AGENT_NODE_FLAGS='--cpu-prof --cpu-prof-dir=DIR' adds node flags to the agent daemon;
+ *  - BENCH_NIX=0 skips the `nix copy` cells (and writing the static cache): an A/B of two Ferry
+ *    trees, whose `nix copy` figures do not change, in less than half the time;
  *  - BENCH_NO_WAIT=1 starts deploying right after the pushes, while the coordinator is still
  *    compressing their streams (by default the bench waits for that, as a later rollout would).
  */
@@ -67,6 +69,7 @@ const links: LinkShape[] = (process.env.BENCH_LINKS ?? 'unshaped,100,20').split(
 const transports = (process.env.BENCH_TRANSPORTS ?? 'quic,https').split(',') as ('quic' | 'https')[];
 const corpusKind = process.env.BENCH_CORPUS ?? 'synthetic';
 const withVariants = process.env.BENCH_VARIANTS !== '0';
+const withNix = process.env.BENCH_NIX !== '0';
 /** BENCH_VARIANTS=mass-rebuild (a comma-separated list) deploys only those of the real corpus's variants, each after the one before. */
 const onlyVariants = withVariants && process.env.BENCH_VARIANTS && process.env.BENCH_VARIANTS !== '1' ? new Set(process.env.BENCH_VARIANTS.split(',')) : undefined;
 const system = `${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux`;
@@ -275,7 +278,7 @@ try {
 
   // The reference cache: what `nix copy --to file://…?compression=zstd` writes, served statically.
   const staticCache = path.join(work, 'static-cache');
-  for (const root of [closures.cold.root, ...closures.changes.map((change) => change.root)]) {
+  for (const root of withNix ? [closures.cold.root, ...closures.changes.map((change) => change.root)] : []) {
     execFileSync('nix', ['copy', '--to', `file://${staticCache}?compression=zstd`, root], { env: nixEnv, stdio: ['ignore', 'ignore', 'pipe'] });
   }
   // The coordinator compresses each pushed closure's stream after its push, at level 9 and then again at
@@ -293,10 +296,10 @@ try {
     const waited = `${((Date.now() - started) / 1000).toFixed(1)} s after the static cache was written`;
     process.stderr.write(producing() ? `the pushes' streams were still being compressed ${waited}: measuring anyway\n` : `the pushes' streams were compressed ${waited}\n`);
   }
-  const staticBytes = readdirSync(path.join(staticCache, 'nar')).reduce((sum, file) => sum + statSync(path.join(staticCache, 'nar', file)).size, 0);
-  await probe.call({ op: 'serveStatic', dir: staticCache, host: coordinatorAt, port: staticPort });
+  const staticBytes = withNix ? readdirSync(path.join(staticCache, 'nar')).reduce((sum, file) => sum + statSync(path.join(staticCache, 'nar', file)).size, 0) : NaN;
+  if (withNix) await probe.call({ op: 'serveStatic', dir: staticCache, host: coordinatorAt, port: staticPort });
   const netrc = path.join(work, 'netrc');
-  writeFileSync(netrc, await ferry(pair, pair.coordinatorNs, 'cache-netrc', ['cache', 'netrc', ...connection]), { mode: 0o600 });
+  if (withNix) writeFileSync(netrc, await ferry(pair, pair.coordinatorNs, 'cache-netrc', ['cache', 'netrc', ...connection]), { mode: 0o600 });
 
   /** `nix copy --from` into a chroot store in the agent's namespace; CPU from bash's `times` (nix's user + system). */
   function nixCopy(from: string, root: string, destination: string, extra: string[]): Promise<{ seconds: number; cpu: number }> {
@@ -361,7 +364,7 @@ try {
     }
 
     // nix copy: from the static zstd cache, and from Ferry's /nix-cache (zstd, netrc); changes into the same store.
-    const sources = [
+    const sources = !withNix ? [] : [
       { source: 'nix copy, static zstd cache (reference)', from: `http://${coordinatorAt}:${staticPort}`, extra: [], server: probe.child.pid!, serverName: 'static server' },
       { source: "nix copy, Ferry's /nix-cache (zstd, netrc)", from: `${url}/nix-cache`, extra: ['--option', 'netrc-file', netrc], server: coordinator.pid!, serverName: 'coordinator' },
     ];
@@ -382,7 +385,7 @@ try {
 
   // ---- the table ------------------------------------------------------------------------------
 
-  const reference = (cell: Cell) => cells.find((other) => other.link === cell.link && other.change === cell.change && other.source.endsWith('(reference)'))!;
+  const reference = (cell: Cell) => cells.find((other) => other.link === cell.link && other.change === cell.change && other.source.endsWith('(reference)'));
   console.log(`shaped links: Ferry from ${ferryRoot}; ${closures.cold.name}, closure NAR ${MB(closures.cold.narBytes)}, static zstd cache NARs ${MB(staticBytes)} (all variants)`);
   report(
     'shaped-link',
@@ -391,9 +394,9 @@ try {
       change: cell.change,
       source: cell.source,
       seconds: cell.seconds.toFixed(2),
-      'vs nix copy': `${(reference(cell).seconds / cell.seconds).toFixed(2)}x`,
+      'vs nix copy': reference(cell) ? `${(reference(cell)!.seconds / cell.seconds).toFixed(2)}x` : 'not run',
       'wire down / up': `${MB(cell.wire.down)} / ${MB(cell.wire.up)}`,
-      'wire vs nix': `${(cell.wire.down / reference(cell).wire.down).toFixed(2)}`,
+      'wire vs nix': reference(cell) ? `${(cell.wire.down / reference(cell)!.wire.down).toFixed(2)}` : 'not run',
       'packets down / up': `${cell.wire.downPackets} / ${cell.wire.upPackets}`,
       rate: `${((cell.wire.down * 8) / 1e6 / cell.seconds).toFixed(1)} Mbit/s`,
       cpu: cell.cpu,

@@ -12,7 +12,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { copyClosure, fsck, LocalCastore, offersTemplates, RemoteCastore, uploadStorePaths, type BlobTemplateReader, type CastoreReader, type Digest } from '../castore/index.js';
+import { copyClosure, fsck, LocalCastore, offersTemplates, RemoteCastore, SMALL_BLOB_BYTES, uploadStorePaths, type BlobTemplateReader, type CastoreReader, type Digest, type FileNode, type SmallBlobSink } from '../castore/index.js';
+import { blake3 } from '../castore/blake3/index.js';
 import { MAX_TEMPLATE_QUERY, MAX_TEMPLATE_RECORD_BYTES } from '../protocol/data-protocol.js';
 import type { BlobTemplate } from '../castore/services/index.js';
 import { openDataClient } from '../protocol/connect.js';
@@ -25,6 +26,7 @@ let test: TestCoordinator;
 let work: string;
 
 const hashPartOf = (storePath: string): string => path.basename(storePath).slice(0, 32);
+const digestOf = (bytes: Uint8Array): string => Buffer.from(blake3(bytes)).toString('hex');
 
 /** Bytes that do not compress or dedup, with `hashParts` written in at fixed places (as a linker writes RPATHs). */
 function binaryEmbedding(seed: string, size: number, hashParts: readonly string[]): Buffer {
@@ -129,6 +131,80 @@ describe('reference-aware blobs over the data plane', () => {
     }
   });
 
+  it('with a small-blob sink (an agent), keeps large files whole to link, asks first only what a held normalized blob could restore, and restores the rest', async () => {
+    // A source that records what it is asked (a wrapper over the coordinator's castore).
+    const source = test.coordinator.castore;
+    const asked: Digest[][] = [];
+    const recording: CastoreReader = {
+      pathInfo: source.pathInfo,
+      directories: source.directories,
+      blobs: Object.assign(Object.create(source.blobs) as CastoreReader['blobs'], {
+        templates: (ids: readonly Digest[]) => {
+          asked.push([...ids]);
+          return source.blobs.templates!(ids);
+        },
+      }),
+      close: () => undefined,
+    };
+    const target = LocalCastore.open(path.join(work, 'sink-target'));
+    const received = new Map<Digest, Buffer>();
+    const sink: SmallBlobSink = {
+      plan: (storePaths, readDirectory) => {
+        const files: FileNode[] = [];
+        const walk = (id: Digest): void => {
+          for (const entry of readDirectory(id)) {
+            if (entry.type === 'file') files.push(entry);
+            else if (entry.type === 'directory') walk(entry.digest);
+          }
+        };
+        for (const info of storePaths) if (info.root.type === 'directory') walk(info.root.digest);
+        return files;
+      },
+      accept: (id, bytes) => void received.set(id, Buffer.from(bytes)),
+    };
+    try {
+      const cold = await copyClosure(recording, target, [first.app], { smallBlobs: sink });
+      // Nothing here to restore from: no id asked before the copy; all asked after it, for the owner's adoption.
+      const claimed = await templatesOf(source, target, first.app);
+      const wrapped = [...claimed.keys()].find((id) => source.statBlob(id)!.size > SMALL_BLOB_BYTES)!;
+      expect(wrapped).toBeDefined();
+      const coldClaims = await cold.templates;
+      expect(coldClaims.get(wrapped)).toEqual(claimed.get(wrapped));
+      // The large binary is kept as it came, a file of its own to hard-link into the store, not as a template.
+      expect(target.templateOf(wrapped)).toBeUndefined();
+      expect(target.ownBlobFile(wrapped)).toBeDefined();
+      // Adopted with the claims (as the agent does), the binaries become templates over normalized blobs derived from the files.
+      const files = path.join(work, 'sink-files');
+      mkdirSync(files, { recursive: true });
+      const adoptions = [...coldClaims.keys()].filter((id) => target.hasBlob(id) || received.has(id)).map((id) => {
+        const file = path.join(files, id);
+        writeFileSync(file, received.get(id) ?? Buffer.from(target.readBlobRangeSync(id, 0, source.statBlob(id)!.size)));
+        return { id, size: source.statBlob(id)!.size, file };
+      });
+      target.adoptStoreFiles(adoptions, { recordMissing: true, templates: coldClaims });
+      expect(target.templateOf(wrapped)?.normalized).toBe(claimed.get(wrapped)!.normalized);
+
+      asked.length = 0;
+      const sizes = target.normalizedSizes();
+      const upgrade = await copyClosure(recording, target, [rebuilt.app], { smallBlobs: sink });
+      expect(upgrade.restoredBlobs).toBeGreaterThanOrEqual(2);
+      // Two questions: the blobs of the sizes of normalized blobs held here (before the copy), and the others
+      // (once the blobs moved, for the adoption); each blob asked once.
+      expect(asked).toHaveLength(2);
+      const held = (id: Digest) => sizes.has(source.statBlob(id)!.size);
+      expect(asked.filter((ids) => ids.length > 0 && ids.every(held))).toHaveLength(1);
+      expect(asked.filter((ids) => ids.length > 0 && !ids.some(held))).toHaveLength(1);
+      expect(new Set(asked.flat()).size).toBe(asked.flat().length);
+      // Every restored file reached the sink, as its real bytes.
+      for (const [id] of await templatesOf(source, target, rebuilt.app)) {
+        if (received.has(id)) expect(digestOf(received.get(id)!)).toBe(id);
+      }
+      expect(received.has([...(await templatesOf(source, target, rebuilt.app)).keys()].find((id) => source.statBlob(id)!.size > SMALL_BLOB_BYTES)!)).toBe(true);
+    } finally {
+      target.close();
+    }
+  });
+
   it('an agent may ask for the templates of its own closure only, and for at most MAX_TEMPLATE_QUERY at once', async () => {
     const agent = await enrollAgent(test, 'templates');
     await test.adminClient.call('agents.pin', { agentId: agent.keyId, configId: first.configId });
@@ -136,6 +212,11 @@ describe('reference-aware blobs over the data plane', () => {
     try {
       const foreign = randomBytes(32).toString('hex');
       await expect(askTemplates(client, [foreign])).rejects.toMatchObject({ code: 'FORBIDDEN' });
+      // The normalized blobs of its closure's templated files are its own too (looked up only once asked for).
+      const normalized = [...(await templatesOf(test.coordinator.castore, test.coordinator.castore, first.app)).values()].map((template) => template.normalized);
+      expect(normalized.length).toBeGreaterThan(0);
+      await expect(askTemplates(client, normalized)).resolves.toBeDefined();
+      await expect(askTemplates(client, [...normalized, foreign])).rejects.toMatchObject({ code: 'FORBIDDEN' });
       await expect(askTemplates(client, Array.from({ length: MAX_TEMPLATE_QUERY + 1 }, () => foreign))).rejects.toMatchObject({ code: 'INVALID' });
     } finally {
       await client.close();

@@ -19,6 +19,8 @@ import { listIngests, registerIngest } from './ingest-registry.js';
 import type { LocalContext } from './local-context.js';
 import { LocalCastore } from './local-castore.js';
 import { PACK_MAX, PackReader } from './pack-files.js';
+import { HashPartSet } from '../references/index.js';
+import { OutboardBuilder } from '../blake3/index.js';
 
 let dir: string;
 let store: LocalCastore;
@@ -443,6 +445,11 @@ describe('adopted store files', () => {
 });
 
 describe('reference-aware blobs on disk', () => {
+  const outboardOf = (bytes: Uint8Array): Uint8Array => {
+    const builder = new OutboardBuilder();
+    builder.update(bytes);
+    return builder.finish().outboard;
+  };
   const b3sum = (bytes: Uint8Array): Digest => digestFromBytes(referenceBlake3(bytes) as Uint8Array);
   const rowOf = (id: Digest) => {
     const db = new Database(path.join(dir, 'castore.db'), { readonly: true });
@@ -564,6 +571,103 @@ describe('reference-aware blobs on disk', () => {
     expect(rowOf(b3sum(lied))).toMatchObject({ storeFile: liedFile, template: null });
     // The honest one's normalized blob is derived from its file.
     expect(store.missingBlobs([claim.normalized])).toEqual([]);
+  });
+
+  it('restores a template over a normalized blob derived from an adopted file with one hash of each byte, and refuses when the file changed anywhere', async () => {
+    const v1 = version(1);
+    const v2 = version(2);
+    await ingestVersion(store, v1);
+    const app1 = v1.appFiles.app!;
+    const app2 = v2.appFiles.app!;
+    const file = path.join(dir, 'adopted-app');
+    writeFileSync(file, app1);
+    store.adoptStoreFiles([{ id: b3sum(app1), size: app1.length, file }]);
+    // The rebuilt app's claim, as a coordinator would answer it: over the same normalized blob, derived here from the file.
+    const source = LocalCastore.open(path.join(dir, 'source'));
+    await ingestVersion(source, v2);
+    const claim = source.templateOf(b3sum(app2))!;
+    source.close();
+    expect(rowOf(claim.normalized)).toBeUndefined();
+    const restore = async (id: Digest, record = claim.record): Promise<Buffer> => {
+      const session = store.beginIngest();
+      const chunks: Uint8Array[] = [];
+      try {
+        await session.putTemplate(id, app2.length, claim.normalized, record, (chunk) => chunks.push(chunk));
+        session.commit();
+      } catch (error) {
+        session.abort();
+        throw error;
+      }
+      return Buffer.concat(chunks);
+    };
+    // A claim for other bytes (the id of a file one byte off) is refused, and nothing is staged.
+    const off = Buffer.from(app2);
+    off[1_000_000] = off[1_000_000]! ^ 1;
+    await expect(restore(b3sum(off))).rejects.toMatchObject({ code: 'BLOB_CORRUPT' });
+    expect(store.missingBlobs([b3sum(off)])).toEqual([b3sum(off)]);
+    // A record whose sites are not where the placeholders are: refused.
+    const wrongSites = Buffer.from(claim.record);
+    wrongSites[wrongSites.length - 1] = wrongSites[wrongSites.length - 1]! ^ 1;
+    await expect(restore(b3sum(app2), wrongSites)).rejects.toMatchObject({ code: expect.stringMatching(/BLOB_CORRUPT|REFERENCES_INVALID/) });
+    // The honest claim: the real bytes, kept as a template over the derived blob, with the outboard of its bytes.
+    expect((await restore(b3sum(app2))).equals(app2)).toBe(true);
+    expect(rowOf(b3sum(app2))).toMatchObject({ template: claim.normalized, storeFile: null });
+    expect(Buffer.from(store.readOutboard(b3sum(app2))).equals(Buffer.from(outboardOf(app2)))).toBe(true);
+    expect((await fsck(store)).problems).toEqual([]);
+    // The adopted file changed behind the castore's back in a 16 KiB group no site touches (its chaining value,
+    // from the stored outboard, would still match): the restore is refused and the file forgotten.
+    const v3 = version(3);
+    const source3 = LocalCastore.open(path.join(dir, 'source3'));
+    await ingestVersion(source3, v3);
+    const claim3 = source3.templateOf(b3sum(v3.appFiles.app!))!;
+    source3.close();
+    const changed = Buffer.from(app1);
+    changed[1_000_000] = changed[1_000_000]! ^ 1;
+    writeFileSync(file, changed);
+    const session = store.beginIngest();
+    await expect(session.putTemplate(b3sum(v3.appFiles.app!), app2.length, claim3.normalized, claim3.record)).rejects.toMatchObject({ code: 'BLOB_CORRUPT' });
+    session.abort();
+    expect(store.missingBlobs([b3sum(app1)])).toEqual([b3sum(app1)]);
+  });
+
+  it('checks a claimed template of a large file it kept whole (an agent fetched it as is) in pieces, sites across their edges', async () => {
+    const hashParts = new HashPartSet(['0123456789abcdfghijklmnpqrsvwxyz', 'zyxwvsrqpnmlkjihgfdcba9876543210']);
+    // 9 MiB: read in 4 MiB pieces, with sites inside a piece, across the first edge and right after the second.
+    const big = Buffer.from(pseudoRandom(9 * 1024 * 1024, 31));
+    for (const [offset, part] of [[1000, 0], [4 * 1024 * 1024 - 10, 1], [8 * 1024 * 1024 + 3, 0]] as const) big.write(hashParts.hashParts[part]!, offset, 'latin1');
+    const source = LocalCastore.open(path.join(dir, 'source'));
+    const session = source.beginIngest();
+    const writer = session.templateWriter(big.length, hashParts);
+    writer.write(big);
+    const id = writer.finish();
+    session.commit();
+    const claim = source.templateOf(id)!;
+    const normalizedBytes = Buffer.from(await source.readBlobBytes(claim.normalized));
+    source.close();
+    expect(id).toBe(b3sum(big));
+    // Kept whole here, as an agent's fetch keeps a large file, then adopted with the source's claim.
+    expect(await store.putBlob(big)).toBe(id);
+    const file = path.join(dir, 'big');
+    writeFileSync(file, big);
+    // The same claim for a file one byte off in its last piece: refused.
+    const off = Buffer.from(big);
+    off[8 * 1024 * 1024 + 100] = off[8 * 1024 * 1024 + 100]! ^ 1;
+    expect(await store.putBlob(off)).toBe(b3sum(off));
+    const offFile = path.join(dir, 'big-off');
+    writeFileSync(offFile, off);
+    store.adoptStoreFiles(
+      [
+        { id, size: big.length, file },
+        { id: b3sum(off), size: off.length, file: offFile },
+      ],
+      { templates: new Map([[id, claim], [b3sum(off), claim]]) },
+    );
+    expect(rowOf(id)).toMatchObject({ storeFile: file, template: claim.normalized });
+    expect(rowOf(b3sum(off))).toMatchObject({ storeFile: offFile, template: null });
+    // The castore's own copies went; the normalized blob is derived from the adopted file.
+    expect(existsSync(blobDataPath(dir, id))).toBe(false);
+    expect(Buffer.from(await store.readBlobBytes(claim.normalized)).equals(normalizedBytes)).toBe(true);
+    expect(Buffer.from(await store.readBlobBytes(id)).equals(big)).toBe(true);
   });
 
   it('opens a format-3 castore by adding the template columns; its blobs read as before and new ingests use templates', async () => {

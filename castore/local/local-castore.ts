@@ -10,17 +10,18 @@
  * reads here, which serve a closure's many small files without a promise
  * each (bench/materialize.bench.ts).
  */
-import { closeSync, createReadStream, openSync, readFileSync, readSync, rmSync } from 'node:fs';
+import { closeSync, createReadStream, openSync, readSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { BlobTemplate } from '../services/blob-templates.js';
 import { CastoreError } from '../errors.js';
 import { decodeDirectory } from '../directory.js';
-import { digestFromBytes, type Digest, type Entry } from '../node.js';
-import { blake3, blake3Hasher, GROUP_SIZE, OutboardBuilder } from '../blake3/index.js';
+import { digestFromBytes, digestToBytes, type Digest, type Entry } from '../node.js';
+import { blake3, blake3Hasher, GROUP_SIZE, OutboardBuilder, verifyOutboard, type VerifiedOutboard } from '../blake3/index.js';
+import type { RestoreSource } from '../services/template-writer.js';
 import type { BlobStat } from '../services/blob-service.js';
 import { walkClosure, withIngest, type CastoreServices, type Clock } from '../services/castore-services.js';
 import { StorePathInfoSchema, type StorePathInfo } from '../store-path-info.js';
-import { decodeTemplateRecord, placeholdersAt, restoreReferences, restoreTemplateRange, type TemplateRecord } from '../references/index.js';
+import { decodeTemplateRecord, HASH_PART_LENGTH, placeholdersAt, REFERENCE_PLACEHOLDER, restoreReferences, restoreTemplateRange, type TemplateRecord } from '../references/index.js';
 import { blobDataPath } from './blob-files.js';
 import { openCastoreDatabase, type CastoreDatabase } from './database.js';
 import { cleanStaleIngests } from './ingest-registry.js';
@@ -33,6 +34,8 @@ import { PACK_MAX, PackReader } from './pack-files.js';
 
 /** No blob this small or smaller has a file of its own (packs took up to 256 KiB before PACK_MAX was raised). */
 const OWN_FILE_MIN = 256 * 1024;
+/** A restore reads its normalized blob whole up to this size (LocalCastore.restoreSource); a larger one is streamed. */
+const RESTORE_WHOLE_MAX = 256 * 1024 * 1024;
 /** File blobs up to this size are read in one synchronous call. */
 const SYNC_READ_MAX = 4 * 1024 * 1024;
 
@@ -63,17 +66,45 @@ const READABLE_ROW = `b.store_file IS NOT NULL OR b.template IS NULL
   OR EXISTS (SELECT 1 FROM blobs n WHERE n.id = b.template)
   OR EXISTS (SELECT 1 FROM blobs s WHERE s.template = b.template AND s.store_file IS NOT NULL)`;
 
-/** Whether `file` (`size` bytes) with the placeholder at `template`'s sites hashes to its normalized blob. */
+/**
+ * Whether `file` (`size` bytes) with the placeholder at `template`'s sites
+ * hashes to its normalized blob. Read 4 MiB at a time (an agent checks its
+ * large fetched files' claims here too, after the deployment is active).
+ */
 function fileNormalizesTo(file: string, size: number, template: BlobTemplate): boolean {
+  let fd: number | undefined;
   try {
-    const bytes = readFileSync(file);
-    if (bytes.length !== size) return false;
     const { sites } = decodeTemplateRecord(template.record, size);
-    return digestFromBytes(blake3(placeholdersAt(bytes, sites))) === template.normalized;
+    fd = openSync(file, 'r');
+    if (size <= NORMALIZE_CHUNK) {
+      const bytes = Buffer.allocUnsafe(size);
+      if (readFully(fd, bytes, 0) !== size || readSync(fd, Buffer.allocUnsafe(1), 0, 1, size) !== 0) return false;
+      return digestFromBytes(blake3(placeholdersAt(bytes, sites))) === template.normalized;
+    }
+    const hasher = blake3Hasher();
+    const chunk = Buffer.allocUnsafe(NORMALIZE_CHUNK);
+    let site = 0;
+    for (let offset = 0; offset < size; offset += NORMALIZE_CHUNK) {
+      const length = Math.min(NORMALIZE_CHUNK, size - offset);
+      const bytes = chunk.subarray(0, length);
+      if (readFully(fd, bytes, offset) !== length) return false;
+      // Sites are sorted: those before this chunk's end, and the one it ends inside of, which the next chunk sees too.
+      while (site < sites.length && sites[site]!.offset + HASH_PART_LENGTH <= offset) site++;
+      let last = site;
+      while (last < sites.length && sites[last]!.offset < offset + length) last++;
+      hasher.update(placeholdersAt(bytes, sites.slice(site, last), offset));
+    }
+    if (readSync(fd, Buffer.allocUnsafe(1), 0, 1, size) !== 0) return false;
+    return digestFromBytes(hasher.digest()) === template.normalized;
   } catch {
     return false;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
 }
+
+/** fileNormalizesTo reads files this large or larger in pieces of this size. */
+const NORMALIZE_CHUNK = 4 * 1024 * 1024;
 
 /** Templates nest at most this deep (a normalized blob that is itself a template: only contrived files do that). */
 const TEMPLATE_DEPTH_MAX = 4;
@@ -171,6 +202,7 @@ export class LocalCastore implements CastoreServices, LocalReads {
       blobLocation: this.db.prepare<[string], BlobLocation>(
         'SELECT size, pack, pack_offset AS packOffset, store_file AS storeFile, template, template_record AS templateRecord FROM blobs WHERE id = ?',
       ),
+      templateSizes: this.db.prepare<[], number>('SELECT DISTINCT size FROM blobs WHERE template IS NOT NULL').pluck(),
       forgetStoreFile: this.db.prepare<[string, string]>('DELETE FROM blobs WHERE id = ? AND store_file = ?'),
       outboard: this.db.prepare<[string], { outboard: Buffer | null; size: number }>('SELECT outboard, size FROM blobs WHERE id = ?'),
       directory: this.db.prepare<[string], { data: Buffer }>('SELECT data FROM directories WHERE id = ?'),
@@ -234,6 +266,51 @@ export class LocalCastore implements CastoreServices, LocalReads {
     return placeholdersAt(bytes, record.sites);
   }
 
+  /**
+   * Normalized blob `id`'s bytes, whole, for restoring a template over it
+   * (LocalIngest.putTemplate, services/template-writer.ts verifyRestored):
+   * verified now by one native hash of what was read — its own bytes
+   * against `id`, or the adopted file it is derived from against that
+   * file's id (a changed file is forgotten and refused, as on any read) —
+   * with that file's or blob's stored tree when it has one. Undefined for
+   * a blob not here, kept as a template itself, or over RESTORE_WHOLE_MAX
+   * bytes: the caller streams those.
+   */
+  restoreSource(id: Digest): RestoreSource | undefined {
+    const row = this.statements.blobLocation.get(id);
+    if (row) {
+      if ((row.template !== null && row.storeFile === null) || row.size > RESTORE_WHOLE_MAX) return undefined;
+      if (row.storeFile !== null) return { bytes: this.readStoreFile(id, row.size, row.storeFile), tree: this.storedTree(id, row.size), changed: [] };
+      const bytes = row.pack !== null ? this.packs.read(row.pack, row.packOffset!, row.size, id) : this.readFileBlob(id, 0, row.size);
+      if (digestFromBytes(blake3(bytes)) !== id) throw new CastoreError('BLOB_CORRUPT', `blob ${id} does not hash to its id (run fsck)`, { objectId: id });
+      return { bytes, tree: this.storedTree(id, row.size), changed: [] };
+    }
+    const source = this.statements.derivationSource.get(id);
+    if (!source || source.size > RESTORE_WHOLE_MAX) return undefined;
+    const bytes = this.readStoreFile(source.id, source.size, source.storeFile);
+    let record: TemplateRecord;
+    try {
+      record = decodeTemplateRecord(new Uint8Array(source.templateRecord), source.size);
+    } catch (error) {
+      throw corruptTemplate(source.id, id, error);
+    }
+    // The buffer is this read's own: the placeholder is written into it.
+    for (const { offset } of record.sites) bytes.set(REFERENCE_PLACEHOLDER, offset);
+    return { bytes, tree: this.storedTree(source.id, source.size), changed: record.sites };
+  }
+
+  /** A blob's stored outboard as a tree checked against its id; undefined when none is stored (or it does not check). */
+  private storedTree(id: Digest, size: number): VerifiedOutboard | undefined {
+    if (size <= GROUP_SIZE) return undefined;
+    const outboard = this.statements.outboard.get(id)?.outboard;
+    if (!outboard) return undefined;
+    try {
+      return verifyOutboard(digestToBytes(id), size, outboard, id);
+    } catch {
+      return undefined;
+    }
+  }
+
   hasBlob(id: Digest): boolean {
     return this.statBlob(id) !== undefined;
   }
@@ -246,6 +323,18 @@ export class LocalCastore implements CastoreServices, LocalReads {
   templateOf(id: Digest): BlobTemplate | undefined {
     const row = this.statements.blobLocation.get(id);
     return row?.template != null && row.templateRecord != null ? { normalized: row.template, record: new Uint8Array(row.templateRecord) } : undefined;
+  }
+
+  /**
+   * The sizes of the normalized blobs the templates here are over (a
+   * normalized blob has its file's size): a copy asks the source about the
+   * templates of wanted blobs of these sizes only, the others cannot be
+   * restored here. A normalized blob held only as an ordinary blob, with no
+   * template over it, is not counted: such a blob is then copied, not
+   * restored.
+   */
+  normalizedSizes(): ReadonlySet<number> {
+    return new Set(this.statements.templateSizes.all());
   }
 
   /** The ids among `ids` that the store lacks, in their order (one query per 5,000: closures have many files). */
@@ -668,7 +757,7 @@ export class LocalCastore implements CastoreServices, LocalReads {
           const row = select.get(id);
           // A template the copy was told of (a claim): kept only if the file, normalized at its sites, is that normalized blob.
           const claimed = options.templates?.get(id);
-          const template = claimed && (row === undefined || row.template === null) && size <= PACK_MAX && fileNormalizesTo(file, size, claimed) ? claimed : undefined;
+          const template = claimed && (row === undefined || row.template === null) && fileNormalizesTo(file, size, claimed) ? claimed : undefined;
           if (!row && options.recordMissing && size <= PACK_MAX) {
             record.run(id, size, now, file, template?.normalized ?? null, template?.record ?? null);
             if (template) templatedNormalized.add(template.normalized);

@@ -17,7 +17,7 @@ import { digestFromBytes, type Digest, type DirectoryNode, type Entry } from '..
 import type { BlobWriter } from '../services/blob-service.js';
 import type { Ingest } from '../services/castore-services.js';
 import { StagedRecords } from '../services/staged-records.js';
-import { templateWriter, verifyTemplate, type TemplateEntry } from '../services/template-writer.js';
+import { templateWriter, verifyRestored, verifyTemplate, type RestoreSource, type TemplateEntry } from '../services/template-writer.js';
 import type { HashPartSet } from '../references/index.js';
 import type { StorePathInfo } from '../store-path-info.js';
 import { blobDataPath, makeDurable, TempBlobWriter, type TempBlob } from './blob-files.js';
@@ -33,6 +33,7 @@ export interface BlobPresence {
   readBlob(id: Digest, range?: { offset?: number; length?: number }): AsyncIterable<Uint8Array>;
   readBlobRangeSync(id: Digest, offset: number, length: number): Uint8Array;
   readOutboard(id: Digest): Uint8Array;
+  restoreSource(id: Digest): RestoreSource | undefined;
 }
 
 /**
@@ -233,6 +234,15 @@ export class LocalIngest implements Ingest {
     this.assertOpen();
     if (this.holdsOrStaged(id)) return;
     const staged = this.stagedReader(normalized);
+    const whole = staged ? undefined : this.store.restoreSource(normalized);
+    if (whole) {
+      const { entry, bytes } = verifyRestored(id, size, normalized, record, whole);
+      this.assertOpen();
+      this.touchedExisting.add(normalized);
+      this.stageTemplate(entry);
+      onRestored?.(bytes);
+      return;
+    }
     const normalizedSize = staged?.size ?? this.store.statBlob(normalized)?.size;
     if (normalizedSize === undefined) {
       throw new CastoreError('BLOB_NOT_FOUND', `template ${id}: its normalized blob ${normalized} is neither in the store nor in this ingest`, { objectId: normalized });

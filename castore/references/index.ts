@@ -9,7 +9,7 @@
  */
 export { HASH_PART_LENGTH, HashPartSet, REFERENCE_PLACEHOLDER } from './hash-parts.js';
 export { normalizeReferences, placeholdersAt, ReferenceNormalizer, type NormalizedFile, type NormalizeOptions, type ReferenceSite } from './normalize.js';
-export { checkReferenceSites, ReferenceRestorer, restoreReferences } from './restore.js';
+export { checkReferenceSites, ReferenceRestorer, restoreReferences, restoreReferencesInPlace } from './restore.js';
 export { decodeReferenceSites, encodeReferenceSites, REFERENCE_SITES_FORMAT, type DecodeReferenceSitesOptions } from './sites-encoding.js';
 export { decodeTemplateRecord, encodeTemplateRecord, MAX_TEMPLATE_SITES, TEMPLATE_RECORD_FORMAT, templateOf, type TemplateRecord } from './template-record.js';
 export { restoreTemplateRange, templateWindow, type TemplateWindow } from './template-restore.js';

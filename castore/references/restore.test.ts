@@ -2,7 +2,7 @@
 // (or, for the placeholder check, as soon as the chunk that holds the site arrives).
 import { describe, expect, it } from 'vitest';
 import { seededRandom } from '../../test/seeded-random.js';
-import { checkReferenceSites, normalizeReferences, ReferenceRestorer, restoreReferences, type ReferenceSite } from './index.js';
+import { checkReferenceSites, normalizeReferences, ReferenceRestorer, restoreReferences, restoreReferencesInPlace, type ReferenceSite } from './index.js';
 import { concat, fill, plantedFile, sameBytes, seededHashParts } from '../../test/references-fixture.js';
 
 const refused = (what: RegExp | string) => expect.objectContaining({ code: 'REFERENCES_INVALID', message: expect.stringMatching(what) });
@@ -29,6 +29,16 @@ describe('restoreReferences', () => {
       expect(sameBytes(concat(out), file)).toBe(true);
     }
     expect(sameBytes(normalized, normalizeReferences(file, hashParts).normalized)).toBe(true); // not changed by restoring
+  });
+
+  it('restores in place into the caller\'s buffer, refusing a site that is not the placeholder', () => {
+    const own = new Uint8Array(normalized);
+    const out = restoreReferencesInPlace(own, refs, hashParts);
+    expect(out).toBe(own);
+    expect(sameBytes(own, file)).toBe(true);
+    const damaged = new Uint8Array(normalized);
+    damaged[refs[3]!.offset + 5] = 0x30;
+    expect(() => restoreReferencesInPlace(damaged, refs, hashParts)).toThrow(refused(/not the placeholder/));
   });
 
   it('refuses sites out of range, unsorted, overlapping, or not integers', () => {

@@ -96,11 +96,20 @@ export class ReferenceRestorer {
   }
 
   push(chunk: Uint8Array): Uint8Array {
+    return this.restore(chunk, false);
+  }
+
+  /** `push` into `chunk` itself (the caller's own bytes, real on return; after a refusal, neither). */
+  pushInPlace(chunk: Uint8Array): Uint8Array {
+    return this.restore(chunk, true);
+  }
+
+  private restore(chunk: Uint8Array, inPlace: boolean): Uint8Array {
     if (this.failed) throw invalid('reference restorer used after a refusal');
     const start = this.position;
     const stop = start + chunk.length;
     if (stop > this.length) return this.fail(`the normalized file is longer than its declared ${this.length} bytes`, this.length);
-    const out = new Uint8Array(chunk); // a copy, also of a Buffer (whose slice() is a view)
+    const out = inPlace ? chunk : new Uint8Array(chunk); // a copy, also of a Buffer (whose slice() is a view)
     while (this.next < this.sites.length) {
       const site = this.sites[this.next]!;
       if (site.offset >= stop) break;
@@ -142,6 +151,18 @@ export class ReferenceRestorer {
 export function restoreReferences(normalized: Uint8Array, refs: readonly ReferenceSite[], hashParts: readonly string[] | HashPartSet): Uint8Array {
   const restorer = new ReferenceRestorer(refs, hashParts, normalized.length);
   const out = restorer.push(normalized);
+  restorer.end();
+  return out;
+}
+
+/**
+ * restoreReferences written into `normalized` itself (the caller's own
+ * buffer, which then holds the real file; after a refusal, neither): a
+ * whole large file restored without a second copy of it.
+ */
+export function restoreReferencesInPlace(normalized: Uint8Array, refs: readonly ReferenceSite[], hashParts: readonly string[] | HashPartSet): Uint8Array {
+  const restorer = new ReferenceRestorer(refs, hashParts, normalized.length);
+  const out = restorer.pushInPlace(normalized);
   restorer.end();
   return out;
 }

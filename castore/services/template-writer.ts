@@ -18,7 +18,7 @@
  * and X's tree is N's with the groups that hold a site re-hashed
  * (realRoot): each byte is hashed once either way.
  */
-import { blake3, GROUP_SIZE, groupChainingValue, groupCount, GroupBuffer, OutboardBuilder, outboardFromGroupCvs, verifyOutboard } from '../blake3/index.js';
+import { blake3, GROUP_SIZE, groupChainingValue, groupCount, GroupBuffer, OutboardBuilder, outboardFromGroupCvs, verifyOutboard, type VerifiedOutboard } from '../blake3/index.js';
 import { CastoreError } from '../errors.js';
 import { digestFromBytes, digestToBytes, type Digest } from '../node.js';
 import {
@@ -30,6 +30,7 @@ import {
   normalizeReferences,
   ReferenceNormalizer,
   ReferenceRestorer,
+  restoreReferencesInPlace,
   restoreTemplateRange,
   templateOf,
   templateWindow,
@@ -177,13 +178,8 @@ function realRoot(staging: TemplateStaging, normalized: Digest, size: number, si
   const count = groupCount(size);
   const cvs = new Uint32Array(count * 8);
   for (let group = 0; group < count; group++) cvs.set(tree.groupCv(group)!, group * 8);
-  const touched = new Set<number>();
-  for (const { offset } of sites) {
-    touched.add(Math.floor(offset / GROUP_SIZE));
-    touched.add(Math.floor((offset + HASH_PART_LENGTH - 1) / GROUP_SIZE));
-  }
   const buffer = new GroupBuffer();
-  for (const group of touched) {
+  for (const group of groupsTouched([sites])) {
     const start = group * GROUP_SIZE;
     const length = Math.min(GROUP_SIZE, size - start);
     const window = templateWindow(sites, start, length);
@@ -235,4 +231,76 @@ export async function verifyTemplate(
     throw new CastoreError('BLOB_CORRUPT', `template over ${normalized.id} restores to ${restored} (${restoredSize} bytes), not ${id} (${size})`, { objectId: id });
   }
   return { id, size, normalized: normalized.id, record: new Uint8Array(record), outboard };
+}
+
+/**
+ * A normalized blob's bytes, whole, as a backend hands them to a restore:
+ * verified when they were read, by one hash of what was read (the blob's
+ * own bytes against its id, or an adopted file they are derived from
+ * against the file's id).
+ */
+export interface RestoreSource {
+  /** The normalized blob's bytes, the restore's own: it restores the file into them. */
+  bytes: Uint8Array;
+  /** The tree of what was read and hashed (its stored outboard, checked against its id), when there is one: */
+  tree?: VerifiedOutboard;
+  /** and where `bytes` differ from what was read (the sites of the adopted file's template; none for the blob's own bytes). */
+  changed: readonly ReferenceSite[];
+}
+
+/**
+ * verifyTemplate for a normalized blob held whole (`source`): X restored
+ * in one piece, and checked against its id with one hash of each byte in
+ * all — the source's, when it was read — rather than a second: a 16 KiB
+ * group without a site of X's record nor of `source.changed` has the same
+ * bytes as what was read, so its chaining value is the source tree's; only
+ * the groups with a site are hashed again. Without a tree, X is hashed
+ * whole. Refuses what verifyTemplate refuses; stages nothing. Returns the
+ * entry to stage and X's bytes.
+ */
+export function verifyRestored(id: Digest, size: number, normalized: Digest, record: Uint8Array, source: RestoreSource): { entry: TemplateEntry; bytes: Uint8Array } {
+  if (!Number.isSafeInteger(size) || size < 0) throw new CastoreError('BLOB_CORRUPT', `a template of ${size} bytes cannot be`, { objectId: id });
+  if (source.bytes.length !== size) throw new CastoreError('BLOB_CORRUPT', `a template of ${size} bytes cannot be over ${normalized} of ${source.bytes.length}`, { objectId: id });
+  const decoded = decodeTemplateRecord(record, size);
+  let bytes: Uint8Array;
+  try {
+    bytes = restoreReferencesInPlace(source.bytes, decoded.sites, decoded.hashParts);
+  } catch (error) {
+    if (error instanceof CastoreError && error.code === 'REFERENCES_INVALID') {
+      throw new CastoreError('BLOB_CORRUPT', `template of ${id} over ${normalized} does not restore: ${error.message}`, { objectId: id, cause: error });
+    }
+    throw error;
+  }
+  let real: { id: Digest; outboard: Uint8Array };
+  if (size > GROUP_SIZE && source.tree && source.tree.size === size) {
+    const count = groupCount(size);
+    const cvs = new Uint32Array(count * 8);
+    for (let group = 0; group < count; group++) cvs.set(source.tree.groupCv(group)!, group * 8);
+    const buffer = new GroupBuffer();
+    for (const group of groupsTouched([source.changed, decoded.sites])) {
+      const start = group * GROUP_SIZE;
+      cvs.set(groupChainingValue(bytes.subarray(start, Math.min(start + GROUP_SIZE, size)), group, buffer), group * 8);
+    }
+    const { root, outboard } = outboardFromGroupCvs(cvs, count, buffer);
+    real = { id: digestFromBytes(root), outboard };
+  } else if (size <= BUFFERED_MAX) {
+    // Hashed whole (natively past 8 KiB); the outboard of a blob this small is computed when asked for.
+    real = { id: digestFromBytes(blake3(bytes)), outboard: new Uint8Array(0) };
+  } else {
+    real = rootOf(bytes);
+  }
+  if (real.id !== id) throw new CastoreError('BLOB_CORRUPT', `template over ${normalized} restores to ${real.id} (${size} bytes), not ${id}`, { objectId: id });
+  return { entry: { id, size, normalized, record: new Uint8Array(record), outboard: real.outboard }, bytes };
+}
+
+/** The 16 KiB groups a site of any of `siteLists` touches. */
+function groupsTouched(siteLists: readonly (readonly ReferenceSite[])[]): Set<number> {
+  const touched = new Set<number>();
+  for (const sites of siteLists) {
+    for (const { offset } of sites) {
+      touched.add(Math.floor(offset / GROUP_SIZE));
+      touched.add(Math.floor((offset + HASH_PART_LENGTH - 1) / GROUP_SIZE));
+    }
+  }
+  return touched;
 }

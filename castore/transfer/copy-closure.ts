@@ -107,9 +107,12 @@ export interface CopyReport {
   /**
    * What the source claimed of the copied blobs' templates (unverified): a
    * target that keeps some of them outside the castore (a small-blob sink's
-   * store files) checks and records them when it adopts those files.
+   * store files) checks and records them when it adopts those files. With
+   * a sink, those of blobs no normalized blob here could restore are asked
+   * once the blobs are copied, so this may settle after the copy returns;
+   * it never rejects (a claim that could not be asked is left out).
    */
-  templates: ReadonlyMap<Digest, BlobTemplate>;
+  templates: Promise<ReadonlyMap<Digest, BlobTemplate>>;
   copiedBlobs: number;
   copiedBytes: number;
   copiedDirectories: number;
@@ -294,48 +297,81 @@ async function copyBlobsByService(source: CastoreReader, job: Pick<BulkBlobJob, 
   });
 }
 
+/** What a copy knows of the wanted blobs' templates before their bytes move. */
+interface TemplatePlan {
+  /** Wanted blobs with a template over a normalized blob the target holds: restored, not copied. */
+  restorable: FileNode[];
+  /** For the target's ingests (Ingest.expectTemplates): the hash parts of every other wanted blob the source keeps as a template. */
+  hints: Map<Digest, HashPartSet>;
+  /** The source's claims asked before the copy; */
+  templates: Map<Digest, BlobTemplate>;
+  /** the wanted blobs to ask about once it is done (a sink's owner records those claims when it adopts the files). */
+  later: Digest[];
+}
+
+const noTemplates: ReadonlyMap<Digest, BlobTemplate> = new Map();
+
 /**
- * The blobs among `wanted` that the target can restore from a normalized
- * blob it already holds (a file of a rebuilt store path that differs from
- * its previous version only in the hash parts it embeds): each is staged
- * as a template, verified by the target (Ingest.putTemplate restores it
- * and checks its id) and, for a small-blob sink that wants it, read back
- * and handed over. Returns their ids; nothing when the source offers no
- * templates. A template the target refuses is left to be copied whole.
+ * Asks the source which wanted blobs it keeps as templates and picks those
+ * the target can restore. Only a normalized blob the target holds makes a
+ * blob restorable, and a normalized blob has its file's size: a local
+ * target names the sizes of those it holds (LocalCastore.normalizedSizes),
+ * so only the wanted blobs of those sizes are asked about before the
+ * fetch (a cold deploy asks none; its 20,000 ids were 1.3 MB of JSON up
+ * before a byte came down). With a small-blob sink the target keeps no normalized
+ * blob of what it copies (the sink's owner records the claims when it
+ * adopts the files, LocalCastore.adoptStoreFiles checks each), so the
+ * other blobs' claims are asked once the blobs moved, so that asking
+ * takes nothing from the copy; without one, they are asked first, for the
+ * template hints.
  */
-async function restoreFromTemplates(
-  source: CastoreReader,
-  target: CastoreServices,
-  wanted: readonly FileNode[],
-  sink: SmallBlobSink | undefined,
-): Promise<{ restored: Set<Digest>; hints: Map<Digest, HashPartSet>; templates: ReadonlyMap<Digest, BlobTemplate> }> {
-  const restored = new Set<Digest>();
-  const hints = new Map<Digest, HashPartSet>();
-  if (wanted.length === 0 || !offersTemplates(source.blobs)) return { restored, hints, templates: new Map() };
-  const templates = await source.blobs.templates(wanted.map((blob) => blob.digest));
-  if (templates.size === 0) return { restored, hints, templates };
-  // The rest come whole: the target normalizes them against the same hash parts, to restore the next rebuild's.
+async function planTemplates(source: CastoreReader, target: CastoreServices, wanted: readonly FileNode[], sink: boolean): Promise<TemplatePlan> {
+  const plan: TemplatePlan = { restorable: [], hints: new Map(), templates: new Map(), later: [] };
+  if (wanted.length === 0 || !offersTemplates(source.blobs)) return plan;
+  const reader = source.blobs;
+  const sizes = sink && target instanceof LocalCastore ? target.normalizedSizes() : undefined;
+  const first = sizes ? wanted.filter((blob) => sizes.has(blob.size)) : wanted;
+  if (sizes) plan.later = wanted.filter((blob) => !sizes.has(blob.size)).map((blob) => blob.digest);
+  if (first.length > 0) plan.templates = await reader.templates(first.map((blob) => blob.digest));
+  if (plan.templates.size === 0) return plan;
+  const normalized = [...new Set([...plan.templates.values()].map((template) => template.normalized))];
+  const lacking = new Set(await target.blobs.missing(normalized));
   for (const blob of wanted) {
-    const template = templates.get(blob.digest);
+    const template = plan.templates.get(blob.digest);
     if (!template) continue;
+    if (!lacking.has(template.normalized)) {
+      plan.restorable.push(blob);
+      continue;
+    }
+    // Copied whole: a target without a sink normalizes it against the same hash parts, to restore the next rebuild's.
+    if (sink) continue;
     try {
-      hints.set(blob.digest, new HashPartSet(decodeTemplateRecord(template.record, blob.size).hashParts));
+      plan.hints.set(blob.digest, new HashPartSet(decodeTemplateRecord(template.record, blob.size).hashParts));
     } catch (error) {
       if (!(error instanceof CastoreError)) throw error;
     }
   }
-  const normalized = [...new Set([...templates.values()].map((template) => template.normalized))];
-  const lacking = new Set(await target.blobs.missing(normalized));
-  const restorable = wanted.filter((blob) => {
-    const template = templates.get(blob.digest);
-    return template !== undefined && !lacking.has(template.normalized);
-  });
-  if (restorable.length === 0) return { restored, hints, templates };
+  return plan;
+}
+
+/**
+ * Stages each of `restorable` as a template, verified by the target
+ * (Ingest.putTemplate restores it and checks its id) and, for a small-blob
+ * sink, hands over the restored bytes (large ones too: they are restored
+ * once, not again when the sink's owner reads the target). Returns the ids
+ * restored; a template the target refuses is left out, to be copied whole.
+ */
+async function restoreTemplated(
+  target: CastoreServices,
+  restorable: readonly FileNode[],
+  templates: ReadonlyMap<Digest, BlobTemplate>,
+  sink: SmallBlobSink | undefined,
+): Promise<Set<Digest>> {
+  const restored = new Set<Digest>();
+  if (restorable.length === 0) return restored;
   await withIngest(target, async (ingest) => {
     for (const blob of restorable) {
       const template = templates.get(blob.digest)!;
-      // A sink gets the bytes the target restored and verified (large ones too: they are restored once, not
-      // again when the sink's owner reads the target).
       const chunks: Uint8Array[] = [];
       try {
         await ingest.putTemplate(blob.digest, blob.size, template.normalized, template.record, sink ? (chunk) => chunks.push(chunk) : undefined);
@@ -351,8 +387,7 @@ async function restoreFromTemplates(
       await sink.accept(blob.digest, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
     }
   });
-  for (const id of restored) hints.delete(id);
-  return { restored, hints, templates };
+  return restored;
 }
 
 /**
@@ -439,48 +474,76 @@ export async function copyClosure(source: CastoreReader, target: CastoreServices
     blobs.clear();
     for (const node of options.smallBlobs.plan(storePaths, readDirectory)) blobs.set(node.digest, node);
   }
-  let wanted = (await target.blobs.missing([...blobs.keys()])).map((id) => blobs.get(id)!);
-  const { restored, hints, templates } = await restoreFromTemplates(source, target, wanted, options.smallBlobs);
-  if (restored.size > 0) wanted = wanted.filter((blob) => !restored.has(blob.digest));
-  progress.bytesTotal = wanted.reduce((sum, blob) => sum + blob.size, 0);
-  progress.objectsTotal = wanted.length;
+  const wanted = (await target.blobs.missing([...blobs.keys()])).map((id) => blobs.get(id)!);
+  const plan = await planTemplates(source, target, wanted, options.smallBlobs !== undefined);
+  const restorable = new Set(plan.restorable.map((blob) => blob.digest));
+  let toCopy = restorable.size > 0 ? wanted.filter((blob) => !restorable.has(blob.digest)) : wanted;
+  progress.bytesTotal = toCopy.reduce((sum, blob) => sum + blob.size, 0);
+  progress.objectsTotal = toCopy.length;
   report('blobs');
   let lastReport = 0;
-  const job: BulkBlobJob = {
-    blobs: wanted,
-    storePaths,
-    lacking,
-    readDirectory,
-    ingest: new SharedIngest(target, undefined, hints),
-    ...(options.smallBlobs ? { smallBlobs: (id: Digest, bytes: Uint8Array) => options.smallBlobs!.accept(id, bytes) } : {}),
-    ...(local && options.groupDelta !== false ? { deltaBasis: local } : {}),
-    parallel,
-    ...(options.streamMinBytes !== undefined ? { streamMinBytes: options.streamMinBytes } : {}),
-    onBytes: (bytes) => {
-      progress.bytesDone += bytes;
-      if (Date.now() - lastReport > 100) {
-        lastReport = Date.now();
-        report('blobs');
-      }
-    },
-    onObjects: (count) => {
-      progress.objectsDone += count;
-    },
-  };
-  let delta = { deltaBlobs: 0, deltaGroupBytes: 0 };
-  try {
-    if (bulk) delta = await bulk.copyBlobs(job);
-    else await copyBlobsByService(source, job);
-    job.ingest.finish();
-  } catch (error) {
-    // What arrived is verified: keep it for the next attempt.
+  const copyBlobs = async (list: readonly FileNode[]): Promise<{ deltaBlobs: number; deltaGroupBytes: number }> => {
+    if (list.length === 0) return { deltaBlobs: 0, deltaGroupBytes: 0 };
+    const job: BulkBlobJob = {
+      blobs: list,
+      storePaths,
+      lacking,
+      readDirectory,
+      ingest: new SharedIngest(target, undefined, plan.hints),
+      ...(options.smallBlobs ? { smallBlobs: (id: Digest, bytes: Uint8Array) => options.smallBlobs!.accept(id, bytes) } : {}),
+      ...(local && options.groupDelta !== false ? { deltaBasis: local } : {}),
+      parallel,
+      ...(options.streamMinBytes !== undefined ? { streamMinBytes: options.streamMinBytes } : {}),
+      onBytes: (bytes) => {
+        progress.bytesDone += bytes;
+        if (Date.now() - lastReport > 100) {
+          lastReport = Date.now();
+          report('blobs');
+        }
+      },
+      onObjects: (count) => {
+        progress.objectsDone += count;
+      },
+    };
     try {
+      let delta = { deltaBlobs: 0, deltaGroupBytes: 0 };
+      if (bulk) delta = await bulk.copyBlobs(job);
+      else await copyBlobsByService(source, job);
       job.ingest.finish();
-    } catch {
-      job.ingest.abort();
+      return delta;
+    } catch (error) {
+      // What arrived is verified: keep it for the next attempt.
+      try {
+        job.ingest.finish();
+      } catch {
+        job.ingest.abort();
+      }
+      throw error;
     }
-    throw error;
+  };
+  // Restoring is CPU, the copy mostly waiting for the wire: side by side.
+  // Both settle before a failure is thrown: the caller's sink is not cleaned up under a restore still writing to it.
+  const [restoring, copying] = await Promise.allSettled([restoreTemplated(target, plan.restorable, plan.templates, options.smallBlobs), copyBlobs(toCopy)]);
+  if (restoring.status === 'rejected') throw restoring.reason;
+  if (copying.status === 'rejected') throw copying.reason;
+  const restored = restoring.value;
+  const delta = copying.value;
+  // Claims the target refused: those blobs are copied whole after all.
+  const refused = plan.restorable.filter((blob) => !restored.has(blob.digest));
+  if (refused.length > 0) {
+    progress.bytesTotal += refused.reduce((sum, blob) => sum + blob.size, 0);
+    progress.objectsTotal += refused.length;
+    const more = await copyBlobs(refused);
+    delta.deltaBlobs += more.deltaBlobs;
+    delta.deltaGroupBytes += more.deltaGroupBytes;
+    toCopy = [...toCopy, ...refused];
   }
+  // Asked now, not awaited: the sink's owner needs them after the deployment (a failure only leaves those files untemplated).
+  const later = plan.later.length > 0 && offersTemplates(source.blobs) ? source.blobs.templates(plan.later) : Promise.resolve(noTemplates);
+  const templates: Promise<ReadonlyMap<Digest, BlobTemplate>> = later.then(
+    (claims) => new Map([...plan.templates, ...claims]),
+    () => plan.templates,
+  );
 
   report('registering');
   await withIngest(target, (ingest) => {
@@ -493,7 +556,7 @@ export async function copyClosure(source: CastoreReader, target: CastoreServices
     copiedStorePaths: lacking.length,
     restoredBlobs: restored.size,
     templates,
-    copiedBlobs: wanted.length,
+    copiedBlobs: toCopy.length,
     copiedBytes: progress.bytesTotal,
     copiedDirectories: copied.size,
     ...delta,

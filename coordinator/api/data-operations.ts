@@ -63,13 +63,20 @@ export const DATA_ACCESS: Record<Exclude<DataOperationName, 'hello' | 'auth'>, A
   'upload.storePaths': WRITE,
 };
 
+/** A closure's objects (directories and files), its files in walk order, and their normalized blobs once looked up. */
+interface ClosureObjects {
+  set: Set<string>;
+  files: Digest[];
+  normalized?: Set<string>;
+}
+
 /**
  * Which configs, and which castore objects, each config's closure covers:
  * what an agent may read. Computed once per config (walking its
  * directories) and cached; configs are immutable.
  */
 export class ClosureAccess {
-  private readonly objects = new Map<string, Set<string>>();
+  private readonly objects = new Map<string, ClosureObjects>();
 
   constructor(private readonly coordinator: Coordinator) {}
 
@@ -96,29 +103,46 @@ export class ClosureAccess {
     return desired === null ? [] : [desired];
   }
 
-  private objectsOf(configId: string): Set<string> {
-    let set = this.objects.get(configId);
-    if (set) return set;
-    set = new Set();
+  private objectsOf(configId: string): ClosureObjects {
+    let objects = this.objects.get(configId);
+    if (objects) return objects;
+    const set = new Set<string>();
+    const files: Digest[] = [];
     const config = this.coordinator.state.get('configs', configId);
     if (config) {
       const store = this.coordinator.castore;
       const visit = (node: StorePathInfo['root']): void => {
         if (node.type === 'file') {
-          set!.add(node.digest);
-          // Its normalized blob, for an agent that restores it rather than fetching it (blobs.templates).
-          const template = store.templateOf(node.digest);
-          if (template) set!.add(template.normalized);
+          if (!set.has(node.digest)) files.push(node.digest);
+          set.add(node.digest);
         }
-        if (node.type !== 'directory' || set!.has(node.digest)) return;
-        set!.add(node.digest);
+        if (node.type !== 'directory' || set.has(node.digest)) return;
+        set.add(node.digest);
         for (const entry of store.readDirectory(node.digest)) visit(entry);
       };
       for (const storePath of store.closure(Object.values((config.body as ConfigBody).targets))) visit(store.getStorePath(storePath)!.root);
     }
+    objects = { set, files };
     if (this.objects.size > 64) this.objects.delete(this.objects.keys().next().value!);
-    this.objects.set(configId, set);
-    return set;
+    this.objects.set(configId, objects);
+    return objects;
+  }
+
+  /**
+   * The normalized blobs of a closure's templated files, for an agent that
+   * restores them rather than fetching them (blobs.templates): looked up
+   * only when an agent asks for an object outside the closure itself: one
+   * lookup per file, which every deployment's first request paid before.
+   */
+  private normalizedOf(objects: ClosureObjects): Set<string> {
+    if (!objects.normalized) {
+      objects.normalized = new Set();
+      for (const id of objects.files) {
+        const template = this.coordinator.castore.templateOf(id);
+        if (template) objects.normalized.add(template.normalized);
+      }
+    }
+    return objects.normalized;
   }
 
   /** Refuses (FORBIDDEN) an agent reading a config that is not its own. */
@@ -130,9 +154,10 @@ export class ClosureAccess {
   /** Refuses (FORBIDDEN) an agent reading objects outside its configs' closures. */
   checkObjects(actor: Actor, ids: readonly string[]): void {
     if (actor.role !== 'agent') return;
-    const sets = this.configsOf(actor.keyId).map((id) => this.objectsOf(id));
+    const closures = this.configsOf(actor.keyId).map((id) => this.objectsOf(id));
     for (const id of ids) {
-      if (!sets.some((set) => set.has(id))) throw new FerryError('FORBIDDEN', `object ${id} is not part of a config assigned to this agent`);
+      if (closures.some(({ set }) => set.has(id))) continue;
+      if (!closures.some((objects) => this.normalizedOf(objects).has(id))) throw new FerryError('FORBIDDEN', `object ${id} is not part of a config assigned to this agent`);
     }
   }
 }
