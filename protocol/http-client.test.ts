@@ -134,6 +134,7 @@ describe("the API client checks every reply against its route's description", ()
     updatedSeq: 9,
     desiredConfig: configId,
     lastSeen: 1_700_000_000_000,
+    presence: 'online',
     activity: null,
     facts: { system: 'x86_64-linux', hostname: 'gw-1' },
   };
