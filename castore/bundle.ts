@@ -59,8 +59,6 @@ import type { LocalCastore } from './local/local-castore.js';
 export const BUNDLE_FORMAT = 'ferry-bundle-v3';
 /** The formats this Ferry reads: v3, and v2 (the same without `base`, normalized/ and templates/). */
 const READABLE_FORMATS = ['ferry-bundle-v2', BUNDLE_FORMAT] as const;
-/** The largest base file a reader reads whole to derive a normalized blob from (normalized/ entries). */
-export const MAX_BUNDLE_DERIVATION_BYTES = 64 * 1024 * 1024;
 /** Longest validity of a bundle (its `expiresAt - createdAt`). */
 export const MAX_BUNDLE_TTL_MS = 366 * 24 * 3600 * 1000;
 /** Validity when the maker names none (`ferry bundle create --ttl`). */
@@ -223,11 +221,7 @@ export interface BundleOptions {
 interface BaseClosure {
   directories: Set<Digest>;
   blobs: Set<Digest>;
-  /**
-   * Normalized blob -> a blob of the base kept as a template over it (and
-   * that template's record), one a reader may read whole to derive it
-   * (at most MAX_BUNDLE_DERIVATION_BYTES).
-   */
+  /** Normalized blob -> a blob of the base kept as a template over it (and that template's record). */
   derivable: Map<Digest, { from: Digest; record: Uint8Array }>;
 }
 
@@ -237,8 +231,7 @@ function baseClosure(store: LocalCastore, base: BundleConfig, systems: readonly 
   const infos = store.closure(targets.map(([, target]) => target)).map((storePath) => store.getStorePath(storePath)!);
   const { directories, blobs } = objectsOf(store, infos.map((info) => info.root));
   const derivable = new Map<Digest, { from: Digest; record: Uint8Array }>();
-  for (const { id, size } of blobs) {
-    if (size > MAX_BUNDLE_DERIVATION_BYTES) continue;
+  for (const { id } of blobs) {
     const template = store.templateOf(id);
     if (template && !derivable.has(template.normalized)) derivable.set(template.normalized, { from: id, record: template.record });
   }
@@ -412,19 +405,30 @@ type BundleIngest = ReturnType<LocalCastore['beginIngest']>;
 /**
  * A normalized/<N> entry: N derived from blob `from` (of the base, which
  * the store must hold) with the placeholder written at `record`'s sites,
- * staged once its BLAKE3 is N; returns N's size. Nothing is staged when N
+ * staged once its BLAKE3 is N; returns N's size. `from` is read as a
+ * stream, so any size derives in bounded memory. Nothing is staged when N
  * is already here (a machine that fetched the base keeps it derivable
- * itself). Refuses (BundleError) a missing or too large `from`,
- * (CastoreError) a record that does not fit `from` and bytes that are not N.
+ * itself). Refuses (BundleError) a missing `from`, (CastoreError) a record
+ * that does not fit `from` and bytes that are not N (nothing staged).
  */
 async function deriveNormalized(store: LocalCastore, session: BundleIngest, id: Digest, from: Digest, record: Uint8Array, base: string | undefined): Promise<number> {
   const held = store.statBlob(id)?.size;
   if (held !== undefined) return held;
   const size = store.statBlob(from)?.size;
   if (size === undefined) throw new BundleError('BAD_BUNDLE', `normalized blob ${id} derives from blob ${from}, which is not here: ${lacksBase(base)}`);
-  if (size > MAX_BUNDLE_DERIVATION_BYTES) throw new BundleError('BAD_BUNDLE', `normalized blob ${id} derives from blob ${from} of ${size} bytes, over ${MAX_BUNDLE_DERIVATION_BYTES}`);
   const { sites } = decodeTemplateRecord(record, size);
-  await session.putBlobBytes(placeholdersAt(await store.readBlobBytes(from), sites), id);
+  const writer = session.blobWriter(size, id);
+  try {
+    let offset = 0;
+    for await (const chunk of store.readBlob(from)) {
+      writer.write(placeholdersAt(chunk, sites, offset));
+      offset += chunk.length;
+    }
+    writer.finish();
+  } catch (error) {
+    writer.discard();
+    throw error;
+  }
   return size;
 }
 
