@@ -175,7 +175,7 @@ class PinnedConnections {
         session.on('error', forget);
         session.once('goaway', forget);
         session.once('close', forget);
-        const pinned = { session, requests: closeIdleSession(session) };
+        const pinned = { session, requests: closeIdleSession(session, forget) };
         // Used once the server's settings are known: until then the client would assume no limit on
         // concurrent requests, and a burst over the server's would be refused (REFUSED_STREAM).
         session.once('remoteSettings', () => resolve(pinned));
@@ -194,14 +194,19 @@ interface PinnedSession {
 /**
  * Keeps `session` referenced (the process running) while a request is
  * open on it, and closes it once it has had none for KEEP_ALIVE_MS; the
- * caller reports each request's start and end.
+ * caller reports each request's start and end. `forget` runs before the
+ * close: a closing session refuses new requests ("the session has been
+ * destroyed"), so the next one must open another rather than find this one.
  */
-function closeIdleSession(session: ClientHttp2Session): PinnedSession['requests'] {
+function closeIdleSession(session: ClientHttp2Session, forget: () => void): PinnedSession['requests'] {
   let open = 0;
   let timer: NodeJS.Timeout | undefined;
   const idle = () => {
     session.unref();
-    timer = setTimeout(() => session.close(), KEEP_ALIVE_MS);
+    timer = setTimeout(() => {
+      forget();
+      session.close();
+    }, KEEP_ALIVE_MS);
     timer.unref();
   };
   session.once('close', () => clearTimeout(timer));
