@@ -58,8 +58,10 @@ describe('presence', () => {
     void held;
   });
 
-  it('names presence among the fields --where knows', async () => {
+  it('names presence among the fields --where knows, and refuses a presence it does not have', async () => {
     const refused = await test.adminClient.call('agents.list', { where: ['presense=online'], limit: 10 }).catch((error: unknown) => error);
     expect((refused as Error).message).toMatch(/'presense' is not an agent field \(.*presence/);
+    const unknown = await test.adminClient.call('agents.list', { where: ['presence=gone'], limit: 10 }).catch((error: unknown) => error);
+    expect((unknown as Error).message).toMatch(/presence is online, stale, offline/);
   });
 });

@@ -257,13 +257,17 @@ export class LocalCastore implements CastoreServices, LocalReads {
     const source = this.statements.derivationSource.get(id);
     if (!source) return undefined;
     const bytes = this.readStoreFile(source.id, source.size, source.storeFile);
-    let record: TemplateRecord;
+    const record = this.derivationRecord(source, id);
+    return placeholdersAt(bytes, record.sites);
+  }
+
+  /** The template record of the adopted file `source` that normalized blob `id` derives from; a damaged one is CORRUPT_TEMPLATE. */
+  private derivationRecord(source: { id: Digest; size: number; templateRecord: Buffer }, id: Digest): TemplateRecord {
     try {
-      record = decodeTemplateRecord(new Uint8Array(source.templateRecord), source.size);
+      return decodeTemplateRecord(new Uint8Array(source.templateRecord), source.size);
     } catch (error) {
       throw corruptTemplate(source.id, id, error);
     }
-    return placeholdersAt(bytes, record.sites);
   }
 
   /**
@@ -288,12 +292,7 @@ export class LocalCastore implements CastoreServices, LocalReads {
     const source = this.statements.derivationSource.get(id);
     if (!source || source.size > RESTORE_WHOLE_MAX) return undefined;
     const bytes = this.readStoreFile(source.id, source.size, source.storeFile);
-    let record: TemplateRecord;
-    try {
-      record = decodeTemplateRecord(new Uint8Array(source.templateRecord), source.size);
-    } catch (error) {
-      throw corruptTemplate(source.id, id, error);
-    }
+    const record = this.derivationRecord(source, id);
     // The buffer is this read's own: the placeholder is written into it.
     for (const { offset } of record.sites) bytes.set(REFERENCE_PLACEHOLDER, offset);
     return { bytes, tree: this.storedTree(source.id, source.size), changed: record.sites };

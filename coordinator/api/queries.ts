@@ -4,7 +4,7 @@ import { agents } from '../db/schema.js';
 import { FerryError } from '../../protocol/errors.js';
 import type { AgentRow, StateStore } from '../domain/state.js';
 import type { SqliteStateStore } from '../domain/sqlite-state.js';
-import type { ConfigSummary } from '../../protocol/api/views.js';
+import { PresenceSchema, type ConfigSummary } from '../../protocol/api/views.js';
 
 /**
  * One `--where` clause, by where its value comes from:
@@ -45,7 +45,10 @@ export function parseWhere(clauses: readonly string[]): WhereClause[] {
     if ((head === 'labels' || head === 'facts') && rest.length > 0 && rest.every((part) => part !== '')) {
       return head === 'labels' ? { source: 'labels', path: [rest.join('.')], value } : { source: 'facts', path: rest, value };
     }
-    if (key === 'presence') return { source: 'presence', path: [], value };
+    if (key === 'presence') {
+      if (!PresenceSchema.safeParse(value).success) throw new FerryError('INVALID', `--where '${clause}': presence is ${PresenceSchema.options.join(', ')}`);
+      return { source: 'presence', path: [], value };
+    }
     if (rest.length === 0 && AGENT_FIELDS.has(key)) return { source: 'agent', path: [key], value };
     throw new FerryError(
       'INVALID',
