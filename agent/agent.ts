@@ -11,6 +11,7 @@
  * blobs, and a deployment interrupted at any point is resumed from
  * `agent.json` at the next start.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -37,6 +38,7 @@ import { commandEnvironment, runCommand, type CommandResult } from './run-comman
 import { agentPaths, readAgentState, writeAgentState, type AgentState } from './state.js';
 import { lockStateDir } from './state-lock.js';
 import { MetricsTextfile } from './metrics-textfile.js';
+import { monitorHealth, type ActiveGeneration } from './health-monitor.js';
 
 /** How often the daemon logs a fetch's progress. */
 const PROGRESS_LOG_INTERVAL_MS = 5000;
@@ -160,6 +162,7 @@ export class Agent {
       reportedFacts: JSON.stringify(facts),
       deploying: null,
       refused: [],
+      activated: null,
       pendingReports: [],
     });
     new EventRing(paths.events).add('enrolled', `enrolled with ${join.httpUrl} as ${name} (${result.status})`);
@@ -219,8 +222,9 @@ export class Agent {
    * is delivered (`fetching`, `activating`: progress, not outcomes — a round
    * trip each otherwise).
    */
-  private async report(configId: string | null, phase: Phase, error: string | null = null, options: { wait?: boolean } = {}): Promise<void> {
-    this.state.pendingReports.push({ configId, phase, error: error === null ? null : error.slice(0, 8000), at: Date.now(), ...this.reportProvenance });
+  private async report(configId: string | null, phase: Phase, error: string | null = null, options: { wait?: boolean; running?: string | null } = {}): Promise<void> {
+    const running = options.running !== undefined ? { running: options.running } : {};
+    this.state.pendingReports.push({ configId, phase, error: error === null ? null : error.slice(0, 8000), at: Date.now(), ...this.reportProvenance, ...running });
     this.save();
     const delivery = this.deliverReports().catch(() => undefined);
     if (options.wait ?? true) await delivery;
@@ -240,7 +244,8 @@ export class Agent {
     while (this.state.pendingReports.length > 0) {
       const next = this.state.pendingReports[0]!;
       const provenance = next.source ? { source: next.source, forced: next.forced ?? false } : {};
-      await this.http.call('agent.status', { configId: next.configId, phase: next.phase, error: next.error, ...provenance });
+      const running = next.running !== undefined ? { running: next.running } : {};
+      await this.http.call('agent.status', { configId: next.configId, phase: next.phase, error: next.error, ...provenance, ...running });
       this.state.pendingReports.shift();
       this.save();
     }
@@ -383,27 +388,39 @@ export class Agent {
     return Promise.race([watched, aborted]);
   }
 
-  private releaseStateLock: (() => void) | undefined;
+  /** Set inside `exclusively`'s work (and what it calls): a nested call runs at once. */
+  private readonly holdingStateLock = new AsyncLocalStorage<true>();
+  /** The turn of this process's last `exclusively` caller: the rounds and the health monitor take turns. */
+  private stateTurn: Promise<void> = Promise.resolve();
 
   /**
    * Runs `work` holding the state directory's lock (agent/state-lock.ts),
-   * waiting for another process's turn to end, with the state read again
-   * (that process may have changed it). Reentrant within this Agent.
+   * after this process's other holders (the rounds, the health monitor's
+   * rollback) and waiting for another process's turn to end, with the state
+   * read again (that process may have changed it). Reentrant: a call from
+   * within `work` runs at once.
    */
   private async exclusively<T>(work: () => Promise<T>): Promise<T> {
-    if (this.releaseStateLock) return work();
-    this.releaseStateLock = await lockStateDir(this.stateDir, {
-      waitMs: 10 * 60_000,
-      onWait: (pid) => this.log(`ferry agent: waiting for the agent process ${pid} to finish what it is doing in ${this.stateDir}…`),
-    });
+    if (this.holdingStateLock.getStore()) return work();
+    const previous = this.stateTurn;
+    let endTurn!: () => void;
+    this.stateTurn = new Promise((resolve) => (endTurn = resolve));
+    await previous;
     try {
-      this.state = readAgentState(this.stateDir);
-      return await work();
+      const release = await lockStateDir(this.stateDir, {
+        waitMs: 10 * 60_000,
+        onWait: (pid) => this.log(`ferry agent: waiting for the agent process ${pid} to finish what it is doing in ${this.stateDir}…`),
+      });
+      try {
+        this.state = readAgentState(this.stateDir);
+        return await this.holdingStateLock.run(true, work);
+      } finally {
+        // A report delivered in the background (report with wait: false) saves the state when it is through: under the lock.
+        await this.reportDelivery;
+        release();
+      }
     } finally {
-      // A report delivered in the background (report with wait: false) saves the state when it is through: under the lock.
-      await this.reportDelivery;
-      this.releaseStateLock();
-      this.releaseStateLock = undefined;
+      endTurn();
     }
   }
 
@@ -430,10 +447,47 @@ export class Agent {
         const current = this.generations.current();
         if (current) this.keepBytesOnce(current);
       });
-      await this.runRounds(signal);
+      await Promise.all([this.runRounds(signal), monitorHealth(this.healthMonitorHost(), signal)]);
     } finally {
       releaseDaemon();
     }
+  }
+
+  /** What the health monitor (health-monitor.ts) checks, reports and rolls back through. */
+  private healthMonitorHost() {
+    return {
+      active: (): ActiveGeneration | undefined => {
+        if (this.state.deploying !== null) return undefined;
+        const generation = this.generations.current();
+        if (!generation) return undefined;
+        const activated = this.state.activated;
+        // A generation activated before the agent recorded activations: checked, never on probation.
+        if (activated?.generation !== generation.number) return { generation, since: generation.createdAt, probation: false };
+        return { generation, since: activated.at, probation: activated.probation };
+      },
+      check: (generation: Generation) => this.runGenerationCommand(generation, 'health-check', generation.health!.command, generation.health!.timeoutSeconds),
+      report: (report: { configId: string; health: 'healthy' | 'degraded'; reason: string | null; suppressed: number }) => this.http.call('agent.health', report),
+      probationRollback: (generation: Generation, reason: string) => this.exclusively(() => this.probationRollbackLocked(generation, reason)),
+      note: (kind: string, message: string, configId: string) => this.events.add(kind, message, configId),
+      now: () => Date.now(),
+    };
+  }
+
+  /** Rolls back from `generation`, which turned degraded in its probation, unless something else replaced it meanwhile. */
+  private async probationRollbackLocked(generation: Generation, reason: string): Promise<void> {
+    const current = this.generations.current();
+    if (current?.number !== generation.number || this.state.deploying !== null) return;
+    this.state.refused.push(generation.configId);
+    const back = this.generations.list().filter((entry) => entry.number < generation.number).at(-1);
+    if (!back) {
+      // Nothing to go back to: the generation stays, and the coordinator is told it failed.
+      this.state.activated = null;
+      this.save();
+      this.events.add('failed', `generation ${generation.number} turned degraded in its probation, and there is no earlier generation to go back to: ${reason}`, generation.configId);
+      await this.report(generation.configId, 'failed', reason);
+      return;
+    }
+    await this.switchBack(generation, back, generation.configId, reason);
   }
 
   private async runRounds(signal: AbortSignal): Promise<void> {
@@ -709,6 +763,7 @@ export class Agent {
     const outcome = await this.activateAndCheck(generation);
     if (outcome.ok) {
       this.state.deploying = null;
+      this.state.activated = { generation: generation.number, at: Date.now(), probation: true };
       this.save();
       this.events.add('active', `generation ${generation.number} (${config.id}) is active`, config.id);
       // The outcome first: the live view of progress can wait the round trip, what the coordinator records cannot.
@@ -725,15 +780,25 @@ export class Agent {
       await this.report(config.id, 'failed', outcome.error);
       return 'failed';
     }
+    await this.switchBack(generation, back, config.id, outcome.error);
+    return 'rolled-back';
+  }
+
+  /**
+   * Switches the profile from `generation` back to `back`, re-activates it
+   * (no probation for it: a rollback does not cascade) and reports
+   * `configId` rolled back with `error`, naming the config it runs again.
+   */
+  private async switchBack(generation: Generation, back: Generation, configId: string, error: string): Promise<void> {
     this.generations.switchTo(back.number);
     const restored = await this.activate(back);
     this.state.deploying = null;
+    this.state.activated = restored.ok ? { generation: back.number, at: Date.now(), probation: false } : null;
     this.save();
     const note = restored.ok ? '' : `\n(re-activating generation ${back.number} also failed: exit ${restored.exitCode})`;
-    this.events.add('rolled-back', `generation ${generation.number} failed, back on ${back.number}: ${outcome.error}${note}`, config.id);
-    await this.report(config.id, 'rolled-back', `${outcome.error}${note}`);
-    this.publishActivity('rolled-back', config.id, undefined, true);
-    return 'rolled-back';
+    this.events.add('rolled-back', `generation ${generation.number} failed, back on ${back.number}: ${error}${note}`, configId);
+    await this.report(configId, 'rolled-back', `${error}${note}`, { running: restored.ok ? back.configId : null });
+    this.publishActivity('rolled-back', configId, undefined, true);
   }
 
   /**
@@ -770,6 +835,7 @@ export class Agent {
     this.generations.switchTo(target.number);
     const result = await this.activate(target);
     if (current && current.configId !== target.configId) this.state.refused.push(current.configId);
+    this.state.activated = result.ok ? { generation: target.number, at: Date.now(), probation: false } : null;
     this.save();
     this.events.add('rollback', `local rollback to generation ${target.number} (${target.configId})${result.ok ? '' : `: activation failed (exit ${result.exitCode})`}`, target.configId);
     await this.report(target.configId, result.ok ? 'active' : 'failed', result.ok ? null : `local rollback: activation failed:\n${result.outputTail}`);

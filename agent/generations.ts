@@ -20,7 +20,16 @@ export const GenerationSchema = z.strictObject({
   /** Every store path of the target's closure (kept alive by this generation). */
   closure: z.array(StorePathSchema),
   activation: z.strictObject({ command: z.string(), environment: z.record(z.string(), z.string()), timeoutSeconds: z.number() }),
-  health: z.strictObject({ command: z.string(), timeoutSeconds: z.number(), retries: z.number() }).nullable(),
+  health: z
+    .strictObject({
+      command: z.string(),
+      timeoutSeconds: z.number(),
+      retries: z.number(),
+      intervalSeconds: z.number().optional(),
+      unhealthyAfter: z.number().optional(),
+      probationSeconds: z.number().optional(),
+    })
+    .nullable(),
   /** The config's HLC: a bundle of an older config is refused unless forced (null: made before generations recorded it). */
   hlc: HlcStringSchema.nullable().default(null),
   createdAt: z.number(),

@@ -49,6 +49,12 @@ export const AgentStateSchema = z.strictObject({
   deploying: ConfigIdSchema.nullable().default(null),
   /** Configs that failed here (or were rolled back from): not retried until the desired config changes. */
   refused: z.array(ConfigIdSchema).default([]),
+  /**
+   * The generation whose activation last succeeded here, when, and whether
+   * it is on probation (a periodic health check turning degraded within the
+   * config's probationSeconds rolls it back; never one rolled back to).
+   */
+  activated: z.strictObject({ generation: z.number().int().min(1), at: z.number(), probation: z.boolean() }).nullable().default(null),
   /** Reports not yet delivered (offline), oldest first. */
   pendingReports: z
     .array(
@@ -61,6 +67,8 @@ export const AgentStateSchema = z.strictObject({
         source: z.literal('bundle').optional(),
         /** With `source`: --force overrode a refusal (an older config). */
         forced: z.boolean().optional(),
+        /** With `rolled-back`: the config the agent went back to (null: none). */
+        running: ConfigIdSchema.nullable().optional(),
       }),
     )
     .default([]),

@@ -3,8 +3,8 @@ import { existsSync, realpathSync } from 'node:fs';
 import { ApiError } from '../protocol/http-client.js';
 import { formatHlc } from '../protocol/hlc.js';
 import { asStorePath, isStorePath, type StorePath } from '../nix/store-path.js';
-import { asConfigId, configSigningMessage, type ConfigBody } from '../protocol/config.js';
-import { booleanOption, jsonOption, stringListOption, stringOption, UsageError, writeJson, type Command } from './command.js';
+import { asConfigId, configSigningMessage, DEFAULT_UNHEALTHY_AFTER, type ConfigBody, type HealthCheck } from '../protocol/config.js';
+import { booleanOption, jsonOption, stringListOption, stringOption, UsageError, writeJson, type Command, type OptionValues } from './command.js';
 import { clientFrom, connectionOptions } from './contexts.js';
 import { parseKeyValues, short, table } from './format.js';
 import { block, term } from './terminal-text.js';
@@ -16,6 +16,22 @@ function positiveInt(text: string | undefined, name: string, fallback: number): 
   const value = Number(text);
   if (!Number.isInteger(value) || value < 0) throw new UsageError(`${name} must be a non-negative integer`);
   return value;
+}
+
+/** `--health-interval`, `--health-failures` and `--probation` as a HealthCheck's periodic fields (none without an interval). */
+function periodicHealth(options: OptionValues): Pick<HealthCheck, 'intervalSeconds' | 'unhealthyAfter' | 'probationSeconds'> {
+  const interval = stringOption(options, 'health-interval');
+  const failures = stringOption(options, 'health-failures');
+  const probation = stringOption(options, 'probation');
+  if (interval === undefined) {
+    if (failures !== undefined || probation !== undefined) throw new UsageError('--health-failures and --probation need --health-interval (a periodic check)');
+    return {};
+  }
+  const intervalSeconds = positiveInt(interval, '--health-interval', 0);
+  if (intervalSeconds < 1) throw new UsageError('--health-interval must be at least 1 second');
+  const unhealthyAfter = failures === undefined ? undefined : positiveInt(failures, '--health-failures', 0);
+  if (unhealthyAfter === 0) throw new UsageError('--health-failures must be at least 1');
+  return { intervalSeconds, ...(unhealthyAfter ? { unhealthyAfter } : {}), ...(probation !== undefined ? { probationSeconds: positiveInt(probation, '--probation', 0) } : {}) };
 }
 
 const submit: Command = {
@@ -35,6 +51,9 @@ const submit: Command = {
     health: { type: 'string', valueName: 'CMD', description: 'health check command, relative to the store path' },
     'health-timeout': { type: 'string', valueName: 'SECONDS', description: 'health check timeout (default 60)' },
     'health-retries': { type: 'string', valueName: 'N', description: 'health check retries (default 3)' },
+    'health-interval': { type: 'string', valueName: 'SECONDS', description: 'also run the health check this often while the config is active (reports healthy/degraded)' },
+    'health-failures': { type: 'string', valueName: 'N', description: 'with --health-interval: failures in a row before degraded (default 3)' },
+    probation: { type: 'string', valueName: 'SECONDS', description: 'with --health-interval: degraded this soon after activation rolls back (default 0: only report)' },
     message: { type: 'string', short: 'm', valueName: 'TEXT', description: 'what this config changes' },
     force: { type: 'boolean', description: 'submit even if the head moved (recorded as forced)' },
     ...common,
@@ -60,14 +79,15 @@ const submit: Command = {
       if (!(error instanceof ApiError && error.code === 'NOT_FOUND')) throw error;
     }
     const healthCommand = stringOption(options, 'health');
+    if (!healthCommand && ['health-timeout', 'health-retries', 'health-interval', 'health-failures', 'probation'].some((name) => stringOption(options, name) !== undefined)) {
+      throw new UsageError('the --health-… options and --probation need --health CMD');
+    }
     const body: ConfigBody = {
       graph,
       parents: head ? [asConfigId(head)] : [],
       targets: storePaths,
       activation: { command: activate, environment: parseKeyValues(stringListOption(options, 'env'), '--env'), timeoutSeconds: positiveInt(stringOption(options, 'timeout'), '--timeout', 300) },
-      health: healthCommand
-        ? { command: healthCommand, timeoutSeconds: positiveInt(stringOption(options, 'health-timeout'), '--health-timeout', 60), retries: positiveInt(stringOption(options, 'health-retries'), '--health-retries', 3) }
-        : null,
+      health: healthCommand ? { command: healthCommand, timeoutSeconds: positiveInt(stringOption(options, 'health-timeout'), '--health-timeout', 60), retries: positiveInt(stringOption(options, 'health-retries'), '--health-retries', 3), ...periodicHealth(options) } : null,
       message: stringOption(options, 'message') ?? '',
       author: client.identity.keyId,
       hlc: formatHlc({ wall: Date.now(), counter: 0, node: client.identity.keyId.slice(0, 8) }),
@@ -79,6 +99,12 @@ const submit: Command = {
     stdout.write(term`config ${result.configId} is the new head of '${graph}'${result.forced ? ` (forced over ${result.previousHead})` : ''}\n`);
   },
 };
+
+function periodicSummary(health: HealthCheck): string {
+  if (health.intervalSeconds === undefined) return '';
+  const probation = health.probationSeconds ? `, probation ${health.probationSeconds}s` : '';
+  return `; every ${health.intervalSeconds}s, degraded after ${health.unhealthyAfter ?? DEFAULT_UNHEALTHY_AFTER} failures${probation}`;
+}
 
 const show: Command = {
   path: ['config', 'show'],
@@ -100,7 +126,7 @@ const show: Command = {
         term`message  ${block(config.body.message).indented('         ')}\n`,
         Object.entries(config.body.targets).map(([system, target]) => term`target   ${system} = ${target}\n`),
         term`activate ${config.body.activation.command} (timeout ${config.body.activation.timeoutSeconds}s)\n`,
-        term`health   ${config.body.health ? `${config.body.health.command} (${config.body.health.retries} retries)` : '-'}\n`,
+        term`health   ${config.body.health ? `${config.body.health.command} (${config.body.health.retries} retries${periodicSummary(config.body.health)})` : '-'}\n`,
         term`agents   ${s.succeeded} succeeded, ${s.failed} failed, ${s.pending} pending, ${s.unreported} unreported\n`,
       ]}`,
     );

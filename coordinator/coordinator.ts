@@ -26,6 +26,7 @@ import type { AuditEvent, EventDraft } from './domain/events.js';
 import { applyEvent, replayLog, type ReplayReport } from './domain/reducer.js';
 import { SqliteStateStore } from './domain/sqlite-state.js';
 import { TlsFiles } from './tls/tls-files.js';
+import { DEFAULT_HEALTH_EVENT_LIMIT, type HealthEventLimit } from './api/health-reports.js';
 import type { TlsCertificate } from './tls/self-signed-certificate.js';
 
 export interface CoordinatorOptions extends StorageMaintenanceOptions {
@@ -49,6 +50,8 @@ export interface CoordinatorOptions extends StorageMaintenanceOptions {
   now?: () => number;
   /** When agents not holding a watch turn stale, then offline (default DEFAULT_PRESENCE_THRESHOLDS). */
   presence?: Partial<PresenceThresholds>;
+  /** How many health events one agent may have recorded, in how long (default DEFAULT_HEALTH_EVENT_LIMIT). */
+  healthEvents?: Partial<HealthEventLimit>;
 }
 
 /** What a coordinator is made of; `Coordinator.open` builds each once. */
@@ -87,6 +90,8 @@ export class Coordinator {
   /** CoordinatorOptions.wireCompression, as given. */
   readonly wireCompression: boolean | { cacheBytes?: number; refineLevel?: number | null };
   private readonly advertisedQuicPort: () => number | null;
+  /** CoordinatorOptions.healthEvents with its defaults (api/health-reports.ts). */
+  readonly healthEventLimit: HealthEventLimit;
 
   /** Set by `close`: held requests (an agent's watch) answer instead of reading a closed database. */
   closed = false;
@@ -107,6 +112,7 @@ export class Coordinator {
     this.now = parts.now;
     this.wireCompression = options.wireCompression ?? true;
     this.advertisedQuicPort = options.quicPort ?? (() => null);
+    this.healthEventLimit = { ...DEFAULT_HEALTH_EVENT_LIMIT, ...options.healthEvents };
   }
 
   /** Paths inside a coordinator data directory. */

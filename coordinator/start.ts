@@ -3,13 +3,15 @@
  * Coordinator builds its parts: database, castore, audit log, presence,
  * event bus, storage maintenance, TLS material), builds what its servers
  * share (ClosureAccess: one per coordinator, for the data plane on both
- * transports and the Nix cache), then serves it: HTTP and HTTPS on one
+ * transports and the Nix cache) and its presence events (agents going
+ * offline and coming back), then serves it: HTTP and HTTPS on one
  * port (server.ts), and the QUIC data plane (quic-server.ts) unless it is
  * disabled, and the metrics (metrics/) on an address of their own when
  * asked. `ferry coordinator serve` and the tests' coordinators start
  * here.
  */
 import { ClosureAccess } from './api/data-operations.js';
+import { PresenceEvents } from './api/presence-events.js';
 import { Coordinator, type CoordinatorOptions } from './coordinator.js';
 import { startQuicServer, type RunningQuicServer } from './quic-server.js';
 import { startHttpServer, type RunningServer, type ServeOptions } from './server.js';
@@ -66,6 +68,7 @@ export async function startCoordinator(options: StartCoordinatorOptions): Promis
   let metricsServer: RunningMetricsServer | undefined;
   const coordinator = Coordinator.open(options.dataDir, { ...options.coordinator, quicPort: () => quic?.port ?? null });
   const closureAccess = new ClosureAccess(coordinator);
+  new PresenceEvents(coordinator);
   const metrics = new CoordinatorMetrics(coordinator);
   const log = options.log;
   const http = await startHttpServer(coordinator, options.listen.host, options.listen.port, { ...options.http, log, closureAccess, metrics }).catch((error: unknown) => {

@@ -39,11 +39,31 @@ export const ActivationSchema = z.strictObject({
   environment: z.record(z.string().regex(/^[A-Z_][A-Z0-9_]*$/), z.string().max(4096)).default({}),
   timeoutSeconds: z.number().int().min(1).max(3600).default(300),
 });
-export const HealthCheckSchema = z.strictObject({
-  command: z.string().min(1).max(1024),
-  timeoutSeconds: z.number().int().min(1).max(3600).default(60),
-  retries: z.number().int().min(0).max(100).default(3),
-});
+/**
+ * A config's health check. At activation it runs until it passes, with
+ * `retries`; a failure rolls back. With `intervalSeconds` it also runs
+ * periodically while the config's generation is active: `unhealthyAfter`
+ * failures in a row (default DEFAULT_UNHEALTHY_AFTER) make the agent
+ * report `degraded`, a pass `healthy` again, and within `probationSeconds`
+ * of activation `degraded` rolls back instead (docs/agent.md, "Continuous
+ * health"). The periodic fields are optional and have no defaults here, so
+ * configs signed before they existed keep their ids.
+ */
+export const HealthCheckSchema = z
+  .strictObject({
+    command: z.string().min(1).max(1024),
+    timeoutSeconds: z.number().int().min(1).max(3600).default(60),
+    retries: z.number().int().min(0).max(100).default(3),
+    intervalSeconds: z.number().int().min(1).max(86_400).optional(),
+    unhealthyAfter: z.number().int().min(1).max(100).optional(),
+    probationSeconds: z.number().int().min(0).max(7 * 86_400).optional(),
+  })
+  .refine((check) => check.intervalSeconds !== undefined || (check.unhealthyAfter === undefined && check.probationSeconds === undefined), {
+    message: 'unhealthyAfter and probationSeconds need intervalSeconds (a periodic check)',
+  });
+export type HealthCheck = z.infer<typeof HealthCheckSchema>;
+/** Failures in a row of a periodic check before the agent reports degraded, when the config does not say. */
+export const DEFAULT_UNHEALTHY_AFTER = 3;
 
 /** What an author signs; the config id is the BLAKE3 of its canonical JSON. */
 export const ConfigBodySchema = z.strictObject({

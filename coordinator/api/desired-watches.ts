@@ -28,6 +28,8 @@ const WAKES: Record<Action, 'agent' | 'graph' | null> = {
   'agent.assign': 'agent',
   'agent.pin': 'agent',
   'agent.report': null,
+  'agent.health': null,
+  'agent.presence': null,
   'config.submit': 'graph',
   'graph.rollback': 'graph',
   'store.push': null,

@@ -19,6 +19,7 @@ import type { Actor } from '../domain/commands.js';
 import type { AuditEvent, PayloadOf } from '../domain/events.js';
 import type { AgentRow } from '../domain/state.js';
 import { agentActivities } from './agent-activity.js';
+import { healthEventLimiter } from './health-reports.js';
 import { desiredAnswer } from './signed-answers.js';
 import { desiredConfigOf, listAgents, parseWhere, summarizeConfig } from './queries.js';
 
@@ -136,6 +137,18 @@ export const OPERATIONS: { [N in OperationName]: Handler<N> } = {
   'agent.status': (coordinator, actor, input) => {
     coordinator.presence.touch(actor.keyId);
     return event(coordinator.record(actor, (context) => commands.reportStatus(context, input)));
+  },
+  'agent.health': (coordinator, actor, input) => {
+    coordinator.presence.touch(actor.keyId);
+    const agent = coordinator.state.get('agents', actor.keyId);
+    if (agent?.healthConfig === input.configId && agent.health === input.health) return { outcome: 'unchanged', seq: null, retryAfterMs: null };
+    const limiter = healthEventLimiter(coordinator);
+    const wait = limiter.delay(actor.keyId, coordinator.now());
+    if (wait > 0) return { outcome: 'deferred', seq: null, retryAfterMs: wait };
+    const recorded = coordinator.record(actor, (context) => commands.reportHealth(context, input));
+    if (!recorded) return { outcome: 'unchanged', seq: null, retryAfterMs: null };
+    limiter.note(actor.keyId, coordinator.now());
+    return { outcome: 'recorded', seq: recorded.seq, retryAfterMs: null };
   },
   'agent.activity': (coordinator, actor, input) => {
     coordinator.presence.touch(actor.keyId);

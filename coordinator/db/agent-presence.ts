@@ -58,14 +58,28 @@ export class AgentPresence {
     this.timer.unref();
   }
 
+  /**
+   * Called with each agent heard from (a touch or a watch held): how
+   * presence events learn at once that an agent recorded offline is back.
+   * Must be cheap: it runs on every authenticated agent request.
+   */
+  onHeard: ((agentId: string) => void) | undefined;
+
   /** Records that `agentId` was heard from now (memory only until the next flush). */
   touch(agentId: string): void {
     this.pending.set(agentId, this.now());
+    this.onHeard?.(agentId);
+  }
+
+  /** Whether `agentId` holds a watch now. */
+  isWatching(agentId: string): boolean {
+    return this.watching.has(agentId);
   }
 
   /** Counts a watch of `agentId` as held (it is online meanwhile) until the returned function is called. */
   holdWatch(agentId: string): () => void {
     this.watching.set(agentId, (this.watching.get(agentId) ?? 0) + 1);
+    this.onHeard?.(agentId);
     let released = false;
     return () => {
       if (released) return;

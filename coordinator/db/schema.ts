@@ -12,7 +12,7 @@
  */
 import { integer, sqliteTable, text, index } from 'drizzle-orm/sqlite-core';
 import type { ConfigId } from '../../protocol/config.js';
-import type { AgentStatus, Phase, Role } from '../../protocol/api/fleet.js';
+import type { AgentStatus, Health, Phase, RecordedPresence, Role } from '../../protocol/api/fleet.js';
 import type { SignedConfigBody } from '../../protocol/api/views.js';
 
 export const auditEvents = sqliteTable('audit_events', {
@@ -74,6 +74,14 @@ export const agents = sqliteTable('agents', {
   currentConfig: text('current_config').$type<ConfigId>(),
   phase: text('phase').$type<Phase>(),
   lastError: text('last_error'),
+  /** The last recorded health of `healthConfig` (agent.health), reset when the agent reports another config active. */
+  health: text('health').$type<Health>(),
+  healthReason: text('health_reason'),
+  healthConfig: text('health_config').$type<ConfigId>(),
+  /** Wall time (ms) of the last agent.health event: what its rate limit counts from. */
+  healthAt: integer('health_at'),
+  /** The last agent.presence event's presence (null: none yet). */
+  recordedPresence: text('recorded_presence').$type<RecordedPresence>(),
   enrolledSeq: integer('enrolled_seq').notNull(),
   updatedSeq: integer('updated_seq').notNull(),
 });

@@ -15,6 +15,7 @@ import { configId } from '../../castore/config-id.js';
 import { ed25519Verify } from '../../protocol/ed25519.js';
 import { publicKeyOf, type KeyId } from '../../protocol/identity.js';
 import type { ActorRole, EventDraft, Role } from './events.js';
+import type { RecordedPresence } from '../../protocol/api/fleet.js';
 import {
   AddKeyInput,
   AgentRefInput,
@@ -23,6 +24,7 @@ import {
   EnrollInput,
   PinAgentInput,
   ReportFactsInput,
+  ReportHealthInput,
   ReportStatusInput,
   RevokeKeyInput,
   RevokeTokenInput,
@@ -267,12 +269,47 @@ export function pinAgent(context: CommandContext, input: unknown): EventDraft<'a
  */
 export function reportStatus(context: CommandContext, input: unknown): EventDraft<'agent.report'> {
   allow(context, 'agent');
-  const { configId, phase, error, source, forced } = parse(ReportStatusInput, input);
+  const { configId, phase, error, source, forced, running } = parse(ReportStatusInput, input);
   const agent = agentOf(context, context.actor.keyId);
-  if (configId !== null && !context.state.get('configs', configId)) throw new FerryError('NOT_FOUND', `no config ${configId}`);
-  // Only a bundle's report carries the fields: other reports' events stay exactly as before.
+  for (const named of [configId, running ?? null]) {
+    if (named !== null && !context.state.get('configs', named)) throw new FerryError('NOT_FOUND', `no config ${named}`);
+  }
+  // Only a bundle's report carries the fields, only a rollback `running`: other reports' events stay exactly as before.
   const provenance = source ? { source, forced: forced ?? false } : {};
-  return { action: 'agent.report', subject: agent.id, payload: { agentId: agent.id as KeyId, configId, phase, error, ...provenance } };
+  return { action: 'agent.report', subject: agent.id, payload: { agentId: agent.id as KeyId, configId, phase, error, ...provenance, ...(running !== undefined ? { running } : {}) } };
+}
+
+/**
+ * An agent reports a health transition of the config it runs. Returns
+ * undefined (no event) when the coordinator already holds that health for
+ * that config. Refuses (NOT_FOUND) a config that does not exist and
+ * (CONFLICT) one the agent does not run by its own last report: health is
+ * said of what runs, and a report of another config is stale or confused.
+ * Rate limiting is the caller's (api/health-reports.ts): it decides whether
+ * a transition is recorded now.
+ */
+export function reportHealth(context: CommandContext, input: unknown): EventDraft<'agent.health'> | undefined {
+  allow(context, 'agent');
+  const { configId, health, reason, suppressed } = parse(ReportHealthInput, input);
+  const agent = agentOf(context, context.actor.keyId);
+  if (!context.state.get('configs', configId)) throw new FerryError('NOT_FOUND', `no config ${configId}`);
+  if (agent.currentConfig !== configId) throw new FerryError('CONFLICT', `config ${configId} is not the one this agent reported active (${agent.currentConfig ?? 'none'})`);
+  if (agent.healthConfig === configId && agent.health === health) return undefined;
+  return { action: 'agent.health', subject: agent.id, payload: { agentId: agent.id as KeyId, configId, health, reason, suppressed } };
+}
+
+/**
+ * The coordinator records that an agent went offline or came back
+ * (api/presence-events.ts decides when). Returns undefined (no event) when
+ * the log already says so: an agent never recorded offline is online.
+ * Refuses (FORBIDDEN) any actor but the coordinator itself: presence is
+ * what the coordinator observed, never what a client claims.
+ */
+export function recordPresence(context: CommandContext, input: { agentId: string; presence: RecordedPresence; lastSeen: number | null }): EventDraft<'agent.presence'> | undefined {
+  allow(context, 'coordinator');
+  const agent = agentOf(context, input.agentId);
+  if ((agent.recordedPresence ?? 'online') === input.presence) return undefined;
+  return { action: 'agent.presence', subject: agent.id, payload: { agentId: agent.id as KeyId, presence: input.presence, lastSeen: input.lastSeen } };
 }
 
 // --- configs and graphs -----------------------------------------------------

@@ -11,7 +11,7 @@ import { MAX_REGISTER_PATHS } from '../../protocol/data-protocol.js';
 import { ConfigBodySchema, ConfigIdSchema, GraphNameSchema } from '../../protocol/config.js';
 
 export { ActorRoleSchema, FactsSchema, LabelsSchema, PhaseSchema, RecordedFactsSchema, ReportSourceSchema, RoleSchema, type ActorRole, type Facts, type Role } from '../../protocol/api/fleet.js';
-import { LabelsSchema, PhaseSchema, RecordedFactsSchema, ReportSourceSchema, RoleSchema } from '../../protocol/api/fleet.js';
+import { HealthSchema, LabelsSchema, PhaseSchema, RecordedPresenceSchema, RecordedFactsSchema, ReportSourceSchema, RoleSchema } from '../../protocol/api/fleet.js';
 import type { Action } from '../../protocol/api/audit.js';
 export { ActionSchema, AuditEventSchema, type Action, type AuditEvent } from '../../protocol/api/audit.js';
 
@@ -58,7 +58,29 @@ export const EVENT_PAYLOADS = {
     source: ReportSourceSchema.optional(),
     /** With `source`: the agent's operator forced the bundle past a refusal (a config older than the one it ran). */
     forced: z.boolean().optional(),
+    /** With `rolled-back`: the config the agent runs again (absent: it did not say, as in older logs; null: none). */
+    running: ConfigIdSchema.nullable().optional(),
   }),
+  /**
+   * A health transition of the config an agent runs (its periodic check),
+   * as the agent reported it. At most one per agent per
+   * HEALTH_EVENT_INTERVAL_MS: `suppressed` counts the transitions the agent
+   * went through since the previous one and were not recorded (a flapping
+   * check), so the log stays bounded and still says it flapped.
+   */
+  'agent.health': z.strictObject({
+    ...agentRef,
+    configId: ConfigIdSchema,
+    health: HealthSchema,
+    reason: z.string().max(8192).nullable(),
+    suppressed: z.number().int().nonnegative().max(1_000_000),
+  }),
+  /**
+   * The coordinator saw an agent go offline (not heard from for its
+   * offline threshold since it was last heard or since the coordinator
+   * started, whichever is later) or come back.
+   */
+  'agent.presence': z.strictObject({ ...agentRef, presence: RecordedPresenceSchema, lastSeen: z.number().int().nullable() }),
   'config.submit': z.strictObject({
     id: ConfigIdSchema,
     body: ConfigBodySchema,

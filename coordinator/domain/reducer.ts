@@ -65,6 +65,11 @@ const HANDLERS: { [A in Action]: Handler<A> } = {
       currentConfig: null,
       phase: null,
       lastError: null,
+      health: null,
+      healthReason: null,
+      healthConfig: null,
+      healthAt: null,
+      recordedPresence: null,
       enrolledSeq: e.seq,
       updatedSeq: e.seq,
     });
@@ -83,15 +88,23 @@ const HANDLERS: { [A in Action]: Handler<A> } = {
   'agent.pin': (store, p, e) => setAgent(store, e, p.agentId, { pinnedConfig: p.configId }),
   'agent.report': (store, p, e) => {
     const agent = need(store.get('agents', p.agentId), e, `agent ${p.agentId}`);
+    // What the agent says it runs: shown, summarized, never a grant of read access (ClosureAccess).
+    // A rolled-back report names the config the agent went back to (`running`; absent in older logs,
+    // which keep what they replayed to): after a probation rollback, the config reported active no longer runs.
+    const currentConfig = p.phase === 'active' ? p.configId : p.running !== undefined ? p.running : agent.currentConfig;
+    const sameHealth = currentConfig !== null && currentConfig === agent.healthConfig;
     store.put('agents', {
       ...agent,
       phase: p.phase,
       lastError: p.error,
-      // What the agent says it runs: shown, summarized, never a grant of read access (ClosureAccess).
-      currentConfig: p.phase === 'active' ? p.configId : agent.currentConfig,
+      currentConfig,
+      // Health is of one config: another one running starts unknown until the agent checks it.
+      ...(sameHealth ? {} : { health: null, healthReason: null, healthConfig: null }),
       updatedSeq: e.seq,
     });
   },
+  'agent.health': (store, p, e) => setAgent(store, e, p.agentId, { health: p.health, healthReason: p.reason, healthConfig: p.configId, healthAt: e.wallTime }),
+  'agent.presence': (store, p, e) => setAgent(store, e, p.agentId, { recordedPresence: p.presence }),
   'config.submit': (store, p, e) => {
     for (const parent of p.body.parents) need(store.get('configs', parent), e, `parent config ${parent}`);
     store.put('configs', { id: p.id, graph: p.body.graph, parents: p.body.parents, body: { ...p.body, signature: p.signature }, forced: p.forced, seq: e.seq });

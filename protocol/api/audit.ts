@@ -26,6 +26,8 @@ export const AUDIT_ACTIONS = [
   'agent.assign',
   'agent.pin',
   'agent.report',
+  'agent.health',
+  'agent.presence',
   'config.submit',
   'graph.rollback',
   'store.push',

@@ -70,6 +70,17 @@ export type Facts = z.infer<typeof FactsSchema>;
 /** Facts as an agent sends them (what FactsSchema accepts). */
 export type ReportedFacts = z.input<typeof FactsSchema>;
 
+/**
+ * How an agent's running config fares under its periodic health check
+ * (a config's `health.intervalSeconds`): `degraded` once the check failed
+ * `unhealthyAfter` times in a row, `healthy` again after it passes.
+ */
+export const HealthSchema = z.enum(['healthy', 'degraded']);
+export type Health = z.infer<typeof HealthSchema>;
+/** Presence as the audit log records it: going offline and coming back (stale is derived only, never an event). */
+export const RecordedPresenceSchema = z.enum(['online', 'offline']);
+export type RecordedPresence = z.infer<typeof RecordedPresenceSchema>;
+
 export const PhaseSchema = z.enum(['pending', 'fetching', 'activating', 'active', 'failed', 'rolled-back']);
 export type Phase = z.infer<typeof PhaseSchema>;
 /** Where an agent stands with the coordinator: waiting for approval, admitted, refused, or no longer admitted. */

@@ -13,7 +13,7 @@ import { z } from 'zod';
 import { refineActivationEnvironment } from '../activation-environment.js';
 import { ConfigBodySchema, ConfigIdSchema, GraphNameSchema } from '../config.js';
 import { KeyIdSchema } from '../identity.js';
-import { FactsSchema, LabelsSchema, PhaseSchema, ReportSourceSchema, RoleSchema } from './fleet.js';
+import { FactsSchema, HealthSchema, LabelsSchema, PhaseSchema, ReportSourceSchema, RoleSchema } from './fleet.js';
 
 export const AddKeyInput = z.strictObject({ keyId: KeyIdSchema, role: RoleSchema.exclude(['agent']), label: z.string().max(256).default('') });
 
@@ -53,8 +53,11 @@ export const ReportStatusInput = z
     source: ReportSourceSchema.optional(),
     /** With `source`: --force overrode the agent's refusal of the bundle. */
     forced: z.boolean().optional(),
+    /** With `rolled-back`: the config it runs again (null: none). Recorded in the audit event. */
+    running: ConfigIdSchema.nullable().optional(),
   })
-  .refine((report) => report.forced === undefined || report.source !== undefined, { path: ['forced'], message: 'forced is only said of a bundle (source)' });
+  .refine((report) => report.forced === undefined || report.source !== undefined, { path: ['forced'], message: 'forced is only said of a bundle (source)' })
+  .refine((report) => report.running === undefined || report.phase === 'rolled-back', { path: ['running'], message: 'running is only said of a rolled-back report' });
 
 /**
  * A submission. Its body is checked beyond ConfigBodySchema (which also
@@ -80,6 +83,19 @@ export const PAGE_INPUT = { limit: z.coerce.number().int().min(1).max(1000).defa
  * progress and its recent local events. Volatile: the coordinator keeps it
  * in memory only (coordinator/api/agent-activity.ts).
  */
+/**
+ * An agent's health transition (`POST /v1/agent/health`): the config it
+ * runs, how it fares, why (the check's reason and the tail of its output),
+ * and how many transitions it went through since the coordinator last
+ * recorded one (those the rate limit deferred and that settled back).
+ */
+export const ReportHealthInput = z.strictObject({
+  configId: ConfigIdSchema,
+  health: HealthSchema,
+  reason: z.string().max(8192).nullable().default(null),
+  suppressed: z.number().int().nonnegative().max(1_000_000).default(0),
+});
+
 export const AgentActivitySchema = z.strictObject({
   phase: z.string().max(32),
   configId: z.string().max(64).nullable(),

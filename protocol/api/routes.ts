@@ -47,6 +47,7 @@ import {
   EnrollInput,
   PAGE_INPUT,
   ReportFactsInput,
+  ReportHealthInput,
   ReportStatusInput,
   RevokeKeyInput,
   SubmitConfigInput,
@@ -59,6 +60,7 @@ import {
   EnrolledSchema,
   GraphLogSchema,
   GraphViewSchema,
+  HealthReportAnswerSchema,
   InfoSchema,
   KeyViewSchema,
   RecordedSchema,
@@ -153,6 +155,8 @@ export const API_ROUTES = {
   'agent.desired': route({ method: 'GET', path: '/v1/agent/desired', access: ['agent'], input: z.strictObject({ challenge: DesiredChallengeSchema.optional() }), output: DesiredAnswerSchema, errors: [] }),
   /** Held until the desired config differs from `known`, or `wait` seconds (config.ts WatchQuerySchema). */
   'agent.watch': route({ method: 'GET', path: '/v1/agent/watch', access: ['agent'], input: WatchQuerySchema, output: WatchAnswerSchema, errors: errors('TOO_MANY_WATCHES', 'REVOKED') }),
+  /** Recorded as agent.health unless unchanged, or deferred by the per-agent rate limit (then `retryAfterMs`: send the health it has then). */
+  'agent.health': route({ method: 'POST', path: '/v1/agent/health', access: ['agent'], input: ReportHealthInput, output: HealthReportAnswerSchema, errors: errors('NOT_FOUND', 'CONFLICT') }),
   'agent.activity': route({ method: 'POST', path: '/v1/agent/activity', access: ['agent'], input: AgentActivitySchema, output: z.strictObject({ ok: z.literal(true) }), errors: [] }),
 
   'graphs.list': route({ method: 'GET', path: '/v1/graphs', access: READERS, input: noInput, output: z.strictObject({ graphs: z.array(GraphViewSchema) }), errors: [] }),

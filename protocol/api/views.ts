@@ -16,7 +16,7 @@ import { ConfigBodySchema, ConfigIdSchema, DesiredAnswerSchema, GraphNameSchema,
 import { HlcStringSchema } from '../hlc.js';
 import { KeyIdSchema } from '../identity.js';
 import { AgentActivitySchema } from './inputs.js';
-import { AgentStatusSchema, LabelsSchema, PhaseSchema, RoleSchema } from './fleet.js';
+import { AgentStatusSchema, HealthSchema, LabelsSchema, PhaseSchema, RecordedPresenceSchema, RoleSchema } from './fleet.js';
 
 /** Whether an agent is there: holding a watch or heard from lately, quiet for a while, or gone. */
 export const PresenceSchema = z.enum(['online', 'stale', 'offline']);
@@ -26,6 +26,18 @@ const SeqSchema = z.number().int().min(1);
 
 /** The audit event a command recorded (null: nothing changed, so nothing was recorded). */
 export const RecordedSchema = z.strictObject({ seq: SeqSchema.nullable() });
+
+/**
+ * The answer to an agent's health report: recorded (its event's seq),
+ * unchanged (what the coordinator already holds), or deferred by the
+ * per-agent rate limit: the agent sends the health it has after
+ * `retryAfterMs`, counting the transitions in between as suppressed.
+ */
+export const HealthReportAnswerSchema = z.strictObject({
+  outcome: z.enum(['recorded', 'unchanged', 'deferred']),
+  seq: SeqSchema.nullable(),
+  retryAfterMs: z.number().int().nonnegative().nullable(),
+});
 
 /**
  * `GET /v1/info`, public. Not strict: it is the one reply every client
@@ -98,6 +110,14 @@ export const AgentViewSchema = z.strictObject({
   currentConfig: ConfigIdSchema.nullable(),
   phase: PhaseSchema.nullable(),
   lastError: z.string().nullable(),
+  /** How `healthConfig` fares under its periodic check (null: not checked, or another config runs). */
+  health: HealthSchema.nullable(),
+  healthReason: z.string().nullable(),
+  healthConfig: ConfigIdSchema.nullable(),
+  /** When its health was last recorded (ms since the epoch). */
+  healthAt: z.number().int().nullable(),
+  /** Its presence as last recorded in the audit log (agent.presence); `presence` is the one derived now. */
+  recordedPresence: RecordedPresenceSchema.nullable(),
   enrolledSeq: SeqSchema,
   updatedSeq: SeqSchema,
   /** The config it should run: its pin, else its graph's head, else none. */
