@@ -469,6 +469,9 @@ export class Agent {
       report: (report: { configId: string; health: 'healthy' | 'degraded'; reason: string | null; suppressed: number }) => this.http.call('agent.health', report),
       probationRollback: (generation: Generation, reason: string) => this.exclusively(() => this.probationRollbackLocked(generation, reason)),
       note: (kind: string, message: string, configId: string) => this.events.add(kind, message, configId),
+      changed: (configId: string, health: 'healthy' | 'degraded') => {
+        this.metricsTextfile?.recordHealth(configId, health).catch((error: unknown) => this.log(`ferry agent: warning: metrics textfile ${this.metricsTextfile!.file} not written: ${error instanceof Error ? error.message : String(error)}`));
+      },
       now: () => Date.now(),
     };
   }

@@ -47,6 +47,8 @@ export interface HealthMonitorHost {
   probationRollback(generation: Generation, reason: string): Promise<void>;
   /** A local event (the agent's event ring and log). */
   note(kind: string, message: string, configId: string): void;
+  /** The running config's health changed here (before it is reported, or rolled back from). */
+  changed(configId: string, health: Health): void;
   now(): number;
 }
 
@@ -75,16 +77,32 @@ function describeFailure(command: string, result: CommandResult, failures: numbe
   return `health check '${command}' failed ${failures} time(s) in a row, last ${how}; output:\n${result.outputTail}`.slice(0, 8000);
 }
 
-/** Runs until `signal` aborts. Never throws: a failing check, report or rollback is noted and the monitor goes on. */
+/** Runs a HealthMonitor's steps every HEALTH_MONITOR_TICK_MS until `signal` aborts. Never throws. */
 export async function monitorHealth(host: HealthMonitorHost, signal: AbortSignal): Promise<void> {
-  let watched: Watched | undefined;
+  const monitor = new HealthMonitor(host);
   while (!signal.aborted) {
-    try {
-      watched = await step(host, watched);
-    } catch (error) {
-      if (watched) host.note('error', `health monitor: ${(error as Error).message}`, watched.configId);
-    }
+    await monitor.step();
     await sleep(HEALTH_MONITOR_TICK_MS, undefined, { signal }).catch(() => undefined);
+  }
+}
+
+export class HealthMonitor {
+  private watched: Watched | undefined;
+
+  constructor(private readonly host: HealthMonitorHost) {}
+
+  /**
+   * Checks when a check is due, acts on a transition (report, or rollback
+   * in probation) and sends a report the coordinator deferred once it may.
+   * Never throws: a failing check, report or rollback is noted, and the
+   * next step goes on.
+   */
+  async step(): Promise<void> {
+    try {
+      this.watched = await step(this.host, this.watched);
+    } catch (error) {
+      if (this.watched) this.host.note('error', `health monitor: ${(error as Error).message}`, this.watched.configId);
+    }
   }
 }
 
@@ -111,6 +129,7 @@ async function step(host: HealthMonitorHost, previous: Watched | undefined): Pro
       watched.health = health;
       watched.reason = result.ok ? null : describeFailure(check.command, result, watched.failures);
       host.note('health', `generation ${watched.number} is ${health}${watched.reason ? `: ${watched.reason}` : ''}`, watched.configId);
+      host.changed(watched.configId, health!);
       const probationMs = (check.probationSeconds ?? 0) * 1000;
       if (health === 'degraded' && active.probation && host.now() - active.since < probationMs) {
         await host.probationRollback(active.generation, `${watched.reason} (within the ${check.probationSeconds} s probation after activation)`);

@@ -174,7 +174,7 @@ const tokensRevoke: Command = {
   },
 };
 
-const whereOption = { where: { type: 'string' as const, multiple: true, valueName: 'K=V', description: 'filter: status=…, presence=online|stale|offline, system=…, labels.site=…, facts.cpus=…' } };
+const whereOption = { where: { type: 'string' as const, multiple: true, valueName: 'K=V', description: 'filter: status=…, presence=online|stale|offline, health=healthy|degraded, system=…, labels.site=…, facts.cpus=…' } };
 
 const agentsLs: Command = {
   path: ['agents', 'ls'],
@@ -184,7 +184,7 @@ const agentsLs: Command = {
   async run({ options, stdout }) {
     const agents = await allAgents(clientFrom(options), stringListOption(options, 'where'));
     if (json(options)) return writeJson(stdout, agents);
-    stdout.write(table(['AGENT', 'NAME', 'TYPE', 'STATUS', 'SYSTEM', 'PRESENCE', 'LAST SEEN'], agents.map((a) => [short(a.id), a.name, a.type, a.status, a.system, a.presence, ago(a.lastSeen)])));
+    stdout.write(table(['AGENT', 'NAME', 'TYPE', 'STATUS', 'SYSTEM', 'PRESENCE', 'HEALTH', 'LAST SEEN'], agents.map((a) => [short(a.id), a.name, a.type, a.status, a.system, a.presence, a.health, ago(a.lastSeen)])));
   },
 };
 
@@ -198,8 +198,8 @@ const agentsStatus: Command = {
     if (json(options)) return writeJson(stdout, agents);
     stdout.write(
       table(
-        ['AGENT', 'NAME', 'FOLLOWS', 'DESIRED', 'CURRENT', 'PHASE', 'LAST ERROR'],
-        agents.map((a) => [short(a.id), a.name, a.pinnedConfig ? `pin ${short(a.pinnedConfig)}` : a.desiredGraph, short(a.desiredConfig), short(a.currentConfig), phaseWithProgress(a), oneLine(a.lastError)]),
+        ['AGENT', 'NAME', 'FOLLOWS', 'DESIRED', 'CURRENT', 'PHASE', 'HEALTH', 'LAST ERROR'],
+        agents.map((a) => [short(a.id), a.name, a.pinnedConfig ? `pin ${short(a.pinnedConfig)}` : a.desiredGraph, short(a.desiredConfig), short(a.currentConfig), phaseWithProgress(a), a.health, oneLine(a.lastError ?? a.healthReason)]),
       ),
     );
   },
@@ -238,6 +238,7 @@ const agentsShow: Command = {
         // The whole last error (a command's output) keeps its lines, each escaped and indented
         // under `error`, so none of them can pass for a field of its own.
         agent.lastError ? term`error   ${block(agent.lastError).indented('        ')}\n` : [],
+        agent.health ? term`health  ${agent.health} since ${ago(agent.healthAt)}${agent.healthReason ? term`: ${block(agent.healthReason).indented('        ')}` : ''}\n` : [],
         term`facts   ${jsonForTerminal(agent.facts, 2).indented('        ')}\n`,
         agent.activity?.events.length
           ? term`recent events (from the agent):\n${agent.activity.events.map((event) => term`  ${new Date(event.at).toISOString()}  ${event.kind.padEnd(12)} ${oneLine(event.message)}\n`)}`

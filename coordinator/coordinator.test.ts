@@ -42,6 +42,8 @@ describe('event sourcing', () => {
     const { result } = await populatedFleet(1500);
     expect(result.recorded).toBeGreaterThan(500);
     expect(result.refused).toBeGreaterThan(50);
+    const actions = new Set([...coordinator.events()].map((event) => event.action));
+    for (const action of ['agent.report', 'agent.health', 'agent.presence'] as const) expect(actions, action).toContain(action);
     const replayDb = openCoordinatorDatabase(path.join(dir, 'replay.db'));
     const replayed = new SqliteStateStore(replayDb.db);
     const memory = new MemoryStateStore();

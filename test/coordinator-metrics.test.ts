@@ -80,6 +80,12 @@ describe('the metrics endpoint', () => {
     expect(valueOf(after, 'ferry_config_agents', { config: head, outcome: 'unreported' })).toBeUndefined();
     expect(valueOf(after, 'ferry_config_agents', { config: head, outcome: 'pending' })).toBe(1);
     expect(valueOf(after, 'ferry_agents', { status: 'enrolled', phase: 'fetching' })).toBe(1);
+    // Health: unknown until the agent's periodic check says, then by its report.
+    expect(valueOf(after, 'ferry_agents', { phase: 'active', health: 'unknown' })).toBe(1);
+    await new CoordinatorHttpClient(test.http.url, active).call('agent.health', { configId: head, health: 'degraded', reason: 'exit 1' });
+    const degraded = await scrape();
+    expect(valueOf(degraded, 'ferry_agents', { phase: 'active', health: 'degraded' })).toBe(1);
+    expect(valueOf(degraded, 'ferry_agents', { phase: 'active', health: 'unknown' })).toBeUndefined();
   });
 
   it('counts requests by route pattern and transport, and data-plane bytes both ways on QUIC and HTTPS', async () => {

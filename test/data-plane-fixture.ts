@@ -16,7 +16,7 @@ import type { RunningServer } from '../coordinator/server.js';
 import { startCoordinator } from '../coordinator/start.js';
 import { dumpPath } from '../nix/nar/index.js';
 import { asStorePath, type StorePath } from '../nix/store-path.js';
-import { asConfigId } from '../protocol/config.js';
+import { asConfigId, type HealthCheck } from '../protocol/config.js';
 import { formatHlc } from '../protocol/hlc.js';
 import { openDataClient } from '../protocol/connect.js';
 import type { DataClient } from '../protocol/data-client.js';
@@ -131,14 +131,14 @@ export function signedConfig(
   parents: string[],
   targets: Record<string, string>,
   message = 'test',
-  commands: { activate?: string; health?: string } = {},
+  commands: { activate?: string; health?: string | HealthCheck } = {},
 ) {
   const body = {
     graph,
     parents: parents.map(asConfigId),
     targets: Object.fromEntries(Object.entries(targets).map(([system, target]) => [system, asStorePath(target)])),
     activation: { command: commands.activate ?? 'bin/activate', environment: {}, timeoutSeconds: 60 },
-    health: commands.health ? { command: commands.health, timeoutSeconds: 10, retries: 0 } : null,
+    health: typeof commands.health === 'string' ? { command: commands.health, timeoutSeconds: 10, retries: 0 } : (commands.health ?? null),
     message,
     author: author.keyId,
     hlc: formatHlc({ wall: Date.now(), counter: 0, node: 'test' }),

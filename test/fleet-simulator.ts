@@ -134,12 +134,27 @@ export function simulateFleet(coordinator: Coordinator, adminActor: Actor, admin
           });
         break;
       case 9:
-        if (agent && agentActor)
-          attempt(agentActor, (context) => {
-            const graph = context.state.get('graphs', pick(graphs)!);
-            const phase = pick(['fetching', 'activating', 'active', 'failed', 'rolled-back'] as const)!;
-            return commands.reportStatus(context, { configId: graph?.head ?? null, phase, error: phase === 'failed' ? 'health check failed' : null });
-          });
+        if (agent && agentActor) {
+          // A deployment report (a rollback naming the config it went back to, or not), a health
+          // transition of what runs (refused when nothing does), or the coordinator seeing it go
+          // offline or come back.
+          const kind = random(4);
+          if (kind <= 1) {
+            attempt(agentActor, (context) => {
+              const graph = context.state.get('graphs', pick(graphs)!);
+              const phase = pick(['fetching', 'activating', 'active', 'failed', 'rolled-back'] as const)!;
+              const running = phase === 'rolled-back' && kind === 1 ? { running: context.state.get('agents', agent.keyId)?.currentConfig ?? null } : {};
+              return commands.reportStatus(context, { configId: graph?.head ?? null, phase, error: phase === 'failed' ? 'health check failed' : null, ...running });
+            });
+          } else if (kind === 2) {
+            attempt(agentActor, (context) => {
+              const current = context.state.get('agents', agent.keyId)?.currentConfig ?? pick(graphs)!;
+              return commands.reportHealth(context, { configId: current.padEnd(64, '0').slice(0, 64), health: pick(['healthy', 'degraded'] as const)!, reason: random(2) === 0 ? null : `check failed at step ${step}`, suppressed: random(3) });
+            });
+          } else {
+            attempt(coordinatorActor(coordinator), (context) => commands.recordPresence(context, { agentId: agent.keyId, presence: pick(['online', 'offline'] as const)!, lastSeen: random(2) === 0 ? null : 1_700_000_000_000 + step }));
+          }
+        }
         break;
       case 10:
         attempt(adminActor, (context) => commands.rollbackGraph(context, { graph: pick(graphs)! }));

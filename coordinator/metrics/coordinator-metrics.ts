@@ -45,12 +45,12 @@ export class CoordinatorMetrics {
     });
     new Gauge({
       name: 'ferry_agents',
-      help: 'Agents by enrollment status, presence (online, stale, offline) and the phase of their last report (none: never reported)',
-      labelNames: ['status', 'presence', 'phase'],
+      help: 'Agents by enrollment status, presence (online, stale, offline), the phase of their last report (none: never reported) and the health of the config they run (unknown: not checked periodically, or not yet)',
+      labelNames: ['status', 'presence', 'phase', 'health'],
       registers: [registry],
       collect() {
         this.reset();
-        for (const agent of coordinator.state.all('agents')) this.inc({ status: agent.status, presence: coordinator.presence.presenceOf(agent.id), phase: agent.phase ?? 'none' });
+        for (const agent of coordinator.state.all('agents')) this.inc({ status: agent.status, presence: coordinator.presence.presenceOf(agent.id), phase: agent.phase ?? 'none', health: agent.health ?? 'unknown' });
       },
     });
     new Gauge({
