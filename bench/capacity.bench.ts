@@ -42,7 +42,9 @@
  * Run: npm run bench:capacity   (builds first; the coordinator runs bin/ferry, i.e. build/)
  * Env: BENCH_TRANSPORTS (default http,https; https is HTTP/2 as agents speak it, https1 HTTP/1.1 over TLS), BENCH_AGENTS (default 1000,2000,5000,10000),
  * BENCH_WATCH_WAIT (seconds, default DEFAULT_WATCH_SECONDS, what agents ask; the issue measured 25), BENCH_IDLE_SECONDS (20),
- * BENCH_LOAD_SECONDS (20), BENCH_FANOUT_TIMEOUT_SECONDS (60), BENCH_REPORTS_TIMEOUT_SECONDS (120), BENCH_GROW=quiet|live
+ * BENCH_LOAD_SECONDS (20), BENCH_HEALTH_SECONDS (0: no health window; issue 22: every agent checks its health every
+ * BENCH_HEALTH_INTERVAL (30) seconds and reports transitions only, BENCH_HEALTH_FLAPPING (0.01) of them with a check
+ * that fails half the time), BENCH_FANOUT_TIMEOUT_SECONDS (60), BENCH_REPORTS_TIMEOUT_SECONDS (120), BENCH_GROW=quiet|live
  * (default quiet: agents already there stop watching while newcomers enroll; see
  * capacity-protocol.ts GrowMode), BENCH_GROW_TIMEOUT_SECONDS (600), BENCH_SETTLE_SECONDS (5),
  * BENCH_COORDINATOR_NODE_FLAGS (e.g. '--cpu-prof --cpu-prof-dir=DIR' or '--trace-gc': node flags for the coordinator; what it
@@ -72,6 +74,7 @@ import type {
   FanoutResult,
   GrowMode,
   GrowResult,
+  HealthResult,
   LoadResult,
   QuiesceResult,
   ResumeResult,
@@ -114,6 +117,9 @@ const knobs = {
   idleSeconds: numberEnv('BENCH_IDLE_SECONDS', 20),
   loadSeconds: numberEnv('BENCH_LOAD_SECONDS', 20),
   fanoutTimeoutSeconds: numberEnv('BENCH_FANOUT_TIMEOUT_SECONDS', 60),
+  healthSeconds: numberEnv('BENCH_HEALTH_SECONDS', 0),
+  healthIntervalSeconds: Math.max(1, numberEnv('BENCH_HEALTH_INTERVAL', 30)),
+  healthFlapping: Math.min(1, numberEnv('BENCH_HEALTH_FLAPPING', 0.01)),
   reportsTimeoutSeconds: numberEnv('BENCH_REPORTS_TIMEOUT_SECONDS', 120),
   growTimeoutSeconds: numberEnv('BENCH_GROW_TIMEOUT_SECONDS', 600),
   settleSeconds: numberEnv('BENCH_SETTLE_SECONDS', 5),
@@ -477,6 +483,8 @@ interface PointResult {
     watchUnbound: number;
     watchUnboundEmptyChallenge: number;
   };
+  scrape: { ms: number; bytes: number } | undefined;
+  health: (HealthResult & { primeSeconds: number; window: Window; idleCoordinatorCores: number }) | { skipped: string };
   load: (LoadResult & { window: Window; connectionsOpened: number; tlsResumed: number; coordinatorP99Ms: { desired: number | null; report: number | null }; settle: SettleResult; recovery?: Recovery }) | { skipped: string };
   fanout: (FanoutResult & { window: Window; reports: FanoutReportsResult & { window: Window }; settle: SettleResult }) | { skipped: string };
   /** The coordinator's RSS added per agent since the previous point (or since it started, for the first). */
@@ -600,6 +608,24 @@ async function measurePoint(transport: Transport, target: number, coordinator: R
   // Issue 22's benchmark: a Prometheus scrape of the whole fleet (its gauges read every agent), after the idle window.
   const scrape = await timedScrape(coordinator);
   if (scrape) log(`${transport} N=${N}: metrics scrape ${scrape.ms.toFixed(1)} ms, ${(scrape.bytes / 1024).toFixed(1)} KiB`);
+
+  // 2b. Issue 22's other benchmark: every agent checks its health every 30 s and reports transitions only.
+  let health: PointResult['health'] = { skipped: 'BENCH_HEALTH_SECONDS=0' };
+  if (knobs.healthSeconds > 0 && alive()) {
+    const prime = await simulator.ask<{ primed: number; seconds: number }>({ type: 'health-prime', flappingFraction: knobs.healthFlapping });
+    await simulator.ask<SettleResult>({ type: 'settle', timeoutMs: 60_000 });
+    await coordinatorCalm(coordinator.pid, 30_000);
+    log(`${transport} N=${N}: ${prime.primed} agents reported healthy in ${prime.seconds.toFixed(1)} s; health checks every ${knobs.healthIntervalSeconds} s for ${knobs.healthSeconds} s (${(knobs.healthFlapping * 100).toFixed(1)}% flapping)`);
+    const before = await mark(coordinator, simulator);
+    const result = await simulator.ask<HealthResult>({ type: 'health', seconds: knobs.healthSeconds, intervalSeconds: knobs.healthIntervalSeconds, unhealthyAfter: 1 });
+    const after = await mark(coordinator, simulator);
+    const window = windowOf(before, after);
+    health = { ...result, primeSeconds: prime.seconds, window, idleCoordinatorCores: idle.coordinatorCores };
+    log(
+      `${transport} N=${N}: health window coordinator ${window.coordinatorCores.toFixed(3)} cores (idle window ${idle.coordinatorCores.toFixed(3)}), simulator ${window.simulatorCores.toFixed(3)}, others ${window.otherCores.toFixed(2)}; ` +
+        `${result.checks} checks, ${result.transitions} transitions, ${result.reports} reports: ${result.recorded} recorded, ${result.deferred} deferred, ${result.unchanged} unchanged, ${result.failed} failed`,
+    );
+  }
   const added = N - state.previous.agents;
   const coordinatorKiBPerAgent = added > 0 ? (coordinatorRss - state.previous.coordinatorRss) / 1024 / added : null;
   const simulatorKiBPerAgent = added > 0 ? (idleEnd.simulator.rssBytes - state.previous.simulatorRss) / 1024 / added : null;
@@ -683,6 +709,8 @@ async function measurePoint(transport: Transport, target: number, coordinator: R
     watching,
     settleBeforeIdle: { ...settled, coordinatorCalmSeconds: calm.seconds, coordinatorCalm: calm.calm },
     idle,
+    scrape,
+    health,
     load,
     fanout,
     coordinatorKiBPerAgent,
@@ -823,7 +851,18 @@ function tables(results: TransportResult[]): string {
     for (const skipped of result.skipped) lines.push(`| ${skipped.agents} | ${result.transport} | skipped: ${skipped.reason} | | | | | | | |`);
     if (result.failure) lines.push(`| | ${result.transport} | FAILED: ${result.failure.split('\n')[0]} | | | | | | | |`);
   }
-  return `${lines.join('\n')}\n\n${details.join('\n')}\n`;
+  const health = ['| agents | transport | metrics scrape ms (KiB) | health window s | coordinator cores: health window / idle | checks | transitions | recorded / deferred / failed |', '|---:|---|---:|---:|---:|---:|---:|---:|'];
+  for (const result of results) {
+    for (const point of result.points) {
+      const checks = 'skipped' in point.health ? undefined : point.health;
+      health.push(
+        `| ${point.agents} | ${point.transport} | ${point.scrape ? `${fixed(point.scrape.ms, 1)} (${fixed(point.scrape.bytes / 1024, 1)})` : '–'} | ${checks ? fixed(checks.window.seconds, 0) : '–'} | ` +
+          `${checks ? `${fixed(checks.window.coordinatorCores, 3)} / ${fixed(checks.idleCoordinatorCores, 3)}` : '–'} | ${checks?.checks ?? '–'} | ${checks?.transitions ?? '–'} | ` +
+          `${checks ? `${checks.recorded} / ${checks.deferred} / ${checks.failed}` : '–'} |`,
+      );
+    }
+  }
+  return `${lines.join('\n')}\n\n${details.join('\n')}\n\n${health.join('\n')}\n`;
 }
 
 // --- main ----------------------------------------------------------------------------

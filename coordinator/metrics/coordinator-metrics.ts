@@ -11,6 +11,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Coordinator } from '../coordinator.js';
 import { configOutcome, desiredConfigOf } from '../api/queries.js';
+import type { AgentRow } from '../domain/state.js';
 
 /** Where a request or a data-plane byte travelled. */
 export type MetricsTransport = 'http' | 'https' | 'quic';
@@ -30,6 +31,13 @@ export class CoordinatorMetrics {
 
   constructor(coordinator: Coordinator) {
     const registry = this.registry;
+    // The agents' rows, read once per state: rows change only with events, so a scrape of a quiet
+    // fleet (10,000 agents: ~35 ms to read) reuses them, and both fleet gauges share one read.
+    let rows: { seq: number; agents: AgentRow[] } | undefined;
+    const fleet = (): AgentRow[] => {
+      if (rows?.seq !== coordinator.lastSeq) rows = { seq: coordinator.lastSeq, agents: coordinator.state.all('agents') };
+      return rows.agents;
+    };
     this.requestSeconds = new Histogram({
       name: 'ferry_http_request_duration_seconds',
       help: 'HTTP API requests by route pattern, method, status and transport, from headers read to reply written (held watches included)',
@@ -50,7 +58,16 @@ export class CoordinatorMetrics {
       registers: [registry],
       collect() {
         this.reset();
-        for (const agent of coordinator.state.all('agents')) this.inc({ status: agent.status, presence: coordinator.presence.presenceOf(agent.id), phase: agent.phase ?? 'none', health: agent.health ?? 'unknown' });
+        const presenceOf = coordinator.presence.presenceReader();
+        const counts = new Map<string, { labels: { status: string; presence: string; phase: string; health: string }; count: number }>();
+        for (const agent of fleet()) {
+          const labels = { status: agent.status, presence: presenceOf(agent.id), phase: agent.phase ?? 'none', health: agent.health ?? 'unknown' };
+          const key = `${labels.status} ${labels.presence} ${labels.phase} ${labels.health}`;
+          const entry = counts.get(key);
+          if (entry) entry.count++;
+          else counts.set(key, { labels, count: 1 });
+        }
+        for (const { labels, count } of counts.values()) this.set(labels, count);
       },
     });
     new Gauge({
@@ -60,11 +77,18 @@ export class CoordinatorMetrics {
       registers: [registry],
       collect() {
         this.reset();
-        for (const agent of coordinator.state.all('agents')) {
+        const counts = new Map<string, { labels: { config: string; outcome: string }; count: number }>();
+        for (const agent of fleet()) {
           if (agent.status !== 'enrolled') continue;
           const config = desiredConfigOf(coordinator.state, agent);
-          if (config) this.inc({ config, outcome: configOutcome(agent, config) });
+          if (!config) continue;
+          const labels = { config, outcome: configOutcome(agent, config) };
+          const key = `${labels.config} ${labels.outcome}`;
+          const entry = counts.get(key);
+          if (entry) entry.count++;
+          else counts.set(key, { labels, count: 1 });
         }
+        for (const { labels, count } of counts.values()) this.set(labels, count);
       },
     });
     new Gauge({
