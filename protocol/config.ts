@@ -120,15 +120,22 @@ export type DesiredAnswer = z.infer<typeof DesiredAnswerSchema>;
  * The longest an agent's watch (`GET /v1/agent/watch`) is held before it
  * is answered unchanged; a longer `wait` is shortened to it. Each watch
  * answered costs the coordinator a verified request, so a fleet's idle
- * cost is its size over the watch length (10,000 agents at 120 s: ~83 a
+ * cost is its size over the watch length (10,000 agents at 240 s: ~42 a
  * second; bench/README.md, "Capacity"). Under the 300 s that HTTP clients
  * wait for a reply (undici's headersTimeout, the pinned client's idle
  * timeout).
  */
 export const MAX_WATCH_SECONDS = 240;
 
-/** How long an agent's watch is held by default (`ferry agent run --poll`). */
-export const DEFAULT_WATCH_SECONDS = 120;
+/**
+ * How long an agent's watch is held by default (`ferry agent run --poll`):
+ * the longest the coordinator allows. A change reaches the agent at once
+ * whatever the length (the watch is woken), so the length only sets the
+ * fleet's idle cost (each watch answered is a verified request) and how
+ * soon an agent notices a connection that died silently (TCP keepalives
+ * keep NAT mappings of a held one open meanwhile).
+ */
+export const DEFAULT_WATCH_SECONDS = MAX_WATCH_SECONDS;
 
 /**
  * `GET /v1/agent/watch`: answered once the desired config differs from
