@@ -70,6 +70,13 @@ const submit: Command = {
       if (!isStorePath(target)) throw new UsageError(`--target ${system}=${given}: not a store path (/nix/store/<hash>-<name>, or a symlink such as ./result that resolves to one)`);
       storePaths[system] = asStorePath(target);
     }
+    const healthCommand = stringOption(options, 'health');
+    if (!healthCommand && ['health-timeout', 'health-retries', 'health-interval', 'health-failures', 'probation'].some((name) => stringOption(options, name) !== undefined)) {
+      throw new UsageError('the --health-… options and --probation need --health CMD');
+    }
+    const health = healthCommand
+      ? { command: healthCommand, timeoutSeconds: positiveInt(stringOption(options, 'health-timeout'), '--health-timeout', 60), retries: positiveInt(stringOption(options, 'health-retries'), '--health-retries', 3), ...periodicHealth(options) }
+      : null;
     const client = clientFrom(options);
     if (!client.identity) throw new UsageError('a key is needed to sign the config');
     let head: string | null = null;
@@ -78,16 +85,12 @@ const submit: Command = {
     } catch (error) {
       if (!(error instanceof ApiError && error.code === 'NOT_FOUND')) throw error;
     }
-    const healthCommand = stringOption(options, 'health');
-    if (!healthCommand && ['health-timeout', 'health-retries', 'health-interval', 'health-failures', 'probation'].some((name) => stringOption(options, name) !== undefined)) {
-      throw new UsageError('the --health-… options and --probation need --health CMD');
-    }
     const body: ConfigBody = {
       graph,
       parents: head ? [asConfigId(head)] : [],
       targets: storePaths,
       activation: { command: activate, environment: parseKeyValues(stringListOption(options, 'env'), '--env'), timeoutSeconds: positiveInt(stringOption(options, 'timeout'), '--timeout', 300) },
-      health: healthCommand ? { command: healthCommand, timeoutSeconds: positiveInt(stringOption(options, 'health-timeout'), '--health-timeout', 60), retries: positiveInt(stringOption(options, 'health-retries'), '--health-retries', 3), ...periodicHealth(options) } : null,
+      health,
       message: stringOption(options, 'message') ?? '',
       author: client.identity.keyId,
       hlc: formatHlc({ wall: Date.now(), counter: 0, node: client.identity.keyId.slice(0, 8) }),

@@ -46,6 +46,19 @@ describe('ferry CLI', () => {
     expect(wrong.stderr).toMatch(/Usage: ferry nar dump/);
     expect(ferry(['nar', 'frobnicate']).status).toBe(2);
     expect(ferry(['nope']).stderr).toMatch(/unknown command group 'nope'/);
+    // Periodic health options are checked before anything is asked of a coordinator.
+    const submit = ['config', 'submit', 'web', '--url', 'http://127.0.0.1:9', '--target', 'x86_64-linux=/nix/store/00000000000000000000000000000000-web', '--activate', 'bin/activate'];
+    const cases: [string[], RegExp][] = [
+      [['--probation', '60'], /need --health CMD/],
+      [['--health', 'bin/check', '--probation', '60'], /--health-failures and --probation need --health-interval/],
+      [['--health', 'bin/check', '--health-interval', '0'], /--health-interval must be at least 1 second/],
+      [['--health', 'bin/check', '--health-interval', '10', '--health-failures', 'x'], /--health-failures must be a non-negative integer/],
+    ];
+    for (const [extra, message] of cases) {
+      const refused = ferry([...submit, ...extra]);
+      expect(refused.status, extra.join(' ')).toBe(2);
+      expect(refused.stderr).toMatch(message);
+    }
   });
 
   it('dumps, hashes, lists and restores NARs', () => {
