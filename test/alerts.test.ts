@@ -175,6 +175,24 @@ describe('delivering alerts', () => {
     expect(listed.delivery).toMatchObject({ pending: 0, lastOutcome: 'delivered', lastStatus: 200, lastError: null, delivered: 1, failed: 0, dropped: 0 });
   });
 
+  it('alerts degraded health (agent.health), and not healthy again', async () => {
+    const hook = await receiver();
+    await admin.call('alerts.add', { url: hook.url, on: ['degraded'] });
+    const client = await agent('gw-health');
+    const agentId = client.identity!.keyId;
+    const configId = 'c0'.repeat(32);
+    const health = (state: 'healthy' | 'degraded', reason: string) =>
+      // The event as the health route records it (its command wants a config the agent runs; alerts only read the event).
+      running.coordinator.record({ keyId: agentId, role: 'agent' }, () => ({ action: 'agent.health', subject: agentId, payload: { agentId, configId, health: state, reason, suppressed: 0 } }))!;
+    health('healthy', 'ok');
+    const { seq } = health('degraded', 'check failed 3 times: curl: (7) connection refused');
+    health('healthy', 'ok');
+    const [alert] = await hook.waitForAccepted(1);
+    expect(alert).toMatchObject({ kind: 'degraded', seq, action: 'agent.health', agent: { id: agentId, name: 'gw-health' }, config: configId, reason: 'check failed 3 times: curl: (7) connection refused' });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(hook.received).toHaveLength(1);
+  });
+
   it('signatures cover the exact body, the key and the time: a receiver refuses anything else', () => {
     const coordinator = running.coordinator.identity;
     const body = JSON.stringify({ hello: 1 });
