@@ -27,6 +27,7 @@ import { applyEvent, replayLog, type ReplayReport } from './domain/reducer.js';
 import { SqliteStateStore } from './domain/sqlite-state.js';
 import { TlsFiles } from './tls/tls-files.js';
 import { DEFAULT_HEALTH_EVENT_LIMIT, type HealthEventLimit } from './api/health-reports.js';
+import { alertDeliveryOptions, type AlertDeliveryOptions } from './api/alert-delivery.js';
 import type { TlsCertificate } from './tls/self-signed-certificate.js';
 
 export interface CoordinatorOptions extends StorageMaintenanceOptions {
@@ -52,6 +53,8 @@ export interface CoordinatorOptions extends StorageMaintenanceOptions {
   presence?: Partial<PresenceThresholds>;
   /** How many health events one agent may have recorded, in how long (default DEFAULT_HEALTH_EVENT_LIMIT). */
   healthEvents?: Partial<HealthEventLimit>;
+  /** How alerts are delivered and the audit chain checked for them (default DEFAULT_ALERT_DELIVERY, api/alert-delivery.ts). */
+  alerts?: Partial<AlertDeliveryOptions>;
 }
 
 /** What a coordinator is made of; `Coordinator.open` builds each once. */
@@ -92,6 +95,8 @@ export class Coordinator {
   private readonly advertisedQuicPort: () => number | null;
   /** CoordinatorOptions.healthEvents with its defaults (api/health-reports.ts). */
   readonly healthEventLimit: HealthEventLimit;
+  /** CoordinatorOptions.alerts with its defaults (api/alert-delivery.ts). */
+  readonly alertDelivery: AlertDeliveryOptions;
 
   /** Set by `close`: held requests (an agent's watch) answer instead of reading a closed database. */
   closed = false;
@@ -113,6 +118,7 @@ export class Coordinator {
     this.wireCompression = options.wireCompression ?? true;
     this.advertisedQuicPort = options.quicPort ?? (() => null);
     this.healthEventLimit = { ...DEFAULT_HEALTH_EVENT_LIMIT, ...options.healthEvents };
+    this.alertDelivery = alertDeliveryOptions(options.alerts);
   }
 
   /** Paths inside a coordinator data directory. */

@@ -9,6 +9,8 @@ export { Coordinator, type CoordinatorOptions } from './coordinator.js';
 export { startCoordinator, type RunningCoordinator, type StartCoordinatorOptions } from './start.js';
 export { startHttpServer, type RunningServer } from './server.js';
 export type { HttpApiOptions } from './api/http.js';
+export { AlertDispatcher } from './api/alert-dispatcher.js';
+export { DEFAULT_ALERT_DELIVERY, type AlertDeliveryOptions } from './api/alert-delivery.js';
 export { startQuicServer, type QuicServerOptions, type RunningQuicServer } from './quic-server.js';
 export {
   ChainVerifier,
@@ -19,6 +21,7 @@ export {
   exportLines,
   parseAuditExport,
   type AuditLog,
+  type ChainPosition,
   type ChainReport,
   type Checkpoint,
   type Decision,

@@ -4,7 +4,8 @@
  * event bus, storage maintenance, TLS material), builds what its servers
  * share (ClosureAccess: one per coordinator, for the data plane on both
  * transports and the Nix cache) and its presence events (agents going
- * offline and coming back), then serves it: HTTP and HTTPS on one
+ * offline and coming back) and its alert dispatcher (webhooks, from the
+ * log and the audit chain's checks), then serves it: HTTP and HTTPS on one
  * port (server.ts), and the QUIC data plane (quic-server.ts) unless it is
  * disabled, and the metrics (metrics/) on an address of their own when
  * asked. `ferry coordinator serve` and the tests' coordinators start
@@ -12,6 +13,7 @@
  */
 import { ClosureAccess } from './api/data-operations.js';
 import { PresenceEvents } from './api/presence-events.js';
+import { AlertDispatcher } from './api/alert-dispatcher.js';
 import { Coordinator, type CoordinatorOptions } from './coordinator.js';
 import { startQuicServer, type RunningQuicServer } from './quic-server.js';
 import { startHttpServer, type RunningServer, type ServeOptions } from './server.js';
@@ -50,6 +52,8 @@ export interface RunningCoordinator {
   readonly quicPort: number | null;
   /** The metrics' own server, when `metricsListen` was given. */
   readonly metrics: RunningMetricsServer | undefined;
+  /** Alerts to webhooks: queued from the log, delivered with retries. */
+  readonly alerts: AlertDispatcher;
   /**
    * Stops the servers (held watches are answered first), signs a checkpoint
    * of the log's head and closes the coordinator. Later calls return the
@@ -69,6 +73,7 @@ export async function startCoordinator(options: StartCoordinatorOptions): Promis
   const coordinator = Coordinator.open(options.dataDir, { ...options.coordinator, quicPort: () => quic?.port ?? null });
   const closureAccess = new ClosureAccess(coordinator);
   new PresenceEvents(coordinator);
+  const alerts = new AlertDispatcher(coordinator);
   const metrics = new CoordinatorMetrics(coordinator);
   const log = options.log;
   const http = await startHttpServer(coordinator, options.listen.host, options.listen.port, { ...options.http, log, closureAccess, metrics }).catch((error: unknown) => {
@@ -97,6 +102,7 @@ export async function startCoordinator(options: StartCoordinatorOptions): Promis
     quic: quicServer,
     quicPort: quicServer?.port ?? null,
     metrics: metricsServer,
+    alerts,
     close() {
       closing ??= (async () => {
         await metricsServer?.close();

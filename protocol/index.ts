@@ -23,4 +23,5 @@ export { configSigningMessage } from './config.js';
 export { FERRY_VERSION } from './version.js';
 export { StorePathSchema, StorePathInfoSchema, MAX_REFERENCES, type StorePathInfo } from './store-path-info.js';
 export { desiredProofMessage, manifestProofMessage, signProof, verifyProof } from './coordinator-proofs.js';
+export { ALERT_KINDS, AlertKindSchema, AlertPayloadSchema, ALERT_KEY_HEADER, ALERT_SIGNATURE_HEADER, alertSigningMessage, signAlert, verifyAlert, type AlertKind, type AlertPayload, type VerifyAlertOptions } from './alerts.js';
 export { formatHlc, parseHlc, compareHlc, HlcClock, type Hlc } from './hlc.js';

@@ -1,7 +1,7 @@
 /**
  * Drives a coordinator through a long, seeded, random sequence of real
  * commands (keys, tokens, enrollments, facts, configs, assignments, reports,
- * rollbacks), including refused ones, as a fleet would. Used by the replay
+ * rollbacks, alerts), including refused ones, as a fleet would. Used by the replay
  * test, the kill test and the audit benchmark.
  */
 import { createCipheriv } from 'node:crypto';
@@ -71,7 +71,23 @@ export function simulateFleet(coordinator: Coordinator, adminActor: Actor, admin
     }
   };
   const facts = (agent: Identity, variant: number) => ({ system: systems[variant % 2]!, hostname: `host-${agent.keyId.slice(0, 6)}`, cpus: 1 + (variant % 8), labels: { site: `barn-${variant % 3}` } });
+  const alerts: string[] = [];
   for (let step = 0; step < steps; step++) {
+    // Alerts come and go at fixed steps (no random draw, so the rest of a seeded run is as it was).
+    if (step % 97 === 13) {
+      let added: string | undefined;
+      attempt(adminActor, (context) => {
+        const { draft } = commands.addAlert(context, { url: `https://hooks.example.com/${step}?token=t${step}`, on: step % 2 ? ['rolled-back', 'offline'] : ['degraded'], where: step % 3 ? [] : ['labels.site=barn-1'] }, alerts.map((id) => context.state.get('alerts', id)!));
+        added = draft.payload.alertId;
+        return draft;
+      });
+      if (added) alerts.push(added);
+    } else if (step % 97 === 71) {
+      // The oldest alert, removed; a second time (already removed) is refused.
+      const alertId = alerts[0] ?? '0123456789abcdef';
+      attempt(adminActor, (context) => commands.removeAlert(context, { alertId }));
+      if (step % 2) alerts.shift();
+    }
     const agent = pick(agents);
     const agentActor: Actor | undefined = agent && { keyId: agent.keyId, role: 'agent', requestSignature: null };
     switch (random(12)) {

@@ -114,7 +114,7 @@ interface Route {
 
 /** Every route of coordinator/api/http.ts, parameters filled in. The first test checks it covers OPERATIONS. */
 function routes(): Route[] {
-  const params: Record<string, string> = { agentId: agentB.keyId, keyId: viewer.keyId, tokenId, graph: 'web', configId };
+  const params: Record<string, string> = { agentId: agentB.keyId, keyId: viewer.keyId, tokenId, graph: 'web', configId, alertId: '0123456789abcdef' };
   const route = (method: Route['method'], template: string, op: Route['op'], body?: Record<string, unknown>): Route => ({
     method,
     template,
@@ -142,12 +142,16 @@ function routes(): Route[] {
     route('POST', '/v1/agent/facts', 'agent.facts', { facts: { system: 'x86_64-linux', hostname: 'changed' } }),
     route('POST', '/v1/agent/status', 'agent.status', { configId: null, phase: 'failed' }),
     route('GET', '/v1/agent/desired', 'agent.desired'),
+    route('POST', '/v1/agent/health', 'agent.health', { configId, health: 'degraded', reason: 'x' }),
     route('POST', '/v1/agent/activity', 'agent.activity', { phase: 'idle', configId: null, bytesDone: 0, bytesTotal: 0, objectsDone: 0, objectsTotal: 0, events: [] }),
     route('GET', '/v1/graphs', 'graphs.list'),
     route('GET', '/v1/graphs/:graph', 'graphs.show'),
     route('POST', '/v1/graphs/:graph/configs', 'graphs.submit', submission as unknown as Record<string, unknown>),
     route('POST', '/v1/graphs/:graph/rollback', 'graphs.rollback', {}),
     route('GET', '/v1/configs/:configId', 'configs.show'),
+    route('POST', '/v1/alerts', 'alerts.add', { url: 'https://hooks.example.com/x', on: ['offline'] }),
+    route('GET', '/v1/alerts', 'alerts.list'),
+    route('POST', '/v1/alerts/:alertId/remove', 'alerts.remove', {}),
     route('GET', '/v1/audit/events', 'audit.events'),
     route('GET', '/v1/audit/verify', 'audit.verify'),
     route('GET', '/v1/agent/watch?wait=0', 'watch'),

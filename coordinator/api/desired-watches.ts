@@ -33,6 +33,8 @@ const WAKES: Record<Action, 'agent' | 'graph' | null> = {
   'config.submit': 'graph',
   'graph.rollback': 'graph',
   'store.push': null,
+  'alert.add': null,
+  'alert.remove': null,
 };
 
 type Wake = () => void;

@@ -22,6 +22,7 @@ import { agentActivities } from './agent-activity.js';
 import { healthEventLimiter } from './health-reports.js';
 import { desiredAnswer } from './signed-answers.js';
 import { desiredConfigOf, listAgents, parseWhere, summarizeConfig } from './queries.js';
+import { alertOutbox } from './alert-dispatcher.js';
 
 /** The routes a handler answers: all but the agent's watch, which http.ts holds open itself (its reply is agent.desired's, or unchanged). */
 export type OperationName = Exclude<ApiRouteName, 'agent.watch'>;
@@ -188,6 +189,41 @@ export const OPERATIONS: { [N in OperationName]: Handler<N> } = {
     const config = coordinator.state.get('configs', input.configId);
     if (!config) throw new FerryError('NOT_FOUND', `no config ${input.configId}`);
     return { ...config, summary: summarizeConfig(coordinator.state, config.id) };
+  },
+
+  'alerts.add': (coordinator, actor, input) => {
+    // The clauses' syntax, checked here (INVALID naming the clause): the dispatcher parses them again to match.
+    parseWhere(input.where);
+    const outbox = alertOutbox(coordinator);
+    const out = coordinator.execute(actor, (context) => {
+      const added = commands.addAlert(context, input, coordinator.state.all('alerts'));
+      // The URL is kept beside the state, in the event's transaction (never in the log: see EVENT_PAYLOADS['alert.add']).
+      return { draft: added.draft, result: added.draft.payload.alertId, publish: () => outbox.putEndpoint(added.draft.payload.alertId, added.url) };
+    })!;
+    return { alertId: out.result, seq: out.event.seq };
+  },
+  'alerts.list': (coordinator) => {
+    const outbox = alertOutbox(coordinator);
+    const alerts = coordinator.state
+      .all('alerts')
+      .filter((alert) => !alert.removed)
+      .sort((a, b) => a.createdSeq - b.createdSeq)
+      .map((alert) => ({
+        id: alert.id,
+        url: outbox.endpoint(alert.id) ?? null,
+        target: alert.target,
+        urlDigest: alert.urlDigest,
+        kinds: alert.kinds,
+        where: alert.where,
+        createdSeq: alert.createdSeq,
+        delivery: outbox.status(alert.id),
+      }));
+    return { alerts };
+  },
+  'alerts.remove': (coordinator, actor, input) => {
+    const outbox = alertOutbox(coordinator);
+    const out = coordinator.execute(actor, (context) => ({ draft: commands.removeAlert(context, input), result: undefined, publish: () => outbox.removeAlert(input.alertId) }));
+    return event(out?.event);
   },
 
   'audit.events': (coordinator, _actor, input) => {

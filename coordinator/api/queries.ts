@@ -74,14 +74,16 @@ function lookup(value: unknown, path: readonly string[]): unknown {
  * presence as `presenceOf` says it now.
  */
 export function listAgents(state: SqliteStateStore, where: readonly WhereClause[], presenceOf: (agentId: string) => string): AgentRow[] {
-  const needsFacts = where.some((clause) => clause.source === 'facts');
-  return state.all('agents').filter((agent) => {
-    const facts = needsFacts ? state.get('agentFacts', `${agent.id}#${agent.factsRevision}`)?.facts : undefined;
-    return where.every(({ source, path, value }) => {
-      if (source === 'presence') return presenceOf(agent.id) === value;
-      const found = lookup(source === 'facts' ? facts : source === 'labels' ? agent.labels : agent, path);
-      return found !== undefined && found !== null && String(found) === value;
-    });
+  return state.all('agents').filter((agent) => agentMatches(state, agent, where, presenceOf));
+}
+
+/** Whether `agent` matches every clause (listAgents' test, for one agent: an alert's `--where`). */
+export function agentMatches(state: StateStore, agent: AgentRow, where: readonly WhereClause[], presenceOf: (agentId: string) => string): boolean {
+  const facts = where.some((clause) => clause.source === 'facts') ? state.get('agentFacts', `${agent.id}#${agent.factsRevision}`)?.facts : undefined;
+  return where.every(({ source, path, value }) => {
+    if (source === 'presence') return presenceOf(agent.id) === value;
+    const found = lookup(source === 'facts' ? facts : source === 'labels' ? agent.labels : agent, path);
+    return found !== undefined && found !== null && String(found) === value;
   });
 }
 

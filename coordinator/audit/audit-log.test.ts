@@ -77,3 +77,26 @@ describe('AuditLog.append: the event, its state change and what it publishes com
     expect(await coordinator.audit.verify()).toMatchObject({ ok: true, verifiedThrough: coordinator.audit.lastSeq });
   });
 });
+
+describe('AuditLog.verifyAfter: a check of what was appended since the last one', () => {
+  it('resumes where a run got to, finds a break after it, and trusts the prefix (only a full run finds an edit there)', async () => {
+    const { adminActor } = bootstrap(coordinator);
+    for (let i = 0; i < 4; i++) coordinator.record(adminActor, (context) => commands.addKey(context, { keyId: Identity.generate().keyId, role: 'viewer' }));
+    const first = await coordinator.audit.verifyAfter({ seq: 0, hash: '0'.repeat(64) });
+    expect(first.report).toMatchObject({ ok: true, verifiedThrough: 6 });
+    expect(first.reached).toEqual({ seq: 6, hash: coordinator.audit.storedEvents(5, 6, 1)[0]!.hash });
+    for (let i = 0; i < 3; i++) coordinator.record(adminActor, (context) => commands.addKey(context, { keyId: Identity.generate().keyId, role: 'viewer' }));
+    const next = await coordinator.audit.verifyAfter(first.reached);
+    // 3 events checked, and the checkpoint at 9 (every 3) with them.
+    expect(next.report).toMatchObject({ ok: true, verifiedThrough: 9, lastCheckpoint: { seq: 9 } });
+
+    const sqlite = coordinator.database.sqlite;
+    sqlite.exec('DROP TRIGGER audit_events_no_update');
+    sqlite.prepare("UPDATE audit_events SET subject = 'forged' WHERE seq IN (2, 8)").run();
+    expect((await coordinator.audit.verifyAfter(first.reached)).report).toMatchObject({ ok: false, firstBad: { seq: 8 }, verifiedThrough: 7 });
+    expect((await coordinator.audit.verifyAfter(first.reached)).reached.seq).toBe(7);
+    expect(await coordinator.audit.verify()).toMatchObject({ ok: false, firstBad: { seq: 2 } });
+    // Resuming from a position the log does not hold (another hash) is a broken link, not a pass.
+    expect((await coordinator.audit.verifyAfter({ seq: 6, hash: 'f'.repeat(64) })).report).toMatchObject({ ok: false, firstBad: { seq: 7 } });
+  });
+});

@@ -18,7 +18,7 @@ import type { CoordinatorDatabase } from '../db/database.js';
 import * as schema from '../db/schema.js';
 import type { Actor } from '../domain/commands.js';
 import { AuditEventSchema, type Action, type AuditEvent, type EventDraft } from '../domain/events.js';
-import { ChainVerifier, checkpointMessage, encodedEventHash, GENESIS_HASH, type ChainReport, type Checkpoint } from './chain.js';
+import { ChainVerifier, checkpointMessage, encodedEventHash, GENESIS_HASH, type ChainPosition, type ChainReport, type Checkpoint } from './chain.js';
 
 /** Audit rows read at once by exports and verification (~25 ms of verifying). */
 const STORED_EVENT_PAGE = 1000;
@@ -95,6 +95,15 @@ export interface AuditLog {
    * it runs are verified too.
    */
   verify(): Promise<ChainReport>;
+
+  /**
+   * Verifies the events after `after` (a position an earlier run reached),
+   * the same way and in pages: what a periodic check costs is what was
+   * appended since. Returns the report and the position reached (where the
+   * next run resumes). Trusts the prefix up to `after`; verify() re-checks
+   * it.
+   */
+  verifyAfter(after: ChainPosition): Promise<{ report: ChainReport; reached: ChainPosition }>;
 }
 
 export interface SqliteAuditLogOptions {
@@ -243,13 +252,22 @@ export class SqliteAuditLog implements AuditLog {
     return this.verifying;
   }
 
+  verifyAfter(after: ChainPosition): Promise<{ report: ChainReport; reached: ChainPosition }> {
+    return this.verifyInPagesFrom(after);
+  }
+
   private async verifyInPages(): Promise<ChainReport> {
-    const verifier = new ChainVerifier(this.checkpoints(), this.identity.publicKey);
-    for (const page of this.storedEventPages()) {
-      for (const event of page) if (!verifier.push(event)) return verifier.finish();
+    return (await this.verifyInPagesFrom(undefined)).report;
+  }
+
+  private async verifyInPagesFrom(after: ChainPosition | undefined): Promise<{ report: ChainReport; reached: ChainPosition }> {
+    const verifier = new ChainVerifier(this.checkpoints(), this.identity.publicKey, after);
+    const done = () => ({ report: verifier.finish(), reached: verifier.position() });
+    for (const page of this.storedEventPages(after?.seq ?? 0)) {
+      for (const event of page) if (!verifier.push(event)) return done();
       await new Promise((resolve) => setImmediate(resolve));
     }
-    return verifier.finish();
+    return done();
   }
 
   /**

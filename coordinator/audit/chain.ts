@@ -63,6 +63,12 @@ export interface Checkpoint {
 /** What verifying found: a wire shape (the API answers it), so its schema is protocol's. */
 export type { ChainReport };
 
+/** An event of the chain by its seq and hash: where a verification got to. */
+export interface ChainPosition {
+  seq: number;
+  hash: string;
+}
+
 /**
  * Verifies events fed in seq order (and the checkpoints, with the
  * coordinator's public key), one at a time, so a caller can read a long log
@@ -78,11 +84,30 @@ export class ChainVerifier {
   private lastCheckpoint: ChainReport['lastCheckpoint'] = null;
   private failure: ChainReport | undefined;
 
+  /**
+   * `after`: resume after a position an earlier run verified (its seq and
+   * hash, ChainVerifier.position): only later events are fed, and only
+   * later checkpoints are checked. Cheap, but it trusts that prefix as it
+   * was; a full run (no `after`) is what finds an edit inside it.
+   */
   constructor(
-    private readonly checkpoints: readonly Checkpoint[],
+    checkpoints: readonly Checkpoint[],
     private readonly coordinatorPublicKey: Uint8Array,
+    after?: ChainPosition,
   ) {
-    this.wanted = new Map(checkpoints.map((c) => [c.seq, c]));
+    this.checkpoints = after ? checkpoints.filter((c) => c.seq > after.seq) : checkpoints;
+    this.wanted = new Map(this.checkpoints.map((c) => [c.seq, c]));
+    if (after) {
+      this.expectedSeq = after.seq + 1;
+      this.prevHash = after.hash;
+    }
+  }
+
+  private readonly checkpoints: readonly Checkpoint[];
+
+  /** The last event verified so far (seq 0 and the genesis hash before the first): where a later run may resume. */
+  position(): ChainPosition {
+    return { seq: this.expectedSeq - 1, hash: this.prevHash };
   }
 
   /** Checks the next event; false once the chain is broken (later events cannot be trusted, so stop feeding). */

@@ -10,10 +10,11 @@
  * StateStore serves them all. This file imports nothing local at run time
  * (drizzle-kit loads it on its own); branded column types are type-only.
  */
-import { integer, sqliteTable, text, index } from 'drizzle-orm/sqlite-core';
+import { integer, sqliteTable, text, index, uniqueIndex } from 'drizzle-orm/sqlite-core';
 import type { ConfigId } from '../../protocol/config.js';
 import type { AgentStatus, Health, Phase, RecordedPresence, Role } from '../../protocol/api/fleet.js';
 import type { SignedConfigBody } from '../../protocol/api/views.js';
+import type { AlertKind } from '../../protocol/alerts.js';
 
 export const auditEvents = sqliteTable('audit_events', {
   seq: integer('seq').primaryKey(),
@@ -111,6 +112,73 @@ export const configs = sqliteTable('configs', {
   forced: integer('forced', { mode: 'boolean' }).notNull(),
   seq: integer('seq').notNull(),
 }, (table) => [index('configs_graph').on(table.graph)]);
+
+/**
+ * Webhooks (`ferry alerts add`): state, from alert.add / alert.remove.
+ * The URL itself is not here nor in the log (viewers read the log, and a
+ * webhook URL often holds its secret): only its origin and a digest of it;
+ * the URL is in alert_endpoints.
+ */
+export const alerts = sqliteTable('alerts', {
+  id: text('id').primaryKey(),
+  kinds: text('kinds', { mode: 'json' }).$type<AlertKind[]>().notNull(),
+  /** `--where` clauses (coordinator/api/queries.ts parseWhere), as given. */
+  where: text('where', { mode: 'json' }).$type<string[]>().notNull(),
+  /** The URL's origin (`https://hooks.example.com:8443`). */
+  target: text('target').notNull(),
+  /** SHA-256 (hex) of the whole URL: says which URL was registered without showing it. */
+  urlDigest: text('url_digest').notNull(),
+  removed: integer('removed', { mode: 'boolean' }).notNull(),
+  createdSeq: integer('created_seq').notNull(),
+  removedSeq: integer('removed_seq'),
+});
+
+/**
+ * Each alert's URL, written in the transaction of its alert.add (and
+ * deleted with alert.remove); not audit state: replay does not rebuild it,
+ * so a database rebuilt from an export has alerts without URLs (and says
+ * so) rather than a log that hands webhook secrets to every viewer.
+ */
+export const alertEndpoints = sqliteTable('alert_endpoints', {
+  id: text('id').primaryKey(),
+  url: text('url').notNull(),
+});
+
+/** The alerts' outbox (coordinator/alerts/): one row per alert still to deliver; operational, not audited. */
+export const alertDeliveries = sqliteTable('alert_deliveries', {
+  id: integer('id').primaryKey({ autoIncrement: true }),
+  alertId: text('alert_id').notNull(),
+  /** The payload's id (`<alertId>:<kind>:<seq>`): one delivery per alert and happening. */
+  deliveryKey: text('delivery_key').notNull(),
+  /** The JSON body, fixed when queued: every attempt sends (and signs) the same bytes. */
+  body: text('body').notNull(),
+  attempts: integer('attempts').notNull(),
+  createdAt: integer('created_at').notNull(),
+  nextAttemptAt: integer('next_attempt_at').notNull(),
+  lastError: text('last_error'),
+}, (table) => [uniqueIndex('alert_deliveries_key').on(table.deliveryKey), index('alert_deliveries_due').on(table.nextAttemptAt), index('alert_deliveries_alert').on(table.alertId)]);
+
+/** How each alert's deliveries went (what `ferry alerts ls` shows); operational. */
+export const alertOutcomes = sqliteTable('alert_outcomes', {
+  id: text('id').primaryKey(),
+  lastAttemptAt: integer('last_attempt_at'),
+  /** The last attempt's outcome: delivered, retrying (it failed, another follows) or failed (given up). */
+  lastOutcome: text('last_outcome').$type<'delivered' | 'retrying' | 'failed'>(),
+  /** The receiver's HTTP status at the last attempt (null: no answer). */
+  lastStatus: integer('last_status'),
+  lastError: text('last_error'),
+  delivered: integer('delivered').notNull(),
+  failed: integer('failed').notNull(),
+  /** Deliveries dropped unsent because the alert's outbox was full (oldest first). */
+  dropped: integer('dropped').notNull(),
+});
+
+/** The alert dispatcher's bookkeeping: `cursor` (the last event seq it queued alerts for), `audit-break` (the break it alerted). */
+export const alertDispatch = sqliteTable('alert_dispatch', {
+  id: text('id').primaryKey(),
+  seq: integer('seq').notNull(),
+  note: text('note'),
+});
 
 /** Request nonces seen recently (replay protection); not audited. */
 export const nonces = sqliteTable('nonces', {

@@ -17,12 +17,14 @@ import { publicKeyOf, type KeyId } from '../../protocol/identity.js';
 import type { ActorRole, EventDraft, Role } from './events.js';
 import type { RecordedPresence } from '../../protocol/api/fleet.js';
 import {
+  AddAlertInput,
   AddKeyInput,
   AgentRefInput,
   AssignAgentInput,
   CreateTokenInput,
   EnrollInput,
   PinAgentInput,
+  RemoveAlertInput,
   ReportFactsInput,
   ReportHealthInput,
   ReportStatusInput,
@@ -31,7 +33,8 @@ import {
   RollbackGraphInput,
   SubmitConfigInput,
 } from '../../protocol/api/inputs.js';
-import type { StateStore } from './state.js';
+import type { AlertRow, StateStore } from './state.js';
+import type { AlertId } from '../../protocol/alerts.js';
 
 export interface Actor {
   keyId: string;
@@ -358,4 +361,41 @@ export function rollbackGraph(context: CommandContext, input: unknown): EventDra
   if (!config || config.graph !== graph) throw new FerryError('NOT_FOUND', `config ${target} is not in graph '${graph}'`);
   if (target === row.head) throw new FerryError('CONFLICT', `config ${target} is already the head`);
   return { action: 'graph.rollback', subject: graph, payload: { graph, from: row.head, to: target } };
+}
+
+// --- alerts (webhooks) -------------------------------------------------------
+
+/** At most this many alerts are registered at once: each adds deliveries (and an outbox share) per happening. */
+export const MAX_ALERTS = 64;
+
+/**
+ * Registers a webhook (admins only). The event records the URL's origin
+ * and its SHA-256, not the URL (see EVENT_PAYLOADS['alert.add']); the
+ * caller stores the URL, returned beside the event, in the same
+ * transaction (Decision.publish). Refuses (INVALID) what AddAlertInput
+ * refuses, (CONFLICT) a URL already registered (naming its alert) and an
+ * alert beyond MAX_ALERTS. The `--where` clauses are checked for size
+ * here; their syntax is the API's to check (api/queries.ts parseWhere),
+ * the matcher's to apply. `alerts`: every row of the alerts table (a
+ * StateStore reads by id only), read in the command's transaction.
+ */
+export function addAlert(context: CommandContext, input: unknown, alerts: readonly AlertRow[]): { draft: EventDraft<'alert.add'>; url: string } {
+  allow(context, 'admin');
+  const { url, on, where } = parse(AddAlertInput, input);
+  const urlDigest = createHash('sha256').update(url).digest('hex');
+  const active = alerts.filter((alert) => !alert.removed);
+  const same = active.find((alert) => alert.urlDigest === urlDigest);
+  if (same) throw new FerryError('CONFLICT', `alert ${same.id} already posts to this URL (remove it first to change its kinds or --where)`);
+  if (active.length >= MAX_ALERTS) throw new FerryError('CONFLICT', `${active.length} alerts are registered, the most there may be (${MAX_ALERTS}): remove one first`);
+  const alertId = randomBytes(8).toString('hex') as AlertId;
+  return { url, draft: { action: 'alert.add', subject: alertId, payload: { alertId, kinds: on, where, target: new URL(url).origin, urlDigest } } };
+}
+
+/** Removes a webhook (admins only); its queued deliveries are dropped. Refuses (NOT_FOUND) an id that is no registered alert. */
+export function removeAlert(context: CommandContext, input: unknown): EventDraft<'alert.remove'> {
+  allow(context, 'admin');
+  const { alertId } = parse(RemoveAlertInput, input);
+  const alert = context.state.get('alerts', alertId);
+  if (!alert || alert.removed) throw new FerryError('NOT_FOUND', `no alert ${alertId}`);
+  return { action: 'alert.remove', subject: alertId, payload: { alertId } };
 }

@@ -9,6 +9,7 @@ import { KeyIdSchema } from '../../protocol/identity.js';
 import { StorePathSchema } from '../../protocol/store-path-info.js';
 import { MAX_REGISTER_PATHS } from '../../protocol/data-protocol.js';
 import { ConfigBodySchema, ConfigIdSchema, GraphNameSchema } from '../../protocol/config.js';
+import { AlertIdSchema, AlertKindSchema, MAX_ALERT_WHERE, MAX_ALERT_WHERE_LENGTH } from '../../protocol/alerts.js';
 
 export { ActorRoleSchema, FactsSchema, LabelsSchema, PhaseSchema, RecordedFactsSchema, ReportSourceSchema, RoleSchema, type ActorRole, type Facts, type Role } from '../../protocol/api/fleet.js';
 import { HealthSchema, LabelsSchema, PhaseSchema, RecordedPresenceSchema, RecordedFactsSchema, ReportSourceSchema, RoleSchema } from '../../protocol/api/fleet.js';
@@ -100,6 +101,20 @@ export const EVENT_PAYLOADS = {
     blobsSent: z.number().int().nonnegative(),
     directoriesSent: z.number().int().nonnegative(),
   }),
+  /**
+   * A webhook registered (`ferry alerts add`). The URL is not recorded (it
+   * often holds the receiver's secret, and viewers read the log): its
+   * origin and its SHA-256 are; the URL itself is kept beside the state
+   * (db/schema.ts alert_endpoints).
+   */
+  'alert.add': z.strictObject({
+    alertId: AlertIdSchema,
+    kinds: z.array(AlertKindSchema).min(1).max(AlertKindSchema.options.length),
+    where: z.array(z.string().max(MAX_ALERT_WHERE_LENGTH)).max(MAX_ALERT_WHERE),
+    target: z.string().max(2048),
+    urlDigest: z.string().regex(/^[0-9a-f]{64}$/),
+  }),
+  'alert.remove': z.strictObject({ alertId: AlertIdSchema }),
 } as const satisfies Record<Action, z.ZodType>;
 
 export type PayloadOf<A extends Action> = z.infer<(typeof EVENT_PAYLOADS)[A]>;

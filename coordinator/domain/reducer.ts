@@ -116,6 +116,15 @@ const HANDLERS: { [A in Action]: Handler<A> } = {
     if (target.graph !== p.graph) throw new ReducerError(e.seq, `config ${p.to} is not in graph ${p.graph}`);
     store.put('graphs', { ...graph, head: p.to, updatedSeq: e.seq });
   },
+  'alert.add': (store, p, e) => {
+    if (store.get('alerts', p.alertId)) throw new ReducerError(e.seq, `alert ${p.alertId} already exists`);
+    store.put('alerts', { id: p.alertId, kinds: p.kinds, where: p.where, target: p.target, urlDigest: p.urlDigest, removed: false, createdSeq: e.seq, removedSeq: null });
+  },
+  'alert.remove': (store, p, e) => {
+    const alert = need(store.get('alerts', p.alertId), e, `alert ${p.alertId}`);
+    if (alert.removed) throw new ReducerError(e.seq, `alert ${p.alertId} was removed already`);
+    store.put('alerts', { ...alert, removed: true, removedSeq: e.seq });
+  },
 };
 
 function setAgent(store: StateStore, event: AuditEvent, agentId: string, changes: Partial<AgentRow>): void {

@@ -33,6 +33,7 @@ const TABLES: { [T in StateTableName]: SQLiteTable } = {
   agentFacts: schema.agentFacts,
   graphs: schema.graphs,
   configs: schema.configs,
+  alerts: schema.alerts,
 };
 
 type Mapping = ((value: unknown) => unknown) | null;

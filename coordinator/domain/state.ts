@@ -12,6 +12,7 @@ export type AgentRow = typeof schema.agents.$inferSelect;
 export type AgentFactsRow = typeof schema.agentFacts.$inferSelect;
 export type GraphRow = typeof schema.graphs.$inferSelect;
 export type ConfigRow = typeof schema.configs.$inferSelect;
+export type AlertRow = typeof schema.alerts.$inferSelect;
 
 export interface StateTables {
   keys: KeyRow;
@@ -20,10 +21,11 @@ export interface StateTables {
   agentFacts: AgentFactsRow;
   graphs: GraphRow;
   configs: ConfigRow;
+  alerts: AlertRow;
 }
 
 export type StateTableName = keyof StateTables;
-export const STATE_TABLES: readonly StateTableName[] = ['keys', 'tokens', 'agents', 'agentFacts', 'graphs', 'configs'];
+export const STATE_TABLES: readonly StateTableName[] = ['keys', 'tokens', 'agents', 'agentFacts', 'graphs', 'configs', 'alerts'];
 
 export interface StateStore {
   get<T extends StateTableName>(table: T, id: string): StateTables[T] | undefined;
@@ -44,6 +46,7 @@ export class MemoryStateStore implements StateStore {
     agentFacts: new Map(),
     graphs: new Map(),
     configs: new Map(),
+    alerts: new Map(),
   };
 
   get<T extends StateTableName>(table: T, id: string): StateTables[T] | undefined {

@@ -31,6 +31,8 @@ export const AUDIT_ACTIONS = [
   'config.submit',
   'graph.rollback',
   'store.push',
+  'alert.add',
+  'alert.remove',
 ] as const;
 export const ActionSchema = z.enum(AUDIT_ACTIONS);
 export type Action = z.infer<typeof ActionSchema>;

@@ -13,6 +13,7 @@ import { z } from 'zod';
 import { refineActivationEnvironment } from '../activation-environment.js';
 import { ConfigBodySchema, ConfigIdSchema, GraphNameSchema } from '../config.js';
 import { KeyIdSchema } from '../identity.js';
+import { AlertIdSchema, AlertKindSchema, AlertUrlSchema, ALERT_KINDS, MAX_ALERT_WHERE, MAX_ALERT_WHERE_LENGTH } from '../alerts.js';
 import { FactsSchema, HealthSchema, LabelsSchema, PhaseSchema, ReportSourceSchema, RoleSchema } from './fleet.js';
 
 export const AddKeyInput = z.strictObject({ keyId: KeyIdSchema, role: RoleSchema.exclude(['agent']), label: z.string().max(256).default('') });
@@ -71,6 +72,24 @@ export const SubmitConfigInput = z.strictObject({
   signature: z.string().max(128),
   force: z.boolean().default(false),
 });
+
+/**
+ * A webhook to register (`ferry alerts add`): its URL (alerts.ts
+ * alertUrlProblem says what is refused), the kinds it hears about (at
+ * least one, each once) and `--where` clauses selecting the agents it is
+ * about (their syntax is checked by the coordinator, which parses them).
+ */
+export const AddAlertInput = z.strictObject({
+  url: AlertUrlSchema,
+  on: z
+    .array(AlertKindSchema)
+    .min(1, `name at least one kind (${ALERT_KINDS.join(', ')})`)
+    .max(ALERT_KINDS.length)
+    .refine((kinds) => new Set(kinds).size === kinds.length, 'a kind is named twice'),
+  where: z.array(z.string().max(MAX_ALERT_WHERE_LENGTH, `a --where clause is at most ${MAX_ALERT_WHERE_LENGTH} characters`)).max(MAX_ALERT_WHERE, `at most ${MAX_ALERT_WHERE} --where clauses`).default([]),
+});
+
+export const RemoveAlertInput = z.strictObject({ alertId: AlertIdSchema });
 
 export const RollbackGraphInput = z.strictObject({ graph: GraphNameSchema, to: ConfigIdSchema.optional() });
 

@@ -41,6 +41,7 @@ import { KeyIdSchema } from '../identity.js';
 import { ActionSchema, AuditEventSchema, ChainReportSchema } from './audit.js';
 import type { Role } from './fleet.js';
 import {
+  AddAlertInput,
   AddKeyInput,
   AgentActivitySchema,
   CreateTokenInput,
@@ -48,11 +49,14 @@ import {
   PAGE_INPUT,
   ReportFactsInput,
   ReportHealthInput,
+  RemoveAlertInput,
   ReportStatusInput,
   RevokeKeyInput,
   SubmitConfigInput,
 } from './inputs.js';
 import {
+  AlertAddedSchema,
+  AlertViewSchema,
   AgentDetailSchema,
   AgentFactsSchema,
   AgentViewSchema,
@@ -178,6 +182,12 @@ export const API_ROUTES = {
     errors: errors('NOT_FOUND', 'CONFLICT'),
   }),
   'configs.show': route({ method: 'GET', path: '/v1/configs/:configId', access: READERS, input: z.strictObject({ configId: ConfigIdSchema }), output: ConfigViewSchema, errors: errors('NOT_FOUND') }),
+
+  // Webhooks. Listing shows URLs, which often hold the receiver's secret: admins and operators only (the log and
+  // the viewer show only their origin and digest); changing them is the admins' (each change is audited).
+  'alerts.add': route({ method: 'POST', path: '/v1/alerts', access: ['admin'], input: AddAlertInput, output: AlertAddedSchema, errors: errors('CONFLICT') }),
+  'alerts.list': route({ method: 'GET', path: '/v1/alerts', access: DEPLOYERS, input: noInput, output: z.strictObject({ alerts: z.array(AlertViewSchema) }), errors: [] }),
+  'alerts.remove': route({ method: 'POST', path: '/v1/alerts/:alertId/remove', access: ['admin'], input: RemoveAlertInput, output: RecordedSchema, errors: errors('NOT_FOUND') }),
 
   'audit.events': route({
     method: 'GET',

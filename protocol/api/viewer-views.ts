@@ -27,9 +27,10 @@ import { z } from 'zod';
 import { ConfigIdSchema, GraphNameSchema } from '../config.js';
 import { HlcStringSchema } from '../hlc.js';
 import { KeyIdSchema } from '../identity.js';
+import { AlertIdSchema } from '../alerts.js';
 import { ActionSchema, ChainReportSchema } from './audit.js';
 import { AgentStatusSchema } from './fleet.js';
-import { AgentViewSchema, ConfigSummarySchema, ConfigViewSchema, GraphViewSchema, KeyViewSchema, TokenViewSchema } from './views.js';
+import { AgentViewSchema, AlertViewSchema, ConfigSummarySchema, ConfigViewSchema, GraphViewSchema, KeyViewSchema, TokenViewSchema } from './views.js';
 
 const SeqSchema = z.number().int().min(1);
 const CountSchema = z.number().int().nonnegative();
@@ -123,9 +124,11 @@ const AgentFactsRowSchema = z.strictObject({
   seq: SeqSchema,
 });
 const ConfigRowSchema = ConfigViewSchema.omit({ summary: true });
-export const STATE_TABLE_NAMES = ['keys', 'tokens', 'agents', 'agentFacts', 'graphs', 'configs'] as const;
+/** A webhook as the log records it: its origin and digest, never its URL. */
+const AlertRowSchema = AlertViewSchema.omit({ url: true, delivery: true }).extend({ id: AlertIdSchema.in, removed: z.boolean(), removedSeq: SeqSchema.nullable() });
+export const STATE_TABLE_NAMES = ['keys', 'tokens', 'agents', 'agentFacts', 'graphs', 'configs', 'alerts'] as const;
 /** A row of any state table: the diff names its table beside it. */
-const StateRowSchema = z.union([KeyRowSchema, TokenRowSchema, AgentRowSchema, AgentFactsRowSchema, GraphViewSchema, ConfigRowSchema]);
+const StateRowSchema = z.union([KeyRowSchema, TokenRowSchema, AgentRowSchema, AgentFactsRowSchema, GraphViewSchema, ConfigRowSchema, AlertRowSchema]);
 export type KeyRow = z.infer<typeof KeyRowSchema>;
 
 export const FieldChangeSchema = z.strictObject({ field: z.string(), before: z.unknown(), after: z.unknown() });

@@ -16,6 +16,7 @@ import { ConfigBodySchema, ConfigIdSchema, DesiredAnswerSchema, GraphNameSchema,
 import { HlcStringSchema } from '../hlc.js';
 import { KeyIdSchema } from '../identity.js';
 import { AgentActivitySchema } from './inputs.js';
+import { AlertIdSchema, AlertKindSchema } from '../alerts.js';
 import { AgentStatusSchema, HealthSchema, LabelsSchema, PhaseSchema, RecordedPresenceSchema, RoleSchema } from './fleet.js';
 
 /** Whether an agent is there: holding a watch or heard from lately, quiet for a while, or gone. */
@@ -190,3 +191,37 @@ export const RolledBackSchema = z.strictObject({ graph: GraphNameSchema, from: C
  * tells it apart.
  */
 export const WatchAnswerSchema = z.union([WatchUnchangedSchema, DesiredAnswerSchema]);
+
+/** How an alert's deliveries went (the coordinator's outbox: coordinator/db/alert-outbox.ts). */
+export const AlertDeliveryStatusSchema = z.strictObject({
+  /** Deliveries queued and not yet delivered or given up. */
+  pending: z.number().int().nonnegative(),
+  lastAttemptAt: z.number().int().nullable(),
+  /** The last attempt: delivered, retrying (it failed and is tried again) or failed (given up after its attempts). */
+  lastOutcome: z.enum(['delivered', 'retrying', 'failed']).nullable(),
+  /** The receiver's HTTP status at the last attempt (null: it did not answer). */
+  lastStatus: z.number().int().nullable(),
+  lastError: z.string().nullable(),
+  delivered: z.number().int().nonnegative(),
+  failed: z.number().int().nonnegative(),
+  /** Dropped unsent because this alert's outbox was full (the oldest go first). */
+  dropped: z.number().int().nonnegative(),
+});
+export type AlertDeliveryStatus = z.infer<typeof AlertDeliveryStatusSchema>;
+
+/** A registered webhook (`GET /v1/alerts`, admins and operators: the URL may hold the receiver's secret). */
+export const AlertViewSchema = z.strictObject({
+  id: AlertIdSchema,
+  /** The URL (null: this database does not have it, e.g. rebuilt from an export, which never holds URLs). */
+  url: z.string().nullable(),
+  /** The URL's origin, as the audit log records it. */
+  target: z.string(),
+  urlDigest: z.string(),
+  kinds: z.array(AlertKindSchema),
+  where: z.array(z.string()),
+  createdSeq: SeqSchema,
+  delivery: AlertDeliveryStatusSchema,
+});
+export type AlertView = z.infer<typeof AlertViewSchema>;
+
+export const AlertAddedSchema = z.strictObject({ alertId: AlertIdSchema, seq: SeqSchema });
