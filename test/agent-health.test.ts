@@ -4,7 +4,8 @@
 // The service is killed with SIGKILL: outside the config's probation the agent reports degraded
 // and keeps it; inside, it rolls back on its own. Then the agent process itself is killed: it goes
 // stale, then offline (an audit event), and comes back (another) when it runs again. Its
-// node_exporter textfile carries the health too.
+// node_exporter textfile carries the health too, and a webhook registered for alerts receives each
+// of degraded, rolled-back and offline, signed by the coordinator, which it verifies.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nixSystem } from '../agent/facts.js';
 import type { AgentView } from '../protocol/api/views.js';
 import type { AuditEvent } from '../coordinator/domain/events.js';
+import { startAlertReceiver, type AlertReceiver } from './alert-receiver.js';
 import { addTreeAsStorePath, enrollStateDir, fakeStorePath, signedConfig, startTestCoordinator, type TestCoordinator } from './data-plane-fixture.js';
 
 const ferryBin = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'ferry');
@@ -26,6 +28,7 @@ let stateDir: string;
 let agentId: string;
 let agentProcess: ChildProcess | undefined;
 let agentLog = '';
+let hook: AlertReceiver;
 
 // The service: started (again) by each activation, its pid and config in the agent's state dir.
 const ACTIVATE = `#!/bin/sh
@@ -51,6 +54,8 @@ beforeAll(async () => {
   await addTreeAsStorePath(test.coordinator.castore, tree, service);
   stateDir = path.join(work, 'agent');
   ({ agentId } = await enrollStateDir(test, { stateDir, name: 'health', pinnedTls: true }));
+  hook = await startAlertReceiver(test.coordinator.identity.keyId);
+  await test.adminClient.call('alerts.add', { url: hook.url, on: ['degraded', 'rolled-back', 'offline'] });
 }, 60_000);
 
 afterAll(async () => {
@@ -58,6 +63,7 @@ afterAll(async () => {
   const pidfile = stateDir && path.join(stateDir, 'service.pid');
   if (pidfile && existsSync(pidfile)) killQuietly(Number(readFileSync(pidfile, 'utf8')));
   await test?.close();
+  await hook?.close();
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
@@ -125,6 +131,9 @@ describe('continuous health', () => {
     expect(health?.metrics).toEqual([{ labels: { config: steady, health: 'degraded' }, value: '1' }]);
     const recorded = eventsOf('agent.health').map((event) => (event.payload as { health: string }).health);
     expect(recorded).toEqual(['healthy', 'degraded']);
+    const [alert] = await hook.waitForAccepted(1);
+    expect(alert).toMatchObject({ kind: 'degraded', agent: { id: agentId, name: 'health' }, config: steady, seq: eventsOf('agent.health')[1]!.seq });
+    expect(alert!.reason).toContain('the service is not running');
     await new Promise((resolve) => setTimeout(resolve, 2500));
     expect((await view()).phase).toBe('active');
     expect(eventsOf('agent.health')).toHaveLength(2);
@@ -149,6 +158,7 @@ describe('continuous health', () => {
     expect(servicePid()).not.toBe(probedPid);
     const report = eventsOf('agent.report').at(-1)!;
     expect(report.payload).toMatchObject({ configId: probed, phase: 'rolled-back', running: steady });
+    expect((await hook.waitForAccepted(2))[1]).toMatchObject({ kind: 'rolled-back', config: probed, seq: report.seq });
     // The steady config is checked again, healthy, and is not on probation: nothing cascades.
     await until('the steady config healthy again', async () => {
       const agent = await view();
@@ -175,6 +185,9 @@ describe('presence', () => {
     const offline = eventsOf('agent.presence');
     expect(offline.map((event) => event.payload)).toEqual([{ agentId, presence: 'offline', lastSeen: expect.any(Number) }]);
     expect(offline[0]!.actorRole).toBe('coordinator');
+    expect((await hook.waitForAccepted(3))[2]).toMatchObject({ kind: 'offline', agent: { id: agentId }, seq: offline[0]!.seq });
+    // Every request the webhook got carried a valid signature (none refused), and nothing else was alerted.
+    expect(hook.received.filter((request) => request.refusal !== undefined)).toEqual([]);
 
     startAgent();
     await until('back online', async () => {
@@ -182,5 +195,8 @@ describe('presence', () => {
       return agent.presence === 'online' && agent.recordedPresence === 'online' ? agent : undefined;
     });
     expect(eventsOf('agent.presence').map((event) => (event.payload as { presence: string }).presence)).toEqual(['offline', 'online']);
+    // Coming back is an event, not an alert.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(hook.accepted.map((alert) => alert.kind)).toEqual(['degraded', 'rolled-back', 'offline']);
   }, 60_000);
 });
