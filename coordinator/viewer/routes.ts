@@ -227,7 +227,8 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
     const principal = sessionPrincipal(c);
     if (!principal || !sessionId) throw new FerryError('UNAUTHENTICATED', 'not logged in to the viewer: run `ferry audit view` for a login link');
     const route = VIEWER_ROUTES['viewer.live'];
-    const query = route.input.safeParse(c.req.query());
+    // As the JSON routes read their input (a repeated key is an array, which the schema refuses); no body.
+    const query = route.input.safeParse(requestInput(c, new Uint8Array(0)));
     if (!query.success) throw query.error;
     const owner = {
       session: sessions.keyOf(sessionId),

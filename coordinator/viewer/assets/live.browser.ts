@@ -160,7 +160,7 @@ function agentRow(a: LiveAgent, at: number): HTMLElement {
     idCell(a.desiredConfig, 'desired'),
     idCell(a.currentConfig, 'current'),
     cell(activityText(a), 'activity'),
-    cell(a.lastError, 'error'),
+    cell(a.lastError, 'last-error' + (a.lastError ? ' bad' : '')),
   );
 }
 
