@@ -13,10 +13,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Coordinator } from '../coordinator/coordinator.js';
 import { addKey, recordPresence } from '../coordinator/domain/commands.js';
 import { liveLogSource, Viewer } from '../coordinator/viewer/index.js';
-import { fleetNow, liveFleetPage } from '../coordinator/viewer/live-fleet.js';
+import { fleetNow, liveFleetPage, MAX_LIVE_GRAPHS } from '../coordinator/viewer/live-fleet.js';
 import { LiveStreams, MAX_LIVE_STREAMS, MAX_LIVE_STREAMS_PER_KEY, MAX_LIVE_STREAMS_PER_SESSION } from '../coordinator/viewer/live-streams.js';
 import { viewerRoutes } from '../coordinator/viewer/routes.js';
 import { SESSION_COOKIE, ViewerSessions } from '../coordinator/viewer/sessions.js';
+import { MAX_LIVE_AGENT_LIMIT } from '../protocol/api/viewer-routes.js';
 import { LiveFleetSchema, type LiveFleet } from '../protocol/api/viewer-views.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { Identity } from '../protocol/identity.js';
@@ -268,6 +269,26 @@ describe('the live page’s stream on a running coordinator', () => {
     expect(admitted.response.status).toBe(200);
     await admitted.fleet(() => true);
     closeAll();
+  });
+
+  it('sends a bounded page however large the fleet: 10,000 agents and 1,000 graphs are a few hundred KiB at most', () => {
+    const now = fleetNow(scripted.coordinator);
+    const [agent] = now.agents;
+    const [graph] = now.graphs;
+    const big = {
+      ...now,
+      agents: Array.from({ length: 10_000 }, (_, i) => ({ ...agent!, row: { ...agent!.row, id: i.toString(16).padStart(64, '0'), name: `agent-${i}`, lastError: 'e'.repeat(200) } })),
+      graphs: Array.from({ length: 1000 }, (_, i) => ({ ...graph!, id: `graph-${String(i).padStart(4, '0')}`, headMessage: 'm'.repeat(200) })),
+    };
+    const largest = liveFleetPage(big, { agentLimit: MAX_LIVE_AGENT_LIMIT, agentOffset: 9_000 });
+    expect(largest.agents).toMatchObject({ total: 10_000, matching: 10_000, offset: 9_000 });
+    expect(largest.agents.rows).toHaveLength(MAX_LIVE_AGENT_LIMIT);
+    expect(largest.graphs.total).toBe(1000);
+    expect(largest.graphs.rows).toHaveLength(MAX_LIVE_GRAPHS);
+    expect(LiveFleetSchema.parse(largest)).toEqual(largest);
+    expect(Buffer.byteLength(JSON.stringify(largest))).toBeLessThan(512 * 1024);
+    expect(Buffer.byteLength(JSON.stringify(liveFleetPage(big)))).toBeLessThan(192 * 1024);
+    expect(liveFleetPage(big, { agentQuery: 'agent-9999' }).agents).toMatchObject({ matching: 1, rows: [expect.objectContaining({ name: 'agent-9999' })] });
   });
 
   it('closes its streams when the server stops, at once rather than after its grace period', async () => {

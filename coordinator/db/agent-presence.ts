@@ -38,6 +38,7 @@ export class AgentPresence {
   private readonly watching = new Map<string, number>();
   private readonly upsert: Database.Statement<[string, number]>;
   private readonly select: Database.Statement<[string], { last_seen: number }>;
+  private readonly selectAll: Database.Statement<[], { id: string; last_seen: number }>;
   private readonly writeAll: (entries: [string, number][]) => void;
   private readonly timer: NodeJS.Timeout;
 
@@ -51,6 +52,7 @@ export class AgentPresence {
     }
     this.upsert = sqlite.prepare('INSERT INTO agent_presence (id, last_seen) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)');
     this.select = sqlite.prepare('SELECT last_seen FROM agent_presence WHERE id = ?');
+    this.selectAll = sqlite.prepare('SELECT id, last_seen FROM agent_presence');
     this.writeAll = sqlite.transaction((entries: [string, number][]) => {
       for (const [id, at] of entries) this.upsert.run(id, at);
     });
@@ -92,8 +94,12 @@ export class AgentPresence {
 
   /** Whether `agentId` is online (holds a watch, or was heard from recently), stale or offline (never heard from: offline). */
   presenceOf(agentId: string): Presence {
+    return this.presenceSeen(agentId, this.lastSeen(agentId));
+  }
+
+  /** `agentId`'s presence, given when it was last heard from (`lastSeen`, or an entry of `lastSeenAll`). */
+  presenceSeen(agentId: string, seen: number | null): Presence {
     if (this.watching.has(agentId)) return 'online';
-    const seen = this.lastSeen(agentId);
     if (seen === null) return 'offline';
     const quiet = this.now() - seen;
     return quiet < this.thresholds.staleAfterMs ? 'online' : quiet < this.thresholds.offlineAfterMs ? 'stale' : 'offline';
@@ -102,6 +108,18 @@ export class AgentPresence {
   /** When `agentId` was last heard from (ms), or null if never. */
   lastSeen(agentId: string): number | null {
     return this.pending.get(agentId) ?? this.select.get(agentId)?.last_seen ?? null;
+  }
+
+  /**
+   * When each agent was last heard from (ms), as `lastSeen` says, those
+   * never heard from absent: one read of the table for the whole fleet,
+   * where `lastSeen` is a query per agent (~10 µs: 0.1 s at 10,000 agents).
+   */
+  lastSeenAll(): Map<string, number> {
+    const seen = new Map<string, number>();
+    for (const row of this.selectAll.all()) seen.set(row.id, row.last_seen);
+    for (const [id, at] of this.pending) seen.set(id, at);
+    return seen;
   }
 
   /**

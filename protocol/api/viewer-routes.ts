@@ -124,7 +124,7 @@ export const StateQuery = z.strictObject({
   full: flag,
 });
 
-/** Agents the live page shows per page, at most: a 10,000-agent fleet's page stays ~100 KiB. */
+/** Agents the live page shows per page, at most: ~0.5 KiB of JSON an agent, so a message stays under ~260 KiB whatever the fleet's size. */
 export const MAX_LIVE_AGENT_LIMIT = 500;
 
 /**
