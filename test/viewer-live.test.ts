@@ -358,6 +358,25 @@ describe('the live stream on the viewer’s routes, with a clock the test moves'
     expect(streams.size).toBe(0);
   });
 
+  it('reads the fleet once for streams opened (and JSON asked for) in a row, and again once an event commits', async () => {
+    allowed = true;
+    const cookie = await session();
+    const before = streams.reads;
+    const opened = [];
+    for (let i = 0; i < 3; i++) {
+      opened.push(new SseReader(await app.request('http://viewer/viewer/live/stream', { headers: { cookie } })));
+      expect((await app.request('http://viewer/viewer/api/live', { headers: { cookie } })).status).toBe(200);
+    }
+    for (const stream of opened) await stream.fleet(() => true);
+    const opening = streams.reads - before;
+    expect(opening).toBeLessThanOrEqual(1);
+    const recorded = coordinator.record(coordinatorActor(coordinator), (context) => addKey(context, { keyId: Identity.generate().keyId, role: 'viewer', label: 'one more' }))!;
+    for (const stream of opened) await stream.fleet((fleet) => fleet.seq === recorded.seq);
+    expect(streams.reads - before).toBe(opening + 1);
+    streams.closeSession(sessions.keyOf(cookie.split('=')[1]!), 'done');
+    for (const stream of opened) await stream.ended;
+  });
+
   it('is not served offline: the page, its stream and its JSON are 404 NOT_FOUND', async () => {
     allowed = true;
     const cookie = await session();
