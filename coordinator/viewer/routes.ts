@@ -77,8 +77,8 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
   app.use(base, secure);
   app.use(`${base}/*`, secure);
 
-  function sessionPrincipal(c: Context): ViewerPrincipal | undefined {
-    const sessionId = getCookie(c, SESSION_COOKIE);
+  /** The principal of session `sessionId` while it lasts and its key may still read; a revoked key's session is ended. */
+  function principalOf(sessionId: string | undefined): ViewerPrincipal | undefined {
     const principal = sessions.session(sessionId);
     if (principal && options.stillAllowed && !options.stillAllowed(principal)) {
       sessions.end(sessionId!);
@@ -86,6 +86,7 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
     }
     return principal;
   }
+  const sessionPrincipal = (c: Context): ViewerPrincipal | undefined => principalOf(getCookie(c, SESSION_COOKIE));
 
   /**
    * The caller of `route`, and the body it sent: a signed request (CLI), or
@@ -208,23 +209,22 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
   api('viewer.live', async (query) => liveService().snapshot(query));
 
   app.get(`${base}/live`, (c) => {
-    if (!options.live) throw new FerryError('NOT_FOUND', 'the live fleet is shown by a running coordinator, not from an export');
+    liveService();
     if (!sessionPrincipal(c)) return c.html(loggedOutPage(base, viewer.source.mode), 401);
     return c.html(livePage(base, viewer.source.name));
   });
 
   /**
-   * The live page's server-sent events: the same input and the same
-   * replies as `viewer.live` (each `fleet` message a LiveFleet), for a
-   * session only (an
-   * EventSource cannot sign). Refused: no session (UNAUTHENTICATED), a bad
-   * query (INVALID), too many streams (TOO_MANY_STREAMS), offline
+   * The live page's server-sent events: the input of `viewer.live`, and
+   * its reply as each `fleet` message (live-streams.ts), for a session only
+   * (an EventSource cannot sign). Refused: no session (UNAUTHENTICATED), a
+   * bad query (INVALID), too many streams (TOO_MANY_STREAMS), offline
    * (NOT_FOUND).
    */
   app.get(`${base}/live/stream`, (c) => {
     const live = liveService();
     const sessionId = getCookie(c, SESSION_COOKIE);
-    const principal = sessionPrincipal(c);
+    const principal = principalOf(sessionId);
     if (!principal || !sessionId) throw new FerryError('UNAUTHENTICATED', 'not logged in to the viewer: run `ferry audit view` for a login link');
     const route = VIEWER_ROUTES['viewer.live'];
     // As the JSON routes read their input (a repeated key is an array, which the schema refuses); no body.
@@ -233,11 +233,7 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
     const owner = {
       session: sessions.keyOf(sessionId),
       keyId: principal.keyId,
-      stillValid: () => {
-        const now = sessions.session(sessionId);
-        if (now && options.stillAllowed && !options.stillAllowed(now)) sessions.end(sessionId);
-        return sessions.session(sessionId) !== undefined;
-      },
+      stillValid: () => principalOf(sessionId) !== undefined,
     };
     const body = live.open(owner, query.data, c.req.raw.signal);
     const headers: Record<string, string> = {
