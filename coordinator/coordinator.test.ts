@@ -371,4 +371,19 @@ describe('agent presence', () => {
     coordinator = Coordinator.open(dir);
     expect(coordinator.presence.lastSeen(late)).not.toBeNull();
   });
+  it('reads the whole fleet’s last-seen times at once as it reads them one by one (the live page’s reading)', () => {
+    const flushed = Array.from({ length: 5 }, () => Identity.generate().keyId);
+    const pending = Array.from({ length: 5 }, () => Identity.generate().keyId);
+    const never = Identity.generate().keyId;
+    for (const id of flushed) coordinator.presence.touch(id);
+    coordinator.presence.flush();
+    for (const id of [...pending, flushed[0]!]) coordinator.presence.touch(id);
+    const all = coordinator.presence.lastSeenAll();
+    for (const id of [...flushed, ...pending, never]) {
+      expect(all.get(id) ?? null, id).toBe(coordinator.presence.lastSeen(id));
+      expect(coordinator.presence.presenceSeen(id, all.get(id) ?? null)).toBe(coordinator.presence.presenceOf(id));
+    }
+    expect(all.has(never)).toBe(false);
+    expect(coordinator.presence.presenceOf(never)).toBe('offline');
+  });
 });

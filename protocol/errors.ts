@@ -65,6 +65,7 @@ const CODE_TABLE = {
   // The audit-log viewer
   OUT_OF_RANGE: { status: 404, meaning: 'the position or event is outside the audit log' },
   NOT_REPLAYABLE: { status: 409, meaning: 'the log cannot be replayed to that position (it changed, or is not indexed yet)' },
+  TOO_MANY_STREAMS: { status: 429, meaning: 'as many live pages are open on the coordinator as it serves at once' },
   // The Nix binary cache
   BAD_NARINFO: { status: 400, meaning: 'an uploaded narinfo is malformed or inconsistent' },
   BAD_NAR: { status: 400, meaning: 'an uploaded NAR is not a valid NAR' },

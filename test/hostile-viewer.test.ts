@@ -73,14 +73,15 @@ const ENDPOINTS = Object.values(VIEWER_ROUTES)
 
 describe('who may look', () => {
   it('refuses every endpoint without a session (401 UNAUTHENTICATED; the page: 401 and the logged-out page)', async () => {
-    for (const endpoint of ENDPOINTS) await expectRefused(() => get(endpoint), 401, 'UNAUTHENTICATED');
-    for (const page of ['/viewer', '/viewer/']) {
+    for (const endpoint of [...ENDPOINTS, '/viewer/live/stream']) await expectRefused(() => get(endpoint), 401, 'UNAUTHENTICATED');
+    for (const page of ['/viewer', '/viewer/', '/viewer/live']) {
       const response = await expectRefused(() => get(page), 401, undefined);
       expect(response.body.toString()).toContain('ferry audit view');
     }
     // The two static assets are public (no state in them), and the same for everyone.
     expect((await get('/viewer/assets/viewer.js')).status).toBe(200);
     expect((await get('/viewer/assets/viewer.css')).status).toBe(200);
+    expect((await get('/viewer/assets/live.js')).status).toBe(200);
   });
 
   it('refuses forged session cookies: random, empty, overlong, the login token itself, another case (401)', async () => {
@@ -100,10 +101,11 @@ describe('who may look', () => {
       `"${sessionId}`,
     ];
     for (const value of forged) {
-      for (const endpoint of ['/viewer/api/info', '/viewer/api/state']) {
+      for (const endpoint of ['/viewer/api/info', '/viewer/api/state', '/viewer/api/live', '/viewer/live/stream']) {
         await expectRefused(() => get(endpoint, { cookie: `${SESSION_COOKIE}=${value}` }), 401, 'UNAUTHENTICATED');
       }
       await expectRefused(() => get('/viewer/', { cookie: `${SESSION_COOKIE}=${value}` }), 401, undefined);
+      await expectRefused(() => get('/viewer/live', { cookie: `${SESSION_COOKIE}=${value}` }), 401, undefined);
     }
     // A real session under another cookie name is no session either.
     await expectRefused(() => get('/viewer/api/info', { cookie: `ferry_viewer=${sessionId}` }), 401, 'UNAUTHENTICATED');
@@ -297,13 +299,24 @@ describe('paths and parameters', () => {
       [`/viewer/api/events?actor=${'a'.repeat(257)}`, 400, 'INVALID'],
       ['/viewer/api/events?colour=blue', 400, 'INVALID'],
       ['/viewer/api/verify?refresh=maybe', 400, 'INVALID'],
+      // The live fleet's JSON and its stream take one query, validated alike.
+      ...['/viewer/api/live', '/viewer/live/stream'].flatMap((live): [string, number, string][] => [
+        [`${live}?agentLimit=0`, 400, 'INVALID'],
+        [`${live}?agentLimit=501`, 400, 'INVALID'],
+        [`${live}?agentLimit=1e2`, 400, 'INVALID'],
+        [`${live}?agentOffset=-1`, 400, 'INVALID'],
+        [`${live}?agentOffset=99999999999999999999`, 400, 'INVALID'],
+        [`${live}?agentQuery=${'q'.repeat(257)}`, 400, 'INVALID'],
+        [`${live}?agentQuery=a&agentQuery=b`, 400, 'INVALID'],
+        [`${live}?at=1`, 400, 'INVALID'],
+      ]),
     ];
     for (const [target, status, code] of cases) {
       const response = await expectRefused(() => get(target, { cookie: viewerCookie }), status, code);
       expect(response.error!.message.length, target).toBeLessThan(400);
     }
     // The same parameters, well formed, are answered.
-    for (const target of ['/viewer/api/events/1', '/viewer/api/state?at=1', '/viewer/api/state?at=end', '/viewer/api/state?at=2000-01-01T00:00:00Z', '/viewer/api/events?around=1&limit=5']) {
+    for (const target of ['/viewer/api/events/1', '/viewer/api/state?at=1', '/viewer/api/state?at=end', '/viewer/api/state?at=2000-01-01T00:00:00Z', '/viewer/api/events?around=1&limit=5', `/viewer/api/live?agentQuery=${encodeURIComponent('<script>"\'')}&agentLimit=500&agentOffset=10000000`]) {
       expect((await get(target, { cookie: viewerCookie })).status, target).toBe(200);
     }
     expect(test.log.filter((line) => /internal error/.test(line))).toEqual([]);
@@ -337,7 +350,7 @@ describe('a session is for looking only', () => {
 
   it('has no writing routes: other methods on the viewer’s paths are 404 NOT_FOUND', async () => {
     for (const method of ['POST', 'PUT', 'DELETE', 'PATCH']) {
-      for (const target of [...ENDPOINTS, '/viewer/', '/viewer/assets/viewer.js', '/viewer/login']) {
+      for (const target of [...ENDPOINTS, '/viewer/', '/viewer/assets/viewer.js', '/viewer/login', '/viewer/live', '/viewer/live/stream', '/viewer/assets/live.js']) {
         await expectRefused(() => rawRequest(test.http.url, { method, path: target, headers: { cookie: viewerCookie, 'content-type': 'application/json' }, body: '{}' }), 404, 'NOT_FOUND');
       }
     }

@@ -4,7 +4,9 @@
 // view` prints; step, scrub, play and jump by URL; at several positions the
 // fleet the page shows must equal `ferry audit replay --at N --json`. Then a
 // row of the database is edited behind the coordinator's back, and the page
-// must show the break at that seq; the same export is viewed offline.
+// must show the break at that seq; the same export is viewed offline. The
+// live fleet page shows presence and health, and updates without a reload
+// when an agent reports its health or the coordinator records it offline.
 // Screenshots go to test-artifacts/.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
@@ -14,6 +16,9 @@ import Database from 'better-sqlite3';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Coordinator } from '../coordinator/coordinator.js';
+import { recordPresence } from '../coordinator/domain/commands.js';
+import { CoordinatorHttpClient } from '../protocol/http-client.js';
+import { coordinatorActor } from './fleet-simulator.js';
 import type { StateResult } from '../protocol/api/viewer-views.js';
 import { startScriptedCoordinator, type ScriptedCoordinator } from './viewer-fixture.js';
 
@@ -39,7 +44,7 @@ const SCRAPE_FLEET = `(() => {
   return {
     agents: [...document.querySelectorAll('#agents tbody tr')].map((tr) => ({
       id: tr.dataset.agentId, name: text(tr, '.name'), status: text(tr, '.status'), phase: text(tr, '.phase'),
-      desired: text(tr, 'td.desired'), current: text(tr, 'td.current'),
+      desired: text(tr, 'td.desired'), current: text(tr, 'td.current'), presence: text(tr, 'td.presence'), health: text(tr, 'td.health'),
     })),
     graphs: [...document.querySelectorAll('div.graph')].map((g) => ({ id: g.dataset.graph, head: text(g, 'code.head') })),
     configs: [...document.querySelectorAll('#configs tbody tr')].map((tr) => ({
@@ -53,7 +58,16 @@ const short = (id: string | null): string => (id ? id.slice(0, 12) : '-');
 /** The same, from `ferry audit replay --json`. */
 function expectedFleet(result: StateResult) {
   return {
-    agents: result.state.agents.rows.map((a) => ({ id: a.id, name: a.name, status: a.status, phase: a.phase ?? '-', desired: short(a.desiredConfig), current: short(a.currentConfig) })),
+    agents: result.state.agents.rows.map((a) => ({
+      id: a.id,
+      name: a.name,
+      status: a.status,
+      phase: a.phase ?? '-',
+      desired: short(a.desiredConfig),
+      current: short(a.currentConfig),
+      presence: a.recordedPresence ?? '-',
+      health: a.health ?? '-',
+    })),
     graphs: result.state.graphs.map((g) => ({ id: g.id, head: short(g.head) })),
     configs: result.state.configs.rows.map((c) => ({
       id: c.id,
@@ -178,6 +192,74 @@ describe.skipIf(unavailable !== undefined && !required)('the web viewer in headl
     expect(await page.locator('#timeline li').count()).toBe(1);
     await page.click(`#timeline li[data-seq="${marks.fail}"]`);
     await expectFleetAt(page, marks.fail!);
+    expect(errors).toEqual([]);
+    await context.close();
+  }, 120_000);
+
+  it('the live fleet page shows presence and health, and updates without a reload as events are recorded', async () => {
+    const { coordinator } = scripted;
+    const [gw1, gw2] = scripted.agents.map((agent) => agent.keyId);
+    const head = coordinator.state.get('graphs', 'edge')!.head;
+    const context = await browser.newContext({ viewport: { width: 1600, height: 1000 } });
+    const page = await context.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (error) => errors.push(error.message));
+    await page.goto(await loginLink());
+    await rendered(page, coordinator.lastSeq);
+    // From the audit log to the live page by its link, on the same session.
+    await page.click('#to-live');
+    await page.waitForSelector(`body[data-live-seq="${coordinator.lastSeq}"]`, { timeout: 15_000 });
+    expect(new URL(page.url()).pathname).toBe('/viewer/live');
+    await expect(page.locator('#live-status').getAttribute('data-state')).resolves.toBe('live');
+    const agent = (id: string) => page.locator(`#live-agents tr[data-agent-id="${id}"]`);
+    expect(await agent(gw2!).locator('td.presence').textContent()).toBe('online');
+    expect(await agent(gw2!).locator('td.health').textContent()).toBe('-');
+    expect(await agent(gw2!).locator('td.last-seen').textContent()).toMatch(/^\d+ s ago$/);
+    const graph = page.locator('#live-graphs tr[data-graph="edge"]');
+    expect(await graph.getAttribute('data-head')).toBe(head);
+    expect(await graph.locator('td.succeeded').textContent()).toBe('2');
+    expect(await graph.locator('td.degraded').textContent()).toBe('0');
+    await shot(page, '7-live');
+
+    // Whatever follows must change this document, not load another.
+    await page.evaluate(`window.liveMarker = 'same document'`);
+    let navigations = 0;
+    page.on('framenavigated', (frame) => {
+      if (frame === page.mainFrame()) navigations++;
+    });
+
+    // gw-2's periodic health check fails: the agent reports it, the page shows it.
+    const answer = await new CoordinatorHttpClient(scripted.http.url, scripted.agents[1]!).call('agent.health', { configId: head, health: 'degraded', reason: 'app.service: inactive (dead)' });
+    expect(answer.outcome).toBe('recorded');
+    await page.waitForSelector(`body[data-live-seq="${answer.seq}"]`, { timeout: 10_000 });
+    const health = agent(gw2!).locator('td.health');
+    expect(await health.getAttribute('data-health')).toBe('degraded');
+    expect(await health.textContent()).toBe('degraded app.service: inactive (dead)');
+    expect(await health.getAttribute('title')).toMatch(/^degraded \(config .*\): app\.service: inactive \(dead\)$/);
+    expect(await graph.locator('td.degraded').textContent()).toBe('1');
+    expect(await page.locator('#live-health').textContent()).toMatch(/0 healthy, 1 degraded, 1 unchecked/);
+
+    // The coordinator records gw-1 offline (as its sweep does): the log says offline, while gw-1 was heard from lately.
+    const offline = coordinator.record(coordinatorActor(coordinator), (context) => recordPresence(context, { agentId: gw1!, presence: 'offline', lastSeen: null }))!;
+    await page.waitForSelector(`body[data-live-seq="${offline.seq}"]`, { timeout: 10_000 });
+    expect(await agent(gw1!).locator('td.presence').textContent()).toBe('online (log: offline)');
+    await shot(page, '8-live-degraded');
+    expect(navigations).toBe(0);
+    expect(await page.evaluate('window.liveMarker')).toBe('same document');
+    expect(Number(await page.locator('body').getAttribute('data-live-updates'))).toBeGreaterThanOrEqual(3);
+
+    // A filter: only the degraded agent (the stream reopens with the query, which the URL keeps).
+    await page.fill('#live-query', 'degraded');
+    await page.press('#live-query', 'Enter');
+    await page.waitForFunction(`document.querySelectorAll('#live-agents tbody tr').length === 1`);
+    expect(await page.locator('#live-agents tbody tr').getAttribute('data-agent-id')).toBe(gw2);
+    expect(new URL(page.url()).hash).toBe('#q=degraded');
+
+    // The audit log's fleet view shows the same, as recorded, at that position.
+    await page.goto(`${new URL(page.url()).origin}/viewer/#seq=${offline.seq}`);
+    await expectFleetAt(page, offline.seq);
+    expect(await page.locator(`#agents tr[data-agent-id="${gw2}"] td.health`).textContent()).toBe('degraded');
+    expect(await page.locator(`#agents tr[data-agent-id="${gw1}"] td.presence`).textContent()).toBe('offline');
     expect(errors).toEqual([]);
     await context.close();
   }, 120_000);

@@ -26,6 +26,8 @@ export interface ScriptedCoordinator {
   viewer: Identity;
   viewerKeyFile: string;
   pusher: Identity;
+  /** The two agents, gw-1 and gw-2 (both follow graph edge; at the end gw-2 runs its head, healthy so far). */
+  agents: Identity[];
   /** Seqs of notable events, by name. */
   marks: Record<string, number>;
   /** Closes and reopens the coordinator (e.g. after tampering with its database file). */
@@ -114,6 +116,7 @@ export async function startScriptedCoordinator(options: { checkpointEvery?: numb
     viewer,
     viewerKeyFile,
     pusher,
+    agents,
     marks,
     async restart() {
       const port = Number(new URL(http.url).port);

@@ -279,7 +279,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
 
   app.route('/nix-cache', createNixCacheApp(coordinator, closureAccess, { log, ...options.nixCache }));
 
-  app.route('/', liveViewerRoutes(coordinator, { authenticate, log, checkReplies })); // the audit-log viewer, under /viewer (coordinator/viewer/)
+  app.route('/', liveViewerRoutes(coordinator, { authenticate, log, checkReplies, ...(options.stopping ? { stopping: options.stopping } : {}) })); // the audit-log viewer, under /viewer (coordinator/viewer/)
   // Answered, not thrown: hono hands a route's error to onError inside the middleware chain, but a
   // thrown not-found past it (and the metrics middleware would not see the request end).
   app.notFound((c) => answerError(new FerryError('NOT_FOUND', `no route ${requestWhere(c)}`), c));

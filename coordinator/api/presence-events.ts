@@ -28,7 +28,6 @@ export function defaultSweepMs(offlineAfterMs: number): number {
 interface SweptAgent {
   id: string;
   recorded_presence: string | null;
-  last_seen: number | null;
 }
 
 export class PresenceEvents {
@@ -46,7 +45,7 @@ export class PresenceEvents {
     this.startedAt = coordinator.now();
     this.self = { keyId: coordinator.identity.keyId, role: 'coordinator' };
     this.sweepQuery = coordinator.database.sqlite.prepare<[], SweptAgent>(
-      "SELECT a.id, a.recorded_presence, p.last_seen FROM agents a LEFT JOIN agent_presence p ON p.id = a.id WHERE a.status = 'enrolled'",
+      "SELECT id, recorded_presence FROM agents WHERE status = 'enrolled'",
     );
     for (const agent of this.sweepQuery.all()) if (agent.recorded_presence === 'offline') this.offline.add(agent.id);
     coordinator.commits.subscribe((event) => {
@@ -71,12 +70,12 @@ export class PresenceEvents {
     const { coordinator } = this;
     if (coordinator.closed) return;
     try {
-      coordinator.presence.flush();
       const now = coordinator.now();
       const threshold = coordinator.presence.thresholds.offlineAfterMs;
+      const seen = coordinator.presence.lastSeenAll();
       for (const agent of this.sweepQuery.all()) {
         if (agent.recorded_presence === 'offline' || coordinator.presence.isWatching(agent.id)) continue;
-        const lastSeen = coordinator.presence.lastSeen(agent.id);
+        const lastSeen = seen.get(agent.id) ?? null;
         if (now - Math.max(lastSeen ?? 0, this.startedAt) < threshold) continue;
         coordinator.record(this.self, (context) => commands.recordPresence(context, { agentId: agent.id, presence: 'offline', lastSeen }));
       }

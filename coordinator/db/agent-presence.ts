@@ -94,33 +94,32 @@ export class AgentPresence {
 
   /** Whether `agentId` is online (holds a watch, or was heard from recently), stale or offline (never heard from: offline). */
   presenceOf(agentId: string): Presence {
+    return this.presenceSeen(agentId, this.lastSeen(agentId));
+  }
+
+  /** `agentId`'s presence, given when it was last heard from (`lastSeen`, or an entry of `lastSeenAll`). */
+  presenceSeen(agentId: string, seen: number | null): Presence {
     if (this.watching.has(agentId)) return 'online';
-    return this.classify(this.lastSeen(agentId), this.now());
-  }
-
-  /**
-   * presenceOf for many agents at once: every last-seen time read in one
-   * query, not one per agent (a metrics scrape of 10,000 agents).
-   */
-  presenceReader(): (agentId: string) => Presence {
-    const stored = new Map(this.selectAll.all().map((row) => [row.id, row.last_seen]));
-    const now = this.now();
-    return (agentId) => {
-      if (this.watching.has(agentId)) return 'online';
-      const seen = this.pending.get(agentId) ?? stored.get(agentId) ?? null;
-      return this.classify(seen, now);
-    };
-  }
-
-  private classify(seen: number | null, now: number): Presence {
     if (seen === null) return 'offline';
-    const quiet = now - seen;
+    const quiet = this.now() - seen;
     return quiet < this.thresholds.staleAfterMs ? 'online' : quiet < this.thresholds.offlineAfterMs ? 'stale' : 'offline';
   }
 
   /** When `agentId` was last heard from (ms), or null if never. */
   lastSeen(agentId: string): number | null {
     return this.pending.get(agentId) ?? this.select.get(agentId)?.last_seen ?? null;
+  }
+
+  /**
+   * When each agent was last heard from (ms), as `lastSeen` says, those
+   * never heard from absent: one read of the table for the whole fleet,
+   * where `lastSeen` is a query per agent (~10 µs: 0.1 s at 10,000 agents).
+   */
+  lastSeenAll(): Map<string, number> {
+    const seen = new Map<string, number>();
+    for (const row of this.selectAll.all()) seen.set(row.id, row.last_seen);
+    for (const [id, at] of this.pending) seen.set(id, at);
+    return seen;
   }
 
   /**

@@ -58,10 +58,10 @@ export class CoordinatorMetrics {
       registers: [registry],
       collect() {
         this.reset();
-        const presenceOf = coordinator.presence.presenceReader();
+        const seen = coordinator.presence.lastSeenAll();
         const counts = new Map<string, { labels: { status: string; presence: string; phase: string; health: string }; count: number }>();
         for (const agent of fleet()) {
-          const labels = { status: agent.status, presence: presenceOf(agent.id), phase: agent.phase ?? 'none', health: agent.health ?? 'unknown' };
+          const labels = { status: agent.status, presence: coordinator.presence.presenceSeen(agent.id, seen.get(agent.id) ?? null), phase: agent.phase ?? 'none', health: agent.health ?? 'unknown' };
           const key = `${labels.status} ${labels.presence} ${labels.phase} ${labels.health}`;
           const entry = counts.get(key);
           if (entry) entry.count++;

@@ -1,14 +1,15 @@
 /**
  * The viewer's HTML, rendered on the server with hono/html (every
- * interpolation escaped): the page shell the client script fills in, and
- * the page shown to someone without a session.
+ * interpolation escaped): the shells of the audit log page and of the live
+ * fleet page, which their client scripts fill in, and the page shown to
+ * someone without a session.
  */
 import { html } from 'hono/html';
 import type { HtmlEscapedString } from 'hono/utils/html';
 
 type Html = HtmlEscapedString | Promise<HtmlEscapedString>;
 
-function layout(base: string, title: string, body: Html, mode: 'live' | 'file', withScript: boolean): Html {
+function layout(base: string, title: string, body: Html, mode: 'live' | 'file', script: 'viewer' | 'live' | null): Html {
   return html`<!doctype html>
 <html lang="en">
 <head>
@@ -17,7 +18,7 @@ function layout(base: string, title: string, body: Html, mode: 'live' | 'file', 
 <title>${title}</title>
 <link rel="icon" href="data:,">
 <link rel="stylesheet" href="${base}/assets/viewer.css">
-${withScript ? html`<script src="${base}/assets/viewer.js" defer></script>` : ''}
+${script ? html`<script src="${base}/assets/${script}.js" defer></script>` : ''}
 </head>
 <body data-base="${base}/" data-mode="${mode}">
 ${body}
@@ -31,6 +32,7 @@ export function viewerPage(base: string, name: string, mode: 'live' | 'file'): H
   <div class="brand"><strong>Ferry audit log</strong> · <span id="name">${name}</span> <span class="mode">${mode === 'live' ? 'live coordinator' : 'offline export (read-only)'}</span></div>
   <div id="verification" class="badge pending" role="status" aria-live="polite">checking the chain…</div>
   <button type="button" id="reverify" title="Re-verify the whole chain and the signed checkpoints now">Verify now</button>
+  ${mode === 'live' ? html`<a id="to-live" href="${base}/live">Live fleet</a>` : ''}
   <a id="logout" href="${base}/logout">Log out</a>
 </header>
 <section id="player" aria-label="Replay">
@@ -74,7 +76,34 @@ export function viewerPage(base: string, name: string, mode: 'live' | 'file'): H
     <div id="state"></div>
   </section>
 </main>`;
-  return layout(base, `Ferry audit log · ${name}`, body, mode, true);
+  return layout(base, `Ferry audit log · ${name}`, body, mode, 'viewer');
+}
+
+/** The live fleet page (live coordinator only): connection status, counts, graphs' rollouts, a page of agents. */
+export function livePage(base: string, name: string): Html {
+  const body = html`<header id="top">
+  <div class="brand"><strong>Ferry live fleet</strong> · <span id="name">${name}</span> <span class="mode">read-only</span></div>
+  <div id="live-status" class="badge pending" role="status" aria-live="polite">connecting…</div>
+  <a id="to-log" href="${base}/">Audit log</a>
+  <a id="logout" href="${base}/logout">Log out</a>
+</header>
+<main class="live">
+  <section aria-label="Fleet">
+    <div id="live-counts" class="counts"></div>
+    <h2>Graphs</h2>
+    <div id="live-graphs-meta" class="meta"></div>
+    <table id="live-graphs"><thead><tr><th>graph</th><th>head</th><th>message</th><th>following</th><th>succeeded</th><th>failed</th><th>pending</th><th>unreported</th><th>phases</th><th>presence</th><th>degraded</th><th>fetching</th></tr></thead><tbody></tbody></table>
+    <h2>Agents</h2>
+    <div class="pager">
+      <input type="search" id="live-query" placeholder="name, id, status, phase, graph, presence or health" size="40" autocomplete="off">
+      <span id="live-agents-meta"></span>
+      <button type="button" id="live-prev">◀</button>
+      <button type="button" id="live-next">▶</button>
+    </div>
+    <table id="live-agents"><thead><tr><th>name</th><th>id</th><th>presence</th><th>last seen</th><th>health</th><th>phase</th><th>graph</th><th>desired</th><th>current</th><th>activity</th><th>last error</th></tr></thead><tbody></tbody></table>
+  </section>
+</main>`;
+  return layout(base, `Ferry live fleet · ${name}`, body, 'live', 'live');
 }
 
 /** Shown without a session: how to get in. */
@@ -83,5 +112,5 @@ export function loggedOutPage(base: string, mode: 'live' | 'file', notice?: stri
     mode === 'live'
       ? html`<p>Run <code>ferry audit view</code> (a key with the <em>viewer</em> role or higher) and open the link it prints. Links are single-use and expire after a few minutes.</p>`
       : html`<p>Open the link that <code>ferry audit view --file …</code> printed when it started.</p>`;
-  return layout(base, 'Ferry audit log: log in', html`<main class="logged-out"><h1>Ferry audit log</h1>${notice ? html`<p class="warning">${notice}</p>` : ''}${how}</main>`, mode, false);
+  return layout(base, 'Ferry audit log: log in', html`<main class="logged-out"><h1>Ferry audit log</h1>${notice ? html`<p class="warning">${notice}</p>` : ''}${how}</main>`, mode, null);
 }

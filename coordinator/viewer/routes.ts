@@ -5,7 +5,10 @@
  * their inputs are validated, and with `checkReplies` their replies checked,
  * with its schemas). Every endpoint but the login exchange needs a session
  * cookie or, for the CLI, a signed request (when the host provides
- * `authenticateSigned`). Everything is read-only. Handlers throw
+ * `authenticateSigned`). On a live coordinator (`live`) also the live
+ * fleet page, `live`, and its server-sent events, `live/stream`
+ * (live-streams.ts), which take a session only. Everything is read-only:
+ * GET only, but for the signed call that mints a login link. Handlers throw
  * FerryError; errors are answered by the one JSON mapping
  * (api/error-replies.ts), registered with `onError` on these routes, so
  * they answer alike mounted on the coordinator's API or served offline.
@@ -18,9 +21,10 @@ import { VIEWER_PATH, VIEWER_ROUTES, type ViewerRoute, type ViewerRouteName } fr
 import { jsonErrorHandler } from '../api/error-replies.js';
 import { checkReply, checkRepliesByDefault } from '../api/reply-check.js';
 import { readBoundedBody, requestInput } from '../api/request-body.js';
-import { clientScript } from './assets/client-script.js';
+import { clientScript, liveClientScript } from './assets/client-script.js';
 import { STYLES } from './assets/styles.js';
-import { loggedOutPage, viewerPage } from './page.js';
+import type { LiveFleetService } from './live-streams.js';
+import { livePage, loggedOutPage, viewerPage } from './page.js';
 import { SESSION_COOKIE, type ViewerPrincipal, type ViewerSessions } from './sessions.js';
 import type { TimelineFilter } from './timeline.js';
 import type { Viewer } from './viewer.js';
@@ -38,6 +42,8 @@ export interface ViewerRoutesOptions {
   authenticateSigned?: (c: Context, body: Uint8Array) => Promise<ViewerPrincipal>;
   /** Whether a session's key may still read (not revoked since); default: always. */
   stillAllowed?: (principal: ViewerPrincipal) => boolean;
+  /** The fleet now and its live streams (a live coordinator's); absent offline, where the live page is NOT_FOUND. */
+  live?: LiveFleetService;
   /** Where internal errors are logged (default: stderr). */
   log?: (line: string) => void;
   /** Check each JSON reply against its route's output (VIEWER_ROUTES) before sending it; default: FERRY_CHECK_REPLIES=1 (api/reply-check.ts). */
@@ -71,8 +77,8 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
   app.use(base, secure);
   app.use(`${base}/*`, secure);
 
-  function sessionPrincipal(c: Context): ViewerPrincipal | undefined {
-    const sessionId = getCookie(c, SESSION_COOKIE);
+  /** The principal of session `sessionId` while it lasts and its key may still read; a revoked key's session is ended. */
+  function principalOf(sessionId: string | undefined): ViewerPrincipal | undefined {
     const principal = sessions.session(sessionId);
     if (principal && options.stillAllowed && !options.stillAllowed(principal)) {
       sessions.end(sessionId!);
@@ -80,6 +86,7 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
     }
     return principal;
   }
+  const sessionPrincipal = (c: Context): ViewerPrincipal | undefined => principalOf(getCookie(c, SESSION_COOKIE));
 
   /**
    * The caller of `route`, and the body it sent: a signed request (CLI), or
@@ -128,6 +135,7 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
   app.get(`${base}/`, page);
 
   app.get(`${base}/assets/viewer.js`, (c) => c.body(clientScript(), 200, { 'content-type': 'text/javascript; charset=utf-8' }));
+  app.get(`${base}/assets/live.js`, (c) => c.body(liveClientScript(), 200, { 'content-type': 'text/javascript; charset=utf-8' }));
   app.get(`${base}/assets/viewer.css`, (c) => c.body(STYLES, 200, { 'content-type': 'text/css; charset=utf-8' }));
 
   app.get(`${base}/login`, (c) => {
@@ -140,7 +148,10 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
 
   app.get(`${base}/logout`, (c) => {
     const sessionId = getCookie(c, SESSION_COOKIE);
-    if (sessionId) sessions.end(sessionId);
+    if (sessionId) {
+      sessions.end(sessionId);
+      options.live?.closeSession(sessions.keyOf(sessionId), 'logged out');
+    }
     deleteCookie(c, SESSION_COOKIE, { path: base });
     return c.html(loggedOutPage(base, viewer.source.mode, 'Logged out.'), 200);
   });
@@ -189,6 +200,53 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
   });
 
   api('viewer.verify', (query) => viewer.ready(truthy(query.refresh)));
+
+  const liveService = (): LiveFleetService => {
+    if (!options.live) throw new FerryError('NOT_FOUND', 'the live fleet is shown by a running coordinator, not from an export');
+    return options.live;
+  };
+
+  api('viewer.live', async (query) => liveService().snapshot(query));
+
+  app.get(`${base}/live`, (c) => {
+    liveService();
+    if (!sessionPrincipal(c)) return c.html(loggedOutPage(base, viewer.source.mode), 401);
+    return c.html(livePage(base, viewer.source.name));
+  });
+
+  /**
+   * The live page's server-sent events: the input of `viewer.live`, and
+   * its reply as each `fleet` message (live-streams.ts), for a session only
+   * (an EventSource cannot sign). Refused: no session (UNAUTHENTICATED), a
+   * bad query (INVALID), too many streams (TOO_MANY_STREAMS), offline
+   * (NOT_FOUND).
+   */
+  app.get(`${base}/live/stream`, (c) => {
+    const live = liveService();
+    const sessionId = getCookie(c, SESSION_COOKIE);
+    const principal = principalOf(sessionId);
+    if (!principal || !sessionId) throw new FerryError('UNAUTHENTICATED', 'not logged in to the viewer: run `ferry audit view` for a login link');
+    const route = VIEWER_ROUTES['viewer.live'];
+    // As the JSON routes read their input (a repeated key is an array, which the schema refuses); no body.
+    const query = route.input.safeParse(requestInput(c, new Uint8Array(0)));
+    if (!query.success) throw query.error;
+    const owner = {
+      session: sessions.keyOf(sessionId),
+      keyId: principal.keyId,
+      stillValid: () => principalOf(sessionId) !== undefined,
+    };
+    const body = live.open(owner, query.data, c.req.raw.signal);
+    const headers: Record<string, string> = {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-store',
+      // Proxies that buffer (nginx) would hold the messages back.
+      'x-accel-buffering': 'no',
+    };
+    // Over HTTP/1.1 the connection was the stream's alone: kept alive after it, it held a stopping
+    // server's close until the client dropped it (undici: 3 s). HTTP/2 forbids the header (and needs it not).
+    if ((c.env as { incoming?: { httpVersionMajor?: number } } | undefined)?.incoming?.httpVersionMajor === 1) headers.connection = 'close';
+    return new Response(body, { headers });
+  });
 
   return app;
 }

@@ -97,6 +97,11 @@ export class ViewerSessions {
     return session.principal;
   }
 
+  /** A name for the session `sessionId` that is not its secret (what its live streams are filed under). */
+  keyOf(sessionId: string): string {
+    return digest(sessionId);
+  }
+
   /** Ends a session (logout, or its key was revoked). */
   end(sessionId: string): void {
     this.sessions.delete(digest(sessionId));

@@ -31,7 +31,7 @@
 import { z } from 'zod';
 import type { ErrorCode } from '../errors.js';
 import type { Role } from './fleet.js';
-import { EventDetailSchema, StateResultSchema, TimelinePageSchema, VerificationStatusSchema, ViewerInfoSchema } from './viewer-views.js';
+import { EventDetailSchema, LiveFleetSchema, StateResultSchema, TimelinePageSchema, VerificationStatusSchema, ViewerInfoSchema } from './viewer-views.js';
 
 /** Where the viewer lives on the coordinator (and on the offline server). */
 export const VIEWER_PATH = '/viewer';
@@ -124,6 +124,20 @@ export const StateQuery = z.strictObject({
   full: flag,
 });
 
+/** Agents the live page shows per page, at most: ~0.5 KiB of JSON an agent, so a message stays under ~260 KiB whatever the fleet's size. */
+export const MAX_LIVE_AGENT_LIMIT = 500;
+
+/**
+ * Which agents of the live fleet (GET /viewer/api/live, and the live
+ * stream, which takes the same query): a page, and a filter (a name part,
+ * an id prefix, or a status, phase, graph, presence or health).
+ */
+export const LiveQuery = z.strictObject({
+  agentOffset: int(0, 10_000_000).optional(),
+  agentLimit: int(1, MAX_LIVE_AGENT_LIMIT).optional(),
+  agentQuery: text,
+});
+
 /** `refresh`: re-verify the chain now rather than when the viewer would. */
 export const VerifyQuery = z.strictObject({ refresh: flag });
 
@@ -146,6 +160,8 @@ export const VIEWER_ROUTES = {
   'viewer.event': route({ method: 'GET', path: '/viewer/api/events/:seq', access: VIEWER_ROLES, session: true, input: EventQuery, output: EventDetailSchema, errors: ['OUT_OF_RANGE', 'NOT_REPLAYABLE'] }),
   'viewer.state': route({ method: 'GET', path: '/viewer/api/state', access: VIEWER_ROLES, session: true, input: StateQuery, output: StateResultSchema, errors: ['OUT_OF_RANGE', 'NOT_REPLAYABLE'] }),
   'viewer.verify': route({ method: 'GET', path: '/viewer/api/verify', access: VIEWER_ROLES, session: true, input: VerifyQuery, output: VerificationStatusSchema, errors: [] }),
+  /** The fleet now (live coordinator only: NOT_FOUND offline); the live page's stream sends the same, as it changes. */
+  'viewer.live': route({ method: 'GET', path: '/viewer/api/live', access: VIEWER_ROLES, session: true, input: LiveQuery, output: LiveFleetSchema, errors: [] }),
 } satisfies Record<`viewer.${string}`, ViewerRoute>;
 
 export type ViewerRouteName = keyof typeof VIEWER_ROUTES;

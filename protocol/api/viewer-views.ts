@@ -29,8 +29,9 @@ import { HlcStringSchema } from '../hlc.js';
 import { KeyIdSchema } from '../identity.js';
 import { AlertIdSchema } from '../alerts.js';
 import { ActionSchema, ChainReportSchema } from './audit.js';
-import { AgentStatusSchema } from './fleet.js';
-import { AgentViewSchema, AlertViewSchema, ConfigSummarySchema, ConfigViewSchema, GraphViewSchema, KeyViewSchema, TokenViewSchema } from './views.js';
+import { AgentStatusSchema, PhaseSchema } from './fleet.js';
+import { AgentActivitySchema } from './inputs.js';
+import { AgentViewSchema, AlertViewSchema, ConfigSummarySchema, ConfigViewSchema, GraphViewSchema, KeyViewSchema, PresenceSchema, TokenViewSchema } from './views.js';
 
 const SeqSchema = z.number().int().min(1);
 const CountSchema = z.number().int().nonnegative();
@@ -259,3 +260,76 @@ export const StateResultSchema = z.strictObject({
   state: FleetViewSchema,
 });
 export type StateResult = z.infer<typeof StateResultSchema>;
+
+// --- the live fleet (not replayed: the coordinator's state now) ---------------------------
+
+/** An agent's fetch progress as it last said (api/agent-activity.ts), without its recent local events: those are up to 100 KiB an agent. */
+export const LiveActivitySchema = AgentActivitySchema.omit({ events: true }).extend({ at: z.number().int() });
+
+/** An agent on the live page: what the agents API shows of it (views.ts AgentView), presence and last seen derived now. */
+export const LiveAgentSchema = AgentViewSchema.pick({
+  name: true,
+  status: true,
+  system: true,
+  desiredGraph: true,
+  pinnedConfig: true,
+  desiredConfig: true,
+  currentConfig: true,
+  phase: true,
+  lastError: true,
+  health: true,
+  healthReason: true,
+  healthConfig: true,
+  healthAt: true,
+  recordedPresence: true,
+  lastSeen: true,
+  presence: true,
+}).extend({ id: KeyIdText, activity: LiveActivitySchema.nullable() });
+export type LiveAgent = z.infer<typeof LiveAgentSchema>;
+
+/** Where the phases of agents stand (`none`: never reported). */
+export const LivePhaseSchema = z.enum([...PhaseSchema.options, 'none']);
+export type LivePhase = z.infer<typeof LivePhaseSchema>;
+
+/** A graph's rollout now: its head and how the enrolled agents that should run it are doing. */
+export const LiveGraphSchema = z.strictObject({
+  id: GraphNameSchema,
+  head: ConfigIdText,
+  /** The head config's seq and message (empty when its row is missing). */
+  headSeq: z.number().int().nonnegative(),
+  headMessage: z.string(),
+  updatedSeq: SeqSchema,
+  /** Enrolled agents following the graph (pinned or not). */
+  following: CountSchema,
+  /** The head's rollout, counted as `ferry config show` counts (api/queries.ts configOutcome). */
+  rollout: ConfigSummarySchema,
+  /** The phases of the agents counted in `rollout`. */
+  phases: z.partialRecord(LivePhaseSchema, CountSchema),
+  /** Their presence and health now. */
+  presence: z.partialRecord(PresenceSchema, CountSchema),
+  degraded: CountSchema,
+  /** Agents fetching the head, and their bytes, as their last activity reports said. */
+  fetching: z.strictObject({ agents: CountSchema, bytesDone: CountSchema, bytesTotal: CountSchema }),
+});
+export type LiveGraph = z.infer<typeof LiveGraphSchema>;
+
+/** `GET /viewer/api/live` and each message of the live stream: the fleet now, a page of its agents. */
+export const LiveFleetSchema = z.strictObject({
+  /** The audit log's last seq when this was computed, and when (ms since the epoch). */
+  seq: CountSchema,
+  at: z.number().int(),
+  /** When agents not holding a watch turn stale, then offline (the coordinator's settings). */
+  thresholds: z.strictObject({ staleAfterMs: z.number().int().positive(), offlineAfterMs: z.number().int().positive() }),
+  counts: z.strictObject({
+    agents: CountSchema,
+    byStatus: z.partialRecord(AgentStatusSchema, CountSchema),
+    /** Enrolled agents only: the others are not expected to call. */
+    byPresence: z.partialRecord(PresenceSchema, CountSchema),
+    byHealth: z.strictObject({ healthy: CountSchema, degraded: CountSchema, unchecked: CountSchema }),
+  }),
+  /** Graphs by name; at most MAX_LIVE_GRAPHS of them, `total` says how many there are. */
+  graphs: z.strictObject({ total: CountSchema, rows: z.array(LiveGraphSchema) }),
+  /** The agents the query matches, one page of them (in enrollment order). */
+  agents: z.strictObject({ total: CountSchema, matching: CountSchema, offset: CountSchema, rows: z.array(LiveAgentSchema) }),
+});
+export type LiveFleet = z.infer<typeof LiveFleetSchema>;

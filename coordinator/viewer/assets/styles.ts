@@ -64,4 +64,17 @@ details summary { cursor: pointer; }
 .phase-active { color: var(--ok); }
 .head-marker { color: var(--accent); font-weight: 600; }
 .logged-out { max-width: 640px; margin: 60px auto; display: block; }
+header #to-live, header #to-log { color: var(--accent); }
+header #to-log { margin-left: auto; }
+header #to-log + #logout { margin-left: 0; }
+main.live { display: block; padding: 8px 12px; }
+main.live .meta { color: var(--muted); margin: 2px 0; }
+main.live table { margin-bottom: 12px; }
+.presence-online { color: var(--ok); }
+.presence-stale { color: var(--warn); }
+.presence-offline { color: var(--bad); }
+.health-healthy { color: var(--ok); }
+.health-degraded { color: var(--bad); }
+td.health .reason { color: var(--muted); }
+td.bad { color: var(--bad); font-weight: 600; }
 `;

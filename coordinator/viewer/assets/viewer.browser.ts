@@ -30,6 +30,7 @@ import type {
   ViewerInfo,
 } from '../../../protocol/api/viewer-views.js';
 import type { ViewerOutput } from '../../../protocol/api/viewer-routes.js';
+import { $, append, cell, clear, h, idCell, short, table, when, type Child } from './dom.browser.js';
 
 /** What the API answers at each path (VIEWER_ROUTES; events/N: EventDetail). */
 interface ApiReplies {
@@ -45,9 +46,6 @@ interface Failed {
 }
 
 type Params = Record<string, string | number | undefined | null>;
-type Child = Node | string | number | null | undefined | false | Child[];
-type PropValue = string | number | boolean | null | undefined | Record<string, string> | ((event: Event) => void);
-type Props = Record<string, PropValue>;
 
 interface App {
   info: ViewerInfo | null;
@@ -67,57 +65,12 @@ const body = document.body;
 const base = body.dataset.base ?? '/';
 const live = body.dataset.mode === 'live';
 
-/** An element of the viewer page (page.ts): its id, and the type it has there. */
-function $<T extends HTMLElement = HTMLElement>(id: string): T {
-  return document.getElementById(id) as T;
-}
 
 const app: App = { info: null, seq: 0, token: 0, playing: false, playTimer: undefined, filter: {}, page: null, agentOffset: 0, agentQuery: '', agentLimit: 100 };
 
-// --- DOM helpers -----------------------------------------------------------
-function h(tag: string, props: Props | null, ...children: Child[]): HTMLElement {
-  const el = document.createElement(tag);
-  if (props) {
-    for (const [key, value] of Object.entries(props)) {
-      if (value === undefined || value === null || value === false) continue;
-      if (key === 'text') el.textContent = String(value);
-      else if (key === 'class') el.className = String(value);
-      else if (key === 'data' && typeof value === 'object') for (const [name, data] of Object.entries(value)) el.dataset[name] = data;
-      else if (key.slice(0, 2) === 'on' && typeof value === 'function') el.addEventListener(key.slice(2), value);
-      else el.setAttribute(key, value === true ? '' : String(value));
-    }
-  }
-  for (const child of children) append(el, child);
-  return el;
-}
-function append(el: Node, child: Child): void {
-  if (child === null || child === undefined || child === false) return;
-  if (Array.isArray(child)) {
-    for (const c of child) append(el, c);
-    return;
-  }
-  el.appendChild(typeof child === 'object' ? child : document.createTextNode(String(child)));
-}
-function clear<T extends Node>(el: T): T {
-  while (el.firstChild) el.removeChild(el.firstChild);
-  return el;
-}
-function short(id: string | null | undefined): string {
-  return id ? String(id).slice(0, 12) : '-';
-}
-function when(ms: number): string {
-  const d = new Date(ms);
-  return isNaN(d.getTime()) ? String(ms) : d.toISOString().replace('T', ' ').replace(/\.\d{3}Z$/, 'Z');
-}
 function show(value: unknown): string {
   if (value === null || value === undefined) return '—';
   return typeof value === 'string' ? value : JSON.stringify(value);
-}
-function idCell(id: string | null, cls?: string): HTMLElement {
-  return h('td', { class: 'id ' + (cls || ''), title: id || '', data: { full: id || '' } }, short(id));
-}
-function cell(value: string | number | null | undefined, cls?: string): HTMLElement {
-  return h('td', { class: cls || '' }, value === null || value === undefined ? '-' : String(value));
 }
 /** A collapsed section whose content is built when first opened (keeps each position's page small). */
 function lazy(summary: string, build: () => Child): HTMLElement {
@@ -129,9 +82,6 @@ function lazy(summary: string, build: () => Child): HTMLElement {
     }
   });
   return details;
-}
-function table(headers: string[], rows: Child[], props?: Props): HTMLElement {
-  return h('table', props || null, h('thead', null, h('tr', null, headers.map((x) => h('th', null, x)))), h('tbody', null, rows));
 }
 
 // --- API ---------------------------------------------------------------------
@@ -359,6 +309,12 @@ function renderEvent(detail: EventDetail | Failed | null, seq: number): void {
 }
 
 // --- fleet state -----------------------------------------------------------------
+/** An agent's health as last recorded (of the config it runs: the reducer forgets it when that changes), its reason on hover. */
+function healthCell(agent: FleetAgent): HTMLElement {
+  const health = agent.health;
+  const title = health ? health + (agent.healthReason ? ': ' + agent.healthReason : '') + (agent.healthAt ? ' (' + when(agent.healthAt) + ')' : '') : '';
+  return h('td', { class: 'health health-' + (health ?? 'none'), title }, health ?? '-');
+}
 function renderState(result: StateResult | Failed, seq: number): void {
   const el = clear($('state'));
   $('state-title').textContent = seq === 0 ? 'Fleet before the first event' : 'Fleet after event ' + seq;
@@ -425,7 +381,7 @@ function renderState(result: StateResult | Failed, seq: number): void {
   el.appendChild(pager);
   el.appendChild(
     table(
-      ['name', 'id', 'status', 'system', 'graph', 'pinned', 'desired', 'current', 'phase', 'last error', 'facts'],
+      ['name', 'id', 'status', 'system', 'graph', 'pinned', 'desired', 'current', 'phase', 'presence', 'health', 'last error', 'facts'],
       a.rows.map((agent: FleetAgent) =>
         h(
           'tr',
@@ -439,6 +395,9 @@ function renderState(result: StateResult | Failed, seq: number): void {
           idCell(agent.desiredConfig, 'desired'),
           idCell(agent.currentConfig, 'current'),
           cell(agent.phase, 'phase phase-' + agent.phase),
+          // As the log recorded it by then (agent.presence events); the live page shows presence derived now.
+          cell(agent.recordedPresence, 'presence presence-' + agent.recordedPresence),
+          healthCell(agent),
           cell(agent.lastError, 'error'),
           h('td', { class: 'facts' }, agent.facts ? lazy('rev ' + agent.factsRevision, () => h('pre', null, JSON.stringify(agent.facts, null, 2))) : '-'),
         ),
