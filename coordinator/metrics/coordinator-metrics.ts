@@ -10,8 +10,8 @@
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Coordinator } from '../coordinator.js';
-import { configOutcome, desiredConfigOf } from '../api/queries.js';
-import type { AgentRow } from '../domain/state.js';
+import { configOutcome } from '../api/queries.js';
+import { readFleetAgents, type AgentReading } from '../api/fleet-reading.js';
 
 /** Where a request or a data-plane byte travelled. */
 export type MetricsTransport = 'http' | 'https' | 'quic';
@@ -31,12 +31,13 @@ export class CoordinatorMetrics {
 
   constructor(coordinator: Coordinator) {
     const registry = this.registry;
-    // The agents' rows, read once per state: rows change only with events, so a scrape of a quiet
-    // fleet (10,000 agents: ~35 ms to read) reuses them, and both fleet gauges share one read.
-    let rows: { seq: number; agents: AgentRow[] } | undefined;
-    const fleet = (): AgentRow[] => {
-      if (rows?.seq !== coordinator.lastSeq) rows = { seq: coordinator.lastSeq, agents: coordinator.state.all('agents') };
-      return rows.agents;
+    // One reading of the fleet per scrape, shared by both fleet gauges (prom-client collects them in
+    // turn): reused while no event committed, for at most a second (presence moves with time).
+    let reading: { seq: number; at: number; agents: AgentReading[] } | undefined;
+    const fleet = (): AgentReading[] => {
+      const now = performance.now();
+      if (!reading || reading.seq !== coordinator.lastSeq || now - reading.at > 1000) reading = { seq: coordinator.lastSeq, at: now, agents: readFleetAgents(coordinator) };
+      return reading.agents;
     };
     this.requestSeconds = new Histogram({
       name: 'ferry_http_request_duration_seconds',
@@ -58,10 +59,9 @@ export class CoordinatorMetrics {
       registers: [registry],
       collect() {
         this.reset();
-        const seen = coordinator.presence.lastSeenAll();
         const counts = new Map<string, { labels: { status: string; presence: string; phase: string; health: string }; count: number }>();
-        for (const agent of fleet()) {
-          const labels = { status: agent.status, presence: coordinator.presence.presenceSeen(agent.id, seen.get(agent.id) ?? null), phase: agent.phase ?? 'none', health: agent.health ?? 'unknown' };
+        for (const { row: agent, presence } of fleet()) {
+          const labels = { status: agent.status, presence, phase: agent.phase ?? 'none', health: agent.health ?? 'unknown' };
           const key = `${labels.status} ${labels.presence} ${labels.phase} ${labels.health}`;
           const entry = counts.get(key);
           if (entry) entry.count++;
@@ -78,10 +78,8 @@ export class CoordinatorMetrics {
       collect() {
         this.reset();
         const counts = new Map<string, { labels: { config: string; outcome: string }; count: number }>();
-        for (const agent of fleet()) {
-          if (agent.status !== 'enrolled') continue;
-          const config = desiredConfigOf(coordinator.state, agent);
-          if (!config) continue;
+        for (const { row: agent, desired: config } of fleet()) {
+          if (agent.status !== 'enrolled' || !config) continue;
           const labels = { config, outcome: configOutcome(agent, config) };
           const key = `${labels.config} ${labels.outcome}`;
           const entry = counts.get(key);

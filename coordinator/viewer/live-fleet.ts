@@ -12,12 +12,10 @@
  * page from it, so a stream per browser costs a filter and a slice, not a
  * read of the fleet.
  */
-import { asc } from 'drizzle-orm';
 import type { Coordinator } from '../coordinator.js';
-import * as schema from '../db/schema.js';
 import { agentActivities, type AgentActivity } from '../api/agent-activity.js';
-import { configOutcome, desiredConfigOf, type ConfigSummary } from '../api/queries.js';
-import type { AgentRow } from '../domain/state.js';
+import { readFleetAgents, type AgentReading } from '../api/fleet-reading.js';
+import { configOutcome, type ConfigSummary } from '../api/queries.js';
 import type { LiveAgent, LiveFleet, LiveGraph, LivePhase } from '../../protocol/api/viewer-views.js';
 import type { Presence } from '../../protocol/api/views.js';
 
@@ -26,12 +24,8 @@ export const MAX_LIVE_GRAPHS = 200;
 /** Agents per page when the query names no limit. */
 export const DEFAULT_LIVE_AGENT_LIMIT = 100;
 
-/** One agent, with what is derived for it now. */
-interface AgentNow {
-  row: AgentRow;
-  presence: Presence;
-  lastSeen: number | null;
-  desired: string | null;
+/** One agent, with what is derived for it now and its last activity report. */
+interface AgentNow extends AgentReading {
   activity: AgentActivity | undefined;
 }
 
@@ -64,21 +58,7 @@ const increment = <K extends string>(counts: Partial<Record<K, number>>, key: K)
 export function fleetNow(coordinator: Coordinator): FleetNow {
   const state = coordinator.state;
   const activities = agentActivities(coordinator);
-  const seen = coordinator.presence.lastSeenAll();
-  // The ids, then each row through the store's `get`, which keeps agent rows in memory until one is
-  // written: a reading decodes only the rows changed since the last (`all` decoded 10,000 each time).
-  const ids = coordinator.database.db
-    .select({ id: schema.agents.id })
-    .from(schema.agents)
-    .orderBy(asc(schema.agents.enrolledSeq), asc(schema.agents.id))
-    .all();
-  const agents: AgentNow[] = ids
-    .map(({ id }) => state.get('agents', id))
-    .filter((row): row is AgentRow => row !== undefined)
-    .map((row) => {
-      const lastSeen = seen.get(row.id) ?? null;
-      return { row, presence: coordinator.presence.presenceSeen(row.id, lastSeen), lastSeen, desired: desiredConfigOf(state, row), activity: activities.get(row.id) };
-    });
+  const agents: AgentNow[] = readFleetAgents(coordinator).map((agent) => ({ ...agent, activity: activities.get(agent.row.id) }));
 
   const counts: LiveFleet['counts'] = { agents: agents.length, byStatus: {}, byPresence: {}, byHealth: { healthy: 0, degraded: 0, unchecked: 0 } };
   /** Per config some enrolled agent should run: the agents it counts. */
