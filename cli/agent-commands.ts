@@ -135,13 +135,22 @@ const status: Command = {
     const current = agent.generations.current();
     const events = agent.events.read().slice(-10);
     const state = agent.state;
-    if (booleanOption(options, 'json')) return writeJson(stdout, { agentId: agent.identity.keyId, name: state.name, coordinator: state.coordinator.httpUrl, pinnedTls: state.coordinator.pinnedTls, storeDir: state.storeDir, current: current ?? null, deploying: state.deploying, pendingReports: state.pendingReports.length, refused: state.refused, events });
+    // What the daemon's health monitor last found for the running config (its events; the daemon keeps the rest in memory).
+    const health = current ? (agent.events.read().filter((event) => event.kind === 'health' && event.configId === current.configId).at(-1) ?? null) : null;
+    const activated = current && state.activated?.generation === current.number ? state.activated : null;
+    const probationSeconds = current?.health?.probationSeconds ?? 0;
+    const probationUntil = activated?.probation && probationSeconds > 0 ? activated.at + probationSeconds * 1000 : null;
+    if (booleanOption(options, 'json')) {
+      return writeJson(stdout, { agentId: agent.identity.keyId, name: state.name, coordinator: state.coordinator.httpUrl, pinnedTls: state.coordinator.pinnedTls, storeDir: state.storeDir, current: current ?? null, activated, probationUntil, health, deploying: state.deploying, pendingReports: state.pendingReports.length, refused: state.refused, events });
+    }
     stdout.write(
       term`${[
         term`agent       ${state.name} (${agent.identity.keyId})\n`,
         term`coordinator ${state.coordinator.httpUrl} (${state.coordinator.pinnedTls ? 'TLS, its certificate pinned' : 'not encrypted: enroll with a join string from `ferry tokens create` to encrypt'})\n`,
         term`store dir   ${state.storeDir}\n`,
         term`current     ${current ? `generation ${current.number}: ${current.configId.slice(0, 12)} -> ${current.target}` : '(none)'}\n`,
+        activated ? term`activated   ${new Date(activated.at).toISOString()}${probationUntil ? `, on probation until ${new Date(probationUntil).toISOString()}` : ''}\n` : [],
+        current?.health?.intervalSeconds ? term`health      ${health ? `${oneLine(health.message)} (${new Date(health.at).toISOString()})` : 'not checked yet'}\n` : [],
         term`deploying   ${state.deploying ?? '-'}\nunsent reports ${state.pendingReports.length}\n\nrecent events:\n`,
         events.map((event) => term`  ${new Date(event.at).toISOString()}  ${event.kind.padEnd(12)} ${oneLine(event.message)}\n`),
       ]}`,

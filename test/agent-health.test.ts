@@ -6,7 +6,7 @@
 // stale, then offline (an audit event), and comes back (another) when it runs again. Its
 // node_exporter textfile carries the health too, and a webhook registered for alerts receives each
 // of degraded, rolled-back and offline, signed by the coordinator, which it verifies.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -131,6 +131,11 @@ describe('continuous health', () => {
     expect(health?.metrics).toEqual([{ labels: { config: steady, health: 'degraded' }, value: '1' }]);
     const recorded = eventsOf('agent.health').map((event) => (event.payload as { health: string }).health);
     expect(recorded).toEqual(['healthy', 'degraded']);
+    // `ferry agent status` on the machine says so too, from the daemon's events.
+    const local = spawnSync(process.execPath, [ferryBin, 'agent', 'status', '--state-dir', stateDir, '--json']);
+    const status = JSON.parse(local.stdout.toString()) as { health: { message: string } | null; activated: { probation: boolean } | null; probationUntil: number | null };
+    expect(status.health?.message).toMatch(/is degraded: health check 'bin\/check' failed 2 time/);
+    expect(status).toMatchObject({ activated: { probation: true }, probationUntil: null });
     const [alert] = await hook.waitForAccepted(1);
     expect(alert).toMatchObject({ kind: 'degraded', agent: { id: agentId, name: 'health' }, config: steady, seq: eventsOf('agent.health')[1]!.seq });
     expect(alert!.reason).toContain('the service is not running');
