@@ -38,7 +38,7 @@ import { commandEnvironment, runCommand, type CommandResult } from './run-comman
 import { agentPaths, readAgentState, writeAgentState, type AgentState } from './state.js';
 import { lockStateDir } from './state-lock.js';
 import { MetricsTextfile } from './metrics-textfile.js';
-import { monitorHealth, type ActiveGeneration } from './health-monitor.js';
+import { monitorHealth, type HealthMonitorHost } from './health-monitor.js';
 
 /** How often the daemon logs a fetch's progress. */
 const PROGRESS_LOG_INTERVAL_MS = 5000;
@@ -454,9 +454,9 @@ export class Agent {
   }
 
   /** What the health monitor (health-monitor.ts) checks, reports and rolls back through. */
-  private healthMonitorHost() {
+  private healthMonitorHost(): HealthMonitorHost {
     return {
-      active: (): ActiveGeneration | undefined => {
+      active: () => {
         if (this.state.deploying !== null) return undefined;
         const generation = this.generations.current();
         if (!generation) return undefined;
@@ -465,13 +465,11 @@ export class Agent {
         if (activated?.generation !== generation.number) return { generation, since: generation.createdAt, probation: false };
         return { generation, since: activated.at, probation: activated.probation };
       },
-      check: (generation: Generation) => this.runGenerationCommand(generation, 'health-check', generation.health!.command, generation.health!.timeoutSeconds),
-      report: (report: { configId: string; health: 'healthy' | 'degraded'; reason: string | null; suppressed: number }) => this.http.call('agent.health', report),
-      probationRollback: (generation: Generation, reason: string) => this.exclusively(() => this.probationRollbackLocked(generation, reason)),
-      note: (kind: string, message: string, configId: string) => this.events.add(kind, message, configId),
-      changed: (configId: string, health: 'healthy' | 'degraded') => {
-        this.metricsTextfile?.recordHealth(configId, health).catch((error: unknown) => this.log(`ferry agent: warning: metrics textfile ${this.metricsTextfile!.file} not written: ${error instanceof Error ? error.message : String(error)}`));
-      },
+      check: (generation) => this.runGenerationCommand(generation, 'health-check', generation.health!.command, generation.health!.timeoutSeconds),
+      report: (report) => this.http.call('agent.health', report),
+      probationRollback: (generation, reason) => this.exclusively(() => this.probationRollbackLocked(generation, reason)),
+      note: (kind, message, configId) => this.events.add(kind, message, configId),
+      changed: (configId, health) => void this.metricsTextfile?.recordHealth(configId, health).catch((error: unknown) => this.textfileNotWritten(error)),
       now: () => Date.now(),
     };
   }
@@ -661,6 +659,11 @@ export class Agent {
     return true;
   }
 
+  /** Monitoring is no reason to fail anything: a textfile that cannot be written is said, and skipped. */
+  private textfileNotWritten(error: unknown): void {
+    this.log(`ferry agent: warning: metrics textfile ${this.metricsTextfile!.file} not written: ${error instanceof Error ? error.message : String(error)}`);
+  }
+
   /** Deploys `config` (deployConfig), then records the deployment in the metrics textfile when there is one. */
   private async deploy(config: AgentConfig, bundled?: readonly StorePathInfo[]): Promise<RoundResult> {
     const started = performance.now();
@@ -668,8 +671,7 @@ export class Agent {
     const result = await this.deployConfig(config, bundled);
     if (this.metricsTextfile) {
       const deployment = { configId: config.id, result, seconds: (performance.now() - started) / 1000, fetchedBytes: this.lastFetchedBytes, generation: this.generations.current()?.number ?? null };
-      // Monitoring is no reason to fail a deployment: a textfile that cannot be written is said and skipped.
-      await this.metricsTextfile.record(deployment).catch((error: unknown) => this.log(`ferry agent: warning: metrics textfile ${this.metricsTextfile!.file} not written: ${error instanceof Error ? error.message : String(error)}`));
+      await this.metricsTextfile.record(deployment).catch((error: unknown) => this.textfileNotWritten(error));
     }
     return result;
   }
