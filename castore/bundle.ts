@@ -279,8 +279,8 @@ interface BundleDelta {
  * against the normalized blob of the same file in the base (the basis
  * group-delta.ts picks: the same path in a store path of the same name),
  * where the base keeps that file as a template, keyed by the rebuilt
- * file's id. Only deltas that carry under half the normalized blob, and
- * at most MAX_BUNDLE_DELTA_BYTES of groups: the others travel whole.
+ * file's id. Only deltas that leave out at least one group, and carry at
+ * most MAX_BUNDLE_DELTA_BYTES of groups: the others travel whole.
  */
 function normalizedDeltas(store: LocalCastore, base: BaseClosure, lacking: readonly StorePathInfo[], candidates: ReadonlyMap<Digest, FileNode>): Map<Digest, BundleDelta> {
   const deltas = new Map<Digest, BundleDelta>();
@@ -306,7 +306,7 @@ function normalizedDeltas(store: LocalCastore, base: BaseClosure, lacking: reado
     const tree = verifyOutboard(digestToBytes(wanted.digest), wanted.size, store.readOutboard(wanted.digest), wanted.digest);
     const runs = differingRuns(groupCount(wanted.size), cvsToBytes(cvs), (index) => tree.groupCv(index));
     const groupBytes = runs.reduce((sum, [first, count]) => sum + Math.min(wanted.size, (first + count) * GROUP_SIZE) - first * GROUP_SIZE, 0);
-    if (runs.length === 0 || 2 * groupBytes >= wanted.size || groupBytes > MAX_BUNDLE_DELTA_BYTES) continue;
+    if (runs.length === 0 || groupBytes >= wanted.size || groupBytes > MAX_BUNDLE_DELTA_BYTES) continue;
     deltas.set(target.digest, { target: { id: wanted.digest, size: wanted.size }, basis: over, runs, groupBytes });
   }
   return deltas;
