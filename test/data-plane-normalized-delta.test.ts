@@ -88,7 +88,7 @@ beforeAll(async () => {
   first = await generation('1.0', 'ndelta');
   rebuilt = await generation('1.1', 'ndelta');
   foreign = await generation('1.0', 'ndelta-other', 'other');
-}, 60_000);
+}, 120_000);
 afterAll(async () => {
   await test?.close();
   rmSync(work, { recursive: true, force: true });
