@@ -729,7 +729,10 @@ export class Agent {
             },
           });
           const deltas = fetched.deltaBlobs > 0 ? ` (${fetched.deltaBlobs} rebuilt from their previous version with ${fetched.deltaGroupBytes} bytes of changed 16 KiB groups)` : '';
-          const restored = fetched.restoredBlobs > 0 ? `; ${fetched.restoredBlobs} files restored from ones already here that differ only in store path hashes` : '';
+          // Restored: over a normalized blob already here (the file differs only in store path hashes), or over one
+          // that came as a delta against its previous version's (it also changed a little).
+          const overDeltas = fetched.normalizedDeltaBlobs > 0 ? `, ${fetched.normalizedDeltaBlobs} of their normalized blobs rebuilt from their previous version's with ${fetched.normalizedDeltaGroupBytes} bytes of changed 16 KiB groups` : '';
+          const restored = fetched.restoredBlobs > 0 ? `; ${fetched.restoredBlobs} files restored from ones already here that differ in store path hashes${overDeltas}` : '';
           this.events.add('fetched', `fetched ${fetched.copiedStorePaths} store paths, ${fetched.copiedBlobs} blobs, ${fetched.copiedBytes} bytes${deltas}${restored}`, config.id);
           fetchedTemplates = fetched.templates;
           storePaths = fetched.storePaths;

@@ -12,6 +12,9 @@
  *                       of the base's closure: X's id (32 bytes), then X's
  *                       template record (references/template-record.ts)
  *   blobs/<id>          blob bytes
+ *   deltas/<N>          (v4) normalized blob N as the 16 KiB groups that
+ *                       differ from a normalized blob of the base (the
+ *                       encoding is at encodeGroupDelta)
  *   templates/<id>      (v3) blob <id> as a template: its normalized blob's
  *                       id N (32 bytes), then its template record
  *
@@ -31,14 +34,20 @@
  * travels as its template over the base file's normalized blob (docs/
  * castore.md, "Reference-aware blobs"), a few bytes. The reader restores
  * it and checks its BLAKE3 before it is stored, as every other object.
+ * A rebuilt file that also changed a little travels as its template over
+ * its own normalized blob, and that normalized blob as the groups that
+ * differ from the normalized blob of the same file in the base (v4).
  *
  * Format history: `ferry-bundle-v1` named no agent and never expired (any
  * agent of the coordinator applied any old bundle); v2 adds `audience`
  * and `expiresAt`; v3 adds `base` and the normalized/ and templates/
- * entries. Readers refuse v1 with BUNDLE_FORMAT_UNSUPPORTED and still apply
- * v2 (a bundle made before v3 stays valid until it expires).
+ * entries; v4 adds deltas/ entries, and is written only by a bundle that
+ * has one (a v3 reader then refuses it by its format, naming it; every
+ * other bundle stays v3). Readers refuse v1 with BUNDLE_FORMAT_UNSUPPORTED
+ * and still apply v2 and v3 (a bundle made before stays valid until it
+ * expires).
  */
-import { blake3 } from './blake3/index.js';
+import { blake3, groupCount, GROUP_SIZE, verifyOutboard } from './blake3/index.js';
 import tar from 'tar-stream';
 import { z } from 'zod';
 import { refineActivationEnvironment } from '../protocol/activation-environment.js';
@@ -52,13 +61,25 @@ import { decodeDirectory, directoryId } from './directory.js';
 import { CastoreError } from './errors.js';
 import { decodeTemplateRecord, placeholdersAt } from './references/index.js';
 import { MAX_TEMPLATE_RECORD_BYTES } from '../protocol/data-protocol.js';
-import { isDigest, type Digest, type Node } from './node.js';
+import { digestToBytes, isDigest, type Digest, type FileNode, type Node } from './node.js';
+import { basisChainingValues, checkRuns, cvsToBytes, differingRuns, findDeltaBases, type DeltaBasisStore } from './transfer/group-delta.js';
 import type { LocalCastore } from './local/local-castore.js';
 
-/** The format this Ferry writes. */
-export const BUNDLE_FORMAT = 'ferry-bundle-v3';
-/** The formats this Ferry reads: v3, and v2 (the same without `base`, normalized/ and templates/). */
-const READABLE_FORMATS = ['ferry-bundle-v2', BUNDLE_FORMAT] as const;
+/** The newest format this Ferry writes: a bundle with deltas/ entries; others are written as BUNDLE_FORMAT_V3. */
+export const BUNDLE_FORMAT = 'ferry-bundle-v4';
+/** v4 without deltas/ entries: what a bundle without them is written as, so Ferry from before v4 applies it. */
+export const BUNDLE_FORMAT_V3 = 'ferry-bundle-v3';
+/** The formats this Ferry reads: v4, v3 (without deltas/), and v2 (without `base`, normalized/ and templates/ too). */
+const READABLE_FORMATS = ['ferry-bundle-v2', BUNDLE_FORMAT_V3, BUNDLE_FORMAT] as const;
+const READABLE_LIST = `${READABLE_FORMATS.slice(0, -1).join(', ')} and ${READABLE_FORMATS.at(-1)}`;
+/** How an entry's name may start, by format. */
+const ENTRY_KINDS: Record<(typeof READABLE_FORMATS)[number], readonly string[]> = {
+  'ferry-bundle-v2': ['directories', 'blobs'],
+  'ferry-bundle-v3': ['directories', 'blobs', 'normalized', 'templates'],
+  'ferry-bundle-v4': ['directories', 'blobs', 'normalized', 'deltas', 'templates'],
+};
+/** Most bytes of groups one deltas/ entry carries (a file that changed more travels whole). */
+export const MAX_BUNDLE_DELTA_BYTES = 64 * 1024 * 1024;
 /** Longest validity of a bundle (its `expiresAt - createdAt`). */
 export const MAX_BUNDLE_TTL_MS = 366 * 24 * 3600 * 1000;
 /** Validity when the maker names none (`ferry bundle create --ttl`). */
@@ -114,7 +135,7 @@ export const BundleManifestSchema = z
     storePaths: z.array(StorePathInfoSchema).max(MAX_BUNDLE_STORE_PATHS),
   })
   .superRefine((manifest, context) => {
-    if (manifest.base !== undefined && manifest.format !== BUNDLE_FORMAT) context.addIssue({ code: 'custom', path: ['base'], message: `a base needs format ${BUNDLE_FORMAT}` });
+    if (manifest.base !== undefined && manifest.format === 'ferry-bundle-v2') context.addIssue({ code: 'custom', path: ['base'], message: `a base needs format ${BUNDLE_FORMAT_V3} or later` });
     if (manifest.base === manifest.config.id) context.addIssue({ code: 'custom', path: ['base'], message: 'a bundle cannot be based on its own config' });
     if (manifest.expiresAt <= manifest.createdAt) context.addIssue({ code: 'custom', path: ['expiresAt'], message: 'the bundle expires before it was made' });
     if (manifest.expiresAt - manifest.createdAt > MAX_BUNDLE_TTL_MS) {
@@ -187,8 +208,12 @@ export interface BundleStream {
   directories: number;
   /** Blobs carried whole. */
   blobs: number;
-  /** Blobs carried as templates over the base's normalized blobs (a base only). */
+  /** Blobs carried as templates over the base's normalized blobs, or over ones carried as deltas (a base only). */
   templates: number;
+  /** Normalized blobs carried as the groups that differ from the base's (deltas/ entries), */
+  deltas: number;
+  /** and the bytes of those groups. */
+  deltaGroupBytes: number;
   /** Unix ms after which agents refuse it. */
   expiresAt: number;
   /** The agents it is for. */
@@ -219,6 +244,7 @@ export interface BundleOptions {
 
 /** What a bundle based on another config's closure leaves out, and what it can restore from. */
 interface BaseClosure {
+  storePaths: StorePathInfo[];
   directories: Set<Digest>;
   blobs: Set<Digest>;
   /** Normalized blob -> a blob of the base kept as a template over it (and that template's record). */
@@ -235,11 +261,98 @@ function baseClosure(store: LocalCastore, base: BundleConfig, systems: readonly 
     const template = store.templateOf(id);
     if (template && !derivable.has(template.normalized)) derivable.set(template.normalized, { from: id, record: template.record });
   }
-  return { directories: new Set(directories), blobs: new Set(blobs.map((blob) => blob.id)), derivable };
+  return { storePaths: infos, directories: new Set(directories), blobs: new Set(blobs.map((blob) => blob.id)), derivable };
+}
+
+/** A deltas/ entry to write: normalized blob `target` as the groups of `runs` over normalized blob `basis` of the base. */
+interface BundleDelta {
+  target: { id: Digest; size: number };
+  basis: Digest;
+  runs: [number, number][];
+  /** Bytes of the groups of `runs`. */
+  groupBytes: number;
+}
+
+/**
+ * For rebuilt files kept as templates over a normalized blob the base
+ * neither holds nor can derive: the group deltas of those normalized blobs
+ * against the normalized blob of the same file in the base (the basis
+ * group-delta.ts picks: the same path in a store path of the same name),
+ * where the base keeps that file as a template, keyed by the rebuilt
+ * file's id. Only deltas that leave out at least one group, and carry at
+ * most MAX_BUNDLE_DELTA_BYTES of groups: the others travel whole.
+ */
+function normalizedDeltas(store: LocalCastore, base: BaseClosure, lacking: readonly StorePathInfo[], candidates: ReadonlyMap<Digest, FileNode>): Map<Digest, BundleDelta> {
+  const deltas = new Map<Digest, BundleDelta>();
+  if (candidates.size === 0) return deltas;
+  // Bases are searched in the base's closure only: what the reader holds.
+  const view: DeltaBasisStore = {
+    listStorePaths: () => base.storePaths,
+    hasBlob: (id) => base.blobs.has(id),
+    hasDirectory: (id) => base.directories.has(id),
+    readDirectory: (id) => store.readDirectory(id),
+    readBlob: (id, range) => store.readBlob(id, range),
+    readOutboard: (id) => store.readOutboard(id),
+    readBlobRangeSync: (id, offset, length) => store.readBlobRangeSync(id, offset, length),
+  };
+  for (const { target, basis } of findDeltaBases(view, lacking, (id) => store.readDirectory(id), candidates)) {
+    const template = store.templateOf(target.digest)!;
+    const basisTemplate = store.templateOf(basis.digest);
+    if (!basisTemplate || basisTemplate.normalized === template.normalized) continue;
+    const over = basisTemplate.normalized;
+    if (!(base.blobs.has(over) || base.derivable.has(over)) || !store.hasBlob(over) || !store.hasBlob(template.normalized)) continue;
+    const wanted = { type: 'file', digest: template.normalized, size: target.size, executable: false } as const;
+    const cvs = basisChainingValues(store, { target: wanted, basis: { type: 'file', digest: over, size: basis.size, executable: false } });
+    const tree = verifyOutboard(digestToBytes(wanted.digest), wanted.size, store.readOutboard(wanted.digest), wanted.digest);
+    const runs = differingRuns(groupCount(wanted.size), cvsToBytes(cvs), (index) => tree.groupCv(index));
+    const groupBytes = runs.reduce((sum, [first, count]) => sum + Math.min(wanted.size, (first + count) * GROUP_SIZE) - first * GROUP_SIZE, 0);
+    if (runs.length === 0 || groupBytes >= wanted.size || groupBytes > MAX_BUNDLE_DELTA_BYTES) continue;
+    deltas.set(target.digest, { target: { id: wanted.digest, size: wanted.size }, basis: over, runs, groupBytes });
+  }
+  return deltas;
+}
+
+/** Bytes of a deltas/ entry before its groups (see encodeGroupDelta). */
+const deltaHeaderBytes = (runs: number): number => 1 + 32 + 8 + 4 + 8 * runs;
+/** The version byte of a deltas/ entry this Ferry writes and reads. */
+const GROUP_DELTA_ENTRY_VERSION = 1;
+
+/**
+ * A deltas/<N> entry's header (the groups' bytes follow it, in run order):
+ *
+ *   u8      version = 1
+ *   32      the basis: a normalized blob of the base (held by the reader, or
+ *           derived by a normalized/ entry before this one)
+ *   u64 LE  N's size
+ *   u32 LE  run count r (1 ≤ r)
+ *   r × (u32 LE first group, u32 LE group count), ascending, apart, inside N
+ *
+ * A group not in a run is the basis's bytes at the same offset.
+ */
+function encodeGroupDelta(delta: BundleDelta): Buffer {
+  const header = Buffer.alloc(deltaHeaderBytes(delta.runs.length));
+  header.writeUInt8(GROUP_DELTA_ENTRY_VERSION, 0);
+  Buffer.from(delta.basis, 'hex').copy(header, 1);
+  header.writeBigUInt64LE(BigInt(delta.target.size), 33);
+  header.writeUInt32LE(delta.runs.length, 41);
+  delta.runs.forEach(([first, count], index) => {
+    header.writeUInt32LE(first, 45 + index * 8);
+    header.writeUInt32LE(count, 49 + index * 8);
+  });
+  return header;
 }
 
 /** A normalized/ or templates/ entry's bytes: a digest, then a template record. */
 const digestThenRecord = (digest: Digest, record: Uint8Array): Buffer => Buffer.concat([Buffer.from(digest, 'hex'), record]);
+
+/** A deltas/ entry's bytes: its header, then its groups read from the store. */
+async function* deltaEntryChunks(store: LocalCastore, delta: BundleDelta): AsyncGenerator<Uint8Array> {
+  yield encodeGroupDelta(delta);
+  for (const [first, count] of delta.runs) {
+    const offset = first * GROUP_SIZE;
+    yield* store.readBlob(delta.target.id, { offset, length: Math.min(delta.target.size, (first + count) * GROUP_SIZE) - offset });
+  }
+}
 
 /**
  * Streams a signed bundle of `config` and the closure of its targets (all
@@ -268,8 +381,6 @@ export function writeBundle(store: LocalCastore, signer: Identity, config: Bundl
     storePaths,
   });
   if (!parsed.success) throw manifestError(parsed.error);
-  const manifestBytes = Buffer.from(JSON.stringify(parsed.data));
-  const signature = Buffer.from(Buffer.from(signer.sign(signedMessage(BUNDLE_FORMAT, manifestBytes))).toString('base64'));
   const closure = objectsOf(store, storePaths.map((info) => info.root));
   const base = options.base ? baseClosure(store, options.base, systems) : undefined;
   const directories = base ? closure.directories.filter((id) => !base.directories.has(id)) : closure.directories;
@@ -278,17 +389,44 @@ export function writeBundle(store: LocalCastore, signer: Identity, config: Bundl
   const blobs: { id: Digest; size: number }[] = [];
   const templates: (readonly [Digest, Buffer])[] = [];
   const derivations = new Map<Digest, Buffer>();
+  const derive = (normalized: Digest): void => {
+    const over = base?.derivable.get(normalized);
+    if (over && !base!.blobs.has(normalized) && !derivations.has(normalized)) derivations.set(normalized, digestThenRecord(over.from, over.record));
+  };
+  /** Rebuilt files whose normalized blob the base neither holds nor derives: deltas/ entries may carry those. */
+  const unmatched = new Map<Digest, FileNode>();
   for (const blob of closure.blobs) {
     if (base?.blobs.has(blob.id)) continue;
     const template = base && store.templateOf(blob.id);
-    const over = template && (base.blobs.has(template.normalized) ? 'held' : base.derivable.get(template.normalized));
-    if (!template || !over) {
+    if (!template) {
       blobs.push(blob);
       continue;
     }
+    if (!base.blobs.has(template.normalized) && !base.derivable.has(template.normalized)) {
+      unmatched.set(blob.id, { type: 'file', digest: blob.id, size: blob.size, executable: false });
+      continue;
+    }
     templates.push([blob.id, digestThenRecord(template.normalized, template.record)]);
-    if (over !== 'held' && !derivations.has(template.normalized)) derivations.set(template.normalized, digestThenRecord(over.from, over.record));
+    derive(template.normalized);
   }
+  const basePaths = new Set(base?.storePaths.map((info) => info.storePath));
+  const byFile = base ? normalizedDeltas(store, base, storePaths.filter((info) => !basePaths.has(info.storePath)), unmatched) : new Map<Digest, BundleDelta>();
+  const deltas = new Map<Digest, BundleDelta>();
+  for (const blob of unmatched.values()) {
+    const delta = byFile.get(blob.digest);
+    if (!delta) {
+      blobs.push({ id: blob.digest, size: blob.size });
+      continue;
+    }
+    const template = store.templateOf(blob.digest)!;
+    templates.push([blob.digest, digestThenRecord(template.normalized, template.record)]);
+    if (!deltas.has(delta.target.id)) deltas.set(delta.target.id, delta);
+    derive(delta.basis);
+  }
+  const format = deltas.size > 0 ? BUNDLE_FORMAT : BUNDLE_FORMAT_V3;
+  const manifest = { ...parsed.data, format };
+  const manifestBytes = Buffer.from(JSON.stringify(manifest));
+  const signature = Buffer.from(Buffer.from(signer.sign(signedMessage(format, manifestBytes))).toString('base64'));
   const pack = tar.pack();
   const addEntry = (name: string, size: number, chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>) =>
     new Promise<void>((resolve, reject) => {
@@ -310,6 +448,8 @@ export function writeBundle(store: LocalCastore, signer: Identity, config: Bundl
       for (const [id, bytes] of directoryBytes) await addEntry(`directories/${id}`, bytes.length, [bytes]);
       for (const [id, bytes] of derivations) await addEntry(`normalized/${id}`, bytes.length, [bytes]);
       for (const blob of blobs) await addEntry(`blobs/${blob.id}`, blob.size, blob.size === 0 ? [] : store.readBlob(blob.id));
+      // After normalized/ (a basis may be derived), before templates/ (restored over these).
+      for (const delta of deltas.values()) await addEntry(`deltas/${delta.target.id}`, deltaHeaderBytes(delta.runs.length) + delta.groupBytes, deltaEntryChunks(store, delta));
       // Last: a reader restores each over a normalized blob it holds or was just given.
       for (const [id, bytes] of templates) await addEntry(`templates/${id}`, bytes.length, [bytes]);
       pack.finalize();
@@ -322,6 +462,7 @@ export function writeBundle(store: LocalCastore, signer: Identity, config: Bundl
     tarEntryBytes(signature.length) +
     directoryBytes.reduce((sum, [, bytes]) => sum + tarEntryBytes(bytes.length), 0) +
     [...derivations.values(), ...templates.map(([, bytes]) => bytes)].reduce((sum, bytes) => sum + tarEntryBytes(bytes.length), 0) +
+    [...deltas.values()].reduce((sum, delta) => sum + tarEntryBytes(deltaHeaderBytes(delta.runs.length) + delta.groupBytes), 0) +
     blobs.reduce((sum, blob) => sum + tarEntryBytes(blob.size), 0) +
     TAR_END_BYTES;
   // A streamx Readable: async-iterable bytes.
@@ -332,6 +473,8 @@ export function writeBundle(store: LocalCastore, signer: Identity, config: Bundl
     directories: directories.length,
     blobs: blobs.length,
     templates: templates.length,
+    deltas: deltas.size,
+    deltaGroupBytes: [...deltas.values()].reduce((sum, delta) => sum + delta.groupBytes, 0),
     expiresAt: parsed.data.expiresAt,
     agents: parsed.data.audience.agents,
   };
@@ -376,12 +519,12 @@ function verifiedManifest(manifestBytes: Buffer, signatureText: Buffer, coordina
   if (format === 'ferry-bundle-v1') {
     throw new BundleError(
       'BUNDLE_FORMAT_UNSUPPORTED',
-      `this is a ferry-bundle-v1 bundle: v1 bundles name no agent and never expire, and this agent applies only ${READABLE_FORMATS.join(' and ')}; ` +
+      `this is a ferry-bundle-v1 bundle: v1 bundles name no agent and never expire, and this agent applies only ${READABLE_LIST}; ` +
         'make a new one on the coordinator host with ferry bundle create CONFIG --agents ID… (or --where K=V)',
     );
   }
   if (!READABLE_FORMATS.includes(format as (typeof READABLE_FORMATS)[number])) {
-    throw new BundleError('BUNDLE_FORMAT_UNSUPPORTED', `the bundle's format is ${JSON.stringify(format)?.slice(0, 64) ?? 'missing'}; this agent applies ${READABLE_FORMATS.join(' and ')}`);
+    throw new BundleError('BUNDLE_FORMAT_UNSUPPORTED', `the bundle's format is ${JSON.stringify(format)?.slice(0, 64) ?? 'missing'}; this agent applies ${READABLE_LIST}`);
   }
   const signature = Buffer.from(signatureText.toString('utf8'), 'base64');
   if (!ed25519Verify(publicKeyOf(coordinatorKey as KeyId), signedMessage(format as string, manifestBytes), signature)) {
@@ -416,18 +559,121 @@ async function deriveNormalized(store: LocalCastore, session: BundleIngest, id: 
   if (held !== undefined) return held;
   const size = store.statBlob(from)?.size;
   if (size === undefined) throw new BundleError('BAD_BUNDLE', `normalized blob ${id} derives from blob ${from}, which is not here: ${lacksBase(base)}`);
-  const { sites } = decodeTemplateRecord(record, size);
   const writer = session.blobWriter(size, id);
   try {
-    let offset = 0;
-    for await (const chunk of store.readBlob(from)) {
-      writer.write(placeholdersAt(chunk, sites, offset));
-      offset += chunk.length;
+    for await (const chunk of derivedChunks(store, from, size, record)) writer.write(chunk);
+    writer.finish();
+  } catch (error) {
+    writer.discard();
+    throw error;
+  }
+  return size;
+}
+
+/** Blob `from` (of `size` bytes) with the placeholder written at `record`'s sites, as a stream; refuses (CastoreError) a record that does not fit it. */
+async function* derivedChunks(store: LocalCastore, from: Digest, size: number, record: Uint8Array): AsyncGenerator<Uint8Array> {
+  const { sites } = decodeTemplateRecord(record, size);
+  let offset = 0;
+  for await (const chunk of store.readBlob(from)) {
+    yield placeholdersAt(chunk, sites, offset);
+    offset += chunk.length;
+  }
+}
+
+/** Most runs one deltas/ entry may name (a run is at least one 16 KiB group of MAX_BUNDLE_DELTA_BYTES). */
+const MAX_BUNDLE_DELTA_RUNS = MAX_BUNDLE_DELTA_BYTES / GROUP_SIZE;
+
+/** Reads a stream `length` bytes at a time: fewer only at its end. */
+class ChunkCursor {
+  private pending: Uint8Array = new Uint8Array(0);
+  private readonly iterator: AsyncIterator<Uint8Array>;
+  private done = false;
+
+  constructor(source: AsyncIterable<Uint8Array>) {
+    this.iterator = source[Symbol.asyncIterator]();
+  }
+
+  async read(length: number): Promise<Uint8Array> {
+    while (this.pending.length < length && !this.done) {
+      const next = await this.iterator.next();
+      if (next.done) this.done = true;
+      else this.pending = this.pending.length === 0 ? next.value : Buffer.concat([this.pending, next.value]);
+    }
+    const out = this.pending.subarray(0, Math.min(length, this.pending.length));
+    this.pending = this.pending.subarray(out.length);
+    return out;
+  }
+
+  async close(): Promise<void> {
+    if (!this.done) await this.iterator.return?.();
+  }
+}
+
+/**
+ * A deltas/<id> entry (encodeGroupDelta): normalized blob `id` built from
+ * the groups it carries and, for the others, the bytes at the same offset
+ * of its basis — held here, or derived by a normalized/ entry of this
+ * bundle (`derivations`: read again from its file) — staged once its
+ * BLAKE3 is `id`; returns its size. Nothing is staged when `id` is already
+ * here. Refuses (BundleError) an entry that does not parse (an unknown
+ * version, runs out of order or outside the blob, a length other than its
+ * runs say), a basis that is not here, one that ends before a group it
+ * should give, and (CastoreError BLOB_CORRUPT) bytes that are not `id`.
+ */
+async function applyGroupDelta(
+  store: LocalCastore,
+  session: BundleIngest,
+  id: Digest,
+  entry: Buffer,
+  derivations: ReadonlyMap<Digest, { from: Digest; record: Uint8Array }>,
+  base: string | undefined,
+): Promise<number> {
+  const bad = (why: string) => new BundleError('BAD_BUNDLE', `entry deltas/${id} ${why}`);
+  if (entry.length < deltaHeaderBytes(0)) throw bad('is too short for its header');
+  if (entry.readUInt8(0) !== GROUP_DELTA_ENTRY_VERSION) throw bad(`is of version ${entry.readUInt8(0)}; this Ferry reads version ${GROUP_DELTA_ENTRY_VERSION}`);
+  const basis = entry.subarray(1, 33).toString('hex') as Digest;
+  const declared = entry.readBigUInt64LE(33);
+  if (declared > BigInt(Number.MAX_SAFE_INTEGER)) throw bad(`declares ${declared} bytes`);
+  const size = Number(declared);
+  const count = entry.readUInt32LE(41);
+  if (count < 1 || count > MAX_BUNDLE_DELTA_RUNS || entry.length < deltaHeaderBytes(count)) throw bad(`names ${count} runs`);
+  const runs: [number, number][] = [];
+  for (let index = 0; index < count; index++) runs.push([entry.readUInt32LE(45 + index * 8), entry.readUInt32LE(49 + index * 8)]);
+  let groupBytes: number;
+  try {
+    groupBytes = checkRuns(runs, { type: 'file', digest: id, size, executable: false });
+  } catch (error) {
+    throw bad((error as Error).message);
+  }
+  if (runs.some(([, groups]) => groups === 0) || entry.length !== deltaHeaderBytes(count) + groupBytes) throw bad(`is ${entry.length} bytes, its runs say ${deltaHeaderBytes(count) + groupBytes}`);
+  if (store.statBlob(id)) return size;
+  const held = store.statBlob(basis)?.size;
+  const derivation = held === undefined ? derivations.get(basis) : undefined;
+  const derivedSize = derivation && store.statBlob(derivation.from)?.size;
+  if (held === undefined && derivedSize === undefined) throw bad(`is over normalized blob ${basis}, which is not here: ${lacksBase(base)}`);
+  const cursor = new ChunkCursor(held !== undefined ? store.readBlob(basis) : derivedChunks(store, derivation!.from, derivedSize!, derivation!.record));
+  const writer = session.blobWriter(size, id);
+  try {
+    let sentAt = deltaHeaderBytes(count);
+    let run = 0;
+    for (let group = 0; group < groupCount(size); group++) {
+      const length = Math.min(GROUP_SIZE, size - group * GROUP_SIZE);
+      const fromBasis = await cursor.read(length);
+      while (run < runs.length && runs[run]![0] + runs[run]![1] <= group) run++;
+      if (run < runs.length && runs[run]![0] <= group) {
+        writer.write(entry.subarray(sentAt, sentAt + length));
+        sentAt += length;
+      } else {
+        if (fromBasis.length < length) throw bad(`takes group ${group} from normalized blob ${basis}, which ends before it`);
+        writer.write(fromBasis);
+      }
     }
     writer.finish();
   } catch (error) {
     writer.discard();
     throw error;
+  } finally {
+    await cursor.close();
   }
   return size;
 }
@@ -466,8 +712,10 @@ export async function readBundle(source: AsyncIterable<Uint8Array>, store: Local
     let manifestBytes: Buffer | undefined;
     const directories = new Map<Digest, ReturnType<typeof decodeDirectory>>();
     const blobs = new Set<Digest>();
-    /** Normalized blobs derived from the base by normalized/ entries, and their sizes. */
+    /** Normalized blobs derived from the base by normalized/ entries or built by deltas/ entries, and their sizes. */
     const derived = new Map<Digest, number>();
+    /** How the normalized/ entries derive theirs (a deltas/ entry over one reads it again). */
+    const derivations = new Map<Digest, { from: Digest; record: Uint8Array }>();
     for await (const entry of extract) {
       const name = entry.header.name;
       if (name === 'ferry-bundle.json') {
@@ -485,9 +733,14 @@ export async function readBundle(source: AsyncIterable<Uint8Array>, store: Local
         continue;
       }
       if (!manifest || !session) throw new BundleError('BAD_BUNDLE', `entry '${name}' comes before the signed manifest`);
-      const match = (manifest.format === BUNDLE_FORMAT ? /^(directories|blobs|normalized|templates)\/([0-9a-f]{64})$/ : /^(directories|blobs)\/([0-9a-f]{64})$/).exec(name);
-      if (!match || !isDigest(match[2]!)) throw new BundleError('BAD_BUNDLE', `unexpected entry '${name}' in the bundle`);
+      const match = /^([a-z]+)\/([0-9a-f]{64})$/.exec(name);
+      if (!match || !ENTRY_KINDS[manifest.format].includes(match[1]!) || !isDigest(match[2]!)) throw new BundleError('BAD_BUNDLE', `unexpected entry '${name}' in the bundle`);
       const id = match[2] as Digest;
+      if (match[1] === 'deltas') {
+        const bytes = await readAll(entry, deltaHeaderBytes(MAX_BUNDLE_DELTA_RUNS) + MAX_BUNDLE_DELTA_BYTES, `entry ${name}`);
+        derived.set(id, await applyGroupDelta(store, session, id, bytes, derivations, manifest.base));
+        continue;
+      }
       if (match[1] === 'normalized' || match[1] === 'templates') {
         const bytes = await readAll(entry, 32 + MAX_TEMPLATE_RECORD_BYTES, `entry ${name}`);
         if (bytes.length <= 32) throw new BundleError('BAD_BUNDLE', `entry ${name} is too short for a digest and a template record`);
@@ -495,6 +748,7 @@ export async function readBundle(source: AsyncIterable<Uint8Array>, store: Local
         const record = new Uint8Array(bytes.subarray(32));
         if (match[1] === 'normalized') {
           derived.set(id, await deriveNormalized(store, session, id, digest, record, manifest.base));
+          derivations.set(id, { from: digest, record });
         } else {
           // Restored over N (here, or derived above) and checked against its id: putTemplate refuses N's absence.
           const size = derived.get(digest) ?? store.statBlob(digest)?.size;

@@ -44,6 +44,7 @@ export {
   type TransferProgress,
 } from './transfer/copy-closure.js';
 export { LARGE_BLOB_SEGMENT_BYTES } from './transfer/data-plane-copy.js';
+export { differingRuns } from './transfer/group-delta.js';
 export { uploadStorePaths, type UploadOptions, type UploadReport } from './transfer/upload-store-paths.js';
 export { splitBlobs } from './transfer/batches.js';
 export { streamOrder } from './transfer/stream-order.js';

@@ -82,13 +82,14 @@ const create: Command = {
         directories: bundle.directories,
         blobs: bundle.blobs,
         templates: bundle.templates,
+        deltas: bundle.deltas,
         base: baseRow?.id ?? null,
         agents: bundle.agents,
         expiresAt: bundle.expiresAt,
       };
       progress.done();
       if (json) return writeJson(stdout, summary);
-      const carried = baseRow ? `, only what config ${baseRow.id}'s closure lacks: ${bundle.blobs} blobs, ${bundle.templates} templates` : `: ${bundle.blobs} blobs`;
+      const carried = baseRow ? `, only what config ${baseRow.id}'s closure lacks: ${bundle.blobs} blobs, ${bundle.templates} templates${bundle.deltas > 0 ? `, ${bundle.deltas} normalized blobs as ${formatBytes(bundle.deltaGroupBytes)} of changed groups` : ''}` : `: ${bundle.blobs} blobs`;
       stderr.write(term`wrote bundle of config ${row.id} to ${output}: ${formatBytes(bundle.size)}, ${bundle.storePaths} store paths (${bundle.directories} directories${carried})\n`);
       stderr.write(term`for ${bundle.agents.length} agent(s), until ${new Date(bundle.expiresAt).toISOString()}\n`);
     } finally {

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { blake3, BundleError, CastoreError, exportNar, LocalCastore, readBundle, writeBundle, type BundleConfig } from '../castore/index.js';
+import { blake3, BundleError, CastoreError, exportNar, fsck, GROUP_SIZE, LocalCastore, readBundle, writeBundle, type BundleConfig } from '../castore/index.js';
 import { configId } from '../castore/config-id.js';
 import { ingestVersion, version } from '../castore/services/template-conformance.case.js';
 import { ConfigBodySchema, type ConfigBody } from '../protocol/config.js';
@@ -21,12 +21,19 @@ const coordinatorKey = Identity.generate();
 const agent = Identity.generate();
 const base = version(21);
 const rebuilt = version(22);
+/** A rebuild that also changed the app binary in one 16 KiB group (at 1 MiB, away from its store path sites). */
+const changed = version(23);
+const EDIT_AT = 1024 * 1024 + 10;
+changed.appFiles.app = Buffer.from(changed.appFiles.app!);
+(changed.appFiles.app as Buffer).write('fixed a bug', EDIT_AT, 'latin1');
 let work: string;
 /** The coordinator's castore: both versions, kept as templates (as a push or narinfo upload stores them). */
 let coordinatorStore: LocalCastore;
 let nars: { lib: Buffer; app: Buffer };
+let changedNars: { lib: Buffer; app: Buffer };
 let baseConfig: BundleConfig;
 let rebuiltConfig: BundleConfig;
+let changedConfig: BundleConfig;
 
 function configOf(target: string, wall: number, message: string): BundleConfig {
   const body: ConfigBody = ConfigBodySchema.parse({
@@ -80,8 +87,11 @@ beforeAll(async () => {
   await ingestVersion(coordinatorStore, base);
   const ingested = await ingestVersion(coordinatorStore, rebuilt);
   nars = { lib: ingested.libNar, app: ingested.appNar };
+  const changedIngest = await ingestVersion(coordinatorStore, changed);
+  changedNars = { lib: changedIngest.libNar, app: changedIngest.appNar };
   baseConfig = configOf(base.app, Date.now() - 60_000, 'base');
   rebuiltConfig = configOf(rebuilt.app, Date.now() - 30_000, 'mass rebuild');
+  changedConfig = configOf(changed.app, Date.now() - 20_000, 'mass rebuild and a fix');
 }, 60_000);
 
 afterAll(() => {
@@ -105,6 +115,7 @@ describe('a bundle based on a config the agents run', () => {
       expect(manifest).toMatchObject({ format: 'ferry-bundle-v3', base: baseConfig.id });
       expect((await narOf(store, rebuilt.lib)).equals(nars.lib)).toBe(true);
       expect((await narOf(store, rebuilt.app)).equals(nars.app)).toBe(true);
+      expect((await fsck(store, { checkNars: true })).problems).toEqual([]);
     } finally {
       store.close();
     }
@@ -120,6 +131,7 @@ describe('a bundle based on a config the agents run', () => {
       // The three rebuilt files, kept as templates over the normalized blobs the base already had.
       expect(store.stats().blobs - before).toBe(3);
       expect(store.stats().templatedBlobs).toBe(6);
+      expect((await fsck(store, { checkNars: true })).problems).toEqual([]);
     } finally {
       store.close();
     }
@@ -196,5 +208,92 @@ describe('a bundle based on a config the agents run', () => {
       store.close();
     }
     expect(() => bundle(rebuiltConfig, { base: rebuiltConfig })).toThrow(/base: a bundle cannot be based on its own config/);
+  });
+});
+
+describe('a based bundle of a rebuild that also changed a file', () => {
+  it('carries the changed normalized blob as the one group that differs from the base’s (ferry-bundle-v4), and restores the rebuild byte-identical', async () => {
+    const based = bundle(changedConfig, { base: baseConfig });
+    // app's normalized blob differs from the base's in one group; libfoo.so and run only in store paths.
+    expect(based).toMatchObject({ storePaths: 2, blobs: 0, templates: 3, deltas: 1, deltaGroupBytes: GROUP_SIZE });
+    expect(based.size).toBeLessThan(64 * 1024);
+    const bytes = await bytesOf(based.bytes);
+    expect(bytes.length).toBe(based.size);
+    // On a machine that applied the base from a full bundle (the basis is derived from its file), and on one that keeps templates.
+    for (const store of [await storeFromFullBundle('delta-from-bundle'), LocalCastore.open(path.join(work, 'delta-with-templates'))]) {
+      try {
+        if (store.stats().blobs === 0) await ingestVersion(store, base);
+        const manifest = await readBundle(fromBuffer(bytes), store, coordinatorKey.keyId);
+        expect(manifest).toMatchObject({ format: 'ferry-bundle-v4', base: baseConfig.id });
+        expect((await narOf(store, changed.lib)).equals(changedNars.lib)).toBe(true);
+        expect((await narOf(store, changed.app)).equals(changedNars.app)).toBe(true);
+        expect((await fsck(store, { checkNars: true })).problems).toEqual([]);
+      } finally {
+        store.close();
+      }
+    }
+    // Without a base, or with nothing changed besides store paths, bundles stay ferry-bundle-v3: a Ferry from before v4 applies them.
+    const full = bundle(changedConfig);
+    expect(full.deltas).toBe(0);
+    const store = LocalCastore.open(path.join(work, 'delta-full'));
+    try {
+      expect((await readBundle(fromBuffer(await bytesOf(full.bytes)), store, coordinatorKey.keyId)).format).toBe('ferry-bundle-v3');
+    } finally {
+      store.close();
+    }
+  });
+
+  it('refuses tampered deltas/ entries (the built blob is checked against its id), with nothing stored', async () => {
+    const bytes = await bytesOf(bundle(changedConfig, { base: baseConfig }).bytes);
+    const deltas = (edit: (data: Buffer) => Buffer) => (name: string, data: Buffer) => (name.startsWith('deltas/') ? edit(data) : data);
+    const header = 1 + 32 + 8 + 4 + 8;
+    const cases: [string, (name: string, data: Buffer) => Buffer | undefined, RegExp][] = [
+      ['a group altered', deltas((data) => Buffer.concat([data.subarray(0, -1), Buffer.from([data.at(-1)! ^ 1])])), /hash|corrupt|does not match/i],
+      ['another basis', deltas((data) => Buffer.concat([data.subarray(0, 1), Buffer.alloc(32, 7), data.subarray(33)])), /not here/],
+      ['a version this Ferry does not read', deltas((data) => Buffer.concat([Buffer.from([2]), data.subarray(1)])), /version 2; this Ferry reads version 1/],
+      ['a run moved', deltas((data) => Buffer.from(data).fill(0, 45, 49)), /hash|corrupt|does not match/i],
+      ['a run past the blob', deltas((data) => { const copy = Buffer.from(data); copy.writeUInt32LE(100_000, 45); return copy; }), /past its/],
+      ['more runs than it holds', deltas((data) => { const copy = Buffer.from(data); copy.writeUInt32LE(1_000_000, 41); return copy; }), /runs/],
+      ['its groups cut short', deltas((data) => data.subarray(0, header + 100)), /its runs say/],
+      ['a size that is not the blob’s', deltas((data) => { const copy = Buffer.from(data); copy.writeBigUInt64LE(copy.readBigUInt64LE(33) + 1n, 33); return copy; }), /ends before it/],
+      ['cut to its header', deltas((data) => data.subarray(0, 20)), /too short/],
+    ];
+    for (const [what, edit, message] of cases) {
+      const store = await storeFromFullBundle(`delta-tampered-${what.replace(/\W+/g, '-')}`);
+      try {
+        const before = store.stats();
+        const error = await readBundle(fromBuffer(await rewritten(bytes, edit)), store, coordinatorKey.keyId).catch((thrown: unknown) => thrown);
+        expect(error instanceof BundleError || error instanceof CastoreError, what).toBe(true);
+        expect((error as Error).message, what).toMatch(message);
+        expect(store.stats(), what).toEqual(before);
+        expect(store.getStorePath(changed.app), what).toBeUndefined();
+      } finally {
+        store.close();
+      }
+    }
+  });
+
+  it('refuses a deltas/ entry in a ferry-bundle-v3 bundle', async () => {
+    const bytes = await bytesOf(bundle(changedConfig, { base: baseConfig }).bytes);
+    let manifest: Buffer | undefined;
+    const v3 = await rewritten(bytes, (name, data) => {
+      if (name === 'ferry-bundle.json') {
+        manifest = Buffer.from(JSON.stringify({ ...(JSON.parse(data.toString('utf8')) as Record<string, unknown>), format: 'ferry-bundle-v3' }));
+        return manifest;
+      }
+      if (name === 'ferry-bundle.sig') {
+        const message = new TextEncoder().encode(`ferry-bundle-v3\n${Buffer.from(blake3(manifest!)).toString('hex')}`);
+        return Buffer.from(Buffer.from(coordinatorKey.sign(message)).toString('base64'));
+      }
+      return data;
+    });
+    const store = await storeFromFullBundle('delta-in-v3');
+    try {
+      const before = store.stats();
+      await expect(readBundle(fromBuffer(v3), store, coordinatorKey.keyId)).rejects.toThrow(/unexpected entry 'deltas\/[0-9a-f]{64}'/);
+      expect(store.stats()).toEqual(before);
+    } finally {
+      store.close();
+    }
   });
 });

@@ -275,7 +275,7 @@ describe('bundles', () => {
     try {
       const error = await refusal(agent.applyBundle(fromBuffer(v1)));
       expect(error.code).toBe('BUNDLE_FORMAT_UNSUPPORTED');
-      expect(error.message).toMatch(/^this is a ferry-bundle-v1 bundle: v1 bundles name no agent and never expire, and this agent applies only ferry-bundle-v2 and ferry-bundle-v3; make a new one .*ferry bundle create/);
+      expect(error.message).toMatch(/^this is a ferry-bundle-v1 bundle: v1 bundles name no agent and never expire, and this agent applies only ferry-bundle-v2, ferry-bundle-v3 and ferry-bundle-v4; make a new one .*ferry bundle create/);
     } finally {
       await agent.close();
     }

@@ -17,7 +17,7 @@ import { CastoreError } from '../errors.js';
 import { decodeDirectory } from '../directory.js';
 import { digestFromBytes, digestToBytes, type Digest, type Entry } from '../node.js';
 import { blake3, blake3Hasher, GROUP_SIZE, OutboardBuilder, verifyOutboard, type VerifiedOutboard } from '../blake3/index.js';
-import type { RestoreSource } from '../services/template-writer.js';
+import { treeWithSitesRehashed, type RestoreSource } from '../services/template-writer.js';
 import type { BlobStat } from '../services/blob-service.js';
 import { walkClosure, withIngest, type CastoreServices, type Clock } from '../services/castore-services.js';
 import { StorePathInfoSchema, type StorePathInfo } from '../store-path-info.js';
@@ -650,7 +650,10 @@ export class LocalCastore implements CastoreServices, LocalReads {
       return builder.finish().outboard;
     }
     if (!row) {
-      const derived = this.readDerivedNormalized(id);
+      // Derived from an adopted file (a group-delta basis on an agent): the file's stored tree with the groups its sites touch hashed again.
+      const source = this.restoreSource(id);
+      if (source && source.tree && source.bytes.length > GROUP_SIZE) return treeWithSitesRehashed(source.tree, source.bytes, [source.changed]).outboard;
+      const derived = source?.bytes ?? this.readDerivedNormalized(id);
       if (!derived) throw new CastoreError('BLOB_NOT_FOUND', `blob ${id} is not in the store`, { objectId: id });
       if (derived.length <= GROUP_SIZE) return new Uint8Array(0);
       const builder = new OutboardBuilder();

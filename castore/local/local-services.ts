@@ -6,6 +6,7 @@
  */
 import { createReadStream, existsSync, readFileSync, rmSync } from 'node:fs';
 import { checkBlobStream, isBlob } from '../blob-check.js';
+import { GROUP_SIZE } from '../blake3/index.js';
 import type { Digest, Entry } from '../node.js';
 import type { BlobService, BlobStat, ByteRange, StoredBlob } from '../services/blob-service.js';
 import type { BlobTemplate, BlobTemplateReader } from '../services/blob-templates.js';
@@ -126,8 +127,14 @@ export class LocalBlobService implements BlobService, BlobTemplateReader {
     const outboard = row.outboard ? new Uint8Array(row.outboard) : new Uint8Array(0);
     if (row.template !== null) {
       if (this.reads.statBlob(row.template) === undefined) return `it is a template over ${row.template}, which is missing`;
-      // Its outboard was computed from the real bytes at ingest: a bad restore is located by group.
       try {
+        // One restored whole (up to BUFFERED_MAX bytes) keeps no outboard: hashed whole, as a packed blob is.
+        if (!row.outboard && row.size > GROUP_SIZE) {
+          const chunks: Uint8Array[] = [];
+          for await (const chunk of this.reads.readBlob(id)) chunks.push(chunk);
+          return isBlob(id, row.size, Buffer.concat(chunks)) ? undefined : `restored from ${row.template}, it does not hash to its id`;
+        }
+        // Its outboard was computed from the real bytes at ingest: a bad restore is located by group.
         const problem = await checkBlobStream(id, row.size, outboard, this.reads.readBlob(id));
         return problem && `restored from ${row.template}: ${problem}`;
       } catch (error) {

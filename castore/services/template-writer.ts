@@ -273,15 +273,7 @@ export function verifyRestored(id: Digest, size: number, normalized: Digest, rec
   }
   let real: { id: Digest; outboard: Uint8Array };
   if (size > GROUP_SIZE && source.tree && source.tree.size === size) {
-    const count = groupCount(size);
-    const cvs = new Uint32Array(count * 8);
-    for (let group = 0; group < count; group++) cvs.set(source.tree.groupCv(group)!, group * 8);
-    const buffer = new GroupBuffer();
-    for (const group of groupsTouched([source.changed, decoded.sites])) {
-      const start = group * GROUP_SIZE;
-      cvs.set(groupChainingValue(bytes.subarray(start, Math.min(start + GROUP_SIZE, size)), group, buffer), group * 8);
-    }
-    const { root, outboard } = outboardFromGroupCvs(cvs, count, buffer);
+    const { root, outboard } = treeWithSitesRehashed(source.tree, bytes, [source.changed, decoded.sites]);
     real = { id: digestFromBytes(root), outboard };
   } else if (size <= BUFFERED_MAX) {
     // Hashed whole (natively past 8 KiB); the outboard of a blob this small is computed when asked for.
@@ -291,6 +283,27 @@ export function verifyRestored(id: Digest, size: number, normalized: Digest, rec
   }
   if (real.id !== id) throw new CastoreError('BLOB_CORRUPT', `template over ${normalized} restores to ${real.id} (${size} bytes), not ${id}`, { objectId: id });
   return { entry: { id, size, normalized, record: new Uint8Array(record), outboard: real.outboard }, bytes };
+}
+
+/**
+ * The tree of `bytes`, which are those `tree` is of except in the 16 KiB
+ * groups a site of `siteLists` touches (a file and its normalized blob, or
+ * a normalized blob and a file restored from it): those groups hashed
+ * again, every other chaining value taken from `tree`. `tree` is the
+ * caller's, checked against its id; the bytes of its other groups must be
+ * known to be its own (hashed against it just now).
+ */
+export function treeWithSitesRehashed(tree: VerifiedOutboard, bytes: Uint8Array, siteLists: readonly (readonly ReferenceSite[])[]): { root: Uint8Array; outboard: Uint8Array } {
+  const size = bytes.length;
+  const count = groupCount(size);
+  const cvs = new Uint32Array(count * 8);
+  for (let group = 0; group < count; group++) cvs.set(tree.groupCv(group)!, group * 8);
+  const buffer = new GroupBuffer();
+  for (const group of groupsTouched(siteLists)) {
+    const start = group * GROUP_SIZE;
+    cvs.set(groupChainingValue(bytes.subarray(start, Math.min(start + GROUP_SIZE, size)), group, buffer), group * 8);
+  }
+  return outboardFromGroupCvs(cvs, count, buffer);
 }
 
 /** The 16 KiB groups a site of any of `siteLists` touches. */

@@ -37,7 +37,7 @@ import { offersTemplates, type BlobTemplate } from '../services/blob-templates.j
 import { withIngest, type CastoreReader, type CastoreServices, type Ingest } from '../services/castore-services.js';
 import { StorePathInfoSchema, type StorePathInfo } from '../store-path-info.js';
 import { TRANSFER_PARALLEL } from './batches.js';
-import type { DeltaBasisStore } from './group-delta.js';
+import { findDeltaBases, type DeltaBasisStore, type DeltaPair } from './group-delta.js';
 import { runPool } from './pool.js';
 
 export interface TransferProgress {
@@ -120,6 +120,14 @@ export interface CopyReport {
   deltaBlobs: number;
   /** and the bytes of those groups (uncompressed). */
   deltaGroupBytes: number;
+  /**
+   * Normalized blobs fetched as group deltas against the normalized blob
+   * of a previous version the target holds (the files over them are among
+   * `restoredBlobs`: rebuilt files that also changed a little),
+   */
+  normalizedDeltaBlobs: number;
+  /** and the bytes of their groups (uncompressed). */
+  normalizedDeltaGroupBytes: number;
 }
 
 /**
@@ -182,20 +190,49 @@ export class SharedIngest {
 export interface BulkBlobJob {
   /** What the target lacks (verified sizes, from directories). */
   blobs: readonly FileNode[];
-  /** The whole closure, and the store paths the target lacks (delta bases are searched for those). */
+  /** The whole closure. */
   storePaths: readonly StorePathInfo[];
-  lacking: readonly StorePathInfo[];
   /** Knows every directory below `storePaths`. */
   readDirectory: (id: Digest) => readonly Entry[];
   ingest: SharedIngest;
   /** Small blobs go there instead of `ingest`. */
   smallBlobs?: SmallBlobSink['accept'];
   /** Present when the target can serve as the basis of group deltas and they are wanted. */
-  deltaBasis?: DeltaBasisStore;
+  deltas?: JobDeltas;
   parallel: number;
   streamMinBytes?: number;
   onBytes(bytes: number): void;
   onObjects(count: number): void;
+}
+
+/** The group deltas of a bulk job (group-delta.ts). */
+export interface JobDeltas {
+  /** Reads the bases (the target). */
+  basis: DeltaBasisStore;
+  /** Blobs of the job with a previous version in the target (findDeltaBases): asked as deltas, fetched whole when declined. */
+  pairs: readonly DeltaPair[];
+  /**
+   * Normalized blobs, not among the job's blobs, to fetch as deltas
+   * against normalized blobs the target holds (a rebuilt file that also
+   * changed a little: its real bytes differ in every group a reference
+   * sits in, its normalized bytes only where it changed). Each is staged
+   * in the ingest once it verified, never handed to the small-blob sink
+   * (it is no file of the closure); one declined or that did not verify
+   * is not fetched at all: the copy fetches the files over it instead.
+   */
+  normalized: readonly DeltaPair[];
+}
+
+/** What a bulk source's copyBlobs did besides copying the blobs. */
+export interface BulkCopyOutcome {
+  /** Blobs assembled from a previous version and the groups received, */
+  deltaBlobs: number;
+  /** and the bytes of those groups (uncompressed). */
+  deltaGroupBytes: number;
+  /** The normalized blobs of `JobDeltas.normalized` staged (verified), */
+  normalized: Set<Digest>;
+  /** and the bytes of their groups received (uncompressed). */
+  normalizedGroupBytes: number;
 }
 
 /**
@@ -210,8 +247,8 @@ export interface BulkCopySource {
   readonly directoriesPerRequest: number;
   /** The encodings of `ids`, in their order; refuses an id the source lacks. */
   getDirectories(ids: readonly Digest[]): Promise<Uint8Array[]>;
-  /** Copies `job.blobs`, each verified before it is staged or handed to the sink. */
-  copyBlobs(job: BulkBlobJob): Promise<{ deltaBlobs: number; deltaGroupBytes: number }>;
+  /** Copies `job.blobs` (and stages `job.deltas.normalized`), each verified before it is staged or handed to the sink. */
+  copyBlobs(job: BulkBlobJob): Promise<BulkCopyOutcome>;
 }
 
 /** A reader that offers bulk reads (feature-detected by the copy). */
@@ -301,6 +338,14 @@ async function copyBlobsByService(source: CastoreReader, job: Pick<BulkBlobJob, 
 interface TemplatePlan {
   /** Wanted blobs with a template over a normalized blob the target holds: restored, not copied. */
   restorable: FileNode[];
+  /**
+   * Wanted blobs with a template over a normalized blob the target lacks,
+   * whose previous version (the group-delta basis) the target keeps as a
+   * template over another: that normalized blob is fetched as a group
+   * delta against the basis's (`normalizedDeltas`), then they are restored.
+   */
+  overDeltas: FileNode[];
+  normalizedDeltas: DeltaPair[];
   /** For the target's ingests (Ingest.expectTemplates): the hash parts of every other wanted blob the source keeps as a template. */
   hints: Map<Digest, HashPartSet>;
   /** The source's claims asked before the copy; */
@@ -318,24 +363,39 @@ const noTemplates: ReadonlyMap<Digest, BlobTemplate> = new Map();
  * target names the sizes of those it holds (LocalCastore.normalizedSizes),
  * so only the wanted blobs of those sizes are asked about before the
  * fetch (a cold deploy asks none; its 20,000 ids were 1.3 MB of JSON up
- * before a byte came down). With a small-blob sink the target keeps no normalized
+ * before a byte came down), and those with a group-delta basis
+ * (`deltaPairs`): a rebuilt file that also changed a little is restored
+ * over its normalized blob fetched as a delta against its basis's, when
+ * the target keeps the basis as a template (`local`). With a small-blob
+ * sink the target keeps no normalized
  * blob of what it copies (the sink's owner records the claims when it
  * adopts the files, LocalCastore.adoptStoreFiles checks each), so the
  * other blobs' claims are asked once the blobs moved, so that asking
  * takes nothing from the copy; without one, they are asked first, for the
  * template hints.
  */
-async function planTemplates(source: CastoreReader, target: CastoreServices, wanted: readonly FileNode[], sink: boolean): Promise<TemplatePlan> {
-  const plan: TemplatePlan = { restorable: [], hints: new Map(), templates: new Map(), later: [] };
+async function planTemplates(
+  source: CastoreReader,
+  target: CastoreServices,
+  wanted: readonly FileNode[],
+  sink: boolean,
+  deltaPairs: readonly DeltaPair[],
+  local: LocalCastore | undefined,
+): Promise<TemplatePlan> {
+  const plan: TemplatePlan = { restorable: [], overDeltas: [], normalizedDeltas: [], hints: new Map(), templates: new Map(), later: [] };
   if (wanted.length === 0 || !offersTemplates(source.blobs)) return plan;
   const reader = source.blobs;
-  const sizes = sink && target instanceof LocalCastore ? target.normalizedSizes() : undefined;
-  const first = sizes ? wanted.filter((blob) => sizes.has(blob.size)) : wanted;
-  if (sizes) plan.later = wanted.filter((blob) => !sizes.has(blob.size)).map((blob) => blob.digest);
+  const basisOf = new Map(deltaPairs.map((pair) => [pair.target.digest, pair.basis]));
+  const sizes = sink && local ? local.normalizedSizes() : undefined;
+  const askFirst = (blob: FileNode) => !sizes || sizes.has(blob.size) || basisOf.has(blob.digest);
+  const first = wanted.filter(askFirst);
+  if (sizes) plan.later = wanted.filter((blob) => !askFirst(blob)).map((blob) => blob.digest);
   if (first.length > 0) plan.templates = await reader.templates(first.map((blob) => blob.digest));
   if (plan.templates.size === 0) return plan;
   const normalized = [...new Set([...plan.templates.values()].map((template) => template.normalized))];
   const lacking = new Set(await target.blobs.missing(normalized));
+  const wantedIds = new Set(wanted.map((blob) => blob.digest));
+  const deltaOf = new Set<Digest>();
   for (const blob of wanted) {
     const template = plan.templates.get(blob.digest);
     if (!template) continue;
@@ -343,7 +403,20 @@ async function planTemplates(source: CastoreReader, target: CastoreServices, wan
       plan.restorable.push(blob);
       continue;
     }
-    // Copied whole: a target without a sink normalizes it against the same hash parts, to restore the next rebuild's.
+    // Its normalized blob as a delta against the basis's, when the basis is a template here (held or derived on an agent).
+    const basis = basisOf.get(blob.digest);
+    const basisTemplate = basis && local?.templateOf(basis.digest);
+    if (basis && basisTemplate && basisTemplate.normalized !== template.normalized && !wantedIds.has(template.normalized) && local!.hasBlob(basisTemplate.normalized)) {
+      plan.overDeltas.push(blob);
+      if (!deltaOf.has(template.normalized)) {
+        deltaOf.add(template.normalized);
+        plan.normalizedDeltas.push({
+          target: { type: 'file', digest: template.normalized, size: blob.size, executable: false },
+          basis: { type: 'file', digest: basisTemplate.normalized, size: basis.size, executable: false },
+        });
+      }
+    }
+    // Copied whole (or after a delta that failed): a target without a sink normalizes it against the same hash parts, to restore the next rebuild's.
     if (sink) continue;
     try {
       plan.hints.set(blob.digest, new HashPartSet(decodeTemplateRecord(template.record, blob.size).hashParts));
@@ -475,23 +548,26 @@ export async function copyClosure(source: CastoreReader, target: CastoreServices
     for (const node of options.smallBlobs.plan(storePaths, readDirectory)) blobs.set(node.digest, node);
   }
   const wanted = (await target.blobs.missing([...blobs.keys()])).map((id) => blobs.get(id)!);
-  const plan = await planTemplates(source, target, wanted, options.smallBlobs !== undefined);
-  const restorable = new Set(plan.restorable.map((blob) => blob.digest));
-  let toCopy = restorable.size > 0 ? wanted.filter((blob) => !restorable.has(blob.digest)) : wanted;
-  progress.bytesTotal = toCopy.reduce((sum, blob) => sum + blob.size, 0);
-  progress.objectsTotal = toCopy.length;
+  // Group deltas need a source that offers them (bulk) and a local target to hold their bases.
+  const deltaBasis = bulk && local && options.groupDelta !== false ? local : undefined;
+  const deltaPairs = deltaBasis ? findDeltaBases(deltaBasis, lacking, readDirectory, new Map(wanted.map((blob) => [blob.digest, blob]))) : [];
+  const plan = await planTemplates(source, target, wanted, options.smallBlobs !== undefined, deltaPairs, local);
+  const notCopied = new Set([...plan.restorable, ...plan.overDeltas].map((blob) => blob.digest));
+  let toCopy = notCopied.size > 0 ? wanted.filter((blob) => !notCopied.has(blob.digest)) : wanted;
+  progress.bytesTotal = [...toCopy, ...plan.normalizedDeltas.map((pair) => pair.target)].reduce((sum, blob) => sum + blob.size, 0);
+  progress.objectsTotal = toCopy.length + plan.normalizedDeltas.length;
   report('blobs');
   let lastReport = 0;
-  const copyBlobs = async (list: readonly FileNode[]): Promise<{ deltaBlobs: number; deltaGroupBytes: number }> => {
-    if (list.length === 0) return { deltaBlobs: 0, deltaGroupBytes: 0 };
+  const copyBlobs = async (list: readonly FileNode[], normalized: readonly DeltaPair[] = []): Promise<BulkCopyOutcome> => {
+    if (list.length === 0 && normalized.length === 0) return { deltaBlobs: 0, deltaGroupBytes: 0, normalized: new Set(), normalizedGroupBytes: 0 };
+    const listed = new Set(list.map((blob) => blob.digest));
     const job: BulkBlobJob = {
       blobs: list,
       storePaths,
-      lacking,
       readDirectory,
       ingest: new SharedIngest(target, undefined, plan.hints),
       ...(options.smallBlobs ? { smallBlobs: (id: Digest, bytes: Uint8Array) => options.smallBlobs!.accept(id, bytes) } : {}),
-      ...(local && options.groupDelta !== false ? { deltaBasis: local } : {}),
+      ...(deltaBasis ? { deltas: { basis: deltaBasis, pairs: deltaPairs.filter((pair) => listed.has(pair.target.digest)), normalized } } : {}),
       parallel,
       ...(options.streamMinBytes !== undefined ? { streamMinBytes: options.streamMinBytes } : {}),
       onBytes: (bytes) => {
@@ -506,11 +582,11 @@ export async function copyClosure(source: CastoreReader, target: CastoreServices
       },
     };
     try {
-      let delta = { deltaBlobs: 0, deltaGroupBytes: 0 };
-      if (bulk) delta = await bulk.copyBlobs(job);
+      let outcome: BulkCopyOutcome = { deltaBlobs: 0, deltaGroupBytes: 0, normalized: new Set(), normalizedGroupBytes: 0 };
+      if (bulk) outcome = await bulk.copyBlobs(job);
       else await copyBlobsByService(source, job);
       job.ingest.finish();
-      return delta;
+      return outcome;
     } catch (error) {
       // What arrived is verified: keep it for the next attempt.
       try {
@@ -523,19 +599,22 @@ export async function copyClosure(source: CastoreReader, target: CastoreServices
   };
   // Restoring is CPU, the copy mostly waiting for the wire: side by side.
   // Both settle before a failure is thrown: the caller's sink is not cleaned up under a restore still writing to it.
-  const [restoring, copying] = await Promise.allSettled([restoreTemplated(target, plan.restorable, plan.templates, options.smallBlobs), copyBlobs(toCopy)]);
+  const [restoring, copying] = await Promise.allSettled([restoreTemplated(target, plan.restorable, plan.templates, options.smallBlobs), copyBlobs(toCopy, plan.normalizedDeltas)]);
   if (restoring.status === 'rejected') throw restoring.reason;
   if (copying.status === 'rejected') throw copying.reason;
   const restored = restoring.value;
-  const delta = copying.value;
-  // Claims the target refused: those blobs are copied whole after all.
-  const refused = plan.restorable.filter((blob) => !restored.has(blob.digest));
+  const outcome = copying.value;
+  // Rebuilt files over the normalized blobs that came as deltas (committed now): restored and verified like the others.
+  const overDeltas = plan.overDeltas.filter((blob) => outcome.normalized.has(plan.templates.get(blob.digest)!.normalized));
+  for (const id of await restoreTemplated(target, overDeltas, plan.templates, options.smallBlobs)) restored.add(id);
+  // Claims the target refused, and files whose normalized blob did not come: copied after all.
+  const refused = [...plan.restorable, ...plan.overDeltas].filter((blob) => !restored.has(blob.digest));
   if (refused.length > 0) {
     progress.bytesTotal += refused.reduce((sum, blob) => sum + blob.size, 0);
     progress.objectsTotal += refused.length;
     const more = await copyBlobs(refused);
-    delta.deltaBlobs += more.deltaBlobs;
-    delta.deltaGroupBytes += more.deltaGroupBytes;
+    outcome.deltaBlobs += more.deltaBlobs;
+    outcome.deltaGroupBytes += more.deltaGroupBytes;
     toCopy = [...toCopy, ...refused];
   }
   // Asked now, not awaited: the sink's owner needs them after the deployment (a failure only leaves those files untemplated).
@@ -559,6 +638,9 @@ export async function copyClosure(source: CastoreReader, target: CastoreServices
     copiedBlobs: toCopy.length,
     copiedBytes: progress.bytesTotal,
     copiedDirectories: copied.size,
-    ...delta,
+    deltaBlobs: outcome.deltaBlobs,
+    deltaGroupBytes: outcome.deltaGroupBytes,
+    normalizedDeltaBlobs: outcome.normalized.size,
+    normalizedDeltaGroupBytes: outcome.normalizedGroupBytes,
   };
 }

@@ -20,8 +20,8 @@ import { CastoreError } from '../errors.js';
 import { digestFromBytes, digestToBytes, type Digest, type FileNode } from '../node.js';
 import type { BlobWriter } from '../services/blob-service.js';
 import { batchBlobs, TRANSFER_BATCH_BYTES } from './batches.js';
-import type { BulkBlobJob, BulkCopySource, SharedIngest, SmallBlobSink } from './copy-closure.js';
-import { deltaBatches, fetchGroupDeltaBatch, findDeltaBases, type DeltaPair } from './group-delta.js';
+import type { BulkBlobJob, BulkCopyOutcome, BulkCopySource, SharedIngest, SmallBlobSink } from './copy-closure.js';
+import { deltaBatches, fetchGroupDeltaBatch, type DeltaPair } from './group-delta.js';
 import { streamOrder } from './stream-order.js';
 import { runPool } from './pool.js';
 
@@ -257,14 +257,17 @@ export class DataPlaneBulkCopy implements BulkCopySource {
     );
   }
 
-  /** Deltas where the target has a basis, a cold deploy as one stream, the rest in batches and large blobs alone. */
-  async copyBlobs(job: BulkBlobJob): Promise<{ deltaBlobs: number; deltaGroupBytes: number }> {
+  /**
+   * Deltas where the target has a basis (and the normalized blobs asked as
+   * deltas, staged in the target only), a cold deploy as one stream, the
+   * rest in batches and large blobs alone.
+   */
+  async copyBlobs(job: BulkBlobJob): Promise<BulkCopyOutcome> {
     const client = this.client;
-    const wanted = new Map(job.blobs.map((blob) => [blob.digest, blob]));
-    const deltaPairs = job.deltaBasis ? findDeltaBases(job.deltaBasis, job.lacking, job.readDirectory, wanted) : [];
+    const deltaPairs = job.deltas?.pairs ?? [];
     const inDelta = new Set(deltaPairs.map((pair) => pair.target.digest));
     const whole = job.blobs.filter((blob) => !inDelta.has(blob.digest));
-    const delta = { deltaBlobs: 0, deltaGroupBytes: 0 };
+    const outcome: BulkCopyOutcome = { deltaBlobs: 0, deltaGroupBytes: 0, normalized: new Set(), normalizedGroupBytes: 0 };
     const fetchWhole = async (blobs: FileNode[]): Promise<void> => {
       if (blobs.length === 1 && blobs[0]!.size > MAX_BATCHED_BLOB_BYTES) await fetchLargeBlob(client, job.ingest, blobs[0]!, job.onBytes);
       else await fetchBlobBatch(client, job.ingest, blobs, job.onBytes, job.smallBlobs);
@@ -273,22 +276,29 @@ export class DataPlaneBulkCopy implements BulkCopySource {
     const wholeJobs = (blobs: readonly FileNode[]) => batchBlobs(blobs, { largeOver: MAX_BATCHED_BLOB_BYTES, maxObjects: MAX_BATCH_OBJECTS / 4, maxBytes: TRANSFER_BATCH_BYTES });
     /** Blobs the coordinator declined to send as deltas, or whose delta did not verify: fetched whole at the end. */
     const declined: FileNode[] = [];
-    const fetchDeltas = async (batch: DeltaPair[]): Promise<void> => {
+    const fetchDeltas = async (batch: DeltaPair[], normalized: boolean): Promise<void> => {
       const bytes = batch.reduce((sum, pair) => sum + pair.target.size, 0);
-      const outcome = await job.ingest.use(bytes, (session) =>
-        fetchGroupDeltaBatch(client, job.deltaBasis!, batch, {
+      const result = await job.ingest.use(bytes, (session) =>
+        fetchGroupDeltaBatch(client, job.deltas!.basis, batch, {
           largeWriter: (blob, outboard) => session.blobWriter(blob.size, blob.digest, outboard),
           small: async (blob, data) => {
-            if (job.smallBlobs) await job.smallBlobs(blob.digest, data);
+            // A normalized blob is no file of the closure: the target keeps it, the sink never sees it.
+            if (job.smallBlobs && !normalized) await job.smallBlobs(blob.digest, data);
             else await session.putBlobBytes(data, blob.digest);
           },
         }),
       );
-      delta.deltaBlobs += outcome.assembled;
-      delta.deltaGroupBytes += outcome.groupBytes;
-      declined.push(...outcome.whole);
-      job.onObjects(batch.length - outcome.whole.length);
-      job.onBytes(bytes - outcome.whole.reduce((sum, blob) => sum + blob.size, 0));
+      if (normalized) {
+        const missed = new Set(result.whole.map((blob) => blob.digest));
+        for (const pair of batch) if (!missed.has(pair.target.digest)) outcome.normalized.add(pair.target.digest);
+        outcome.normalizedGroupBytes += result.groupBytes;
+      } else {
+        outcome.deltaBlobs += result.assembled;
+        outcome.deltaGroupBytes += result.groupBytes;
+        declined.push(...result.whole);
+      }
+      job.onObjects(batch.length - result.whole.length);
+      job.onBytes(bytes - result.whole.reduce((sum, blob) => sum + blob.size, 0));
     };
     let batched = whole;
     const large = whole.reduce((sum, blob) => sum + blob.size, 0) >= (job.streamMinBytes ?? WIRE_STREAM_MIN_BYTES);
@@ -312,9 +322,13 @@ export class DataPlaneBulkCopy implements BulkCopySource {
       }
     }
     // Deltas and whole batches side by side: a small change is one round trip, not two.
-    const jobs = [...deltaBatches(deltaPairs).map((batch) => ({ deltas: batch })), ...wholeJobs(batched).map((blobs) => ({ whole: blobs }))];
-    await runPool(jobs, job.parallel, (next) => ('deltas' in next ? fetchDeltas(next.deltas) : fetchWhole(next.whole)));
+    const jobs = [
+      ...deltaBatches(job.deltas?.normalized ?? []).map((batch) => ({ deltas: batch, normalized: true })),
+      ...deltaBatches(deltaPairs).map((batch) => ({ deltas: batch, normalized: false })),
+      ...wholeJobs(batched).map((blobs) => ({ whole: blobs })),
+    ];
+    await runPool(jobs, job.parallel, (next) => ('deltas' in next ? fetchDeltas(next.deltas, next.normalized) : fetchWhole(next.whole)));
     await runPool(wholeJobs(declined), job.parallel, fetchWhole);
-    return delta;
+    return outcome;
   }
 }

@@ -30,7 +30,7 @@ import type { BlobWriter } from '../services/blob-service.js';
 import type { StorePathInfo } from '../store-path-info.js';
 
 /** What a local target offers as the basis of deltas: synchronous reads of the previous versions. */
-export type DeltaBasisStore = Pick<LocalCastore, 'listStorePaths' | 'hasBlob' | 'hasDirectory' | 'readDirectory' | 'readBlob' | 'readOutboard' | 'readBlobRange'>;
+export type DeltaBasisStore = Pick<LocalCastore, 'listStorePaths' | 'hasBlob' | 'hasDirectory' | 'readDirectory' | 'readBlob' | 'readOutboard' | 'readBlobRangeSync'>;
 
 /** Local versions of a store path's name searched for bases. */
 const MAX_BASIS_CANDIDATES = 4;
@@ -141,8 +141,9 @@ function groupLength(size: number, index: number): number {
  * outboard, checked against its id, where the group lengths agree (all
  * but the target's last group, usually), else hashed from its bytes. The
  * bytes are checked against these values when the blob is assembled.
+ * Throws what the store's reads throw (a basis gone or changed on disk).
  */
-async function basisChainingValues(store: DeltaBasisStore, pair: DeltaPair): Promise<Uint32Array> {
+export function basisChainingValues(store: Pick<DeltaBasisStore, 'readOutboard' | 'readBlobRangeSync'>, pair: DeltaPair): Uint32Array {
   const { target, basis } = pair;
   const reach = Math.min(groupCount(target.size), groupCount(basis.size));
   const cvs = new Uint32Array(reach * 8);
@@ -154,9 +155,35 @@ async function basisChainingValues(store: DeltaBasisStore, pair: DeltaPair): Pro
     const held = groupLength(basis.size, count);
     if (held < wanted) break;
     if (held === wanted && tree) cvs.set(tree.groupCv(count)!, count * 8);
-    else cvs.set(groupChainingValue(await store.readBlobRange(basis.digest, count * GROUP_SIZE, wanted), count, buffer), count * 8);
+    else cvs.set(groupChainingValue(store.readBlobRangeSync(basis.digest, count * GROUP_SIZE, wanted), count, buffer), count * 8);
   }
   return cvs.subarray(0, count * 8);
+}
+
+/**
+ * Runs of the target's groups whose chaining value differs from the
+ * basis's (`basisCvs`: 32-byte values as on the wire, as many groups as
+ * the basis reaches), ascending: [first group, count]. What a sender of a
+ * delta sends (the coordinator's `blobs.delta`, a based bundle).
+ */
+export function differingRuns(groups: number, basisCvs: Uint8Array, groupCv: (index: number) => Uint32Array | undefined): [number, number][] {
+  const runs: [number, number][] = [];
+  const basisGroups = basisCvs.length / DELTA_CV_BYTES;
+  const words = new Uint32Array(8);
+  for (let index = 0; index < groups; index++) {
+    let same = false;
+    if (index < basisGroups) {
+      const expected = groupCv(index)!;
+      const at = index * DELTA_CV_BYTES;
+      for (let word = 0; word < 8; word++) words[word] = basisCvs[at + word * 4]! | (basisCvs[at + word * 4 + 1]! << 8) | (basisCvs[at + word * 4 + 2]! << 16) | (basisCvs[at + word * 4 + 3]! << 24);
+      same = words.every((word, i) => word >>> 0 === expected[i]);
+    }
+    if (same) continue;
+    const last = runs.at(-1);
+    if (last && last[0] + last[1] === index) last[1]++;
+    else runs.push([index, 1]);
+  }
+  return runs;
 }
 
 export interface GroupDeltaSink {
@@ -213,7 +240,12 @@ export async function fetchGroupDeltaBatch(client: DataClient, store: DeltaBasis
   const asked: { pair: DeltaPair; cvs: Uint32Array }[] = [];
   for (const pair of batch) {
     // A basis that is gone or unreadable since it was chosen: fetch whole.
-    const cvs = await basisChainingValues(store, pair).catch(() => new Uint32Array(0));
+    let cvs: Uint32Array;
+    try {
+      cvs = basisChainingValues(store, pair);
+    } catch {
+      cvs = new Uint32Array(0);
+    }
     const groups = Math.min(cvs.length / 8, MAX_DELTA_GROUPS);
     if (groups === 0) unasked.push(pair.target);
     else asked.push({ pair, cvs: cvs.subarray(0, groups * 8) });
@@ -292,7 +324,7 @@ export function checkRuns(runs: readonly (readonly [number, number])[], target: 
 }
 
 /** Chaining values as the 32-byte little-endian values of the wire. */
-function cvsToBytes(cvs: Uint32Array): Uint8Array {
+export function cvsToBytes(cvs: Uint32Array): Uint8Array {
   const out = new Uint8Array(cvs.length * 4);
   for (let group = 0; group < cvs.length / 8; group++) cvToBytes(cvs.subarray(group * 8, group * 8 + 8), out, group * DELTA_CV_BYTES);
   return out;

@@ -13,34 +13,13 @@
  * about its basis only gets a blob that fails its own verification.
  */
 import { createHash } from 'node:crypto';
-import { digestToBytes, groupCount, GROUP_SIZE, verifyOutboard, type LocalCastore, type Digest } from '../../castore/index.js';
+import { differingRuns, digestToBytes, groupCount, GROUP_SIZE, verifyOutboard, type LocalCastore, type Digest } from '../../castore/index.js';
 import { DELTA_CV_BYTES, MAX_BATCH_BYTES, type DataResponseInput, type ParsedDataRequest } from '../../protocol/data-protocol.js';
 import type { FrameReader } from '../../protocol/framing.js';
 import { FerryError } from '../../protocol/errors.js';
 import type { WireCompressionCache } from './wire-compression.js';
 
 type DeltaReplyBlob = DataResponseInput<'blobs.delta'>['blobs'][number];
-
-/** Runs of differing groups, ascending: [first group, count]. */
-export function differingRuns(groups: number, basisCvs: Uint8Array, groupCv: (index: number) => Uint32Array | undefined): [number, number][] {
-  const runs: [number, number][] = [];
-  const basisGroups = basisCvs.length / DELTA_CV_BYTES;
-  const words = new Uint32Array(8);
-  for (let index = 0; index < groups; index++) {
-    let same = false;
-    if (index < basisGroups) {
-      const expected = groupCv(index)!;
-      const at = index * DELTA_CV_BYTES;
-      for (let word = 0; word < 8; word++) words[word] = basisCvs[at + word * 4]! | (basisCvs[at + word * 4 + 1]! << 8) | (basisCvs[at + word * 4 + 2]! << 16) | (basisCvs[at + word * 4 + 3]! << 24);
-      same = words.every((word, i) => word >>> 0 === expected[i]);
-    }
-    if (same) continue;
-    const last = runs.at(-1);
-    if (last && last[0] + last[1] === index) last[1]++;
-    else runs.push([index, 1]);
-  }
-  return runs;
-}
 
 /**
  * Answers a `blobs.delta` request whose body (the basis chaining values)
