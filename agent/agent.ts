@@ -21,7 +21,8 @@ import { BundleError, collectGarbage, copyClosure, LocalCastore, openVouchedClos
 import { ActivationEnvironmentError, environmentRefusal } from '../protocol/activation-environment.js';
 import { compareHlc, HlcStringSchema, parseHlc } from '../protocol/hlc.js';
 import { dataClientFor, discoverDataPlane, type DataPlaneRoute, type OpenDataClientOptions } from '../protocol/connect.js';
-import { TransportError, type DataClient } from '../protocol/data-client.js';
+import { DataClient, TransportError } from '../protocol/data-client.js';
+import { encodeRelayGrant, RELAY_GRANT_HEADER, relayOfferMessage, type RelayOffer } from '../protocol/relays.js';
 import { ApiError, CoordinatorHttpClient, type CoordinatorHttpClientOptions } from '../protocol/http-client.js';
 import { createIdentityFile, loadIdentity, type Identity } from '../protocol/identity.js';
 import { desiredProofMessage, verifyProof } from '../protocol/coordinator-proofs.js';
@@ -96,6 +97,9 @@ type Watched = SignedDesired | { unchanged: WatchUnchanged['configId'] };
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** How the agent's HTTP client reaches its coordinator: pinned HTTPS when the join string said so. */
+/** How long an agent waits for a relay's TCP and TLS handshakes before it goes to the coordinator. */
+const RELAY_CONNECT_TIMEOUT_MS = 3000;
+
 function pinningOf(coordinator: { tlsFingerprint: string; pinnedTls: boolean }): CoordinatorHttpClientOptions {
   return coordinator.pinnedTls ? { pinnedFingerprint: coordinator.tlsFingerprint } : {};
 }
@@ -358,7 +362,45 @@ export class Agent {
       const issue = parsed.error.issues[0]!;
       throw new UnverifiedAnswerError(`the desired-config answer from ${this.state.coordinator.httpUrl} is signed but invalid (${issue.path.join('.') || 'answer'}: ${issue.message}): ignoring it`);
     }
-    return parsed.data;
+    const { relays, ...answer } = parsed.data;
+    // Relays only on the coordinator's word for this agent and challenge; without it, everything comes from the coordinator.
+    if (relays && !verifyProof(this.state.coordinator.coordinatorKey, relayOfferMessage(this.identity.keyId, signed.challenge, relays), relays.proof)) {
+      this.events.add('relay-refused', 'the relays of the desired answer are not signed by the coordinator: fetching from the coordinator', answer.configId);
+      return answer;
+    }
+    return relays ? { ...answer, relays } : answer;
+  }
+
+  /**
+   * The relay offer to fetch `configId` through: the last answer's, when
+   * its grant is for that config and still valid on this machine's clock
+   * (an expired one would only be refused by the relay).
+   */
+  private relayOfferFor(configId: string): RelayOffer | undefined {
+    const offer = this.lastAnswer?.relays;
+    if (!offer || offer.grant.configId !== configId || offer.grant.agentId !== this.identity.keyId || offer.grant.expiresAt <= Date.now()) return undefined;
+    return offer;
+  }
+
+  /**
+   * A data client to the first relay of `offer`: HTTPS pinned to the
+   * fingerprint the coordinator gave, the grant on every request, few
+   * retries (a relay that fails costs a bounded time, then the coordinator
+   * serves the rest).
+   */
+  private relayClient(offer: RelayOffer): DataClient {
+    const relay = offer.relays[0]!;
+    return new DataClient({
+      identity: this.identity,
+      httpUrl: relay.url,
+      pinnedFingerprint: relay.fingerprint,
+      httpOnly: true,
+      retries: 1,
+      connectTimeoutMs: RELAY_CONNECT_TIMEOUT_MS,
+      compression: 'off',
+      headers: { [RELAY_GRANT_HEADER]: encodeRelayGrant(offer.grant) },
+      onNotice: (message) => this.log(`ferry agent: relay ${relay.url}: ${message}`),
+    });
   }
 
   /** Whether `signed.answer` carries the coordinator's proof for this agent and `signed.challenge`. */
@@ -704,7 +746,7 @@ export class Agent {
     } else {
       this.events.add('deploy', `${resuming ? 'resuming' : 'starting'} deployment of ${config.id} (${target})`, config.id);
       // Trees are laid out while their blobs arrive; what the fetch did not bring comes from the castore.
-      const materializer = new ClosureMaterializer(this.castore(), this.state.storeDir);
+      let materializer = new ClosureMaterializer(this.castore(), this.state.storeDir);
       let storePaths: readonly StorePathInfo[];
       let written: number;
       try {
@@ -713,19 +755,41 @@ export class Agent {
           materializer.plan(referencesFirst(storePaths));
         } else {
           await this.report(config.id, 'fetching', null, { wait: false });
-          const closure = await openVouchedClosure(await this.data(), config.id, system, this.state.coordinator.coordinatorKey);
-          const fetched = await copyClosure(closure.source, this.castore(), closure.storePaths, {
-            onProgress: (progress) => {
-              this.publishActivity('fetching', config.id, progress, progress.phase === 'done');
-              this.logFetchProgress(config.id, progress);
-            },
-            // Small blobs are written once, into the store's temp trees (the resume state of an
-            // interrupted deployment), and adopted by the castore at the end (keepBytesOnce).
-            smallBlobs: {
-              plan: (infos, readDirectory) => materializer.plan(referencesFirst(infos), readDirectory),
-              accept: (id, bytes) => materializer.offer(id, bytes),
-            },
-          });
+          const fetchFrom = async (client: DataClient) => {
+            const closure = await openVouchedClosure(client, config.id, system, this.state.coordinator.coordinatorKey);
+            const sink = materializer;
+            return copyClosure(closure.source, this.castore(), closure.storePaths, {
+              onProgress: (progress) => {
+                this.publishActivity('fetching', config.id, progress, progress.phase === 'done');
+                this.logFetchProgress(config.id, progress);
+              },
+              // Small blobs are written once, into the store's temp trees (the resume state of an
+              // interrupted deployment), and adopted by the castore at the end (keepBytesOnce).
+              smallBlobs: {
+                plan: (infos, readDirectory) => sink.plan(referencesFirst(infos), readDirectory),
+                accept: (id, bytes) => sink.offer(id, bytes),
+              },
+            });
+          };
+          let fetched: Awaited<ReturnType<typeof fetchFrom>> | undefined;
+          const offer = this.relayOfferFor(config.id);
+          if (offer) {
+            // Through the site's relay first: verified exactly as from the coordinator, so a relay can cost
+            // time (bounded) but never corrupt anything. Whatever it did bring stays for the coordinator's turn.
+            const relay = offer.relays[0]!;
+            const client = this.relayClient(offer);
+            try {
+              fetched = await fetchFrom(client);
+              this.events.add('relay', `fetched through relay ${relay.url} (${relay.id})`, config.id);
+            } catch (error) {
+              await materializer.suspend();
+              materializer = new ClosureMaterializer(this.castore(), this.state.storeDir);
+              this.events.add('relay-failed', `relay ${relay.url} (${relay.id}) failed: ${(error as Error).message}; fetching the rest from the coordinator`, config.id);
+            } finally {
+              await client.close();
+            }
+          }
+          fetched ??= await fetchFrom(await this.data());
           const deltas = fetched.deltaBlobs > 0 ? ` (${fetched.deltaBlobs} rebuilt from their previous version with ${fetched.deltaGroupBytes} bytes of changed 16 KiB groups)` : '';
           const restored = fetched.restoredBlobs > 0 ? `; ${fetched.restoredBlobs} files restored from ones already here that differ only in store path hashes` : '';
           this.events.add('fetched', `fetched ${fetched.copiedStorePaths} store paths, ${fetched.copiedBlobs} blobs, ${fetched.copiedBytes} bytes${deltas}${restored}`, config.id);

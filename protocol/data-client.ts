@@ -206,13 +206,14 @@ class HttpTransport implements Transport {
     private readonly identity: Identity,
     pinnedFingerprint: string | undefined,
     private readonly counter: WireBytes,
+    private readonly extraHeaders: Readonly<Record<string, string>> = {},
   ) {
     this.fetch = fetchFor(pinnedFingerprint);
   }
 
   async send(header: DataRequest, body?: RequestBody): Promise<FrameReader> {
     const frame = encodeHeaderFrame(header);
-    const headers = { 'content-type': 'application/x-ferry-frames', 'accept-encoding': 'identity', ...signRequest(this.identity, 'POST', '/v1/data', frame.subarray(4)) };
+    const headers = { ...this.extraHeaders, 'content-type': 'application/x-ferry-frames', 'accept-encoding': 'identity', ...signRequest(this.identity, 'POST', '/v1/data', frame.subarray(4)) };
     this.counter.sent += frame.length;
     const iterator = (async function* () {
       yield frame;
@@ -273,6 +274,11 @@ export interface DataClientOptions {
   warmHttps?: boolean;
   /** Told about fallbacks and retries. */
   onNotice?: (message: string) => void;
+  /**
+   * Headers every HTTP request carries besides the signature's (not signed:
+   * what they say must prove itself, as a relay grant does, protocol/relays.ts).
+   */
+  headers?: Readonly<Record<string, string>>;
   /**
    * zstd on the wire (docs/data-plane.md, "Compression on the wire"):
    * 'zstd' asks for it (`accept`) and compresses pushes; 'off' moves bytes
@@ -376,7 +382,7 @@ export class DataClient {
       if (quic) return quic;
     }
     if (this.quicRefusal) throw this.quicRefusal;
-    this.http ??= new HttpTransport(this.options.httpUrl, this.options.identity, this.options.pinnedFingerprint, this.wireBytes);
+    this.http ??= new HttpTransport(this.options.httpUrl, this.options.identity, this.options.pinnedFingerprint, this.wireBytes, this.options.headers);
     return this.http;
   }
 
