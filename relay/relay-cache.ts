@@ -184,9 +184,9 @@ export class RelayCache {
     return { hits, misses: ids.length - hits };
   }
 
-  /** Makes `ids` (directories) present here, fetching the missing ones in batches, each verified by id and canonical form. */
+  /** Makes `ids` (directories) present here, fetching the missing ones in batches, each verified by id and canonical form. Counts hits and misses. */
   async ensureDirectories(ids: readonly string[]): Promise<void> {
-    await this.throughOnce(ids, (id) => this.store.hasDirectory(id as Digest), async (fresh) => {
+    const counted = await this.throughOnce(ids, (id) => this.store.hasDirectory(id as Digest), async (fresh) => {
       for (let start = 0; start < fresh.length; start += MAX_BATCH_OBJECTS) {
         const asked = fresh.slice(start, start + MAX_BATCH_OBJECTS) as Digest[];
         await this.upstream.call(
@@ -210,6 +210,8 @@ export class RelayCache {
         );
       }
     });
+    this.counters.hits += counted.hits;
+    this.counters.misses += counted.misses;
   }
 
   /**

@@ -256,7 +256,6 @@ export class RelayServer {
         for (const id of request.ids) if (closure.objects.get(id)?.kind !== 'directory') throw refused(`directory ${id} is not part of the granted config's closure`);
         await this.cache.ensureDirectories(request.ids);
         const encodings = request.ids.map((id) => store.readDirectoryBytes(id));
-        this.cache.counters.hits += request.ids.length;
         return { header: { directories: request.ids.map((id, index) => ({ id, size: encodings[index]!.length })) }, body: (async function* () { yield* encodings; })() };
       }
       case 'blob.get': {
