@@ -56,6 +56,8 @@ export interface AgentOptions {
   logEvents?: boolean;
   /** A node_exporter textfile rewritten after each deployment (metrics-textfile.ts). */
   metricsTextfile?: string;
+  /** How long a relay may keep a request waiting for its reply header (default RELAY_REPLY_TIMEOUT_MS, 15 s). */
+  relayReplyTimeoutMs?: number;
 }
 
 /** An answer the agent would act on came without the coordinator's signature (something between them changed it). */
@@ -97,8 +99,13 @@ type Watched = SignedDesired | { unchanged: WatchUnchanged['configId'] };
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** How the agent's HTTP client reaches its coordinator: pinned HTTPS when the join string said so. */
-/** How long an agent waits for a relay's TCP and TLS handshakes before it goes to the coordinator. */
-const RELAY_CONNECT_TIMEOUT_MS = 3000;
+/**
+ * How long an agent waits for a relay's reply header (connecting included) before it goes to the
+ * coordinator: what a withholding relay costs per attempt (two attempts), once its reply started,
+ * REPLY_INACTIVITY_MS (5 s) without bytes. Long enough for the relay to fetch a 16 MiB segment it
+ * lacks through a slow uplink first.
+ */
+const RELAY_REPLY_TIMEOUT_MS = 15_000;
 
 function pinningOf(coordinator: { tlsFingerprint: string; pinnedTls: boolean }): CoordinatorHttpClientOptions {
   return coordinator.pinnedTls ? { pinnedFingerprint: coordinator.tlsFingerprint } : {};
@@ -396,7 +403,7 @@ export class Agent {
       pinnedFingerprint: relay.fingerprint,
       httpOnly: true,
       retries: 1,
-      connectTimeoutMs: RELAY_CONNECT_TIMEOUT_MS,
+      replyTimeoutMs: this.options.relayReplyTimeoutMs ?? RELAY_REPLY_TIMEOUT_MS,
       compression: 'off',
       headers: { [RELAY_GRANT_HEADER]: encodeRelayGrant(offer.grant) },
       onNotice: (message) => this.log(`ferry agent: relay ${relay.url}: ${message}`),

@@ -276,6 +276,28 @@ describe('a site relay', () => {
     }
   }, 120_000);
 
+  it('withholding (stopped, SIGSTOP): costs the agent its bounded reply timeout, then the coordinator serves the deploy', async () => {
+    const { configId, target, tree } = await newConfig('withheld', { small: 10, large: 1 });
+    const fifth = await siteAgent('agent-7', 'withheld');
+    const stalled = new Agent(fifth.stateDir, { log: () => undefined, relayReplyTimeoutMs: 1000 });
+    await fifth.agent.close();
+    relay!.kill('SIGSTOP');
+    try {
+      const started = Date.now();
+      expect(await stalled.runOnce()).toBe('active');
+      // Two attempts of one second each, a backoff between them, then the coordinator: well under the HTTP client's 300 s.
+      expect(Date.now() - started).toBeLessThan(15_000);
+      const failed = eventsOf(fifth.stateDir).filter((event) => event.kind === 'relay-failed');
+      expect(failed).toHaveLength(1);
+      expect(failed[0]!.message).toMatch(/no reply .* within 1 s/);
+      expect(test.coordinator.state.get('agents', fifth.agentId)?.currentConfig).toBe(configId);
+      expectSameTree(storePathLocation(fifth.storeDir, target), tree);
+    } finally {
+      relay!.kill('SIGCONT');
+      await stalled.close();
+    }
+  }, 120_000);
+
   it('refuses an agent without a grant for that config: none, another agent’s, expired, forged; and a relay key reads only its agents’ configs', async () => {
     const served = await newConfig('granted', { small: 5, large: 0 });
     const other = await newConfig('elsewhere', { small: 5, large: 0 });
