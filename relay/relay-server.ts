@@ -201,16 +201,23 @@ export class RelayServer {
 
   /** Reads, authenticates and authorizes one request; the reply (or a FerryError refusing it). */
   private async answer(request: Http2ServerRequest): Promise<Reply> {
-    const declared = Number(request.headers['content-length'] ?? 0);
-    if (declared > MAX_RELAY_REQUEST_BYTES) throw new FerryError('INVALID', `a request of ${declared} bytes is more than a relay reads`);
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const chunk of request as AsyncIterable<Buffer>) {
-      size += chunk.length;
-      if (size > MAX_RELAY_REQUEST_BYTES) throw new FerryError('INVALID', `a request of more than ${MAX_RELAY_REQUEST_BYTES} bytes is more than a relay reads`);
-      chunks.push(chunk);
-    }
-    const whole = Buffer.concat(chunks, size);
+    // Read by events, not for-await: leaving a for-await early destroys the request, and with it the stream the
+    // refusal goes out on. Past the bound, bytes are dropped as they arrive (as the coordinator's QUIC server does)
+    // and the refusal follows the body's end: an HTTP/2 reply sent while the request still streams is reset.
+    const whole = await new Promise<Buffer>((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      request.on('data', (chunk: Buffer) => {
+        size += chunk.length;
+        if (size <= MAX_RELAY_REQUEST_BYTES) chunks.push(chunk);
+        else chunks.length = 0;
+      });
+      request.once('end', () => {
+        if (size > MAX_RELAY_REQUEST_BYTES) reject(new FerryError('INVALID', `a request of ${size} bytes is more than a relay reads (${MAX_RELAY_REQUEST_BYTES})`));
+        else resolve(Buffer.concat(chunks, size));
+      });
+      request.once('error', reject);
+    });
     const reader = new FrameReader((async function* () {
       yield whole;
     })());

@@ -12,6 +12,9 @@ import { Agent } from '../agent/index.js';
 import { nixSystem } from '../agent/facts.js';
 import { storePathLocation } from '../nix/store-path.js';
 import { signProof } from '../protocol/coordinator-proofs.js';
+import { encodeHeaderFrame } from '../protocol/framing.js';
+import { pinnedFetch } from '../protocol/pinned-fetch.js';
+import { signRequest } from '../protocol/request-signing.js';
 import { DataClient, DataError } from '../protocol/data-client.js';
 import { Identity, loadIdentity } from '../protocol/identity.js';
 import { formatJoinString } from '../protocol/join-string.js';
@@ -297,6 +300,39 @@ describe('a site relay', () => {
       await stalled.close();
     }
   }, 120_000);
+
+  it('refuses hostile requests before any work: unsigned, replayed, oversized, too deep, not the data route', async () => {
+    const { configId } = await newConfig('hostile', { small: 3, large: 0 });
+    const agent = await siteAgent('agent-8', 'hostile');
+    const key = agent.agent.identity;
+    await agent.agent.close();
+    const expiresAt = Date.now() + 600_000;
+    const grant = encodeRelayGrant({ agentId: key.keyId as RelayGrant['agentId'], configId, expiresAt, proof: signProof(test.coordinator.identity, relayGrantMessage(key.keyId, configId, expiresAt)) });
+    const fetch = pinnedFetch(relayFingerprint);
+    const send = async (body: Buffer, headers: Record<string, string>, method = 'POST', route = '/v1/data'): Promise<{ status: number; code?: string }> => {
+      const response = await fetch(new URL(route, `https://127.0.0.1:${front.port}`), { method, headers, ...(method === 'POST' ? { body } : {}) });
+      const bytes = Buffer.from(await response.arrayBuffer());
+      if (response.status !== 200 || bytes.length < 4) return { status: response.status };
+      const header = JSON.parse(bytes.subarray(4, 4 + bytes.readUInt32BE(0)).toString('utf8')) as { error?: { code: string } };
+      return { status: response.status, ...(header.error ? { code: header.error.code } : {}) };
+    };
+    const frame = encodeHeaderFrame({ op: 'closure.manifest', configId, system });
+    const signed = (body: Buffer, header = body.subarray(4)) => ({ ...signRequest(key, 'POST', '/v1/data', header), [RELAY_GRANT_HEADER]: grant });
+    // The honest request, then the same bytes again (its nonce is spent).
+    const honest = signed(frame);
+    expect(await send(frame, honest)).toEqual({ status: 200 });
+    expect(await send(frame, honest)).toEqual({ status: 200, code: 'REPLAYED_NONCE' });
+    expect(await send(frame, { [RELAY_GRANT_HEADER]: grant })).toEqual({ status: 200, code: 'UNAUTHENTICATED' });
+    // Signed over other bytes than those sent.
+    expect(await send(frame, signed(frame, Buffer.from('{}')))).toEqual({ status: 200, code: 'UNAUTHENTICATED' });
+    const deep = encodeHeaderFrame(JSON.parse(`${'['.repeat(100)}${']'.repeat(100)}`));
+    expect(await send(deep, signed(deep))).toEqual({ status: 200, code: 'JSON_TOO_DEEP' });
+    const huge = Buffer.alloc(13 * 1024 * 1024);
+    huge.writeUInt32BE(huge.length - 4);
+    expect((await send(huge, signed(huge))).code).toMatch(/^(INVALID|FRAME_TOO_LARGE)$/);
+    expect((await send(Buffer.alloc(0), {}, 'GET')).status).toBe(404);
+    expect(relay!.exitCode).toBeNull();
+  }, 60_000);
 
   it('refuses an agent without a grant for that config: none, another agent’s, expired, forged; and a relay key reads only its agents’ configs', async () => {
     const served = await newConfig('granted', { small: 5, large: 0 });
