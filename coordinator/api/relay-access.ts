@@ -35,6 +35,8 @@ const noPresence = (): string => '';
 
 interface RelayCache {
   seq: number;
+  /** The assigned, enrolled relays, oldest enrollment first: read once per event, not per desired answer. */
+  assigned?: RelayRow[];
   clauses: Map<string, WhereClause[]>;
   configs: Map<string, string[]>;
 }
@@ -68,11 +70,13 @@ function serves(coordinator: Coordinator, relay: RelayRow, agent: AgentRow): boo
 
 /** The relays that serve `agent`, oldest enrollment first, at most MAX_RELAYS_PER_AGENT. */
 export function relaysOf(coordinator: Coordinator, agent: AgentRow): RelayRow[] {
-  return coordinator.state
+  const cache = cacheOf(coordinator);
+  cache.assigned ??= coordinator.state
     .all('relays')
-    .filter((relay) => serves(coordinator, relay, agent))
-    .sort((a, b) => a.enrolledSeq - b.enrolledSeq)
-    .slice(0, MAX_RELAYS_PER_AGENT);
+    .filter((relay) => relay.status === 'enrolled' && relay.where.length > 0)
+    .sort((a, b) => a.enrolledSeq - b.enrolledSeq);
+  if (cache.assigned.length === 0) return [];
+  return cache.assigned.filter((relay) => serves(coordinator, relay, agent)).slice(0, MAX_RELAYS_PER_AGENT);
 }
 
 /**
