@@ -22,7 +22,7 @@ import { ActivationEnvironmentError, environmentRefusal } from '../protocol/acti
 import { compareHlc, HlcStringSchema, parseHlc } from '../protocol/hlc.js';
 import { dataClientFor, discoverDataPlane, type DataPlaneRoute, type OpenDataClientOptions } from '../protocol/connect.js';
 import { DataClient, TransportError } from '../protocol/data-client.js';
-import { encodeRelayGrant, RELAY_GRANT_HEADER, relayOfferMessage, type RelayOffer } from '../protocol/relays.js';
+import { encodeRelayGrant, RELAY_GRANT_HEADER, relayOfferMessage, type RelayEndpoint, type RelayOffer } from '../protocol/relays.js';
 import { ApiError, CoordinatorHttpClient, type CoordinatorHttpClientOptions } from '../protocol/http-client.js';
 import { createIdentityFile, loadIdentity, type Identity } from '../protocol/identity.js';
 import { desiredProofMessage, verifyProof } from '../protocol/coordinator-proofs.js';
@@ -106,6 +106,9 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  * lacks through a slow uplink first.
  */
 const RELAY_REPLY_TIMEOUT_MS = 15_000;
+/** Failures in a row after which an agent stops using a relay for RELAY_DROP_MS. */
+const RELAY_DROP_AFTER = 3;
+const RELAY_DROP_MS = 10 * 60 * 1000;
 
 function pinningOf(coordinator: { tlsFingerprint: string; pinnedTls: boolean }): CoordinatorHttpClientOptions {
   return coordinator.pinnedTls ? { pinnedFingerprint: coordinator.tlsFingerprint } : {};
@@ -267,6 +270,8 @@ export class Agent {
   private lastProgressLog = 0;
   /** The desired-config answer the last round verified: the watch waits for another config. */
   private lastAnswer: DesiredAnswer | undefined;
+  /** Relays' failures in a row, and until when one is dropped (relayOutcome); in memory: a restart tries them again. */
+  private readonly relayFailures = new Map<string, { count: number; droppedUntil: number }>();
 
   /**
    * Tells the coordinator what is happening now (progress, recent events):
@@ -379,24 +384,41 @@ export class Agent {
   }
 
   /**
-   * The relay offer to fetch `configId` through: the last answer's, when
-   * its grant is for that config and still valid on this machine's clock
-   * (an expired one would only be refused by the relay).
+   * The relay to fetch `configId` through, with the grant: the first of the
+   * last answer's relays not dropped, when its grant is for that config and
+   * still valid on this machine's clock (an expired one would only be
+   * refused by the relay).
    */
-  private relayOfferFor(configId: string): RelayOffer | undefined {
+  private relayFor(configId: string): { relay: RelayEndpoint; grant: RelayOffer['grant'] } | undefined {
     const offer = this.lastAnswer?.relays;
     if (!offer || offer.grant.configId !== configId || offer.grant.agentId !== this.identity.keyId || offer.grant.expiresAt <= Date.now()) return undefined;
-    return offer;
+    const now = Date.now();
+    const relay = offer.relays.find((candidate) => (this.relayFailures.get(candidate.id)?.droppedUntil ?? 0) <= now);
+    return relay && { relay, grant: offer.grant };
   }
 
   /**
-   * A data client to the first relay of `offer`: HTTPS pinned to the
-   * fingerprint the coordinator gave, the grant on every request, few
-   * retries (a relay that fails costs a bounded time, then the coordinator
-   * serves the rest).
+   * Counts a relay's failure: after RELAY_DROP_AFTER in a row it is dropped
+   * for RELAY_DROP_MS (the next relay of the list, or the coordinator, serves
+   * meanwhile); a success forgets its failures.
    */
-  private relayClient(offer: RelayOffer): DataClient {
-    const relay = offer.relays[0]!;
+  private relayOutcome(relay: RelayEndpoint, ok: boolean, configId: string): void {
+    if (ok) {
+      this.relayFailures.delete(relay.id);
+      return;
+    }
+    const failures = (this.relayFailures.get(relay.id)?.count ?? 0) + 1;
+    const dropped = failures >= RELAY_DROP_AFTER;
+    this.relayFailures.set(relay.id, { count: dropped ? 0 : failures, droppedUntil: dropped ? Date.now() + RELAY_DROP_MS : 0 });
+    if (dropped) this.events.add('relay-dropped', `relay ${relay.url} (${relay.id}) failed ${failures} times in a row: not used for ${RELAY_DROP_MS / 60_000} min`, configId);
+  }
+
+  /**
+   * A data client to `relay`: HTTPS pinned to the fingerprint the
+   * coordinator gave, the grant on every request, few retries (a relay that
+   * fails costs a bounded time, then the coordinator serves the rest).
+   */
+  private relayClient(relay: RelayEndpoint, grant: RelayOffer['grant']): DataClient {
     return new DataClient({
       identity: this.identity,
       httpUrl: relay.url,
@@ -405,7 +427,7 @@ export class Agent {
       retries: 1,
       replyTimeoutMs: this.options.relayReplyTimeoutMs ?? RELAY_REPLY_TIMEOUT_MS,
       compression: 'off',
-      headers: { [RELAY_GRANT_HEADER]: encodeRelayGrant(offer.grant) },
+      headers: { [RELAY_GRANT_HEADER]: encodeRelayGrant(grant) },
       onNotice: (message) => this.log(`ferry agent: relay ${relay.url}: ${message}`),
     });
   }
@@ -779,19 +801,21 @@ export class Agent {
             });
           };
           let fetched: Awaited<ReturnType<typeof fetchFrom>> | undefined;
-          const offer = this.relayOfferFor(config.id);
-          if (offer) {
+          const through = this.relayFor(config.id);
+          if (through) {
             // Through the site's relay first: verified exactly as from the coordinator, so a relay can cost
             // time (bounded) but never corrupt anything. Whatever it did bring stays for the coordinator's turn.
-            const relay = offer.relays[0]!;
-            const client = this.relayClient(offer);
+            const { relay } = through;
+            const client = this.relayClient(relay, through.grant);
             try {
               fetched = await fetchFrom(client);
+              this.relayOutcome(relay, true, config.id);
               this.events.add('relay', `fetched through relay ${relay.url} (${relay.id})`, config.id);
             } catch (error) {
               await materializer.suspend();
               materializer = new ClosureMaterializer(this.castore(), this.state.storeDir);
               this.events.add('relay-failed', `relay ${relay.url} (${relay.id}) failed: ${(error as Error).message}; fetching the rest from the coordinator`, config.id);
+              this.relayOutcome(relay, false, config.id);
             } finally {
               await client.close();
             }

@@ -45,8 +45,11 @@ interface KillSwitchProxy {
 
 async function startKillSwitchProxy(target: () => number, onKill: () => void): Promise<KillSwitchProxy> {
   const proxy: KillSwitchProxy = { port: 0, forwarded: 0, killAfter: undefined, close: async () => undefined };
+  const sockets = new Set<{ destroy(): void }>();
   const server: Server = createServer((client) => {
     const upstream = connect(target(), '127.0.0.1');
+    sockets.add(client);
+    sockets.add(upstream);
     client.pipe(upstream);
     upstream.on('data', (chunk: Buffer) => {
       proxy.forwarded += chunk.length;
@@ -67,7 +70,11 @@ async function startKillSwitchProxy(target: () => number, onKill: () => void): P
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   proxy.port = (server.address() as { port: number }).port;
-  proxy.close = () => new Promise((resolve) => server.close(() => resolve()));
+  proxy.close = () =>
+    new Promise((resolve) => {
+      server.close(() => resolve());
+      for (const socket of sockets) socket.destroy();
+    });
   return proxy;
 }
 
@@ -255,6 +262,26 @@ describe('a site relay', () => {
     } finally {
       await third.agent.close();
       relay = undefined;
+    }
+  }, 120_000);
+
+  it('failing three times in a row (still down): dropped, so the next deploy goes to the coordinator at once', async () => {
+    expect(relay).toBeUndefined();
+    let { configId } = await newConfig('drop-0', { small: 2, large: 0 });
+    const agent = await siteAgent('agent-9', 'drop-0');
+    try {
+      for (let round = 0; round < 4; round++) {
+        const graph = `drop-${round}`;
+        if (round > 0) ({ configId } = await newConfig(graph, { small: 2, large: 0 }));
+        await test.adminClient.call('agents.assign', { agentId: agent.agentId, graph });
+        expect(await agent.agent.runOnce()).toBe('active');
+        expect(test.coordinator.state.get('agents', agent.agentId)?.currentConfig).toBe(configId);
+      }
+      const kinds = eventsOf(agent.stateDir).map((event) => event.kind).filter((kind) => kind.startsWith('relay'));
+      // Three failures, the drop, then a deploy that did not try the relay.
+      expect(kinds).toEqual(['relay-failed', 'relay-failed', 'relay-failed', 'relay-dropped']);
+    } finally {
+      await agent.agent.close();
     }
   }, 120_000);
 
