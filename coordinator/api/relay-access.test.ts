@@ -108,5 +108,7 @@ describe('relay access', () => {
     const agent = Identity.generate();
     expect(() => coordinator.record({ keyId: agent.keyId, role: 'agent' }, (context) => commands.assignRelay(context, { relayId, where: ['labels.site=x'] }, checkRelayWhere))).toThrow(/may not/);
     expect(coordinator.state.get('relays', relayId)!.where).toEqual([]);
+    // Nor does a relay's key become another role's.
+    expect(() => coordinator.record(adminActor, (context) => commands.addKey(context, { keyId: relayId, role: 'operator' }))).toThrow(/belongs to a relay/);
   });
 });

@@ -132,6 +132,8 @@ export function addKey(context: CommandContext, input: unknown): EventDraft<'key
   }
   if (existing) throw new FerryError('CONFLICT', `key ${keyId} is already registered as ${existing.role}`);
   if (context.state.get('agents', keyId)) throw new FerryError('CONFLICT', `key ${keyId} belongs to an agent`);
+  // A relay's key stays a relay's: registered as a key, it would be read as that role (keys are looked up first).
+  if (context.state.get('relays', keyId)) throw new FerryError('CONFLICT', `key ${keyId} belongs to a relay`);
   return { action: 'key.add', subject: keyId, payload: { keyId, role, label } };
 }
 
