@@ -16,7 +16,7 @@
  * than its limit, the closures used last are kept while they fit and the
  * castore's GC removes everything else (castore/gc.ts, with their roots).
  */
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import {
   collectGarbage,
@@ -115,9 +115,13 @@ export class RelayCache {
     }
   }
 
-  /** Any kept manifest of `configId` (the system an agent asked for earlier); undefined when none was asked for. */
+  /** Any kept manifest of `configId` (the system an agent asked for earlier, before a restart too); undefined when none was asked for. */
   private manifestOf(configId: string): Manifest | undefined {
     for (const [key, manifest] of this.manifests) if (key.startsWith(`${configId}.`)) return manifest;
+    for (const file of readdirSync(this.manifestDir)) {
+      const match = /^([0-9a-f]{64})\.([a-z0-9_]+-[a-z0-9]+)\.json$/.exec(file);
+      if (match?.[1] === configId) return this.readKept(`${configId}.${match[2]}`, configId, match[2]!);
+    }
     return undefined;
   }
 

@@ -186,7 +186,8 @@ export class RelayServer {
         yield encodeHeaderFrame(reply.header);
         if (reply.body) yield* reply.body;
       })()) {
-        if (!response.write(chunk)) await new Promise((resolve) => response.once('drain', resolve));
+        // A reader gone (closed) ends the wait too: nothing is left waiting for a drain that never comes.
+        if (!response.write(chunk)) await new Promise((resolve) => (response.once('drain', resolve), response.once('close', resolve)));
         if (response.destroyed) return;
       }
       response.end();

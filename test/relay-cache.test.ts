@@ -76,6 +76,18 @@ describe('a relay cache', () => {
     }
   }, 60_000);
 
+  it('restarted, serves from disk what it held: the manifests an agent asked for before, and the objects', async () => {
+    const cache = cacheWith(1024 * MiB, 'once');
+    try {
+      const closure = await cache.closure(configs.one!.configId);
+      await cache.ensureBlobs(closure, [...closure.objects].filter(([, object]) => object.kind === 'file').map(([id]) => id));
+      expect(cache.counters.bytesFetched).toBe(0);
+      expect(cache.counters.misses).toBe(0);
+    } finally {
+      cache.store.close();
+    }
+  }, 60_000);
+
   it('evicts the closures used longest ago once past its limit, and fetches them again when asked', async () => {
     const cache = cacheWith(6 * MiB, 'lru');
     try {
