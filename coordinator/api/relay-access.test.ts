@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { verifyProof } from '../../protocol/coordinator-proofs.js';
+import { desiredProofMessage, verifyProof } from '../../protocol/coordinator-proofs.js';
 import { Identity } from '../../protocol/identity.js';
 import { relayGrantMessage, relayGrantProblem, relayOfferMessage } from '../../protocol/relays.js';
 import { addStorePath, bootstrap } from '../../test/fleet-simulator.js';
@@ -76,7 +76,10 @@ describe('relay access', () => {
     coordinator.record(adminActor, (context) => commands.assignRelay(context, { relayId, where: ['labels.site=barn-3'] }, checkRelayWhere));
     expect(access.configsOf(relayId, 'relay')).toEqual([web]);
     expect(() => access.checkConfig({ keyId: relayId, role: 'relay' }, lab)).toThrow(/not assigned to this relay/);
-    const offer = answerOf(here).relays!;
+    const answer = answerOf(here);
+    const offer = answer.relays!;
+    // What agents from before relays check is unchanged: the answer's own proof, over its config alone.
+    expect(verifyProof(coordinator.identity.keyId, desiredProofMessage(here, 'ab'.repeat(16), answer), answer.proof)).toBe(true);
     expect(offer.relays.map((relay) => relay.id)).toEqual([relayId]);
     expect(offer.grant).toMatchObject({ agentId: here, configId: web });
     const key = coordinator.identity.keyId;
