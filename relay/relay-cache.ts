@@ -16,7 +16,8 @@
  * than its limit, the closures used last are kept while they fit and the
  * castore's GC removes everything else (castore/gc.ts, with their roots).
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeSync } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import path from 'node:path';
 import {
   collectGarbage,
@@ -46,6 +47,33 @@ export interface ClosureIndex {
   lastUsed: number;
 }
 
+/** Where a blob's bytes are read from while the relay serves it (RelayCache.blobSource). */
+export interface BlobSource {
+  size: number;
+  /** Its outboard, checked against its id. */
+  outboard: Uint8Array;
+  /** Resolves once bytes [0, end) are verified and readable; rejects if the fetch failed. */
+  waitFor(end: number): Promise<void>;
+  /** Bytes [offset, offset + length) (waited for first): from the castore, or from the fetch still under way. */
+  read(offset: number, length: number): AsyncIterable<Uint8Array>;
+  /** Resolves once the blob is in the castore (at once for one that was there). */
+  stored: Promise<void>;
+}
+
+/** A large blob being fetched through: its verified bytes go to a file as they come, readable before the whole is. */
+interface LargeFetch {
+  size: number;
+  outboard: Uint8Array;
+  file: string;
+  verified: number;
+  failed?: Error;
+  wake: Set<() => void>;
+  whole: Promise<void>;
+}
+
+/** A range of a blob still being fetched is read from its partial file up to this many bytes; a larger one waits for the whole. */
+export const PARTIAL_READ_MAX_BYTES = 16 * 1024 * 1024;
+
 export interface RelayCounters {
   hits: number;
   misses: number;
@@ -58,6 +86,9 @@ export class RelayCache {
   private readonly manifests = new Map<string, Manifest>();
   private readonly closures = new Map<string, Promise<ClosureIndex>>();
   private readonly inFlight = new Map<string, Promise<void>>();
+  private readonly large = new Map<string, Promise<LargeFetch>>();
+  private readonly manifestDir: string;
+  private readonly partialDir: string;
   readonly counters: RelayCounters = { hits: 0, misses: 0, bytesFetched: 0, evictions: 0 };
   private evicting: Promise<void> | undefined;
 
@@ -65,11 +96,17 @@ export class RelayCache {
     readonly store: LocalCastore,
     private readonly upstream: DataClient,
     private readonly coordinatorKey: KeyId,
-    private readonly manifestDir: string,
+    /** Beside the castore: `manifests/` (kept manifests), `partial/` (large blobs being fetched). */
+    workDir: string,
     readonly limitBytes: number,
   ) {
     this.remote = new RemoteCastore(upstream);
-    mkdirSync(manifestDir, { recursive: true });
+    this.manifestDir = path.join(workDir, 'manifests');
+    this.partialDir = path.join(workDir, 'partial');
+    mkdirSync(this.manifestDir, { recursive: true });
+    // What a crash left half-fetched is fetched again.
+    rmSync(this.partialDir, { recursive: true, force: true });
+    mkdirSync(this.partialDir, { recursive: true });
   }
 
   /** The bytes the cache holds (blobs and directory encodings). */
@@ -224,9 +261,10 @@ export class RelayCache {
    * per group and whole. Counts hits and misses.
    */
   async ensureBlobs(closure: ClosureIndex, ids: readonly string[]): Promise<void> {
-    const counted = await this.throughOnce(ids, (id) => this.store.hasBlob(id as Digest), async (fresh) => {
-      const small = fresh.filter((id) => closure.objects.get(id)!.size <= MAX_BATCHED_BLOB_BYTES);
-      const large = fresh.filter((id) => closure.objects.get(id)!.size > MAX_BATCHED_BLOB_BYTES);
+    const large = ids.filter((id) => closure.objects.get(id)!.size > MAX_BATCHED_BLOB_BYTES);
+    const wholes = large.map(async (id) => (await this.blobSource(closure, id)).stored);
+    const counted = await this.throughOnce(ids.filter((id) => closure.objects.get(id)!.size <= MAX_BATCHED_BLOB_BYTES), (id) => this.store.hasBlob(id as Digest), async (fresh) => {
+      const small = fresh;
       let batch: string[] = [];
       let batchBytes = 0;
       const flush = async (): Promise<void> => {
@@ -260,24 +298,108 @@ export class RelayCache {
         batchBytes += size;
       }
       await flush();
-      for (const id of large) {
-        const size = closure.objects.get(id)!.size;
-        await withIngest(this.store, async (ingest) => {
-          const writer = ingest.blobWriter(size, id as Digest);
-          try {
-            // Verified per 16 KiB group against the outboard (RemoteCastore), then whole by the writer.
-            for await (const chunk of this.remote.blobs.read(id as Digest)) writer.write(chunk);
-            writer.finish();
-          } catch (error) {
-            writer.discard();
-            throw error;
-          }
-        });
-        this.counters.bytesFetched += size;
-      }
     });
     this.counters.hits += counted.hits;
     this.counters.misses += counted.misses;
+    await Promise.all(wholes);
+  }
+
+  /**
+   * A blob of `closure` to serve: from the castore when it is there (a hit),
+   * else fetched through (a miss) once however many ask, its bytes readable
+   * as they are verified, so an agent asking for the first segment of a
+   * large file does not wait for the whole of it.
+   */
+  async blobSource(closure: ClosureIndex, id: string): Promise<BlobSource> {
+    const digest = id as Digest;
+    const stat = this.store.statBlob(digest);
+    if (stat && !this.large.has(id)) {
+      this.counters.hits++;
+      return { size: stat.size, outboard: this.store.readOutboard(digest), waitFor: async () => undefined, read: (offset, length) => this.store.readBlob(digest, { offset, length }), stored: Promise.resolve() };
+    }
+    let pending = this.large.get(id);
+    if (!pending) {
+      this.counters.misses++;
+      pending = this.startLarge(digest, closure.objects.get(id)!.size);
+      this.large.set(id, pending);
+      pending.catch(() => this.large.delete(id));
+    }
+    const fetch = await pending;
+    const waitFor = (end: number): Promise<void> =>
+      new Promise((resolve, reject) => {
+        const check = (): void => {
+          if (fetch.failed) reject(fetch.failed);
+          else if (fetch.verified >= end || this.store.hasBlob(digest)) resolve();
+          else return;
+          fetch.wake.delete(check);
+        };
+        fetch.wake.add(check);
+        check();
+      });
+    const read = async function* (this: RelayCache, offset: number, length: number): AsyncGenerator<Uint8Array> {
+      if (length > PARTIAL_READ_MAX_BYTES) await fetch.whole;
+      await waitFor(offset + length);
+      // Once committed, the castore has it (and the partial file goes): read there.
+      if (this.store.hasBlob(digest)) {
+        yield* this.store.readBlob(digest, { offset, length });
+        return;
+      }
+      const bytes = Buffer.alloc(length);
+      const fd = openSync(fetch.file, 'r');
+      try {
+        for (let done = 0; done < length; ) done += readSync(fd, bytes, done, length - done, offset + done);
+      } finally {
+        closeSync(fd);
+      }
+      yield bytes;
+    }.bind(this);
+    return { size: fetch.size, outboard: fetch.outboard, waitFor, read, stored: fetch.whole };
+  }
+
+  /** Starts fetching large blob `id`: its outboard (checked), then its bytes, verified per group, into a partial file, then into the castore. */
+  private async startLarge(id: Digest, size: number): Promise<LargeFetch> {
+    const outboard = await this.remote.blobs.readOutboard(id);
+    const file = path.join(this.partialDir, id);
+    const fetch: LargeFetch = { size, outboard, file, verified: 0, wake: new Set(), whole: Promise.resolve() };
+    const wake = (): void => {
+      for (const check of [...fetch.wake]) check();
+    };
+    fetch.whole = (async () => {
+      const fd = openSync(file, 'w');
+      try {
+        // Verified per 16 KiB group against the outboard (RemoteCastore) before it is yielded.
+        for await (const chunk of this.remote.blobs.read(id)) {
+          for (let done = 0; done < chunk.length; ) done += writeSync(fd, chunk, done, chunk.length - done);
+          fetch.verified += chunk.length;
+          this.counters.bytesFetched += chunk.length;
+          wake();
+        }
+      } finally {
+        closeSync(fd);
+      }
+      await withIngest(this.store, async (ingest) => {
+        const writer = ingest.blobWriter(size, id);
+        try {
+          for await (const chunk of createReadStream(file)) writer.write(chunk as Buffer);
+          // Hashed whole again as it is stored.
+          writer.finish();
+        } catch (error) {
+          writer.discard();
+          throw error;
+        }
+      });
+    })()
+      .catch((error: unknown) => {
+        fetch.failed = error instanceof Error ? error : new Error(String(error));
+        throw fetch.failed;
+      })
+      .finally(() => {
+        this.large.delete(id);
+        rmSync(file, { force: true });
+        wake();
+      });
+    fetch.whole.catch(() => undefined);
+    return fetch;
   }
 
   /**

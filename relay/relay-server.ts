@@ -26,9 +26,8 @@ import { encodeHeaderFrame, FrameReader, parseHeaderJson } from '../protocol/fra
 import { loadIdentity, type Identity } from '../protocol/identity.js';
 import { MAX_REQUEST_SKEW_MS, requestNonce, verifyRequestSignature } from '../protocol/request-signing.js';
 import { decodeRelayGrant, RELAY_GRANT_HEADER, relayGrantProblem, type RelayGrant, type RelayStatus } from '../protocol/relays.js';
-import { RelayCache } from './relay-cache.js';
+import { PARTIAL_READ_MAX_BYTES, RelayCache, type BlobSource } from './relay-cache.js';
 import { readRelayState, relayCertificate, relayPaths, writeFileAtomic, type RelayState } from './relay-state.js';
-import path from 'node:path';
 
 /** A request body larger than this is refused unread (a header frame of MAX_REQUEST_HEADER_BYTES, and a delta's chaining values). */
 const MAX_RELAY_REQUEST_BYTES = MAX_REQUEST_HEADER_BYTES + 4 + 4 * 1024 * 1024;
@@ -101,7 +100,7 @@ export class RelayServer {
       onNotice: (message) => options.log?.(`ferry relay: ${message}`),
     });
     const store = LocalCastore.open(paths.castore);
-    const cache = new RelayCache(store, client, state.coordinator.coordinatorKey, path.join(stateDir, 'manifests'), state.cacheBytes);
+    const cache = new RelayCache(store, client, state.coordinator.coordinatorKey, stateDir, state.cacheBytes);
     const certificate = relayCertificate(stateDir);
     const server = createSecureServer({ cert: certificate.certificatePem, key: certificate.privateKeyPem, allowHTTP1: true });
     const relay = new RelayServer(stateDir, state, identity, client, cache, server, options);
@@ -268,18 +267,24 @@ export class RelayServer {
       }
       case 'blob.get': {
         const closure = await this.cache.closure(grant.configId);
-        if (closure.objects.get(request.id)?.kind !== 'file') throw refused(`blob ${request.id} is not part of the granted config's closure`);
-        await this.cache.ensureBlobs(closure, [request.id]);
-        const stat = store.statBlob(request.id);
-        if (!stat) throw new FerryError('NOT_FOUND', `blob ${request.id} is not on this relay`);
-        if (request.offset > stat.size) throw new FerryError('INVALID', `offset ${request.offset} is beyond the end of blob ${request.id} (${stat.size} bytes)`);
-        const length = Math.min(request.length ?? stat.size - request.offset, stat.size - request.offset);
-        const outboard = request.outboard ? store.readOutboard(request.id) : new Uint8Array(0);
+        const object = closure.objects.get(request.id);
+        if (object?.kind !== 'file') throw refused(`blob ${request.id} is not part of the granted config's closure`);
+        let source: BlobSource;
+        if (object.size > MAX_BATCHED_BLOB_BYTES) source = await this.cache.blobSource(closure, request.id);
+        else {
+          await this.cache.ensureBlobs(closure, [request.id]);
+          source = { size: object.size, outboard: store.readOutboard(request.id), waitFor: async () => undefined, read: (offset, length) => store.readBlob(request.id, { offset, length }), stored: Promise.resolve() };
+        }
+        if (request.offset > source.size) throw new FerryError('INVALID', `offset ${request.offset} is beyond the end of blob ${request.id} (${source.size} bytes)`);
+        const length = Math.min(request.length ?? source.size - request.offset, source.size - request.offset);
+        // The header goes once the range is there (a segment of a blob being fetched through: once it is verified).
+        if (length <= PARTIAL_READ_MAX_BYTES) await source.waitFor(request.offset + length);
+        const outboard = request.outboard ? source.outboard : new Uint8Array(0);
         this.bytesServed += length;
-        const data = store.readBlob(request.id, { offset: request.offset, length });
+        const data = source.read(request.offset, length);
         const flip = this.options.flipBlobBytes === true;
         return {
-          header: { id: request.id, size: stat.size, offset: request.offset, length, outboardSize: outboard.length },
+          header: { id: request.id, size: source.size, offset: request.offset, length, outboardSize: outboard.length },
           body: (async function* () {
             yield outboard;
             yield* flip ? flipped(data) : data;

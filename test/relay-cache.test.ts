@@ -1,7 +1,7 @@
 // A relay's cache (relay/relay-cache.ts) against a real coordinator (HTTP + QUIC on 127.0.0.1), with the
 // relay's own enrolled key: each object fetched once however many ask at the same time, the least
 // recently used closures evicted past the size limit, and nothing read that no agent of the relay follows.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,9 +21,9 @@ const relayKey = Identity.generate();
 const configs: Record<string, { configId: string; target: string }> = {};
 
 /** A config of a fresh tree in its own graph, followed by one agent at the relay's site. */
-async function followedConfig(graph: string, site = 'barn-3'): Promise<void> {
+async function followedConfig(graph: string, site = 'barn-3', shape = { small: 20, large: 2, largeSize: 2 * MiB + 5 }): Promise<void> {
   const tree = path.join(work, graph);
-  writeTree(tree, graph, { small: 20, large: 2, largeSize: 2 * MiB + 5 });
+  writeTree(tree, graph, shape);
   const target = fakeStorePath(`cache-${graph}`);
   await addTreeAsStorePath(test.coordinator.castore, tree, target);
   const { configId } = await test.adminClient.call('graphs.submit', { graph, ...signedConfig(test.admin, graph, [], { 'x86_64-linux': target }) });
@@ -34,8 +34,15 @@ async function followedConfig(graph: string, site = 'barn-3'): Promise<void> {
   configs[graph] = { configId, target };
 }
 
+async function until(probe: () => boolean): Promise<void> {
+  for (const deadline = Date.now() + 20_000; !probe(); ) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 function cacheWith(limitBytes: number, name: string): RelayCache {
-  return new RelayCache(LocalCastore.open(path.join(work, name, 'castore')), upstream, test.coordinator.identity.keyId, path.join(work, name, 'manifests'), limitBytes);
+  return new RelayCache(LocalCastore.open(path.join(work, name, 'castore')), upstream, test.coordinator.identity.keyId, path.join(work, name), limitBytes);
 }
 
 beforeAll(async () => {
@@ -45,6 +52,7 @@ beforeAll(async () => {
   await new CoordinatorHttpClient(test.http.url, relayKey).call('relays.enroll', { token, name: 'cache', url: 'https://127.0.0.1:9443', fingerprint: 'ab'.repeat(32) });
   await test.adminClient.call('relays.assign', { relayId: relayKey.keyId, where: ['labels.site=barn-3'] });
   for (const graph of ['one', 'two']) await followedConfig(graph);
+  await followedConfig('big', 'barn-3', { small: 1, large: 1, largeSize: 40 * MiB + 3 });
   await followedConfig('away', 'barn-9');
   ({ client: upstream } = await openDataClient(test.http.url, relayKey, { httpOnly: true }));
 }, 60_000);
@@ -71,6 +79,30 @@ describe('a relay cache', () => {
       await cache.ensureBlobs(closure, files);
       expect(cache.counters.bytesFetched).toBe(before.bytesFetched);
       expect(cache.counters.hits - before.hits).toBe(files.length);
+    } finally {
+      cache.store.close();
+    }
+  }, 60_000);
+
+  it('serves the first segment of a large blob it fetches through before the whole has arrived, and fetches it once', async () => {
+    const cache = cacheWith(1024 * MiB, 'stream');
+    try {
+      await cache.manifest(configs.big!.configId, 'x86_64-linux');
+      const closure = await cache.closure(configs.big!.configId);
+      const [id, object] = [...closure.objects].find(([, candidate]) => candidate.kind === 'file' && candidate.size > 40 * MiB)!;
+      const [source, again] = await Promise.all([cache.blobSource(closure, id), cache.blobSource(closure, id)]);
+      const first: Uint8Array[] = [];
+      for await (const chunk of source.read(0, 64 * 1024)) first.push(chunk);
+      // Read while the rest is still on its way: not yet in the castore.
+      expect(cache.store.hasBlob(id as Digest)).toBe(false);
+      const expected = readFileSync(path.join(work, 'big', 'big0'));
+      expect(Buffer.concat(first).equals(expected.subarray(0, 64 * 1024))).toBe(true);
+      await again.waitFor(object.size);
+      await until(() => cache.store.hasBlob(id as Digest));
+      expect(cache.counters.bytesFetched).toBeLessThan(object.size + 2 * MiB);
+      const tail: Uint8Array[] = [];
+      for await (const chunk of again.read(object.size - 1000, 1000)) tail.push(chunk);
+      expect(Buffer.concat(tail).equals(expected.subarray(object.size - 1000))).toBe(true);
     } finally {
       cache.store.close();
     }
