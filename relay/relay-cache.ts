@@ -4,7 +4,10 @@
  * before it is stored (directories by id and canonical form, small blobs
  * whole by id, large ones per 16 KiB group against their outboard and then
  * whole), and fetched once however many agents ask for it at the same time
- * (one fetch in flight per object, which later askers wait for).
+ * (one fetch in flight per object, which later askers wait for). A large
+ * blob is readable as its groups are verified (a partial file beside the
+ * castore), so the first segment an agent asks for does not wait for the
+ * whole file; it enters the castore once whole.
  *
  * What the relay may serve of a config is its closure as the coordinator's
  * signed manifest names it: the manifest is checked against the coordinator

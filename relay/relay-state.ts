@@ -8,6 +8,8 @@
  *   <state>/relay.json        RelayStateSchema
  *   <state>/tls/cert.pem, key.pem
  *   <state>/castore/          LocalCastore: the cache
+ *   <state>/manifests/        the coordinator-signed manifests agents asked for (checked again when read)
+ *   <state>/partial/          large blobs being fetched through (emptied at start)
  *   <state>/status.json       RelayStatusSchema, rewritten while it runs
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
