@@ -21,7 +21,8 @@ import { BundleError, collectGarbage, copyClosure, LocalCastore, openVouchedClos
 import { ActivationEnvironmentError, environmentRefusal } from '../protocol/activation-environment.js';
 import { compareHlc, HlcStringSchema, parseHlc } from '../protocol/hlc.js';
 import { dataClientFor, discoverDataPlane, type DataPlaneRoute, type OpenDataClientOptions } from '../protocol/connect.js';
-import { TransportError, type DataClient } from '../protocol/data-client.js';
+import { DataClient, TransportError } from '../protocol/data-client.js';
+import { encodeRelayGrant, RELAY_GRANT_HEADER, relayOfferMessage, type RelayEndpoint, type RelayOffer } from '../protocol/relays.js';
 import { ApiError, CoordinatorHttpClient, type CoordinatorHttpClientOptions } from '../protocol/http-client.js';
 import { createIdentityFile, loadIdentity, type Identity } from '../protocol/identity.js';
 import { desiredProofMessage, verifyProof } from '../protocol/coordinator-proofs.js';
@@ -55,6 +56,8 @@ export interface AgentOptions {
   logEvents?: boolean;
   /** A node_exporter textfile rewritten after each deployment (metrics-textfile.ts). */
   metricsTextfile?: string;
+  /** How long a relay may keep a request waiting for its reply header (default RELAY_REPLY_TIMEOUT_MS, 15 s). */
+  relayReplyTimeoutMs?: number;
 }
 
 /** An answer the agent would act on came without the coordinator's signature (something between them changed it). */
@@ -96,6 +99,17 @@ type Watched = SignedDesired | { unchanged: WatchUnchanged['configId'] };
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** How the agent's HTTP client reaches its coordinator: pinned HTTPS when the join string said so. */
+/**
+ * How long an agent waits for a relay's reply header (connecting included) before it goes to the
+ * coordinator: what a withholding relay costs per attempt (two attempts), once its reply started,
+ * REPLY_INACTIVITY_MS (5 s) without bytes. Long enough for the relay to fetch a 16 MiB segment it
+ * lacks through a slow uplink first.
+ */
+const RELAY_REPLY_TIMEOUT_MS = 15_000;
+/** Failures in a row after which an agent stops using a relay for RELAY_DROP_MS. */
+const RELAY_DROP_AFTER = 3;
+const RELAY_DROP_MS = 10 * 60 * 1000;
+
 function pinningOf(coordinator: { tlsFingerprint: string; pinnedTls: boolean }): CoordinatorHttpClientOptions {
   return coordinator.pinnedTls ? { pinnedFingerprint: coordinator.tlsFingerprint } : {};
 }
@@ -256,6 +270,8 @@ export class Agent {
   private lastProgressLog = 0;
   /** The desired-config answer the last round verified: the watch waits for another config. */
   private lastAnswer: DesiredAnswer | undefined;
+  /** Relays' failures in a row, and until when one is dropped (relayOutcome); in memory: a restart tries them again. */
+  private readonly relayFailures = new Map<string, { count: number; droppedUntil: number }>();
 
   /**
    * Tells the coordinator what is happening now (progress, recent events):
@@ -358,7 +374,62 @@ export class Agent {
       const issue = parsed.error.issues[0]!;
       throw new UnverifiedAnswerError(`the desired-config answer from ${this.state.coordinator.httpUrl} is signed but invalid (${issue.path.join('.') || 'answer'}: ${issue.message}): ignoring it`);
     }
-    return parsed.data;
+    const { relays, ...answer } = parsed.data;
+    // Relays only on the coordinator's word for this agent and challenge; without it, everything comes from the coordinator.
+    if (relays && !verifyProof(this.state.coordinator.coordinatorKey, relayOfferMessage(this.identity.keyId, signed.challenge, relays), relays.proof)) {
+      this.events.add('relay-refused', 'the relays of the desired answer are not signed by the coordinator: fetching from the coordinator', answer.configId);
+      return answer;
+    }
+    return relays ? { ...answer, relays } : answer;
+  }
+
+  /**
+   * The relay to fetch `configId` through, with the grant: the first of the
+   * last answer's relays not dropped, when its grant is for that config and
+   * still valid on this machine's clock (an expired one would only be
+   * refused by the relay).
+   */
+  private relayFor(configId: string): { relay: RelayEndpoint; grant: RelayOffer['grant'] } | undefined {
+    const offer = this.lastAnswer?.relays;
+    if (!offer || offer.grant.configId !== configId || offer.grant.agentId !== this.identity.keyId || offer.grant.expiresAt <= Date.now()) return undefined;
+    const now = Date.now();
+    const relay = offer.relays.find((candidate) => (this.relayFailures.get(candidate.id)?.droppedUntil ?? 0) <= now);
+    return relay && { relay, grant: offer.grant };
+  }
+
+  /**
+   * Counts a relay's failure: after RELAY_DROP_AFTER in a row it is dropped
+   * for RELAY_DROP_MS (the next relay of the list, or the coordinator, serves
+   * meanwhile); a success forgets its failures.
+   */
+  private relayOutcome(relay: RelayEndpoint, ok: boolean, configId: string): void {
+    if (ok) {
+      this.relayFailures.delete(relay.id);
+      return;
+    }
+    const failures = (this.relayFailures.get(relay.id)?.count ?? 0) + 1;
+    const dropped = failures >= RELAY_DROP_AFTER;
+    this.relayFailures.set(relay.id, { count: dropped ? 0 : failures, droppedUntil: dropped ? Date.now() + RELAY_DROP_MS : 0 });
+    if (dropped) this.events.add('relay-dropped', `relay ${relay.url} (${relay.id}) failed ${failures} times in a row: not used for ${RELAY_DROP_MS / 60_000} min`, configId);
+  }
+
+  /**
+   * A data client to `relay`: HTTPS pinned to the fingerprint the
+   * coordinator gave, the grant on every request, few retries (a relay that
+   * fails costs a bounded time, then the coordinator serves the rest).
+   */
+  private relayClient(relay: RelayEndpoint, grant: RelayOffer['grant']): DataClient {
+    return new DataClient({
+      identity: this.identity,
+      httpUrl: relay.url,
+      pinnedFingerprint: relay.fingerprint,
+      httpOnly: true,
+      retries: 1,
+      replyTimeoutMs: this.options.relayReplyTimeoutMs ?? RELAY_REPLY_TIMEOUT_MS,
+      compression: 'off',
+      headers: { [RELAY_GRANT_HEADER]: encodeRelayGrant(grant) },
+      onNotice: (message) => this.log(`ferry agent: relay ${relay.url}: ${message}`),
+    });
   }
 
   /** Whether `signed.answer` carries the coordinator's proof for this agent and `signed.challenge`. */
@@ -706,7 +777,7 @@ export class Agent {
     } else {
       this.events.add('deploy', `${resuming ? 'resuming' : 'starting'} deployment of ${config.id} (${target})`, config.id);
       // Trees are laid out while their blobs arrive; what the fetch did not bring comes from the castore.
-      const materializer = new ClosureMaterializer(this.castore(), this.state.storeDir);
+      let materializer = new ClosureMaterializer(this.castore(), this.state.storeDir);
       let storePaths: readonly StorePathInfo[];
       let written: number;
       try {
@@ -715,19 +786,43 @@ export class Agent {
           materializer.plan(referencesFirst(storePaths));
         } else {
           await this.report(config.id, 'fetching', null, { wait: false });
-          const closure = await openVouchedClosure(await this.data(), config.id, system, this.state.coordinator.coordinatorKey);
-          const fetched = await copyClosure(closure.source, this.castore(), closure.storePaths, {
-            onProgress: (progress) => {
-              this.publishActivity('fetching', config.id, progress, progress.phase === 'done');
-              this.logFetchProgress(config.id, progress);
-            },
-            // Small blobs are written once, into the store's temp trees (the resume state of an
-            // interrupted deployment), and adopted by the castore at the end (keepBytesOnce).
-            smallBlobs: {
-              plan: (infos, readDirectory) => materializer.plan(referencesFirst(infos), readDirectory),
-              accept: (id, bytes) => materializer.offer(id, bytes),
-            },
-          });
+          const fetchFrom = async (client: DataClient) => {
+            const closure = await openVouchedClosure(client, config.id, system, this.state.coordinator.coordinatorKey);
+            const sink = materializer;
+            return copyClosure(closure.source, this.castore(), closure.storePaths, {
+              onProgress: (progress) => {
+                this.publishActivity('fetching', config.id, progress, progress.phase === 'done');
+                this.logFetchProgress(config.id, progress);
+              },
+              // Small blobs are written once, into the store's temp trees (the resume state of an
+              // interrupted deployment), and adopted by the castore at the end (keepBytesOnce).
+              smallBlobs: {
+                plan: (infos, readDirectory) => sink.plan(referencesFirst(infos), readDirectory),
+                accept: (id, bytes) => sink.offer(id, bytes),
+              },
+            });
+          };
+          let fetched: Awaited<ReturnType<typeof fetchFrom>> | undefined;
+          const through = this.relayFor(config.id);
+          if (through) {
+            // Through the site's relay first: verified exactly as from the coordinator, so a relay can cost
+            // time (bounded) but never corrupt anything. Whatever it did bring stays for the coordinator's turn.
+            const { relay } = through;
+            const client = this.relayClient(relay, through.grant);
+            try {
+              fetched = await fetchFrom(client);
+              this.relayOutcome(relay, true, config.id);
+              this.events.add('relay', `fetched through relay ${relay.url} (${relay.id})`, config.id);
+            } catch (error) {
+              await materializer.suspend();
+              materializer = new ClosureMaterializer(this.castore(), this.state.storeDir);
+              this.events.add('relay-failed', `relay ${relay.url} (${relay.id}) failed: ${(error as Error).message}; fetching the rest from the coordinator`, config.id);
+              this.relayOutcome(relay, false, config.id);
+            } finally {
+              await client.close();
+            }
+          }
+          fetched ??= await fetchFrom(await this.data());
           const deltas = fetched.deltaBlobs > 0 ? ` (${fetched.deltaBlobs} rebuilt from their previous version with ${fetched.deltaGroupBytes} bytes of changed 16 KiB groups)` : '';
           // Restored: over a normalized blob already here (the file differs only in store path hashes), or over one
           // that came as a delta against its previous version's (it also changed a little).

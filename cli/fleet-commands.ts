@@ -117,6 +117,7 @@ const tokensCreate: Command = {
     'auto-approve': { type: 'boolean', description: 'agents enrolling with it are approved at once' },
     label: { type: 'string', multiple: true, valueName: 'K=V', description: 'label given to agents enrolling with it' },
     note: { type: 'string', valueName: 'TEXT', description: 'what the token is for' },
+    relay: { type: 'boolean', description: 'a token that enrolls site relays (ferry relay enroll), never agents' },
     ...common,
   },
   async run({ options, stdout }) {
@@ -131,6 +132,7 @@ const tokensCreate: Command = {
       autoApprove: booleanOption(options, 'auto-approve'),
       label: stringOption(options, 'note') ?? '',
       labels: parseKeyValues(stringListOption(options, 'label'), '--label'),
+      relay: booleanOption(options, 'relay'),
     });
     const info = await client.call('info');
     // The coordinator answers pinned HTTPS on its HTTP port: the machine gets a join string for that, so the
@@ -138,7 +140,8 @@ const tokensCreate: Command = {
     const pinnedTls = new URL(client.baseUrl).protocol === 'http:';
     const join = formatJoinString({ httpUrl: client.baseUrl, coordinatorKey: info.coordinatorKey, tlsFingerprint: info.tlsFingerprint, token: result.token, pinnedTls });
     if (json(options)) return writeJson(stdout, { ...result, join });
-    stdout.write(term`token ${result.tokenId}: ${uses} use(s), expires ${new Date(result.expiresAt).toISOString()}\n\njoin string (shown once; give it to the machine):\n  ${join}\n\non the machine:  ferry agent enroll '${join}'\n`);
+    const enroll = booleanOption(options, 'relay') ? `ferry relay enroll '${join}' --url https://HOST:PORT` : `ferry agent enroll '${join}'`;
+    stdout.write(term`token ${result.tokenId}: ${uses} use(s), expires ${new Date(result.expiresAt).toISOString()}\n\njoin string (shown once; give it to the machine):\n  ${join}\n\non the machine:  ${enroll}\n`);
   },
 };
 

@@ -28,7 +28,7 @@ import { SqliteStateStore } from './domain/sqlite-state.js';
 import { TlsFiles } from './tls/tls-files.js';
 import { DEFAULT_HEALTH_EVENT_LIMIT, type HealthEventLimit } from './api/health-reports.js';
 import { alertDeliveryOptions, type AlertDeliveryOptions } from './api/alert-delivery.js';
-import type { TlsCertificate } from './tls/self-signed-certificate.js';
+import type { TlsCertificate } from '../protocol/self-signed-certificate.js';
 
 export interface CoordinatorOptions extends StorageMaintenanceOptions {
   /** Sign a checkpoint every this many events (default 1000). */

@@ -16,6 +16,7 @@ import { HlcStringSchema } from './hlc.js';
 import { KeyIdSchema } from './identity.js';
 import { StorePathSchema } from './store-path-info.js';
 import { DesiredChallengeSchema } from './coordinator-proofs.js';
+import { RelayOfferSchema } from './relays.js';
 
 export const SystemSchema = z.string().regex(/^[a-z0-9_]+-[a-z0-9]+$/, "a Nix system such as 'x86_64-linux'");
 declare const configIdBrand: unique symbol;
@@ -105,13 +106,17 @@ export type AgentConfig = z.infer<typeof AgentConfigSchema>;
  * The coordinator's answer to an agent's `GET /v1/agent/desired`: the
  * config it should run (none: keep what runs), signed over the agent's
  * id and challenge (coordinator-proofs.ts). The agent checks the proof on
- * the answer as received, then parses it with this.
+ * the answer as received, then parses it with this. `relays`: the site
+ * relays the coordinator assigned to this agent and its grant for the
+ * config (relays.ts; absent when none is), under a proof of its own, so
+ * agents from before relays verify the rest as they always did.
  */
 export const DesiredAnswerSchema = z
   .object({
     configId: ConfigIdSchema.nullable(),
     config: AgentConfigSchema.nullable(),
     proof: z.string().max(128),
+    relays: RelayOfferSchema.optional(),
   })
   .refine((answer) => (answer.config?.id ?? null) === answer.configId, 'the answer names one config id and carries another');
 export type DesiredAnswer = z.infer<typeof DesiredAnswerSchema>;

@@ -206,13 +206,15 @@ class HttpTransport implements Transport {
     private readonly identity: Identity,
     pinnedFingerprint: string | undefined,
     private readonly counter: WireBytes,
+    private readonly extraHeaders: Readonly<Record<string, string>> = {},
+    private readonly replyTimeoutMs?: number,
   ) {
     this.fetch = fetchFor(pinnedFingerprint);
   }
 
   async send(header: DataRequest, body?: RequestBody): Promise<FrameReader> {
     const frame = encodeHeaderFrame(header);
-    const headers = { 'content-type': 'application/x-ferry-frames', 'accept-encoding': 'identity', ...signRequest(this.identity, 'POST', '/v1/data', frame.subarray(4)) };
+    const headers = { ...this.extraHeaders, 'content-type': 'application/x-ferry-frames', 'accept-encoding': 'identity', ...signRequest(this.identity, 'POST', '/v1/data', frame.subarray(4)) };
     this.counter.sent += frame.length;
     const iterator = (async function* () {
       yield frame;
@@ -226,13 +228,31 @@ class HttpTransport implements Transport {
       },
     });
     let response: Response;
+    // Until the reply's header: a peer that accepts the request and never answers costs this long, not the client's idle timeout.
+    // Raced too, not only signalled: the pinned client's connect (TCP, TLS) does not see the signal.
+    const deadline = this.replyTimeoutMs === undefined ? undefined : new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      if (!deadline) return;
+      timer = setTimeout(() => {
+        const reason = new TransportError(`no reply from ${this.baseUrl} within ${this.replyTimeoutMs! / 1000} s`);
+        deadline.abort(reason);
+        reject(reason);
+      }, this.replyTimeoutMs);
+    });
+    expired.catch(() => undefined);
     try {
-      response = await this.fetch(new URL('/v1/data', this.baseUrl), { method: 'POST', headers, body: requestBody, duplex: 'half' } as RequestInit);
+      const fetching = this.fetch(new URL('/v1/data', this.baseUrl), { method: 'POST', headers, body: requestBody, duplex: 'half', ...(deadline ? { signal: deadline.signal } : {}) } as RequestInit);
+      if (deadline) fetching.catch(() => undefined);
+      response = await (deadline ? Promise.race([fetching, expired]) : fetching);
     } catch (error) {
+      if (deadline?.signal.aborted) throw deadline.signal.reason as TransportError;
       // A certificate that is not the pinned one is not a transport hiccup: never retried.
       const pinning = pinningFailure(error);
       if (pinning) throw pinning;
       throw new TransportError(`cannot reach the coordinator at ${this.baseUrl}: ${(error as Error).message}`);
+    } finally {
+      clearTimeout(timer);
     }
     if (!response.ok || !response.body) throw new TransportError(`the coordinator answered HTTP ${response.status} to a data request`);
     // Frames are bounded by their declared sizes; an HTTP-compressed reply would be expanded before any of that applies.
@@ -273,6 +293,17 @@ export interface DataClientOptions {
   warmHttps?: boolean;
   /** Told about fallbacks and retries. */
   onNotice?: (message: string) => void;
+  /**
+   * Headers every HTTP request carries besides the signature's (not signed:
+   * what they say must prove itself, as a relay grant does, protocol/relays.ts).
+   */
+  headers?: Readonly<Record<string, string>>;
+  /**
+   * HTTP: how long a request may wait for its reply's header (connecting
+   * included) before it fails as a transport error; default: the HTTP
+   * client's idle timeout (300 s). A relay's clients set it short.
+   */
+  replyTimeoutMs?: number;
   /**
    * zstd on the wire (docs/data-plane.md, "Compression on the wire"):
    * 'zstd' asks for it (`accept`) and compresses pushes; 'off' moves bytes
@@ -376,7 +407,7 @@ export class DataClient {
       if (quic) return quic;
     }
     if (this.quicRefusal) throw this.quicRefusal;
-    this.http ??= new HttpTransport(this.options.httpUrl, this.options.identity, this.options.pinnedFingerprint, this.wireBytes);
+    this.http ??= new HttpTransport(this.options.httpUrl, this.options.identity, this.options.pinnedFingerprint, this.wireBytes, this.options.headers, this.options.replyTimeoutMs);
     return this.http;
   }
 

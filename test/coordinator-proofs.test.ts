@@ -15,6 +15,8 @@ import { openDataClient } from '../protocol/connect.js';
 import { desiredProofMessage, signProof, verifyProof } from '../protocol/coordinator-proofs.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { Identity } from '../protocol/identity.js';
+import { relayGrantMessage, relayOfferMessage } from '../protocol/relays.js';
+import { readFileSync } from 'node:fs';
 import { fetchConfigClosure, addTreeAsStorePath, enrollAgent, enrollStateDir, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
 
 let test: TestCoordinator;
@@ -96,6 +98,49 @@ describe("the coordinator's signed answers", () => {
       await running;
       await agent.close();
       proxy.server.close();
+    }
+  });
+
+  it('relays in a desired answer count only under their own proof: an agent behind a proxy that adds or redirects relays ignores them and fetches from the coordinator', async () => {
+    const relayKey = Identity.generate();
+    for (const how of ['forged', 'redirected'] as const) {
+      const proxy = await rewritingProxy(test.http.url, (url, body) => {
+        if (!url.startsWith('/v1/agent/desired')) return body;
+        const answer = JSON.parse(body.toString()) as { configId: string | null; relays?: unknown };
+        if (!answer.configId) return body;
+        const challenge = new URL(url, 'http://x').searchParams.get('challenge')!;
+        const agentId = decodeURIComponent(String(proxyAgent));
+        const expiresAt = Date.now() + 600_000;
+        const coordinator = test.coordinator.identity;
+        const grant = { agentId, configId: answer.configId, expiresAt, proof: signProof(coordinator, relayGrantMessage(agentId, answer.configId, expiresAt)) };
+        const honest = [{ id: relayKey.keyId, url: 'https://127.0.0.1:9', fingerprint: 'ab'.repeat(32) }];
+        // Forged: signed by a key that is not the coordinator's. Redirected: the coordinator's proof, over another relay URL.
+        const proof = signProof(how === 'forged' ? Identity.generate() : coordinator, relayOfferMessage(agentId, challenge, { relays: honest, grant }));
+        const relays = how === 'forged' ? honest : [{ ...honest[0]!, url: 'https://127.0.0.1:10' }];
+        answer.relays = { relays, grant, proof };
+        return Buffer.from(JSON.stringify(answer));
+      });
+      let proxyAgent = '';
+      try {
+        const stateDir = path.join(test.dir, `relays-${how}`);
+        const { agentId } = await enrollStateDir(test, { stateDir, storeDir: path.join(test.dir, `relays-${how}-store`), name: `relays-${how}`, httpUrl: proxy.url });
+        proxyAgent = agentId;
+        await test.adminClient.call('agents.assign', { agentId, graph: 'proofs' });
+        const agent = new Agent(stateDir, { log: () => undefined });
+        try {
+          // The config's activation fails here (its tree has no bin/activate): what counts is where the closure came from.
+          await agent.runOnce();
+          const kinds = readFileSync(path.join(stateDir, 'events.jsonl'), 'utf8').split('\n').filter(Boolean).map((line) => (JSON.parse(line) as { kind: string }).kind);
+          expect(kinds).toContain('relay-refused');
+          expect(kinds).toContain('fetched');
+          expect(kinds).not.toContain('relay');
+          expect(kinds).not.toContain('relay-failed');
+        } finally {
+          await agent.close();
+        }
+      } finally {
+        proxy.server.close();
+      }
     }
   });
 

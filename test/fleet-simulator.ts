@@ -1,7 +1,7 @@
 /**
  * Drives a coordinator through a long, seeded, random sequence of real
  * commands (keys, tokens, enrollments, facts, configs, assignments, reports,
- * rollbacks, alerts), including refused ones, as a fleet would. Used by the replay
+ * rollbacks, alerts, relays), including refused ones, as a fleet would. Used by the replay
  * test, the kill test and the audit benchmark.
  */
 import { createCipheriv } from 'node:crypto';
@@ -13,7 +13,8 @@ import { asStorePath, type StorePath } from '../nix/store-path.js';
 import type { Coordinator } from '../coordinator/coordinator.js';
 import * as commands from '../coordinator/domain/commands.js';
 import { FerryError } from '../protocol/errors.js';
-import type { Actor } from '../coordinator/domain/commands.js';
+import type { Actor, CommandContext } from '../coordinator/domain/commands.js';
+import { checkRelayWhere } from '../coordinator/api/relay-access.js';
 import { seededRandom } from './seeded-random.js';
 
 /** Puts a tiny store path into the coordinator's castore (what a push would do). */
@@ -72,6 +73,7 @@ export function simulateFleet(coordinator: Coordinator, adminActor: Actor, admin
   };
   const facts = (agent: Identity, variant: number) => ({ system: systems[variant % 2]!, hostname: `host-${agent.keyId.slice(0, 6)}`, cpus: 1 + (variant % 8), labels: { site: `barn-${variant % 3}` } });
   const alerts: string[] = [];
+  const relays: string[] = [];
   for (let step = 0; step < steps; step++) {
     // Alerts come and go at fixed steps (no random draw, so the rest of a seeded run is as it was).
     if (step % 97 === 13) {
@@ -87,6 +89,31 @@ export function simulateFleet(coordinator: Coordinator, adminActor: Actor, admin
       const alertId = alerts[0] ?? '0123456789abcdef';
       attempt(adminActor, (context) => commands.removeAlert(context, { alertId }));
       if (step % 2) alerts.shift();
+    }
+    // Relays likewise, at fixed steps: enrolled (with a relay token; an agent token is refused), assigned
+    // (a facts clause is refused), revoked (twice: the second is refused).
+    if (step % 89 === 29) {
+      const out = coordinator.execute(adminActor, (context) => {
+        const created = commands.createToken(context, { uses: 1, relay: true });
+        return { draft: created.draft, result: created.token };
+      });
+      result.attempted++;
+      result.recorded++;
+      const relay = Identity.generate();
+      const relayActor: Actor = { keyId: relay.keyId, role: 'relay', requestSignature: null };
+      const enroll = (token: string) => (context: CommandContext) => commands.enrollRelay(context, { token, name: `relay-${step}`, url: `https://10.0.${step % 250}.1:9443`, fingerprint: 'cd'.repeat(32) });
+      if (tokens[0]) attempt(relayActor, enroll(tokens[0]));
+      const before = result.recorded;
+      attempt(relayActor, enroll(out!.result));
+      if (result.recorded > before) relays.push(relay.keyId);
+    } else if (step % 89 === 53 && relays.length > 0) {
+      const relayId = relays[relays.length - 1]!;
+      attempt(adminActor, (context) => commands.assignRelay(context, { relayId, where: [`labels.site=barn-${step % 3}`] }, checkRelayWhere));
+      attempt(adminActor, (context) => commands.assignRelay(context, { relayId, where: ['facts.site=barn-1'] }, checkRelayWhere));
+    } else if (step % 89 === 83 && relays.length > 1) {
+      const relayId = relays.shift()!;
+      attempt(adminActor, (context) => commands.revokeRelay(context, { relayId }));
+      attempt(adminActor, (context) => commands.revokeRelay(context, { relayId }));
     }
     const agent = pick(agents);
     const agentActor: Actor | undefined = agent && { keyId: agent.keyId, role: 'agent', requestSignature: null };

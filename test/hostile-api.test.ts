@@ -50,12 +50,15 @@ const agentA = Identity.generate();
 const agentB = Identity.generate();
 const pendingAgent = Identity.generate();
 const revokedAgent = Identity.generate();
+/** An enrolled site relay (role relay). */
+const relay = Identity.generate();
+const RELAY_FP = 'ab'.repeat(32);
 let tokenId: string;
 let configId: string;
 let submission: ReturnType<typeof signedConfig>;
 
 /** The actor of each role that the tables use. */
-const ROLE_KEYS = (): Record<Role, Identity> => ({ admin, operator, pusher, viewer, agent: agentA });
+const ROLE_KEYS = (): Record<Role, Identity> => ({ admin, operator, pusher, viewer, agent: agentA, relay });
 
 interface Call {
   as?: Identity;
@@ -114,7 +117,7 @@ interface Route {
 
 /** Every route of coordinator/api/http.ts, parameters filled in. The first test checks it covers OPERATIONS. */
 function routes(): Route[] {
-  const params: Record<string, string> = { agentId: agentB.keyId, keyId: viewer.keyId, tokenId, graph: 'web', configId, alertId: '0123456789abcdef' };
+  const params: Record<string, string> = { agentId: agentB.keyId, keyId: viewer.keyId, tokenId, graph: 'web', configId, alertId: '0123456789abcdef', relayId: relay.keyId };
   const route = (method: Route['method'], template: string, op: Route['op'], body?: Record<string, unknown>): Route => ({
     method,
     template,
@@ -152,6 +155,10 @@ function routes(): Route[] {
     route('POST', '/v1/alerts', 'alerts.add', { url: 'https://hooks.example.com/x', on: ['offline'] }),
     route('GET', '/v1/alerts', 'alerts.list'),
     route('POST', '/v1/alerts/:alertId/remove', 'alerts.remove', {}),
+    route('POST', '/v1/relays/enroll', 'relays.enroll', { token: 'ffffffffffffffff.AAAAAAAAAAAAAAAAAAAAAAAA', name: 'r', url: 'https://127.0.0.1:9', fingerprint: RELAY_FP }),
+    route('GET', '/v1/relays', 'relays.list'),
+    route('POST', '/v1/relays/:relayId/assign', 'relays.assign', { where: ['labels.site=x'] }),
+    route('POST', '/v1/relays/:relayId/revoke', 'relays.revoke', {}),
     route('GET', '/v1/audit/events', 'audit.events'),
     route('GET', '/v1/audit/verify', 'audit.verify'),
     route('GET', '/v1/agent/watch?wait=0', 'watch'),
@@ -201,6 +208,7 @@ beforeAll(async () => {
   tokenId = tokens.tokenId;
   for (const agent of [agentA, agentB, revokedAgent]) await enroll(agent, tokens.token);
   await enroll(pendingAgent, (await newToken({ uses: 1 })).token);
+  await ok('POST', '/v1/relays/enroll', { as: relay, body: JSON.stringify({ token: (await newToken({ uses: 1, relay: true })).token, name: 'relay-1', url: 'https://127.0.0.1:9443', fingerprint: RELAY_FP }) });
   await ok('POST', `/v1/agents/${agentA.keyId}/assign`, { as: admin, body: JSON.stringify({ graph: 'web' }) });
   await ok('POST', `/v1/agents/${revokedAgent.keyId}/revoke`, { as: admin, body: '{}' });
 }, 60_000);
@@ -305,6 +313,26 @@ describe('authorization: every role below the route’s access', () => {
       }
     }
     expect(cases).toBeGreaterThan(40);
+  });
+
+  it('keeps relay and agent tokens apart: a relay cannot enroll with an agent token, nor an agent with a relay token (401 BAD_TOKEN)', async () => {
+    const agentToken = await newToken({ uses: 1, autoApprove: true });
+    const relayToken = await newToken({ uses: 1, relay: true });
+    const relayBody = (token: string) => JSON.stringify({ token, name: 'r2', url: 'https://127.0.0.1:9444', fingerprint: RELAY_FP });
+    await expectRefused(() => call('POST', '/v1/relays/enroll', { as: Identity.generate(), body: relayBody(agentToken.token) }), 401, 'BAD_TOKEN', /enrolls agents, not relays/);
+    await expectRefused(
+      () => call('POST', '/v1/enroll', { as: Identity.generate(), body: JSON.stringify({ token: relayToken.token, name: 'a', facts: { system: 'x86_64-linux', hostname: 'h' } }) }),
+      401,
+      'BAD_TOKEN',
+      /enrolls relays, not agents/,
+    );
+    // An enrolled agent's key cannot become a relay, nor a relay's an agent.
+    await expectRefused(() => call('POST', '/v1/relays/enroll', { as: agentB, body: relayBody(relayToken.token) }), 409, 'CONFLICT');
+    await expectRefused(() => call('POST', '/v1/enroll', { as: relay, body: JSON.stringify({ token: agentToken.token, name: 'a', facts: { system: 'x86_64-linux', hostname: 'h' } }) }), 409, 'CONFLICT');
+    // A relay is assigned by operator labels, never by what agents report (facts) or presence.
+    for (const where of ['facts.site=x', 'presence=online']) {
+      await expectRefused(() => call('POST', `/v1/relays/${relay.keyId}/assign`, { as: admin, body: JSON.stringify({ where: [where] }) }), 400, 'INVALID');
+    }
   });
 
   it('lets no agent move itself: an agent cannot approve, assign, pin or revoke itself or another (403 FORBIDDEN)', async () => {

@@ -201,6 +201,19 @@ describe('the import graph', () => {
     expect(imports.map((target) => path.relative(root, target)).sort()).toEqual(['castore/bundle.ts', 'castore/directory.ts', 'castore/errors.ts', 'castore/node.ts']);
   });
 
+  it('keeps the site relay a layer of its own: relay/ imports protocol/, nix/ and castore/ only (types included)', () => {
+    const files = sourceFiles(path.join(root, 'relay'));
+    expect(files.length).toBeGreaterThan(3);
+    const edges = files.flatMap((file) =>
+      [...codeOnly(readFileSync(file, 'utf8')).matchAll(/\bfrom\s*(['"])(\.{1,2}\/[^'"\n]+)\1/g)].map((match) => ({
+        file: path.relative(root, file),
+        folder: path.relative(root, path.resolve(path.dirname(file), match[2]!)).split(path.sep)[0]!,
+      })),
+    );
+    expect(new Set(edges.map((edge) => edge.folder))).toContain('castore');
+    expect(edges.filter((edge) => !['protocol', 'nix', 'castore', 'relay'].includes(edge.folder)).map((edge) => `${edge.file} -> ${edge.folder}/`)).toEqual([]);
+  });
+
   it('has no circle anywhere in the tree', () => {
     const files = sourceFiles(root);
     expect(files.length).toBeGreaterThan(100);

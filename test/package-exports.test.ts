@@ -29,6 +29,7 @@ const EXPECTED: Record<string, string> = {
   './castore': 'LocalCastore',
   './coordinator': 'Coordinator',
   './agent': 'Agent',
+  './relay': 'RelayServer',
   './cli': 'main',
 };
 

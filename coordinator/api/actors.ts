@@ -29,7 +29,13 @@ export function resolveActor(coordinator: Coordinator, keyId: string, signature:
   if (access === 'self-signed') return { keyId, role: 'agent', requestSignature: signature };
   const key = coordinator.state.get('keys', keyId);
   const agent = key ? undefined : coordinator.state.get('agents', keyId);
+  const relay = key || agent ? undefined : coordinator.state.get('relays', keyId);
   if (key?.revoked) throw new FerryError('REVOKED', 'this key was revoked');
+  if (relay) {
+    if (relay.status === 'revoked') throw new FerryError('REVOKED', 'relay is revoked');
+    if (access !== 'public' && !access.includes('relay')) throw new FerryError('FORBIDDEN', `role 'relay' may not call ${what}`);
+    return { keyId, role: 'relay', requestSignature: signature };
+  }
   if (!key && !agent) throw new FerryError('UNKNOWN_KEY', 'this key is not registered with the coordinator');
   if (agent && (agent.status === 'revoked' || agent.status === 'rejected')) throw new FerryError('REVOKED', `agent is ${agent.status}`);
   if (agent?.status === 'enrolling' && !allowEnrolling) throw new FerryError('NOT_APPROVED', 'agent is waiting for approval');

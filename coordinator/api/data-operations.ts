@@ -38,6 +38,7 @@ import { acceptsZstd, acceptsZstdBatch, compressedSegment, wireCompressionOf } f
 import { answerGroupDelta } from './group-delta.js';
 import { blobStreamCacheOf, blobStreamKey, prepareClosureStream, readBlobs } from './blob-stream-cache.js';
 import { closureManifest } from './signed-answers.js';
+import { relayConfigs } from './relay-access.js';
 
 export interface DataReply<N extends DataOperationName = DataOperationName> {
   header: DataResponseInput<N>;
@@ -45,7 +46,8 @@ export interface DataReply<N extends DataOperationName = DataOperationName> {
   body?: AsyncIterable<Uint8Array>;
 }
 
-const READ: Access = ['admin', 'operator', 'pusher', 'agent'];
+/** Relays read through the same operations, limited like agents to what they serve (ClosureAccess.configsOf). */
+const READ: Access = ['admin', 'operator', 'pusher', 'agent', 'relay'];
 const WRITE: Access = ['admin', 'operator', 'pusher'];
 
 export const DATA_ACCESS: Record<Exclude<DataOperationName, 'hello' | 'auth'>, Access> = {
@@ -96,7 +98,9 @@ export class ClosureAccess {
    * switches to a generation already on its disk, and a bundle brings its
    * own closure. A grant for the running config would have no reader.
    */
-  configsOf(agentId: string): string[] {
+  configsOf(agentId: string, role: 'agent' | 'relay' = 'agent'): string[] {
+    // A site relay reads what the agents it serves may read: their desired configs (relay-access.ts).
+    if (role === 'relay') return relayConfigs(this.coordinator, agentId);
     const agent = this.coordinator.state.get('agents', agentId);
     if (!agent) return [];
     const desired = desiredConfigOf(this.coordinator.state, agent);
@@ -145,16 +149,16 @@ export class ClosureAccess {
     return objects.normalized;
   }
 
-  /** Refuses (FORBIDDEN) an agent reading a config that is not its own. */
+  /** Refuses (FORBIDDEN) an agent (or relay) reading a config that is not its own (one of its agents'). */
   checkConfig(actor: Actor, configId: string): void {
-    if (actor.role !== 'agent') return;
-    if (!this.configsOf(actor.keyId).includes(configId)) throw new FerryError('FORBIDDEN', `config ${configId} is not assigned to this agent`);
+    if (actor.role !== 'agent' && actor.role !== 'relay') return;
+    if (!this.configsOf(actor.keyId, actor.role).includes(configId)) throw new FerryError('FORBIDDEN', `config ${configId} is not assigned to this ${actor.role}`);
   }
 
-  /** Refuses (FORBIDDEN) an agent reading objects outside its configs' closures. */
+  /** Refuses (FORBIDDEN) an agent (or relay) reading objects outside its configs' closures. */
   checkObjects(actor: Actor, ids: readonly string[]): void {
-    if (actor.role !== 'agent') return;
-    const closures = this.configsOf(actor.keyId).map((id) => this.objectsOf(id));
+    if (actor.role !== 'agent' && actor.role !== 'relay') return;
+    const closures = this.configsOf(actor.keyId, actor.role).map((id) => this.objectsOf(id));
     for (const id of ids) {
       if (closures.some(({ set }) => set.has(id))) continue;
       if (!closures.some((objects) => this.normalizedOf(objects).has(id))) throw new FerryError('FORBIDDEN', `object ${id} is not part of a config assigned to this agent`);

@@ -35,6 +35,10 @@ const WAKES: Record<Action, 'agent' | 'graph' | null> = {
   'store.push': null,
   'alert.add': null,
   'alert.remove': null,
+  // A relay assignment changes no desired config: agents learn their relays with their next desired answer (docs/relays.md).
+  'relay.enroll': null,
+  'relay.assign': null,
+  'relay.revoke': null,
 };
 
 type Wake = () => void;

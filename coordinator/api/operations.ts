@@ -23,6 +23,8 @@ import { healthEventLimiter } from './health-reports.js';
 import { desiredAnswer } from './signed-answers.js';
 import { desiredConfigOf, listAgents, parseWhere, summarizeConfig } from './queries.js';
 import { alertOutbox } from './alert-dispatcher.js';
+import { checkRelayWhere } from './relay-access.js';
+import type { KeyId } from '../../protocol/identity.js';
 
 /** The routes a handler answers: all but the agent's watch, which http.ts holds open itself (its reply is agent.desired's, or unchanged). */
 export type OperationName = Exclude<ApiRouteName, 'agent.watch'>;
@@ -76,6 +78,14 @@ export const OPERATIONS: { [N in OperationName]: Handler<N> } = {
     const agent = coordinator.state.get('agents', actor.keyId)!;
     return { agentId: agent.id, status: agent.status, ...event(recorded) };
   },
+
+  'relays.enroll': (coordinator, actor, input) => {
+    const recorded = coordinator.record({ ...actor, role: 'relay' }, (context) => commands.enrollRelay(context, input))!;
+    return { relayId: actor.keyId as KeyId, seq: recorded.seq };
+  },
+  'relays.list': (coordinator) => ({ relays: coordinator.state.all('relays') }),
+  'relays.assign': (coordinator, actor, input) => event(coordinator.record(actor, (context) => commands.assignRelay(context, input, checkRelayWhere))),
+  'relays.revoke': (coordinator, actor, input) => event(coordinator.record(actor, (context) => commands.revokeRelay(context, input))),
 
   'keys.add': (coordinator, actor, input) => event(coordinator.record(actor, (context) => commands.addKey(context, input))),
   'keys.list': (coordinator, _actor, input) => {

@@ -15,6 +15,7 @@ import type { StorePathInfo } from '../../castore/index.js';
 import type { Coordinator } from '../coordinator.js';
 import type { AgentRow } from '../domain/state.js';
 import { desiredConfigOf } from './queries.js';
+import { relayOffer } from './relay-access.js';
 
 /** Configs (and config/system pairs) whose shared parts are kept, the most recently computed first out. */
 const KEPT_CONFIGS = 256;
@@ -61,11 +62,13 @@ function sharedDesired(coordinator: Coordinator, configId: string | null): Share
 
 /**
  * The desired-config answer for `agent`, signed for it and `challenge` (the
- * empty string when the agent sent none).
+ * empty string when the agent sent none), with its relays and their grant
+ * when a relay serves it (relay-access.ts relayOffer).
  */
 export function desiredAnswer(coordinator: Coordinator, agent: AgentRow, challenge: string) {
   const { answer, digest } = sharedDesired(coordinator, desiredConfigOf(coordinator.state, agent));
-  return { ...answer, proof: signProof(coordinator.identity, desiredProofMessage(agent.id, challenge, digest)) };
+  const relays = relayOffer(coordinator, agent, answer.configId, challenge);
+  return { ...answer, proof: signProof(coordinator.identity, desiredProofMessage(agent.id, challenge, digest)), ...(relays ? { relays } : {}) };
 }
 
 /**

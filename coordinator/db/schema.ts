@@ -59,6 +59,8 @@ export const tokens = sqliteTable('tokens', {
   labels: text('labels', { mode: 'json' }).$type<Record<string, string>>().notNull(),
   revoked: integer('revoked', { mode: 'boolean' }).notNull(),
   createdSeq: integer('created_seq').notNull(),
+  /** A relay token (enrolls site relays, never agents). */
+  relay: integer('relay', { mode: 'boolean' }).notNull().default(false),
 });
 
 export const agents = sqliteTable('agents', {
@@ -131,6 +133,25 @@ export const alerts = sqliteTable('alerts', {
   removed: integer('removed', { mode: 'boolean' }).notNull(),
   createdSeq: integer('created_seq').notNull(),
   removedSeq: integer('removed_seq'),
+});
+
+/**
+ * Site relays (docs/relays.md): enrolled with a relay token, assigned to
+ * agents by `--where` clauses (relay.assign). Their key id is their id, as
+ * for agents; they are not agents (no facts, no desired config).
+ */
+export const relays = sqliteTable('relays', {
+  id: text('id').primaryKey(),
+  name: text('name').notNull(),
+  tokenId: text('token_id').notNull(),
+  /** Where agents reach it (https://host:port) and its certificate's SHA-256, which agents pin. */
+  url: text('url').notNull(),
+  fingerprint: text('fingerprint').notNull(),
+  /** `--where` clauses (coordinator/api/queries.ts parseWhere) selecting the agents that use it; empty: none. */
+  where: text('where', { mode: 'json' }).$type<string[]>().notNull(),
+  status: text('status').$type<'enrolled' | 'revoked'>().notNull(),
+  enrolledSeq: integer('enrolled_seq').notNull(),
+  updatedSeq: integer('updated_seq').notNull(),
 });
 
 /**

@@ -21,9 +21,12 @@ import {
   AddKeyInput,
   AgentRefInput,
   AssignAgentInput,
+  AssignRelayInput,
   CreateTokenInput,
   EnrollInput,
   PinAgentInput,
+  RelayEnrollInput,
+  RelayRefInput,
   RemoveAlertInput,
   ReportFactsInput,
   ReportHealthInput,
@@ -33,7 +36,7 @@ import {
   RollbackGraphInput,
   SubmitConfigInput,
 } from '../../protocol/api/inputs.js';
-import type { AlertRow, StateStore } from './state.js';
+import type { AlertRow, RelayRow, StateStore, TokenRow } from './state.js';
 import type { AlertId } from '../../protocol/alerts.js';
 
 export interface Actor {
@@ -129,6 +132,8 @@ export function addKey(context: CommandContext, input: unknown): EventDraft<'key
   }
   if (existing) throw new FerryError('CONFLICT', `key ${keyId} is already registered as ${existing.role}`);
   if (context.state.get('agents', keyId)) throw new FerryError('CONFLICT', `key ${keyId} belongs to an agent`);
+  // A relay's key stays a relay's: registered as a key, it would be read as that role (keys are looked up first).
+  if (context.state.get('relays', keyId)) throw new FerryError('CONFLICT', `key ${keyId} belongs to a relay`);
   return { action: 'key.add', subject: keyId, payload: { keyId, role, label } };
 }
 
@@ -167,6 +172,8 @@ export function createToken(context: CommandContext, input: unknown): { draft: E
         uses: options.uses,
         autoApprove: options.autoApprove,
         labels: options.labels,
+        // Only when set: agent tokens are recorded as they were before relays.
+        ...(options.relay ? { relay: true as const } : {}),
       },
     },
   };
@@ -198,16 +205,8 @@ export function revokeToken(context: CommandContext, input: unknown): EventDraft
 export function enrollAgent(context: CommandContext, input: unknown): EventDraft<'agent.enroll'> {
   const { token, name, type, facts } = parse(EnrollInput, input);
   const agentId = context.actor.keyId;
-  const [tokenId, secret] = token.split('.') as [string, string];
-  const row = context.state.get('tokens', tokenId);
-  const presented = Buffer.from(hashTokenSecret(secret), 'hex');
-  if (!row || !timingSafeEqual(presented, Buffer.from(row.secretHash, 'hex'))) throw new FerryError('BAD_TOKEN', 'unknown bootstrap token');
-  if (row.revoked) throw new FerryError('BAD_TOKEN', `bootstrap token ${tokenId} was revoked`);
-  if (row.expiresAt <= context.now) throw new FerryError('BAD_TOKEN', `bootstrap token ${tokenId} expired`);
-  if (row.usesLeft < 1) throw new FerryError('BAD_TOKEN', `bootstrap token ${tokenId} has no uses left`);
-  const existing = context.state.get('agents', agentId);
-  if (existing) throw new FerryError('CONFLICT', `agent ${agentId} is already ${existing.status}`);
-  if (context.state.get('keys', agentId)) throw new FerryError('CONFLICT', `key ${agentId} is an admin key, not an agent`);
+  const { tokenId, row } = usableToken(context, token, 'agent');
+  checkUnenrolled(context, agentId);
   return {
     action: 'agent.enroll',
     subject: agentId,
@@ -221,6 +220,74 @@ export function enrollAgent(context: CommandContext, input: unknown): EventDraft
       status: row.autoApprove ? 'enrolled' : 'enrolling',
     },
   };
+}
+
+/**
+ * The token `token` names, if its secret matches and it may enroll one more
+ * `kind` now; refuses (BAD_TOKEN) anything else, a relay token for an agent
+ * and an agent token for a relay included.
+ */
+function usableToken(context: CommandContext, token: string, kind: 'agent' | 'relay'): { tokenId: string; row: TokenRow } {
+  const [tokenId, secret] = token.split('.') as [string, string];
+  const row = context.state.get('tokens', tokenId);
+  const presented = Buffer.from(hashTokenSecret(secret), 'hex');
+  if (!row || !timingSafeEqual(presented, Buffer.from(row.secretHash, 'hex'))) throw new FerryError('BAD_TOKEN', 'unknown bootstrap token');
+  if (row.revoked) throw new FerryError('BAD_TOKEN', `bootstrap token ${tokenId} was revoked`);
+  if (row.expiresAt <= context.now) throw new FerryError('BAD_TOKEN', `bootstrap token ${tokenId} expired`);
+  if (row.usesLeft < 1) throw new FerryError('BAD_TOKEN', `bootstrap token ${tokenId} has no uses left`);
+  if (row.relay !== (kind === 'relay')) throw new FerryError('BAD_TOKEN', `bootstrap token ${tokenId} enrolls ${row.relay ? 'relays' : 'agents'}, not ${kind}s`);
+  return { tokenId, row };
+}
+
+/** Refuses (CONFLICT) a key that is an agent, a relay or a registered key already. */
+function checkUnenrolled(context: CommandContext, keyId: string): void {
+  const existing = context.state.get('agents', keyId);
+  if (existing) throw new FerryError('CONFLICT', `agent ${keyId} is already ${existing.status}`);
+  const relay = context.state.get('relays', keyId);
+  if (relay) throw new FerryError('CONFLICT', `key ${keyId} is a relay (${relay.status})`);
+  if (context.state.get('keys', keyId)) throw new FerryError('CONFLICT', `key ${keyId} is an admin key, not an agent`);
+}
+
+// --- site relays --------------------------------------------------------------
+
+/**
+ * Enrolls the relay whose key signed the request, with a relay token (an
+ * agent token is refused, BAD_TOKEN, and a relay token never enrolls an
+ * agent). A relay is enrolled at once: the operator chose to make a relay
+ * token. It serves nobody until `relays assign`.
+ */
+export function enrollRelay(context: CommandContext, input: unknown): EventDraft<'relay.enroll'> {
+  const { token, name, url, fingerprint } = parse(RelayEnrollInput, input);
+  const relayId = context.actor.keyId;
+  const { tokenId } = usableToken(context, token, 'relay');
+  checkUnenrolled(context, relayId);
+  return { action: 'relay.enroll', subject: relayId, payload: { relayId: relayId as KeyId, name, tokenId, url, fingerprint } };
+}
+
+function relayOf(context: CommandContext, relayId: string): RelayRow {
+  const relay = context.state.get('relays', relayId);
+  if (!relay) throw new FerryError('NOT_FOUND', `no relay ${relayId}`);
+  return relay;
+}
+
+/**
+ * Sets which agents use a relay. `checkWhere` parses the clauses (the
+ * caller's: coordinator/api/queries.ts parseWhere) and refuses what a relay
+ * may not select on. Refuses (CONFLICT) a revoked relay.
+ */
+export function assignRelay(context: CommandContext, input: unknown, checkWhere: (where: readonly string[]) => void): EventDraft<'relay.assign'> {
+  allow(context, 'admin', 'operator');
+  const { relayId, where } = parse(AssignRelayInput, input);
+  if (relayOf(context, relayId).status === 'revoked') throw new FerryError('CONFLICT', `relay ${relayId} is revoked`);
+  checkWhere(where);
+  return { action: 'relay.assign', subject: relayId, payload: { relayId, where } };
+}
+
+export function revokeRelay(context: CommandContext, input: unknown): EventDraft<'relay.revoke'> {
+  allow(context, 'admin', 'operator');
+  const { relayId } = parse(RelayRefInput, input);
+  if (relayOf(context, relayId).status === 'revoked') throw new FerryError('CONFLICT', `relay ${relayId} is already revoked`);
+  return { action: 'relay.revoke', subject: relayId, payload: { relayId } };
 }
 
 export function decideAgent(context: CommandContext, input: unknown, decision: 'approve' | 'reject' | 'revoke'): EventDraft<'agent.approve' | 'agent.reject' | 'agent.revoke'> {

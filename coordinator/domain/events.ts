@@ -9,6 +9,7 @@ import { KeyIdSchema } from '../../protocol/identity.js';
 import { StorePathSchema } from '../../protocol/store-path-info.js';
 import { MAX_REGISTER_PATHS } from '../../protocol/data-protocol.js';
 import { ConfigBodySchema, ConfigIdSchema, GraphNameSchema } from '../../protocol/config.js';
+import { FingerprintSchema, RelayUrlSchema } from '../../protocol/relays.js';
 import { AlertIdSchema, AlertKindSchema, MAX_ALERT_WHERE, MAX_ALERT_WHERE_LENGTH } from '../../protocol/alerts.js';
 
 export { ActorRoleSchema, FactsSchema, LabelsSchema, PhaseSchema, RecordedFactsSchema, ReportSourceSchema, RoleSchema, type ActorRole, type Facts, type Role } from '../../protocol/api/fleet.js';
@@ -33,6 +34,8 @@ export const EVENT_PAYLOADS = {
     uses: z.number().int().min(1).max(1_000_000),
     autoApprove: z.boolean(),
     labels: LabelsSchema,
+    /** Present (true) on tokens that enroll relays; absent on agent tokens, as in logs from before relays. */
+    relay: z.literal(true).optional(),
   }),
   'token.revoke': z.strictObject({ tokenId: z.string().regex(/^[0-9a-f]{16}$/) }),
   'agent.enroll': z.strictObject({
@@ -115,6 +118,17 @@ export const EVENT_PAYLOADS = {
     urlDigest: z.string().regex(/^[0-9a-f]{64}$/),
   }),
   'alert.remove': z.strictObject({ alertId: AlertIdSchema }),
+  /** A site relay enrolled with a relay token: where agents reach it, and its certificate's fingerprint (its own word: it is untrusted for integrity anyway). */
+  'relay.enroll': z.strictObject({
+    relayId: KeyIdSchema,
+    name: z.string().min(1).max(253),
+    tokenId: z.string().regex(/^[0-9a-f]{16}$/),
+    url: RelayUrlSchema,
+    fingerprint: FingerprintSchema,
+  }),
+  /** Which agents use a relay: `--where` clauses on operator labels and agent fields (none: nobody). */
+  'relay.assign': z.strictObject({ relayId: KeyIdSchema, where: z.array(z.string().max(MAX_ALERT_WHERE_LENGTH)).max(MAX_ALERT_WHERE) }),
+  'relay.revoke': z.strictObject({ relayId: KeyIdSchema }),
 } as const satisfies Record<Action, z.ZodType>;
 
 export type PayloadOf<A extends Action> = z.infer<(typeof EVENT_PAYLOADS)[A]>;

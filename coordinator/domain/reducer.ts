@@ -45,11 +45,13 @@ const HANDLERS: { [A in Action]: Handler<A> } = {
       labels: p.labels,
       revoked: false,
       createdSeq: e.seq,
+      relay: p.relay === true,
     }),
   'token.revoke': (store, p, e) => store.put('tokens', { ...need(store.get('tokens', p.tokenId), e, `token ${p.tokenId}`), revoked: true }),
   'agent.enroll': (store, p, e) => {
     const token = need(store.get('tokens', p.tokenId), e, `token ${p.tokenId}`);
     if (token.usesLeft < 1) throw new ReducerError(e.seq, `token ${p.tokenId} has no uses left`);
+    if (token.relay) throw new ReducerError(e.seq, `token ${p.tokenId} enrolls relays, not agents`);
     store.put('tokens', { ...token, usesLeft: token.usesLeft - 1 });
     store.put('agents', {
       id: p.agentId,
@@ -124,6 +126,22 @@ const HANDLERS: { [A in Action]: Handler<A> } = {
     const alert = need(store.get('alerts', p.alertId), e, `alert ${p.alertId}`);
     if (alert.removed) throw new ReducerError(e.seq, `alert ${p.alertId} was removed already`);
     store.put('alerts', { ...alert, removed: true, removedSeq: e.seq });
+  },
+  'relay.enroll': (store, p, e) => {
+    const token = need(store.get('tokens', p.tokenId), e, `token ${p.tokenId}`);
+    if (token.usesLeft < 1) throw new ReducerError(e.seq, `token ${p.tokenId} has no uses left`);
+    if (!token.relay) throw new ReducerError(e.seq, `token ${p.tokenId} enrolls agents, not relays`);
+    if (store.get('relays', p.relayId) || store.get('agents', p.relayId)) throw new ReducerError(e.seq, `key ${p.relayId} is enrolled already`);
+    store.put('tokens', { ...token, usesLeft: token.usesLeft - 1 });
+    store.put('relays', { id: p.relayId, name: p.name, tokenId: p.tokenId, url: p.url, fingerprint: p.fingerprint, where: [], status: 'enrolled', enrolledSeq: e.seq, updatedSeq: e.seq });
+  },
+  'relay.assign': (store, p, e) => {
+    const relay = need(store.get('relays', p.relayId), e, `relay ${p.relayId}`);
+    store.put('relays', { ...relay, where: p.where, updatedSeq: e.seq });
+  },
+  'relay.revoke': (store, p, e) => {
+    const relay = need(store.get('relays', p.relayId), e, `relay ${p.relayId}`);
+    store.put('relays', { ...relay, status: 'revoked', updatedSeq: e.seq });
   },
 };
 

@@ -34,6 +34,7 @@ const TABLES: { [T in StateTableName]: SQLiteTable } = {
   graphs: schema.graphs,
   configs: schema.configs,
   alerts: schema.alerts,
+  relays: schema.relays,
 };
 
 type Mapping = ((value: unknown) => unknown) | null;

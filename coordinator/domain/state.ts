@@ -13,6 +13,7 @@ export type AgentFactsRow = typeof schema.agentFacts.$inferSelect;
 export type GraphRow = typeof schema.graphs.$inferSelect;
 export type ConfigRow = typeof schema.configs.$inferSelect;
 export type AlertRow = typeof schema.alerts.$inferSelect;
+export type RelayRow = typeof schema.relays.$inferSelect;
 
 export interface StateTables {
   keys: KeyRow;
@@ -22,10 +23,11 @@ export interface StateTables {
   graphs: GraphRow;
   configs: ConfigRow;
   alerts: AlertRow;
+  relays: RelayRow;
 }
 
 export type StateTableName = keyof StateTables;
-export const STATE_TABLES: readonly StateTableName[] = ['keys', 'tokens', 'agents', 'agentFacts', 'graphs', 'configs', 'alerts'];
+export const STATE_TABLES: readonly StateTableName[] = ['keys', 'tokens', 'agents', 'agentFacts', 'graphs', 'configs', 'alerts', 'relays'];
 
 export interface StateStore {
   get<T extends StateTableName>(table: T, id: string): StateTables[T] | undefined;
@@ -47,6 +49,7 @@ export class MemoryStateStore implements StateStore {
     graphs: new Map(),
     configs: new Map(),
     alerts: new Map(),
+    relays: new Map(),
   };
 
   get<T extends StateTableName>(table: T, id: string): StateTables[T] | undefined {

@@ -1,13 +1,13 @@
 /**
  * The coordinator's TLS material in its data directory: the key and the
- * self-signed certificate (self-signed-certificate.ts) of its QUIC
+ * self-signed certificate (protocol/self-signed-certificate.ts) of its QUIC
  * listener and HTTPS port, and the fingerprint clients pin. Created on
  * first use, not at open: a one-off CLI command never needs it.
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { certificateFingerprint } from '../../protocol/tls-pinning.js';
-import { createSelfSignedCertificate, type TlsCertificate } from './self-signed-certificate.js';
+import { createSelfSignedCertificate, type TlsCertificate } from '../../protocol/self-signed-certificate.js';
 
 export interface TlsFilePaths {
   certificate: string;

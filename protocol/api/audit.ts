@@ -33,6 +33,9 @@ export const AUDIT_ACTIONS = [
   'store.push',
   'alert.add',
   'alert.remove',
+  'relay.enroll',
+  'relay.assign',
+  'relay.revoke',
 ] as const;
 export const ActionSchema = z.enum(AUDIT_ACTIONS);
 export type Action = z.infer<typeof ActionSchema>;

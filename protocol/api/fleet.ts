@@ -9,7 +9,8 @@ import { z } from 'zod';
 import { SystemSchema } from '../config.js';
 import { jsonBoundsViolation, MAX_FACTS_DEPTH, MAX_FACTS_JSON_LENGTH, MAX_STORED_JSON_DEPTH, stringifyJson } from '../json-bounds.js';
 
-export const RoleSchema = z.enum(['admin', 'operator', 'pusher', 'viewer', 'agent']);
+/** `relay`: a site relay (docs/relays.md), enrolled with a relay token, never added as a key. */
+export const RoleSchema = z.enum(['admin', 'operator', 'pusher', 'viewer', 'agent', 'relay']);
 export type Role = z.infer<typeof RoleSchema>;
 /** Who an event is attributed to: a key's role, or the coordinator itself. */
 export const ActorRoleSchema = z.union([RoleSchema, z.literal('coordinator')]);

@@ -14,9 +14,10 @@ import { refineActivationEnvironment } from '../activation-environment.js';
 import { ConfigBodySchema, ConfigIdSchema, GraphNameSchema } from '../config.js';
 import { KeyIdSchema } from '../identity.js';
 import { AlertIdSchema, AlertKindSchema, AlertUrlSchema, ALERT_KINDS, MAX_ALERT_WHERE, MAX_ALERT_WHERE_LENGTH } from '../alerts.js';
+import { FingerprintSchema, RelayUrlSchema } from '../relays.js';
 import { FactsSchema, HealthSchema, LabelsSchema, PhaseSchema, ReportSourceSchema, RoleSchema } from './fleet.js';
 
-export const AddKeyInput = z.strictObject({ keyId: KeyIdSchema, role: RoleSchema.exclude(['agent']), label: z.string().max(256).default('') });
+export const AddKeyInput = z.strictObject({ keyId: KeyIdSchema, role: RoleSchema.exclude(['agent', 'relay']), label: z.string().max(256).default('') });
 
 export const RevokeKeyInput = z.strictObject({ keyId: KeyIdSchema });
 
@@ -26,6 +27,8 @@ export const CreateTokenInput = z.strictObject({
   autoApprove: z.boolean().default(false),
   label: z.string().max(256).default(''),
   labels: LabelsSchema.default({}),
+  /** A token that enrolls site relays (`ferry tokens create --relay`), never agents; an agent token never enrolls a relay. */
+  relay: z.boolean().default(false),
 });
 
 export const RevokeTokenInput = z.strictObject({ tokenId: z.string().regex(/^[0-9a-f]{16}$/) });
@@ -126,3 +129,21 @@ export const AgentActivitySchema = z.strictObject({
     .array(z.strictObject({ at: z.number().int(), kind: z.string().max(32), message: z.string().max(2048), configId: z.string().max(64).nullable().optional() }))
     .max(50),
 });
+
+/** A site relay enrolling (`ferry relay enroll`): a relay token, its name, where agents reach it and its certificate's fingerprint. */
+export const RelayEnrollInput = z.strictObject({
+  token: z.string().regex(/^[0-9a-f]{16}\.[A-Za-z0-9_-]{16,64}$/, 'a bootstrap token'),
+  name: z.string().min(1).max(253),
+  url: RelayUrlSchema,
+  fingerprint: FingerprintSchema,
+});
+
+/**
+ * Which agents use a relay (`ferry relays assign RELAY --where labels.site=barn-3`):
+ * clauses on operator labels and agent fields only (a relay reads what its
+ * agents may read, so the agents' own word, facts, must not select them);
+ * none: the relay serves nobody.
+ */
+export const AssignRelayInput = z.strictObject({ relayId: KeyIdSchema, where: z.array(z.string().max(MAX_ALERT_WHERE_LENGTH)).max(MAX_ALERT_WHERE).default([]) });
+
+export const RelayRefInput = z.strictObject({ relayId: KeyIdSchema });

@@ -42,6 +42,9 @@ import { ActionSchema, AuditEventSchema, ChainReportSchema } from './audit.js';
 import type { Role } from './fleet.js';
 import {
   AddAlertInput,
+  AssignRelayInput,
+  RelayEnrollInput,
+  RelayRefInput,
   AddKeyInput,
   AgentActivitySchema,
   CreateTokenInput,
@@ -56,6 +59,8 @@ import {
 } from './inputs.js';
 import {
   AlertAddedSchema,
+  RelayEnrolledSchema,
+  RelayViewSchema,
   AlertViewSchema,
   AgentDetailSchema,
   AgentFactsSchema,
@@ -188,6 +193,12 @@ export const API_ROUTES = {
   'alerts.add': route({ method: 'POST', path: '/v1/alerts', access: ['admin'], input: AddAlertInput, output: AlertAddedSchema, errors: errors('CONFLICT') }),
   'alerts.list': route({ method: 'GET', path: '/v1/alerts', access: DEPLOYERS, input: noInput, output: z.strictObject({ alerts: z.array(AlertViewSchema) }), errors: [] }),
   'alerts.remove': route({ method: 'POST', path: '/v1/alerts/:alertId/remove', access: ['admin'], input: RemoveAlertInput, output: RecordedSchema, errors: errors('NOT_FOUND') }),
+
+  // Site relays (docs/relays.md): a relay enrolls itself with a relay token; operators decide which agents use it.
+  'relays.enroll': route({ method: 'POST', path: '/v1/relays/enroll', access: 'self-signed', input: RelayEnrollInput, output: RelayEnrolledSchema, errors: errors('BAD_TOKEN', 'CONFLICT') }),
+  'relays.list': route({ method: 'GET', path: '/v1/relays', access: READERS, input: noInput, output: z.strictObject({ relays: z.array(RelayViewSchema) }), errors: [] }),
+  'relays.assign': route({ method: 'POST', path: '/v1/relays/:relayId/assign', access: DEPLOYERS, input: AssignRelayInput, output: RecordedSchema, errors: errors('NOT_FOUND', 'CONFLICT') }),
+  'relays.revoke': route({ method: 'POST', path: '/v1/relays/:relayId/revoke', access: DEPLOYERS, input: RelayRefInput, output: RecordedSchema, errors: errors('NOT_FOUND', 'CONFLICT') }),
 
   'audit.events': route({
     method: 'GET',

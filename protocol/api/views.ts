@@ -85,8 +85,26 @@ export const TokenViewSchema = z.strictObject({
   labels: LabelsSchema,
   revoked: z.boolean(),
   createdSeq: SeqSchema,
+  /** A relay token: enrolls site relays, never agents. */
+  relay: z.boolean(),
   expired: z.boolean(),
 });
+
+/** A site relay (`GET /v1/relays`): where agents reach it, what it pins, which agents use it. */
+export const RelayViewSchema = z.strictObject({
+  id: KeyIdSchema,
+  name: z.string(),
+  tokenId: TokenIdSchema,
+  url: z.string(),
+  fingerprint: z.string(),
+  where: z.array(z.string()),
+  status: z.enum(['enrolled', 'revoked']),
+  enrolledSeq: SeqSchema,
+  updatedSeq: SeqSchema,
+});
+export type RelayView = z.infer<typeof RelayViewSchema>;
+
+export const RelayEnrolledSchema = z.strictObject({ relayId: KeyIdSchema, seq: SeqSchema });
 
 export const TokenCreatedSchema = z.strictObject({
   tokenId: TokenIdSchema,

@@ -1,6 +1,6 @@
 import { X509Certificate, createHash, createPrivateKey } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { COORDINATOR_TLS_NAME } from '../../protocol/data-protocol.js';
+import { COORDINATOR_TLS_NAME } from './data-protocol.js';
 import { createSelfSignedCertificate } from './self-signed-certificate.js';
 
 describe('createSelfSignedCertificate', () => {

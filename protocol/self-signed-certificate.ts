@@ -1,5 +1,5 @@
 /**
- * The coordinator's TLS certificate: self-signed ECDSA P-256 (the QUIC
+ * The TLS certificate of a coordinator (and of a site relay): self-signed ECDSA P-256 (the QUIC
  * library refuses ed25519 certificates), for the fixed name
  * `ferry-coordinator`. Clients never trust it by a CA: they pin its SHA-256
  * fingerprint (from the join string or the CLI context) and connect with
@@ -10,7 +10,7 @@
  * basicConstraints.
  */
 import { createHash, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
-import { COORDINATOR_TLS_NAME } from '../../protocol/data-protocol.js';
+import { COORDINATOR_TLS_NAME } from './tls-pinning.js';
 
 
 function derLength(length: number): Buffer {

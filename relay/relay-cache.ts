@@ -1,0 +1,438 @@
+/**
+ * A relay's cache: a LocalCastore filled through from the coordinator, one
+ * object at a time as agents ask (fetch-through), each object verified
+ * before it is stored (directories by id and canonical form, small blobs
+ * whole by id, large ones per 16 KiB group against their outboard and then
+ * whole), and fetched once however many agents ask for it at the same time
+ * (one fetch in flight per object, which later askers wait for). A large
+ * blob is readable as its groups are verified (a partial file beside the
+ * castore), so the first segment an agent asks for does not wait for the
+ * whole file; it enters the castore once whole.
+ *
+ * What the relay may serve of a config is its closure as the coordinator's
+ * signed manifest names it: the manifest is checked against the coordinator
+ * key pinned at enrollment, then walked (directories fetched through) into
+ * the set of objects it reaches. Manifests are kept on disk, so a restarted
+ * relay serves agents that asked for the manifest before.
+ *
+ * Eviction is least recently used by config: when the cache holds more
+ * than its limit, the closures used last are kept while they fit and the
+ * castore's GC removes everything else (castore/gc.ts, with their roots).
+ */
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeSync } from 'node:fs';
+import { createReadStream } from 'node:fs';
+import path from 'node:path';
+import {
+  collectGarbage,
+  decodeDirectory,
+  directoryId,
+  RemoteCastore,
+  withIngest,
+  CastoreError,
+  type Digest,
+  type LocalCastore,
+  type Node,
+} from '../castore/index.js';
+import { manifestProofMessage, verifyProof } from '../protocol/coordinator-proofs.js';
+import { DataError, type DataClient } from '../protocol/data-client.js';
+import { DATA_RESPONSES, MAX_BATCH_BYTES, MAX_BATCH_OBJECTS, MAX_BATCHED_BLOB_BYTES, type DataResponse } from '../protocol/data-protocol.js';
+import type { KeyId } from '../protocol/identity.js';
+import { writeFileAtomic } from './relay-state.js';
+
+export type Manifest = DataResponse<'closure.manifest'>;
+
+/** What a config's closure holds: each object's kind and size (a file's bytes; a directory's encoding is read from the store). */
+export interface ClosureIndex {
+  objects: Map<string, { kind: 'file' | 'directory'; size: number }>;
+  roots: Node[];
+  /** Sum of the file sizes: what the closure takes in the cache, near enough to decide eviction. */
+  bytes: number;
+  lastUsed: number;
+}
+
+/** Where a blob's bytes are read from while the relay serves it (RelayCache.blobSource). */
+export interface BlobSource {
+  size: number;
+  /** Its outboard, checked against its id. */
+  outboard: Uint8Array;
+  /** Resolves once bytes [0, end) are verified and readable; rejects if the fetch failed. */
+  waitFor(end: number): Promise<void>;
+  /** Bytes [offset, offset + length) (waited for first): from the castore, or from the fetch still under way. */
+  read(offset: number, length: number): AsyncIterable<Uint8Array>;
+  /** Resolves once the blob is in the castore (at once for one that was there). */
+  stored: Promise<void>;
+}
+
+/** A large blob being fetched through: its verified bytes go to a file as they come, readable before the whole is. */
+interface LargeFetch {
+  size: number;
+  outboard: Uint8Array;
+  file: string;
+  verified: number;
+  failed?: Error;
+  wake: Set<() => void>;
+  whole: Promise<void>;
+}
+
+/** A range of a blob still being fetched is read from its partial file up to this many bytes; a larger one waits for the whole. */
+export const PARTIAL_READ_MAX_BYTES = 16 * 1024 * 1024;
+
+export interface RelayCounters {
+  hits: number;
+  misses: number;
+  bytesFetched: number;
+  evictions: number;
+}
+
+export class RelayCache {
+  private readonly remote: RemoteCastore;
+  private readonly manifests = new Map<string, Manifest>();
+  private readonly closures = new Map<string, Promise<ClosureIndex>>();
+  private readonly inFlight = new Map<string, Promise<void>>();
+  private readonly large = new Map<string, Promise<LargeFetch>>();
+  private readonly manifestDir: string;
+  private readonly partialDir: string;
+  readonly counters: RelayCounters = { hits: 0, misses: 0, bytesFetched: 0, evictions: 0 };
+  private evicting: Promise<void> | undefined;
+
+  constructor(
+    readonly store: LocalCastore,
+    private readonly upstream: DataClient,
+    private readonly coordinatorKey: KeyId,
+    /** Beside the castore: `manifests/` (kept manifests), `partial/` (large blobs being fetched). */
+    workDir: string,
+    readonly limitBytes: number,
+  ) {
+    this.remote = new RemoteCastore(upstream);
+    this.manifestDir = path.join(workDir, 'manifests');
+    this.partialDir = path.join(workDir, 'partial');
+    mkdirSync(this.manifestDir, { recursive: true });
+    // What a crash left half-fetched is fetched again.
+    rmSync(this.partialDir, { recursive: true, force: true });
+    mkdirSync(this.partialDir, { recursive: true });
+  }
+
+  /** The bytes the cache holds (blobs and directory encodings). */
+  bytes(): number {
+    const stats = this.store.stats();
+    return stats.blobBytes + stats.directoryBytes;
+  }
+
+  /**
+   * The coordinator-signed manifest of `configId` for `system`: kept (memory,
+   * disk), else asked for with the relay's own key. Refuses (DataError
+   * BAD_PROOF) one not signed by the pinned coordinator key or for another
+   * config or system; a refusal of the coordinator's (FORBIDDEN: the relay
+   * does not serve an agent of that config) passes through.
+   */
+  async manifest(configId: string, system: string): Promise<Manifest> {
+    const key = `${configId}.${system}`;
+    const kept = this.manifests.get(key) ?? this.readKept(key, configId, system);
+    if (kept) return kept;
+    const manifest = (await this.upstream.call({ op: 'closure.manifest', configId, system })).header;
+    this.checkManifest(manifest, configId, system);
+    this.manifests.set(key, manifest);
+    writeFileAtomic(path.join(this.manifestDir, `${key}.json`), JSON.stringify(manifest));
+    return manifest;
+  }
+
+  private checkManifest(manifest: Manifest, configId: string, system: string): void {
+    if (manifest.configId !== configId || manifest.system !== system || !verifyProof(this.coordinatorKey, manifestProofMessage(manifest), manifest.proof)) {
+      throw new DataError('BAD_PROOF', `the closure manifest of config ${configId} is not signed by the coordinator key ${this.coordinatorKey}: refusing it`);
+    }
+  }
+
+  private readKept(key: string, configId: string, system: string): Manifest | undefined {
+    const file = path.join(this.manifestDir, `${key}.json`);
+    if (!existsSync(file)) return undefined;
+    try {
+      const manifest = DATA_RESPONSES['closure.manifest'].parse(JSON.parse(readFileSync(file, 'utf8')));
+      this.checkManifest(manifest, configId, system);
+      this.manifests.set(key, manifest);
+      return manifest;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Any kept manifest of `configId` (the system an agent asked for earlier, before a restart too); undefined when none was asked for. */
+  private manifestOf(configId: string): Manifest | undefined {
+    for (const [key, manifest] of this.manifests) if (key.startsWith(`${configId}.`)) return manifest;
+    for (const file of readdirSync(this.manifestDir)) {
+      const match = /^([0-9a-f]{64})\.([a-z0-9_]+-[a-z0-9]+)\.json$/.exec(file);
+      if (match?.[1] === configId) return this.readKept(`${configId}.${match[2]}`, configId, match[2]!);
+    }
+    return undefined;
+  }
+
+  /**
+   * The objects of `configId`'s closure, walking its manifest's roots
+   * through directories (fetched through). Refuses (FORBIDDEN) a config
+   * whose manifest no agent asked this relay for: its closure is unknown here.
+   */
+  closure(configId: string): Promise<ClosureIndex> {
+    let found = this.closures.get(configId);
+    if (!found) {
+      const manifest = this.manifestOf(configId);
+      if (!manifest) return Promise.reject(new DataError('FORBIDDEN', `this relay holds no manifest of config ${configId}: ask for it first`));
+      found = this.walk(manifest);
+      found.catch(() => this.closures.delete(configId));
+      this.closures.set(configId, found);
+    }
+    return found.then((index) => {
+      index.lastUsed = Date.now();
+      return index;
+    });
+  }
+
+  private async walk(manifest: Manifest): Promise<ClosureIndex> {
+    const objects: ClosureIndex['objects'] = new Map();
+    const roots = manifest.storePaths.map((info) => info.root);
+    let bytes = 0;
+    let level: string[] = [];
+    const add = (node: Node): void => {
+      if (node.type === 'symlink' || objects.has(node.digest)) return;
+      objects.set(node.digest, { kind: node.type, size: node.size });
+      if (node.type === 'file') bytes += node.size;
+      else level.push(node.digest);
+    };
+    for (const root of roots) add(root);
+    while (level.length > 0) {
+      const current = level;
+      level = [];
+      await this.ensureDirectories(current);
+      for (const id of current) for (const entry of this.store.readDirectory(id as Digest)) add(entry);
+    }
+    return { objects, roots, bytes, lastUsed: Date.now() };
+  }
+
+  /** Waits for the fetches of `ids` in flight, and starts one for those neither here nor in flight. */
+  private async throughOnce(ids: readonly string[], has: (id: string) => boolean, fetch: (ids: string[]) => Promise<void>): Promise<{ hits: number; misses: number }> {
+    const waits: Promise<void>[] = [];
+    const fresh: string[] = [];
+    let hits = 0;
+    for (const id of new Set(ids)) {
+      const flying = this.inFlight.get(id);
+      if (flying) waits.push(flying);
+      else if (has(id)) hits++;
+      else fresh.push(id);
+    }
+    if (fresh.length > 0) {
+      const fetching = fetch(fresh).finally(() => {
+        for (const id of fresh) if (this.inFlight.get(id) === fetching) this.inFlight.delete(id);
+      });
+      for (const id of fresh) this.inFlight.set(id, fetching);
+      waits.push(fetching);
+    }
+    await Promise.all(waits);
+    return { hits, misses: ids.length - hits };
+  }
+
+  /** Makes `ids` (directories) present here, fetching the missing ones in batches, each verified by id and canonical form. Counts hits and misses. */
+  async ensureDirectories(ids: readonly string[]): Promise<void> {
+    const counted = await this.throughOnce(ids, (id) => this.store.hasDirectory(id as Digest), async (fresh) => {
+      for (let start = 0; start < fresh.length; start += MAX_BATCH_OBJECTS) {
+        const asked = fresh.slice(start, start + MAX_BATCH_OBJECTS) as Digest[];
+        await this.upstream.call(
+          { op: 'directories.get', ids: asked },
+          {
+            consume: async (reply) => {
+              if (reply.header.directories.length !== asked.length || reply.header.directories.some((meta, index) => meta.id !== asked[index])) {
+                throw new CastoreError('DIRECTORY_NOT_CANONICAL', 'the coordinator answered other directories than those asked');
+              }
+              await withIngest(this.store, async (ingest) => {
+                for (const meta of reply.header.directories) {
+                  const bytes = new Uint8Array(await reply.body.readExact(meta.size, `directory ${meta.id}`));
+                  if (directoryId(bytes) !== meta.id) throw new CastoreError('DIRECTORY_NOT_CANONICAL', `directory ${meta.id} from the coordinator hashes to ${directoryId(bytes)}`, { objectId: meta.id });
+                  ingest.putDirectory(decodeDirectory(bytes, meta.id));
+                  this.counters.bytesFetched += meta.size;
+                }
+                await reply.body.expectEnd();
+              });
+            },
+          },
+        );
+      }
+    });
+    this.counters.hits += counted.hits;
+    this.counters.misses += counted.misses;
+  }
+
+  /**
+   * Makes the blobs `ids` (of `closure`, which gives their sizes) present
+   * here: small ones fetched in batches and verified whole, large ones
+   * per group and whole. Counts hits and misses.
+   */
+  async ensureBlobs(closure: ClosureIndex, ids: readonly string[]): Promise<void> {
+    const large = ids.filter((id) => closure.objects.get(id)!.size > MAX_BATCHED_BLOB_BYTES);
+    const wholes = large.map(async (id) => (await this.blobSource(closure, id)).stored);
+    const counted = await this.throughOnce(ids.filter((id) => closure.objects.get(id)!.size <= MAX_BATCHED_BLOB_BYTES), (id) => this.store.hasBlob(id as Digest), async (fresh) => {
+      const small = fresh;
+      let batch: string[] = [];
+      let batchBytes = 0;
+      const flush = async (): Promise<void> => {
+        if (batch.length === 0) return;
+        const asked = batch as Digest[];
+        batch = [];
+        batchBytes = 0;
+        await this.upstream.call(
+          { op: 'blobs.get', ids: asked },
+          {
+            consume: async (reply) => {
+              if (reply.header.batch || reply.header.blobs.length !== asked.length || reply.header.blobs.some((meta, index) => meta.id !== asked[index] || meta.encoding !== 'identity')) {
+                throw new CastoreError('BLOB_CORRUPT', 'the coordinator answered other blobs than those asked');
+              }
+              await withIngest(this.store, async (ingest) => {
+                for (const meta of reply.header.blobs) {
+                  // putBlobBytes refuses (BLOB_CORRUPT) bytes that do not hash to the id.
+                  await ingest.putBlobBytes(new Uint8Array(await reply.body.readExact(meta.size, `blob ${meta.id}`)), meta.id);
+                  this.counters.bytesFetched += meta.size;
+                }
+                await reply.body.expectEnd();
+              });
+            },
+          },
+        );
+      };
+      for (const id of small) {
+        const size = closure.objects.get(id)!.size;
+        if (batch.length >= MAX_BATCH_OBJECTS || batchBytes + size > MAX_BATCH_BYTES / 4) await flush();
+        batch.push(id);
+        batchBytes += size;
+      }
+      await flush();
+    });
+    this.counters.hits += counted.hits;
+    this.counters.misses += counted.misses;
+    await Promise.all(wholes);
+  }
+
+  /**
+   * A blob of `closure` to serve: from the castore when it is there (a hit),
+   * else fetched through (a miss) once however many ask, its bytes readable
+   * as they are verified, so an agent asking for the first segment of a
+   * large file does not wait for the whole of it.
+   */
+  async blobSource(closure: ClosureIndex, id: string): Promise<BlobSource> {
+    const digest = id as Digest;
+    const stat = this.store.statBlob(digest);
+    if (stat && !this.large.has(id)) {
+      this.counters.hits++;
+      return { size: stat.size, outboard: this.store.readOutboard(digest), waitFor: async () => undefined, read: (offset, length) => this.store.readBlob(digest, { offset, length }), stored: Promise.resolve() };
+    }
+    let pending = this.large.get(id);
+    if (!pending) {
+      this.counters.misses++;
+      pending = this.startLarge(digest, closure.objects.get(id)!.size);
+      this.large.set(id, pending);
+      pending.catch(() => this.large.delete(id));
+    }
+    const fetch = await pending;
+    const waitFor = (end: number): Promise<void> =>
+      new Promise((resolve, reject) => {
+        const check = (): void => {
+          if (fetch.failed) reject(fetch.failed);
+          else if (fetch.verified >= end || this.store.hasBlob(digest)) resolve();
+          else return;
+          fetch.wake.delete(check);
+        };
+        fetch.wake.add(check);
+        check();
+      });
+    const read = async function* (this: RelayCache, offset: number, length: number): AsyncGenerator<Uint8Array> {
+      if (length > PARTIAL_READ_MAX_BYTES) await fetch.whole;
+      await waitFor(offset + length);
+      // Once committed, the castore has it (and the partial file goes): read there.
+      if (this.store.hasBlob(digest)) {
+        yield* this.store.readBlob(digest, { offset, length });
+        return;
+      }
+      const bytes = Buffer.alloc(length);
+      const fd = openSync(fetch.file, 'r');
+      try {
+        for (let done = 0; done < length; ) done += readSync(fd, bytes, done, length - done, offset + done);
+      } finally {
+        closeSync(fd);
+      }
+      yield bytes;
+    }.bind(this);
+    return { size: fetch.size, outboard: fetch.outboard, waitFor, read, stored: fetch.whole };
+  }
+
+  /** Starts fetching large blob `id`: its outboard (checked), then its bytes, verified per group, into a partial file, then into the castore. */
+  private async startLarge(id: Digest, size: number): Promise<LargeFetch> {
+    const outboard = await this.remote.blobs.readOutboard(id);
+    const file = path.join(this.partialDir, id);
+    const fetch: LargeFetch = { size, outboard, file, verified: 0, wake: new Set(), whole: Promise.resolve() };
+    const wake = (): void => {
+      for (const check of [...fetch.wake]) check();
+    };
+    fetch.whole = (async () => {
+      const fd = openSync(file, 'w');
+      try {
+        // Verified per 16 KiB group against the outboard (RemoteCastore) before it is yielded.
+        for await (const chunk of this.remote.blobs.read(id)) {
+          for (let done = 0; done < chunk.length; ) done += writeSync(fd, chunk, done, chunk.length - done);
+          fetch.verified += chunk.length;
+          this.counters.bytesFetched += chunk.length;
+          wake();
+        }
+      } finally {
+        closeSync(fd);
+      }
+      await withIngest(this.store, async (ingest) => {
+        const writer = ingest.blobWriter(size, id);
+        try {
+          for await (const chunk of createReadStream(file)) writer.write(chunk as Buffer);
+          // Hashed whole again as it is stored.
+          writer.finish();
+        } catch (error) {
+          writer.discard();
+          throw error;
+        }
+      });
+    })()
+      .catch((error: unknown) => {
+        fetch.failed = error instanceof Error ? error : new Error(String(error));
+        throw fetch.failed;
+      })
+      .finally(() => {
+        this.large.delete(id);
+        rmSync(file, { force: true });
+        wake();
+      });
+    fetch.whole.catch(() => undefined);
+    return fetch;
+  }
+
+  /**
+   * Brings the cache under its limit when it is over: keeps the closures
+   * used most recently while they fit, removes the rest (castore GC). One
+   * eviction at a time; objects in flight are kept (their ingests are open).
+   */
+  evictIfNeeded(): Promise<void> {
+    if (this.evicting || this.bytes() <= this.limitBytes) return this.evicting ?? Promise.resolve();
+    this.evicting = (async () => {
+      const indexes: [string, ClosureIndex][] = [];
+      for (const [configId, pending] of this.closures) {
+        const index = await pending.catch(() => undefined);
+        if (index) indexes.push([configId, index]);
+      }
+      indexes.sort((a, b) => b[1].lastUsed - a[1].lastUsed);
+      const roots: Node[] = [];
+      let kept = 0;
+      for (const [configId, index] of indexes) {
+        if (kept + index.bytes > this.limitBytes && kept > 0) {
+          // Its objects go unless another kept closure shares them; its index is rebuilt if an agent comes back.
+          this.closures.delete(configId);
+          continue;
+        }
+        kept += index.bytes;
+        roots.push(...index.roots);
+      }
+      const report = await collectGarbage(this.store, { keepStorePaths: [], extraRoots: roots });
+      this.counters.evictions += report.removedBlobs;
+    })().finally(() => (this.evicting = undefined));
+    return this.evicting;
+  }
+}

@@ -1,0 +1,324 @@
+/**
+ * The relay process (`ferry relay run`): serves the data-plane operations
+ * an agent fetches with (closure.manifest, directories.get, blob.get,
+ * blobs.get) over HTTPS (HTTP/2, HTTP/1.1) at `POST /v1/data`, the same
+ * frames as the coordinator's HTTP fallback, with its own self-signed
+ * certificate, which agents pin by the fingerprint the coordinator gives
+ * them. QUIC is for a later session.
+ *
+ * Each request must be signed by an agent (protocol/request-signing.ts:
+ * the key id is its public key, nothing else is needed to check it) and
+ * carry a coordinator-signed grant naming that agent (protocol/relays.ts);
+ * the relay then serves only the granted config's closure, as the
+ * coordinator's signed manifest names it. It refuses what it does not
+ * serve (blobs.stream, blobs.templates, blobs.delta: INVALID, which makes
+ * an agent fetch in batches, without templates, whole; uploads and
+ * queries: FORBIDDEN), so an agent never depends on it for more than time.
+ */
+import { createSecureServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { CastoreError, LocalCastore, type Digest } from '../castore/index.js';
+import { openDataClient } from '../protocol/connect.js';
+import { DataRequestSchema, MAX_BATCH_BYTES, MAX_BATCHED_BLOB_BYTES, MAX_REQUEST_HEADER_BYTES, type DataResponseInput, type ParsedDataRequest } from '../protocol/data-protocol.js';
+import type { DataClient } from '../protocol/data-client.js';
+import { FerryError, isSentErrorCode } from '../protocol/errors.js';
+import { encodeHeaderFrame, FrameReader, parseHeaderJson } from '../protocol/framing.js';
+import { loadIdentity, type Identity } from '../protocol/identity.js';
+import { MAX_REQUEST_SKEW_MS, requestNonce, verifyRequestSignature } from '../protocol/request-signing.js';
+import { decodeRelayGrant, RELAY_GRANT_HEADER, relayGrantProblem, type RelayGrant, type RelayStatus } from '../protocol/relays.js';
+import { PARTIAL_READ_MAX_BYTES, RelayCache, type BlobSource } from './relay-cache.js';
+import { readRelayState, relayCertificate, relayPaths, writeFileAtomic, type RelayState } from './relay-state.js';
+
+/** A request body larger than this is refused unread (a header frame of MAX_REQUEST_HEADER_BYTES, and a delta's chaining values). */
+const MAX_RELAY_REQUEST_BYTES = MAX_REQUEST_HEADER_BYTES + 4 + 4 * 1024 * 1024;
+/** Nonces remembered (each for the signature skew window): a replayed request is refused. */
+const MAX_NONCES = 200_000;
+/** How often the status file is rewritten while requests come. */
+const STATUS_INTERVAL_MS = 500;
+
+interface Reply {
+  header: DataResponseInput<'closure.manifest' | 'directories.get' | 'blob.get' | 'blobs.get'>;
+  body?: AsyncIterable<Uint8Array>;
+}
+
+export interface RelayServerOptions {
+  /** Where to listen; default: relay.json's `listen`. */
+  host?: string;
+  port?: number;
+  log?: (line: string) => void;
+  /**
+   * Test only (FERRY_RELAY_TEST_FAULT=flip-blob-bytes): flip one byte of
+   * every blob served, to show agents refuse it. Never set in use.
+   */
+  flipBlobBytes?: boolean;
+}
+
+function refused(message: string): FerryError {
+  return new FerryError('FORBIDDEN', message);
+}
+
+/** One byte flipped in each chunk (the fault switch): what a corrupting relay sends. */
+async function* flipped(chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  for await (const chunk of chunks) {
+    const copy = new Uint8Array(chunk);
+    if (copy.length > 0) copy[copy.length >> 1]! ^= 0x01;
+    yield copy;
+  }
+}
+
+export class RelayServer {
+  private readonly nonces = new Map<string, number>();
+  private readonly agents = new Set<string>();
+  private bytesServed = 0;
+  private refusals = 0;
+  private statusTimer: NodeJS.Timeout | undefined;
+  private listening: string | null = null;
+
+  private constructor(
+    private readonly stateDir: string,
+    private readonly state: RelayState,
+    private readonly identity: Identity,
+    private readonly upstream: DataClient,
+    readonly cache: RelayCache,
+    private readonly server: Http2SecureServer,
+    private readonly options: RelayServerOptions,
+  ) {}
+
+  /**
+   * Starts the relay of `stateDir` (enrolled: relay.json): connects to its
+   * coordinator with its own key, opens its cache and listens. Refuses
+   * (Error) a state dir with no enrolled relay, and a coordinator whose
+   * certificate is not the pinned one.
+   */
+  static async start(stateDir: string, options: RelayServerOptions = {}): Promise<RelayServer> {
+    const state = readRelayState(stateDir);
+    const paths = relayPaths(stateDir);
+    const identity = loadIdentity(paths.identity);
+    const { client } = await openDataClient(state.coordinator.httpUrl, identity, {
+      tlsFingerprint: state.coordinator.tlsFingerprint,
+      pinnedTls: state.coordinator.pinnedTls,
+      onNotice: (message) => options.log?.(`ferry relay: ${message}`),
+    });
+    const store = LocalCastore.open(paths.castore);
+    const cache = new RelayCache(store, client, state.coordinator.coordinatorKey, stateDir, state.cacheBytes);
+    const certificate = relayCertificate(stateDir);
+    const server = createSecureServer({ cert: certificate.certificatePem, key: certificate.privateKeyPem, allowHTTP1: true });
+    const relay = new RelayServer(stateDir, state, identity, client, cache, server, options);
+    server.on('request', (request: Http2ServerRequest, response: Http2ServerResponse) => void relay.handle(request, response));
+    server.on('sessionError', () => undefined);
+    const listen = new URL(`https://${state.listen}`);
+    const host = options.host ?? listen.hostname.replace(/^\[|\]$/g, '');
+    const port = options.port ?? Number(listen.port || 443);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const address = server.address() as AddressInfo;
+    relay.listening = `${address.address}:${address.port}`;
+    relay.writeStatus();
+    return relay;
+  }
+
+  get port(): number {
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  /** What `ferry relay status` prints. */
+  status(): RelayStatus {
+    const counters = this.cache.counters;
+    return {
+      relayId: this.identity.keyId,
+      coordinator: this.state.coordinator.httpUrl,
+      listening: this.listening,
+      cache: { bytes: this.cache.bytes(), limitBytes: this.cache.limitBytes, blobs: this.cache.store.stats().blobs, evictions: counters.evictions },
+      hits: counters.hits,
+      misses: counters.misses,
+      bytesServed: this.bytesServed,
+      bytesFetched: counters.bytesFetched,
+      refused: this.refusals,
+      agentsServed: this.agents.size,
+    };
+  }
+
+  private writeStatus(): void {
+    writeFileAtomic(relayPaths(this.stateDir).status, `${JSON.stringify(this.status())}\n`, 0o644);
+  }
+
+  private statusSoon(): void {
+    this.statusTimer ??= setTimeout(() => {
+      this.statusTimer = undefined;
+      this.writeStatus();
+    }, STATUS_INTERVAL_MS);
+  }
+
+  async close(): Promise<void> {
+    clearTimeout(this.statusTimer);
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await this.upstream.close();
+    this.writeStatus();
+    this.cache.store.close();
+  }
+
+  private async handle(request: Http2ServerRequest, response: Http2ServerResponse): Promise<void> {
+    if (request.method !== 'POST' || request.url !== '/v1/data') {
+      response.writeHead(404, { 'content-type': 'text/plain' }).end('a relay serves POST /v1/data only\n');
+      return;
+    }
+    let reply: Reply;
+    try {
+      reply = await this.answer(request);
+    } catch (error) {
+      const ferry = error instanceof FerryError && isSentErrorCode(error.code);
+      if (error instanceof FerryError && ['FORBIDDEN', 'UNAUTHENTICATED', 'STALE_REQUEST', 'REPLAYED_NONCE', 'INVALID'].includes(error.code)) this.refusals++;
+      if (!ferry) this.options.log?.(`ferry relay: ${(error as Error).stack ?? String(error)}`);
+      const body = ferry ? { error: { code: (error as FerryError).code, message: (error as Error).message } } : { error: { code: 'INTERNAL', message: 'the relay failed to answer' } };
+      response.writeHead(200, { 'content-type': 'application/x-ferry-frames' }).end(encodeHeaderFrame(body));
+      this.statusSoon();
+      return;
+    }
+    response.writeHead(200, { 'content-type': 'application/x-ferry-frames' });
+    try {
+      for await (const chunk of (async function* () {
+        yield encodeHeaderFrame(reply.header);
+        if (reply.body) yield* reply.body;
+      })()) {
+        // A reader gone (closed) ends the wait too: nothing is left waiting for a drain that never comes.
+        if (!response.write(chunk)) await new Promise((resolve) => (response.once('drain', resolve), response.once('close', resolve)));
+        if (response.destroyed) return;
+      }
+      response.end();
+    } catch (error) {
+      // The header is out: a failure now can only cut the reply, which the agent sees as truncated and verifies anyway.
+      this.options.log?.(`ferry relay: reply cut: ${(error as Error).message}`);
+      response.stream?.close();
+      response.destroy();
+    }
+    this.statusSoon();
+  }
+
+  /** Reads, authenticates and authorizes one request; the reply (or a FerryError refusing it). */
+  private async answer(request: Http2ServerRequest): Promise<Reply> {
+    // Read by events, not for-await: leaving a for-await early destroys the request, and with it the stream the
+    // refusal goes out on. Past the bound, bytes are dropped as they arrive (as the coordinator's QUIC server does)
+    // and the refusal follows the body's end: an HTTP/2 reply sent while the request still streams is reset.
+    const whole = await new Promise<Buffer>((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      request.on('data', (chunk: Buffer) => {
+        size += chunk.length;
+        if (size <= MAX_RELAY_REQUEST_BYTES) chunks.push(chunk);
+        else chunks.length = 0;
+      });
+      request.once('end', () => {
+        if (size > MAX_RELAY_REQUEST_BYTES) reject(new FerryError('INVALID', `a request of ${size} bytes is more than a relay reads (${MAX_RELAY_REQUEST_BYTES})`));
+        else resolve(Buffer.concat(chunks, size));
+      });
+      request.once('error', reject);
+    });
+    const reader = new FrameReader((async function* () {
+      yield whole;
+    })());
+    const headerBytes = await reader.readHeaderBytes(MAX_REQUEST_HEADER_BYTES);
+    const header = (name: string): string | undefined => {
+      const value = request.headers[name];
+      return Array.isArray(value) ? value[0] : value;
+    };
+    const verdict = verifyRequestSignature(header, 'POST', '/v1/data', headerBytes);
+    if (!verdict.ok) throw new FerryError(verdict.reason === 'stale' ? 'STALE_REQUEST' : 'UNAUTHENTICATED', verdict.message);
+    this.checkNonce(requestNonce(header)!);
+    const grant = decodeRelayGrant(header(RELAY_GRANT_HEADER));
+    if (!grant) throw refused(`a relay serves agents with a grant (${RELAY_GRANT_HEADER}) only`);
+    const problem = relayGrantProblem(this.state.coordinator.coordinatorKey, grant, verdict.keyId, undefined);
+    if (problem) throw refused(`${problem}: refused`);
+    const parsed = DataRequestSchema.safeParse(parseHeaderJson(headerBytes));
+    if (!parsed.success) throw new FerryError('INVALID', `not a data request: ${parsed.error.issues[0]?.message}`);
+    const reply = await this.run(parsed.data, grant);
+    this.agents.add(verdict.keyId);
+    void this.cache.evictIfNeeded().catch((error: unknown) => this.options.log?.(`ferry relay: eviction failed: ${(error as Error).message}`));
+    return reply;
+  }
+
+  /** Refuses (REPLAYED_NONCE) a nonce seen within the skew window. */
+  private checkNonce(nonce: string): void {
+    const now = Date.now();
+    if (this.nonces.has(nonce)) throw new FerryError('REPLAYED_NONCE', 'this request was sent before (its nonce is used)');
+    if (this.nonces.size >= MAX_NONCES) {
+      for (const [kept, expires] of this.nonces) if (expires < now || this.nonces.size >= MAX_NONCES) this.nonces.delete(kept);
+    }
+    this.nonces.set(nonce, now + 2 * MAX_REQUEST_SKEW_MS);
+  }
+
+  private async run(request: ParsedDataRequest, grant: RelayGrant): Promise<Reply> {
+    const store = this.cache.store;
+    switch (request.op) {
+      case 'closure.manifest': {
+        if (request.configId !== grant.configId) throw refused(`the grant is for config ${grant.configId}, not ${request.configId}`);
+        return { header: await this.cache.manifest(request.configId, request.system) };
+      }
+      case 'directories.get': {
+        const closure = await this.cache.closure(grant.configId);
+        for (const id of request.ids) if (closure.objects.get(id)?.kind !== 'directory') throw refused(`directory ${id} is not part of the granted config's closure`);
+        await this.cache.ensureDirectories(request.ids);
+        const encodings = request.ids.map((id) => store.readDirectoryBytes(id));
+        return { header: { directories: request.ids.map((id, index) => ({ id, size: encodings[index]!.length })) }, body: (async function* () { yield* encodings; })() };
+      }
+      case 'blob.get': {
+        const closure = await this.cache.closure(grant.configId);
+        const object = closure.objects.get(request.id);
+        if (object?.kind !== 'file') throw refused(`blob ${request.id} is not part of the granted config's closure`);
+        let source: BlobSource;
+        if (object.size > MAX_BATCHED_BLOB_BYTES) source = await this.cache.blobSource(closure, request.id);
+        else {
+          await this.cache.ensureBlobs(closure, [request.id]);
+          source = { size: object.size, outboard: store.readOutboard(request.id), waitFor: async () => undefined, read: (offset, length) => store.readBlob(request.id, { offset, length }), stored: Promise.resolve() };
+        }
+        if (request.offset > source.size) throw new FerryError('INVALID', `offset ${request.offset} is beyond the end of blob ${request.id} (${source.size} bytes)`);
+        const length = Math.min(request.length ?? source.size - request.offset, source.size - request.offset);
+        // The header goes once the range is there (a segment of a blob being fetched through: once it is verified).
+        if (length <= PARTIAL_READ_MAX_BYTES) await source.waitFor(request.offset + length);
+        const outboard = request.outboard ? source.outboard : new Uint8Array(0);
+        this.bytesServed += length;
+        const data = source.read(request.offset, length);
+        const flip = this.options.flipBlobBytes === true;
+        return {
+          header: { id: request.id, size: source.size, offset: request.offset, length, outboardSize: outboard.length },
+          body: (async function* () {
+            yield outboard;
+            yield* flip ? flipped(data) : data;
+          })(),
+        };
+      }
+      case 'blobs.get': {
+        const closure = await this.cache.closure(grant.configId);
+        for (const id of request.ids) {
+          const object = closure.objects.get(id);
+          if (object?.kind !== 'file') throw refused(`blob ${id} is not part of the granted config's closure`);
+          if (object.size > MAX_BATCHED_BLOB_BYTES) throw new FerryError('INVALID', `blob ${id} has ${object.size} bytes: blobs over ${MAX_BATCHED_BLOB_BYTES} bytes are fetched one by one (blob.get)`);
+        }
+        await this.cache.ensureBlobs(closure, request.ids);
+        let blobs: ReturnType<LocalCastore['readBlobBatch']>;
+        try {
+          blobs = store.readBlobBatch(request.ids as Digest[], MAX_BATCH_BYTES);
+        } catch (error) {
+          if (error instanceof CastoreError && error.code === 'BATCH_TOO_LARGE') throw new FerryError('INVALID', `${error.message}; ask for fewer blobs`);
+          throw error;
+        }
+        this.bytesServed += blobs.sizes.reduce((sum, size) => sum + size, 0);
+        return {
+          header: { blobs: request.ids.map((id, index) => ({ id, size: blobs.sizes[index]!, outboardSize: 0 })) },
+          body: this.options.flipBlobBytes ? flipped(blobs.bytes) : (async function* () { yield* blobs.bytes; })(),
+        };
+      }
+      case 'blobs.stream':
+      case 'blobs.templates':
+      case 'blobs.delta':
+        // Understood by every agent as "not here": batches, no templates, whole blobs.
+        throw new FerryError('INVALID', `a relay does not serve ${request.op}`);
+      default:
+        throw refused(`a relay serves reads of granted closures only, not ${request.op}`);
+    }
+  }
+}

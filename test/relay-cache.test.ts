@@ -1,0 +1,164 @@
+// A relay's cache (relay/relay-cache.ts) against a real coordinator (HTTP + QUIC on 127.0.0.1), with the
+// relay's own enrolled key: each object fetched once however many ask at the same time, the least
+// recently used closures evicted past the size limit, and nothing read that no agent of the relay follows.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LocalCastore, type Digest } from '../castore/index.js';
+import { openDataClient } from '../protocol/connect.js';
+import type { DataClient } from '../protocol/data-client.js';
+import { CoordinatorHttpClient } from '../protocol/http-client.js';
+import { Identity } from '../protocol/identity.js';
+import { RelayCache } from '../relay/relay-cache.js';
+import { addTreeAsStorePath, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
+
+const MiB = 1024 * 1024;
+let test: TestCoordinator;
+let work: string;
+let upstream: DataClient;
+const relayKey = Identity.generate();
+const configs: Record<string, { configId: string; target: string }> = {};
+
+/** A config of a fresh tree in its own graph, followed by one agent at the relay's site. */
+async function followedConfig(graph: string, site = 'barn-3', shape = { small: 20, large: 2, largeSize: 2 * MiB + 5 }): Promise<void> {
+  const tree = path.join(work, graph);
+  writeTree(tree, graph, shape);
+  const target = fakeStorePath(`cache-${graph}`);
+  await addTreeAsStorePath(test.coordinator.castore, tree, target);
+  const { configId } = await test.adminClient.call('graphs.submit', { graph, ...signedConfig(test.admin, graph, [], { 'x86_64-linux': target }) });
+  const agent = Identity.generate();
+  const { token } = await test.adminClient.call('tokens.create', { uses: 1, autoApprove: true, labels: { site } });
+  await new CoordinatorHttpClient(test.http.url, agent).call('enroll', { token, name: graph, facts: { system: 'x86_64-linux', hostname: graph } });
+  await test.adminClient.call('agents.assign', { agentId: agent.keyId, graph });
+  configs[graph] = { configId, target };
+}
+
+async function until(probe: () => boolean): Promise<void> {
+  for (const deadline = Date.now() + 20_000; !probe(); ) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+function cacheWith(limitBytes: number, name: string): RelayCache {
+  return new RelayCache(LocalCastore.open(path.join(work, name, 'castore')), upstream, test.coordinator.identity.keyId, path.join(work, name), limitBytes);
+}
+
+beforeAll(async () => {
+  test = await startTestCoordinator();
+  work = mkdtempSync(path.join(tmpdir(), 'ferry-relay-cache-'));
+  const { token } = await test.adminClient.call('tokens.create', { uses: 1, relay: true });
+  await new CoordinatorHttpClient(test.http.url, relayKey).call('relays.enroll', { token, name: 'cache', url: 'https://127.0.0.1:9443', fingerprint: 'ab'.repeat(32) });
+  await test.adminClient.call('relays.assign', { relayId: relayKey.keyId, where: ['labels.site=barn-3'] });
+  for (const graph of ['one', 'two']) await followedConfig(graph);
+  await followedConfig('big', 'barn-3', { small: 1, large: 1, largeSize: 40 * MiB + 3 });
+  await followedConfig('away', 'barn-9');
+  ({ client: upstream } = await openDataClient(test.http.url, relayKey, { httpOnly: true }));
+}, 60_000);
+
+afterAll(async () => {
+  await upstream?.close();
+  await test?.close();
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+describe('a relay cache', () => {
+  it('fetches each object once, however many ask for it at the same time', async () => {
+    const cache = cacheWith(1024 * MiB, 'once');
+    try {
+      await cache.manifest(configs.one!.configId, 'x86_64-linux');
+      const closure = await cache.closure(configs.one!.configId);
+      const files = [...closure.objects].filter(([, object]) => object.kind === 'file').map(([id]) => id);
+      const fetchedDirectories = cache.counters.bytesFetched;
+      // Three askers of every blob at once, and one of each half.
+      await Promise.all([cache.ensureBlobs(closure, files), cache.ensureBlobs(closure, files), cache.ensureBlobs(closure, files.slice(0, files.length / 2)), cache.ensureBlobs(closure, files)]);
+      expect(cache.counters.bytesFetched - fetchedDirectories).toBe(closure.bytes);
+      for (const id of files) expect(cache.store.hasBlob(id as Digest)).toBe(true);
+      const before = { ...cache.counters };
+      await cache.ensureBlobs(closure, files);
+      expect(cache.counters.bytesFetched).toBe(before.bytesFetched);
+      expect(cache.counters.hits - before.hits).toBe(files.length);
+    } finally {
+      cache.store.close();
+    }
+  }, 60_000);
+
+  it('serves the first segment of a large blob it fetches through before the whole has arrived, and fetches it once', async () => {
+    const cache = cacheWith(1024 * MiB, 'stream');
+    try {
+      await cache.manifest(configs.big!.configId, 'x86_64-linux');
+      const closure = await cache.closure(configs.big!.configId);
+      const [id, object] = [...closure.objects].find(([, candidate]) => candidate.kind === 'file' && candidate.size > 40 * MiB)!;
+      const [source, again] = await Promise.all([cache.blobSource(closure, id), cache.blobSource(closure, id)]);
+      const first: Uint8Array[] = [];
+      for await (const chunk of source.read(0, 64 * 1024)) first.push(chunk);
+      // Read while the rest is still on its way: not yet in the castore.
+      expect(cache.store.hasBlob(id as Digest)).toBe(false);
+      const expected = readFileSync(path.join(work, 'big', 'big0'));
+      expect(Buffer.concat(first).equals(expected.subarray(0, 64 * 1024))).toBe(true);
+      await again.waitFor(object.size);
+      await until(() => cache.store.hasBlob(id as Digest));
+      expect(cache.counters.bytesFetched).toBeLessThan(object.size + 2 * MiB);
+      const tail: Uint8Array[] = [];
+      for await (const chunk of again.read(object.size - 1000, 1000)) tail.push(chunk);
+      expect(Buffer.concat(tail).equals(expected.subarray(object.size - 1000))).toBe(true);
+    } finally {
+      cache.store.close();
+    }
+  }, 60_000);
+
+  it('restarted, serves from disk what it held: the manifests an agent asked for before, and the objects', async () => {
+    const cache = cacheWith(1024 * MiB, 'once');
+    try {
+      const closure = await cache.closure(configs.one!.configId);
+      await cache.ensureBlobs(closure, [...closure.objects].filter(([, object]) => object.kind === 'file').map(([id]) => id));
+      expect(cache.counters.bytesFetched).toBe(0);
+      expect(cache.counters.misses).toBe(0);
+    } finally {
+      cache.store.close();
+    }
+  }, 60_000);
+
+  it('evicts the closures used longest ago once past its limit, and fetches them again when asked', async () => {
+    const cache = cacheWith(6 * MiB, 'lru');
+    try {
+      const fill = async (graph: string) => {
+        await cache.manifest(configs[graph]!.configId, 'x86_64-linux');
+        const closure = await cache.closure(configs[graph]!.configId);
+        await cache.ensureBlobs(closure, [...closure.objects].filter(([, object]) => object.kind === 'file').map(([id]) => id));
+        return closure;
+      };
+      const one = await fill('one');
+      const oneBlobs = [...one.objects].filter(([, object]) => object.kind === 'file').map(([id]) => id as Digest);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      const two = await fill('two');
+      expect(cache.bytes()).toBeGreaterThan(6 * MiB);
+      await cache.evictIfNeeded();
+      expect(cache.counters.evictions).toBeGreaterThan(0);
+      expect(cache.bytes()).toBeLessThanOrEqual(6 * MiB);
+      // The closure used last stays whole; the other's blobs are gone.
+      for (const [id, object] of two.objects) if (object.kind === 'file') expect(cache.store.hasBlob(id as Digest), id).toBe(true);
+      expect(oneBlobs.filter((id) => cache.store.hasBlob(id))).toEqual([]);
+      const misses = cache.counters.misses;
+      await fill('one');
+      expect(cache.counters.misses).toBeGreaterThan(misses);
+    } finally {
+      cache.store.close();
+    }
+  }, 60_000);
+
+  it('reads nothing the coordinator did not decide: a config no agent of its site follows is refused upstream', async () => {
+    const cache = cacheWith(1024 * MiB, 'refused');
+    try {
+      await expect(cache.manifest(configs.away!.configId, 'x86_64-linux')).rejects.toMatchObject({ code: 'FORBIDDEN' });
+      // And a closure whose manifest it never got is not served either.
+      await expect(cache.closure(configs.away!.configId)).rejects.toMatchObject({ code: 'FORBIDDEN' });
+      // Revoked, it reads nothing at all.
+      await test.adminClient.call('relays.revoke', { relayId: relayKey.keyId });
+      await expect(cache.manifest(configs.two!.configId, 'x86_64-linux')).rejects.toMatchObject({ code: 'REVOKED' });
+    } finally {
+      cache.store.close();
+    }
+  }, 60_000);
+});

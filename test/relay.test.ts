@@ -1,0 +1,435 @@
+// Site relays (docs/relays.md) with a real relay process (`ferry relay run`, HTTPS on 127.0.0.1) between a
+// real coordinator (HTTP + QUIC on 127.0.0.1) and agents: a deploy through the relay, fetched from the
+// coordinator once for the whole site; the relay SIGKILLed mid-transfer; a relay that flips bytes; and
+// requests to the relay without a grant it accepts. The CLI runs from build/ (`npm run build`).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer, connect, type Server } from 'node:net';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Agent } from '../agent/index.js';
+import { nixSystem } from '../agent/facts.js';
+import { storePathLocation } from '../nix/store-path.js';
+import { signProof } from '../protocol/coordinator-proofs.js';
+import { encodeHeaderFrame } from '../protocol/framing.js';
+import { pinnedFetch } from '../protocol/pinned-fetch.js';
+import { signRequest } from '../protocol/request-signing.js';
+import { DataClient, DataError } from '../protocol/data-client.js';
+import { Identity, loadIdentity } from '../protocol/identity.js';
+import { formatJoinString } from '../protocol/join-string.js';
+import { encodeRelayGrant, RELAY_GRANT_HEADER, relayGrantMessage, RelayStatusSchema, type RelayGrant, type RelayStatus } from '../protocol/relays.js';
+import { addTreeAsStorePath, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
+
+const ferryBin = path.resolve(import.meta.dirname, '..', 'bin', 'ferry');
+const system = nixSystem();
+
+let test: TestCoordinator;
+let work: string;
+let relayDir: string;
+let relayId: string;
+let relayFingerprint: string;
+let relayPort: number;
+let relay: ChildProcess | undefined;
+let front: KillSwitchProxy;
+const relayLog: string[] = [];
+
+/** A TCP proxy in front of the relay (the URL agents are given), which can SIGKILL the relay once it forwarded some bytes to an agent. */
+interface KillSwitchProxy {
+  port: number;
+  /** Relay -> agent bytes forwarded. */
+  forwarded: number;
+  killAfter: number | undefined;
+  close(): Promise<void>;
+}
+
+async function startKillSwitchProxy(target: () => number, onKill: () => void): Promise<KillSwitchProxy> {
+  const proxy: KillSwitchProxy = { port: 0, forwarded: 0, killAfter: undefined, close: async () => undefined };
+  const sockets = new Set<{ destroy(): void }>();
+  const server: Server = createServer((client) => {
+    const upstream = connect(target(), '127.0.0.1');
+    sockets.add(client);
+    sockets.add(upstream);
+    client.pipe(upstream);
+    upstream.on('data', (chunk: Buffer) => {
+      proxy.forwarded += chunk.length;
+      if (proxy.killAfter !== undefined && proxy.forwarded >= proxy.killAfter) {
+        proxy.killAfter = undefined;
+        onKill();
+      }
+      client.write(chunk);
+    });
+    upstream.on('end', () => client.end());
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    upstream.on('error', drop);
+    client.on('error', drop);
+    client.on('close', () => upstream.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  proxy.port = (server.address() as { port: number }).port;
+  proxy.close = () =>
+    new Promise((resolve) => {
+      server.close(() => resolve());
+      for (const socket of sockets) socket.destroy();
+    });
+  return proxy;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Runs the CLI (asynchronously: the coordinator answering it runs in this process). */
+function ferry(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [ferryBin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+  return new Promise((resolve) => child.once('close', (status) => resolve({ status, stdout, stderr })));
+}
+
+async function startRelay(env: Record<string, string> = {}): Promise<void> {
+  relay = spawn(process.execPath, [ferryBin, 'relay', 'run', '--state-dir', relayDir], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  await new Promise<void>((resolve, reject) => {
+    let text = '';
+    relay!.stderr!.on('data', (chunk: Buffer) => {
+      text += chunk.toString('utf8');
+      relayLog.push(chunk.toString('utf8'));
+      if (text.includes('listening on')) resolve();
+    });
+    relay!.once('exit', (code) => reject(new Error(`the relay exited (${code}): ${text}`)));
+  });
+}
+
+async function stopRelay(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  const child = relay;
+  relay = undefined;
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill(signal);
+  await exited;
+}
+
+async function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** The relay's status as `ferry relay status --json` prints it. */
+async function relayStatus(): Promise<RelayStatus> {
+  const result = await ferry(['relay', 'status', '--state-dir', relayDir, '--json']);
+  expect(result.status, result.stderr).toBe(0);
+  return RelayStatusSchema.parse(JSON.parse(result.stdout));
+}
+
+/** A new tree, ingested on the coordinator as a store path, and a config of it in `graph`. */
+async function newConfig(graph: string, shape: { small: number; large: number; largeSize?: number }): Promise<{ configId: string; target: string; tree: string }> {
+  const tree = path.join(work, `tree-${graph}`);
+  writeTree(tree, graph, shape);
+  const target = fakeStorePath(`relay-${graph}`);
+  await addTreeAsStorePath(test.coordinator.castore, tree, target);
+  const { configId } = await test.adminClient.call('graphs.submit', { graph, ...signedConfig(test.admin, graph, [], { [system]: target }, graph, { activate: 'true' }) });
+  return { configId, target, tree };
+}
+
+/** Enrolls an agent at site barn-3 (the relay's selector) unless `site` says otherwise, following `graph`. */
+async function siteAgent(name: string, graph: string, site = 'barn-3'): Promise<{ agent: Agent; agentId: string; stateDir: string; storeDir: string }> {
+  const stateDir = path.join(work, name);
+  const storeDir = path.join(stateDir, 'store');
+  const { token } = await test.adminClient.call('tokens.create', { uses: 1, autoApprove: true, labels: { site } });
+  const join = formatJoinString({ httpUrl: test.http.url, coordinatorKey: test.coordinator.identity.keyId, tlsFingerprint: test.coordinator.tls.fingerprint, token, pinnedTls: true });
+  const { agentId } = await Agent.enroll(join, { stateDir, storeDir, name });
+  await test.adminClient.call('agents.assign', { agentId, graph });
+  return { agent: new Agent(stateDir, { log: () => undefined }), agentId, stateDir, storeDir };
+}
+
+function eventsOf(stateDir: string): { kind: string; message: string }[] {
+  return readFileSync(path.join(stateDir, 'events.jsonl'), 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as { kind: string; message: string });
+}
+
+/** Every file under `dir`, relative path -> bytes. */
+function filesOf(dir: string, prefix = ''): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
+  for (const name of readdirSync(dir)) {
+    const full = path.join(dir, name);
+    if (statSync(full).isDirectory()) for (const [rel, bytes] of filesOf(full, `${prefix}${name}/`)) out.set(rel, bytes);
+    else out.set(`${prefix}${name}`, readFileSync(full));
+  }
+  return out;
+}
+
+function expectSameTree(materialized: string, source: string): void {
+  const got = filesOf(materialized);
+  const want = filesOf(source);
+  expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
+  for (const [rel, bytes] of want) expect(got.get(rel)!.equals(bytes), rel).toBe(true);
+}
+
+beforeAll(async () => {
+  test = await startTestCoordinator();
+  work = mkdtempSync(path.join(tmpdir(), 'ferry-relay-'));
+  relayDir = path.join(work, 'relay');
+  relayPort = await freePort();
+  front = await startKillSwitchProxy(
+    () => relayPort,
+    () => relay?.kill('SIGKILL'),
+  );
+  const { token } = await test.adminClient.call('tokens.create', { uses: 1, relay: true });
+  const join = formatJoinString({ httpUrl: test.http.url, coordinatorKey: test.coordinator.identity.keyId, tlsFingerprint: test.coordinator.tls.fingerprint, token, pinnedTls: true });
+  const enrolled = await ferry(['relay', 'enroll', join, '--state-dir', relayDir, '--url', `https://127.0.0.1:${front.port}`, '--listen', `127.0.0.1:${relayPort}`, '--name', 'barn-3', '--json']);
+  expect(enrolled.status, enrolled.stderr).toBe(0);
+  ({ relayId, fingerprint: relayFingerprint } = JSON.parse(enrolled.stdout) as { relayId: string; fingerprint: string });
+  await test.adminClient.call('relays.assign', { relayId, where: ['labels.site=barn-3'] });
+  await startRelay();
+}, 60_000);
+
+afterAll(async () => {
+  await stopRelay();
+  await front?.close();
+  await test?.close();
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+describe('a site relay', () => {
+  it('serves a whole deploy to one agent, fetching from the coordinator once: a second agent adds no coordinator reads', async () => {
+    const { configId, target, tree } = await newConfig('site', { small: 60, large: 2 });
+    const first = await siteAgent('agent-1', 'site');
+    const second = await siteAgent('agent-2', 'site');
+    try {
+      // The coordinator tells each agent its relay, with a grant for its desired config.
+      const listed = await test.adminClient.call('relays.list', {});
+      expect(listed.relays.map((row) => [row.id, row.where, row.fingerprint])).toEqual([[relayId, ['labels.site=barn-3'], relayFingerprint]]);
+
+      expect(await first.agent.runOnce()).toBe('active');
+      expect(eventsOf(first.stateDir).map((event) => event.kind)).toContain('relay');
+      expect(eventsOf(first.stateDir).map((event) => event.kind)).not.toContain('relay-failed');
+      expectSameTree(storePathLocation(first.storeDir, target), tree);
+      const afterFirst = await until('the relay status', async () => {
+        const status = await relayStatus();
+        return status.agentsServed === 1 && status.bytesServed > 0 ? status : undefined;
+      });
+      expect(afterFirst.misses).toBeGreaterThan(0);
+      expect(afterFirst.bytesFetched).toBeGreaterThan(2 * 3 * 1024 * 1024);
+
+      expect(await second.agent.runOnce()).toBe('active');
+      expect(eventsOf(second.stateDir).map((event) => event.kind)).toContain('relay');
+      expectSameTree(storePathLocation(second.storeDir, target), tree);
+      const afterSecond = await until('the relay status', async () => {
+        const status = await relayStatus();
+        return status.agentsServed === 2 ? status : undefined;
+      });
+      // Everything the second agent got was in the cache: no object, no byte more from the coordinator.
+      expect(afterSecond.misses).toBe(afterFirst.misses);
+      expect(afterSecond.bytesFetched).toBe(afterFirst.bytesFetched);
+      expect(afterSecond.hits).toBeGreaterThan(afterFirst.hits);
+      expect(afterSecond.bytesServed).toBeGreaterThanOrEqual(2 * afterFirst.bytesServed - 1);
+      expect(test.coordinator.state.get('agents', second.agentId)?.currentConfig).toBe(configId);
+    } finally {
+      await first.agent.close();
+      await second.agent.close();
+    }
+  }, 120_000);
+
+  it('killed (SIGKILL) mid-transfer: the agent finishes from the coordinator and says the relay failed', async () => {
+    const { configId, target, tree } = await newConfig('kill', { small: 40, large: 6, largeSize: 4 * 1024 * 1024 + 77 });
+    const third = await siteAgent('agent-3', 'kill');
+    try {
+      front.killAfter = front.forwarded + 3 * 1024 * 1024;
+      expect(await third.agent.runOnce()).toBe('active');
+      expect(relay?.signalCode ?? (await new Promise((resolve) => relay!.once('exit', (_code, signal) => resolve(signal))))).toBe('SIGKILL');
+      const failed = eventsOf(third.stateDir).filter((event) => event.kind === 'relay-failed');
+      expect(failed).toHaveLength(1);
+      expect(test.coordinator.state.get('agents', third.agentId)?.currentConfig).toBe(configId);
+      expectSameTree(storePathLocation(third.storeDir, target), tree);
+    } finally {
+      await third.agent.close();
+      relay = undefined;
+    }
+  }, 120_000);
+
+  it('failing three times in a row (still down): dropped, so the next deploy goes to the coordinator at once', async () => {
+    expect(relay).toBeUndefined();
+    let { configId } = await newConfig('drop-0', { small: 2, large: 0 });
+    const agent = await siteAgent('agent-9', 'drop-0');
+    try {
+      for (let round = 0; round < 4; round++) {
+        const graph = `drop-${round}`;
+        if (round > 0) ({ configId } = await newConfig(graph, { small: 2, large: 0 }));
+        await test.adminClient.call('agents.assign', { agentId: agent.agentId, graph });
+        expect(await agent.agent.runOnce()).toBe('active');
+        expect(test.coordinator.state.get('agents', agent.agentId)?.currentConfig).toBe(configId);
+      }
+      const kinds = eventsOf(agent.stateDir).map((event) => event.kind).filter((kind) => kind.startsWith('relay'));
+      // Three failures, the drop, then a deploy that did not try the relay.
+      expect(kinds).toEqual(['relay-failed', 'relay-failed', 'relay-failed', 'relay-dropped']);
+    } finally {
+      await agent.agent.close();
+    }
+  }, 120_000);
+
+  it('flipping bytes: its blobs are refused, nothing corrupt is visible, the deploy finishes from the coordinator', async () => {
+    await startRelay({ FERRY_RELAY_TEST_FAULT: 'flip-blob-bytes' });
+    try {
+      const { configId, target, tree } = await newConfig('flip', { small: 30, large: 1 });
+      const fourth = await siteAgent('agent-4', 'flip');
+      try {
+        expect(await fourth.agent.runOnce()).toBe('active');
+        const failed = eventsOf(fourth.stateDir).filter((event) => event.kind === 'relay-failed');
+        expect(failed).toHaveLength(1);
+        expect(failed[0]!.message).toMatch(/hash|corrupt|BLAKE3|verif/i);
+        expect(test.coordinator.state.get('agents', fourth.agentId)?.currentConfig).toBe(configId);
+        expectSameTree(storePathLocation(fourth.storeDir, target), tree);
+      } finally {
+        await fourth.agent.close();
+      }
+    } finally {
+      await stopRelay();
+      await startRelay();
+    }
+  }, 120_000);
+
+  it('withholding (stopped, SIGSTOP): costs the agent its bounded reply timeout, then the coordinator serves the deploy', async () => {
+    const { configId, target, tree } = await newConfig('withheld', { small: 10, large: 1 });
+    const fifth = await siteAgent('agent-7', 'withheld');
+    const stalled = new Agent(fifth.stateDir, { log: () => undefined, relayReplyTimeoutMs: 1000 });
+    await fifth.agent.close();
+    relay!.kill('SIGSTOP');
+    try {
+      const started = Date.now();
+      expect(await stalled.runOnce()).toBe('active');
+      // Two attempts of one second each, a backoff between them, then the coordinator: well under the HTTP client's 300 s.
+      expect(Date.now() - started).toBeLessThan(15_000);
+      const failed = eventsOf(fifth.stateDir).filter((event) => event.kind === 'relay-failed');
+      expect(failed).toHaveLength(1);
+      expect(failed[0]!.message).toMatch(/no reply .* within 1 s/);
+      expect(test.coordinator.state.get('agents', fifth.agentId)?.currentConfig).toBe(configId);
+      expectSameTree(storePathLocation(fifth.storeDir, target), tree);
+    } finally {
+      relay!.kill('SIGCONT');
+      await stalled.close();
+    }
+  }, 120_000);
+
+  it('refuses hostile requests before any work: unsigned, replayed, oversized, too deep, not the data route', async () => {
+    const { configId } = await newConfig('hostile', { small: 3, large: 0 });
+    const agent = await siteAgent('agent-8', 'hostile');
+    const key = agent.agent.identity;
+    await agent.agent.close();
+    const expiresAt = Date.now() + 600_000;
+    const grant = encodeRelayGrant({ agentId: key.keyId as RelayGrant['agentId'], configId, expiresAt, proof: signProof(test.coordinator.identity, relayGrantMessage(key.keyId, configId, expiresAt)) });
+    const fetch = pinnedFetch(relayFingerprint);
+    const send = async (body: Buffer, headers: Record<string, string>, method = 'POST', route = '/v1/data'): Promise<{ status: number; code?: string }> => {
+      const response = await fetch(new URL(route, `https://127.0.0.1:${front.port}`), { method, headers, ...(method === 'POST' ? { body } : {}) });
+      const bytes = Buffer.from(await response.arrayBuffer());
+      if (response.status !== 200 || bytes.length < 4) return { status: response.status };
+      const header = JSON.parse(bytes.subarray(4, 4 + bytes.readUInt32BE(0)).toString('utf8')) as { error?: { code: string } };
+      return { status: response.status, ...(header.error ? { code: header.error.code } : {}) };
+    };
+    const frame = encodeHeaderFrame({ op: 'closure.manifest', configId, system });
+    const signed = (body: Buffer, header = body.subarray(4)) => ({ ...signRequest(key, 'POST', '/v1/data', header), [RELAY_GRANT_HEADER]: grant });
+    // The honest request, then the same bytes again (its nonce is spent).
+    const honest = signed(frame);
+    expect(await send(frame, honest)).toEqual({ status: 200 });
+    expect(await send(frame, honest)).toEqual({ status: 200, code: 'REPLAYED_NONCE' });
+    expect(await send(frame, { [RELAY_GRANT_HEADER]: grant })).toEqual({ status: 200, code: 'UNAUTHENTICATED' });
+    // Signed over other bytes than those sent.
+    expect(await send(frame, signed(frame, Buffer.from('{}')))).toEqual({ status: 200, code: 'UNAUTHENTICATED' });
+    const deep = encodeHeaderFrame(JSON.parse(`${'['.repeat(100)}${']'.repeat(100)}`));
+    expect(await send(deep, signed(deep))).toEqual({ status: 200, code: 'JSON_TOO_DEEP' });
+    const huge = Buffer.alloc(13 * 1024 * 1024);
+    huge.writeUInt32BE(huge.length - 4);
+    expect((await send(huge, signed(huge))).code).toMatch(/^(INVALID|FRAME_TOO_LARGE)$/);
+    expect((await send(Buffer.alloc(0), {}, 'GET')).status).toBe(404);
+    expect(relay!.exitCode).toBeNull();
+  }, 60_000);
+
+  it('refuses an agent without a grant for that config: none, another agent’s, expired, forged; and a relay key reads only its agents’ configs', async () => {
+    const served = await newConfig('granted', { small: 5, large: 0 });
+    const other = await newConfig('elsewhere', { small: 5, large: 0 });
+    const insider = await siteAgent('agent-5', 'granted');
+    // An agent at another site, following a graph no agent of the relay's site follows.
+    const outsider = await siteAgent('agent-6', 'elsewhere', 'barn-9');
+    const insiderKey = insider.agent.identity;
+    const outsiderKey = outsider.agent.identity;
+    await insider.agent.close();
+    await outsider.agent.close();
+    const grant = (agentId: string, configId: string, expiresAt = Date.now() + 600_000, signer: Identity = test.coordinator.identity): RelayGrant => ({
+      agentId: agentId as RelayGrant['agentId'],
+      configId,
+      expiresAt,
+      proof: signProof(signer, relayGrantMessage(agentId, configId, expiresAt)),
+    });
+    const ask = async (identity: Identity, given: RelayGrant | undefined, configId: string): Promise<string> => {
+      const client = new DataClient({
+        identity,
+        httpUrl: `https://127.0.0.1:${front.port}`,
+        pinnedFingerprint: relayFingerprint,
+        httpOnly: true,
+        retries: 0,
+        ...(given ? { headers: { [RELAY_GRANT_HEADER]: encodeRelayGrant(given) } } : {}),
+      });
+      try {
+        await client.call({ op: 'closure.manifest', configId, system });
+        return 'served';
+      } catch (error) {
+        return error instanceof DataError ? `${error.code}: ${error.message}` : `unexpected: ${(error as Error).message}`;
+      } finally {
+        await client.close();
+      }
+    };
+    // The insider with its own grant is served; the outsider is refused however it asks.
+    expect(await ask(insiderKey, grant(insiderKey.keyId, served.configId), served.configId)).toBe('served');
+    expect(await ask(outsiderKey, undefined, other.configId)).toMatch(/^FORBIDDEN: .*grant/);
+    expect(await ask(outsiderKey, grant(insiderKey.keyId, served.configId), served.configId)).toMatch(/^FORBIDDEN: the grant is for another agent/);
+    expect(await ask(insiderKey, grant(insiderKey.keyId, served.configId, Date.now() - 1), served.configId)).toMatch(/^FORBIDDEN: the grant expired/);
+    expect(await ask(outsiderKey, grant(outsiderKey.keyId, other.configId, undefined, Identity.generate()), other.configId)).toMatch(/^FORBIDDEN: the grant is not signed by the coordinator/);
+    // A grant for one config opens no other: not its manifest, not its objects.
+    expect(await ask(insiderKey, grant(insiderKey.keyId, served.configId), other.configId)).toMatch(/^FORBIDDEN: the grant is for config/);
+    const otherRoot = test.coordinator.castore.getStorePath(other.target)!.root;
+    if (otherRoot.type !== 'directory') throw new Error('a tree is a directory');
+    const otherFile = test.coordinator.castore.readDirectory(otherRoot.digest).find((entry) => entry.type === 'directory');
+    if (otherFile?.type !== 'directory') throw new Error('the tree has subdirectories');
+    const client = new DataClient({ identity: insiderKey, httpUrl: `https://127.0.0.1:${front.port}`, pinnedFingerprint: relayFingerprint, httpOnly: true, retries: 0, headers: { [RELAY_GRANT_HEADER]: encodeRelayGrant(grant(insiderKey.keyId, served.configId)) } });
+    try {
+      await expect(client.call({ op: 'directories.get', ids: [otherFile.digest] })).rejects.toMatchObject({ code: 'FORBIDDEN' });
+      // Uploads and queries are not a relay's.
+      await expect(client.call({ op: 'missing', storePaths: [], blobs: [], directories: [] })).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    } finally {
+      await client.close();
+    }
+    // The relay's own key, on the coordinator's data plane: the configs of its agents only.
+    const relayKey = loadIdentity(path.join(relayDir, 'identity'));
+    const upstream = new DataClient({ identity: relayKey, httpUrl: test.http.url, httpOnly: true, retries: 0 });
+    try {
+      const manifest = await upstream.call({ op: 'closure.manifest', configId: served.configId, system });
+      await manifest.body.expectEnd();
+      await expect(upstream.call({ op: 'closure.manifest', configId: other.configId, system })).rejects.toMatchObject({ code: 'FORBIDDEN' });
+      await expect(upstream.call({ op: 'missing', storePaths: [], blobs: [], directories: [] })).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    } finally {
+      await upstream.close();
+    }
+    const refused = await until('the relay status', async () => {
+      const status = await relayStatus();
+      return status.refused >= 7 ? status : undefined;
+    });
+    expect(refused.refused).toBeGreaterThanOrEqual(7);
+  }, 120_000);
+});
