@@ -251,7 +251,8 @@ describe.skipIf(unavailable !== undefined && !required)('the web viewer in headl
     // A filter: only the degraded agent (the stream reopens with the query, which the URL keeps).
     await page.fill('#live-query', 'degraded');
     await page.press('#live-query', 'Enter');
-    await page.waitForFunction(`document.querySelectorAll('#live-agents tbody tr').length === 1`);
+    // Polled from here (a string predicate would be evaluated in the page, which the viewer's CSP forbids).
+    await expect.poll(() => page.locator('#live-agents tbody tr').count(), { timeout: 10_000 }).toBe(1);
     expect(await page.locator('#live-agents tbody tr').getAttribute('data-agent-id')).toBe(gw2);
     expect(new URL(page.url()).hash).toBe('#q=degraded');
 
