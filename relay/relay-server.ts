@@ -228,11 +228,12 @@ export class RelayServer {
     };
     const verdict = verifyRequestSignature(header, 'POST', '/v1/data', headerBytes);
     if (!verdict.ok) throw new FerryError(verdict.reason === 'stale' ? 'STALE_REQUEST' : 'UNAUTHENTICATED', verdict.message);
-    this.checkNonce(requestNonce(header)!);
     const grant = decodeRelayGrant(header(RELAY_GRANT_HEADER));
     if (!grant) throw refused(`a relay serves agents with a grant (${RELAY_GRANT_HEADER}) only`);
     const problem = relayGrantProblem(this.state.coordinator.coordinatorKey, grant, verdict.keyId, undefined);
     if (problem) throw refused(`${problem}: refused`);
+    // After the grant: any key signs its own requests, so only an agent the coordinator granted spends a nonce here.
+    this.checkNonce(requestNonce(header)!);
     const parsed = DataRequestSchema.safeParse(parseHeaderJson(headerBytes));
     if (!parsed.success) throw new FerryError('INVALID', `not a data request: ${parsed.error.issues[0]?.message}`);
     const reply = await this.run(parsed.data, grant);
@@ -241,12 +242,18 @@ export class RelayServer {
     return reply;
   }
 
-  /** Refuses (REPLAYED_NONCE) a nonce seen within the skew window. */
+  /**
+   * Refuses (REPLAYED_NONCE) a nonce seen within the skew window. When
+   * MAX_NONCES unexpired ones are held, the request is refused instead of
+   * forgetting one (which would let it be replayed): the agent then fetches
+   * from the coordinator.
+   */
   private checkNonce(nonce: string): void {
     const now = Date.now();
     if (this.nonces.has(nonce)) throw new FerryError('REPLAYED_NONCE', 'this request was sent before (its nonce is used)');
     if (this.nonces.size >= MAX_NONCES) {
-      for (const [kept, expires] of this.nonces) if (expires < now || this.nonces.size >= MAX_NONCES) this.nonces.delete(kept);
+      for (const [kept, expires] of this.nonces) if (expires < now) this.nonces.delete(kept);
+      if (this.nonces.size >= MAX_NONCES) throw new FerryError('INTERNAL', `the relay holds ${MAX_NONCES} recent requests' nonces: busy, fetch from the coordinator`);
     }
     this.nonces.set(nonce, now + 2 * MAX_REQUEST_SKEW_MS);
   }

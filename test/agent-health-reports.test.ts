@@ -111,6 +111,13 @@ describe('health reports', () => {
       expect(error.message).toMatch(field);
     }
     expect((await refusal(client.call('agent.health', { configId: 'a'.repeat(64), health: 'healthy' }))).code).toBe('NOT_FOUND');
+    // A report's `running` (the config a rollback went back to) is said only of a rollback, and of a config that exists.
+    const running = await refusal(client.callUnchecked('agent.status', { configId: second, phase: 'active', error: null, running: first } as never));
+    expect(running.code).toBe('INVALID');
+    expect(running.message).toMatch(/running is only said of a rolled-back report/);
+    expect((await refusal(client.call('agent.status', { configId: second, phase: 'rolled-back', error: 'x', running: 'a'.repeat(64) }))).code).toBe('NOT_FOUND');
+    expect((await refusal(client.callUnchecked('agent.status', { configId: second, phase: 'rolled-back', error: 'x', running: 'nope' } as never))).code).toBe('INVALID');
+    expect(test.coordinator.state.get('agents', client.identity!.keyId)!.currentConfig).toBe(first);
     // An admin's key is not an agent: health is only ever said by the agent itself.
     expect((await refusal(test.adminClient.call('agent.health', { configId: first, health: 'healthy' }))).code).toBe('FORBIDDEN');
   });

@@ -345,8 +345,12 @@ describe('a site relay', () => {
     };
     const frame = encodeHeaderFrame({ op: 'closure.manifest', configId, system });
     const signed = (body: Buffer, header = body.subarray(4)) => ({ ...signRequest(key, 'POST', '/v1/data', header), [RELAY_GRANT_HEADER]: grant });
-    // The honest request, then the same bytes again (its nonce is spent).
+    // The honest request, sent first without its grant: refused, and its nonce not spent (only a granted agent spends
+    // nonces, so a key the coordinator never granted cannot fill the relay's table); then the same bytes again once
+    // served (its nonce is spent).
     const honest = signed(frame);
+    const { [RELAY_GRANT_HEADER]: _grant, ...ungranted } = honest;
+    expect(await send(frame, ungranted)).toEqual({ status: 200, code: 'FORBIDDEN' });
     expect(await send(frame, honest)).toEqual({ status: 200 });
     expect(await send(frame, honest)).toEqual({ status: 200, code: 'REPLAYED_NONCE' });
     expect(await send(frame, { [RELAY_GRANT_HEADER]: grant })).toEqual({ status: 200, code: 'UNAUTHENTICATED' });
