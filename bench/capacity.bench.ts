@@ -274,6 +274,97 @@ async function requestHistogram(coordinator: RunningCoordinator, route: string):
   return counts;
 }
 
+/**
+ * Where the coordinator's event loop stood still: what its own process
+ * metrics say (the loop's lag, reset at each scrape, and garbage
+ * collections by kind) and what a probe saw from outside.
+ */
+interface Stalls {
+  /** nodejs_eventloop_lag_{p99,max}_seconds over the window, ms. */
+  loopLagP99Ms: number | null;
+  loopLagMaxMs: number | null;
+  /** Garbage collections in the window by kind: how many, their total and how many took over 50 ms. */
+  gc: Record<string, { count: number; totalMs: number; over50Ms: number }>;
+  /** The probe: a GET of an unknown path on the metrics port (a 404 from the coordinator's own loop) every 50 ms. */
+  probe: { count: number; p50Ms: number | null; p99Ms: number | null; maxMs: number | null; over100Ms: number };
+}
+
+interface GcTotals {
+  [kind: string]: { count: number; sum: number; under50: number };
+}
+
+/** Scrapes the coordinator's process metrics: the loop lag since the previous scrape (the scrape resets it) and cumulative GC totals. */
+async function processMetrics(coordinator: RunningCoordinator): Promise<{ lagP99: number | null; lagMax: number | null; gc: GcTotals }> {
+  const gc: GcTotals = {};
+  if (!coordinator.metricsUrl) return { lagP99: null, lagMax: null, gc };
+  const text = await (await fetch(coordinator.metricsUrl)).text();
+  const gauge = (name: string): number | null => {
+    const match = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+    return match ? Number(match[1]) : null;
+  };
+  for (const [, kind, count] of text.matchAll(/^nodejs_gc_duration_seconds_count\{kind="(\w+)"\} (\S+)$/gm)) (gc[kind!] ??= { count: 0, sum: 0, under50: 0 }).count = Number(count);
+  for (const [, kind, sum] of text.matchAll(/^nodejs_gc_duration_seconds_sum\{kind="(\w+)"\} (\S+)$/gm)) (gc[kind!] ??= { count: 0, sum: 0, under50: 0 }).sum = Number(sum);
+  for (const [, kind, under] of text.matchAll(/^nodejs_gc_duration_seconds_bucket\{le="0\.05",kind="(\w+)"\} (\S+)$/gm)) (gc[kind!] ??= { count: 0, sum: 0, under50: 0 }).under50 = Number(under);
+  return { lagP99: gauge('nodejs_eventloop_lag_p99_seconds'), lagMax: gauge('nodejs_eventloop_lag_max_seconds'), gc };
+}
+
+/**
+ * Watches the coordinator's event loop from outside until stopped: a
+ * probe every 50 ms (one at a time, on one kept-alive connection) asks
+ * its metrics port for a path it does not serve, answered with a 404 by
+ * the coordinator's own loop and nothing else, so the probe's latency is
+ * how long that loop took to turn.
+ */
+function startStallWatch(coordinator: RunningCoordinator): () => Promise<Stalls> {
+  let stopped = false;
+  const latencies: number[] = [];
+  const before = processMetrics(coordinator);
+  const probing = (async () => {
+    if (!coordinator.metricsUrl) return;
+    const url = new URL('/stall-probe', coordinator.metricsUrl);
+    while (!stopped) {
+      const started = performance.now();
+      try {
+        await (await fetch(url)).arrayBuffer();
+        latencies.push(performance.now() - started);
+      } catch {
+        // The coordinator is gone: the bench notices elsewhere.
+        return;
+      }
+      await sleep(Math.max(0, 50 - (performance.now() - started)));
+    }
+  })();
+  return async () => {
+    stopped = true;
+    await probing;
+    const [start, end] = [await before, await processMetrics(coordinator)];
+    const gc: Stalls['gc'] = {};
+    for (const [kind, totals] of Object.entries(end.gc)) {
+      const previous = start.gc[kind] ?? { count: 0, sum: 0, under50: 0 };
+      const count = totals.count - previous.count;
+      if (count > 0) gc[kind] = { count, totalMs: Math.round((totals.sum - previous.sum) * 1000), over50Ms: count - (totals.under50 - previous.under50) };
+    }
+    const sorted = latencies.sort((a, b) => a - b);
+    const at = (q: number): number | null => (sorted.length === 0 ? null : Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!));
+    const ms = (seconds: number | null): number | null => (seconds === null ? null : Math.round(seconds * 1000));
+    return {
+      loopLagP99Ms: ms(end.lagP99),
+      loopLagMaxMs: ms(end.lagMax),
+      gc,
+      probe: { count: sorted.length, p50Ms: at(0.5), p99Ms: at(0.99), maxMs: sorted.length > 0 ? Math.round(sorted.at(-1)!) : null, over100Ms: sorted.filter((latency) => latency > 100).length },
+    };
+  };
+}
+
+/** One line of what startStallWatch found. */
+function describeStalls(stalls: Stalls): string {
+  const gc = Object.entries(stalls.gc).map(([kind, { count, totalMs, over50Ms }]) => `${count} ${kind} (${totalMs} ms, ${over50Ms} over 50 ms)`).join(', ') || 'none';
+  return (
+    `coordinator loop lag p99/max ${stalls.loopLagP99Ms}/${stalls.loopLagMaxMs} ms; GC ${gc}; ` +
+    `probe p50/p99/max ${stalls.probe.p50Ms}/${stalls.probe.p99Ms}/${stalls.probe.maxMs} ms (${stalls.probe.over100Ms} of ${stalls.probe.count} over 100 ms)`
+  );
+}
+
 /** How long one scrape of the coordinator's metrics took, start to whole reply, and its size (best of three). */
 async function timedScrape(coordinator: RunningCoordinator): Promise<{ ms: number; bytes: number } | undefined> {
   if (!coordinator.metricsUrl) return undefined;
@@ -485,7 +576,7 @@ interface PointResult {
   };
   scrape: { ms: number; bytes: number } | undefined;
   health: (HealthResult & { primeSeconds: number; window: Window; idleCoordinatorCores: number }) | { skipped: string };
-  load: (LoadResult & { window: Window; connectionsOpened: number; tlsResumed: number; coordinatorP99Ms: { desired: number | null; report: number | null }; settle: SettleResult; recovery?: Recovery }) | { skipped: string };
+  load: (LoadResult & { window: Window; connectionsOpened: number; tlsResumed: number; coordinatorP99Ms: { desired: number | null; report: number | null }; stalls: Stalls; settle: SettleResult; recovery?: Recovery }) | { skipped: string };
   fanout: (FanoutResult & { window: Window; reports: FanoutReportsResult & { window: Window }; settle: SettleResult }) | { skipped: string };
   /** The coordinator's RSS added per agent since the previous point (or since it started, for the first). */
   coordinatorKiBPerAgent: number | null;
@@ -638,9 +729,11 @@ async function measurePoint(transport: Transport, target: number, coordinator: R
     const rate = N / 30;
     log(`${transport} N=${N}: load for ${knobs.loadSeconds} s, ${rate.toFixed(1)} desired/s + ${rate.toFixed(1)} reports/s`);
     const histogramsBefore = await Promise.all([requestHistogram(coordinator, '/v1/agent/desired'), requestHistogram(coordinator, '/v1/agent/status')]);
+    const stopStallWatch = startStallWatch(coordinator);
     const before = await mark(coordinator, simulator);
     const result = await simulator.ask<LoadResult>({ type: 'load', seconds: knobs.loadSeconds, desiredPerSecond: rate, reportsPerSecond: rate, drainTimeoutMs: knobs.requestTimeoutSeconds * 1000 + 5000 });
     const after = await mark(coordinator, simulator);
+    const stalls = await stopStallWatch();
     const window = windowOf(before, after);
     const histogramsAfter = await Promise.all([requestHistogram(coordinator, '/v1/agent/desired'), requestHistogram(coordinator, '/v1/agent/status')]);
     // The coordinator's own p99 (a histogram bucket's upper bound) beside the simulator's end-to-end one.
@@ -655,14 +748,15 @@ async function measurePoint(transport: Transport, target: number, coordinator: R
         `${result.desired.failed + result.report.failed} failed, ${result.desired.unfinished + result.report.unfinished} unfinished; coordinator ${window.coordinatorCores.toFixed(2)} cores, others ${window.otherCores.toFixed(2)}; ` +
         `${connectionsOpened} connections opened (${tlsResumed} TLS resumptions); simulator send lag p99/max ${result.sendLagP99Ms}/${result.sendLagMaxMs} ms; ` +
         `kernel: ${window.backlogDrops} packets dropped at the input backlog, ${window.tcpTimeouts} TCP retransmission timeouts; ` +
-        `coordinator's own p99 (histogram bucket bound): desired ≤ ${coordinatorP99Ms.desired} ms, report ≤ ${coordinatorP99Ms.report} ms`,
+        `coordinator's own p99 (histogram bucket bound): desired ≤ ${coordinatorP99Ms.desired} ms, report ≤ ${coordinatorP99Ms.report} ms; ` +
+        describeStalls(stalls),
     );
     const settle = await simulator.ask<SettleResult>({ type: 'settle', timeoutMs: 120_000 });
     const calmAfter = await coordinatorCalm(coordinator.pid, 30_000);
     // A saturated coordinator still works off the load's requests (those whose clients gave up too), each
     // report waking every held watch: the fan-out is measured once that backlog is gone.
     const recovery = calmAfter.calm || !alive() ? undefined : await recover(coordinator, simulator, `${transport} N=${N}: the coordinator is still busy after the load`);
-    load = { ...result, window, connectionsOpened, tlsResumed, coordinatorP99Ms, settle, ...(recovery ? { recovery } : {}) };
+    load = { ...result, window, connectionsOpened, tlsResumed, coordinatorP99Ms, stalls, settle, ...(recovery ? { recovery } : {}) };
   }
 
   // 4. Fan-out.

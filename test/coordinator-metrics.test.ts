@@ -88,6 +88,26 @@ describe('the metrics endpoint', () => {
     expect(valueOf(degraded, 'ferry_agents', { phase: 'active', health: 'unknown' })).toBeUndefined();
   });
 
+  it("shows the process's event-loop lag since the previous scrape and its garbage collections, under Node exporters' names", async () => {
+    await scrape(); // the lag's window starts here
+    // The coordinator runs in this process: a loop blocked for 150 ms (from a timer, as a stall in the server would
+    // be) is the kind of stall a request histogram cannot see.
+    await new Promise<void>((resolve) =>
+      setTimeout(() => {
+        const blockedUntil = performance.now() + 150;
+        while (performance.now() < blockedUntil);
+        setTimeout(resolve, 60);
+      }, 60),
+    );
+    const families = await scrape();
+    expect(valueOf(families, 'nodejs_eventloop_lag_max_seconds')).toBeGreaterThanOrEqual(0.1);
+    expect(families.some((family) => family.name === 'nodejs_gc_duration_seconds')).toBe(true);
+    expect(valueOf(families, 'process_resident_memory_bytes')).toBeGreaterThan(0);
+    // Reset at each scrape: the next window did not block.
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(valueOf(await scrape(), 'nodejs_eventloop_lag_max_seconds')).toBeLessThan(0.1);
+  });
+
   it('counts requests by route pattern and transport, and data-plane bytes both ways on QUIC and HTTPS', async () => {
     for (const transport of ['quic', 'https'] as const) {
       // Over HTTPS as agents whose join string pins the certificate talk to the coordinator's port (HTTP/2).
