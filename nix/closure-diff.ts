@@ -168,7 +168,7 @@ export function formatKibDelta(bytes: number): string {
 }
 
 /** One package's line, exactly as `nix store diff-closures` prints it (without its colours): `name: 1.0 → 2.0, +12.3 KiB`. */
-export function formatPackageDiff(entry: PackageDiff): string {
+export function formatPackageDiff(entry: Pick<PackageDiff, 'name' | 'removedVersions' | 'addedVersions' | 'sizeShown' | 'sizeDelta'>): string {
   const items: string[] = [];
   if (entry.removedVersions.length > 0 || entry.addedVersions.length > 0) items.push(`${showVersions(entry.removedVersions)} → ${showVersions(entry.addedVersions)}`);
   if (entry.sizeShown) items.push(formatKibDelta(entry.sizeDelta));
