@@ -2,7 +2,6 @@
 import { existsSync, realpathSync } from 'node:fs';
 import { ApiError } from '../protocol/http-client.js';
 import { DEFAULT_DIFF_PACKAGES, MAX_DIFF_PACKAGES } from '../protocol/api/config-diff.js';
-import { formatPackageDiff } from '../nix/closure-diff.js';
 import { formatBytes } from './progress.js';
 import { formatHlc } from '../protocol/hlc.js';
 import { asStorePath, isStorePath, type StorePath } from '../nix/store-path.js';
@@ -166,7 +165,7 @@ const diff: Command = {
       stdout.write(
         term`${[
           term`\n${system.system}: ${system.fromTarget ?? '∅'} → ${system.toTarget ?? '∅'}\n`,
-          system.packages.map((entry) => term`  ${formatPackageDiff(entry)}\n`),
+          system.packages.map((entry) => term`  ${entry.line}\n`),
           system.packageCount === 0 ? term`  (no package listed)\n` : '',
           system.truncated ? term`  … ${system.packageCount - system.packages.length} more packages (--limit, or --json)\n` : '',
           term`  closure: ${system.before.paths} paths, ${formatBytes(system.before.narSize)} → ${system.after.paths} paths, ${formatBytes(system.after.narSize)}; store paths +${system.addedPaths} -${system.removedPaths}`,

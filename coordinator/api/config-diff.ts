@@ -14,7 +14,7 @@
  */
 import type { z } from 'zod';
 import { CastoreError, closureObjects, estimateFetch, type ClosureObjects, type Digest } from '../../castore/index.js';
-import { diffClosures, type ClosurePath, type PackageDiff } from '../../nix/index.js';
+import { diffClosures, formatPackageDiff, type ClosurePath, type PackageDiff } from '../../nix/index.js';
 import type { ConfigId } from '../../protocol/config.js';
 import { FerryError } from '../../protocol/errors.js';
 import {
@@ -86,6 +86,7 @@ function closureOf(coordinator: Coordinator, configId: string, system: string, t
 function packageView(entry: PackageDiff): PackageDiffView {
   return {
     ...entry,
+    line: formatPackageDiff(entry),
     removedPaths: entry.removedPaths.slice(0, MAX_DIFF_PATHS_PER_PACKAGE) as StorePath[],
     addedPaths: entry.addedPaths.slice(0, MAX_DIFF_PATHS_PER_PACKAGE) as StorePath[],
     removedPathCount: entry.removedPaths.length,

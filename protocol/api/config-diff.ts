@@ -47,6 +47,8 @@ const count = z.number().int().nonnegative();
 /** One package, as nix/closure-diff.ts PackageDiff, its paths capped. */
 export const PackageDiffSchema = z.strictObject({
   name: z.string(),
+  /** The line `nix store diff-closures` prints for it, without colours: `zlib: 1.3 → 1.3.1, +0.1 KiB`. */
+  line: z.string(),
   /** Versions only before / only after, sorted; '' is the empty version (printed ε). */
   removedVersions: z.array(z.string()),
   addedVersions: z.array(z.string()),
