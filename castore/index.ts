@@ -45,6 +45,7 @@ export {
 } from './transfer/copy-closure.js';
 export { LARGE_BLOB_SEGMENT_BYTES } from './transfer/data-plane-copy.js';
 export { differingRuns } from './transfer/group-delta.js';
+export { closureObjects, estimateFetch, type ClosureFiles, type ClosureObjects, type FetchEstimate } from './transfer/fetch-estimate.js';
 export { uploadStorePaths, type UploadOptions, type UploadReport } from './transfer/upload-store-paths.js';
 export { splitBlobs } from './transfer/batches.js';
 export { streamOrder } from './transfer/stream-order.js';

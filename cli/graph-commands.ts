@@ -1,6 +1,8 @@
-/** `ferry config submit|show` and `ferry graph ls|log|rollback`. */
+/** `ferry config submit|show|diff` and `ferry graph ls|log|rollback`. */
 import { existsSync, realpathSync } from 'node:fs';
 import { ApiError } from '../protocol/http-client.js';
+import { DEFAULT_DIFF_PACKAGES, MAX_DIFF_PACKAGES } from '../protocol/api/config-diff.js';
+import { formatBytes } from './progress.js';
 import { formatHlc } from '../protocol/hlc.js';
 import { asStorePath, isStorePath, type StorePath } from '../nix/store-path.js';
 import { asConfigId, configSigningMessage, DEFAULT_UNHEALTHY_AFTER, type ConfigBody, type HealthCheck } from '../protocol/config.js';
@@ -136,6 +138,48 @@ const show: Command = {
   },
 };
 
+const diff: Command = {
+  path: ['config', 'diff'],
+  summary: 'what changes between two configs\' closures, as nix store diff-closures lists it, and what an agent fetches',
+  args: '[<from-config>] <config>',
+  description:
+    'Per system: packages whose versions changed or whose size changed by 8 KiB or more (`name: 1.0 → 2.0, +12.3 KiB`, ∅ for absent), ' +
+    'then what an agent running the first config fetches for the second: the files (by content) it lacks, and what is left ' +
+    'of them with reference-aware dedup (files restored from normalized blobs it holds). File bytes, uncompressed, before group deltas. ' +
+    'With one config, it is compared with its parent.',
+  minArgs: 1,
+  maxArgs: 2,
+  options: {
+    system: { type: 'string', valueName: 'SYSTEM', description: 'only this system (e.g. x86_64-linux)' },
+    limit: { type: 'string', valueName: 'N', description: `packages listed per system (default ${DEFAULT_DIFF_PACKAGES}, at most ${MAX_DIFF_PACKAGES})` },
+    ...common,
+  },
+  async run({ args, options, stdout }) {
+    const [from, configId] = args.length === 2 ? [args[0]!, args[1]!] : [undefined, args[0]!];
+    const result = await clientFrom(options).call('configs.diff', { configId, from, system: stringOption(options, 'system'), limit: stringOption(options, 'limit') });
+    if (booleanOption(options, 'json')) return writeJson(stdout, result);
+    stdout.write(term`config ${result.configId} compared with ${result.from ?? 'nothing (it has no parent)'}\n`);
+    for (const system of result.systems) {
+      const fetch = system.fetch;
+      const saved = fetch.withTemplates.restoredBlobs > 0 || fetch.withTemplates.normalizedBlobs > 0;
+      stdout.write(
+        term`${[
+          term`\n${system.system}: ${system.fromTarget ?? '∅'} → ${system.toTarget ?? '∅'}\n`,
+          system.packages.map((entry) => term`  ${entry.line}\n`),
+          system.packageCount === 0 ? term`  (no package listed)\n` : '',
+          system.truncated ? term`  … ${system.packageCount - system.packages.length} more packages (--limit, or --json)\n` : '',
+          term`  closure: ${system.before.paths} paths, ${formatBytes(system.before.narSize)} → ${system.after.paths} paths, ${formatBytes(system.after.narSize)}; store paths +${system.addedPaths} -${system.removedPaths}`,
+          system.unlistedChanged > 0 ? term`; ${system.unlistedChanged} rebuilt package(s) not listed (same versions, size within 8 KiB)` : '',
+          term`\n  fetch: ${fetch.newBlobs} new files, ${formatBytes(fetch.newBytes)}`,
+          saved ? term`; ${formatBytes(fetch.withTemplates.bytes)} with reference-aware dedup (${fetch.withTemplates.restoredBlobs} restored from normalized blobs, ${fetch.withTemplates.normalizedBlobs} normalized blobs fetched)` : '',
+          term`\n`,
+        ]}`,
+      );
+    }
+    if (result.omittedSystems > 0) stdout.write(term`\n${result.omittedSystems} more system(s) not shown: ask with --system\n`);
+  },
+};
+
 const graphLs: Command = {
   path: ['graph', 'ls'],
   summary: 'list artifact graphs and their heads',
@@ -182,4 +226,4 @@ const graphRollback: Command = {
   },
 };
 
-export const graphCommands: Command[] = [submit, show, graphLs, graphLog, graphRollback];
+export const graphCommands: Command[] = [submit, show, diff, graphLs, graphLog, graphRollback];

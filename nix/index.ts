@@ -11,3 +11,5 @@ export * from './nar/index.js';
 export * from './narinfo.js';
 export * from './signing.js';
 export * from './local-store.js';
+export * from './drv-name.js';
+export * from './closure-diff.js';

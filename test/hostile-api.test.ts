@@ -152,6 +152,7 @@ function routes(): Route[] {
     route('POST', '/v1/graphs/:graph/configs', 'graphs.submit', submission as unknown as Record<string, unknown>),
     route('POST', '/v1/graphs/:graph/rollback', 'graphs.rollback', {}),
     route('GET', '/v1/configs/:configId', 'configs.show'),
+    route('GET', '/v1/configs/:configId/diff', 'configs.diff'),
     route('POST', '/v1/alerts', 'alerts.add', { url: 'https://hooks.example.com/x', on: ['offline'] }),
     route('GET', '/v1/alerts', 'alerts.list'),
     route('POST', '/v1/alerts/:alertId/remove', 'alerts.remove', {}),

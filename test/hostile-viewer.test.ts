@@ -299,6 +299,15 @@ describe('paths and parameters', () => {
       [`/viewer/api/events?actor=${'a'.repeat(257)}`, 400, 'INVALID'],
       ['/viewer/api/events?colour=blue', 400, 'INVALID'],
       ['/viewer/api/verify?refresh=maybe', 400, 'INVALID'],
+      // Closure diffs: config ids branded (64 hex characters), the rest bounded; an unknown config is no internal error.
+      [`/viewer/api/configs/${'0'.repeat(64)}/diff`, 404, 'NOT_FOUND'],
+      [`/viewer/api/configs/${'0'.repeat(64)}/diff?from=${'1'.repeat(64)}`, 404, 'NOT_FOUND'],
+      ['/viewer/api/configs/not-a-config/diff', 400, 'INVALID'],
+      [`/viewer/api/configs/${'A'.repeat(64)}/diff`, 400, 'INVALID'],
+      [`/viewer/api/configs/..%2F..%2Fv1%2Fkeys/diff`, 400, 'INVALID'],
+      ...['limit=0', 'limit=2001', 'limit=1e2', 'limit=', 'from=abc', `from=${'0'.repeat(65)}`, 'system=../x', 'system=x86_64-linux&system=aarch64-linux', 'colour=blue'].map(
+        (query): [string, number, string] => [`/viewer/api/configs/${'0'.repeat(64)}/diff?${query}`, 400, 'INVALID'],
+      ),
       // The live fleet's JSON and its stream take one query, validated alike.
       ...['/viewer/api/live', '/viewer/live/stream'].flatMap((live): [string, number, string][] => [
         [`${live}?agentLimit=0`, 400, 'INVALID'],

@@ -23,6 +23,7 @@ import { DataClient, DataError, TransportError } from '../../protocol/data-clien
 import { unzstdWhole } from '../../protocol/compression/wire.js';
 import { DELTA_CV_BYTES, MAX_BATCH_BYTES, MAX_BATCHED_BLOB_BYTES, MAX_DELTA_BLOBS, MAX_DELTA_GROUPS } from '../../protocol/data-protocol.js';
 import { cvToBytes, GroupBuffer, groupChainingValue, groupCount, GROUP_SIZE, blake3Hasher, outboardFromGroupCvs, verifyOutboard } from '../blake3/index.js';
+import { parseDrvName } from '../../nix/drv-name.js';
 import { CastoreError } from '../errors.js';
 import { digestFromBytes, digestToBytes, type Digest, type Entry, type FileNode, type Node } from '../node.js';
 import type { LocalCastore } from '../local/local-castore.js';
@@ -43,12 +44,10 @@ export interface DeltaPair {
 
 /**
  * A store path's name without its version, as Nix's parseDrvName splits
- * it: up to the first dash followed by something other than a letter
- * (`hello-2.12.1` -> `hello`, `perl5.36.0-JSON-4.10` -> `perl5.36.0-JSON`).
+ * it (nix/drv-name.ts: `hello-2.12.1` -> `hello`, `perl5.36.0-JSON-4.10` -> `perl5.36.0-JSON`).
  */
 export function packageName(storePathName: string): string {
-  const match = /-[^A-Za-z]/.exec(storePathName);
-  return match ? storePathName.slice(0, match.index) : storePathName;
+  return parseDrvName(storePathName).name;
 }
 
 /** The name part of a store path (after its hash and dash). */

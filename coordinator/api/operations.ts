@@ -24,6 +24,7 @@ import { desiredAnswer } from './signed-answers.js';
 import { desiredConfigOf, listAgents, parseWhere, summarizeConfig } from './queries.js';
 import { alertOutbox } from './alert-dispatcher.js';
 import { checkRelayWhere } from './relay-access.js';
+import { configDiff } from './config-diff.js';
 import type { KeyId } from '../../protocol/identity.js';
 
 /** The routes a handler answers: all but the agent's watch, which http.ts holds open itself (its reply is agent.desired's, or unchanged). */
@@ -200,6 +201,8 @@ export const OPERATIONS: { [N in OperationName]: Handler<N> } = {
     if (!config) throw new FerryError('NOT_FOUND', `no config ${input.configId}`);
     return { ...config, summary: summarizeConfig(coordinator.state, config.id) };
   },
+
+  'configs.diff': (coordinator, _actor, input) => configDiff(coordinator, input),
 
   'alerts.add': (coordinator, actor, input) => {
     // The clauses' syntax, checked here (INVALID naming the clause): the dispatcher parses them again to match.

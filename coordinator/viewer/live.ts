@@ -12,6 +12,7 @@ import type { Actor } from '../domain/commands.js';
 import { VIEWER_ROLES } from '../../protocol/api/viewer-routes.js';
 import { isAuthRefusal, resolveActor, type Access } from '../api/actors.js';
 import { checkReply, checkRepliesByDefault } from '../api/reply-check.js';
+import { configDiff } from '../api/config-diff.js';
 import { LiveFleetSchema } from '../../protocol/api/viewer-views.js';
 import { fleetNow, liveFleetPage } from './live-fleet.js';
 import { liveLogSource } from './live-source.js';
@@ -63,6 +64,7 @@ export function liveViewerRoutes(coordinator: Coordinator, options: LiveViewerOp
   return viewerRoutes({
     viewer,
     live,
+    configDiff: (input) => configDiff(coordinator, input),
     sessions: new ViewerSessions(options.sessions),
     authenticateSigned: async (c, body) => {
       const actor = await options.authenticate(c, body, 'viewer', VIEWER_ACCESS);

@@ -17,7 +17,7 @@ import { Hono, type Context } from 'hono';
 import { getCookie, setCookie, deleteCookie } from 'hono/cookie';
 import type { z } from 'zod';
 import { FerryError } from '../../protocol/errors.js';
-import { VIEWER_PATH, VIEWER_ROUTES, type ViewerRoute, type ViewerRouteName } from '../../protocol/api/viewer-routes.js';
+import { VIEWER_PATH, VIEWER_ROUTES, type ViewerOutput, type ViewerRoute, type ViewerRouteName } from '../../protocol/api/viewer-routes.js';
 import { jsonErrorHandler } from '../api/error-replies.js';
 import { checkReply, checkRepliesByDefault } from '../api/reply-check.js';
 import { readBoundedBody, requestInput } from '../api/request-body.js';
@@ -44,6 +44,8 @@ export interface ViewerRoutesOptions {
   stillAllowed?: (principal: ViewerPrincipal) => boolean;
   /** The fleet now and its live streams (a live coordinator's); absent offline, where the live page is NOT_FOUND. */
   live?: LiveFleetService;
+  /** Closure diffs between configs (a live coordinator's castore: api/config-diff.ts); absent offline, where they are NOT_FOUND. */
+  configDiff?: (input: z.output<(typeof VIEWER_ROUTES)['viewer.configDiff']['input']>) => ViewerOutput<'viewer.configDiff'>;
   /** Where internal errors are logged (default: stderr). */
   log?: (line: string) => void;
   /** Check each JSON reply against its route's output (VIEWER_ROUTES) before sending it; default: FERRY_CHECK_REPLIES=1 (api/reply-check.ts). */
@@ -207,6 +209,12 @@ export function viewerRoutes(options: ViewerRoutesOptions): Hono {
   };
 
   api('viewer.live', async (query) => liveService().snapshot(query));
+
+  // The API's configs.diff, for the page (a session cannot sign): the same handler, given by the host.
+  api('viewer.configDiff', async (input) => {
+    if (!options.configDiff) throw new FerryError('NOT_FOUND', 'closure diffs are computed by a running coordinator (from its castore), not from an export');
+    return options.configDiff(input);
+  });
 
   app.get(`${base}/live`, (c) => {
     liveService();

@@ -10,6 +10,7 @@ export * from './views.js';
 export * from './inputs.js';
 export * from './fleet.js';
 export * from './audit.js';
+export * from './config-diff.js';
 export {
   VIEWER_PATH,
   VIEWER_ROLES,

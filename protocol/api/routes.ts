@@ -39,6 +39,7 @@ import { DesiredChallengeSchema } from '../coordinator-proofs.js';
 import type { ErrorCode } from '../errors.js';
 import { KeyIdSchema } from '../identity.js';
 import { ActionSchema, AuditEventSchema, ChainReportSchema } from './audit.js';
+import { ConfigDiffInput, ConfigDiffSchema } from './config-diff.js';
 import type { Role } from './fleet.js';
 import {
   AddAlertInput,
@@ -187,6 +188,8 @@ export const API_ROUTES = {
     errors: errors('NOT_FOUND', 'CONFLICT'),
   }),
   'configs.show': route({ method: 'GET', path: '/v1/configs/:configId', access: READERS, input: z.strictObject({ configId: ConfigIdSchema }), output: ConfigViewSchema, errors: errors('NOT_FOUND') }),
+  /** Closure diff (config-diff.ts): `from` defaults to the config's first parent. The viewer's `viewer.configDiff` is the same operation. */
+  'configs.diff': route({ method: 'GET', path: '/v1/configs/:configId/diff', access: READERS, input: ConfigDiffInput, output: ConfigDiffSchema, errors: errors('NOT_FOUND', 'STORE_PATH_NOT_FOUND') }),
 
   // Webhooks. Listing shows URLs, which often hold the receiver's secret: admins and operators only (the log and
   // the viewer show only their origin and digest); changing them is the admins' (each change is audited).

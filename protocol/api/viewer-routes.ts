@@ -30,6 +30,7 @@
  */
 import { z } from 'zod';
 import type { ErrorCode } from '../errors.js';
+import { ConfigDiffInput, ConfigDiffSchema } from './config-diff.js';
 import type { Role } from './fleet.js';
 import { EventDetailSchema, LiveFleetSchema, StateResultSchema, TimelinePageSchema, VerificationStatusSchema, ViewerInfoSchema } from './viewer-views.js';
 
@@ -161,6 +162,8 @@ export const VIEWER_ROUTES = {
   'viewer.state': route({ method: 'GET', path: '/viewer/api/state', access: VIEWER_ROLES, session: true, input: StateQuery, output: StateResultSchema, errors: ['OUT_OF_RANGE', 'NOT_REPLAYABLE'] }),
   'viewer.verify': route({ method: 'GET', path: '/viewer/api/verify', access: VIEWER_ROLES, session: true, input: VerifyQuery, output: VerificationStatusSchema, errors: [] }),
   /** The fleet now (live coordinator only: NOT_FOUND offline); the live page's stream sends the same, as it changes. */
+  /** A closure diff between two configs (live coordinator only: NOT_FOUND offline, which has no castore): the API's `configs.diff`, one handler. */
+  'viewer.configDiff': route({ method: 'GET', path: '/viewer/api/configs/:configId/diff', access: VIEWER_ROLES, session: true, input: ConfigDiffInput, output: ConfigDiffSchema, errors: ['NOT_FOUND', 'STORE_PATH_NOT_FOUND'] }),
   'viewer.live': route({ method: 'GET', path: '/viewer/api/live', access: VIEWER_ROLES, session: true, input: LiveQuery, output: LiveFleetSchema, errors: [] }),
 } satisfies Record<`viewer.${string}`, ViewerRoute>;
 

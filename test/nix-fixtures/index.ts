@@ -69,23 +69,27 @@ export interface FixtureClosure {
  * tests that need paths unknown to some store get fresh ones.
  */
 export function buildFixtureClosure(salt = ''): FixtureClosure {
-  const busyboxPath = realpathSync(which('busybox') ?? '/bin/busybox');
-  const out = (attr: string): string =>
-    nix(
-      [
-        path.join(here, 'fixture.nix'),
-        '--argstr', 'busyboxPath', busyboxPath,
-        '--argstr', 'salt', salt,
-        '-A', attr,
-        '--no-out-link',
-      ],
-      { command: 'nix-build' },
-    )
-      .toString('utf8')
-      .trim();
+  const out = (attr: string): string => buildFixture('fixture.nix', attr, salt);
   const greeting = out('greeting');
   const lib = out('lib');
   const app = out('app');
   const paths = nixStore(['-qR', app]).trim().split('\n');
   return { top: app, paths, greeting, lib, app };
+}
+
+/** Builds attribute `attr` of fixture `file` (beside this module) with the static busybox; returns its store path. */
+function buildFixture(file: string, attr: string, salt: string): string {
+  const busyboxPath = realpathSync(which('busybox') ?? '/bin/busybox');
+  return nix([path.join(here, file), '--argstr', 'busyboxPath', busyboxPath, '--argstr', 'salt', salt, '-A', attr, '--no-out-link'], { command: 'nix-build' })
+    .toString('utf8')
+    .trim();
+}
+
+/**
+ * Builds (or reuses) the two closures of diff-fixture.nix, whose
+ * differences exercise every rule of `nix store diff-closures`: their
+ * top-level paths.
+ */
+export function buildDiffFixture(salt = ''): { before: string; after: string } {
+  return { before: buildFixture('diff-fixture.nix', 'before', salt), after: buildFixture('diff-fixture.nix', 'after', salt) };
 }

@@ -30,6 +30,7 @@ import type {
   ViewerInfo,
 } from '../../../protocol/api/viewer-views.js';
 import type { ViewerOutput } from '../../../protocol/api/viewer-routes.js';
+import type { ConfigDiff, SystemDiff } from '../../../protocol/api/config-diff.js';
 import { $, append, cell, clear, h, idCell, short, table, when, type Child } from './dom.browser.js';
 
 /** What the API answers at each path (VIEWER_ROUTES; events/N: EventDetail). */
@@ -107,6 +108,62 @@ function api<P extends keyof ApiReplies>(path: P, params?: Params): Promise<ApiR
 }
 function errorOf(e: unknown): Failed {
   return { error: e instanceof Error ? e.message : String(e) };
+}
+
+// --- closure diffs (live only) ------------------------------------------------
+function bytesText(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return (unit === 0 ? String(value) : value.toFixed(1)) + ' ' + units[unit];
+}
+
+function renderSystemDiff(s: SystemDiff): HTMLElement {
+  const f = s.fetch;
+  return h(
+    'div',
+    { class: 'system-diff', data: { system: s.system } },
+    h('div', null, h('b', null, s.system), ': ', h('code', null, s.fromTarget ?? '∅'), ' → ', h('code', null, s.toTarget ?? '∅')),
+    // The lines of `nix store diff-closures`, as text nodes.
+    h('pre', { class: 'diff-lines' }, s.packages.length ? s.packages.map((p) => p.line).join('\n') : '(no package listed)'),
+    s.truncated ? h('div', null, '… ' + (s.packageCount - s.packages.length) + ' more packages (ferry config diff --limit)') : null,
+    h(
+      'div',
+      { class: 'diff-summary' },
+      'closure: ' + s.before.paths + ' paths, ' + bytesText(s.before.narSize) + ' → ' + s.after.paths + ' paths, ' + bytesText(s.after.narSize) + '; store paths +' + s.addedPaths + ' −' + s.removedPaths +
+        (s.unlistedChanged ? '; ' + s.unlistedChanged + ' rebuilt package(s) not listed' : ''),
+    ),
+    h(
+      'div',
+      { class: 'diff-fetch', title: 'File bytes, uncompressed, before group deltas: an upper bound' },
+      'an agent running the parent fetches ' + f.newBlobs + ' new files, ' + bytesText(f.newBytes) + '; ' + bytesText(f.withTemplates.bytes) + ' with reference-aware dedup (' + f.withTemplates.restoredBlobs + ' restored)',
+    ),
+  );
+}
+
+/** A config's closure diff against its parent, asked for when opened. */
+function configDiffSection(configId: string): HTMLElement {
+  return lazy('changes', () => {
+    const box = h('div', { class: 'config-diff', data: { configId } }, 'loading…');
+    request<ConfigDiff>('configs/' + encodeURIComponent(configId) + '/diff').then(
+      (diff) => {
+        clear(box);
+        if (diff.from === null) append(box, h('div', null, 'first config of its graph: compared with nothing'));
+        append(box, diff.systems.map(renderSystemDiff));
+        if (diff.omittedSystems) append(box, h('div', null, diff.omittedSystems + ' more system(s): ferry config diff --system'));
+        box.dataset.loaded = '1';
+      },
+      (e: unknown) => {
+        clear(box);
+        append(box, h('span', { class: 'error' }, errorOf(e).error));
+      },
+    );
+    return box;
+  });
 }
 
 // --- verification (always visible) -------------------------------------------
@@ -416,8 +473,19 @@ function renderState(result: StateResult | Failed, seq: number): void {
         { class: 'graph', data: { graph: graph.id, head: graph.head } },
         h('div', null, h('b', null, 'graph ' + graph.id), ' head ', h('code', { class: 'head', title: graph.head }, short(graph.head)), ' (since seq ' + graph.updatedSeq + ', ' + graph.configCount + ' config(s))'),
         table(
-          ['config', 'seq', 'message', ''],
-          graph.history.map((c: FleetConfig) => h('tr', null, idCell(c.id), cell(c.seq), cell(c.message), h('td', { class: 'head-marker' }, (c.head ? 'HEAD' : '') + (c.forced ? ' forced' : '')))),
+          ['config', 'seq', 'message', '', live ? 'changes (closure diff against its parent)' : ''],
+          graph.history.map((c: FleetConfig) =>
+            h(
+              'tr',
+              null,
+              idCell(c.id),
+              cell(c.seq),
+              cell(c.message),
+              h('td', { class: 'head-marker' }, (c.head ? 'HEAD' : '') + (c.forced ? ' forced' : '')),
+              // From the coordinator's castore, not the log: a running coordinator only.
+              live ? h('td', { class: 'config-diff-cell' }, configDiffSection(c.id)) : h('td', null),
+            ),
+          ),
         ),
         graph.headMoves.length
           ? lazy('head moves (' + graph.headMoves.length + ')', () =>
