@@ -35,6 +35,8 @@ const FactsFieldsSchema = z
     machineId: z.string().max(64).optional(),
     addresses: z.array(z.string().max(64)).max(64).optional(),
     agentVersion: z.string().max(64).optional(),
+    /** How many generations the agent keeps when it collects garbage after a deployment (`agent run --keep-generations`). */
+    keepGenerations: z.number().int().min(1).max(10_000).optional(),
     labels: LabelsSchema.optional(),
   })
   .catchall(z.unknown());
