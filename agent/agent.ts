@@ -928,6 +928,8 @@ export class Agent {
     const result = await this.activateGeneration(config, generation, previous);
     // The claims of what was fetched whole may still be on their way (copyClosure): only adoption needs them.
     this.keepBytesOnce(generation, fetchedTemplates ? await fetchedTemplates : undefined);
+    // Once the castore adopted the new generation's files (so the adoption is its own, and said).
+    if (result === 'active') await this.collectAfterDeployment(generation);
     return result;
   }
 
@@ -944,7 +946,6 @@ export class Agent {
       // The outcome first: the live view of progress can wait the round trip, what the coordinator records cannot.
       await this.report(config.id, 'active');
       this.publishActivity('active', config.id, undefined, true);
-      await this.collectAfterDeployment(generation);
       return 'active';
     }
     this.state.refused.push(config.id);
