@@ -25,7 +25,7 @@ import { DataClient, TransportError } from '../protocol/data-client.js';
 import { encodeRelayGrant, RELAY_GRANT_HEADER, relayOfferMessage, type RelayEndpoint, type RelayOffer } from '../protocol/relays.js';
 import { ApiError, CoordinatorHttpClient, type CoordinatorHttpClientOptions } from '../protocol/http-client.js';
 import { createIdentityFile, loadIdentity, type Identity } from '../protocol/identity.js';
-import { desiredProofMessage, verifyProof } from '../protocol/coordinator-proofs.js';
+import { desiredProofMessage, directivesProofMessage, verifyProof } from '../protocol/coordinator-proofs.js';
 import { DEFAULT_WATCH_SECONDS, DesiredAnswerSchema, MAX_WATCH_SECONDS, WatchUnchangedSchema, type AgentConfig, type DesiredAnswer, type WatchUnchanged } from '../protocol/config.js';
 import { parseJoinString } from '../protocol/join-string.js';
 import type { Phase } from '../protocol/api/fleet.js';
@@ -58,7 +58,16 @@ export interface AgentOptions {
   metricsTextfile?: string;
   /** How long a relay may keep a request waiting for its reply header (default RELAY_REPLY_TIMEOUT_MS, 15 s). */
   relayReplyTimeoutMs?: number;
+  /**
+   * Generations kept when the agent collects garbage after each successful
+   * deployment (the current one and the newest others: `gc --keep`); reported
+   * in its facts. Default DEFAULT_KEEP_GENERATIONS.
+   */
+  keepGenerations?: number;
 }
+
+/** Generations an agent keeps after a successful deployment when `--keep-generations` does not say (the unit says it too). */
+export const DEFAULT_KEEP_GENERATIONS = 5;
 
 /** An answer the agent would act on came without the coordinator's signature (something between them changed it). */
 export class UnverifiedAnswerError extends Error {
@@ -85,7 +94,7 @@ export interface BundleOutcome {
   forced: boolean;
 }
 
-export type RoundResult = 'idle' | 'active' | 'rolled-back' | 'failed' | 'offline';
+export type RoundResult = 'idle' | 'active' | 'rolled-back' | 'failed' | 'offline' | 'stopped';
 
 /** A desired-config answer as received (not yet checked), with the challenge it should be signed for. */
 interface SignedDesired {
@@ -134,10 +143,14 @@ export class Agent {
   /** Bytes the deployment under way fetched (for the metrics textfile). */
   private lastFetchedBytes = 0;
 
+  /** AgentOptions.keepGenerations with its default. */
+  readonly keepGenerations: number;
+
   constructor(
     readonly stateDir: string,
     private readonly options: AgentOptions = {},
   ) {
+    this.keepGenerations = options.keepGenerations ?? DEFAULT_KEEP_GENERATIONS;
     this.paths = agentPaths(stateDir);
     this.state = readAgentState(stateDir);
     this.identity = loadIdentity(this.paths.identity);
@@ -176,6 +189,8 @@ export class Agent {
       reportedFacts: JSON.stringify(facts),
       deploying: null,
       refused: [],
+      retrySeen: 0,
+      stopped: false,
       activated: null,
       pendingReports: [],
     });
@@ -310,7 +325,7 @@ export class Agent {
   }
 
   private async reportFacts(): Promise<void> {
-    const facts = collectFacts(this.stateDir, this.paths.factsDir);
+    const facts = collectFacts(this.stateDir, this.paths.factsDir, { keepGenerations: this.keepGenerations });
     const text = JSON.stringify(facts);
     if (text === this.state.reportedFacts) return;
     await this.http.call('agent.facts', { facts });
@@ -334,6 +349,8 @@ export class Agent {
     const desired = await this.desiredAnswer(watched);
     reachable?.();
     this.lastAnswer = desired;
+    this.takeUpRetry(desired);
+    if (desired.directives?.stop && !desired.configId) return this.stop();
     const current = this.generations.current();
     if (!desired.config || !desired.configId) return 'idle';
     if (this.state.deploying !== desired.configId && current?.configId === desired.configId) return 'idle';
@@ -374,13 +391,64 @@ export class Agent {
       const issue = parsed.error.issues[0]!;
       throw new UnverifiedAnswerError(`the desired-config answer from ${this.state.coordinator.httpUrl} is signed but invalid (${issue.path.join('.') || 'answer'}: ${issue.message}): ignoring it`);
     }
-    const { relays, ...answer } = parsed.data;
+    const { relays, directives: said, ...unsigned } = parsed.data;
+    // Directives (retry, stop) only on the coordinator's word for this agent, challenge and config; without it, none.
+    const directivesHold = said !== undefined && verifyProof(this.state.coordinator.coordinatorKey, directivesProofMessage(this.identity.keyId, signed.challenge, unsigned.configId, said), said.proof);
+    if (said && !directivesHold) this.events.add('directives-refused', 'the retry or stop of the desired answer is not signed by the coordinator: ignoring it', unsigned.configId);
+    const answer: DesiredAnswer = directivesHold ? { ...unsigned, directives: said } : unsigned;
     // Relays only on the coordinator's word for this agent and challenge; without it, everything comes from the coordinator.
     if (relays && !verifyProof(this.state.coordinator.coordinatorKey, relayOfferMessage(this.identity.keyId, signed.challenge, relays), relays.proof)) {
       this.events.add('relay-refused', 'the relays of the desired answer are not signed by the coordinator: fetching from the coordinator', answer.configId);
       return answer;
     }
     return relays ? { ...answer, relays } : answer;
+  }
+
+  /**
+   * Takes up a retry the coordinator ordered (`agents retry`) that this
+   * agent has not taken up yet: forgets the configs it refused (one that
+   * failed here, or that a rollback abandoned), so the desired config is
+   * deployed again.
+   */
+  private takeUpRetry(desired: DesiredAnswer): void {
+    const retry = desired.directives?.retry;
+    if (retry === undefined || retry <= this.state.retrySeen) return;
+    const forgotten = this.state.refused;
+    this.state.retrySeen = retry;
+    this.state.refused = [];
+    this.save();
+    this.events.add('retry', `retry ordered by the coordinator (audit event #${retry}): ${forgotten.length > 0 ? `config(s) ${forgotten.join(', ')} will be tried again` : 'no config was refused'}`, desired.configId);
+  }
+
+  /**
+   * Stops, as the coordinator ordered (`agents assign … --none --stop`): runs
+   * the current generation's deactivate command (if its config has one, in
+   * the same clean environment as its activation, FERRY_COMMAND=deactivation),
+   * then removes the profile, so no generation is active, and reports
+   * `stopped` (with the command's failure as the error, if it failed: the
+   * agent stops anyway, since it was told to). The generations stay until
+   * GC. Idle when nothing is active.
+   */
+  private async stop(): Promise<RoundResult> {
+    const current = this.generations.current();
+    if (!current) return 'idle';
+    let error: string | null = null;
+    if (current.deactivate) {
+      const result = await this.runGenerationCommand(current, 'deactivation', current.deactivate, current.activation.timeoutSeconds);
+      if (!result.ok) {
+        const how = result.timedOut ? 'timed out' : result.exitCode === null ? 'did not run' : `exited with ${result.exitCode}`;
+        error = `deactivate '${current.deactivate}' ${how}; output:\n${result.outputTail}`;
+      }
+    }
+    this.generations.unlinkProfile();
+    this.state.deploying = null;
+    this.state.activated = null;
+    this.state.stopped = true;
+    this.save();
+    this.events.add('stopped', `generation ${current.number} (${current.configId}) stopped${current.deactivate ? '' : ' (its config has no deactivate command)'}; no generation is active${error ? `: ${error}` : ''}`, current.configId);
+    await this.report(current.configId, 'stopped', error);
+    this.publishActivity('stopped', current.configId, undefined, true);
+    return 'stopped';
   }
 
   /**
@@ -452,7 +520,9 @@ export class Agent {
     const known = this.lastAnswer?.configId ?? 'none';
     const challenge = randomBytes(16).toString('hex');
     const aborted = new Promise<undefined>((resolve) => signal.addEventListener('abort', () => resolve(undefined), { once: true }));
-    const watched = this.http.callUnchecked('agent.watch', { known, wait: seconds, challenge }).then((answer): Watched => {
+    // What directives it holds, so a retry or a stop that changes no config still ends the watch.
+    const directives = { retry: this.state.retrySeen, stop: this.lastAnswer?.directives?.stop ? ('1' as const) : ('0' as const) };
+    const watched = this.http.callUnchecked('agent.watch', { known, wait: seconds, challenge, ...directives }).then((answer): Watched => {
       const unchanged = WatchUnchangedSchema.safeParse(answer);
       return unchanged.success ? { unchanged: unchanged.data.configId } : { answer, challenge };
     });
@@ -616,7 +686,7 @@ export class Agent {
    * environment sets a refused key (one recorded before the key was
    * refused) is not run: that is a failed command, naming the key.
    */
-  private runGenerationCommand(generation: Generation, which: 'activation' | 'health-check', command: string, timeoutSeconds: number): Promise<CommandResult> {
+  private runGenerationCommand(generation: Generation, which: 'activation' | 'health-check' | 'deactivation', command: string, timeoutSeconds: number): Promise<CommandResult> {
     let env: Record<string, string>;
     try {
       env = commandEnvironment(
@@ -848,6 +918,7 @@ export class Agent {
         closure: storePaths.map((info) => info.storePath),
         activation: config.activation,
         health: config.health,
+        deactivate: config.deactivate ?? null,
         // Kept only when well-formed: the generation file is validated whenever it is read.
         hlc: HlcStringSchema.safeParse(config.hlc).success ? config.hlc! : null,
       });
@@ -857,6 +928,8 @@ export class Agent {
     const result = await this.activateGeneration(config, generation, previous);
     // The claims of what was fetched whole may still be on their way (copyClosure): only adoption needs them.
     this.keepBytesOnce(generation, fetchedTemplates ? await fetchedTemplates : undefined);
+    // Once the castore adopted the new generation's files (so the adoption is its own, and said).
+    if (result === 'active') await this.collectAfterDeployment(generation);
     return result;
   }
 
@@ -866,6 +939,7 @@ export class Agent {
     const outcome = await this.activateAndCheck(generation);
     if (outcome.ok) {
       this.state.deploying = null;
+      this.state.stopped = false;
       this.state.activated = { generation: generation.number, at: Date.now(), probation: true };
       this.save();
       this.events.add('active', `generation ${generation.number} (${config.id}) is active`, config.id);
@@ -875,7 +949,12 @@ export class Agent {
       return 'active';
     }
     this.state.refused.push(config.id);
-    const back = previous && previous.number !== generation.number ? previous : this.generations.list().filter((entry) => entry.number < generation.number).at(-1);
+    // A stopped agent has nothing to go back to: the generations it stopped stay stopped.
+    const back = this.state.stopped
+      ? undefined
+      : previous && previous.number !== generation.number
+        ? previous
+        : this.generations.list().filter((entry) => entry.number < generation.number).at(-1);
     if (!back) {
       this.state.deploying = null;
       this.save();
@@ -885,6 +964,19 @@ export class Agent {
     }
     await this.switchBack(generation, back, config.id, outcome.error);
     return 'rolled-back';
+  }
+
+  /**
+   * After a successful deployment: keeps the current and the newest
+   * generations, `keepGenerations` in all, and collects the rest (gcLocked).
+   * A failure is logged, never the deployment's: it succeeded.
+   */
+  private async collectAfterDeployment(generation: Generation): Promise<void> {
+    try {
+      await this.gcLocked(this.keepGenerations);
+    } catch (error) {
+      this.log(`ferry agent: garbage collection after generation ${generation.number} failed: ${(error as Error).message}`);
+    }
   }
 
   /**
@@ -959,6 +1051,8 @@ export class Agent {
     const current = this.generations.current();
     const all = this.generations.list();
     const kept = new Set([...(keep > 0 ? all.slice(-keep) : []).map((entry) => entry.number), ...(current ? [current.number] : [])]);
+    // A generation a deployment in progress switched to is not collected from under it.
+    for (const entry of all) if (this.state.deploying !== null && entry.configId === this.state.deploying) kept.add(entry.number);
     const removedGenerations = all.filter((entry) => !kept.has(entry.number)).map((entry) => entry.number);
     for (const number of removedGenerations) this.generations.remove(number);
     const live = new Set(all.filter((entry) => kept.has(entry.number)).flatMap((entry) => entry.closure));

@@ -35,7 +35,7 @@ function readTrimmed(file: string): string | undefined {
  * `facts.d/*.json` object merged in (a file that is not a JSON object is
  * reported under `factErrors`, never silently dropped).
  */
-export function collectFacts(stateDir: string, factsDir: string): ReportedFacts {
+export function collectFacts(stateDir: string, factsDir: string, settings: { keepGenerations?: number } = {}): ReportedFacts {
   const addresses = Object.values(os.networkInterfaces())
     .flat()
     .filter((address) => address && !address.internal)
@@ -59,6 +59,7 @@ export function collectFacts(stateDir: string, factsDir: string): ReportedFacts 
     machineId: readTrimmed('/etc/machine-id'),
     addresses,
     agentVersion: FERRY_VERSION,
+    ...(settings.keepGenerations !== undefined ? { keepGenerations: settings.keepGenerations } : {}),
   };
   const errors: string[] = [];
   if (existsSync(factsDir)) {

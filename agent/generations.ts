@@ -30,6 +30,8 @@ export const GenerationSchema = z.strictObject({
       probationSeconds: z.number().optional(),
     })
     .nullable(),
+  /** The config's deactivate command, run when the agent is told to stop (null: none, or made before configs had one). */
+  deactivate: z.string().nullable().default(null),
   /** The config's HLC: a bundle of an older config is refused unless forced (null: made before generations recorded it). */
   hlc: HlcStringSchema.nullable().default(null),
   createdAt: z.number(),
@@ -65,10 +67,10 @@ export class Generations {
   }
 
   /** Creates the next generation (complete before it gets its number). */
-  create(generation: Omit<Generation, 'number' | 'createdAt'>): Generation {
+  create(generation: Omit<Generation, 'number' | 'createdAt' | 'deactivate'> & { deactivate?: string | null }): Generation {
     mkdirSync(this.dir, { recursive: true });
     const number = Math.max(0, ...readdirSync(this.dir).filter((entry) => /^\d+$/.test(entry)).map(Number)) + 1;
-    const full: Generation = { ...generation, number, createdAt: Date.now() };
+    const full: Generation = { ...generation, deactivate: generation.deactivate ?? null, number, createdAt: Date.now() };
     const temp = path.join(this.dir, `.${number}.tmp`);
     rmSync(temp, { recursive: true, force: true });
     mkdirSync(temp);
@@ -84,6 +86,11 @@ export class Generations {
     rmSync(temp, { force: true });
     symlinkSync(path.join('generations', String(number)), temp);
     renameSync(temp, this.profile);
+  }
+
+  /** Removes the profile: no generation is active (a stopped agent). The generations stay until GC. */
+  unlinkProfile(): void {
+    rmSync(this.profile, { force: true });
   }
 
   remove(number: number): void {

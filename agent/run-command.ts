@@ -33,8 +33,8 @@ export const COMMAND_PATH_DIRECTORIES = ['/run/current-system/sw/bin', '/usr/loc
 
 /** What the agent tells a command about the deployment it runs for (the FERRY_* variables). */
 export interface CommandContext {
-  /** `activation` (also when a rollback re-activates an earlier generation) or `health-check`. */
-  command: 'activation' | 'health-check';
+  /** `activation` (also when a rollback re-activates an earlier generation), `health-check`, or `deactivation` (told to stop). */
+  command: 'activation' | 'health-check' | 'deactivation';
   agentId: string;
   configId: string;
   generation: number;

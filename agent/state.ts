@@ -49,6 +49,10 @@ export const AgentStateSchema = z.strictObject({
   deploying: ConfigIdSchema.nullable().default(null),
   /** Configs that failed here (or were rolled back from): not retried until the desired config changes. */
   refused: z.array(ConfigIdSchema).default([]),
+  /** The last `agents retry` taken up (its audit seq, from the signed desired answer): a later one clears `refused`. */
+  retrySeen: z.number().int().nonnegative().default(0),
+  /** Stopped (`agents assign … --none --stop`): no generation is active, and a failed deployment has none to go back to. */
+  stopped: z.boolean().default(false),
   /**
    * The generation whose activation last succeeded here, when, and whether
    * it is on probation (a periodic health check turning degraded within the

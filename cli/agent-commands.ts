@@ -36,6 +36,15 @@ function positiveInteger(options: OptionValues, name: string, fallback: number):
   return value;
 }
 
+/** `--keep-generations N`: at least 1 (the current generation is always kept). */
+function keepGenerationsOption(options: OptionValues): number | undefined {
+  const text = stringOption(options, 'keep-generations');
+  if (text === undefined) return undefined;
+  const value = Number(text);
+  if (!Number.isSafeInteger(value) || value < 1 || value > 10_000) throw new UsageError(`--keep-generations '${text}' is not a whole number from 1 to 10000`);
+  return value;
+}
+
 const enroll: Command = {
   path: ['agent', 'enroll'],
   summary: 'enroll this machine with a coordinator, using a join string from `ferry tokens create`',
@@ -90,6 +99,11 @@ const run: Command = {
     'health-retry-delay': { type: 'string', valueName: 'MS', description: 'pause between health-check attempts (default 1000)' },
     http: { type: 'boolean', description: 'fetch over HTTP, not QUIC' },
     once: { type: 'boolean', description: 'one round, then exit (0 unless the round failed)' },
+    'keep-generations': {
+      type: 'string',
+      valueName: 'N',
+      description: 'after each successful deployment, keep this many generations (the current one and the newest others) and collect the rest (default 5; reported in the facts)',
+    },
     'metrics-textfile': {
       type: 'string',
       valueName: 'PATH',
@@ -101,6 +115,7 @@ const run: Command = {
     const agent = new Agent(stateDirFrom(options), {
       pollIntervalMs: positiveInteger(options, 'poll', DEFAULT_WATCH_SECONDS) * 1000,
       healthRetryDelayMs: positiveInteger(options, 'health-retry-delay', 1000),
+      keepGenerations: keepGenerationsOption(options),
       httpOnly: booleanOption(options, 'http'),
       log: agentLog(stderr),
       logEvents: true,

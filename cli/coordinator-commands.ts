@@ -87,6 +87,8 @@ const serve: Command = {
     },
     'presence-stale': { type: 'string', valueName: 'SECONDS', description: 'an agent holding no watch and unheard of this long is stale (default 300)' },
     'presence-offline': { type: 'string', valueName: 'SECONDS', description: '… and this long, offline (default 900)' },
+    'keep-configs': { type: 'string', valueName: 'N', description: 'newest configs per graph that ferry gc keeps when it does not say (default 10)' },
+    'gc-grace': { type: 'string', valueName: 'SECONDS', description: 'ferry gc keeps what was pushed this recently, though no config names it yet (default 3600)' },
     'max-connections': {
       type: 'string',
       valueName: 'N',
@@ -126,6 +128,11 @@ const serve: Command = {
     const offlineAfterMs = seconds('presence-offline');
     const presence = { staleAfterMs: staleAfterMs ?? DEFAULT_PRESENCE_THRESHOLDS.staleAfterMs, offlineAfterMs: offlineAfterMs ?? Math.max(DEFAULT_PRESENCE_THRESHOLDS.offlineAfterMs, staleAfterMs ?? 0) };
     if (presence.offlineAfterMs < presence.staleAfterMs) throw new UsageError('--presence-offline must be at least --presence-stale');
+    const keepConfigsText = stringOption(options, 'keep-configs');
+    const keepConfigs = keepConfigsText === undefined ? undefined : Number(keepConfigsText);
+    if (keepConfigs !== undefined && !(Number.isSafeInteger(keepConfigs) && keepConfigs >= 1 && keepConfigs <= 10_000)) throw new UsageError(`--keep-configs '${keepConfigsText}' is not a whole number from 1 to 10000`);
+    const graceMs = seconds('gc-grace');
+    const retention = { ...(keepConfigs !== undefined ? { keepConfigs } : {}), ...(graceMs !== undefined ? { graceSeconds: graceMs / 1000 } : {}) };
     const quicListen = stringOption(options, 'quic-listen');
     const metricsListen = stringOption(options, 'metrics-listen');
     // Refusal lines quote what clients sent (paths, messages): escaped like everything else on the
@@ -137,7 +144,7 @@ const serve: Command = {
       quic: booleanOption(options, 'no-quic') ? false : quicListen ? parseListen(quicListen) : undefined,
       log,
       http: { nixCache: { publicRead: nixCachePublic, compression }, ...(maxConnections === undefined ? {} : { maxConnections }) },
-      coordinator: { wireCompression: !booleanOption(options, 'no-wire-compression'), presence },
+      coordinator: { wireCompression: !booleanOption(options, 'no-wire-compression'), presence, retention },
       ...(metricsListen ? { metricsListen: parseListen(metricsListen) } : {}),
     });
     const { coordinator, url, quic } = running;

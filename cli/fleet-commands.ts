@@ -286,23 +286,52 @@ function decision(verb: 'approve' | 'reject' | 'revoke', summary: string): Comma
   };
 }
 
+/** The agents named (by name or id) and those `--where` selects, each once; refuses none at all. */
+async function selectedAgents(client: CoordinatorHttpClient, references: string[], options: OptionValues): Promise<string[]> {
+  const ids = await Promise.all(references.map((reference) => resolveAgent(client, reference)));
+  const where = stringListOption(options, 'where');
+  if (where.length > 0) ids.push(...(await allAgents(client, where)).map((agent) => agent.id));
+  if (ids.length === 0) throw new UsageError('no agents selected: name them or use --where');
+  return [...new Set(ids)];
+}
+
 const agentsAssign: Command = {
   path: ['agents', 'assign'],
-  summary: 'make agents follow a graph (its head is their desired config)',
-  args: '<agent>... <graph>',
-  description: 'Select agents by name or id, or with --where (e.g. --where labels.site=barn-3).',
+  summary: "make agents follow a graph (its head is their desired config); 'none' to follow none",
+  args: '<agent>... <graph|none>',
+  description:
+    'Select agents by name or id, or with --where (e.g. --where labels.site=barn-3). ' +
+    "With 'none' the agents keep running what they run; add --stop to stop it: each runs its config's deactivate command and leaves no generation active (phase stopped).",
   minArgs: 1,
-  options: { ...whereOption, ...common },
+  options: { ...whereOption, stop: { type: 'boolean', description: "with 'none': stop what runs (deactivate, no generation active)" }, ...common },
   async run({ args, options, stdout }) {
     const client = clientFrom(options);
     const graph = args[args.length - 1]!;
-    const ids = await Promise.all(args.slice(0, -1).map((reference) => resolveAgent(client, reference)));
-    const where = stringListOption(options, 'where');
-    if (where.length > 0) ids.push(...(await allAgents(client, where)).map((agent) => agent.id));
-    if (ids.length === 0) throw new UsageError('no agents selected: name them or use --where');
-    for (const id of new Set(ids)) await client.call('agents.assign', { agentId: id, graph: graph === 'none' ? null : graph });
-    if (json(options)) return writeJson(stdout, { graph, agents: [...new Set(ids)] });
-    stdout.write(term`${new Set(ids).size} agent(s) now follow '${graph}'\n`);
+    const stop = booleanOption(options, 'stop');
+    if (stop && graph !== 'none') throw new UsageError(`--stop goes with 'none' (agents assign … none --stop), not with graph '${graph}'`);
+    const ids = await selectedAgents(client, args.slice(0, -1), options);
+    for (const id of ids) await client.call('agents.assign', { agentId: id, graph: graph === 'none' ? null : graph, ...(stop ? { stop } : {}) });
+    if (json(options)) return writeJson(stdout, { graph, stop, agents: ids });
+    stdout.write(stop ? term`${ids.length} agent(s) told to stop\n` : term`${ids.length} agent(s) now follow '${graph}'\n`);
+  },
+};
+
+const agentsRetry: Command = {
+  path: ['agents', 'retry'],
+  summary: 'make agents try their desired config again, though it failed there once',
+  args: '<agent>...',
+  description:
+    'An agent does not deploy a config again once it failed there (activation, health check, probation, or a local rollback away from it) until its desired config changes. ' +
+    'A retry (audited) clears that on the agent, through its signed desired answer: it deploys its desired config at once. Select agents by name or id, or with --where.',
+  minArgs: 0,
+  options: { ...whereOption, ...common },
+  async run({ args, options, stdout }) {
+    const client = clientFrom(options);
+    const ids = await selectedAgents(client, args, options);
+    const results = [];
+    for (const id of ids) results.push({ agentId: id, ...(await client.call('agents.retry', { agentId: id })) });
+    if (json(options)) return writeJson(stdout, results);
+    stdout.write(term`${ids.length} agent(s) will try their desired config again\n`);
   },
 };
 
@@ -337,5 +366,6 @@ export const fleetCommands: Command[] = [
   decision('reject', 'reject agents waiting to enroll'),
   decision('revoke', 'revoke agents: refused everywhere from now on'),
   agentsAssign,
+  agentsRetry,
   agentsPin,
 ];

@@ -50,6 +50,7 @@ const submit: Command = {
     activate: { type: 'string', valueName: 'CMD', description: 'activation command, relative to the store path (e.g. bin/activate)' },
     env: { type: 'string', multiple: true, valueName: 'K=V', description: 'environment for the activation' },
     timeout: { type: 'string', valueName: 'SECONDS', description: 'activation timeout (default 300)' },
+    deactivate: { type: 'string', valueName: 'CMD', description: "run when agents are told to stop (agents assign … none --stop), relative to the store path; optional" },
     health: { type: 'string', valueName: 'CMD', description: 'health check command, relative to the store path' },
     'health-timeout': { type: 'string', valueName: 'SECONDS', description: 'health check timeout (default 60)' },
     'health-retries': { type: 'string', valueName: 'N', description: 'health check retries (default 3)' },
@@ -96,6 +97,8 @@ const submit: Command = {
       message: stringOption(options, 'message') ?? '',
       author: client.identity.keyId,
       hlc: formatHlc({ wall: Date.now(), counter: 0, node: client.identity.keyId.slice(0, 8) }),
+      // Only when given: a config without it has the id it had before the field existed.
+      ...(stringOption(options, 'deactivate') ? { deactivate: stringOption(options, 'deactivate')! } : {}),
     };
     const { configId } = await import('../castore/config-id.js');
     const signature = Buffer.from(client.identity.sign(configSigningMessage(configId(body)))).toString('base64');

@@ -29,6 +29,7 @@ import { TlsFiles } from './tls/tls-files.js';
 import { DEFAULT_HEALTH_EVENT_LIMIT, type HealthEventLimit } from './api/health-reports.js';
 import { alertDeliveryOptions, type AlertDeliveryOptions } from './api/alert-delivery.js';
 import type { TlsCertificate } from '../protocol/self-signed-certificate.js';
+import type { RetentionOptions } from './retention.js';
 
 export interface CoordinatorOptions extends StorageMaintenanceOptions {
   /** Sign a checkpoint every this many events (default 1000). */
@@ -55,6 +56,8 @@ export interface CoordinatorOptions extends StorageMaintenanceOptions {
   healthEvents?: Partial<HealthEventLimit>;
   /** How alerts are delivered and the audit chain checked for them (default DEFAULT_ALERT_DELIVERY, api/alert-delivery.ts). */
   alerts?: Partial<AlertDeliveryOptions>;
+  /** What `ferry gc` keeps when it does not say (retention.ts: DEFAULT_KEEP_CONFIGS, DEFAULT_GC_GRACE_SECONDS). */
+  retention?: RetentionOptions;
 }
 
 /** What a coordinator is made of; `Coordinator.open` builds each once. */
@@ -97,6 +100,8 @@ export class Coordinator {
   readonly healthEventLimit: HealthEventLimit;
   /** CoordinatorOptions.alerts with its defaults (api/alert-delivery.ts). */
   readonly alertDelivery: AlertDeliveryOptions;
+  /** CoordinatorOptions.retention, as given (retention.ts applies the defaults). */
+  readonly retention: RetentionOptions;
 
   /** Set by `close`: held requests (an agent's watch) answer instead of reading a closed database. */
   closed = false;
@@ -119,6 +124,7 @@ export class Coordinator {
     this.advertisedQuicPort = options.quicPort ?? (() => null);
     this.healthEventLimit = { ...DEFAULT_HEALTH_EVENT_LIMIT, ...options.healthEvents };
     this.alertDelivery = alertDeliveryOptions(options.alerts);
+    this.retention = options.retention ?? {};
   }
 
   /** Paths inside a coordinator data directory. */
@@ -190,12 +196,19 @@ export class Coordinator {
   }
   private initName: string | undefined;
 
+  /**
+   * Set by a coordinator GC while it decides and sweeps (retention.ts): the
+   * commands that would make a config needed again are refused meanwhile.
+   */
+  collectingGarbage = false;
+
   /** The context a command is checked in: current state, the actor, the clock, the castore. */
   commandContext(actor: Actor): CommandContext {
     return {
       state: this.state,
       actor,
       now: this.now(),
+      collectingGarbage: this.collectingGarbage,
       hasStorePathClosure: (storePath) => {
         try {
           this.castore.closure([storePath]);

@@ -15,7 +15,7 @@ import { z } from 'zod';
 import { HlcStringSchema } from './hlc.js';
 import { KeyIdSchema } from './identity.js';
 import { StorePathSchema } from './store-path-info.js';
-import { DesiredChallengeSchema } from './coordinator-proofs.js';
+import { DesiredChallengeSchema, DirectivesSchema } from './coordinator-proofs.js';
 import { RelayOfferSchema } from './relays.js';
 
 export const SystemSchema = z.string().regex(/^[a-z0-9_]+-[a-z0-9]+$/, "a Nix system such as 'x86_64-linux'");
@@ -76,6 +76,13 @@ export const ConfigBodySchema = z.strictObject({
   message: z.string().max(4096),
   author: KeyIdSchema,
   hlc: HlcStringSchema,
+  /**
+   * Run (relative to the target, like the activation, with its environment
+   * and timeout) when the agent is told to stop (`agents assign … --none
+   * --stop`), before it leaves no generation active. Optional and without a
+   * default, so configs signed before it existed keep their ids.
+   */
+  deactivate: z.string().min(1).max(1024).optional(),
 });
 export type ConfigBody = z.infer<typeof ConfigBodySchema>;
 
@@ -117,6 +124,8 @@ export const DesiredAnswerSchema = z
     config: AgentConfigSchema.nullable(),
     proof: z.string().max(128),
     relays: RelayOfferSchema.optional(),
+    /** Retry and stop (coordinator-proofs.ts DirectivesSchema), under a proof of their own; absent when neither applies. */
+    directives: DirectivesSchema.optional(),
   })
   .refine((answer) => (answer.config?.id ?? null) === answer.configId, 'the answer names one config id and carries another');
 export type DesiredAnswer = z.infer<typeof DesiredAnswerSchema>;
@@ -157,6 +166,15 @@ export const WatchQuerySchema = z.strictObject({
     .default(25)
     .transform((seconds) => Math.min(seconds, MAX_WATCH_SECONDS)),
   challenge: DesiredChallengeSchema.optional(),
+  /**
+   * The last retry (its audit seq) the agent took up: the watch also
+   * answers once the coordinator holds a later one (`agents retry`), though
+   * the desired config did not change. Absent (agents from before retries):
+   * only the config counts.
+   */
+  retry: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+  /** Whether the answer the agent holds tells it to stop ('1') or not ('0'): the watch also answers when that changes. Absent: only the config counts. */
+  stop: z.enum(['0', '1']).optional(),
 });
 
 /**

@@ -45,6 +45,32 @@ export function desiredProofMessage(agentId: string, challenge: string, answer: 
 /** A desired-config request's challenge: 16 random bytes, hex. */
 export const DesiredChallengeSchema = z.string().regex(/^[0-9a-f]{32}$/, 'a challenge is 32 hex digits');
 
+/**
+ * What the coordinator tells an agent beside its desired config, in the
+ * desired answer: `retry` (the seq of the last `agents retry` of this agent:
+ * a later one than the agent took up clears the configs it refused, so it
+ * tries its desired config again) and `stop` (`agents assign … --none
+ * --stop`: run the current config's deactivate command and leave no
+ * generation active). Signed apart from the answer (directivesProofMessage),
+ * so agents from before directives verify the rest as they always did and
+ * ignore them.
+ */
+export const DirectivesSchema = z.strictObject({
+  retry: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
+  stop: z.literal(true).optional(),
+  proof: z.string().max(128),
+});
+export type Directives = z.infer<typeof DirectivesSchema>;
+
+/**
+ * What the directives of a desired answer for `agentId` sign: bound to the
+ * agent, its challenge and the config id of the answer they came with, so
+ * they can be neither replayed nor moved to another answer.
+ */
+export function directivesProofMessage(agentId: string, challenge: string, configId: string | null, directives: { retry?: number; stop?: true }): Uint8Array {
+  return proofMessage('directives', `${agentId}\n${challenge}`, digestOf({ configId, retry: directives.retry ?? null, stop: directives.stop ?? false }));
+}
+
 /** What a closure manifest signs. */
 export function manifestProofMessage(manifest: { configId: string; system: string; target: string; storePaths: unknown }): Uint8Array {
   return proofMessage('manifest', manifest.configId, digestOf({ configId: manifest.configId, system: manifest.system, target: manifest.target, storePaths: manifest.storePaths }));

@@ -142,6 +142,7 @@ function routes(): Route[] {
     route('POST', '/v1/agents/:agentId/revoke', 'agents.revoke', {}),
     route('POST', '/v1/agents/:agentId/assign', 'agents.assign', { graph: 'other' }),
     route('POST', '/v1/agents/:agentId/pin', 'agents.pin', { configId }),
+    route('POST', '/v1/agents/:agentId/retry', 'agents.retry', {}),
     route('POST', '/v1/agent/facts', 'agent.facts', { facts: { system: 'x86_64-linux', hostname: 'changed' } }),
     route('POST', '/v1/agent/status', 'agent.status', { configId: null, phase: 'failed' }),
     route('GET', '/v1/agent/desired', 'agent.desired'),
@@ -162,6 +163,7 @@ function routes(): Route[] {
     route('POST', '/v1/relays/:relayId/revoke', 'relays.revoke', {}),
     route('GET', '/v1/audit/events', 'audit.events'),
     route('GET', '/v1/audit/verify', 'audit.verify'),
+    route('POST', '/v1/gc', 'gc', { dryRun: true }),
     route('GET', '/v1/agent/watch?wait=0', 'watch'),
     route('GET', '/v1/audit/export', 'export'),
   ];

@@ -699,6 +699,18 @@ export class LocalCastore implements CastoreServices, LocalReads {
   }
 
   /**
+   * The store paths registered (or registered again: a push of a path
+   * already here refreshes it) at or after `since` by the store's clock,
+   * sorted: what a GC's grace period keeps though nothing names them yet.
+   */
+  storePathsRegisteredSince(since: number): string[] {
+    return this.db
+      .prepare<[number], { path: string }>('SELECT path FROM store_paths WHERE registered_at >= ? ORDER BY path')
+      .all(since)
+      .map((row) => row.path);
+  }
+
+  /**
    * The closure of `paths` over the registry's references, sorted. Refuses
    * (STORE_PATH_NOT_FOUND) a path, or a reference, the registry lacks: a
    * closure with holes is never returned.

@@ -39,6 +39,9 @@ const WAKES: Record<Action, 'agent' | 'graph' | null> = {
   'relay.enroll': null,
   'relay.assign': null,
   'relay.revoke': null,
+  // A retry changes no desired config, but the watch answers it (the answer's directives carry it).
+  'agent.retry': 'agent',
+  'store.gc': null,
 };
 
 type Wake = () => void;

@@ -176,7 +176,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
     }
   });
 
-  async function answerWatch(c: Context, actor: Actor, { known, wait, challenge }: z.output<typeof watch.input>): Promise<Response> {
+  async function answerWatch(c: Context, actor: Actor, { known, wait, challenge, retry, stop }: z.output<typeof watch.input>): Promise<Response> {
     const deadline = Date.now() + wait * 1000;
     for (;;) {
       // A coordinator shutting down answers its held watches at once (the agent asks again, elsewhere or later).
@@ -185,7 +185,11 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
       if (agent?.status !== 'enrolled') throw new FerryError('REVOKED', 'agent is no longer enrolled');
       // Only which config: the signed answer (and the agent's presence) once, when it is sent. Encoded
       // with JSON.stringify, as before: a config and a proof, shallow, and the agents' hottest reply.
-      if ((desiredConfigOf(coordinator.state, agent) ?? 'none') !== known) return reply(c, 'agent.watch', await OPERATIONS['agent.desired'](coordinator, actor, { challenge }), JSON.stringify);
+      // A retry the agent has not taken up (it says which it has: agents from before retries do not) is news too.
+      const retried = retry !== undefined && agent.retrySeq !== null && agent.retrySeq > retry;
+      const desired = desiredConfigOf(coordinator.state, agent);
+      const stopChanged = stop !== undefined && (stop === '1') !== (agent.stopRequested && desired === null);
+      if (retried || stopChanged || (desired ?? 'none') !== known) return reply(c, 'agent.watch', await OPERATIONS['agent.desired'](coordinator, actor, { challenge }), JSON.stringify);
       if (Date.now() >= deadline) {
         coordinator.presence.touch(actor.keyId);
         const unchanged: WatchUnchanged = { unchanged: true, configId: known === 'none' ? null : known };

@@ -25,6 +25,7 @@ import { desiredConfigOf, listAgents, parseWhere, summarizeConfig } from './quer
 import { alertOutbox } from './alert-dispatcher.js';
 import { checkRelayWhere } from './relay-access.js';
 import { configDiff } from './config-diff.js';
+import { collectCoordinatorGarbage } from '../retention.js';
 import type { KeyId } from '../../protocol/identity.js';
 
 /** The routes a handler answers: all but the agent's watch, which http.ts holds open itself (its reply is agent.desired's, or unchanged). */
@@ -141,6 +142,8 @@ export const OPERATIONS: { [N in OperationName]: Handler<N> } = {
   'agents.revoke': (coordinator, actor, input) => event(coordinator.record(actor, (context) => commands.decideAgent(context, input, 'revoke'))),
   'agents.assign': (coordinator, actor, input) => event(coordinator.record(actor, (context) => commands.assignAgent(context, input))),
   'agents.pin': (coordinator, actor, input) => event(coordinator.record(actor, (context) => commands.pinAgent(context, input))),
+  'agents.retry': (coordinator, actor, input) => event(coordinator.record(actor, (context) => commands.retryAgent(context, input))),
+  gc: (coordinator, actor, input) => collectCoordinatorGarbage(coordinator, actor, input, coordinator.retention),
 
   'agent.facts': (coordinator, actor, input) => {
     coordinator.presence.touch(actor.keyId);

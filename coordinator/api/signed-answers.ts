@@ -8,7 +8,7 @@
  * over (agent, challenge, digest). Configs are content-addressed and never
  * change, so nothing kept can go stale; the caches are bounded by count.
  */
-import { desiredAnswerDigest, desiredProofMessage, manifestProofMessage, signProof } from '../../protocol/coordinator-proofs.js';
+import { desiredAnswerDigest, desiredProofMessage, directivesProofMessage, manifestProofMessage, signProof, type Directives } from '../../protocol/coordinator-proofs.js';
 import type { ConfigBody } from '../../protocol/config.js';
 import type { StorePath } from '../../nix/store-path.js';
 import type { StorePathInfo } from '../../castore/index.js';
@@ -68,7 +68,24 @@ function sharedDesired(coordinator: Coordinator, configId: string | null): Share
 export function desiredAnswer(coordinator: Coordinator, agent: AgentRow, challenge: string) {
   const { answer, digest } = sharedDesired(coordinator, desiredConfigOf(coordinator.state, agent));
   const relays = relayOffer(coordinator, agent, answer.configId, challenge);
-  return { ...answer, proof: signProof(coordinator.identity, desiredProofMessage(agent.id, challenge, digest)), ...(relays ? { relays } : {}) };
+  const directives = directivesFor(coordinator, agent, answer.configId, challenge);
+  return { ...answer, proof: signProof(coordinator.identity, desiredProofMessage(agent.id, challenge, digest)), ...(relays ? { relays } : {}), ...(directives ? { directives } : {}) };
+}
+
+/**
+ * The directives of `agent`'s desired answer (coordinator-proofs.ts
+ * DirectivesSchema), signed for it, its challenge and the answer's config:
+ * its last retry, and stop when it was told to stop and has no desired
+ * config. Undefined when neither applies (the answer is then what agents
+ * from before directives got).
+ */
+function directivesFor(coordinator: Coordinator, agent: AgentRow, configId: string | null, challenge: string): Directives | undefined {
+  const said = {
+    ...(agent.retrySeq !== null ? { retry: agent.retrySeq } : {}),
+    ...(agent.stopRequested && configId === null ? { stop: true as const } : {}),
+  };
+  if (said.retry === undefined && said.stop === undefined) return undefined;
+  return { ...said, proof: signProof(coordinator.identity, directivesProofMessage(agent.id, challenge, configId, said)) };
 }
 
 /**

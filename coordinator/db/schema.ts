@@ -85,6 +85,10 @@ export const agents = sqliteTable('agents', {
   healthAt: integer('health_at'),
   /** The last agent.presence event's presence (null: none yet). */
   recordedPresence: text('recorded_presence').$type<RecordedPresence>(),
+  /** The seq of its last agent.retry (null: none), handed to the agent in its signed desired answer. */
+  retrySeq: integer('retry_seq'),
+  /** An agent.assign with stop, not followed by another assignment or a pin. */
+  stopRequested: integer('stop_requested', { mode: 'boolean' }).notNull().default(false),
   enrolledSeq: integer('enrolled_seq').notNull(),
   updatedSeq: integer('updated_seq').notNull(),
 });

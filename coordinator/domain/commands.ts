@@ -14,7 +14,7 @@ import { configSigningMessage } from '../../protocol/config.js';
 import { configId } from '../../castore/config-id.js';
 import { ed25519Verify } from '../../protocol/ed25519.js';
 import { publicKeyOf, type KeyId } from '../../protocol/identity.js';
-import type { ActorRole, EventDraft, Role } from './events.js';
+import type { ActorRole, EventDraft, PayloadOf, Role } from './events.js';
 import type { RecordedPresence } from '../../protocol/api/fleet.js';
 import {
   AddAlertInput,
@@ -52,6 +52,31 @@ export interface CommandContext {
   now: number;
   /** Whether the castore holds a store path with its whole closure. */
   hasStorePathClosure(storePath: string): boolean;
+  /**
+   * Whether a coordinator GC is deciding or sweeping now (coordinator/retention.ts):
+   * what would make a config needed again (a submission, a pin, a graph
+   * rollback) is refused meanwhile (GC_CONFLICT: retry), since the GC's kept
+   * set was computed without it.
+   */
+  collectingGarbage: boolean;
+}
+
+/** Refuses (GC_CONFLICT) while a coordinator GC runs: see CommandContext.collectingGarbage. */
+function outsideGarbageCollection(context: CommandContext): void {
+  if (context.collectingGarbage) throw new FerryError('GC_CONFLICT', 'a garbage collection (ferry gc) is running; try again in a moment');
+}
+
+/**
+ * Refuses (MISSING_STORE_PATH) a config whose targets the coordinator no
+ * longer holds with their whole closure: a config a GC collected is
+ * recorded forever, but cannot be deployed again (submit a new one).
+ */
+function requireClosures(context: CommandContext, configId: string, targets: Record<string, string>): void {
+  for (const [system, storePath] of Object.entries(targets)) {
+    if (!context.hasStorePathClosure(storePath)) {
+      throw new FerryError('MISSING_STORE_PATH', `config ${configId}: target ${system}=${storePath} is no longer on the coordinator (collected by ferry gc); submit a new config`);
+    }
+  }
 }
 
 function allow(context: CommandContext, ...roles: (Role | 'coordinator')[]): void {
@@ -310,20 +335,51 @@ export function reportFacts(context: CommandContext, input: unknown, hlc: string
   return { action: 'agent.facts', subject: agent.id, payload: { agentId: agent.id as KeyId, facts, hlc } };
 }
 
+/**
+ * Makes an agent follow a graph (null: none). With `stop` (graph null
+ * only), the agent is also told to stop: run its config's deactivate
+ * command and leave no generation active. Refuses (CONFLICT) a stop of a
+ * pinned agent: its pin stays its desired config, so it would not stop.
+ */
 export function assignAgent(context: CommandContext, input: unknown): EventDraft<'agent.assign'> {
   allow(context, 'admin', 'operator');
-  const { agentId, graph } = parse(AssignAgentInput, input);
-  agentOf(context, agentId);
+  const { agentId, graph, stop } = parse(AssignAgentInput, input);
+  const agent = agentOf(context, agentId);
   if (graph !== null && !context.state.get('graphs', graph)) throw new FerryError('NOT_FOUND', `no graph '${graph}'`);
-  return { action: 'agent.assign', subject: agentId, payload: { agentId: agentId as KeyId, graph } };
+  if (stop && agent.pinnedConfig) throw new FerryError('CONFLICT', `agent ${agentId} is pinned to ${agent.pinnedConfig}: unpin it first (agents pin ${agentId} none), or it keeps running that`);
+  // Only when set: assignments without it are recorded exactly as before stops existed.
+  return { action: 'agent.assign', subject: agentId, payload: { agentId: agentId as KeyId, graph, ...(stop ? { stop: true as const } : {}) } };
 }
 
+/** Pins an agent to a config (null: follow its graph). Refuses a config that does not exist (NOT_FOUND) or whose closure a GC collected (MISSING_STORE_PATH), and pins during a GC (GC_CONFLICT). */
 export function pinAgent(context: CommandContext, input: unknown): EventDraft<'agent.pin'> {
   allow(context, 'admin', 'operator');
   const { agentId, configId } = parse(PinAgentInput, input);
   agentOf(context, agentId);
-  if (configId !== null && !context.state.get('configs', configId)) throw new FerryError('NOT_FOUND', `no config ${configId}`);
+  if (configId !== null) {
+    const config = context.state.get('configs', configId);
+    if (!config) throw new FerryError('NOT_FOUND', `no config ${configId}`);
+    outsideGarbageCollection(context);
+    requireClosures(context, configId, config.body.targets);
+  }
   return { action: 'agent.pin', subject: agentId, payload: { agentId: agentId as KeyId, configId } };
+}
+
+/**
+ * Tells an agent to try its desired config again, though it failed there
+ * once: the agent refuses a config that failed (activation, health check,
+ * probation) until its desired config changes, and that refusal lives on
+ * the agent (agent.json), which alone knows what it refused and why. The
+ * retry reaches it in its signed desired answer (the event's seq, as a
+ * directive), waking its watch. Refuses (CONFLICT) an agent that is not
+ * enrolled.
+ */
+export function retryAgent(context: CommandContext, input: unknown): EventDraft<'agent.retry'> {
+  allow(context, 'admin', 'operator');
+  const { agentId } = parse(AgentRefInput, input);
+  const agent = agentOf(context, agentId);
+  if (agent.status !== 'enrolled') throw new FerryError('CONFLICT', `agent ${agentId} is ${agent.status}, not enrolled`);
+  return { action: 'agent.retry', subject: agentId, payload: { agentId: agentId as KeyId } };
 }
 
 
@@ -396,6 +452,7 @@ export { configId, configSigningMessage };
 export function submitConfig(context: CommandContext, input: unknown): EventDraft<'config.submit'> {
   allow(context, 'admin', 'operator');
   const { body, signature, force } = parse(SubmitConfigInput, input);
+  outsideGarbageCollection(context);
   if (body.author !== context.actor.keyId) throw new FerryError('BAD_SIGNATURE', 'the config author must be the key submitting it');
   const id = configId(body);
   if (!ed25519Verify(publicKeyOf(body.author), configSigningMessage(id), Buffer.from(signature, 'base64'))) {
@@ -427,7 +484,20 @@ export function rollbackGraph(context: CommandContext, input: unknown): EventDra
   const config = context.state.get('configs', target);
   if (!config || config.graph !== graph) throw new FerryError('NOT_FOUND', `config ${target} is not in graph '${graph}'`);
   if (target === row.head) throw new FerryError('CONFLICT', `config ${target} is already the head`);
+  outsideGarbageCollection(context);
+  requireClosures(context, target, config.body.targets);
   return { action: 'graph.rollback', subject: graph, payload: { graph, from: row.head, to: target } };
+}
+
+// --- retention ----------------------------------------------------------------
+
+/**
+ * Records a coordinator GC (coordinator/retention.ts ran it: the sweep is
+ * in the castore, outside the transaction). Admins only.
+ */
+export function recordGarbageCollection(context: CommandContext, counts: PayloadOf<'store.gc'>): EventDraft<'store.gc'> {
+  allow(context, 'admin');
+  return { action: 'store.gc', subject: 'castore', payload: counts };
 }
 
 // --- alerts (webhooks) -------------------------------------------------------

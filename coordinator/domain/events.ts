@@ -51,7 +51,10 @@ export const EVENT_PAYLOADS = {
   'agent.reject': z.strictObject(agentRef),
   'agent.revoke': z.strictObject(agentRef),
   'agent.facts': z.strictObject({ ...agentRef, facts: RecordedFactsSchema, hlc: HlcStringSchema }),
-  'agent.assign': z.strictObject({ ...agentRef, graph: GraphNameSchema.nullable() }),
+  /** `stop` (only with graph null; absent in older logs and in assignments without it): run the deactivate command, leave no generation active. */
+  'agent.assign': z.strictObject({ ...agentRef, graph: GraphNameSchema.nullable(), stop: z.literal(true).optional() }),
+  /** `agents retry`: the agent clears the configs it refused (one that failed once) and tries its desired config again. */
+  'agent.retry': z.strictObject(agentRef),
   'agent.pin': z.strictObject({ ...agentRef, configId: ConfigIdSchema.nullable() }),
   'agent.report': z.strictObject({
     ...agentRef,
@@ -129,6 +132,23 @@ export const EVENT_PAYLOADS = {
   /** Which agents use a relay: `--where` clauses on operator labels and agent fields (none: nobody). */
   'relay.assign': z.strictObject({ relayId: KeyIdSchema, where: z.array(z.string().max(MAX_ALERT_WHERE_LENGTH)).max(MAX_ALERT_WHERE) }),
   'relay.revoke': z.strictObject({ relayId: KeyIdSchema }),
+  /**
+   * A coordinator garbage collection (`ferry gc`, coordinator/retention.ts):
+   * what it kept (the configs, by the digest of their sorted ids, and how
+   * many) and what it removed. Recorded after the sweep; changes no fleet
+   * state (the castore is not in the log, as for store.push).
+   */
+  'store.gc': z.strictObject({
+    keepConfigs: z.number().int().min(1),
+    graceSeconds: z.number().int().nonnegative(),
+    keptConfigs: z.number().int().nonnegative(),
+    keptConfigsDigest: z.string().regex(/^[0-9a-f]{64}$/),
+    keptStorePaths: z.number().int().nonnegative(),
+    removedStorePaths: z.number().int().nonnegative(),
+    removedBlobs: z.number().int().nonnegative(),
+    removedBlobBytes: z.number().int().nonnegative(),
+    removedDirectories: z.number().int().nonnegative(),
+  }),
 } as const satisfies Record<Action, z.ZodType>;
 
 export type PayloadOf<A extends Action> = z.infer<(typeof EVENT_PAYLOADS)[A]>;

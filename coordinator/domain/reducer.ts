@@ -72,6 +72,8 @@ const HANDLERS: { [A in Action]: Handler<A> } = {
       healthConfig: null,
       healthAt: null,
       recordedPresence: null,
+      retrySeq: null,
+      stopRequested: false,
       enrolledSeq: e.seq,
       updatedSeq: e.seq,
     });
@@ -86,14 +88,18 @@ const HANDLERS: { [A in Action]: Handler<A> } = {
     store.put('agentFacts', { id: factsRowId(p.agentId, revision), agentId: p.agentId, revision, facts: p.facts, hlc: p.hlc, seq: e.seq });
     store.put('agents', { ...agent, factsRevision: revision, system: p.facts.system, updatedSeq: e.seq });
   },
-  'agent.assign': (store, p, e) => setAgent(store, e, p.agentId, { desiredGraph: p.graph }),
-  'agent.pin': (store, p, e) => setAgent(store, e, p.agentId, { pinnedConfig: p.configId }),
+  'agent.assign': (store, p, e) => setAgent(store, e, p.agentId, { desiredGraph: p.graph, stopRequested: p.stop === true }),
+  'agent.pin': (store, p, e) => setAgent(store, e, p.agentId, { pinnedConfig: p.configId, stopRequested: false }),
+  'agent.retry': (store, p, e) => setAgent(store, e, p.agentId, { retrySeq: e.seq }),
+  // What a GC removed is in the castore, outside the fleet state (as a push's additions are).
+  'store.gc': () => undefined,
   'agent.report': (store, p, e) => {
     const agent = need(store.get('agents', p.agentId), e, `agent ${p.agentId}`);
     // What the agent says it runs: shown, summarized, never a grant of read access (ClosureAccess).
     // A rolled-back report names the config the agent went back to (`running`; absent in older logs,
     // which keep what they replayed to): after a probation rollback, the config reported active no longer runs.
-    const currentConfig = p.phase === 'active' ? p.configId : p.running !== undefined ? p.running : agent.currentConfig;
+    // A stopped agent runs nothing.
+    const currentConfig = p.phase === 'active' ? p.configId : p.phase === 'stopped' ? null : p.running !== undefined ? p.running : agent.currentConfig;
     const sameHealth = currentConfig !== null && currentConfig === agent.healthConfig;
     store.put('agents', {
       ...agent,

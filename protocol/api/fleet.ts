@@ -35,6 +35,8 @@ const FactsFieldsSchema = z
     machineId: z.string().max(64).optional(),
     addresses: z.array(z.string().max(64)).max(64).optional(),
     agentVersion: z.string().max(64).optional(),
+    /** How many generations the agent keeps when it collects garbage after a deployment (`agent run --keep-generations`). */
+    keepGenerations: z.number().int().min(1).max(10_000).optional(),
     labels: LabelsSchema.optional(),
   })
   .catchall(z.unknown());
@@ -82,7 +84,8 @@ export type Health = z.infer<typeof HealthSchema>;
 export const RecordedPresenceSchema = z.enum(['online', 'offline']);
 export type RecordedPresence = z.infer<typeof RecordedPresenceSchema>;
 
-export const PhaseSchema = z.enum(['pending', 'fetching', 'activating', 'active', 'failed', 'rolled-back']);
+/** `stopped`: told to stop (`agents assign … --none --stop`), the agent ran the config's deactivate command and has no generation active. */
+export const PhaseSchema = z.enum(['pending', 'fetching', 'activating', 'active', 'failed', 'rolled-back', 'stopped']);
 export type Phase = z.infer<typeof PhaseSchema>;
 /** Where an agent stands with the coordinator: waiting for approval, admitted, refused, or no longer admitted. */
 export const AgentStatusSchema = z.enum(['enrolling', 'enrolled', 'rejected', 'revoked']);

@@ -44,7 +44,27 @@ export const AgentRefInput = z.strictObject({ agentId: z.string() });
 
 export const ReportFactsInput = z.strictObject({ facts: FactsSchema });
 
-export const AssignAgentInput = z.strictObject({ agentId: z.string(), graph: GraphNameSchema.nullable() });
+/**
+ * `stop` (only with `graph: null`): the agent runs its config's deactivate
+ * command and leaves no generation active (phase `stopped`). Absent, as
+ * before stops existed: `--none` only stops deployments, what runs stays.
+ */
+export const AssignAgentInput = z
+  .strictObject({ agentId: z.string(), graph: GraphNameSchema.nullable(), stop: z.boolean().optional() })
+  .refine((input) => input.stop !== true || input.graph === null, { path: ['stop'], message: 'stop needs graph null (agents assign … --none --stop)' });
+
+/** The most configs per graph a coordinator GC may be told to keep. */
+export const MAX_KEEP_CONFIGS = 10_000;
+
+/**
+ * `ferry gc`: what the coordinator's garbage collection keeps
+ * (coordinator/retention.ts). `keepConfigs`: the newest configs kept per
+ * graph (default: the coordinator's `--keep-configs`).
+ */
+export const GcInput = z.strictObject({
+  dryRun: z.boolean().default(false),
+  keepConfigs: z.number().int().min(1).max(MAX_KEEP_CONFIGS).optional(),
+});
 
 export const PinAgentInput = z.strictObject({ agentId: z.string(), configId: ConfigIdSchema.nullable() });
 

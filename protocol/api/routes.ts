@@ -50,6 +50,7 @@ import {
   AgentActivitySchema,
   CreateTokenInput,
   EnrollInput,
+  GcInput,
   PAGE_INPUT,
   ReportFactsInput,
   ReportHealthInput,
@@ -68,6 +69,7 @@ import {
   AgentViewSchema,
   ConfigViewSchema,
   EnrolledSchema,
+  GcReportSchema,
   GraphLogSchema,
   GraphViewSchema,
   HealthReportAnswerSchema,
@@ -145,10 +147,13 @@ export const API_ROUTES = {
     method: 'POST',
     path: '/v1/agents/:agentId/assign',
     access: DEPLOYERS,
-    input: z.strictObject({ ...agentId, graph: GraphNameSchema.nullable() }),
+    /** `stop` (with graph null): run the deactivate command and leave no generation active (inputs.ts AssignAgentInput). */
+    input: z.strictObject({ ...agentId, graph: GraphNameSchema.nullable(), stop: z.boolean().optional() }),
     output: RecordedSchema,
-    errors: errors('NOT_FOUND'),
+    errors: errors('NOT_FOUND', 'CONFLICT'),
   }),
+  /** Clears the configs the agent refused (one that failed once), through its signed desired answer: it tries its desired config again. */
+  'agents.retry': route({ method: 'POST', path: '/v1/agents/:agentId/retry', access: DEPLOYERS, input: z.strictObject(agentId), output: RecordedSchema, errors: errors('NOT_FOUND', 'CONFLICT') }),
   'agents.pin': route({
     method: 'POST',
     path: '/v1/agents/:agentId/pin',
@@ -217,6 +222,8 @@ export const API_ROUTES = {
     output: z.strictObject({ events: z.array(AuditEventSchema), next: z.number().int().nullable() }),
     errors: [],
   }),
+  /** The coordinator's garbage collection (coordinator/retention.ts): admins only, recorded as store.gc unless a dry run. */
+  gc: route({ method: 'POST', path: '/v1/gc', access: ['admin'], input: GcInput, output: GcReportSchema, errors: errors('GC_CONFLICT') }),
   'audit.verify': route({ method: 'GET', path: '/v1/audit/verify', access: READERS, input: noInput, output: ChainReportSchema, errors: [] }),
 } satisfies Record<string, ApiRoute>;
 

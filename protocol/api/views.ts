@@ -139,6 +139,10 @@ export const AgentViewSchema = z.strictObject({
   recordedPresence: RecordedPresenceSchema.nullable(),
   enrolledSeq: SeqSchema,
   updatedSeq: SeqSchema,
+  /** The seq of its last `agents retry` (null: none): the agent takes up a later one than it saw. */
+  retrySeq: SeqSchema.nullable(),
+  /** Told to stop (`agents assign … --none --stop`) and not assigned or pinned since. */
+  stopRequested: z.boolean(),
   /** The config it should run: its pin, else its graph's head, else none. */
   desiredConfig: ConfigIdSchema.nullable(),
   /** When it was last heard from (ms since the epoch), or never. */
@@ -149,6 +153,28 @@ export const AgentViewSchema = z.strictObject({
   activity: AgentActivitySchema.extend({ at: z.number().int() }).nullable(),
 });
 export type AgentView = z.infer<typeof AgentViewSchema>;
+
+/**
+ * What a coordinator GC kept and removed (`ferry gc`, coordinator/retention.ts).
+ * `keptConfigsDigest`: SHA-256 of the sorted kept config ids, one per line,
+ * also in the store.gc event, so what a GC kept can be checked later.
+ */
+export const GcReportSchema = z.strictObject({
+  dryRun: z.boolean(),
+  keepConfigs: z.number().int().min(1),
+  graceSeconds: z.number().int().nonnegative(),
+  keptConfigs: z.array(ConfigIdSchema),
+  keptConfigsDigest: z.string().regex(/^[0-9a-f]{64}$/),
+  keptStorePaths: z.number().int().nonnegative(),
+  /** Of those, kept only because they were registered within the grace period (a push not yet submitted as a config). */
+  recentStorePaths: z.number().int().nonnegative(),
+  removedStorePaths: z.array(z.string()),
+  removedBlobs: z.number().int().nonnegative(),
+  removedBlobBytes: z.number().int().nonnegative(),
+  removedDirectories: z.number().int().nonnegative(),
+  seq: SeqSchema.nullable(),
+});
+export type GcReportView = z.infer<typeof GcReportSchema>;
 
 /** An agent's facts as reported (free-form beyond the well-known fields: fleet.ts FactsSchema). */
 const StoredFactsSchema = z.record(z.string(), z.unknown());
