@@ -8,10 +8,11 @@
  * patterns, not paths; transports; states), never a client's strings, so
  * a client cannot grow the series without bound.
  */
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Coordinator } from '../coordinator.js';
 import { configOutcome } from '../api/queries.js';
 import { readFleetAgents, type AgentReading } from '../api/fleet-reading.js';
+import { processRegistry } from './process-metrics.js';
 
 /** Where a request or a data-plane byte travelled. */
 export type MetricsTransport = 'http' | 'https' | 'quic';
@@ -22,32 +23,9 @@ export type MetricsTransport = 'http' | 'https' | 'quic';
  */
 const REQUEST_SECONDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 240];
 
-/** Garbage-collection pauses, in seconds: a minor one takes a millisecond, a major one of a big heap a tenth of a second or more. */
-const GC_SECONDS_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1];
-
-/**
- * The process's own health, under the names every Node exporter uses
- * (nodejs_*, process_*): a latency tail is often an event loop that did not
- * turn (nodejs_eventloop_lag_max_seconds, since the previous scrape) or a
- * garbage collection (nodejs_gc_duration_seconds), never visible in the
- * request histogram, which starts once a request's headers are read. One
- * registry per process (a test process starts many coordinators; the
- * samplers are never stopped), merged into each coordinator's. The loop is
- * sampled every 20 ms: a libuv timer, too cheap to show in an idle
- * coordinator's CPU.
- */
-let processMetrics: Registry | undefined;
-function processRegistry(): Registry {
-  if (!processMetrics) {
-    processMetrics = new Registry();
-    collectDefaultMetrics({ register: processMetrics, eventLoopMonitoringPrecision: 20, gcDurationBuckets: GC_SECONDS_BUCKETS });
-  }
-  return processMetrics;
-}
-
 export class CoordinatorMetrics {
   private readonly ownRegistry = new Registry();
-  /** What a scrape exposes: this coordinator's metrics and the process's. */
+  /** What a scrape exposes: this coordinator's metrics and the process's (process-metrics.ts). */
   readonly registry: Registry;
   private readonly requestSeconds: Histogram<'route' | 'method' | 'status' | 'transport'>;
   private readonly dataBytes: Counter<'transport' | 'direction'>;
