@@ -26,8 +26,8 @@ import { alertOutbox } from './alert-dispatcher.js';
 import { checkRelayWhere } from './relay-access.js';
 import type { KeyId } from '../../protocol/identity.js';
 
-/** The routes a handler answers: all but the agent's watch, which http.ts holds open itself (its reply is agent.desired's, or unchanged). */
-export type OperationName = Exclude<ApiRouteName, 'agent.watch'>;
+/** The routes a handler answers: all but the held watches, which http.ts holds open itself (an agent's: its reply is agent.desired's, or unchanged; a relay's prefetch watch). */
+export type OperationName = Exclude<ApiRouteName, 'agent.watch' | 'relay.prefetch'>;
 type Route<N extends ApiRouteName> = (typeof API_ROUTES)[N];
 
 /** What an operation's handler takes (its input as parsed) and returns (what its output schema accepts). */
