@@ -99,7 +99,8 @@ function ferry(args: string[]): Promise<{ status: number | null; stdout: string;
 }
 
 async function startRelay(env: Record<string, string> = {}): Promise<void> {
-  relay = spawn(process.execPath, [ferryBin, 'relay', 'run', '--state-dir', relayDir], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  // Without prefetch: these tests count what agents' requests fetch through (test/relay-prefetch.test.ts prefetches).
+  relay = spawn(process.execPath, [ferryBin, 'relay', 'run', '--state-dir', relayDir, '--no-prefetch'], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   await new Promise<void>((resolve, reject) => {
     let text = '';
     relay!.stderr!.on('data', (chunk: Buffer) => {
