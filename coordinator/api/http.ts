@@ -180,12 +180,12 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
   async function answerWatch(c: Context, actor: Actor, { known, wait, challenge }: z.output<typeof watch.input>): Promise<Response> {
     const deadline = Date.now() + wait * 1000;
     // The relays the agent is told of as the watch starts (its last answer, near enough): a change answers at once.
-    const relaysNow = (): string => {
+    let relaysKnown: string | undefined;
+    // Asked by the watches on a relay event only (the loop below uses the row it read).
+    const relaysChanged = (): boolean => {
       const agent = coordinator.state.get('agents', actor.keyId);
-      return agent ? relayEndpointsKey(coordinator, agent) : '';
+      return agent !== undefined && relayEndpointsKey(coordinator, agent) !== relaysKnown;
     };
-    const relaysKnown = relaysNow();
-    const relaysChanged = (): boolean => relaysNow() !== relaysKnown;
     for (;;) {
       // A coordinator shutting down answers its held watches at once (the agent asks again, elsewhere or later).
       if (coordinator.closed || watches.released) throw new FerryError('SHUTTING_DOWN', 'the coordinator is shutting down');
@@ -193,7 +193,9 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
       if (agent?.status !== 'enrolled') throw new FerryError('REVOKED', 'agent is no longer enrolled');
       // Only which config: the signed answer (and the agent's presence) once, when it is sent. Encoded
       // with JSON.stringify, as before: a config and a proof, shallow, and the agents' hottest reply.
-      if ((desiredConfigOf(coordinator.state, agent) ?? 'none') !== known || relaysChanged()) {
+      const relaysNow = relayEndpointsKey(coordinator, agent);
+      relaysKnown ??= relaysNow;
+      if ((desiredConfigOf(coordinator.state, agent) ?? 'none') !== known || relaysNow !== relaysKnown) {
         return reply(c, 'agent.watch', await OPERATIONS['agent.desired'](coordinator, actor, { challenge }), JSON.stringify);
       }
       if (Date.now() >= deadline) {
