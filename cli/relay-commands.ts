@@ -127,13 +127,27 @@ function prefetchLine(prefetch: RelayStatus['prefetch']): TerminalText {
 
 const relaysLs: Command = {
   path: ['relays', 'ls'],
-  summary: 'list site relays and the agents they serve',
+  summary: 'list site relays, the agents they serve, and what those agents reported of them in the last 24 h (fetched through, failures)',
   maxArgs: 0,
   options: common,
   async run({ options, stdout }) {
     const { relays } = await clientFrom(options).call('relays.list', {});
     if (booleanOption(options, 'json')) return writeJson(stdout, relays);
-    stdout.write(table(['RELAY', 'NAME', 'URL', 'STATUS', 'WHERE'], relays.map((relay) => [relay.id, relay.name, relay.url, relay.status, relay.where.join(' ') || '(nobody)'])));
+    stdout.write(
+      table(
+        ['RELAY', 'NAME', 'URL', 'STATUS', 'WHERE', 'SERVED', 'FAILED', 'LAST FAILURE'],
+        relays.map((relay) => [
+          relay.id,
+          relay.name,
+          relay.url,
+          relay.status,
+          relay.where.join(' ') || '(nobody)',
+          String(relay.reports.agentsServed),
+          relay.reports.drops > 0 ? `${relay.reports.failures} (${relay.reports.drops} dropped)` : String(relay.reports.failures),
+          relay.reports.lastFailure ? `${new Date(relay.reports.lastFailure.at).toISOString()} ${relay.reports.lastFailure.agentId.slice(0, 12)}: ${relay.reports.lastFailure.message.slice(0, 120)}` : '-',
+        ]),
+      ),
+    );
     return 0;
   },
 };

@@ -24,6 +24,7 @@ import { desiredAnswer } from './signed-answers.js';
 import { desiredConfigOf, listAgents, parseWhere, summarizeConfig } from './queries.js';
 import { alertOutbox } from './alert-dispatcher.js';
 import { checkRelayWhere } from './relay-access.js';
+import { emptyRelayReports, relayReports } from './relay-reports.js';
 import type { KeyId } from '../../protocol/identity.js';
 
 /** The routes a handler answers: all but the held watches, which http.ts holds open itself (an agent's: its reply is agent.desired's, or unchanged; a relay's prefetch watch). */
@@ -83,7 +84,10 @@ export const OPERATIONS: { [N in OperationName]: Handler<N> } = {
     const recorded = coordinator.record({ ...actor, role: 'relay' }, (context) => commands.enrollRelay(context, input))!;
     return { relayId: actor.keyId as KeyId, seq: recorded.seq };
   },
-  'relays.list': (coordinator) => ({ relays: coordinator.state.all('relays') }),
+  'relays.list': (coordinator) => {
+    const reports = relayReports(coordinator);
+    return { relays: coordinator.state.all('relays').map((relay) => ({ ...relay, reports: reports.get(relay.id) ?? emptyRelayReports() })) };
+  },
   'relays.assign': (coordinator, actor, input) => event(coordinator.record(actor, (context) => commands.assignRelay(context, input, checkRelayWhere))),
   'relays.revoke': (coordinator, actor, input) => event(coordinator.record(actor, (context) => commands.revokeRelay(context, input))),
 
