@@ -297,13 +297,26 @@ describe('the prefetch route, hostile', () => {
     for (const query of [{ known: 'nope' }, { known: 'A'.repeat(64) }, { wait: '-1' }, { wait: 'x' }, { colour: 'blue' }]) {
       await expect(client.get('/v1/relay/prefetch', { wait: '0', ...query }), JSON.stringify(query)).rejects.toMatchObject({ status: 400, code: 'INVALID' });
     }
-    // Bounded: a relay holds MAX_WATCHES_PER_AGENT (4) at once.
-    const held = Array.from({ length: 4 }, () => client.call('relay.prefetch', { known: answer.digest, wait: 3 }));
+    // Held, it answers as soon as a config is submitted for its agents' graph, not at its deadline.
+    const woken = client.call('relay.prefetch', { known: answer.digest, wait: 60 }).then((next) => ({ next, at: Date.now() }));
     await new Promise((resolve) => setTimeout(resolve, 300));
-    await expect(client.get('/v1/relay/prefetch', { known: answer.digest, wait: '3' })).rejects.toMatchObject({ status: 429, code: 'TOO_MANY_WATCHES' });
+    const tree = path.join(work, 'tree-site-b-next');
+    writeTree(tree, 'site-b-next', { small: 1, large: 0 });
+    const nextTarget = fakeStorePath('prefetch-site-b-next');
+    await addTreeAsStorePath(test.coordinator.castore, tree, nextTarget);
+    const submittedAt = Date.now();
+    const { configId: nextConfig } = await test.adminClient.call('graphs.submit', { graph: 'site-b', ...signedConfig(test.admin, 'site-b', [siteConfig], { [system]: nextTarget }, 'next', { activate: 'true' }) });
+    const { next, at } = await woken;
+    expect(at - submittedAt).toBeLessThan(3_000);
+    expect(next.configs).toEqual([{ configId: nextConfig, system }]);
+    const current = await client.call('relay.prefetch', { known: 'none', wait: 0 });
+    // Bounded: a relay holds MAX_WATCHES_PER_AGENT (4) at once.
+    const held = Array.from({ length: 4 }, () => client.call('relay.prefetch', { known: current.digest, wait: 3 }));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await expect(client.get('/v1/relay/prefetch', { known: current.digest, wait: '3' })).rejects.toMatchObject({ status: 429, code: 'TOO_MANY_WATCHES' });
     await Promise.all(held);
     // Revoked: a held watch answers REVOKED at once, and so does every later one; its data-plane reads end too.
-    const watching = client.call('relay.prefetch', { known: answer.digest, wait: 60 }).catch((error: unknown) => error);
+    const watching = client.call('relay.prefetch', { known: current.digest, wait: 60 }).catch((error: unknown) => error);
     await new Promise((resolve) => setTimeout(resolve, 300));
     await test.adminClient.call('relays.revoke', { relayId: relayB.keyId });
     expect(await watching).toMatchObject({ code: 'REVOKED' });
