@@ -11,9 +11,10 @@ import { block, term } from './terminal-text.js';
 
 const DEFAULT_LISTEN = '127.0.0.1:7070';
 
-function parseListen(text: string): { host: string; port: number } {
+/** `HOST:PORT` (an IPv6 host in brackets) of option `--<option>`; refuses (UsageError naming the option) anything else. */
+export function parseListen(text: string, option = 'listen'): { host: string; port: number } {
   const match = /^(.*):(\d+)$/.exec(text);
-  if (!match || Number(match[2]) > 65535) throw new UsageError(`--listen '${text}' is not HOST:PORT`);
+  if (!match || Number(match[2]) > 65535) throw new UsageError(`--${option} '${text}' is not HOST:PORT`);
   return { host: match[1]!.replace(/^\[|\]$/g, ''), port: Number(match[2]) };
 }
 

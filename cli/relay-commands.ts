@@ -5,12 +5,13 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { RelayStatusSchema } from '../protocol/relays.js';
+import { RelayStatusSchema, type RelayStatus } from '../protocol/relays.js';
 import { booleanOption, jsonOption, stringListOption, stringOption, UsageError, writeJson, type Command, type OptionSpec, type OptionValues } from './command.js';
 import { clientFrom, connectionOptions } from './contexts.js';
+import { parseListen } from './coordinator-commands.js';
 import { table } from './format.js';
 import { formatBytes } from './progress.js';
-import { term } from './terminal-text.js';
+import { term, type TerminalText } from './terminal-text.js';
 
 /** The relay's modules (castore, the data plane, node:http2) load only for the command that runs. */
 const loadRelay = () => import('../relay/index.js');
@@ -60,16 +61,28 @@ const run: Command = {
   path: ['relay', 'run'],
   summary: "run the relay: serve the site's agents what the coordinator granted them, fetching each object once",
   maxArgs: 0,
-  options: stateDirOption,
+  options: {
+    ...stateDirOption,
+    'metrics-listen': {
+      type: 'string',
+      valueName: 'HOST:PORT',
+      description: 'serve Prometheus metrics at http://HOST:PORT/metrics to anyone who can reach that address (bind it where only your monitoring can; default: not served)',
+    },
+    'no-prefetch': { type: 'boolean', description: "fetch only what agents ask for, not the closures the coordinator says they are to run before they ask" },
+  },
   async run({ options, stderr }) {
+    const metricsListen = stringOption(options, 'metrics-listen');
     const { RelayServer } = await loadRelay();
     const relay = await RelayServer.start(stateDirFrom(options), {
       log: (line) => stderr.write(term`${line}\n`),
       // Test only: a relay that corrupts what it serves (docs/relays.md, "Testing").
       flipBlobBytes: process.env.FERRY_RELAY_TEST_FAULT === 'flip-blob-bytes',
+      prefetch: !booleanOption(options, 'no-prefetch'),
+      ...(metricsListen ? { metricsListen: parseListen(metricsListen, 'metrics-listen') } : {}),
     });
     const status = relay.status();
     stderr.write(term`ferry relay ${status.relayId} listening on ${status.listening ?? '?'} for ${status.coordinator}\n`);
+    if (relay.metrics) stderr.write(term`ferry relay: metrics at ${relay.metrics.url}\n`);
     await new Promise<void>((resolve) => {
       process.once('SIGINT', resolve);
       process.once('SIGTERM', resolve);
@@ -96,21 +109,45 @@ const status: Command = {
         term`cache       ${formatBytes(current.cache.bytes)} of ${formatBytes(current.cache.limitBytes)}, ${current.cache.blobs} blobs, ${current.cache.evictions} evicted\n`,
         term`hit rate    ${asked === 0 ? '-' : `${Math.round((100 * current.hits) / asked)}%`} (${current.hits} hits, ${current.misses} misses)\n`,
         term`served      ${formatBytes(current.bytesServed)} to ${current.agentsServed} agent(s); fetched ${formatBytes(current.bytesFetched)}; refused ${current.refused} request(s)\n`,
+        prefetchLine(current.prefetch),
       ]}`,
     );
     return 0;
   },
 };
 
+/** The prefetch's line of `ferry relay status`: closures ready of those wanted, the one under way, what failed. */
+function prefetchLine(prefetch: RelayStatus['prefetch']): TerminalText {
+  if (!prefetch) return term`prefetch    off\n`;
+  const current = prefetch.current ? term`; fetching ${prefetch.current.closure.slice(0, 12)}… (${prefetch.current.objectsDone}/${prefetch.current.objectsTotal} blobs)` : '';
+  const skipped = prefetch.skipped.length > 0 ? term`; ${prefetch.skipped.length} over the cache limit` : '';
+  const failed = prefetch.failed.length > 0 ? term`; ${prefetch.failed.length} failed (${prefetch.failed[0]!.error})` : '';
+  return term`prefetch    ${prefetch.ready.length} of ${prefetch.wanted} closure(s) ready${prefetch.truncated ? '+' : ''}${current}${skipped}${failed}\n`;
+}
+
 const relaysLs: Command = {
   path: ['relays', 'ls'],
-  summary: 'list site relays and the agents they serve',
+  summary: 'list site relays, the agents they serve, and what those agents reported of them in the last 24 h (fetched through, failures)',
   maxArgs: 0,
   options: common,
   async run({ options, stdout }) {
     const { relays } = await clientFrom(options).call('relays.list', {});
     if (booleanOption(options, 'json')) return writeJson(stdout, relays);
-    stdout.write(table(['RELAY', 'NAME', 'URL', 'STATUS', 'WHERE'], relays.map((relay) => [relay.id, relay.name, relay.url, relay.status, relay.where.join(' ') || '(nobody)'])));
+    stdout.write(
+      table(
+        ['RELAY', 'NAME', 'URL', 'STATUS', 'WHERE', 'SERVED', 'FAILED', 'LAST FAILURE'],
+        relays.map((relay) => [
+          relay.id,
+          relay.name,
+          relay.url,
+          relay.status,
+          relay.where.join(' ') || '(nobody)',
+          String(relay.reports.agentsServed),
+          relay.reports.drops > 0 ? `${relay.reports.failures} (${relay.reports.drops} dropped)` : String(relay.reports.failures),
+          relay.reports.lastFailure ? `${new Date(relay.reports.lastFailure.at).toISOString()} ${relay.reports.lastFailure.agentId.slice(0, 12)}: ${relay.reports.lastFailure.message.slice(0, 120)}` : '-',
+        ]),
+      ),
+    );
     return 0;
   },
 };

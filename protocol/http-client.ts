@@ -99,6 +99,8 @@ export type CallInput<N extends RouteName> = {} extends RouteInput<N> ? [input?:
 export interface CallOptions {
   /** Override the request time (tests of clock skew). */
   now?: number;
+  /** Ends the request (a held watch) when aborted: the call rejects. */
+  signal?: AbortSignal;
 }
 
 export interface RequestOptions {
@@ -106,6 +108,7 @@ export interface RequestOptions {
   body?: unknown;
   /** Override the request time (tests of clock skew). */
   now?: number;
+  signal?: AbortSignal;
 }
 
 export interface CoordinatorHttpClientOptions {
@@ -154,10 +157,11 @@ export class CoordinatorHttpClient {
       const headers: Record<string, string> = { 'accept-encoding': 'identity', ...(body === undefined ? {} : { 'content-type': 'application/json' }) };
       if (this.identity) Object.assign(headers, signRequest(this.identity, method, target, body, options.now));
       try {
-        response = await this.fetch(new URL(target, this.baseUrl), { method, headers, body });
+        response = await this.fetch(new URL(target, this.baseUrl), { method, headers, body, ...(options.signal ? { signal: options.signal } : {}) });
       } catch (error) {
         const pinning = pinningFailure(error);
         if (pinning) throw pinning;
+        if (options.signal?.aborted) throw error;
         if (method === 'GET' && attempt < 2) {
           await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** attempt));
           continue;
@@ -209,7 +213,7 @@ export class CoordinatorHttpClient {
   private async callJson(name: RouteName, input: object, options: CallOptions = {}): Promise<{ status: number; reply: unknown; route: ApiRoute | ViewerRoute }> {
     const route = await describedRoute(name);
     const { path, rest } = fillPath(route.path, input as Record<string, unknown>);
-    const request: RequestOptions = route.method === 'GET' ? { query: queryOf(rest), now: options.now } : { body: rest, now: options.now };
+    const request: RequestOptions = route.method === 'GET' ? { query: queryOf(rest), now: options.now, signal: options.signal } : { body: rest, now: options.now, signal: options.signal };
     return { ...(await this.readJson(route.method, path, request)), route };
   }
 

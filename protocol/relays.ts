@@ -109,6 +109,28 @@ export function decodeRelayGrant(header: string | undefined): RelayGrant | undef
   }
 }
 
+/** A closure as the relay's status names it: `<configId>.<system>`. */
+const ClosureKeySchema = z.string().max(200);
+
+/** The prefetch's part of the relay's status (relay/relay-prefetch.ts). */
+export const RelayPrefetchStatusSchema = z.strictObject({
+  /** Closures the coordinator's last prefetch answer named, and whether it named only the first of more. */
+  wanted: z.number().int().nonnegative(),
+  truncated: z.boolean(),
+  /** Those fetched whole into the cache (as of their prefetch: eviction may have removed some since). */
+  ready: z.array(ClosureKeySchema),
+  /** The one being fetched, and its progress in blobs. */
+  current: z.strictObject({ closure: ClosureKeySchema, objectsDone: z.number().int().nonnegative(), objectsTotal: z.number().int().nonnegative() }).nullable(),
+  /** Not prefetched: the closures before them fill the cache's limit. */
+  skipped: z.array(ClosureKeySchema),
+  failed: z.array(z.strictObject({ closure: ClosureKeySchema, error: z.string().max(300) })),
+  /** Closures prefetched since the relay started, objects it fetched from the coordinator and found cached already. */
+  prefetches: z.number().int().nonnegative(),
+  objectsFetched: z.number().int().nonnegative(),
+  objectsCached: z.number().int().nonnegative(),
+});
+export type RelayPrefetchStatus = z.infer<typeof RelayPrefetchStatusSchema>;
+
 /** What `ferry relay status --json` prints (relay/relay-server.ts counts it). */
 export const RelayStatusSchema = z.strictObject({
   relayId: KeyIdSchema,
@@ -124,5 +146,7 @@ export const RelayStatusSchema = z.strictObject({
   /** Requests refused (no or a bad grant, an object outside the granted closure, an operation a relay does not serve). */
   refused: z.number().int().nonnegative(),
   agentsServed: z.number().int().nonnegative(),
+  /** Absent from a status written by a relay from before prefetch. */
+  prefetch: RelayPrefetchStatusSchema.optional(),
 });
 export type RelayStatus = z.infer<typeof RelayStatusSchema>;

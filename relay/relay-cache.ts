@@ -77,9 +77,14 @@ interface LargeFetch {
 /** A range of a blob still being fetched is read from its partial file up to this many bytes; a larger one waits for the whole. */
 export const PARTIAL_READ_MAX_BYTES = 16 * 1024 * 1024;
 
-export interface RelayCounters {
+/** Objects found here (hits) and fetched from the coordinator first (misses), counted for whoever asked: agents, or the prefetch. */
+export interface Tally {
   hits: number;
   misses: number;
+}
+
+/** The agents' tally, and what the cache did for everyone (bytes fetched from the coordinator, the prefetch's included). */
+export interface RelayCounters extends Tally {
   bytesFetched: number;
   evictions: number;
 }
@@ -167,15 +172,16 @@ export class RelayCache {
 
   /**
    * The objects of `configId`'s closure, walking its manifest's roots
-   * through directories (fetched through). Refuses (FORBIDDEN) a config
-   * whose manifest no agent asked this relay for: its closure is unknown here.
+   * through directories (fetched through; counted in `tally`, the agents'
+   * by default). Refuses (FORBIDDEN) a config whose manifest neither an
+   * agent nor the prefetch asked this relay for: its closure is unknown here.
    */
-  closure(configId: string): Promise<ClosureIndex> {
+  closure(configId: string, tally: Tally = this.counters): Promise<ClosureIndex> {
     let found = this.closures.get(configId);
     if (!found) {
       const manifest = this.manifestOf(configId);
       if (!manifest) return Promise.reject(new DataError('FORBIDDEN', `this relay holds no manifest of config ${configId}: ask for it first`));
-      found = this.walk(manifest);
+      found = this.walk(manifest, tally);
       found.catch(() => this.closures.delete(configId));
       this.closures.set(configId, found);
     }
@@ -185,7 +191,7 @@ export class RelayCache {
     });
   }
 
-  private async walk(manifest: Manifest): Promise<ClosureIndex> {
+  private async walk(manifest: Manifest, tally: Tally): Promise<ClosureIndex> {
     const objects: ClosureIndex['objects'] = new Map();
     const roots = manifest.storePaths.map((info) => info.root);
     let bytes = 0;
@@ -200,7 +206,7 @@ export class RelayCache {
     while (level.length > 0) {
       const current = level;
       level = [];
-      await this.ensureDirectories(current);
+      await this.ensureDirectories(current, tally);
       for (const id of current) for (const entry of this.store.readDirectory(id as Digest)) add(entry);
     }
     return { objects, roots, bytes, lastUsed: Date.now() };
@@ -228,8 +234,8 @@ export class RelayCache {
     return { hits, misses: ids.length - hits };
   }
 
-  /** Makes `ids` (directories) present here, fetching the missing ones in batches, each verified by id and canonical form. Counts hits and misses. */
-  async ensureDirectories(ids: readonly string[]): Promise<void> {
+  /** Makes `ids` (directories) present here, fetching the missing ones in batches, each verified by id and canonical form. Counts hits and misses in `tally`. */
+  async ensureDirectories(ids: readonly string[], tally: Tally = this.counters): Promise<void> {
     const counted = await this.throughOnce(ids, (id) => this.store.hasDirectory(id as Digest), async (fresh) => {
       for (let start = 0; start < fresh.length; start += MAX_BATCH_OBJECTS) {
         const asked = fresh.slice(start, start + MAX_BATCH_OBJECTS) as Digest[];
@@ -254,18 +260,18 @@ export class RelayCache {
         );
       }
     });
-    this.counters.hits += counted.hits;
-    this.counters.misses += counted.misses;
+    tally.hits += counted.hits;
+    tally.misses += counted.misses;
   }
 
   /**
    * Makes the blobs `ids` (of `closure`, which gives their sizes) present
    * here: small ones fetched in batches and verified whole, large ones
-   * per group and whole. Counts hits and misses.
+   * per group and whole. Counts hits and misses in `tally`.
    */
-  async ensureBlobs(closure: ClosureIndex, ids: readonly string[]): Promise<void> {
+  async ensureBlobs(closure: ClosureIndex, ids: readonly string[], tally: Tally = this.counters): Promise<void> {
     const large = ids.filter((id) => closure.objects.get(id)!.size > MAX_BATCHED_BLOB_BYTES);
-    const wholes = large.map(async (id) => (await this.blobSource(closure, id)).stored);
+    const wholes = large.map(async (id) => (await this.blobSource(closure, id, tally)).stored);
     const counted = await this.throughOnce(ids.filter((id) => closure.objects.get(id)!.size <= MAX_BATCHED_BLOB_BYTES), (id) => this.store.hasBlob(id as Digest), async (fresh) => {
       const small = fresh;
       let batch: string[] = [];
@@ -302,8 +308,8 @@ export class RelayCache {
       }
       await flush();
     });
-    this.counters.hits += counted.hits;
-    this.counters.misses += counted.misses;
+    tally.hits += counted.hits;
+    tally.misses += counted.misses;
     await Promise.all(wholes);
   }
 
@@ -311,18 +317,18 @@ export class RelayCache {
    * A blob of `closure` to serve: from the castore when it is there (a hit),
    * else fetched through (a miss) once however many ask, its bytes readable
    * as they are verified, so an agent asking for the first segment of a
-   * large file does not wait for the whole of it.
+   * large file does not wait for the whole of it. Counted in `tally`.
    */
-  async blobSource(closure: ClosureIndex, id: string): Promise<BlobSource> {
+  async blobSource(closure: ClosureIndex, id: string, tally: Tally = this.counters): Promise<BlobSource> {
     const digest = id as Digest;
     const stat = this.store.statBlob(digest);
     if (stat && !this.large.has(id)) {
-      this.counters.hits++;
+      tally.hits++;
       return { size: stat.size, outboard: this.store.readOutboard(digest), waitFor: async () => undefined, read: (offset, length) => this.store.readBlob(digest, { offset, length }), stored: Promise.resolve() };
     }
     let pending = this.large.get(id);
     if (!pending) {
-      this.counters.misses++;
+      tally.misses++;
       pending = this.startLarge(digest, closure.objects.get(id)!.size);
       this.large.set(id, pending);
       pending.catch(() => this.large.delete(id));

@@ -26,7 +26,11 @@ import { encodeHeaderFrame, FrameReader, parseHeaderJson } from '../protocol/fra
 import { loadIdentity, type Identity } from '../protocol/identity.js';
 import { MAX_REQUEST_SKEW_MS, requestNonce, verifyRequestSignature } from '../protocol/request-signing.js';
 import { decodeRelayGrant, RELAY_GRANT_HEADER, relayGrantProblem, type RelayGrant, type RelayStatus } from '../protocol/relays.js';
+import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { PARTIAL_READ_MAX_BYTES, RelayCache, type BlobSource } from './relay-cache.js';
+import { RelayPrefetcher } from './relay-prefetch.js';
+import { RelayMetrics } from './relay-metrics.js';
+import { startMetricsServer, type RunningMetricsServer } from '../protocol/metrics-server.js';
 import { readRelayState, relayCertificate, relayPaths, writeFileAtomic, type RelayState } from './relay-state.js';
 
 /** A request body larger than this is refused unread (a header frame of MAX_REQUEST_HEADER_BYTES, and a delta's chaining values). */
@@ -51,6 +55,10 @@ export interface RelayServerOptions {
    * every blob served, to show agents refuse it. Never set in use.
    */
   flipBlobBytes?: boolean;
+  /** Prefetch the closures the coordinator says the relay's agents are to run (default true; relay-prefetch.ts). */
+  prefetch?: boolean;
+  /** Serve Prometheus metrics at http://HOST:PORT/metrics (relay-metrics.ts); default: not served. */
+  metricsListen?: { host: string; port: number };
 }
 
 function refused(message: string): FerryError {
@@ -73,6 +81,9 @@ export class RelayServer {
   private refusals = 0;
   private statusTimer: NodeJS.Timeout | undefined;
   private listening: string | null = null;
+  private prefetcher: RelayPrefetcher | undefined;
+  /** Where its metrics are served, when they are (--metrics-listen). */
+  metrics: RunningMetricsServer | undefined;
 
   private constructor(
     private readonly stateDir: string,
@@ -104,6 +115,10 @@ export class RelayServer {
     const certificate = relayCertificate(stateDir);
     const server = createSecureServer({ cert: certificate.certificatePem, key: certificate.privateKeyPem, allowHTTP1: true });
     const relay = new RelayServer(stateDir, state, identity, client, cache, server, options);
+    if (options.prefetch !== false) {
+      const http = new CoordinatorHttpClient(state.coordinator.httpUrl, identity, state.coordinator.pinnedTls ? { pinnedFingerprint: state.coordinator.tlsFingerprint } : {});
+      relay.prefetcher = new RelayPrefetcher(cache, http, { log: options.log, onProgress: () => relay.statusSoon() });
+    }
     server.on('request', (request: Http2ServerRequest, response: Http2ServerResponse) => void relay.handle(request, response));
     server.on('sessionError', () => undefined);
     const listen = new URL(`https://${state.listen}`);
@@ -118,7 +133,16 @@ export class RelayServer {
     });
     const address = server.address() as AddressInfo;
     relay.listening = `${address.address}:${address.port}`;
+    if (options.metricsListen) {
+      try {
+        relay.metrics = await startMetricsServer(new RelayMetrics(() => relay.status()), options.metricsListen.host, options.metricsListen.port);
+      } catch (error) {
+        await relay.close();
+        throw error;
+      }
+    }
     relay.writeStatus();
+    relay.prefetcher?.start();
     return relay;
   }
 
@@ -140,6 +164,7 @@ export class RelayServer {
       bytesFetched: counters.bytesFetched,
       refused: this.refusals,
       agentsServed: this.agents.size,
+      ...(this.prefetcher ? { prefetch: this.prefetcher.status() } : {}),
     };
   }
 
@@ -155,6 +180,8 @@ export class RelayServer {
   }
 
   async close(): Promise<void> {
+    await this.prefetcher?.stop();
+    await this.metrics?.close();
     clearTimeout(this.statusTimer);
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     await this.upstream.close();

@@ -1,6 +1,6 @@
 // Hostile input against every route of the coordinator's HTTP API
-// (coordinator/api/http.ts ROUTES, plus /v1/agent/watch and
-// /v1/audit/export), on a real socket on 127.0.0.1, with requests a
+// (coordinator/api/http.ts ROUTES, plus /v1/agent/watch,
+// /v1/relay/prefetch and /v1/audit/export), on a real socket on 127.0.0.1, with requests a
 // well-behaved client never sends: unsigned, signed by strangers, by every
 // role below the route's access, stale, replayed, tampered; bodies that are
 // not JSON objects, over the limit (declared, or chunked without a length),
@@ -110,7 +110,7 @@ interface Route {
   path: string;
   /** The template, as in ROUTES (`:agentId`…), for traversal cases. */
   template: string;
-  op: OperationName | 'watch' | 'export';
+  op: OperationName | 'watch' | 'prefetch' | 'export';
   /** A body the route accepts from an allowed caller (POST routes). */
   body?: Record<string, unknown>;
 }
@@ -165,12 +165,14 @@ function routes(): Route[] {
     route('GET', '/v1/audit/verify', 'audit.verify'),
     route('POST', '/v1/gc', 'gc', { dryRun: true }),
     route('GET', '/v1/agent/watch?wait=0', 'watch'),
+    route('GET', '/v1/relay/prefetch?wait=0', 'prefetch'),
     route('GET', '/v1/audit/export', 'export'),
   ];
 }
 
 function accessOf(route: Route): Access {
   if (route.op === 'watch') return API_ROUTES['agent.watch'].access;
+  if (route.op === 'prefetch') return API_ROUTES['relay.prefetch'].access;
   if (route.op === 'export') return API_STREAMS['audit.export'].access;
   return API_ROUTES[route.op].access;
 }
@@ -224,7 +226,7 @@ afterAll(async () => {
 
 describe('the route table', () => {
   it('covers every operation of the API', () => {
-    expect(new Set(routes().map((route) => route.op))).toEqual(new Set([...Object.keys(OPERATIONS), 'watch', 'export']));
+    expect(new Set(routes().map((route) => route.op))).toEqual(new Set([...Object.keys(OPERATIONS), 'watch', 'prefetch', 'export']));
   });
 });
 
@@ -381,12 +383,12 @@ describe('request bodies, on every route', () => {
   });
 
   it('refuses unknown fields, in the body or the query, naming them (400 INVALID)', async () => {
-    for (const route of routes().filter((route) => route.op !== 'watch' && route.op !== 'export')) {
+    for (const route of routes().filter((route) => route.op !== 'export')) {
       const as = accessOf(route) === 'public' ? undefined : allowedCaller(route);
       const send =
         route.method === 'POST'
           ? () => call('POST', route.path, { ...(as ? { as } : {}), body: JSON.stringify({ ...route.body, colour: 'blue' }) })
-          : () => call('GET', `${route.path}?colour=blue`, as ? { as } : {});
+          : () => call('GET', `${route.path}${route.path.includes('?') ? '&' : '?'}colour=blue`, as ? { as } : {});
       await expectRefused(send, 400, 'INVALID', /colour/);
     }
   });

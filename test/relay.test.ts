@@ -16,6 +16,7 @@ import { encodeHeaderFrame } from '../protocol/framing.js';
 import { pinnedFetch } from '../protocol/pinned-fetch.js';
 import { signRequest } from '../protocol/request-signing.js';
 import { DataClient, DataError } from '../protocol/data-client.js';
+import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { Identity, loadIdentity } from '../protocol/identity.js';
 import { formatJoinString } from '../protocol/join-string.js';
 import { encodeRelayGrant, RELAY_GRANT_HEADER, relayGrantMessage, RelayStatusSchema, type RelayGrant, type RelayStatus } from '../protocol/relays.js';
@@ -99,7 +100,8 @@ function ferry(args: string[]): Promise<{ status: number | null; stdout: string;
 }
 
 async function startRelay(env: Record<string, string> = {}): Promise<void> {
-  relay = spawn(process.execPath, [ferryBin, 'relay', 'run', '--state-dir', relayDir], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  // Without prefetch: these tests count what agents' requests fetch through (test/relay-prefetch.test.ts prefetches).
+  relay = spawn(process.execPath, [ferryBin, 'relay', 'run', '--state-dir', relayDir, '--no-prefetch'], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   await new Promise<void>((resolve, reject) => {
     let text = '';
     relay!.stderr!.on('data', (chunk: Buffer) => {
@@ -436,4 +438,29 @@ describe('a site relay', () => {
     });
     expect(refused.refused).toBeGreaterThanOrEqual(7);
   }, 120_000);
+
+  it('lists what agents reported of it (fetched through, failed, dropped); an agent it does not serve cannot add failures', async () => {
+    const reports = await until('the agents\' reports', async () => {
+      const { relays } = await test.adminClient.call('relays.list', {});
+      const report = relays.find((row) => row.id === relayId)?.reports;
+      return report && report.drops >= 1 && report.failures >= 4 ? report : undefined;
+    });
+    // agent-1 and agent-2 fetched through it; agent-3 (killed), agent-9 (three times, then dropped), agent-4
+    // (flipped bytes) and agent-7 (withheld) reported it failing: six failures, of which the activity an agent
+    // publishes (at most every 500 ms, best effort) carries most.
+    expect(reports.agentsServed).toBeGreaterThanOrEqual(2);
+    expect(reports.failures).toBeGreaterThanOrEqual(4);
+    expect(reports.failures).toBeLessThanOrEqual(6);
+    expect(reports.drops).toBe(1);
+    expect(reports.lastFailure?.message).toContain(relayId);
+    // An agent at another site says the relay failed it: not counted (the relay does not serve it).
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const settled = (await test.adminClient.call('relays.list', {})).relays.find((row) => row.id === relayId)?.reports;
+    const stranger = await siteAgent('agent-10', 'granted', 'barn-9');
+    await stranger.agent.close();
+    const event = { at: Date.now(), kind: 'relay-failed', message: `relay https://127.0.0.1:1 (${relayId}) failed: made up`, configId: null };
+    await new CoordinatorHttpClient(test.http.url, stranger.agent.identity).call('agent.activity', { phase: 'idle', configId: null, bytesDone: 0, bytesTotal: 0, objectsDone: 0, objectsTotal: 0, events: [event] });
+    const { relays } = await test.adminClient.call('relays.list', {});
+    expect(relays.find((row) => row.id === relayId)?.reports).toEqual(settled);
+  }, 60_000);
 });

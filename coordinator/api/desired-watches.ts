@@ -4,26 +4,44 @@
  * event wakes only the watches it concerns, so a fleet whose watches are
  * held costs nothing but their sockets until something happens to it, and
  * a config submitted to a graph wakes exactly that graph's followers.
+ *
+ * Site relays (docs/relays.md) add two kinds of waiter, both woken by a
+ * check of their own rather than by key, since which agents a relay
+ * serves is a query (its `--where` clauses), not a subject:
+ * - an agent's watch also waits for its relays to change: a relay
+ *   assignment or revocation asks each such watch whether the relays of
+ *   its agent changed (a few clause matches per held watch, for a rare
+ *   operator action), and wakes exactly those;
+ * - a relay's prefetch watch (GET /v1/relay/prefetch) waits for the
+ *   closures its agents are to run to change: any event that can change a
+ *   desired config, an agent's standing or a relay's reach asks each held
+ *   prefetch watch (one per relay; the set is computed once per event:
+ *   relay-access.ts).
  */
 import type { Coordinator } from '../coordinator.js';
 import type { Action, AuditEvent } from '../domain/events.js';
 
 /**
  * Which watches each action can concern, by its subject: an agent's own
- * (its standing, its graph, its pin) or every follower of a graph (its
- * head). Every action is listed, so a new one cannot be forgotten here.
+ * (its standing, its graph, its pin), every follower of a graph (its
+ * head), or which relays serve whom (`relays`: a relay's clauses or
+ * standing); `fleet`: none of an agent's, but an agent enrolled at once
+ * (a token with auto-approval) joins the agents a relay serves. Every
+ * action is listed, so a new one cannot be forgotten here.
  */
-const WAKES: Record<Action, 'agent' | 'graph' | null> = {
+const WAKES: Record<Action, 'agent' | 'graph' | 'relays' | 'fleet' | null> = {
   'coordinator.init': null,
   'key.add': null,
   // Agents' keys are never in the keys table (enrollment refuses that): revoking a key ends no watch.
   'key.revoke': null,
   'token.create': null,
   'token.revoke': null,
-  'agent.enroll': null,
+  'agent.enroll': 'fleet',
   'agent.approve': 'agent',
   'agent.reject': 'agent',
   'agent.revoke': 'agent',
+  // Facts choose only which system of a config a relay prefetches, and change without an operator: not worth a wake
+  // (the relay's watch deadline catches it), and they never select a relay (relay-access.ts checkRelayWhere).
   'agent.facts': null,
   'agent.assign': 'agent',
   'agent.pin': 'agent',
@@ -35,10 +53,11 @@ const WAKES: Record<Action, 'agent' | 'graph' | null> = {
   'store.push': null,
   'alert.add': null,
   'alert.remove': null,
-  // A relay assignment changes no desired config: agents learn their relays with their next desired answer (docs/relays.md).
+  // A relay serves nobody until assigned.
   'relay.enroll': null,
-  'relay.assign': null,
-  'relay.revoke': null,
+  // No desired config changes, but the relays of the agents it selected (before or now) do: their watches answer at once.
+  'relay.assign': 'relays',
+  'relay.revoke': 'relays',
   // A retry changes no desired config, but the watch answers it (the answer's directives carry it).
   'agent.retry': 'agent',
   'store.gc': null,
@@ -57,6 +76,10 @@ export const MAX_WATCHES_PER_AGENT = 4;
 
 export class DesiredWatches {
   private readonly waiting = new Map<string, Set<Wake>>();
+  /** Agents' watches that also wait for their relays to change, each with its check. */
+  private readonly relaysWaiting = new Map<Wake, () => boolean>();
+  /** Relays' prefetch watches, each with its check (whether its relay's prefetch set changed). */
+  private readonly prefetchWaiting = new Map<Wake, () => boolean>();
   /** Watches held per agent (what MAX_WATCHES_PER_AGENT bounds). */
   private readonly heldBy = new Map<string, number>();
   /** Set by release(): every watch is answered at once from then on. */
@@ -78,18 +101,20 @@ export class DesiredWatches {
   release(): void {
     this.released = true;
     for (const wakes of [...this.waiting.values()]) for (const wake of [...wakes]) wake();
+    for (const wake of [...this.prefetchWaiting.keys()]) wake();
   }
 
   /**
-   * Counts a watch of `agentId` as held until `release` is called; false
-   * (nothing counted) when the agent holds MAX_WATCHES_PER_AGENT already.
+   * Counts a watch of `agentId` (an agent's, or a relay's prefetch watch:
+   * `relay`) as held until `release` is called; false (nothing counted)
+   * when that key holds MAX_WATCHES_PER_AGENT already.
    */
-  hold(agentId: string): { release: () => void } | undefined {
+  hold(agentId: string, role: 'agent' | 'relay' = 'agent'): { release: () => void } | undefined {
     const held = this.heldBy.get(agentId) ?? 0;
     if (held >= MAX_WATCHES_PER_AGENT) return undefined;
     this.heldBy.set(agentId, held + 1);
-    // While it holds one, the agent is online (db/agent-presence.ts).
-    const present = this.presence.holdWatch(agentId);
+    // While it holds one, the agent is online (db/agent-presence.ts); a relay has no presence there.
+    const present = role === 'agent' ? this.presence.holdWatch(agentId) : () => undefined;
     let released = false;
     return {
       release: () => {
@@ -105,24 +130,46 @@ export class DesiredWatches {
 
   /**
    * Resolves when an event concerning agent `agentId` or graph `graph`
-   * (the one it follows; null: none) commits, when the coordinator closes,
-   * or after `timeoutMs`. The caller re-checks what it waits for either way.
+   * (the one it follows; null: none) commits, when an event changing which
+   * relays serve whom commits and `relaysChanged` (when given) says the
+   * agent's did, when the coordinator closes, or after `timeoutMs`. The
+   * caller re-checks what it waits for either way.
    */
-  wait(agentId: string, graph: string | null, timeoutMs: number): Promise<void> {
+  wait(agentId: string, graph: string | null, timeoutMs: number, relaysChanged?: () => boolean): Promise<void> {
     if (this.released) return Promise.resolve();
     return new Promise((resolve) => {
       const keys = graph === null ? [`agent:${agentId}`] : [`agent:${agentId}`, `graph:${graph}`];
       const wake = (): void => {
         clearTimeout(timer);
         for (const key of keys) this.remove(key, wake);
+        this.relaysWaiting.delete(wake);
         resolve();
       };
+      if (relaysChanged) this.relaysWaiting.set(wake, relaysChanged);
       const timer = setTimeout(wake, timeoutMs);
       for (const key of keys) {
         let wakes = this.waiting.get(key);
         if (!wakes) this.waiting.set(key, (wakes = new Set()));
         wakes.add(wake);
       }
+    });
+  }
+
+  /**
+   * Resolves when an event that can change what a relay prefetches commits
+   * and `changed` says its set did, when the coordinator closes, or after
+   * `timeoutMs`. The caller re-checks either way.
+   */
+  waitPrefetch(changed: () => boolean, timeoutMs: number): Promise<void> {
+    if (this.released) return Promise.resolve();
+    return new Promise((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer);
+        this.prefetchWaiting.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, timeoutMs);
+      this.prefetchWaiting.set(wake, changed);
     });
   }
 
@@ -136,7 +183,12 @@ export class DesiredWatches {
   private wakeConcerned(event: AuditEvent): void {
     const kind = WAKES[event.action];
     if (kind === null) return;
-    const wakes = this.waiting.get(`${kind}:${event.subject}`);
-    if (wakes) for (const wake of [...wakes]) wake();
+    if (kind === 'agent' || kind === 'graph') {
+      const wakes = this.waiting.get(`${kind}:${event.subject}`);
+      if (wakes) for (const wake of [...wakes]) wake();
+    }
+    if (kind === 'relays') for (const [wake, changed] of [...this.relaysWaiting]) if (changed()) wake();
+    // Every kind can change a relay's reach: a config, a pin, an agent's graph or standing, a relay's clauses.
+    for (const [wake, changed] of [...this.prefetchWaiting]) if (changed()) wake();
   }
 }

@@ -29,6 +29,7 @@ import { API_ROUTES, API_STREAMS, type ApiRoute, type ApiRouteName } from '../..
 import { checkReply, checkRepliesByDefault } from './reply-check.js';
 import { desiredConfigOf } from './queries.js';
 import { DesiredWatches, MAX_WATCHES_PER_AGENT } from './desired-watches.js';
+import { relayEndpointsKey, relayPrefetch } from './relay-access.js';
 import type { WatchUnchanged } from '../../protocol/config.js';
 import { liveViewerRoutes } from '../viewer/index.js';
 import { createNixCacheApp } from '../nix-cache/index.js';
@@ -178,6 +179,13 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
 
   async function answerWatch(c: Context, actor: Actor, { known, wait, challenge, retry, stop }: z.output<typeof watch.input>): Promise<Response> {
     const deadline = Date.now() + wait * 1000;
+    // The relays the agent is told of as the watch starts (its last answer, near enough): a change answers at once.
+    let relaysKnown: string | undefined;
+    // Asked by the watches on a relay event only (the loop below uses the row it read).
+    const relaysChanged = (): boolean => {
+      const agent = coordinator.state.get('agents', actor.keyId);
+      return agent !== undefined && relayEndpointsKey(coordinator, agent) !== relaysKnown;
+    };
     for (;;) {
       // A coordinator shutting down answers its held watches at once (the agent asks again, elsewhere or later).
       if (coordinator.closed || watches.released) throw new FerryError('SHUTTING_DOWN', 'the coordinator is shutting down');
@@ -189,17 +197,44 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
       const retried = retry !== undefined && agent.retrySeq !== null && agent.retrySeq > retry;
       const desired = desiredConfigOf(coordinator.state, agent);
       const stopChanged = stop !== undefined && (stop === '1') !== (agent.stopRequested && desired === null);
-      if (retried || stopChanged || (desired ?? 'none') !== known) return reply(c, 'agent.watch', await OPERATIONS['agent.desired'](coordinator, actor, { challenge }), JSON.stringify);
+      const relaysNow = relayEndpointsKey(coordinator, agent);
+      relaysKnown ??= relaysNow;
+      if (retried || stopChanged || (desired ?? 'none') !== known || relaysNow !== relaysKnown) {
+        return reply(c, 'agent.watch', await OPERATIONS['agent.desired'](coordinator, actor, { challenge }), JSON.stringify);
+      }
       if (Date.now() >= deadline) {
         coordinator.presence.touch(actor.keyId);
         const unchanged: WatchUnchanged = { unchanged: true, configId: known === 'none' ? null : known };
         return reply(c, 'agent.watch', unchanged, JSON.stringify);
       }
       // Asleep until an event concerning this agent or its graph (a config, a rollback, an assignment, a pin,
-      // a revocation), or the deadline: an idle watch costs nothing.
-      await watches.wait(agent.id, agent.pinnedConfig ? null : agent.desiredGraph, Math.max(0, deadline - Date.now()));
+      // a revocation) or its relays (a relay assigned or revoked), or the deadline: an idle watch costs nothing.
+      await watches.wait(agent.id, agent.pinnedConfig ? null : agent.desiredGraph, Math.max(0, deadline - Date.now()), relaysChanged);
     }
   }
+
+  // A relay's prefetch watch: the closures its agents are to run, held until they differ from `known` or `wait`
+  // seconds pass (protocol/relay-prefetch.ts); the relay then fetches them before its agents ask.
+  const prefetch = API_ROUTES['relay.prefetch'];
+  app.on(prefetch.method, prefetch.path, async (c) => {
+    const actor = await authenticate(c, await readBody(c), 'relay.prefetch', prefetch.access);
+    const parsed = prefetch.input.safeParse(c.req.query());
+    if (!parsed.success) throw parsed.error;
+    const held = watches.hold(actor.keyId, 'relay');
+    if (!held) throw new FerryError('TOO_MANY_WATCHES', `this relay holds ${MAX_WATCHES_PER_AGENT} watches already; wait for one to be answered`);
+    try {
+      const deadline = Date.now() + parsed.data.wait * 1000;
+      const changed = (): boolean => relayPrefetch(coordinator, actor.keyId).digest !== parsed.data.known;
+      for (;;) {
+        if (coordinator.closed || watches.released) throw new FerryError('SHUTTING_DOWN', 'the coordinator is shutting down');
+        if (coordinator.state.get('relays', actor.keyId)?.status !== 'enrolled') throw new FerryError('REVOKED', 'relay is revoked');
+        if (changed() || Date.now() >= deadline) return reply(c, 'relay.prefetch', relayPrefetch(coordinator, actor.keyId));
+        await watches.waitPrefetch(changed, Math.max(0, deadline - Date.now()));
+      }
+    } finally {
+      held.release();
+    }
+  });
 
   // The export streams JSON lines rather than one JSON document.
   const auditExport = API_STREAMS['audit.export'];

@@ -26,10 +26,11 @@ import { alertOutbox } from './alert-dispatcher.js';
 import { checkRelayWhere } from './relay-access.js';
 import { configDiff } from './config-diff.js';
 import { collectCoordinatorGarbage } from '../retention.js';
+import { emptyRelayReports, relayReports } from './relay-reports.js';
 import type { KeyId } from '../../protocol/identity.js';
 
-/** The routes a handler answers: all but the agent's watch, which http.ts holds open itself (its reply is agent.desired's, or unchanged). */
-export type OperationName = Exclude<ApiRouteName, 'agent.watch'>;
+/** The routes a handler answers: all but the held watches, which http.ts holds open itself (an agent's: its reply is agent.desired's, or unchanged; a relay's prefetch watch). */
+export type OperationName = Exclude<ApiRouteName, 'agent.watch' | 'relay.prefetch'>;
 type Route<N extends ApiRouteName> = (typeof API_ROUTES)[N];
 
 /** What an operation's handler takes (its input as parsed) and returns (what its output schema accepts). */
@@ -85,7 +86,10 @@ export const OPERATIONS: { [N in OperationName]: Handler<N> } = {
     const recorded = coordinator.record({ ...actor, role: 'relay' }, (context) => commands.enrollRelay(context, input))!;
     return { relayId: actor.keyId as KeyId, seq: recorded.seq };
   },
-  'relays.list': (coordinator) => ({ relays: coordinator.state.all('relays') }),
+  'relays.list': (coordinator) => {
+    const reports = relayReports(coordinator);
+    return { relays: coordinator.state.all('relays').map((relay) => ({ ...relay, reports: reports.get(relay.id) ?? emptyRelayReports() })) };
+  },
   'relays.assign': (coordinator, actor, input) => event(coordinator.record(actor, (context) => commands.assignRelay(context, input, checkRelayWhere))),
   'relays.revoke': (coordinator, actor, input) => event(coordinator.record(actor, (context) => commands.revokeRelay(context, input))),
 

@@ -14,7 +14,10 @@ import { FerryError } from '../../protocol/errors.js';
 import type { KeyId } from '../../protocol/identity.js';
 import { MAX_RELAYS_PER_AGENT, RELAY_GRANT_TTL_MS, relayGrantMessage, relayOfferMessage, type RelayOffer } from '../../protocol/relays.js';
 import type { Coordinator } from '../coordinator.js';
-import type { AgentRow, RelayRow } from '../domain/state.js';
+import { SystemSchema } from '../../protocol/config.js';
+import { MAX_RELAY_PREFETCH_CONFIGS, relayPrefetchDigest, type PrefetchTarget, type RelayPrefetchAnswer } from '../../protocol/relay-prefetch.js';
+import type { ConfigBody } from '../domain/events.js';
+import { factsRowId, type AgentRow, type RelayRow } from '../domain/state.js';
 import { agentMatches, desiredConfigOf, parseWhere, type WhereClause } from './queries.js';
 
 /**
@@ -33,12 +36,18 @@ export function checkRelayWhere(where: readonly string[]): void {
 
 const noPresence = (): string => '';
 
+/** What a relay reaches: the configs it may read, and the closures to prefetch (each config for its agents' systems). */
+interface RelayReach {
+  configs: string[];
+  prefetch: RelayPrefetchAnswer;
+}
+
 interface RelayCache {
   seq: number;
   /** The assigned, enrolled relays, oldest enrollment first: read once per event, not per desired answer. */
   assigned?: RelayRow[];
   clauses: Map<string, WhereClause[]>;
-  configs: Map<string, string[]>;
+  reaches: Map<string, RelayReach>;
 }
 const caches = new WeakMap<Coordinator, RelayCache>();
 
@@ -46,7 +55,7 @@ const caches = new WeakMap<Coordinator, RelayCache>();
 function cacheOf(coordinator: Coordinator): RelayCache {
   let cache = caches.get(coordinator);
   if (!cache || cache.seq !== coordinator.lastSeq) {
-    cache = { seq: coordinator.lastSeq, clauses: new Map(), configs: new Map() };
+    cache = { seq: coordinator.lastSeq, clauses: new Map(), reaches: new Map() };
     caches.set(coordinator, cache);
   }
   return cache;
@@ -80,26 +89,60 @@ export function relaysOf(coordinator: Coordinator, agent: AgentRow): RelayRow[] 
 }
 
 /**
+ * The relays an agent's desired answer names (relaysOf), as one string
+ * of their ids: what an agent's watch compares to answer at once when they
+ * change (an assignment or revocation).
+ */
+export function relayEndpointsKey(coordinator: Coordinator, agent: AgentRow): string {
+  return relaysOf(coordinator, agent)
+    .map((relay) => relay.id)
+    .join(',');
+}
+
+/**
  * The configs relay `relayId` may read: the desired configs of the
  * enrolled agents it serves (none for a revoked or unassigned relay).
  * Computed once per audit event.
  */
 export function relayConfigs(coordinator: Coordinator, relayId: string): string[] {
+  return reachOf(coordinator, relayId).configs;
+}
+
+/**
+ * What relay `relayId` is to prefetch (`GET /v1/relay/prefetch`): each
+ * config it may read (relayConfigs), for each system its agents of that
+ * config report (their facts: the agent's word, which only chooses which
+ * target of a config the relay may read anyway is fetched first; a system
+ * the config has no target for is skipped). Sorted, at most
+ * MAX_RELAY_PREFETCH_CONFIGS. Computed once per audit event.
+ */
+export function relayPrefetch(coordinator: Coordinator, relayId: string): RelayPrefetchAnswer {
+  return reachOf(coordinator, relayId).prefetch;
+}
+
+function reachOf(coordinator: Coordinator, relayId: string): RelayReach {
   const cache = cacheOf(coordinator);
-  const found = cache.configs.get(relayId);
+  const found = cache.reaches.get(relayId);
   if (found) return found;
   const relay = coordinator.state.get('relays', relayId);
   const configs = new Set<string>();
+  const targets = new Map<string, PrefetchTarget>();
   if (relay && relay.status === 'enrolled' && relay.where.length > 0) {
     for (const agent of coordinator.state.all('agents')) {
       if (!serves(coordinator, relay, agent)) continue;
       const desired = desiredConfigOf(coordinator.state, agent);
-      if (desired) configs.add(desired);
+      if (!desired) continue;
+      configs.add(desired);
+      const system = SystemSchema.safeParse(coordinator.state.get('agentFacts', factsRowId(agent.id, agent.factsRevision))?.facts.system);
+      const body = coordinator.state.get('configs', desired)?.body as ConfigBody | undefined;
+      if (system.success && body?.targets[system.data] !== undefined) targets.set(`${desired}.${system.data}`, { configId: desired as PrefetchTarget['configId'], system: system.data });
     }
   }
-  const list = [...configs];
-  cache.configs.set(relayId, list);
-  return list;
+  const sorted = [...targets.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, target]) => target);
+  const named = sorted.slice(0, MAX_RELAY_PREFETCH_CONFIGS);
+  const reach = { configs: [...configs], prefetch: { digest: relayPrefetchDigest(named), configs: named, truncated: sorted.length > named.length } };
+  cache.reaches.set(relayId, reach);
+  return reach;
 }
 
 /**

@@ -38,6 +38,7 @@ import { ConfigIdSchema, GraphNameSchema, WatchQuerySchema, DesiredAnswerSchema 
 import { DesiredChallengeSchema } from '../coordinator-proofs.js';
 import type { ErrorCode } from '../errors.js';
 import { KeyIdSchema } from '../identity.js';
+import { RelayPrefetchAnswerSchema, RelayPrefetchQuerySchema } from '../relay-prefetch.js';
 import { ActionSchema, AuditEventSchema, ChainReportSchema } from './audit.js';
 import { ConfigDiffInput, ConfigDiffSchema } from './config-diff.js';
 import type { Role } from './fleet.js';
@@ -62,7 +63,7 @@ import {
 import {
   AlertAddedSchema,
   RelayEnrolledSchema,
-  RelayViewSchema,
+  RelayListEntrySchema,
   AlertViewSchema,
   AgentDetailSchema,
   AgentFactsSchema,
@@ -204,9 +205,11 @@ export const API_ROUTES = {
 
   // Site relays (docs/relays.md): a relay enrolls itself with a relay token; operators decide which agents use it.
   'relays.enroll': route({ method: 'POST', path: '/v1/relays/enroll', access: 'self-signed', input: RelayEnrollInput, output: RelayEnrolledSchema, errors: errors('BAD_TOKEN', 'CONFLICT') }),
-  'relays.list': route({ method: 'GET', path: '/v1/relays', access: READERS, input: noInput, output: z.strictObject({ relays: z.array(RelayViewSchema) }), errors: [] }),
+  'relays.list': route({ method: 'GET', path: '/v1/relays', access: READERS, input: noInput, output: z.strictObject({ relays: z.array(RelayListEntrySchema) }), errors: [] }),
   'relays.assign': route({ method: 'POST', path: '/v1/relays/:relayId/assign', access: DEPLOYERS, input: AssignRelayInput, output: RecordedSchema, errors: errors('NOT_FOUND', 'CONFLICT') }),
   'relays.revoke': route({ method: 'POST', path: '/v1/relays/:relayId/revoke', access: DEPLOYERS, input: RelayRefInput, output: RecordedSchema, errors: errors('NOT_FOUND', 'CONFLICT') }),
+  /** A relay's own: held until the closures its agents are to run differ from `known`, or `wait` seconds (relay-prefetch.ts). */
+  'relay.prefetch': route({ method: 'GET', path: '/v1/relay/prefetch', access: ['relay'], input: RelayPrefetchQuerySchema, output: RelayPrefetchAnswerSchema, errors: errors('TOO_MANY_WATCHES', 'REVOKED') }),
 
   'audit.events': route({
     method: 'GET',

@@ -104,6 +104,25 @@ export const RelayViewSchema = z.strictObject({
 });
 export type RelayView = z.infer<typeof RelayViewSchema>;
 
+/**
+ * What agents reported of a relay recently (coordinator/api/relay-reports.ts):
+ * derived from the `relay`, `relay-failed` and `relay-dropped` events of
+ * their activity, which the coordinator keeps in memory (since it started,
+ * and at most the last 50 events of each agent). The agents' word: counts,
+ * for an operator to look closer, never a decision.
+ */
+export const RelayReportsSchema = z.strictObject({
+  /** Agents that fetched through it, and that reported it failing or dropped it, in the window. */
+  agentsServed: z.number().int().nonnegative(),
+  failures: z.number().int().nonnegative(),
+  drops: z.number().int().nonnegative(),
+  lastFailure: z.strictObject({ agentId: KeyIdSchema, at: z.number().int(), message: z.string() }).nullable(),
+});
+export type RelayReports = z.infer<typeof RelayReportsSchema>;
+
+/** A relay as `relays.list` shows it: its row and what its agents reported of it. */
+export const RelayListEntrySchema = RelayViewSchema.extend({ reports: RelayReportsSchema });
+
 export const RelayEnrolledSchema = z.strictObject({ relayId: KeyIdSchema, seq: SeqSchema });
 
 export const TokenCreatedSchema = z.strictObject({

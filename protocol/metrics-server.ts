@@ -1,14 +1,19 @@
 /**
- * The metrics endpoint on an address of its own (`ferry coordinator serve
- * --metrics-listen HOST:PORT`): `GET /metrics` in Prometheus's text
- * format, to anyone who can reach that address — so bind it where only the
- * monitoring system can (a private interface, 127.0.0.1 behind an agent).
- * It reads no request body and serves nothing else; what it shows is
- * counts, never keys, names or configs' contents.
+ * A metrics endpoint on an address of its own (`ferry coordinator serve
+ * --metrics-listen HOST:PORT`, `ferry relay run --metrics-listen …`):
+ * `GET /metrics` in Prometheus's text format, to anyone who can reach that
+ * address — so bind it where only the monitoring system can (a private
+ * interface, 127.0.0.1 behind an agent). It reads no request body and
+ * serves nothing else; what it shows is counts, never keys, names or
+ * configs' contents.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { CoordinatorMetrics } from './coordinator-metrics.js';
+
+/** What a metrics endpoint serves: a prom-client registry's text, read at each scrape. */
+export interface MetricsSource {
+  scrape(): Promise<{ text: string; contentType: string }>;
+}
 
 export interface RunningMetricsServer {
   /** e.g. `http://127.0.0.1:9464/metrics`. */
@@ -17,7 +22,7 @@ export interface RunningMetricsServer {
 }
 
 /** Serves `metrics` on `host:port` (0 picks a port); resolves once listening, rejects if it cannot listen. */
-export function startMetricsServer(metrics: CoordinatorMetrics, host: string, port: number): Promise<RunningMetricsServer> {
+export function startMetricsServer(metrics: MetricsSource, host: string, port: number): Promise<RunningMetricsServer> {
   const server = http.createServer((request, response) => {
     const path = (request.url ?? '').split('?', 1)[0];
     if (path !== '/metrics') return void response.writeHead(404, { 'content-type': 'text/plain' }).end('not found: the metrics are at /metrics\n');
