@@ -6,14 +6,16 @@
  * a config submitted to a graph wakes exactly that graph's followers.
  */
 import type { Coordinator } from '../coordinator.js';
-import type { Action, AuditEvent } from '../domain/events.js';
+import type { Action, AuditEvent, PayloadOf } from '../domain/events.js';
 
 /**
- * Which watches each action can concern, by its subject: an agent's own
+ * Which watches each action can concern: by its subject, an agent's own
  * (its standing, its graph, its pin) or every follower of a graph (its
- * head). Every action is listed, so a new one cannot be forgotten here.
+ * head); or `released`, the agents a rollout.advance names (and only
+ * them: the rest of the graph's answer did not change). Every action is
+ * listed, so a new one cannot be forgotten here.
  */
-const WAKES: Record<Action, 'agent' | 'graph' | null> = {
+const WAKES: Record<Action, 'agent' | 'graph' | 'released' | null> = {
   'coordinator.init': null,
   'key.add': null,
   // Agents' keys are never in the keys table (enrollment refuses that): revoking a key ends no watch.
@@ -39,6 +41,16 @@ const WAKES: Record<Action, 'agent' | 'graph' | null> = {
   'relay.enroll': null,
   'relay.assign': null,
   'relay.revoke': null,
+  'rollout.policy': null,
+  'rollout.advance': 'released',
+  // Halting, pausing or resuming releases nobody and takes nothing back: no answer changes.
+  'rollout.halt': null,
+  'rollout.pause': null,
+  'rollout.resume': null,
+  // The head goes back to the base (or, for a first config, everyone is held at nothing).
+  'rollout.abort': 'graph',
+  // Agents that joined the graph after the last batch was planned get the head now.
+  'rollout.complete': 'graph',
 };
 
 type Wake = () => void;
@@ -133,7 +145,15 @@ export class DesiredWatches {
   private wakeConcerned(event: AuditEvent): void {
     const kind = WAKES[event.action];
     if (kind === null) return;
-    const wakes = this.waiting.get(`${kind}:${event.subject}`);
+    if (kind === 'released') {
+      for (const agentId of (event.payload as PayloadOf<'rollout.advance'>).agents) this.wakeKey(`agent:${agentId}`);
+      return;
+    }
+    this.wakeKey(`${kind}:${event.subject}`);
+  }
+
+  private wakeKey(key: string): void {
+    const wakes = this.waiting.get(key);
     if (wakes) for (const wake of [...wakes]) wake();
   }
 }

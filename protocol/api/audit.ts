@@ -36,6 +36,13 @@ export const AUDIT_ACTIONS = [
   'relay.enroll',
   'relay.assign',
   'relay.revoke',
+  'rollout.policy',
+  'rollout.advance',
+  'rollout.halt',
+  'rollout.pause',
+  'rollout.resume',
+  'rollout.abort',
+  'rollout.complete',
 ] as const;
 export const ActionSchema = z.enum(AUDIT_ACTIONS);
 export type Action = z.infer<typeof ActionSchema>;
