@@ -40,7 +40,11 @@ export const RolloutPolicySchema = z.strictObject({
     .array(RolloutBatchSchema)
     .min(1, 'a policy has at least one batch')
     .max(MAX_ROLLOUT_BATCHES, `a policy has at most ${MAX_ROLLOUT_BATCHES} batches`)
-    .refine((batches) => 'percent' in batches[batches.length - 1]! && (batches[batches.length - 1] as { percent: number }).percent === 100, 'the last batch must be 100% (the rest of the fleet)'),
+    .refine((batches) => {
+      // Checked with min(1) in the same pass: an empty list is that issue, not this one.
+      const last = batches[batches.length - 1];
+      return last === undefined || ('percent' in last && last.percent === 100);
+    }, 'the last batch must be 100% (the rest of the fleet)'),
   pauseSeconds: z.number().int().min(0).max(MAX_ROLLOUT_PAUSE_SECONDS, `a pause is at most ${MAX_ROLLOUT_PAUSE_SECONDS} seconds (a week)`),
   maxFailures: MaxFailuresSchema,
 });
