@@ -315,10 +315,11 @@ async function processMetrics(coordinator: RunningCoordinator): Promise<{ lagP99
  * the coordinator's own loop and nothing else, so the probe's latency is
  * how long that loop took to turn.
  */
-function startStallWatch(coordinator: RunningCoordinator): () => Promise<Stalls> {
+async function startStallWatch(coordinator: RunningCoordinator): Promise<() => Promise<Stalls>> {
   let stopped = false;
   const latencies: number[] = [];
-  const before = processMetrics(coordinator);
+  // Before the window, not in it: a scrape reads the whole fleet (~150 ms at 10,000 agents under load), a stall of its own.
+  const start = await processMetrics(coordinator);
   const probing = (async () => {
     if (!coordinator.metricsUrl) return;
     const url = new URL('/stall-probe', coordinator.metricsUrl);
@@ -337,7 +338,7 @@ function startStallWatch(coordinator: RunningCoordinator): () => Promise<Stalls>
   return async () => {
     stopped = true;
     await probing;
-    const [start, end] = [await before, await processMetrics(coordinator)];
+    const end = await processMetrics(coordinator);
     const gc: Stalls['gc'] = {};
     for (const [kind, totals] of Object.entries(end.gc)) {
       const previous = start.gc[kind] ?? { count: 0, sum: 0, under50: 0 };
@@ -729,11 +730,11 @@ async function measurePoint(transport: Transport, target: number, coordinator: R
     const rate = N / 30;
     log(`${transport} N=${N}: load for ${knobs.loadSeconds} s, ${rate.toFixed(1)} desired/s + ${rate.toFixed(1)} reports/s`);
     const histogramsBefore = await Promise.all([requestHistogram(coordinator, '/v1/agent/desired'), requestHistogram(coordinator, '/v1/agent/status')]);
-    const stopStallWatch = startStallWatch(coordinator);
+    const stopStallWatch = await startStallWatch(coordinator);
     const before = await mark(coordinator, simulator);
     const result = await simulator.ask<LoadResult>({ type: 'load', seconds: knobs.loadSeconds, desiredPerSecond: rate, reportsPerSecond: rate, drainTimeoutMs: knobs.requestTimeoutSeconds * 1000 + 5000 });
     const after = await mark(coordinator, simulator);
-    const stalls = await stopStallWatch();
+    const stalls = await stopStallWatch(); // its last scrape after the window, like the histograms'
     const window = windowOf(before, after);
     const histogramsAfter = await Promise.all([requestHistogram(coordinator, '/v1/agent/desired'), requestHistogram(coordinator, '/v1/agent/status')]);
     // The coordinator's own p99 (a histogram bucket's upper bound) beside the simulator's end-to-end one.

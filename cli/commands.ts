@@ -16,6 +16,7 @@ export const commandGroups: CommandGroup[] = [
   { name: 'agents', summary: 'the fleet: list, approve, assign, pin, status, facts', load: async () => (await import('./fleet-commands.js')).fleetCommands },
   { name: 'config', summary: 'submit and inspect configs', load: async () => (await import('./graph-commands.js')).graphCommands },
   { name: 'graph', summary: 'artifact graphs: log and rollback', load: async () => (await import('./graph-commands.js')).graphCommands },
+  { name: 'rollout', summary: 'staged rollouts of a graph: policy, status, pause, resume, abort', load: async () => (await import('./rollout-commands.js')).rolloutCommands },
   { name: 'audit', summary: 'the audit log: log, show, replay, view (web), verify, export', load: async () => (await import('./audit-commands.js')).auditCommands },
   { name: 'cache', summary: 'the Nix binary cache at <url>/nix-cache: key to trust, netrc credentials', load: async () => (await import('./cache-commands.js')).cacheCommands },
   { name: 'alerts', summary: 'webhooks the coordinator POSTs signed alerts to: add, ls, rm', load: async () => (await import('./alert-commands.js')).alertCommands },

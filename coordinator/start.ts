@@ -12,6 +12,7 @@
  * here.
  */
 import { ClosureAccess } from './api/data-operations.js';
+import { RolloutDriver } from './api/rollout-driver.js';
 import { PresenceEvents } from './api/presence-events.js';
 import { AlertDispatcher } from './api/alert-dispatcher.js';
 import { Coordinator, type CoordinatorOptions } from './coordinator.js';
@@ -39,6 +40,8 @@ export interface StartCoordinatorOptions {
   /** Where `GET /metrics` is served to anyone who can reach it (default: nowhere; the counting happens anyway). */
   metricsListen?: ListenAddress;
   coordinator?: Omit<CoordinatorOptions, 'quicPort'>;
+  /** How often staged rollouts are stepped by the clock (ms; default 1 s): pauses end on these ticks. */
+  rolloutTickMs?: number;
 }
 
 export interface RunningCoordinator {
@@ -73,6 +76,7 @@ export async function startCoordinator(options: StartCoordinatorOptions): Promis
   const coordinator = Coordinator.open(options.dataDir, { ...options.coordinator, quicPort: () => quic?.port ?? null });
   const closureAccess = new ClosureAccess(coordinator);
   new PresenceEvents(coordinator);
+  new RolloutDriver(coordinator, options.rolloutTickMs);
   const alerts = new AlertDispatcher(coordinator);
   const metrics = new CoordinatorMetrics(coordinator);
   const log = options.log;

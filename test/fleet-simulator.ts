@@ -1,7 +1,7 @@
 /**
  * Drives a coordinator through a long, seeded, random sequence of real
  * commands (keys, tokens, enrollments, facts, configs, assignments, reports,
- * rollbacks, alerts, relays), including refused ones, as a fleet would. Used by the replay
+ * rollbacks, alerts, relays, staged rollouts), including refused ones, as a fleet would. Used by the replay
  * test, the kill test and the audit benchmark.
  */
 import { createCipheriv } from 'node:crypto';
@@ -15,6 +15,7 @@ import * as commands from '../coordinator/domain/commands.js';
 import { FerryError } from '../protocol/errors.js';
 import type { Actor, CommandContext } from '../coordinator/domain/commands.js';
 import { checkRelayWhere } from '../coordinator/api/relay-access.js';
+import * as rolloutCommands from '../coordinator/domain/rollout-commands.js';
 import { seededRandom } from './seeded-random.js';
 
 /** Puts a tiny store path into the coordinator's castore (what a push would do). */
@@ -115,6 +116,14 @@ export function simulateFleet(coordinator: Coordinator, adminActor: Actor, admin
       attempt(adminActor, (context) => commands.revokeRelay(context, { relayId }));
       attempt(adminActor, (context) => commands.revokeRelay(context, { relayId }));
     }
+    // Staged rollouts, also at fixed steps: a policy on 'edge' (so its configs roll out), the
+    // coordinator's steps, and an operator pausing, resuming and aborting (refused when not apt).
+    if (step % 151 === 2) attempt(adminActor, (context) => rolloutCommands.setRolloutPolicy(context, { graph: 'edge', policy: { batches: [{ agents: 1 }, { percent: 50 }, { percent: 100 }], pauseSeconds: 0, maxFailures: { percent: 30 } } }));
+    if (step % 151 === 140) attempt(adminActor, (context) => rolloutCommands.setRolloutPolicy(context, { graph: 'edge', policy: null }));
+    if (step % 7 === 3) attempt(coordinatorActor(coordinator), (context) => rolloutCommands.stepRollout(context, 'edge', agents.map((identity) => identity.keyId)));
+    if (step % 53 === 30) attempt(adminActor, (context) => rolloutCommands.pauseRollout(context, { graph: 'edge' }));
+    if (step % 53 === 40) attempt(adminActor, (context) => rolloutCommands.resumeRollout(context, { graph: 'edge' }));
+    if (step % 211 === 100) attempt(adminActor, (context) => rolloutCommands.abortRollout(context, { graph: 'edge' }));
     const agent = pick(agents);
     const agentActor: Actor | undefined = agent && { keyId: agent.keyId, role: 'agent', requestSignature: null };
     switch (random(12)) {

@@ -19,17 +19,19 @@
  *   relay-access.ts).
  */
 import type { Coordinator } from '../coordinator.js';
-import type { Action, AuditEvent } from '../domain/events.js';
+import type { Action, AuditEvent, PayloadOf } from '../domain/events.js';
 
 /**
  * Which watches each action can concern, by its subject: an agent's own
  * (its standing, its graph, its pin), every follower of a graph (its
- * head), or which relays serve whom (`relays`: a relay's clauses or
- * standing); `fleet`: none of an agent's, but an agent enrolled at once
- * (a token with auto-approval) joins the agents a relay serves. Every
- * action is listed, so a new one cannot be forgotten here.
+ * head), `released`: the agents a rollout.advance names (and only them:
+ * the rest of the graph's answer did not change), or which relays serve
+ * whom (`relays`: a relay's clauses or standing); `fleet`: none of an
+ * agent's, but an agent enrolled at once (a token with auto-approval)
+ * joins the agents a relay serves. Every action is listed, so a new one
+ * cannot be forgotten here.
  */
-const WAKES: Record<Action, 'agent' | 'graph' | 'relays' | 'fleet' | null> = {
+const WAKES: Record<Action, 'agent' | 'graph' | 'released' | 'relays' | 'fleet' | null> = {
   'coordinator.init': null,
   'key.add': null,
   // Agents' keys are never in the keys table (enrollment refuses that): revoking a key ends no watch.
@@ -61,6 +63,16 @@ const WAKES: Record<Action, 'agent' | 'graph' | 'relays' | 'fleet' | null> = {
   // A retry changes no desired config, but the watch answers it (the answer's directives carry it).
   'agent.retry': 'agent',
   'store.gc': null,
+  'rollout.policy': null,
+  'rollout.advance': 'released',
+  // Halting, pausing or resuming releases nobody and takes nothing back: no answer changes.
+  'rollout.halt': null,
+  'rollout.pause': null,
+  'rollout.resume': null,
+  // The head goes back to the base (or, for a first config, everyone is held at nothing).
+  'rollout.abort': 'graph',
+  // Agents that joined the graph after the last batch was planned get the head now.
+  'rollout.complete': 'graph',
 };
 
 type Wake = () => void;
@@ -183,12 +195,16 @@ export class DesiredWatches {
   private wakeConcerned(event: AuditEvent): void {
     const kind = WAKES[event.action];
     if (kind === null) return;
-    if (kind === 'agent' || kind === 'graph') {
-      const wakes = this.waiting.get(`${kind}:${event.subject}`);
-      if (wakes) for (const wake of [...wakes]) wake();
-    }
+    if (kind === 'released') {
+      for (const agentId of (event.payload as PayloadOf<'rollout.advance'>).agents) this.wakeKey(`agent:${agentId}`);
+    } else if (kind === 'agent' || kind === 'graph') this.wakeKey(`${kind}:${event.subject}`);
     if (kind === 'relays') for (const [wake, changed] of [...this.relaysWaiting]) if (changed()) wake();
     // Every kind can change a relay's reach: a config, a pin, an agent's graph or standing, a relay's clauses.
     for (const [wake, changed] of [...this.prefetchWaiting]) if (changed()) wake();
+  }
+
+  private wakeKey(key: string): void {
+    const wakes = this.waiting.get(key);
+    if (wakes) for (const wake of [...wakes]) wake();
   }
 }

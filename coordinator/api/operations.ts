@@ -14,6 +14,8 @@ import { WIRE_ENCODINGS } from '../../protocol/compression/wire.js';
 import { FERRY_VERSION } from '../../protocol/version.js';
 import type { Coordinator } from '../coordinator.js';
 import * as commands from '../domain/commands.js';
+import * as rolloutCommands from '../domain/rollout-commands.js';
+import { nextStepAt } from '../domain/rollouts.js';
 import { FerryError } from '../../protocol/errors.js';
 import type { Actor } from '../domain/commands.js';
 import type { AuditEvent, PayloadOf } from '../domain/events.js';
@@ -203,6 +205,21 @@ export const OPERATIONS: { [N in OperationName]: Handler<N> } = {
     const recorded = coordinator.record(actor, (context) => commands.rollbackGraph(context, input))!;
     return { ...(recorded.payload as PayloadOf<'graph.rollback'>), seq: recorded.seq };
   },
+  'rollouts.policy': (coordinator, actor, input) => event(coordinator.record(actor, (context) => rolloutCommands.setRolloutPolicy(context, input))),
+  'rollouts.show': (coordinator, _actor, input) => {
+    const row = coordinator.state.get('rollouts', input.graph);
+    if (!row) throw new FerryError('NOT_FOUND', `graph '${input.graph}' has no rollout policy and never had a rollout`);
+    return {
+      ...row,
+      batches: row.policy?.batches.length ?? 0,
+      pending: Math.max(0, row.released - row.active - row.failed),
+      nextStepAt: nextStepAt(row, coordinator.now()),
+      head: coordinator.state.get('graphs', input.graph)?.head ?? null,
+    };
+  },
+  'rollouts.pause': (coordinator, actor, input) => event(coordinator.record(actor, (context) => rolloutCommands.pauseRollout(context, input))),
+  'rollouts.resume': (coordinator, actor, input) => event(coordinator.record(actor, (context) => rolloutCommands.resumeRollout(context, input))),
+  'rollouts.abort': (coordinator, actor, input) => event(coordinator.record(actor, (context) => rolloutCommands.abortRollout(context, input))),
   'configs.show': (coordinator, _actor, input) => {
     const config = coordinator.state.get('configs', input.configId);
     if (!config) throw new FerryError('NOT_FOUND', `no config ${input.configId}`);

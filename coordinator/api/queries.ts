@@ -3,6 +3,7 @@ import { getTableColumns } from 'drizzle-orm';
 import { agents } from '../db/schema.js';
 import { FerryError } from '../../protocol/errors.js';
 import type { AgentRow, StateStore } from '../domain/state.js';
+import { rolloutConfigFor } from '../domain/rollouts.js';
 import type { SqliteStateStore } from '../domain/sqlite-state.js';
 import { PresenceSchema, type ConfigSummary } from '../../protocol/api/views.js';
 
@@ -87,11 +88,16 @@ export function agentMatches(state: StateStore, agent: AgentRow, where: readonly
   });
 }
 
-/** The config an agent should run: its pin, else the head of the graph it follows. */
+/**
+ * The config an agent should run: its pin, else the head of the graph it
+ * follows as a staged rollout of that head lets it (domain/rollouts.ts
+ * rolloutConfigFor: the head once released, else the rollout's base).
+ */
 export function desiredConfigOf(state: StateStore, agent: AgentRow): string | null {
   if (agent.pinnedConfig) return agent.pinnedConfig;
-  if (agent.desiredGraph) return state.get('graphs', agent.desiredGraph)?.head ?? null;
-  return null;
+  if (!agent.desiredGraph) return null;
+  const graph = state.get('graphs', agent.desiredGraph);
+  return graph ? rolloutConfigFor(state, graph, agent.id) : null;
 }
 
 /** How the agents that should run a config are doing: a wire shape (configs.show, graphs.show answer it). */

@@ -15,6 +15,7 @@ import type { ConfigId } from '../../protocol/config.js';
 import type { AgentStatus, Health, Phase, RecordedPresence, Role } from '../../protocol/api/fleet.js';
 import type { SignedConfigBody } from '../../protocol/api/views.js';
 import type { AlertKind } from '../../protocol/alerts.js';
+import type { RolloutPolicy, RolloutStatus } from '../../protocol/rollout-policy.js';
 
 export const auditEvents = sqliteTable('audit_events', {
   seq: integer('seq').primaryKey(),
@@ -118,6 +119,54 @@ export const configs = sqliteTable('configs', {
   forced: integer('forced', { mode: 'boolean' }).notNull(),
   seq: integer('seq').notNull(),
 }, (table) => [index('configs_graph').on(table.graph)]);
+
+/**
+ * Staged rollouts (docs/coordinator.md "Staged rollouts"), one row per
+ * graph: its policy (rollout.policy) and its latest rollout, started by a
+ * config.submit to a graph with a policy and driven by the rollout.* events.
+ * The counters count the rollout's release rows by outcome, kept by the
+ * reducer, so `rollout status` and the driver read one row.
+ */
+export const rollouts = sqliteTable('rollouts', {
+  /** The graph's name. */
+  id: text('id').primaryKey(),
+  policy: text('policy', { mode: 'json' }).$type<RolloutPolicy>(),
+  /** The config being rolled out (null: none yet). */
+  configId: text('config_id').$type<ConfigId>(),
+  /** What agents not released run meanwhile: the head before it (null: nothing, the graph's first config). */
+  base: text('base').$type<ConfigId>(),
+  status: text('status').$type<RolloutStatus>(),
+  /** The batch released last (0-based; -1: none yet). */
+  batch: integer('batch').notNull(),
+  /** Agents released once that batch is fully out (cumulative). */
+  target: integer('target').notNull(),
+  released: integer('released').notNull(),
+  active: integer('active').notNull(),
+  failed: integer('failed').notNull(),
+  /** Failures an operator accepted by resuming a halted rollout: the threshold counts the ones after. */
+  acceptedFailures: integer('accepted_failures').notNull(),
+  /** Wall time (ms) the current batch settled (every released agent active or failed); null while it has not. */
+  settledAt: integer('settled_at'),
+  /** Why it halted or ended (halt, abort, rollback), else null. */
+  reason: text('reason'),
+  startedSeq: integer('started_seq'),
+  updatedSeq: integer('updated_seq').notNull(),
+});
+
+/**
+ * One row per agent a rollout released (`<config id>:<agent id>`) and how
+ * it went for that agent there: pending, active (reported it active) or
+ * failed (failed, rolled back, or degraded; sticky for the rollout).
+ */
+export const rolloutReleases = sqliteTable('rollout_releases', {
+  id: text('id').primaryKey(),
+  graph: text('graph').notNull(),
+  configId: text('config_id').$type<ConfigId>().notNull(),
+  agentId: text('agent_id').notNull(),
+  batch: integer('batch').notNull(),
+  outcome: text('outcome').$type<'pending' | 'active' | 'failed'>().notNull(),
+  seq: integer('seq').notNull(),
+}, (table) => [index('rollout_releases_config').on(table.configId)]);
 
 /**
  * Webhooks (`ferry alerts add`): state, from alert.add / alert.remove.

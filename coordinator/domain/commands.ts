@@ -79,13 +79,15 @@ function requireClosures(context: CommandContext, configId: string, targets: Rec
   }
 }
 
-function allow(context: CommandContext, ...roles: (Role | 'coordinator')[]): void {
+/** Refuses (FORBIDDEN) an actor whose role is none of `roles`. */
+export function allow(context: CommandContext, ...roles: (Role | 'coordinator')[]): void {
   if (!roles.includes(context.actor.role)) {
     throw new FerryError('FORBIDDEN', `role '${context.actor.role}' may not do this (needs ${roles.join(' or ')})`);
   }
 }
 
-function parse<T extends z.ZodType>(schema: T, input: unknown): z.infer<T> {
+/** `input` as `schema` parses it; refuses (INVALID) naming the first issue's field. */
+export function parse<T extends z.ZodType>(schema: T, input: unknown): z.infer<T> {
   const result = schema.safeParse(input);
   if (!result.success) {
     const issue = result.error.issues[0]!;

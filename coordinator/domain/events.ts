@@ -10,6 +10,7 @@ import { StorePathSchema } from '../../protocol/store-path-info.js';
 import { MAX_REGISTER_PATHS } from '../../protocol/data-protocol.js';
 import { ConfigBodySchema, ConfigIdSchema, GraphNameSchema } from '../../protocol/config.js';
 import { FingerprintSchema, RelayUrlSchema } from '../../protocol/relays.js';
+import { RolloutPolicySchema } from '../../protocol/rollout-policy.js';
 import { AlertIdSchema, AlertKindSchema, MAX_ALERT_WHERE, MAX_ALERT_WHERE_LENGTH } from '../../protocol/alerts.js';
 
 export { ActorRoleSchema, FactsSchema, LabelsSchema, PhaseSchema, RecordedFactsSchema, ReportSourceSchema, RoleSchema, type ActorRole, type Facts, type Role } from '../../protocol/api/fleet.js';
@@ -21,6 +22,9 @@ export { ActionSchema, AuditEventSchema, type Action, type AuditEvent } from '..
 export { ActivationSchema, ConfigBodySchema, ConfigIdSchema, GraphNameSchema, HealthCheckSchema, SystemSchema, type ConfigBody, type ConfigId } from '../../protocol/config.js';
 
 const agentRef = { agentId: KeyIdSchema };
+
+/** Agents one rollout.advance event names at most: ~45 KiB of ids, so an event stays small to hash, store and show. */
+export const MAX_RELEASED_PER_EVENT = 1000;
 
 export const EVENT_PAYLOADS = {
   'coordinator.init': z.strictObject({ name: z.string().min(1).max(128), coordinatorKey: KeyIdSchema }),
@@ -149,6 +153,31 @@ export const EVENT_PAYLOADS = {
     removedBlobBytes: z.number().int().nonnegative(),
     removedDirectories: z.number().int().nonnegative(),
   }),
+  /** A graph's staged-rollout policy set (null: removed). Later config submissions to the graph roll out by it. */
+  'rollout.policy': z.strictObject({ graph: GraphNameSchema, policy: RolloutPolicySchema.nullable() }),
+  /**
+   * The coordinator released the rollout's config to these agents, in batch
+   * `batch`, whose target (cumulative) is `target`. The agents are named
+   * (at most MAX_RELEASED_PER_EVENT: a larger batch is several events), so
+   * the log says exactly which machines received it; the coordinator chose
+   * them (domain/rollouts.ts releaseOrder), the reducer only records them.
+   */
+  'rollout.advance': z.strictObject({
+    graph: GraphNameSchema,
+    configId: ConfigIdSchema,
+    batch: z.number().int().min(0).max(1000),
+    target: z.number().int().min(0).max(10_000_000),
+    agents: z.array(KeyIdSchema).max(MAX_RELEASED_PER_EVENT),
+  }),
+  /** Released agents' failures exceeded the policy: nobody else is released. */
+  'rollout.halt': z.strictObject({ graph: GraphNameSchema, configId: ConfigIdSchema, reason: z.string().max(1024), failed: z.number().int().nonnegative(), released: z.number().int().nonnegative() }),
+  'rollout.pause': z.strictObject({ graph: GraphNameSchema, configId: ConfigIdSchema }),
+  /** Resumed (from paused or halted); failures so far are accepted: the threshold counts later ones. */
+  'rollout.resume': z.strictObject({ graph: GraphNameSchema, configId: ConfigIdSchema, acceptedFailures: z.number().int().nonnegative() }),
+  /** Ended by an operator: every agent goes back to `base` (the head returns to it). */
+  'rollout.abort': z.strictObject({ graph: GraphNameSchema, configId: ConfigIdSchema, base: ConfigIdSchema.nullable() }),
+  /** Every batch went out within the failure threshold: the head is everyone's. */
+  'rollout.complete': z.strictObject({ graph: GraphNameSchema, configId: ConfigIdSchema, released: z.number().int().nonnegative(), failed: z.number().int().nonnegative() }),
 } as const satisfies Record<Action, z.ZodType>;
 
 export type PayloadOf<A extends Action> = z.infer<(typeof EVENT_PAYLOADS)[A]>;

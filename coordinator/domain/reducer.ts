@@ -7,6 +7,9 @@
  */
 import { parsePayload, type Action, type AuditEvent, type PayloadOf } from './events.js';
 import { factsRowId, type AgentRow, type StateStore } from './state.js';
+import { rolloutInProgress } from '../../protocol/rollout-policy.js';
+import { batchSettled, releaseKey } from './rollouts.js';
+import type { RolloutRow } from './state.js';
 
 export class ReducerError extends Error {
   override readonly name = 'ReducerError';
@@ -110,19 +113,28 @@ const HANDLERS: { [A in Action]: Handler<A> } = {
       ...(sameHealth ? {} : { health: null, healthReason: null, healthConfig: null }),
       updatedSeq: e.seq,
     });
+    if (p.configId !== null && agent.desiredGraph !== null) {
+      const outcome = p.phase === 'active' ? 'active' : p.phase === 'failed' || p.phase === 'rolled-back' ? 'failed' : null;
+      if (outcome) noteRolloutOutcome(store, e, agent.desiredGraph, p.configId, p.agentId, outcome);
+    }
   },
-  'agent.health': (store, p, e) => setAgent(store, e, p.agentId, { health: p.health, healthReason: p.reason, healthConfig: p.configId, healthAt: e.wallTime }),
+  'agent.health': (store, p, e) => {
+    const agent = setAgent(store, e, p.agentId, { health: p.health, healthReason: p.reason, healthConfig: p.configId, healthAt: e.wallTime });
+    if (p.health === 'degraded' && agent.desiredGraph !== null) noteRolloutOutcome(store, e, agent.desiredGraph, p.configId, p.agentId, 'failed');
+  },
   'agent.presence': (store, p, e) => setAgent(store, e, p.agentId, { recordedPresence: p.presence }),
   'config.submit': (store, p, e) => {
     for (const parent of p.body.parents) need(store.get('configs', parent), e, `parent config ${parent}`);
     store.put('configs', { id: p.id, graph: p.body.graph, parents: p.body.parents, body: { ...p.body, signature: p.signature }, forced: p.forced, seq: e.seq });
     store.put('graphs', { id: p.body.graph, head: p.id, updatedSeq: e.seq });
+    startRollout(store, e, p.body.graph, p.id, p.previousHead);
   },
   'graph.rollback': (store, p, e) => {
     const graph = need(store.get('graphs', p.graph), e, `graph ${p.graph}`);
     const target = need(store.get('configs', p.to), e, `config ${p.to}`);
     if (target.graph !== p.graph) throw new ReducerError(e.seq, `config ${p.to} is not in graph ${p.graph}`);
     store.put('graphs', { ...graph, head: p.to, updatedSeq: e.seq });
+    endRolloutByRollback(store, e, p.graph, p.to);
   },
   'alert.add': (store, p, e) => {
     if (store.get('alerts', p.alertId)) throw new ReducerError(e.seq, `alert ${p.alertId} already exists`);
@@ -149,11 +161,126 @@ const HANDLERS: { [A in Action]: Handler<A> } = {
     const relay = need(store.get('relays', p.relayId), e, `relay ${p.relayId}`);
     store.put('relays', { ...relay, status: 'revoked', updatedSeq: e.seq });
   },
+  'rollout.policy': (store, p, e) => {
+    const row = store.get('rollouts', p.graph);
+    if (row && rolloutInProgress(row.status)) throw new ReducerError(e.seq, `the rollout on ${p.graph} is ${row.status}`);
+    store.put('rollouts', row ? { ...row, policy: p.policy, updatedSeq: e.seq } : { ...EMPTY_ROLLOUT, id: p.graph, policy: p.policy, updatedSeq: e.seq });
+  },
+  'rollout.advance': (store, p, e) => {
+    const row = rolloutOf(store, e, p.graph, p.configId);
+    if (row.status !== 'running') throw new ReducerError(e.seq, `the rollout on ${p.graph} is ${row.status}, not running`);
+    if (p.batch !== row.batch && p.batch !== row.batch + 1) throw new ReducerError(e.seq, `batch ${p.batch} does not follow batch ${row.batch}`);
+    const released = row.released + p.agents.length;
+    if (p.target < released && p.agents.length > 0) throw new ReducerError(e.seq, `batch ${p.batch} releases ${released} agents, beyond its target ${p.target}`);
+    for (const agentId of p.agents) {
+      need(store.get('agents', agentId), e, `agent ${agentId}`);
+      const id = releaseKey(p.configId, agentId);
+      if (store.get('rolloutReleases', id)) throw new ReducerError(e.seq, `agent ${agentId} was released already`);
+      store.put('rolloutReleases', { id, graph: p.graph, configId: p.configId, agentId, batch: p.batch, outcome: 'pending', seq: e.seq });
+    }
+    putRollout(store, e, { ...row, batch: p.batch, target: p.target, released, settledAt: null });
+  },
+  'rollout.halt': (store, p, e) => {
+    const row = rolloutOf(store, e, p.graph, p.configId);
+    if (row.status !== 'running' && row.status !== 'paused') throw new ReducerError(e.seq, `the rollout on ${p.graph} is ${row.status}`);
+    putRollout(store, e, { ...row, status: 'halted', reason: p.reason });
+  },
+  'rollout.pause': (store, p, e) => {
+    const row = rolloutOf(store, e, p.graph, p.configId);
+    if (row.status !== 'running') throw new ReducerError(e.seq, `the rollout on ${p.graph} is ${row.status}, not running`);
+    putRollout(store, e, { ...row, status: 'paused' });
+  },
+  'rollout.resume': (store, p, e) => {
+    const row = rolloutOf(store, e, p.graph, p.configId);
+    if (row.status !== 'paused' && row.status !== 'halted') throw new ReducerError(e.seq, `the rollout on ${p.graph} is ${row.status}`);
+    putRollout(store, e, { ...row, status: 'running', reason: null, acceptedFailures: p.acceptedFailures });
+  },
+  'rollout.abort': (store, p, e) => {
+    const row = rolloutOf(store, e, p.graph, p.configId);
+    if (!rolloutInProgress(row.status)) throw new ReducerError(e.seq, `the rollout on ${p.graph} is ${row.status}`);
+    if (p.base !== row.base) throw new ReducerError(e.seq, `the rollout's base is ${row.base}, not ${p.base}`);
+    putRollout(store, e, { ...row, status: 'aborted', reason: 'aborted by an operator' });
+    const graph = need(store.get('graphs', p.graph), e, `graph ${p.graph}`);
+    // Back to the base for everyone, as graph.rollback; a first config has none, and rolloutConfigFor holds its agents at nothing.
+    if (p.base !== null && graph.head !== p.base) store.put('graphs', { ...graph, head: p.base, updatedSeq: e.seq });
+  },
+  'rollout.complete': (store, p, e) => {
+    const row = rolloutOf(store, e, p.graph, p.configId);
+    if (row.status !== 'running' || !batchSettled(row)) throw new ReducerError(e.seq, `the rollout on ${p.graph} is not settled and running`);
+    putRollout(store, e, { ...row, status: 'complete' });
+  },
 };
 
-function setAgent(store: StateStore, event: AuditEvent, agentId: string, changes: Partial<AgentRow>): void {
+/** A graph's rollouts row before any rollout: a policy only. */
+const EMPTY_ROLLOUT: Omit<RolloutRow, 'id' | 'updatedSeq'> = {
+  policy: null,
+  configId: null,
+  base: null,
+  status: null,
+  batch: -1,
+  target: 0,
+  released: 0,
+  active: 0,
+  failed: 0,
+  acceptedFailures: 0,
+  settledAt: null,
+  reason: null,
+  startedSeq: null,
+};
+
+function rolloutOf(store: StateStore, event: AuditEvent, graph: string, configId: string): RolloutRow {
+  const row = need(store.get('rollouts', graph), event, `rollout on ${graph}`);
+  if (row.configId !== configId) throw new ReducerError(event.seq, `the rollout on ${graph} is of ${row.configId ?? 'nothing'}, not ${configId}`);
+  return row;
+}
+
+/** Stores a rollout row, marking its batch settled (at the event's wall time) the moment it is. */
+function putRollout(store: StateStore, event: AuditEvent, row: RolloutRow): void {
+  const settledAt = batchSettled(row) ? (row.settledAt ?? event.wallTime) : null;
+  store.put('rollouts', { ...row, settledAt, updatedSeq: event.seq });
+}
+
+/**
+ * A config submitted to a graph with a policy starts its rollout; its base
+ * is the head before it, or, if it replaces a rollout still in progress,
+ * that rollout's base (what the agents not yet reached still run).
+ */
+function startRollout(store: StateStore, event: AuditEvent, graph: string, configId: PayloadOf<'config.submit'>['id'], previousHead: string | null): void {
+  const row = store.get('rollouts', graph);
+  if (!row?.policy) return;
+  const base = (rolloutInProgress(row.status) ? row.base : previousHead) as RolloutRow['base'];
+  store.put('rollouts', { ...EMPTY_ROLLOUT, id: graph, policy: row.policy, configId, base, status: 'running', startedSeq: event.seq, updatedSeq: event.seq });
+}
+
+/** A graph rolled back during a rollout ends it: the operator chose the head for everyone. */
+function endRolloutByRollback(store: StateStore, event: AuditEvent, graph: string, to: string): void {
+  const row = store.get('rollouts', graph);
+  if (!row || !rolloutInProgress(row.status)) return;
+  store.put('rollouts', { ...row, status: 'aborted', reason: `graph rolled back to ${to}`, updatedSeq: event.seq });
+}
+
+/**
+ * Records how a released agent fared with the rollout's config: active,
+ * or failed (failed, rolled back, degraded; sticky: an agent that failed
+ * once counts as failed for the rest of the rollout). Only agents the
+ * rollout released, only its config, only while it is in progress.
+ */
+function noteRolloutOutcome(store: StateStore, event: AuditEvent, graph: string, configId: string, agentId: string, outcome: 'active' | 'failed'): void {
+  const row = store.get('rollouts', graph);
+  if (!row || row.configId !== configId || !rolloutInProgress(row.status)) return;
+  const release = store.get('rolloutReleases', releaseKey(configId, agentId));
+  if (!release || release.outcome === 'failed' || release.outcome === outcome) return;
+  store.put('rolloutReleases', { ...release, outcome });
+  const active = row.active + (outcome === 'active' ? 1 : release.outcome === 'active' ? -1 : 0);
+  const failed = row.failed + (outcome === 'failed' ? 1 : 0);
+  putRollout(store, event, { ...row, active, failed });
+}
+
+function setAgent(store: StateStore, event: AuditEvent, agentId: string, changes: Partial<AgentRow>): AgentRow {
   const agent = need(store.get('agents', agentId), event, `agent ${agentId}`);
-  store.put('agents', { ...agent, ...changes, updatedSeq: event.seq });
+  const changed = { ...agent, ...changes, updatedSeq: event.seq };
+  store.put('agents', changed);
+  return changed;
 }
 
 /** Applies `event` to `store`. Refuses (ReducerError) an invalid payload or an event the state cannot take. */

@@ -35,6 +35,8 @@ const TABLES: { [T in StateTableName]: SQLiteTable } = {
   configs: schema.configs,
   alerts: schema.alerts,
   relays: schema.relays,
+  rollouts: schema.rollouts,
+  rolloutReleases: schema.rolloutReleases,
 };
 
 type Mapping = ((value: unknown) => unknown) | null;
@@ -109,7 +111,7 @@ function encode(access: TableAccess, row: Record<string, unknown>): unknown[] {
 }
 
 /** Tables whose rows are kept in memory: small and read by every agent request (facts and configs are neither). */
-const KEPT_TABLES: ReadonlySet<StateTableName> = new Set(['keys', 'tokens', 'agents', 'graphs']);
+const KEPT_TABLES: ReadonlySet<StateTableName> = new Set(['keys', 'tokens', 'agents', 'graphs', 'rollouts']);
 
 /** Rows kept per table (first kept, first dropped): 100,000 agent rows are ~50 MB. */
 export const KEPT_ROWS_PER_TABLE = 100_000;

@@ -14,6 +14,8 @@ export type GraphRow = typeof schema.graphs.$inferSelect;
 export type ConfigRow = typeof schema.configs.$inferSelect;
 export type AlertRow = typeof schema.alerts.$inferSelect;
 export type RelayRow = typeof schema.relays.$inferSelect;
+export type RolloutRow = typeof schema.rollouts.$inferSelect;
+export type RolloutReleaseRow = typeof schema.rolloutReleases.$inferSelect;
 
 export interface StateTables {
   keys: KeyRow;
@@ -24,10 +26,12 @@ export interface StateTables {
   configs: ConfigRow;
   alerts: AlertRow;
   relays: RelayRow;
+  rollouts: RolloutRow;
+  rolloutReleases: RolloutReleaseRow;
 }
 
 export type StateTableName = keyof StateTables;
-export const STATE_TABLES: readonly StateTableName[] = ['keys', 'tokens', 'agents', 'agentFacts', 'graphs', 'configs', 'alerts', 'relays'];
+export const STATE_TABLES: readonly StateTableName[] = ['keys', 'tokens', 'agents', 'agentFacts', 'graphs', 'configs', 'alerts', 'relays', 'rollouts', 'rolloutReleases'];
 
 export interface StateStore {
   get<T extends StateTableName>(table: T, id: string): StateTables[T] | undefined;
@@ -50,6 +54,8 @@ export class MemoryStateStore implements StateStore {
     configs: new Map(),
     alerts: new Map(),
     relays: new Map(),
+    rollouts: new Map(),
+    rolloutReleases: new Map(),
   };
 
   get<T extends StateTableName>(table: T, id: string): StateTables[T] | undefined {

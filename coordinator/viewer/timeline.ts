@@ -88,6 +88,26 @@ function summarize(event: AuditEvent, agentName: (agentId: string) => string | u
       const roots = field(p, 'roots');
       return `pushed ${Array.isArray(roots) ? roots.length : '?'} root(s), ${str('registeredCount')} new store path(s)`;
     }
+    case 'rollout.policy': {
+      const batches = field(p, 'policy', 'batches');
+      if (field(p, 'policy') === null) return `graph ${str('graph')}: rollout policy removed`;
+      const list = Array.isArray(batches) ? batches.map((b) => (field(b, 'percent') !== undefined ? `${String(field(b, 'percent'))}%` : String(field(b, 'agents')))).join(',') : '?';
+      return `graph ${str('graph')}: rollout policy batches ${list}, pause ${str('policy', 'pauseSeconds')}s`;
+    }
+    case 'rollout.advance': {
+      const agents = field(p, 'agents');
+      return `graph ${str('graph')}: batch ${Number(field(p, 'batch')) + 1} of config ${shortId(text(field(p, 'configId')))} released to ${Array.isArray(agents) ? agents.length : '?'} agent(s) (target ${str('target')})`;
+    }
+    case 'rollout.halt':
+      return `graph ${str('graph')}: rollout of ${shortId(text(field(p, 'configId')))} halted: ${str('reason').slice(0, 160)}`;
+    case 'rollout.pause':
+      return `graph ${str('graph')}: rollout of ${shortId(text(field(p, 'configId')))} paused`;
+    case 'rollout.resume':
+      return `graph ${str('graph')}: rollout of ${shortId(text(field(p, 'configId')))} resumed`;
+    case 'rollout.abort':
+      return `graph ${str('graph')}: rollout of ${shortId(text(field(p, 'configId')))} aborted, back to ${shortId(text(field(p, 'base')))}`;
+    case 'rollout.complete':
+      return `graph ${str('graph')}: rollout of ${shortId(text(field(p, 'configId')))} complete (${str('released')} agent(s), ${str('failed')} failed)`;
     default:
       return `${event.action} ${event.subject}`;
   }
@@ -107,8 +127,12 @@ export function timelineEntry(event: AuditEvent, agentName: (agentId: string) =>
     graph = text(field(p, 'graph'));
     const to = text(field(p, 'to'));
     if (to) headMove = { from: text(field(p, 'from')), to };
-  } else if (event.action === 'agent.assign') {
+  } else if (event.action === 'agent.assign' || event.action.startsWith('rollout.')) {
     graph = text(field(p, 'graph'));
+  }
+  if (event.action === 'rollout.abort') {
+    const to = text(field(p, 'base'));
+    if (to) headMove = { from: text(field(p, 'configId')), to };
   }
   let summary: string;
   try {

@@ -38,6 +38,13 @@ export const AUDIT_ACTIONS = [
   'relay.revoke',
   'agent.retry',
   'store.gc',
+  'rollout.policy',
+  'rollout.advance',
+  'rollout.halt',
+  'rollout.pause',
+  'rollout.resume',
+  'rollout.abort',
+  'rollout.complete',
 ] as const;
 export const ActionSchema = z.enum(AUDIT_ACTIONS);
 export type Action = z.infer<typeof ActionSchema>;

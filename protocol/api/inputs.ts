@@ -15,6 +15,7 @@ import { ConfigBodySchema, ConfigIdSchema, GraphNameSchema } from '../config.js'
 import { KeyIdSchema } from '../identity.js';
 import { AlertIdSchema, AlertKindSchema, AlertUrlSchema, ALERT_KINDS, MAX_ALERT_WHERE, MAX_ALERT_WHERE_LENGTH } from '../alerts.js';
 import { FingerprintSchema, RelayUrlSchema } from '../relays.js';
+import { RolloutPolicySchema } from '../rollout-policy.js';
 import { FactsSchema, HealthSchema, LabelsSchema, PhaseSchema, ReportSourceSchema, RoleSchema } from './fleet.js';
 
 export const AddKeyInput = z.strictObject({ keyId: KeyIdSchema, role: RoleSchema.exclude(['agent', 'relay']), label: z.string().max(256).default('') });
@@ -115,6 +116,12 @@ export const AddAlertInput = z.strictObject({
 export const RemoveAlertInput = z.strictObject({ alertId: AlertIdSchema });
 
 export const RollbackGraphInput = z.strictObject({ graph: GraphNameSchema, to: ConfigIdSchema.optional() });
+
+/** `ferry rollout policy GRAPH …`: the graph's staged-rollout policy (null: none). */
+export const SetRolloutPolicyInput = z.strictObject({ graph: GraphNameSchema, policy: RolloutPolicySchema.nullable() });
+
+/** `ferry rollout pause|resume|abort GRAPH`. */
+export const RolloutRefInput = z.strictObject({ graph: GraphNameSchema });
 
 
 /** A page of a listing: at most `limit` items after the id `after`. */

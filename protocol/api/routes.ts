@@ -58,6 +58,8 @@ import {
   RemoveAlertInput,
   ReportStatusInput,
   RevokeKeyInput,
+  RolloutRefInput,
+  SetRolloutPolicyInput,
   SubmitConfigInput,
 } from './inputs.js';
 import {
@@ -78,6 +80,7 @@ import {
   KeyViewSchema,
   RecordedSchema,
   RolledBackSchema,
+  RolloutViewSchema,
   SubmittedSchema,
   TokenCreatedSchema,
   TokenViewSchema,
@@ -193,6 +196,12 @@ export const API_ROUTES = {
     output: RolledBackSchema,
     errors: errors('NOT_FOUND', 'CONFLICT'),
   }),
+  // Staged rollouts (docs/coordinator.md): a graph's policy, and its rollout's state and controls.
+  'rollouts.policy': route({ method: 'POST', path: '/v1/graphs/:graph/rollout/policy', access: DEPLOYERS, input: SetRolloutPolicyInput, output: RecordedSchema, errors: errors('CONFLICT') }),
+  'rollouts.show': route({ method: 'GET', path: '/v1/graphs/:graph/rollout', access: READERS, input: RolloutRefInput, output: RolloutViewSchema, errors: errors('NOT_FOUND') }),
+  'rollouts.pause': route({ method: 'POST', path: '/v1/graphs/:graph/rollout/pause', access: DEPLOYERS, input: RolloutRefInput, output: RecordedSchema, errors: errors('NOT_FOUND', 'CONFLICT') }),
+  'rollouts.resume': route({ method: 'POST', path: '/v1/graphs/:graph/rollout/resume', access: DEPLOYERS, input: RolloutRefInput, output: RecordedSchema, errors: errors('NOT_FOUND', 'CONFLICT') }),
+  'rollouts.abort': route({ method: 'POST', path: '/v1/graphs/:graph/rollout/abort', access: DEPLOYERS, input: RolloutRefInput, output: RecordedSchema, errors: errors('NOT_FOUND', 'CONFLICT') }),
   'configs.show': route({ method: 'GET', path: '/v1/configs/:configId', access: READERS, input: z.strictObject({ configId: ConfigIdSchema }), output: ConfigViewSchema, errors: errors('NOT_FOUND') }),
   /** Closure diff (config-diff.ts): `from` defaults to the config's first parent. The viewer's `viewer.configDiff` is the same operation. */
   'configs.diff': route({ method: 'GET', path: '/v1/configs/:configId/diff', access: READERS, input: ConfigDiffInput, output: ConfigDiffSchema, errors: errors('NOT_FOUND', 'STORE_PATH_NOT_FOUND') }),

@@ -17,6 +17,7 @@ import { HlcStringSchema } from '../hlc.js';
 import { KeyIdSchema } from '../identity.js';
 import { AgentActivitySchema } from './inputs.js';
 import { AlertIdSchema, AlertKindSchema } from '../alerts.js';
+import { RolloutPolicySchema, RolloutStatusSchema } from '../rollout-policy.js';
 import { AgentStatusSchema, HealthSchema, LabelsSchema, PhaseSchema, RecordedPresenceSchema, RoleSchema } from './fleet.js';
 
 /** Whether an agent is there: holding a watch or heard from lately, quiet for a while, or gone. */
@@ -206,6 +207,38 @@ export const AgentFactsSchema = z.strictObject({
 });
 
 export const GraphViewSchema = z.strictObject({ id: GraphNameSchema, head: ConfigIdSchema, updatedSeq: SeqSchema });
+
+/** A graph's rollouts row as stored (coordinator/db/schema.ts rollouts): its policy and its latest rollout. */
+export const RolloutRowSchema = z.strictObject({
+  id: GraphNameSchema,
+  policy: RolloutPolicySchema.nullable(),
+  configId: ConfigIdSchema.nullable(),
+  base: ConfigIdSchema.nullable(),
+  status: RolloutStatusSchema.nullable(),
+  batch: z.number().int().min(-1),
+  target: z.number().int().nonnegative(),
+  released: z.number().int().nonnegative(),
+  active: z.number().int().nonnegative(),
+  failed: z.number().int().nonnegative(),
+  acceptedFailures: z.number().int().nonnegative(),
+  settledAt: z.number().int().nullable(),
+  reason: z.string().nullable(),
+  startedSeq: SeqSchema.nullable(),
+  updatedSeq: SeqSchema,
+});
+
+/** `ferry rollout status` (`GET /v1/graphs/:graph/rollout`): the row, with what is derived from it now. */
+export const RolloutViewSchema = RolloutRowSchema.extend({
+  /** Batches in the policy. */
+  batches: z.number().int().nonnegative(),
+  /** Released agents that reported neither active nor a failure yet. */
+  pending: z.number().int().nonnegative(),
+  /** When the coordinator takes the next step by itself (ms); null: not running, or waiting for reports. */
+  nextStepAt: z.number().int().nullable(),
+  /** The graph's head now. */
+  head: ConfigIdSchema.nullable(),
+});
+export type RolloutView = z.infer<typeof RolloutViewSchema>;
 
 /** How the agents that should run a config are doing. */
 export const ConfigSummarySchema = z.strictObject({
