@@ -17,6 +17,7 @@ import { KeyIdSchema } from './identity.js';
 import { StorePathSchema } from './store-path-info.js';
 import { DesiredChallengeSchema } from './coordinator-proofs.js';
 import { RelayOfferSchema } from './relays.js';
+import { DeliveredSecretSchema, MAX_CONFIG_SECRETS, SecretRefsSchema, SecretsStampSchema } from './secret-refs.js';
 
 export const SystemSchema = z.string().regex(/^[a-z0-9_]+-[a-z0-9]+$/, "a Nix system such as 'x86_64-linux'");
 declare const configIdBrand: unique symbol;
@@ -76,6 +77,12 @@ export const ConfigBodySchema = z.strictObject({
   message: z.string().max(4096),
   author: KeyIdSchema,
   hlc: HlcStringSchema,
+  /**
+   * Secrets the config's commands read (`--secret NAME[:PATH][:MODE][:OWNER]`,
+   * docs/secrets.md): names, never values. Optional with no default, so
+   * configs signed before secrets existed keep their ids.
+   */
+  secrets: SecretRefsSchema.optional(),
 });
 export type ConfigBody = z.infer<typeof ConfigBodySchema>;
 
@@ -117,6 +124,13 @@ export const DesiredAnswerSchema = z
     config: AgentConfigSchema.nullable(),
     proof: z.string().max(128),
     relays: RelayOfferSchema.optional(),
+    /**
+     * Each secret the config references (in its order): its latest
+     * version's ciphertext when this agent is a recipient (secret-refs.ts
+     * DeliveredSecretSchema). Present only when the config references
+     * secrets; covered by `proof` then.
+     */
+    secrets: z.array(DeliveredSecretSchema).max(MAX_CONFIG_SECRETS).optional(),
   })
   .refine((answer) => (answer.config?.id ?? null) === answer.configId, 'the answer names one config id and carries another');
 export type DesiredAnswer = z.infer<typeof DesiredAnswerSchema>;
@@ -144,7 +158,7 @@ export const DEFAULT_WATCH_SECONDS = MAX_WATCH_SECONDS;
 
 /**
  * `GET /v1/agent/watch`: answered once the desired config differs from
- * `known` ("none": no config), with the same signed answer as
+ * `known` ("none": no config), or its secrets from `secrets`, with the same signed answer as
  * `/v1/agent/desired` (for `challenge`), or after `wait` seconds with
  * WatchUnchangedSchema.
  */
@@ -157,6 +171,8 @@ export const WatchQuerySchema = z.strictObject({
     .default(25)
     .transform((seconds) => Math.min(seconds, MAX_WATCH_SECONDS)),
   challenge: DesiredChallengeSchema.optional(),
+  /** The secretsStamp of the answer the agent runs (secret-refs.ts): answered also once the agent's secrets differ (a rotation). Absent: only the config counts. */
+  secrets: SecretsStampSchema.optional(),
 });
 
 /**

@@ -13,7 +13,7 @@ import type { Action, AuditEvent } from '../domain/events.js';
  * (its standing, its graph, its pin) or every follower of a graph (its
  * head). Every action is listed, so a new one cannot be forgotten here.
  */
-const WAKES: Record<Action, 'agent' | 'graph' | null> = {
+const WAKES: Record<Action, 'agent' | 'graph' | 'secret' | null> = {
   'coordinator.init': null,
   'key.add': null,
   // Agents' keys are never in the keys table (enrollment refuses that): revoking a key ends no watch.
@@ -39,6 +39,10 @@ const WAKES: Record<Action, 'agent' | 'graph' | null> = {
   'relay.enroll': null,
   'relay.assign': null,
   'relay.revoke': null,
+  // A new version re-activates the agents whose desired config references the secret (docs/secrets.md).
+  'secret.set': 'secret',
+  // Refused while a desired config references it: no answer changes.
+  'secret.remove': null,
 };
 
 type Wake = () => void;
@@ -101,14 +105,15 @@ export class DesiredWatches {
   }
 
   /**
-   * Resolves when an event concerning agent `agentId` or graph `graph`
-   * (the one it follows; null: none) commits, when the coordinator closes,
-   * or after `timeoutMs`. The caller re-checks what it waits for either way.
+   * Resolves when an event concerning agent `agentId`, graph `graph` (the
+   * one it follows; null: none) or one of `secrets` (those its desired
+   * config references) commits, when the coordinator closes, or after
+   * `timeoutMs`. The caller re-checks what it waits for either way.
    */
-  wait(agentId: string, graph: string | null, timeoutMs: number): Promise<void> {
+  wait(agentId: string, graph: string | null, timeoutMs: number, secrets: readonly string[] = []): Promise<void> {
     if (this.released) return Promise.resolve();
     return new Promise((resolve) => {
-      const keys = graph === null ? [`agent:${agentId}`] : [`agent:${agentId}`, `graph:${graph}`];
+      const keys = [`agent:${agentId}`, ...(graph === null ? [] : [`graph:${graph}`]), ...secrets.map((name) => `secret:${name}`)];
       const wake = (): void => {
         clearTimeout(timer);
         for (const key of keys) this.remove(key, wake);

@@ -29,6 +29,7 @@ import { API_ROUTES, API_STREAMS, type ApiRoute, type ApiRouteName } from '../..
 import { checkReply, checkRepliesByDefault } from './reply-check.js';
 import { desiredConfigOf } from './queries.js';
 import { DesiredWatches, MAX_WATCHES_PER_AGENT } from './desired-watches.js';
+import { desiredSecretsStamp } from './signed-answers.js';
 import type { WatchUnchanged } from '../../protocol/config.js';
 import { liveViewerRoutes } from '../viewer/index.js';
 import { createNixCacheApp } from '../nix-cache/index.js';
@@ -176,7 +177,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
     }
   });
 
-  async function answerWatch(c: Context, actor: Actor, { known, wait, challenge }: z.output<typeof watch.input>): Promise<Response> {
+  async function answerWatch(c: Context, actor: Actor, { known, wait, challenge, secrets }: z.output<typeof watch.input>): Promise<Response> {
     const deadline = Date.now() + wait * 1000;
     for (;;) {
       // A coordinator shutting down answers its held watches at once (the agent asks again, elsewhere or later).
@@ -186,6 +187,10 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
       // Only which config: the signed answer (and the agent's presence) once, when it is sent. Encoded
       // with JSON.stringify, as before: a config and a proof, shallow, and the agents' hottest reply.
       if ((desiredConfigOf(coordinator.state, agent) ?? 'none') !== known) return reply(c, 'agent.watch', await OPERATIONS['agent.desired'](coordinator, actor, { challenge }), JSON.stringify);
+      // The same config with other secrets (a new version, a rekey that added this agent): answered too, for an agent
+      // that said which it has (docs/secrets.md, "Rotation").
+      const secretsNow = secrets === undefined ? undefined : desiredSecretsStamp(coordinator, agent);
+      if (secretsNow && secretsNow.stamp !== secrets) return reply(c, 'agent.watch', await OPERATIONS['agent.desired'](coordinator, actor, { challenge }), JSON.stringify);
       if (Date.now() >= deadline) {
         coordinator.presence.touch(actor.keyId);
         const unchanged: WatchUnchanged = { unchanged: true, configId: known === 'none' ? null : known };
@@ -193,7 +198,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
       }
       // Asleep until an event concerning this agent or its graph (a config, a rollback, an assignment, a pin,
       // a revocation), or the deadline: an idle watch costs nothing.
-      await watches.wait(agent.id, agent.pinnedConfig ? null : agent.desiredGraph, Math.max(0, deadline - Date.now()));
+      await watches.wait(agent.id, agent.pinnedConfig ? null : agent.desiredGraph, Math.max(0, deadline - Date.now()), secretsNow?.names);
     }
   }
 

@@ -54,13 +54,15 @@ export interface CommandContext {
   hasStorePathClosure(storePath: string): boolean;
 }
 
-function allow(context: CommandContext, ...roles: (Role | 'coordinator')[]): void {
+/** Refuses (FORBIDDEN, naming the roles) an actor whose role is not one of `roles`. */
+export function allow(context: CommandContext, ...roles: (Role | 'coordinator')[]): void {
   if (!roles.includes(context.actor.role)) {
     throw new FerryError('FORBIDDEN', `role '${context.actor.role}' may not do this (needs ${roles.join(' or ')})`);
   }
 }
 
-function parse<T extends z.ZodType>(schema: T, input: unknown): z.infer<T> {
+/** `input` parsed with `schema`; refuses (INVALID, naming the field) what it does not accept. */
+export function parse<T extends z.ZodType>(schema: T, input: unknown): z.infer<T> {
   const result = schema.safeParse(input);
   if (!result.success) {
     const issue = result.error.issues[0]!;

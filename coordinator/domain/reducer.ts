@@ -143,6 +143,26 @@ const HANDLERS: { [A in Action]: Handler<A> } = {
     const relay = need(store.get('relays', p.relayId), e, `relay ${p.relayId}`);
     store.put('relays', { ...relay, status: 'revoked', updatedSeq: e.seq });
   },
+  'secret.set': (store, p, e) => {
+    const previous = store.get('secrets', p.name);
+    if (p.version !== (previous?.version ?? 0) + 1) throw new ReducerError(e.seq, `secret ${p.name} version ${p.version} does not follow ${previous?.version ?? 'none'}`);
+    store.put('secrets', {
+      id: p.name,
+      version: p.version,
+      recipients: p.recipients,
+      setter: p.setter,
+      selector: p.selector,
+      ciphertextSha256: p.ciphertextSha256,
+      ciphertextBytes: p.ciphertextBytes,
+      removed: false,
+      updatedSeq: e.seq,
+    });
+  },
+  'secret.remove': (store, p, e) => {
+    const secret = need(store.get('secrets', p.name), e, `secret ${p.name}`);
+    if (secret.removed) throw new ReducerError(e.seq, `secret ${p.name} was removed already`);
+    store.put('secrets', { ...secret, removed: true, updatedSeq: e.seq });
+  },
 };
 
 function setAgent(store: StateStore, event: AuditEvent, agentId: string, changes: Partial<AgentRow>): void {

@@ -14,6 +14,7 @@ export type GraphRow = typeof schema.graphs.$inferSelect;
 export type ConfigRow = typeof schema.configs.$inferSelect;
 export type AlertRow = typeof schema.alerts.$inferSelect;
 export type RelayRow = typeof schema.relays.$inferSelect;
+export type SecretRow = typeof schema.secrets.$inferSelect;
 
 export interface StateTables {
   keys: KeyRow;
@@ -24,10 +25,11 @@ export interface StateTables {
   configs: ConfigRow;
   alerts: AlertRow;
   relays: RelayRow;
+  secrets: SecretRow;
 }
 
 export type StateTableName = keyof StateTables;
-export const STATE_TABLES: readonly StateTableName[] = ['keys', 'tokens', 'agents', 'agentFacts', 'graphs', 'configs', 'alerts', 'relays'];
+export const STATE_TABLES: readonly StateTableName[] = ['keys', 'tokens', 'agents', 'agentFacts', 'graphs', 'configs', 'alerts', 'relays', 'secrets'];
 
 export interface StateStore {
   get<T extends StateTableName>(table: T, id: string): StateTables[T] | undefined;
@@ -50,6 +52,7 @@ export class MemoryStateStore implements StateStore {
     configs: new Map(),
     alerts: new Map(),
     relays: new Map(),
+    secrets: new Map(),
   };
 
   get<T extends StateTableName>(table: T, id: string): StateTables[T] | undefined {

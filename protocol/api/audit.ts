@@ -36,6 +36,8 @@ export const AUDIT_ACTIONS = [
   'relay.enroll',
   'relay.assign',
   'relay.revoke',
+  'secret.set',
+  'secret.remove',
 ] as const;
 export const ActionSchema = z.enum(AUDIT_ACTIONS);
 export type Action = z.infer<typeof ActionSchema>;
