@@ -40,6 +40,9 @@ import { agentPaths, readAgentState, writeAgentState, type AgentState } from './
 import { lockStateDir } from './state-lock.js';
 import { MetricsTextfile } from './metrics-textfile.js';
 import { monitorHealth, type HealthMonitorHost } from './health-monitor.js';
+import { SecretError } from '../protocol/secrets.js';
+import { secretsStamp, type DeliveredSecret } from '../protocol/secret-refs.js';
+import { decryptSecrets, keepSecrets, keptSecrets, removeOtherSecrets, secretsEnvironment, secretsRoot, secretsToKeep, stampOfKept, type StoredSecret } from './generation-secrets.js';
 
 /** How often the daemon logs a fetch's progress. */
 const PROGRESS_LOG_INTERVAL_MS = 5000;
@@ -191,6 +194,7 @@ export class Agent {
       refused: [],
       retrySeen: 0,
       stopped: false,
+      refusedStamps: {},
       activated: null,
       pendingReports: [],
     });
@@ -353,9 +357,22 @@ export class Agent {
     if (desired.directives?.stop && !desired.configId) return this.stop();
     const current = this.generations.current();
     if (!desired.config || !desired.configId) return 'idle';
-    if (this.state.deploying !== desired.configId && current?.configId === desired.configId) return 'idle';
-    if (this.state.refused.includes(desired.configId) && this.state.deploying !== desired.configId) return 'idle';
-    return this.deploy(desired.config);
+    // A config's secrets are part of what runs: the same config with other versions is a new generation (a rotation).
+    const stamp = desired.secrets ? secretsStamp(desired.secrets) : null;
+    if (this.state.deploying !== desired.configId && current?.configId === desired.configId && current.secrets === stamp) return 'idle';
+    if (this.state.refused.includes(desired.configId) && this.state.deploying !== desired.configId) {
+      const refusedWith = this.state.refusedStamps[desired.configId];
+      if (refusedWith === undefined || refusedWith === stamp) return 'idle';
+      // Refused with other secrets (a rekey added this agent, a new version came): tried again.
+      this.state.refused = this.state.refused.filter((id) => id !== desired.configId);
+      delete this.state.refusedStamps[desired.configId];
+    }
+    const result = await this.deploy(desired.config, undefined, desired.secrets);
+    if (stamp !== null && this.state.refused.includes(desired.configId)) {
+      this.state.refusedStamps[desired.configId] = stamp;
+      this.save();
+    }
+    return result;
   }
 
   /**
@@ -503,8 +520,9 @@ export class Agent {
   /** Whether `signed.answer` carries the coordinator's proof for this agent and `signed.challenge`. */
   private signedForUs({ answer, challenge }: SignedDesired): boolean {
     if (typeof answer !== 'object' || answer === null) return false;
-    const { configId = null, config = null, proof } = answer as { configId?: string | null; config?: unknown; proof?: unknown };
-    return verifyProof(this.state.coordinator.coordinatorKey, desiredProofMessage(this.identity.keyId, challenge, { configId, config }), proof);
+    const { configId = null, config = null, secrets, proof } = answer as { configId?: string | null; config?: unknown; secrets?: unknown; proof?: unknown };
+    // The secrets delivered with the config are under the same proof (coordinator-proofs.ts desiredAnswerDigest).
+    return verifyProof(this.state.coordinator.coordinatorKey, desiredProofMessage(this.identity.keyId, challenge, { configId, config, ...(secrets === undefined ? {} : { secrets }) }), proof);
   }
 
   /**
@@ -518,11 +536,13 @@ export class Agent {
   private async waitForChange(signal: AbortSignal): Promise<Watched | undefined> {
     const seconds = Math.min(MAX_WATCH_SECONDS, Math.max(1, Math.round((this.options.pollIntervalMs ?? DEFAULT_WATCH_SECONDS * 1000) / 1000)));
     const known = this.lastAnswer?.configId ?? 'none';
+    // With secrets, also what they are: a new version is answered at once (a rotation re-activates).
+    const secrets = this.lastAnswer?.secrets ? { secrets: secretsStamp(this.lastAnswer.secrets) } : {};
     const challenge = randomBytes(16).toString('hex');
     const aborted = new Promise<undefined>((resolve) => signal.addEventListener('abort', () => resolve(undefined), { once: true }));
     // What directives it holds, so a retry or a stop that changes no config still ends the watch.
     const directives = { retry: this.state.retrySeen, stop: this.lastAnswer?.directives?.stop ? ('1' as const) : ('0' as const) };
-    const watched = this.http.callUnchecked('agent.watch', { known, wait: seconds, challenge, ...directives }).then((answer): Watched => {
+    const watched = this.http.callUnchecked('agent.watch', { known, wait: seconds, challenge, ...directives, ...secrets }).then((answer): Watched => {
       const unchanged = WatchUnchangedSchema.safeParse(answer);
       return unchanged.success ? { unchanged: unchanged.data.configId } : { answer, challenge };
     });
@@ -688,6 +708,13 @@ export class Agent {
    */
   private runGenerationCommand(generation: Generation, which: 'activation' | 'health-check' | 'deactivation', command: string, timeoutSeconds: number): Promise<CommandResult> {
     let env: Record<string, string>;
+    let secrets: Record<string, string> | undefined;
+    try {
+      secrets = this.secretsVariables(generation);
+    } catch (error) {
+      if (!(error instanceof SecretError)) throw error;
+      return Promise.resolve({ ok: false, exitCode: null, timedOut: false, outputTail: `not run: ${error.message}` });
+    }
     try {
       env = commandEnvironment(
         {
@@ -698,6 +725,7 @@ export class Agent {
           target: generation.location,
           stateDir: this.stateDir,
           storeDir: this.state.storeDir,
+          ...(secrets ? { secrets } : {}),
         },
         generation.activation.environment,
       );
@@ -708,8 +736,44 @@ export class Agent {
     return runCommand(command, { cwd: generation.location, env, timeoutSeconds });
   }
 
-  private activate(generation: Generation): Promise<CommandResult> {
-    return this.runGenerationCommand(generation, 'activation', generation.activation.command, generation.activation.timeoutSeconds);
+  /** Where this agent decrypts its generations' secrets (generation-secrets.ts secretsRoot). */
+  private get secretsRoot(): string {
+    this.secretsRootDir ??= secretsRoot(this.stateDir, this.identity.keyId);
+    return this.secretsRootDir;
+  }
+  private secretsRootDir: string | undefined;
+
+  /** FERRY_SECRETS_DIR and FERRY_SECRET_<NAME> of `generation` (undefined: it has no secrets). Paths only: the files exist once it was activated. */
+  private secretsVariables(generation: Generation): Record<string, string> | undefined {
+    if (generation.secrets === null) return undefined;
+    const dir = path.join(this.secretsRoot, String(generation.number));
+    const kept = keptSecrets(this.generations.dirOf(generation.number));
+    return secretsEnvironment({ dir, files: Object.fromEntries(kept.map((secret) => [secret.name, path.join(dir, secret.path)])) });
+  }
+
+  /**
+   * Runs `generation`'s activation, its secrets decrypted first into its
+   * runtime dir (generation-secrets.ts); a secret that does not decrypt
+   * (not for this agent's key, corrupt) is a failed activation naming it,
+   * the command not run. Once it succeeds, the other generations' secrets
+   * are removed: only the active one's are on the machine.
+   */
+  private async activate(generation: Generation): Promise<CommandResult> {
+    if (generation.secrets !== null) {
+      const seed = this.identity.seedForDecryption();
+      try {
+        const kept = keptSecrets(this.generations.dirOf(generation.number));
+        await decryptSecrets(this.secretsRoot, generation.number, kept, seed, (message) => this.events.add('secrets', message, generation.configId));
+      } catch (error) {
+        if (!(error instanceof SecretError)) throw error;
+        return { ok: false, exitCode: null, timedOut: false, outputTail: `not run: ${error.message}` };
+      } finally {
+        seed.fill(0);
+      }
+    }
+    const result = await this.runGenerationCommand(generation, 'activation', generation.activation.command, generation.activation.timeoutSeconds);
+    if (result.ok) removeOtherSecrets(this.secretsRoot, generation.number);
+    return result;
   }
 
   /** Activation, then the health check with its retries; the first failure ends it. */
@@ -806,10 +870,10 @@ export class Agent {
   }
 
   /** Deploys `config` (deployConfig), then records the deployment in the metrics textfile when there is one. */
-  private async deploy(config: AgentConfig, bundled?: readonly StorePathInfo[]): Promise<RoundResult> {
+  private async deploy(config: AgentConfig, bundled?: readonly StorePathInfo[], secrets?: readonly DeliveredSecret[]): Promise<RoundResult> {
     const started = performance.now();
     this.lastFetchedBytes = 0;
-    const result = await this.deployConfig(config, bundled);
+    const result = await this.deployConfig(config, bundled, secrets);
     if (this.metricsTextfile) {
       const deployment = { configId: config.id, result, seconds: (performance.now() - started) / 1000, fetchedBytes: this.lastFetchedBytes, generation: this.generations.current()?.number ?? null };
       await this.metricsTextfile.record(deployment).catch((error: unknown) => this.textfileNotWritten(error));
@@ -817,7 +881,7 @@ export class Agent {
     return result;
   }
 
-  private async deployConfig(config: AgentConfig, bundled?: readonly StorePathInfo[]): Promise<RoundResult> {
+  private async deployConfig(config: AgentConfig, bundled?: readonly StorePathInfo[], delivered?: readonly DeliveredSecret[]): Promise<RoundResult> {
     const system = nixSystem();
     const target = config.targets[system];
     if (!target) {
@@ -834,13 +898,26 @@ export class Agent {
       await this.report(config.id, 'failed', new ActivationEnvironmentError(refusal.key, refusal.reason).message);
       return 'failed';
     }
+    // Each secret it references must have come for this agent: else it fails now, naming the secret, before anything is fetched.
+    let secrets: StoredSecret[];
+    try {
+      secrets = secretsToKeep(config.secrets ?? [], bundled ? undefined : delivered, this.identity.keyId, bundled ? 'bundle' : 'answer');
+    } catch (error) {
+      if (!(error instanceof SecretError)) throw error;
+      this.state.refused.push(config.id);
+      this.save();
+      this.events.add('failed', error.message, config.id);
+      await this.report(config.id, 'failed', error.message);
+      return 'failed';
+    }
+    const stamp = secrets.length > 0 ? stampOfKept(secrets) : null;
     const resuming = this.state.deploying === config.id;
     this.state.deploying = config.id;
     this.save();
     const previous = this.generations.current();
     let generation: Generation;
     let fetchedTemplates: Promise<ReadonlyMap<Digest, BlobTemplate>> | undefined;
-    if (resuming && previous?.configId === config.id) {
+    if (resuming && previous?.configId === config.id && previous.secrets === stamp) {
       // Killed after the switch: the generation is complete, activation (idempotent) runs again.
       generation = previous;
       this.events.add('resume', `resuming deployment of ${config.id} at activation`, config.id);
@@ -921,7 +998,8 @@ export class Agent {
         deactivate: config.deactivate ?? null,
         // Kept only when well-formed: the generation file is validated whenever it is read.
         hlc: HlcStringSchema.safeParse(config.hlc).success ? config.hlc! : null,
-      });
+        secrets: stamp,
+      }, (dir) => keepSecrets(dir, secrets));
       this.generations.switchTo(generation.number);
       this.events.add('switched', `profile -> generation ${generation.number}`, config.id);
     }

@@ -34,6 +34,8 @@ export const GenerationSchema = z.strictObject({
   deactivate: z.string().nullable().default(null),
   /** The config's HLC: a bundle of an older config is refused unless forced (null: made before generations recorded it). */
   hlc: HlcStringSchema.nullable().default(null),
+  /** The secretsStamp of the secrets kept with it (generation-secrets.ts; null: none): another stamp for the same config is a new generation (a rotation). */
+  secrets: z.string().regex(/^[0-9a-f]{64}$/).nullable().default(null),
   createdAt: z.number(),
 });
 export type Generation = z.infer<typeof GenerationSchema>;
@@ -66,8 +68,13 @@ export class Generations {
     }
   }
 
-  /** Creates the next generation (complete before it gets its number). */
-  create(generation: Omit<Generation, 'number' | 'createdAt' | 'deactivate'> & { deactivate?: string | null }): Generation {
+  /** The directory of generation `number` (whether or not it exists). */
+  dirOf(number: number): string {
+    return path.join(this.dir, String(number));
+  }
+
+  /** Creates the next generation (complete before it gets its number); `write` adds files to its directory first. */
+  create(generation: Omit<Generation, 'number' | 'createdAt' | 'deactivate'> & { deactivate?: string | null }, write?: (dir: string) => void): Generation {
     mkdirSync(this.dir, { recursive: true });
     const number = Math.max(0, ...readdirSync(this.dir).filter((entry) => /^\d+$/.test(entry)).map(Number)) + 1;
     const full: Generation = { ...generation, deactivate: generation.deactivate ?? null, number, createdAt: Date.now() };
@@ -76,6 +83,7 @@ export class Generations {
     mkdirSync(temp);
     writeFileSync(path.join(temp, 'config.json'), `${JSON.stringify(full, null, 2)}\n`);
     symlinkSync(generation.location, path.join(temp, 'system'));
+    write?.(temp);
     renameSync(temp, path.join(this.dir, String(number)));
     return full;
   }

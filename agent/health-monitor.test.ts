@@ -17,6 +17,7 @@ function generation(number: number, health: Partial<NonNullable<Generation['heal
     activation: { command: 'true', environment: {}, timeoutSeconds: 10 },
     health: { command: 'check', timeoutSeconds: 5, retries: 0, intervalSeconds: 10, unhealthyAfter: 2, ...health },
     hlc: null, deactivate: null,
+    secrets: null,
     createdAt: 0,
   };
 }

@@ -42,6 +42,8 @@ export interface CommandContext {
   target: string;
   stateDir: string;
   storeDir: string;
+  /** The generation's decrypted secrets (agent/generation-secrets.ts secretsEnvironment), when its config references any. */
+  secrets?: Record<string, string>;
 }
 
 /**
@@ -65,6 +67,8 @@ export function commandEnvironment(context: CommandContext, configured: Record<s
     FERRY_TARGET: context.target,
     FERRY_STATE_DIR: context.stateDir,
     FERRY_STORE_DIR: context.storeDir,
+    // Paths, never values (docs/secrets.md): FERRY_SECRETS_DIR and FERRY_SECRET_<NAME>.
+    ...context.secrets,
   };
 }
 

@@ -54,6 +54,12 @@ export const AgentStateSchema = z.strictObject({
   /** Stopped (`agents assign … --none --stop`): no generation is active, and a failed deployment has none to go back to. */
   stopped: z.boolean().default(false),
   /**
+   * For a refused config that references secrets: the secretsStamp it was
+   * refused with. It is tried again once its secrets change (a new version,
+   * a rekey that added this agent), though the config did not.
+   */
+  refusedStamps: z.record(ConfigIdSchema, z.string()).default({}),
+  /**
    * The generation whose activation last succeeded here, when, and whether
    * it is on probation (a periodic health check turning degraded within the
    * config's probationSeconds rolls it back; never one rolled back to).

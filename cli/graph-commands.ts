@@ -10,6 +10,7 @@ import { booleanOption, jsonOption, stringListOption, stringOption, UsageError, 
 import { clientFrom, connectionOptions } from './contexts.js';
 import { parseKeyValues, short, table } from './format.js';
 import { block, term } from './terminal-text.js';
+import { SecretRefSchema, secretRefsProblem, type SecretRef } from '../protocol/secret-refs.js';
 
 const common = { ...connectionOptions, ...jsonOption };
 
@@ -36,6 +37,28 @@ function periodicHealth(options: OptionValues): Pick<HealthCheck, 'intervalSecon
   return { intervalSeconds, ...(unhealthyAfter ? { unhealthyAfter } : {}), ...(probation !== undefined ? { probationSeconds: positiveInt(probation, '--probation', 0) } : {}) };
 }
 
+/**
+ * `--secret NAME[:PATH][:MODE][:OWNER]` options as references, each field
+ * validated (SecretRefSchema: a relative path without `..`, an octal mode,
+ * a user name or uid) and the list too (no name or path twice). Empty
+ * fields take their default (`db:::postgres`).
+ */
+export function parseSecretRefs(values: readonly string[]): SecretRef[] {
+  const refs = values.map((value) => {
+    const [name = '', path = '', mode = '', owner = '', ...extra] = value.split(':');
+    if (extra.length > 0) throw new UsageError(`--secret '${value}': NAME[:PATH][:MODE][:OWNER] has at most 4 fields`);
+    const parsed = SecretRefSchema.safeParse({ name, ...(path ? { path } : {}), ...(mode ? { mode } : {}), ...(owner ? { owner } : {}) });
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      throw new UsageError(`--secret '${value}': ${issue.path.join('.') || 'value'}: ${issue.message}`);
+    }
+    return parsed.data;
+  });
+  const problem = secretRefsProblem(refs);
+  if (problem) throw new UsageError(`--secret: ${problem}`);
+  return refs;
+}
+
 const submit: Command = {
   path: ['config', 'submit'],
   summary: 'submit a new config to a graph (signed by your key, on the head you see)',
@@ -57,6 +80,12 @@ const submit: Command = {
     'health-interval': { type: 'string', valueName: 'SECONDS', description: 'also run the health check this often while the config is active (reports healthy/degraded)' },
     'health-failures': { type: 'string', valueName: 'N', description: 'with --health-interval: failures in a row before degraded (default 3)' },
     probation: { type: 'string', valueName: 'SECONDS', description: 'with --health-interval: degraded this soon after activation rolls back (default 0: only report)' },
+    secret: {
+      type: 'string',
+      multiple: true,
+      valueName: 'NAME[:PATH][:MODE][:OWNER]',
+      description: 'a secret (ferry secrets set) the agent decrypts at activation into $FERRY_SECRETS_DIR/PATH (default NAME), mode (default 0400), owner when it runs as root',
+    },
     message: { type: 'string', short: 'm', valueName: 'TEXT', description: 'what this config changes' },
     force: { type: 'boolean', description: 'submit even if the head moved (recorded as forced)' },
     ...common,
@@ -80,6 +109,7 @@ const submit: Command = {
     const health = healthCommand
       ? { command: healthCommand, timeoutSeconds: positiveInt(stringOption(options, 'health-timeout'), '--health-timeout', 60), retries: positiveInt(stringOption(options, 'health-retries'), '--health-retries', 3), ...periodicHealth(options) }
       : null;
+    const secrets = parseSecretRefs(stringListOption(options, 'secret'));
     const client = clientFrom(options);
     if (!client.identity) throw new UsageError('a key is needed to sign the config');
     let head: string | null = null;
@@ -99,6 +129,8 @@ const submit: Command = {
       hlc: formatHlc({ wall: Date.now(), counter: 0, node: client.identity.keyId.slice(0, 8) }),
       // Only when given: a config without it has the id it had before the field existed.
       ...(stringOption(options, 'deactivate') ? { deactivate: stringOption(options, 'deactivate')! } : {}),
+      // Absent, not empty, without --secret: the body (and its id) is what it was before secrets existed.
+      ...(secrets.length > 0 ? { secrets } : {}),
     };
     const { configId } = await import('../castore/config-id.js');
     const signature = Buffer.from(client.identity.sign(configSigningMessage(configId(body)))).toString('base64');
@@ -135,6 +167,7 @@ const show: Command = {
         Object.entries(config.body.targets).map(([system, target]) => term`target   ${system} = ${target}\n`),
         term`activate ${config.body.activation.command} (timeout ${config.body.activation.timeoutSeconds}s)\n`,
         term`health   ${config.body.health ? `${config.body.health.command} (${config.body.health.retries} retries${periodicSummary(config.body.health)})` : '-'}\n`,
+        (config.body.secrets ?? []).map((ref) => term`secret   ${ref.name} -> ${ref.path ?? ref.name} (${ref.mode ?? '0400'}${ref.owner ? `, ${ref.owner}` : ''})\n`),
         term`agents   ${s.succeeded} succeeded, ${s.failed} failed, ${s.pending} pending, ${s.unreported} unreported\n`,
       ]}`,
     );

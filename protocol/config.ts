@@ -17,6 +17,7 @@ import { KeyIdSchema } from './identity.js';
 import { StorePathSchema } from './store-path-info.js';
 import { DesiredChallengeSchema, DirectivesSchema } from './coordinator-proofs.js';
 import { RelayOfferSchema } from './relays.js';
+import { DeliveredSecretSchema, MAX_CONFIG_SECRETS, SecretRefsSchema, SecretsStampSchema } from './secret-refs.js';
 
 export const SystemSchema = z.string().regex(/^[a-z0-9_]+-[a-z0-9]+$/, "a Nix system such as 'x86_64-linux'");
 declare const configIdBrand: unique symbol;
@@ -83,6 +84,12 @@ export const ConfigBodySchema = z.strictObject({
    * default, so configs signed before it existed keep their ids.
    */
   deactivate: z.string().min(1).max(1024).optional(),
+  /**
+   * Secrets the config's commands read (`--secret NAME[:PATH][:MODE][:OWNER]`,
+   * docs/secrets.md): names, never values. Optional with no default, so
+   * configs signed before secrets existed keep their ids.
+   */
+  secrets: SecretRefsSchema.optional(),
 });
 export type ConfigBody = z.infer<typeof ConfigBodySchema>;
 
@@ -126,6 +133,13 @@ export const DesiredAnswerSchema = z
     relays: RelayOfferSchema.optional(),
     /** Retry and stop (coordinator-proofs.ts DirectivesSchema), under a proof of their own; absent when neither applies. */
     directives: DirectivesSchema.optional(),
+    /**
+     * Each secret the config references (in its order): its latest
+     * version's ciphertext when this agent is a recipient (secret-refs.ts
+     * DeliveredSecretSchema). Present only when the config references
+     * secrets; covered by `proof` then.
+     */
+    secrets: z.array(DeliveredSecretSchema).max(MAX_CONFIG_SECRETS).optional(),
   })
   .refine((answer) => (answer.config?.id ?? null) === answer.configId, 'the answer names one config id and carries another');
 export type DesiredAnswer = z.infer<typeof DesiredAnswerSchema>;
@@ -153,7 +167,7 @@ export const DEFAULT_WATCH_SECONDS = MAX_WATCH_SECONDS;
 
 /**
  * `GET /v1/agent/watch`: answered once the desired config differs from
- * `known` ("none": no config), with the same signed answer as
+ * `known` ("none": no config), or its secrets from `secrets`, with the same signed answer as
  * `/v1/agent/desired` (for `challenge`), or after `wait` seconds with
  * WatchUnchangedSchema.
  */
@@ -175,6 +189,8 @@ export const WatchQuerySchema = z.strictObject({
   retry: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
   /** Whether the answer the agent holds tells it to stop ('1') or not ('0'): the watch also answers when that changes. Absent: only the config counts. */
   stop: z.enum(['0', '1']).optional(),
+  /** The secretsStamp of the answer the agent runs (secret-refs.ts): answered also once the agent's secrets differ (a rotation). Absent: only the config counts. */
+  secrets: SecretsStampSchema.optional(),
 });
 
 /**

@@ -49,6 +49,15 @@ export class Identity {
     return ed25519Sign(this.privateKey, message);
   }
 
+  /**
+   * A copy of the seed, for one use only: deriving this key's X25519
+   * identity to decrypt secrets encrypted to it (protocol/secrets.ts
+   * identityOfSeed). Never send or log it.
+   */
+  seedForDecryption(): Uint8Array {
+    return new Uint8Array(this.seed);
+  }
+
   /** The key file text; write it with mode 0600. */
   toKeyFile(): string {
     return `ferry-ed25519-secret:${Buffer.from(this.seed).toString('base64')}\n`;

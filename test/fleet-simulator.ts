@@ -16,6 +16,7 @@ import { FerryError } from '../protocol/errors.js';
 import type { Actor, CommandContext } from '../coordinator/domain/commands.js';
 import { checkRelayWhere } from '../coordinator/api/relay-access.js';
 import * as rolloutCommands from '../coordinator/domain/rollout-commands.js';
+import { removeSecret, setSecret } from '../coordinator/domain/secret-commands.js';
 import { seededRandom } from './seeded-random.js';
 
 /** Puts a tiny store path into the coordinator's castore (what a push would do). */
@@ -124,6 +125,16 @@ export function simulateFleet(coordinator: Coordinator, adminActor: Actor, admin
     if (step % 53 === 30) attempt(adminActor, (context) => rolloutCommands.pauseRollout(context, { graph: 'edge' }));
     if (step % 53 === 40) attempt(adminActor, (context) => rolloutCommands.resumeRollout(context, { graph: 'edge' }));
     if (step % 211 === 100) attempt(adminActor, (context) => rolloutCommands.abortRollout(context, { graph: 'edge' }));
+    // Secrets likewise: a new version to the enrolled agents (an operator's attempt is refused), removed (twice: refused).
+    if (step % 101 === 37) {
+      const recipients = agents.filter((candidate) => coordinator.state.get('agents', candidate.keyId)?.status === 'enrolled').map((candidate) => candidate.keyId);
+      const input = { name: `secret-${step % 2}`, ciphertext: Buffer.from(`age-encryption.org/v1\n-> X25519 step ${step}\n`).toString('base64'), recipients, selector: { where: ['labels.site=barn-1'] } };
+      attempt({ ...adminActor, role: 'operator' }, (context) => setSecret(context, input).draft);
+      attempt(adminActor, (context) => setSecret(context, input).draft);
+    } else if (step % 101 === 73) {
+      attempt(adminActor, (context) => removeSecret(context, { name: 'secret-1' }, () => undefined));
+      attempt(adminActor, (context) => removeSecret(context, { name: 'secret-1' }, () => undefined));
+    }
     const agent = pick(agents);
     const agentActor: Actor | undefined = agent && { keyId: agent.keyId, role: 'agent', requestSignature: null };
     switch (random(12)) {

@@ -31,7 +31,7 @@ import type { Action, AuditEvent, PayloadOf } from '../domain/events.js';
  * joins the agents a relay serves. Every action is listed, so a new one
  * cannot be forgotten here.
  */
-const WAKES: Record<Action, 'agent' | 'graph' | 'released' | 'relays' | 'fleet' | null> = {
+const WAKES: Record<Action, 'agent' | 'graph' | 'secret' | 'released' | 'relays' | 'fleet' | null> = {
   'coordinator.init': null,
   'key.add': null,
   // Agents' keys are never in the keys table (enrollment refuses that): revoking a key ends no watch.
@@ -73,6 +73,10 @@ const WAKES: Record<Action, 'agent' | 'graph' | 'released' | 'relays' | 'fleet' 
   'rollout.abort': 'graph',
   // Agents that joined the graph after the last batch was planned get the head now.
   'rollout.complete': 'graph',
+  // A new version re-activates the agents whose desired config references the secret (docs/secrets.md).
+  'secret.set': 'secret',
+  // Refused while a desired config references it: no answer changes.
+  'secret.remove': null,
 };
 
 type Wake = () => void;
@@ -141,16 +145,17 @@ export class DesiredWatches {
   }
 
   /**
-   * Resolves when an event concerning agent `agentId` or graph `graph`
-   * (the one it follows; null: none) commits, when an event changing which
-   * relays serve whom commits and `relaysChanged` (when given) says the
-   * agent's did, when the coordinator closes, or after `timeoutMs`. The
-   * caller re-checks what it waits for either way.
+   * Resolves when an event concerning agent `agentId`, graph `graph` (the
+   * one it follows; null: none) or one of `secrets` (those its desired
+   * config references) commits, when an event changing which relays serve
+   * whom commits and `relaysChanged` (when given) says the agent's did,
+   * when the coordinator closes, or after `timeoutMs`. The caller re-checks
+   * what it waits for either way.
    */
-  wait(agentId: string, graph: string | null, timeoutMs: number, relaysChanged?: () => boolean): Promise<void> {
+  wait(agentId: string, graph: string | null, timeoutMs: number, relaysChanged?: () => boolean, secrets: readonly string[] = []): Promise<void> {
     if (this.released) return Promise.resolve();
     return new Promise((resolve) => {
-      const keys = graph === null ? [`agent:${agentId}`] : [`agent:${agentId}`, `graph:${graph}`];
+      const keys = [`agent:${agentId}`, ...(graph === null ? [] : [`graph:${graph}`]), ...secrets.map((name) => `secret:${name}`)];
       const wake = (): void => {
         clearTimeout(timer);
         for (const key of keys) this.remove(key, wake);
@@ -197,7 +202,7 @@ export class DesiredWatches {
     if (kind === null) return;
     if (kind === 'released') {
       for (const agentId of (event.payload as PayloadOf<'rollout.advance'>).agents) this.wakeKey(`agent:${agentId}`);
-    } else if (kind === 'agent' || kind === 'graph') this.wakeKey(`${kind}:${event.subject}`);
+    } else if (kind === 'agent' || kind === 'graph' || kind === 'secret') this.wakeKey(`${kind}:${event.subject}`);
     if (kind === 'relays') for (const [wake, changed] of [...this.relaysWaiting]) if (changed()) wake();
     // Every kind can change a relay's reach: a config, a pin, an agent's graph or standing, a relay's clauses.
     for (const [wake, changed] of [...this.prefetchWaiting]) if (changed()) wake();

@@ -30,6 +30,9 @@ import { configDiff } from './config-diff.js';
 import { collectCoordinatorGarbage } from '../retention.js';
 import { emptyRelayReports, relayReports } from './relay-reports.js';
 import type { KeyId } from '../../protocol/identity.js';
+import { removeSecret, setSecret } from '../domain/secret-commands.js';
+import { secretCiphertexts } from '../db/secret-ciphertexts.js';
+import { secretUsedBy, secretView } from './secret-delivery.js';
 
 /** The routes a handler answers: all but the held watches, which http.ts holds open itself (an agent's: its reply is agent.desired's, or unchanged; a relay's prefetch watch). */
 export type OperationName = Exclude<ApiRouteName, 'agent.watch' | 'relay.prefetch'>;
@@ -260,6 +263,39 @@ export const OPERATIONS: { [N in OperationName]: Handler<N> } = {
   'alerts.remove': (coordinator, actor, input) => {
     const outbox = alertOutbox(coordinator);
     const out = coordinator.execute(actor, (context) => ({ draft: commands.removeAlert(context, input), result: undefined, publish: () => outbox.removeAlert(input.alertId) }));
+    return event(out?.event);
+  },
+
+  'secrets.set': (coordinator, actor, input) => {
+    const store = secretCiphertexts(coordinator);
+    const out = coordinator.execute(actor, (context) => {
+      const set = setSecret(context, input);
+      const { name, version, ciphertextSha256 } = set.draft.payload;
+      // The ciphertext is kept beside the state, in the event's transaction (never in the log: see EVENT_PAYLOADS['secret.set']).
+      return { draft: set.draft, result: { name, version }, publish: () => store.put(name, version, ciphertextSha256, set.ciphertext) };
+    })!;
+    return { ...out.result, seq: out.event.seq };
+  },
+  'secrets.list': (coordinator) => ({
+    secrets: coordinator.state
+      .all('secrets')
+      .filter((row) => !row.removed)
+      .sort((a, b) => (a.id < b.id ? -1 : 1))
+      .map((row) => secretView(coordinator, row)),
+  }),
+  'secrets.show': (coordinator, _actor, input) => {
+    const row = coordinator.state.get('secrets', input.name);
+    if (!row || row.removed) throw new FerryError('NOT_FOUND', `no secret '${input.name}'`);
+    const ciphertext = secretCiphertexts(coordinator).latest(row.id, row.version, row.ciphertextSha256);
+    return { ...secretView(coordinator, row), ciphertext: ciphertext?.toString('base64') ?? null };
+  },
+  'secrets.remove': (coordinator, actor, input) => {
+    const store = secretCiphertexts(coordinator);
+    const out = coordinator.execute(actor, (context) => ({
+      draft: removeSecret(context, input, (name) => secretUsedBy(coordinator, name)),
+      result: undefined,
+      publish: () => store.remove(input.name),
+    }));
     return event(out?.event);
   },
 

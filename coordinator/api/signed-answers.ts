@@ -16,6 +16,8 @@ import type { Coordinator } from '../coordinator.js';
 import type { AgentRow } from '../domain/state.js';
 import { desiredConfigOf } from './queries.js';
 import { relayOffer } from './relay-access.js';
+import { deliveredSecrets, secretRefsOf } from './secret-delivery.js';
+import { secretsStamp, type DeliveredSecret } from '../../protocol/secret-refs.js';
 
 /** Configs (and config/system pairs) whose shared parts are kept, the most recently computed first out. */
 const KEPT_CONFIGS = 256;
@@ -61,15 +63,52 @@ function sharedDesired(coordinator: Coordinator, configId: string | null): Share
 }
 
 /**
+ * The answer (and its digest) for `configId` with the secrets delivered to
+ * one agent: the same for every agent the same versions are delivered to,
+ * so kept by config and stamp like the plain answer.
+ */
+function sharedDesiredWithSecrets(coordinator: Coordinator, shared: SharedDesired, secrets: DeliveredSecret[]): SharedDesired & { secrets: DeliveredSecret[] } {
+  const cache = cachesOf(coordinator).desired;
+  const key = `${shared.answer.configId}\n${secretsStamp(secrets)}`;
+  const found = cache.get(key);
+  if (found) return { ...found, secrets };
+  const answer = { ...shared.answer, secrets };
+  return { ...keep(cache, key, { answer: shared.answer, digest: desiredAnswerDigest(answer) }), secrets };
+}
+
+/**
  * The desired-config answer for `agent`, signed for it and `challenge` (the
  * empty string when the agent sent none), with its relays and their grant
- * when a relay serves it (relay-access.ts relayOffer).
+ * when a relay serves it (relay-access.ts relayOffer), and when the config
+ * references secrets, each one's ciphertext for this agent
+ * (secret-delivery.ts deliveredSecrets), under the same proof.
  */
 export function desiredAnswer(coordinator: Coordinator, agent: AgentRow, challenge: string) {
-  const { answer, digest } = sharedDesired(coordinator, desiredConfigOf(coordinator.state, agent));
-  const relays = relayOffer(coordinator, agent, answer.configId, challenge);
-  const directives = directivesFor(coordinator, agent, answer.configId, challenge);
-  return { ...answer, proof: signProof(coordinator.identity, desiredProofMessage(agent.id, challenge, digest)), ...(relays ? { relays } : {}), ...(directives ? { directives } : {}) };
+  let shared = sharedDesired(coordinator, desiredConfigOf(coordinator.state, agent));
+  const refs = secretRefsOf(shared.answer.config ?? undefined);
+  const withSecrets = refs.length > 0 ? sharedDesiredWithSecrets(coordinator, shared, deliveredSecrets(coordinator, agent.id, refs)) : undefined;
+  if (withSecrets) shared = withSecrets;
+  const relays = relayOffer(coordinator, agent, shared.answer.configId, challenge);
+  const directives = directivesFor(coordinator, agent, shared.answer.configId, challenge);
+  return {
+    ...shared.answer,
+    ...(withSecrets ? { secrets: withSecrets.secrets } : {}),
+    proof: signProof(coordinator.identity, desiredProofMessage(agent.id, challenge, shared.digest)),
+    ...(relays ? { relays } : {}),
+    ...(directives ? { directives } : {}),
+  };
+}
+
+/**
+ * The secretsStamp of what `agent`'s desired answer delivers now (undefined
+ * when its desired config references no secret): what a held watch
+ * compares with the agent's.
+ */
+export function desiredSecretsStamp(coordinator: Coordinator, agent: AgentRow): { stamp: string; names: string[] } | undefined {
+  const shared = sharedDesired(coordinator, desiredConfigOf(coordinator.state, agent));
+  const refs = secretRefsOf(shared.answer.config ?? undefined);
+  if (refs.length === 0) return undefined;
+  return { stamp: secretsStamp(deliveredSecrets(coordinator, agent.id, refs)), names: refs.map((ref) => ref.name) };
 }
 
 /**

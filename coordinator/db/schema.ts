@@ -10,7 +10,7 @@
  * StateStore serves them all. This file imports nothing local at run time
  * (drizzle-kit loads it on its own); branded column types are type-only.
  */
-import { integer, sqliteTable, text, index, uniqueIndex } from 'drizzle-orm/sqlite-core';
+import { blob, integer, sqliteTable, text, index, uniqueIndex } from 'drizzle-orm/sqlite-core';
 import type { ConfigId } from '../../protocol/config.js';
 import type { AgentStatus, Health, Phase, RecordedPresence, Role } from '../../protocol/api/fleet.js';
 import type { SignedConfigBody } from '../../protocol/api/views.js';
@@ -205,6 +205,41 @@ export const relays = sqliteTable('relays', {
   status: text('status').$type<'enrolled' | 'revoked'>().notNull(),
   enrolledSeq: integer('enrolled_seq').notNull(),
   updatedSeq: integer('updated_seq').notNull(),
+});
+
+/**
+ * Secrets (docs/secrets.md): state, from secret.set / secret.remove. Each
+ * row is a secret's latest version: who it is encrypted to and the
+ * SHA-256 of its ciphertext. The ciphertext is in secret_ciphertexts.
+ */
+export const secrets = sqliteTable('secrets', {
+  /** The secret's name. */
+  id: text('id').primaryKey(),
+  version: integer('version').notNull(),
+  /** Agent ids it is encrypted to (the setter's key is a recipient too, recorded apart). */
+  recipients: text('recipients', { mode: 'json' }).$type<string[]>().notNull(),
+  setter: text('setter').notNull(),
+  /** How the agents were selected: `--where` clauses (resolved again by rekey) or a fixed list. */
+  selector: text('selector', { mode: 'json' }).$type<{ where: string[] } | { agents: string[] }>().notNull(),
+  ciphertextSha256: text('ciphertext_sha256').notNull(),
+  ciphertextBytes: integer('ciphertext_bytes').notNull(),
+  removed: integer('removed', { mode: 'boolean' }).notNull(),
+  updatedSeq: integer('updated_seq').notNull(),
+});
+
+/**
+ * Each secret's latest ciphertext, written in the transaction of its
+ * secret.set (deleted with secret.remove). Not in the log (an export
+ * carries no ciphertext: only its digest) and not audit state: replay does
+ * not rebuild it, so a database rebuilt from an export knows every
+ * secret's versions and recipients but must have each set again.
+ */
+export const secretCiphertexts = sqliteTable('secret_ciphertexts', {
+  /** The secret's name. */
+  id: text('id').primaryKey(),
+  version: integer('version').notNull(),
+  sha256: text('sha256').notNull(),
+  ciphertext: blob('ciphertext', { mode: 'buffer' }).notNull(),
 });
 
 /**

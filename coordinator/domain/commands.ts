@@ -79,14 +79,14 @@ function requireClosures(context: CommandContext, configId: string, targets: Rec
   }
 }
 
-/** Refuses (FORBIDDEN) an actor whose role is none of `roles`. */
+/** Refuses (FORBIDDEN, naming the roles) an actor whose role is not one of `roles`. */
 export function allow(context: CommandContext, ...roles: (Role | 'coordinator')[]): void {
   if (!roles.includes(context.actor.role)) {
     throw new FerryError('FORBIDDEN', `role '${context.actor.role}' may not do this (needs ${roles.join(' or ')})`);
   }
 }
 
-/** `input` as `schema` parses it; refuses (INVALID) naming the first issue's field. */
+/** `input` parsed with `schema`; refuses (INVALID, naming the field) what it does not accept. */
 export function parse<T extends z.ZodType>(schema: T, input: unknown): z.infer<T> {
   const result = schema.safeParse(input);
   if (!result.success) {

@@ -11,6 +11,7 @@ import { MAX_REGISTER_PATHS } from '../../protocol/data-protocol.js';
 import { ConfigBodySchema, ConfigIdSchema, GraphNameSchema } from '../../protocol/config.js';
 import { FingerprintSchema, RelayUrlSchema } from '../../protocol/relays.js';
 import { RolloutPolicySchema } from '../../protocol/rollout-policy.js';
+import { SecretNameSchema } from '../../protocol/secret-refs.js';
 import { AlertIdSchema, AlertKindSchema, MAX_ALERT_WHERE, MAX_ALERT_WHERE_LENGTH } from '../../protocol/alerts.js';
 
 export { ActorRoleSchema, FactsSchema, LabelsSchema, PhaseSchema, RecordedFactsSchema, ReportSourceSchema, RoleSchema, type ActorRole, type Facts, type Role } from '../../protocol/api/fleet.js';
@@ -178,6 +179,24 @@ export const EVENT_PAYLOADS = {
   'rollout.abort': z.strictObject({ graph: GraphNameSchema, configId: ConfigIdSchema, base: ConfigIdSchema.nullable() }),
   /** Every batch went out within the failure threshold: the head is everyone's. */
   'rollout.complete': z.strictObject({ graph: GraphNameSchema, configId: ConfigIdSchema, released: z.number().int().nonnegative(), failed: z.number().int().nonnegative() }),
+  /**
+   * A secret's new version (`ferry secrets set|rekey`, docs/secrets.md):
+   * who it is encrypted to (the agents, and the setter's own key), how
+   * they were selected, and the SHA-256 of the ciphertext — never the
+   * value, which the coordinator never sees, nor the ciphertext, which is
+   * kept beside the state (db/schema.ts secret_ciphertexts): a log an
+   * auditor exports carries no secret in any form.
+   */
+  'secret.set': z.strictObject({
+    name: SecretNameSchema,
+    version: z.number().int().min(1),
+    recipients: z.array(KeyIdSchema).max(1000),
+    setter: KeyIdSchema,
+    selector: z.union([z.strictObject({ where: z.array(z.string().max(MAX_ALERT_WHERE_LENGTH)).min(1).max(MAX_ALERT_WHERE) }), z.strictObject({ agents: z.array(KeyIdSchema).min(1).max(1000) })]),
+    ciphertextSha256: z.string().regex(/^[0-9a-f]{64}$/),
+    ciphertextBytes: z.number().int().min(1),
+  }),
+  'secret.remove': z.strictObject({ name: SecretNameSchema }),
 } as const satisfies Record<Action, z.ZodType>;
 
 export type PayloadOf<A extends Action> = z.infer<(typeof EVENT_PAYLOADS)[A]>;

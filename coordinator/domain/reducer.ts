@@ -209,6 +209,26 @@ const HANDLERS: { [A in Action]: Handler<A> } = {
     if (row.status !== 'running' || !batchSettled(row)) throw new ReducerError(e.seq, `the rollout on ${p.graph} is not settled and running`);
     putRollout(store, e, { ...row, status: 'complete' });
   },
+  'secret.set': (store, p, e) => {
+    const previous = store.get('secrets', p.name);
+    if (p.version !== (previous?.version ?? 0) + 1) throw new ReducerError(e.seq, `secret ${p.name} version ${p.version} does not follow ${previous?.version ?? 'none'}`);
+    store.put('secrets', {
+      id: p.name,
+      version: p.version,
+      recipients: p.recipients,
+      setter: p.setter,
+      selector: p.selector,
+      ciphertextSha256: p.ciphertextSha256,
+      ciphertextBytes: p.ciphertextBytes,
+      removed: false,
+      updatedSeq: e.seq,
+    });
+  },
+  'secret.remove': (store, p, e) => {
+    const secret = need(store.get('secrets', p.name), e, `secret ${p.name}`);
+    if (secret.removed) throw new ReducerError(e.seq, `secret ${p.name} was removed already`);
+    store.put('secrets', { ...secret, removed: true, updatedSeq: e.seq });
+  },
 };
 
 /** A graph's rollouts row before any rollout: a policy only. */

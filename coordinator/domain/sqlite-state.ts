@@ -37,6 +37,7 @@ const TABLES: { [T in StateTableName]: SQLiteTable } = {
   relays: schema.relays,
   rollouts: schema.rollouts,
   rolloutReleases: schema.rolloutReleases,
+  secrets: schema.secrets,
 };
 
 type Mapping = ((value: unknown) => unknown) | null;

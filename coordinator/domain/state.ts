@@ -16,6 +16,7 @@ export type AlertRow = typeof schema.alerts.$inferSelect;
 export type RelayRow = typeof schema.relays.$inferSelect;
 export type RolloutRow = typeof schema.rollouts.$inferSelect;
 export type RolloutReleaseRow = typeof schema.rolloutReleases.$inferSelect;
+export type SecretRow = typeof schema.secrets.$inferSelect;
 
 export interface StateTables {
   keys: KeyRow;
@@ -28,10 +29,11 @@ export interface StateTables {
   relays: RelayRow;
   rollouts: RolloutRow;
   rolloutReleases: RolloutReleaseRow;
+  secrets: SecretRow;
 }
 
 export type StateTableName = keyof StateTables;
-export const STATE_TABLES: readonly StateTableName[] = ['keys', 'tokens', 'agents', 'agentFacts', 'graphs', 'configs', 'alerts', 'relays', 'rollouts', 'rolloutReleases'];
+export const STATE_TABLES: readonly StateTableName[] = ['keys', 'tokens', 'agents', 'agentFacts', 'graphs', 'configs', 'alerts', 'relays', 'rollouts', 'rolloutReleases', 'secrets'];
 
 export interface StateStore {
   get<T extends StateTableName>(table: T, id: string): StateTables[T] | undefined;
@@ -56,6 +58,7 @@ export class MemoryStateStore implements StateStore {
     relays: new Map(),
     rollouts: new Map(),
     rolloutReleases: new Map(),
+    secrets: new Map(),
   };
 
   get<T extends StateTableName>(table: T, id: string): StateTables[T] | undefined {

@@ -45,6 +45,8 @@ export const AUDIT_ACTIONS = [
   'rollout.resume',
   'rollout.abort',
   'rollout.complete',
+  'secret.set',
+  'secret.remove',
 ] as const;
 export const ActionSchema = z.enum(AUDIT_ACTIONS);
 export type Action = z.infer<typeof ActionSchema>;

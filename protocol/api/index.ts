@@ -11,6 +11,7 @@ export * from './inputs.js';
 export * from './fleet.js';
 export * from './audit.js';
 export * from './config-diff.js';
+export * from './secrets.js';
 export {
   VIEWER_PATH,
   VIEWER_ROLES,

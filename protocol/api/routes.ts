@@ -41,6 +41,7 @@ import { KeyIdSchema } from '../identity.js';
 import { RelayPrefetchAnswerSchema, RelayPrefetchQuerySchema } from '../relay-prefetch.js';
 import { ActionSchema, AuditEventSchema, ChainReportSchema } from './audit.js';
 import { ConfigDiffInput, ConfigDiffSchema } from './config-diff.js';
+import { SecretDetailSchema, SecretRefInput, SecretSetSchema, SecretViewSchema, SetSecretInput } from './secrets.js';
 import type { Role } from './fleet.js';
 import {
   AddAlertInput,
@@ -219,6 +220,13 @@ export const API_ROUTES = {
   'relays.revoke': route({ method: 'POST', path: '/v1/relays/:relayId/revoke', access: DEPLOYERS, input: RelayRefInput, output: RecordedSchema, errors: errors('NOT_FOUND', 'CONFLICT') }),
   /** A relay's own: held until the closures its agents are to run differ from `known`, or `wait` seconds (relay-prefetch.ts). */
   'relay.prefetch': route({ method: 'GET', path: '/v1/relay/prefetch', access: ['relay'], input: RelayPrefetchQuerySchema, output: RelayPrefetchAnswerSchema, errors: errors('TOO_MANY_WATCHES', 'REVOKED') }),
+
+  // Secrets (docs/secrets.md): only ciphertext, encrypted and decrypted on the admin's machine. Admins only: setting one
+  // decides what machines run with, and listing names who holds which.
+  'secrets.set': route({ method: 'POST', path: '/v1/secrets/:name', access: ['admin'], input: SetSecretInput, output: SecretSetSchema, errors: errors('NOT_FOUND', 'CONFLICT') }),
+  'secrets.list': route({ method: 'GET', path: '/v1/secrets', access: ['admin'], input: noInput, output: z.strictObject({ secrets: z.array(SecretViewSchema) }), errors: [] }),
+  'secrets.show': route({ method: 'GET', path: '/v1/secrets/:name', access: ['admin'], input: SecretRefInput, output: SecretDetailSchema, errors: errors('NOT_FOUND') }),
+  'secrets.remove': route({ method: 'POST', path: '/v1/secrets/:name/remove', access: ['admin'], input: SecretRefInput, output: RecordedSchema, errors: errors('NOT_FOUND', 'CONFLICT') }),
 
   'audit.events': route({
     method: 'GET',

@@ -127,7 +127,7 @@ const AgentFactsRowSchema = z.strictObject({
 const ConfigRowSchema = ConfigViewSchema.omit({ summary: true });
 /** A webhook as the log records it: its origin and digest, never its URL. */
 const AlertRowSchema = AlertViewSchema.omit({ url: true, delivery: true }).extend({ id: AlertIdSchema.in, removed: z.boolean(), removedSeq: SeqSchema.nullable() });
-export const STATE_TABLE_NAMES = ['keys', 'tokens', 'agents', 'agentFacts', 'graphs', 'configs', 'alerts', 'relays', 'rollouts', 'rolloutReleases'] as const;
+export const STATE_TABLE_NAMES = ['keys', 'tokens', 'agents', 'agentFacts', 'graphs', 'configs', 'alerts', 'relays', 'rollouts', 'rolloutReleases', 'secrets'] as const;
 const RolloutReleaseRowSchema = z.strictObject({
   id: z.string(),
   graph: GraphNameSchema,
@@ -137,9 +137,21 @@ const RolloutReleaseRowSchema = z.strictObject({
   outcome: z.enum(['pending', 'active', 'failed']),
   seq: SeqSchema,
 });
+/** A secret as the log records it: who it is encrypted to and its ciphertext's digest, never a value or a ciphertext. */
+const SecretRowSchema = z.strictObject({
+  id: z.string(),
+  version: z.number().int(),
+  recipients: z.array(KeyIdText),
+  setter: KeyIdText,
+  selector: z.union([z.strictObject({ where: z.array(z.string()) }), z.strictObject({ agents: z.array(KeyIdText) })]),
+  ciphertextSha256: z.string(),
+  ciphertextBytes: z.number().int(),
+  removed: z.boolean(),
+  updatedSeq: SeqSchema,
+});
 /** A row of any state table: the diff names its table beside it. */
 const RelayRowSchema = RelayViewSchema.extend({ id: KeyIdText });
-const StateRowSchema = z.union([KeyRowSchema, TokenRowSchema, AgentRowSchema, AgentFactsRowSchema, GraphViewSchema, ConfigRowSchema, AlertRowSchema, RelayRowSchema, RolloutRowSchema, RolloutReleaseRowSchema]);
+const StateRowSchema = z.union([KeyRowSchema, TokenRowSchema, AgentRowSchema, AgentFactsRowSchema, GraphViewSchema, ConfigRowSchema, AlertRowSchema, RelayRowSchema, RolloutRowSchema, RolloutReleaseRowSchema, SecretRowSchema]);
 export type KeyRow = z.infer<typeof KeyRowSchema>;
 
 export const FieldChangeSchema = z.strictObject({ field: z.string(), before: z.unknown(), after: z.unknown() });
