@@ -27,6 +27,9 @@ const WAKES: Record<Action, 'agent' | 'graph' | null> = {
   'agent.facts': null,
   'agent.assign': 'agent',
   'agent.pin': 'agent',
+  // A relabel moves no agent by itself: the agent.place events it causes (same transaction) do, and wake it.
+  'agent.label': null,
+  'agent.place': 'agent',
   'agent.report': null,
   'agent.health': null,
   'agent.presence': null,
@@ -39,6 +42,10 @@ const WAKES: Record<Action, 'agent' | 'graph' | null> = {
   'relay.enroll': null,
   'relay.assign': null,
   'relay.revoke': null,
+  // Likewise a rule change: each agent it moves gets an agent.place event of its own.
+  'rule.add': null,
+  'rule.remove': null,
+  'rule.move': null,
 };
 
 type Wake = () => void;

@@ -46,6 +46,9 @@ const HANDLERS: { [A in Action]: Handler<A> } = {
       revoked: false,
       createdSeq: e.seq,
       relay: p.relay === true,
+      follow: p.follow ?? null,
+      pin: p.pin ?? null,
+      rule: p.rule ?? null,
     }),
   'token.revoke': (store, p, e) => store.put('tokens', { ...need(store.get('tokens', p.tokenId), e, `token ${p.tokenId}`), revoked: true }),
   'agent.enroll': (store, p, e) => {
@@ -72,6 +75,9 @@ const HANDLERS: { [A in Action]: Handler<A> } = {
       healthConfig: null,
       healthAt: null,
       recordedPresence: null,
+      // Rules place a new agent (the events that do follow this one); a token naming a graph assigns it explicitly.
+      control: 'rules',
+      rule: null,
       enrolledSeq: e.seq,
       updatedSeq: e.seq,
     });
@@ -86,8 +92,11 @@ const HANDLERS: { [A in Action]: Handler<A> } = {
     store.put('agentFacts', { id: factsRowId(p.agentId, revision), agentId: p.agentId, revision, facts: p.facts, hlc: p.hlc, seq: e.seq });
     store.put('agents', { ...agent, factsRevision: revision, system: p.facts.system, updatedSeq: e.seq });
   },
-  'agent.assign': (store, p, e) => setAgent(store, e, p.agentId, { desiredGraph: p.graph }),
-  'agent.pin': (store, p, e) => setAgent(store, e, p.agentId, { pinnedConfig: p.configId }),
+  // An operator's own assignment or pin takes the agent out of the rules' hands (docs/coordinator.md "Rules").
+  'agent.assign': (store, p, e) => setAgent(store, e, p.agentId, { desiredGraph: p.graph, control: 'manual', rule: null }),
+  'agent.pin': (store, p, e) => setAgent(store, e, p.agentId, { pinnedConfig: p.configId, control: 'manual', rule: null }),
+  'agent.label': (store, p, e) => setAgent(store, e, p.agentId, { labels: p.labels }),
+  'agent.place': (store, p, e) => setAgent(store, e, p.agentId, { desiredGraph: p.graph, pinnedConfig: p.configId, control: 'rules', rule: p.rule }),
   'agent.report': (store, p, e) => {
     const agent = need(store.get('agents', p.agentId), e, `agent ${p.agentId}`);
     // What the agent says it runs: shown, summarized, never a grant of read access (ClosureAccess).
@@ -143,7 +152,39 @@ const HANDLERS: { [A in Action]: Handler<A> } = {
     const relay = need(store.get('relays', p.relayId), e, `relay ${p.relayId}`);
     store.put('relays', { ...relay, status: 'revoked', updatedSeq: e.seq });
   },
+  'rule.add': (store, p, e) => {
+    const existing = store.get('rules', p.name);
+    if (existing && !existing.removed) throw new ReducerError(e.seq, `rule ${p.name} already exists`);
+    if (!p.order.includes(p.name)) throw new ReducerError(e.seq, `the order does not name rule ${p.name}`);
+    store.put('rules', { id: p.name, where: p.where, follow: p.follow, pin: p.pin, position: -1, removed: false, createdSeq: e.seq, updatedSeq: e.seq });
+    reorder(store, p.order, e);
+  },
+  'rule.remove': (store, p, e) => {
+    const rule = need(store.get('rules', p.name), e, `rule ${p.name}`);
+    if (rule.removed) throw new ReducerError(e.seq, `rule ${p.name} was removed already`);
+    if (p.order.includes(p.name)) throw new ReducerError(e.seq, `the order still names rule ${p.name}`);
+    store.put('rules', { ...rule, removed: true, position: -1, updatedSeq: e.seq });
+    reorder(store, p.order, e);
+  },
+  'rule.move': (store, p, e) => {
+    if (!p.order.includes(p.name)) throw new ReducerError(e.seq, `the order does not name rule ${p.name}`);
+    reorder(store, p.order, e);
+  },
 };
+
+/**
+ * Gives each rule `order` names its index as position. The order names
+ * active rules only, each once; the command that recorded it listed every
+ * active rule (a StateStore reads by id, so the reducer cannot list them).
+ */
+function reorder(store: StateStore, order: readonly string[], event: AuditEvent): void {
+  if (new Set(order).size !== order.length) throw new ReducerError(event.seq, 'the rule order names a rule twice');
+  order.forEach((name, position) => {
+    const rule = need(store.get('rules', name), event, `rule ${name}`);
+    if (rule.removed) throw new ReducerError(event.seq, `rule ${name} was removed`);
+    if (rule.position !== position) store.put('rules', { ...rule, position, updatedSeq: event.seq });
+  });
+}
 
 function setAgent(store: StateStore, event: AuditEvent, agentId: string, changes: Partial<AgentRow>): void {
   const agent = need(store.get('agents', agentId), event, `agent ${agentId}`);

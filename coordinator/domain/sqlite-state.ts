@@ -35,6 +35,7 @@ const TABLES: { [T in StateTableName]: SQLiteTable } = {
   configs: schema.configs,
   alerts: schema.alerts,
   relays: schema.relays,
+  rules: schema.rules,
 };
 
 type Mapping = ((value: unknown) => unknown) | null;

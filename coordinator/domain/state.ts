@@ -14,6 +14,7 @@ export type GraphRow = typeof schema.graphs.$inferSelect;
 export type ConfigRow = typeof schema.configs.$inferSelect;
 export type AlertRow = typeof schema.alerts.$inferSelect;
 export type RelayRow = typeof schema.relays.$inferSelect;
+export type RuleRow = typeof schema.rules.$inferSelect;
 
 export interface StateTables {
   keys: KeyRow;
@@ -24,10 +25,11 @@ export interface StateTables {
   configs: ConfigRow;
   alerts: AlertRow;
   relays: RelayRow;
+  rules: RuleRow;
 }
 
 export type StateTableName = keyof StateTables;
-export const STATE_TABLES: readonly StateTableName[] = ['keys', 'tokens', 'agents', 'agentFacts', 'graphs', 'configs', 'alerts', 'relays'];
+export const STATE_TABLES: readonly StateTableName[] = ['keys', 'tokens', 'agents', 'agentFacts', 'graphs', 'configs', 'alerts', 'relays', 'rules'];
 
 export interface StateStore {
   get<T extends StateTableName>(table: T, id: string): StateTables[T] | undefined;
@@ -50,6 +52,7 @@ export class MemoryStateStore implements StateStore {
     configs: new Map(),
     alerts: new Map(),
     relays: new Map(),
+    rules: new Map(),
   };
 
   get<T extends StateTableName>(table: T, id: string): StateTables[T] | undefined {

@@ -42,6 +42,10 @@ import { ActionSchema, AuditEventSchema, ChainReportSchema } from './audit.js';
 import type { Role } from './fleet.js';
 import {
   AddAlertInput,
+  AddRuleInput,
+  LabelAgentsInput,
+  MoveRuleInput,
+  RuleRefInput,
   AssignRelayInput,
   RelayEnrollInput,
   RelayRefInput,
@@ -61,6 +65,8 @@ import {
   AlertAddedSchema,
   RelayEnrolledSchema,
   RelayViewSchema,
+  RuleViewSchema,
+  FleetChangeSchema,
   AlertViewSchema,
   AgentDetailSchema,
   AgentFactsSchema,
@@ -148,6 +154,10 @@ export const API_ROUTES = {
     output: RecordedSchema,
     errors: errors('NOT_FOUND'),
   }),
+  /** Return an operator-assigned agent to rule control (`agents assign AGENT --rules`): placed at once where the rules put it. */
+  'agents.follow-rules': route({ method: 'POST', path: '/v1/agents/:agentId/rules', access: DEPLOYERS, input: z.strictObject(agentId), output: FleetChangeSchema, errors: errors('NOT_FOUND') }),
+  /** Set and unset operator labels of named agents or of those `where` selects; the rules re-place them in the same transaction. */
+  'agents.label': route({ method: 'POST', path: '/v1/agents/label', access: DEPLOYERS, input: LabelAgentsInput, output: FleetChangeSchema, errors: errors('NOT_FOUND') }),
   'agents.pin': route({
     method: 'POST',
     path: '/v1/agents/:agentId/pin',
@@ -199,6 +209,12 @@ export const API_ROUTES = {
   'relays.list': route({ method: 'GET', path: '/v1/relays', access: READERS, input: noInput, output: z.strictObject({ relays: z.array(RelayViewSchema) }), errors: [] }),
   'relays.assign': route({ method: 'POST', path: '/v1/relays/:relayId/assign', access: DEPLOYERS, input: AssignRelayInput, output: RecordedSchema, errors: errors('NOT_FOUND', 'CONFLICT') }),
   'relays.revoke': route({ method: 'POST', path: '/v1/relays/:relayId/revoke', access: DEPLOYERS, input: RelayRefInput, output: RecordedSchema, errors: errors('NOT_FOUND', 'CONFLICT') }),
+
+  // Targeting rules (docs/coordinator.md "Rules"): ordered, first match wins, applied by the coordinator to every agent under rule control.
+  'rules.list': route({ method: 'GET', path: '/v1/rules', access: READERS, input: noInput, output: z.strictObject({ rules: z.array(RuleViewSchema) }), errors: [] }),
+  'rules.add': route({ method: 'POST', path: '/v1/rules', access: DEPLOYERS, input: AddRuleInput, output: FleetChangeSchema, errors: errors('NOT_FOUND', 'CONFLICT') }),
+  'rules.remove': route({ method: 'POST', path: '/v1/rules/:name/remove', access: DEPLOYERS, input: RuleRefInput, output: FleetChangeSchema, errors: errors('NOT_FOUND') }),
+  'rules.move': route({ method: 'POST', path: '/v1/rules/:name/move', access: DEPLOYERS, input: MoveRuleInput, output: FleetChangeSchema, errors: errors('NOT_FOUND') }),
 
   'audit.events': route({
     method: 'GET',
