@@ -128,7 +128,7 @@ export const API_ROUTES = {
     method: 'GET',
     path: '/v1/agents',
     access: READERS,
-    /** `where`: `label=value`, `label!=value`, `status=…`, `system=…`; several are ANDed. */
+    /** `where`: selector clauses (docs/coordinator.md "Selectors"), several ANDed. */
     input: z.strictObject({ ...PAGE_INPUT, where: z.union([z.string(), z.array(z.string())]).optional() }),
     output: z.strictObject({ agents: z.array(AgentViewSchema), next: z.string().nullable() }),
     errors: [],
