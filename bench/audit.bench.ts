@@ -28,7 +28,7 @@ import { openCoordinatorDatabase } from '../coordinator/db/database.js';
 import * as commands from '../coordinator/domain/commands.js';
 import { FerryError } from '../protocol/errors.js';
 import type { Actor, CommandContext } from '../coordinator/domain/commands.js';
-import type { AuditEvent, ConfigBody, EventDraft } from '../coordinator/domain/events.js';
+import type { AuditEvent, ConfigBody, DraftWithFollowUps, EventDraft } from '../coordinator/domain/events.js';
 import { replayLog } from '../coordinator/domain/reducer.js';
 import { SqliteStateStore } from '../coordinator/domain/sqlite-state.js';
 import { STATE_TABLES, type StateTableName } from '../coordinator/domain/state.js';
@@ -133,7 +133,7 @@ class Fleet {
   run<R = undefined>(
     label: string,
     actor: Actor,
-    decide: (context: CommandContext) => { draft: EventDraft; result: R } | EventDraft | undefined,
+    decide: (context: CommandContext) => { draft: EventDraft; result: R } | DraftWithFollowUps | EventDraft | undefined,
   ): { event: AuditEvent; result: R } | undefined {
     this.attempted++;
     const start = process.hrtime.bigint();
@@ -141,6 +141,7 @@ class Fleet {
       const out = this.coordinator.execute(this.signed(actor), (context) => {
         const decided = decide(context);
         if (decided === undefined) return undefined;
+        if ('followUps' in decided) return { draft: decided.draft, followUps: decided.followUps, result: undefined as R };
         return 'draft' in decided ? decided : { draft: decided, result: undefined as R };
       });
       const outcome = out ? label : `${label} (no change, no event)`;

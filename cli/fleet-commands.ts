@@ -9,7 +9,7 @@ import type { AgentView } from '../protocol/api/views.js';
 import { booleanOption, jsonOption, stringListOption, stringOption, UsageError, writeJson, type Command, type OptionValues } from './command.js';
 import { clientFrom, connectionOptions } from './contexts.js';
 import { ago, parseDuration, parseKeyValues, oneLine, short, table } from './format.js';
-import { block, jsonForTerminal, term } from './terminal-text.js';
+import { block, jsonForTerminal, term, type TerminalOutput } from './terminal-text.js';
 
 const common = { ...connectionOptions, ...jsonOption };
 
@@ -118,6 +118,9 @@ const tokensCreate: Command = {
     label: { type: 'string', multiple: true, valueName: 'K=V', description: 'label given to agents enrolling with it' },
     note: { type: 'string', valueName: 'TEXT', description: 'what the token is for' },
     relay: { type: 'boolean', description: 'a token that enrolls site relays (ferry relay enroll), never agents' },
+    follow: { type: 'string', valueName: 'GRAPH', description: 'agents enrolling with it follow this graph at once (an explicit assignment)' },
+    pin: { type: 'string', valueName: 'CONFIG', description: 'with --follow: and are pinned to this config' },
+    rule: { type: 'string', valueName: 'RULE', description: "agents enrolling with it are placed by the rules; refused unless this rule is the one their --label's select" },
     ...common,
   },
   async run({ options, stdout }) {
@@ -133,6 +136,9 @@ const tokensCreate: Command = {
       label: stringOption(options, 'note') ?? '',
       labels: parseKeyValues(stringListOption(options, 'label'), '--label'),
       relay: booleanOption(options, 'relay'),
+      follow: stringOption(options, 'follow'),
+      pin: stringOption(options, 'pin'),
+      rule: stringOption(options, 'rule'),
     });
     const info = await client.call('info');
     // The coordinator answers pinned HTTPS on its HTTP port: the machine gets a join string for that, so the
@@ -177,7 +183,14 @@ const tokensRevoke: Command = {
   },
 };
 
-const whereOption = { where: { type: 'string' as const, multiple: true, valueName: 'K=V', description: 'filter: status=…, presence=online|stale|offline, health=healthy|degraded, system=…, labels.site=…, facts.cpus=…' } };
+const whereOption = {
+  where: {
+    type: 'string' as const,
+    multiple: true,
+    valueName: 'CLAUSE',
+    description: "filter (ANDed): K=V, K=a,b (one of), K=glob-* (* and ?), K!=V, K (set), '!K' (not set); K is status, presence, health, system…, labels.K or facts.PATH",
+  },
+};
 
 const agentsLs: Command = {
   path: ['agents', 'ls'],
@@ -201,12 +214,18 @@ const agentsStatus: Command = {
     if (json(options)) return writeJson(stdout, agents);
     stdout.write(
       table(
-        ['AGENT', 'NAME', 'FOLLOWS', 'DESIRED', 'CURRENT', 'PHASE', 'HEALTH', 'LAST ERROR'],
-        agents.map((a) => [short(a.id), a.name, a.pinnedConfig ? `pin ${short(a.pinnedConfig)}` : a.desiredGraph, short(a.desiredConfig), short(a.currentConfig), phaseWithProgress(a), a.health, oneLine(a.lastError ?? a.healthReason)]),
+        ['AGENT', 'NAME', 'FOLLOWS', 'BY', 'DESIRED', 'CURRENT', 'PHASE', 'HEALTH', 'LAST ERROR'],
+        agents.map((a) => [short(a.id), a.name, a.pinnedConfig ? `pin ${short(a.pinnedConfig)}` : a.desiredGraph, placedBy(a), short(a.desiredConfig), short(a.currentConfig), phaseWithProgress(a), a.health, oneLine(a.lastError ?? a.healthReason)]),
       ),
     );
   },
 };
+
+/** Who placed an agent: `rule NAME`, `rules` (none matches), or `manual` (an operator's assign or pin). */
+function placedBy(agent: AgentView): string {
+  if (agent.control === 'manual') return 'manual';
+  return agent.rule === null ? 'rules (none matches)' : `rule ${agent.rule}`;
+}
 
 /** `fetching 42% (11.0 MiB of 26.3 MiB)` while an agent downloads, else its reported phase. */
 function phaseWithProgress(agent: AgentView): string | null {
@@ -234,7 +253,7 @@ const agentsShow: Command = {
         term`name    ${agent.name} (${agent.type})\n`,
         term`status  ${agent.status}, ${agent.presence}, last seen ${ago(agent.lastSeen)}\n`,
         term`labels  ${jsonForTerminal(agent.labels)}\n`,
-        term`follows ${agent.pinnedConfig ? `pinned to ${agent.pinnedConfig}` : (agent.desiredGraph ?? '-')}\n`,
+        term`follows ${agent.pinnedConfig ? `pinned to ${agent.pinnedConfig}` : (agent.desiredGraph ?? '-')} (${placedBy(agent)})\n`,
         term`desired ${agent.desiredConfig ?? '-'}\n`,
         term`current ${agent.currentConfig ?? '-'}\n`,
         term`phase   ${phaseWithProgress(agent) ?? '-'}\n`,
@@ -297,15 +316,22 @@ async function selectedAgents(client: CoordinatorHttpClient, references: string[
 
 const agentsAssign: Command = {
   path: ['agents', 'assign'],
-  summary: "make agents follow a graph (its head is their desired config); 'none' to follow none",
+  summary: "make agents follow a graph (its head is their desired config); 'none' to follow none; --rules to return them to the rules",
   args: '<agent>... <graph|none>',
   description:
-    'Select agents by name or id, or with --where (e.g. --where labels.site=barn-3). ' +
+    'Select agents by name or id, or with --where (e.g. --where labels.site=barn-3). An explicit assignment takes agents out of the rules (ferry rules); ' +
+    '--rules (no graph) hands them back. For machines that enroll later, add a rule instead: --where here selects once. ' +
     "With 'none' the agents keep running what they run; add --stop to stop it: each runs its config's deactivate command and leaves no generation active (phase stopped).",
   minArgs: 1,
-  options: { ...whereOption, stop: { type: 'boolean', description: "with 'none': stop what runs (deactivate, no generation active)" }, ...common },
+  options: {
+    ...whereOption,
+    stop: { type: 'boolean', description: "with 'none': stop what runs (deactivate, no generation active)" },
+    rules: { type: 'boolean', description: 'return the agents to rule control (give no graph)' },
+    ...common,
+  },
   async run({ args, options, stdout }) {
     const client = clientFrom(options);
+    if (booleanOption(options, 'rules')) return returnToRules(client, args, options, stdout);
     const graph = args[args.length - 1]!;
     const stop = booleanOption(options, 'stop');
     if (stop && graph !== 'none') throw new UsageError(`--stop goes with 'none' (agents assign … none --stop), not with graph '${graph}'`);
@@ -332,6 +358,53 @@ const agentsRetry: Command = {
     for (const id of ids) results.push({ agentId: id, ...(await client.call('agents.retry', { agentId: id })) });
     if (json(options)) return writeJson(stdout, results);
     stdout.write(term`${ids.length} agent(s) will try their desired config again\n`);
+  },
+};
+
+/** `agents assign AGENT… --rules`: each agent back under rule control, placed where the rules put it now. */
+async function returnToRules(client: CoordinatorHttpClient, args: readonly string[], options: OptionValues, stdout: TerminalOutput): Promise<void> {
+  const ids = await Promise.all(args.map((reference) => resolveAgent(client, reference)));
+  const where = stringListOption(options, 'where');
+  if (where.length > 0) ids.push(...(await allAgents(client, where)).map((agent) => agent.id));
+  if (ids.length === 0) throw new UsageError('no agents selected: name them or use --where');
+  const results = [];
+  for (const id of new Set(ids)) results.push({ agentId: id, ...(await client.call('agents.follow-rules', { agentId: id })) });
+  if (json(options)) return writeJson(stdout, results);
+  const moved = results.filter((result) => result.seq !== null).length;
+  stdout.write(term`${moved} agent(s) returned to the rules (${results.length - moved} were under them already)
+`);
+}
+
+/** `k=v` items of --set, refusing a key given twice. */
+function labelChanges(options: OptionValues): { set: Record<string, string>; unset: string[] } {
+  const items = stringListOption(options, 'set');
+  const set = parseKeyValues(items, '--set');
+  if (Object.keys(set).length !== items.length) throw new UsageError('--set names a label twice');
+  return { set, unset: stringListOption(options, 'unset') };
+}
+
+const agentsLabel: Command = {
+  path: ['agents', 'label'],
+  summary: "set or unset operator labels (what rules and --where labels.* select on); the rules re-place the agents at once",
+  args: '[agent]...',
+  description: 'Select agents by name or id, or with --where. Example: ferry agents label gw-1 gw-2 --set site=barn-3 --unset canary',
+  options: {
+    ...whereOption,
+    set: { type: 'string', multiple: true, valueName: 'K=V', description: 'set label K to V' },
+    unset: { type: 'string', multiple: true, valueName: 'K', description: 'remove label K' },
+    ...common,
+  },
+  async run({ args, options, stdout }) {
+    const client = clientFrom(options);
+    const changes = labelChanges(options);
+    if (Object.keys(changes.set).length + changes.unset.length === 0) throw new UsageError('nothing to change: give --set K=V or --unset K');
+    const where = stringListOption(options, 'where');
+    if (where.length > 0 && args.length > 0) throw new UsageError('name agents or select them with --where, not both');
+    if (where.length === 0 && args.length === 0) throw new UsageError('no agents selected: name them or use --where');
+    const selection = where.length > 0 ? { where } : { agentIds: [...new Set(await Promise.all(args.map((reference) => resolveAgent(client, reference))))] };
+    const change = await client.call('agents.label', { ...selection, ...changes });
+    if (json(options)) return writeJson(stdout, change);
+    stdout.write(change.seq === null ? term`no label changed\n` : term`${change.relabelled} agent(s) relabelled, ${change.placed} placed anew by the rules (audit event #${change.seq})\n`);
   },
 };
 
@@ -368,4 +441,5 @@ export const fleetCommands: Command[] = [
   agentsAssign,
   agentsRetry,
   agentsPin,
+  agentsLabel,
 ];

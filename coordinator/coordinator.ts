@@ -22,7 +22,7 @@ import { SqliteAuditLog, type AuditLog, type Decision } from './audit/audit-log.
 import type { ChainReport, Checkpoint } from './audit/chain.js';
 import { EventBus } from './audit/event-bus.js';
 import type { Actor, CommandContext } from './domain/commands.js';
-import type { AuditEvent, EventDraft } from './domain/events.js';
+import type { AuditEvent, DraftWithFollowUps, EventDraft } from './domain/events.js';
 import { applyEvent, replayLog, type ReplayReport } from './domain/reducer.js';
 import { SqliteStateStore } from './domain/sqlite-state.js';
 import { TlsFiles } from './tls/tls-files.js';
@@ -209,6 +209,7 @@ export class Coordinator {
       actor,
       now: this.now(),
       collectingGarbage: this.collectingGarbage,
+      all: (table) => this.state.all(table),
       hasStorePathClosure: (storePath) => {
         try {
           this.castore.closure([storePath]);
@@ -228,20 +229,26 @@ export class Coordinator {
    * (no event). After the commit, the event bus hears of the event, then
    * storage maintenance counts it.
    */
-  execute<R>(actor: Actor, decide: Decide<R>): { event: AuditEvent; result: R } | undefined {
+  execute<R>(actor: Actor, decide: Decide<R>): { event: AuditEvent; events: AuditEvent[]; result: R } | undefined {
     const done = this.audit.append(actor, () => decide(this.commandContext(actor)), (event) => applyEvent(this.state, event));
     if (done) {
-      this.commits.publish(done.event);
-      this.maintenance.afterCommit();
+      for (const event of done.events) {
+        this.commits.publish(event);
+        this.maintenance.afterCommit();
+      }
     }
     return done;
   }
 
-  /** Records one event for a command that needs no result. */
-  record(actor: Actor, decide: (context: CommandContext) => EventDraft | undefined): AuditEvent | undefined {
+  /**
+   * Records a command that needs no result: its event, or its event and the
+   * follow-ups it entails (rule placements); returns the first event.
+   */
+  record(actor: Actor, decide: (context: CommandContext) => EventDraft | DraftWithFollowUps | undefined): AuditEvent | undefined {
     return this.execute(actor, (context) => {
-      const draft = decide(context);
-      return draft ? { draft, result: undefined } : undefined;
+      const decided = decide(context);
+      if (!decided) return undefined;
+      return 'followUps' in decided ? { draft: decided.draft, followUps: decided.followUps, result: undefined } : { draft: decided, result: undefined };
     })?.event;
   }
 

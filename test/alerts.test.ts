@@ -119,7 +119,9 @@ describe('registering alerts', () => {
       [{ where: Array.from({ length: 17 }, (_, i) => `labels.k${i}=v`) }, /where: at most 16 --where clauses/],
       [{ where: [`labels.site=${'x'.repeat(300)}`] }, /where\.0: a --where clause is at most 256 characters/],
       [{ where: ['site=barn'] }, /--where 'site=barn': 'site' is not an agent field/],
-      [{ where: ['no-equals-sign'] }, /--where 'no-equals-sign' is not key=value/],
+      // A bare key is an existence test now (labels.gpu), so a key that is no field says so.
+      [{ where: ['no-equals-sign'] }, /--where 'no-equals-sign': 'no-equals-sign' is not an agent field/],
+      [{ where: ['labels.site~barn'] }, /--where 'labels.site~barn': unexpected "~"/],
       [{ extra: 1 }, /extra/],
     ];
     for (const [input, message] of cases) {

@@ -1,7 +1,7 @@
 /**
  * Drives a coordinator through a long, seeded, random sequence of real
  * commands (keys, tokens, enrollments, facts, configs, assignments, reports,
- * rollbacks, alerts, relays, staged rollouts), including refused ones, as a fleet would. Used by the replay
+ * rollbacks, alerts, relays, staged rollouts, secrets, rules and relabels), including refused ones, as a fleet would. Used by the replay
  * test, the kill test and the audit benchmark.
  */
 import { createCipheriv } from 'node:crypto';
@@ -12,6 +12,7 @@ import { ingestStorePath } from '../castore/index.js';
 import { asStorePath, type StorePath } from '../nix/store-path.js';
 import type { Coordinator } from '../coordinator/coordinator.js';
 import * as commands from '../coordinator/domain/commands.js';
+import * as ruleCommands from '../coordinator/domain/rule-commands.js';
 import { FerryError } from '../protocol/errors.js';
 import type { Actor, CommandContext } from '../coordinator/domain/commands.js';
 import { checkRelayWhere } from '../coordinator/api/relay-access.js';
@@ -134,6 +135,24 @@ export function simulateFleet(coordinator: Coordinator, adminActor: Actor, admin
     } else if (step % 101 === 73) {
       attempt(adminActor, (context) => removeSecret(context, { name: 'secret-1' }, () => undefined));
       attempt(adminActor, (context) => removeSecret(context, { name: 'secret-1' }, () => undefined));
+    }
+    // Rules and labels, at fixed steps too: a rule added (sometimes before the first, sometimes refused: a facts
+    // clause, a graph not yet submitted), an agent relabelled (re-placed by the rules in the same transaction),
+    // one returned to rule control, a rule moved, a rule removed.
+    if (step % 83 === 17) {
+      const name = `r${step % 5}`;
+      attempt(adminActor, (context) =>
+        ruleCommands.addRule(context, { name, where: step % 2 ? [`labels.batch=${step % 10}*`] : ['labels.site=barn-1,barn-2', '!labels.canary'], follow: graphs[step % 3]!, ...(step % 3 === 0 ? { position: 0 } : {}) }),
+      );
+      attempt(adminActor, (context) => ruleCommands.addRule(context, { name: `${name}x`, where: ['facts.site=barn-1'], follow: graphs[0]! }));
+    } else if (step % 83 === 41 && agents.length > 0) {
+      const target = agents[step % agents.length]!;
+      attempt(adminActor, (context) => ruleCommands.labelAgents(context, { agentIds: [target.keyId], set: { site: `barn-${step % 3}`, batch: String(step % 7) }, unset: ['canary'] }, [target.keyId]));
+      attempt(adminActor, (context) => ruleCommands.followRules(context, { agentId: agents[(step + 1) % agents.length]!.keyId }));
+    } else if (step % 83 === 59) {
+      attempt(adminActor, (context) => ruleCommands.moveRule(context, { name: `r${step % 5}`, position: 0 }));
+    } else if (step % 83 === 73) {
+      attempt(adminActor, (context) => ruleCommands.removeRule(context, { name: `r${(step + 2) % 5}` }));
     }
     const agent = pick(agents);
     const agentActor: Actor | undefined = agent && { keyId: agent.keyId, role: 'agent', requestSignature: null };

@@ -117,7 +117,7 @@ interface Route {
 
 /** Every route of coordinator/api/http.ts, parameters filled in. The first test checks it covers OPERATIONS. */
 function routes(): Route[] {
-  const params: Record<string, string> = { agentId: agentB.keyId, keyId: viewer.keyId, tokenId, graph: 'web', configId, alertId: '0123456789abcdef', relayId: relay.keyId };
+  const params: Record<string, string> = { agentId: agentB.keyId, keyId: viewer.keyId, tokenId, graph: 'web', configId, alertId: '0123456789abcdef', relayId: relay.keyId, name: 'standing' };
   const route = (method: Route['method'], template: string, op: Route['op'], body?: Record<string, unknown>): Route => ({
     method,
     template,
@@ -143,6 +143,12 @@ function routes(): Route[] {
     route('POST', '/v1/agents/:agentId/assign', 'agents.assign', { graph: 'other' }),
     route('POST', '/v1/agents/:agentId/pin', 'agents.pin', { configId }),
     route('POST', '/v1/agents/:agentId/retry', 'agents.retry', {}),
+    route('POST', '/v1/agents/:agentId/rules', 'agents.follow-rules', {}),
+    route('POST', '/v1/agents/label', 'agents.label', { agentIds: [agentB.keyId], set: { site: 'hostile' } }),
+    route('GET', '/v1/rules', 'rules.list'),
+    route('POST', '/v1/rules', 'rules.add', { name: 'hostile', where: ['labels.site=x*'], follow: 'web' }),
+    route('POST', '/v1/rules/:name/remove', 'rules.remove', {}),
+    route('POST', '/v1/rules/:name/move', 'rules.move', { position: 0 }),
     route('POST', '/v1/agent/facts', 'agent.facts', { facts: { system: 'x86_64-linux', hostname: 'changed' } }),
     route('POST', '/v1/agent/status', 'agent.status', { configId: null, phase: 'failed' }),
     route('GET', '/v1/agent/desired', 'agent.desired'),
@@ -221,6 +227,9 @@ beforeAll(async () => {
   await ok('POST', '/v1/relays/enroll', { as: relay, body: JSON.stringify({ token: (await newToken({ uses: 1, relay: true })).token, name: 'relay-1', url: 'https://127.0.0.1:9443', fingerprint: RELAY_FP }) });
   await ok('POST', `/v1/agents/${agentA.keyId}/assign`, { as: admin, body: JSON.stringify({ graph: 'web' }) });
   await ok('POST', `/v1/agents/${revokedAgent.keyId}/revoke`, { as: admin, body: '{}' });
+  // A standing rule (the :name the rule routes name), and a second one to move it around.
+  await ok('POST', '/v1/rules', { as: admin, body: JSON.stringify({ name: 'standing', where: ['labels.site=nowhere'], follow: 'web' }) });
+  await ok('POST', '/v1/rules', { as: admin, body: JSON.stringify({ name: 'second', where: ['labels.site=elsewhere'], follow: 'web' }) });
 }, 60_000);
 
 afterAll(async () => {

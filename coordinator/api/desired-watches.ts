@@ -47,6 +47,9 @@ const WAKES: Record<Action, 'agent' | 'graph' | 'secret' | 'released' | 'relays'
   'agent.facts': null,
   'agent.assign': 'agent',
   'agent.pin': 'agent',
+  // A relabel moves no agent by itself: the agent.place events it causes (same transaction) do, and wake it.
+  'agent.label': null,
+  'agent.place': 'agent',
   'agent.report': null,
   'agent.health': null,
   'agent.presence': null,
@@ -77,6 +80,10 @@ const WAKES: Record<Action, 'agent' | 'graph' | 'secret' | 'released' | 'relays'
   'secret.set': 'secret',
   // Refused while a desired config references it: no answer changes.
   'secret.remove': null,
+  // Likewise a rule change: each agent it moves gets an agent.place event of its own.
+  'rule.add': null,
+  'rule.remove': null,
+  'rule.move': null,
 };
 
 type Wake = () => void;

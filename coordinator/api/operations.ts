@@ -18,7 +18,10 @@ import * as rolloutCommands from '../domain/rollout-commands.js';
 import { nextStepAt } from '../domain/rollouts.js';
 import { FerryError } from '../../protocol/errors.js';
 import type { Actor } from '../domain/commands.js';
-import type { AuditEvent, PayloadOf } from '../domain/events.js';
+import type { AuditEvent, DraftWithFollowUps, EventDraft, PayloadOf } from '../domain/events.js';
+import * as ruleCommands from '../domain/rule-commands.js';
+import type { Decision } from '../audit/audit-log.js';
+import type { FleetChange } from '../../protocol/api/views.js';
 import type { AgentRow } from '../domain/state.js';
 import { agentActivities } from './agent-activity.js';
 import { healthEventLimiter } from './health-reports.js';
@@ -49,6 +52,18 @@ const READERS = ['admin', 'operator', 'viewer'] as const;
 
 function event(recorded: AuditEvent | undefined): { seq: number | null } {
   return { seq: recorded?.seq ?? null };
+}
+
+/** A decision for execute from what a fleet-control command returns (its event, or its event and follow-ups, or nothing). */
+function decided(outcome: EventDraft | DraftWithFollowUps | undefined): Decision<undefined> | undefined {
+  if (!outcome) return undefined;
+  return 'followUps' in outcome ? { draft: outcome.draft, followUps: outcome.followUps, result: undefined } : { draft: outcome, result: undefined };
+}
+
+/** What a fleet-control change recorded: its first event, the relabels and the placements among its events. */
+function fleetChange(done: { event: AuditEvent; events: AuditEvent[] } | undefined): FleetChange {
+  const count = (action: string) => done?.events.filter((recorded) => recorded.action === action).length ?? 0;
+  return { seq: done?.event.seq ?? null, relabelled: count('agent.label'), placed: count('agent.place') };
 }
 
 /** An agent as the API shows it (protocol/api/views.ts AgentViewSchema). */
@@ -150,6 +165,18 @@ export const OPERATIONS: { [N in OperationName]: Handler<N> } = {
   'agents.reject': (coordinator, actor, input) => event(coordinator.record(actor, (context) => commands.decideAgent(context, input, 'reject'))),
   'agents.revoke': (coordinator, actor, input) => event(coordinator.record(actor, (context) => commands.decideAgent(context, input, 'revoke'))),
   'agents.assign': (coordinator, actor, input) => event(coordinator.record(actor, (context) => commands.assignAgent(context, input))),
+  'agents.follow-rules': (coordinator, actor, input) => fleetChange(coordinator.execute(actor, (context) => decided(ruleCommands.followRules(context, input)))),
+  'agents.label': (coordinator, actor, input) => {
+    // A selection is resolved in the command's transaction: the agents it names are those it selects as the labels change.
+    const where = input.where === undefined ? undefined : parseWhere(input.where);
+    const presenceOf = (id: string) => coordinator.presence.presenceOf(id);
+    return fleetChange(
+      coordinator.execute(actor, (context) => {
+        const agentIds = where === undefined ? input.agentIds! : listAgents(coordinator.state, where, presenceOf).map((agent) => agent.id);
+        return decided(ruleCommands.labelAgents(context, input, agentIds));
+      }),
+    );
+  },
   'agents.pin': (coordinator, actor, input) => event(coordinator.record(actor, (context) => commands.pinAgent(context, input))),
   'agents.retry': (coordinator, actor, input) => event(coordinator.record(actor, (context) => commands.retryAgent(context, input))),
   gc: (coordinator, actor, input) => collectCoordinatorGarbage(coordinator, actor, input, coordinator.retention),
@@ -298,6 +325,10 @@ export const OPERATIONS: { [N in OperationName]: Handler<N> } = {
     }));
     return event(out?.event);
   },
+  'rules.list': (coordinator) => ({ rules: coordinator.state.all('rules').filter((rule) => !rule.removed).sort((a, b) => a.position - b.position) }),
+  'rules.add': (coordinator, actor, input) => fleetChange(coordinator.execute(actor, (context) => decided(ruleCommands.addRule(context, input)))),
+  'rules.remove': (coordinator, actor, input) => fleetChange(coordinator.execute(actor, (context) => decided(ruleCommands.removeRule(context, input)))),
+  'rules.move': (coordinator, actor, input) => fleetChange(coordinator.execute(actor, (context) => decided(ruleCommands.moveRule(context, input)))),
 
   'audit.events': (coordinator, _actor, input) => {
     const events: AuditEvent[] = [];

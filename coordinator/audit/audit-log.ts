@@ -17,7 +17,7 @@ import type { Identity } from '../../protocol/identity.js';
 import type { CoordinatorDatabase } from '../db/database.js';
 import * as schema from '../db/schema.js';
 import type { Actor } from '../domain/commands.js';
-import { AuditEventSchema, type Action, type AuditEvent, type EventDraft } from '../domain/events.js';
+import { AuditEventSchema, type Action, type AuditEvent, type EventDraft, type FollowUp } from '../domain/events.js';
 import { ChainVerifier, checkpointMessage, encodedEventHash, GENESIS_HASH, type ChainPosition, type ChainReport, type Checkpoint } from './chain.js';
 
 /** Audit rows read at once by exports and verification (~25 ms of verifying). */
@@ -37,11 +37,16 @@ export interface Decision<R> {
   draft: EventDraft;
   result: R;
   publish?: () => void;
+  /** Events the first entails, appended and applied after it, in order, in the same transaction (events.ts FollowUp). */
+  followUps?: readonly FollowUp[];
 }
 
 /** An appended event and the result its command decided. */
 export interface Appended<R> {
+  /** The command's first event. */
   event: AuditEvent;
+  /** Every event appended, the first and its follow-ups, in seq order. */
+  events: AuditEvent[];
   result: R;
 }
 
@@ -56,8 +61,9 @@ export interface AuditLog {
    * for "nothing to record" (then nothing happens); the event is built and
    * chained to the head (seq + 1, prevHash, a fresh HLC, its hash over the
    * canonical encoding); `apply` applies it to the state; it is stored; the
-   * decision's `publish` runs; every `checkpointEvery` events a signed
-   * checkpoint of the new head is stored too.
+   * decision's follow-ups are appended and applied the same way, each in
+   * turn; the decision's `publish` runs; every `checkpointEvery` events a
+   * signed checkpoint of the new head is stored too.
    *
    * Guarantee: the event, its state change and whatever `publish` makes
    * visible commit together, or none of them does. A throw from any step
@@ -152,7 +158,18 @@ export class SqliteAuditLog implements AuditLog {
     const transaction = sqlite.transaction(<R>(actor: Actor, decide: () => Decision<R> | undefined, apply: (event: AuditEvent) => void) => {
       const decided = decide();
       if (!decided) return undefined;
-      return { event: this.appendInTransaction(actor, decided, apply), result: decided.result };
+      const head = this.head;
+      try {
+        const self: Actor = { keyId: this.identity.keyId, role: 'coordinator', requestSignature: null };
+        const events = [this.appendInTransaction(actor, decided.draft, apply)];
+        for (const followUp of decided.followUps ?? []) events.push(this.appendInTransaction(followUp.by === 'coordinator' ? self : actor, followUp.draft, apply));
+        decided.publish?.();
+        return { event: events[0]!, events, result: decided.result };
+      } catch (error) {
+        // The transaction rolls back: so does the head this log keeps in memory.
+        this.head = head;
+        throw error;
+      }
     });
     this.transact = <R>(actor: Actor, decide: () => Decision<R> | undefined, apply: (event: AuditEvent) => void) =>
       transaction.immediate(actor, decide, apply) as Appended<R> | undefined;
@@ -174,8 +191,8 @@ export class SqliteAuditLog implements AuditLog {
     return formatHlc(this.clock.tick());
   }
 
-  /** Must run inside append's transaction; `publish` runs last, before the head moves (a throw leaves the head as it was). */
-  private appendInTransaction(actor: Actor, { draft, publish }: Decision<unknown>, apply: (event: AuditEvent) => void): AuditEvent {
+  /** Must run inside append's transaction, whose rollback restores the head on a throw. */
+  private appendInTransaction(actor: Actor, draft: EventDraft, apply: (event: AuditEvent) => void): AuditEvent {
     // The payload's canonical JSON, encoded once: it is what is hashed and stored, and
     // the event carries it parsed back, so the reducer applies exactly what is replayed.
     const payloadJson = canonicalJson(draft.payload);
@@ -207,7 +224,6 @@ export class SqliteAuditLog implements AuditLog {
     apply(event);
     const { seq, hlc, wallTime, actorKey, actorRole, action, subject, requestSignature, prevHash } = fields;
     this.statements.insertEvent.run(seq, hlc, wallTime, actorKey, actorRole, action, subject, payloadJson, requestSignature, prevHash, hash);
-    publish?.();
     this.head = { seq: event.seq, hash: event.hash };
     if (event.seq % this.checkpointEvery === 0) this.writeCheckpoint();
     return event;

@@ -62,6 +62,10 @@ export const tokens = sqliteTable('tokens', {
   createdSeq: integer('created_seq').notNull(),
   /** A relay token (enrolls site relays, never agents). */
   relay: integer('relay', { mode: 'boolean' }).notNull().default(false),
+  /** What an agent enrolling with it is placed on at once (docs/coordinator.md "Rules"): a graph (an explicit assignment, with `pin`), or a rule it was checked against. */
+  follow: text('follow'),
+  pin: text('pin').$type<ConfigId>(),
+  rule: text('rule'),
 });
 
 export const agents = sqliteTable('agents', {
@@ -78,6 +82,14 @@ export const agents = sqliteTable('agents', {
   currentConfig: text('current_config').$type<ConfigId>(),
   phase: text('phase').$type<Phase>(),
   lastError: text('last_error'),
+  /**
+   * Who places the agent (docs/coordinator.md "Rules"): `rules` (the first
+   * rule its labels match; none: it follows nothing) or `manual` (an
+   * operator's own `agents assign`/`pin`, which rules leave alone).
+   */
+  control: text('control').$type<'rules' | 'manual'>().notNull().default('rules'),
+  /** The rule whose placement it has (null: manual, or no rule matches). */
+  rule: text('rule'),
   /** The last recorded health of `healthConfig` (agent.health), reset when the agent reports another config active. */
   health: text('health').$type<Health>(),
   healthReason: text('health_reason'),
@@ -186,6 +198,25 @@ export const alerts = sqliteTable('alerts', {
   removed: integer('removed', { mode: 'boolean' }).notNull(),
   createdSeq: integer('created_seq').notNull(),
   removedSeq: integer('removed_seq'),
+});
+
+/**
+ * Targeting rules (`ferry rules add`; docs/coordinator.md "Rules"): the
+ * first rule (lowest position) whose `--where` matches an agent's labels
+ * places it. A removed rule keeps its row (`removed`, position -1): state
+ * rows are never deleted, and the name may be added again.
+ */
+export const rules = sqliteTable('rules', {
+  id: text('id').primaryKey(),
+  /** `labels.*` clauses (coordinator/domain/selectors.ts), as given; empty: every agent. */
+  where: text('where', { mode: 'json' }).$type<string[]>().notNull(),
+  follow: text('follow').notNull(),
+  pin: text('pin').$type<ConfigId>(),
+  /** 0 is tried first. */
+  position: integer('position').notNull(),
+  removed: integer('removed', { mode: 'boolean' }).notNull(),
+  createdSeq: integer('created_seq').notNull(),
+  updatedSeq: integer('updated_seq').notNull(),
 });
 
 /**

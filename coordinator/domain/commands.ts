@@ -14,7 +14,8 @@ import { configSigningMessage } from '../../protocol/config.js';
 import { configId } from '../../castore/config-id.js';
 import { ed25519Verify } from '../../protocol/ed25519.js';
 import { publicKeyOf, type KeyId } from '../../protocol/identity.js';
-import type { ActorRole, EventDraft, PayloadOf, Role } from './events.js';
+import type { ActorRole, DraftWithFollowUps, EventDraft, FollowUp, PayloadOf, Role } from './events.js';
+import { orderedRules, placeDraft, placementFor } from './rules.js';
 import type { RecordedPresence } from '../../protocol/api/fleet.js';
 import {
   AddAlertInput,
@@ -36,7 +37,7 @@ import {
   RollbackGraphInput,
   SubmitConfigInput,
 } from '../../protocol/api/inputs.js';
-import type { AlertRow, RelayRow, StateStore, TokenRow } from './state.js';
+import type { AlertRow, RelayRow, StateStore, StateTableName, StateTables, TokenRow } from './state.js';
 import type { AlertId } from '../../protocol/alerts.js';
 
 export interface Actor {
@@ -50,6 +51,8 @@ export interface CommandContext {
   state: StateStore;
   actor: Actor;
   now: number;
+  /** Every row of a table, by id (for the few commands that must see all of one: rules, the agents a rule places). */
+  all<T extends StateTableName>(table: T): StateTables[T][];
   /** Whether the castore holds a store path with its whole closure. */
   hasStorePathClosure(storePath: string): boolean;
   /**
@@ -184,6 +187,7 @@ export function hashTokenSecret(secret: string): string {
 export function createToken(context: CommandContext, input: unknown): { draft: EventDraft<'token.create'>; token: string } {
   allow(context, 'admin', 'operator');
   const options = parse(CreateTokenInput, input);
+  checkTokenPlacement(context, options);
   const tokenId = randomBytes(8).toString('hex');
   const secret = randomBytes(24).toString('base64url');
   return {
@@ -201,9 +205,36 @@ export function createToken(context: CommandContext, input: unknown): { draft: E
         labels: options.labels,
         // Only when set: agent tokens are recorded as they were before relays.
         ...(options.relay ? { relay: true as const } : {}),
+        ...(options.follow !== undefined ? { follow: options.follow } : {}),
+        ...(options.pin !== undefined ? { pin: options.pin } : {}),
+        ...(options.rule !== undefined ? { rule: options.rule } : {}),
       },
     },
   };
+}
+
+/**
+ * Refuses (NOT_FOUND) a token naming a graph, config or rule that does not
+ * exist, (INVALID) a pin outside the graph, and a rule the token's labels
+ * do not match, or that another rule before it would win over: the agents
+ * would not be placed by it (labels are what rules select on).
+ */
+function checkTokenPlacement(context: CommandContext, options: z.output<typeof CreateTokenInput>): void {
+  if (options.follow !== undefined && !context.state.get('graphs', options.follow)) throw new FerryError('NOT_FOUND', `no graph '${options.follow}'`);
+  if (options.pin !== undefined) {
+    const config = context.state.get('configs', options.pin);
+    if (!config) throw new FerryError('NOT_FOUND', `no config ${options.pin}`);
+    if (config.graph !== options.follow) throw new FerryError('INVALID', `pin: config ${options.pin} is in graph '${config.graph}', not '${options.follow}'`);
+  }
+  if (options.rule !== undefined) {
+    const rule = context.state.get('rules', options.rule);
+    if (!rule || rule.removed) throw new FerryError('NOT_FOUND', `no rule '${options.rule}'`);
+    const placement = placementFor(orderedRules(context.all('rules')), options.labels);
+    if (placement.rule !== options.rule) {
+      const why = placement.rule === null ? 'no rule matches them' : `rule '${placement.rule}' comes first and matches them`;
+      throw new FerryError('INVALID', `rule: the token's labels ${JSON.stringify(options.labels)} would not be placed by rule '${options.rule}' (${why}); give the labels it selects`);
+    }
+  }
 }
 
 export function revokeToken(context: CommandContext, input: unknown): EventDraft<'token.revoke'> {
@@ -229,12 +260,12 @@ export function revokeToken(context: CommandContext, input: unknown): EventDraft
  * never merged in: a machine must not be able to place itself in another
  * selection by saying so.
  */
-export function enrollAgent(context: CommandContext, input: unknown): EventDraft<'agent.enroll'> {
+export function enrollAgent(context: CommandContext, input: unknown): DraftWithFollowUps {
   const { token, name, type, facts } = parse(EnrollInput, input);
   const agentId = context.actor.keyId;
   const { tokenId, row } = usableToken(context, token, 'agent');
   checkUnenrolled(context, agentId);
-  return {
+  const draft: EventDraft<'agent.enroll'> = {
     action: 'agent.enroll',
     subject: agentId,
     payload: {
@@ -247,6 +278,27 @@ export function enrollAgent(context: CommandContext, input: unknown): EventDraft
       status: row.autoApprove ? 'enrolled' : 'enrolling',
     },
   };
+  return { draft, followUps: enrollmentPlacement(context, agentId, row) };
+}
+
+/**
+ * Where a new agent starts (docs/coordinator.md "Rules"), recorded by the
+ * coordinator right after its enrollment: the graph (and pin) its token
+ * names, as an explicit assignment would; else where the rules put an
+ * agent with its token's labels (nothing when no rule matches). A graph or
+ * config the token names that no longer exists is left out (the token
+ * still enrolls; the agent then waits for an assignment).
+ */
+function enrollmentPlacement(context: CommandContext, agentId: string, token: TokenRow): FollowUp[] {
+  const id = agentId as KeyId;
+  if (token.follow !== null) {
+    if (!context.state.get('graphs', token.follow)) return [];
+    const assign: FollowUp = { by: 'coordinator', draft: { action: 'agent.assign', subject: agentId, payload: { agentId: id, graph: token.follow } } };
+    if (token.pin === null || !context.state.get('configs', token.pin)) return [assign];
+    return [assign, { by: 'coordinator', draft: { action: 'agent.pin', subject: agentId, payload: { agentId: id, configId: token.pin } } }];
+  }
+  const placement = placementFor(orderedRules(context.all('rules')), token.labels);
+  return placement.rule === null ? [] : [{ by: 'coordinator', draft: placeDraft(agentId, placement) }];
 }
 
 /**

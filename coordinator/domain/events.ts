@@ -12,6 +12,7 @@ import { ConfigBodySchema, ConfigIdSchema, GraphNameSchema } from '../../protoco
 import { FingerprintSchema, RelayUrlSchema } from '../../protocol/relays.js';
 import { RolloutPolicySchema } from '../../protocol/rollout-policy.js';
 import { SecretNameSchema } from '../../protocol/secret-refs.js';
+import { RuleNameSchema, RuleOrderSchema, RuleWhereSchema } from '../../protocol/rules.js';
 import { AlertIdSchema, AlertKindSchema, MAX_ALERT_WHERE, MAX_ALERT_WHERE_LENGTH } from '../../protocol/alerts.js';
 
 export { ActorRoleSchema, FactsSchema, LabelsSchema, PhaseSchema, RecordedFactsSchema, ReportSourceSchema, RoleSchema, type ActorRole, type Facts, type Role } from '../../protocol/api/fleet.js';
@@ -41,6 +42,11 @@ export const EVENT_PAYLOADS = {
     labels: LabelsSchema,
     /** Present (true) on tokens that enroll relays; absent on agent tokens, as in logs from before relays. */
     relay: z.literal(true).optional(),
+    /** What an agent enrolling with it is placed on at once (absent: nothing, as in older logs); `pin` only with `follow`. */
+    follow: GraphNameSchema.optional(),
+    pin: ConfigIdSchema.optional(),
+    /** A rule the token's labels were checked against at creation (the rules place the agent, as any other). */
+    rule: RuleNameSchema.optional(),
   }),
   'token.revoke': z.strictObject({ tokenId: z.string().regex(/^[0-9a-f]{16}$/) }),
   'agent.enroll': z.strictObject({
@@ -61,6 +67,16 @@ export const EVENT_PAYLOADS = {
   /** `agents retry`: the agent clears the configs it refused (one that failed once) and tries its desired config again. */
   'agent.retry': z.strictObject(agentRef),
   'agent.pin': z.strictObject({ ...agentRef, configId: ConfigIdSchema.nullable() }),
+  /** An operator set an agent's labels (`agents label`): `labels` is the whole set after the change. */
+  'agent.label': z.strictObject({ ...agentRef, labels: LabelsSchema }),
+  /**
+   * An agent placed by the rules: the first rule its labels match (`rule`;
+   * null: none, it follows nothing) and what that rule says. Recorded by the
+   * coordinator after the event that caused it (a rule change, a relabel,
+   * an enrollment), in the same transaction; or by an operator returning
+   * the agent to rule control (`agents assign --rules`).
+   */
+  'agent.place': z.strictObject({ ...agentRef, rule: RuleNameSchema.nullable(), graph: GraphNameSchema.nullable(), configId: ConfigIdSchema.nullable() }),
   'agent.report': z.strictObject({
     ...agentRef,
     configId: ConfigIdSchema.nullable(),
@@ -197,6 +213,11 @@ export const EVENT_PAYLOADS = {
     ciphertextBytes: z.number().int().min(1),
   }),
   'secret.remove': z.strictObject({ name: SecretNameSchema }),
+  /** A targeting rule added; `order` is every active rule's name after it, first tried first. */
+  'rule.add': z.strictObject({ name: RuleNameSchema, where: RuleWhereSchema, follow: GraphNameSchema, pin: ConfigIdSchema.nullable(), order: RuleOrderSchema }),
+  'rule.remove': z.strictObject({ name: RuleNameSchema, order: RuleOrderSchema }),
+  /** A rule moved: the new order. */
+  'rule.move': z.strictObject({ name: RuleNameSchema, order: RuleOrderSchema }),
 } as const satisfies Record<Action, z.ZodType>;
 
 export type PayloadOf<A extends Action> = z.infer<(typeof EVENT_PAYLOADS)[A]>;
@@ -208,6 +229,23 @@ export interface EventDraft<A extends Action = Action> {
   payload: PayloadOf<A>;
 }
 
+/**
+ * An event a command's first event entails, recorded right after it in the
+ * same transaction (AuditLog.append): by the requester, or by the
+ * coordinator itself (`coordinator`: what the rules make of a change, e.g.
+ * the agent.place events after a relabel). Decided before any of them
+ * applies, so a follow-up must not depend on another's state change.
+ */
+export interface FollowUp {
+  by: 'requester' | 'coordinator';
+  draft: EventDraft;
+}
+
+/** A command's decision when it records more than one event: the first, then its follow-ups in order. */
+export interface DraftWithFollowUps {
+  draft: EventDraft;
+  followUps: readonly FollowUp[];
+}
 
 /** The payload of an event, validated against its action's schema. */
 export function parsePayload<A extends Action>(action: A, payload: unknown): PayloadOf<A> {

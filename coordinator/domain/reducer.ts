@@ -49,6 +49,9 @@ const HANDLERS: { [A in Action]: Handler<A> } = {
       revoked: false,
       createdSeq: e.seq,
       relay: p.relay === true,
+      follow: p.follow ?? null,
+      pin: p.pin ?? null,
+      rule: p.rule ?? null,
     }),
   'token.revoke': (store, p, e) => store.put('tokens', { ...need(store.get('tokens', p.tokenId), e, `token ${p.tokenId}`), revoked: true }),
   'agent.enroll': (store, p, e) => {
@@ -77,6 +80,9 @@ const HANDLERS: { [A in Action]: Handler<A> } = {
       recordedPresence: null,
       retrySeq: null,
       stopRequested: false,
+      // Rules place a new agent (the events that do follow this one); a token naming a graph assigns it explicitly.
+      control: 'rules',
+      rule: null,
       enrolledSeq: e.seq,
       updatedSeq: e.seq,
     });
@@ -91,11 +97,14 @@ const HANDLERS: { [A in Action]: Handler<A> } = {
     store.put('agentFacts', { id: factsRowId(p.agentId, revision), agentId: p.agentId, revision, facts: p.facts, hlc: p.hlc, seq: e.seq });
     store.put('agents', { ...agent, factsRevision: revision, system: p.facts.system, updatedSeq: e.seq });
   },
-  'agent.assign': (store, p, e) => setAgent(store, e, p.agentId, { desiredGraph: p.graph, stopRequested: p.stop === true }),
-  'agent.pin': (store, p, e) => setAgent(store, e, p.agentId, { pinnedConfig: p.configId, stopRequested: false }),
+  // An operator's own assignment or pin takes the agent out of the rules' hands (docs/coordinator.md "Rules").
+  'agent.assign': (store, p, e) => setAgent(store, e, p.agentId, { desiredGraph: p.graph, stopRequested: p.stop === true, control: 'manual', rule: null }),
+  'agent.pin': (store, p, e) => setAgent(store, e, p.agentId, { pinnedConfig: p.configId, stopRequested: false, control: 'manual', rule: null }),
   'agent.retry': (store, p, e) => setAgent(store, e, p.agentId, { retrySeq: e.seq }),
   // What a GC removed is in the castore, outside the fleet state (as a push's additions are).
   'store.gc': () => undefined,
+  'agent.label': (store, p, e) => setAgent(store, e, p.agentId, { labels: p.labels }),
+  'agent.place': (store, p, e) => setAgent(store, e, p.agentId, { desiredGraph: p.graph, pinnedConfig: p.configId, control: 'rules', rule: p.rule }),
   'agent.report': (store, p, e) => {
     const agent = need(store.get('agents', p.agentId), e, `agent ${p.agentId}`);
     // What the agent says it runs: shown, summarized, never a grant of read access (ClosureAccess).
@@ -229,6 +238,24 @@ const HANDLERS: { [A in Action]: Handler<A> } = {
     if (secret.removed) throw new ReducerError(e.seq, `secret ${p.name} was removed already`);
     store.put('secrets', { ...secret, removed: true, updatedSeq: e.seq });
   },
+  'rule.add': (store, p, e) => {
+    const existing = store.get('rules', p.name);
+    if (existing && !existing.removed) throw new ReducerError(e.seq, `rule ${p.name} already exists`);
+    if (!p.order.includes(p.name)) throw new ReducerError(e.seq, `the order does not name rule ${p.name}`);
+    store.put('rules', { id: p.name, where: p.where, follow: p.follow, pin: p.pin, position: -1, removed: false, createdSeq: e.seq, updatedSeq: e.seq });
+    reorder(store, p.order, e);
+  },
+  'rule.remove': (store, p, e) => {
+    const rule = need(store.get('rules', p.name), e, `rule ${p.name}`);
+    if (rule.removed) throw new ReducerError(e.seq, `rule ${p.name} was removed already`);
+    if (p.order.includes(p.name)) throw new ReducerError(e.seq, `the order still names rule ${p.name}`);
+    store.put('rules', { ...rule, removed: true, position: -1, updatedSeq: e.seq });
+    reorder(store, p.order, e);
+  },
+  'rule.move': (store, p, e) => {
+    if (!p.order.includes(p.name)) throw new ReducerError(e.seq, `the order does not name rule ${p.name}`);
+    reorder(store, p.order, e);
+  },
 };
 
 /** A graph's rollouts row before any rollout: a policy only. */
@@ -294,6 +321,20 @@ function noteRolloutOutcome(store: StateStore, event: AuditEvent, graph: string,
   const active = row.active + (outcome === 'active' ? 1 : release.outcome === 'active' ? -1 : 0);
   const failed = row.failed + (outcome === 'failed' ? 1 : 0);
   putRollout(store, event, { ...row, active, failed });
+}
+
+/**
+ * Gives each rule `order` names its index as position. The order names
+ * active rules only, each once; the command that recorded it listed every
+ * active rule (a StateStore reads by id, so the reducer cannot list them).
+ */
+function reorder(store: StateStore, order: readonly string[], event: AuditEvent): void {
+  if (new Set(order).size !== order.length) throw new ReducerError(event.seq, 'the rule order names a rule twice');
+  order.forEach((name, position) => {
+    const rule = need(store.get('rules', name), event, `rule ${name}`);
+    if (rule.removed) throw new ReducerError(event.seq, `rule ${name} was removed`);
+    if (rule.position !== position) store.put('rules', { ...rule, position, updatedSeq: event.seq });
+  });
 }
 
 function setAgent(store: StateStore, event: AuditEvent, agentId: string, changes: Partial<AgentRow>): AgentRow {

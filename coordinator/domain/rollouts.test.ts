@@ -76,10 +76,10 @@ function fleet(n: number) {
     log.push(event);
     return event;
   };
-  const context = (role: 'admin' | 'coordinator'): CommandContext => ({ state: store, actor: { keyId: 'k', role }, now, hasStorePathClosure: () => true, collectingGarbage: false });
+  const context = (role: 'admin' | 'coordinator'): CommandContext => ({ state: store, actor: { keyId: 'k', role }, now, hasStorePathClosure: () => true, collectingGarbage: false, all: (table) => [...store.tables[table].values()] });
   const ids = Array.from({ length: n }, (_, i) => hex(`agent-${i}`));
   store.put('graphs', { id: 'web', head: BASE as never, updatedSeq: 1 });
-  for (const id of ids) store.put('agents', { id, name: id, type: 't', status: 'enrolled', labels: {}, tokenId: 't', factsRevision: 1, system: null, desiredGraph: 'web', pinnedConfig: null, currentConfig: null, phase: null, lastError: null, health: null, healthReason: null, healthConfig: null, healthAt: null, recordedPresence: null, retrySeq: null, stopRequested: false, enrolledSeq: 1, updatedSeq: 1 });
+  for (const id of ids) store.put('agents', { id, name: id, type: 't', status: 'enrolled', labels: {}, tokenId: 't', factsRevision: 1, system: null, desiredGraph: 'web', pinnedConfig: null, currentConfig: null, phase: null, lastError: null, health: null, healthReason: null, healthConfig: null, healthAt: null, recordedPresence: null, retrySeq: null, stopRequested: false, control: 'manual', rule: null, enrolledSeq: 1, updatedSeq: 1 });
   const initial = (target: StateStore) => {
     target.put('graphs', store.get('graphs', 'web')!);
     for (const id of ids) target.put('agents', { ...store.get('agents', id)!, updatedSeq: 1 });

@@ -56,7 +56,7 @@ describe('SqliteStateStore: rows kept in memory', () => {
   it('hands out kept rows frozen, nested values too: a reader cannot change what the next one reads', () => {
     state.put('agents', {
       id: 'a1', name: 'a1', type: 'machine', status: 'enrolled', labels: { site: 'paris' }, tokenId: 't', factsRevision: 0,
-      system: null, desiredGraph: null, pinnedConfig: null, currentConfig: null, phase: null, lastError: null, health: null, healthReason: null, healthConfig: null, healthAt: null, recordedPresence: null, retrySeq: null, stopRequested: false, enrolledSeq: 1, updatedSeq: 1,
+      system: null, desiredGraph: null, pinnedConfig: null, currentConfig: null, phase: null, lastError: null, health: null, healthReason: null, healthConfig: null, healthAt: null, recordedPresence: null, retrySeq: null, stopRequested: false, control: 'rules', rule: null, enrolledSeq: 1, updatedSeq: 1,
     });
     const row = state.get('agents', 'a1')!;
     expect(() => ((row as { status: string }).status = 'revoked')).toThrow(TypeError);

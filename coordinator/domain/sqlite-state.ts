@@ -38,6 +38,7 @@ const TABLES: { [T in StateTableName]: SQLiteTable } = {
   rollouts: schema.rollouts,
   rolloutReleases: schema.rolloutReleases,
   secrets: schema.secrets,
+  rules: schema.rules,
 };
 
 type Mapping = ((value: unknown) => unknown) | null;

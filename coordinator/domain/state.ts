@@ -17,6 +17,7 @@ export type RelayRow = typeof schema.relays.$inferSelect;
 export type RolloutRow = typeof schema.rollouts.$inferSelect;
 export type RolloutReleaseRow = typeof schema.rolloutReleases.$inferSelect;
 export type SecretRow = typeof schema.secrets.$inferSelect;
+export type RuleRow = typeof schema.rules.$inferSelect;
 
 export interface StateTables {
   keys: KeyRow;
@@ -30,10 +31,11 @@ export interface StateTables {
   rollouts: RolloutRow;
   rolloutReleases: RolloutReleaseRow;
   secrets: SecretRow;
+  rules: RuleRow;
 }
 
 export type StateTableName = keyof StateTables;
-export const STATE_TABLES: readonly StateTableName[] = ['keys', 'tokens', 'agents', 'agentFacts', 'graphs', 'configs', 'alerts', 'relays', 'rollouts', 'rolloutReleases', 'secrets'];
+export const STATE_TABLES: readonly StateTableName[] = ['keys', 'tokens', 'agents', 'agentFacts', 'graphs', 'configs', 'alerts', 'relays', 'rollouts', 'rolloutReleases', 'secrets', 'rules'];
 
 export interface StateStore {
   get<T extends StateTableName>(table: T, id: string): StateTables[T] | undefined;
@@ -59,6 +61,7 @@ export class MemoryStateStore implements StateStore {
     rollouts: new Map(),
     rolloutReleases: new Map(),
     secrets: new Map(),
+    rules: new Map(),
   };
 
   get<T extends StateTableName>(table: T, id: string): StateTables[T] | undefined {

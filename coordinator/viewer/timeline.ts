@@ -76,6 +76,29 @@ function summarize(event: AuditEvent, agentName: (agentId: string) => string | u
       return field(p, 'graph') === null ? `${agent} unassigned` : `${agent} assigned to graph ${str('graph')}`;
     case 'agent.pin':
       return field(p, 'configId') === null ? `${agent} unpinned` : `${agent} pinned to config ${shortId(text(field(p, 'configId')))}`;
+    case 'agent.label': {
+      const labels = field(p, 'labels');
+      const shown = labels !== null && typeof labels === 'object' ? Object.entries(labels as Record<string, unknown>).map(([k, v]) => `${k}=${String(v)}`).join(', ') : '-';
+      return `${agent} labels now ${shown.length > 160 ? `${shown.slice(0, 160)}…` : shown || '(none)'}`;
+    }
+    case 'agent.place': {
+      const rule = text(field(p, 'rule'));
+      if (rule === null) return `${agent} placed by the rules: none matches, follows nothing`;
+      const pin = text(field(p, 'configId'));
+      return `${agent} placed by rule ${rule}: follows graph ${str('graph')}${pin ? `, pinned to config ${shortId(pin)}` : ''}`;
+    }
+    case 'rule.add': {
+      const where = field(p, 'where');
+      const clauses = Array.isArray(where) ? (where.length === 0 ? 'every agent' : where.map(String).join(' ')) : '?';
+      const pin = text(field(p, 'configId')) ?? text(field(p, 'pin'));
+      return `rule ${str('name')} added: ${clauses.slice(0, 160)} → graph ${str('follow')}${pin ? ` pinned to ${shortId(pin)}` : ''}`;
+    }
+    case 'rule.remove':
+      return `rule ${str('name')} removed`;
+    case 'rule.move': {
+      const order = field(p, 'order');
+      return `rule ${str('name')} moved; order now ${Array.isArray(order) ? order.map(String).join(', ').slice(0, 160) : '?'}`;
+    }
     case 'agent.report': {
       const error = text(field(p, 'error'));
       return `${agent}: ${str('phase')} on config ${shortId(text(field(p, 'configId')))}${error ? ` — ${error.slice(0, 120)}` : ''}`;
@@ -127,8 +150,10 @@ export function timelineEntry(event: AuditEvent, agentName: (agentId: string) =>
     graph = text(field(p, 'graph'));
     const to = text(field(p, 'to'));
     if (to) headMove = { from: text(field(p, 'from')), to };
-  } else if (event.action === 'agent.assign' || event.action.startsWith('rollout.')) {
+  } else if (event.action === 'agent.assign' || event.action === 'agent.place' || event.action.startsWith('rollout.')) {
     graph = text(field(p, 'graph'));
+  } else if (event.action === 'rule.add') {
+    graph = text(field(p, 'follow'));
   }
   if (event.action === 'rollout.abort') {
     const to = text(field(p, 'base'));

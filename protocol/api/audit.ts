@@ -25,6 +25,8 @@ export const AUDIT_ACTIONS = [
   'agent.facts',
   'agent.assign',
   'agent.pin',
+  'agent.label',
+  'agent.place',
   'agent.report',
   'agent.health',
   'agent.presence',
@@ -47,6 +49,9 @@ export const AUDIT_ACTIONS = [
   'rollout.complete',
   'secret.set',
   'secret.remove',
+  'rule.add',
+  'rule.remove',
+  'rule.move',
 ] as const;
 export const ActionSchema = z.enum(AUDIT_ACTIONS);
 export type Action = z.infer<typeof ActionSchema>;

@@ -17,8 +17,10 @@ export const ActorRoleSchema = z.union([RoleSchema, z.literal('coordinator')]);
 export type ActorRole = z.infer<typeof ActorRoleSchema>;
 
 const LABEL_KEY = /^[A-Za-z0-9][A-Za-z0-9._\/-]{0,62}$/;
+/** A label's key: 1-63 of [A-Za-z0-9._/-], starting with a letter or digit. */
+export const LabelKeySchema = z.string().regex(LABEL_KEY, 'label keys are 1-63 of [A-Za-z0-9._/-]');
 export const LabelsSchema = z
-  .record(z.string().regex(LABEL_KEY, 'label keys are 1-63 of [A-Za-z0-9._/-]'), z.string().max(256))
+  .record(LabelKeySchema, z.string().max(256))
   .refine((labels) => Object.keys(labels).length <= 64, 'at most 64 labels');
 
 

@@ -16,13 +16,16 @@ import { KeyIdSchema } from '../identity.js';
 import { AlertIdSchema, AlertKindSchema, AlertUrlSchema, ALERT_KINDS, MAX_ALERT_WHERE, MAX_ALERT_WHERE_LENGTH } from '../alerts.js';
 import { FingerprintSchema, RelayUrlSchema } from '../relays.js';
 import { RolloutPolicySchema } from '../rollout-policy.js';
-import { FactsSchema, HealthSchema, LabelsSchema, PhaseSchema, ReportSourceSchema, RoleSchema } from './fleet.js';
+import { MAX_RULES, RuleNameSchema, RuleWhereSchema } from '../rules.js';
+import { MAX_WHERE_CLAUSE_LENGTH, MAX_WHERE_CLAUSES } from '../where.js';
+import { FactsSchema, HealthSchema, LabelKeySchema, LabelsSchema, PhaseSchema, ReportSourceSchema, RoleSchema } from './fleet.js';
 
 export const AddKeyInput = z.strictObject({ keyId: KeyIdSchema, role: RoleSchema.exclude(['agent', 'relay']), label: z.string().max(256).default('') });
 
 export const RevokeKeyInput = z.strictObject({ keyId: KeyIdSchema });
 
-export const CreateTokenInput = z.strictObject({
+export const CreateTokenInput = z
+  .strictObject({
   ttlSeconds: z.number().int().min(60).max(365 * 24 * 3600).default(24 * 3600),
   uses: z.number().int().min(1).max(1_000_000).default(1),
   autoApprove: z.boolean().default(false),
@@ -30,7 +33,58 @@ export const CreateTokenInput = z.strictObject({
   labels: LabelsSchema.default({}),
   /** A token that enrolls site relays (`ferry tokens create --relay`), never agents; an agent token never enrolls a relay. */
   relay: z.boolean().default(false),
-});
+  /** An agent enrolling with it follows this graph at once (an explicit assignment, as `agents assign`), pinned to `pin` if given. */
+  follow: GraphNameSchema.optional(),
+  pin: ConfigIdSchema.optional(),
+  /** A rule the token's labels must match now: its agents are placed by the rules, as every agent under rule control. */
+  rule: RuleNameSchema.optional(),
+})
+  .refine((token) => token.pin === undefined || token.follow !== undefined, { path: ['pin'], message: 'pin needs follow (the graph the config is in)' })
+  .refine((token) => token.rule === undefined || token.follow === undefined, { path: ['rule'], message: 'name a graph (follow) or a rule, not both' })
+  .refine((token) => !token.relay || (token.follow === undefined && token.rule === undefined), { path: ['relay'], message: 'a relay token places no agent (no follow, no rule)' });
+
+/**
+ * A targeting rule to add (`ferry rules add NAME --where … --follow GRAPH
+ * [--pin CONFIG] [--before RULE | --position N]`): `where` names operator
+ * labels only (the coordinator's parser checks the syntax); none: every
+ * agent. Appended last unless `before` or `position` (0: first) says where.
+ */
+export const AddRuleInput = z
+  .strictObject({
+    name: RuleNameSchema,
+    where: RuleWhereSchema,
+    follow: GraphNameSchema,
+    pin: ConfigIdSchema.nullable().default(null),
+    before: RuleNameSchema.optional(),
+    position: z.number().int().min(0).max(MAX_RULES).optional(),
+  })
+  .refine((rule) => rule.before === undefined || rule.position === undefined, { path: ['before'], message: 'give before or position, not both' });
+
+export const RuleRefInput = z.strictObject({ name: RuleNameSchema });
+
+/** Moves a rule: before another one, or to a position (0: tried first). */
+export const MoveRuleInput = z
+  .strictObject({ name: RuleNameSchema, before: RuleNameSchema.optional(), position: z.number().int().min(0).max(MAX_RULES).optional() })
+  .refine((move) => (move.before === undefined) !== (move.position === undefined), { path: ['before'], message: 'give before or position (one of them)' });
+
+/** Agents one `agents label` may name (a `--where` selection is not bounded by this: it is the fleet's size). */
+export const MAX_LABEL_AGENTS = 1000;
+
+/**
+ * Sets and removes operator labels (`ferry agents label AGENT…|--where …
+ * --set k=v --unset k`): of the named agents, or of those `where` selects
+ * now (one of them); at least one change, and a key is set or unset, not both.
+ */
+export const LabelAgentsInput = z
+  .strictObject({
+    agentIds: z.array(KeyIdSchema).min(1).max(MAX_LABEL_AGENTS).optional(),
+    where: z.array(z.string().max(MAX_WHERE_CLAUSE_LENGTH)).min(1).max(MAX_WHERE_CLAUSES).optional(),
+    set: LabelsSchema.default({}),
+    unset: z.array(LabelKeySchema).max(64).default([]),
+  })
+  .refine((input) => (input.agentIds === undefined) !== (input.where === undefined), { path: ['agentIds'], message: 'name agents (agentIds) or select them (where), one of the two' })
+  .refine((input) => Object.keys(input.set).length + input.unset.length > 0, { path: ['set'], message: 'nothing to change: set or unset a label' })
+  .refine((input) => !input.unset.some((key) => Object.hasOwn(input.set, key)), { path: ['unset'], message: 'a label is both set and unset' });
 
 export const RevokeTokenInput = z.strictObject({ tokenId: z.string().regex(/^[0-9a-f]{16}$/) });
 

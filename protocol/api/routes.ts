@@ -45,6 +45,10 @@ import { SecretDetailSchema, SecretRefInput, SecretSetSchema, SecretViewSchema, 
 import type { Role } from './fleet.js';
 import {
   AddAlertInput,
+  AddRuleInput,
+  LabelAgentsInput,
+  MoveRuleInput,
+  RuleRefInput,
   AssignRelayInput,
   RelayEnrollInput,
   RelayRefInput,
@@ -67,6 +71,8 @@ import {
   AlertAddedSchema,
   RelayEnrolledSchema,
   RelayListEntrySchema,
+  RuleViewSchema,
+  FleetChangeSchema,
   AlertViewSchema,
   AgentDetailSchema,
   AgentFactsSchema,
@@ -130,7 +136,7 @@ export const API_ROUTES = {
     method: 'GET',
     path: '/v1/agents',
     access: READERS,
-    /** `where`: `label=value`, `label!=value`, `status=…`, `system=…`; several are ANDed. */
+    /** `where`: selector clauses (docs/coordinator.md "Selectors"), several ANDed. */
     input: z.strictObject({ ...PAGE_INPUT, where: z.union([z.string(), z.array(z.string())]).optional() }),
     output: z.strictObject({ agents: z.array(AgentViewSchema), next: z.string().nullable() }),
     errors: [],
@@ -159,6 +165,10 @@ export const API_ROUTES = {
   }),
   /** Clears the configs the agent refused (one that failed once), through its signed desired answer: it tries its desired config again. */
   'agents.retry': route({ method: 'POST', path: '/v1/agents/:agentId/retry', access: DEPLOYERS, input: z.strictObject(agentId), output: RecordedSchema, errors: errors('NOT_FOUND', 'CONFLICT') }),
+  /** Return an operator-assigned agent to rule control (`agents assign AGENT --rules`): placed at once where the rules put it. */
+  'agents.follow-rules': route({ method: 'POST', path: '/v1/agents/:agentId/rules', access: DEPLOYERS, input: z.strictObject(agentId), output: FleetChangeSchema, errors: errors('NOT_FOUND') }),
+  /** Set and unset operator labels of named agents or of those `where` selects; the rules re-place them in the same transaction. */
+  'agents.label': route({ method: 'POST', path: '/v1/agents/label', access: DEPLOYERS, input: LabelAgentsInput, output: FleetChangeSchema, errors: errors('NOT_FOUND') }),
   'agents.pin': route({
     method: 'POST',
     path: '/v1/agents/:agentId/pin',
@@ -227,6 +237,12 @@ export const API_ROUTES = {
   'secrets.list': route({ method: 'GET', path: '/v1/secrets', access: ['admin'], input: noInput, output: z.strictObject({ secrets: z.array(SecretViewSchema) }), errors: [] }),
   'secrets.show': route({ method: 'GET', path: '/v1/secrets/:name', access: ['admin'], input: SecretRefInput, output: SecretDetailSchema, errors: errors('NOT_FOUND') }),
   'secrets.remove': route({ method: 'POST', path: '/v1/secrets/:name/remove', access: ['admin'], input: SecretRefInput, output: RecordedSchema, errors: errors('NOT_FOUND', 'CONFLICT') }),
+
+  // Targeting rules (docs/coordinator.md "Rules"): ordered, first match wins, applied by the coordinator to every agent under rule control.
+  'rules.list': route({ method: 'GET', path: '/v1/rules', access: READERS, input: noInput, output: z.strictObject({ rules: z.array(RuleViewSchema) }), errors: [] }),
+  'rules.add': route({ method: 'POST', path: '/v1/rules', access: DEPLOYERS, input: AddRuleInput, output: FleetChangeSchema, errors: errors('NOT_FOUND', 'CONFLICT') }),
+  'rules.remove': route({ method: 'POST', path: '/v1/rules/:name/remove', access: DEPLOYERS, input: RuleRefInput, output: FleetChangeSchema, errors: errors('NOT_FOUND') }),
+  'rules.move': route({ method: 'POST', path: '/v1/rules/:name/move', access: DEPLOYERS, input: MoveRuleInput, output: FleetChangeSchema, errors: errors('NOT_FOUND') }),
 
   'audit.events': route({
     method: 'GET',

@@ -31,7 +31,7 @@ import { AlertIdSchema } from '../alerts.js';
 import { ActionSchema, ChainReportSchema } from './audit.js';
 import { AgentStatusSchema, PhaseSchema } from './fleet.js';
 import { AgentActivitySchema } from './inputs.js';
-import { AgentViewSchema, AlertViewSchema, ConfigSummarySchema, ConfigViewSchema, GraphViewSchema, KeyViewSchema, PresenceSchema, RelayViewSchema, RolloutRowSchema, TokenViewSchema } from './views.js';
+import { AgentViewSchema, AlertViewSchema, ConfigSummarySchema, ConfigViewSchema, GraphViewSchema, KeyViewSchema, PresenceSchema, RelayViewSchema, RolloutRowSchema, RuleViewSchema, TokenViewSchema } from './views.js';
 
 const SeqSchema = z.number().int().min(1);
 const CountSchema = z.number().int().nonnegative();
@@ -127,7 +127,7 @@ const AgentFactsRowSchema = z.strictObject({
 const ConfigRowSchema = ConfigViewSchema.omit({ summary: true });
 /** A webhook as the log records it: its origin and digest, never its URL. */
 const AlertRowSchema = AlertViewSchema.omit({ url: true, delivery: true }).extend({ id: AlertIdSchema.in, removed: z.boolean(), removedSeq: SeqSchema.nullable() });
-export const STATE_TABLE_NAMES = ['keys', 'tokens', 'agents', 'agentFacts', 'graphs', 'configs', 'alerts', 'relays', 'rollouts', 'rolloutReleases', 'secrets'] as const;
+export const STATE_TABLE_NAMES = ['keys', 'tokens', 'agents', 'agentFacts', 'graphs', 'configs', 'alerts', 'relays', 'rollouts', 'rolloutReleases', 'secrets', 'rules'] as const;
 const RolloutReleaseRowSchema = z.strictObject({
   id: z.string(),
   graph: GraphNameSchema,
@@ -151,7 +151,7 @@ const SecretRowSchema = z.strictObject({
 });
 /** A row of any state table: the diff names its table beside it. */
 const RelayRowSchema = RelayViewSchema.extend({ id: KeyIdText });
-const StateRowSchema = z.union([KeyRowSchema, TokenRowSchema, AgentRowSchema, AgentFactsRowSchema, GraphViewSchema, ConfigRowSchema, AlertRowSchema, RelayRowSchema, RolloutRowSchema, RolloutReleaseRowSchema, SecretRowSchema]);
+const StateRowSchema = z.union([KeyRowSchema, TokenRowSchema, AgentRowSchema, AgentFactsRowSchema, GraphViewSchema, ConfigRowSchema, AlertRowSchema, RelayRowSchema, RolloutRowSchema, RolloutReleaseRowSchema, SecretRowSchema, RuleViewSchema]);
 export type KeyRow = z.infer<typeof KeyRowSchema>;
 
 export const FieldChangeSchema = z.strictObject({ field: z.string(), before: z.unknown(), after: z.unknown() });

@@ -19,6 +19,7 @@ import { AgentActivitySchema } from './inputs.js';
 import { AlertIdSchema, AlertKindSchema } from '../alerts.js';
 import { RolloutPolicySchema, RolloutStatusSchema } from '../rollout-policy.js';
 import { AgentStatusSchema, HealthSchema, LabelsSchema, PhaseSchema, RecordedPresenceSchema, RoleSchema } from './fleet.js';
+import { RuleNameSchema } from '../rules.js';
 
 /** Whether an agent is there: holding a watch or heard from lately, quiet for a while, or gone. */
 export const PresenceSchema = z.enum(['online', 'stale', 'offline']);
@@ -88,8 +89,29 @@ export const TokenViewSchema = z.strictObject({
   createdSeq: SeqSchema,
   /** A relay token: enrolls site relays, never agents. */
   relay: z.boolean(),
+  /** What an agent enrolling with it is placed on: a graph (with a pin), or the rule its labels were checked against. */
+  follow: GraphNameSchema.nullable(),
+  pin: ConfigIdSchema.nullable(),
+  rule: RuleNameSchema.nullable(),
   expired: z.boolean(),
 });
+
+/** A targeting rule (`GET /v1/rules`), in order: `position` 0 is tried first. */
+export const RuleViewSchema = z.strictObject({
+  id: RuleNameSchema,
+  where: z.array(z.string()),
+  follow: GraphNameSchema,
+  pin: ConfigIdSchema.nullable(),
+  position: z.number().int(),
+  removed: z.boolean(),
+  createdSeq: SeqSchema,
+  updatedSeq: SeqSchema,
+});
+export type RuleView = z.infer<typeof RuleViewSchema>;
+
+/** What a fleet-control change recorded: its first event's seq (null: nothing changed), agents relabelled, agents the rules placed anew. */
+export const FleetChangeSchema = z.strictObject({ seq: SeqSchema.nullable(), relabelled: z.number().int().nonnegative(), placed: z.number().int().nonnegative() });
+export type FleetChange = z.infer<typeof FleetChangeSchema>;
 
 /** A site relay (`GET /v1/relays`): where agents reach it, what it pins, which agents use it. */
 export const RelayViewSchema = z.strictObject({
@@ -157,6 +179,10 @@ export const AgentViewSchema = z.strictObject({
   healthAt: z.number().int().nullable(),
   /** Its presence as last recorded in the audit log (agent.presence); `presence` is the one derived now. */
   recordedPresence: RecordedPresenceSchema.nullable(),
+  /** Who places it: the rules (first match) or an operator's own assign/pin (docs/coordinator.md "Rules"). */
+  control: z.enum(['rules', 'manual']),
+  /** The rule whose placement it has (null: manual, or no rule matches). */
+  rule: RuleNameSchema.nullable(),
   enrolledSeq: SeqSchema,
   updatedSeq: SeqSchema,
   /** The seq of its last `agents retry` (null: none): the agent takes up a later one than it saw. */
