@@ -97,10 +97,12 @@ export class RelayServer {
     const { client } = await openDataClient(state.coordinator.httpUrl, identity, {
       tlsFingerprint: state.coordinator.tlsFingerprint,
       pinnedTls: state.coordinator.pinnedTls,
+      // zstd even to a coordinator on loopback: a relay is there to spare its uplink, and pays the CPU for it.
+      compression: 'zstd',
       onNotice: (message) => options.log?.(`ferry relay: ${message}`),
     });
     const store = LocalCastore.open(paths.castore);
-    const cache = new RelayCache(store, client, state.coordinator.coordinatorKey, stateDir, state.cacheBytes);
+    const cache = new RelayCache(store, client, state.coordinator.coordinatorKey, stateDir, state.cacheBytes, options.log);
     const certificate = relayCertificate(stateDir);
     const server = createSecureServer({ cert: certificate.certificatePem, key: certificate.privateKeyPem, allowHTTP1: true });
     const relay = new RelayServer(stateDir, state, identity, client, cache, server, options);
