@@ -320,7 +320,8 @@ try {
     const [command, argv] = pair.execArgs(pair.agentNs, 'bash', ['-c', `${nixCommand} && times >&3`]);
     return new Promise((resolve, reject) => {
       const start = performance.now();
-      const child = spawn(command, argv, { env, stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
+      // Each its own narinfo cache: concurrent runs sharing one SQLite file fail on its constraints.
+      const child = spawn(command, argv, { env: { ...env, XDG_CACHE_HOME: `${destination}-xdg-cache` }, stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
       let stderr = '';
       let times = '';
       child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));

@@ -188,7 +188,18 @@ export class RelayServer {
         if (reply.body) yield* reply.body;
       })()) {
         // A reader gone (closed) ends the wait too: nothing is left waiting for a drain that never comes.
-        if (!response.write(chunk)) await new Promise((resolve) => (response.once('drain', resolve), response.once('close', resolve)));
+        if (!response.write(chunk)) {
+          await new Promise<void>((resolve) => {
+            // Both listeners go once either fires: a slow agent's reply waits for many drains (MaxListenersExceededWarning otherwise).
+            const done = (): void => {
+              response.off('drain', done);
+              response.off('close', done);
+              resolve();
+            };
+            response.once('drain', done);
+            response.once('close', done);
+          });
+        }
         if (response.destroyed) return;
       }
       response.end();
