@@ -37,13 +37,15 @@ export { collectGarbage, type GcOptions, type GcReport } from './gc.js';
 export { fsck, type FsckOptions, type FsckProblem, type FsckReport } from './fsck.js';
 export {
   copyClosure,
+  SharedIngest,
   SMALL_BLOB_BYTES,
   type CopyOptions,
   type CopyReport,
   type SmallBlobSink,
   type TransferProgress,
 } from './transfer/copy-closure.js';
-export { LARGE_BLOB_SEGMENT_BYTES } from './transfer/data-plane-copy.js';
+export { DataPlaneBulkCopy, LARGE_BLOB_SEGMENT_BYTES } from './transfer/data-plane-copy.js';
+export { TRANSFER_PARALLEL } from './transfer/batches.js';
 export { differingRuns } from './transfer/group-delta.js';
 export { closureObjects, estimateFetch, type ClosureFiles, type ClosureObjects, type FetchEstimate } from './transfer/fetch-estimate.js';
 export { uploadStorePaths, type UploadOptions, type UploadReport } from './transfer/upload-store-paths.js';

@@ -37,6 +37,7 @@ import { manifestProofMessage, verifyProof } from '../protocol/coordinator-proof
 import { DataError, type DataClient } from '../protocol/data-client.js';
 import { DATA_RESPONSES, MAX_BATCH_BYTES, MAX_BATCH_OBJECTS, MAX_BATCHED_BLOB_BYTES, type DataResponse } from '../protocol/data-protocol.js';
 import type { KeyId } from '../protocol/identity.js';
+import { UpstreamClosureCopies } from './closure-copy.js';
 import { writeFileAtomic } from './relay-state.js';
 
 export type Manifest = DataResponse<'closure.manifest'>;
@@ -98,6 +99,8 @@ export class RelayCache {
   private readonly manifestDir: string;
   private readonly partialDir: string;
   readonly counters: RelayCounters = { hits: 0, misses: 0, bytesFetched: 0, evictions: 0 };
+  /** Whole closures copied upstream as compactly as agents fetch them (closure-copy.ts); the fetch-through serves the rest. */
+  readonly copies: UpstreamClosureCopies;
   private evicting: Promise<void> | undefined;
 
   constructor(
@@ -107,8 +110,10 @@ export class RelayCache {
     /** Beside the castore: `manifests/` (kept manifests), `partial/` (large blobs being fetched). */
     workDir: string,
     readonly limitBytes: number,
+    log?: (line: string) => void,
   ) {
     this.remote = new RemoteCastore(upstream);
+    this.copies = new UpstreamClosureCopies(store, upstream, (bytes) => (this.counters.bytesFetched += bytes), log);
     this.manifestDir = path.join(workDir, 'manifests');
     this.partialDir = path.join(workDir, 'partial');
     mkdirSync(this.manifestDir, { recursive: true });
@@ -132,12 +137,15 @@ export class RelayCache {
    */
   async manifest(configId: string, system: string): Promise<Manifest> {
     const key = `${configId}.${system}`;
-    const kept = this.manifests.get(key) ?? this.readKept(key, configId, system);
-    if (kept) return kept;
-    const manifest = (await this.upstream.call({ op: 'closure.manifest', configId, system })).header;
-    this.checkManifest(manifest, configId, system);
-    this.manifests.set(key, manifest);
-    writeFileAtomic(path.join(this.manifestDir, `${key}.json`), JSON.stringify(manifest));
+    let manifest = this.manifests.get(key) ?? this.readKept(key, configId, system);
+    if (!manifest) {
+      manifest = (await this.upstream.call({ op: 'closure.manifest', configId, system })).header;
+      this.checkManifest(manifest, configId, system);
+      this.manifests.set(key, manifest);
+      writeFileAtomic(path.join(this.manifestDir, `${key}.json`), JSON.stringify(manifest));
+    }
+    // The agents asking next: the whole closure comes up the uplink once, compressed, as an agent's own fetch would.
+    this.copies.start(configId, { storePaths: manifest.storePaths, walk: () => this.closure(configId) });
     return manifest;
   }
 
@@ -270,6 +278,8 @@ export class RelayCache {
    * per group and whole. Counts hits and misses in `tally`.
    */
   async ensureBlobs(closure: ClosureIndex, ids: readonly string[], tally: Tally = this.counters): Promise<void> {
+    // Those a closure copy is bringing are waited for, not fetched twice.
+    await this.copies.waitFor(ids);
     const large = ids.filter((id) => closure.objects.get(id)!.size > MAX_BATCHED_BLOB_BYTES);
     const wholes = large.map(async (id) => (await this.blobSource(closure, id, tally)).stored);
     const counted = await this.throughOnce(ids.filter((id) => closure.objects.get(id)!.size <= MAX_BATCHED_BLOB_BYTES), (id) => this.store.hasBlob(id as Digest), async (fresh) => {
@@ -320,6 +330,7 @@ export class RelayCache {
    * large file does not wait for the whole of it. Counted in `tally`.
    */
   async blobSource(closure: ClosureIndex, id: string, tally: Tally = this.counters): Promise<BlobSource> {
+    await this.copies.waitFor([id]);
     const digest = id as Digest;
     const stat = this.store.statBlob(digest);
     if (stat && !this.large.has(id)) {

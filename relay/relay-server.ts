@@ -108,10 +108,12 @@ export class RelayServer {
     const { client } = await openDataClient(state.coordinator.httpUrl, identity, {
       tlsFingerprint: state.coordinator.tlsFingerprint,
       pinnedTls: state.coordinator.pinnedTls,
+      // zstd even to a coordinator on loopback: a relay is there to spare its uplink, and pays the CPU for it.
+      compression: 'zstd',
       onNotice: (message) => options.log?.(`ferry relay: ${message}`),
     });
     const store = LocalCastore.open(paths.castore);
-    const cache = new RelayCache(store, client, state.coordinator.coordinatorKey, stateDir, state.cacheBytes);
+    const cache = new RelayCache(store, client, state.coordinator.coordinatorKey, stateDir, state.cacheBytes, options.log);
     const certificate = relayCertificate(stateDir);
     const server = createSecureServer({ cert: certificate.certificatePem, key: certificate.privateKeyPem, allowHTTP1: true });
     const relay = new RelayServer(stateDir, state, identity, client, cache, server, options);
@@ -213,7 +215,18 @@ export class RelayServer {
         if (reply.body) yield* reply.body;
       })()) {
         // A reader gone (closed) ends the wait too: nothing is left waiting for a drain that never comes.
-        if (!response.write(chunk)) await new Promise((resolve) => (response.once('drain', resolve), response.once('close', resolve)));
+        if (!response.write(chunk)) {
+          await new Promise<void>((resolve) => {
+            // Both listeners go once either fires: a slow agent's reply waits for many drains (MaxListenersExceededWarning otherwise).
+            const done = (): void => {
+              response.off('drain', done);
+              response.off('close', done);
+              resolve();
+            };
+            response.once('drain', done);
+            response.once('close', done);
+          });
+        }
         if (response.destroyed) return;
       }
       response.end();

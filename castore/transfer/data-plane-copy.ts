@@ -304,13 +304,22 @@ export class DataPlaneBulkCopy implements BulkCopySource {
     const large = whole.reduce((sum, blob) => sum + blob.size, 0) >= (job.streamMinBytes ?? WIRE_STREAM_MIN_BYTES);
     // Over QUIC, the data plane's transport for bulk (a client may send small fetches over a warm HTTPS connection).
     if (large) client.startBulkTransfer();
-    // A large fetch (a cold deploy) as one stream first: it fills the link on its own.
-    if (client.compression && large) {
+    let streamed: FileNode[] = [];
+    if (large) {
       const wholeIds = new Set(whole.map((blob) => blob.digest));
-      const streamed = streamOrder(job.storePaths, job.readDirectory).filter((blob) => wholeIds.has(blob.digest));
+      streamed = streamOrder(job.storePaths, job.readDirectory).filter((blob) => wholeIds.has(blob.digest));
       const inStream = new Set(streamed.map((blob) => blob.digest));
       // What no stream carries (an empty blob) goes in a batch.
       batched = whole.filter((blob) => !inStream.has(blob.digest));
+      // Not compressing (from a site relay, which copies the closure upstream as one stream, relay/closure-copy.ts):
+      // batches in the stream's order, each asking for what the relay has just received.
+      if (!client.compression) {
+        batched = [...streamed, ...batched];
+        streamed = [];
+      }
+    }
+    // A large fetch (a cold deploy) as one stream first: it fills the link on its own.
+    if (streamed.length > 0) {
       // Runs a `blobs.stream` request may carry.
       const parts = batchBlobs(streamed, { largeOver: MAX_STREAM_BYTES, maxObjects: MAX_QUERY_ITEMS, maxBytes: MAX_STREAM_BYTES });
       for (const [index, part] of parts.entries()) {

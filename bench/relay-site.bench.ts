@@ -1,0 +1,366 @@
+/**
+ * A site behind one shaped uplink, with and without a site relay (issue 21).
+ *
+ * Two network namespaces joined by one veth pair (bench/netns.ts), `tc tbf`
+ * at BENCH_LINK Mbit/s on both ends: the coordinator (and the probe, the
+ * static zstd cache server, the admin CLI) in one; the site in the other:
+ * the relay (`ferry relay run`), the agent daemons (`ferry agent run`) and
+ * the `nix copy` clients. Agents reach the relay on the site namespace's own
+ * address, so only the uplink's traffic crosses the veth. Rows, in one run,
+ * each cold (fresh agents, fresh stores, the relay's cache empty):
+ *  1. one agent without a relay: the single-agent time and its wire bytes;
+ *  2. BENCH_SITE_AGENTS agents through the relay;
+ *  3. as many agents without a relay (each fetches from the coordinator);
+ *  4. as many concurrent `nix copy` runs from a static zstd binary cache
+ *     (`nix copy --to file://…?compression=zstd`, served by the probe).
+ * Per row: submit → all active (the max, and the p50 of the agents, from
+ * each agent's own `active` event), uplink bytes (the site's veth
+ * counters), CPU of the coordinator, the relay and the agents (sum), and
+ * the CPU floor: this machine has CORES cores for everything, so N agents
+ * materializing at once are CPU bound; the floor is their CPU / CORES.
+ *
+ * Everything is a real process from build/ (`npm run bench:relay-site`
+ * builds first). Needs root, iproute2 and Nix; skips with the reason
+ * otherwise. Env:
+ *  - BENCH_CORPUS=synthetic (default: bench/fixtures/big-closure.ts v0) | real (buildRealCorpus('base'));
+ *  - BENCH_SITE_AGENTS=10; BENCH_LINK=100 (Mbit/s); BENCH_ROWS=single,relay,direct,nix (a subset);
+ *  - BENCH_KEEP=1 keeps the work dir (logs of every process, stores).
+ * Results: bench/.work/results/relay-site.json.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { nixEnv, nixUnavailableReason } from '../test/nix-fixtures/index.js';
+import { benchWorkDir, bigClosureStorePath } from './fixtures/big-closure.js';
+import { agentUnit, procCpuSeconds } from './harness.js';
+import { createNamespacePair, netnsUnavailableReason, removeLeftovers, type NamespacePair, type WireBytes } from './netns.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.join(here, '..');
+const ferryBin = path.join(repo, 'bin', 'ferry');
+
+const skip = netnsUnavailableReason() ?? nixUnavailableReason() ?? (existsSync(path.join(repo, 'build', 'cli', 'main.js')) ? undefined : 'build/ is missing: run `npm run build` (npm run bench:relay-site does)');
+if (skip) {
+  console.log(`relay-site bench skipped: ${skip}`);
+  process.exit(0);
+}
+
+const siteAgents = Number(process.env.BENCH_SITE_AGENTS ?? '10');
+const linkMbit = Number(process.env.BENCH_LINK ?? '100');
+const corpusKind = process.env.BENCH_CORPUS ?? 'synthetic';
+const rows = new Set((process.env.BENCH_ROWS ?? 'single,relay,direct,nix').split(','));
+const CORES = cpus().length;
+const system = `${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux`;
+const RELAY_PORT = 9443;
+const STATIC_PORT = 8080;
+const MB = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+const leftovers = removeLeftovers();
+if (leftovers.length > 0) process.stderr.write(`removed namespaces left by earlier runs: ${leftovers.join(', ')}\n`);
+
+mkdirSync(benchWorkDir, { recursive: true });
+const work = path.join(benchWorkDir, `relay-site-${process.pid}`);
+rmSync(work, { recursive: true, force: true });
+const logs = path.join(work, 'logs');
+mkdirSync(logs, { recursive: true });
+const env: NodeJS.ProcessEnv = { ...nixEnv, FERRY_CONFIG_DIR: path.join(work, 'config'), FERRY_DATA_DIR: path.join(work, 'coordinator'), XDG_CACHE_HOME: path.join(work, 'xdg-cache') };
+const { nodeFlags: agentFlags, environment: agentEnvironment } = agentUnit(repo);
+
+// ---- the closure --------------------------------------------------------------------------------
+
+async function coldClosure(): Promise<{ name: string; root: string }> {
+  if (corpusKind === 'real') {
+    const corpus = (await import(pathToFileURL(path.join(here, 'fixtures', 'real-corpus.ts')).href)) as { buildRealCorpus(variant: string): Promise<{ root: string }> };
+    return { name: 'real corpus (base)', root: (await corpus.buildRealCorpus('base')).root };
+  }
+  return { name: 'synthetic v0', root: bigClosureStorePath(0, nixEnv) };
+}
+const closure = await coldClosure();
+const closureNarBytes = Number(/"closureSize":(\d+)/.exec(execFileSync('nix', ['path-info', '-S', '--json', closure.root], { env: nixEnv, encoding: 'utf8' }))![1]);
+function baselineStorePath(): string {
+  const dir = path.join(benchWorkDir, 'shaped-link-baseline');
+  if (!existsSync(dir)) {
+    mkdirSync(`${dir}.partial`, { recursive: true });
+    writeFileSync(path.join(`${dir}.partial`, 'README'), 'the shaped-link bench baseline config\n');
+    execFileSync('mv', [`${dir}.partial`, dir]);
+  }
+  return execFileSync('nix-store', ['--add', dir], { env: nixEnv, encoding: 'utf8' }).trim();
+}
+const baseline = baselineStorePath();
+
+// ---- processes ------------------------------------------------------------------------------------
+
+const children = new Set<ChildProcess>();
+let logCount = 0;
+const logFile = (who: string) => path.join(logs, `${String(++logCount).padStart(3, '0')}-${who.replace(/[^a-z0-9-]+/gi, '_')}.log`);
+function ferryArgv(pair: NamespacePair, ns: string, args: string[], nodeFlags: string[] = []): [string, string[]] {
+  return pair.execArgs(ns, process.execPath, ['--trace-warnings', ...nodeFlags, ferryBin, ...args]);
+}
+function ferry(pair: NamespacePair, ns: string, who: string, args: string[]): Promise<string> {
+  const [command, argv] = ferryArgv(pair, ns, args);
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, argv, { env, cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stderr!.pipe(createWriteStream(logFile(who)));
+    let out = '';
+    child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`ferry ${args.join(' ')} exited with ${code} (log: ${logs})`))));
+  });
+}
+function startProcess(command: string, argv: string[], who: string, extraEnv: NodeJS.ProcessEnv = {}): ChildProcess {
+  const child = spawn(command, argv, { env: { ...env, ...extraEnv }, cwd: repo, stdio: ['pipe', 'pipe', 'pipe'] });
+  child.stderr!.pipe(createWriteStream(logFile(who)));
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  return child;
+}
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(timer);
+}
+const cpuOf = (child: ChildProcess | undefined) => (child?.pid && child.exitCode === null ? procCpuSeconds(child.pid) : 0);
+
+interface Probe {
+  child: ChildProcess;
+  call<T>(request: Record<string, unknown>): Promise<T>;
+}
+async function startProbe(pair: NamespacePair, url: string, keyFile: string): Promise<Probe> {
+  const [command, argv] = pair.execArgs(pair.coordinatorNs, process.execPath, ['--import', 'tsx', path.join(here, 'shaped-link-probe.ts'), url, keyFile]);
+  const child = startProcess(command, argv, 'probe');
+  const waiting: ((reply: { ok: boolean; value?: unknown; error?: string }) => void)[] = [];
+  createInterface({ input: child.stdout! }).on('line', (line) => waiting.shift()?.(JSON.parse(line) as { ok: boolean }));
+  const call = <T>(request: Record<string, unknown>) =>
+    new Promise<T>((resolve, reject) => {
+      waiting.push((reply) => (reply.ok ? resolve(reply.value as T) : reject(new Error(`probe ${String(request.op)}: ${reply.error}`))));
+      if (request.op !== 'ready') child.stdin!.write(`${JSON.stringify(request)}\n`);
+    });
+  await call({ op: 'ready' });
+  return { child, call };
+}
+
+/** When the agent of `stateDir` recorded `kind` for `configId` (its events.jsonl; same machine, same clock). */
+function eventAt(stateDir: string, kind: string, configId: string): number {
+  const events = readFileSync(path.join(stateDir, 'events.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as { at: number; kind: string; configId?: string });
+  return events.filter((event) => event.kind === kind && event.configId === configId).at(-1)?.at ?? NaN;
+}
+const kindsOf = (stateDir: string, configId: string) =>
+  readFileSync(path.join(stateDir, 'events.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as { kind: string; configId?: string }).filter((event) => event.configId === configId).map((event) => event.kind);
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted.length % 2 ? sorted[sorted.length >> 1]! : (sorted[sorted.length / 2 - 1]! + sorted[sorted.length / 2]!) / 2;
+};
+
+interface Row {
+  row: string;
+  agents: number;
+  maxSeconds: number;
+  p50Seconds: number;
+  uplinkDown: number;
+  uplinkUp: number;
+  cpu: { coordinator: number; relay: number; clients: number; server?: number };
+  note: string;
+}
+const results: Row[] = [];
+
+const pair = createNamespacePair();
+const coordinatorAt = pair.coordinatorAddress;
+const siteAt = pair.agentAddress;
+let coordinator: ChildProcess | undefined;
+let probe: Probe | undefined;
+let relay: ChildProcess | undefined;
+const startLoad = loadavg()[0]!;
+try {
+  execFileSync(process.execPath, [ferryBin, 'coordinator', 'init', '--name', 'bench'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+  {
+    const [command, argv] = ferryArgv(pair, pair.coordinatorNs, ['coordinator', 'serve', '--listen', `${coordinatorAt}:0`, '--nix-cache-compression', 'zstd']);
+    coordinator = startProcess(command, argv, 'coordinator');
+  }
+  const { url, fingerprint } = await new Promise<{ url: string; fingerprint: string }>((resolve, reject) => {
+    let out = '';
+    coordinator!.stdout!.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+      const found = /HTTP API:\s+(http:\/\/\S+)/.exec(out)?.[1];
+      const fp = /TLS fingerprint:\s+(\S+)/.exec(out)?.[1];
+      if (found && fp && /QUIC data plane:\s+\S+:\d+/.test(out)) resolve({ url: found, fingerprint: fp });
+    });
+    coordinator!.on('exit', (code) => reject(new Error(`the coordinator exited with ${code}: ${out}`)));
+  });
+  const connection = ['--url', url, '--fingerprint', fingerprint];
+  const admin = (who: string, args: string[]) => ferry(pair, pair.coordinatorNs, who, [...args, ...connection]);
+  probe = await startProbe(pair, url, path.join(work, 'config', 'keys', 'bench-admin.key'));
+
+  process.stderr.write(`pushing ${closure.name} (NAR ${MB(closureNarBytes)})…\n`);
+  for (const root of [baseline, closure.root]) await admin('push', ['push', root, '--quiet']);
+  const staticCache = path.join(work, 'static-cache');
+  if (rows.has('nix')) execFileSync('nix', ['copy', '--to', `file://${staticCache}?compression=zstd`, closure.root], { env: nixEnv, stdio: ['ignore', 'ignore', 'pipe'] });
+  // As bench/shaped-link.bench.ts: deploy once the coordinator compressed the pushed closure's stream (level 9, then 19).
+  {
+    const cacheDir = path.join(work, 'coordinator', 'wire-cache');
+    const started = Date.now();
+    const producing = () => existsSync(cacheDir) && readdirSync(cacheDir).some((name) => name.endsWith('.part'));
+    for (let quiet = 0; quiet < 3 && Date.now() - started < 30 * 60_000; ) {
+      await sleep(1000);
+      quiet = producing() ? 0 : quiet + 1;
+    }
+    process.stderr.write(`the pushed stream was compressed ${((Date.now() - started) / 1000).toFixed(1)} s after the push\n`);
+  }
+  if (rows.has('nix')) await probe.call({ op: 'serveStatic', dir: staticCache, host: coordinatorAt, port: STATIC_PORT });
+  pair.shape({ name: `${linkMbit} Mbit/s`, mbit: linkMbit });
+  process.stderr.write(`uplink: ${pair.describe()}\n`);
+
+  // The relay: enrolled over the uplink, listening on the site's address, serving agents labelled site=relay.
+  if (rows.has('relay')) {
+    const relayDir = path.join(work, 'relay');
+    const join = (JSON.parse(await admin('relay-token', ['tokens', 'create', '--relay', '--json'])) as { join: string }).join;
+    const enrolled = JSON.parse(await ferry(pair, pair.agentNs, 'relay-enroll', ['relay', 'enroll', join, '--state-dir', relayDir, '--url', `https://${siteAt}:${RELAY_PORT}`, '--listen', `${siteAt}:${RELAY_PORT}`, '--name', 'site', '--json'])) as { relayId: string };
+    await admin('relay-assign', ['relays', 'assign', enrolled.relayId, '--where', 'labels.site=relay']);
+    const [command, argv] = ferryArgv(pair, pair.agentNs, ['relay', 'run', '--state-dir', relayDir]);
+    relay = startProcess(command, argv, 'relay');
+    await new Promise<void>((resolve, reject) => {
+      let text = '';
+      relay!.stderr!.on('data', (chunk: Buffer) => {
+        text += chunk.toString();
+        if (text.includes('listening on')) resolve();
+      });
+      relay!.on('exit', (code) => reject(new Error(`the relay exited with ${code}: ${text}`)));
+    });
+  }
+
+  /** `count` fresh agent daemons in graph `graph`, labelled site=`site`, each running the baseline config. */
+  async function startAgents(graph: string, site: string, count: number): Promise<{ agentId: string; stateDir: string; child: ChildProcess }[]> {
+    const join = (JSON.parse(await admin('tokens', ['tokens', 'create', '--uses', String(count), '--auto-approve', '--label', `site=${site}`, '--json'])) as { join: string }).join;
+    const agents = await Promise.all(
+      Array.from({ length: count }, async (_, index) => {
+        const name = `${graph}-${index}`;
+        const stateDir = path.join(work, 'agents', name);
+        const { agentId } = JSON.parse(await ferry(pair, pair.agentNs, `enroll-${name}`, ['agent', 'enroll', join, '--state-dir', stateDir, '--store-dir', path.join(stateDir, 'store'), '--name', name, '--json'])) as { agentId: string };
+        const [command, argv] = ferryArgv(pair, pair.agentNs, ['agent', 'run', '--state-dir', stateDir, '--poll', '30'], agentFlags);
+        return { agentId, stateDir, child: startProcess(command, argv, `agent-${name}`, agentEnvironment) };
+      }),
+    );
+    const baselineConfig = (JSON.parse(await admin(`submit-${graph}`, ['config', 'submit', graph, '--target', `${system}=${baseline}`, '--activate', 'true', '-m', 'baseline', '--json'])) as { configId: string }).configId;
+    for (const agent of agents) await probe!.call({ op: 'post', path: `/v1/agents/${agent.agentId}/assign`, body: { graph } });
+    for (const agent of agents) await probe!.call({ op: 'waitActive', agentId: agent.agentId, configId: baselineConfig, timeoutMs: 300_000 });
+    return agents;
+  }
+
+  async function agentRow(row: string, graph: string, site: string, count: number): Promise<void> {
+    process.stderr.write(`${row}: starting ${count} agent(s)…\n`);
+    const agents = await startAgents(graph, site, count);
+    await sleep(1000);
+    execFileSync('sync');
+    const wireBefore = pair.wireBytes();
+    const cpuBefore = { coordinator: cpuOf(coordinator), relay: cpuOf(relay), agents: agents.map((agent) => cpuOf(agent.child)) };
+    const startWall = Date.now();
+    const start = performance.now();
+    const configId = (JSON.parse(await admin(`submit-${graph}`, ['config', 'submit', graph, '--target', `${system}=${closure.root}`, '--activate', 'true', '-m', closure.name, '--json'])) as { configId: string }).configId;
+    for (const agent of agents) await probe!.call({ op: 'waitActive', agentId: agent.agentId, configId, timeoutMs: 1_800_000 });
+    const maxSeconds = (performance.now() - start) / 1000;
+    const wire = wireDelta(wireBefore, pair.wireBytes());
+    const cpu = {
+      coordinator: cpuOf(coordinator) - cpuBefore.coordinator,
+      relay: relay && site === 'relay' ? cpuOf(relay) - cpuBefore.relay : 0,
+      clients: agents.reduce((sum, agent, index) => sum + cpuOf(agent.child) - cpuBefore.agents[index]!, 0),
+    };
+    const actives = agents.map((agent) => (eventAt(agent.stateDir, 'active', configId) - startWall) / 1000);
+    const fetches = agents.map((agent) => (eventAt(agent.stateDir, 'fetched', configId) - eventAt(agent.stateDir, 'deploy', configId)) / 1000);
+    const throughRelay = agents.filter((agent) => kindsOf(agent.stateDir, configId).includes('relay')).length;
+    const relayFailed = agents.filter((agent) => kindsOf(agent.stateDir, configId).includes('relay-failed')).length;
+    results.push({
+      row,
+      agents: count,
+      maxSeconds,
+      p50Seconds: median(actives),
+      uplinkDown: wire.down,
+      uplinkUp: wire.up,
+      cpu,
+      note: `fetch p50 ${median(fetches).toFixed(2)} s, max ${Math.max(...fetches).toFixed(2)} s${site === 'relay' ? `; ${throughRelay}/${count} through the relay, ${relayFailed} relay-failed` : ''}`,
+    });
+    process.stderr.write(`  ${row}: ${maxSeconds.toFixed(2)} s, ${MB(wire.down)} up the link\n`);
+    await Promise.all(agents.map((agent) => stop(agent.child)));
+  }
+  const wireDelta = (before: WireBytes, after: WireBytes) => ({ down: after.down - before.down, up: after.up - before.up });
+
+  if (rows.has('single')) await agentRow('1 agent, no relay', 'single', 'direct', 1);
+  if (rows.has('relay')) await agentRow(`${siteAgents} agents through the relay (cold cache)`, 'relay-site', 'relay', siteAgents);
+  if (rows.has('direct')) await agentRow(`${siteAgents} agents, no relay`, 'direct-site', 'direct', siteAgents);
+  if (rows.has('nix')) {
+    process.stderr.write(`${siteAgents} concurrent nix copy…\n`);
+    await sleep(1000);
+    execFileSync('sync');
+    const wireBefore = pair.wireBytes();
+    const serverBefore = cpuOf(probe.child);
+    const coordinatorBefore = cpuOf(coordinator);
+    const runs = await Promise.all(Array.from({ length: siteAgents }, (_, index) => nixCopy(`http://${coordinatorAt}:${STATIC_PORT}`, closure.root, path.join(work, 'nix', `store-${index}`))));
+    const wire = wireDelta(wireBefore, pair.wireBytes());
+    results.push({
+      row: `${siteAgents} concurrent \`nix copy\`, static zstd cache`,
+      agents: siteAgents,
+      maxSeconds: Math.max(...runs.map((run) => run.seconds)),
+      p50Seconds: median(runs.map((run) => run.seconds)),
+      uplinkDown: wire.down,
+      uplinkUp: wire.up,
+      cpu: { coordinator: cpuOf(coordinator) - coordinatorBefore, relay: 0, clients: runs.reduce((sum, run) => sum + run.cpu, 0), server: cpuOf(probe.child) - serverBefore },
+      note: 'clients = nix (user + system); the static server is the probe process',
+    });
+    process.stderr.write(`  nix copy: ${results.at(-1)!.maxSeconds.toFixed(2)} s, ${MB(wire.down)} up the link\n`);
+  }
+
+  /** `nix copy --from` into a fresh chroot store in the site's namespace; CPU from bash's `times`. */
+  function nixCopy(from: string, root: string, destination: string): Promise<{ seconds: number; cpu: number }> {
+    const nixCommand = ['nix', 'copy', '--no-check-sigs', '--from', `'${from}'`, '--to', `'local?root=${destination}'`, root].join(' ');
+    const [command, argv] = pair.execArgs(pair.agentNs, 'bash', ['-c', `${nixCommand} && times >&3`]);
+    return new Promise((resolve, reject) => {
+      const start = performance.now();
+      // Each its own narinfo cache: concurrent runs sharing one SQLite file fail on its constraints.
+      const child = spawn(command, argv, { env: { ...env, XDG_CACHE_HOME: `${destination}-xdg-cache` }, stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      let times = '';
+      child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      child.stdio[3]!.on('data', (chunk: Buffer) => (times += chunk.toString()));
+      child.on('close', (code) => {
+        const seconds = (performance.now() - start) / 1000;
+        if (code !== 0) return reject(new Error(`${nixCommand} exited with ${code}: ${stderr}`));
+        const [user, sys] = [...(times.trim().split('\n')[1] ?? '').matchAll(/(\d+)m([\d.]+)s/g)].map((match) => Number(match[1]) * 60 + Number(match[2]));
+        resolve({ seconds, cpu: (user ?? NaN) + (sys ?? NaN) });
+      });
+    });
+  }
+
+  // ---- the table ------------------------------------------------------------------------------
+
+  const single = results.find((row) => row.agents === 1);
+  const lines = [
+    `relay-site: ${closure.name}, closure NAR ${MB(closureNarBytes)}; uplink ${linkMbit} Mbit/s (tbf both ends); ${CORES} cores for everything; load average ${startLoad.toFixed(2)} at the start, ${loadavg()[0]!.toFixed(2)} at the end`,
+    '',
+    '| row | submit → all active (max) | p50 of agents | vs 1 agent | uplink down / up | vs 1 agent\'s bytes | CPU: coordinator / relay / clients (sum) | CPU floor (clients / cores) | max ÷ floor | note |',
+    '|---|---|---|---|---|---|---|---|---|---|',
+    ...results.map((row) => {
+      const floor = row.cpu.clients / CORES;
+      return `| ${row.row} | ${row.maxSeconds.toFixed(2)} s | ${row.p50Seconds.toFixed(2)} s | ${single ? `${(row.maxSeconds / single.maxSeconds).toFixed(2)}x` : '—'} | ${MB(row.uplinkDown)} / ${MB(row.uplinkUp)} | ${single ? `${(row.uplinkDown / single.uplinkDown).toFixed(2)}x` : '—'} | ${row.cpu.coordinator.toFixed(1)} / ${row.cpu.relay.toFixed(1)} / ${row.cpu.clients.toFixed(1)} s${row.cpu.server !== undefined ? ` (static server ${row.cpu.server.toFixed(1)} s)` : ''} | ${floor.toFixed(1)} s | ${(row.maxSeconds / floor).toFixed(2)} | ${row.note} |`;
+    }),
+  ];
+  console.log(lines.join('\n'));
+  mkdirSync(path.join(benchWorkDir, 'results'), { recursive: true });
+  writeFileSync(path.join(benchWorkDir, 'results', 'relay-site.json'), `${JSON.stringify({ date: new Date().toISOString(), closure: closure.name, linkMbit, cores: CORES, results }, null, 2)}\n`);
+} finally {
+  if (relay) await stop(relay);
+  if (probe) await stop(probe.child);
+  if (coordinator) await stop(coordinator);
+  for (const child of children) child.kill('SIGKILL');
+  pair.remove();
+  if (process.env.BENCH_KEEP === '1') process.stderr.write(`kept ${work}\n`);
+  else if (existsSync(work)) {
+    execFileSync('chmod', ['-R', 'u+w', work]);
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
