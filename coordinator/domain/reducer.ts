@@ -73,6 +73,9 @@ const HANDLERS: { [A in Action]: Handler<A> } = {
       currentConfig: null,
       phase: null,
       lastError: null,
+      // Rules place a new agent (the events that do follow this one); a token naming a graph assigns it explicitly.
+      control: 'rules',
+      rule: null,
       health: null,
       healthReason: null,
       healthConfig: null,
@@ -80,9 +83,6 @@ const HANDLERS: { [A in Action]: Handler<A> } = {
       recordedPresence: null,
       retrySeq: null,
       stopRequested: false,
-      // Rules place a new agent (the events that do follow this one); a token naming a graph assigns it explicitly.
-      control: 'rules',
-      rule: null,
       enrolledSeq: e.seq,
       updatedSeq: e.seq,
     });
