@@ -137,6 +137,17 @@ describe.skipIf(unavailable !== undefined && !required)('the web viewer in headl
     await expect(page.locator('#verification').textContent()).resolves.toMatch(new RegExp(`chain verified through seq ${last}`));
     await shot(page, '1-latest');
 
+    // Each config's closure diff against its parent (the live coordinator's castore), asked for when opened:
+    // edge's second config moved app-1.0 to app-2.0, as `nix store diff-closures` would print it.
+    const diffCells = page.locator('.graph[data-graph="edge"] .config-diff-cell summary');
+    expect(await diffCells.count()).toBeGreaterThanOrEqual(2);
+    for (let index = 0; index < (await diffCells.count()); index++) await diffCells.nth(index).click();
+    const loaded = page.locator('.graph[data-graph="edge"] .config-diff[data-loaded="1"]');
+    await loaded.nth(1).waitFor();
+    const lines = await page.locator('.graph[data-graph="edge"] .config-diff .diff-lines').allTextContents();
+    expect(lines).toContain('app: 1.0 → 2.0');
+    await shot(page, '1b-closure-diff');
+
     // Jump by typing a seq.
     await page.fill('#goto-input', String(marks.enroll));
     await page.press('#goto-input', 'Enter');
