@@ -28,15 +28,15 @@
  * Results: bench/.work/results/relay-site.json.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { nixEnv, nixUnavailableReason } from '../test/nix-fixtures/index.js';
 import { benchWorkDir, bigClosureStorePath } from './fixtures/big-closure.js';
 import { agentUnit, procCpuSeconds } from './harness.js';
-import { createNamespacePair, netnsUnavailableReason, removeLeftovers, type NamespacePair, type WireBytes } from './netns.js';
+import { baselineStorePath, NamespaceProcesses, type Probe } from './fixtures/namespace-processes.js';
+import { createNamespacePair, netnsUnavailableReason, removeLeftovers, type WireBytes } from './netns.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.join(here, '..');
@@ -81,70 +81,11 @@ async function coldClosure(): Promise<{ name: string; root: string }> {
 }
 const closure = await coldClosure();
 const closureNarBytes = Number(/"closureSize":(\d+)/.exec(execFileSync('nix', ['path-info', '-S', '--json', closure.root], { env: nixEnv, encoding: 'utf8' }))![1]);
-function baselineStorePath(): string {
-  const dir = path.join(benchWorkDir, 'shaped-link-baseline');
-  if (!existsSync(dir)) {
-    mkdirSync(`${dir}.partial`, { recursive: true });
-    writeFileSync(path.join(`${dir}.partial`, 'README'), 'the shaped-link bench baseline config\n');
-    execFileSync('mv', [`${dir}.partial`, dir]);
-  }
-  return execFileSync('nix-store', ['--add', dir], { env: nixEnv, encoding: 'utf8' }).trim();
-}
 const baseline = baselineStorePath();
 
 // ---- processes ------------------------------------------------------------------------------------
 
-const children = new Set<ChildProcess>();
-let logCount = 0;
-const logFile = (who: string) => path.join(logs, `${String(++logCount).padStart(3, '0')}-${who.replace(/[^a-z0-9-]+/gi, '_')}.log`);
-function ferryArgv(pair: NamespacePair, ns: string, args: string[], nodeFlags: string[] = []): [string, string[]] {
-  return pair.execArgs(ns, process.execPath, ['--trace-warnings', ...nodeFlags, ferryBin, ...args]);
-}
-function ferry(pair: NamespacePair, ns: string, who: string, args: string[]): Promise<string> {
-  const [command, argv] = ferryArgv(pair, ns, args);
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, argv, { env, cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
-    child.stderr!.pipe(createWriteStream(logFile(who)));
-    let out = '';
-    child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`ferry ${args.join(' ')} exited with ${code} (log: ${logs})`))));
-  });
-}
-function startProcess(command: string, argv: string[], who: string, extraEnv: NodeJS.ProcessEnv = {}): ChildProcess {
-  const child = spawn(command, argv, { env: { ...env, ...extraEnv }, cwd: repo, stdio: ['pipe', 'pipe', 'pipe'] });
-  child.stderr!.pipe(createWriteStream(logFile(who)));
-  children.add(child);
-  child.on('exit', () => children.delete(child));
-  return child;
-}
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.on('exit', resolve));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-  await exited;
-  clearTimeout(timer);
-}
 const cpuOf = (child: ChildProcess | undefined) => (child?.pid && child.exitCode === null ? procCpuSeconds(child.pid) : 0);
-
-interface Probe {
-  child: ChildProcess;
-  call<T>(request: Record<string, unknown>): Promise<T>;
-}
-async function startProbe(pair: NamespacePair, url: string, keyFile: string): Promise<Probe> {
-  const [command, argv] = pair.execArgs(pair.coordinatorNs, process.execPath, ['--import', 'tsx', path.join(here, 'shaped-link-probe.ts'), url, keyFile]);
-  const child = startProcess(command, argv, 'probe');
-  const waiting: ((reply: { ok: boolean; value?: unknown; error?: string }) => void)[] = [];
-  createInterface({ input: child.stdout! }).on('line', (line) => waiting.shift()?.(JSON.parse(line) as { ok: boolean }));
-  const call = <T>(request: Record<string, unknown>) =>
-    new Promise<T>((resolve, reject) => {
-      waiting.push((reply) => (reply.ok ? resolve(reply.value as T) : reject(new Error(`probe ${String(request.op)}: ${reply.error}`))));
-      if (request.op !== 'ready') child.stdin!.write(`${JSON.stringify(request)}\n`);
-    });
-  await call({ op: 'ready' });
-  return { child, call };
-}
 
 /** When the agent of `stateDir` recorded `kind` for `configId` (its events.jsonl; same machine, same clock). */
 function eventAt(stateDir: string, kind: string, configId: string): number {
@@ -171,6 +112,7 @@ interface Row {
 const results: Row[] = [];
 
 const pair = createNamespacePair();
+const processes = new NamespaceProcesses(pair, { logs, env, cwd: repo, ferryBin });
 const coordinatorAt = pair.coordinatorAddress;
 const siteAt = pair.agentAddress;
 let coordinator: ChildProcess | undefined;
@@ -180,8 +122,8 @@ const startLoad = loadavg()[0]!;
 try {
   execFileSync(process.execPath, [ferryBin, 'coordinator', 'init', '--name', 'bench'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
   {
-    const [command, argv] = ferryArgv(pair, pair.coordinatorNs, ['coordinator', 'serve', '--listen', `${coordinatorAt}:0`, '--nix-cache-compression', 'zstd']);
-    coordinator = startProcess(command, argv, 'coordinator');
+    const [command, argv] = processes.ferryArgv(pair.coordinatorNs, ['coordinator', 'serve', '--listen', `${coordinatorAt}:0`, '--nix-cache-compression', 'zstd']);
+    coordinator = processes.start(command, argv, 'coordinator');
   }
   const { url, fingerprint } = await new Promise<{ url: string; fingerprint: string }>((resolve, reject) => {
     let out = '';
@@ -194,8 +136,8 @@ try {
     coordinator!.on('exit', (code) => reject(new Error(`the coordinator exited with ${code}: ${out}`)));
   });
   const connection = ['--url', url, '--fingerprint', fingerprint];
-  const admin = (who: string, args: string[]) => ferry(pair, pair.coordinatorNs, who, [...args, ...connection]);
-  probe = await startProbe(pair, url, path.join(work, 'config', 'keys', 'bench-admin.key'));
+  const admin = (who: string, args: string[]) => processes.ferry(pair.coordinatorNs, who, [...args, ...connection]);
+  probe = await processes.startProbe(url, path.join(work, 'config', 'keys', 'bench-admin.key'));
 
   process.stderr.write(`pushing ${closure.name} (NAR ${MB(closureNarBytes)})…\n`);
   for (const root of [baseline, closure.root]) await admin('push', ['push', root, '--quiet']);
@@ -220,10 +162,10 @@ try {
   if (rows.has('relay')) {
     const relayDir = path.join(work, 'relay');
     const join = (JSON.parse(await admin('relay-token', ['tokens', 'create', '--relay', '--json'])) as { join: string }).join;
-    const enrolled = JSON.parse(await ferry(pair, pair.agentNs, 'relay-enroll', ['relay', 'enroll', join, '--state-dir', relayDir, '--url', `https://${siteAt}:${RELAY_PORT}`, '--listen', `${siteAt}:${RELAY_PORT}`, '--name', 'site', '--json'])) as { relayId: string };
+    const enrolled = JSON.parse(await processes.ferry(pair.agentNs, 'relay-enroll', ['relay', 'enroll', join, '--state-dir', relayDir, '--url', `https://${siteAt}:${RELAY_PORT}`, '--listen', `${siteAt}:${RELAY_PORT}`, '--name', 'site', '--json'])) as { relayId: string };
     await admin('relay-assign', ['relays', 'assign', enrolled.relayId, '--where', 'labels.site=relay']);
-    const [command, argv] = ferryArgv(pair, pair.agentNs, ['relay', 'run', '--state-dir', relayDir]);
-    relay = startProcess(command, argv, 'relay');
+    const [command, argv] = processes.ferryArgv(pair.agentNs, ['relay', 'run', '--state-dir', relayDir]);
+    relay = processes.start(command, argv, 'relay');
     await new Promise<void>((resolve, reject) => {
       let text = '';
       relay!.stderr!.on('data', (chunk: Buffer) => {
@@ -241,9 +183,9 @@ try {
       Array.from({ length: count }, async (_, index) => {
         const name = `${graph}-${index}`;
         const stateDir = path.join(work, 'agents', name);
-        const { agentId } = JSON.parse(await ferry(pair, pair.agentNs, `enroll-${name}`, ['agent', 'enroll', join, '--state-dir', stateDir, '--store-dir', path.join(stateDir, 'store'), '--name', name, '--json'])) as { agentId: string };
-        const [command, argv] = ferryArgv(pair, pair.agentNs, ['agent', 'run', '--state-dir', stateDir, '--poll', '30'], agentFlags);
-        return { agentId, stateDir, child: startProcess(command, argv, `agent-${name}`, agentEnvironment) };
+        const { agentId } = JSON.parse(await processes.ferry(pair.agentNs, `enroll-${name}`, ['agent', 'enroll', join, '--state-dir', stateDir, '--store-dir', path.join(stateDir, 'store'), '--name', name, '--json'])) as { agentId: string };
+        const [command, argv] = processes.ferryArgv(pair.agentNs, ['agent', 'run', '--state-dir', stateDir, '--poll', '30'], agentFlags);
+        return { agentId, stateDir, child: processes.start(command, argv, `agent-${name}`, agentEnvironment) };
       }),
     );
     const baselineConfig = (JSON.parse(await admin(`submit-${graph}`, ['config', 'submit', graph, '--target', `${system}=${baseline}`, '--activate', 'true', '-m', 'baseline', '--json'])) as { configId: string }).configId;
@@ -285,7 +227,7 @@ try {
       note: `fetch p50 ${median(fetches).toFixed(2)} s, max ${Math.max(...fetches).toFixed(2)} s${site === 'relay' ? `; ${throughRelay}/${count} through the relay, ${relayFailed} relay-failed` : ''}`,
     });
     process.stderr.write(`  ${row}: ${maxSeconds.toFixed(2)} s, ${MB(wire.down)} up the link\n`);
-    await Promise.all(agents.map((agent) => stop(agent.child)));
+    await Promise.all(agents.map((agent) => processes.stop(agent.child)));
   }
   const wireDelta = (before: WireBytes, after: WireBytes) => ({ down: after.down - before.down, up: after.up - before.up });
 
@@ -352,10 +294,10 @@ try {
   mkdirSync(path.join(benchWorkDir, 'results'), { recursive: true });
   writeFileSync(path.join(benchWorkDir, 'results', 'relay-site.json'), `${JSON.stringify({ date: new Date().toISOString(), closure: closure.name, linkMbit, cores: CORES, results }, null, 2)}\n`);
 } finally {
-  if (relay) await stop(relay);
-  if (probe) await stop(probe.child);
-  if (coordinator) await stop(coordinator);
-  for (const child of children) child.kill('SIGKILL');
+  if (relay) await processes.stop(relay);
+  if (probe) await processes.stop(probe.child);
+  if (coordinator) await processes.stop(coordinator);
+  processes.killAll();
   pair.remove();
   if (process.env.BENCH_KEEP === '1') process.stderr.write(`kept ${work}\n`);
   else if (existsSync(work)) {

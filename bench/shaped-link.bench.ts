@@ -46,12 +46,12 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { nixEnv, nixUnavailableReason } from '../test/nix-fixtures/index.js';
 import { benchWorkDir, bigClosureStorePath } from './fixtures/big-closure.js';
 import { agentUnit, procCpuSeconds, report } from './harness.js';
-import { createNamespacePair, netnsUnavailableReason, removeLeftovers, type LinkShape, type NamespacePair, type WireBytes } from './netns.js';
+import { baselineStorePath, NamespaceProcesses, type Probe } from './fixtures/namespace-processes.js';
+import { createNamespacePair, netnsUnavailableReason, removeLeftovers, type LinkShape, type WireBytes } from './netns.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.join(here, '..');
@@ -128,86 +128,14 @@ async function loadClosures(): Promise<{ cold: Closure; changes: Closure[] }> {
   };
 }
 const closures = await loadClosures();
-/** A tiny config every agent runs first, so that each measured deploy finds a running, following daemon. */
-function baselineStorePath(): string {
-  const dir = path.join(benchWorkDir, 'shaped-link-baseline');
-  if (!existsSync(dir)) {
-    mkdirSync(`${dir}.partial`, { recursive: true });
-    writeFileSync(path.join(`${dir}.partial`, 'README'), 'the shaped-link bench baseline config\n');
-    execFileSync('mv', [`${dir}.partial`, dir]);
-  }
-  return execFileSync('nix-store', ['--add', dir], { env: nixEnv, encoding: 'utf8' }).trim();
-}
 const baseline = baselineStorePath();
 
 // ---- processes and their stderr ---------------------------------------------------------------
-
-const children = new Set<ChildProcess>();
-/** Every Ferry process's stderr goes to logs/<who>.log; scanned for MaxListenersExceededWarning at the end. */
-let logCount = 0;
-function logFile(who: string): string {
-  return path.join(logs, `${String(++logCount).padStart(3, '0')}-${who.replace(/[^a-z0-9-]+/gi, '_')}.log`);
-}
-/** `node bin/ferry …` inside `ns`, with --trace-warnings (stacks for any warning). */
-function ferryArgv(pair: NamespacePair, ns: string, args: string[], nodeFlags: string[] = []): [string, string[]] {
-  return pair.execArgs(ns, process.execPath, ['--trace-warnings', ...nodeFlags, ferryBin, ...args]);
-}
-/** Runs a Ferry CLI command to completion; its stdout. */
-function ferry(pair: NamespacePair, ns: string, who: string, args: string[]): Promise<string> {
-  const [command, argv] = ferryArgv(pair, ns, args);
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, argv, { env, cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
-    child.stderr!.pipe(createWriteStream(logFile(who)));
-    let out = '';
-    child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`ferry ${args.join(' ')} exited with ${code} (log: ${logs})`))));
-  });
-}
-/** Stderr lines of each long-running process so far (the agent's retries are read per cell). */
-const stderrLines = new Map<ChildProcess, string[]>();
-function startProcess(command: string, argv: string[], who: string, extraEnv: NodeJS.ProcessEnv = {}): ChildProcess {
-  const child = spawn(command, argv, { env: { ...env, ...extraEnv }, cwd: repo, stdio: ['pipe', 'pipe', 'pipe'] });
-  child.stderr!.pipe(createWriteStream(logFile(who)));
-  const lines: string[] = [];
-  stderrLines.set(child, lines);
-  createInterface({ input: child.stderr! }).on('line', (line) => lines.push(line));
-  children.add(child);
-  child.on('exit', () => children.delete(child));
-  return child;
-}
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.on('exit', resolve));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-  await exited;
-  clearTimeout(timer);
-}
 
 /** CPU seconds of a process and of its children it has waited for (the static server forks none, busybox would). */
 function cpuWithChildren(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ');
   return (Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) / 100;
-}
-
-/** The probe: admin API calls and "wait until active" from inside the coordinator's namespace. */
-interface Probe {
-  child: ChildProcess;
-  call<T>(request: Record<string, unknown>): Promise<T>;
-}
-async function startProbe(pair: NamespacePair, url: string, keyFile: string): Promise<Probe> {
-  const [command, argv] = pair.execArgs(pair.coordinatorNs, process.execPath, ['--trace-warnings', '--import', 'tsx', path.join(here, 'shaped-link-probe.ts'), url, keyFile]);
-  const child = startProcess(command, argv, 'probe');
-  const waiting: ((reply: { ok: boolean; value?: unknown; error?: string }) => void)[] = [];
-  createInterface({ input: child.stdout! }).on('line', (line) => waiting.shift()?.(JSON.parse(line) as { ok: boolean }));
-  const call = <T>(request: Record<string, unknown>) =>
-    new Promise<T>((resolve, reject) => {
-      waiting.push((reply) => (reply.ok ? resolve(reply.value as T) : reject(new Error(`probe ${String(request.op)} ${String(request.path ?? '')}: ${reply.error}`))));
-      if (request.op !== 'ready') child.stdin!.write(`${JSON.stringify(request)}\n`);
-    });
-  await call({ op: 'ready' });
-  return { child, call };
 }
 
 // ---- one run ------------------------------------------------------------------------------------
@@ -245,6 +173,7 @@ const wireDelta = (before: WireBytes, after: WireBytes): WireBytes => ({
 });
 
 const pair = createNamespacePair();
+const processes = new NamespaceProcesses(pair, { logs, env, cwd: repo, ferryBin });
 const coordinatorAt = pair.coordinatorAddress;
 const staticPort = 8080;
 let coordinator: ChildProcess | undefined;
@@ -253,9 +182,9 @@ try {
   // The coordinator, listening on its veth address only (HTTP and QUIC on the same port).
   execFileSync(process.execPath, [ferryBin, 'coordinator', 'init', '--name', 'bench'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
   {
-    const [command, argv] = ferryArgv(pair, pair.coordinatorNs, ['coordinator', 'serve', '--listen', `${coordinatorAt}:0`, '--nix-cache-compression', 'zstd']);
-    coordinator = startProcess(command, argv, 'coordinator');
-    coordinator.stdout!.pipe(createWriteStream(logFile('coordinator-stdout')));
+    const [command, argv] = processes.ferryArgv(pair.coordinatorNs, ['coordinator', 'serve', '--listen', `${coordinatorAt}:0`, '--nix-cache-compression', 'zstd']);
+    coordinator = processes.start(command, argv, 'coordinator');
+    coordinator.stdout!.pipe(createWriteStream(processes.logFile('coordinator-stdout')));
   }
   const { url, fingerprint } = await new Promise<{ url: string; fingerprint: string }>((resolve, reject) => {
     let out = '';
@@ -268,12 +197,12 @@ try {
     coordinator!.on('exit', (code) => reject(new Error(`the coordinator exited with ${code}: ${out}`)));
   });
   const connection = ['--url', url, '--fingerprint', fingerprint];
-  probe = await startProbe(pair, url, path.join(work, 'config', 'keys', 'bench-admin.key'));
+  probe = await processes.startProbe(url, path.join(work, 'config', 'keys', 'bench-admin.key'));
 
   // Push everything once, inside the coordinator's namespace (its own loopback, not the veth).
   process.stderr.write(`pushing ${closures.cold.name}${closures.changes.map((change) => `, ${change.name}`).join('')}…\n`);
   for (const root of [baseline, closures.cold.root, ...closures.changes.map((change) => change.root)]) {
-    await ferry(pair, pair.coordinatorNs, 'push', ['push', root, '--quiet', ...connection]);
+    await processes.ferry(pair.coordinatorNs, 'push', ['push', root, '--quiet', ...connection]);
   }
 
   // The reference cache: what `nix copy --to file://…?compression=zstd` writes, served statically.
@@ -299,7 +228,7 @@ try {
   const staticBytes = withNix ? readdirSync(path.join(staticCache, 'nar')).reduce((sum, file) => sum + statSync(path.join(staticCache, 'nar', file)).size, 0) : NaN;
   if (withNix) await probe.call({ op: 'serveStatic', dir: staticCache, host: coordinatorAt, port: staticPort });
   const netrc = path.join(work, 'netrc');
-  if (withNix) writeFileSync(netrc, await ferry(pair, pair.coordinatorNs, 'cache-netrc', ['cache', 'netrc', ...connection]), { mode: 0o600 });
+  if (withNix) writeFileSync(netrc, await processes.ferry(pair.coordinatorNs, 'cache-netrc', ['cache', 'netrc', ...connection]), { mode: 0o600 });
 
   /** `nix copy --from` into a chroot store in the agent's namespace; CPU from bash's `times` (nix's user + system). */
   function nixCopy(from: string, root: string, destination: string, extra: string[]): Promise<{ seconds: number; cpu: number }> {
@@ -331,14 +260,14 @@ try {
     for (const transport of transports) {
       const name = `${link.mbit ?? 'unshaped'}-${transport}`;
       const stateDir = path.join(linkDir, `agent-${transport}`);
-      const join = (JSON.parse(await ferry(pair, pair.coordinatorNs, 'tokens', ['tokens', 'create', '--uses', '1', '--auto-approve', '--json', ...connection])) as { join: string }).join;
+      const join = (JSON.parse(await processes.ferry(pair.coordinatorNs, 'tokens', ['tokens', 'create', '--uses', '1', '--auto-approve', '--json', ...connection])) as { join: string }).join;
       const { agentId } = JSON.parse(
-        await ferry(pair, pair.agentNs, `enroll-${name}`, ['agent', 'enroll', join, '--state-dir', stateDir, '--store-dir', path.join(stateDir, 'store'), '--name', name, '--json']),
+        await processes.ferry(pair.agentNs, `enroll-${name}`, ['agent', 'enroll', join, '--state-dir', stateDir, '--store-dir', path.join(stateDir, 'store'), '--name', name, '--json']),
       ) as { agentId: string };
-      const [command, argv] = ferryArgv(pair, pair.agentNs, ['agent', 'run', '--state-dir', stateDir, '--poll', '30', ...(transport === 'https' ? ['--http'] : [])], agentFlags);
-      const agent = startProcess(command, argv, `agent-${name}`, agentEnvironment);
+      const [command, argv] = processes.ferryArgv(pair.agentNs, ['agent', 'run', '--state-dir', stateDir, '--poll', '30', ...(transport === 'https' ? ['--http'] : [])], agentFlags);
+      const agent = processes.start(command, argv, `agent-${name}`, agentEnvironment);
       const submit = async (target: string, message: string) =>
-        (JSON.parse(await ferry(pair, pair.coordinatorNs, `submit-${name}`, ['config', 'submit', name, '--target', `${system}=${target}`, '--activate', 'true', '-m', message, '--json', ...connection])) as { configId: string }).configId;
+        (JSON.parse(await processes.ferry(pair.coordinatorNs, `submit-${name}`, ['config', 'submit', name, '--target', `${system}=${target}`, '--activate', 'true', '-m', message, '--json', ...connection])) as { configId: string }).configId;
       const baselineConfig = await submit(baseline, 'baseline');
       await probe.call({ op: 'post', path: `/v1/agents/${agentId}/assign`, body: { graph: name } });
       await probe.call({ op: 'waitActive', agentId, configId: baselineConfig, timeoutMs: 120_000 });
@@ -347,7 +276,7 @@ try {
         execFileSync('sync');
         const wireBefore = pair.wireBytes();
         const cpuBefore = { agent: procCpuSeconds(agent.pid!), coordinator: procCpuSeconds(coordinator.pid!) };
-        const agentLines = stderrLines.get(agent)!;
+        const agentLines = processes.stderrLines.get(agent)!;
         const linesBefore = agentLines.length;
         const start = performance.now();
         const startWall = Date.now();
@@ -360,7 +289,7 @@ try {
         cells.push({ link: link.name, change: closure === closures.cold ? 'cold' : closure.name, source: `Ferry ${transport === 'quic' ? 'QUIC' : 'HTTPS'}, agent daemon`, seconds, wire, cpu, note: `\`config submit\` CLI ${submitted.toFixed(2)} s, agent started ${phasesOf(stateDir, configId, startWall)}; ${retriesIn(agentLines.slice(linesBefore))}` });
         process.stderr.write(`  ${cells.at(-1)!.source}, ${cells.at(-1)!.change}: ${seconds.toFixed(2)} s, ${MB(wire.down)} down\n`);
       }
-      await stop(agent);
+      await processes.stop(agent);
     }
 
     // nix copy: from the static zstd cache, and from Ferry's /nix-cache (zstd, netrc); changes into the same store.
@@ -404,9 +333,9 @@ try {
     })),
   );
 } finally {
-  if (probe) await stop(probe.child);
-  if (coordinator) await stop(coordinator);
-  for (const child of children) child.kill('SIGKILL');
+  if (probe) await processes.stop(probe.child);
+  if (coordinator) await processes.stop(coordinator);
+  processes.killAll();
   pair.remove();
   // MaxListenersExceededWarning in any Ferry process's stderr (issue 17), with the stack --trace-warnings printed.
   const warnings: { log: string; excerpt: string }[] = [];
