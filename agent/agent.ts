@@ -43,7 +43,7 @@ import { monitorHealth, type HealthMonitorHost } from './health-monitor.js';
 import { SecretError } from '../protocol/secrets.js';
 import { secretsStamp, type DeliveredSecret } from '../protocol/secret-refs.js';
 import { paramsStamp } from '../protocol/params.js';
-import { decryptSecrets, keepSecrets, keptSecrets, removeOtherSecrets, secretsEnvironment, secretsRoot, secretsToKeep, stampOfKept, type StoredSecret } from './generation-secrets.js';
+import { bundledDelivery, decryptSecrets, keepSecrets, keptSecrets, removeOtherSecrets, secretsEnvironment, secretsRoot, secretsToKeep, stampOfKept, type StoredSecret } from './generation-secrets.js';
 
 /** How often the daemon logs a fetch's progress. */
 const PROGRESS_LOG_INTERVAL_MS = 5000;
@@ -833,7 +833,8 @@ export class Agent {
     this.state.refused = this.state.refused.filter((id) => id !== config.id);
     this.reportProvenance = { source: 'bundle', forced };
     try {
-      return { configId: config.id, result: await this.deploy(config, manifest.storePaths), forced };
+      // Its secrets' ciphertexts came signed in the manifest: kept and decrypted as an answer's are.
+      return { configId: config.id, result: await this.deploy(config, manifest.storePaths, bundledDelivery(manifest.secrets, this.identity.keyId)), forced };
     } finally {
       this.reportProvenance = undefined;
     }
@@ -911,7 +912,7 @@ export class Agent {
     // Each secret it references must have come for this agent: else it fails now, naming the secret, before anything is fetched.
     let secrets: StoredSecret[];
     try {
-      secrets = secretsToKeep(config.secrets ?? [], bundled ? undefined : delivered, this.identity.keyId, bundled ? 'bundle' : 'answer');
+      secrets = secretsToKeep(config.secrets ?? [], delivered, this.identity.keyId, bundled ? 'bundle' : 'answer');
     } catch (error) {
       if (!(error instanceof SecretError)) throw error;
       this.state.refused.push(config.id);
