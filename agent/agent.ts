@@ -13,7 +13,7 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
@@ -758,7 +758,13 @@ export class Agent {
     if (generation.secrets === null) return undefined;
     const dir = path.join(this.secretsRoot, String(generation.number));
     const kept = keptSecrets(this.generations.dirOf(generation.number));
-    return secretsEnvironment({ dir, files: Object.fromEntries(kept.map((secret) => [secret.name, path.join(dir, secret.path)])) });
+    const variables = secretsEnvironment({ dir, files: Object.fromEntries(kept.map((secret) => [secret.name, path.join(dir, secret.path)])) });
+    // `--env-secret`: the value itself, read from the decrypted file (only once activation decrypted it).
+    for (const secret of kept) {
+      const file = path.join(dir, secret.path);
+      if (secret.env && existsSync(file)) variables[secret.env] = readFileSync(file, 'utf8');
+    }
+    return variables;
   }
 
   /**

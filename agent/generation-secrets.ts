@@ -21,7 +21,7 @@ import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync,
 import path from 'node:path';
 import { z } from 'zod';
 import { decryptSecret, SecretError } from '../protocol/secrets.js';
-import { CiphertextSchema, DEFAULT_SECRET_MODE, SecretModeSchema, SecretNameSchema, SecretOwnerSchema, SecretPathSchema, secretsStamp, secretVariable, type DeliveredSecret, type SecretRef } from '../protocol/secret-refs.js';
+import { CiphertextSchema, DEFAULT_SECRET_MODE, SecretModeSchema, SecretNameSchema, SecretOwnerSchema, SecretPathSchema, SecretRefSchema, secretsStamp, secretVariable, type DeliveredSecret, type SecretRef } from '../protocol/secret-refs.js';
 
 /** TMPFS_MAGIC (linux/magic.h): what statfs says of a tmpfs. */
 const TMPFS_MAGIC = 0x01021994;
@@ -33,6 +33,8 @@ export const StoredSecretSchema = z.strictObject({
   mode: SecretModeSchema,
   owner: SecretOwnerSchema.nullable(),
   ciphertext: CiphertextSchema,
+  /** The variable its value is exposed as (SecretRef.env), when the config asked for one. */
+  env: SecretRefSchema.shape.env,
 });
 export type StoredSecret = z.infer<typeof StoredSecretSchema>;
 
@@ -71,7 +73,7 @@ export function secretsToKeep(refs: readonly SecretRef[], delivered: readonly De
         `secret '${ref.name}' (version ${found.version}) is not encrypted to this agent ${agentId}: add it with ferry secrets rekey ${ref.name} (its selector must match this agent)`,
       );
     }
-    return { name: ref.name, version: found.version, path: ref.path ?? ref.name, mode: ref.mode ?? DEFAULT_SECRET_MODE, owner: ref.owner ?? null, ciphertext: found.ciphertext };
+    return { name: ref.name, version: found.version, path: ref.path ?? ref.name, mode: ref.mode ?? DEFAULT_SECRET_MODE, owner: ref.owner ?? null, ciphertext: found.ciphertext, ...(ref.env ? { env: ref.env } : {}) };
   });
 }
 

@@ -145,6 +145,34 @@ describe('params', () => {
   }, 180_000);
 });
 
+describe('--env-secret', () => {
+  it('the value reaches the command as its variable; the database, the export and the viewer never hold it', async () => {
+    const VALUE = 'env-secret-plaintext-9b2f71';
+    const submit = await ferry(['config', 'submit', 'web', '--target', `${system}=${app}`, '--activate', 'bin/start', '--env', 'UPSTREAM=from-config', '--env-secret', `OTHER=${VALUE}`, '--json']);
+    expect(submit.status, submit.stderr).toBe(0);
+    const body = test.coordinator.state.get('configs', JSON.parse(submit.stdout).configId)!.body as { secrets?: unknown; activation: { environment: Record<string, string> } };
+    expect(body.secrets).toEqual([{ name: 'env.web.OTHER', env: 'OTHER' }]);
+    expect(body.activation.environment).toEqual({ UPSTREAM: 'from-config' });
+    expect((await runAgent('plain')).status).toBe(0);
+    const n = generationsOf('plain');
+    expect(seen('plain', n)).toEqual(['a', VALUE, agents.plain!.agentId]);
+
+    const databaseFiles = readdirSync(test.coordinator.dataDir).filter((entry) => entry.startsWith('coordinator.db') || entry.endsWith('.db') || entry.endsWith('-wal'));
+    expect(databaseFiles.length).toBeGreaterThan(0);
+    for (const entry of databaseFiles) expect(readFileSync(path.join(test.coordinator.dataDir, entry)).includes(VALUE), entry).toBe(false);
+    const exported = await (await test.adminClient.send('GET', '/v1/audit/export')).text();
+    expect(exported).toContain('env.web.OTHER');
+    expect(exported).not.toContain(VALUE);
+    const { loginPath } = await test.adminClient.call('viewer.session');
+    const login = await fetch(`${test.http.url}${loginPath}`, { redirect: 'manual' });
+    const cookie = String(login.headers.get('set-cookie')).split(';')[0]!;
+    for (const route of ['/viewer/api/events', '/viewer/api/state']) {
+      const text = await (await fetch(`${test.http.url}${route}`, { headers: { cookie } })).text();
+      expect(text, route).not.toContain(VALUE);
+    }
+  }, 120_000);
+});
+
 describe('params: hostile input', () => {
   it('viewer and agent keys cannot set or unset', async () => {
     const viewer = Identity.generate();
