@@ -13,7 +13,7 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
@@ -42,7 +42,8 @@ import { MetricsTextfile } from './metrics-textfile.js';
 import { monitorHealth, type HealthMonitorHost } from './health-monitor.js';
 import { SecretError } from '../protocol/secrets.js';
 import { secretsStamp, type DeliveredSecret } from '../protocol/secret-refs.js';
-import { decryptSecrets, keepSecrets, keptSecrets, removeOtherSecrets, secretsEnvironment, secretsRoot, secretsToKeep, stampOfKept, type StoredSecret } from './generation-secrets.js';
+import { paramsStamp } from '../protocol/params.js';
+import { bundledDelivery, decryptSecrets, keepSecrets, keptSecrets, removeOtherSecrets, secretsEnvironment, secretsRoot, secretsToKeep, stampOfKept, type StoredSecret } from './generation-secrets.js';
 
 /** How often the daemon logs a fetch's progress. */
 const PROGRESS_LOG_INTERVAL_MS = 5000;
@@ -359,7 +360,9 @@ export class Agent {
     if (!desired.config || !desired.configId) return 'idle';
     // A config's secrets are part of what runs: the same config with other versions is a new generation (a rotation).
     const stamp = desired.secrets ? secretsStamp(desired.secrets) : null;
-    if (this.state.deploying !== desired.configId && current?.configId === desired.configId && current.secrets === stamp) return 'idle';
+    // So are its per-machine parameters: other values are a new generation of the same config (docs/secrets.md).
+    const sameParams = paramsStamp(current?.params ?? undefined) === paramsStamp(desired.params);
+    if (this.state.deploying !== desired.configId && current?.configId === desired.configId && current.secrets === stamp && sameParams) return 'idle';
     if (this.state.refused.includes(desired.configId) && this.state.deploying !== desired.configId) {
       const refusedWith = this.state.refusedStamps[desired.configId];
       if (refusedWith === undefined || refusedWith === stamp) return 'idle';
@@ -367,7 +370,7 @@ export class Agent {
       this.state.refused = this.state.refused.filter((id) => id !== desired.configId);
       delete this.state.refusedStamps[desired.configId];
     }
-    const result = await this.deploy(desired.config, undefined, desired.secrets);
+    const result = await this.deploy(desired.config, undefined, desired.secrets, desired.params);
     if (stamp !== null && this.state.refused.includes(desired.configId)) {
       this.state.refusedStamps[desired.configId] = stamp;
       this.save();
@@ -520,9 +523,13 @@ export class Agent {
   /** Whether `signed.answer` carries the coordinator's proof for this agent and `signed.challenge`. */
   private signedForUs({ answer, challenge }: SignedDesired): boolean {
     if (typeof answer !== 'object' || answer === null) return false;
-    const { configId = null, config = null, secrets, proof } = answer as { configId?: string | null; config?: unknown; secrets?: unknown; proof?: unknown };
-    // The secrets delivered with the config are under the same proof (coordinator-proofs.ts desiredAnswerDigest).
-    return verifyProof(this.state.coordinator.coordinatorKey, desiredProofMessage(this.identity.keyId, challenge, { configId, config, ...(secrets === undefined ? {} : { secrets }) }), proof);
+    const { configId = null, config = null, secrets, params, proof } = answer as { configId?: string | null; config?: unknown; secrets?: unknown; params?: unknown; proof?: unknown };
+    // The secrets delivered with the config and the agent's parameters are under the same proof (coordinator-proofs.ts desiredAnswerDigest).
+    return verifyProof(
+      this.state.coordinator.coordinatorKey,
+      desiredProofMessage(this.identity.keyId, challenge, { configId, config, ...(secrets === undefined ? {} : { secrets }), ...(params === undefined ? {} : { params }) }),
+      proof,
+    );
   }
 
   /**
@@ -538,11 +545,13 @@ export class Agent {
     const known = this.lastAnswer?.configId ?? 'none';
     // With secrets, also what they are: a new version is answered at once (a rotation re-activates).
     const secrets = this.lastAnswer?.secrets ? { secrets: secretsStamp(this.lastAnswer.secrets) } : {};
+    // And which parameters it has (none too): a change of its effective parameters is answered at once.
+    const params = paramsStamp(this.lastAnswer?.params);
     const challenge = randomBytes(16).toString('hex');
     const aborted = new Promise<undefined>((resolve) => signal.addEventListener('abort', () => resolve(undefined), { once: true }));
     // What directives it holds, so a retry or a stop that changes no config still ends the watch.
     const directives = { retry: this.state.retrySeen, stop: this.lastAnswer?.directives?.stop ? ('1' as const) : ('0' as const) };
-    const watched = this.http.callUnchecked('agent.watch', { known, wait: seconds, challenge, ...directives, ...secrets }).then((answer): Watched => {
+    const watched = this.http.callUnchecked('agent.watch', { known, wait: seconds, challenge, ...directives, ...secrets, params }).then((answer): Watched => {
       const unchanged = WatchUnchangedSchema.safeParse(answer);
       return unchanged.success ? { unchanged: unchanged.data.configId } : { answer, challenge };
     });
@@ -726,6 +735,7 @@ export class Agent {
           stateDir: this.stateDir,
           storeDir: this.state.storeDir,
           ...(secrets ? { secrets } : {}),
+          ...(generation.params ? { params: generation.params } : {}),
         },
         generation.activation.environment,
       );
@@ -748,7 +758,13 @@ export class Agent {
     if (generation.secrets === null) return undefined;
     const dir = path.join(this.secretsRoot, String(generation.number));
     const kept = keptSecrets(this.generations.dirOf(generation.number));
-    return secretsEnvironment({ dir, files: Object.fromEntries(kept.map((secret) => [secret.name, path.join(dir, secret.path)])) });
+    const variables = secretsEnvironment({ dir, files: Object.fromEntries(kept.map((secret) => [secret.name, path.join(dir, secret.path)])) });
+    // `--env-secret`: the value itself, read from the decrypted file (only once activation decrypted it).
+    for (const secret of kept) {
+      const file = path.join(dir, secret.path);
+      if (secret.env && existsSync(file)) variables[secret.env] = readFileSync(file, 'utf8');
+    }
+    return variables;
   }
 
   /**
@@ -823,7 +839,8 @@ export class Agent {
     this.state.refused = this.state.refused.filter((id) => id !== config.id);
     this.reportProvenance = { source: 'bundle', forced };
     try {
-      return { configId: config.id, result: await this.deploy(config, manifest.storePaths), forced };
+      // Its secrets' ciphertexts came signed in the manifest: kept and decrypted as an answer's are.
+      return { configId: config.id, result: await this.deploy(config, manifest.storePaths, bundledDelivery(manifest.secrets, this.identity.keyId)), forced };
     } finally {
       this.reportProvenance = undefined;
     }
@@ -870,10 +887,10 @@ export class Agent {
   }
 
   /** Deploys `config` (deployConfig), then records the deployment in the metrics textfile when there is one. */
-  private async deploy(config: AgentConfig, bundled?: readonly StorePathInfo[], secrets?: readonly DeliveredSecret[]): Promise<RoundResult> {
+  private async deploy(config: AgentConfig, bundled?: readonly StorePathInfo[], secrets?: readonly DeliveredSecret[], params?: Readonly<Record<string, string>>): Promise<RoundResult> {
     const started = performance.now();
     this.lastFetchedBytes = 0;
-    const result = await this.deployConfig(config, bundled, secrets);
+    const result = await this.deployConfig(config, bundled, secrets, params);
     if (this.metricsTextfile) {
       const deployment = { configId: config.id, result, seconds: (performance.now() - started) / 1000, fetchedBytes: this.lastFetchedBytes, generation: this.generations.current()?.number ?? null };
       await this.metricsTextfile.record(deployment).catch((error: unknown) => this.textfileNotWritten(error));
@@ -881,7 +898,7 @@ export class Agent {
     return result;
   }
 
-  private async deployConfig(config: AgentConfig, bundled?: readonly StorePathInfo[], delivered?: readonly DeliveredSecret[]): Promise<RoundResult> {
+  private async deployConfig(config: AgentConfig, bundled?: readonly StorePathInfo[], delivered?: readonly DeliveredSecret[], params?: Readonly<Record<string, string>>): Promise<RoundResult> {
     const system = nixSystem();
     const target = config.targets[system];
     if (!target) {
@@ -901,7 +918,7 @@ export class Agent {
     // Each secret it references must have come for this agent: else it fails now, naming the secret, before anything is fetched.
     let secrets: StoredSecret[];
     try {
-      secrets = secretsToKeep(config.secrets ?? [], bundled ? undefined : delivered, this.identity.keyId, bundled ? 'bundle' : 'answer');
+      secrets = secretsToKeep(config.secrets ?? [], delivered, this.identity.keyId, bundled ? 'bundle' : 'answer');
     } catch (error) {
       if (!(error instanceof SecretError)) throw error;
       this.state.refused.push(config.id);
@@ -917,7 +934,7 @@ export class Agent {
     const previous = this.generations.current();
     let generation: Generation;
     let fetchedTemplates: Promise<ReadonlyMap<Digest, BlobTemplate>> | undefined;
-    if (resuming && previous?.configId === config.id && previous.secrets === stamp) {
+    if (resuming && previous?.configId === config.id && previous.secrets === stamp && paramsStamp(previous.params ?? undefined) === paramsStamp(params)) {
       // Killed after the switch: the generation is complete, activation (idempotent) runs again.
       generation = previous;
       this.events.add('resume', `resuming deployment of ${config.id} at activation`, config.id);
@@ -999,6 +1016,7 @@ export class Agent {
         // Kept only when well-formed: the generation file is validated whenever it is read.
         hlc: HlcStringSchema.safeParse(config.hlc).success ? config.hlc! : null,
         secrets: stamp,
+        params: params && Object.keys(params).length > 0 ? { ...params } : null,
       }, (dir) => keepSecrets(dir, secrets));
       this.generations.switchTo(generation.number);
       this.events.add('switched', `profile -> generation ${generation.number}`, config.id);

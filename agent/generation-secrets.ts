@@ -21,7 +21,7 @@ import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync,
 import path from 'node:path';
 import { z } from 'zod';
 import { decryptSecret, SecretError } from '../protocol/secrets.js';
-import { CiphertextSchema, DEFAULT_SECRET_MODE, SecretModeSchema, SecretNameSchema, SecretOwnerSchema, SecretPathSchema, secretsStamp, secretVariable, type DeliveredSecret, type SecretRef } from '../protocol/secret-refs.js';
+import { CiphertextSchema, DEFAULT_SECRET_MODE, SecretModeSchema, SecretNameSchema, SecretOwnerSchema, SecretPathSchema, SecretRefSchema, secretsStamp, secretVariable, type DeliveredSecret, type SecretRef } from '../protocol/secret-refs.js';
 
 /** TMPFS_MAGIC (linux/magic.h): what statfs says of a tmpfs. */
 const TMPFS_MAGIC = 0x01021994;
@@ -33,23 +33,39 @@ export const StoredSecretSchema = z.strictObject({
   mode: SecretModeSchema,
   owner: SecretOwnerSchema.nullable(),
   ciphertext: CiphertextSchema,
+  /** The variable its value is exposed as (SecretRef.env), when the config asked for one. */
+  env: SecretRefSchema.shape.env,
 });
 export type StoredSecret = z.infer<typeof StoredSecretSchema>;
 
 const SECRETS_FILE = 'secrets.json';
 
 /**
- * The secrets a config's `refs` get from the answer's `delivered`, to keep
- * with its generation. Refuses (SecretError SECRET_NOT_DELIVERED, naming
- * the secret and what to do) a reference the answer has no ciphertext of
- * for this agent: not set, or not encrypted to this agent.
+ * A bundle's secrets (castore/bundle.ts BundledSecretSchema) as the desired
+ * answer would deliver them to agent `agentId`: the ciphertext when it is
+ * among the recipients, else null (so it fails as it would online).
+ */
+export function bundledDelivery(secrets: readonly { name: string; version: number; recipients: readonly string[]; ciphertext: string }[] | undefined, agentId: string): DeliveredSecret[] {
+  return (secrets ?? []).map((secret) => ({ name: secret.name, version: secret.version, ciphertext: secret.recipients.includes(agentId) ? secret.ciphertext : null }));
+}
+
+/**
+ * The secrets a config's `refs` get from `delivered` (the desired answer's,
+ * or a bundle's as bundledDelivery makes them), to keep with its
+ * generation. Refuses (SecretError SECRET_NOT_DELIVERED, naming the secret
+ * and what to do) a reference with no ciphertext for this agent: not set
+ * (not carried by the bundle), or not encrypted to this agent.
  */
 export function secretsToKeep(refs: readonly SecretRef[], delivered: readonly DeliveredSecret[] | undefined, agentId: string, source: 'answer' | 'bundle'): StoredSecret[] {
   return refs.map((ref) => {
-    if (source === 'bundle') throw new SecretError('SECRET_NOT_DELIVERED', `secret '${ref.name}': offline bundles do not carry secrets yet; deploy this config from the coordinator`);
     const found = delivered?.find((secret) => secret.name === ref.name);
     if (!found || found.version === null) {
-      throw new SecretError('SECRET_NOT_DELIVERED', `secret '${ref.name}' is not set on the coordinator (ferry secrets set ${ref.name} …)`);
+      throw new SecretError(
+        'SECRET_NOT_DELIVERED',
+        source === 'bundle'
+          ? `secret '${ref.name}' is not in the bundle (made before bundles carried secrets, or without it): make a new one with ferry bundle create`
+          : `secret '${ref.name}' is not set on the coordinator (ferry secrets set ${ref.name} …)`,
+      );
     }
     if (found.ciphertext === null) {
       throw new SecretError(
@@ -57,7 +73,7 @@ export function secretsToKeep(refs: readonly SecretRef[], delivered: readonly De
         `secret '${ref.name}' (version ${found.version}) is not encrypted to this agent ${agentId}: add it with ferry secrets rekey ${ref.name} (its selector must match this agent)`,
       );
     }
-    return { name: ref.name, version: found.version, path: ref.path ?? ref.name, mode: ref.mode ?? DEFAULT_SECRET_MODE, owner: ref.owner ?? null, ciphertext: found.ciphertext };
+    return { name: ref.name, version: found.version, path: ref.path ?? ref.name, mode: ref.mode ?? DEFAULT_SECRET_MODE, owner: ref.owner ?? null, ciphertext: found.ciphertext, ...(ref.env ? { env: ref.env } : {}) };
   });
 }
 

@@ -36,6 +36,12 @@ export const GenerationSchema = z.strictObject({
   hlc: HlcStringSchema.nullable().default(null),
   /** The secretsStamp of the secrets kept with it (generation-secrets.ts; null: none): another stamp for the same config is a new generation (a rotation). */
   secrets: z.string().regex(/^[0-9a-f]{64}$/).nullable().default(null),
+  /**
+   * The per-machine parameters it runs with (docs/secrets.md; null: none),
+   * kept so a rollback runs with what that generation had: other
+   * parameters for the same config are a new generation.
+   */
+  params: z.record(z.string(), z.string()).nullable().default(null),
   createdAt: z.number(),
 });
 export type Generation = z.infer<typeof GenerationSchema>;

@@ -18,6 +18,7 @@ function generation(number: number, health: Partial<NonNullable<Generation['heal
     health: { command: 'check', timeoutSeconds: 5, retries: 0, intervalSeconds: 10, unhealthyAfter: 2, ...health },
     hlc: null, deactivate: null,
     secrets: null,
+    params: null,
     createdAt: 0,
   };
 }

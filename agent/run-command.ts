@@ -44,12 +44,16 @@ export interface CommandContext {
   storeDir: string;
   /** The generation's decrypted secrets (agent/generation-secrets.ts secretsEnvironment), when its config references any. */
   secrets?: Record<string, string>;
+  /** The generation's per-machine parameters (docs/secrets.md): over the config's own variables, under every FERRY_* one. */
+  params?: Readonly<Record<string, string>>;
 }
 
 /**
  * The whole environment of an activation or health-check command: PATH
  * (the target's `bin`, then COMMAND_PATH_DIRECTORIES), the FERRY_*
- * variables of `context`, and the config's own `configured` variables.
+ * variables of `context`, the config's own `configured` variables and the
+ * machine's parameters (`context.params`), which replace configured ones
+ * of the same name; PATH and FERRY_* cannot be either.
  * Nothing else: not one variable of the agent's environment. Refuses
  * (ActivationEnvironmentError, naming the key) a configured key the
  * coordinator refuses at submission (protocol/activation-environment.ts):
@@ -57,8 +61,12 @@ export interface CommandContext {
  */
 export function commandEnvironment(context: CommandContext, configured: Record<string, string>): Record<string, string> {
   assertActivationEnvironment(configured);
+  // Checked as a config's variables are (the coordinator refuses such names too): none can be PATH, LD_*, FERRY_*…
+  if (context.params) assertActivationEnvironment(context.params);
   return {
     ...configured,
+    // Per machine, so over the config's defaults; every variable below is the agent's own and wins.
+    ...context.params,
     PATH: [path.join(context.target, 'bin'), ...COMMAND_PATH_DIRECTORIES].join(':'),
     FERRY_COMMAND: context.command,
     FERRY_AGENT_ID: context.agentId,

@@ -4,7 +4,8 @@
  *
  *   ferry-bundle.json   manifest (BundleManifestSchema): who it is for, when
  *                       it was made and until when it may be applied, the
- *                       config, its store paths (StorePathInfo)
+ *                       config, its store paths (StorePathInfo), and the
+ *                       ciphertexts of the secrets the config references
  *   ferry-bundle.sig    coordinator's ed25519 signature (base64) over
  *                       "ferry-bundle-v2\n" + BLAKE3 hex of the manifest bytes
  *   directories/<id>    directory encodings
@@ -57,6 +58,7 @@ import { canonicalJsonBytes } from '../protocol/canonical-json.js';
 import { ed25519Verify } from '../protocol/ed25519.js';
 import { KeyIdSchema, publicKeyOf, type Identity, type KeyId } from '../protocol/identity.js';
 import { StorePathInfoSchema, type StorePathInfo } from '../protocol/store-path-info.js';
+import { CiphertextSchema, MAX_CONFIG_SECRETS, MAX_SECRET_RECIPIENTS, SecretNameSchema } from '../protocol/secret-refs.js';
 import { decodeDirectory, directoryId } from './directory.js';
 import { CastoreError } from './errors.js';
 import { decodeTemplateRecord, placeholdersAt } from './references/index.js';
@@ -120,6 +122,21 @@ export const BundleAudienceSchema = z.strictObject({
 });
 export type BundleAudience = z.infer<typeof BundleAudienceSchema>;
 
+/**
+ * A secret the bundle's config references, as `ferry bundle create` found
+ * it on the coordinator: its latest version's ciphertext (already
+ * encrypted to its recipients; docs/secrets.md) and who those are, so an
+ * agent that is not one fails naming the secret, as it would online.
+ * Signed with the rest of the manifest.
+ */
+export const BundledSecretSchema = z.strictObject({
+  name: SecretNameSchema,
+  version: z.number().int().min(1),
+  recipients: z.array(KeyIdSchema).max(MAX_SECRET_RECIPIENTS),
+  ciphertext: CiphertextSchema.min(1),
+});
+export type BundledSecret = z.infer<typeof BundledSecretSchema>;
+
 export const BundleManifestSchema = z
   .strictObject({
     format: z.enum(READABLE_FORMATS),
@@ -133,8 +150,18 @@ export const BundleManifestSchema = z
     /** (v3) The config whose closure the reader must hold: the bundle carries only what it lacks. */
     base: ConfigIdSchema.optional(),
     storePaths: z.array(StorePathInfoSchema).max(MAX_BUNDLE_STORE_PATHS),
+    /** The ciphertexts of the secrets the config references (absent: it references none, or a bundle from before secrets travelled). */
+    secrets: z.array(BundledSecretSchema).max(MAX_CONFIG_SECRETS).optional(),
   })
   .superRefine((manifest, context) => {
+    // Only the config's own secrets, each once: a bundle carries nothing else encrypted.
+    const referenced = new Set((manifest.config.secrets ?? []).map((ref) => ref.name));
+    const carried = new Set<string>();
+    for (const secret of manifest.secrets ?? []) {
+      if (!referenced.has(secret.name)) context.addIssue({ code: 'custom', path: ['secrets'], message: `secret '${secret.name}' is not referenced by the config` });
+      if (carried.has(secret.name)) context.addIssue({ code: 'custom', path: ['secrets'], message: `secret '${secret.name}' is carried twice` });
+      carried.add(secret.name);
+    }
     if (manifest.base !== undefined && manifest.format === 'ferry-bundle-v2') context.addIssue({ code: 'custom', path: ['base'], message: `a base needs format ${BUNDLE_FORMAT_V3} or later` });
     if (manifest.base === manifest.config.id) context.addIssue({ code: 'custom', path: ['base'], message: 'a bundle cannot be based on its own config' });
     if (manifest.expiresAt <= manifest.createdAt) context.addIssue({ code: 'custom', path: ['expiresAt'], message: 'the bundle expires before it was made' });
@@ -240,6 +267,8 @@ export interface BundleOptions {
    * over its files' normalized blobs where the store keeps them so.
    */
   base?: BundleConfig;
+  /** The ciphertexts of the secrets the config references (BundledSecretSchema). */
+  secrets?: readonly BundledSecret[];
 }
 
 /** What a bundle based on another config's closure leaves out, and what it can restore from. */
@@ -379,6 +408,7 @@ export function writeBundle(store: LocalCastore, signer: Identity, config: Bundl
     config,
     ...(options.base ? { base: options.base.id } : {}),
     storePaths,
+    ...(options.secrets && options.secrets.length > 0 ? { secrets: options.secrets } : {}),
   });
   if (!parsed.success) throw manifestError(parsed.error);
   const closure = objectsOf(store, storePaths.map((info) => info.root));

@@ -3,12 +3,13 @@ import { createWriteStream } from 'node:fs';
 import type { Coordinator } from '../coordinator/coordinator.js';
 import type { ConfigBody } from '../coordinator/domain/events.js';
 import { KeyIdSchema, type KeyId } from '../protocol/identity.js';
+import type { BundledSecret } from '../castore/bundle.js';
 import { parseDuration } from './format.js';
 import { booleanOption, jsonOption, stringListOption, stringOption, UsageError, writeJson, type Command } from './command.js';
 import { dataDirFrom, dataDirOption } from './data-dir.js';
 import { counted, writeAll } from './io.js';
 import { createProgress, formatBytes } from './progress.js';
-import { term } from './terminal-text.js';
+import { term, type TerminalOutput } from './terminal-text.js';
 
 const create: Command = {
   path: ['bundle', 'create'],
@@ -58,11 +59,13 @@ const create: Command = {
       const baseRow = baseId === undefined ? undefined : coordinator.state.get('configs', baseId);
       if (baseId !== undefined && !baseRow) throw new UsageError(`--base: no config ${baseId} (see ferry graph log GRAPH)`);
       const audience = { agents: await resolveAudience(coordinator, named, where), where };
+      const secrets = await bundledSecrets(coordinator, (row.body as ConfigBody).secrets ?? [], audience.agents, stderr);
       const bundle = writeBundle(coordinator.castore, coordinator.identity, { ...(row.body as ConfigBody), id: row.id }, {
         audience,
         ttlMs: ttlSeconds * 1000,
         ...(systems.length > 0 ? { systems } : {}),
         ...(baseRow ? { base: { ...(baseRow.body as ConfigBody), id: baseRow.id } } : {}),
+        secrets,
       });
       const json = booleanOption(options, 'json');
       const progress = createProgress(stderr, 'writing bundle', 'bytes', json);
@@ -109,6 +112,29 @@ export const bundleCommands: Command[] = [create];
  * no enrolled agent. Agents enrolled later are not included: the list is
  * fixed in the signed manifest.
  */
+/**
+ * The latest ciphertext of each secret `refs` names, with its recipients,
+ * for the manifest (docs/secrets.md, "Bundles"): already encrypted to the
+ * agents, so the bundle holds nothing the coordinator could read either.
+ * Refuses (UsageError) a secret that is not set or whose ciphertext this
+ * database lacks; warns on `stderr` of audience agents that are not
+ * recipients (they will fail naming it, as online).
+ */
+async function bundledSecrets(coordinator: Coordinator, refs: readonly { name: string }[], audience: readonly KeyId[], stderr: TerminalOutput): Promise<BundledSecret[]> {
+  if (refs.length === 0) return [];
+  const { secretCiphertexts } = await import('../coordinator/db/secret-ciphertexts.js');
+  const store = secretCiphertexts(coordinator);
+  return refs.map(({ name }) => {
+    const row = coordinator.state.get('secrets', name);
+    if (!row || row.removed) throw new UsageError(`the config references secret '${name}', which is not set (ferry secrets set ${name} …)`);
+    const ciphertext = store.latest(name, row.version, row.ciphertextSha256);
+    if (!ciphertext) throw new UsageError(`this coordinator lacks secret '${name}''s ciphertext (a database rebuilt from an export?): set it again`);
+    const missing = audience.filter((agentId) => !row.recipients.includes(agentId));
+    if (missing.length > 0) stderr.write(term`warning: secret ${name} is not encrypted to ${missing.length} agent(s) of the bundle (they will fail naming it): ferry secrets rekey ${name}\n`);
+    return { name, version: row.version, recipients: row.recipients as KeyId[], ciphertext: ciphertext.toString('base64') };
+  });
+}
+
 async function resolveAudience(coordinator: Coordinator, named: readonly string[], where: readonly string[]): Promise<KeyId[]> {
   const { listAgents, parseWhere } = await import('../coordinator/api/queries.js');
   const all = coordinator.state.all('agents');

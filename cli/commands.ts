@@ -21,6 +21,7 @@ export const commandGroups: CommandGroup[] = [
   { name: 'audit', summary: 'the audit log: log, show, replay, view (web), verify, export', load: async () => (await import('./audit-commands.js')).auditCommands },
   { name: 'cache', summary: 'the Nix binary cache at <url>/nix-cache: key to trust, netrc credentials', load: async () => (await import('./cache-commands.js')).cacheCommands },
   { name: 'alerts', summary: 'webhooks the coordinator POSTs signed alerts to: add, ls, rm', load: async () => (await import('./alert-commands.js')).alertCommands },
+  { name: 'params', summary: 'per-machine parameters (graph < label group < agent): set, unset, ls', load: async () => (await import('./param-commands.js')).paramCommands },
   { name: 'secrets', summary: 'secrets encrypted to the machines: set (from a file or stdin), ls, rekey, rm', load: async () => (await import('./secret-commands.js')).secretCommands },
   { name: 'metrics', summary: "the coordinator's Prometheus metrics: credentials and a scrape_config", load: async () => (await import('./metrics-commands.js')).metricsCommands },
   { name: 'gc', summary: "the coordinator's garbage collection: keep what the graphs and agents need", load: async () => [(await import('./gc-command.js')).gcCommand] },

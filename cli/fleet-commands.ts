@@ -1,4 +1,5 @@
 /** `ferry keys …`, `ferry tokens …`, `ferry agents …`: clients of the coordinator API. */
+import type { ParamSource } from '../protocol/api/params.js';
 import { formatJoinString } from '../protocol/join-string.js';
 import { keyIdOf, sshEd25519PublicKey } from '../protocol/identity.js';
 import { formatBytes } from './progress.js';
@@ -30,8 +31,15 @@ function allAgents(client: CoordinatorHttpClient, where: string[] = []): Promise
   return allPages((after) => client.call('agents.list', { where, limit: 1000, after }), (page) => page.agents);
 }
 
-/** An agent by full id, unique id prefix, or name. */
-async function resolveAgent(client: CoordinatorHttpClient, reference: string): Promise<string> {
+/** Where an effective parameter came from, for people: `graph web`, `group labels.site=barn-3`, `agent`. */
+export function paramSourceText(source: ParamSource): string {
+  if (source.layer === 'graph') return `graph ${source.graph}`;
+  if (source.layer === 'group') return `group ${source.where.join(' ')}`;
+  return 'agent';
+}
+
+/** An agent by full id, unique id prefix, or name; refuses (UsageError) none or several. */
+export async function resolveAgent(client: CoordinatorHttpClient, reference: string): Promise<string> {
   if (/^[0-9a-f]{64}$/.test(reference)) return reference;
   const agents = await allAgents(client);
   const matches = agents.filter((agent) => agent.name === reference || agent.id.startsWith(reference));
@@ -262,6 +270,8 @@ const agentsShow: Command = {
         agent.lastError ? term`error   ${block(agent.lastError).indented('        ')}\n` : [],
         agent.health ? term`health  ${agent.health} since ${ago(agent.healthAt)}${agent.healthReason ? term`: ${block(agent.healthReason).indented('        ')}` : ''}\n` : [],
         term`facts   ${jsonForTerminal(agent.facts, 2).indented('        ')}\n`,
+        // Effective per-machine parameters and the layer each came from (docs/secrets.md).
+        agent.params.length > 0 ? term`params\n${agent.params.map((param) => term`  ${param.key}=${oneLine(param.value)}  (${paramSourceText(param.source)})\n`)}` : term`params  -\n`,
         agent.activity?.events.length
           ? term`recent events (from the agent):\n${agent.activity.events.map((event) => term`  ${new Date(event.at).toISOString()}  ${event.kind.padEnd(12)} ${oneLine(event.message)}\n`)}`
           : [],

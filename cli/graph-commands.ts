@@ -80,6 +80,12 @@ const submit: Command = {
     'health-interval': { type: 'string', valueName: 'SECONDS', description: 'also run the health check this often while the config is active (reports healthy/degraded)' },
     'health-failures': { type: 'string', valueName: 'N', description: 'with --health-interval: failures in a row before degraded (default 3)' },
     probation: { type: 'string', valueName: 'SECONDS', description: 'with --health-interval: degraded this soon after activation rolls back (default 0: only report)' },
+    'env-secret': {
+      type: 'string',
+      multiple: true,
+      valueName: 'K=V',
+      description: "a variable whose value is a secret: encrypted here to the graph's enrolled agents (secret env.GRAPH.K, admins), never in the config, its event, the viewer or exports",
+    },
     secret: {
       type: 'string',
       multiple: true,
@@ -109,9 +115,24 @@ const submit: Command = {
     const health = healthCommand
       ? { command: healthCommand, timeoutSeconds: positiveInt(stringOption(options, 'health-timeout'), '--health-timeout', 60), retries: positiveInt(stringOption(options, 'health-retries'), '--health-retries', 3), ...periodicHealth(options) }
       : null;
-    const secrets = parseSecretRefs(stringListOption(options, 'secret'));
+    const envSecrets = parseKeyValues(stringListOption(options, 'env-secret'), '--env-secret');
     const client = clientFrom(options);
     if (!client.identity) throw new UsageError('a key is needed to sign the config');
+    // `--env-secret K=V`: V becomes a secret (env.GRAPH.K) encrypted here to the graph's enrolled agents and your key; the
+    // config references it, to be exposed as K. Nothing of V is in the config, its event, the viewer or an export.
+    const envRefs: SecretRef[] = [];
+    if (Object.keys(envSecrets).length > 0) {
+      const { encryptAndSet, selectedAgents } = await import('./secret-commands.js');
+      for (const [key, value] of Object.entries(envSecrets)) {
+        const name = `env.${graph}.${key}`;
+        const selector = { where: [`desiredGraph=${graph}`] };
+        await encryptAndSet(client, client.identity, name, new TextEncoder().encode(value), await selectedAgents(client, selector), selector);
+        envRefs.push({ name, env: key });
+      }
+    }
+    const secrets = [...parseSecretRefs(stringListOption(options, 'secret')), ...envRefs];
+    const refsProblem = secretRefsProblem(secrets);
+    if (refsProblem) throw new UsageError(`--env-secret: ${refsProblem}`);
     let head: string | null = null;
     try {
       head = (await client.call('graphs.show', { graph, limit: 1 })).head;

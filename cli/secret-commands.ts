@@ -55,7 +55,7 @@ async function allAgents(client: CoordinatorHttpClient, where: readonly string[]
  * The agents `selector` names now: the enrolled agents its clauses match,
  * or those of its list still enrolled. Sorted ids.
  */
-async function selectedAgents(client: CoordinatorHttpClient, selector: SecretSelector): Promise<KeyId[]> {
+export async function selectedAgents(client: CoordinatorHttpClient, selector: SecretSelector): Promise<KeyId[]> {
   if ('where' in selector) {
     const agents = await allAgents(client, selector.where);
     return agents.filter((agent) => agent.status === 'enrolled').map((agent) => KeyIdSchema.parse(agent.id)).sort();
@@ -81,7 +81,7 @@ async function namedAgents(client: CoordinatorHttpClient, named: readonly string
 }
 
 /** Encrypts `value` to `agents` and the admin's own key, and records it as the secret's next version. */
-async function encryptAndSet(client: CoordinatorHttpClient, identity: Identity, name: string, value: Uint8Array, agents: readonly KeyId[], selector: SecretSelector) {
+export async function encryptAndSet(client: CoordinatorHttpClient, identity: Identity, name: string, value: Uint8Array, agents: readonly KeyId[], selector: SecretSelector) {
   const { encryptSecret, recipientOfKey } = await import('../protocol/secrets.js');
   // Recipients from the agent ids alone: the coordinator cannot slip in a key of its own (docs/secrets.md).
   const recipients = [...agents, identity.keyId].map((keyId) => recipientOfKey(keyId));

@@ -78,7 +78,7 @@ describe('event sourcing', () => {
   it('the state store reads back exactly what drizzle reads (JSON columns, booleans, nulls)', async () => {
     await populatedFleet(1000);
     const drizzleDb = coordinator.database.db;
-    const tables = { keys: schema.keys, tokens: schema.tokens, agents: schema.agents, agentFacts: schema.agentFacts, graphs: schema.graphs, configs: schema.configs, alerts: schema.alerts, relays: schema.relays, rollouts: schema.rollouts, rolloutReleases: schema.rolloutReleases, secrets: schema.secrets, rules: schema.rules } as const;
+    const tables = { keys: schema.keys, tokens: schema.tokens, agents: schema.agents, agentFacts: schema.agentFacts, graphs: schema.graphs, configs: schema.configs, alerts: schema.alerts, relays: schema.relays, rollouts: schema.rollouts, rolloutReleases: schema.rolloutReleases, secrets: schema.secrets, rules: schema.rules, params: schema.params } as const;
     for (const table of STATE_TABLES) {
       const viaDrizzle = drizzleDb.select().from(tables[table]).orderBy(tables[table].id).all();
       expect(viaDrizzle.length, table).toBeGreaterThan(0);

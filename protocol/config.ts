@@ -17,6 +17,7 @@ import { KeyIdSchema } from './identity.js';
 import { StorePathSchema } from './store-path-info.js';
 import { DesiredChallengeSchema, DirectivesSchema } from './coordinator-proofs.js';
 import { RelayOfferSchema } from './relays.js';
+import { DesiredParamsSchema, ParamsStampSchema } from './params.js';
 import { DeliveredSecretSchema, MAX_CONFIG_SECRETS, SecretRefsSchema, SecretsStampSchema } from './secret-refs.js';
 
 export const SystemSchema = z.string().regex(/^[a-z0-9_]+-[a-z0-9]+$/, "a Nix system such as 'x86_64-linux'");
@@ -140,6 +141,12 @@ export const DesiredAnswerSchema = z
      * secrets; covered by `proof` then.
      */
     secrets: z.array(DeliveredSecretSchema).max(MAX_CONFIG_SECRETS).optional(),
+    /**
+     * This agent's effective per-machine parameters (params.ts; key →
+     * value), exposed to its commands as environment variables. Present
+     * only when it has a config and any parameter; covered by `proof` then.
+     */
+    params: DesiredParamsSchema.optional(),
   })
   .refine((answer) => (answer.config?.id ?? null) === answer.configId, 'the answer names one config id and carries another');
 export type DesiredAnswer = z.infer<typeof DesiredAnswerSchema>;
@@ -167,7 +174,7 @@ export const DEFAULT_WATCH_SECONDS = MAX_WATCH_SECONDS;
 
 /**
  * `GET /v1/agent/watch`: answered once the desired config differs from
- * `known` ("none": no config), or its secrets from `secrets`, with the same signed answer as
+ * `known` ("none": no config), or its secrets from `secrets`, or its parameters from `params`, with the same signed answer as
  * `/v1/agent/desired` (for `challenge`), or after `wait` seconds with
  * WatchUnchangedSchema.
  */
@@ -191,6 +198,8 @@ export const WatchQuerySchema = z.strictObject({
   stop: z.enum(['0', '1']).optional(),
   /** The secretsStamp of the answer the agent runs (secret-refs.ts): answered also once the agent's secrets differ (a rotation). Absent: only the config counts. */
   secrets: SecretsStampSchema.optional(),
+  /** The paramsStamp of the parameters the agent runs with (params.ts; of none too): answered also once its effective parameters differ. Absent: only the config counts. */
+  params: ParamsStampSchema.optional(),
 });
 
 /**

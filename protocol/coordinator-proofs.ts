@@ -25,13 +25,19 @@ function proofMessage(kind: string, subject: string, digest: string): Uint8Array
 
 /**
  * What a desired-config answer's proof covers of the answer itself (the
- * config and, when it references any, the secrets delivered with it): the
- * same for every agent given that answer, so a coordinator answering a
- * fleet computes it once per config (and set of secrets).
+ * config and, when it references any, the secrets delivered with it, and
+ * the agent's parameters when it has any): the same for every agent given
+ * that answer, so a coordinator answering a fleet computes it once per
+ * config (and set of secrets; per agent only with parameters).
  */
-export function desiredAnswerDigest(answer: { configId: string | null; config: unknown; secrets?: unknown }): string {
-  // The secrets are covered when the answer has them; an answer without keeps the digest it always had.
-  return digestOf(answer.secrets === undefined ? { configId: answer.configId, config: answer.config } : { configId: answer.configId, config: answer.config, secrets: answer.secrets });
+export function desiredAnswerDigest(answer: { configId: string | null; config: unknown; secrets?: unknown; params?: unknown }): string {
+  // The secrets and parameters are covered when the answer has them; an answer without keeps the digest it always had.
+  return digestOf({
+    configId: answer.configId,
+    config: answer.config,
+    ...(answer.secrets === undefined ? {} : { secrets: answer.secrets }),
+    ...(answer.params === undefined ? {} : { params: answer.params }),
+  });
 }
 
 /**
@@ -40,7 +46,7 @@ export function desiredAnswerDigest(answer: { configId: string | null; config: u
  * sent with its request (an old answer cannot be replayed to it). `answer`
  * may be given as its desiredAnswerDigest.
  */
-export function desiredProofMessage(agentId: string, challenge: string, answer: { configId: string | null; config: unknown; secrets?: unknown } | string): Uint8Array {
+export function desiredProofMessage(agentId: string, challenge: string, answer: { configId: string | null; config: unknown; secrets?: unknown; params?: unknown } | string): Uint8Array {
   return proofMessage('desired', `${agentId}\n${challenge}`, typeof answer === 'string' ? answer : desiredAnswerDigest(answer));
 }
 

@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { canonicalJson } from './canonical-json.js';
+import { environmentKeyRefusal } from './activation-environment.js';
 
 /** The largest secret value, in bytes. */
 export const MAX_SECRET_BYTES = 64 * 1024;
@@ -57,6 +58,19 @@ export const SecretRefSchema = z.strictObject({
   path: SecretPathSchema.optional(),
   mode: SecretModeSchema.optional(),
   owner: SecretOwnerSchema.optional(),
+  /**
+   * Also expose the decrypted value as this environment variable of the
+   * config's commands (`config submit --env-secret K=V`, docs/secrets.md):
+   * a name an activation environment may carry (no FERRY_*, PATH, LD_*…).
+   */
+  env: z
+    .string()
+    .regex(/^[A-Z_][A-Z0-9_]{0,63}$/, 'an env name is [A-Z_][A-Z0-9_]{0,63}')
+    .superRefine((key, context) => {
+      const refusal = environmentKeyRefusal(key);
+      if (refusal) context.addIssue({ code: 'custom', message: `${key} is refused: ${refusal}` });
+    })
+    .optional(),
 });
 export type SecretRef = z.infer<typeof SecretRefSchema>;
 
@@ -75,6 +89,8 @@ export function secretRefsProblem(refs: readonly SecretRef[]): string | undefine
     if (names.has(ref.name)) return `secret '${ref.name}' is referenced twice`;
     if (paths.has(target)) return `two secrets go to the path '${target}'`;
     if (variables.has(secretVariable(ref.name))) return `secrets '${ref.name}' and another both make ${secretVariable(ref.name)}`;
+    if (ref.env !== undefined && variables.has(ref.env)) return `two secrets are exposed as ${ref.env}`;
+    if (ref.env !== undefined) variables.add(ref.env);
     // A file at `a` and another at `a/b` cannot both exist.
     for (const other of paths) if (other.startsWith(`${target}/`) || target.startsWith(`${other}/`)) return `the secret paths '${other}' and '${target}' overlap`;
     names.add(ref.name);

@@ -17,6 +17,7 @@ import { FerryError } from '../protocol/errors.js';
 import type { Actor, CommandContext } from '../coordinator/domain/commands.js';
 import { checkRelayWhere } from '../coordinator/api/relay-access.js';
 import * as rolloutCommands from '../coordinator/domain/rollout-commands.js';
+import { setParams, unsetParams } from '../coordinator/domain/param-commands.js';
 import { removeSecret, setSecret } from '../coordinator/domain/secret-commands.js';
 import { seededRandom } from './seeded-random.js';
 
@@ -135,6 +136,16 @@ export function simulateFleet(coordinator: Coordinator, adminActor: Actor, admin
     } else if (step % 101 === 73) {
       attempt(adminActor, (context) => removeSecret(context, { name: 'secret-1' }, () => undefined));
       attempt(adminActor, (context) => removeSecret(context, { name: 'secret-1' }, () => undefined));
+    }
+    // Parameters likewise: a graph's default, a group's, an agent's own (a viewer's attempt and a facts clause refused), one unset.
+    if (step % 97 === 11) {
+      attempt(adminActor, (context) => setParams(context, { layer: { graph: graphs[step % 3]! }, values: { UPSTREAM: `graph-${step}` } }));
+      attempt(adminActor, (context) => setParams(context, { layer: { where: [`labels.site=barn-${step % 3}`] }, values: { UPSTREAM: `group-${step}`, REGION: 'eu' } }));
+      attempt(adminActor, (context) => setParams(context, { layer: { where: ['facts.site=barn-1'] }, values: { UPSTREAM: 'x' } }));
+      attempt({ ...adminActor, role: 'viewer' }, (context) => setParams(context, { layer: { graph: 'edge' }, values: { UPSTREAM: 'x' } }));
+      if (agents.length > 0) attempt(adminActor, (context) => setParams(context, { layer: { agent: agents[step % agents.length]!.keyId }, values: { UPSTREAM: `agent-${step}` } }));
+    } else if (step % 97 === 60) {
+      attempt(adminActor, (context) => unsetParams(context, { layer: { where: [`labels.site=barn-${(step - 49) % 3}`] }, keys: ['REGION'] }));
     }
     // Rules and labels, at fixed steps too: a rule added (sometimes before the first, sometimes refused: a facts
     // clause, a graph not yet submitted), an agent relabelled (re-placed by the rules in the same transaction),

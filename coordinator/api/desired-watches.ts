@@ -31,7 +31,7 @@ import type { Action, AuditEvent, PayloadOf } from '../domain/events.js';
  * joins the agents a relay serves. Every action is listed, so a new one
  * cannot be forgotten here.
  */
-const WAKES: Record<Action, 'agent' | 'graph' | 'secret' | 'released' | 'relays' | 'fleet' | null> = {
+const WAKES: Record<Action, 'agent' | 'graph' | 'secret' | 'params' | 'released' | 'relays' | 'fleet' | null> = {
   'coordinator.init': null,
   'key.add': null,
   // Agents' keys are never in the keys table (enrollment refuses that): revoking a key ends no watch.
@@ -84,6 +84,9 @@ const WAKES: Record<Action, 'agent' | 'graph' | 'secret' | 'released' | 'relays'
   'rule.add': null,
   'rule.remove': null,
   'rule.move': null,
+  // Any layer can change any agent's effective parameters: the watches that said which they have re-compare (http.ts answerWatch).
+  'param.set': 'params',
+  'param.unset': 'params',
 };
 
 type Wake = () => void;
@@ -154,15 +157,16 @@ export class DesiredWatches {
   /**
    * Resolves when an event concerning agent `agentId`, graph `graph` (the
    * one it follows; null: none) or one of `secrets` (those its desired
-   * config references) commits, when an event changing which relays serve
+   * config references) commits, any param.* event when `params` (the agent
+   * said which parameters it has), when an event changing which relays serve
    * whom commits and `relaysChanged` (when given) says the agent's did,
    * when the coordinator closes, or after `timeoutMs`. The caller re-checks
    * what it waits for either way.
    */
-  wait(agentId: string, graph: string | null, timeoutMs: number, relaysChanged?: () => boolean, secrets: readonly string[] = []): Promise<void> {
+  wait(agentId: string, graph: string | null, timeoutMs: number, relaysChanged?: () => boolean, secrets: readonly string[] = [], params = false): Promise<void> {
     if (this.released) return Promise.resolve();
     return new Promise((resolve) => {
-      const keys = [`agent:${agentId}`, ...(graph === null ? [] : [`graph:${graph}`]), ...secrets.map((name) => `secret:${name}`)];
+      const keys = [`agent:${agentId}`, ...(graph === null ? [] : [`graph:${graph}`]), ...secrets.map((name) => `secret:${name}`), ...(params ? ['params'] : [])];
       const wake = (): void => {
         clearTimeout(timer);
         for (const key of keys) this.remove(key, wake);
@@ -210,6 +214,7 @@ export class DesiredWatches {
     if (kind === 'released') {
       for (const agentId of (event.payload as PayloadOf<'rollout.advance'>).agents) this.wakeKey(`agent:${agentId}`);
     } else if (kind === 'agent' || kind === 'graph' || kind === 'secret') this.wakeKey(`${kind}:${event.subject}`);
+    else if (kind === 'params') this.wakeKey('params');
     if (kind === 'relays') for (const [wake, changed] of [...this.relaysWaiting]) if (changed()) wake();
     // Every kind can change a relay's reach: a config, a pin, an agent's graph or standing, a relay's clauses.
     for (const [wake, changed] of [...this.prefetchWaiting]) if (changed()) wake();

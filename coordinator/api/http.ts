@@ -30,7 +30,7 @@ import { checkReply, checkRepliesByDefault } from './reply-check.js';
 import { desiredConfigOf } from './queries.js';
 import { DesiredWatches, MAX_WATCHES_PER_AGENT } from './desired-watches.js';
 import { relayEndpointsKey, relayPrefetch } from './relay-access.js';
-import { desiredSecretsStamp } from './signed-answers.js';
+import { desiredParamsStamp, desiredSecretsStamp } from './signed-answers.js';
 import type { WatchUnchanged } from '../../protocol/config.js';
 import { liveViewerRoutes } from '../viewer/index.js';
 import { createNixCacheApp } from '../nix-cache/index.js';
@@ -178,7 +178,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
     }
   });
 
-  async function answerWatch(c: Context, actor: Actor, { known, wait, challenge, retry, stop, secrets }: z.output<typeof watch.input>): Promise<Response> {
+  async function answerWatch(c: Context, actor: Actor, { known, wait, challenge, retry, stop, secrets, params }: z.output<typeof watch.input>): Promise<Response> {
     const deadline = Date.now() + wait * 1000;
     // The relays the agent is told of as the watch starts (its last answer, near enough): a change answers at once.
     let relaysKnown: string | undefined;
@@ -207,6 +207,9 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
       // that said which it has (docs/secrets.md, "Rotation").
       const secretsNow = secrets === undefined ? undefined : desiredSecretsStamp(coordinator, agent);
       if (secretsNow && secretsNow.stamp !== secrets) return reply(c, 'agent.watch', await OPERATIONS['agent.desired'](coordinator, actor, { challenge }), JSON.stringify);
+      // Likewise other effective parameters (a layer set or unset, a relabel into or out of a group), for an agent that said
+      // which it has (docs/secrets.md, "Per-machine parameters").
+      if (params !== undefined && desiredParamsStamp(coordinator, agent) !== params) return reply(c, 'agent.watch', await OPERATIONS['agent.desired'](coordinator, actor, { challenge }), JSON.stringify);
       if (Date.now() >= deadline) {
         coordinator.presence.touch(actor.keyId);
         const unchanged: WatchUnchanged = { unchanged: true, configId: known === 'none' ? null : known };
@@ -214,7 +217,7 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
       }
       // Asleep until an event concerning this agent or its graph (a config, a rollback, an assignment, a pin,
       // a revocation), its relays (a relay assigned or revoked) or its secrets (a new version), or the deadline: an idle watch costs nothing.
-      await watches.wait(agent.id, agent.pinnedConfig ? null : agent.desiredGraph, Math.max(0, deadline - Date.now()), relaysChanged, secretsNow?.names);
+      await watches.wait(agent.id, agent.pinnedConfig ? null : agent.desiredGraph, Math.max(0, deadline - Date.now()), relaysChanged, secretsNow?.names, params !== undefined);
     }
   }
 

@@ -34,6 +34,10 @@ import { collectCoordinatorGarbage } from '../retention.js';
 import { emptyRelayReports, relayReports } from './relay-reports.js';
 import type { KeyId } from '../../protocol/identity.js';
 import { removeSecret, setSecret } from '../domain/secret-commands.js';
+import { setParams, unsetParams } from '../domain/param-commands.js';
+import { layerInUse } from '../domain/params.js';
+import { agentParams } from './param-layers.js';
+import type { ParamLayer } from '../../protocol/api/params.js';
 import { secretCiphertexts } from '../db/secret-ciphertexts.js';
 import { secretUsedBy, secretView } from './secret-delivery.js';
 
@@ -147,7 +151,7 @@ export const OPERATIONS: { [N in OperationName]: Handler<N> } = {
     const agent = coordinator.state.get('agents', input.agentId);
     if (!agent) throw new FerryError('NOT_FOUND', `no agent ${input.agentId}`);
     const facts = coordinator.state.get('agentFacts', `${agent.id}#${agent.factsRevision}`)?.facts ?? {};
-    return { ...agentView(coordinator, agent), facts };
+    return { ...agentView(coordinator, agent), facts, params: agentParams(coordinator, agent) };
   },
   'agents.facts': (coordinator, actor, input) => {
     requireSelfOrReader(actor, input.agentId);
@@ -325,6 +329,15 @@ export const OPERATIONS: { [N in OperationName]: Handler<N> } = {
     }));
     return event(out?.event);
   },
+  'params.list': (coordinator) => ({
+    layers: coordinator.state
+      .all('params')
+      .filter(layerInUse)
+      .sort((a, b) => a.createdSeq - b.createdSeq)
+      .map(({ layer, values, createdSeq, updatedSeq }) => ({ layer: layer as ParamLayer, values, createdSeq, updatedSeq })),
+  }),
+  'params.set': (coordinator, actor, input) => event(coordinator.record(actor, (context) => setParams(context, input))),
+  'params.unset': (coordinator, actor, input) => event(coordinator.record(actor, (context) => unsetParams(context, input))),
   'rules.list': (coordinator) => ({ rules: coordinator.state.all('rules').filter((rule) => !rule.removed).sort((a, b) => a.position - b.position) }),
   'rules.add': (coordinator, actor, input) => fleetChange(coordinator.execute(actor, (context) => decided(ruleCommands.addRule(context, input)))),
   'rules.remove': (coordinator, actor, input) => fleetChange(coordinator.execute(actor, (context) => decided(ruleCommands.removeRule(context, input)))),

@@ -18,6 +18,8 @@ import { desiredConfigOf } from './queries.js';
 import { relayOffer } from './relay-access.js';
 import { deliveredSecrets, secretRefsOf } from './secret-delivery.js';
 import { secretsStamp, type DeliveredSecret } from '../../protocol/secret-refs.js';
+import { paramsStamp } from '../../protocol/params.js';
+import { agentDesiredParams } from './param-layers.js';
 
 /** Configs (and config/system pairs) whose shared parts are kept, the most recently computed first out. */
 const KEPT_CONFIGS = 256;
@@ -81,19 +83,25 @@ function sharedDesiredWithSecrets(coordinator: Coordinator, shared: SharedDesire
  * empty string when the agent sent none), with its relays and their grant
  * when a relay serves it (relay-access.ts relayOffer), and when the config
  * references secrets, each one's ciphertext for this agent
- * (secret-delivery.ts deliveredSecrets), under the same proof.
+ * (secret-delivery.ts deliveredSecrets), and its effective parameters
+ * when it has any (param-layers.ts), under the same proof.
  */
 export function desiredAnswer(coordinator: Coordinator, agent: AgentRow, challenge: string) {
   let shared = sharedDesired(coordinator, desiredConfigOf(coordinator.state, agent));
   const refs = secretRefsOf(shared.answer.config ?? undefined);
   const withSecrets = refs.length > 0 ? sharedDesiredWithSecrets(coordinator, shared, deliveredSecrets(coordinator, agent.id, refs)) : undefined;
   if (withSecrets) shared = withSecrets;
+  // Parameters are per agent: with any, the digest is this agent's own (computed, not kept).
+  const params = shared.answer.configId === null ? undefined : agentDesiredParams(coordinator, agent);
+  const secretsField = withSecrets ? { secrets: withSecrets.secrets } : {};
+  const digest = params ? desiredAnswerDigest({ ...shared.answer, ...secretsField, params }) : shared.digest;
   const relays = relayOffer(coordinator, agent, shared.answer.configId, challenge);
   const directives = directivesFor(coordinator, agent, shared.answer.configId, challenge);
   return {
     ...shared.answer,
-    ...(withSecrets ? { secrets: withSecrets.secrets } : {}),
-    proof: signProof(coordinator.identity, desiredProofMessage(agent.id, challenge, shared.digest)),
+    ...secretsField,
+    ...(params ? { params } : {}),
+    proof: signProof(coordinator.identity, desiredProofMessage(agent.id, challenge, digest)),
     ...(relays ? { relays } : {}),
     ...(directives ? { directives } : {}),
   };
@@ -141,4 +149,13 @@ export function closureManifest(coordinator: Coordinator, configId: string, targ
   const storePaths = store.closure([target]).map((storePath) => store.getStorePath(storePath)!);
   const manifest = { configId, system, target, storePaths };
   return keep(cache, key, { ...manifest, proof: signProof(coordinator.identity, manifestProofMessage(manifest)) });
+}
+
+/**
+ * The paramsStamp of what `agent`'s desired answer carries now (of none
+ * when it has no config or no parameter): what a held watch compares with
+ * the agent's.
+ */
+export function desiredParamsStamp(coordinator: Coordinator, agent: AgentRow): string {
+  return paramsStamp(desiredConfigOf(coordinator.state, agent) === null ? undefined : agentDesiredParams(coordinator, agent));
 }

@@ -220,6 +220,19 @@ export const rules = sqliteTable('rules', {
 });
 
 /**
+ * Per-machine parameters (docs/secrets.md): one row per layer, from
+ * param.set / param.unset. `id` is protocol/api/params.ts paramLayerId;
+ * `layer` the layer as given. Groups are applied in `createdSeq` order.
+ */
+export const params = sqliteTable('params', {
+  id: text('id').primaryKey(),
+  layer: text('layer', { mode: 'json' }).$type<{ graph: string } | { where: string[] } | { agent: string }>().notNull(),
+  values: text('values', { mode: 'json' }).$type<Record<string, string>>().notNull(),
+  createdSeq: integer('created_seq').notNull(),
+  updatedSeq: integer('updated_seq').notNull(),
+});
+
+/**
  * Site relays (docs/relays.md): enrolled with a relay token, assigned to
  * agents by `--where` clauses (relay.assign). Their key id is their id, as
  * for agents; they are not agents (no facts, no desired config).

@@ -13,6 +13,7 @@ import { FingerprintSchema, RelayUrlSchema } from '../../protocol/relays.js';
 import { RolloutPolicySchema } from '../../protocol/rollout-policy.js';
 import { SecretNameSchema } from '../../protocol/secret-refs.js';
 import { RuleNameSchema, RuleOrderSchema, RuleWhereSchema } from '../../protocol/rules.js';
+import { ParamLayerSchema } from '../../protocol/api/params.js';
 import { AlertIdSchema, AlertKindSchema, MAX_ALERT_WHERE, MAX_ALERT_WHERE_LENGTH } from '../../protocol/alerts.js';
 
 export { ActorRoleSchema, FactsSchema, LabelsSchema, PhaseSchema, RecordedFactsSchema, ReportSourceSchema, RoleSchema, type ActorRole, type Facts, type Role } from '../../protocol/api/fleet.js';
@@ -218,6 +219,16 @@ export const EVENT_PAYLOADS = {
   'rule.remove': z.strictObject({ name: RuleNameSchema, order: RuleOrderSchema }),
   /** A rule moved: the new order. */
   'rule.move': z.strictObject({ name: RuleNameSchema, order: RuleOrderSchema }),
+  /**
+   * Per-machine parameters (docs/secrets.md): values set in one layer (a
+   * graph's defaults, a label-selected group, one agent), merged into what
+   * it holds. Non-secret by definition, so recorded in clear. Keys and
+   * values are bounded at the API (protocol/params.ts); replay takes any
+   * strings, so a log recorded before a bound tightened still replays.
+   */
+  'param.set': z.strictObject({ layer: ParamLayerSchema, values: z.record(z.string(), z.string()) }),
+  /** Parameters removed from one layer. */
+  'param.unset': z.strictObject({ layer: ParamLayerSchema, keys: z.array(z.string()) }),
 } as const satisfies Record<Action, z.ZodType>;
 
 export type PayloadOf<A extends Action> = z.infer<(typeof EVENT_PAYLOADS)[A]>;

@@ -9,6 +9,7 @@ import { parsePayload, type Action, type AuditEvent, type PayloadOf } from './ev
 import { factsRowId, type AgentRow, type StateStore } from './state.js';
 import { rolloutInProgress } from '../../protocol/rollout-policy.js';
 import { batchSettled, releaseKey } from './rollouts.js';
+import { paramLayerId } from '../../protocol/api/params.js';
 import type { RolloutRow } from './state.js';
 
 export class ReducerError extends Error {
@@ -255,6 +256,24 @@ const HANDLERS: { [A in Action]: Handler<A> } = {
   'rule.move': (store, p, e) => {
     if (!p.order.includes(p.name)) throw new ReducerError(e.seq, `the order does not name rule ${p.name}`);
     reorder(store, p.order, e);
+  },
+  'param.set': (store, p, e) => {
+    const id = paramLayerId(p.layer);
+    const previous = store.get('params', id);
+    // A layer set again after it was emptied counts as new: groups apply in the order they were (re)created.
+    const alive = previous !== undefined && Object.keys(previous.values).length > 0;
+    store.put('params', { id, layer: p.layer, values: { ...(alive ? previous.values : {}), ...p.values }, createdSeq: alive ? previous.createdSeq : e.seq, updatedSeq: e.seq });
+  },
+  'param.unset': (store, p, e) => {
+    const id = paramLayerId(p.layer);
+    const previous = need(store.get('params', id), e, `parameter layer ${id}`);
+    const values = { ...previous.values };
+    for (const key of p.keys) {
+      if (!(key in values)) throw new ReducerError(e.seq, `parameter ${key} is not set in layer ${id}`);
+      delete values[key];
+    }
+    // An emptied layer keeps its row (rows are never deleted); it applies nothing and counts toward no bound.
+    store.put('params', { ...previous, values, updatedSeq: e.seq });
   },
 };
 

@@ -39,6 +39,7 @@ const TABLES: { [T in StateTableName]: SQLiteTable } = {
   rolloutReleases: schema.rolloutReleases,
   secrets: schema.secrets,
   rules: schema.rules,
+  params: schema.params,
 };
 
 type Mapping = ((value: unknown) => unknown) | null;

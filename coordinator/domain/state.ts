@@ -18,6 +18,7 @@ export type RolloutRow = typeof schema.rollouts.$inferSelect;
 export type RolloutReleaseRow = typeof schema.rolloutReleases.$inferSelect;
 export type SecretRow = typeof schema.secrets.$inferSelect;
 export type RuleRow = typeof schema.rules.$inferSelect;
+export type ParamRow = typeof schema.params.$inferSelect;
 
 export interface StateTables {
   keys: KeyRow;
@@ -32,10 +33,11 @@ export interface StateTables {
   rolloutReleases: RolloutReleaseRow;
   secrets: SecretRow;
   rules: RuleRow;
+  params: ParamRow;
 }
 
 export type StateTableName = keyof StateTables;
-export const STATE_TABLES: readonly StateTableName[] = ['keys', 'tokens', 'agents', 'agentFacts', 'graphs', 'configs', 'alerts', 'relays', 'rollouts', 'rolloutReleases', 'secrets', 'rules'];
+export const STATE_TABLES: readonly StateTableName[] = ['keys', 'tokens', 'agents', 'agentFacts', 'graphs', 'configs', 'alerts', 'relays', 'rollouts', 'rolloutReleases', 'secrets', 'rules', 'params'];
 
 export interface StateStore {
   get<T extends StateTableName>(table: T, id: string): StateTables[T] | undefined;
@@ -62,6 +64,7 @@ export class MemoryStateStore implements StateStore {
     rolloutReleases: new Map(),
     secrets: new Map(),
     rules: new Map(),
+    params: new Map(),
   };
 
   get<T extends StateTableName>(table: T, id: string): StateTables[T] | undefined {

@@ -99,6 +99,11 @@ function summarize(event: AuditEvent, agentName: (agentId: string) => string | u
       const order = field(p, 'order');
       return `rule ${str('name')} moved; order now ${Array.isArray(order) ? order.map(String).join(', ').slice(0, 160) : '?'}`;
     }
+    case 'param.set':
+    case 'param.unset': {
+      const changed = event.action === 'param.set' ? Object.keys((field(p, 'values') ?? {}) as Record<string, unknown>) : ((field(p, 'keys') ?? []) as unknown[]).map(String);
+      return `parameters ${event.action === 'param.set' ? 'set' : 'unset'} in ${event.subject}: ${changed.join(', ').slice(0, 160)}`;
+    }
     case 'agent.report': {
       const error = text(field(p, 'error'));
       return `${agent}: ${str('phase')} on config ${shortId(text(field(p, 'configId')))}${error ? ` — ${error.slice(0, 120)}` : ''}`;

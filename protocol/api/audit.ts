@@ -52,6 +52,8 @@ export const AUDIT_ACTIONS = [
   'rule.add',
   'rule.remove',
   'rule.move',
+  'param.set',
+  'param.unset',
 ] as const;
 export const ActionSchema = z.enum(AUDIT_ACTIONS);
 export type Action = z.infer<typeof ActionSchema>;

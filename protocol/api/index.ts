@@ -12,6 +12,7 @@ export * from './fleet.js';
 export * from './audit.js';
 export * from './config-diff.js';
 export * from './secrets.js';
+export * from './params.js';
 export {
   VIEWER_PATH,
   VIEWER_ROLES,

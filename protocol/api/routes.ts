@@ -41,6 +41,7 @@ import { KeyIdSchema } from '../identity.js';
 import { RelayPrefetchAnswerSchema, RelayPrefetchQuerySchema } from '../relay-prefetch.js';
 import { ActionSchema, AuditEventSchema, ChainReportSchema } from './audit.js';
 import { ConfigDiffInput, ConfigDiffSchema } from './config-diff.js';
+import { ParamLayerViewSchema, SetParamsInput, UnsetParamsInput } from './params.js';
 import { SecretDetailSchema, SecretRefInput, SecretSetSchema, SecretViewSchema, SetSecretInput } from './secrets.js';
 import type { Role } from './fleet.js';
 import {
@@ -237,6 +238,11 @@ export const API_ROUTES = {
   'secrets.list': route({ method: 'GET', path: '/v1/secrets', access: ['admin'], input: noInput, output: z.strictObject({ secrets: z.array(SecretViewSchema) }), errors: [] }),
   'secrets.show': route({ method: 'GET', path: '/v1/secrets/:name', access: ['admin'], input: SecretRefInput, output: SecretDetailSchema, errors: errors('NOT_FOUND') }),
   'secrets.remove': route({ method: 'POST', path: '/v1/secrets/:name/remove', access: ['admin'], input: SecretRefInput, output: RecordedSchema, errors: errors('NOT_FOUND', 'CONFLICT') }),
+
+  // Per-machine parameters (docs/secrets.md): non-secret values in layers, resolved into each agent's desired answer.
+  'params.list': route({ method: 'GET', path: '/v1/params', access: READERS, input: noInput, output: z.strictObject({ layers: z.array(ParamLayerViewSchema) }), errors: [] }),
+  'params.set': route({ method: 'POST', path: '/v1/params', access: DEPLOYERS, input: SetParamsInput, output: RecordedSchema, errors: errors('NOT_FOUND') }),
+  'params.unset': route({ method: 'POST', path: '/v1/params/unset', access: DEPLOYERS, input: UnsetParamsInput, output: RecordedSchema, errors: errors('NOT_FOUND') }),
 
   // Targeting rules (docs/coordinator.md "Rules"): ordered, first match wins, applied by the coordinator to every agent under rule control.
   'rules.list': route({ method: 'GET', path: '/v1/rules', access: READERS, input: noInput, output: z.strictObject({ rules: z.array(RuleViewSchema) }), errors: [] }),

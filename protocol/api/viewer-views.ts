@@ -127,7 +127,7 @@ const AgentFactsRowSchema = z.strictObject({
 const ConfigRowSchema = ConfigViewSchema.omit({ summary: true });
 /** A webhook as the log records it: its origin and digest, never its URL. */
 const AlertRowSchema = AlertViewSchema.omit({ url: true, delivery: true }).extend({ id: AlertIdSchema.in, removed: z.boolean(), removedSeq: SeqSchema.nullable() });
-export const STATE_TABLE_NAMES = ['keys', 'tokens', 'agents', 'agentFacts', 'graphs', 'configs', 'alerts', 'relays', 'rollouts', 'rolloutReleases', 'secrets', 'rules'] as const;
+export const STATE_TABLE_NAMES = ['keys', 'tokens', 'agents', 'agentFacts', 'graphs', 'configs', 'alerts', 'relays', 'rollouts', 'rolloutReleases', 'secrets', 'rules', 'params'] as const;
 const RolloutReleaseRowSchema = z.strictObject({
   id: z.string(),
   graph: GraphNameSchema,
@@ -149,9 +149,17 @@ const SecretRowSchema = z.strictObject({
   removed: z.boolean(),
   updatedSeq: SeqSchema,
 });
+/** A layer of per-machine parameters (non-secret values, docs/secrets.md). */
+const ParamRowSchema = z.strictObject({
+  id: z.string(),
+  layer: z.union([z.strictObject({ graph: z.string() }), z.strictObject({ where: z.array(z.string()) }), z.strictObject({ agent: KeyIdText })]),
+  values: z.record(z.string(), z.string()),
+  createdSeq: SeqSchema,
+  updatedSeq: SeqSchema,
+});
 /** A row of any state table: the diff names its table beside it. */
 const RelayRowSchema = RelayViewSchema.extend({ id: KeyIdText });
-const StateRowSchema = z.union([KeyRowSchema, TokenRowSchema, AgentRowSchema, AgentFactsRowSchema, GraphViewSchema, ConfigRowSchema, AlertRowSchema, RelayRowSchema, RolloutRowSchema, RolloutReleaseRowSchema, SecretRowSchema, RuleViewSchema]);
+const StateRowSchema = z.union([KeyRowSchema, TokenRowSchema, AgentRowSchema, AgentFactsRowSchema, GraphViewSchema, ConfigRowSchema, AlertRowSchema, RelayRowSchema, RolloutRowSchema, RolloutReleaseRowSchema, SecretRowSchema, RuleViewSchema, ParamRowSchema]);
 export type KeyRow = z.infer<typeof KeyRowSchema>;
 
 export const FieldChangeSchema = z.strictObject({ field: z.string(), before: z.unknown(), after: z.unknown() });

@@ -20,6 +20,7 @@ import { AlertIdSchema, AlertKindSchema } from '../alerts.js';
 import { RolloutPolicySchema, RolloutStatusSchema } from '../rollout-policy.js';
 import { AgentStatusSchema, HealthSchema, LabelsSchema, PhaseSchema, RecordedPresenceSchema, RoleSchema } from './fleet.js';
 import { RuleNameSchema } from '../rules.js';
+import { EffectiveParamSchema } from './params.js';
 
 /** Whether an agent is there: holding a watch or heard from lately, quiet for a while, or gone. */
 export const PresenceSchema = z.enum(['online', 'stale', 'offline']);
@@ -225,7 +226,8 @@ export type GcReportView = z.infer<typeof GcReportSchema>;
 /** An agent's facts as reported (free-form beyond the well-known fields: fleet.ts FactsSchema). */
 const StoredFactsSchema = z.record(z.string(), z.unknown());
 
-export const AgentDetailSchema = AgentViewSchema.extend({ facts: StoredFactsSchema });
+/** One agent in full: its latest facts and its effective parameters, each with the layer it came from (docs/secrets.md). */
+export const AgentDetailSchema = AgentViewSchema.extend({ facts: StoredFactsSchema, params: z.array(EffectiveParamSchema) });
 
 export const AgentFactsSchema = z.strictObject({
   agentId: KeyIdSchema,
