@@ -124,10 +124,15 @@ export const RelayPrefetchStatusSchema = z.strictObject({
   /** Not prefetched: the closures before them fill the cache's limit. */
   skipped: z.array(ClosureKeySchema),
   failed: z.array(z.strictObject({ closure: ClosureKeySchema, error: z.string().max(300) })),
-  /** Closures prefetched since the relay started, objects it fetched from the coordinator and found cached already. */
+  /**
+   * Closures prefetched since the relay started, objects fetched from the
+   * coordinator for it (by itself, or by the closure copy it started or
+   * waited for) and found cached already, and the bytes fetched for it.
+   */
   prefetches: z.number().int().nonnegative(),
   objectsFetched: z.number().int().nonnegative(),
   objectsCached: z.number().int().nonnegative(),
+  bytesFetched: z.number().int().nonnegative(),
 });
 export type RelayPrefetchStatus = z.infer<typeof RelayPrefetchStatusSchema>;
 

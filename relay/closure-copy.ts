@@ -13,12 +13,18 @@
  * While the copy runs, the blobs it will bring are pending: an agent's
  * request for one waits until the copy commits it (commits every few MiB,
  * so the wait is short: agents fetching from a relay ask in the stream's
- * order, data-plane-copy.ts), instead of fetching it a second time. What
+ * order, data-plane-copy.ts), instead of fetching it a second time. A
+ * large blob is written through a partial file as well (partial-blob.ts,
+ * the fetch-through's mechanism), so a segment of it is served as soon as
+ * it is verified, not when the blob, let alone its 4 MiB commit, is. What
  * the copy does not bring (it failed, or the object is not in its plan)
  * is fetched through object by object as before (relay-cache.ts).
  */
-import { DataPlaneBulkCopy, SharedIngest, streamOrder, TRANSFER_PARALLEL, type CastoreServices, type Digest, type FileNode, type Ingest, type LocalCastore, type StorePathInfo } from '../castore/index.js';
+import path from 'node:path';
+import { DataPlaneBulkCopy, SharedIngest, streamOrder, TRANSFER_PARALLEL, type BlobWriter, type CastoreServices, type Digest, type FileNode, type Ingest, type LocalCastore, type StorePathInfo } from '../castore/index.js';
 import type { DataClient } from '../protocol/data-client.js';
+import { MAX_BATCHED_BLOB_BYTES } from '../protocol/data-protocol.js';
+import { PartialBlob } from './partial-blob.js';
 
 /**
  * The copy commits what it staged once this much arrived: what an agent
@@ -33,12 +39,26 @@ export interface ClosureCopySource {
   storePaths: readonly StorePathInfo[];
   /** Resolves once every directory of the closure is in the castore (walked through the cache). */
   walk(): Promise<unknown>;
+  /** Blob bytes this copy brings, for whoever started it (the prefetch's tally, or the agents'). */
+  onBytes?: (bytes: number) => void;
 }
 
 /** One blob the copy will bring: resolved once it is committed, or once the copy gave up on it. */
 interface Pending {
   settled: Promise<void>;
   settle: () => void;
+  /** A large blob the copy is writing: its partial file, readable as it is verified. */
+  partial?: PartialBlob;
+  /** Called when `partial` is set or the blob settles. */
+  changed: Set<() => void>;
+}
+
+/** A blob a copy is still to bring (UpstreamClosureCopies.inCopy). */
+export interface InCopy {
+  /** The partial file the copy writes it to (a large blob it began writing); undefined if it settled first. */
+  partial: PartialBlob | undefined;
+  /** Resolves once the copy committed it or gave up on it. */
+  settled: Promise<void>;
 }
 
 export interface UpstreamCopyCounters {
@@ -64,6 +84,8 @@ export class UpstreamClosureCopies {
     private readonly upstream: DataClient,
     /** Blob bytes (uncompressed) as the copies bring them. */
     private readonly onBytes: (bytes: number) => void,
+    /** Where large blobs are written as they arrive (the fetch-through's `partial/`; named `<id>.copy` here). */
+    private readonly partialDir: string,
     private readonly log: (line: string) => void = () => undefined,
   ) {}
 
@@ -103,11 +125,11 @@ export class UpstreamClosureCopies {
       for (const id of mine) {
         let settle!: () => void;
         const settled = new Promise<void>((resolve) => (settle = resolve));
-        this.pending.set(id, { settled, settle });
+        this.pending.set(id, { settled, settle, changed: new Set() });
       }
       planned();
       if (wanted.length === 0) return;
-      await this.copy(source.storePaths, wanted, readDirectory);
+      await this.copy(source, wanted, readDirectory);
     } finally {
       planned();
       // Whatever the copy did not commit is the fetch-through's now.
@@ -115,16 +137,19 @@ export class UpstreamClosureCopies {
     }
   }
 
-  private async copy(storePaths: readonly StorePathInfo[], blobs: readonly FileNode[], readDirectory: (id: Digest) => ReturnType<LocalCastore['readDirectory']>): Promise<void> {
+  private async copy(source: ClosureCopySource, blobs: readonly FileNode[], readDirectory: (id: Digest) => ReturnType<LocalCastore['readDirectory']>): Promise<void> {
     const ingest = new SharedIngest(this.trackingTarget(), UPSTREAM_COMMIT_BYTES);
     try {
       await new DataPlaneBulkCopy(this.upstream).copyBlobs({
         blobs,
-        storePaths,
+        storePaths: source.storePaths,
         readDirectory,
         ingest,
         parallel: TRANSFER_PARALLEL,
-        onBytes: this.onBytes,
+        onBytes: (bytes) => {
+          this.onBytes(bytes);
+          source.onBytes?.(bytes);
+        },
         onObjects: () => undefined,
       });
       ingest.finish();
@@ -139,7 +164,11 @@ export class UpstreamClosureCopies {
     }
   }
 
-  /** The castore, with each ingest's blobs released to their waiters once it commits. */
+  /**
+   * The castore, with each ingest's blobs released to their waiters once
+   * it commits, and each large blob it brings written through a partial
+   * file too, so that its verified bytes are served before the commit.
+   */
   private trackingTarget(): Pick<CastoreServices, 'beginIngest'> {
     return {
       beginIngest: (): Ingest => {
@@ -157,7 +186,8 @@ export class UpstreamClosureCopies {
             if (property === 'blobWriter') {
               return (size: number, expectedId?: Digest, outboard?: Uint8Array) => {
                 if (expectedId) staged.push(expectedId);
-                return target.blobWriter(size, expectedId, outboard);
+                const writer = target.blobWriter(size, expectedId, outboard);
+                return expectedId && size > MAX_BATCHED_BLOB_BYTES ? this.writingThrough(writer, expectedId, size, outboard) : writer;
               };
             }
             if (property === 'commit') {
@@ -174,25 +204,89 @@ export class UpstreamClosureCopies {
     };
   }
 
+  /**
+   * `writer`, with what it is given also appended to a partial file of a
+   * blob this copy is to bring (others pass through as they are). With an
+   * `outboard`, the copy verified each chunk before writing it (a segment
+   * fetch); without (the stream), the bytes are verified once an agent's
+   * request attaches the outboard, or whole when the writer finishes.
+   */
+  private writingThrough(writer: BlobWriter, id: Digest, size: number, outboard: Uint8Array | undefined): BlobWriter {
+    const pending = this.pending.get(id);
+    if (!pending) return writer;
+    // A retry of the same blob (a cut stream) starts a new file: the old one failed with its writer.
+    pending.partial?.fail(new Error(`the copy of blob ${id} starts again`));
+    const partial = new PartialBlob(id, size, path.join(this.partialDir, `${id}.copy`), outboard);
+    pending.partial = partial;
+    for (const changed of [...pending.changed]) changed();
+    return {
+      write: (chunk) => {
+        writer.write(chunk);
+        partial.append(chunk);
+      },
+      finish: () => {
+        const finished = writer.finish();
+        partial.complete();
+        return finished;
+      },
+      discard: () => {
+        writer.discard();
+        partial.fail(new Error(`the copy of blob ${id} was dropped before its end`));
+        if (pending.partial === partial) pending.partial = undefined;
+      },
+    };
+  }
+
   private release(id: Digest): void {
     const pending = this.pending.get(id);
     if (!pending) return;
     this.pending.delete(id);
+    // Committed, the castore serves it; given up, the fetch-through brings it: either way the file goes.
+    pending.partial?.remove();
     pending.settle();
+    for (const changed of [...pending.changed]) changed();
+  }
+
+  /**
+   * Whether blob `id` is still to come from a copy (after the copies still
+   * planning decided): if so, resolves once the copy began writing it to a
+   * partial file (a large blob) or settled it, whichever is first.
+   * Undefined when no copy is bringing it.
+   */
+  async inCopy(id: Digest): Promise<InCopy | undefined> {
+    if (this.planning.size > 0) await Promise.all(this.planning);
+    const pending = this.pending.get(id);
+    if (!pending) return undefined;
+    await new Promise<void>((resolve) => {
+      const check = (): void => {
+        if (!pending.partial && this.pending.get(id) === pending) return;
+        pending.changed.delete(check);
+        resolve();
+      };
+      pending.changed.add(check);
+      check();
+    });
+    return { partial: this.pending.get(id) === pending ? pending.partial : undefined, settled: pending.settled };
   }
 
   /**
    * Resolves once none of `ids` is still to come from a copy: each is
    * committed, or the copy bringing it gave up (the caller then fetches
    * what is missing through). Waits first for copies still planning.
+   * Returns those it waited for (the caller counts them fetched for it).
    */
-  async waitFor(ids: readonly string[]): Promise<void> {
+  async waitFor(ids: readonly string[]): Promise<Set<string>> {
     if (this.planning.size > 0) await Promise.all(this.planning);
     const waits: Promise<void>[] = [];
+    const awaited = new Set<string>();
     for (const id of ids) {
       const pending = this.pending.get(id as Digest);
-      if (pending) waits.push(pending.settled);
+      if (pending) {
+        waits.push(pending.settled);
+        awaited.add(id);
+      }
     }
     if (waits.length > 0) await Promise.all(waits);
+    return awaited;
   }
 }

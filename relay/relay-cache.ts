@@ -6,8 +6,9 @@
  * whole), and fetched once however many agents ask for it at the same time
  * (one fetch in flight per object, which later askers wait for). A large
  * blob is readable as its groups are verified (a partial file beside the
- * castore), so the first segment an agent asks for does not wait for the
- * whole file; it enters the castore once whole.
+ * castore, partial-blob.ts, whether the fetch-through or the closure copy
+ * brings it), so the first segment an agent asks for does not wait for
+ * the whole file; it enters the castore once whole.
  *
  * What the relay may serve of a config is its closure as the coordinator's
  * signed manifest names it: the manifest is checked against the coordinator
@@ -19,8 +20,7 @@
  * than its limit, the closures used last are kept while they fit and the
  * castore's GC removes everything else (castore/gc.ts, with their roots).
  */
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeSync } from 'node:fs';
-import { createReadStream } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import {
   collectGarbage,
@@ -38,6 +38,7 @@ import { DataError, type DataClient } from '../protocol/data-client.js';
 import { DATA_RESPONSES, MAX_BATCH_BYTES, MAX_BATCH_OBJECTS, MAX_BATCHED_BLOB_BYTES, type DataResponse } from '../protocol/data-protocol.js';
 import type { KeyId } from '../protocol/identity.js';
 import { UpstreamClosureCopies } from './closure-copy.js';
+import { PartialBlob } from './partial-blob.js';
 import { writeFileAtomic } from './relay-state.js';
 
 export type Manifest = DataResponse<'closure.manifest'>;
@@ -64,29 +65,34 @@ export interface BlobSource {
   stored: Promise<void>;
 }
 
-/** A large blob being fetched through: its verified bytes go to a file as they come, readable before the whole is. */
+/** A large blob being fetched through: its verified bytes go to a partial file as they come, readable before the whole is. */
 interface LargeFetch {
-  size: number;
-  outboard: Uint8Array;
-  file: string;
-  verified: number;
-  failed?: Error;
-  wake: Set<() => void>;
+  partial: PartialBlob;
+  /** Resolves once it is in the castore. */
   whole: Promise<void>;
 }
 
-/** A range of a blob still being fetched is read from its partial file up to this many bytes; a larger one waits for the whole. */
+/**
+ * A relay answers a blob.get of a blob still arriving once the range is
+ * verified when it is at most this long (an agent asks 16 MiB at a time);
+ * a longer one gets its header at once and its bytes as they are verified.
+ */
 export const PARTIAL_READ_MAX_BYTES = 16 * 1024 * 1024;
 
-/** Objects found here (hits) and fetched from the coordinator first (misses), counted for whoever asked: agents, or the prefetch. */
+/**
+ * Objects found here (hits) and fetched from the coordinator first
+ * (misses: by this request, or by a fetch or closure copy it waited for),
+ * counted for whoever asked: agents, or the prefetch; and the bytes
+ * fetched for it (the blobs of a closure copy it started included).
+ */
 export interface Tally {
   hits: number;
   misses: number;
+  bytesFetched: number;
 }
 
-/** The agents' tally, and what the cache did for everyone (bytes fetched from the coordinator, the prefetch's included). */
+/** The agents' tally, except `bytesFetched`: what the cache fetched for everyone (the prefetch's included). */
 export interface RelayCounters extends Tally {
-  bytesFetched: number;
   evictions: number;
 }
 
@@ -113,9 +119,9 @@ export class RelayCache {
     log?: (line: string) => void,
   ) {
     this.remote = new RemoteCastore(upstream);
-    this.copies = new UpstreamClosureCopies(store, upstream, (bytes) => (this.counters.bytesFetched += bytes), log);
     this.manifestDir = path.join(workDir, 'manifests');
     this.partialDir = path.join(workDir, 'partial');
+    this.copies = new UpstreamClosureCopies(store, upstream, (bytes) => (this.counters.bytesFetched += bytes), this.partialDir, log);
     mkdirSync(this.manifestDir, { recursive: true });
     // What a crash left half-fetched is fetched again.
     rmSync(this.partialDir, { recursive: true, force: true });
@@ -133,9 +139,11 @@ export class RelayCache {
    * disk), else asked for with the relay's own key. Refuses (DataError
    * BAD_PROOF) one not signed by the pinned coordinator key or for another
    * config or system; a refusal of the coordinator's (FORBIDDEN: the relay
-   * does not serve an agent of that config) passes through.
+   * does not serve an agent of that config) passes through. The first ask
+   * of a config starts its closure copy, whose directories and bytes count
+   * in `tally` (the asker's: an agent's, or the prefetch's).
    */
-  async manifest(configId: string, system: string): Promise<Manifest> {
+  async manifest(configId: string, system: string, tally: Tally = this.counters): Promise<Manifest> {
     const key = `${configId}.${system}`;
     let manifest = this.manifests.get(key) ?? this.readKept(key, configId, system);
     if (!manifest) {
@@ -145,7 +153,12 @@ export class RelayCache {
       writeFileAtomic(path.join(this.manifestDir, `${key}.json`), JSON.stringify(manifest));
     }
     // The agents asking next: the whole closure comes up the uplink once, compressed, as an agent's own fetch would.
-    this.copies.start(configId, { storePaths: manifest.storePaths, walk: () => this.closure(configId) });
+    this.copies.start(configId, {
+      storePaths: manifest.storePaths,
+      walk: () => this.closure(configId, tally),
+      // The agents' tally's bytesFetched is everyone's, counted already.
+      ...(tally === this.counters ? {} : { onBytes: (bytes: number) => (tally.bytesFetched += bytes) }),
+    });
     return manifest;
   }
 
@@ -259,7 +272,7 @@ export class RelayCache {
                   const bytes = new Uint8Array(await reply.body.readExact(meta.size, `directory ${meta.id}`));
                   if (directoryId(bytes) !== meta.id) throw new CastoreError('DIRECTORY_NOT_CANONICAL', `directory ${meta.id} from the coordinator hashes to ${directoryId(bytes)}`, { objectId: meta.id });
                   ingest.putDirectory(decodeDirectory(bytes, meta.id));
-                  this.counters.bytesFetched += meta.size;
+                  this.fetched(tally, meta.size);
                 }
                 await reply.body.expectEnd();
               });
@@ -274,15 +287,19 @@ export class RelayCache {
 
   /**
    * Makes the blobs `ids` (of `closure`, which gives their sizes) present
-   * here: small ones fetched in batches and verified whole, large ones
-   * per group and whole. Counts hits and misses in `tally`.
+   * here: those a closure copy is bringing waited for (not fetched twice),
+   * the rest small ones fetched in batches and verified whole, large ones
+   * per group and whole. Counts hits and misses in `tally` (a blob it
+   * waited for a copy to bring is a miss: fetched for it first).
    */
   async ensureBlobs(closure: ClosureIndex, ids: readonly string[], tally: Tally = this.counters): Promise<void> {
-    // Those a closure copy is bringing are waited for, not fetched twice.
-    await this.copies.waitFor(ids);
-    const large = ids.filter((id) => closure.objects.get(id)!.size > MAX_BATCHED_BLOB_BYTES);
+    const awaited = await this.copies.waitFor(ids);
+    const brought = new Set(ids.filter((id) => awaited.has(id) && this.store.hasBlob(id as Digest)));
+    tally.misses += brought.size;
+    const rest = ids.filter((id) => !brought.has(id));
+    const large = rest.filter((id) => closure.objects.get(id)!.size > MAX_BATCHED_BLOB_BYTES);
     const wholes = large.map(async (id) => (await this.blobSource(closure, id, tally)).stored);
-    const counted = await this.throughOnce(ids.filter((id) => closure.objects.get(id)!.size <= MAX_BATCHED_BLOB_BYTES), (id) => this.store.hasBlob(id as Digest), async (fresh) => {
+    const counted = await this.throughOnce(rest.filter((id) => closure.objects.get(id)!.size <= MAX_BATCHED_BLOB_BYTES), (id) => this.store.hasBlob(id as Digest), async (fresh) => {
       const small = fresh;
       let batch: string[] = [];
       let batchBytes = 0;
@@ -302,7 +319,7 @@ export class RelayCache {
                 for (const meta of reply.header.blobs) {
                   // putBlobBytes refuses (BLOB_CORRUPT) bytes that do not hash to the id.
                   await ingest.putBlobBytes(new Uint8Array(await reply.body.readExact(meta.size, `blob ${meta.id}`)), meta.id);
-                  this.counters.bytesFetched += meta.size;
+                  this.fetched(tally, meta.size);
                 }
                 await reply.body.expectEnd();
               });
@@ -323,79 +340,77 @@ export class RelayCache {
     await Promise.all(wholes);
   }
 
+  /** Counts `bytes` fetched from the coordinator: for everyone, and for `tally` when it is not the agents' (whose count is everyone's). */
+  private fetched(tally: Tally, bytes: number): void {
+    this.counters.bytesFetched += bytes;
+    if (tally !== this.counters) tally.bytesFetched += bytes;
+  }
+
   /**
-   * A blob of `closure` to serve: from the castore when it is there (a hit),
-   * else fetched through (a miss) once however many ask, its bytes readable
-   * as they are verified, so an agent asking for the first segment of a
-   * large file does not wait for the whole of it. Counted in `tally`.
+   * A blob of `closure` to serve: from the castore when it is there (a
+   * hit); else (a miss) as it arrives, once however many ask: from the
+   * partial file the closure copy writes it to when a copy is bringing it,
+   * else fetched through. Either way its bytes are readable as they are
+   * verified, so an agent asking for the first segment of a large file
+   * waits for that segment only, not for the whole file (nor the copy's
+   * commit). Counted in `tally`.
    */
   async blobSource(closure: ClosureIndex, id: string, tally: Tally = this.counters): Promise<BlobSource> {
-    await this.copies.waitFor([id]);
     const digest = id as Digest;
+    const copy = await this.copies.inCopy(digest);
+    if (copy?.partial) {
+      tally.misses++;
+      const partial = copy.partial;
+      // The stream brings a large blob without its outboard: asked for (a few KiB), it lets its groups be verified as they come.
+      const outboard = partial.outboard ?? (this.store.hasBlob(digest) ? this.store.readOutboard(digest) : await this.remote.blobs.readOutboard(digest));
+      partial.attachOutboard(outboard);
+      const stored = copy.settled.then(async () => {
+        // Given up by the copy before its commit: fetched through.
+        if (!this.store.hasBlob(digest)) await (await this.blobSource(closure, id, { hits: 0, misses: 0, bytesFetched: 0 })).stored;
+      });
+      stored.catch(() => undefined);
+      return this.partialSource(digest, partial, outboard, stored);
+    }
     const stat = this.store.statBlob(digest);
     if (stat && !this.large.has(id)) {
-      tally.hits++;
+      // Settled by a copy it waited for (committed before writing began: a miss), or here before it asked (a hit).
+      if (copy) tally.misses++;
+      else tally.hits++;
       return { size: stat.size, outboard: this.store.readOutboard(digest), waitFor: async () => undefined, read: (offset, length) => this.store.readBlob(digest, { offset, length }), stored: Promise.resolve() };
     }
     let pending = this.large.get(id);
     if (!pending) {
-      tally.misses++;
-      pending = this.startLarge(digest, closure.objects.get(id)!.size);
+      pending = this.startLarge(digest, closure.objects.get(id)!.size, tally);
       this.large.set(id, pending);
       pending.catch(() => this.large.delete(id));
     }
+    tally.misses++;
     const fetch = await pending;
-    const waitFor = (end: number): Promise<void> =>
-      new Promise((resolve, reject) => {
-        const check = (): void => {
-          if (fetch.failed) reject(fetch.failed);
-          else if (fetch.verified >= end || this.store.hasBlob(digest)) resolve();
-          else return;
-          fetch.wake.delete(check);
-        };
-        fetch.wake.add(check);
-        check();
-      });
-    const read = async function* (this: RelayCache, offset: number, length: number): AsyncGenerator<Uint8Array> {
-      if (length > PARTIAL_READ_MAX_BYTES) await fetch.whole;
-      await waitFor(offset + length);
-      // Once committed, the castore has it (and the partial file goes): read there.
-      if (this.store.hasBlob(digest)) {
-        yield* this.store.readBlob(digest, { offset, length });
-        return;
-      }
-      const bytes = Buffer.alloc(length);
-      const fd = openSync(fetch.file, 'r');
-      try {
-        for (let done = 0; done < length; ) done += readSync(fd, bytes, done, length - done, offset + done);
-      } finally {
-        closeSync(fd);
-      }
-      yield bytes;
-    }.bind(this);
-    return { size: fetch.size, outboard: fetch.outboard, waitFor, read, stored: fetch.whole };
+    return this.partialSource(digest, fetch.partial, fetch.partial.outboard!, fetch.whole);
   }
 
-  /** Starts fetching large blob `id`: its outboard (checked), then its bytes, verified per group, into a partial file, then into the castore. */
-  private async startLarge(id: Digest, size: number): Promise<LargeFetch> {
+  /** What reads a blob arriving through `partial`: its verified bytes, from the castore once it is there. */
+  private partialSource(digest: Digest, partial: PartialBlob, outboard: Uint8Array, stored: Promise<void>): BlobSource {
+    const inStore = (): boolean => this.store.hasBlob(digest);
+    return {
+      size: partial.size,
+      outboard,
+      waitFor: (end) => partial.waitFor(end, inStore),
+      read: (offset, length) => partial.read(offset, length, inStore, (from, rest) => this.store.readBlob(digest, { offset: from, length: rest })),
+      stored,
+    };
+  }
+
+  /** Starts fetching large blob `id`: its outboard (checked), then its bytes, verified per group, into a partial file, then into the castore. Bytes counted in `tally`. */
+  private async startLarge(id: Digest, size: number, tally: Tally): Promise<LargeFetch> {
     const outboard = await this.remote.blobs.readOutboard(id);
     const file = path.join(this.partialDir, id);
-    const fetch: LargeFetch = { size, outboard, file, verified: 0, wake: new Set(), whole: Promise.resolve() };
-    const wake = (): void => {
-      for (const check of [...fetch.wake]) check();
-    };
-    fetch.whole = (async () => {
-      const fd = openSync(file, 'w');
-      try {
-        // Verified per 16 KiB group against the outboard (RemoteCastore) before it is yielded.
-        for await (const chunk of this.remote.blobs.read(id)) {
-          for (let done = 0; done < chunk.length; ) done += writeSync(fd, chunk, done, chunk.length - done);
-          fetch.verified += chunk.length;
-          this.counters.bytesFetched += chunk.length;
-          wake();
-        }
-      } finally {
-        closeSync(fd);
+    const partial = new PartialBlob(id, size, file, outboard);
+    const whole = (async () => {
+      // Verified per 16 KiB group against the outboard (RemoteCastore) before it is yielded.
+      for await (const chunk of this.remote.blobs.read(id)) {
+        partial.append(chunk);
+        this.fetched(tally, chunk.length);
       }
       await withIngest(this.store, async (ingest) => {
         const writer = ingest.blobWriter(size, id);
@@ -410,16 +425,15 @@ export class RelayCache {
       });
     })()
       .catch((error: unknown) => {
-        fetch.failed = error instanceof Error ? error : new Error(String(error));
-        throw fetch.failed;
+        partial.fail(error);
+        throw partial.failed;
       })
       .finally(() => {
         this.large.delete(id);
-        rmSync(file, { force: true });
-        wake();
+        partial.remove();
       });
-    fetch.whole.catch(() => undefined);
-    return fetch;
+    whole.catch(() => undefined);
+    return { partial, whole };
   }
 
   /**

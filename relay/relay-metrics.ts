@@ -53,6 +53,7 @@ export class RelayMetrics implements MetricsSource {
     readCounter(registry, 'ferry_relay_refused_requests_total', 'Requests refused (no or a bad grant, an object outside the granted closure, an operation a relay does not serve, a replay)', () => now().refused);
     readGauge(registry, 'ferry_relay_agents_served', 'Agents served since the relay started', () => now().agentsServed);
     readCounter(registry, 'ferry_relay_prefetches_total', 'Closures prefetched whole into the cache since the relay started', () => now().prefetch?.prefetches ?? 0);
+    readCounter(registry, 'ferry_relay_prefetch_fetched_bytes_total', 'Bytes fetched from the coordinator for the prefetch (part of ferry_relay_fetched_bytes_total)', () => now().prefetch?.bytesFetched ?? 0);
     new Gauge({
       name: 'ferry_relay_prefetch_closures',
       help: "Closures of the coordinator's last prefetch answer by state: wanted (all), ready (fetched whole), skipped (over the cache's limit), failed",

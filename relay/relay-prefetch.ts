@@ -55,7 +55,7 @@ export class RelayPrefetcher {
   private running: Promise<void> | undefined;
   /** Set when the wanted set changed while a round ran: another round follows. */
   private again = false;
-  readonly tally: Tally = { hits: 0, misses: 0 };
+  readonly tally: Tally = { hits: 0, misses: 0, bytesFetched: 0 };
   private prefetched = 0;
 
   constructor(
@@ -88,6 +88,7 @@ export class RelayPrefetcher {
       prefetches: this.prefetched,
       objectsFetched: this.tally.misses,
       objectsCached: this.tally.hits,
+      bytesFetched: this.tally.bytesFetched,
     };
   }
 
@@ -143,7 +144,7 @@ export class RelayPrefetcher {
       if (this.stopped || this.again) return;
       const key = keyOf(target);
       try {
-        await this.cache.manifest(target.configId, target.system);
+        await this.cache.manifest(target.configId, target.system, this.tally);
         const index = await this.cache.closure(target.configId, this.tally);
         if (planned > 0 && planned + index.bytes > this.cache.limitBytes) {
           this.skipped.add(key);

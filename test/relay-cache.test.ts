@@ -1,7 +1,7 @@
 // A relay's cache (relay/relay-cache.ts) against a real coordinator (HTTP + QUIC on 127.0.0.1), with the
 // relay's own enrolled key: each object fetched once however many ask at the same time, the least
 // recently used closures evicted past the size limit, and nothing read that no agent of the relay follows.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -84,28 +84,69 @@ describe('a relay cache', () => {
     }
   }, 60_000);
 
-  it('serves the first segment of a large blob it fetches through before the whole has arrived, and fetches it once', async () => {
-    const cache = cacheWith(1024 * MiB, 'stream');
+  /**
+   * The first 64 KiB of the 40 MiB blob, read while the rest is on its way (not yet in the castore, its partial
+   * file there), then the whole, fetched from the coordinator once. `way` says how it comes up:
+   * - fetch-through: a relay restarted holds the manifest but starts no copy (no agent asked it for the manifest
+   *   since); the blob comes alone, verified per group by RemoteCastore;
+   * - copy-segments: the closure copy over an upstream that does not compress, which fetches a large blob in
+   *   segments it verifies before writing them;
+   * - copy-stream: the closure copy over a zstd upstream (as `ferry relay run`): one `blobs.stream`, whose large
+   *   blob is verified here group by group once the blob's outboard is fetched for the agent.
+   */
+  async function firstSegmentBeforeTheWhole(name: string, way: 'fetch-through' | 'copy-segments' | 'copy-stream'): Promise<void> {
+    const { configId } = configs.big!;
+    let client = upstream;
+    if (way === 'copy-stream') ({ client } = await openDataClient(test.http.url, relayKey, { httpOnly: true, compression: 'zstd' }));
+    const cache = new RelayCache(LocalCastore.open(path.join(work, name, 'castore')), client, test.coordinator.identity.keyId, path.join(work, name), 1024 * MiB);
     try {
-      await cache.manifest(configs.big!.configId, 'x86_64-linux');
-      const closure = await cache.closure(configs.big!.configId);
+      if (way === 'fetch-through') {
+        const { header } = await upstream.call({ op: 'closure.manifest', configId, system: 'x86_64-linux' });
+        writeFileSync(path.join(work, name, 'manifests', `${configId}.x86_64-linux.json`), JSON.stringify(header));
+      } else {
+        await cache.manifest(configId, 'x86_64-linux');
+      }
+      const closure = await cache.closure(configId);
       const [id, object] = [...closure.objects].find(([, candidate]) => candidate.kind === 'file' && candidate.size > 40 * MiB)!;
       const [source, again] = await Promise.all([cache.blobSource(closure, id), cache.blobSource(closure, id)]);
       const first: Uint8Array[] = [];
       for await (const chunk of source.read(0, 64 * 1024)) first.push(chunk);
-      // Read while the rest is still on its way: not yet in the castore.
+      // Read while the rest is still on its way: not yet in the castore, its bytes in the partial file of the path taken.
       expect(cache.store.hasBlob(id as Digest)).toBe(false);
+      expect(existsSync(path.join(work, name, 'partial', way === 'fetch-through' ? id : `${id}.copy`))).toBe(true);
+      expect(cache.copies.counters.copies).toBe(way === 'fetch-through' ? 0 : 1);
       const expected = readFileSync(path.join(work, 'big', 'big0'));
       expect(Buffer.concat(first).equals(expected.subarray(0, 64 * 1024))).toBe(true);
+      // A range past 16 MiB, streamed as it is verified.
+      const middle: Uint8Array[] = [];
+      for await (const chunk of again.read(17 * MiB + 5, 20 * MiB)) middle.push(chunk);
+      expect(Buffer.concat(middle).equals(expected.subarray(17 * MiB + 5, 37 * MiB + 5))).toBe(true);
       await again.waitFor(object.size);
+      await again.stored;
       await until(() => cache.store.hasBlob(id as Digest));
+      // Once: the blob's bytes and the directories, not the blob twice.
       expect(cache.counters.bytesFetched).toBeLessThan(object.size + 2 * MiB);
+      expect(cache.counters.misses).toBeGreaterThan(0);
       const tail: Uint8Array[] = [];
       for await (const chunk of again.read(object.size - 1000, 1000)) tail.push(chunk);
       expect(Buffer.concat(tail).equals(expected.subarray(object.size - 1000))).toBe(true);
+      expect(readdirSync(path.join(work, name, 'partial'))).toEqual([]);
     } finally {
       cache.store.close();
+      if (client !== upstream) await client.close();
     }
+  }
+
+  it('serves the first segment of a large blob it fetches through before the whole has arrived, and fetches it once', async () => {
+    await firstSegmentBeforeTheWhole('stream-through', 'fetch-through');
+  }, 60_000);
+
+  it('serves the first segment of a large blob its closure copy brings in segments before the whole has arrived, and fetches it once', async () => {
+    await firstSegmentBeforeTheWhole('stream-copy-segments', 'copy-segments');
+  }, 60_000);
+
+  it('serves the first segment of a large blob its closure copy streams (zstd) before the whole has arrived, verified, and fetches it once', async () => {
+    await firstSegmentBeforeTheWhole('stream-copy-zstd', 'copy-stream');
   }, 60_000);
 
   it('restarted, serves from disk what it held: the manifests an agent asked for before, and the objects', async () => {

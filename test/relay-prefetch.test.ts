@@ -167,6 +167,9 @@ describe('a relay prefetching', () => {
       // Nothing asked by an agent yet: the agents' tally is empty, the bytes came for the prefetch.
       expect([ready.hits, ready.misses, ready.agentsServed]).toEqual([0, 0, 0]);
       expect(ready.bytesFetched - before.bytesFetched).toBeGreaterThan(3 * 3 * 1024 * 1024);
+      // The closure copy the prefetch started brought them: counted as the prefetch's, bytes too.
+      expect(ready.prefetch!.bytesFetched - before.prefetch!.bytesFetched).toBeGreaterThan(3 * 3 * 1024 * 1024);
+      expect(ready.prefetch!.bytesFetched).toBeLessThanOrEqual(ready.bytesFetched);
 
       expect(await site.agent.runOnce()).toBe('active');
       expect(eventKinds(site.stateDir)).toContain('relay');
@@ -216,6 +219,7 @@ describe('a relay prefetching', () => {
     expect(value('ferry_relay_prefetch_closures', { state: 'ready' })).toBe(1);
     expect(value('ferry_relay_prefetch_closures', { state: 'failed' })).toBe(0);
     expect(value('ferry_relay_prefetch_objects_total', { result: 'fetched' })).toBe(status.prefetch!.objectsFetched);
+    expect(value('ferry_relay_prefetch_fetched_bytes_total')).toBe(status.prefetch!.bytesFetched);
     // Nothing else is served there.
     expect((await fetch(new URL('/other', metricsUrl))).status).toBe(404);
     expect((await fetch(metricsUrl, { method: 'POST', body: 'x' })).status).toBe(405);
