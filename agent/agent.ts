@@ -20,7 +20,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { BundleError, collectGarbage, copyClosure, LocalCastore, openVouchedClosure, readBundle, referencesFirst, type BlobTemplate, type BundleManifest, type Digest, type StorePathInfo, type TransferProgress } from '../castore/index.js';
 import { ActivationEnvironmentError, environmentRefusal } from '../protocol/activation-environment.js';
 import { compareHlc, HlcStringSchema, parseHlc } from '../protocol/hlc.js';
-import { dataClientFor, discoverDataPlane, type DataPlaneRoute, type OpenDataClientOptions } from '../protocol/connect.js';
+import { dataClientFor, discoverDataPlane, openRelayDataClient, type DataPlaneRoute, type OpenDataClientOptions } from '../protocol/connect.js';
 import { DataClient, TransportError } from '../protocol/data-client.js';
 import { encodeRelayGrant, RELAY_GRANT_HEADER, relayOfferMessage, type RelayEndpoint, type RelayOffer } from '../protocol/relays.js';
 import { ApiError, CoordinatorHttpClient, type CoordinatorHttpClientOptions } from '../protocol/http-client.js';
@@ -502,19 +502,16 @@ export class Agent {
   }
 
   /**
-   * A data client to `relay`: HTTPS pinned to the fingerprint the
-   * coordinator gave, the grant on every request, few retries (a relay that
-   * fails costs a bounded time, then the coordinator serves the rest).
+   * A data client to `relay`: QUIC first when it serves it, HTTPS as the
+   * fallback (both pinned to the fingerprint the coordinator gave;
+   * protocol/connect.ts openRelayDataClient), the grant on every request,
+   * few retries (a relay that fails costs a bounded time, then the
+   * coordinator serves the rest).
    */
-  private relayClient(relay: RelayEndpoint, grant: RelayOffer['grant']): DataClient {
-    return new DataClient({
-      identity: this.identity,
-      httpUrl: relay.url,
-      pinnedFingerprint: relay.fingerprint,
-      httpOnly: true,
+  private relayClient(relay: RelayEndpoint, grant: RelayOffer['grant']): Promise<DataClient> {
+    return openRelayDataClient(relay, this.identity, {
       retries: 1,
       replyTimeoutMs: this.options.relayReplyTimeoutMs ?? RELAY_REPLY_TIMEOUT_MS,
-      compression: 'off',
       headers: { [RELAY_GRANT_HEADER]: encodeRelayGrant(grant) },
       onNotice: (message) => this.log(`ferry agent: relay ${relay.url}: ${message}`),
     });
@@ -972,18 +969,19 @@ export class Agent {
             // Through the site's relay first: verified exactly as from the coordinator, so a relay can cost
             // time (bounded) but never corrupt anything. Whatever it did bring stays for the coordinator's turn.
             const { relay } = through;
-            const client = this.relayClient(relay, through.grant);
+            let client: DataClient | undefined;
             try {
+              client = await this.relayClient(relay, through.grant);
               fetched = await fetchFrom(client);
               this.relayOutcome(relay, true, config.id);
-              this.events.add('relay', `fetched through relay ${relay.url} (${relay.id})`, config.id);
+              this.events.add('relay', `fetched through relay ${relay.url} (${relay.id}) over ${client.transportKind === 'quic' ? 'QUIC' : 'HTTPS'}`, config.id);
             } catch (error) {
               await materializer.suspend();
               materializer = new ClosureMaterializer(this.castore(), this.state.storeDir);
               this.events.add('relay-failed', `relay ${relay.url} (${relay.id}) failed: ${(error as Error).message}; fetching the rest from the coordinator`, config.id);
               this.relayOutcome(relay, false, config.id);
             } finally {
-              await client.close();
+              await client?.close();
             }
           }
           fetched ??= await fetchFrom(await this.data());

@@ -69,6 +69,7 @@ const run: Command = {
       description: 'serve Prometheus metrics at http://HOST:PORT/metrics to anyone who can reach that address (bind it where only your monitoring can; default: not served)',
     },
     'no-prefetch': { type: 'boolean', description: "fetch only what agents ask for, not the closures the coordinator says they are to run before they ask" },
+    'no-quic': { type: 'boolean', description: 'serve HTTPS only: no QUIC listener on UDP at the HTTPS port (agents then fetch over HTTPS)' },
   },
   async run({ options, stderr }) {
     const metricsListen = stringOption(options, 'metrics-listen');
@@ -78,10 +79,11 @@ const run: Command = {
       // Test only: a relay that corrupts what it serves (docs/relays.md, "Testing").
       flipBlobBytes: process.env.FERRY_RELAY_TEST_FAULT === 'flip-blob-bytes',
       prefetch: !booleanOption(options, 'no-prefetch'),
+      quic: !booleanOption(options, 'no-quic'),
       ...(metricsListen ? { metricsListen: parseListen(metricsListen, 'metrics-listen') } : {}),
     });
     const status = relay.status();
-    stderr.write(term`ferry relay ${status.relayId} listening on ${status.listening ?? '?'} for ${status.coordinator}\n`);
+    stderr.write(term`ferry relay ${status.relayId} listening on ${status.listening ?? '?'}${status.quicListening ? ` (QUIC on UDP ${status.quicListening})` : ' (HTTPS only)'} for ${status.coordinator}\n`);
     if (relay.metrics) stderr.write(term`ferry relay: metrics at ${relay.metrics.url}\n`);
     await new Promise<void>((resolve) => {
       process.once('SIGINT', resolve);
@@ -105,7 +107,8 @@ const status: Command = {
     const asked = current.hits + current.misses;
     stdout.write(
       term`${[
-        term`relay       ${current.relayId}\ncoordinator ${current.coordinator}\nlistening   ${current.listening ?? '-'}\n`,
+        term`relay       ${current.relayId}\ncoordinator ${current.coordinator}\nlistening   ${current.listening ?? '-'}${current.quicListening ? `, QUIC ${current.quicListening}` : ''}\n`,
+        current.requests ? term`requests    ${current.requests.quic} over QUIC, ${current.requests.https} over HTTPS\n` : '',
         term`cache       ${formatBytes(current.cache.bytes)} of ${formatBytes(current.cache.limitBytes)}, ${current.cache.blobs} blobs, ${current.cache.evictions} evicted\n`,
         term`hit rate    ${asked === 0 ? '-' : `${Math.round((100 * current.hits) / asked)}%`} (${current.hits} hits, ${current.misses} misses)\n`,
         term`served      ${formatBytes(current.bytesServed)} to ${current.agentsServed} agent(s); fetched ${formatBytes(current.bytesFetched)}; refused ${current.refused} request(s)\n`,

@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { ed25519Verify } from '../protocol/ed25519.js';
 import { publicKeyOf } from '../protocol/identity.js';
 import { DataRequestSchema, FERRY_ALPN, MAX_REQUEST_HEADER_BYTES, sessionAuthMessage } from '../protocol/data-protocol.js';
-import { quicStreamChunks, writeToQuicStream } from '../protocol/quic-streams.js';
+import { MAX_STREAMS_PER_CONNECTION, quicStreamChunks, writeToQuicStream } from '../protocol/quic-streams.js';
 import { FrameReader } from '../protocol/framing.js';
 import { isAuthRefusal, resolveActor } from './api/actors.js';
 import { FerryError } from '../protocol/errors.js';
@@ -44,14 +44,8 @@ export interface RunningQuicServer {
   close(): Promise<void>;
 }
 
-/**
- * Requests one connection may have in flight. Ferry's clients use 2 (4 at
- * most); the library's default of 10,000 let one connection, authenticated
- * or not, park that many pending requests. A client over the limit gets
- * QUIC's StreamLimit when it opens the stream; credit returns as streams
- * close.
- */
-export const MAX_STREAMS_PER_CONNECTION = 64;
+/** Requests one connection may have in flight (protocol/quic-streams.ts); re-exported for the tests that measure it. */
+export { MAX_STREAMS_PER_CONNECTION };
 
 /**
  * After the reply: the request is read no further, and whatever the client

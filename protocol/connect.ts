@@ -10,6 +10,9 @@ import type { Identity } from './identity.js';
 import type { z } from 'zod';
 import type { InfoSchema } from './api/views.js';
 import { checkPinnedCertificate, PinningError } from './tls-pinning.js';
+import { fetchFor, pinningFailure } from './pinned-fetch.js';
+import { readAtMost } from './bounded-read.js';
+import { RELAY_QUIC_INFO_PATH, RelayQuicInfoSchema, type RelayEndpoint, type RelayQuicInfo } from './relays.js';
 
 /** What `GET /v1/info` says of a coordinator (protocol/api/views.ts InfoSchema). */
 export type CoordinatorInfo = z.infer<typeof InfoSchema>;
@@ -75,4 +78,66 @@ function pinnedFingerprintOf(options: OpenDataClientOptions): string | undefined
 export async function openDataClient(httpUrl: string, identity: Identity, options: OpenDataClientOptions = {}): Promise<{ client: DataClient; info: CoordinatorInfo; route: DataPlaneRoute }> {
   const route = await discoverDataPlane(httpUrl, options);
   return { client: dataClientFor(httpUrl, identity, route, options), info: route.info, route };
+}
+
+export interface RelayDataClientOptions extends Pick<DataClientOptions, 'retries' | 'onNotice' | 'connectTimeoutMs' | 'replyTimeoutMs' | 'headers' | 'httpOnly'> {}
+
+/**
+ * A DataClient for `relay` (its HTTPS pinned to the fingerprint the
+ * coordinator gave): QUIC first when the relay says it listens for it
+ * (RELAY_QUIC_INFO_PATH, asked within `connectTimeoutMs`) and its
+ * certificate is the pinned one, HTTPS otherwise and as the fallback, as
+ * to a coordinator. A relay that cannot be asked (down, withholding) gets
+ * an HTTPS-only client, which fails as it did before relays spoke QUIC.
+ * Refuses (PinningError) a relay whose certificate is not the pinned one.
+ */
+export async function openRelayDataClient(relay: RelayEndpoint, identity: Identity, options: RelayDataClientOptions = {}): Promise<DataClient> {
+  const base = { ...options, identity, httpUrl: relay.url, pinnedFingerprint: relay.fingerprint, compression: 'off' as const };
+  if (options.httpOnly) return new DataClient(base);
+  let info: RelayQuicInfo | undefined;
+  try {
+    info = await askRelayQuicInfo(relay, options.connectTimeoutMs ?? 3000);
+  } catch (error) {
+    const pinning = error instanceof PinningError ? error : pinningFailure(error);
+    if (pinning) throw pinning;
+    options.onNotice?.(`cannot ask whether it serves QUIC (${(error as Error).message}): HTTPS only`);
+  }
+  if (!info) return new DataClient({ ...base, httpOnly: true });
+  const certificatePem = checkPinnedCertificate(info.certificatePem, relay.fingerprint);
+  const host = new URL(relay.url).hostname.replace(/^\[|\]$/g, '');
+  return new DataClient({ ...base, quicAddress: `${host}:${info.port}`, certificatePem, quicSignedRequests: true });
+}
+
+/** A relay's QUIC info is read up to this many bytes (a certificate and a port). */
+const MAX_RELAY_QUIC_INFO_BYTES = 16 * 1024;
+
+/** The relay's RELAY_QUIC_INFO_PATH answer, undefined when it serves no QUIC (404); throws when it cannot be asked within `timeoutMs` or answers something else. */
+async function askRelayQuicInfo(relay: RelayEndpoint, timeoutMs: number): Promise<RelayQuicInfo | undefined> {
+  const deadline = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  // Raced, not only signalled: the pinned client's connect (TCP, TLS) does not see the signal.
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const reason = new Error(`no answer within ${timeoutMs / 1000} s`);
+      deadline.abort(reason);
+      reject(reason);
+    }, timeoutMs);
+  });
+  expired.catch(() => undefined);
+  try {
+    const fetching = fetchFor(relay.fingerprint)(new URL(RELAY_QUIC_INFO_PATH, relay.url), { signal: deadline.signal });
+    fetching.catch(() => undefined);
+    const response = await Promise.race([fetching, expired]);
+    if (response.status === 404) {
+      await response.body?.cancel();
+      return undefined;
+    }
+    const bytes = await Promise.race([readAtMost(response.body, MAX_RELAY_QUIC_INFO_BYTES), expired]);
+    if (!response.ok || !bytes) throw new Error(`HTTP ${response.status}${bytes ? '' : `, more than ${MAX_RELAY_QUIC_INFO_BYTES} bytes`}`);
+    const parsed = RelayQuicInfoSchema.safeParse(JSON.parse(new TextDecoder().decode(bytes)));
+    if (!parsed.success) throw new Error(`not a relay's QUIC info: ${parsed.error.issues[0]?.message}`);
+    return parsed.data;
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -11,6 +11,7 @@ import {
   DATA_RESPONSES,
   FERRY_ALPN,
   MAX_REPLY_HEADER_BYTES,
+  RELAY_ALPN,
   sessionAuthMessage,
   type DataOperationName,
   type DataRequest,
@@ -96,6 +97,8 @@ class QuicTransport implements Transport {
     private readonly session: QuicClientSession,
     idleTimeoutMs: number,
     private readonly counter: WireBytes,
+    /** Set for a relay (RELAY_ALPN): the identity that signs each request, and the headers each carries besides. */
+    private readonly signed?: { identity: Identity; headers: Readonly<Record<string, string>> },
   ) {
     // Keep NAT bindings and the coordinator's idle timer fresh; a dead peer ends the session at its idle timeout.
     this.keepalive = setInterval(() => {
@@ -109,13 +112,27 @@ class QuicTransport implements Transport {
     this.keepalive.unref();
   }
 
-  static async connect(address: string, certificatePem: string, identity: Identity, timeoutMs: number, idleTimeoutMs: number, counter: WireBytes): Promise<QuicTransport> {
+  /**
+   * Connects to `address`, trusting only `certificatePem`. To a coordinator
+   * the session authenticates (hello, auth); with `signedRequests` (a
+   * relay) it does not, and every request carries its own signature and
+   * those headers instead (RELAY_ALPN).
+   */
+  static async connect(
+    address: string,
+    certificatePem: string,
+    identity: Identity,
+    timeoutMs: number,
+    idleTimeoutMs: number,
+    counter: WireBytes,
+    signedRequests?: { headers: Readonly<Record<string, string>> },
+  ): Promise<QuicTransport> {
     let session: QuicClientSession;
     try {
       session = await connectQuicAsync(address, {
         ca: certificatePem,
         servername: COORDINATOR_TLS_NAME,
-        alpn: [FERRY_ALPN],
+        alpn: [signedRequests ? RELAY_ALPN : FERRY_ALPN],
         runtimeMode: 'portable',
         connectTimeoutMs: timeoutMs,
         maxIdleTimeoutMs: idleTimeoutMs,
@@ -124,7 +141,8 @@ class QuicTransport implements Transport {
       throw new TransportError(`QUIC connection to ${address} failed: ${(error as Error).message}`);
     }
     session.on('error', () => undefined);
-    const transport = new QuicTransport(session, idleTimeoutMs, counter);
+    const transport = new QuicTransport(session, idleTimeoutMs, counter, signedRequests && { identity, headers: signedRequests.headers });
+    if (signedRequests) return transport;
     try {
       const hello = await readReply('hello', await transport.send({ op: 'hello' }));
       const signature = Buffer.from(identity.sign(sessionAuthMessage(hello.header.challenge, identity.keyId))).toString('base64');
@@ -152,7 +170,10 @@ class QuicTransport implements Transport {
     // Write concurrently with reading: a large upload must not wait for the reply, nor the reply for the upload.
     const writing = (async () => {
       const frame = encodeHeaderFrame(header);
-      this.counter.sent += frame.length;
+      // To a relay: first the headers HTTPS would carry, signed over the same request frame (relays.ts RelayRequestHeadersSchema).
+      const headers = this.signed && encodeHeaderFrame({ headers: { ...this.signed.headers, ...signRequest(this.signed.identity, 'POST', '/v1/data', frame.subarray(4)) } });
+      this.counter.sent += frame.length + (headers?.length ?? 0);
+      if (headers && !(await writeToQuicStream(stream, headers))) return;
       if (!(await writeToQuicStream(stream, frame))) return;
       if (body) for await (const chunk of body) if (!(await writeToQuicStream(stream, chunk))) return;
       stream.end();
@@ -299,6 +320,12 @@ export interface DataClientOptions {
    */
   headers?: Readonly<Record<string, string>>;
   /**
+   * The QUIC peer is a relay (RELAY_ALPN): no session auth; each request
+   * carries its signature and `headers` in a frame before it, as it would
+   * over HTTPS.
+   */
+  quicSignedRequests?: boolean;
+  /**
    * HTTP: how long a request may wait for its reply's header (connecting
    * included) before it fails as a transport error; default: the HTTP
    * client's idle timeout (300 s). A relay's clients set it short.
@@ -377,7 +404,7 @@ export class DataClient {
 
   /** The QUIC session, connecting it once however many requests wait; undefined when QUIC is unusable (then HTTP is). */
   private connectQuic(): Promise<QuicTransport | undefined> {
-    this.quicConnecting ??= QuicTransport.connect(this.options.quicAddress!, this.options.certificatePem!, this.options.identity, this.options.connectTimeoutMs ?? 3000, this.options.idleTimeoutMs ?? 30_000, this.wireBytes)
+    this.quicConnecting ??= QuicTransport.connect(this.options.quicAddress!, this.options.certificatePem!, this.options.identity, this.options.connectTimeoutMs ?? 3000, this.options.idleTimeoutMs ?? 30_000, this.wireBytes, this.options.quicSignedRequests ? { headers: this.options.headers ?? {} } : undefined)
       .then(
         (quic) => (this.quic = quic),
         (error: Error) => {

@@ -78,6 +78,14 @@ const WireEncodingSchema = z.enum(['identity', 'zstd']);
 export { COORDINATOR_TLS_NAME } from './tls-pinning.js';
 /** ALPN of Ferry's raw QUIC protocol. */
 export const FERRY_ALPN = 'ferry/1';
+/**
+ * ALPN of a relay's QUIC (relay/relay-server.ts): no session auth; each
+ * stream starts with a frame of the headers the same request would carry
+ * over HTTPS (its signature, the grant), checked per request as there. Its
+ * own name, so a client speaking one to a peer of the other fails at the
+ * handshake, not on a frame it misreads.
+ */
+export const RELAY_ALPN = 'ferry-relay/1';
 /** Blob ranges start at multiples of BLAKE3 chunk groups (16 KiB): the unit of verification. */
 export const TRANSFER_GROUP_SIZE = 16 * 1024;
 /**

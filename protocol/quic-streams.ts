@@ -7,6 +7,14 @@
 import type { EventEmitter } from 'node:events';
 import { drained } from './drained.js';
 
+/**
+ * Requests one connection may have in flight. Ferry's clients use 2 (4 at
+ * most); the library's default of 10,000 let one connection, authenticated
+ * or not, park that many pending requests. A client over the limit gets
+ * QUIC's StreamLimit when it opens the stream; credit returns as streams
+ * close.
+ */
+export const MAX_STREAMS_PER_CONNECTION = 64;
 
 /**
  * QUIC writes are cut to this size. With @currentspace/http3 0.9.0, replies

@@ -31,6 +31,32 @@ export const MAX_RELAYS_PER_AGENT = 4;
 /** The HTTP header an agent's data requests to a relay carry their grant in (base64url of its JSON). */
 export const RELAY_GRANT_HEADER = 'x-ferry-relay-grant';
 
+/** Where a relay that serves QUIC says so over HTTPS (RelayQuicInfoSchema); 404 when it does not. */
+export const RELAY_QUIC_INFO_PATH = '/v1/quic';
+
+/**
+ * What a relay's RELAY_QUIC_INFO_PATH answers: the UDP port of its QUIC
+ * listener and its certificate (which the agent checks against the
+ * fingerprint the coordinator gave before trusting it for QUIC).
+ */
+export const RelayQuicInfoSchema = z.strictObject({ port: z.number().int().min(1).max(65535), certificatePem: z.string().max(8192) });
+export type RelayQuicInfo = z.infer<typeof RelayQuicInfoSchema>;
+
+/** Bytes of the headers frame that starts each QUIC stream to a relay, at most. */
+export const MAX_RELAY_HEADERS_FRAME_BYTES = 8 * 1024;
+
+/**
+ * The frame that starts each QUIC stream to a relay (ALPN RELAY_ALPN): the
+ * headers the same request carries over HTTPS (the request signature, the
+ * grant), so the relay checks both transports' requests in one place.
+ * Bounded: 16 headers, names and values of HTTP-like size.
+ */
+export const RelayRequestHeadersSchema = z.strictObject({
+  headers: z
+    .record(z.string().regex(/^[a-z0-9-]{1,64}$/, 'a lowercase header name'), z.string().max(4096))
+    .refine((headers) => Object.keys(headers).length <= 16, 'at most 16 headers'),
+});
+
 /** A relay's address as the agent reaches it: an https URL, no path, query or credentials. */
 export const RelayUrlSchema = z
   .string()
@@ -141,6 +167,10 @@ export const RelayStatusSchema = z.strictObject({
   relayId: KeyIdSchema,
   coordinator: z.string(),
   listening: z.string().nullable(),
+  /** Where it listens for QUIC (UDP), null with --no-quic; absent from a relay from before QUIC. */
+  quicListening: z.string().nullable().optional(),
+  /** Requests answered (refusals included) by transport; absent from a relay from before QUIC. */
+  requests: z.strictObject({ https: z.number().int().nonnegative(), quic: z.number().int().nonnegative() }).optional(),
   cache: z.strictObject({ bytes: z.number().int().nonnegative(), limitBytes: z.number().int().nonnegative(), blobs: z.number().int().nonnegative(), evictions: z.number().int().nonnegative() }),
   /** Objects (blobs and directories) served from the cache, and those fetched from the coordinator first. */
   hits: z.number().int().nonnegative(),

@@ -1,10 +1,14 @@
 /**
  * The relay process (`ferry relay run`): serves the data-plane operations
  * an agent fetches with (closure.manifest, directories.get, blob.get,
- * blobs.get) over HTTPS (HTTP/2, HTTP/1.1) at `POST /v1/data`, the same
- * frames as the coordinator's HTTP fallback, with its own self-signed
+ * blobs.get) over QUIC (ALPN ferry-relay/1, UDP on the HTTPS port's
+ * number) and over HTTPS (HTTP/2, HTTP/1.1) at `POST /v1/data`, the same
+ * frames as the coordinator's data plane, with its own self-signed
  * certificate, which agents pin by the fingerprint the coordinator gives
- * them. QUIC is for a later session.
+ * them (for QUIC they fetch it from `GET /v1/quic` over that pinned HTTPS).
+ * Both transports hand each request to one handler (respond): a QUIC
+ * stream starts with a frame of the headers the HTTPS request carries, so
+ * the signature, grant, nonce and access checks are the same code.
  *
  * Each request must be signed by an agent (protocol/request-signing.ts:
  * the key id is its public key, nothing else is needed to check it) and
@@ -15,17 +19,29 @@
  * an agent fetch in batches, without templates, whole; uploads and
  * queries: FORBIDDEN), so an agent never depends on it for more than time.
  */
+import { createQuicServer, type QuicServerSession, type QuicStream } from '@currentspace/http3';
 import { createSecureServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { CastoreError, LocalCastore, type Digest } from '../castore/index.js';
 import { openDataClient } from '../protocol/connect.js';
-import { DataRequestSchema, MAX_BATCH_BYTES, MAX_BATCHED_BLOB_BYTES, MAX_REQUEST_HEADER_BYTES, type DataResponseInput, type ParsedDataRequest } from '../protocol/data-protocol.js';
+import { DataRequestSchema, RELAY_ALPN, MAX_BATCH_BYTES, MAX_BATCHED_BLOB_BYTES, MAX_REQUEST_HEADER_BYTES, type DataResponseInput, type ParsedDataRequest } from '../protocol/data-protocol.js';
 import type { DataClient } from '../protocol/data-client.js';
 import { FerryError, isSentErrorCode } from '../protocol/errors.js';
 import { encodeHeaderFrame, FrameReader, parseHeaderJson } from '../protocol/framing.js';
 import { loadIdentity, type Identity } from '../protocol/identity.js';
 import { MAX_REQUEST_SKEW_MS, requestNonce, verifyRequestSignature } from '../protocol/request-signing.js';
-import { decodeRelayGrant, RELAY_GRANT_HEADER, relayGrantProblem, type RelayGrant, type RelayStatus } from '../protocol/relays.js';
+import {
+  decodeRelayGrant,
+  MAX_RELAY_HEADERS_FRAME_BYTES,
+  RELAY_GRANT_HEADER,
+  RELAY_QUIC_INFO_PATH,
+  relayGrantProblem,
+  RelayRequestHeadersSchema,
+  type RelayGrant,
+  type RelayQuicInfo,
+  type RelayStatus,
+} from '../protocol/relays.js';
+import { MAX_STREAMS_PER_CONNECTION, quicStreamChunks, writeToQuicStream } from '../protocol/quic-streams.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { PARTIAL_READ_MAX_BYTES, RelayCache, type BlobSource } from './relay-cache.js';
 import { RelayPrefetcher } from './relay-prefetch.js';
@@ -39,6 +55,20 @@ const MAX_RELAY_REQUEST_BYTES = MAX_REQUEST_HEADER_BYTES + 4 + 4 * 1024 * 1024;
 const MAX_NONCES = 200_000;
 /** How often the status file is rewritten while requests come. */
 const STATUS_INTERVAL_MS = 500;
+
+/** A QUIC session with no packets for this long is closed (clients ping every 10 s). */
+const QUIC_IDLE_TIMEOUT_MS = 30_000;
+
+/** A request's header, as HTTPS carried it or a QUIC stream's headers frame did. */
+type HeaderOf = (name: string) => string | undefined;
+
+/** One request as either transport read it: its headers, and its body (the request frame). */
+interface ReceivedRequest {
+  header: HeaderOf;
+  body: Buffer;
+}
+
+type Transport = 'https' | 'quic';
 
 interface Reply {
   header: DataResponseInput<'closure.manifest' | 'directories.get' | 'blob.get' | 'blobs.get'>;
@@ -59,6 +89,65 @@ export interface RelayServerOptions {
   prefetch?: boolean;
   /** Serve Prometheus metrics at http://HOST:PORT/metrics (relay-metrics.ts); default: not served. */
   metricsListen?: { host: string; port: number };
+  /** Listen for QUIC too, on UDP at the HTTPS port's number (default true; `--no-quic`). */
+  quic?: boolean;
+}
+
+/**
+ * Reads an HTTPS request's body, at most MAX_RELAY_REQUEST_BYTES of it.
+ * By events, not for-await: leaving a for-await early destroys the request,
+ * and with it the stream the refusal goes out on. Past the bound, bytes are
+ * dropped as they arrive (as the coordinator's QUIC server does) and the
+ * refusal follows the body's end: an HTTP/2 reply sent while the request
+ * still streams is reset.
+ */
+function readHttpBody(request: Http2ServerRequest): Promise<Buffer> {
+  return new Promise<Buffer>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    request.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= MAX_RELAY_REQUEST_BYTES) chunks.push(chunk);
+      else chunks.length = 0;
+    });
+    request.once('end', () => {
+      if (size > MAX_RELAY_REQUEST_BYTES) reject(new FerryError('INVALID', `a request of ${size} bytes is more than a relay reads (${MAX_RELAY_REQUEST_BYTES})`));
+      else resolve(Buffer.concat(chunks, size));
+    });
+    request.once('error', reject);
+  });
+}
+
+/**
+ * Reads a QUIC stream's request: its headers frame (RelayRequestHeadersSchema),
+ * then the request itself, at most MAX_RELAY_REQUEST_BYTES; past the bound,
+ * bytes are dropped as they arrive and the refusal (INVALID) follows the
+ * stream's end, as over HTTPS.
+ */
+async function readQuicRequest(chunks: AsyncIterable<Uint8Array>): Promise<ReceivedRequest> {
+  const limit = 4 + MAX_RELAY_HEADERS_FRAME_BYTES + MAX_RELAY_REQUEST_BYTES;
+  const kept: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of chunks) {
+    size += chunk.length;
+    if (size <= limit) kept.push(chunk);
+    else kept.length = 0;
+  }
+  if (size > limit) throw new FerryError('INVALID', `a request of ${size} bytes is more than a relay reads (${limit})`);
+  const whole = Buffer.concat(kept, size);
+  const length = whole.length >= 4 ? whole.readUInt32BE(0) : -1;
+  if (length < 0 || length > MAX_RELAY_HEADERS_FRAME_BYTES || 4 + length > whole.length) {
+    throw new FerryError('INVALID', `a QUIC request to a relay starts with a headers frame of at most ${MAX_RELAY_HEADERS_FRAME_BYTES} bytes`);
+  }
+  let headers: Map<string, string>;
+  try {
+    const parsed = RelayRequestHeadersSchema.safeParse(parseHeaderJson(whole.subarray(4, 4 + length)));
+    if (!parsed.success) throw new FerryError('INVALID', `not a relay request's headers frame: ${parsed.error.issues[0]?.message}`);
+    headers = new Map(Object.entries(parsed.data.headers));
+  } catch (error) {
+    throw error instanceof FerryError && error.code === 'INVALID' ? error : new FerryError('INVALID', `not a relay request's headers frame: ${(error as Error).message}`);
+  }
+  return { header: (name) => headers.get(name), body: whole.subarray(4 + length) };
 }
 
 function refused(message: string): FerryError {
@@ -79,6 +168,9 @@ export class RelayServer {
   private readonly agents = new Set<string>();
   private bytesServed = 0;
   private refusals = 0;
+  /** Requests answered (refusals included), by the transport they came over. */
+  private readonly requests = { https: 0, quic: 0 };
+  private quic: { server: ReturnType<typeof createQuicServer>; info: RelayQuicInfo; address: string } | undefined;
   private statusTimer: NodeJS.Timeout | undefined;
   private listening: string | null = null;
   private prefetcher: RelayPrefetcher | undefined;
@@ -121,7 +213,7 @@ export class RelayServer {
       const http = new CoordinatorHttpClient(state.coordinator.httpUrl, identity, state.coordinator.pinnedTls ? { pinnedFingerprint: state.coordinator.tlsFingerprint } : {});
       relay.prefetcher = new RelayPrefetcher(cache, http, { log: options.log, onProgress: () => relay.statusSoon() });
     }
-    server.on('request', (request: Http2ServerRequest, response: Http2ServerResponse) => void relay.handle(request, response));
+    server.on('request', (request: Http2ServerRequest, response: Http2ServerResponse) => void relay.handleHttps(request, response));
     server.on('sessionError', () => undefined);
     const listen = new URL(`https://${state.listen}`);
     const host = options.host ?? listen.hostname.replace(/^\[|\]$/g, '');
@@ -135,6 +227,14 @@ export class RelayServer {
     });
     const address = server.address() as AddressInfo;
     relay.listening = `${address.address}:${address.port}`;
+    if (options.quic !== false) {
+      try {
+        await relay.listenQuic(host, address.port, certificate.certificatePem, certificate.privateKeyPem);
+      } catch (error) {
+        await relay.close();
+        throw new Error(`cannot listen for QUIC on UDP ${host}:${address.port} (${(error as Error).message}); free that port or run with --no-quic`);
+      }
+    }
     if (options.metricsListen) {
       try {
         relay.metrics = await startMetricsServer(new RelayMetrics(() => relay.status()), options.metricsListen.host, options.metricsListen.port);
@@ -148,6 +248,25 @@ export class RelayServer {
     return relay;
   }
 
+  /** Listens for QUIC on UDP `host:port`: each stream is one request, answered by respond as an HTTPS one is. */
+  private async listenQuic(host: string, port: number, certificatePem: string, privateKeyPem: string): Promise<void> {
+    const server = createQuicServer({
+      key: privateKeyPem,
+      cert: certificatePem,
+      alpn: [RELAY_ALPN],
+      runtimeMode: 'portable',
+      maxIdleTimeoutMs: QUIC_IDLE_TIMEOUT_MS,
+      initialMaxStreamsBidi: MAX_STREAMS_PER_CONNECTION,
+    });
+    server.on('session', (session: QuicServerSession) => {
+      session.on('error', (error: Error) => this.options.log?.(`ferry relay: QUIC session ${session.remoteAddress}:${session.remotePort}: ${error.message}`));
+      session.on('stream', (stream: QuicStream) => void this.handleQuic(stream));
+    });
+    const address = await server.listen(port, host);
+    const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+    this.quic = { server, info: { port: address.port, certificatePem }, address: `${shownHost}:${address.port}` };
+  }
+
   get port(): number {
     return (this.server.address() as AddressInfo).port;
   }
@@ -159,6 +278,8 @@ export class RelayServer {
       relayId: this.identity.keyId,
       coordinator: this.state.coordinator.httpUrl,
       listening: this.listening,
+      quicListening: this.quic?.address ?? null,
+      requests: { ...this.requests },
       cache: { bytes: this.cache.bytes(), limitBytes: this.cache.limitBytes, blobs: this.cache.store.stats().blobs, evictions: counters.evictions },
       hits: counters.hits,
       misses: counters.misses,
@@ -185,35 +306,55 @@ export class RelayServer {
     await this.prefetcher?.stop();
     await this.metrics?.close();
     clearTimeout(this.statusTimer);
+    await this.quic?.server.close().catch(() => undefined);
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     await this.upstream.close();
     this.writeStatus();
     this.cache.store.close();
   }
 
-  private async handle(request: Http2ServerRequest, response: Http2ServerResponse): Promise<void> {
-    if (request.method !== 'POST' || request.url !== '/v1/data') {
-      response.writeHead(404, { 'content-type': 'text/plain' }).end('a relay serves POST /v1/data only\n');
-      return;
-    }
+  /**
+   * One request, however it came: reads it (`read`), answers it (answer)
+   * and returns the reply's frames, or the error frame refusing it. Counts
+   * it by transport, and refusals.
+   */
+  private async respond(transport: Transport, read: () => Promise<ReceivedRequest>): Promise<AsyncIterable<Uint8Array>> {
+    this.requests[transport]++;
     let reply: Reply;
     try {
-      reply = await this.answer(request);
+      const request = await read();
+      reply = await this.answer(request.header, request.body);
     } catch (error) {
       const ferry = error instanceof FerryError && isSentErrorCode(error.code);
       if (error instanceof FerryError && ['FORBIDDEN', 'UNAUTHENTICATED', 'STALE_REQUEST', 'REPLAYED_NONCE', 'INVALID'].includes(error.code)) this.refusals++;
       if (!ferry) this.options.log?.(`ferry relay: ${(error as Error).stack ?? String(error)}`);
       const body = ferry ? { error: { code: (error as FerryError).code, message: (error as Error).message } } : { error: { code: 'INTERNAL', message: 'the relay failed to answer' } };
-      response.writeHead(200, { 'content-type': 'application/x-ferry-frames' }).end(encodeHeaderFrame(body));
-      this.statusSoon();
+      return (async function* () {
+        yield encodeHeaderFrame(body);
+      })();
+    }
+    return (async function* () {
+      yield encodeHeaderFrame(reply.header);
+      if (reply.body) yield* reply.body;
+    })();
+  }
+
+  private async handleHttps(request: Http2ServerRequest, response: Http2ServerResponse): Promise<void> {
+    if (request.method === 'GET' && request.url === RELAY_QUIC_INFO_PATH && this.quic) {
+      response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(this.quic.info));
       return;
     }
+    if (request.method !== 'POST' || request.url !== '/v1/data') {
+      response.writeHead(404, { 'content-type': 'text/plain' }).end('a relay serves POST /v1/data only\n');
+      return;
+    }
+    const frames = await this.respond('https', async () => {
+      const headers = request.headers;
+      return { header: (name) => (Array.isArray(headers[name]) ? headers[name][0] : (headers[name] as string | undefined)), body: await readHttpBody(request) };
+    });
     response.writeHead(200, { 'content-type': 'application/x-ferry-frames' });
     try {
-      for await (const chunk of (async function* () {
-        yield encodeHeaderFrame(reply.header);
-        if (reply.body) yield* reply.body;
-      })()) {
+      for await (const chunk of frames) {
         // A reader gone (closed) ends the wait too: nothing is left waiting for a drain that never comes.
         if (!response.write(chunk)) {
           await new Promise<void>((resolve) => {
@@ -239,33 +380,26 @@ export class RelayServer {
     this.statusSoon();
   }
 
-  /** Reads, authenticates and authorizes one request; the reply (or a FerryError refusing it). */
-  private async answer(request: Http2ServerRequest): Promise<Reply> {
-    // Read by events, not for-await: leaving a for-await early destroys the request, and with it the stream the
-    // refusal goes out on. Past the bound, bytes are dropped as they arrive (as the coordinator's QUIC server does)
-    // and the refusal follows the body's end: an HTTP/2 reply sent while the request still streams is reset.
-    const whole = await new Promise<Buffer>((resolve, reject) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      request.on('data', (chunk: Buffer) => {
-        size += chunk.length;
-        if (size <= MAX_RELAY_REQUEST_BYTES) chunks.push(chunk);
-        else chunks.length = 0;
-      });
-      request.once('end', () => {
-        if (size > MAX_RELAY_REQUEST_BYTES) reject(new FerryError('INVALID', `a request of ${size} bytes is more than a relay reads (${MAX_RELAY_REQUEST_BYTES})`));
-        else resolve(Buffer.concat(chunks, size));
-      });
-      request.once('error', reject);
-    });
+  private async handleQuic(stream: QuicStream): Promise<void> {
+    stream.on('error', () => undefined);
+    const frames = await this.respond('quic', () => readQuicRequest(quicStreamChunks(stream)));
+    try {
+      for await (const frame of frames) if (!(await writeToQuicStream(stream, frame))) return;
+      stream.end();
+    } catch (error) {
+      // As over HTTPS: the reply is cut, and the agent verifies what it got.
+      this.options.log?.(`ferry relay: QUIC reply cut: ${(error as Error).message}`);
+      stream.destroy(error as Error);
+    }
+    this.statusSoon();
+  }
+
+  /** Authenticates and authorizes one request (its headers and its request frame); the reply, or a FerryError refusing it. */
+  private async answer(header: HeaderOf, whole: Buffer): Promise<Reply> {
     const reader = new FrameReader((async function* () {
       yield whole;
     })());
     const headerBytes = await reader.readHeaderBytes(MAX_REQUEST_HEADER_BYTES);
-    const header = (name: string): string | undefined => {
-      const value = request.headers[name];
-      return Array.isArray(value) ? value[0] : value;
-    };
     const verdict = verifyRequestSignature(header, 'POST', '/v1/data', headerBytes);
     if (!verdict.ok) throw new FerryError(verdict.reason === 'stale' ? 'STALE_REQUEST' : 'UNAUTHENTICATED', verdict.message);
     const grant = decodeRelayGrant(header(RELAY_GRANT_HEADER));

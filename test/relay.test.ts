@@ -99,9 +99,15 @@ function ferry(args: string[]): Promise<{ status: number | null; stdout: string;
   return new Promise((resolve) => child.once('close', (status) => resolve({ status, stdout, stderr })));
 }
 
+/**
+ * HTTPS only until the QUIC tests: agents' HTTPS goes through the kill-switch proxy, their QUIC would go to the
+ * relay's UDP port past it. Under --no-quic an agent still asks for QUIC first (GET /v1/quic, 404): the fallback.
+ */
+let relayTransportArgs = ['--no-quic'];
+
 async function startRelay(env: Record<string, string> = {}): Promise<void> {
   // Without prefetch: these tests count what agents' requests fetch through (test/relay-prefetch.test.ts prefetches).
-  relay = spawn(process.execPath, [ferryBin, 'relay', 'run', '--state-dir', relayDir, '--no-prefetch'], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  relay = spawn(process.execPath, [ferryBin, 'relay', 'run', '--state-dir', relayDir, '--no-prefetch', ...relayTransportArgs], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   await new Promise<void>((resolve, reject) => {
     let text = '';
     relay!.stderr!.on('data', (chunk: Buffer) => {
@@ -210,6 +216,78 @@ afterAll(async () => {
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
+/** A data client to the relay over one transport only (QUIC: its UDP port, its certificate; no HTTPS fallback to hide a refusal). */
+function relayClientOver(transport: 'https' | 'quic', identity: Identity, given: RelayGrant | undefined): DataClient {
+  const headers = given ? { headers: { [RELAY_GRANT_HEADER]: encodeRelayGrant(given) } } : {};
+  if (transport === 'https') return new DataClient({ identity, httpUrl: `https://127.0.0.1:${front.port}`, pinnedFingerprint: relayFingerprint, httpOnly: true, retries: 0, ...headers });
+  return new DataClient({
+    identity,
+    // Nothing listens there: a request that QUIC did not carry fails instead of being answered over HTTPS.
+    httpUrl: 'https://127.0.0.1:9',
+    quicAddress: `127.0.0.1:${relayPort}`,
+    certificatePem: readFileSync(path.join(relayDir, 'tls', 'cert.pem'), 'utf8'),
+    quicSignedRequests: true,
+    retries: 0,
+    ...headers,
+  });
+}
+
+/**
+ * The grant cases, over `transport`: an insider with its grant is served; no grant, another agent's, an expired
+ * or forged one, a grant for another config, an object outside it and an upload are refused (FORBIDDEN).
+ */
+async function refusesWithoutGrant(transport: 'https' | 'quic'): Promise<{ served: { configId: string }; other: { configId: string }; insiderKey: Identity }> {
+    const served = await newConfig(`granted-${transport}`, { small: 5, large: 0 });
+    const other = await newConfig(`elsewhere-${transport}`, { small: 5, large: 0 });
+    const insider = await siteAgent(`agent-5-${transport}`, `granted-${transport}`);
+    // An agent at another site, following a graph no agent of the relay's site follows.
+    const outsider = await siteAgent(`agent-6-${transport}`, `elsewhere-${transport}`, 'barn-9');
+    const insiderKey = insider.agent.identity;
+    const outsiderKey = outsider.agent.identity;
+    await insider.agent.close();
+    await outsider.agent.close();
+    const grant = (agentId: string, configId: string, expiresAt = Date.now() + 600_000, signer: Identity = test.coordinator.identity): RelayGrant => ({
+      agentId: agentId as RelayGrant['agentId'],
+      configId,
+      expiresAt,
+      proof: signProof(signer, relayGrantMessage(agentId, configId, expiresAt)),
+    });
+    const ask = async (identity: Identity, given: RelayGrant | undefined, configId: string): Promise<string> => {
+      const client = relayClientOver(transport, identity, given);
+      try {
+        await client.call({ op: 'closure.manifest', configId, system });
+        expect(client.transportKind).toBe(transport === 'quic' ? 'quic' : 'http');
+        return 'served';
+      } catch (error) {
+        return error instanceof DataError ? `${error.code}: ${error.message}` : `unexpected: ${(error as Error).message}`;
+      } finally {
+        await client.close();
+      }
+    };
+    // The insider with its own grant is served; the outsider is refused however it asks.
+    expect(await ask(insiderKey, grant(insiderKey.keyId, served.configId), served.configId)).toBe('served');
+    expect(await ask(outsiderKey, undefined, other.configId)).toMatch(/^FORBIDDEN: .*grant/);
+    expect(await ask(outsiderKey, grant(insiderKey.keyId, served.configId), served.configId)).toMatch(/^FORBIDDEN: the grant is for another agent/);
+    expect(await ask(insiderKey, grant(insiderKey.keyId, served.configId, Date.now() - 1), served.configId)).toMatch(/^FORBIDDEN: the grant expired/);
+    expect(await ask(outsiderKey, grant(outsiderKey.keyId, other.configId, undefined, Identity.generate()), other.configId)).toMatch(/^FORBIDDEN: the grant is not signed by the coordinator/);
+    // A grant for one config opens no other: not its manifest, not its objects.
+    expect(await ask(insiderKey, grant(insiderKey.keyId, served.configId), other.configId)).toMatch(/^FORBIDDEN: the grant is for config/);
+    const otherRoot = test.coordinator.castore.getStorePath(other.target)!.root;
+    if (otherRoot.type !== 'directory') throw new Error('a tree is a directory');
+    const otherFile = test.coordinator.castore.readDirectory(otherRoot.digest).find((entry) => entry.type === 'directory');
+    if (otherFile?.type !== 'directory') throw new Error('the tree has subdirectories');
+    const client = relayClientOver(transport, insiderKey, grant(insiderKey.keyId, served.configId));
+    try {
+      await expect(client.call({ op: 'directories.get', ids: [otherFile.digest] })).rejects.toMatchObject({ code: 'FORBIDDEN' });
+      // Uploads and queries are not a relay's.
+      await expect(client.call({ op: 'missing', storePaths: [], blobs: [], directories: [] })).rejects.toMatchObject({ code: 'FORBIDDEN' });
+      expect(client.transportKind).toBe(transport === 'quic' ? 'quic' : 'http');
+    } finally {
+      await client.close();
+    }
+    return { served, other, insiderKey };
+}
+
 describe('a site relay', () => {
   it('serves a whole deploy to one agent, fetching from the coordinator once: a second agent adds no coordinator reads', async () => {
     const { configId, target, tree } = await newConfig('site', { small: 60, large: 2 });
@@ -222,6 +300,8 @@ describe('a site relay', () => {
 
       expect(await first.agent.runOnce()).toBe('active');
       expect(eventsOf(first.stateDir).map((event) => event.kind)).toContain('relay');
+      // The relay runs with --no-quic here: the agent fell back to HTTPS.
+      expect(eventsOf(first.stateDir).find((event) => event.kind === 'relay')?.message).toMatch(/ over HTTPS$/);
       expect(eventsOf(first.stateDir).map((event) => event.kind)).not.toContain('relay-failed');
       expectSameTree(storePathLocation(first.storeDir, target), tree);
       const afterFirst = await until('the relay status', async () => {
@@ -368,59 +448,7 @@ describe('a site relay', () => {
   }, 60_000);
 
   it('refuses an agent without a grant for that config: none, another agent’s, expired, forged; and a relay key reads only its agents’ configs', async () => {
-    const served = await newConfig('granted', { small: 5, large: 0 });
-    const other = await newConfig('elsewhere', { small: 5, large: 0 });
-    const insider = await siteAgent('agent-5', 'granted');
-    // An agent at another site, following a graph no agent of the relay's site follows.
-    const outsider = await siteAgent('agent-6', 'elsewhere', 'barn-9');
-    const insiderKey = insider.agent.identity;
-    const outsiderKey = outsider.agent.identity;
-    await insider.agent.close();
-    await outsider.agent.close();
-    const grant = (agentId: string, configId: string, expiresAt = Date.now() + 600_000, signer: Identity = test.coordinator.identity): RelayGrant => ({
-      agentId: agentId as RelayGrant['agentId'],
-      configId,
-      expiresAt,
-      proof: signProof(signer, relayGrantMessage(agentId, configId, expiresAt)),
-    });
-    const ask = async (identity: Identity, given: RelayGrant | undefined, configId: string): Promise<string> => {
-      const client = new DataClient({
-        identity,
-        httpUrl: `https://127.0.0.1:${front.port}`,
-        pinnedFingerprint: relayFingerprint,
-        httpOnly: true,
-        retries: 0,
-        ...(given ? { headers: { [RELAY_GRANT_HEADER]: encodeRelayGrant(given) } } : {}),
-      });
-      try {
-        await client.call({ op: 'closure.manifest', configId, system });
-        return 'served';
-      } catch (error) {
-        return error instanceof DataError ? `${error.code}: ${error.message}` : `unexpected: ${(error as Error).message}`;
-      } finally {
-        await client.close();
-      }
-    };
-    // The insider with its own grant is served; the outsider is refused however it asks.
-    expect(await ask(insiderKey, grant(insiderKey.keyId, served.configId), served.configId)).toBe('served');
-    expect(await ask(outsiderKey, undefined, other.configId)).toMatch(/^FORBIDDEN: .*grant/);
-    expect(await ask(outsiderKey, grant(insiderKey.keyId, served.configId), served.configId)).toMatch(/^FORBIDDEN: the grant is for another agent/);
-    expect(await ask(insiderKey, grant(insiderKey.keyId, served.configId, Date.now() - 1), served.configId)).toMatch(/^FORBIDDEN: the grant expired/);
-    expect(await ask(outsiderKey, grant(outsiderKey.keyId, other.configId, undefined, Identity.generate()), other.configId)).toMatch(/^FORBIDDEN: the grant is not signed by the coordinator/);
-    // A grant for one config opens no other: not its manifest, not its objects.
-    expect(await ask(insiderKey, grant(insiderKey.keyId, served.configId), other.configId)).toMatch(/^FORBIDDEN: the grant is for config/);
-    const otherRoot = test.coordinator.castore.getStorePath(other.target)!.root;
-    if (otherRoot.type !== 'directory') throw new Error('a tree is a directory');
-    const otherFile = test.coordinator.castore.readDirectory(otherRoot.digest).find((entry) => entry.type === 'directory');
-    if (otherFile?.type !== 'directory') throw new Error('the tree has subdirectories');
-    const client = new DataClient({ identity: insiderKey, httpUrl: `https://127.0.0.1:${front.port}`, pinnedFingerprint: relayFingerprint, httpOnly: true, retries: 0, headers: { [RELAY_GRANT_HEADER]: encodeRelayGrant(grant(insiderKey.keyId, served.configId)) } });
-    try {
-      await expect(client.call({ op: 'directories.get', ids: [otherFile.digest] })).rejects.toMatchObject({ code: 'FORBIDDEN' });
-      // Uploads and queries are not a relay's.
-      await expect(client.call({ op: 'missing', storePaths: [], blobs: [], directories: [] })).rejects.toMatchObject({ code: 'FORBIDDEN' });
-    } finally {
-      await client.close();
-    }
+    const { served, other } = await refusesWithoutGrant('https');
     // The relay's own key, on the coordinator's data plane: the configs of its agents only.
     const relayKey = loadIdentity(path.join(relayDir, 'identity'));
     const upstream = new DataClient({ identity: relayKey, httpUrl: test.http.url, httpOnly: true, retries: 0 });
@@ -456,11 +484,82 @@ describe('a site relay', () => {
     // An agent at another site says the relay failed it: not counted (the relay does not serve it).
     await new Promise((resolve) => setTimeout(resolve, 1_000));
     const settled = (await test.adminClient.call('relays.list', {})).relays.find((row) => row.id === relayId)?.reports;
-    const stranger = await siteAgent('agent-10', 'granted', 'barn-9');
+    const stranger = await siteAgent('agent-10', 'granted-https', 'barn-9');
     await stranger.agent.close();
     const event = { at: Date.now(), kind: 'relay-failed', message: `relay https://127.0.0.1:1 (${relayId}) failed: made up`, configId: null };
     await new CoordinatorHttpClient(test.http.url, stranger.agent.identity).call('agent.activity', { phase: 'idle', configId: null, bytesDone: 0, bytesTotal: 0, objectsDone: 0, objectsTotal: 0, events: [event] });
     const { relays } = await test.adminClient.call('relays.list', {});
     expect(relays.find((row) => row.id === relayId)?.reports).toEqual(settled);
+  }, 60_000);
+});
+
+describe('a site relay over QUIC', () => {
+  beforeAll(async () => {
+    await stopRelay();
+    relayTransportArgs = [];
+    await startRelay();
+  }, 60_000);
+
+  it('serves a deploy over QUIC (UDP at its HTTPS port), counted as QUIC in its status', async () => {
+    const { configId, target, tree } = await newConfig('quic', { small: 30, large: 2 });
+    const before = await relayStatus();
+    expect(before.quicListening).toBe(`127.0.0.1:${relayPort}`);
+    const agent = await siteAgent('agent-quic', 'quic');
+    try {
+      expect(await agent.agent.runOnce()).toBe('active');
+      const events = eventsOf(agent.stateDir);
+      expect(events.map((event) => event.kind)).not.toContain('relay-failed');
+      expect(events.find((event) => event.kind === 'relay')?.message).toMatch(/ over QUIC$/);
+      expectSameTree(storePathLocation(agent.storeDir, target), tree);
+      expect(test.coordinator.state.get('agents', agent.agentId)?.currentConfig).toBe(configId);
+      const after = await until('the relay status', async () => {
+        const status = await relayStatus();
+        return status.bytesServed > before.bytesServed && (status.requests?.quic ?? 0) > (before.requests?.quic ?? 0) ? status : undefined;
+      });
+      // Every data request of the deploy came over QUIC: none over HTTPS (the agent asked GET /v1/quic only).
+      expect(after.requests?.https).toBe(before.requests?.https);
+    } finally {
+      await agent.agent.close();
+    }
+  }, 120_000);
+
+  it('refuses over QUIC exactly what it refuses over HTTPS: no grant, another agent’s, expired, forged, another config, an upload', async () => {
+    const before = await relayStatus();
+    await refusesWithoutGrant('quic');
+    const after = await until('the relay status', async () => {
+      const status = await relayStatus();
+      return status.refused >= before.refused + 7 ? status : undefined;
+    });
+    expect(after.requests?.quic).toBeGreaterThan(before.requests?.quic ?? 0);
+  }, 120_000);
+
+  it('refuses a QUIC request without a valid headers frame, or unsigned, and keeps serving', async () => {
+    const certificatePem = readFileSync(path.join(relayDir, 'tls', 'cert.pem'), 'utf8');
+    const { connectQuicAsync } = await import('@currentspace/http3');
+    const session = await connectQuicAsync(`127.0.0.1:${relayPort}`, { ca: certificatePem, servername: 'ferry-coordinator', alpn: ['ferry-relay/1'], runtimeMode: 'portable', connectTimeoutMs: 3000 });
+    const send = async (bytes: Buffer): Promise<unknown> => {
+      const stream = session.openStream();
+      stream.end(bytes);
+      const chunks: Buffer[] = [];
+      for await (const chunk of stream) chunks.push(Buffer.from(chunk as Uint8Array));
+      const reply = Buffer.concat(chunks);
+      return JSON.parse(reply.subarray(4, 4 + reply.readUInt32BE(0)).toString('utf8'));
+    };
+    try {
+      const request = encodeHeaderFrame({ op: 'closure.manifest', configId: 'a'.repeat(64), system });
+      // No headers frame: the request frame is read as one, and refused.
+      expect(await send(request)).toMatchObject({ error: { code: 'INVALID' } });
+      // A headers frame too large, and one that is not headers.
+      expect(await send(Buffer.concat([encodeHeaderFrame({ headers: { 'x-pad': 'p'.repeat(9000) } }), request]))).toMatchObject({ error: { code: 'INVALID' } });
+      expect(await send(Buffer.concat([encodeHeaderFrame({ headers: { 'X-Upper': 'x' }, more: 1 }), request]))).toMatchObject({ error: { code: 'INVALID' } });
+      // Headers, but no signature: unauthenticated, as over HTTPS.
+      expect(await send(Buffer.concat([encodeHeaderFrame({ headers: {} }), request]))).toMatchObject({ error: { code: 'UNAUTHENTICATED' } });
+      // Signed by a key with no grant.
+      const stranger = Identity.generate();
+      expect(await send(Buffer.concat([encodeHeaderFrame({ headers: signRequest(stranger, 'POST', '/v1/data', request.subarray(4)) }), request]))).toMatchObject({ error: { code: 'FORBIDDEN' } });
+    } finally {
+      await session.close();
+    }
+    expect(relay!.exitCode).toBeNull();
   }, 60_000);
 });
