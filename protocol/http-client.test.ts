@@ -146,6 +146,7 @@ describe("the API client checks every reply against its route's description", ()
     presence: 'online',
     activity: null,
     facts: { system: 'x86_64-linux', hostname: 'gw-1' },
+    params: [],
   };
 
   it('fills the path parameters, sends the rest as the query of a GET, and returns the checked reply', async () => {
