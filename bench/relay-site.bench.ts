@@ -24,6 +24,7 @@
  * otherwise. Env:
  *  - BENCH_CORPUS=synthetic (default: bench/fixtures/big-closure.ts v0) | real (buildRealCorpus('base'));
  *  - BENCH_SITE_AGENTS=10; BENCH_LINK=100 (Mbit/s); BENCH_ROWS=single,relay,direct,nix (a subset);
+ *  - BENCH_RELAY_QUIC=0 runs the relay with --no-quic (its agents then fetch over HTTPS; default: QUIC first);
  *  - BENCH_KEEP=1 keeps the work dir (logs of every process, stores).
  * Results: bench/.work/results/relay-site.json.
  */
@@ -51,6 +52,7 @@ if (skip) {
 const siteAgents = Number(process.env.BENCH_SITE_AGENTS ?? '10');
 const linkMbit = Number(process.env.BENCH_LINK ?? '100');
 const corpusKind = process.env.BENCH_CORPUS ?? 'synthetic';
+const relayQuic = process.env.BENCH_RELAY_QUIC !== '0';
 const rows = new Set((process.env.BENCH_ROWS ?? 'single,relay,direct,nix').split(','));
 const CORES = cpus().length;
 const system = `${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux`;
@@ -164,7 +166,7 @@ try {
     const join = (JSON.parse(await admin('relay-token', ['tokens', 'create', '--relay', '--json'])) as { join: string }).join;
     const enrolled = JSON.parse(await processes.ferry(pair.agentNs, 'relay-enroll', ['relay', 'enroll', join, '--state-dir', relayDir, '--url', `https://${siteAt}:${RELAY_PORT}`, '--listen', `${siteAt}:${RELAY_PORT}`, '--name', 'site', '--json'])) as { relayId: string };
     await admin('relay-assign', ['relays', 'assign', enrolled.relayId, '--where', 'labels.site=relay']);
-    const [command, argv] = processes.ferryArgv(pair.agentNs, ['relay', 'run', '--state-dir', relayDir]);
+    const [command, argv] = processes.ferryArgv(pair.agentNs, ['relay', 'run', '--state-dir', relayDir, ...(relayQuic ? [] : ['--no-quic'])]);
     relay = processes.start(command, argv, 'relay');
     await new Promise<void>((resolve, reject) => {
       let text = '';
@@ -232,7 +234,7 @@ try {
   const wireDelta = (before: WireBytes, after: WireBytes) => ({ down: after.down - before.down, up: after.up - before.up });
 
   if (rows.has('single')) await agentRow('1 agent, no relay', 'single', 'direct', 1);
-  if (rows.has('relay')) await agentRow(`${siteAgents} agents through the relay (cold cache)`, 'relay-site', 'relay', siteAgents);
+  if (rows.has('relay')) await agentRow(`${siteAgents} agents through the relay (cold cache, ${relayQuic ? 'QUIC first' : 'HTTPS: --no-quic'})`, 'relay-site', 'relay', siteAgents);
   if (rows.has('direct')) await agentRow(`${siteAgents} agents, no relay`, 'direct-site', 'direct', siteAgents);
   if (rows.has('nix')) {
     process.stderr.write(`${siteAgents} concurrent nix copy…\n`);
