@@ -7,7 +7,6 @@
 // materialized store paths' NARs equal `nix-store --dump` of the originals.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,18 +15,12 @@ import { dumpPath } from '../nix/nar/index.js';
 import { ApiError, CoordinatorHttpClient } from '../protocol/http-client.js';
 import { loadIdentity } from '../protocol/identity.js';
 import { buildFixtureClosure, nix, nixEnv, nixUnavailableReason, type FixtureClosure } from './nix-fixtures/index.js';
+import { freePort } from './cli-process.js';
 
 const skipReason = nixUnavailableReason();
 if (skipReason) console.warn(`skipping agent end-to-end tests: ${skipReason}`);
 const ferryBin = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'ferry');
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;

@@ -7,7 +7,6 @@
 // (`npm run build`).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
@@ -21,8 +20,8 @@ import { Identity, loadIdentity } from '../protocol/identity.js';
 import { formatJoinString } from '../protocol/join-string.js';
 import { RelayStatusSchema, type RelayStatus } from '../protocol/relays.js';
 import { addTreeAsStorePath, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
+import { ferryBin, freePort, runFerry as ferry } from './cli-process.js';
 
-const ferryBin = path.resolve(import.meta.dirname, '..', 'bin', 'ferry');
 const system = nixSystem();
 const FINGERPRINT = 'ab'.repeat(32);
 
@@ -34,25 +33,7 @@ let relay: ChildProcess | undefined;
 let metricsUrl: string;
 const relayLog: string[] = [];
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
-/** Runs the CLI (asynchronously: the coordinator answering it runs in this process). */
-function ferry(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [ferryBin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
-  return new Promise((resolve) => child.once('close', (status) => resolve({ status, stdout, stderr })));
-}
 
 async function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;

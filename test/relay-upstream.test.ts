@@ -18,8 +18,8 @@ import { openDataClient } from '../protocol/connect.js';
 import { formatJoinString } from '../protocol/join-string.js';
 import { RelayStatusSchema } from '../protocol/relays.js';
 import { addTreeAsStorePath, fakeStorePath, signedConfig, startTestCoordinator, type TestCoordinator } from './data-plane-fixture.js';
+import { ferryBin, freePort, runFerry as ferry } from './cli-process.js';
 
-const ferryBin = path.resolve(import.meta.dirname, '..', 'bin', 'ferry');
 const system = nixSystem();
 
 let test: TestCoordinator;
@@ -64,24 +64,7 @@ async function startCountingProxy(targetPort: number): Promise<CountingProxy> {
   return proxy;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
-function ferry(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [ferryBin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
-  return new Promise((resolve) => child.once('close', (status) => resolve({ status, stdout, stderr })));
-}
 
 /** Text-like files (lines of words from a small vocabulary): they compress about 3x, as a closure's do. */
 function writeCompressibleTree(root: string, files: number, largeBytes: number): number {

@@ -21,8 +21,8 @@ import { Identity, loadIdentity } from '../protocol/identity.js';
 import { formatJoinString } from '../protocol/join-string.js';
 import { encodeRelayGrant, RELAY_GRANT_HEADER, relayGrantMessage, RelayStatusSchema, type RelayGrant, type RelayStatus } from '../protocol/relays.js';
 import { addTreeAsStorePath, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
+import { ferryBin, freePort, runFerry as ferry } from './cli-process.js';
 
-const ferryBin = path.resolve(import.meta.dirname, '..', 'bin', 'ferry');
 const system = nixSystem();
 
 let test: TestCoordinator;
@@ -79,25 +79,7 @@ async function startKillSwitchProxy(target: () => number, onKill: () => void): P
   return proxy;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
-/** Runs the CLI (asynchronously: the coordinator answering it runs in this process). */
-function ferry(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [ferryBin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
-  return new Promise((resolve) => child.once('close', (status) => resolve({ status, stdout, stderr })));
-}
 
 /**
  * HTTPS only until the QUIC tests: agents' HTTPS goes through the kill-switch proxy, their QUIC would go to the
