@@ -6,11 +6,9 @@
 // a change re-activates only the agents whose effective values it changes, and
 // a held watch answers it at once. Hostile: viewer and agent keys, bad names and
 // values, oversize, a group on facts, FERRY_*/PATH names.
-import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nixSystem } from '../agent/facts.js';
 import { LocalCastore } from '../castore/index.js';
@@ -18,8 +16,8 @@ import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { Identity, loadIdentity } from '../protocol/identity.js';
 import { paramsStamp } from '../protocol/params.js';
 import { addTreeAsStorePath, enrollStateDir, fakeStorePath, pushToCoordinator, startTestCoordinator, type TestCoordinator } from './data-plane-fixture.js';
+import { runFerrySource } from './cli-process.js';
 
-const ferrySource = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'bench', 'fixtures', 'ferry-cli.ts');
 const system = nixSystem();
 const app = fakeStorePath('params-app');
 
@@ -29,19 +27,7 @@ let adminKeyFile: string;
 const agents: Record<string, { stateDir: string; agentId: string }> = {};
 
 /** Runs `ferry …` from the sources in a child process. */
-function ferry(args: string[], keyFile = adminKeyFile): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', ferrySource, ...args], {
-      env: { ...process.env, FERRY_URL: test.http.url, FERRY_KEY: keyFile, FERRY_CONFIG_DIR: path.join(work, 'cli-config') },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
+const ferry = (args: string[], keyFile = adminKeyFile) => runFerrySource(args, { FERRY_URL: test.http.url, FERRY_KEY: keyFile, FERRY_CONFIG_DIR: path.join(work, 'cli-config') });
 
 const runAgent = (name: string) => ferry(['agent', 'run', '--once', '--state-dir', agents[name]!.stateDir]);
 const generationsOf = (name: string) => (existsSync(path.join(agents[name]!.stateDir, 'generations')) ? readdirSync(path.join(agents[name]!.stateDir, 'generations')).filter((entry) => /^\d+$/.test(entry)).length : 0);

@@ -6,11 +6,9 @@
 // (the signature fails, nothing is kept), a bundle without the secret and an
 // agent that is not a recipient (each fails naming the secret, running
 // nothing), a secret the config does not reference (refused by the schema).
-import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nixSystem } from '../agent/facts.js';
@@ -20,8 +18,8 @@ import type { ConfigBody } from '../protocol/config.js';
 import { asConfigId } from '../protocol/config.js';
 import { secretCiphertexts } from '../coordinator/db/secret-ciphertexts.js';
 import { addTreeAsStorePath, enrollStateDir, fakeStorePath, pushToCoordinator, startTestCoordinator, type TestCoordinator } from './data-plane-fixture.js';
+import { runFerrySource } from './cli-process.js';
 
-const ferrySource = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'bench', 'fixtures', 'ferry-cli.ts');
 const system = nixSystem();
 const app = fakeStorePath('bundle-secret-app');
 const VALUE = 'air-gapped-plaintext-3c9e1b';
@@ -32,20 +30,7 @@ let adminKeyFile: string;
 let configId: string;
 const agents: Record<string, { stateDir: string; agentId: string }> = {};
 
-function ferry(args: string[], input = ''): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', ferrySource, ...args], {
-      env: { ...process.env, FERRY_URL: test.http.url, FERRY_KEY: adminKeyFile, FERRY_CONFIG_DIR: path.join(work, 'cli-config') },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.stdin.end(input);
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
+const ferry = (args: string[], input = '') => runFerrySource(args, { FERRY_URL: test.http.url, FERRY_KEY: adminKeyFile, FERRY_CONFIG_DIR: path.join(work, 'cli-config') }, input);
 
 async function bytesOf(source: AsyncIterable<Uint8Array>): Promise<Buffer> {
   const chunks: Buffer[] = [];

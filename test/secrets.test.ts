@@ -6,11 +6,9 @@
 // export and the viewer's JSON hold no plaintext; a new version re-activates
 // only the agents whose config uses it. Hostile: a non-admin key, malformed
 // names, paths and modes, an oversize ciphertext, a ciphertext not for the agent.
-import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nixSystem } from '../agent/facts.js';
 import { secretsRoot } from '../agent/generation-secrets.js';
@@ -22,8 +20,8 @@ import { formatHlc } from '../protocol/hlc.js';
 import { encryptSecret, recipientOfKey } from '../protocol/secrets.js';
 import { secretsStamp } from '../protocol/secret-refs.js';
 import { addTreeAsStorePath, enrollStateDir, fakeStorePath, pushToCoordinator, startTestCoordinator, type TestCoordinator } from './data-plane-fixture.js';
+import { runFerrySource } from './cli-process.js';
 
-const ferrySource = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'bench', 'fixtures', 'ferry-cli.ts');
 const system = nixSystem();
 const app = fakeStorePath('secret-app');
 const VALUE = 'hunter2-plaintext-7f3a9c';
@@ -35,20 +33,7 @@ let adminKeyFile: string;
 const agents: Record<string, { stateDir: string; agentId: string }> = {};
 
 /** Runs `ferry …` from the sources in a child process, `input` on its standard input. */
-function ferry(args: string[], input = '', keyFile = adminKeyFile): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', ferrySource, ...args], {
-      env: { ...process.env, FERRY_URL: test.http.url, FERRY_KEY: keyFile, FERRY_CONFIG_DIR: path.join(work, 'cli-config') },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.stdin.end(input);
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
+const ferry = (args: string[], input = '', keyFile = adminKeyFile) => runFerrySource(args, { FERRY_URL: test.http.url, FERRY_KEY: keyFile, FERRY_CONFIG_DIR: path.join(work, 'cli-config') }, input);
 
 const runAgent = (name: string) => ferry(['agent', 'run', '--once', '--state-dir', agents[name]!.stateDir]);
 const generationsOf = (name: string) => (existsSync(path.join(agents[name]!.stateDir, 'generations')) ? readdirSync(path.join(agents[name]!.stateDir, 'generations')).filter((entry) => /^\d+$/.test(entry)).length : 0);
