@@ -25,7 +25,9 @@
  *  - BENCH_CORPUS=synthetic (default: bench/fixtures/big-closure.ts v0) | real (buildRealCorpus('base'));
  *  - BENCH_SITE_AGENTS=10; BENCH_LINK=100 (Mbit/s); BENCH_ROWS=single,relay,direct,nix (a subset);
  *  - BENCH_RELAY_QUIC=0 runs the relay with --no-quic (its agents then fetch over HTTPS; default: QUIC first);
- *  - BENCH_KEEP=1 keeps the work dir (logs of every process, stores).
+ *  - BENCH_KEEP=1 keeps the work dir (logs of every process, stores);
+ *  - BENCH_AGENT_NODE_FLAGS, BENCH_RELAY_NODE_FLAGS: extra node flags (e.g. `--cpu-prof --cpu-prof-dir=DIR`) for the agents / the relay;
+ *  - BENCH_NO_WAIT=1 deploys without waiting for the coordinator's level-19 stream (profiling runs; not comparable).
  * Results: bench/.work/results/relay-site.json.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -70,7 +72,9 @@ rmSync(work, { recursive: true, force: true });
 const logs = path.join(work, 'logs');
 mkdirSync(logs, { recursive: true });
 const env: NodeJS.ProcessEnv = { ...nixEnv, FERRY_CONFIG_DIR: path.join(work, 'config'), FERRY_DATA_DIR: path.join(work, 'coordinator'), XDG_CACHE_HOME: path.join(work, 'xdg-cache') };
-const { nodeFlags: agentFlags, environment: agentEnvironment } = agentUnit(repo);
+const { nodeFlags: unitFlags, environment: agentEnvironment } = agentUnit(repo);
+const extraFlags = (name: string) => process.env[name]?.split(' ').filter(Boolean) ?? [];
+const agentFlags = [...unitFlags, ...extraFlags('BENCH_AGENT_NODE_FLAGS')];
 
 // ---- the closure --------------------------------------------------------------------------------
 
@@ -146,7 +150,7 @@ try {
   const staticCache = path.join(work, 'static-cache');
   if (rows.has('nix')) execFileSync('nix', ['copy', '--to', `file://${staticCache}?compression=zstd`, closure.root], { env: nixEnv, stdio: ['ignore', 'ignore', 'pipe'] });
   // As bench/shaped-link.bench.ts: deploy once the coordinator compressed the pushed closure's stream (level 9, then 19).
-  {
+  if (process.env.BENCH_NO_WAIT !== '1') {
     const cacheDir = path.join(work, 'coordinator', 'wire-cache');
     const started = Date.now();
     const producing = () => existsSync(cacheDir) && readdirSync(cacheDir).some((name) => name.endsWith('.part'));
@@ -166,7 +170,7 @@ try {
     const join = (JSON.parse(await admin('relay-token', ['tokens', 'create', '--relay', '--json'])) as { join: string }).join;
     const enrolled = JSON.parse(await processes.ferry(pair.agentNs, 'relay-enroll', ['relay', 'enroll', join, '--state-dir', relayDir, '--url', `https://${siteAt}:${RELAY_PORT}`, '--listen', `${siteAt}:${RELAY_PORT}`, '--name', 'site', '--json'])) as { relayId: string };
     await admin('relay-assign', ['relays', 'assign', enrolled.relayId, '--where', 'labels.site=relay']);
-    const [command, argv] = processes.ferryArgv(pair.agentNs, ['relay', 'run', '--state-dir', relayDir, ...(relayQuic ? [] : ['--no-quic'])]);
+    const [command, argv] = processes.ferryArgv(pair.agentNs, ['relay', 'run', '--state-dir', relayDir, ...(relayQuic ? [] : ['--no-quic'])], extraFlags('BENCH_RELAY_NODE_FLAGS'));
     relay = processes.start(command, argv, 'relay');
     await new Promise<void>((resolve, reject) => {
       let text = '';
