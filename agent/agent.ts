@@ -947,8 +947,8 @@ export class Agent {
           materializer.plan(referencesFirst(storePaths));
         } else {
           await this.report(config.id, 'fetching', null, { wait: false });
-          const fetchFrom = async (client: DataClient) => {
-            const closure = await openVouchedClosure(client, config.id, system, this.state.coordinator.coordinatorKey);
+          const fetchFrom = async (client: DataClient, options: { groupVerifiedStreams?: boolean } = {}) => {
+            const closure = await openVouchedClosure(client, config.id, system, this.state.coordinator.coordinatorKey, options);
             const sink = materializer;
             return copyClosure(closure.source, this.castore(), closure.storePaths, {
               onProgress: (progress) => {
@@ -972,7 +972,8 @@ export class Agent {
             let client: DataClient | undefined;
             try {
               client = await this.relayClient(relay, through.grant);
-              fetched = await fetchFrom(client);
+              // A relay passes its upstream's stream on: its large blobs are verified per 16 KiB group, not at their end.
+              fetched = await fetchFrom(client, { groupVerifiedStreams: true });
               this.relayOutcome(relay, true, config.id);
               this.events.add('relay', `fetched through relay ${relay.url} (${relay.id}) over ${client.transportKind === 'quic' ? 'QUIC' : 'HTTPS'}`, config.id);
             } catch (error) {

@@ -44,7 +44,7 @@ export {
   type SmallBlobSink,
   type TransferProgress,
 } from './transfer/copy-closure.js';
-export { DataPlaneBulkCopy, LARGE_BLOB_SEGMENT_BYTES } from './transfer/data-plane-copy.js';
+export { DataPlaneBulkCopy, LARGE_BLOB_SEGMENT_BYTES, type DataPlaneBulkCopyOptions, type StreamTap, type StreamTapRecording } from './transfer/data-plane-copy.js';
 export { TRANSFER_PARALLEL } from './transfer/batches.js';
 export { differingRuns } from './transfer/group-delta.js';
 export { closureObjects, estimateFetch, type ClosureFiles, type ClosureObjects, type FetchEstimate } from './transfer/fetch-estimate.js';

@@ -112,6 +112,7 @@ const status: Command = {
         term`cache       ${formatBytes(current.cache.bytes)} of ${formatBytes(current.cache.limitBytes)}, ${current.cache.blobs} blobs, ${current.cache.evictions} evicted\n`,
         term`hit rate    ${asked === 0 ? '-' : `${Math.round((100 * current.hits) / asked)}%`} (${current.hits} hits, ${current.misses} misses)\n`,
         term`served      ${formatBytes(current.bytesServed)} to ${current.agentsServed} agent(s); fetched ${formatBytes(current.bytesFetched)}; refused ${current.refused} request(s)\n`,
+        current.streams ? term`streams     ${current.streams.recorded} kept (${formatBytes(current.streams.bytes)}), served ${current.streams.served} time(s), ${formatBytes(current.streams.servedWireBytes)} on the wire\n` : '',
         prefetchLine(current.prefetch),
       ]}`,
     );

@@ -92,7 +92,8 @@ export interface RelayDataClientOptions extends Pick<DataClientOptions, 'retries
  * Refuses (PinningError) a relay whose certificate is not the pinned one.
  */
 export async function openRelayDataClient(relay: RelayEndpoint, identity: Identity, options: RelayDataClientOptions = {}): Promise<DataClient> {
-  const base = { ...options, identity, httpUrl: relay.url, pinnedFingerprint: relay.fingerprint, compression: 'off' as const };
+  // zstd accepted: a relay serves its upstream's compressed stream as it is (relay/stream-recordings.ts), the rest plain.
+  const base = { ...options, identity, httpUrl: relay.url, pinnedFingerprint: relay.fingerprint, compression: 'zstd' as const };
   if (options.httpOnly) return new DataClient(base);
   let info: RelayQuicInfo | undefined;
   try {

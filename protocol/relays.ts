@@ -183,5 +183,18 @@ export const RelayStatusSchema = z.strictObject({
   agentsServed: z.number().int().nonnegative(),
   /** Absent from a status written by a relay from before prefetch. */
   prefetch: RelayPrefetchStatusSchema.optional(),
+  /**
+   * Upstream streams kept to serve agents as they are (relay/stream-recordings.ts): recordings
+   * completed, their bytes on disk, replies served from them and their wire bytes. Absent from a
+   * relay from before them.
+   */
+  streams: z
+    .strictObject({
+      recorded: z.number().int().nonnegative(),
+      bytes: z.number().int().nonnegative(),
+      served: z.number().int().nonnegative(),
+      servedWireBytes: z.number().int().nonnegative(),
+    })
+    .optional(),
 });
 export type RelayStatus = z.infer<typeof RelayStatusSchema>;

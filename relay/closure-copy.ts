@@ -21,7 +21,7 @@
  * is fetched through object by object as before (relay-cache.ts).
  */
 import path from 'node:path';
-import { DataPlaneBulkCopy, SharedIngest, streamOrder, TRANSFER_PARALLEL, type BlobWriter, type CastoreServices, type Digest, type FileNode, type Ingest, type LocalCastore, type StorePathInfo } from '../castore/index.js';
+import { DataPlaneBulkCopy, SharedIngest, streamOrder, TRANSFER_PARALLEL, type BlobWriter, type CastoreServices, type Digest, type FileNode, type Ingest, type LocalCastore, type StorePathInfo, type StreamTap } from '../castore/index.js';
 import type { DataClient } from '../protocol/data-client.js';
 import { MAX_BATCHED_BLOB_BYTES } from '../protocol/data-protocol.js';
 import { PartialBlob } from './partial-blob.js';
@@ -77,6 +77,8 @@ export class UpstreamClosureCopies {
   private readonly started = new Set<string>();
   /** Copies still planning (walking directories): a blob request waits for them, so a blob is not fetched through just before the copy claims it. */
   private readonly planning = new Set<Promise<void>>();
+  /** Copies started and not ended. */
+  private running = 0;
   readonly counters: UpstreamCopyCounters = { copies: 0, failedCopies: 0 };
 
   constructor(
@@ -87,7 +89,14 @@ export class UpstreamClosureCopies {
     /** Where large blobs are written as they arrive (the fetch-through's `partial/`; named `<id>.copy` here). */
     private readonly partialDir: string,
     private readonly log: (line: string) => void = () => undefined,
+    /** Sees each stream reply's wire bytes (the recordings the relay serves agents from, stream-recordings.ts). */
+    private readonly streamTap?: StreamTap,
   ) {}
+
+  /** Whether a copy is planning or running: one may still begin a stream. */
+  active(): boolean {
+    return this.running > 0;
+  }
 
   /**
    * Starts copying `configId`'s closure (once per config in this process;
@@ -101,16 +110,19 @@ export class UpstreamClosureCopies {
     let planned!: () => void;
     const planning = new Promise<void>((resolve) => (planned = resolve));
     this.planning.add(planning);
+    this.running++;
     const done = (): void => {
       this.planning.delete(planning);
       planned();
     };
-    void this.run(source, done).catch((error: unknown) => {
-      done();
-      this.started.delete(configId);
-      this.counters.failedCopies++;
-      this.log(`ferry relay: the upstream copy of config ${configId} failed (${(error as Error).message}); fetching its objects one by one`);
-    });
+    void this.run(source, done)
+      .catch((error: unknown) => {
+        done();
+        this.started.delete(configId);
+        this.counters.failedCopies++;
+        this.log(`ferry relay: the upstream copy of config ${configId} failed (${(error as Error).message}); fetching its objects one by one`);
+      })
+      .finally(() => this.running--);
   }
 
   private async run(source: ClosureCopySource, planned: () => void): Promise<void> {
@@ -140,7 +152,7 @@ export class UpstreamClosureCopies {
   private async copy(source: ClosureCopySource, blobs: readonly FileNode[], readDirectory: (id: Digest) => ReturnType<LocalCastore['readDirectory']>): Promise<void> {
     const ingest = new SharedIngest(this.trackingTarget(), UPSTREAM_COMMIT_BYTES);
     try {
-      await new DataPlaneBulkCopy(this.upstream).copyBlobs({
+      await new DataPlaneBulkCopy(this.upstream, this.streamTap ? { streamTap: this.streamTap } : {}).copyBlobs({
         blobs,
         storePaths: source.storePaths,
         readDirectory,

@@ -39,6 +39,7 @@ import { DATA_RESPONSES, MAX_BATCH_BYTES, MAX_BATCH_OBJECTS, MAX_BATCHED_BLOB_BY
 import type { KeyId } from '../protocol/identity.js';
 import { UpstreamClosureCopies } from './closure-copy.js';
 import { PartialBlob } from './partial-blob.js';
+import { StreamRecordings } from './stream-recordings.js';
 import { writeFileAtomic } from './relay-state.js';
 
 export type Manifest = DataResponse<'closure.manifest'>;
@@ -78,6 +79,8 @@ interface LargeFetch {
  * a longer one gets its header at once and its bytes as they are verified.
  */
 export const PARTIAL_READ_MAX_BYTES = 16 * 1024 * 1024;
+/** Outboards asked upstream kept in memory (64 bytes per 16 KiB of blob). */
+const MAX_OUTBOARDS_ASKED = 4096;
 
 /**
  * Objects found here (hits) and fetched from the coordinator first
@@ -102,18 +105,22 @@ export class RelayCache {
   private readonly closures = new Map<string, Promise<ClosureIndex>>();
   private readonly inFlight = new Map<string, Promise<void>>();
   private readonly large = new Map<string, Promise<LargeFetch>>();
+  /** Outboards asked upstream for blobs not in the castore yet (`outboard`), the oldest forgotten first. */
+  private readonly outboards = new Map<Digest, Promise<Uint8Array>>();
   private readonly manifestDir: string;
   private readonly partialDir: string;
   readonly counters: RelayCounters = { hits: 0, misses: 0, bytesFetched: 0, evictions: 0 };
   /** Whole closures copied upstream as compactly as agents fetch them (closure-copy.ts); the fetch-through serves the rest. */
   readonly copies: UpstreamClosureCopies;
+  /** The copies' stream replies, served to agents asking for the same stream (stream-recordings.ts). */
+  readonly streams: StreamRecordings;
   private evicting: Promise<void> | undefined;
 
   constructor(
     readonly store: LocalCastore,
     private readonly upstream: DataClient,
     private readonly coordinatorKey: KeyId,
-    /** Beside the castore: `manifests/` (kept manifests), `partial/` (large blobs being fetched). */
+    /** Beside the castore: `manifests/` (kept manifests), `partial/` (large blobs being fetched), `streams/` (stream-recordings.ts). */
     workDir: string,
     readonly limitBytes: number,
     log?: (line: string) => void,
@@ -121,7 +128,9 @@ export class RelayCache {
     this.remote = new RemoteCastore(upstream);
     this.manifestDir = path.join(workDir, 'manifests');
     this.partialDir = path.join(workDir, 'partial');
-    this.copies = new UpstreamClosureCopies(store, upstream, (bytes) => (this.counters.bytesFetched += bytes), this.partialDir, log);
+    // A quarter of the cache for streams: a cold closure's is ~a third of its blobs' bytes (zstd).
+    this.streams = new StreamRecordings(path.join(workDir, 'streams'), Math.floor(limitBytes / 4));
+    this.copies = new UpstreamClosureCopies(store, upstream, (bytes) => (this.counters.bytesFetched += bytes), this.partialDir, log, this.streams.tap());
     mkdirSync(this.manifestDir, { recursive: true });
     // What a crash left half-fetched is fetched again.
     rmSync(this.partialDir, { recursive: true, force: true });
@@ -362,7 +371,7 @@ export class RelayCache {
       tally.misses++;
       const partial = copy.partial;
       // The stream brings a large blob without its outboard: asked for (a few KiB), it lets its groups be verified as they come.
-      const outboard = partial.outboard ?? (this.store.hasBlob(digest) ? this.store.readOutboard(digest) : await this.remote.blobs.readOutboard(digest));
+      const outboard = partial.outboard ?? (await this.outboard(digest));
       partial.attachOutboard(outboard);
       const stored = copy.settled.then(async () => {
         // Given up by the copy before its commit: fetched through.
@@ -387,6 +396,23 @@ export class RelayCache {
     tally.misses++;
     const fetch = await pending;
     return this.partialSource(digest, fetch.partial, fetch.partial.outboard!, fetch.whole);
+  }
+
+  /**
+   * Blob `id`'s outboard (checked against the id): the castore's, else
+   * asked upstream once (a large blob a copy is still bringing: agents ask
+   * the outboards of a stream's large blobs before it starts).
+   */
+  async outboard(id: Digest): Promise<Uint8Array> {
+    if (this.store.hasBlob(id)) return this.store.readOutboard(id);
+    let asked = this.outboards.get(id);
+    if (!asked) {
+      asked = this.remote.blobs.readOutboard(id);
+      if (this.outboards.size >= MAX_OUTBOARDS_ASKED) this.outboards.delete(this.outboards.keys().next().value!);
+      this.outboards.set(id, asked);
+      asked.catch(() => this.outboards.delete(id));
+    }
+    return asked;
   }
 
   /** What reads a blob arriving through `partial`: its verified bytes, from the castore once it is there. */

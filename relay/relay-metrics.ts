@@ -52,6 +52,9 @@ export class RelayMetrics implements MetricsSource {
     readCounter(registry, 'ferry_relay_fetched_bytes_total', 'Bytes fetched from the coordinator (for agents and for the prefetch)', () => now().bytesFetched);
     readCounter(registry, 'ferry_relay_refused_requests_total', 'Requests refused (no or a bad grant, an object outside the granted closure, an operation a relay does not serve, a replay)', () => now().refused);
     readGauge(registry, 'ferry_relay_agents_served', 'Agents served since the relay started', () => now().agentsServed);
+    readGauge(registry, 'ferry_relay_stream_bytes', 'Bytes of the upstream streams kept to serve agents as they are', () => now().streams?.bytes ?? 0);
+    readCounter(registry, 'ferry_relay_streams_served_total', 'Replies served from a kept upstream stream', () => now().streams?.served ?? 0);
+    readCounter(registry, 'ferry_relay_stream_served_wire_bytes_total', 'Wire (compressed) bytes of the replies served from kept streams', () => now().streams?.servedWireBytes ?? 0);
     readCounter(registry, 'ferry_relay_prefetches_total', 'Closures prefetched whole into the cache since the relay started', () => now().prefetch?.prefetches ?? 0);
     readCounter(registry, 'ferry_relay_prefetch_fetched_bytes_total', 'Bytes fetched from the coordinator for the prefetch (part of ferry_relay_fetched_bytes_total)', () => now().prefetch?.bytesFetched ?? 0);
     new Gauge({

@@ -71,7 +71,7 @@ interface ReceivedRequest {
 type Transport = 'https' | 'quic';
 
 interface Reply {
-  header: DataResponseInput<'closure.manifest' | 'directories.get' | 'blob.get' | 'blobs.get'>;
+  header: DataResponseInput<'closure.manifest' | 'directories.get' | 'blob.get' | 'blobs.get' | 'blobs.stream'>;
   body?: AsyncIterable<Uint8Array>;
 }
 
@@ -288,6 +288,7 @@ export class RelayServer {
       refused: this.refusals,
       agentsServed: this.agents.size,
       ...(this.prefetcher ? { prefetch: this.prefetcher.status() } : {}),
+      streams: { ...this.cache.streams.counters, bytes: this.cache.streams.bytes() },
     };
   }
 
@@ -450,6 +451,12 @@ export class RelayServer {
         const closure = await this.cache.closure(grant.configId);
         const object = closure.objects.get(request.id);
         if (object?.kind !== 'file') throw refused(`blob ${request.id} is not part of the granted config's closure`);
+        if (request.length === 0) {
+          // Its outboard alone (an agent about to verify a stream's large blobs): not waited for behind the copy.
+          if (request.offset > object.size) throw new FerryError('INVALID', `offset ${request.offset} is beyond the end of blob ${request.id} (${object.size} bytes)`);
+          const outboard = request.outboard ? await this.cache.outboard(request.id as Digest) : new Uint8Array(0);
+          return { header: { id: request.id, size: object.size, offset: request.offset, length: 0, outboardSize: outboard.length }, body: (async function* () { yield outboard; })() };
+        }
         let source: BlobSource;
         if (object.size > MAX_BATCHED_BLOB_BYTES) source = await this.cache.blobSource(closure, request.id);
         else {
@@ -493,10 +500,20 @@ export class RelayServer {
           body: this.options.flipBlobBytes ? flipped(blobs.bytes) : (async function* () { yield* blobs.bytes; })(),
         };
       }
-      case 'blobs.stream':
+      case 'blobs.stream': {
+        const closure = await this.cache.closure(grant.configId);
+        for (const id of request.ids) if (closure.objects.get(id)?.kind !== 'file') throw refused(`blob ${id} is not part of the granted config's closure`);
+        // Served only as its copy received it (stream-recordings.ts); INVALID is every agent's "ask in batches".
+        const recording = await this.cache.streams.find(request.ids as Digest[], () => this.cache.copies.active());
+        if (!recording) throw new FerryError('INVALID', 'the relay has no stream of these blobs: ask for them in batches');
+        if (recording.encoding !== 'identity' && !request.accept?.includes(recording.encoding)) throw new FerryError('INVALID', `the relay keeps this stream ${recording.encoding}-encoded, which the request does not accept`);
+        this.bytesServed += recording.size;
+        const wire = this.cache.streams.read(recording);
+        return { header: { size: recording.size, encoding: recording.encoding }, body: this.options.flipBlobBytes ? flipped(wire) : wire };
+      }
       case 'blobs.templates':
       case 'blobs.delta':
-        // Understood by every agent as "not here": batches, no templates, whole blobs.
+        // Understood by every agent as "not here": no templates, whole blobs.
         throw new FerryError('INVALID', `a relay does not serve ${request.op}`);
       default:
         throw refused(`a relay serves reads of granted closures only, not ${request.op}`);

@@ -11,7 +11,7 @@
  */
 import { DataClient, DataError, TransportError } from '../../protocol/data-client.js';
 import { DecompressError } from '../../protocol/compression/decompress-error.js';
-import { unzstdExact, unzstdWhole, WIRE_MAX_COMPRESSED_SEGMENT_BYTES, WIRE_STREAM_MIN_BYTES } from '../../protocol/compression/wire.js';
+import { unzstdExact, unzstdWhole, WIRE_MAX_COMPRESSED_SEGMENT_BYTES, WIRE_STREAM_MIN_BYTES, type WireEncoding } from '../../protocol/compression/wire.js';
 import { FrameReader } from '../../protocol/framing.js';
 import { MAX_BATCH_OBJECTS, MAX_BATCHED_BLOB_BYTES, MAX_QUERY_ITEMS, MAX_STREAM_BYTES } from '../../protocol/data-protocol.js';
 import { BlobVerifier, blake3 } from '../blake3/index.js';
@@ -102,61 +102,128 @@ async function fetchBlobBatch(client: DataClient, ingest: SharedIngest, blobs: r
 }
 
 /**
+ * Sees the wire bytes of a `blobs.stream` reply as they arrive: a site
+ * relay keeps its upstream's stream to serve the same bytes to its agents
+ * (relay/stream-recordings.ts). `begin` is called for a request that asks
+ * a whole run of blobs (not the rest after a cut); it may decline
+ * (undefined).
+ */
+export interface StreamTap {
+  begin(ids: readonly Digest[], size: number, encoding: WireEncoding): StreamTapRecording | undefined;
+}
+
+/** One reply as a StreamTap sees it. */
+export interface StreamTapRecording {
+  append(chunk: Uint8Array): void;
+  /** The reply arrived whole, and every blob in it verified. */
+  complete(): void;
+  /** The reply was cut, refused or carried a blob that did not verify: what was appended is worth nothing. */
+  fail(error: Error): void;
+}
+
+export interface DataPlaneBulkCopyOptions {
+  /**
+   * Reads a blob's outboard (checked against its id). When set, each large
+   * blob of a stream is verified group by group against its outboard,
+   * read before the stream: a corrupt byte is caught within 16 KiB, not at
+   * the blob's end (a site relay's streams, which it only passes on).
+   */
+  streamOutboards?: (id: Digest) => Promise<Uint8Array>;
+  /** Sees each stream's wire bytes (a relay's upstream copy). */
+  streamTap?: StreamTap;
+}
+
+/** Outboards read at once before a stream (each a small request). */
+const OUTBOARDS_IN_FLIGHT = 8;
+
+/**
  * Fetches `blobs` as one `blobs.stream` reply, zstd when the client
  * compresses (one stream: files share their context); each blob is
- * verified whole as it completes and staged (or handed to the sink), so
- * a cut stream keeps what arrived, and the retry asks for the rest only.
- * Returns false, fetching nothing, when the coordinator does not know
- * `blobs.stream` (the caller then uses batches).
+ * verified as it completes (or, with `streamOutboards`, a large one group
+ * by group) and staged (or handed to the sink), so a cut stream keeps what
+ * arrived, and the retry asks for the rest only. Returns the blobs it did
+ * not fetch because the source refused `blobs.stream` (INVALID: a
+ * coordinator from before it, or a relay without this stream), for the
+ * caller to fetch in batches; an empty list when all came.
  */
-async function fetchBlobStream(client: DataClient, ingest: SharedIngest, blobs: readonly FileNode[], onBytes: (bytes: number) => void, sink: Sink): Promise<boolean> {
+async function fetchBlobStream(client: DataClient, ingest: SharedIngest, blobs: readonly FileNode[], onBytes: (bytes: number) => void, sink: Sink, options: DataPlaneBulkCopyOptions): Promise<FileNode[]> {
   const received = new Set<Digest>();
   const rest = () => blobs.filter((blob) => !received.has(blob.digest));
   try {
+    const outboards = new Map<Digest, Uint8Array>();
+    const readOutboard = options.streamOutboards;
+    if (readOutboard) {
+      const large = blobs.filter((blob) => blob.size > MAX_BATCHED_BLOB_BYTES);
+      await runPool(large, OUTBOARDS_IN_FLIGHT, async (blob) => void outboards.set(blob.digest, await readOutboard(blob.digest)));
+    }
     await client.call(() => ({ op: 'blobs.stream', ids: rest().map((blob) => blob.digest), ...(client.accept ? { accept: client.accept } : {}) }), {
       consume: async (reply) => {
         const wanted = rest();
         const size = wanted.reduce((sum, blob) => sum + blob.size, 0);
         if (reply.header.size !== size) throw new TransportError(`the coordinator streams ${reply.header.size} bytes for blobs of ${size}`);
         if (reply.header.encoding !== 'identity' && !client.compression) throw new DataError('BAD_RESPONSE', `the coordinator sent a ${reply.header.encoding} stream, which was not asked for`);
-        // zstd: decompressed to exactly `size` bytes at most (the sizes come from verified directories).
-        const bytes = new FrameReader(reply.header.encoding === 'zstd' ? unzstdExact(reply.body.readRest(), size, 'blob stream') : reply.body.readChunks(size, 'blob stream'));
+        const recording = received.size === 0 ? options.streamTap?.begin(wanted.map((blob) => blob.digest), size, reply.header.encoding) : undefined;
         try {
-          for (const blob of wanted) {
-            if (blob.size <= MAX_BATCHED_BLOB_BYTES) {
-              const data = await bytes.readExact(blob.size, `blob ${blob.digest}`);
-              if (digestFromBytes(blake3(data)) !== blob.digest) throw new CastoreError('BLOB_CORRUPT', `blob ${blob.digest} arrived with bytes that hash to something else`, { objectId: blob.digest });
-              if (sink) await sink(blob.digest, data);
-              else await ingest.use(blob.size, (session) => session.putBlobBytes(data, blob.digest));
-            } else {
-              await ingest.use(blob.size, async (session) => {
-                // Hashed as written; `finish` refuses (and drops) bytes that are not the blob.
-                const writer = session.blobWriter(blob.size, blob.digest);
-                try {
-                  for await (const chunk of bytes.readChunks(blob.size, `blob ${blob.digest}`)) writer.write(chunk);
-                  writer.finish();
-                } catch (error) {
-                  writer.discard();
-                  throw error;
-                }
-              });
+          const wire = reply.header.encoding === 'zstd' ? reply.body.readRest() : reply.body.readChunks(size, 'blob stream');
+          const tapped = recording ? teeInto(wire, recording) : wire;
+          // zstd: decompressed to exactly `size` bytes at most (the sizes come from verified directories).
+          const bytes = new FrameReader(reply.header.encoding === 'zstd' ? unzstdExact(tapped, size, 'blob stream') : tapped);
+          try {
+            for (const blob of wanted) {
+              if (blob.size <= MAX_BATCHED_BLOB_BYTES) {
+                const data = await bytes.readExact(blob.size, `blob ${blob.digest}`);
+                if (digestFromBytes(blake3(data)) !== blob.digest) throw new CastoreError('BLOB_CORRUPT', `blob ${blob.digest} arrived with bytes that hash to something else`, { objectId: blob.digest });
+                if (sink) await sink(blob.digest, data);
+                else await ingest.use(blob.size, (session) => session.putBlobBytes(data, blob.digest));
+              } else {
+                const outboard = outboards.get(blob.digest);
+                await ingest.use(blob.size, async (session) => {
+                  // With its outboard: verified per group before it is written (and not hashed again);
+                  // without: hashed as written, and `finish` refuses (and drops) bytes that are not the blob.
+                  const verifier = outboard && new BlobVerifier(digestToBytes(blob.digest), blob.size, outboard, { objectId: blob.digest });
+                  const writer = session.blobWriter(blob.size, blob.digest, outboard);
+                  try {
+                    for await (const chunk of bytes.readChunks(blob.size, `blob ${blob.digest}`)) {
+                      if (!verifier) writer.write(chunk);
+                      else for (const verified of verifier.push(chunk)) writer.write(verified);
+                    }
+                    verifier?.finish();
+                    writer.finish();
+                  } catch (error) {
+                    writer.discard();
+                    throw error;
+                  }
+                });
+              }
+              received.add(blob.digest);
+              onBytes(blob.size);
             }
-            received.add(blob.digest);
-            onBytes(blob.size);
+            await bytes.expectEnd();
+          } catch (error) {
+            retryable(error);
           }
-          await bytes.expectEnd();
+          await reply.body.expectEnd();
         } catch (error) {
-          retryable(error);
+          recording?.fail(error as Error);
+          throw error;
         }
-        await reply.body.expectEnd();
+        recording?.complete();
       },
     });
   } catch (error) {
-    // A coordinator from before blobs.stream refuses the operation: fetch the rest in batches.
-    if (error instanceof DataError && error.code === 'INVALID' && received.size === 0) return false;
+    // A source that does not serve this stream (a coordinator from before blobs.stream, a relay without it): the rest in batches.
+    if (error instanceof DataError && error.code === 'INVALID') return rest();
     throw error;
   }
-  return true;
+  return [];
+}
+
+/** `chunks`, each handed to `recording` as it passes. */
+async function* teeInto(chunks: AsyncIterable<Uint8Array>, recording: StreamTapRecording): AsyncGenerator<Uint8Array> {
+  for await (const chunk of chunks) {
+    recording.append(chunk);
+    yield chunk;
+  }
 }
 
 /**
@@ -234,7 +301,10 @@ const DIRECTORIES_PER_REQUEST = 1024;
 export class DataPlaneBulkCopy implements BulkCopySource {
   readonly directoriesPerRequest = DIRECTORIES_PER_REQUEST;
 
-  constructor(private readonly client: DataClient) {}
+  constructor(
+    private readonly client: DataClient,
+    private readonly options: DataPlaneBulkCopyOptions = {},
+  ) {}
 
   /** Retries (as a transport fault) a directory that does not hash to its id; the copy checks and decodes it again. */
   async getDirectories(ids: readonly Digest[]): Promise<Uint8Array[]> {
@@ -311,8 +381,7 @@ export class DataPlaneBulkCopy implements BulkCopySource {
       const inStream = new Set(streamed.map((blob) => blob.digest));
       // What no stream carries (an empty blob) goes in a batch.
       batched = whole.filter((blob) => !inStream.has(blob.digest));
-      // Not compressing (from a site relay, which copies the closure upstream as one stream, relay/closure-copy.ts):
-      // batches in the stream's order, each asking for what the relay has just received.
+      // Not compressing (loopback): batches, in the stream's order; a stream is for what zstd carries.
       if (!client.compression) {
         batched = [...streamed, ...batched];
         streamed = [];
@@ -323,11 +392,13 @@ export class DataPlaneBulkCopy implements BulkCopySource {
       // Runs a `blobs.stream` request may carry.
       const parts = batchBlobs(streamed, { largeOver: MAX_STREAM_BYTES, maxObjects: MAX_QUERY_ITEMS, maxBytes: MAX_STREAM_BYTES });
       for (const [index, part] of parts.entries()) {
-        if (!(await fetchBlobStream(client, job.ingest, part, job.onBytes, job.smallBlobs))) {
-          batched.push(...parts.slice(index).flat());
+        const refused = await fetchBlobStream(client, job.ingest, part, job.onBytes, job.smallBlobs, this.options);
+        job.onObjects(part.length - refused.length);
+        if (refused.length > 0) {
+          // First, in the stream's order: from a relay, what it has just received.
+          batched = [...refused, ...parts.slice(index + 1).flat(), ...batched];
           break;
         }
-        job.onObjects(part.length);
       }
     }
     // Deltas and whole batches side by side: a small change is one round trip, not two.

@@ -1,0 +1,83 @@
+// Fixtures of the relay tests with real processes: a counting TCP proxy (an uplink or a LAN whose bytes are
+// measured), compressible trees (a closure's files compress about 3x), and reading a tree back.
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, connect, type Server } from 'node:net';
+import path from 'node:path';
+
+/** A TCP proxy to `targetPort` on 127.0.0.1 that counts server -> client bytes (the downlink of an uplink, or what a LAN carried). */
+export interface CountingProxy {
+  url: string;
+  down: number;
+  close(): Promise<void>;
+}
+
+export async function startCountingProxy(targetPort: number): Promise<CountingProxy> {
+  const sockets = new Set<{ destroy(): void }>();
+  const proxy: CountingProxy = { url: '', down: 0, close: async () => undefined };
+  const server: Server = createServer((client) => {
+    const upstream = connect(targetPort, '127.0.0.1');
+    sockets.add(client).add(upstream);
+    client.pipe(upstream);
+    upstream.on('data', (chunk: Buffer) => {
+      proxy.down += chunk.length;
+      client.write(chunk);
+    });
+    upstream.on('end', () => client.end());
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    upstream.on('error', drop);
+    client.on('error', drop);
+    client.on('close', () => upstream.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  proxy.url = `https://127.0.0.1:${(server.address() as { port: number }).port}`;
+  proxy.close = () =>
+    new Promise((resolve) => {
+      server.close(() => resolve());
+      for (const socket of sockets) socket.destroy();
+    });
+  return proxy;
+}
+
+/**
+ * Text-like files (lines of words from a small vocabulary): they compress about 3x, as a closure's do.
+ * Writes `files` small text files and one of `largeBytes` (big.dat) under `root`; their total size. `seed` varies the words.
+ */
+export function writeCompressibleTree(root: string, files: number, largeBytes: number, seed = ''): number {
+  const words = ['lib', 'share', 'include', 'static', 'const', 'return', 'function', 'module', 'export', 'nix', 'store', 'ferry', 'relay', 'agent', 'closure', 'blob'];
+  let state = 12345 + [...seed].reduce((sum, char) => (sum * 31 + char.charCodeAt(0)) & 0xffff, 0);
+  const next = () => (state = (state * 1103515245 + 12345) & 0x7fffffff);
+  const text = (bytes: number) => {
+    const parts: string[] = [];
+    let length = 0;
+    while (length < bytes) {
+      const part = `${words[next() % words.length]}${next() % 1000}${next() % 9 === 0 ? '\n' : ' '}`;
+      parts.push(part);
+      length += part.length;
+    }
+    return parts.join('').slice(0, bytes);
+  };
+  let total = 0;
+  for (let index = 0; index < files; index++) {
+    const dir = path.join(root, `d${index % 9}`);
+    mkdirSync(dir, { recursive: true });
+    const size = 2000 + ((index * 7919) % 60_000);
+    writeFileSync(path.join(dir, `f${index}.txt`), text(size));
+    total += size;
+  }
+  mkdirSync(root, { recursive: true });
+  writeFileSync(path.join(root, 'big.dat'), text(largeBytes));
+  return total + largeBytes;
+}
+
+export function filesOf(dir: string, prefix = ''): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
+  for (const name of readdirSync(dir)) {
+    const full = path.join(dir, name);
+    if (statSync(full).isDirectory()) for (const [rel, bytes] of filesOf(full, `${prefix}${name}/`)) out.set(rel, bytes);
+    else out.set(`${prefix}${name}`, readFileSync(full));
+  }
+  return out;
+}
