@@ -1,7 +1,7 @@
 /**
  * Site relays (docs/relays.md): `ferry relay …` on the relay's machine
  * (enroll, run, status) and `ferry relays …` for operators (ls, assign,
- * revoke).
+ * upstream, revoke).
  */
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -138,13 +138,14 @@ const relaysLs: Command = {
     if (booleanOption(options, 'json')) return writeJson(stdout, relays);
     stdout.write(
       table(
-        ['RELAY', 'NAME', 'URL', 'STATUS', 'WHERE', 'SERVED', 'FAILED', 'LAST FAILURE'],
+        ['RELAY', 'NAME', 'URL', 'STATUS', 'WHERE', 'UPSTREAM', 'SERVED', 'FAILED', 'LAST FAILURE'],
         relays.map((relay) => [
           relay.id,
           relay.name,
           relay.url,
           relay.status,
           relay.where.join(' ') || '(nobody)',
+          relay.upstream ? `${relays.find((other) => other.id === relay.upstream)?.name ?? '?'} ${relay.upstream.slice(0, 12)}` : '(coordinator)',
           String(relay.reports.agentsServed),
           relay.reports.drops > 0 ? `${relay.reports.failures} (${relay.reports.drops} dropped)` : String(relay.reports.failures),
           relay.reports.lastFailure ? `${new Date(relay.reports.lastFailure.at).toISOString()} ${relay.reports.lastFailure.agentId.slice(0, 12)}: ${relay.reports.lastFailure.message.slice(0, 120)}` : '-',
@@ -170,6 +171,22 @@ const relaysAssign: Command = {
   },
 };
 
+const relaysUpstream: Command = {
+  path: ['relays', 'upstream'],
+  summary: "choose where a relay fetches from before the coordinator: another relay (which may then read this relay's configs), or none",
+  args: '<relay-id> <upstream-relay-id|none>',
+  minArgs: 2,
+  maxArgs: 2,
+  options: common,
+  async run({ args, options, stdout }) {
+    const [relayId, upstream] = [args[0]!, args[1]!];
+    const result = await clientFrom(options).call('relays.upstream', { relayId, upstream: upstream === 'none' ? null : upstream });
+    if (booleanOption(options, 'json')) return writeJson(stdout, result);
+    stdout.write(upstream === 'none' ? term`relay ${relayId} fetches from the coordinator (event ${String(result.seq)})\n` : term`relay ${relayId} fetches from relay ${upstream} first (event ${String(result.seq)})\n`);
+    return 0;
+  },
+};
+
 const relaysRevoke: Command = {
   path: ['relays', 'revoke'],
   summary: 'revoke a relay: its key is refused, and agents are no longer sent to it',
@@ -185,4 +202,4 @@ const relaysRevoke: Command = {
   },
 };
 
-export const relayCommands: Command[] = [enroll, run, status, relaysLs, relaysAssign, relaysRevoke];
+export const relayCommands: Command[] = [enroll, run, status, relaysLs, relaysAssign, relaysUpstream, relaysRevoke];

@@ -28,6 +28,13 @@ import { KeyIdSchema, type KeyId } from './identity.js';
 export const RELAY_GRANT_TTL_MS = 60 * 60 * 1000;
 /** Relays named to one agent at most (it tries the first; more is for later sessions). */
 export const MAX_RELAYS_PER_AGENT = 4;
+/**
+ * Relays in one chain at most, from the one agents use to the one that
+ * fetches from the coordinator (a site, a depot, a region, one more):
+ * each hop is a fetch-through, and a deeper chain adds latency and a
+ * reach computed through every level.
+ */
+export const MAX_RELAY_CHAIN = 4;
 /** The HTTP header an agent's data requests to a relay carry their grant in (base64url of its JSON). */
 export const RELAY_GRANT_HEADER = 'x-ferry-relay-grant';
 
