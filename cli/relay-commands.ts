@@ -113,11 +113,21 @@ const status: Command = {
         term`hit rate    ${asked === 0 ? '-' : `${Math.round((100 * current.hits) / asked)}%`} (${current.hits} hits, ${current.misses} misses)\n`,
         term`served      ${formatBytes(current.bytesServed)} to ${current.agentsServed} agent(s); fetched ${formatBytes(current.bytesFetched)}; refused ${current.refused} request(s)\n`,
         prefetchLine(current.prefetch),
+        upstreamLine(current.upstream),
       ]}`,
     );
     return 0;
   },
 };
+
+/** Where the relay fetches from (`ferry relay status`): its upstream relay or the coordinator, and how often the upstream relay failed. */
+function upstreamLine(upstream: RelayStatus['upstream']): TerminalText | '' {
+  if (!upstream) return '';
+  if (!upstream.relay) return term`fetches     from the coordinator (no upstream relay)\n`;
+  const where = upstream.fetchingFrom === 'relay' ? term`from relay ${upstream.relay.url} (${upstream.relay.id.slice(0, 12)}…), then the coordinator` : term`from the coordinator: relay ${upstream.relay.url} dropped until ${new Date(upstream.droppedUntil ?? 0).toISOString()}`;
+  const failures = upstream.failures > 0 ? term`; last: ${upstream.lastFailure ?? '?'}` : '';
+  return term`fetches     ${where}; ${upstream.tasks} fetch(es) from it, ${upstream.failures} failed${failures}\n`;
+}
 
 /** The prefetch's line of `ferry relay status`: closures ready of those wanted, the one under way, what failed. */
 function prefetchLine(prefetch: RelayStatus['prefetch']): TerminalText {

@@ -41,6 +41,12 @@ export interface ClosureCopySource {
   walk(): Promise<unknown>;
   /** Blob bytes this copy brings, for whoever started it (the prefetch's tally, or the agents'). */
   onBytes?: (bytes: number) => void;
+  /**
+   * Runs the copy against a client of the relay's choosing (fetch-sources.ts:
+   * its upstream relay first, then the coordinator for what that did not
+   * bring); default: the coordinator's client.
+   */
+  through?: <T>(task: (client: DataClient) => Promise<T>) => Promise<T>;
 }
 
 /** One blob the copy will bring: resolved once it is committed, or once the copy gave up on it. */
@@ -129,7 +135,9 @@ export class UpstreamClosureCopies {
       }
       planned();
       if (wanted.length === 0) return;
-      await this.copy(source, wanted, readDirectory);
+      const through = source.through ?? ((task) => task(this.upstream));
+      // Against another client after a failure: only what the first did not commit.
+      await through((client) => this.copy(client, source, wanted.filter((blob) => this.pending.has(blob.digest) && !this.store.hasBlob(blob.digest)), readDirectory));
     } finally {
       planned();
       // Whatever the copy did not commit is the fetch-through's now.
@@ -137,10 +145,11 @@ export class UpstreamClosureCopies {
     }
   }
 
-  private async copy(source: ClosureCopySource, blobs: readonly FileNode[], readDirectory: (id: Digest) => ReturnType<LocalCastore['readDirectory']>): Promise<void> {
+  private async copy(client: DataClient, source: ClosureCopySource, blobs: readonly FileNode[], readDirectory: (id: Digest) => ReturnType<LocalCastore['readDirectory']>): Promise<void> {
+    if (blobs.length === 0) return;
     const ingest = new SharedIngest(this.trackingTarget(), UPSTREAM_COMMIT_BYTES);
     try {
-      await new DataPlaneBulkCopy(this.upstream).copyBlobs({
+      await new DataPlaneBulkCopy(client).copyBlobs({
         blobs,
         storePaths: source.storePaths,
         readDirectory,
