@@ -5,7 +5,6 @@
 // the relay copies the closure compressed, once, and the agents' requests wait for it rather than fetching
 // objects a second time. The CLI runs from build/ (`npm run build`).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer, connect, type Server } from 'node:net';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -19,6 +18,7 @@ import { formatJoinString } from '../protocol/join-string.js';
 import { RelayStatusSchema } from '../protocol/relays.js';
 import { addTreeAsStorePath, fakeStorePath, signedConfig, startTestCoordinator, type TestCoordinator } from './data-plane-fixture.js';
 import { ferryBin, freePort, runFerry as ferry } from './cli-process.js';
+import { startCountingProxy, type CountingProxy } from './counting-proxy.js';
 
 const system = nixSystem();
 
@@ -26,45 +26,6 @@ let test: TestCoordinator;
 let work: string;
 let relay: ChildProcess | undefined;
 let uplink: CountingProxy;
-
-/** A TCP proxy to the coordinator's HTTP port that counts coordinator -> client bytes (the downlink of an uplink). */
-interface CountingProxy {
-  url: string;
-  down: number;
-  close(): Promise<void>;
-}
-
-async function startCountingProxy(targetPort: number): Promise<CountingProxy> {
-  const sockets = new Set<{ destroy(): void }>();
-  const proxy: CountingProxy = { url: '', down: 0, close: async () => undefined };
-  const server: Server = createServer((client) => {
-    const upstream = connect(targetPort, '127.0.0.1');
-    sockets.add(client).add(upstream);
-    client.pipe(upstream);
-    upstream.on('data', (chunk: Buffer) => {
-      proxy.down += chunk.length;
-      client.write(chunk);
-    });
-    upstream.on('end', () => client.end());
-    const drop = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    upstream.on('error', drop);
-    client.on('error', drop);
-    client.on('close', () => upstream.destroy());
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  proxy.url = `https://127.0.0.1:${(server.address() as { port: number }).port}`;
-  proxy.close = () =>
-    new Promise((resolve) => {
-      server.close(() => resolve());
-      for (const socket of sockets) socket.destroy();
-    });
-  return proxy;
-}
-
-
 
 /** Text-like files (lines of words from a small vocabulary): they compress about 3x, as a closure's do. */
 function writeCompressibleTree(root: string, files: number, largeBytes: number): number {
