@@ -10,9 +10,11 @@
  * stream starts with a frame of the headers the HTTPS request carries, so
  * the signature, grant, nonce and access checks are the same code.
  *
- * Each request must be signed by an agent (protocol/request-signing.ts:
- * the key id is its public key, nothing else is needed to check it) and
- * carry a coordinator-signed grant naming that agent (protocol/relays.ts);
+ * Each request must be signed by an agent, or a relay downstream of this
+ * one (protocol/request-signing.ts: the key id is its public key, nothing
+ * else is needed to check it) and carry a coordinator-signed grant naming
+ * that key (protocol/relays.ts; a downstream relay's come with its
+ * prefetch answer, fetch-sources.ts), checked alike for both;
  * the relay then serves only the granted config's closure, as the
  * coordinator's signed manifest names it. It refuses what it does not
  * serve (blobs.stream, blobs.templates, blobs.delta: INVALID, which makes
