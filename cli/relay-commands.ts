@@ -1,7 +1,7 @@
 /**
  * Site relays (docs/relays.md): `ferry relay …` on the relay's machine
  * (enroll, run, status) and `ferry relays …` for operators (ls, assign,
- * revoke).
+ * upstream, revoke).
  */
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -114,11 +114,21 @@ const status: Command = {
         term`served      ${formatBytes(current.bytesServed)} to ${current.agentsServed} agent(s); fetched ${formatBytes(current.bytesFetched)}; refused ${current.refused} request(s)\n`,
         current.streams ? term`streams     ${current.streams.recorded} kept (${formatBytes(current.streams.bytes)}), served ${current.streams.served} time(s), ${formatBytes(current.streams.servedWireBytes)} on the wire\n` : '',
         prefetchLine(current.prefetch),
+        upstreamLine(current.upstream),
       ]}`,
     );
     return 0;
   },
 };
+
+/** Where the relay fetches from (`ferry relay status`): its upstream relay or the coordinator, and how often the upstream relay failed. */
+function upstreamLine(upstream: RelayStatus['upstream']): TerminalText | '' {
+  if (!upstream) return '';
+  if (!upstream.relay) return term`fetches     from the coordinator (no upstream relay)\n`;
+  const where = upstream.fetchingFrom === 'relay' ? term`from relay ${upstream.relay.url} (${upstream.relay.id.slice(0, 12)}…), then the coordinator` : term`from the coordinator: relay ${upstream.relay.url} dropped until ${new Date(upstream.droppedUntil ?? 0).toISOString()}`;
+  const failures = upstream.failures > 0 ? term`; last: ${upstream.lastFailure ?? '?'}` : '';
+  return term`fetches     ${where}; ${upstream.tasks} fetch(es) from it, ${upstream.failures} failed${failures}\n`;
+}
 
 /** The prefetch's line of `ferry relay status`: closures ready of those wanted, the one under way, what failed. */
 function prefetchLine(prefetch: RelayStatus['prefetch']): TerminalText {
@@ -139,13 +149,14 @@ const relaysLs: Command = {
     if (booleanOption(options, 'json')) return writeJson(stdout, relays);
     stdout.write(
       table(
-        ['RELAY', 'NAME', 'URL', 'STATUS', 'WHERE', 'SERVED', 'FAILED', 'LAST FAILURE'],
+        ['RELAY', 'NAME', 'URL', 'STATUS', 'WHERE', 'UPSTREAM', 'SERVED', 'FAILED', 'LAST FAILURE'],
         relays.map((relay) => [
           relay.id,
           relay.name,
           relay.url,
           relay.status,
           relay.where.join(' ') || '(nobody)',
+          relay.upstream ? `${relays.find((other) => other.id === relay.upstream)?.name ?? '?'} ${relay.upstream.slice(0, 12)}` : '(coordinator)',
           String(relay.reports.agentsServed),
           relay.reports.drops > 0 ? `${relay.reports.failures} (${relay.reports.drops} dropped)` : String(relay.reports.failures),
           relay.reports.lastFailure ? `${new Date(relay.reports.lastFailure.at).toISOString()} ${relay.reports.lastFailure.agentId.slice(0, 12)}: ${relay.reports.lastFailure.message.slice(0, 120)}` : '-',
@@ -171,6 +182,22 @@ const relaysAssign: Command = {
   },
 };
 
+const relaysUpstream: Command = {
+  path: ['relays', 'upstream'],
+  summary: "choose where a relay fetches from before the coordinator: another relay (which may then read this relay's configs), or none",
+  args: '<relay-id> <upstream-relay-id|none>',
+  minArgs: 2,
+  maxArgs: 2,
+  options: common,
+  async run({ args, options, stdout }) {
+    const [relayId, upstream] = [args[0]!, args[1]!];
+    const result = await clientFrom(options).call('relays.upstream', { relayId, upstream: upstream === 'none' ? null : upstream });
+    if (booleanOption(options, 'json')) return writeJson(stdout, result);
+    stdout.write(upstream === 'none' ? term`relay ${relayId} fetches from the coordinator (event ${String(result.seq)})\n` : term`relay ${relayId} fetches from relay ${upstream} first (event ${String(result.seq)})\n`);
+    return 0;
+  },
+};
+
 const relaysRevoke: Command = {
   path: ['relays', 'revoke'],
   summary: 'revoke a relay: its key is refused, and agents are no longer sent to it',
@@ -186,4 +213,4 @@ const relaysRevoke: Command = {
   },
 };
 
-export const relayCommands: Command[] = [enroll, run, status, relaysLs, relaysAssign, relaysRevoke];
+export const relayCommands: Command[] = [enroll, run, status, relaysLs, relaysAssign, relaysUpstream, relaysRevoke];

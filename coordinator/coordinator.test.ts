@@ -43,7 +43,9 @@ describe('event sourcing', () => {
     expect(result.recorded).toBeGreaterThan(500);
     expect(result.refused).toBeGreaterThan(50);
     const actions = new Set([...coordinator.events()].map((event) => event.action));
-    for (const action of ['agent.report', 'agent.health', 'agent.presence'] as const) expect(actions, action).toContain(action);
+    for (const action of ['agent.report', 'agent.health', 'agent.presence', 'relay.upstream'] as const) expect(actions, action).toContain(action);
+    // Some relay fetches from another one as the run ends (an upstream set by relay.upstream, replayed below).
+    expect(coordinator.state.all('relays').some((relay) => relay.upstream !== null)).toBe(true);
     const replayDb = openCoordinatorDatabase(path.join(dir, 'replay.db'));
     const replayed = new SqliteStateStore(replayDb.db);
     const memory = new MemoryStateStore();

@@ -68,6 +68,11 @@ export interface DataReplyStream<N extends DataOperationName> {
 
 type RequestBody = Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
 
+/** Headers each request carries besides its signature: fixed, or asked for at each request (a relay grant renewed meanwhile). */
+export type ExtraHeaders = Readonly<Record<string, string>> | (() => Readonly<Record<string, string>>);
+
+const headersNow = (headers: ExtraHeaders | undefined): Readonly<Record<string, string>> => (typeof headers === 'function' ? headers() : (headers ?? {}));
+
 /** Bytes on the wire, counted where they enter and leave the transports. */
 interface WireBytes {
   received: number;
@@ -98,7 +103,7 @@ class QuicTransport implements Transport {
     idleTimeoutMs: number,
     private readonly counter: WireBytes,
     /** Set for a relay (RELAY_ALPN): the identity that signs each request, and the headers each carries besides. */
-    private readonly signed?: { identity: Identity; headers: Readonly<Record<string, string>> },
+    private readonly signed?: { identity: Identity; headers: ExtraHeaders },
   ) {
     // Keep NAT bindings and the coordinator's idle timer fresh; a dead peer ends the session at its idle timeout.
     this.keepalive = setInterval(() => {
@@ -125,7 +130,7 @@ class QuicTransport implements Transport {
     timeoutMs: number,
     idleTimeoutMs: number,
     counter: WireBytes,
-    signedRequests?: { headers: Readonly<Record<string, string>> },
+    signedRequests?: { headers: ExtraHeaders },
   ): Promise<QuicTransport> {
     let session: QuicClientSession;
     try {
@@ -171,7 +176,7 @@ class QuicTransport implements Transport {
     const writing = (async () => {
       const frame = encodeHeaderFrame(header);
       // To a relay: first the headers HTTPS would carry, signed over the same request frame (relays.ts RelayRequestHeadersSchema).
-      const headers = this.signed && encodeHeaderFrame({ headers: { ...this.signed.headers, ...signRequest(this.signed.identity, 'POST', '/v1/data', frame.subarray(4)) } });
+      const headers = this.signed && encodeHeaderFrame({ headers: { ...headersNow(this.signed.headers), ...signRequest(this.signed.identity, 'POST', '/v1/data', frame.subarray(4)) } });
       this.counter.sent += frame.length + (headers?.length ?? 0);
       if (headers && !(await writeToQuicStream(stream, headers))) return;
       if (!(await writeToQuicStream(stream, frame))) return;
@@ -227,7 +232,7 @@ class HttpTransport implements Transport {
     private readonly identity: Identity,
     pinnedFingerprint: string | undefined,
     private readonly counter: WireBytes,
-    private readonly extraHeaders: Readonly<Record<string, string>> = {},
+    private readonly extraHeaders: ExtraHeaders = {},
     private readonly replyTimeoutMs?: number,
   ) {
     this.fetch = fetchFor(pinnedFingerprint);
@@ -235,7 +240,7 @@ class HttpTransport implements Transport {
 
   async send(header: DataRequest, body?: RequestBody): Promise<FrameReader> {
     const frame = encodeHeaderFrame(header);
-    const headers = { ...this.extraHeaders, 'content-type': 'application/x-ferry-frames', 'accept-encoding': 'identity', ...signRequest(this.identity, 'POST', '/v1/data', frame.subarray(4)) };
+    const headers = { ...headersNow(this.extraHeaders), 'content-type': 'application/x-ferry-frames', 'accept-encoding': 'identity', ...signRequest(this.identity, 'POST', '/v1/data', frame.subarray(4)) };
     this.counter.sent += frame.length;
     const iterator = (async function* () {
       yield frame;
@@ -317,8 +322,9 @@ export interface DataClientOptions {
   /**
    * Headers every HTTP request carries besides the signature's (not signed:
    * what they say must prove itself, as a relay grant does, protocol/relays.ts).
+   * A function is asked at each request.
    */
-  headers?: Readonly<Record<string, string>>;
+  headers?: ExtraHeaders;
   /**
    * The QUIC peer is a relay (RELAY_ALPN): no session auth; each request
    * carries its signature and `headers` in a frame before it, as it would

@@ -14,11 +14,25 @@
  *
  * Example: `GET /v1/relay/prefetch?known=none&wait=240` →
  * `{"digest":"…","configs":[{"configId":"…","system":"x86_64-linux"}],"truncated":false}`.
+ *
+ * **Upstream relay.** A relay the coordinator set to fetch from another
+ * relay (`relays upstream R2 R1`) is told of it here: `upstream` names R1
+ * ({id, url, fingerprint}) and carries a grant per config R2 may read
+ * (the grants agents get, `ferry-relay-grant-v1\n<R2's key>\n<config>\n
+ * <expiresAt>`, at most MAX_RELAY_PREFETCH_CONFIGS), under the
+ * coordinator's proof of `ferry-relay-upstream-v1\n<R2's key>\n<challenge>
+ * \n<sha256 of the canonical JSON of {relay, grants}>`, bound to the relay
+ * and the challenge of its query as an agent's relay offer is
+ * (relays.ts). R1 checks R2's grants exactly as an agent's: signed by the
+ * coordinator, naming the key that signed the request. The digest covers
+ * the upstream relay (not the grants, renewed at each answer), so setting
+ * or changing it answers a held watch at once.
  */
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { canonicalJson } from './canonical-json.js';
 import { ConfigIdSchema, MAX_WATCH_SECONDS, SystemSchema } from './config.js';
+import { RelayEndpointSchema, RelayGrantSchema, type RelayEndpoint } from './relays.js';
 
 /**
  * Configs (with a system) one answer names at most: a site's agents run a
@@ -32,6 +46,8 @@ export const PrefetchDigestSchema = z.string().regex(/^[0-9a-f]{64}$/, 'a prefet
 
 export const RelayPrefetchQuerySchema = z.strictObject({
   known: z.union([PrefetchDigestSchema, z.literal('none')]).default('none'),
+  /** Fresh random hex from the relay: the upstream offer's proof is bound to it (a replayed answer does not verify). */
+  challenge: z.string().regex(/^[0-9a-f]{32,128}$/, 'a challenge (32 to 128 lowercase hex digits)').optional(),
   wait: z.coerce
     .number()
     .int()
@@ -44,16 +60,40 @@ export const RelayPrefetchQuerySchema = z.strictObject({
 export const PrefetchTargetSchema = z.strictObject({ configId: ConfigIdSchema, system: SystemSchema });
 export type PrefetchTarget = z.infer<typeof PrefetchTargetSchema>;
 
+/** The relay a relay fetches from before the coordinator, its grants there, and the coordinator's proof over both. */
+export const UpstreamOfferSchema = z.strictObject({
+  relay: RelayEndpointSchema,
+  /** One per config the relay may read (sorted by config id), each naming the relay's own key. */
+  grants: z.array(RelayGrantSchema).max(MAX_RELAY_PREFETCH_CONFIGS),
+  /** The coordinator's signature of upstreamOfferMessage. */
+  proof: z.string().max(128),
+});
+export type UpstreamOffer = z.infer<typeof UpstreamOfferSchema>;
+
 export const RelayPrefetchAnswerSchema = z.strictObject({
-  /** relayPrefetchDigest of `configs`: the relay's `known` next time. */
+  /** relayPrefetchDigest of `configs` (and the upstream relay): the relay's `known` next time. */
   digest: PrefetchDigestSchema,
   /** Sorted by config id, then system. */
   configs: z.array(PrefetchTargetSchema).max(MAX_RELAY_PREFETCH_CONFIGS),
   truncated: z.boolean(),
+  /** Absent: the relay fetches from the coordinator only. */
+  upstream: UpstreamOfferSchema.optional(),
 });
 export type RelayPrefetchAnswer = z.infer<typeof RelayPrefetchAnswerSchema>;
 
-/** The digest of a prefetch set (sorted as the answer sorts it): the SHA-256 of its canonical JSON. */
-export function relayPrefetchDigest(configs: readonly PrefetchTarget[]): string {
-  return createHash('sha256').update(canonicalJson(configs)).digest('hex');
+/**
+ * The digest of a prefetch set (sorted as the answer sorts it) and of the
+ * upstream relay: the SHA-256 of its canonical JSON (of the configs alone
+ * when there is no upstream, as before upstream relays).
+ */
+export function relayPrefetchDigest(configs: readonly PrefetchTarget[], upstream?: RelayEndpoint): string {
+  return createHash('sha256')
+    .update(canonicalJson(upstream ? { configs, upstream } : configs))
+    .digest('hex');
+}
+
+/** What an upstream offer's proof signs: the relay it is for, its query's challenge, and the digest of the upstream relay and grants. */
+export function upstreamOfferMessage(relayId: string, challenge: string, offer: { relay: unknown; grants: unknown }): Uint8Array {
+  const digest = createHash('sha256').update(canonicalJson({ relay: offer.relay, grants: offer.grants })).digest('hex');
+  return new TextEncoder().encode(`ferry-relay-upstream-v1\n${relayId}\n${challenge}\n${digest}`);
 }

@@ -28,6 +28,13 @@ import { KeyIdSchema, type KeyId } from './identity.js';
 export const RELAY_GRANT_TTL_MS = 60 * 60 * 1000;
 /** Relays named to one agent at most (it tries the first; more is for later sessions). */
 export const MAX_RELAYS_PER_AGENT = 4;
+/**
+ * Relays in one chain at most, from the one agents use to the one that
+ * fetches from the coordinator (a site, a depot, a region, one more):
+ * each hop is a fetch-through, and a deeper chain adds latency and a
+ * reach computed through every level.
+ */
+export const MAX_RELAY_CHAIN = 4;
 /** The HTTP header an agent's data requests to a relay carry their grant in (base64url of its JSON). */
 export const RELAY_GRANT_HEADER = 'x-ferry-relay-grant';
 
@@ -162,6 +169,23 @@ export const RelayPrefetchStatusSchema = z.strictObject({
 });
 export type RelayPrefetchStatus = z.infer<typeof RelayPrefetchStatusSchema>;
 
+/** Where the relay fetches from (relay/fetch-sources.ts): its upstream relay, or the coordinator. */
+export const RelayUpstreamStatusSchema = z.strictObject({
+  /** The upstream relay the coordinator named (null: none, the coordinator only). */
+  relay: z.strictObject({ id: KeyIdSchema, url: z.string() }).nullable(),
+  /** Where the next fetch goes: the coordinator when there is no upstream relay, or it is dropped after failures. */
+  fetchingFrom: z.enum(['relay', 'coordinator']),
+  /** Configs it holds a grant for at the upstream relay. */
+  grants: z.number().int().nonnegative(),
+  /** Until when (ms since the epoch) the upstream relay is not used, after failures in a row. */
+  droppedUntil: z.number().int().nullable(),
+  /** Fetches the upstream relay answered, and those it failed (each then went to the coordinator), and the last failure. */
+  tasks: z.number().int().nonnegative(),
+  failures: z.number().int().nonnegative(),
+  lastFailure: z.string().max(300).nullable(),
+});
+export type RelayUpstreamStatus = z.infer<typeof RelayUpstreamStatusSchema>;
+
 /** What `ferry relay status --json` prints (relay/relay-server.ts counts it). */
 export const RelayStatusSchema = z.strictObject({
   relayId: KeyIdSchema,
@@ -175,7 +199,7 @@ export const RelayStatusSchema = z.strictObject({
   /** Objects (blobs and directories) served from the cache, and those fetched from the coordinator first. */
   hits: z.number().int().nonnegative(),
   misses: z.number().int().nonnegative(),
-  /** Blob bytes served to agents, and fetched from the coordinator. */
+  /** Blob bytes served to agents (and downstream relays), and fetched upstream (the coordinator, or the upstream relay). */
   bytesServed: z.number().int().nonnegative(),
   bytesFetched: z.number().int().nonnegative(),
   /** Requests refused (no or a bad grant, an object outside the granted closure, an operation a relay does not serve). */
@@ -196,5 +220,7 @@ export const RelayStatusSchema = z.strictObject({
       servedWireBytes: z.number().int().nonnegative(),
     })
     .optional(),
+  /** Where it fetches from; absent from a relay from before upstream relays. */
+  upstream: RelayUpstreamStatusSchema.optional(),
 });
 export type RelayStatus = z.infer<typeof RelayStatusSchema>;

@@ -21,7 +21,7 @@
  * is fetched through object by object as before (relay-cache.ts).
  */
 import path from 'node:path';
-import { DataPlaneBulkCopy, SharedIngest, streamOrder, TRANSFER_PARALLEL, type BlobWriter, type CastoreServices, type Digest, type FileNode, type Ingest, type LocalCastore, type StorePathInfo, type StreamTap } from '../castore/index.js';
+import { RemoteCastore, SharedIngest, streamOrder, TRANSFER_PARALLEL, type BlobWriter, type CastoreServices, type Digest, type FileNode, type Ingest, type LocalCastore, type StorePathInfo, type StreamTap } from '../castore/index.js';
 import type { DataClient } from '../protocol/data-client.js';
 import { MAX_BATCHED_BLOB_BYTES } from '../protocol/data-protocol.js';
 import { PartialBlob } from './partial-blob.js';
@@ -41,6 +41,12 @@ export interface ClosureCopySource {
   walk(): Promise<unknown>;
   /** Blob bytes this copy brings, for whoever started it (the prefetch's tally, or the agents'). */
   onBytes?: (bytes: number) => void;
+  /**
+   * Runs the copy against a client of the relay's choosing (fetch-sources.ts:
+   * its upstream relay first, then the coordinator for what that did not
+   * bring); default: the coordinator's client.
+   */
+  through?: <T>(task: (client: DataClient) => Promise<T>) => Promise<T>;
 }
 
 /** One blob the copy will bring: resolved once it is committed, or once the copy gave up on it. */
@@ -141,7 +147,9 @@ export class UpstreamClosureCopies {
       }
       planned();
       if (wanted.length === 0) return;
-      await this.copy(source, wanted, readDirectory);
+      const through = source.through ?? ((task) => task(this.upstream));
+      // Against another client after a failure: only what the first did not commit.
+      await through((client) => this.copy(client, source, wanted.filter((blob) => this.pending.has(blob.digest) && !this.store.hasBlob(blob.digest)), readDirectory));
     } finally {
       planned();
       // Whatever the copy did not commit is the fetch-through's now.
@@ -149,10 +157,12 @@ export class UpstreamClosureCopies {
     }
   }
 
-  private async copy(source: ClosureCopySource, blobs: readonly FileNode[], readDirectory: (id: Digest) => ReturnType<LocalCastore['readDirectory']>): Promise<void> {
+  private async copy(client: DataClient, source: ClosureCopySource, blobs: readonly FileNode[], readDirectory: (id: Digest) => ReturnType<LocalCastore['readDirectory']>): Promise<void> {
+    if (blobs.length === 0) return;
     const ingest = new SharedIngest(this.trackingTarget(), UPSTREAM_COMMIT_BYTES);
     try {
-      await new DataPlaneBulkCopy(this.upstream, this.streamTap ? { streamTap: this.streamTap } : {}).copyBlobs({
+      // From an upstream relay (which only passes its own upstream's stream on): large blobs of a stream verified per group.
+      await new RemoteCastore(client, [], { groupVerifiedStreams: client !== this.upstream, ...(this.streamTap ? { streamTap: this.streamTap } : {}) }).bulk.copyBlobs({
         blobs,
         storePaths: source.storePaths,
         readDirectory,

@@ -1,5 +1,6 @@
 /**
- * A relay's cache: a LocalCastore filled through from the coordinator, one
+ * A relay's cache: a LocalCastore filled through from upstream (the
+ * coordinator, or the relay's upstream relay first: fetch-sources.ts), one
  * object at a time as agents ask (fetch-through), each object verified
  * before it is stored (directories by id and canonical form, small blobs
  * whole by id, large ones per 16 KiB group against their outboard and then
@@ -38,6 +39,7 @@ import { DataError, type DataClient } from '../protocol/data-client.js';
 import { DATA_RESPONSES, MAX_BATCH_BYTES, MAX_BATCH_OBJECTS, MAX_BATCHED_BLOB_BYTES, type DataResponse } from '../protocol/data-protocol.js';
 import type { KeyId } from '../protocol/identity.js';
 import { UpstreamClosureCopies } from './closure-copy.js';
+import type { FetchSources } from './fetch-sources.js';
 import { PartialBlob } from './partial-blob.js';
 import { StreamRecordings } from './stream-recordings.js';
 import { writeFileAtomic } from './relay-state.js';
@@ -46,6 +48,8 @@ export type Manifest = DataResponse<'closure.manifest'>;
 
 /** What a config's closure holds: each object's kind and size (a file's bytes; a directory's encoding is read from the store). */
 export interface ClosureIndex {
+  /** The config whose closure it is (which grant its objects are fetched from an upstream relay with). */
+  configId: string;
   objects: Map<string, { kind: 'file' | 'directory'; size: number }>;
   roots: Node[];
   /** Sum of the file sizes: what the closure takes in the cache, near enough to decide eviction. */
@@ -100,7 +104,6 @@ export interface RelayCounters extends Tally {
 }
 
 export class RelayCache {
-  private readonly remote: RemoteCastore;
   private readonly manifests = new Map<string, Manifest>();
   private readonly closures = new Map<string, Promise<ClosureIndex>>();
   private readonly inFlight = new Map<string, Promise<void>>();
@@ -118,19 +121,19 @@ export class RelayCache {
 
   constructor(
     readonly store: LocalCastore,
-    private readonly upstream: DataClient,
+    /** Where objects come from: the upstream relay for a config it holds a grant for, else (or when it fails) the coordinator. */
+    readonly sources: FetchSources,
     private readonly coordinatorKey: KeyId,
     /** Beside the castore: `manifests/` (kept manifests), `partial/` (large blobs being fetched), `streams/` (stream-recordings.ts). */
     workDir: string,
     readonly limitBytes: number,
     log?: (line: string) => void,
   ) {
-    this.remote = new RemoteCastore(upstream);
     this.manifestDir = path.join(workDir, 'manifests');
     this.partialDir = path.join(workDir, 'partial');
     // A quarter of the cache for streams: a cold closure's is ~a third of its blobs' bytes (zstd).
     this.streams = new StreamRecordings(path.join(workDir, 'streams'), Math.floor(limitBytes / 4));
-    this.copies = new UpstreamClosureCopies(store, upstream, (bytes) => (this.counters.bytesFetched += bytes), this.partialDir, log, this.streams.tap());
+    this.copies = new UpstreamClosureCopies(store, sources.coordinator, (bytes) => (this.counters.bytesFetched += bytes), this.partialDir, log, this.streams.tap());
     mkdirSync(this.manifestDir, { recursive: true });
     // What a crash left half-fetched is fetched again.
     rmSync(this.partialDir, { recursive: true, force: true });
@@ -145,9 +148,11 @@ export class RelayCache {
 
   /**
    * The coordinator-signed manifest of `configId` for `system`: kept (memory,
-   * disk), else asked for with the relay's own key. Refuses (DataError
+   * disk), else asked for with the relay's own key (of the upstream relay
+   * first, which passes the coordinator's on as it is). Refuses (DataError
    * BAD_PROOF) one not signed by the pinned coordinator key or for another
-   * config or system; a refusal of the coordinator's (FORBIDDEN: the relay
+   * config or system (from the upstream relay: then asked of the
+   * coordinator); a refusal of the coordinator's (FORBIDDEN: the relay
    * does not serve an agent of that config) passes through. The first ask
    * of a config starts its closure copy, whose directories and bytes count
    * in `tally` (the asker's: an agent's, or the prefetch's).
@@ -156,8 +161,11 @@ export class RelayCache {
     const key = `${configId}.${system}`;
     let manifest = this.manifests.get(key) ?? this.readKept(key, configId, system);
     if (!manifest) {
-      manifest = (await this.upstream.call({ op: 'closure.manifest', configId, system })).header;
-      this.checkManifest(manifest, configId, system);
+      manifest = await this.sources.through(configId, `the manifest of ${key}`, async (client) => {
+        const asked = (await client.call({ op: 'closure.manifest', configId, system })).header;
+        this.checkManifest(asked, configId, system);
+        return asked;
+      });
       this.manifests.set(key, manifest);
       writeFileAtomic(path.join(this.manifestDir, `${key}.json`), JSON.stringify(manifest));
     }
@@ -165,6 +173,7 @@ export class RelayCache {
     this.copies.start(configId, {
       storePaths: manifest.storePaths,
       walk: () => this.closure(configId, tally),
+      through: (task) => this.sources.through(configId, `the closure copy of ${key}`, task),
       // The agents' tally's bytesFetched is everyone's, counted already.
       ...(tally === this.counters ? {} : { onBytes: (bytes: number) => (tally.bytesFetched += bytes) }),
     });
@@ -191,7 +200,7 @@ export class RelayCache {
   }
 
   /** Any kept manifest of `configId` (the system an agent asked for earlier, before a restart too); undefined when none was asked for. */
-  private manifestOf(configId: string): Manifest | undefined {
+  manifestOf(configId: string): Manifest | undefined {
     for (const [key, manifest] of this.manifests) if (key.startsWith(`${configId}.`)) return manifest;
     for (const file of readdirSync(this.manifestDir)) {
       const match = /^([0-9a-f]{64})\.([a-z0-9_]+-[a-z0-9]+)\.json$/.exec(file);
@@ -236,10 +245,10 @@ export class RelayCache {
     while (level.length > 0) {
       const current = level;
       level = [];
-      await this.ensureDirectories(current, tally);
+      await this.ensureDirectories(current, tally, manifest.configId);
       for (const id of current) for (const entry of this.store.readDirectory(id as Digest)) add(entry);
     }
-    return { objects, roots, bytes, lastUsed: Date.now() };
+    return { configId: manifest.configId, objects, roots, bytes, lastUsed: Date.now() };
   }
 
   /** Waits for the fetches of `ids` in flight, and starts one for those neither here nor in flight. */
@@ -264,12 +273,26 @@ export class RelayCache {
     return { hits, misses: ids.length - hits };
   }
 
-  /** Makes `ids` (directories) present here, fetching the missing ones in batches, each verified by id and canonical form. Counts hits and misses in `tally`. */
-  async ensureDirectories(ids: readonly string[], tally: Tally = this.counters): Promise<void> {
+  /**
+   * Makes `ids` (directories) present here, fetching the missing ones in
+   * batches (from the upstream relay first when they are of `configId`'s
+   * closure), each verified by id and canonical form. Counts hits and
+   * misses in `tally`.
+   */
+  async ensureDirectories(ids: readonly string[], tally: Tally = this.counters, configId?: string): Promise<void> {
     const counted = await this.throughOnce(ids, (id) => this.store.hasDirectory(id as Digest), async (fresh) => {
       for (let start = 0; start < fresh.length; start += MAX_BATCH_OBJECTS) {
         const asked = fresh.slice(start, start + MAX_BATCH_OBJECTS) as Digest[];
-        await this.upstream.call(
+        await this.sources.through(configId, 'directories', (client) => this.fetchDirectories(client, asked, tally));
+      }
+    });
+    tally.hits += counted.hits;
+    tally.misses += counted.misses;
+  }
+
+  /** One batch of directories from `client`, each verified before it is stored. */
+  private async fetchDirectories(client: DataClient, asked: Digest[], tally: Tally): Promise<void> {
+        await client.call(
           { op: 'directories.get', ids: asked },
           {
             consume: async (reply) => {
@@ -288,10 +311,6 @@ export class RelayCache {
             },
           },
         );
-      }
-    });
-    tally.hits += counted.hits;
-    tally.misses += counted.misses;
   }
 
   /**
@@ -317,7 +336,7 @@ export class RelayCache {
         const asked = batch as Digest[];
         batch = [];
         batchBytes = 0;
-        await this.upstream.call(
+        await this.sources.through(closure.configId, 'blobs', (client) => client.call(
           { op: 'blobs.get', ids: asked },
           {
             consume: async (reply) => {
@@ -334,7 +353,7 @@ export class RelayCache {
               });
             },
           },
-        );
+        ));
       };
       for (const id of small) {
         const size = closure.objects.get(id)!.size;
@@ -371,7 +390,7 @@ export class RelayCache {
       tally.misses++;
       const partial = copy.partial;
       // The stream brings a large blob without its outboard: asked for (a few KiB), it lets its groups be verified as they come.
-      const outboard = partial.outboard ?? (await this.outboard(digest));
+      const outboard = partial.outboard ?? (await this.outboard(closure.configId, digest));
       partial.attachOutboard(outboard);
       const stored = copy.settled.then(async () => {
         // Given up by the copy before its commit: fetched through.
@@ -389,7 +408,7 @@ export class RelayCache {
     }
     let pending = this.large.get(id);
     if (!pending) {
-      pending = this.startLarge(digest, closure.objects.get(id)!.size, tally);
+      pending = this.startLarge(closure.configId, digest, closure.objects.get(id)!.size, tally);
       this.large.set(id, pending);
       pending.catch(() => this.large.delete(id));
     }
@@ -399,15 +418,15 @@ export class RelayCache {
   }
 
   /**
-   * Blob `id`'s outboard (checked against the id): the castore's, else
-   * asked upstream once (a large blob a copy is still bringing: agents ask
+   * Blob `id`'s outboard (checked against the id), of `configId`'s closure:
+   * the castore's, else asked upstream once (a large blob a copy is still bringing: agents ask
    * the outboards of a stream's large blobs before it starts).
    */
-  async outboard(id: Digest): Promise<Uint8Array> {
+  async outboard(configId: string, id: Digest): Promise<Uint8Array> {
     if (this.store.hasBlob(id)) return this.store.readOutboard(id);
     let asked = this.outboards.get(id);
     if (!asked) {
-      asked = this.remote.blobs.readOutboard(id);
+      asked = this.readOutboard(configId, id);
       if (this.outboards.size >= MAX_OUTBOARDS_ASKED) this.outboards.delete(this.outboards.keys().next().value!);
       this.outboards.set(id, asked);
       asked.catch(() => this.outboards.delete(id));
@@ -427,17 +446,32 @@ export class RelayCache {
     };
   }
 
-  /** Starts fetching large blob `id`: its outboard (checked), then its bytes, verified per group, into a partial file, then into the castore. Bytes counted in `tally`. */
-  private async startLarge(id: Digest, size: number, tally: Tally): Promise<LargeFetch> {
-    const outboard = await this.remote.blobs.readOutboard(id);
+  /** Blob `id`'s outboard, checked against its id (from the upstream relay first when it holds a grant for `configId`). */
+  private readOutboard(configId: string, id: Digest): Promise<Uint8Array> {
+    return this.sources.through(configId, `the outboard of blob ${id}`, (client) => new RemoteCastore(client).blobs.readOutboard(id));
+  }
+
+  /**
+   * Starts fetching large blob `id` (of `configId`'s closure): its outboard
+   * (checked), then its bytes, verified per group, into a partial file, then
+   * into the castore. From the upstream relay first: if it fails part-way,
+   * the coordinator sends the rest, from the last verified byte. Bytes
+   * counted in `tally`.
+   */
+  private async startLarge(configId: string, id: Digest, size: number, tally: Tally): Promise<LargeFetch> {
+    const outboard = await this.readOutboard(configId, id);
     const file = path.join(this.partialDir, id);
     const partial = new PartialBlob(id, size, file, outboard);
     const whole = (async () => {
-      // Verified per 16 KiB group against the outboard (RemoteCastore) before it is yielded.
-      for await (const chunk of this.remote.blobs.read(id)) {
-        partial.append(chunk);
-        this.fetched(tally, chunk.length);
-      }
+      let verified = 0;
+      await this.sources.through(configId, `blob ${id}`, async (client) => {
+        // Verified per 16 KiB group against the outboard (RemoteCastore) before it is yielded.
+        for await (const chunk of new RemoteCastore(client).blobs.read(id, { offset: verified })) {
+          partial.append(chunk);
+          verified += chunk.length;
+          this.fetched(tally, chunk.length);
+        }
+      });
       await withIngest(this.store, async (ingest) => {
         const writer = ingest.blobWriter(size, id);
         try {

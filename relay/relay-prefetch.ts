@@ -16,11 +16,16 @@
  * Nothing here widens what the relay reads: the coordinator decides every
  * request of the relay's key from its own state (the desired configs of
  * the agents the relay serves), and every object is verified by its id.
+ *
+ * The same answer names the relay's upstream relay and its grants there
+ * (fetch-sources.ts), so the watch runs with `--no-prefetch` too
+ * (`fetchClosures: false`): it then only keeps the upstream relay known.
  */
+import { randomBytes } from 'node:crypto';
 import { MAX_BATCH_OBJECTS, MAX_BATCHED_BLOB_BYTES } from '../protocol/data-protocol.js';
 import type { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { MAX_WATCH_SECONDS } from '../protocol/config.js';
-import type { PrefetchTarget } from '../protocol/relay-prefetch.js';
+import type { PrefetchTarget, UpstreamOffer } from '../protocol/relay-prefetch.js';
 import type { RelayPrefetchStatus } from '../protocol/relays.js';
 import type { RelayCache, Tally } from './relay-cache.js';
 
@@ -38,6 +43,10 @@ export interface RelayPrefetcherOptions {
   concurrency?: number;
   /** How long each watch is held (seconds, at most MAX_WATCH_SECONDS); tests shorten it. */
   watchSeconds?: number;
+  /** Prefetch the closures named (default true); false: watch only for the upstream relay. */
+  fetchClosures?: boolean;
+  /** Told what each answer says of the upstream relay (undefined: none), with the challenge it was asked with. */
+  onUpstream?: (offer: UpstreamOffer | undefined, challenge: string) => void;
 }
 
 const keyOf = (target: PrefetchTarget): string => `${target.configId}.${target.system}`;
@@ -97,9 +106,17 @@ export class RelayPrefetcher {
     const wait = Math.min(MAX_WATCH_SECONDS, this.options.watchSeconds ?? MAX_WATCH_SECONDS);
     while (!this.stopped) {
       try {
-        const answer = await this.http.call('relay.prefetch', { known: this.known, wait }, { signal: this.aborted.signal });
+        // Fresh per query: the upstream offer's proof is bound to it, so an old answer replayed does not verify.
+        const challenge = randomBytes(16).toString('hex');
+        const answer = await this.http.call('relay.prefetch', { known: this.known, wait, challenge }, { signal: this.aborted.signal });
         failures = 0;
         if (this.stopped) return;
+        // Every answer, changed or not: its grants are renewed.
+        this.options.onUpstream?.(answer.upstream, challenge);
+        if (this.options.fetchClosures === false) {
+          this.known = answer.digest;
+          continue;
+        }
         if (answer.digest === this.known) {
           // Unchanged at the watch's deadline: what failed is tried again.
           if (this.failed.size > 0) this.kick();

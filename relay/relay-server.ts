@@ -10,9 +10,11 @@
  * stream starts with a frame of the headers the HTTPS request carries, so
  * the signature, grant, nonce and access checks are the same code.
  *
- * Each request must be signed by an agent (protocol/request-signing.ts:
- * the key id is its public key, nothing else is needed to check it) and
- * carry a coordinator-signed grant naming that agent (protocol/relays.ts);
+ * Each request must be signed by an agent, or a relay downstream of this
+ * one (protocol/request-signing.ts: the key id is its public key, nothing
+ * else is needed to check it) and carry a coordinator-signed grant naming
+ * that key (protocol/relays.ts; a downstream relay's come with its
+ * prefetch answer, fetch-sources.ts), checked alike for both;
  * the relay then serves only the granted config's closure, as the
  * coordinator's signed manifest names it. It refuses what it does not
  * serve (blobs.stream, blobs.templates, blobs.delta: INVALID, which makes
@@ -45,6 +47,7 @@ import { MAX_STREAMS_PER_CONNECTION, quicStreamChunks, writeToQuicStream } from 
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { PARTIAL_READ_MAX_BYTES, RelayCache, type BlobSource } from './relay-cache.js';
 import { RelayPrefetcher } from './relay-prefetch.js';
+import { FetchSources } from './fetch-sources.js';
 import { RelayMetrics } from './relay-metrics.js';
 import { startMetricsServer, type RunningMetricsServer } from '../protocol/metrics-server.js';
 import { readRelayState, relayCertificate, relayPaths, writeFileAtomic, type RelayState } from './relay-state.js';
@@ -205,14 +208,29 @@ export class RelayServer {
       onNotice: (message) => options.log?.(`ferry relay: ${message}`),
     });
     const store = LocalCastore.open(paths.castore);
-    const cache = new RelayCache(store, client, state.coordinator.coordinatorKey, stateDir, state.cacheBytes, options.log);
+    const sources = new FetchSources(client, identity, state.coordinator.coordinatorKey, {
+      ...(options.log ? { log: options.log } : {}),
+      // An upstream relay serves objects of a closure whose manifest it was asked for: asked again when this relay kept one.
+      prime: async (upstream, configId) => {
+        const manifest = cache.manifestOf(configId);
+        if (manifest) await upstream.call({ op: 'closure.manifest', configId, system: manifest.system });
+      },
+    });
+    const cache: RelayCache = new RelayCache(store, sources, state.coordinator.coordinatorKey, stateDir, state.cacheBytes, options.log);
     const certificate = relayCertificate(stateDir);
     const server = createSecureServer({ cert: certificate.certificatePem, key: certificate.privateKeyPem, allowHTTP1: true });
     const relay = new RelayServer(stateDir, state, identity, client, cache, server, options);
-    if (options.prefetch !== false) {
-      const http = new CoordinatorHttpClient(state.coordinator.httpUrl, identity, state.coordinator.pinnedTls ? { pinnedFingerprint: state.coordinator.tlsFingerprint } : {});
-      relay.prefetcher = new RelayPrefetcher(cache, http, { log: options.log, onProgress: () => relay.statusSoon() });
-    }
+    // The prefetch watch also says where to fetch from (an upstream relay and grants there): it runs with --no-prefetch too, prefetching nothing.
+    const http = new CoordinatorHttpClient(state.coordinator.httpUrl, identity, state.coordinator.pinnedTls ? { pinnedFingerprint: state.coordinator.tlsFingerprint } : {});
+    relay.prefetcher = new RelayPrefetcher(cache, http, {
+      log: options.log,
+      onProgress: () => relay.statusSoon(),
+      fetchClosures: options.prefetch !== false,
+      onUpstream: (offer, challenge) => {
+        sources.accept(offer, challenge);
+        relay.statusSoon();
+      },
+    });
     server.on('request', (request: Http2ServerRequest, response: Http2ServerResponse) => void relay.handleHttps(request, response));
     server.on('sessionError', () => undefined);
     const listen = new URL(`https://${state.listen}`);
@@ -287,7 +305,8 @@ export class RelayServer {
       bytesFetched: counters.bytesFetched,
       refused: this.refusals,
       agentsServed: this.agents.size,
-      ...(this.prefetcher ? { prefetch: this.prefetcher.status() } : {}),
+      ...(this.prefetcher && this.options.prefetch !== false ? { prefetch: this.prefetcher.status() } : {}),
+      upstream: this.cache.sources.status(),
       streams: { ...this.cache.streams.counters, bytes: this.cache.streams.bytes() },
     };
   }
@@ -309,6 +328,7 @@ export class RelayServer {
     clearTimeout(this.statusTimer);
     await this.quic?.server.close().catch(() => undefined);
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await this.cache.sources.close();
     await this.upstream.close();
     this.writeStatus();
     this.cache.store.close();
@@ -454,7 +474,7 @@ export class RelayServer {
         if (request.length === 0) {
           // Its outboard alone (an agent about to verify a stream's large blobs): not waited for behind the copy.
           if (request.offset > object.size) throw new FerryError('INVALID', `offset ${request.offset} is beyond the end of blob ${request.id} (${object.size} bytes)`);
-          const outboard = request.outboard ? await this.cache.outboard(request.id as Digest) : new Uint8Array(0);
+          const outboard = request.outboard ? await this.cache.outboard(grant.configId, request.id as Digest) : new Uint8Array(0);
           return { header: { id: request.id, size: object.size, offset: request.offset, length: 0, outboardSize: outboard.length }, body: (async function* () { yield outboard; })() };
         }
         let source: BlobSource;

@@ -95,7 +95,7 @@ export function simulateFleet(coordinator: Coordinator, adminActor: Actor, admin
       if (step % 2) alerts.shift();
     }
     // Relays likewise, at fixed steps: enrolled (with a relay token; an agent token is refused), assigned
-    // (a facts clause is refused), revoked (twice: the second is refused).
+    // (a facts clause is refused), given an upstream relay (a cycle is refused), revoked (twice: the second is refused).
     if (step % 89 === 29) {
       const out = coordinator.execute(adminActor, (context) => {
         const created = commands.createToken(context, { uses: 1, relay: true });
@@ -114,6 +114,12 @@ export function simulateFleet(coordinator: Coordinator, adminActor: Actor, admin
       const relayId = relays[relays.length - 1]!;
       attempt(adminActor, (context) => commands.assignRelay(context, { relayId, where: [`labels.site=barn-${step % 3}`] }, checkRelayWhere));
       attempt(adminActor, (context) => commands.assignRelay(context, { relayId, where: ['facts.site=barn-1'] }, checkRelayWhere));
+    } else if (step % 89 === 67 && relays.length > 1) {
+      // An upstream relay: the newest fetches from the oldest; the reverse (a cycle) and itself are refused; every other time, back to none.
+      const [oldest, newest] = [relays[0]!, relays[relays.length - 1]!];
+      attempt(adminActor, (context) => commands.setRelayUpstream(context, { relayId: newest, upstream: step % 2 ? oldest : null }));
+      attempt(adminActor, (context) => commands.setRelayUpstream(context, { relayId: oldest, upstream: newest }));
+      attempt(adminActor, (context) => commands.setRelayUpstream(context, { relayId: oldest, upstream: oldest }));
     } else if (step % 89 === 83 && relays.length > 1) {
       const relayId = relays.shift()!;
       attempt(adminActor, (context) => commands.revokeRelay(context, { relayId }));

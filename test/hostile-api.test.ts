@@ -171,6 +171,7 @@ function routes(): Route[] {
     route('POST', '/v1/relays/enroll', 'relays.enroll', { token: 'ffffffffffffffff.AAAAAAAAAAAAAAAAAAAAAAAA', name: 'r', url: 'https://127.0.0.1:9', fingerprint: RELAY_FP }),
     route('GET', '/v1/relays', 'relays.list'),
     route('POST', '/v1/relays/:relayId/assign', 'relays.assign', { where: ['labels.site=x'] }),
+    route('POST', '/v1/relays/:relayId/upstream', 'relays.upstream', { upstream: null }),
     route('POST', '/v1/relays/:relayId/revoke', 'relays.revoke', {}),
     route('GET', '/v1/audit/events', 'audit.events'),
     route('GET', '/v1/audit/verify', 'audit.verify'),

@@ -11,6 +11,7 @@ import type { DataClient } from '../protocol/data-client.js';
 import { CoordinatorHttpClient } from '../protocol/http-client.js';
 import { Identity } from '../protocol/identity.js';
 import { RelayCache } from '../relay/relay-cache.js';
+import { FetchSources } from '../relay/fetch-sources.js';
 import { addTreeAsStorePath, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
 
 const MiB = 1024 * 1024;
@@ -42,7 +43,7 @@ async function until(probe: () => boolean): Promise<void> {
 }
 
 function cacheWith(limitBytes: number, name: string): RelayCache {
-  return new RelayCache(LocalCastore.open(path.join(work, name, 'castore')), upstream, test.coordinator.identity.keyId, path.join(work, name), limitBytes);
+  return new RelayCache(LocalCastore.open(path.join(work, name, 'castore')), new FetchSources(upstream, relayKey, test.coordinator.identity.keyId), test.coordinator.identity.keyId, path.join(work, name), limitBytes);
 }
 
 beforeAll(async () => {
@@ -98,7 +99,7 @@ describe('a relay cache', () => {
     const { configId } = configs.big!;
     let client = upstream;
     if (way === 'copy-stream') ({ client } = await openDataClient(test.http.url, relayKey, { httpOnly: true, compression: 'zstd' }));
-    const cache = new RelayCache(LocalCastore.open(path.join(work, name, 'castore')), client, test.coordinator.identity.keyId, path.join(work, name), 1024 * MiB);
+    const cache = new RelayCache(LocalCastore.open(path.join(work, name, 'castore')), new FetchSources(client, relayKey, test.coordinator.identity.keyId), test.coordinator.identity.keyId, path.join(work, name), 1024 * MiB);
     try {
       if (way === 'fetch-through') {
         const { header } = await upstream.call({ op: 'closure.manifest', configId, system: 'x86_64-linux' });

@@ -205,8 +205,9 @@ describe("an agent verifying a relay's stream", () => {
       // A hostile relay cannot be made of the real one for this (it passes zstd on, where a flip breaks the
       // frame first): this stand-in client answers a `blobs.stream` of identity bytes with one byte flipped.
       const hostile = {
-        compression: false,
-        accept: undefined,
+        // As an agent's client to a relay: zstd accepted (a relay's kept stream), here answered plain.
+        compression: true,
+        accept: ['zstd', 'identity'],
         startBulkTransfer: () => undefined,
         call: async (request: unknown, options: { consume: (reply: unknown) => Promise<unknown> }) => {
           const asked = (typeof request === 'function' ? (request as () => { op: string })() : request) as { op: string };

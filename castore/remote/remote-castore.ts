@@ -24,7 +24,7 @@ import { StorePathInfoSchema, type StorePathInfo } from '../store-path-info.js';
 import { manifestProofMessage, verifyProof } from '../../protocol/coordinator-proofs.js';
 import { DataError, type DataClient } from '../../protocol/data-client.js';
 import type { KeyId } from '../../protocol/identity.js';
-import { DataPlaneBulkCopy } from '../transfer/data-plane-copy.js';
+import { DataPlaneBulkCopy, type StreamTap } from '../transfer/data-plane-copy.js';
 import type { BulkCopyReader } from '../transfer/copy-closure.js';
 import { MAX_QUERY_ITEMS, MAX_TEMPLATE_QUERY } from '../../protocol/data-protocol.js';
 import { runPool } from '../transfer/pool.js';
@@ -234,14 +234,18 @@ export class RemoteCastore implements CastoreReader, BulkCopyReader {
    * `options.groupVerifiedStreams`: large blobs of a stream are verified
    * group by group against their outboards, asked first (a source that
    * only passes bytes on, a site relay: a corrupt byte costs 16 KiB).
+   * `options.streamTap` sees each stream reply's wire bytes (a relay's copy).
    */
-  constructor(client: DataClient, vouched: readonly StorePathInfo[] = [], options: { groupVerifiedStreams?: boolean } = {}) {
+  constructor(client: DataClient, vouched: readonly StorePathInfo[] = [], options: { groupVerifiedStreams?: boolean; streamTap?: StreamTap } = {}) {
     const blobs = new RemoteBlobReader(client);
     this.blobs = blobs;
     this.directories = new RemoteDirectoryReader(client);
     this.pathInfo = new VouchedPathInfo();
     this.pathInfo.learn(vouched);
-    this.bulk = new DataPlaneBulkCopy(client, options.groupVerifiedStreams ? { streamOutboards: (id) => blobs.readOutboard(id) } : {});
+    this.bulk = new DataPlaneBulkCopy(client, {
+      ...(options.groupVerifiedStreams ? { streamOutboards: (id: Digest) => blobs.readOutboard(id) } : {}),
+      ...(options.streamTap ? { streamTap: options.streamTap } : {}),
+    });
   }
 
   close(): void {}

@@ -26,12 +26,13 @@ import type { Action, AuditEvent, PayloadOf } from '../domain/events.js';
  * (its standing, its graph, its pin), every follower of a graph (its
  * head), `released`: the agents a rollout.advance names (and only them:
  * the rest of the graph's answer did not change), or which relays serve
- * whom (`relays`: a relay's clauses or standing); `fleet`: none of an
+ * whom (`relays`: a relay's clauses or standing), `reach`: only what
+ * relays read (their prefetch watches); `fleet`: none of an
  * agent's, but an agent enrolled at once (a token with auto-approval)
  * joins the agents a relay serves. Every action is listed, so a new one
  * cannot be forgotten here.
  */
-const WAKES: Record<Action, 'agent' | 'graph' | 'secret' | 'params' | 'released' | 'relays' | 'fleet' | null> = {
+const WAKES: Record<Action, 'agent' | 'graph' | 'secret' | 'params' | 'released' | 'relays' | 'reach' | 'fleet' | null> = {
   'coordinator.init': null,
   'key.add': null,
   // Agents' keys are never in the keys table (enrollment refuses that): revoking a key ends no watch.
@@ -63,6 +64,8 @@ const WAKES: Record<Action, 'agent' | 'graph' | 'secret' | 'params' | 'released'
   // No desired config changes, but the relays of the agents it selected (before or now) do: their watches answer at once.
   'relay.assign': 'relays',
   'relay.revoke': 'relays',
+  // No agent's relays change: only what relays read and prefetch (an upstream reads its downstream's configs too).
+  'relay.upstream': 'reach',
   // A retry changes no desired config, but the watch answers it (the answer's directives carry it).
   'agent.retry': 'agent',
   'store.gc': null,

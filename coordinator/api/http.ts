@@ -29,7 +29,7 @@ import { API_ROUTES, API_STREAMS, type ApiRoute, type ApiRouteName } from '../..
 import { checkReply, checkRepliesByDefault } from './reply-check.js';
 import { desiredConfigOf } from './queries.js';
 import { DesiredWatches, MAX_WATCHES_PER_AGENT } from './desired-watches.js';
-import { relayEndpointsKey, relayPrefetch } from './relay-access.js';
+import { relayEndpointsKey, relayPrefetch, upstreamOffer } from './relay-access.js';
 import { desiredParamsStamp, desiredSecretsStamp } from './signed-answers.js';
 import type { WatchUnchanged } from '../../protocol/config.js';
 import { liveViewerRoutes } from '../viewer/index.js';
@@ -236,7 +236,11 @@ export function createHttpApi(coordinator: Coordinator, options: HttpApiOptions 
       for (;;) {
         if (coordinator.closed || watches.released) throw new FerryError('SHUTTING_DOWN', 'the coordinator is shutting down');
         if (coordinator.state.get('relays', actor.keyId)?.status !== 'enrolled') throw new FerryError('REVOKED', 'relay is revoked');
-        if (changed() || Date.now() >= deadline) return reply(c, 'relay.prefetch', relayPrefetch(coordinator, actor.keyId));
+        if (changed() || Date.now() >= deadline) {
+          // The upstream relay's grants are signed per answer (fresh for RELAY_GRANT_TTL_MS), bound to this query's challenge.
+          const upstream = upstreamOffer(coordinator, actor.keyId, parsed.data.challenge ?? '');
+          return reply(c, 'relay.prefetch', { ...relayPrefetch(coordinator, actor.keyId), ...(upstream ? { upstream } : {}) });
+        }
         await watches.waitPrefetch(changed, Math.max(0, deadline - Date.now()));
       }
     } finally {

@@ -116,6 +116,7 @@ export const OPERATIONS: { [N in OperationName]: Handler<N> } = {
   },
   'relays.assign': (coordinator, actor, input) => event(coordinator.record(actor, (context) => commands.assignRelay(context, input, checkRelayWhere))),
   'relays.revoke': (coordinator, actor, input) => event(coordinator.record(actor, (context) => commands.revokeRelay(context, input))),
+  'relays.upstream': (coordinator, actor, input) => event(coordinator.record(actor, (context) => commands.setRelayUpstream(context, input))),
 
   'keys.add': (coordinator, actor, input) => event(coordinator.record(actor, (context) => commands.addKey(context, input))),
   'keys.list': (coordinator, _actor, input) => {

@@ -7,13 +7,14 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { desiredProofMessage, verifyProof } from '../../protocol/coordinator-proofs.js';
 import { Identity } from '../../protocol/identity.js';
 import { relayGrantMessage, relayGrantProblem, relayOfferMessage } from '../../protocol/relays.js';
+import { relayPrefetchDigest, upstreamOfferMessage } from '../../protocol/relay-prefetch.js';
 import { addStorePath, bootstrap } from '../../test/fleet-simulator.js';
 import { signedConfig } from '../../test/data-plane-fixture.js';
 import { Coordinator } from '../coordinator.js';
 import * as commands from '../domain/commands.js';
 import type { Actor } from '../domain/commands.js';
 import { ClosureAccess } from './data-operations.js';
-import { checkRelayWhere, relayConfigs } from './relay-access.js';
+import { checkRelayWhere, relayConfigs, relayPrefetch, upstreamOf, upstreamOffer } from './relay-access.js';
 import { desiredAnswer } from './signed-answers.js';
 
 let dir: string;
@@ -113,5 +114,75 @@ describe('relay access', () => {
     expect(coordinator.state.get('relays', relayId)!.where).toEqual([]);
     // Nor does a relay's key become another role's.
     expect(() => coordinator.record(adminActor, (context) => commands.addKey(context, { keyId: relayId, role: 'operator' }))).toThrow(/belongs to a relay/);
+  });
+
+  it("reads, as an upstream relay, its downstream relays' configs transitively, and hands them grants for theirs only", async () => {
+    const site = enrollAgent('ship-1');
+    const other = enrollAgent('shop-2');
+    const [depot, ship, shop] = [enrollRelay(), enrollRelay(), enrollRelay()];
+    const web = await submit('web');
+    const lab = await submit('lab');
+    coordinator.record(adminActor, (context) => commands.assignAgent(context, { agentId: site, graph: 'web' }));
+    coordinator.record(adminActor, (context) => commands.assignAgent(context, { agentId: other, graph: 'lab' }));
+    coordinator.record(adminActor, (context) => commands.assignRelay(context, { relayId: ship, where: ['labels.site=ship-1'] }, checkRelayWhere));
+    coordinator.record(adminActor, (context) => commands.assignRelay(context, { relayId: shop, where: ['labels.site=shop-2'] }, checkRelayWhere));
+    const upstream = (relayId: string, to: string | null) => coordinator.record(adminActor, (context) => commands.setRelayUpstream(context, { relayId, upstream: to }));
+    const access = new ClosureAccess(coordinator);
+
+    // Without an upstream: the depot reads nothing, the ship fetches from the coordinator only.
+    expect(relayConfigs(coordinator, depot)).toEqual([]);
+    expect(upstreamOffer(coordinator, ship, 'ab'.repeat(16))).toBeUndefined();
+    const digestBefore = relayPrefetch(coordinator, ship).digest;
+
+    upstream(ship, depot);
+    expect(coordinator.state.get('relays', ship)!.upstream).toBe(depot);
+    // The depot reads (and prefetches) the ship's agents' config, not the shop's.
+    expect(access.configsOf(depot, 'relay')).toEqual([web]);
+    expect(relayPrefetch(coordinator, depot).configs).toEqual([{ configId: web, system: 'x86_64-linux' }]);
+    expect(() => access.checkConfig({ keyId: depot, role: 'relay' }, lab)).toThrow(/not assigned to this relay/);
+    // The ship's prefetch digest changes (its held watch answers at once), its set does not.
+    const shipPrefetch = relayPrefetch(coordinator, ship);
+    expect(shipPrefetch.digest).not.toBe(digestBefore);
+    expect(shipPrefetch.digest).toBe(relayPrefetchDigest(shipPrefetch.configs, upstreamOf(coordinator, ship)));
+
+    // The ship's upstream offer: the depot, a grant for its config naming its own key, under a proof bound to it and the challenge.
+    const key = coordinator.identity.keyId;
+    const offer = upstreamOffer(coordinator, ship, 'cd'.repeat(16))!;
+    expect(offer.relay).toEqual({ id: depot, url: 'https://10.0.0.1:9443', fingerprint: 'ab'.repeat(32) });
+    expect(offer.grants.map((grant) => [grant.agentId, grant.configId])).toEqual([[ship, web]]);
+    expect(relayGrantProblem(key, offer.grants[0]!, ship, web)).toBeUndefined();
+    expect(relayGrantProblem(key, offer.grants[0]!, depot, web)).toMatch(/another agent/);
+    expect(relayGrantProblem(key, offer.grants[0]!, ship, lab)).toMatch(/is for config/);
+    expect(verifyProof(key, upstreamOfferMessage(ship, 'cd'.repeat(16), offer), offer.proof)).toBe(true);
+    expect(verifyProof(key, upstreamOfferMessage(ship, 'ef'.repeat(16), offer), offer.proof)).toBe(false);
+    expect(verifyProof(key, upstreamOfferMessage(shop, 'cd'.repeat(16), offer), offer.proof)).toBe(false);
+
+    // Transitively: the shop behind the ship, the ship behind the depot: the depot reads both sites' configs, the ship gets grants for both.
+    upstream(shop, ship);
+    expect(relayConfigs(coordinator, depot).sort()).toEqual([web, lab].sort());
+    expect(relayConfigs(coordinator, ship).sort()).toEqual([web, lab].sort());
+    expect(upstreamOffer(coordinator, ship, '')!.grants.map((grant) => grant.configId)).toEqual([web, lab].sort());
+    expect(upstreamOffer(coordinator, shop, '')!.grants.map((grant) => grant.configId)).toEqual([lab]);
+
+    // Refused: itself, a cycle (directly or not), an unknown relay, a chain of more than four relays.
+    expect(() => upstream(depot, depot)).toThrow(/cannot fetch from itself/);
+    expect(() => upstream(depot, ship)).toThrow(/would be a cycle/);
+    expect(() => upstream(depot, shop)).toThrow(/would be a cycle/);
+    expect(() => upstream(depot, Identity.generate().keyId)).toThrow(/no relay/);
+    const [top, over] = [enrollRelay(), enrollRelay()];
+    upstream(depot, top);
+    expect(() => upstream(top, over)).toThrow(/chain of 5 relays, more than 4/);
+    // Nor may an agent or the relay itself decide it.
+    expect(() => coordinator.record({ keyId: ship, role: 'relay' }, (context) => commands.setRelayUpstream(context, { relayId: ship, upstream: null }))).toThrow(/may not/);
+
+    // Revoked: an upstream offered to nobody (its downstream fetch from the coordinator), reads nothing; a revoked relay is no upstream.
+    coordinator.record(adminActor, (context) => commands.revokeRelay(context, { relayId: ship }));
+    expect(upstreamOffer(coordinator, shop, '')).toBeUndefined();
+    expect(relayConfigs(coordinator, depot)).toEqual([]);
+    expect(() => upstream(shop, ship)).toThrow(/is revoked/);
+    expect(() => upstream(ship, depot)).toThrow(/is revoked/);
+    // Back to the coordinator only.
+    upstream(shop, null);
+    expect(coordinator.state.get('relays', shop)!.upstream).toBeNull();
   });
 });

@@ -1,9 +1,11 @@
 /**
  * Site relays as the coordinator decides them (docs/relays.md): which
  * agents use which relay (`relays assign --where`), what a relay may read
- * (the desired configs of the agents it serves: ClosureAccess.configsOf),
- * and the offer an agent's desired answer carries (its relays and a grant
- * for its desired config, signed).
+ * (the desired configs of the agents it serves, and of every relay that
+ * fetches from it, transitively: ClosureAccess.configsOf), the offer an
+ * agent's desired answer carries (its relays and a grant for its desired
+ * config, signed), and the upstream offer a relay's prefetch answer
+ * carries (the relay it fetches from and grants there, signed).
  *
  * Everything here derives from audited state (the relays table, agents'
  * operator labels and fields, pins and graph heads): never from what an
@@ -12,10 +14,10 @@
 import { signProof } from '../../protocol/coordinator-proofs.js';
 import { FerryError } from '../../protocol/errors.js';
 import type { KeyId } from '../../protocol/identity.js';
-import { MAX_RELAYS_PER_AGENT, RELAY_GRANT_TTL_MS, relayGrantMessage, relayOfferMessage, type RelayOffer } from '../../protocol/relays.js';
+import { MAX_RELAY_CHAIN, MAX_RELAYS_PER_AGENT, RELAY_GRANT_TTL_MS, relayGrantMessage, relayOfferMessage, type RelayEndpoint, type RelayGrant, type RelayOffer } from '../../protocol/relays.js';
 import type { Coordinator } from '../coordinator.js';
 import { SystemSchema } from '../../protocol/config.js';
-import { MAX_RELAY_PREFETCH_CONFIGS, relayPrefetchDigest, type PrefetchTarget, type RelayPrefetchAnswer } from '../../protocol/relay-prefetch.js';
+import { MAX_RELAY_PREFETCH_CONFIGS, relayPrefetchDigest, upstreamOfferMessage, type PrefetchTarget, type RelayPrefetchAnswer, type UpstreamOffer } from '../../protocol/relay-prefetch.js';
 import type { ConfigBody } from '../domain/events.js';
 import { factsRowId, type AgentRow, type RelayRow } from '../domain/state.js';
 import { agentMatches, desiredConfigOf, parseWhere, type WhereClause } from './queries.js';
@@ -39,6 +41,8 @@ const noPresence = (): string => '';
 /** What a relay reaches: the configs it may read, and the closures to prefetch (each config for its agents' systems). */
 interface RelayReach {
   configs: string[];
+  /** Keyed `<configId>.<system>`, unsorted and unbounded: what the relays it serves as an upstream add to theirs. */
+  targets: Map<string, PrefetchTarget>;
   prefetch: RelayPrefetchAnswer;
 }
 
@@ -101,8 +105,10 @@ export function relayEndpointsKey(coordinator: Coordinator, agent: AgentRow): st
 
 /**
  * The configs relay `relayId` may read: the desired configs of the
- * enrolled agents it serves (none for a revoked or unassigned relay).
- * Computed once per audit event.
+ * enrolled agents it serves, and those of every enrolled relay whose
+ * upstream it is (transitively: each reads its own agents' and its
+ * downstream relays'). None for a revoked relay. Computed once per audit
+ * event.
  */
 export function relayConfigs(coordinator: Coordinator, relayId: string): string[] {
   return reachOf(coordinator, relayId).configs;
@@ -113,20 +119,31 @@ export function relayConfigs(coordinator: Coordinator, relayId: string): string[
  * config it may read (relayConfigs), for each system its agents of that
  * config report (their facts: the agent's word, which only chooses which
  * target of a config the relay may read anyway is fetched first; a system
- * the config has no target for is skipped). Sorted, at most
- * MAX_RELAY_PREFETCH_CONFIGS. Computed once per audit event.
+ * the config has no target for is skipped), and every closure of the
+ * relays fetching from it (so an upstream relay holds what its sites will
+ * ask for). Sorted, at most MAX_RELAY_PREFETCH_CONFIGS. Computed once per
+ * audit event. The digest covers its upstream relay (upstreamOf) too.
  */
 export function relayPrefetch(coordinator: Coordinator, relayId: string): RelayPrefetchAnswer {
   return reachOf(coordinator, relayId).prefetch;
 }
 
-function reachOf(coordinator: Coordinator, relayId: string): RelayReach {
+function reachOf(coordinator: Coordinator, relayId: string, depth = 0): RelayReach {
   const cache = cacheOf(coordinator);
   const found = cache.reaches.get(relayId);
   if (found) return found;
   const relay = coordinator.state.get('relays', relayId);
   const configs = new Set<string>();
   const targets = new Map<string, PrefetchTarget>();
+  if (relay && relay.status === 'enrolled' && depth < MAX_RELAY_CHAIN) {
+    // What the relays fetching from it read, it reads (commands.ts keeps the chains acyclic and short; `depth` bounds it anyway).
+    for (const downstream of coordinator.state.all('relays')) {
+      if (downstream.upstream !== relayId || downstream.status !== 'enrolled') continue;
+      const below = reachOf(coordinator, downstream.id, depth + 1);
+      for (const configId of below.configs) configs.add(configId);
+      for (const [key, target] of below.targets) targets.set(key, target);
+    }
+  }
   if (relay && relay.status === 'enrolled' && relay.where.length > 0) {
     for (const agent of coordinator.state.all('agents')) {
       if (!serves(coordinator, relay, agent)) continue;
@@ -140,9 +157,43 @@ function reachOf(coordinator: Coordinator, relayId: string): RelayReach {
   }
   const sorted = [...targets.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, target]) => target);
   const named = sorted.slice(0, MAX_RELAY_PREFETCH_CONFIGS);
-  const reach = { configs: [...configs], prefetch: { digest: relayPrefetchDigest(named), configs: named, truncated: sorted.length > named.length } };
+  const upstream = upstreamOf(coordinator, relayId);
+  const reach = { configs: [...configs], targets, prefetch: { digest: relayPrefetchDigest(named, upstream), configs: named, truncated: sorted.length > named.length } };
   cache.reaches.set(relayId, reach);
   return reach;
+}
+
+/**
+ * The relay `relayId` fetches from before the coordinator, as it is told of
+ * it: set (relays upstream), and both enrolled; undefined otherwise (a
+ * revoked upstream leaves its downstream relays on the coordinator).
+ */
+export function upstreamOf(coordinator: Coordinator, relayId: string): RelayEndpoint | undefined {
+  const relay = coordinator.state.get('relays', relayId);
+  if (relay?.status !== 'enrolled' || relay.upstream === null) return undefined;
+  const upstream = coordinator.state.get('relays', relay.upstream);
+  if (upstream?.status !== 'enrolled') return undefined;
+  return { id: upstream.id as KeyId, url: upstream.url, fingerprint: upstream.fingerprint };
+}
+
+/**
+ * What relay `relayId`'s prefetch answer says of its upstream relay: the
+ * relay (upstreamOf), a grant per config `relayId` may read (relayConfigs,
+ * sorted, at most MAX_RELAY_PREFETCH_CONFIGS) naming `relayId`'s own key,
+ * and the proof over both bound to `relayId` and `challenge`; undefined
+ * when it has none. The upstream relay checks these grants exactly as an
+ * agent's (a request signed by the key the grant names), and may read
+ * these configs itself (its reach includes its downstream relays').
+ */
+export function upstreamOffer(coordinator: Coordinator, relayId: string, challenge: string): UpstreamOffer | undefined {
+  const relay = upstreamOf(coordinator, relayId);
+  if (!relay) return undefined;
+  const expiresAt = coordinator.now() + RELAY_GRANT_TTL_MS;
+  const grants: RelayGrant[] = [...relayConfigs(coordinator, relayId)]
+    .sort()
+    .slice(0, MAX_RELAY_PREFETCH_CONFIGS)
+    .map((configId) => ({ agentId: relayId as KeyId, configId, expiresAt, proof: signProof(coordinator.identity, relayGrantMessage(relayId, configId, expiresAt)) }));
+  return { relay, grants, proof: signProof(coordinator.identity, upstreamOfferMessage(relayId, challenge, { relay, grants })) };
 }
 
 /**

@@ -247,6 +247,8 @@ export const relays = sqliteTable('relays', {
   /** `--where` clauses (coordinator/api/queries.ts parseWhere) selecting the agents that use it; empty: none. */
   where: text('where', { mode: 'json' }).$type<string[]>().notNull(),
   status: text('status').$type<'enrolled' | 'revoked'>().notNull(),
+  /** The relay it fetches from before the coordinator (relay.upstream; null: the coordinator only). */
+  upstream: text('upstream'),
   enrolledSeq: integer('enrolled_seq').notNull(),
   updatedSeq: integer('updated_seq').notNull(),
 });

@@ -28,6 +28,7 @@ import {
   PinAgentInput,
   RelayEnrollInput,
   RelayRefInput,
+  RelayUpstreamInput,
   RemoveAlertInput,
   ReportFactsInput,
   ReportHealthInput,
@@ -39,6 +40,7 @@ import {
 } from '../../protocol/api/inputs.js';
 import type { AlertRow, RelayRow, StateStore, StateTableName, StateTables, TokenRow } from './state.js';
 import type { AlertId } from '../../protocol/alerts.js';
+import { MAX_RELAY_CHAIN } from '../../protocol/relays.js';
 
 export interface Actor {
   keyId: string;
@@ -367,6 +369,44 @@ export function revokeRelay(context: CommandContext, input: unknown): EventDraft
   const { relayId } = parse(RelayRefInput, input);
   if (relayOf(context, relayId).status === 'revoked') throw new FerryError('CONFLICT', `relay ${relayId} is already revoked`);
   return { action: 'relay.revoke', subject: relayId, payload: { relayId } };
+}
+
+/**
+ * Sets where a relay fetches from before the coordinator: another relay
+ * (`upstream`), or null. Refuses (INVALID) the relay itself, (NOT_FOUND) an
+ * unknown relay, (CONFLICT) a revoked one on either side, one that would
+ * close a cycle (the upstream fetches, directly or not, from this relay),
+ * and one that would make a chain of more than MAX_RELAY_CHAIN relays
+ * (counting this relay's own downstream relays below it).
+ */
+export function setRelayUpstream(context: CommandContext, input: unknown): EventDraft<'relay.upstream'> {
+  allow(context, 'admin', 'operator');
+  const { relayId, upstream } = parse(RelayUpstreamInput, input);
+  if (relayOf(context, relayId).status === 'revoked') throw new FerryError('CONFLICT', `relay ${relayId} is revoked`);
+  if (upstream !== null) {
+    if (upstream === relayId) throw new FerryError('INVALID', `relay ${relayId} cannot fetch from itself`);
+    if (relayOf(context, upstream).status === 'revoked') throw new FerryError('CONFLICT', `upstream relay ${upstream} is revoked`);
+    // The chain above the new upstream (it included), walked to the coordinator: this relay in it is a cycle.
+    const above: string[] = [];
+    for (let at: string | null = upstream; at !== null; at = context.state.get('relays', at)?.upstream ?? null) {
+      if (at === relayId) throw new FerryError('CONFLICT', `relay ${upstream} fetches from relay ${relayId} already (${[...above, at].join(' → ')}): that would be a cycle`);
+      if (above.includes(at) || above.length > MAX_RELAY_CHAIN) break;
+      above.push(at);
+    }
+    const chain = above.length + downstreamHeight(context, relayId);
+    if (chain > MAX_RELAY_CHAIN) throw new FerryError('CONFLICT', `that would make a chain of ${chain} relays, more than ${MAX_RELAY_CHAIN}`);
+  }
+  return { action: 'relay.upstream', subject: relayId, payload: { relayId: relayId as KeyId, upstream: upstream as KeyId | null } };
+}
+
+/** The relays in the longest chain that ends at `relayId` (it included): those fetching from it, from them, and so on. */
+function downstreamHeight(context: CommandContext, relayId: string, depth = 0): number {
+  if (depth > MAX_RELAY_CHAIN) return depth;
+  let below = 0;
+  for (const relay of context.all('relays')) {
+    if (relay.upstream === relayId && relay.status === 'enrolled') below = Math.max(below, downstreamHeight(context, relay.id, depth + 1));
+  }
+  return 1 + below;
 }
 
 export function decideAgent(context: CommandContext, input: unknown, decision: 'approve' | 'reject' | 'revoke'): EventDraft<'agent.approve' | 'agent.reject' | 'agent.revoke'> {

@@ -155,6 +155,13 @@ export const EVENT_PAYLOADS = {
   'relay.assign': z.strictObject({ relayId: KeyIdSchema, where: z.array(z.string().max(MAX_ALERT_WHERE_LENGTH)).max(MAX_ALERT_WHERE) }),
   'relay.revoke': z.strictObject({ relayId: KeyIdSchema }),
   /**
+   * Where a relay fetches from before the coordinator: another relay (its
+   * upstream, which then may read this relay's configs too), or null: the
+   * coordinator only. Refused when it would make a cycle or a chain of more
+   * than MAX_RELAY_CHAIN relays (commands.ts setRelayUpstream).
+   */
+  'relay.upstream': z.strictObject({ relayId: KeyIdSchema, upstream: KeyIdSchema.nullable() }),
+  /**
    * A coordinator garbage collection (`ferry gc`, coordinator/retention.ts):
    * what it kept (the configs, by the digest of their sorted ids, and how
    * many) and what it removed. Recorded after the sweep; changes no fleet

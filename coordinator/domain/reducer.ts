@@ -161,7 +161,7 @@ const HANDLERS: { [A in Action]: Handler<A> } = {
     if (!token.relay) throw new ReducerError(e.seq, `token ${p.tokenId} enrolls agents, not relays`);
     if (store.get('relays', p.relayId) || store.get('agents', p.relayId)) throw new ReducerError(e.seq, `key ${p.relayId} is enrolled already`);
     store.put('tokens', { ...token, usesLeft: token.usesLeft - 1 });
-    store.put('relays', { id: p.relayId, name: p.name, tokenId: p.tokenId, url: p.url, fingerprint: p.fingerprint, where: [], status: 'enrolled', enrolledSeq: e.seq, updatedSeq: e.seq });
+    store.put('relays', { id: p.relayId, name: p.name, tokenId: p.tokenId, url: p.url, fingerprint: p.fingerprint, where: [], status: 'enrolled', upstream: null, enrolledSeq: e.seq, updatedSeq: e.seq });
   },
   'relay.assign': (store, p, e) => {
     const relay = need(store.get('relays', p.relayId), e, `relay ${p.relayId}`);
@@ -170,6 +170,11 @@ const HANDLERS: { [A in Action]: Handler<A> } = {
   'relay.revoke': (store, p, e) => {
     const relay = need(store.get('relays', p.relayId), e, `relay ${p.relayId}`);
     store.put('relays', { ...relay, status: 'revoked', updatedSeq: e.seq });
+  },
+  'relay.upstream': (store, p, e) => {
+    const relay = need(store.get('relays', p.relayId), e, `relay ${p.relayId}`);
+    if (p.upstream !== null) need(store.get('relays', p.upstream), e, `relay ${p.upstream}`);
+    store.put('relays', { ...relay, upstream: p.upstream, updatedSeq: e.seq });
   },
   'rollout.policy': (store, p, e) => {
     const row = store.get('rollouts', p.graph);

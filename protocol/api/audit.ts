@@ -38,6 +38,7 @@ export const AUDIT_ACTIONS = [
   'relay.enroll',
   'relay.assign',
   'relay.revoke',
+  'relay.upstream',
   'agent.retry',
   'store.gc',
   'rollout.policy',

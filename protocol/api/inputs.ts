@@ -228,3 +228,9 @@ export const RelayEnrollInput = z.strictObject({
 export const AssignRelayInput = z.strictObject({ relayId: KeyIdSchema, where: z.array(z.string().max(MAX_ALERT_WHERE_LENGTH)).max(MAX_ALERT_WHERE).default([]) });
 
 export const RelayRefInput = z.strictObject({ relayId: KeyIdSchema });
+
+/**
+ * Where a relay fetches from before the coordinator (`ferry relays upstream
+ * RELAY UPSTREAM|none`): another enrolled relay, or null (the coordinator only).
+ */
+export const RelayUpstreamInput = z.strictObject({ relayId: KeyIdSchema, upstream: KeyIdSchema.nullable() });

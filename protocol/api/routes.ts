@@ -53,6 +53,7 @@ import {
   AssignRelayInput,
   RelayEnrollInput,
   RelayRefInput,
+  RelayUpstreamInput,
   AddKeyInput,
   AgentActivitySchema,
   CreateTokenInput,
@@ -229,6 +230,8 @@ export const API_ROUTES = {
   'relays.list': route({ method: 'GET', path: '/v1/relays', access: READERS, input: noInput, output: z.strictObject({ relays: z.array(RelayListEntrySchema) }), errors: [] }),
   'relays.assign': route({ method: 'POST', path: '/v1/relays/:relayId/assign', access: DEPLOYERS, input: AssignRelayInput, output: RecordedSchema, errors: errors('NOT_FOUND', 'CONFLICT') }),
   'relays.revoke': route({ method: 'POST', path: '/v1/relays/:relayId/revoke', access: DEPLOYERS, input: RelayRefInput, output: RecordedSchema, errors: errors('NOT_FOUND', 'CONFLICT') }),
+  /** Where a relay fetches from before the coordinator: another relay, or none (relay-access.ts). */
+  'relays.upstream': route({ method: 'POST', path: '/v1/relays/:relayId/upstream', access: DEPLOYERS, input: RelayUpstreamInput, output: RecordedSchema, errors: errors('NOT_FOUND', 'CONFLICT') }),
   /** A relay's own: held until the closures its agents are to run differ from `known`, or `wait` seconds (relay-prefetch.ts). */
   'relay.prefetch': route({ method: 'GET', path: '/v1/relay/prefetch', access: ['relay'], input: RelayPrefetchQuerySchema, output: RelayPrefetchAnswerSchema, errors: errors('TOO_MANY_WATCHES', 'REVOKED') }),
 

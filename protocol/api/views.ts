@@ -123,6 +123,8 @@ export const RelayViewSchema = z.strictObject({
   fingerprint: z.string(),
   where: z.array(z.string()),
   status: z.enum(['enrolled', 'revoked']),
+  /** The relay it fetches from before the coordinator (null: the coordinator only). */
+  upstream: z.string().nullable(),
   enrolledSeq: SeqSchema,
   updatedSeq: SeqSchema,
 });
