@@ -5,7 +5,7 @@
 // blob once, to R1. R2's grants at R1 serve no other key, an agent's grant at R1 serves only its config, and with
 // R1 killed R2 finishes from the coordinator. The CLI runs from build/ (`npm run build`).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -19,7 +19,7 @@ import { formatJoinString } from '../protocol/join-string.js';
 import { encodeRelayGrant, RELAY_GRANT_HEADER, RelayStatusSchema, type RelayEndpoint, type RelayGrant, type RelayStatus } from '../protocol/relays.js';
 import { addTreeAsStorePath, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
 import { ferryBin, freePort, runFerry as ferry } from './cli-process.js';
-import { startCountingProxy, type CountingProxy } from './relay-fixtures.js';
+import { filesOf, startCountingProxy, type CountingProxy } from './relay-fixtures.js';
 
 const system = nixSystem();
 
@@ -81,15 +81,6 @@ async function stop(relay: RunningRelay | undefined, signal: NodeJS.Signals = 'S
   await exited;
 }
 
-function filesOf(dir: string, prefix = ''): Map<string, Buffer> {
-  const out = new Map<string, Buffer>();
-  for (const name of readdirSync(dir)) {
-    const full = path.join(dir, name);
-    if (statSync(full).isDirectory()) for (const [rel, bytes] of filesOf(full, `${prefix}${name}/`)) out.set(rel, bytes);
-    else out.set(`${prefix}${name}`, readFileSync(full));
-  }
-  return out;
-}
 
 function bytesOf(files: Map<string, Buffer>): number {
   let total = 0;

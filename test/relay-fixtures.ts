@@ -1,8 +1,12 @@
 // Fixtures of the relay tests with real processes: a counting TCP proxy (an uplink or a LAN whose bytes are
-// measured), compressible trees (a closure's files compress about 3x), and reading a tree back.
+// measured), compressible trees (a closure's files compress about 3x), reading a tree back, and an in-process
+// agent enrolled at a site.
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, connect, type Server } from 'node:net';
 import path from 'node:path';
+import { Agent } from '../agent/index.js';
+import { formatJoinString } from '../protocol/join-string.js';
+import type { TestCoordinator } from './data-plane-fixture.js';
 
 /** A TCP proxy to `targetPort` on 127.0.0.1 that counts server -> client bytes (the downlink of an uplink, or what a LAN carried). */
 export interface CountingProxy {
@@ -80,4 +84,22 @@ export function filesOf(dir: string, prefix = ''): Map<string, Buffer> {
     else out.set(`${prefix}${name}`, readFileSync(full));
   }
   return out;
+}
+
+export interface SiteAgent {
+  agent: Agent;
+  agentId: string;
+  stateDir: string;
+  storeDir: string;
+}
+
+/** An in-process agent `name` (state under `work`), enrolled approved with the label site=`site`, following `graph`. */
+export async function enrollSiteAgent(test: TestCoordinator, work: string, name: string, graph: string, site: string): Promise<SiteAgent> {
+  const stateDir = path.join(work, name);
+  const storeDir = path.join(stateDir, 'store');
+  const { token } = await test.adminClient.call('tokens.create', { uses: 1, autoApprove: true, labels: { site } });
+  const join = formatJoinString({ httpUrl: test.http.url, coordinatorKey: test.coordinator.identity.keyId, tlsFingerprint: test.coordinator.tls.fingerprint, token, pinnedTls: true });
+  const { agentId } = await Agent.enroll(join, { stateDir, storeDir, name });
+  await test.adminClient.call('agents.assign', { agentId, graph });
+  return { agent: new Agent(stateDir, { log: () => undefined }), agentId, stateDir, storeDir };
 }

@@ -11,7 +11,6 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Agent } from '../agent/index.js';
 import { nixSystem } from '../agent/facts.js';
 import { storePathLocation } from '../nix/store-path.js';
 import { DataClient } from '../protocol/data-client.js';
@@ -21,12 +20,15 @@ import { formatJoinString } from '../protocol/join-string.js';
 import { RelayStatusSchema, type RelayStatus } from '../protocol/relays.js';
 import { addTreeAsStorePath, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
 import { ferryBin, freePort, runFerry as ferry } from './cli-process.js';
+import { enrollSiteAgent } from './relay-fixtures.js';
+
 
 const system = nixSystem();
 const FINGERPRINT = 'ab'.repeat(32);
 
 let test: TestCoordinator;
 let work: string;
+const siteAgent = (name: string, graph: string, site: string) => enrollSiteAgent(test, work, name, graph, site);
 let relayDir: string;
 let relayId: string;
 let relay: ChildProcess | undefined;
@@ -62,15 +64,6 @@ async function newConfig(graph: string, shape: { small: number; large: number; l
   return { configId, target, tree };
 }
 
-async function siteAgent(name: string, graph: string, site: string): Promise<{ agent: Agent; agentId: string; stateDir: string; storeDir: string }> {
-  const stateDir = path.join(work, name);
-  const storeDir = path.join(stateDir, 'store');
-  const { token } = await test.adminClient.call('tokens.create', { uses: 1, autoApprove: true, labels: { site } });
-  const join = formatJoinString({ httpUrl: test.http.url, coordinatorKey: test.coordinator.identity.keyId, tlsFingerprint: test.coordinator.tls.fingerprint, token, pinnedTls: true });
-  const { agentId } = await Agent.enroll(join, { stateDir, storeDir, name });
-  await test.adminClient.call('agents.assign', { agentId, graph });
-  return { agent: new Agent(stateDir, { log: () => undefined }), agentId, stateDir, storeDir };
-}
 
 function eventKinds(stateDir: string): string[] {
   return readFileSync(path.join(stateDir, 'events.jsonl'), 'utf8')

@@ -11,7 +11,6 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Agent } from '../agent/index.js';
 import { nixSystem } from '../agent/facts.js';
 import { DataPlaneBulkCopy, LocalCastore, SharedIngest, type Digest, type FileNode } from '../castore/index.js';
 import { storePathLocation } from '../nix/store-path.js';
@@ -22,7 +21,7 @@ import { formatJoinString } from '../protocol/join-string.js';
 import { RelayStatusSchema, type RelayStatus } from '../protocol/relays.js';
 import { addTreeAsStorePath, fakeStorePath, signedConfig, startTestCoordinator, type TestCoordinator } from './data-plane-fixture.js';
 import { ferryBin, freePort, runFerry as ferry } from './cli-process.js';
-import { filesOf, startCountingProxy, writeCompressibleTree, type CountingProxy } from './relay-fixtures.js';
+import { enrollSiteAgent, filesOf, startCountingProxy, writeCompressibleTree, type CountingProxy, type SiteAgent } from './relay-fixtures.js';
 
 const system = nixSystem();
 
@@ -98,18 +97,8 @@ async function submitClosure(graph: string, seedName: string): Promise<{ configI
   return { configId, tree, target, rawBytes };
 }
 
-async function enrollAgents(graph: string, site: string, names: string[]): Promise<{ agent: Agent; stateDir: string; storeDir: string }[]> {
-  return Promise.all(
-    names.map(async (name) => {
-      const stateDir = path.join(work, name);
-      const storeDir = path.join(stateDir, 'store');
-      const { token } = await test.adminClient.call('tokens.create', { uses: 1, autoApprove: true, labels: { site } });
-      const join = formatJoinString({ httpUrl: test.http.url, coordinatorKey: test.coordinator.identity.keyId, tlsFingerprint: test.coordinator.tls.fingerprint, token, pinnedTls: true });
-      const { agentId } = await Agent.enroll(join, { stateDir, storeDir, name });
-      await test.adminClient.call('agents.assign', { agentId, graph });
-      return { agent: new Agent(stateDir, { log: () => undefined }), stateDir, storeDir };
-    }),
-  );
+async function enrollAgents(graph: string, site: string, names: string[]): Promise<SiteAgent[]> {
+  return Promise.all(names.map((name) => enrollSiteAgent(test, work, name, graph, site)));
 }
 
 const kindsOf = (stateDir: string) => readFileSync(path.join(stateDir, 'events.jsonl'), 'utf8').split('\n').filter(Boolean).map((line) => (JSON.parse(line) as { kind: string }).kind);

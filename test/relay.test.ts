@@ -4,7 +4,7 @@
 // requests to the relay without a grant it accepts. The CLI runs from build/ (`npm run build`).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, connect, type Server } from 'node:net';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,11 +22,14 @@ import { formatJoinString } from '../protocol/join-string.js';
 import { encodeRelayGrant, RELAY_GRANT_HEADER, relayGrantMessage, RelayStatusSchema, type RelayGrant, type RelayStatus } from '../protocol/relays.js';
 import { addTreeAsStorePath, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
 import { ferryBin, freePort, runFerry as ferry } from './cli-process.js';
+import { enrollSiteAgent, filesOf } from './relay-fixtures.js';
+
 
 const system = nixSystem();
 
 let test: TestCoordinator;
 let work: string;
+const siteAgent = (name: string, graph: string, site = 'barn-3') => enrollSiteAgent(test, work, name, graph, site);
 let relayDir: string;
 let relayId: string;
 let relayFingerprint: string;
@@ -137,16 +140,6 @@ async function newConfig(graph: string, shape: { small: number; large: number; l
   return { configId, target, tree };
 }
 
-/** Enrolls an agent at site barn-3 (the relay's selector) unless `site` says otherwise, following `graph`. */
-async function siteAgent(name: string, graph: string, site = 'barn-3'): Promise<{ agent: Agent; agentId: string; stateDir: string; storeDir: string }> {
-  const stateDir = path.join(work, name);
-  const storeDir = path.join(stateDir, 'store');
-  const { token } = await test.adminClient.call('tokens.create', { uses: 1, autoApprove: true, labels: { site } });
-  const join = formatJoinString({ httpUrl: test.http.url, coordinatorKey: test.coordinator.identity.keyId, tlsFingerprint: test.coordinator.tls.fingerprint, token, pinnedTls: true });
-  const { agentId } = await Agent.enroll(join, { stateDir, storeDir, name });
-  await test.adminClient.call('agents.assign', { agentId, graph });
-  return { agent: new Agent(stateDir, { log: () => undefined }), agentId, stateDir, storeDir };
-}
 
 function eventsOf(stateDir: string): { kind: string; message: string }[] {
   return readFileSync(path.join(stateDir, 'events.jsonl'), 'utf8')
@@ -155,16 +148,6 @@ function eventsOf(stateDir: string): { kind: string; message: string }[] {
     .map((line) => JSON.parse(line) as { kind: string; message: string });
 }
 
-/** Every file under `dir`, relative path -> bytes. */
-function filesOf(dir: string, prefix = ''): Map<string, Buffer> {
-  const out = new Map<string, Buffer>();
-  for (const name of readdirSync(dir)) {
-    const full = path.join(dir, name);
-    if (statSync(full).isDirectory()) for (const [rel, bytes] of filesOf(full, `${prefix}${name}/`)) out.set(rel, bytes);
-    else out.set(`${prefix}${name}`, readFileSync(full));
-  }
-  return out;
-}
 
 function expectSameTree(materialized: string, source: string): void {
   const got = filesOf(materialized);
