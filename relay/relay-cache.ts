@@ -20,7 +20,7 @@
  * than its limit, the closures used last are kept while they fit and the
  * castore's GC removes everything else (castore/gc.ts, with their roots).
  */
-import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import {
   collectGarbage,
@@ -32,6 +32,7 @@ import {
   type Digest,
   type LocalCastore,
   type Node,
+  type StorePathInfo,
 } from '../castore/index.js';
 import { manifestProofMessage, verifyProof } from '../protocol/coordinator-proofs.js';
 import { DataError, type DataClient } from '../protocol/data-client.js';
@@ -42,6 +43,16 @@ import { PartialBlob } from './partial-blob.js';
 import { writeFileAtomic } from './relay-state.js';
 
 export type Manifest = DataResponse<'closure.manifest'>;
+
+/** A kept manifest's file: `<configId>.<system>.json`. */
+const MANIFEST_FILE = /^([0-9a-f]{64})\.([a-z0-9_]+-[a-z0-9]+)\.json$/;
+
+/**
+ * An upgrade's closure copy looks for the previous versions of its files
+ * in the closures of this many other kept manifests (the most recent):
+ * a site runs a few configs, and each is read and its proof checked.
+ */
+const MAX_BASIS_MANIFESTS = 8;
 
 /** What a config's closure holds: each object's kind and size (a file's bytes; a directory's encoding is read from the store). */
 export interface ClosureIndex {
@@ -158,6 +169,7 @@ export class RelayCache {
       walk: () => this.closure(configId, tally),
       // The agents' tally's bytesFetched is everyone's, counted already.
       ...(tally === this.counters ? {} : { onBytes: (bytes: number) => (tally.bytesFetched += bytes) }),
+      bases: () => this.previousStorePaths(configId),
     });
     return manifest;
   }
@@ -181,11 +193,38 @@ export class RelayCache {
     }
   }
 
+  /**
+   * The store paths of the closures of the other configs whose manifests
+   * are kept here, the most recently asked for first, of at most
+   * MAX_BASIS_MANIFESTS of them: what an upgrade's closure copy finds the
+   * previous versions of its files in (closure-copy.ts). Some of their
+   * objects may be evicted; the copy uses only what the castore holds.
+   */
+  previousStorePaths(configId: string): StorePathInfo[] {
+    const kept = readdirSync(this.manifestDir)
+      .map((file) => ({ file, match: MANIFEST_FILE.exec(file) }))
+      .filter((entry) => entry.match && entry.match[1] !== configId)
+      .map((entry) => ({ ...entry, at: statSync(path.join(this.manifestDir, entry.file), { throwIfNoEntry: false })?.mtimeMs ?? 0 }))
+      .sort((a, b) => b.at - a.at)
+      .slice(0, MAX_BASIS_MANIFESTS);
+    const seen = new Set<string>();
+    const paths: StorePathInfo[] = [];
+    for (const { match } of kept) {
+      const manifest = this.readKept(`${match![1]}.${match![2]}`, match![1]!, match![2]!);
+      for (const info of manifest?.storePaths ?? []) {
+        if (seen.has(info.storePath)) continue;
+        seen.add(info.storePath);
+        paths.push(info);
+      }
+    }
+    return paths;
+  }
+
   /** Any kept manifest of `configId` (the system an agent asked for earlier, before a restart too); undefined when none was asked for. */
   private manifestOf(configId: string): Manifest | undefined {
     for (const [key, manifest] of this.manifests) if (key.startsWith(`${configId}.`)) return manifest;
     for (const file of readdirSync(this.manifestDir)) {
-      const match = /^([0-9a-f]{64})\.([a-z0-9_]+-[a-z0-9]+)\.json$/.exec(file);
+      const match = MANIFEST_FILE.exec(file);
       if (match?.[1] === configId) return this.readKept(`${configId}.${match[2]}`, configId, match[2]!);
     }
     return undefined;
