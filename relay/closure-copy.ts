@@ -131,7 +131,7 @@ export class UpstreamClosureCopies {
       this.planning.delete(planning);
       planned();
     };
-    void this.run(source, done).catch((error: unknown) => {
+    void this.run(configId, source, done).catch((error: unknown) => {
       done();
       this.started.delete(configId);
       this.counters.failedCopies++;
@@ -139,7 +139,7 @@ export class UpstreamClosureCopies {
     });
   }
 
-  private async run(source: ClosureCopySource, planned: () => void): Promise<void> {
+  private async run(configId: string, source: ClosureCopySource, planned: () => void): Promise<void> {
     let mine: Digest[] = [];
     try {
       await source.walk();
@@ -155,7 +155,7 @@ export class UpstreamClosureCopies {
       }
       planned();
       if (wanted.length === 0) return;
-      await this.copy(source, wanted, readDirectory);
+      await this.copy(configId, source, wanted, readDirectory);
     } finally {
       planned();
       // Whatever the copy did not commit is the fetch-through's now.
@@ -170,13 +170,13 @@ export class UpstreamClosureCopies {
    * blob verified before it is staged; what arrived is committed (kept for
    * the agents and the fetch-through) even when the copy fails.
    */
-  private async copy(source: ClosureCopySource, blobs: readonly FileNode[], readDirectory: (id: Digest) => ReturnType<LocalCastore['readDirectory']>): Promise<void> {
+  private async copy(configId: string, source: ClosureCopySource, blobs: readonly FileNode[], readDirectory: (id: Digest) => ReturnType<LocalCastore['readDirectory']>): Promise<void> {
     const basis = this.basisOf(source.bases?.() ?? []);
     const previous = new Set(basis.listStorePaths().map((info) => info.storePath));
     // Store paths the previous closures had too: their blobs are here already, nothing to find a basis for.
     const fresh = source.storePaths.filter((info) => !previous.has(info.storePath));
     const pairs = previous.size > 0 ? findDeltaBases(basis, fresh, readDirectory, new Map(blobs.map((blob) => [blob.digest, blob]))) : [];
-    await copyWantedBlobs({
+    const copied = await copyWantedBlobs({
       source: new RemoteCastore(this.upstream),
       target: this.store,
       ingestTarget: this.trackingTarget(new Set(pairs.map((pair) => pair.target.digest))),
@@ -193,6 +193,10 @@ export class UpstreamClosureCopies {
       },
       onObjects: () => undefined,
     });
+    // What an upgrade cost upstream, for the operator (the agent logs the same of its own fetches).
+    const deltas = copied.deltaBlobs > 0 ? `, ${copied.deltaBlobs} of them as group deltas against a previous version (${copied.deltaGroupBytes} bytes of changed groups)` : '';
+    const restored = copied.restoredBlobs > 0 ? `; ${copied.restoredBlobs} restored from templates over normalized blobs here${copied.normalizedDeltaBlobs > 0 ? ` (${copied.normalizedDeltaBlobs} normalized blobs as group deltas, ${copied.normalizedDeltaGroupBytes} bytes of changed groups)` : ''}` : '';
+    this.log(`ferry relay: copied config ${configId} upstream: ${copied.copiedBlobs} blobs, ${copied.copiedBytes} bytes${deltas}${restored}`);
   }
 
   /**
