@@ -110,6 +110,8 @@ export interface RelayCounters extends Tally {
 export class RelayCache {
   private readonly remote: RemoteCastore;
   private readonly manifests = new Map<string, Manifest>();
+  /** Manifests being asked for, by `<configId>.<system>`: concurrent askers share the one request. */
+  private readonly manifestFetches = new Map<string, Promise<Manifest>>();
   private readonly closures = new Map<string, Promise<ClosureIndex>>();
   private readonly inFlight = new Map<string, Promise<void>>();
   private readonly large = new Map<string, Promise<LargeFetch>>();
@@ -158,10 +160,14 @@ export class RelayCache {
     const key = `${configId}.${system}`;
     let manifest = this.manifests.get(key) ?? this.readKept(key, configId, system);
     if (!manifest) {
-      manifest = (await this.upstream.call({ op: 'closure.manifest', configId, system })).header;
-      this.checkManifest(manifest, configId, system);
-      this.manifests.set(key, manifest);
-      writeFileAtomic(path.join(this.manifestDir, `${key}.json`), JSON.stringify(manifest));
+      // Asked once however many ask at once (the prefetch and each agent of a site, as a config lands):
+      // a large closure's manifest is tens of KB, as much as a small upgrade's deltas.
+      let fetching = this.manifestFetches.get(key);
+      if (!fetching) {
+        fetching = this.fetchManifest(key, configId, system).finally(() => this.manifestFetches.delete(key));
+        this.manifestFetches.set(key, fetching);
+      }
+      manifest = await fetching;
     }
     // The agents asking next: the whole closure comes up the uplink once, compressed, as an agent's own fetch would.
     this.copies.start(configId, {
@@ -171,6 +177,15 @@ export class RelayCache {
       ...(tally === this.counters ? {} : { onBytes: (bytes: number) => (tally.bytesFetched += bytes) }),
       bases: () => this.previousStorePaths(configId),
     });
+    return manifest;
+  }
+
+  /** Asks the coordinator for the manifest of `configId` for `system`, checks it, keeps it (memory, disk). */
+  private async fetchManifest(key: string, configId: string, system: string): Promise<Manifest> {
+    const manifest = (await this.upstream.call({ op: 'closure.manifest', configId, system })).header;
+    this.checkManifest(manifest, configId, system);
+    this.manifests.set(key, manifest);
+    writeFileAtomic(path.join(this.manifestDir, `${key}.json`), JSON.stringify(manifest));
     return manifest;
   }
 

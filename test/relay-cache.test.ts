@@ -64,6 +64,30 @@ afterAll(async () => {
 });
 
 describe('a relay cache', () => {
+  it('asks the coordinator once for a manifest however many ask for it at the same time', async () => {
+    let asked = 0;
+    // The relay's upstream client, counting the manifest requests that reach it.
+    const counting = new Proxy(upstream, {
+      get: (target, property) => {
+        const value: unknown = Reflect.get(target, property, target);
+        if (property !== 'call') return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+        return (request: unknown, ...rest: unknown[]) => {
+          if ((request as { op?: string }).op === 'closure.manifest') asked++;
+          return (target.call as (...args: unknown[]) => unknown)(request, ...rest);
+        };
+      },
+    });
+    const cache = new RelayCache(LocalCastore.open(path.join(work, 'manifest-once', 'castore')), counting, test.coordinator.identity.keyId, path.join(work, 'manifest-once'), 1024 * MiB);
+    const manifests = await Promise.all(Array.from({ length: 4 }, () => cache.manifest(configs.two!.configId, 'x86_64-linux')));
+    expect(asked).toBe(1);
+    for (const manifest of manifests) expect(manifest).toBe(manifests[0]);
+    // Kept: asked again, it is not fetched again.
+    await cache.manifest(configs.two!.configId, 'x86_64-linux');
+    expect(asked).toBe(1);
+    await cache.copies.waitFor([...(await cache.closure(configs.two!.configId)).objects.keys()]);
+    cache.store.close();
+  });
+
   it('fetches each object once, however many ask for it at the same time', async () => {
     const cache = cacheWith(1024 * MiB, 'once');
     try {
