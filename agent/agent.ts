@@ -21,6 +21,7 @@ import { BundleError, collectGarbage, copyClosure, LocalCastore, openVouchedClos
 import { ActivationEnvironmentError, environmentRefusal } from '../protocol/activation-environment.js';
 import { compareHlc, HlcStringSchema, parseHlc } from '../protocol/hlc.js';
 import { dataClientFor, discoverDataPlane, openRelayDataClient, type DataPlaneRoute, type OpenDataClientOptions } from '../protocol/connect.js';
+import { RelayQuicInfoCache } from '../protocol/relay-quic-info-cache.js';
 import { DataClient, TransportError } from '../protocol/data-client.js';
 import { encodeRelayGrant, RELAY_GRANT_HEADER, relayOfferMessage, type RelayEndpoint, type RelayOffer } from '../protocol/relays.js';
 import { ApiError, CoordinatorHttpClient, type CoordinatorHttpClientOptions } from '../protocol/http-client.js';
@@ -292,6 +293,8 @@ export class Agent {
   private lastAnswer: DesiredAnswer | undefined;
   /** Relays' failures in a row, and until when one is dropped (relayOutcome); in memory: a restart tries them again. */
   private readonly relayFailures = new Map<string, { count: number; droppedUntil: number }>();
+  /** What each relay answered to "do you serve QUIC?", kept ten minutes (protocol/relay-quic-info-cache.ts). */
+  private readonly relayQuicInfo = new RelayQuicInfoCache();
 
   /**
    * Tells the coordinator what is happening now (progress, recent events):
@@ -502,10 +505,10 @@ export class Agent {
   }
 
   /**
-   * A data client to `relay`: QUIC first when it serves it, HTTPS as the
-   * fallback (both pinned to the fingerprint the coordinator gave;
-   * protocol/connect.ts openRelayDataClient), the grant on every request,
-   * few retries (a relay that fails costs a bounded time, then the
+   * A data client to `relay`: QUIC first when it serves it (its answer
+   * remembered ten minutes), HTTPS as the fallback (both pinned to the
+   * fingerprint the coordinator gave; protocol/connect.ts
+   * openRelayDataClient), the grant on every request, few retries (a relay that fails costs a bounded time, then the
    * coordinator serves the rest).
    */
   private relayClient(relay: RelayEndpoint, grant: RelayOffer['grant']): Promise<DataClient> {
@@ -514,6 +517,7 @@ export class Agent {
       replyTimeoutMs: this.options.relayReplyTimeoutMs ?? RELAY_REPLY_TIMEOUT_MS,
       headers: { [RELAY_GRANT_HEADER]: encodeRelayGrant(grant) },
       onNotice: (message) => this.log(`ferry agent: relay ${relay.url}: ${message}`),
+      quicInfo: this.relayQuicInfo,
     });
   }
 

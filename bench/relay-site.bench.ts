@@ -12,7 +12,12 @@
  *  2. BENCH_SITE_AGENTS agents through the relay;
  *  3. as many agents without a relay (each fetches from the coordinator);
  *  4. as many concurrent `nix copy` runs from a static zstd binary cache
- *     (`nix copy --to file://…?compression=zstd`, served by the probe).
+ *     (`nix copy --to file://…?compression=zstd`, served by the probe);
+ *  5. (`upgrade`) after rows 1 and 2, the same agents (and the same relay,
+ *     whose cache holds the cold closure) get the next version: the
+ *     uplink bytes of the relay's upgrade against the single agent's,
+ *     which fetches group deltas and templates against its store (the
+ *     relay's upstream copy does the same against its cache).
  * Per row: submit → all active (the max, and the p50 of the agents, from
  * each agent's own `active` event), uplink bytes (the site's veth
  * counters), CPU of the coordinator, the relay and the agents (sum), and
@@ -23,7 +28,9 @@
  * builds first). Needs root, iproute2 and Nix; skips with the reason
  * otherwise. Env:
  *  - BENCH_CORPUS=synthetic (default: bench/fixtures/big-closure.ts v0) | real (buildRealCorpus('base'));
- *  - BENCH_SITE_AGENTS=10; BENCH_LINK=100 (Mbit/s); BENCH_ROWS=single,relay,direct,nix (a subset);
+ *  - BENCH_UPGRADE: the upgrade's variant of the real corpus (app-change, the default; ten-percent,
+ *    mass-rebuild); the synthetic corpus upgrades to v1 (10% of the files replaced: nothing to delta);
+ *  - BENCH_SITE_AGENTS=10; BENCH_LINK=100 (Mbit/s); BENCH_ROWS=single,relay,direct,nix,upgrade (a subset);
  *  - BENCH_RELAY_QUIC=0 runs the relay with --no-quic (its agents then fetch over HTTPS; default: QUIC first);
  *  - BENCH_KEEP=1 keeps the work dir (logs of every process, stores);
  *  - BENCH_AGENT_NODE_FLAGS, BENCH_RELAY_NODE_FLAGS: extra node flags (e.g. `--cpu-prof --cpu-prof-dir=DIR`) for the agents / the relay;
@@ -55,7 +62,7 @@ const siteAgents = Number(process.env.BENCH_SITE_AGENTS ?? '10');
 const linkMbit = Number(process.env.BENCH_LINK ?? '100');
 const corpusKind = process.env.BENCH_CORPUS ?? 'synthetic';
 const relayQuic = process.env.BENCH_RELAY_QUIC !== '0';
-const rows = new Set((process.env.BENCH_ROWS ?? 'single,relay,direct,nix').split(','));
+const rows = new Set((process.env.BENCH_ROWS ?? 'single,relay,direct,nix,upgrade').split(','));
 const CORES = cpus().length;
 const system = `${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux`;
 const RELAY_PORT = 9443;
@@ -78,14 +85,16 @@ const agentFlags = [...unitFlags, ...extraFlags('BENCH_AGENT_NODE_FLAGS')];
 
 // ---- the closure --------------------------------------------------------------------------------
 
-async function coldClosure(): Promise<{ name: string; root: string }> {
+/** The closure of `variant` (of the real corpus: base, app-change, ten-percent, mass-rebuild; of the synthetic one: 0, 1). */
+async function corpusClosure(variant: string): Promise<{ name: string; root: string }> {
   if (corpusKind === 'real') {
     const corpus = (await import(pathToFileURL(path.join(here, 'fixtures', 'real-corpus.ts')).href)) as { buildRealCorpus(variant: string): Promise<{ root: string }> };
-    return { name: 'real corpus (base)', root: (await corpus.buildRealCorpus('base')).root };
+    return { name: `real corpus (${variant})`, root: (await corpus.buildRealCorpus(variant)).root };
   }
-  return { name: 'synthetic v0', root: bigClosureStorePath(0, nixEnv) };
+  return { name: `synthetic v${variant}`, root: bigClosureStorePath(Number(variant), nixEnv) };
 }
-const closure = await coldClosure();
+const closure = await corpusClosure(corpusKind === 'real' ? 'base' : '0');
+const upgrade = rows.has('upgrade') ? await corpusClosure(corpusKind === 'real' ? (process.env.BENCH_UPGRADE ?? 'app-change') : '1') : undefined;
 const closureNarBytes = Number(/"closureSize":(\d+)/.exec(execFileSync('nix', ['path-info', '-S', '--json', closure.root], { env: nixEnv, encoding: 'utf8' }))![1]);
 const baseline = baselineStorePath();
 
@@ -114,6 +123,8 @@ interface Row {
   uplinkUp: number;
   cpu: { coordinator: number; relay: number; clients: number; server?: number };
   note: string;
+  /** An upgrade row: compared with the single agent's upgrade. */
+  upgrade?: boolean;
 }
 const results: Row[] = [];
 
@@ -146,7 +157,7 @@ try {
   probe = await processes.startProbe(url, path.join(work, 'config', 'keys', 'bench-admin.key'));
 
   process.stderr.write(`pushing ${closure.name} (NAR ${MB(closureNarBytes)})…\n`);
-  for (const root of [baseline, closure.root]) await admin('push', ['push', root, '--quiet']);
+  for (const root of [baseline, closure.root, ...(upgrade ? [upgrade.root] : [])]) await admin('push', ['push', root, '--quiet']);
   const staticCache = path.join(work, 'static-cache');
   if (rows.has('nix')) execFileSync('nix', ['copy', '--to', `file://${staticCache}?compression=zstd`, closure.root], { env: nixEnv, stdio: ['ignore', 'ignore', 'pipe'] });
   // As bench/shaped-link.bench.ts: deploy once the coordinator compressed the pushed closure's stream (level 9, then 19).
@@ -200,16 +211,25 @@ try {
     return agents;
   }
 
-  async function agentRow(row: string, graph: string, site: string, count: number): Promise<void> {
+  /** Starts `count` agents and measures their deployment of the closure, then (with `upgradeRow`) of the upgrade. */
+  async function agentRow(row: string, graph: string, site: string, count: number, upgradeRow?: string): Promise<void> {
     process.stderr.write(`${row}: starting ${count} agent(s)…\n`);
     const agents = await startAgents(graph, site, count);
+    await deployRow(row, graph, site, agents, closure);
+    if (upgradeRow && upgrade) await deployRow(upgradeRow, graph, site, agents, upgrade, true);
+    await Promise.all(agents.map((agent) => processes.stop(agent.child)));
+  }
+
+  /** Submits `target` to `graph` and waits until every agent runs it: one row of the table. */
+  async function deployRow(row: string, graph: string, site: string, agents: { agentId: string; stateDir: string; child: ChildProcess }[], target: { name: string; root: string }, isUpgrade = false): Promise<void> {
+    const count = agents.length;
     await sleep(1000);
     execFileSync('sync');
     const wireBefore = pair.wireBytes();
     const cpuBefore = { coordinator: cpuOf(coordinator), relay: cpuOf(relay), agents: agents.map((agent) => cpuOf(agent.child)) };
     const startWall = Date.now();
     const start = performance.now();
-    const configId = (JSON.parse(await admin(`submit-${graph}`, ['config', 'submit', graph, '--target', `${system}=${closure.root}`, '--activate', 'true', '-m', closure.name, '--json'])) as { configId: string }).configId;
+    const configId = (JSON.parse(await admin(`submit-${graph}`, ['config', 'submit', graph, '--target', `${system}=${target.root}`, '--activate', 'true', '-m', target.name, '--json'])) as { configId: string }).configId;
     for (const agent of agents) await probe!.call({ op: 'waitActive', agentId: agent.agentId, configId, timeoutMs: 1_800_000 });
     const maxSeconds = (performance.now() - start) / 1000;
     const wire = wireDelta(wireBefore, pair.wireBytes());
@@ -231,14 +251,17 @@ try {
       uplinkUp: wire.up,
       cpu,
       note: `fetch p50 ${median(fetches).toFixed(2)} s, max ${Math.max(...fetches).toFixed(2)} s${site === 'relay' ? `; ${throughRelay}/${count} through the relay, ${relayFailed} relay-failed` : ''}`,
+      ...(isUpgrade ? { upgrade: true } : {}),
     });
     process.stderr.write(`  ${row}: ${maxSeconds.toFixed(2)} s, ${MB(wire.down)} up the link\n`);
-    await Promise.all(agents.map((agent) => processes.stop(agent.child)));
   }
   const wireDelta = (before: WireBytes, after: WireBytes) => ({ down: after.down - before.down, up: after.up - before.up });
 
-  if (rows.has('single')) await agentRow('1 agent, no relay', 'single', 'direct', 1);
-  if (rows.has('relay')) await agentRow(`${siteAgents} agents through the relay (cold cache, ${relayQuic ? 'QUIC first' : 'HTTPS: --no-quic'})`, 'relay-site', 'relay', siteAgents);
+  if (rows.has('single')) await agentRow('1 agent, no relay', 'single', 'direct', 1, upgrade && `1 agent, no relay: upgrade to ${upgrade.name}`);
+  if (rows.has('relay')) {
+    const transport = relayQuic ? 'QUIC first' : 'HTTPS: --no-quic';
+    await agentRow(`${siteAgents} agents through the relay (cold cache, ${transport})`, 'relay-site', 'relay', siteAgents, upgrade && `${siteAgents} agents through the relay: upgrade to ${upgrade.name} (${transport})`);
+  }
   if (rows.has('direct')) await agentRow(`${siteAgents} agents, no relay`, 'direct-site', 'direct', siteAgents);
   if (rows.has('nix')) {
     process.stderr.write(`${siteAgents} concurrent nix copy…\n`);
@@ -285,20 +308,22 @@ try {
 
   // ---- the table ------------------------------------------------------------------------------
 
-  const single = results.find((row) => row.agents === 1);
+  // An upgrade row is compared with the single agent's upgrade, a cold one with its cold deploy.
+  const singleOf = (row: Row) => results.find((candidate) => candidate.agents === 1 && Boolean(candidate.upgrade) === Boolean(row.upgrade));
   const lines = [
-    `relay-site: ${closure.name}, closure NAR ${MB(closureNarBytes)}; uplink ${linkMbit} Mbit/s (tbf both ends); ${CORES} cores for everything; load average ${startLoad.toFixed(2)} at the start, ${loadavg()[0]!.toFixed(2)} at the end`,
+    `relay-site: ${closure.name}${upgrade ? `, then ${upgrade.name}` : ''}, closure NAR ${MB(closureNarBytes)}; uplink ${linkMbit} Mbit/s (tbf both ends); ${CORES} cores for everything; load average ${startLoad.toFixed(2)} at the start, ${loadavg()[0]!.toFixed(2)} at the end`,
     '',
     '| row | submit → all active (max) | p50 of agents | vs 1 agent | uplink down / up | vs 1 agent\'s bytes | CPU: coordinator / relay / clients (sum) | CPU floor (clients / cores) | max ÷ floor | note |',
     '|---|---|---|---|---|---|---|---|---|---|',
     ...results.map((row) => {
+      const single = singleOf(row);
       const floor = row.cpu.clients / CORES;
       return `| ${row.row} | ${row.maxSeconds.toFixed(2)} s | ${row.p50Seconds.toFixed(2)} s | ${single ? `${(row.maxSeconds / single.maxSeconds).toFixed(2)}x` : '—'} | ${MB(row.uplinkDown)} / ${MB(row.uplinkUp)} | ${single ? `${(row.uplinkDown / single.uplinkDown).toFixed(2)}x` : '—'} | ${row.cpu.coordinator.toFixed(1)} / ${row.cpu.relay.toFixed(1)} / ${row.cpu.clients.toFixed(1)} s${row.cpu.server !== undefined ? ` (static server ${row.cpu.server.toFixed(1)} s)` : ''} | ${floor.toFixed(1)} s | ${(row.maxSeconds / floor).toFixed(2)} | ${row.note} |`;
     }),
   ];
   console.log(lines.join('\n'));
   mkdirSync(path.join(benchWorkDir, 'results'), { recursive: true });
-  writeFileSync(path.join(benchWorkDir, 'results', 'relay-site.json'), `${JSON.stringify({ date: new Date().toISOString(), closure: closure.name, linkMbit, cores: CORES, results }, null, 2)}\n`);
+  writeFileSync(path.join(benchWorkDir, 'results', 'relay-site.json'), `${JSON.stringify({ date: new Date().toISOString(), closure: closure.name, upgrade: upgrade?.name, linkMbit, cores: CORES, results }, null, 2)}\n`);
 } finally {
   if (relay) await processes.stop(relay);
   if (probe) await processes.stop(probe.child);

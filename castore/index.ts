@@ -39,14 +39,17 @@ export {
   copyClosure,
   SharedIngest,
   SMALL_BLOB_BYTES,
+  copyWantedBlobs,
   type CopyOptions,
   type CopyReport,
   type SmallBlobSink,
   type TransferProgress,
+  type WantedBlobsCopy,
+  type WantedBlobsReport,
 } from './transfer/copy-closure.js';
 export { DataPlaneBulkCopy, LARGE_BLOB_SEGMENT_BYTES, type DataPlaneBulkCopyOptions, type StreamTap, type StreamTapRecording } from './transfer/data-plane-copy.js';
 export { TRANSFER_PARALLEL } from './transfer/batches.js';
-export { differingRuns } from './transfer/group-delta.js';
+export { differingRuns, findDeltaBases, type DeltaBasisStore, type DeltaPair } from './transfer/group-delta.js';
 export { closureObjects, estimateFetch, type ClosureFiles, type ClosureObjects, type FetchEstimate } from './transfer/fetch-estimate.js';
 export { uploadStorePaths, type UploadOptions, type UploadReport } from './transfer/upload-store-paths.js';
 export { splitBlobs } from './transfer/batches.js';

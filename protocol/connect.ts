@@ -13,6 +13,7 @@ import { checkPinnedCertificate, PinningError } from './tls-pinning.js';
 import { fetchFor, pinningFailure } from './pinned-fetch.js';
 import { readAtMost } from './bounded-read.js';
 import { RELAY_QUIC_INFO_PATH, RelayQuicInfoSchema, type RelayEndpoint, type RelayQuicInfo } from './relays.js';
+import type { RelayQuicInfoCache } from './relay-quic-info-cache.js';
 
 /** What `GET /v1/info` says of a coordinator (protocol/api/views.ts InfoSchema). */
 export type CoordinatorInfo = z.infer<typeof InfoSchema>;
@@ -80,33 +81,50 @@ export async function openDataClient(httpUrl: string, identity: Identity, option
   return { client: dataClientFor(httpUrl, identity, route, options), info: route.info, route };
 }
 
-export interface RelayDataClientOptions extends Pick<DataClientOptions, 'retries' | 'onNotice' | 'connectTimeoutMs' | 'replyTimeoutMs' | 'headers' | 'httpOnly'> {}
+export interface RelayDataClientOptions extends Pick<DataClientOptions, 'retries' | 'onNotice' | 'connectTimeoutMs' | 'replyTimeoutMs' | 'headers' | 'httpOnly'> {
+  /** The relays' answers this caller remembers (the agent's, for ten minutes): asked only when it holds none for this relay. */
+  quicInfo?: RelayQuicInfoCache;
+}
 
 /**
  * A DataClient for `relay` (its HTTPS pinned to the fingerprint the
  * coordinator gave): QUIC first when the relay says it listens for it
- * (RELAY_QUIC_INFO_PATH, asked within `connectTimeoutMs`) and its
- * certificate is the pinned one, HTTPS otherwise and as the fallback, as
+ * (RELAY_QUIC_INFO_PATH, asked within `connectTimeoutMs`, or its answer
+ * remembered in `quicInfo`) and its certificate is the pinned one, HTTPS
+ * otherwise and as the fallback, as
  * to a coordinator. A relay that cannot be asked (down, withholding) gets
  * an HTTPS-only client, which fails as it did before relays spoke QUIC.
  * Refuses (PinningError) a relay whose certificate is not the pinned one.
  */
 export async function openRelayDataClient(relay: RelayEndpoint, identity: Identity, options: RelayDataClientOptions = {}): Promise<DataClient> {
+  const { quicInfo: cache, ...clientOptions } = options;
   // zstd accepted: a relay serves its upstream's compressed stream as it is (relay/stream-recordings.ts), the rest plain.
-  const base = { ...options, identity, httpUrl: relay.url, pinnedFingerprint: relay.fingerprint, compression: 'zstd' as const };
+  const base = { ...clientOptions, identity, httpUrl: relay.url, pinnedFingerprint: relay.fingerprint, compression: 'zstd' as const };
   if (options.httpOnly) return new DataClient(base);
-  let info: RelayQuicInfo | undefined;
-  try {
-    info = await askRelayQuicInfo(relay, options.connectTimeoutMs ?? 3000);
-  } catch (error) {
-    const pinning = error instanceof PinningError ? error : pinningFailure(error);
-    if (pinning) throw pinning;
-    options.onNotice?.(`cannot ask whether it serves QUIC (${(error as Error).message}): HTTPS only`);
+  let info = cache?.get(relay);
+  const cached = info !== undefined;
+  if (!cached) {
+    try {
+      const answer = await askRelayQuicInfo(relay, options.connectTimeoutMs ?? 3000);
+      // Checked before it is remembered: a certificate other than the pinned one is refused, never kept.
+      info = answer ? { port: answer.port, certificatePem: checkPinnedCertificate(answer.certificatePem, relay.fingerprint) } : null;
+      cache?.set(relay, info);
+    } catch (error) {
+      const pinning = error instanceof PinningError ? error : pinningFailure(error);
+      if (pinning) throw pinning;
+      options.onNotice?.(`cannot ask whether it serves QUIC (${(error as Error).message}): HTTPS only`);
+    }
   }
   if (!info) return new DataClient({ ...base, httpOnly: true });
-  const certificatePem = checkPinnedCertificate(info.certificatePem, relay.fingerprint);
   const host = new URL(relay.url).hostname.replace(/^\[|\]$/g, '');
-  return new DataClient({ ...base, quicAddress: `${host}:${info.port}`, certificatePem, quicSignedRequests: true });
+  return new DataClient({
+    ...base,
+    quicAddress: `${host}:${info.port}`,
+    certificatePem: info.certificatePem,
+    quicSignedRequests: true,
+    // A remembered port that does not answer (the relay restarted elsewhere, or without QUIC): asked again next time.
+    ...(cache ? { onQuicUnreachable: () => cache.drop(relay) } : {}),
+  });
 }
 
 /** A relay's QUIC info is read up to this many bytes (a certificate and a port). */

@@ -319,6 +319,8 @@ export interface DataClientOptions {
   warmHttps?: boolean;
   /** Told about fallbacks and retries. */
   onNotice?: (message: string) => void;
+  /** Called when QUIC was offered but could not connect (then requests go over HTTP): a caller that remembered the address forgets it. */
+  onQuicUnreachable?: (error: Error) => void;
   /**
    * Headers every HTTP request carries besides the signature's (not signed:
    * what they say must prove itself, as a relay grant does, protocol/relays.ts).
@@ -418,6 +420,7 @@ export class DataClient {
           else {
             this.quicFailed = true;
             this.options.onNotice?.(`${error.message}; falling back to HTTP`);
+            this.options.onQuicUnreachable?.(error);
           }
           return undefined;
         },

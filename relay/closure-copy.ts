@@ -8,7 +8,12 @@
  * stream, small blobs in zstd batch frames, large ones per segment
  * verified against their outboard), each blob verified before it is
  * staged. Without it the relay fetched object by object, uncompressed:
- * ~3.4x an agent's bytes on the realistic corpus.
+ * ~3.4x an agent's bytes on the realistic corpus. An upgrade costs the
+ * uplink what it costs an agent fetching directly: the copy takes the
+ * same cheaper ways (copyWantedBlobs: templates restored over normalized
+ * blobs the cache holds, group deltas against the previous versions), the
+ * basis being the closures of the relay's other kept manifests
+ * (`ClosureCopySource.bases`), whose objects its castore still holds.
  *
  * While the copy runs, the blobs it will bring are pending: an agent's
  * request for one waits until the copy commits it (commits every few MiB,
@@ -21,7 +26,22 @@
  * is fetched through object by object as before (relay-cache.ts).
  */
 import path from 'node:path';
-import { RemoteCastore, SharedIngest, streamOrder, TRANSFER_PARALLEL, type BlobWriter, type CastoreServices, type Digest, type FileNode, type Ingest, type LocalCastore, type StorePathInfo, type StreamTap } from '../castore/index.js';
+import {
+  copyWantedBlobs,
+  findDeltaBases,
+  RemoteCastore,
+  streamOrder,
+  TRANSFER_PARALLEL,
+  type BlobWriter,
+  type CastoreServices,
+  type DeltaBasisStore,
+  type Digest,
+  type FileNode,
+  type Ingest,
+  type LocalCastore,
+  type StorePathInfo,
+  type StreamTap,
+} from '../castore/index.js';
 import type { DataClient } from '../protocol/data-client.js';
 import { MAX_BATCHED_BLOB_BYTES } from '../protocol/data-protocol.js';
 import { PartialBlob } from './partial-blob.js';
@@ -47,6 +67,13 @@ export interface ClosureCopySource {
    * bring); default: the coordinator's client.
    */
   through?: <T>(task: (client: DataClient) => Promise<T>) => Promise<T>;
+  /**
+   * Store paths of other closures the cache may still hold (the previous
+   * versions of a site's configs), most recent first: where the copy looks
+   * for the bases of group deltas (findDeltaBases; only what the castore
+   * still holds counts). None: every blob comes whole.
+   */
+  bases?: () => readonly StorePathInfo[];
 }
 
 /** One blob the copy will bring: resolved once it is committed, or once the copy gave up on it. */
@@ -121,7 +148,7 @@ export class UpstreamClosureCopies {
       this.planning.delete(planning);
       planned();
     };
-    void this.run(source, done)
+    void this.run(configId, source, done)
       .catch((error: unknown) => {
         done();
         this.started.delete(configId);
@@ -131,7 +158,7 @@ export class UpstreamClosureCopies {
       .finally(() => this.running--);
   }
 
-  private async run(source: ClosureCopySource, planned: () => void): Promise<void> {
+  private async run(configId: string, source: ClosureCopySource, planned: () => void): Promise<void> {
     let mine: Digest[] = [];
     try {
       await source.walk();
@@ -149,7 +176,7 @@ export class UpstreamClosureCopies {
       if (wanted.length === 0) return;
       const through = source.through ?? ((task) => task(this.upstream));
       // Against another client after a failure: only what the first did not commit.
-      await through((client) => this.copy(client, source, wanted.filter((blob) => this.pending.has(blob.digest) && !this.store.hasBlob(blob.digest)), readDirectory));
+      await through((client) => this.copy(configId, client, source, wanted.filter((blob) => this.pending.has(blob.digest) && !this.store.hasBlob(blob.digest)), readDirectory));
     } finally {
       planned();
       // Whatever the copy did not commit is the fetch-through's now.
@@ -157,41 +184,71 @@ export class UpstreamClosureCopies {
     }
   }
 
-  private async copy(client: DataClient, source: ClosureCopySource, blobs: readonly FileNode[], readDirectory: (id: Digest) => ReturnType<LocalCastore['readDirectory']>): Promise<void> {
+  /**
+   * Brings `blobs` as an agent's own fetch would (copyWantedBlobs): the
+   * previous versions held here as bases of group deltas, templates
+   * restored over the normalized blobs held here, the rest whole. Each
+   * blob verified before it is staged; what arrived is committed (kept for
+   * the agents and the fetch-through) even when the copy fails.
+   */
+  private async copy(configId: string, client: DataClient, source: ClosureCopySource, blobs: readonly FileNode[], readDirectory: (id: Digest) => ReturnType<LocalCastore['readDirectory']>): Promise<void> {
     if (blobs.length === 0) return;
-    const ingest = new SharedIngest(this.trackingTarget(), UPSTREAM_COMMIT_BYTES);
-    try {
+    const basis = this.basisOf(source.bases?.() ?? []);
+    const previous = new Set(basis.listStorePaths().map((info) => info.storePath));
+    // Store paths the previous closures had too: their blobs are here already, nothing to find a basis for.
+    const fresh = source.storePaths.filter((info) => !previous.has(info.storePath));
+    const pairs = previous.size > 0 ? findDeltaBases(basis, fresh, readDirectory, new Map(blobs.map((blob) => [blob.digest, blob]))) : [];
+    const copied = await copyWantedBlobs({
       // From an upstream relay (which only passes its own upstream's stream on): large blobs of a stream verified per group.
-      await new RemoteCastore(client, [], { groupVerifiedStreams: client !== this.upstream, ...(this.streamTap ? { streamTap: this.streamTap } : {}) }).bulk.copyBlobs({
-        blobs,
-        storePaths: source.storePaths,
-        readDirectory,
-        ingest,
-        parallel: TRANSFER_PARALLEL,
-        onBytes: (bytes) => {
-          this.onBytes(bytes);
-          source.onBytes?.(bytes);
-        },
-        onObjects: () => undefined,
-      });
-      ingest.finish();
-    } catch (error) {
-      // What arrived is verified: kept (committed) for the agents and the fetch-through.
-      try {
-        ingest.finish();
-      } catch {
-        ingest.abort();
-      }
-      throw error;
-    }
+      source: new RemoteCastore(client, [], { groupVerifiedStreams: client !== this.upstream, ...(this.streamTap ? { streamTap: this.streamTap } : {}) }),
+      target: this.store,
+      ingestTarget: this.trackingTarget(new Set(pairs.map((pair) => pair.target.digest))),
+      commitEvery: UPSTREAM_COMMIT_BYTES,
+      wanted: blobs,
+      storePaths: source.storePaths,
+      readDirectory,
+      deltas: { basis, pairs },
+      local: this.store,
+      parallel: TRANSFER_PARALLEL,
+      onBytes: (bytes) => {
+        this.onBytes(bytes);
+        source.onBytes?.(bytes);
+      },
+      onObjects: () => undefined,
+    });
+    // What an upgrade cost upstream, for the operator (the agent logs the same of its own fetches).
+    const deltas = copied.deltaBlobs > 0 ? `, ${copied.deltaBlobs} of them as group deltas against a previous version (${copied.deltaGroupBytes} bytes of changed groups)` : '';
+    const restored = copied.restoredBlobs > 0 ? `; ${copied.restoredBlobs} restored from templates over normalized blobs here${copied.normalizedDeltaBlobs > 0 ? ` (${copied.normalizedDeltaBlobs} normalized blobs as group deltas, ${copied.normalizedDeltaGroupBytes} bytes of changed groups)` : ''}` : '';
+    this.log(`ferry relay: copied config ${configId} upstream: ${copied.copiedBlobs} blobs, ${copied.copiedBytes} bytes${deltas}${restored}`);
   }
 
   /**
-   * The castore, with each ingest's blobs released to their waiters once
-   * it commits, and each large blob it brings written through a partial
-   * file too, so that its verified bytes are served before the commit.
+   * The castore as the basis of group deltas: its own reads, with `bases`
+   * as the store paths to look in (the relay registers none: its closures
+   * are known by their manifests).
    */
-  private trackingTarget(): Pick<CastoreServices, 'beginIngest'> {
+  private basisOf(bases: readonly StorePathInfo[]): DeltaBasisStore {
+    const store = this.store;
+    return {
+      listStorePaths: () => [...bases],
+      hasBlob: (id) => store.hasBlob(id),
+      hasDirectory: (id) => store.hasDirectory(id),
+      readDirectory: (id) => store.readDirectory(id),
+      readBlob: (id, range) => store.readBlob(id, range),
+      readOutboard: (id) => store.readOutboard(id),
+      readBlobRangeSync: (id, offset, length) => store.readBlobRangeSync(id, offset, length),
+    };
+  }
+
+  /**
+   * The castore, with each ingest's blobs (restored templates included)
+   * released to their waiters once it commits, and each large blob it
+   * brings written through a partial file too, so that its verified bytes
+   * are served before the commit. `assembled`: blobs assembled from a
+   * basis and groups (group deltas), whose basis bytes are only checked
+   * whole as they are written: their partial files verify each group.
+   */
+  private trackingTarget(assembled: ReadonlySet<Digest>): Pick<CastoreServices, 'beginIngest'> {
     return {
       beginIngest: (): Ingest => {
         const session = this.store.beginIngest();
@@ -205,11 +262,18 @@ export class UpstreamClosureCopies {
                 return id;
               };
             }
+            if (property === 'putTemplate') {
+              return async (...args: Parameters<Ingest['putTemplate']>) => {
+                await target.putTemplate(...args);
+                staged.push(args[0]);
+              };
+            }
             if (property === 'blobWriter') {
               return (size: number, expectedId?: Digest, outboard?: Uint8Array) => {
                 if (expectedId) staged.push(expectedId);
                 const writer = target.blobWriter(size, expectedId, outboard);
-                return expectedId && size > MAX_BATCHED_BLOB_BYTES ? this.writingThrough(writer, expectedId, size, outboard) : writer;
+                if (!expectedId || size <= MAX_BATCHED_BLOB_BYTES) return writer;
+                return this.writingThrough(writer, expectedId, size, outboard, assembled.has(expectedId));
               };
             }
             if (property === 'commit') {
@@ -230,15 +294,19 @@ export class UpstreamClosureCopies {
    * `writer`, with what it is given also appended to a partial file of a
    * blob this copy is to bring (others pass through as they are). With an
    * `outboard`, the copy verified each chunk before writing it (a segment
-   * fetch); without (the stream), the bytes are verified once an agent's
-   * request attaches the outboard, or whole when the writer finishes.
+   * fetch), except for an `assembled` blob (a group delta: the partial
+   * file verifies its groups); without (the stream), the bytes are
+   * verified once an agent's request attaches the outboard, or whole when
+   * the writer finishes.
    */
-  private writingThrough(writer: BlobWriter, id: Digest, size: number, outboard: Uint8Array | undefined): BlobWriter {
+  private writingThrough(writer: BlobWriter, id: Digest, size: number, outboard: Uint8Array | undefined, assembled: boolean): BlobWriter {
     const pending = this.pending.get(id);
     if (!pending) return writer;
     // A retry of the same blob (a cut stream) starts a new file: the old one failed with its writer.
     pending.partial?.fail(new Error(`the copy of blob ${id} starts again`));
-    const partial = new PartialBlob(id, size, path.join(this.partialDir, `${id}.copy`), outboard);
+    const partial = new PartialBlob(id, size, path.join(this.partialDir, `${id}.copy`), assembled ? undefined : outboard);
+    // An assembled blob's outboard is its tree, not a check of each byte written: its groups are verified as they come.
+    if (assembled && outboard) partial.attachOutboard(outboard);
     pending.partial = partial;
     for (const changed of [...pending.changed]) changed();
     return {

@@ -21,7 +21,7 @@
  * than its limit, the closures used last are kept while they fit and the
  * castore's GC removes everything else (castore/gc.ts, with their roots).
  */
-import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import {
   collectGarbage,
@@ -33,6 +33,7 @@ import {
   type Digest,
   type LocalCastore,
   type Node,
+  type StorePathInfo,
 } from '../castore/index.js';
 import { manifestProofMessage, verifyProof } from '../protocol/coordinator-proofs.js';
 import { DataError, type DataClient } from '../protocol/data-client.js';
@@ -45,6 +46,16 @@ import { StreamRecordings } from './stream-recordings.js';
 import { writeFileAtomic } from './relay-state.js';
 
 export type Manifest = DataResponse<'closure.manifest'>;
+
+/** A kept manifest's file: `<configId>.<system>.json`. */
+const MANIFEST_FILE = /^([0-9a-f]{64})\.([a-z0-9_]+-[a-z0-9]+)\.json$/;
+
+/**
+ * An upgrade's closure copy looks for the previous versions of its files
+ * in the closures of this many other kept manifests (the most recent):
+ * a site runs a few configs, and each is read and its proof checked.
+ */
+const MAX_BASIS_MANIFESTS = 8;
 
 /** What a config's closure holds: each object's kind and size (a file's bytes; a directory's encoding is read from the store). */
 export interface ClosureIndex {
@@ -105,6 +116,8 @@ export interface RelayCounters extends Tally {
 
 export class RelayCache {
   private readonly manifests = new Map<string, Manifest>();
+  /** Manifests being asked for, by `<configId>.<system>`: concurrent askers share the one request. */
+  private readonly manifestFetches = new Map<string, Promise<Manifest>>();
   private readonly closures = new Map<string, Promise<ClosureIndex>>();
   private readonly inFlight = new Map<string, Promise<void>>();
   private readonly large = new Map<string, Promise<LargeFetch>>();
@@ -161,13 +174,14 @@ export class RelayCache {
     const key = `${configId}.${system}`;
     let manifest = this.manifests.get(key) ?? this.readKept(key, configId, system);
     if (!manifest) {
-      manifest = await this.sources.through(configId, `the manifest of ${key}`, async (client) => {
-        const asked = (await client.call({ op: 'closure.manifest', configId, system })).header;
-        this.checkManifest(asked, configId, system);
-        return asked;
-      });
-      this.manifests.set(key, manifest);
-      writeFileAtomic(path.join(this.manifestDir, `${key}.json`), JSON.stringify(manifest));
+      // Asked once however many ask at once (the prefetch and each agent of a site, as a config lands):
+      // a large closure's manifest is tens of KB, as much as a small upgrade's deltas.
+      let fetching = this.manifestFetches.get(key);
+      if (!fetching) {
+        fetching = this.fetchManifest(key, configId, system).finally(() => this.manifestFetches.delete(key));
+        this.manifestFetches.set(key, fetching);
+      }
+      manifest = await fetching;
     }
     // The agents asking next: the whole closure comes up the uplink once, compressed, as an agent's own fetch would.
     this.copies.start(configId, {
@@ -176,7 +190,20 @@ export class RelayCache {
       through: (task) => this.sources.through(configId, `the closure copy of ${key}`, task),
       // The agents' tally's bytesFetched is everyone's, counted already.
       ...(tally === this.counters ? {} : { onBytes: (bytes: number) => (tally.bytesFetched += bytes) }),
+      bases: () => this.previousStorePaths(configId),
     });
+    return manifest;
+  }
+
+  /** Asks upstream (the upstream relay, else the coordinator) for the manifest of `configId` for `system`, checks it, keeps it (memory, disk). */
+  private async fetchManifest(key: string, configId: string, system: string): Promise<Manifest> {
+    const manifest = await this.sources.through(configId, `the manifest of ${key}`, async (client) => {
+      const asked = (await client.call({ op: 'closure.manifest', configId, system })).header;
+      this.checkManifest(asked, configId, system);
+      return asked;
+    });
+    this.manifests.set(key, manifest);
+    writeFileAtomic(path.join(this.manifestDir, `${key}.json`), JSON.stringify(manifest));
     return manifest;
   }
 
@@ -199,11 +226,38 @@ export class RelayCache {
     }
   }
 
+  /**
+   * The store paths of the closures of the other configs whose manifests
+   * are kept here, the most recently asked for first, of at most
+   * MAX_BASIS_MANIFESTS of them: what an upgrade's closure copy finds the
+   * previous versions of its files in (closure-copy.ts). Some of their
+   * objects may be evicted; the copy uses only what the castore holds.
+   */
+  previousStorePaths(configId: string): StorePathInfo[] {
+    const kept = readdirSync(this.manifestDir)
+      .map((file) => ({ file, match: MANIFEST_FILE.exec(file) }))
+      .filter((entry) => entry.match && entry.match[1] !== configId)
+      .map((entry) => ({ ...entry, at: statSync(path.join(this.manifestDir, entry.file), { throwIfNoEntry: false })?.mtimeMs ?? 0 }))
+      .sort((a, b) => b.at - a.at)
+      .slice(0, MAX_BASIS_MANIFESTS);
+    const seen = new Set<string>();
+    const paths: StorePathInfo[] = [];
+    for (const { match } of kept) {
+      const manifest = this.readKept(`${match![1]}.${match![2]}`, match![1]!, match![2]!);
+      for (const info of manifest?.storePaths ?? []) {
+        if (seen.has(info.storePath)) continue;
+        seen.add(info.storePath);
+        paths.push(info);
+      }
+    }
+    return paths;
+  }
+
   /** Any kept manifest of `configId` (the system an agent asked for earlier, before a restart too); undefined when none was asked for. */
   manifestOf(configId: string): Manifest | undefined {
     for (const [key, manifest] of this.manifests) if (key.startsWith(`${configId}.`)) return manifest;
     for (const file of readdirSync(this.manifestDir)) {
-      const match = /^([0-9a-f]{64})\.([a-z0-9_]+-[a-z0-9]+)\.json$/.exec(file);
+      const match = MANIFEST_FILE.exec(file);
       if (match?.[1] === configId) return this.readKept(`${configId}.${match[2]}`, configId, match[2]!);
     }
     return undefined;

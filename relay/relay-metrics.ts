@@ -4,7 +4,7 @@
  * are): the counters of its status (RelayStatus), read when scraped, so
  * an idle relay does no work for them. Names are described in
  * docs/relays.md, "Metrics". Labels take only values the relay chose
- * (closure states, prefetch outcomes), never a client's strings.
+ * (closure states, prefetch outcomes, transports), never a client's strings.
  */
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { RelayStatus } from '../protocol/relays.js';
@@ -68,6 +68,18 @@ export class RelayMetrics implements MetricsSource {
         this.set({ state: 'ready' }, prefetch?.ready.length ?? 0);
         this.set({ state: 'skipped' }, prefetch?.skipped.length ?? 0);
         this.set({ state: 'failed' }, prefetch?.failed.length ?? 0);
+      },
+    });
+    new Counter({
+      name: 'ferry_relay_requests_total',
+      help: 'Data requests agents made of the relay, by transport (quic: one per stream; https: one per POST /v1/data)',
+      labelNames: ['transport'],
+      registers: [registry],
+      collect() {
+        const requests = now().requests;
+        this.reset();
+        this.inc({ transport: 'quic' }, requests?.quic ?? 0);
+        this.inc({ transport: 'https' }, requests?.https ?? 0);
       },
     });
     new Counter({

@@ -22,11 +22,19 @@ const relayKey = Identity.generate();
 const configs: Record<string, { configId: string; target: string }> = {};
 
 /** A config of a fresh tree in its own graph, followed by one agent at the relay's site. */
-async function followedConfig(graph: string, site = 'barn-3', shape = { small: 20, large: 2, largeSize: 2 * MiB + 5 }): Promise<void> {
+async function followedConfig(graph: string, site = 'barn-3', shape = { small: 20, large: 2, largeSize: 2 * MiB + 5 }, selfReferences = false): Promise<void> {
   const tree = path.join(work, graph);
   writeTree(tree, graph, shape);
   const target = fakeStorePath(`cache-${graph}`);
-  await addTreeAsStorePath(test.coordinator.castore, tree, target);
+  if (selfReferences) {
+    // Its own store path's hash part here and there in the large file: the coordinator keeps it as a template.
+    const file = path.join(tree, 'big0');
+    const bytes = readFileSync(file);
+    const hashPart = Buffer.from(path.basename(target).slice(0, 32));
+    for (let offset = 1000; offset + 32 < bytes.length; offset += 3 * MiB + 777) hashPart.copy(bytes, offset);
+    writeFileSync(file, bytes);
+  }
+  await addTreeAsStorePath(test.coordinator.castore, tree, target, selfReferences ? [target] : []);
   const { configId } = await test.adminClient.call('graphs.submit', { graph, ...signedConfig(test.admin, graph, [], { 'x86_64-linux': target }) });
   const agent = Identity.generate();
   const { token } = await test.adminClient.call('tokens.create', { uses: 1, autoApprove: true, labels: { site } });
@@ -54,6 +62,7 @@ beforeAll(async () => {
   await test.adminClient.call('relays.assign', { relayId: relayKey.keyId, where: ['labels.site=barn-3'] });
   for (const graph of ['one', 'two']) await followedConfig(graph);
   await followedConfig('big', 'barn-3', { small: 1, large: 1, largeSize: 40 * MiB + 3 });
+  await followedConfig('bigref', 'barn-3', { small: 1, large: 1, largeSize: 40 * MiB + 3 }, true);
   await followedConfig('away', 'barn-9');
   ({ client: upstream } = await openDataClient(test.http.url, relayKey, { httpOnly: true }));
 }, 60_000);
@@ -65,6 +74,30 @@ afterAll(async () => {
 });
 
 describe('a relay cache', () => {
+  it('asks the coordinator once for a manifest however many ask for it at the same time', async () => {
+    let asked = 0;
+    // The relay's upstream client, counting the manifest requests that reach it.
+    const counting = new Proxy(upstream, {
+      get: (target, property) => {
+        const value: unknown = Reflect.get(target, property, target);
+        if (property !== 'call') return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+        return (request: unknown, ...rest: unknown[]) => {
+          if ((request as { op?: string }).op === 'closure.manifest') asked++;
+          return (target.call as (...args: unknown[]) => unknown)(request, ...rest);
+        };
+      },
+    });
+    const cache = new RelayCache(LocalCastore.open(path.join(work, 'manifest-once', 'castore')), new FetchSources(counting, relayKey, test.coordinator.identity.keyId), test.coordinator.identity.keyId, path.join(work, 'manifest-once'), 1024 * MiB);
+    const manifests = await Promise.all(Array.from({ length: 4 }, () => cache.manifest(configs.two!.configId, 'x86_64-linux')));
+    expect(asked).toBe(1);
+    for (const manifest of manifests) expect(manifest).toBe(manifests[0]);
+    // Kept: asked again, it is not fetched again.
+    await cache.manifest(configs.two!.configId, 'x86_64-linux');
+    expect(asked).toBe(1);
+    await cache.copies.waitFor([...(await cache.closure(configs.two!.configId)).objects.keys()]);
+    cache.store.close();
+  });
+
   it('fetches each object once, however many ask for it at the same time', async () => {
     const cache = cacheWith(1024 * MiB, 'once');
     try {
@@ -95,8 +128,8 @@ describe('a relay cache', () => {
    * - copy-stream: the closure copy over a zstd upstream (as `ferry relay run`): one `blobs.stream`, whose large
    *   blob is verified here group by group once the blob's outboard is fetched for the agent.
    */
-  async function firstSegmentBeforeTheWhole(name: string, way: 'fetch-through' | 'copy-segments' | 'copy-stream'): Promise<void> {
-    const { configId } = configs.big!;
+  async function firstSegmentBeforeTheWhole(name: string, way: 'fetch-through' | 'copy-segments' | 'copy-stream', graph = 'big'): Promise<void> {
+    const { configId } = configs[graph]!;
     let client = upstream;
     if (way === 'copy-stream') ({ client } = await openDataClient(test.http.url, relayKey, { httpOnly: true, compression: 'zstd' }));
     const cache = new RelayCache(LocalCastore.open(path.join(work, name, 'castore')), new FetchSources(client, relayKey, test.coordinator.identity.keyId), test.coordinator.identity.keyId, path.join(work, name), 1024 * MiB);
@@ -116,7 +149,7 @@ describe('a relay cache', () => {
       expect(cache.store.hasBlob(id as Digest)).toBe(false);
       expect(existsSync(path.join(work, name, 'partial', way === 'fetch-through' ? id : `${id}.copy`))).toBe(true);
       expect(cache.copies.counters.copies).toBe(way === 'fetch-through' ? 0 : 1);
-      const expected = readFileSync(path.join(work, 'big', 'big0'));
+      const expected = readFileSync(path.join(work, graph, 'big0'));
       expect(Buffer.concat(first).equals(expected.subarray(0, 64 * 1024))).toBe(true);
       // A range past 16 MiB, streamed as it is verified.
       const middle: Uint8Array[] = [];
@@ -132,6 +165,9 @@ describe('a relay cache', () => {
       for await (const chunk of again.read(object.size - 1000, 1000)) tail.push(chunk);
       expect(Buffer.concat(tail).equals(expected.subarray(object.size - 1000))).toBe(true);
       expect(readdirSync(path.join(work, name, 'partial'))).toEqual([]);
+      // A blob the coordinator keeps as a template is kept as one here too (the copy's hints), for the next rebuild to restore.
+      if (test.coordinator.castore.templateOf(id as Digest)) expect(cache.store.templateOf(id as Digest)).toBeDefined();
+      if (graph === 'bigref') expect(test.coordinator.castore.templateOf(id as Digest)).toBeDefined();
     } finally {
       cache.store.close();
       if (client !== upstream) await client.close();
@@ -148,6 +184,10 @@ describe('a relay cache', () => {
 
   it('serves the first segment of a large blob its closure copy streams (zstd) before the whole has arrived, verified, and fetches it once', async () => {
     await firstSegmentBeforeTheWhole('stream-copy-zstd', 'copy-stream');
+  }, 60_000);
+
+  it('serves a large blob the coordinator keeps as a template as its copy streams it, verified, and keeps it as a template', async () => {
+    await firstSegmentBeforeTheWhole('stream-copy-template', 'copy-stream', 'bigref');
   }, 60_000);
 
   it('restarted, serves from disk what it held: the manifests an agent asked for before, and the objects', async () => {

@@ -194,6 +194,11 @@ describe('a relay prefetching', () => {
     expect(value('ferry_relay_prefetch_closures', { state: 'failed' })).toBe(0);
     expect(value('ferry_relay_prefetch_objects_total', { result: 'fetched' })).toBe(status.prefetch!.objectsFetched);
     expect(value('ferry_relay_prefetch_fetched_bytes_total')).toBe(status.prefetch!.bytesFetched);
+    // Per transport, as the status counts them: the agent asked for something, over one of them.
+    expect(families.find((family) => family.name === 'ferry_relay_requests_total')?.type).toBe('COUNTER');
+    expect(value('ferry_relay_requests_total', { transport: 'quic' })).toBe(status.requests!.quic);
+    expect(value('ferry_relay_requests_total', { transport: 'https' })).toBe(status.requests!.https);
+    expect(status.requests!.quic + status.requests!.https).toBeGreaterThan(0);
     // Nothing else is served there.
     expect((await fetch(new URL('/other', metricsUrl))).status).toBe(404);
     expect((await fetch(metricsUrl, { method: 'POST', body: 'x' })).status).toBe(405);

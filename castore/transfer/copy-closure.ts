@@ -429,20 +429,22 @@ async function planTemplates(
 
 /**
  * Stages each of `restorable` as a template, verified by the target
- * (Ingest.putTemplate restores it and checks its id) and, for a small-blob
+ * (Ingest.putTemplate restores it and checks its id; staged through
+ * `ingestTarget`, the target or a wrapper of it) and, for a small-blob
  * sink, hands over the restored bytes (large ones too: they are restored
  * once, not again when the sink's owner reads the target). Returns the ids
  * restored; a template the target refuses is left out, to be copied whole.
  */
 async function restoreTemplated(
   target: CastoreServices,
+  ingestTarget: Pick<CastoreServices, 'beginIngest'>,
   restorable: readonly FileNode[],
   templates: ReadonlyMap<Digest, BlobTemplate>,
   sink: SmallBlobSink | undefined,
 ): Promise<Set<Digest>> {
   const restored = new Set<Digest>();
   if (restorable.length === 0) return restored;
-  await withIngest(target, async (ingest) => {
+  await withIngest(ingestTarget, async (ingest) => {
     for (const blob of restorable) {
       const template = templates.get(blob.digest)!;
       const chunks: Uint8Array[] = [];
@@ -461,6 +463,131 @@ async function restoreTemplated(
     }
   });
   return restored;
+}
+
+/** The wanted blobs of a closure and where they go (copyWantedBlobs). */
+export interface WantedBlobsCopy {
+  source: CastoreReader;
+  target: CastoreServices;
+  /**
+   * What stages the blobs (default `target`): a caller that acts on each
+   * commit (the relay releases what its agents wait for) passes a wrapper
+   * of the target. Restored templates are staged there too.
+   */
+  ingestTarget?: Pick<CastoreServices, 'beginIngest'>;
+  /** Commit every this many bytes (SharedIngest; default 64 MiB). */
+  commitEvery?: number;
+  /** Blobs of the closure the target lacks (verified sizes, from directories). */
+  wanted: readonly FileNode[];
+  storePaths: readonly StorePathInfo[];
+  /** Knows every directory below `storePaths`. */
+  readDirectory: (id: Digest) => readonly Entry[];
+  /** Previous versions (findDeltaBases) and the store holding them: only with a source offering bulk reads. */
+  deltas?: { basis: DeltaBasisStore; pairs: readonly DeltaPair[] };
+  /** The target when it is a LocalCastore (read synchronously: its templates, the sizes of its normalized blobs). */
+  local?: LocalCastore;
+  smallBlobs?: SmallBlobSink;
+  parallel: number;
+  streamMinBytes?: number;
+  /** Bytes and objects to copy, once planned, and again for the claims the target refused (copied whole after all). */
+  onPlanned?(bytes: number, objects: number): void;
+  onBytes(bytes: number): void;
+  onObjects(count: number): void;
+}
+
+/** What copyWantedBlobs moved (see CopyReport for each field). */
+export type WantedBlobsReport = Pick<CopyReport, 'restoredBlobs' | 'templates' | 'copiedBlobs' | 'copiedBytes' | 'deltaBlobs' | 'deltaGroupBytes' | 'normalizedDeltaBlobs' | 'normalizedDeltaGroupBytes'>;
+
+/**
+ * Brings `wanted` into the target as cheaply as the source allows:
+ * restored from templates over normalized blobs the target holds, as group
+ * deltas against previous versions (`deltas`), and the normalized blobs of
+ * rebuilt files that also changed as deltas against their basis's; the
+ * rest whole (one stream, batches, segments). Every blob is verified
+ * before it is staged (restored templates by the target's ingest); a
+ * refused claim or a declined delta is fetched whole. The blob phase of
+ * copyClosure, and of a relay's upstream copy (relay/closure-copy.ts),
+ * whose basis is the previous closures its cache holds. Commits what
+ * arrived even when it fails (then throws).
+ */
+export async function copyWantedBlobs(copy: WantedBlobsCopy): Promise<WantedBlobsReport> {
+  const { source, target, wanted, storePaths, readDirectory, local } = copy;
+  const bulk = offersBulk(source) ? source.bulk : undefined;
+  const ingestTarget = copy.ingestTarget ?? target;
+  const deltaPairs = copy.deltas?.pairs ?? [];
+  const plan = await planTemplates(source, target, wanted, copy.smallBlobs !== undefined, deltaPairs, local);
+  const notCopied = new Set([...plan.restorable, ...plan.overDeltas].map((blob) => blob.digest));
+  let toCopy = notCopied.size > 0 ? wanted.filter((blob) => !notCopied.has(blob.digest)) : wanted;
+  let copiedBytes = [...toCopy, ...plan.normalizedDeltas.map((pair) => pair.target)].reduce((sum, blob) => sum + blob.size, 0);
+  copy.onPlanned?.(copiedBytes, toCopy.length + plan.normalizedDeltas.length);
+  const copyBlobs = async (list: readonly FileNode[], normalized: readonly DeltaPair[] = []): Promise<BulkCopyOutcome> => {
+    if (list.length === 0 && normalized.length === 0) return { deltaBlobs: 0, deltaGroupBytes: 0, normalized: new Set(), normalizedGroupBytes: 0 };
+    const listed = new Set(list.map((blob) => blob.digest));
+    const job: BulkBlobJob = {
+      blobs: list,
+      storePaths,
+      readDirectory,
+      ingest: new SharedIngest(ingestTarget, copy.commitEvery, plan.hints),
+      ...(copy.smallBlobs ? { smallBlobs: (id: Digest, bytes: Uint8Array) => copy.smallBlobs!.accept(id, bytes) } : {}),
+      ...(copy.deltas && bulk ? { deltas: { basis: copy.deltas.basis, pairs: deltaPairs.filter((pair) => listed.has(pair.target.digest)), normalized } } : {}),
+      parallel: copy.parallel,
+      ...(copy.streamMinBytes !== undefined ? { streamMinBytes: copy.streamMinBytes } : {}),
+      onBytes: copy.onBytes,
+      onObjects: copy.onObjects,
+    };
+    try {
+      let outcome: BulkCopyOutcome = { deltaBlobs: 0, deltaGroupBytes: 0, normalized: new Set(), normalizedGroupBytes: 0 };
+      if (bulk) outcome = await bulk.copyBlobs(job);
+      else await copyBlobsByService(source, job);
+      job.ingest.finish();
+      return outcome;
+    } catch (error) {
+      // What arrived is verified: keep it for the next attempt.
+      try {
+        job.ingest.finish();
+      } catch {
+        job.ingest.abort();
+      }
+      throw error;
+    }
+  };
+  // Restoring is CPU, the copy mostly waiting for the wire: side by side.
+  // Both settle before a failure is thrown: the caller's sink is not cleaned up under a restore still writing to it.
+  const [restoring, copying] = await Promise.allSettled([restoreTemplated(target, ingestTarget, plan.restorable, plan.templates, copy.smallBlobs), copyBlobs(toCopy, plan.normalizedDeltas)]);
+  if (restoring.status === 'rejected') throw restoring.reason;
+  if (copying.status === 'rejected') throw copying.reason;
+  const restored = restoring.value;
+  const outcome = copying.value;
+  // Rebuilt files over the normalized blobs that came as deltas (committed now): restored and verified like the others.
+  const overDeltas = plan.overDeltas.filter((blob) => outcome.normalized.has(plan.templates.get(blob.digest)!.normalized));
+  for (const id of await restoreTemplated(target, ingestTarget, overDeltas, plan.templates, copy.smallBlobs)) restored.add(id);
+  // Claims the target refused, and files whose normalized blob did not come: copied after all.
+  const refused = [...plan.restorable, ...plan.overDeltas].filter((blob) => !restored.has(blob.digest));
+  if (refused.length > 0) {
+    const refusedBytes = refused.reduce((sum, blob) => sum + blob.size, 0);
+    copiedBytes += refusedBytes;
+    copy.onPlanned?.(refusedBytes, refused.length);
+    const more = await copyBlobs(refused);
+    outcome.deltaBlobs += more.deltaBlobs;
+    outcome.deltaGroupBytes += more.deltaGroupBytes;
+    toCopy = [...toCopy, ...refused];
+  }
+  // Asked now, not awaited: the sink's owner needs them after the deployment (a failure only leaves those files untemplated).
+  const later = plan.later.length > 0 && offersTemplates(source.blobs) ? source.blobs.templates(plan.later) : Promise.resolve(noTemplates);
+  const templates: Promise<ReadonlyMap<Digest, BlobTemplate>> = later.then(
+    (claims) => new Map([...plan.templates, ...claims]),
+    () => plan.templates,
+  );
+  return {
+    restoredBlobs: restored.size,
+    templates,
+    copiedBlobs: toCopy.length,
+    copiedBytes,
+    deltaBlobs: outcome.deltaBlobs,
+    deltaGroupBytes: outcome.deltaGroupBytes,
+    normalizedDeltaBlobs: outcome.normalized.size,
+    normalizedDeltaGroupBytes: outcome.normalizedGroupBytes,
+  };
 }
 
 /**
@@ -551,79 +678,34 @@ export async function copyClosure(source: CastoreReader, target: CastoreServices
   // Group deltas need a source that offers them (bulk) and a local target to hold their bases.
   const deltaBasis = bulk && local && options.groupDelta !== false ? local : undefined;
   const deltaPairs = deltaBasis ? findDeltaBases(deltaBasis, lacking, readDirectory, new Map(wanted.map((blob) => [blob.digest, blob]))) : [];
-  const plan = await planTemplates(source, target, wanted, options.smallBlobs !== undefined, deltaPairs, local);
-  const notCopied = new Set([...plan.restorable, ...plan.overDeltas].map((blob) => blob.digest));
-  let toCopy = notCopied.size > 0 ? wanted.filter((blob) => !notCopied.has(blob.digest)) : wanted;
-  progress.bytesTotal = [...toCopy, ...plan.normalizedDeltas.map((pair) => pair.target)].reduce((sum, blob) => sum + blob.size, 0);
-  progress.objectsTotal = toCopy.length + plan.normalizedDeltas.length;
-  report('blobs');
   let lastReport = 0;
-  const copyBlobs = async (list: readonly FileNode[], normalized: readonly DeltaPair[] = []): Promise<BulkCopyOutcome> => {
-    if (list.length === 0 && normalized.length === 0) return { deltaBlobs: 0, deltaGroupBytes: 0, normalized: new Set(), normalizedGroupBytes: 0 };
-    const listed = new Set(list.map((blob) => blob.digest));
-    const job: BulkBlobJob = {
-      blobs: list,
-      storePaths,
-      readDirectory,
-      ingest: new SharedIngest(target, undefined, plan.hints),
-      ...(options.smallBlobs ? { smallBlobs: (id: Digest, bytes: Uint8Array) => options.smallBlobs!.accept(id, bytes) } : {}),
-      ...(deltaBasis ? { deltas: { basis: deltaBasis, pairs: deltaPairs.filter((pair) => listed.has(pair.target.digest)), normalized } } : {}),
-      parallel,
-      ...(options.streamMinBytes !== undefined ? { streamMinBytes: options.streamMinBytes } : {}),
-      onBytes: (bytes) => {
-        progress.bytesDone += bytes;
-        if (Date.now() - lastReport > 100) {
-          lastReport = Date.now();
-          report('blobs');
-        }
-      },
-      onObjects: (count) => {
-        progress.objectsDone += count;
-      },
-    };
-    try {
-      let outcome: BulkCopyOutcome = { deltaBlobs: 0, deltaGroupBytes: 0, normalized: new Set(), normalizedGroupBytes: 0 };
-      if (bulk) outcome = await bulk.copyBlobs(job);
-      else await copyBlobsByService(source, job);
-      job.ingest.finish();
-      return outcome;
-    } catch (error) {
-      // What arrived is verified: keep it for the next attempt.
-      try {
-        job.ingest.finish();
-      } catch {
-        job.ingest.abort();
+  const moved = await copyWantedBlobs({
+    source,
+    target,
+    wanted,
+    storePaths,
+    readDirectory,
+    ...(deltaBasis ? { deltas: { basis: deltaBasis, pairs: deltaPairs } } : {}),
+    ...(local ? { local } : {}),
+    ...(options.smallBlobs ? { smallBlobs: options.smallBlobs } : {}),
+    parallel,
+    ...(options.streamMinBytes !== undefined ? { streamMinBytes: options.streamMinBytes } : {}),
+    onPlanned: (bytes, objects) => {
+      progress.bytesTotal += bytes;
+      progress.objectsTotal += objects;
+      report('blobs');
+    },
+    onBytes: (bytes) => {
+      progress.bytesDone += bytes;
+      if (Date.now() - lastReport > 100) {
+        lastReport = Date.now();
+        report('blobs');
       }
-      throw error;
-    }
-  };
-  // Restoring is CPU, the copy mostly waiting for the wire: side by side.
-  // Both settle before a failure is thrown: the caller's sink is not cleaned up under a restore still writing to it.
-  const [restoring, copying] = await Promise.allSettled([restoreTemplated(target, plan.restorable, plan.templates, options.smallBlobs), copyBlobs(toCopy, plan.normalizedDeltas)]);
-  if (restoring.status === 'rejected') throw restoring.reason;
-  if (copying.status === 'rejected') throw copying.reason;
-  const restored = restoring.value;
-  const outcome = copying.value;
-  // Rebuilt files over the normalized blobs that came as deltas (committed now): restored and verified like the others.
-  const overDeltas = plan.overDeltas.filter((blob) => outcome.normalized.has(plan.templates.get(blob.digest)!.normalized));
-  for (const id of await restoreTemplated(target, overDeltas, plan.templates, options.smallBlobs)) restored.add(id);
-  // Claims the target refused, and files whose normalized blob did not come: copied after all.
-  const refused = [...plan.restorable, ...plan.overDeltas].filter((blob) => !restored.has(blob.digest));
-  if (refused.length > 0) {
-    progress.bytesTotal += refused.reduce((sum, blob) => sum + blob.size, 0);
-    progress.objectsTotal += refused.length;
-    const more = await copyBlobs(refused);
-    outcome.deltaBlobs += more.deltaBlobs;
-    outcome.deltaGroupBytes += more.deltaGroupBytes;
-    toCopy = [...toCopy, ...refused];
-  }
-  // Asked now, not awaited: the sink's owner needs them after the deployment (a failure only leaves those files untemplated).
-  const later = plan.later.length > 0 && offersTemplates(source.blobs) ? source.blobs.templates(plan.later) : Promise.resolve(noTemplates);
-  const templates: Promise<ReadonlyMap<Digest, BlobTemplate>> = later.then(
-    (claims) => new Map([...plan.templates, ...claims]),
-    () => plan.templates,
-  );
-
+    },
+    onObjects: (count) => {
+      progress.objectsDone += count;
+    },
+  });
   report('registering');
   await withIngest(target, (ingest) => {
     for (const entries of copied.values()) ingest.putDirectory(entries);
@@ -633,14 +715,14 @@ export async function copyClosure(source: CastoreReader, target: CastoreServices
   return {
     storePaths,
     copiedStorePaths: lacking.length,
-    restoredBlobs: restored.size,
-    templates,
-    copiedBlobs: toCopy.length,
-    copiedBytes: progress.bytesTotal,
+    restoredBlobs: moved.restoredBlobs,
+    templates: moved.templates,
+    copiedBlobs: moved.copiedBlobs,
+    copiedBytes: moved.copiedBytes,
     copiedDirectories: copied.size,
-    deltaBlobs: outcome.deltaBlobs,
-    deltaGroupBytes: outcome.deltaGroupBytes,
-    normalizedDeltaBlobs: outcome.normalized.size,
-    normalizedDeltaGroupBytes: outcome.normalizedGroupBytes,
+    deltaBlobs: moved.deltaBlobs,
+    deltaGroupBytes: moved.deltaGroupBytes,
+    normalizedDeltaBlobs: moved.normalizedDeltaBlobs,
+    normalizedDeltaGroupBytes: moved.normalizedDeltaGroupBytes,
   };
 }
