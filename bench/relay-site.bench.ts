@@ -9,7 +9,8 @@
  * address, so only the uplink's traffic crosses the veth. Rows, in one run,
  * each cold (fresh agents, fresh stores, the relay's cache empty):
  *  1. one agent without a relay: the single-agent time and its wire bytes;
- *  2. BENCH_SITE_AGENTS agents through the relay;
+ *  2. BENCH_SITE_AGENTS agents through the relay (or one row per size of
+ *     BENCH_RELAY_SITES, each with a fresh relay);
  *  3. as many agents without a relay (each fetches from the coordinator);
  *  4. as many concurrent `nix copy` runs from a static zstd binary cache
  *     (`nix copy --to file://…?compression=zstd`, served by the probe);
@@ -31,6 +32,7 @@
  *  - BENCH_UPGRADE: the upgrade's variant of the real corpus (app-change, the default; ten-percent,
  *    mass-rebuild); the synthetic corpus upgrades to v1 (10% of the files replaced: nothing to delta);
  *  - BENCH_SITE_AGENTS=10; BENCH_LINK=100 (Mbit/s); BENCH_ROWS=single,relay,direct,nix,upgrade (a subset);
+ *  - BENCH_RELAY_SITES=10,2: the relay rows' sizes, each with a fresh relay (default: BENCH_SITE_AGENTS);
  *  - BENCH_RELAY_QUIC=0 runs the relay with --no-quic (its agents then fetch over HTTPS; default: QUIC first);
  *  - BENCH_KEEP=1 keeps the work dir (logs of every process, stores);
  *  - BENCH_AGENT_NODE_FLAGS, BENCH_RELAY_NODE_FLAGS: extra node flags (e.g. `--cpu-prof --cpu-prof-dir=DIR`) for the agents / the relay;
@@ -59,6 +61,8 @@ if (skip) {
 }
 
 const siteAgents = Number(process.env.BENCH_SITE_AGENTS ?? '10');
+/** Agents of each relay row (each with a fresh relay): BENCH_RELAY_SITES=10,2; default BENCH_SITE_AGENTS. */
+const relaySites = (process.env.BENCH_RELAY_SITES ?? String(siteAgents)).split(',').map(Number);
 const linkMbit = Number(process.env.BENCH_LINK ?? '100');
 const corpusKind = process.env.BENCH_CORPUS ?? 'synthetic';
 const relayQuic = process.env.BENCH_RELAY_QUIC !== '0';
@@ -175,22 +179,33 @@ try {
   pair.shape({ name: `${linkMbit} Mbit/s`, mbit: linkMbit });
   process.stderr.write(`uplink: ${pair.describe()}\n`);
 
-  // The relay: enrolled over the uplink, listening on the site's address, serving agents labelled site=relay.
-  if (rows.has('relay')) {
-    const relayDir = path.join(work, 'relay');
+  /**
+   * A fresh relay (its cache empty): enrolled over the uplink, listening on the site's address at
+   * `port`, serving the agents labelled site=`site`; the one the next rows measure (`relay`).
+   */
+  async function startSiteRelay(site: string, port: number): Promise<string> {
+    const relayDir = path.join(work, site);
     const join = (JSON.parse(await admin('relay-token', ['tokens', 'create', '--relay', '--json'])) as { join: string }).join;
-    const enrolled = JSON.parse(await processes.ferry(pair.agentNs, 'relay-enroll', ['relay', 'enroll', join, '--state-dir', relayDir, '--url', `https://${siteAt}:${RELAY_PORT}`, '--listen', `${siteAt}:${RELAY_PORT}`, '--name', 'site', '--json'])) as { relayId: string };
-    await admin('relay-assign', ['relays', 'assign', enrolled.relayId, '--where', 'labels.site=relay']);
+    const enrolled = JSON.parse(await processes.ferry(pair.agentNs, `${site}-enroll`, ['relay', 'enroll', join, '--state-dir', relayDir, '--url', `https://${siteAt}:${port}`, '--listen', `${siteAt}:${port}`, '--name', site, '--json'])) as { relayId: string };
+    await admin(`${site}-assign`, ['relays', 'assign', enrolled.relayId, '--where', `labels.site=${site}`]);
     const [command, argv] = processes.ferryArgv(pair.agentNs, ['relay', 'run', '--state-dir', relayDir, ...(relayQuic ? [] : ['--no-quic'])], extraFlags('BENCH_RELAY_NODE_FLAGS'));
-    relay = processes.start(command, argv, 'relay');
+    const child = processes.start(command, argv, site);
+    relay = child;
     await new Promise<void>((resolve, reject) => {
       let text = '';
-      relay!.stderr!.on('data', (chunk: Buffer) => {
+      child.stderr!.on('data', (chunk: Buffer) => {
         text += chunk.toString();
         if (text.includes('listening on')) resolve();
       });
-      relay!.on('exit', (code) => reject(new Error(`the relay exited with ${code}: ${text}`)));
+      child.on('exit', (code) => reject(new Error(`the relay exited with ${code}: ${text}`)));
     });
+    return relayDir;
+  }
+
+  /** What the relay of `relayDir` says it served from its kept streams (its status file). */
+  function streamNote(relayDir: string): string {
+    const status = JSON.parse(readFileSync(path.join(relayDir, 'status.json'), 'utf8')) as { bytesServed: number; streams?: { served: number; servedWireBytes: number } };
+    return `; the relay served ${MB(status.bytesServed)} of blobs, ${status.streams?.served ?? 0} kept stream(s) as ${MB(status.streams?.servedWireBytes ?? 0)} on the LAN`;
   }
 
   /** `count` fresh agent daemons in graph `graph`, labelled site=`site`, each running the baseline config. */
@@ -212,16 +227,16 @@ try {
   }
 
   /** Starts `count` agents and measures their deployment of the closure, then (with `upgradeRow`) of the upgrade. */
-  async function agentRow(row: string, graph: string, site: string, count: number, upgradeRow?: string): Promise<void> {
+  async function agentRow(row: string, graph: string, site: string, count: number, upgradeRow?: string, extraNote: () => string = () => ''): Promise<void> {
     process.stderr.write(`${row}: starting ${count} agent(s)…\n`);
     const agents = await startAgents(graph, site, count);
-    await deployRow(row, graph, site, agents, closure);
-    if (upgradeRow && upgrade) await deployRow(upgradeRow, graph, site, agents, upgrade, true);
+    await deployRow(row, graph, site, agents, closure, false, extraNote);
+    if (upgradeRow && upgrade) await deployRow(upgradeRow, graph, site, agents, upgrade, true, extraNote);
     await Promise.all(agents.map((agent) => processes.stop(agent.child)));
   }
 
   /** Submits `target` to `graph` and waits until every agent runs it: one row of the table. */
-  async function deployRow(row: string, graph: string, site: string, agents: { agentId: string; stateDir: string; child: ChildProcess }[], target: { name: string; root: string }, isUpgrade = false): Promise<void> {
+  async function deployRow(row: string, graph: string, site: string, agents: { agentId: string; stateDir: string; child: ChildProcess }[], target: { name: string; root: string }, isUpgrade = false, extraNote: () => string = () => ''): Promise<void> {
     const count = agents.length;
     await sleep(1000);
     execFileSync('sync');
@@ -235,11 +250,13 @@ try {
     const wire = wireDelta(wireBefore, pair.wireBytes());
     const cpu = {
       coordinator: cpuOf(coordinator) - cpuBefore.coordinator,
-      relay: relay && site === 'relay' ? cpuOf(relay) - cpuBefore.relay : 0,
+      relay: relay && site.startsWith('relay') ? cpuOf(relay) - cpuBefore.relay : 0,
       clients: agents.reduce((sum, agent, index) => sum + cpuOf(agent.child) - cpuBefore.agents[index]!, 0),
     };
     const actives = agents.map((agent) => (eventAt(agent.stateDir, 'active', configId) - startWall) / 1000);
     const fetches = agents.map((agent) => (eventAt(agent.stateDir, 'fetched', configId) - eventAt(agent.stateDir, 'deploy', configId)) / 1000);
+    // The relay's status file is rewritten at most every 0.5 s: read after it caught up.
+    if (site.startsWith('relay')) await sleep(1000);
     const throughRelay = agents.filter((agent) => kindsOf(agent.stateDir, configId).includes('relay')).length;
     const relayFailed = agents.filter((agent) => kindsOf(agent.stateDir, configId).includes('relay-failed')).length;
     results.push({
@@ -250,7 +267,7 @@ try {
       uplinkDown: wire.down,
       uplinkUp: wire.up,
       cpu,
-      note: `fetch p50 ${median(fetches).toFixed(2)} s, max ${Math.max(...fetches).toFixed(2)} s${site === 'relay' ? `; ${throughRelay}/${count} through the relay, ${relayFailed} relay-failed` : ''}`,
+      note: `fetch p50 ${median(fetches).toFixed(2)} s, max ${Math.max(...fetches).toFixed(2)} s${site.startsWith('relay') ? `; ${throughRelay}/${count} through the relay, ${relayFailed} relay-failed${extraNote()}` : ''}`,
       ...(isUpgrade ? { upgrade: true } : {}),
     });
     process.stderr.write(`  ${row}: ${maxSeconds.toFixed(2)} s, ${MB(wire.down)} up the link\n`);
@@ -260,7 +277,14 @@ try {
   if (rows.has('single')) await agentRow('1 agent, no relay', 'single', 'direct', 1, upgrade && `1 agent, no relay: upgrade to ${upgrade.name}`);
   if (rows.has('relay')) {
     const transport = relayQuic ? 'QUIC first' : 'HTTPS: --no-quic';
-    await agentRow(`${siteAgents} agents through the relay (cold cache, ${transport})`, 'relay-site', 'relay', siteAgents, upgrade && `${siteAgents} agents through the relay: upgrade to ${upgrade.name} (${transport})`);
+    // One fresh relay per size: each row starts with its cache empty (the upgrade follows the first).
+    for (const [index, count] of relaySites.entries()) {
+      const site = `relay-${index}`;
+      const relayDir = await startSiteRelay(site, RELAY_PORT + index);
+      await agentRow(`${count} agents through the relay (cold cache, ${transport})`, site, site, count, index === 0 ? upgrade && `${count} agents through the relay: upgrade to ${upgrade.name} (${transport})` : undefined, () => streamNote(relayDir));
+      await processes.stop(relay!);
+      relay = undefined;
+    }
   }
   if (rows.has('direct')) await agentRow(`${siteAgents} agents, no relay`, 'direct-site', 'direct', siteAgents);
   if (rows.has('nix')) {
