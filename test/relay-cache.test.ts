@@ -165,8 +165,6 @@ describe('a relay cache', () => {
       for await (const chunk of again.read(object.size - 1000, 1000)) tail.push(chunk);
       expect(Buffer.concat(tail).equals(expected.subarray(object.size - 1000))).toBe(true);
       expect(readdirSync(path.join(work, name, 'partial'))).toEqual([]);
-      // A blob the coordinator keeps as a template is kept as one here too (the copy's hints), for the next rebuild to restore.
-      if (test.coordinator.castore.templateOf(id as Digest)) expect(cache.store.templateOf(id as Digest)).toBeDefined();
       if (graph === 'bigref') expect(test.coordinator.castore.templateOf(id as Digest)).toBeDefined();
     } finally {
       cache.store.close();
@@ -186,7 +184,7 @@ describe('a relay cache', () => {
     await firstSegmentBeforeTheWhole('stream-copy-zstd', 'copy-stream');
   }, 60_000);
 
-  it('serves a large blob the coordinator keeps as a template as its copy streams it, verified, and keeps it as a template', async () => {
+  it('serves a large blob the coordinator keeps as a template as its copy streams it, verified', async () => {
     await firstSegmentBeforeTheWhole('stream-copy-template', 'copy-stream', 'bigref');
   }, 60_000);
 

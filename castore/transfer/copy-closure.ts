@@ -356,6 +356,9 @@ interface TemplatePlan {
 
 const noTemplates: ReadonlyMap<Digest, BlobTemplate> = new Map();
 
+/** A plan that restores nothing and hints nothing (templates not asked for). */
+const noTemplatePlan = (): TemplatePlan => ({ restorable: [], overDeltas: [], normalizedDeltas: [], hints: new Map(), templates: new Map(), later: [] });
+
 /**
  * Asks the source which wanted blobs it keeps as templates and picks those
  * the target can restore. Only a normalized blob the target holds makes a
@@ -482,6 +485,8 @@ export interface WantedBlobsCopy {
   storePaths: readonly StorePathInfo[];
   /** Knows every directory below `storePaths`. */
   readDirectory: (id: Digest) => readonly Entry[];
+  /** Whether to ask the source for templates (restores, hints); default true. */
+  templates?: boolean;
   /** Previous versions (findDeltaBases) and the store holding them: only with a source offering bulk reads. */
   deltas?: { basis: DeltaBasisStore; pairs: readonly DeltaPair[] };
   /** The target when it is a LocalCastore (read synchronously: its templates, the sizes of its normalized blobs). */
@@ -515,7 +520,7 @@ export async function copyWantedBlobs(copy: WantedBlobsCopy): Promise<WantedBlob
   const bulk = offersBulk(source) ? source.bulk : undefined;
   const ingestTarget = copy.ingestTarget ?? target;
   const deltaPairs = copy.deltas?.pairs ?? [];
-  const plan = await planTemplates(source, target, wanted, copy.smallBlobs !== undefined, deltaPairs, local);
+  const plan = copy.templates === false ? noTemplatePlan() : await planTemplates(source, target, wanted, copy.smallBlobs !== undefined, deltaPairs, local);
   const notCopied = new Set([...plan.restorable, ...plan.overDeltas].map((blob) => blob.digest));
   let toCopy = notCopied.size > 0 ? wanted.filter((blob) => !notCopied.has(blob.digest)) : wanted;
   let copiedBytes = [...toCopy, ...plan.normalizedDeltas.map((pair) => pair.target)].reduce((sum, blob) => sum + blob.size, 0);
