@@ -16,10 +16,12 @@
  * that key (protocol/relays.ts; a downstream relay's come with its
  * prefetch answer, fetch-sources.ts), checked alike for both;
  * the relay then serves only the granted config's closure, as the
- * coordinator's signed manifest names it. It refuses what it does not
- * serve (blobs.stream, blobs.templates, blobs.delta: INVALID, which makes
- * an agent fetch in batches, without templates, whole; uploads and
- * queries: FORBIDDEN), so an agent never depends on it for more than time.
+ * coordinator's signed manifest names it. A `blobs.stream` is served only
+ * as the relay's own upstream copy received it (stream-recordings.ts). It
+ * refuses what it does not serve (any other stream, blobs.templates,
+ * blobs.delta: INVALID, which makes an agent fetch in batches, without
+ * templates, whole; uploads and queries: FORBIDDEN), so an agent never
+ * depends on it for more than time.
  */
 import { createQuicServer, type QuicServerSession, type QuicStream } from '@currentspace/http3';
 import { createSecureServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';

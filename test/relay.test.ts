@@ -10,6 +10,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../agent/index.js';
 import { nixSystem } from '../agent/facts.js';
+import type { Digest } from '../castore/index.js';
 import { storePathLocation } from '../nix/store-path.js';
 import { signProof } from '../protocol/coordinator-proofs.js';
 import { encodeHeaderFrame } from '../protocol/framing.js';
@@ -201,6 +202,21 @@ function relayClientOver(transport: 'https' | 'quic', identity: Identity, given:
  * The grant cases, over `transport`: an insider with its grant is served; no grant, another agent's, an expired
  * or forged one, a grant for another config, an object outside it and an upload are refused (FORBIDDEN).
  */
+/** The first file's blob of store path `target` (depth first), as the coordinator holds it. */
+function firstBlob(target: string): Digest {
+  const walk = (id: Digest): Digest | undefined => {
+    for (const entry of test.coordinator.castore.readDirectory(id)) {
+      const found = entry.type === 'file' ? entry.digest : entry.type === 'directory' ? walk(entry.digest) : undefined;
+      if (found) return found;
+    }
+    return undefined;
+  };
+  const root = test.coordinator.castore.getStorePath(target)!.root;
+  const found = root.type === 'file' ? root.digest : root.type === 'directory' ? walk(root.digest) : undefined;
+  if (!found) throw new Error(`${target} has no file`);
+  return found;
+}
+
 async function refusesWithoutGrant(transport: 'https' | 'quic'): Promise<{ served: { configId: string }; other: { configId: string }; insiderKey: Identity }> {
     const served = await newConfig(`granted-${transport}`, { small: 5, large: 0 });
     const other = await newConfig(`elsewhere-${transport}`, { small: 5, large: 0 });
@@ -244,6 +260,11 @@ async function refusesWithoutGrant(transport: 'https' | 'quic'): Promise<{ serve
     const client = relayClientOver(transport, insiderKey, grant(insiderKey.keyId, served.configId));
     try {
       await expect(client.call({ op: 'directories.get', ids: [otherFile.digest] })).rejects.toMatchObject({ code: 'FORBIDDEN' });
+      // Streams and outboards alike: another closure's blob is refused; a stream of its own the relay kept none of is "ask in batches".
+      const otherBlob = firstBlob(other.target);
+      await expect(client.call({ op: 'blobs.stream', ids: [otherBlob], accept: ['zstd'] })).rejects.toMatchObject({ code: 'FORBIDDEN' });
+      await expect(client.call({ op: 'blob.get', id: otherBlob, offset: 0, length: 0, outboard: true })).rejects.toMatchObject({ code: 'FORBIDDEN' });
+      await expect(client.call({ op: 'blobs.stream', ids: [firstBlob(served.target)], accept: ['zstd'] })).rejects.toMatchObject({ code: 'INVALID', message: expect.stringMatching(/no stream of these blobs/) });
       // Uploads and queries are not a relay's.
       await expect(client.call({ op: 'missing', storePaths: [], blobs: [], directories: [] })).rejects.toMatchObject({ code: 'FORBIDDEN' });
       expect(client.transportKind).toBe(transport === 'quic' ? 'quic' : 'http');
