@@ -91,8 +91,8 @@ export interface RelayDataClientOptions extends Pick<DataClientOptions, 'retries
  * coordinator gave): QUIC first when the relay says it listens for it
  * (RELAY_QUIC_INFO_PATH, asked within `connectTimeoutMs`, or its answer
  * remembered in `quicInfo`) and its certificate is the pinned one, HTTPS
- * otherwise and as the fallback, as
- * to a coordinator. A relay that cannot be asked (down, withholding) gets
+ * otherwise and as the fallback, as to a coordinator; zstd accepted (a
+ * relay's kept streams). A relay that cannot be asked (down, withholding) gets
  * an HTTPS-only client, which fails as it did before relays spoke QUIC.
  * Refuses (PinningError) a relay whose certificate is not the pinned one.
  */

@@ -8,23 +8,31 @@ import { Agent } from '../agent/index.js';
 import { formatJoinString } from '../protocol/join-string.js';
 import type { TestCoordinator } from './data-plane-fixture.js';
 
-/** A TCP proxy to `targetPort` on 127.0.0.1 that counts server -> client bytes (the downlink of an uplink, or what a LAN carried). */
+/** A TCP proxy to a port on 127.0.0.1 that counts server -> client bytes (the downlink of an uplink, or what a LAN carried). */
 export interface CountingProxy {
   url: string;
+  port: number;
   down: number;
   close(): Promise<void>;
 }
 
-export async function startCountingProxy(targetPort: number): Promise<CountingProxy> {
+/**
+ * Starts a CountingProxy to `target` (a port, or a function asked at each
+ * connection: a process restarted on another port); `onDown` is called
+ * with the running count after each chunk (a test that kills the server
+ * mid-transfer).
+ */
+export async function startCountingProxy(target: number | (() => number), onDown: (down: number) => void = () => undefined): Promise<CountingProxy> {
   const sockets = new Set<{ destroy(): void }>();
-  const proxy: CountingProxy = { url: '', down: 0, close: async () => undefined };
+  const proxy: CountingProxy = { url: '', port: 0, down: 0, close: async () => undefined };
   const server: Server = createServer((client) => {
-    const upstream = connect(targetPort, '127.0.0.1');
+    const upstream = connect(typeof target === 'number' ? target : target(), '127.0.0.1');
     sockets.add(client).add(upstream);
     client.pipe(upstream);
     upstream.on('data', (chunk: Buffer) => {
       proxy.down += chunk.length;
       client.write(chunk);
+      onDown(proxy.down);
     });
     upstream.on('end', () => client.end());
     const drop = () => {
@@ -36,7 +44,8 @@ export async function startCountingProxy(targetPort: number): Promise<CountingPr
     client.on('close', () => upstream.destroy());
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  proxy.url = `https://127.0.0.1:${(server.address() as { port: number }).port}`;
+  proxy.port = (server.address() as { port: number }).port;
+  proxy.url = `https://127.0.0.1:${proxy.port}`;
   proxy.close = () =>
     new Promise((resolve) => {
       server.close(() => resolve());

@@ -3,7 +3,6 @@
 // coordinator once for the whole site; the relay SIGKILLed mid-transfer; a relay that flips bytes; and
 // requests to the relay without a grant it accepts. The CLI runs from build/ (`npm run build`).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer, connect, type Server } from 'node:net';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -23,7 +22,7 @@ import { formatJoinString } from '../protocol/join-string.js';
 import { encodeRelayGrant, RELAY_GRANT_HEADER, relayGrantMessage, RelayStatusSchema, type RelayGrant, type RelayStatus } from '../protocol/relays.js';
 import { addTreeAsStorePath, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
 import { ferryBin, freePort, runFerry as ferry } from './cli-process.js';
-import { enrollSiteAgent, filesOf } from './relay-fixtures.js';
+import { enrollSiteAgent, filesOf, startCountingProxy, type CountingProxy } from './relay-fixtures.js';
 
 
 const system = nixSystem();
@@ -36,52 +35,12 @@ let relayId: string;
 let relayFingerprint: string;
 let relayPort: number;
 let relay: ChildProcess | undefined;
-let front: KillSwitchProxy;
+/** A proxy in front of the relay (the URL agents are given), which can kill it mid-transfer (killAfter). */
+let front: CountingProxy;
 const relayLog: string[] = [];
 
-/** A TCP proxy in front of the relay (the URL agents are given), which can SIGKILL the relay once it forwarded some bytes to an agent. */
-interface KillSwitchProxy {
-  port: number;
-  /** Relay -> agent bytes forwarded. */
-  forwarded: number;
-  killAfter: number | undefined;
-  close(): Promise<void>;
-}
-
-async function startKillSwitchProxy(target: () => number, onKill: () => void): Promise<KillSwitchProxy> {
-  const proxy: KillSwitchProxy = { port: 0, forwarded: 0, killAfter: undefined, close: async () => undefined };
-  const sockets = new Set<{ destroy(): void }>();
-  const server: Server = createServer((client) => {
-    const upstream = connect(target(), '127.0.0.1');
-    sockets.add(client);
-    sockets.add(upstream);
-    client.pipe(upstream);
-    upstream.on('data', (chunk: Buffer) => {
-      proxy.forwarded += chunk.length;
-      if (proxy.killAfter !== undefined && proxy.forwarded >= proxy.killAfter) {
-        proxy.killAfter = undefined;
-        onKill();
-      }
-      client.write(chunk);
-    });
-    upstream.on('end', () => client.end());
-    const drop = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    upstream.on('error', drop);
-    client.on('error', drop);
-    client.on('close', () => upstream.destroy());
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  proxy.port = (server.address() as { port: number }).port;
-  proxy.close = () =>
-    new Promise((resolve) => {
-      server.close(() => resolve());
-      for (const socket of sockets) socket.destroy();
-    });
-  return proxy;
-}
+/** Relay -> agent bytes after which the proxy in front of the relay SIGKILLs it (once). */
+let killAfter: number | undefined;
 
 
 
@@ -162,9 +121,13 @@ beforeAll(async () => {
   work = mkdtempSync(path.join(tmpdir(), 'ferry-relay-'));
   relayDir = path.join(work, 'relay');
   relayPort = await freePort();
-  front = await startKillSwitchProxy(
+  front = await startCountingProxy(
     () => relayPort,
-    () => relay?.kill('SIGKILL'),
+    (down) => {
+      if (killAfter === undefined || down < killAfter) return;
+      killAfter = undefined;
+      relay?.kill('SIGKILL');
+    },
   );
   const { token } = await test.adminClient.call('tokens.create', { uses: 1, relay: true });
   const join = formatJoinString({ httpUrl: test.http.url, coordinatorKey: test.coordinator.identity.keyId, tlsFingerprint: test.coordinator.tls.fingerprint, token, pinnedTls: true });
@@ -320,7 +283,7 @@ describe('a site relay', () => {
     const { configId, target, tree } = await newConfig('kill', { small: 40, large: 6, largeSize: 4 * 1024 * 1024 + 77 });
     const third = await siteAgent('agent-3', 'kill');
     try {
-      front.killAfter = front.forwarded + 3 * 1024 * 1024;
+      killAfter = front.down + 3 * 1024 * 1024;
       expect(await third.agent.runOnce()).toBe('active');
       expect(relay?.signalCode ?? (await new Promise((resolve) => relay!.once('exit', (_code, signal) => resolve(signal))))).toBe('SIGKILL');
       const failed = eventsOf(third.stateDir).filter((event) => event.kind === 'relay-failed');
