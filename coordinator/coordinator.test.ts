@@ -27,7 +27,9 @@ beforeEach(() => {
 });
 afterEach(() => {
   coordinator.close();
-  rmSync(dir, { recursive: true, force: true });
+  // A fleet of 256+ events started the background WAL checkpointer, whose thread closes its own
+  // connection just after close() returns (storage-maintenance.ts): its -shm/-wal may go meanwhile.
+  rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
 });
 
 async function populatedFleet(steps: number) {
