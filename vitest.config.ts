@@ -2,7 +2,7 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
-    include: ['{protocol,nix,castore,coordinator,agent,cli,test}/**/*.test.ts'],
+    include: ['{protocol,nix,castore,coordinator,agent,relay,cli,test}/**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 180_000,
     // Real Nix builds and real processes: keep parallelism modest on 2 cores.

@@ -44,6 +44,7 @@ import {
 } from '../castore/index.js';
 import type { DataClient } from '../protocol/data-client.js';
 import { MAX_BATCHED_BLOB_BYTES } from '../protocol/data-protocol.js';
+import type { FetchSourceKind } from './fetch-sources.js';
 import { PartialBlob } from './partial-blob.js';
 
 /**
@@ -66,7 +67,7 @@ export interface ClosureCopySource {
    * its upstream relay first, then the coordinator for what that did not
    * bring); default: the coordinator's client.
    */
-  through?: <T>(task: (client: DataClient) => Promise<T>) => Promise<T>;
+  through?: <T>(task: (client: DataClient, from: FetchSourceKind) => Promise<T>) => Promise<T>;
   /**
    * Store paths of other closures the cache may still hold (the previous
    * versions of a site's configs), most recent first: where the copy looks
@@ -174,9 +175,9 @@ export class UpstreamClosureCopies {
       }
       planned();
       if (wanted.length === 0) return;
-      const through = source.through ?? ((task) => task(this.upstream));
+      const through = source.through ?? ((task) => task(this.upstream, 'coordinator'));
       // Against another client after a failure: only what the first did not commit.
-      await through((client) => this.copy(configId, client, source, wanted.filter((blob) => this.pending.has(blob.digest) && !this.store.hasBlob(blob.digest)), readDirectory));
+      await through((client, from) => this.copy(configId, client, from, source, wanted.filter((blob) => this.pending.has(blob.digest) && !this.store.hasBlob(blob.digest)), readDirectory));
     } finally {
       planned();
       // Whatever the copy did not commit is the fetch-through's now.
@@ -191,7 +192,7 @@ export class UpstreamClosureCopies {
    * blob verified before it is staged; what arrived is committed (kept for
    * the agents and the fetch-through) even when the copy fails.
    */
-  private async copy(configId: string, client: DataClient, source: ClosureCopySource, blobs: readonly FileNode[], readDirectory: (id: Digest) => ReturnType<LocalCastore['readDirectory']>): Promise<void> {
+  private async copy(configId: string, client: DataClient, from: FetchSourceKind, source: ClosureCopySource, blobs: readonly FileNode[], readDirectory: (id: Digest) => ReturnType<LocalCastore['readDirectory']>): Promise<void> {
     if (blobs.length === 0) return;
     const basis = this.basisOf(source.bases?.() ?? []);
     const previous = new Set(basis.listStorePaths().map((info) => info.storePath));
@@ -200,7 +201,7 @@ export class UpstreamClosureCopies {
     const pairs = previous.size > 0 ? findDeltaBases(basis, fresh, readDirectory, new Map(blobs.map((blob) => [blob.digest, blob]))) : [];
     const copied = await copyWantedBlobs({
       // From an upstream relay (which only passes its own upstream's stream on): large blobs of a stream verified per group.
-      source: new RemoteCastore(client, [], { groupVerifiedStreams: client !== this.upstream, ...(this.streamTap ? { streamTap: this.streamTap } : {}) }),
+      source: new RemoteCastore(client, [], { groupVerifiedStreams: from === 'relay', ...(this.streamTap ? { streamTap: this.streamTap } : {}) }),
       target: this.store,
       ingestTarget: this.trackingTarget(new Set(pairs.map((pair) => pair.target.digest))),
       commitEvery: UPSTREAM_COMMIT_BYTES,

@@ -23,6 +23,20 @@ function readCounter(registry: Registry, name: string, help: string, read: () =>
   });
 }
 
+/** A counter per value of `label`, each read from `read` at each scrape (values the relay chose, never a client's). */
+function readLabelledCounter(registry: Registry, name: string, help: string, label: string, read: () => Record<string, number>): void {
+  new Counter({
+    name,
+    help,
+    labelNames: [label],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [value, count] of Object.entries(read())) this.inc({ [label]: value }, count);
+    },
+  });
+}
+
 function readGauge(registry: Registry, name: string, help: string, read: () => number): void {
   new Gauge({
     name,
@@ -70,30 +84,14 @@ export class RelayMetrics implements MetricsSource {
         this.set({ state: 'failed' }, prefetch?.failed.length ?? 0);
       },
     });
-    new Counter({
-      name: 'ferry_relay_requests_total',
-      help: 'Data requests agents made of the relay, by transport (quic: one per stream; https: one per POST /v1/data)',
-      labelNames: ['transport'],
-      registers: [registry],
-      collect() {
-        const requests = now().requests;
-        this.reset();
-        this.inc({ transport: 'quic' }, requests?.quic ?? 0);
-        this.inc({ transport: 'https' }, requests?.https ?? 0);
-      },
-    });
-    new Counter({
-      name: 'ferry_relay_prefetch_objects_total',
-      help: 'Objects the prefetch fetched from the coordinator, and found in the cache already',
-      labelNames: ['result'],
-      registers: [registry],
-      collect() {
-        const prefetch = now().prefetch;
-        this.reset();
-        this.inc({ result: 'fetched' }, prefetch?.objectsFetched ?? 0);
-        this.inc({ result: 'cached' }, prefetch?.objectsCached ?? 0);
-      },
-    });
+    readLabelledCounter(registry, 'ferry_relay_requests_total', 'Data requests agents made of the relay, by transport (quic: one per stream; https: one per POST /v1/data)', 'transport', () => ({
+      quic: now().requests?.quic ?? 0,
+      https: now().requests?.https ?? 0,
+    }));
+    readLabelledCounter(registry, 'ferry_relay_prefetch_objects_total', 'Objects the prefetch fetched from the coordinator, and found in the cache already', 'result', () => ({
+      fetched: now().prefetch?.objectsFetched ?? 0,
+      cached: now().prefetch?.objectsCached ?? 0,
+    }));
   }
 
   /** The metrics in Prometheus's text format, read from the relay's status now. */

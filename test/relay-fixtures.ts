@@ -4,6 +4,7 @@
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, connect, type Server } from 'node:net';
 import path from 'node:path';
+import { expect } from 'vitest';
 import { Agent } from '../agent/index.js';
 import { formatJoinString } from '../protocol/join-string.js';
 import type { TestCoordinator } from './data-plane-fixture.js';
@@ -93,6 +94,14 @@ export function filesOf(dir: string, prefix = ''): Map<string, Buffer> {
     else out.set(`${prefix}${name}`, readFileSync(full));
   }
   return out;
+}
+
+/** Asserts that the tree at `materialized` holds exactly the files of `source`, byte for byte. */
+export function expectSameTree(materialized: string, source: string): void {
+  const got = filesOf(materialized);
+  const want = filesOf(source);
+  expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
+  for (const [name, bytes] of want) expect(got.get(name)!.equals(bytes), name).toBe(true);
 }
 
 export interface SiteAgent {

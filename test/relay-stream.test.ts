@@ -21,7 +21,7 @@ import { formatJoinString } from '../protocol/join-string.js';
 import { RelayStatusSchema, type RelayStatus } from '../protocol/relays.js';
 import { addTreeAsStorePath, fakeStorePath, signedConfig, startTestCoordinator, type TestCoordinator } from './data-plane-fixture.js';
 import { ferryBin, freePort, runFerry as ferry } from './cli-process.js';
-import { enrollSiteAgent, filesOf, startCountingProxy, writeCompressibleTree, type CountingProxy, type SiteAgent } from './relay-fixtures.js';
+import { enrollSiteAgent, expectSameTree, startCountingProxy, writeCompressibleTree, type CountingProxy, type SiteAgent } from './relay-fixtures.js';
 
 const system = nixSystem();
 
@@ -103,13 +103,6 @@ async function enrollAgents(graph: string, site: string, names: string[]): Promi
 
 const kindsOf = (stateDir: string) => readFileSync(path.join(stateDir, 'events.jsonl'), 'utf8').split('\n').filter(Boolean).map((line) => (JSON.parse(line) as { kind: string }).kind);
 
-function expectSameFiles(storeDir: string, target: string, tree: string): void {
-  const want = filesOf(tree);
-  const got = filesOf(storePathLocation(storeDir, target));
-  expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
-  for (const [name, bytes] of want) expect(got.get(name)!.equals(bytes), name).toBe(true);
-}
-
 beforeAll(async () => {
   test = await startTestCoordinator({ quic: false });
   work = mkdtempSync(path.join(tmpdir(), 'ferry-relay-stream-'));
@@ -136,7 +129,7 @@ describe('a site relay serving its upstream stream', () => {
     for (const one of agents) {
       expect(kindsOf(one.stateDir)).toContain('relay');
       expect(kindsOf(one.stateDir)).not.toContain('relay-failed');
-      expectSameFiles(one.storeDir, closure.target, closure.tree);
+      expectSameTree(storePathLocation(one.storeDir, closure.target), closure.tree);
     }
     const status = await statusOf(relay, 2);
     // One recording, served to both: the LAN carried the compressed stream twice, not the closure's bytes.
@@ -154,7 +147,7 @@ describe('a site relay serving its upstream stream', () => {
       await third!.agent.close();
     }
     expect(kindsOf(third!.stateDir)).not.toContain('relay-failed');
-    expectSameFiles(third!.storeDir, closure.target, closure.tree);
+    expectSameTree(storePathLocation(third!.storeDir, closure.target), closure.tree);
     expect((await statusOf(relay, 1)).streams).toMatchObject({ served: 1 });
     await stopRelay(relay);
   }, 180_000);
@@ -170,7 +163,7 @@ describe('a site relay serving its upstream stream', () => {
       await one!.agent.close();
     }
     expect(kindsOf(one!.stateDir)).toContain('relay-failed');
-    expectSameFiles(one!.storeDir, closure.target, closure.tree);
+    expectSameTree(storePathLocation(one!.storeDir, closure.target), closure.tree);
     expect((await statusOf(relay, 1)).streams!.served).toBeGreaterThanOrEqual(1);
     await stopRelay(relay);
   }, 180_000);

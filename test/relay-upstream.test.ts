@@ -21,7 +21,7 @@ import { RelayStatusSchema } from '../protocol/relays.js';
 import { addTreeAsStorePath, fakeStorePath, signedConfig, startTestCoordinator, type TestCoordinator } from './data-plane-fixture.js';
 import type { CopyReport } from '../castore/index.js';
 import { ferryBin, freePort, runFerry as ferry } from './cli-process.js';
-import { enrollSiteAgent, filesOf, startCountingProxy, writeCompressibleTree, type CountingProxy, type SiteAgent } from './relay-fixtures.js';
+import { enrollSiteAgent, expectSameTree, startCountingProxy, writeCompressibleTree, type CountingProxy, type SiteAgent } from './relay-fixtures.js';
 
 const system = nixSystem();
 
@@ -109,15 +109,12 @@ describe("a site relay's uplink", () => {
     } finally {
       await Promise.all(agents.map((one) => one.agent.close()));
     }
-    const want = filesOf(tree);
     for (const one of agents) {
       const kinds = eventKinds(one.stateDir);
       // Through the relay, all of it: nothing fell back to the coordinator.
       expect(kinds).toContain('relay');
       expect(kinds).not.toContain('relay-failed');
-      const got = filesOf(storePathLocation(one.storeDir, target));
-      expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
-      for (const [name, bytes] of want) expect(got.get(name)!.equals(bytes), name).toBe(true);
+      expectSameTree(storePathLocation(one.storeDir, target), tree);
     }
     const upstreamBytes = uplink.down - before;
     expect(upstreamBytes, `relay uplink ${upstreamBytes} B, direct fetch ${direct.down} B`).toBeLessThanOrEqual(1.1 * direct.down);
@@ -172,14 +169,11 @@ describe("a site relay's uplink", () => {
       directStore.close();
       await Promise.all(agents.map((one) => one.agent.close()));
     }
-    const want = filesOf(v2);
     for (const one of agents) {
       const kinds = eventKinds(one.stateDir);
       expect(kinds).toContain('relay');
       expect(kinds).not.toContain('relay-failed');
-      const got = filesOf(storePathLocation(one.storeDir, target2));
-      expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
-      for (const [name, bytes] of want) expect(got.get(name)!.equals(bytes), name).toBe(true);
+      expectSameTree(storePathLocation(one.storeDir, target2), v2);
     }
   }, 120_000);
 });

@@ -22,7 +22,7 @@ import { formatJoinString } from '../protocol/join-string.js';
 import { encodeRelayGrant, RELAY_GRANT_HEADER, relayGrantMessage, RelayStatusSchema, type RelayGrant, type RelayStatus } from '../protocol/relays.js';
 import { addTreeAsStorePath, fakeStorePath, signedConfig, startTestCoordinator, writeTree, type TestCoordinator } from './data-plane-fixture.js';
 import { ferryBin, freePort, runFerry as ferry } from './cli-process.js';
-import { enrollSiteAgent, filesOf, startCountingProxy, type CountingProxy } from './relay-fixtures.js';
+import { enrollSiteAgent, expectSameTree, startCountingProxy, type CountingProxy } from './relay-fixtures.js';
 
 
 const system = nixSystem();
@@ -108,13 +108,6 @@ function eventsOf(stateDir: string): { kind: string; message: string }[] {
     .map((line) => JSON.parse(line) as { kind: string; message: string });
 }
 
-
-function expectSameTree(materialized: string, source: string): void {
-  const got = filesOf(materialized);
-  const want = filesOf(source);
-  expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
-  for (const [rel, bytes] of want) expect(got.get(rel)!.equals(bytes), rel).toBe(true);
-}
 
 beforeAll(async () => {
   test = await startTestCoordinator();
